@@ -1,0 +1,100 @@
+/* backend: the small vtable every model backend implements, the model configuration it
+ * reads and completes, and the two backends: "onnxruntime" (ONNX Runtime's C API, loaded
+ * with dlopen at run time) and "sim" (a synthetic model for tests and capacity planning:
+ * output i is a copy of input i, a batch of n takes latency_us + n * per_item_us).
+ *
+ * Lifecycle: bd_backend_find(name) -> ops; ops->load(cfg) once per model version (loader
+ * thread) -> bd_backend_model_t; ops->instance_new once per instance (loader thread); then
+ * ops->run on that instance's worker thread only; instance_free, unload at shutdown after
+ * the workers joined.
+ *
+ * Threads: load/unload/instance_new/instance_free on the thread that manages models; run on
+ * the instance's own worker thread. Instances of one model run concurrently. */
+#ifndef BD_BACKEND_H
+#define BD_BACKEND_H
+
+#include "core/core.h"
+#include "tensor/tensor.h"
+
+/* One input or output as the model declares it. With max_batch_size > 0, `dims` excludes
+ * the batch dimension (as in Triton). -1 in dims: any size. */
+typedef struct {
+    char *name; /* owned by the config */
+    bd_dtype_t dtype;
+    bd_shape_t dims;
+} bd_io_t;
+
+typedef struct {
+    char *name;          /* owned */
+    int64_t version;
+    char *dir;           /* owned: the version folder, e.g. models/mlp/1 */
+    char *model_path;    /* owned: <dir>/model.onnx (unused by sim) */
+    char backend[32];    /* "onnxruntime" or "sim" */
+    int max_batch_size;  /* 0: the model has no batch dimension; requests run alone */
+    bool dynamic_batching;         /* false: each request is executed on its own */
+    uint64_t max_queue_delay_us;   /* how long an under-full batch may wait for its oldest */
+    size_t max_queue_size;         /* queued requests before 503 */
+    int instances;                 /* worker threads, each with its own session */
+    int threads_per_instance;      /* intra-op threads per session */
+    bd_io_t *inputs; /* owned array; may be NULL/0 before load: the backend fills it in */
+    size_t n_inputs;
+    bd_io_t *outputs;
+    size_t n_outputs;
+    struct {
+        uint64_t latency_us;
+        uint64_t per_item_us;
+    } sim;
+    char *device; /* owned; NULL or "cpu" or "cuda:N" */
+} bd_model_config_t;
+
+/* Free everything the config owns (not the struct itself). */
+void bd_model_config_dispose(bd_model_config_t *cfg);
+/* Allocate `n` zeroed io entries into cfg->inputs/outputs (replacing none). BD_ENOMEM. */
+int bd_model_config_alloc_io(bd_io_t **arr, size_t *count, size_t n);
+
+typedef struct bd_backend_model bd_backend_model_t;       /* backend-defined */
+typedef struct bd_backend_instance bd_backend_instance_t; /* backend-defined */
+
+typedef struct {
+    const char *name;
+    /* Load a model version. Fills cfg->inputs/outputs from the model file when the config
+     * gave none, and checks them against the file when it did; checks that max_batch_size
+     * is consistent with the model's first dimension. Returns 0 and *out (owned by the
+     * caller, freed with unload), or an error code with the reason in err. */
+    int (*load)(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *err);
+    void (*unload)(bd_backend_model_t *m);
+    /* One session per instance; index is 0..instances-1. */
+    int (*instance_new)(bd_backend_model_t *m, int index, bd_backend_instance_t **out,
+                        bd_err_t *err);
+    void (*instance_free)(bd_backend_instance_t *inst);
+    /* Run one batch. inputs[i] matches cfg->inputs[i] (name, dtype) with shape
+     * [rows, dims...] (or the request's own shape when max_batch_size == 0), data
+     * contiguous. On success outputs[i] (i < cfg->n_outputs, in config order) is filled with
+     * name, dtype, shape (first dim = rows when batching) and data owned by the instance,
+     * valid until the next run or instance_free. Returns 0 or BD_EBACKEND with err set. */
+    int (*run)(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
+               bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err);
+} bd_backend_ops_t;
+
+/* "onnxruntime" or "sim"; NULL for an unknown name. */
+const bd_backend_ops_t *bd_backend_find(const char *name);
+
+extern const bd_backend_ops_t bd_backend_sim;
+extern const bd_backend_ops_t bd_backend_ort;
+
+/* ---- ONNX Runtime library -------------------------------------------------------------- */
+
+/* Load libonnxruntime from `path` (NULL: BD_ORT_DEFAULT_LIB, then "libonnxruntime.so.1" on
+ * the loader's path) and bind API version 30 (or the highest the library accepts, >= 17).
+ * Call once at start-up, before any load. Returns 0, or an error whose message says why
+ * ONNX models are unavailable; the sim backend works either way. */
+int bd_ort_init(const char *path, bd_err_t *err);
+/* "1.30.0", or NULL when not initialised. */
+const char *bd_ort_version(void);
+bool bd_ort_available(void);
+/* Why it is unavailable (the bd_ort_init error), or "" when available. */
+const char *bd_ort_unavailable_reason(void);
+/* dlclose and forget; for shutdown and tests. */
+void bd_ort_shutdown(void);
+
+#endif

@@ -1,0 +1,409 @@
+/* core.c: errors, logging, clock, buffers, arenas, files (see core.h).
+ *
+ * Threads: any. The log level is an atomic; each log line is formatted into a stack buffer
+ * and written with one write(2), so lines from different threads never interleave. */
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+int bd_err_set(bd_err_t *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+int bd_err_prefix(bd_err_t *err, const char *fmt, ...)
+{
+    if (!err) {
+        return 0;
+    }
+    char prefix[BD_ERR_MSG_MAX];
+    char old[BD_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    size_t n = strlen(prefix);
+    if (n >= sizeof err->msg) {
+        n = sizeof err->msg - 1;
+    }
+    memcpy(err->msg, prefix, n);
+    size_t rest = strnlen(old, sizeof old - 1);
+    if (rest > sizeof err->msg - 1 - n) {
+        rest = sizeof err->msg - 1 - n;
+    }
+    memcpy(err->msg + n, old, rest);
+    err->msg[n + rest] = '\0';
+    return err->code;
+}
+
+const char *bd_strerror(int code)
+{
+    switch (code) {
+    case BD_OK: return "ok";
+    case BD_EINVAL: return "invalid argument";
+    case BD_ENOTFOUND: return "not found";
+    case BD_ENOPATH: return "no such path";
+    case BD_EMETHOD: return "method not allowed";
+    case BD_EFULL: return "queue full";
+    case BD_ESHUTDOWN: return "shutting down";
+    case BD_EUNAVAIL: return "unavailable";
+    case BD_EBACKEND: return "backend error";
+    case BD_ENOMEM: return "out of memory";
+    case BD_ETOOBIG: return "too large";
+    case BD_EIO: return "i/o error";
+    case BD_EUNSUPPORTED: return "unsupported";
+    default: return "unknown error";
+    }
+}
+
+/* ---- logging --------------------------------------------------------------------------- */
+
+static atomic_int log_level = BD_LOG_INFO;
+
+void bd_log_set_level(int level)
+{
+    atomic_store(&log_level, level);
+}
+
+int bd_log_level(void)
+{
+    return atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+void bd_log(int level, const char *module, const char *fmt, ...)
+{
+    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    if (level < bd_log_level()) {
+        return;
+    }
+    char line[1024];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, names[level < 0 ? 0 : level > 3 ? 3 : level],
+                     module);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof line - 2) {
+        n = (int)sizeof line - 2;
+    }
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    (void)w;
+}
+
+/* ---- clock ----------------------------------------------------------------------------- */
+
+uint64_t bd_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t real_now(void *ctx)
+{
+    (void)ctx;
+    return bd_now_us();
+}
+
+bd_clock_t bd_clock_real(void)
+{
+    return (bd_clock_t){.now_us = real_now, .ctx = NULL};
+}
+
+/* ---- buffer ---------------------------------------------------------------------------- */
+
+void bd_buf_init(bd_buf_t *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+void bd_buf_dispose(bd_buf_t *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void bd_buf_reset(bd_buf_t *b)
+{
+    b->len = 0;
+    b->failed = false;
+    if (b->data) {
+        b->data[0] = '\0';
+    }
+}
+
+int bd_buf_reserve(bd_buf_t *b, size_t n)
+{
+    size_t need;
+    if (b->failed || !bd_add_size(b->len, n, &need) || !bd_add_size(need, 1, &need)) {
+        b->failed = true;
+        return BD_ENOMEM;
+    }
+    if (need <= b->cap) {
+        return 0;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2) {
+            cap = need;
+            break;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (!p) {
+        b->failed = true;
+        return BD_ENOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+void bd_buf_append(bd_buf_t *b, const void *data, size_t n)
+{
+    if (bd_buf_reserve(b, n) != 0) {
+        return;
+    }
+    if (n) {
+        memcpy(b->data + b->len, data, n);
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void bd_buf_puts(bd_buf_t *b, const char *s)
+{
+    bd_buf_append(b, s, strlen(s));
+}
+
+void bd_buf_putc(bd_buf_t *b, char c)
+{
+    bd_buf_append(b, &c, 1);
+}
+
+void bd_buf_printf(bd_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char small[256];
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->failed = true;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        bd_buf_append(b, small, (size_t)n);
+        return;
+    }
+    if (bd_buf_reserve(b, (size_t)n) != 0) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void bd_buf_json_string(bd_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    bd_buf_putc(b, '"');
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        bd_buf_append(b, s + start, i - start);
+        start = i + 1;
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        switch (c) {
+        case '"': bd_buf_append(b, "\\\"", 2); break;
+        case '\\': bd_buf_append(b, "\\\\", 2); break;
+        case '\n': bd_buf_append(b, "\\n", 2); break;
+        case '\t': bd_buf_append(b, "\\t", 2); break;
+        case '\r': bd_buf_append(b, "\\r", 2); break;
+        default: bd_buf_append(b, esc, 6); break;
+        }
+    }
+    bd_buf_append(b, s + start, n - start);
+    bd_buf_putc(b, '"');
+}
+
+void bd_buf_json_error(bd_buf_t *b, const char *msg)
+{
+    bd_buf_puts(b, "{\"error\":");
+    bd_buf_json_string(b, msg, strlen(msg));
+    bd_buf_putc(b, '}');
+}
+
+char *bd_buf_steal(bd_buf_t *b, size_t *len)
+{
+    char *p = b->data;
+    if (len) {
+        *len = b->len;
+    }
+    memset(b, 0, sizeof *b);
+    return p;
+}
+
+/* ---- arena ----------------------------------------------------------------------------- */
+
+struct bd_arena_chunk {
+    bd_arena_chunk_t *next;
+    size_t size; /* bytes usable in data[] */
+    size_t off;
+    _Alignas(16) unsigned char data[];
+};
+
+#define ARENA_CHUNK 4096u
+
+void bd_arena_init(bd_arena_t *a, size_t limit)
+{
+    a->head = NULL;
+    a->used = 0;
+    a->limit = limit;
+}
+
+void *bd_arena_alloc(bd_arena_t *a, size_t n)
+{
+    size_t rounded;
+    if (!bd_add_size(n, 15, &rounded)) {
+        return NULL;
+    }
+    rounded &= ~(size_t)15;
+    if (rounded == 0) {
+        rounded = 16;
+    }
+    bd_arena_chunk_t *c = a->head;
+    if (!c || c->size - c->off < rounded) {
+        size_t size = rounded > ARENA_CHUNK / 2 ? rounded : ARENA_CHUNK;
+        size_t total;
+        if (!bd_add_size(size, sizeof *c, &total) || !bd_add_size(a->used, total, &total)) {
+            return NULL;
+        }
+        if (a->limit && total > a->limit) {
+            return NULL;
+        }
+        c = malloc(sizeof *c + size);
+        if (!c) {
+            return NULL;
+        }
+        c->size = size;
+        c->off = 0;
+        a->used += sizeof *c + size;
+        if (a->head && size > ARENA_CHUNK / 2 && a->head->size - a->head->off > 64) {
+            /* A big block gets its own chunk behind the current one, so the current
+             * chunk's free space stays usable for small pieces. */
+            c->next = a->head->next;
+            a->head->next = c;
+        } else {
+            c->next = a->head;
+            a->head = c;
+        }
+    }
+    void *p = c->data + c->off;
+    c->off += rounded;
+    return p;
+}
+
+void *bd_arena_calloc(bd_arena_t *a, size_t count, size_t size)
+{
+    size_t n;
+    if (!bd_mul_size(count, size, &n)) {
+        return NULL;
+    }
+    void *p = bd_arena_alloc(a, n);
+    if (p) {
+        memset(p, 0, n);
+    }
+    return p;
+}
+
+char *bd_arena_strndup(bd_arena_t *a, const char *s, size_t n)
+{
+    size_t total;
+    if (!bd_add_size(n, 1, &total)) {
+        return NULL;
+    }
+    char *p = bd_arena_alloc(a, total);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+void bd_arena_dispose(bd_arena_t *a)
+{
+    bd_arena_chunk_t *c = a->head;
+    while (c) {
+        bd_arena_chunk_t *next = c->next;
+        free(c);
+        c = next;
+    }
+    a->head = NULL;
+    a->used = 0;
+}
+
+/* ---- files ----------------------------------------------------------------------------- */
+
+char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        bd_err_set(err, BD_EIO, "cannot open '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size > max_bytes) {
+        fclose(f);
+        bd_err_set(err, BD_ETOOBIG, "file '%s' is larger than %zu bytes", path, max_bytes);
+        return NULL;
+    }
+    size_t size = (size_t)st.st_size;
+    char *data = malloc(size + 1);
+    if (!data) {
+        fclose(f);
+        bd_err_set(err, BD_ENOMEM, "out of memory reading '%s'", path);
+        return NULL;
+    }
+    size_t got = fread(data, 1, size, f);
+    fclose(f);
+    if (got != size) {
+        free(data);
+        bd_err_set(err, BD_EIO, "short read on '%s'", path);
+        return NULL;
+    }
+    data[size] = '\0';
+    if (len) {
+        *len = size;
+    }
+    return data;
+}

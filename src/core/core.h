@@ -1,0 +1,150 @@
+/* core: the small pieces every other module uses.
+ *
+ * - Errors: functions return 0 or a negative BD_E* code; detail goes into an optional
+ *   bd_err_t (code + one sentence), filled only on the cold path.
+ * - Logging: one line per event, "module key=value ...", to stderr, thread-safe.
+ * - Clock: monotonic microseconds, plus a clock type that tests can replace.
+ * - bd_buf_t: a growable byte buffer (responses, JSON text).
+ * - bd_arena_t: a bump allocator with a byte limit; a request owns one for its small pieces
+ *   and freeing the request frees them all.
+ * - Overflow-checked size arithmetic for everything a client sizes.
+ *
+ * Threads: everything here is safe on any thread; a bd_buf_t or bd_arena_t belongs to one
+ * owner at a time. */
+#ifndef BD_CORE_H
+#define BD_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+enum {
+    BD_OK = 0,
+    BD_EINVAL = -1,     /* the client sent something wrong (HTTP 400) */
+    BD_ENOTFOUND = -2,  /* unknown model or version (HTTP 400, as Triton) */
+    BD_ENOPATH = -3,    /* unknown URL path (HTTP 404) */
+    BD_EMETHOD = -4,    /* wrong HTTP method (HTTP 405) */
+    BD_EFULL = -5,      /* queue full: overloaded (HTTP 503) */
+    BD_ESHUTDOWN = -6,  /* shutting down (HTTP 503) */
+    BD_EUNAVAIL = -7,   /* model not ready (HTTP 503) */
+    BD_EBACKEND = -8,   /* the backend failed to run (HTTP 500) */
+    BD_ENOMEM = -9,     /* out of memory (HTTP 500) */
+    BD_ETOOBIG = -10,   /* body or tensor over a configured limit (HTTP 400) */
+    BD_EIO = -11,       /* file or socket error (HTTP 500) */
+    BD_EUNSUPPORTED = -12, /* valid but not implemented here (HTTP 400) */
+};
+
+#define BD_ERR_MSG_MAX 512
+
+typedef struct {
+    int code;
+    char msg[BD_ERR_MSG_MAX];
+} bd_err_t;
+
+/* Fill `err` (may be NULL) with `code` and a printf-style sentence. Returns `code`, so
+ * `return bd_err_set(err, BD_EINVAL, "...")` reads naturally. */
+int bd_err_set(bd_err_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "model 'x': <old message>". Keeps the code. */
+int bd_err_prefix(bd_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A short fixed name for a code ("invalid argument", ...). */
+const char *bd_strerror(int code);
+
+/* ---- logging --------------------------------------------------------------------------- */
+
+enum { BD_LOG_DEBUG = 0, BD_LOG_INFO = 1, BD_LOG_WARN = 2, BD_LOG_ERROR = 3 };
+
+void bd_log_set_level(int level);
+int bd_log_level(void);
+/* Writes "<time> <LEVEL> <module> <message>\n" in one write(2). Any thread. */
+void bd_log(int level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define BD_DEBUG(mod, ...)                                                                     \
+    do {                                                                                       \
+        if (bd_log_level() <= BD_LOG_DEBUG)                                                    \
+            bd_log(BD_LOG_DEBUG, mod, __VA_ARGS__);                                            \
+    } while (0)
+#define BD_INFO(mod, ...) bd_log(BD_LOG_INFO, mod, __VA_ARGS__)
+#define BD_WARN(mod, ...) bd_log(BD_LOG_WARN, mod, __VA_ARGS__)
+#define BD_ERROR(mod, ...) bd_log(BD_LOG_ERROR, mod, __VA_ARGS__)
+
+/* ---- clock ----------------------------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t bd_now_us(void);
+
+/* A replaceable clock: production uses bd_clock_real(); tests pass their own. */
+typedef struct {
+    uint64_t (*now_us)(void *ctx);
+    void *ctx;
+} bd_clock_t;
+
+bd_clock_t bd_clock_real(void);
+static inline uint64_t bd_clock_now(const bd_clock_t *c)
+{
+    return c->now_us(c->ctx);
+}
+
+/* ---- checked arithmetic ---------------------------------------------------------------- */
+
+/* Return false on overflow. */
+static inline bool bd_mul_size(size_t a, size_t b, size_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool bd_add_size(size_t a, size_t b, size_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* ---- growable buffer ------------------------------------------------------------------- */
+
+typedef struct {
+    char *data; /* owned; NUL-terminated when len < cap */
+    size_t len;
+    size_t cap;
+    bool failed; /* an append ran out of memory: the contents are incomplete */
+} bd_buf_t;
+
+void bd_buf_init(bd_buf_t *b);
+void bd_buf_dispose(bd_buf_t *b);
+void bd_buf_reset(bd_buf_t *b);
+/* Ensure room for `n` more bytes. Returns BD_ENOMEM and sets `failed` on failure. */
+int bd_buf_reserve(bd_buf_t *b, size_t n);
+void bd_buf_append(bd_buf_t *b, const void *data, size_t n);
+void bd_buf_puts(bd_buf_t *b, const char *s);
+void bd_buf_putc(bd_buf_t *b, char c);
+void bd_buf_printf(bd_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append `s` (n bytes) as a quoted, escaped JSON string. */
+void bd_buf_json_string(bd_buf_t *b, const char *s, size_t n);
+/* Append {"error":"<msg>"}. */
+void bd_buf_json_error(bd_buf_t *b, const char *msg);
+/* Take ownership of the contents; `b` is left empty. */
+char *bd_buf_steal(bd_buf_t *b, size_t *len);
+
+/* ---- arena ----------------------------------------------------------------------------- */
+
+typedef struct bd_arena_chunk bd_arena_chunk_t;
+
+typedef struct {
+    bd_arena_chunk_t *head;
+    size_t used;  /* bytes handed out plus chunk overhead */
+    size_t limit; /* 0: no limit */
+} bd_arena_t;
+
+void bd_arena_init(bd_arena_t *a, size_t limit);
+/* Returns 16-byte aligned memory, or NULL when out of memory or over the limit. */
+void *bd_arena_alloc(bd_arena_t *a, size_t n);
+void *bd_arena_calloc(bd_arena_t *a, size_t count, size_t size);
+char *bd_arena_strndup(bd_arena_t *a, const char *s, size_t n);
+void bd_arena_dispose(bd_arena_t *a);
+
+/* ---- files ----------------------------------------------------------------------------- */
+
+/* Read a whole file (at most max_bytes). Returns owned bytes (NUL-terminated) or NULL. */
+char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *err);
+
+#endif

@@ -1,0 +1,67 @@
+/* metrics: Prometheus counters, gauges and histograms per model version, rendered as text
+ * for GET /metrics.
+ *
+ * Every value is an atomic updated with relaxed ordering, so the hot path takes no lock;
+ * a scrape reads them without stopping anyone (values of one scrape are each exact but not a
+ * single snapshot). The registry's list of models is guarded by a mutex taken only when a
+ * model version is registered and when rendering.
+ *
+ * Threads: any. bd_metrics_model_t handles stay valid until bd_metrics_free. */
+#ifndef BD_METRICS_H
+#define BD_METRICS_H
+
+#include "core/core.h"
+
+typedef enum {
+    BD_OUTCOME_SUCCESS = 0,
+    BD_OUTCOME_REJECTED,  /* queue full or shutting down (503) */
+    BD_OUTCOME_INVALID,   /* bad request (400) */
+    BD_OUTCOME_ERROR,     /* backend failure (500) */
+    BD_OUTCOME_TIMEOUT,   /* deadline passed while queued */
+    BD_OUTCOME_CANCELLED, /* client went away while queued */
+    BD_OUTCOME_COUNT_
+} bd_outcome_t;
+
+const char *bd_outcome_name(bd_outcome_t o); /* "success", "rejected", ... */
+
+typedef struct bd_metrics bd_metrics_t;
+typedef struct bd_model_metrics bd_model_metrics_t;
+
+bd_metrics_t *bd_metrics_new(void);
+void bd_metrics_free(bd_metrics_t *m);
+
+/* The handle for (model, version), created on first use; owned by the registry. NULL only
+ * when out of memory (every bd_metrics_* call accepts NULL and does nothing). */
+bd_model_metrics_t *bd_metrics_model(bd_metrics_t *m, const char *model, const char *version);
+
+/* batchd_inference_requests_total{model,version,outcome} += 1 */
+void bd_metrics_request(bd_model_metrics_t *mm, bd_outcome_t outcome);
+/* A completed request's durations (microseconds): queue (arrival -> batch start), compute
+ * (its batch's backend run) and end to end (arrival -> completion). */
+void bd_metrics_request_durations(bd_model_metrics_t *mm, uint64_t queue_us, uint64_t compute_us,
+                                  uint64_t total_us);
+/* One batch executed with `rows` items: executions_total += 1, items_total += rows,
+ * batch_size histogram observes rows. */
+void bd_metrics_batch(bd_model_metrics_t *mm, size_t rows);
+/* batchd_queue_depth += delta */
+void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta);
+
+/* Read back a counter (for tests and the statistics extension). */
+uint64_t bd_metrics_get_requests(bd_model_metrics_t *mm, bd_outcome_t outcome);
+uint64_t bd_metrics_get_items(bd_model_metrics_t *mm);
+uint64_t bd_metrics_get_executions(bd_model_metrics_t *mm);
+int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm);
+
+/* Append the Prometheus text exposition (version 0.0.4) of every metric. Families:
+ *   batchd_inference_requests_total{model,version,outcome}   counter
+ *   batchd_inference_items_total{model,version}               counter
+ *   batchd_inference_executions_total{model,version}          counter
+ *   batchd_batch_size{model,version}                          histogram (le 1,2,4,..,256,+Inf)
+ *   batchd_queue_duration_seconds{model,version}              histogram
+ *   batchd_compute_duration_seconds{model,version}            histogram
+ *   batchd_request_duration_seconds{model,version}            histogram
+ *   batchd_queue_depth{model,version}                         gauge
+ * Each family has its # HELP and # TYPE lines once; every outcome is listed (0 included). */
+void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out);
+
+#endif

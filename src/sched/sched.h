@@ -1,0 +1,100 @@
+/* sched: one scheduler per loaded model version. It owns a bounded FIFO of requests, the
+ * worker threads (one per model instance, each with its own backend session and reusable
+ * batch buffers), and the batch-forming rule:
+ *
+ *   A free instance takes the oldest request and every later queued request whose non-batch
+ *   dims equal it, in arrival order, while the rows fit in max_batch_size. It runs that batch
+ *   at once if it is full, if batching is off, if max_queue_delay_us is 0, if the next
+ *   compatible request would not fit, or if the oldest request has waited max_queue_delay_us
+ *   (measured from its arrival); otherwise it waits until then or until more requests come.
+ *
+ * Each request's outputs are exactly what the model gives for that request alone: inputs are
+ * gathered row-wise into the instance's batch buffer, outputs scattered back by rows.
+ *
+ * Threads: bd_sched_submit from any thread (never blocks: a full queue fails at once).
+ * Completion callbacks run on the worker thread that ran the batch. Workers wait on a
+ * condition variable; the queue is guarded by one mutex, never held across a backend call
+ * or a callback. */
+#ifndef BD_SCHED_H
+#define BD_SCHED_H
+
+#include "backend/backend.h"
+#include "core/core.h"
+#include "metrics/metrics.h"
+#include "tensor/tensor.h"
+
+typedef struct bd_req bd_req_t;
+typedef struct bd_sched bd_sched_t;
+
+/* Called once per submitted request when it is finished (status set). Ownership of the
+ * request returns to the callee. Never called for a request whose submit failed. */
+typedef void (*bd_req_done_cb)(bd_req_t *req, void *ctx);
+
+struct bd_req {
+    /* --- set by the submitter ------------------------------------------------------ */
+    bd_arena_t arena;     /* owns the request's small pieces (names, decoded JSON data) */
+    char *body;           /* owned (malloc), may be NULL; binary tensors point into it */
+    size_t body_len;
+    bd_infer_req_t in;    /* decoded request; borrows arena and body */
+    bd_req_done_cb done;
+    void *done_ctx;
+    /* --- set by the scheduler ------------------------------------------------------ */
+    size_t rows;          /* batch rows this request contributes (1 without batching) */
+    uint64_t arrival_us;  /* when it was queued */
+    uint64_t start_us;    /* when its batch started */
+    uint64_t end_us;      /* when its batch finished */
+    int status;           /* 0, or BD_EBACKEND / BD_ESHUTDOWN ... on failure */
+    bd_err_t err;         /* the reason when status != 0 */
+    bd_tensor_t *outputs; /* every model output in config order; data in out_block */
+    size_t n_outputs;
+    void *out_block;      /* owned (malloc): the outputs' data */
+    /* --- scheduler private --------------------------------------------------------- */
+    bd_req_t *next;
+};
+
+/* A zeroed request with an arena limited to `arena_limit` bytes (0: no limit). */
+bd_req_t *bd_req_new(size_t arena_limit);
+/* Frees the arena, body, out_block and the request. NULL is fine. */
+void bd_req_free(bd_req_t *req);
+
+typedef struct {
+    bd_clock_t clock;            /* zero: the real clock */
+    bool manual;                 /* no worker threads: the caller drives bd_sched_step */
+    bd_model_metrics_t *metrics; /* borrowed, may be NULL */
+} bd_sched_opts_t;
+
+/* Create the scheduler for a loaded model: one backend instance per cfg->instances and
+ * (unless manual) one worker thread each. Borrows cfg, ops and bm, which must outlive it.
+ * Returns NULL with err set when an instance fails to start. */
+bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *ops,
+                         bd_backend_model_t *bm, const bd_sched_opts_t *opts, bd_err_t *err);
+
+/* Check a decoded request against the model: every model input given exactly once and no
+ * unknown one, datatypes equal, shapes equal to the model's dims (batch dim 1..max_batch_size
+ * first when batching, the same in every input), requested outputs known. Sets *rows.
+ * Returns 0 or BD_EINVAL with one sentence, e.g.
+ * "input 'INPUT0': expected datatype FP32, got INT32". Pure; any thread. */
+int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, size_t *rows,
+                      bd_err_t *err);
+
+/* Validate and queue `req`. On success the scheduler owns req until req->done runs. On
+ * failure the caller still owns it and done is never called: BD_EINVAL (bad request),
+ * BD_EFULL (queue at max_queue_size), BD_ESHUTDOWN (closed). Any thread; never blocks. */
+int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
+
+size_t bd_sched_queue_depth(bd_sched_t *s);
+
+/* Stop accepting: later submits fail with BD_ESHUTDOWN; queued requests still run. */
+void bd_sched_close(bd_sched_t *s);
+
+/* Close, let the workers finish everything queued, join them, free the instances and the
+ * scheduler. Completion callbacks of the remaining requests run before it returns. */
+void bd_sched_free(bd_sched_t *s);
+
+/* Manual mode (tests): if a batch is ready for instance `inst` at the scheduler clock's
+ * now, run it on the calling thread and complete its requests; return how many requests it
+ * completed. Return 0 when none is ready, with *wake_us set to the clock time at which the
+ * oldest request's delay expires (UINT64_MAX when the queue is empty). */
+int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us);
+
+#endif

@@ -1,0 +1,1 @@
+/* placeholder */ typedef int bd_placeholder_t;

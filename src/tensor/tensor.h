@@ -1,0 +1,130 @@
+/* tensor: datatypes, shapes, tensors, and the KServe v2 request/response codecs (JSON tensors
+ * and Triton's binary tensor extension).
+ *
+ * The decoder turns an HTTP body into a bd_infer_req_t whose small pieces live in a caller's
+ * arena and whose binary tensor data points into the body (which the caller keeps alive: the
+ * body is owned by the same request). It checks everything a client controls: JSON syntax
+ * and nesting, datatype names, shapes (product overflow, negative dims), element counts,
+ * binary sizes against the header length. It does not know the model: checking a request
+ * against a model's inputs is the scheduler's job.
+ *
+ * Threads: pure functions over caller-owned memory; any thread. */
+#ifndef BD_TENSOR_H
+#define BD_TENSOR_H
+
+#include "core/core.h"
+
+/* ---- datatypes ------------------------------------------------------------------------- */
+
+typedef enum {
+    BD_DT_INVALID = 0,
+    BD_DT_BOOL,
+    BD_DT_UINT8,
+    BD_DT_UINT16,
+    BD_DT_UINT32,
+    BD_DT_UINT64,
+    BD_DT_INT8,
+    BD_DT_INT16,
+    BD_DT_INT32,
+    BD_DT_INT64,
+    BD_DT_FP16, /* named so it can be reported; not supported for tensors yet */
+    BD_DT_FP32,
+    BD_DT_FP64,
+    BD_DT_BYTES, /* named so it can be reported; not supported for tensors yet */
+    BD_DT_COUNT_
+} bd_dtype_t;
+
+/* "FP32" -> BD_DT_FP32; BD_DT_INVALID for an unknown name. */
+bd_dtype_t bd_dtype_from_name(const char *name);
+/* BD_DT_FP32 -> "FP32"; "INVALID" for out-of-range values. */
+const char *bd_dtype_name(bd_dtype_t dt);
+/* Bytes per element (BOOL is 1 byte); 0 for INVALID and BYTES. */
+size_t bd_dtype_size(bd_dtype_t dt);
+/* True for the datatypes tensors may carry: BOOL, INT*, UINT*, FP32, FP64. */
+bool bd_dtype_supported(bd_dtype_t dt);
+
+/* ---- shapes ---------------------------------------------------------------------------- */
+
+#define BD_MAX_DIMS 8
+
+typedef struct {
+    int ndim;
+    int64_t dims[BD_MAX_DIMS]; /* -1 means variable (model metadata only) */
+} bd_shape_t;
+
+/* Number of elements. Fails (BD_EINVAL, message names the shape) on a negative dim or when
+ * the product overflows or exceeds `max_elems`. */
+int bd_shape_count(const bd_shape_t *s, size_t max_elems, size_t *count, bd_err_t *err);
+/* Write "[1,16]" into buf (always NUL-terminated). Returns buf. */
+const char *bd_shape_str(const bd_shape_t *s, char *buf, size_t cap);
+bool bd_shape_equal(const bd_shape_t *a, const bd_shape_t *b);
+
+/* ---- tensors --------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name; /* borrowed (arena or model config) */
+    bd_dtype_t dtype;
+    bd_shape_t shape;
+    void *data;       /* borrowed: body, arena or backend buffer; element layout row-major,
+                       * little-endian, BOOL as one byte 0/1 */
+    size_t byte_size; /* == count(shape) * dtype_size */
+} bd_tensor_t;
+
+/* ---- infer request --------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name; /* arena */
+    bool binary;      /* answer this output in binary form (binary_data) */
+} bd_output_req_t;
+
+typedef struct {
+    const char *id;           /* arena; NULL when the request had none */
+    bd_tensor_t *inputs;      /* arena */
+    size_t n_inputs;
+    bd_output_req_t *outputs; /* arena; NULL/0: every output of the model */
+    size_t n_outputs;
+    bool binary_default;      /* parameters.binary_data_output: outputs not listed go binary */
+    int64_t priority;         /* parameters.priority, 0 when absent */
+    uint64_t timeout_us;      /* parameters.timeout, 0 when absent */
+} bd_infer_req_t;
+
+typedef struct {
+    size_t max_elems_per_tensor; /* 0: no limit besides memory */
+    size_t max_inputs;           /* 0: 64 */
+    int max_depth;               /* JSON nesting limit; 0: 64 */
+} bd_decode_limits_t;
+
+/* Decode an infer request body.
+ *
+ * `body`/`len` is the whole HTTP body; `header_len` is the Inference-Header-Content-Length
+ * value, or `len` when the header was absent (then no binary data may follow). Binary input
+ * tensors (parameters.binary_data_size) take their bytes, in input order, from
+ * body[header_len..len); the sizes must add up to exactly that tail. JSON `data` may be flat
+ * or nested (nesting must then match the shape); values are range-checked for their
+ * datatype (BOOL accepts true/false; INT/UINT need integers in range; FP accept numbers).
+ *
+ * On success `out` borrows `body` (binary tensors point into it) and `arena` (everything
+ * else). On failure returns BD_EINVAL/BD_ETOOBIG/BD_ENOMEM with one sentence in `err`,
+ * e.g. "input 'INPUT0': expected 16 values for shape [1,16], got 15". */
+int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
+                    const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err);
+
+/* ---- infer response -------------------------------------------------------------------- */
+
+typedef struct {
+    const bd_tensor_t *tensor; /* borrowed */
+    bool binary;               /* send as binary_data after the JSON header */
+} bd_output_enc_t;
+
+/* Encode an infer response into `out` (appended):
+ *   {"model_name":..,"model_version":..,"id":..(only if id),"outputs":[{"name":..,
+ *    "datatype":..,"shape":[..],"data":[..]} | {..,"parameters":{"binary_data_size":N}}]}
+ * followed by the binary outputs' bytes in order. `*header_len` is the JSON part's length
+ * (the Inference-Header-Content-Length to send when any output is binary). FP32 values are
+ * printed with enough digits to round-trip (%.9g), FP64 with %.17g; NaN/Inf as JSON can't
+ * carry them are written as null. Returns 0 or BD_ENOMEM. */
+int bd_infer_encode(bd_buf_t *out, const char *model_name, const char *model_version,
+                    const char *id, const bd_output_enc_t *outputs, size_t n_outputs,
+                    size_t *header_len);
+
+#endif
