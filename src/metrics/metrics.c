@@ -1,1 +1,373 @@
-/* placeholder */ typedef int bd_placeholder_t;
+/* metrics.c: per model version counters, a gauge and fixed-bucket histograms, rendered in
+ * the Prometheus text exposition format (version 0.0.4).
+ *
+ * Every value is a C11 atomic updated with relaxed ordering: request paths (event-loop and
+ * worker threads) only ever do atomic adds, never take a lock. A histogram keeps one
+ * non-cumulative count per bucket plus an integer sum; the renderer accumulates the buckets
+ * and derives _count from them, so within one scrape the +Inf bucket always equals _count.
+ * Durations are kept in integer microseconds and printed as seconds with six decimals, so
+ * the text is exact (no floating-point noise).
+ *
+ * Ownership: the registry owns every bd_model_metrics_t (a singly linked list in
+ * registration order, guarded by `mu`, which is taken only to register and to render).
+ * Handles stay valid until bd_metrics_free. Threads: any. */
+#include "metrics/metrics.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Upper bounds (inclusive, as Prometheus' `le`) of the batch size buckets. */
+#define BATCH_BUCKETS 9
+static const uint64_t batch_bounds[BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+static const char *const batch_le[BATCH_BUCKETS] = {"1",  "2",  "4",   "8",  "16",
+                                                    "32", "64", "128", "256"};
+
+/* Upper bounds of the duration buckets, in microseconds, and their text in seconds. */
+#define DUR_BUCKETS 16
+static const uint64_t dur_bounds_us[DUR_BUCKETS] = {
+    100,    250,    500,     1000,    2500,    5000,    10000,   25000,
+    50000,  100000, 250000,  500000,  1000000, 2500000, 5000000, 10000000};
+static const char *const dur_le[DUR_BUCKETS] = {
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",    "10"};
+
+#define MAX_BUCKETS 16
+
+typedef struct {
+    _Atomic uint64_t buckets[MAX_BUCKETS + 1]; /* last one: above every bound (+Inf only) */
+    _Atomic uint64_t sum;                      /* rows, or microseconds */
+} hist_t;
+
+struct bd_model_metrics {
+    char *model;   /* owned */
+    char *version; /* owned */
+    _Atomic uint64_t requests[BD_OUTCOME_COUNT_];
+    _Atomic uint64_t items;
+    _Atomic uint64_t executions;
+    _Atomic int64_t queue_depth;
+    hist_t batch_size;
+    hist_t queue_dur;
+    hist_t compute_dur;
+    hist_t request_dur;
+    bd_model_metrics_t *next; /* under the registry's mu */
+};
+
+struct bd_metrics {
+    pthread_mutex_t mu;
+    bd_model_metrics_t *head; /* under mu; registration order */
+    bd_model_metrics_t *tail;
+};
+
+static const char *const outcome_names[BD_OUTCOME_COUNT_] = {
+    "success", "rejected", "invalid", "error", "timeout", "cancelled"};
+
+const char *bd_outcome_name(bd_outcome_t o)
+{
+    if ((int)o < 0 || o >= BD_OUTCOME_COUNT_) {
+        return "unknown";
+    }
+    return outcome_names[o];
+}
+
+bd_metrics_t *bd_metrics_new(void)
+{
+    bd_metrics_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        return NULL;
+    }
+    if (pthread_mutex_init(&m->mu, NULL) != 0) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void bd_metrics_free(bd_metrics_t *m)
+{
+    if (!m) {
+        return;
+    }
+    bd_model_metrics_t *mm = m->head;
+    while (mm) {
+        bd_model_metrics_t *next = mm->next;
+        free(mm->model);
+        free(mm->version);
+        free(mm);
+        mm = next;
+    }
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+bd_model_metrics_t *bd_metrics_model(bd_metrics_t *m, const char *model, const char *version)
+{
+    if (!m || !model || !version) {
+        return NULL;
+    }
+    pthread_mutex_lock(&m->mu);
+    for (bd_model_metrics_t *mm = m->head; mm; mm = mm->next) {
+        if (strcmp(mm->model, model) == 0 && strcmp(mm->version, version) == 0) {
+            pthread_mutex_unlock(&m->mu);
+            return mm;
+        }
+    }
+    bd_model_metrics_t *mm = calloc(1, sizeof *mm);
+    if (mm) {
+        mm->model = strdup(model);
+        mm->version = strdup(version);
+        if (!mm->model || !mm->version) {
+            free(mm->model);
+            free(mm->version);
+            free(mm);
+            mm = NULL;
+        }
+    }
+    if (mm) {
+        if (m->tail) {
+            m->tail->next = mm;
+        } else {
+            m->head = mm;
+        }
+        m->tail = mm;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return mm;
+}
+
+/* ---- updates (hot path: relaxed atomics only) ------------------------------------------ */
+
+static void add_u64(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_fetch_add_explicit(v, d, memory_order_relaxed);
+}
+
+static uint64_t load_u64(_Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+static void hist_observe(hist_t *h, const uint64_t *bounds, int n, uint64_t v)
+{
+    int i = 0;
+    while (i < n && v > bounds[i]) {
+        i++;
+    }
+    add_u64(&h->buckets[i], 1);
+    add_u64(&h->sum, v);
+}
+
+void bd_metrics_request(bd_model_metrics_t *mm, bd_outcome_t outcome)
+{
+    if (!mm || (int)outcome < 0 || outcome >= BD_OUTCOME_COUNT_) {
+        return;
+    }
+    add_u64(&mm->requests[outcome], 1);
+}
+
+void bd_metrics_request_durations(bd_model_metrics_t *mm, uint64_t queue_us, uint64_t compute_us,
+                                  uint64_t total_us)
+{
+    if (!mm) {
+        return;
+    }
+    hist_observe(&mm->queue_dur, dur_bounds_us, DUR_BUCKETS, queue_us);
+    hist_observe(&mm->compute_dur, dur_bounds_us, DUR_BUCKETS, compute_us);
+    hist_observe(&mm->request_dur, dur_bounds_us, DUR_BUCKETS, total_us);
+}
+
+void bd_metrics_batch(bd_model_metrics_t *mm, size_t rows)
+{
+    if (!mm) {
+        return;
+    }
+    add_u64(&mm->executions, 1);
+    add_u64(&mm->items, rows);
+    hist_observe(&mm->batch_size, batch_bounds, BATCH_BUCKETS, rows);
+}
+
+void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta)
+{
+    if (!mm) {
+        return;
+    }
+    atomic_fetch_add_explicit(&mm->queue_depth, delta, memory_order_relaxed);
+}
+
+uint64_t bd_metrics_get_requests(bd_model_metrics_t *mm, bd_outcome_t outcome)
+{
+    if (!mm || (int)outcome < 0 || outcome >= BD_OUTCOME_COUNT_) {
+        return 0;
+    }
+    return load_u64(&mm->requests[outcome]);
+}
+
+uint64_t bd_metrics_get_items(bd_model_metrics_t *mm)
+{
+    return mm ? load_u64(&mm->items) : 0;
+}
+
+uint64_t bd_metrics_get_executions(bd_model_metrics_t *mm)
+{
+    return mm ? load_u64(&mm->executions) : 0;
+}
+
+int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm)
+{
+    return mm ? atomic_load_explicit(&mm->queue_depth, memory_order_relaxed) : 0;
+}
+
+/* ---- rendering ------------------------------------------------------------------------- */
+
+/* A label value as the exposition format wants it: backslash, double quote and newline
+ * escaped. */
+static void put_label_value(bd_buf_t *out, const char *s)
+{
+    bd_buf_putc(out, '"');
+    size_t start = 0;
+    size_t i = 0;
+    for (; s[i]; i++) {
+        const char *esc = NULL;
+        switch (s[i]) {
+        case '\\': esc = "\\\\"; break;
+        case '"': esc = "\\\""; break;
+        case '\n': esc = "\\n"; break;
+        default: break;
+        }
+        if (esc) {
+            bd_buf_append(out, s + start, i - start);
+            bd_buf_puts(out, esc);
+            start = i + 1;
+        }
+    }
+    bd_buf_append(out, s + start, i - start);
+    bd_buf_putc(out, '"');
+}
+
+/* `name{model="..",version=".."` without the closing brace, so callers can add labels. */
+static void put_series(bd_buf_t *out, const char *name, const char *suffix,
+                       const bd_model_metrics_t *mm)
+{
+    bd_buf_puts(out, name);
+    bd_buf_puts(out, suffix);
+    bd_buf_puts(out, "{model=");
+    put_label_value(out, mm->model);
+    bd_buf_puts(out, ",version=");
+    put_label_value(out, mm->version);
+}
+
+static void put_header(bd_buf_t *out, const char *name, const char *type, const char *help)
+{
+    bd_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+typedef enum { SUM_COUNT, SUM_SECONDS } sum_kind_t;
+
+static void put_hist(bd_buf_t *out, const char *name, bd_model_metrics_t *mm, hist_t *h,
+                     const char *const *le, int n, sum_kind_t kind)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i <= n; i++) {
+        cum += load_u64(&h->buckets[i]);
+        put_series(out, name, "_bucket", mm);
+        bd_buf_printf(out, ",le=\"%s\"} %" PRIu64 "\n", i < n ? le[i] : "+Inf", cum);
+    }
+    uint64_t sum = load_u64(&h->sum);
+    put_series(out, name, "_sum", mm);
+    if (kind == SUM_SECONDS) {
+        bd_buf_printf(out, "} %" PRIu64 ".%06" PRIu64 "\n", sum / 1000000u, sum % 1000000u);
+    } else {
+        bd_buf_printf(out, "} %" PRIu64 "\n", sum);
+    }
+    put_series(out, name, "_count", mm);
+    bd_buf_printf(out, "} %" PRIu64 "\n", cum);
+}
+
+typedef enum {
+    F_REQUESTS,
+    F_ITEMS,
+    F_EXECUTIONS,
+    F_BATCH,
+    F_QUEUE_DUR,
+    F_COMPUTE_DUR,
+    F_REQUEST_DUR,
+    F_QUEUE_DEPTH,
+    F_COUNT_
+} family_t;
+
+static const struct {
+    const char *name;
+    const char *type;
+    const char *help;
+} families[F_COUNT_] = {
+    [F_REQUESTS] = {"batchd_inference_requests_total", "counter",
+                    "Inference requests by outcome."},
+    [F_ITEMS] = {"batchd_inference_items_total", "counter",
+                 "Batch rows executed (a request may contribute several)."},
+    [F_EXECUTIONS] = {"batchd_inference_executions_total", "counter",
+                      "Model executions (batches run by the backend)."},
+    [F_BATCH] = {"batchd_batch_size", "histogram", "Rows per model execution."},
+    [F_QUEUE_DUR] = {"batchd_queue_duration_seconds", "histogram",
+                     "Time from arrival until the request's batch started."},
+    [F_COMPUTE_DUR] = {"batchd_compute_duration_seconds", "histogram",
+                       "Backend run time of the request's batch."},
+    [F_REQUEST_DUR] = {"batchd_request_duration_seconds", "histogram",
+                       "Time from arrival until the request completed."},
+    [F_QUEUE_DEPTH] = {"batchd_queue_depth", "gauge", "Requests waiting in the queue."},
+};
+
+static void render_family(bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
+{
+    const char *name = families[f].name;
+    switch (f) {
+    case F_REQUESTS:
+        for (int o = 0; o < BD_OUTCOME_COUNT_; o++) {
+            put_series(out, name, "", mm);
+            bd_buf_printf(out, ",outcome=\"%s\"} %" PRIu64 "\n", outcome_names[o],
+                          load_u64(&mm->requests[o]));
+        }
+        break;
+    case F_ITEMS:
+        put_series(out, name, "", mm);
+        bd_buf_printf(out, "} %" PRIu64 "\n", load_u64(&mm->items));
+        break;
+    case F_EXECUTIONS:
+        put_series(out, name, "", mm);
+        bd_buf_printf(out, "} %" PRIu64 "\n", load_u64(&mm->executions));
+        break;
+    case F_BATCH:
+        put_hist(out, name, mm, &mm->batch_size, batch_le, BATCH_BUCKETS, SUM_COUNT);
+        break;
+    case F_QUEUE_DUR:
+        put_hist(out, name, mm, &mm->queue_dur, dur_le, DUR_BUCKETS, SUM_SECONDS);
+        break;
+    case F_COMPUTE_DUR:
+        put_hist(out, name, mm, &mm->compute_dur, dur_le, DUR_BUCKETS, SUM_SECONDS);
+        break;
+    case F_REQUEST_DUR:
+        put_hist(out, name, mm, &mm->request_dur, dur_le, DUR_BUCKETS, SUM_SECONDS);
+        break;
+    case F_QUEUE_DEPTH:
+        put_series(out, name, "", mm);
+        bd_buf_printf(out, "} %" PRId64 "\n", bd_metrics_get_queue_depth(mm));
+        break;
+    case F_COUNT_: break;
+    }
+}
+
+void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
+{
+    if (!m) {
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    for (int f = 0; f < F_COUNT_; f++) {
+        put_header(out, families[f].name, families[f].type, families[f].help);
+        for (bd_model_metrics_t *mm = m->head; mm; mm = mm->next) {
+            render_family(out, (family_t)f, mm);
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+}

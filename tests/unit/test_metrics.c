@@ -1,0 +1,412 @@
+/* test_metrics: counters, gauge and histograms of src/metrics, and their Prometheus text,
+ * checked line by line with exact values. Single-threaded except the concurrency test, which
+ * checks that relaxed atomic adds from several threads lose nothing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/metrics.h"
+
+/* The rendered text split into lines (owned copies). */
+typedef struct {
+    char **lines;
+    size_t n;
+    char *text;
+} lines_t;
+
+static lines_t render(bd_metrics_t *m)
+{
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_metrics_render(m, &b);
+    assert_false(b.failed);
+    lines_t l = {0};
+    l.text = bd_buf_steal(&b, NULL);
+    assert_non_null(l.text);
+    size_t len = strlen(l.text);
+    assert_true(len > 0);
+    assert_int_equal(l.text[len - 1], '\n');
+    for (size_t i = 0; i < len; i++) {
+        if (l.text[i] == '\n') {
+            l.n++;
+        }
+    }
+    l.lines = calloc(l.n, sizeof *l.lines);
+    assert_non_null(l.lines);
+    size_t k = 0;
+    char *p = l.text;
+    for (char *nl = strchr(p, '\n'); nl; nl = strchr(p, '\n')) {
+        *nl = '\0';
+        l.lines[k++] = p;
+        p = nl + 1;
+    }
+    return l;
+}
+
+static void lines_free(lines_t *l)
+{
+    free(l->lines);
+    free(l->text);
+}
+
+/* Index of the line equal to `want`, failing the test when it is absent. */
+static size_t find_line(const lines_t *l, const char *want)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->lines[i], want) == 0) {
+            return i;
+        }
+    }
+    fail_msg("line not found: %s", want);
+    return 0;
+}
+
+static size_t count_prefix(const lines_t *l, const char *prefix)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        if (strncmp(l->lines[i], prefix, strlen(prefix)) == 0) {
+            n++;
+        }
+    }
+    return n;
+}
+
+static void test_outcome_names(void **state)
+{
+    (void)state;
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_SUCCESS), "success");
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_REJECTED), "rejected");
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_INVALID), "invalid");
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_ERROR), "error");
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_TIMEOUT), "timeout");
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_CANCELLED), "cancelled");
+    assert_string_equal(bd_outcome_name(BD_OUTCOME_COUNT_), "unknown");
+}
+
+static void test_model_handle_is_shared(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    assert_non_null(m);
+    bd_model_metrics_t *a = bd_metrics_model(m, "mlp", "1");
+    bd_model_metrics_t *b = bd_metrics_model(m, "mlp", "2");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    assert_ptr_equal(bd_metrics_model(m, "mlp", "1"), a);
+    assert_null(bd_metrics_model(NULL, "mlp", "1"));
+    assert_null(bd_metrics_model(m, NULL, "1"));
+    bd_metrics_free(m);
+}
+
+static void test_null_handle_is_ignored(void **state)
+{
+    (void)state;
+    bd_metrics_request(NULL, BD_OUTCOME_SUCCESS);
+    bd_metrics_request_durations(NULL, 1, 2, 3);
+    bd_metrics_batch(NULL, 4);
+    bd_metrics_queue_depth_add(NULL, 1);
+    assert_int_equal(bd_metrics_get_requests(NULL, BD_OUTCOME_SUCCESS), 0);
+    assert_int_equal(bd_metrics_get_items(NULL), 0);
+    assert_int_equal(bd_metrics_get_executions(NULL), 0);
+    assert_int_equal(bd_metrics_get_queue_depth(NULL), 0);
+    bd_metrics_render(NULL, NULL);
+    bd_metrics_free(NULL);
+}
+
+static void test_counters_read_back(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "m", "1");
+    bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
+    bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
+    bd_metrics_request(mm, BD_OUTCOME_REJECTED);
+    bd_metrics_request(mm, BD_OUTCOME_COUNT_); /* out of range: ignored */
+    bd_metrics_batch(mm, 3);
+    bd_metrics_batch(mm, 5);
+    bd_metrics_queue_depth_add(mm, 4);
+    bd_metrics_queue_depth_add(mm, -1);
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_SUCCESS), 2);
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_REJECTED), 1);
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_ERROR), 0);
+    assert_int_equal(bd_metrics_get_items(mm), 8);
+    assert_int_equal(bd_metrics_get_executions(mm), 2);
+    assert_int_equal(bd_metrics_get_queue_depth(mm), 3);
+    bd_metrics_free(m);
+}
+
+static void test_render_empty_registry_has_headers(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    lines_t l = render(m);
+    const char *want[] = {
+        "# HELP batchd_inference_requests_total Inference requests by outcome.",
+        "# TYPE batchd_inference_requests_total counter",
+        "# HELP batchd_inference_items_total Batch rows executed (a request may contribute "
+        "several).",
+        "# TYPE batchd_inference_items_total counter",
+        "# HELP batchd_inference_executions_total Model executions (batches run by the "
+        "backend).",
+        "# TYPE batchd_inference_executions_total counter",
+        "# HELP batchd_batch_size Rows per model execution.",
+        "# TYPE batchd_batch_size histogram",
+        "# HELP batchd_queue_duration_seconds Time from arrival until the request's batch "
+        "started.",
+        "# TYPE batchd_queue_duration_seconds histogram",
+        "# HELP batchd_compute_duration_seconds Backend run time of the request's batch.",
+        "# TYPE batchd_compute_duration_seconds histogram",
+        "# HELP batchd_request_duration_seconds Time from arrival until the request completed.",
+        "# TYPE batchd_request_duration_seconds histogram",
+        "# HELP batchd_queue_depth Requests waiting in the queue.",
+        "# TYPE batchd_queue_depth gauge",
+    };
+    assert_int_equal(l.n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_string_equal(l.lines[i], want[i]);
+    }
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+static void test_render_counters_exact(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "mlp", "1");
+    for (int i = 0; i < 7; i++) {
+        bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
+    }
+    bd_metrics_request(mm, BD_OUTCOME_INVALID);
+    bd_metrics_request(mm, BD_OUTCOME_ERROR);
+    bd_metrics_request(mm, BD_OUTCOME_ERROR);
+    bd_metrics_batch(mm, 3);
+    bd_metrics_batch(mm, 4);
+    bd_metrics_queue_depth_add(mm, 5);
+    bd_metrics_queue_depth_add(mm, -2);
+    lines_t l = render(m);
+    size_t i = find_line(&l, "# TYPE batchd_inference_requests_total counter");
+    const char *req[] = {
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"success\"} 7",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"rejected\"} 0",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"invalid\"} 1",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"error\"} 2",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"timeout\"} 0",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"cancelled\"} 0",
+    };
+    for (size_t k = 0; k < 6; k++) {
+        assert_string_equal(l.lines[i + 1 + k], req[k]);
+    }
+    i = find_line(&l, "# TYPE batchd_inference_items_total counter");
+    assert_string_equal(l.lines[i + 1],
+                        "batchd_inference_items_total{model=\"mlp\",version=\"1\"} 7");
+    i = find_line(&l, "# TYPE batchd_inference_executions_total counter");
+    assert_string_equal(l.lines[i + 1],
+                        "batchd_inference_executions_total{model=\"mlp\",version=\"1\"} 2");
+    i = find_line(&l, "# TYPE batchd_queue_depth gauge");
+    assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
+    assert_int_equal(i + 2, l.n);
+    /* Each family's HELP and TYPE once. */
+    assert_int_equal(count_prefix(&l, "# TYPE "), 8);
+    assert_int_equal(count_prefix(&l, "# HELP "), 8);
+    /* 8 header pairs, 6 outcomes, items, executions, depth, 12 batch-size lines and 3 x 19
+     * duration lines. */
+    assert_int_equal(l.n, 16 + 6 + 3 + 12 + 3 * 19);
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+static void test_render_batch_histogram_cumulative(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "m", "2");
+    size_t sizes[] = {1, 1, 2, 3, 4, 5, 64, 200, 256, 257, 1000};
+    size_t total = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        bd_metrics_batch(mm, sizes[k]);
+        total += sizes[k];
+    }
+    lines_t l = render(m);
+    size_t i = find_line(&l, "# TYPE batchd_batch_size histogram");
+    const char *want[] = {
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"1\"} 2",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"2\"} 3",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"4\"} 5",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"8\"} 6",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"16\"} 6",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"32\"} 6",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"64\"} 7",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"128\"} 7",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"256\"} 9",
+        "batchd_batch_size_bucket{model=\"m\",version=\"2\",le=\"+Inf\"} 11",
+        "batchd_batch_size_sum{model=\"m\",version=\"2\"} 1793",
+        "batchd_batch_size_count{model=\"m\",version=\"2\"} 11",
+    };
+    assert_int_equal(total, 1793);
+    for (size_t k = 0; k < 12; k++) {
+        assert_string_equal(l.lines[i + 1 + k], want[k]);
+    }
+    assert_string_equal(l.lines[i + 13], "# HELP batchd_queue_duration_seconds Time from arrival "
+                                         "until the request's batch started.");
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+static void test_render_duration_histograms_exact(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "m", "1");
+    /* queue: 100us (on the 0.0001 bound: le is inclusive), 101us, 10s, 11s.
+     * compute: 0, 2500us, 2501us, 3us. total: 1.5ms x 4 (sum 0.006000). */
+    bd_metrics_request_durations(mm, 100, 0, 1500);
+    bd_metrics_request_durations(mm, 101, 2500, 1500);
+    bd_metrics_request_durations(mm, 10000000, 2501, 1500);
+    bd_metrics_request_durations(mm, 11000000, 3, 1500);
+    lines_t l = render(m);
+    size_t i = find_line(&l, "# TYPE batchd_queue_duration_seconds histogram");
+    const char *q = "batchd_queue_duration_seconds_bucket{model=\"m\",version=\"1\",le=";
+    const char *les[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+                         "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "0.5",
+                         "1",      "2.5",     "5",      "10",    "+Inf"};
+    unsigned qwant[] = {1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 4};
+    char want[256];
+    for (size_t k = 0; k < 17; k++) {
+        snprintf(want, sizeof want, "%s\"%s\"} %u", q, les[k], qwant[k]);
+        assert_string_equal(l.lines[i + 1 + k], want);
+    }
+    assert_string_equal(l.lines[i + 18],
+                        "batchd_queue_duration_seconds_sum{model=\"m\",version=\"1\"} 21.000201");
+    assert_string_equal(l.lines[i + 19],
+                        "batchd_queue_duration_seconds_count{model=\"m\",version=\"1\"} 4");
+
+    i = find_line(&l, "# TYPE batchd_compute_duration_seconds histogram");
+    const char *c = "batchd_compute_duration_seconds_bucket{model=\"m\",version=\"1\",le=";
+    unsigned cwant[] = {2, 2, 2, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4};
+    for (size_t k = 0; k < 17; k++) {
+        snprintf(want, sizeof want, "%s\"%s\"} %u", c, les[k], cwant[k]);
+        assert_string_equal(l.lines[i + 1 + k], want);
+    }
+    assert_string_equal(l.lines[i + 18],
+                        "batchd_compute_duration_seconds_sum{model=\"m\",version=\"1\"} 0.005004");
+
+    i = find_line(&l, "# TYPE batchd_request_duration_seconds histogram");
+    assert_string_equal(
+        l.lines[i + 4],
+        "batchd_request_duration_seconds_bucket{model=\"m\",version=\"1\",le=\"0.001\"} 0");
+    assert_string_equal(
+        l.lines[i + 5],
+        "batchd_request_duration_seconds_bucket{model=\"m\",version=\"1\",le=\"0.0025\"} 4");
+    assert_string_equal(l.lines[i + 18],
+                        "batchd_request_duration_seconds_sum{model=\"m\",version=\"1\"} 0.006000");
+    assert_string_equal(l.lines[i + 19],
+                        "batchd_request_duration_seconds_count{model=\"m\",version=\"1\"} 4");
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+static void test_render_escapes_label_values(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "a\"b\\c\nd", "1");
+    bd_metrics_queue_depth_add(mm, -1);
+    lines_t l = render(m);
+    find_line(&l, "batchd_queue_depth{model=\"a\\\"b\\\\c\\nd\",version=\"1\"} -1");
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+static void test_render_models_in_registration_order(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *b = bd_metrics_model(m, "b", "1");
+    bd_model_metrics_t *a = bd_metrics_model(m, "a", "3");
+    bd_metrics_batch(b, 2);
+    bd_metrics_batch(a, 5);
+    lines_t l = render(m);
+    size_t i = find_line(&l, "# TYPE batchd_inference_items_total counter");
+    assert_string_equal(l.lines[i + 1],
+                        "batchd_inference_items_total{model=\"b\",version=\"1\"} 2");
+    assert_string_equal(l.lines[i + 2],
+                        "batchd_inference_items_total{model=\"a\",version=\"3\"} 5");
+    assert_string_equal(l.lines[i + 3], "# HELP batchd_inference_executions_total Model "
+                                        "executions (batches run by the backend).");
+    assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 12);
+    assert_int_equal(l.n, 16 + 2 * (6 + 3 + 12 + 3 * 19));
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+#define CONC_THREADS 4
+#define CONC_ITERS 20000
+
+static void *conc_worker(void *arg)
+{
+    bd_model_metrics_t *mm = arg;
+    for (int i = 0; i < CONC_ITERS; i++) {
+        bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
+        bd_metrics_batch(mm, 2);
+        bd_metrics_queue_depth_add(mm, 1);
+        bd_metrics_queue_depth_add(mm, -1);
+        bd_metrics_request_durations(mm, 1, 2, 3);
+    }
+    return NULL;
+}
+
+static void test_concurrent_updates_lose_nothing(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "m", "1");
+    pthread_t t[CONC_THREADS];
+    for (int i = 0; i < CONC_THREADS; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, conc_worker, mm), 0);
+    }
+    /* Scrape while they run: must not crash or race (TSan checks the latter). */
+    for (int i = 0; i < 5; i++) {
+        lines_t l = render(m);
+        lines_free(&l);
+    }
+    for (int i = 0; i < CONC_THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    uint64_t n = (uint64_t)CONC_THREADS * CONC_ITERS;
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_SUCCESS), n);
+    assert_int_equal(bd_metrics_get_executions(mm), n);
+    assert_int_equal(bd_metrics_get_items(mm), 2 * n);
+    assert_int_equal(bd_metrics_get_queue_depth(mm), 0);
+    lines_t l = render(m);
+    find_line(&l, "batchd_batch_size_count{model=\"m\",version=\"1\"} 80000");
+    find_line(&l, "batchd_request_duration_seconds_sum{model=\"m\",version=\"1\"} 0.240000");
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_outcome_names),
+        cmocka_unit_test(test_model_handle_is_shared),
+        cmocka_unit_test(test_null_handle_is_ignored),
+        cmocka_unit_test(test_counters_read_back),
+        cmocka_unit_test(test_render_empty_registry_has_headers),
+        cmocka_unit_test(test_render_counters_exact),
+        cmocka_unit_test(test_render_batch_histogram_cumulative),
+        cmocka_unit_test(test_render_duration_histograms_exact),
+        cmocka_unit_test(test_render_escapes_label_values),
+        cmocka_unit_test(test_render_models_in_registration_order),
+        cmocka_unit_test(test_concurrent_updates_lose_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
