@@ -1,1 +1,52 @@
-int main(void){return 0;}
+/* main.c: `batchd <command> [flags]`. Dispatches to the subcommands; main thread only. */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cli/cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: batchd <command> [flags]\n\n"
+               "commands:\n"
+               "  serve     serve a model repository over HTTP (KServe v2)\n"
+               "  version   print batchd's and ONNX Runtime's versions\n\n"
+               "`batchd serve --help` lists the server's flags.\n");
+}
+
+int bd_cli_version(int argc, char **argv)
+{
+    const char *lib = NULL;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--onnxruntime-lib") == 0) {
+            lib = argv[i + 1];
+        }
+    }
+    printf("batchd %s\n", BD_VERSION);
+    bd_err_t err = {0};
+    if (bd_ort_init(lib, &err) == 0) {
+        printf("onnxruntime %s\n", bd_ort_version());
+        bd_ort_shutdown();
+    } else {
+        printf("onnxruntime unavailable: %s\n", err.msg);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "serve") == 0) {
+        return bd_cli_serve(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        return bd_cli_version(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "batchd: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

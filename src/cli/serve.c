@@ -1,1 +1,195 @@
-/* placeholder */ typedef int bd_placeholder_t;
+/* serve.c: `batchd serve`. One table drives the flags, their environment variables, the
+ * defaults, the bounds and --help, so they cannot drift apart. Precedence: flag >
+ * environment > default. Start-up order: block the stop signals (so every thread inherits
+ * the mask and only the loop's signalfd sees them), load ONNX Runtime, load the repository,
+ * bind, serve; shutdown runs the same steps backwards. Main thread only. */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cli/cli.h"
+#include "http/http.h"
+#include "metrics/metrics.h"
+#include "repo/repo.h"
+
+typedef struct {
+    const char *model_repository;
+    const char *host;
+    int64_t http_port;
+    const char *onnxruntime_lib;
+    const char *log_level;
+    int64_t max_body_bytes;
+} serve_opts_t;
+
+typedef enum { OPT_STR, OPT_INT } opt_type_t;
+
+typedef struct {
+    const char *flag;
+    opt_type_t type;
+    size_t offset;
+    const char *def; /* default, as text; NULL: none */
+    int64_t min, max;
+    const char *env;
+    const char *help;
+} opt_def_t;
+
+#define OFF(f) offsetof(serve_opts_t, f)
+static const opt_def_t opts_table[] = {
+    {"--model-repository", OPT_STR, OFF(model_repository), NULL, 0, 0, "BATCHD_MODEL_REPOSITORY",
+     "folder of models: DIR/<model>/<version>/model.onnx (+ optional config.json); required"},
+    {"--host", OPT_STR, OFF(host), "127.0.0.1", 0, 0, "BATCHD_HOST",
+     "address to listen on (0.0.0.0 for every interface)"},
+    {"--http-port", OPT_INT, OFF(http_port), "8000", 0, 65535, "BATCHD_HTTP_PORT",
+     "HTTP port; 0 picks a free one (the log says which)"},
+    {"--onnxruntime-lib", OPT_STR, OFF(onnxruntime_lib), NULL, 0, 0, "BATCHD_ONNXRUNTIME_LIB",
+     "path of libonnxruntime.so.1 (default: the one the setup installed)"},
+    {"--log-level", OPT_STR, OFF(log_level), "info", 0, 0, "BATCHD_LOG_LEVEL",
+     "debug, info, warn or error"},
+    {"--max-body-bytes", OPT_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
+     "BATCHD_MAX_BODY_BYTES", "largest request body accepted (bigger ones get 413)"},
+};
+#define N_OPTS (sizeof opts_table / sizeof opts_table[0])
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f, "usage: batchd serve --model-repository DIR [flags]\n\nflags:\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_def_t *o = &opts_table[i];
+        fprintf(f, "  %-20s %s\n  %-20s (env %s%s%s)\n", o->flag, o->help, "", o->env,
+                o->def ? ", default " : "", o->def ? o->def : "");
+    }
+}
+
+static int set_opt(serve_opts_t *so, const opt_def_t *o, const char *val)
+{
+    char *field = (char *)so + o->offset;
+    if (o->type == OPT_STR) {
+        *(const char **)field = val;
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(val, &end, 10);
+    if (errno || !*val || *end || v < o->min || v > o->max) {
+        fprintf(stderr, "batchd serve: %s must be an integer from %lld to %lld, got '%s'\n",
+                o->flag, (long long)o->min, (long long)o->max, val);
+        return -1;
+    }
+    *(int64_t *)field = v;
+    return 0;
+}
+
+static int parse_opts(int argc, char **argv, serve_opts_t *so)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *env = getenv(opts_table[i].env);
+        const char *val = env && *env ? env : opts_table[i].def;
+        if (val && set_opt(so, &opts_table[i], val) != 0) {
+            return -1;
+        }
+    }
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+            serve_usage(stdout);
+            exit(0);
+        }
+        const opt_def_t *o = NULL;
+        const char *val = NULL;
+        for (size_t i = 0; i < N_OPTS && !o; i++) {
+            size_t n = strlen(opts_table[i].flag);
+            if (strncmp(argv[a], opts_table[i].flag, n) == 0 &&
+                (argv[a][n] == '\0' || argv[a][n] == '=')) {
+                o = &opts_table[i];
+                val = argv[a][n] == '=' ? argv[a] + n + 1 : NULL;
+            }
+        }
+        if (!o) {
+            fprintf(stderr, "batchd serve: unknown flag '%s' (see --help)\n", argv[a]);
+            return -1;
+        }
+        if (!val) {
+            if (a + 1 >= argc) {
+                fprintf(stderr, "batchd serve: %s needs a value\n", o->flag);
+                return -1;
+            }
+            val = argv[++a];
+        }
+        if (set_opt(so, o, val) != 0) {
+            return -1;
+        }
+    }
+    if (!so->model_repository) {
+        fprintf(stderr, "batchd serve: --model-repository DIR is required (see --help)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_level(const char *s)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int bd_cli_serve(int argc, char **argv)
+{
+    serve_opts_t so = {0};
+    if (parse_opts(argc, argv, &so) != 0) {
+        return 2;
+    }
+    int level = parse_level(so.log_level);
+    if (level < 0) {
+        fprintf(stderr, "batchd serve: --log-level must be debug, info, warn or error\n");
+        return 2;
+    }
+    bd_log_set_level(level);
+
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    bd_err_t err = {0};
+    if (bd_ort_init(so.onnxruntime_lib, &err) == 0) {
+        BD_INFO("serve", "onnxruntime version=%s", bd_ort_version());
+    } else {
+        BD_WARN("serve", "onnxruntime unavailable reason=\"%s\"; ONNX models will not load",
+                err.msg);
+    }
+    int rc = 1;
+    bd_metrics_t *metrics = bd_metrics_new();
+    bd_repo_opts_t ro = {.metrics = metrics};
+    bd_repo_t *repo = metrics ? bd_repo_open(so.model_repository, &ro, &err) : NULL;
+    bd_http_t *http = NULL;
+    if (!repo) {
+        BD_ERROR("serve", "%s", metrics ? err.msg : "out of memory");
+        goto done;
+    }
+    bd_http_opts_t ho = {.host = so.host, .port = (int)so.http_port,
+                         .max_body_bytes = (size_t)so.max_body_bytes};
+    http = bd_http_new(repo, metrics, &ho, &err);
+    if (!http) {
+        BD_ERROR("serve", "%s", err.msg);
+        goto done;
+    }
+    BD_INFO("http", "http listening host=%s port=%d models=%zu", so.host, bd_http_port(http),
+            bd_repo_count(repo));
+    rc = bd_http_run(http, &stop) == 0 ? 0 : 1;
+done:
+    bd_http_free(http);
+    bd_repo_free(repo);
+    bd_metrics_free(metrics);
+    bd_ort_shutdown();
+    return rc;
+}
