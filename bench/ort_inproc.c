@@ -1,0 +1,104 @@
+/* ort_inproc: run one ONNX model in-process through batchd's own onnxruntime backend, with
+ * no server in the way, and print one JSON line of throughput and latency per call.
+ *
+ *   ort_inproc MODEL.onnx THREADS BATCH SECONDS
+ *
+ * The input is filled with a fixed pseudo-random pattern. Single-threaded driver; ONNX
+ * Runtime uses THREADS intra-op threads, like a server instance with threads_per_instance. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: ort_inproc MODEL.onnx THREADS BATCH SECONDS\n");
+        return 2;
+    }
+    int threads = atoi(argv[2]);
+    int batch = atoi(argv[3]);
+    double seconds = atof(argv[4]);
+    bd_err_t err = {0};
+    if (bd_ort_init(NULL, &err) != 0) {
+        fprintf(stderr, "ort_inproc: %s\n", err.msg);
+        return 1;
+    }
+    bd_model_config_t cfg = {0};
+    cfg.name = strdup("bench");
+    cfg.model_path = strdup(argv[1]);
+    snprintf(cfg.backend, sizeof cfg.backend, "onnxruntime");
+    cfg.max_batch_size = BD_MAX_BATCH_UNSET;
+    cfg.instances = 1;
+    cfg.threads_per_instance = threads;
+    bd_backend_model_t *bm = NULL;
+    bd_backend_instance_t *inst = NULL;
+    if (bd_backend_ort.load(&cfg, &bm, &err) != 0 ||
+        bd_backend_ort.instance_new(bm, 0, &inst, &err) != 0) {
+        fprintf(stderr, "ort_inproc: %s\n", err.msg);
+        return 1;
+    }
+    bd_tensor_t in[16];
+    bd_tensor_t out[16];
+    size_t n_in = cfg.n_inputs < 16 ? cfg.n_inputs : 16;
+    for (size_t i = 0; i < n_in; i++) {
+        bd_io_t *io = &cfg.inputs[i];
+        in[i] = (bd_tensor_t){.name = io->name, .dtype = io->dtype};
+        in[i].shape.ndim = io->dims.ndim + 1;
+        in[i].shape.dims[0] = batch;
+        size_t count = (size_t)batch;
+        for (int d = 0; d < io->dims.ndim; d++) {
+            in[i].shape.dims[d + 1] = io->dims.dims[d] > 0 ? io->dims.dims[d] : 1;
+            count *= (size_t)in[i].shape.dims[d + 1];
+        }
+        in[i].byte_size = count * bd_dtype_size(io->dtype);
+        in[i].data = malloc(in[i].byte_size);
+        unsigned char *p = in[i].data;
+        for (size_t k = 0; k < in[i].byte_size; k++) {
+            p[k] = (unsigned char)((k * 2654435761u) >> 24 & 0x3f);
+        }
+    }
+    /* Warm up, then measure. */
+    for (int w = 0; w < 3; w++) {
+        bd_backend_ort.run(inst, in, n_in, out, cfg.n_outputs, &err);
+    }
+    size_t cap = 1 << 20;
+    uint64_t *lat = malloc(cap * sizeof *lat);
+    size_t calls = 0;
+    uint64_t start = bd_now_us();
+    uint64_t end = start + (uint64_t)(seconds * 1e6);
+    uint64_t now = start;
+    while (now < end && calls < cap) {
+        uint64_t t0 = now;
+        if (bd_backend_ort.run(inst, in, n_in, out, cfg.n_outputs, &err) != 0) {
+            fprintf(stderr, "ort_inproc: %s\n", err.msg);
+            return 1;
+        }
+        now = bd_now_us();
+        lat[calls++] = now - t0;
+    }
+    qsort(lat, calls, sizeof *lat, cmp_u64);
+    double elapsed = (double)(now - start) / 1e6;
+    printf("{\"model\":\"%s\",\"threads\":%d,\"batch\":%d,\"calls\":%zu,\"calls_per_s\":%.1f,"
+           "\"rows_per_s\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu}\n",
+           argv[1], threads, batch, calls, (double)calls / elapsed,
+           (double)calls * batch / elapsed, (unsigned long long)lat[calls / 2],
+           (unsigned long long)lat[calls * 99 / 100]);
+    for (size_t i = 0; i < n_in; i++) {
+        free(in[i].data);
+    }
+    free(lat);
+    bd_backend_ort.instance_free(inst);
+    bd_backend_ort.unload(bm);
+    bd_model_config_dispose(&cfg);
+    bd_ort_shutdown();
+    return 0;
+}

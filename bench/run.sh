@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# bench/run.sh: batchd over HTTP (binary tensors, wrk closed loop) next to the same models run
+# in-process through ONNX Runtime, in one run, so the ratios are fair on a shared machine.
+#
+#   bench/run.sh [MODELS_DIR] [SECONDS]      (defaults: ../shared/models, 5)
+#
+# For each model (mlp, mobilenet_v2) it serves two copies: batching on (the defaults) and
+# batching off ("dynamic_batching": false), drives each at concurrency 1, 8, 32, 64 with one
+# row per request, reads the formed batch sizes back from /metrics, and runs the model
+# in-process at batch 1, 8, 32 and 64 with the same thread count. Prints a Markdown table and
+# writes it to bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODELS=${1:-../shared/models}
+SECS=${2:-5}
+CONC=${BENCH_CONCURRENCY:-"1 8 32 64"}
+BIN=${BATCHD_BIN:-build/batchd}
+INPROC=${ORT_INPROC_BIN:-build/ort_inproc}
+THREADS=${BENCH_THREADS:-$(nproc)}
+PY=${PYTHON:-/usr/bin/python3}
+command -v wrk >/dev/null || { echo "bench: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+[ -x "$BIN" ] && [ -x "$INPROC" ] || { echo "bench: build first (make build)" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+repo=$work/repo
+mkdir -p "$repo" bench/results
+for m in mlp mobilenet_v2; do
+  for mode in batch nobatch; do
+    mkdir -p "$repo/${m}_$mode/1"
+    ln -s "$(realpath "$MODELS/$m/1/model.onnx")" "$repo/${m}_$mode/1/model.onnx"
+    if [ $mode = nobatch ]; then
+      echo "{\"dynamic_batching\": false, \"threads_per_instance\": $THREADS}" > "$repo/${m}_$mode/config.json"
+    else
+      echo "{\"threads_per_instance\": $THREADS}" > "$repo/${m}_$mode/config.json"
+    fi
+  done
+done
+
+"$BIN" serve --model-repository "$repo" --http-port 0 2> "$work/server.log" &
+srv=$!
+port=""
+for _ in $(seq 1 300); do
+  port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/server.log" 2>/dev/null | sed 's/.*port=//' || true)
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "bench: server did not start"; cat "$work/server.log"; exit 1; }
+url=http://127.0.0.1:$port
+
+metric() { # metric NAME MODEL -> value
+  curl -s "$url/metrics" | awk -v n="$1" -v m="$2" '$0 ~ "^"n"\\{" && $0 ~ "model=\""m"\"" {print $2}'
+}
+
+out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).md
+{
+  echo "| model | mode | concurrency | req/s | rows/s | mean batch | p50 ms | p99 ms | non-200 |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+} > "$work/http.md"
+for m in mlp mobilenet_v2; do
+  if [ $m = mlp ]; then in=input; dims=1,64; o=probs; else in=input; dims=1,3,224,224; o=logits; fi
+  hl=$("$PY" bench/make_body.py "$work/$m.body" $in $dims $o)
+  for mode in batch nobatch; do
+    name=${m}_$mode
+    wrk -t1 -c1 -d1s -s bench/wrk_infer.lua "$url/v2/models/$name/infer" -- "$work/$m.body" "$hl" "$work/warm.json" >/dev/null
+    for c in $CONC; do
+      e0=$(metric batchd_inference_executions_total $name); i0=$(metric batchd_inference_items_total $name)
+      wrk -t1 -c"$c" -d"${SECS}s" --timeout 30s -s bench/wrk_infer.lua "$url/v2/models/$name/infer" \
+        -- "$work/$m.body" "$hl" "$work/r.json" >/dev/null
+      e1=$(metric batchd_inference_executions_total $name); i1=$(metric batchd_inference_items_total $name)
+      "$PY" - "$work/r.json" "$m" "$mode" "$c" "$e0" "$e1" "$i0" "$i1" >> "$work/http.md" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1])); m, mode, c = sys.argv[2:5]
+e0, e1, i0, i1 = (float(x or 0) for x in sys.argv[5:9])
+rps = r["requests"] / (r["duration_us"] / 1e6)
+batch = (i1 - i0) / (e1 - e0) if e1 > e0 else 0
+print(f"| {m} | {mode} | {c} | {rps:,.0f} | {rps:,.0f} | {batch:.1f} | {r['p50_us']/1000:.2f} | {r['p99_us']/1000:.2f} | {r['non2xx'] + r['socket_errors']} |")
+PYEOF
+      echo "bench: $m $mode c=$c done" >&2
+    done
+  done
+done
+
+{
+  echo "| model | batch | threads | calls/s | rows/s | p50 ms | p99 ms |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+} > "$work/inproc.md"
+kill -STOP $srv  # keep the idle server off the CPU while the in-process runs measure
+for m in mlp mobilenet_v2; do
+  for b in $CONC; do
+    "$INPROC" "$MODELS/$m/1/model.onnx" "$THREADS" "$b" "$SECS" | "$PY" -c '
+import json, sys
+r = json.loads(sys.stdin.read()); m = sys.argv[1]
+print(f"| {m} | {r[\"batch\"]} | {r[\"threads\"]} | {r[\"calls_per_s\"]:,.0f} | {r[\"rows_per_s\"]:,.0f} | {r[\"p50_us\"]/1000:.3f} | {r[\"p99_us\"]/1000:.3f} |")' "$m" >> "$work/inproc.md"
+    echo "bench: in-process $m batch=$b done" >&2
+  done
+done
+kill -CONT $srv
+
+{
+  echo "## $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo
+  echo "Command: \`bench/run.sh $MODELS $SECS\` (wrk 1 thread, one row per request, binary tensors; threads_per_instance=$THREADS)"
+  echo
+  echo "### Over HTTP"
+  echo
+  cat "$work/http.md"
+  echo
+  echo "### In-process ONNX Runtime (same backend code, no server)"
+  echo
+  cat "$work/inproc.md"
+} | tee "$out"
+echo "bench: written to $out" >&2
