@@ -24,6 +24,12 @@ typedef struct {
     bd_shape_t dims;
 } bd_io_t;
 
+/* max_batch_size when config.json did not say: the onnxruntime backend's load sets it to
+ * BD_DEFAULT_MAX_BATCH when every input and output has a dynamic first dim (symbolic or
+ * -1), else 0; the sim backend sets it to 0. */
+#define BD_MAX_BATCH_UNSET (-1)
+#define BD_DEFAULT_MAX_BATCH 64
+
 typedef struct {
     char *name;          /* owned */
     int64_t version;
