@@ -1,0 +1,65 @@
+"""The command line outside `serve`: version, bad arguments; and the port-0 log line."""
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import BATCHD_BIN, ORT_LIB, SANITIZER_MARKERS
+
+
+def _run(*args, timeout=30):
+    if not os.path.isfile(BATCHD_BIN):
+        pytest.skip("batchd binary not found at %s (build it: cmake --build build -j2)"
+                    % BATCHD_BIN)
+    r = subprocess.run([BATCHD_BIN] + list(args), capture_output=True, text=True,
+                       timeout=timeout)
+    for marker in SANITIZER_MARKERS:
+        assert marker not in r.stderr, r.stderr
+    return r
+
+
+def test_version():
+    r = _run("version")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert re.search(r"batchd\D*\d+\.\d+\.\d+", out, re.I), out
+    if os.path.isfile(ORT_LIB):
+        assert "1.30.0" in out, "ONNX Runtime version missing from: %r" % out
+        assert re.search(r"onnx\s*runtime", out, re.I), out
+
+
+def test_unknown_subcommand_fails():
+    r = _run("frobnicate")
+    assert r.returncode != 0
+    assert r.stderr.strip(), "no usage message on stderr"
+
+
+def test_serve_without_repository_fails():
+    r = _run("serve", "--http-port", "0", "--host", "127.0.0.1", timeout=30)
+    assert r.returncode != 0
+    assert "model-repository" in r.stderr
+
+
+def test_serve_with_missing_repository_fails(tmp_path):
+    r = _run("serve", "--model-repository", str(tmp_path / "nope"), "--http-port", "0",
+             "--host", "127.0.0.1", timeout=30)
+    assert r.returncode != 0
+    assert "nope" in r.stderr
+
+
+def test_serve_bad_port_fails(tmp_path):
+    r = _run("serve", "--model-repository", str(tmp_path), "--http-port", "99999",
+             "--host", "127.0.0.1", timeout=30)
+    assert r.returncode != 0
+    assert r.stderr.strip()
+
+
+def test_port_zero_logs_real_port(start_server, tmp_path_factory):
+    repo = start_server.repo()
+    repo.add_sim("p", [("INPUT0", "FP32", [1])], max_batch_size=1)
+    client = start_server(repo)
+    assert 0 < client.server.port < 65536
+    line = client.server.wait_log(r"http listening host=127\.0\.0\.1 port=\d+")
+    assert line and "port=0" not in line
+    assert client.get("/v2/health/live").status_code == 200

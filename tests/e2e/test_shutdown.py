@@ -1,0 +1,77 @@
+"""SIGTERM while requests wait: everything queued is answered, new work is refused, exit 0."""
+import signal
+import threading
+import time
+
+import requests
+
+from conftest import HTTP_TIMEOUT_S, tensor
+
+
+def _wait_metric(client, name, labels, pred, timeout=10.0):
+    key = (name, frozenset(labels.items()))
+    deadline = time.monotonic() + timeout
+    v = None
+    while time.monotonic() < deadline:
+        v = client.metrics().get(key)
+        if v is not None and pred(v):
+            return v
+        time.sleep(0.02)
+    raise AssertionError("%s%r never satisfied the condition (last %r)" % (name, labels, v))
+
+
+def test_sigterm_answers_queued_requests(start_server_fn):
+    repo = start_server_fn.repo()
+    repo.add_sim("slow", [("INPUT0", "INT32", [2])], max_batch_size=1, instances=1,
+                 latency_us=500000)
+    client = start_server_fn(repo)
+    srv = client.server
+
+    results = [None] * 5
+
+    def one(i):
+        x = [i, -i]
+        try:
+            r = requests.post(client.url(client.infer_path("slow")),
+                              json={"inputs": [tensor("INPUT0", "INT32", [1, 2], x)]},
+                              timeout=HTTP_TIMEOUT_S)
+            results[i] = (r.status_code, r.json(), x)
+        except Exception as e:  # reported below
+            results[i] = (None, repr(e), x)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    # One runs, four wait in the queue.
+    lab = {"model": "slow", "version": "1"}
+    _wait_metric(client, "batchd_queue_depth", lab, lambda v: v >= 4)
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.2)
+
+    # New work after the signal: refused at connect, or answered 503.
+    try:
+        r = requests.post(client.url(client.infer_path("slow")),
+                          json={"inputs": [tensor("INPUT0", "INT32", [1, 2], [9, 9])]},
+                          timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 503, "request after SIGTERM got %d" % r.status_code
+        assert "error" in r.json()
+    except requests.ConnectionError:
+        pass
+
+    for t in threads:
+        t.join(HTTP_TIMEOUT_S)
+    for i, (status, body, x) in enumerate(results):
+        assert status == 200, "queued request %d: %r" % (i, body)
+        assert body["outputs"][0]["data"] == x
+    srv.stop(send_signal=False)  # waits for exit code 0 and a log without sanitizer reports
+
+
+def test_sigint_idle_server_exits_zero(start_server_fn):
+    repo = start_server_fn.repo()
+    repo.add_sim("idle", [("INPUT0", "FP32", [1])], max_batch_size=1)
+    client = start_server_fn(repo)
+    assert client.get("/v2/health/ready").status_code == 200
+    t0 = time.monotonic()
+    client.server.signal(signal.SIGINT)
+    client.server.stop(send_signal=False)
+    assert time.monotonic() - t0 < 5, "an idle server took long to stop"
