@@ -28,8 +28,8 @@ static const char *const batch_le[BATCH_BUCKETS] = {"1",  "2",  "4",   "8",  "16
 /* Upper bounds of the duration buckets, in microseconds, and their text in seconds. */
 #define DUR_BUCKETS 16
 static const uint64_t dur_bounds_us[DUR_BUCKETS] = {
-    100,    250,    500,     1000,    2500,    5000,    10000,   25000,
-    50000,  100000, 250000,  500000,  1000000, 2500000, 5000000, 10000000};
+    100,   250,    500,    1000,   2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
 static const char *const dur_le[DUR_BUCKETS] = {
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
     "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",    "10"};
@@ -61,8 +61,8 @@ struct bd_metrics {
     bd_model_metrics_t *tail;
 };
 
-static const char *const outcome_names[BD_OUTCOME_COUNT_] = {
-    "success", "rejected", "invalid", "error", "timeout", "cancelled"};
+static const char *const outcome_names[BD_OUTCOME_COUNT_] = {"success", "rejected", "invalid",
+                                                             "error",   "timeout",  "cancelled"};
 
 const char *bd_outcome_name(bd_outcome_t o)
 {
@@ -231,10 +231,17 @@ static void put_label_value(bd_buf_t *out, const char *s)
     for (; s[i]; i++) {
         const char *esc = NULL;
         switch (s[i]) {
-        case '\\': esc = "\\\\"; break;
-        case '"': esc = "\\\""; break;
-        case '\n': esc = "\\n"; break;
-        default: break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        default:
+            break;
         }
         if (esc) {
             bd_buf_append(out, s + start, i - start);
@@ -302,8 +309,7 @@ static const struct {
     const char *type;
     const char *help;
 } families[F_COUNT_] = {
-    [F_REQUESTS] = {"batchd_inference_requests_total", "counter",
-                    "Inference requests by outcome."},
+    [F_REQUESTS] = {"batchd_inference_requests_total", "counter", "Inference requests by outcome."},
     [F_ITEMS] = {"batchd_inference_items_total", "counter",
                  "Batch rows executed (a request may contribute several)."},
     [F_EXECUTIONS] = {"batchd_inference_executions_total", "counter",
@@ -353,7 +359,8 @@ static void render_family(bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
         put_series(out, name, "", mm);
         bd_buf_printf(out, "} %" PRId64 "\n", bd_metrics_get_queue_depth(mm));
         break;
-    case F_COUNT_: break;
+    case F_COUNT_:
+        break;
     }
 }
 

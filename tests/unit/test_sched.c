@@ -1,0 +1,1083 @@
+/* test_sched: the scheduler in manual mode with a fake clock and a test-local fake backend
+ * (no sleeping, exact batch boundaries), plus threaded tests with real workers, the fake
+ * backend made slow, and the real sim backend.
+ *
+ * The fake backend records every run (rows, requests' data pointers) and writes
+ * OUTPUT0 = 2 * INPUT0 + 1 and OUTPUT1 = INPUT1 + 100 into buffers owned by its instance,
+ * so each request's outputs show exactly which rows it got back. Threads: the manual tests
+ * are single-threaded; the threaded tests guard the completion log with a mutex. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sched/sched.h"
+
+/* ---- fake backend ---------------------------------------------------------------------- */
+
+#define FAKE_MAX_RUNS 512
+
+struct bd_backend_model {
+    int unused;
+};
+
+struct bd_backend_instance {
+    int index;
+    void *out_buf[2];
+    size_t out_cap[2];
+};
+
+static struct {
+    atomic_int fail_next; /* fail this many runs from now */
+    atomic_uint sleep_us; /* make each run slow (threaded tests) */
+    atomic_int runs;
+    atomic_int instances; /* live instances */
+    atomic_int fail_instance_new;
+    size_t rows[FAKE_MAX_RUNS];
+    const void *in0_data[FAKE_MAX_RUNS];
+    const void *in1_data[FAKE_MAX_RUNS];
+    int64_t in0_cols[FAKE_MAX_RUNS];
+} fake;
+
+static bd_backend_model_t fake_model;
+
+static void fake_reset(void)
+{
+    memset(&fake, 0, sizeof fake);
+}
+
+static int fake_instance_new(bd_backend_model_t *m, int index, bd_backend_instance_t **out,
+                             bd_err_t *err)
+{
+    (void)m;
+    if (atomic_load(&fake.fail_instance_new)) {
+        *out = NULL;
+        return bd_err_set(err, BD_EBACKEND, "fake: instance %d refused", index);
+    }
+    bd_backend_instance_t *inst = calloc(1, sizeof *inst);
+    assert_non_null(inst);
+    inst->index = index;
+    atomic_fetch_add(&fake.instances, 1);
+    *out = inst;
+    return 0;
+}
+
+static void fake_instance_free(bd_backend_instance_t *inst)
+{
+    free(inst->out_buf[0]);
+    free(inst->out_buf[1]);
+    free(inst);
+    atomic_fetch_sub(&fake.instances, 1);
+}
+
+static int fake_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
+                    bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err)
+{
+    int run = atomic_fetch_add(&fake.runs, 1);
+    if (run < FAKE_MAX_RUNS) {
+        fake.rows[run] = (size_t)inputs[0].shape.dims[0];
+        fake.in0_data[run] = inputs[0].data;
+        fake.in1_data[run] = n_inputs > 1 ? inputs[1].data : NULL;
+        fake.in0_cols[run] = inputs[0].shape.ndim > 1 ? inputs[0].shape.dims[1] : -1;
+    }
+    unsigned sl = atomic_load(&fake.sleep_us);
+    if (sl) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)sl * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&fake.fail_next) > 0) {
+        atomic_fetch_sub(&fake.fail_next, 1);
+        return bd_err_set(err, BD_EBACKEND, "fake backend: injected failure");
+    }
+    assert_int_equal(n_inputs, n_outputs);
+    assert_string_equal(inputs[0].name, "INPUT0");
+    for (size_t i = 0; i < n_inputs; i++) {
+        const bd_tensor_t *in = &inputs[i];
+        if (inst->out_cap[i] < in->byte_size) {
+            free(inst->out_buf[i]);
+            inst->out_buf[i] = malloc(in->byte_size);
+            assert_non_null(inst->out_buf[i]);
+            inst->out_cap[i] = in->byte_size;
+        }
+        outputs[i] = *in;
+        outputs[i].name = i == 0 ? "OUTPUT0" : "OUTPUT1";
+        outputs[i].data = inst->out_buf[i];
+        if (in->dtype == BD_DT_FP32) {
+            const float *x = in->data;
+            float *y = inst->out_buf[i];
+            for (size_t k = 0; k < in->byte_size / 4; k++) {
+                y[k] = 2.0f * x[k] + 1.0f;
+            }
+        } else {
+            const int32_t *x = in->data;
+            int32_t *y = inst->out_buf[i];
+            for (size_t k = 0; k < in->byte_size / 4; k++) {
+                y[k] = x[k] + 100;
+            }
+        }
+    }
+    return 0;
+}
+
+static const bd_backend_ops_t fake_ops = {
+    .name = "fake",
+    .instance_new = fake_instance_new,
+    .instance_free = fake_instance_free,
+    .run = fake_run,
+};
+
+/* ---- fake clock ------------------------------------------------------------------------ */
+
+static uint64_t fake_now;
+
+static uint64_t fake_clock_now(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+
+/* ---- model configs --------------------------------------------------------------------- */
+
+static char n_in0[] = "INPUT0";
+static char n_in1[] = "INPUT1";
+static char n_out0[] = "OUTPUT0";
+static char n_out1[] = "OUTPUT1";
+static char n_model[] = "m";
+
+/* INPUT0 FP32 [-1] (variable, so requests of different widths exist), INPUT1 INT32 [2]. */
+static bd_io_t ios_in[2];
+static bd_io_t ios_out[2];
+
+static bd_model_config_t make_cfg(int max_batch, uint64_t delay_us, size_t queue)
+{
+    ios_in[0] = (bd_io_t){.name = n_in0, .dtype = BD_DT_FP32, .dims = {1, {-1}}};
+    ios_in[1] = (bd_io_t){.name = n_in1, .dtype = BD_DT_INT32, .dims = {1, {2}}};
+    ios_out[0] = (bd_io_t){.name = n_out0, .dtype = BD_DT_FP32, .dims = {1, {-1}}};
+    ios_out[1] = (bd_io_t){.name = n_out1, .dtype = BD_DT_INT32, .dims = {1, {2}}};
+    bd_model_config_t cfg = {0};
+    cfg.name = n_model;
+    cfg.version = 1;
+    cfg.max_batch_size = max_batch;
+    cfg.dynamic_batching = true;
+    cfg.max_queue_delay_us = delay_us;
+    cfg.max_queue_size = queue;
+    cfg.instances = 1;
+    cfg.threads_per_instance = 1;
+    cfg.inputs = ios_in;
+    cfg.n_inputs = 2;
+    cfg.outputs = ios_out;
+    cfg.n_outputs = 2;
+    return cfg;
+}
+
+/* ---- requests and the completion log --------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bd_req_t *reqs[1024];
+    int n;
+} done_log_t;
+
+static done_log_t g_log = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void on_done(bd_req_t *req, void *ctx)
+{
+    done_log_t *log = ctx;
+    pthread_mutex_lock(&log->mu);
+    assert_true(log->n < 1024);
+    log->reqs[log->n++] = req;
+    pthread_cond_broadcast(&log->cv);
+    pthread_mutex_unlock(&log->mu);
+}
+
+static void log_clear(void)
+{
+    pthread_mutex_lock(&g_log.mu);
+    for (int i = 0; i < g_log.n; i++) {
+        bd_req_free(g_log.reqs[i]);
+    }
+    g_log.n = 0;
+    pthread_mutex_unlock(&g_log.mu);
+}
+
+/* A request with `rows` rows: INPUT0 [rows, cols] = base + k, INPUT1 [rows, 2] = ibase + k.
+ * `swap` lists INPUT1 first. */
+static bd_req_t *mk_req_x(size_t rows, size_t cols, float base, int32_t ibase, bool swap)
+{
+    bd_req_t *r = bd_req_new(0);
+    assert_non_null(r);
+    bd_tensor_t *in = bd_arena_calloc(&r->arena, 2, sizeof *in);
+    float *x = bd_arena_alloc(&r->arena, rows * cols * sizeof(float) + 1);
+    int32_t *y = bd_arena_alloc(&r->arena, rows * 2 * sizeof(int32_t));
+    assert_non_null(in);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (size_t k = 0; k < rows * cols; k++) {
+        x[k] = base + (float)k;
+    }
+    for (size_t k = 0; k < rows * 2; k++) {
+        y[k] = ibase + (int32_t)k;
+    }
+    bd_tensor_t t0 = {.name = "INPUT0",
+                      .dtype = BD_DT_FP32,
+                      .shape = {2, {(int64_t)rows, (int64_t)cols}},
+                      .data = x,
+                      .byte_size = rows * cols * sizeof(float)};
+    bd_tensor_t t1 = {.name = "INPUT1",
+                      .dtype = BD_DT_INT32,
+                      .shape = {2, {(int64_t)rows, 2}},
+                      .data = y,
+                      .byte_size = rows * 2 * sizeof(int32_t)};
+    in[swap ? 1 : 0] = t0;
+    in[swap ? 0 : 1] = t1;
+    r->in.inputs = in;
+    r->in.n_inputs = 2;
+    r->done = on_done;
+    r->done_ctx = &g_log;
+    return r;
+}
+
+static bd_req_t *mk_req(size_t rows, size_t cols, float base, int32_t ibase)
+{
+    return mk_req_x(rows, cols, base, ibase, false);
+}
+
+/* The outputs of a completed request are exactly the fake's transform of its own inputs. */
+static void check_outputs(const bd_req_t *r, size_t rows, size_t cols, float base, int32_t ibase)
+{
+    assert_int_equal(r->status, 0);
+    assert_string_equal(r->err.msg, "");
+    assert_int_equal(r->n_outputs, 2);
+    assert_non_null(r->out_block);
+    assert_ptr_equal(r->outputs, r->out_block);
+    const bd_tensor_t *o0 = &r->outputs[0];
+    const bd_tensor_t *o1 = &r->outputs[1];
+    assert_string_equal(o0->name, "OUTPUT0");
+    assert_string_equal(o1->name, "OUTPUT1");
+    assert_int_equal(o0->dtype, BD_DT_FP32);
+    assert_int_equal(o1->dtype, BD_DT_INT32);
+    assert_int_equal(o0->shape.ndim, 2);
+    assert_int_equal(o0->shape.dims[0], rows);
+    assert_int_equal(o0->shape.dims[1], cols);
+    assert_int_equal(o1->shape.ndim, 2);
+    assert_int_equal(o1->shape.dims[0], rows);
+    assert_int_equal(o1->shape.dims[1], 2);
+    assert_int_equal(o0->byte_size, rows * cols * 4);
+    assert_int_equal(o1->byte_size, rows * 2 * 4);
+    const float *y0 = o0->data;
+    const int32_t *y1 = o1->data;
+    for (size_t k = 0; k < rows * cols; k++) {
+        assert_true(y0[k] == 2.0f * (base + (float)k) + 1.0f);
+    }
+    for (size_t k = 0; k < rows * 2; k++) {
+        assert_int_equal(y1[k], ibase + (int32_t)k + 100);
+    }
+}
+
+typedef struct {
+    bd_model_config_t cfg;
+    bd_metrics_t *metrics;
+    bd_model_metrics_t *mm;
+    bd_sched_t *s;
+} fixture_t;
+
+static void fx_open(fixture_t *fx, bd_model_config_t cfg, bool manual)
+{
+    fake_reset();
+    log_clear();
+    fake_now = 1000;
+    fx->cfg = cfg;
+    fx->metrics = bd_metrics_new();
+    fx->mm = bd_metrics_model(fx->metrics, "m", "1");
+    bd_sched_opts_t opts = {.manual = manual, .metrics = fx->mm};
+    if (manual) {
+        opts.clock = (bd_clock_t){.now_us = fake_clock_now, .ctx = NULL};
+    }
+    bd_err_t err = {0};
+    fx->s = bd_sched_new(&fx->cfg, &fake_ops, &fake_model, &opts, &err);
+    assert_non_null(fx->s);
+}
+
+static void fx_close(fixture_t *fx)
+{
+    bd_sched_free(fx->s);
+    assert_int_equal(atomic_load(&fake.instances), 0);
+    bd_metrics_free(fx->metrics);
+    log_clear();
+}
+
+static void submit_ok(fixture_t *fx, bd_req_t *r)
+{
+    bd_err_t err = {0};
+    int rc = bd_sched_submit(fx->s, r, &err);
+    if (rc != 0) {
+        fail_msg("submit failed: %d %s", rc, err.msg);
+    }
+}
+
+static void check_counts(fixture_t *fx, uint64_t success, uint64_t rejected, uint64_t invalid,
+                         uint64_t error, uint64_t items, uint64_t executions, int64_t depth)
+{
+    assert_int_equal(bd_metrics_get_requests(fx->mm, BD_OUTCOME_SUCCESS), success);
+    assert_int_equal(bd_metrics_get_requests(fx->mm, BD_OUTCOME_REJECTED), rejected);
+    assert_int_equal(bd_metrics_get_requests(fx->mm, BD_OUTCOME_INVALID), invalid);
+    assert_int_equal(bd_metrics_get_requests(fx->mm, BD_OUTCOME_ERROR), error);
+    assert_int_equal(bd_metrics_get_items(fx->mm), items);
+    assert_int_equal(bd_metrics_get_executions(fx->mm), executions);
+    assert_int_equal(bd_metrics_get_queue_depth(fx->mm), depth);
+    assert_int_equal(bd_sched_queue_depth(fx->s), (size_t)depth);
+}
+
+/* ---- validation ------------------------------------------------------------------------ */
+
+/* A model like Triton's examples: INPUT0 FP32 [16], INPUT1 FP32 [16], max_batch_size 32. */
+static bd_io_t v_in[2];
+static bd_io_t v_out[2];
+
+static bd_model_config_t vcfg(int max_batch)
+{
+    v_in[0] = (bd_io_t){.name = n_in0, .dtype = BD_DT_FP32, .dims = {1, {16}}};
+    v_in[1] = (bd_io_t){.name = n_in1, .dtype = BD_DT_FP32, .dims = {1, {16}}};
+    v_out[0] = (bd_io_t){.name = n_out0, .dtype = BD_DT_FP32, .dims = {1, {16}}};
+    v_out[1] = (bd_io_t){.name = n_out1, .dtype = BD_DT_FP32, .dims = {1, {16}}};
+    bd_model_config_t cfg = {0};
+    cfg.name = n_model;
+    cfg.version = 1;
+    cfg.max_batch_size = max_batch;
+    cfg.inputs = v_in;
+    cfg.n_inputs = 2;
+    cfg.outputs = v_out;
+    cfg.n_outputs = 2;
+    return cfg;
+}
+
+static float vdata[64 * 16];
+
+static bd_tensor_t vt(const char *name, bd_dtype_t dt, int ndim, int64_t d0, int64_t d1)
+{
+    bd_tensor_t t = {.name = name, .dtype = dt, .shape = {ndim, {d0, d1}}, .data = vdata};
+    size_t n = ndim == 1 ? (size_t)d0 : (size_t)d0 * (size_t)d1;
+    t.byte_size = n * 4;
+    return t;
+}
+
+static void expect_invalid(const bd_model_config_t *cfg, bd_tensor_t *ins, size_t n,
+                           bd_output_req_t *outs, size_t n_outs, const char *msg)
+{
+    bd_infer_req_t in = {.inputs = ins, .n_inputs = n, .outputs = outs, .n_outputs = n_outs};
+    bd_err_t err = {0};
+    size_t rows = 77;
+    assert_int_equal(bd_sched_validate(cfg, &in, &rows, &err), BD_EINVAL);
+    assert_int_equal(err.code, BD_EINVAL);
+    assert_string_equal(err.msg, msg);
+    assert_int_equal(rows, 77);
+}
+
+static void test_validate_messages(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg = vcfg(32);
+    bd_tensor_t t[3];
+
+    t[0] = vt("INPUT0", BD_DT_INT32, 2, 1, 16);
+    t[1] = vt("INPUT1", BD_DT_FP32, 2, 1, 16);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': expected datatype FP32, got INT32");
+
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, 1, 15);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': expected shape [-1,16], got [1,15]");
+    t[0] = vt("INPUT0", BD_DT_FP32, 1, 16, 0);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': expected shape [-1,16], got [16]");
+
+    t[0] = vt("FOO", BD_DT_FP32, 2, 1, 16);
+    expect_invalid(&cfg, t, 2, NULL, 0,
+                   "unknown input 'FOO'; the model's inputs are INPUT0, INPUT1");
+
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, 1, 16);
+    expect_invalid(&cfg, t, 1, NULL, 0, "missing input 'INPUT1'");
+    expect_invalid(&cfg, &t[1], 1, NULL, 0, "missing input 'INPUT0'");
+
+    t[2] = vt("INPUT0", BD_DT_FP32, 2, 1, 16);
+    expect_invalid(&cfg, t, 3, NULL, 0, "input 'INPUT0' is given more than once");
+
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, 40, 16);
+    t[1] = vt("INPUT1", BD_DT_FP32, 2, 40, 16);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': batch size 40 exceeds max_batch_size 32");
+
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, 0, 16);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': batch size must be at least 1, got 0");
+
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, 2, 16);
+    t[1] = vt("INPUT1", BD_DT_FP32, 2, 3, 16);
+    expect_invalid(&cfg, t, 2, NULL, 0,
+                   "inputs disagree on the batch size: 'INPUT0' has 2 rows, 'INPUT1' has 3");
+
+    t[1] = vt("INPUT1", BD_DT_FP32, 2, 2, 16);
+    t[1].byte_size -= 4;
+    expect_invalid(&cfg, t, 2, NULL, 0,
+                   "input 'INPUT1': expected 128 bytes of data for shape [2,16], got 124");
+    t[1].byte_size += 4;
+    t[1].data = NULL;
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT1': the tensor has no data");
+    t[1].data = vdata;
+
+    bd_output_req_t outs[2] = {{.name = "OUTPUT1"}, {.name = "X"}};
+    expect_invalid(&cfg, t, 2, outs, 2,
+                   "unknown output 'X'; the model's outputs are OUTPUT0, OUTPUT1");
+
+    /* Valid: inputs in any order, known outputs; rows is the batch dim. */
+    bd_tensor_t ok[2] = {vt("INPUT1", BD_DT_FP32, 2, 2, 16), vt("INPUT0", BD_DT_FP32, 2, 2, 16)};
+    bd_infer_req_t in = {.inputs = ok, .n_inputs = 2, .outputs = outs, .n_outputs = 1};
+    size_t rows = 0;
+    bd_err_t err = {0};
+    assert_int_equal(bd_sched_validate(&cfg, &in, &rows, &err), 0);
+    assert_int_equal(rows, 2);
+}
+
+static void test_validate_without_batch_dim(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg = vcfg(0);
+    v_in[0].dims = (bd_shape_t){2, {-1, 16}};
+    v_in[1].dims = (bd_shape_t){2, {4, 16}};
+    bd_tensor_t t[2] = {vt("INPUT0", BD_DT_FP32, 2, 7, 16), vt("INPUT1", BD_DT_FP32, 2, 4, 16)};
+    bd_infer_req_t in = {.inputs = t, .n_inputs = 2};
+    size_t rows = 0;
+    bd_err_t err = {0};
+    /* -1 matches anything; rows is 1 without a batch dim. */
+    assert_int_equal(bd_sched_validate(&cfg, &in, &rows, &err), 0);
+    assert_int_equal(rows, 1);
+
+    t[1] = vt("INPUT1", BD_DT_FP32, 2, 1, 16);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT1': expected shape [4,16], got [1,16]");
+    t[1] = vt("INPUT1", BD_DT_FP32, 1, 64, 0);
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT1': expected shape [4,16], got [64]");
+    /* A negative request dim never matches, not even a -1 model dim. */
+    t[1] = vt("INPUT1", BD_DT_FP32, 2, 4, 16);
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, 1, 16);
+    t[0].shape.dims[0] = -1;
+    expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': expected shape [-1,16], got [-1,16]");
+}
+
+static void test_submit_invalid_counts_and_keeps_ownership(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 100, 16), true);
+    bd_req_t *r = mk_req(1, 3, 0, 0);
+    r->in.inputs[1].dtype = BD_DT_FP32;
+    bd_err_t err = {0};
+    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'INPUT1': expected datatype INT32, got FP32");
+    check_counts(&fx, 0, 0, 1, 0, 0, 0, 0);
+    bd_req_free(r);
+    fx_close(&fx);
+    assert_int_equal(g_log.n, 0);
+}
+
+/* ---- batch forming --------------------------------------------------------------------- */
+
+static void test_step_empty_and_bad_instance(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 100, 16), true);
+    uint64_t wake = 5;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, UINT64_MAX);
+    assert_int_equal(bd_sched_step(fx.s, 1, &wake), BD_EINVAL);
+    assert_int_equal(bd_sched_step(fx.s, -1, &wake), BD_EINVAL);
+    fx_close(&fx);
+}
+
+static void test_delay_is_honoured_then_fifo_batch(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 100, 16), true);
+    fake_now = 1000;
+    bd_req_t *a = mk_req(1, 3, 10, 1);
+    submit_ok(&fx, a);
+    fake_now = 1010;
+    bd_req_t *b = mk_req(2, 3, 20, 2);
+    submit_ok(&fx, b);
+    assert_int_equal(a->arrival_us, 1000);
+    assert_int_equal(b->arrival_us, 1010);
+    assert_int_equal(a->rows, 1);
+    assert_int_equal(b->rows, 2);
+    check_counts(&fx, 0, 0, 0, 0, 0, 0, 2);
+
+    uint64_t wake = 0;
+    fake_now = 1050;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 1100); /* the oldest's arrival + delay */
+    fake_now = 1099;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 1100);
+    assert_int_equal(atomic_load(&fake.runs), 0);
+
+    fake_now = 1100;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(atomic_load(&fake.runs), 1);
+    assert_int_equal(fake.rows[0], 3);
+    assert_int_equal(g_log.n, 2);
+    assert_ptr_equal(g_log.reqs[0], a);
+    assert_ptr_equal(g_log.reqs[1], b);
+    check_outputs(a, 1, 3, 10, 1);
+    check_outputs(b, 2, 3, 20, 2);
+    assert_int_equal(a->start_us, 1100);
+    assert_int_equal(a->end_us, 1100);
+    check_counts(&fx, 2, 0, 0, 0, 3, 1, 0);
+
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, UINT64_MAX);
+    fx_close(&fx);
+}
+
+static void test_full_batch_runs_at_once(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(4, 1000000, 16), true);
+    submit_ok(&fx, mk_req(1, 2, 0, 0));
+    submit_ok(&fx, mk_req(3, 2, 100, 10));
+    submit_ok(&fx, mk_req(1, 2, 200, 20)); /* would make 5: next batch */
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(fake.rows[0], 4);
+    assert_int_equal(g_log.n, 2);
+    check_outputs(g_log.reqs[0], 1, 2, 0, 0);
+    check_outputs(g_log.reqs[1], 3, 2, 100, 10);
+    /* The third is alone and young: it waits for its own delay. */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 1000 + 1000000);
+    check_counts(&fx, 2, 0, 0, 0, 4, 1, 1);
+    fake_now = 1000 + 1000000;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    check_outputs(g_log.reqs[2], 1, 2, 200, 20);
+    check_counts(&fx, 3, 0, 0, 0, 5, 2, 0);
+    fx_close(&fx);
+}
+
+static void test_zero_delay_takes_whatever_is_queued(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 0, 16), true);
+    submit_ok(&fx, mk_req(1, 2, 0, 0));
+    submit_ok(&fx, mk_req(1, 2, 5, 5));
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(fake.rows[0], 2);
+    check_counts(&fx, 2, 0, 0, 0, 2, 1, 0);
+    fx_close(&fx);
+}
+
+static void test_different_item_dims_never_mixed(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 100, 16), true);
+    bd_req_t *a = mk_req(1, 3, 0, 0);
+    bd_req_t *b = mk_req(2, 5, 50, 50);
+    bd_req_t *c = mk_req(2, 3, 100, 100);
+    bd_req_t *d = mk_req(1, 5, 150, 150);
+    submit_ok(&fx, a);
+    submit_ok(&fx, b);
+    submit_ok(&fx, c);
+    submit_ok(&fx, d);
+    uint64_t wake = 0;
+    fake_now = 1100;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(fake.rows[0], 3);
+    assert_int_equal(fake.in0_cols[0], 3);
+    assert_ptr_equal(g_log.reqs[0], a);
+    assert_ptr_equal(g_log.reqs[1], c);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(fake.rows[1], 3);
+    assert_int_equal(fake.in0_cols[1], 5);
+    assert_ptr_equal(g_log.reqs[2], b);
+    assert_ptr_equal(g_log.reqs[3], d);
+    check_outputs(a, 1, 3, 0, 0);
+    check_outputs(b, 2, 5, 50, 50);
+    check_outputs(c, 2, 3, 100, 100);
+    check_outputs(d, 1, 5, 150, 150);
+    check_counts(&fx, 4, 0, 0, 0, 6, 2, 0);
+    fx_close(&fx);
+}
+
+static void test_request_too_big_for_the_room_waits(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(4, 100, 16), true);
+    bd_req_t *a = mk_req(3, 1, 0, 0);
+    bd_req_t *b = mk_req(2, 1, 10, 10);
+    bd_req_t *c = mk_req(1, 1, 20, 20);
+    submit_ok(&fx, a);
+    fake_now = 1001;
+    submit_ok(&fx, b);
+    fake_now = 1002;
+    submit_ok(&fx, c);
+    uint64_t wake = 0;
+    /* b does not fit beside a, so a's batch cannot grow: it runs at once, without c. */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(fake.rows[0], 3);
+    assert_ptr_equal(g_log.reqs[0], a);
+    /* b + c = 3 rows, under-full: wait for b's delay (from b's arrival). */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 1101);
+    fake_now = 1101;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(fake.rows[1], 3);
+    check_outputs(b, 2, 1, 10, 10);
+    check_outputs(c, 1, 1, 20, 20);
+    check_counts(&fx, 3, 0, 0, 0, 6, 2, 0);
+    fx_close(&fx);
+}
+
+static void test_scatter_multi_row_requests(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(16, 0, 16), true);
+    bd_req_t *r[4] = {mk_req(2, 4, 0, 0), mk_req(1, 4, 1000, 1000),
+                      mk_req_x(5, 4, 2000, 2000, true), mk_req(3, 4, 3000, 3000)};
+    for (int i = 0; i < 4; i++) {
+        submit_ok(&fx, r[i]);
+    }
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 4);
+    assert_int_equal(fake.rows[0], 11);
+    check_outputs(r[0], 2, 4, 0, 0);
+    check_outputs(r[1], 1, 4, 1000, 1000);
+    check_outputs(r[2], 5, 4, 2000, 2000);
+    check_outputs(r[3], 3, 4, 3000, 3000);
+    /* The output block is the request's own: outputs point inside it. */
+    const unsigned char *blk = r[2]->out_block;
+    assert_true((const unsigned char *)r[2]->outputs[1].data > blk);
+    check_counts(&fx, 4, 0, 0, 0, 11, 1, 0);
+    fx_close(&fx);
+}
+
+static void test_single_request_is_not_copied_and_buffers_are_reused(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 0, 16), true);
+    bd_req_t *a = mk_req(2, 3, 0, 0);
+    submit_ok(&fx, a);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_ptr_equal(fake.in0_data[0], a->in.inputs[0].data);
+    assert_ptr_equal(fake.in1_data[0], a->in.inputs[1].data);
+
+    /* Two batches of two: gathered into the instance's buffer, the same one both times
+     * (INPUT1 has fixed dims, so its buffer was allocated once for 8 rows). */
+    for (int round = 0; round < 2; round++) {
+        submit_ok(&fx, mk_req(1, 3, 10, 10));
+        submit_ok(&fx, mk_req(4, 3, 20, 20));
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    }
+    assert_int_equal(atomic_load(&fake.runs), 3);
+    assert_ptr_not_equal(fake.in1_data[1], g_log.reqs[1]->in.inputs[1].data);
+    assert_ptr_equal(fake.in1_data[1], fake.in1_data[2]);
+    assert_ptr_equal(fake.in0_data[1], fake.in0_data[2]);
+    check_outputs(g_log.reqs[3], 1, 3, 10, 10);
+    check_outputs(g_log.reqs[4], 4, 3, 20, 20);
+    check_counts(&fx, 5, 0, 0, 0, 12, 3, 0);
+    fx_close(&fx);
+}
+
+static void test_batching_off_runs_each_request_alone(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(8, 1000, 16);
+    cfg.dynamic_batching = false;
+    fx_open(&fx, cfg, true);
+    submit_ok(&fx, mk_req(2, 3, 0, 0));
+    submit_ok(&fx, mk_req(1, 3, 10, 10));
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(fake.rows[0], 2);
+    assert_int_equal(fake.rows[1], 1);
+    check_outputs(g_log.reqs[0], 2, 3, 0, 0);
+    check_outputs(g_log.reqs[1], 1, 3, 10, 10);
+    check_counts(&fx, 2, 0, 0, 0, 3, 2, 0);
+    fx_close(&fx);
+}
+
+static void test_no_batch_dim_runs_each_request_alone(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(0, 1000, 16);
+    fx_open(&fx, cfg, true);
+    ios_in[0].dims = (bd_shape_t){2, {-1, -1}};
+    ios_in[1].dims = (bd_shape_t){2, {-1, 2}};
+    ios_out[0].dims = ios_in[0].dims;
+    ios_out[1].dims = ios_in[1].dims;
+    bd_req_t *a = mk_req(3, 2, 0, 0);
+    bd_req_t *b = mk_req(1, 2, 7, 7);
+    submit_ok(&fx, a);
+    submit_ok(&fx, b);
+    assert_int_equal(a->rows, 1);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    /* Outputs keep the backend's own shape (no batch dim to rewrite). */
+    check_outputs(a, 3, 2, 0, 0);
+    check_outputs(b, 1, 2, 7, 7);
+    check_counts(&fx, 2, 0, 0, 0, 2, 2, 0);
+    fx_close(&fx);
+}
+
+static void test_queue_full_is_rejected(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 100, 3), true);
+    for (int i = 0; i < 3; i++) {
+        submit_ok(&fx, mk_req(1, 1, (float)i, i));
+    }
+    bd_req_t *extra = mk_req(1, 1, 9, 9);
+    bd_err_t err = {0};
+    assert_int_equal(bd_sched_submit(fx.s, extra, &err), BD_EFULL);
+    assert_int_equal(err.code, BD_EFULL);
+    assert_string_equal(err.msg, "model 'm' version 1: queue is full (3 requests); retry later");
+    check_counts(&fx, 0, 1, 0, 0, 0, 0, 3);
+    /* Room again once a batch left the queue. */
+    fake_now = 1100;
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 3);
+    submit_ok(&fx, extra);
+    check_counts(&fx, 3, 1, 0, 0, 3, 1, 1);
+    fx_close(&fx); /* drains the last one */
+    assert_int_equal(g_log.n, 0);
+}
+
+static void test_closed_rejects_and_drains_at_once(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 1000000, 16), true);
+    bd_req_t *a = mk_req(1, 2, 1, 1);
+    submit_ok(&fx, a);
+    bd_sched_close(fx.s);
+    bd_req_t *b = mk_req(1, 2, 2, 2);
+    bd_err_t err = {0};
+    assert_int_equal(bd_sched_submit(fx.s, b, &err), BD_ESHUTDOWN);
+    assert_string_equal(err.msg, "model 'm' version 1 is shutting down and accepts no new "
+                                 "requests");
+    bd_req_free(b);
+    check_counts(&fx, 0, 1, 0, 0, 0, 0, 1);
+    /* Closed: the under-full batch does not wait for its delay. */
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    check_outputs(a, 1, 2, 1, 1);
+    check_counts(&fx, 1, 1, 0, 0, 1, 1, 0);
+    fx_close(&fx);
+}
+
+static void test_free_drains_queue_in_manual_mode(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(2, 1000000, 16), true);
+    for (int i = 0; i < 5; i++) {
+        submit_ok(&fx, mk_req(1, 2, (float)(10 * i), i));
+    }
+    bd_model_metrics_t *mm = fx.mm;
+    bd_sched_free(fx.s);
+    assert_int_equal(g_log.n, 5);
+    for (int i = 0; i < 5; i++) {
+        check_outputs(g_log.reqs[i], 1, 2, (float)(10 * i), i);
+    }
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_SUCCESS), 5);
+    assert_int_equal(bd_metrics_get_executions(mm), 3);
+    assert_int_equal(bd_metrics_get_queue_depth(mm), 0);
+    assert_int_equal(atomic_load(&fake.instances), 0);
+    bd_metrics_free(fx.metrics);
+    log_clear();
+}
+
+static void test_backend_failure_fails_the_whole_batch(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 0, 16), true);
+    bd_req_t *a = mk_req(1, 2, 0, 0);
+    bd_req_t *b = mk_req(2, 2, 0, 0);
+    submit_ok(&fx, a);
+    submit_ok(&fx, b);
+    atomic_store(&fake.fail_next, 1);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(g_log.n, 2);
+    for (int i = 0; i < 2; i++) {
+        bd_req_t *r = g_log.reqs[i];
+        assert_int_equal(r->status, BD_EBACKEND);
+        assert_int_equal(r->err.code, BD_EBACKEND);
+        assert_string_equal(r->err.msg, "fake backend: injected failure");
+        assert_null(r->out_block);
+        assert_int_equal(r->n_outputs, 0);
+    }
+    check_counts(&fx, 0, 0, 0, 2, 0, 0, 0);
+    /* The next batch is fine again. */
+    bd_req_t *c = mk_req(1, 2, 3, 3);
+    submit_ok(&fx, c);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    check_outputs(c, 1, 2, 3, 3);
+    check_counts(&fx, 1, 0, 0, 2, 1, 1, 0);
+    fx_close(&fx);
+}
+
+static void test_instance_failure_fails_new(void **state)
+{
+    (void)state;
+    fake_reset();
+    atomic_store(&fake.fail_instance_new, 1);
+    bd_model_config_t cfg = make_cfg(8, 0, 16);
+    bd_sched_opts_t opts = {.manual = false};
+    bd_err_t err = {0};
+    assert_null(bd_sched_new(&cfg, &fake_ops, &fake_model, &opts, &err));
+    assert_string_equal(err.msg, "model 'm' instance 0: fake: instance 0 refused");
+    fake_reset();
+}
+
+static void test_metrics_durations_recorded(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 300, 16), true);
+    submit_ok(&fx, mk_req(1, 1, 0, 0)); /* arrives at 1000 */
+    fake_now = 1300;
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_metrics_render(fx.metrics, &b);
+    assert_non_null(strstr(b.data, "batchd_queue_duration_seconds_bucket{model=\"m\",version="
+                                   "\"1\",le=\"0.00025\"} 0\n"));
+    assert_non_null(strstr(b.data, "batchd_queue_duration_seconds_bucket{model=\"m\",version="
+                                   "\"1\",le=\"0.0005\"} 1\n"));
+    assert_non_null(
+        strstr(b.data, "batchd_queue_duration_seconds_sum{model=\"m\",version=\"1\"} 0.000300\n"));
+    assert_non_null(strstr(
+        b.data, "batchd_request_duration_seconds_sum{model=\"m\",version=\"1\"} 0.000300\n"));
+    assert_non_null(
+        strstr(b.data, "batchd_batch_size_bucket{model=\"m\",version=\"1\",le=\"1\"} 1\n"));
+    bd_buf_dispose(&b);
+    fx_close(&fx);
+}
+
+/* ---- threaded -------------------------------------------------------------------------- */
+
+#define T_THREADS 4
+#define T_PER_THREAD 50
+
+typedef struct {
+    bd_sched_t *s;
+    int thread;
+    int failed;
+} submitter_t;
+
+static void *submitter_main(void *arg)
+{
+    submitter_t *st = arg;
+    for (int i = 0; i < T_PER_THREAD; i++) {
+        int id = st->thread * T_PER_THREAD + i;
+        bd_req_t *r = mk_req(1 + (size_t)(id % 3), 4, (float)(id * 100), id * 100);
+        bd_err_t err = {0};
+        if (bd_sched_submit(st->s, r, &err) != 0) {
+            st->failed++;
+            bd_req_free(r);
+        }
+    }
+    return NULL;
+}
+
+static void wait_for_done(int n)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    pthread_mutex_lock(&g_log.mu);
+    while (g_log.n < n) {
+        if (pthread_cond_timedwait(&g_log.cv, &g_log.mu, &deadline) != 0) {
+            break;
+        }
+    }
+    int got = g_log.n;
+    pthread_mutex_unlock(&g_log.mu);
+    assert_int_equal(got, n);
+}
+
+/* Each completed request's outputs match its own inputs (its id is in its INPUT1). */
+static void check_threaded_outputs(int n)
+{
+    bool seen[T_THREADS * T_PER_THREAD] = {false};
+    for (int i = 0; i < n; i++) {
+        bd_req_t *r = g_log.reqs[i];
+        int32_t id = ((const int32_t *)r->in.inputs[1].data)[0] / 100;
+        assert_true(id >= 0 && id < T_THREADS * T_PER_THREAD);
+        assert_false(seen[id]);
+        seen[id] = true;
+        check_outputs(r, 1 + (size_t)(id % 3), 4, (float)(id * 100), id * 100);
+    }
+}
+
+static void run_threaded(int instances, unsigned sleep_us, bool free_early)
+{
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(16, 2000, 1024);
+    cfg.instances = instances;
+    fx_open(&fx, cfg, false);
+    atomic_store(&fake.sleep_us, sleep_us);
+    submitter_t st[T_THREADS];
+    pthread_t t[T_THREADS];
+    for (int i = 0; i < T_THREADS; i++) {
+        st[i] = (submitter_t){.s = fx.s, .thread = i};
+        assert_int_equal(pthread_create(&t[i], NULL, submitter_main, &st[i]), 0);
+    }
+    for (int i = 0; i < T_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(st[i].failed, 0);
+    }
+    int total = T_THREADS * T_PER_THREAD;
+    if (free_early) {
+        /* bd_sched_free must finish everything queued before it returns. */
+        bd_model_metrics_t *mm = fx.mm;
+        bd_sched_free(fx.s);
+        assert_int_equal(g_log.n, total);
+        assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_SUCCESS), (uint64_t)total);
+        assert_int_equal(bd_metrics_get_queue_depth(mm), 0);
+        check_threaded_outputs(total);
+        bd_metrics_free(fx.metrics);
+        log_clear();
+        return;
+    }
+    wait_for_done(total);
+    check_threaded_outputs(total);
+    int runs = atomic_load(&fake.runs);
+    assert_true(runs < total);
+    assert_int_equal(bd_metrics_get_executions(fx.mm), (uint64_t)runs);
+    assert_int_equal(bd_metrics_get_requests(fx.mm, BD_OUTCOME_SUCCESS), (uint64_t)total);
+    /* ids 0..199: rows 1 + id % 3 -> 67*1 + 67*2 + 66*3 = 399 */
+    assert_int_equal(bd_metrics_get_items(fx.mm), 399);
+    assert_int_equal(bd_metrics_get_queue_depth(fx.mm), 0);
+    fx_close(&fx);
+}
+
+static void test_threaded_concurrent_submits_one_instance(void **state)
+{
+    (void)state;
+    run_threaded(1, 2000, false);
+}
+
+static void test_threaded_concurrent_submits_two_instances(void **state)
+{
+    (void)state;
+    run_threaded(2, 2000, false);
+}
+
+static void test_threaded_free_drains_everything(void **state)
+{
+    (void)state;
+    run_threaded(2, 500, true);
+}
+
+static void test_threaded_sim_backend(void **state)
+{
+    (void)state;
+    log_clear();
+    bd_model_config_t cfg = make_cfg(16, 1000, 1024);
+    cfg.instances = 2;
+    strcpy(cfg.backend, "sim");
+    cfg.sim.latency_us = 1000;
+    cfg.sim.per_item_us = 10;
+    ios_out[0].dims = ios_in[0].dims;
+    ios_out[1].dims = ios_in[1].dims;
+    bd_backend_model_t *bm = NULL;
+    bd_err_t err = {0};
+    if (bd_backend_sim.load(&cfg, &bm, &err) != 0) {
+        fail_msg("sim load: %s", err.msg);
+    }
+    bd_metrics_t *metrics = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(metrics, "m", "1");
+    bd_sched_opts_t opts = {.metrics = mm};
+    bd_sched_t *s = bd_sched_new(&cfg, &bd_backend_sim, bm, &opts, &err);
+    assert_non_null(s);
+    submitter_t st[T_THREADS];
+    pthread_t t[T_THREADS];
+    for (int i = 0; i < T_THREADS; i++) {
+        st[i] = (submitter_t){.s = s, .thread = i};
+        assert_int_equal(pthread_create(&t[i], NULL, submitter_main, &st[i]), 0);
+    }
+    for (int i = 0; i < T_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(st[i].failed, 0);
+    }
+    int total = T_THREADS * T_PER_THREAD;
+    wait_for_done(total);
+    /* The sim copies input i to output i. */
+    for (int i = 0; i < total; i++) {
+        bd_req_t *r = g_log.reqs[i];
+        assert_int_equal(r->status, 0);
+        assert_int_equal(r->n_outputs, 2);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(r->outputs[k].byte_size, r->in.inputs[k].byte_size);
+            assert_memory_equal(r->outputs[k].data, r->in.inputs[k].data,
+                                r->in.inputs[k].byte_size);
+            assert_int_equal(r->outputs[k].shape.dims[0], r->rows);
+        }
+        assert_string_equal(r->outputs[0].name, "OUTPUT0");
+    }
+    assert_true(bd_metrics_get_executions(mm) < (uint64_t)total);
+    assert_int_equal(bd_metrics_get_items(mm), 399);
+    bd_sched_free(s);
+    bd_backend_sim.unload(bm);
+    bd_metrics_free(metrics);
+    log_clear();
+}
+
+int main(void)
+{
+    bd_log_set_level(BD_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validate_messages),
+        cmocka_unit_test(test_validate_without_batch_dim),
+        cmocka_unit_test(test_submit_invalid_counts_and_keeps_ownership),
+        cmocka_unit_test(test_step_empty_and_bad_instance),
+        cmocka_unit_test(test_delay_is_honoured_then_fifo_batch),
+        cmocka_unit_test(test_full_batch_runs_at_once),
+        cmocka_unit_test(test_zero_delay_takes_whatever_is_queued),
+        cmocka_unit_test(test_different_item_dims_never_mixed),
+        cmocka_unit_test(test_request_too_big_for_the_room_waits),
+        cmocka_unit_test(test_scatter_multi_row_requests),
+        cmocka_unit_test(test_single_request_is_not_copied_and_buffers_are_reused),
+        cmocka_unit_test(test_batching_off_runs_each_request_alone),
+        cmocka_unit_test(test_no_batch_dim_runs_each_request_alone),
+        cmocka_unit_test(test_queue_full_is_rejected),
+        cmocka_unit_test(test_closed_rejects_and_drains_at_once),
+        cmocka_unit_test(test_free_drains_queue_in_manual_mode),
+        cmocka_unit_test(test_backend_failure_fails_the_whole_batch),
+        cmocka_unit_test(test_instance_failure_fails_new),
+        cmocka_unit_test(test_metrics_durations_recorded),
+        cmocka_unit_test(test_threaded_concurrent_submits_one_instance),
+        cmocka_unit_test(test_threaded_concurrent_submits_two_instances),
+        cmocka_unit_test(test_threaded_free_drains_everything),
+        cmocka_unit_test(test_threaded_sim_backend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
