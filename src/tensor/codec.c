@@ -1,1 +1,1152 @@
-/* placeholder */ typedef int bd_placeholder_t;
+/* codec.c: the KServe v2 infer request decoder and response encoder (see tensor.h).
+ *
+ * Decoding: the JSON header body[0..header_len) is parsed with jansson into a temporary tree,
+ * which is walked once: small pieces (names, the input and output arrays) are copied into the
+ * request's arena, JSON `data` is converted straight into an arena buffer of the tensor's
+ * datatype, and binary inputs (Triton's extension) point into body[header_len..len). The tree
+ * is freed before returning, so on success the request borrows only `body` and `arena`.
+ *
+ * Two traps shape the decoder:
+ * - Depth. jansson recurses once per nesting level and stops only at 2048, so a cheap scan of
+ *   the header rejects nesting deeper than limits->max_depth before jansson sees it. Our own
+ *   recursion over nested `data` is bounded by the shape's ndim (at most BD_MAX_DIMS).
+ * - Big integers. jansson holds integers as long long and rejects larger literals outright
+ *   ("too big integer"), yet UINT64 needs values up to 2^64-1 and FP tensors may be written
+ *   with long integer literals. When, and only when, the first parse fails that way, the
+ *   header is copied with each such literal turned into the string "\u0000<digits>" and parsed
+ *   again with JSON_ALLOW_NUL; no client string can start with NUL (the copy step rejects
+ *   \u0000 as the first parse would have), so the marker cannot be forged.
+ *
+ * Encoding writes JSON by hand into a bd_buf_t: no tree, numbers formatted straight into the
+ * buffer in blocks. FP32 values are printed exactly as "%.9g" would, but without snprintf for
+ * the common range (see fmt_f32); FP64 uses snprintf except for integral values.
+ *
+ * Threads: pure functions over caller-owned memory; any thread. */
+#include "tensor/tensor.h"
+
+#include <errno.h>
+#include <float.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_DEPTH 64
+#define DEFAULT_MAX_INPUTS 64
+#define NAME_SHOWN 128 /* longest name quoted in an error message */
+#define SHAPE_STR 256
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static int shown(const char *s)
+{
+    size_t n = strlen(s);
+    return n > NAME_SHOWN ? NAME_SHOWN : (int)n;
+}
+
+/* A string marking an integer literal jansson cannot hold (see the file comment). */
+static bool is_bigint(const json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) > 1 && json_string_value(v)[0] == '\0';
+}
+
+/* The value of a JSON string, or NULL when `v` is not a (real, non-marker) string. */
+static const char *str_value(const json_t *v, size_t *len)
+{
+    if (!json_is_string(v) || is_bigint(v)) {
+        return NULL;
+    }
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+static const char *type_word(const json_t *v)
+{
+    if (is_bigint(v)) {
+        return "a number";
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+/* The JSON number `v` as text for an error message. */
+static const char *num_text(const json_t *v, char *buf, size_t cap)
+{
+    if (is_bigint(v)) {
+        snprintf(buf, cap, "%.64s", json_string_value(v) + 1);
+    } else if (json_is_integer(v)) {
+        snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+    } else {
+        /* The shorter form when it reads back the same: "1e+39", not "9.9999999999999994e+38". */
+        double d = json_real_value(v);
+        snprintf(buf, cap, "%.15g", d);
+        if (strtod(buf, NULL) != d) {
+            snprintf(buf, cap, "%.17g", d);
+        }
+    }
+    return buf;
+}
+
+/* A non-negative JSON integer that fits int64. */
+static bool get_uint(const json_t *v, int64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return false;
+    }
+    *out = (int64_t)json_integer_value(v);
+    return true;
+}
+
+/* ---- pre-parse scans ------------------------------------------------------------------- */
+
+/* Reject nesting deeper than max_depth without recursing. Strings are skipped (brackets in
+ * them do not count); anything else malformed is left for jansson to report. */
+static int check_depth(const char *s, size_t n, int max_depth, bd_err_t *err)
+{
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < n && s[i] != '"'; i++) {
+                if (s[i] == '\\') {
+                    i++;
+                }
+            }
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "request JSON nests deeper than the limit of %d levels",
+                                  max_depth);
+            }
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+/* Whether the integer literal s[0..n) (optional '-', digits) fits in int64. */
+static bool literal_fits_int64(const char *s, size_t n)
+{
+    bool neg = n > 0 && s[0] == '-';
+    if (neg) {
+        s++;
+        n--;
+    }
+    while (n > 1 && s[0] == '0') {
+        s++;
+        n--;
+    }
+    const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+    if (n != 19) {
+        return n < 19;
+    }
+    return memcmp(s, lim, 19) <= 0;
+}
+
+static bool is_num_char(char c)
+{
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+static int nul_error(const char *s, size_t at, bd_err_t *err)
+{
+    int line = 1;
+    size_t line_start = 0;
+    for (size_t i = 0; i < at; i++) {
+        if (s[i] == '\n') {
+            line++;
+            line_start = i + 1;
+        }
+    }
+    return bd_err_set(err, BD_EINVAL,
+                      "request body is not valid JSON: \\u0000 is not allowed in strings (line "
+                      "%d, column %zu)",
+                      line, at - line_start + 1);
+}
+
+/* Copy the header into `b` with every integer literal that does not fit int64 turned into
+ * the marker string "\u0000<literal>". Fails (BD_EINVAL) on a client string holding \u0000,
+ * which jansson would reject without JSON_ALLOW_NUL. */
+static int mark_big_ints(const char *s, size_t n, bd_buf_t *b, bd_err_t *err)
+{
+    size_t i = 0;
+    size_t copied = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < n && s[i] != '"'; i++) {
+                if (s[i] == '\\') {
+                    if (n - i > 5 && memcmp(s + i + 1, "u0000", 5) == 0) {
+                        return nul_error(s, i, err);
+                    }
+                    i++;
+                }
+            }
+            i++;
+            continue;
+        }
+        if (c != '-' && !(c >= '0' && c <= '9')) {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        bool integer = true;
+        for (i++; i < n && is_num_char(s[i]); i++) {
+            if (!(s[i] >= '0' && s[i] <= '9')) {
+                integer = false;
+            }
+        }
+        if (!integer || literal_fits_int64(s + start, i - start)) {
+            continue;
+        }
+        bd_buf_append(b, s + copied, start - copied);
+        bd_buf_append(b, "\"\\u0000", 7);
+        bd_buf_append(b, s + start, i - start);
+        bd_buf_putc(b, '"');
+        copied = i;
+    }
+    bd_buf_append(b, s + copied, n - copied);
+    if (b->failed) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory parsing the request JSON");
+    }
+    return 0;
+}
+
+static int parse_header(const char *s, size_t n, int max_depth, json_t **root, bd_err_t *err)
+{
+    int rc = check_depth(s, n, max_depth, err);
+    if (rc != 0) {
+        return rc;
+    }
+    json_error_t jerr;
+    *root = json_loadb(s, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*root && json_error_code(&jerr) == json_error_numeric_overflow &&
+        strstr(jerr.text, "integer")) {
+        bd_buf_t copy;
+        bd_buf_init(&copy);
+        rc = mark_big_ints(s, n, &copy, err);
+        if (rc == 0) {
+            *root = json_loadb(copy.data, copy.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                               &jerr);
+        }
+        bd_buf_dispose(&copy);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (!*root) {
+        if (json_error_code(&jerr) == json_error_out_of_memory) {
+            return bd_err_set(err, BD_ENOMEM, "out of memory parsing the request JSON");
+        }
+        /* jansson names its flag; a client needs the rule. */
+        const char *text = strstr(jerr.text, "JSON_ALLOW_NUL") ? "\\u0000 is not allowed in strings"
+                                                               : jerr.text;
+        return bd_err_set(err, BD_EINVAL,
+                          "request body is not valid JSON: %s (line %d, column %d)", text,
+                          jerr.line, jerr.column);
+    }
+    if (!json_is_object(*root)) {
+        json_decref(*root);
+        *root = NULL;
+        return bd_err_set(err, BD_EINVAL, "request body must be a JSON object");
+    }
+    return 0;
+}
+
+/* ---- JSON data -> tensor buffer -------------------------------------------------------- */
+
+typedef struct {
+    bd_tensor_t *t;
+    const char *name;
+    size_t count;
+    size_t next;             /* flat index of the next value */
+    unsigned char *dst;
+    size_t path[BD_MAX_DIMS]; /* indices of the nested walk, for messages */
+    bd_err_t *err;
+} data_ctx_t;
+
+enum { INT_OK, INT_NOT_NUMBER, INT_FRACTION, INT_INEXACT, INT_RANGE };
+
+/* Read `v` as an integer: sign and magnitude. INT_RANGE: beyond a 64-bit magnitude.
+ * INT_INEXACT: an integral real above 2^53, whose digits the double may not have kept; the
+ * magnitude is still set, so that a value out of range anyway is reported as such. */
+static int get_int(const json_t *v, bool *neg, uint64_t *mag)
+{
+    if (json_is_integer(v)) {
+        long long i = json_integer_value(v);
+        *neg = i < 0;
+        *mag = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
+        return INT_OK;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d != trunc(d)) {
+            return INT_FRACTION;
+        }
+        *neg = d < 0;
+        double a = fabs(d);
+        if (a >= 18446744073709551616.0) {
+            return INT_RANGE;
+        }
+        *mag = (uint64_t)a;
+        return a > 9007199254740992.0 ? INT_INEXACT : INT_OK;
+    }
+    if (is_bigint(v)) {
+        const char *s = json_string_value(v) + 1;
+        *neg = s[0] == '-';
+        if (*neg) {
+            return INT_RANGE; /* below INT64_MIN */
+        }
+        errno = 0;
+        char *end;
+        unsigned long long u = strtoull(s, &end, 10);
+        if (errno == ERANGE || *end != '\0') {
+            return INT_RANGE;
+        }
+        *mag = u;
+        return INT_OK;
+    }
+    return INT_NOT_NUMBER;
+}
+
+/* Read `v` as a double for FP tensors. */
+static bool get_double(const json_t *v, double *out)
+{
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+        return true;
+    }
+    if (is_bigint(v)) {
+        *out = strtod(json_string_value(v) + 1, NULL);
+        return true;
+    }
+    return false;
+}
+
+static int value_error(data_ctx_t *c, const json_t *v, size_t index, const char *what)
+{
+    char num[96];
+    return bd_err_set(c->err, BD_EINVAL, "input '%.*s': value %s at index %zu %s",
+                      shown(c->name), c->name, num_text(v, num, sizeof num), index, what);
+}
+
+static int put_int(data_ctx_t *c, const json_t *v, size_t index)
+{
+    bd_dtype_t dt = c->t->dtype;
+    const char *dn = bd_dtype_name(dt);
+    bool neg = false;
+    uint64_t mag = 0;
+    char what[64];
+    int kind = get_int(v, &neg, &mag);
+    if (kind == INT_NOT_NUMBER) {
+        return bd_err_set(c->err, BD_EINVAL,
+                          "input '%.*s': value at index %zu is %s; %s data must be integers",
+                          shown(c->name), c->name, index, type_word(v), dn);
+    }
+    if (kind == INT_FRACTION) {
+        snprintf(what, sizeof what, "is not an integer, as %s needs", dn);
+        return value_error(c, v, index, what);
+    }
+    size_t size = bd_dtype_size(dt);
+    bool is_signed = dt >= BD_DT_INT8 && dt <= BD_DT_INT64;
+    unsigned bits = (unsigned)size * 8;
+    uint64_t max_pos = is_signed ? ((uint64_t)1 << (bits - 1)) - 1
+                                 : (bits == 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1);
+    uint64_t max_neg = is_signed ? (uint64_t)1 << (bits - 1) : 0;
+    if (kind == INT_RANGE || (neg ? mag > max_neg : mag > max_pos)) {
+        snprintf(what, sizeof what, "is out of range for %s", dn);
+        return value_error(c, v, index, what);
+    }
+    if (kind == INT_INEXACT) {
+        snprintf(what, sizeof what, "is not exact; write %s values as plain integers", dn);
+        return value_error(c, v, index, what);
+    }
+    /* Two's complement of the magnitude, truncated to the element: little-endian bytes. */
+    uint64_t raw = neg ? (uint64_t)0 - mag : mag;
+    unsigned char *p = c->dst + index * size;
+    for (size_t k = 0; k < size; k++) {
+        p[k] = (unsigned char)(raw >> (8 * k));
+    }
+    return 0;
+}
+
+static int put_value(data_ctx_t *c, const json_t *v, size_t index)
+{
+    bd_dtype_t dt = c->t->dtype;
+    double d;
+    switch (dt) {
+    case BD_DT_BOOL:
+        if (!json_is_boolean(v)) {
+            return bd_err_set(c->err, BD_EINVAL,
+                              "input '%.*s': value at index %zu is %s; BOOL data must be true "
+                              "or false",
+                              shown(c->name), c->name, index, type_word(v));
+        }
+        c->dst[index] = json_is_true(v) ? 1 : 0;
+        return 0;
+    case BD_DT_FP32:
+    case BD_DT_FP64:
+        if (!get_double(v, &d)) {
+            return bd_err_set(c->err, BD_EINVAL,
+                              "input '%.*s': value at index %zu is %s; %s data must be numbers",
+                              shown(c->name), c->name, index, type_word(v), bd_dtype_name(dt));
+        }
+        if (dt == BD_DT_FP64) {
+            if (isinf(d)) {
+                return value_error(c, v, index, "is out of range for FP64");
+            }
+            memcpy(c->dst + index * 8, &d, 8);
+        } else {
+            /* Values from FLT_MAX + half an ulp up round to infinity. */
+            if (isinf(d) || fabs(d) >= 0x1.ffffffp127) {
+                return value_error(c, v, index, "is out of range for FP32");
+            }
+            float f = (float)d;
+            memcpy(c->dst + index * 4, &f, 4);
+        }
+        return 0;
+    default: return put_int(c, v, index);
+    }
+}
+
+static void path_str(const data_ctx_t *c, int depth, char *buf, size_t cap)
+{
+    size_t off = (size_t)snprintf(buf, cap, "data");
+    for (int i = 0; i < depth && off < cap; i++) {
+        off += (size_t)snprintf(buf + off, cap - off, "[%zu]", c->path[i]);
+    }
+}
+
+static int nest_error(data_ctx_t *c, int depth, const char *what)
+{
+    char path[160];
+    char shape[SHAPE_STR];
+    path_str(c, depth, path, sizeof path);
+    return bd_err_set(c->err, BD_EINVAL,
+                      "input '%.*s': nested data does not match shape %s: %s %s",
+                      shown(c->name), c->name, bd_shape_str(&c->t->shape, shape, sizeof shape),
+                      path, what);
+}
+
+/* `arr` sits at nesting level `depth` (< ndim) and must hold dims[depth] entries. Recursion
+ * is bounded by ndim <= BD_MAX_DIMS. With c->dst NULL only the structure is checked. */
+static int walk_nested(data_ctx_t *c, const json_t *arr, int depth)
+{
+    const bd_shape_t *s = &c->t->shape;
+    size_t n = json_array_size(arr);
+    char what[96];
+    if ((uint64_t)n != (uint64_t)s->dims[depth]) {
+        snprintf(what, sizeof what, "has %zu entries, expected %lld", n,
+                 (long long)s->dims[depth]);
+        return nest_error(c, depth, what);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(arr, i);
+        c->path[depth] = i;
+        int rc = 0;
+        if (depth + 1 < s->ndim) {
+            if (!json_is_array(e)) {
+                snprintf(what, sizeof what, "should be an array of %lld entries",
+                         (long long)s->dims[depth + 1]);
+                return nest_error(c, depth + 1, what);
+            }
+            rc = walk_nested(c, e, depth + 1);
+        } else if (json_is_array(e)) {
+            return nest_error(c, depth + 1, "should be a value, not an array");
+        } else if (c->dst) {
+            rc = put_value(c, e, c->next++);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int decode_flat(data_ctx_t *c, const json_t *data)
+{
+    char shape[SHAPE_STR];
+    size_t n = json_array_size(data);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(data, i);
+        if (json_is_array(e)) {
+            return bd_err_set(c->err, BD_EINVAL,
+                              "input '%.*s': data mixes arrays and values at index %zu; give it "
+                              "flat or nested exactly as shape %s",
+                              shown(c->name), c->name, i,
+                              bd_shape_str(&c->t->shape, shape, sizeof shape));
+        }
+        int rc = put_value(c, e, i);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- request decoding ------------------------------------------------------------------ */
+
+/* An arena allocation failed: over the request's memory limit (the client's doing) or out of
+ * memory. The arena does not say which, so judge by the limit with a chunk's slack. */
+static int alloc_error(bd_arena_t *arena, size_t n, const char *what, bd_err_t *err)
+{
+    size_t need = n > 4096 ? n : 4096;
+    if (arena->limit && (!bd_add_size(arena->used, need + 64, &need) || need > arena->limit)) {
+        return bd_err_set(err, BD_ETOOBIG,
+                          "%s needs %zu bytes, which would pass the request's memory limit of "
+                          "%zu bytes",
+                          what, n, arena->limit);
+    }
+    return bd_err_set(err, BD_ENOMEM, "out of memory allocating %zu bytes for %s", n, what);
+}
+
+static char *arena_str(bd_arena_t *arena, const char *s, size_t n, bd_err_t *err, int *rc)
+{
+    char *p = bd_arena_strndup(arena, s, n);
+    if (!p) {
+        *rc = alloc_error(arena, n + 1, "a name", err);
+    }
+    return p;
+}
+
+static int decode_params(const json_t *root, bd_infer_req_t *out, bd_err_t *err)
+{
+    const json_t *params = json_object_get(root, "parameters");
+    if (!params) {
+        return 0;
+    }
+    if (!json_is_object(params)) {
+        return bd_err_set(err, BD_EINVAL, "\"parameters\" must be an object");
+    }
+    const json_t *v = json_object_get(params, "binary_data_output");
+    if (v) {
+        if (!json_is_boolean(v)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "parameters.binary_data_output must be true or false");
+        }
+        out->binary_default = json_is_true(v);
+    }
+    int64_t i;
+    v = json_object_get(params, "priority");
+    if (v) {
+        if (!get_uint(v, &i)) {
+            return bd_err_set(err, BD_EINVAL, "parameters.priority must be a non-negative integer");
+        }
+        out->priority = i;
+    }
+    v = json_object_get(params, "timeout");
+    if (v) {
+        if (!get_uint(v, &i)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "parameters.timeout must be a non-negative integer (microseconds)");
+        }
+        out->timeout_us = (uint64_t)i;
+    }
+    return 0;
+}
+
+static int decode_shape(const json_t *in, bd_tensor_t *t, bd_err_t *err)
+{
+    const char *name = t->name;
+    const json_t *shape = json_object_get(in, "shape");
+    if (!shape) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s' has no \"shape\"", shown(name), name);
+    }
+    if (!json_is_array(shape)) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': \"shape\" must be an array of integers",
+                          shown(name), name);
+    }
+    size_t ndim = json_array_size(shape);
+    if (ndim > BD_MAX_DIMS) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': shape has %zu dims; at most %d are supported",
+                          shown(name), name, ndim, BD_MAX_DIMS);
+    }
+    t->shape.ndim = (int)ndim;
+    for (size_t d = 0; d < ndim; d++) {
+        if (!get_uint(json_array_get(shape, d), &t->shape.dims[d])) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%.*s': shape entry %zu must be a non-negative integer",
+                              shown(name), name, d);
+        }
+    }
+    return 0;
+}
+
+/* Decode inputs[i] into t. Binary inputs get their size in *binary_size (data set later). */
+static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor_t *t,
+                        size_t *binary_size, bd_arena_t *arena, const bd_decode_limits_t *limits, bd_err_t *err)
+{
+    int rc = 0;
+    char shape[SHAPE_STR];
+    if (!json_is_object(in)) {
+        return bd_err_set(err, BD_EINVAL, "inputs[%zu] must be an object", i);
+    }
+    const json_t *v = json_object_get(in, "name");
+    size_t len;
+    const char *s = str_value(v, &len);
+    if (!v) {
+        return bd_err_set(err, BD_EINVAL, "inputs[%zu] has no \"name\"", i);
+    }
+    if (!s || len == 0) {
+        return bd_err_set(err, BD_EINVAL, "inputs[%zu]: \"name\" must be a non-empty string", i);
+    }
+    if (!(t->name = arena_str(arena, s, len, err, &rc))) {
+        return rc;
+    }
+    const char *name = t->name;
+
+    v = json_object_get(in, "datatype");
+    s = str_value(v, &len);
+    if (!v) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s' has no \"datatype\"", shown(name), name);
+    }
+    if (!s) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': \"datatype\" must be a string",
+                          shown(name), name);
+    }
+    t->dtype = bd_dtype_from_name(s);
+    if (t->dtype == BD_DT_INVALID) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': unknown datatype '%.32s'", shown(name),
+                          name, s);
+    }
+    if (!bd_dtype_supported(t->dtype)) {
+        return bd_err_set(err, BD_EUNSUPPORTED, "input '%.*s': datatype %s is not supported",
+                          shown(name), name, bd_dtype_name(t->dtype));
+    }
+
+    if ((rc = decode_shape(in, t, err)) != 0) {
+        return rc;
+    }
+    size_t count;
+    size_t esize = bd_dtype_size(t->dtype);
+    if (bd_shape_count(&t->shape, 0, &count, NULL) != 0 ||
+        !bd_mul_size(count, esize, &t->byte_size)) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': shape %s has too many elements",
+                          shown(name), name, bd_shape_str(&t->shape, shape, sizeof shape));
+    }
+    if (limits->max_elems_per_tensor && count > limits->max_elems_per_tensor) {
+        return bd_err_set(err, BD_ETOOBIG,
+                          "input '%.*s': shape %s has %zu elements, more than the limit of %zu",
+                          shown(name), name, bd_shape_str(&t->shape, shape, sizeof shape), count,
+                          limits->max_elems_per_tensor);
+    }
+
+    const json_t *params = json_object_get(in, "parameters");
+    const json_t *bsize = NULL;
+    if (params) {
+        if (!json_is_object(params)) {
+            return bd_err_set(err, BD_EINVAL, "input '%.*s': \"parameters\" must be an object",
+                              shown(name), name);
+        }
+        bsize = json_object_get(params, "binary_data_size");
+    }
+    const json_t *data = json_object_get(in, "data");
+    if (bsize) {
+        int64_t n;
+        if (!get_uint(bsize, &n)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%.*s': parameters.binary_data_size must be a non-negative "
+                              "integer",
+                              shown(name), name);
+        }
+        if (data) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%.*s' has both \"data\" and parameters.binary_data_size",
+                              shown(name), name);
+        }
+        if ((uint64_t)n != (uint64_t)t->byte_size) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%.*s': binary_data_size is %lld but shape %s of %s needs "
+                              "%zu bytes",
+                              shown(name), name, (long long)n,
+                              bd_shape_str(&t->shape, shape, sizeof shape),
+                              bd_dtype_name(t->dtype), t->byte_size);
+        }
+        *binary_size = t->byte_size;
+        return 0;
+    }
+    if (!data) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.*s' has neither \"data\" nor parameters.binary_data_size",
+                          shown(name), name);
+    }
+    if (!json_is_array(data)) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': \"data\" must be an array", shown(name),
+                          name);
+    }
+    /* Check the amount of data before allocating for the shape's (client-chosen) size: flat
+     * data must hold exactly `count` values, and nested data cannot hold more values than
+     * the header has bytes, so a larger shape only needs its mismatch found. */
+    data_ctx_t c = {.t = t, .name = name, .count = count, .err = err};
+    size_t n = json_array_size(data);
+    bool nested = t->shape.ndim >= 2 && n > 0 && json_is_array(json_array_get(data, 0));
+    if (!nested && n != count) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.*s': expected %zu values for shape %s, got %zu", shown(name),
+                          name, count, bd_shape_str(&t->shape, shape, sizeof shape), n);
+    }
+    if (nested && count > header_len && (rc = walk_nested(&c, data, 0)) != 0) {
+        return rc;
+    }
+    if (!(c.dst = bd_arena_alloc(arena, t->byte_size))) {
+        char what[NAME_SHOWN + 32];
+        snprintf(what, sizeof what, "input '%.*s'", shown(name), name);
+        return alloc_error(arena, t->byte_size, what, err);
+    }
+    t->data = c.dst;
+    return nested ? walk_nested(&c, data, 0) : decode_flat(&c, data);
+}
+
+static int decode_inputs(const json_t *root, const char *body, size_t len, size_t header_len,
+                         bd_arena_t *arena, const bd_decode_limits_t *limits,
+                         bd_infer_req_t *out, bd_err_t *err)
+{
+    const json_t *inputs = json_object_get(root, "inputs");
+    if (!inputs) {
+        return bd_err_set(err, BD_EINVAL, "request has no \"inputs\"");
+    }
+    if (!json_is_array(inputs)) {
+        return bd_err_set(err, BD_EINVAL, "\"inputs\" must be an array");
+    }
+    size_t n = json_array_size(inputs);
+    size_t max = limits->max_inputs ? limits->max_inputs : DEFAULT_MAX_INPUTS;
+    if (n == 0) {
+        return bd_err_set(err, BD_EINVAL, "\"inputs\" must not be empty");
+    }
+    if (n > max) {
+        return bd_err_set(err, BD_ETOOBIG, "request has %zu inputs; at most %zu are allowed", n,
+                          max);
+    }
+    /* Binary sizes are kept apart from the tensors until the tail is checked. */
+    size_t *bin = bd_arena_calloc(arena, n, sizeof *bin);
+    out->inputs = bd_arena_calloc(arena, n, sizeof *out->inputs);
+    if (!bin || !out->inputs) {
+        return alloc_error(arena, n * (sizeof *bin + sizeof *out->inputs), "the input list", err);
+    }
+    out->n_inputs = n;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        bd_tensor_t *t = &out->inputs[i];
+        int rc = decode_input(json_array_get(inputs, i), i, header_len, t, &bin[i], arena, limits, err);
+        if (rc != 0) {
+            return rc;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(out->inputs[j].name, t->name) == 0) {
+                return bd_err_set(err, BD_EINVAL, "input '%.*s' appears more than once",
+                                  shown(t->name), t->name);
+            }
+        }
+        if (!bd_add_size(total, bin[i], &total)) {
+            total = SIZE_MAX;
+        }
+    }
+    size_t tail = len - header_len;
+    if (total != tail) {
+        if (total == SIZE_MAX) {
+            return bd_err_set(err, BD_EINVAL,
+                              "binary inputs take more bytes than can be addressed but %zu "
+                              "bytes follow the %zu-byte JSON header",
+                              tail, header_len);
+        }
+        return bd_err_set(err, BD_EINVAL,
+                          "binary inputs take %zu bytes but %zu bytes follow the %zu-byte JSON "
+                          "header",
+                          total, tail, header_len);
+    }
+    size_t off = header_len;
+    for (size_t i = 0; i < n; i++) {
+        if (out->inputs[i].data == NULL) {
+            /* The body is the request's, like the arena; tensors are mutable in general. */
+            out->inputs[i].data = (void *)(uintptr_t)(body + off);
+            off += bin[i];
+        }
+    }
+    return 0;
+}
+
+static int decode_outputs(const json_t *root, bd_arena_t *arena,
+                          const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
+{
+    const json_t *outputs = json_object_get(root, "outputs");
+    if (!outputs) {
+        return 0;
+    }
+    if (!json_is_array(outputs)) {
+        return bd_err_set(err, BD_EINVAL, "\"outputs\" must be an array");
+    }
+    size_t n = json_array_size(outputs);
+    size_t max = limits->max_inputs ? limits->max_inputs : DEFAULT_MAX_INPUTS;
+    if (n == 0) {
+        return 0;
+    }
+    if (n > max) {
+        return bd_err_set(err, BD_ETOOBIG, "request asks for %zu outputs; at most %zu are allowed",
+                          n, max);
+    }
+    out->outputs = bd_arena_calloc(arena, n, sizeof *out->outputs);
+    if (!out->outputs) {
+        return alloc_error(arena, n * sizeof *out->outputs, "the output list", err);
+    }
+    out->n_outputs = n;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *o = json_array_get(outputs, i);
+        bd_output_req_t *r = &out->outputs[i];
+        if (!json_is_object(o)) {
+            return bd_err_set(err, BD_EINVAL, "outputs[%zu] must be an object", i);
+        }
+        const json_t *v = json_object_get(o, "name");
+        size_t len;
+        const char *s = str_value(v, &len);
+        if (!v) {
+            return bd_err_set(err, BD_EINVAL, "outputs[%zu] has no \"name\"", i);
+        }
+        if (!s || len == 0) {
+            return bd_err_set(err, BD_EINVAL, "outputs[%zu]: \"name\" must be a non-empty string",
+                              i);
+        }
+        int rc = 0;
+        if (!(r->name = arena_str(arena, s, len, err, &rc))) {
+            return rc;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(out->outputs[j].name, r->name) == 0) {
+                return bd_err_set(err, BD_EINVAL, "output '%.*s' is requested more than once",
+                                  shown(r->name), r->name);
+            }
+        }
+        r->binary = out->binary_default;
+        const json_t *params = json_object_get(o, "parameters");
+        if (!params) {
+            continue;
+        }
+        if (!json_is_object(params)) {
+            return bd_err_set(err, BD_EINVAL, "output '%.*s': \"parameters\" must be an object",
+                              shown(r->name), r->name);
+        }
+        v = json_object_get(params, "binary_data");
+        if (v) {
+            if (!json_is_boolean(v)) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "output '%.*s': parameters.binary_data must be true or false",
+                                  shown(r->name), r->name);
+            }
+            r->binary = json_is_true(v);
+        }
+        if (json_object_get(params, "classification")) {
+            return bd_err_set(err, BD_EUNSUPPORTED,
+                              "output '%.*s': parameters.classification is not supported",
+                              shown(r->name), r->name);
+        }
+    }
+    return 0;
+}
+
+int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
+                    const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
+{
+    static const bd_decode_limits_t no_limits = {0, 0, 0};
+    memset(out, 0, sizeof *out);
+    if (!limits) {
+        limits = &no_limits;
+    }
+    if (header_len > len) {
+        return bd_err_set(err, BD_EINVAL,
+                          "Inference-Header-Content-Length is %zu but the body has only %zu bytes",
+                          header_len, len);
+    }
+    int max_depth = limits->max_depth > 0 ? limits->max_depth : DEFAULT_MAX_DEPTH;
+    json_t *root = NULL;
+    int rc = parse_header(body, header_len, max_depth, &root, err);
+    if (rc != 0) {
+        return rc;
+    }
+    const json_t *v = json_object_get(root, "id");
+    if (v) {
+        size_t n;
+        const char *s = str_value(v, &n);
+        if (!s) {
+            rc = bd_err_set(err, BD_EINVAL, "\"id\" must be a string");
+            goto fail;
+        }
+        if (!(out->id = arena_str(arena, s, n, err, &rc))) {
+            goto fail;
+        }
+    }
+    if ((rc = decode_params(root, out, err)) != 0 ||
+        (rc = decode_inputs(root, body, len, header_len, arena, limits, out, err)) != 0 ||
+        (rc = decode_outputs(root, arena, limits, out, err)) != 0) {
+        goto fail;
+    }
+    json_decref(root);
+    return 0;
+
+fail:
+    json_decref(root);
+    memset(out, 0, sizeof *out);
+    return rc;
+}
+
+/* ---- number formatting ----------------------------------------------------------------- */
+
+/* Longest text of one element: "-2.2250738585072014e-308" is 24 bytes; plus a comma. */
+#define ELEM_MAX 26
+#define BLOCK 4096
+
+static char *fmt_u64(char *w, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) {
+        *w++ = tmp[--n];
+    }
+    return w;
+}
+
+static char *fmt_i64(char *w, int64_t v)
+{
+    if (v < 0) {
+        *w++ = '-';
+        return fmt_u64(w, (uint64_t)0 - (uint64_t)v);
+    }
+    return fmt_u64(w, (uint64_t)v);
+}
+
+static const double pow10_tab[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,
+                                   1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13};
+
+/* Exactly what snprintf "%.9g" writes for f. For |f| in [1e-4, 1e9), where %g uses fixed
+ * notation, the digits come from a = |f| * 10^k with k <= 12: a float has 24 significant
+ * bits and 5^12 < 2^28, so the product is exact in a double, and rounding it to an integer
+ * (ties to even, as glibc rounds the exact decimal value) gives the 9 digits %.9g prints. */
+static char *fmt_f32(char *w, float f)
+{
+    double d = f;
+    if (isnan(d) || isinf(d)) {
+        memcpy(w, "null", 4);
+        return w + 4;
+    }
+    if (signbit(d)) {
+        *w++ = '-';
+        d = -d;
+    }
+    if (d < 1e9 && d == (double)(uint64_t)d) {
+        return fmt_u64(w, (uint64_t)d);
+    }
+    if (d >= 1e-4 && d < 1e9) {
+        double y4 = d * 1e4; /* exact: 24 + 10 bits */
+        int e = 0;
+        while (e < 12 && y4 >= pow10_tab[e + 1]) {
+            e++;
+        }
+        int x = e - 4; /* decimal exponent of d */
+        double r = nearbyint(d * pow10_tab[8 - x]);
+        if (r < 1e9) {
+            char dig[9];
+            uint64_t n = (uint64_t)r;
+            for (int i = 8; i >= 0; i--) {
+                dig[i] = (char)('0' + n % 10);
+                n /= 10;
+            }
+            int last = 8;
+            while (last > 0 && dig[last] == '0') {
+                last--;
+            }
+            if (x >= 0) {
+                memcpy(w, dig, (size_t)x + 1);
+                w += x + 1;
+                if (last > x) {
+                    *w++ = '.';
+                    memcpy(w, dig + x + 1, (size_t)(last - x));
+                    w += last - x;
+                }
+            } else {
+                *w++ = '0';
+                *w++ = '.';
+                for (int i = 0; i < -x - 1; i++) {
+                    *w++ = '0';
+                }
+                memcpy(w, dig, (size_t)last + 1);
+                w += last + 1;
+            }
+            return w;
+        }
+    }
+    return w + snprintf(w, ELEM_MAX, "%.9g", d);
+}
+
+static char *fmt_f64(char *w, double d)
+{
+    if (isnan(d) || isinf(d)) {
+        memcpy(w, "null", 4);
+        return w + 4;
+    }
+    if (fabs(d) < 1e17 && d == trunc(d)) {
+        if (signbit(d)) {
+            *w++ = '-';
+            d = -d;
+        }
+        return fmt_u64(w, (uint64_t)d);
+    }
+    return w + snprintf(w, ELEM_MAX, "%.17g", d);
+}
+
+/* Values are read with memcpy: binary tensors may sit unaligned in a body. */
+#define FORMAT_LOOP(type, fmt_call)                                                            \
+    for (size_t k = 0; k < n; k++) {                                                           \
+        type x;                                                                                \
+        memcpy(&x, p + (i + k) * sizeof x, sizeof x);                                          \
+        if (i + k) {                                                                           \
+            *w++ = ',';                                                                        \
+        }                                                                                      \
+        w = fmt_call;                                                                          \
+    }
+
+static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
+{
+    const unsigned char *p = t->data;
+    for (size_t i = 0; i < count; i += BLOCK) {
+        size_t n = count - i < BLOCK ? count - i : BLOCK;
+        if (bd_buf_reserve(b, n * ELEM_MAX) != 0) {
+            return;
+        }
+        char *w = b->data + b->len;
+        switch (t->dtype) {
+        case BD_DT_BOOL:
+            for (size_t k = 0; k < n; k++) {
+                if (i + k) {
+                    *w++ = ',';
+                }
+                if (p[i + k]) {
+                    memcpy(w, "true", 4);
+                    w += 4;
+                } else {
+                    memcpy(w, "false", 5);
+                    w += 5;
+                }
+            }
+            break;
+        case BD_DT_UINT8: FORMAT_LOOP(uint8_t, fmt_u64(w, x)) break;
+        case BD_DT_UINT16: FORMAT_LOOP(uint16_t, fmt_u64(w, x)) break;
+        case BD_DT_UINT32: FORMAT_LOOP(uint32_t, fmt_u64(w, x)) break;
+        case BD_DT_UINT64: FORMAT_LOOP(uint64_t, fmt_u64(w, x)) break;
+        case BD_DT_INT8: FORMAT_LOOP(int8_t, fmt_i64(w, x)) break;
+        case BD_DT_INT16: FORMAT_LOOP(int16_t, fmt_i64(w, x)) break;
+        case BD_DT_INT32: FORMAT_LOOP(int32_t, fmt_i64(w, x)) break;
+        case BD_DT_INT64: FORMAT_LOOP(int64_t, fmt_i64(w, x)) break;
+        case BD_DT_FP32: FORMAT_LOOP(float, fmt_f32(w, x)) break;
+        case BD_DT_FP64: FORMAT_LOOP(double, fmt_f64(w, x)) break;
+        default: break; /* excluded by check_output */
+        }
+        b->len = (size_t)(w - b->data);
+        b->data[b->len] = '\0';
+    }
+}
+
+/* ---- response encoding ----------------------------------------------------------------- */
+
+/* A caller's broken tensor (bad dtype, size not matching the shape) is refused before
+ * anything is written. */
+static int check_output(const bd_output_enc_t *o, size_t *count)
+{
+    const bd_tensor_t *t = o->tensor;
+    size_t bytes;
+    if (!t || !t->name || (o->binary ? t->dtype == BD_DT_INVALID || (int)t->dtype >= BD_DT_COUNT_
+                                     : !bd_dtype_supported(t->dtype))) {
+        return BD_EINVAL;
+    }
+    if (bd_shape_count(&t->shape, 0, count, NULL) != 0) {
+        return BD_EINVAL;
+    }
+    size_t esize = bd_dtype_size(t->dtype);
+    if (esize && (!bd_mul_size(*count, esize, &bytes) || bytes != t->byte_size)) {
+        return BD_EINVAL;
+    }
+    if (t->byte_size && !t->data) {
+        return BD_EINVAL;
+    }
+    return 0;
+}
+
+static void put_str(bd_buf_t *b, const char *s)
+{
+    bd_buf_json_string(b, s, strlen(s));
+}
+
+int bd_infer_encode(bd_buf_t *out, const char *model_name, const char *model_version,
+                    const char *id, const bd_output_enc_t *outputs, size_t n_outputs,
+                    size_t *header_len)
+{
+    size_t count;
+    for (size_t i = 0; i < n_outputs; i++) {
+        if (check_output(&outputs[i], &count) != 0) {
+            return BD_EINVAL;
+        }
+    }
+    size_t start = out->len;
+    char num[24];
+    bd_buf_puts(out, "{\"model_name\":");
+    put_str(out, model_name ? model_name : "");
+    if (model_version) {
+        bd_buf_puts(out, ",\"model_version\":");
+        put_str(out, model_version);
+    }
+    if (id) {
+        bd_buf_puts(out, ",\"id\":");
+        put_str(out, id);
+    }
+    bd_buf_puts(out, ",\"outputs\":[");
+    for (size_t i = 0; i < n_outputs; i++) {
+        const bd_tensor_t *t = outputs[i].tensor;
+        bd_buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+        put_str(out, t->name);
+        bd_buf_puts(out, ",\"datatype\":\"");
+        bd_buf_puts(out, bd_dtype_name(t->dtype));
+        bd_buf_puts(out, "\",\"shape\":[");
+        for (int d = 0; d < t->shape.ndim; d++) {
+            if (d) {
+                bd_buf_putc(out, ',');
+            }
+            bd_buf_append(out, num, (size_t)(fmt_i64(num, t->shape.dims[d]) - num));
+        }
+        if (outputs[i].binary) {
+            bd_buf_puts(out, "],\"parameters\":{\"binary_data_size\":");
+            bd_buf_append(out, num, (size_t)(fmt_u64(num, t->byte_size) - num));
+            bd_buf_puts(out, "}}");
+        } else {
+            bd_buf_puts(out, "],\"data\":[");
+            bd_shape_count(&t->shape, 0, &count, NULL);
+            put_data(out, t, count);
+            bd_buf_puts(out, "]}");
+        }
+    }
+    bd_buf_puts(out, "]}");
+    size_t json_len = out->len - start;
+    for (size_t i = 0; i < n_outputs; i++) {
+        if (outputs[i].binary) {
+            bd_buf_append(out, outputs[i].tensor->data, outputs[i].tensor->byte_size);
+        }
+    }
+    if (out->failed) {
+        return BD_ENOMEM;
+    }
+    if (header_len) {
+        *header_len = json_len;
+    }
+    return 0;
+}

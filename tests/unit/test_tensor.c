@@ -1,0 +1,939 @@
+/* test_tensor.c: datatypes, shapes, and the KServe v2 request decoder / response encoder.
+ *
+ * Decoding is checked value by value (exact bytes in the tensor buffer) and error by error
+ * (exact code and message); encoding byte-exact, including a comparison of the fast float
+ * printer with snprintf over many random values. Single-threaded; each test owns an arena
+ * set up and torn down around it. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tensor/tensor.h"
+
+static bd_arena_t arena;
+static char *body_copy; /* the last body built by decode_bin, freed at teardown */
+
+static int setup(void **state)
+{
+    (void)state;
+    bd_arena_init(&arena, 0);
+    body_copy = NULL;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    bd_arena_dispose(&arena);
+    free(body_copy);
+    body_copy = NULL;
+    return 0;
+}
+
+static int decode_lim(const char *json, const bd_decode_limits_t *lim, bd_infer_req_t *req,
+                      bd_err_t *err)
+{
+    size_t n = strlen(json);
+    return bd_infer_decode(json, n, n, &arena, lim, req, err);
+}
+
+static int decode(const char *json, bd_infer_req_t *req, bd_err_t *err)
+{
+    return decode_lim(json, NULL, req, err);
+}
+
+/* Body = JSON header followed by `bin_len` binary bytes; header_len is the real length. */
+static int decode_bin(const char *json, const void *bin, size_t bin_len, bd_infer_req_t *req,
+                      bd_err_t *err)
+{
+    size_t hlen = strlen(json);
+    free(body_copy);
+    body_copy = malloc(hlen + bin_len + 1);
+    assert_non_null(body_copy);
+    memcpy(body_copy, json, hlen);
+    if (bin_len) {
+        memcpy(body_copy + hlen, bin, bin_len);
+    }
+    return bd_infer_decode(body_copy, hlen + bin_len, hlen, &arena, NULL, req, err);
+}
+
+static void expect_error(const char *json, int code, const char *msg)
+{
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    int rc = decode(json, &req, &err);
+    if (rc != code || strcmp(err.msg, msg) != 0) {
+        print_error("body: %s\n  got %d '%s'\n  want %d '%s'\n", json, rc, err.msg, code, msg);
+    }
+    assert_int_equal(rc, code);
+    assert_int_equal(err.code, code);
+    assert_string_equal(err.msg, msg);
+    assert_null(req.inputs); /* a failed decode leaves no half-filled request */
+    assert_int_equal(req.n_inputs, 0);
+}
+
+/* Encode `t` as the only output and return the text of its "data" array. */
+static char *encode_data(const bd_tensor_t *t)
+{
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_output_enc_t o = {t, false};
+    size_t hlen = 0;
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, &o, 1, &hlen), 0);
+    assert_int_equal(hlen, b.len);
+    char *p = strstr(b.data, "\"data\":[");
+    assert_non_null(p);
+    p += 8;
+    char *end = strstr(p, "]}]}");
+    assert_non_null(end);
+    assert_string_equal(end, "]}]}");
+    char *s = strndup(p, (size_t)(end - p));
+    bd_buf_dispose(&b);
+    return s;
+}
+
+/* ---- datatypes and shapes -------------------------------------------------------------- */
+
+static void test_dtype_names(void **state)
+{
+    (void)state;
+    static const char *names[] = {"BOOL",  "UINT8", "UINT16", "UINT32", "UINT64",
+                                  "INT8",  "INT16", "INT32",  "INT64",  "FP16",
+                                  "FP32",  "FP64",  "BYTES"};
+    static const size_t sizes[] = {1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 0};
+    for (int i = 0; i < 13; i++) {
+        bd_dtype_t dt = (bd_dtype_t)(BD_DT_BOOL + i);
+        assert_string_equal(bd_dtype_name(dt), names[i]);
+        assert_int_equal(bd_dtype_from_name(names[i]), dt);
+        assert_int_equal(bd_dtype_size(dt), sizes[i]);
+        assert_int_equal(bd_dtype_supported(dt), dt != BD_DT_FP16 && dt != BD_DT_BYTES);
+    }
+    assert_int_equal(bd_dtype_from_name("fp32"), BD_DT_INVALID);
+    assert_int_equal(bd_dtype_from_name("INVALID"), BD_DT_INVALID);
+    assert_int_equal(bd_dtype_from_name(""), BD_DT_INVALID);
+    assert_int_equal(bd_dtype_from_name(NULL), BD_DT_INVALID);
+    assert_string_equal(bd_dtype_name(BD_DT_INVALID), "INVALID");
+    assert_string_equal(bd_dtype_name(BD_DT_COUNT_), "INVALID");
+    assert_string_equal(bd_dtype_name((bd_dtype_t)-3), "INVALID");
+    assert_int_equal(bd_dtype_size(BD_DT_INVALID), 0);
+    assert_false(bd_dtype_supported(BD_DT_INVALID));
+    assert_false(bd_dtype_supported(BD_DT_COUNT_));
+}
+
+static void test_shape_count(void **state)
+{
+    (void)state;
+    bd_err_t err = {0, ""};
+    size_t n = 99;
+    bd_shape_t s = {2, {1, 16}};
+    assert_int_equal(bd_shape_count(&s, 0, &n, &err), 0);
+    assert_int_equal(n, 16);
+    bd_shape_t scalar = {0, {0}};
+    assert_int_equal(bd_shape_count(&scalar, 0, &n, &err), 0);
+    assert_int_equal(n, 1);
+    bd_shape_t zero = {3, {4, 0, 7}};
+    assert_int_equal(bd_shape_count(&zero, 0, &n, &err), 0);
+    assert_int_equal(n, 0);
+    /* A zero dim makes the product 0 even after the others overflowed. */
+    bd_shape_t zero_big = {4, {INT64_MAX, INT64_MAX, INT64_MAX, 0}};
+    assert_int_equal(bd_shape_count(&zero_big, 0, &n, &err), 0);
+    assert_int_equal(n, 0);
+
+    bd_shape_t neg = {2, {1, -3}};
+    assert_int_equal(bd_shape_count(&neg, 0, &n, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "shape [1,-3] has a negative dim");
+    bd_shape_t big = {3, {4294967296LL, 4294967296LL, 16}};
+    assert_int_equal(bd_shape_count(&big, 0, &n, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "shape [4294967296,4294967296,16] has too many elements");
+    bd_shape_t lim = {2, {4, 16}};
+    assert_int_equal(bd_shape_count(&lim, 63, &n, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "shape [4,16] has 64 elements, more than the limit of 63");
+    assert_int_equal(bd_shape_count(&lim, 64, &n, NULL), 0);
+    assert_int_equal(n, 64);
+    bd_shape_t bad = {9, {0}};
+    assert_int_equal(bd_shape_count(&bad, 0, &n, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "shape has 9 dims; 0 to 8 are supported");
+}
+
+static void test_shape_str_equal(void **state)
+{
+    (void)state;
+    char buf[64];
+    bd_shape_t s = {2, {1, 16}};
+    assert_string_equal(bd_shape_str(&s, buf, sizeof buf), "[1,16]");
+    bd_shape_t scalar = {0, {0}};
+    assert_string_equal(bd_shape_str(&scalar, buf, sizeof buf), "[]");
+    bd_shape_t var = {3, {-1, 3, 224}};
+    assert_string_equal(bd_shape_str(&var, buf, sizeof buf), "[-1,3,224]");
+    char small[5];
+    assert_string_equal(bd_shape_str(&var, small, sizeof small), "[-1,");
+    bd_shape_t wide = {8, {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN,
+                           INT64_MIN, INT64_MIN}};
+    char big[256];
+    bd_shape_str(&wide, big, sizeof big);
+    assert_int_equal(strlen(big), 2 + 8 * 20 + 7);
+
+    bd_shape_t a = {2, {1, 16}}, b = {2, {1, 16}}, c = {2, {2, 16}}, d = {1, {16}};
+    b.dims[5] = 77; /* unused dims do not matter */
+    assert_true(bd_shape_equal(&a, &b));
+    assert_false(bd_shape_equal(&a, &c));
+    assert_false(bd_shape_equal(&a, &d));
+    assert_true(bd_shape_equal(&scalar, &scalar));
+}
+
+/* ---- decode: values of every datatype -------------------------------------------------- */
+
+typedef struct {
+    const char *dtype;
+    const char *data;    /* JSON values */
+    size_t count;
+    const void *bytes;   /* expected tensor bytes */
+    const char *encoded; /* expected "data" text when encoded back */
+} dtype_case_t;
+
+static void test_roundtrip_every_dtype(void **state)
+{
+    (void)state;
+    static const uint8_t b_bool[] = {1, 0, 1};
+    static const uint8_t b_u8[] = {0, 255, 7};
+    static const uint16_t b_u16[] = {0, 65535, 300};
+    static const uint32_t b_u32[] = {0, 4294967295u, 70000};
+    static const uint64_t b_u64[] = {0, UINT64_MAX, 9223372036854775808u, 42};
+    static const int8_t b_i8[] = {-128, 127, -1, 0};
+    static const int16_t b_i16[] = {-32768, 32767, -2};
+    static const int32_t b_i32[] = {INT32_MIN, INT32_MAX, 3, -4};
+    static const int64_t b_i64[] = {INT64_MIN, INT64_MAX, -1, 9007199254740993};
+    static const float b_f32[] = {1.5f, -0.25f, 3.0f, 0.1f, 1e-5f, 3.4e38f, -0.0f, 16777216.0f};
+    static const double b_f64[] = {0.1, 1e300, -2.0, 5e-324, 123456789012345678.0, -0.0};
+    static const dtype_case_t cases[] = {
+        {"BOOL", "[true,false,true]", 3, b_bool, "true,false,true"},
+        {"UINT8", "[0,255,7]", 3, b_u8, "0,255,7"},
+        {"UINT16", "[0,65535,300]", 3, b_u16, "0,65535,300"},
+        {"UINT32", "[0,4294967295,70000]", 3, b_u32, "0,4294967295,70000"},
+        {"UINT64", "[0,18446744073709551615,9223372036854775808,42.0]", 4, b_u64,
+         "0,18446744073709551615,9223372036854775808,42"},
+        {"INT8", "[-128,127,-1,0]", 4, b_i8, "-128,127,-1,0"},
+        {"INT16", "[-32768,32767,-2.0]", 3, b_i16, "-32768,32767,-2"},
+        {"INT32", "[-2147483648,2147483647,3,-4]", 4, b_i32, "-2147483648,2147483647,3,-4"},
+        {"INT64", "[-9223372036854775808,9223372036854775807,-1,9007199254740993]", 4, b_i64,
+         "-9223372036854775808,9223372036854775807,-1,9007199254740993"},
+        {"FP32", "[1.5,-0.25,3,0.1,1e-5,3.4e38,-0.0,16777216]", 8, b_f32,
+         "1.5,-0.25,3,0.100000001,9.99999975e-06,3.39999995e+38,-0,16777216"},
+        {"FP64", "[0.1,1e300,-2,5e-324,123456789012345678,-0.0]", 6, b_f64,
+         "0.10000000000000001,1.0000000000000001e+300,-2,4.9406564584124654e-324,"
+         "1.2345678901234568e+17,-0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const dtype_case_t *c = &cases[i];
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"inputs\":[{\"name\":\"X\",\"datatype\":\"%s\",\"shape\":[%zu],\"data\":%s}]}",
+                 c->dtype, c->count, c->data);
+        bd_infer_req_t req;
+        bd_err_t err = {0, ""};
+        int rc = decode(json, &req, &err);
+        if (rc != 0) {
+            print_error("%s: %s\n", c->dtype, err.msg);
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(req.n_inputs, 1);
+        const bd_tensor_t *t = &req.inputs[0];
+        assert_string_equal(t->name, "X");
+        assert_int_equal(t->dtype, bd_dtype_from_name(c->dtype));
+        assert_int_equal(t->shape.ndim, 1);
+        assert_int_equal(t->shape.dims[0], (int64_t)c->count);
+        assert_int_equal(t->byte_size, c->count * bd_dtype_size(t->dtype));
+        assert_memory_equal(t->data, c->bytes, t->byte_size);
+        char *enc = encode_data(t);
+        assert_string_equal(enc, c->encoded);
+        free(enc);
+    }
+}
+
+static void test_decode_full_request(void **state)
+{
+    (void)state;
+    const char *json =
+        "{\"id\":\"req-7\",\"parameters\":{\"binary_data_output\":true,\"priority\":2,"
+        "\"timeout\":1500,\"sequence_id\":\"ignored\"},\"extra\":[1,2],"
+        "\"inputs\":[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"data\":[1,2],\"parameters\":{\"other\":1}},"
+        "{\"name\":\"INPUT1\",\"datatype\":\"INT32\",\"shape\":[],\"data\":[5]}],"
+        "\"outputs\":[{\"name\":\"OUT0\"},{\"name\":\"OUT1\",\"parameters\":{\"binary_data\":"
+        "false}}]}";
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode(json, &req, &err), 0);
+    assert_string_equal(req.id, "req-7");
+    assert_true(req.binary_default);
+    assert_int_equal(req.priority, 2);
+    assert_int_equal(req.timeout_us, 1500);
+    assert_int_equal(req.n_inputs, 2);
+    assert_int_equal(req.inputs[1].shape.ndim, 0);
+    assert_int_equal(req.inputs[1].byte_size, 4);
+    assert_int_equal(*(int32_t *)req.inputs[1].data, 5);
+    assert_int_equal(req.n_outputs, 2);
+    assert_string_equal(req.outputs[0].name, "OUT0");
+    assert_true(req.outputs[0].binary); /* from binary_data_output */
+    assert_string_equal(req.outputs[1].name, "OUT1");
+    assert_false(req.outputs[1].binary);
+
+    /* Defaults when nothing optional is given. */
+    assert_int_equal(decode("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"BOOL\",\"shape\":[0],"
+                            "\"data\":[]}],\"outputs\":[]}",
+                            &req, &err),
+                     0);
+    assert_null(req.id);
+    assert_false(req.binary_default);
+    assert_int_equal(req.priority, 0);
+    assert_int_equal(req.timeout_us, 0);
+    assert_null(req.outputs);
+    assert_int_equal(req.n_outputs, 0);
+    assert_int_equal(req.inputs[0].byte_size, 0);
+}
+
+static void test_decode_nested(void **state)
+{
+    (void)state;
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    const float want[6] = {1, 2, 3, 4, 5, 6};
+    assert_int_equal(decode("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[2,3],"
+                            "\"data\":[[1,2,3],[4,5,6]]},"
+                            "{\"name\":\"B\",\"datatype\":\"FP32\",\"shape\":[2,3],"
+                            "\"data\":[1,2,3,4,5,6]}]}",
+                            &req, &err),
+                     0);
+    assert_memory_equal(req.inputs[0].data, want, sizeof want);
+    assert_memory_equal(req.inputs[1].data, want, sizeof want);
+
+    const int16_t want3[8] = {0, 1, 2, 3, 4, 5, 6, -7};
+    assert_int_equal(decode("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT16\","
+                            "\"shape\":[2,2,2],\"data\":[[[0,1],[2,3]],[[4,5],[6,-7]]]}]}",
+                            &req, &err),
+                     0);
+    assert_memory_equal(req.inputs[0].data, want3, sizeof want3);
+
+    assert_int_equal(decode("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"UINT8\","
+                            "\"shape\":[2,0],\"data\":[[],[]]}]}",
+                            &req, &err),
+                     0);
+    assert_int_equal(req.inputs[0].byte_size, 0);
+}
+
+/* ---- decode: binary tensors ------------------------------------------------------------ */
+
+static void test_decode_binary(void **state)
+{
+    (void)state;
+    const char *json =
+        "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[1,4],"
+        "\"parameters\":{\"binary_data_size\":16}},"
+        "{\"name\":\"J\",\"datatype\":\"INT8\",\"shape\":[2],\"data\":[1,-1]},"
+        "{\"name\":\"B\",\"datatype\":\"INT64\",\"shape\":[3],"
+        "\"parameters\":{\"binary_data_size\":24}},"
+        "{\"name\":\"E\",\"datatype\":\"UINT8\",\"shape\":[0],"
+        "\"parameters\":{\"binary_data_size\":0}}]}";
+    float a[4] = {1.5f, 2.5f, -3.0f, 0.0f};
+    int64_t b[3] = {-5, 6, INT64_MAX};
+    unsigned char bin[64] = {0};
+    memcpy(bin, a, 16);
+    memcpy(bin + 16, b, 24);
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode_bin(json, bin, 40, &req, &err), 0);
+    assert_int_equal(req.n_inputs, 4);
+    size_t hlen = strlen(json);
+    assert_ptr_equal(req.inputs[0].data, body_copy + hlen);
+    assert_int_equal(req.inputs[0].byte_size, 16);
+    assert_memory_equal(req.inputs[0].data, a, 16);
+    assert_ptr_equal(req.inputs[2].data, body_copy + hlen + 16);
+    assert_memory_equal(req.inputs[2].data, b, 24);
+    assert_int_equal(req.inputs[3].byte_size, 0);
+    const int8_t j[2] = {1, -1};
+    assert_memory_equal(req.inputs[1].data, j, 2);
+
+    /* Tail too short / too long / present without binary inputs. */
+    bd_err_t e2 = {0, ""};
+    assert_int_equal(decode_bin(json, bin, 36, &req, &e2), BD_EINVAL);
+    char want[160];
+    snprintf(want, sizeof want,
+             "binary inputs take 40 bytes but 36 bytes follow the %zu-byte JSON header", hlen);
+    assert_string_equal(e2.msg, want);
+    assert_int_equal(decode_bin(json, bin, 0, &req, &e2), BD_EINVAL);
+    const char *plain = "{\"inputs\":[{\"name\":\"J\",\"datatype\":\"INT8\",\"shape\":[1],"
+                        "\"data\":[1]}]}";
+    assert_int_equal(decode_bin(plain, bin, 3, &req, &e2), BD_EINVAL);
+    snprintf(want, sizeof want,
+             "binary inputs take 0 bytes but 3 bytes follow the %zu-byte JSON header",
+             strlen(plain));
+    assert_string_equal(e2.msg, want);
+
+    /* The example from the contract: a 120-byte header, 60 bytes behind it. */
+    char hdr[121];
+    const char *base = "{\"inputs\":[{\"name\":\"INPUT0\",\"datatype\":\"FP32\","
+                       "\"shape\":[1,16],\"parameters\":{\"binary_data_size\":64}}]";
+    size_t blen = strlen(base);
+    memcpy(hdr, base, blen);
+    memset(hdr + blen, ' ', 119 - blen); /* JSON whitespace pads the header to 120 bytes */
+    hdr[119] = '}';
+    hdr[120] = '\0';
+    assert_int_equal(strlen(hdr), 120);
+    assert_int_equal(decode_bin(hdr, bin, 60, &req, &e2), BD_EINVAL);
+    assert_string_equal(e2.msg,
+                        "binary inputs take 64 bytes but 60 bytes follow the 120-byte JSON header");
+
+    /* Header longer than the body. */
+    assert_int_equal(bd_infer_decode(plain, 10, 11, &arena, NULL, &req, &e2), BD_EINVAL);
+    assert_string_equal(e2.msg,
+                        "Inference-Header-Content-Length is 11 but the body has only 10 bytes");
+}
+
+/* ---- decode: errors -------------------------------------------------------------------- */
+
+#define IN1(fields) "{\"inputs\":[{\"name\":\"INPUT0\"," fields "}]}"
+#define FP32_16 "\"datatype\":\"FP32\",\"shape\":[1,16],"
+
+static void test_decode_errors_structure(void **state)
+{
+    (void)state;
+    expect_error("", BD_EINVAL,
+                 "request body is not valid JSON: '[' or '{' expected near end of file "
+                 "(line 1, column 0)");
+    expect_error("{\"inputs\":[}", BD_EINVAL,
+                 "request body is not valid JSON: unexpected token near '}' (line 1, column 12)");
+    expect_error("{\"inputs\":[]} x", BD_EINVAL,
+                 "request body is not valid JSON: end of file expected near 'x' (line 1, "
+                 "column 15)");
+    expect_error("{\"inputs\":[],\"inputs\":[]}", BD_EINVAL,
+                 "request body is not valid JSON: duplicate object key near '\"inputs\"' (line "
+                 "1, column 21)");
+    expect_error("[1]", BD_EINVAL, "request body must be a JSON object");
+    expect_error("{}", BD_EINVAL, "request has no \"inputs\"");
+    expect_error("{\"inputs\":{}}", BD_EINVAL, "\"inputs\" must be an array");
+    expect_error("{\"inputs\":[]}", BD_EINVAL, "\"inputs\" must not be empty");
+    expect_error("{\"inputs\":[1]}", BD_EINVAL, "inputs[0] must be an object");
+    expect_error("{\"inputs\":[{\"datatype\":\"FP32\"}]}", BD_EINVAL, "inputs[0] has no \"name\"");
+    expect_error("{\"inputs\":[{\"name\":7}]}", BD_EINVAL,
+                 "inputs[0]: \"name\" must be a non-empty string");
+    expect_error("{\"inputs\":[{\"name\":\"\"}]}", BD_EINVAL,
+                 "inputs[0]: \"name\" must be a non-empty string");
+    expect_error("{\"id\":5," "\"inputs\":[]}", BD_EINVAL, "\"id\" must be a string");
+    expect_error("{\"id\":null,\"inputs\":[]}", BD_EINVAL, "\"id\" must be a string");
+    expect_error("{\"parameters\":[],\"inputs\":[]}", BD_EINVAL,
+                 "\"parameters\" must be an object");
+    expect_error("{\"parameters\":{\"binary_data_output\":1},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.binary_data_output must be true or false");
+    expect_error("{\"parameters\":{\"priority\":-1},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.priority must be a non-negative integer");
+    expect_error("{\"parameters\":{\"priority\":\"1\"},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.priority must be a non-negative integer");
+    expect_error("{\"parameters\":{\"timeout\":1.5},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.timeout must be a non-negative integer (microseconds)");
+    expect_error("{\"parameters\":{\"timeout\":99999999999999999999},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.timeout must be a non-negative integer (microseconds)");
+}
+
+static void test_decode_errors_input_fields(void **state)
+{
+    (void)state;
+    expect_error(IN1("\"shape\":[1],\"data\":[1]"), BD_EINVAL, "input 'INPUT0' has no \"datatype\"");
+    expect_error(IN1("\"datatype\":32,\"shape\":[1],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': \"datatype\" must be a string");
+    expect_error(IN1("\"datatype\":\"FP99\",\"shape\":[1],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': unknown datatype 'FP99'");
+    expect_error(IN1("\"datatype\":\"FP16\",\"shape\":[1],\"data\":[1]"), BD_EUNSUPPORTED,
+                 "input 'INPUT0': datatype FP16 is not supported");
+    expect_error(IN1("\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"a\"]"), BD_EUNSUPPORTED,
+                 "input 'INPUT0': datatype BYTES is not supported");
+    expect_error(IN1("\"datatype\":\"FP32\",\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0' has no \"shape\"");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":16,\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': \"shape\" must be an array of integers");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1,\"16\"],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': shape entry 1 must be a non-negative integer");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1,-16],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': shape entry 1 must be a non-negative integer");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1.0],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': shape entry 0 must be a non-negative integer");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data\":[1]"),
+                 BD_EINVAL, "input 'INPUT0': shape has 9 dims; at most 8 are supported");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[4294967296,4294967296,16],\"data\":[1]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': shape [4294967296,4294967296,16] has too many elements");
+    /* The count fits size_t but the byte size does not. */
+    expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[4611686018427387904],\"data\":[1]"),
+                 BD_EINVAL, "input 'INPUT0': shape [4611686018427387904] has too many elements");
+    expect_error(IN1(FP32_16 "\"parameters\":7"), BD_EINVAL,
+                 "input 'INPUT0': \"parameters\" must be an object");
+    expect_error(IN1(FP32_16 "\"parameters\":{}"), BD_EINVAL,
+                 "input 'INPUT0' has neither \"data\" nor parameters.binary_data_size");
+    expect_error(IN1(FP32_16 "\"parameters\":{\"binary_data_size\":\"64\"}"), BD_EINVAL,
+                 "input 'INPUT0': parameters.binary_data_size must be a non-negative integer");
+    expect_error(IN1(FP32_16 "\"parameters\":{\"binary_data_size\":-64}"), BD_EINVAL,
+                 "input 'INPUT0': parameters.binary_data_size must be a non-negative integer");
+    expect_error(IN1(FP32_16 "\"parameters\":{\"binary_data_size\":64},\"data\":[]"), BD_EINVAL,
+                 "input 'INPUT0' has both \"data\" and parameters.binary_data_size");
+    expect_error(IN1(FP32_16 "\"parameters\":{\"binary_data_size\":60}"), BD_EINVAL,
+                 "input 'INPUT0': binary_data_size is 60 but shape [1,16] of FP32 needs 64 "
+                 "bytes");
+    expect_error(IN1(FP32_16 "\"data\":{}"), BD_EINVAL, "input 'INPUT0': \"data\" must be an array");
+    expect_error(IN1(FP32_16 "\"data\":1"), BD_EINVAL, "input 'INPUT0': \"data\" must be an array");
+    expect_error("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]},"
+                 "{\"name\":\"B\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]},"
+                 "{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
+                 BD_EINVAL, "input 'A' appears more than once");
+    /* Long names are cut in messages; the message stays one sentence. */
+    char json[600], name[301], want[300];
+    memset(name, 'n', 300);
+    name[300] = '\0';
+    snprintf(json, sizeof json, "{\"inputs\":[{\"name\":\"%s\",\"datatype\":\"X\"}]}", name);
+    snprintf(want, sizeof want, "input '%.128s': unknown datatype 'X'", name);
+    expect_error(json, BD_EINVAL, want);
+}
+
+static void test_decode_errors_data(void **state)
+{
+    (void)state;
+    expect_error(IN1(FP32_16 "\"data\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]"), BD_EINVAL,
+                 "input 'INPUT0': expected 16 values for shape [1,16], got 15");
+    expect_error(IN1("\"datatype\":\"UINT8\",\"shape\":[3],\"data\":[1,2,300]"), BD_EINVAL,
+                 "input 'INPUT0': value 300 at index 2 is out of range for UINT8");
+    expect_error(IN1("\"datatype\":\"UINT8\",\"shape\":[1],\"data\":[-1]"), BD_EINVAL,
+                 "input 'INPUT0': value -1 at index 0 is out of range for UINT8");
+    expect_error(IN1("\"datatype\":\"INT8\",\"shape\":[2],\"data\":[-128,128]"), BD_EINVAL,
+                 "input 'INPUT0': value 128 at index 1 is out of range for INT8");
+    expect_error(IN1("\"datatype\":\"INT16\",\"shape\":[1],\"data\":[-32769]"), BD_EINVAL,
+                 "input 'INPUT0': value -32769 at index 0 is out of range for INT16");
+    expect_error(IN1("\"datatype\":\"UINT16\",\"shape\":[1],\"data\":[65536]"), BD_EINVAL,
+                 "input 'INPUT0': value 65536 at index 0 is out of range for UINT16");
+    expect_error(IN1("\"datatype\":\"INT32\",\"shape\":[1],\"data\":[2147483648]"), BD_EINVAL,
+                 "input 'INPUT0': value 2147483648 at index 0 is out of range for INT32");
+    expect_error(IN1("\"datatype\":\"UINT32\",\"shape\":[1],\"data\":[4294967296]"), BD_EINVAL,
+                 "input 'INPUT0': value 4294967296 at index 0 is out of range for UINT32");
+    expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[1],\"data\":[-1]"), BD_EINVAL,
+                 "input 'INPUT0': value -1 at index 0 is out of range for UINT64");
+    expect_error(IN1("\"datatype\":\"INT32\",\"shape\":[2],\"data\":[1,1.5]"), BD_EINVAL,
+                 "input 'INPUT0': value 1.5 at index 1 is not an integer, as INT32 needs");
+    expect_error(IN1("\"datatype\":\"INT32\",\"shape\":[1],\"data\":[\"1\"]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is a string; INT32 data must be integers");
+    expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[1],\"data\":[null]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is null; INT64 data must be integers");
+    expect_error(IN1("\"datatype\":\"UINT8\",\"shape\":[1],\"data\":[true]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is a boolean; UINT8 data must be integers");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,{}]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 1 is an object; FP32 data must be numbers");
+    expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[1],\"data\":[\"NaN\"]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is a string; FP64 data must be numbers");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1e39]"), BD_EINVAL,
+                 "input 'INPUT0': value 1e+39 at index 0 is out of range for FP32");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[-3.5e38]"), BD_EINVAL,
+                 "input 'INPUT0': value -3.5e+38 at index 0 is out of range for FP32");
+    expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[2],\"data\":[true,1]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 1 is a number; BOOL data must be true or false");
+    expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[1],\"data\":[\"true\"]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is a string; BOOL data must be true or false");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1e400],\"data\":[1]"), BD_EINVAL,
+                 "request body is not valid JSON: real number overflow near '1e400' (line 1, "
+                 "column 60)");
+}
+
+static void test_decode_errors_nesting(void **state)
+{
+    (void)state;
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,3],\"data\":[[1,2,3],[4,5]]"), BD_EINVAL,
+                 "input 'INPUT0': nested data does not match shape [2,3]: data[1] has 2 entries, "
+                 "expected 3");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,3],\"data\":[[1,2,3]]"), BD_EINVAL,
+                 "input 'INPUT0': nested data does not match shape [2,3]: data has 1 entries, "
+                 "expected 2");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,3],\"data\":[[1,2,3],4]"), BD_EINVAL,
+                 "input 'INPUT0': nested data does not match shape [2,3]: data[1] should be an "
+                 "array of 3 entries");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,1],\"data\":[[1],[[2]]]"), BD_EINVAL,
+                 "input 'INPUT0': nested data does not match shape [2,1]: data[1][0] should be "
+                 "a value, not an array");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,2,1],\"data\":[[[1],[2]],[[3],[4],[5]]]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': nested data does not match shape [2,2,1]: data[1] has 3 "
+                 "entries, expected 2");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,2],\"data\":[1,[2],3,4]"), BD_EINVAL,
+                 "input 'INPUT0': data mixes arrays and values at index 1; give it flat or "
+                 "nested exactly as shape [2,2]");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[[1]]"), BD_EINVAL,
+                 "input 'INPUT0': data mixes arrays and values at index 0; give it flat or "
+                 "nested exactly as shape [1]");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,2],\"data\":[[1,2],[3,\"x\"]]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 3 is a string; FP32 data must be numbers");
+    /* A huge nested shape with little data fails on the mismatch, not on allocation. */
+    expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[1,1000000000000],\"data\":[[1]]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': nested data does not match shape [1,1000000000000]: data[0] has "
+                 "1 entries, expected 1000000000000");
+    expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[100000000000],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': expected 100000000000 values for shape [100000000000], got 1");
+}
+
+static void test_decode_depth(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    char *deep = malloc(n + 1);
+    assert_non_null(deep);
+    memset(deep, '[', n);
+    deep[n] = '\0';
+    expect_error(deep, BD_EINVAL, "request JSON nests deeper than the limit of 64 levels");
+    /* Brackets inside strings do not count; escaped quotes do not end strings. */
+    snprintf(deep, n, "{\"id\":\"[[[[[[\\\"[[[[\",\"inputs\":[]}");
+    bd_decode_limits_t lim = {0, 0, 3};
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode_lim(deep, &lim, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "\"inputs\" must not be empty");
+    lim.max_depth = 2;
+    assert_int_equal(decode_lim(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]"), &lim,
+                                &req, &err),
+                     BD_EINVAL);
+    assert_string_equal(err.msg, "request JSON nests deeper than the limit of 2 levels");
+    /* Above our limit jansson's own (2048) still answers cleanly. */
+    lim.max_depth = 1000000;
+    memset(deep, '[', n);
+    deep[n] = '\0';
+    assert_int_equal(decode_lim(deep, &lim, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "request body is not valid JSON: maximum parsing depth reached "
+                                 "near '[' (line 1, column 2049)");
+    free(deep);
+}
+
+static void test_decode_big_integers(void **state)
+{
+    (void)state;
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode("{\"id\":\"x\",\"inputs\":["
+                            "{\"name\":\"U\",\"datatype\":\"UINT64\",\"shape\":[2],"
+                            "\"data\":[18446744073709551615,9223372036854775808]},"
+                            "{\"name\":\"F\",\"datatype\":\"FP64\",\"shape\":[2],"
+                            "\"data\":[100000000000000000000,-100000000000000000000]},"
+                            "{\"name\":\"G\",\"datatype\":\"FP32\",\"shape\":[1],"
+                            "\"data\":[18446744073709551616]}]}",
+                            &req, &err),
+                     0);
+    uint64_t u[2] = {UINT64_MAX, 9223372036854775808u};
+    assert_memory_equal(req.inputs[0].data, u, sizeof u);
+    double f[2] = {1e20, -1e20};
+    assert_memory_equal(req.inputs[1].data, f, sizeof f);
+    float g = 18446744073709551616.0f;
+    assert_memory_equal(req.inputs[2].data, &g, sizeof g);
+
+    expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[1],\"data\":[18446744073709551616]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': value 18446744073709551616 at index 0 is out of range for "
+                 "UINT64");
+    expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[1],\"data\":[9223372036854775808]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': value 9223372036854775808 at index 0 is out of range for INT64");
+    expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[1],\"data\":[-9223372036854775809]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': value -9223372036854775809 at index 0 is out of range for "
+                 "INT64");
+    expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[1],\"data\":[-9223372036854775809]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': value -9223372036854775809 at index 0 is out of range for "
+                 "UINT64");
+    expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[1],\"data\":[99999999999999999999]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is a number; BOOL data must be true or false");
+    /* Reals above 2^53 lost digits; integers written as reals are fine below. */
+    expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[1],\"data\":[1e19]"), BD_EINVAL,
+                 "input 'INPUT0': value 1e+19 at index 0 is not exact; write UINT64 values as "
+                 "plain integers");
+    expect_error(IN1("\"datatype\":\"UINT8\",\"shape\":[1],\"data\":[1e19]"), BD_EINVAL,
+                 "input 'INPUT0': value 1e+19 at index 0 is out of range for UINT8");
+    expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[1],\"data\":[1e20]"), BD_EINVAL,
+                 "input 'INPUT0': value 1e+20 at index 0 is out of range for INT64");
+    /* The big-integer marker cannot be forged, nor big integers smuggled into strings. */
+    expect_error("{\"id\":99999999999999999999,\"inputs\":[]}", BD_EINVAL,
+                 "\"id\" must be a string");
+    expect_error("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"UINT64\",\"shape\":[1],"
+                 "\"data\":[18446744073709551615]},{\"name\":\"\\u0000\"}]}",
+                 BD_EINVAL,
+                 "request body is not valid JSON: \\u0000 is not allowed in strings (line 1, "
+                 "column 96)");
+    expect_error("{\"inputs\":[{\"name\":\"\\u0000\"}]}", BD_EINVAL,
+                 "request body is not valid JSON: \\u0000 is not allowed in strings (line 1, "
+                 "column 27)");
+    expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[99999999999999999999],\"data\":[1]"),
+                 BD_EINVAL, "input 'INPUT0': shape entry 0 must be a non-negative integer");
+    /* Number-like text inside strings is left alone. */
+    assert_int_equal(decode("{\"id\":\"99999999999999999999\",\"inputs\":["
+                            "{\"name\":\"U\",\"datatype\":\"UINT64\",\"shape\":[1],"
+                            "\"data\":[18446744073709551615]}]}",
+                            &req, &err),
+                     0);
+    assert_string_equal(req.id, "99999999999999999999");
+}
+
+static void test_decode_outputs_errors(void **state)
+{
+    (void)state;
+#define WITH_OUT(o) "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\",\"shape\":[1],\"data\":[1]}]," \
+                    "\"outputs\":" o "}"
+    expect_error(WITH_OUT("{}"), BD_EINVAL, "\"outputs\" must be an array");
+    expect_error(WITH_OUT("[\"OUT\"]"), BD_EINVAL, "outputs[0] must be an object");
+    expect_error(WITH_OUT("[{\"parameters\":{}}]"), BD_EINVAL, "outputs[0] has no \"name\"");
+    expect_error(WITH_OUT("[{\"name\":[]}]"), BD_EINVAL,
+                 "outputs[0]: \"name\" must be a non-empty string");
+    expect_error(WITH_OUT("[{\"name\":\"O\"},{\"name\":\"O\"}]"), BD_EINVAL,
+                 "output 'O' is requested more than once");
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":true}]"), BD_EINVAL,
+                 "output 'O': \"parameters\" must be an object");
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"binary_data\":\"yes\"}}]"),
+                 BD_EINVAL, "output 'O': parameters.binary_data must be true or false");
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"classification\":3}}]"),
+                 BD_EUNSUPPORTED, "output 'O': parameters.classification is not supported");
+#undef WITH_OUT
+}
+
+static void test_decode_limits(void **state)
+{
+    (void)state;
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    bd_decode_limits_t lim = {15, 2, 0};
+    const char *j16 = IN1(FP32_16 "\"data\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]");
+    assert_int_equal(decode_lim(j16, &lim, &req, &err), BD_ETOOBIG);
+    assert_string_equal(err.msg,
+                        "input 'INPUT0': shape [1,16] has 16 elements, more than the limit of 15");
+    lim.max_elems_per_tensor = 16;
+    assert_int_equal(decode_lim(j16, &lim, &req, &err), 0);
+
+    const char *three = "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\",\"shape\":[1],"
+                        "\"data\":[1]},{\"name\":\"B\"},{\"name\":\"C\"}]}";
+    assert_int_equal(decode_lim(three, &lim, &req, &err), BD_ETOOBIG);
+    assert_string_equal(err.msg, "request has 3 inputs; at most 2 are allowed");
+    const char *outs = "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\",\"shape\":[1],"
+                       "\"data\":[1]}],\"outputs\":[{\"name\":\"X\"},{\"name\":\"Y\"},"
+                       "{\"name\":\"Z\"}]}";
+    assert_int_equal(decode_lim(outs, &lim, &req, &err), BD_ETOOBIG);
+    assert_string_equal(err.msg, "request asks for 3 outputs; at most 2 are allowed");
+
+    /* Default max_inputs is 64. */
+    char big[8192];
+    size_t off = (size_t)snprintf(big, sizeof big, "{\"inputs\":[");
+    for (int i = 0; i < 65; i++) {
+        off += (size_t)snprintf(big + off, sizeof big - off,
+                                "%s{\"name\":\"I%d\",\"datatype\":\"INT8\",\"shape\":[1],"
+                                "\"data\":[1]}",
+                                i ? "," : "", i);
+    }
+    snprintf(big + off, sizeof big - off, "]}");
+    expect_error(big, BD_ETOOBIG, "request has 65 inputs; at most 64 are allowed");
+
+    /* An arena limit turns a large tensor into BD_ETOOBIG, not a crash. */
+    bd_arena_t small;
+    bd_arena_init(&small, 12000);
+    char json[40000];
+    off = (size_t)snprintf(json, sizeof json,
+                           "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP64\",\"shape\":[2000],"
+                           "\"data\":[");
+    for (int i = 0; i < 2000; i++) {
+        off += (size_t)snprintf(json + off, sizeof json - off, "%s1", i ? "," : "");
+    }
+    snprintf(json + off, sizeof json - off, "]}]}");
+    assert_int_equal(bd_infer_decode(json, strlen(json), strlen(json), &small, NULL, &req, &err),
+                     BD_ETOOBIG);
+    assert_string_equal(err.msg, "input 'A' needs 16000 bytes, which would pass the request's "
+                                 "memory limit of 12000 bytes");
+    bd_arena_dispose(&small);
+    bd_arena_init(&small, 100);
+    assert_int_equal(decode_lim(j16, NULL, &req, &err), 0);
+    assert_int_equal(bd_infer_decode(j16, strlen(j16), strlen(j16), &small, NULL, &req, &err),
+                     BD_ETOOBIG);
+    char want[160];
+    snprintf(want, sizeof want,
+             "the input list needs %zu bytes, which would pass the request's memory limit of "
+             "100 bytes",
+             sizeof(bd_tensor_t) + sizeof(size_t));
+    assert_string_equal(err.msg, want);
+    bd_arena_dispose(&small);
+}
+
+/* ---- encode ---------------------------------------------------------------------------- */
+
+static void test_encode_exact(void **state)
+{
+    (void)state;
+    float f[4] = {1.0f, -2.5f, NAN, INFINITY};
+    int32_t i[2] = {7, -8};
+    uint8_t bin[3] = {0xde, 0xad, 0x00};
+    bd_tensor_t t0 = {"OUT\"0", BD_DT_FP32, {2, {2, 2}}, f, sizeof f};
+    bd_tensor_t t1 = {"I", BD_DT_INT32, {1, {2}}, i, sizeof i};
+    bd_tensor_t t2 = {"B", BD_DT_UINT8, {2, {1, 3}}, bin, sizeof bin};
+    bd_output_enc_t outs[3] = {{&t0, false}, {&t2, true}, {&t1, false}};
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_buf_puts(&b, "PREFIX"); /* encode appends */
+    size_t hlen = 0;
+    assert_int_equal(bd_infer_encode(&b, "mlp", "3", "req\n1", outs, 3, &hlen), 0);
+    const char *want =
+        "{\"model_name\":\"mlp\",\"model_version\":\"3\",\"id\":\"req\\n1\",\"outputs\":["
+        "{\"name\":\"OUT\\\"0\",\"datatype\":\"FP32\",\"shape\":[2,2],"
+        "\"data\":[1,-2.5,null,null]},"
+        "{\"name\":\"B\",\"datatype\":\"UINT8\",\"shape\":[1,3],"
+        "\"parameters\":{\"binary_data_size\":3}},"
+        "{\"name\":\"I\",\"datatype\":\"INT32\",\"shape\":[2],\"data\":[7,-8]}]}";
+    assert_int_equal(hlen, strlen(want));
+    assert_int_equal(b.len, 6 + hlen + 3);
+    assert_memory_equal(b.data, "PREFIX", 6);
+    assert_memory_equal(b.data + 6, want, hlen);
+    assert_memory_equal(b.data + 6 + hlen, bin, 3);
+    bd_buf_dispose(&b);
+
+    /* No id, no outputs. */
+    bd_buf_init(&b);
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, NULL, 0, &hlen), 0);
+    assert_string_equal(b.data, "{\"model_name\":\"m\",\"model_version\":\"1\",\"outputs\":[]}");
+    assert_int_equal(hlen, b.len);
+
+    /* Broken tensors are refused before anything is written. */
+    bd_buf_reset(&b);
+    bd_tensor_t bad = {"X", BD_DT_FP32, {1, {3}}, f, 16};
+    bd_output_enc_t o = {&bad, false};
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, &o, 1, &hlen), BD_EINVAL);
+    assert_int_equal(b.len, 0);
+    bd_tensor_t fp16 = {"X", BD_DT_FP16, {1, {2}}, f, 4};
+    o.tensor = &fp16;
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, &o, 1, &hlen), BD_EINVAL);
+    o.binary = true; /* bytes can be sent for any named datatype */
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, &o, 1, &hlen), 0);
+    bd_buf_dispose(&b);
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* The fast FP32 printer must write exactly what "%.9g" writes (and FP64 "%.17g"). */
+static void check_floats(bd_dtype_t dt, const void *vals, size_t n)
+{
+    bd_tensor_t t = {"F", dt, {1, {(int64_t)n}}, (void *)(uintptr_t)vals, n * bd_dtype_size(dt)};
+    char *got = encode_data(&t);
+    bd_buf_t want;
+    bd_buf_init(&want);
+    for (size_t i = 0; i < n; i++) {
+        double d = dt == BD_DT_FP32 ? (double)((const float *)vals)[i] : ((const double *)vals)[i];
+        if (i) {
+            bd_buf_putc(&want, ',');
+        }
+        if (isnan(d) || isinf(d)) {
+            bd_buf_puts(&want, "null");
+        } else {
+            bd_buf_printf(&want, dt == BD_DT_FP32 ? "%.9g" : "%.17g", d);
+        }
+    }
+    assert_string_equal(got, want.data);
+    free(got);
+    bd_buf_dispose(&want);
+}
+
+static void test_encode_floats_match_printf(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    float *f = malloc(N * sizeof *f);
+    double *d = malloc(N * sizeof *d);
+    assert_non_null(f);
+    assert_non_null(d);
+    /* Random bit patterns (every exponent), then values near the fast path's edges. */
+    for (size_t i = 0; i < N; i++) {
+        uint32_t bits = (uint32_t)rng();
+        memcpy(&f[i], &bits, 4);
+        uint64_t b64 = rng();
+        memcpy(&d[i], &b64, 8);
+    }
+    check_floats(BD_DT_FP32, f, N);
+    check_floats(BD_DT_FP64, d, N);
+    static const double edges[] = {1e-4, 1e-5, 1e9, 1e8, 1e-3, 0.1, 0.5, 1, 10, 999999999,
+                                   999999999.5, 1e17, 9007199254740993.0, 123.456, 1.0 / 3};
+    size_t n = 0;
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++) {
+        for (int s = -1; s <= 1; s += 2) {
+            float x = (float)(s * edges[e]);
+            double y = s * edges[e];
+            for (int k = 0; k < 64; k++) {
+                f[n] = x;
+                d[n] = y;
+                n++;
+                x = nextafterf(x, INFINITY);
+                y = nextafter(y, INFINITY);
+            }
+        }
+    }
+    /* Random values in the fixed-notation range with few digits, like real outputs. */
+    for (size_t i = 0; i < 20000; i++) {
+        f[n] = (float)((double)(rng() % 2000000) / 1000.0 - 1000.0);
+        d[n] = (double)f[n];
+        n++;
+    }
+    check_floats(BD_DT_FP32, f, n);
+    check_floats(BD_DT_FP64, d, n);
+    free(f);
+    free(d);
+}
+
+static void test_encode_large_tensor_blocks(void **state)
+{
+    (void)state;
+    /* More elements than one formatting block (4096), the widest text per element. */
+    enum { N = 10000 };
+    int64_t *v = malloc(N * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = INT64_MIN;
+    }
+    bd_tensor_t t = {"L", BD_DT_INT64, {2, {100, 100}}, v, N * sizeof *v};
+    char *got = encode_data(&t);
+    assert_int_equal(strlen(got), N * 20 + (N - 1));
+    assert_memory_equal(got, "-9223372036854775808,-9223372036854775808", 41);
+    free(got);
+    free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dtype_names),
+        cmocka_unit_test(test_shape_count),
+        cmocka_unit_test(test_shape_str_equal),
+        cmocka_unit_test_setup_teardown(test_roundtrip_every_dtype, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_full_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_nested, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_binary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_errors_structure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_errors_input_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_errors_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_errors_nesting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_depth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_big_integers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_outputs_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_limits, setup, teardown),
+        cmocka_unit_test(test_encode_exact),
+        cmocka_unit_test(test_encode_floats_match_printf),
+        cmocka_unit_test(test_encode_large_tensor_blocks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
