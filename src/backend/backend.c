@@ -61,7 +61,11 @@ int bd_model_config_alloc_io(bd_io_t **arr, size_t *count, size_t n)
     if (n == 0) {
         return 0;
     }
-    bd_io_t *a = calloc(n, sizeof *a); /* calloc checks n * size for overflow */
+    size_t bytes;
+    if (!bd_mul_size(n, sizeof(bd_io_t), &bytes)) {
+        return BD_ENOMEM;
+    }
+    bd_io_t *a = calloc(1, bytes);
     if (!a) {
         return BD_ENOMEM;
     }

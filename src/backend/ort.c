@@ -12,6 +12,12 @@
  *   buffers without copying, lets ORT allocate the outputs, and keeps those OrtValues in the
  *   instance until the next run or instance_free, which is what makes outputs[i].data valid.
  *
+ * The library is opened RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE: bd_ort_shutdown releases
+ * everything we created and dlcloses, but the code stays mapped. Unmapping ORT is not safe
+ * (its static destructors and pool threads may still run at exit), and ORT keeps one small
+ * global allocation for the process's life that LSan can only attribute (and tests/lsan.supp
+ * suppress) while the module is still mapped.
+ *
  * Every OrtStatus is read and released here; every ORT failure becomes BD_EBACKEND with
  * ORT's own message. Config mismatches are BD_EINVAL, element types batchd cannot carry
  * BD_EUNSUPPORTED, a missing model file BD_EIO.
@@ -76,10 +82,12 @@ static const struct {
     int elem;
     bd_dtype_t dtype;
 } elem_map[] = {
-    {ORT_ELEM_FLOAT, BD_DT_FP32},   {ORT_ELEM_DOUBLE, BD_DT_FP64}, {ORT_ELEM_BOOL, BD_DT_BOOL},
-    {ORT_ELEM_INT8, BD_DT_INT8},    {ORT_ELEM_INT16, BD_DT_INT16}, {ORT_ELEM_INT32, BD_DT_INT32},
-    {ORT_ELEM_INT64, BD_DT_INT64},  {ORT_ELEM_UINT8, BD_DT_UINT8}, {ORT_ELEM_UINT16, BD_DT_UINT16},
-    {ORT_ELEM_UINT32, BD_DT_UINT32}, {ORT_ELEM_UINT64, BD_DT_UINT64},
+    {ORT_ELEM_FLOAT, BD_DT_FP32},    {ORT_ELEM_DOUBLE, BD_DT_FP64},
+    {ORT_ELEM_BOOL, BD_DT_BOOL},     {ORT_ELEM_INT8, BD_DT_INT8},
+    {ORT_ELEM_INT16, BD_DT_INT16},   {ORT_ELEM_INT32, BD_DT_INT32},
+    {ORT_ELEM_INT64, BD_DT_INT64},   {ORT_ELEM_UINT8, BD_DT_UINT8},
+    {ORT_ELEM_UINT16, BD_DT_UINT16}, {ORT_ELEM_UINT32, BD_DT_UINT32},
+    {ORT_ELEM_UINT64, BD_DT_UINT64},
 };
 
 /* The bd dtype for an ORT element type; BD_DT_INVALID when batchd cannot carry it. */
@@ -95,9 +103,9 @@ static bd_dtype_t dtype_from_elem(int elem)
 
 static const char *elem_name(int elem, char *buf, size_t cap)
 {
-    static const char *names[] = {"UNDEFINED", "FLOAT",  "UINT8",     "INT8",       "UINT16",
-                                  "INT16",     "INT32",  "INT64",     "STRING",     "BOOL",
-                                  "FLOAT16",   "DOUBLE", "UINT32",    "UINT64",     "COMPLEX64",
+    static const char *names[] = {"UNDEFINED",  "FLOAT",   "UINT8",  "INT8",   "UINT16",
+                                  "INT16",      "INT32",   "INT64",  "STRING", "BOOL",
+                                  "FLOAT16",    "DOUBLE",  "UINT32", "UINT64", "COMPLEX64",
                                   "COMPLEX128", "BFLOAT16"};
     if (elem >= 0 && (size_t)elem < sizeof names / sizeof names[0]) {
         return names[elem];
@@ -109,12 +117,18 @@ static const char *elem_name(int elem, char *buf, size_t cap)
 static const char *onnx_type_name(int t)
 {
     switch (t) {
-    case ONNX_TYPE_SEQUENCE: return "a sequence";
-    case ONNX_TYPE_MAP: return "a map";
-    case ONNX_TYPE_OPAQUE: return "an opaque value";
-    case ONNX_TYPE_SPARSETENSOR: return "a sparse tensor";
-    case ONNX_TYPE_OPTIONAL: return "an optional";
-    default: return "of unknown type";
+    case ONNX_TYPE_SEQUENCE:
+        return "a sequence";
+    case ONNX_TYPE_MAP:
+        return "a map";
+    case ONNX_TYPE_OPAQUE:
+        return "an opaque value";
+    case ONNX_TYPE_SPARSETENSOR:
+        return "a sparse tensor";
+    case ONNX_TYPE_OPTIONAL:
+        return "an optional";
+    default:
+        return "of unknown type";
     }
 }
 
@@ -155,7 +169,7 @@ int bd_ort_init(const char *path, bd_err_t *err)
 
     const char *used = path ? path : BD_ORT_DEFAULT_LIB;
     dlerror();
-    void *lib = dlopen(used, RTLD_NOW | RTLD_LOCAL);
+    void *lib = dlopen(used, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!lib && path) {
         const char *why = dlerror();
         bd_err_set(&e, BD_EUNAVAIL, "cannot load ONNX Runtime from '%s': %s", path,
@@ -166,7 +180,7 @@ int bd_ort_init(const char *path, bd_err_t *err)
         char first[BD_ERR_MSG_MAX / 2];
         const char *why = dlerror();
         snprintf(first, sizeof first, "%s", why ? why : "unknown dlopen error");
-        lib = dlopen(ORT_SONAME, RTLD_NOW | RTLD_LOCAL);
+        lib = dlopen(ORT_SONAME, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
         if (!lib) {
             why = dlerror();
             bd_err_set(&e, BD_EUNAVAIL,
@@ -181,8 +195,7 @@ int bd_ort_init(const char *path, bd_err_t *err)
     void *sym = dlsym(lib, "OrtGetApiBase");
     if (!sym) {
         bd_err_set(&e, BD_EUNAVAIL,
-                   "cannot load ONNX Runtime from '%s': it does not export OrtGetApiBase",
-                   used);
+                   "cannot load ONNX Runtime from '%s': it does not export OrtGetApiBase", used);
         goto fail;
     }
     const bd_ort_api_base_t *base = ((bd_ort_get_api_base_fn)sym)();
@@ -212,13 +225,13 @@ int bd_ort_init(const char *path, bd_err_t *err)
                   "cannot start ONNX Runtime from '%s': CreateEnv failed", used) != 0) {
         goto fail;
     }
-    if (ort_check(ORT_FN(g.api, CreateCpuMemoryInfo)(OrtArenaAllocator, OrtMemTypeDefault,
-                                                     &g.cpu_mem),
-                  &e, "cannot start ONNX Runtime from '%s': CreateCpuMemoryInfo failed",
-                  used) != 0) {
+    if (ort_check(
+            ORT_FN(g.api, CreateCpuMemoryInfo)(OrtArenaAllocator, OrtMemTypeDefault, &g.cpu_mem),
+            &e, "cannot start ONNX Runtime from '%s': CreateCpuMemoryInfo failed", used) != 0) {
         goto fail;
     }
-    g.append_cuda = (bd_ort_append_cuda_fn)dlsym(lib, "OrtSessionOptionsAppendExecutionProvider_CUDA");
+    g.append_cuda =
+        (bd_ort_append_cuda_fn)dlsym(lib, "OrtSessionOptionsAppendExecutionProvider_CUDA");
     g.lib = lib;
     BD_INFO("backend", "onnxruntime loaded path=%s version=%s api=%u cuda_symbol=%s", used,
             g.version, g.api_version, g.append_cuda ? "yes" : "no");
@@ -292,16 +305,16 @@ typedef struct {
 } model_io_t;
 
 struct bd_backend_model {
-    char *path;               /* owned copy of cfg->model_path */
-    OrtSessionOptions *opts;  /* for each instance's session */
-    OrtSession *spare;        /* the session load opened; the first instance_new takes it */
+    char *path;              /* owned copy of cfg->model_path */
+    OrtSessionOptions *opts; /* for each instance's session */
+    OrtSession *spare;       /* the session load opened; the first instance_new takes it */
     int max_batch_size;
     size_t n_in;
     size_t n_out;
-    char **in_names;          /* [n_in], config order, owned */
-    char **out_names;         /* [n_out], config order, owned */
-    int *in_elem;             /* [n_in] */
-    int *out_elem;            /* [n_out] */
+    char **in_names;  /* [n_in], config order, owned */
+    char **out_names; /* [n_out], config order, owned */
+    int *in_elem;     /* [n_in] */
+    int *out_elem;    /* [n_out] */
 };
 
 struct bd_backend_instance {
@@ -335,8 +348,7 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
-static int read_model_io(OrtSession *s, bool output, size_t index, model_io_t *io,
-                         bd_err_t *err)
+static int read_model_io(OrtSession *s, bool output, size_t index, model_io_t *io, bd_err_t *err)
 {
     const char *kind = output ? "output" : "input";
     OrtAllocator *alloc = NULL;
@@ -386,8 +398,8 @@ static int read_model_io(OrtSession *s, bool output, size_t index, model_io_t *i
     }
     if (rc == 0 && ndim > BD_MAX_DIMS) {
         rc = bd_err_set(err, BD_EUNSUPPORTED,
-                        "model %s '%s' has %zu dims; batchd supports at most %d", kind,
-                        io->name, ndim, BD_MAX_DIMS);
+                        "model %s '%s' has %zu dims; batchd supports at most %d", kind, io->name,
+                        ndim, BD_MAX_DIMS);
     }
     if (rc == 0) {
         rc = ort_check(ORT_FN(g.api, GetDimensions)(tt, io->dims.dims, ndim), err,
@@ -512,8 +524,8 @@ static int match_io(const char *kind, bd_io_t *cfg_io, size_t n_cfg, model_io_t 
             break;
         }
         if (mio[j].used) {
-            rc = bd_err_set(err, BD_EINVAL, "config lists %s '%s' twice; expected each once",
-                            kind, c->name);
+            rc = bd_err_set(err, BD_EINVAL, "config lists %s '%s' twice; expected each once", kind,
+                            c->name);
             break;
         }
         mio[j].used = true;
@@ -524,15 +536,18 @@ static int match_io(const char *kind, bd_io_t *cfg_io, size_t n_cfg, model_io_t 
         }
         bd_dtype_t dt = dtype_from_elem(mio[j].elem);
         if (c->dtype != dt) {
-            rc = bd_err_set(err, BD_EINVAL, "%s '%s': config datatype %s does not match the "
-                            "model's %s", kind, c->name, bd_dtype_name(c->dtype),
-                            bd_dtype_name(dt));
+            rc = bd_err_set(err, BD_EINVAL,
+                            "%s '%s': config datatype %s does not match the "
+                            "model's %s",
+                            kind, c->name, bd_dtype_name(c->dtype), bd_dtype_name(dt));
             break;
         }
         bd_shape_t md = config_dims(&mio[j], max_batch_size);
         if (!dims_compatible(&c->dims, &md)) {
-            rc = bd_err_set(err, BD_EINVAL, "%s '%s': config dims %s do not match the model's "
-                            "%s%s", kind, c->name, bd_shape_str(&c->dims, a, sizeof a),
+            rc = bd_err_set(err, BD_EINVAL,
+                            "%s '%s': config dims %s do not match the model's "
+                            "%s%s",
+                            kind, c->name, bd_shape_str(&c->dims, a, sizeof a),
                             bd_shape_str(&md, b, sizeof b),
                             max_batch_size > 0 ? " (batch dim excluded)" : "");
             break;
@@ -613,9 +628,9 @@ static int make_options(const bd_model_config_t *cfg, OrtSessionOptions **out, b
                         "cannot set sequential execution")) != 0 ||
         (rc = ort_check(ORT_FN(g.api, SetSessionGraphOptimizationLevel)(o, ORT_ENABLE_ALL), err,
                         "cannot set graph optimization level")) != 0 ||
-        (rc = ort_check(ORT_FN(g.api, AddSessionConfigEntry)(
-                            o, "session.intra_op.allow_spinning", "0"),
-                        err, "cannot turn off intra-op spinning")) != 0) {
+        (rc = ort_check(
+             ORT_FN(g.api, AddSessionConfigEntry)(o, "session.intra_op.allow_spinning", "0"), err,
+             "cannot turn off intra-op spinning")) != 0) {
         goto fail;
     }
 
@@ -625,25 +640,28 @@ static int make_options(const bd_model_config_t *cfg, OrtSessionOptions **out, b
         errno = 0;
         long id = strtol(dev + 5, &end, 10);
         if (dev[5] < '0' || dev[5] > '9' || *end != '\0' || errno != 0 || id > INT_MAX) {
-            rc = bd_err_set(err, BD_EINVAL, "device '%s' is not valid; expected \"cpu\" or "
-                            "\"cuda:N\" with N a GPU number", dev);
+            rc = bd_err_set(err, BD_EINVAL,
+                            "device '%s' is not valid; expected \"cpu\" or "
+                            "\"cuda:N\" with N a GPU number",
+                            dev);
             goto fail;
         }
         if (!g.append_cuda) {
-            rc = bd_err_set(err, BD_EUNAVAIL, "device %s requested but the CUDA execution "
+            rc = bd_err_set(err, BD_EUNAVAIL,
+                            "device %s requested but the CUDA execution "
                             "provider is unavailable: this ONNX Runtime library does not export "
-                            "OrtSessionOptionsAppendExecutionProvider_CUDA", dev);
+                            "OrtSessionOptionsAppendExecutionProvider_CUDA",
+                            dev);
             goto fail;
         }
         rc = ort_check(g.append_cuda(o, (int)id), err,
-                       "device %s requested but the CUDA execution provider is unavailable",
-                       dev);
+                       "device %s requested but the CUDA execution provider is unavailable", dev);
         if (rc != 0) {
             goto fail;
         }
     } else if (dev && strcmp(dev, "cpu") != 0) {
-        rc = bd_err_set(err, BD_EINVAL,
-                        "device '%s' is not valid; expected \"cpu\" or \"cuda:N\"", dev);
+        rc = bd_err_set(err, BD_EINVAL, "device '%s' is not valid; expected \"cpu\" or \"cuda:N\"",
+                        dev);
         goto fail;
     }
     *out = o;
@@ -714,8 +732,10 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
         goto fail;
     }
     if (n_min == 0 || n_mout == 0) {
-        rc = bd_err_set(err, BD_EUNSUPPORTED, "model '%s' has %zu inputs and %zu outputs; "
-                        "expected at least one of each", m->path, n_min, n_mout);
+        rc = bd_err_set(err, BD_EUNSUPPORTED,
+                        "model '%s' has %zu inputs and %zu outputs; "
+                        "expected at least one of each",
+                        m->path, n_min, n_mout);
         goto fail;
     }
     min = calloc(n_min, sizeof *min);
@@ -746,17 +766,18 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
         mbs = fixed ? 0 : BD_DEFAULT_MAX_BATCH;
     } else if (mbs > 0 && fixed) {
         char s[96];
-        rc = bd_err_set(err, BD_EINVAL, "max_batch_size %d needs a dynamic first dim on every "
+        rc = bd_err_set(err, BD_EINVAL,
+                        "max_batch_size %d needs a dynamic first dim on every "
                         "input and output, but model %s '%s' has shape %s; expected "
-                        "max_batch_size 0 for this model", mbs, fixed_kind, fixed->name,
-                        bd_shape_str(&fixed->dims, s, sizeof s));
+                        "max_batch_size 0 for this model",
+                        mbs, fixed_kind, fixed->name, bd_shape_str(&fixed->dims, s, sizeof s));
         goto fail;
     }
 
     if ((rc = match_io("input", cfg->inputs, cfg->n_inputs, min, n_min, false, mbs, &in_idx,
                        err)) != 0 ||
-        (rc = match_io("output", cfg->outputs, cfg->n_outputs, mout, n_mout, true, mbs,
-                       &out_idx, err)) != 0) {
+        (rc = match_io("output", cfg->outputs, cfg->n_outputs, mout, n_mout, true, mbs, &out_idx,
+                       err)) != 0) {
         goto fail;
     }
 
@@ -792,8 +813,8 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
         }
         filled_in = true;
     }
-    if (cfg->n_outputs == 0 && fill_cfg_io(&cfg->outputs, &cfg->n_outputs, mout, n_mout,
-                                           mbs) != 0) {
+    if (cfg->n_outputs == 0 &&
+        fill_cfg_io(&cfg->outputs, &cfg->n_outputs, mout, n_mout, mbs) != 0) {
         goto nomem_cfg;
     }
     cfg->max_batch_size = mbs;
@@ -874,8 +895,8 @@ static int ort_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
         inst->session = m->spare;
         m->spare = NULL;
     } else {
-        rc = ort_check(ORT_FN(g.api, CreateSession)(g.env, m->path, m->opts, &inst->session),
-                       err, "cannot open a session on '%s' for instance %d", m->path, index);
+        rc = ort_check(ORT_FN(g.api, CreateSession)(g.env, m->path, m->opts, &inst->session), err,
+                       "cannot open a session on '%s' for instance %d", m->path, index);
     }
     if (rc == 0) {
         rc = ort_check(ORT_FN(g.api, CreateRunOptions)(&inst->run_opts), err,
@@ -897,12 +918,12 @@ static int wrap_input(const bd_backend_instance_t *inst, size_t i, const bd_tens
     static int64_t empty; /* a valid address for zero-byte tensors */
     bd_dtype_t want = dtype_from_elem(m->in_elem[i]);
     if (t->name && strcmp(t->name, m->in_names[i]) != 0) {
-        return bd_err_set(err, BD_EBACKEND, "run: input %zu is '%s'; expected '%s'", i,
-                          t->name, m->in_names[i]);
+        return bd_err_set(err, BD_EBACKEND, "run: input %zu is '%s'; expected '%s'", i, t->name,
+                          m->in_names[i]);
     }
     if (t->dtype != want) {
-        return bd_err_set(err, BD_EBACKEND, "run: input '%s' is %s; expected %s",
-                          m->in_names[i], bd_dtype_name(t->dtype), bd_dtype_name(want));
+        return bd_err_set(err, BD_EBACKEND, "run: input '%s' is %s; expected %s", m->in_names[i],
+                          bd_dtype_name(t->dtype), bd_dtype_name(want));
     }
     size_t count = 0;
     size_t bytes = 0;
@@ -924,8 +945,7 @@ static int wrap_input(const bd_backend_instance_t *inst, size_t i, const bd_tens
 }
 
 /* Describe output i of the last run into `t`. */
-static int read_output(const bd_backend_instance_t *inst, size_t i, bd_tensor_t *t,
-                       bd_err_t *err)
+static int read_output(const bd_backend_instance_t *inst, size_t i, bd_tensor_t *t, bd_err_t *err)
 {
     const bd_backend_model_t *m = inst->m;
     OrtValue *v = inst->out_vals[i];
@@ -989,12 +1009,11 @@ static int ort_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
         rc = wrap_input(inst, i, &inputs[i], &inst->in_vals[i], err);
     }
     if (rc == 0) {
-        rc = ort_check(ORT_FN(g.api, Run)(inst->session, inst->run_opts,
-                                          (const char *const *)m->in_names,
-                                          (const OrtValue *const *)inst->in_vals, m->n_in,
-                                          (const char *const *)m->out_names, m->n_out,
-                                          inst->out_vals),
-                       err, "run failed");
+        rc = ort_check(
+            ORT_FN(g.api, Run)(inst->session, inst->run_opts, (const char *const *)m->in_names,
+                               (const OrtValue *const *)inst->in_vals, m->n_in,
+                               (const char *const *)m->out_names, m->n_out, inst->out_vals),
+            err, "run failed");
     }
     release_values(inst->in_vals, m->n_in);
     for (size_t i = 0; i < n_outputs && rc == 0; i++) {

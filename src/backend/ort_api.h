@@ -100,10 +100,9 @@ typedef OrtStatus *(*ort_CreateSession_fn)(const OrtEnv *env, const char *model_
                                            const OrtSessionOptions *options, OrtSession **out);
 #define ORT_SLOT_Run 9
 typedef OrtStatus *(*ort_Run_fn)(OrtSession *session, const OrtRunOptions *run_options,
-                                 const char *const *input_names,
-                                 const OrtValue *const *inputs, size_t input_len,
-                                 const char *const *output_names, size_t output_names_len,
-                                 OrtValue **outputs);
+                                 const char *const *input_names, const OrtValue *const *inputs,
+                                 size_t input_len, const char *const *output_names,
+                                 size_t output_names_len, OrtValue **outputs);
 #define ORT_SLOT_CreateSessionOptions 10
 typedef OrtStatus *(*ort_CreateSessionOptions_fn)(OrtSessionOptions **out);
 #define ORT_SLOT_SetSessionExecutionMode 13
@@ -134,9 +133,8 @@ typedef OrtStatus *(*ort_SessionGetOutputName_fn)(const OrtSession *session, siz
 #define ORT_SLOT_CreateRunOptions 39
 typedef OrtStatus *(*ort_CreateRunOptions_fn)(OrtRunOptions **out);
 #define ORT_SLOT_CreateTensorWithDataAsOrtValue 49
-typedef OrtStatus *(*ort_CreateTensorWithDataAsOrtValue_fn)(const OrtMemoryInfo *info,
-                                                            void *data, size_t data_len,
-                                                            const int64_t *shape,
+typedef OrtStatus *(*ort_CreateTensorWithDataAsOrtValue_fn)(const OrtMemoryInfo *info, void *data,
+                                                            size_t data_len, const int64_t *shape,
                                                             size_t shape_len, int elem_type,
                                                             OrtValue **out);
 #define ORT_SLOT_GetTensorMutableData 51
@@ -147,14 +145,12 @@ typedef OrtStatus *(*ort_CastTypeInfoToTensorInfo_fn)(const OrtTypeInfo *type_in
 #define ORT_SLOT_GetOnnxTypeFromTypeInfo 56
 typedef OrtStatus *(*ort_GetOnnxTypeFromTypeInfo_fn)(const OrtTypeInfo *type_info, int *out);
 #define ORT_SLOT_GetTensorElementType 60
-typedef OrtStatus *(*ort_GetTensorElementType_fn)(const OrtTensorTypeAndShapeInfo *info,
-                                                  int *out);
+typedef OrtStatus *(*ort_GetTensorElementType_fn)(const OrtTensorTypeAndShapeInfo *info, int *out);
 #define ORT_SLOT_GetDimensionsCount 61
-typedef OrtStatus *(*ort_GetDimensionsCount_fn)(const OrtTensorTypeAndShapeInfo *info,
-                                                size_t *out);
+typedef OrtStatus *(*ort_GetDimensionsCount_fn)(const OrtTensorTypeAndShapeInfo *info, size_t *out);
 #define ORT_SLOT_GetDimensions 62
-typedef OrtStatus *(*ort_GetDimensions_fn)(const OrtTensorTypeAndShapeInfo *info,
-                                           int64_t *dims, size_t dims_len);
+typedef OrtStatus *(*ort_GetDimensions_fn)(const OrtTensorTypeAndShapeInfo *info, int64_t *dims,
+                                           size_t dims_len);
 #define ORT_SLOT_GetTensorTypeAndShape 65
 typedef OrtStatus *(*ort_GetTensorTypeAndShape_fn)(const OrtValue *value,
                                                    OrtTensorTypeAndShapeInfo **out);

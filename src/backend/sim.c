@@ -60,14 +60,14 @@ static int check_io(const char *kind, const bd_io_t *io, bd_err_t *err)
                           kind, io->name, bd_dtype_name(io->dtype));
     }
     if (io->dims.ndim < 0 || io->dims.ndim > BD_MAX_DIMS) {
-        return bd_err_set(err, BD_EINVAL, "sim model: %s '%s' has %d dims; expected 0 to %d",
-                          kind, io->name, io->dims.ndim, BD_MAX_DIMS);
+        return bd_err_set(err, BD_EINVAL, "sim model: %s '%s' has %d dims; expected 0 to %d", kind,
+                          io->name, io->dims.ndim, BD_MAX_DIMS);
     }
     for (int d = 0; d < io->dims.ndim; d++) {
         if (io->dims.dims[d] < -1) {
             return bd_err_set(err, BD_EINVAL,
-                              "sim model: %s '%s' has dim %lld; expected -1 or a size >= 0",
-                              kind, io->name, (long long)io->dims.dims[d]);
+                              "sim model: %s '%s' has dim %lld; expected -1 or a size >= 0", kind,
+                              io->name, (long long)io->dims.dims[d]);
         }
     }
     return 0;
@@ -110,8 +110,8 @@ static int sim_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
             return bd_err_set(err, BD_EINVAL,
                               "sim model: output '%s' is %s but input '%s' is %s; expected "
                               "output %zu to have input %zu's datatype",
-                              o->name, bd_dtype_name(o->dtype), in->name,
-                              bd_dtype_name(in->dtype), i, i);
+                              o->name, bd_dtype_name(o->dtype), in->name, bd_dtype_name(in->dtype),
+                              i, i);
         }
         if (!bd_shape_equal(&o->dims, &in->dims)) {
             return bd_err_set(err, BD_EINVAL,
@@ -156,8 +156,7 @@ static int sim_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
     bd_backend_instance_t *inst = calloc(1, sizeof *inst);
     if (!inst) {
         *out = NULL;
-        return bd_err_set(err, BD_ENOMEM, "sim model: out of memory creating instance %d",
-                          index);
+        return bd_err_set(err, BD_ENOMEM, "sim model: out of memory creating instance %d", index);
     }
     inst->model = m;
     inst->index = index;

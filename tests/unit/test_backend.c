@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,8 +151,8 @@ static void unload(loaded_t *l, const bd_backend_ops_t *ops)
     bd_model_config_dispose(&l->cfg);
 }
 
-static void run_ok(const bd_backend_ops_t *ops, bd_backend_instance_t *inst,
-                   const bd_tensor_t *in, size_t n_in, bd_tensor_t *out, size_t n_out)
+static void run_ok(const bd_backend_ops_t *ops, bd_backend_instance_t *inst, const bd_tensor_t *in,
+                   size_t n_in, bd_tensor_t *out, size_t n_out)
 {
     bd_err_t err = {0};
     int rc = ops->run(inst, in, n_in, out, n_out, &err);
@@ -271,9 +272,8 @@ static void test_ort_init_missing_library(void **state)
 
     /* A library that is not ONNX Runtime. */
     assert_int_equal(bd_ort_init("libm.so.6", &err), BD_EUNAVAIL);
-    assert_string_equal(err.msg,
-                        "cannot load ONNX Runtime from 'libm.so.6': it does not export "
-                        "OrtGetApiBase");
+    assert_string_equal(err.msg, "cannot load ONNX Runtime from 'libm.so.6': it does not export "
+                                 "OrtGetApiBase");
 
     /* Back to the real one for the tests that follow. */
     if (ort_ok) {
@@ -623,8 +623,10 @@ static void test_ort_config_mismatch(void **state)
     cfg_init(&cfg, path);
     cfg.max_batch_size = 0; /* then dims include the batch dim */
     cfg_add_io(&cfg.inputs, &cfg.n_inputs, "INPUT0", BD_DT_FP32, 1, (int64_t[]){16});
-    load_fails(&cfg, BD_EINVAL, "input 'INPUT0': config dims [16] do not match the model's "
-                                "[-1,16]", false);
+    load_fails(&cfg, BD_EINVAL,
+               "input 'INPUT0': config dims [16] do not match the model's "
+               "[-1,16]",
+               false);
     bd_model_config_dispose(&cfg);
 
     cfg_init(&cfg, path);
@@ -684,8 +686,10 @@ static void test_ort_devices(void **state)
 
     cfg_init(&cfg, path);
     cfg.device = strdup("cuda:x");
-    load_fails(&cfg, BD_EINVAL, "device 'cuda:x' is not valid; expected \"cpu\" or \"cuda:N\" "
-                                "with N a GPU number", false);
+    load_fails(&cfg, BD_EINVAL,
+               "device 'cuda:x' is not valid; expected \"cpu\" or \"cuda:N\" "
+               "with N a GPU number",
+               false);
     bd_model_config_dispose(&cfg);
 
     /* This CPU build of ORT has no CUDA provider: a clear refusal with ORT's reason. On a
@@ -790,6 +794,70 @@ static void test_ort_two_instances(void **state)
     assert_memory_equal(o1[0].data, o2[0].data, 64);
     assert_int_equal(((int32_t *)o1[1].data)[15], -15);
     bd_backend_ort.instance_free(second);
+    unload(&l, &bd_backend_ort);
+}
+
+/* Instances of one model run at the same time on their own threads (as workers do). */
+typedef struct {
+    bd_backend_instance_t *inst;
+    int seed;
+    int bad; /* wrong values seen, or -1 for a failed run */
+} runner_t;
+
+static void *runner(void *arg)
+{
+    runner_t *r = arg;
+    int32_t a[4 * 16];
+    int32_t b[4 * 16];
+    for (int iter = 0; iter < 200; iter++) {
+        int64_t rows = 1 + (iter + r->seed) % 4;
+        for (int i = 0; i < rows * 16; i++) {
+            a[i] = r->seed * 100000 + iter * 64 + i;
+            b[i] = i - iter;
+        }
+        bd_tensor_t in[2] = {tensor("INPUT0", BD_DT_INT32, a, 2, (int64_t[]){rows, 16}),
+                             tensor("INPUT1", BD_DT_INT32, b, 2, (int64_t[]){rows, 16})};
+        bd_tensor_t out[2];
+        bd_err_t err = {0};
+        if (bd_backend_ort.run(r->inst, in, 2, out, 2, &err) != 0) {
+            r->bad = -1;
+            return NULL;
+        }
+        const int32_t *sum = out[0].data;
+        const int32_t *dif = out[1].data;
+        for (int i = 0; i < rows * 16; i++) {
+            r->bad += sum[i] != a[i] + b[i] || dif[i] != a[i] - b[i];
+        }
+    }
+    return NULL;
+}
+
+static void test_ort_instances_run_concurrently(void **state)
+{
+    (void)state;
+    char path[512];
+    find_model("simple", true, true, path, sizeof path);
+    loaded_t l;
+    cfg_init(&l.cfg, path);
+    l.cfg.instances = 3;
+    load_ok(&l, &bd_backend_ort);
+    runner_t r[3] = {{.inst = l.inst, .seed = 1}};
+    bd_err_t err = {0};
+    for (int i = 1; i < 3; i++) {
+        r[i].seed = i + 1;
+        assert_int_equal(bd_backend_ort.instance_new(l.m, i, &r[i].inst, &err), 0);
+    }
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, runner, &r[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(r[i].bad, 0);
+    }
+    for (int i = 1; i < 3; i++) {
+        bd_backend_ort.instance_free(r[i].inst);
+    }
     unload(&l, &bd_backend_ort);
 }
 
@@ -971,6 +1039,7 @@ int main(void)
         cmocka_unit_test(test_ort_devices),
         cmocka_unit_test(test_ort_run_errors),
         cmocka_unit_test(test_ort_two_instances),
+        cmocka_unit_test(test_ort_instances_run_concurrently),
         cmocka_unit_test(test_sim_outputs_equal_inputs),
         cmocka_unit_test(test_sim_bad_configs),
         cmocka_unit_test(test_sim_latency),
