@@ -40,6 +40,7 @@ static struct {
     atomic_int runs;
     atomic_int instances; /* live instances */
     atomic_int fail_instance_new;
+    atomic_int bad_rows; /* return one row too many in OUTPUT0 */
     size_t rows[FAKE_MAX_RUNS];
     const void *in0_data[FAKE_MAX_RUNS];
     const void *in1_data[FAKE_MAX_RUNS];
@@ -122,6 +123,13 @@ static int fake_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size
                 y[k] = x[k] + 100;
             }
         }
+    }
+    if (atomic_load(&fake.bad_rows)) {
+        outputs[0].shape.dims[0] += 1;
+        outputs[0].byte_size += outputs[0].byte_size / (size_t)inputs[0].shape.dims[0];
+        outputs[0].data = inst->out_buf[0] = realloc(inst->out_buf[0], outputs[0].byte_size);
+        inst->out_cap[0] = outputs[0].byte_size;
+        assert_non_null(outputs[0].data);
     }
     return 0;
 }
@@ -842,6 +850,79 @@ static void test_backend_failure_fails_the_whole_batch(void **state)
     fx_close(&fx);
 }
 
+static void test_backend_output_of_wrong_rows_is_a_backend_error(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 0, 16), true);
+    submit_ok(&fx, mk_req(1, 2, 0, 0));
+    submit_ok(&fx, mk_req(2, 2, 0, 0));
+    atomic_store(&fake.bad_rows, 1);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(g_log.reqs[i]->status, BD_EBACKEND);
+        assert_string_equal(g_log.reqs[i]->err.msg, "the backend returned output 'OUTPUT0' with "
+                                                    "shape [4,2] for a batch of 3 rows");
+    }
+    check_counts(&fx, 0, 0, 0, 2, 0, 0, 0);
+    fx_close(&fx);
+}
+
+/* The scheduler holds no lock across a completion: a callback may submit again. */
+static bd_sched_t *resubmit_to;
+static int resubmits;
+
+static void on_done_resubmit(bd_req_t *req, void *ctx)
+{
+    on_done(req, ctx);
+    if (resubmits < 2) {
+        resubmits++;
+        bd_req_t *r = mk_req(1, 1, (float)resubmits, resubmits);
+        r->done = on_done_resubmit;
+        bd_err_t err = {0};
+        assert_int_equal(bd_sched_submit(resubmit_to, r, &err), 0);
+        assert_int_equal(bd_sched_queue_depth(resubmit_to), 1);
+    }
+}
+
+static void test_done_callback_may_submit(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 0, 16), true);
+    resubmit_to = fx.s;
+    resubmits = 0;
+    bd_req_t *a = mk_req(1, 1, 0, 0);
+    a->done = on_done_resubmit;
+    submit_ok(&fx, a);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(g_log.n, 3);
+    check_outputs(g_log.reqs[1], 1, 1, 1, 1);
+    check_outputs(g_log.reqs[2], 1, 1, 2, 2);
+    fx_close(&fx);
+}
+
+static void test_validate_null_names_do_not_crash(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg = vcfg(32);
+    bd_tensor_t t[2] = {vt("INPUT0", BD_DT_FP32, 2, 1, 16), vt(NULL, BD_DT_FP32, 2, 1, 16)};
+    expect_invalid(&cfg, t, 2, NULL, 0, "unknown input ''; the model's inputs are INPUT0, INPUT1");
+    bd_output_req_t outs[1] = {{.name = NULL}};
+    t[1].name = "INPUT1";
+    expect_invalid(&cfg, t, 2, outs, 1,
+                   "unknown output ''; the model's outputs are OUTPUT0, OUTPUT1");
+    bd_infer_req_t in = {.inputs = NULL, .n_inputs = 2};
+    bd_err_t err = {0};
+    assert_int_equal(bd_sched_validate(&cfg, &in, NULL, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "the request's input or output list is missing");
+}
+
 static void test_instance_failure_fails_new(void **state)
 {
     (void)state;
@@ -997,6 +1078,21 @@ static void test_threaded_free_drains_everything(void **state)
     run_threaded(2, 500, true);
 }
 
+static void test_threaded_under_full_batch_waits_for_the_delay(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 3000, 16), false);
+    bd_req_t *a = mk_req(2, 2, 5, 5);
+    submit_ok(&fx, a);
+    wait_for_done(1);
+    check_outputs(a, 2, 2, 5, 5);
+    assert_true(a->start_us >= a->arrival_us + 3000);
+    assert_int_equal(atomic_load(&fake.runs), 1);
+    assert_int_equal(fake.rows[0], 2);
+    fx_close(&fx);
+}
+
 static void test_threaded_sim_backend(void **state)
 {
     (void)state;
@@ -1072,11 +1168,15 @@ int main(void)
         cmocka_unit_test(test_closed_rejects_and_drains_at_once),
         cmocka_unit_test(test_free_drains_queue_in_manual_mode),
         cmocka_unit_test(test_backend_failure_fails_the_whole_batch),
+        cmocka_unit_test(test_backend_output_of_wrong_rows_is_a_backend_error),
+        cmocka_unit_test(test_done_callback_may_submit),
+        cmocka_unit_test(test_validate_null_names_do_not_crash),
         cmocka_unit_test(test_instance_failure_fails_new),
         cmocka_unit_test(test_metrics_durations_recorded),
         cmocka_unit_test(test_threaded_concurrent_submits_one_instance),
         cmocka_unit_test(test_threaded_concurrent_submits_two_instances),
         cmocka_unit_test(test_threaded_free_drains_everything),
+        cmocka_unit_test(test_threaded_under_full_batch_waits_for_the_delay),
         cmocka_unit_test(test_threaded_sim_backend),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
