@@ -35,6 +35,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BATCHD_BIN = os.environ.get("BATCHD_BIN", os.path.join(ROOT, "build", "batchd"))
 SHARED_MODELS = "/work/shared/models"
 BUILD_TEST_MODELS = os.path.join(ROOT, "build", "test-models")
+BUILD_BAD_MODELS = BUILD_TEST_MODELS + "-bad"  # models batchd must refuse (make_models --bad-out)
+LSAN_SUPP = os.path.join(ROOT, "tests", "lsan.supp")
 ORT_LIB = os.path.join(ROOT, "third_party", "onnxruntime", "libonnxruntime.so.1")
 
 START_TIMEOUT_S = 30.0
@@ -92,8 +94,8 @@ def _generate_test_models(tmp_root):
     script = os.path.join(ROOT, "tools", "make_models.py")
     if os.path.isfile(script):
         out = os.path.join(tmp_root, "test-models")
-        r = subprocess.run(["/usr/bin/python3", script, "--out", out], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(["/usr/bin/python3", script, "--out", out, "--bad-out", out + "-bad"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
         if r.returncode == 0:
             _generated_models["dir"] = out
     return _generated_models["dir"]
@@ -102,17 +104,27 @@ def _generate_test_models(tmp_root):
 def find_onnx_model(name, tmp_root=None):
     """Path of <name>/1/model.onnx from /work/shared/models, build/test-models or a freshly
     generated set; None when none has it."""
-    for base in (SHARED_MODELS, BUILD_TEST_MODELS):
+    for base in (SHARED_MODELS, BUILD_TEST_MODELS, BUILD_BAD_MODELS):
         p = os.path.join(base, name, "1", "model.onnx")
         if os.path.isfile(p):
             return p
     if tmp_root is not None:
         gen = _generate_test_models(tmp_root)
         if gen:
-            p = os.path.join(gen, name, "1", "model.onnx")
-            if os.path.isfile(p):
-                return p
+            for base in (gen, gen + "-bad"):
+                p = os.path.join(base, name, "1", "model.onnx")
+                if os.path.isfile(p):
+                    return p
     return None
+
+
+def sanitizer_env():
+    """The environment for batchd: LSan gets the project's suppressions (a leak inside the
+    uninstrumented ONNX Runtime) unless the caller set LSAN_OPTIONS already."""
+    env = dict(os.environ)
+    if "LSAN_OPTIONS" not in env and os.path.isfile(LSAN_SUPP):
+        env["LSAN_OPTIONS"] = "suppressions=%s:print_suppressions=0" % LSAN_SUPP
+    return env
 
 
 def ort_available():
@@ -206,8 +218,7 @@ class Server:
                         % BATCHD_BIN)
         cmd = [BATCHD_BIN, "serve", "--model-repository", self.repo_path,
                "--http-port", "0", "--host", "127.0.0.1"] + self.args
-        env = dict(os.environ)
-        # Leak reports must fail the run but not hide the log; keep ASan's defaults otherwise.
+        env = sanitizer_env()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         self._reader = threading.Thread(target=self._drain, daemon=True)

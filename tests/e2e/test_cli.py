@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import BATCHD_BIN, ORT_LIB, SANITIZER_MARKERS
+from conftest import BATCHD_BIN, ORT_LIB, SANITIZER_MARKERS, sanitizer_env
 
 
 def _run(*args, timeout=30):
@@ -13,7 +13,7 @@ def _run(*args, timeout=30):
         pytest.skip("batchd binary not found at %s (build it: cmake --build build -j2)"
                     % BATCHD_BIN)
     r = subprocess.run([BATCHD_BIN] + list(args), capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=sanitizer_env())
     for marker in SANITIZER_MARKERS:
         assert marker not in r.stderr, r.stderr
     return r

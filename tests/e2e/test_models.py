@@ -28,7 +28,7 @@ def mixed(start_server, tmp_path_factory):
     if ort_available():
         repo.try_add_onnx("identity")
         repo.try_add_onnx("mlp")
-        for name in ("int64_ident", "bool_not", "fixed_shape"):
+        for name in ("int64_ident", "bool_not", "fixed_shape", "mlp_small", "fp16_ident"):
             repo.try_add_onnx(name)
     client = start_server(repo)
     return client
@@ -83,6 +83,19 @@ def test_identity_beside_broken(mixed):
     r = mixed.infer("identity", {"inputs": [tensor("INPUT0", "FP32", [1, 16], x)]})
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["data"] == x
+
+
+def test_fp16_model_refused_with_reason(mixed):
+    """FP16 tensors are not supported: a model with an FP16 input loads as unavailable and
+    says so (tools/make_models.py --bad-out makes fp16_ident)."""
+    if find_onnx_model("fp16_ident") is None or not ort_available():
+        pytest.skip("fp16_ident not found (make test-models) or no ONNX Runtime")
+    assert mixed.get("/v2/models/fp16_ident/ready").status_code in (400, 503)
+    r = mixed.infer("fp16_ident", {"inputs": [tensor("INPUT0", "FP32", [1, 4], [0.0] * 4)]})
+    msg = error_message(r, r.status_code)
+    assert r.status_code in (400, 503)
+    assert "FP16" in msg or "float16" in msg.lower(), msg
+    mixed.assert_healthy()
 
 
 # ---- mlp (shared) -------------------------------------------------------------------------
@@ -204,6 +217,32 @@ def test_fixed_shape_has_no_batch_dim(mixed):
                                                       [zero] * n)]})
     msg = error_message(r, 400)
     assert inp["name"] in msg
+    # The exact shape runs, and the model is an identity.
+    if inp["datatype"] == "FP32":
+        n = int(np.prod(inp["shape"]))
+        vals = [i * 0.5 - 1 for i in range(n)]
+        r = mixed.infer("fixed_shape", {"inputs": [tensor(inp["name"], "FP32", inp["shape"],
+                                                          vals)]})
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        assert out["shape"] == inp["shape"]
+        assert out["data"] == vals
+
+
+def test_mlp_small_exact(mixed):
+    """output = input @ W + B with W[i][j] = ((4*i + j) % 7 - 3) / 2, B[j] = j/4 - 1/2
+    (tools/make_models.py); small halves keep every float32 result exact."""
+    md = _need(mixed, "mlp_small")
+    assert md["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8]}]
+    assert md["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 4]}]
+    w = np.array([[((4 * i + j) % 7 - 3) / 2 for j in range(4)] for i in range(8)])
+    b = np.array([j / 4 - 0.5 for j in range(4)])
+    x = np.array([[(r * 8 + c) % 5 - 2 for c in range(8)] for r in range(3)], dtype=np.float64)
+    r = mixed.infer("mlp_small", {"inputs": [tensor("input", "FP32", [3, 8], x.tolist())]})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["name"] == "output" and out["shape"] == [3, 4]
+    assert out["data"] == (x @ w + b).reshape(-1).tolist()
 
 
 # ---- without ONNX Runtime -----------------------------------------------------------------
