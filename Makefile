@@ -1,0 +1,114 @@
+# batchd entry points. `make run` serves the demo models; `make test` is what CI runs.
+# Everything builds with at most $(JOBS) parallel jobs (the reference machine has 2 cores).
+#
+#   make setup       Debian packages + ONNX Runtime 1.30.0 (scripts/setup.sh; idempotent)
+#   make build       cmake RelWithDebInfo build in $(BUILD)/
+#   make demo        demo model repository in $(DEMO)/ (tools/make_demo.py)
+#   make run         setup + build + demo, then serve the demo on $(HOST):$(PORT)
+#   make test-models ONNX models for the tests in $(TEST_MODELS)/ (tools/make_models.py)
+#   make unit        unit tests (ctest in $(BUILD)/)
+#   make e2e         end-to-end tests (pytest tests/e2e against $(BUILD)/batchd)
+#   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
+#   make test        setup, build, test-models, unit, e2e, asan (in that order)
+#   make bench       bench/run.sh
+#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (distclean: also third_party/)
+
+# Debian's python: the pyenv python3 earlier on PATH lacks numpy, sklearn, onnx and pytest.
+PYTHON     ?= /usr/bin/python3
+JOBS       ?= 2
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+BUILD_TYPE ?= RelWithDebInfo
+DEMO       ?= models-demo
+# tests/e2e/conftest.py looks for its ONNX models exactly here.
+TEST_MODELS ?= build/test-models
+HOST       ?= 127.0.0.1
+PORT       ?= 8000
+
+# Targets run one after another even under `make -j`: each one already uses $(JOBS) jobs.
+.NOTPARALLEL:
+.DEFAULT_GOAL := build
+.PHONY: setup build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
+        bench clean distclean
+
+# Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
+# ASan's own `suppressions=` would reject the file's `leak:` lines.
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1 \
+            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# cmake's own make is not a sub-make of this one: without these it prints "Entering directory"
+# around every step, and -j comes from JOBS anyway.
+CMAKE_BUILD := MAKEFLAGS= MAKELEVEL= cmake --build
+
+# pytest exits 5 when it collected no tests; that is a failure here, like any other non-zero.
+PYTEST := $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider
+
+setup:
+	@scripts/setup.sh
+
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	$(CMAKE_BUILD) $(BUILD) -j$(JOBS)
+
+# The demo is rebuilt when missing or older than the script that makes it.
+demo: $(DEMO)/digits/1/model.onnx
+
+# make_demo.py writes each model into a staging folder and renames it in last, so the model
+# file's time is the time of the last complete run.
+$(DEMO)/digits/1/model.onnx: tools/make_demo.py
+	$(PYTHON) tools/make_demo.py --out $(DEMO)
+
+run: setup build demo
+	@echo
+	@echo "batchd: serving $(DEMO)/ (digits: ONNX Runtime; sim_echo: sim backend) on http://$(HOST):$(PORT)"
+	@echo "batchd: in another shell, classify a held-out digit (the answer should be label $$(cat $(DEMO)/digits/example.expected)):"
+	@echo
+	@echo "  curl -s -H 'Content-Type: application/json' -d @$(DEMO)/digits/example.json http://$(HOST):$(PORT)/v2/models/digits/infer"
+	@echo
+	@echo "batchd: Ctrl-C stops the server."
+	@echo
+	exec $(BUILD)/batchd serve --model-repository $(DEMO) --host $(HOST) --http-port $(PORT)
+
+test-models:
+	@if [ ! -f tools/make_models.py ]; then \
+	    echo "make: tools/make_models.py does not exist yet, so $(TEST_MODELS)/ cannot be made" >&2; \
+	    exit 1; \
+	fi
+	$(PYTHON) tools/make_models.py --out $(TEST_MODELS) --bad-out $(TEST_MODELS)-bad
+
+unit: build
+	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j$(JOBS)
+
+e2e: build
+	@test -x $(BUILD)/batchd || { echo "make: $(BUILD)/batchd was not built" >&2; exit 1; }
+	BATCHD_BIN=$(CURDIR)/$(BUILD)/batchd $(PYTEST)
+
+asan: asan-build asan-unit asan-e2e
+
+asan-build:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DBD_SANITIZE=address,undefined
+	$(CMAKE_BUILD) $(ASAN_BUILD) -j$(JOBS)
+
+asan-unit: asan-build
+	$(ASAN_ENV) ctest --test-dir $(ASAN_BUILD) --output-on-failure --no-tests=error -j$(JOBS)
+
+asan-e2e: asan-build
+	@test -x $(ASAN_BUILD)/batchd || { echo "make: $(ASAN_BUILD)/batchd was not built" >&2; exit 1; }
+	$(ASAN_ENV) BATCHD_BIN=$(CURDIR)/$(ASAN_BUILD)/batchd $(PYTEST)
+
+test: setup build test-models unit e2e asan
+
+# ort_inproc is wherever bench/CMakeLists.txt puts it ($(BUILD)/ or $(BUILD)/bench/); the
+# recipe is expanded after `build` ran, so the wildcard sees the fresh build.
+bench: build
+	@if [ ! -f bench/run.sh ]; then echo "make: bench/run.sh does not exist yet" >&2; exit 1; fi
+	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd \
+	    ORT_INPROC_BIN=$(firstword $(wildcard $(BUILD)/ort_inproc $(BUILD)/bench/ort_inproc) $(BUILD)/ort_inproc) \
+	    bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(DEMO)
+
+distclean: clean
+	rm -rf third_party
