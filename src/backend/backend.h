@@ -91,7 +91,7 @@ extern const bd_backend_ops_t bd_backend_ort;
 /* ---- ONNX Runtime library -------------------------------------------------------------- */
 
 /* Load libonnxruntime from `path` (NULL: BD_ORT_DEFAULT_LIB, then "libonnxruntime.so.1" on
- * the loader's path) and bind API version 30 (or the highest the library accepts, >= 17).
+ * the loader's path) and bind API version 30 (or the highest the library accepts, >= 5).
  * Call once at start-up, before any load. Returns 0, or an error whose message says why
  * ONNX models are unavailable; the sim backend works either way. */
 int bd_ort_init(const char *path, bd_err_t *err);

@@ -48,6 +48,7 @@ struct bd_http {
     h2o_multithread_receiver_t receiver;
     bd_buf_t out;    /* reply scratch, reused; loop thread only */
     size_t inflight; /* jobs submitted and not yet back; loop thread only */
+    size_t conns;    /* open client connections; loop thread only */
     bool stopping;
 };
 
@@ -490,6 +491,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- sockets and lifecycle ------------------------------------------------------------- */
 
+static void on_conn_close(void *data)
+{
+    bd_http_t *h = data;
+    h->conns--;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     bd_http_t *h = listener->data;
@@ -501,6 +508,9 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         if (!sock) {
             break;
         }
+        h->conns++;
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = h;
         h2o_accept(&h->accept_ctx, sock);
     }
 }
@@ -623,16 +633,22 @@ int bd_http_run(bd_http_t *h, const sigset_t *stop_signals)
     h2o_socket_close(h->listener);
     h->listener = NULL;
     bd_repo_close(h->repo);
-    h2o_context_request_shutdown(&h->ctx);
+    /* HTTP/1 reads only this flag (no keep-alive after it). h2o_context_request_shutdown
+     * would also arm HTTP/2's graceful-shutdown timer, which outlives the drain. */
+    h->ctx.shutdown_requested = 1;
     while (h->inflight > 0) {
         h2o_evloop_run(h->loop, 100);
     }
-    /* Let the last replies reach their sockets. */
-    uint64_t until = bd_now_us() + 100000;
-    while (bd_now_us() < until) {
+    /* Every reply is queued. Idle keep-alive connections would wait for their next request
+     * (h2o drops keep-alive only for requests that arrive after the shutdown request), so
+     * shrink the idle timeout to zero: h2o then closes each connection once its reply has
+     * been written, and the context can be disposed with no connection left. */
+    h->ctx.http1.req_timeout.timeout = 0;
+    uint64_t until = bd_now_us() + 5000000;
+    while (h->conns > 0 && bd_now_us() < until) {
         h2o_evloop_run(h->loop, 10);
     }
-    BD_INFO("http", "drained; exiting");
+    BD_INFO("http", "drained; exiting open_connections=%zu", h->conns);
     return 0;
 }
 
