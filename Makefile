@@ -99,13 +99,8 @@ asan-e2e: asan-build
 
 test: setup build test-models unit e2e asan
 
-# ort_inproc is wherever bench/CMakeLists.txt puts it ($(BUILD)/ or $(BUILD)/bench/); the
-# recipe is expanded after `build` ran, so the wildcard sees the fresh build.
 bench: build
-	@if [ ! -f bench/run.sh ]; then echo "make: bench/run.sh does not exist yet" >&2; exit 1; fi
-	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd \
-	    ORT_INPROC_BIN=$(firstword $(wildcard $(BUILD)/ort_inproc $(BUILD)/bench/ort_inproc) $(BUILD)/ort_inproc) \
-	    bash bench/run.sh
+	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd ORT_INPROC_BIN=$(BUILD)/ort_inproc bash bench/run.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(DEMO)
