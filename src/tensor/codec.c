@@ -67,14 +67,20 @@ static const char *type_word(const json_t *v)
         return "a number";
     }
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
     case JSON_INTEGER:
-    case JSON_REAL: return "a number";
+    case JSON_REAL:
+        return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "a value";
 }
@@ -128,7 +134,7 @@ static int check_depth(const char *s, size_t n, int max_depth, bd_err_t *err)
                                   "request JSON nests deeper than the limit of %d levels",
                                   max_depth);
             }
-        } else if (c == ']' || c == '}') {
+        } else if ((c == ']' || c == '}') && depth > 0) {
             depth--;
         }
     }
@@ -237,8 +243,7 @@ static int parse_header(const char *s, size_t n, int max_depth, json_t **root, b
         bd_buf_init(&copy);
         rc = mark_big_ints(s, n, &copy, err);
         if (rc == 0) {
-            *root = json_loadb(copy.data, copy.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                               &jerr);
+            *root = json_loadb(copy.data, copy.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         }
         bd_buf_dispose(&copy);
         if (rc != 0) {
@@ -250,11 +255,10 @@ static int parse_header(const char *s, size_t n, int max_depth, json_t **root, b
             return bd_err_set(err, BD_ENOMEM, "out of memory parsing the request JSON");
         }
         /* jansson names its flag; a client needs the rule. */
-        const char *text = strstr(jerr.text, "JSON_ALLOW_NUL") ? "\\u0000 is not allowed in strings"
-                                                               : jerr.text;
-        return bd_err_set(err, BD_EINVAL,
-                          "request body is not valid JSON: %s (line %d, column %d)", text,
-                          jerr.line, jerr.column);
+        const char *text =
+            strstr(jerr.text, "JSON_ALLOW_NUL") ? "\\u0000 is not allowed in strings" : jerr.text;
+        return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)",
+                          text, jerr.line, jerr.column);
     }
     if (!json_is_object(*root)) {
         json_decref(*root);
@@ -270,7 +274,7 @@ typedef struct {
     bd_tensor_t *t;
     const char *name;
     size_t count;
-    size_t next;             /* flat index of the next value */
+    size_t next; /* flat index of the next value */
     unsigned char *dst;
     size_t path[BD_MAX_DIMS]; /* indices of the nested walk, for messages */
     bd_err_t *err;
@@ -337,8 +341,8 @@ static bool get_double(const json_t *v, double *out)
 static int value_error(data_ctx_t *c, const json_t *v, size_t index, const char *what)
 {
     char num[96];
-    return bd_err_set(c->err, BD_EINVAL, "input '%.*s': value %s at index %zu %s",
-                      shown(c->name), c->name, num_text(v, num, sizeof num), index, what);
+    return bd_err_set(c->err, BD_EINVAL, "input '%.*s': value %s at index %zu %s", shown(c->name),
+                      c->name, num_text(v, num, sizeof num), index, what);
 }
 
 static int put_int(data_ctx_t *c, const json_t *v, size_t index)
@@ -416,7 +420,8 @@ static int put_value(data_ctx_t *c, const json_t *v, size_t index)
             memcpy(c->dst + index * 4, &f, 4);
         }
         return 0;
-    default: return put_int(c, v, index);
+    default:
+        return put_int(c, v, index);
     }
 }
 
@@ -433,8 +438,7 @@ static int nest_error(data_ctx_t *c, int depth, const char *what)
     char path[160];
     char shape[SHAPE_STR];
     path_str(c, depth, path, sizeof path);
-    return bd_err_set(c->err, BD_EINVAL,
-                      "input '%.*s': nested data does not match shape %s: %s %s",
+    return bd_err_set(c->err, BD_EINVAL, "input '%.*s': nested data does not match shape %s: %s %s",
                       shown(c->name), c->name, bd_shape_str(&c->t->shape, shape, sizeof shape),
                       path, what);
 }
@@ -447,8 +451,7 @@ static int walk_nested(data_ctx_t *c, const json_t *arr, int depth)
     size_t n = json_array_size(arr);
     char what[96];
     if ((uint64_t)n != (uint64_t)s->dims[depth]) {
-        snprintf(what, sizeof what, "has %zu entries, expected %lld", n,
-                 (long long)s->dims[depth]);
+        snprintf(what, sizeof what, "has %zu entries, expected %lld", n, (long long)s->dims[depth]);
         return nest_error(c, depth, what);
     }
     for (size_t i = 0; i < n; i++) {
@@ -569,8 +572,9 @@ static int decode_shape(const json_t *in, bd_tensor_t *t, bd_err_t *err)
     }
     size_t ndim = json_array_size(shape);
     if (ndim > BD_MAX_DIMS) {
-        return bd_err_set(err, BD_EINVAL, "input '%.*s': shape has %zu dims; at most %d are supported",
-                          shown(name), name, ndim, BD_MAX_DIMS);
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.*s': shape has %zu dims; at most %d are supported", shown(name),
+                          name, ndim, BD_MAX_DIMS);
     }
     t->shape.ndim = (int)ndim;
     for (size_t d = 0; d < ndim; d++) {
@@ -585,7 +589,8 @@ static int decode_shape(const json_t *in, bd_tensor_t *t, bd_err_t *err)
 
 /* Decode inputs[i] into t. Binary inputs get their size in *binary_size (data set later). */
 static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor_t *t,
-                        size_t *binary_size, bd_arena_t *arena, const bd_decode_limits_t *limits, bd_err_t *err)
+                        size_t *binary_size, bd_arena_t *arena, const bd_decode_limits_t *limits,
+                        bd_err_t *err)
 {
     int rc = 0;
     char shape[SHAPE_STR];
@@ -670,8 +675,8 @@ static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor
                               "input '%.*s': binary_data_size is %lld but shape %s of %s needs "
                               "%zu bytes",
                               shown(name), name, (long long)n,
-                              bd_shape_str(&t->shape, shape, sizeof shape),
-                              bd_dtype_name(t->dtype), t->byte_size);
+                              bd_shape_str(&t->shape, shape, sizeof shape), bd_dtype_name(t->dtype),
+                              t->byte_size);
         }
         *binary_size = t->byte_size;
         return 0;
@@ -692,9 +697,9 @@ static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor
     size_t n = json_array_size(data);
     bool nested = t->shape.ndim >= 2 && n > 0 && json_is_array(json_array_get(data, 0));
     if (!nested && n != count) {
-        return bd_err_set(err, BD_EINVAL,
-                          "input '%.*s': expected %zu values for shape %s, got %zu", shown(name),
-                          name, count, bd_shape_str(&t->shape, shape, sizeof shape), n);
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': expected %zu values for shape %s, got %zu",
+                          shown(name), name, count, bd_shape_str(&t->shape, shape, sizeof shape),
+                          n);
     }
     if (nested && count > header_len && (rc = walk_nested(&c, data, 0)) != 0) {
         return rc;
@@ -709,8 +714,8 @@ static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor
 }
 
 static int decode_inputs(const json_t *root, const char *body, size_t len, size_t header_len,
-                         bd_arena_t *arena, const bd_decode_limits_t *limits,
-                         bd_infer_req_t *out, bd_err_t *err)
+                         bd_arena_t *arena, const bd_decode_limits_t *limits, bd_infer_req_t *out,
+                         bd_err_t *err)
 {
     const json_t *inputs = json_object_get(root, "inputs");
     if (!inputs) {
@@ -738,7 +743,8 @@ static int decode_inputs(const json_t *root, const char *body, size_t len, size_
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         bd_tensor_t *t = &out->inputs[i];
-        int rc = decode_input(json_array_get(inputs, i), i, header_len, t, &bin[i], arena, limits, err);
+        int rc =
+            decode_input(json_array_get(inputs, i), i, header_len, t, &bin[i], arena, limits, err);
         if (rc != 0) {
             return rc;
         }
@@ -776,8 +782,8 @@ static int decode_inputs(const json_t *root, const char *body, size_t len, size_
     return 0;
 }
 
-static int decode_outputs(const json_t *root, bd_arena_t *arena,
-                          const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
+static int decode_outputs(const json_t *root, bd_arena_t *arena, const bd_decode_limits_t *limits,
+                          bd_infer_req_t *out, bd_err_t *err)
 {
     const json_t *outputs = json_object_get(root, "outputs");
     if (!outputs) {
@@ -927,7 +933,7 @@ static char *fmt_i64(char *w, int64_t v)
     return fmt_u64(w, (uint64_t)v);
 }
 
-static const double pow10_tab[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,
+static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3,  1e4,  1e5,  1e6,
                                    1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13};
 
 /* Exactly what snprintf "%.9g" writes for f. For |f| in [1e-4, 1e9), where %g uses fixed
@@ -1007,14 +1013,14 @@ static char *fmt_f64(char *w, double d)
 }
 
 /* Values are read with memcpy: binary tensors may sit unaligned in a body. */
-#define FORMAT_LOOP(type, fmt_call)                                                            \
-    for (size_t k = 0; k < n; k++) {                                                           \
-        type x;                                                                                \
-        memcpy(&x, p + (i + k) * sizeof x, sizeof x);                                          \
-        if (i + k) {                                                                           \
-            *w++ = ',';                                                                        \
-        }                                                                                      \
-        w = fmt_call;                                                                          \
+#define FORMAT_LOOP(type, fmt_call)                                                                \
+    for (size_t k = 0; k < n; k++) {                                                               \
+        type x;                                                                                    \
+        memcpy(&x, p + (i + k) * sizeof x, sizeof x);                                              \
+        if (i + k) {                                                                               \
+            *w++ = ',';                                                                            \
+        }                                                                                          \
+        w = fmt_call;                                                                              \
     }
 
 static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
@@ -1041,17 +1047,28 @@ static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
                 }
             }
             break;
-        case BD_DT_UINT8: FORMAT_LOOP(uint8_t, fmt_u64(w, x)) break;
-        case BD_DT_UINT16: FORMAT_LOOP(uint16_t, fmt_u64(w, x)) break;
-        case BD_DT_UINT32: FORMAT_LOOP(uint32_t, fmt_u64(w, x)) break;
-        case BD_DT_UINT64: FORMAT_LOOP(uint64_t, fmt_u64(w, x)) break;
-        case BD_DT_INT8: FORMAT_LOOP(int8_t, fmt_i64(w, x)) break;
-        case BD_DT_INT16: FORMAT_LOOP(int16_t, fmt_i64(w, x)) break;
-        case BD_DT_INT32: FORMAT_LOOP(int32_t, fmt_i64(w, x)) break;
-        case BD_DT_INT64: FORMAT_LOOP(int64_t, fmt_i64(w, x)) break;
-        case BD_DT_FP32: FORMAT_LOOP(float, fmt_f32(w, x)) break;
-        case BD_DT_FP64: FORMAT_LOOP(double, fmt_f64(w, x)) break;
-        default: break; /* excluded by check_output */
+        case BD_DT_UINT8:
+            FORMAT_LOOP(uint8_t, fmt_u64(w, x)) break;
+        case BD_DT_UINT16:
+            FORMAT_LOOP(uint16_t, fmt_u64(w, x)) break;
+        case BD_DT_UINT32:
+            FORMAT_LOOP(uint32_t, fmt_u64(w, x)) break;
+        case BD_DT_UINT64:
+            FORMAT_LOOP(uint64_t, fmt_u64(w, x)) break;
+        case BD_DT_INT8:
+            FORMAT_LOOP(int8_t, fmt_i64(w, x)) break;
+        case BD_DT_INT16:
+            FORMAT_LOOP(int16_t, fmt_i64(w, x)) break;
+        case BD_DT_INT32:
+            FORMAT_LOOP(int32_t, fmt_i64(w, x)) break;
+        case BD_DT_INT64:
+            FORMAT_LOOP(int64_t, fmt_i64(w, x)) break;
+        case BD_DT_FP32:
+            FORMAT_LOOP(float, fmt_f32(w, x)) break;
+        case BD_DT_FP64:
+            FORMAT_LOOP(double, fmt_f64(w, x)) break;
+        default:
+            break; /* excluded by check_output */
         }
         b->len = (size_t)(w - b->data);
         b->data[b->len] = '\0';
@@ -1066,8 +1083,9 @@ static int check_output(const bd_output_enc_t *o, size_t *count)
 {
     const bd_tensor_t *t = o->tensor;
     size_t bytes;
-    if (!t || !t->name || (o->binary ? t->dtype == BD_DT_INVALID || (int)t->dtype >= BD_DT_COUNT_
-                                     : !bd_dtype_supported(t->dtype))) {
+    if (!t || !t->name ||
+        (o->binary ? t->dtype == BD_DT_INVALID || (int)t->dtype >= BD_DT_COUNT_
+                   : !bd_dtype_supported(t->dtype))) {
         return BD_EINVAL;
     }
     if (bd_shape_count(&t->shape, 0, count, NULL) != 0) {

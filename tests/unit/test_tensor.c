@@ -104,9 +104,8 @@ static char *encode_data(const bd_tensor_t *t)
 static void test_dtype_names(void **state)
 {
     (void)state;
-    static const char *names[] = {"BOOL",  "UINT8", "UINT16", "UINT32", "UINT64",
-                                  "INT8",  "INT16", "INT32",  "INT64",  "FP16",
-                                  "FP32",  "FP64",  "BYTES"};
+    static const char *names[] = {"BOOL",  "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
+                                  "INT32", "INT64", "FP16",   "FP32",   "FP64",   "BYTES"};
     static const size_t sizes[] = {1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 0};
     for (int i = 0; i < 13; i++) {
         bd_dtype_t dt = (bd_dtype_t)(BD_DT_BOOL + i);
@@ -174,8 +173,9 @@ static void test_shape_str_equal(void **state)
     assert_string_equal(bd_shape_str(&var, buf, sizeof buf), "[-1,3,224]");
     char small[5];
     assert_string_equal(bd_shape_str(&var, small, sizeof small), "[-1,");
-    bd_shape_t wide = {8, {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN,
-                           INT64_MIN, INT64_MIN}};
+    bd_shape_t wide = {
+        8,
+        {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN}};
     char big[256];
     bd_shape_str(&wide, big, sizeof big);
     assert_int_equal(strlen(big), 2 + 8 * 20 + 7);
@@ -192,7 +192,7 @@ static void test_shape_str_equal(void **state)
 
 typedef struct {
     const char *dtype;
-    const char *data;    /* JSON values */
+    const char *data; /* JSON values */
     size_t count;
     const void *bytes;   /* expected tensor bytes */
     const char *encoded; /* expected "data" text when encoded back */
@@ -333,14 +333,13 @@ static void test_decode_nested(void **state)
 static void test_decode_binary(void **state)
 {
     (void)state;
-    const char *json =
-        "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[1,4],"
-        "\"parameters\":{\"binary_data_size\":16}},"
-        "{\"name\":\"J\",\"datatype\":\"INT8\",\"shape\":[2],\"data\":[1,-1]},"
-        "{\"name\":\"B\",\"datatype\":\"INT64\",\"shape\":[3],"
-        "\"parameters\":{\"binary_data_size\":24}},"
-        "{\"name\":\"E\",\"datatype\":\"UINT8\",\"shape\":[0],"
-        "\"parameters\":{\"binary_data_size\":0}}]}";
+    const char *json = "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[1,4],"
+                       "\"parameters\":{\"binary_data_size\":16}},"
+                       "{\"name\":\"J\",\"datatype\":\"INT8\",\"shape\":[2],\"data\":[1,-1]},"
+                       "{\"name\":\"B\",\"datatype\":\"INT64\",\"shape\":[3],"
+                       "\"parameters\":{\"binary_data_size\":24}},"
+                       "{\"name\":\"E\",\"datatype\":\"UINT8\",\"shape\":[0],"
+                       "\"parameters\":{\"binary_data_size\":0}}]}";
     float a[4] = {1.5f, 2.5f, -3.0f, 0.0f};
     int64_t b[3] = {-5, 6, INT64_MAX};
     unsigned char bin[64] = {0};
@@ -425,7 +424,9 @@ static void test_decode_errors_structure(void **state)
                  "inputs[0]: \"name\" must be a non-empty string");
     expect_error("{\"inputs\":[{\"name\":\"\"}]}", BD_EINVAL,
                  "inputs[0]: \"name\" must be a non-empty string");
-    expect_error("{\"id\":5," "\"inputs\":[]}", BD_EINVAL, "\"id\" must be a string");
+    expect_error("{\"id\":5,"
+                 "\"inputs\":[]}",
+                 BD_EINVAL, "\"id\" must be a string");
     expect_error("{\"id\":null,\"inputs\":[]}", BD_EINVAL, "\"id\" must be a string");
     expect_error("{\"parameters\":[],\"inputs\":[]}", BD_EINVAL,
                  "\"parameters\" must be an object");
@@ -444,7 +445,8 @@ static void test_decode_errors_structure(void **state)
 static void test_decode_errors_input_fields(void **state)
 {
     (void)state;
-    expect_error(IN1("\"shape\":[1],\"data\":[1]"), BD_EINVAL, "input 'INPUT0' has no \"datatype\"");
+    expect_error(IN1("\"shape\":[1],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0' has no \"datatype\"");
     expect_error(IN1("\"datatype\":32,\"shape\":[1],\"data\":[1]"), BD_EINVAL,
                  "input 'INPUT0': \"datatype\" must be a string");
     expect_error(IN1("\"datatype\":\"FP99\",\"shape\":[1],\"data\":[1]"), BD_EINVAL,
@@ -463,8 +465,8 @@ static void test_decode_errors_input_fields(void **state)
                  "input 'INPUT0': shape entry 1 must be a non-negative integer");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1.0],\"data\":[1]"), BD_EINVAL,
                  "input 'INPUT0': shape entry 0 must be a non-negative integer");
-    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data\":[1]"),
-                 BD_EINVAL, "input 'INPUT0': shape has 9 dims; at most 8 are supported");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': shape has 9 dims; at most 8 are supported");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[4294967296,4294967296,16],\"data\":[1]"),
                  BD_EINVAL,
                  "input 'INPUT0': shape [4294967296,4294967296,16] has too many elements");
@@ -484,7 +486,8 @@ static void test_decode_errors_input_fields(void **state)
     expect_error(IN1(FP32_16 "\"parameters\":{\"binary_data_size\":60}"), BD_EINVAL,
                  "input 'INPUT0': binary_data_size is 60 but shape [1,16] of FP32 needs 64 "
                  "bytes");
-    expect_error(IN1(FP32_16 "\"data\":{}"), BD_EINVAL, "input 'INPUT0': \"data\" must be an array");
+    expect_error(IN1(FP32_16 "\"data\":{}"), BD_EINVAL,
+                 "input 'INPUT0': \"data\" must be an array");
     expect_error(IN1(FP32_16 "\"data\":1"), BD_EINVAL, "input 'INPUT0': \"data\" must be an array");
     expect_error("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]},"
                  "{\"name\":\"B\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]},"
@@ -573,8 +576,7 @@ static void test_decode_errors_nesting(void **state)
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,2],\"data\":[[1,2],[3,\"x\"]]"), BD_EINVAL,
                  "input 'INPUT0': value at index 3 is a string; FP32 data must be numbers");
     /* A huge nested shape with little data fails on the mismatch, not on allocation. */
-    expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[1,1000000000000],\"data\":[[1]]"),
-                 BD_EINVAL,
+    expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[1,1000000000000],\"data\":[[1]]"), BD_EINVAL,
                  "input 'INPUT0': nested data does not match shape [1,1000000000000]: data[0] has "
                  "1 entries, expected 1000000000000");
     expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[100000000000],\"data\":[1]"), BD_EINVAL,
@@ -598,9 +600,9 @@ static void test_decode_depth(void **state)
     assert_int_equal(decode_lim(deep, &lim, &req, &err), BD_EINVAL);
     assert_string_equal(err.msg, "\"inputs\" must not be empty");
     lim.max_depth = 2;
-    assert_int_equal(decode_lim(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]"), &lim,
-                                &req, &err),
-                     BD_EINVAL);
+    assert_int_equal(
+        decode_lim(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]"), &lim, &req, &err),
+        BD_EINVAL);
     assert_string_equal(err.msg, "request JSON nests deeper than the limit of 2 levels");
     /* Above our limit jansson's own (2048) still answers cleanly. */
     lim.max_depth = 1000000;
@@ -684,8 +686,9 @@ static void test_decode_big_integers(void **state)
 static void test_decode_outputs_errors(void **state)
 {
     (void)state;
-#define WITH_OUT(o) "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\",\"shape\":[1],\"data\":[1]}]," \
-                    "\"outputs\":" o "}"
+#define WITH_OUT(o)                                                                                \
+    "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\",\"shape\":[1],\"data\":[1]}],"             \
+    "\"outputs\":" o "}"
     expect_error(WITH_OUT("{}"), BD_EINVAL, "\"outputs\" must be an array");
     expect_error(WITH_OUT("[\"OUT\"]"), BD_EINVAL, "outputs[0] must be an object");
     expect_error(WITH_OUT("[{\"parameters\":{}}]"), BD_EINVAL, "outputs[0] has no \"name\"");
@@ -695,8 +698,8 @@ static void test_decode_outputs_errors(void **state)
                  "output 'O' is requested more than once");
     expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":true}]"), BD_EINVAL,
                  "output 'O': \"parameters\" must be an object");
-    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"binary_data\":\"yes\"}}]"),
-                 BD_EINVAL, "output 'O': parameters.binary_data must be true or false");
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"binary_data\":\"yes\"}}]"), BD_EINVAL,
+                 "output 'O': parameters.binary_data must be true or false");
     expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"classification\":3}}]"),
                  BD_EUNSUPPORTED, "output 'O': parameters.classification is not supported");
 #undef WITH_OUT
@@ -867,8 +870,21 @@ static void test_encode_floats_match_printf(void **state)
     }
     check_floats(BD_DT_FP32, f, N);
     check_floats(BD_DT_FP64, d, N);
-    static const double edges[] = {1e-4, 1e-5, 1e9, 1e8, 1e-3, 0.1, 0.5, 1, 10, 999999999,
-                                   999999999.5, 1e17, 9007199254740993.0, 123.456, 1.0 / 3};
+    static const double edges[] = {1e-4,
+                                   1e-5,
+                                   1e9,
+                                   1e8,
+                                   1e-3,
+                                   0.1,
+                                   0.5,
+                                   1,
+                                   10,
+                                   999999999,
+                                   999999999.5,
+                                   1e17,
+                                   9007199254740993.0,
+                                   123.456,
+                                   1.0 / 3};
     size_t n = 0;
     for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++) {
         for (int s = -1; s <= 1; s += 2) {

@@ -1,0 +1,85 @@
+/* fuzz_decode.c: libFuzzer target for bd_infer_decode (and bd_infer_encode on what decodes).
+ *
+ * Input layout: the first 2 bytes (little-endian) give the JSON header length, clamped to the
+ * rest of the input; the rest is the HTTP body, so the binary tail after the header is fuzzed
+ * too. Decoded inputs are encoded back as outputs (alternately JSON and binary) and every
+ * tensor invariant is checked, so a decoder that returns garbage fails as well as one that
+ * crashes. Single-threaded; everything is freed per input (LeakSanitizer checks). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/tensor.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2) {
+        return 0;
+    }
+    size_t header_len = (size_t)data[0] | (size_t)data[1] << 8;
+    size_t len = size - 2;
+    if (header_len > len) {
+        header_len = len;
+    }
+    /* An exact-size copy, so reads past the body are caught. */
+    char *body = malloc(len ? len : 1);
+    if (!body) {
+        return 0;
+    }
+    memcpy(body, data + 2, len);
+
+    bd_arena_t arena;
+    bd_arena_init(&arena, 64u << 20);
+    bd_decode_limits_t limits = {.max_elems_per_tensor = 1u << 20, .max_inputs = 0, .max_depth = 0};
+    bd_infer_req_t req;
+    bd_err_t err;
+    int rc = bd_infer_decode(body, len, header_len, &arena, &limits, &req, &err);
+    if (rc != 0) {
+        if (rc != err.code || err.msg[0] == '\0' || req.inputs || req.n_inputs) {
+            abort();
+        }
+    } else {
+        bd_output_enc_t *outs = calloc(req.n_inputs, sizeof *outs);
+        if (!outs) {
+            abort();
+        }
+        size_t bin_total = 0;
+        for (size_t i = 0; i < req.n_inputs; i++) {
+            const bd_tensor_t *t = &req.inputs[i];
+            size_t count;
+            if (!t->name || !bd_dtype_supported(t->dtype) ||
+                bd_shape_count(&t->shape, 0, &count, NULL) != 0 ||
+                count * bd_dtype_size(t->dtype) != t->byte_size || (t->byte_size && !t->data)) {
+                abort();
+            }
+            if (t->dtype == BD_DT_BOOL) {
+                for (size_t k = 0; k < t->byte_size; k++) {
+                    /* JSON BOOL data is 0/1; binary BOOL bytes are the client's. */
+                    const char *p = (const char *)t->data + k;
+                    if ((p < body || p >= body + len) && *p != 0 && *p != 1) {
+                        abort();
+                    }
+                }
+            }
+            outs[i].tensor = t;
+            outs[i].binary = i % 2 == 1;
+            if (outs[i].binary) {
+                bin_total += t->byte_size;
+            }
+        }
+        bd_buf_t b;
+        bd_buf_init(&b);
+        size_t hlen = 0;
+        if (bd_infer_encode(&b, "m", "1", req.id, outs, req.n_inputs, &hlen) != 0 ||
+            hlen + bin_total != b.len) {
+            abort();
+        }
+        bd_buf_dispose(&b);
+        free(outs);
+    }
+    bd_arena_dispose(&arena);
+    free(body);
+    return 0;
+}
