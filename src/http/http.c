@@ -296,7 +296,7 @@ static void send_result(bd_http_t *h, job_t *j)
             enc[i] = (bd_output_enc_t){&r->outputs[i], in->binary_default};
             continue;
         }
-        enc[i] = (bd_output_enc_t){NULL, in->outputs[i].binary || in->binary_default};
+        enc[i] = (bd_output_enc_t){NULL, in->outputs[i].binary};
         for (size_t k = 0; k < r->n_outputs; k++) {
             if (strcmp(r->outputs[k].name, in->outputs[i].name) == 0) {
                 enc[i].tensor = &r->outputs[k];

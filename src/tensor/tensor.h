@@ -74,7 +74,7 @@ typedef struct {
 
 typedef struct {
     const char *name; /* arena */
-    bool binary;      /* answer this output in binary form (binary_data) */
+    bool binary;      /* answer in binary: the output's binary_data, else binary_data_output */
 } bd_output_req_t;
 
 typedef struct {
