@@ -59,7 +59,8 @@ const char *bd_model_platform(const bd_model_t *m);
  * (`json` NULL: no file, defaults only). Unknown keys, wrong types and out-of-range values
  * fail with one sentence naming the key. Defaults: backend onnxruntime, max_batch_size
  * unset (the backend decides), dynamic batching on with max_queue_delay_us 0 and
- * max_queue_size 1024, instances 1, threads_per_instance = cores / instances (at least 1),
+ * max_queue_size 1024, instances 1, threads_per_instance 1 for a model file under 1 MiB and
+ * cores / instances (at least 1) otherwise,
  * and for sim max_batch_size 0. */
 int bd_config_parse(bd_model_config_t *cfg, const char *json, size_t len, bd_err_t *err);
 
