@@ -54,28 +54,21 @@ metric() { # metric NAME MODEL -> value
 
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).md
 {
-  echo "| model | mode | concurrency | req/s | rows/s | mean batch | p50 ms | p99 ms | non-200 |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| model | mode | concurrency | req/s (= rows/s) | mean batch | p50 ms | p99 ms | errors |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
 } > "$work/http.md"
 for m in mlp mobilenet_v2; do
   if [ $m = mlp ]; then in=input; dims=1,64; o=probs; else in=input; dims=1,3,224,224; o=logits; fi
   hl=$("$PY" bench/make_body.py "$work/$m.body" $in $dims $o)
   for mode in batch nobatch; do
     name=${m}_$mode
-    wrk -t1 -c1 -d1s -s bench/wrk_infer.lua "$url/v2/models/$name/infer" -- "$work/$m.body" "$hl" "$work/warm.json" >/dev/null
+    WRK_OUT=$work/warm.json wrk -t1 -c1 -d1s -s bench/wrk_infer.lua "$url/v2/models/$name/infer" -- "$work/$m.body" "$hl" >/dev/null
     for c in $CONC; do
       e0=$(metric batchd_inference_executions_total $name); i0=$(metric batchd_inference_items_total $name)
-      wrk -t1 -c"$c" -d"${SECS}s" --timeout 30s -s bench/wrk_infer.lua "$url/v2/models/$name/infer" \
-        -- "$work/$m.body" "$hl" "$work/r.json" >/dev/null
+      WRK_OUT=$work/r.json wrk -t1 -c"$c" -d"${SECS}s" --timeout 30s -s bench/wrk_infer.lua \
+        "$url/v2/models/$name/infer" -- "$work/$m.body" "$hl" >/dev/null
       e1=$(metric batchd_inference_executions_total $name); i1=$(metric batchd_inference_items_total $name)
-      "$PY" - "$work/r.json" "$m" "$mode" "$c" "$e0" "$e1" "$i0" "$i1" >> "$work/http.md" <<'PYEOF'
-import json, sys
-r = json.load(open(sys.argv[1])); m, mode, c = sys.argv[2:5]
-e0, e1, i0, i1 = (float(x or 0) for x in sys.argv[5:9])
-rps = r["requests"] / (r["duration_us"] / 1e6)
-batch = (i1 - i0) / (e1 - e0) if e1 > e0 else 0
-print(f"| {m} | {mode} | {c} | {rps:,.0f} | {rps:,.0f} | {batch:.1f} | {r['p50_us']/1000:.2f} | {r['p99_us']/1000:.2f} | {r['non2xx'] + r['socket_errors']} |")
-PYEOF
+      "$PY" bench/row.py http "$work/r.json" "$m" "$mode" "$c" "$e0" "$e1" "$i0" "$i1" >> "$work/http.md"
       echo "bench: $m $mode c=$c done" >&2
     done
   done
@@ -88,10 +81,7 @@ done
 kill -STOP $srv  # keep the idle server off the CPU while the in-process runs measure
 for m in mlp mobilenet_v2; do
   for b in $CONC; do
-    "$INPROC" "$MODELS/$m/1/model.onnx" "$THREADS" "$b" "$SECS" | "$PY" -c '
-import json, sys
-r = json.loads(sys.stdin.read()); m = sys.argv[1]
-print(f"| {m} | {r[\"batch\"]} | {r[\"threads\"]} | {r[\"calls_per_s\"]:,.0f} | {r[\"rows_per_s\"]:,.0f} | {r[\"p50_us\"]/1000:.3f} | {r[\"p99_us\"]/1000:.3f} |")' "$m" >> "$work/inproc.md"
+    "$INPROC" "$MODELS/$m/1/model.onnx" "$THREADS" "$b" "$SECS" | "$PY" bench/row.py inproc "$m" >> "$work/inproc.md"
     echo "bench: in-process $m batch=$b done" >&2
   done
 done

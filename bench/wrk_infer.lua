@@ -1,10 +1,8 @@
 -- wrk script: POST one prebuilt KServe v2 infer body (binary tensor extension) over and over.
--- usage: wrk -t1 -cN -dDs -s bench/wrk_infer.lua URL -- BODY_FILE HEADER_LEN OUT_JSON
-local body_file, header_len, out_json
-local non200 = 0
-
+-- usage: WRK_OUT=OUT_JSON wrk -t1 -cN -dDs -s bench/wrk_infer.lua URL -- BODY_FILE HEADER_LEN
+-- (done() runs in wrk's main Lua state, not the thread's that init() saw: hence the env var)
 function init(args)
-  body_file, header_len, out_json = args[1], args[2], args[3]
+  local body_file, header_len = args[1], args[2]
   local f = assert(io.open(body_file, "rb"))
   wrk.body = f:read("*a")
   f:close()
@@ -13,14 +11,8 @@ function init(args)
   wrk.headers["Inference-Header-Content-Length"] = header_len
 end
 
-function response(status, headers, body)
-  if status ~= 200 then
-    non200 = non200 + 1
-  end
-end
-
 function done(summary, latency, requests)
-  local f = assert(io.open(out_json, "w"))
+  local f = assert(io.open(os.getenv("WRK_OUT"), "w"))
   local errs = summary.errors
   f:write(string.format(
     '{"requests":%d,"duration_us":%d,"non2xx":%d,"socket_errors":%d,' ..
