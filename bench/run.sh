@@ -4,10 +4,10 @@
 #
 #   bench/run.sh [MODELS_DIR] [SECONDS]      (defaults: ../shared/models, 5)
 #
-# For each model (mlp, mobilenet_v2) it serves two copies: batching on (the defaults) and
+# For each model (mlp, mobilenet_v2) it serves two copies: batching on (all defaults) and
 # batching off ("dynamic_batching": false), drives each at concurrency 1, 8, 32, 64 with one
 # row per request, reads the formed batch sizes back from /metrics, and runs the model
-# in-process at batch 1, 8, 32 and 64 with the same thread count. Prints a Markdown table and
+# in-process at batch 1, 8, 32 and 64 with the thread count the server chose for it. Prints a Markdown table and
 # writes it to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,6 @@ SECS=${2:-5}
 CONC=${BENCH_CONCURRENCY:-"1 8 32 64"}
 BIN=${BATCHD_BIN:-build/batchd}
 INPROC=${ORT_INPROC_BIN:-build/ort_inproc}
-THREADS=${BENCH_THREADS:-$(nproc)}
 PY=${PYTHON:-/usr/bin/python3}
 command -v wrk >/dev/null || { echo "bench: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 [ -x "$BIN" ] && [ -x "$INPROC" ] || { echo "bench: build first (make build)" >&2; exit 1; }
@@ -30,9 +29,7 @@ for m in mlp mobilenet_v2; do
     mkdir -p "$repo/${m}_$mode/1"
     ln -s "$(realpath "$MODELS/$m/1/model.onnx")" "$repo/${m}_$mode/1/model.onnx"
     if [ $mode = nobatch ]; then
-      echo "{\"dynamic_batching\": false, \"threads_per_instance\": $THREADS}" > "$repo/${m}_$mode/config.json"
-    else
-      echo "{\"threads_per_instance\": $THREADS}" > "$repo/${m}_$mode/config.json"
+      echo '{"dynamic_batching": false}' > "$repo/${m}_$mode/config.json"
     fi
   done
 done
@@ -81,7 +78,8 @@ done
 kill -STOP $srv  # keep the idle server off the CPU while the in-process runs measure
 for m in mlp mobilenet_v2; do
   for b in $CONC; do
-    "$INPROC" "$MODELS/$m/1/model.onnx" "$THREADS" "$b" "$SECS" | "$PY" bench/row.py inproc "$m" >> "$work/inproc.md"
+    threads=$(grep -o "model=${m}_batch .*threads_per_instance=[0-9]*" "$work/server.log" | sed 's/.*=//')
+    "$INPROC" "$MODELS/$m/1/model.onnx" "$threads" "$b" "$SECS" | "$PY" bench/row.py inproc "$m" >> "$work/inproc.md"
     echo "bench: in-process $m batch=$b done" >&2
   done
 done
@@ -90,7 +88,7 @@ kill -CONT $srv
 {
   echo "## $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo
-  echo "Command: \`bench/run.sh $MODELS $SECS\` (wrk 1 thread, one row per request, binary tensors; threads_per_instance=$THREADS)"
+  echo "Command: \`bench/run.sh $MODELS $SECS\` (wrk 1 thread, one row per request, binary tensors; server defaults)"
   echo
   echo "### Over HTTP"
   echo
