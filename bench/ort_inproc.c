@@ -89,9 +89,8 @@ int main(int argc, char **argv)
     double elapsed = (double)(now - start) / 1e6;
     printf("{\"model\":\"%s\",\"threads\":%d,\"batch\":%d,\"calls\":%zu,\"calls_per_s\":%.1f,"
            "\"rows_per_s\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu}\n",
-           argv[1], threads, batch, calls, (double)calls / elapsed,
-           (double)calls * batch / elapsed, (unsigned long long)lat[calls / 2],
-           (unsigned long long)lat[calls * 99 / 100]);
+           argv[1], threads, batch, calls, (double)calls / elapsed, (double)calls * batch / elapsed,
+           (unsigned long long)lat[calls / 2], (unsigned long long)lat[calls * 99 / 100]);
     for (size_t i = 0; i < n_in; i++) {
         free(in[i].data);
     }

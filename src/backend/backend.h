@@ -30,18 +30,30 @@ typedef struct {
 #define BD_MAX_BATCH_UNSET (-1)
 #define BD_DEFAULT_MAX_BATCH 64
 
+#define BD_MAX_PRIORITY_LEVELS 16
+#define BD_MAX_LIST 16 /* preferred batch sizes, warmup batch sizes */
+#define BD_MAX_SPECIFIC_VERSIONS 64
+
+/* One priority level's queue policy (dynamic_batching.priority_queue_policy). */
 typedef struct {
-    char *name;          /* owned */
+    size_t max_queue_size;       /* requests queued at this level before 503 */
+    uint64_t default_timeout_us; /* deadline for requests that set none; 0: none */
+} bd_priority_level_t;
+
+typedef enum { BD_VERSIONS_LATEST = 0, BD_VERSIONS_ALL, BD_VERSIONS_SPECIFIC } bd_version_kind_t;
+
+typedef struct {
+    char *name; /* owned */
     int64_t version;
-    char *dir;           /* owned: the version folder, e.g. models/mlp/1 */
-    char *model_path;    /* owned: <dir>/model.onnx (unused by sim) */
-    char backend[32];    /* "onnxruntime" or "sim" */
-    int max_batch_size;  /* 0: the model has no batch dimension; requests run alone */
-    bool dynamic_batching;         /* false: each request is executed on its own */
-    uint64_t max_queue_delay_us;   /* how long an under-full batch may wait for its oldest */
-    size_t max_queue_size;         /* queued requests before 503 */
-    int instances;                 /* worker threads, each with its own session */
-    int threads_per_instance;      /* intra-op threads per session */
+    char *dir;                   /* owned: the version folder, e.g. models/mlp/1 */
+    char *model_path;            /* owned: <dir>/model.onnx (unused by sim) */
+    char backend[32];            /* "onnxruntime" or "sim" */
+    int max_batch_size;          /* 0: the model has no batch dimension; requests run alone */
+    bool dynamic_batching;       /* false: each request is executed on its own */
+    uint64_t max_queue_delay_us; /* how long an under-full batch may wait for its oldest */
+    size_t max_queue_size;       /* queued requests before 503 */
+    int instances;               /* worker threads, each with its own session */
+    int threads_per_instance;    /* intra-op threads per session */
     bd_io_t *inputs; /* owned array; may be NULL/0 before load: the backend fills it in */
     size_t n_inputs;
     bd_io_t *outputs;
@@ -49,8 +61,32 @@ typedef struct {
     struct {
         uint64_t latency_us;
         uint64_t per_item_us;
+        double fail_rate; /* share of batches that fail, 0..1 */
     } sim;
     char *device; /* owned; NULL or "cpu" or "cuda:N" */
+
+    /* --- scheduling under pressure (all plain values: nothing here needs freeing) ------ */
+    bool delay_auto;            /* "max_queue_delay_us": "auto": the scheduler learns it */
+    int priority_levels;        /* 1..BD_MAX_PRIORITY_LEVELS; 1 when not configured */
+    int default_priority_level; /* 1..priority_levels: where priority 0 (unset) goes */
+    bd_priority_level_t levels[BD_MAX_PRIORITY_LEVELS]; /* [0] is priority 1 (highest) */
+    int preferred_batch_sizes[BD_MAX_LIST];             /* ascending, unique */
+    size_t n_preferred_batch_sizes;
+    struct {
+        int batch_sizes[BD_MAX_LIST]; /* each run `count` times before the model is ready */
+        size_t n_batch_sizes;
+        int count;
+    } warmup;
+    struct {
+        int consecutive_failures; /* this many failed batches in a row: unavailable; 0: off */
+        uint64_t cooldown_us;     /* then probed again after this long */
+    } circuit_breaker;
+    struct {
+        bd_version_kind_t kind;
+        int latest; /* BD_VERSIONS_LATEST: how many of the highest versions */
+        int64_t versions[BD_MAX_SPECIFIC_VERSIONS]; /* BD_VERSIONS_SPECIFIC */
+        size_t n_versions;
+    } version_policy;
 } bd_model_config_t;
 
 /* Free everything the config owns (not the struct itself). */

@@ -176,8 +176,8 @@ int bd_cli_serve(int argc, char **argv)
         BD_ERROR("serve", "%s", metrics ? err.msg : "out of memory");
         goto done;
     }
-    bd_http_opts_t ho = {.host = so.host, .port = (int)so.http_port,
-                         .max_body_bytes = (size_t)so.max_body_bytes};
+    bd_http_opts_t ho = {
+        .host = so.host, .port = (int)so.http_port, .max_body_bytes = (size_t)so.max_body_bytes};
     http = bd_http_new(repo, metrics, &ho, &err);
     if (!http) {
         BD_ERROR("serve", "%s", err.msg);

@@ -56,20 +56,34 @@ int bd_err_prefix(bd_err_t *err, const char *fmt, ...)
 const char *bd_strerror(int code)
 {
     switch (code) {
-    case BD_OK: return "ok";
-    case BD_EINVAL: return "invalid argument";
-    case BD_ENOTFOUND: return "not found";
-    case BD_ENOPATH: return "no such path";
-    case BD_EMETHOD: return "method not allowed";
-    case BD_EFULL: return "queue full";
-    case BD_ESHUTDOWN: return "shutting down";
-    case BD_EUNAVAIL: return "unavailable";
-    case BD_EBACKEND: return "backend error";
-    case BD_ENOMEM: return "out of memory";
-    case BD_ETOOBIG: return "too large";
-    case BD_EIO: return "i/o error";
-    case BD_EUNSUPPORTED: return "unsupported";
-    default: return "unknown error";
+    case BD_OK:
+        return "ok";
+    case BD_EINVAL:
+        return "invalid argument";
+    case BD_ENOTFOUND:
+        return "not found";
+    case BD_ENOPATH:
+        return "no such path";
+    case BD_EMETHOD:
+        return "method not allowed";
+    case BD_EFULL:
+        return "queue full";
+    case BD_ESHUTDOWN:
+        return "shutting down";
+    case BD_EUNAVAIL:
+        return "unavailable";
+    case BD_EBACKEND:
+        return "backend error";
+    case BD_ENOMEM:
+        return "out of memory";
+    case BD_ETOOBIG:
+        return "too large";
+    case BD_EIO:
+        return "i/o error";
+    case BD_EUNSUPPORTED:
+        return "unsupported";
+    default:
+        return "unknown error";
     }
 }
 
@@ -99,8 +113,11 @@ void bd_log(int level, const char *module, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[level < 0 ? 0 : level > 3 ? 3 : level],
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000,
+                     names[level < 0   ? 0
+                           : level > 3 ? 3
+                                       : level],
                      module);
     va_list ap;
     va_start(ap, fmt);
@@ -244,12 +261,24 @@ void bd_buf_json_string(bd_buf_t *b, const char *s, size_t n)
         start = i + 1;
         char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
         switch (c) {
-        case '"': bd_buf_append(b, "\\\"", 2); break;
-        case '\\': bd_buf_append(b, "\\\\", 2); break;
-        case '\n': bd_buf_append(b, "\\n", 2); break;
-        case '\t': bd_buf_append(b, "\\t", 2); break;
-        case '\r': bd_buf_append(b, "\\r", 2); break;
-        default: bd_buf_append(b, esc, 6); break;
+        case '"':
+            bd_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            bd_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            bd_buf_append(b, "\\n", 2);
+            break;
+        case '\t':
+            bd_buf_append(b, "\\t", 2);
+            break;
+        case '\r':
+            bd_buf_append(b, "\\r", 2);
+            break;
+        default:
+            bd_buf_append(b, esc, 6);
+            break;
         }
     }
     bd_buf_append(b, s + start, n - start);

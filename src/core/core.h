@@ -23,17 +23,17 @@
 
 enum {
     BD_OK = 0,
-    BD_EINVAL = -1,     /* the client sent something wrong (HTTP 400) */
-    BD_ENOTFOUND = -2,  /* unknown model or version (HTTP 400, as Triton) */
-    BD_ENOPATH = -3,    /* unknown URL path (HTTP 404) */
-    BD_EMETHOD = -4,    /* wrong HTTP method (HTTP 405) */
-    BD_EFULL = -5,      /* queue full: overloaded (HTTP 503) */
-    BD_ESHUTDOWN = -6,  /* shutting down (HTTP 503) */
-    BD_EUNAVAIL = -7,   /* model not ready (HTTP 503) */
-    BD_EBACKEND = -8,   /* the backend failed to run (HTTP 500) */
-    BD_ENOMEM = -9,     /* out of memory (HTTP 500) */
-    BD_ETOOBIG = -10,   /* body or tensor over a configured limit (HTTP 400) */
-    BD_EIO = -11,       /* file or socket error (HTTP 500) */
+    BD_EINVAL = -1,        /* the client sent something wrong (HTTP 400) */
+    BD_ENOTFOUND = -2,     /* unknown model or version (HTTP 400, as Triton) */
+    BD_ENOPATH = -3,       /* unknown URL path (HTTP 404) */
+    BD_EMETHOD = -4,       /* wrong HTTP method (HTTP 405) */
+    BD_EFULL = -5,         /* queue full: overloaded (HTTP 503) */
+    BD_ESHUTDOWN = -6,     /* shutting down (HTTP 503) */
+    BD_EUNAVAIL = -7,      /* model not ready (HTTP 503) */
+    BD_EBACKEND = -8,      /* the backend failed to run (HTTP 500) */
+    BD_ENOMEM = -9,        /* out of memory (HTTP 500) */
+    BD_ETOOBIG = -10,      /* body or tensor over a configured limit (HTTP 400) */
+    BD_EIO = -11,          /* file or socket error (HTTP 500) */
     BD_EUNSUPPORTED = -12, /* valid but not implemented here (HTTP 400) */
 };
 
@@ -46,8 +46,7 @@ typedef struct {
 
 /* Fill `err` (may be NULL) with `code` and a printf-style sentence. Returns `code`, so
  * `return bd_err_set(err, BD_EINVAL, "...")` reads naturally. */
-int bd_err_set(bd_err_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int bd_err_set(bd_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prefix an existing message: "model 'x': <old message>". Keeps the code. */
 int bd_err_prefix(bd_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A short fixed name for a code ("invalid argument", ...). */
@@ -62,10 +61,10 @@ int bd_log_level(void);
 /* Writes "<time> <LEVEL> <module> <message>\n" in one write(2). Any thread. */
 void bd_log(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-#define BD_DEBUG(mod, ...)                                                                     \
-    do {                                                                                       \
-        if (bd_log_level() <= BD_LOG_DEBUG)                                                    \
-            bd_log(BD_LOG_DEBUG, mod, __VA_ARGS__);                                            \
+#define BD_DEBUG(mod, ...)                                                                         \
+    do {                                                                                           \
+        if (bd_log_level() <= BD_LOG_DEBUG)                                                        \
+            bd_log(BD_LOG_DEBUG, mod, __VA_ARGS__);                                                \
     } while (0)
 #define BD_INFO(mod, ...) bd_log(BD_LOG_INFO, mod, __VA_ARGS__)
 #define BD_WARN(mod, ...) bd_log(BD_LOG_WARN, mod, __VA_ARGS__)

@@ -70,25 +70,36 @@ static int status_of(int code)
     case BD_EINVAL:
     case BD_ENOTFOUND:
     case BD_ETOOBIG:
-    case BD_EUNSUPPORTED: return 400;
-    case BD_ENOPATH: return 404;
-    case BD_EMETHOD: return 405;
+    case BD_EUNSUPPORTED:
+        return 400;
+    case BD_ENOPATH:
+        return 404;
+    case BD_EMETHOD:
+        return 405;
     case BD_EFULL:
     case BD_ESHUTDOWN:
-    case BD_EUNAVAIL: return 503;
-    default: return 500;
+    case BD_EUNAVAIL:
+        return 503;
+    default:
+        return 500;
     }
 }
 
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -242,8 +253,8 @@ static void on_guard_dispose(void *p)
 /* Parse Inference-Header-Content-Length; *header_len = len when absent. */
 static int header_length(h2o_req_t *req, size_t len, size_t *header_len, bd_err_t *err)
 {
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("inference-header-content-length"),
-                                       -1);
+    ssize_t i =
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT("inference-header-content-length"), -1);
     if (i < 0) {
         *header_len = len;
         return 0;
@@ -309,8 +320,8 @@ static void send_result(bd_http_t *h, job_t *j)
     }
     size_t header_len = 0;
     bd_buf_reset(&h->out);
-    if (bd_infer_encode(&h->out, bd_model_name(j->model), bd_model_version(j->model), in->id,
-                        enc, n, &header_len) != 0 ||
+    if (bd_infer_encode(&h->out, bd_model_name(j->model), bd_model_version(j->model), in->id, enc,
+                        n, &header_len) != 0 ||
         h->out.failed) {
         reply_error(h, req, BD_ENOMEM, "out of memory while writing the reply");
         return;
@@ -432,7 +443,8 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     }
     bool post = strcmp(action, "infer") == 0;
     if (post ? !method_is(req, "POST") : !is_get(req)) {
-        reply_error(h, req, BD_EMETHOD, post ? "this endpoint takes POST" : "this endpoint takes GET");
+        reply_error(h, req, BD_EMETHOD,
+                    post ? "this endpoint takes POST" : "this endpoint takes GET");
         return;
     }
     bd_err_t err = {0};
@@ -530,7 +542,8 @@ static void on_signal(h2o_socket_t *sock, const char *err)
 
 static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[16];
@@ -558,8 +571,7 @@ static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        return bd_err_set(err, BD_EIO, "cannot listen on %s:%d: %s", host, port,
-                          strerror(saved));
+        return bd_err_set(err, BD_EIO, "cannot listen on %s:%d: %s", host, port, strerror(saved));
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -589,8 +601,8 @@ bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opt
     h->config.max_request_entity_size = opts->max_body_bytes;
     /* HTTP/2 stays off: h2o 2.2.5 lacks the rapid-reset fix (CVE-2023-44487). */
     h->config.http1.upgrade_to_http2 = 0;
-    h2o_hostconf_t *host = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")),
-                                                    65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler + sizeof h);
     handler->on_req = on_req;

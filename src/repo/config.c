@@ -30,7 +30,8 @@ static int check_keys(json_t *obj, const char *where, const char *const *allowed
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         (void)v;
         if (!key_in(key, allowed)) {
             return bd_err_set(err, BD_EINVAL, "config.json: unknown key '%s%s'", where, key);
@@ -52,11 +53,35 @@ static int get_int(json_t *obj, const char *where, const char *key, int64_t lo, 
     }
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi) {
-        return bd_err_set(err, BD_EINVAL,
-                          "config.json: '%s%s' is %lld; expected %lld to %lld", where, key,
-                          (long long)x, (long long)lo, (long long)hi);
+        return bd_err_set(err, BD_EINVAL, "config.json: '%s%s' is %lld; expected %lld to %lld",
+                          where, key, (long long)x, (long long)lo, (long long)hi);
     }
     *out = x;
+    return 0;
+}
+
+/* A JSON array of 1..max integers in [lo, hi], strictly ascending when `ascending`. */
+static int get_int_list(json_t *v, const char *key, int64_t lo, int64_t hi, bool ascending,
+                        int64_t *out, size_t max, size_t *n, bd_err_t *err)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > max) {
+        return bd_err_set(err, BD_EINVAL, "config.json: '%s' must be an array of 1 to %zu integers",
+                          key, max);
+    }
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *x = json_array_get(v, i);
+        if (!json_is_integer(x) || json_integer_value(x) < lo || json_integer_value(x) > hi) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: '%s' values must be integers from %lld to %lld", key,
+                              (long long)lo, (long long)hi);
+        }
+        out[i] = json_integer_value(x);
+        if (ascending && i > 0 && out[i] <= out[i - 1]) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: '%s' must be in ascending order without repeats", key);
+        }
+    }
+    *n = json_array_size(v);
     return 0;
 }
 
@@ -129,6 +154,46 @@ static int parse_io(json_t *arr, const char *key, bd_io_t **out, size_t *count, 
     return 0;
 }
 
+static int parse_queue_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+{
+    if (!json_is_object(v)) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'dynamic_batching.priority_queue_policy' must be an object "
+                          "keyed by priority level (\"1\", \"2\", ...)");
+    }
+    static const char *const allowed[] = {"max_queue_size", "default_timeout_us", NULL};
+    const char *key;
+    json_t *pol;
+    json_object_foreach(v, key, pol)
+    {
+        char *end = NULL;
+        long level = strtol(key, &end, 10);
+        if (!*key || *end || level < 1 || level > cfg->priority_levels) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: priority_queue_policy key '%s' must be a level from 1 "
+                              "to priority_levels (%d)",
+                              key, cfg->priority_levels);
+        }
+        char where[64];
+        snprintf(where, sizeof where, "dynamic_batching.priority_queue_policy.%ld.", level);
+        if (!json_is_object(pol)) {
+            return bd_err_set(err, BD_EINVAL, "config.json: '%.*s' must be an object",
+                              (int)strlen(where) - 1, where);
+        }
+        bd_priority_level_t *l = &cfg->levels[level - 1];
+        int64_t qsize = (int64_t)l->max_queue_size;
+        int64_t timeout = (int64_t)l->default_timeout_us;
+        int rc = check_keys(pol, where, allowed, err);
+        if (rc || (rc = get_int(pol, where, "max_queue_size", 1, 1000000, &qsize, err)) ||
+            (rc = get_int(pol, where, "default_timeout_us", 0, 3600000000LL, &timeout, err))) {
+            return rc;
+        }
+        l->max_queue_size = (size_t)qsize;
+        l->default_timeout_us = (uint64_t)timeout;
+    }
+    return 0;
+}
+
 static int parse_batching(json_t *db, bd_model_config_t *cfg, bd_err_t *err)
 {
     if (json_is_false(db)) {
@@ -139,26 +204,174 @@ static int parse_batching(json_t *db, bd_model_config_t *cfg, bd_err_t *err)
         return bd_err_set(err, BD_EINVAL,
                           "config.json: 'dynamic_batching' must be an object or false");
     }
-    static const char *const allowed[] = {"max_queue_delay_us", "max_queue_size", NULL};
-    int rc = check_keys(db, "dynamic_batching.", allowed, err);
-    int64_t delay = (int64_t)cfg->max_queue_delay_us;
+    static const char *const allowed[] = {"max_queue_delay_us",    "max_queue_size",
+                                          "priority_levels",       "default_priority_level",
+                                          "default_timeout_us",    "preferred_batch_sizes",
+                                          "priority_queue_policy", NULL};
+    const char *w = "dynamic_batching.";
+    int rc = check_keys(db, w, allowed, err);
+    if (rc) {
+        return rc;
+    }
+    json_t *delay = json_object_get(db, "max_queue_delay_us");
+    if (json_is_string(delay)) {
+        if (strcmp(json_string_value(delay), "auto") != 0) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'dynamic_batching.max_queue_delay_us' must be an "
+                              "integer or \"auto\"");
+        }
+        cfg->delay_auto = true;
+    } else {
+        int64_t d = (int64_t)cfg->max_queue_delay_us;
+        if ((rc = get_int(db, w, "max_queue_delay_us", 0, 60000000, &d, err))) {
+            return rc;
+        }
+        cfg->max_queue_delay_us = (uint64_t)d;
+    }
     int64_t qsize = (int64_t)cfg->max_queue_size;
-    if (!rc) {
-        rc = get_int(db, "dynamic_batching.", "max_queue_delay_us", 0, 60000000, &delay, err);
+    int64_t levels = 1;
+    int64_t def_level = -1;
+    int64_t timeout = 0;
+    if ((rc = get_int(db, w, "max_queue_size", 1, 1000000, &qsize, err)) ||
+        (rc = get_int(db, w, "priority_levels", 1, BD_MAX_PRIORITY_LEVELS, &levels, err)) ||
+        (rc = get_int(db, w, "default_timeout_us", 0, 3600000000LL, &timeout, err))) {
+        return rc;
     }
-    if (!rc) {
-        rc = get_int(db, "dynamic_batching.", "max_queue_size", 1, 1000000, &qsize, err);
+    def_level = levels;
+    if ((rc = get_int(db, w, "default_priority_level", 1, levels, &def_level, err))) {
+        return rc;
     }
-    cfg->max_queue_delay_us = (uint64_t)delay;
     cfg->max_queue_size = (size_t)qsize;
-    return rc;
+    cfg->priority_levels = (int)levels;
+    cfg->default_priority_level = (int)def_level;
+    for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
+        cfg->levels[i].max_queue_size = cfg->max_queue_size;
+        cfg->levels[i].default_timeout_us = (uint64_t)timeout;
+    }
+    json_t *v = json_object_get(db, "preferred_batch_sizes");
+    if (v) {
+        int64_t sizes[BD_MAX_LIST];
+        size_t n = 0;
+        if ((rc = get_int_list(v, "dynamic_batching.preferred_batch_sizes", 1, 4096, true, sizes,
+                               BD_MAX_LIST, &n, err))) {
+            return rc;
+        }
+        for (size_t i = 0; i < n; i++) {
+            cfg->preferred_batch_sizes[i] = (int)sizes[i];
+        }
+        cfg->n_preferred_batch_sizes = n;
+    }
+    v = json_object_get(db, "priority_queue_policy");
+    return v ? parse_queue_policy(v, cfg, err) : 0;
+}
+
+static int parse_version_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+{
+    const char *msg = "config.json: 'version_policy' must be {\"latest\": N}, {\"all\": {}} or "
+                      "{\"specific\": [versions]}";
+    if (!json_is_object(v) || json_object_size(v) != 1) {
+        return bd_err_set(err, BD_EINVAL, "%s", msg);
+    }
+    json_t *x;
+    if ((x = json_object_get(v, "latest"))) {
+        /* Triton's spelling {"latest": {"num_versions": N}} is accepted too. */
+        json_t *n = json_is_object(x) ? json_object_get(x, "num_versions") : x;
+        if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 64) {
+            return bd_err_set(
+                err, BD_EINVAL,
+                "config.json: 'version_policy.latest' must be an integer from 1 to 64");
+        }
+        cfg->version_policy.kind = BD_VERSIONS_LATEST;
+        cfg->version_policy.latest = (int)json_integer_value(n);
+        return 0;
+    }
+    if ((x = json_object_get(v, "all"))) {
+        if (!json_is_object(x) || json_object_size(x) != 0) {
+            return bd_err_set(err, BD_EINVAL, "config.json: 'version_policy.all' must be {}");
+        }
+        cfg->version_policy.kind = BD_VERSIONS_ALL;
+        return 0;
+    }
+    if ((x = json_object_get(v, "specific"))) {
+        json_t *list = json_is_object(x) ? json_object_get(x, "versions") : x;
+        int64_t vs[BD_MAX_SPECIFIC_VERSIONS];
+        size_t n = 0;
+        int rc = get_int_list(list, "version_policy.specific", 1, INT64_MAX / 2, true, vs,
+                              BD_MAX_SPECIFIC_VERSIONS, &n, err);
+        if (rc) {
+            return rc;
+        }
+        cfg->version_policy.kind = BD_VERSIONS_SPECIFIC;
+        memcpy(cfg->version_policy.versions, vs, n * sizeof vs[0]);
+        cfg->version_policy.n_versions = n;
+        return 0;
+    }
+    return bd_err_set(err, BD_EINVAL, "%s", msg);
+}
+
+static int parse_warmup(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+{
+    static const char *const allowed[] = {"batch_sizes", "count", NULL};
+    if (!json_is_object(v)) {
+        return bd_err_set(err, BD_EINVAL, "config.json: 'warmup' must be an object");
+    }
+    int rc = check_keys(v, "warmup.", allowed, err);
+    int64_t count = 1;
+    int64_t sizes[BD_MAX_LIST];
+    size_t n = 0;
+    json_t *bs = json_object_get(v, "batch_sizes");
+    if (rc || (rc = get_int(v, "warmup.", "count", 1, 1000, &count, err))) {
+        return rc;
+    }
+    if (!bs) {
+        return bd_err_set(err, BD_EINVAL, "config.json: 'warmup.batch_sizes' is required");
+    }
+    if ((rc =
+             get_int_list(bs, "warmup.batch_sizes", 1, 4096, false, sizes, BD_MAX_LIST, &n, err))) {
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cfg->warmup.batch_sizes[i] = (int)sizes[i];
+    }
+    cfg->warmup.n_batch_sizes = n;
+    cfg->warmup.count = (int)count;
+    return 0;
+}
+
+static int parse_breaker(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+{
+    static const char *const allowed[] = {"consecutive_failures", "cooldown_us", NULL};
+    if (!json_is_object(v)) {
+        return bd_err_set(err, BD_EINVAL, "config.json: 'circuit_breaker' must be an object");
+    }
+    int64_t n = cfg->circuit_breaker.consecutive_failures;
+    int64_t cool = (int64_t)cfg->circuit_breaker.cooldown_us;
+    int rc = check_keys(v, "circuit_breaker.", allowed, err);
+    if (rc || (rc = get_int(v, "circuit_breaker.", "consecutive_failures", 0, 1000000, &n, err)) ||
+        (rc = get_int(v, "circuit_breaker.", "cooldown_us", 1000, 3600000000LL, &cool, err))) {
+        return rc;
+    }
+    cfg->circuit_breaker.consecutive_failures = (int)n;
+    cfg->circuit_breaker.cooldown_us = (uint64_t)cool;
+    return 0;
 }
 
 static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
 {
-    static const char *const allowed[] = {
-        "name",    "backend", "max_batch_size", "dynamic_batching", "instances",
-        "threads_per_instance", "inputs", "outputs", "sim", "device", NULL};
+    static const char *const allowed[] = {"name",
+                                          "backend",
+                                          "max_batch_size",
+                                          "dynamic_batching",
+                                          "instances",
+                                          "threads_per_instance",
+                                          "inputs",
+                                          "outputs",
+                                          "sim",
+                                          "device",
+                                          "version_policy",
+                                          "warmup",
+                                          "circuit_breaker",
+                                          NULL};
     if (!json_is_object(root)) {
         return bd_err_set(err, BD_EINVAL, "config.json: the top level must be an object");
     }
@@ -194,6 +407,15 @@ static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
     if ((v = json_object_get(root, "dynamic_batching")) && (rc = parse_batching(v, cfg, err))) {
         return rc;
     }
+    if ((v = json_object_get(root, "version_policy")) && (rc = parse_version_policy(v, cfg, err))) {
+        return rc;
+    }
+    if ((v = json_object_get(root, "warmup")) && (rc = parse_warmup(v, cfg, err))) {
+        return rc;
+    }
+    if ((v = json_object_get(root, "circuit_breaker")) && (rc = parse_breaker(v, cfg, err))) {
+        return rc;
+    }
     if ((v = json_object_get(root, "inputs")) &&
         (rc = parse_io(v, "inputs", &cfg->inputs, &cfg->n_inputs, err))) {
         return rc;
@@ -207,7 +429,7 @@ static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
                           "config.json: give both 'inputs' and 'outputs', or neither");
     }
     if ((v = json_object_get(root, "sim"))) {
-        static const char *const sim_keys[] = {"latency_us", "per_item_us", NULL};
+        static const char *const sim_keys[] = {"latency_us", "per_item_us", "fail_rate", NULL};
         if (!json_is_object(v)) {
             return bd_err_set(err, BD_EINVAL, "config.json: 'sim' must be an object");
         }
@@ -220,6 +442,12 @@ static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
         }
         cfg->sim.latency_us = (uint64_t)lat;
         cfg->sim.per_item_us = (uint64_t)per;
+        json_t *fr = json_object_get(v, "fail_rate");
+        if (fr && (!json_is_number(fr) || json_number_value(fr) < 0 || json_number_value(fr) > 1)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'sim.fail_rate' must be a number from 0 to 1");
+        }
+        cfg->sim.fail_rate = fr ? json_number_value(fr) : 0.0;
     }
     if ((v = json_object_get(root, "device"))) {
         const char *d = json_is_string(v) ? json_string_value(v) : "";
@@ -260,6 +488,16 @@ int bd_config_parse(bd_model_config_t *cfg, const char *json, size_t len, bd_err
     cfg->max_queue_size = 1024;
     cfg->instances = 1;
     cfg->threads_per_instance = 0;
+    cfg->priority_levels = 1;
+    cfg->default_priority_level = 1;
+    for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
+        cfg->levels[i].max_queue_size = cfg->max_queue_size;
+        cfg->levels[i].default_timeout_us = 0;
+    }
+    cfg->version_policy.kind = BD_VERSIONS_LATEST;
+    cfg->version_policy.latest = 1;
+    cfg->circuit_breaker.consecutive_failures = 5;
+    cfg->circuit_breaker.cooldown_us = 2000000;
     int rc = 0;
     if (json) {
         json_error_t jerr;

@@ -79,8 +79,8 @@ static int load_model(bd_model_t *m, const char *model_dir, bd_metrics_t *metric
 {
     int64_t version = latest_version(model_dir);
     if (version <= 0) {
-        return bd_err_set(err, BD_ENOTFOUND,
-                          "no numeric version folder (such as %s/1) was found", model_dir);
+        return bd_err_set(err, BD_ENOTFOUND, "no numeric version folder (such as %s/1) was found",
+                          model_dir);
     }
     snprintf(m->version, sizeof m->version, "%lld", (long long)version);
     m->metrics = bd_metrics_model(metrics, m->name, m->version);
