@@ -35,6 +35,9 @@ enum {
     BD_ETOOBIG = -10,      /* body or tensor over a configured limit (HTTP 400) */
     BD_EIO = -11,          /* file or socket error (HTTP 500) */
     BD_EUNSUPPORTED = -12, /* valid but not implemented here (HTTP 400) */
+    BD_ETIMEOUT = -13,     /* the request's deadline passed while it was queued (HTTP 503) */
+    BD_ECANCELLED = -14,   /* the client went away; nobody reads the answer */
+    BD_EBUSY = -15,        /* the operation cannot happen now (e.g. already running) */
 };
 
 #define BD_ERR_MSG_MAX 512

@@ -77,6 +77,7 @@ static int status_of(int code)
     case BD_EMETHOD:
         return 405;
     case BD_EFULL:
+    case BD_ETIMEOUT:
     case BD_ESHUTDOWN:
     case BD_EUNAVAIL:
         return 503;

@@ -52,6 +52,40 @@ uint64_t bd_metrics_get_items(bd_model_metrics_t *mm);
 uint64_t bd_metrics_get_executions(bd_model_metrics_t *mm);
 int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm);
 
+/* ---- statistics extension (Triton's /v2/models/{m}/stats), from the same counters ----- */
+
+typedef struct {
+    uint64_t count;
+    uint64_t ns; /* cumulative nanoseconds */
+} bd_stat_duration_t;
+
+typedef struct {
+    bd_stat_duration_t success;        /* successful requests, end to end */
+    bd_stat_duration_t fail;           /* failed requests (error, timeout, cancelled, rejected) */
+    bd_stat_duration_t queue;          /* time queued, per executed request */
+    bd_stat_duration_t compute_input;  /* gathering inputs, per executed request */
+    bd_stat_duration_t compute_infer;  /* the backend run, per executed request */
+    bd_stat_duration_t compute_output; /* scattering outputs, per executed request */
+    uint64_t inference_count;          /* rows executed (= items_total) */
+    uint64_t execution_count;          /* batches executed (= executions_total) */
+    uint64_t last_inference_ms;        /* wall clock (ms since the epoch) of the last batch */
+} bd_model_stats_t;
+
+typedef struct {
+    uint64_t batch_size;
+    bd_stat_duration_t compute_input; /* count = batches of this size */
+    bd_stat_duration_t compute_infer;
+    bd_stat_duration_t compute_output;
+} bd_batch_stats_t;
+
+/* One batch of `rows` rows: its gather, run and scatter times in nanoseconds, and the number
+ * of requests in it. Updates executions, items, the batch-size histogram and batch_stats. */
+void bd_metrics_batch_phases(bd_model_metrics_t *mm, size_t rows, size_t requests,
+                             uint64_t input_ns, uint64_t infer_ns, uint64_t output_ns);
+void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out);
+/* Per-batch-size statistics, ascending by batch_size; returns how many were written. */
+size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, size_t cap);
+
 /* Append the Prometheus text exposition (version 0.0.4) of every metric. Families:
  *   batchd_inference_requests_total{model,version,outcome}   counter
  *   batchd_inference_items_total{model,version}               counter

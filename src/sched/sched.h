@@ -84,6 +84,19 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
 
 size_t bd_sched_queue_depth(bd_sched_t *s);
 
+/* Take `req` out of the queue if it is still waiting there: it completes at once with status
+ * BD_ECANCELLED (outcome `cancelled`), its done callback running on the calling thread before
+ * this returns, and it is never executed. Returns 0 then, or BD_EBUSY when the request already
+ * left the queue (its batch is running or done): nothing happens, and its completion arrives
+ * as usual. Any thread; never blocks on a running batch. */
+int bd_sched_cancel(bd_sched_t *s, bd_req_t *req);
+
+/* False while the circuit breaker holds the model unavailable (after
+ * cfg->circuit_breaker.consecutive_failures failed batches in a row, for cooldown_us, then
+ * one probe batch decides); `reason` (may be NULL) then gets one sentence naming the last
+ * backend error. Submits fail with BD_EUNAVAIL meanwhile. Any thread. */
+bool bd_sched_available(bd_sched_t *s, char *reason, size_t cap);
+
 /* Stop accepting: later submits fail with BD_ESHUTDOWN; queued requests still run. */
 void bd_sched_close(bd_sched_t *s);
 

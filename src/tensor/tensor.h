@@ -86,6 +86,7 @@ typedef struct {
     bool binary_default;      /* parameters.binary_data_output: outputs not listed go binary */
     int64_t priority;         /* parameters.priority, 0 when absent */
     uint64_t timeout_us;      /* parameters.timeout, 0 when absent */
+    bool sim_fail;            /* parameters.sim_fail: the sim backend fails this one's batch */
 } bd_infer_req_t;
 
 typedef struct {
