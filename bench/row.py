@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Format one Markdown table row for bench/run.sh.
+
+  row.py http   WRK_JSON MODEL MODE CONCURRENCY EXEC0 EXEC1 ITEMS0 ITEMS1
+  row.py inproc MODEL < ort_inproc's JSON line
+"""
+import json
+import sys
+
+
+def http(path, model, mode, conc, e0, e1, i0, i1):
+    r = json.load(open(path))
+    e0, e1, i0, i1 = (float(x or 0) for x in (e0, e1, i0, i1))
+    rps = r["requests"] / (r["duration_us"] / 1e6)
+    batch = (i1 - i0) / (e1 - e0) if e1 > e0 else 0.0
+    bad = r["non2xx"] + r["socket_errors"]
+    print(f"| {model} | {mode} | {conc} | {rps:,.0f} | {batch:.1f} | "
+          f"{r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {bad} |")
+
+
+def inproc(model):
+    r = json.loads(sys.stdin.read())
+    print(f"| {model} | {r['batch']} | {r['threads']} | {r['calls_per_s']:,.0f} | "
+          f"{r['rows_per_s']:,.0f} | {r['p50_us'] / 1000:.3f} | {r['p99_us'] / 1000:.3f} |")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "http":
+        http(*sys.argv[2:10])
+    else:
+        inproc(sys.argv[2])
