@@ -82,6 +82,12 @@ const char *bd_strerror(int code)
         return "i/o error";
     case BD_EUNSUPPORTED:
         return "unsupported";
+    case BD_ETIMEOUT:
+        return "timed out";
+    case BD_ECANCELLED:
+        return "cancelled";
+    case BD_EBUSY:
+        return "busy";
     default:
         return "unknown error";
     }
