@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Upper bounds (inclusive, as Prometheus' `le`) of the batch size buckets. */
 #define BATCH_BUCKETS 9
@@ -36,6 +37,21 @@ static const char *const dur_le[DUR_BUCKETS] = {
 
 #define MAX_BUCKETS 16
 
+/* Per-batch-size statistics: a fixed array indexed by rows - 1 (no lock, no allocation on
+ * the hot path). Batches larger than MAX_BATCH_STATS rows go to a small table of slots
+ * claimed by compare-and-swap on their size (rare: only models with max_batch_size > 256);
+ * when every slot is taken, such a batch is still counted everywhere except batch_stats. */
+#define MAX_BATCH_STATS 256
+#define MAX_BIG_BATCH_STATS 64
+
+typedef struct {
+    _Atomic uint64_t size; /* big table only: 0 = free slot, else the batch size it holds */
+    _Atomic uint64_t count;
+    _Atomic uint64_t input_ns;
+    _Atomic uint64_t infer_ns;
+    _Atomic uint64_t output_ns;
+} batch_stat_t;
+
 typedef struct {
     _Atomic uint64_t buckets[MAX_BUCKETS + 1]; /* last one: above every bound (+Inf only) */
     _Atomic uint64_t sum;                      /* rows, or microseconds */
@@ -52,6 +68,20 @@ struct bd_model_metrics {
     hist_t queue_dur;
     hist_t compute_dur;
     hist_t request_dur;
+    /* Statistics extension: cumulative nanoseconds (counts come from the histograms and
+     * counters above, so /stats and /metrics agree). */
+    _Atomic uint64_t success_ns;
+    _Atomic uint64_t fail_count;
+    _Atomic uint64_t fail_ns;
+    _Atomic uint64_t queue_ns;
+    _Atomic uint64_t exec_requests; /* requests in successfully executed batches */
+    _Atomic uint64_t input_ns;      /* per request: its batch's gather time */
+    _Atomic uint64_t infer_ns;
+    _Atomic uint64_t output_ns;
+    _Atomic uint64_t last_inference_ms;
+    _Atomic uint64_t success_count;
+    batch_stat_t bstats[MAX_BATCH_STATS]; /* index = rows - 1 */
+    batch_stat_t big[MAX_BIG_BATCH_STATS];
     bd_model_metrics_t *next; /* under the registry's mu */
 };
 
@@ -176,6 +206,137 @@ void bd_metrics_request_durations(bd_model_metrics_t *mm, uint64_t queue_us, uin
     hist_observe(&mm->queue_dur, dur_bounds_us, DUR_BUCKETS, queue_us);
     hist_observe(&mm->compute_dur, dur_bounds_us, DUR_BUCKETS, compute_us);
     hist_observe(&mm->request_dur, dur_bounds_us, DUR_BUCKETS, total_us);
+    add_u64(&mm->success_count, 1);
+    add_u64(&mm->success_ns, total_us * 1000u);
+    add_u64(&mm->queue_ns, queue_us * 1000u);
+}
+
+void bd_metrics_request_fail_duration(bd_model_metrics_t *mm, uint64_t total_us)
+{
+    if (!mm) {
+        return;
+    }
+    add_u64(&mm->fail_count, 1);
+    add_u64(&mm->fail_ns, total_us * 1000u);
+}
+
+/* The batch_stats slot for `rows`, or NULL when the big table is full. */
+static batch_stat_t *batch_slot(bd_model_metrics_t *mm, size_t rows)
+{
+    if (rows >= 1 && rows <= MAX_BATCH_STATS) {
+        return &mm->bstats[rows - 1];
+    }
+    for (int i = 0; i < MAX_BIG_BATCH_STATS; i++) {
+        batch_stat_t *b = &mm->big[i];
+        uint64_t have = atomic_load_explicit(&b->size, memory_order_acquire);
+        if (have == rows) {
+            return b;
+        }
+        if (have == 0) {
+            uint64_t expect = 0;
+            if (atomic_compare_exchange_strong(&b->size, &expect, (uint64_t)rows) ||
+                expect == rows) {
+                return b;
+            }
+        }
+    }
+    return NULL;
+}
+
+void bd_metrics_batch_phases(bd_model_metrics_t *mm, size_t rows, size_t requests,
+                             uint64_t input_ns, uint64_t infer_ns, uint64_t output_ns)
+{
+    if (!mm) {
+        return;
+    }
+    bd_metrics_batch(mm, rows);
+    /* Triton's per-request compute durations: every request of a batch is charged the
+     * whole batch's phase times. */
+    add_u64(&mm->exec_requests, requests);
+    add_u64(&mm->input_ns, input_ns * requests);
+    add_u64(&mm->infer_ns, infer_ns * requests);
+    add_u64(&mm->output_ns, output_ns * requests);
+    batch_stat_t *b = batch_slot(mm, rows);
+    if (b) {
+        add_u64(&b->count, 1);
+        add_u64(&b->input_ns, input_ns);
+        add_u64(&b->infer_ns, infer_ns);
+        add_u64(&b->output_ns, output_ns);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    atomic_store_explicit(&mm->last_inference_ms, ms, memory_order_relaxed);
+}
+
+void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!mm) {
+        return;
+    }
+    out->success.count = load_u64(&mm->success_count);
+    out->success.ns = load_u64(&mm->success_ns);
+    /* Rejected requests never queued: they count as failures that took no time. */
+    out->fail.count = load_u64(&mm->fail_count) + load_u64(&mm->requests[BD_OUTCOME_REJECTED]);
+    out->fail.ns = load_u64(&mm->fail_ns);
+    out->queue.count = out->success.count;
+    out->queue.ns = load_u64(&mm->queue_ns);
+    uint64_t execd = load_u64(&mm->exec_requests);
+    out->compute_input.count = execd;
+    out->compute_input.ns = load_u64(&mm->input_ns);
+    out->compute_infer.count = execd;
+    out->compute_infer.ns = load_u64(&mm->infer_ns);
+    out->compute_output.count = execd;
+    out->compute_output.ns = load_u64(&mm->output_ns);
+    out->inference_count = load_u64(&mm->items);
+    out->execution_count = load_u64(&mm->executions);
+    out->last_inference_ms = load_u64(&mm->last_inference_ms);
+}
+
+static void put_batch_stat(bd_batch_stats_t *o, uint64_t size, batch_stat_t *b)
+{
+    uint64_t n = load_u64(&b->count);
+    o->batch_size = size;
+    o->compute_input.count = n;
+    o->compute_input.ns = load_u64(&b->input_ns);
+    o->compute_infer.count = n;
+    o->compute_infer.ns = load_u64(&b->infer_ns);
+    o->compute_output.count = n;
+    o->compute_output.ns = load_u64(&b->output_ns);
+}
+
+size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, size_t cap)
+{
+    if (!mm || !out) {
+        return 0;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < MAX_BATCH_STATS && n < cap; i++) {
+        if (load_u64(&mm->bstats[i].count) > 0) {
+            put_batch_stat(&out[n++], i + 1, &mm->bstats[i]);
+        }
+    }
+    /* The big table in ascending size order: repeatedly take the smallest size above the
+     * last one written (at most 64 slots, read only by the statistics endpoint). */
+    uint64_t last = MAX_BATCH_STATS;
+    while (n < cap) {
+        int best = -1;
+        uint64_t best_size = UINT64_MAX;
+        for (int i = 0; i < MAX_BIG_BATCH_STATS; i++) {
+            uint64_t sz = atomic_load_explicit(&mm->big[i].size, memory_order_acquire);
+            if (sz > last && sz < best_size && load_u64(&mm->big[i].count) > 0) {
+                best = i;
+                best_size = sz;
+            }
+        }
+        if (best < 0) {
+            break;
+        }
+        put_batch_stat(&out[n++], best_size, &mm->big[best]);
+        last = best_size;
+    }
+    return n;
 }
 
 void bd_metrics_batch(bd_model_metrics_t *mm, size_t rows)

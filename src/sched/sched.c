@@ -738,6 +738,50 @@ size_t bd_sched_queue_depth(bd_sched_t *s)
     return n;
 }
 
+int bd_sched_cancel(bd_sched_t *s, bd_req_t *req)
+{
+    if (!s || !req) {
+        return BD_EINVAL;
+    }
+    pthread_mutex_lock(&s->mu);
+    bd_req_t **pp = &s->head;
+    bd_req_t *prev = NULL;
+    while (*pp && *pp != req) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp) {
+        pthread_mutex_unlock(&s->mu);
+        return BD_EBUSY;
+    }
+    *pp = req->next;
+    if (s->tail == req) {
+        s->tail = prev;
+    }
+    req->next = NULL;
+    s->depth--;
+    bd_metrics_queue_depth_add(s->metrics, -1);
+    pthread_mutex_unlock(&s->mu);
+    uint64_t now = bd_clock_now(&s->clock);
+    req->status = BD_ECANCELLED;
+    bd_err_set(&req->err, BD_ECANCELLED, "the request was cancelled while queued");
+    bd_metrics_request(s->metrics, BD_OUTCOME_CANCELLED);
+    bd_metrics_request_fail_duration(s->metrics, now - req->arrival_us);
+    if (req->done) {
+        req->done(req, req->done_ctx);
+    }
+    return 0;
+}
+
+bool bd_sched_available(bd_sched_t *s, char *reason, size_t cap)
+{
+    (void)s;
+    if (reason && cap > 0) {
+        reason[0] = '\0';
+    }
+    return true;
+}
+
 void bd_sched_close(bd_sched_t *s)
 {
     pthread_mutex_lock(&s->mu);
