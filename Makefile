@@ -11,7 +11,11 @@
 #   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
 #   make test        setup, build, test-models, unit, e2e, asan (in that order)
 #   make bench       bench/run.sh
-#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (distclean: also third_party/)
+#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (dist# The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
+valgrind: build demo
+	bash tests/valgrind.sh $(BUILD)/batchd $(DEMO)
+
+clean: also third_party/)
 
 # Debian's python: the pyenv python3 earlier on PATH lacks numpy, sklearn, onnx and pytest.
 PYTHON     ?= /usr/bin/python3
@@ -29,7 +33,7 @@ PORT       ?= 8000
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
 .PHONY: setup build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
-        bench clean distclean
+        bench valgrind clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
 # ASan's own `suppressions=` would reject the file's `leak:` lines.
