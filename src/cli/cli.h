@@ -4,5 +4,6 @@
 
 int bd_cli_serve(int argc, char **argv);
 int bd_cli_version(int argc, char **argv);
+int bd_cli_bench(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: batchd <command> [flags]\n\n"
                "commands:\n"
                "  serve     serve a model repository over HTTP (KServe v2)\n"
+               "  bench     load-test a KServe v2 server: concurrency sweeps or request rates\n"
                "  version   print batchd's and ONNX Runtime's versions\n\n"
                "`batchd serve --help` lists the server's flags.\n");
 }
@@ -42,6 +43,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "serve") == 0) {
         return bd_cli_serve(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "bench") == 0) {
+        return bd_cli_bench(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         return bd_cli_version(argc - 1, argv + 1);

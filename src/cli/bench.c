@@ -1,0 +1,473 @@
+/* bench.c: `batchd bench`, the load generator's command line. One table drives the flags, their
+ * defaults and --help. It reads the model's metadata, builds the request once, runs each
+ * level (closed-loop concurrency or open-loop rate) with a progress line on stderr, then
+ * prints the table on stdout and writes the --json, --csv and --plot files.
+ * Main thread only. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "loadgen/loadgen.h"
+
+#define MAX_LEVELS 256
+#define MAX_MULTI 32
+
+typedef struct {
+    const char *url, *model, *version;
+    const char *concurrency, *rate, *distribution;
+    uint64_t duration_us, warmup_us, window_us, max_duration_us, timeout_us, max_send_lag_us;
+    int64_t requests, batch, stable_windows, max_connections, seed;
+    double stable_pct;
+    bool binary, quiet;
+    const char *data, *json, *csv, *plot, *title;
+    const char *shapes[MAX_MULTI];
+    size_t n_shapes;
+    const char *files[MAX_MULTI];
+    size_t n_files;
+} bench_opts_t;
+
+typedef enum { O_STR, O_INT, O_DUR, O_NUM, O_FLAG, O_MULTI } okind_t;
+
+typedef struct {
+    const char *flag;
+    okind_t kind;
+    size_t offset;
+    const char *def;
+    double min, max;
+    const char *help;
+} bopt_t;
+
+#define OFF(f) offsetof(bench_opts_t, f)
+static const bopt_t bopts[] = {
+    {"--url", O_STR, OFF(url), NULL, 0, 0, "server, http://HOST:PORT[/prefix]; required"},
+    {"--model", O_STR, OFF(model), NULL, 0, 0, "model name; required"},
+    {"--model-version", O_STR, OFF(version), NULL, 0, 0, "model version (default: the server's)"},
+    {"--concurrency", O_STR, OFF(concurrency), NULL, 0, 0,
+     "closed loop: comma list of requests kept outstanding, e.g. 1,5,10,25,50 (default 1)"},
+    {"--rate", O_STR, OFF(rate), NULL, 0, 0,
+     "open loop: comma list of request rates per second, e.g. 50,100,200"},
+    {"--distribution", O_STR, OFF(distribution), "constant", 0, 0,
+     "open-loop send times: constant or poisson"},
+    {"--duration", O_DUR, OFF(duration_us), "10s", 0.001, 86400,
+     "measured time per level (10s, 500ms, 2m)"},
+    {"--requests", O_INT, OFF(requests), "0", 0, 1e12,
+     "measure this many requests per level instead of --duration"},
+    {"--warmup", O_DUR, OFF(warmup_us), "1s", 0, 3600, "unmeasured time before each level"},
+    {"--window", O_DUR, OFF(window_us), "0", 0, 3600,
+     "measurement window for the stability rule (default duration/5, 1s with --requests)"},
+    {"--stable-windows", O_INT, OFF(stable_windows), "3", 1, 100,
+     "a level is stable when its last this many windows ..."},
+    {"--stable-pct", O_NUM, OFF(stable_pct), "10", 0.001, 1000,
+     "... are each within this % of their mean throughput"},
+    {"--max-duration", O_DUR, OFF(max_duration_us), "0", 0, 86400,
+     "keep measuring an unstable level, window by window, up to this long (default: no)"},
+    {"--timeout", O_DUR, OFF(timeout_us), "10s", 0.001, 3600, "per-request timeout"},
+    {"--max-connections", O_INT, OFF(max_connections), "1024", 1, 100000,
+     "open loop: most connections opened"},
+    {"--max-send-lag", O_DUR, OFF(max_send_lag_us), "1ms", 0.000001, 3600,
+     "open loop: flag the generator as fallen behind when its p99 send lag is above this"},
+    {"--batch", O_INT, OFF(batch), "1", 1, 1 << 20, "rows per request (the batch dim)"},
+    {"--binary", O_FLAG, OFF(binary), NULL, 0, 0,
+     "binary tensors (Triton's extension) for inputs and outputs instead of JSON"},
+    {"--data", O_STR, OFF(data), "zero", 0, 0, "input values: zero or random"},
+    {"--data-file", O_MULTI, OFF(files), NULL, 0, 0,
+     "[INPUT=]PATH raw little-endian bytes of one row or the whole batch (repeatable)"},
+    {"--shape", O_MULTI, OFF(shapes), NULL, 0, 0,
+     "[INPUT:]D1,D2,... dims of an input with variable dims, batch dim excluded (repeatable)"},
+    {"--seed", O_INT, OFF(seed), "1", 0, 9e15, "seed for random data and Poisson send times"},
+    {"--json", O_STR, OFF(json), NULL, 0, 0, "write the results and configuration as JSON"},
+    {"--csv", O_STR, OFF(csv), NULL, 0, 0, "write one CSV row per level"},
+    {"--plot", O_STR, OFF(plot), NULL, 0, 0, "write an SVG plot of throughput and latency"},
+    {"--title", O_STR, OFF(title), NULL, 0, 0, "plot title (default: model and URL)"},
+    {"--quiet", O_FLAG, OFF(quiet), NULL, 0, 0, "no progress lines"},
+};
+#define N_BOPTS (sizeof bopts / sizeof bopts[0])
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: batchd bench --url http://HOST:PORT --model M [--concurrency LIST | --rate "
+               "LIST]\n       [--duration 10s | --requests N] [--batch B] [--binary] [--json "
+               "FILE] [--csv FILE] [--plot FILE.svg]\n\nflags:\n");
+    for (size_t i = 0; i < N_BOPTS; i++) {
+        fprintf(f, "  %-18s %s%s%s%s\n", bopts[i].flag, bopts[i].help,
+                bopts[i].def ? " (default " : "", bopts[i].def ? bopts[i].def : "",
+                bopts[i].def ? ")" : "");
+    }
+}
+
+/* "10s", "250ms", "100us", "2m", "1.5" (seconds) -> microseconds. */
+static int parse_duration(const char *s, double *seconds)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0) {
+        return -1;
+    }
+    double mul = 1;
+    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0) {
+        mul = 1;
+    } else if (strcmp(end, "ms") == 0) {
+        mul = 1e-3;
+    } else if (strcmp(end, "us") == 0) {
+        mul = 1e-6;
+    } else if (strcmp(end, "m") == 0) {
+        mul = 60;
+    } else {
+        return -1;
+    }
+    *seconds = v * mul;
+    return 0;
+}
+
+static int set_bopt(bench_opts_t *o, const bopt_t *d, const char *val)
+{
+    char *field = (char *)o + d->offset;
+    char *end = NULL;
+    double v = 0;
+    switch (d->kind) {
+    case O_STR:
+        *(const char **)field = val;
+        return 0;
+    case O_MULTI: {
+        size_t *n = d->offset == OFF(files) ? &o->n_files : &o->n_shapes;
+        if (*n >= MAX_MULTI) {
+            fprintf(stderr, "batchd bench: %s may be given at most %d times\n", d->flag,
+                    MAX_MULTI);
+            return -1;
+        }
+        ((const char **)field)[(*n)++] = val;
+        return 0;
+    }
+    case O_DUR:
+        if (parse_duration(val, &v) != 0 || (v != 0 && (v < d->min || v > d->max))) {
+            fprintf(stderr,
+                    "batchd bench: %s must be a duration like 10s, 500ms or 2m from %gs to %gs, "
+                    "got '%s'\n",
+                    d->flag, d->min, d->max, val);
+            return -1;
+        }
+        *(uint64_t *)field = (uint64_t)llround(v * 1e6);
+        return 0;
+    case O_INT:
+    case O_NUM:
+        errno = 0;
+        v = strtod(val, &end);
+        if (errno || !*val || *end || v < d->min || v > d->max ||
+            (d->kind == O_INT && v != floor(v))) {
+            fprintf(stderr, "batchd bench: %s must be %s from %g to %g, got '%s'\n", d->flag,
+                    d->kind == O_INT ? "an integer" : "a number", d->min, d->max, val);
+            return -1;
+        }
+        if (d->kind == O_INT) {
+            *(int64_t *)field = (int64_t)v;
+        } else {
+            *(double *)field = v;
+        }
+        return 0;
+    case O_FLAG:
+        *(bool *)field = true;
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_bench_opts(int argc, char **argv, bench_opts_t *o)
+{
+    for (size_t i = 0; i < N_BOPTS; i++) {
+        if (bopts[i].def && set_bopt(o, &bopts[i], bopts[i].def) != 0) {
+            return -1;
+        }
+    }
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+            bench_usage(stdout);
+            exit(0);
+        }
+        const bopt_t *d = NULL;
+        const char *val = NULL;
+        for (size_t i = 0; i < N_BOPTS && !d; i++) {
+            size_t n = strlen(bopts[i].flag);
+            if (strncmp(argv[a], bopts[i].flag, n) == 0 &&
+                (argv[a][n] == '\0' || (argv[a][n] == '=' && bopts[i].kind != O_FLAG))) {
+                d = &bopts[i];
+                val = argv[a][n] == '=' ? argv[a] + n + 1 : NULL;
+            }
+        }
+        if (!d) {
+            fprintf(stderr, "batchd bench: unknown flag '%s' (see --help)\n", argv[a]);
+            return -1;
+        }
+        if (!val && d->kind != O_FLAG) {
+            if (a + 1 >= argc) {
+                fprintf(stderr, "batchd bench: %s needs a value\n", d->flag);
+                return -1;
+            }
+            val = argv[++a];
+        }
+        if (set_bopt(o, d, val) != 0) {
+            return -1;
+        }
+    }
+    if (!o->url || !o->model) {
+        fprintf(stderr, "batchd bench: --url and --model are required (see --help)\n");
+        return -1;
+    }
+    if (o->concurrency && o->rate) {
+        fprintf(stderr, "batchd bench: give --concurrency or --rate, not both\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* "1,5,10" -> levels; integers only for concurrency. */
+static int parse_levels(const char *s, bool integers, double *out, size_t *n)
+{
+    const char *p = s;
+    *n = 0;
+    while (*p) {
+        char *end = NULL;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || !(v > 0) || !isfinite(v) || (integers && v != floor(v)) ||
+            (*end && *end != ',') || *n >= MAX_LEVELS) {
+            fprintf(stderr,
+                    "batchd bench: %s must be a comma list of up to %d %s above 0, got '%s'\n",
+                    integers ? "--concurrency" : "--rate", MAX_LEVELS,
+                    integers ? "integers" : "numbers", s);
+            return -1;
+        }
+        out[(*n)++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (*n == 0) {
+        fprintf(stderr, "batchd bench: %s needs at least one value\n",
+                integers ? "--concurrency" : "--rate");
+        return -1;
+    }
+    return 0;
+}
+
+/* "[NAME:]D1,D2" -> shape option. The last ':' splits (names may not contain one). */
+static int parse_shape(const char *s, bd_lg_shape_opt_t *so, char *name, size_t cap)
+{
+    const char *colon = strrchr(s, ':');
+    const char *dims = colon ? colon + 1 : s;
+    so->name = NULL;
+    if (colon) {
+        size_t n = (size_t)(colon - s);
+        if (n == 0 || n >= cap) {
+            return -1;
+        }
+        memcpy(name, s, n);
+        name[n] = '\0';
+        so->name = name;
+    }
+    so->shape.ndim = 0;
+    const char *p = dims;
+    while (*p) {
+        char *end = NULL;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 0 || (*end && *end != ',') || so->shape.ndim >= BD_MAX_DIMS) {
+            return -1;
+        }
+        so->shape.dims[so->shape.ndim++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static int write_file(const char *path, const bd_buf_t *b)
+{
+    if (b->failed) {
+        fprintf(stderr, "batchd bench: out of memory writing %s\n", path);
+        return -1;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f || fwrite(b->data, 1, b->len, f) != b->len || fclose(f) != 0) {
+        fprintf(stderr, "batchd bench: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int bd_cli_bench(int argc, char **argv)
+{
+    static bench_opts_t o;
+    memset(&o, 0, sizeof o);
+    if (parse_bench_opts(argc, argv, &o) != 0) {
+        return 2;
+    }
+    static double levels[MAX_LEVELS];
+    size_t n_levels = 0;
+    bool open = o.rate != NULL;
+    if (parse_levels(open ? o.rate : (o.concurrency ? o.concurrency : "1"), !open, levels,
+                     &n_levels) != 0) {
+        return 2;
+    }
+    bd_lg_run_opts_t ro = {
+        .mode = open ? BD_LG_OPEN : BD_LG_CLOSED,
+        .warmup_us = o.warmup_us,
+        .duration_us = o.duration_us,
+        .max_duration_us = o.max_duration_us,
+        .requests = (uint64_t)o.requests,
+        .window_us = o.window_us,
+        .stable_windows = (int)o.stable_windows,
+        .stable_pct = o.stable_pct,
+        .timeout_us = o.timeout_us,
+        .max_connections = (int)o.max_connections,
+        .max_send_lag_us = o.max_send_lag_us,
+        .seed = (uint64_t)o.seed,
+        .quiet = o.quiet,
+    };
+    if (ro.window_us == 0) { /* the default, stated so that the JSON echoes what ran */
+        ro.window_us = ro.requests ? 1000000 : ro.duration_us / 5;
+    }
+    if (strcmp(o.distribution, "poisson") == 0) {
+        ro.distribution = BD_LG_POISSON;
+    } else if (strcmp(o.distribution, "constant") != 0) {
+        fprintf(stderr, "batchd bench: --distribution must be constant or poisson, got '%s'\n",
+                o.distribution);
+        return 2;
+    }
+    bd_lg_request_opts_t rq = {.batch = o.batch, .binary = o.binary, .seed = (uint64_t)o.seed};
+    if (strcmp(o.data, "random") == 0) {
+        rq.data = BD_LG_DATA_RANDOM;
+    } else if (strcmp(o.data, "zero") != 0) {
+        fprintf(stderr, "batchd bench: --data must be zero or random, got '%s' (files: "
+                        "--data-file)\n",
+                o.data);
+        return 2;
+    }
+    static bd_lg_shape_opt_t shapes[MAX_MULTI];
+    static char shape_names[MAX_MULTI][128];
+    for (size_t i = 0; i < o.n_shapes; i++) {
+        if (parse_shape(o.shapes[i], &shapes[i], shape_names[i], sizeof shape_names[i]) != 0) {
+            fprintf(stderr, "batchd bench: --shape must be [INPUT:]D1,D2,... with dims >= 0, "
+                            "got '%s'\n",
+                    o.shapes[i]);
+            return 2;
+        }
+    }
+    static bd_lg_file_opt_t files[MAX_MULTI];
+    static char file_names[MAX_MULTI][128];
+    for (size_t i = 0; i < o.n_files; i++) {
+        const char *eq = strchr(o.files[i], '=');
+        files[i].path = eq ? eq + 1 : o.files[i];
+        if (eq) {
+            size_t n = (size_t)(eq - o.files[i]);
+            if (n == 0 || n >= sizeof file_names[i] || !eq[1]) {
+                fprintf(stderr, "batchd bench: --data-file must be [INPUT=]PATH, got '%s'\n",
+                        o.files[i]);
+                return 2;
+            }
+            memcpy(file_names[i], o.files[i], n);
+            file_names[i][n] = '\0';
+            files[i].name = file_names[i];
+        }
+    }
+    rq.shapes = shapes;
+    rq.n_shapes = o.n_shapes;
+    rq.files = files;
+    rq.n_files = o.n_files;
+
+    signal(SIGPIPE, SIG_IGN);
+    static bd_lg_target_t t;
+    memset(&t, 0, sizeof t);
+    bd_err_t err = {0};
+    if (bd_lg_parse_url(o.url, &t, &err) != 0) {
+        fprintf(stderr, "batchd bench: %s\n", err.msg);
+        return 2;
+    }
+    if (strlen(o.model) >= sizeof t.model || (o.version && strlen(o.version) >= sizeof t.version)) {
+        fprintf(stderr, "batchd bench: --model or --model-version is too long\n");
+        return 2;
+    }
+    strcpy(t.model, o.model);
+    if (o.version) {
+        strcpy(t.version, o.version);
+    }
+    size_t meta_len = 0;
+    char *meta = bd_lg_fetch_metadata(&t, o.timeout_us, &meta_len, &err);
+    if (!meta) {
+        fprintf(stderr, "batchd bench: cannot read model '%s' metadata: %s\n", o.model, err.msg);
+        return 1;
+    }
+    int rc = bd_lg_build_request(&t, meta, meta_len, &rq, &err);
+    free(meta);
+    if (rc != 0) {
+        fprintf(stderr, "batchd bench: %s\n", err.msg);
+        bd_lg_target_dispose(&t);
+        return 2;
+    }
+    if (!o.quiet) {
+        fprintf(stderr, "bench: model=%s url=%s mode=%s levels=%zu batch=%lld tensors=%s "
+                        "request_bytes=%zu\n",
+                o.model, o.url, open ? "open" : "closed", n_levels, (long long)o.batch,
+                o.binary ? "binary" : "json", t.request_len);
+    }
+    bd_lg_result_t *results = calloc(n_levels, sizeof *results);
+    if (!results) {
+        fprintf(stderr, "batchd bench: out of memory\n");
+        bd_lg_target_dispose(&t);
+        return 1;
+    }
+    size_t done = 0;
+    rc = 0;
+    for (size_t i = 0; i < n_levels; i++) {
+        if (bd_lg_run_level(&t, &ro, levels[i], &results[i], &err) != 0) {
+            fprintf(stderr, "batchd bench: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        done++;
+        if (!o.quiet) {
+            bd_buf_t line;
+            bd_buf_init(&line);
+            bd_lg_progress_line(&line, &results[i]);
+            fprintf(stderr, "%s\n", line.data ? line.data : "");
+            bd_buf_dispose(&line);
+        }
+    }
+    bd_lg_write_table(stdout, results, done);
+    fflush(stdout);
+
+    bd_lg_config_t cfg = {.url = o.url, .target = &t, .run = &ro, .request = &rq,
+                          .data_name = o.n_files ? "file" : o.data};
+    if (o.json) {
+        bd_buf_t b;
+        bd_buf_init(&b);
+        bd_lg_json(&b, &cfg, results, done);
+        rc |= write_file(o.json, &b) ? 1 : 0;
+        bd_buf_dispose(&b);
+    }
+    if (o.csv) {
+        bd_buf_t b;
+        bd_buf_init(&b);
+        bd_lg_csv(&b, results, done);
+        rc |= write_file(o.csv, &b) ? 1 : 0;
+        bd_buf_dispose(&b);
+    }
+    if (o.plot) {
+        char title[512];
+        if (o.title) {
+            snprintf(title, sizeof title, "%s", o.title);
+        } else {
+            snprintf(title, sizeof title, "batchd bench: %s at %s (%s, batch %lld)", o.model,
+                     o.url, o.binary ? "binary" : "JSON", (long long)o.batch);
+        }
+        bd_buf_t b;
+        bd_buf_init(&b);
+        bd_lg_svg(&b, title, results, done);
+        rc |= write_file(o.plot, &b) ? 1 : 0;
+        bd_buf_dispose(&b);
+    }
+    free(results);
+    bd_lg_target_dispose(&t);
+    return rc;
+}

@@ -1,0 +1,586 @@
+/* client.c: the HTTP/1.1 client pieces of the load generator: URL parsing, a streaming reply
+ * parser (Content-Length, chunked, or delimited by close; head split across any number of
+ * reads), a blocking GET for the model metadata, and the random numbers and open-loop
+ * schedule.
+ *
+ * The parser copies nothing in the common case (the whole head arrives in one read): it
+ * parses the head in place and only counts body bytes unless the caller asked for them.
+ *
+ * Threads: pure functions over caller-owned state; a parser belongs to one connection. */
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "loadgen/loadgen_internal.h"
+
+/* ---- random numbers -------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void bd_lg_rng_seed(bd_lg_rng_t *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) {
+        r->s[i] = splitmix64(&seed);
+    }
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t bd_lg_rng_next(bd_lg_rng_t *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double bd_lg_rng_unit(bd_lg_rng_t *r)
+{
+    return (double)(bd_lg_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+/* ---- schedule -------------------------------------------------------------------------- */
+
+void bd_lg_sched_init(bd_lg_sched_t *s, bd_lg_dist_t dist, double rate, uint64_t seed)
+{
+    memset(s, 0, sizeof *s);
+    s->dist = dist;
+    s->rate = rate;
+    bd_lg_rng_seed(&s->rng, seed);
+}
+
+uint64_t bd_lg_sched_next(bd_lg_sched_t *s)
+{
+    if (s->dist == BD_LG_CONSTANT) {
+        double t = (double)s->k * 1e6 / s->rate;
+        s->k++;
+        return (uint64_t)t;
+    }
+    /* The first request goes at 0 like the constant schedule; then exponential gaps.
+     * 1 - u is in (0, 1], so the log is finite. */
+    if (s->k > 0) {
+        s->t_us += -log(1.0 - bd_lg_rng_unit(&s->rng)) * 1e6 / s->rate;
+    }
+    s->k++;
+    return (uint64_t)s->t_us;
+}
+
+/* ---- URL ------------------------------------------------------------------------------- */
+
+int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
+{
+    static const char scheme[] = "http://";
+    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+        return bd_err_set(err, BD_EINVAL,
+                          "--url must start with http:// (https is not supported), got '%s'",
+                          url);
+    }
+    const char *p = url + sizeof scheme - 1;
+    const char *host_end;
+    const char *host = p;
+    if (*p == '[') { /* [IPv6]:port */
+        host = p + 1;
+        host_end = strchr(host, ']');
+        if (!host_end) {
+            return bd_err_set(err, BD_EINVAL, "--url '%s' has '[' without ']'", url);
+        }
+        p = host_end + 1;
+    } else {
+        host_end = p + strcspn(p, ":/");
+        p = host_end;
+    }
+    size_t hlen = (size_t)(host_end - host);
+    if (hlen == 0 || hlen >= sizeof t->host) {
+        return bd_err_set(err, BD_EINVAL, "--url '%s' needs a host name of 1 to %zu characters",
+                          url, sizeof t->host - 1);
+    }
+    memcpy(t->host, host, hlen);
+    t->host[hlen] = '\0';
+    strcpy(t->port, "80");
+    if (*p == ':') {
+        p++;
+        size_t plen = strspn(p, "0123456789");
+        long port = plen > 0 && plen < 6 ? strtol(p, NULL, 10) : -1;
+        if (port < 1 || port > 65535 || (p[plen] != '\0' && p[plen] != '/')) {
+            return bd_err_set(err, BD_EINVAL, "--url '%s' needs a port from 1 to 65535", url);
+        }
+        snprintf(t->port, sizeof t->port, "%ld", port);
+        p += plen;
+    }
+    size_t rest = strlen(p);
+    while (rest > 0 && p[rest - 1] == '/') {
+        rest--;
+    }
+    if (rest >= sizeof t->prefix) {
+        return bd_err_set(err, BD_EINVAL, "--url '%s' has a path longer than %zu characters",
+                          url, sizeof t->prefix - 1);
+    }
+    memcpy(t->prefix, p, rest);
+    t->prefix[rest] = '\0';
+    return 0;
+}
+
+/* ---- reply parser ---------------------------------------------------------------------- */
+
+enum {
+    ST_HEAD = 0,
+    ST_BODY_LEN,
+    ST_BODY_EOF,
+    ST_CHUNK_SIZE,
+    ST_CHUNK_EXT,
+    ST_CHUNK_DATA,
+    ST_CHUNK_CR,
+    ST_CHUNK_LF,
+    ST_TRAILER,
+    ST_DONE,
+};
+
+void bd_lg_http_init(bd_lg_http_t *p, bd_buf_t *body)
+{
+    memset(p, 0, sizeof *p);
+    bd_buf_init(&p->head);
+    p->body = body;
+}
+
+void bd_lg_http_reset(bd_lg_http_t *p)
+{
+    bd_buf_t head = p->head;
+    bd_buf_t *body = p->body;
+    memset(p, 0, sizeof *p);
+    bd_buf_reset(&head);
+    p->head = head;
+    p->body = body;
+}
+
+void bd_lg_http_dispose(bd_lg_http_t *p)
+{
+    bd_buf_dispose(&p->head);
+}
+
+static int fail(bd_lg_http_t *p, const char *why)
+{
+    p->error = why;
+    return BD_LG_HTTP_ERROR;
+}
+
+static bool header_is(const char *line, size_t len, const char *name, const char **val,
+                      size_t *vlen)
+{
+    size_t n = strlen(name);
+    if (len <= n || line[n] != ':' || strncasecmp(line, name, n) != 0) {
+        return false;
+    }
+    const char *v = line + n + 1;
+    const char *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t')) {
+        v++;
+    }
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) {
+        end--;
+    }
+    *val = v;
+    *vlen = (size_t)(end - v);
+    return true;
+}
+
+static bool has_token(const char *v, size_t n, const char *token)
+{
+    size_t tn = strlen(token);
+    for (size_t i = 0; i + tn <= n; i++) {
+        if (strncasecmp(v + i, token, tn) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Parse a complete head (status line + headers, ending with the empty line). */
+static int parse_head(bd_lg_http_t *p, const char *h, size_t len)
+{
+    if (len < 12 || memcmp(h, "HTTP/1.", 7) != 0 || (h[7] != '0' && h[7] != '1') ||
+        h[8] != ' ' || h[9] < '1' || h[9] > '5' || h[10] < '0' || h[10] > '9' ||
+        h[11] < '0' || h[11] > '9') {
+        return fail(p, "the reply does not start with an HTTP/1.x status line");
+    }
+    bool http11 = h[7] == '1';
+    p->status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
+    p->keep_alive = http11;
+    bool have_len = false, chunked = false;
+    uint64_t clen = 0;
+    const char *line = memchr(h, '\n', len);
+    const char *end = h + len;
+    while (line && line + 1 < end) {
+        line++;
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t llen = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        const char *v;
+        size_t vlen;
+        if (header_is(line, llen, "content-length", &v, &vlen)) {
+            if (vlen == 0 || vlen > 18 || strspn(v, "0123456789") < vlen) {
+                return fail(p, "the reply's Content-Length is not a number");
+            }
+            uint64_t n = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                n = n * 10 + (uint64_t)(v[i] - '0');
+            }
+            if (have_len && n != clen) {
+                return fail(p, "the reply has two different Content-Length headers");
+            }
+            have_len = true;
+            clen = n;
+        } else if (header_is(line, llen, "transfer-encoding", &v, &vlen)) {
+            chunked = has_token(v, vlen, "chunked");
+        } else if (header_is(line, llen, "connection", &v, &vlen)) {
+            if (has_token(v, vlen, "close")) {
+                p->keep_alive = false;
+            } else if (has_token(v, vlen, "keep-alive")) {
+                p->keep_alive = true;
+            }
+        }
+        line = nl;
+    }
+    if (p->status < 200 || p->status == 204 || p->status == 304) {
+        p->state = p->status < 200 ? ST_HEAD : ST_DONE;
+        return 0;
+    }
+    if (chunked) {
+        p->state = ST_CHUNK_SIZE;
+    } else if (have_len) {
+        p->remaining = clen;
+        p->state = clen ? ST_BODY_LEN : ST_DONE;
+    } else {
+        p->state = ST_BODY_EOF;
+        p->keep_alive = false;
+    }
+    return 0;
+}
+
+static void body_bytes(bd_lg_http_t *p, const char *d, size_t n)
+{
+    if (p->body) {
+        bd_buf_append(p->body, d, n);
+    }
+}
+
+/* Find the end of the head ("\n\r\n" or "\n\n") in d[from..len); returns the length of the
+ * head including the empty line, or 0. */
+static size_t head_end(const char *d, size_t len, size_t from)
+{
+    for (size_t i = from; i < len; i++) {
+        if (d[i] != '\n') {
+            continue;
+        }
+        if (i + 1 < len && d[i + 1] == '\n') {
+            return i + 2;
+        }
+        if (i + 2 < len && d[i + 1] == '\r' && d[i + 2] == '\n') {
+            return i + 3;
+        }
+    }
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+int bd_lg_http_feed(bd_lg_http_t *p, const char *data, size_t len, size_t *used)
+{
+    size_t i = 0;
+    *used = 0;
+    while (i < len || p->state == ST_DONE) {
+        switch (p->state) {
+        case ST_HEAD: {
+            if (p->head.len == 0) {
+                size_t n = head_end(data + i, len - i, 0);
+                if (n) {
+                    int rc = parse_head(p, data + i, n);
+                    i += n;
+                    if (rc) {
+                        return rc;
+                    }
+                    continue;
+                }
+            }
+            size_t old = p->head.len;
+            size_t take = len - i;
+            if (old + take > BD_LG_MAX_HEAD_BYTES) {
+                take = BD_LG_MAX_HEAD_BYTES - old;
+            }
+            bd_buf_append(&p->head, data + i, take);
+            if (p->head.failed) {
+                return fail(p, "out of memory reading the reply head");
+            }
+            size_t n = head_end(p->head.data, p->head.len, old > 2 ? old - 2 : 0);
+            if (!n) {
+                if (p->head.len >= BD_LG_MAX_HEAD_BYTES) {
+                    return fail(p, "the reply head is larger than 64 KiB");
+                }
+                i += take;
+                continue;
+            }
+            i += n - old;
+            int rc = parse_head(p, p->head.data, n);
+            bd_buf_reset(&p->head);
+            if (rc) {
+                return rc;
+            }
+            continue;
+        }
+        case ST_BODY_LEN:
+        case ST_CHUNK_DATA: {
+            size_t n = len - i;
+            if ((uint64_t)n > p->remaining) {
+                n = (size_t)p->remaining;
+            }
+            body_bytes(p, data + i, n);
+            i += n;
+            p->remaining -= n;
+            if (p->remaining == 0) {
+                p->state = p->state == ST_BODY_LEN ? ST_DONE : ST_CHUNK_CR;
+            }
+            continue;
+        }
+        case ST_BODY_EOF:
+            body_bytes(p, data + i, len - i);
+            i = len;
+            continue;
+        case ST_CHUNK_SIZE: {
+            char c = data[i++];
+            int h = hexval(c);
+            if (h >= 0) {
+                if (p->chunk_digits >= 15) {
+                    return fail(p, "a chunk size in the reply is too large");
+                }
+                p->chunk_size = p->chunk_size * 16 + (uint64_t)h;
+                p->chunk_digits++;
+            } else if (c == '\r' || c == ';' || c == ' ' || c == '\t') {
+                p->state = ST_CHUNK_EXT;
+            } else if (c == '\n') {
+                goto size_line_done;
+            } else {
+                return fail(p, "the reply has a malformed chunk size");
+            }
+            continue;
+        }
+        case ST_CHUNK_EXT:
+            if (data[i++] == '\n') {
+                goto size_line_done;
+            }
+            continue;
+        case ST_CHUNK_CR:
+            if (data[i] == '\r') {
+                i++;
+            }
+            p->state = ST_CHUNK_LF;
+            continue;
+        case ST_CHUNK_LF:
+            if (data[i++] != '\n') {
+                return fail(p, "a chunk in the reply is not followed by CRLF");
+            }
+            p->state = ST_CHUNK_SIZE;
+            continue;
+        case ST_TRAILER: {
+            char c = data[i++];
+            if (c == '\n') {
+                if (p->line_empty) {
+                    p->state = ST_DONE;
+                }
+                p->line_empty = true;
+            } else if (c != '\r') {
+                p->line_empty = false;
+            }
+            continue;
+        }
+        case ST_DONE:
+            *used = i;
+            return BD_LG_HTTP_DONE;
+        default:
+            return fail(p, "reply parser in an impossible state");
+        }
+    size_line_done:
+        if (p->chunk_digits == 0) {
+            return fail(p, "the reply has an empty chunk size line");
+        }
+        if (p->chunk_size == 0) {
+            p->state = ST_TRAILER;
+            p->line_empty = true;
+        } else {
+            p->remaining = p->chunk_size;
+            p->state = ST_CHUNK_DATA;
+        }
+        p->chunk_size = 0;
+        p->chunk_digits = 0;
+    }
+    *used = i;
+    return BD_LG_HTTP_MORE;
+}
+
+int bd_lg_http_eof(bd_lg_http_t *p)
+{
+    if (p->state == ST_BODY_EOF || p->state == ST_DONE) {
+        p->state = ST_DONE;
+        return BD_LG_HTTP_DONE;
+    }
+    return fail(p, "the connection closed before the reply was complete");
+}
+
+/* ---- blocking metadata GET ------------------------------------------------------------- */
+
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = bd_now_us();
+        if (now >= deadline) {
+            return BD_EIO;
+        }
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int ms = (int)((deadline - now + 999) / 1000);
+        int rc = poll(&pfd, 1, ms);
+        if (rc > 0) {
+            return 0;
+        }
+        if (rc < 0 && errno != EINTR) {
+            return BD_EIO;
+        }
+    }
+}
+
+char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len,
+                           bd_err_t *err)
+{
+    uint64_t deadline = bd_now_us() + timeout_us;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int grc = getaddrinfo(t->host, t->port, &hints, &ai);
+    if (grc != 0) {
+        bd_err_set(err, BD_EIO, "cannot resolve host '%s': %s", t->host, gai_strerror(grc));
+        return NULL;
+    }
+    char path[1024];
+    if (t->version[0]) {
+        snprintf(path, sizeof path, "%s/v2/models/%s/versions/%s", t->prefix, t->model,
+                 t->version);
+    } else {
+        snprintf(path, sizeof path, "%s/v2/models/%s", t->prefix, t->model);
+    }
+    bd_buf_t req, body;
+    bd_buf_init(&req);
+    bd_buf_init(&body);
+    bd_buf_printf(&req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n", path,
+                  t->host, t->port);
+    bd_lg_http_t p;
+    bd_lg_http_init(&p, &body);
+    char *out = NULL;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || req.failed) {
+        bd_err_set(err, BD_EIO, "cannot create a socket: %s", strerror(errno));
+        goto done;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port,
+                   strerror(errno));
+        goto done;
+    }
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (wait_fd(fd, POLLOUT, deadline) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
+        bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port,
+                   soerr ? strerror(soerr) : "timed out");
+        goto done;
+    }
+    size_t off = 0;
+    while (off < req.len) {
+        ssize_t n = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            bd_err_set(err, BD_EIO, "cannot send to %s:%s: %s", t->host, t->port,
+                       strerror(errno));
+            goto done;
+        } else if (wait_fd(fd, POLLOUT, deadline) != 0) {
+            bd_err_set(err, BD_EIO, "timed out sending to %s:%s", t->host, t->port);
+            goto done;
+        }
+    }
+    char buf[16384];
+    int rc = BD_LG_HTTP_MORE;
+    while (rc == BD_LG_HTTP_MORE) {
+        if (wait_fd(fd, POLLIN, deadline) != 0) {
+            bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host,
+                       t->port);
+            goto done;
+        }
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            continue;
+        }
+        size_t used;
+        rc = n > 0 ? bd_lg_http_feed(&p, buf, (size_t)n, &used) : bd_lg_http_eof(&p);
+        if (n < 0) {
+            rc = BD_LG_HTTP_ERROR;
+            p.error = "the connection failed";
+        }
+        if (rc == BD_LG_HTTP_MORE && body.len > ((size_t)64 << 20)) {
+            rc = BD_LG_HTTP_ERROR;
+            p.error = "the metadata is larger than 64 MiB";
+        }
+    }
+    if (rc != BD_LG_HTTP_DONE || body.failed) {
+        bd_err_set(err, BD_EIO, "GET %s from %s:%s failed: %s", path, t->host, t->port,
+                   body.failed ? "out of memory" : p.error);
+        goto done;
+    }
+    if (p.status != 200) {
+        bd_err_set(err, BD_EIO, "GET %s answered %d: %.300s", path, p.status,
+                   body.len ? body.data : "(empty body)");
+        goto done;
+    }
+    bd_buf_reserve(&body, 1); /* an empty body still gets its terminating NUL */
+    if (body.failed) {
+        bd_err_set(err, BD_ENOMEM, "out of memory reading the metadata");
+        goto done;
+    }
+    body.data[body.len] = '\0';
+    out = bd_buf_steal(&body, len);
+done:
+    if (fd >= 0) {
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    bd_lg_http_dispose(&p);
+    bd_buf_dispose(&req);
+    bd_buf_dispose(&body);
+    return out;
+}
