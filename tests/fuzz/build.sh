@@ -1,25 +1,41 @@
 #!/bin/sh
-# Build the libFuzzer target for the infer request decoder against the sources directly, then
-# run it for N seconds (default 30) on tests/fuzz/corpus.
-#   tests/fuzz/build.sh [seconds]
+# Build the libFuzzer targets against the sources directly, then run each for N seconds
+# (default 30):
+#   decode  bd_infer_decode / bd_infer_encode (fuzz_decode.c; seeds in tests/fuzz/corpus)
+#   config  bd_config_parse, a model's config.json (fuzz_config.c; seeds written below)
+#
+#   tests/fuzz/build.sh [seconds] [target ...]      (no target: all of them, in that order)
+#
 # Needs clang with its fuzzer runtime (Debian: clang, libclang-rt-14-dev) and libjansson-dev.
-# Output goes to build-tensor/fuzz/: the binary, the growing corpus (seeds are only read) and
-# any crash-*/leak-*/timeout-* artifacts. A crash found becomes a seed file and a unit test.
+# Output goes to $BD_FUZZ_OUT (default build-fuzz/): per target the binary, its growing
+# corpus in corpus/<target>/ (the checked-in seeds are only read) and any crash-*/leak-*/
+# timeout-* artifacts named <target>-crash-... A crash found becomes a seed file and a unit
+# test. Exits non-zero when any target failed; every requested target still runs.
 set -eu
 secs=${1:-30}
+[ $# -gt 0 ] && shift
+targets=${*:-decode config}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-out="$root/build-tensor/fuzz"
-mkdir -p "$out/corpus"
-clang -std=c11 -g -O1 -D_GNU_SOURCE -DBD_VERSION='"fuzz"' \
-    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
-    -I"$root/src" \
-    "$root/tests/fuzz/fuzz_decode.c" "$root/src/tensor/codec.c" "$root/src/tensor/tensor.c" \
-    "$root/src/core/core.c" \
-    $(pkg-config --cflags --libs jansson) -lm -lpthread \
-    -o "$out/fuzz_decode"
+out=${BD_FUZZ_OUT:-$root/build-fuzz}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# Compile one target: fuzz_<name>.c plus the sources it needs.
+build() {
+    name=$1
+    shift
+    clang -std=c11 -g -O1 -D_GNU_SOURCE -DBD_VERSION='"fuzz"' \
+        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
+        -I"$root/src" \
+        "$root/tests/fuzz/fuzz_$name.c" "$@" "$root/src/core/core.c" \
+        $(pkg-config --cflags --libs jansson) -lm -lpthread -ldl \
+        -o "$out/fuzz_$name"
+}
+
 # Tokens of the request format help the fuzzer past the JSON structure.
-cat > "$out/decode.dict" <<'DICT'
+write_decode_dict() {
+    cat > "$out/decode.dict" <<'DICT'
 "\"inputs\""
 "\"outputs\""
 "\"name\""
@@ -56,8 +72,142 @@ cat > "$out/decode.dict" <<'DICT'
 "false"
 "null"
 DICT
-echo "fuzz: built $out/fuzz_decode; running for ${secs}s"
-cd "$out"
-exec ./fuzz_decode -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-    -print_final_stats=1 -dict="$out/decode.dict" -artifact_prefix="$out/" \
-    "$out/corpus" "$root/tests/fuzz/corpus"
+}
+
+# Every key config.c knows, its enumerated values and boundary numbers.
+write_config_dict() {
+    cat > "$out/config.dict" <<'DICT'
+"\"name\""
+"\"backend\""
+"\"onnxruntime\""
+"\"sim\""
+"\"max_batch_size\""
+"\"dynamic_batching\""
+"\"max_queue_delay_us\""
+"\"auto\""
+"\"max_queue_size\""
+"\"priority_levels\""
+"\"default_priority_level\""
+"\"default_timeout_us\""
+"\"preferred_batch_sizes\""
+"\"priority_queue_policy\""
+"\"instances\""
+"\"threads_per_instance\""
+"\"inputs\""
+"\"outputs\""
+"\"datatype\""
+"\"dims\""
+"\"latency_us\""
+"\"per_item_us\""
+"\"fail_rate\""
+"\"device\""
+"\"cpu\""
+"\"cuda:0\""
+"\"version_policy\""
+"\"latest\""
+"\"num_versions\""
+"\"all\""
+"\"specific\""
+"\"versions\""
+"\"warmup\""
+"\"batch_sizes\""
+"\"count\""
+"\"circuit_breaker\""
+"\"consecutive_failures\""
+"\"cooldown_us\""
+"\"FP32\""
+"\"INT64\""
+"\"BOOL\""
+"\"FP16\""
+"\"m\""
+"\"1\""
+"\"16\""
+"\"17\""
+"1073741824"
+"1073741825"
+"4096"
+"60000000"
+"3600000000"
+"4611686018427387903"
+"9223372036854775807"
+"-9223372036854775808"
+"1e400"
+"-1"
+"0.5"
+"\\u0000"
+"true"
+"false"
+"null"
+"{}"
+"[]"
+DICT
+}
+
+# Seeds for config: the documented example, every key at once, and small variants.
+write_config_seeds() {
+    d="$out/seeds/config"
+    mkdir -p "$d"
+    cat > "$d/example.json" <<'JSON'
+{"backend": "sim", "max_batch_size": 32,
+ "dynamic_batching": {"max_queue_delay_us": 500, "max_queue_size": 1024},
+ "instances": 1, "threads_per_instance": 1,
+ "inputs":  [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
+ "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}],
+ "sim": {"latency_us": 2000, "per_item_us": 100}}
+JSON
+    cat > "$d/every_key.json" <<'JSON'
+{"name": "m", "backend": "sim", "max_batch_size": 8,
+ "dynamic_batching": {"max_queue_delay_us": "auto", "max_queue_size": 7, "priority_levels": 3,
+   "default_priority_level": 2, "default_timeout_us": 1000, "preferred_batch_sizes": [2, 4],
+   "priority_queue_policy": {"1": {"max_queue_size": 2, "default_timeout_us": 5}}},
+ "instances": 2, "threads_per_instance": 0,
+ "inputs": [{"name": "A", "datatype": "INT64", "dims": [-1, 2]},
+            {"name": "B", "datatype": "BOOL", "dims": []}],
+ "outputs": [{"name": "A", "datatype": "INT64", "dims": [-1, 2]},
+             {"name": "C", "datatype": "BOOL", "dims": []}],
+ "sim": {"latency_us": 0, "per_item_us": 0, "fail_rate": 0.5},
+ "device": "cuda:0",
+ "version_policy": {"specific": {"versions": [1, 3]}},
+ "warmup": {"batch_sizes": [1, 8, 1], "count": 2},
+ "circuit_breaker": {"consecutive_failures": 0, "cooldown_us": 1000}}
+JSON
+    printf '%s' '{"dynamic_batching": false, "version_policy": {"latest": {"num_versions": 2}}}' \
+        > "$d/batching_off.json"
+    printf '%s' '{"version_policy": {"all": {}}, "backend": "onnxruntime"}' > "$d/all.json"
+    printf '%s' '{}' > "$d/empty_object.json"
+}
+
+status=0
+for t in $targets; do
+    case $t in
+    decode)
+        build decode "$root/src/tensor/codec.c" "$root/src/tensor/tensor.c"
+        write_decode_dict
+        seeds="$root/tests/fuzz/corpus"
+        maxlen=65536
+        ;;
+    config)
+        build config "$root/src/repo/config.c" "$root/src/backend/backend.c" \
+            "$root/src/backend/sim.c" "$root/src/backend/ort.c" "$root/src/tensor/tensor.c"
+        write_config_dict
+        write_config_seeds
+        seeds="$out/seeds/config"
+        maxlen=16384
+        ;;
+    *)
+        echo "fuzz: unknown target '$t'; expected decode or config" >&2
+        exit 2
+        ;;
+    esac
+    mkdir -p "$out/corpus/$t"
+    echo "fuzz: built $out/fuzz_$t; running for ${secs}s"
+    if (cd "$out" && "./fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+        -max_len="$maxlen" -print_final_stats=1 -dict="$out/$t.dict" \
+        -artifact_prefix="$out/$t-" "$out/corpus/$t" "$seeds"); then
+        echo "fuzz: $t: no failure in ${secs}s"
+    else
+        echo "fuzz: $t: FAILED (artifacts: $out/$t-*)" >&2
+        status=1
+    fi
+done
+exit $status

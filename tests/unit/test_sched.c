@@ -1,6 +1,7 @@
 /* test_sched: the scheduler in manual mode with a fake clock and a test-local fake backend
- * (no sleeping, exact batch boundaries), plus threaded tests with real workers, the fake
- * backend made slow, and the real sim backend.
+ * (no sleeping, exact batch boundaries), the same manual mode and fake clock driving the real
+ * sim backend (latency 0), plus threaded tests with real workers, the fake backend made slow,
+ * and the real sim backend.
  *
  * The fake backend records every run (rows, requests' data pointers) and writes
  * OUTPUT0 = 2 * INPUT0 + 1 and OUTPUT1 = INPUT1 + 100 into buffers owned by its instance,
@@ -962,6 +963,218 @@ static void test_metrics_durations_recorded(void **state)
     fx_close(&fx);
 }
 
+/* ---- manual mode with the real sim backend ---------------------------------------------- */
+
+/* The real bd_backend_sim (latency 0, so it never sleeps) under the fake clock: the batch
+ * boundaries and times are exact, and since the sim copies input i to output i, each
+ * request's outputs must be exactly its own inputs. */
+typedef struct {
+    fixture_t fx;
+    bd_backend_model_t *bm;
+} sim_fixture_t;
+
+static void sim_open(sim_fixture_t *sf, int max_batch, uint64_t delay_us, size_t queue)
+{
+    fake_reset();
+    log_clear();
+    fake_now = 1000;
+    fixture_t *fx = &sf->fx;
+    fx->cfg = make_cfg(max_batch, delay_us, queue);
+    strcpy(fx->cfg.backend, "sim");
+    fx->cfg.sim.latency_us = 0;
+    fx->cfg.sim.per_item_us = 0;
+    bd_err_t err = {0};
+    sf->bm = NULL;
+    if (bd_backend_sim.load(&fx->cfg, &sf->bm, &err) != 0) {
+        fail_msg("sim load: %s", err.msg);
+    }
+    fx->metrics = bd_metrics_new();
+    fx->mm = bd_metrics_model(fx->metrics, "m", "1");
+    bd_sched_opts_t opts = {
+        .manual = true, .metrics = fx->mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
+    fx->s = bd_sched_new(&fx->cfg, &bd_backend_sim, sf->bm, &opts, &err);
+    if (!fx->s) {
+        fail_msg("sched: %s", err.msg);
+    }
+}
+
+static void sim_close(sim_fixture_t *sf)
+{
+    bd_sched_free(sf->fx.s);
+    bd_backend_sim.unload(sf->bm);
+    bd_metrics_free(sf->fx.metrics);
+    log_clear();
+}
+
+/* The outputs of a completed request are exactly its inputs (mk_req's values), in config
+ * order under the output names, in its own block (not aliasing the request's inputs). */
+static void check_sim_outputs(const bd_req_t *r, size_t rows, size_t cols, float base,
+                              int32_t ibase)
+{
+    assert_int_equal(r->status, 0);
+    assert_string_equal(r->err.msg, "");
+    assert_int_equal(r->rows, rows);
+    assert_int_equal(r->n_outputs, 2);
+    const bd_tensor_t *o0 = &r->outputs[0];
+    const bd_tensor_t *o1 = &r->outputs[1];
+    assert_string_equal(o0->name, "OUTPUT0");
+    assert_string_equal(o1->name, "OUTPUT1");
+    assert_int_equal(o0->dtype, BD_DT_FP32);
+    assert_int_equal(o1->dtype, BD_DT_INT32);
+    assert_int_equal(o0->shape.ndim, 2);
+    assert_int_equal(o0->shape.dims[0], rows);
+    assert_int_equal(o0->shape.dims[1], cols);
+    assert_int_equal(o1->shape.ndim, 2);
+    assert_int_equal(o1->shape.dims[0], rows);
+    assert_int_equal(o1->shape.dims[1], 2);
+    assert_int_equal(o0->byte_size, rows * cols * 4);
+    assert_int_equal(o1->byte_size, rows * 2 * 4);
+    const unsigned char *blk = r->out_block;
+    assert_true((const unsigned char *)o0->data >= blk);
+    assert_true((const unsigned char *)o1->data >= blk);
+    const float *y0 = o0->data;
+    const int32_t *y1 = o1->data;
+    for (size_t k = 0; k < rows * cols; k++) {
+        if (y0[k] != base + (float)k) {
+            fail_msg("OUTPUT0[%zu] is %g; expected %g", k, (double)y0[k],
+                     (double)(base + (float)k));
+        }
+    }
+    for (size_t k = 0; k < rows * 2; k++) {
+        assert_int_equal(y1[k], ibase + (int32_t)k);
+    }
+}
+
+static void test_sim_manual_delay_exact_wake(void **state)
+{
+    (void)state;
+    sim_fixture_t sf;
+    sim_open(&sf, 8, 250, 16);
+    fixture_t *fx = &sf.fx;
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, UINT64_MAX);
+
+    fake_now = 1000;
+    bd_req_t *a = mk_req(1, 4, 1.5f, 10);
+    submit_ok(fx, a);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, 1250);
+
+    /* A later arrival neither resets nor extends the oldest's deadline. */
+    fake_now = 1200;
+    bd_req_t *b = mk_req(2, 4, 100.0f, 20);
+    submit_ok(fx, b);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, 1250);
+    fake_now = 1249;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, 1250);
+    assert_int_equal(g_log.n, 0);
+    check_counts(fx, 0, 0, 0, 0, 0, 0, 2);
+
+    fake_now = 1250;
+    wake = 0;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 2);
+    assert_int_equal(g_log.n, 2);
+    assert_ptr_equal(g_log.reqs[0], a);
+    assert_ptr_equal(g_log.reqs[1], b);
+    check_sim_outputs(a, 1, 4, 1.5f, 10);
+    check_sim_outputs(b, 2, 4, 100.0f, 20);
+    assert_int_equal(a->arrival_us, 1000);
+    assert_int_equal(b->arrival_us, 1200);
+    assert_int_equal(a->start_us, 1250);
+    assert_int_equal(b->start_us, 1250);
+    assert_int_equal(a->end_us, 1250);
+    check_counts(fx, 2, 0, 0, 0, 3, 1, 0);
+
+    /* Alone again: the next request's deadline counts from its own arrival. */
+    fake_now = 5000;
+    bd_req_t *c = mk_req(3, 4, -7.0f, 30);
+    submit_ok(fx, c);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, 5250);
+    fake_now = 5250;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 1);
+    check_sim_outputs(c, 3, 4, -7.0f, 30);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, UINT64_MAX);
+    check_counts(fx, 3, 0, 0, 0, 6, 2, 0);
+    sim_close(&sf);
+}
+
+static void test_sim_manual_mixed_rows_each_gets_its_own(void **state)
+{
+    (void)state;
+    sim_fixture_t sf;
+    sim_open(&sf, 8, 100, 16);
+    fixture_t *fx = &sf.fx;
+    /* a, b, d share item dims [3] and fill the batch to exactly 8 rows, so it runs without
+     * waiting; c ([5]) is skipped and keeps its place; b lists INPUT1 first. */
+    bd_req_t *a = mk_req(1, 3, 0.0f, 0);
+    bd_req_t *b = mk_req_x(3, 3, 1000.0f, 1000, true);
+    bd_req_t *c = mk_req(2, 5, 2000.0f, 2000);
+    bd_req_t *d = mk_req(4, 3, 3000.0f, 3000);
+    submit_ok(fx, a);
+    submit_ok(fx, b);
+    submit_ok(fx, c);
+    submit_ok(fx, d);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 3);
+    assert_int_equal(g_log.n, 3);
+    assert_ptr_equal(g_log.reqs[0], a);
+    assert_ptr_equal(g_log.reqs[1], b);
+    assert_ptr_equal(g_log.reqs[2], d);
+    check_sim_outputs(a, 1, 3, 0.0f, 0);
+    check_sim_outputs(b, 3, 3, 1000.0f, 1000);
+    check_sim_outputs(d, 4, 3, 3000.0f, 3000);
+    check_counts(fx, 3, 0, 0, 0, 8, 1, 1);
+
+    /* c alone waits for its delay, then comes back whole. */
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, 1100);
+    fake_now = 1100;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 1);
+    assert_ptr_equal(g_log.reqs[3], c);
+    check_sim_outputs(c, 2, 5, 2000.0f, 2000);
+    check_counts(fx, 4, 0, 0, 0, 10, 2, 0);
+    sim_close(&sf);
+}
+
+static void test_sim_manual_fifo_across_batches(void **state)
+{
+    (void)state;
+    sim_fixture_t sf;
+    sim_open(&sf, 4, 0, 16);
+    fixture_t *fx = &sf.fx;
+    /* Rows 2,1 | 2,1 | 3,1: each batch stops at the first request that would not fit. */
+    static const size_t rows[6] = {2, 1, 2, 1, 3, 1};
+    bd_req_t *r[6];
+    for (int i = 0; i < 6; i++) {
+        fake_now = 1000 + (uint64_t)i;
+        r[i] = mk_req(rows[i], 2, (float)(i * 100), i * 1000);
+        submit_ok(fx, r[i]);
+    }
+    check_counts(fx, 0, 0, 0, 0, 0, 0, 6);
+    uint64_t wake = 0;
+    fake_now = 2000;
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 2);
+    assert_int_equal(bd_metrics_get_queue_depth(fx->mm), 4);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 2);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 2);
+    assert_int_equal(bd_sched_step(fx->s, 0, &wake), 0);
+    assert_int_equal(wake, UINT64_MAX);
+    assert_int_equal(g_log.n, 6);
+    for (int i = 0; i < 6; i++) {
+        assert_ptr_equal(g_log.reqs[i], r[i]);
+        check_sim_outputs(r[i], rows[i], 2, (float)(i * 100), i * 1000);
+        assert_int_equal(r[i]->arrival_us, 1000 + (uint64_t)i);
+        assert_int_equal(r[i]->start_us, 2000);
+    }
+    check_counts(fx, 6, 0, 0, 0, 10, 3, 0);
+    sim_close(&sf);
+}
+
 /* ---- threaded -------------------------------------------------------------------------- */
 
 #define T_THREADS 4
@@ -1173,6 +1386,9 @@ int main(void)
         cmocka_unit_test(test_validate_null_names_do_not_crash),
         cmocka_unit_test(test_instance_failure_fails_new),
         cmocka_unit_test(test_metrics_durations_recorded),
+        cmocka_unit_test(test_sim_manual_delay_exact_wake),
+        cmocka_unit_test(test_sim_manual_mixed_rows_each_gets_its_own),
+        cmocka_unit_test(test_sim_manual_fifo_across_batches),
         cmocka_unit_test(test_threaded_concurrent_submits_one_instance),
         cmocka_unit_test(test_threaded_concurrent_submits_two_instances),
         cmocka_unit_test(test_threaded_free_drains_everything),

@@ -1,0 +1,1282 @@
+/* test_repo: config.json parsing (every key of src/repo/config.c, its defaults, and the exact
+ * sentence for each wrong type, out-of-range value and unknown key) and the model repository
+ * on a real temporary folder: version choice, unavailable models with their reasons, sorted
+ * listing, lookups by name and version, and one request through a loaded sim model.
+ *
+ * Threads: the config tests are single-threaded. The repository test starts real scheduler
+ * workers (the sim models); its completion callback runs on a worker and hands the request
+ * back through a mutex and condition variable. The temporary folders are removed at the end
+ * of each test; everything is freed, so the ASan build checks for leaks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "repo/repo.h"
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+static int cores_per(int instances)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int per = (int)(cores > 0 ? cores : 1) / instances;
+    return per > 0 ? per : 1;
+}
+
+/* A config as repo.c prepares it: zeroed, name set (owned, so dispose can free it). */
+static void cfg_init(bd_model_config_t *cfg, const char *model_path)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->name = strdup("m");
+    assert_non_null(cfg->name);
+    cfg->version = 1;
+    if (model_path) {
+        cfg->model_path = strdup(model_path);
+        assert_non_null(cfg->model_path);
+    }
+}
+
+static int parse(bd_model_config_t *cfg, const char *json, bd_err_t *err)
+{
+    cfg_init(cfg, NULL);
+    memset(err, 0, sizeof *err);
+    return bd_config_parse(cfg, json, json ? strlen(json) : 0, err);
+}
+
+/* `json` must fail with BD_EINVAL and exactly `msg`; the partial config is freed. */
+static void expect_bad(const char *json, const char *msg)
+{
+    bd_model_config_t cfg;
+    bd_err_t err;
+    int rc = parse(&cfg, json, &err);
+    if (rc != BD_EINVAL || err.code != BD_EINVAL || strcmp(err.msg, msg) != 0) {
+        fail_msg("config %s\n  gave rc=%d code=%d msg=\"%s\"\n  expected \"%s\"", json, rc,
+                 err.code, err.msg, msg);
+    }
+    bd_model_config_dispose(&cfg);
+}
+
+static void expect_defaults(const bd_model_config_t *cfg, int threads)
+{
+    assert_string_equal(cfg->backend, "onnxruntime");
+    assert_int_equal(cfg->max_batch_size, BD_MAX_BATCH_UNSET);
+    assert_true(cfg->dynamic_batching);
+    assert_int_equal(cfg->max_queue_delay_us, 0);
+    assert_int_equal(cfg->max_queue_size, 1024);
+    assert_int_equal(cfg->instances, 1);
+    assert_int_equal(cfg->threads_per_instance, threads);
+    assert_null(cfg->inputs);
+    assert_int_equal(cfg->n_inputs, 0);
+    assert_null(cfg->outputs);
+    assert_int_equal(cfg->n_outputs, 0);
+    assert_int_equal(cfg->sim.latency_us, 0);
+    assert_int_equal(cfg->sim.per_item_us, 0);
+    assert_true(cfg->sim.fail_rate == 0.0);
+    assert_null(cfg->device);
+    assert_false(cfg->delay_auto);
+    assert_int_equal(cfg->priority_levels, 1);
+    assert_int_equal(cfg->default_priority_level, 1);
+    for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
+        assert_int_equal(cfg->levels[i].max_queue_size, 1024);
+        assert_int_equal(cfg->levels[i].default_timeout_us, 0);
+    }
+    assert_int_equal(cfg->n_preferred_batch_sizes, 0);
+    assert_int_equal(cfg->warmup.n_batch_sizes, 0);
+    assert_int_equal(cfg->warmup.count, 0);
+    assert_int_equal(cfg->circuit_breaker.consecutive_failures, 5);
+    assert_int_equal(cfg->circuit_breaker.cooldown_us, 2000000);
+    assert_int_equal(cfg->version_policy.kind, BD_VERSIONS_LATEST);
+    assert_int_equal(cfg->version_policy.latest, 1);
+    assert_int_equal(cfg->version_policy.n_versions, 0);
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        fail_msg("cannot create %s: %s", path, strerror(errno));
+    }
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+    close(fd);
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    write_file(path, text, strlen(text));
+}
+
+static void make_dir(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (mkdir(path, 0755) != 0) {
+        fail_msg("cannot create %s: %s", path, strerror(errno));
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *dir)
+{
+    assert_int_equal(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* ---- config: defaults ------------------------------------------------------------------ */
+
+static void test_config_defaults_without_file(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg;
+    bd_err_t err;
+    /* No model path: the "large model" rule, cores / instances. */
+    assert_int_equal(parse(&cfg, NULL, &err), 0);
+    expect_defaults(&cfg, cores_per(1));
+    bd_model_config_dispose(&cfg);
+
+    /* An empty object is the same as no file. */
+    assert_int_equal(parse(&cfg, "{}", &err), 0);
+    expect_defaults(&cfg, cores_per(1));
+    bd_model_config_dispose(&cfg);
+}
+
+static void test_config_default_threads_follow_model_size(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_repo_cfg.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char small[256];
+    char edge[256];
+    char large[256];
+    char missing[256];
+    snprintf(small, sizeof small, "%s/small.onnx", dir);
+    snprintf(edge, sizeof edge, "%s/edge.onnx", dir);
+    snprintf(large, sizeof large, "%s/large.onnx", dir);
+    snprintf(missing, sizeof missing, "%s/missing.onnx", dir);
+    write_file(small, "0123456789", 10);
+    /* Sparse files: the size is what counts. */
+    write_file(edge, "", 0);
+    assert_int_equal(truncate(edge, (1 << 20) - 1), 0);
+    write_file(large, "", 0);
+    assert_int_equal(truncate(large, 1 << 20), 0);
+
+    struct {
+        const char *path;
+        const char *json;
+        int threads;
+    } cases[] = {
+        {small, NULL, 1},
+        {edge, NULL, 1},
+        {large, NULL, cores_per(1)},
+        {missing, NULL, cores_per(1)},
+        {missing, "{\"instances\": 2}", cores_per(2)},
+        {missing, "{\"instances\": 64}", cores_per(64)},
+        {large, "{\"instances\": 3}", cores_per(3)},
+        {small, "{\"instances\": 3}", 1},
+        /* 0 means "pick for me"; any other value is kept whatever the model size. */
+        {small, "{\"threads_per_instance\": 0}", 1},
+        {large, "{\"threads_per_instance\": 0}", cores_per(1)},
+        {small, "{\"threads_per_instance\": 7}", 7},
+        {large, "{\"threads_per_instance\": 256}", 256},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bd_model_config_t cfg;
+        cfg_init(&cfg, cases[i].path);
+        bd_err_t err = {0};
+        const char *j = cases[i].json;
+        assert_int_equal(bd_config_parse(&cfg, j, j ? strlen(j) : 0, &err), 0);
+        if (cfg.threads_per_instance != cases[i].threads) {
+            fail_msg("case %zu (%s, %s): threads_per_instance %d, expected %d", i, cases[i].path,
+                     j ? j : "no config", cfg.threads_per_instance, cases[i].threads);
+        }
+        bd_model_config_dispose(&cfg);
+    }
+    rm_tree(dir);
+}
+
+static void test_config_every_key(void **state)
+{
+    (void)state;
+    const char *json =
+        "{\"name\": \"m\", \"backend\": \"sim\", \"max_batch_size\": 32,\n"
+        " \"dynamic_batching\": {\"max_queue_delay_us\": 500, \"max_queue_size\": 7,\n"
+        "   \"priority_levels\": 3, \"default_priority_level\": 2,\n"
+        "   \"default_timeout_us\": 1000, \"preferred_batch_sizes\": [4, 8, 16],\n"
+        "   \"priority_queue_policy\": {\"1\": {\"max_queue_size\": 2,\n"
+        "                                   \"default_timeout_us\": 50},\n"
+        "                             \"3\": {\"max_queue_size\": 9}}},\n"
+        " \"version_policy\": {\"specific\": [1, 3, 10]},\n"
+        " \"warmup\": {\"batch_sizes\": [1, 8, 1], \"count\": 4},\n"
+        " \"circuit_breaker\": {\"consecutive_failures\": 0, \"cooldown_us\": 1000},\n"
+        " \"instances\": 3, \"threads_per_instance\": 2,\n"
+        " \"inputs\": [{\"name\": \"INPUT0\", \"datatype\": \"FP32\", \"dims\": [16]},\n"
+        "            {\"name\": \"B\", \"datatype\": \"INT64\", \"dims\": [-1, 2]}],\n"
+        " \"outputs\": [{\"name\": \"OUTPUT0\", \"datatype\": \"FP32\", \"dims\": [16]},\n"
+        "             {\"name\": \"OB\", \"datatype\": \"BOOL\", \"dims\": []}],\n"
+        " \"sim\": {\"latency_us\": 2000, \"per_item_us\": 100, \"fail_rate\": 0.25},\n"
+        " \"device\": \"cuda:1\"}";
+    bd_model_config_t cfg;
+    bd_err_t err;
+    if (parse(&cfg, json, &err) != 0) {
+        fail_msg("parse: %s", err.msg);
+    }
+    assert_string_equal(cfg.name, "m");
+    assert_string_equal(cfg.backend, "sim");
+    assert_int_equal(cfg.max_batch_size, 32);
+    assert_true(cfg.dynamic_batching);
+    assert_int_equal(cfg.max_queue_delay_us, 500);
+    assert_int_equal(cfg.max_queue_size, 7);
+    assert_int_equal(cfg.instances, 3);
+    assert_int_equal(cfg.threads_per_instance, 2);
+    assert_int_equal(cfg.n_inputs, 2);
+    assert_string_equal(cfg.inputs[0].name, "INPUT0");
+    assert_int_equal(cfg.inputs[0].dtype, BD_DT_FP32);
+    assert_int_equal(cfg.inputs[0].dims.ndim, 1);
+    assert_int_equal(cfg.inputs[0].dims.dims[0], 16);
+    assert_string_equal(cfg.inputs[1].name, "B");
+    assert_int_equal(cfg.inputs[1].dtype, BD_DT_INT64);
+    assert_int_equal(cfg.inputs[1].dims.ndim, 2);
+    assert_int_equal(cfg.inputs[1].dims.dims[0], -1);
+    assert_int_equal(cfg.inputs[1].dims.dims[1], 2);
+    assert_int_equal(cfg.n_outputs, 2);
+    assert_string_equal(cfg.outputs[0].name, "OUTPUT0");
+    assert_int_equal(cfg.outputs[0].dtype, BD_DT_FP32);
+    assert_int_equal(cfg.outputs[0].dims.ndim, 1);
+    assert_int_equal(cfg.outputs[0].dims.dims[0], 16);
+    assert_string_equal(cfg.outputs[1].name, "OB");
+    assert_int_equal(cfg.outputs[1].dtype, BD_DT_BOOL);
+    assert_int_equal(cfg.outputs[1].dims.ndim, 0);
+    assert_int_equal(cfg.sim.latency_us, 2000);
+    assert_int_equal(cfg.sim.per_item_us, 100);
+    assert_true(cfg.sim.fail_rate == 0.25);
+    assert_string_equal(cfg.device, "cuda:1");
+    assert_false(cfg.delay_auto);
+    assert_int_equal(cfg.priority_levels, 3);
+    assert_int_equal(cfg.default_priority_level, 2);
+    /* A level's policy overrides the batching-wide values, key by key. */
+    assert_int_equal(cfg.levels[0].max_queue_size, 2);
+    assert_int_equal(cfg.levels[0].default_timeout_us, 50);
+    assert_int_equal(cfg.levels[1].max_queue_size, 7);
+    assert_int_equal(cfg.levels[1].default_timeout_us, 1000);
+    assert_int_equal(cfg.levels[2].max_queue_size, 9);
+    assert_int_equal(cfg.levels[2].default_timeout_us, 1000);
+    assert_int_equal(cfg.n_preferred_batch_sizes, 3);
+    assert_int_equal(cfg.preferred_batch_sizes[0], 4);
+    assert_int_equal(cfg.preferred_batch_sizes[1], 8);
+    assert_int_equal(cfg.preferred_batch_sizes[2], 16);
+    assert_int_equal(cfg.version_policy.kind, BD_VERSIONS_SPECIFIC);
+    assert_int_equal(cfg.version_policy.n_versions, 3);
+    assert_int_equal(cfg.version_policy.versions[0], 1);
+    assert_int_equal(cfg.version_policy.versions[1], 3);
+    assert_int_equal(cfg.version_policy.versions[2], 10);
+    /* Warm-up sizes need not be sorted or unique. */
+    assert_int_equal(cfg.warmup.n_batch_sizes, 3);
+    assert_int_equal(cfg.warmup.batch_sizes[0], 1);
+    assert_int_equal(cfg.warmup.batch_sizes[1], 8);
+    assert_int_equal(cfg.warmup.batch_sizes[2], 1);
+    assert_int_equal(cfg.warmup.count, 4);
+    assert_int_equal(cfg.circuit_breaker.consecutive_failures, 0);
+    assert_int_equal(cfg.circuit_breaker.cooldown_us, 1000);
+    bd_model_config_dispose(&cfg);
+    assert_null(cfg.inputs);
+    assert_null(cfg.device);
+}
+
+static void test_config_bounds_are_inclusive(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg;
+    bd_err_t err;
+    assert_int_equal(
+        parse(&cfg,
+              "{\"max_batch_size\": 4096, \"instances\": 64, "
+              "\"dynamic_batching\": {\"max_queue_delay_us\": 60000000, "
+              "\"max_queue_size\": 1000000}, "
+              "\"sim\": {\"latency_us\": 60000000, \"per_item_us\": 60000000}, "
+              "\"inputs\": [{\"name\": \"a\", \"datatype\": \"UINT64\", "
+              "\"dims\": [1073741824, 1, 1, 1, 1, 1, 1]}], "
+              "\"outputs\": [{\"name\": \"a\", \"datatype\": \"FP64\", \"dims\": [-1]}], "
+              "\"device\": \"cpu\"}",
+              &err),
+        0);
+    assert_int_equal(cfg.max_batch_size, 4096);
+    assert_int_equal(cfg.instances, 64);
+    assert_int_equal(cfg.max_queue_delay_us, 60000000);
+    assert_int_equal(cfg.max_queue_size, 1000000);
+    assert_int_equal(cfg.sim.latency_us, 60000000);
+    assert_int_equal(cfg.sim.per_item_us, 60000000);
+    assert_int_equal(cfg.inputs[0].dims.ndim, 7);
+    assert_int_equal(cfg.inputs[0].dims.dims[0], 1 << 30);
+    assert_int_equal(cfg.inputs[0].dtype, BD_DT_UINT64);
+    /* An input and an output may share a name (Triton allows it too). */
+    assert_string_equal(cfg.outputs[0].name, "a");
+    assert_string_equal(cfg.device, "cpu");
+    bd_model_config_dispose(&cfg);
+
+    assert_int_equal(
+        parse(&cfg,
+              "{\"max_batch_size\": 0, \"instances\": 1, "
+              "\"dynamic_batching\": {\"max_queue_delay_us\": 0, \"max_queue_size\": 1}}",
+              &err),
+        0);
+    assert_int_equal(cfg.max_batch_size, 0);
+    assert_int_equal(cfg.max_queue_size, 1);
+    bd_model_config_dispose(&cfg);
+}
+
+static void test_config_dynamic_batching_false_and_partial(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg;
+    bd_err_t err;
+    assert_int_equal(parse(&cfg, "{\"dynamic_batching\": false}", &err), 0);
+    assert_false(cfg.dynamic_batching);
+    assert_int_equal(cfg.max_queue_delay_us, 0);
+    assert_int_equal(cfg.max_queue_size, 1024);
+    bd_model_config_dispose(&cfg);
+
+    /* An empty object means on, with the defaults; one key keeps the other's default. */
+    assert_int_equal(parse(&cfg, "{\"dynamic_batching\": {}}", &err), 0);
+    assert_true(cfg.dynamic_batching);
+    assert_int_equal(cfg.max_queue_delay_us, 0);
+    assert_int_equal(cfg.max_queue_size, 1024);
+    bd_model_config_dispose(&cfg);
+    assert_int_equal(parse(&cfg, "{\"dynamic_batching\": {\"max_queue_delay_us\": 250}}", &err), 0);
+    assert_true(cfg.dynamic_batching);
+    assert_int_equal(cfg.max_queue_delay_us, 250);
+    assert_int_equal(cfg.max_queue_size, 1024);
+    bd_model_config_dispose(&cfg);
+    assert_int_equal(parse(&cfg, "{\"dynamic_batching\": {\"max_queue_size\": 3}}", &err), 0);
+    assert_int_equal(cfg.max_queue_delay_us, 0);
+    assert_int_equal(cfg.max_queue_size, 3);
+    bd_model_config_dispose(&cfg);
+}
+
+static void test_config_sim_backend_defaults(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg;
+    bd_err_t err;
+    /* sim without max_batch_size: 0 (no batch dim); with it: kept. */
+    assert_int_equal(parse(&cfg, "{\"backend\": \"sim\"}", &err), 0);
+    assert_string_equal(cfg.backend, "sim");
+    assert_int_equal(cfg.max_batch_size, 0);
+    bd_model_config_dispose(&cfg);
+    assert_int_equal(parse(&cfg, "{\"backend\": \"sim\", \"max_batch_size\": 8}", &err), 0);
+    assert_int_equal(cfg.max_batch_size, 8);
+    bd_model_config_dispose(&cfg);
+    /* onnxruntime leaves it unset for the backend to decide from the model. */
+    assert_int_equal(parse(&cfg, "{\"backend\": \"onnxruntime\"}", &err), 0);
+    assert_string_equal(cfg.backend, "onnxruntime");
+    assert_int_equal(cfg.max_batch_size, BD_MAX_BATCH_UNSET);
+    bd_model_config_dispose(&cfg);
+    /* sim with only latency: per_item stays 0, and the reverse. */
+    assert_int_equal(parse(&cfg, "{\"sim\": {\"latency_us\": 5}}", &err), 0);
+    assert_int_equal(cfg.sim.latency_us, 5);
+    assert_int_equal(cfg.sim.per_item_us, 0);
+    bd_model_config_dispose(&cfg);
+    assert_int_equal(parse(&cfg, "{\"sim\": {\"per_item_us\": 9}}", &err), 0);
+    assert_int_equal(cfg.sim.latency_us, 0);
+    assert_int_equal(cfg.sim.per_item_us, 9);
+    bd_model_config_dispose(&cfg);
+}
+
+static void test_config_scheduling_key_variants(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg;
+    bd_err_t err;
+    assert_int_equal(
+        parse(&cfg, "{\"dynamic_batching\": {\"max_queue_delay_us\": \"auto\"}}", &err), 0);
+    assert_true(cfg.delay_auto);
+    assert_int_equal(cfg.max_queue_delay_us, 0);
+    bd_model_config_dispose(&cfg);
+
+    /* default_priority_level defaults to the lowest level; levels copy max_queue_size. */
+    assert_int_equal(parse(&cfg,
+                           "{\"dynamic_batching\": {\"priority_levels\": 16, "
+                           "\"max_queue_size\": 5, \"default_timeout_us\": 3600000000}}",
+                           &err),
+                     0);
+    assert_int_equal(cfg.priority_levels, 16);
+    assert_int_equal(cfg.default_priority_level, 16);
+    for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
+        assert_int_equal(cfg.levels[i].max_queue_size, 5);
+        assert_int_equal(cfg.levels[i].default_timeout_us, 3600000000u);
+    }
+    bd_model_config_dispose(&cfg);
+
+    /* 16 preferred sizes is the most; 4096 the largest. */
+    assert_int_equal(parse(&cfg,
+                           "{\"dynamic_batching\": {\"preferred_batch_sizes\": [1, 2, 3, 4, 5, 6, "
+                           "7, 8, 9, 10, 11, 12, 13, 14, 15, 4096]}}",
+                           &err),
+                     0);
+    assert_int_equal(cfg.n_preferred_batch_sizes, 16);
+    assert_int_equal(cfg.preferred_batch_sizes[15], 4096);
+    bd_model_config_dispose(&cfg);
+
+    struct {
+        const char *json;
+        bd_version_kind_t kind;
+        int latest;
+        size_t n;
+        int64_t first;
+    } vp[] = {
+        {"{\"version_policy\": {\"latest\": 2}}", BD_VERSIONS_LATEST, 2, 0, 0},
+        {"{\"version_policy\": {\"latest\": {\"num_versions\": 64}}}", BD_VERSIONS_LATEST, 64, 0,
+         0},
+        {"{\"version_policy\": {\"all\": {}}}", BD_VERSIONS_ALL, 1, 0, 0},
+        {"{\"version_policy\": {\"specific\": {\"versions\": [7]}}}", BD_VERSIONS_SPECIFIC, 1, 1,
+         7},
+        {"{\"version_policy\": {\"specific\": [4611686018427387903]}}", BD_VERSIONS_SPECIFIC, 1, 1,
+         INT64_MAX / 2},
+    };
+    for (size_t i = 0; i < sizeof vp / sizeof vp[0]; i++) {
+        if (parse(&cfg, vp[i].json, &err) != 0) {
+            fail_msg("%s: %s", vp[i].json, err.msg);
+        }
+        assert_int_equal(cfg.version_policy.kind, vp[i].kind);
+        assert_int_equal(cfg.version_policy.latest, vp[i].latest);
+        assert_int_equal(cfg.version_policy.n_versions, vp[i].n);
+        if (vp[i].n) {
+            assert_true(cfg.version_policy.versions[0] == vp[i].first);
+        }
+        bd_model_config_dispose(&cfg);
+    }
+
+    /* warmup count defaults to 1 once warm-up is configured. */
+    assert_int_equal(parse(&cfg, "{\"warmup\": {\"batch_sizes\": [2]}}", &err), 0);
+    assert_int_equal(cfg.warmup.n_batch_sizes, 1);
+    assert_int_equal(cfg.warmup.batch_sizes[0], 2);
+    assert_int_equal(cfg.warmup.count, 1);
+    bd_model_config_dispose(&cfg);
+
+    /* A circuit breaker key left out keeps its default. */
+    assert_int_equal(parse(&cfg, "{\"circuit_breaker\": {\"cooldown_us\": 3600000000}}", &err), 0);
+    assert_int_equal(cfg.circuit_breaker.consecutive_failures, 5);
+    assert_int_equal(cfg.circuit_breaker.cooldown_us, 3600000000u);
+    bd_model_config_dispose(&cfg);
+    assert_int_equal(
+        parse(&cfg, "{\"circuit_breaker\": {\"consecutive_failures\": 1000000}}", &err), 0);
+    assert_int_equal(cfg.circuit_breaker.consecutive_failures, 1000000);
+    assert_int_equal(cfg.circuit_breaker.cooldown_us, 2000000);
+    bd_model_config_dispose(&cfg);
+
+    /* fail_rate takes integers and reals from 0 to 1. */
+    assert_int_equal(parse(&cfg, "{\"sim\": {\"fail_rate\": 1}}", &err), 0);
+    assert_true(cfg.sim.fail_rate == 1.0);
+    bd_model_config_dispose(&cfg);
+    assert_int_equal(parse(&cfg, "{\"sim\": {\"fail_rate\": 0.0}}", &err), 0);
+    assert_true(cfg.sim.fail_rate == 0.0);
+    bd_model_config_dispose(&cfg);
+}
+
+/* ---- config: errors -------------------------------------------------------------------- */
+
+static void test_config_top_level_errors(void **state)
+{
+    (void)state;
+    expect_bad("[]", "config.json: the top level must be an object");
+    expect_bad("{\"max_batch_szie\": 8}", "config.json: unknown key 'max_batch_szie'");
+    expect_bad("{\"Instances\": 1}", "config.json: unknown key 'Instances'");
+    expect_bad("{\"name\": \"other\"}",
+               "config.json: 'name' must equal the folder name 'm' when given");
+    expect_bad("{\"name\": 5}", "config.json: 'name' must equal the folder name 'm' when given");
+    expect_bad("{\"backend\": \"tensorrt\"}",
+               "config.json: 'backend' must be \"onnxruntime\" or \"sim\"");
+    expect_bad("{\"backend\": 1}", "config.json: 'backend' must be \"onnxruntime\" or \"sim\"");
+    expect_bad("{\"backend\": null}", "config.json: 'backend' must be \"onnxruntime\" or \"sim\"");
+    expect_bad("{\"device\": \"gpu\"}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
+    expect_bad("{\"device\": 0}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
+    expect_bad("{\"device\": \"CPU\"}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
+}
+
+static void test_config_integer_errors(void **state)
+{
+    (void)state;
+    expect_bad("{\"max_batch_size\": \"8\"}", "config.json: 'max_batch_size' must be an integer");
+    expect_bad("{\"max_batch_size\": 1.5}", "config.json: 'max_batch_size' must be an integer");
+    expect_bad("{\"max_batch_size\": 4097}",
+               "config.json: 'max_batch_size' is 4097; expected 0 to 4096");
+    expect_bad("{\"max_batch_size\": -1}",
+               "config.json: 'max_batch_size' is -1; expected 0 to 4096");
+    expect_bad("{\"instances\": 0}", "config.json: 'instances' is 0; expected 1 to 64");
+    expect_bad("{\"instances\": 65}", "config.json: 'instances' is 65; expected 1 to 64");
+    expect_bad("{\"instances\": true}", "config.json: 'instances' must be an integer");
+    expect_bad("{\"threads_per_instance\": 257}",
+               "config.json: 'threads_per_instance' is 257; expected 0 to 256");
+    expect_bad("{\"threads_per_instance\": -1}",
+               "config.json: 'threads_per_instance' is -1; expected 0 to 256");
+    expect_bad("{\"threads_per_instance\": null}",
+               "config.json: 'threads_per_instance' must be an integer");
+    expect_bad("{\"max_batch_size\": 9223372036854775807}",
+               "config.json: 'max_batch_size' is 9223372036854775807; expected 0 to 4096");
+}
+
+static void test_config_dynamic_batching_errors(void **state)
+{
+    (void)state;
+    expect_bad("{\"dynamic_batching\": true}",
+               "config.json: 'dynamic_batching' must be an object or false");
+    expect_bad("{\"dynamic_batching\": 0}",
+               "config.json: 'dynamic_batching' must be an object or false");
+    expect_bad("{\"dynamic_batching\": null}",
+               "config.json: 'dynamic_batching' must be an object or false");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay\": 1}}",
+               "config.json: unknown key 'dynamic_batching.max_queue_delay'");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": 60000001}}",
+               "config.json: 'dynamic_batching.max_queue_delay_us' is 60000001; expected 0 to "
+               "60000000");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": -1}}",
+               "config.json: 'dynamic_batching.max_queue_delay_us' is -1; expected 0 to 60000000");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": \"5\"}}",
+               "config.json: 'dynamic_batching.max_queue_delay_us' must be an integer or "
+               "\"auto\"");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": \"AUTO\"}}",
+               "config.json: 'dynamic_batching.max_queue_delay_us' must be an integer or "
+               "\"auto\"");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_size\": 0}}",
+               "config.json: 'dynamic_batching.max_queue_size' is 0; expected 1 to 1000000");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_size\": 1000001}}",
+               "config.json: 'dynamic_batching.max_queue_size' is 1000001; expected 1 to 1000000");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_size\": 2.0}}",
+               "config.json: 'dynamic_batching.max_queue_size' must be an integer");
+}
+
+static void test_config_sim_errors(void **state)
+{
+    (void)state;
+    expect_bad("{\"sim\": 1}", "config.json: 'sim' must be an object");
+    expect_bad("{\"sim\": false}", "config.json: 'sim' must be an object");
+    expect_bad("{\"sim\": {\"latency\": 1}}", "config.json: unknown key 'sim.latency'");
+    expect_bad("{\"sim\": {\"latency_us\": 60000001}}",
+               "config.json: 'sim.latency_us' is 60000001; expected 0 to 60000000");
+    expect_bad("{\"sim\": {\"per_item_us\": -5}}",
+               "config.json: 'sim.per_item_us' is -5; expected 0 to 60000000");
+    expect_bad("{\"sim\": {\"per_item_us\": \"5\"}}",
+               "config.json: 'sim.per_item_us' must be an integer");
+}
+
+static void test_config_priority_errors(void **state)
+{
+    (void)state;
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 0}}",
+               "config.json: 'dynamic_batching.priority_levels' is 0; expected 1 to 16");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 17}}",
+               "config.json: 'dynamic_batching.priority_levels' is 17; expected 1 to 16");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": \"2\"}}",
+               "config.json: 'dynamic_batching.priority_levels' must be an integer");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 2, \"default_priority_level\": 3}}",
+               "config.json: 'dynamic_batching.default_priority_level' is 3; expected 1 to 2");
+    expect_bad("{\"dynamic_batching\": {\"default_priority_level\": 2}}",
+               "config.json: 'dynamic_batching.default_priority_level' is 2; expected 1 to 1");
+    expect_bad("{\"dynamic_batching\": {\"default_priority_level\": 0}}",
+               "config.json: 'dynamic_batching.default_priority_level' is 0; expected 1 to 1");
+    expect_bad("{\"dynamic_batching\": {\"default_timeout_us\": 3600000001}}",
+               "config.json: 'dynamic_batching.default_timeout_us' is 3600000001; expected 0 to "
+               "3600000000");
+    expect_bad(
+        "{\"dynamic_batching\": {\"default_timeout_us\": -1}}",
+        "config.json: 'dynamic_batching.default_timeout_us' is -1; expected 0 to 3600000000");
+
+    const char *pq =
+        "config.json: 'dynamic_batching.priority_queue_policy' must be an object keyed "
+        "by priority level (\"1\", \"2\", ...)";
+    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": []}}", pq);
+    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": 1}}", pq);
+    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": {\"2\": {}}}}",
+               "config.json: priority_queue_policy key '2' must be a level from 1 to "
+               "priority_levels (1)");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
+               "\"priority_queue_policy\": {\"0\": {}}}}",
+               "config.json: priority_queue_policy key '0' must be a level from 1 to "
+               "priority_levels (3)");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
+               "\"priority_queue_policy\": {\"high\": {}}}}",
+               "config.json: priority_queue_policy key 'high' must be a level from 1 to "
+               "priority_levels (3)");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
+               "\"priority_queue_policy\": {\"\": {}}}}",
+               "config.json: priority_queue_policy key '' must be a level from 1 to "
+               "priority_levels (3)");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
+               "\"priority_queue_policy\": {\"1x\": {}}}}",
+               "config.json: priority_queue_policy key '1x' must be a level from 1 to "
+               "priority_levels (3)");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
+               "\"priority_queue_policy\": {\"99999999999999999999\": {}}}}",
+               "config.json: priority_queue_policy key '99999999999999999999' must be a level "
+               "from 1 to priority_levels (3)");
+    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": {\"1\": 5}}}",
+               "config.json: 'dynamic_batching.priority_queue_policy.1' must be an object");
+    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": {\"1\": {\"size\": 1}}}}",
+               "config.json: unknown key 'dynamic_batching.priority_queue_policy.1.size'");
+    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": {\"1\": "
+               "{\"max_queue_size\": 0}}}}",
+               "config.json: 'dynamic_batching.priority_queue_policy.1.max_queue_size' is 0; "
+               "expected 1 to 1000000");
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 2, \"priority_queue_policy\": "
+               "{\"2\": {\"default_timeout_us\": -1}}}}",
+               "config.json: 'dynamic_batching.priority_queue_policy.2.default_timeout_us' is -1; "
+               "expected 0 to 3600000000");
+}
+
+static void test_config_list_errors(void **state)
+{
+    (void)state;
+    const char *pbs_n = "config.json: 'dynamic_batching.preferred_batch_sizes' must be an array of "
+                        "1 to 16 integers";
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": []}}", pbs_n);
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": 8}}", pbs_n);
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [1, 2, 3, 4, 5, 6, 7, 8, 9, "
+               "10, 11, 12, 13, 14, 15, 16, 17]}}",
+               pbs_n);
+    const char *pbs_v = "config.json: 'dynamic_batching.preferred_batch_sizes' values must be "
+                        "integers from 1 to 4096";
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [0]}}", pbs_v);
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [4097]}}", pbs_v);
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [\"4\"]}}", pbs_v);
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [2, 4.0]}}", pbs_v);
+    const char *pbs_o = "config.json: 'dynamic_batching.preferred_batch_sizes' must be in "
+                        "ascending order without repeats";
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [4, 4]}}", pbs_o);
+    expect_bad("{\"dynamic_batching\": {\"preferred_batch_sizes\": [8, 4]}}", pbs_o);
+
+    expect_bad("{\"warmup\": 1}", "config.json: 'warmup' must be an object");
+    expect_bad("{\"warmup\": {}}", "config.json: 'warmup.batch_sizes' is required");
+    expect_bad("{\"warmup\": {\"count\": 2}}", "config.json: 'warmup.batch_sizes' is required");
+    expect_bad("{\"warmup\": {\"batch_sizes\": [1], \"runs\": 1}}",
+               "config.json: unknown key 'warmup.runs'");
+    expect_bad("{\"warmup\": {\"batch_sizes\": [1], \"count\": 0}}",
+               "config.json: 'warmup.count' is 0; expected 1 to 1000");
+    expect_bad("{\"warmup\": {\"batch_sizes\": [1], \"count\": 1001}}",
+               "config.json: 'warmup.count' is 1001; expected 1 to 1000");
+    expect_bad("{\"warmup\": {\"batch_sizes\": []}}",
+               "config.json: 'warmup.batch_sizes' must be an array of 1 to 16 integers");
+    expect_bad("{\"warmup\": {\"batch_sizes\": [1, 0]}}",
+               "config.json: 'warmup.batch_sizes' values must be integers from 1 to 4096");
+}
+
+static void test_config_version_policy_errors(void **state)
+{
+    (void)state;
+    const char *vp = "config.json: 'version_policy' must be {\"latest\": N}, {\"all\": {}} or "
+                     "{\"specific\": [versions]}";
+    expect_bad("{\"version_policy\": 1}", vp);
+    expect_bad("{\"version_policy\": \"latest\"}", vp);
+    expect_bad("{\"version_policy\": {}}", vp);
+    expect_bad("{\"version_policy\": {\"newest\": 1}}", vp);
+    expect_bad("{\"version_policy\": {\"latest\": 1, \"all\": {}}}", vp);
+    const char *lat = "config.json: 'version_policy.latest' must be an integer from 1 to 64";
+    expect_bad("{\"version_policy\": {\"latest\": 0}}", lat);
+    expect_bad("{\"version_policy\": {\"latest\": 65}}", lat);
+    expect_bad("{\"version_policy\": {\"latest\": \"1\"}}", lat);
+    expect_bad("{\"version_policy\": {\"latest\": {\"num\": 1}}}", lat);
+    expect_bad("{\"version_policy\": {\"all\": 1}}",
+               "config.json: 'version_policy.all' must be {}");
+    expect_bad("{\"version_policy\": {\"all\": {\"x\": 1}}}",
+               "config.json: 'version_policy.all' must be {}");
+    const char *sp_n =
+        "config.json: 'version_policy.specific' must be an array of 1 to 64 integers";
+    expect_bad("{\"version_policy\": {\"specific\": []}}", sp_n);
+    expect_bad("{\"version_policy\": {\"specific\": 3}}", sp_n);
+    expect_bad("{\"version_policy\": {\"specific\": {\"versions\": 3}}}", sp_n);
+    expect_bad("{\"version_policy\": {\"specific\": {\"list\": [3]}}}", sp_n);
+    expect_bad("{\"version_policy\": {\"specific\": [0]}}",
+               "config.json: 'version_policy.specific' values must be integers from 1 to "
+               "4611686018427387903");
+    expect_bad("{\"version_policy\": {\"specific\": [3, 2]}}",
+               "config.json: 'version_policy.specific' must be in ascending order without "
+               "repeats");
+}
+
+static void test_config_breaker_and_fail_rate_errors(void **state)
+{
+    (void)state;
+    expect_bad("{\"circuit_breaker\": []}", "config.json: 'circuit_breaker' must be an object");
+    expect_bad("{\"circuit_breaker\": {\"failures\": 1}}",
+               "config.json: unknown key 'circuit_breaker.failures'");
+    expect_bad("{\"circuit_breaker\": {\"consecutive_failures\": -1}}",
+               "config.json: 'circuit_breaker.consecutive_failures' is -1; expected 0 to 1000000");
+    expect_bad("{\"circuit_breaker\": {\"consecutive_failures\": 1000001}}",
+               "config.json: 'circuit_breaker.consecutive_failures' is 1000001; expected 0 to "
+               "1000000");
+    expect_bad("{\"circuit_breaker\": {\"cooldown_us\": 999}}",
+               "config.json: 'circuit_breaker.cooldown_us' is 999; expected 1000 to 3600000000");
+    expect_bad("{\"circuit_breaker\": {\"cooldown_us\": 3600000001}}",
+               "config.json: 'circuit_breaker.cooldown_us' is 3600000001; expected 1000 to "
+               "3600000000");
+    expect_bad("{\"circuit_breaker\": {\"cooldown_us\": 1e4}}",
+               "config.json: 'circuit_breaker.cooldown_us' must be an integer");
+    const char *fr = "config.json: 'sim.fail_rate' must be a number from 0 to 1";
+    expect_bad("{\"sim\": {\"fail_rate\": 1.5}}", fr);
+    expect_bad("{\"sim\": {\"fail_rate\": -0.1}}", fr);
+    expect_bad("{\"sim\": {\"fail_rate\": \"0.5\"}}", fr);
+    expect_bad("{\"sim\": {\"fail_rate\": null}}", fr);
+    expect_bad("{\"sim\": {\"fail_rate\": 2}}", fr);
+}
+
+#define IO_OK "[{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [4]}]"
+
+static void test_config_io_errors(void **state)
+{
+    (void)state;
+    expect_bad("{\"inputs\": {}, \"outputs\": " IO_OK "}",
+               "config.json: 'inputs' must be an array");
+    expect_bad("{\"inputs\": [], \"outputs\": " IO_OK "}",
+               "config.json: 'inputs' must list 1 to 64 tensors");
+    expect_bad("{\"inputs\": " IO_OK ", \"outputs\": \"Y\"}",
+               "config.json: 'outputs' must be an array");
+    expect_bad("{\"inputs\": [5], \"outputs\": " IO_OK "}",
+               "config.json: 'inputs[0]' must be an object");
+    expect_bad("{\"inputs\": " IO_OK ", \"outputs\": [{\"name\": \"Y\", \"datatype\": \"FP32\", "
+               "\"dims\": [1]}, null]}",
+               "config.json: 'outputs[1]' must be an object");
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [1], "
+               "\"shape\": [1]}], \"outputs\": " IO_OK "}",
+               "config.json: unknown key 'inputs[0].shape'");
+    expect_bad("{\"inputs\": [{\"datatype\": \"FP32\", \"dims\": [1]}], \"outputs\": " IO_OK "}",
+               "config.json: 'inputs[0].name' must be a non-empty string");
+    expect_bad("{\"inputs\": [{\"name\": \"\", \"datatype\": \"FP32\", \"dims\": [1]}], "
+               "\"outputs\": " IO_OK "}",
+               "config.json: 'inputs[0].name' must be a non-empty string");
+    expect_bad("{\"inputs\": [{\"name\": 3, \"datatype\": \"FP32\", \"dims\": [1]}], "
+               "\"outputs\": " IO_OK "}",
+               "config.json: 'inputs[0].name' must be a non-empty string");
+    const char *dt_msg = "config.json: 'inputs[0].datatype' must be one of BOOL, INT8, INT16, "
+                         "INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP32, FP64";
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP16\", \"dims\": [1]}], "
+               "\"outputs\": " IO_OK "}",
+               dt_msg);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"BYTES\", \"dims\": [1]}], "
+               "\"outputs\": " IO_OK "}",
+               dt_msg);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"fp32\", \"dims\": [1]}], "
+               "\"outputs\": " IO_OK "}",
+               dt_msg);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"dims\": [1]}], \"outputs\": " IO_OK "}", dt_msg);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": 11, \"dims\": [1]}], "
+               "\"outputs\": " IO_OK "}",
+               dt_msg);
+    const char *dims_arr = "config.json: 'inputs[0].dims' must be an array of at most 7 integers";
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\"}], \"outputs\": " IO_OK "}",
+               dims_arr);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": 4}], "
+               "\"outputs\": " IO_OK "}",
+               dims_arr);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", "
+               "\"dims\": [1, 1, 1, 1, 1, 1, 1, 1]}], \"outputs\": " IO_OK "}",
+               dims_arr);
+    const char *dims_val = "config.json: 'inputs[0].dims' values must be positive integers or -1";
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [0]}], "
+               "\"outputs\": " IO_OK "}",
+               dims_val);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [4, -2]}], "
+               "\"outputs\": " IO_OK "}",
+               dims_val);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [1073741825]}], "
+               "\"outputs\": " IO_OK "}",
+               dims_val);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [\"4\"]}], "
+               "\"outputs\": " IO_OK "}",
+               dims_val);
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [2.5]}], "
+               "\"outputs\": " IO_OK "}",
+               dims_val);
+    /* The index in the message is the failing entry's. */
+    expect_bad("{\"inputs\": " IO_OK ", \"outputs\": [{\"name\": \"A\", \"datatype\": \"INT8\", "
+               "\"dims\": [1]}, {\"name\": \"B\", \"datatype\": \"INT8\", \"dims\": [0]}]}",
+               "config.json: 'outputs[1].dims' values must be positive integers or -1");
+}
+
+static void test_config_io_too_many(void **state)
+{
+    (void)state;
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_buf_puts(&b, "{\"outputs\": " IO_OK ", \"inputs\": [");
+    for (int i = 0; i < 65; i++) {
+        bd_buf_printf(&b, "%s{\"name\": \"I%d\", \"datatype\": \"FP32\", \"dims\": [1]}",
+                      i ? ", " : "", i);
+    }
+    bd_buf_puts(&b, "]}");
+    expect_bad(b.data, "config.json: 'inputs' must list 1 to 64 tensors");
+    /* 64 is the most allowed. */
+    bd_buf_reset(&b);
+    bd_buf_puts(&b, "{\"outputs\": " IO_OK ", \"inputs\": [");
+    for (int i = 0; i < 64; i++) {
+        bd_buf_printf(&b, "%s{\"name\": \"I%d\", \"datatype\": \"FP32\", \"dims\": [1]}",
+                      i ? ", " : "", i);
+    }
+    bd_buf_puts(&b, "]}");
+    bd_model_config_t cfg;
+    bd_err_t err;
+    assert_int_equal(parse(&cfg, b.data, &err), 0);
+    assert_int_equal(cfg.n_inputs, 64);
+    assert_string_equal(cfg.inputs[63].name, "I63");
+    bd_model_config_dispose(&cfg);
+    bd_buf_dispose(&b);
+}
+
+static void test_config_duplicate_names(void **state)
+{
+    (void)state;
+    expect_bad("{\"inputs\": [{\"name\": \"A\", \"datatype\": \"FP32\", \"dims\": [1]}, "
+               "{\"name\": \"B\", \"datatype\": \"FP32\", \"dims\": [1]}, "
+               "{\"name\": \"A\", \"datatype\": \"INT8\", \"dims\": [2]}], \"outputs\": " IO_OK "}",
+               "config.json: 'inputs' names 'A' twice");
+    expect_bad("{\"inputs\": " IO_OK ", \"outputs\": [{\"name\": \"Y\", \"datatype\": \"FP32\", "
+               "\"dims\": [1]}, {\"name\": \"Y\", \"datatype\": \"FP32\", \"dims\": [1]}]}",
+               "config.json: 'outputs' names 'Y' twice");
+}
+
+static void test_config_inputs_without_outputs(void **state)
+{
+    (void)state;
+    expect_bad("{\"inputs\": " IO_OK "}",
+               "config.json: give both 'inputs' and 'outputs', or neither");
+    expect_bad("{\"outputs\": " IO_OK "}",
+               "config.json: give both 'inputs' and 'outputs', or neither");
+    expect_bad("{\"backend\": \"sim\", \"inputs\": " IO_OK "}",
+               "config.json: give both 'inputs' and 'outputs', or neither");
+}
+
+static void test_config_invalid_json(void **state)
+{
+    (void)state;
+    bd_model_config_t cfg;
+    bd_err_t err;
+    const char *cases[][2] = {
+        {"{", "config.json is not valid JSON: string or '}' expected near end of file (line 1)"},
+        {"", "config.json is not valid JSON: '[' or '{' expected near end of file (line 1)"},
+        /* Only an object or array may be the top level (jansson's default). */
+        {"7", "config.json is not valid JSON: '[' or '{' expected near '7' (line 1)"},
+        {"{\"instances\": 1,\n \"instances\": 2}",
+         "config.json is not valid JSON: duplicate object key near '\"instances\"' (line 2)"},
+        {"{\"a\": 1} x", "config.json is not valid JSON: end of file expected near 'x' (line 1)"},
+        {"{\"a\": tru}", "config.json is not valid JSON: invalid token near 'tru' (line 1)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = parse(&cfg, cases[i][0], &err);
+        if (rc != BD_EINVAL || err.code != BD_EINVAL || strcmp(err.msg, cases[i][1]) != 0) {
+            fail_msg("json %zu gave rc=%d msg=\"%s\"; expected \"%s\"", i, rc, err.msg,
+                     cases[i][1]);
+        }
+        bd_model_config_dispose(&cfg);
+    }
+    /* The length is honoured: bytes past it are not parsed. */
+    const char *text = "{\"instances\": 2}garbage";
+    assert_int_equal(parse(&cfg, NULL, &err), 0);
+    bd_model_config_dispose(&cfg);
+    cfg_init(&cfg, NULL);
+    assert_int_equal(bd_config_parse(&cfg, text, 16, &err), 0);
+    assert_int_equal(cfg.instances, 2);
+    bd_model_config_dispose(&cfg);
+    /* An embedded NUL inside the length is an error, not a silent end. */
+    cfg_init(&cfg, NULL);
+    assert_int_equal(bd_config_parse(&cfg, "{}\0{}", 5, &err), BD_EINVAL);
+    assert_non_null(strstr(err.msg, "config.json is not valid JSON: "));
+    bd_model_config_dispose(&cfg);
+}
+
+/* ---- repository ------------------------------------------------------------------------ */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bd_req_t *done;
+    int calls;
+} waiter_t;
+
+static void on_done(bd_req_t *req, void *ctx)
+{
+    waiter_t *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->done = req;
+    w->calls++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static bd_req_t *wait_done(waiter_t *w)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &deadline) != 0) {
+            break;
+        }
+    }
+    bd_req_t *r = w->done;
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
+static const char *alpha_cfg =
+    "{\"backend\": \"sim\", \"max_batch_size\": 4,\n"
+    " \"inputs\": [{\"name\": \"INPUT0\", \"datatype\": \"FP32\", \"dims\": [3]}],\n"
+    " \"outputs\": [{\"name\": \"OUTPUT0\", \"datatype\": \"FP32\", \"dims\": [3]}],\n"
+    " \"sim\": {\"latency_us\": 0, \"per_item_us\": 0}}\n";
+
+static const char *beta_cfg =
+    "{\"name\": \"beta\", \"backend\": \"sim\", \"dynamic_batching\": false, \"instances\": 2,\n"
+    " \"inputs\": [{\"name\": \"A\", \"datatype\": \"INT32\", \"dims\": [2]},\n"
+    "            {\"name\": \"B\", \"datatype\": \"UINT8\", \"dims\": [-1]}],\n"
+    " \"outputs\": [{\"name\": \"A_OUT\", \"datatype\": \"INT32\", \"dims\": [2]},\n"
+    "             {\"name\": \"B_OUT\", \"datatype\": \"UINT8\", \"dims\": [-1]}]}\n";
+
+/* DIR/alpha   sim, versions 1 and 3 (+ a non-numeric folder and a numeric file: ignored)
+ * DIR/badcfg  version 1, config.json with instances 0
+ * DIR/beta    sim without batching, version 1
+ * DIR/empty   config.json but no version folder
+ * DIR/onnxbad version 1 with a garbage model.onnx, no config (onnxruntime)
+ * plus a top-level file and a hidden folder, which are not models. */
+static void make_repo(const char *dir)
+{
+    char p[512];
+    make_dir(dir, "alpha");
+    snprintf(p, sizeof p, "%s/alpha", dir);
+    write_text(p, "config.json", alpha_cfg);
+    make_dir(p, "1");
+    make_dir(p, "3");
+    make_dir(p, "latest");
+    make_dir(p, "0x9");
+    write_text(p, "7", "not a folder");
+
+    make_dir(dir, "badcfg");
+    snprintf(p, sizeof p, "%s/badcfg", dir);
+    write_text(p, "config.json", "{\"backend\": \"sim\", \"instances\": 0}");
+    make_dir(p, "1");
+
+    make_dir(dir, "beta");
+    snprintf(p, sizeof p, "%s/beta", dir);
+    write_text(p, "config.json", beta_cfg);
+    make_dir(p, "1");
+
+    make_dir(dir, "empty");
+    snprintf(p, sizeof p, "%s/empty", dir);
+    write_text(p, "config.json", alpha_cfg);
+    make_dir(p, "v1");
+
+    make_dir(dir, "onnxbad");
+    snprintf(p, sizeof p, "%s/onnxbad", dir);
+    make_dir(p, "1");
+    snprintf(p, sizeof p, "%s/onnxbad/1", dir);
+    write_text(p, "model.onnx", "this is not an ONNX protobuf \x01\x02\x03\xff\xfe garbage");
+
+    write_text(dir, "README", "not a model");
+    make_dir(dir, ".hidden");
+    snprintf(p, sizeof p, "%s/.hidden", dir);
+    make_dir(p, "1");
+}
+
+static bd_model_t *find_ok(bd_repo_t *r, const char *name, const char *version)
+{
+    bd_model_t *m = NULL;
+    bd_err_t err = {0};
+    int rc = bd_repo_find(r, name, strlen(name), version, version ? strlen(version) : 0, &m, &err);
+    if (rc != 0) {
+        fail_msg("find %s/%s: %s", name, version ? version : "-", err.msg);
+    }
+    assert_non_null(m);
+    return m;
+}
+
+static void expect_not_found(bd_repo_t *r, const char *name, size_t name_len, const char *version,
+                             const char *msg)
+{
+    bd_model_t *m = (bd_model_t *)(uintptr_t)1;
+    bd_err_t err = {0};
+    assert_int_equal(
+        bd_repo_find(r, name, name_len, version, version ? strlen(version) : 0, &m, &err),
+        BD_ENOTFOUND);
+    assert_int_equal(err.code, BD_ENOTFOUND);
+    assert_string_equal(err.msg, msg);
+    assert_ptr_equal(m, (bd_model_t *)(uintptr_t)1); /* untouched on failure */
+}
+
+static void test_repo_open_missing_dir(void **state)
+{
+    (void)state;
+    bd_err_t err = {0};
+    assert_null(bd_repo_open("/nonexistent/bd_test_repo", NULL, &err));
+    assert_int_equal(err.code, BD_EIO);
+    assert_string_equal(err.msg, "cannot read model repository '/nonexistent/bd_test_repo': No "
+                                 "such file or directory");
+}
+
+static void test_repo_empty_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_repo_empty.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    bd_err_t err = {0};
+    bd_repo_t *r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    assert_int_equal(bd_repo_count(r), 0);
+    assert_null(bd_repo_at(r, 0));
+    expect_not_found(r, "m", 1, NULL, "unknown model 'm'");
+    bd_repo_free(r);
+    rm_tree(dir);
+}
+
+static void test_repo_models_versions_and_reasons(void **state)
+{
+    (void)state;
+    bd_err_t err = {0};
+    int ort_rc = bd_ort_init(NULL, NULL);
+    assert_int_equal(ort_rc == 0, bd_ort_available());
+
+    char dir[] = "/tmp/bd_test_repo.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    make_repo(dir);
+    bd_metrics_t *metrics = bd_metrics_new();
+    assert_non_null(metrics);
+    bd_repo_opts_t opts = {.metrics = metrics};
+    bd_repo_t *r = bd_repo_open(dir, &opts, &err);
+    assert_non_null(r);
+
+    /* Sorted by name; hidden folders and plain files are not models. */
+    assert_int_equal(bd_repo_count(r), 5);
+    static const char *const names[] = {"alpha", "badcfg", "beta", "empty", "onnxbad"};
+    for (size_t i = 0; i < 5; i++) {
+        assert_string_equal(bd_model_name(bd_repo_at(r, i)), names[i]);
+    }
+    assert_null(bd_repo_at(r, 5));
+
+    /* alpha: the highest numeric version folder is the one loaded. */
+    bd_model_t *alpha = find_ok(r, "alpha", NULL);
+    assert_ptr_equal(alpha, bd_repo_at(r, 0));
+    assert_string_equal(bd_model_version(alpha), "3");
+    assert_true(bd_model_ready(alpha));
+    assert_string_equal(bd_model_reason(alpha), "");
+    assert_string_equal(bd_model_platform(alpha), "batchd_sim");
+    assert_non_null(bd_model_sched(alpha));
+    assert_non_null(bd_model_metrics(alpha));
+    const bd_model_config_t *acfg = bd_model_config(alpha);
+    assert_non_null(acfg);
+    assert_string_equal(acfg->name, "alpha");
+    assert_int_equal(acfg->version, 3);
+    char want[512];
+    snprintf(want, sizeof want, "%s/alpha/3", dir);
+    assert_string_equal(acfg->dir, want);
+    snprintf(want, sizeof want, "%s/alpha/3/model.onnx", dir);
+    assert_string_equal(acfg->model_path, want);
+    assert_int_equal(acfg->max_batch_size, 4);
+    /* No model file: the large-model default. */
+    assert_int_equal(acfg->threads_per_instance, cores_per(1));
+    assert_ptr_equal(find_ok(r, "alpha", "3"), alpha);
+    assert_ptr_equal(find_ok(r, "alpha", ""), alpha);
+    expect_not_found(r, "alpha", 5, "7", "model 'alpha' has no version '7'; it has 3");
+    expect_not_found(r, "alpha", 5, "1", "model 'alpha' has no version '1'; it has 3");
+    expect_not_found(r, "alpha", 5, "03", "model 'alpha' has no version '03'; it has 3");
+
+    /* Lookups compare the whole name, by length. */
+    expect_not_found(r, "nope", 4, NULL, "unknown model 'nope'");
+    expect_not_found(r, "alphabet", 3, NULL, "unknown model 'alp'");
+    expect_not_found(r, "alpha", 4, "3", "unknown model 'alph'");
+    expect_not_found(r, "ALPHA", 5, NULL, "unknown model 'ALPHA'");
+    expect_not_found(r, "", 0, NULL, "unknown model ''");
+
+    /* beta: ready, no batching, two instances. */
+    bd_model_t *beta = find_ok(r, "beta", "1");
+    assert_true(bd_model_ready(beta));
+    assert_string_equal(bd_model_version(beta), "1");
+    assert_string_equal(bd_model_platform(beta), "batchd_sim");
+    assert_false(bd_model_config(beta)->dynamic_batching);
+    assert_int_equal(bd_model_config(beta)->max_batch_size, 0);
+    assert_int_equal(bd_model_config(beta)->instances, 2);
+
+    /* badcfg: unavailable with the config error; its config exists (partly read). */
+    bd_model_t *bad = find_ok(r, "badcfg", NULL);
+    assert_false(bd_model_ready(bad));
+    assert_null(bd_model_sched(bad));
+    assert_string_equal(bd_model_reason(bad), "config.json: 'instances' is 0; expected 1 to 64");
+    assert_string_equal(bd_model_version(bad), "1");
+    assert_non_null(bd_model_config(bad));
+    assert_string_equal(bd_model_platform(bad), "batchd_sim");
+
+    /* empty: no numeric version folder ("v1" is not one). */
+    bd_model_t *empty = find_ok(r, "empty", NULL);
+    assert_false(bd_model_ready(empty));
+    assert_null(bd_model_sched(empty));
+    snprintf(want, sizeof want, "no numeric version folder (such as %s/empty/1) was found", dir);
+    assert_string_equal(bd_model_reason(empty), want);
+    assert_string_equal(bd_model_version(empty), "");
+    assert_null(bd_model_config(empty));
+    assert_string_equal(bd_model_platform(empty), "onnxruntime_onnx");
+    expect_not_found(r, "empty", 5, "1", "model 'empty' has no version '1'; it has none");
+
+    /* onnxbad: the backend's reason (or why ONNX Runtime is missing). */
+    bd_model_t *onnx = find_ok(r, "onnxbad", NULL);
+    assert_false(bd_model_ready(onnx));
+    assert_null(bd_model_sched(onnx));
+    assert_string_equal(bd_model_version(onnx), "1");
+    assert_string_equal(bd_model_platform(onnx), "onnxruntime_onnx");
+    const char *reason = bd_model_reason(onnx);
+    if (bd_ort_available()) {
+        snprintf(want, sizeof want, "cannot load model '%s/onnxbad/1/model.onnx': ", dir);
+        if (strncmp(reason, want, strlen(want)) != 0 || strlen(reason) <= strlen(want)) {
+            fail_msg("onnxbad reason \"%s\" does not start with \"%s\"", reason, want);
+        }
+    } else {
+        assert_non_null(strstr(reason, "ONNX Runtime"));
+        snprintf(want, sizeof want, "ONNX Runtime is unavailable: %s", bd_ort_unavailable_reason());
+        assert_string_equal(reason, want);
+    }
+
+    /* One request through alpha's scheduler: two rows come back exactly. */
+    waiter_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    bd_req_t *req = bd_req_new(0);
+    assert_non_null(req);
+    bd_tensor_t *in = bd_arena_calloc(&req->arena, 1, sizeof *in);
+    float *x = bd_arena_alloc(&req->arena, 6 * sizeof(float));
+    assert_non_null(in);
+    assert_non_null(x);
+    for (int k = 0; k < 6; k++) {
+        x[k] = 0.5f * (float)k - 1.0f;
+    }
+    *in = (bd_tensor_t){.name = "INPUT0",
+                        .dtype = BD_DT_FP32,
+                        .shape = {2, {2, 3}},
+                        .data = x,
+                        .byte_size = 6 * sizeof(float)};
+    req->in.inputs = in;
+    req->in.n_inputs = 1;
+    req->done = on_done;
+    req->done_ctx = &w;
+    if (bd_sched_submit(bd_model_sched(alpha), req, &err) != 0) {
+        fail_msg("submit: %s", err.msg);
+    }
+    bd_req_t *got = wait_done(&w);
+    assert_ptr_equal(got, req);
+    assert_int_equal(req->status, 0);
+    assert_string_equal(req->err.msg, "");
+    assert_int_equal(req->rows, 2);
+    assert_int_equal(req->n_outputs, 1);
+    assert_string_equal(req->outputs[0].name, "OUTPUT0");
+    assert_int_equal(req->outputs[0].dtype, BD_DT_FP32);
+    assert_int_equal(req->outputs[0].shape.ndim, 2);
+    assert_int_equal(req->outputs[0].shape.dims[0], 2);
+    assert_int_equal(req->outputs[0].shape.dims[1], 3);
+    assert_int_equal(req->outputs[0].byte_size, 24);
+    const float *y = req->outputs[0].data;
+    static const float expect[6] = {-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.5f};
+    assert_memory_equal(y, expect, sizeof expect);
+    assert_true(req->end_us >= req->start_us && req->start_us >= req->arrival_us);
+    assert_int_equal(bd_metrics_get_requests(bd_model_metrics(alpha), BD_OUTCOME_SUCCESS), 1);
+    assert_int_equal(bd_metrics_get_items(bd_model_metrics(alpha)), 2);
+    bd_req_free(req);
+
+    /* After close, submits fail with BD_ESHUTDOWN and the caller keeps the request. */
+    bd_repo_close(r);
+    bd_req_t *late = bd_req_new(0);
+    late->in.inputs = bd_arena_calloc(&late->arena, 1, sizeof(bd_tensor_t));
+    late->in.inputs[0] = (bd_tensor_t){
+        .name = "INPUT0", .dtype = BD_DT_FP32, .shape = {2, {1, 3}}, .data = x, .byte_size = 12};
+    late->in.n_inputs = 1;
+    late->done = on_done;
+    late->done_ctx = &w;
+    assert_int_equal(bd_sched_submit(bd_model_sched(alpha), late, &err), BD_ESHUTDOWN);
+    bd_req_free(late);
+    assert_int_equal(w.calls, 1);
+
+    bd_repo_free(r);
+    bd_metrics_free(metrics);
+    rm_tree(dir);
+}
+
+/* Without ONNX Runtime an ONNX model is unavailable and says why; sim models still load. */
+static void test_repo_onnx_model_without_runtime(void **state)
+{
+    (void)state;
+    bd_ort_shutdown();
+    bd_err_t err = {0};
+    const char *bad = "/nonexistent/libonnxruntime.so.1";
+    assert_int_equal(bd_ort_init(bad, &err), BD_EUNAVAIL);
+    assert_false(bd_ort_available());
+
+    char dir[] = "/tmp/bd_test_repo_noort.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char p[512];
+    make_dir(dir, "onnx");
+    snprintf(p, sizeof p, "%s/onnx", dir);
+    make_dir(p, "2");
+    snprintf(p, sizeof p, "%s/onnx/2", dir);
+    write_text(p, "model.onnx", "garbage");
+    make_dir(dir, "sim");
+    snprintf(p, sizeof p, "%s/sim", dir);
+    write_text(p, "config.json", alpha_cfg);
+    make_dir(p, "1");
+
+    bd_repo_t *r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    assert_int_equal(bd_repo_count(r), 2);
+    bd_model_t *onnx = find_ok(r, "onnx", "2");
+    assert_false(bd_model_ready(onnx));
+    assert_string_equal(bd_model_reason(onnx),
+                        "ONNX Runtime is unavailable: cannot load ONNX Runtime from "
+                        "'/nonexistent/libonnxruntime.so.1': /nonexistent/libonnxruntime.so.1: "
+                        "cannot open shared object file: No such file or directory");
+    assert_string_equal(bd_model_platform(onnx), "onnxruntime_onnx");
+    assert_non_null(bd_model_config(onnx));
+    bd_model_t *sim = find_ok(r, "sim", NULL);
+    assert_true(bd_model_ready(sim));
+    assert_null(bd_model_metrics(sim)); /* no metrics registry given */
+    bd_repo_free(r);
+    rm_tree(dir);
+    bd_ort_shutdown();
+}
+
+int main(void)
+{
+    bd_log_set_level(BD_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults_without_file),
+        cmocka_unit_test(test_config_default_threads_follow_model_size),
+        cmocka_unit_test(test_config_every_key),
+        cmocka_unit_test(test_config_bounds_are_inclusive),
+        cmocka_unit_test(test_config_dynamic_batching_false_and_partial),
+        cmocka_unit_test(test_config_sim_backend_defaults),
+        cmocka_unit_test(test_config_scheduling_key_variants),
+        cmocka_unit_test(test_config_top_level_errors),
+        cmocka_unit_test(test_config_integer_errors),
+        cmocka_unit_test(test_config_dynamic_batching_errors),
+        cmocka_unit_test(test_config_sim_errors),
+        cmocka_unit_test(test_config_priority_errors),
+        cmocka_unit_test(test_config_list_errors),
+        cmocka_unit_test(test_config_version_policy_errors),
+        cmocka_unit_test(test_config_breaker_and_fail_rate_errors),
+        cmocka_unit_test(test_config_io_errors),
+        cmocka_unit_test(test_config_io_too_many),
+        cmocka_unit_test(test_config_duplicate_names),
+        cmocka_unit_test(test_config_inputs_without_outputs),
+        cmocka_unit_test(test_config_invalid_json),
+        cmocka_unit_test(test_repo_open_missing_dir),
+        cmocka_unit_test(test_repo_empty_dir),
+        cmocka_unit_test(test_repo_models_versions_and_reasons),
+        cmocka_unit_test(test_repo_onnx_model_without_runtime),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
