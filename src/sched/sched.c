@@ -1,30 +1,58 @@
-/* sched.c: the per-model-version scheduler: request validation, a bounded FIFO, batch
- * forming, worker threads, gather of inputs into per-instance batch buffers and scatter of
- * outputs back to each request.
+/* sched.c: the per-model-version scheduler: request validation, one bounded FIFO per
+ * priority level, deadlines, batch forming, the circuit breaker, warmup, worker threads,
+ * gather of inputs into per-instance batch buffers and scatter of outputs back to each
+ * request.
  *
- * Batch forming (take_batch) follows sched.h: the oldest request plus every later request
- * whose non-batch dims equal it, in arrival order, while the rows fit in max_batch_size. A
- * compatible request that does not fit ends the scan and stays queued for the next batch;
+ * Batch forming (take_batch) follows sched.h: the head is the oldest request of the highest
+ * non-empty level; the batch is the head plus every later request whose non-batch dims equal
+ * it, that level first and then the lower ones, in arrival order, while the rows fit in
+ * max_batch_size. A compatible request that does not fit ends the scan and stays queued;
  * incompatible requests are skipped (they keep their place). The batch runs at once when it
  * is full, when batching is off (max_batch_size 0 or dynamic_batching false: one request per
- * batch), when max_queue_delay_us is 0, when the next compatible request would not fit, when
- * the scheduler is closed (nothing more will come, so waiting helps no one), or when the
- * oldest request has waited max_queue_delay_us by the scheduler's clock. max_queue_size 0
- * means the documented default, 1024.
+ * batch), when the next compatible request would not fit, when the scheduler is closed
+ * (nothing more will come, so waiting helps no one), when a preferred batch size can be
+ * formed (then the longest prefix whose rows are a preferred size runs, as Triton does), when
+ * max_queue_delay_us is 0, or when the head has waited max_queue_delay_us by the scheduler's
+ * clock. With "auto" the last two are replaced by bd_sched_auto_hold_until (autodelay.c).
+ * Whenever a batch runs that is not full, it is the longest preferred prefix if one exists,
+ * else everything that fits.
+ *
+ * Deadlines: a request's deadline is its arrival plus parameters.timeout (or its level's
+ * default_timeout_us); queued requests with one sit in a min-heap by deadline as well as in
+ * their level's FIFO. A timer thread sleeps until the earliest deadline and completes every
+ * request whose deadline passed with BD_ETIMEOUT, so a timeout fires while every instance is
+ * busy on a long batch. Workers (and bd_sched_step) expire due requests under the same lock
+ * right before they form a batch, so an expired request never runs.
+ *
+ * Circuit breaker: `cb_fails` failed batches in a row (circuit_breaker.consecutive_failures)
+ * open it: submits fail with BD_EUNAVAIL and the reason until cooldown_us passed; requests
+ * already queued still run. Then it is half-open: submits are accepted and the next batch is
+ * the one probe (other instances wait meanwhile); its success closes the breaker, its failure
+ * opens it again. Any successful batch closes it.
+ *
+ * Wake-ups: a submit signals an idle worker only when it changes what a waiting worker would
+ * do: the queue's head changed (a new head, or a higher level), or enough rows are queued to
+ * run before the delay (a full batch, the smallest preferred size, the auto target). A worker
+ * waiting for the delay is otherwise left asleep until its timed wait ends; signalling on
+ * every submit made futex wake-ups dominate the profile.
  *
  * Submit validates the request and puts its inputs into the model's input order (so every
  * later step indexes inputs by config position), then queues it under `mu`.
  *
- * Threads: bd_sched_submit, bd_sched_queue_depth and bd_sched_close from any thread; each
- * worker thread (one per instance) owns its inst_t: the backend session, the batch buffers
- * and the batch array. `mu` guards the queue and `closed`; it is never held across a backend
- * run or a completion callback. In manual mode there are no workers and bd_sched_step does
- * the worker's job on the caller's thread (one caller per instance at a time).
+ * Threads: bd_sched_submit, _cancel, _available, _queue_depth, _expire and _close from any
+ * thread; each worker thread (one per instance) owns its inst_t: the backend session, the
+ * batch buffers and the batch array; the timer thread owns nothing but reads the heap under
+ * `mu`. `mu` guards the queues, the heap, the breaker, the auto learner and `closed`; it is
+ * never held across a backend run or a completion callback. In manual mode there are no
+ * workers and no timer: bd_sched_step and bd_sched_expire do their jobs on the caller's
+ * thread (one caller per instance at a time).
  *
  * Ownership: the scheduler borrows cfg, ops and bm. A queued request is owned by the
  * scheduler until its done callback, which hands it back. A request's outputs live in one
  * malloc'd block (req->out_block: the tensor array, the output names, then the data). */
 #include "sched/sched.h"
+
+#include "sched/sched_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -38,6 +66,7 @@
 #define DEFAULT_QUEUE_SIZE 1024
 #define ERR_LOG_INTERVAL_US 1000000u
 #define MAX_WAIT_US 3600000000u
+#define TIMEOUT_MSG "request timeout expired in queue"
 
 typedef struct {
     unsigned char *data; /* owned */
@@ -57,27 +86,60 @@ typedef struct {
     bd_tensor_t *out_tensors; /* owned, cfg->n_outputs: filled by the backend's run */
     bd_req_t **batch;         /* owned, batch_cap entries: the requests of the current batch */
     size_t batch_cap;
+    bool probe; /* the current batch is the circuit breaker's probe (set under mu) */
 } inst_t;
+
+/* One priority level's FIFO; under mu. */
+typedef struct {
+    bd_req_t *head; /* oldest first; doubly linked through next/prev */
+    bd_req_t *tail;
+    size_t depth;
+    size_t cap;                  /* max_queue_size of this level */
+    uint64_t default_timeout_us; /* 0: none */
+} level_t;
+
+typedef enum { CB_CLOSED = 0, CB_OPEN, CB_HALF_OPEN } cb_state_t;
 
 struct bd_sched {
     const bd_model_config_t *cfg; /* borrowed */
     const bd_backend_ops_t *ops;  /* borrowed */
     bd_backend_model_t *bm;       /* borrowed */
     bd_clock_t clock;
+    bool real_clock; /* phase times then come from CLOCK_MONOTONIC in nanoseconds */
     bool manual;
+    bool is_sim;                 /* parameters.sim_fail applies */
     bd_model_metrics_t *metrics; /* borrowed, may be NULL */
     bool batching;               /* max_batch_size > 0 and dynamic batching on */
     size_t max_rows;             /* max_batch_size, at least 1 */
-    size_t max_queue;
-    const char *model_name; /* borrowed from cfg, never NULL */
+    size_t min_preferred;        /* smallest preferred batch size <= max_rows; 0: none */
+    const char *model_name;      /* borrowed from cfg, never NULL */
+    int n_levels;
+    int default_level; /* 0-based */
     _Atomic uint64_t last_err_log_us;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bd_req_t *head; /* under mu: oldest first */
-    bd_req_t *tail; /* under mu */
-    size_t depth;   /* under mu */
-    bool closed;    /* under mu */
+    pthread_cond_t cv;                      /* workers wait here */
+    pthread_cond_t tcv;                     /* the timer waits here */
+    level_t levels[BD_MAX_PRIORITY_LEVELS]; /* under mu */
+    size_t depth;                           /* under mu: requests queued, all levels */
+    size_t rows_queued;                     /* under mu: their rows */
+    bool closed;                            /* under mu */
+    int idle_workers;                       /* under mu: workers waiting on cv */
+    bd_req_t **heap;                        /* under mu: queued requests with a deadline */
+    size_t heap_n;
+    size_t heap_cap;
+    bd_sched_auto_t autod; /* under mu */
+    size_t auto_target;    /* under mu: rows at which a held auto batch runs; 0: none held */
+    cb_state_t cb_state;   /* under mu, and the rest of the breaker */
+    int cb_fails;          /* failed batches in a row */
+    uint64_t cb_open_until;
+    bool cb_probe_busy;
+    char cb_last_err[BD_ERR_MSG_MAX];
+
+    pthread_t timer;
+    bool timer_started;
+    bool timer_stop;     /* under mu */
+    uint64_t timer_wake; /* under mu: the deadline the timer sleeps until; UINT64_MAX: none */
 
     int n_inst;
     inst_t *insts; /* owned */
@@ -278,6 +340,25 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, si
                               name, fmt_names(list, sizeof list, cfg->outputs, cfg->n_outputs));
         }
     }
+    int levels = cfg->priority_levels >= 1 && cfg->priority_levels <= BD_MAX_PRIORITY_LEVELS
+                     ? cfg->priority_levels
+                     : 1;
+    if (in->priority < 0 || in->priority > levels) {
+        if (levels == 1) {
+            return bd_err_set(err, BD_EINVAL,
+                              "parameters.priority %" PRId64 " is out of range: model '%s' has "
+                              "one priority level (use 0 or 1)",
+                              in->priority, cfg->name ? cfg->name : "");
+        }
+        return bd_err_set(err, BD_EINVAL,
+                          "parameters.priority %" PRId64 " is out of range: model '%s' has "
+                          "priority levels 1 (highest) to %d; 0 or absent means its default "
+                          "level %d",
+                          in->priority, cfg->name ? cfg->name : "", levels,
+                          cfg->default_priority_level >= 1 && cfg->default_priority_level <= levels
+                              ? cfg->default_priority_level
+                              : levels);
+    }
     size_t r = 1;
     if (batching && in->n_inputs > 0) {
         r = (size_t)in->inputs[0].shape.dims[0];
@@ -305,6 +386,222 @@ static void order_inputs(const bd_model_config_t *cfg, bd_infer_req_t *in)
     }
 }
 
+/* ---- queues and the deadline heap (under mu) ------------------------------------------- */
+
+static void heap_set(bd_sched_t *s, size_t i, bd_req_t *r)
+{
+    s->heap[i] = r;
+    r->heap_idx = i;
+}
+
+static void heap_up(bd_sched_t *s, size_t i)
+{
+    bd_req_t *r = s->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (s->heap[p]->deadline_us <= r->deadline_us) {
+            break;
+        }
+        heap_set(s, i, s->heap[p]);
+        i = p;
+    }
+    heap_set(s, i, r);
+}
+
+static void heap_down(bd_sched_t *s, size_t i)
+{
+    bd_req_t *r = s->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->heap_n) {
+            break;
+        }
+        if (c + 1 < s->heap_n && s->heap[c + 1]->deadline_us < s->heap[c]->deadline_us) {
+            c++;
+        }
+        if (s->heap[c]->deadline_us >= r->deadline_us) {
+            break;
+        }
+        heap_set(s, i, s->heap[c]);
+        i = c;
+    }
+    heap_set(s, i, r);
+}
+
+static int heap_push(bd_sched_t *s, bd_req_t *r)
+{
+    if (s->heap_n == s->heap_cap) {
+        size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
+        size_t bytes;
+        bd_req_t **h = NULL;
+        if (bd_mul_size(cap, sizeof *h, &bytes)) {
+            h = realloc(s->heap, bytes);
+        }
+        if (!h) {
+            return BD_ENOMEM;
+        }
+        s->heap = h;
+        s->heap_cap = cap;
+    }
+    heap_set(s, s->heap_n++, r);
+    heap_up(s, s->heap_n - 1);
+    return 0;
+}
+
+static void heap_remove(bd_sched_t *s, bd_req_t *r)
+{
+    size_t i = r->heap_idx;
+    bd_req_t *last = s->heap[--s->heap_n];
+    if (i < s->heap_n) {
+        heap_set(s, i, last);
+        heap_up(s, i);
+        heap_down(s, last->heap_idx);
+    }
+}
+
+/* The highest non-empty level, or -1 when every queue is empty. */
+static int top_level(const bd_sched_t *s)
+{
+    for (int l = 0; l < s->n_levels; l++) {
+        if (s->levels[l].head) {
+            return l;
+        }
+    }
+    return -1;
+}
+
+/* Take a queued request out of its level's FIFO and the heap. */
+static void q_unlink(bd_sched_t *s, bd_req_t *r)
+{
+    level_t *l = &s->levels[r->level];
+    if (r->prev) {
+        r->prev->next = r->next;
+    } else {
+        l->head = r->next;
+    }
+    if (r->next) {
+        r->next->prev = r->prev;
+    } else {
+        l->tail = r->prev;
+    }
+    r->next = NULL;
+    r->prev = NULL;
+    l->depth--;
+    s->depth--;
+    s->rows_queued -= r->rows;
+    if (r->deadline_us) {
+        heap_remove(s, r);
+    }
+    r->queued = false;
+    bd_metrics_queue_depth_add(s->metrics, -1);
+}
+
+/* Unlink every request whose deadline is at or before `now`; returns them as a list linked
+ * through `next`, earliest deadline first. */
+static bd_req_t *take_expired(bd_sched_t *s, uint64_t now)
+{
+    bd_req_t *list = NULL;
+    bd_req_t **tail = &list;
+    while (s->heap_n > 0 && s->heap[0]->deadline_us <= now) {
+        bd_req_t *r = s->heap[0];
+        q_unlink(s, r);
+        *tail = r;
+        tail = &r->next;
+    }
+    if (list && s->idle_workers > 0) {
+        pthread_cond_broadcast(&s->cv); /* a head may be gone: waiting workers recompute */
+    }
+    return list;
+}
+
+/* Complete a take_expired list (no lock held). Returns how many. */
+static int complete_expired(bd_sched_t *s, bd_req_t *list)
+{
+    int n = 0;
+    uint64_t now = list ? bd_clock_now(&s->clock) : 0;
+    while (list) {
+        bd_req_t *r = list;
+        list = r->next;
+        r->next = NULL;
+        r->status = BD_ETIMEOUT;
+        bd_err_set(&r->err, BD_ETIMEOUT, TIMEOUT_MSG);
+        bd_metrics_request(s->metrics, BD_OUTCOME_TIMEOUT);
+        bd_metrics_request_fail_duration(s->metrics, now - r->arrival_us);
+        n++;
+        if (r->done) {
+            r->done(r, r->done_ctx); /* r belongs to the callee from here on */
+        }
+    }
+    return n;
+}
+
+/* ---- circuit breaker (under mu) -------------------------------------------------------- */
+
+static bool cb_enabled(const bd_sched_t *s)
+{
+    return s->cfg->circuit_breaker.consecutive_failures > 0;
+}
+
+static void cb_refresh(bd_sched_t *s, uint64_t now)
+{
+    if (s->cb_state == CB_OPEN && now >= s->cb_open_until) {
+        s->cb_state = CB_HALF_OPEN;
+        s->cb_probe_busy = false;
+    }
+}
+
+/* The sentence submits fail with while the breaker is open. */
+static void cb_reason(const bd_sched_t *s, uint64_t now, char *buf, size_t cap)
+{
+    uint64_t left = s->cb_open_until > now ? s->cb_open_until - now : 0;
+    uint64_t tenths = (left + 99999u) / 100000u; /* round up: never "0.0 s" while closed */
+    snprintf(buf, cap,
+             "model '%s' version %" PRId64 " is unavailable for another %" PRIu64 ".%" PRIu64
+             " s after %d failed batches in a row; last error: %s",
+             s->model_name, s->cfg->version, tenths / 10u, tenths % 10u, s->cb_fails,
+             s->cb_last_err);
+}
+
+/* A batch finished on `in` (ok or not). */
+static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, uint64_t now)
+{
+    bool probe = in->probe;
+    in->probe = false;
+    if (!cb_enabled(s)) {
+        return;
+    }
+    if (probe) {
+        s->cb_probe_busy = false;
+    }
+    if (ok) {
+        if (s->cb_state != CB_CLOSED) {
+            BD_INFO("sched", "circuit closed model=%s version=%" PRId64, s->model_name,
+                    s->cfg->version);
+            pthread_cond_broadcast(&s->cv);
+        }
+        s->cb_state = CB_CLOSED;
+        s->cb_fails = 0;
+        return;
+    }
+    if (s->cb_fails < INT32_MAX) {
+        s->cb_fails++;
+    }
+    snprintf(s->cb_last_err, sizeof s->cb_last_err, "%s", err->msg);
+    if (probe ||
+        (s->cb_state == CB_CLOSED && s->cb_fails >= s->cfg->circuit_breaker.consecutive_failures)) {
+        uint64_t cool = s->cfg->circuit_breaker.cooldown_us;
+        s->cb_state = CB_OPEN;
+        s->cb_open_until = now > UINT64_MAX - cool ? UINT64_MAX : now + cool;
+        BD_WARN("sched",
+                "circuit open model=%s version=%" PRId64 " failed_batches=%d cooldown_us=%" PRIu64
+                " probe=%d error=\"%s\"",
+                s->model_name, s->cfg->version, s->cb_fails, cool, probe, err->msg);
+        if (probe) {
+            pthread_cond_broadcast(&s->cv); /* queued requests still run (and fail) normally */
+        }
+    }
+}
+
 /* ---- batch forming (under mu) ---------------------------------------------------------- */
 
 static bool same_item_dims(const bd_sched_t *s, const bd_req_t *a, const bd_req_t *b)
@@ -324,68 +621,119 @@ static bool same_item_dims(const bd_sched_t *s, const bd_req_t *a, const bd_req_
     return true;
 }
 
+static bool is_preferred(const bd_sched_t *s, size_t rows)
+{
+    for (size_t i = 0; i < s->cfg->n_preferred_batch_sizes; i++) {
+        if ((size_t)s->cfg->preferred_batch_sizes[i] == rows) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Rows queued at which a submit wakes a worker that waits for the delay: from then on a
+ * batch may be ready before the delay ends. */
+static size_t wake_rows(const bd_sched_t *s)
+{
+    if (!s->batching || s->closed) {
+        return 1;
+    }
+    if (s->cfg->delay_auto) {
+        return s->auto_target ? s->auto_target : 1;
+    }
+    if (s->cfg->max_queue_delay_us == 0) {
+        return 1;
+    }
+    return s->min_preferred ? s->min_preferred : s->max_rows;
+}
+
 /* Select the next batch for `in` at time `now`. When it is ready, unlink its requests from
- * the queue into in->batch and return how many (rows in *rows_out); otherwise return 0 with
- * *wake_us set to when it will be (UINT64_MAX when the queue is empty). Caller holds mu. */
+ * the queues into in->batch and return how many (rows in *rows_out); otherwise return 0 with
+ * *wake_us set to when it will be (UINT64_MAX when the queue is empty or only a finishing
+ * probe can make it ready). Caller holds mu and has taken the expired requests out. */
 static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_out,
                          uint64_t *wake_us)
 {
     *wake_us = UINT64_MAX;
-    bd_req_t *head = s->head;
-    if (!head) {
+    int top = top_level(s);
+    if (top < 0) {
         return 0;
     }
+    if (cb_enabled(s)) {
+        cb_refresh(s, now);
+        if (s->cb_state == CB_HALF_OPEN && s->cb_probe_busy) {
+            return 0; /* one probe at a time; its end broadcasts */
+        }
+    }
+    bd_req_t *head = s->levels[top].head;
     in->batch[0] = head;
     size_t n = 1;
     size_t rows = head->rows;
-    bool ready =
-        !s->batching || s->closed || s->cfg->max_queue_delay_us == 0 || rows >= s->max_rows;
+    size_t pref_n = 0;
+    size_t pref_rows = 0;
+    bool can_grow = true;
     if (s->batching) {
-        for (bd_req_t *r = head->next; r && rows < s->max_rows; r = r->next) {
-            if (!same_item_dims(s, head, r)) {
-                continue;
-            }
-            if (r->rows > s->max_rows - rows) {
-                ready = true; /* it waits for the next batch; this one cannot grow */
-                break;
-            }
-            in->batch[n++] = r;
-            rows += r->rows;
+        if (is_preferred(s, rows)) {
+            pref_n = 1;
+            pref_rows = rows;
         }
-        if (rows >= s->max_rows) {
-            ready = true;
+        for (int l = top; l < s->n_levels && can_grow && rows < s->max_rows; l++) {
+            bd_req_t *r = l == top ? head->next : s->levels[l].head;
+            for (; r && rows < s->max_rows; r = r->next) {
+                if (!same_item_dims(s, head, r)) {
+                    continue;
+                }
+                if (r->rows > s->max_rows - rows) {
+                    can_grow = false; /* it waits for the next batch; this one cannot grow */
+                    break;
+                }
+                in->batch[n++] = r;
+                rows += r->rows;
+                if (is_preferred(s, rows)) {
+                    pref_n = n;
+                    pref_rows = rows;
+                }
+            }
         }
     }
-    if (!ready) {
+    bool full = rows >= s->max_rows;
+    bool ready = !s->batching || s->closed || full || !can_grow || pref_n > 0;
+    if (!ready && s->cfg->delay_auto) {
+        size_t target = 0;
+        uint64_t until = bd_sched_auto_hold_until(&s->autod, rows, s->max_rows, s->n_inst,
+                                                  head->arrival_us, now, &target);
+        if (until == 0) {
+            ready = true;
+        } else {
+            *wake_us = until;
+            s->auto_target = target;
+        }
+    } else if (!ready) {
         uint64_t due;
         if (__builtin_add_overflow(head->arrival_us, s->cfg->max_queue_delay_us, &due)) {
             due = UINT64_MAX - 1;
         }
-        if (now < due) {
-            *wake_us = due;
-            return 0;
-        }
-    }
-    /* Unlink the chosen requests; they appear in queue order, so one pass finds them. */
-    bd_req_t **pp = &s->head;
-    bd_req_t *prev = NULL;
-    size_t k = 0;
-    while (*pp && k < n) {
-        bd_req_t *r = *pp;
-        if (r == in->batch[k]) {
-            *pp = r->next;
-            if (s->tail == r) {
-                s->tail = prev;
-            }
-            r->next = NULL;
-            k++;
+        if (s->cfg->max_queue_delay_us == 0 || now >= due) {
+            ready = true;
         } else {
-            prev = r;
-            pp = &r->next;
+            *wake_us = due;
         }
     }
-    s->depth -= n;
-    bd_metrics_queue_depth_add(s->metrics, -(int64_t)n);
+    if (!ready) {
+        return 0;
+    }
+    if (!full && pref_n > 0) {
+        n = pref_n;
+        rows = pref_rows;
+    }
+    for (size_t k = 0; k < n; k++) {
+        q_unlink(s, in->batch[k]);
+    }
+    s->auto_target = 0;
+    if (cb_enabled(s) && s->cb_state == CB_HALF_OPEN) {
+        in->probe = true;
+        s->cb_probe_busy = true;
+    }
     *rows_out = rows;
     return n;
 }
@@ -544,17 +892,57 @@ static void log_batch_error(bd_sched_t *s, const bd_err_t *err, size_t n)
 }
 
 /* Run in->batch[0..n) (rows in all), complete every request, then call their callbacks. */
+
+/* Nanoseconds for the phase statistics: the real monotonic clock, or the injected clock's
+ * microseconds in tests (so their phase times are exact). */
+static uint64_t now_ns(const bd_sched_t *s)
+{
+    if (s->real_clock) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+    return bd_clock_now(&s->clock) * 1000u;
+}
+
+/* The sim backend cannot see requests, so parameters.sim_fail is applied here: after the sim
+ * ran the batch (taking its usual time), the batch fails when any request in it asked to. */
+static int sim_fail_check(bd_sched_t *s, inst_t *in, size_t n, bd_err_t *err)
+{
+    if (!s->is_sim) {
+        return 0;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const bd_req_t *r = in->batch[k];
+        if (r->in.sim_fail) {
+            if (r->in.id) {
+                return bd_err_set(err, BD_EBACKEND,
+                                  "sim model: the batch failed on purpose because request '%s' "
+                                  "set parameters.sim_fail",
+                                  r->in.id);
+            }
+            return bd_err_set(err, BD_EBACKEND,
+                              "sim model: the batch failed on purpose because a request in it "
+                              "set parameters.sim_fail");
+        }
+    }
+    return 0;
+}
+
+/* Run in->batch[0..n) (rows in all), complete every request, then call their callbacks. */
 static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
 {
     const bd_model_config_t *cfg = s->cfg;
     bd_err_t err = {0};
     uint64_t start = bd_clock_now(&s->clock);
+    uint64_t t0 = now_ns(s);
     int rc = 0;
     const bd_tensor_t *inputs = in->batch[0]->in.inputs; /* one request: no copy */
     if (n > 1) {
         rc = gather(s, in, n, rows, &err);
         inputs = in->in_tensors;
     }
+    uint64_t t1 = now_ns(s);
     if (rc == 0) {
         memset(in->out_tensors, 0, cfg->n_outputs * sizeof *in->out_tensors);
         rc = s->ops->run(in->bi, inputs, cfg->n_inputs, in->out_tensors, cfg->n_outputs, &err);
@@ -568,18 +956,26 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         } else {
             rc = check_outputs(s, in, rows, &err);
         }
+        if (rc == 0) {
+            rc = sim_fail_check(s, in, n, &err);
+        }
     }
-    uint64_t end = bd_clock_now(&s->clock);
-    if (rc == 0) {
-        bd_metrics_batch(s->metrics, rows);
-    } else {
+    uint64_t t2 = now_ns(s);
+    /* Breaker and learner first, so a client that sees this batch's answer and submits again
+     * already meets the new state. */
+    pthread_mutex_lock(&s->mu);
+    cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock));
+    if (rc == 0 && cfg->delay_auto) {
+        bd_sched_auto_batch(&s->autod, rows, (t2 - t1) / 1000u);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc != 0) {
         log_batch_error(s, &err, n);
     }
     size_t row0 = 0;
+    size_t n_ok = 0;
     for (size_t k = 0; k < n; k++) {
         bd_req_t *r = in->batch[k];
-        r->start_us = start;
-        r->end_us = end;
         int status = rc;
         if (status == 0) {
             status = scatter(s, in, r, row0, rows, &r->err);
@@ -588,7 +984,18 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         }
         row0 += r->rows;
         r->status = status;
-        if (status == 0) {
+        n_ok += status == 0;
+    }
+    uint64_t t3 = now_ns(s);
+    uint64_t end = bd_clock_now(&s->clock);
+    if (rc == 0) {
+        bd_metrics_batch_phases(s->metrics, rows, n_ok, t1 - t0, t2 - t1, t3 - t2);
+    }
+    for (size_t k = 0; k < n; k++) {
+        bd_req_t *r = in->batch[k];
+        r->start_us = start;
+        r->end_us = end;
+        if (r->status == 0) {
             r->err.code = 0;
             r->err.msg[0] = '\0';
             bd_metrics_request_durations(s->metrics, start - r->arrival_us, end - start,
@@ -596,6 +1003,7 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
             bd_metrics_request(s->metrics, BD_OUTCOME_SUCCESS);
         } else {
             bd_metrics_request(s->metrics, BD_OUTCOME_ERROR);
+            bd_metrics_request_fail_duration(s->metrics, end - r->arrival_us);
         }
     }
     for (size_t k = 0; k < n; k++) {
@@ -607,11 +1015,101 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     }
 }
 
-/* ---- workers --------------------------------------------------------------------------- */
+/* ---- warmup ---------------------------------------------------------------------------- */
 
-/* Wait on cv for at most `rel_us` (CLOCK_MONOTONIC, so wall-clock jumps do not matter; the
+/* Run one zero-filled batch of `b` rows on `in` (b is 1 and there is no batch dim when the
+ * model does not batch; variable dims are 1). Not counted anywhere. */
+static int warmup_once(bd_sched_t *s, inst_t *in, int b, void **bufs, bd_err_t *err)
+{
+    const bd_model_config_t *cfg = s->cfg;
+    bool lead = cfg->max_batch_size > 0;
+    for (size_t i = 0; i < cfg->n_inputs; i++) {
+        const bd_io_t *io = &cfg->inputs[i];
+        bd_tensor_t *t = &in->in_tensors[i];
+        memset(t, 0, sizeof *t);
+        t->name = io->name;
+        t->dtype = io->dtype;
+        int nd = io->dims.ndim + (lead ? 1 : 0);
+        if (io->dims.ndim < 0 || nd > BD_MAX_DIMS) {
+            return bd_err_set(err, BD_EINVAL, "input '%s' has %d dims; at most %d are supported",
+                              io->name, io->dims.ndim, BD_MAX_DIMS - (lead ? 1 : 0));
+        }
+        t->shape.ndim = nd;
+        size_t bytes = bd_dtype_size(io->dtype);
+        if (lead) {
+            t->shape.dims[0] = b;
+            bytes *= (size_t)b;
+        }
+        for (int d = 0; d < io->dims.ndim; d++) {
+            int64_t v = io->dims.dims[d] < 0 ? 1 : io->dims.dims[d];
+            t->shape.dims[d + (lead ? 1 : 0)] = v;
+            if (!bd_mul_size(bytes, (size_t)v, &bytes)) {
+                return bd_err_set(err, BD_ENOMEM, "input '%s' is too large to warm up", io->name);
+            }
+        }
+        bufs[i] = calloc(1, bytes ? bytes : 1);
+        if (!bufs[i]) {
+            return bd_err_set(err, BD_ENOMEM, "out of memory for a warmup batch of input '%s'",
+                              io->name);
+        }
+        t->data = bufs[i];
+        t->byte_size = bytes;
+    }
+    memset(in->out_tensors, 0, cfg->n_outputs * sizeof *in->out_tensors);
+    int rc =
+        s->ops->run(in->bi, in->in_tensors, cfg->n_inputs, in->out_tensors, cfg->n_outputs, err);
+    if (rc != 0) {
+        if (err && err->msg[0] == '\0') {
+            bd_err_set(err, BD_EBACKEND, "the backend failed without a reason");
+        }
+        return BD_EBACKEND;
+    }
+    return check_outputs(s, in, (size_t)b, err);
+}
+
+/* cfg->warmup.count runs of each warmup batch size (clamped to max_batch_size) on `in`. */
+static int warmup(bd_sched_t *s, inst_t *in, bd_err_t *err)
+{
+    const bd_model_config_t *cfg = s->cfg;
+    if (cfg->warmup.count <= 0 || cfg->warmup.n_batch_sizes == 0) {
+        return 0;
+    }
+    void **bufs = calloc(cfg->n_inputs + 1, sizeof *bufs);
+    if (!bufs) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory for warmup");
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < cfg->warmup.n_batch_sizes && i < BD_MAX_LIST; i++) {
+        int b = cfg->max_batch_size > 0 ? cfg->warmup.batch_sizes[i] : 1;
+        if (b > cfg->max_batch_size && cfg->max_batch_size > 0) {
+            b = cfg->max_batch_size;
+        }
+        if (b < 1) {
+            b = 1;
+        }
+        for (int c = 0; rc == 0 && c < cfg->warmup.count; c++) {
+            rc = warmup_once(s, in, b, bufs, err);
+            for (size_t k = 0; k < cfg->n_inputs; k++) {
+                free(bufs[k]);
+                bufs[k] = NULL;
+            }
+            if (rc != 0) {
+                bd_err_prefix(err,
+                              "model '%s' version %" PRId64
+                              ": warmup batch of %d rows failed on instance %d: ",
+                              s->model_name, cfg->version, b, in->index);
+            }
+        }
+    }
+    free(bufs);
+    return rc;
+}
+
+/* ---- workers and the timer ------------------------------------------------------------- */
+
+/* Wait on `cv` for at most `rel_us` (CLOCK_MONOTONIC, so wall-clock jumps do not matter; the
  * relative wait also works with an injected clock). Caller holds mu. */
-static void timed_wait(bd_sched_t *s, uint64_t rel_us)
+static void timed_wait(bd_sched_t *s, pthread_cond_t *cv, uint64_t rel_us)
 {
     if (rel_us > MAX_WAIT_US) {
         rel_us = MAX_WAIT_US;
@@ -621,7 +1119,7 @@ static void timed_wait(bd_sched_t *s, uint64_t rel_us)
     uint64_t ns = (uint64_t)ts.tv_nsec + (rel_us % 1000000u) * 1000u;
     ts.tv_sec += (time_t)(rel_us / 1000000u + ns / 1000000000u);
     ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    pthread_cond_timedwait(cv, &s->mu, &ts);
 }
 
 static void *worker_main(void *arg)
@@ -631,11 +1129,18 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         uint64_t now = bd_clock_now(&s->clock);
+        bd_req_t *expired = take_expired(s, now);
+        if (expired) {
+            pthread_mutex_unlock(&s->mu);
+            complete_expired(s, expired);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         uint64_t wake;
         size_t rows = 0;
         size_t n = take_batch(s, in, now, &rows, &wake);
         if (n > 0) {
-            if (s->head) {
+            if (s->depth > 0 && s->idle_workers > 0) {
                 pthread_cond_signal(&s->cv); /* another idle instance may take the rest */
             }
             pthread_mutex_unlock(&s->mu);
@@ -643,17 +1148,55 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        if (s->closed) {
-            break; /* closed makes every batch ready, so the queue is empty */
+        if (s->closed && s->depth == 0) {
+            break;
         }
+        s->idle_workers++;
         if (wake == UINT64_MAX) {
             pthread_cond_wait(&s->cv, &s->mu);
         } else {
-            timed_wait(s, wake - now);
+            timed_wait(s, &s->cv, wake > now ? wake - now : 0);
+        }
+        s->idle_workers--;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Completes requests whose deadline passed the moment it passes, whatever the workers do. */
+static void *timer_main(void *arg)
+{
+    bd_sched_t *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->timer_stop) {
+        uint64_t now = bd_clock_now(&s->clock);
+        bd_req_t *expired = take_expired(s, now);
+        if (expired) {
+            pthread_mutex_unlock(&s->mu);
+            complete_expired(s, expired);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        s->timer_wake = s->heap_n > 0 ? s->heap[0]->deadline_us : UINT64_MAX;
+        if (s->timer_wake == UINT64_MAX) {
+            pthread_cond_wait(&s->tcv, &s->mu);
+        } else {
+            timed_wait(s, &s->tcv, s->timer_wake - now);
         }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+int bd_sched_expire(bd_sched_t *s)
+{
+    if (!s) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    bd_req_t *expired = take_expired(s, bd_clock_now(&s->clock));
+    pthread_mutex_unlock(&s->mu);
+    return complete_expired(s, expired);
 }
 
 int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us)
@@ -666,21 +1209,23 @@ int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us)
         return BD_EINVAL;
     }
     inst_t *in = &s->insts[inst];
+    int done = bd_sched_expire(s);
     size_t rows = 0;
     pthread_mutex_lock(&s->mu);
     size_t n = take_batch(s, in, bd_clock_now(&s->clock), &rows, &wake);
+    uint64_t next_deadline = s->heap_n > 0 ? s->heap[0]->deadline_us : UINT64_MAX;
     pthread_mutex_unlock(&s->mu);
     if (n == 0) {
         if (wake_us) {
-            *wake_us = wake;
+            *wake_us = wake < next_deadline ? wake : next_deadline;
         }
-        return 0;
+        return done;
     }
     run_batch(s, in, n, rows);
-    return (int)n;
+    return done + (int)n;
 }
 
-/* ---- submit and lifecycle -------------------------------------------------------------- */
+/* ---- submit, cancel, availability ------------------------------------------------------ */
 
 int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
 {
@@ -691,7 +1236,11 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
         return rc;
     }
     order_inputs(s->cfg, &req->in);
+    int level = req->in.priority == 0 ? s->default_level : (int)req->in.priority - 1;
+    level_t *l = &s->levels[level];
     pthread_mutex_lock(&s->mu);
+    /* The clock is read under mu so arrival times never decrease along a queue. */
+    uint64_t now = bd_clock_now(&s->clock);
     if (s->closed) {
         pthread_mutex_unlock(&s->mu);
         bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
@@ -700,32 +1249,77 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
                           " is shutting down and accepts no new requests",
                           s->model_name, s->cfg->version);
     }
-    if (s->depth >= s->max_queue) {
+    if (cb_enabled(s)) {
+        cb_refresh(s, now);
+        if (s->cb_state == CB_OPEN) {
+            char reason[BD_ERR_MSG_MAX];
+            cb_reason(s, now, reason, sizeof reason);
+            pthread_mutex_unlock(&s->mu);
+            bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+            return bd_err_set(err, BD_EUNAVAIL, "%s", reason);
+        }
+    }
+    if (l->depth >= l->cap) {
         pthread_mutex_unlock(&s->mu);
         bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+        if (s->n_levels == 1) {
+            return bd_err_set(err, BD_EFULL,
+                              "model '%s' version %" PRId64
+                              ": queue is full (%zu requests); retry later",
+                              s->model_name, s->cfg->version, l->cap);
+        }
         return bd_err_set(err, BD_EFULL,
                           "model '%s' version %" PRId64
-                          ": queue is full (%zu requests); retry later",
-                          s->model_name, s->cfg->version, s->max_queue);
+                          ": the queue of priority level %d is full (%zu requests); retry later",
+                          s->model_name, s->cfg->version, level + 1, l->cap);
     }
-    /* The clock is read under mu so arrival times never decrease along the queue. */
+    uint64_t timeout = req->in.timeout_us ? req->in.timeout_us : l->default_timeout_us;
     req->rows = rows;
-    req->arrival_us = bd_clock_now(&s->clock);
+    req->arrival_us = now;
     req->start_us = 0;
     req->end_us = 0;
     req->status = 0;
     req->err.code = 0;
     req->err.msg[0] = '\0';
     req->next = NULL;
-    if (s->tail) {
-        s->tail->next = req;
-    } else {
-        s->head = req;
+    req->prev = NULL;
+    req->level = level;
+    req->deadline_us = 0;
+    if (timeout > 0) {
+        req->deadline_us = now > UINT64_MAX - timeout ? UINT64_MAX : now + timeout;
+        if (heap_push(s, req) != 0) {
+            pthread_mutex_unlock(&s->mu);
+            bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+            return bd_err_set(err, BD_ENOMEM, "out of memory queueing a request for model '%s'",
+                              s->model_name);
+        }
     }
-    s->tail = req;
+    bool new_head = true;
+    for (int i = 0; i <= level && new_head; i++) {
+        new_head = s->levels[i].head == NULL;
+    }
+    req->prev = l->tail;
+    if (l->tail) {
+        l->tail->next = req;
+    } else {
+        l->head = req;
+    }
+    l->tail = req;
+    l->depth++;
+    req->queued = true;
     s->depth++;
+    s->rows_queued += rows;
     bd_metrics_queue_depth_add(s->metrics, 1);
-    pthread_cond_signal(&s->cv);
+    if (s->cfg->delay_auto) {
+        bd_sched_auto_arrival(&s->autod, now);
+    }
+    if (s->idle_workers > 0 && (new_head || s->rows_queued >= wake_rows(s))) {
+        pthread_cond_signal(&s->cv);
+    }
+    if (req->deadline_us && req->heap_idx == 0 && req->deadline_us < s->timer_wake) {
+        s->timer_wake = req->deadline_us;
+        pthread_cond_signal(&s->tcv);
+    }
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
@@ -744,25 +1338,17 @@ int bd_sched_cancel(bd_sched_t *s, bd_req_t *req)
         return BD_EINVAL;
     }
     pthread_mutex_lock(&s->mu);
-    bd_req_t **pp = &s->head;
-    bd_req_t *prev = NULL;
-    while (*pp && *pp != req) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp) {
+    if (!req->queued) {
         pthread_mutex_unlock(&s->mu);
         return BD_EBUSY;
     }
-    *pp = req->next;
-    if (s->tail == req) {
-        s->tail = prev;
+    bool was_head = req->prev == NULL;
+    q_unlink(s, req);
+    if (was_head && s->idle_workers > 0) {
+        pthread_cond_broadcast(&s->cv); /* a worker holding for this head recomputes */
     }
-    req->next = NULL;
-    s->depth--;
-    bd_metrics_queue_depth_add(s->metrics, -1);
-    pthread_mutex_unlock(&s->mu);
     uint64_t now = bd_clock_now(&s->clock);
+    pthread_mutex_unlock(&s->mu);
     req->status = BD_ECANCELLED;
     bd_err_set(&req->err, BD_ECANCELLED, "the request was cancelled while queued");
     bd_metrics_request(s->metrics, BD_OUTCOME_CANCELLED);
@@ -775,11 +1361,21 @@ int bd_sched_cancel(bd_sched_t *s, bd_req_t *req)
 
 bool bd_sched_available(bd_sched_t *s, char *reason, size_t cap)
 {
-    (void)s;
     if (reason && cap > 0) {
         reason[0] = '\0';
     }
-    return true;
+    if (!s || !cb_enabled(s)) {
+        return true;
+    }
+    pthread_mutex_lock(&s->mu);
+    uint64_t now = bd_clock_now(&s->clock);
+    cb_refresh(s, now);
+    bool open = s->cb_state == CB_OPEN;
+    if (open && reason && cap > 0) {
+        cb_reason(s, now, reason, cap);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return !open;
 }
 
 void bd_sched_close(bd_sched_t *s)
@@ -854,7 +1450,8 @@ static void inst_dispose(bd_sched_t *s, inst_t *in)
     free(in->batch);
 }
 
-/* Join the started workers (after close), free the instances and the scheduler. */
+/* Join the started workers and the timer (after close), fail anything still queued (only
+ * possible when workers never started), free the instances and the scheduler. */
 static void destroy(bd_sched_t *s)
 {
     for (int i = 0; i < s->n_inst; i++) {
@@ -862,13 +1459,65 @@ static void destroy(bd_sched_t *s)
             pthread_join(s->insts[i].thread, NULL);
         }
     }
+    pthread_mutex_lock(&s->mu);
+    s->timer_stop = true;
+    pthread_cond_signal(&s->tcv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->timer_started) {
+        pthread_join(s->timer, NULL);
+    }
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int top = top_level(s);
+        bd_req_t *r = top >= 0 ? s->levels[top].head : NULL;
+        if (r) {
+            q_unlink(s, r);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!r) {
+            break;
+        }
+        r->status = BD_ESHUTDOWN;
+        bd_err_set(&r->err, BD_ESHUTDOWN, "model '%s' version %" PRId64 " was unloaded",
+                   s->model_name, s->cfg->version);
+        bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+        if (r->done) {
+            r->done(r, r->done_ctx);
+        }
+    }
     for (int i = 0; i < s->n_inst; i++) {
         inst_dispose(s, &s->insts[i]);
     }
     free(s->insts);
+    free(s->heap);
+    pthread_cond_destroy(&s->tcv);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
+}
+
+/* Levels, queue sizes and the smallest usable preferred size from the config. Configs made
+ * by hand (tests) may leave priority_levels and the per-level sizes 0: one level, and
+ * max_queue_size (or the documented default 1024) for each. */
+static void init_policy(bd_sched_t *s)
+{
+    const bd_model_config_t *cfg = s->cfg;
+    s->n_levels = cfg->priority_levels >= 1 && cfg->priority_levels <= BD_MAX_PRIORITY_LEVELS
+                      ? cfg->priority_levels
+                      : 1;
+    int def = cfg->default_priority_level;
+    s->default_level = (def >= 1 && def <= s->n_levels ? def : s->n_levels) - 1;
+    size_t base = cfg->max_queue_size ? cfg->max_queue_size : DEFAULT_QUEUE_SIZE;
+    for (int l = 0; l < s->n_levels; l++) {
+        s->levels[l].cap = cfg->levels[l].max_queue_size ? cfg->levels[l].max_queue_size : base;
+        s->levels[l].default_timeout_us = cfg->levels[l].default_timeout_us;
+    }
+    for (size_t i = 0; i < cfg->n_preferred_batch_sizes && i < BD_MAX_LIST; i++) {
+        size_t p = cfg->preferred_batch_sizes[i] > 0 ? (size_t)cfg->preferred_batch_sizes[i] : 0;
+        if (p > 0 && p <= s->max_rows && (s->min_preferred == 0 || p < s->min_preferred)) {
+            s->min_preferred = p;
+        }
+    }
 }
 
 bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *ops,
@@ -890,14 +1539,17 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
     s->cfg = cfg;
     s->ops = ops;
     s->bm = bm;
-    s->clock = (opts && opts->clock.now_us) ? opts->clock : bd_clock_real();
+    s->real_clock = !(opts && opts->clock.now_us);
+    s->clock = s->real_clock ? bd_clock_real() : opts->clock;
     s->manual = opts && opts->manual;
+    s->is_sim = ops->name && strcmp(ops->name, "sim") == 0;
     s->metrics = opts ? opts->metrics : NULL;
     s->batching = cfg->max_batch_size > 0 && cfg->dynamic_batching;
     s->max_rows = cfg->max_batch_size > 0 ? (size_t)cfg->max_batch_size : 1;
-    s->max_queue = cfg->max_queue_size ? cfg->max_queue_size : DEFAULT_QUEUE_SIZE;
     s->model_name = cfg->name ? cfg->name : "";
     s->n_inst = cfg->instances > 0 ? cfg->instances : 1;
+    s->timer_wake = UINT64_MAX;
+    init_policy(s);
 
     pthread_condattr_t ca;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
@@ -907,6 +1559,13 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
     }
     if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
         pthread_cond_init(&s->cv, &ca) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        bd_err_set(err, BD_ENOMEM, "cannot create the scheduler's condition variable");
+        return NULL;
+    }
+    if (pthread_cond_init(&s->tcv, &ca) != 0) {
+        pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
         free(s);
         bd_err_set(err, BD_ENOMEM, "cannot create the scheduler's condition variable");
@@ -925,6 +1584,22 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
             goto fail;
         }
     }
+    /* Warm every instance up before anything can be queued: the model is not ready (and
+     * bd_sched_new does not return) until each ran the warmup batches. */
+    for (int i = 0; i < s->n_inst; i++) {
+        if (warmup(s, &s->insts[i], err) != 0) {
+            goto fail;
+        }
+    }
+    if (!s->manual) {
+        int e = pthread_create(&s->timer, NULL, timer_main, s);
+        if (e != 0) {
+            bd_err_set(err, BD_ENOMEM, "cannot start the timer thread of model '%s': %s",
+                       s->model_name, strerror(e));
+            goto fail;
+        }
+        s->timer_started = true;
+    }
     for (int i = 0; !s->manual && i < s->n_inst; i++) {
         int e = pthread_create(&s->insts[i].thread, NULL, worker_main, &s->insts[i]);
         if (e != 0) {
@@ -934,11 +1609,19 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
         }
         s->insts[i].thread_started = true;
     }
+    char delay[32];
+    if (cfg->delay_auto) {
+        snprintf(delay, sizeof delay, "auto");
+    } else {
+        snprintf(delay, sizeof delay, "%" PRIu64, cfg->max_queue_delay_us);
+    }
     BD_INFO("sched",
             "started model=%s version=%" PRId64 " instances=%d max_batch_size=%d batching=%d "
-            "max_queue_delay_us=%" PRIu64 " max_queue_size=%zu manual=%d",
-            s->model_name, cfg->version, s->n_inst, cfg->max_batch_size, s->batching,
-            cfg->max_queue_delay_us, s->max_queue, s->manual);
+            "max_queue_delay_us=%s priority_levels=%d max_queue_size=%zu warmup_runs=%d "
+            "manual=%d",
+            s->model_name, cfg->version, s->n_inst, cfg->max_batch_size, s->batching, delay,
+            s->n_levels, s->levels[0].cap,
+            cfg->warmup.count * (int)cfg->warmup.n_batch_sizes * s->n_inst, s->manual);
     return s;
 
 fail:

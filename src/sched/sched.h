@@ -1,12 +1,21 @@
-/* sched: one scheduler per loaded model version. It owns a bounded FIFO of requests, the
- * worker threads (one per model instance, each with its own backend session and reusable
- * batch buffers), and the batch-forming rule:
+/* sched: one scheduler per loaded model version. It owns one bounded FIFO per priority
+ * level, the worker threads (one per model instance, each with its own backend session and
+ * reusable batch buffers), a timer thread for deadlines, and the batch-forming rule:
  *
- *   A free instance takes the oldest request and every later queued request whose non-batch
- *   dims equal it, in arrival order, while the rows fit in max_batch_size. It runs that batch
- *   at once if it is full, if batching is off, if max_queue_delay_us is 0, if the next
- *   compatible request would not fit, or if the oldest request has waited max_queue_delay_us
+ *   A free instance takes the oldest request of the highest non-empty priority level and
+ *   every later queued request whose non-batch dims equal it, that level first and then the
+ *   lower ones, each in arrival order, while the rows fit in max_batch_size. It runs that
+ *   batch at once if it is full, if batching is off, if max_queue_delay_us is 0, if the next
+ *   compatible request would not fit, if a preferred batch size can be formed (then the
+ *   largest such prefix runs), or if the oldest request has waited max_queue_delay_us
  *   (measured from its arrival); otherwise it waits until then or until more requests come.
+ *   With "auto" the wait is decided from the learnt cost curve and arrival rate instead.
+ *
+ * A queued request whose deadline (arrival + parameters.timeout or its level's
+ * default_timeout_us) passes is completed at once with BD_ETIMEOUT by the timer thread, even
+ * while every instance is busy, and is never executed. After
+ * circuit_breaker.consecutive_failures failed batches in a row, submits fail with
+ * BD_EUNAVAIL for cooldown_us; then one probe batch decides.
  *
  * Each request's outputs are exactly what the model gives for that request alone: inputs are
  * gathered row-wise into the instance's batch buffer, outputs scattered back by rows.
@@ -27,15 +36,17 @@ typedef struct bd_req bd_req_t;
 typedef struct bd_sched bd_sched_t;
 
 /* Called once per submitted request when it is finished (status set). Ownership of the
- * request returns to the callee. Never called for a request whose submit failed. */
+ * request returns to the callee. Never called for a request whose submit failed. It runs on
+ * the worker that ran the batch, on the timer thread for a deadline that passed (status
+ * BD_ETIMEOUT), or on the bd_sched_cancel caller (BD_ECANCELLED). */
 typedef void (*bd_req_done_cb)(bd_req_t *req, void *ctx);
 
 struct bd_req {
     /* --- set by the submitter ------------------------------------------------------ */
-    bd_arena_t arena;     /* owns the request's small pieces (names, decoded JSON data) */
-    char *body;           /* owned (malloc), may be NULL; binary tensors point into it */
+    bd_arena_t arena; /* owns the request's small pieces (names, decoded JSON data) */
+    char *body;       /* owned (malloc), may be NULL; binary tensors point into it */
     size_t body_len;
-    bd_infer_req_t in;    /* decoded request; borrows arena and body */
+    bd_infer_req_t in; /* decoded request; borrows arena and body */
     bd_req_done_cb done;
     void *done_ctx;
     /* --- set by the scheduler ------------------------------------------------------ */
@@ -47,9 +58,14 @@ struct bd_req {
     bd_err_t err;         /* the reason when status != 0 */
     bd_tensor_t *outputs; /* every model output in config order; data in out_block */
     size_t n_outputs;
-    void *out_block;      /* owned (malloc): the outputs' data */
+    void *out_block; /* owned (malloc): the outputs' data */
     /* --- scheduler private --------------------------------------------------------- */
     bd_req_t *next;
+    bd_req_t *prev;       /* its level's queue is doubly linked (O(1) cancel and expiry) */
+    uint64_t deadline_us; /* 0: none */
+    size_t heap_idx;      /* position in the deadline heap while queued with a deadline */
+    int level;            /* 0-based priority level (0 = priority 1, the highest) */
+    bool queued;          /* in a queue; under the scheduler's mutex */
 };
 
 /* A zeroed request with an arena limited to `arena_limit` bytes (0: no limit). */
@@ -78,8 +94,10 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, si
                       bd_err_t *err);
 
 /* Validate and queue `req`. On success the scheduler owns req until req->done runs. On
- * failure the caller still owns it and done is never called: BD_EINVAL (bad request),
- * BD_EFULL (queue at max_queue_size), BD_ESHUTDOWN (closed). Any thread; never blocks. */
+ * failure the caller still owns it and done is never called: BD_EINVAL (bad request,
+ * parameters.priority outside 0..priority_levels), BD_EFULL (its level's queue at
+ * max_queue_size), BD_EUNAVAIL (circuit breaker open), BD_ESHUTDOWN (closed), BD_ENOMEM.
+ * Any thread; never blocks. */
 int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
 
 size_t bd_sched_queue_depth(bd_sched_t *s);
@@ -104,10 +122,18 @@ void bd_sched_close(bd_sched_t *s);
  * scheduler. Completion callbacks of the remaining requests run before it returns. */
 void bd_sched_free(bd_sched_t *s);
 
-/* Manual mode (tests): if a batch is ready for instance `inst` at the scheduler clock's
- * now, run it on the calling thread and complete its requests; return how many requests it
- * completed. Return 0 when none is ready, with *wake_us set to the clock time at which the
- * oldest request's delay expires (UINT64_MAX when the queue is empty). */
+/* Manual mode (tests): first complete every queued request whose deadline passed at the
+ * scheduler clock's now (BD_ETIMEOUT, on the calling thread); then, if a batch is ready for
+ * instance `inst`, run it on the calling thread and complete its requests. Return how many
+ * requests it completed (expired ones included). *wake_us is set to the earliest clock time
+ * at which something will be due when nothing more is ready now: the held batch's delay or
+ * the earliest deadline (UINT64_MAX when the queue is empty). */
 int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us);
+
+/* Complete every queued request whose deadline passed at the scheduler clock's now with
+ * BD_ETIMEOUT ("request timeout expired in queue", outcome `timeout`), callbacks on the
+ * calling thread; returns how many. The timer thread does this by itself; manual mode calls
+ * it (or bd_sched_step). Any thread. */
+int bd_sched_expire(bd_sched_t *s);
 
 #endif

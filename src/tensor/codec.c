@@ -556,6 +556,13 @@ static int decode_params(const json_t *root, bd_infer_req_t *out, bd_err_t *err)
         }
         out->timeout_us = (uint64_t)i;
     }
+    v = json_object_get(params, "sim_fail");
+    if (v) {
+        if (!json_is_boolean(v)) {
+            return bd_err_set(err, BD_EINVAL, "parameters.sim_fail must be true or false");
+        }
+        out->sim_fail = json_is_true(v);
+    }
     return 0;
 }
 

@@ -257,6 +257,25 @@ static void test_roundtrip_every_dtype(void **state)
     }
 }
 
+/* parameters.sim_fail (the sim backend's per-request fault injection) is a strict boolean. */
+static void test_decode_sim_fail(void **state)
+{
+    (void)state;
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode("{\"parameters\":{\"sim_fail\":true},\"inputs\":[]}", &req, &err), 0);
+    assert_true(req.sim_fail);
+    assert_int_equal(decode("{\"parameters\":{\"sim_fail\":false},\"inputs\":[]}", &req, &err),
+                     0);
+    assert_false(req.sim_fail);
+    assert_int_equal(decode("{\"inputs\":[]}", &req, &err), 0);
+    assert_false(req.sim_fail);
+    expect_error("{\"parameters\":{\"sim_fail\":1},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.sim_fail must be true or false");
+    expect_error("{\"parameters\":{\"sim_fail\":\"true\"},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.sim_fail must be true or false");
+}
+
 static void test_decode_full_request(void **state)
 {
     (void)state;
@@ -937,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_shape_str_equal),
         cmocka_unit_test_setup_teardown(test_roundtrip_every_dtype, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_full_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_sim_fail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_nested, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_errors_structure, setup, teardown),
