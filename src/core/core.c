@@ -344,7 +344,11 @@ void *bd_arena_alloc(bd_arena_t *a, size_t n)
             return NULL;
         }
         if (a->limit && total > a->limit) {
-            return NULL;
+            /* A small chunk still fits when the limit is below a whole one. */
+            if (a->used + sizeof *c + rounded > a->limit) {
+                return NULL;
+            }
+            size = rounded;
         }
         c = malloc(sizeof *c + size);
         if (!c) {

@@ -333,6 +333,19 @@ static void test_arena_alignment_16(void **state)
     assert_int_equal(a.used, 0);
 }
 
+static void test_arena_limit_below_one_chunk_still_allocates(void **state)
+{
+    (void)state;
+    bd_arena_t a;
+    bd_arena_init(&a, 256);
+    char *p = bd_arena_alloc(&a, 16);
+    assert_non_null(p);
+    assert_true(a.used <= 256);
+    memset(p, 1, 16);
+    assert_null(bd_arena_alloc(&a, 512)); /* past the limit */
+    bd_arena_dispose(&a);
+}
+
 static void test_arena_limit_is_exact(void **state)
 {
     (void)state;
@@ -613,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_buf_reserve_overflow_marks_failed),
         cmocka_unit_test(test_arena_alignment_16),
         cmocka_unit_test(test_arena_limit_is_exact),
+        cmocka_unit_test(test_arena_limit_below_one_chunk_still_allocates),
         cmocka_unit_test(test_arena_strndup_and_calloc),
         cmocka_unit_test(test_arena_overflow_returns_null),
         cmocka_unit_test(test_size_arithmetic_overflow),
