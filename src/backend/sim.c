@@ -3,6 +3,11 @@
  * takes latency_us + rows * per_item_us, slept with clock_nanosleep on CLOCK_MONOTONIC
  * (rows = inputs[0].shape[0] when the model batches, else 1).
  *
+ * Fault injection: with sim.fail_rate p, each run fails (after taking its usual time) with
+ * probability p, drawn from a per-instance splitmix64 generator seeded with the instance
+ * index, so a run of tests sees the same sequence every time. p = 1 fails every batch.
+ * parameters.sim_fail is applied by the scheduler, which sees the requests (sched.c).
+ *
  * Outputs alias the inputs: outputs[i].data == inputs[i].data. That satisfies the backend
  * contract ("valid until the next run") only because the caller keeps its input buffers
  * alive at least as long as it reads the outputs, which a worker does (it scatters outputs
@@ -23,6 +28,7 @@ struct bd_backend_model {
     int max_batch_size;
     uint64_t latency_us;
     uint64_t per_item_us;
+    double fail_rate;
     size_t n_io;       /* inputs == outputs */
     bd_dtype_t *dtype; /* [n_io] */
     char **out_name;   /* [n_io], owned */
@@ -31,6 +37,7 @@ struct bd_backend_model {
 struct bd_backend_instance {
     bd_backend_model_t *model; /* borrowed */
     int index;
+    uint64_t rng; /* splitmix64 state; the worker thread only */
 };
 
 static void sim_unload(bd_backend_model_t *m)
@@ -129,6 +136,7 @@ static int sim_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
     m->max_batch_size = cfg->max_batch_size;
     m->latency_us = cfg->sim.latency_us;
     m->per_item_us = cfg->sim.per_item_us;
+    m->fail_rate = cfg->sim.fail_rate;
     m->n_io = cfg->n_inputs;
     m->dtype = calloc(m->n_io, sizeof *m->dtype);
     m->out_name = calloc(m->n_io, sizeof *m->out_name);
@@ -160,6 +168,7 @@ static int sim_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
     }
     inst->model = m;
     inst->index = index;
+    inst->rng = 0x5eed0000u + (uint64_t)index;
     *out = inst;
     return 0;
 }
@@ -187,6 +196,16 @@ static void sleep_us(uint64_t us)
     t.tv_nsec = nsec;
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR) {
     }
+}
+
+/* splitmix64: a uniform double in [0, 1). */
+static double next_uniform(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static int sim_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
@@ -222,6 +241,10 @@ static int sim_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
         total_us = (uint64_t)INT32_MAX * 1000000u; /* keep tv_sec in range */
     }
     sleep_us(total_us);
+    if (m->fail_rate > 0 && next_uniform(&inst->rng) < m->fail_rate) {
+        return bd_err_set(err, BD_EBACKEND, "sim model: injected failure (sim.fail_rate %g)",
+                          m->fail_rate);
+    }
     for (size_t i = 0; i < n_outputs; i++) {
         outputs[i] = inputs[i]; /* aliases the input's data: see the file comment */
         outputs[i].name = m->out_name[i];

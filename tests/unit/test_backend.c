@@ -998,6 +998,51 @@ static void test_sim_latency(void **state)
     unload(&l, &bd_backend_sim);
 }
 
+/* sim.fail_rate: 0 never fails, 1 always fails (with the rate in the message), and a share
+ * in between fails about that share of runs, the same runs every time (seeded per instance). */
+static int sim_failures(double rate, int runs, bool *pattern)
+{
+    loaded_t l;
+    sim_cfg(&l.cfg);
+    l.cfg.sim.fail_rate = rate;
+    load_ok(&l, &bd_backend_sim);
+    float a[4] = {0};
+    int64_t b[10] = {0};
+    bd_tensor_t in[2] = {tensor("INPUT0", BD_DT_FP32, a, 2, (int64_t[]){1, 4}),
+                         tensor("INPUT1", BD_DT_INT64, b, 3, (int64_t[]){1, 2, 5})};
+    bd_tensor_t out[2];
+    int fails = 0;
+    for (int i = 0; i < runs; i++) {
+        bd_err_t err = {0};
+        int rc = bd_backend_sim.run(l.inst, in, 2, out, 2, &err);
+        if (rc != 0) {
+            assert_int_equal(rc, BD_EBACKEND);
+            char want[96];
+            snprintf(want, sizeof want, "sim model: injected failure (sim.fail_rate %g)", rate);
+            assert_string_equal(err.msg, want);
+            fails++;
+        }
+        if (pattern) {
+            pattern[i] = rc != 0;
+        }
+    }
+    unload(&l, &bd_backend_sim);
+    return fails;
+}
+
+static void test_sim_fail_rate(void **state)
+{
+    (void)state;
+    assert_int_equal(sim_failures(0.0, 200, NULL), 0);
+    assert_int_equal(sim_failures(1.0, 200, NULL), 200);
+    bool p1[1000];
+    bool p2[1000];
+    int n = sim_failures(0.1, 1000, p1);
+    assert_in_range(n, 60, 140);
+    assert_int_equal(sim_failures(0.1, 1000, p2), n);
+    assert_memory_equal(p1, p2, sizeof p1);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 static int group_setup(void **state)
@@ -1043,6 +1088,7 @@ int main(void)
         cmocka_unit_test(test_sim_outputs_equal_inputs),
         cmocka_unit_test(test_sim_bad_configs),
         cmocka_unit_test(test_sim_latency),
+        cmocka_unit_test(test_sim_fail_rate),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
