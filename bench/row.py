@@ -3,6 +3,7 @@
 
   row.py http   WRK_JSON MODEL MODE CONCURRENCY EXEC0 EXEC1 ITEMS0 ITEMS1
   row.py inproc MODEL < ort_inproc's JSON line
+  row.py floor  WRK_JSON NAME
 """
 import json
 import sys
@@ -24,8 +25,16 @@ def inproc(model):
           f"{r['rows_per_s']:,.0f} | {r['p50_us'] / 1000:.3f} | {r['p99_us'] / 1000:.3f} |")
 
 
+def floor(path, name):
+    r = json.load(open(path))
+    rps = r["requests"] / (r["duration_us"] / 1e6)
+    print(f"| {name} | {rps:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "http":
         http(*sys.argv[2:10])
+    elif sys.argv[1] == "floor":
+        floor(*sys.argv[2:4])
     else:
         inproc(sys.argv[2])

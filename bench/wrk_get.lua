@@ -1,0 +1,2 @@
+-- wrk script: plain GETs, summary to $WRK_OUT (run from the repository root).
+dofile("bench/wrk_report.lua")
