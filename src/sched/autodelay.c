@@ -92,9 +92,10 @@ uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t 
     if (cost / (n * g * (double)(instances > 0 ? instances : 1)) < BD_AUTO_MIN_LOAD) {
         return 0;
     }
-    double target = 1.0 + floor(fixed / g);
+    /* The epsilon keeps a fit of 1999.9999 us from losing a whole request to rounding. */
+    double target = 1.0 + floor(fixed / g + 1e-6);
     if (per > 0) {
-        double by_share = floor(3.0 * fixed / per);
+        double by_share = floor(3.0 * fixed / per + 1e-6);
         target = by_share < target ? by_share : target;
     }
     if (target > (double)max_rows) {
@@ -106,7 +107,8 @@ uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t 
     if (target_rows) {
         *target_rows = (size_t)target;
     }
-    uint64_t hold = fixed < (double)BD_AUTO_MAX_HOLD_US ? (uint64_t)fixed : BD_AUTO_MAX_HOLD_US;
+    uint64_t hold =
+        fixed < (double)BD_AUTO_MAX_HOLD_US ? (uint64_t)llround(fixed) : BD_AUTO_MAX_HOLD_US;
     uint64_t until = head_arrival_us + hold;
     return until > now_us ? until : 0;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "sched/sched.h"
+#include "sched/sched_internal.h"
 
 /* ---- fake backend ---------------------------------------------------------------------- */
 
@@ -1360,6 +1361,657 @@ static void test_threaded_sim_backend(void **state)
     log_clear();
 }
 
+/* ---- scheduling under pressure (issue 3): priorities, deadlines, cancel, preferred sizes,
+ * circuit breaker, sim_fail, warmup, statistics, adaptive delay ---------------------------- */
+
+/* A fake backend whose runs take `cost_fixed + cost_per_item * rows` of the fake clock, so the
+ * phase statistics and the adaptive delay see exact synthetic costs. */
+static uint64_t cost_fixed;
+static uint64_t cost_per_item;
+
+static int cost_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
+                    bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err)
+{
+    fake_now += cost_fixed + cost_per_item * (uint64_t)inputs[0].shape.dims[0];
+    return fake_run(inst, inputs, n_inputs, outputs, n_outputs, err);
+}
+
+static const bd_backend_ops_t cost_ops = {
+    .name = "fake-cost",
+    .instance_new = fake_instance_new,
+    .instance_free = fake_instance_free,
+    .run = cost_run,
+};
+
+/* fx_open with any backend ops, in manual mode under the fake clock. */
+static void px_open(fixture_t *fx, bd_model_config_t cfg, const bd_backend_ops_t *ops,
+                    bd_backend_model_t *bm)
+{
+    fake_reset();
+    log_clear();
+    fake_now = 1000;
+    fx->cfg = cfg;
+    fx->metrics = bd_metrics_new();
+    fx->mm = bd_metrics_model(fx->metrics, "m", "1");
+    bd_sched_opts_t opts = {
+        .manual = true, .metrics = fx->mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
+    bd_err_t err = {0};
+    fx->s = bd_sched_new(&fx->cfg, ops, bm, &opts, &err);
+    if (!fx->s) {
+        fail_msg("bd_sched_new: %s", err.msg);
+    }
+}
+
+static bd_req_t *mk_prio(int64_t priority, uint64_t timeout_us, float base)
+{
+    bd_req_t *r = mk_req(1, 1, base, (int32_t)base);
+    r->in.priority = priority;
+    r->in.timeout_us = timeout_us;
+    return r;
+}
+
+static bd_model_config_t prio_cfg(int max_batch, int levels, int def_level)
+{
+    bd_model_config_t cfg = make_cfg(max_batch, 0, 16);
+    cfg.priority_levels = levels;
+    cfg.default_priority_level = def_level;
+    for (int l = 0; l < levels; l++) {
+        cfg.levels[l].max_queue_size = 16;
+    }
+    return cfg;
+}
+
+static void test_pressure_priority_fills_batch_from_highest_level(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    px_open(&fx, prio_cfg(4, 3, 3), &fake_ops, &fake_model);
+    bd_req_t *low[5];
+    for (int i = 0; i < 5; i++) {
+        low[i] = mk_prio(i % 2 ? 3 : 0, 0, (float)i); /* 0 = the default level, 3 */
+        submit_ok(&fx, low[i]);
+    }
+    bd_req_t *mid = mk_prio(2, 0, 50);
+    bd_req_t *high = mk_prio(1, 0, 60);
+    submit_ok(&fx, mid);
+    submit_ok(&fx, high);
+    uint64_t wake = 0;
+    /* First batch: the highest level first, then the next, then the oldest low ones. */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 4);
+    assert_ptr_equal(g_log.reqs[0], high);
+    assert_ptr_equal(g_log.reqs[1], mid);
+    assert_ptr_equal(g_log.reqs[2], low[0]);
+    assert_ptr_equal(g_log.reqs[3], low[1]);
+    check_outputs(high, 1, 1, 60, 60);
+    assert_int_equal(fake.rows[0], 4);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 3);
+    assert_ptr_equal(g_log.reqs[6], low[4]);
+    check_counts(&fx, 7, 0, 0, 0, 7, 2, 0);
+    fx_close(&fx);
+}
+
+static void test_pressure_priority_range_and_per_level_queue(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = prio_cfg(4, 2, 2);
+    cfg.levels[0].max_queue_size = 1;
+    cfg.levels[1].max_queue_size = 2;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    bd_err_t err = {0};
+    bd_req_t *r = mk_prio(3, 0, 0);
+    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "parameters.priority 3 is out of range: model 'm' has priority "
+                                 "levels 1 (highest) to 2; 0 or absent means its default level 2");
+    r->in.priority = 1;
+    submit_ok(&fx, r);
+    r = mk_prio(1, 0, 1);
+    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EFULL);
+    assert_string_equal(err.msg, "model 'm' version 1: the queue of priority level 1 is full (1 "
+                                 "requests); retry later");
+    r->in.priority = 0; /* the default level still has room */
+    submit_ok(&fx, r);
+    submit_ok(&fx, mk_prio(2, 0, 2));
+    r = mk_prio(0, 0, 3);
+    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EFULL);
+    bd_req_free(r);
+    check_counts(&fx, 0, 2, 1, 0, 0, 0, 3);
+    fx_close(&fx);
+
+    /* One level: priority 0 and 1 only. */
+    fx_open(&fx, make_cfg(4, 0, 4), true);
+    r = mk_prio(2, 0, 0);
+    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "parameters.priority 2 is out of range: model 'm' has one "
+                                 "priority level (use 0 or 1)");
+    r->in.priority = 1;
+    submit_ok(&fx, r);
+    fx_close(&fx);
+}
+
+static void test_pressure_deadline_expires_in_queue_never_runs(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(8, 1000, 16);
+    cfg.priority_levels = 1;
+    cfg.levels[0].default_timeout_us = 5000;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    bd_req_t *a = mk_prio(0, 300, 1);  /* its own timeout: deadline 1300 */
+    bd_req_t *b = mk_prio(0, 0, 2);    /* the level default: deadline 6000 */
+    bd_req_t *c = mk_prio(0, 5500, 3); /* deadline 6500 */
+    submit_ok(&fx, a);
+    submit_ok(&fx, b);
+    submit_ok(&fx, c);
+    assert_int_equal(a->deadline_us, 1300);
+    assert_int_equal(b->deadline_us, 6000);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 1300); /* the deadline comes before the delay (2000) */
+    fake_now = 1299;
+    assert_int_equal(bd_sched_expire(fx.s), 0);
+    fake_now = 1300;
+    /* a expires; b and c are still held for the delay, which ends at b's arrival + 1000. */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_ptr_equal(g_log.reqs[0], a);
+    assert_int_equal(a->status, BD_ETIMEOUT);
+    assert_int_equal(a->err.code, BD_ETIMEOUT);
+    assert_string_equal(a->err.msg, "request timeout expired in queue");
+    assert_null(a->out_block);
+    assert_int_equal(wake, 2000);
+    assert_int_equal(bd_metrics_get_requests(fx.mm, BD_OUTCOME_TIMEOUT), 1);
+    assert_int_equal(atomic_load(&fake.runs), 0);
+    fake_now = 2000;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(fake.rows[0], 2);
+    check_outputs(b, 1, 1, 2, 2);
+    check_outputs(c, 1, 1, 3, 3);
+    bd_model_stats_t st;
+    bd_metrics_stats(fx.mm, &st);
+    assert_int_equal(st.fail.count, 1);
+    assert_int_equal(st.fail.ns, 300000);
+    assert_int_equal(st.success.count, 2);
+    check_counts(&fx, 2, 0, 0, 0, 2, 1, 0);
+    fx_close(&fx);
+}
+
+static void test_pressure_cancel_queued_only(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    px_open(&fx, make_cfg(8, 1000, 16), &fake_ops, &fake_model);
+    bd_req_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = mk_prio(0, 10000, (float)i);
+        submit_ok(&fx, r[i]);
+    }
+    fake_now = 1250;
+    assert_int_equal(bd_sched_cancel(fx.s, r[1]), 0);
+    assert_int_equal(g_log.n, 1); /* its callback ran before cancel returned */
+    assert_ptr_equal(g_log.reqs[0], r[1]);
+    assert_int_equal(r[1]->status, BD_ECANCELLED);
+    assert_int_equal(r[1]->err.code, BD_ECANCELLED);
+    assert_int_equal(bd_sched_queue_depth(fx.s), 2);
+    assert_int_equal(bd_metrics_get_requests(fx.mm, BD_OUTCOME_CANCELLED), 1);
+    /* The head can be cancelled too; the rest keep their order. */
+    assert_int_equal(bd_sched_cancel(fx.s, r[0]), 0);
+    fake_now = 2000;
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(atomic_load(&fake.runs), 1);
+    assert_int_equal(fake.rows[0], 1);
+    check_outputs(r[2], 1, 1, 2, 2);
+    /* Already run: nothing happens. */
+    assert_int_equal(bd_sched_cancel(fx.s, r[2]), BD_EBUSY);
+    assert_int_equal(g_log.n, 3);
+    bd_model_stats_t st;
+    bd_metrics_stats(fx.mm, &st);
+    assert_int_equal(st.fail.count, 2);
+    assert_int_equal(st.fail.ns, 250000 + 250000);
+    check_counts(&fx, 1, 0, 0, 0, 1, 1, 0);
+    fx_close(&fx);
+}
+
+static void test_pressure_preferred_batch_sizes(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(8, 1000, 32);
+    cfg.preferred_batch_sizes[0] = 2;
+    cfg.preferred_batch_sizes[1] = 4;
+    cfg.n_preferred_batch_sizes = 2;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    uint64_t wake = 0;
+    submit_ok(&fx, mk_prio(0, 0, 0));
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0); /* no preferred size yet: wait */
+    assert_int_equal(wake, 2000);
+    submit_ok(&fx, mk_prio(0, 0, 1));
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2); /* 2 is preferred: at once */
+    /* 5 queued: the largest preferred size that can be formed is 4. */
+    for (int i = 0; i < 5; i++) {
+        submit_ok(&fx, mk_prio(0, 0, (float)(10 + i)));
+    }
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 4);
+    assert_int_equal(fake.rows[1], 4);
+    /* One left: it waits for the delay, then runs alone. */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 2000);
+    fake_now = 2000;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    /* Rows count, not requests: 3 and 3 + 2 are no preferred size, so they wait; a third
+     * request makes 8 rows, a full batch, which runs whole. */
+    fake_now = 5000;
+    submit_ok(&fx, mk_req(3, 1, 0, 0));
+    submit_ok(&fx, mk_req(2, 1, 0, 0));
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    submit_ok(&fx, mk_req(3, 1, 0, 0));
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 3);
+    assert_int_equal(fake.rows[3], 8);
+    check_counts(&fx, 10, 0, 0, 0, 15, 4, 0);
+    fx_close(&fx);
+}
+
+static void test_pressure_circuit_breaker(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(4, 0, 16);
+    cfg.dynamic_batching = false; /* one request per batch */
+    cfg.circuit_breaker.consecutive_failures = 3;
+    cfg.circuit_breaker.cooldown_us = 1000000;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    char reason[BD_ERR_MSG_MAX];
+    uint64_t wake = 0;
+    bd_err_t err = {0};
+    for (int i = 0; i < 4; i++) {
+        submit_ok(&fx, mk_prio(0, 0, (float)i));
+    }
+    atomic_store(&fake.fail_next, 3);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+        assert_true(bd_sched_available(fx.s, reason, sizeof reason));
+        assert_string_equal(reason, "");
+    }
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    const char *want = "model 'm' version 1 is unavailable for another 1.0 s after 3 failed "
+                       "batches in a row; last error: fake backend: injected failure";
+    assert_false(bd_sched_available(fx.s, reason, sizeof reason));
+    assert_string_equal(reason, want);
+    bd_req_t *r = mk_prio(0, 0, 9);
+    fake_now += 200000;
+    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EUNAVAIL);
+    assert_string_equal(err.msg, "model 'm' version 1 is unavailable for another 0.8 s after 3 "
+                                 "failed batches in a row; last error: fake backend: injected "
+                                 "failure");
+    /* The request queued before the breaker opened still runs; its success closes it. */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(g_log.reqs[3]->status, 0);
+    assert_true(bd_sched_available(fx.s, reason, sizeof reason));
+    submit_ok(&fx, r);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+
+    /* Open again; after the cooldown one probe: its failure re-opens at once. */
+    atomic_store(&fake.fail_next, 4);
+    for (int i = 0; i < 3; i++) {
+        submit_ok(&fx, mk_prio(0, 0, (float)i));
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    }
+    assert_false(bd_sched_available(fx.s, NULL, 0));
+    fake_now += 1000000;
+    assert_true(bd_sched_available(fx.s, reason, sizeof reason));
+    submit_ok(&fx, mk_prio(0, 0, 20));
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1); /* the probe fails */
+    assert_false(bd_sched_available(fx.s, reason, sizeof reason));
+    assert_string_equal(reason, "model 'm' version 1 is unavailable for another 1.0 s after 4 "
+                                "failed batches in a row; last error: fake backend: injected "
+                                "failure");
+    fake_now += 1000000;
+    submit_ok(&fx, mk_prio(0, 0, 21));
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1); /* the probe succeeds */
+    assert_true(bd_sched_available(fx.s, NULL, 0));
+    check_counts(&fx, 3, 1, 0, 7, 3, 3, 0);
+    fx_close(&fx);
+}
+
+static void test_pressure_circuit_breaker_off(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(4, 0, 64);
+    cfg.dynamic_batching = false;
+    cfg.circuit_breaker.consecutive_failures = 0;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    atomic_store(&fake.fail_next, 50);
+    uint64_t wake = 0;
+    for (int i = 0; i < 50; i++) {
+        submit_ok(&fx, mk_prio(0, 0, 0));
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    }
+    assert_true(bd_sched_available(fx.s, NULL, 0));
+    fx_close(&fx);
+}
+
+/* The real sim backend: parameters.sim_fail fails the whole batch it is in, and only that. */
+static void test_pressure_sim_fail_fails_its_batch(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(8, 0, 16);
+    strcpy(cfg.backend, "sim");
+    bd_backend_model_t *bm = NULL;
+    bd_err_t err = {0};
+    if (bd_backend_sim.load(&cfg, &bm, &err) != 0) {
+        fail_msg("sim load: %s", err.msg);
+    }
+    px_open(&fx, cfg, &bd_backend_sim, bm);
+    bd_req_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = mk_prio(0, 0, (float)i);
+    }
+    r[1]->in.sim_fail = true;
+    r[1]->in.id = "bad-1";
+    for (int i = 0; i < 3; i++) {
+        submit_ok(&fx, r[i]);
+    }
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i]->status, BD_EBACKEND);
+        assert_string_equal(r[i]->err.msg, "sim model: the batch failed on purpose because "
+                                           "request 'bad-1' set parameters.sim_fail");
+    }
+    bd_req_t *ok = mk_prio(0, 0, 7);
+    submit_ok(&fx, ok);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(ok->status, 0);
+    check_counts(&fx, 1, 0, 0, 3, 1, 1, 0);
+    bd_sched_free(fx.s);
+    bd_backend_sim.unload(bm);
+    bd_metrics_free(fx.metrics);
+    log_clear();
+}
+
+static void test_pressure_warmup_runs_before_ready(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(8, 0, 16);
+    cfg.instances = 2;
+    cfg.warmup.batch_sizes[0] = 1;
+    cfg.warmup.batch_sizes[1] = 8;
+    cfg.warmup.batch_sizes[2] = 100; /* clamped to max_batch_size */
+    cfg.warmup.n_batch_sizes = 3;
+    cfg.warmup.count = 2;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    assert_int_equal(atomic_load(&fake.runs), 12);
+    const size_t want[6] = {1, 1, 8, 8, 8, 8};
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(fake.rows[i], want[i % 6]);
+        assert_int_equal(fake.in0_cols[i], 1); /* INPUT0's variable dim is 1 */
+    }
+    check_counts(&fx, 0, 0, 0, 0, 0, 0, 0);
+    fx_close(&fx);
+
+    /* A failed warmup fails bd_sched_new with the reason and frees every instance. */
+    fake_reset();
+    atomic_store(&fake.fail_next, 1);
+    fx.cfg = cfg;
+    bd_sched_opts_t opts = {.manual = true};
+    bd_err_t err = {0};
+    assert_null(bd_sched_new(&fx.cfg, &fake_ops, &fake_model, &opts, &err));
+    assert_string_equal(err.msg, "model 'm' version 1: warmup batch of 1 rows failed on "
+                                 "instance 0: fake backend: injected failure");
+    assert_int_equal(atomic_load(&fake.instances), 0);
+}
+
+static void test_pressure_statistics_match_phases(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    px_open(&fx, make_cfg(8, 0, 16), &cost_ops, &fake_model);
+    cost_fixed = 100;
+    cost_per_item = 10;
+    submit_ok(&fx, mk_req(1, 1, 0, 0));
+    submit_ok(&fx, mk_req(2, 1, 0, 0));
+    fake_now = 1040;
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2); /* 3 rows: 130 us */
+    submit_ok(&fx, mk_req(1, 1, 0, 0));                 /* arrives at 1170 */
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1); /* 1 row: 110 us */
+    bd_model_stats_t st;
+    bd_metrics_stats(fx.mm, &st);
+    assert_int_equal(st.success.count, 3);
+    assert_int_equal(st.success.ns, (170 + 170 + 110) * 1000);
+    assert_int_equal(st.queue.count, 3);
+    assert_int_equal(st.queue.ns, (40 + 40 + 0) * 1000);
+    assert_int_equal(st.compute_infer.count, 3);
+    assert_int_equal(st.compute_infer.ns, (130 + 130 + 110) * 1000);
+    assert_int_equal(st.compute_input.ns, 0);
+    assert_int_equal(st.inference_count, 4);
+    assert_int_equal(st.execution_count, 2);
+    assert_int_equal(st.fail.count, 0);
+    assert_true(st.last_inference_ms > 0);
+    bd_batch_stats_t bs[4];
+    assert_int_equal(bd_metrics_batch_stats(fx.mm, bs, 4), 2);
+    assert_int_equal(bs[0].batch_size, 1);
+    assert_int_equal(bs[0].compute_infer.count, 1);
+    assert_int_equal(bs[0].compute_infer.ns, 110000);
+    assert_int_equal(bs[1].batch_size, 3);
+    assert_int_equal(bs[1].compute_infer.ns, 130000);
+    cost_fixed = 0;
+    cost_per_item = 0;
+    fx_close(&fx);
+}
+
+/* The learner alone, with synthetic costs and arrivals. */
+static void feed(bd_sched_auto_t *a, double fixed, double per, uint64_t gap, int batches)
+{
+    static const size_t sizes[4] = {1, 3, 6, 8};
+    for (int i = 0; i < batches; i++) {
+        size_t n = sizes[i % 4];
+        bd_sched_auto_batch(a, n, (uint64_t)(fixed + per * (double)n));
+    }
+    for (int i = 0; i < 40; i++) {
+        bd_sched_auto_arrival(a, 10000 + (uint64_t)i * gap);
+    }
+}
+
+static void test_pressure_auto_delay_learner(void **state)
+{
+    (void)state;
+    double a;
+    double b;
+    size_t target = 0;
+    uint64_t last;
+
+    /* Large fixed cost per call, requests every 200 us: hold for one fixed cost, aim for the
+     * requests expected within it. */
+    bd_sched_auto_t big = {0};
+    feed(&big, 2000, 100, 200, 7);
+    assert_false(bd_sched_auto_fit(&big, &a, &b)); /* 7 batches: not yet */
+    last = 10000 + 39 * 200;
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last, last, &target), 0);
+    feed(&big, 2000, 100, 200, 1);
+    last = 10000 + 39 * 200;
+    assert_true(bd_sched_auto_fit(&big, &a, &b));
+    assert_true(a > 1999.9 && a < 2000.1);
+    assert_true(b > 99.99 && b < 100.01);
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last, last, &target), last + 2000);
+    assert_int_equal(target, 11); /* 1 + 2000 / 200 */
+    assert_int_equal(bd_sched_auto_hold_until(&big, 11, 32, 1, last, last, &target), 0);
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 8, 1, last, last, &target), last + 2000);
+    assert_int_equal(target, 8); /* never beyond max_batch_size */
+    /* The load stopped: 5 ms since the last arrival is longer than the fixed cost. */
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last, last + 5000, &target), 0);
+
+    /* Same model at low load (a request every 10 ms): a lone request is not held. */
+    bd_sched_auto_t light = {0};
+    feed(&light, 2000, 100, 10000, 16);
+    last = 10000 + 39 * 10000;
+    assert_int_equal(bd_sched_auto_hold_until(&light, 1, 32, 1, last, last, NULL), 0);
+    /* Moderate load where small batches would leave the instance mostly idle: no hold. */
+    bd_sched_auto_t mid = {0};
+    feed(&mid, 2000, 100, 1900, 16);
+    last = 10000 + 39 * 1900;
+    assert_int_equal(bd_sched_auto_hold_until(&mid, 3, 32, 1, last, last, NULL), 0);
+    assert_int_equal(bd_sched_auto_hold_until(&mid, 1, 32, 1, last, last, NULL), last + 2000);
+
+    /* A CNN on a CPU: cost linear in n with a small fixed part never waits, even at load. */
+    bd_sched_auto_t cnn = {0};
+    feed(&cnn, 50, 1000, 20, 16);
+    last = 10000 + 39 * 20;
+    assert_true(bd_sched_auto_fit(&cnn, &a, &b));
+    assert_true(a > 49.9 && a < 50.1);
+    assert_int_equal(bd_sched_auto_hold_until(&cnn, 1, 32, 1, last, last, NULL), 0);
+
+    /* Every batch the same size: the slope is unknown, so nothing is held. */
+    bd_sched_auto_t same = {0};
+    for (int i = 0; i < 20; i++) {
+        bd_sched_auto_batch(&same, 4, 3000);
+    }
+    assert_false(bd_sched_auto_fit(&same, &a, &b));
+}
+
+/* The scheduler with "auto" under the fake clock: it learns a large fixed cost as batches run
+ * and then holds a lone request; with a linear cost it never holds. */
+static void run_auto(uint64_t fixed, uint64_t per, bool expect_hold)
+{
+    fixture_t fx;
+    bd_model_config_t cfg = make_cfg(16, 0, 64);
+    cfg.delay_auto = true;
+    px_open(&fx, cfg, &cost_ops, &fake_model);
+    cost_fixed = fixed;
+    cost_per_item = per;
+    uint64_t wake = 0;
+    static const int sizes[4] = {1, 3, 6, 8};
+    for (int round = 0; round < BD_AUTO_MIN_BATCHES; round++) {
+        for (int i = 0; i < sizes[round % 4]; i++) {
+            submit_ok(&fx, mk_req(1, 1, 0, 0));
+            fake_now += 200;
+        }
+        /* Not fitted yet: whatever is queued runs at once. */
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), sizes[round % 4]);
+    }
+    fake_now += 100;
+    submit_ok(&fx, mk_req(1, 1, 0, 0));
+    uint64_t arrival = fake_now;
+    if (!expect_hold) {
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    } else {
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+        assert_int_equal(wake, arrival + fixed);
+        fake_now += 200;
+        submit_ok(&fx, mk_req(1, 1, 0, 0));
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+        fake_now = arrival + fixed;
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    }
+    cost_fixed = 0;
+    cost_per_item = 0;
+    fx_close(&fx);
+}
+
+static void test_pressure_auto_delay_in_the_scheduler(void **state)
+{
+    (void)state;
+    run_auto(2000, 100, true);
+    run_auto(20, 1000, false);
+}
+
+/* Threaded, real clock: a queued request's deadline fires while the only instance is busy on
+ * a long batch, long before that batch ends. */
+static void test_pressure_threaded_timeout_while_busy(void **state)
+{
+    (void)state;
+    fake_reset();
+    log_clear();
+    bd_model_config_t cfg = make_cfg(8, 0, 16);
+    bd_metrics_t *metrics = bd_metrics_new();
+    bd_sched_opts_t opts = {.metrics = bd_metrics_model(metrics, "m", "1")};
+    bd_err_t err = {0};
+    bd_sched_t *s = bd_sched_new(&cfg, &fake_ops, &fake_model, &opts, &err);
+    assert_non_null(s);
+    atomic_store(&fake.sleep_us, 400000);
+    bd_req_t *slow = mk_req(1, 2, 0, 0);
+    assert_int_equal(bd_sched_submit(s, slow, &err), 0);
+    while (atomic_load(&fake.runs) == 0) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    bd_req_t *quick = mk_req(1, 2, 0, 0);
+    quick->in.timeout_us = 20000;
+    uint64_t t0 = bd_now_us();
+    assert_int_equal(bd_sched_submit(s, quick, &err), 0);
+    wait_for_done(1);
+    uint64_t took = bd_now_us() - t0;
+    pthread_mutex_lock(&g_log.mu);
+    assert_ptr_equal(g_log.reqs[0], quick);
+    pthread_mutex_unlock(&g_log.mu);
+    assert_int_equal(quick->status, BD_ETIMEOUT);
+    assert_true(took >= 20000 && took < 200000);
+    wait_for_done(2);
+    assert_int_equal(slow->status, 0);
+    assert_int_equal(atomic_load(&fake.runs), 1);
+    bd_sched_free(s);
+    bd_metrics_free(metrics);
+    log_clear();
+}
+
+/* Threaded: cancels race with workers; every request completes exactly once, either run or
+ * cancelled, and a cancelled one never ran. */
+#define C_REQS 200
+
+static void test_pressure_threaded_cancel_races(void **state)
+{
+    (void)state;
+    fake_reset();
+    log_clear();
+    bd_model_config_t cfg = make_cfg(4, 0, C_REQS);
+    cfg.instances = 2;
+    bd_metrics_t *metrics = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(metrics, "m", "1");
+    bd_sched_opts_t opts = {.metrics = mm};
+    bd_err_t err = {0};
+    bd_sched_t *s = bd_sched_new(&cfg, &fake_ops, &fake_model, &opts, &err);
+    assert_non_null(s);
+    atomic_store(&fake.sleep_us, 200);
+    bd_req_t *reqs[C_REQS];
+    for (int i = 0; i < C_REQS; i++) {
+        reqs[i] = mk_req(1, 1, (float)i, i);
+        reqs[i]->in.timeout_us = i % 7 == 0 ? 1 : 0; /* some expire at once */
+        assert_int_equal(bd_sched_submit(s, reqs[i], &err), 0);
+    }
+    int cancelled = 0;
+    int busy = 0;
+    for (int i = C_REQS - 1; i >= 0; i -= 2) {
+        /* A request may already be complete and logged; the log owns it until log_clear,
+         * so cancel still reads valid memory. */
+        int rc = bd_sched_cancel(s, reqs[i]);
+        assert_true(rc == 0 || rc == BD_EBUSY);
+        cancelled += rc == 0;
+        busy += rc == BD_EBUSY;
+    }
+    wait_for_done(C_REQS);
+    bd_sched_free(s);
+    int runs_ok = 0;
+    int timeouts = 0;
+    int cancels = 0;
+    for (int i = 0; i < C_REQS; i++) {
+        bd_req_t *r = g_log.reqs[i];
+        runs_ok += r->status == 0;
+        timeouts += r->status == BD_ETIMEOUT;
+        cancels += r->status == BD_ECANCELLED;
+    }
+    assert_int_equal(cancels, cancelled);
+    assert_int_equal(runs_ok + timeouts + cancels, C_REQS);
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_CANCELLED), (uint64_t)cancelled);
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_TIMEOUT), (uint64_t)timeouts);
+    assert_int_equal(bd_metrics_get_items(mm), (uint64_t)runs_ok);
+    assert_int_equal(bd_metrics_get_queue_depth(mm), 0);
+    bd_metrics_free(metrics);
+    log_clear();
+}
+
 int main(void)
 {
     bd_log_set_level(BD_LOG_WARN);
@@ -1394,6 +2046,20 @@ int main(void)
         cmocka_unit_test(test_threaded_free_drains_everything),
         cmocka_unit_test(test_threaded_under_full_batch_waits_for_the_delay),
         cmocka_unit_test(test_threaded_sim_backend),
+        cmocka_unit_test(test_pressure_priority_fills_batch_from_highest_level),
+        cmocka_unit_test(test_pressure_priority_range_and_per_level_queue),
+        cmocka_unit_test(test_pressure_deadline_expires_in_queue_never_runs),
+        cmocka_unit_test(test_pressure_cancel_queued_only),
+        cmocka_unit_test(test_pressure_preferred_batch_sizes),
+        cmocka_unit_test(test_pressure_circuit_breaker),
+        cmocka_unit_test(test_pressure_circuit_breaker_off),
+        cmocka_unit_test(test_pressure_sim_fail_fails_its_batch),
+        cmocka_unit_test(test_pressure_warmup_runs_before_ready),
+        cmocka_unit_test(test_pressure_statistics_match_phases),
+        cmocka_unit_test(test_pressure_auto_delay_learner),
+        cmocka_unit_test(test_pressure_auto_delay_in_the_scheduler),
+        cmocka_unit_test(test_pressure_threaded_timeout_while_busy),
+        cmocka_unit_test(test_pressure_threaded_cancel_races),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
