@@ -393,6 +393,71 @@ static void test_concurrent_updates_lose_nothing(void **state)
     bd_metrics_free(m);
 }
 
+/* The statistics extension reads the same counters as /metrics: phase times per batch size,
+ * per-request compute times (each request charged its batch's phases), success and fail. */
+static void test_stats_from_phases_and_requests(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *mm = bd_metrics_model(m, "m", "1");
+    bd_metrics_batch_phases(mm, 3, 2, 1000, 50000, 2000);
+    bd_metrics_batch_phases(mm, 1, 1, 0, 20000, 500);
+    bd_metrics_batch_phases(mm, 3, 3, 10, 40000, 20);
+    bd_metrics_batch_phases(mm, 300, 1, 1, 2, 3); /* beyond the direct table */
+    bd_metrics_batch_phases(mm, 1000, 1, 4, 5, 6);
+    bd_metrics_batch_phases(mm, 300, 1, 1, 2, 3);
+    bd_metrics_request_durations(mm, 10, 20, 40);
+    bd_metrics_request_durations(mm, 5, 20, 30);
+    bd_metrics_request_fail_duration(mm, 7);
+    bd_metrics_request(mm, BD_OUTCOME_REJECTED);
+    bd_metrics_request(mm, BD_OUTCOME_INVALID); /* never counts in stats */
+    bd_model_stats_t st;
+    bd_metrics_stats(mm, &st);
+    assert_int_equal(st.success.count, 2);
+    assert_int_equal(st.success.ns, 70000);
+    assert_int_equal(st.queue.count, 2);
+    assert_int_equal(st.queue.ns, 15000);
+    assert_int_equal(st.fail.count, 2);
+    assert_int_equal(st.fail.ns, 7000);
+    assert_int_equal(st.compute_input.count, 9);
+    assert_int_equal(st.compute_input.ns, 2 * 1000 + 3 * 10 + 1 + 4 + 1);
+    assert_int_equal(st.compute_infer.ns, 2 * 50000 + 20000 + 3 * 40000 + 2 + 5 + 2);
+    assert_int_equal(st.compute_output.ns, 2 * 2000 + 500 + 3 * 20 + 3 + 6 + 3);
+    assert_int_equal(st.inference_count, 3 + 1 + 3 + 300 + 1000 + 300);
+    assert_int_equal(st.execution_count, 6);
+    assert_int_equal(st.execution_count, bd_metrics_get_executions(mm));
+    assert_int_equal(st.inference_count, bd_metrics_get_items(mm));
+    assert_true(st.last_inference_ms > 1600000000000ull);
+
+    bd_batch_stats_t bs[8];
+    assert_int_equal(bd_metrics_batch_stats(mm, bs, 8), 4);
+    assert_int_equal(bs[0].batch_size, 1);
+    assert_int_equal(bs[0].compute_infer.count, 1);
+    assert_int_equal(bs[0].compute_infer.ns, 20000);
+    assert_int_equal(bs[1].batch_size, 3);
+    assert_int_equal(bs[1].compute_input.count, 2);
+    assert_int_equal(bs[1].compute_input.ns, 1010);
+    assert_int_equal(bs[1].compute_infer.ns, 90000);
+    assert_int_equal(bs[1].compute_output.ns, 2020);
+    assert_int_equal(bs[2].batch_size, 300);
+    assert_int_equal(bs[2].compute_infer.count, 2);
+    assert_int_equal(bs[3].batch_size, 1000);
+    assert_int_equal(bd_metrics_batch_stats(mm, bs, 2), 2); /* capped */
+    assert_int_equal(bd_metrics_batch_stats(NULL, bs, 8), 0);
+    bd_metrics_stats(NULL, &st);
+    assert_int_equal(st.execution_count, 0);
+
+    /* /metrics agrees: the batch histogram saw the same six batches. */
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_metrics_render(m, &b);
+    assert_non_null(strstr(b.data, "batchd_batch_size_count{model=\"m\",version=\"1\"} 6\n"));
+    assert_non_null(
+        strstr(b.data, "batchd_request_duration_seconds_count{model=\"m\",version=\"1\"} 2\n"));
+    bd_buf_dispose(&b);
+    bd_metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -407,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_render_escapes_label_values),
         cmocka_unit_test(test_render_models_in_registration_order),
         cmocka_unit_test(test_concurrent_updates_lose_nothing),
+        cmocka_unit_test(test_stats_from_phases_and_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
