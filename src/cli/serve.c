@@ -23,6 +23,8 @@ typedef struct {
     const char *onnxruntime_lib;
     const char *log_level;
     int64_t max_body_bytes;
+    const char *model_control;
+    int64_t repository_poll_secs;
 } serve_opts_t;
 
 typedef enum { OPT_STR, OPT_INT } opt_type_t;
@@ -51,6 +53,12 @@ static const opt_def_t opts_table[] = {
      "debug, info, warn or error"},
     {"--max-body-bytes", OPT_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
      "BATCHD_MAX_BODY_BYTES", "largest request body accepted (bigger ones get 413)"},
+    {"--model-control", OPT_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
+     "none (load every model at start), explicit (POST /v2/repository/models/M/load and "
+     "/unload) or poll (rescan the repository folder)"},
+    {"--repository-poll-secs", OPT_INT, OFF(repository_poll_secs), "15", 1, 86400,
+     "BATCHD_REPOSITORY_POLL_SECS",
+     "with --model-control poll: seconds between scans for added, removed and changed models"},
 };
 #define N_OPTS (sizeof opts_table / sizeof opts_table[0])
 
@@ -140,10 +148,29 @@ static int parse_level(const char *s)
     return -1;
 }
 
+static int parse_control(const char *s)
+{
+    static const char *names[] = {"none", "explicit", "poll"};
+    static const int modes[] = {BD_MODEL_CONTROL_NONE, BD_MODEL_CONTROL_EXPLICIT,
+                                BD_MODEL_CONTROL_POLL};
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return modes[i];
+        }
+    }
+    return -1;
+}
+
 int bd_cli_serve(int argc, char **argv)
 {
     serve_opts_t so = {0};
     if (parse_opts(argc, argv, &so) != 0) {
+        return 2;
+    }
+    int control = parse_control(so.model_control);
+    if (control < 0) {
+        fprintf(stderr, "batchd serve: --model-control must be none, explicit or poll, got '%s'\n",
+                so.model_control);
         return 2;
     }
     int level = parse_level(so.log_level);
@@ -169,22 +196,26 @@ int bd_cli_serve(int argc, char **argv)
     }
     int rc = 1;
     bd_metrics_t *metrics = bd_metrics_new();
-    bd_repo_opts_t ro = {.metrics = metrics};
+    bd_repo_opts_t ro = {.metrics = metrics,
+                         .poll_secs =
+                             control == BD_MODEL_CONTROL_POLL ? (int)so.repository_poll_secs : 0};
     bd_repo_t *repo = metrics ? bd_repo_open(so.model_repository, &ro, &err) : NULL;
     bd_http_t *http = NULL;
     if (!repo) {
         BD_ERROR("serve", "%s", metrics ? err.msg : "out of memory");
         goto done;
     }
-    bd_http_opts_t ho = {
-        .host = so.host, .port = (int)so.http_port, .max_body_bytes = (size_t)so.max_body_bytes};
+    bd_http_opts_t ho = {.host = so.host,
+                         .port = (int)so.http_port,
+                         .max_body_bytes = (size_t)so.max_body_bytes,
+                         .model_control = (bd_model_control_t)control};
     http = bd_http_new(repo, metrics, &ho, &err);
     if (!http) {
         BD_ERROR("serve", "%s", err.msg);
         goto done;
     }
-    BD_INFO("http", "http listening host=%s port=%d models=%zu", so.host, bd_http_port(http),
-            bd_repo_count(repo));
+    BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s", so.host,
+            bd_http_port(http), bd_repo_count(repo), so.model_control);
     rc = bd_http_run(http, &stop) == 0 ? 0 : 1;
 done:
     bd_http_free(http);

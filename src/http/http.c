@@ -11,9 +11,26 @@
  * died is freed without replying when it comes back. The guard is cleared before replying,
  * because replying may free the pool. Only the loop thread touches job->req and the guard.
  *
+ * Each job holds a reference on its model version (bd_model_ref) from submit until its
+ * completion was handled, so a version that a reload or an unload took out of the table
+ * stays alive until its last request was answered.
+ *
+ * Client hang-ups: h2o stops reading an HTTP/1.1 connection once a request was handed to
+ * us, so a client that closes while its request is queued goes unseen. Jobs in flight sit on
+ * a watch list in submit order; a 10 ms timer peeks (recv MSG_PEEK|MSG_DONTWAIT) the socket
+ * of each job that has waited at least WATCH_INTERVAL_US, at most WATCH_BUDGET per tick, and
+ * on end-of-file or a reset cancels the job in its scheduler. A cancelled job, and a job that
+ * was already running when its client left, is answered with a short error that no one
+ * reads; writing it lets h2o see the dead socket and close the connection. A job whose
+ * h2o request died (the guard fired) is cancelled too.
+ *
+ * Model loads (POST .../load) wait for the repository's loader thread: the repository's
+ * eventfd is a socket in this loop; when it fires, bd_repo_dispatch swaps the new versions
+ * in and calls on_loaded, which answers the waiting request (guarded like a job).
+ *
  * Shutdown: a signalfd in the loop sees SIGTERM/SIGINT; the listener closes (new connections
  * are refused), the repository stops accepting, and the loop keeps running until every
- * submitted job came back and its reply was written. */
+ * submitted job came back, every load asked for was answered, and every reply was written. */
 #include "http/http.h"
 
 #include <arpa/inet.h>
@@ -29,6 +46,7 @@
 #include <h2o.h>
 #include <h2o/multithread.h>
 #include <h2o/socket/evloop.h>
+#include <jansson.h>
 
 #include "sched/sched.h"
 #include "tensor/tensor.h"
@@ -44,22 +62,42 @@ struct bd_http {
     h2o_evloop_t *loop;
     h2o_socket_t *listener;
     h2o_socket_t *sigsock;
+    h2o_socket_t *reposock; /* the repository's eventfd (a dup: h2o closes it) */
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t receiver;
+    bd_model_control_t model_control;
     bd_buf_t out;    /* reply scratch, reused; loop thread only */
     size_t inflight; /* jobs submitted and not yet back; loop thread only */
     size_t conns;    /* open client connections; loop thread only */
     bool stopping;
+    /* hang-up watch; loop thread only */
+    struct job *watch_head, *watch_tail;
+    h2o_timeout_t watch_timeout;
+    h2o_timeout_entry_t watch_entry;
+    bool watch_init;
 };
+
+/* The watch: a job's socket is first peeked WATCH_INTERVAL_US after submit, then every
+ * WATCH_INTERVAL_US; at most WATCH_BUDGET peeks per tick bound the loop's cost under
+ * overload (thousands queued): detection then takes a few ticks longer. */
+#define WATCH_TICK_MS 10
+#define WATCH_INTERVAL_US 10000
+#define WATCH_BUDGET 512
 
 typedef struct job job_t;
 struct job {
     h2o_multithread_message_t msg; /* zeroed on creation, as h2o requires */
     bd_http_t *h;
-    h2o_req_t *req; /* NULL once the client's request died */
-    job_t **guard;  /* lives in req->pool; points back at this job */
-    bd_model_t *model;
-    bd_req_t *breq; /* owns this job (the job lives in its arena) */
+    h2o_req_t *req;    /* NULL once the client's request died */
+    job_t **guard;     /* lives in req->pool; points back at this job */
+    bd_model_t *model; /* referenced (bd_model_ref) until the completion is handled */
+    bd_req_t *breq;    /* owns this job (the job lives in its arena) */
+    int fd;            /* the client's socket while req lives; -1 when unknown */
+    uint64_t next_check_us;
+    job_t *wprev, *wnext; /* on h->watch_* */
+    bool watched;
+    bool done;        /* the completion was posted: never cancel again */
+    bool client_gone; /* the client hung up: nobody reads the reply */
 };
 
 /* ---- replies --------------------------------------------------------------------------- */
@@ -80,6 +118,7 @@ static int status_of(int code)
     case BD_ETIMEOUT:
     case BD_ESHUTDOWN:
     case BD_EUNAVAIL:
+    case BD_ECANCELLED:
         return 503;
     default:
         return 500;
@@ -212,8 +251,18 @@ static void model_metadata(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
     bd_buf_reset(b);
     bd_buf_puts(b, "{\"name\":");
     bd_buf_json_string(b, bd_model_name(m), strlen(bd_model_name(m)));
-    bd_buf_printf(b, ",\"versions\":[\"%s\"],\"platform\":\"%s\"", bd_model_version(m),
-                  bd_model_platform(m));
+    /* Every version being served, as Triton lists them. */
+    bd_model_t *vs[64];
+    size_t nv = bd_repo_versions(h->repo, bd_model_name(m), vs, 64);
+    bd_buf_puts(b, ",\"versions\":[");
+    bool first = true;
+    for (size_t i = 0; i < nv && i < 64; i++) {
+        if (bd_model_ready(vs[i])) {
+            bd_buf_printf(b, "%s\"%s\"", first ? "" : ",", bd_model_version(vs[i]));
+            first = false;
+        }
+    }
+    bd_buf_printf(b, "],\"platform\":\"%s\"", bd_model_platform(m));
     bd_buf_puts(b, ",\"inputs\":");
     json_ios(b, cfg, cfg->inputs, cfg->n_inputs);
     bd_buf_puts(b, ",\"outputs\":");
@@ -224,9 +273,14 @@ static void model_metadata(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
 
 static void server_metadata(bd_http_t *h, h2o_req_t *req)
 {
+    /* Only what works: the repository extension needs a --model-control mode. */
     bd_buf_reset(&h->out);
     bd_buf_puts(&h->out, "{\"name\":\"batchd\",\"version\":\"" BD_VERSION
-                         "\",\"extensions\":[\"binary_tensor_data\"]}");
+                         "\",\"extensions\":[\"binary_tensor_data\"");
+    if (h->model_control != BD_MODEL_CONTROL_NONE) {
+        bd_buf_puts(&h->out, ",\"model_repository\"");
+    }
+    bd_buf_puts(&h->out, ",\"statistics\"]}");
     reply_json(h, req, 200);
 }
 
@@ -241,13 +295,93 @@ static void metrics_page(bd_http_t *h, h2o_req_t *req)
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", h->out.data, h->out.len);
 }
 
+/* ---- client hang-ups -------------------------------------------------------------------- */
+
+static void watch_add(bd_http_t *h, job_t *j)
+{
+    j->wnext = NULL;
+    j->wprev = h->watch_tail;
+    if (h->watch_tail) {
+        h->watch_tail->wnext = j;
+    } else {
+        h->watch_head = j;
+    }
+    h->watch_tail = j;
+    j->watched = true;
+    if (!h2o_timeout_is_linked(&h->watch_entry)) {
+        h2o_timeout_link(h->loop, &h->watch_timeout, &h->watch_entry);
+    }
+}
+
+static void watch_del(bd_http_t *h, job_t *j)
+{
+    if (!j->watched) {
+        return;
+    }
+    if (j->wprev) {
+        j->wprev->wnext = j->wnext;
+    } else {
+        h->watch_head = j->wnext;
+    }
+    if (j->wnext) {
+        j->wnext->wprev = j->wprev;
+    } else {
+        h->watch_tail = j->wprev;
+    }
+    j->wprev = j->wnext = NULL;
+    j->watched = false;
+}
+
+/* The client is gone: take its request out of the queue if it still waits there (its
+ * completion then arrives with BD_ECANCELLED); a running one finishes and is dropped. */
+static void client_left(bd_http_t *h, job_t *j)
+{
+    watch_del(h, j);
+    if (j->client_gone) {
+        return;
+    }
+    j->client_gone = true;
+    int rc = bd_sched_cancel(bd_model_sched(j->model), j->breq);
+    BD_DEBUG("http", "client_gone model=%s cancelled=%s", bd_model_name(j->model),
+             rc == 0 ? "yes" : "no (running)");
+}
+
+static void on_watch_tick(h2o_timeout_entry_t *entry)
+{
+    bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, watch_entry, entry);
+    uint64_t now = bd_now_us();
+    for (int budget = WATCH_BUDGET; budget > 0 && h->watch_head; budget--) {
+        job_t *j = h->watch_head;
+        if (j->next_check_us > now) {
+            break;
+        }
+        watch_del(h, j);
+        char c;
+        ssize_t n = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0) {
+            continue; /* pipelined bytes: a hang-up behind them cannot be seen; stop */
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            j->next_check_us = now + WATCH_INTERVAL_US;
+            watch_add(h, j);
+            continue;
+        }
+        client_left(h, j); /* 0: end of file; < 0: reset or another socket error */
+    }
+    if (h->watch_head && !h2o_timeout_is_linked(&h->watch_entry)) {
+        h2o_timeout_link(h->loop, &h->watch_timeout, &h->watch_entry);
+    }
+}
+
 /* ---- infer ----------------------------------------------------------------------------- */
 
 static void on_guard_dispose(void *p)
 {
     job_t *j = *(job_t **)p;
     if (j) {
+        /* h2o dropped the request (its connection closed): nobody will read the answer. */
         j->req = NULL;
+        client_left(j->h, j);
     }
 }
 
@@ -348,10 +482,17 @@ static void on_complete(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
         h2o_linklist_unlink(&msg->link);
         job_t *j = H2O_STRUCT_FROM_MEMBER(job_t, msg, msg);
         h->inflight--;
+        watch_del(h, j);
         if (j->req) {
             *j->guard = NULL;
-            send_result(h, j);
+            if (j->client_gone) {
+                /* Written to a dead socket: h2o sees the error and closes it. */
+                reply_error(h, j->req, BD_ECANCELLED, "the client closed the connection");
+            } else {
+                send_result(h, j);
+            }
         }
+        bd_model_unref(j->model);
         bd_req_free(j->breq);
     }
 }
@@ -417,9 +558,290 @@ static void infer(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
         reply_error(h, req, rc, err.msg);
         return;
     }
+    bd_model_ref(m);
     j->guard = h2o_mem_alloc_shared(&req->pool, sizeof *j->guard, on_guard_dispose);
     *j->guard = j;
     h->inflight++;
+    /* Watch the client's socket while the request waits (HTTP/1.1 only has one). */
+    j->fd = -1;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket && req->version < 0x200
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+    if (sock) {
+        j->fd = h2o_socket_get_fd(sock);
+        j->next_check_us = bd_now_us() + WATCH_INTERVAL_US;
+        watch_add(h, j);
+    }
+}
+
+/* ---- statistics extension -------------------------------------------------------------- */
+
+static void stat_json(bd_buf_t *b, const char *key, bd_stat_duration_t d, bool comma)
+{
+    bd_buf_printf(b, "%s\"%s\":{\"count\":%llu,\"ns\":%llu}", comma ? "," : "", key,
+                  (unsigned long long)d.count, (unsigned long long)d.ns);
+}
+
+/* One model_stats object in Triton's shape; cache_hit/cache_miss are always zero (batchd
+ * has no response cache) but present, because Triton's clients read them. */
+static void model_stats_json(bd_buf_t *b, bd_model_t *m)
+{
+    bd_model_stats_t st = {0};
+    bd_metrics_stats(bd_model_metrics(m), &st);
+    bd_buf_puts(b, "{\"name\":");
+    bd_buf_json_string(b, bd_model_name(m), strlen(bd_model_name(m)));
+    bd_buf_printf(b,
+                  ",\"version\":\"%s\",\"last_inference\":%llu,\"inference_count\":%llu,"
+                  "\"execution_count\":%llu,\"inference_stats\":{",
+                  bd_model_version(m), (unsigned long long)st.last_inference_ms,
+                  (unsigned long long)st.inference_count, (unsigned long long)st.execution_count);
+    bd_stat_duration_t zero = {0, 0};
+    stat_json(b, "success", st.success, false);
+    stat_json(b, "fail", st.fail, true);
+    stat_json(b, "queue", st.queue, true);
+    stat_json(b, "compute_input", st.compute_input, true);
+    stat_json(b, "compute_infer", st.compute_infer, true);
+    stat_json(b, "compute_output", st.compute_output, true);
+    stat_json(b, "cache_hit", zero, true);
+    stat_json(b, "cache_miss", zero, true);
+    bd_buf_puts(b, "},\"batch_stats\":[");
+    const bd_model_config_t *cfg = bd_model_config(m);
+    size_t cap = (size_t)(cfg && cfg->max_batch_size > 0 ? cfg->max_batch_size : 1) + 1;
+    bd_batch_stats_t *bs = calloc(cap, sizeof *bs);
+    size_t n = bs ? bd_metrics_batch_stats(bd_model_metrics(m), bs, cap) : 0;
+    if (!bs) {
+        b->failed = true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bd_buf_printf(b, "%s{\"batch_size\":%llu", i ? "," : "",
+                      (unsigned long long)bs[i].batch_size);
+        stat_json(b, "compute_input", bs[i].compute_input, true);
+        stat_json(b, "compute_infer", bs[i].compute_infer, true);
+        stat_json(b, "compute_output", bs[i].compute_output, true);
+        bd_buf_putc(b, '}');
+    }
+    free(bs);
+    bd_buf_puts(b, "]}");
+}
+
+/* Stats of every ready version of model `name`; returns how many were written. */
+static size_t model_versions_stats(bd_http_t *h, const char *name, bool *first)
+{
+    bd_model_t *vs[64];
+    size_t nv = bd_repo_versions(h->repo, name, vs, 64);
+    size_t written = 0;
+    for (size_t i = 0; i < nv && i < 64; i++) {
+        if (bd_model_ready(vs[i])) {
+            bd_buf_puts(&h->out, *first ? "" : ",");
+            *first = false;
+            model_stats_json(&h->out, vs[i]);
+            written++;
+        }
+    }
+    return written;
+}
+
+/* GET /v2/models/stats (m NULL: every model), /v2/models/{m}/stats (every ready version of
+ * m) and /v2/models/{m}/versions/{v}/stats (that version). */
+static void stats(bd_http_t *h, h2o_req_t *req, bd_model_t *m, bool one_version)
+{
+    bool first = true;
+    bd_buf_reset(&h->out);
+    bd_buf_puts(&h->out, "{\"model_stats\":[");
+    if (!m) {
+        for (size_t i = 0; i < bd_repo_count(h->repo); i++) {
+            model_versions_stats(h, bd_model_name(bd_repo_at(h->repo, i)), &first);
+        }
+    } else if (!bd_model_ready(m)) {
+        bd_err_t err;
+        bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m),
+                   bd_model_reason(m));
+        reply_error(h, req, err.code, err.msg);
+        return;
+    } else if (one_version) {
+        model_stats_json(&h->out, m);
+    } else {
+        model_versions_stats(h, bd_model_name(m), &first);
+    }
+    bd_buf_puts(&h->out, "]}");
+    reply_json(h, req, 200);
+}
+
+/* ---- model repository extension ------------------------------------------------------- */
+
+typedef struct waiter waiter_t;
+struct waiter {
+    bd_http_t *h;
+    h2o_req_t *req;   /* NULL once the client's request died */
+    waiter_t **guard; /* lives in req->pool */
+    char name[256];
+};
+
+static void on_waiter_dispose(void *p)
+{
+    waiter_t *w = *(waiter_t **)p;
+    if (w) {
+        w->req = NULL;
+    }
+}
+
+static void on_loaded(void *ctx, int rc, const char *msg)
+{
+    waiter_t *w = ctx;
+    if (w->req) {
+        *w->guard = NULL;
+        if (rc == 0) {
+            reply(w->req, 200, "application/json", "", 0);
+        } else {
+            char text[BD_ERR_MSG_MAX + 300];
+            snprintf(text, sizeof text, "failed to load '%s': %s", w->name, msg);
+            bd_buf_reset(&w->h->out);
+            bd_buf_json_error(&w->h->out, text);
+            reply_json(w->h, w->req, rc == BD_ESHUTDOWN ? 503 : 400);
+        }
+    }
+    free(w);
+}
+
+/* The request's JSON body: *out NULL for an empty body. Replies 400 and returns -1 when the
+ * body is not a JSON object. */
+static int body_object(bd_http_t *h, h2o_req_t *req, json_t **out)
+{
+    *out = NULL;
+    if (req->entity.base == NULL || req->entity.len == 0) {
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        reply_error(h, req, BD_EINVAL, "the request body must be a JSON object (or empty)");
+        return -1;
+    }
+    *out = root;
+    return 0;
+}
+
+static void repo_index(bd_http_t *h, h2o_req_t *req)
+{
+    json_t *body;
+    if (body_object(h, req, &body) != 0) {
+        return;
+    }
+    json_t *ready = body ? json_object_get(body, "ready") : NULL;
+    bool bad = ready && !json_is_boolean(ready);
+    bool ready_only = ready && json_is_true(ready);
+    json_decref(body);
+    if (bad) {
+        reply_error(h, req, BD_EINVAL, "'ready' must be true or false");
+        return;
+    }
+    bd_buf_reset(&h->out);
+    bd_repo_index(h->repo, ready_only, &h->out);
+    reply_json(h, req, 200);
+}
+
+static void repo_load(bd_http_t *h, h2o_req_t *req, h2o_iovec_t name)
+{
+    json_t *body;
+    if (body_object(h, req, &body) != 0) {
+        return;
+    }
+    json_t *params = body ? json_object_get(body, "parameters") : NULL;
+    bool override = false;
+    if (json_is_object(params)) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(params, key, v)
+        {
+            (void)v;
+            override = override || strcmp(key, "config") == 0 || strncmp(key, "file:", 5) == 0;
+        }
+    }
+    json_decref(body);
+    if (override) {
+        reply_error(h, req, BD_EUNSUPPORTED,
+                    "loading with a 'config' or 'file:' override is not supported; change the "
+                    "files in the model repository and load again");
+        return;
+    }
+    waiter_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        reply_error(h, req, BD_ENOMEM, "out of memory");
+        return;
+    }
+    w->h = h;
+    w->req = req;
+    snprintf(w->name, sizeof w->name, "%.*s", (int)(name.len > 255 ? 255 : name.len), name.base);
+    bd_err_t err = {0};
+    if (bd_repo_load(h->repo, name.base, name.len, on_loaded, w, &err) != 0) {
+        free(w);
+        reply_error(h, req, err.code, err.msg);
+        return;
+    }
+    w->guard = h2o_mem_alloc_shared(&req->pool, sizeof *w->guard, on_waiter_dispose);
+    *w->guard = w;
+}
+
+static void repo_unload(bd_http_t *h, h2o_req_t *req, h2o_iovec_t name)
+{
+    json_t *body; /* parameters (unload_dependents) have no meaning here: no ensembles */
+    if (body_object(h, req, &body) != 0) {
+        return;
+    }
+    json_decref(body);
+    bd_err_t err = {0};
+    if (bd_repo_unload(h->repo, name.base, name.len, &err) != 0) {
+        reply_error(h, req, err.code, err.msg);
+        return;
+    }
+    reply(req, 200, "application/json", "", 0);
+}
+
+static const char *control_name(bd_model_control_t c)
+{
+    return c == BD_MODEL_CONTROL_EXPLICIT ? "explicit"
+           : c == BD_MODEL_CONTROL_POLL   ? "poll"
+                                          : "none";
+}
+
+/* seg: repository, index | repository, models, {m}, load | unload */
+static void route_repository(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
+{
+    bool index = n == 2 && iov_eq(seg[1], "index");
+    bool load = n == 4 && iov_eq(seg[1], "models") && iov_eq(seg[3], "load");
+    bool unload = n == 4 && iov_eq(seg[1], "models") && iov_eq(seg[3], "unload");
+    if (!index && !load && !unload) {
+        reply_error(h, req, BD_ENOPATH, "unknown path; see docs/API.md for the endpoints");
+        return;
+    }
+    if (!method_is(req, "POST")) {
+        reply_error(h, req, BD_EMETHOD, "this endpoint takes POST");
+        return;
+    }
+    /* Triton's rule: changes only in explicit mode; the index is readable whenever the
+     * repository can change (explicit or poll). */
+    bool allowed = h->model_control == BD_MODEL_CONTROL_EXPLICIT ||
+                   (index && h->model_control == BD_MODEL_CONTROL_POLL);
+    if (!allowed) {
+        bd_err_t err;
+        bd_err_set(&err, BD_EINVAL,
+                   "%s needs the server started with --model-control explicit%s (it runs with "
+                   "--model-control %s)",
+                   index ? "the repository index" : "loading and unloading models",
+                   index ? " or poll" : "", control_name(h->model_control));
+        reply_error(h, req, err.code, err.msg);
+        return;
+    }
+    if (h->stopping) {
+        reply_error(h, req, BD_ESHUTDOWN, "the server is shutting down");
+    } else if (index) {
+        repo_index(h, req);
+    } else if (load) {
+        repo_load(h, req, seg[2]);
+    } else {
+        repo_unload(h, req, seg[2]);
+    }
 }
 
 /* ---- routing --------------------------------------------------------------------------- */
@@ -438,6 +860,8 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
         action = "ready";
     } else if (n == rest + 1 && iov_eq(seg[rest], "infer")) {
         action = "infer";
+    } else if (n == rest + 1 && iov_eq(seg[rest], "stats")) {
+        action = "stats";
     } else if (n != rest) {
         reply_error(h, req, BD_ENOPATH, "unknown path; see docs/API.md for the endpoints");
         return;
@@ -454,12 +878,19 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
         reply_error(h, req, err.code, err.msg);
         return;
     }
+    char breaker[BD_ERR_MSG_MAX];
     if (post) {
         infer(h, req, m);
+    } else if (strcmp(action, "stats") == 0) {
+        stats(h, req, m, version.len > 0);
     } else if (!bd_model_ready(m)) {
         bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m),
                    bd_model_reason(m));
         reply_error(h, req, *action ? BD_EINVAL : BD_EUNAVAIL, err.msg);
+    } else if (*action && !bd_sched_available(bd_model_sched(m), breaker, sizeof breaker)) {
+        /* The circuit breaker holds it: not ready until the probe succeeds. */
+        bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m), breaker);
+        reply_error(h, req, err.code, err.msg);
     } else if (*action) {
         reply(req, 200, "application/json", "", 0);
     } else {
@@ -481,8 +912,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(h, req, BD_ENOPATH, "unknown path; see docs/API.md for the endpoints");
         return 0;
     }
+    if (n == 3 && iov_eq(seg[1], "models") && iov_eq(seg[2], "stats")) {
+        is_get(req) ? stats(h, req, NULL, false)
+                    : reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
+        return 0;
+    }
     if (n >= 3 && iov_eq(seg[1], "models")) {
         route_model(h, req, seg + 1, n - 1);
+        return 0;
+    }
+    if (n >= 2 && iov_eq(seg[1], "repository")) {
+        route_repository(h, req, seg + 1, n - 1);
         return 0;
     }
     bool health = n == 3 && iov_eq(seg[1], "health");
@@ -541,6 +981,13 @@ static void on_signal(h2o_socket_t *sock, const char *err)
     }
 }
 
+static void on_repo_event(h2o_socket_t *sock, const char *err)
+{
+    bd_http_t *h = sock->data;
+    (void)err;
+    bd_repo_dispatch(h->repo);
+}
+
 static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -596,6 +1043,7 @@ bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opt
     h->repo = repo;
     h->metrics = metrics;
     h->max_body_bytes = opts->max_body_bytes;
+    h->model_control = opts->model_control;
     bd_buf_init(&h->out);
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
@@ -615,6 +1063,18 @@ bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opt
     h->accept_ctx.hosts = h->config.hosts;
     h->queue = h2o_multithread_create_queue(h->loop);
     h2o_multithread_register_receiver(h->queue, &h->receiver, on_complete);
+    h2o_timeout_init(h->loop, &h->watch_timeout, WATCH_TICK_MS);
+    h->watch_entry.cb = on_watch_tick;
+    h->watch_init = true;
+    int rfd = dup(bd_repo_notify_fd(repo));
+    if (rfd < 0) {
+        bd_err_set(err, BD_EIO, "cannot watch the model repository: %s", strerror(errno));
+        bd_http_free(h);
+        return NULL;
+    }
+    h->reposock = h2o_evloop_socket_create(h->loop, rfd, H2O_SOCKET_FLAG_DONT_READ);
+    h->reposock->data = h;
+    h2o_socket_read_start(h->reposock, on_repo_event);
     if (bind_listener(h, opts->host, opts->port, err) != 0) {
         bd_http_free(h);
         return NULL;
@@ -649,7 +1109,7 @@ int bd_http_run(bd_http_t *h, const sigset_t *stop_signals)
     /* HTTP/1 reads only this flag (no keep-alive after it). h2o_context_request_shutdown
      * would also arm HTTP/2's graceful-shutdown timer, which outlives the drain. */
     h->ctx.shutdown_requested = 1;
-    while (h->inflight > 0) {
+    while (h->inflight > 0 || bd_repo_busy(h->repo)) {
         h2o_evloop_run(h->loop, 100);
     }
     /* Every reply is queued. Idle keep-alive connections would wait for their next request
@@ -676,6 +1136,16 @@ void bd_http_free(bd_http_t *h)
     if (h->sigsock) {
         h2o_socket_read_stop(h->sigsock);
         h2o_socket_close(h->sigsock);
+    }
+    if (h->reposock) {
+        h2o_socket_read_stop(h->reposock);
+        h2o_socket_close(h->reposock);
+    }
+    if (h->watch_init) {
+        if (h2o_timeout_is_linked(&h->watch_entry)) {
+            h2o_timeout_unlink(&h->watch_entry);
+        }
+        h2o_timeout_dispose(h->loop, &h->watch_timeout);
     }
     if (h->queue) {
         h2o_multithread_unregister_receiver(h->queue, &h->receiver);

@@ -1,24 +1,53 @@
-/* repo.c: discovers and loads the model repository (see repo.h).
+/* repo.c: the model repository (see repo.h): discovery, version policy, the model table,
+ * the loader thread and the swap.
  *
- * Every model folder becomes a bd_model_t, ready or not: a model that fails anywhere (bad
- * config, missing file, backend error, ONNX Runtime missing) keeps its reason for the
- * metadata and infer endpoints. Only the highest numeric version folder is loaded (a version
- * policy comes later). Loading runs on the main thread before the server listens; afterwards
- * the model set is immutable, so request threads read it without locks. */
+ * Objects. An entry_t is one model folder known to the table; it holds its version objects
+ * (bd_model_t, ascending by version number), each either READY (a running scheduler) or
+ * UNAVAILABLE (a reason), and a stub version object returned when it has none (its reason
+ * says why: unloaded, loading, a bad config.json). A version object is self-contained (its
+ * own name, config, backend model, scheduler, metrics handle), so it can outlive its entry.
+ *
+ * Threads and ownership.
+ * - Owner thread (the event loop; the main thread inside bd_repo_open): the table (entries,
+ *   their version arrays, the retired list, every refcount) is read and changed only here,
+ *   without locks. Each version object in the table holds one reference; every request
+ *   submitted to its scheduler holds another (bd_model_ref/unref).
+ * - Loader thread: takes ops from `todo` (under mu): LOAD builds complete new version
+ *   objects for one model (config, backend load, bd_sched_new, which runs the warmup) off
+ *   the table and puts the op on `done` (under mu, then an eventfd write); FREE frees a
+ *   retired version object (bd_sched_free joins its workers, so it never runs on the loop).
+ *   In poll mode it also rescans the folder every poll_secs and makes LOAD ops for models
+ *   whose files changed; `known` (the file signature it last loaded per model) is the
+ *   loader's alone.
+ * - The swap (apply_load, owner thread): new READY versions replace the table's versions of
+ *   the same number, which are retired: their scheduler is closed (new submits are refused,
+ *   queued requests still run), they leave the table, and when their last reference goes
+ *   they are handed to the loader to be freed. Requests find versions through the table on
+ *   the owner thread, so no request can reach a retired version after the swap. */
 #include "repo/repo.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define CONFIG_MAX_BYTES (1u << 20)
+#define MAX_VERSION_FOLDERS 4096
+#define MAX_NAME_BYTES 255
+
+typedef struct entry entry_t;
+typedef struct op op_t;
 
 struct bd_model {
-    char *name;
+    char *name; /* owned */
     char version[24];
+    int64_t vnum;
     bd_model_config_t cfg;
     bool has_cfg;
     const bd_backend_ops_t *ops;
@@ -26,12 +55,75 @@ struct bd_model {
     bd_sched_t *sched;
     bd_model_metrics_t *metrics;
     char reason[BD_ERR_MSG_MAX];
+    /* --- owner thread ------------------------------------------------------------------ */
+    bd_repo_t *repo;
+    size_t refs;      /* the table's reference + one per request in flight */
+    bool retired;     /* out of the table: closed, draining, freed at refs 0 */
+    bool stub;        /* embedded in its entry; never refcounted or freed alone */
+    bd_model_t *next; /* on repo->retired while retired; on repo->free_list when freeing */
 };
 
-struct bd_repo {
-    bd_model_t **models;
-    size_t n;
+struct entry {
+    char *name;     /* owned */
+    bd_model_t **v; /* ascending by vnum; each holds a table reference */
+    size_t n, cap;
+    bd_model_t stub; /* name borrowed from the entry; reason says why nothing is served */
+    uint64_t gen;    /* bumped by every load or unload asked for */
+    uint64_t unload_gen;
+    int pending; /* loads asked for and not yet applied */
 };
+
+typedef enum { OP_LOAD } op_kind_t;
+
+struct op {
+    op_t *next;
+    op_kind_t kind;
+    char *name; /* owned */
+    bool from_poll;
+    uint64_t gen;
+    bd_repo_done_cb done;
+    void *done_ctx;
+    /* results, written by the loader */
+    int rc;
+    char msg[BD_ERR_MSG_MAX];
+    bool gone;        /* the model folder does not exist */
+    bool no_versions; /* it has no version folder */
+    bd_model_t **out; /* new version objects (owned until applied) */
+    size_t n_out;
+};
+
+typedef struct {
+    char *name;
+    uint64_t sig;
+} known_t;
+
+struct bd_repo {
+    char *dir;
+    bd_metrics_t *metrics;
+    int poll_secs;
+    /* --- owner thread ------------------------------------------------------------------ */
+    entry_t **e; /* sorted by name */
+    size_t n, cap;
+    bd_model_t *retired;
+    size_t pending; /* bd_repo_load ops not yet answered */
+    bool closing;
+    /* --- shared, under mu ---------------------------------------------------------------- */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    op_t *todo_head, *todo_tail;
+    op_t *done_head, *done_tail;
+    bd_model_t *free_list;
+    bool stop;     /* bd_repo_free: finish the frees, answer the loads, exit */
+    bool shutting; /* bd_repo_close: answer loads with BD_ESHUTDOWN */
+    int efd;
+    pthread_t loader;
+    bool loader_started;
+    /* --- loader thread (the opening thread before it starts) ---------------------------- */
+    known_t *known;
+    size_t n_known, cap_known;
+};
+
+/* ---- files ------------------------------------------------------------------------------ */
 
 static bool is_dir(const char *path)
 {
@@ -49,66 +141,150 @@ static char *path_join(const char *a, const char *b)
     return p;
 }
 
-/* The highest all-digit version folder in `model_dir`, or 0 when there is none. */
-static int64_t latest_version(const char *model_dir)
+/* A folder or version name we accept: 1..18 digits, no leading zero trouble ("007" is 7). */
+static bool parse_version(const char *s, size_t len, int64_t *out)
+{
+    if (len == 0 || len > 18 || strspn(s, "0123456789") < len) {
+        return false;
+    }
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return v > 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The numeric version folders of `model_dir`, ascending, without repeats ("1" and "01"). */
+static size_t list_versions(const char *model_dir, int64_t *out, size_t cap)
 {
     DIR *d = opendir(model_dir);
     if (!d) {
         return 0;
     }
-    int64_t best = 0;
+    size_t n = 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *s = e->d_name;
-        size_t len = strlen(s);
-        if (len == 0 || len > 18 || strspn(s, "0123456789") != len) {
+    while ((e = readdir(d)) && n < cap) {
+        int64_t v;
+        if (!parse_version(e->d_name, strlen(e->d_name), &v)) {
             continue;
         }
-        char *sub = path_join(model_dir, s);
-        int64_t v = strtoll(s, NULL, 10);
-        if (sub && is_dir(sub) && v > best) {
-            best = v;
+        char *sub = path_join(model_dir, e->d_name);
+        if (sub && is_dir(sub)) {
+            out[n++] = v;
         }
         free(sub);
     }
     closedir(d);
-    return best;
+    qsort(out, n, sizeof *out, cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k == 0 || out[k - 1] != out[i]) {
+            out[k++] = out[i];
+        }
+    }
+    return k;
 }
 
-static int load_model(bd_model_t *m, const char *model_dir, bd_metrics_t *metrics, bd_err_t *err)
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
-    int64_t version = latest_version(model_dir);
-    if (version <= 0) {
-        return bd_err_set(err, BD_ENOTFOUND, "no numeric version folder (such as %s/1) was found",
-                          model_dir);
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 1099511628211ull;
     }
-    snprintf(m->version, sizeof m->version, "%lld", (long long)version);
-    m->metrics = bd_metrics_model(metrics, m->name, m->version);
+    return h;
+}
 
+static uint64_t fnv_stat(uint64_t h, const char *path)
+{
+    struct stat st;
+    uint64_t f[5] = {0};
+    if (path && stat(path, &st) == 0) {
+        f[0] = 1;
+        f[1] = (uint64_t)st.st_size;
+        f[2] = (uint64_t)st.st_mtim.tv_sec;
+        f[3] = (uint64_t)st.st_mtim.tv_nsec;
+        f[4] = (uint64_t)st.st_ino;
+    }
+    return fnv(h, f, sizeof f);
+}
+
+/* What a model's load depends on: config.json and each version folder's model.onnx (kind,
+ * size, modification time, inode). Equal signatures: nothing to reload. */
+static uint64_t model_signature(const char *model_dir)
+{
+    uint64_t h = 1469598103934665603ull;
+    char *cfg = path_join(model_dir, "config.json");
+    h = fnv_stat(h, cfg);
+    free(cfg);
+    int64_t *vs = malloc(MAX_VERSION_FOLDERS * sizeof *vs);
+    size_t n = vs ? list_versions(model_dir, vs, MAX_VERSION_FOLDERS) : 0;
+    for (size_t i = 0; i < n; i++) {
+        char num[24], sub[48];
+        snprintf(num, sizeof num, "%lld", (long long)vs[i]);
+        snprintf(sub, sizeof sub, "%s/model.onnx", num);
+        char *p = path_join(model_dir, sub);
+        h = fnv(h, &vs[i], sizeof vs[i]);
+        h = fnv_stat(h, p);
+        free(p);
+    }
+    free(vs);
+    return h;
+}
+
+/* ---- version objects -------------------------------------------------------------------- */
+
+static bd_model_t *model_new(const char *name, int64_t vnum)
+{
+    bd_model_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->name = strdup(name))) {
+        free(m);
+        return NULL;
+    }
+    m->vnum = vnum;
+    snprintf(m->version, sizeof m->version, "%lld", (long long)vnum);
+    return m;
+}
+
+/* Drain and free a version object: joins its workers, so never on the event loop. */
+static void model_free(bd_model_t *m)
+{
+    if (!m) {
+        return;
+    }
+    bd_sched_free(m->sched);
+    if (m->bm) {
+        m->ops->unload(m->bm);
+    }
+    if (m->has_cfg) {
+        bd_model_config_dispose(&m->cfg);
+    }
+    free(m->name);
+    free(m);
+}
+
+/* Load one version: config (from `json`, shared by the versions), backend, scheduler
+ * (which runs the warmup). Loader thread, or the opening thread. */
+static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, const char *json,
+                        size_t json_len, bd_err_t *err)
+{
+    m->metrics = bd_metrics_model(r->metrics, m->name, m->version);
     bd_model_config_t *cfg = &m->cfg;
     m->has_cfg = true;
     cfg->name = strdup(m->name);
-    cfg->version = version;
+    cfg->version = m->vnum;
     cfg->dir = path_join(model_dir, m->version);
     cfg->model_path = cfg->dir ? path_join(cfg->dir, "model.onnx") : NULL;
-    char *cfg_path = path_join(model_dir, "config.json");
-    if (!cfg->name || !cfg->dir || !cfg->model_path || !cfg_path) {
-        free(cfg_path);
+    if (!cfg->name || !cfg->dir || !cfg->model_path) {
         return bd_err_set(err, BD_ENOMEM, "out of memory");
     }
-    char *json = NULL;
-    size_t json_len = 0;
-    struct stat st;
-    if (stat(cfg_path, &st) == 0) {
-        json = bd_read_file(cfg_path, CONFIG_MAX_BYTES, &json_len, err);
-        if (!json) {
-            free(cfg_path);
-            return err ? err->code : BD_EIO;
-        }
-    }
-    free(cfg_path);
     int rc = bd_config_parse(cfg, json, json_len, err);
-    free(json);
     if (rc) {
         return rc;
     }
@@ -123,14 +299,692 @@ static int load_model(bd_model_t *m, const char *model_dir, bd_metrics_t *metric
     bd_sched_opts_t opts = {.metrics = m->metrics};
     m->sched = bd_sched_new(cfg, m->ops, m->bm, &opts, err);
     if (!m->sched) {
-        return err ? err->code : BD_EBACKEND;
+        return err && err->code ? err->code : BD_EBACKEND;
     }
     return 0;
 }
 
-static int cmp_model(const void *a, const void *b)
+static int op_add(op_t *op, bd_model_t *m)
 {
-    return strcmp((*(bd_model_t *const *)a)->name, (*(bd_model_t *const *)b)->name);
+    bd_model_t **grown = realloc(op->out, (op->n_out + 1) * sizeof *grown);
+    if (!grown) {
+        return BD_ENOMEM;
+    }
+    op->out = grown;
+    op->out[op->n_out++] = m;
+    return 0;
+}
+
+/* Which of the folders `vs` (ascending) the policy selects; writes them to `sel` and the
+ * specific versions that have no folder to `missing`. */
+static void select_versions(const bd_model_config_t *cfg, const int64_t *vs, size_t n, int64_t *sel,
+                            size_t *n_sel, int64_t *missing, size_t *n_missing)
+{
+    *n_sel = 0;
+    *n_missing = 0;
+    switch (cfg->version_policy.kind) {
+    case BD_VERSIONS_ALL:
+        memcpy(sel, vs, n * sizeof *vs);
+        *n_sel = n;
+        break;
+    case BD_VERSIONS_SPECIFIC:
+        for (size_t i = 0; i < cfg->version_policy.n_versions; i++) {
+            int64_t want = cfg->version_policy.versions[i];
+            bool found = bsearch(&want, vs, n, sizeof *vs, cmp_i64) != NULL;
+            if (found) {
+                sel[(*n_sel)++] = want;
+            } else {
+                missing[(*n_missing)++] = want;
+            }
+        }
+        break;
+    default: {
+        size_t k = (size_t)(cfg->version_policy.latest > 0 ? cfg->version_policy.latest : 1);
+        size_t first = n > k ? n - k : 0;
+        memcpy(sel, vs + first, (n - first) * sizeof *vs);
+        *n_sel = n - first;
+        break;
+    }
+    }
+}
+
+static void log_version(const bd_model_t *m, uint64_t t0)
+{
+    if (m->sched) {
+        BD_INFO("repo",
+                "model=%s version=%s state=ready backend=%s max_batch_size=%d instances=%d "
+                "threads_per_instance=%d load_ms=%.1f",
+                m->name, m->version, m->cfg.backend, m->cfg.max_batch_size, m->cfg.instances,
+                m->cfg.threads_per_instance, (double)(bd_now_us() - t0) / 1000.0);
+    } else {
+        BD_WARN("repo", "model=%s version=%s state=unavailable reason=\"%s\"", m->name, m->version,
+                m->reason);
+    }
+}
+
+/* Build every version the policy selects for model op->name into op->out, or say in
+ * op->rc/msg why none can be built. Loader thread (or the opening thread). */
+static void load_model(bd_repo_t *r, op_t *op)
+{
+    bd_err_t err = {0};
+    char *mdir = path_join(r->dir, op->name);
+    char *cfg_path = mdir ? path_join(mdir, "config.json") : NULL;
+    int64_t *vs = malloc(3 * MAX_VERSION_FOLDERS * sizeof *vs);
+    char *json = NULL;
+    size_t json_len = 0;
+    bd_model_config_t probe = {0};
+    if (!mdir || !cfg_path || !vs) {
+        op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (!is_dir(mdir)) {
+        op->gone = true;
+        op->rc =
+            bd_err_set(&err, BD_ENOTFOUND, "the repository has no model folder '%s'", op->name);
+        goto done;
+    }
+    int64_t *sel = vs + MAX_VERSION_FOLDERS, *missing = vs + 2 * MAX_VERSION_FOLDERS;
+    size_t n = list_versions(mdir, vs, MAX_VERSION_FOLDERS);
+    if (n == 0) {
+        op->no_versions = true;
+        op->rc = bd_err_set(&err, BD_ENOTFOUND,
+                            "no numeric version folder (such as %s/1) was found", mdir);
+        goto done;
+    }
+    struct stat st;
+    if (stat(cfg_path, &st) == 0 &&
+        !(json = bd_read_file(cfg_path, CONFIG_MAX_BYTES, &json_len, &err))) {
+        op->rc = err.code ? err.code : BD_EIO;
+        goto done;
+    }
+    /* The policy is in config.json: parse it once before choosing the versions. */
+    probe.name = strdup(op->name);
+    if (!probe.name) {
+        op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((op->rc = bd_config_parse(&probe, json, json_len, &err))) {
+        goto done;
+    }
+    size_t n_sel, n_missing;
+    select_versions(&probe, vs, n, sel, &n_sel, missing, &n_missing);
+    for (size_t i = 0; i < n_missing; i++) {
+        bd_model_t *m = model_new(op->name, missing[i]);
+        if (!m || op_add(op, m)) {
+            model_free(m);
+            op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
+            goto done;
+        }
+        snprintf(m->reason, sizeof m->reason,
+                 "version_policy.specific names version %s, but %s/%s does not exist", m->version,
+                 mdir, m->version);
+        log_version(m, 0);
+    }
+    for (size_t i = 0; i < n_sel; i++) {
+        bd_model_t *m = model_new(op->name, sel[i]);
+        if (!m || op_add(op, m)) {
+            model_free(m);
+            op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
+            goto done;
+        }
+        m->repo = r;
+        bd_err_t lerr = {0};
+        uint64_t t0 = bd_now_us();
+        if (load_version(r, m, mdir, json, json_len, &lerr)) {
+            snprintf(m->reason, sizeof m->reason, "%s", lerr.msg);
+        }
+        log_version(m, t0);
+    }
+    if (op->n_out == 0) {
+        op->rc = bd_err_set(&err, BD_ENOTFOUND, "the version policy selects no version folder");
+    }
+done:
+    if (op->rc) {
+        snprintf(op->msg, sizeof op->msg, "%s", err.msg);
+    }
+    if (probe.name) {
+        bd_model_config_dispose(&probe);
+    }
+    free(json);
+    free(vs);
+    free(cfg_path);
+    free(mdir);
+}
+
+/* ---- the table (owner thread) ----------------------------------------------------------- */
+
+static entry_t *entry_find(const bd_repo_t *r, const char *name, size_t len, size_t *pos)
+{
+    size_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *en = r->e[mid]->name;
+        size_t elen = strlen(en);
+        int c = memcmp(en, name, elen < len ? elen : len);
+        if (c == 0) {
+            c = (elen > len) - (elen < len);
+        }
+        if (c == 0) {
+            if (pos) {
+                *pos = mid;
+            }
+            return r->e[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (pos) {
+        *pos = lo;
+    }
+    return NULL;
+}
+
+static entry_t *entry_get(bd_repo_t *r, const char *name, size_t len)
+{
+    size_t pos;
+    entry_t *e = entry_find(r, name, len, &pos);
+    if (e) {
+        return e;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        entry_t **grown = realloc(r->e, cap * sizeof *grown);
+        if (!grown) {
+            return NULL;
+        }
+        r->e = grown;
+        r->cap = cap;
+    }
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->name = strndup(name, len))) {
+        free(e);
+        return NULL;
+    }
+    e->stub.name = e->name;
+    e->stub.stub = true;
+    e->stub.repo = r;
+    memmove(r->e + pos + 1, r->e + pos, (r->n - pos) * sizeof *r->e);
+    r->e[pos] = e;
+    r->n++;
+    return e;
+}
+
+static void entry_remove(bd_repo_t *r, entry_t *e)
+{
+    size_t pos;
+    if (entry_find(r, e->name, strlen(e->name), &pos) != e) {
+        return;
+    }
+    memmove(r->e + pos, r->e + pos + 1, (r->n - pos - 1) * sizeof *r->e);
+    r->n--;
+    free(e->v);
+    free(e->name);
+    free(e);
+}
+
+/* Hand a version object to the loader to be freed. */
+static void post_free(bd_repo_t *r, bd_model_t *m)
+{
+    pthread_mutex_lock(&r->mu);
+    m->next = r->free_list;
+    r->free_list = m;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void retired_unlink(bd_repo_t *r, bd_model_t *m)
+{
+    for (bd_model_t **pp = &r->retired; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            m->next = NULL;
+            return;
+        }
+    }
+}
+
+/* Take `m` out of service: new submits are refused, queued requests still run; freed when
+ * its last reference goes. The caller removes it from its entry. */
+static void retire(bd_repo_t *r, bd_model_t *m)
+{
+    if (m->sched) {
+        bd_sched_close(m->sched);
+    }
+    m->retired = true;
+    m->next = r->retired;
+    r->retired = m;
+    BD_INFO("repo", "model=%s version=%s state=unloading inflight=%zu", m->name, m->version,
+            m->refs - 1);
+    bd_model_unref(m);
+}
+
+static void entry_retire_all(bd_repo_t *r, entry_t *e)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        retire(r, e->v[i]);
+    }
+    e->n = 0;
+}
+
+static void set_stub_reason(entry_t *e, const char *reason)
+{
+    snprintf(e->stub.reason, sizeof e->stub.reason, "%s", reason);
+}
+
+static int entry_index_of(const entry_t *e, int64_t vnum)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        if (e->v[i]->vnum == vnum) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* Put `m` in `e` at its version's place; the table takes a reference. */
+static int entry_insert(entry_t *e, bd_model_t *m)
+{
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 4;
+        bd_model_t **grown = realloc(e->v, cap * sizeof *grown);
+        if (!grown) {
+            return BD_ENOMEM;
+        }
+        e->v = grown;
+        e->cap = cap;
+    }
+    size_t i = e->n;
+    while (i > 0 && e->v[i - 1]->vnum > m->vnum) {
+        e->v[i] = e->v[i - 1];
+        i--;
+    }
+    e->v[i] = m;
+    e->n++;
+    m->refs = 1;
+    return 0;
+}
+
+static void discard_results(bd_repo_t *r, op_t *op)
+{
+    for (size_t i = 0; i < op->n_out; i++) {
+        post_free(r, op->out[i]);
+    }
+    op->n_out = 0;
+}
+
+/* Swap the versions a LOAD built into the table (see the file comment). Returns the rc the
+ * asker gets; `msg` the reason. */
+static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
+{
+    entry_t *e = entry_find(r, op->name, strlen(op->name), NULL);
+    if (!op->from_poll && e) {
+        e->pending--;
+    }
+    if (r->closing) {
+        discard_results(r, op);
+        snprintf(msg, cap, "the server is shutting down");
+        return BD_ESHUTDOWN;
+    }
+    if (e && !op->from_poll && op->gen < e->unload_gen) {
+        discard_results(r, op);
+        snprintf(msg, cap, "model '%s' was unloaded while it loaded", op->name);
+        return BD_EBUSY;
+    }
+    if (op->gone) {
+        /* The folder is gone: nothing of it is served any more. */
+        if (e) {
+            entry_retire_all(r, e);
+            if (e->pending == 0) {
+                entry_remove(r, e);
+            } else {
+                set_stub_reason(e, op->msg);
+            }
+        }
+        if (op->from_poll) {
+            BD_INFO("repo", "model=%s state=removed", op->name);
+        }
+        snprintf(msg, cap, "%s", op->msg);
+        return op->rc;
+    }
+    if (!e && !(e = entry_get(r, op->name, strlen(op->name)))) {
+        discard_results(r, op);
+        snprintf(msg, cap, "out of memory");
+        return BD_ENOMEM;
+    }
+    if (op->rc && op->n_out == 0) {
+        /* Nothing was built. A bad config keeps what is serving; no version folder at all
+         * means there is nothing left to serve. */
+        bool serving = false;
+        for (size_t i = 0; i < e->n; i++) {
+            serving = serving || e->v[i]->sched;
+        }
+        if (serving && !op->no_versions) {
+            for (size_t i = 0; i < e->n; i++) {
+                if (e->v[i]->sched) {
+                    snprintf(e->v[i]->reason, sizeof e->v[i]->reason,
+                             "the last reload failed, so this version still serves: %.440s",
+                             op->msg);
+                }
+            }
+            BD_WARN("repo", "model=%s reload=failed kept=serving reason=\"%s\"", op->name, op->msg);
+        } else {
+            entry_retire_all(r, e);
+            set_stub_reason(e, op->msg);
+            BD_WARN("repo", "model=%s state=unavailable reason=\"%s\"", op->name, op->msg);
+        }
+        snprintf(msg, cap, "%s", op->msg);
+        return op->rc;
+    }
+    /* Keep the old versions that a failed new one would replace; retire every other old
+     * version; then put the new ones in. */
+    bd_model_t **old = e->v;
+    size_t n_old = e->n;
+    bool *keep = calloc(n_old ? n_old : 1, sizeof *keep);
+    bd_model_t **fresh = calloc(n_old + op->n_out + 1, sizeof *fresh);
+    if (!keep || !fresh) {
+        free(keep);
+        free(fresh);
+        discard_results(r, op);
+        snprintf(msg, cap, "out of memory");
+        return BD_ENOMEM;
+    }
+    int rc = 0;
+    msg[0] = '\0';
+    size_t n_fresh = 0;
+    for (size_t i = 0; i < op->n_out; i++) {
+        bd_model_t *m = op->out[i];
+        int k = entry_index_of(e, m->vnum);
+        if (!m->sched && rc == 0) {
+            rc = BD_EUNAVAIL;
+            snprintf(msg, cap, "version %s: %s", m->version, m->reason);
+        }
+        if (!m->sched && k >= 0 && old[k]->sched) {
+            keep[k] = true;
+            snprintf(old[k]->reason, sizeof old[k]->reason,
+                     "the last reload failed, so this version still serves: %.440s", m->reason);
+            BD_WARN("repo", "model=%s version=%s reload=failed kept=serving reason=\"%s\"", m->name,
+                    m->version, m->reason);
+            post_free(r, m);
+            continue;
+        }
+        m->repo = r;
+        fresh[n_fresh++] = m;
+    }
+    op->n_out = 0;
+    e->v = NULL;
+    e->n = 0;
+    e->cap = 0;
+    for (size_t i = 0; i < n_old; i++) {
+        if (keep[i]) {
+            fresh[n_fresh++] = old[i];
+        } else {
+            retire(r, old[i]);
+        }
+    }
+    free(keep);
+    free(old);
+    for (size_t i = 0; i < n_fresh; i++) {
+        size_t refs = fresh[i]->refs;
+        if (entry_insert(e, fresh[i]) != 0) {
+            /* Out of memory growing a handful of pointers: give the version up. */
+            fresh[i]->refs = 1;
+            retire(r, fresh[i]);
+            continue;
+        }
+        if (refs) {
+            fresh[i]->refs = refs; /* a kept old version keeps its references */
+        }
+    }
+    free(fresh);
+    e->stub.reason[0] = '\0';
+    return rc;
+}
+
+/* ---- the loader thread ------------------------------------------------------------------ */
+
+static void post_done(bd_repo_t *r, op_t *op)
+{
+    pthread_mutex_lock(&r->mu);
+    op->next = NULL;
+    if (r->done_tail) {
+        r->done_tail->next = op;
+    } else {
+        r->done_head = op;
+    }
+    r->done_tail = op;
+    pthread_mutex_unlock(&r->mu);
+    uint64_t one = 1;
+    while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+}
+
+static known_t *known_find(bd_repo_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_known; i++) {
+        if (strcmp(r->known[i].name, name) == 0) {
+            return &r->known[i];
+        }
+    }
+    return NULL;
+}
+
+static void known_set(bd_repo_t *r, const char *name, uint64_t sig)
+{
+    known_t *k = known_find(r, name);
+    if (k) {
+        k->sig = sig;
+        return;
+    }
+    if (r->n_known == r->cap_known) {
+        size_t cap = r->cap_known ? r->cap_known * 2 : 16;
+        known_t *grown = realloc(r->known, cap * sizeof *grown);
+        if (!grown) {
+            return; /* forgotten: the next scan loads it again */
+        }
+        r->known = grown;
+        r->cap_known = cap;
+    }
+    char *dup = strdup(name);
+    if (dup) {
+        r->known[r->n_known++] = (known_t){dup, sig};
+    }
+}
+
+static void known_drop(bd_repo_t *r, const char *name)
+{
+    known_t *k = known_find(r, name);
+    if (k) {
+        free(k->name);
+        *k = r->known[--r->n_known];
+    }
+}
+
+static op_t *op_new(const char *name, size_t len)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (op && !(op->name = strndup(name, len))) {
+        free(op);
+        op = NULL;
+    }
+    return op;
+}
+
+static void op_free(op_t *op)
+{
+    for (size_t i = 0; i < op->n_out; i++) {
+        model_free(op->out[i]);
+    }
+    free(op->out);
+    free(op->name);
+    free(op);
+}
+
+/* A model folder name: what readdir lists and a client may name. */
+static bool folder_name_ok(const char *s, size_t len)
+{
+    return len > 0 && len <= MAX_NAME_BYTES && s[0] != '.' && !memchr(s, '/', len) &&
+           !memchr(s, '\0', len);
+}
+
+/* Poll mode: load what is new or changed, report what is gone. Loader thread. */
+static void scan(bd_repo_t *r)
+{
+    DIR *d = opendir(r->dir);
+    if (!d) {
+        BD_WARN("repo", "scan failed dir=%s reason=\"%s\"", r->dir, strerror(errno));
+        return;
+    }
+    char **seen = NULL;
+    size_t n_seen = 0, cap_seen = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!folder_name_ok(de->d_name, strlen(de->d_name))) {
+            continue;
+        }
+        char *mdir = path_join(r->dir, de->d_name);
+        if (!mdir || !is_dir(mdir)) {
+            free(mdir);
+            continue;
+        }
+        if (n_seen == cap_seen) {
+            cap_seen = cap_seen ? cap_seen * 2 : 16;
+            char **grown = realloc(seen, cap_seen * sizeof *grown);
+            if (!grown) {
+                free(mdir);
+                break;
+            }
+            seen = grown;
+        }
+        seen[n_seen] = strdup(de->d_name);
+        if (seen[n_seen]) {
+            n_seen++;
+        }
+        free(mdir);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n_seen; i++) {
+        char *mdir = path_join(r->dir, seen[i]);
+        uint64_t sig = mdir ? model_signature(mdir) : 0;
+        free(mdir);
+        known_t *k = known_find(r, seen[i]);
+        if (k && k->sig == sig) {
+            continue;
+        }
+        op_t *op = op_new(seen[i], strlen(seen[i]));
+        if (!op) {
+            continue;
+        }
+        op->from_poll = true;
+        BD_INFO("repo", "model=%s change=%s", seen[i], k ? "changed" : "added");
+        load_model(r, op);
+        known_set(r, seen[i], sig);
+        post_done(r, op);
+    }
+    for (size_t i = r->n_known; i-- > 0;) {
+        bool present = false;
+        for (size_t j = 0; j < n_seen && !present; j++) {
+            present = strcmp(seen[j], r->known[i].name) == 0;
+        }
+        if (!present) {
+            op_t *op = op_new(r->known[i].name, strlen(r->known[i].name));
+            if (op) {
+                op->from_poll = true;
+                load_model(r, op); /* finds the folder gone */
+                post_done(r, op);
+            }
+            known_drop(r, r->known[i].name);
+        }
+    }
+    for (size_t i = 0; i < n_seen; i++) {
+        free(seen[i]);
+    }
+    free(seen);
+}
+
+static void *loader_main(void *arg)
+{
+    bd_repo_t *r = arg;
+    uint64_t period_us = (uint64_t)r->poll_secs * 1000000u;
+    uint64_t next_scan = r->poll_secs > 0 ? bd_now_us() + period_us : UINT64_MAX;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        if (r->free_list) {
+            bd_model_t *list = r->free_list;
+            r->free_list = NULL;
+            pthread_mutex_unlock(&r->mu);
+            while (list) {
+                bd_model_t *m = list;
+                list = m->next;
+                BD_INFO("repo", "model=%s version=%s state=unloaded", m->name, m->version);
+                model_free(m);
+            }
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
+        if (r->todo_head) {
+            op_t *op = r->todo_head;
+            r->todo_head = op->next;
+            if (!r->todo_head) {
+                r->todo_tail = NULL;
+            }
+            bool shutting = r->shutting || r->stop;
+            pthread_mutex_unlock(&r->mu);
+            if (shutting) {
+                op->rc = BD_ESHUTDOWN;
+                snprintf(op->msg, sizeof op->msg, "the server is shutting down");
+            } else {
+                char *mdir = path_join(r->dir, op->name);
+                uint64_t sig = mdir ? model_signature(mdir) : 0;
+                free(mdir);
+                load_model(r, op);
+                if (op->gone) {
+                    known_drop(r, op->name);
+                } else {
+                    known_set(r, op->name, sig);
+                }
+            }
+            post_done(r, op);
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
+        if (r->stop) {
+            break;
+        }
+        uint64_t now = bd_now_us();
+        if (now >= next_scan && !r->shutting) {
+            pthread_mutex_unlock(&r->mu);
+            scan(r);
+            next_scan = bd_now_us() + period_us;
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
+        if (next_scan == UINT64_MAX || r->shutting) {
+            pthread_cond_wait(&r->cv, &r->mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t wait = next_scan - now;
+            ts.tv_sec += (time_t)(wait / 1000000u);
+            ts.tv_nsec += (long)(wait % 1000000u) * 1000;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- public: lifecycle ------------------------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *err)
@@ -141,71 +995,99 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
         return NULL;
     }
     bd_repo_t *r = calloc(1, sizeof *r);
-    size_t cap = 0;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    bool oom = !r || !(r->dir = strdup(dir));
     struct dirent *e;
-    while (r && (e = readdir(d))) {
-        if (e->d_name[0] == '.') {
+    while (!oom && (e = readdir(d))) {
+        if (!folder_name_ok(e->d_name, strlen(e->d_name))) {
             continue;
         }
         char *model_dir = path_join(dir, e->d_name);
-        if (!model_dir || !is_dir(model_dir)) {
-            free(model_dir);
+        bool ok = model_dir && is_dir(model_dir);
+        free(model_dir);
+        if (!ok) {
             continue;
         }
-        if (r->n == cap) {
-            cap = cap ? cap * 2 : 8;
-            bd_model_t **grown = realloc(r->models, cap * sizeof *grown);
-            if (!grown) {
-                free(model_dir);
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **grown = realloc(names, cap * sizeof *grown);
+            oom = !grown;
+            if (oom) {
                 break;
             }
-            r->models = grown;
+            names = grown;
         }
-        bd_model_t *m = calloc(1, sizeof *m);
-        if (!m || !(m->name = strdup(e->d_name))) {
-            free(m);
-            free(model_dir);
-            break;
-        }
-        r->models[r->n++] = m;
-        free(model_dir);
+        oom = !(names[n] = strdup(e->d_name));
+        n += !oom;
     }
     closedir(d);
-    if (!r) {
+    if (oom) {
+        for (size_t i = 0; i < n; i++) {
+            free(names[i]);
+        }
+        free(names);
+        if (r) {
+            free(r->dir);
+        }
+        free(r);
         bd_err_set(err, BD_ENOMEM, "out of memory");
         return NULL;
     }
-    if (r->n) {
-        qsort(r->models, r->n, sizeof *r->models, cmp_model);
+    r->metrics = opts ? opts->metrics : NULL;
+    r->poll_secs = opts ? opts->poll_secs : 0;
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&r->mu, NULL);
+    if (n) {
+        qsort(names, n, sizeof *names, cmp_str);
     }
-    for (size_t i = 0; i < r->n; i++) {
-        bd_model_t *m = r->models[i];
-        char *model_dir = path_join(dir, m->name);
-        bd_err_t lerr = {0};
-        uint64_t t0 = bd_now_us();
-        int rc = model_dir ? load_model(m, model_dir, opts ? opts->metrics : NULL, &lerr)
-                           : bd_err_set(&lerr, BD_ENOMEM, "out of memory");
-        free(model_dir);
-        if (rc) {
-            snprintf(m->reason, sizeof m->reason, "%s", lerr.msg);
-            BD_WARN("repo", "model=%s version=%s state=unavailable reason=\"%s\"", m->name,
-                    m->version[0] ? m->version : "-", m->reason);
-            continue;
+    /* Load everything on this thread (the server is not listening yet), through the same
+     * path the loader uses, then apply it to the table. */
+    for (size_t i = 0; i < n; i++) {
+        op_t *op = op_new(names[i], strlen(names[i]));
+        if (op) {
+            char *mdir = path_join(dir, names[i]);
+            uint64_t sig = mdir ? model_signature(mdir) : 0;
+            free(mdir);
+            op->from_poll = true;
+            load_model(r, op);
+            known_set(r, names[i], sig);
+            char msg[BD_ERR_MSG_MAX];
+            apply_load(r, op, msg, sizeof msg);
+            op_free(op);
         }
-        BD_INFO("repo",
-                "model=%s version=%s state=ready backend=%s max_batch_size=%d instances=%d "
-                "threads_per_instance=%d load_ms=%.1f",
-                m->name, m->version, m->cfg.backend, m->cfg.max_batch_size, m->cfg.instances,
-                m->cfg.threads_per_instance, (double)(bd_now_us() - t0) / 1000.0);
+        free(names[i]);
     }
+    free(names);
+    if (r->efd < 0 || pthread_create(&r->loader, NULL, loader_main, r) != 0) {
+        bd_err_set(err, BD_EIO, "cannot start the model loader: %s", strerror(errno));
+        bd_repo_free(r);
+        return NULL;
+    }
+    r->loader_started = true;
     return r;
 }
 
 void bd_repo_close(bd_repo_t *r)
 {
-    for (size_t i = 0; r && i < r->n; i++) {
-        if (r->models[i]->sched) {
-            bd_sched_close(r->models[i]->sched);
+    if (!r) {
+        return;
+    }
+    r->closing = true;
+    pthread_mutex_lock(&r->mu);
+    r->shutting = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < r->n; i++) {
+        for (size_t k = 0; k < r->e[i]->n; k++) {
+            if (r->e[i]->v[k]->sched) {
+                bd_sched_close(r->e[i]->v[k]->sched);
+            }
         }
     }
 }
@@ -216,20 +1098,185 @@ void bd_repo_free(bd_repo_t *r)
         return;
     }
     bd_repo_close(r);
-    for (size_t i = 0; i < r->n; i++) {
-        bd_model_t *m = r->models[i];
-        bd_sched_free(m->sched);
-        if (m->bm) {
-            m->ops->unload(m->bm);
-        }
-        if (m->has_cfg) {
-            bd_model_config_dispose(&m->cfg);
-        }
-        free(m->name);
-        free(m);
+    if (r->loader_started) {
+        pthread_mutex_lock(&r->mu);
+        r->stop = true;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->loader, NULL);
     }
-    free(r->models);
+    /* Results nobody will apply, versions nobody will free: all of it goes now. */
+    for (op_t *op = r->done_head; op;) {
+        op_t *next = op->next;
+        op_free(op);
+        op = next;
+    }
+    for (op_t *op = r->todo_head; op;) {
+        op_t *next = op->next;
+        op_free(op);
+        op = next;
+    }
+    while (r->free_list) {
+        bd_model_t *m = r->free_list;
+        r->free_list = m->next;
+        model_free(m);
+    }
+    while (r->retired) {
+        bd_model_t *m = r->retired;
+        r->retired = m->next;
+        model_free(m);
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        entry_t *e = r->e[i];
+        for (size_t k = 0; k < e->n; k++) {
+            model_free(e->v[k]);
+        }
+        free(e->v);
+        free(e->name);
+        free(e);
+    }
+    free(r->e);
+    for (size_t i = 0; i < r->n_known; i++) {
+        free(r->known[i].name);
+    }
+    free(r->known);
+    if (r->efd >= 0) {
+        close(r->efd);
+    }
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r->dir);
     free(r);
+}
+
+/* ---- public: live changes (owner thread) ------------------------------------------------ */
+
+int bd_repo_load(bd_repo_t *r, const char *name, size_t name_len, bd_repo_done_cb done, void *ctx,
+                 bd_err_t *err)
+{
+    if (!folder_name_ok(name, name_len)) {
+        return bd_err_set(err, BD_EINVAL,
+                          "a model name must be a folder name of 1 to %d bytes, without '/' "
+                          "and not starting with '.'",
+                          MAX_NAME_BYTES);
+    }
+    if (r->closing) {
+        return bd_err_set(err, BD_ESHUTDOWN, "the server is shutting down");
+    }
+    op_t *op = op_new(name, name_len);
+    entry_t *e = op ? entry_get(r, name, name_len) : NULL;
+    if (!e) {
+        if (op) {
+            op_free(op);
+        }
+        return bd_err_set(err, BD_ENOMEM, "out of memory");
+    }
+    if (e->n == 0 && e->pending == 0) {
+        set_stub_reason(e, "it is loading");
+    }
+    op->gen = ++e->gen;
+    op->done = done;
+    op->done_ctx = ctx;
+    e->pending++;
+    r->pending++;
+    BD_INFO("repo", "model=%.*s load=requested", (int)name_len, name);
+    pthread_mutex_lock(&r->mu);
+    if (r->todo_tail) {
+        r->todo_tail->next = op;
+    } else {
+        r->todo_head = op;
+    }
+    r->todo_tail = op;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int bd_repo_unload(bd_repo_t *r, const char *name, size_t name_len, bd_err_t *err)
+{
+    entry_t *e = entry_find(r, name, name_len, NULL);
+    if (!e) {
+        return bd_err_set(err, BD_ENOTFOUND, "unknown model '%.*s'",
+                          (int)(name_len > 128 ? 128 : name_len), name);
+    }
+    if (r->closing) {
+        return bd_err_set(err, BD_ESHUTDOWN, "the server is shutting down");
+    }
+    entry_retire_all(r, e);
+    e->unload_gen = ++e->gen;
+    set_stub_reason(e, "it is not loaded (unloaded through the repository API)");
+    BD_INFO("repo", "model=%s state=unloaded_by_request", e->name);
+    return 0;
+}
+
+int bd_repo_notify_fd(const bd_repo_t *r)
+{
+    return r->efd;
+}
+
+void bd_repo_dispatch(bd_repo_t *r)
+{
+    uint64_t count;
+    while (read(r->efd, &count, sizeof count) < 0 && errno == EINTR) {
+    }
+    pthread_mutex_lock(&r->mu);
+    op_t *list = r->done_head;
+    r->done_head = r->done_tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+    while (list) {
+        op_t *op = list;
+        list = op->next;
+        char msg[BD_ERR_MSG_MAX];
+        int rc = apply_load(r, op, msg, sizeof msg);
+        if (!op->from_poll) {
+            r->pending--;
+        }
+        if (op->done) {
+            op->done(op->done_ctx, rc, msg);
+        }
+        op_free(op);
+    }
+}
+
+bool bd_repo_busy(const bd_repo_t *r)
+{
+    return r->pending > 0;
+}
+
+void bd_model_ref(bd_model_t *m)
+{
+    if (!m->stub) {
+        m->refs++;
+    }
+}
+
+void bd_model_unref(bd_model_t *m)
+{
+    if (m->stub || m->refs == 0) {
+        return;
+    }
+    if (--m->refs == 0 && m->retired) {
+        retired_unlink(m->repo, m);
+        post_free(m->repo, m);
+    }
+}
+
+/* ---- public: lookups (owner thread) ----------------------------------------------------- */
+
+static bd_model_t *entry_default(entry_t *e)
+{
+    for (size_t i = e->n; i-- > 0;) {
+        if (e->v[i]->sched) {
+            return e->v[i];
+        }
+    }
+    if (e->n > 0) {
+        return e->v[e->n - 1];
+    }
+    if (!e->stub.reason[0]) {
+        set_stub_reason(e, "it has no loaded version");
+    }
+    return &e->stub;
 }
 
 size_t bd_repo_count(const bd_repo_t *r)
@@ -239,29 +1286,102 @@ size_t bd_repo_count(const bd_repo_t *r)
 
 bd_model_t *bd_repo_at(const bd_repo_t *r, size_t i)
 {
-    return i < r->n ? r->models[i] : NULL;
+    return i < r->n ? entry_default(r->e[i]) : NULL;
 }
 
 int bd_repo_find(const bd_repo_t *r, const char *name, size_t name_len, const char *version,
                  size_t version_len, bd_model_t **out, bd_err_t *err)
 {
-    for (size_t i = 0; i < r->n; i++) {
-        bd_model_t *m = r->models[i];
-        if (strlen(m->name) != name_len || memcmp(m->name, name, name_len) != 0) {
-            continue;
-        }
-        if (version && version_len &&
-            (strlen(m->version) != version_len || memcmp(m->version, version, version_len))) {
-            return bd_err_set(err, BD_ENOTFOUND, "model '%s' has no version '%.*s'; it has %s",
-                              m->name, (int)(version_len > 64 ? 64 : version_len), version,
-                              m->version[0] ? m->version : "none");
-        }
-        *out = m;
+    entry_t *e = entry_find(r, name, name_len, NULL);
+    if (!e) {
+        return bd_err_set(err, BD_ENOTFOUND, "unknown model '%.*s'",
+                          (int)(name_len > 128 ? 128 : name_len), name);
+    }
+    if (!version || version_len == 0 || e->n == 0) {
+        *out = entry_default(e);
         return 0;
     }
-    return bd_err_set(err, BD_ENOTFOUND, "unknown model '%.*s'",
-                      (int)(name_len > 128 ? 128 : name_len), name);
+    int64_t v = 0;
+    int k = parse_version(version, version_len, &v) ? entry_index_of(e, v) : -1;
+    if (k >= 0) {
+        *out = e->v[k];
+        return 0;
+    }
+    char have[256] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < e->n && len + 24 < sizeof have; i++) {
+        len += (size_t)snprintf(have + len, sizeof have - len, "%s%s", i ? ", " : "",
+                                e->v[i]->version);
+    }
+    return bd_err_set(err, BD_ENOTFOUND, "model '%s' has no version '%.*s'; it has %s", e->name,
+                      (int)(version_len > 64 ? 64 : version_len), version, have);
 }
+
+size_t bd_repo_versions(const bd_repo_t *r, const char *name, bd_model_t **out, size_t cap)
+{
+    entry_t *e = entry_find(r, name, strlen(name), NULL);
+    if (!e) {
+        return 0;
+    }
+    for (size_t i = 0; i < e->n && i < cap; i++) {
+        out[i] = e->v[i];
+    }
+    return e->n;
+}
+
+static void index_row(bd_buf_t *out, bool *first, const char *name, const char *version,
+                      const char *state, const char *reason)
+{
+    bd_buf_puts(out, *first ? "{\"name\":" : ",{\"name\":");
+    *first = false;
+    bd_buf_json_string(out, name, strlen(name));
+    if (version) {
+        bd_buf_puts(out, ",\"version\":");
+        bd_buf_json_string(out, version, strlen(version));
+    }
+    bd_buf_printf(out, ",\"state\":\"%s\",\"reason\":", state);
+    bd_buf_json_string(out, reason, strlen(reason));
+    bd_buf_putc(out, '}');
+}
+
+void bd_repo_index(const bd_repo_t *r, bool ready_only, bd_buf_t *out)
+{
+    bool first = true;
+    bd_buf_putc(out, '[');
+    for (size_t i = 0; i < r->n; i++) {
+        entry_t *e = r->e[i];
+        for (size_t k = 0; k < e->n; k++) {
+            bd_model_t *m = e->v[k];
+            char breaker[BD_ERR_MSG_MAX];
+            bool up = m->sched && bd_sched_available(m->sched, breaker, sizeof breaker);
+            if (ready_only && !up) {
+                continue;
+            }
+            const char *state = up ? "READY" : "UNAVAILABLE";
+            const char *reason = m->sched && !up ? breaker : m->reason;
+            index_row(out, &first, e->name, m->version, state, reason);
+        }
+        if (ready_only) {
+            continue;
+        }
+        /* Retired versions still finishing their requests, unless replaced. */
+        bool draining = false;
+        for (bd_model_t *m = r->retired; m; m = m->next) {
+            if (strcmp(m->name, e->name) == 0 && entry_index_of(e, m->vnum) < 0) {
+                index_row(out, &first, e->name, m->version, "UNLOADING",
+                          "finishing the requests it had queued");
+                draining = true;
+            }
+        }
+        if (e->n == 0 && !draining) {
+            index_row(out, &first, e->name, NULL, e->pending ? "LOADING" : "UNAVAILABLE",
+                      e->pending ? "" : entry_default(e)->reason);
+        }
+    }
+    bd_buf_putc(out, ']');
+}
+
+/* ---- public: accessors ------------------------------------------------------------------ */
 
 const char *bd_model_name(const bd_model_t *m)
 {
@@ -275,7 +1395,7 @@ const char *bd_model_version(const bd_model_t *m)
 
 bool bd_model_ready(const bd_model_t *m)
 {
-    return m->sched != NULL;
+    return m->sched != NULL && !m->retired;
 }
 
 const char *bd_model_reason(const bd_model_t *m)

@@ -1,11 +1,20 @@
 /* repo: the model repository. Discovers DIR/<model>/<version>/ folders, reads each model's
- * optional config.json, loads the newest version through its backend, and starts its
- * scheduler. A model that fails to load stays listed, unavailable, with its reason; it never
- * takes the others down.
+ * optional config.json, loads the versions its version policy selects through their backend,
+ * and starts one scheduler per loaded version. A model that fails to load stays listed,
+ * unavailable, with its reason; it never takes the others down.
  *
- * Threads: bd_repo_open and bd_repo_free on the main thread. After open, the set of models is
- * fixed and read-only, so lookups (bd_repo_find, accessors) are safe from any thread without
- * a lock. */
+ * Models change while the server runs: bd_repo_load and bd_repo_unload (the model repository
+ * extension) and, with opts.poll_secs, a periodic rescan that loads added models, unloads
+ * removed ones and reloads changed ones. Loading (backend load, sessions, warmup) runs on the
+ * repository's own loader thread, which builds complete new version objects off the table;
+ * the owner thread then swaps them in (bd_repo_dispatch), so a version is served only once it
+ * loaded and warmed up. A replaced or unloaded version stops taking new requests at once,
+ * finishes those already queued, and is freed on the loader thread once the last request
+ * that referenced it was handed back (bd_model_unref).
+ *
+ * Threads: bd_repo_open, then every other function except bd_repo_notify_fd on ONE owner
+ * thread (the HTTP event loop; the main thread before it runs): the model table is read and
+ * changed only there, without locks. bd_repo_free on that thread after the loop ended. */
 #ifndef BD_REPO_H
 #define BD_REPO_H
 
@@ -19,31 +28,79 @@ typedef struct bd_model bd_model_t;
 
 typedef struct {
     bd_metrics_t *metrics; /* borrowed, may be NULL */
+    int poll_secs;         /* > 0: rescan the folder this often and apply what changed */
 } bd_repo_opts_t;
 
-/* Scan `dir` and load every model in it. Returns NULL with err set only when `dir` itself
- * cannot be read; individual model failures are logged and kept as unavailable models. */
+/* Scan `dir` and load every model in it (on the calling thread, before it returns), then
+ * start the loader thread. Returns NULL with err set only when `dir` itself cannot be read
+ * or a thread cannot start; individual model failures are logged and kept as unavailable
+ * models. */
 bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *err);
 
-/* Stop accepting requests on every model (submits fail with BD_ESHUTDOWN). */
+/* Stop accepting requests on every model (submits fail with BD_ESHUTDOWN); loads asked for
+ * from now on fail with BD_ESHUTDOWN and queued ones are answered so. */
 void bd_repo_close(bd_repo_t *r);
-/* Close, drain every scheduler (their completion callbacks run), unload, free. */
+/* Stop the loader thread, drain every scheduler (their completion callbacks run), unload,
+ * free. Every request must have been handed back (bd_model_unref) before. */
 void bd_repo_free(bd_repo_t *r);
 
+/* Number of models (folders known to the table) and the default version of the i-th in
+ * name order (what bd_repo_find gives without a version). */
 size_t bd_repo_count(const bd_repo_t *r);
 bd_model_t *bd_repo_at(const bd_repo_t *r, size_t i);
 
-/* Find a model by name and optional version ("" or NULL: the loaded one). Returns
- * BD_ENOTFOUND with "unknown model 'x'" or "model 'x' has no version 7; it has 1". The
- * result may be unavailable: check bd_model_ready. */
+/* Find a model by name and optional version ("" or NULL: the highest loaded version; when
+ * none is loaded, an unavailable version object whose reason says why). Returns BD_ENOTFOUND
+ * with "unknown model 'x'" or "model 'x' has no version '7'; it has 1, 3". The result may be
+ * unavailable: check bd_model_ready. The pointer is valid until the next call into the
+ * repository returns to the event loop; hold a reference (bd_model_ref) to keep it longer. */
 int bd_repo_find(const bd_repo_t *r, const char *name, size_t name_len, const char *version,
                  size_t version_len, bd_model_t **out, bd_err_t *err);
 
+/* Every version object of model `name` in the table (ready or failed), ascending by version.
+ * Writes at most `cap`; returns how many there are. */
+size_t bd_repo_versions(const bd_repo_t *r, const char *name, bd_model_t **out, size_t cap);
+
+/* Keep `m` alive (one per request submitted to its scheduler); unref when the request's
+ * completion was handled. A version taken out of the table is freed (on the loader thread)
+ * when its last reference goes. */
+void bd_model_ref(bd_model_t *m);
+void bd_model_unref(bd_model_t *m);
+
+/* Called on the owner thread (from bd_repo_dispatch) when a load asked for with
+ * bd_repo_load finished: rc 0, or an error code with `msg` saying why. */
+typedef void (*bd_repo_done_cb)(void *ctx, int rc, const char *msg);
+
+/* Load (or reload) model `name` on the loader thread with its current files and swap the
+ * result in: versions that loaded replace the ones with the same number; a version that
+ * failed keeps the old one of that number serving (its reason says the reload failed);
+ * versions the policy no longer selects are unloaded. `done` runs once, later. Returns 0, or
+ * BD_EINVAL (not a folder name), BD_ESHUTDOWN, BD_ENOMEM; `done` is then never called. */
+int bd_repo_load(bd_repo_t *r, const char *name, size_t name_len, bd_repo_done_cb done, void *ctx,
+                 bd_err_t *err);
+
+/* Take every version of `name` out of service: new requests fail with "model 'x' is
+ * unavailable: it is not loaded ..."; requests already queued finish. A load asked for
+ * earlier and still running is discarded when it ends. BD_ENOTFOUND for an unknown model. */
+int bd_repo_unload(bd_repo_t *r, const char *name, size_t name_len, bd_err_t *err);
+
+/* Append the repository index as Triton's JSON array: one object per model version,
+ * {"name","version","state","reason"}, state READY, UNAVAILABLE, LOADING or UNLOADING; a
+ * model with no version object has no "version". `ready_only`: READY rows only. */
+void bd_repo_index(const bd_repo_t *r, bool ready_only, bd_buf_t *out);
+
+/* A descriptor that becomes readable when loader results wait; the owner thread then calls
+ * bd_repo_dispatch, which applies them (and runs bd_repo_done_cb callbacks). Never blocks. */
+int bd_repo_notify_fd(const bd_repo_t *r);
+void bd_repo_dispatch(bd_repo_t *r);
+/* True while loads asked for with bd_repo_load have not been answered. */
+bool bd_repo_busy(const bd_repo_t *r);
+
 const char *bd_model_name(const bd_model_t *m);
-/* The loaded version as text ("1"); the highest version folder when none loaded. */
+/* The version as text ("1"); "" for a model with no version object. */
 const char *bd_model_version(const bd_model_t *m);
 bool bd_model_ready(const bd_model_t *m);
-/* Why the model is unavailable ("" when ready). */
+/* Why the model is unavailable; for a ready version, "" or why its last reload failed. */
 const char *bd_model_reason(const bd_model_t *m);
 /* NULL when the model failed before its config was read. */
 const bd_model_config_t *bd_model_config(const bd_model_t *m);

@@ -1,0 +1,143 @@
+"""Client hang-ups on HTTP/1.1: a request whose client closed its connection while the
+request was queued leaves the queue and is never executed (outcome "cancelled"); a request
+whose batch was already running finishes and its answer is dropped without harm; clients
+that stay connected are not affected."""
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import HTTP_TIMEOUT_S, tensor
+
+LATENCY_US = 1000000  # one batch takes 1 s on the only instance
+
+
+@pytest.fixture
+def slow(start_server_fn):
+    repo = start_server_fn.repo("cancel")
+    repo.add_sim("slow1", [("INPUT0", "FP32", [2])], max_batch_size=4, instances=1,
+                 latency_us=LATENCY_US)
+    client = start_server_fn(repo)
+    client.port = int(client.base.rsplit(":", 1)[1])
+    return client
+
+
+def body(i):
+    return {"inputs": [tensor("INPUT0", "FP32", [1, 2], [float(i), float(i + 1)])]}
+
+
+def raw_request(i):
+    payload = json.dumps(body(i)).encode()
+    head = ("POST /v2/models/slow1/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload))
+    return head.encode() + payload
+
+
+def counter(client, name, **labels):
+    return int(client.metric(name, model="slow1", version="1", **labels) or 0)
+
+
+def wait_for(fn, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return
+        time.sleep(0.01)
+    pytest.fail("timed out after %.1f s waiting for %s" % (timeout, what))
+
+
+def start_blocker(client):
+    """One request that occupies the only instance for LATENCY_US; returns its thread and
+    a list that receives its status code."""
+    out = []
+
+    def run():
+        r = requests.post(client.url("/v2/models/slow1/infer"), json=body(0),
+                          timeout=HTTP_TIMEOUT_S)
+        out.append(r.status_code)
+
+    t = threading.Thread(target=run)
+    t.start()
+    # No metric says "running"; the request reaches the idle instance within milliseconds
+    # and then holds it for a whole second.
+    time.sleep(0.2)
+    assert counter(client, "batchd_queue_depth") == 0
+    return t, out
+
+
+def send_and_keep(client, n, first):
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", client.port), timeout=HTTP_TIMEOUT_S)
+        s.sendall(raw_request(first + i))
+        socks.append(s)
+    return socks
+
+
+def test_queued_requests_of_disconnected_clients_never_run(slow):
+    t, status = start_blocker(slow)
+    t0 = time.monotonic()
+    socks = send_and_keep(slow, 100, 1)
+    wait_for(lambda: counter(slow, "batchd_queue_depth") == 100, 5, "100 requests queued")
+    for s in socks:
+        s.close()
+    wait_for(lambda: counter(slow, "batchd_inference_requests_total", outcome="cancelled")
+             == 100, 5, "100 cancellations")
+    # Every cancellation landed while the blocker still ran: nothing else could execute.
+    assert time.monotonic() - t0 < LATENCY_US / 1e6, "cancelling took longer than the batch"
+    assert counter(slow, "batchd_queue_depth") == 0
+    t.join(HTTP_TIMEOUT_S)
+    assert status == [200]
+    time.sleep(0.3)
+    assert counter(slow, "batchd_inference_items_total") == 1
+    assert counter(slow, "batchd_inference_executions_total") == 1
+    assert counter(slow, "batchd_inference_requests_total", outcome="success") == 1
+    # The server is fine and serves again.
+    r = slow.infer("slow1", body(7))
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [7.0, 8.0]
+    assert counter(slow, "batchd_inference_items_total") == 2
+
+
+def test_only_the_clients_that_left_are_cancelled(slow):
+    t, status = start_blocker(slow)
+    stay = send_and_keep(slow, 5, 100)
+    leave = send_and_keep(slow, 5, 200)
+    wait_for(lambda: counter(slow, "batchd_queue_depth") == 10, 5, "10 requests queued")
+    for s in leave:
+        s.close()
+    wait_for(lambda: counter(slow, "batchd_inference_requests_total", outcome="cancelled")
+             == 5, 5, "5 cancellations")
+    for i, s in enumerate(stay):
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + int(
+                data.split(b"Content-Length: ")[1].split(b"\r\n")[0] if b"Content-Length: "
+                in data else 0):
+            chunk = s.recv(65536)
+            assert chunk, "connection closed before the reply"
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        reply = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        assert reply["outputs"][0]["data"] == [float(100 + i), float(101 + i)]
+        s.close()
+    t.join(HTTP_TIMEOUT_S)
+    assert status == [200]
+    assert counter(slow, "batchd_inference_items_total") == 6
+
+
+def test_running_request_of_a_gone_client_is_dropped(slow):
+    s = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
+    s.sendall(raw_request(1))
+    time.sleep(0.2)  # it runs now (idle instance), for a whole second
+    assert counter(slow, "batchd_queue_depth") == 0
+    assert counter(slow, "batchd_inference_executions_total") == 0
+    s.close()
+    # Its batch runs to the end (it cannot be stopped); the answer goes nowhere.
+    wait_for(lambda: counter(slow, "batchd_inference_executions_total") == 1, 5,
+             "the running batch to finish")
+    assert counter(slow, "batchd_inference_requests_total", outcome="cancelled") == 0
+    r = slow.infer("slow1", body(3))
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [3.0, 4.0]
+    slow.assert_healthy()

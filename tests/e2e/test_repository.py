@@ -1,0 +1,376 @@
+"""Models while the server runs: version folders and version policies, Triton's model
+repository extension (POST /v2/repository/index, /v2/repository/models/{m}/load and /unload,
+allowed with --model-control explicit), reloads under traffic that fail no request, failed
+reloads that keep the old version serving and say why in the index, an unload with 50
+requests in flight, and --model-control poll picking up added, changed and removed models."""
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import HTTP_TIMEOUT_S, error_message, find_onnx_model, ort_available, tensor
+
+
+def sim_config(max_batch_size=4, latency_us=0, per_item_us=0, instances=1, extra=None):
+    cfg = {
+        "backend": "sim",
+        "max_batch_size": max_batch_size,
+        "instances": instances,
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [2]}],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [2]}],
+        "sim": {"latency_us": latency_us, "per_item_us": per_item_us},
+    }
+    if extra:
+        cfg.update(extra)
+    return cfg
+
+
+def write_config(model_dir, cfg):
+    """Replace config.json in one step (a scan never sees half a file)."""
+    tmp = os.path.join(model_dir, ".config.json.tmp")
+    with open(tmp, "w") as f:
+        f.write(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    os.replace(tmp, os.path.join(model_dir, "config.json"))
+
+
+def add_model(root, name, versions=(1,), cfg=None, staging=None):
+    """Write root/name/{versions}/ and config.json; with `staging`, build it there first and
+    rename it in, so a polling server sees the model complete or not at all."""
+    base = staging if staging else root
+    mdir = os.path.join(base, name)
+    for v in versions:
+        os.makedirs(os.path.join(mdir, str(v)), exist_ok=True)
+    write_config(mdir, cfg if cfg is not None else sim_config())
+    if staging:
+        os.rename(mdir, os.path.join(root, name))
+    return os.path.join(root, name)
+
+
+def body(values, rows=1):
+    return {"inputs": [tensor("INPUT0", "FP32", [rows, 2], values)]}
+
+
+def infer_ok(client, model, values=(1.0, 2.0), version=None):
+    r = client.infer(model, body(list(values)), version=version)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["outputs"][0]["data"] == list(values)
+    return out
+
+
+def index(client, ready=None):
+    payload = None if ready is None else {"ready": ready}
+    r = client.post("/v2/repository/index", json=payload)
+    assert r.status_code == 200, r.text
+    rows = r.json()
+    assert isinstance(rows, list)
+    for row in rows:
+        assert row["state"] in ("READY", "UNAVAILABLE", "LOADING", "UNLOADING"), row
+        assert isinstance(row.get("reason", ""), str)
+    return rows
+
+
+def rows_of(rows, name):
+    return [r for r in rows if r["name"] == name]
+
+
+def states(rows, name):
+    return sorted((r.get("version"), r["state"]) for r in rows_of(rows, name))
+
+
+def wait_for(fn, timeout, what):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    pytest.fail("timed out after %.0f s waiting for %s (last: %r)" % (timeout, what, last))
+
+
+# ---- version policies (explicit mode: the index is available) ----------------------------
+
+@pytest.fixture(scope="module")
+def explicit(start_server):
+    repo = start_server.repo("explicit")
+    add_model(repo.path, "latest2", (1, 2, 3), sim_config(extra={"version_policy": {"latest": 2}}))
+    add_model(repo.path, "spec", (1, 2, 3),
+              sim_config(extra={"version_policy": {"specific": [1, 3]}}))
+    add_model(repo.path, "allv", (1, 2, 3), sim_config(extra={"version_policy": {"all": {}}}))
+    add_model(repo.path, "dflt", (1, 2, 3), sim_config())
+    add_model(repo.path, "cyc", (1,), sim_config())
+    add_model(repo.path, "fragile", (1,), sim_config())
+    add_model(repo.path, "live", (1,), sim_config(latency_us=2000, max_batch_size=4))
+    add_model(repo.path, "slow", (1,), sim_config(latency_us=100000, max_batch_size=4))
+    client = start_server(repo, ["--model-control", "explicit"])
+    client.repo = repo
+    return client
+
+
+@pytest.mark.parametrize("model,loaded", [("latest2", ["2", "3"]), ("spec", ["1", "3"]),
+                                          ("allv", ["1", "2", "3"]), ("dflt", ["3"])])
+def test_version_policy_loads_the_selected_versions(explicit, model, loaded):
+    rows = index(explicit)
+    assert states(rows, model) == [(v, "READY") for v in loaded]
+    md = explicit.get("/v2/models/%s" % model).json()
+    assert md["versions"] == loaded
+    # Without a version: the highest loaded one.
+    assert infer_ok(explicit, model)["model_version"] == loaded[-1]
+    for v in loaded:
+        assert infer_ok(explicit, model, version=v)["model_version"] == v
+        assert explicit.get("/v2/models/%s/versions/%s/ready" % (model, v)).status_code == 200
+    for v in {"1", "2", "3"} - set(loaded):
+        msg = error_message(explicit.infer(model, body([1.0, 2.0]), version=v), 400)
+        assert "no version '%s'" % v in msg and ", ".join(loaded) in msg, msg
+
+
+def test_extensions_list_repository_and_statistics(explicit):
+    ext = explicit.get("/v2").json()["extensions"]
+    assert "binary_tensor_data" in ext and "model_repository" in ext and "statistics" in ext
+
+
+def test_index_ready_filter(explicit):
+    all_rows = index(explicit)
+    ready = index(explicit, ready=True)
+    assert ready and all(r["state"] == "READY" for r in ready)
+    assert len(ready) == len([r for r in all_rows if r["state"] == "READY"])
+    r = explicit.post("/v2/repository/index", json={"ready": "yes"})
+    assert "ready" in error_message(r, 400)
+    r = explicit.post("/v2/repository/index", data=b"[1,2")
+    error_message(r, 400)
+
+
+def test_repository_endpoints_take_post(explicit):
+    error_message(explicit.get("/v2/repository/index"), 405)
+    error_message(explicit.get("/v2/repository/models/cyc/load"), 405)
+    error_message(explicit.post("/v2/repository/models/cyc/reload"), 404)
+    error_message(explicit.post("/v2/repository/nothing"), 404)
+
+
+# ---- explicit load / unload -------------------------------------------------------------
+
+def test_unload_then_load(explicit):
+    infer_ok(explicit, "cyc")
+    r = explicit.post("/v2/repository/models/cyc/unload")
+    assert r.status_code == 200, r.text
+    msg = error_message(explicit.infer("cyc", body([1.0, 2.0])), 503)
+    assert "cyc" in msg and "not loaded" in msg, msg
+    assert explicit.get("/v2/models/cyc/ready").status_code in (400, 503)
+    rows = rows_of(index(explicit), "cyc")
+    assert len(rows) == 1 and rows[0]["state"] == "UNAVAILABLE" and "version" not in rows[0]
+    assert "not loaded" in rows[0]["reason"]
+    assert "cyc" not in [r["name"] for r in index(explicit, ready=True)]
+    r = explicit.post("/v2/repository/models/cyc/load")
+    assert r.status_code == 200, r.text
+    infer_ok(explicit, "cyc", (5.0, 6.0))
+    assert states(index(explicit), "cyc") == [("1", "READY")]
+
+
+def test_load_a_model_added_after_start(explicit):
+    add_model(explicit.repo.path, "newcomer", (1, 4), sim_config())
+    assert explicit.get("/v2/models/newcomer/ready").status_code == 400
+    r = explicit.post("/v2/repository/models/newcomer/load")
+    assert r.status_code == 200, r.text
+    assert infer_ok(explicit, "newcomer")["model_version"] == "4"
+    assert states(index(explicit), "newcomer") == [("4", "READY")]
+
+
+def test_load_errors(explicit):
+    msg = error_message(explicit.post("/v2/repository/models/no_such_folder/load"), 400)
+    assert "no_such_folder" in msg and "folder" in msg, msg
+    assert rows_of(index(explicit), "no_such_folder") == []
+    msg = error_message(explicit.post("/v2/repository/models/.hidden/load"), 400)
+    assert "name" in msg, msg
+    msg = error_message(explicit.post("/v2/repository/models/no_such_model/unload"), 400)
+    assert "no_such_model" in msg
+    r = explicit.post("/v2/repository/models/cyc/load",
+                      json={"parameters": {"config": "{\"max_batch_size\": 2}"}})
+    assert "config" in error_message(r, 400)
+    infer_ok(explicit, "cyc")
+
+
+# ---- reloads ------------------------------------------------------------------------------
+
+def test_reload_under_traffic_fails_no_request(explicit):
+    """Clients keep sending while config.json changes and the model reloads three times:
+    every request succeeds, and the last config is the one in effect."""
+    mdir = os.path.join(explicit.repo.path, "live")
+    stop = threading.Event()
+    results = []
+    lock = threading.Lock()
+
+    def client_loop(k):
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            vals = [float(k), float(i)]
+            try:
+                r = s.post(explicit.url("/v2/models/live/infer"), json=body(vals),
+                           timeout=HTTP_TIMEOUT_S)
+                ok = r.status_code == 200 and r.json()["outputs"][0]["data"] == vals
+                res = (ok, r.status_code, r.text[:200])
+            except requests.RequestException as e:
+                res = (False, None, repr(e))
+            with lock:
+                results.append(res)
+            i += 1
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for mbs in (8, 2, 6):
+            time.sleep(0.25)
+            write_config(mdir, sim_config(latency_us=1000, max_batch_size=mbs))
+            r = explicit.post("/v2/repository/models/live/load")
+            assert r.status_code == 200, r.text
+            assert explicit.get("/v2/models/live").json()["max_batch_size"] == mbs
+        time.sleep(0.25)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    failures = [r for r in results if not r[0]]
+    assert not failures, "%d of %d requests failed during reloads: %r" % (
+        len(failures), len(results), failures[:5])
+    assert len(results) > 40, len(results)
+    assert states(index(explicit), "live") == [("1", "READY")]
+
+
+def test_failed_reload_keeps_the_old_version_serving(explicit):
+    mdir = os.path.join(explicit.repo.path, "fragile")
+    write_config(mdir, '{"backend": "sim", "max_batch_size": ')
+    msg = error_message(explicit.post("/v2/repository/models/fragile/load"), 400)
+    assert "fragile" in msg and "config.json" in msg, msg
+    infer_ok(explicit, "fragile", (3.0, 4.0))
+    rows = rows_of(index(explicit), "fragile")
+    assert [(r["version"], r["state"]) for r in rows] == [("1", "READY")]
+    assert "reload failed" in rows[0]["reason"] and "config.json" in rows[0]["reason"], rows
+    # Fixed: the reload succeeds and the reason is gone.
+    write_config(mdir, sim_config(max_batch_size=3))
+    assert explicit.post("/v2/repository/models/fragile/load").status_code == 200
+    rows = rows_of(index(explicit), "fragile")
+    assert rows[0]["state"] == "READY" and rows[0]["reason"] == "", rows
+    assert explicit.get("/v2/models/fragile").json()["max_batch_size"] == 3
+
+
+def test_unload_with_50_requests_in_flight_loses_none(explicit):
+    """50 requests on a 100 ms, max_batch_size 4, one-instance model take about 1.3 s; the
+    unload arrives while most of them are queued. All 50 complete; later ones get 503."""
+    n = 50
+    results = [None] * n
+
+    def one(i):
+        vals = [float(i), float(-i)]
+        try:
+            r = requests.post(explicit.url("/v2/models/slow/infer"), json=body(vals),
+                              timeout=HTTP_TIMEOUT_S)
+            results[i] = (r.status_code, r.status_code == 200 and
+                          r.json()["outputs"][0]["data"] == vals, r.text[:200])
+        except requests.RequestException as e:
+            results[i] = (None, False, repr(e))
+
+    items_before = explicit.metric("batchd_inference_items_total", model="slow", version="1")
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: (explicit.metric("batchd_queue_depth", model="slow", version="1") or 0)
+             >= 30, 10, "30 requests queued on 'slow'")
+    r = explicit.post("/v2/repository/models/slow/unload")
+    assert r.status_code == 200, r.text
+    rows = rows_of(index(explicit), "slow")
+    assert [(x.get("version"), x["state"]) for x in rows] == [("1", "UNLOADING")], rows
+    msg = error_message(explicit.infer("slow", body([0.0, 0.0])), 503)
+    assert "not loaded" in msg, msg
+    for t in threads:
+        t.join(30)
+    bad = [x for x in results if x is None or not x[1]]
+    assert not bad, "%d of %d in-flight requests failed: %r" % (len(bad), n, bad[:5])
+    items = explicit.metric("batchd_inference_items_total", model="slow", version="1")
+    assert items - (items_before or 0) == n
+    rows = wait_for(lambda: [x for x in rows_of(index(explicit), "slow")
+                             if x["state"] == "UNAVAILABLE"], 5, "'slow' to finish unloading")
+    assert "not loaded" in rows[0]["reason"]
+
+
+def test_failed_onnx_reload_keeps_serving(start_server_fn):
+    """A garbage model.onnx on reload: the old session keeps serving and the index says
+    why."""
+    src = find_onnx_model("identity")
+    if src is None or not ort_available():
+        pytest.skip("identity model or ONNX Runtime not available")
+    repo = start_server_fn.repo("onnx_reload")
+    vdir = os.path.join(repo.path, "identity", "1")
+    os.makedirs(vdir)
+    shutil.copyfile(src, os.path.join(vdir, "model.onnx"))
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    x = [float(i) for i in range(16)]
+    req = {"inputs": [tensor("INPUT0", "FP32", [1, 16], x)]}
+    assert client.infer("identity", req).status_code == 200
+    with open(os.path.join(vdir, "model.onnx"), "wb") as f:
+        f.write(b"\x00garbage, not a protobuf\xff\xfe" * 37)
+    msg = error_message(client.post("/v2/repository/models/identity/load"), 400)
+    assert "identity" in msg
+    r = client.infer("identity", req)
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == x, r.text
+    rows = rows_of(index(client), "identity")
+    assert [(x_["version"], x_["state"]) for x_ in rows] == [("1", "READY")]
+    assert "reload failed" in rows[0]["reason"], rows
+
+
+# ---- without explicit mode ----------------------------------------------------------------
+
+def test_repository_api_refused_without_explicit_mode(start_server):
+    repo = start_server.repo("none_mode")
+    add_model(repo.path, "m", (1,), sim_config())
+    client = start_server(repo)
+    for path in ("/v2/repository/index", "/v2/repository/models/m/load",
+                 "/v2/repository/models/m/unload"):
+        msg = error_message(client.post(path), 400)
+        assert "--model-control explicit" in msg, msg
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "statistics"]
+    infer_ok(client, "m")
+
+
+# ---- poll mode ----------------------------------------------------------------------------
+
+def test_poll_mode_picks_up_added_changed_and_removed_models(start_server_fn, tmp_path):
+    repo = start_server_fn.repo("poll")
+    add_model(repo.path, "p1", (1,), sim_config())
+    client = start_server_fn(repo, ["--model-control", "poll", "--repository-poll-secs", "1"])
+    infer_ok(client, "p1")
+    # Loads and unloads are explicit mode's; the index is readable.
+    assert "explicit" in error_message(client.post("/v2/repository/models/p1/unload"), 400)
+    assert states(index(client), "p1") == [("1", "READY")]
+
+    add_model(repo.path, "p2", (1,), sim_config(max_batch_size=4), staging=str(tmp_path))
+    wait_for(lambda: client.get("/v2/models/p2/ready").status_code == 200, 6, "p2 to load")
+    infer_ok(client, "p2")
+
+    write_config(os.path.join(repo.path, "p2"), sim_config(max_batch_size=2))
+    wait_for(lambda: client.get("/v2/models/p2").json().get("max_batch_size") == 2, 6,
+             "p2's new config")
+    infer_ok(client, "p2")
+
+    # A new version folder: latest 1 moves to it.
+    os.makedirs(os.path.join(repo.path, "p2", "2"))
+    wait_for(lambda: client.get("/v2/models/p2").json().get("versions") == ["2"], 6,
+             "p2 version 2")
+    assert infer_ok(client, "p2")["model_version"] == "2"
+
+    # A broken change keeps the old config serving and says why.
+    write_config(os.path.join(repo.path, "p2"), '{"backend": "sim", "bogus_key": 1}')
+    rows = wait_for(lambda: [r for r in rows_of(index(client), "p2")
+                             if "reload failed" in r["reason"]], 6, "p2's failed reload")
+    assert rows[0]["state"] == "READY" and "bogus_key" in rows[0]["reason"], rows
+    infer_ok(client, "p2")
+
+    shutil.rmtree(os.path.join(repo.path, "p1"))
+    wait_for(lambda: client.get("/v2/models/p1/ready").status_code == 400
+             and not rows_of(index(client), "p1"), 6, "p1 to be removed")
+    assert "unknown model" in error_message(client.infer("p1", body([1.0, 2.0])), 400)

@@ -1,0 +1,132 @@
+"""Triton's statistics extension: GET /v2/models/stats, /v2/models/{m}/stats and
+/v2/models/{m}/versions/{v}/stats, in Triton's JSON shape, with values equal to the
+Prometheus counters after known traffic."""
+import time
+
+import pytest
+
+from conftest import error_message, tensor
+
+FAIL_OUTCOMES = ("error", "timeout", "cancelled", "rejected")
+DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+def sim_model(repo, name, max_batch_size=8, latency_us=1000, extra=None):
+    return repo.add_sim(name, [("INPUT0", "FP32", [2])], max_batch_size=max_batch_size,
+                        latency_us=latency_us, extra=extra)
+
+
+def rows_body(rows):
+    return {"inputs": [tensor("INPUT0", "FP32", [rows, 2], [float(i) for i in range(2 * rows)])]}
+
+
+@pytest.fixture(scope="module")
+def client(start_server):
+    repo = start_server.repo("stats")
+    sim_model(repo, "st")
+    sim_model(repo, "idle")
+    sim_model(repo, "broken", extra={"sim": {"latency_us": 0, "per_item_us": 0,
+                                              "fail_rate": 1.0}})
+    c = start_server(repo)
+    # Known traffic, one request at a time so each forms its own batch:
+    # st: 5 batches of 1 row and 2 of 3 rows; broken: 3 failed batches.
+    for _ in range(5):
+        assert c.infer("st", rows_body(1)).status_code == 200
+    for _ in range(2):
+        assert c.infer("st", rows_body(3)).status_code == 200
+    for _ in range(3):
+        assert c.infer("broken", rows_body(1)).status_code == 500
+    return c
+
+
+def check_shape(ms):
+    assert set(ms) >= {"name", "version", "last_inference", "inference_count",
+                       "execution_count", "inference_stats", "batch_stats"}, ms
+    for key in DURATIONS:
+        d = ms["inference_stats"][key]
+        assert set(d) == {"count", "ns"} and all(isinstance(v, int) and v >= 0
+                                                 for v in d.values()), (key, d)
+    for b in ms["batch_stats"]:
+        assert set(b) == {"batch_size", "compute_input", "compute_infer", "compute_output"}, b
+
+
+def one(client, path):
+    r = client.get(path)
+    assert r.status_code == 200, r.text
+    stats = r.json()["model_stats"]
+    assert len(stats) == 1, stats
+    check_shape(stats[0])
+    return stats[0]
+
+
+def test_model_stats_match_prometheus(client):
+    ms = one(client, "/v2/models/st/stats")
+    samples = client.metrics()
+
+    def prom(name, **labels):
+        v = samples.get((name, frozenset(dict(model="st", version="1", **labels).items())))
+        assert v is not None, (name, labels)
+        return int(v)
+
+    assert (ms["name"], ms["version"]) == ("st", "1")
+    assert ms["inference_count"] == 11 == prom("batchd_inference_items_total")
+    assert ms["execution_count"] == 7 == prom("batchd_inference_executions_total")
+    st = ms["inference_stats"]
+    assert st["success"]["count"] == 7 == prom("batchd_inference_requests_total",
+                                               outcome="success")
+    assert st["fail"]["count"] == 0 == sum(
+        prom("batchd_inference_requests_total", outcome=o) for o in FAIL_OUTCOMES)
+    assert prom("batchd_batch_size_count") == ms["execution_count"]
+    assert prom("batchd_batch_size_sum") == ms["inference_count"]
+    for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert st[key]["count"] == 7, (key, st[key])
+    # Each batch sleeps latency_us = 1 ms in the sim backend.
+    assert st["compute_infer"]["ns"] >= 7 * 1000000, st["compute_infer"]
+    assert st["success"]["ns"] >= st["compute_infer"]["ns"], st
+    now_ms = time.time() * 1000
+    assert now_ms - 120000 < ms["last_inference"] <= now_ms + 1000, ms["last_inference"]
+
+
+def test_batch_stats_by_batch_size(client):
+    ms = one(client, "/v2/models/st/stats")
+    by_size = {b["batch_size"]: b for b in ms["batch_stats"]}
+    assert sorted(by_size) == [1, 3], ms["batch_stats"]
+    assert by_size[1]["compute_infer"]["count"] == 5
+    assert by_size[3]["compute_infer"]["count"] == 2
+    for size, n in ((1, 5), (3, 2)):
+        b = by_size[size]
+        assert b["compute_input"]["count"] == n and b["compute_output"]["count"] == n, b
+        assert b["compute_infer"]["ns"] >= n * 1000000, b
+
+
+def test_failures_count_as_fail(client):
+    ms = one(client, "/v2/models/broken/stats")
+    samples = client.metrics()
+    fails = sum(int(samples.get(("batchd_inference_requests_total",
+                                 frozenset(dict(model="broken", version="1",
+                                                outcome=o).items())), 0))
+                for o in FAIL_OUTCOMES)
+    assert ms["inference_stats"]["fail"]["count"] == 3 == fails
+    assert ms["inference_stats"]["success"]["count"] == 0
+
+
+def test_version_and_all_models_endpoints(client):
+    by_version = one(client, "/v2/models/st/versions/1/stats")
+    assert by_version == one(client, "/v2/models/st/stats")
+    r = client.get("/v2/models/stats")
+    assert r.status_code == 200
+    stats = r.json()["model_stats"]
+    for ms in stats:
+        check_shape(ms)
+    names = [(ms["name"], ms["version"]) for ms in stats]
+    assert names == [("broken", "1"), ("idle", "1"), ("st", "1")], names
+    idle = [ms for ms in stats if ms["name"] == "idle"][0]
+    assert idle["inference_count"] == 0 and idle["last_inference"] == 0
+    assert idle["batch_stats"] == []
+
+
+def test_stats_errors(client):
+    assert "nope" in error_message(client.get("/v2/models/nope/stats"), 400)
+    assert "7" in error_message(client.get("/v2/models/st/versions/7/stats"), 400)
+    error_message(client.post("/v2/models/st/stats"), 405)
+    error_message(client.post("/v2/models/stats"), 405)
