@@ -252,16 +252,19 @@ static void model_metadata(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
     bd_buf_puts(b, "{\"name\":");
     bd_buf_json_string(b, bd_model_name(m), strlen(bd_model_name(m)));
     /* Every version being served, as Triton lists them. */
-    bd_model_t *vs[64];
-    size_t nv = bd_repo_versions(h->repo, bd_model_name(m), vs, 64);
+    size_t nv = bd_repo_versions(h->repo, bd_model_name(m), NULL, 0);
+    bd_model_t **vs = calloc(nv ? nv : 1, sizeof *vs);
+    nv = vs ? bd_repo_versions(h->repo, bd_model_name(m), vs, nv) : 0;
+    b->failed = b->failed || !vs;
     bd_buf_puts(b, ",\"versions\":[");
     bool first = true;
-    for (size_t i = 0; i < nv && i < 64; i++) {
+    for (size_t i = 0; i < nv; i++) {
         if (bd_model_ready(vs[i])) {
             bd_buf_printf(b, "%s\"%s\"", first ? "" : ",", bd_model_version(vs[i]));
             first = false;
         }
     }
+    free(vs);
     bd_buf_printf(b, "],\"platform\":\"%s\"", bd_model_platform(m));
     bd_buf_puts(b, ",\"inputs\":");
     json_ios(b, cfg, cfg->inputs, cfg->n_inputs);
@@ -627,10 +630,12 @@ static void model_stats_json(bd_buf_t *b, bd_model_t *m)
 /* Stats of every ready version of model `name`; returns how many were written. */
 static size_t model_versions_stats(bd_http_t *h, const char *name, bool *first)
 {
-    bd_model_t *vs[64];
-    size_t nv = bd_repo_versions(h->repo, name, vs, 64);
+    size_t nv = bd_repo_versions(h->repo, name, NULL, 0);
+    bd_model_t **vs = calloc(nv ? nv : 1, sizeof *vs);
+    nv = vs ? bd_repo_versions(h->repo, name, vs, nv) : 0;
+    h->out.failed = h->out.failed || !vs;
     size_t written = 0;
-    for (size_t i = 0; i < nv && i < 64; i++) {
+    for (size_t i = 0; i < nv; i++) {
         if (bd_model_ready(vs[i])) {
             bd_buf_puts(&h->out, *first ? "" : ",");
             *first = false;
@@ -638,6 +643,7 @@ static size_t model_versions_stats(bd_http_t *h, const char *name, bool *first)
             written++;
         }
     }
+    free(vs);
     return written;
 }
 
