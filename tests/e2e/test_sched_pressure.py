@@ -225,13 +225,17 @@ def test_overload_4x_capacity_meets_deadlines_or_refuses_fast(start_server_fn):
     assert len(ok) + len(refused) == n_total, sorted({x[1] for x in results})
     # The instance stayed busy: about capacity * duration successes, far fewer than offered.
     assert 0.5 * 80 * duration <= len(ok) <= 0.6 * n_total, len(ok)
-    slack = 0.25
+    # Client-side times include 128 Python threads sharing the GIL on a busy machine, so
+    # they get a wide margin; the server's own histogram below is the exact check.
+    slack = 1.0
     for i, _, dt, content in ok:
         # Admitted and started before its deadline, then one batch: never later than that.
         assert dt <= timeout_s + latency_s + slack, "request %d took %.3f s" % (i, dt)
     for i, _, dt, content in refused:
         # Queue full: at once; deadline passed in the queue: at the deadline.
         assert dt <= timeout_s + slack, "a 503 took %.3f s" % dt
+    ok_fast = sorted(dt for _, _, dt, _ in ok)
+    assert ok_fast[len(ok_fast) // 2] <= timeout_s + latency_s, ok_fast[len(ok_fast) // 2]
     kinds = {b"queue is full" in c or b"request timeout expired in queue" in c
              for _, _, _, c in refused}
     assert kinds == {True}, "503 for another reason"
@@ -245,6 +249,9 @@ def test_overload_4x_capacity_meets_deadlines_or_refuses_fast(start_server_fn):
     assert (get("batchd_inference_requests_total", outcome="rejected") +
             get("batchd_inference_requests_total", outcome="timeout")) == len(refused)
     assert get("batchd_queue_depth") == 0
+    # Server side, every success took at most deadline + one batch (0.35 s): all of them are
+    # in the 0.5 s bucket of the end-to-end histogram.
+    assert get("batchd_request_duration_seconds_bucket", le="0.5") == len(ok)
     # Bounded memory: a few MB at most for this run (the queue holds 32 small requests).
     if "asan" not in os.path.basename(os.path.dirname(os.path.abspath(BATCHD_BIN))):
         assert _rss_kib(pid) - rss0 < 64 * 1024
