@@ -106,9 +106,11 @@ def test_high_priority_runs_in_the_next_batch(start_server_fn):
     lows_done = [done[("low", i)] for i in range(100)]
     assert all(r.status_code == 200 for _, r in lows_done)
     # The high one shares the next batch with 63 low ones; the other 37 come a batch later.
-    before = sum(1 for t, _ in lows_done if t < t_high - 0.1)
+    # Batches end 1.5 s apart; half of that separates "same batch" from "another batch" even
+    # when 64 client threads wake at once on a busy machine.
+    before = sum(1 for t, _ in lows_done if t < t_high - 0.75)
     assert before == 0, "%d low-priority requests finished before the high one" % before
-    after = sum(1 for t, _ in lows_done if t > t_high + 0.1)
+    after = sum(1 for t, _ in lows_done if t > t_high + 0.75)
     assert after == 37, "only %d low-priority requests finished after the high one" % after
     assert client.metric("batchd_inference_items_total", model="prio", version="1") == 102
 
