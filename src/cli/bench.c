@@ -69,7 +69,7 @@ static const bopt_t bopts[] = {
     {"--timeout", O_DUR, OFF(timeout_us), "10s", 0.001, 3600, "per-request timeout"},
     {"--max-connections", O_INT, OFF(max_connections), "1024", 1, 100000,
      "open loop: most connections opened"},
-    {"--max-send-lag", O_DUR, OFF(max_send_lag_us), "1ms", 0.000001, 3600,
+    {"--max-send-lag", O_DUR, OFF(max_send_lag_us), "10ms", 0.000001, 3600,
      "open loop: flag the generator as fallen behind when its p99 send lag is above this"},
     {"--batch", O_INT, OFF(batch), "1", 1, 1 << 20, "rows per request (the batch dim)"},
     {"--binary", O_FLAG, OFF(binary), NULL, 0, 0,
@@ -137,8 +137,7 @@ static int set_bopt(bench_opts_t *o, const bopt_t *d, const char *val)
     case O_MULTI: {
         size_t *n = d->offset == OFF(files) ? &o->n_files : &o->n_shapes;
         if (*n >= MAX_MULTI) {
-            fprintf(stderr, "batchd bench: %s may be given at most %d times\n", d->flag,
-                    MAX_MULTI);
+            fprintf(stderr, "batchd bench: %s may be given at most %d times\n", d->flag, MAX_MULTI);
             return -1;
         }
         ((const char **)field)[(*n)++] = val;
@@ -339,8 +338,9 @@ int bd_cli_bench(int argc, char **argv)
     if (strcmp(o.data, "random") == 0) {
         rq.data = BD_LG_DATA_RANDOM;
     } else if (strcmp(o.data, "zero") != 0) {
-        fprintf(stderr, "batchd bench: --data must be zero or random, got '%s' (files: "
-                        "--data-file)\n",
+        fprintf(stderr,
+                "batchd bench: --data must be zero or random, got '%s' (files: "
+                "--data-file)\n",
                 o.data);
         return 2;
     }
@@ -348,8 +348,9 @@ int bd_cli_bench(int argc, char **argv)
     static char shape_names[MAX_MULTI][128];
     for (size_t i = 0; i < o.n_shapes; i++) {
         if (parse_shape(o.shapes[i], &shapes[i], shape_names[i], sizeof shape_names[i]) != 0) {
-            fprintf(stderr, "batchd bench: --shape must be [INPUT:]D1,D2,... with dims >= 0, "
-                            "got '%s'\n",
+            fprintf(stderr,
+                    "batchd bench: --shape must be [INPUT:]D1,D2,... with dims >= 0, "
+                    "got '%s'\n",
                     o.shapes[i]);
             return 2;
         }
@@ -406,8 +407,9 @@ int bd_cli_bench(int argc, char **argv)
         return 2;
     }
     if (!o.quiet) {
-        fprintf(stderr, "bench: model=%s url=%s mode=%s levels=%zu batch=%lld tensors=%s "
-                        "request_bytes=%zu\n",
+        fprintf(stderr,
+                "bench: model=%s url=%s mode=%s levels=%zu batch=%lld tensors=%s "
+                "request_bytes=%zu\n",
                 o.model, o.url, open ? "open" : "closed", n_levels, (long long)o.batch,
                 o.binary ? "binary" : "json", t.request_len);
     }
@@ -437,7 +439,10 @@ int bd_cli_bench(int argc, char **argv)
     bd_lg_write_table(stdout, results, done);
     fflush(stdout);
 
-    bd_lg_config_t cfg = {.url = o.url, .target = &t, .run = &ro, .request = &rq,
+    bd_lg_config_t cfg = {.url = o.url,
+                          .target = &t,
+                          .run = &ro,
+                          .request = &rq,
                           .data_name = o.n_files ? "file" : o.data};
     if (o.json) {
         bd_buf_t b;
@@ -458,8 +463,8 @@ int bd_cli_bench(int argc, char **argv)
         if (o.title) {
             snprintf(title, sizeof title, "%s", o.title);
         } else {
-            snprintf(title, sizeof title, "batchd bench: %s at %s (%s, batch %lld)", o.model,
-                     o.url, o.binary ? "binary" : "JSON", (long long)o.batch);
+            snprintf(title, sizeof title, "batchd bench: %s at %s (%s, batch %lld)", o.model, o.url,
+                     o.binary ? "binary" : "JSON", (long long)o.batch);
         }
         bd_buf_t b;
         bd_buf_init(&b);

@@ -93,8 +93,7 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
     static const char scheme[] = "http://";
     if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
         return bd_err_set(err, BD_EINVAL,
-                          "--url must start with http:// (https is not supported), got '%s'",
-                          url);
+                          "--url must start with http:// (https is not supported), got '%s'", url);
     }
     const char *p = url + sizeof scheme - 1;
     const char *host_end;
@@ -133,8 +132,8 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
         rest--;
     }
     if (rest >= sizeof t->prefix) {
-        return bd_err_set(err, BD_EINVAL, "--url '%s' has a path longer than %zu characters",
-                          url, sizeof t->prefix - 1);
+        return bd_err_set(err, BD_EINVAL, "--url '%s' has a path longer than %zu characters", url,
+                          sizeof t->prefix - 1);
     }
     memcpy(t->prefix, p, rest);
     t->prefix[rest] = '\0';
@@ -218,9 +217,8 @@ static bool has_token(const char *v, size_t n, const char *token)
 /* Parse a complete head (status line + headers, ending with the empty line). */
 static int parse_head(bd_lg_http_t *p, const char *h, size_t len)
 {
-    if (len < 12 || memcmp(h, "HTTP/1.", 7) != 0 || (h[7] != '0' && h[7] != '1') ||
-        h[8] != ' ' || h[9] < '1' || h[9] > '5' || h[10] < '0' || h[10] > '9' ||
-        h[11] < '0' || h[11] > '9') {
+    if (len < 12 || memcmp(h, "HTTP/1.", 7) != 0 || (h[7] != '0' && h[7] != '1') || h[8] != ' ' ||
+        h[9] < '1' || h[9] > '5' || h[10] < '0' || h[10] > '9' || h[11] < '0' || h[11] > '9') {
         return fail(p, "the reply does not start with an HTTP/1.x status line");
     }
     bool http11 = h[7] == '1';
@@ -477,8 +475,7 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
-char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len,
-                           bd_err_t *err)
+char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len, bd_err_t *err)
 {
     uint64_t deadline = bd_now_us() + timeout_us;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
@@ -489,8 +486,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     }
     char path[1024];
     if (t->version[0]) {
-        snprintf(path, sizeof path, "%s/v2/models/%s/versions/%s", t->prefix, t->model,
-                 t->version);
+        snprintf(path, sizeof path, "%s/v2/models/%s/versions/%s", t->prefix, t->model, t->version);
     } else {
         snprintf(path, sizeof path, "%s/v2/models/%s", t->prefix, t->model);
     }
@@ -508,8 +504,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
         goto done;
     }
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-        bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port,
-                   strerror(errno));
+        bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port, strerror(errno));
         goto done;
     }
     int soerr = 0;
@@ -526,8 +521,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
         if (n > 0) {
             off += (size_t)n;
         } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            bd_err_set(err, BD_EIO, "cannot send to %s:%s: %s", t->host, t->port,
-                       strerror(errno));
+            bd_err_set(err, BD_EIO, "cannot send to %s:%s: %s", t->host, t->port, strerror(errno));
             goto done;
         } else if (wait_fd(fd, POLLOUT, deadline) != 0) {
             bd_err_set(err, BD_EIO, "timed out sending to %s:%s", t->host, t->port);
@@ -538,8 +532,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     int rc = BD_LG_HTTP_MORE;
     while (rc == BD_LG_HTTP_MORE) {
         if (wait_fd(fd, POLLIN, deadline) != 0) {
-            bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host,
-                       t->port);
+            bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host, t->port);
             goto done;
         }
         ssize_t n = recv(fd, buf, sizeof buf, 0);

@@ -16,9 +16,9 @@
 struct bd_hdr {
     uint64_t highest;
     int digits;
-    int sub_half_mag;     /* log2(sub_count / 2) */
-    uint64_t sub_count;   /* linear slots in the first bucket */
-    uint64_t sub_mask;    /* sub_count - 1 */
+    int sub_half_mag;   /* log2(sub_count / 2) */
+    uint64_t sub_count; /* linear slots in the first bucket */
+    uint64_t sub_mask;  /* sub_count - 1 */
     int bucket_count;
     size_t counts_len;
     uint64_t total;

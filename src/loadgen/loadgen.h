@@ -54,8 +54,8 @@ uint64_t bd_hdr_bucket_width(const bd_hdr_t *h, uint64_t value);
 typedef enum { BD_LG_DATA_ZERO = 0, BD_LG_DATA_RANDOM } bd_lg_data_t;
 
 typedef struct {
-    const char *name;  /* input name, or NULL for "the only input" */
-    bd_shape_t shape;  /* dims without the batch dim (when the model batches) */
+    const char *name; /* input name, or NULL for "the only input" */
+    bd_shape_t shape; /* dims without the batch dim (when the model batches) */
 } bd_lg_shape_opt_t;
 
 typedef struct {
@@ -64,10 +64,10 @@ typedef struct {
 } bd_lg_file_opt_t;
 
 typedef struct {
-    int64_t batch;             /* rows per request; 1 when 0 */
-    bool binary;               /* Triton's binary tensor extension for inputs and outputs */
-    bd_lg_data_t data;         /* used for inputs without a file */
-    uint64_t seed;             /* random data */
+    int64_t batch;                   /* rows per request; 1 when 0 */
+    bool binary;                     /* Triton's binary tensor extension for inputs and outputs */
+    bd_lg_data_t data;               /* used for inputs without a file */
+    uint64_t seed;                   /* random data */
     const bd_lg_shape_opt_t *shapes; /* borrowed */
     size_t n_shapes;
     const bd_lg_file_opt_t *files; /* borrowed */
@@ -84,18 +84,18 @@ typedef struct {
 
 typedef struct {
     /* connection */
-    char host[256];   /* as given in the URL (Host header) */
+    char host[256]; /* as given in the URL (Host header) */
     char port[16];
     char prefix[256]; /* path before /v2, usually "" */
     /* model */
     char model[256];
-    char version[64]; /* "" for the default version */
+    char version[64];       /* "" for the default version */
     int64_t max_batch_size; /* -1 when the metadata did not say */
     bool batched;           /* the first dim of every input is the batch */
     size_t n_inputs;
     bd_lg_input_desc_t inputs[BD_LG_MAX_INPUTS];
     /* the prebuilt request: head + body, sent as is for every request */
-    char *request;          /* owned */
+    char *request; /* owned */
     size_t request_len;
     size_t body_len;
 } bd_lg_target_t;
@@ -138,20 +138,20 @@ const char *bd_lg_err_name(bd_lg_err_kind_t k); /* "timeout", "refused", ... */
 
 typedef struct {
     bd_lg_mode_t mode;
-    bd_lg_dist_t distribution;  /* open loop */
-    uint64_t warmup_us;         /* excluded from every number */
-    uint64_t duration_us;       /* measured time per level (when requests == 0) */
-    uint64_t max_duration_us;   /* keep measuring, window by window, until stable; 0: none */
-    uint64_t requests;          /* > 0: measure exactly this many requests instead */
-    uint64_t window_us;         /* measurement window; 0: duration/5 (1 s with requests) */
-    int stable_windows;         /* the last this many windows ... (0: 3) */
-    double stable_pct;          /* ... each within this % of their mean throughput (0: 10) */
-    uint64_t timeout_us;        /* per request */
-    int max_connections;        /* open loop: connections opened at most (0: 1024) */
-    uint64_t max_send_lag_us;   /* open loop: p99 send lag above this flags the generator as
-                                 * fallen behind (0: 1000) */
-    uint64_t seed;              /* Poisson schedule */
-    bool quiet;                 /* no progress line */
+    bd_lg_dist_t distribution; /* open loop */
+    uint64_t warmup_us;        /* excluded from every number */
+    uint64_t duration_us;      /* measured time per level (when requests == 0) */
+    uint64_t max_duration_us;  /* keep measuring, window by window, until stable; 0: none */
+    uint64_t requests;         /* > 0: measure exactly this many requests instead */
+    uint64_t window_us;        /* measurement window; 0: duration/5 (1 s with requests) */
+    int stable_windows;        /* the last this many windows ... (0: 3) */
+    double stable_pct;         /* ... each within this % of their mean throughput (0: 10) */
+    uint64_t timeout_us;       /* per request */
+    int max_connections;       /* open loop: connections opened at most (0: 1024) */
+    uint64_t max_send_lag_us;  /* open loop: p99 send lag above this flags the generator as
+                                * fallen behind (0: 10000) */
+    uint64_t seed;             /* Poisson schedule */
+    bool quiet;                /* no progress line */
 } bd_lg_run_opts_t;
 
 #define BD_LG_MAX_WINDOWS 1000
@@ -159,19 +159,19 @@ typedef struct {
 
 typedef struct {
     bd_lg_mode_t mode;
-    double level;           /* concurrency or rate (req/s) */
-    double measured_s;      /* length of the measurement */
-    uint64_t scheduled;     /* open loop: requests scheduled while measuring */
-    uint64_t sent;          /* requests written while measuring (closed) / of those (open) */
-    uint64_t responses;     /* HTTP replies counted (any status) */
-    uint64_t ok;            /* 2xx replies */
+    double level;       /* concurrency or rate (req/s) */
+    double measured_s;  /* length of the measurement */
+    uint64_t scheduled; /* open loop: requests scheduled while measuring */
+    uint64_t sent;      /* requests written while measuring (closed) / of those (open) */
+    uint64_t responses; /* HTTP replies counted (any status) */
+    uint64_t ok;        /* 2xx replies */
     uint64_t errors[BD_LG_ERR_COUNT_];
     uint64_t status[BD_LG_STATUS_MAX]; /* replies per status code */
-    double offered_rps;     /* closed: requests sent / s; open: scheduled / s */
-    double achieved_rps;    /* replies (any status) completed while measuring / s */
-    double goodput_rps;     /* 2xx replies completed while measuring / s */
-    double success_rate;    /* 2xx / (replies + errors); 0 when nothing ended */
-    double mean_in_flight;  /* Little's law: achieved_rps * mean latency */
+    double offered_rps;                /* closed: requests sent / s; open: scheduled / s */
+    double achieved_rps;               /* replies (any status) completed while measuring / s */
+    double goodput_rps;                /* 2xx replies completed while measuring / s */
+    double success_rate;               /* 2xx / (replies + errors); 0 when nothing ended */
+    double mean_in_flight;             /* Little's law: achieved_rps * mean latency */
     /* latency of every counted reply, microseconds */
     double lat_min_us, lat_mean_us, lat_p50_us, lat_p90_us, lat_p99_us, lat_p999_us, lat_max_us;
     /* open loop: how late requests were written after their scheduled time */
@@ -212,8 +212,7 @@ void bd_lg_write_table(FILE *f, const bd_lg_result_t *rs, size_t n);
 /* CSV with a header row; columns listed in the implementation's one table. */
 void bd_lg_csv(bd_buf_t *out, const bd_lg_result_t *rs, size_t n);
 /* {"tool":"batchd bench","version":..,"config":{..},"levels":[{..}, ..]} */
-void bd_lg_json(bd_buf_t *out, const bd_lg_config_t *cfg, const bd_lg_result_t *rs,
-                size_t n);
+void bd_lg_json(bd_buf_t *out, const bd_lg_config_t *cfg, const bd_lg_result_t *rs, size_t n);
 /* A self-contained SVG: throughput (left) and p50/p99 latency (right) against the level. */
 void bd_lg_svg(bd_buf_t *out, const char *title, const bd_lg_result_t *rs, size_t n);
 

@@ -24,9 +24,9 @@ double bd_lg_rng_unit(bd_lg_rng_t *r);
  * gaps with mean 1e6/rate. */
 typedef struct {
     bd_lg_dist_t dist;
-    double rate;       /* requests per second, > 0 */
-    uint64_t k;        /* requests scheduled so far */
-    double t_us;       /* Poisson: the last send time */
+    double rate; /* requests per second, > 0 */
+    uint64_t k;  /* requests scheduled so far */
+    double t_us; /* Poisson: the last send time */
     bd_lg_rng_t rng;
 } bd_lg_sched_t;
 
@@ -47,14 +47,14 @@ enum {
 typedef struct {
     int state;
     int status;
-    bool keep_alive;       /* the connection may carry the next request */
-    uint64_t remaining;    /* body or chunk bytes still to come */
-    uint64_t chunk_size;   /* the size line being read */
+    bool keep_alive;     /* the connection may carry the next request */
+    uint64_t remaining;  /* body or chunk bytes still to come */
+    uint64_t chunk_size; /* the size line being read */
     int chunk_digits;
-    bool line_empty;       /* trailer: nothing but CR seen on this line so far */
-    bd_buf_t head;         /* head bytes when they arrive in pieces */
-    bd_buf_t *body;        /* borrowed; when set, body bytes (de-chunked) are appended */
-    const char *error;     /* static text when BD_LG_HTTP_ERROR */
+    bool line_empty;   /* trailer: nothing but CR seen on this line so far */
+    bd_buf_t head;     /* head bytes when they arrive in pieces */
+    bd_buf_t *body;    /* borrowed; when set, body bytes (de-chunked) are appended */
+    const char *error; /* static text when BD_LG_HTTP_ERROR */
 } bd_lg_http_t;
 
 void bd_lg_http_init(bd_lg_http_t *p, bd_buf_t *body);

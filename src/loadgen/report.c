@@ -64,14 +64,14 @@ void bd_lg_write_table(FILE *f, const bd_lg_result_t *rs, size_t n)
             "success", "timeout", "refused", "429/503", "notes");
     for (size_t i = 0; i < n; i++) {
         const bd_lg_result_t *r = &rs[i];
-        fprintf(f, "%11g %10.1f %10.1f %9.3f %9.3f %9.3f %9.3f %9.3f %7.2f%% %7llu %7llu %7llu  %s%s\n",
-                r->level, r->offered_rps, r->achieved_rps, r->lat_p50_us / 1e3,
-                r->lat_p90_us / 1e3, r->lat_p99_us / 1e3, r->lat_p999_us / 1e3,
-                r->lat_max_us / 1e3, r->success_rate * 100.0,
-                (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
-                (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
-                (unsigned long long)(r->status[429] + r->status[503]),
-                r->stable ? "" : "unstable ", r->fell_behind ? "generator fell behind" : "");
+        fprintf(
+            f, "%11g %10.1f %10.1f %9.3f %9.3f %9.3f %9.3f %9.3f %7.2f%% %7llu %7llu %7llu  %s%s\n",
+            r->level, r->offered_rps, r->achieved_rps, r->lat_p50_us / 1e3, r->lat_p90_us / 1e3,
+            r->lat_p99_us / 1e3, r->lat_p999_us / 1e3, r->lat_max_us / 1e3, r->success_rate * 100.0,
+            (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
+            (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
+            (unsigned long long)(r->status[429] + r->status[503]), r->stable ? "" : "unstable ",
+            r->fell_behind ? "generator fell behind" : "");
     }
 }
 
@@ -204,8 +204,7 @@ static void jstr(bd_buf_t *b, const char *s)
     }
 }
 
-static void json_config(bd_buf_t *b, const bd_lg_config_t *cfg, const bd_lg_result_t *rs,
-                        size_t n)
+static void json_config(bd_buf_t *b, const bd_lg_config_t *cfg, const bd_lg_result_t *rs, size_t n)
 {
     const bd_lg_run_opts_t *ro = cfg->run;
     const bd_lg_request_opts_t *rq = cfg->request;
@@ -313,8 +312,8 @@ static void json_level(bd_buf_t *b, const bd_lg_result_t *r)
         const char *k;
         size_t off;
     } nums[] = {
-        {"offered_rps", R(offered_rps)},     {"achieved_rps", R(achieved_rps)},
-        {"goodput_rps", R(goodput_rps)},     {"success_rate", R(success_rate)},
+        {"offered_rps", R(offered_rps)},       {"achieved_rps", R(achieved_rps)},
+        {"goodput_rps", R(goodput_rps)},       {"success_rate", R(success_rate)},
         {"mean_in_flight", R(mean_in_flight)}, {"measured_s", R(measured_s)},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
@@ -455,34 +454,38 @@ static void fmt_tick(char *buf, size_t cap, double v)
 static void panel_axes(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size_t n,
                        const char *ylabel, const char *xlabel, double ystep)
 {
-    bd_buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
-                     "stroke=\"#999\"/>\n",
+    bd_buf_printf(b,
+                  "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
+                  "stroke=\"#999\"/>\n",
                   p->x0, p->y0, PANEL_W, PANEL_H);
     char t[32];
     for (double v = 0; v <= p->ytop * 1.0001; v += ystep) {
         double y = py(p, v);
         fmt_tick(t, sizeof t, v);
-        bd_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>"
-                         "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+        bd_buf_printf(b,
+                      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>"
+                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
                       p->x0, y, p->x0 + PANEL_W, y, p->x0 - 6, y + 4, t);
     }
     for (size_t i = 0; i < n; i++) {
         double x = px(p, rs[i].level);
         fmt_tick(t, sizeof t, rs[i].level);
-        bd_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>"
-                         "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+        bd_buf_printf(b,
+                      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>"
+                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
                       x, p->y0, x, p->y0 + PANEL_H, x, p->y0 + PANEL_H + 16, t);
     }
     bd_buf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s%s</text>\n",
                   p->x0 + PANEL_W / 2.0, p->y0 + PANEL_H + 36, xlabel,
                   p->xlog ? " (log scale)" : "");
-    bd_buf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
-                     "transform=\"rotate(-90 %.1f %.1f)\">%s</text>\n",
+    bd_buf_printf(b,
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
+                  "transform=\"rotate(-90 %.1f %.1f)\">%s</text>\n",
                   p->x0 - 58, p->y0 + PANEL_H / 2.0, p->x0 - 58, p->y0 + PANEL_H / 2.0, ylabel);
 }
 
-static void series(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size_t n,
-                   size_t off, double scale, const char *color, bool dashed)
+static void series(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size_t n, size_t off,
+                   double scale, const char *color, bool dashed)
 {
     bd_buf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", color,
                   dashed ? " stroke-dasharray=\"6 4\"" : "");
@@ -502,8 +505,9 @@ static void series(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size
 static void legend(bd_buf_t *b, double x, double y, const char *color, bool dashed,
                    const char *label)
 {
-    bd_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                     "stroke-width=\"2\"%s/><text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
+    bd_buf_printf(b,
+                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                  "stroke-width=\"2\"%s/><text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
                   x, y, x + 24, y, color, dashed ? " stroke-dasharray=\"6 4\"" : "", x + 30, y + 4,
                   label);
 }
@@ -533,11 +537,12 @@ static void xml_text(bd_buf_t *b, const char *s)
 
 void bd_lg_svg(bd_buf_t *out, const char *title, const bd_lg_result_t *rs, size_t n)
 {
-    bd_buf_printf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                       "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-                       "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                       "<text x=\"%d\" y=\"28\" text-anchor=\"middle\" font-size=\"16\" "
-                       "font-weight=\"bold\">",
+    bd_buf_printf(out,
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                  "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+                  "<text x=\"%d\" y=\"28\" text-anchor=\"middle\" font-size=\"16\" "
+                  "font-weight=\"bold\">",
                   SVG_W, SVG_H, SVG_W, SVG_H, SVG_W / 2);
     xml_text(out, title ? title : "batchd bench");
     bd_buf_puts(out, "</text>\n");
@@ -555,7 +560,10 @@ void bd_lg_svg(bd_buf_t *out, const char *title, const bd_lg_result_t *rs, size_
         lmax = fmax(lmax, rs[i].lat_p99_us / 1e3);
     }
     const char *xlabel = open ? "offered rate (requests/s)" : "concurrency (requests outstanding)";
-    panel_t tp = {.x0 = 90, .y0 = PANEL_TOP, .xmin = xmin, .xmax = xmax,
+    panel_t tp = {.x0 = 90,
+                  .y0 = PANEL_TOP,
+                  .xmin = xmin,
+                  .xmax = xmax,
                   .xlog = xmin > 0 && xmax / xmin >= 8};
     panel_t lp = tp;
     lp.x0 = 90 + PANEL_W + 100;
@@ -576,8 +584,9 @@ void bd_lg_svg(bd_buf_t *out, const char *title, const bd_lg_result_t *rs, size_
     }
     legend(out, lp.x0 + 10, PANEL_TOP - 14, "#2ca02c", false, "p50");
     legend(out, lp.x0 + 90, PANEL_TOP - 14, "#d62728", false, "p99");
-    bd_buf_printf(out, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">hollow "
-                       "points: unstable level, failed requests, or the generator fell "
-                       "behind</text>\n</svg>\n",
+    bd_buf_printf(out,
+                  "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">hollow "
+                  "points: unstable level, failed requests, or the generator fell "
+                  "behind</text>\n</svg>\n",
                   SVG_W / 2, SVG_H - 8);
 }

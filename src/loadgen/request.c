@@ -55,8 +55,7 @@ static int read_metadata(bd_lg_target_t *t, json_t *root, bd_err_t *err)
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) == 0) {
         return bd_err_set(err, BD_EINVAL,
-                          "model '%s': the metadata has no \"inputs\" array of tensors",
-                          t->model);
+                          "model '%s': the metadata has no \"inputs\" array of tensors", t->model);
     }
     if (json_array_size(inputs) > BD_LG_MAX_INPUTS) {
         return bd_err_set(err, BD_EINVAL, "model '%s' has %zu inputs; at most %d are supported",
@@ -67,7 +66,8 @@ static int read_metadata(bd_lg_target_t *t, json_t *root, bd_err_t *err)
     bool all_lead_var = true;
     size_t i;
     json_t *in;
-    json_array_foreach(inputs, i, in) {
+    json_array_foreach(inputs, i, in)
+    {
         bd_lg_input_desc_t *d = &t->inputs[i];
         const char *name = json_string_value(json_object_get(in, "name"));
         const char *dt = json_string_value(json_object_get(in, "datatype"));
@@ -105,8 +105,8 @@ static int read_metadata(bd_lg_target_t *t, json_t *root, bd_err_t *err)
         for (size_t k = 0; k < t->n_inputs; k++) {
             bd_shape_t *s = &t->inputs[k].shape;
             if (s->ndim == 0) {
-                return bd_err_set(err, BD_EINVAL,
-                                  "input '%s' has no dims but the model batches", t->inputs[k].name);
+                return bd_err_set(err, BD_EINVAL, "input '%s' has no dims but the model batches",
+                                  t->inputs[k].name);
             }
             memmove(s->dims, s->dims + 1, sizeof s->dims[0] * (size_t)(s->ndim - 1));
             s->ndim--;
@@ -164,9 +164,9 @@ static int apply_shapes(bd_lg_target_t *t, const bd_lg_request_opts_t *ro, bd_er
 }
 
 /* One input's bytes for the whole request (rows = batch). */
-static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_bytes,
-                         int64_t rows, const bd_lg_request_opts_t *ro, size_t n_inputs,
-                         bd_lg_rng_t *rng, size_t *total, bd_err_t *err)
+static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_bytes, int64_t rows,
+                         const bd_lg_request_opts_t *ro, size_t n_inputs, bd_lg_rng_t *rng,
+                         size_t *total, bd_err_t *err)
 {
     size_t all;
     if (!bd_mul_size(row_bytes, (size_t)rows, &all)) {
@@ -364,7 +364,8 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
             break;
         }
         if (t->batched) {
-            memmove(d->shape.dims + 1, d->shape.dims, sizeof d->shape.dims[0] * (size_t)d->shape.ndim);
+            memmove(d->shape.dims + 1, d->shape.dims,
+                    sizeof d->shape.dims[0] * (size_t)d->shape.ndim);
             d->shape.dims[0] = batch;
             d->shape.ndim++;
         }

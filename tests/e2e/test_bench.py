@@ -209,7 +209,7 @@ def _open_loop_check(tmp_path, srv):
     assert lv["responses"] == 100 and lv["success_rate"] == 1.0
     assert 20000 <= lv["latency_us"]["p50"] <= 25000, lv["latency_us"]
     assert lv["generator_fell_behind"] is False
-    assert lv["send_lag_us"]["p99"] < 1000
+    assert lv["send_lag_us"]["p99"] < 10000  # the default --max-send-lag
     # Little's law at 50/s x ~21 ms: about one request in flight.
     assert 0.9 <= lv["mean_in_flight"] <= 1.3, lv
 

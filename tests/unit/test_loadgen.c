@@ -187,8 +187,8 @@ static void test_poisson_schedule_mean_and_spread(void **state)
     double mean = sum / N;
     double sd = sqrt(sum2 / N - mean * mean);
     assert_true(monotonic);
-    assert_true(fabs(mean - 1000.0) < 10.0);  /* 1%: ~4.5 standard errors */
-    assert_true(fabs(sd - 1000.0) < 20.0);    /* exponential: sd == mean */
+    assert_true(fabs(mean - 1000.0) < 10.0); /* 1%: ~4.5 standard errors */
+    assert_true(fabs(sd - 1000.0) < 20.0);   /* exponential: sd == mean */
     /* The same seed gives the same schedule. */
     bd_lg_sched_t a, b;
     bd_lg_sched_init(&a, BD_LG_POISSON, 10.0, 99);
@@ -251,8 +251,8 @@ static void test_http_content_length_any_split(void **state)
                      "Connection: close\r\n\r\n{\"e\":\"x\"}",
                      503, false, "{\"e\":\"x\"}");
     check_all_splits("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, false, "ok");
-    check_all_splits("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
-                     200, true, "");
+    check_all_splits("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", 200,
+                     true, "");
     check_all_splits("HTTP/1.1 204 No Content\r\n\r\n", 204, true, "");
     check_all_splits("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
                      200, true, "x");
@@ -282,8 +282,7 @@ static void test_http_two_replies_in_one_read(void **state)
     assert_int_equal(p.status, 200);
     bd_lg_http_reset(&p);
     size_t used2;
-    assert_int_equal(bd_lg_http_feed(&p, two + used, strlen(two) - used, &used2),
-                     BD_LG_HTTP_DONE);
+    assert_int_equal(bd_lg_http_feed(&p, two + used, strlen(two) - used, &used2), BD_LG_HTTP_DONE);
     assert_int_equal(used + used2, strlen(two));
     assert_int_equal(p.status, 429);
     bd_lg_http_dispose(&p);
@@ -365,8 +364,8 @@ static void test_parse_url(void **state)
     assert_string_equal(t.host, "::1");
     assert_string_equal(t.port, "9000");
     assert_int_equal(bd_lg_parse_url("https://x:1", &t, &err), BD_EINVAL);
-    assert_string_equal(err.msg,
-                        "--url must start with http:// (https is not supported), got 'https://x:1'");
+    assert_string_equal(
+        err.msg, "--url must start with http:// (https is not supported), got 'https://x:1'");
     assert_int_equal(bd_lg_parse_url("http://x:70000", &t, &err), BD_EINVAL);
     assert_string_equal(err.msg, "--url 'http://x:70000' needs a port from 1 to 65535");
     assert_int_equal(bd_lg_parse_url("http://:80", &t, &err), BD_EINVAL);
@@ -546,11 +545,18 @@ static void test_json_fields(void **state)
     strcpy(r[1].behind_reason, "p99 send lag 5000 us is above 1000 us");
     bd_lg_target_t t;
     target_init(&t);
-    bd_lg_run_opts_t ro = {.mode = BD_LG_CLOSED, .duration_us = 2000000, .warmup_us = 500000,
-                           .timeout_us = 10000000, .stable_windows = 3, .stable_pct = 10};
+    bd_lg_run_opts_t ro = {.mode = BD_LG_CLOSED,
+                           .duration_us = 2000000,
+                           .warmup_us = 500000,
+                           .timeout_us = 10000000,
+                           .stable_windows = 3,
+                           .stable_pct = 10};
     bd_lg_request_opts_t rq = {.batch = 2, .binary = true};
-    bd_lg_config_t cfg = {.url = "http://127.0.0.1:8000", .target = &t, .run = &ro,
-                          .request = &rq, .data_name = "zero"};
+    bd_lg_config_t cfg = {.url = "http://127.0.0.1:8000",
+                          .target = &t,
+                          .run = &ro,
+                          .request = &rq,
+                          .data_name = "zero"};
     bd_buf_t b;
     bd_buf_init(&b);
     bd_lg_json(&b, &cfg, r, 2);
