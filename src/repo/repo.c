@@ -88,6 +88,7 @@ struct op {
     char msg[BD_ERR_MSG_MAX];
     bool gone;        /* the model folder does not exist */
     bool no_versions; /* it has no version folder */
+    bool cfg_failed;  /* config.json could not be read or parsed: out[0] says why */
     bd_model_t **out; /* new version objects (owned until applied) */
     size_t n_out;
 };
@@ -390,20 +391,41 @@ static void load_model(bd_repo_t *r, op_t *op)
         op->rc = bd_err_set(&err, BD_ENOTFOUND,
                             "no numeric version folder (such as %s/1) was found", mdir);
         goto done;
-    }
+    } /* The policy is in config.json: parse it once, as the highest version's config, before
+       * choosing the versions. When that fails, the highest version stands for the model, with
+       * the reason and whatever of the config was read. */
     struct stat st;
-    if (stat(cfg_path, &st) == 0 &&
-        !(json = bd_read_file(cfg_path, CONFIG_MAX_BYTES, &json_len, &err))) {
-        op->rc = err.code ? err.code : BD_EIO;
-        goto done;
-    }
-    /* The policy is in config.json: parse it once before choosing the versions. */
+    char num[24];
+    snprintf(num, sizeof num, "%lld", (long long)vs[n - 1]);
     probe.name = strdup(op->name);
-    if (!probe.name) {
+    probe.version = vs[n - 1];
+    probe.dir = path_join(mdir, num);
+    probe.model_path = probe.dir ? path_join(probe.dir, "model.onnx") : NULL;
+    if (!probe.name || !probe.dir || !probe.model_path) {
         op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
         goto done;
     }
-    if ((op->rc = bd_config_parse(&probe, json, json_len, &err))) {
+    bool read_failed = stat(cfg_path, &st) == 0 &&
+                       !(json = bd_read_file(cfg_path, CONFIG_MAX_BYTES, &json_len, &err));
+    if (read_failed) {
+        op->rc = err.code ? err.code : BD_EIO;
+    } else {
+        op->rc = bd_config_parse(&probe, json, json_len, &err);
+    }
+    if (op->rc) {
+        op->cfg_failed = true;
+        bd_model_t *m = model_new(op->name, vs[n - 1]);
+        if (m && op_add(op, m) == 0) {
+            snprintf(m->reason, sizeof m->reason, "%s", err.msg);
+            if (!read_failed) {
+                m->cfg = probe;
+                m->has_cfg = true;
+                memset(&probe, 0, sizeof probe);
+            }
+            log_version(m, 0);
+        } else {
+            model_free(m);
+        }
         goto done;
     }
     size_t n_sel, n_missing;
@@ -654,7 +676,7 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
         snprintf(msg, cap, "out of memory");
         return BD_ENOMEM;
     }
-    if (op->rc && op->n_out == 0) {
+    if (op->cfg_failed || (op->rc && op->n_out == 0)) {
         /* Nothing was built. A bad config keeps what is serving; no version folder at all
          * means there is nothing left to serve. */
         bool serving = false;
@@ -670,9 +692,18 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
                 }
             }
             BD_WARN("repo", "model=%s reload=failed kept=serving reason=\"%s\"", op->name, op->msg);
+            discard_results(r, op);
         } else {
             entry_retire_all(r, e);
             set_stub_reason(e, op->msg);
+            /* The failed version object (if any) shows the reason in the index. */
+            for (size_t i = 0; i < op->n_out; i++) {
+                op->out[i]->repo = r;
+                if (entry_insert(e, op->out[i]) != 0) {
+                    post_free(r, op->out[i]);
+                }
+            }
+            op->n_out = 0;
             BD_WARN("repo", "model=%s state=unavailable reason=\"%s\"", op->name, op->msg);
         }
         snprintf(msg, cap, "%s", op->msg);
@@ -1297,17 +1328,19 @@ int bd_repo_find(const bd_repo_t *r, const char *name, size_t name_len, const ch
         return bd_err_set(err, BD_ENOTFOUND, "unknown model '%.*s'",
                           (int)(name_len > 128 ? 128 : name_len), name);
     }
-    if (!version || version_len == 0 || e->n == 0) {
+    if (!version || version_len == 0) {
         *out = entry_default(e);
         return 0;
     }
     int64_t v = 0;
-    int k = parse_version(version, version_len, &v) ? entry_index_of(e, v) : -1;
+    /* Versions are named as they print: "03" is not version 3. */
+    bool canonical = version[0] != '0' && parse_version(version, version_len, &v);
+    int k = canonical ? entry_index_of(e, v) : -1;
     if (k >= 0) {
         *out = e->v[k];
         return 0;
     }
-    char have[256] = "";
+    char have[256] = "none";
     size_t len = 0;
     for (size_t i = 0; i < e->n && len + 24 < sizeof have; i++) {
         len += (size_t)snprintf(have + len, sizeof have - len, "%s%s", i ? ", " : "",

@@ -1249,6 +1249,328 @@ static void test_repo_onnx_model_without_runtime(void **state)
     bd_ort_shutdown();
 }
 
+/* ---- live changes: version policies, load, reload, unload (repo.c's loader thread) ------ */
+
+/* The tests play the event loop: they wait on the repository's notify descriptor and call
+ * bd_repo_dispatch, which applies the loader's results and runs the load callbacks. */
+
+typedef struct {
+    int calls;
+    int rc;
+    char msg[BD_ERR_MSG_MAX];
+} loaded_t;
+
+static void on_loaded(void *ctx, int rc, const char *msg)
+{
+    loaded_t *l = ctx;
+    l->calls++;
+    l->rc = rc;
+    snprintf(l->msg, sizeof l->msg, "%s", msg);
+}
+
+static void dispatch_until(bd_repo_t *r, const loaded_t *l, int calls)
+{
+    for (int i = 0; i < 3000 && l->calls < calls; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        bd_repo_dispatch(r);
+    }
+    assert_int_equal(l->calls, calls);
+    assert_false(bd_repo_busy(r));
+}
+
+static void load_now(bd_repo_t *r, const char *name, loaded_t *l)
+{
+    bd_err_t err = {0};
+    int before = l->calls;
+    if (bd_repo_load(r, name, strlen(name), on_loaded, l, &err) != 0) {
+        fail_msg("load %s: %s", name, err.msg);
+    }
+    assert_true(bd_repo_busy(r));
+    dispatch_until(r, l, before + 1);
+}
+
+static void expect_index(bd_repo_t *r, bool ready_only, const char *want)
+{
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_repo_index(r, ready_only, &b);
+    assert_false(b.failed);
+    if (strcmp(b.data, want) != 0) {
+        fail_msg("index\n  got  %s\n  want %s", b.data, want);
+    }
+    bd_buf_dispose(&b);
+}
+
+/* A sim model `name` with the given version folders and extra top-level config text. */
+static void sim_versions(const char *dir, const char *name, const int *versions, size_t n,
+                         const char *extra)
+{
+    char p[512];
+    char text[1024];
+    make_dir(dir, name);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    snprintf(text, sizeof text,
+             "{\"backend\": \"sim\", \"max_batch_size\": 4%s%s,\n"
+             " \"inputs\": [{\"name\": \"INPUT0\", \"datatype\": \"FP32\", \"dims\": [3]}],\n"
+             " \"outputs\": [{\"name\": \"OUTPUT0\", \"datatype\": \"FP32\", \"dims\": [3]}]}\n",
+             extra ? ", " : "", extra ? extra : "");
+    write_text(p, "config.json", text);
+    for (size_t i = 0; i < n; i++) {
+        char v[24];
+        snprintf(v, sizeof v, "%d", versions[i]);
+        make_dir(p, v);
+    }
+}
+
+static void rewrite_config(const char *dir, const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    write_text(p, "config.json", text);
+}
+
+static void test_repo_version_policies(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_repo_vp.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const int v123[] = {1, 2, 3};
+    sim_versions(dir, "all", v123, 3, "\"version_policy\": {\"all\": {}}");
+    sim_versions(dir, "dflt", v123, 3, NULL);
+    sim_versions(dir, "lat2", v123, 3, "\"version_policy\": {\"latest\": 2}");
+    sim_versions(dir, "spec", v123, 3, "\"version_policy\": {\"specific\": [1, 3, 5]}");
+    bd_err_t err = {0};
+    bd_repo_t *r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    assert_int_equal(bd_repo_count(r), 4);
+
+    bd_model_t *vs[8];
+    assert_int_equal(bd_repo_versions(r, "all", vs, 8), 3);
+    assert_int_equal(bd_repo_versions(r, "dflt", vs, 8), 1);
+    assert_string_equal(bd_model_version(vs[0]), "3");
+    assert_int_equal(bd_repo_versions(r, "lat2", vs, 8), 2);
+    assert_string_equal(bd_model_version(vs[0]), "2");
+    assert_string_equal(bd_model_version(vs[1]), "3");
+    assert_int_equal(bd_repo_versions(r, "nope", vs, 8), 0);
+    /* cap 0 only counts */
+    assert_int_equal(bd_repo_versions(r, "all", NULL, 0), 3);
+
+    /* Without a version: the highest loaded one; each loaded version is its own object. */
+    bd_model_t *l2 = find_ok(r, "lat2", "2");
+    bd_model_t *l3 = find_ok(r, "lat2", NULL);
+    assert_ptr_not_equal(l2, l3);
+    assert_string_equal(bd_model_version(l3), "3");
+    assert_true(bd_model_ready(l2) && bd_model_ready(l3));
+    assert_ptr_not_equal(bd_model_sched(l2), bd_model_sched(l3));
+    assert_int_equal(bd_model_config(l2)->version, 2);
+    expect_not_found(r, "lat2", 4, "1", "model 'lat2' has no version '1'; it has 2, 3");
+
+    /* specific: 1 and 3 load; 5 has no folder and says so; 3 is the default. */
+    assert_string_equal(bd_model_version(find_ok(r, "spec", NULL)), "3");
+    bd_model_t *s5 = find_ok(r, "spec", "5");
+    assert_false(bd_model_ready(s5));
+    char want[2048];
+    snprintf(want, sizeof want,
+             "version_policy.specific names version 5, but %s/spec/5 does not exist", dir);
+    assert_string_equal(bd_model_reason(s5), want);
+    expect_not_found(r, "spec", 4, "2", "model 'spec' has no version '2'; it has 1, 3, 5");
+
+    snprintf(want, sizeof want,
+             "[{\"name\":\"all\",\"version\":\"1\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"all\",\"version\":\"2\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"all\",\"version\":\"3\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"dflt\",\"version\":\"3\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"lat2\",\"version\":\"2\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"lat2\",\"version\":\"3\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"spec\",\"version\":\"1\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"spec\",\"version\":\"3\",\"state\":\"READY\",\"reason\":\"\"},"
+             "{\"name\":\"spec\",\"version\":\"5\",\"state\":\"UNAVAILABLE\",\"reason\":"
+             "\"version_policy.specific names version 5, but %s/spec/5 does not exist\"}]",
+             dir);
+    expect_index(r, false, want);
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_repo_index(r, true, &b);
+    assert_null(strstr(b.data, "UNAVAILABLE"));
+    assert_non_null(strstr(b.data, "{\"name\":\"spec\",\"version\":\"3\""));
+    bd_buf_dispose(&b);
+    bd_repo_free(r);
+    rm_tree(dir);
+}
+
+static void test_repo_reload_swaps_after_load_and_keeps_old_alive(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_repo_rl.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const int v1[] = {1};
+    sim_versions(dir, "m", v1, 1, NULL);
+    bd_err_t err = {0};
+    bd_repo_t *r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    bd_model_t *old = find_ok(r, "m", NULL);
+    assert_int_equal(bd_model_config(old)->max_batch_size, 4);
+    bd_model_ref(old); /* as an in-flight request does */
+
+    sim_versions(dir, "tmp", v1, 1, "\"instances\": 2");
+    char from[600], to[600];
+    snprintf(from, sizeof from, "%s/tmp/config.json", dir);
+    snprintf(to, sizeof to, "%s/m/config.json", dir);
+    assert_int_equal(rename(from, to), 0);
+    loaded_t l = {0};
+    assert_int_equal(bd_repo_load(r, "m", 1, on_loaded, &l, &err), 0);
+    /* Nothing changes before the result is dispatched on the owner thread. */
+    assert_ptr_equal(find_ok(r, "m", NULL), old);
+    dispatch_until(r, &l, 1);
+    assert_int_equal(l.rc, 0);
+    bd_model_t *cur = find_ok(r, "m", NULL);
+    assert_ptr_not_equal(cur, old);
+    assert_true(bd_model_ready(cur));
+    assert_int_equal(bd_model_config(cur)->instances, 2);
+    /* The old version is out of service but alive while referenced: its queue refuses. */
+    assert_false(bd_model_ready(old));
+    assert_int_equal(bd_model_config(old)->instances, 1);
+    bd_req_t *req = bd_req_new(0);
+    float *x = bd_arena_calloc(&req->arena, 3, sizeof(float));
+    req->in.inputs = bd_arena_calloc(&req->arena, 1, sizeof(bd_tensor_t));
+    assert_non_null(x);
+    assert_non_null(req->in.inputs);
+    req->in.inputs[0] = (bd_tensor_t){
+        .name = "INPUT0", .dtype = BD_DT_FP32, .shape = {2, {1, 3}}, .data = x, .byte_size = 12};
+    req->in.n_inputs = 1;
+    assert_int_equal(bd_sched_submit(bd_model_sched(old), req, &err), BD_ESHUTDOWN);
+    bd_req_free(req);
+    expect_index(r, false,
+                 "[{\"name\":\"m\",\"version\":\"1\",\"state\":\"READY\",\"reason\":\"\"}]");
+    bd_model_unref(old); /* the loader frees it now */
+
+    /* A config that does not parse: the serving version stays, the reason says why. */
+    rewrite_config(dir, "m", "{\"backend\": \"sim\", \"max_batch_size\": ");
+    load_now(r, "m", &l);
+    assert_int_equal(l.rc, BD_EINVAL);
+    assert_string_equal(
+        l.msg, "config.json is not valid JSON: unexpected token near end of file (line 1)");
+    assert_ptr_equal(find_ok(r, "m", NULL), cur);
+    assert_true(bd_model_ready(cur));
+    assert_string_equal(bd_model_reason(cur),
+                        "the last reload failed, so this version still serves: config.json is not "
+                        "valid JSON: unexpected token near end of file (line 1)");
+
+    /* A version that fails to load (sim without inputs): the old one of that number stays. */
+    rewrite_config(dir, "m", "{\"backend\": \"sim\"}");
+    load_now(r, "m", &l);
+    assert_int_equal(l.rc, BD_EUNAVAIL);
+    assert_string_equal(l.msg, "version 1: sim model: config.json must list \"inputs\" and "
+                               "\"outputs\" (a sim model has no model file to read them from)");
+    assert_ptr_equal(find_ok(r, "m", NULL), cur);
+    assert_non_null(strstr(bd_model_reason(cur), "the last reload failed"));
+
+    /* Fixed: swapped in, reason cleared. */
+    sim_versions(dir, "tmp2", v1, 1, NULL);
+    snprintf(from, sizeof from, "%s/tmp2/config.json", dir);
+    assert_int_equal(rename(from, to), 0);
+    load_now(r, "m", &l);
+    assert_int_equal(l.rc, 0);
+    bd_model_t *fixed = find_ok(r, "m", NULL);
+    assert_ptr_not_equal(fixed, cur);
+    assert_string_equal(bd_model_reason(fixed), "");
+
+    /* A new version folder: latest 1 moves to it and version 1 is retired. */
+    char p[512];
+    snprintf(p, sizeof p, "%s/m", dir);
+    make_dir(p, "2");
+    load_now(r, "m", &l);
+    assert_int_equal(l.rc, 0);
+    assert_string_equal(bd_model_version(find_ok(r, "m", NULL)), "2");
+    expect_not_found(r, "m", 1, "1", "model 'm' has no version '1'; it has 2");
+    bd_repo_free(r);
+    rm_tree(dir);
+}
+
+static void test_repo_unload_and_load_by_request(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_repo_ul.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const int v1[] = {1};
+    sim_versions(dir, "m", v1, 1, NULL);
+    bd_err_t err = {0};
+    bd_repo_t *r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    bd_model_t *old = find_ok(r, "m", NULL);
+    bd_model_ref(old);
+    assert_int_equal(bd_repo_unload(r, "m", 1, &err), 0);
+    /* Still draining (a reference is held): UNLOADING. */
+    expect_index(r, false,
+                 "[{\"name\":\"m\",\"version\":\"1\",\"state\":\"UNLOADING\",\"reason\":"
+                 "\"finishing the requests it had queued\"}]");
+    bd_model_unref(old);
+    const char *gone = "it is not loaded (unloaded through the repository API)";
+    char want[512];
+    snprintf(want, sizeof want, "[{\"name\":\"m\",\"state\":\"UNAVAILABLE\",\"reason\":\"%s\"}]",
+             gone);
+    expect_index(r, false, want);
+    expect_index(r, true, "[]");
+    bd_model_t *stub = find_ok(r, "m", NULL);
+    assert_false(bd_model_ready(stub));
+    assert_null(bd_model_sched(stub));
+    assert_null(bd_model_config(stub));
+    assert_string_equal(bd_model_version(stub), "");
+    assert_string_equal(bd_model_reason(stub), gone);
+    expect_not_found(r, "m", 1, "1", "model 'm' has no version '1'; it has none");
+    assert_int_equal(bd_repo_count(r), 1);
+
+    memset(&err, 0, sizeof err);
+    assert_int_equal(bd_repo_unload(r, "zz", 2, &err), BD_ENOTFOUND);
+    assert_string_equal(err.msg, "unknown model 'zz'");
+
+    loaded_t l = {0};
+    load_now(r, "m", &l);
+    assert_int_equal(l.rc, 0);
+    assert_true(bd_model_ready(find_ok(r, "m", "1")));
+
+    /* An unload after a load was asked for wins when the load's result arrives. */
+    assert_int_equal(bd_repo_load(r, "m", 1, on_loaded, &l, &err), 0);
+    assert_int_equal(bd_repo_unload(r, "m", 1, &err), 0);
+    dispatch_until(r, &l, 2);
+    assert_int_equal(l.rc, BD_EBUSY);
+    assert_string_equal(l.msg, "model 'm' was unloaded while it loaded");
+    assert_false(bd_model_ready(find_ok(r, "m", NULL)));
+
+    /* A folder that does not exist: nothing is added. */
+    load_now(r, "nofolder", &l);
+    assert_int_equal(l.rc, BD_ENOTFOUND);
+    assert_string_equal(l.msg, "the repository has no model folder 'nofolder'");
+    assert_int_equal(bd_repo_count(r), 1);
+
+    /* A folder added after start loads. */
+    sim_versions(dir, "late", v1, 1, NULL);
+    load_now(r, "late", &l);
+    assert_int_equal(l.rc, 0);
+    assert_int_equal(bd_repo_count(r), 2);
+    assert_true(bd_model_ready(find_ok(r, "late", NULL)));
+
+    /* Names that are not folder names. */
+    static const char *const bad[] = {"", ".hidden", "..", "a/b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(bd_repo_load(r, bad[i], strlen(bad[i]), on_loaded, &l, &err), BD_EINVAL);
+        assert_string_equal(err.msg, "a model name must be a folder name of 1 to 255 bytes, "
+                                     "without '/' and not starting with '.'");
+    }
+    assert_int_equal(bd_repo_load(r, "a\0b", 3, on_loaded, &l, &err), BD_EINVAL);
+
+    /* After close: loads and unloads are refused. */
+    bd_repo_close(r);
+    assert_int_equal(bd_repo_load(r, "m", 1, on_loaded, &l, &err), BD_ESHUTDOWN);
+    assert_string_equal(err.msg, "the server is shutting down");
+    assert_int_equal(bd_repo_unload(r, "late", 4, &err), BD_ESHUTDOWN);
+    assert_int_equal(l.calls, 4);
+    bd_repo_free(r);
+    rm_tree(dir);
+}
+
 int main(void)
 {
     bd_log_set_level(BD_LOG_ERROR);
@@ -1277,6 +1599,9 @@ int main(void)
         cmocka_unit_test(test_repo_empty_dir),
         cmocka_unit_test(test_repo_models_versions_and_reasons),
         cmocka_unit_test(test_repo_onnx_model_without_runtime),
+        cmocka_unit_test(test_repo_version_policies),
+        cmocka_unit_test(test_repo_reload_swaps_after_load_and_keeps_old_alive),
+        cmocka_unit_test(test_repo_unload_and_load_by_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
