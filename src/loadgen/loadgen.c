@@ -238,7 +238,7 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
     c->t_start = t_start;
     c->woff = 0;
     L->in_flight++;
-    if (L->measuring || (is_open(L) && measured)) {
+    if (is_open(L) ? measured : L->measuring) {
         L->res->sent++;
     }
     if (c->fd >= 0) {
