@@ -730,7 +730,7 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
         int k = entry_index_of(e, m->vnum);
         if (!m->sched && rc == 0) {
             rc = BD_EUNAVAIL;
-            snprintf(msg, cap, "version %s: %s", m->version, m->reason);
+            snprintf(msg, cap, "version %s: %.440s", m->version, m->reason);
         }
         if (!m->sched && k >= 0 && old[k]->sched) {
             keep[k] = true;

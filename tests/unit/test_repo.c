@@ -114,14 +114,14 @@ static void write_file(const char *path, const void *data, size_t n)
 static void write_text(const char *dir, const char *name, const char *text)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_true((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) < sizeof path);
     write_file(path, text, strlen(text));
 }
 
 static void make_dir(const char *dir, const char *name)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_true((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) < sizeof path);
     if (mkdir(path, 0755) != 0) {
         fail_msg("cannot create %s: %s", path, strerror(errno));
     }
