@@ -64,6 +64,7 @@ struct bd_model_metrics {
     _Atomic uint64_t items;
     _Atomic uint64_t executions;
     _Atomic int64_t queue_depth;
+    _Atomic int64_t inflight;
     hist_t batch_size;
     hist_t queue_dur;
     hist_t compute_dur;
@@ -375,6 +376,18 @@ uint64_t bd_metrics_get_executions(bd_model_metrics_t *mm)
     return mm ? load_u64(&mm->executions) : 0;
 }
 
+void bd_metrics_inflight_add(bd_model_metrics_t *mm, int64_t delta)
+{
+    if (mm) {
+        atomic_fetch_add_explicit(&mm->inflight, delta, memory_order_relaxed);
+    }
+}
+
+int64_t bd_metrics_get_inflight(bd_model_metrics_t *mm)
+{
+    return mm ? atomic_load_explicit(&mm->inflight, memory_order_relaxed) : 0;
+}
+
 int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm)
 {
     return mm ? atomic_load_explicit(&mm->queue_depth, memory_order_relaxed) : 0;
@@ -462,6 +475,7 @@ typedef enum {
     F_COMPUTE_DUR,
     F_REQUEST_DUR,
     F_QUEUE_DEPTH,
+    F_INFLIGHT,
     F_COUNT_
 } family_t;
 
@@ -483,6 +497,8 @@ static const struct {
     [F_REQUEST_DUR] = {"batchd_request_duration_seconds", "histogram",
                        "Time from arrival until the request completed."},
     [F_QUEUE_DEPTH] = {"batchd_queue_depth", "gauge", "Requests waiting in the queue."},
+    [F_INFLIGHT] = {"batchd_inference_inflight", "gauge",
+                    "Requests accepted by the scheduler and not yet answered (queued or running)."},
 };
 
 static void render_family(bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
@@ -519,6 +535,10 @@ static void render_family(bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
     case F_QUEUE_DEPTH:
         put_series(out, name, "", mm);
         bd_buf_printf(out, "} %" PRId64 "\n", bd_metrics_get_queue_depth(mm));
+        break;
+    case F_INFLIGHT:
+        put_series(out, name, "", mm);
+        bd_buf_printf(out, "} %" PRId64 "\n", bd_metrics_get_inflight(mm));
         break;
     case F_COUNT_:
         break;

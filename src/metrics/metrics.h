@@ -46,11 +46,15 @@ void bd_metrics_batch(bd_model_metrics_t *mm, size_t rows);
 /* batchd_queue_depth += delta */
 void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta);
 
+/* batchd_inference_inflight += delta: accepted by the scheduler, not yet answered. */
+void bd_metrics_inflight_add(bd_model_metrics_t *mm, int64_t delta);
+
 /* Read back a counter (for tests and the statistics extension). */
 uint64_t bd_metrics_get_requests(bd_model_metrics_t *mm, bd_outcome_t outcome);
 uint64_t bd_metrics_get_items(bd_model_metrics_t *mm);
 uint64_t bd_metrics_get_executions(bd_model_metrics_t *mm);
 int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm);
+int64_t bd_metrics_get_inflight(bd_model_metrics_t *mm);
 
 /* ---- statistics extension (Triton's /v2/models/{m}/stats), from the same counters ----- */
 
@@ -100,6 +104,7 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_compute_duration_seconds{model,version}            histogram
  *   batchd_request_duration_seconds{model,version}            histogram
  *   batchd_queue_depth{model,version}                         gauge
+ *   batchd_inference_inflight{model,version}                  gauge
  * Each family has its # HELP and # TYPE lines once; every outcome is listed (0 included). */
 void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out);
 

@@ -514,6 +514,16 @@ static bd_req_t *take_expired(bd_sched_t *s, uint64_t now)
     return list;
 }
 
+/* Hand a finished request back to its owner; the in-flight gauge counts from a successful
+ * submit to here. No lock held. */
+static void complete(bd_sched_t *s, bd_req_t *r)
+{
+    bd_metrics_inflight_add(s->metrics, -1);
+    if (r->done) {
+        r->done(r, r->done_ctx); /* r belongs to the callee from here on */
+    }
+}
+
 /* Complete a take_expired list (no lock held). Returns how many. */
 static int complete_expired(bd_sched_t *s, bd_req_t *list)
 {
@@ -528,9 +538,7 @@ static int complete_expired(bd_sched_t *s, bd_req_t *list)
         bd_metrics_request(s->metrics, BD_OUTCOME_TIMEOUT);
         bd_metrics_request_fail_duration(s->metrics, now - r->arrival_us);
         n++;
-        if (r->done) {
-            r->done(r, r->done_ctx); /* r belongs to the callee from here on */
-        }
+        complete(s, r);
     }
     return n;
 }
@@ -1009,9 +1017,7 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     for (size_t k = 0; k < n; k++) {
         bd_req_t *r = in->batch[k];
         in->batch[k] = NULL;
-        if (r->done) {
-            r->done(r, r->done_ctx); /* r belongs to the callee from here on */
-        }
+        complete(s, r);
     }
 }
 
@@ -1310,6 +1316,7 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     s->depth++;
     s->rows_queued += rows;
     bd_metrics_queue_depth_add(s->metrics, 1);
+    bd_metrics_inflight_add(s->metrics, 1);
     if (s->cfg->delay_auto) {
         bd_sched_auto_arrival(&s->autod, now);
     }
@@ -1353,9 +1360,7 @@ int bd_sched_cancel(bd_sched_t *s, bd_req_t *req)
     bd_err_set(&req->err, BD_ECANCELLED, "the request was cancelled while queued");
     bd_metrics_request(s->metrics, BD_OUTCOME_CANCELLED);
     bd_metrics_request_fail_duration(s->metrics, now - req->arrival_us);
-    if (req->done) {
-        req->done(req, req->done_ctx);
-    }
+    complete(s, req);
     return 0;
 }
 
@@ -1481,9 +1486,7 @@ static void destroy(bd_sched_t *s)
         bd_err_set(&r->err, BD_ESHUTDOWN, "model '%s' version %" PRId64 " was unloaded",
                    s->model_name, s->cfg->version);
         bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
-        if (r->done) {
-            r->done(r, r->done_ctx);
-        }
+        complete(s, r);
     }
     for (int i = 0; i < s->n_inst; i++) {
         inst_dispose(s, &s->insts[i]);

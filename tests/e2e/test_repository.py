@@ -279,8 +279,12 @@ def test_unload_with_50_requests_in_flight_loses_none(explicit):
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
-    wait_for(lambda: (explicit.metric("batchd_queue_depth", model="slow", version="1") or 0)
-             >= 30, 10, "30 requests queued on 'slow'")
+    # Every one of the 50 must have reached the scheduler (queued or running) before the
+    # unload: a request that arrives after it rightly gets 503.
+    wait_for(lambda: (explicit.metric("batchd_inference_inflight", model="slow", version="1")
+                      or 0) + ((explicit.metric("batchd_inference_items_total", model="slow",
+                                                version="1") or 0) - (items_before or 0))
+             >= n, 10, "all 50 requests accepted on 'slow'")
     r = explicit.post("/v2/repository/models/slow/unload")
     assert r.status_code == 200, r.text
     rows = rows_of(index(explicit), "slow")

@@ -168,6 +168,9 @@ static void test_render_empty_registry_has_headers(void **state)
         "# TYPE batchd_request_duration_seconds histogram",
         "# HELP batchd_queue_depth Requests waiting in the queue.",
         "# TYPE batchd_queue_depth gauge",
+        "# HELP batchd_inference_inflight Requests accepted by the scheduler and not yet "
+        "answered (queued or running).",
+        "# TYPE batchd_inference_inflight gauge",
     };
     assert_int_equal(l.n, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < l.n; i++) {
@@ -192,6 +195,8 @@ static void test_render_counters_exact(void **state)
     bd_metrics_batch(mm, 4);
     bd_metrics_queue_depth_add(mm, 5);
     bd_metrics_queue_depth_add(mm, -2);
+    bd_metrics_inflight_add(mm, 4);
+    bd_metrics_inflight_add(mm, -1);
     lines_t l = render(m);
     size_t i = find_line(&l, "# TYPE batchd_inference_requests_total counter");
     const char *req[] = {
@@ -213,13 +218,17 @@ static void test_render_counters_exact(void **state)
                         "batchd_inference_executions_total{model=\"mlp\",version=\"1\"} 2");
     i = find_line(&l, "# TYPE batchd_queue_depth gauge");
     assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
+    i = find_line(&l, "# TYPE batchd_inference_inflight gauge");
+    assert_string_equal(l.lines[i + 1],
+                        "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
     assert_int_equal(i + 2, l.n);
+    assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
-    assert_int_equal(count_prefix(&l, "# TYPE "), 8);
-    assert_int_equal(count_prefix(&l, "# HELP "), 8);
-    /* 8 header pairs, 6 outcomes, items, executions, depth, 12 batch-size lines and 3 x 19
-     * duration lines. */
-    assert_int_equal(l.n, 16 + 6 + 3 + 12 + 3 * 19);
+    assert_int_equal(count_prefix(&l, "# TYPE "), 9);
+    assert_int_equal(count_prefix(&l, "# HELP "), 9);
+    /* 9 header pairs, 6 outcomes, items, executions, depth, inflight, 12 batch-size lines and
+     * 3 x 19 duration lines. */
+    assert_int_equal(l.n, 18 + 6 + 4 + 12 + 3 * 19);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -343,7 +352,7 @@ static void test_render_models_in_registration_order(void **state)
     assert_string_equal(l.lines[i + 3], "# HELP batchd_inference_executions_total Model "
                                         "executions (batches run by the backend).");
     assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 12);
-    assert_int_equal(l.n, 16 + 2 * (6 + 3 + 12 + 3 * 19));
+    assert_int_equal(l.n, 18 + 2 * (6 + 4 + 12 + 3 * 19));
     lines_free(&l);
     bd_metrics_free(m);
 }

@@ -1545,8 +1545,10 @@ static void test_pressure_cancel_queued_only(void **state)
         r[i] = mk_prio(0, 10000, (float)i);
         submit_ok(&fx, r[i]);
     }
+    assert_int_equal(bd_metrics_get_inflight(fx.mm), 3);
     fake_now = 1250;
     assert_int_equal(bd_sched_cancel(fx.s, r[1]), 0);
+    assert_int_equal(bd_metrics_get_inflight(fx.mm), 2);
     assert_int_equal(g_log.n, 1); /* its callback ran before cancel returned */
     assert_ptr_equal(g_log.reqs[0], r[1]);
     assert_int_equal(r[1]->status, BD_ECANCELLED);
@@ -1564,6 +1566,7 @@ static void test_pressure_cancel_queued_only(void **state)
     /* Already run: nothing happens. */
     assert_int_equal(bd_sched_cancel(fx.s, r[2]), BD_EBUSY);
     assert_int_equal(g_log.n, 3);
+    assert_int_equal(bd_metrics_get_inflight(fx.mm), 0);
     bd_model_stats_t st;
     bd_metrics_stats(fx.mm, &st);
     assert_int_equal(st.fail.count, 2);
