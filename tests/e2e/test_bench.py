@@ -28,6 +28,14 @@ META = {"name": "fake", "versions": ["1"], "platform": "fake", "max_batch_size":
         "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 4]}]}
 
 
+class _Listener(ThreadingHTTPServer):
+    # listen() runs inside the constructor, so the backlog must be a class attribute: with
+    # socketserver's default of 5, the SYNs of a burst of new connections overflow and are
+    # retried a second later, which looks like a generator that fell behind.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class FakeServer:
     """delay: seconds before each infer reply; serial: one infer at a time (a server that
     cannot keep up); fail_every: every Nth infer answers 503; close: `Connection: close` on
@@ -86,9 +94,7 @@ class FakeServer:
                 else:
                     self.reply(200, {"model_name": "fake", "outputs": []}, close=outer.close)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.request_queue_size = 512
+        self.httpd = _Listener(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
