@@ -21,7 +21,7 @@ typedef struct {
     const char *url, *model, *version;
     const char *concurrency, *rate, *distribution;
     uint64_t duration_us, warmup_us, window_us, max_duration_us, timeout_us, max_send_lag_us;
-    int64_t requests, batch, stable_windows, max_connections, seed;
+    int64_t requests, batch, stable_windows, max_connections, seed, burst;
     double stable_pct;
     bool binary, quiet;
     const char *data, *json, *csv, *plot, *title;
@@ -52,7 +52,9 @@ static const bopt_t bopts[] = {
     {"--rate", O_STR, OFF(rate), NULL, 0, 0,
      "open loop: comma list of request rates per second, e.g. 50,100,200"},
     {"--distribution", O_STR, OFF(distribution), "constant", 0, 0,
-     "open-loop send times: constant or poisson"},
+     "open-loop send times: constant, poisson, or bursty (--burst requests at once)"},
+    {"--burst", O_INT, OFF(burst), "16", 1, 100000,
+     "bursty: requests sent together; bursts keep the mean --rate"},
     {"--duration", O_DUR, OFF(duration_us), "10s", 0.001, 86400,
      "measured time per level (10s, 500ms, 2m)"},
     {"--requests", O_INT, OFF(requests), "0", 0, 1e12,
@@ -322,6 +324,7 @@ int bd_cli_bench(int argc, char **argv)
         .max_connections = (int)o.max_connections,
         .max_send_lag_us = o.max_send_lag_us,
         .seed = (uint64_t)o.seed,
+        .burst = (int)o.burst,
         .quiet = o.quiet,
     };
     if (ro.window_us == 0) { /* the default, stated so that the JSON echoes what ran */
@@ -329,8 +332,11 @@ int bd_cli_bench(int argc, char **argv)
     }
     if (strcmp(o.distribution, "poisson") == 0) {
         ro.distribution = BD_LG_POISSON;
+    } else if (strcmp(o.distribution, "bursty") == 0) {
+        ro.distribution = BD_LG_BURSTY;
     } else if (strcmp(o.distribution, "constant") != 0) {
-        fprintf(stderr, "batchd bench: --distribution must be constant or poisson, got '%s'\n",
+        fprintf(stderr,
+                "batchd bench: --distribution must be constant, poisson or bursty, got '%s'\n",
                 o.distribution);
         return 2;
     }

@@ -67,13 +67,15 @@ void bd_lg_sched_init(bd_lg_sched_t *s, bd_lg_dist_t dist, double rate, uint64_t
     memset(s, 0, sizeof *s);
     s->dist = dist;
     s->rate = rate;
+    s->burst = 16;
     bd_lg_rng_seed(&s->rng, seed);
 }
 
 uint64_t bd_lg_sched_next(bd_lg_sched_t *s)
 {
-    if (s->dist == BD_LG_CONSTANT) {
-        double t = (double)s->k * 1e6 / s->rate;
+    if (s->dist == BD_LG_CONSTANT || s->dist == BD_LG_BURSTY) {
+        uint64_t k = s->dist == BD_LG_BURSTY ? s->k - s->k % (uint64_t)s->burst : s->k;
+        double t = (double)k * 1e6 / s->rate;
         s->k++;
         return (uint64_t)t;
     }

@@ -622,6 +622,9 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
 
     bd_lg_sched_t sched;
     bd_lg_sched_init(&sched, ro->distribution, level, ro->seed);
+    if (ro->burst > 0) {
+        sched.burst = ro->burst;
+    }
     uint64_t now = bd_now_us();
     L.t_begin = now;
     L.t0 = now + ro->warmup_us;

@@ -122,7 +122,7 @@ void bd_lg_target_dispose(bd_lg_target_t *t);
 /* ---- running a level ------------------------------------------------------------------- */
 
 typedef enum { BD_LG_CLOSED = 0, BD_LG_OPEN } bd_lg_mode_t;
-typedef enum { BD_LG_CONSTANT = 0, BD_LG_POISSON } bd_lg_dist_t;
+typedef enum { BD_LG_CONSTANT = 0, BD_LG_POISSON, BD_LG_BURSTY } bd_lg_dist_t;
 
 /* Error kinds besides HTTP status codes. */
 typedef enum {
@@ -151,6 +151,7 @@ typedef struct {
     uint64_t max_send_lag_us;  /* open loop: p99 send lag above this flags the generator as
                                 * fallen behind (0: 10000) */
     uint64_t seed;             /* Poisson schedule */
+    int burst;                 /* bursty schedule: requests per burst (0: 16) */
     bool quiet;                /* no progress line */
 } bd_lg_run_opts_t;
 

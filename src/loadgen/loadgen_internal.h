@@ -21,10 +21,12 @@ double bd_lg_rng_unit(bd_lg_rng_t *r);
 
 /* Send times as offsets from the level's start. Constant: request k at exactly k * 1e6/rate
  * microseconds (computed from k, so no rounding drifts in). Poisson: independent exponential
- * gaps with mean 1e6/rate. */
+ * gaps with mean 1e6/rate. Bursty: `burst` requests at the same instant, bursts spaced so
+ * the mean rate is still `rate` (burst b at b * burst * 1e6/rate). */
 typedef struct {
     bd_lg_dist_t dist;
     double rate; /* requests per second, > 0 */
+    int burst;   /* bursty: requests per burst, >= 1 (bd_lg_sched_init sets 16) */
     uint64_t k;  /* requests scheduled so far */
     double t_us; /* Poisson: the last send time */
     bd_lg_rng_t rng;

@@ -232,9 +232,12 @@ static void json_config(bd_buf_t *b, const bd_lg_config_t *cfg, const bd_lg_resu
         }
         bd_buf_putc(b, ']');
         jkey(b, &f, "distribution");
-        jstr(b, ro->mode == BD_LG_OPEN
-                    ? (ro->distribution == BD_LG_POISSON ? "poisson" : "constant")
-                    : NULL);
+        static const char *const dists[] = {"constant", "poisson", "bursty"};
+        jstr(b, ro->mode == BD_LG_OPEN ? dists[ro->distribution] : NULL);
+        if (ro->mode == BD_LG_OPEN && ro->distribution == BD_LG_BURSTY) {
+            jkey(b, &f, "burst");
+            put_num(b, ro->burst > 0 ? ro->burst : 16);
+        }
         jkey(b, &f, "warmup_s");
         put_num(b, (double)ro->warmup_us / 1e6);
         jkey(b, &f, "duration_s");

@@ -167,6 +167,21 @@ static void test_constant_schedule_is_exact(void **state)
     assert_int_equal(last, (uint64_t)(1000000.0 * 1e6 / 7.0));
 }
 
+static void test_bursty_schedule_keeps_the_mean_rate(void **state)
+{
+    (void)state;
+    bd_lg_sched_t s;
+    bd_lg_sched_init(&s, BD_LG_BURSTY, 100.0, 1);
+    s.burst = 4;
+    /* Bursts of 4 at once, 40 ms apart: 100 requests/s on average. */
+    const uint64_t want[] = {0, 0, 0, 0, 40000, 40000, 40000, 40000, 80000};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        assert_int_equal(bd_lg_sched_next(&s), want[k]);
+    }
+    bd_lg_sched_init(&s, BD_LG_BURSTY, 50.0, 1);
+    assert_int_equal(s.burst, 16); /* the default */
+}
+
 static void test_poisson_schedule_mean_and_spread(void **state)
 {
     (void)state;
@@ -637,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_hdr_clamps_above_highest),
         cmocka_unit_test(test_hdr_merge_equals_recording_all),
         cmocka_unit_test(test_constant_schedule_is_exact),
+        cmocka_unit_test(test_bursty_schedule_keeps_the_mean_rate),
         cmocka_unit_test(test_poisson_schedule_mean_and_spread),
         cmocka_unit_test(test_http_content_length_any_split),
         cmocka_unit_test(test_http_chunked_any_split),
