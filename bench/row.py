@@ -4,6 +4,7 @@
   row.py http   WRK_JSON MODEL MODE CONCURRENCY EXEC0 EXEC1 ITEMS0 ITEMS1
   row.py inproc MODEL < ort_inproc's JSON line
   row.py floor  WRK_JSON NAME
+  row.py delay  BENCH_JSON MODEL LOAD DELAY EXEC0 EXEC1 ITEMS0 ITEMS1
 """
 import json
 import sys
@@ -31,9 +32,22 @@ def floor(path, name):
     print(f"| {name} | {rps:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} |")
 
 
+def delay(path, model, load, d, e0, e1, i0, i1):
+    (lv,) = json.load(open(path))["levels"]
+    e0, e1, i0, i1 = (float(x or 0) for x in (e0, e1, i0, i1))
+    batch = (i1 - i0) / (e1 - e0) if e1 > e0 else 0.0
+    lat = lv["latency_us"]
+    transport = sum(v for k, v in lv["errors"].items() if not k.startswith("http_"))
+    failed = lv["responses"] - lv["status_counts"].get("200", 0) + transport
+    print(f"| {model} | {load} | {d} | {lv['offered_rps']:,.0f} | {lv['achieved_rps']:,.0f} | "
+          f"{lat['p50'] / 1000:.2f} | {lat['p99'] / 1000:.2f} | {batch:.1f} | {failed} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "http":
         http(*sys.argv[2:10])
+    elif sys.argv[1] == "delay":
+        delay(*sys.argv[2:10])
     elif sys.argv[1] == "floor":
         floor(*sys.argv[2:4])
     else:

@@ -16,6 +16,7 @@ void bd_sched_auto_arrival(bd_sched_auto_t *a, uint64_t now_us)
     if (a->arrivals > 0 && now_us >= a->last_arrival_us) {
         double gap = (double)(now_us - a->last_arrival_us);
         a->gap_us = a->arrivals == 1 ? gap : a->gap_us + (gap - a->gap_us) / 8.0;
+        a->last_gap_us = gap;
     }
     a->last_arrival_us = now_us;
     a->arrivals++;
@@ -92,8 +93,10 @@ uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t 
     if (cost / (n * g * (double)(instances > 0 ? instances : 1)) < BD_AUTO_MIN_LOAD) {
         return 0;
     }
+    /* The pace now: inside a burst the newest gap is far below the average. */
+    double pace = a->last_gap_us > 0 && a->last_gap_us < g ? a->last_gap_us : g;
     /* The epsilon keeps a fit of 1999.9999 us from losing a whole request to rounding. */
-    double target = 1.0 + floor(fixed / g + 1e-6);
+    double target = 1.0 + floor(fixed / pace + 1e-6);
     if (per > 0) {
         double by_share = floor(3.0 * fixed / per + 1e-6);
         target = by_share < target ? by_share : target;
@@ -110,5 +113,10 @@ uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t 
     uint64_t hold =
         fixed < (double)BD_AUTO_MAX_HOLD_US ? (uint64_t)llround(fixed) : BD_AUTO_MAX_HOLD_US;
     uint64_t until = head_arrival_us + hold;
+    double quiet = 2.0 * pace > BD_AUTO_MIN_QUIET_US ? 2.0 * pace : BD_AUTO_MIN_QUIET_US;
+    uint64_t burst_over = a->last_arrival_us + (uint64_t)llround(quiet);
+    if (burst_over < until) {
+        until = burst_over;
+    }
     return until > now_us ? until : 0;
 }

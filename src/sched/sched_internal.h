@@ -26,6 +26,8 @@
 /* ...and the instance is at least this busy running batches of the current size (below it
  * there is spare capacity, so nothing is gained by making a request wait). */
 #define BD_AUTO_MIN_LOAD 0.5
+/* The shortest pause in arrivals that counts as "the burst is over". */
+#define BD_AUTO_MIN_QUIET_US 100.0
 
 typedef struct {
     /* Exponentially weighted least-squares sums of (n, t) over executed batches. */
@@ -34,6 +36,7 @@ typedef struct {
     /* Arrivals: an exponentially weighted mean of the gap between requests (1/8 weight for
      * the newest gap). */
     double gap_us;
+    double last_gap_us; /* the newest gap alone: the pace inside a burst */
     uint64_t last_arrival_us;
     uint64_t arrivals;
 } bd_sched_auto_t;
@@ -64,10 +67,14 @@ double bd_sched_auto_gap(const bd_sched_auto_t *a, uint64_t now_us);
  *     model whose cost is linear in n, like a CNN on a CPU, never waits);
  *   - (a + b*rows) / (rows * g * instances) >= BD_AUTO_MIN_LOAD: running batches this small
  *     would keep the instances busy (at low load a lone request is not held);
- *   - rows < target = min(max_rows, 1 + a/g, 3a/b): the size the requests expected within
- *     one fixed cost reach, and beyond which the fixed share drops under 25%.
- * It then holds until head_arrival_us + min(a, BD_AUTO_MAX_HOLD_US): waiting longer than one
- * fixed cost cannot pay for itself. */
+ *   - rows < target = min(max_rows, 1 + a/p, 3a/b), with p = min(g, the newest gap): the
+ *     size the requests expected within one fixed cost reach at the current pace (inside a
+ *     burst that pace is far faster than the average), and beyond which the fixed share
+ *     drops under 25%.
+ * It then holds until head_arrival_us + min(a, BD_AUTO_MAX_HOLD_US) (waiting longer than one
+ * fixed cost cannot pay for itself), or until no request came for max(2p,
+ * BD_AUTO_MIN_QUIET_US) after the last one, whichever is first: when a burst ends, its batch
+ * goes at once instead of being cut into pieces by a target sized for the average gap. */
 uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t max_rows,
                                   int instances, uint64_t head_arrival_us, uint64_t now_us,
                                   size_t *target_rows);

@@ -1827,8 +1827,9 @@ static void test_pressure_auto_delay_learner(void **state)
     size_t target = 0;
     uint64_t last;
 
-    /* Large fixed cost per call, requests every 200 us: hold for one fixed cost, aim for the
-     * requests expected within it. */
+    /* Large fixed cost per call, requests every 200 us: aim for the requests expected within
+     * one fixed cost, and hold while they keep coming at that pace (2 x 200 us of quiet ends
+     * the hold; one fixed cost is the limit). */
     bd_sched_auto_t big = {0};
     feed(&big, 2000, 100, 200, 7);
     assert_false(bd_sched_auto_fit(&big, &a, &b)); /* 7 batches: not yet */
@@ -1839,11 +1840,14 @@ static void test_pressure_auto_delay_learner(void **state)
     assert_true(bd_sched_auto_fit(&big, &a, &b));
     assert_true(a > 1999.9 && a < 2000.1);
     assert_true(b > 99.99 && b < 100.01);
-    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last, last, &target), last + 2000);
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last, last, &target), last + 400);
     assert_int_equal(target, 11); /* 1 + 2000 / 200 */
     assert_int_equal(bd_sched_auto_hold_until(&big, 11, 32, 1, last, last, &target), 0);
-    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 8, 1, last, last, &target), last + 2000);
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 8, 1, last, last, &target), last + 400);
     assert_int_equal(target, 8); /* never beyond max_batch_size */
+    /* The head's own limit comes first when it arrived long ago. */
+    assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last - 1800, last, &target),
+                     last + 200);
     /* The load stopped: 5 ms since the last arrival is longer than the fixed cost. */
     assert_int_equal(bd_sched_auto_hold_until(&big, 1, 32, 1, last, last + 5000, &target), 0);
 
@@ -1866,6 +1870,20 @@ static void test_pressure_auto_delay_learner(void **state)
     assert_true(bd_sched_auto_fit(&cnn, &a, &b));
     assert_true(a > 49.9 && a < 50.1);
     assert_int_equal(bd_sched_auto_hold_until(&cnn, 1, 32, 1, last, last, NULL), 0);
+
+    /* A burst: after a quiet spell, requests arrive 50 us apart. The average gap says "about
+     * 3 rows"; the pace inside the burst says "as many as come", so the batch is not cut at 3
+     * and goes once the burst is over (100 us of quiet). */
+    bd_sched_auto_t burst = {0};
+    feed(&burst, 2000, 100, 1000, 16);
+    uint64_t t = 10000 + 39 * 1000 + 16000;
+    for (int i = 0; i < 15; i++) {
+        bd_sched_auto_arrival(&burst, t + (uint64_t)i * 50);
+    }
+    last = t + 14 * 50;
+    assert_int_equal(bd_sched_auto_hold_until(&burst, 3, 32, 1, t, last, &target), last + 100);
+    assert_int_equal(target, 32); /* 1 + 2000 / 50, capped by max_batch_size */
+    assert_int_equal(bd_sched_auto_hold_until(&burst, 15, 32, 1, t, last + 100, &target), 0);
 
     /* Every batch the same size: the slope is unknown, so nothing is held. */
     bd_sched_auto_t same = {0};
@@ -1902,11 +1920,14 @@ static void run_auto(uint64_t fixed, uint64_t per, bool expect_hold)
         assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
     } else {
         assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
-        assert_int_equal(wake, arrival + fixed);
+        /* Held while requests keep coming at the recent pace (~200 us apart)... */
+        assert_true(wake > arrival && wake < arrival + fixed);
         fake_now += 200;
         submit_ok(&fx, mk_req(1, 1, 0, 0));
         assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
-        fake_now = arrival + fixed;
+        assert_true(wake > fake_now && wake <= arrival + fixed);
+        /* ...and nobody came since: the pair goes at the quiet deadline. */
+        fake_now = wake;
         assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
     }
     cost_fixed = 0;
