@@ -14,6 +14,7 @@
 # size formed (from /metrics) and failures. Markdown on stdout and in bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 MODELS=${1:-../shared/models}
 SECS=${2:-5}
 BIN=${BATCHD_BIN:-build/batchd}
@@ -44,17 +45,7 @@ JSON
     fi
   done
 done
-"$BIN" serve --model-repository "$repo" --http-port 0 2> "$work/server.log" &
-srv=$!
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/server.log" 2>/dev/null | sed 's/.*port=//' || true)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { echo "delay: server did not start"; cat "$work/server.log"; exit 1; }
-url=http://127.0.0.1:$port
-metric() { curl -s "$url/metrics" | awk -v n="$1" -v m="$2" '$0 ~ "^"n"\\{" && $0 ~ "model=\""m"\"" {print $2}'; }
+start_server "$repo"
 
 # load NAME -> "bench args" per model
 load_args() {

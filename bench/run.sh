@@ -11,6 +11,7 @@
 # writes it to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 MODELS=${1:-../shared/models}
 SECS=${2:-5}
 CONC=${BENCH_CONCURRENCY:-"1 8 32 64"}
@@ -34,20 +35,7 @@ for m in mlp mobilenet_v2; do
   done
 done
 
-"$BIN" serve --model-repository "$repo" --http-port 0 2> "$work/server.log" &
-srv=$!
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/server.log" 2>/dev/null | sed 's/.*port=//' || true)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { echo "bench: server did not start"; cat "$work/server.log"; exit 1; }
-url=http://127.0.0.1:$port
-
-metric() { # metric NAME MODEL -> value
-  curl -s "$url/metrics" | awk -v n="$1" -v m="$2" '$0 ~ "^"n"\\{" && $0 ~ "model=\""m"\"" {print $2}'
-}
+start_server "$repo"
 
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).md
 {

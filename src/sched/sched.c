@@ -1128,6 +1128,20 @@ static void timed_wait(bd_sched_t *s, pthread_cond_t *cv, uint64_t rel_us)
     pthread_cond_timedwait(cv, &s->mu, &ts);
 }
 
+/* With mu held: complete every queued request whose deadline passed (mu is released while
+ * their callbacks run). True when it completed any, so the caller re-reads the queue. */
+static bool expire_due(bd_sched_t *s, uint64_t now)
+{
+    bd_req_t *expired = take_expired(s, now);
+    if (!expired) {
+        return false;
+    }
+    pthread_mutex_unlock(&s->mu);
+    complete_expired(s, expired);
+    pthread_mutex_lock(&s->mu);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     inst_t *in = arg;
@@ -1135,11 +1149,7 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         uint64_t now = bd_clock_now(&s->clock);
-        bd_req_t *expired = take_expired(s, now);
-        if (expired) {
-            pthread_mutex_unlock(&s->mu);
-            complete_expired(s, expired);
-            pthread_mutex_lock(&s->mu);
+        if (expire_due(s, now)) {
             continue;
         }
         uint64_t wake;
@@ -1176,11 +1186,7 @@ static void *timer_main(void *arg)
     pthread_mutex_lock(&s->mu);
     while (!s->timer_stop) {
         uint64_t now = bd_clock_now(&s->clock);
-        bd_req_t *expired = take_expired(s, now);
-        if (expired) {
-            pthread_mutex_unlock(&s->mu);
-            complete_expired(s, expired);
-            pthread_mutex_lock(&s->mu);
+        if (expire_due(s, now)) {
             continue;
         }
         s->timer_wake = s->heap_n > 0 ? s->heap[0]->deadline_us : UINT64_MAX;

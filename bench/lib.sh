@@ -1,0 +1,20 @@
+# bench/lib.sh: sourced by the bench scripts. Needs BIN and work (a temp folder) set.
+
+# start_server REPO: serve REPO on a free port; sets srv (pid) and url, or exits with the log.
+start_server() {
+  "$BIN" serve --model-repository "$1" --http-port 0 2> "$work/server.log" &
+  srv=$!
+  local port=""
+  for _ in $(seq 1 300); do
+    port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/server.log" 2>/dev/null | sed 's/.*port=//' || true)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { echo "bench: server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
+  url=http://127.0.0.1:$port
+}
+
+# metric NAME MODEL: the value of a per-model series on /metrics.
+metric() {
+  curl -s "$url/metrics" | awk -v n="$1" -v m="$2" '$0 ~ "^"n"\\{" && $0 ~ "model=\""m"\"" {print $2}'
+}
