@@ -147,7 +147,7 @@ class OrtError(Exception):
 
 class Ort:
     """Just enough of the ONNX Runtime C API (by slot number, see
-    /work/shared/onnxruntime/ortapi-slots.tsv) to load a model and run it on CPU."""
+    ../shared/onnxruntime/ortapi-slots.tsv) to load a model and run it on CPU."""
 
     API_VERSION = 30
     SLOTS = {"GetErrorMessage": 2, "CreateEnv": 3, "CreateSession": 7, "Run": 9,

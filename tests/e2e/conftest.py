@@ -8,7 +8,7 @@ binary tensor extension and the project's issue text.
 
 Pieces:
 - Repo: builds a model repository (sim models from a config dict, ONNX models symlinked from
-  /work/shared/models or build/test-models, broken models with garbage bytes).
+  ../shared/models or build/test-models, broken models with garbage bytes).
 - Server: one batchd process; its stdout+stderr are drained by a thread into a log, the port
   is read from the `http listening host=127.0.0.1 port=N` line; stop() sends SIGTERM, waits,
   and checks the exit code and the log for sanitizer reports.
@@ -33,7 +33,9 @@ import requests
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BATCHD_BIN = os.environ.get("BATCHD_BIN", os.path.join(ROOT, "build", "batchd"))
-SHARED_MODELS = "/work/shared/models"
+# ../shared/models beside the checkout (where CI puts it); BD_SHARED_MODELS overrides.
+SHARED_MODELS = os.environ.get("BD_SHARED_MODELS",
+                               os.path.abspath(os.path.join(ROOT, "..", "shared", "models")))
 BUILD_TEST_MODELS = os.path.join(ROOT, "build", "test-models")
 BUILD_BAD_MODELS = BUILD_TEST_MODELS + "-bad"  # models batchd must refuse (make_models --bad-out)
 LSAN_SUPP = os.path.join(ROOT, "tests", "lsan.supp")
@@ -102,7 +104,7 @@ def _generate_test_models(tmp_root):
 
 
 def find_onnx_model(name, tmp_root=None):
-    """Path of <name>/1/model.onnx from /work/shared/models, build/test-models or a freshly
+    """Path of <name>/1/model.onnx from ../shared/models, build/test-models or a freshly
     generated set; None when none has it."""
     for base in (SHARED_MODELS, BUILD_TEST_MODELS, BUILD_BAD_MODELS):
         p = os.path.join(base, name, "1", "model.onnx")

