@@ -168,7 +168,9 @@ static int parse_queue_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
     {
         char *end = NULL;
         long level = strtol(key, &end, 10);
-        if (!*key || *end || level < 1 || level > cfg->priority_levels) {
+        /* Plain digits only: "01", " 1" or "+1" would name a level twice. */
+        if (!*key || *end || key[0] < '1' || key[0] > '9' || level < 1 ||
+            level > cfg->priority_levels) {
             return bd_err_set(err, BD_EINVAL,
                               "config.json: priority_queue_policy key '%s' must be a level from 1 "
                               "to priority_levels (%d)",
@@ -451,7 +453,9 @@ static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
     }
     if ((v = json_object_get(root, "device"))) {
         const char *d = json_is_string(v) ? json_string_value(v) : "";
-        if (strcmp(d, "cpu") != 0 && strncmp(d, "cuda:", 5) != 0) {
+        bool cuda = strncmp(d, "cuda:", 5) == 0 && d[5] && strlen(d + 5) <= 3 &&
+                    strspn(d + 5, "0123456789") == strlen(d + 5);
+        if (strcmp(d, "cpu") != 0 && !cuda) {
             return bd_err_set(err, BD_EINVAL,
                               "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
         }

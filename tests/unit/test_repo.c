@@ -508,6 +508,8 @@ static void test_config_top_level_errors(void **state)
     expect_bad("{\"device\": \"gpu\"}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
     expect_bad("{\"device\": 0}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
     expect_bad("{\"device\": \"CPU\"}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
+    expect_bad("{\"device\": \"cuda:\"}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
+    expect_bad("{\"device\": \"cuda:x\"}", "config.json: 'device' must be \"cpu\" or \"cuda:N\"");
 }
 
 static void test_config_integer_errors(void **state)
@@ -609,6 +611,11 @@ static void test_config_priority_errors(void **state)
     expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
                "\"priority_queue_policy\": {\"0\": {}}}}",
                "config.json: priority_queue_policy key '0' must be a level from 1 to "
+               "priority_levels (3)");
+    /* "01" would be a second spelling of level 1. */
+    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
+               "\"priority_queue_policy\": {\"01\": {}}}}",
+               "config.json: priority_queue_policy key '01' must be a level from 1 to "
                "priority_levels (3)");
     expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
                "\"priority_queue_policy\": {\"high\": {}}}}",
