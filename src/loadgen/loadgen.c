@@ -6,7 +6,9 @@
  * Latency runs from the moment a request is issued (connect time included after a
  * reconnect). Replies and errors that end while measuring are counted.
  *
- * Open loop: send times come from a schedule (constant or Poisson) that never waits for
+ * Threads: one, the caller's; the loop owns every connection and the level's histograms.
+ *
+ * Open loop: send times come from a schedule (constant, Poisson or bursty) that never waits for
  * replies. A due request takes an idle connection or opens a new one (up to
  * max_connections); if none can be had it waits in a FIFO. Its latency always runs from its
  * scheduled time, so a slow server cannot hide its queueing in the generator's (no
