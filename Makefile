@@ -33,7 +33,7 @@ PORT       ?= 8000
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
 .PHONY: setup build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
-        bench valgrind clean distclean
+        bench valgrind format format-check clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
 # ASan's own `suppressions=` would reject the file's `leak:` lines.
@@ -101,7 +101,15 @@ asan-e2e: asan-build
 	@test -x $(ASAN_BUILD)/batchd || { echo "make: $(ASAN_BUILD)/batchd was not built" >&2; exit 1; }
 	$(ASAN_ENV) BATCHD_BIN=$(CURDIR)/$(ASAN_BUILD)/batchd $(PYTEST)
 
-test: setup build test-models unit e2e asan
+# clang-format 14 with the repository's .clang-format; `make format` rewrites in place.
+FORMAT_FILES = $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c)
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+test: setup build test-models format-check unit e2e asan
 
 bench: build
 	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd ORT_INPROC_BIN=$(BUILD)/ort_inproc bash bench/run.sh

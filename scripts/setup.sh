@@ -29,6 +29,7 @@ ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 #   python3 python3-pytest python3-requests   end-to-end tests (run with /usr/bin/python3)
 #   python3-numpy python3-sklearn python3-onnx making the demo and test models
 #   clang libclang-rt-14-dev             libFuzzer targets (clang's fuzzer and sanitizer runtimes)
+#   clang-format                         the formatting check in make test (Debian 14.x)
 #   valgrind wrk nginx-light             leak checks; HTTP benchmarks (nginx: the `return 200` yardstick)
 #   npm (only when no `npm` command exists) fetching onnxruntime-node below
 PACKAGES=(
@@ -36,7 +37,7 @@ PACKAGES=(
     libh2o-evloop-dev libssl-dev libwslay-dev
     libjansson-dev libcmocka-dev
     python3 python3-pytest python3-requests python3-numpy python3-sklearn python3-onnx
-    clang libclang-rt-14-dev
+    clang libclang-rt-14-dev clang-format
     valgrind wrk nginx-light
 )
 

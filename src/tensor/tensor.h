@@ -78,15 +78,15 @@ typedef struct {
 } bd_output_req_t;
 
 typedef struct {
-    const char *id;           /* arena; NULL when the request had none */
-    bd_tensor_t *inputs;      /* arena */
+    const char *id;      /* arena; NULL when the request had none */
+    bd_tensor_t *inputs; /* arena */
     size_t n_inputs;
     bd_output_req_t *outputs; /* arena; NULL/0: every output of the model */
     size_t n_outputs;
-    bool binary_default;      /* parameters.binary_data_output: outputs not listed go binary */
-    int64_t priority;         /* parameters.priority, 0 when absent */
-    uint64_t timeout_us;      /* parameters.timeout, 0 when absent */
-    bool sim_fail;            /* parameters.sim_fail: the sim backend fails this one's batch */
+    bool binary_default; /* parameters.binary_data_output: outputs not listed go binary */
+    int64_t priority;    /* parameters.priority, 0 when absent */
+    uint64_t timeout_us; /* parameters.timeout, 0 when absent */
+    bool sim_fail;       /* parameters.sim_fail: the sim backend fails this one's batch */
 } bd_infer_req_t;
 
 typedef struct {

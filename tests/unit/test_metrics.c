@@ -219,8 +219,7 @@ static void test_render_counters_exact(void **state)
     i = find_line(&l, "# TYPE batchd_queue_depth gauge");
     assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
     i = find_line(&l, "# TYPE batchd_inference_inflight gauge");
-    assert_string_equal(l.lines[i + 1],
-                        "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
+    assert_string_equal(l.lines[i + 1], "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
     assert_int_equal(i + 2, l.n);
     assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
