@@ -11,7 +11,14 @@
 #   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
 #   make test        setup, build, test-models, unit, e2e, asan (in that order)
 #   make bench       bench/run.sh
-#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (dist# The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
+#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (dist# ThreadSanitizer over the threaded unit tests (scheduler, metrics, core). ONNX Runtime is
+# not built with TSan, so the backend's tests stay out of this run.
+tsan:
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBD_SANITIZE=thread
+	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target test_sched test_metrics test_core
+	ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core)$$'
+
+# The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
 valgrind: build demo
 	bash tests/valgrind.sh $(BUILD)/batchd $(DEMO)
 
@@ -33,7 +40,7 @@ PORT       ?= 8000
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
 .PHONY: setup build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
-        bench valgrind format format-check clean distclean
+        bench valgrind tsan format format-check clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
 # ASan's own `suppressions=` would reject the file's `leak:` lines.
