@@ -40,6 +40,9 @@
 #define CONFIG_MAX_BYTES (1u << 20)
 #define MAX_VERSION_FOLDERS 4096
 #define MAX_NAME_BYTES 255
+/* Bounds on what clients can make the repository hold through the load endpoint. */
+#define MAX_MODELS 4096      /* entries in the table (a load may name a folder not seen yet) */
+#define MAX_PENDING_LOADS 64 /* load requests queued for the loader thread */
 
 typedef struct entry entry_t;
 typedef struct op op_t;
@@ -1193,6 +1196,14 @@ int bd_repo_load(bd_repo_t *r, const char *name, size_t name_len, bd_repo_done_c
     }
     if (r->closing) {
         return bd_err_set(err, BD_ESHUTDOWN, "the server is shutting down");
+    }
+    if (r->pending >= MAX_PENDING_LOADS) {
+        return bd_err_set(err, BD_EFULL, "%d model loads are already waiting; retry later",
+                          MAX_PENDING_LOADS);
+    }
+    if (r->n >= MAX_MODELS && !entry_find(r, name, name_len, NULL)) {
+        return bd_err_set(err, BD_EFULL, "the repository already tracks %d models",
+                          MAX_MODELS);
     }
     op_t *op = op_new(name, name_len);
     entry_t *e = op ? entry_get(r, name, name_len) : NULL;
