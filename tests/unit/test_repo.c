@@ -1558,6 +1558,18 @@ static void test_repo_unload_and_load_by_request(void **state)
     assert_int_equal(bd_repo_count(r), 2);
     assert_true(bd_model_ready(find_ok(r, "late", NULL)));
 
+    /* Loads queue up to a bound (answers come only through dispatch, so nothing drains them
+     * meanwhile): the 65th is refused at once with the reason. */
+    loaded_t many = {0};
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(bd_repo_load(r, "late", 4, on_loaded, &many, &err), 0);
+    }
+    memset(&err, 0, sizeof err);
+    assert_int_equal(bd_repo_load(r, "late", 4, on_loaded, &many, &err), BD_EFULL);
+    assert_string_equal(err.msg, "64 model loads are already waiting; retry later");
+    dispatch_until(r, &many, 64);
+    assert_true(bd_model_ready(find_ok(r, "late", NULL)));
+
     /* Names that are not folder names. */
     static const char *const bad[] = {"", ".hidden", "..", "a/b"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
