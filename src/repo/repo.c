@@ -1202,8 +1202,7 @@ int bd_repo_load(bd_repo_t *r, const char *name, size_t name_len, bd_repo_done_c
                           MAX_PENDING_LOADS);
     }
     if (r->n >= MAX_MODELS && !entry_find(r, name, name_len, NULL)) {
-        return bd_err_set(err, BD_EFULL, "the repository already tracks %d models",
-                          MAX_MODELS);
+        return bd_err_set(err, BD_EFULL, "the repository already tracks %d models", MAX_MODELS);
     }
     op_t *op = op_new(name, name_len);
     entry_t *e = op ? entry_get(r, name, name_len) : NULL;
