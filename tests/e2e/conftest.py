@@ -454,6 +454,18 @@ _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?\s*')
 
 
+def raw_exchange(port, request_bytes, timeout=10):
+    """Send raw bytes on a new connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request_bytes)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
 def parse_metrics(text):
     """Parse Prometheus text exposition into {(name, frozenset(labels.items())): value} and
     check the format: HELP/TYPE at most once per family, every sample line well formed."""

@@ -1,10 +1,9 @@
 """Health, server and model metadata, routing errors (KServe v2 / Open Inference Protocol)."""
 import re
-import socket
 
 import pytest
 
-from conftest import error_message
+from conftest import error_message, raw_exchange
 
 
 @pytest.fixture(scope="module")
@@ -111,14 +110,7 @@ def test_post_on_ready_is_405(client):
 
 def test_http10_and_head_do_not_break_server(client):
     """A bare HTTP/1.0 request on a raw socket gets an answer and the connection closes."""
-    with socket.create_connection(("127.0.0.1", client.server.port), timeout=10) as s:
-        s.sendall(b"GET /v2/health/live HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    data = raw_exchange(client.server.port, b"GET /v2/health/live HTTP/1.0\r\n\r\n")
     assert data.startswith(b"HTTP/1."), data[:100]
     assert data.split(b" ", 2)[1] == b"200"
     client.assert_healthy()

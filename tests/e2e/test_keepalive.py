@@ -6,7 +6,7 @@ import socket
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT_S, tensor
+from conftest import HTTP_TIMEOUT_S, raw_exchange, tensor
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +116,5 @@ def test_error_reply_keeps_connection(client):
 
 
 def test_connection_close_is_honoured(client):
-    with socket.create_connection(("127.0.0.1", client.server.port), timeout=10) as s:
-        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    data = raw_exchange(client.server.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200")
