@@ -19,11 +19,9 @@ Pieces:
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
