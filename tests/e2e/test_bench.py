@@ -10,7 +10,6 @@ binary tensors.
 """
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
