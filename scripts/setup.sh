@@ -27,6 +27,7 @@ ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 #                                          is not needed: libz is linked through libh2o's .so.)
 #   libjansson-dev libcmocka-dev         JSON; unit tests
 #   python3 python3-pytest python3-requests   end-to-end tests (run with /usr/bin/python3)
+#   python3-websockets                   WebSocket end-to-end tests (an independent client)
 #   python3-numpy python3-sklearn python3-onnx making the demo and test models
 #   clang libclang-rt-14-dev             libFuzzer targets (clang's fuzzer and sanitizer runtimes)
 #   clang-format                         the formatting check in make test (Debian 14.x)
@@ -36,7 +37,7 @@ PACKAGES=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev libwslay-dev
     libjansson-dev libcmocka-dev
-    python3 python3-pytest python3-requests python3-numpy python3-sklearn python3-onnx
+    python3 python3-pytest python3-requests python3-websockets python3-numpy python3-sklearn python3-onnx
     clang libclang-rt-14-dev clang-format
     valgrind wrk nginx-light
 )

@@ -144,6 +144,91 @@ void *bd_arena_calloc(bd_arena_t *a, size_t count, size_t size);
 char *bd_arena_strndup(bd_arena_t *a, const char *s, size_t n);
 void bd_arena_dispose(bd_arena_t *a);
 
+/* ---- intrusive list -------------------------------------------------------------------- */
+
+/* A circular doubly linked list with a sentinel head; an element embeds a bd_list_t and is
+ * found back with BD_CONTAINER_OF. Unlinked nodes point at themselves, so bd_list_unlink is
+ * safe on a node that is not in a list. O(1) push, unlink; not thread-safe: the owner of the
+ * list (or its lock) guards it. */
+typedef struct bd_list {
+    struct bd_list *prev, *next;
+} bd_list_t;
+
+#define BD_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+static inline void bd_list_init(bd_list_t *l)
+{
+    l->prev = l->next = l;
+}
+static inline bool bd_list_empty(const bd_list_t *l)
+{
+    return l->next == l;
+}
+static inline bool bd_list_linked(const bd_list_t *n)
+{
+    return n->next != n && n->next != NULL;
+}
+/* Insert `n` before `at` (at the tail when `at` is the head). */
+static inline void bd_list_insert_before(bd_list_t *at, bd_list_t *n)
+{
+    n->prev = at->prev;
+    n->next = at;
+    at->prev->next = n;
+    at->prev = n;
+}
+static inline void bd_list_push_back(bd_list_t *head, bd_list_t *n)
+{
+    bd_list_insert_before(head, n);
+}
+static inline void bd_list_unlink(bd_list_t *n)
+{
+    if (n->next) {
+        n->prev->next = n->next;
+        n->next->prev = n->prev;
+    }
+    n->prev = n->next = n;
+}
+/* The first element, or NULL when empty. */
+static inline bd_list_t *bd_list_first(const bd_list_t *head)
+{
+    return head->next == head ? NULL : head->next;
+}
+
+/* ---- mailbox: completions back to their owner thread ----------------------------------- */
+
+/* A mailbox belongs to one owner thread (an event loop). Any thread posts a bd_mail_t to it;
+ * the owner's loop watches bd_mailbox_fd (an eventfd) and calls bd_mailbox_drain, which runs
+ * every posted mail's callback on the owner thread, in posting order. This is the one way
+ * work finished elsewhere (a batch on a worker, a deadline on the timer thread, a model load
+ * on the loader thread) comes back to the thread that owns the request.
+ *
+ * Bounded by construction: a mail is embedded in the object it reports on (a request, a
+ * load), and each object is posted at most once before it is drained, so the list never
+ * holds more entries than such objects exist; each of those is bounded by its own cap (queue
+ * sizes, in-flight limits). Posting never allocates and never fails. */
+typedef struct bd_mail bd_mail_t;
+typedef void (*bd_mail_cb)(bd_mail_t *mail);
+struct bd_mail {
+    bd_mail_t *next; /* the mailbox's; zero until posted */
+    bd_mail_cb cb;   /* set by the poster before posting; runs on the owner thread */
+};
+
+typedef struct bd_mailbox bd_mailbox_t;
+
+/* NULL with err set when the eventfd cannot be made. Owner thread. */
+bd_mailbox_t *bd_mailbox_new(bd_err_t *err);
+/* Runs what is still posted (as bd_mailbox_drain), then frees. Owner thread. */
+void bd_mailbox_free(bd_mailbox_t *mb);
+/* Readable while mail waits. The owner's loop watches it; it stays owned by the mailbox. */
+int bd_mailbox_fd(const bd_mailbox_t *mb);
+/* Post `mail` (mail->cb set): its callback will run on the owner thread. The caller hands
+ * the object that embeds `mail` over to the owner thread. Any thread; takes a mutex for a
+ * few instructions; writes the eventfd only when the list was empty (one wake-up per drain). */
+void bd_mailbox_post(bd_mailbox_t *mb, bd_mail_t *mail);
+/* Take every posted mail and run the callbacks in posting order, unlocked (a callback may
+ * post again: that mail runs on the next drain). Returns how many ran. Owner thread. */
+size_t bd_mailbox_drain(bd_mailbox_t *mb);
+
 /* ---- files ----------------------------------------------------------------------------- */
 
 /* Read a whole file (at most max_bytes). Returns owned bytes (NUL-terminated) or NULL. */
