@@ -12,9 +12,9 @@
 
 #include "backend/backend.h"
 #include "cli/cli.h"
-#include "http/http.h"
 #include "metrics/metrics.h"
 #include "repo/repo.h"
+#include "server/server.h"
 
 typedef struct {
     const char *model_repository;
@@ -25,6 +25,8 @@ typedef struct {
     int64_t max_body_bytes;
     const char *model_control;
     int64_t repository_poll_secs;
+    int64_t ws_max_inflight;
+    int64_t ws_idle_timeout_secs;
 } serve_opts_t;
 
 typedef enum { OPT_STR, OPT_INT } opt_type_t;
@@ -59,6 +61,11 @@ static const opt_def_t opts_table[] = {
     {"--repository-poll-secs", OPT_INT, OFF(repository_poll_secs), "15", 1, 86400,
      "BATCHD_REPOSITORY_POLL_SECS",
      "with --model-control poll: seconds between scans for added, removed and changed models"},
+    {"--ws-max-inflight", OPT_INT, OFF(ws_max_inflight), "128", 1, 65536, "BATCHD_WS_MAX_INFLIGHT",
+     "requests in flight per WebSocket; past that the socket is not read until replies go out"},
+    {"--ws-idle-timeout-secs", OPT_INT, OFF(ws_idle_timeout_secs), "300", 1, 86400,
+     "BATCHD_WS_IDLE_TIMEOUT_SECS",
+     "close a WebSocket (code 1000) after this long with no frame and no request in flight"},
 };
 #define N_OPTS (sizeof opts_table / sizeof opts_table[0])
 
@@ -196,30 +203,35 @@ int bd_cli_serve(int argc, char **argv)
     }
     int rc = 1;
     bd_metrics_t *metrics = bd_metrics_new();
+    bd_mailbox_t *mailbox = metrics ? bd_mailbox_new(&err) : NULL;
     bd_repo_opts_t ro = {.metrics = metrics,
+                         .mailbox = mailbox,
                          .poll_secs =
                              control == BD_MODEL_CONTROL_POLL ? (int)so.repository_poll_secs : 0};
-    bd_repo_t *repo = metrics ? bd_repo_open(so.model_repository, &ro, &err) : NULL;
-    bd_http_t *http = NULL;
+    bd_repo_t *repo = mailbox ? bd_repo_open(so.model_repository, &ro, &err) : NULL;
+    bd_server_t *server = NULL;
     if (!repo) {
         BD_ERROR("serve", "%s", metrics ? err.msg : "out of memory");
         goto done;
     }
-    bd_http_opts_t ho = {.host = so.host,
-                         .port = (int)so.http_port,
-                         .max_body_bytes = (size_t)so.max_body_bytes,
-                         .model_control = (bd_model_control_t)control};
-    http = bd_http_new(repo, metrics, &ho, &err);
-    if (!http) {
+    bd_server_opts_t sv = {.http = {.host = so.host,
+                                    .port = (int)so.http_port,
+                                    .max_body_bytes = (size_t)so.max_body_bytes,
+                                    .model_control = (bd_model_control_t)control},
+                           .ws_max_inflight = (size_t)so.ws_max_inflight,
+                           .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};
+    server = bd_server_new(repo, metrics, mailbox, &sv, &err);
+    if (!server) {
         BD_ERROR("serve", "%s", err.msg);
         goto done;
     }
     BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s", so.host,
-            bd_http_port(http), bd_repo_count(repo), so.model_control);
-    rc = bd_http_run(http, &stop) == 0 ? 0 : 1;
+            bd_server_port(server), bd_repo_count(repo), so.model_control);
+    rc = bd_server_run(server, &stop) == 0 ? 0 : 1;
 done:
-    bd_http_free(http);
-    bd_repo_free(repo);
+    bd_server_free(server);
+    bd_repo_free(repo); /* drains what the loader still posts to the mailbox */
+    bd_mailbox_free(mailbox);
     bd_metrics_free(metrics);
     bd_ort_shutdown();
     return rc;

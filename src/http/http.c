@@ -1,36 +1,30 @@
 /* http.c: the KServe v2 HTTP front end on libh2o-evloop (see http.h).
  *
- * One event loop on the thread that calls bd_http_run owns every connection. An infer
- * request is decoded and validated on the loop, wrapped in a job that lives in the request's
- * own arena, and submitted to its model's scheduler. The worker that runs its batch calls
- * on_done, which only posts the job to the loop through h2o's multithread queue; the loop
- * then writes the reply.
+ * The server's event loop (server/) owns every connection; this file holds the routes and
+ * the KServe handlers. An infer request goes to the shared infer layer (infer/), which
+ * decodes, validates and submits it; its completion comes back on the loop through the
+ * mailbox, and on_call_done writes the reply. A request for a stream path is handed to the
+ * WebSocket front end (stream/).
  *
- * Lifetimes (the trap in h2o: an h2o_req_t dies when its connection closes): each job keeps
- * a guard allocated in req->pool whose dispose callback clears job->req. A job whose request
- * died is freed without replying when it comes back. The guard is cleared before replying,
- * because replying may free the pool. Only the loop thread touches job->req and the guard.
- *
- * Each job holds a reference on its model version (bd_model_ref) from submit until its
- * completion was handled, so a version that a reload or an unload took out of the table
- * stays alive until its last request was answered.
+ * Lifetimes (the trap in h2o: an h2o_req_t dies when its connection closes): each job (the
+ * HTTP state a call carries, bd_call_user) keeps a guard allocated in req->pool whose dispose
+ * callback clears job->req. A job whose request died is freed without replying when it comes
+ * back. The guard is cleared before replying, because replying may free the pool.
  *
  * Client hang-ups: h2o stops reading an HTTP/1.1 connection once a request was handed to
  * us, so a client that closes while its request is queued goes unseen. Jobs in flight sit on
  * a watch list in submit order; a 10 ms timer peeks (recv MSG_PEEK|MSG_DONTWAIT) the socket
  * of each job that has waited at least WATCH_INTERVAL_US, at most WATCH_BUDGET per tick, and
- * on end-of-file or a reset cancels the job in its scheduler. A cancelled job, and a job that
- * was already running when its client left, is answered with a short error that no one
- * reads; writing it lets h2o see the dead socket and close the connection. A job whose
- * h2o request died (the guard fired) is cancelled too.
+ * on end-of-file or a reset cancels the call. A cancelled job, and a job that was already
+ * running when its client left, is answered with a short error that no one reads; writing
+ * it lets h2o see the dead socket and close the connection. A job whose h2o request died
+ * (the guard fired) is cancelled too.
  *
- * Model loads (POST .../load) wait for the repository's loader thread: the repository's
- * eventfd is a socket in this loop; when it fires, bd_repo_dispatch swaps the new versions
- * in and calls on_loaded, which answers the waiting request (guarded like a job).
+ * Model loads (POST .../load) wait for the repository's loader thread; the repository posts
+ * the result to the loop's mailbox and on_loaded answers the waiting request (guarded like
+ * a job).
  *
- * Shutdown: a signalfd in the loop sees SIGTERM/SIGINT; the listener closes (new connections
- * are refused), the repository stops accepting, and the loop keeps running until every
- * submitted job came back, every load asked for was answered, and every reply was written. */
+ * Threads: the event-loop thread only. */
 #include "http/http.h"
 
 #include <arpa/inet.h>
@@ -39,13 +33,10 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <h2o.h>
-#include <h2o/multithread.h>
-#include <h2o/socket/evloop.h>
 #include <jansson.h>
 
 #include "sched/sched.h"
@@ -54,6 +45,8 @@
 struct bd_http {
     bd_repo_t *repo;
     bd_metrics_t *metrics;
+    bd_infer_t *infer;
+    bd_stream_t *stream;
     size_t max_body_bytes;
     int port;
     h2o_globalconf_t config;
@@ -61,17 +54,13 @@ struct bd_http {
     h2o_accept_ctx_t accept_ctx;
     h2o_evloop_t *loop;
     h2o_socket_t *listener;
-    h2o_socket_t *sigsock;
-    h2o_socket_t *reposock; /* the repository's eventfd (a dup: h2o closes it) */
-    h2o_multithread_queue_t *queue;
-    h2o_multithread_receiver_t receiver;
     bd_model_control_t model_control;
-    bd_buf_t out;    /* reply scratch, reused; loop thread only */
-    size_t inflight; /* jobs submitted and not yet back; loop thread only */
-    size_t conns;    /* open client connections; loop thread only */
+    bd_buf_t out; /* reply scratch, reused; loop thread only */
+    size_t conns; /* open client connections; loop thread only */
     bool stopping;
+    bool ctx_init;
     /* hang-up watch; loop thread only */
-    struct job *watch_head, *watch_tail;
+    bd_list_t watch; /* job_t.wlink, in submit order */
     h2o_timeout_t watch_timeout;
     h2o_timeout_entry_t watch_entry;
     bool watch_init;
@@ -86,44 +75,17 @@ struct bd_http {
 
 typedef struct job job_t;
 struct job {
-    h2o_multithread_message_t msg; /* zeroed on creation, as h2o requires */
     bd_http_t *h;
-    h2o_req_t *req;    /* NULL once the client's request died */
-    job_t **guard;     /* lives in req->pool; points back at this job */
-    bd_model_t *model; /* referenced (bd_model_ref) until the completion is handled */
-    bd_req_t *breq;    /* owns this job (the job lives in its arena) */
-    int fd;            /* the client's socket while req lives; -1 when unknown */
+    bd_call_t *call; /* owns this job (the job is the call's user state) */
+    h2o_req_t *req;  /* NULL once the client's request died */
+    job_t **guard;   /* lives in req->pool; points back at this job */
+    int fd;          /* the client's socket while req lives; -1 when unknown */
     uint64_t next_check_us;
-    job_t *wprev, *wnext; /* on h->watch_* */
-    bool watched;
-    bool done;        /* the completion was posted: never cancel again */
+    bd_list_t wlink;  /* on h->watch while watched */
     bool client_gone; /* the client hung up: nobody reads the reply */
 };
 
 /* ---- replies --------------------------------------------------------------------------- */
-
-static int status_of(int code)
-{
-    switch (code) {
-    case BD_EINVAL:
-    case BD_ENOTFOUND:
-    case BD_ETOOBIG:
-    case BD_EUNSUPPORTED:
-        return 400;
-    case BD_ENOPATH:
-        return 404;
-    case BD_EMETHOD:
-        return 405;
-    case BD_EFULL:
-    case BD_ETIMEOUT:
-    case BD_ESHUTDOWN:
-    case BD_EUNAVAIL:
-    case BD_ECANCELLED:
-        return 503;
-    default:
-        return 500;
-    }
-}
 
 static const char *reason_of(int status)
 {
@@ -168,7 +130,7 @@ static void reply_error(bd_http_t *h, h2o_req_t *req, int code, const char *msg)
 {
     bd_buf_reset(&h->out);
     bd_buf_json_error(&h->out, msg);
-    reply_json(h, req, status_of(code));
+    reply_json(h, req, bd_infer_http_status(code));
 }
 
 /* ---- small parsing helpers ------------------------------------------------------------- */
@@ -302,63 +264,33 @@ static void metrics_page(bd_http_t *h, h2o_req_t *req)
 
 static void watch_add(bd_http_t *h, job_t *j)
 {
-    j->wnext = NULL;
-    j->wprev = h->watch_tail;
-    if (h->watch_tail) {
-        h->watch_tail->wnext = j;
-    } else {
-        h->watch_head = j;
-    }
-    h->watch_tail = j;
-    j->watched = true;
+    bd_list_push_back(&h->watch, &j->wlink);
     if (!h2o_timeout_is_linked(&h->watch_entry)) {
         h2o_timeout_link(h->loop, &h->watch_timeout, &h->watch_entry);
     }
 }
 
-static void watch_del(bd_http_t *h, job_t *j)
+/* The client is gone: a call still queued leaves the queue (its completion then arrives
+ * with BD_ECANCELLED); a running one finishes and is dropped. */
+static void client_left(job_t *j)
 {
-    if (!j->watched) {
-        return;
+    bd_list_unlink(&j->wlink);
+    if (!j->client_gone) {
+        j->client_gone = true;
+        bd_call_cancel(j->call);
     }
-    if (j->wprev) {
-        j->wprev->wnext = j->wnext;
-    } else {
-        h->watch_head = j->wnext;
-    }
-    if (j->wnext) {
-        j->wnext->wprev = j->wprev;
-    } else {
-        h->watch_tail = j->wprev;
-    }
-    j->wprev = j->wnext = NULL;
-    j->watched = false;
-}
-
-/* The client is gone: take its request out of the queue if it still waits there (its
- * completion then arrives with BD_ECANCELLED); a running one finishes and is dropped. */
-static void client_left(bd_http_t *h, job_t *j)
-{
-    watch_del(h, j);
-    if (j->client_gone) {
-        return;
-    }
-    j->client_gone = true;
-    int rc = bd_sched_cancel(bd_model_sched(j->model), j->breq);
-    BD_DEBUG("http", "client_gone model=%s cancelled=%s", bd_model_name(j->model),
-             rc == 0 ? "yes" : "no (running)");
 }
 
 static void on_watch_tick(h2o_timeout_entry_t *entry)
 {
     bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, watch_entry, entry);
     uint64_t now = bd_now_us();
-    for (int budget = WATCH_BUDGET; budget > 0 && h->watch_head; budget--) {
-        job_t *j = h->watch_head;
+    for (int budget = WATCH_BUDGET; budget > 0 && !bd_list_empty(&h->watch); budget--) {
+        job_t *j = BD_CONTAINER_OF(bd_list_first(&h->watch), job_t, wlink);
         if (j->next_check_us > now) {
             break;
         }
-        watch_del(h, j);
+        bd_list_unlink(&j->wlink);
         char c;
         ssize_t n = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n > 0) {
@@ -369,9 +301,9 @@ static void on_watch_tick(h2o_timeout_entry_t *entry)
             watch_add(h, j);
             continue;
         }
-        client_left(h, j); /* 0: end of file; < 0: reset or another socket error */
+        client_left(j); /* 0: end of file; < 0: reset or another socket error */
     }
-    if (h->watch_head && !h2o_timeout_is_linked(&h->watch_entry)) {
+    if (!bd_list_empty(&h->watch) && !h2o_timeout_is_linked(&h->watch_entry)) {
         h2o_timeout_link(h->loop, &h->watch_timeout, &h->watch_entry);
     }
 }
@@ -384,7 +316,7 @@ static void on_guard_dispose(void *p)
     if (j) {
         /* h2o dropped the request (its connection closed): nobody will read the answer. */
         j->req = NULL;
-        client_left(j->h, j);
+        client_left(j);
     }
 }
 
@@ -418,153 +350,74 @@ static int header_length(h2o_req_t *req, size_t len, size_t *header_len, bd_err_
     return 0;
 }
 
-static void on_done(bd_req_t *breq, void *ctx)
-{
-    job_t *j = ctx;
-    (void)breq;
-    h2o_multithread_send_message(&j->h->receiver, &j->msg);
-}
-
 static void send_result(bd_http_t *h, job_t *j)
 {
-    bd_req_t *r = j->breq;
     h2o_req_t *req = j->req;
-    if (r->status != 0) {
-        reply_error(h, req, r->status, r->err.msg);
-        return;
-    }
-    const bd_infer_req_t *in = &r->in;
-    size_t n = in->n_outputs ? in->n_outputs : r->n_outputs;
-    bd_output_enc_t enc[64];
-    if (n > 64) {
-        reply_error(h, req, BD_EINVAL, "a request may ask for at most 64 outputs");
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!in->n_outputs) {
-            enc[i] = (bd_output_enc_t){&r->outputs[i], in->binary_default};
-            continue;
-        }
-        enc[i] = (bd_output_enc_t){NULL, in->outputs[i].binary};
-        for (size_t k = 0; k < r->n_outputs; k++) {
-            if (strcmp(r->outputs[k].name, in->outputs[i].name) == 0) {
-                enc[i].tensor = &r->outputs[k];
-            }
-        }
-        if (!enc[i].tensor) { /* validated at submit; kept as a broken-invariant guard */
-            reply_error(h, req, BD_EINVAL, "a requested output is not produced by the model");
-            return;
-        }
-    }
+    bd_err_t err = {0};
     size_t header_len = 0;
     bd_buf_reset(&h->out);
-    if (bd_infer_encode(&h->out, bd_model_name(j->model), bd_model_version(j->model), in->id, enc,
-                        n, &header_len) != 0 ||
-        h->out.failed) {
-        reply_error(h, req, BD_ENOMEM, "out of memory while writing the reply");
-        return;
-    }
-    if (header_len == h->out.len) {
+    int rc = bd_call_encode(j->call, &h->out, &header_len, &err);
+    if (rc != 0) {
+        reply_error(h, req, rc, err.msg);
+    } else if (header_len == h->out.len) {
         reply_json(h, req, 200);
-        return;
+    } else {
+        char num[24];
+        int len = snprintf(num, sizeof num, "%zu", header_len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers,
+                              H2O_STRLIT("inference-header-content-length"), 0,
+                              "Inference-Header-Content-Length", num, (size_t)len);
+        reply(req, 200, "application/octet-stream", h->out.data, h->out.len);
     }
-    char num[24];
-    int len = snprintf(num, sizeof num, "%zu", header_len);
-    h2o_add_header_by_str(&req->pool, &req->res.headers,
-                          H2O_STRLIT("inference-header-content-length"), 0,
-                          "Inference-Header-Content-Length", num, (size_t)len);
-    reply(req, 200, "application/octet-stream", h->out.data, h->out.len);
 }
 
-static void on_complete(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+/* The call finished (from the mailbox, on the loop). */
+static void on_call_done(bd_call_t *call)
 {
-    bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, receiver, receiver);
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *msg =
-            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
-        h2o_linklist_unlink(&msg->link);
-        job_t *j = H2O_STRUCT_FROM_MEMBER(job_t, msg, msg);
-        h->inflight--;
-        watch_del(h, j);
-        if (j->req) {
-            *j->guard = NULL;
-            if (j->client_gone) {
-                /* Written to a dead socket: h2o sees the error and closes it. */
-                reply_error(h, j->req, BD_ECANCELLED, "the client closed the connection");
-            } else {
-                send_result(h, j);
-            }
+    job_t *j = bd_call_user(call);
+    bd_list_unlink(&j->wlink);
+    if (j->req) {
+        *j->guard = NULL;
+        if (j->client_gone) {
+            /* Written to a dead socket: h2o sees the error and closes it. */
+            reply_error(j->h, j->req, BD_ECANCELLED, "the client closed the connection");
+        } else {
+            send_result(j->h, j);
         }
-        bd_model_unref(j->model);
-        bd_req_free(j->breq);
     }
+    bd_call_free(call);
 }
 
-static void infer(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
+static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t version)
 {
     bd_err_t err = {0};
-    bd_model_metrics_t *mm = bd_model_metrics(m);
-    if (!bd_model_ready(m)) {
-        bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m),
-                   bd_model_reason(m));
-        reply_error(h, req, err.code, err.msg);
-        return;
-    }
-    size_t len = req->entity.len;
-    size_t header_len = 0;
-    if (req->entity.base == NULL || len == 0) {
-        bd_metrics_request(mm, BD_OUTCOME_INVALID);
-        reply_error(h, req, BD_EINVAL, "the request body is empty; expected a JSON infer request");
-        return;
-    }
-    if (header_length(req, len, &header_len, &err) != 0) {
-        bd_metrics_request(mm, BD_OUTCOME_INVALID);
-        reply_error(h, req, err.code, err.msg);
-        return;
-    }
-    /* Decoded JSON data can take up to 8 bytes per 2 body bytes; bound the arena by that. */
-    size_t limit = len < (SIZE_MAX - (1u << 20)) / 8 ? len * 8 + (1u << 20) : SIZE_MAX;
-    bd_req_t *r = bd_req_new(limit);
-    job_t *j = r ? bd_arena_calloc(&r->arena, 1, sizeof *j) : NULL;
-    const char *body = req->entity.base;
-    if (j && header_len < len) {
-        /* Binary tensors point into the body, which must outlive the h2o request. */
-        r->body = malloc(len);
-        if (r->body) {
-            memcpy(r->body, req->entity.base, len);
-            r->body_len = len;
-            body = r->body;
-        }
-    }
-    if (!j || (header_len < len && !r->body)) {
-        bd_req_free(r);
-        reply_error(h, req, BD_ENOMEM, "out of memory while reading the request");
-        return;
-    }
-    bd_decode_limits_t limits = {0};
-    int rc = bd_infer_decode(body, len, header_len, &r->arena, &limits, &r->in, &err);
+    bd_err_t framing = {0};
+    size_t len = req->entity.base ? req->entity.len : 0;
+    size_t header_len = len;
+    bool bad_framing = len && header_length(req, len, &header_len, &framing) != 0;
+    bd_infer_args_t a = {.protocol = BD_PROTO_HTTP,
+                         .model = model.base,
+                         .model_len = model.len,
+                         .version = version.base,
+                         .version_len = version.len,
+                         .body = req->entity.base,
+                         .len = len,
+                         .header_len = header_len,
+                         .framing_err = bad_framing ? &framing : NULL,
+                         .user_size = sizeof(job_t)};
+    bd_call_t *call = NULL;
+    int rc = bd_infer_start(h->infer, &a, on_call_done, &call, &err);
     if (rc != 0) {
-        bd_metrics_request(mm, BD_OUTCOME_INVALID);
-        bd_req_free(r);
         reply_error(h, req, rc, err.msg);
         return;
     }
+    job_t *j = bd_call_user(call);
     j->h = h;
+    j->call = call;
     j->req = req;
-    j->model = m;
-    j->breq = r;
-    r->done = on_done;
-    r->done_ctx = j;
-    rc = bd_sched_submit(bd_model_sched(m), r, &err);
-    if (rc != 0) {
-        bd_req_free(r);
-        reply_error(h, req, rc, err.msg);
-        return;
-    }
-    bd_model_ref(m);
+    bd_list_init(&j->wlink);
     j->guard = h2o_mem_alloc_shared(&req->pool, sizeof *j->guard, on_guard_dispose);
     *j->guard = j;
-    h->inflight++;
     /* Watch the client's socket while the request waits (HTTP/1.1 only has one). */
     j->fd = -1;
     h2o_socket_t *sock = req->conn->callbacks->get_socket && req->version < 0x200
@@ -854,7 +707,7 @@ static void route_repository(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int
 
 static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
 {
-    /* seg: models, {m} [, versions, {v}] [, ready | infer] */
+    /* seg: models, {m} [, versions, {v}] [, ready | infer | stats | stream] */
     h2o_iovec_t version = {NULL, 0};
     int rest = 2;
     if (n >= 4 && iov_eq(seg[2], "versions")) {
@@ -868,6 +721,8 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
         action = "infer";
     } else if (n == rest + 1 && iov_eq(seg[rest], "stats")) {
         action = "stats";
+    } else if (n == rest + 1 && iov_eq(seg[rest], "stream")) {
+        action = "stream";
     } else if (n != rest) {
         reply_error(h, req, BD_ENOPATH, "unknown path; see docs/API.md for the endpoints");
         return;
@@ -878,6 +733,10 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
                     post ? "this endpoint takes POST" : "this endpoint takes GET");
         return;
     }
+    if (post) {
+        infer(h, req, seg[1], version);
+        return;
+    }
     bd_err_t err = {0};
     bd_model_t *m = NULL;
     if (bd_repo_find(h->repo, seg[1].base, seg[1].len, version.base, version.len, &m, &err)) {
@@ -885,8 +744,8 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
         return;
     }
     char breaker[BD_ERR_MSG_MAX];
-    if (post) {
-        infer(h, req, m);
+    if (strcmp(action, "stream") == 0) {
+        bd_stream_accept(h->stream, req, seg[1].base, seg[1].len, version.base, version.len);
     } else if (strcmp(action, "stats") == 0) {
         stats(h, req, m, version.len > 0);
     } else if (!bd_model_ready(m)) {
@@ -925,6 +784,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (n >= 3 && iov_eq(seg[1], "models")) {
         route_model(h, req, seg + 1, n - 1);
+        return 0;
+    }
+    if (n == 2 && iov_eq(seg[1], "stream")) {
+        is_get(req) ? bd_stream_accept(h->stream, req, NULL, 0, NULL, 0)
+                    : reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
         return 0;
     }
     if (n >= 2 && iov_eq(seg[1], "repository")) {
@@ -974,26 +838,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-static void on_signal(h2o_socket_t *sock, const char *err)
-{
-    bd_http_t *h = sock->data;
-    struct signalfd_siginfo si;
-    (void)err;
-    while (read(h2o_socket_get_fd(sock), &si, sizeof si) == (ssize_t)sizeof si) {
-        if (!h->stopping) {
-            BD_INFO("http", "shutdown signal=%u inflight=%zu", si.ssi_signo, h->inflight);
-        }
-        h->stopping = true;
-    }
-}
-
-static void on_repo_event(h2o_socket_t *sock, const char *err)
-{
-    bd_http_t *h = sock->data;
-    (void)err;
-    bd_repo_dispatch(h->repo);
-}
-
 static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -1038,7 +882,8 @@ static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err
     return 0;
 }
 
-bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opts_t *opts,
+bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics_t *metrics,
+                       bd_infer_t *infer, bd_stream_t *stream, const bd_http_opts_t *opts,
                        bd_err_t *err)
 {
     bd_http_t *h = calloc(1, sizeof *h);
@@ -1046,11 +891,15 @@ bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opt
         bd_err_set(err, BD_ENOMEM, "out of memory");
         return NULL;
     }
+    h->loop = loop;
     h->repo = repo;
     h->metrics = metrics;
+    h->infer = infer;
+    h->stream = stream;
     h->max_body_bytes = opts->max_body_bytes;
     h->model_control = opts->model_control;
     bd_buf_init(&h->out);
+    bd_list_init(&h->watch);
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
     h->config.max_request_entity_size = opts->max_body_bytes;
@@ -1063,24 +912,13 @@ bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opt
     handler->on_req = on_req;
     *(bd_http_t **)(handler + 1) = h;
 
-    h->loop = h2o_evloop_create();
     h2o_context_init(&h->ctx, h->loop, &h->config);
+    h->ctx_init = true;
     h->accept_ctx.ctx = &h->ctx;
     h->accept_ctx.hosts = h->config.hosts;
-    h->queue = h2o_multithread_create_queue(h->loop);
-    h2o_multithread_register_receiver(h->queue, &h->receiver, on_complete);
     h2o_timeout_init(h->loop, &h->watch_timeout, WATCH_TICK_MS);
     h->watch_entry.cb = on_watch_tick;
     h->watch_init = true;
-    int rfd = dup(bd_repo_notify_fd(repo));
-    if (rfd < 0) {
-        bd_err_set(err, BD_EIO, "cannot watch the model repository: %s", strerror(errno));
-        bd_http_free(h);
-        return NULL;
-    }
-    h->reposock = h2o_evloop_socket_create(h->loop, rfd, H2O_SOCKET_FLAG_DONT_READ);
-    h->reposock->data = h;
-    h2o_socket_read_start(h->reposock, on_repo_event);
     if (bind_listener(h, opts->host, opts->port, err) != 0) {
         bd_http_free(h);
         return NULL;
@@ -1093,42 +931,33 @@ int bd_http_port(const bd_http_t *h)
     return h->port;
 }
 
-int bd_http_run(bd_http_t *h, const sigset_t *stop_signals)
+void bd_http_stop(bd_http_t *h)
 {
-    int sfd = signalfd(-1, stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (sfd < 0) {
-        BD_ERROR("http", "signalfd failed: %s", strerror(errno));
-        return BD_EIO;
+    if (h->stopping) {
+        return;
     }
-    h->sigsock = h2o_evloop_socket_create(h->loop, sfd, H2O_SOCKET_FLAG_DONT_READ);
-    h->sigsock->data = h;
-    h2o_socket_read_start(h->sigsock, on_signal);
-
-    while (!h->stopping) {
-        h2o_evloop_run(h->loop, INT32_MAX);
+    h->stopping = true;
+    if (h->listener) {
+        h2o_socket_read_stop(h->listener);
+        h2o_socket_close(h->listener);
+        h->listener = NULL;
     }
-    /* Drain: refuse new connections, refuse new requests, answer what is queued. */
-    h2o_socket_read_stop(h->listener);
-    h2o_socket_close(h->listener);
-    h->listener = NULL;
-    bd_repo_close(h->repo);
     /* HTTP/1 reads only this flag (no keep-alive after it). h2o_context_request_shutdown
      * would also arm HTTP/2's graceful-shutdown timer, which outlives the drain. */
     h->ctx.shutdown_requested = 1;
-    while (h->inflight > 0 || bd_repo_busy(h->repo)) {
-        h2o_evloop_run(h->loop, 100);
-    }
-    /* Every reply is queued. Idle keep-alive connections would wait for their next request
-     * (h2o drops keep-alive only for requests that arrive after the shutdown request), so
-     * shrink the idle timeout to zero: h2o then closes each connection once its reply has
-     * been written, and the context can be disposed with no connection left. */
+}
+
+void bd_http_close_idle(bd_http_t *h)
+{
+    /* Idle keep-alive connections would wait for their next request (h2o drops keep-alive
+     * only for requests that arrive after the shutdown request), so shrink the idle timeout
+     * to zero: h2o then closes each connection once its reply has been written. */
     h->ctx.http1.req_timeout.timeout = 0;
-    uint64_t until = bd_now_us() + 5000000;
-    while (h->conns > 0 && bd_now_us() < until) {
-        h2o_evloop_run(h->loop, 10);
-    }
-    BD_INFO("http", "drained; exiting open_connections=%zu", h->conns);
-    return 0;
+}
+
+size_t bd_http_connections(const bd_http_t *h)
+{
+    return h->conns;
 }
 
 void bd_http_free(bd_http_t *h)
@@ -1139,31 +968,14 @@ void bd_http_free(bd_http_t *h)
     if (h->listener) {
         h2o_socket_close(h->listener);
     }
-    if (h->sigsock) {
-        h2o_socket_read_stop(h->sigsock);
-        h2o_socket_close(h->sigsock);
-    }
-    if (h->reposock) {
-        h2o_socket_read_stop(h->reposock);
-        h2o_socket_close(h->reposock);
-    }
     if (h->watch_init) {
         if (h2o_timeout_is_linked(&h->watch_entry)) {
             h2o_timeout_unlink(&h->watch_entry);
         }
         h2o_timeout_dispose(h->loop, &h->watch_timeout);
     }
-    if (h->queue) {
-        h2o_multithread_unregister_receiver(h->queue, &h->receiver);
-    }
-    h2o_context_dispose(&h->ctx);
-    if (h->queue) {
-        h2o_multithread_destroy_queue(h->queue);
-    }
-    if (h->loop) {
-        /* Run once more so closed sockets are reaped before the loop goes away. */
-        h2o_evloop_run(h->loop, 0);
-        h2o_evloop_destroy(h->loop);
+    if (h->ctx_init) {
+        h2o_context_dispose(&h->ctx);
     }
     h2o_config_dispose(&h->config);
     bd_buf_dispose(&h->out);

@@ -1,22 +1,23 @@
 /* http: the KServe v2 / Open Inference Protocol front end over HTTP/1.1 (keep-alive), on
- * libh2o-evloop. Routes, the infer handler (JSON and Triton's binary tensor extension), model
- * and server metadata, health, /metrics, the model repository extension (index, load,
- * unload) and the statistics extension. A client that hangs up while its request is queued
- * gets the request cancelled. h2o stays behind this header: nothing else in batchd includes
- * h2o.
+ * libh2o-evloop. Routes, the infer handler (JSON and Triton's binary tensor extension, through
+ * the shared infer layer), model and server metadata, health, /metrics, the model repository
+ * extension (index, load, unload) and the statistics extension. A client that hangs up while
+ * its request is queued gets the request cancelled. GETs of the stream paths are handed to the
+ * WebSocket front end.
  *
- * Threads: everything runs on the one event-loop thread that calls bd_http_run, except the
- * scheduler's completion callback, which only posts a message to that loop. The loop never
- * blocks: parsing and validation happen on it, execution happens on the workers, model loads
- * on the repository's loader thread. The loop is the repository's owner thread. */
+ * Threads: everything runs on the server's event-loop thread. The loop never blocks: parsing
+ * and validation happen on it, execution happens on the workers, model loads on the
+ * repository's loader thread; their completions come back through the loop's mailbox. */
 #ifndef BD_HTTP_H
 #define BD_HTTP_H
 
-#include <signal.h>
-
 #include "core/core.h"
+#include "infer/infer.h"
 #include "metrics/metrics.h"
 #include "repo/repo.h"
+#include "stream/stream.h"
+
+struct st_h2o_evloop_t;
 
 typedef struct bd_http bd_http_t;
 
@@ -34,17 +35,21 @@ typedef struct {
     bd_model_control_t model_control;
 } bd_http_opts_t;
 
-/* Create the loop and bind the listening socket. Borrows repo and metrics, which must
- * outlive the server. NULL with err set when the address cannot be bound. */
-bd_http_t *bd_http_new(bd_repo_t *repo, bd_metrics_t *metrics, const bd_http_opts_t *opts,
+/* Start the HTTP front end on `loop` and bind its listening socket. Borrows everything,
+ * which must outlive it. NULL with err set when the address cannot be bound. */
+bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics_t *metrics,
+                       bd_infer_t *infer, bd_stream_t *stream, const bd_http_opts_t *opts,
                        bd_err_t *err);
 /* The bound port (useful with port 0). */
 int bd_http_port(const bd_http_t *h);
-/* Serve on the calling thread until one of the signals in `stop_signals` arrives (they must
- * be blocked in every thread; they are read through a signalfd). Then shut down gracefully:
- * close the listener, close the repository to new requests, answer everything already
- * queued (and every model load asked for), and return 0. */
-int bd_http_run(bd_http_t *h, const sigset_t *stop_signals);
+/* Drain, step 1: close the listener (new connections are refused), answer readiness and
+ * repository requests with "shutting down", and end keep-alive after each reply. */
+void bd_http_stop(bd_http_t *h);
+/* Drain, step 2 (every reply queued): close idle keep-alive connections once their last
+ * reply was written. */
+void bd_http_close_idle(bd_http_t *h);
+/* Open client connections (WebSocket ones are the stream's once upgraded). */
+size_t bd_http_connections(const bd_http_t *h);
 void bd_http_free(bd_http_t *h);
 
 #endif

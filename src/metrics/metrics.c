@@ -60,7 +60,7 @@ typedef struct {
 struct bd_model_metrics {
     char *model;   /* owned */
     char *version; /* owned */
-    _Atomic uint64_t requests[BD_OUTCOME_COUNT_];
+    _Atomic uint64_t requests[BD_PROTO_COUNT_][BD_OUTCOME_COUNT_];
     _Atomic uint64_t items;
     _Atomic uint64_t executions;
     _Atomic int64_t queue_depth;
@@ -90,10 +90,21 @@ struct bd_metrics {
     pthread_mutex_t mu;
     bd_model_metrics_t *head; /* under mu; registration order */
     bd_model_metrics_t *tail;
+    _Atomic int64_t ws_connections;
 };
 
 static const char *const outcome_names[BD_OUTCOME_COUNT_] = {"success", "rejected", "invalid",
                                                              "error",   "timeout",  "cancelled"};
+
+static const char *const protocol_names[BD_PROTO_COUNT_] = {"http", "websocket"};
+
+const char *bd_protocol_name(bd_protocol_t p)
+{
+    if ((int)p < 0 || p >= BD_PROTO_COUNT_) {
+        return "unknown";
+    }
+    return protocol_names[p];
+}
 
 const char *bd_outcome_name(bd_outcome_t o)
 {
@@ -190,12 +201,13 @@ static void hist_observe(hist_t *h, const uint64_t *bounds, int n, uint64_t v)
     add_u64(&h->sum, v);
 }
 
-void bd_metrics_request(bd_model_metrics_t *mm, bd_outcome_t outcome)
+void bd_metrics_request(bd_model_metrics_t *mm, bd_protocol_t protocol, bd_outcome_t outcome)
 {
-    if (!mm || (int)outcome < 0 || outcome >= BD_OUTCOME_COUNT_) {
+    if (!mm || (int)outcome < 0 || outcome >= BD_OUTCOME_COUNT_ || (int)protocol < 0 ||
+        protocol >= BD_PROTO_COUNT_) {
         return;
     }
-    add_u64(&mm->requests[outcome], 1);
+    add_u64(&mm->requests[protocol][outcome], 1);
 }
 
 void bd_metrics_request_durations(bd_model_metrics_t *mm, uint64_t queue_us, uint64_t compute_us,
@@ -279,7 +291,7 @@ void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out)
     out->success.count = load_u64(&mm->success_count);
     out->success.ns = load_u64(&mm->success_ns);
     /* Rejected requests never queued: they count as failures that took no time. */
-    out->fail.count = load_u64(&mm->fail_count) + load_u64(&mm->requests[BD_OUTCOME_REJECTED]);
+    out->fail.count = load_u64(&mm->fail_count) + bd_metrics_get_requests(mm, BD_OUTCOME_REJECTED);
     out->fail.ns = load_u64(&mm->fail_ns);
     out->queue.count = out->success.count;
     out->queue.ns = load_u64(&mm->queue_ns);
@@ -358,12 +370,35 @@ void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta)
     atomic_fetch_add_explicit(&mm->queue_depth, delta, memory_order_relaxed);
 }
 
-uint64_t bd_metrics_get_requests(bd_model_metrics_t *mm, bd_outcome_t outcome)
+uint64_t bd_metrics_get_requests_by(bd_model_metrics_t *mm, bd_protocol_t protocol,
+                                    bd_outcome_t outcome)
 {
-    if (!mm || (int)outcome < 0 || outcome >= BD_OUTCOME_COUNT_) {
+    if (!mm || (int)outcome < 0 || outcome >= BD_OUTCOME_COUNT_ || (int)protocol < 0 ||
+        protocol >= BD_PROTO_COUNT_) {
         return 0;
     }
-    return load_u64(&mm->requests[outcome]);
+    return load_u64(&mm->requests[protocol][outcome]);
+}
+
+uint64_t bd_metrics_get_requests(bd_model_metrics_t *mm, bd_outcome_t outcome)
+{
+    uint64_t n = 0;
+    for (int p = 0; p < BD_PROTO_COUNT_; p++) {
+        n += bd_metrics_get_requests_by(mm, (bd_protocol_t)p, outcome);
+    }
+    return n;
+}
+
+void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta)
+{
+    if (m) {
+        atomic_fetch_add_explicit(&m->ws_connections, delta, memory_order_relaxed);
+    }
+}
+
+int64_t bd_metrics_get_websocket_connections(bd_metrics_t *m)
+{
+    return m ? atomic_load_explicit(&m->ws_connections, memory_order_relaxed) : 0;
 }
 
 uint64_t bd_metrics_get_items(bd_model_metrics_t *mm)
@@ -506,10 +541,12 @@ static void render_family(bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
     const char *name = families[f].name;
     switch (f) {
     case F_REQUESTS:
-        for (int o = 0; o < BD_OUTCOME_COUNT_; o++) {
-            put_series(out, name, "", mm);
-            bd_buf_printf(out, ",outcome=\"%s\"} %" PRIu64 "\n", outcome_names[o],
-                          load_u64(&mm->requests[o]));
+        for (int p = 0; p < BD_PROTO_COUNT_; p++) {
+            for (int o = 0; o < BD_OUTCOME_COUNT_; o++) {
+                put_series(out, name, "", mm);
+                bd_buf_printf(out, ",protocol=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+                              protocol_names[p], outcome_names[o], load_u64(&mm->requests[p][o]));
+            }
         }
         break;
     case F_ITEMS:
@@ -558,4 +595,7 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
         }
     }
     pthread_mutex_unlock(&m->mu);
+    put_header(out, "batchd_websocket_connections", "gauge", "Open WebSocket connections.");
+    bd_buf_printf(out, "batchd_websocket_connections %" PRId64 "\n",
+                  bd_metrics_get_websocket_connections(m));
 }

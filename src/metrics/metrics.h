@@ -24,6 +24,11 @@ typedef enum {
 
 const char *bd_outcome_name(bd_outcome_t o); /* "success", "rejected", ... */
 
+/* The front end a request came through: the `protocol` label of requests_total. */
+typedef enum { BD_PROTO_HTTP = 0, BD_PROTO_WEBSOCKET, BD_PROTO_COUNT_ } bd_protocol_t;
+
+const char *bd_protocol_name(bd_protocol_t p); /* "http", "websocket" */
+
 typedef struct bd_metrics bd_metrics_t;
 typedef struct bd_model_metrics bd_model_metrics_t;
 
@@ -34,8 +39,8 @@ void bd_metrics_free(bd_metrics_t *m);
  * when out of memory (every bd_metrics_* call accepts NULL and does nothing). */
 bd_model_metrics_t *bd_metrics_model(bd_metrics_t *m, const char *model, const char *version);
 
-/* batchd_inference_requests_total{model,version,outcome} += 1 */
-void bd_metrics_request(bd_model_metrics_t *mm, bd_outcome_t outcome);
+/* batchd_inference_requests_total{model,version,protocol,outcome} += 1 */
+void bd_metrics_request(bd_model_metrics_t *mm, bd_protocol_t protocol, bd_outcome_t outcome);
 /* A completed request's durations (microseconds): queue (arrival -> batch start), compute
  * (its batch's backend run) and end to end (arrival -> completion). */
 void bd_metrics_request_durations(bd_model_metrics_t *mm, uint64_t queue_us, uint64_t compute_us,
@@ -49,8 +54,15 @@ void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta);
 /* batchd_inference_inflight += delta: accepted by the scheduler, not yet answered. */
 void bd_metrics_inflight_add(bd_model_metrics_t *mm, int64_t delta);
 
-/* Read back a counter (for tests and the statistics extension). */
+/* batchd_websocket_connections += delta (open WebSocket connections, all models). */
+void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
+
+/* Read back a counter (for tests and the statistics extension); requests are summed over
+ * protocols. */
 uint64_t bd_metrics_get_requests(bd_model_metrics_t *mm, bd_outcome_t outcome);
+uint64_t bd_metrics_get_requests_by(bd_model_metrics_t *mm, bd_protocol_t protocol,
+                                    bd_outcome_t outcome);
+int64_t bd_metrics_get_websocket_connections(bd_metrics_t *m);
 uint64_t bd_metrics_get_items(bd_model_metrics_t *mm);
 uint64_t bd_metrics_get_executions(bd_model_metrics_t *mm);
 int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm);
@@ -96,7 +108,7 @@ void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out);
 size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, size_t cap);
 
 /* Append the Prometheus text exposition (version 0.0.4) of every metric. Families:
- *   batchd_inference_requests_total{model,version,outcome}   counter
+ *   batchd_inference_requests_total{model,version,protocol,outcome} counter
  *   batchd_inference_items_total{model,version}               counter
  *   batchd_inference_executions_total{model,version}          counter
  *   batchd_batch_size{model,version}                          histogram (le 1,2,4,..,256,+Inf)
@@ -105,7 +117,9 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_request_duration_seconds{model,version}            histogram
  *   batchd_queue_depth{model,version}                         gauge
  *   batchd_inference_inflight{model,version}                  gauge
- * Each family has its # HELP and # TYPE lines once; every outcome is listed (0 included). */
+ *   batchd_websocket_connections                              gauge (no labels)
+ * Each family has its # HELP and # TYPE lines once; every protocol and outcome is listed (0
+ * included). */
 void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out);
 
 #endif

@@ -14,7 +14,8 @@
  *   submitted to its scheduler holds another (bd_model_ref/unref).
  * - Loader thread: takes ops from `todo` (under mu): LOAD builds complete new version
  *   objects for one model (config, backend load, bd_sched_new, which runs the warmup) off
- *   the table and puts the op on `done` (under mu, then an eventfd write); FREE frees a
+ *   the table and puts the op on `done` (under mu, then posts the repository's mail to the
+ *   owner's mailbox when it is not posted yet); FREE frees a
  *   retired version object (bd_sched_free joins its workers, so it never runs on the loop).
  *   In poll mode it also rescans the folder every poll_secs and makes LOAD ops for models
  *   whose files changed; `known` (the file signature it last loaded per model) is the
@@ -32,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,10 +116,14 @@ struct bd_repo {
     pthread_cond_t cv;
     op_t *todo_head, *todo_tail;
     op_t *done_head, *done_tail;
+    bool mail_posted; /* `mail` is in the mailbox: the owner will take done_* */
     bd_model_t *free_list;
-    bool stop;     /* bd_repo_free: finish the frees, answer the loads, exit */
-    bool shutting; /* bd_repo_close: answer loads with BD_ESHUTDOWN */
-    int efd;
+    bool stop;             /* bd_repo_free: finish the frees, answer the loads, exit */
+    bool shutting;         /* bd_repo_close: answer loads with BD_ESHUTDOWN */
+    bd_mailbox_t *mailbox; /* the owner thread's; made here when opts gave none */
+    bool own_mailbox;
+    bd_mail_t mail;
+    bool freeing; /* bd_repo_free: results are dropped, not applied */
     pthread_t loader;
     bool loader_started;
     /* --- loader thread (the opening thread before it starts) ---------------------------- */
@@ -777,6 +781,32 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     return rc;
 }
 
+/* The loader posted results (owner thread, from the mailbox): apply them in order. */
+static void op_free(op_t *op);
+
+static void on_mail(bd_mail_t *mail)
+{
+    bd_repo_t *r = BD_CONTAINER_OF(mail, bd_repo_t, mail);
+    pthread_mutex_lock(&r->mu);
+    op_t *list = r->done_head;
+    r->done_head = r->done_tail = NULL;
+    r->mail_posted = false;
+    pthread_mutex_unlock(&r->mu);
+    while (list) {
+        op_t *op = list;
+        list = op->next;
+        char msg[BD_ERR_MSG_MAX];
+        int rc = r->freeing ? BD_ESHUTDOWN : apply_load(r, op, msg, sizeof msg);
+        if (!op->from_poll) {
+            r->pending--;
+        }
+        if (op->done && !r->freeing) {
+            op->done(op->done_ctx, rc, msg);
+        }
+        op_free(op);
+    }
+}
+
 /* ---- the loader thread ------------------------------------------------------------------ */
 
 static void post_done(bd_repo_t *r, op_t *op)
@@ -789,9 +819,11 @@ static void post_done(bd_repo_t *r, op_t *op)
         r->done_head = op;
     }
     r->done_tail = op;
+    bool post = !r->mail_posted;
+    r->mail_posted = true;
     pthread_mutex_unlock(&r->mu);
-    uint64_t one = 1;
-    while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR) {
+    if (post) {
+        bd_mailbox_post(r->mailbox, &r->mail);
     }
 }
 
@@ -1070,7 +1102,12 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
     }
     r->metrics = opts ? opts->metrics : NULL;
     r->poll_secs = opts ? opts->poll_secs : 0;
-    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    r->mailbox = opts ? opts->mailbox : NULL;
+    if (!r->mailbox) {
+        r->mailbox = bd_mailbox_new(NULL);
+        r->own_mailbox = true;
+    }
+    r->mail.cb = on_mail;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1098,7 +1135,7 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
         free(names[i]);
     }
     free(names);
-    if (r->efd < 0 || pthread_create(&r->loader, NULL, loader_main, r) != 0) {
+    if (!r->mailbox || pthread_create(&r->loader, NULL, loader_main, r) != 0) {
         bd_err_set(err, BD_EIO, "cannot start the model loader: %s", strerror(errno));
         bd_repo_free(r);
         return NULL;
@@ -1139,7 +1176,12 @@ void bd_repo_free(bd_repo_t *r)
         pthread_mutex_unlock(&r->mu);
         pthread_join(r->loader, NULL);
     }
-    /* Results nobody will apply, versions nobody will free: all of it goes now. */
+    /* Results nobody will apply, versions nobody will free: all of it goes now. A result
+     * the loader posted is still in the mailbox: drain it (on_mail drops it). */
+    r->freeing = true;
+    if (r->mailbox) {
+        bd_mailbox_drain(r->mailbox);
+    }
     for (op_t *op = r->done_head; op;) {
         op_t *next = op->next;
         op_free(op);
@@ -1174,8 +1216,8 @@ void bd_repo_free(bd_repo_t *r)
         free(r->known[i].name);
     }
     free(r->known);
-    if (r->efd >= 0) {
-        close(r->efd);
+    if (r->own_mailbox) {
+        bd_mailbox_free(r->mailbox);
     }
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
@@ -1252,31 +1294,12 @@ int bd_repo_unload(bd_repo_t *r, const char *name, size_t name_len, bd_err_t *er
 
 int bd_repo_notify_fd(const bd_repo_t *r)
 {
-    return r->efd;
+    return bd_mailbox_fd(r->mailbox);
 }
 
 void bd_repo_dispatch(bd_repo_t *r)
 {
-    uint64_t count;
-    while (read(r->efd, &count, sizeof count) < 0 && errno == EINTR) {
-    }
-    pthread_mutex_lock(&r->mu);
-    op_t *list = r->done_head;
-    r->done_head = r->done_tail = NULL;
-    pthread_mutex_unlock(&r->mu);
-    while (list) {
-        op_t *op = list;
-        list = op->next;
-        char msg[BD_ERR_MSG_MAX];
-        int rc = apply_load(r, op, msg, sizeof msg);
-        if (!op->from_poll) {
-            r->pending--;
-        }
-        if (op->done) {
-            op->done(op->done_ctx, rc, msg);
-        }
-        op_free(op);
-    }
+    bd_mailbox_drain(r->mailbox);
 }
 
 bool bd_repo_busy(const bd_repo_t *r)

@@ -13,7 +13,7 @@
  * that referenced it was handed back (bd_model_unref).
  *
  * Threads: bd_repo_open, then every other function except bd_repo_notify_fd on ONE owner
- * thread (the HTTP event loop; the main thread before it runs): the model table is read and
+ * thread (the server's event loop; the main thread before it runs): the model table is read and
  * changed only there, without locks. bd_repo_free on that thread after the loop ended. */
 #ifndef BD_REPO_H
 #define BD_REPO_H
@@ -29,6 +29,9 @@ typedef struct bd_model bd_model_t;
 typedef struct {
     bd_metrics_t *metrics; /* borrowed, may be NULL */
     int poll_secs;         /* > 0: rescan the folder this often and apply what changed */
+    /* The owner thread's mailbox: loader results are posted there and applied when the owner
+     * drains it. NULL: the repository makes its own, watched through bd_repo_notify_fd. */
+    bd_mailbox_t *mailbox;
 } bd_repo_opts_t;
 
 /* Scan `dir` and load every model in it (on the calling thread, before it returns), then
@@ -89,8 +92,10 @@ int bd_repo_unload(bd_repo_t *r, const char *name, size_t name_len, bd_err_t *er
  * model with no version object has no "version". `ready_only`: READY rows only. */
 void bd_repo_index(const bd_repo_t *r, bool ready_only, bd_buf_t *out);
 
-/* A descriptor that becomes readable when loader results wait; the owner thread then calls
- * bd_repo_dispatch, which applies them (and runs bd_repo_done_cb callbacks). Never blocks. */
+/* For a repository with its own mailbox (opts.mailbox NULL): a descriptor that becomes
+ * readable when loader results wait; the owner thread then calls bd_repo_dispatch, which
+ * applies them (and runs bd_repo_done_cb callbacks). With a shared mailbox, its drain does
+ * this. Never blocks. */
 int bd_repo_notify_fd(const bd_repo_t *r);
 void bd_repo_dispatch(bd_repo_t *r);
 /* True while loads asked for with bd_repo_load have not been answered. */

@@ -535,7 +535,7 @@ static int complete_expired(bd_sched_t *s, bd_req_t *list)
         r->next = NULL;
         r->status = BD_ETIMEOUT;
         bd_err_set(&r->err, BD_ETIMEOUT, TIMEOUT_MSG);
-        bd_metrics_request(s->metrics, BD_OUTCOME_TIMEOUT);
+        bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_TIMEOUT);
         bd_metrics_request_fail_duration(s->metrics, now - r->arrival_us);
         n++;
         complete(s, r);
@@ -1008,9 +1008,9 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
             r->err.msg[0] = '\0';
             bd_metrics_request_durations(s->metrics, start - r->arrival_us, end - start,
                                          end - r->arrival_us);
-            bd_metrics_request(s->metrics, BD_OUTCOME_SUCCESS);
+            bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_SUCCESS);
         } else {
-            bd_metrics_request(s->metrics, BD_OUTCOME_ERROR);
+            bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_ERROR);
             bd_metrics_request_fail_duration(s->metrics, end - r->arrival_us);
         }
     }
@@ -1244,7 +1244,7 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     size_t rows = 1;
     int rc = bd_sched_validate(s->cfg, &req->in, &rows, err);
     if (rc != 0) {
-        bd_metrics_request(s->metrics, BD_OUTCOME_INVALID);
+        bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_INVALID);
         return rc;
     }
     order_inputs(s->cfg, &req->in);
@@ -1255,7 +1255,7 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     uint64_t now = bd_clock_now(&s->clock);
     if (s->closed) {
         pthread_mutex_unlock(&s->mu);
-        bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+        bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_REJECTED);
         return bd_err_set(err, BD_ESHUTDOWN,
                           "model '%s' version %" PRId64
                           " is shutting down and accepts no new requests",
@@ -1267,13 +1267,13 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
             char reason[BD_ERR_MSG_MAX];
             cb_reason(s, now, reason, sizeof reason);
             pthread_mutex_unlock(&s->mu);
-            bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+            bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_REJECTED);
             return bd_err_set(err, BD_EUNAVAIL, "%s", reason);
         }
     }
     if (l->depth >= l->cap) {
         pthread_mutex_unlock(&s->mu);
-        bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+        bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_REJECTED);
         if (s->n_levels == 1) {
             return bd_err_set(err, BD_EFULL,
                               "model '%s' version %" PRId64
@@ -1301,7 +1301,7 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
         req->deadline_us = now > UINT64_MAX - timeout ? UINT64_MAX : now + timeout;
         if (heap_push(s, req) != 0) {
             pthread_mutex_unlock(&s->mu);
-            bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+            bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_REJECTED);
             return bd_err_set(err, BD_ENOMEM, "out of memory queueing a request for model '%s'",
                               s->model_name);
         }
@@ -1364,7 +1364,7 @@ int bd_sched_cancel(bd_sched_t *s, bd_req_t *req)
     pthread_mutex_unlock(&s->mu);
     req->status = BD_ECANCELLED;
     bd_err_set(&req->err, BD_ECANCELLED, "the request was cancelled while queued");
-    bd_metrics_request(s->metrics, BD_OUTCOME_CANCELLED);
+    bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_CANCELLED);
     bd_metrics_request_fail_duration(s->metrics, now - req->arrival_us);
     complete(s, req);
     return 0;
@@ -1491,7 +1491,7 @@ static void destroy(bd_sched_t *s)
         r->status = BD_ESHUTDOWN;
         bd_err_set(&r->err, BD_ESHUTDOWN, "model '%s' version %" PRId64 " was unloaded",
                    s->model_name, s->cfg->version);
-        bd_metrics_request(s->metrics, BD_OUTCOME_REJECTED);
+        bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_REJECTED);
         complete(s, r);
     }
     for (int i = 0; i < s->n_inst; i++) {

@@ -49,6 +49,7 @@ struct bd_req {
     bd_infer_req_t in; /* decoded request; borrows arena and body */
     bd_req_done_cb done;
     void *done_ctx;
+    bd_protocol_t protocol; /* the front end it came through (metrics label) */
     /* --- set by the scheduler ------------------------------------------------------ */
     size_t rows;          /* batch rows this request contributes (1 without batching) */
     uint64_t arrival_us;  /* when it was queued */

@@ -866,6 +866,24 @@ static int decode_outputs(const json_t *root, bd_arena_t *arena, const bd_decode
     return 0;
 }
 
+/* The optional string member `key` of the request object, copied into the arena. */
+static int opt_string(const json_t *root, const char *key, bd_arena_t *arena, const char **out,
+                      bd_err_t *err)
+{
+    const json_t *v = json_object_get(root, key);
+    if (!v) {
+        return 0;
+    }
+    size_t n;
+    const char *s = str_value(v, &n);
+    if (!s) {
+        return bd_err_set(err, BD_EINVAL, "\"%s\" must be a string", key);
+    }
+    int rc = 0;
+    *out = arena_str(arena, s, n, err, &rc);
+    return *out ? 0 : rc;
+}
+
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
 {
@@ -885,19 +903,10 @@ int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t 
     if (rc != 0) {
         return rc;
     }
-    const json_t *v = json_object_get(root, "id");
-    if (v) {
-        size_t n;
-        const char *s = str_value(v, &n);
-        if (!s) {
-            rc = bd_err_set(err, BD_EINVAL, "\"id\" must be a string");
-            goto fail;
-        }
-        if (!(out->id = arena_str(arena, s, n, err, &rc))) {
-            goto fail;
-        }
-    }
-    if ((rc = decode_params(root, out, err)) != 0 ||
+    if ((rc = opt_string(root, "id", arena, &out->id, err)) != 0 ||
+        (rc = opt_string(root, "model_name", arena, &out->model_name, err)) != 0 ||
+        (rc = opt_string(root, "model_version", arena, &out->model_version, err)) != 0 ||
+        (rc = decode_params(root, out, err)) != 0 ||
         (rc = decode_inputs(root, body, len, header_len, arena, limits, out, err)) != 0 ||
         (rc = decode_outputs(root, arena, limits, out, err)) != 0) {
         goto fail;
@@ -907,7 +916,11 @@ int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t 
 
 fail:
     json_decref(root);
-    memset(out, 0, sizeof *out);
+    {
+        const char *id = out->id; /* kept: some front ends answer errors by id */
+        memset(out, 0, sizeof *out);
+        out->id = id;
+    }
     return rc;
 }
 

@@ -78,8 +78,10 @@ typedef struct {
 } bd_output_req_t;
 
 typedef struct {
-    const char *id;      /* arena; NULL when the request had none */
-    bd_tensor_t *inputs; /* arena */
+    const char *id;            /* arena; NULL when the request had none */
+    const char *model_name;    /* arena; "model_name" when given (front ends that route by it) */
+    const char *model_version; /* arena; "model_version" when given */
+    bd_tensor_t *inputs;       /* arena */
     size_t n_inputs;
     bd_output_req_t *outputs; /* arena; NULL/0: every output of the model */
     size_t n_outputs;
@@ -105,7 +107,8 @@ typedef struct {
  * datatype (BOOL accepts true/false; INT/UINT need integers in range; FP accept numbers).
  *
  * On success `out` borrows `body` (binary tensors point into it) and `arena` (everything
- * else). On failure returns BD_EINVAL/BD_ETOOBIG/BD_ENOMEM with one sentence in `err`,
+ * else). On failure everything in `out` is zero except `id`, when it was read before the
+ * error; returns BD_EINVAL/BD_ETOOBIG/BD_ENOMEM with one sentence in `err`,
  * e.g. "input 'INPUT0': expected 16 values for shape [1,16], got 15". */
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err);

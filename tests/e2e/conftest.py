@@ -506,9 +506,15 @@ def parse_metrics(text):
 
 
 def metric_value(samples, name, **labels):
-    """The value of the sample of `name` whose label set is exactly `labels`; None when
-    absent."""
-    return samples.get((name, frozenset(labels.items())))
+    """The value of the sample of `name` whose label set is exactly `labels`; when there is
+    none, the sum over the samples whose labels include `labels` (as PromQL's sum() over the
+    labels not named, e.g. requests_total over its `protocol` label); None when absent."""
+    exact = samples.get((name, frozenset(labels.items())))
+    if exact is not None:
+        return exact
+    want = set(labels.items())
+    found = [v for (n, lab), v in samples.items() if n == name and want <= set(lab)]
+    return sum(found) if found else None
 
 
 # ---- fixtures -----------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_sixteen_concurrent_requests_share_executions(client):
     assert execs < 16, "16 concurrent requests ran in %d executions: no batching" % execs
     assert execs >= 2  # max_batch_size 8
     succ = m[("batchd_inference_requests_total",
-              frozenset(dict(lab, outcome="success").items()))]
+              frozenset(dict(lab, protocol="http", outcome="success").items()))]
     assert succ == 16
     assert m[("batchd_batch_size_count", frozenset(lab.items()))] == execs
     assert m[("batchd_batch_size_sum", frozenset(lab.items()))] == 16

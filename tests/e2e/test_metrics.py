@@ -52,9 +52,9 @@ def test_exact_counts_after_known_traffic(client):
                  {"inputs": [tensor("INPUT0", "INT8", [1, 4], [1] * 4)]}):
         assert client.infer("counted", body).status_code == 400
     m = client.metrics()
-    assert m[key("batchd_inference_requests_total", outcome="success", **lab)] == 5
-    assert m[key("batchd_inference_requests_total", outcome="invalid", **lab)] == 3
-    assert m[key("batchd_inference_requests_total", outcome="rejected", **lab)] == 0
+    assert m[key("batchd_inference_requests_total", protocol="http", outcome="success", **lab)] == 5
+    assert m[key("batchd_inference_requests_total", protocol="http", outcome="invalid", **lab)] == 3
+    assert m[key("batchd_inference_requests_total", protocol="http", outcome="rejected", **lab)] == 0
     assert m[key("batchd_inference_items_total", **lab)] == 6
     assert m[key("batchd_inference_executions_total", **lab)] == 5
     assert m[key("batchd_batch_size_count", **lab)] == 5
@@ -90,7 +90,7 @@ def test_every_outcome_listed_and_histograms_monotonic(client):
             assert vals == sorted(vals), (h, buckets)
             assert vals[-1] == m[key(h + "_count", **lab)]
     idle = {"model": "idle", "version": "1"}
-    assert m[key("batchd_inference_requests_total", outcome="success", **idle)] == 0
+    assert m[key("batchd_inference_requests_total", protocol="http", outcome="success", **idle)] == 0
     assert m[key("batchd_inference_items_total", **idle)] == 0
     assert m[key("batchd_inference_executions_total", **idle)] == 0
 

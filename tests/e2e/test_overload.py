@@ -42,7 +42,8 @@ def test_queue_full_gives_fast_503(start_server_fn):
     lab = {"model": "tiny_queue", "version": "1"}
 
     def req(outcome):
-        return m[("batchd_inference_requests_total", frozenset(dict(lab, outcome=outcome).items()))]
+        return m[("batchd_inference_requests_total",
+                  frozenset(dict(lab, protocol="http", outcome=outcome).items()))]
 
     assert req("rejected") == len(full)
     assert req("success") == len(ok)

@@ -251,9 +251,9 @@ def test_overload_4x_capacity_meets_deadlines_or_refuses_fast(start_server_fn):
     def get(name, **extra):
         return m[(name, frozenset(dict(lab, **extra).items()))]
 
-    assert get("batchd_inference_requests_total", outcome="success") == len(ok)
-    assert (get("batchd_inference_requests_total", outcome="rejected") +
-            get("batchd_inference_requests_total", outcome="timeout")) == len(refused)
+    assert get("batchd_inference_requests_total", protocol="http", outcome="success") == len(ok)
+    assert (get("batchd_inference_requests_total", protocol="http", outcome="rejected") +
+            get("batchd_inference_requests_total", protocol="http", outcome="timeout")) == len(refused)
     assert get("batchd_queue_depth") == 0
     # Server side, every success took at most deadline + one batch (0.35 s): all of them are
     # in the 0.5 s bucket of the end-to-end histogram.

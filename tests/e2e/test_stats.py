@@ -73,9 +73,9 @@ def test_model_stats_match_prometheus(client):
     assert ms["execution_count"] == 7 == prom("batchd_inference_executions_total")
     st = ms["inference_stats"]
     assert st["success"]["count"] == 7 == prom("batchd_inference_requests_total",
-                                               outcome="success")
+                                               protocol="http", outcome="success")
     assert st["fail"]["count"] == 0 == sum(
-        prom("batchd_inference_requests_total", outcome=o) for o in FAIL_OUTCOMES)
+        prom("batchd_inference_requests_total", protocol="http", outcome=o) for o in FAIL_OUTCOMES)
     assert prom("batchd_batch_size_count") == ms["execution_count"]
     assert prom("batchd_batch_size_sum") == ms["inference_count"]
     for key in ("queue", "compute_input", "compute_infer", "compute_output"):
@@ -104,7 +104,7 @@ def test_failures_count_as_fail(client):
     samples = client.metrics()
     fails = sum(int(samples.get(("batchd_inference_requests_total",
                                  frozenset(dict(model="broken", version="1",
-                                                outcome=o).items())), 0))
+                                                protocol="http", outcome=o).items())), 0))
                 for o in FAIL_OUTCOMES)
     assert ms["inference_stats"]["fail"]["count"] == 3 == fails
     assert ms["inference_stats"]["success"]["count"] == 0

@@ -109,7 +109,7 @@ static void test_model_handle_is_shared(void **state)
 static void test_null_handle_is_ignored(void **state)
 {
     (void)state;
-    bd_metrics_request(NULL, BD_OUTCOME_SUCCESS);
+    bd_metrics_request(NULL, BD_PROTO_HTTP, BD_OUTCOME_SUCCESS);
     bd_metrics_request_durations(NULL, 1, 2, 3);
     bd_metrics_batch(NULL, 4);
     bd_metrics_queue_depth_add(NULL, 1);
@@ -126,10 +126,10 @@ static void test_counters_read_back(void **state)
     (void)state;
     bd_metrics_t *m = bd_metrics_new();
     bd_model_metrics_t *mm = bd_metrics_model(m, "m", "1");
-    bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
-    bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
-    bd_metrics_request(mm, BD_OUTCOME_REJECTED);
-    bd_metrics_request(mm, BD_OUTCOME_COUNT_); /* out of range: ignored */
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_SUCCESS);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_SUCCESS);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_REJECTED);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_COUNT_); /* out of range: ignored */
     bd_metrics_batch(mm, 3);
     bd_metrics_batch(mm, 5);
     bd_metrics_queue_depth_add(mm, 4);
@@ -171,6 +171,9 @@ static void test_render_empty_registry_has_headers(void **state)
         "# HELP batchd_inference_inflight Requests accepted by the scheduler and not yet "
         "answered (queued or running).",
         "# TYPE batchd_inference_inflight gauge",
+        "# HELP batchd_websocket_connections Open WebSocket connections.",
+        "# TYPE batchd_websocket_connections gauge",
+        "batchd_websocket_connections 0",
     };
     assert_int_equal(l.n, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < l.n; i++) {
@@ -186,11 +189,14 @@ static void test_render_counters_exact(void **state)
     bd_metrics_t *m = bd_metrics_new();
     bd_model_metrics_t *mm = bd_metrics_model(m, "mlp", "1");
     for (int i = 0; i < 7; i++) {
-        bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
+        bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_SUCCESS);
     }
-    bd_metrics_request(mm, BD_OUTCOME_INVALID);
-    bd_metrics_request(mm, BD_OUTCOME_ERROR);
-    bd_metrics_request(mm, BD_OUTCOME_ERROR);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_INVALID);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_ERROR);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_ERROR);
+    bd_metrics_request(mm, BD_PROTO_WEBSOCKET, BD_OUTCOME_CANCELLED);
+    bd_metrics_websocket_connections_add(m, 2);
+    bd_metrics_websocket_connections_add(m, -1);
     bd_metrics_batch(mm, 3);
     bd_metrics_batch(mm, 4);
     bd_metrics_queue_depth_add(mm, 5);
@@ -200,16 +206,30 @@ static void test_render_counters_exact(void **state)
     lines_t l = render(m);
     size_t i = find_line(&l, "# TYPE batchd_inference_requests_total counter");
     const char *req[] = {
-        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"success\"} 7",
-        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"rejected\"} 0",
-        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"invalid\"} 1",
-        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"error\"} 2",
-        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"timeout\"} 0",
-        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",outcome=\"cancelled\"} 0",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",protocol=\"http\",outcome="
+        "\"success\"} 7",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",protocol=\"http\",outcome="
+        "\"rejected\"} 0",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",protocol=\"http\",outcome="
+        "\"invalid\"} 1",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",protocol=\"http\",outcome="
+        "\"error\"} 2",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",protocol=\"http\",outcome="
+        "\"timeout\"} 0",
+        "batchd_inference_requests_total{model=\"mlp\",version=\"1\",protocol=\"http\",outcome="
+        "\"cancelled\"} 0",
     };
     for (size_t k = 0; k < 6; k++) {
         assert_string_equal(l.lines[i + 1 + k], req[k]);
     }
+    /* The same outcomes again for the websocket protocol, each its own series. */
+    assert_string_equal(l.lines[i + 7], "batchd_inference_requests_total{model=\"mlp\",version="
+                                        "\"1\",protocol=\"websocket\",outcome=\"success\"} 0");
+    assert_string_equal(l.lines[i + 12], "batchd_inference_requests_total{model=\"mlp\",version="
+                                         "\"1\",protocol=\"websocket\",outcome=\"cancelled\"} 1");
+    assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_CANCELLED), 1);
+    assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_CANCELLED), 0);
+    assert_string_equal(l.lines[l.n - 1], "batchd_websocket_connections 1");
     i = find_line(&l, "# TYPE batchd_inference_items_total counter");
     assert_string_equal(l.lines[i + 1],
                         "batchd_inference_items_total{model=\"mlp\",version=\"1\"} 7");
@@ -220,14 +240,14 @@ static void test_render_counters_exact(void **state)
     assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
     i = find_line(&l, "# TYPE batchd_inference_inflight gauge");
     assert_string_equal(l.lines[i + 1], "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
-    assert_int_equal(i + 2, l.n);
+    assert_int_equal(i + 5, l.n); /* then the websocket connections gauge: HELP, TYPE, value */
     assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
-    assert_int_equal(count_prefix(&l, "# TYPE "), 9);
-    assert_int_equal(count_prefix(&l, "# HELP "), 9);
-    /* 9 header pairs, 6 outcomes, items, executions, depth, inflight, 12 batch-size lines and
-     * 3 x 19 duration lines. */
-    assert_int_equal(l.n, 18 + 6 + 4 + 12 + 3 * 19);
+    assert_int_equal(count_prefix(&l, "# TYPE "), 10);
+    assert_int_equal(count_prefix(&l, "# HELP "), 10);
+    /* 10 header pairs, 2 protocols x 6 outcomes, items, executions, depth, inflight, 12
+     * batch-size lines, 3 x 19 duration lines and the websocket connections gauge. */
+    assert_int_equal(l.n, 20 + 12 + 4 + 12 + 3 * 19 + 1);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -350,8 +370,9 @@ static void test_render_models_in_registration_order(void **state)
                         "batchd_inference_items_total{model=\"a\",version=\"3\"} 5");
     assert_string_equal(l.lines[i + 3], "# HELP batchd_inference_executions_total Model "
                                         "executions (batches run by the backend).");
-    assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 12);
-    assert_int_equal(l.n, 18 + 2 * (6 + 4 + 12 + 3 * 19));
+    /* 2 models x 2 protocols x 6 outcomes */
+    assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 24);
+    assert_int_equal(l.n, 18 + 3 + 2 * (12 + 4 + 12 + 3 * 19));
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -363,7 +384,7 @@ static void *conc_worker(void *arg)
 {
     bd_model_metrics_t *mm = arg;
     for (int i = 0; i < CONC_ITERS; i++) {
-        bd_metrics_request(mm, BD_OUTCOME_SUCCESS);
+        bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_SUCCESS);
         bd_metrics_batch(mm, 2);
         bd_metrics_queue_depth_add(mm, 1);
         bd_metrics_queue_depth_add(mm, -1);
@@ -417,8 +438,8 @@ static void test_stats_from_phases_and_requests(void **state)
     bd_metrics_request_durations(mm, 10, 20, 40);
     bd_metrics_request_durations(mm, 5, 20, 30);
     bd_metrics_request_fail_duration(mm, 7);
-    bd_metrics_request(mm, BD_OUTCOME_REJECTED);
-    bd_metrics_request(mm, BD_OUTCOME_INVALID); /* never counts in stats */
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_REJECTED);
+    bd_metrics_request(mm, BD_PROTO_HTTP, BD_OUTCOME_INVALID); /* never counts in stats */
     bd_model_stats_t st;
     bd_metrics_stats(mm, &st);
     assert_int_equal(st.success.count, 2);

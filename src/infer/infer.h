@@ -1,0 +1,101 @@
+/* infer: what every front end shares to run one inference request. A front end (HTTP,
+ * WebSocket, Redis Streams) speaks only its protocol; it hands the request's bytes to
+ * bd_infer_start, which finds and holds the model version, checks readiness, decodes the
+ * KServe v2 request (JSON, or a JSON header followed by Triton binary tensors), validates it
+ * against the model and submits it to the model's scheduler. When the request is finished
+ * (success, backend error, deadline, cancel, shutdown), the call's done callback runs on the
+ * owner thread, delivered through the owner's core mailbox; the front end then encodes the
+ * reply with bd_call_encode (outputs picked as the request asked, JSON or binary) and frees
+ * the call. Outcomes are counted per protocol (the scheduler counts what it decided; this
+ * layer counts requests that never reached it as invalid).
+ *
+ * Threads: one bd_infer_t per owner thread (an event loop). Every function runs on that
+ * thread; the scheduler's workers, its timer thread and the repository's loader thread only
+ * post to the owner's mailbox. Never blocks. */
+#ifndef BD_INFER_H
+#define BD_INFER_H
+
+#include "core/core.h"
+#include "metrics/metrics.h"
+#include "repo/repo.h"
+
+typedef struct bd_infer bd_infer_t;
+typedef struct bd_call bd_call_t;
+
+/* The request finished: bd_call_status says how. Runs on the owner thread, from
+ * bd_mailbox_drain. The callee owns the call from now on and frees it with bd_call_free
+ * (possibly after encoding it). */
+typedef void (*bd_call_done_cb)(bd_call_t *call);
+
+/* Borrows repo and mailbox (the owner thread's), which must outlive it. NULL when out of
+ * memory. */
+bd_infer_t *bd_infer_new(bd_repo_t *repo, bd_mailbox_t *mailbox);
+/* Every call must have been handed back (done ran) and freed before. */
+void bd_infer_free(bd_infer_t *inf);
+/* Calls started and whose done callback has not run yet. */
+size_t bd_infer_inflight(const bd_infer_t *inf);
+
+typedef struct {
+    bd_protocol_t protocol;
+    /* The model (and optional version) the front end's route names; model NULL: the request
+     * must name it in "model_name" (and may in "model_version"). With `body_names_model`,
+     * names given both ways must agree; without it the request's own names are ignored. */
+    const char *model;
+    size_t model_len;
+    const char *version;
+    size_t version_len;
+    bool body_names_model;
+    /* The request: a JSON object, optionally followed by binary tensor data (header_len is
+     * the JSON part's length; == len when there is none). Borrowed only during the call:
+     * what the request keeps is copied. */
+    const char *body;
+    size_t len;
+    size_t header_len;
+    /* Set when the front end found the request's framing wrong before decoding (e.g. a bad
+     * Inference-Header-Content-Length): it is answered and counted like a decode error,
+     * after the model checks. */
+    const bd_err_t *framing_err;
+    /* Bytes of zeroed front-end state the call carries (bd_call_user); freed with it. */
+    size_t user_size;
+    /* On failure, the request's "id" when it could be read (else ""), for protocols that
+     * answer errors by id. May be NULL. */
+    char *err_id;
+    size_t err_id_cap;
+} bd_infer_args_t;
+
+/* Start one request. On success returns 0 and *out: the call is owned by the infer layer
+ * until `done` runs (exactly once, on the owner thread). On failure returns the code (never
+ * calls done) with one sentence in err: BD_ENOTFOUND, BD_EUNAVAIL (not ready, circuit
+ * breaker open), BD_EINVAL/BD_ETOOBIG (bad request), BD_EFULL, BD_ESHUTDOWN, BD_ENOMEM. */
+int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb done, bd_call_t **out,
+                   bd_err_t *err);
+
+/* The call's a->user_size bytes of front-end state (16-byte aligned, zeroed at start). The
+ * owner thread may fill them right after a successful start: done cannot run before the
+ * owner's loop drains its mailbox. */
+void *bd_call_user(bd_call_t *call);
+
+/* The client went away: a call still queued leaves the queue (its done runs with
+ * BD_ECANCELLED, later, from the mailbox); one already running finishes as usual. Until
+ * done ran. */
+void bd_call_cancel(bd_call_t *call);
+
+/* 0, or the error code; *msg (may be NULL) gets the reason. After done. */
+int bd_call_status(const bd_call_t *call, const char **msg);
+/* The request's "id", or NULL when it had none. */
+const char *bd_call_id(const bd_call_t *call);
+/* Give the request an id (copied) when it had none, so the reply carries it. BD_ENOMEM. */
+int bd_call_set_id(bd_call_t *call, const char *id);
+/* Append the reply of a successful call to `out`: the KServe v2 response JSON, then the
+ * binary outputs' bytes when the request asked for any; *header_len is the JSON part's length
+ * (== the appended length when everything is JSON). Returns 0, BD_ENOMEM, or the call's own
+ * error code (with its message in err) when it failed. After done. */
+int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err);
+/* Release the model version and everything the call owns. After done. NULL is fine. */
+void bd_call_free(bd_call_t *call);
+
+/* The HTTP status code an error code gets (400, 404, 405, 500, 503): the one table every
+ * front end uses (WebSocket and Redis replies carry it as "status"). */
+int bd_infer_http_status(int code);
+
+#endif

@@ -1,0 +1,172 @@
+/* server.c: the event loop, the mailbox's and the signals' sockets in it, the front ends and
+ * the drain (see server.h).
+ *
+ * One h2o evloop on the thread that calls bd_server_run. Three descriptors wake it besides
+ * the clients' sockets: the listener (HTTP's), the mailbox's eventfd (every completion: a
+ * scheduler's request, a repository load) and a signalfd for the stop signals. The mailbox
+ * and signal descriptors are dup'ed into the loop because h2o closes what it watches.
+ *
+ * Threads: the loop thread only. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <h2o.h>
+#include <h2o/socket/evloop.h>
+
+#include "infer/infer.h"
+#include "stream/stream.h"
+
+/* How long the drain waits for clients to take their last replies and close. */
+#define CLOSE_WAIT_US 5000000
+
+struct bd_server {
+    bd_repo_t *repo;
+    bd_mailbox_t *mailbox;
+    h2o_evloop_t *loop;
+    h2o_socket_t *mailsock;
+    h2o_socket_t *sigsock;
+    bd_infer_t *infer;
+    bd_stream_t *stream;
+    bd_http_t *http;
+    bool stopping;
+};
+
+static void on_mail(h2o_socket_t *sock, const char *err)
+{
+    bd_server_t *s = sock->data;
+    (void)err;
+    bd_mailbox_drain(s->mailbox);
+}
+
+static void on_signal(h2o_socket_t *sock, const char *err)
+{
+    bd_server_t *s = sock->data;
+    struct signalfd_siginfo si;
+    (void)err;
+    while (read(h2o_socket_get_fd(sock), &si, sizeof si) == (ssize_t)sizeof si) {
+        if (!s->stopping) {
+            BD_INFO("server", "shutdown signal=%u inflight=%zu", si.ssi_signo,
+                    bd_infer_inflight(s->infer));
+        }
+        s->stopping = true;
+    }
+}
+
+/* Watch a dup of `fd` in the loop (h2o closes the descriptors it watches). */
+static h2o_socket_t *watch_fd(bd_server_t *s, int fd, h2o_socket_cb cb, bd_err_t *err)
+{
+    int dfd = fd >= 0 ? dup(fd) : -1;
+    if (dfd < 0) {
+        bd_err_set(err, BD_EIO, "cannot watch a descriptor in the event loop: %s", strerror(errno));
+        return NULL;
+    }
+    h2o_socket_t *sock = h2o_evloop_socket_create(s->loop, dfd, H2O_SOCKET_FLAG_DONT_READ);
+    sock->data = s;
+    h2o_socket_read_start(sock, cb);
+    return sock;
+}
+
+bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t *mailbox,
+                           const bd_server_opts_t *opts, bd_err_t *err)
+{
+    bd_server_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        bd_err_set(err, BD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->repo = repo;
+    s->mailbox = mailbox;
+    s->loop = h2o_evloop_create();
+    s->infer = bd_infer_new(repo, mailbox);
+    bd_stream_opts_t so = {.max_inflight = opts->ws_max_inflight,
+                           .idle_timeout_us = opts->ws_idle_timeout_us,
+                           .max_message_bytes = opts->http.max_body_bytes};
+    s->stream = s->infer ? bd_stream_new(s->loop, s->infer, metrics, &so) : NULL;
+    if (!s->stream) {
+        bd_err_set(err, BD_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (!(s->mailsock = watch_fd(s, bd_mailbox_fd(mailbox), on_mail, err))) {
+        goto fail;
+    }
+    s->http = bd_http_new(s->loop, repo, metrics, s->infer, s->stream, &opts->http, err);
+    if (!s->http) {
+        goto fail;
+    }
+    return s;
+fail:
+    bd_server_free(s);
+    return NULL;
+}
+
+int bd_server_port(const bd_server_t *s)
+{
+    return bd_http_port(s->http);
+}
+
+int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
+{
+    bd_err_t err = {0};
+    int sfd = signalfd(-1, stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->sigsock = sfd >= 0 ? watch_fd(s, sfd, on_signal, &err) : NULL;
+    if (sfd >= 0) {
+        close(sfd);
+    }
+    if (!s->sigsock) {
+        BD_ERROR("server", "cannot watch the stop signals: %s",
+                 sfd < 0 ? strerror(errno) : err.msg);
+        return BD_EIO;
+    }
+    while (!s->stopping) {
+        h2o_evloop_run(s->loop, INT32_MAX);
+    }
+    /* Drain: refuse new connections, sockets and requests; answer what is queued. */
+    bd_http_stop(s->http);
+    bd_stream_shutdown(s->stream);
+    bd_repo_close(s->repo);
+    while (bd_infer_inflight(s->infer) > 0 || bd_repo_busy(s->repo)) {
+        h2o_evloop_run(s->loop, 100);
+    }
+    /* Every reply is queued: close idle connections once their replies are written; the
+     * streams close themselves (1001) once theirs are. */
+    bd_http_close_idle(s->http);
+    uint64_t until = bd_now_us() + CLOSE_WAIT_US;
+    while ((bd_http_connections(s->http) > 0 || bd_stream_connections(s->stream) > 0) &&
+           bd_now_us() < until) {
+        h2o_evloop_run(s->loop, 10);
+    }
+    BD_INFO("server", "drained; exiting open_connections=%zu open_streams=%zu",
+            bd_http_connections(s->http), bd_stream_connections(s->stream));
+    return 0;
+}
+
+static void close_watch(h2o_socket_t *sock)
+{
+    if (sock) {
+        h2o_socket_read_stop(sock);
+        h2o_socket_close(sock);
+    }
+}
+
+void bd_server_free(bd_server_t *s)
+{
+    if (!s) {
+        return;
+    }
+    close_watch(s->sigsock);
+    close_watch(s->mailsock);
+    bd_stream_free(s->stream);
+    bd_http_free(s->http);
+    bd_infer_free(s->infer);
+    if (s->loop) {
+        /* Run once more so closed sockets are reaped before the loop goes away. */
+        h2o_evloop_run(s->loop, 0);
+        h2o_evloop_destroy(s->loop);
+    }
+    free(s);
+}

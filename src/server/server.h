@@ -1,0 +1,44 @@
+/* server: the process's event loop and its life. It owns the loop (libh2o-evloop), the
+ * mailbox through which every completion comes back to the loop (requests from the
+ * schedulers, model loads from the repository's loader), the stop signals and the drain; it
+ * starts the front ends the options ask for (HTTP, and WebSocket streaming reached through
+ * HTTP's upgrade) and hands them the shared infer layer.
+ *
+ * Drain on SIGTERM/SIGINT: stop accepting connections, sockets and requests; close the
+ * repository to new work; run until every request handed to a scheduler came back and was
+ * answered and every model load asked for was answered; close the WebSocket streams with
+ * 1001 and idle keep-alive connections; return.
+ *
+ * Threads: everything on the thread that calls bd_server_run, which is the repository's
+ * owner thread while it runs. */
+#ifndef BD_SERVER_H
+#define BD_SERVER_H
+
+#include <signal.h>
+
+#include "core/core.h"
+#include "http/http.h"
+#include "metrics/metrics.h"
+#include "repo/repo.h"
+
+typedef struct bd_server bd_server_t;
+
+typedef struct {
+    bd_http_opts_t http;
+    size_t ws_max_inflight;      /* requests in flight per WebSocket before it stops reading */
+    uint64_t ws_idle_timeout_us; /* a WebSocket with no frames this long is closed (1000) */
+} bd_server_opts_t;
+
+/* Create the loop, start the front ends and bind. Borrows repo, metrics and mailbox (the one
+ * the repository posts to, made by the caller before bd_repo_open), which must outlive it.
+ * NULL with err set when the address cannot be bound. */
+bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t *mailbox,
+                           const bd_server_opts_t *opts, bd_err_t *err);
+/* The bound HTTP port (useful with port 0). */
+int bd_server_port(const bd_server_t *s);
+/* Serve on the calling thread until one of `stop_signals` arrives (they must be blocked in
+ * every thread; they are read through a signalfd), then drain as above and return 0. */
+int bd_server_run(bd_server_t *s, const sigset_t *stop_signals);
+void bd_server_free(bd_server_t *s);
+
+#endif

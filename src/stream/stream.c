@@ -1,0 +1,678 @@
+/* stream.c: WebSocket streaming (see stream.h), on h2o's HTTP/1.1 upgrade and wslay.
+ *
+ * h2o answers the handshake (101, Sec-WebSocket-Accept) and hands over the raw socket; from
+ * then on each connection is a conn_t with its own wslay context whose callbacks read from
+ * and write to that socket. We drive wslay ourselves (not h2o's websocket wrapper) so that
+ * reading can stop at the in-flight cap:
+ *
+ *   load = requests started and not yet answered + replies queued in wslay + parked messages
+ *
+ * The recv callback hands wslay no bytes while load >= max_inflight, and the socket is not
+ * read meanwhile, so TCP pushes back on the client. Messages wslay had already taken from
+ * the socket when the cap was reached (at most one 4 KiB read and one message) are parked,
+ * copied, and started when replies have gone out. Bytes wslay produces go to `pending` (at
+ * most PENDING_MAX; past that wslay keeps them queued, which counts in load), and one h2o
+ * write at a time carries them out of `writing_buf`.
+ *
+ * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
+ * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
+ * socket (1000) or the drain (1001). Queued requests of a socket that went away are
+ * cancelled; results for it are dropped when they come back. After we sent a close frame we
+ * stop writing (SHUT_WR) and wait up to CLOSE_WAIT_MS for the client's close, then close.
+ *
+ * Ownership: a conn is freed once its socket is closed and its last call came back; it is
+ * never freed inside a wslay callback or in the middle of an event's handling: every entry
+ * point (socket read, write done, call done, timers) ends with release_if_done.
+ *
+ * Threads: the event-loop thread only. */
+#include "stream/stream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <h2o.h>
+#include <h2o/http1.h>
+#include <h2o/websocket.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <wslay/wslay.h>
+
+#define PENDING_MAX (256u * 1024)
+#define CLOSE_WAIT_MS 2000
+#define MAX_NAME 256
+#define ID_MAX 64
+
+typedef struct conn conn_t;
+
+struct bd_stream {
+    h2o_evloop_t *loop;
+    bd_infer_t *inf;
+    bd_metrics_t *metrics;
+    bd_stream_opts_t opts;
+    bd_list_t conns; /* conn_t.link: every conn whose socket is open */
+    size_t n_conns;
+    h2o_timeout_t idle_timeout;
+    h2o_timeout_t close_timeout;
+    bd_buf_t out; /* reply scratch */
+    bool stopping;
+};
+
+typedef struct {
+    bd_list_t link;
+    bool binary;
+    size_t len;
+    char data[];
+} parked_t;
+
+/* The WebSocket state a call carries (bd_call_user). */
+typedef struct {
+    conn_t *conn;
+    bd_call_t *call;
+    bd_list_t link; /* conn->calls */
+} ws_call_t;
+
+struct conn {
+    bd_stream_t *st;
+    bd_list_t link;
+    h2o_socket_t *sock; /* NULL once closed */
+    wslay_event_context_ptr ws;
+    char model[MAX_NAME];
+    size_t model_len; /* 0: requests name their model */
+    char version[32];
+    size_t version_len;
+    size_t inflight; /* calls started whose done has not run */
+    bd_list_t calls; /* ws_call_t.link, the calls in flight */
+    bd_list_t parked;
+    size_t n_parked;
+    uint64_t next_id;
+    h2o_timeout_entry_t timer; /* idle, or the wait for the client's close */
+    bd_buf_t pending;          /* bytes wslay produced, not yet handed to h2o */
+    bd_buf_t writing;          /* bytes of the h2o write in flight */
+    bool write_busy;
+    bool reading;
+    bool shut_wr;
+    bool closing; /* we queued a close frame */
+};
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+/* Requests started and not answered, plus replies wslay still holds. */
+static size_t busy(conn_t *c)
+{
+    return c->inflight + wslay_event_get_queued_msg_count(c->ws);
+}
+
+static size_t load(conn_t *c)
+{
+    return busy(c) + c->n_parked;
+}
+
+/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint32_t cp, min;
+        if ((b & 0xE0) == 0xC0) {
+            k = 1, cp = b & 0x1F, min = 0x80;
+        } else if ((b & 0xF0) == 0xE0) {
+            k = 2, cp = b & 0x0F, min = 0x800;
+        } else if ((b & 0xF8) == 0xF0) {
+            k = 3, cp = b & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (n - i <= k) {
+            return false;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return false;
+        }
+        i += k + 1;
+    }
+    return true;
+}
+
+static void queue_frame(conn_t *c, uint8_t opcode, const char *data, size_t len)
+{
+    struct wslay_event_msg m = {opcode, (const uint8_t *)data, len};
+    if (wslay_event_queue_msg(c->ws, &m) != 0) {
+        BD_DEBUG("stream", "reply dropped: the socket is closing");
+    }
+}
+
+static void queue_close(conn_t *c, uint16_t code, const char *reason)
+{
+    if (!c->closing) {
+        c->closing = true;
+        wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, strlen(reason));
+    }
+}
+
+static void send_error(conn_t *c, const char *id, int code, const char *msg)
+{
+    bd_buf_t *b = &c->st->out;
+    bd_buf_reset(b);
+    bd_buf_puts(b, "{\"id\":");
+    bd_buf_json_string(b, id, strlen(id));
+    bd_buf_puts(b, ",\"error\":");
+    bd_buf_json_string(b, msg, strlen(msg));
+    bd_buf_printf(b, ",\"status\":%d}", bd_infer_http_status(code));
+    if (!b->failed) {
+        queue_frame(c, WSLAY_TEXT_FRAME, b->data, b->len);
+    }
+}
+
+static void assign_id(conn_t *c, char *id, size_t cap)
+{
+    snprintf(id, cap, "batchd-%llu", (unsigned long long)++c->next_id);
+}
+
+/* ---- closing ---------------------------------------------------------------------------- */
+
+static void close_socket(conn_t *c)
+{
+    if (!c->sock) {
+        return;
+    }
+    bd_stream_t *st = c->st;
+    /* Queued requests of a socket that went away are never executed; running ones finish
+     * and their results are dropped. */
+    for (bd_list_t *n = c->calls.next; n != &c->calls; n = n->next) {
+        bd_call_cancel(BD_CONTAINER_OF(n, ws_call_t, link)->call);
+    }
+    while (!bd_list_empty(&c->parked)) {
+        bd_list_t *n = bd_list_first(&c->parked);
+        bd_list_unlink(n);
+        free(BD_CONTAINER_OF(n, parked_t, link));
+    }
+    c->n_parked = 0;
+    if (h2o_timeout_is_linked(&c->timer)) {
+        h2o_timeout_unlink(&c->timer);
+    }
+    h2o_socket_close(c->sock);
+    c->sock = NULL;
+    wslay_event_context_free(c->ws);
+    c->ws = NULL;
+    bd_list_unlink(&c->link);
+    st->n_conns--;
+    bd_metrics_websocket_connections_add(st->metrics, -1);
+}
+
+/* The end of every entry point: free the conn once nothing refers to it. */
+static void release_if_done(conn_t *c)
+{
+    if (!c->sock && c->inflight == 0) {
+        bd_buf_dispose(&c->pending);
+        bd_buf_dispose(&c->writing);
+        free(c);
+    }
+}
+
+static void on_close_wait(h2o_timeout_entry_t *entry)
+{
+    conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, timer, entry);
+    close_socket(c); /* the client never answered our close frame */
+    release_if_done(c);
+}
+
+static void on_idle(h2o_timeout_entry_t *entry);
+static void process(conn_t *c);
+
+/* Start or keep the idle timer (nothing in flight) or the close wait. */
+static void arm_timer(conn_t *c, h2o_timeout_t *t, h2o_timeout_cb cb)
+{
+    if (h2o_timeout_is_linked(&c->timer)) {
+        h2o_timeout_unlink(&c->timer);
+    }
+    c->timer.cb = cb;
+    h2o_timeout_link(c->st->loop, t, &c->timer);
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+static void on_write_done(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->data;
+    c->write_busy = false;
+    bd_buf_reset(&c->writing);
+    if (err) {
+        close_socket(c);
+    } else {
+        process(c);
+    }
+    release_if_done(c);
+}
+
+/* Move what wslay has queued towards the socket; after our close frame went out, stop
+ * writing and wait for the client's close (or close at once when it already came). */
+static void flush(conn_t *c)
+{
+    if (!c->sock) {
+        return;
+    }
+    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+        close_socket(c);
+        return;
+    }
+    if (!c->write_busy && c->pending.len > 0) {
+        bd_buf_t t = c->writing;
+        c->writing = c->pending;
+        c->pending = t;
+        c->write_busy = true;
+        h2o_iovec_t iov = h2o_iovec_init(c->writing.data, c->writing.len);
+        h2o_socket_write(c->sock, &iov, 1, on_write_done);
+        return;
+    }
+    if (c->write_busy || !wslay_event_get_close_sent(c->ws) || wslay_event_want_write(c->ws)) {
+        return;
+    }
+    if (wslay_event_get_close_received(c->ws)) {
+        close_socket(c);
+    } else if (!c->shut_wr) {
+        c->shut_wr = true;
+        shutdown(h2o_socket_get_fd(c->sock), SHUT_WR);
+        arm_timer(c, &c->st->close_timeout, on_close_wait);
+    }
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+static void on_call_done(bd_call_t *call)
+{
+    ws_call_t *wc = bd_call_user(call);
+    conn_t *c = wc->conn;
+    bd_list_unlink(&wc->link);
+    c->inflight--;
+    if (c->sock && !wslay_event_get_close_sent(c->ws)) {
+        bd_buf_t *b = &c->st->out;
+        bd_buf_reset(b);
+        bd_buf_append(b, "\0\0\0\0", 4); /* the length prefix of a binary reply */
+        size_t header_len = 0;
+        bd_err_t err = {0};
+        int rc = bd_call_encode(call, b, &header_len, &err);
+        if (rc != 0) {
+            send_error(c, bd_call_id(call), rc, err.msg);
+        } else if (header_len + 4 == b->len) {
+            queue_frame(c, WSLAY_TEXT_FRAME, b->data + 4, header_len);
+        } else {
+            uint32_t n = (uint32_t)header_len;
+            unsigned char le[4] = {n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >> 24};
+            memcpy(b->data, le, 4);
+            queue_frame(c, WSLAY_BINARY_FRAME, b->data, b->len);
+        }
+    }
+    bd_call_free(call);
+    if (c->sock) {
+        if (c->st->stopping && c->inflight == 0) {
+            queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
+        }
+        process(c);
+    }
+    release_if_done(c);
+}
+
+/* One complete message: a request to start, or an error reply. */
+static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
+{
+    char id[ID_MAX];
+    id[0] = '\0';
+    if (c->st->stopping) {
+        assign_id(c, id, sizeof id);
+        send_error(c, id, BD_ESHUTDOWN, "the server is shutting down");
+        return;
+    }
+    bd_infer_args_t a = {.protocol = BD_PROTO_WEBSOCKET,
+                         .model = c->model_len ? c->model : NULL,
+                         .model_len = c->model_len,
+                         .version = c->version,
+                         .version_len = c->version_len,
+                         .body_names_model = true,
+                         .body = data,
+                         .len = len,
+                         .header_len = len,
+                         .user_size = sizeof(ws_call_t),
+                         .err_id = id,
+                         .err_id_cap = sizeof id};
+    bd_err_t err = {0};
+    bd_err_t framing = {0};
+    if (binary) {
+        /* 4-byte little-endian JSON header length, the header, then the tensor bytes. */
+        const unsigned char *p = (const unsigned char *)data;
+        uint32_t n = len >= 4 ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                                    (uint32_t)p[3] << 24
+                              : 0;
+        if (len < 4 || n == 0 || n > len - 4) {
+            bd_err_set(&framing, BD_EINVAL,
+                       "a binary message starts with a 4-byte little-endian JSON header length "
+                       "followed by that many bytes; this one has %zu bytes in all",
+                       len);
+            assign_id(c, id, sizeof id);
+            send_error(c, id, framing.code, framing.msg);
+            return;
+        }
+        a.body = data + 4;
+        a.len = len - 4;
+        a.header_len = n;
+    }
+    bd_call_t *call = NULL;
+    int rc = bd_infer_start(c->st->inf, &a, on_call_done, &call, &err);
+    if (rc != 0) {
+        if (!id[0]) {
+            assign_id(c, id, sizeof id);
+        }
+        send_error(c, id, rc, err.msg);
+        return;
+    }
+    if (!bd_call_id(call)) {
+        assign_id(c, id, sizeof id);
+        if (bd_call_set_id(call, id) != 0) {
+            bd_call_cancel(call); /* out of memory: it answers with an error (no id) */
+        }
+    }
+    ws_call_t *wc = bd_call_user(call);
+    wc->conn = c;
+    wc->call = call;
+    bd_list_push_back(&c->calls, &wc->link);
+    c->inflight++;
+}
+
+/* ---- wslay callbacks (never close or free the conn here) --------------------------------- */
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+    conn_t *c = user;
+    (void)flags;
+    h2o_buffer_t *in = c->sock->input;
+    if (in->size == 0 || (!c->closing && load(c) >= c->st->opts.max_inflight)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = in->size < len ? in->size : len;
+    memcpy(buf, in->bytes, n);
+    h2o_buffer_consume(&c->sock->input, n);
+    return (ssize_t)n;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    conn_t *c = user;
+    (void)flags;
+    if (c->pending.len >= PENDING_MAX) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    bd_buf_append(&c->pending, data, len);
+    if (c->pending.failed) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user)
+{
+    conn_t *c = user;
+    (void)ctx;
+    bool binary = arg->opcode == WSLAY_BINARY_FRAME;
+    if ((arg->opcode != WSLAY_TEXT_FRAME && !binary) || c->closing) {
+        return; /* control frames: wslay answers ping and close itself */
+    }
+    const char *data = (const char *)arg->msg;
+    if (!binary && !utf8_valid(arg->msg, arg->msg_length)) {
+        queue_close(c, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8");
+        return;
+    }
+    if (busy(c) >= c->st->opts.max_inflight || c->n_parked > 0) {
+        /* Taken from the socket before the cap was reached: keep it for later. */
+        parked_t *p = malloc(sizeof *p + arg->msg_length);
+        if (!p) {
+            queue_close(c, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
+            return;
+        }
+        p->binary = binary;
+        p->len = arg->msg_length;
+        memcpy(p->data, data, arg->msg_length);
+        bd_list_push_back(&c->parked, &p->link);
+        c->n_parked++;
+        return;
+    }
+    handle_message(c, binary, data, arg->msg_length);
+}
+
+/* ---- the connection's engine --------------------------------------------------------------- */
+
+static void on_read(h2o_socket_t *sock, const char *err);
+
+/* Run what can run: parked messages, then wslay over the bytes the socket has, then the
+ * writes; start or stop reading by the cap. */
+static void process(conn_t *c)
+{
+    size_t cap = c->st->opts.max_inflight;
+    while (c->sock && c->n_parked > 0 && busy(c) < cap && !c->closing) {
+        bd_list_t *n = bd_list_first(&c->parked);
+        bd_list_unlink(n);
+        c->n_parked--;
+        parked_t *p = BD_CONTAINER_OF(n, parked_t, link);
+        handle_message(c, p->binary, p->data, p->len);
+        free(p);
+    }
+    if (!c->sock) {
+        return;
+    }
+    if (wslay_event_want_read(c->ws) && c->sock->input->size > 0 && wslay_event_recv(c->ws) != 0) {
+        close_socket(c);
+        return;
+    }
+    flush(c);
+    if (!c->sock) {
+        return;
+    }
+    bool want = wslay_event_want_read(c->ws) && (c->closing || load(c) < cap);
+    if (want && !c->reading) {
+        h2o_socket_read_start(c->sock, on_read);
+    } else if (!want && c->reading) {
+        h2o_socket_read_stop(c->sock);
+    }
+    c->reading = want;
+    if (!c->closing && c->inflight == 0 && !h2o_timeout_is_linked(&c->timer)) {
+        arm_timer(c, &c->st->idle_timeout, on_idle);
+    }
+}
+
+static void on_read(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->data;
+    if (err) {
+        close_socket(c); /* the connection dropped */
+    } else {
+        if (!c->closing) {
+            arm_timer(c, &c->st->idle_timeout, on_idle); /* a frame or part of one came */
+        }
+        process(c);
+    }
+    release_if_done(c);
+}
+
+static void on_idle(h2o_timeout_entry_t *entry)
+{
+    conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, timer, entry);
+    if (c->inflight > 0) {
+        return; /* process re-arms it when the last reply went out */
+    }
+    queue_close(c, WSLAY_CODE_NORMAL_CLOSURE, "idle timeout");
+    process(c);
+    release_if_done(c);
+}
+
+/* ---- handshake ---------------------------------------------------------------------------- */
+
+static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
+{
+    conn_t *c = data;
+    bd_stream_t *st = c->st;
+    struct wslay_event_callbacks cbs = {ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
+    if (!sock || wslay_event_context_server_init(&c->ws, &cbs, c) != 0) {
+        if (sock) {
+            h2o_socket_close(sock);
+        }
+        free(c);
+        return;
+    }
+    h2o_buffer_consume(&sock->input, reqsize);
+    sock->data = c;
+    c->sock = sock;
+    wslay_event_config_set_max_recv_msg_length(c->ws, st->opts.max_message_bytes);
+    bd_list_push_back(&st->conns, &c->link);
+    st->n_conns++;
+    bd_metrics_websocket_connections_add(st->metrics, 1);
+    if (st->stopping) {
+        queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
+    }
+    process(c);
+    release_if_done(c);
+}
+
+/* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC 6455 GUID)), 28 characters. (libh2o
+ * declares a helper for this but does not export it.) */
+static void accept_key(char dst[32], const char *client_key)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char buf[128];
+    /* h2o's key points into the header value, unterminated; it checked it is 24 bytes. */
+    int n = snprintf(buf, sizeof buf, "%.24s%s", client_key, guid);
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)buf, (size_t)n, digest);
+    EVP_EncodeBlock((unsigned char *)dst, digest, SHA_DIGEST_LENGTH);
+}
+
+static void reply_http_error(bd_stream_t *st, h2o_req_t *req, int code, const char *msg)
+{
+    bd_buf_t *b = &st->out;
+    bd_buf_reset(b);
+    bd_buf_json_error(b, msg);
+    int status = bd_infer_http_status(code);
+    req->res.status = status;
+    req->res.reason = status == 400 ? "Bad Request" : "Service Unavailable";
+    req->res.content_length = b->len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
+    h2o_send_inline(req, b->data, b->len);
+}
+
+void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t model_len,
+                      const char *version, size_t version_len)
+{
+    const char *key = NULL;
+    if (st->stopping) {
+        reply_http_error(st, req, BD_ESHUTDOWN, "the server is shutting down");
+        return;
+    }
+    if (req->version >= 0x200 || h2o_is_websocket_handshake(req, &key) != 0 || !key) {
+        reply_http_error(st, req, BD_EINVAL,
+                         "this endpoint is a WebSocket: expected GET with 'Upgrade: websocket', "
+                         "'Connection: Upgrade', 'Sec-WebSocket-Key' and "
+                         "'Sec-WebSocket-Version: 13' over HTTP/1.1");
+        return;
+    }
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c || model_len >= sizeof c->model || version_len >= sizeof c->version) {
+        free(c);
+        reply_http_error(st, req, c ? BD_EINVAL : BD_ENOMEM,
+                         c ? "the model name or version is too long" : "out of memory");
+        return;
+    }
+    c->st = st;
+    memcpy(c->model, model ? model : "", model_len);
+    c->model_len = model ? model_len : 0;
+    memcpy(c->version, version ? version : "", version_len);
+    c->version_len = version ? version_len : 0;
+    bd_list_init(&c->link);
+    bd_list_init(&c->calls);
+    bd_list_init(&c->parked);
+    bd_buf_init(&c->pending);
+    bd_buf_init(&c->writing);
+    char accept[32];
+    accept_key(accept, key);
+    req->res.status = 101;
+    req->res.reason = "Switching Protocols";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0,
+                          NULL, accept, strlen(accept));
+    h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+bd_stream_t *bd_stream_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_metrics_t *metrics,
+                           const bd_stream_opts_t *opts)
+{
+    bd_stream_t *st = calloc(1, sizeof *st);
+    if (!st) {
+        return NULL;
+    }
+    st->loop = loop;
+    st->inf = inf;
+    st->metrics = metrics;
+    st->opts = *opts;
+    if (st->opts.max_inflight < 1) {
+        st->opts.max_inflight = 1;
+    }
+    bd_list_init(&st->conns);
+    bd_buf_init(&st->out);
+    uint64_t idle_ms = st->opts.idle_timeout_us / 1000;
+    h2o_timeout_init(loop, &st->idle_timeout, idle_ms ? idle_ms : 1);
+    h2o_timeout_init(loop, &st->close_timeout, CLOSE_WAIT_MS);
+    return st;
+}
+
+void bd_stream_shutdown(bd_stream_t *st)
+{
+    st->stopping = true;
+    for (bd_list_t *n = st->conns.next; n != &st->conns;) {
+        conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        n = n->next; /* process may close c's socket and unlink it */
+        if (c->inflight == 0) {
+            queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
+        }
+        process(c);
+        release_if_done(c);
+    }
+}
+
+size_t bd_stream_connections(const bd_stream_t *st)
+{
+    return st->n_conns;
+}
+
+void bd_stream_free(bd_stream_t *st)
+{
+    if (!st) {
+        return;
+    }
+    while (!bd_list_empty(&st->conns)) {
+        conn_t *c = BD_CONTAINER_OF(bd_list_first(&st->conns), conn_t, link);
+        close_socket(c);
+        release_if_done(c); /* every call came back before the server frees the stream */
+    }
+    h2o_timeout_dispose(st->loop, &st->idle_timeout);
+    h2o_timeout_dispose(st->loop, &st->close_timeout);
+    bd_buf_dispose(&st->out);
+    free(st);
+}
