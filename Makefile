@@ -15,8 +15,8 @@
 # not built with TSan, so the backend's tests stay out of this run.
 tsan:
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBD_SANITIZE=thread
-	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target test_sched test_metrics test_core
-	ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core)$$'
+	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target test_sched test_metrics test_core test_infer
+	ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core|infer)$$'
 
 # The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
 valgrind: build demo
