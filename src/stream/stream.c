@@ -318,9 +318,6 @@ static void on_call_done(bd_call_t *call)
     }
     bd_call_free(call);
     if (c->sock) {
-        if (c->st->stopping && c->inflight == 0) {
-            queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
-        }
         process(c);
     }
     release_if_done(c);
@@ -479,6 +476,10 @@ static void process(conn_t *c)
     if (wslay_event_want_read(c->ws) && c->sock->input->size > 0 && wslay_event_recv(c->ws) != 0) {
         close_socket(c);
         return;
+    }
+    if (c->st->stopping && c->inflight == 0 && c->n_parked == 0) {
+        /* The drain: everything this socket asked for was answered. */
+        queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
     }
     flush(c);
     if (!c->sock) {
@@ -648,10 +649,7 @@ void bd_stream_shutdown(bd_stream_t *st)
     for (bd_list_t *n = st->conns.next; n != &st->conns;) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
         n = n->next; /* process may close c's socket and unlink it */
-        if (c->inflight == 0) {
-            queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
-        }
-        process(c);
+        process(c);  /* closes with 1001 once nothing is in flight */
         release_if_done(c);
     }
 }

@@ -4,11 +4,11 @@
  * thread answering a load), its callback runs on the owner thread, from bd_mailbox_drain,
  * and nowhere else. Also: start errors (unknown model, bad requests, model_name rules) and
  * what bd_call_encode writes. Real time is short here (a 60 ms sim batch). */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
+#include <cmocka.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
