@@ -33,6 +33,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -763,9 +764,81 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     }
 }
 
+/* Case-insensitive "name:" at the start of a header line. */
+static bool header_is(const char *line, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
+}
+
+/* Request framing (RFC 9112): a request with both Content-Length and Transfer-Encoding, or
+ * with Content-Length values that differ or are not a number, could be read differently by
+ * a proxy in front of us (request smuggling): refuse it and close the connection. An
+ * HTTP/1.1 request needs exactly one Host (§3.2). h2o 2.2.5 keeps only one of each of these
+ * headers (it reads the body by the last framing header it saw), so the check reads the raw
+ * header block, which is still at the front of the connection's input buffer while the
+ * request is handled. Returns false after replying 400 (the connection then closes). */
+static bool framing_ok(bd_http_t *h, h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->version < 0x200 && req->conn->callbacks->get_socket
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+    if (!sock || !sock->input || sock->input->size == 0) {
+        return true;
+    }
+    const char *p = sock->input->bytes, *end = p + sock->input->size;
+    int cl = 0, te = 0, host = 0;
+    h2o_iovec_t first_cl = {NULL, 0};
+    bool cl_bad = false;
+    const char *nl = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
+    for (p = nl ? nl + 1 : end; p < end; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) {
+            break;
+        }
+        size_t len = (size_t)(nl - p) - (nl > p && nl[-1] == '\r');
+        if (len == 0) {
+            break; /* the end of the header block */
+        }
+        if (header_is(p, len, "content-length")) {
+            h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
+            bool digits = v.len > 0 && v.len <= 19;
+            for (size_t k = 0; digits && k < v.len; k++) {
+                digits = v.base[k] >= '0' && v.base[k] <= '9';
+            }
+            cl_bad = cl_bad || !digits ||
+                     (cl > 0 && (v.len != first_cl.len || memcmp(v.base, first_cl.base, v.len)));
+            first_cl = cl == 0 ? v : first_cl;
+            cl++;
+        } else if (header_is(p, len, "transfer-encoding")) {
+            te++;
+        } else if (header_is(p, len, "host")) {
+            host++;
+        }
+    }
+    const char *why = NULL;
+    if (cl > 0 && te > 0) {
+        why = "a request must not have both Content-Length and Transfer-Encoding";
+    } else if (cl_bad) {
+        why = "Content-Length must be one decimal number (repeated values must be equal)";
+    } else if (req->version == 0x101 && host != 1) {
+        why = host ? "an HTTP/1.1 request must have exactly one Host header, it has several"
+                   : "an HTTP/1.1 request must have a Host header";
+    }
+    if (!why) {
+        return true;
+    }
+    req->http1_is_persistent = 0; /* what follows on this connection cannot be trusted */
+    reply_error(h, req, BD_EINVAL, why);
+    return false;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
+    if (!framing_ok(h, req)) {
+        return 0;
+    }
     h2o_iovec_t seg[8];
     int n = split_path(req->path_normalized, seg, 8);
     if (n == 1 && iov_eq(seg[0], "metrics")) {
