@@ -1,0 +1,137 @@
+"""HTTP/1.1 request framing (RFC 9112 §6.1, §6.3, §3.2): what a proxy in front of batchd could
+read differently is refused with a JSON 400 and the connection is closed, so a request hidden
+behind it is never executed. Raw sockets: no client library would send these."""
+import json
+import socket
+
+import pytest
+
+from conftest import tensor
+
+BODY = json.dumps({"inputs": [tensor("INPUT0", "INT32", [1, 3], [1, 2, 3])]}).encode()
+
+
+@pytest.fixture(scope="module")
+def client(start_server):
+    repo = start_server.repo()
+    repo.add_sim("fr", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    return start_server(repo)
+
+
+def exchange(port, data, timeout=5.0):
+    """Send `data`, read until the server closes (or `timeout` passes with the socket open).
+    Returns (bytes, closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out, True
+                out += chunk
+        except socket.timeout:
+            return out, False
+
+
+def responses(raw):
+    """Split concatenated HTTP/1.1 responses (each with Content-Length) into
+    (status, headers dict, body) tuples."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode()
+        n = int(headers.get("content-length", "0"))
+        out.append((status, headers, rest[:n]))
+        raw = rest[n:]
+    return out
+
+
+def chunked(body):
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+def executed(client):
+    return client.metric("batchd_inference_requests_total", model="fr", version="1",
+                         outcome="success")
+
+
+def assert_refused(client, data, message):
+    before = executed(client)
+    out, closed = exchange(client.server.port, data)
+    rs = responses(out)
+    assert len(rs) == 1, out[:500]
+    status, headers, body = rs[0]
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": message}
+    assert headers.get("connection", "").lower() == "close"
+    assert closed, "the connection stayed open after a framing error"
+    assert executed(client) == before, "a refused request (or one hidden behind it) ran"
+    client.assert_healthy()
+
+
+SMUGGLED = b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(BODY), BODY)
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_closed(client):
+    data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunked(BODY) + SMUGGLED)
+    assert_refused(client, data,
+                   "a request must not have both Content-Length and Transfer-Encoding")
+
+
+def test_transfer_encoding_before_content_length_is_refused_too(client):
+    data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n"
+            b"content-length: 5\r\n\r\n" + chunked(BODY) + SMUGGLED)
+    assert_refused(client, data,
+                   "a request must not have both Content-Length and Transfer-Encoding")
+
+
+def test_differing_content_lengths_are_refused(client):
+    data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"Content-Length: 3\r\n\r\n%s" % (len(BODY), BODY))
+    assert_refused(client, data,
+                   "Content-Length must be one decimal number (repeated values must be equal)")
+
+
+def test_repeated_equal_content_lengths_are_accepted(client):
+    data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(BODY), len(BODY), BODY))
+    out, closed = exchange(client.server.port, data)
+    (status, _, body), = responses(out)
+    assert status == 200, body
+    assert json.loads(body)["outputs"][0]["data"] == [1, 2, 3]
+
+
+def test_missing_host_is_refused(client):
+    assert_refused(client, b"GET /v2/health/live HTTP/1.1\r\n\r\n",
+                   "an HTTP/1.1 request must have a Host header")
+
+
+def test_two_hosts_are_refused(client):
+    assert_refused(client, b"GET /v2/health/live HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                   "an HTTP/1.1 request must have exactly one Host header, it has several")
+
+
+def test_http10_without_host_is_fine(client):
+    out, closed = exchange(client.server.port, b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+    (status, _, _), = responses(out)
+    assert status == 200
+    assert closed
+
+
+def test_pipelined_well_framed_requests_all_run(client):
+    before = executed(client)
+    data = SMUGGLED * 3 + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out, closed = exchange(client.server.port, data)
+    rs = responses(out)
+    assert [r[0] for r in rs] == [200, 200, 200, 200]
+    assert closed
+    assert executed(client) == before + 3
