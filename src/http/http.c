@@ -106,9 +106,12 @@ static const char *reason_of(int status)
     }
 }
 
-static void reply(h2o_req_t *req, int status, const char *content_type, const char *body,
-                  size_t len)
+static void reply(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
+                  const char *body, size_t len)
 {
+    if (h->stopping) {
+        req->http1_is_persistent = 0; /* Connection: close: the server is going away */
+    }
     req->res.status = status;
     req->res.reason = reason_of(status);
     req->res.content_length = len;
@@ -124,7 +127,7 @@ static void reply_json(bd_http_t *h, h2o_req_t *req, int status)
         bd_buf_json_error(&h->out, "out of memory while writing the reply");
         status = 500;
     }
-    reply(req, status, "application/json", h->out.data, h->out.len);
+    reply(h, req, status, "application/json", h->out.data, h->out.len);
 }
 
 static void reply_error(bd_http_t *h, h2o_req_t *req, int code, const char *msg)
@@ -258,7 +261,7 @@ static void metrics_page(bd_http_t *h, h2o_req_t *req)
         reply_error(h, req, BD_ENOMEM, "out of memory while rendering metrics");
         return;
     }
-    reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", h->out.data, h->out.len);
+    reply(h, req, 200, "text/plain; version=0.0.4; charset=utf-8", h->out.data, h->out.len);
 }
 
 /* ---- client hang-ups -------------------------------------------------------------------- */
@@ -368,7 +371,7 @@ static void send_result(bd_http_t *h, job_t *j)
         h2o_add_header_by_str(&req->pool, &req->res.headers,
                               H2O_STRLIT("inference-header-content-length"), 0,
                               "Inference-Header-Content-Length", num, (size_t)len);
-        reply(req, 200, "application/octet-stream", h->out.data, h->out.len);
+        reply(h, req, 200, "application/octet-stream", h->out.data, h->out.len);
     }
 }
 
@@ -551,7 +554,7 @@ static void on_loaded(void *ctx, int rc, const char *msg)
     if (w->req) {
         *w->guard = NULL;
         if (rc == 0) {
-            reply(w->req, 200, "application/json", "", 0);
+            reply(w->h, w->req, 200, "application/json", "", 0);
         } else {
             char text[BD_ERR_MSG_MAX + 300];
             snprintf(text, sizeof text, "failed to load '%s': %s", w->name, msg);
@@ -655,7 +658,7 @@ static void repo_unload(bd_http_t *h, h2o_req_t *req, h2o_iovec_t name)
         reply_error(h, req, err.code, err.msg);
         return;
     }
-    reply(req, 200, "application/json", "", 0);
+    reply(h, req, 200, "application/json", "", 0);
 }
 
 static const char *control_name(bd_model_control_t c)
@@ -693,9 +696,7 @@ static void route_repository(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int
         reply_error(h, req, err.code, err.msg);
         return;
     }
-    if (h->stopping) {
-        reply_error(h, req, BD_ESHUTDOWN, "the server is shutting down");
-    } else if (index) {
+    if (index) {
         repo_index(h, req);
     } else if (load) {
         repo_load(h, req, seg[2]);
@@ -758,7 +759,7 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
         bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m), breaker);
         reply_error(h, req, err.code, err.msg);
     } else if (*action) {
-        reply(req, 200, "application/json", "", 0);
+        reply(h, req, 200, "application/json", "", 0);
     } else {
         model_metadata(h, req, m);
     }
@@ -839,6 +840,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (!framing_ok(h, req)) {
         return 0;
     }
+    if (h->stopping) {
+        /* The drain: a request that arrives on a kept-alive connection after the signal. */
+        reply_error(h, req, BD_ESHUTDOWN, "the server is shutting down");
+        return 0;
+    }
     h2o_iovec_t seg[8];
     int n = split_path(req->path_normalized, seg, 8);
     if (n == 1 && iov_eq(seg[0], "metrics")) {
@@ -877,10 +883,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
     } else if (n == 1) {
         server_metadata(h, req);
-    } else if (ready && h->stopping) {
-        reply_error(h, req, BD_EINVAL, "the server is shutting down");
     } else {
-        reply(req, 200, "application/json", "", 0);
+        reply(h, req, 200, "application/json", "", 0);
     }
     return 0;
 }

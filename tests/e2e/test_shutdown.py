@@ -75,3 +75,42 @@ def test_sigint_idle_server_exits_zero(start_server_fn):
     client.server.signal(signal.SIGINT)
     client.server.stop(send_signal=False)
     assert time.monotonic() - t0 < 5, "an idle server took long to stop"
+
+
+def test_drain_closes_keepalive_connections_with_json_503(start_server_fn):
+    """After SIGTERM a reply to a request already in flight says Connection: close, and a new
+    request on a connection kept alive from before gets 503, the JSON error and close."""
+    import http.client
+    import json
+    repo = start_server_fn.repo()
+    repo.add_sim("slow", [("INPUT0", "INT32", [2])], max_batch_size=1, instances=1,
+                 latency_us=800000)
+    client = start_server_fn(repo)
+    srv = client.server
+    busy = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=HTTP_TIMEOUT_S)
+    idle = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=HTTP_TIMEOUT_S)
+    idle.request("GET", "/v2/health/live")
+    r = idle.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("Connection", "").lower() == "keep-alive"
+    busy.request("POST", "/v2/models/slow/infer",
+                 body=json.dumps({"inputs": [tensor("INPUT0", "INT32", [1, 2], [4, 5])]}),
+                 headers={"Content-Type": "application/json"})
+    _wait_metric(client, "batchd_inference_inflight", {"model": "slow", "version": "1"},
+                 lambda v: v >= 1)
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    idle.request("GET", "/v2/health/live")
+    r = idle.getresponse()
+    body = r.read()
+    assert r.status == 503
+    assert r.getheader("Connection", "").lower() == "close"
+    assert json.loads(body) == {"error": "the server is shutting down"}
+    r = busy.getresponse()
+    body = r.read()
+    assert r.status == 200, body
+    assert r.getheader("Connection", "").lower() == "close"
+    assert json.loads(body)["outputs"][0]["data"] == [4, 5]
+    busy.close()
+    idle.close()
+    srv.stop(send_signal=False)
