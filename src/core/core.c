@@ -113,7 +113,13 @@ void bd_log(int level, const char *module, const char *fmt, ...)
     if (level < bd_log_level()) {
         return;
     }
-    char line[1024];
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t mlen = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
+    char line[1024]; /* one line, cut to fit, newline included */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -125,14 +131,24 @@ void bd_log(int level, const char *module, const char *fmt, ...)
                            : level > 3 ? 3
                                        : level],
                      module);
-    va_list ap;
-    va_start(ap, fmt);
-    n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof line - 2) {
-        n = (int)sizeof line - 2;
+    /* Messages carry what clients sent (model names, paths): control characters and DEL
+     * are written as \xNN, so no client can start a log line of its own. */
+    size_t room = sizeof line - 2; /* the newline, and a NUL never written */
+    size_t k = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room;
+    for (size_t i = 0; i < mlen && k < room; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c >= 0x20 && c != 0x7f) {
+            line[k++] = (char)c;
+        } else if (k + 4 <= room) {
+            static const char hex[] = "0123456789abcdef";
+            memcpy(line + k, (char[4]){'\\', 'x', hex[c >> 4], hex[c & 15]}, 4);
+            k += 4;
+        } else {
+            break;
+        }
     }
-    line[n++] = '\n';
+    line[k++] = '\n';
+    n = (int)k;
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;
 }

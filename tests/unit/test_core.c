@@ -610,6 +610,23 @@ static void test_log_level_and_line_format(void **state)
     free(out);
 }
 
+static void log_forged(void)
+{
+    /* What a client could put in a model name: a newline and a fake log line after it. */
+    BD_WARN("repo", "model=%s", "x\n2026-01-01T00:00:00.000Z ERROR evil\x01\x7f\t");
+}
+
+static void test_log_escapes_control_characters(void **state)
+{
+    (void)state;
+    char *out = capture_stderr(log_forged);
+    assert_non_null(strchr(out, '\n'));
+    assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1); /* one line */
+    assert_string_equal(out + 24, " WARN repo model=x\\x0a2026-01-01T00:00:00.000Z ERROR "
+                                  "evil\\x01\\x7f\\x09\n");
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -634,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_read_file_limit),
         cmocka_unit_test(test_clock_real_is_monotonic),
         cmocka_unit_test(test_log_level_and_line_format),
+        cmocka_unit_test(test_log_escapes_control_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
