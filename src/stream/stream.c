@@ -94,6 +94,11 @@ struct conn {
     bool reading;
     bool shut_wr;
     bool closing; /* we queued a close frame */
+    /* Frame headers of the bytes handed to wslay (see frames_ok). */
+    uint8_t fh[14];
+    size_t fh_have;
+    uint64_t fh_skip; /* payload bytes of the current frame still to pass */
+    bool broken;      /* a bad frame header came: the rest of the input is dropped */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -390,19 +395,81 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
 
 /* ---- wslay callbacks (never close or free the conn here) --------------------------------- */
 
+/* The length of the frame header that starts with h[0..have) (2 until the second byte). */
+static size_t header_size(const uint8_t *h, size_t have)
+{
+    if (have < 2) {
+        return 2;
+    }
+    uint8_t l7 = h[1] & 0x7f;
+    return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0);
+}
+
+/* Walk the frame headers in the next `n` input bytes. wslay answers most protocol errors
+ * with 1002 itself, but a fragmented or oversized control frame only with a close that has
+ * no status code; such a header is caught here first. Returns how many of the bytes may go
+ * to wslay: all of them, or those before a bad header (then a 1002 close is queued and the
+ * rest of the input is dropped). */
+static size_t frames_ok(conn_t *c, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (c->fh_skip > 0) {
+            size_t k = c->fh_skip < n - i ? (size_t)c->fh_skip : n - i;
+            c->fh_skip -= k;
+            i += k;
+            continue;
+        }
+        size_t start = i; /* this header's bytes in p (earlier ones went to wslay already) */
+        while (i < n && c->fh_have < header_size(c->fh, c->fh_have)) {
+            c->fh[c->fh_have++] = p[i++];
+        }
+        if (c->fh_have < header_size(c->fh, c->fh_have)) {
+            return n; /* the header goes on in later bytes */
+        }
+        uint8_t l7 = c->fh[1] & 0x7f;
+        uint64_t plen = l7;
+        if (l7 >= 126) {
+            plen = 0;
+            for (int k = 0; k < (l7 == 126 ? 2 : 8); k++) {
+                plen = plen << 8 | c->fh[2 + k];
+            }
+        }
+        bool control = (c->fh[0] & 0x08) != 0;
+        bool fin = (c->fh[0] & 0x80) != 0;
+        c->fh_have = 0;
+        if (control && (!fin || l7 > 125)) {
+            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR,
+                        "control frames must not be fragmented or longer than 125 bytes");
+            c->broken = true;
+            return start;
+        }
+        c->fh_skip = plen;
+    }
+    return n;
+}
+
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     conn_t *c = user;
     (void)flags;
     h2o_buffer_t *in = c->sock->input;
+    if (c->broken) {
+        h2o_buffer_consume(&c->sock->input, in->size); /* after a bad frame: dropped */
+    }
     if (in->size == 0 || (!c->closing && load(c) >= c->st->opts.max_inflight)) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
     size_t n = in->size < len ? in->size : len;
-    memcpy(buf, in->bytes, n);
+    size_t ok = frames_ok(c, (const uint8_t *)in->bytes, n);
+    memcpy(buf, in->bytes, ok);
     h2o_buffer_consume(&c->sock->input, n);
-    return (ssize_t)n;
+    if (ok == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    return (ssize_t)ok;
 }
 
 static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
@@ -474,18 +541,29 @@ static void process(conn_t *c)
         return;
     }
     if (wslay_event_want_read(c->ws) && c->sock->input->size > 0 && wslay_event_recv(c->ws) != 0) {
-        close_socket(c);
-        return;
+        /* Input wslay cannot go on with (a fragmented control frame, a bad length): say so
+         * with 1002 and stop reading; the close handshake then ends the connection. */
+        queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, "protocol error");
+        wslay_event_shutdown_read(c->ws);
     }
-    if (c->st->stopping && c->inflight == 0 && c->n_parked == 0) {
-        /* The drain: everything this socket asked for was answered. */
+    if (c->st->stopping && busy(c) == 0 && c->n_parked == 0) {
+        /* The drain: everything this socket asked for was answered, and the replies left
+         * wslay's queue (it sends a queued close before queued data frames). */
         queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
     }
     flush(c);
     if (!c->sock) {
         return;
     }
-    bool want = wslay_event_want_read(c->ws) && (c->closing || load(c) < cap);
+    bool want;
+    if (wslay_event_want_read(c->ws)) {
+        want = c->closing || load(c) < cap;
+    } else {
+        /* No more frames wanted: after our close went out, read only to see the client
+         * hang up, dropping what it still sends. */
+        h2o_buffer_consume(&c->sock->input, c->sock->input->size);
+        want = c->shut_wr;
+    }
     if (want && !c->reading) {
         h2o_socket_read_start(c->sock, on_read);
     } else if (!want && c->reading) {
