@@ -246,7 +246,11 @@ def test_ten_thousand_sent_before_reading_all_answered_memory_bounded(srv):
 
     got, peak = run(go())
     assert got == {str(i) for i in range(n)}
-    assert peak - before < 100 * 1024, "RSS grew by %d KiB" % (peak - before)
+    # ASan keeps freed blocks in a quarantine of up to 256 MiB, so its bound is looser.
+    with open("/proc/%d/maps" % pid) as f:
+        asan = "libasan" in f.read()
+    bound = (400 if asan else 100) * 1024
+    assert peak - before < bound, "RSS grew by %d KiB" % (peak - before)
 
 
 def test_inflight_cap_stops_reading(start_server_fn):
