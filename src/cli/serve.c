@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "backend/backend.h"
 #include "cli/cli.h"
@@ -27,6 +28,7 @@ typedef struct {
     int64_t repository_poll_secs;
     int64_t ws_max_inflight;
     int64_t ws_idle_timeout_secs;
+    int64_t max_connections;
 } serve_opts_t;
 
 typedef enum { OPT_STR, OPT_INT } opt_type_t;
@@ -66,6 +68,9 @@ static const opt_def_t opts_table[] = {
     {"--ws-idle-timeout-secs", OPT_INT, OFF(ws_idle_timeout_secs), "300", 1, 86400,
      "BATCHD_WS_IDLE_TIMEOUT_SECS",
      "close a WebSocket (code 1000) after this long with no frame and no request in flight"},
+    {"--max-connections", OPT_INT, OFF(max_connections), "0", 0, 1 << 24, "BATCHD_MAX_CONNECTIONS",
+     "open client connections before accepting pauses; 0: the descriptor limit less 256 kept "
+     "for models, files and Redis"},
 };
 #define N_OPTS (sizeof opts_table / sizeof opts_table[0])
 
@@ -168,6 +173,33 @@ static int parse_control(const char *s)
     return -1;
 }
 
+/* Raise the soft descriptor limit to the hard one (a server's connections are descriptors)
+ * and derive --max-connections from it when not given. Returns the connection limit. */
+static size_t raise_fd_limit(size_t max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return max_connections;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0) {
+            rl = want;
+        }
+    }
+    size_t limit = rl.rlim_cur == RLIM_INFINITY ? (size_t)1 << 20 : (size_t)rl.rlim_cur;
+    size_t derived = limit > 256 + 64 ? limit - 256 : 64;
+    size_t n = max_connections ? max_connections : derived;
+    BD_INFO("serve", "descriptors limit=%zu max_connections=%zu", limit, n);
+    if (max_connections > derived) {
+        BD_WARN("serve",
+                "max_connections=%zu is above the descriptor limit %zu less 256; "
+                "accepting pauses when descriptors run out",
+                max_connections, limit);
+    }
+    return n;
+}
+
 int bd_cli_serve(int argc, char **argv)
 {
     serve_opts_t so = {0};
@@ -194,6 +226,8 @@ int bd_cli_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    size_t max_conns = raise_fd_limit((size_t)so.max_connections);
+
     bd_err_t err = {0};
     if (bd_ort_init(so.onnxruntime_lib, &err) == 0) {
         BD_INFO("serve", "onnxruntime version=%s", bd_ort_version());
@@ -217,7 +251,8 @@ int bd_cli_serve(int argc, char **argv)
     bd_server_opts_t sv = {.http = {.host = so.host,
                                     .port = (int)so.http_port,
                                     .max_body_bytes = (size_t)so.max_body_bytes,
-                                    .model_control = (bd_model_control_t)control},
+                                    .model_control = (bd_model_control_t)control,
+                                    .max_connections = max_conns},
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};
     server = bd_server_new(repo, metrics, mailbox, &sv, &err);

@@ -58,6 +58,10 @@ struct bd_http {
     bd_model_control_t model_control;
     bd_buf_t out; /* reply scratch, reused; loop thread only */
     size_t conns; /* open client connections; loop thread only */
+    size_t max_connections;
+    bool accept_paused;
+    h2o_timeout_t accept_timeout;
+    h2o_timeout_entry_t accept_entry;
     bool stopping;
     bool ctx_init;
     /* hang-up watch; loop thread only */
@@ -73,6 +77,7 @@ struct bd_http {
 #define WATCH_TICK_MS 10
 #define WATCH_INTERVAL_US 10000
 #define WATCH_BUDGET 512
+#define ACCEPT_RETRY_MS 100
 
 typedef struct job job_t;
 struct job {
@@ -135,6 +140,14 @@ static void reply_error(bd_http_t *h, h2o_req_t *req, int code, const char *msg)
     bd_buf_reset(&h->out);
     bd_buf_json_error(&h->out, msg);
     reply_json(h, req, bd_infer_http_status(code));
+}
+
+/* 405 with the Allow header (RFC 9110 §15.5.6). */
+static void reply_method(bd_http_t *h, h2o_req_t *req, bool post)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
+                   post ? "POST" : "GET, HEAD", post ? 4 : 9);
+    reply_error(h, req, BD_EMETHOD, post ? "this endpoint takes POST" : "this endpoint takes GET");
 }
 
 /* ---- small parsing helpers ------------------------------------------------------------- */
@@ -679,7 +692,7 @@ static void route_repository(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int
         return;
     }
     if (!method_is(req, "POST")) {
-        reply_error(h, req, BD_EMETHOD, "this endpoint takes POST");
+        reply_method(h, req, true);
         return;
     }
     /* Triton's rule: changes only in explicit mode; the index is readable whenever the
@@ -731,8 +744,7 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     }
     bool post = strcmp(action, "infer") == 0;
     if (post ? !method_is(req, "POST") : !is_get(req)) {
-        reply_error(h, req, BD_EMETHOD,
-                    post ? "this endpoint takes POST" : "this endpoint takes GET");
+        reply_method(h, req, post);
         return;
     }
     if (post) {
@@ -848,8 +860,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     h2o_iovec_t seg[8];
     int n = split_path(req->path_normalized, seg, 8);
     if (n == 1 && iov_eq(seg[0], "metrics")) {
-        is_get(req) ? metrics_page(h, req)
-                    : reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
+        is_get(req) ? metrics_page(h, req) : reply_method(h, req, false);
         return 0;
     }
     if (n < 1 || !iov_eq(seg[0], "v2")) {
@@ -857,8 +868,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (n == 3 && iov_eq(seg[1], "models") && iov_eq(seg[2], "stats")) {
-        is_get(req) ? stats(h, req, NULL, false)
-                    : reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
+        is_get(req) ? stats(h, req, NULL, false) : reply_method(h, req, false);
         return 0;
     }
     if (n >= 3 && iov_eq(seg[1], "models")) {
@@ -867,7 +877,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (n == 2 && iov_eq(seg[1], "stream")) {
         is_get(req) ? bd_stream_accept(h->stream, req, NULL, 0, NULL, 0)
-                    : reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
+                    : reply_method(h, req, false);
         return 0;
     }
     if (n >= 2 && iov_eq(seg[1], "repository")) {
@@ -880,7 +890,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (n != 1 && !live && !ready) {
         reply_error(h, req, BD_ENOPATH, "unknown path; see docs/API.md for the endpoints");
     } else if (!is_get(req)) {
-        reply_error(h, req, BD_EMETHOD, "this endpoint takes GET");
+        reply_method(h, req, false);
     } else if (n == 1) {
         server_metadata(h, req);
     } else {
@@ -891,10 +901,40 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- sockets and lifecycle ------------------------------------------------------------- */
 
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+/* Accepting stopped (at --max-connections, or out of descriptors): the listener is not read,
+ * so a full backlog costs nothing, until a connection closes or ACCEPT_RETRY_MS passed. */
+static void accept_pause(bd_http_t *h)
+{
+    if (!h->accept_paused && h->listener) {
+        h->accept_paused = true;
+        h2o_socket_read_stop(h->listener);
+        h2o_timeout_link(h->loop, &h->accept_timeout, &h->accept_entry);
+    }
+}
+
+static void accept_resume(bd_http_t *h)
+{
+    if (h->accept_paused && h->listener && !h->stopping) {
+        h->accept_paused = false;
+        if (h2o_timeout_is_linked(&h->accept_entry)) {
+            h2o_timeout_unlink(&h->accept_entry);
+        }
+        h2o_socket_read_start(h->listener, on_accept);
+    }
+}
+
+static void on_accept_retry(h2o_timeout_entry_t *entry)
+{
+    accept_resume(H2O_STRUCT_FROM_MEMBER(bd_http_t, accept_entry, entry));
+}
+
 static void on_conn_close(void *data)
 {
     bd_http_t *h = data;
     h->conns--;
+    accept_resume(h);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -904,8 +944,19 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     }
     for (int i = 0; i < 64; i++) {
+        if (h->max_connections && h->conns >= h->max_connections) {
+            bd_metrics_connections_refused_add(h->metrics, 1);
+            accept_pause(h);
+            break;
+        }
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (!sock) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                BD_WARN("http", "accept paused reason=\"%s\" open_connections=%zu", strerror(errno),
+                        h->conns);
+                bd_metrics_connections_refused_add(h->metrics, 1);
+                accept_pause(h);
+            }
             break;
         }
         h->conns++;
@@ -974,6 +1025,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->infer = infer;
     h->stream = stream;
     h->max_body_bytes = opts->max_body_bytes;
+    h->max_connections = opts->max_connections;
     h->model_control = opts->model_control;
     bd_buf_init(&h->out);
     bd_list_init(&h->watch);
@@ -995,6 +1047,8 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->accept_ctx.hosts = h->config.hosts;
     h2o_timeout_init(h->loop, &h->watch_timeout, WATCH_TICK_MS);
     h->watch_entry.cb = on_watch_tick;
+    h2o_timeout_init(h->loop, &h->accept_timeout, ACCEPT_RETRY_MS);
+    h->accept_entry.cb = on_accept_retry;
     h->watch_init = true;
     if (bind_listener(h, opts->host, opts->port, err) != 0) {
         bd_http_free(h);
@@ -1014,6 +1068,9 @@ void bd_http_stop(bd_http_t *h)
         return;
     }
     h->stopping = true;
+    if (h2o_timeout_is_linked(&h->accept_entry)) {
+        h2o_timeout_unlink(&h->accept_entry);
+    }
     if (h->listener) {
         h2o_socket_read_stop(h->listener);
         h2o_socket_close(h->listener);
@@ -1050,6 +1107,10 @@ void bd_http_free(bd_http_t *h)
             h2o_timeout_unlink(&h->watch_entry);
         }
         h2o_timeout_dispose(h->loop, &h->watch_timeout);
+        if (h2o_timeout_is_linked(&h->accept_entry)) {
+            h2o_timeout_unlink(&h->accept_entry);
+        }
+        h2o_timeout_dispose(h->loop, &h->accept_timeout);
     }
     if (h->ctx_init) {
         h2o_context_dispose(&h->ctx);

@@ -91,6 +91,7 @@ struct bd_metrics {
     bd_model_metrics_t *head; /* under mu; registration order */
     bd_model_metrics_t *tail;
     _Atomic int64_t ws_connections;
+    _Atomic uint64_t connections_refused;
 };
 
 static const char *const outcome_names[BD_OUTCOME_COUNT_] = {"success", "rejected", "invalid",
@@ -396,6 +397,18 @@ void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta)
     }
 }
 
+void bd_metrics_connections_refused_add(bd_metrics_t *m, uint64_t n)
+{
+    if (m) {
+        add_u64(&m->connections_refused, n);
+    }
+}
+
+uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m)
+{
+    return m ? load_u64(&m->connections_refused) : 0;
+}
+
 int64_t bd_metrics_get_websocket_connections(bd_metrics_t *m)
 {
     return m ? atomic_load_explicit(&m->ws_connections, memory_order_relaxed) : 0;
@@ -598,4 +611,9 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
     put_header(out, "batchd_websocket_connections", "gauge", "Open WebSocket connections.");
     bd_buf_printf(out, "batchd_websocket_connections %" PRId64 "\n",
                   bd_metrics_get_websocket_connections(m));
+    put_header(out, "batchd_connections_refused_total", "counter",
+               "Times a connection could not be accepted (at --max-connections or out of "
+               "descriptors).");
+    bd_buf_printf(out, "batchd_connections_refused_total %" PRIu64 "\n",
+                  bd_metrics_get_connections_refused(m));
 }

@@ -54,6 +54,11 @@ void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta);
 /* batchd_inference_inflight += delta: accepted by the scheduler, not yet answered. */
 void bd_metrics_inflight_add(bd_model_metrics_t *mm, int64_t delta);
 
+/* batchd_connections_refused_total += n: times a connection could not be taken (at
+ * --max-connections, or out of descriptors); accepting pauses until one closes. */
+void bd_metrics_connections_refused_add(bd_metrics_t *m, uint64_t n);
+uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m);
+
 /* batchd_websocket_connections += delta (open WebSocket connections, all models). */
 void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
 
@@ -118,6 +123,7 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_queue_depth{model,version}                         gauge
  *   batchd_inference_inflight{model,version}                  gauge
  *   batchd_websocket_connections                              gauge (no labels)
+ *   batchd_connections_refused_total                          counter (no labels)
  * Each family has its # HELP and # TYPE lines once; every protocol and outcome is listed (0
  * included). */
 void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out);

@@ -174,6 +174,10 @@ static void test_render_empty_registry_has_headers(void **state)
         "# HELP batchd_websocket_connections Open WebSocket connections.",
         "# TYPE batchd_websocket_connections gauge",
         "batchd_websocket_connections 0",
+        "# HELP batchd_connections_refused_total Times a connection could not be accepted (at "
+        "--max-connections or out of descriptors).",
+        "# TYPE batchd_connections_refused_total counter",
+        "batchd_connections_refused_total 0",
     };
     assert_int_equal(l.n, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < l.n; i++) {
@@ -229,7 +233,8 @@ static void test_render_counters_exact(void **state)
                                          "\"1\",protocol=\"websocket\",outcome=\"cancelled\"} 1");
     assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_CANCELLED), 1);
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_CANCELLED), 0);
-    assert_string_equal(l.lines[l.n - 1], "batchd_websocket_connections 1");
+    assert_string_equal(l.lines[l.n - 4], "batchd_websocket_connections 1");
+    assert_string_equal(l.lines[l.n - 1], "batchd_connections_refused_total 0");
     i = find_line(&l, "# TYPE batchd_inference_items_total counter");
     assert_string_equal(l.lines[i + 1],
                         "batchd_inference_items_total{model=\"mlp\",version=\"1\"} 7");
@@ -240,14 +245,14 @@ static void test_render_counters_exact(void **state)
     assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
     i = find_line(&l, "# TYPE batchd_inference_inflight gauge");
     assert_string_equal(l.lines[i + 1], "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
-    assert_int_equal(i + 5, l.n); /* then the websocket connections gauge: HELP, TYPE, value */
+    assert_int_equal(i + 8, l.n); /* then the two server-wide families: HELP, TYPE, value */
     assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
-    assert_int_equal(count_prefix(&l, "# TYPE "), 10);
-    assert_int_equal(count_prefix(&l, "# HELP "), 10);
-    /* 10 header pairs, 2 protocols x 6 outcomes, items, executions, depth, inflight, 12
-     * batch-size lines, 3 x 19 duration lines and the websocket connections gauge. */
-    assert_int_equal(l.n, 20 + 12 + 4 + 12 + 3 * 19 + 1);
+    assert_int_equal(count_prefix(&l, "# TYPE "), 11);
+    assert_int_equal(count_prefix(&l, "# HELP "), 11);
+    /* 11 header pairs, 2 protocols x 6 outcomes, items, executions, depth, inflight, 12
+     * batch-size lines, 3 x 19 duration lines and the two server-wide values. */
+    assert_int_equal(l.n, 22 + 12 + 4 + 12 + 3 * 19 + 2);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -372,7 +377,7 @@ static void test_render_models_in_registration_order(void **state)
                                         "executions (batches run by the backend).");
     /* 2 models x 2 protocols x 6 outcomes */
     assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 24);
-    assert_int_equal(l.n, 18 + 3 + 2 * (12 + 4 + 12 + 3 * 19));
+    assert_int_equal(l.n, 18 + 6 + 2 * (12 + 4 + 12 + 3 * 19));
     lines_free(&l);
     bd_metrics_free(m);
 }
