@@ -150,6 +150,58 @@ static void reply_method(bd_http_t *h, h2o_req_t *req, bool post)
     reply_error(h, req, BD_EMETHOD, post ? "this endpoint takes POST" : "this endpoint takes GET");
 }
 
+/* h2o answers a few errors itself, before or instead of our handler: 413 for a body over
+ * --max-body-bytes, 400 for broken chunked encoding, 404/405 from its own checks. They come
+ * as plain text; this filter (on every path, and on the host's fallback for answers sent
+ * before routing) rewrites them as the JSON error every other answer uses. */
+typedef struct {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+} json_error_ostream_t;
+
+static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n,
+                            h2o_send_state_t state)
+{
+    json_error_ostream_t *o = (json_error_ostream_t *)self;
+    (void)bufs;
+    (void)n;
+    bool last = !h2o_send_state_is_in_progress(state);
+    h2o_ostream_send_next(self, req, last ? &o->body : NULL, last ? 1 : 0, state);
+}
+
+static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    bd_http_t *h = *(bd_http_t **)(self + 1);
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    h2o_iovec_t *type = ct >= 0 ? &req->res.headers.entries[ct].value : NULL;
+    if (req->res.status >= 400 && type &&
+        h2o_memis(type->base, type->len, H2O_STRLIT("text/plain; charset=utf-8"))) {
+        char msg[160];
+        if (req->res.status == 413) {
+            snprintf(msg, sizeof msg,
+                     "the request body is larger than the server's limit of %zu bytes "
+                     "(--max-body-bytes)",
+                     h->max_body_bytes);
+        } else if (req->res.status == 400) {
+            snprintf(msg, sizeof msg, "the request is not valid HTTP/1.1 (%s)",
+                     req->res.reason ? req->res.reason : "bad request");
+        } else {
+            snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
+        }
+        bd_buf_t b;
+        bd_buf_init(&b);
+        bd_buf_json_error(&b, msg);
+        json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof *o, slot);
+        o->super.do_send = json_error_send;
+        o->body = h2o_strdup(&req->pool, b.failed ? "{}" : b.data, b.failed ? 2 : b.len);
+        bd_buf_dispose(&b);
+        req->res.content_length = o->body.len;
+        *type = h2o_iovec_init(H2O_STRLIT("application/json"));
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 /* ---- small parsing helpers ------------------------------------------------------------- */
 
 static bool iov_eq(h2o_iovec_t v, const char *s)
@@ -1040,6 +1092,12 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler + sizeof h);
     handler->on_req = on_req;
     *(bd_http_t **)(handler + 1) = h;
+    h2o_pathconf_t *filtered[] = {path, &host->fallback_path};
+    for (size_t i = 0; i < 2; i++) {
+        h2o_filter_t *f = h2o_create_filter(filtered[i], sizeof *f + sizeof h);
+        f->on_setup_ostream = on_setup_error_ostream;
+        *(bd_http_t **)(f + 1) = h;
+    }
 
     h2o_context_init(&h->ctx, h->loop, &h->config);
     h->ctx_init = true;

@@ -135,3 +135,36 @@ def test_pipelined_well_framed_requests_all_run(client):
     assert [r[0] for r in rs] == [200, 200, 200, 200]
     assert closed
     assert executed(client) == before + 3
+
+
+def test_errors_h2o_answers_itself_are_json_too(start_server):
+    repo = start_server.repo()
+    repo.add_sim("small", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    client = start_server(repo, args=["--max-body-bytes", "2048"])
+    port = client.server.port
+    big = b"x" * 5000
+    for data in (b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(big), big),
+                 b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                 b"\r\n\r\n" + chunked(big)):
+        out, closed = exchange(port, data)
+        (status, headers, body), = responses(out)
+        assert status == 413
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body) == {"error": "the request body is larger than the server's "
+                                             "limit of 2048 bytes (--max-body-bytes)"}
+        assert closed
+    out, closed = exchange(port, b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"].startswith("the request is not valid HTTP/1.1")
+    r = client.request("DELETE", "/v2/models/small/infer")
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "POST"
+    assert r.json() == {"error": "this endpoint takes POST"}
+    r = client.post("/v2/health/live")
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "GET, HEAD"
+    client.assert_healthy()
