@@ -29,6 +29,7 @@ typedef struct {
     int64_t ws_max_inflight;
     int64_t ws_idle_timeout_secs;
     int64_t max_connections;
+    int64_t max_header_bytes;
 } serve_opts_t;
 
 typedef enum { OPT_STR, OPT_INT } opt_type_t;
@@ -71,6 +72,9 @@ static const opt_def_t opts_table[] = {
     {"--max-connections", OPT_INT, OFF(max_connections), "0", 0, 1 << 24, "BATCHD_MAX_CONNECTIONS",
      "open client connections before accepting pauses; 0: the descriptor limit less 256 kept "
      "for models, files and Redis"},
+    {"--max-header-bytes", OPT_INT, OFF(max_header_bytes), "16384", 1024, 262144,
+     "BATCHD_MAX_HEADER_BYTES",
+     "largest request line plus headers accepted (bigger ones get 431; URLs over 8 KiB get 414)"},
 };
 #define N_OPTS (sizeof opts_table / sizeof opts_table[0])
 
@@ -252,7 +256,8 @@ int bd_cli_serve(int argc, char **argv)
                                     .port = (int)so.http_port,
                                     .max_body_bytes = (size_t)so.max_body_bytes,
                                     .model_control = (bd_model_control_t)control,
-                                    .max_connections = max_conns},
+                                    .max_connections = max_conns,
+                                    .max_header_bytes = (size_t)so.max_header_bytes},
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};
     server = bd_server_new(repo, metrics, mailbox, &sv, &err);

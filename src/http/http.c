@@ -59,6 +59,7 @@ struct bd_http {
     bd_buf_t out; /* reply scratch, reused; loop thread only */
     size_t conns; /* open client connections; loop thread only */
     size_t max_connections;
+    size_t max_header_bytes;
     bool accept_paused;
     h2o_timeout_t accept_timeout;
     h2o_timeout_entry_t accept_entry;
@@ -78,6 +79,7 @@ struct bd_http {
 #define WATCH_INTERVAL_US 10000
 #define WATCH_BUDGET 512
 #define ACCEPT_RETRY_MS 100
+#define MAX_URL_BYTES 8192
 
 typedef struct job job_t;
 struct job {
@@ -104,6 +106,12 @@ static const char *reason_of(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
     case 503:
         return "Service Unavailable";
     default:
@@ -836,14 +844,16 @@ static bool header_is(const char *line, size_t len, const char *name)
     return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
-/* Request framing (RFC 9112): a request with both Content-Length and Transfer-Encoding, or
+/* The request line and headers, checked before anything else. Size: a URL over
+ * MAX_URL_BYTES gets 414, a head over --max-header-bytes 431 (h2o itself accepts up to about
+ * 400 KiB). Framing (RFC 9112): a request with both Content-Length and Transfer-Encoding, or
  * with Content-Length values that differ or are not a number, could be read differently by
  * a proxy in front of us (request smuggling): refuse it and close the connection. An
  * HTTP/1.1 request needs exactly one Host (§3.2). h2o 2.2.5 keeps only one of each of these
  * headers (it reads the body by the last framing header it saw), so the check reads the raw
  * header block, which is still at the front of the connection's input buffer while the
- * request is handled. Returns false after replying 400 (the connection then closes). */
-static bool framing_ok(bd_http_t *h, h2o_req_t *req)
+ * request is handled. Returns false after replying (the connection then closes). */
+static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
 {
     h2o_socket_t *sock = req->version < 0x200 && req->conn->callbacks->get_socket
                              ? req->conn->callbacks->get_socket(req->conn)
@@ -852,6 +862,7 @@ static bool framing_ok(bd_http_t *h, h2o_req_t *req)
         return true;
     }
     const char *p = sock->input->bytes, *end = p + sock->input->size;
+    const char *head_end = end;
     int cl = 0, te = 0, host = 0;
     h2o_iovec_t first_cl = {NULL, 0};
     bool cl_bad = false;
@@ -863,7 +874,8 @@ static bool framing_ok(bd_http_t *h, h2o_req_t *req)
         }
         size_t len = (size_t)(nl - p) - (nl > p && nl[-1] == '\r');
         if (len == 0) {
-            break; /* the end of the header block */
+            head_end = nl + 1; /* the end of the header block */
+            break;
         }
         if (header_is(p, len, "content-length")) {
             h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
@@ -881,8 +893,23 @@ static bool framing_ok(bd_http_t *h, h2o_req_t *req)
             host++;
         }
     }
+    size_t head_bytes = (size_t)(head_end - sock->input->bytes);
+    char msg[160];
+    int status = 400;
     const char *why = NULL;
-    if (cl > 0 && te > 0) {
+    if (req->input.path.len > MAX_URL_BYTES) {
+        status = 414;
+        snprintf(msg, sizeof msg, "the URL has %zu bytes; at most %d are accepted",
+                 req->input.path.len, MAX_URL_BYTES);
+        why = msg;
+    } else if (head_bytes > h->max_header_bytes) {
+        status = 431;
+        snprintf(msg, sizeof msg,
+                 "the request line and headers have %zu bytes; at most %zu are accepted "
+                 "(--max-header-bytes)",
+                 head_bytes, h->max_header_bytes);
+        why = msg;
+    } else if (cl > 0 && te > 0) {
         why = "a request must not have both Content-Length and Transfer-Encoding";
     } else if (cl_bad) {
         why = "Content-Length must be one decimal number (repeated values must be equal)";
@@ -894,14 +921,16 @@ static bool framing_ok(bd_http_t *h, h2o_req_t *req)
         return true;
     }
     req->http1_is_persistent = 0; /* what follows on this connection cannot be trusted */
-    reply_error(h, req, BD_EINVAL, why);
+    bd_buf_reset(&h->out);
+    bd_buf_json_error(&h->out, why);
+    reply_json(h, req, status);
     return false;
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
-    if (!framing_ok(h, req)) {
+    if (!request_head_ok(h, req)) {
         return 0;
     }
     if (h->stopping) {
@@ -1078,6 +1107,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->stream = stream;
     h->max_body_bytes = opts->max_body_bytes;
     h->max_connections = opts->max_connections;
+    h->max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 16384;
     h->model_control = opts->model_control;
     bd_buf_init(&h->out);
     bd_list_init(&h->watch);

@@ -29,10 +29,11 @@ typedef enum {
 } bd_model_control_t;
 
 typedef struct {
-    const char *host;       /* address to bind, e.g. "127.0.0.1" or "0.0.0.0" */
-    int port;               /* 0: pick a free port */
-    size_t max_body_bytes;  /* larger request bodies get 413 */
-    size_t max_connections; /* open connections (WebSocket ones included); 0: no limit */
+    const char *host;        /* address to bind, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;                /* 0: pick a free port */
+    size_t max_body_bytes;   /* larger request bodies get 413 */
+    size_t max_connections;  /* open connections (WebSocket ones included); 0: no limit */
+    size_t max_header_bytes; /* request line + headers; larger ones get 431; 0: 16 KiB */
     bd_model_control_t model_control;
 } bd_http_opts_t;
 

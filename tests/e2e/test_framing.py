@@ -168,3 +168,27 @@ def test_errors_h2o_answers_itself_are_json_too(start_server):
     assert r.status_code == 405
     assert r.headers["Allow"] == "GET, HEAD"
     client.assert_healthy()
+
+
+def test_oversized_heads_get_431_and_414_as_json(client):
+    port = client.server.port
+    big_header = b"X-Big: " + b"a" * 20000 + b"\r\n"
+    out, closed = exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + big_header
+                           + b"\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    msg = json.loads(body)["error"]
+    assert msg.startswith("the request line and headers have ") and "--max-header-bytes" in msg
+    assert closed
+    out, closed = exchange(port, b"GET /v2/health/live?" + b"q" * 9000 + b" HTTP/1.1\r\n"
+                           b"Host: x\r\n\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 414
+    assert json.loads(body) == {"error": "the URL has 9016 bytes; at most 8192 are accepted"}
+    # Just under the limits is fine.
+    out, closed = exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Ok: "
+                           + b"a" * 15000 + b"\r\nConnection: close\r\n\r\n")
+    (status, _, _), = responses(out)
+    assert status == 200
+    client.assert_healthy()
