@@ -333,11 +333,6 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
 {
     char id[ID_MAX];
     id[0] = '\0';
-    if (c->st->stopping) {
-        assign_id(c, id, sizeof id);
-        send_error(c, id, BD_ESHUTDOWN, "the server is shutting down");
-        return;
-    }
     bd_infer_args_t a = {.protocol = BD_PROTO_WEBSOCKET,
                          .model = c->model_len ? c->model : NULL,
                          .model_len = c->model_len,
@@ -395,6 +390,14 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
 
 /* ---- wslay callbacks (never close or free the conn here) --------------------------------- */
 
+/* Discard what the socket has read (h2o asserts on consuming from an empty buffer). */
+static void drop_input(conn_t *c)
+{
+    if (c->sock->input->size > 0) {
+        h2o_buffer_consume(&c->sock->input, c->sock->input->size);
+    }
+}
+
 /* The length of the frame header that starts with h[0..have) (2 until the second byte). */
 static size_t header_size(const uint8_t *h, size_t have)
 {
@@ -438,9 +441,13 @@ static size_t frames_ok(conn_t *c, const uint8_t *p, size_t n)
         bool control = (c->fh[0] & 0x08) != 0;
         bool fin = (c->fh[0] & 0x80) != 0;
         c->fh_have = 0;
-        if (control && (!fin || l7 > 125)) {
-            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR,
-                        "control frames must not be fragmented or longer than 125 bytes");
+        const char *bad = control && (!fin || l7 > 125)
+                              ? "control frames must not be fragmented or longer than 125 bytes"
+                          : (c->fh[0] & 0x0f) == WSLAY_CONNECTION_CLOSE && plen == 1
+                              ? "a close frame's payload is empty or a 2-byte code first"
+                              : NULL;
+        if (bad) {
+            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, bad);
             c->broken = true;
             return start;
         }
@@ -453,10 +460,10 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 {
     conn_t *c = user;
     (void)flags;
-    h2o_buffer_t *in = c->sock->input;
     if (c->broken) {
-        h2o_buffer_consume(&c->sock->input, in->size); /* after a bad frame: dropped */
+        drop_input(c); /* after a bad frame */
     }
+    h2o_buffer_t *in = c->sock->input; /* after the drop: consuming may swap the buffer */
     if (in->size == 0 || (!c->closing && load(c) >= c->st->opts.max_inflight)) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -561,7 +568,7 @@ static void process(conn_t *c)
     } else {
         /* No more frames wanted: after our close went out, read only to see the client
          * hang up, dropping what it still sends. */
-        h2o_buffer_consume(&c->sock->input, c->sock->input->size);
+        drop_input(c);
         want = c->shut_wr;
     }
     if (want && !c->reading) {
@@ -614,7 +621,9 @@ static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
         free(c);
         return;
     }
-    h2o_buffer_consume(&sock->input, reqsize);
+    if (reqsize > 0) {
+        h2o_buffer_consume(&sock->input, reqsize);
+    }
     sock->data = c;
     c->sock = sock;
     wslay_event_config_set_max_recv_msg_length(c->ws, st->opts.max_message_bytes);
@@ -641,14 +650,16 @@ static void accept_key(char dst[32], const char *client_key)
     EVP_EncodeBlock((unsigned char *)dst, digest, SHA_DIGEST_LENGTH);
 }
 
-static void reply_http_error(bd_stream_t *st, h2o_req_t *req, int code, const char *msg)
+static void reply_http_error(bd_stream_t *st, h2o_req_t *req, int status, const char *msg)
 {
     bd_buf_t *b = &st->out;
     bd_buf_reset(b);
     bd_buf_json_error(b, msg);
-    int status = bd_infer_http_status(code);
     req->res.status = status;
-    req->res.reason = status == 400 ? "Bad Request" : "Service Unavailable";
+    req->res.reason = status == 400   ? "Bad Request"
+                      : status == 426 ? "Upgrade Required"
+                      : status == 500 ? "Internal Server Error"
+                                      : "Service Unavailable";
     req->res.content_length = b->len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("application/json"));
@@ -660,20 +671,31 @@ void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
 {
     const char *key = NULL;
     if (st->stopping) {
-        reply_http_error(st, req, BD_ESHUTDOWN, "the server is shutting down");
+        reply_http_error(st, req, 503, "the server is shutting down");
         return;
     }
     if (req->version >= 0x200 || h2o_is_websocket_handshake(req, &key) != 0 || !key) {
-        reply_http_error(st, req, BD_EINVAL,
+        reply_http_error(st, req, 400,
                          "this endpoint is a WebSocket: expected GET with 'Upgrade: websocket', "
                          "'Connection: Upgrade', 'Sec-WebSocket-Key' and "
                          "'Sec-WebSocket-Version: 13' over HTTP/1.1");
         return;
     }
+    ssize_t vi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-version"), -1);
+    if (vi < 0 || !h2o_memis(req->headers.entries[vi].value.base,
+                             req->headers.entries[vi].value.len, H2O_STRLIT("13"))) {
+        /* RFC 6455 4.4: name the version we speak. */
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-version"), 0,
+                              NULL, H2O_STRLIT("13"));
+        reply_http_error(st, req, 426,
+                         "this server speaks WebSocket version 13 only "
+                         "(Sec-WebSocket-Version: 13)");
+        return;
+    }
     conn_t *c = calloc(1, sizeof *c);
     if (!c || model_len >= sizeof c->model || version_len >= sizeof c->version) {
         free(c);
-        reply_http_error(st, req, c ? BD_EINVAL : BD_ENOMEM,
+        reply_http_error(st, req, c ? 400 : 500,
                          c ? "the model name or version is too long" : "out of memory");
         return;
     }
