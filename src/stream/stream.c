@@ -12,7 +12,7 @@
  * the socket when the cap was reached (at most one 4 KiB read and one message) are parked,
  * copied, and started when replies have gone out. Bytes wslay produces go to `pending` (at
  * most PENDING_MAX; past that wslay keeps them queued, which counts in load), and one h2o
- * write at a time carries them out of `writing_buf`.
+ * write at a time carries them out of `writing`.
  *
  * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
  * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
