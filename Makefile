@@ -11,18 +11,10 @@
 #   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
 #   make test        setup, build, test-models, unit, e2e, asan (in that order)
 #   make bench       bench/run.sh
-#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (dist# ThreadSanitizer over the threaded unit tests (scheduler, metrics, core). ONNX Runtime is
-# not built with TSan, so the backend's tests stay out of this run.
-tsan:
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBD_SANITIZE=thread
-	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target test_sched test_metrics test_core test_infer
-	ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core|infer)$$'
-
-# The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
-valgrind: build demo
-	bash tests/valgrind.sh $(BUILD)/batchd $(DEMO)
-
-clean: also third_party/)
+#   make tsan        ThreadSanitizer build in build-tsan/, then the threaded unit tests
+#   make valgrind    the server under valgrind's memcheck on the demo (not part of `make test`)
+#   make format      clang-format the sources in place (make format-check: only check)
+#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (distclean: also third_party/)
 
 # Debian's python: the pyenv python3 earlier on PATH lacks numpy, sklearn, onnx and pytest.
 PYTHON     ?= /usr/bin/python3
@@ -120,6 +112,17 @@ test: setup build test-models format-check unit e2e asan
 
 bench: build
 	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd ORT_INPROC_BIN=$(BUILD)/ort_inproc bash bench/run.sh
+
+# ThreadSanitizer over the threaded unit tests (scheduler, metrics, core, infer). ONNX Runtime is
+# not built with TSan, so the backend's tests stay out of this run.
+tsan:
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBD_SANITIZE=thread
+	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target test_sched test_metrics test_core test_infer
+	ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core|infer)$$'
+
+# The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
+valgrind: build demo
+	bash tests/valgrind.sh $(BUILD)/batchd $(DEMO)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(DEMO)
