@@ -1,8 +1,8 @@
 /* bench.c: `batchd bench`, the load generator's command line. One table drives the flags, their
- * defaults and --help. It reads the model's metadata, builds the request once, runs each
- * level (closed-loop concurrency or open-loop rate) with a progress line on stderr, then
- * prints the table on stdout and writes the --json, --csv and --plot files.
- * Main thread only. */
+ * defaults, bounds and --help (parsed by opts.c, like serve's). It reads the model's metadata,
+ * builds the request once, runs each level (closed-loop concurrency or open-loop rate) with a
+ * progress line on stderr, then prints the table on stdout and writes the --json, --csv and --plot
+ * files. Main thread only. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -15,7 +15,7 @@
 #include "loadgen/loadgen.h"
 
 #define MAX_LEVELS 256
-#define MAX_MULTI 32
+#define MAX_MULTI BD_CLI_LIST_MAX
 
 typedef struct {
     const char *url, *model, *version;
@@ -25,195 +25,80 @@ typedef struct {
     double stable_pct;
     bool binary, quiet;
     const char *data, *json, *csv, *plot, *title;
-    const char *shapes[MAX_MULTI];
-    size_t n_shapes;
-    const char *files[MAX_MULTI];
-    size_t n_files;
+    bd_cli_list_t shapes, files;
 } bench_opts_t;
 
-typedef enum { O_STR, O_INT, O_DUR, O_NUM, O_FLAG, O_MULTI } okind_t;
-
-typedef struct {
-    const char *flag;
-    okind_t kind;
-    size_t offset;
-    const char *def;
-    double min, max;
-    const char *help;
-} bopt_t;
-
 #define OFF(f) offsetof(bench_opts_t, f)
-static const bopt_t bopts[] = {
-    {"--url", O_STR, OFF(url), NULL, 0, 0, "server, http://HOST:PORT[/prefix]; required"},
-    {"--model", O_STR, OFF(model), NULL, 0, 0, "model name; required"},
-    {"--model-version", O_STR, OFF(version), NULL, 0, 0, "model version (default: the server's)"},
-    {"--concurrency", O_STR, OFF(concurrency), NULL, 0, 0,
+static const bd_cli_opt_t bopts[] = {
+    {"--url", BD_CLI_STR, OFF(url), NULL, 0, 0, NULL,
+     "server, http://HOST:PORT[/prefix]; required"},
+    {"--model", BD_CLI_STR, OFF(model), NULL, 0, 0, NULL, "model name; required"},
+    {"--model-version", BD_CLI_STR, OFF(version), NULL, 0, 0, NULL,
+     "model version (default: the server's)"},
+    {"--concurrency", BD_CLI_STR, OFF(concurrency), NULL, 0, 0, NULL,
      "closed loop: comma list of requests kept outstanding, e.g. 1,5,10,25,50 (default 1)"},
-    {"--rate", O_STR, OFF(rate), NULL, 0, 0,
+    {"--rate", BD_CLI_STR, OFF(rate), NULL, 0, 0, NULL,
      "open loop: comma list of request rates per second, e.g. 50,100,200"},
-    {"--distribution", O_STR, OFF(distribution), "constant", 0, 0,
+    {"--distribution", BD_CLI_STR, OFF(distribution), "constant", 0, 0, NULL,
      "open-loop send times: constant, poisson, or bursty (--burst requests at once)"},
-    {"--burst", O_INT, OFF(burst), "16", 1, 100000,
+    {"--burst", BD_CLI_INT, OFF(burst), "16", 1, 100000, NULL,
      "bursty: requests sent together; bursts keep the mean --rate"},
-    {"--duration", O_DUR, OFF(duration_us), "10s", 0.001, 86400,
+    {"--duration", BD_CLI_DUR, OFF(duration_us), "10s", 0.001, 86400, NULL,
      "measured time per level (10s, 500ms, 2m)"},
-    {"--requests", O_INT, OFF(requests), "0", 0, 1e12,
+    {"--requests", BD_CLI_INT, OFF(requests), "0", 0, 1e12, NULL,
      "measure this many requests per level instead of --duration"},
-    {"--warmup", O_DUR, OFF(warmup_us), "1s", 0, 3600, "unmeasured time before each level"},
-    {"--window", O_DUR, OFF(window_us), "0", 0, 3600,
+    {"--warmup", BD_CLI_DUR, OFF(warmup_us), "1s", 0, 3600, NULL,
+     "unmeasured time before each level"},
+    {"--window", BD_CLI_DUR, OFF(window_us), "0", 0, 3600, NULL,
      "measurement window for the stability rule (default duration/5, 1s with --requests)"},
-    {"--stable-windows", O_INT, OFF(stable_windows), "3", 1, 100,
+    {"--stable-windows", BD_CLI_INT, OFF(stable_windows), "3", 1, 100, NULL,
      "a level is stable when its last this many windows ..."},
-    {"--stable-pct", O_NUM, OFF(stable_pct), "10", 0.001, 1000,
+    {"--stable-pct", BD_CLI_NUM, OFF(stable_pct), "10", 0.001, 1000, NULL,
      "... are each within this % of their mean throughput"},
-    {"--max-duration", O_DUR, OFF(max_duration_us), "0", 0, 86400,
+    {"--max-duration", BD_CLI_DUR, OFF(max_duration_us), "0", 0, 86400, NULL,
      "keep measuring an unstable level, window by window, up to this long (default: no)"},
-    {"--timeout", O_DUR, OFF(timeout_us), "10s", 0.001, 3600, "per-request timeout"},
-    {"--max-connections", O_INT, OFF(max_connections), "1024", 1, 100000,
+    {"--timeout", BD_CLI_DUR, OFF(timeout_us), "10s", 0.001, 3600, NULL, "per-request timeout"},
+    {"--max-connections", BD_CLI_INT, OFF(max_connections), "1024", 1, 100000, NULL,
      "open loop: most connections opened"},
-    {"--max-send-lag", O_DUR, OFF(max_send_lag_us), "10ms", 0.000001, 3600,
+    {"--max-send-lag", BD_CLI_DUR, OFF(max_send_lag_us), "10ms", 0.000001, 3600, NULL,
      "open loop: flag the generator as fallen behind when its p99 send lag is above this"},
-    {"--batch", O_INT, OFF(batch), "1", 1, 1 << 20, "rows per request (the batch dim)"},
-    {"--binary", O_FLAG, OFF(binary), NULL, 0, 0,
+    {"--batch", BD_CLI_INT, OFF(batch), "1", 1, 1 << 20, NULL, "rows per request (the batch dim)"},
+    {"--binary", BD_CLI_BOOL, OFF(binary), NULL, 0, 0, NULL,
      "binary tensors (Triton's extension) for inputs and outputs instead of JSON"},
-    {"--data", O_STR, OFF(data), "zero", 0, 0, "input values: zero or random"},
-    {"--data-file", O_MULTI, OFF(files), NULL, 0, 0,
+    {"--data", BD_CLI_STR, OFF(data), "zero", 0, 0, NULL, "input values: zero or random"},
+    {"--data-file", BD_CLI_LIST, OFF(files), NULL, 0, 0, NULL,
      "[INPUT=]PATH raw little-endian bytes of one row or the whole batch (repeatable)"},
-    {"--shape", O_MULTI, OFF(shapes), NULL, 0, 0,
+    {"--shape", BD_CLI_LIST, OFF(shapes), NULL, 0, 0, NULL,
      "[INPUT:]D1,D2,... dims of an input with variable dims, batch dim excluded (repeatable)"},
-    {"--seed", O_INT, OFF(seed), "1", 0, 9e15, "seed for random data and Poisson send times"},
-    {"--json", O_STR, OFF(json), NULL, 0, 0, "write the results and configuration as JSON"},
-    {"--csv", O_STR, OFF(csv), NULL, 0, 0, "write one CSV row per level"},
-    {"--plot", O_STR, OFF(plot), NULL, 0, 0, "write an SVG plot of throughput and latency"},
-    {"--title", O_STR, OFF(title), NULL, 0, 0, "plot title (default: model and URL)"},
-    {"--quiet", O_FLAG, OFF(quiet), NULL, 0, 0, "no progress lines"},
+    {"--seed", BD_CLI_INT, OFF(seed), "1", 0, 9e15, NULL,
+     "seed for random data and Poisson send times"},
+    {"--json", BD_CLI_STR, OFF(json), NULL, 0, 0, NULL,
+     "write the results and configuration as JSON"},
+    {"--csv", BD_CLI_STR, OFF(csv), NULL, 0, 0, NULL, "write one CSV row per level"},
+    {"--plot", BD_CLI_STR, OFF(plot), NULL, 0, 0, NULL,
+     "write an SVG plot of throughput and latency"},
+    {"--title", BD_CLI_STR, OFF(title), NULL, 0, 0, NULL, "plot title (default: model and URL)"},
+    {"--quiet", BD_CLI_BOOL, OFF(quiet), NULL, 0, 0, NULL, "no progress lines"},
 };
-#define N_BOPTS (sizeof bopts / sizeof bopts[0])
+static const bd_cli_cmd_t bench_cmd = {
+    .usage = "usage: batchd bench --url http://HOST:PORT --model M [--concurrency LIST | --rate "
+             "LIST]\n       [--duration 10s | --requests N] [--batch B] [--binary] [--json "
+             "FILE] [--csv FILE] [--plot FILE.svg]\n",
+    .opts = bopts,
+    .n_opts = sizeof bopts / sizeof bopts[0],
+};
 
-static void bench_usage(FILE *f)
-{
-    fprintf(f, "usage: batchd bench --url http://HOST:PORT --model M [--concurrency LIST | --rate "
-               "LIST]\n       [--duration 10s | --requests N] [--batch B] [--binary] [--json "
-               "FILE] [--csv FILE] [--plot FILE.svg]\n\nflags:\n");
-    for (size_t i = 0; i < N_BOPTS; i++) {
-        fprintf(f, "  %-18s %s%s%s%s\n", bopts[i].flag, bopts[i].help,
-                bopts[i].def ? " (default " : "", bopts[i].def ? bopts[i].def : "",
-                bopts[i].def ? ")" : "");
-    }
-}
-
-/* "10s", "250ms", "100us", "2m", "1.5" (seconds) -> microseconds. */
-static int parse_duration(const char *s, double *seconds)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || !isfinite(v) || v < 0) {
-        return -1;
-    }
-    double mul = 1;
-    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0) {
-        mul = 1;
-    } else if (strcmp(end, "ms") == 0) {
-        mul = 1e-3;
-    } else if (strcmp(end, "us") == 0) {
-        mul = 1e-6;
-    } else if (strcmp(end, "m") == 0) {
-        mul = 60;
-    } else {
-        return -1;
-    }
-    *seconds = v * mul;
-    return 0;
-}
-
-static int set_bopt(bench_opts_t *o, const bopt_t *d, const char *val)
-{
-    char *field = (char *)o + d->offset;
-    char *end = NULL;
-    double v = 0;
-    switch (d->kind) {
-    case O_STR:
-        *(const char **)field = val;
-        return 0;
-    case O_MULTI: {
-        size_t *n = d->offset == OFF(files) ? &o->n_files : &o->n_shapes;
-        if (*n >= MAX_MULTI) {
-            fprintf(stderr, "batchd bench: %s may be given at most %d times\n", d->flag, MAX_MULTI);
-            return -1;
-        }
-        ((const char **)field)[(*n)++] = val;
-        return 0;
-    }
-    case O_DUR:
-        if (parse_duration(val, &v) != 0 || (v != 0 && (v < d->min || v > d->max))) {
-            fprintf(stderr,
-                    "batchd bench: %s must be a duration like 10s, 500ms or 2m from %gs to %gs, "
-                    "got '%s'\n",
-                    d->flag, d->min, d->max, val);
-            return -1;
-        }
-        *(uint64_t *)field = (uint64_t)llround(v * 1e6);
-        return 0;
-    case O_INT:
-    case O_NUM:
-        errno = 0;
-        v = strtod(val, &end);
-        if (errno || !*val || *end || v < d->min || v > d->max ||
-            (d->kind == O_INT && v != floor(v))) {
-            fprintf(stderr, "batchd bench: %s must be %s from %g to %g, got '%s'\n", d->flag,
-                    d->kind == O_INT ? "an integer" : "a number", d->min, d->max, val);
-            return -1;
-        }
-        if (d->kind == O_INT) {
-            *(int64_t *)field = (int64_t)v;
-        } else {
-            *(double *)field = v;
-        }
-        return 0;
-    case O_FLAG:
-        *(bool *)field = true;
-        return 0;
-    }
-    return -1;
-}
-
+/* Exits 0 after printing --help. */
 static int parse_bench_opts(int argc, char **argv, bench_opts_t *o)
 {
-    for (size_t i = 0; i < N_BOPTS; i++) {
-        if (bopts[i].def && set_bopt(o, &bopts[i], bopts[i].def) != 0) {
-            return -1;
-        }
+    bd_err_t err = {0};
+    int rc = bd_cli_parse(&bench_cmd, argc, argv, o, stdout, &err);
+    if (rc == BD_CLI_HELP) {
+        exit(0);
     }
-    for (int a = 1; a < argc; a++) {
-        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
-            bench_usage(stdout);
-            exit(0);
-        }
-        const bopt_t *d = NULL;
-        const char *val = NULL;
-        for (size_t i = 0; i < N_BOPTS && !d; i++) {
-            size_t n = strlen(bopts[i].flag);
-            if (strncmp(argv[a], bopts[i].flag, n) == 0 &&
-                (argv[a][n] == '\0' || (argv[a][n] == '=' && bopts[i].kind != O_FLAG))) {
-                d = &bopts[i];
-                val = argv[a][n] == '=' ? argv[a] + n + 1 : NULL;
-            }
-        }
-        if (!d) {
-            fprintf(stderr, "batchd bench: unknown flag '%s' (see --help)\n", argv[a]);
-            return -1;
-        }
-        if (!val && d->kind != O_FLAG) {
-            if (a + 1 >= argc) {
-                fprintf(stderr, "batchd bench: %s needs a value\n", d->flag);
-                return -1;
-            }
-            val = argv[++a];
-        }
-        if (set_bopt(o, d, val) != 0) {
-            return -1;
-        }
+    if (rc != 0) {
+        fprintf(stderr, "batchd bench: %s\n", err.msg);
+        return -1;
     }
     if (!o->url || !o->model) {
         fprintf(stderr, "batchd bench: --url and --model are required (see --help)\n");
@@ -352,36 +237,36 @@ int bd_cli_bench(int argc, char **argv)
     }
     static bd_lg_shape_opt_t shapes[MAX_MULTI];
     static char shape_names[MAX_MULTI][128];
-    for (size_t i = 0; i < o.n_shapes; i++) {
-        if (parse_shape(o.shapes[i], &shapes[i], shape_names[i], sizeof shape_names[i]) != 0) {
+    for (size_t i = 0; i < o.shapes.n; i++) {
+        if (parse_shape(o.shapes.v[i], &shapes[i], shape_names[i], sizeof shape_names[i]) != 0) {
             fprintf(stderr,
                     "batchd bench: --shape must be [INPUT:]D1,D2,... with dims >= 0, "
                     "got '%s'\n",
-                    o.shapes[i]);
+                    o.shapes.v[i]);
             return 2;
         }
     }
     static bd_lg_file_opt_t files[MAX_MULTI];
     static char file_names[MAX_MULTI][128];
-    for (size_t i = 0; i < o.n_files; i++) {
-        const char *eq = strchr(o.files[i], '=');
-        files[i].path = eq ? eq + 1 : o.files[i];
+    for (size_t i = 0; i < o.files.n; i++) {
+        const char *eq = strchr(o.files.v[i], '=');
+        files[i].path = eq ? eq + 1 : o.files.v[i];
         if (eq) {
-            size_t n = (size_t)(eq - o.files[i]);
+            size_t n = (size_t)(eq - o.files.v[i]);
             if (n == 0 || n >= sizeof file_names[i] || !eq[1]) {
                 fprintf(stderr, "batchd bench: --data-file must be [INPUT=]PATH, got '%s'\n",
-                        o.files[i]);
+                        o.files.v[i]);
                 return 2;
             }
-            memcpy(file_names[i], o.files[i], n);
+            memcpy(file_names[i], o.files.v[i], n);
             file_names[i][n] = '\0';
             files[i].name = file_names[i];
         }
     }
     rq.shapes = shapes;
-    rq.n_shapes = o.n_shapes;
+    rq.n_shapes = o.shapes.n;
     rq.files = files;
-    rq.n_files = o.n_files;
+    rq.n_files = o.files.n;
 
     signal(SIGPIPE, SIG_IGN);
     static bd_lg_target_t t;
@@ -449,7 +334,7 @@ int bd_cli_bench(int argc, char **argv)
                           .target = &t,
                           .run = &ro,
                           .request = &rq,
-                          .data_name = o.n_files ? "file" : o.data};
+                          .data_name = o.files.n ? "file" : o.data};
     if (o.json) {
         bd_buf_t b;
         bd_buf_init(&b);

@@ -1,9 +1,74 @@
-/* cli: the batchd command line. main.c dispatches to one function per subcommand. */
+/* cli: the batchd command line. main.c dispatches to one function per subcommand; every
+ * subcommand's flags are one option table parsed by bd_cli_parse (opts.c). */
 #ifndef BD_CLI_H
 #define BD_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/core.h"
 
 int bd_cli_serve(int argc, char **argv);
 int bd_cli_version(int argc, char **argv);
 int bd_cli_bench(int argc, char **argv);
+
+/* ---- option tables --------------------------------------------------------------------- */
+
+/* One row per flag drives parsing, validation and --help, so they cannot drift apart. A
+ * command describes its options as a struct and a table of rows pointing into it with
+ * offsetof; bd_cli_parse fills the struct. Precedence: flag > environment > default (each
+ * value is applied in that order and validated when applied, so a malformed environment
+ * variable is an error even when a flag overrides it). */
+typedef enum {
+    BD_CLI_STR,  /* const char *: borrows argv, the environment or the table */
+    BD_CLI_INT,  /* int64_t: a decimal integer from min to max */
+    BD_CLI_NUM,  /* double: a finite number from min to max */
+    BD_CLI_DUR,  /* uint64_t microseconds: "10s", "500ms", "100us", "2m" or "1.5" (seconds);
+                  * 0, or from min to max seconds */
+    BD_CLI_BOOL, /* bool: a flag without a value; present means true. From the environment:
+                  * 1/true/yes or 0/false/no */
+    BD_CLI_LIST, /* bd_cli_list_t: repeatable; each occurrence appends one string */
+} bd_cli_type_t;
+
+#define BD_CLI_LIST_MAX 32
+
+typedef struct {
+    const char *v[BD_CLI_LIST_MAX]; /* borrowed like BD_CLI_STR */
+    size_t n;
+} bd_cli_list_t;
+
+typedef struct {
+    const char *flag; /* "--http-port"; also matches "--http-port=VALUE" (not for BOOL) */
+    bd_cli_type_t type;
+    size_t offset;    /* of the field in the command's options struct */
+    const char *def;  /* default, as text parsed like a value; NULL: none (field untouched) */
+    double min, max;  /* INT, NUM: bounds; DUR: bounds in seconds. Exact up to 2^53 */
+    const char *env;  /* environment variable ("BATCHD_HTTP_PORT"), or NULL; empty is unset */
+    const char *help; /* one line for --help */
+} bd_cli_opt_t;
+
+typedef struct {
+    const char *usage; /* the usage line(s) --help prints before the flags, newline-ended */
+    const bd_cli_opt_t *opts;
+    size_t n_opts;
+} bd_cli_cmd_t;
+
+enum { BD_CLI_HELP = 1 }; /* bd_cli_parse: --help or -h was given and help was printed */
+
+/* Fill `out` (the options struct the table's offsets point into; the caller zeroes it) from
+ * the defaults, then the environment, then argv[1..argc-1] in order (a later flag wins):
+ * `--flag value` or `--flag=value`. Returns 0; BD_CLI_HELP after printing the help to `help`
+ * when --help or -h comes before any bad argument; or BD_EINVAL with one sentence in err
+ * naming the flag or environment variable, e.g. "--http-port must be an integer from 0 to
+ * 65535, got 'abc'", "unknown flag '--x' (see --help)", "--host needs a value". Strings in
+ * `out` borrow argv, the environment and the table. Main thread (reads the environment). */
+int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE *help,
+                 bd_err_t *err);
+
+/* The usage line, then one entry per row: flag and help, then "(env X, default Y)" on a
+ * second line when the row has an environment variable, else " (default Y)" after the help. */
+void bd_cli_usage(const bd_cli_cmd_t *cmd, FILE *f);
 
 #endif

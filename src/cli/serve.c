@@ -32,119 +32,57 @@ typedef struct {
     int64_t max_header_bytes;
 } serve_opts_t;
 
-typedef enum { OPT_STR, OPT_INT } opt_type_t;
-
-typedef struct {
-    const char *flag;
-    opt_type_t type;
-    size_t offset;
-    const char *def; /* default, as text; NULL: none */
-    int64_t min, max;
-    const char *env;
-    const char *help;
-} opt_def_t;
-
 #define OFF(f) offsetof(serve_opts_t, f)
-static const opt_def_t opts_table[] = {
-    {"--model-repository", OPT_STR, OFF(model_repository), NULL, 0, 0, "BATCHD_MODEL_REPOSITORY",
+static const bd_cli_opt_t opts_table[] = {
+    {"--model-repository", BD_CLI_STR, OFF(model_repository), NULL, 0, 0, "BATCHD_MODEL_REPOSITORY",
      "folder of models: DIR/<model>/<version>/model.onnx (+ optional config.json); required"},
-    {"--host", OPT_STR, OFF(host), "127.0.0.1", 0, 0, "BATCHD_HOST",
+    {"--host", BD_CLI_STR, OFF(host), "127.0.0.1", 0, 0, "BATCHD_HOST",
      "address to listen on (0.0.0.0 for every interface)"},
-    {"--http-port", OPT_INT, OFF(http_port), "8000", 0, 65535, "BATCHD_HTTP_PORT",
+    {"--http-port", BD_CLI_INT, OFF(http_port), "8000", 0, 65535, "BATCHD_HTTP_PORT",
      "HTTP port; 0 picks a free one (the log says which)"},
-    {"--onnxruntime-lib", OPT_STR, OFF(onnxruntime_lib), NULL, 0, 0, "BATCHD_ONNXRUNTIME_LIB",
+    {"--onnxruntime-lib", BD_CLI_STR, OFF(onnxruntime_lib), NULL, 0, 0, "BATCHD_ONNXRUNTIME_LIB",
      "path of libonnxruntime.so.1 (default: the one the setup installed)"},
-    {"--log-level", OPT_STR, OFF(log_level), "info", 0, 0, "BATCHD_LOG_LEVEL",
+    {"--log-level", BD_CLI_STR, OFF(log_level), "info", 0, 0, "BATCHD_LOG_LEVEL",
      "debug, info, warn or error"},
-    {"--max-body-bytes", OPT_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
+    {"--max-body-bytes", BD_CLI_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
      "BATCHD_MAX_BODY_BYTES", "largest request body accepted (bigger ones get 413)"},
-    {"--model-control", OPT_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
+    {"--model-control", BD_CLI_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
      "none (load every model at start), explicit (POST /v2/repository/models/M/load and "
      "/unload) or poll (rescan the repository folder)"},
-    {"--repository-poll-secs", OPT_INT, OFF(repository_poll_secs), "15", 1, 86400,
+    {"--repository-poll-secs", BD_CLI_INT, OFF(repository_poll_secs), "15", 1, 86400,
      "BATCHD_REPOSITORY_POLL_SECS",
      "with --model-control poll: seconds between scans for added, removed and changed models"},
-    {"--ws-max-inflight", OPT_INT, OFF(ws_max_inflight), "128", 1, 65536, "BATCHD_WS_MAX_INFLIGHT",
+    {"--ws-max-inflight", BD_CLI_INT, OFF(ws_max_inflight), "128", 1, 65536,
+     "BATCHD_WS_MAX_INFLIGHT",
      "requests in flight per WebSocket; past that the socket is not read until replies go out"},
-    {"--ws-idle-timeout-secs", OPT_INT, OFF(ws_idle_timeout_secs), "300", 1, 86400,
+    {"--ws-idle-timeout-secs", BD_CLI_INT, OFF(ws_idle_timeout_secs), "300", 1, 86400,
      "BATCHD_WS_IDLE_TIMEOUT_SECS",
      "close a WebSocket (code 1000) after this long with no frame and no request in flight"},
-    {"--max-connections", OPT_INT, OFF(max_connections), "0", 0, 1 << 24, "BATCHD_MAX_CONNECTIONS",
+    {"--max-connections", BD_CLI_INT, OFF(max_connections), "0", 0, 1 << 24,
+     "BATCHD_MAX_CONNECTIONS",
      "open client connections before accepting pauses; 0: the descriptor limit less 256 kept "
      "for models, files and Redis"},
-    {"--max-header-bytes", OPT_INT, OFF(max_header_bytes), "16384", 1024, 262144,
+    {"--max-header-bytes", BD_CLI_INT, OFF(max_header_bytes), "16384", 1024, 262144,
      "BATCHD_MAX_HEADER_BYTES",
      "largest request line plus headers accepted (bigger ones get 431; URLs over 8 KiB get 414)"},
 };
-#define N_OPTS (sizeof opts_table / sizeof opts_table[0])
+static const bd_cli_cmd_t serve_cmd = {
+    .usage = "usage: batchd serve --model-repository DIR [flags]\n",
+    .opts = opts_table,
+    .n_opts = sizeof opts_table / sizeof opts_table[0],
+};
 
-static void serve_usage(FILE *f)
-{
-    fprintf(f, "usage: batchd serve --model-repository DIR [flags]\n\nflags:\n");
-    for (size_t i = 0; i < N_OPTS; i++) {
-        const opt_def_t *o = &opts_table[i];
-        fprintf(f, "  %-20s %s\n  %-20s (env %s%s%s)\n", o->flag, o->help, "", o->env,
-                o->def ? ", default " : "", o->def ? o->def : "");
-    }
-}
-
-static int set_opt(serve_opts_t *so, const opt_def_t *o, const char *val)
-{
-    char *field = (char *)so + o->offset;
-    if (o->type == OPT_STR) {
-        *(const char **)field = val;
-        return 0;
-    }
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(val, &end, 10);
-    if (errno || !*val || *end || v < o->min || v > o->max) {
-        fprintf(stderr, "batchd serve: %s must be an integer from %lld to %lld, got '%s'\n",
-                o->flag, (long long)o->min, (long long)o->max, val);
-        return -1;
-    }
-    *(int64_t *)field = v;
-    return 0;
-}
-
+/* Exits 0 after printing --help. */
 static int parse_opts(int argc, char **argv, serve_opts_t *so)
 {
-    for (size_t i = 0; i < N_OPTS; i++) {
-        const char *env = getenv(opts_table[i].env);
-        const char *val = env && *env ? env : opts_table[i].def;
-        if (val && set_opt(so, &opts_table[i], val) != 0) {
-            return -1;
-        }
+    bd_err_t err = {0};
+    int rc = bd_cli_parse(&serve_cmd, argc, argv, so, stdout, &err);
+    if (rc == BD_CLI_HELP) {
+        exit(0);
     }
-    for (int a = 1; a < argc; a++) {
-        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
-            serve_usage(stdout);
-            exit(0);
-        }
-        const opt_def_t *o = NULL;
-        const char *val = NULL;
-        for (size_t i = 0; i < N_OPTS && !o; i++) {
-            size_t n = strlen(opts_table[i].flag);
-            if (strncmp(argv[a], opts_table[i].flag, n) == 0 &&
-                (argv[a][n] == '\0' || argv[a][n] == '=')) {
-                o = &opts_table[i];
-                val = argv[a][n] == '=' ? argv[a] + n + 1 : NULL;
-            }
-        }
-        if (!o) {
-            fprintf(stderr, "batchd serve: unknown flag '%s' (see --help)\n", argv[a]);
-            return -1;
-        }
-        if (!val) {
-            if (a + 1 >= argc) {
-                fprintf(stderr, "batchd serve: %s needs a value\n", o->flag);
-                return -1;
-            }
-            val = argv[++a];
-        }
-        if (set_opt(so, o, val) != 0) {
-            return -1;
-        }
+    if (rc != 0) {
+        fprintf(stderr, "batchd serve: %s\n", err.msg);
+        return -1;
     }
     if (!so->model_repository) {
         fprintf(stderr, "batchd serve: --model-repository DIR is required (see --help)\n");

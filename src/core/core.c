@@ -1,4 +1,4 @@
-/* core.c: errors, logging, clock, buffers, arenas, files (see core.h).
+/* core.c: errors, logging, clock, random numbers, buffers, arenas, files (see core.h).
  *
  * Threads: any. The log level is an atomic; each log line is formatted into a stack buffer
  * and written with one write(2), so lines from different threads never interleave. */
@@ -27,10 +27,10 @@ int bd_err_set(bd_err_t *err, int code, const char *fmt, ...)
     return code;
 }
 
-int bd_err_prefix(bd_err_t *err, const char *fmt, ...)
+void bd_err_prefix(bd_err_t *err, const char *fmt, ...)
 {
     if (!err) {
-        return 0;
+        return;
     }
     char prefix[BD_ERR_MSG_MAX];
     char old[BD_ERR_MSG_MAX];
@@ -50,7 +50,6 @@ int bd_err_prefix(bd_err_t *err, const char *fmt, ...)
     }
     memcpy(err->msg + n, old, rest);
     err->msg[n + rest] = '\0';
-    return err->code;
 }
 
 const char *bd_strerror(int code)
@@ -171,6 +170,47 @@ static uint64_t real_now(void *ctx)
 bd_clock_t bd_clock_real(void)
 {
     return (bd_clock_t){.now_us = real_now, .ctx = NULL};
+}
+
+/* ---- random numbers -------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void bd_rng_seed(bd_rng_t *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) {
+        r->s[i] = splitmix64(&seed);
+    }
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t bd_rng_next_u64(bd_rng_t *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double bd_rng_uniform(bd_rng_t *r)
+{
+    return (double)(bd_rng_next_u64(r) >> 11) * 0x1.0p-53;
 }
 
 /* ---- buffer ---------------------------------------------------------------------------- */

@@ -8,6 +8,7 @@
  * - bd_arena_t: a bump allocator with a byte limit; a request owns one for its small pieces
  *   and freeing the request frees them all.
  * - Overflow-checked size arithmetic for everything a client sizes.
+ * - Random numbers: one small seeded generator for load schedules, synthetic data and faults.
  *
  * Threads: everything here is safe on any thread; a bd_buf_t or bd_arena_t belongs to one
  * owner at a time. */
@@ -50,8 +51,10 @@ typedef struct {
 /* Fill `err` (may be NULL) with `code` and a printf-style sentence. Returns `code`, so
  * `return bd_err_set(err, BD_EINVAL, "...")` reads naturally. */
 int bd_err_set(bd_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Prefix an existing message: "model 'x': <old message>". Keeps the code. */
-int bd_err_prefix(bd_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefix the message already in `err` (may be NULL: then nothing happens): "model 'x': <old
+ * message>", cut at BD_ERR_MSG_MAX; err->code is kept. Returns nothing, because without `err`
+ * it cannot know the failure: the caller returns the code it already holds. */
+void bd_err_prefix(bd_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A short fixed name for a code ("invalid argument", ...). */
 const char *bd_strerror(int code);
 
@@ -101,6 +104,22 @@ static inline bool bd_add_size(size_t a, size_t b, size_t *out)
 {
     return !__builtin_add_overflow(a, b, out);
 }
+
+/* ---- random numbers -------------------------------------------------------------------- */
+
+/* xoshiro256** (Blackman and Vigna, 2018) seeded through splitmix64: fast, 256 bits of state,
+ * and the same sequence for the same seed on every platform, so seeded runs (bench schedules
+ * and data, sim fault patterns) repeat exactly. Not for anything secret. A generator belongs
+ * to one thread at a time; there is no shared global one. */
+typedef struct {
+    uint64_t s[4];
+} bd_rng_t;
+
+/* Any seed is fine, 0 included (splitmix64 spreads it over the whole state). */
+void bd_rng_seed(bd_rng_t *r, uint64_t seed);
+uint64_t bd_rng_next_u64(bd_rng_t *r);
+/* Uniform in [0, 1): 53 random bits, so every value is a multiple of 2^-53. */
+double bd_rng_uniform(bd_rng_t *r);
 
 /* ---- growable buffer ------------------------------------------------------------------- */
 

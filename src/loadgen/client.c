@@ -1,7 +1,6 @@
 /* client.c: the HTTP/1.1 client pieces of the load generator: URL parsing, a streaming reply
  * parser (Content-Length, chunked, or delimited by close; head split across any number of
- * reads), a blocking GET for the model metadata, and the random numbers and open-loop
- * schedule.
+ * reads), a blocking GET for the model metadata, and the open-loop schedule.
  *
  * The parser copies nothing in the common case (the whole head arrives in one read): it
  * parses the head in place and only counts body bytes unless the caller asked for them.
@@ -19,47 +18,6 @@
 
 #include "loadgen/loadgen_internal.h"
 
-/* ---- random numbers -------------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-void bd_lg_rng_seed(bd_lg_rng_t *r, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++) {
-        r->s[i] = splitmix64(&seed);
-    }
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t bd_lg_rng_next(bd_lg_rng_t *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-double bd_lg_rng_unit(bd_lg_rng_t *r)
-{
-    return (double)(bd_lg_rng_next(r) >> 11) * 0x1.0p-53;
-}
-
 /* ---- schedule -------------------------------------------------------------------------- */
 
 void bd_lg_sched_init(bd_lg_sched_t *s, bd_lg_dist_t dist, double rate, uint64_t seed)
@@ -68,7 +26,7 @@ void bd_lg_sched_init(bd_lg_sched_t *s, bd_lg_dist_t dist, double rate, uint64_t
     s->dist = dist;
     s->rate = rate;
     s->burst = 16;
-    bd_lg_rng_seed(&s->rng, seed);
+    bd_rng_seed(&s->rng, seed);
 }
 
 uint64_t bd_lg_sched_next(bd_lg_sched_t *s)
@@ -82,7 +40,7 @@ uint64_t bd_lg_sched_next(bd_lg_sched_t *s)
     /* The first request goes at 0 like the constant schedule; then exponential gaps.
      * 1 - u is in (0, 1], so the log is finite. */
     if (s->k > 0) {
-        s->t_us += -log(1.0 - bd_lg_rng_unit(&s->rng)) * 1e6 / s->rate;
+        s->t_us += -log(1.0 - bd_rng_uniform(&s->rng)) * 1e6 / s->rate;
     }
     s->k++;
     return (uint64_t)s->t_us;

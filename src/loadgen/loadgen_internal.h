@@ -1,21 +1,10 @@
 /* loadgen_internal.h: pieces shared by the loadgen files and its unit test: the streaming
- * HTTP/1.1 reply parser, the open-loop schedule and the random numbers. Not for other
- * modules. */
+ * HTTP/1.1 reply parser and the open-loop schedule (its random numbers are core's bd_rng_t).
+ * Not for other modules. */
 #ifndef BD_LOADGEN_INTERNAL_H
 #define BD_LOADGEN_INTERNAL_H
 
 #include "loadgen/loadgen.h"
-
-/* ---- random numbers: splitmix64-seeded xoshiro256** ------------------------------------ */
-
-typedef struct {
-    uint64_t s[4];
-} bd_lg_rng_t;
-
-void bd_lg_rng_seed(bd_lg_rng_t *r, uint64_t seed);
-uint64_t bd_lg_rng_next(bd_lg_rng_t *r);
-/* Uniform in [0, 1) with 53 random bits. */
-double bd_lg_rng_unit(bd_lg_rng_t *r);
 
 /* ---- open-loop schedule ---------------------------------------------------------------- */
 
@@ -29,7 +18,7 @@ typedef struct {
     int burst;   /* bursty: requests per burst, >= 1 (bd_lg_sched_init sets 16) */
     uint64_t k;  /* requests scheduled so far */
     double t_us; /* Poisson: the last send time */
-    bd_lg_rng_t rng;
+    bd_rng_t rng;
 } bd_lg_sched_t;
 
 void bd_lg_sched_init(bd_lg_sched_t *s, bd_lg_dist_t dist, double rate, uint64_t seed);

@@ -165,7 +165,7 @@ static int apply_shapes(bd_lg_target_t *t, const bd_lg_request_opts_t *ro, bd_er
 
 /* One input's bytes for the whole request (rows = batch). */
 static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_bytes, int64_t rows,
-                         const bd_lg_request_opts_t *ro, size_t n_inputs, bd_lg_rng_t *rng,
+                         const bd_lg_request_opts_t *ro, size_t n_inputs, bd_rng_t *rng,
                          size_t *total, bd_err_t *err)
 {
     size_t all;
@@ -207,8 +207,8 @@ static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_
     }
     size_t esz = bd_dtype_size(dt);
     for (size_t off = 0; off < all; off += esz) {
-        double u = bd_lg_rng_unit(rng);
-        uint64_t small = bd_lg_rng_next(rng) % 100; /* fits every integer type */
+        double u = bd_rng_uniform(rng);
+        uint64_t small = bd_rng_next_u64(rng) % 100; /* fits every integer type */
         switch (dt) {
         case BD_DT_FP32: {
             float f = (float)u;
@@ -340,8 +340,8 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
         }
     }
 
-    bd_lg_rng_t rng;
-    bd_lg_rng_seed(&rng, ro->seed);
+    bd_rng_t rng;
+    bd_rng_seed(&rng, ro->seed);
     bd_buf_t body, bin;
     bd_buf_init(&body);
     bd_buf_init(&bin);

@@ -5,6 +5,14 @@
  * "build/test-models"; models ORT must refuse in BD_TEST_BAD_MODELS, default
  * "build/test-models-bad"), and ../shared/models when present (mlp, and identity/simple
  * when the made ones are absent). A check whose model is missing is skipped with a message.
+ * ONNX Runtime is the default library (BD_ORT_DEFAULT_LIB), or env BD_TEST_ORT_LIB when set:
+ * point it at a missing file to see the tests without the runtime.
+ *
+ * Two groups, one CTest entry each: `test_backend base` (registry, configs, the sim backend, a
+ * missing library; needs no ONNX Runtime) and `test_backend ort` (the onnxruntime backend); no
+ * argument runs both. A run in which some test skipped and none failed exits 77, which CTest
+ * reports as Skipped (SKIP_RETURN_CODE), never as Passed; without the library the ort group
+ * skips as a whole, saying why.
  * Run from the repository root (CTest does). Single-threaded. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,7 +34,22 @@
 /* ../shared/models beside the checkout; ctest runs the tests from the source folder. */
 #define SHARED_MODELS "../shared/models"
 
-static bool ort_ok; /* the default library loaded in the group setup */
+static bool ort_ok;   /* the library loaded in the group setup */
+static int n_skipped; /* tests skipped so far (cmocka does not say) */
+
+/* skip() that main can count. */
+#define SKIP()                                                                                     \
+    do {                                                                                           \
+        n_skipped++;                                                                               \
+        skip();                                                                                    \
+    } while (0)
+
+/* NULL (bd_ort_init's default search) unless BD_TEST_ORT_LIB names a library. */
+static const char *ort_lib(void)
+{
+    const char *p = getenv("BD_TEST_ORT_LIB");
+    return p && p[0] ? p : NULL;
+}
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -61,7 +84,7 @@ static void find_model(const char *name, bool shared_ok, bool made_ok, char *buf
 {
     if (!ort_ok) {
         print_message("skip: ONNX Runtime did not load: %s\n", bd_ort_unavailable_reason());
-        skip();
+        SKIP();
     }
     if (made_ok && model_in(made_dir(), name, buf, cap)) {
         return;
@@ -73,7 +96,7 @@ static void find_model(const char *name, bool shared_ok, bool made_ok, char *buf
                   "tools/make_models.py --out %s)\n",
                   name, made_ok ? made_dir() : "", made_ok && shared_ok ? " or " : "",
                   shared_ok ? SHARED_MODELS : "", made_dir());
-    skip();
+    SKIP();
 }
 
 static void cfg_init(bd_model_config_t *cfg, const char *path)
@@ -156,7 +179,7 @@ static void run_ok(const bd_backend_ops_t *ops, bd_backend_instance_t *inst, con
                    size_t n_in, bd_tensor_t *out, size_t n_out)
 {
     bd_err_t err = {0};
-    int rc = ops->run(inst, in, n_in, out, n_out, &err);
+    int rc = ops->run(inst, in, n_in, out, n_out, NULL, &err);
     if (rc != 0) {
         fail_msg("run failed (%d): %s", rc, err.msg);
     }
@@ -235,14 +258,14 @@ static void test_ort_init_default(void **state)
     (void)state;
     if (!ort_ok) {
         print_message("skip: ONNX Runtime did not load: %s\n", bd_ort_unavailable_reason());
-        skip();
+        SKIP();
     }
     assert_true(bd_ort_available());
     assert_string_equal(bd_ort_version(), "1.30.0");
     assert_string_equal(bd_ort_unavailable_reason(), "");
     /* Initialising again replaces the library cleanly. */
     bd_err_t err = {0};
-    assert_int_equal(bd_ort_init(NULL, &err), 0);
+    assert_int_equal(bd_ort_init(ort_lib(), &err), 0);
     assert_string_equal(bd_ort_version(), "1.30.0");
 }
 
@@ -278,7 +301,7 @@ static void test_ort_init_missing_library(void **state)
 
     /* Back to the real one for the tests that follow. */
     if (ort_ok) {
-        assert_int_equal(bd_ort_init(NULL, &err), 0);
+        assert_int_equal(bd_ort_init(ort_lib(), &err), 0);
         assert_string_equal(bd_ort_version(), "1.30.0");
     }
 }
@@ -552,12 +575,12 @@ static void test_ort_fp16_refused(void **state)
 {
     (void)state;
     if (!ort_ok) {
-        skip();
+        SKIP();
     }
     char path[512];
     if (!model_in(bad_dir(), "fp16_ident", path, sizeof path)) {
         print_message("skip: %s/fp16_ident not found (make_models.py --bad-out)\n", bad_dir());
-        skip();
+        SKIP();
     }
     bd_model_config_t cfg;
     cfg_init(&cfg, path);
@@ -575,7 +598,7 @@ static void test_ort_bad_paths(void **state)
 {
     (void)state;
     if (!ort_ok) {
-        skip();
+        SKIP();
     }
     bd_model_config_t cfg;
     cfg_init(&cfg, "/nonexistent/model.onnx");
@@ -734,28 +757,28 @@ static void test_ort_run_errors(void **state)
     bd_err_t err = {0};
 
     bd_tensor_t in = tensor("INPUT0", BD_DT_INT32, x, 2, (int64_t[]){1, 16});
-    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, NULL, &err), BD_EBACKEND);
     assert_string_equal(err.msg, "run: input 'INPUT0' is INT32; expected FP32");
 
     in = tensor("INPUT0", BD_DT_FP32, x, 2, (int64_t[]){1, 16});
     in.byte_size = 60;
-    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, NULL, &err), BD_EBACKEND);
     assert_string_equal(err.msg, "run: input 'INPUT0' with shape [1,16] has 60 bytes of data; "
                                  "expected the shape's element count times 4");
 
     in = tensor("INPUT0", BD_DT_FP32, x, 2, (int64_t[]){2, 15});
-    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, NULL, &err), BD_EBACKEND);
     assert_int_equal(err.code, BD_EBACKEND);
     if (strncmp(err.msg, "run failed: ", 12) != 0) {
         fail_msg("unexpected message: %s", err.msg);
     }
 
     in = tensor("INPUT0", BD_DT_FP32, x, 2, (int64_t[]){1, 16});
-    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 2, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 2, NULL, &err), BD_EBACKEND);
     assert_string_equal(err.msg, "run: got 1 inputs and 2 outputs; expected 1 and 1");
 
     in.name = "OTHER";
-    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_ort.run(l.inst, &in, 1, &out, 1, NULL, &err), BD_EBACKEND);
     assert_string_equal(err.msg, "run: input 0 is 'OTHER'; expected 'INPUT0'");
 
     /* The instance still works after failures; zero rows too. */
@@ -820,7 +843,7 @@ static void *runner(void *arg)
                              tensor("INPUT1", BD_DT_INT32, b, 2, (int64_t[]){rows, 16})};
         bd_tensor_t out[2];
         bd_err_t err = {0};
-        if (bd_backend_ort.run(r->inst, in, 2, out, 2, &err) != 0) {
+        if (bd_backend_ort.run(r->inst, in, 2, out, 2, NULL, &err) != 0) {
             r->bad = -1;
             return NULL;
         }
@@ -912,9 +935,9 @@ static void test_sim_outputs_equal_inputs(void **state)
 
     bd_err_t err = {0};
     in[0].dtype = BD_DT_FP64;
-    assert_int_equal(bd_backend_sim.run(l.inst, in, 2, out, 2, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_sim.run(l.inst, in, 2, out, 2, NULL, &err), BD_EBACKEND);
     assert_string_equal(err.msg, "sim model: input 0 is FP64; expected FP32");
-    assert_int_equal(bd_backend_sim.run(l.inst, in, 1, out, 1, &err), BD_EBACKEND);
+    assert_int_equal(bd_backend_sim.run(l.inst, in, 1, out, 1, NULL, &err), BD_EBACKEND);
     assert_string_equal(err.msg, "sim model: run got 1 inputs and 1 outputs; expected 2 of each");
     unload(&l, &bd_backend_sim);
 
@@ -1015,7 +1038,7 @@ static int sim_failures(double rate, int runs, bool *pattern)
     int fails = 0;
     for (int i = 0; i < runs; i++) {
         bd_err_t err = {0};
-        int rc = bd_backend_sim.run(l.inst, in, 2, out, 2, &err);
+        int rc = bd_backend_sim.run(l.inst, in, 2, out, 2, NULL, &err);
         if (rc != 0) {
             assert_int_equal(rc, BD_EBACKEND);
             char want[96];
@@ -1044,6 +1067,55 @@ static void test_sim_fail_rate(void **state)
     assert_memory_equal(p1, p2, sizeof p1);
 }
 
+/* parameters.sim_fail reaches the sim with the batch: a request that set it true fails the
+ * whole run (naming the request when it has an id); false, other parameters or no batch list
+ * run normally. check_params accepts only a boolean sim_fail. */
+static void test_sim_fail_param(void **state)
+{
+    (void)state;
+    loaded_t l;
+    sim_cfg(&l.cfg);
+    load_ok(&l, &bd_backend_sim);
+    float a[8] = {0};
+    int64_t b[20] = {0};
+    bd_tensor_t in[2] = {tensor("INPUT0", BD_DT_FP32, a, 2, (int64_t[]){2, 4}),
+                         tensor("INPUT1", BD_DT_INT64, b, 3, (int64_t[]){2, 2, 5})};
+    bd_tensor_t out[2];
+    bd_param_t yes[2] = {{.name = "other", .kind = BD_PARAM_INT, .v.i = 3},
+                         {.name = "sim_fail", .kind = BD_PARAM_BOOL, .v.b = true}};
+    bd_param_t no = {.name = "sim_fail", .kind = BD_PARAM_BOOL, .v.b = false};
+    bd_backend_req_t reqs[2] = {{.row0 = 0, .rows = 1, .id = "a", .params = &no, .n_params = 1},
+                                {.row0 = 1, .rows = 1, .id = "b", .params = yes, .n_params = 2}};
+    bd_backend_batch_t batch = {.reqs = reqs, .n_reqs = 2};
+    bd_err_t err = {0};
+    assert_int_equal(bd_backend_sim.run(l.inst, in, 2, out, 2, &batch, &err), BD_EBACKEND);
+    assert_string_equal(err.msg, "sim model: the batch failed on purpose because request 'b' set "
+                                 "parameters.sim_fail");
+    reqs[1].id = NULL;
+    assert_int_equal(bd_backend_sim.run(l.inst, in, 2, out, 2, &batch, &err), BD_EBACKEND);
+    assert_string_equal(err.msg, "sim model: the batch failed on purpose because a request in it "
+                                 "set parameters.sim_fail");
+    batch.n_reqs = 1;
+    run_ok(&bd_backend_sim, l.inst, in, 2, out, 2);
+    assert_int_equal(bd_backend_sim.run(l.inst, in, 2, out, 2, &batch, &err), 0);
+
+    assert_non_null(bd_backend_sim.check_params);
+    assert_null(bd_backend_ort.check_params);
+    err = (bd_err_t){0};
+    assert_int_equal(bd_backend_sim.check_params(l.m, yes, 2, &err), 0);
+    assert_int_equal(bd_backend_sim.check_params(l.m, NULL, 0, &err), 0);
+    bd_param_t bad[4] = {{.name = "sim_fail", .kind = BD_PARAM_INT, .v.i = 1},
+                         {.name = "sim_fail", .kind = BD_PARAM_STRING, .v.s = "true"},
+                         {.name = "sim_fail", .kind = BD_PARAM_DOUBLE, .v.d = 1.0},
+                         {.name = "sim_fail", .kind = BD_PARAM_OTHER}};
+    for (int i = 0; i < 4; i++) {
+        err = (bd_err_t){0};
+        assert_int_equal(bd_backend_sim.check_params(l.m, &bad[i], 1, &err), BD_EINVAL);
+        assert_string_equal(err.msg, "parameters.sim_fail must be true or false");
+    }
+    unload(&l, &bd_backend_sim);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 static int group_setup(void **state)
@@ -1051,7 +1123,7 @@ static int group_setup(void **state)
     (void)state;
     bd_log_set_level(BD_LOG_ERROR);
     bd_err_t err = {0};
-    ort_ok = bd_ort_init(NULL, &err) == 0;
+    ort_ok = bd_ort_init(ort_lib(), &err) == 0;
     if (!ort_ok) {
         print_message("note: ONNX Runtime tests will skip: %s\n", err.msg);
     }
@@ -1065,13 +1137,24 @@ static int group_teardown(void **state)
     return 0;
 }
 
-int main(void)
+#define EXIT_SKIPPED 77 /* SKIP_RETURN_CODE in tests/unit/CMakeLists.txt */
+
+int main(int argc, char **argv)
 {
-    const struct CMUnitTest tests[] = {
+    /* Needs no ONNX Runtime. */
+    const struct CMUnitTest base[] = {
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_config_alloc_and_dispose),
-        cmocka_unit_test(test_ort_init_default),
         cmocka_unit_test(test_ort_init_missing_library),
+        cmocka_unit_test(test_sim_outputs_equal_inputs),
+        cmocka_unit_test(test_sim_bad_configs),
+        cmocka_unit_test(test_sim_latency),
+        cmocka_unit_test(test_sim_fail_rate),
+        cmocka_unit_test(test_sim_fail_param),
+    };
+    /* The onnxruntime backend against the real library and models. */
+    const struct CMUnitTest ort[] = {
+        cmocka_unit_test(test_ort_init_default),
         cmocka_unit_test(test_ort_identity),
         cmocka_unit_test(test_ort_simple),
         cmocka_unit_test(test_ort_simple_output_subset),
@@ -1086,10 +1169,27 @@ int main(void)
         cmocka_unit_test(test_ort_run_errors),
         cmocka_unit_test(test_ort_two_instances),
         cmocka_unit_test(test_ort_instances_run_concurrently),
-        cmocka_unit_test(test_sim_outputs_equal_inputs),
-        cmocka_unit_test(test_sim_bad_configs),
-        cmocka_unit_test(test_sim_latency),
-        cmocka_unit_test(test_sim_fail_rate),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    const char *group = argc > 1 ? argv[1] : "all";
+    bool all = strcmp(group, "all") == 0;
+    if (!all && strcmp(group, "base") != 0 && strcmp(group, "ort") != 0) {
+        fprintf(stderr, "usage: test_backend [base|ort|all]\n");
+        return EXIT_FAILURE;
+    }
+    int failed = 0;
+    if (all || strcmp(group, "base") == 0) {
+        failed += cmocka_run_group_tests_name("backend", base, group_setup, group_teardown);
+    }
+    if (all || strcmp(group, "ort") == 0) {
+        failed += cmocka_run_group_tests_name("backend_ort", ort, group_setup, group_teardown);
+    }
+    if (failed > 0) {
+        return EXIT_FAILURE;
+    }
+    if (n_skipped > 0) {
+        print_message("test_backend: %d test(s) skipped and none failed: exit %d (skipped)\n",
+                      n_skipped, EXIT_SKIPPED);
+        return EXIT_SKIPPED;
+    }
+    return 0;
 }

@@ -2,7 +2,8 @@
  * (set, prefix, truncation at BD_ERR_MSG_MAX), the growable buffer (growth, long printf, JSON
  * string escaping, the error object, steal, out-of-memory state), the arena (16-byte
  * alignment, the byte limit enforced exactly, overflow), checked size arithmetic, whole-file
- * reads (missing file, over the limit) and the clock.
+ * reads (missing file, over the limit), the clock and the random number generator (known first
+ * outputs, uniform in [0, 1)).
  *
  * Threads: single-threaded; the log test points stderr at a temporary file for a moment and
  * restores it. Every test frees what it allocates, so the ASan build checks for leaks. */
@@ -54,13 +55,34 @@ static void test_err_prefix_keeps_code(void **state)
     (void)state;
     bd_err_t err = {0};
     bd_err_set(&err, BD_EBACKEND, "the run failed");
-    assert_int_equal(bd_err_prefix(&err, "model '%s' instance %d: ", "mlp", 2), BD_EBACKEND);
+    bd_err_prefix(&err, "model '%s' instance %d: ", "mlp", 2);
     assert_int_equal(err.code, BD_EBACKEND);
     assert_string_equal(err.msg, "model 'mlp' instance 2: the run failed");
     /* Prefixing twice stacks. */
     bd_err_prefix(&err, "load: ");
     assert_string_equal(err.msg, "load: model 'mlp' instance 2: the run failed");
-    assert_int_equal(bd_err_prefix(NULL, "x"), 0);
+    assert_int_equal(err.code, BD_EBACKEND);
+}
+
+/* bd_err_prefix returns nothing: it used to return 0 for a NULL err, so a failure path
+ * written `return bd_err_prefix(err, ...)` reported success to a caller that passed no err.
+ * Callers now return the code they hold; prefixing NULL is a no-op that must not crash. */
+static int fail_with_prefix(bd_err_t *err)
+{
+    int rc = bd_err_set(err, BD_EBACKEND, "the run failed");
+    bd_err_prefix(err, "model '%s': ", "mlp");
+    return rc;
+}
+
+static void test_err_prefix_null_err_keeps_the_failure(void **state)
+{
+    (void)state;
+    bd_err_prefix(NULL, "x %d: ", 1);
+    assert_int_equal(fail_with_prefix(NULL), BD_EBACKEND);
+    bd_err_t err = {0};
+    assert_int_equal(fail_with_prefix(&err), BD_EBACKEND);
+    assert_int_equal(err.code, BD_EBACKEND);
+    assert_string_equal(err.msg, "model 'mlp': the run failed");
 }
 
 static void test_err_prefix_truncates_at_msg_max(void **state)
@@ -76,7 +98,7 @@ static void test_err_prefix_truncates_at_msg_max(void **state)
     /* 299 + 399 bytes: the prefix is whole, the old message is cut to fit 511 bytes. */
     bd_err_t err = {0};
     bd_err_set(&err, BD_EIO, "%s", old);
-    assert_int_equal(bd_err_prefix(&err, "%s", pre), BD_EIO);
+    bd_err_prefix(&err, "%s", pre);
     assert_int_equal(err.code, BD_EIO);
     assert_int_equal(strlen(err.msg), BD_ERR_MSG_MAX - 1);
     assert_memory_equal(err.msg, pre, 299);
@@ -87,7 +109,8 @@ static void test_err_prefix_truncates_at_msg_max(void **state)
     memset(huge, 'h', sizeof huge - 1);
     huge[sizeof huge - 1] = '\0';
     bd_err_set(&err, BD_EINVAL, "old");
-    assert_int_equal(bd_err_prefix(&err, "%s", huge), BD_EINVAL);
+    bd_err_prefix(&err, "%s", huge);
+    assert_int_equal(err.code, BD_EINVAL);
     assert_int_equal(strlen(err.msg), BD_ERR_MSG_MAX - 1);
     assert_memory_equal(err.msg, huge, BD_ERR_MSG_MAX - 1);
     assert_null(strstr(err.msg, "old"));
@@ -552,6 +575,50 @@ static void test_clock_real_is_monotonic(void **state)
     assert_true(n >= t1 && n - t1 < 5000000);
 }
 
+/* ---- random numbers -------------------------------------------------------------------- */
+
+/* The generator is xoshiro256** seeded through splitmix64: seeded bench runs and sim fault
+ * patterns repeat across builds only if these first outputs never change (computed with an
+ * independent implementation of both reference algorithms). */
+static void test_rng_known_sequence(void **state)
+{
+    (void)state;
+    static const uint64_t want0[3] = {0x99ec5f36cb75f2b4ULL, 0xbf6e1f784956452aULL,
+                                      0x1a5f849d4933e6e0ULL};
+    static const uint64_t want42[3] = {0x15780b2e0c2ec716ULL, 0x6104d9866d113a7eULL,
+                                       0xae17533239e499a1ULL};
+    bd_rng_t a, b;
+    bd_rng_seed(&a, 0);
+    bd_rng_seed(&b, 42);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(bd_rng_next_u64(&a), want0[i]);
+        assert_int_equal(bd_rng_next_u64(&b), want42[i]);
+    }
+    /* The same seed gives the same sequence; uniform() takes the top 53 bits. */
+    bd_rng_seed(&a, 42);
+    assert_true(bd_rng_uniform(&a) == (double)(want42[0] >> 11) * 0x1.0p-53);
+}
+
+static void test_rng_uniform_in_unit_interval(void **state)
+{
+    (void)state;
+    bd_rng_t r;
+    bd_rng_seed(&r, 7);
+    enum { N = 100000 };
+    int buckets[10] = {0};
+    double sum = 0;
+    for (int i = 0; i < N; i++) {
+        double u = bd_rng_uniform(&r);
+        assert_true(u >= 0.0 && u < 1.0);
+        sum += u;
+        buckets[(int)(u * 10)]++;
+    }
+    assert_true(sum / N > 0.49 && sum / N < 0.51);
+    for (int i = 0; i < 10; i++) {
+        assert_in_range(buckets[i], N / 10 - 600, N / 10 + 600);
+    }
+}
+
 /* ---- logging --------------------------------------------------------------------------- */
 
 /* Run `fn` with stderr pointed at a temp file; return what it wrote (owned). */
@@ -633,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_err_set_formats_and_returns_code),
         cmocka_unit_test(test_err_set_truncates_at_msg_max),
         cmocka_unit_test(test_err_prefix_keeps_code),
+        cmocka_unit_test(test_err_prefix_null_err_keeps_the_failure),
         cmocka_unit_test(test_err_prefix_truncates_at_msg_max),
         cmocka_unit_test(test_strerror_names_every_code),
         cmocka_unit_test(test_buf_grows_by_doubling),
@@ -650,6 +718,8 @@ int main(void)
         cmocka_unit_test(test_read_file_missing),
         cmocka_unit_test(test_read_file_limit),
         cmocka_unit_test(test_clock_real_is_monotonic),
+        cmocka_unit_test(test_rng_known_sequence),
+        cmocka_unit_test(test_rng_uniform_in_unit_interval),
         cmocka_unit_test(test_log_level_and_line_format),
         cmocka_unit_test(test_log_escapes_control_characters),
     };

@@ -42,12 +42,12 @@ static void test_hdr_percentiles_match_sorted_array(void **state)
     assert_non_null(v);
     bd_hdr_t *h = bd_hdr_new((uint64_t)3600 * 1000000, 3);
     assert_non_null(h);
-    bd_lg_rng_t rng;
-    bd_lg_rng_seed(&rng, 42);
+    bd_rng_t rng;
+    bd_rng_seed(&rng, 42);
     long double sum = 0;
     for (size_t i = 0; i < N; i++) {
         /* log-uniform from 1 us to 100 s: every bucket size gets exercised */
-        v[i] = (uint64_t)exp(bd_lg_rng_unit(&rng) * log(1e8));
+        v[i] = (uint64_t)exp(bd_rng_uniform(&rng) * log(1e8));
         sum += v[i];
         bd_hdr_record(h, v[i]);
     }
@@ -116,10 +116,10 @@ static void test_hdr_merge_equals_recording_all(void **state)
     (void)state;
     bd_hdr_t *a = bd_hdr_new(100000000, 3), *b = bd_hdr_new(100000000, 3);
     bd_hdr_t *all = bd_hdr_new(100000000, 3);
-    bd_lg_rng_t rng;
-    bd_lg_rng_seed(&rng, 7);
+    bd_rng_t rng;
+    bd_rng_seed(&rng, 7);
     for (int i = 0; i < 50000; i++) {
-        uint64_t x = 1 + bd_lg_rng_next(&rng) % 5000000;
+        uint64_t x = 1 + bd_rng_next_u64(&rng) % 5000000;
         bd_hdr_record(i % 3 ? a : b, x);
         bd_hdr_record(all, x);
     }
