@@ -68,7 +68,7 @@ int main(int argc, char **argv)
     }
     /* Warm up, then measure. */
     for (int w = 0; w < 3; w++) {
-        bd_backend_ort.run(inst, in, n_in, out, cfg.n_outputs, &err);
+        bd_backend_ort.run(inst, in, n_in, out, cfg.n_outputs, NULL, &err);
     }
     size_t cap = 1 << 20;
     uint64_t *lat = malloc(cap * sizeof *lat);
@@ -78,7 +78,7 @@ int main(int argc, char **argv)
     uint64_t now = start;
     while (now < end && calls < cap) {
         uint64_t t0 = now;
-        if (bd_backend_ort.run(inst, in, n_in, out, cfg.n_outputs, &err) != 0) {
+        if (bd_backend_ort.run(inst, in, n_in, out, cfg.n_outputs, NULL, &err) != 0) {
             fprintf(stderr, "ort_inproc: %s\n", err.msg);
             return 1;
         }

@@ -30,31 +30,19 @@ typedef struct {
 #define BD_MAX_BATCH_UNSET (-1)
 #define BD_DEFAULT_MAX_BATCH 64
 
-#define BD_MAX_PRIORITY_LEVELS 16
-#define BD_MAX_LIST 16 /* preferred batch sizes, warmup batch sizes */
-#define BD_MAX_SPECIFIC_VERSIONS 64
-
-/* One priority level's queue policy (dynamic_batching.priority_queue_policy). */
-typedef struct {
-    size_t max_queue_size;       /* requests queued at this level before 503 */
-    uint64_t default_timeout_us; /* deadline for requests that set none; 0: none */
-} bd_priority_level_t;
-
-typedef enum { BD_VERSIONS_LATEST = 0, BD_VERSIONS_ALL, BD_VERSIONS_SPECIFIC } bd_version_kind_t;
-
+/* What a backend needs to load and run one model version. The scheduler's policy
+ * (bd_sched_policy_t, sched.h) and the repository's version policy (repo.h) live with their
+ * modules; the repository parses all three from config.json. */
 typedef struct {
     char *name; /* owned */
     int64_t version;
-    char *dir;                   /* owned: the version folder, e.g. models/mlp/1 */
-    char *model_path;            /* owned: <dir>/model.onnx (unused by sim) */
-    char backend[32];            /* "onnxruntime" or "sim" */
-    int max_batch_size;          /* 0: the model has no batch dimension; requests run alone */
-    bool dynamic_batching;       /* false: each request is executed on its own */
-    uint64_t max_queue_delay_us; /* how long an under-full batch may wait for its oldest */
-    size_t max_queue_size;       /* queued requests before 503 */
-    int instances;               /* worker threads, each with its own session */
-    int threads_per_instance;    /* intra-op threads per session */
-    bd_io_t *inputs; /* owned array; may be NULL/0 before load: the backend fills it in */
+    char *dir;                /* owned: the version folder, e.g. models/mlp/1 */
+    char *model_path;         /* owned: <dir>/model.onnx (unused by sim) */
+    char backend[32];         /* "onnxruntime" or "sim" */
+    int max_batch_size;       /* 0: the model has no batch dimension; requests run alone */
+    int instances;            /* worker threads, each with its own session */
+    int threads_per_instance; /* intra-op threads per session */
+    bd_io_t *inputs;          /* owned array; may be NULL/0 before load: the backend fills it in */
     size_t n_inputs;
     bd_io_t *outputs;
     size_t n_outputs;
@@ -64,29 +52,6 @@ typedef struct {
         double fail_rate; /* share of batches that fail, 0..1 */
     } sim;
     char *device; /* owned; NULL or "cpu" or "cuda:N" */
-
-    /* --- scheduling under pressure (all plain values: nothing here needs freeing) ------ */
-    bool delay_auto;            /* "max_queue_delay_us": "auto": the scheduler learns it */
-    int priority_levels;        /* 1..BD_MAX_PRIORITY_LEVELS; 1 when not configured */
-    int default_priority_level; /* 1..priority_levels: where priority 0 (unset) goes */
-    bd_priority_level_t levels[BD_MAX_PRIORITY_LEVELS]; /* [0] is priority 1 (highest) */
-    int preferred_batch_sizes[BD_MAX_LIST];             /* ascending, unique */
-    size_t n_preferred_batch_sizes;
-    struct {
-        int batch_sizes[BD_MAX_LIST]; /* each run `count` times before the model is ready */
-        size_t n_batch_sizes;
-        int count;
-    } warmup;
-    struct {
-        int consecutive_failures; /* this many failed batches in a row: unavailable; 0: off */
-        uint64_t cooldown_us;     /* then probed again after this long */
-    } circuit_breaker;
-    struct {
-        bd_version_kind_t kind;
-        int latest; /* BD_VERSIONS_LATEST: how many of the highest versions */
-        int64_t versions[BD_MAX_SPECIFIC_VERSIONS]; /* BD_VERSIONS_SPECIFIC */
-        size_t n_versions;
-    } version_policy;
 } bd_model_config_t;
 
 /* Free everything the config owns (not the struct itself). */
@@ -96,6 +61,21 @@ int bd_model_config_alloc_io(bd_io_t **arr, size_t *count, size_t n);
 
 typedef struct bd_backend_model bd_backend_model_t;       /* backend-defined */
 typedef struct bd_backend_instance bd_backend_instance_t; /* backend-defined */
+
+/* One request's share of a batch: its rows and what it asked the backend for. */
+typedef struct {
+    size_t row0;              /* its first row in the batch (0 when the model does not batch) */
+    size_t rows;              /* its rows (1 when the model does not batch) */
+    const char *id;           /* the request's id, or NULL */
+    const bd_param_t *params; /* its request-level parameters (bd_infer_req_t.params) */
+    size_t n_params;
+} bd_backend_req_t;
+
+/* The requests a run serves, in row order. Borrowed for the duration of run only. */
+typedef struct {
+    const bd_backend_req_t *reqs;
+    size_t n_reqs;
+} bd_backend_batch_t;
 
 typedef struct {
     const char *name;
@@ -111,11 +91,20 @@ typedef struct {
     void (*instance_free)(bd_backend_instance_t *inst);
     /* Run one batch. inputs[i] matches cfg->inputs[i] (name, dtype) with shape
      * [rows, dims...] (or the request's own shape when max_batch_size == 0), data
-     * contiguous. On success outputs[i] (i < cfg->n_outputs, in config order) is filled with
-     * name, dtype, shape (first dim = rows when batching) and data owned by the instance,
-     * valid until the next run or instance_free. Returns 0 or BD_EBACKEND with err set. */
+     * contiguous. `batch` lists the requests whose rows these are, with their parameters;
+     * NULL when the run serves no request (warmup, tests). On success outputs[i]
+     * (i < cfg->n_outputs, in config order) is filled with name, dtype, shape (first dim =
+     * rows when batching) and data owned by the instance, valid until the next run or
+     * instance_free. Returns 0 or BD_EBACKEND with err set. */
     int (*run)(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
-               bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err);
+               bd_tensor_t *outputs, size_t n_outputs, const bd_backend_batch_t *batch,
+               bd_err_t *err);
+    /* Optional (NULL: any parameters are fine). Check one request's parameters before it is
+     * queued, so one this backend would misread fails alone (BD_EINVAL, one sentence) rather
+     * than its batch. Parameters the backend does not know are not its business. Any
+     * thread; must not block. */
+    int (*check_params)(const bd_backend_model_t *m, const bd_param_t *params, size_t n_params,
+                        bd_err_t *err);
 } bd_backend_ops_t;
 
 /* "onnxruntime" or "sim"; NULL for an unknown name. */

@@ -995,8 +995,10 @@ static int read_output(const bd_backend_instance_t *inst, size_t i, bd_tensor_t 
 }
 
 static int ort_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
-                   bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err)
+                   bd_tensor_t *outputs, size_t n_outputs, const bd_backend_batch_t *batch,
+                   bd_err_t *err)
 {
+    (void)batch; /* no request parameter means anything to an ONNX model */
     bd_backend_model_t *m = inst->m;
     release_values(inst->out_vals, m->n_out);
     if (n_inputs != m->n_in || n_outputs != m->n_out) {

@@ -4,9 +4,11 @@
  * (rows = inputs[0].shape[0] when the model batches, else 1).
  *
  * Fault injection: with sim.fail_rate p, each run fails (after taking its usual time) with
- * probability p, drawn from a per-instance splitmix64 generator seeded with the instance
- * index, so a run of tests sees the same sequence every time. p = 1 fails every batch.
- * parameters.sim_fail is applied by the scheduler, which sees the requests (sched.c).
+ * probability p, drawn from a per-instance generator (core's bd_rng_t) seeded with the
+ * instance index, so a run of tests sees the same sequence every time. p = 1 fails every batch.
+ * A request's parameters.sim_fail (a boolean; check_params refuses anything else before the
+ * request is queued) fails the whole batch it runs in, after its usual time, with a message
+ * naming the request.
  *
  * Outputs alias the inputs: outputs[i].data == inputs[i].data. That satisfies the backend
  * contract ("valid until the next run") only because the caller keeps its input buffers
@@ -37,7 +39,7 @@ struct bd_backend_model {
 struct bd_backend_instance {
     bd_backend_model_t *model; /* borrowed */
     int index;
-    uint64_t rng; /* splitmix64 state; the worker thread only */
+    bd_rng_t rng; /* the worker thread only */
 };
 
 static void sim_unload(bd_backend_model_t *m)
@@ -168,7 +170,7 @@ static int sim_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
     }
     inst->model = m;
     inst->index = index;
-    inst->rng = 0x5eed0000u + (uint64_t)index;
+    bd_rng_seed(&inst->rng, 0x5eed0000u + (uint64_t)index);
     *out = inst;
     return 0;
 }
@@ -198,18 +200,42 @@ static void sleep_us(uint64_t us)
     }
 }
 
-/* splitmix64: a uniform double in [0, 1). */
-static double next_uniform(uint64_t *state)
+static int sim_check_params(const bd_backend_model_t *m, const bd_param_t *params, size_t n_params,
+                            bd_err_t *err)
 {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+    (void)m;
+    const bd_param_t *p = bd_param_find(params, n_params, "sim_fail");
+    if (p && p->kind != BD_PARAM_BOOL) {
+        return bd_err_set(err, BD_EINVAL, "parameters.sim_fail must be true or false");
+    }
+    return 0;
+}
+
+/* The batch fails on purpose when a request in it set parameters.sim_fail. */
+static int sim_fail_check(const bd_backend_batch_t *batch, bd_err_t *err)
+{
+    for (size_t k = 0; batch && k < batch->n_reqs; k++) {
+        const bd_backend_req_t *r = &batch->reqs[k];
+        const bd_param_t *p = bd_param_find(r->params, r->n_params, "sim_fail");
+        if (!p || p->kind != BD_PARAM_BOOL || !p->v.b) {
+            continue;
+        }
+        if (r->id) {
+            return bd_err_set(err, BD_EBACKEND,
+                              "sim model: the batch failed on purpose because request '%s' set "
+                              "parameters.sim_fail",
+                              r->id);
+        }
+        return bd_err_set(err, BD_EBACKEND,
+                          "sim model: the batch failed on purpose because a request in it set "
+                          "parameters.sim_fail");
+    }
+    return 0;
 }
 
 static int sim_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
-                   bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err)
+                   bd_tensor_t *outputs, size_t n_outputs, const bd_backend_batch_t *batch,
+                   bd_err_t *err)
 {
     const bd_backend_model_t *m = inst->model;
     if (n_inputs != m->n_io || n_outputs != m->n_io) {
@@ -241,9 +267,12 @@ static int sim_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
         total_us = (uint64_t)INT32_MAX * 1000000u; /* keep tv_sec in range */
     }
     sleep_us(total_us);
-    if (m->fail_rate > 0 && next_uniform(&inst->rng) < m->fail_rate) {
+    if (m->fail_rate > 0 && bd_rng_uniform(&inst->rng) < m->fail_rate) {
         return bd_err_set(err, BD_EBACKEND, "sim model: injected failure (sim.fail_rate %g)",
                           m->fail_rate);
+    }
+    if (sim_fail_check(batch, err) != 0) {
+        return BD_EBACKEND;
     }
     for (size_t i = 0; i < n_outputs; i++) {
         outputs[i] = inputs[i]; /* aliases the input's data: see the file comment */
@@ -259,4 +288,5 @@ const bd_backend_ops_t bd_backend_sim = {
     .instance_new = sim_instance_new,
     .instance_free = sim_instance_free,
     .run = sim_run,
+    .check_params = sim_check_params,
 };

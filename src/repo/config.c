@@ -1,4 +1,5 @@
-/* config.c: parses a model's config.json into bd_model_config_t.
+/* config.c: parses a model's config.json into bd_config_t: the backend's part
+ * (bd_model_config_t), the scheduler's policy and the version policy.
  *
  * Strict on purpose: an unknown key, a wrong type or an out-of-range value fails the model's
  * load with a sentence naming the key, because a silently ignored typo ("max_batch_szie") is
@@ -154,7 +155,7 @@ static int parse_io(json_t *arr, const char *key, bd_io_t **out, size_t *count, 
     return 0;
 }
 
-static int parse_queue_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+static int parse_queue_policy(json_t *v, bd_sched_policy_t *pol, bd_err_t *err)
 {
     if (!json_is_object(v)) {
         return bd_err_set(err, BD_EINVAL,
@@ -163,31 +164,31 @@ static int parse_queue_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
     }
     static const char *const allowed[] = {"max_queue_size", "default_timeout_us", NULL};
     const char *key;
-    json_t *pol;
-    json_object_foreach(v, key, pol)
+    json_t *lv;
+    json_object_foreach(v, key, lv)
     {
         char *end = NULL;
         long level = strtol(key, &end, 10);
         /* Plain digits only: "01", " 1" or "+1" would name a level twice. */
         if (!*key || *end || key[0] < '1' || key[0] > '9' || level < 1 ||
-            level > cfg->priority_levels) {
+            level > pol->priority_levels) {
             return bd_err_set(err, BD_EINVAL,
                               "config.json: priority_queue_policy key '%s' must be a level from 1 "
                               "to priority_levels (%d)",
-                              key, cfg->priority_levels);
+                              key, pol->priority_levels);
         }
         char where[64];
         snprintf(where, sizeof where, "dynamic_batching.priority_queue_policy.%ld.", level);
-        if (!json_is_object(pol)) {
+        if (!json_is_object(lv)) {
             return bd_err_set(err, BD_EINVAL, "config.json: '%.*s' must be an object",
                               (int)strlen(where) - 1, where);
         }
-        bd_priority_level_t *l = &cfg->levels[level - 1];
+        bd_priority_level_t *l = &pol->levels[level - 1];
         int64_t qsize = (int64_t)l->max_queue_size;
         int64_t timeout = (int64_t)l->default_timeout_us;
-        int rc = check_keys(pol, where, allowed, err);
-        if (rc || (rc = get_int(pol, where, "max_queue_size", 1, 1000000, &qsize, err)) ||
-            (rc = get_int(pol, where, "default_timeout_us", 0, 3600000000LL, &timeout, err))) {
+        int rc = check_keys(lv, where, allowed, err);
+        if (rc || (rc = get_int(lv, where, "max_queue_size", 1, 1000000, &qsize, err)) ||
+            (rc = get_int(lv, where, "default_timeout_us", 0, 3600000000LL, &timeout, err))) {
             return rc;
         }
         l->max_queue_size = (size_t)qsize;
@@ -196,10 +197,10 @@ static int parse_queue_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
     return 0;
 }
 
-static int parse_batching(json_t *db, bd_model_config_t *cfg, bd_err_t *err)
+static int parse_batching(json_t *db, bd_sched_policy_t *pol, bd_err_t *err)
 {
     if (json_is_false(db)) {
-        cfg->dynamic_batching = false;
+        pol->dynamic_batching = false;
         return 0;
     }
     if (!json_is_object(db)) {
@@ -222,15 +223,15 @@ static int parse_batching(json_t *db, bd_model_config_t *cfg, bd_err_t *err)
                               "config.json: 'dynamic_batching.max_queue_delay_us' must be an "
                               "integer or \"auto\"");
         }
-        cfg->delay_auto = true;
+        pol->delay_auto = true;
     } else {
-        int64_t d = (int64_t)cfg->max_queue_delay_us;
+        int64_t d = (int64_t)pol->max_queue_delay_us;
         if ((rc = get_int(db, w, "max_queue_delay_us", 0, 60000000, &d, err))) {
             return rc;
         }
-        cfg->max_queue_delay_us = (uint64_t)d;
+        pol->max_queue_delay_us = (uint64_t)d;
     }
-    int64_t qsize = (int64_t)cfg->max_queue_size;
+    int64_t qsize = (int64_t)pol->max_queue_size;
     int64_t levels = 1;
     int64_t def_level = -1;
     int64_t timeout = 0;
@@ -243,12 +244,12 @@ static int parse_batching(json_t *db, bd_model_config_t *cfg, bd_err_t *err)
     if ((rc = get_int(db, w, "default_priority_level", 1, levels, &def_level, err))) {
         return rc;
     }
-    cfg->max_queue_size = (size_t)qsize;
-    cfg->priority_levels = (int)levels;
-    cfg->default_priority_level = (int)def_level;
+    pol->max_queue_size = (size_t)qsize;
+    pol->priority_levels = (int)levels;
+    pol->default_priority_level = (int)def_level;
     for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
-        cfg->levels[i].max_queue_size = cfg->max_queue_size;
-        cfg->levels[i].default_timeout_us = (uint64_t)timeout;
+        pol->levels[i].max_queue_size = pol->max_queue_size;
+        pol->levels[i].default_timeout_us = (uint64_t)timeout;
     }
     json_t *v = json_object_get(db, "preferred_batch_sizes");
     if (v) {
@@ -259,15 +260,15 @@ static int parse_batching(json_t *db, bd_model_config_t *cfg, bd_err_t *err)
             return rc;
         }
         for (size_t i = 0; i < n; i++) {
-            cfg->preferred_batch_sizes[i] = (int)sizes[i];
+            pol->preferred_batch_sizes[i] = (int)sizes[i];
         }
-        cfg->n_preferred_batch_sizes = n;
+        pol->n_preferred_batch_sizes = n;
     }
     v = json_object_get(db, "priority_queue_policy");
-    return v ? parse_queue_policy(v, cfg, err) : 0;
+    return v ? parse_queue_policy(v, pol, err) : 0;
 }
 
-static int parse_version_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+static int parse_version_policy(json_t *v, bd_version_policy_t *vp, bd_err_t *err)
 {
     const char *msg = "config.json: 'version_policy' must be {\"latest\": N}, {\"all\": {}} or "
                       "{\"specific\": [versions]}";
@@ -283,15 +284,15 @@ static int parse_version_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err
                 err, BD_EINVAL,
                 "config.json: 'version_policy.latest' must be an integer from 1 to 64");
         }
-        cfg->version_policy.kind = BD_VERSIONS_LATEST;
-        cfg->version_policy.latest = (int)json_integer_value(n);
+        vp->kind = BD_VERSIONS_LATEST;
+        vp->latest = (int)json_integer_value(n);
         return 0;
     }
     if ((x = json_object_get(v, "all"))) {
         if (!json_is_object(x) || json_object_size(x) != 0) {
             return bd_err_set(err, BD_EINVAL, "config.json: 'version_policy.all' must be {}");
         }
-        cfg->version_policy.kind = BD_VERSIONS_ALL;
+        vp->kind = BD_VERSIONS_ALL;
         return 0;
     }
     if ((x = json_object_get(v, "specific"))) {
@@ -303,15 +304,15 @@ static int parse_version_policy(json_t *v, bd_model_config_t *cfg, bd_err_t *err
         if (rc) {
             return rc;
         }
-        cfg->version_policy.kind = BD_VERSIONS_SPECIFIC;
-        memcpy(cfg->version_policy.versions, vs, n * sizeof vs[0]);
-        cfg->version_policy.n_versions = n;
+        vp->kind = BD_VERSIONS_SPECIFIC;
+        memcpy(vp->versions, vs, n * sizeof vs[0]);
+        vp->n_versions = n;
         return 0;
     }
     return bd_err_set(err, BD_EINVAL, "%s", msg);
 }
 
-static int parse_warmup(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+static int parse_warmup(json_t *v, bd_sched_policy_t *pol, bd_err_t *err)
 {
     static const char *const allowed[] = {"batch_sizes", "count", NULL};
     if (!json_is_object(v)) {
@@ -333,33 +334,34 @@ static int parse_warmup(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
         return rc;
     }
     for (size_t i = 0; i < n; i++) {
-        cfg->warmup.batch_sizes[i] = (int)sizes[i];
+        pol->warmup.batch_sizes[i] = (int)sizes[i];
     }
-    cfg->warmup.n_batch_sizes = n;
-    cfg->warmup.count = (int)count;
+    pol->warmup.n_batch_sizes = n;
+    pol->warmup.count = (int)count;
     return 0;
 }
 
-static int parse_breaker(json_t *v, bd_model_config_t *cfg, bd_err_t *err)
+static int parse_breaker(json_t *v, bd_sched_policy_t *pol, bd_err_t *err)
 {
     static const char *const allowed[] = {"consecutive_failures", "cooldown_us", NULL};
     if (!json_is_object(v)) {
         return bd_err_set(err, BD_EINVAL, "config.json: 'circuit_breaker' must be an object");
     }
-    int64_t n = cfg->circuit_breaker.consecutive_failures;
-    int64_t cool = (int64_t)cfg->circuit_breaker.cooldown_us;
+    int64_t n = pol->circuit_breaker.consecutive_failures;
+    int64_t cool = (int64_t)pol->circuit_breaker.cooldown_us;
     int rc = check_keys(v, "circuit_breaker.", allowed, err);
     if (rc || (rc = get_int(v, "circuit_breaker.", "consecutive_failures", 0, 1000000, &n, err)) ||
         (rc = get_int(v, "circuit_breaker.", "cooldown_us", 1000, 3600000000LL, &cool, err))) {
         return rc;
     }
-    cfg->circuit_breaker.consecutive_failures = (int)n;
-    cfg->circuit_breaker.cooldown_us = (uint64_t)cool;
+    pol->circuit_breaker.consecutive_failures = (int)n;
+    pol->circuit_breaker.cooldown_us = (uint64_t)cool;
     return 0;
 }
 
-static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
+static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
 {
+    bd_model_config_t *cfg = &c->model;
     static const char *const allowed[] = {"name",
                                           "backend",
                                           "max_batch_size",
@@ -406,16 +408,18 @@ static int parse_root(json_t *root, bd_model_config_t *cfg, bd_err_t *err)
     cfg->max_batch_size = (int)mbs;
     cfg->instances = (int)inst;
     cfg->threads_per_instance = (int)threads;
-    if ((v = json_object_get(root, "dynamic_batching")) && (rc = parse_batching(v, cfg, err))) {
+    if ((v = json_object_get(root, "dynamic_batching")) &&
+        (rc = parse_batching(v, &c->sched, err))) {
         return rc;
     }
-    if ((v = json_object_get(root, "version_policy")) && (rc = parse_version_policy(v, cfg, err))) {
+    if ((v = json_object_get(root, "version_policy")) &&
+        (rc = parse_version_policy(v, &c->version_policy, err))) {
         return rc;
     }
-    if ((v = json_object_get(root, "warmup")) && (rc = parse_warmup(v, cfg, err))) {
+    if ((v = json_object_get(root, "warmup")) && (rc = parse_warmup(v, &c->sched, err))) {
         return rc;
     }
-    if ((v = json_object_get(root, "circuit_breaker")) && (rc = parse_breaker(v, cfg, err))) {
+    if ((v = json_object_get(root, "circuit_breaker")) && (rc = parse_breaker(v, &c->sched, err))) {
         return rc;
     }
     if ((v = json_object_get(root, "inputs")) &&
@@ -483,25 +487,34 @@ static int default_threads(const bd_model_config_t *cfg)
     return per > 0 ? per : 1;
 }
 
-int bd_config_parse(bd_model_config_t *cfg, const char *json, size_t len, bd_err_t *err)
+void bd_config_dispose(bd_config_t *cfg)
 {
+    if (cfg) {
+        bd_model_config_dispose(&cfg->model);
+    }
+}
+
+int bd_config_parse(bd_config_t *c, const char *json, size_t len, bd_err_t *err)
+{
+    bd_model_config_t *cfg = &c->model;
+    bd_sched_policy_t *pol = &c->sched;
     snprintf(cfg->backend, sizeof cfg->backend, "onnxruntime");
     cfg->max_batch_size = BD_MAX_BATCH_UNSET;
-    cfg->dynamic_batching = true;
-    cfg->max_queue_delay_us = 0;
-    cfg->max_queue_size = 1024;
     cfg->instances = 1;
     cfg->threads_per_instance = 0;
-    cfg->priority_levels = 1;
-    cfg->default_priority_level = 1;
+    pol->dynamic_batching = true;
+    pol->max_queue_delay_us = 0;
+    pol->max_queue_size = 1024;
+    pol->priority_levels = 1;
+    pol->default_priority_level = 1;
     for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
-        cfg->levels[i].max_queue_size = cfg->max_queue_size;
-        cfg->levels[i].default_timeout_us = 0;
+        pol->levels[i].max_queue_size = pol->max_queue_size;
+        pol->levels[i].default_timeout_us = 0;
     }
-    cfg->version_policy.kind = BD_VERSIONS_LATEST;
-    cfg->version_policy.latest = 1;
-    cfg->circuit_breaker.consecutive_failures = 5;
-    cfg->circuit_breaker.cooldown_us = 2000000;
+    pol->circuit_breaker.consecutive_failures = 5;
+    pol->circuit_breaker.cooldown_us = 2000000;
+    c->version_policy.kind = BD_VERSIONS_LATEST;
+    c->version_policy.latest = 1;
     int rc = 0;
     if (json) {
         json_error_t jerr;
@@ -510,7 +523,7 @@ int bd_config_parse(bd_model_config_t *cfg, const char *json, size_t len, bd_err
             return bd_err_set(err, BD_EINVAL, "config.json is not valid JSON: %s (line %d)",
                               jerr.text, jerr.line);
         }
-        rc = parse_root(root, cfg, err);
+        rc = parse_root(root, c, err);
         json_decref(root);
     }
     if (!rc && cfg->threads_per_instance == 0) {

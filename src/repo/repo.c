@@ -51,7 +51,7 @@ struct bd_model {
     char *name; /* owned */
     char version[24];
     int64_t vnum;
-    bd_model_config_t cfg;
+    bd_config_t cfg; /* the scheduler borrows cfg.model and copies cfg.sched */
     bool has_cfg;
     const bd_backend_ops_t *ops;
     bd_backend_model_t *bm;
@@ -271,7 +271,7 @@ static void model_free(bd_model_t *m)
         m->ops->unload(m->bm);
     }
     if (m->has_cfg) {
-        bd_model_config_dispose(&m->cfg);
+        bd_config_dispose(&m->cfg);
     }
     free(m->name);
     free(m);
@@ -283,7 +283,7 @@ static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, cons
                         size_t json_len, bd_err_t *err)
 {
     m->metrics = bd_metrics_model(r->metrics, m->name, m->version);
-    bd_model_config_t *cfg = &m->cfg;
+    bd_model_config_t *cfg = &m->cfg.model;
     m->has_cfg = true;
     cfg->name = strdup(m->name);
     cfg->version = m->vnum;
@@ -292,7 +292,7 @@ static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, cons
     if (!cfg->name || !cfg->dir || !cfg->model_path) {
         return bd_err_set(err, BD_ENOMEM, "out of memory");
     }
-    int rc = bd_config_parse(cfg, json, json_len, err);
+    int rc = bd_config_parse(&m->cfg, json, json_len, err);
     if (rc) {
         return rc;
     }
@@ -305,7 +305,7 @@ static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, cons
         return rc;
     }
     bd_sched_opts_t opts = {.metrics = m->metrics};
-    m->sched = bd_sched_new(cfg, m->ops, m->bm, &opts, err);
+    m->sched = bd_sched_new(cfg, &m->cfg.sched, m->ops, m->bm, &opts, err);
     if (!m->sched) {
         return err && err->code ? err->code : BD_EBACKEND;
     }
@@ -325,19 +325,19 @@ static int op_add(op_t *op, bd_model_t *m)
 
 /* Which of the folders `vs` (ascending) the policy selects; writes them to `sel` and the
  * specific versions that have no folder to `missing`. */
-static void select_versions(const bd_model_config_t *cfg, const int64_t *vs, size_t n, int64_t *sel,
-                            size_t *n_sel, int64_t *missing, size_t *n_missing)
+static void select_versions(const bd_version_policy_t *vp, const int64_t *vs, size_t n,
+                            int64_t *sel, size_t *n_sel, int64_t *missing, size_t *n_missing)
 {
     *n_sel = 0;
     *n_missing = 0;
-    switch (cfg->version_policy.kind) {
+    switch (vp->kind) {
     case BD_VERSIONS_ALL:
         memcpy(sel, vs, n * sizeof *vs);
         *n_sel = n;
         break;
     case BD_VERSIONS_SPECIFIC:
-        for (size_t i = 0; i < cfg->version_policy.n_versions; i++) {
-            int64_t want = cfg->version_policy.versions[i];
+        for (size_t i = 0; i < vp->n_versions; i++) {
+            int64_t want = vp->versions[i];
             bool found = bsearch(&want, vs, n, sizeof *vs, cmp_i64) != NULL;
             if (found) {
                 sel[(*n_sel)++] = want;
@@ -347,7 +347,7 @@ static void select_versions(const bd_model_config_t *cfg, const int64_t *vs, siz
         }
         break;
     default: {
-        size_t k = (size_t)(cfg->version_policy.latest > 0 ? cfg->version_policy.latest : 1);
+        size_t k = (size_t)(vp->latest > 0 ? vp->latest : 1);
         size_t first = n > k ? n - k : 0;
         memcpy(sel, vs + first, (n - first) * sizeof *vs);
         *n_sel = n - first;
@@ -362,8 +362,9 @@ static void log_version(const bd_model_t *m, uint64_t t0)
         BD_INFO("repo",
                 "model=%s version=%s state=ready backend=%s max_batch_size=%d instances=%d "
                 "threads_per_instance=%d load_ms=%.1f",
-                m->name, m->version, m->cfg.backend, m->cfg.max_batch_size, m->cfg.instances,
-                m->cfg.threads_per_instance, (double)(bd_now_us() - t0) / 1000.0);
+                m->name, m->version, m->cfg.model.backend, m->cfg.model.max_batch_size,
+                m->cfg.model.instances, m->cfg.model.threads_per_instance,
+                (double)(bd_now_us() - t0) / 1000.0);
     } else {
         BD_WARN("repo", "model=%s version=%s state=unavailable reason=\"%s\"", m->name, m->version,
                 m->reason);
@@ -380,7 +381,7 @@ static void load_model(bd_repo_t *r, op_t *op)
     int64_t *vs = malloc(3 * MAX_VERSION_FOLDERS * sizeof *vs);
     char *json = NULL;
     size_t json_len = 0;
-    bd_model_config_t probe = {0};
+    bd_config_t probe = {0};
     if (!mdir || !cfg_path || !vs) {
         op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
         goto done;
@@ -404,11 +405,11 @@ static void load_model(bd_repo_t *r, op_t *op)
     struct stat st;
     char num[24];
     snprintf(num, sizeof num, "%lld", (long long)vs[n - 1]);
-    probe.name = strdup(op->name);
-    probe.version = vs[n - 1];
-    probe.dir = path_join(mdir, num);
-    probe.model_path = probe.dir ? path_join(probe.dir, "model.onnx") : NULL;
-    if (!probe.name || !probe.dir || !probe.model_path) {
+    probe.model.name = strdup(op->name);
+    probe.model.version = vs[n - 1];
+    probe.model.dir = path_join(mdir, num);
+    probe.model.model_path = probe.model.dir ? path_join(probe.model.dir, "model.onnx") : NULL;
+    if (!probe.model.name || !probe.model.dir || !probe.model.model_path) {
         op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
         goto done;
     }
@@ -436,7 +437,7 @@ static void load_model(bd_repo_t *r, op_t *op)
         goto done;
     }
     size_t n_sel, n_missing;
-    select_versions(&probe, vs, n, sel, &n_sel, missing, &n_missing);
+    select_versions(&probe.version_policy, vs, n, sel, &n_sel, missing, &n_missing);
     for (size_t i = 0; i < n_missing; i++) {
         bd_model_t *m = model_new(op->name, missing[i]);
         if (!m || op_add(op, m)) {
@@ -471,8 +472,8 @@ done:
     if (op->rc) {
         snprintf(op->msg, sizeof op->msg, "%s", err.msg);
     }
-    if (probe.name) {
-        bd_model_config_dispose(&probe);
+    if (probe.model.name) {
+        bd_config_dispose(&probe);
     }
     free(json);
     free(vs);
@@ -1471,6 +1472,11 @@ const char *bd_model_reason(const bd_model_t *m)
 
 const bd_model_config_t *bd_model_config(const bd_model_t *m)
 {
+    return m->has_cfg ? &m->cfg.model : NULL;
+}
+
+const bd_config_t *bd_model_full_config(const bd_model_t *m)
+{
     return m->has_cfg ? &m->cfg : NULL;
 }
 
@@ -1486,5 +1492,6 @@ bd_model_metrics_t *bd_model_metrics(const bd_model_t *m)
 
 const char *bd_model_platform(const bd_model_t *m)
 {
-    return m->has_cfg && strcmp(m->cfg.backend, "sim") == 0 ? "batchd_sim" : "onnxruntime_onnx";
+    return m->has_cfg && strcmp(m->cfg.model.backend, "sim") == 0 ? "batchd_sim"
+                                                                  : "onnxruntime_onnx";
 }

@@ -26,6 +26,33 @@
 typedef struct bd_repo bd_repo_t;
 typedef struct bd_model bd_model_t;
 
+/* ---- a model's configuration (config.json) ----------------------------------------------- */
+
+#define BD_MAX_SPECIFIC_VERSIONS 64
+
+typedef enum { BD_VERSIONS_LATEST = 0, BD_VERSIONS_ALL, BD_VERSIONS_SPECIFIC } bd_version_kind_t;
+
+/* Which version folders of a model the repository loads (config.json's version_policy). */
+typedef struct {
+    bd_version_kind_t kind;
+    int latest; /* BD_VERSIONS_LATEST: how many of the highest versions */
+    int64_t versions[BD_MAX_SPECIFIC_VERSIONS]; /* BD_VERSIONS_SPECIFIC, ascending */
+    size_t n_versions;
+} bd_version_policy_t;
+
+/* Everything config.json says about one model version, split by the module that acts on it:
+ * the backend's part (which owns strings and io arrays), the scheduler's policy and the
+ * repository's version policy. One thread at a time: the loader fills it, then it is
+ * read-only while the version serves. */
+typedef struct {
+    bd_model_config_t model;
+    bd_sched_policy_t sched;
+    bd_version_policy_t version_policy;
+} bd_config_t;
+
+/* Free what cfg->model owns (not the struct itself); the struct is reusable after. */
+void bd_config_dispose(bd_config_t *cfg);
+
 typedef struct {
     bd_metrics_t *metrics; /* borrowed, may be NULL */
     int poll_secs;         /* > 0: rescan the folder this often and apply what changed */
@@ -107,8 +134,12 @@ const char *bd_model_version(const bd_model_t *m);
 bool bd_model_ready(const bd_model_t *m);
 /* Why the model is unavailable; for a ready version, "" or why its last reload failed. */
 const char *bd_model_reason(const bd_model_t *m);
-/* NULL when the model failed before its config was read. */
+/* The backend's part of the model's config (name, io, max_batch_size, ...); NULL when the
+ * model failed before its config was read. */
 const bd_model_config_t *bd_model_config(const bd_model_t *m);
+/* The whole config.json of the version (scheduler and version policies too); NULL as for
+ * bd_model_config. */
+const bd_config_t *bd_model_full_config(const bd_model_t *m);
 /* NULL when not ready. */
 bd_sched_t *bd_model_sched(const bd_model_t *m);
 bd_model_metrics_t *bd_model_metrics(const bd_model_t *m);
@@ -117,13 +148,13 @@ const char *bd_model_platform(const bd_model_t *m);
 
 /* ---- config.json (config.c) ------------------------------------------------------------ */
 
-/* Fill `cfg` (zeroed by the caller, name/version/dir set) from the JSON text of config.json
- * (`json` NULL: no file, defaults only). Unknown keys, wrong types and out-of-range values
- * fail with one sentence naming the key. Defaults: backend onnxruntime, max_batch_size
- * unset (the backend decides), dynamic batching on with max_queue_delay_us 0 and
- * max_queue_size 1024, instances 1, threads_per_instance 1 for a model file under 1 MiB and
- * cores / instances (at least 1) otherwise,
- * and for sim max_batch_size 0. */
-int bd_config_parse(bd_model_config_t *cfg, const char *json, size_t len, bd_err_t *err);
+/* Fill `cfg` (zeroed by the caller, cfg->model's name/version/dir set) from the JSON text of
+ * config.json (`json` NULL: no file, defaults only). Unknown keys, wrong types and
+ * out-of-range values fail with one sentence naming the key. Defaults: backend onnxruntime,
+ * max_batch_size unset (the backend decides), dynamic batching on with max_queue_delay_us 0
+ * and max_queue_size 1024, instances 1, threads_per_instance 1 for a model file under 1 MiB
+ * and cores / instances (at least 1) otherwise, and for sim max_batch_size 0. On failure
+ * cfg may hold part of what was read: bd_config_dispose it either way. */
+int bd_config_parse(bd_config_t *cfg, const char *json, size_t len, bd_err_t *err);
 
 #endif

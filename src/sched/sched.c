@@ -47,9 +47,12 @@
  * workers and no timer: bd_sched_step and bd_sched_expire do their jobs on the caller's
  * thread (one caller per instance at a time).
  *
- * Ownership: the scheduler borrows cfg, ops and bm. A queued request is owned by the
- * scheduler until its done callback, which hands it back. A request's outputs live in one
- * malloc'd block (req->out_block: the tensor array, the output names, then the data). */
+ * Ownership: the scheduler borrows cfg, ops and bm and keeps its own copy of the policy. The
+ * requests of a running batch are listed for the backend (bd_backend_batch_t: rows, id,
+ * parameters) in the instance's run_reqs, which borrow from the requests. A queued request
+ * is owned by the scheduler until its done callback, which hands it back. A request's outputs
+ * live in one malloc'd block (req->out_block: the tensor array, the output names, then the
+ * data). */
 #include "sched/sched.h"
 
 #include "sched/sched_internal.h"
@@ -85,14 +88,14 @@ typedef struct {
     bd_tensor_t *in_tensors;  /* owned, cfg->n_inputs: the gathered batch as the backend sees it */
     bd_tensor_t *out_tensors; /* owned, cfg->n_outputs: filled by the backend's run */
     bd_req_t **batch;         /* owned, batch_cap entries: the requests of the current batch */
+    bd_backend_req_t *run_reqs; /* owned, batch_cap entries: the batch as the backend sees it */
     size_t batch_cap;
     bool probe; /* the current batch is the circuit breaker's probe (set under mu) */
 } inst_t;
 
 /* One priority level's FIFO; under mu. */
 typedef struct {
-    bd_req_t *head; /* oldest first; doubly linked through next/prev */
-    bd_req_t *tail;
+    bd_list_t queue; /* of bd_req_t.link, oldest first */
     size_t depth;
     size_t cap;                  /* max_queue_size of this level */
     uint64_t default_timeout_us; /* 0: none */
@@ -102,12 +105,12 @@ typedef enum { CB_CLOSED = 0, CB_OPEN, CB_HALF_OPEN } cb_state_t;
 
 struct bd_sched {
     const bd_model_config_t *cfg; /* borrowed */
+    bd_sched_policy_t policy;     /* copied; read-only after bd_sched_new */
     const bd_backend_ops_t *ops;  /* borrowed */
     bd_backend_model_t *bm;       /* borrowed */
     bd_clock_t clock;
     bool real_clock; /* phase times then come from CLOCK_MONOTONIC in nanoseconds */
     bool manual;
-    bool is_sim;                 /* parameters.sim_fail applies */
     bd_model_metrics_t *metrics; /* borrowed, may be NULL */
     bool batching;               /* max_batch_size > 0 and dynamic batching on */
     size_t max_rows;             /* max_batch_size, at least 1 */
@@ -152,6 +155,7 @@ bd_req_t *bd_req_new(size_t arena_limit)
     bd_req_t *req = calloc(1, sizeof *req);
     if (req) {
         bd_arena_init(&req->arena, arena_limit);
+        bd_list_init(&req->link);
     }
     return req;
 }
@@ -280,9 +284,13 @@ static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd
     return 0;
 }
 
-int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, size_t *rows,
-                      bd_err_t *err)
+int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *policy,
+                      const bd_infer_req_t *in, size_t *rows, bd_err_t *err)
 {
+    static const bd_sched_policy_t no_policy;
+    if (!policy) {
+        policy = &no_policy;
+    }
     char list[BD_ERR_MSG_MAX];
     bool batching = cfg->max_batch_size > 0;
     if ((in->n_inputs > 0 && !in->inputs) || (in->n_outputs > 0 && !in->outputs)) {
@@ -340,8 +348,8 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, si
                               name, fmt_names(list, sizeof list, cfg->outputs, cfg->n_outputs));
         }
     }
-    int levels = cfg->priority_levels >= 1 && cfg->priority_levels <= BD_MAX_PRIORITY_LEVELS
-                     ? cfg->priority_levels
+    int levels = policy->priority_levels >= 1 && policy->priority_levels <= BD_MAX_PRIORITY_LEVELS
+                     ? policy->priority_levels
                      : 1;
     if (in->priority < 0 || in->priority > levels) {
         if (levels == 1) {
@@ -355,8 +363,9 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, si
                           "priority levels 1 (highest) to %d; 0 or absent means its default "
                           "level %d",
                           in->priority, cfg->name ? cfg->name : "", levels,
-                          cfg->default_priority_level >= 1 && cfg->default_priority_level <= levels
-                              ? cfg->default_priority_level
+                          policy->default_priority_level >= 1 &&
+                                  policy->default_priority_level <= levels
+                              ? policy->default_priority_level
                               : levels);
     }
     size_t r = 1;
@@ -463,7 +472,7 @@ static void heap_remove(bd_sched_t *s, bd_req_t *r)
 static int top_level(const bd_sched_t *s)
 {
     for (int l = 0; l < s->n_levels; l++) {
-        if (s->levels[l].head) {
+        if (!bd_list_empty(&s->levels[l].queue)) {
             return l;
         }
     }
@@ -474,18 +483,7 @@ static int top_level(const bd_sched_t *s)
 static void q_unlink(bd_sched_t *s, bd_req_t *r)
 {
     level_t *l = &s->levels[r->level];
-    if (r->prev) {
-        r->prev->next = r->next;
-    } else {
-        l->head = r->next;
-    }
-    if (r->next) {
-        r->next->prev = r->prev;
-    } else {
-        l->tail = r->prev;
-    }
-    r->next = NULL;
-    r->prev = NULL;
+    bd_list_unlink(&r->link);
     l->depth--;
     s->depth--;
     s->rows_queued -= r->rows;
@@ -496,22 +494,21 @@ static void q_unlink(bd_sched_t *s, bd_req_t *r)
     bd_metrics_queue_depth_add(s->metrics, -1);
 }
 
-/* Unlink every request whose deadline is at or before `now`; returns them as a list linked
- * through `next`, earliest deadline first. */
-static bd_req_t *take_expired(bd_sched_t *s, uint64_t now)
+/* Move every request whose deadline is at or before `now` out of the queues onto `out` (an
+ * initialised list head), earliest deadline first. True when it moved any. */
+static bool take_expired(bd_sched_t *s, uint64_t now, bd_list_t *out)
 {
-    bd_req_t *list = NULL;
-    bd_req_t **tail = &list;
+    bool any = false;
     while (s->heap_n > 0 && s->heap[0]->deadline_us <= now) {
         bd_req_t *r = s->heap[0];
         q_unlink(s, r);
-        *tail = r;
-        tail = &r->next;
+        bd_list_push_back(out, &r->link);
+        any = true;
     }
-    if (list && s->idle_workers > 0) {
+    if (any && s->idle_workers > 0) {
         pthread_cond_broadcast(&s->cv); /* a head may be gone: waiting workers recompute */
     }
-    return list;
+    return any;
 }
 
 /* Hand a finished request back to its owner; the in-flight gauge counts from a successful
@@ -524,15 +521,15 @@ static void complete(bd_sched_t *s, bd_req_t *r)
     }
 }
 
-/* Complete a take_expired list (no lock held). Returns how many. */
-static int complete_expired(bd_sched_t *s, bd_req_t *list)
+/* Complete a take_expired list (no lock held; the list is the caller's). Returns how many. */
+static int complete_expired(bd_sched_t *s, bd_list_t *list)
 {
     int n = 0;
-    uint64_t now = list ? bd_clock_now(&s->clock) : 0;
-    while (list) {
-        bd_req_t *r = list;
-        list = r->next;
-        r->next = NULL;
+    uint64_t now = bd_list_empty(list) ? 0 : bd_clock_now(&s->clock);
+    bd_list_t *node;
+    while ((node = bd_list_first(list))) {
+        bd_req_t *r = BD_CONTAINER_OF(node, bd_req_t, link);
+        bd_list_unlink(node); /* before done: the callee may free r */
         r->status = BD_ETIMEOUT;
         bd_err_set(&r->err, BD_ETIMEOUT, TIMEOUT_MSG);
         bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_TIMEOUT);
@@ -547,7 +544,7 @@ static int complete_expired(bd_sched_t *s, bd_req_t *list)
 
 static bool cb_enabled(const bd_sched_t *s)
 {
-    return s->cfg->circuit_breaker.consecutive_failures > 0;
+    return s->policy.circuit_breaker.consecutive_failures > 0;
 }
 
 static void cb_refresh(bd_sched_t *s, uint64_t now)
@@ -595,9 +592,9 @@ static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, u
         s->cb_fails++;
     }
     snprintf(s->cb_last_err, sizeof s->cb_last_err, "%s", err->msg);
-    if (probe ||
-        (s->cb_state == CB_CLOSED && s->cb_fails >= s->cfg->circuit_breaker.consecutive_failures)) {
-        uint64_t cool = s->cfg->circuit_breaker.cooldown_us;
+    if (probe || (s->cb_state == CB_CLOSED &&
+                  s->cb_fails >= s->policy.circuit_breaker.consecutive_failures)) {
+        uint64_t cool = s->policy.circuit_breaker.cooldown_us;
         s->cb_state = CB_OPEN;
         s->cb_open_until = now > UINT64_MAX - cool ? UINT64_MAX : now + cool;
         BD_WARN("sched",
@@ -631,8 +628,8 @@ static bool same_item_dims(const bd_sched_t *s, const bd_req_t *a, const bd_req_
 
 static bool is_preferred(const bd_sched_t *s, size_t rows)
 {
-    for (size_t i = 0; i < s->cfg->n_preferred_batch_sizes; i++) {
-        if ((size_t)s->cfg->preferred_batch_sizes[i] == rows) {
+    for (size_t i = 0; i < s->policy.n_preferred_batch_sizes && i < BD_MAX_LIST; i++) {
+        if ((size_t)s->policy.preferred_batch_sizes[i] == rows) {
             return true;
         }
     }
@@ -646,10 +643,10 @@ static size_t wake_rows(const bd_sched_t *s)
     if (!s->batching || s->closed) {
         return 1;
     }
-    if (s->cfg->delay_auto) {
+    if (s->policy.delay_auto) {
         return s->auto_target ? s->auto_target : 1;
     }
-    if (s->cfg->max_queue_delay_us == 0) {
+    if (s->policy.max_queue_delay_us == 0) {
         return 1;
     }
     return s->min_preferred ? s->min_preferred : s->max_rows;
@@ -673,7 +670,7 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
             return 0; /* one probe at a time; its end broadcasts */
         }
     }
-    bd_req_t *head = s->levels[top].head;
+    bd_req_t *head = BD_CONTAINER_OF(bd_list_first(&s->levels[top].queue), bd_req_t, link);
     in->batch[0] = head;
     size_t n = 1;
     size_t rows = head->rows;
@@ -686,8 +683,10 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
             pref_rows = rows;
         }
         for (int l = top; l < s->n_levels && can_grow && rows < s->max_rows; l++) {
-            bd_req_t *r = l == top ? head->next : s->levels[l].head;
-            for (; r && rows < s->max_rows; r = r->next) {
+            const bd_list_t *q = &s->levels[l].queue;
+            for (bd_list_t *it = l == top ? head->link.next : q->next;
+                 it != q && rows < s->max_rows; it = it->next) {
+                bd_req_t *r = BD_CONTAINER_OF(it, bd_req_t, link);
                 if (!same_item_dims(s, head, r)) {
                     continue;
                 }
@@ -706,7 +705,7 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
     }
     bool full = rows >= s->max_rows;
     bool ready = !s->batching || s->closed || full || !can_grow || pref_n > 0;
-    if (!ready && s->cfg->delay_auto) {
+    if (!ready && s->policy.delay_auto) {
         size_t target = 0;
         uint64_t until = bd_sched_auto_hold_until(&s->autod, rows, s->max_rows, s->n_inst,
                                                   head->arrival_us, now, &target);
@@ -718,10 +717,10 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
         }
     } else if (!ready) {
         uint64_t due;
-        if (__builtin_add_overflow(head->arrival_us, s->cfg->max_queue_delay_us, &due)) {
+        if (__builtin_add_overflow(head->arrival_us, s->policy.max_queue_delay_us, &due)) {
             due = UINT64_MAX - 1;
         }
-        if (s->cfg->max_queue_delay_us == 0 || now >= due) {
+        if (s->policy.max_queue_delay_us == 0 || now >= due) {
             ready = true;
         } else {
             *wake_us = due;
@@ -913,28 +912,21 @@ static uint64_t now_ns(const bd_sched_t *s)
     return bd_clock_now(&s->clock) * 1000u;
 }
 
-/* The sim backend cannot see requests, so parameters.sim_fail is applied here: after the sim
- * ran the batch (taking its usual time), the batch fails when any request in it asked to. */
-static int sim_fail_check(bd_sched_t *s, inst_t *in, size_t n, bd_err_t *err)
+/* List in->batch[0..n) for the backend: each request's rows, id and parameters. */
+static void describe_batch(const inst_t *in, size_t n, bd_backend_batch_t *batch)
 {
-    if (!s->is_sim) {
-        return 0;
-    }
+    size_t row0 = 0;
     for (size_t k = 0; k < n; k++) {
         const bd_req_t *r = in->batch[k];
-        if (r->in.sim_fail) {
-            if (r->in.id) {
-                return bd_err_set(err, BD_EBACKEND,
-                                  "sim model: the batch failed on purpose because request '%s' "
-                                  "set parameters.sim_fail",
-                                  r->in.id);
-            }
-            return bd_err_set(err, BD_EBACKEND,
-                              "sim model: the batch failed on purpose because a request in it "
-                              "set parameters.sim_fail");
-        }
+        in->run_reqs[k] = (bd_backend_req_t){.row0 = row0,
+                                             .rows = r->rows,
+                                             .id = r->in.id,
+                                             .params = r->in.params,
+                                             .n_params = r->in.n_params};
+        row0 += r->rows;
     }
-    return 0;
+    batch->reqs = in->run_reqs;
+    batch->n_reqs = n;
 }
 
 /* Run in->batch[0..n) (rows in all), complete every request, then call their callbacks. */
@@ -952,8 +944,11 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     }
     uint64_t t1 = now_ns(s);
     if (rc == 0) {
+        bd_backend_batch_t batch;
+        describe_batch(in, n, &batch);
         memset(in->out_tensors, 0, cfg->n_outputs * sizeof *in->out_tensors);
-        rc = s->ops->run(in->bi, inputs, cfg->n_inputs, in->out_tensors, cfg->n_outputs, &err);
+        rc = s->ops->run(in->bi, inputs, cfg->n_inputs, in->out_tensors, cfg->n_outputs, &batch,
+                         &err);
         if (rc != 0) {
             rc = BD_EBACKEND;
             err.code = BD_EBACKEND;
@@ -964,16 +959,13 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         } else {
             rc = check_outputs(s, in, rows, &err);
         }
-        if (rc == 0) {
-            rc = sim_fail_check(s, in, n, &err);
-        }
     }
     uint64_t t2 = now_ns(s);
     /* Breaker and learner first, so a client that sees this batch's answer and submits again
      * already meets the new state. */
     pthread_mutex_lock(&s->mu);
     cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock));
-    if (rc == 0 && cfg->delay_auto) {
+    if (rc == 0 && s->policy.delay_auto) {
         bd_sched_auto_batch(&s->autod, rows, (t2 - t1) / 1000u);
     }
     pthread_mutex_unlock(&s->mu);
@@ -1062,8 +1054,8 @@ static int warmup_once(bd_sched_t *s, inst_t *in, int b, void **bufs, bd_err_t *
         t->byte_size = bytes;
     }
     memset(in->out_tensors, 0, cfg->n_outputs * sizeof *in->out_tensors);
-    int rc =
-        s->ops->run(in->bi, in->in_tensors, cfg->n_inputs, in->out_tensors, cfg->n_outputs, err);
+    int rc = s->ops->run(in->bi, in->in_tensors, cfg->n_inputs, in->out_tensors, cfg->n_outputs,
+                         NULL, err);
     if (rc != 0) {
         if (err && err->msg[0] == '\0') {
             bd_err_set(err, BD_EBACKEND, "the backend failed without a reason");
@@ -1073,11 +1065,12 @@ static int warmup_once(bd_sched_t *s, inst_t *in, int b, void **bufs, bd_err_t *
     return check_outputs(s, in, (size_t)b, err);
 }
 
-/* cfg->warmup.count runs of each warmup batch size (clamped to max_batch_size) on `in`. */
+/* policy.warmup.count runs of each warmup batch size (clamped to max_batch_size) on `in`. */
 static int warmup(bd_sched_t *s, inst_t *in, bd_err_t *err)
 {
     const bd_model_config_t *cfg = s->cfg;
-    if (cfg->warmup.count <= 0 || cfg->warmup.n_batch_sizes == 0) {
+    const bd_sched_policy_t *pol = &s->policy;
+    if (pol->warmup.count <= 0 || pol->warmup.n_batch_sizes == 0) {
         return 0;
     }
     void **bufs = calloc(cfg->n_inputs + 1, sizeof *bufs);
@@ -1085,15 +1078,15 @@ static int warmup(bd_sched_t *s, inst_t *in, bd_err_t *err)
         return bd_err_set(err, BD_ENOMEM, "out of memory for warmup");
     }
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < cfg->warmup.n_batch_sizes && i < BD_MAX_LIST; i++) {
-        int b = cfg->max_batch_size > 0 ? cfg->warmup.batch_sizes[i] : 1;
+    for (size_t i = 0; rc == 0 && i < pol->warmup.n_batch_sizes && i < BD_MAX_LIST; i++) {
+        int b = cfg->max_batch_size > 0 ? pol->warmup.batch_sizes[i] : 1;
         if (b > cfg->max_batch_size && cfg->max_batch_size > 0) {
             b = cfg->max_batch_size;
         }
         if (b < 1) {
             b = 1;
         }
-        for (int c = 0; rc == 0 && c < cfg->warmup.count; c++) {
+        for (int c = 0; rc == 0 && c < pol->warmup.count; c++) {
             rc = warmup_once(s, in, b, bufs, err);
             for (size_t k = 0; k < cfg->n_inputs; k++) {
                 free(bufs[k]);
@@ -1132,12 +1125,13 @@ static void timed_wait(bd_sched_t *s, pthread_cond_t *cv, uint64_t rel_us)
  * their callbacks run). True when it completed any, so the caller re-reads the queue. */
 static bool expire_due(bd_sched_t *s, uint64_t now)
 {
-    bd_req_t *expired = take_expired(s, now);
-    if (!expired) {
+    bd_list_t expired;
+    bd_list_init(&expired);
+    if (!take_expired(s, now, &expired)) {
         return false;
     }
     pthread_mutex_unlock(&s->mu);
-    complete_expired(s, expired);
+    complete_expired(s, &expired);
     pthread_mutex_lock(&s->mu);
     return true;
 }
@@ -1205,10 +1199,12 @@ int bd_sched_expire(bd_sched_t *s)
     if (!s) {
         return 0;
     }
+    bd_list_t expired;
+    bd_list_init(&expired);
     pthread_mutex_lock(&s->mu);
-    bd_req_t *expired = take_expired(s, bd_clock_now(&s->clock));
+    take_expired(s, bd_clock_now(&s->clock), &expired);
     pthread_mutex_unlock(&s->mu);
-    return complete_expired(s, expired);
+    return complete_expired(s, &expired);
 }
 
 int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us)
@@ -1242,7 +1238,10 @@ int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us)
 int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
 {
     size_t rows = 1;
-    int rc = bd_sched_validate(s->cfg, &req->in, &rows, err);
+    int rc = bd_sched_validate(s->cfg, &s->policy, &req->in, &rows, err);
+    if (rc == 0 && s->ops->check_params) {
+        rc = s->ops->check_params(s->bm, req->in.params, req->in.n_params, err);
+    }
     if (rc != 0) {
         bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_INVALID);
         return rc;
@@ -1293,8 +1292,6 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     req->status = 0;
     req->err.code = 0;
     req->err.msg[0] = '\0';
-    req->next = NULL;
-    req->prev = NULL;
     req->level = level;
     req->deadline_us = 0;
     if (timeout > 0) {
@@ -1308,22 +1305,16 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     }
     bool new_head = true;
     for (int i = 0; i <= level && new_head; i++) {
-        new_head = s->levels[i].head == NULL;
+        new_head = bd_list_empty(&s->levels[i].queue);
     }
-    req->prev = l->tail;
-    if (l->tail) {
-        l->tail->next = req;
-    } else {
-        l->head = req;
-    }
-    l->tail = req;
+    bd_list_push_back(&l->queue, &req->link);
     l->depth++;
     req->queued = true;
     s->depth++;
     s->rows_queued += rows;
     bd_metrics_queue_depth_add(s->metrics, 1);
     bd_metrics_inflight_add(s->metrics, 1);
-    if (s->cfg->delay_auto) {
+    if (s->policy.delay_auto) {
         bd_sched_auto_arrival(&s->autod, now);
     }
     if (s->idle_workers > 0 && (new_head || s->rows_queued >= wake_rows(s))) {
@@ -1355,7 +1346,7 @@ int bd_sched_cancel(bd_sched_t *s, bd_req_t *req)
         pthread_mutex_unlock(&s->mu);
         return BD_EBUSY;
     }
-    bool was_head = req->prev == NULL;
+    bool was_head = req->link.prev == &s->levels[req->level].queue;
     q_unlink(s, req);
     if (was_head && s->idle_workers > 0) {
         pthread_cond_broadcast(&s->cv); /* a worker holding for this head recomputes */
@@ -1442,7 +1433,8 @@ static int inst_init(bd_sched_t *s, inst_t *in, int index, bd_err_t *err)
     int rc = s->ops->instance_new(s->bm, index, &in->bi, err);
     if (rc != 0) {
         in->bi = NULL;
-        return bd_err_prefix(err, "model '%s' instance %d: ", s->model_name, index);
+        bd_err_prefix(err, "model '%s' instance %d: ", s->model_name, index);
+        return rc;
     }
     return 0;
 }
@@ -1459,6 +1451,7 @@ static void inst_dispose(bd_sched_t *s, inst_t *in)
     free(in->in_tensors);
     free(in->out_tensors);
     free(in->batch);
+    free(in->run_reqs);
 }
 
 /* Join the started workers and the timer (after close), fail anything still queued (only
@@ -1480,7 +1473,8 @@ static void destroy(bd_sched_t *s)
     for (;;) {
         pthread_mutex_lock(&s->mu);
         int top = top_level(s);
-        bd_req_t *r = top >= 0 ? s->levels[top].head : NULL;
+        bd_list_t *first = top >= 0 ? bd_list_first(&s->levels[top].queue) : NULL;
+        bd_req_t *r = first ? BD_CONTAINER_OF(first, bd_req_t, link) : NULL;
         if (r) {
             q_unlink(s, r);
         }
@@ -1505,32 +1499,36 @@ static void destroy(bd_sched_t *s)
     free(s);
 }
 
-/* Levels, queue sizes and the smallest usable preferred size from the config. Configs made
+/* Levels, queue sizes and the smallest usable preferred size from the policy. Policies made
  * by hand (tests) may leave priority_levels and the per-level sizes 0: one level, and
  * max_queue_size (or the documented default 1024) for each. */
 static void init_policy(bd_sched_t *s)
 {
-    const bd_model_config_t *cfg = s->cfg;
-    s->n_levels = cfg->priority_levels >= 1 && cfg->priority_levels <= BD_MAX_PRIORITY_LEVELS
-                      ? cfg->priority_levels
+    const bd_sched_policy_t *pol = &s->policy;
+    s->n_levels = pol->priority_levels >= 1 && pol->priority_levels <= BD_MAX_PRIORITY_LEVELS
+                      ? pol->priority_levels
                       : 1;
-    int def = cfg->default_priority_level;
+    int def = pol->default_priority_level;
     s->default_level = (def >= 1 && def <= s->n_levels ? def : s->n_levels) - 1;
-    size_t base = cfg->max_queue_size ? cfg->max_queue_size : DEFAULT_QUEUE_SIZE;
-    for (int l = 0; l < s->n_levels; l++) {
-        s->levels[l].cap = cfg->levels[l].max_queue_size ? cfg->levels[l].max_queue_size : base;
-        s->levels[l].default_timeout_us = cfg->levels[l].default_timeout_us;
+    size_t base = pol->max_queue_size ? pol->max_queue_size : DEFAULT_QUEUE_SIZE;
+    for (int l = 0; l < BD_MAX_PRIORITY_LEVELS; l++) {
+        bd_list_init(&s->levels[l].queue);
     }
-    for (size_t i = 0; i < cfg->n_preferred_batch_sizes && i < BD_MAX_LIST; i++) {
-        size_t p = cfg->preferred_batch_sizes[i] > 0 ? (size_t)cfg->preferred_batch_sizes[i] : 0;
+    for (int l = 0; l < s->n_levels; l++) {
+        s->levels[l].cap = pol->levels[l].max_queue_size ? pol->levels[l].max_queue_size : base;
+        s->levels[l].default_timeout_us = pol->levels[l].default_timeout_us;
+    }
+    for (size_t i = 0; i < pol->n_preferred_batch_sizes && i < BD_MAX_LIST; i++) {
+        size_t p = pol->preferred_batch_sizes[i] > 0 ? (size_t)pol->preferred_batch_sizes[i] : 0;
         if (p > 0 && p <= s->max_rows && (s->min_preferred == 0 || p < s->min_preferred)) {
             s->min_preferred = p;
         }
     }
 }
 
-bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *ops,
-                         bd_backend_model_t *bm, const bd_sched_opts_t *opts, bd_err_t *err)
+bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *policy,
+                         const bd_backend_ops_t *ops, bd_backend_model_t *bm,
+                         const bd_sched_opts_t *opts, bd_err_t *err)
 {
     for (size_t i = 0; i < cfg->n_inputs + cfg->n_outputs; i++) {
         const bd_io_t *io = i < cfg->n_inputs ? &cfg->inputs[i] : &cfg->outputs[i - cfg->n_inputs];
@@ -1546,14 +1544,16 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
         return NULL;
     }
     s->cfg = cfg;
+    if (policy) {
+        s->policy = *policy;
+    }
     s->ops = ops;
     s->bm = bm;
     s->real_clock = !(opts && opts->clock.now_us);
     s->clock = s->real_clock ? bd_clock_real() : opts->clock;
     s->manual = opts && opts->manual;
-    s->is_sim = ops->name && strcmp(ops->name, "sim") == 0;
     s->metrics = opts ? opts->metrics : NULL;
-    s->batching = cfg->max_batch_size > 0 && cfg->dynamic_batching;
+    s->batching = cfg->max_batch_size > 0 && s->policy.dynamic_batching;
     s->max_rows = cfg->max_batch_size > 0 ? (size_t)cfg->max_batch_size : 1;
     s->model_name = cfg->name ? cfg->name : "";
     s->n_inst = cfg->instances > 0 ? cfg->instances : 1;
@@ -1592,6 +1592,12 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
         if (inst_init(s, &s->insts[i], i, err) != 0) {
             goto fail;
         }
+        s->insts[i].run_reqs = calloc(s->insts[i].batch_cap, sizeof *s->insts[i].run_reqs);
+        if (!s->insts[i].run_reqs) {
+            bd_err_set(err, BD_ENOMEM, "out of memory creating instance %d of model '%s'", i,
+                       s->model_name);
+            goto fail;
+        }
     }
     /* Warm every instance up before anything can be queued: the model is not ready (and
      * bd_sched_new does not return) until each ran the warmup batches. */
@@ -1619,10 +1625,10 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
         s->insts[i].thread_started = true;
     }
     char delay[32];
-    if (cfg->delay_auto) {
+    if (s->policy.delay_auto) {
         snprintf(delay, sizeof delay, "auto");
     } else {
-        snprintf(delay, sizeof delay, "%" PRIu64, cfg->max_queue_delay_us);
+        snprintf(delay, sizeof delay, "%" PRIu64, s->policy.max_queue_delay_us);
     }
     BD_INFO("sched",
             "started model=%s version=%" PRId64 " instances=%d max_batch_size=%d batching=%d "
@@ -1630,7 +1636,7 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *o
             "manual=%d",
             s->model_name, cfg->version, s->n_inst, cfg->max_batch_size, s->batching, delay,
             s->n_levels, s->levels[0].cap,
-            cfg->warmup.count * (int)cfg->warmup.n_batch_sizes * s->n_inst, s->manual);
+            s->policy.warmup.count * (int)s->policy.warmup.n_batch_sizes * s->n_inst, s->manual);
     return s;
 
 fail:

@@ -35,6 +35,43 @@
 typedef struct bd_req bd_req_t;
 typedef struct bd_sched bd_sched_t;
 
+/* ---- the scheduling policy (config.json's dynamic_batching, warmup, circuit_breaker) ---- */
+
+#define BD_MAX_PRIORITY_LEVELS 16
+#define BD_MAX_LIST 16 /* preferred batch sizes, warmup batch sizes */
+
+/* One priority level's queue policy (dynamic_batching.priority_queue_policy). */
+typedef struct {
+    size_t max_queue_size;       /* requests queued at this level before 503; 0: the policy's */
+    uint64_t default_timeout_us; /* deadline for requests that set none; 0: none */
+} bd_priority_level_t;
+
+/* How a scheduler queues, batches and protects one model version. Plain values only:
+ * nothing here needs freeing, and bd_sched_new copies it. A zeroed policy is valid: no
+ * dynamic batching, one level of max_queue_size 1024, no warmup, no circuit breaker. */
+typedef struct {
+    bool dynamic_batching;       /* false: each request is executed on its own */
+    uint64_t max_queue_delay_us; /* how long an under-full batch may wait for its oldest */
+    bool delay_auto;             /* "max_queue_delay_us": "auto": the scheduler learns it */
+    size_t max_queue_size;       /* queued requests before 503 (per level); 0: 1024 */
+    int priority_levels;         /* 1..BD_MAX_PRIORITY_LEVELS; 0 or out of range: 1 */
+    int default_priority_level;  /* 1..priority_levels: where priority 0 (unset) goes */
+    bd_priority_level_t levels[BD_MAX_PRIORITY_LEVELS]; /* [0] is priority 1 (highest) */
+    int preferred_batch_sizes[BD_MAX_LIST];             /* ascending, unique */
+    size_t n_preferred_batch_sizes;
+    struct {
+        int batch_sizes[BD_MAX_LIST]; /* each run `count` times before the model is ready */
+        size_t n_batch_sizes;
+        int count;
+    } warmup;
+    struct {
+        int consecutive_failures; /* this many failed batches in a row: unavailable; 0: off */
+        uint64_t cooldown_us;     /* then probed again after this long */
+    } circuit_breaker;
+} bd_sched_policy_t;
+
+/* ---- requests ------------------------------------------------------------------------- */
+
 /* Called once per submitted request when it is finished (status set). Ownership of the
  * request returns to the callee. Never called for a request whose submit failed. It runs on
  * the worker that ran the batch, on the timer thread for a deadline that passed (status
@@ -61,8 +98,8 @@ struct bd_req {
     size_t n_outputs;
     void *out_block; /* owned (malloc): the outputs' data */
     /* --- scheduler private --------------------------------------------------------- */
-    bd_req_t *next;
-    bd_req_t *prev;       /* its level's queue is doubly linked (O(1) cancel and expiry) */
+    bd_list_t link;       /* in its level's queue (O(1) cancel and expiry), then briefly in a
+                           * list of expired requests */
     uint64_t deadline_us; /* 0: none */
     size_t heap_idx;      /* position in the deadline heap while queued with a deadline */
     int level;            /* 0-based priority level (0 = priority 1, the highest) */
@@ -81,24 +118,27 @@ typedef struct {
 } bd_sched_opts_t;
 
 /* Create the scheduler for a loaded model: one backend instance per cfg->instances and
- * (unless manual) one worker thread each. Borrows cfg, ops and bm, which must outlive it.
- * Returns NULL with err set when an instance fails to start. */
-bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_backend_ops_t *ops,
-                         bd_backend_model_t *bm, const bd_sched_opts_t *opts, bd_err_t *err);
+ * (unless manual) one worker thread each, each warmed up as `policy` says. Borrows cfg, ops
+ * and bm, which must outlive it; copies `policy` (NULL: a zeroed one). Returns NULL with err
+ * set when an instance fails to start or to warm up. */
+bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *policy,
+                         const bd_backend_ops_t *ops, bd_backend_model_t *bm,
+                         const bd_sched_opts_t *opts, bd_err_t *err);
 
 /* Check a decoded request against the model: every model input given exactly once and no
  * unknown one, datatypes equal, shapes equal to the model's dims (batch dim 1..max_batch_size
- * first when batching, the same in every input), requested outputs known. Sets *rows.
- * Returns 0 or BD_EINVAL with one sentence, e.g.
- * "input 'INPUT0': expected datatype FP32, got INT32". Pure; any thread. */
-int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, size_t *rows,
-                      bd_err_t *err);
+ * first when batching, the same in every input), requested outputs known, parameters.priority
+ * within the policy's levels (`policy` NULL: one level). Sets *rows. Returns 0 or BD_EINVAL
+ * with one sentence, e.g. "input 'INPUT0': expected datatype FP32, got INT32". Pure; any
+ * thread. */
+int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *policy,
+                      const bd_infer_req_t *in, size_t *rows, bd_err_t *err);
 
 /* Validate and queue `req`. On success the scheduler owns req until req->done runs. On
  * failure the caller still owns it and done is never called: BD_EINVAL (bad request,
- * parameters.priority outside 0..priority_levels), BD_EFULL (its level's queue at
- * max_queue_size), BD_EUNAVAIL (circuit breaker open), BD_ESHUTDOWN (closed), BD_ENOMEM.
- * Any thread; never blocks. */
+ * parameters.priority outside 0..priority_levels, a parameter the backend's check_params
+ * refuses), BD_EFULL (its level's queue at max_queue_size), BD_EUNAVAIL (circuit breaker
+ * open), BD_ESHUTDOWN (closed), BD_ENOMEM. Any thread; never blocks. */
 int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
 
 size_t bd_sched_queue_depth(bd_sched_t *s);
@@ -111,7 +151,7 @@ size_t bd_sched_queue_depth(bd_sched_t *s);
 int bd_sched_cancel(bd_sched_t *s, bd_req_t *req);
 
 /* False while the circuit breaker holds the model unavailable (after
- * cfg->circuit_breaker.consecutive_failures failed batches in a row, for cooldown_us, then
+ * policy.circuit_breaker.consecutive_failures failed batches in a row, for cooldown_us, then
  * one probe batch decides); `reason` (may be NULL) then gets one sentence naming the last
  * backend error. Submits fail with BD_EUNAVAIL meanwhile. Any thread. */
 bool bd_sched_available(bd_sched_t *s, char *reason, size_t cap);

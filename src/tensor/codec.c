@@ -5,6 +5,8 @@
  * request's arena, JSON `data` is converted straight into an arena buffer of the tensor's
  * datatype, and binary inputs (Triton's extension) point into body[header_len..len). The tree
  * is freed before returning, so on success the request borrows only `body` and `arena`.
+ * Request-level parameters other than binary_data_output, priority and timeout are not judged
+ * here: they are copied, typed, into the arena (bd_param_t) for the backend to read.
  *
  * Two traps shape the decoder:
  * - Depth. jansson recurses once per nesting level and stops only at 2048, so a cheap scan of
@@ -523,7 +525,37 @@ static char *arena_str(bd_arena_t *arena, const char *s, size_t n, bd_err_t *err
     return p;
 }
 
-static int decode_params(const json_t *root, bd_infer_req_t *out, bd_err_t *err)
+/* Keep parameters.<key> = `v` in *p (see bd_param_t). Returns 0 or the arena's error. */
+static int keep_param(const char *key, const json_t *v, bd_arena_t *arena, bd_param_t *p,
+                      bd_err_t *err)
+{
+    int rc = 0;
+    size_t len;
+    const char *s;
+    if (json_is_boolean(v)) {
+        p->kind = BD_PARAM_BOOL;
+        p->v.b = json_is_true(v);
+    } else if (json_is_integer(v)) {
+        p->kind = BD_PARAM_INT;
+        p->v.i = (int64_t)json_integer_value(v);
+    } else if (json_is_real(v) || is_bigint(v)) {
+        p->kind = BD_PARAM_DOUBLE;
+        get_double(v, &p->v.d);
+    } else if ((s = str_value(v, &len))) {
+        p->kind = BD_PARAM_STRING;
+        if (!(p->v.s = arena_str(arena, s, len, err, &rc))) {
+            return rc;
+        }
+    } else {
+        p->kind = BD_PARAM_OTHER;
+    }
+    p->name = arena_str(arena, key, strlen(key), err, &rc);
+    return rc;
+}
+
+/* The request-level parameters: the three the codec interprets into their fields, the
+ * others kept generically in out->params (see bd_param_t). */
+static int decode_params(const json_t *root, bd_arena_t *arena, bd_infer_req_t *out, bd_err_t *err)
 {
     const json_t *params = json_object_get(root, "parameters");
     if (!params) {
@@ -531,6 +563,11 @@ static int decode_params(const json_t *root, bd_infer_req_t *out, bd_err_t *err)
     }
     if (!json_is_object(params)) {
         return bd_err_set(err, BD_EINVAL, "\"parameters\" must be an object");
+    }
+    size_t n = json_object_size(params);
+    if (n > BD_MAX_PARAMS) {
+        return bd_err_set(err, BD_EINVAL, "\"parameters\" has %zu entries; at most %d are allowed",
+                          n, BD_MAX_PARAMS);
     }
     const json_t *v = json_object_get(params, "binary_data_output");
     if (v) {
@@ -556,13 +593,26 @@ static int decode_params(const json_t *root, bd_infer_req_t *out, bd_err_t *err)
         }
         out->timeout_us = (uint64_t)i;
     }
-    v = json_object_get(params, "sim_fail");
-    if (v) {
-        if (!json_is_boolean(v)) {
-            return bd_err_set(err, BD_EINVAL, "parameters.sim_fail must be true or false");
+    bd_param_t *kept = NULL;
+    size_t n_kept = 0;
+    const char *key;
+    json_t *x;
+    json_object_foreach((json_t *)params, key, x)
+    {
+        if (strcmp(key, "binary_data_output") == 0 || strcmp(key, "priority") == 0 ||
+            strcmp(key, "timeout") == 0) {
+            continue;
         }
-        out->sim_fail = json_is_true(v);
+        if (!kept && !(kept = bd_arena_calloc(arena, n, sizeof *kept))) {
+            return alloc_error(arena, n * sizeof *kept, "the request's parameters", err);
+        }
+        int rc = keep_param(key, x, arena, &kept[n_kept++], err);
+        if (rc != 0) {
+            return rc;
+        }
     }
+    out->params = kept;
+    out->n_params = n_kept;
     return 0;
 }
 
@@ -906,7 +956,7 @@ int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t 
     if ((rc = opt_string(root, "id", arena, &out->id, err)) != 0 ||
         (rc = opt_string(root, "model_name", arena, &out->model_name, err)) != 0 ||
         (rc = opt_string(root, "model_version", arena, &out->model_version, err)) != 0 ||
-        (rc = decode_params(root, out, err)) != 0 ||
+        (rc = decode_params(root, arena, out, err)) != 0 ||
         (rc = decode_inputs(root, body, len, header_len, arena, limits, out, err)) != 0 ||
         (rc = decode_outputs(root, arena, limits, out, err)) != 0) {
         goto fail;

@@ -139,3 +139,15 @@ bool bd_shape_equal(const bd_shape_t *a, const bd_shape_t *b)
     }
     return true;
 }
+
+/* ---- request parameters ---------------------------------------------------------------- */
+
+const bd_param_t *bd_param_find(const bd_param_t *params, size_t n, const char *name)
+{
+    for (size_t i = 0; params && name && i < n; i++) {
+        if (params[i].name && strcmp(params[i].name, name) == 0) {
+            return &params[i];
+        }
+    }
+    return NULL;
+}

@@ -70,6 +70,39 @@ typedef struct {
     size_t byte_size; /* == count(shape) * dtype_size */
 } bd_tensor_t;
 
+/* ---- request parameters ---------------------------------------------------------------- */
+
+/* A request-level `parameters` entry that the codec does not interpret itself (it reads
+ * binary_data_output, priority and timeout). The rest are kept as they came, for whoever
+ * gives them a meaning: the scheduler hands them to the backend with the batch (the sim
+ * backend's "sim_fail", say). KServe v2 allows booleans, numbers and strings there; an entry
+ * of another type is kept as BD_PARAM_OTHER (its name only), so that a consumer that knows
+ * the name can refuse it rather than take it for absent. */
+typedef enum {
+    BD_PARAM_BOOL = 1,
+    BD_PARAM_INT,    /* a JSON integer that fits int64 */
+    BD_PARAM_DOUBLE, /* any other JSON number (a fraction, an exponent, beyond int64) */
+    BD_PARAM_STRING,
+    BD_PARAM_OTHER, /* null, an array or an object: no value kept */
+} bd_param_kind_t;
+
+/* Entries a request's "parameters" object may have (interpreted ones included). */
+#define BD_MAX_PARAMS 64
+
+typedef struct {
+    const char *name; /* arena */
+    bd_param_kind_t kind;
+    union {
+        bool b;
+        int64_t i;
+        double d;
+        const char *s; /* arena, NUL-terminated (JSON text here never holds \u0000) */
+    } v;
+} bd_param_t;
+
+/* The entry of params[0..n) named `name`, or NULL. Pure; any thread. */
+const bd_param_t *bd_param_find(const bd_param_t *params, size_t n, const char *name);
+
 /* ---- infer request --------------------------------------------------------------------- */
 
 typedef struct {
@@ -88,7 +121,9 @@ typedef struct {
     bool binary_default; /* parameters.binary_data_output: outputs not listed go binary */
     int64_t priority;    /* parameters.priority, 0 when absent */
     uint64_t timeout_us; /* parameters.timeout, 0 when absent */
-    bool sim_fail;       /* parameters.sim_fail: the sim backend fails this one's batch */
+    /* arena: the other request-level parameters, in the body's order; NULL/0 when none */
+    const bd_param_t *params;
+    size_t n_params;
 } bd_infer_req_t;
 
 typedef struct {

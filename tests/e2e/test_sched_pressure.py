@@ -137,6 +137,11 @@ def test_sim_fail_fails_every_request_of_its_batch(start_server_fn):
     assert r.status_code == 200, r.text
     assert requests_total(client, "flaky", "error") == 4
     assert requests_total(client, "flaky", "success") == 1
+    # Anything but a boolean is refused before it is queued, alone.
+    for bad in (1, "true", None, [True]):
+        msg = error_message(post(client, "flaky", body([1.0, 2.0], sim_fail=bad)), 400)
+        assert msg == "parameters.sim_fail must be true or false", msg
+    assert requests_total(client, "flaky", "invalid") == 4
 
 
 def test_fail_rate_trips_the_breaker_then_a_probe(start_server_fn):

@@ -49,6 +49,7 @@ write_decode_dict() {
 "\"binary_data\""
 "\"priority\""
 "\"timeout\""
+"\"sim_fail\""
 "\"classification\""
 "\"BOOL\""
 "\"UINT8\""

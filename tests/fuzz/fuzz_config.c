@@ -4,7 +4,7 @@
  * caught. After each parse the result is checked, not just survived: a failure must carry
  * its code and a "config.json..." sentence; a success must leave a config that every later
  * stage may trust (bounds, defaults, io lists, policies). Everything the parse allocated is
- * freed with bd_model_config_dispose, so LeakSanitizer catches leaks on error paths too.
+ * freed with bd_config_dispose, so LeakSanitizer catches leaks on error paths too.
  * Single-threaded. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,54 +38,58 @@ static void check_io(const bd_io_t *io, size_t n)
     }
 }
 
-static void check_ok(const bd_model_config_t *c)
+static void check_ok(const bd_config_t *c)
 {
-    if (strcmp(c->backend, "onnxruntime") != 0 && strcmp(c->backend, "sim") != 0) {
+    if (strcmp(c->model.backend, "onnxruntime") != 0 && strcmp(c->model.backend, "sim") != 0) {
         abort();
     }
-    if (c->max_batch_size < BD_MAX_BATCH_UNSET || c->max_batch_size > 4096 ||
-        (strcmp(c->backend, "sim") == 0 && c->max_batch_size < 0)) {
+    if (c->model.max_batch_size < BD_MAX_BATCH_UNSET || c->model.max_batch_size > 4096 ||
+        (strcmp(c->model.backend, "sim") == 0 && c->model.max_batch_size < 0)) {
         abort();
     }
-    if (c->instances < 1 || c->instances > 64 || c->threads_per_instance < 1 ||
-        c->threads_per_instance > 256) {
+    if (c->model.instances < 1 || c->model.instances > 64 || c->model.threads_per_instance < 1 ||
+        c->model.threads_per_instance > 256) {
         abort();
     }
-    if (c->max_queue_delay_us > 60000000u || c->max_queue_size < 1 ||
-        c->max_queue_size > 1000000u || (c->delay_auto && c->max_queue_delay_us != 0)) {
+    if (c->sched.max_queue_delay_us > 60000000u || c->sched.max_queue_size < 1 ||
+        c->sched.max_queue_size > 1000000u ||
+        (c->sched.delay_auto && c->sched.max_queue_delay_us != 0)) {
         abort();
     }
-    if (c->priority_levels < 1 || c->priority_levels > BD_MAX_PRIORITY_LEVELS ||
-        c->default_priority_level < 1 || c->default_priority_level > c->priority_levels) {
+    if (c->sched.priority_levels < 1 || c->sched.priority_levels > BD_MAX_PRIORITY_LEVELS ||
+        c->sched.default_priority_level < 1 ||
+        c->sched.default_priority_level > c->sched.priority_levels) {
         abort();
     }
     for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
-        if (c->levels[i].max_queue_size < 1 || c->levels[i].max_queue_size > 1000000u ||
-            c->levels[i].default_timeout_us > 3600000000u) {
+        if (c->sched.levels[i].max_queue_size < 1 || c->sched.levels[i].max_queue_size > 1000000u ||
+            c->sched.levels[i].default_timeout_us > 3600000000u) {
             abort();
         }
     }
-    if (c->n_preferred_batch_sizes > BD_MAX_LIST) {
+    if (c->sched.n_preferred_batch_sizes > BD_MAX_LIST) {
         abort();
     }
-    for (size_t i = 0; i < c->n_preferred_batch_sizes; i++) {
-        int v = c->preferred_batch_sizes[i];
-        if (v < 1 || v > 4096 || (i > 0 && v <= c->preferred_batch_sizes[i - 1])) {
+    for (size_t i = 0; i < c->sched.n_preferred_batch_sizes; i++) {
+        int v = c->sched.preferred_batch_sizes[i];
+        if (v < 1 || v > 4096 || (i > 0 && v <= c->sched.preferred_batch_sizes[i - 1])) {
             abort();
         }
     }
-    if (c->warmup.n_batch_sizes > BD_MAX_LIST ||
-        (c->warmup.n_batch_sizes > 0 && (c->warmup.count < 1 || c->warmup.count > 1000))) {
+    if (c->sched.warmup.n_batch_sizes > BD_MAX_LIST ||
+        (c->sched.warmup.n_batch_sizes > 0 &&
+         (c->sched.warmup.count < 1 || c->sched.warmup.count > 1000))) {
         abort();
     }
-    for (size_t i = 0; i < c->warmup.n_batch_sizes; i++) {
-        if (c->warmup.batch_sizes[i] < 1 || c->warmup.batch_sizes[i] > 4096) {
+    for (size_t i = 0; i < c->sched.warmup.n_batch_sizes; i++) {
+        if (c->sched.warmup.batch_sizes[i] < 1 || c->sched.warmup.batch_sizes[i] > 4096) {
             abort();
         }
     }
-    if (c->circuit_breaker.consecutive_failures < 0 ||
-        c->circuit_breaker.consecutive_failures > 1000000 ||
-        c->circuit_breaker.cooldown_us < 1000 || c->circuit_breaker.cooldown_us > 3600000000u) {
+    if (c->sched.circuit_breaker.consecutive_failures < 0 ||
+        c->sched.circuit_breaker.consecutive_failures > 1000000 ||
+        c->sched.circuit_breaker.cooldown_us < 1000 ||
+        c->sched.circuit_breaker.cooldown_us > 3600000000u) {
         abort();
     }
     switch (c->version_policy.kind) {
@@ -111,18 +115,19 @@ static void check_ok(const bd_model_config_t *c)
     default:
         abort();
     }
-    if (c->sim.latency_us > 60000000u || c->sim.per_item_us > 60000000u ||
-        !(c->sim.fail_rate >= 0.0 && c->sim.fail_rate <= 1.0)) {
+    if (c->model.sim.latency_us > 60000000u || c->model.sim.per_item_us > 60000000u ||
+        !(c->model.sim.fail_rate >= 0.0 && c->model.sim.fail_rate <= 1.0)) {
         abort();
     }
-    if (c->device && strcmp(c->device, "cpu") != 0 && strncmp(c->device, "cuda:", 5) != 0) {
+    if (c->model.device && strcmp(c->model.device, "cpu") != 0 &&
+        strncmp(c->model.device, "cuda:", 5) != 0) {
         abort();
     }
-    if ((c->n_inputs == 0) != (c->n_outputs == 0)) {
+    if ((c->model.n_inputs == 0) != (c->model.n_outputs == 0)) {
         abort();
     }
-    check_io(c->inputs, c->n_inputs);
-    check_io(c->outputs, c->n_outputs);
+    check_io(c->model.inputs, c->model.n_inputs);
+    check_io(c->model.outputs, c->model.n_outputs);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -134,14 +139,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size) {
         memcpy(json, data, size);
     }
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.name = strdup("m"); /* a "name" key must equal the folder name */
-    if (!cfg.name) {
+    cfg.model.name = strdup("m"); /* a "name" key must equal the folder name */
+    if (!cfg.model.name) {
         free(json);
         return 0;
     }
-    cfg.version = 1;
+    cfg.model.version = 1;
     bd_err_t err;
     memset(&err, 0, sizeof err);
     int rc = bd_config_parse(&cfg, json, size, &err);
@@ -156,7 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         check_ok(&cfg);
     }
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
     free(json);
     return 0;
 }

@@ -37,10 +37,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bd_err_t err;
     int rc = bd_infer_decode(body, len, header_len, &arena, &limits, &req, &err);
     if (rc != 0) {
-        if (rc != err.code || err.msg[0] == '\0' || req.inputs || req.n_inputs) {
+        if (rc != err.code || err.msg[0] == '\0' || req.inputs || req.n_inputs || req.params ||
+            req.n_params) {
             abort();
         }
     } else {
+        /* Kept parameters: bounded, named, typed, and findable by their name. */
+        if (req.n_params > BD_MAX_PARAMS || (req.n_params > 0) != (req.params != NULL)) {
+            abort();
+        }
+        for (size_t i = 0; i < req.n_params; i++) {
+            const bd_param_t *p = &req.params[i];
+            if (!p->name || p->kind < BD_PARAM_BOOL || p->kind > BD_PARAM_OTHER ||
+                (p->kind == BD_PARAM_STRING && !p->v.s) ||
+                bd_param_find(req.params, req.n_params, p->name) != p) {
+                abort();
+            }
+        }
         bd_output_enc_t *outs = calloc(req.n_inputs, sizeof *outs);
         if (!outs) {
             abort();

@@ -35,19 +35,19 @@ static int cores_per(int instances)
 }
 
 /* A config as repo.c prepares it: zeroed, name set (owned, so dispose can free it). */
-static void cfg_init(bd_model_config_t *cfg, const char *model_path)
+static void cfg_init(bd_config_t *cfg, const char *model_path)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->name = strdup("m");
-    assert_non_null(cfg->name);
-    cfg->version = 1;
+    cfg->model.name = strdup("m");
+    assert_non_null(cfg->model.name);
+    cfg->model.version = 1;
     if (model_path) {
-        cfg->model_path = strdup(model_path);
-        assert_non_null(cfg->model_path);
+        cfg->model.model_path = strdup(model_path);
+        assert_non_null(cfg->model.model_path);
     }
 }
 
-static int parse(bd_model_config_t *cfg, const char *json, bd_err_t *err)
+static int parse(bd_config_t *cfg, const char *json, bd_err_t *err)
 {
     cfg_init(cfg, NULL);
     memset(err, 0, sizeof *err);
@@ -57,45 +57,45 @@ static int parse(bd_model_config_t *cfg, const char *json, bd_err_t *err)
 /* `json` must fail with BD_EINVAL and exactly `msg`; the partial config is freed. */
 static void expect_bad(const char *json, const char *msg)
 {
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     int rc = parse(&cfg, json, &err);
     if (rc != BD_EINVAL || err.code != BD_EINVAL || strcmp(err.msg, msg) != 0) {
         fail_msg("config %s\n  gave rc=%d code=%d msg=\"%s\"\n  expected \"%s\"", json, rc,
                  err.code, err.msg, msg);
     }
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
 }
 
-static void expect_defaults(const bd_model_config_t *cfg, int threads)
+static void expect_defaults(const bd_config_t *cfg, int threads)
 {
-    assert_string_equal(cfg->backend, "onnxruntime");
-    assert_int_equal(cfg->max_batch_size, BD_MAX_BATCH_UNSET);
-    assert_true(cfg->dynamic_batching);
-    assert_int_equal(cfg->max_queue_delay_us, 0);
-    assert_int_equal(cfg->max_queue_size, 1024);
-    assert_int_equal(cfg->instances, 1);
-    assert_int_equal(cfg->threads_per_instance, threads);
-    assert_null(cfg->inputs);
-    assert_int_equal(cfg->n_inputs, 0);
-    assert_null(cfg->outputs);
-    assert_int_equal(cfg->n_outputs, 0);
-    assert_int_equal(cfg->sim.latency_us, 0);
-    assert_int_equal(cfg->sim.per_item_us, 0);
-    assert_true(cfg->sim.fail_rate == 0.0);
-    assert_null(cfg->device);
-    assert_false(cfg->delay_auto);
-    assert_int_equal(cfg->priority_levels, 1);
-    assert_int_equal(cfg->default_priority_level, 1);
+    assert_string_equal(cfg->model.backend, "onnxruntime");
+    assert_int_equal(cfg->model.max_batch_size, BD_MAX_BATCH_UNSET);
+    assert_true(cfg->sched.dynamic_batching);
+    assert_int_equal(cfg->sched.max_queue_delay_us, 0);
+    assert_int_equal(cfg->sched.max_queue_size, 1024);
+    assert_int_equal(cfg->model.instances, 1);
+    assert_int_equal(cfg->model.threads_per_instance, threads);
+    assert_null(cfg->model.inputs);
+    assert_int_equal(cfg->model.n_inputs, 0);
+    assert_null(cfg->model.outputs);
+    assert_int_equal(cfg->model.n_outputs, 0);
+    assert_int_equal(cfg->model.sim.latency_us, 0);
+    assert_int_equal(cfg->model.sim.per_item_us, 0);
+    assert_true(cfg->model.sim.fail_rate == 0.0);
+    assert_null(cfg->model.device);
+    assert_false(cfg->sched.delay_auto);
+    assert_int_equal(cfg->sched.priority_levels, 1);
+    assert_int_equal(cfg->sched.default_priority_level, 1);
     for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
-        assert_int_equal(cfg->levels[i].max_queue_size, 1024);
-        assert_int_equal(cfg->levels[i].default_timeout_us, 0);
+        assert_int_equal(cfg->sched.levels[i].max_queue_size, 1024);
+        assert_int_equal(cfg->sched.levels[i].default_timeout_us, 0);
     }
-    assert_int_equal(cfg->n_preferred_batch_sizes, 0);
-    assert_int_equal(cfg->warmup.n_batch_sizes, 0);
-    assert_int_equal(cfg->warmup.count, 0);
-    assert_int_equal(cfg->circuit_breaker.consecutive_failures, 5);
-    assert_int_equal(cfg->circuit_breaker.cooldown_us, 2000000);
+    assert_int_equal(cfg->sched.n_preferred_batch_sizes, 0);
+    assert_int_equal(cfg->sched.warmup.n_batch_sizes, 0);
+    assert_int_equal(cfg->sched.warmup.count, 0);
+    assert_int_equal(cfg->sched.circuit_breaker.consecutive_failures, 5);
+    assert_int_equal(cfg->sched.circuit_breaker.cooldown_us, 2000000);
     assert_int_equal(cfg->version_policy.kind, BD_VERSIONS_LATEST);
     assert_int_equal(cfg->version_policy.latest, 1);
     assert_int_equal(cfg->version_policy.n_versions, 0);
@@ -145,17 +145,17 @@ static void rm_tree(const char *dir)
 static void test_config_defaults_without_file(void **state)
 {
     (void)state;
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     /* No model path: the "large model" rule, cores / instances. */
     assert_int_equal(parse(&cfg, NULL, &err), 0);
     expect_defaults(&cfg, cores_per(1));
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
 
     /* An empty object is the same as no file. */
     assert_int_equal(parse(&cfg, "{}", &err), 0);
     expect_defaults(&cfg, cores_per(1));
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
 }
 
 static void test_config_default_threads_follow_model_size(void **state)
@@ -198,16 +198,16 @@ static void test_config_default_threads_follow_model_size(void **state)
         {large, "{\"threads_per_instance\": 256}", 256},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        bd_model_config_t cfg;
+        bd_config_t cfg;
         cfg_init(&cfg, cases[i].path);
         bd_err_t err = {0};
         const char *j = cases[i].json;
         assert_int_equal(bd_config_parse(&cfg, j, j ? strlen(j) : 0, &err), 0);
-        if (cfg.threads_per_instance != cases[i].threads) {
+        if (cfg.model.threads_per_instance != cases[i].threads) {
             fail_msg("case %zu (%s, %s): threads_per_instance %d, expected %d", i, cases[i].path,
-                     j ? j : "no config", cfg.threads_per_instance, cases[i].threads);
+                     j ? j : "no config", cfg.model.threads_per_instance, cases[i].threads);
         }
-        bd_model_config_dispose(&cfg);
+        bd_config_dispose(&cfg);
     }
     rm_tree(dir);
 }
@@ -233,77 +233,77 @@ static void test_config_every_key(void **state)
         "             {\"name\": \"OB\", \"datatype\": \"BOOL\", \"dims\": []}],\n"
         " \"sim\": {\"latency_us\": 2000, \"per_item_us\": 100, \"fail_rate\": 0.25},\n"
         " \"device\": \"cuda:1\"}";
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     if (parse(&cfg, json, &err) != 0) {
         fail_msg("parse: %s", err.msg);
     }
-    assert_string_equal(cfg.name, "m");
-    assert_string_equal(cfg.backend, "sim");
-    assert_int_equal(cfg.max_batch_size, 32);
-    assert_true(cfg.dynamic_batching);
-    assert_int_equal(cfg.max_queue_delay_us, 500);
-    assert_int_equal(cfg.max_queue_size, 7);
-    assert_int_equal(cfg.instances, 3);
-    assert_int_equal(cfg.threads_per_instance, 2);
-    assert_int_equal(cfg.n_inputs, 2);
-    assert_string_equal(cfg.inputs[0].name, "INPUT0");
-    assert_int_equal(cfg.inputs[0].dtype, BD_DT_FP32);
-    assert_int_equal(cfg.inputs[0].dims.ndim, 1);
-    assert_int_equal(cfg.inputs[0].dims.dims[0], 16);
-    assert_string_equal(cfg.inputs[1].name, "B");
-    assert_int_equal(cfg.inputs[1].dtype, BD_DT_INT64);
-    assert_int_equal(cfg.inputs[1].dims.ndim, 2);
-    assert_int_equal(cfg.inputs[1].dims.dims[0], -1);
-    assert_int_equal(cfg.inputs[1].dims.dims[1], 2);
-    assert_int_equal(cfg.n_outputs, 2);
-    assert_string_equal(cfg.outputs[0].name, "OUTPUT0");
-    assert_int_equal(cfg.outputs[0].dtype, BD_DT_FP32);
-    assert_int_equal(cfg.outputs[0].dims.ndim, 1);
-    assert_int_equal(cfg.outputs[0].dims.dims[0], 16);
-    assert_string_equal(cfg.outputs[1].name, "OB");
-    assert_int_equal(cfg.outputs[1].dtype, BD_DT_BOOL);
-    assert_int_equal(cfg.outputs[1].dims.ndim, 0);
-    assert_int_equal(cfg.sim.latency_us, 2000);
-    assert_int_equal(cfg.sim.per_item_us, 100);
-    assert_true(cfg.sim.fail_rate == 0.25);
-    assert_string_equal(cfg.device, "cuda:1");
-    assert_false(cfg.delay_auto);
-    assert_int_equal(cfg.priority_levels, 3);
-    assert_int_equal(cfg.default_priority_level, 2);
+    assert_string_equal(cfg.model.name, "m");
+    assert_string_equal(cfg.model.backend, "sim");
+    assert_int_equal(cfg.model.max_batch_size, 32);
+    assert_true(cfg.sched.dynamic_batching);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 500);
+    assert_int_equal(cfg.sched.max_queue_size, 7);
+    assert_int_equal(cfg.model.instances, 3);
+    assert_int_equal(cfg.model.threads_per_instance, 2);
+    assert_int_equal(cfg.model.n_inputs, 2);
+    assert_string_equal(cfg.model.inputs[0].name, "INPUT0");
+    assert_int_equal(cfg.model.inputs[0].dtype, BD_DT_FP32);
+    assert_int_equal(cfg.model.inputs[0].dims.ndim, 1);
+    assert_int_equal(cfg.model.inputs[0].dims.dims[0], 16);
+    assert_string_equal(cfg.model.inputs[1].name, "B");
+    assert_int_equal(cfg.model.inputs[1].dtype, BD_DT_INT64);
+    assert_int_equal(cfg.model.inputs[1].dims.ndim, 2);
+    assert_int_equal(cfg.model.inputs[1].dims.dims[0], -1);
+    assert_int_equal(cfg.model.inputs[1].dims.dims[1], 2);
+    assert_int_equal(cfg.model.n_outputs, 2);
+    assert_string_equal(cfg.model.outputs[0].name, "OUTPUT0");
+    assert_int_equal(cfg.model.outputs[0].dtype, BD_DT_FP32);
+    assert_int_equal(cfg.model.outputs[0].dims.ndim, 1);
+    assert_int_equal(cfg.model.outputs[0].dims.dims[0], 16);
+    assert_string_equal(cfg.model.outputs[1].name, "OB");
+    assert_int_equal(cfg.model.outputs[1].dtype, BD_DT_BOOL);
+    assert_int_equal(cfg.model.outputs[1].dims.ndim, 0);
+    assert_int_equal(cfg.model.sim.latency_us, 2000);
+    assert_int_equal(cfg.model.sim.per_item_us, 100);
+    assert_true(cfg.model.sim.fail_rate == 0.25);
+    assert_string_equal(cfg.model.device, "cuda:1");
+    assert_false(cfg.sched.delay_auto);
+    assert_int_equal(cfg.sched.priority_levels, 3);
+    assert_int_equal(cfg.sched.default_priority_level, 2);
     /* A level's policy overrides the batching-wide values, key by key. */
-    assert_int_equal(cfg.levels[0].max_queue_size, 2);
-    assert_int_equal(cfg.levels[0].default_timeout_us, 50);
-    assert_int_equal(cfg.levels[1].max_queue_size, 7);
-    assert_int_equal(cfg.levels[1].default_timeout_us, 1000);
-    assert_int_equal(cfg.levels[2].max_queue_size, 9);
-    assert_int_equal(cfg.levels[2].default_timeout_us, 1000);
-    assert_int_equal(cfg.n_preferred_batch_sizes, 3);
-    assert_int_equal(cfg.preferred_batch_sizes[0], 4);
-    assert_int_equal(cfg.preferred_batch_sizes[1], 8);
-    assert_int_equal(cfg.preferred_batch_sizes[2], 16);
+    assert_int_equal(cfg.sched.levels[0].max_queue_size, 2);
+    assert_int_equal(cfg.sched.levels[0].default_timeout_us, 50);
+    assert_int_equal(cfg.sched.levels[1].max_queue_size, 7);
+    assert_int_equal(cfg.sched.levels[1].default_timeout_us, 1000);
+    assert_int_equal(cfg.sched.levels[2].max_queue_size, 9);
+    assert_int_equal(cfg.sched.levels[2].default_timeout_us, 1000);
+    assert_int_equal(cfg.sched.n_preferred_batch_sizes, 3);
+    assert_int_equal(cfg.sched.preferred_batch_sizes[0], 4);
+    assert_int_equal(cfg.sched.preferred_batch_sizes[1], 8);
+    assert_int_equal(cfg.sched.preferred_batch_sizes[2], 16);
     assert_int_equal(cfg.version_policy.kind, BD_VERSIONS_SPECIFIC);
     assert_int_equal(cfg.version_policy.n_versions, 3);
     assert_int_equal(cfg.version_policy.versions[0], 1);
     assert_int_equal(cfg.version_policy.versions[1], 3);
     assert_int_equal(cfg.version_policy.versions[2], 10);
     /* Warm-up sizes need not be sorted or unique. */
-    assert_int_equal(cfg.warmup.n_batch_sizes, 3);
-    assert_int_equal(cfg.warmup.batch_sizes[0], 1);
-    assert_int_equal(cfg.warmup.batch_sizes[1], 8);
-    assert_int_equal(cfg.warmup.batch_sizes[2], 1);
-    assert_int_equal(cfg.warmup.count, 4);
-    assert_int_equal(cfg.circuit_breaker.consecutive_failures, 0);
-    assert_int_equal(cfg.circuit_breaker.cooldown_us, 1000);
-    bd_model_config_dispose(&cfg);
-    assert_null(cfg.inputs);
-    assert_null(cfg.device);
+    assert_int_equal(cfg.sched.warmup.n_batch_sizes, 3);
+    assert_int_equal(cfg.sched.warmup.batch_sizes[0], 1);
+    assert_int_equal(cfg.sched.warmup.batch_sizes[1], 8);
+    assert_int_equal(cfg.sched.warmup.batch_sizes[2], 1);
+    assert_int_equal(cfg.sched.warmup.count, 4);
+    assert_int_equal(cfg.sched.circuit_breaker.consecutive_failures, 0);
+    assert_int_equal(cfg.sched.circuit_breaker.cooldown_us, 1000);
+    bd_config_dispose(&cfg);
+    assert_null(cfg.model.inputs);
+    assert_null(cfg.model.device);
 }
 
 static void test_config_bounds_are_inclusive(void **state)
 {
     (void)state;
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     assert_int_equal(
         parse(&cfg,
@@ -317,19 +317,19 @@ static void test_config_bounds_are_inclusive(void **state)
               "\"device\": \"cpu\"}",
               &err),
         0);
-    assert_int_equal(cfg.max_batch_size, 4096);
-    assert_int_equal(cfg.instances, 64);
-    assert_int_equal(cfg.max_queue_delay_us, 60000000);
-    assert_int_equal(cfg.max_queue_size, 1000000);
-    assert_int_equal(cfg.sim.latency_us, 60000000);
-    assert_int_equal(cfg.sim.per_item_us, 60000000);
-    assert_int_equal(cfg.inputs[0].dims.ndim, 7);
-    assert_int_equal(cfg.inputs[0].dims.dims[0], 1 << 30);
-    assert_int_equal(cfg.inputs[0].dtype, BD_DT_UINT64);
+    assert_int_equal(cfg.model.max_batch_size, 4096);
+    assert_int_equal(cfg.model.instances, 64);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 60000000);
+    assert_int_equal(cfg.sched.max_queue_size, 1000000);
+    assert_int_equal(cfg.model.sim.latency_us, 60000000);
+    assert_int_equal(cfg.model.sim.per_item_us, 60000000);
+    assert_int_equal(cfg.model.inputs[0].dims.ndim, 7);
+    assert_int_equal(cfg.model.inputs[0].dims.dims[0], 1 << 30);
+    assert_int_equal(cfg.model.inputs[0].dtype, BD_DT_UINT64);
     /* An input and an output may share a name (Triton allows it too). */
-    assert_string_equal(cfg.outputs[0].name, "a");
-    assert_string_equal(cfg.device, "cpu");
-    bd_model_config_dispose(&cfg);
+    assert_string_equal(cfg.model.outputs[0].name, "a");
+    assert_string_equal(cfg.model.device, "cpu");
+    bd_config_dispose(&cfg);
 
     assert_int_equal(
         parse(&cfg,
@@ -337,78 +337,78 @@ static void test_config_bounds_are_inclusive(void **state)
               "\"dynamic_batching\": {\"max_queue_delay_us\": 0, \"max_queue_size\": 1}}",
               &err),
         0);
-    assert_int_equal(cfg.max_batch_size, 0);
-    assert_int_equal(cfg.max_queue_size, 1);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.model.max_batch_size, 0);
+    assert_int_equal(cfg.sched.max_queue_size, 1);
+    bd_config_dispose(&cfg);
 }
 
 static void test_config_dynamic_batching_false_and_partial(void **state)
 {
     (void)state;
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     assert_int_equal(parse(&cfg, "{\"dynamic_batching\": false}", &err), 0);
-    assert_false(cfg.dynamic_batching);
-    assert_int_equal(cfg.max_queue_delay_us, 0);
-    assert_int_equal(cfg.max_queue_size, 1024);
-    bd_model_config_dispose(&cfg);
+    assert_false(cfg.sched.dynamic_batching);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 0);
+    assert_int_equal(cfg.sched.max_queue_size, 1024);
+    bd_config_dispose(&cfg);
 
     /* An empty object means on, with the defaults; one key keeps the other's default. */
     assert_int_equal(parse(&cfg, "{\"dynamic_batching\": {}}", &err), 0);
-    assert_true(cfg.dynamic_batching);
-    assert_int_equal(cfg.max_queue_delay_us, 0);
-    assert_int_equal(cfg.max_queue_size, 1024);
-    bd_model_config_dispose(&cfg);
+    assert_true(cfg.sched.dynamic_batching);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 0);
+    assert_int_equal(cfg.sched.max_queue_size, 1024);
+    bd_config_dispose(&cfg);
     assert_int_equal(parse(&cfg, "{\"dynamic_batching\": {\"max_queue_delay_us\": 250}}", &err), 0);
-    assert_true(cfg.dynamic_batching);
-    assert_int_equal(cfg.max_queue_delay_us, 250);
-    assert_int_equal(cfg.max_queue_size, 1024);
-    bd_model_config_dispose(&cfg);
+    assert_true(cfg.sched.dynamic_batching);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 250);
+    assert_int_equal(cfg.sched.max_queue_size, 1024);
+    bd_config_dispose(&cfg);
     assert_int_equal(parse(&cfg, "{\"dynamic_batching\": {\"max_queue_size\": 3}}", &err), 0);
-    assert_int_equal(cfg.max_queue_delay_us, 0);
-    assert_int_equal(cfg.max_queue_size, 3);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 0);
+    assert_int_equal(cfg.sched.max_queue_size, 3);
+    bd_config_dispose(&cfg);
 }
 
 static void test_config_sim_backend_defaults(void **state)
 {
     (void)state;
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     /* sim without max_batch_size: 0 (no batch dim); with it: kept. */
     assert_int_equal(parse(&cfg, "{\"backend\": \"sim\"}", &err), 0);
-    assert_string_equal(cfg.backend, "sim");
-    assert_int_equal(cfg.max_batch_size, 0);
-    bd_model_config_dispose(&cfg);
+    assert_string_equal(cfg.model.backend, "sim");
+    assert_int_equal(cfg.model.max_batch_size, 0);
+    bd_config_dispose(&cfg);
     assert_int_equal(parse(&cfg, "{\"backend\": \"sim\", \"max_batch_size\": 8}", &err), 0);
-    assert_int_equal(cfg.max_batch_size, 8);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.model.max_batch_size, 8);
+    bd_config_dispose(&cfg);
     /* onnxruntime leaves it unset for the backend to decide from the model. */
     assert_int_equal(parse(&cfg, "{\"backend\": \"onnxruntime\"}", &err), 0);
-    assert_string_equal(cfg.backend, "onnxruntime");
-    assert_int_equal(cfg.max_batch_size, BD_MAX_BATCH_UNSET);
-    bd_model_config_dispose(&cfg);
+    assert_string_equal(cfg.model.backend, "onnxruntime");
+    assert_int_equal(cfg.model.max_batch_size, BD_MAX_BATCH_UNSET);
+    bd_config_dispose(&cfg);
     /* sim with only latency: per_item stays 0, and the reverse. */
     assert_int_equal(parse(&cfg, "{\"sim\": {\"latency_us\": 5}}", &err), 0);
-    assert_int_equal(cfg.sim.latency_us, 5);
-    assert_int_equal(cfg.sim.per_item_us, 0);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.model.sim.latency_us, 5);
+    assert_int_equal(cfg.model.sim.per_item_us, 0);
+    bd_config_dispose(&cfg);
     assert_int_equal(parse(&cfg, "{\"sim\": {\"per_item_us\": 9}}", &err), 0);
-    assert_int_equal(cfg.sim.latency_us, 0);
-    assert_int_equal(cfg.sim.per_item_us, 9);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.model.sim.latency_us, 0);
+    assert_int_equal(cfg.model.sim.per_item_us, 9);
+    bd_config_dispose(&cfg);
 }
 
 static void test_config_scheduling_key_variants(void **state)
 {
     (void)state;
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     assert_int_equal(
         parse(&cfg, "{\"dynamic_batching\": {\"max_queue_delay_us\": \"auto\"}}", &err), 0);
-    assert_true(cfg.delay_auto);
-    assert_int_equal(cfg.max_queue_delay_us, 0);
-    bd_model_config_dispose(&cfg);
+    assert_true(cfg.sched.delay_auto);
+    assert_int_equal(cfg.sched.max_queue_delay_us, 0);
+    bd_config_dispose(&cfg);
 
     /* default_priority_level defaults to the lowest level; levels copy max_queue_size. */
     assert_int_equal(parse(&cfg,
@@ -416,13 +416,13 @@ static void test_config_scheduling_key_variants(void **state)
                            "\"max_queue_size\": 5, \"default_timeout_us\": 3600000000}}",
                            &err),
                      0);
-    assert_int_equal(cfg.priority_levels, 16);
-    assert_int_equal(cfg.default_priority_level, 16);
+    assert_int_equal(cfg.sched.priority_levels, 16);
+    assert_int_equal(cfg.sched.default_priority_level, 16);
     for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
-        assert_int_equal(cfg.levels[i].max_queue_size, 5);
-        assert_int_equal(cfg.levels[i].default_timeout_us, 3600000000u);
+        assert_int_equal(cfg.sched.levels[i].max_queue_size, 5);
+        assert_int_equal(cfg.sched.levels[i].default_timeout_us, 3600000000u);
     }
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
 
     /* 16 preferred sizes is the most; 4096 the largest. */
     assert_int_equal(parse(&cfg,
@@ -430,9 +430,9 @@ static void test_config_scheduling_key_variants(void **state)
                            "7, 8, 9, 10, 11, 12, 13, 14, 15, 4096]}}",
                            &err),
                      0);
-    assert_int_equal(cfg.n_preferred_batch_sizes, 16);
-    assert_int_equal(cfg.preferred_batch_sizes[15], 4096);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.sched.n_preferred_batch_sizes, 16);
+    assert_int_equal(cfg.sched.preferred_batch_sizes[15], 4096);
+    bd_config_dispose(&cfg);
 
     struct {
         const char *json;
@@ -460,34 +460,34 @@ static void test_config_scheduling_key_variants(void **state)
         if (vp[i].n) {
             assert_true(cfg.version_policy.versions[0] == vp[i].first);
         }
-        bd_model_config_dispose(&cfg);
+        bd_config_dispose(&cfg);
     }
 
     /* warmup count defaults to 1 once warm-up is configured. */
     assert_int_equal(parse(&cfg, "{\"warmup\": {\"batch_sizes\": [2]}}", &err), 0);
-    assert_int_equal(cfg.warmup.n_batch_sizes, 1);
-    assert_int_equal(cfg.warmup.batch_sizes[0], 2);
-    assert_int_equal(cfg.warmup.count, 1);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.sched.warmup.n_batch_sizes, 1);
+    assert_int_equal(cfg.sched.warmup.batch_sizes[0], 2);
+    assert_int_equal(cfg.sched.warmup.count, 1);
+    bd_config_dispose(&cfg);
 
     /* A circuit breaker key left out keeps its default. */
     assert_int_equal(parse(&cfg, "{\"circuit_breaker\": {\"cooldown_us\": 3600000000}}", &err), 0);
-    assert_int_equal(cfg.circuit_breaker.consecutive_failures, 5);
-    assert_int_equal(cfg.circuit_breaker.cooldown_us, 3600000000u);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.sched.circuit_breaker.consecutive_failures, 5);
+    assert_int_equal(cfg.sched.circuit_breaker.cooldown_us, 3600000000u);
+    bd_config_dispose(&cfg);
     assert_int_equal(
         parse(&cfg, "{\"circuit_breaker\": {\"consecutive_failures\": 1000000}}", &err), 0);
-    assert_int_equal(cfg.circuit_breaker.consecutive_failures, 1000000);
-    assert_int_equal(cfg.circuit_breaker.cooldown_us, 2000000);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.sched.circuit_breaker.consecutive_failures, 1000000);
+    assert_int_equal(cfg.sched.circuit_breaker.cooldown_us, 2000000);
+    bd_config_dispose(&cfg);
 
     /* fail_rate takes integers and reals from 0 to 1. */
     assert_int_equal(parse(&cfg, "{\"sim\": {\"fail_rate\": 1}}", &err), 0);
-    assert_true(cfg.sim.fail_rate == 1.0);
-    bd_model_config_dispose(&cfg);
+    assert_true(cfg.model.sim.fail_rate == 1.0);
+    bd_config_dispose(&cfg);
     assert_int_equal(parse(&cfg, "{\"sim\": {\"fail_rate\": 0.0}}", &err), 0);
-    assert_true(cfg.sim.fail_rate == 0.0);
-    bd_model_config_dispose(&cfg);
+    assert_true(cfg.model.sim.fail_rate == 0.0);
+    bd_config_dispose(&cfg);
 }
 
 /* ---- config: errors -------------------------------------------------------------------- */
@@ -835,12 +835,12 @@ static void test_config_io_too_many(void **state)
                       i ? ", " : "", i);
     }
     bd_buf_puts(&b, "]}");
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     assert_int_equal(parse(&cfg, b.data, &err), 0);
-    assert_int_equal(cfg.n_inputs, 64);
-    assert_string_equal(cfg.inputs[63].name, "I63");
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.model.n_inputs, 64);
+    assert_string_equal(cfg.model.inputs[63].name, "I63");
+    bd_config_dispose(&cfg);
     bd_buf_dispose(&b);
 }
 
@@ -870,7 +870,7 @@ static void test_config_inputs_without_outputs(void **state)
 static void test_config_invalid_json(void **state)
 {
     (void)state;
-    bd_model_config_t cfg;
+    bd_config_t cfg;
     bd_err_t err;
     const char *cases[][2] = {
         {"{", "config.json is not valid JSON: string or '}' expected near end of file (line 1)"},
@@ -888,21 +888,21 @@ static void test_config_invalid_json(void **state)
             fail_msg("json %zu gave rc=%d msg=\"%s\"; expected \"%s\"", i, rc, err.msg,
                      cases[i][1]);
         }
-        bd_model_config_dispose(&cfg);
+        bd_config_dispose(&cfg);
     }
     /* The length is honoured: bytes past it are not parsed. */
     const char *text = "{\"instances\": 2}garbage";
     assert_int_equal(parse(&cfg, NULL, &err), 0);
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
     cfg_init(&cfg, NULL);
     assert_int_equal(bd_config_parse(&cfg, text, 16, &err), 0);
-    assert_int_equal(cfg.instances, 2);
-    bd_model_config_dispose(&cfg);
+    assert_int_equal(cfg.model.instances, 2);
+    bd_config_dispose(&cfg);
     /* An embedded NUL inside the length is an error, not a silent end. */
     cfg_init(&cfg, NULL);
     assert_int_equal(bd_config_parse(&cfg, "{}\0{}", 5, &err), BD_EINVAL);
     assert_non_null(strstr(err.msg, "config.json is not valid JSON: "));
-    bd_model_config_dispose(&cfg);
+    bd_config_dispose(&cfg);
 }
 
 /* ---- repository ------------------------------------------------------------------------ */
@@ -1111,7 +1111,7 @@ static void test_repo_models_versions_and_reasons(void **state)
     assert_true(bd_model_ready(beta));
     assert_string_equal(bd_model_version(beta), "1");
     assert_string_equal(bd_model_platform(beta), "batchd_sim");
-    assert_false(bd_model_config(beta)->dynamic_batching);
+    assert_false(bd_model_full_config(beta)->sched.dynamic_batching);
     assert_int_equal(bd_model_config(beta)->max_batch_size, 0);
     assert_int_equal(bd_model_config(beta)->instances, 2);
 

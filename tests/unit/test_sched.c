@@ -81,8 +81,10 @@ static void fake_instance_free(bd_backend_instance_t *inst)
 }
 
 static int fake_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
-                    bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err)
+                    bd_tensor_t *outputs, size_t n_outputs, const bd_backend_batch_t *batch,
+                    bd_err_t *err)
 {
+    (void)batch;
     int run = atomic_fetch_add(&fake.runs, 1);
     if (run < FAKE_MAX_RUNS) {
         fake.rows[run] = (size_t)inputs[0].shape.dims[0];
@@ -161,29 +163,35 @@ static char n_out0[] = "OUTPUT0";
 static char n_out1[] = "OUTPUT1";
 static char n_model[] = "m";
 
+/* A test model: what the backend reads (m) and the scheduler's policy (p). */
+typedef struct {
+    bd_model_config_t m;
+    bd_sched_policy_t p;
+} tcfg_t;
+
 /* INPUT0 FP32 [-1] (variable, so requests of different widths exist), INPUT1 INT32 [2]. */
 static bd_io_t ios_in[2];
 static bd_io_t ios_out[2];
 
-static bd_model_config_t make_cfg(int max_batch, uint64_t delay_us, size_t queue)
+static tcfg_t make_cfg(int max_batch, uint64_t delay_us, size_t queue)
 {
     ios_in[0] = (bd_io_t){.name = n_in0, .dtype = BD_DT_FP32, .dims = {1, {-1}}};
     ios_in[1] = (bd_io_t){.name = n_in1, .dtype = BD_DT_INT32, .dims = {1, {2}}};
     ios_out[0] = (bd_io_t){.name = n_out0, .dtype = BD_DT_FP32, .dims = {1, {-1}}};
     ios_out[1] = (bd_io_t){.name = n_out1, .dtype = BD_DT_INT32, .dims = {1, {2}}};
-    bd_model_config_t cfg = {0};
-    cfg.name = n_model;
-    cfg.version = 1;
-    cfg.max_batch_size = max_batch;
-    cfg.dynamic_batching = true;
-    cfg.max_queue_delay_us = delay_us;
-    cfg.max_queue_size = queue;
-    cfg.instances = 1;
-    cfg.threads_per_instance = 1;
-    cfg.inputs = ios_in;
-    cfg.n_inputs = 2;
-    cfg.outputs = ios_out;
-    cfg.n_outputs = 2;
+    tcfg_t cfg = {0};
+    cfg.m.name = n_model;
+    cfg.m.version = 1;
+    cfg.m.max_batch_size = max_batch;
+    cfg.p.dynamic_batching = true;
+    cfg.p.max_queue_delay_us = delay_us;
+    cfg.p.max_queue_size = queue;
+    cfg.m.instances = 1;
+    cfg.m.threads_per_instance = 1;
+    cfg.m.inputs = ios_in;
+    cfg.m.n_inputs = 2;
+    cfg.m.outputs = ios_out;
+    cfg.m.n_outputs = 2;
     return cfg;
 }
 
@@ -301,13 +309,13 @@ static void check_outputs(const bd_req_t *r, size_t rows, size_t cols, float bas
 }
 
 typedef struct {
-    bd_model_config_t cfg;
+    tcfg_t cfg;
     bd_metrics_t *metrics;
     bd_model_metrics_t *mm;
     bd_sched_t *s;
 } fixture_t;
 
-static void fx_open(fixture_t *fx, bd_model_config_t cfg, bool manual)
+static void fx_open(fixture_t *fx, tcfg_t cfg, bool manual)
 {
     fake_reset();
     log_clear();
@@ -320,7 +328,7 @@ static void fx_open(fixture_t *fx, bd_model_config_t cfg, bool manual)
         opts.clock = (bd_clock_t){.now_us = fake_clock_now, .ctx = NULL};
     }
     bd_err_t err = {0};
-    fx->s = bd_sched_new(&fx->cfg, &fake_ops, &fake_model, &opts, &err);
+    fx->s = bd_sched_new(&fx->cfg.m, &fx->cfg.p, &fake_ops, &fake_model, &opts, &err);
     assert_non_null(fx->s);
 }
 
@@ -360,20 +368,20 @@ static void check_counts(fixture_t *fx, uint64_t success, uint64_t rejected, uin
 static bd_io_t v_in[2];
 static bd_io_t v_out[2];
 
-static bd_model_config_t vcfg(int max_batch)
+static tcfg_t vcfg(int max_batch)
 {
     v_in[0] = (bd_io_t){.name = n_in0, .dtype = BD_DT_FP32, .dims = {1, {16}}};
     v_in[1] = (bd_io_t){.name = n_in1, .dtype = BD_DT_FP32, .dims = {1, {16}}};
     v_out[0] = (bd_io_t){.name = n_out0, .dtype = BD_DT_FP32, .dims = {1, {16}}};
     v_out[1] = (bd_io_t){.name = n_out1, .dtype = BD_DT_FP32, .dims = {1, {16}}};
-    bd_model_config_t cfg = {0};
-    cfg.name = n_model;
-    cfg.version = 1;
-    cfg.max_batch_size = max_batch;
-    cfg.inputs = v_in;
-    cfg.n_inputs = 2;
-    cfg.outputs = v_out;
-    cfg.n_outputs = 2;
+    tcfg_t cfg = {0};
+    cfg.m.name = n_model;
+    cfg.m.version = 1;
+    cfg.m.max_batch_size = max_batch;
+    cfg.m.inputs = v_in;
+    cfg.m.n_inputs = 2;
+    cfg.m.outputs = v_out;
+    cfg.m.n_outputs = 2;
     return cfg;
 }
 
@@ -387,13 +395,13 @@ static bd_tensor_t vt(const char *name, bd_dtype_t dt, int ndim, int64_t d0, int
     return t;
 }
 
-static void expect_invalid(const bd_model_config_t *cfg, bd_tensor_t *ins, size_t n,
-                           bd_output_req_t *outs, size_t n_outs, const char *msg)
+static void expect_invalid(const tcfg_t *cfg, bd_tensor_t *ins, size_t n, bd_output_req_t *outs,
+                           size_t n_outs, const char *msg)
 {
     bd_infer_req_t in = {.inputs = ins, .n_inputs = n, .outputs = outs, .n_outputs = n_outs};
     bd_err_t err = {0};
     size_t rows = 77;
-    assert_int_equal(bd_sched_validate(cfg, &in, &rows, &err), BD_EINVAL);
+    assert_int_equal(bd_sched_validate(&cfg->m, &cfg->p, &in, &rows, &err), BD_EINVAL);
     assert_int_equal(err.code, BD_EINVAL);
     assert_string_equal(err.msg, msg);
     assert_int_equal(rows, 77);
@@ -402,7 +410,7 @@ static void expect_invalid(const bd_model_config_t *cfg, bd_tensor_t *ins, size_
 static void test_validate_messages(void **state)
 {
     (void)state;
-    bd_model_config_t cfg = vcfg(32);
+    tcfg_t cfg = vcfg(32);
     bd_tensor_t t[3];
 
     t[0] = vt("INPUT0", BD_DT_INT32, 2, 1, 16);
@@ -455,14 +463,14 @@ static void test_validate_messages(void **state)
     bd_infer_req_t in = {.inputs = ok, .n_inputs = 2, .outputs = outs, .n_outputs = 1};
     size_t rows = 0;
     bd_err_t err = {0};
-    assert_int_equal(bd_sched_validate(&cfg, &in, &rows, &err), 0);
+    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, &rows, &err), 0);
     assert_int_equal(rows, 2);
 }
 
 static void test_validate_without_batch_dim(void **state)
 {
     (void)state;
-    bd_model_config_t cfg = vcfg(0);
+    tcfg_t cfg = vcfg(0);
     v_in[0].dims = (bd_shape_t){2, {-1, 16}};
     v_in[1].dims = (bd_shape_t){2, {4, 16}};
     bd_tensor_t t[2] = {vt("INPUT0", BD_DT_FP32, 2, 7, 16), vt("INPUT1", BD_DT_FP32, 2, 4, 16)};
@@ -470,7 +478,7 @@ static void test_validate_without_batch_dim(void **state)
     size_t rows = 0;
     bd_err_t err = {0};
     /* -1 matches anything; rows is 1 without a batch dim. */
-    assert_int_equal(bd_sched_validate(&cfg, &in, &rows, &err), 0);
+    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, &rows, &err), 0);
     assert_int_equal(rows, 1);
 
     t[1] = vt("INPUT1", BD_DT_FP32, 2, 1, 16);
@@ -718,8 +726,8 @@ static void test_batching_off_runs_each_request_alone(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(8, 1000, 16);
-    cfg.dynamic_batching = false;
+    tcfg_t cfg = make_cfg(8, 1000, 16);
+    cfg.p.dynamic_batching = false;
     fx_open(&fx, cfg, true);
     submit_ok(&fx, mk_req(2, 3, 0, 0));
     submit_ok(&fx, mk_req(1, 3, 10, 10));
@@ -739,7 +747,7 @@ static void test_no_batch_dim_runs_each_request_alone(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(0, 1000, 16);
+    tcfg_t cfg = make_cfg(0, 1000, 16);
     fx_open(&fx, cfg, true);
     ios_in[0].dims = (bd_shape_t){2, {-1, -1}};
     ios_in[1].dims = (bd_shape_t){2, {-1, 2}};
@@ -920,7 +928,7 @@ static void test_done_callback_may_submit(void **state)
 static void test_validate_null_names_do_not_crash(void **state)
 {
     (void)state;
-    bd_model_config_t cfg = vcfg(32);
+    tcfg_t cfg = vcfg(32);
     bd_tensor_t t[2] = {vt("INPUT0", BD_DT_FP32, 2, 1, 16), vt(NULL, BD_DT_FP32, 2, 1, 16)};
     expect_invalid(&cfg, t, 2, NULL, 0, "unknown input ''; the model's inputs are INPUT0, INPUT1");
     bd_output_req_t outs[1] = {{.name = NULL}};
@@ -929,7 +937,7 @@ static void test_validate_null_names_do_not_crash(void **state)
                    "unknown output ''; the model's outputs are OUTPUT0, OUTPUT1");
     bd_infer_req_t in = {.inputs = NULL, .n_inputs = 2};
     bd_err_t err = {0};
-    assert_int_equal(bd_sched_validate(&cfg, &in, NULL, &err), BD_EINVAL);
+    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, NULL, &err), BD_EINVAL);
     assert_string_equal(err.msg, "the request's input or output list is missing");
 }
 
@@ -938,10 +946,10 @@ static void test_instance_failure_fails_new(void **state)
     (void)state;
     fake_reset();
     atomic_store(&fake.fail_instance_new, 1);
-    bd_model_config_t cfg = make_cfg(8, 0, 16);
+    tcfg_t cfg = make_cfg(8, 0, 16);
     bd_sched_opts_t opts = {.manual = false};
     bd_err_t err = {0};
-    assert_null(bd_sched_new(&cfg, &fake_ops, &fake_model, &opts, &err));
+    assert_null(bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, &err));
     assert_string_equal(err.msg, "model 'm' instance 0: fake: instance 0 refused");
     fake_reset();
 }
@@ -989,19 +997,19 @@ static void sim_open(sim_fixture_t *sf, int max_batch, uint64_t delay_us, size_t
     fake_now = 1000;
     fixture_t *fx = &sf->fx;
     fx->cfg = make_cfg(max_batch, delay_us, queue);
-    strcpy(fx->cfg.backend, "sim");
-    fx->cfg.sim.latency_us = 0;
-    fx->cfg.sim.per_item_us = 0;
+    strcpy(fx->cfg.m.backend, "sim");
+    fx->cfg.m.sim.latency_us = 0;
+    fx->cfg.m.sim.per_item_us = 0;
     bd_err_t err = {0};
     sf->bm = NULL;
-    if (bd_backend_sim.load(&fx->cfg, &sf->bm, &err) != 0) {
+    if (bd_backend_sim.load(&fx->cfg.m, &sf->bm, &err) != 0) {
         fail_msg("sim load: %s", err.msg);
     }
     fx->metrics = bd_metrics_new();
     fx->mm = bd_metrics_model(fx->metrics, "m", "1");
     bd_sched_opts_t opts = {
         .manual = true, .metrics = fx->mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
-    fx->s = bd_sched_new(&fx->cfg, &bd_backend_sim, sf->bm, &opts, &err);
+    fx->s = bd_sched_new(&fx->cfg.m, &fx->cfg.p, &bd_backend_sim, sf->bm, &opts, &err);
     if (!fx->s) {
         fail_msg("sched: %s", err.msg);
     }
@@ -1229,8 +1237,8 @@ static void check_threaded_outputs(int n)
 static void run_threaded(int instances, unsigned sleep_us, bool free_early)
 {
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(16, 2000, 1024);
-    cfg.instances = instances;
+    tcfg_t cfg = make_cfg(16, 2000, 1024);
+    cfg.m.instances = instances;
     fx_open(&fx, cfg, false);
     atomic_store(&fake.sleep_us, sleep_us);
     submitter_t st[T_THREADS];
@@ -1305,22 +1313,22 @@ static void test_threaded_sim_backend(void **state)
 {
     (void)state;
     log_clear();
-    bd_model_config_t cfg = make_cfg(16, 1000, 1024);
-    cfg.instances = 2;
-    strcpy(cfg.backend, "sim");
-    cfg.sim.latency_us = 1000;
-    cfg.sim.per_item_us = 10;
+    tcfg_t cfg = make_cfg(16, 1000, 1024);
+    cfg.m.instances = 2;
+    strcpy(cfg.m.backend, "sim");
+    cfg.m.sim.latency_us = 1000;
+    cfg.m.sim.per_item_us = 10;
     ios_out[0].dims = ios_in[0].dims;
     ios_out[1].dims = ios_in[1].dims;
     bd_backend_model_t *bm = NULL;
     bd_err_t err = {0};
-    if (bd_backend_sim.load(&cfg, &bm, &err) != 0) {
+    if (bd_backend_sim.load(&cfg.m, &bm, &err) != 0) {
         fail_msg("sim load: %s", err.msg);
     }
     bd_metrics_t *metrics = bd_metrics_new();
     bd_model_metrics_t *mm = bd_metrics_model(metrics, "m", "1");
     bd_sched_opts_t opts = {.metrics = mm};
-    bd_sched_t *s = bd_sched_new(&cfg, &bd_backend_sim, bm, &opts, &err);
+    bd_sched_t *s = bd_sched_new(&cfg.m, &cfg.p, &bd_backend_sim, bm, &opts, &err);
     assert_non_null(s);
     submitter_t st[T_THREADS];
     pthread_t t[T_THREADS];
@@ -1364,10 +1372,11 @@ static uint64_t cost_fixed;
 static uint64_t cost_per_item;
 
 static int cost_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
-                    bd_tensor_t *outputs, size_t n_outputs, bd_err_t *err)
+                    bd_tensor_t *outputs, size_t n_outputs, const bd_backend_batch_t *batch,
+                    bd_err_t *err)
 {
     fake_now += cost_fixed + cost_per_item * (uint64_t)inputs[0].shape.dims[0];
-    return fake_run(inst, inputs, n_inputs, outputs, n_outputs, err);
+    return fake_run(inst, inputs, n_inputs, outputs, n_outputs, batch, err);
 }
 
 static const bd_backend_ops_t cost_ops = {
@@ -1378,8 +1387,7 @@ static const bd_backend_ops_t cost_ops = {
 };
 
 /* fx_open with any backend ops, in manual mode under the fake clock. */
-static void px_open(fixture_t *fx, bd_model_config_t cfg, const bd_backend_ops_t *ops,
-                    bd_backend_model_t *bm)
+static void px_open(fixture_t *fx, tcfg_t cfg, const bd_backend_ops_t *ops, bd_backend_model_t *bm)
 {
     fake_reset();
     log_clear();
@@ -1390,7 +1398,7 @@ static void px_open(fixture_t *fx, bd_model_config_t cfg, const bd_backend_ops_t
     bd_sched_opts_t opts = {
         .manual = true, .metrics = fx->mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
     bd_err_t err = {0};
-    fx->s = bd_sched_new(&fx->cfg, ops, bm, &opts, &err);
+    fx->s = bd_sched_new(&fx->cfg.m, &fx->cfg.p, ops, bm, &opts, &err);
     if (!fx->s) {
         fail_msg("bd_sched_new: %s", err.msg);
     }
@@ -1404,13 +1412,13 @@ static bd_req_t *mk_prio(int64_t priority, uint64_t timeout_us, float base)
     return r;
 }
 
-static bd_model_config_t prio_cfg(int max_batch, int levels, int def_level)
+static tcfg_t prio_cfg(int max_batch, int levels, int def_level)
 {
-    bd_model_config_t cfg = make_cfg(max_batch, 0, 16);
-    cfg.priority_levels = levels;
-    cfg.default_priority_level = def_level;
+    tcfg_t cfg = make_cfg(max_batch, 0, 16);
+    cfg.p.priority_levels = levels;
+    cfg.p.default_priority_level = def_level;
     for (int l = 0; l < levels; l++) {
-        cfg.levels[l].max_queue_size = 16;
+        cfg.p.levels[l].max_queue_size = 16;
     }
     return cfg;
 }
@@ -1448,9 +1456,9 @@ static void test_pressure_priority_range_and_per_level_queue(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = prio_cfg(4, 2, 2);
-    cfg.levels[0].max_queue_size = 1;
-    cfg.levels[1].max_queue_size = 2;
+    tcfg_t cfg = prio_cfg(4, 2, 2);
+    cfg.p.levels[0].max_queue_size = 1;
+    cfg.p.levels[1].max_queue_size = 2;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     bd_err_t err = {0};
     bd_req_t *r = mk_prio(3, 0, 0);
@@ -1487,9 +1495,9 @@ static void test_pressure_deadline_expires_in_queue_never_runs(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(8, 1000, 16);
-    cfg.priority_levels = 1;
-    cfg.levels[0].default_timeout_us = 5000;
+    tcfg_t cfg = make_cfg(8, 1000, 16);
+    cfg.p.priority_levels = 1;
+    cfg.p.levels[0].default_timeout_us = 5000;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     bd_req_t *a = mk_prio(0, 300, 1);  /* its own timeout: deadline 1300 */
     bd_req_t *b = mk_prio(0, 0, 2);    /* the level default: deadline 6000 */
@@ -1573,10 +1581,10 @@ static void test_pressure_preferred_batch_sizes(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(8, 1000, 32);
-    cfg.preferred_batch_sizes[0] = 2;
-    cfg.preferred_batch_sizes[1] = 4;
-    cfg.n_preferred_batch_sizes = 2;
+    tcfg_t cfg = make_cfg(8, 1000, 32);
+    cfg.p.preferred_batch_sizes[0] = 2;
+    cfg.p.preferred_batch_sizes[1] = 4;
+    cfg.p.n_preferred_batch_sizes = 2;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     uint64_t wake = 0;
     submit_ok(&fx, mk_prio(0, 0, 0));
@@ -1612,10 +1620,10 @@ static void test_pressure_circuit_breaker(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(4, 0, 16);
-    cfg.dynamic_batching = false; /* one request per batch */
-    cfg.circuit_breaker.consecutive_failures = 3;
-    cfg.circuit_breaker.cooldown_us = 1000000;
+    tcfg_t cfg = make_cfg(4, 0, 16);
+    cfg.p.dynamic_batching = false; /* one request per batch */
+    cfg.p.circuit_breaker.consecutive_failures = 3;
+    cfg.p.circuit_breaker.cooldown_us = 1000000;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     char reason[BD_ERR_MSG_MAX];
     uint64_t wake = 0;
@@ -1674,9 +1682,9 @@ static void test_pressure_circuit_breaker_off(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(4, 0, 64);
-    cfg.dynamic_batching = false;
-    cfg.circuit_breaker.consecutive_failures = 0;
+    tcfg_t cfg = make_cfg(4, 0, 64);
+    cfg.p.dynamic_batching = false;
+    cfg.p.circuit_breaker.consecutive_failures = 0;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     atomic_store(&fake.fail_next, 50);
     uint64_t wake = 0;
@@ -1693,11 +1701,11 @@ static void test_pressure_sim_fail_fails_its_batch(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(8, 0, 16);
-    strcpy(cfg.backend, "sim");
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    strcpy(cfg.m.backend, "sim");
     bd_backend_model_t *bm = NULL;
     bd_err_t err = {0};
-    if (bd_backend_sim.load(&cfg, &bm, &err) != 0) {
+    if (bd_backend_sim.load(&cfg.m, &bm, &err) != 0) {
         fail_msg("sim load: %s", err.msg);
     }
     px_open(&fx, cfg, &bd_backend_sim, bm);
@@ -1705,7 +1713,9 @@ static void test_pressure_sim_fail_fails_its_batch(void **state)
     for (int i = 0; i < 3; i++) {
         r[i] = mk_prio(0, 0, (float)i);
     }
-    r[1]->in.sim_fail = true;
+    static const bd_param_t sim_fail = {.name = "sim_fail", .kind = BD_PARAM_BOOL, .v.b = true};
+    r[1]->in.params = &sim_fail;
+    r[1]->in.n_params = 1;
     r[1]->in.id = "bad-1";
     for (int i = 0; i < 3; i++) {
         submit_ok(&fx, r[i]);
@@ -1722,6 +1732,15 @@ static void test_pressure_sim_fail_fails_its_batch(void **state)
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
     assert_int_equal(ok->status, 0);
     check_counts(&fx, 1, 0, 0, 3, 1, 1, 0);
+    /* Anything but a boolean is refused at submit (the sim's check_params), alone. */
+    static const bd_param_t not_bool = {.name = "sim_fail", .kind = BD_PARAM_INT, .v.i = 1};
+    bd_req_t *bad = mk_prio(0, 0, 8);
+    bad->in.params = &not_bool;
+    bad->in.n_params = 1;
+    assert_int_equal(bd_sched_submit(fx.s, bad, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "parameters.sim_fail must be true or false");
+    bd_req_free(bad);
+    check_counts(&fx, 1, 0, 1, 3, 1, 1, 0);
     bd_sched_free(fx.s);
     bd_backend_sim.unload(bm);
     bd_metrics_free(fx.metrics);
@@ -1732,13 +1751,13 @@ static void test_pressure_warmup_runs_before_ready(void **state)
 {
     (void)state;
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(8, 0, 16);
-    cfg.instances = 2;
-    cfg.warmup.batch_sizes[0] = 1;
-    cfg.warmup.batch_sizes[1] = 8;
-    cfg.warmup.batch_sizes[2] = 100; /* clamped to max_batch_size */
-    cfg.warmup.n_batch_sizes = 3;
-    cfg.warmup.count = 2;
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    cfg.m.instances = 2;
+    cfg.p.warmup.batch_sizes[0] = 1;
+    cfg.p.warmup.batch_sizes[1] = 8;
+    cfg.p.warmup.batch_sizes[2] = 100; /* clamped to max_batch_size */
+    cfg.p.warmup.n_batch_sizes = 3;
+    cfg.p.warmup.count = 2;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     assert_int_equal(atomic_load(&fake.runs), 12);
     const size_t want[6] = {1, 1, 8, 8, 8, 8};
@@ -1755,7 +1774,7 @@ static void test_pressure_warmup_runs_before_ready(void **state)
     fx.cfg = cfg;
     bd_sched_opts_t opts = {.manual = true};
     bd_err_t err = {0};
-    assert_null(bd_sched_new(&fx.cfg, &fake_ops, &fake_model, &opts, &err));
+    assert_null(bd_sched_new(&fx.cfg.m, &fx.cfg.p, &fake_ops, &fake_model, &opts, &err));
     assert_string_equal(err.msg, "model 'm' version 1: warmup batch of 1 rows failed on "
                                  "instance 0: fake backend: injected failure");
     assert_int_equal(atomic_load(&fake.instances), 0);
@@ -1892,8 +1911,8 @@ static void test_pressure_auto_delay_learner(void **state)
 static void run_auto(uint64_t fixed, uint64_t per, bool expect_hold)
 {
     fixture_t fx;
-    bd_model_config_t cfg = make_cfg(16, 0, 64);
-    cfg.delay_auto = true;
+    tcfg_t cfg = make_cfg(16, 0, 64);
+    cfg.p.delay_auto = true;
     px_open(&fx, cfg, &cost_ops, &fake_model);
     cost_fixed = fixed;
     cost_per_item = per;
@@ -1943,11 +1962,11 @@ static void test_pressure_threaded_timeout_while_busy(void **state)
     (void)state;
     fake_reset();
     log_clear();
-    bd_model_config_t cfg = make_cfg(8, 0, 16);
+    tcfg_t cfg = make_cfg(8, 0, 16);
     bd_metrics_t *metrics = bd_metrics_new();
     bd_sched_opts_t opts = {.metrics = bd_metrics_model(metrics, "m", "1")};
     bd_err_t err = {0};
-    bd_sched_t *s = bd_sched_new(&cfg, &fake_ops, &fake_model, &opts, &err);
+    bd_sched_t *s = bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, &err);
     assert_non_null(s);
     atomic_store(&fake.sleep_us, 400000);
     bd_req_t *slow = mk_req(1, 2, 0, 0);
@@ -1984,13 +2003,13 @@ static void test_pressure_threaded_cancel_races(void **state)
     (void)state;
     fake_reset();
     log_clear();
-    bd_model_config_t cfg = make_cfg(4, 0, C_REQS);
-    cfg.instances = 2;
+    tcfg_t cfg = make_cfg(4, 0, C_REQS);
+    cfg.m.instances = 2;
     bd_metrics_t *metrics = bd_metrics_new();
     bd_model_metrics_t *mm = bd_metrics_model(metrics, "m", "1");
     bd_sched_opts_t opts = {.metrics = mm};
     bd_err_t err = {0};
-    bd_sched_t *s = bd_sched_new(&cfg, &fake_ops, &fake_model, &opts, &err);
+    bd_sched_t *s = bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, &err);
     assert_non_null(s);
     atomic_store(&fake.sleep_us, 200);
     bd_req_t *reqs[C_REQS];
@@ -2028,6 +2047,27 @@ static void test_pressure_threaded_cancel_races(void **state)
     assert_int_equal(bd_metrics_get_queue_depth(mm), 0);
     bd_metrics_free(metrics);
     log_clear();
+}
+
+/* An instance that fails to start fails bd_sched_new even when the caller passes no err: the
+ * failure used to be lost (bd_err_prefix returned 0 for a NULL err), and the scheduler came
+ * up with a NULL backend instance that its workers would then run. */
+static void test_instance_failure_fails_new_without_err(void **state)
+{
+    (void)state;
+    fake_reset();
+    atomic_store(&fake.fail_instance_new, 1);
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    cfg.m.instances = 2;
+    bd_sched_opts_t opts = {.manual = true};
+    bd_sched_t *s = bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, NULL);
+    if (s) {
+        bd_sched_free(s);
+    }
+    assert_null(s);
+    assert_int_equal(atomic_load(&fake.instances), 0);
+    assert_int_equal(atomic_load(&fake.runs), 0);
+    fake_reset();
 }
 
 int main(void)
@@ -2078,6 +2118,7 @@ int main(void)
         cmocka_unit_test(test_pressure_auto_delay_in_the_scheduler),
         cmocka_unit_test(test_pressure_threaded_timeout_while_busy),
         cmocka_unit_test(test_pressure_threaded_cancel_races),
+        cmocka_unit_test(test_instance_failure_fails_new_without_err),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -257,7 +257,9 @@ static void test_roundtrip_every_dtype(void **state)
     }
 }
 
-/* parameters.sim_fail (the sim backend's per-request fault injection) is a strict boolean. */
+/* parameters.sim_fail (the sim backend's per-request fault injection) is kept for the backend
+ * as it came: the codec does not judge it (the sim backend's check_params refuses anything but
+ * a boolean; see test_backend and test_sched). */
 static void test_decode_sim_fail(void **state)
 {
     (void)state;
@@ -266,19 +268,87 @@ static void test_decode_sim_fail(void **state)
     char body[256];
     bd_infer_req_t req;
     bd_err_t err = {0, ""};
+    const bd_param_t *p;
     snprintf(body, sizeof body, "{\"parameters\":{\"sim_fail\":true},%s", in);
     assert_int_equal(decode(body, &req, &err), 0);
-    assert_true(req.sim_fail);
+    assert_non_null(p = bd_param_find(req.params, req.n_params, "sim_fail"));
+    assert_int_equal(p->kind, BD_PARAM_BOOL);
+    assert_true(p->v.b);
     snprintf(body, sizeof body, "{\"parameters\":{\"sim_fail\":false},%s", in);
     assert_int_equal(decode(body, &req, &err), 0);
-    assert_false(req.sim_fail);
+    assert_non_null(p = bd_param_find(req.params, req.n_params, "sim_fail"));
+    assert_int_equal(p->kind, BD_PARAM_BOOL);
+    assert_false(p->v.b);
     snprintf(body, sizeof body, "{%s", in);
     assert_int_equal(decode(body, &req, &err), 0);
-    assert_false(req.sim_fail);
-    expect_error("{\"parameters\":{\"sim_fail\":1},\"inputs\":[]}", BD_EINVAL,
-                 "parameters.sim_fail must be true or false");
-    expect_error("{\"parameters\":{\"sim_fail\":\"true\"},\"inputs\":[]}", BD_EINVAL,
-                 "parameters.sim_fail must be true or false");
+    assert_null(bd_param_find(req.params, req.n_params, "sim_fail"));
+    assert_int_equal(req.n_params, 0);
+    assert_null(req.params);
+    snprintf(body, sizeof body, "{\"parameters\":{\"sim_fail\":1},%s", in);
+    assert_int_equal(decode(body, &req, &err), 0);
+    assert_non_null(p = bd_param_find(req.params, req.n_params, "sim_fail"));
+    assert_int_equal(p->kind, BD_PARAM_INT);
+    snprintf(body, sizeof body, "{\"parameters\":{\"sim_fail\":\"true\"},%s", in);
+    assert_int_equal(decode(body, &req, &err), 0);
+    assert_non_null(p = bd_param_find(req.params, req.n_params, "sim_fail"));
+    assert_int_equal(p->kind, BD_PARAM_STRING);
+    snprintf(body, sizeof body, "{\"parameters\":{\"sim_fail\":null},%s", in);
+    assert_int_equal(decode(body, &req, &err), 0);
+    assert_non_null(p = bd_param_find(req.params, req.n_params, "sim_fail"));
+    assert_int_equal(p->kind, BD_PARAM_OTHER);
+}
+
+/* Request-level parameters the codec does not interpret are kept, typed, in the body's order;
+ * the three it interprets are not; null, arrays and objects are kept by name only (KServe v2
+ * allows only booleans, numbers and strings there); more than BD_MAX_PARAMS entries is a 400. */
+#define IN_A "\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[1]}]"
+
+static void test_decode_params_kept_generically(void **state)
+{
+    (void)state;
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    const char *json = "{\"parameters\":{\"priority\":1,\"flag\":true,\"n\":-7,\"x\":0.5,"
+                       "\"big\":99999999999999999999,\"s\":\"abc\",\"timeout\":5,\"nul\":null,"
+                       "\"arr\":[1],\"obj\":{},\"binary_data_output\":false,\"e\":\"\"}," IN_A "}";
+    assert_int_equal(decode(json, &req, &err), 0);
+    assert_int_equal(req.priority, 1);
+    assert_int_equal(req.timeout_us, 5);
+    assert_false(req.binary_default);
+    const struct {
+        const char *name;
+        bd_param_kind_t kind;
+    } want[] = {{"flag", BD_PARAM_BOOL},  {"n", BD_PARAM_INT},     {"x", BD_PARAM_DOUBLE},
+                {"big", BD_PARAM_DOUBLE}, {"s", BD_PARAM_STRING},  {"nul", BD_PARAM_OTHER},
+                {"arr", BD_PARAM_OTHER},  {"obj", BD_PARAM_OTHER}, {"e", BD_PARAM_STRING}};
+    assert_int_equal(req.n_params, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < req.n_params; i++) {
+        assert_string_equal(req.params[i].name, want[i].name);
+        assert_int_equal(req.params[i].kind, want[i].kind);
+    }
+    assert_true(req.params[0].v.b);
+    assert_int_equal(req.params[1].v.i, -7);
+    assert_true(req.params[2].v.d == 0.5);
+    assert_true(req.params[3].v.d == 1e20);
+    assert_string_equal(req.params[4].v.s, "abc");
+    assert_string_equal(req.params[8].v.s, "");
+    assert_null(bd_param_find(req.params, req.n_params, "priority"));
+    assert_null(bd_param_find(req.params, req.n_params, "timeout"));
+    assert_null(bd_param_find(req.params, req.n_params, "binary_data_output"));
+    assert_null(bd_param_find(req.params, req.n_params, "missing"));
+    assert_ptr_equal(bd_param_find(req.params, req.n_params, "s"), &req.params[4]);
+
+    char body[2048];
+    size_t off = (size_t)snprintf(body, sizeof body, "{\"parameters\":{");
+    for (int i = 0; i < BD_MAX_PARAMS; i++) {
+        off += (size_t)snprintf(body + off, sizeof body - off, "%s\"p%d\":%d", i ? "," : "", i, i);
+    }
+    snprintf(body + off, sizeof body - off, "}," IN_A "}");
+    assert_int_equal(decode(body, &req, &err), 0);
+    assert_int_equal(req.n_params, BD_MAX_PARAMS);
+    assert_int_equal(req.params[BD_MAX_PARAMS - 1].v.i, BD_MAX_PARAMS - 1);
+    snprintf(body + off, sizeof body - off, ",\"one_more\":1}," IN_A "}");
+    expect_error(body, BD_EINVAL, "\"parameters\" has 65 entries; at most 64 are allowed");
 }
 
 static void test_decode_full_request(void **state)
@@ -962,6 +1032,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roundtrip_every_dtype, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_full_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_sim_fail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_params_kept_generically, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_nested, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_errors_structure, setup, teardown),
