@@ -9,12 +9,13 @@
 #   make unit        unit tests (ctest in $(BUILD)/)
 #   make e2e         end-to-end tests (pytest tests/e2e against $(BUILD)/batchd)
 #   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
-#   make test        setup, build, test-models, unit, e2e, asan (in that order)
+#   make fuzz        build the libFuzzer targets, replay their corpora, fuzz each $(FUZZ_SECS) s
+#   make test        setup, build, test-models, unit, e2e, asan, fuzz (in that order)
 #   make bench       bench/run.sh
 #   make tsan        ThreadSanitizer build in build-tsan/, then the threaded unit tests
 #   make valgrind    the server under valgrind's memcheck on the demo (not part of `make test`)
 #   make format      clang-format the sources in place (make format-check: only check)
-#   make clean       remove $(BUILD)/, $(ASAN_BUILD)/ and $(DEMO)/ (distclean: also third_party/)
+#   make clean       remove the build folders and $(DEMO)/ (distclean: also third_party/)
 
 # Debian's python: the pyenv python3 earlier on PATH lacks numpy, sklearn, onnx and pytest.
 PYTHON     ?= /usr/bin/python3
@@ -27,12 +28,14 @@ DEMO       ?= models-demo
 TEST_MODELS ?= build/test-models
 HOST       ?= 127.0.0.1
 PORT       ?= 8000
+# Seconds each fuzz target runs after replaying its corpus: 30 on CI, 0 (replay only) elsewhere.
+FUZZ_SECS  ?= $(if $(CI),30,0)
 
 # Targets run one after another even under `make -j`: each one already uses $(JOBS) jobs.
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
 .PHONY: setup build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
-        bench valgrind tsan format format-check clean distclean
+        bench valgrind tsan format format-check fuzz clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
 # ASan's own `suppressions=` would reject the file's `leak:` lines.
@@ -108,7 +111,12 @@ format-check:
 format:
 	clang-format -i $(FORMAT_FILES)
 
-test: setup build test-models format-check unit e2e asan
+test: setup build test-models format-check unit e2e asan fuzz
+
+# Every libFuzzer target (tests/fuzz/build.sh): the seeds and the saved corpus are replayed;
+# with FUZZ_SECS > 0 each target then fuzzes that long. A crash fails the run.
+fuzz:
+	bash tests/fuzz/build.sh $(FUZZ_SECS)
 
 bench: build
 	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd ORT_INPROC_BIN=$(BUILD)/ort_inproc bash bench/run.sh
@@ -125,7 +133,7 @@ valgrind: build demo
 	bash tests/valgrind.sh $(BUILD)/batchd $(DEMO)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(DEMO)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-tsan build-fuzz $(DEMO)
 
 distclean: clean
 	rm -rf third_party

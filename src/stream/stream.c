@@ -26,6 +26,7 @@
  *
  * Threads: the event-loop thread only. */
 #include "stream/stream.h"
+#include "stream/stream_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,12 +94,9 @@ struct conn {
     bool write_busy;
     bool reading;
     bool shut_wr;
-    bool closing; /* we queued a close frame */
-    /* Frame headers of the bytes handed to wslay (see frames_ok). */
-    uint8_t fh[14];
-    size_t fh_have;
-    uint64_t fh_skip; /* payload bytes of the current frame still to pass */
-    bool broken;      /* a bad frame header came: the rest of the input is dropped */
+    bool closing;          /* we queued a close frame */
+    bd_ws_frames_t frames; /* headers of the bytes handed to wslay */
+    bool broken;           /* a bad frame header came: the rest of the input is dropped */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -112,44 +110,6 @@ static size_t busy(conn_t *c)
 static size_t load(conn_t *c)
 {
     return busy(c) + c->n_parked;
-}
-
-/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp, min;
-        if ((b & 0xE0) == 0xC0) {
-            k = 1, cp = b & 0x1F, min = 0x80;
-        } else if ((b & 0xF0) == 0xE0) {
-            k = 2, cp = b & 0x0F, min = 0x800;
-        } else if ((b & 0xF8) == 0xF0) {
-            k = 3, cp = b & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i <= k) {
-            return false;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-            return false;
-        }
-        i += k + 1;
-    }
-    return true;
 }
 
 static void queue_frame(conn_t *c, uint8_t opcode, const char *data, size_t len)
@@ -346,20 +306,11 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
                          .err_id = id,
                          .err_id_cap = sizeof id};
     bd_err_t err = {0};
-    bd_err_t framing = {0};
     if (binary) {
-        /* 4-byte little-endian JSON header length, the header, then the tensor bytes. */
-        const unsigned char *p = (const unsigned char *)data;
-        uint32_t n = len >= 4 ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                    (uint32_t)p[3] << 24
-                              : 0;
-        if (len < 4 || n == 0 || n > len - 4) {
-            bd_err_set(&framing, BD_EINVAL,
-                       "a binary message starts with a 4-byte little-endian JSON header length "
-                       "followed by that many bytes; this one has %zu bytes in all",
-                       len);
+        size_t n = 0;
+        if (bd_ws_binary_split((const unsigned char *)data, len, &n, &err) != 0) {
             assign_id(c, id, sizeof id);
-            send_error(c, id, framing.code, framing.msg);
+            send_error(c, id, err.code, err.msg);
             return;
         }
         a.body = data + 4;
@@ -398,64 +349,6 @@ static void drop_input(conn_t *c)
     }
 }
 
-/* The length of the frame header that starts with h[0..have) (2 until the second byte). */
-static size_t header_size(const uint8_t *h, size_t have)
-{
-    if (have < 2) {
-        return 2;
-    }
-    uint8_t l7 = h[1] & 0x7f;
-    return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0);
-}
-
-/* Walk the frame headers in the next `n` input bytes. wslay answers most protocol errors
- * with 1002 itself, but a fragmented or oversized control frame only with a close that has
- * no status code; such a header is caught here first. Returns how many of the bytes may go
- * to wslay: all of them, or those before a bad header (then a 1002 close is queued and the
- * rest of the input is dropped). */
-static size_t frames_ok(conn_t *c, const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (c->fh_skip > 0) {
-            size_t k = c->fh_skip < n - i ? (size_t)c->fh_skip : n - i;
-            c->fh_skip -= k;
-            i += k;
-            continue;
-        }
-        size_t start = i; /* this header's bytes in p (earlier ones went to wslay already) */
-        while (i < n && c->fh_have < header_size(c->fh, c->fh_have)) {
-            c->fh[c->fh_have++] = p[i++];
-        }
-        if (c->fh_have < header_size(c->fh, c->fh_have)) {
-            return n; /* the header goes on in later bytes */
-        }
-        uint8_t l7 = c->fh[1] & 0x7f;
-        uint64_t plen = l7;
-        if (l7 >= 126) {
-            plen = 0;
-            for (int k = 0; k < (l7 == 126 ? 2 : 8); k++) {
-                plen = plen << 8 | c->fh[2 + k];
-            }
-        }
-        bool control = (c->fh[0] & 0x08) != 0;
-        bool fin = (c->fh[0] & 0x80) != 0;
-        c->fh_have = 0;
-        const char *bad = control && (!fin || l7 > 125)
-                              ? "control frames must not be fragmented or longer than 125 bytes"
-                          : (c->fh[0] & 0x0f) == WSLAY_CONNECTION_CLOSE && plen == 1
-                              ? "a close frame's payload is empty or a 2-byte code first"
-                              : NULL;
-        if (bad) {
-            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, bad);
-            c->broken = true;
-            return start;
-        }
-        c->fh_skip = plen;
-    }
-    return n;
-}
-
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     conn_t *c = user;
@@ -469,7 +362,12 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         return -1;
     }
     size_t n = in->size < len ? in->size : len;
-    size_t ok = frames_ok(c, (const uint8_t *)in->bytes, n);
+    const char *bad = NULL;
+    size_t ok = bd_ws_frames_scan(&c->frames, (const uint8_t *)in->bytes, n, &bad);
+    if (bad) {
+        queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, bad);
+        c->broken = true; /* the rest of the input is dropped */
+    }
     memcpy(buf, in->bytes, ok);
     h2o_buffer_consume(&c->sock->input, n);
     if (ok == 0) {
@@ -506,7 +404,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         return; /* control frames: wslay answers ping and close itself */
     }
     const char *data = (const char *)arg->msg;
-    if (!binary && !utf8_valid(arg->msg, arg->msg_length)) {
+    if (!binary && !bd_ws_utf8_valid(arg->msg, arg->msg_length)) {
         queue_close(c, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8");
         return;
     }

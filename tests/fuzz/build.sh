@@ -3,6 +3,9 @@
 # (default 30):
 #   decode  bd_infer_decode / bd_infer_encode (fuzz_decode.c; seeds in tests/fuzz/corpus)
 #   config  bd_config_parse, a model's config.json (fuzz_config.c; seeds written below)
+#   ws      the WebSocket byte checks of src/stream/frames.c (fuzz_ws.c; seeds in corpus-ws)
+#
+# Seconds 0: only replay the seeds and the saved corpus (-runs=0), as `make test` does.
 #
 #   tests/fuzz/build.sh [seconds] [target ...]      (no target: all of them, in that order)
 #
@@ -14,7 +17,7 @@
 set -eu
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-decode config}
+targets=${*:-decode config ws}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${BD_FUZZ_OUT:-$root/build-fuzz}
 mkdir -p "$out"
@@ -195,14 +198,25 @@ for t in $targets; do
         seeds="$out/seeds/config"
         maxlen=16384
         ;;
+    ws)
+        build ws "$root/src/stream/frames.c"
+        printf '"\\x81"\n"\\x88"\n"\\x89"\n"\\x8a"\n"\\xfe"\n"\\xff"\n' > "$out/ws.dict"
+        seeds="$root/tests/fuzz/corpus-ws"
+        maxlen=4096
+        ;;
     *)
-        echo "fuzz: unknown target '$t'; expected decode or config" >&2
+        echo "fuzz: unknown target '$t'; expected decode, config or ws" >&2
         exit 2
         ;;
     esac
     mkdir -p "$out/corpus/$t"
-    echo "fuzz: built $out/fuzz_$t; running for ${secs}s"
-    if (cd "$out" && "./fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    echo "fuzz: built $out/fuzz_$t; running for ${secs}s (0: replay only)"
+    if [ "$secs" = 0 ]; then
+        limit="-runs=0"
+    else
+        limit="-max_total_time=$secs"
+    fi
+    if (cd "$out" && "./fuzz_$t" "$limit" -timeout=10 -rss_limit_mb=2048 \
         -max_len="$maxlen" -print_final_stats=1 -dict="$out/$t.dict" \
         -artifact_prefix="$out/$t-" "$out/corpus/$t" "$seeds"); then
         echo "fuzz: $t: no failure in ${secs}s"

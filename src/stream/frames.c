@@ -1,0 +1,110 @@
+/* frames.c: the byte-level WebSocket checks stream.c makes before and around wslay (see
+ * stream_internal.h): UTF-8 validation of text messages, the frame-header walk that catches
+ * what wslay closes without a status code, and the split of a binary request message.
+ *
+ * Threads: pure functions over caller-owned memory; any thread. */
+#include "stream/stream_internal.h"
+
+bool bd_ws_utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint32_t cp, min;
+        if ((b & 0xE0) == 0xC0) {
+            k = 1, cp = b & 0x1F, min = 0x80;
+        } else if ((b & 0xF0) == 0xE0) {
+            k = 2, cp = b & 0x0F, min = 0x800;
+        } else if ((b & 0xF8) == 0xF0) {
+            k = 3, cp = b & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (n - i <= k) {
+            return false;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return false;
+        }
+        i += k + 1;
+    }
+    return true;
+}
+
+/* The length of the frame header that starts with h[0..have) (2 until the second byte). */
+static size_t header_size(const uint8_t *h, size_t have)
+{
+    if (have < 2) {
+        return 2;
+    }
+    uint8_t l7 = h[1] & 0x7f;
+    return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0);
+}
+
+size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const char **bad)
+{
+    *bad = NULL;
+    size_t i = 0;
+    while (i < n) {
+        if (f->skip > 0) {
+            size_t k = f->skip < n - i ? (size_t)f->skip : n - i;
+            f->skip -= k;
+            i += k;
+            continue;
+        }
+        size_t start = i; /* this header's bytes in p (earlier ones went on already) */
+        while (i < n && f->have < header_size(f->h, f->have)) {
+            f->h[f->have++] = p[i++];
+        }
+        if (f->have < header_size(f->h, f->have)) {
+            return n; /* the header goes on in later bytes */
+        }
+        uint8_t l7 = f->h[1] & 0x7f;
+        uint64_t plen = l7;
+        if (l7 >= 126) {
+            plen = 0;
+            for (int k = 0; k < (l7 == 126 ? 2 : 8); k++) {
+                plen = plen << 8 | f->h[2 + k];
+            }
+        }
+        bool control = (f->h[0] & 0x08) != 0;
+        bool fin = (f->h[0] & 0x80) != 0;
+        f->have = 0;
+        if (control && (!fin || l7 > 125)) {
+            *bad = "control frames must not be fragmented or longer than 125 bytes";
+        } else if ((f->h[0] & 0x0f) == 0x8 && plen == 1) {
+            *bad = "a close frame's payload is empty or a 2-byte code first";
+        }
+        if (*bad) {
+            return start;
+        }
+        f->skip = plen;
+    }
+    return n;
+}
+
+int bd_ws_binary_split(const unsigned char *data, size_t len, size_t *header_len, bd_err_t *err)
+{
+    uint32_t n = len >= 4 ? (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 |
+                                (uint32_t)data[3] << 24
+                          : 0;
+    if (len < 4 || n == 0 || n > len - 4) {
+        return bd_err_set(err, BD_EINVAL,
+                          "a binary message starts with a 4-byte little-endian JSON header "
+                          "length followed by that many bytes; this one has %zu bytes in all",
+                          len);
+    }
+    *header_len = n;
+    return 0;
+}

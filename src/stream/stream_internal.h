@@ -1,0 +1,34 @@
+/* stream_internal.h: the WebSocket pieces that are pure functions over bytes (frames.c), for
+ * stream.c, its tests and its fuzz target. Any thread; no allocation. */
+#ifndef BD_STREAM_INTERNAL_H
+#define BD_STREAM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+bool bd_ws_utf8_valid(const unsigned char *s, size_t n);
+
+/* Frame headers of a client's byte stream, tracked across reads. */
+typedef struct {
+    uint8_t h[14];
+    size_t have;   /* header bytes seen so far */
+    uint64_t skip; /* payload bytes of the current frame still to pass */
+} bd_ws_frames_t;
+
+/* Walk the frame headers in the next `n` bytes. wslay answers most protocol errors with
+ * 1002 itself, but a fragmented or oversized control frame, or a close frame with a 1-byte
+ * payload, only with a close that has no status code: such a header is caught here. Returns
+ * how many of the bytes may go on to wslay: `n`, or the bytes before the bad header (then
+ * *bad names the problem in one sentence; the tracker's state is no longer meaningful). */
+size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const char **bad);
+
+/* A binary request message: a 4-byte little-endian JSON header length N, N bytes of JSON,
+ * then the tensor bytes. Sets *header_len = N. BD_EINVAL with one sentence when the message
+ * is shorter than its prefix says or N is 0. */
+int bd_ws_binary_split(const unsigned char *data, size_t len, size_t *header_len, bd_err_t *err);
+
+#endif
