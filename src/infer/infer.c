@@ -100,18 +100,20 @@ static void on_sched_done(bd_req_t *req, void *ctx)
 
 /* ---- start ------------------------------------------------------------------------------ */
 
+static int check_ready(const bd_model_t *m, bd_err_t *err)
+{
+    if (!bd_model_ready(m)) {
+        return bd_err_set(err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m),
+                          bd_model_reason(m));
+    }
+    return 0;
+}
+
 static int find_ready(bd_infer_t *inf, const char *name, size_t name_len, const char *version,
                       size_t version_len, bd_model_t **out, bd_err_t *err)
 {
     int rc = bd_repo_find(inf->repo, name, name_len, version, version_len, out, err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (!bd_model_ready(*out)) {
-        return bd_err_set(err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(*out),
-                          bd_model_reason(*out));
-    }
-    return 0;
+    return rc != 0 ? rc : check_ready(*out, err);
 }
 
 static bool names_equal(const char *a, size_t a_len, const char *b)
@@ -127,6 +129,10 @@ static int resolve_model(bd_infer_t *inf, const bd_infer_args_t *a, const bd_inf
         return 0; /* found from the route before decoding */
     }
     if (*m) {
+        int rc = check_ready(*m, err); /* after decoding, so the error carries the id */
+        if (rc != 0) {
+            return rc;
+        }
         if (in->model_name && !names_equal(a->model, a->model_len, in->model_name)) {
             return bd_err_set(
                 err, BD_EINVAL, "\"model_name\" is '%.64s' but this stream serves model '%.*s'",
@@ -169,9 +175,17 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     copy_err_id(a, NULL);
     bd_model_t *m = NULL;
     int rc;
-    if (a->model &&
-        (rc = find_ready(inf, a->model, a->model_len, a->version, a->version_len, &m, err)) != 0) {
-        return rc;
+    if (a->model) {
+        /* The route's model is found first (its metrics count what fails to decode); front
+         * ends whose requests carry names (body_names_model) check readiness after decoding,
+         * so their error replies carry the request's id. */
+        rc = bd_repo_find(inf->repo, a->model, a->model_len, a->version, a->version_len, &m, err);
+        if (rc == 0 && !a->body_names_model) {
+            rc = check_ready(m, err);
+        }
+        if (rc != 0) {
+            return rc;
+        }
     }
     bd_model_metrics_t *mm = m ? bd_model_metrics(m) : NULL;
     if (a->body == NULL || a->len == 0) {
