@@ -414,9 +414,15 @@ def parse_infer_reply(r):
         assert 0 < n <= len(body), "Inference-Header-Content-Length %d vs body %d" % (n, len(body))
         header = json.loads(body[:n])
         tail = body[n:]
+    return header, decode_outputs(header, tail)
+
+
+def decode_outputs(header, tail):
+    """{output_name: numpy array (binary, from `tail` in output order by each output's
+    parameters.binary_data_size) or list (JSON data)}; the tail must be used up exactly."""
     outs = {}
     off = 0
-    for o in header["outputs"]:
+    for o in header.get("outputs", []):
         params = o.get("parameters") or {}
         if "binary_data_size" in params:
             size = params["binary_data_size"]
@@ -428,7 +434,7 @@ def parse_infer_reply(r):
         else:
             outs[o["name"]] = o["data"]
     assert off == len(tail), "binary tail has %d bytes, outputs declare %d" % (len(tail), off)
-    return header, outs
+    return outs
 
 
 def error_message(r, status):

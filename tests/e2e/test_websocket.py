@@ -34,7 +34,7 @@ import requests
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode, WebSocketException
 
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, NP_DTYPES, tensor
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, decode_outputs, tensor
 
 MAX_BODY = 65536          # --max-body-bytes of the `hygiene` server
 STEP_S = 15.0             # bound on any one receive / wait
@@ -208,21 +208,7 @@ def decode(msg):
         head = json.loads(msg[4:4 + n].decode("utf-8"))
         tail = msg[4 + n:]
     assert isinstance(head, dict), head
-    outs = {}
-    off = 0
-    for o in head.get("outputs", []):
-        params = o.get("parameters") or {}
-        if "binary_data_size" in params:
-            size = params["binary_data_size"]
-            chunk = tail[off:off + size]
-            assert len(chunk) == size, "binary output %s truncated" % o["name"]
-            off += size
-            outs[o["name"]] = np.frombuffer(chunk, dtype=NP_DTYPES[o["datatype"]]).reshape(
-                o["shape"])
-        else:
-            outs[o["name"]] = o["data"]
-    assert off == len(tail), "binary tail has %d bytes, outputs declare %d" % (len(tail), off)
-    return head, outs
+    return head, decode_outputs(head, tail)
 
 
 def check_ok(head, outs, rid, model, x, version="1", shape=None, name="OUTPUT0"):
