@@ -50,7 +50,8 @@ void bd_http_stop(bd_http_t *h);
 /* Drain, step 2 (every reply queued): close idle keep-alive connections once their last
  * reply was written. */
 void bd_http_close_idle(bd_http_t *h);
-/* Open client connections (WebSocket ones are the stream's once upgraded). */
+/* Open client connections, upgraded WebSocket ones included (their sockets keep the
+ * close hook set at accept). */
 size_t bd_http_connections(const bd_http_t *h);
 void bd_http_free(bd_http_t *h);
 

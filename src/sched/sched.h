@@ -21,7 +21,9 @@
  * gathered row-wise into the instance's batch buffer, outputs scattered back by rows.
  *
  * Threads: bd_sched_submit from any thread (never blocks: a full queue fails at once).
- * Completion callbacks run on the worker thread that ran the batch. Workers wait on a
+ * Completion callbacks run on whatever thread finished the request (the worker that ran the
+ * batch, the timer thread, the canceller); front ends never see them: the infer layer's
+ * callback only posts to the owner thread's mailbox (core.h). Workers wait on a
  * condition variable; the queue is guarded by one mutex, never held across a backend call
  * or a callback. */
 #ifndef BD_SCHED_H
