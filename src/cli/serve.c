@@ -30,6 +30,7 @@ typedef struct {
     int64_t ws_idle_timeout_secs;
     int64_t max_connections;
     int64_t max_header_bytes;
+    int64_t max_decode_bytes;
 } serve_opts_t;
 
 #define OFF(f) offsetof(serve_opts_t, f)
@@ -65,6 +66,10 @@ static const bd_cli_opt_t opts_table[] = {
     {"--max-header-bytes", BD_CLI_INT, OFF(max_header_bytes), "16384", 1024, 262144,
      "BATCHD_MAX_HEADER_BYTES",
      "largest request line plus headers accepted (bigger ones get 431; URLs over 8 KiB get 414)"},
+    {"--max-decode-bytes", BD_CLI_INT, OFF(max_decode_bytes), "134217728", 1024, (int64_t)1 << 34,
+     "BATCHD_MAX_DECODE_BYTES",
+     "request body bytes decoded off the event loop at once (bodies over 256 KiB are); past it "
+     "503; at least --max-body-bytes"},
 };
 static const bd_cli_cmd_t serve_cmd = {
     .usage = "usage: batchd serve --model-repository DIR [flags]\n",
@@ -154,6 +159,13 @@ int bd_cli_serve(int argc, char **argv)
                 so.model_control);
         return 2;
     }
+    if (so.max_decode_bytes < so.max_body_bytes) {
+        fprintf(stderr,
+                "batchd serve: --max-decode-bytes (%lld) must be at least --max-body-bytes "
+                "(%lld), or the largest bodies could never be decoded\n",
+                (long long)so.max_decode_bytes, (long long)so.max_body_bytes);
+        return 2;
+    }
     int level = parse_level(so.log_level);
     if (level < 0) {
         fprintf(stderr, "batchd serve: --log-level must be debug, info, warn or error\n");
@@ -196,6 +208,7 @@ int bd_cli_serve(int argc, char **argv)
                                     .model_control = (bd_model_control_t)control,
                                     .max_connections = max_conns,
                                     .max_header_bytes = (size_t)so.max_header_bytes},
+                           .max_decode_bytes = (size_t)so.max_decode_bytes,
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};
     server = bd_server_new(repo, metrics, mailbox, &sv, &err);

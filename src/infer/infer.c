@@ -12,6 +12,7 @@
  * Threads: the owner thread, except on_sched_done (any thread; touches only the mailbox). */
 #include "infer/infer.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,30 +25,73 @@
 struct bd_infer {
     bd_repo_t *repo;
     bd_mailbox_t *mailbox;
-    size_t inflight;
+    bd_infer_opts_t opts;
+    size_t inflight;       /* owner thread */
+    size_t decoding_bytes; /* owner thread: bodies handed to the decode thread, not back */
+    /* the decode thread */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bd_list_t queue; /* bd_call_t.qlink, under mu */
+    bool stop;       /* under mu */
 };
 
 struct bd_call {
-    bd_mail_t mail; /* posted once, by the scheduler's completion */
+    bd_mail_t mail; /* posted by the decode thread, then by the scheduler's completion */
     bd_infer_t *inf;
-    bd_model_t *model; /* referenced until bd_call_free */
+    bd_model_t *model; /* referenced while set; released by bd_call_free */
     bd_req_t *req;     /* owns this call (it lives in req's arena) */
     bd_call_done_cb done;
     void *user; /* user_size bytes in the arena, or NULL */
+    /* The route, kept (in the arena) for a decode that finishes later. */
+    bd_protocol_t protocol;
+    bool body_names_model;
+    const char *rmodel, *rversion; /* NULL / "" when the route names none */
+    size_t rmodel_len, rversion_len;
+    size_t header_len;
+    bool decoding;  /* on the decode thread: the owner touches nothing but these flags */
+    bool cancelled; /* the client left while it was decoding */
+    bd_list_t qlink;
+    char assigned_id[64]; /* bd_call_set_id: used when the request has no id */
 };
 
-bd_infer_t *bd_infer_new(bd_repo_t *repo, bd_mailbox_t *mailbox)
+static void *decode_main(void *arg);
+
+bd_infer_t *bd_infer_new(bd_repo_t *repo, bd_mailbox_t *mailbox, const bd_infer_opts_t *opts)
 {
     bd_infer_t *inf = calloc(1, sizeof *inf);
-    if (inf) {
-        inf->repo = repo;
-        inf->mailbox = mailbox;
+    if (!inf) {
+        return NULL;
     }
+    inf->repo = repo;
+    inf->mailbox = mailbox;
+    inf->opts = *opts;
+    bd_list_init(&inf->queue);
+    pthread_mutex_init(&inf->mu, NULL);
+    pthread_cond_init(&inf->cv, NULL);
+    if (pthread_create(&inf->thread, NULL, decode_main, inf) != 0) {
+        bd_infer_free(inf);
+        return NULL;
+    }
+    inf->thread_started = true;
     return inf;
 }
 
 void bd_infer_free(bd_infer_t *inf)
 {
+    if (!inf) {
+        return;
+    }
+    if (inf->thread_started) {
+        pthread_mutex_lock(&inf->mu);
+        inf->stop = true;
+        pthread_cond_signal(&inf->cv);
+        pthread_mutex_unlock(&inf->mu);
+        pthread_join(inf->thread, NULL);
+    }
+    pthread_cond_destroy(&inf->cv);
+    pthread_mutex_destroy(&inf->mu);
     free(inf);
 }
 
@@ -121,45 +165,51 @@ static bool names_equal(const char *a, size_t a_len, const char *b)
     return strlen(b) == a_len && memcmp(a, b, a_len) == 0;
 }
 
-/* The model named by the route and/or the decoded request. */
-static int resolve_model(bd_infer_t *inf, const bd_infer_args_t *a, const bd_infer_req_t *in,
-                         bd_model_t **m, bd_err_t *err)
+/* The model for a decoded request: the route's (found again now: a decode off the loop may
+ * have taken a while, and a reload may have swapped the version in between) and/or the one
+ * the request names. On success *m is referenced. */
+static int resolve_model(bd_infer_t *inf, bd_call_t *c, bd_model_t **m, bd_err_t *err)
 {
-    if (!a->body_names_model) {
-        return 0; /* found from the route before decoding */
+    const bd_infer_req_t *in = &c->req->in;
+    int rc;
+    *m = NULL;
+    if (c->rmodel) {
+        rc =
+            bd_repo_find(inf->repo, c->rmodel, c->rmodel_len, c->rversion, c->rversion_len, m, err);
+        if (rc == 0) {
+            rc = check_ready(*m, err);
+        }
+        if (rc == 0 && c->body_names_model) {
+            if (in->model_name && !names_equal(c->rmodel, c->rmodel_len, in->model_name)) {
+                rc = bd_err_set(
+                    err, BD_EINVAL, "\"model_name\" is '%.64s' but this stream serves model '%.*s'",
+                    in->model_name, (int)(c->rmodel_len > 64 ? 64 : c->rmodel_len), c->rmodel);
+            } else if (in->model_version && c->rversion_len &&
+                       !names_equal(c->rversion, c->rversion_len, in->model_version)) {
+                rc =
+                    bd_err_set(err, BD_EINVAL,
+                               "\"model_version\" is '%.24s' but this stream serves version '%.*s'",
+                               in->model_version,
+                               (int)(c->rversion_len > 24 ? 24 : c->rversion_len), c->rversion);
+            } else if (in->model_version && !c->rversion_len &&
+                       strcmp(in->model_version, bd_model_version(*m)) != 0) {
+                /* The path named no version: the request may pick one of the model. */
+                rc = find_ready(inf, c->rmodel, c->rmodel_len, in->model_version,
+                                strlen(in->model_version), m, err);
+            }
+        }
+    } else if (!in->model_name || !*in->model_name) {
+        rc = bd_err_set(err, BD_EINVAL,
+                        "the request does not name its model: set \"model_name\" (or use "
+                        "/v2/models/{model}/stream)");
+    } else {
+        const char *v = in->model_version ? in->model_version : "";
+        rc = find_ready(inf, in->model_name, strlen(in->model_name), v, strlen(v), m, err);
     }
-    if (*m) {
-        int rc = check_ready(*m, err); /* after decoding, so the error carries the id */
-        if (rc != 0) {
-            return rc;
-        }
-        if (in->model_name && !names_equal(a->model, a->model_len, in->model_name)) {
-            return bd_err_set(
-                err, BD_EINVAL, "\"model_name\" is '%.64s' but this stream serves model '%.*s'",
-                in->model_name, (int)(a->model_len > 64 ? 64 : a->model_len), a->model);
-        }
-        if (in->model_version && a->version_len &&
-            !names_equal(a->version, a->version_len, in->model_version)) {
-            return bd_err_set(err, BD_EINVAL,
-                              "\"model_version\" is '%.24s' but this stream serves version '%.*s'",
-                              in->model_version, (int)(a->version_len > 24 ? 24 : a->version_len),
-                              a->version);
-        }
-        if (in->model_version && !a->version_len &&
-            strcmp(in->model_version, bd_model_version(*m)) != 0) {
-            /* The path named no version: the request may pick one of the model. */
-            return find_ready(inf, a->model, a->model_len, in->model_version,
-                              strlen(in->model_version), m, err);
-        }
-        return 0;
+    if (rc == 0) {
+        bd_model_ref(*m);
     }
-    if (!in->model_name || !*in->model_name) {
-        return bd_err_set(err, BD_EINVAL,
-                          "the request does not name its model: set \"model_name\" (or use "
-                          "/v2/models/{model}/stream)");
-    }
-    const char *v = in->model_version ? in->model_version : "";
-    return find_ready(inf, in->model_name, strlen(in->model_name), v, strlen(v), m, err);
+    return rc;
 }
 
 static void copy_err_id(const bd_infer_args_t *a, const char *id)
@@ -168,6 +218,100 @@ static void copy_err_id(const bd_infer_args_t *a, const char *id)
         snprintf(a->err_id, a->err_id_cap, "%s", id ? id : "");
     }
 }
+
+/* Swap the call's model reference for `m` (referenced or NULL). */
+static void hold_model(bd_call_t *c, bd_model_t *m)
+{
+    if (c->model) {
+        bd_model_unref(c->model);
+    }
+    c->model = m;
+}
+
+/* A decoded request (c->req->in filled, status 0): resolve its model and queue it. On
+ * failure returns the code with err set; the call is then not queued. Owner thread. */
+static int submit(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
+{
+    bd_req_t *r = c->req;
+    bd_model_t *m = NULL;
+    int rc = resolve_model(inf, c, &m, err);
+    if (rc != 0) {
+        if (rc == BD_EINVAL && c->model) {
+            bd_metrics_request(bd_model_metrics(c->model), c->protocol, BD_OUTCOME_INVALID);
+        }
+        return rc;
+    }
+    hold_model(c, m);
+    c->mail.cb = on_mail;
+    r->done = on_sched_done;
+    r->done_ctx = c;
+    r->protocol = c->protocol;
+    return bd_sched_submit(bd_model_sched(m), r, err);
+}
+
+/* ---- the decode thread ------------------------------------------------------------------ */
+
+/* Large bodies are decoded here, so one big JSON body never stalls the loop. */
+static void *decode_main(void *arg)
+{
+    bd_infer_t *inf = arg;
+    pthread_mutex_lock(&inf->mu);
+    for (;;) {
+        while (bd_list_empty(&inf->queue) && !inf->stop) {
+            pthread_cond_wait(&inf->cv, &inf->mu);
+        }
+        if (bd_list_empty(&inf->queue)) {
+            break; /* stopping, and nothing is left */
+        }
+        bd_list_t *n = bd_list_first(&inf->queue);
+        bd_list_unlink(n);
+        pthread_mutex_unlock(&inf->mu);
+        bd_call_t *c = BD_CONTAINER_OF(n, bd_call_t, qlink);
+        bd_req_t *r = c->req;
+        bd_decode_limits_t limits = {0};
+        r->status = bd_infer_decode(r->body, r->body_len, c->header_len, &r->arena, &limits, &r->in,
+                                    &r->err);
+        bd_mailbox_post(inf->mailbox, &c->mail);
+        pthread_mutex_lock(&inf->mu);
+    }
+    pthread_mutex_unlock(&inf->mu);
+    return NULL;
+}
+
+/* A decode came back (owner thread): queue the request, or finish the call with the error. */
+static void on_decoded(bd_mail_t *mail)
+{
+    bd_call_t *c = BD_CONTAINER_OF(mail, bd_call_t, mail);
+    bd_infer_t *inf = c->inf;
+    bd_req_t *r = c->req;
+    c->decoding = false;
+    inf->decoding_bytes -= r->body_len;
+    bd_model_metrics_t *mm = c->model ? bd_model_metrics(c->model) : NULL;
+    bd_err_t err = {0};
+    int rc = r->status;
+    if (rc != 0) {
+        err = r->err;
+        if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
+            bd_metrics_request(mm, c->protocol, BD_OUTCOME_INVALID);
+        }
+    } else if (c->cancelled) {
+        bd_model_t *m = NULL;
+        if (resolve_model(inf, c, &m, NULL) == 0) {
+            hold_model(c, m); /* the model it was for counts the cancel */
+            mm = bd_model_metrics(m);
+        }
+        rc = bd_err_set(&err, BD_ECANCELLED, "the request was cancelled while it was decoded");
+        bd_metrics_request(mm, c->protocol, BD_OUTCOME_CANCELLED);
+    } else if ((rc = submit(inf, c, &err)) == 0) {
+        return; /* queued: the scheduler's completion comes through the mailbox later */
+    }
+    r->status = rc;
+    r->err = err;
+    inf->inflight--;
+    c->done(c);
+}
+
+/* ---- start ------------------------------------------------------------------------------ */
 
 int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb done, bd_call_t **out,
                    bd_err_t *err)
@@ -197,17 +341,32 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
         return bd_err_set(err, a->framing_err->code, "%s", a->framing_err->msg);
     }
-    /* Decoded JSON data can take up to 8 bytes per 2 body bytes; bound the arena by that. */
     size_t len = a->len;
+    bool offload = len > inf->opts.offload_bytes;
+    if (offload && inf->decoding_bytes + len > inf->opts.max_decode_bytes) {
+        bd_metrics_request(mm, a->protocol, BD_OUTCOME_REJECTED);
+        return bd_err_set(err, BD_EFULL,
+                          "the server is decoding %zu bytes of request bodies already; a body of "
+                          "%zu bytes would pass the limit of %zu (--max-decode-bytes)",
+                          inf->decoding_bytes, len, inf->opts.max_decode_bytes);
+    }
+    /* Decoded JSON data can take up to 8 bytes per 2 body bytes; bound the arena by that. */
     size_t limit = len < (SIZE_MAX - (1u << 20)) / 8 ? len * 8 + (1u << 20) : SIZE_MAX;
     bd_req_t *r = bd_req_new(limit);
     bd_call_t *c = r ? bd_arena_calloc(&r->arena, 1, sizeof *c) : NULL;
     if (c && a->user_size && !(c->user = bd_arena_calloc(&r->arena, 1, a->user_size))) {
         c = NULL;
     }
+    if (c && a->model &&
+        (!(c->rmodel = bd_arena_strndup(&r->arena, a->model, a->model_len)) ||
+         !(c->rversion =
+               bd_arena_strndup(&r->arena, a->version ? a->version : "", a->version_len)))) {
+        c = NULL;
+    }
     const char *body = a->body;
-    if (c && a->header_len < len) {
-        /* Binary tensors point into the body, which must outlive the front end's buffer. */
+    if (c && (offload || a->header_len < len)) {
+        /* Binary tensors point into the body, and a decode off the loop reads it later: it
+         * must outlive the front end's buffer. */
         r->body = malloc(len);
         if (r->body) {
             memcpy(r->body, a->body, len);
@@ -215,38 +374,47 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
             body = r->body;
         }
     }
-    if (!c || (a->header_len < len && !r->body)) {
+    if (!c || ((offload || a->header_len < len) && !r->body)) {
         bd_req_free(r);
         return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+    }
+    c->inf = inf;
+    c->req = r;
+    c->done = done;
+    c->protocol = a->protocol;
+    c->body_names_model = a->body_names_model;
+    c->rmodel_len = a->model ? a->model_len : 0;
+    c->rversion_len = a->model ? a->version_len : 0;
+    c->header_len = a->header_len;
+    if (offload) {
+        if (m) {
+            bd_model_ref(m); /* for the metrics of a decode that fails */
+            c->model = m;
+        }
+        c->decoding = true;
+        c->mail.cb = on_decoded;
+        inf->decoding_bytes += len;
+        inf->inflight++;
+        pthread_mutex_lock(&inf->mu);
+        bd_list_push_back(&inf->queue, &c->qlink);
+        pthread_cond_signal(&inf->cv);
+        pthread_mutex_unlock(&inf->mu);
+        *out = c;
+        return 0;
     }
     bd_decode_limits_t limits = {0};
     rc = bd_infer_decode(body, len, a->header_len, &r->arena, &limits, &r->in, err);
     copy_err_id(a, r->in.id);
     if (rc == 0) {
-        rc = resolve_model(inf, a, &r->in, &m, err);
-        mm = m ? bd_model_metrics(m) : NULL;
+        c->model = m ? (bd_model_ref(m), m) : NULL; /* attributes a model mismatch */
+        rc = submit(inf, c, err);
+    } else if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
+        bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
     }
     if (rc != 0) {
-        if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
-            bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
-        }
-        bd_req_free(r);
+        bd_call_free(c);
         return rc;
     }
-    c->inf = inf;
-    c->model = m;
-    c->req = r;
-    c->done = done;
-    c->mail.cb = on_mail;
-    r->done = on_sched_done;
-    r->done_ctx = c;
-    r->protocol = a->protocol;
-    rc = bd_sched_submit(bd_model_sched(m), r, err);
-    if (rc != 0) {
-        bd_req_free(r);
-        return rc;
-    }
-    bd_model_ref(m);
     inf->inflight++;
     *out = c;
     return 0;
@@ -261,6 +429,10 @@ void *bd_call_user(bd_call_t *call)
 
 void bd_call_cancel(bd_call_t *call)
 {
+    if (call->decoding) {
+        call->cancelled = true; /* on_decoded finishes it instead of queueing it */
+        return;
+    }
     int rc = bd_sched_cancel(bd_model_sched(call->model), call->req);
     BD_DEBUG("infer", "client_gone model=%s cancelled=%s", bd_model_name(call->model),
              rc == 0 ? "yes" : "no (running)");
@@ -276,17 +448,14 @@ int bd_call_status(const bd_call_t *call, const char **msg)
 
 const char *bd_call_id(const bd_call_t *call)
 {
-    return call->req->in.id;
+    /* While it decodes, the request is the decode thread's: its own id is not known yet. */
+    const char *id = call->decoding ? NULL : call->req->in.id;
+    return id ? id : call->assigned_id[0] ? call->assigned_id : NULL;
 }
 
-int bd_call_set_id(bd_call_t *call, const char *id)
+void bd_call_set_id(bd_call_t *call, const char *id)
 {
-    char *copy = bd_arena_strndup(&call->req->arena, id, strlen(id));
-    if (!copy) {
-        return BD_ENOMEM;
-    }
-    call->req->in.id = copy;
-    return 0;
+    snprintf(call->assigned_id, sizeof call->assigned_id, "%s", id);
 }
 
 int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err)
@@ -316,8 +485,8 @@ int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t 
             return bd_err_set(err, BD_EINVAL, "a requested output is not produced by the model");
         }
     }
-    if (bd_infer_encode(out, bd_model_name(call->model), bd_model_version(call->model), in->id, enc,
-                        n, header_len) != 0 ||
+    if (bd_infer_encode(out, bd_model_name(call->model), bd_model_version(call->model),
+                        bd_call_id(call), enc, n, header_len) != 0 ||
         out->failed) {
         return bd_err_set(err, BD_ENOMEM, "out of memory while writing the reply");
     }
@@ -329,6 +498,8 @@ void bd_call_free(bd_call_t *call)
     if (!call) {
         return;
     }
-    bd_model_unref(call->model);
+    if (call->model) {
+        bd_model_unref(call->model);
+    }
     bd_req_free(call->req); /* frees the call too: it lives in the request's arena */
 }

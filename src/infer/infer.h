@@ -27,10 +27,20 @@ typedef struct bd_call bd_call_t;
  * (possibly after encoding it). */
 typedef void (*bd_call_done_cb)(bd_call_t *call);
 
-/* Borrows repo and mailbox (the owner thread's), which must outlive it. NULL when out of
- * memory. */
-bd_infer_t *bd_infer_new(bd_repo_t *repo, bd_mailbox_t *mailbox);
-/* Every call must have been handed back (done ran) and freed before. */
+typedef struct {
+    /* Bodies larger than this are decoded on the infer layer's decode thread, not on the
+     * owner's loop, so one large JSON body never stalls the other clients. */
+    size_t offload_bytes;
+    /* Bytes of bodies being decoded off the loop at once; a body past it is refused
+     * (BD_EFULL, 503) rather than queued, which bounds the memory decoding takes. */
+    size_t max_decode_bytes;
+} bd_infer_opts_t;
+
+/* Borrows repo and mailbox (the owner thread's), which must outlive it; starts the decode
+ * thread. NULL when out of memory or the thread cannot start. */
+bd_infer_t *bd_infer_new(bd_repo_t *repo, bd_mailbox_t *mailbox, const bd_infer_opts_t *opts);
+/* Every call must have been handed back (done ran) and freed before. Joins the decode
+ * thread. */
 void bd_infer_free(bd_infer_t *inf);
 /* Calls started and whose done callback has not run yet. */
 size_t bd_infer_inflight(const bd_infer_t *inf);
@@ -66,7 +76,9 @@ typedef struct {
 /* Start one request. On success returns 0 and *out: the call is owned by the infer layer
  * until `done` runs (exactly once, on the owner thread). On failure returns the code (never
  * calls done) with one sentence in err: BD_ENOTFOUND, BD_EUNAVAIL (not ready, circuit
- * breaker open), BD_EINVAL/BD_ETOOBIG (bad request), BD_EFULL, BD_ESHUTDOWN, BD_ENOMEM. */
+ * breaker open), BD_EINVAL/BD_ETOOBIG (bad request), BD_EFULL (queue full, or too many body
+ * bytes decoding), BD_ESHUTDOWN, BD_ENOMEM. A body over opts.offload_bytes is decoded off the
+ * loop: its decode and model errors then arrive through `done` (bd_call_status) instead. */
 int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb done, bd_call_t **out,
                    bd_err_t *err);
 
@@ -82,10 +94,11 @@ void bd_call_cancel(bd_call_t *call);
 
 /* 0, or the error code; *msg (may be NULL) gets the reason. After done. */
 int bd_call_status(const bd_call_t *call, const char **msg);
-/* The request's "id", or NULL when it had none. */
+/* The request's "id"; else the one bd_call_set_id gave; else NULL. Before done, a request
+ * decoding off the loop has no id of its own yet. */
 const char *bd_call_id(const bd_call_t *call);
-/* Give the request an id (copied) when it had none, so the reply carries it. BD_ENOMEM. */
-int bd_call_set_id(bd_call_t *call, const char *id);
+/* An id (copied, at most 63 bytes) that the reply carries when the request has none. */
+void bd_call_set_id(bd_call_t *call, const char *id);
 /* Append the reply of a successful call to `out`: the KServe v2 response JSON, then the
  * binary outputs' bytes when the request asked for any; *header_len is the JSON part's length
  * (== the appended length when everything is JSON). Returns 0, BD_ENOMEM, or the call's own

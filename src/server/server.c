@@ -82,7 +82,9 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     s->repo = repo;
     s->mailbox = mailbox;
     s->loop = h2o_evloop_create();
-    s->infer = bd_infer_new(repo, mailbox);
+    bd_infer_opts_t io = {.offload_bytes = BD_SERVER_OFFLOAD_BYTES,
+                          .max_decode_bytes = opts->max_decode_bytes};
+    s->infer = bd_infer_new(repo, mailbox, &io);
     bd_stream_opts_t so = {.max_inflight = opts->ws_max_inflight,
                            .idle_timeout_us = opts->ws_idle_timeout_us,
                            .max_message_bytes = opts->http.max_body_bytes};

@@ -23,8 +23,12 @@
 
 typedef struct bd_server bd_server_t;
 
+/* Request bodies larger than this are decoded off the loop (infer's decode thread). */
+#define BD_SERVER_OFFLOAD_BYTES (256u * 1024)
+
 typedef struct {
     bd_http_opts_t http;
+    size_t max_decode_bytes;     /* body bytes decoding off the loop at once; past it 503 */
     size_t ws_max_inflight;      /* requests in flight per WebSocket before it stops reading */
     uint64_t ws_idle_timeout_us; /* a WebSocket with no frames this long is closed (1000) */
 } bd_server_opts_t;

@@ -26,10 +26,12 @@ typedef struct {
     bd_repo_t *repo;
     bd_infer_t *inf;
     pthread_t owner;
-    int done;             /* callbacks that ran */
-    int off_owner;        /* callbacks that ran on another thread */
-    int status[8];        /* by the call's user tag */
-    char encoded[8][256]; /* bd_call_encode's JSON by tag, for successes */
+    int done;                     /* callbacks that ran */
+    int off_owner;                /* callbacks that ran on another thread */
+    int status[8];                /* by the call's user tag */
+    char encoded[8][256];         /* bd_call_encode's JSON by tag, for successes */
+    char msgs[8][BD_ERR_MSG_MAX]; /* bd_call_status's message by tag */
+    char ids[8][64];              /* bd_call_id by tag */
 } fixture_t;
 
 typedef struct {
@@ -68,7 +70,8 @@ static int setup(void **state)
     bd_err_t err = {0};
     f->repo = bd_repo_open(f->dir, &ro, &err);
     assert_non_null(f->repo);
-    f->inf = bd_infer_new(f->repo, f->mb);
+    bd_infer_opts_t io = {.offload_bytes = SIZE_MAX, .max_decode_bytes = SIZE_MAX};
+    f->inf = bd_infer_new(f->repo, f->mb, &io);
     assert_non_null(f->inf);
     f->owner = pthread_self();
     *state = f;
@@ -95,7 +98,10 @@ static void on_done(bd_call_t *call)
     fixture_t *f = u->f;
     f->done++;
     f->off_owner += !pthread_equal(pthread_self(), f->owner);
-    f->status[u->tag] = bd_call_status(call, NULL);
+    const char *msg = NULL;
+    f->status[u->tag] = bd_call_status(call, &msg);
+    snprintf(f->msgs[u->tag], sizeof f->msgs[u->tag], "%s", msg);
+    snprintf(f->ids[u->tag], sizeof f->ids[u->tag], "%s", bd_call_id(call) ? bd_call_id(call) : "");
     if (f->status[u->tag] == 0) {
         bd_buf_t b;
         bd_buf_init(&b);
@@ -240,6 +246,52 @@ static void test_start_errors_name_the_problem_and_keep_the_id(void **state)
     assert_int_equal(f->done, 0);
 }
 
+/* Bodies over opts.offload_bytes decode on the decode thread: their decode errors come back
+ * through done (with the request's id), a cancel while decoding never queues the request,
+ * and past max_decode_bytes a start is refused at once. */
+static void test_large_bodies_decode_off_the_loop(void **state)
+{
+    fixture_t *f = *state;
+    bd_infer_free(f->inf);
+    bd_infer_opts_t io = {.offload_bytes = 0, .max_decode_bytes = 1000};
+    f->inf = bd_infer_new(f->repo, f->mb, &io);
+    assert_non_null(f->inf);
+    bd_err_t err = {0};
+    bd_call_t *ok = NULL, *bad = NULL, *gone = NULL, *refused = NULL;
+    assert_int_equal(start(f, 0, NULL, REQ(",\"id\":\"big\""), &ok, &err, NULL), 0);
+    assert_int_equal(start(f, 1, "slow",
+                           "{\"id\":\"b1\",\"inputs\":[{\"name\":\"IN\",\"datatype\":"
+                           "\"FP32\",\"shape\":[1,2],\"data\":[1,2,3]}]}",
+                           &bad, &err, NULL),
+                     0); /* its error comes later, through done */
+    assert_int_equal(start(f, 2, NULL, REQ(",\"id\":\"c\""), &gone, &err, NULL), 0);
+    bd_call_cancel(gone);
+    /* Three bodies of about 100 bytes are decoding; a long one would pass 1000. */
+    char big[1200];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memcpy(big, "{\"id\":\"x\"}", 10);
+    assert_int_equal(start(f, 3, NULL, big, &refused, &err, NULL), BD_EFULL);
+    assert_non_null(strstr(err.msg, "--max-decode-bytes"));
+    assert_int_equal(bd_infer_inflight(f->inf), 3);
+    drain_until(f, 3);
+    assert_int_equal(f->off_owner, 0);
+    assert_int_equal(f->status[0], 0);
+    assert_non_null(strstr(f->encoded[0], "\"id\":\"big\""));
+    assert_int_equal(f->status[1], BD_EINVAL);
+    assert_string_equal(f->ids[1], "b1");
+    assert_string_equal(f->msgs[1], "input 'IN': expected 2 values for shape [1,2], got 3");
+    assert_int_equal(f->status[2], BD_ECANCELLED);
+    bd_model_t *m = NULL;
+    assert_int_equal(bd_repo_find(f->repo, "slow", 4, NULL, 0, &m, NULL), 0);
+    bd_model_metrics_t *mm = bd_model_metrics(m);
+    assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_WEBSOCKET, BD_OUTCOME_SUCCESS), 1);
+    assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_WEBSOCKET, BD_OUTCOME_INVALID), 1);
+    assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_WEBSOCKET, BD_OUTCOME_CANCELLED), 1);
+    assert_int_equal(bd_metrics_get_executions(mm), 1); /* the cancelled one never ran */
+    assert_int_equal(bd_infer_inflight(f->inf), 0);
+}
+
 /* ---- the mailbox itself: many producers, one owner ----------------------------------- */
 
 #define PRODUCERS 4
@@ -326,6 +378,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_errors_name_the_problem_and_keep_the_id, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_large_bodies_decode_off_the_loop, setup, teardown),
         cmocka_unit_test(test_mailbox_many_producers_in_order_on_the_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
