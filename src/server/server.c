@@ -147,6 +147,11 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
     return 0;
 }
 
+void bd_server_poll(bd_server_t *s, int timeout_ms)
+{
+    h2o_evloop_run(s->loop, timeout_ms);
+}
+
 static void close_watch(h2o_socket_t *sock)
 {
     if (sock) {

@@ -44,5 +44,8 @@ int bd_server_port(const bd_server_t *s);
  * every thread; they are read through a signalfd), then drain as above and return 0. */
 int bd_server_run(bd_server_t *s, const sigset_t *stop_signals);
 void bd_server_free(bd_server_t *s);
+/* Run the loop once, waiting at most timeout_ms for an event: for harnesses (the HTTP fuzz
+ * target) that drive the server without signals. Not with bd_server_run. */
+void bd_server_poll(bd_server_t *s, int timeout_ms);
 
 #endif

@@ -4,6 +4,8 @@
 #   decode  bd_infer_decode / bd_infer_encode (fuzz_decode.c; seeds in tests/fuzz/corpus)
 #   config  bd_config_parse, a model's config.json (fuzz_config.c; seeds written below)
 #   ws      the WebSocket byte checks of src/stream/frames.c (fuzz_ws.c; seeds in corpus-ws)
+#   http    the whole server on a loopback port: raw bytes on a connection (fuzz_http.c; seeds
+#           in corpus-http)
 #
 # Seconds 0: only replay the seeds and the saved corpus (-runs=0), as `make test` does.
 #
@@ -17,7 +19,7 @@
 set -eu
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-decode config ws}
+targets=${*:-decode config ws http}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${BD_FUZZ_OUT:-$root/build-fuzz}
 mkdir -p "$out"
@@ -75,6 +77,26 @@ write_decode_dict() {
 "true"
 "false"
 "null"
+DICT
+}
+
+# HTTP/1.1 and WebSocket handshake tokens for the whole-server target.
+write_http_dict() {
+    cat > "$out/http.dict" <<'DICT'
+"\x0d\x0a"
+"\x0d\x0a\x0d\x0a"
+"Host: x"
+"Content-Length: "
+"Transfer-Encoding: chunked"
+"Connection: close"
+"Inference-Header-Content-Length: "
+"POST /v2/models/m/infer HTTP/1.1"
+"GET /v2/stream HTTP/1.1"
+"Upgrade: websocket"
+"Connection: Upgrade"
+"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+"Sec-WebSocket-Version: 13"
+"\"binary_data_size\""
 DICT
 }
 
@@ -198,6 +220,18 @@ for t in $targets; do
         seeds="$out/seeds/config"
         maxlen=16384
         ;;
+    http)
+        s="$root/src"
+        build http -DH2O_USE_LIBUV=0 "$s/core/mailbox.c" "$s/tensor/codec.c" \
+            "$s/tensor/tensor.c" "$s/metrics/metrics.c" "$s/backend/backend.c" \
+            "$s/backend/sim.c" "$s/backend/ort.c" "$s/sched/sched.c" "$s/sched/autodelay.c" \
+            "$s/repo/repo.c" "$s/repo/config.c" "$s/infer/infer.c" "$s/stream/stream.c" \
+            "$s/stream/frames.c" "$s/http/http.c" "$s/server/server.c" \
+            $(pkg-config --cflags --libs libh2o-evloop) -lssl -lcrypto -lwslay
+        write_http_dict
+        seeds="$root/tests/fuzz/corpus-http"
+        maxlen=8192
+        ;;
     ws)
         build ws "$root/src/stream/frames.c"
         printf '"\\x81"\n"\\x88"\n"\\x89"\n"\\x8a"\n"\\xfe"\n"\\xff"\n' > "$out/ws.dict"
@@ -205,7 +239,7 @@ for t in $targets; do
         maxlen=4096
         ;;
     *)
-        echo "fuzz: unknown target '$t'; expected decode, config or ws" >&2
+        echo "fuzz: unknown target '$t'; expected decode, config, ws or http" >&2
         exit 2
         ;;
     esac

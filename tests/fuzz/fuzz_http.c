@@ -1,0 +1,133 @@
+/* fuzz_http: the whole HTTP request path on arbitrary bytes: h2o's HTTP/1 parser, our head
+ * checks (framing, sizes), routing, the KServe handlers, the infer layer and the WebSocket
+ * upgrade, with a real server on a loopback port serving one sim model.
+ *
+ * Each input is written on a new connection (then the write side is shut), and the server's
+ * loop runs until it closes the connection or a few hundred milliseconds of loop turns pass.
+ * ASan/UBSan catch memory errors; the server must also still answer a health check after each
+ * input, so a wedged loop fails too. The server lives for the whole fuzzing run. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/server.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bd_server_t *srv;
+static int port;
+
+static void start(void)
+{
+    char dir[] = "/tmp/bd_fuzz_http_XXXXXX";
+    if (!mkdtemp(dir)) {
+        abort();
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/m", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/m/1", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/m/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        abort();
+    }
+    fputs("{\"backend\":\"sim\",\"max_batch_size\":4,"
+          "\"inputs\":[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"dims\":[2]}],"
+          "\"outputs\":[{\"name\":\"OUTPUT0\",\"datatype\":\"FP32\",\"dims\":[2]}]}",
+          f);
+    fclose(f);
+    signal(SIGPIPE, SIG_IGN);
+    /* Connections the server has not seen close yet hold descriptors: as `batchd serve` does,
+     * take the hard limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    bd_log_set_level(BD_LOG_ERROR);
+    bd_err_t err = {0};
+    bd_metrics_t *metrics = bd_metrics_new();
+    bd_mailbox_t *mb = bd_mailbox_new(&err);
+    bd_repo_opts_t ro = {.metrics = metrics, .mailbox = mb};
+    bd_repo_t *repo = bd_repo_open(dir, &ro, &err);
+    bd_server_opts_t so = {.http = {.host = "127.0.0.1",
+                                    .port = 0,
+                                    .max_body_bytes = 65536,
+                                    .model_control = BD_MODEL_CONTROL_EXPLICIT,
+                                    .max_header_bytes = 4096},
+                           .max_decode_bytes = 1 << 20,
+                           .ws_max_inflight = 8,
+                           .ws_idle_timeout_us = 1000000};
+    srv = repo ? bd_server_new(repo, metrics, mb, &so, &err) : NULL;
+    if (!srv) {
+        fprintf(stderr, "fuzz_http: %s\n", err.msg);
+        abort();
+    }
+    port = bd_server_port(srv);
+}
+
+/* Send `data` on a new connection; run the loop until the server closes it or ~turns pass.
+ * Returns what the server wrote (up to cap bytes). */
+static size_t exchange(const uint8_t *data, size_t size, char *out, size_t cap, int turns)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        abort();
+    }
+    size_t off = 0, got = 0;
+    bool eof = false;
+    for (int t = 0; t < turns && !eof; t++) {
+        bd_server_poll(srv, 1);
+        if (off < size) {
+            ssize_t n = send(fd, data + off, size - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            off += n > 0 ? (size_t)n : 0;
+            if (off == size) {
+                shutdown(fd, SHUT_WR);
+            }
+        }
+        char buf[4096];
+        ssize_t n;
+        while ((n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+            size_t k = (size_t)n < cap - got ? (size_t)n : cap - got;
+            memcpy(out + got, buf, k);
+            got += k;
+        }
+        eof = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+    close(fd);
+    bd_server_poll(srv, 0); /* let the server see the close */
+    return got;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!srv) {
+        start();
+    }
+    char out[8192];
+    exchange(data, size, out, sizeof out, 200);
+    static const char health[] = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+                                 "Connection: close\r\n\r\n";
+    size_t n = exchange((const uint8_t *)health, sizeof health - 1, out, sizeof out - 1, 2000);
+    out[n] = '\0';
+    if (strncmp(out, "HTTP/1.1 200 ", 13) != 0) {
+        fprintf(stderr,
+                "fuzz_http: the server stopped answering health checks (got %zu bytes: %.200s)\n",
+                n, out);
+        abort();
+    }
+    return 0;
+}
