@@ -415,7 +415,9 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         }
         p->binary = binary;
         p->len = arg->msg_length;
-        memcpy(p->data, data, arg->msg_length);
+        if (arg->msg_length > 0) { /* an empty message has no data pointer */
+            memcpy(p->data, data, arg->msg_length);
+        }
         bd_list_push_back(&c->parked, &p->link);
         c->n_parked++;
         return;

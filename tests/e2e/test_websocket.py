@@ -1365,3 +1365,26 @@ def test_two_hundred_sockets_at_once(srv):
     assert req_total(m, "many", "websocket", "success") == n_sock * per
     execs = model_metric(m, "batchd_inference_executions_total", "many")
     assert execs < n_sock * per, "600 concurrent requests never shared an execution"
+
+
+def test_empty_message_taken_past_the_cap_is_answered(tight):
+    """Found by fuzz_http: messages wslay had already read when the in-flight cap was reached
+    are kept aside; an empty one (no data at all) crashed that path under UBSan. Five
+    requests and an empty text message arrive in one write on a socket capped at 4."""
+    ws = RawWS(tight.port, "/v2/models/hold/stream")
+    try:
+        frames = b"".join(
+            frame(OP_TEXT, json.dumps({"id": "h%d" % i, "inputs": [
+                tensor("INPUT0", "INT32", [1, 1], [i])]}).encode()) for i in range(5))
+        ws.send(frames + frame(OP_TEXT, b""))
+        got = {}
+        for _ in range(6):
+            r = json.loads(ws.recv_message()[1])
+            got[r["id"]] = r
+        assert sorted(k for k in got if k.startswith("h")) == ["h0", "h1", "h2", "h3", "h4"]
+        empty = [r for k, r in got.items() if not k.startswith("h")]
+        assert len(empty) == 1 and empty[0]["status"] == 400, empty
+        assert "empty" in empty[0]["error"]
+    finally:
+        ws.close()
+    tight.assert_healthy()
