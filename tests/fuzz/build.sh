@@ -250,12 +250,17 @@ for t in $targets; do
     else
         limit="-max_total_time=$secs"
     fi
-    if (cd "$out" && "./fuzz_$t" "$limit" -timeout=10 -rss_limit_mb=2048 \
+    # sh has no pipefail: the fuzzer's status travels in a file past tee.
+    { (cd "$out" && "./fuzz_$t" "$limit" -timeout=10 -rss_limit_mb=2048 \
         -max_len="$maxlen" -print_final_stats=1 -dict="$out/$t.dict" \
-        -artifact_prefix="$out/$t-" "$out/corpus/$t" "$seeds"); then
+        -artifact_prefix="$out/$t-" "$out/corpus/$t" "$seeds"); echo $? > "$out/$t.rc"; } 2>&1 |
+        tee "$out/$t.log"
+    if [ "$(cat "$out/$t.rc")" = 0 ]; then
         echo "fuzz: $t: no failure in ${secs}s"
     else
-        echo "fuzz: $t: FAILED (artifacts: $out/$t-*)" >&2
+        # CI shows a log's tail: repeat the report's first lines, which say what failed where.
+        echo "fuzz: $t: FAILED (artifacts: $out/$t-*); the report begins:" >&2
+        grep -m1 -A14 -E '^==[0-9]+==|runtime error|^fuzz_' "$out/$t.log" >&2 || true
         status=1
     fi
 done

@@ -77,16 +77,40 @@ static void start(void)
     port = bd_server_port(srv);
 }
 
-/* Send `data` on a new connection; run the loop until the server closes it or ~turns pass.
- * Returns what the server wrote (up to cap bytes). */
-static size_t exchange(const uint8_t *data, size_t size, char *out, size_t cap, int turns)
+/* A connected socket to the server. libFuzzer's -timeout watchdog is a SIGALRM timer, so a
+ * connect can return EINTR: the handshake then goes on in the kernel, and finishes when the
+ * socket turns writable. */
+static int connect_server(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    int rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&a, sizeof a);
+    if (rc != 0 && fd >= 0 && errno == EINTR) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        while ((rc = poll(&p, 1, 5000)) < 0 && errno == EINTR) {
+        }
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0) {
+            rc = 0;
+        } else {
+            errno = rc == 0 ? ETIMEDOUT : soerr ? soerr : errno;
+            rc = -1;
+        }
+    }
+    if (rc != 0) {
+        fprintf(stderr, "fuzz_http: cannot connect to the server: %s\n", strerror(errno));
         abort();
     }
+    return fd;
+}
+
+/* Send `data` on a new connection; run the loop until the server closes it or ~turns pass.
+ * Returns what the server wrote (up to cap bytes). */
+static size_t exchange(const uint8_t *data, size_t size, char *out, size_t cap, int turns)
+{
+    int fd = connect_server();
     size_t off = 0, got = 0;
     bool eof = false;
     for (int t = 0; t < turns && !eof; t++) {
