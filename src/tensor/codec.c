@@ -1,23 +1,29 @@
 /* codec.c: the KServe v2 infer request decoder and response encoder (see tensor.h).
  *
- * Decoding: the JSON header body[0..header_len) is parsed with jansson into a temporary tree,
- * which is walked once: small pieces (names, the input and output arrays) are copied into the
- * request's arena, JSON `data` is converted straight into an arena buffer of the tensor's
- * datatype, and binary inputs (Triton's extension) point into body[header_len..len). The tree
- * is freed before returning, so on success the request borrows only `body` and `arena`.
- * Request-level parameters other than binary_data_output, priority and timeout are not judged
- * here: they are copied, typed, into the arena (bd_param_t) for the backend to read.
+ * Decoding: one scan of the JSON header body[0..header_len) finds each input's "data" array
+ * and checks nesting depth; jansson then parses the header with every "data" array replaced
+ * by a short marker string, so its temporary tree holds only the request's skeleton (names,
+ * shapes, parameters), never one node per tensor value. Each "data" array is read straight
+ * from the header text into an arena buffer of the tensor's datatype; binary inputs (Triton's
+ * extension) point into body[header_len..len). The tree is freed before returning, so on
+ * success the request borrows only `body` and `arena`, and a large JSON body costs its text
+ * plus its tensors. Request-level parameters other than binary_data_output, priority and
+ * timeout are not judged here: they are copied, typed, into the arena (bd_param_t) for the
+ * backend to read.
  *
- * Two traps shape the decoder:
- * - Depth. jansson recurses once per nesting level and stops only at 2048, so a cheap scan of
- *   the header rejects nesting deeper than limits->max_depth before jansson sees it. Our own
- *   recursion over nested `data` is bounded by the shape's ndim (at most BD_MAX_DIMS).
- * - Big integers. jansson holds integers as long long and rejects larger literals outright
- *   ("too big integer"), yet UINT64 needs values up to 2^64-1 and FP tensors may be written
- *   with long integer literals. When, and only when, the first parse fails that way, the
- *   header is copied with each such literal turned into the string "\u0000<digits>" and parsed
- *   again with JSON_ALLOW_NUL; no client string can start with NUL (the copy step rejects
- *   \u0000 as the first parse would have), so the marker cannot be forged.
+ * Traps that shape the decoder:
+ * - Depth. jansson recurses once per nesting level and stops only at 2048, so the scan
+ *   rejects nesting deeper than limits->max_depth before jansson sees it, and bounds the
+ *   values the tree may hold (MAX_TREE_VALUES). Our own recursion over nested "data" is
+ *   bounded by the shape's ndim (at most BD_MAX_DIMS).
+ * - Big integers. jansson holds integers as long long and rejects larger literals outright,
+ *   yet parameters may carry them and must be answered as a wrong type, not a parse error.
+ *   The scan wraps each such literal outside "data" into the string "\u0000<digits>", and
+ *   replaces "data" arrays by "\u0000@<n>"; jansson parses with JSON_ALLOW_NUL, and the scan
+ *   rejects \u0000 in client strings, so no marker can be forged. Inside "data" integers are
+ *   read to 64 bits of magnitude (UINT64 needs up to 2^64-1).
+ * - Positions. jansson's error positions are in the edited text; they are mapped back to the
+ *   header's own line and column.
  *
  * Encoding writes JSON by hand into a bd_buf_t: no tree, numbers formatted straight into the
  * buffer in blocks. FP32 values are printed exactly as "%.9g" would, but without snprintf for
@@ -29,6 +35,7 @@
 #include <errno.h>
 #include <float.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +57,8 @@ static int shown(const char *s)
 /* A string marking an integer literal jansson cannot hold (see the file comment). */
 static bool is_bigint(const json_t *v)
 {
-    return json_is_string(v) && json_string_length(v) > 1 && json_string_value(v)[0] == '\0';
+    return json_is_string(v) && json_string_length(v) > 1 && json_string_value(v)[0] == '\0' &&
+           json_string_value(v)[1] != '@';
 }
 
 /* The value of a JSON string, or NULL when `v` is not a (real, non-marker) string. */
@@ -63,48 +71,6 @@ static const char *str_value(const json_t *v, size_t *len)
     return json_string_value(v);
 }
 
-static const char *type_word(const json_t *v)
-{
-    if (is_bigint(v)) {
-        return "a number";
-    }
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "a value";
-}
-
-/* The JSON number `v` as text for an error message. */
-static const char *num_text(const json_t *v, char *buf, size_t cap)
-{
-    if (is_bigint(v)) {
-        snprintf(buf, cap, "%.64s", json_string_value(v) + 1);
-    } else if (json_is_integer(v)) {
-        snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
-    } else {
-        /* The shorter form when it reads back the same: "1e+39", not "9.9999999999999994e+38". */
-        double d = json_real_value(v);
-        snprintf(buf, cap, "%.15g", d);
-        if (strtod(buf, NULL) != d) {
-            snprintf(buf, cap, "%.17g", d);
-        }
-    }
-    return buf;
-}
-
 /* A non-negative JSON integer that fits int64. */
 static bool get_uint(const json_t *v, int64_t *out)
 {
@@ -115,31 +81,141 @@ static bool get_uint(const json_t *v, int64_t *out)
     return true;
 }
 
-/* ---- pre-parse scans ------------------------------------------------------------------- */
+/* ---- the header scan ------------------------------------------------------------------- */
 
-/* Reject nesting deeper than max_depth without recursing. Strings are skipped (brackets in
- * them do not count); anything else malformed is left for jansson to report. */
-static int check_depth(const char *s, size_t n, int max_depth, bd_err_t *err)
+/* One replacement in the text jansson reads (see the file comment): an input's "data" array,
+ * replaced by the marker string "\u0000@<index of this edit>", or an integer literal past
+ * int64, wrapped into the marker string "\u0000<literal>". */
+typedef struct {
+    size_t start, end; /* the header's bytes [start, end) */
+    bool data;
+} edit_t;
+
+typedef struct {
+    const char *s; /* the JSON header */
+    size_t n;
+    edit_t *edits; /* in header order */
+    size_t n_edits, cap;
+} scan_t;
+
+/* Values (containers, scalars) the tree may hold: requests have a few dozen; every number of
+ * a tensor lives in "data", which is not counted. This bounds the tree's memory. */
+#define MAX_TREE_VALUES 65536
+/* The scan tracks roles down to an input object: root {, "inputs" [, input {. */
+#define ROLE_LEVELS 3
+
+enum { ROLE_OTHER, ROLE_ROOT, ROLE_INPUTS, ROLE_INPUT };
+enum { KEY_OTHER, KEY_INPUTS, KEY_DATA };
+
+static bool is_num_char(char c)
 {
-    int depth = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '"') {
-            for (i++; i < n && s[i] != '"'; i++) {
-                if (s[i] == '\\') {
-                    i++;
-                }
-            }
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth) {
-                return bd_err_set(err, BD_EINVAL,
-                                  "request JSON nests deeper than the limit of %d levels",
-                                  max_depth);
-            }
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Line (1-based) and column (characters, as jansson counts them) of header byte `pos`. */
+static void line_col(const char *s, size_t pos, int *line, int *col)
+{
+    *line = 1;
+    *col = 0;
+    for (size_t i = 0; i < pos; i++) {
+        if (s[i] == '\n') {
+            ++*line;
+            *col = 0;
+        } else if (((unsigned char)s[i] & 0xC0) != 0x80) {
+            ++*col;
         }
     }
+}
+
+static int nul_error(const char *s, size_t at, bd_err_t *err)
+{
+    int line, col;
+    line_col(s, at + 1, &line, &col);
+    return bd_err_set(err, BD_EINVAL,
+                      "request body is not valid JSON: \\u0000 is not allowed in strings (line "
+                      "%d, column %d)",
+                      line, col);
+}
+
+/* Skip the string opening at s[i]; returns the index past its closing quote (n when it has
+ * none). A \u0000 escape fails: no client string may look like a marker. */
+static int skip_string(const char *s, size_t n, size_t *i, bd_err_t *err)
+{
+    size_t k = *i + 1;
+    for (; k < n && s[k] != '"'; k++) {
+        if (s[k] == '\\') {
+            if (n - k > 5 && memcmp(s + k + 1, "u0000", 5) == 0) {
+                return nul_error(s, k, err);
+            }
+            k++;
+        }
+    }
+    *i = k < n ? k + 1 : n;
+    return 0;
+}
+
+/* Whether the JSON string s[0..n) (quotes excluded, escapes as written) equals `want`. */
+static bool key_is(const char *s, size_t n, const char *want)
+{
+    size_t w = strlen(want), j = 0;
+    for (size_t i = 0; i < n; i++, j++) {
+        char c = s[i];
+        if (c == '\\' && i + 1 < n) {
+            c = s[++i];
+            if (c == 'u' && n - i > 4) {
+                unsigned v = 0;
+                for (int d = 1; d <= 4; d++) {
+                    char h = s[i + d];
+                    v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                }
+                c = v < 0x80 ? (char)v : '\0';
+                i += 4;
+            }
+        }
+        if (j >= w || c != want[j]) {
+            return false;
+        }
+    }
+    return j == w;
+}
+
+static int depth_error(int max_depth, bd_err_t *err)
+{
+    return bd_err_set(err, BD_EINVAL, "request JSON nests deeper than the limit of %d levels",
+                      max_depth);
+}
+
+/* The container opening at s[*i] at nesting `depth` (counting it): *i moves past its close
+ * (or to n when it is never closed, which jansson then reports). */
+static int skip_container(const char *s, size_t n, size_t *i, int depth, int max_depth,
+                          bd_err_t *err)
+{
+    int base = depth - 1;
+    size_t k = *i + 1;
+    while (k < n && depth > base) {
+        char c = s[k];
+        if (c == '"') {
+            int rc = skip_string(s, n, &k, err);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (c == '[' || c == '{') {
+            if (++depth > max_depth) {
+                return depth_error(max_depth, err);
+            }
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+        k++;
+    }
+    *i = k;
     return 0;
 }
 
@@ -162,105 +238,230 @@ static bool literal_fits_int64(const char *s, size_t n)
     return memcmp(s, lim, 19) <= 0;
 }
 
-static bool is_num_char(char c)
+static int add_edit(scan_t *sc, size_t start, size_t end, bool data, bd_err_t *err)
 {
-    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
-}
-
-static int nul_error(const char *s, size_t at, bd_err_t *err)
-{
-    int line = 1;
-    size_t line_start = 0;
-    for (size_t i = 0; i < at; i++) {
-        if (s[i] == '\n') {
-            line++;
-            line_start = i + 1;
+    if (sc->n_edits == sc->cap) {
+        size_t cap = sc->cap ? sc->cap * 2 : 8;
+        edit_t *e = realloc(sc->edits, cap * sizeof *e);
+        if (!e) {
+            return bd_err_set(err, BD_ENOMEM, "out of memory parsing the request JSON");
         }
+        sc->edits = e;
+        sc->cap = cap;
     }
-    return bd_err_set(err, BD_EINVAL,
-                      "request body is not valid JSON: \\u0000 is not allowed in strings (line "
-                      "%d, column %zu)",
-                      line, at - line_start + 1);
+    sc->edits[sc->n_edits++] = (edit_t){start, end, data};
+    return 0;
 }
 
-/* Copy the header into `b` with every integer literal that does not fit int64 turned into
- * the marker string "\u0000<literal>". Fails (BD_EINVAL) on a client string holding \u0000,
- * which jansson would reject without JSON_ALLOW_NUL. */
-static int mark_big_ints(const char *s, size_t n, bd_buf_t *b, bd_err_t *err)
+/* One pass over the header without building anything: nesting past max_depth, \u0000 in
+ * strings and too many values fail; each input's "data" array and each integer literal past
+ * int64 become an edit. Malformed JSON is left for jansson to report. */
+static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
 {
+    const char *s = sc->s;
+    size_t n = sc->n;
+    /* Per open container down to ROLE_LEVELS: its role, whether it is an object, whether it
+     * waits for a key, and what the last key names. Index 0 is the top level. */
+    unsigned char role[ROLE_LEVELS + 1] = {0}, key[ROLE_LEVELS + 1] = {0};
+    bool obj[ROLE_LEVELS + 1] = {0}, want_key[ROLE_LEVELS + 1] = {0};
+    int depth = 0;
+    size_t values = 0;
     size_t i = 0;
-    size_t copied = 0;
     while (i < n) {
         char c = s[i];
-        if (c == '"') {
-            for (i++; i < n && s[i] != '"'; i++) {
-                if (s[i] == '\\') {
-                    if (n - i > 5 && memcmp(s + i + 1, "u0000", 5) == 0) {
-                        return nul_error(s, i, err);
-                    }
-                    i++;
+        int lv = depth <= ROLE_LEVELS ? depth : -1; /* the open container, when tracked */
+        if (is_ws(c) || c == ':') {
+            i++;
+            continue;
+        }
+        if (c == ',') {
+            if (lv >= 0) {
+                want_key[lv] = obj[lv];
+                key[lv] = KEY_OTHER;
+            }
+            i++;
+            continue;
+        }
+        if (c == ']' || c == '}') {
+            depth -= depth > 0;
+            i++;
+            continue;
+        }
+        if (lv >= 0 && want_key[lv] && c == '"') {
+            size_t start = i;
+            int rc = skip_string(s, n, &i, err);
+            if (rc != 0) {
+                return rc;
+            }
+            const char *k = s + start + 1;
+            size_t kn = i - start >= 2 ? i - start - 2 : 0;
+            key[lv] = role[lv] == ROLE_ROOT && key_is(k, kn, "inputs")  ? KEY_INPUTS
+                      : role[lv] == ROLE_INPUT && key_is(k, kn, "data") ? KEY_DATA
+                                                                        : KEY_OTHER;
+            want_key[lv] = false;
+            continue;
+        }
+        /* A value starts. */
+        if (lv >= 0 && role[lv] == ROLE_INPUT && key[lv] == KEY_DATA && c == '[') {
+            size_t start = i;
+            int rc = skip_container(s, n, &i, depth + 1, max_depth, err);
+            if (rc != 0 || (rc = add_edit(sc, start, i, true, err)) != 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (++values > MAX_TREE_VALUES) {
+            return bd_err_set(err, BD_EINVAL,
+                              "request JSON has more than %d values outside the inputs' \"data\"",
+                              MAX_TREE_VALUES);
+        }
+        if (c == '[' || c == '{') {
+            if (++depth > max_depth) {
+                return depth_error(max_depth, err);
+            }
+            if (depth <= ROLE_LEVELS) {
+                unsigned char r = ROLE_OTHER;
+                if (depth == 1) {
+                    r = c == '{' ? ROLE_ROOT : ROLE_OTHER;
+                } else if (role[lv] == ROLE_ROOT && key[lv] == KEY_INPUTS && c == '[') {
+                    r = ROLE_INPUTS;
+                } else if (role[lv] == ROLE_INPUTS && c == '{') {
+                    r = ROLE_INPUT;
+                }
+                role[depth] = r;
+                obj[depth] = want_key[depth] = c == '{';
+                key[depth] = KEY_OTHER;
+            }
+            i++;
+        } else if (c == '"') {
+            int rc = skip_string(s, n, &i, err);
+            if (rc != 0) {
+                return rc;
+            }
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i;
+            bool integer = true;
+            for (i++; i < n && is_num_char(s[i]); i++) {
+                integer = integer && s[i] >= '0' && s[i] <= '9';
+            }
+            if (integer && !literal_fits_int64(s + start, i - start)) {
+                int rc = add_edit(sc, start, i, false, err);
+                if (rc != 0) {
+                    return rc;
                 }
             }
-            i++;
-            continue;
-        }
-        if (c != '-' && !(c >= '0' && c <= '9')) {
-            i++;
-            continue;
-        }
-        size_t start = i;
-        bool integer = true;
-        for (i++; i < n && is_num_char(s[i]); i++) {
-            if (!(s[i] >= '0' && s[i] <= '9')) {
-                integer = false;
+        } else {
+            for (i++; i < n && s[i] >= 'a' && s[i] <= 'z'; i++) {
             }
         }
-        if (!integer || literal_fits_int64(s + start, i - start)) {
-            continue;
-        }
-        bd_buf_append(b, s + copied, start - copied);
-        bd_buf_append(b, "\"\\u0000", 7);
-        bd_buf_append(b, s + start, i - start);
-        bd_buf_putc(b, '"');
-        copied = i;
-    }
-    bd_buf_append(b, s + copied, n - copied);
-    if (b->failed) {
-        return bd_err_set(err, BD_ENOMEM, "out of memory parsing the request JSON");
     }
     return 0;
 }
 
-static int parse_header(const char *s, size_t n, int max_depth, json_t **root, bd_err_t *err)
+/* jansson reads the header through this, with the edits applied. */
+typedef struct {
+    const scan_t *sc;
+    size_t pos;  /* next header byte */
+    size_t next; /* next edit */
+    int phase;   /* inside a big-integer edit: 1 the literal comes, 2 the closing quote */
+    const char *seg;
+    size_t seg_len;
+    char mark[32];
+} reader_t;
+
+static int data_mark(char *buf, size_t cap, size_t edit)
 {
-    int rc = check_depth(s, n, max_depth, err);
+    return snprintf(buf, cap, "\"\\u0000@%zu\"", edit);
+}
+
+static bool next_segment(reader_t *r)
+{
+    const scan_t *sc = r->sc;
+    const edit_t *e = r->next < sc->n_edits ? &sc->edits[r->next] : NULL;
+    if (r->phase == 1) {
+        r->seg = sc->s + e->start;
+        r->seg_len = e->end - e->start;
+        r->phase = 2;
+    } else if (r->phase == 2) {
+        r->seg = "\"";
+        r->seg_len = 1;
+        r->phase = 0;
+        r->pos = e->end;
+        r->next++;
+    } else if (e && r->pos == e->start && e->data) {
+        r->seg = r->mark;
+        r->seg_len = (size_t)data_mark(r->mark, sizeof r->mark, r->next);
+        r->pos = e->end;
+        r->next++;
+    } else if (e && r->pos == e->start) {
+        r->seg = "\"\\u0000";
+        r->seg_len = 7;
+        r->phase = 1;
+    } else {
+        size_t end = e ? e->start : sc->n;
+        if (r->pos >= end) {
+            return false;
+        }
+        r->seg = sc->s + r->pos;
+        r->seg_len = end - r->pos;
+        r->pos = end;
+    }
+    return true;
+}
+
+static size_t read_header(void *buf, size_t cap, void *data)
+{
+    reader_t *r = data;
+    size_t done = 0;
+    while (done < cap && (r->seg_len > 0 || next_segment(r))) {
+        size_t k = cap - done < r->seg_len ? cap - done : r->seg_len;
+        memcpy((char *)buf + done, r->seg, k);
+        r->seg += k;
+        r->seg_len -= k;
+        done += k;
+    }
+    return done;
+}
+
+/* The header byte that jansson's stream offset `pos` came from. */
+static size_t header_pos(const scan_t *sc, size_t pos)
+{
+    long long shift = 0; /* stream offset - header offset, past the edits so far */
+    for (size_t k = 0; k < sc->n_edits; k++) {
+        const edit_t *e = &sc->edits[k];
+        long long at = (long long)e->start + shift;
+        if ((long long)pos < at) {
+            break;
+        }
+        size_t len = e->end - e->start;
+        size_t repl = e->data ? (size_t)data_mark(NULL, 0, k) : len + 8;
+        if ((long long)pos < at + (long long)repl) {
+            return e->start;
+        }
+        shift += (long long)repl - (long long)len;
+    }
+    return (size_t)((long long)pos - shift);
+}
+
+static int parse_header(scan_t *sc, int max_depth, json_t **root, bd_err_t *err)
+{
+    int rc = scan_header(sc, max_depth, err);
     if (rc != 0) {
         return rc;
     }
     json_error_t jerr;
-    *root = json_loadb(s, n, JSON_REJECT_DUPLICATES, &jerr);
-    if (!*root && json_error_code(&jerr) == json_error_numeric_overflow &&
-        strstr(jerr.text, "integer")) {
-        bd_buf_t copy;
-        bd_buf_init(&copy);
-        rc = mark_big_ints(s, n, &copy, err);
-        if (rc == 0) {
-            *root = json_loadb(copy.data, copy.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-        }
-        bd_buf_dispose(&copy);
-        if (rc != 0) {
-            return rc;
-        }
-    }
+    reader_t r = {.sc = sc};
+    *root = json_load_callback(read_header, &r, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!*root) {
         if (json_error_code(&jerr) == json_error_out_of_memory) {
             return bd_err_set(err, BD_ENOMEM, "out of memory parsing the request JSON");
         }
-        /* jansson names its flag; a client needs the rule. */
-        const char *text =
-            strstr(jerr.text, "JSON_ALLOW_NUL") ? "\\u0000 is not allowed in strings" : jerr.text;
+        int line = jerr.line, col = jerr.column;
+        if (sc->n_edits && jerr.position >= (int)sc->edits[0].start) {
+            line_col(sc->s, header_pos(sc, (size_t)jerr.position), &line, &col);
+        }
         return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)",
-                          text, jerr.line, jerr.column);
+                          jerr.text, line, col);
     }
     if (!json_is_object(*root)) {
         json_decref(*root);
@@ -270,84 +471,299 @@ static int parse_header(const char *s, size_t n, int max_depth, json_t **root, b
     return 0;
 }
 
+/* The edit whose marker `v` is: an input's "data" array. NULL when `v` is anything else. */
+static const edit_t *data_span(const scan_t *sc, const json_t *v)
+{
+    if (!json_is_string(v) || json_string_length(v) < 3 || json_string_value(v)[0] != '\0' ||
+        json_string_value(v)[1] != '@') {
+        return NULL;
+    }
+    size_t k = strtoul(json_string_value(v) + 2, NULL, 10);
+    return k < sc->n_edits && sc->edits[k].data ? &sc->edits[k] : NULL;
+}
+
 /* ---- JSON data -> tensor buffer -------------------------------------------------------- */
+
+/* Values of an input's "data" are read straight from the header text, never as a tree. */
+typedef enum { SV_INT, SV_REAL, SV_BOOL, SV_NULL, SV_STRING, SV_OBJECT } sv_kind_t;
+
+/* One scalar of "data". Integers keep sign and magnitude (`over`: past 2^64-1); reals their
+ * double; both their text (in the header) for messages. */
+typedef struct {
+    sv_kind_t kind;
+    bool neg, over, b;
+    uint64_t mag;
+    double d;
+    const char *text;
+    size_t len;
+} sv_t;
 
 typedef struct {
     bd_tensor_t *t;
     const char *name;
-    size_t count;
+    const char *s; /* the header; the data array is s[i..) */
+    size_t n;
+    size_t i;    /* the cursor */
     size_t next; /* flat index of the next value */
     unsigned char *dst;
     size_t path[BD_MAX_DIMS]; /* indices of the nested walk, for messages */
     bd_err_t *err;
 } data_ctx_t;
 
+static const char *type_word(const sv_t *v)
+{
+    static const char *const words[] = {"a number", "a number", "a boolean",
+                                        "null",     "a string", "an object"};
+    return words[v->kind];
+}
+
+/* The number `v` as text for an error message: integers as written, reals in the shorter
+ * form that reads back the same ("1e+39", not "9.9999999999999994e+38"). */
+static const char *num_text(const sv_t *v, char *buf, size_t cap)
+{
+    if (v->kind == SV_INT || isinf(v->d)) {
+        snprintf(buf, cap, "%.*s", v->len < 64 ? (int)v->len : 64, v->text);
+    } else {
+        snprintf(buf, cap, "%.15g", v->d);
+        if (strtod(buf, NULL) != v->d) {
+            snprintf(buf, cap, "%.17g", v->d);
+        }
+    }
+    return buf;
+}
+
+static void skip_ws(data_ctx_t *c)
+{
+    while (c->i < c->n && is_ws(c->s[c->i])) {
+        c->i++;
+    }
+}
+
+static int syntax_error(data_ctx_t *c, const char *what)
+{
+    int line, col;
+    line_col(c->s, c->i, &line, &col);
+    size_t k = 0;
+    while (k < 16 && c->i + k < c->n && !is_ws(c->s[c->i + k])) {
+        k++;
+    }
+    return bd_err_set(c->err, BD_EINVAL,
+                      "request body is not valid JSON: %s in the data of input '%.*s' near "
+                      "'%.*s' (line %d, column %d)",
+                      what, shown(c->name), c->name, (int)k, c->s + c->i, line, col + 1);
+}
+
+/* Skip one value of any kind; c->i ends past it. */
+static int skip_value(data_ctx_t *c)
+{
+    size_t start = c->i;
+    char ch = c->i < c->n ? c->s[c->i] : '\0';
+    if (ch == '"') {
+        return skip_string(c->s, c->n, &c->i, c->err);
+    }
+    if (ch == '[' || ch == '{') {
+        return skip_container(c->s, c->n, &c->i, 1, INT_MAX, c->err);
+    }
+    for (char x; c->i < c->n && !is_ws(x = c->s[c->i]) && x != ',' && x != ']' && x != '}';) {
+        c->i++;
+    }
+    return c->i > start ? 0 : syntax_error(c, "a value is missing");
+}
+
+/* After an entry: past the ',' (true) or the closing ']' (false). */
+static int next_entry(data_ctx_t *c, bool *more)
+{
+    skip_ws(c);
+    char ch = c->i < c->n ? c->s[c->i] : '\0';
+    if (ch != ',' && ch != ']') {
+        return syntax_error(c, "',' or ']' expected");
+    }
+    c->i++;
+    *more = ch == ',';
+    skip_ws(c);
+    return 0;
+}
+
+/* The array at c->i: its number of entries and whether the first is an array. The cursor
+ * stays where it was. */
+static int count_entries(data_ctx_t *c, size_t *count, bool *first_array)
+{
+    size_t at = c->i, n = 0;
+    int rc = 0;
+    c->i++;
+    skip_ws(c);
+    *first_array = c->i < c->n && c->s[c->i] == '[';
+    if (c->i < c->n && c->s[c->i] == ']') {
+        c->i = at;
+        *count = 0;
+        return 0;
+    }
+    for (bool more = true; more && rc == 0; n++) {
+        if ((rc = skip_value(c)) == 0) {
+            rc = next_entry(c, &more);
+        }
+    }
+    c->i = at;
+    *count = n;
+    return rc;
+}
+
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A JSON number at c->i, strictly as RFC 8259 writes it. Reals whose digits fit 2^53 and
+ * whose power of ten is exact in a double (|e| <= 22) are one multiplication or division, so
+ * correctly rounded as strtod would; the rest go to strtod. */
+static int read_number(data_ctx_t *c, sv_t *v)
+{
+    const char *s = c->s;
+    size_t i = c->i, n = c->n;
+    v->neg = s[i] == '-';
+    i += v->neg;
+    if (i >= n || !(s[i] >= '0' && s[i] <= '9')) {
+        return syntax_error(c, "invalid number");
+    }
+    bool integer = true;
+    uint64_t digits = 0; /* all significant digits, integer and fraction, while they fit */
+    int n_digits = 0, frac = 0;
+    v->mag = 0;
+    v->over = false;
+    if (s[i] == '0') {
+        i++;
+    } else {
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+            unsigned d = (unsigned)(s[i] - '0');
+            v->over = v->over || v->mag > (UINT64_MAX - d) / 10;
+            v->mag = v->mag * 10 + d;
+            n_digits++;
+        }
+    }
+    digits = v->mag;
+    if (i < n && s[i] == '.') {
+        integer = false;
+        size_t d0 = ++i;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (n_digits < 19) {
+                digits = digits * 10 + (unsigned)(s[i] - '0');
+                n_digits += digits != 0;
+                frac++;
+            } else {
+                n_digits = 99; /* too many digits for the fast path */
+            }
+        }
+        if (i == d0) {
+            return syntax_error(c, "invalid number");
+        }
+    }
+    int exp = 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        integer = false;
+        bool eneg = i + 1 < n && s[i + 1] == '-';
+        i += i + 1 < n && (s[i + 1] == '+' || s[i + 1] == '-') ? 2 : 1;
+        size_t d0 = i;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+            exp = exp < 10000 ? exp * 10 + (s[i] - '0') : exp;
+        }
+        if (i == d0) {
+            return syntax_error(c, "invalid number");
+        }
+        exp = eneg ? -exp : exp;
+    }
+    v->text = s + c->i;
+    v->len = i - c->i;
+    c->i = i;
+    v->kind = integer ? SV_INT : SV_REAL;
+    if (integer && !v->over) {
+        v->d = v->neg ? -(double)v->mag : (double)v->mag;
+        return 0;
+    }
+    int e10 = exp - frac;
+    if (!integer && n_digits <= 19 && digits <= ((uint64_t)1 << 53) && e10 >= -22 && e10 <= 22) {
+        double d = (double)digits;
+        d = e10 < 0 ? d / pow10_exact[-e10] : d * pow10_exact[e10];
+        v->d = v->neg ? -d : d;
+        return 0;
+    }
+    /* The literal is not NUL-terminated: strtod reads a copy. */
+    char small[64];
+    char *copy = v->len < sizeof small ? small : malloc(v->len + 1);
+    if (!copy) {
+        return bd_err_set(c->err, BD_ENOMEM, "out of memory parsing the request JSON");
+    }
+    memcpy(copy, v->text, v->len);
+    copy[v->len] = '\0';
+    v->d = strtod(copy, NULL);
+    if (copy != small) {
+        free(copy);
+    }
+    return 0;
+}
+
+/* One non-array value at c->i. */
+static int read_scalar(data_ctx_t *c, sv_t *v)
+{
+    static const struct {
+        const char *word;
+        sv_kind_t kind;
+        bool b;
+    } lits[] = {{"true", SV_BOOL, true}, {"false", SV_BOOL, false}, {"null", SV_NULL, false}};
+    char ch = c->i < c->n ? c->s[c->i] : '\0';
+    if (ch == '-' || (ch >= '0' && ch <= '9')) {
+        return read_number(c, v);
+    }
+    if (ch == '"' || ch == '{') {
+        v->kind = ch == '"' ? SV_STRING : SV_OBJECT;
+        return skip_value(c);
+    }
+    for (size_t k = 0; k < sizeof lits / sizeof lits[0]; k++) {
+        size_t len = strlen(lits[k].word);
+        if (c->n - c->i >= len && memcmp(c->s + c->i, lits[k].word, len) == 0) {
+            v->kind = lits[k].kind;
+            v->b = lits[k].b;
+            c->i += len;
+            return 0;
+        }
+    }
+    return syntax_error(c, "invalid value");
+}
+
 enum { INT_OK, INT_NOT_NUMBER, INT_FRACTION, INT_INEXACT, INT_RANGE };
 
 /* Read `v` as an integer: sign and magnitude. INT_RANGE: beyond a 64-bit magnitude.
  * INT_INEXACT: an integral real above 2^53, whose digits the double may not have kept; the
  * magnitude is still set, so that a value out of range anyway is reported as such. */
-static int get_int(const json_t *v, bool *neg, uint64_t *mag)
+static int get_int(const sv_t *v, bool *neg, uint64_t *mag)
 {
-    if (json_is_integer(v)) {
-        long long i = json_integer_value(v);
-        *neg = i < 0;
-        *mag = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
-        return INT_OK;
+    if (v->kind == SV_INT) {
+        *neg = v->neg && v->mag != 0;
+        *mag = v->mag;
+        return v->over ? INT_RANGE : INT_OK;
     }
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (d != trunc(d)) {
-            return INT_FRACTION;
-        }
-        *neg = d < 0;
-        double a = fabs(d);
-        if (a >= 18446744073709551616.0) {
-            return INT_RANGE;
-        }
-        *mag = (uint64_t)a;
-        return a > 9007199254740992.0 ? INT_INEXACT : INT_OK;
+    if (v->kind != SV_REAL) {
+        return INT_NOT_NUMBER;
     }
-    if (is_bigint(v)) {
-        const char *s = json_string_value(v) + 1;
-        *neg = s[0] == '-';
-        if (*neg) {
-            return INT_RANGE; /* below INT64_MIN */
-        }
-        errno = 0;
-        char *end;
-        unsigned long long u = strtoull(s, &end, 10);
-        if (errno == ERANGE || *end != '\0') {
-            return INT_RANGE;
-        }
-        *mag = u;
-        return INT_OK;
+    double d = v->d;
+    if (d != trunc(d)) {
+        return INT_FRACTION;
     }
-    return INT_NOT_NUMBER;
+    *neg = d < 0;
+    double a = fabs(d);
+    if (a >= 18446744073709551616.0) {
+        return INT_RANGE;
+    }
+    *mag = (uint64_t)a;
+    return a > 9007199254740992.0 ? INT_INEXACT : INT_OK;
 }
 
-/* Read `v` as a double for FP tensors. */
-static bool get_double(const json_t *v, double *out)
-{
-    if (json_is_number(v)) {
-        *out = json_number_value(v);
-        return true;
-    }
-    if (is_bigint(v)) {
-        *out = strtod(json_string_value(v) + 1, NULL);
-        return true;
-    }
-    return false;
-}
-
-static int value_error(data_ctx_t *c, const json_t *v, size_t index, const char *what)
+static int value_error(data_ctx_t *c, const sv_t *v, size_t index, const char *what)
 {
     char num[96];
     return bd_err_set(c->err, BD_EINVAL, "input '%.*s': value %s at index %zu %s", shown(c->name),
                       c->name, num_text(v, num, sizeof num), index, what);
 }
 
-static int put_int(data_ctx_t *c, const json_t *v, size_t index)
+static int put_int(data_ctx_t *c, const sv_t *v, size_t index)
 {
     bd_dtype_t dt = c->t->dtype;
     const char *dn = bd_dtype_name(dt);
@@ -387,38 +803,37 @@ static int put_int(data_ctx_t *c, const json_t *v, size_t index)
     return 0;
 }
 
-static int put_value(data_ctx_t *c, const json_t *v, size_t index)
+static int put_value(data_ctx_t *c, const sv_t *v, size_t index)
 {
     bd_dtype_t dt = c->t->dtype;
-    double d;
     switch (dt) {
     case BD_DT_BOOL:
-        if (!json_is_boolean(v)) {
+        if (v->kind != SV_BOOL) {
             return bd_err_set(c->err, BD_EINVAL,
                               "input '%.*s': value at index %zu is %s; BOOL data must be true "
                               "or false",
                               shown(c->name), c->name, index, type_word(v));
         }
-        c->dst[index] = json_is_true(v) ? 1 : 0;
+        c->dst[index] = v->b ? 1 : 0;
         return 0;
     case BD_DT_FP32:
     case BD_DT_FP64:
-        if (!get_double(v, &d)) {
+        if (v->kind != SV_INT && v->kind != SV_REAL) {
             return bd_err_set(c->err, BD_EINVAL,
                               "input '%.*s': value at index %zu is %s; %s data must be numbers",
                               shown(c->name), c->name, index, type_word(v), bd_dtype_name(dt));
         }
         if (dt == BD_DT_FP64) {
-            if (isinf(d)) {
+            if (isinf(v->d)) {
                 return value_error(c, v, index, "is out of range for FP64");
             }
-            memcpy(c->dst + index * 8, &d, 8);
+            memcpy(c->dst + index * 8, &v->d, 8);
         } else {
             /* Values from FLT_MAX + half an ulp up round to infinity. */
-            if (isinf(d) || fabs(d) >= 0x1.ffffffp127) {
+            if (isinf(v->d) || fabs(v->d) >= 0x1.ffffffp127) {
                 return value_error(c, v, index, "is out of range for FP32");
             }
-            float f = (float)d;
+            float f = (float)v->d;
             memcpy(c->dst + index * 4, &f, 4);
         }
         return 0;
@@ -445,55 +860,73 @@ static int nest_error(data_ctx_t *c, int depth, const char *what)
                       path, what);
 }
 
-/* `arr` sits at nesting level `depth` (< ndim) and must hold dims[depth] entries. Recursion
- * is bounded by ndim <= BD_MAX_DIMS. With c->dst NULL only the structure is checked. */
-static int walk_nested(data_ctx_t *c, const json_t *arr, int depth)
+/* The array at c->i sits at nesting level `depth` (< ndim) and must hold dims[depth]
+ * entries. Recursion is bounded by ndim <= BD_MAX_DIMS. With c->dst NULL only the structure
+ * is checked. */
+static int walk_nested(data_ctx_t *c, int depth)
 {
     const bd_shape_t *s = &c->t->shape;
-    size_t n = json_array_size(arr);
+    size_t n;
+    bool first_array;
     char what[96];
+    int rc = count_entries(c, &n, &first_array);
+    if (rc != 0) {
+        return rc;
+    }
     if ((uint64_t)n != (uint64_t)s->dims[depth]) {
         snprintf(what, sizeof what, "has %zu entries, expected %lld", n, (long long)s->dims[depth]);
         return nest_error(c, depth, what);
     }
-    for (size_t i = 0; i < n; i++) {
-        const json_t *e = json_array_get(arr, i);
+    c->i++;
+    skip_ws(c);
+    bool more = n > 0;
+    for (size_t i = 0; more; i++) {
+        bool array = c->s[c->i] == '[';
         c->path[depth] = i;
-        int rc = 0;
         if (depth + 1 < s->ndim) {
-            if (!json_is_array(e)) {
+            if (!array) {
                 snprintf(what, sizeof what, "should be an array of %lld entries",
                          (long long)s->dims[depth + 1]);
                 return nest_error(c, depth + 1, what);
             }
-            rc = walk_nested(c, e, depth + 1);
-        } else if (json_is_array(e)) {
+            rc = walk_nested(c, depth + 1);
+        } else if (array) {
             return nest_error(c, depth + 1, "should be a value, not an array");
         } else if (c->dst) {
-            rc = put_value(c, e, c->next++);
+            sv_t v;
+            if ((rc = read_scalar(c, &v)) == 0) {
+                rc = put_value(c, &v, c->next++);
+            }
+        } else {
+            rc = skip_value(c);
         }
-        if (rc != 0) {
+        if (rc != 0 || (rc = next_entry(c, &more)) != 0) {
             return rc;
         }
+    }
+    if (n == 0) {
+        c->i++; /* the empty array's ']' */
     }
     return 0;
 }
 
-static int decode_flat(data_ctx_t *c, const json_t *data)
+static int decode_flat(data_ctx_t *c, size_t n)
 {
     char shape[SHAPE_STR];
-    size_t n = json_array_size(data);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *e = json_array_get(data, i);
-        if (json_is_array(e)) {
+    c->i++;
+    skip_ws(c);
+    bool more = n > 0;
+    for (size_t i = 0; more; i++) {
+        if (c->s[c->i] == '[') {
             return bd_err_set(c->err, BD_EINVAL,
                               "input '%.*s': data mixes arrays and values at index %zu; give it "
                               "flat or nested exactly as shape %s",
                               shown(c->name), c->name, i,
                               bd_shape_str(&c->t->shape, shape, sizeof shape));
         }
-        int rc = put_value(c, e, i);
-        if (rc != 0) {
+        sv_t v;
+        int rc = read_scalar(c, &v);
+        if (rc != 0 || (rc = put_value(c, &v, i)) != 0 || (rc = next_entry(c, &more)) != 0) {
             return rc;
         }
     }
@@ -540,7 +973,7 @@ static int keep_param(const char *key, const json_t *v, bd_arena_t *arena, bd_pa
         p->v.i = (int64_t)json_integer_value(v);
     } else if (json_is_real(v) || is_bigint(v)) {
         p->kind = BD_PARAM_DOUBLE;
-        get_double(v, &p->v.d);
+        p->v.d = is_bigint(v) ? strtod(json_string_value(v) + 1, NULL) : json_number_value(v);
     } else if ((s = str_value(v, &len))) {
         p->kind = BD_PARAM_STRING;
         if (!(p->v.s = arena_str(arena, s, len, err, &rc))) {
@@ -645,7 +1078,7 @@ static int decode_shape(const json_t *in, bd_tensor_t *t, bd_err_t *err)
 }
 
 /* Decode inputs[i] into t. Binary inputs get their size in *binary_size (data set later). */
-static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor_t *t,
+static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_t *t,
                         size_t *binary_size, bd_arena_t *arena, const bd_decode_limits_t *limits,
                         bd_err_t *err)
 {
@@ -743,23 +1176,31 @@ static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor
                           "input '%.*s' has neither \"data\" nor parameters.binary_data_size",
                           shown(name), name);
     }
-    if (!json_is_array(data)) {
+    const edit_t *span = data_span(sc, data);
+    if (!span) {
         return bd_err_set(err, BD_EINVAL, "input '%.*s': \"data\" must be an array", shown(name),
                           name);
     }
     /* Check the amount of data before allocating for the shape's (client-chosen) size: flat
      * data must hold exactly `count` values, and nested data cannot hold more values than
-     * the header has bytes, so a larger shape only needs its mismatch found. */
-    data_ctx_t c = {.t = t, .name = name, .count = count, .err = err};
-    size_t n = json_array_size(data);
-    bool nested = t->shape.ndim >= 2 && n > 0 && json_is_array(json_array_get(data, 0));
+     * its text has bytes, so a larger shape only needs its mismatch found. */
+    data_ctx_t c = {.t = t, .name = name, .s = sc->s, .n = span->end, .i = span->start, .err = err};
+    size_t n;
+    bool first_array;
+    if ((rc = count_entries(&c, &n, &first_array)) != 0) {
+        return rc;
+    }
+    bool nested = t->shape.ndim >= 2 && n > 0 && first_array;
     if (!nested && n != count) {
         return bd_err_set(err, BD_EINVAL, "input '%.*s': expected %zu values for shape %s, got %zu",
                           shown(name), name, count, bd_shape_str(&t->shape, shape, sizeof shape),
                           n);
     }
-    if (nested && count > header_len && (rc = walk_nested(&c, data, 0)) != 0) {
-        return rc;
+    if (nested && count > span->end - span->start) {
+        if ((rc = walk_nested(&c, 0)) != 0) {
+            return rc;
+        }
+        c.i = span->start;
     }
     if (!(c.dst = bd_arena_alloc(arena, t->byte_size))) {
         char what[NAME_SHOWN + 32];
@@ -767,10 +1208,10 @@ static int decode_input(const json_t *in, size_t i, size_t header_len, bd_tensor
         return alloc_error(arena, t->byte_size, what, err);
     }
     t->data = c.dst;
-    return nested ? walk_nested(&c, data, 0) : decode_flat(&c, data);
+    return nested ? walk_nested(&c, 0) : decode_flat(&c, n);
 }
 
-static int decode_inputs(const json_t *root, const char *body, size_t len, size_t header_len,
+static int decode_inputs(const json_t *root, const scan_t *sc, const char *body, size_t len,
                          bd_arena_t *arena, const bd_decode_limits_t *limits, bd_infer_req_t *out,
                          bd_err_t *err)
 {
@@ -800,8 +1241,7 @@ static int decode_inputs(const json_t *root, const char *body, size_t len, size_
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         bd_tensor_t *t = &out->inputs[i];
-        int rc =
-            decode_input(json_array_get(inputs, i), i, header_len, t, &bin[i], arena, limits, err);
+        int rc = decode_input(json_array_get(inputs, i), i, sc, t, &bin[i], arena, limits, err);
         if (rc != 0) {
             return rc;
         }
@@ -815,6 +1255,7 @@ static int decode_inputs(const json_t *root, const char *body, size_t len, size_
             total = SIZE_MAX;
         }
     }
+    size_t header_len = sc->n;
     size_t tail = len - header_len;
     if (total != tail) {
         if (total == SIZE_MAX) {
@@ -949,23 +1390,27 @@ int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t 
     }
     int max_depth = limits->max_depth > 0 ? limits->max_depth : DEFAULT_MAX_DEPTH;
     json_t *root = NULL;
-    int rc = parse_header(body, header_len, max_depth, &root, err);
+    scan_t sc = {.s = body, .n = header_len};
+    int rc = parse_header(&sc, max_depth, &root, err);
     if (rc != 0) {
+        free(sc.edits);
         return rc;
     }
     if ((rc = opt_string(root, "id", arena, &out->id, err)) != 0 ||
         (rc = opt_string(root, "model_name", arena, &out->model_name, err)) != 0 ||
         (rc = opt_string(root, "model_version", arena, &out->model_version, err)) != 0 ||
         (rc = decode_params(root, arena, out, err)) != 0 ||
-        (rc = decode_inputs(root, body, len, header_len, arena, limits, out, err)) != 0 ||
+        (rc = decode_inputs(root, &sc, body, len, arena, limits, out, err)) != 0 ||
         (rc = decode_outputs(root, arena, limits, out, err)) != 0) {
         goto fail;
     }
     json_decref(root);
+    free(sc.edits);
     return 0;
 
 fail:
     json_decref(root);
+    free(sc.edits);
     {
         const char *id = out->id; /* kept: some front ends answer errors by id */
         memset(out, 0, sizeof *out);

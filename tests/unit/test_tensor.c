@@ -677,6 +677,103 @@ static void test_decode_errors_nesting(void **state)
                  "input 'INPUT0': expected 100000000000 values for shape [100000000000], got 1");
 }
 
+/* "data" is read from the text, not from a tree: its syntax, its place among the keys, keys
+ * written with escapes, and error positions after it. */
+static void test_decode_data_text(void **state)
+{
+    (void)state;
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    /* "data" before "datatype" and "shape", white space everywhere, an escaped key. */
+    assert_int_equal(
+        decode("{ \"inputs\" : [ { \"d\\u0061ta\" : [ [ 1 , -2.5e0 ] ,\n\t[ 3E1 , 0 ] ] ,"
+               " \"shape\" : [2,2], \"name\":\"A\", \"datatype\" : \"FP32\" } ],"
+               "\"outputs\":[{\"name\":\"O\",\"data\":[1,2]}]}",
+               &req, &err),
+        0);
+    float want[4] = {1.0f, -2.5f, 30.0f, 0.0f};
+    assert_memory_equal(req.inputs[0].data, want, sizeof want);
+    assert_int_equal(decode(IN1("\"datatype\":\"INT8\",\"shape\":[0],\"data\":[ ]"), &req, &err),
+                     0);
+    assert_int_equal(req.inputs[0].byte_size, 0);
+
+    /* Syntax inside "data" is checked as strictly as jansson checks the rest. */
+#define SYNTAX(what, near, col)                                                                    \
+    "request body is not valid JSON: " what " in the data of input 'INPUT0' near '" near           \
+    "' (line 1, column " col ")"
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,,2]"), BD_EINVAL,
+                 SYNTAX("a value is missing", ",2]", "69"));
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1 2]"), BD_EINVAL,
+                 SYNTAX("',' or ']' expected", "2]", "69"));
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,2,]"), BD_EINVAL,
+                 SYNTAX("a value is missing", "]", "71"));
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[01,2]"), BD_EINVAL,
+                 SYNTAX("',' or ']' expected", "1,2]", "68"));
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1.,2]"), BD_EINVAL,
+                 SYNTAX("invalid number", "1.,2]", "67"));
+    expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[1],\"data\":[tru]"), BD_EINVAL,
+                 SYNTAX("invalid value", "tru]", "67"));
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,2}"), BD_EINVAL,
+                 SYNTAX("',' or ']' expected", "}", "70"));
+#undef SYNTAX
+    expect_error(
+        "{\"inputs\":[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,2",
+        BD_EINVAL,
+        "request body is not valid JSON: '}' expected near end of file (line 1, column "
+        "69)");
+    /* jansson's positions past a data array are the header's own. */
+    expect_error(
+        "{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[3],\"data\":[1,\n2,\n3]}"
+        "], x}",
+        BD_EINVAL,
+        "request body is not valid JSON: string or '}' expected near 'x' (line 3, "
+        "column 7)");
+    /* Numbers past a double's range are out of range, not a parse failure. */
+    expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[1],\"data\":[-1e400]"), BD_EINVAL,
+                 "input 'INPUT0': value -1e400 at index 0 is out of range for FP64");
+    /* Reals read as strtod reads them, on its fast path and off it. */
+    char *json = malloc(4000 * 40 + 128);
+    double *want_d = malloc(4000 * sizeof *want_d);
+    assert_non_null(json);
+    assert_non_null(want_d);
+    size_t off = (size_t)sprintf(json, IN1("\"datatype\":\"FP64\",\"shape\":[4000],\"data\":["));
+    off -= strlen("}]}");
+    srand(7);
+    for (int i = 0; i < 4000; i++) {
+        double m = (double)rand() / RAND_MAX * (rand() % 2 ? 1 : -1);
+        double x = ldexp(m, rand() % 140 - 70);
+        char num[40];
+        int prec = rand() % 20;
+        switch (i % 4) {
+        case 0:
+            snprintf(num, sizeof num, "%.*g", prec, x);
+            break;
+        case 1:
+            snprintf(num, sizeof num, "%.*e", prec, x);
+            break;
+        case 2:
+            snprintf(num, sizeof num, "%.*f", prec, x);
+            break;
+        default:
+            snprintf(num, sizeof num, "%.*E", prec, x);
+        }
+        want_d[i] = strtod(num, NULL);
+        off += (size_t)sprintf(json + off, "%s%s", i ? "," : "", num);
+    }
+    strcpy(json + off, "]}]}");
+    if (decode(json, &req, &err) != 0) {
+        print_error("%s\n", err.msg);
+    }
+    assert_int_equal(err.code, 0);
+    assert_memory_equal(req.inputs[0].data, want_d, 4000 * sizeof *want_d);
+    free(json);
+    free(want_d);
+    /* A data marker is not a string a client can send. */
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":\"\\u0000@0\""), BD_EINVAL,
+                 "request body is not valid JSON: \\u0000 is not allowed in strings (line 1, "
+                 "column 67)");
+}
+
 static void test_decode_depth(void **state)
 {
     (void)state;
@@ -698,13 +795,31 @@ static void test_decode_depth(void **state)
         decode_lim(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]"), &lim, &req, &err),
         BD_EINVAL);
     assert_string_equal(err.msg, "request JSON nests deeper than the limit of 2 levels");
-    /* Above our limit jansson's own (2048) still answers cleanly. */
+    /* Above our limit jansson's own (2048) still answers cleanly... */
     lim.max_depth = 1000000;
-    memset(deep, '[', n);
-    deep[n] = '\0';
+    memset(deep, '[', 60000);
+    deep[60000] = '\0';
     assert_int_equal(decode_lim(deep, &lim, &req, &err), BD_EINVAL);
     assert_string_equal(err.msg, "request body is not valid JSON: maximum parsing depth reached "
                                  "near '[' (line 1, column 2049)");
+    /* ...and so does the bound on the values a tree may hold, before jansson builds it. */
+    memset(deep, '[', n);
+    deep[n] = '\0';
+    assert_int_equal(decode_lim(deep, &lim, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg,
+                        "request JSON has more than 65536 values outside the inputs' \"data\"");
+    size_t wide_n = 2 * 70000;
+    char *wide = malloc(wide_n + 1);
+    assert_non_null(wide);
+    for (size_t i = 0; i < wide_n; i += 2) {
+        memcpy(wide + i, "1,", 2);
+    }
+    memcpy(wide, "{\"p\":[", 6);
+    memcpy(wide + wide_n - 2, "]}", 3);
+    assert_int_equal(decode_lim(wide, &lim, &req, &err), BD_EINVAL);
+    free(wide);
+    assert_string_equal(err.msg,
+                        "request JSON has more than 65536 values outside the inputs' \"data\"");
     free(deep);
 }
 
@@ -765,7 +880,7 @@ static void test_decode_big_integers(void **state)
                  "column 96)");
     expect_error("{\"inputs\":[{\"name\":\"\\u0000\"}]}", BD_EINVAL,
                  "request body is not valid JSON: \\u0000 is not allowed in strings (line 1, "
-                 "column 27)");
+                 "column 21)");
     expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[99999999999999999999],\"data\":[1]"),
                  BD_EINVAL, "input 'INPUT0': shape entry 0 must be a non-negative integer");
     /* Number-like text inside strings is left alone. */
@@ -1039,6 +1154,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_decode_errors_input_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_errors_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_errors_nesting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_data_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_depth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_big_integers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_outputs_errors, setup, teardown),
