@@ -226,6 +226,15 @@ void bd_buf_dispose(bd_buf_t *b)
     memset(b, 0, sizeof *b);
 }
 
+void bd_buf_trim(bd_buf_t *b, size_t keep)
+{
+    if (b->cap > keep) {
+        bd_buf_dispose(b);
+    } else {
+        bd_buf_reset(b);
+    }
+}
+
 void bd_buf_reset(bd_buf_t *b)
 {
     b->len = 0;

@@ -133,6 +133,9 @@ typedef struct {
 void bd_buf_init(bd_buf_t *b);
 void bd_buf_dispose(bd_buf_t *b);
 void bd_buf_reset(bd_buf_t *b);
+/* Empty `b`, and free its memory when it holds more than `keep` bytes: a reused scratch buffer
+ * does not keep a rare large reply's memory. */
+void bd_buf_trim(bd_buf_t *b, size_t keep);
 /* Ensure room for `n` more bytes. Returns BD_ENOMEM and sets `failed` on failure. */
 int bd_buf_reserve(bd_buf_t *b, size_t n);
 void bd_buf_append(bd_buf_t *b, const void *data, size_t n);

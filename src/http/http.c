@@ -56,7 +56,7 @@ struct bd_http {
     h2o_evloop_t *loop;
     h2o_socket_t *listener;
     bd_model_control_t model_control;
-    bd_buf_t out; /* reply scratch, reused; loop thread only */
+    bd_buf_t out; /* reply scratch, reused (up to SCRATCH_KEEP bytes kept); loop thread only */
     size_t conns; /* open client connections; loop thread only */
     size_t max_connections;
     size_t max_header_bytes;
@@ -80,6 +80,7 @@ struct bd_http {
 #define WATCH_BUDGET 512
 #define ACCEPT_RETRY_MS 100
 #define MAX_URL_BYTES 8192
+#define SCRATCH_KEEP (1u << 20) /* reply scratch bytes kept between replies */
 
 typedef struct job job_t;
 struct job {
@@ -446,6 +447,7 @@ static void send_result(bd_http_t *h, job_t *j)
                               "Inference-Header-Content-Length", num, (size_t)len);
         reply(h, req, 200, "application/octet-stream", h->out.data, h->out.len);
     }
+    bd_buf_trim(&h->out, SCRATCH_KEEP); /* h2o copied the reply */
 }
 
 /* The call finished (from the mailbox, on the loop). */

@@ -51,7 +51,14 @@ struct bd_call {
     size_t rmodel_len, rversion_len;
     size_t header_len;
     bool decoding;  /* on the decode thread: the owner touches nothing but these flags */
+    bool encoding;  /* on the decode thread for its reply, likewise */
     bool cancelled; /* the client left while it was decoding */
+    /* A large reply, encoded on the decode thread before done runs (encoded set). */
+    bool encoded;
+    int reply_rc;
+    bd_err_t reply_err;
+    bd_buf_t reply;
+    size_t reply_hlen;
     bd_list_t qlink;
     char assigned_id[64]; /* bd_call_set_id: used when the request has no id */
 };
@@ -127,9 +134,33 @@ int bd_infer_http_status(int code)
 
 /* ---- completion ------------------------------------------------------------------------- */
 
+static bool reply_is_large(const bd_call_t *c);
+static void on_encoded(bd_mail_t *mail);
+
 static void on_mail(bd_mail_t *mail)
 {
     bd_call_t *c = BD_CONTAINER_OF(mail, bd_call_t, mail);
+    bd_infer_t *inf = c->inf;
+    if (c->req->status == 0 && reply_is_large(c)) {
+        /* Encoding a large JSON reply would hold up the loop: the decode thread writes it,
+         * and done runs when it is back. */
+        c->encoding = true;
+        c->mail.cb = on_encoded;
+        pthread_mutex_lock(&inf->mu);
+        bd_list_push_back(&inf->queue, &c->qlink);
+        pthread_cond_signal(&inf->cv);
+        pthread_mutex_unlock(&inf->mu);
+        return;
+    }
+    inf->inflight--;
+    c->done(c);
+}
+
+static void on_encoded(bd_mail_t *mail)
+{
+    bd_call_t *c = BD_CONTAINER_OF(mail, bd_call_t, mail);
+    c->encoding = false;
+    c->encoded = true;
     c->inf->inflight--;
     c->done(c);
 }
@@ -251,7 +282,10 @@ static int submit(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
 
 /* ---- the decode thread ------------------------------------------------------------------ */
 
-/* Large bodies are decoded here, so one big JSON body never stalls the loop. */
+static int encode_reply(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err);
+
+/* Large bodies are decoded here, and large JSON replies encoded, so one big JSON body never
+ * stalls the loop. */
 static void *decode_main(void *arg)
 {
     bd_infer_t *inf = arg;
@@ -268,9 +302,13 @@ static void *decode_main(void *arg)
         pthread_mutex_unlock(&inf->mu);
         bd_call_t *c = BD_CONTAINER_OF(n, bd_call_t, qlink);
         bd_req_t *r = c->req;
-        bd_decode_limits_t limits = {0};
-        r->status = bd_infer_decode(r->body, r->body_len, c->header_len, &r->arena, &limits, &r->in,
-                                    &r->err);
+        if (c->encoding) {
+            c->reply_rc = encode_reply(c, &c->reply, &c->reply_hlen, &c->reply_err);
+        } else {
+            bd_decode_limits_t limits = {0};
+            r->status = bd_infer_decode(r->body, r->body_len, c->header_len, &r->arena, &limits,
+                                        &r->in, &r->err);
+        }
         bd_mailbox_post(inf->mailbox, &c->mail);
         pthread_mutex_lock(&inf->mu);
     }
@@ -429,7 +467,7 @@ void *bd_call_user(bd_call_t *call)
 
 void bd_call_cancel(bd_call_t *call)
 {
-    if (call->decoding) {
+    if (call->decoding || call->encoding) {
         call->cancelled = true; /* on_decoded finishes it instead of queueing it */
         return;
     }
@@ -458,18 +496,16 @@ void bd_call_set_id(bd_call_t *call, const char *id)
     snprintf(call->assigned_id, sizeof call->assigned_id, "%s", id);
 }
 
-int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err)
+/* The outputs a successful call's reply carries, as the request asked. */
+static int select_outputs(const bd_call_t *call, bd_output_enc_t *enc, size_t *n_out,
+                          bd_err_t *err)
 {
-    bd_req_t *r = call->req;
-    if (r->status != 0) {
-        return bd_err_set(err, r->status, "%s", r->err.msg);
-    }
+    const bd_req_t *r = call->req;
     const bd_infer_req_t *in = &r->in;
     size_t n = in->n_outputs ? in->n_outputs : r->n_outputs;
     if (n > MAX_OUTPUTS) {
         return bd_err_set(err, BD_EINVAL, "a request may ask for at most %d outputs", MAX_OUTPUTS);
     }
-    bd_output_enc_t enc[MAX_OUTPUTS];
     for (size_t i = 0; i < n; i++) {
         if (!in->n_outputs) {
             enc[i] = (bd_output_enc_t){&r->outputs[i], in->binary_default};
@@ -485,12 +521,65 @@ int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t 
             return bd_err_set(err, BD_EINVAL, "a requested output is not produced by the model");
         }
     }
+    *n_out = n;
+    return 0;
+}
+
+/* Whether the reply's JSON outputs are large enough to be encoded off the loop: their text
+ * takes a few bytes per tensor byte. */
+static bool reply_is_large(const bd_call_t *c)
+{
+    bd_output_enc_t enc[MAX_OUTPUTS];
+    size_t n = 0, bytes = 0;
+    if (select_outputs(c, enc, &n, NULL) != 0) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bytes += enc[i].binary ? 0 : enc[i].tensor->byte_size;
+    }
+    return bytes > c->inf->opts.offload_bytes / 4;
+}
+
+/* The owner thread, or the decode thread while the call is there. */
+static int encode_reply(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err)
+{
+    bd_output_enc_t enc[MAX_OUTPUTS];
+    size_t n = 0;
+    int rc = select_outputs(call, enc, &n, err);
+    if (rc != 0) {
+        return rc;
+    }
     if (bd_infer_encode(out, bd_model_name(call->model), bd_model_version(call->model),
                         bd_call_id(call), enc, n, header_len) != 0 ||
         out->failed) {
         return bd_err_set(err, BD_ENOMEM, "out of memory while writing the reply");
     }
     return 0;
+}
+
+int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err)
+{
+    bd_req_t *r = call->req;
+    if (r->status != 0) {
+        return bd_err_set(err, r->status, "%s", r->err.msg);
+    }
+    if (!call->encoded) {
+        return encode_reply(call, out, header_len, err);
+    }
+    if (call->reply_rc != 0) {
+        *err = call->reply_err;
+        return call->reply_rc;
+    }
+    *header_len = call->reply_hlen;
+    if (out->len == 0) {
+        /* Hand the encoded reply over; the call frees what `out` held. */
+        bd_buf_t held = *out;
+        *out = call->reply;
+        call->reply = held;
+        return 0;
+    }
+    bd_buf_append(out, call->reply.data, call->reply.len);
+    return out->failed ? bd_err_set(err, BD_ENOMEM, "out of memory while writing the reply") : 0;
 }
 
 void bd_call_free(bd_call_t *call)
@@ -501,5 +590,6 @@ void bd_call_free(bd_call_t *call)
     if (call->model) {
         bd_model_unref(call->model);
     }
+    bd_buf_dispose(&call->reply);
     bd_req_free(call->req); /* frees the call too: it lives in the request's arena */
 }

@@ -56,7 +56,7 @@ struct bd_stream {
     size_t n_conns;
     h2o_timeout_t idle_timeout;
     h2o_timeout_t close_timeout;
-    bd_buf_t out; /* reply scratch */
+    bd_buf_t out; /* reply scratch (trimmed after a large reply) */
     bool stopping;
 };
 
@@ -280,6 +280,7 @@ static void on_call_done(bd_call_t *call)
             memcpy(b->data, le, 4);
             queue_frame(c, WSLAY_BINARY_FRAME, b->data, b->len);
         }
+        bd_buf_trim(b, 1u << 20); /* wslay copied the reply */
     }
     bd_call_free(call);
     if (c->sock) {

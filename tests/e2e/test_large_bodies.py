@@ -62,3 +62,36 @@ def test_max_decode_bytes_below_max_body_bytes_is_refused(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "--max-decode-bytes (1024) must be at least --max-body-bytes (2048)" in r.stderr
+
+
+def vm_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+@pytest.mark.slow
+def test_big_json_body_memory_stays_near_its_size(client):
+    """A 20 MB JSON body and its 20 MB JSON reply cost about their own size: the data array
+    is read straight into the tensor and the reply written off the loop (jansson's tree of
+    the same body took ~15x its size). The bound is generous: 6x the body."""
+    n = 4_000_000
+    body = json.dumps({"id": "big", "inputs": [{"name": "INPUT0", "datatype": "FP32",
+                                                "shape": [1, n], "data": [1.5] * n}]}).encode()
+    pid = client.server.proc.pid
+    before = vm_kib(pid, "VmRSS")
+    s = requests.Session()
+    for _ in range(3):
+        r = s.post(client.url("/v2/models/wide/infer"), data=body,
+                   headers={"Content-Type": "application/json"}, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.text[:200]
+        out = r.json()
+        assert out["id"] == "big"
+        assert out["outputs"][0]["shape"] == [1, n]
+        data = out["outputs"][0]["data"]
+        assert len(data) == n and data[0] == 1.5 and data[-1] == 1.5
+    grown = (vm_kib(pid, "VmHWM") - before) * 1024
+    assert grown < 6 * len(body), "peak RSS grew %.0f MB for a %.0f MB body" % (
+        grown / 1e6, len(body) / 1e6)
