@@ -32,6 +32,9 @@ ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 #   clang libclang-rt-14-dev             libFuzzer targets (clang's fuzzer and sanitizer runtimes)
 #   clang-format                         the formatting check in make test (Debian 14.x)
 #   valgrind wrk nginx-light             leak checks; HTTP benchmarks (nginx: the `return 200` yardstick)
+#   redis-server                         Redis Streams ingest: the e2e tests and bench/redis.sh start their own
+#   libhiredis-dev                       the Redis client (async API on the h2o loop) src/ingest builds on
+#   python3-redis                        producer and checker in the Redis e2e tests and bench/redis.sh
 #   npm (only when no `npm` command exists) fetching onnxruntime-node below
 PACKAGES=(
     build-essential cmake pkg-config
@@ -40,6 +43,7 @@ PACKAGES=(
     python3 python3-pytest python3-requests python3-websockets python3-numpy python3-sklearn python3-onnx
     clang libclang-rt-14-dev clang-format
     valgrind wrk nginx-light
+    redis-server libhiredis-dev python3-redis
 )
 
 say() { printf 'setup: %s\n' "$*"; }

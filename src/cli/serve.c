@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "cli/cli.h"
+#include "ingest/ingest.h"
 #include "metrics/metrics.h"
 #include "repo/repo.h"
 #include "server/server.h"
@@ -31,6 +33,8 @@ typedef struct {
     int64_t max_connections;
     int64_t max_header_bytes;
     int64_t max_decode_bytes;
+    const char *redis;
+    const char *redis_consumer;
 } serve_opts_t;
 
 #define OFF(f) offsetof(serve_opts_t, f)
@@ -70,6 +74,12 @@ static const bd_cli_opt_t opts_table[] = {
      "BATCHD_MAX_DECODE_BYTES",
      "request body bytes decoded off the event loop at once (bodies over 256 KiB are); past it "
      "503; at least --max-body-bytes"},
+    {"--redis", BD_CLI_STR, OFF(redis), NULL, 0, 0, "BATCHD_REDIS",
+     "redis://HOST:PORT[/DB]: ingest Redis Streams for every model whose config.json has a "
+     "\"redis\" section (default: off)"},
+    {"--redis-consumer", BD_CLI_STR, OFF(redis_consumer), NULL, 0, 0, "BATCHD_REDIS_CONSUMER",
+     "this process's consumer name in the Redis consumer groups (default: <hostname>-<pid>); "
+     "a restart under the same name re-reads the entries it had not answered"},
 };
 static const bd_cli_cmd_t serve_cmd = {
     .usage = "usage: batchd serve --model-repository DIR [flags]\n",
@@ -147,6 +157,22 @@ static size_t raise_fd_limit(size_t max_connections)
     return n;
 }
 
+/* The Redis ingest rides on the server's loop; the server drives its drain through these. */
+static void ingest_stop(void *ctx)
+{
+    bd_ingest_stop(ctx);
+}
+
+static bool ingest_reading(void *ctx)
+{
+    return bd_ingest_reading(ctx);
+}
+
+static bool ingest_busy(void *ctx)
+{
+    return bd_ingest_busy(ctx);
+}
+
 int bd_cli_serve(int argc, char **argv)
 {
     serve_opts_t so = {0};
@@ -165,6 +191,32 @@ int bd_cli_serve(int argc, char **argv)
                 "(%lld), or the largest bodies could never be decoded\n",
                 (long long)so.max_decode_bytes, (long long)so.max_body_bytes);
         return 2;
+    }
+    char redis_host[128] = "";
+    int redis_port = 0, redis_db = 0;
+    char consumer[300];
+    if (so.redis) {
+        bd_err_t uerr = {0};
+        /* Resolved here, before the loop runs: a name lookup blocks. */
+        if (bd_ingest_parse_url(so.redis, redis_host, sizeof redis_host, &redis_port, &redis_db,
+                                &uerr) != 0) {
+            fprintf(stderr, "batchd serve: %s\n", uerr.msg);
+            return 2;
+        }
+    }
+    if (so.redis_consumer && (!*so.redis_consumer || strlen(so.redis_consumer) > 200)) {
+        fprintf(stderr, "batchd serve: --redis-consumer must be 1 to 200 characters\n");
+        return 2;
+    }
+    if (so.redis_consumer) {
+        snprintf(consumer, sizeof consumer, "%s", so.redis_consumer);
+    } else {
+        char host[256] = "batchd";
+        if (gethostname(host, sizeof host) != 0) {
+            snprintf(host, sizeof host, "batchd");
+        }
+        host[sizeof host - 1] = '\0';
+        snprintf(consumer, sizeof consumer, "%.200s-%ld", host, (long)getpid());
     }
     int level = parse_level(so.log_level);
     if (level < 0) {
@@ -198,6 +250,7 @@ int bd_cli_serve(int argc, char **argv)
                              control == BD_MODEL_CONTROL_POLL ? (int)so.repository_poll_secs : 0};
     bd_repo_t *repo = mailbox ? bd_repo_open(so.model_repository, &ro, &err) : NULL;
     bd_server_t *server = NULL;
+    bd_ingest_t *ingest = NULL;
     if (!repo) {
         BD_ERROR("serve", "%s", metrics ? err.msg : "out of memory");
         goto done;
@@ -216,10 +269,27 @@ int bd_cli_serve(int argc, char **argv)
         BD_ERROR("serve", "%s", err.msg);
         goto done;
     }
+    if (so.redis) {
+        bd_ingest_opts_t io = {.host = redis_host,
+                               .port = redis_port,
+                               .db = redis_db,
+                               .consumer = consumer,
+                               .max_entry_bytes = (size_t)so.max_body_bytes};
+        ingest = bd_ingest_new(bd_server_loop(server), bd_server_infer(server), repo, metrics, &io,
+                               &err);
+        bd_server_frontend_t fe = {ingest, ingest_stop, ingest_reading, ingest_busy};
+        if (!ingest || bd_server_add_frontend(server, &fe) != 0) {
+            BD_ERROR("serve", "cannot start the Redis ingest: %s", ingest ? "too many" : err.msg);
+            goto done;
+        }
+        BD_INFO("ingest", "redis ingest host=%s port=%d db=%d consumer=%s", redis_host, redis_port,
+                redis_db, consumer);
+    }
     BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s", so.host,
             bd_server_port(server), bd_repo_count(repo), so.model_control);
     rc = bd_server_run(server, &stop) == 0 ? 0 : 1;
 done:
+    bd_ingest_free(ingest); /* before the server: its sockets and timers are on the loop */
     bd_server_free(server);
     bd_repo_free(repo); /* drains what the loader still posts to the mailbox */
     bd_mailbox_free(mailbox);

@@ -52,6 +52,7 @@ struct bd_call {
     size_t header_len;
     bool decoding;  /* on the decode thread: the owner touches nothing but these flags */
     bool encoding;  /* on the decode thread for its reply, likewise */
+    bool raw;       /* bd_infer_start_raw: the front end reads the outputs, never a reply */
     bool cancelled; /* the client left while it was decoding */
     /* A large reply, encoded on the decode thread before done runs (encoded set). */
     bool encoded;
@@ -141,7 +142,7 @@ static void on_mail(bd_mail_t *mail)
 {
     bd_call_t *c = BD_CONTAINER_OF(mail, bd_call_t, mail);
     bd_infer_t *inf = c->inf;
-    if (c->req->status == 0 && reply_is_large(c)) {
+    if (c->req->status == 0 && !c->raw && reply_is_large(c)) {
         /* Encoding a large JSON reply would hold up the loop: the decode thread writes it,
          * and done runs when it is back. */
         c->encoding = true;
@@ -497,8 +498,7 @@ void bd_call_set_id(bd_call_t *call, const char *id)
 }
 
 /* The outputs a successful call's reply carries, as the request asked. */
-static int select_outputs(const bd_call_t *call, bd_output_enc_t *enc, size_t *n_out,
-                          bd_err_t *err)
+static int select_outputs(const bd_call_t *call, bd_output_enc_t *enc, size_t *n_out, bd_err_t *err)
 {
     const bd_req_t *r = call->req;
     const bd_infer_req_t *in = &r->in;
@@ -592,4 +592,187 @@ void bd_call_free(bd_call_t *call)
     }
     bd_buf_dispose(&call->reply);
     bd_req_free(call->req); /* frees the call too: it lives in the request's arena */
+}
+
+/* ==== raw typed inputs (bd_infer_start_raw; see infer.h) ====================================
+ * Kept apart from the KServe paths above: it builds the decoded request (r->in) from the
+ * front end's typed inputs and then joins them at submit(), so lookup, readiness, validation,
+ * completion and counting are the same code. The bytes are copied into one block the request
+ * owns (r->body), as binary tensors are. Owner thread. */
+
+#define RAW_MAX_INPUTS 64
+#define RAW_ARENA_BYTES (1u << 20)
+
+static const bd_io_t *raw_model_input(const bd_model_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; cfg && i < cfg->n_inputs; i++) {
+        if (strcmp(cfg->inputs[i].name, name) == 0) {
+            return &cfg->inputs[i];
+        }
+    }
+    return NULL;
+}
+
+/* Fill in what the front end left to the model (datatype, one row's shape) and check that
+ * the bytes fill the shape exactly. The scheduler's validation checks the rest. */
+static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *in, bd_tensor_t *t,
+                     bd_err_t *err)
+{
+    const bd_io_t *io = raw_model_input(cfg, in->name);
+    if (!io && (in->dtype == BD_DT_INVALID || in->shape.ndim == 0)) {
+        return bd_err_set(err, BD_EINVAL, "model '%s' has no input named '%.64s'", cfg->name,
+                          in->name);
+    }
+    t->dtype = in->dtype != BD_DT_INVALID ? in->dtype : io->dtype;
+    if (!bd_dtype_supported(t->dtype)) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.64s': datatype %s cannot be sent as raw bytes; expected one "
+                          "of BOOL, INT8..INT64, UINT8..UINT64, FP32, FP64",
+                          in->name, bd_dtype_name(t->dtype));
+    }
+    char buf[128];
+    if (in->shape.ndim == 0) {
+        bool batched = cfg->max_batch_size > 0;
+        if (io->dims.ndim + (batched ? 1 : 0) > BD_MAX_DIMS) {
+            return bd_err_set(err, BD_EINVAL, "input '%.64s' has too many dims", in->name);
+        }
+        t->shape.ndim = 0;
+        if (batched) {
+            t->shape.dims[t->shape.ndim++] = 1;
+        }
+        for (int i = 0; i < io->dims.ndim; i++) {
+            if (io->dims.dims[i] < 0) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "input '%.64s' has variable dims %s; the entry must give its "
+                                  "shape",
+                                  in->name, bd_shape_str(&io->dims, buf, sizeof buf));
+            }
+            t->shape.dims[t->shape.ndim++] = io->dims.dims[i];
+        }
+    } else {
+        t->shape = in->shape;
+    }
+    size_t count = 0;
+    size_t want = 0;
+    int rc = bd_shape_count(&t->shape, SIZE_MAX, &count, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!bd_mul_size(count, bd_dtype_size(t->dtype), &want) || want != in->byte_size) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.64s': %zu bytes do not fill shape %s of %s; expected %zu bytes",
+                          in->name, in->byte_size, bd_shape_str(&t->shape, buf, sizeof buf),
+                          bd_dtype_name(t->dtype), want);
+    }
+    t->byte_size = want;
+    return 0;
+}
+
+int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_done_cb done,
+                       bd_call_t **out, bd_err_t *err)
+{
+    bd_model_t *m = NULL;
+    const char *v = a->version ? a->version : "";
+    size_t vlen = a->version ? a->version_len : 0;
+    int rc = find_ready(inf, a->model, a->model_len, v, vlen, &m, err);
+    if (rc != 0) {
+        return rc;
+    }
+    bd_model_metrics_t *mm = bd_model_metrics(m);
+    const bd_model_config_t *cfg = bd_model_config(m);
+    size_t total = 0;
+    for (size_t i = 0; i < a->n_inputs; i++) {
+        if (!bd_add_size(total, a->inputs[i].byte_size, &total)) {
+            total = SIZE_MAX;
+        }
+    }
+    if (a->n_inputs > RAW_MAX_INPUTS) {
+        bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
+        return bd_err_set(err, BD_EINVAL, "a request may carry at most %d inputs, got %zu",
+                          RAW_MAX_INPUTS, a->n_inputs);
+    }
+    if (a->max_bytes && total > a->max_bytes) {
+        bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
+        return bd_err_set(err, BD_ETOOBIG,
+                          "the inputs are %zu bytes together, over the limit of %zu bytes", total,
+                          a->max_bytes);
+    }
+    bd_req_t *r = bd_req_new(RAW_ARENA_BYTES);
+    bd_call_t *c = r ? bd_arena_calloc(&r->arena, 1, sizeof *c) : NULL;
+    if (c && a->user_size && !(c->user = bd_arena_calloc(&r->arena, 1, a->user_size))) {
+        c = NULL;
+    }
+    bd_tensor_t *ts = c && a->n_inputs ? bd_arena_calloc(&r->arena, a->n_inputs, sizeof *ts) : NULL;
+    if (c && ((a->n_inputs && !ts) ||
+              !(c->rmodel = bd_arena_strndup(&r->arena, a->model, a->model_len)) ||
+              !(c->rversion = bd_arena_strndup(&r->arena, v, vlen)))) {
+        c = NULL;
+    }
+    if (c && total > 0 && !(r->body = malloc(total))) {
+        c = NULL;
+    }
+    if (!c) {
+        bd_req_free(r);
+        return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+    }
+    r->body_len = total;
+    c->inf = inf;
+    c->req = r;
+    c->done = done;
+    c->protocol = a->protocol;
+    c->raw = true;
+    c->rmodel_len = a->model_len;
+    c->rversion_len = vlen;
+    bd_model_ref(m); /* attributes what fails below to the model */
+    c->model = m;
+    size_t off = 0;
+    for (size_t i = 0; i < a->n_inputs && rc == 0; i++) {
+        const bd_infer_raw_input_t *in = &a->inputs[i];
+        ts[i].name = bd_arena_strndup(&r->arena, in->name, strlen(in->name));
+        if (!ts[i].name) {
+            rc = bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+            break;
+        }
+        rc = raw_input(cfg, in, &ts[i], err);
+        if (rc == 0 && in->byte_size > 0) {
+            memcpy(r->body + off, in->data, in->byte_size);
+        }
+        ts[i].data = r->body ? r->body + off : NULL;
+        off += in->byte_size;
+    }
+    if (rc == BD_EINVAL) {
+        bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
+    }
+    if (rc == 0) {
+        r->in.inputs = ts;
+        r->in.n_inputs = a->n_inputs;
+        rc = submit(inf, c, err);
+    }
+    if (rc != 0) {
+        bd_call_free(c);
+        return rc;
+    }
+    inf->inflight++;
+    *out = c;
+    return 0;
+}
+
+size_t bd_call_outputs(const bd_call_t *call, const bd_tensor_t **outputs)
+{
+    if (call->req->status != 0) {
+        *outputs = NULL;
+        return 0;
+    }
+    *outputs = call->req->outputs;
+    return call->req->n_outputs;
+}
+
+const char *bd_call_model_name(const bd_call_t *call)
+{
+    return call->model ? bd_model_name(call->model) : "";
+}
+
+const char *bd_call_model_version(const bd_call_t *call)
+{
+    return call->model ? bd_model_version(call->model) : "";
 }

@@ -111,4 +111,50 @@ void bd_call_free(bd_call_t *call);
  * front end uses (WebSocket and Redis replies carry it as "status"). */
 int bd_infer_http_status(int code);
 
+/* ==== raw typed inputs ====================================================================
+ * For front ends whose messages carry tensor bytes rather than KServe v2 JSON (the Redis
+ * Streams ingest). The same model lookup, readiness check, validation against the model,
+ * submit, completion through the owner's mailbox and outcome counting as bd_infer_start;
+ * only the decode is replaced by the front end's already-typed inputs. */
+
+typedef struct {
+    const char *name; /* a model input's name, NUL-terminated; borrowed during the call */
+    bd_dtype_t dtype; /* BD_DT_INVALID: the model's datatype for this input */
+    /* ndim 0: exactly one row of the model's dims ([1, dims...] when the model batches; the
+     * model's dims when it does not), which needs fixed dims. Otherwise the whole shape,
+     * the batch dim included. */
+    bd_shape_t shape;
+    const void *data; /* little-endian, row-major; borrowed during the call (copied) */
+    size_t byte_size; /* must equal elements(shape) * size(dtype) */
+} bd_infer_raw_input_t;
+
+typedef struct {
+    bd_protocol_t protocol;
+    const char *model; /* required */
+    size_t model_len;
+    const char *version; /* NULL or "": the highest ready version */
+    size_t version_len;
+    const bd_infer_raw_input_t *inputs;
+    size_t n_inputs;
+    size_t max_bytes; /* the inputs' bytes together may not pass this (BD_ETOOBIG); 0: none */
+    size_t user_size; /* as bd_infer_args_t.user_size */
+} bd_infer_raw_args_t;
+
+/* Start one request from raw typed inputs. Returns and calls `done` exactly as
+ * bd_infer_start (never offloaded: nothing is decoded). A missing model is BD_ENOTFOUND, a
+ * model that is not ready BD_EUNAVAIL; an input whose byte count does not fill its shape, an
+ * unknown or missing input, a datatype or shape the model does not take are BD_EINVAL (counted
+ * `invalid` for the model); BD_ETOOBIG past max_bytes; BD_EFULL, BD_ESHUTDOWN as the scheduler
+ * says. Owner thread. */
+int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_done_cb done,
+                       bd_call_t **out, bd_err_t *err);
+
+/* After done, for a call that succeeded: every model output in config order (names,
+ * datatypes, shapes with the batch dim, data), borrowed from the call until bd_call_free.
+ * Returns how many; 0 for a call that failed. Owner thread. */
+size_t bd_call_outputs(const bd_call_t *call, const bd_tensor_t **outputs);
+/* The model and version that ran (or refused) the call; "" when none was found. */
+const char *bd_call_model_name(const bd_call_t *call);
+const char *bd_call_model_version(const bd_call_t *call);
+
 #endif

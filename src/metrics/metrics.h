@@ -25,9 +25,14 @@ typedef enum {
 const char *bd_outcome_name(bd_outcome_t o); /* "success", "rejected", ... */
 
 /* The front end a request came through: the `protocol` label of requests_total. */
-typedef enum { BD_PROTO_HTTP = 0, BD_PROTO_WEBSOCKET, BD_PROTO_COUNT_ } bd_protocol_t;
+typedef enum {
+    BD_PROTO_HTTP = 0,
+    BD_PROTO_WEBSOCKET,
+    BD_PROTO_REDIS,
+    BD_PROTO_COUNT_
+} bd_protocol_t;
 
-const char *bd_protocol_name(bd_protocol_t p); /* "http", "websocket" */
+const char *bd_protocol_name(bd_protocol_t p); /* "http", "websocket", "redis" */
 
 typedef struct bd_metrics bd_metrics_t;
 typedef struct bd_model_metrics bd_model_metrics_t;
@@ -61,6 +66,17 @@ uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m);
 
 /* batchd_websocket_connections += delta (open WebSocket connections, all models). */
 void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
+
+/* requests_total lists the http and websocket protocols always, and the others (redis) once
+ * the front end that serves them was started and enabled them here. Any thread. */
+void bd_metrics_protocol_enable(bd_metrics_t *m, bd_protocol_t protocol);
+
+/* A front end's own metric families (the Redis ingest's), appended to the exposition after
+ * the server-wide ones: `cb` writes complete families (# HELP, # TYPE, samples) into `out`.
+ * It runs on the thread that calls bd_metrics_render (the event loop). One callback at
+ * most; cb NULL removes it. */
+typedef void (*bd_metrics_render_cb)(void *ctx, bd_buf_t *out);
+void bd_metrics_set_extra(bd_metrics_t *m, bd_metrics_render_cb cb, void *ctx);
 
 /* Read back a counter (for tests and the statistics extension); requests are summed over
  * protocols. */
@@ -124,8 +140,8 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_inference_inflight{model,version}                  gauge
  *   batchd_websocket_connections                              gauge (no labels)
  *   batchd_connections_refused_total                          counter (no labels)
- * Each family has its # HELP and # TYPE lines once; every protocol and outcome is listed (0
- * included). */
+ * then the extra families (bd_metrics_set_extra). Each family has its # HELP and # TYPE lines
+ * once; every enabled protocol and every outcome is listed (0 included). */
 void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out);
 
 #endif

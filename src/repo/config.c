@@ -359,6 +359,64 @@ static int parse_breaker(json_t *v, bd_sched_policy_t *pol, bd_err_t *err)
     return 0;
 }
 
+/* A string key of 1..BD_REDIS_KEY_MAX-1 bytes without NUL; absent keeps `out`. */
+static int get_redis_str(json_t *obj, const char *key, char *out, bd_err_t *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        return 0;
+    }
+    size_t n = json_is_string(v) ? json_string_length(v) : 0;
+    if (n == 0 || n >= BD_REDIS_KEY_MAX || strlen(json_string_value(v)) != n) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'redis.%s' must be a non-empty string of at most %d bytes",
+                          key, BD_REDIS_KEY_MAX - 1);
+    }
+    memcpy(out, json_string_value(v), n + 1);
+    return 0;
+}
+
+/* The "redis" section (Redis Streams ingest); defaults are set by bd_config_parse. */
+static int parse_redis(json_t *v, bd_redis_config_t *rd, bd_err_t *err)
+{
+    static const char *const allowed[] = {
+        "streams",  "group",         "results",        "results_maxlen", "read_count",
+        "block_ms", "claim_idle_ms", "max_deliveries", "dead_letter",    NULL};
+    if (!json_is_object(v)) {
+        return bd_err_set(err, BD_EINVAL, "config.json: 'redis' must be an object");
+    }
+    if (!json_object_get(v, "streams")) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'redis.streams' is required: a stream key or a glob such "
+                          "as \"frames:*\"");
+    }
+    int64_t maxlen = rd->results_maxlen;
+    int64_t count = rd->read_count;
+    int64_t block = rd->block_ms;
+    int64_t idle = rd->claim_idle_ms;
+    int64_t deliveries = rd->max_deliveries;
+    const char *w = "redis.";
+    int rc = check_keys(v, w, allowed, err);
+    if (rc || (rc = get_redis_str(v, "streams", rd->streams, err)) ||
+        (rc = get_redis_str(v, "group", rd->group, err)) ||
+        (rc = get_redis_str(v, "results", rd->results, err)) ||
+        (rc = get_redis_str(v, "dead_letter", rd->dead_letter, err)) ||
+        (rc = get_int(v, w, "results_maxlen", 1, (int64_t)1 << 40, &maxlen, err)) ||
+        (rc = get_int(v, w, "read_count", 1, 10000, &count, err)) ||
+        (rc = get_int(v, w, "block_ms", 1, 60000, &block, err)) ||
+        (rc = get_int(v, w, "claim_idle_ms", 10, 86400000, &idle, err)) ||
+        (rc = get_int(v, w, "max_deliveries", 1, 1000000, &deliveries, err))) {
+        return rc;
+    }
+    rd->enabled = true;
+    rd->results_maxlen = maxlen;
+    rd->read_count = (int)count;
+    rd->block_ms = (int)block;
+    rd->claim_idle_ms = idle;
+    rd->max_deliveries = (int)deliveries;
+    return 0;
+}
+
 static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
 {
     bd_model_config_t *cfg = &c->model;
@@ -375,6 +433,7 @@ static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
                                           "version_policy",
                                           "warmup",
                                           "circuit_breaker",
+                                          "redis",
                                           NULL};
     if (!json_is_object(root)) {
         return bd_err_set(err, BD_EINVAL, "config.json: the top level must be an object");
@@ -420,6 +479,9 @@ static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
         return rc;
     }
     if ((v = json_object_get(root, "circuit_breaker")) && (rc = parse_breaker(v, &c->sched, err))) {
+        return rc;
+    }
+    if ((v = json_object_get(root, "redis")) && (rc = parse_redis(v, &c->redis, err))) {
         return rc;
     }
     if ((v = json_object_get(root, "inputs")) &&
@@ -515,6 +577,15 @@ int bd_config_parse(bd_config_t *c, const char *json, size_t len, bd_err_t *err)
     pol->circuit_breaker.cooldown_us = 2000000;
     c->version_policy.kind = BD_VERSIONS_LATEST;
     c->version_policy.latest = 1;
+    bd_redis_config_t *rd = &c->redis;
+    snprintf(rd->group, sizeof rd->group, "batchd");
+    snprintf(rd->results, sizeof rd->results, "results:{stream}");
+    snprintf(rd->dead_letter, sizeof rd->dead_letter, "dead:{stream}");
+    rd->results_maxlen = 100000;
+    rd->read_count = 32;
+    rd->block_ms = 100;
+    rd->claim_idle_ms = 30000;
+    rd->max_deliveries = 3;
     int rc = 0;
     if (json) {
         json_error_t jerr;

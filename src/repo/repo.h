@@ -40,6 +40,22 @@ typedef struct {
     size_t n_versions;
 } bd_version_policy_t;
 
+/* config.json's "redis" section: Redis Streams ingest for the model (src/ingest). Plain
+ * values only (copied freely, nothing to free). Only `streams` is required. */
+#define BD_REDIS_KEY_MAX 256
+typedef struct {
+    bool enabled;                       /* the section is there */
+    char streams[BD_REDIS_KEY_MAX];     /* glob of input stream keys ("frames:*") */
+    char group[BD_REDIS_KEY_MAX];       /* consumer group; default "batchd" */
+    char results[BD_REDIS_KEY_MAX];     /* result stream; {stream} = the input's key */
+    char dead_letter[BD_REDIS_KEY_MAX]; /* dead-letter stream; {stream} as in results */
+    int64_t results_maxlen;             /* XADD MAXLEN ~ this; default 100000 */
+    int read_count;                     /* XREADGROUP COUNT (per stream); default 32 */
+    int block_ms;                       /* XREADGROUP BLOCK; default 100 */
+    int64_t claim_idle_ms;              /* XAUTOCLAIM entries idle this long; default 30000 */
+    int max_deliveries;                 /* delivered more often: dead-lettered; default 3 */
+} bd_redis_config_t;
+
 /* Everything config.json says about one model version, split by the module that acts on it:
  * the backend's part (which owns strings and io arrays), the scheduler's policy and the
  * repository's version policy. One thread at a time: the loader fills it, then it is
@@ -48,6 +64,7 @@ typedef struct {
     bd_model_config_t model;
     bd_sched_policy_t sched;
     bd_version_policy_t version_policy;
+    bd_redis_config_t redis;
 } bd_config_t;
 
 /* Free what cfg->model owns (not the struct itself); the struct is reusable after. */

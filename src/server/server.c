@@ -34,6 +34,8 @@ struct bd_server {
     bd_stream_t *stream;
     bd_http_t *http;
     bool stopping;
+    bd_server_frontend_t frontends[BD_SERVER_MAX_FRONTENDS]; /* registered by the caller */
+    size_t n_frontends;
 };
 
 static void on_mail(h2o_socket_t *sock, const char *err)
@@ -111,6 +113,37 @@ int bd_server_port(const bd_server_t *s)
     return bd_http_port(s->http);
 }
 
+h2o_evloop_t *bd_server_loop(bd_server_t *s)
+{
+    return s->loop;
+}
+
+bd_infer_t *bd_server_infer(bd_server_t *s)
+{
+    return s->infer;
+}
+
+int bd_server_add_frontend(bd_server_t *s, const bd_server_frontend_t *fe)
+{
+    if (s->n_frontends == BD_SERVER_MAX_FRONTENDS) {
+        return BD_EFULL;
+    }
+    s->frontends[s->n_frontends++] = *fe;
+    return 0;
+}
+
+/* Any registered front end still reading (which == 0) or busy (which == 1). */
+static bool frontends_pending(bd_server_t *s, int which)
+{
+    for (size_t i = 0; i < s->n_frontends; i++) {
+        bd_server_frontend_t *fe = &s->frontends[i];
+        if (which == 0 ? fe->reading(fe->ctx) : fe->busy(fe->ctx)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
 {
     bd_err_t err = {0};
@@ -130,8 +163,19 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
     /* Drain: refuse new connections, sockets and requests; answer what is queued. */
     bd_http_stop(s->http);
     bd_stream_shutdown(s->stream);
+    for (size_t i = 0; i < s->n_frontends; i++) {
+        s->frontends[i].stop(s->frontends[i].ctx);
+    }
+    /* What the front ends read still reaches its model before the repository closes (they
+     * bound the wait themselves, e.g. when their server went away). */
+    while (frontends_pending(s, 0)) {
+        h2o_evloop_run(s->loop, 100);
+    }
     bd_repo_close(s->repo);
     while (bd_infer_inflight(s->infer) > 0 || bd_repo_busy(s->repo)) {
+        h2o_evloop_run(s->loop, 100);
+    }
+    while (frontends_pending(s, 1)) {
         h2o_evloop_run(s->loop, 100);
     }
     /* Every reply is queued: close idle connections once their replies are written; the

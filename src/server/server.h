@@ -4,10 +4,12 @@
  * starts the front ends the options ask for (HTTP, and WebSocket streaming reached through
  * HTTP's upgrade) and hands them the shared infer layer.
  *
- * Drain on SIGTERM/SIGINT: stop accepting connections, sockets and requests; close the
- * repository to new work; run until every request handed to a scheduler came back and was
- * answered and every model load asked for was answered; close the WebSocket streams with
- * 1001 and idle keep-alive connections; return.
+ * Drain on SIGTERM/SIGINT: stop accepting connections, sockets and requests and stop the
+ * registered front ends' reading; once what they read reached a model, close the repository
+ * to new work; run until every request handed to a scheduler came back and was
+ * answered and every model load asked for was answered; let the registered front ends
+ * deliver their answers; close the WebSocket streams with 1001 and idle keep-alive
+ * connections; return.
  *
  * Threads: everything on the thread that calls bd_server_run, which is the repository's
  * owner thread while it runs. */
@@ -44,6 +46,32 @@ int bd_server_port(const bd_server_t *s);
  * every thread; they are read through a signalfd), then drain as above and return 0. */
 int bd_server_run(bd_server_t *s, const sigset_t *stop_signals);
 void bd_server_free(bd_server_t *s);
+/* ---- front ends started by the caller on the server's loop (the Redis ingest) ---------------
+ * The caller (cli) builds them from the loop and the infer layer below and registers them;
+ * the server drives their part of the drain. So the server does not link what they need
+ * (hiredis). */
+typedef struct {
+    void *ctx;
+    /* Drain begins: take no new work (stop reading). */
+    void (*stop)(void *ctx);
+    /* Still holding work it took and has not handed to a model (a read in flight, entries
+     * waiting for queue room): the repository stays open while this is true. */
+    bool (*reading)(void *ctx);
+    /* Still has answers to deliver (results not yet written). */
+    bool (*busy)(void *ctx);
+} bd_server_frontend_t;
+
+#define BD_SERVER_MAX_FRONTENDS 4
+
+struct st_h2o_evloop_t;
+struct bd_infer;
+/* The loop and the infer layer, for front ends the caller starts. */
+struct st_h2o_evloop_t *bd_server_loop(bd_server_t *s);
+struct bd_infer *bd_server_infer(bd_server_t *s);
+/* Register a front end (copied) for the drain; BD_EFULL past BD_SERVER_MAX_FRONTENDS. The
+ * caller frees it after bd_server_run returned and before bd_server_free. */
+int bd_server_add_frontend(bd_server_t *s, const bd_server_frontend_t *fe);
+
 /* Run the loop once, waiting at most timeout_ms for an event: for harnesses (the HTTP fuzz
  * target) that drive the server without signals. Not with bd_server_run. */
 void bd_server_poll(bd_server_t *s, int timeout_ms);

@@ -1,0 +1,154 @@
+"""bench/redis_bench.py: end-to-end Redis Streams ingest benchmark (driven by bench/redis.sh).
+
+Starts its own redis-server on a free loopback port and N batchd processes sharing one
+consumer group, then a producer writes FRAMES frames spread over CAMERAS camera streams as
+fast as Redis takes them (pipelined XADD). It waits until every frame has a result and
+reports:
+  - end-to-end frames/s: frames / (last result written - first frame written), both read from
+    the entry ids, i.e. Redis's own clock;
+  - latency XADD -> result: result id time - source id time, per frame (ms resolution: stream
+    ids carry milliseconds), p50 / p99 / max.
+Prints one Markdown table row per run.
+
+  redis_bench.py --bin build/batchd --model sim|mlp|mobilenet_v2 [--models DIR]
+                 [--procs 1|2] [--cameras 100] [--frames 100000]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
+from redis_util import RedisServer  # noqa: E402
+
+SHAPES = {"sim": ("INPUT0", 16), "mlp": ("input", 64), "mobilenet_v2": ("input", 3 * 224 * 224)}
+
+
+def make_repo(root, model, models_dir):
+    name, dim = SHAPES[model]
+    d = os.path.join(root, model)
+    os.makedirs(os.path.join(d, "1"), exist_ok=True)
+    redis_cfg = {"streams": "frames:*"}
+    if model == "sim":
+        cfg = {"backend": "sim", "max_batch_size": 64,
+               "inputs": [{"name": name, "datatype": "FP32", "dims": [dim]}],
+               "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [dim]}],
+               "sim": {"latency_us": 20, "per_item_us": 1},
+               "dynamic_batching": {"max_queue_size": 8192}, "redis": redis_cfg}
+    else:
+        os.symlink(os.path.realpath(os.path.join(models_dir, model, "1", "model.onnx")),
+                   os.path.join(d, "1", "model.onnx"))
+        cfg = {"dynamic_batching": {"max_queue_size": 8192}, "redis": redis_cfg}
+        if model == "mobilenet_v2":
+            cfg["max_batch_size"] = 8
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return dim
+
+
+def start_batchd(binary, repo, url, consumer, log):
+    p = subprocess.Popen([binary, "serve", "--model-repository", repo, "--http-port", "0",
+                          "--redis", url, "--redis-consumer", consumer, "--log-level", "warn"],
+                         stdout=log, stderr=subprocess.STDOUT)
+    return p
+
+
+def produce(r, cameras, frames, dim, batch=1000):
+    row = np.random.default_rng(1).standard_normal(dim).astype("<f4").tobytes()
+    pipe = r.pipeline(transaction=False)
+    n = 0
+    for seq in range(frames // cameras):
+        for cam in range(cameras):
+            pipe.xadd("frames:cam%d" % cam, {"input": row, "camera": str(cam), "seq": str(seq)})
+            n += 1
+            if n % batch == 0:
+                pipe.execute()
+    pipe.execute()
+    return (frames // cameras) * cameras
+
+
+def id_ms(eid):
+    return int(eid.split(b"-")[0])
+
+
+def collect(r, cameras):
+    lat = []
+    first_src, last_res = None, 0
+    for cam in range(cameras):
+        key = "results:frames:cam%d" % cam
+        last = "-"
+        while True:
+            chunk = r.xrange(key, min=last, max="+", count=10000)
+            if last != "-":
+                chunk = chunk[1:]
+            if not chunk:
+                break
+            for eid, f in chunk:
+                src = id_ms(f[b"source_id"])
+                res = id_ms(eid)
+                lat.append(res - src)
+                first_src = src if first_src is None else min(first_src, src)
+                last_res = max(last_res, res)
+            last = chunk[-1][0]
+    return np.array(lat), first_src, last_res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/batchd")
+    ap.add_argument("--model", default="sim")
+    ap.add_argument("--models", default="../shared/models")
+    ap.add_argument("--procs", type=int, default=1)
+    ap.add_argument("--cameras", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=100000)
+    ap.add_argument("--timeout", type=float, default=600)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="redis-bench-")
+    rs = RedisServer(os.path.join(work, "redis")).start()
+    r = rs.client()
+    repo = os.path.join(work, "repo")
+    dim = make_repo(repo, a.model, a.models)
+    for cam in range(a.cameras):  # the group exists before the clock starts
+        r.xgroup_create("frames:cam%d" % cam, "batchd", id="$", mkstream=True)
+    log = open(os.path.join(work, "batchd.log"), "wb")
+    procs = [start_batchd(a.bin, repo, rs.url, "bench-%d" % i, log) for i in range(a.procs)]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # every process has joined every stream
+            cons = r.xinfo_consumers("frames:cam%d" % (a.cameras - 1), "batchd")
+            if len(cons) >= a.procs:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        n = produce(r, a.cameras, a.frames, dim)
+        t_prod = time.monotonic() - t0
+        deadline = time.monotonic() + a.timeout
+        total = 0
+        while time.monotonic() < deadline:
+            total = sum(r.xlen("results:frames:cam%d" % c) for c in range(a.cameras))
+            if total >= n:
+                break
+            time.sleep(0.2)
+        lat, first, last = collect(r, a.cameras)
+        fps = n / max(1e-3, (last - first) / 1000.0)
+        print("| %s | %d | %d | %d | %d | %.0f | %.0f | %d | %d | %d |" % (
+            a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps,
+            np.percentile(lat, 50), np.percentile(lat, 99), lat.max()))
+        sys.stdout.flush()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(60)
+        rs.stop()
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

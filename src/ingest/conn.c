@@ -1,0 +1,319 @@
+/* conn.c: one Redis connection on the server's h2o event loop (see ingest_internal.h).
+ *
+ * hiredis's async API does the protocol; this file is its adapter onto h2o's evloop, which
+ * has no raw descriptor watcher: the descriptor is dup'ed into an h2o socket created with
+ * H2O_SOCKET_FLAG_DONT_READ, so h2o only reports readiness (read_start for reads,
+ * notify_write for one writable event) and hiredis reads and writes itself. hiredis closes
+ * its descriptor and h2o its dup, so neither closes the other's.
+ *
+ * The host is a numeric address resolved before the loop started (hiredis would otherwise
+ * resolve names with a blocking getaddrinfo on the loop). A lost connection (refused, reset,
+ * the server restarted) is retried with backoff from 100 ms doubling to 5 s; the owner is told
+ * when it is up and when it went down, after hiredis ran every pending callback with a NULL
+ * reply.
+ *
+ * Threads: the event-loop thread only. Ownership: the rconn is embedded in its owner; the
+ * redisAsyncContext and the h2o socket are the rconn's. */
+#include "ingest/ingest_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <h2o/socket/evloop.h>
+
+#include "core/core.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+/* Readable events handled per wake-up: hiredis reads 16 KiB per call. */
+#define READS_PER_EVENT 64
+
+static void went_down(rconn_t *c, const char *why)
+{
+    bool was_ready = c->ready;
+    c->ready = false;
+    c->ac = NULL;
+    if (why) {
+        snprintf(c->last_error, sizeof c->last_error, "%s", why);
+    }
+    if (c->closed) {
+        return;
+    }
+    c->retry_at_us = bd_now_us() + c->backoff_ms * 1000;
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    if (c->on_state) {
+        (void)was_ready;
+        c->on_state(c, false);
+    }
+}
+
+/* ---- the adapter: hiredis asks, h2o watches ------------------------------------------------ */
+
+static void on_readable(h2o_socket_t *sock, const char *err)
+{
+    rconn_t *c = sock->data;
+    (void)err;
+    for (int i = 0; i < READS_PER_EVENT && c->ac; i++) {
+        redisAsyncContext *ac = c->ac;
+        redisAsyncHandleRead(ac); /* may free ac: cleanup then sets c->ac = NULL */
+        int avail = 0;
+        if (!c->ac || ioctl(c->ac->c.fd, FIONREAD, &avail) != 0 || avail <= 0) {
+            break;
+        }
+    }
+}
+
+static void on_writable(h2o_socket_t *sock, const char *err)
+{
+    rconn_t *c = sock->data;
+    (void)err;
+    c->write_armed = false;
+    if (c->ac) {
+        redisAsyncHandleWrite(c->ac);
+    }
+}
+
+static void ev_add_read(void *priv)
+{
+    rconn_t *c = priv;
+    if (c->sock && !c->reading) {
+        c->reading = true;
+        h2o_socket_read_start(c->sock, on_readable);
+    }
+}
+
+static void ev_del_read(void *priv)
+{
+    rconn_t *c = priv;
+    if (c->sock && c->reading) {
+        c->reading = false;
+        h2o_socket_read_stop(c->sock);
+    }
+}
+
+static void ev_add_write(void *priv)
+{
+    rconn_t *c = priv;
+    if (c->sock && !c->write_armed) {
+        c->write_armed = true;
+        h2o_socket_notify_write(c->sock, on_writable);
+    }
+}
+
+static void ev_del_write(void *priv)
+{
+    (void)priv; /* a notification that comes anyway finds nothing to write */
+}
+
+static void ev_cleanup(void *priv)
+{
+    rconn_t *c = priv;
+    if (c->sock) {
+        if (c->reading) {
+            h2o_socket_read_stop(c->sock);
+        }
+        h2o_socket_close(c->sock);
+        c->sock = NULL;
+    }
+    c->reading = false;
+    c->write_armed = false;
+}
+
+/* ---- connection life ------------------------------------------------------------------------ */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *c = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this returns (no disconnect callback follows). */
+        went_down(c, ac->errstr);
+        return;
+    }
+    c->ready = true;
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->last_error[0] = '\0';
+    if (c->on_state) {
+        c->on_state(c, true);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *c = ac->data;
+    if (c->ac == ac) {
+        went_down(c, status == REDIS_OK ? "closed" : ac->errstr);
+    }
+}
+
+static void connect_now(rconn_t *c)
+{
+    redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
+    if (!ac || ac->err) {
+        char why[128];
+        snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
+        if (ac) {
+            redisAsyncFree(ac);
+        }
+        went_down(c, why);
+        return;
+    }
+    int fd = dup(ac->c.fd);
+    if (fd < 0) {
+        redisAsyncFree(ac);
+        went_down(c, strerror(errno));
+        return;
+    }
+    c->ac = ac;
+    ac->data = c;
+    c->sock = h2o_evloop_socket_create(c->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    c->sock->data = c;
+    ac->ev.data = c;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisEnableKeepAlive(&ac->c);
+    /* The first command also makes hiredis wait for the connect to finish. */
+    char db[24];
+    snprintf(db, sizeof db, "%d", c->db);
+    const char *argv[] = {"SELECT", db};
+    size_t lens[] = {6, strlen(db)};
+    const char *ping[] = {"PING"};
+    size_t ping_len[] = {4};
+    if (c->db != 0) {
+        redisAsyncCommandArgv(ac, NULL, NULL, 2, argv, lens);
+    } else {
+        redisAsyncCommandArgv(ac, NULL, NULL, 1, ping, ping_len);
+    }
+}
+
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int db,
+                const char *name, rconn_state_cb on_state, void *owner)
+{
+    memset(c, 0, sizeof *c);
+    c->loop = loop;
+    c->host = host;
+    c->port = port;
+    c->db = db;
+    c->name = name;
+    c->on_state = on_state;
+    c->owner = owner;
+    c->backoff_ms = BACKOFF_MIN_MS;
+}
+
+void rconn_poll(rconn_t *c, uint64_t now_us)
+{
+    if (!c->closed && !c->ac && now_us >= c->retry_at_us) {
+        connect_now(c);
+    }
+}
+
+int rconn_send(rconn_t *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+               const size_t *lens)
+{
+    if (!c->ready || !c->ac) {
+        return -1;
+    }
+    return redisAsyncCommandArgv(c->ac, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+void rconn_close(rconn_t *c)
+{
+    c->closed = true;
+    c->ready = false;
+    if (c->ac) {
+        redisAsyncContext *ac = c->ac;
+        c->ac = NULL;
+        redisAsyncFree(ac); /* runs pending callbacks (NULL replies) and ev_cleanup */
+    }
+}
+
+/* ---- glob --------------------------------------------------------------------------------- */
+
+bool bd_ingest_glob(const char *p, size_t plen, const char *s, size_t slen)
+{
+    while (plen > 0) {
+        switch (*p) {
+        case '*':
+            while (plen > 1 && p[1] == '*') {
+                p++;
+                plen--;
+            }
+            if (plen == 1) {
+                return true;
+            }
+            for (size_t i = 0; i <= slen; i++) {
+                if (bd_ingest_glob(p + 1, plen - 1, s + i, slen - i)) {
+                    return true;
+                }
+            }
+            return false;
+        case '?':
+            if (slen == 0) {
+                return false;
+            }
+            s++;
+            slen--;
+            break;
+        case '[': {
+            if (slen == 0) {
+                return false;
+            }
+            p++;
+            plen--;
+            bool neg = plen > 0 && *p == '^';
+            if (neg) {
+                p++;
+                plen--;
+            }
+            bool match = false;
+            while (plen > 0 && *p != ']') {
+                if (*p == '\\' && plen >= 2) {
+                    p++;
+                    plen--;
+                    match |= *p == *s;
+                } else if (plen >= 3 && p[1] == '-' && p[2] != ']') {
+                    char lo = p[0] < p[2] ? p[0] : p[2];
+                    char hi = p[0] < p[2] ? p[2] : p[0];
+                    match |= *s >= lo && *s <= hi;
+                    p += 2;
+                    plen -= 2;
+                } else {
+                    match |= *p == *s;
+                }
+                p++;
+                plen--;
+            }
+            if (plen == 0) {
+                return false; /* no closing ']': nothing matches */
+            }
+            if (match == neg) {
+                return false;
+            }
+            s++;
+            slen--;
+            break;
+        }
+        default:
+            if (*p == '\\' && plen >= 2) {
+                p++;
+                plen--;
+            }
+            if (slen == 0 || *p != *s) {
+                return false;
+            }
+            s++;
+            slen--;
+            break;
+        }
+        p++;
+        plen--;
+    }
+    return slen == 0;
+}

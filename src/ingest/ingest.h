@@ -1,0 +1,64 @@
+/* ingest: the Redis Streams front end. For every model whose config.json has a "redis"
+ * section, batchd joins a consumer group on the streams that match the section's glob (found
+ * with SCAN at start and every 2 s), reads entries with XREADGROUP over up to 64 streams per
+ * read, feeds each entry's raw tensor bytes to the model through the shared infer layer
+ * (bd_infer_start_raw), and writes one result entry per input entry to the result stream,
+ * acknowledging the input (XACK) only once its result is written. Entries idle in any
+ * consumer's pending list for claim_idle_ms are taken over (XAUTOCLAIM); entries delivered
+ * more than max_deliveries times go to the dead-letter stream. Bad entries get an error result
+ * at once; entries the model failed stay pending and come back later.
+ *
+ * Backpressure: a model's streams are read only while its queue is below three quarters of
+ * max_queue_size and the entries held for it stay under a cap (count and bytes); nothing read
+ * is ever dropped.
+ *
+ * Redis going away never stops the server: HTTP keeps serving, the loss is logged once, every
+ * connection reconnects with backoff, and what was read is answered when it is back (a result
+ * is written and its input acknowledged atomically, and only while the input is still
+ * pending, so a retry never duplicates acknowledged work).
+ *
+ * Threads: the event-loop thread only (hiredis's async API on the h2o loop; completions come
+ * back through the infer layer's mailbox). hiredis stays behind this header. */
+#ifndef BD_INGEST_H
+#define BD_INGEST_H
+
+#include "core/core.h"
+#include "infer/infer.h"
+#include "metrics/metrics.h"
+#include "repo/repo.h"
+
+struct st_h2o_evloop_t;
+
+typedef struct bd_ingest bd_ingest_t;
+
+typedef struct {
+    const char *host; /* a numeric IPv4/IPv6 address (see bd_ingest_parse_url) */
+    int port;
+    int db;
+    const char *consumer;   /* this process's consumer name in every group */
+    size_t max_entry_bytes; /* an entry's inputs together; larger: an error result */
+} bd_ingest_opts_t;
+
+/* Parse "redis://HOST[:PORT][/DB]" (PORT 6379 and DB 0 by default; an IPv6 HOST in
+ * brackets) and resolve HOST to a numeric address, blocking: call it before the loop runs.
+ * Writes the address into host (cap bytes). 0, or BD_EINVAL with one sentence. */
+int bd_ingest_parse_url(const char *url, char *host, size_t cap, int *port, int *db, bd_err_t *err);
+
+/* Start ingest for the models of `repo` that have a redis section (and for those loaded
+ * later). Connects in the background: a Redis that is not there yet is retried with
+ * backoff. Borrows loop, inf, repo and metrics; copies opts. NULL with err when out of
+ * memory. Loop thread. */
+bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_repo_t *repo,
+                           bd_metrics_t *metrics, const bd_ingest_opts_t *opts, bd_err_t *err);
+/* Drain: no new reads, claims or scans; what was read is still run, written and acked. */
+void bd_ingest_stop(bd_ingest_t *ing);
+/* Entries read and not yet handed to a model, or reads in flight (false once a drain waited
+ * past its bound). */
+bool bd_ingest_reading(const bd_ingest_t *ing);
+/* Results not yet written (false once a drain waited past its bound). */
+bool bd_ingest_busy(const bd_ingest_t *ing);
+/* Close the connections and free everything; entries not answered stay pending in Redis.
+ * After every call handed to the infer layer came back. NULL is fine. */
+void bd_ingest_free(bd_ingest_t *ing);
+
+#endif

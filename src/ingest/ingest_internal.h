@@ -1,0 +1,60 @@
+/* ingest_internal.h: what the ingest's own files share: one Redis connection (rconn_t) driven
+ * by hiredis's async API on the server's h2o loop (conn.c), and the small helpers ingest.c
+ * and the unit of glob matching use.
+ *
+ * Threads: the event-loop thread only. */
+#ifndef BD_INGEST_INTERNAL_H
+#define BD_INGEST_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <h2o.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+typedef struct rconn rconn_t;
+
+/* The connection became usable (up) or was lost (down). When down, every command's callback
+ * has already run with a NULL reply. Never frees the rconn. */
+typedef void (*rconn_state_cb)(rconn_t *c, bool up);
+
+/* One Redis connection that reconnects by itself with backoff (100 ms doubling to 5 s) until
+ * rconn_close. Loop thread only. The h2o socket watches a dup of hiredis's descriptor (both
+ * close their own), with H2O_SOCKET_FLAG_DONT_READ so hiredis does every read and write. */
+struct rconn {
+    h2o_evloop_t *loop;
+    const char *host; /* borrowed: numeric address */
+    int port;
+    int db;
+    const char *name; /* for logs: "control", "read" */
+    rconn_state_cb on_state;
+    void *owner;
+    redisAsyncContext *ac; /* NULL while down */
+    h2o_socket_t *sock;
+    bool reading;
+    bool write_armed;
+    bool ready;           /* connected: commands may be sent */
+    bool closed;          /* rconn_close ran: never reconnect */
+    uint64_t retry_at_us; /* down: the next connect attempt */
+    uint64_t backoff_ms;
+    char last_error[128];
+};
+
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int db,
+                const char *name, rconn_state_cb on_state, void *owner);
+/* Connect now when down and the backoff has passed; call from a periodic tick. */
+void rconn_poll(rconn_t *c, uint64_t now_us);
+/* Send one command (arguments copied). 0, or -1 when the connection is not usable (the
+ * callback then never runs). */
+int rconn_send(rconn_t *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+               const size_t *lens);
+/* Drop the connection (pending callbacks run with NULL replies, on_state is not called) and
+ * never reconnect. */
+void rconn_close(rconn_t *c);
+
+/* Redis-style glob: * ? [abc] [a-z] [^x] and \ escapes. */
+bool bd_ingest_glob(const char *pat, size_t plen, const char *s, size_t slen);
+
+#endif

@@ -1,0 +1,384 @@
+"""Redis Streams ingest seen from outside (issue 9): `batchd serve --redis redis://HOST:PORT`
+joins a consumer group on the streams a model's config.json "redis" section names, answers
+every entry with one result entry (raw little-endian output bytes plus `.shape`/`.datatype`,
+the metadata copied), acks it only after the result is written, takes over idle entries
+(XAUTOCLAIM), dead-letters entries past max_deliveries, survives Redis restarts and drains on
+SIGTERM.
+
+Every test starts its own redis-server on a free loopback port (redis_util.RedisServer) and its
+own batchd processes (sim models: no ONNX needed). python3-redis is the producer and checker.
+Waits are generous and never assert on speed.
+"""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_infer_reply
+
+redis = pytest.importorskip("redis")
+from redis_util import RedisServer, answered, count_results, frame, produce, results  # noqa: E402
+
+WAIT_S = 90.0  # bound on waiting for all results (the real time is seconds)
+DIM = 16
+
+
+def sim_model(repo, name, redis_cfg, latency_us=0, max_batch_size=32, extra=None, dim=DIM):
+    cfg = {"redis": redis_cfg}
+    if extra:
+        cfg.update(extra)
+    return repo.add_sim(name, [("INPUT0", "FP32", [dim])], max_batch_size=max_batch_size,
+                        latency_us=latency_us, extra=cfg)
+
+
+@pytest.fixture
+def rsrv(tmp_path):
+    srv = RedisServer(tmp_path / "redis").start()
+    yield srv
+    srv.stop()
+
+
+def start_batchd(start_server_fn, repo, rsrv, consumer=None, extra_args=()):
+    args = ["--redis", rsrv.url] + list(extra_args)
+    if consumer:
+        args += ["--redis-consumer", consumer]
+    client = start_server_fn(repo, args)
+    return client
+
+
+def wait_for(pred, timeout=WAIT_S, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def wait_results(r, n, pattern="results:*", timeout=WAIT_S):
+    return wait_for(lambda: count_results(r, pattern) >= n, timeout)
+
+
+def group_pending(r, key, group="batchd"):
+    for g in r.xinfo_groups(key):
+        if g["name"].decode() == group:
+            return g["pending"]
+    return None
+
+
+def total_pending(r, pattern="frames:*", group="batchd"):
+    return sum(group_pending(r, k, group) or 0
+               for k in r.scan_iter(match=pattern, _type="stream"))
+
+
+def metric(client, name, **labels):
+    return client.metric(name, **labels)
+
+
+def check_all_answered(sent, res, allow_duplicates=False):
+    """Every frame has a result; returns the number of duplicates (reported, not lost)."""
+    seen = answered(res)
+    lost = [k for k in sent if k not in seen]
+    dups = sum(v - 1 for v in seen.values() if v > 1)
+    extra = [k for k in seen if k not in sent]
+    assert not lost, "%d of %d frames have no result (first: %r)" % (len(lost), len(sent),
+                                                                      lost[:3])
+    assert not extra, "results for entries never sent: %r" % extra[:3]
+    if dups:
+        print("duplicates: %d results written twice (at-least-once)" % dups)
+    if not allow_duplicates:
+        assert dups == 0, "%d duplicate results" % dups
+    return dups
+
+
+# ---- the main path --------------------------------------------------------------------------
+
+def test_10000_frames_100_cameras_exactly_once_byte_exact(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"}, extra={
+        "dynamic_batching": {"max_queue_size": 4096}})
+    r = rsrv.client()
+    before = produce(r, "frames:cam", 100, 40)  # written before batchd starts: read from 0
+    client = start_batchd(start_server_fn, repo, rsrv)
+    after = produce(r, "frames:cam", 100, 60, start=40)
+    sent = {**before, **after}
+    assert len(sent) == 10000
+    assert wait_results(r, 10000), "only %d results" % count_results(r)
+    res = results(r)
+    check_all_answered(sent, res)
+    # Every result: fields exactly as specified, metadata copied, output bytes as over HTTP.
+    http_checked = 0
+    for key, _eid, f in res:
+        src = f["source_stream"].decode()
+        assert key == "results:" + src
+        cam, seq = sent[(src, f["source_id"].decode())]
+        assert f["model_name"] == b"cam" and f["model_version"] == b"1"
+        assert f["status"] == b"ok"
+        assert f["OUTPUT0.shape"] == b"1,16" and f["OUTPUT0.datatype"] == b"FP32"
+        assert f["camera"] == b"cam-%d" % cam and f["seq"] == str(seq).encode()
+        assert "ts" in f and "input" not in f
+        if (cam + seq) % 97 == 0:  # about 100 frames, against the same input over HTTP
+            x = frame(cam, seq)
+            body, hl = binary_body({"inputs": [{"name": "INPUT0", "datatype": "FP32",
+                                                "shape": [1, DIM],
+                                                "parameters": {"binary_data_size": x.nbytes}}],
+                                    "outputs": [{"name": "OUTPUT0",
+                                                 "parameters": {"binary_data": True}}]},
+                                   [x.tobytes()])
+            rep = client.infer_raw("cam", body, header_len=hl)
+            assert rep.status_code == 200, rep.text
+            _h, outs = parse_infer_reply(rep)
+            assert outs["OUTPUT0"].astype("<f4").tobytes() == f["OUTPUT0"]
+            http_checked += 1
+    assert http_checked >= 50
+    assert wait_for(lambda: total_pending(r) == 0, 10), "entries left unacked"
+    lab = {"model": "cam", "pattern": "frames:*"}
+    assert metric(client, "batchd_redis_entries_read_total", **lab) == 10000
+    assert metric(client, "batchd_redis_results_written_total", **lab) == 10000
+    assert metric(client, "batchd_redis_acked_total", **lab) == 10000
+    assert metric(client, "batchd_redis_errors_total", **lab) == 0
+    assert metric(client, "batchd_redis_streams", **lab) == 100
+    assert metric(client, "batchd_inference_requests_total", model="cam", version="1",
+                  protocol="redis", outcome="success") == 10000
+    assert wait_for(lambda: metric(client, "batchd_redis_pending", **lab) == 0, 10)
+    assert metric(client, "batchd_redis_connected") == 1
+
+
+def test_new_streams_are_picked_up_while_running(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    first = produce(r, "frames:a", 3, 10)
+    assert wait_results(r, 30)
+    late = produce(r, "frames:late", 2, 10)  # streams that did not exist at start
+    assert wait_results(r, 50), "new streams were not picked up (%d results)" % count_results(r)
+    check_all_answered({**first, **late}, results(r))
+    assert metric(client, "batchd_redis_streams", model="cam", pattern="frames:*") == 5
+
+
+def test_several_rows_and_literal_stream_key(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "one", {"streams": "camera-7", "results": "out-{stream}"})
+    r = rsrv.client()
+    start_batchd(start_server_fn, repo, rsrv)
+    x = np.arange(3 * DIM, dtype="<f4")
+    r.xadd("camera-7", {"input": x.tobytes(), "shape": "3,16", "datatype": "FP32", "id": "a"})
+    assert wait_results(r, 1, "out-camera-7")
+    (_k, _e, f), = results(r, "out-camera-7")
+    assert f["status"] == b"ok" and f["OUTPUT0.shape"] == b"3,16"
+    assert f["OUTPUT0"] == x.tobytes() and f["id"] == b"a"
+    assert "shape" not in f and "datatype" not in f
+
+
+def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    good = frame(1, 1).tobytes()
+    bad = [
+        ({"input": good[:-4], "camera": "short"}, r"60 bytes do not fill shape \[1,16\]"),
+        ({"input": good, "datatype": "FP99", "camera": "dt"}, r"not a datatype"),
+        ({"camera": "missing"}, r"no 'input' field"),
+        ({"input": good, "shape": "1,x", "camera": "shape"}, r"field 'shape' is '1,x'"),
+        ({"input": good, "datatype": "INT32", "camera": "mismatch"}, r"INT32"),
+    ]
+    ids = {}
+    for fields, _rx in bad:
+        ids[r.xadd("frames:bad", fields).decode()] = fields["camera"]
+    ok_id = r.xadd("frames:bad", {"input": good, "camera": "fine"}).decode()
+    assert wait_results(r, len(bad) + 1)
+    res = {f["source_id"].decode(): f for _k, _e, f in results(r)}
+    for (fields, rx), (eid, cam) in zip(bad, ids.items()):
+        f = res[eid]
+        assert f["status"] == b"error", f
+        msg = f["error"].decode()
+        assert re.search(rx, msg), (cam, msg)
+        assert "\n" not in msg and len(msg) < 600
+        assert f["camera"] == cam.encode() and "OUTPUT0" not in f
+    assert res[ok_id]["status"] == b"ok"  # the stream goes on after bad entries
+    assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
+    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 5
+    assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 6
+
+
+def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "flaky", {"streams": "in:*", "claim_idle_ms": 300, "max_deliveries": 2},
+              extra={"sim": {"fail_rate": 1.0}, "circuit_breaker": {"consecutive_failures": 0}})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    ids = [r.xadd("in:x", {"input": frame(0, i).tobytes(), "camera": "c%d" % i}).decode()
+           for i in range(3)]
+    assert wait_for(lambda: r.exists("dead:in:x") and r.xlen("dead:in:x") >= 3, 30)
+    dead = {f["source_id"].decode(): f for _k, _e, f in results(r, "dead:*")}
+    assert sorted(dead) == sorted(ids)
+    for i, eid in enumerate(ids):
+        f = dead[eid]
+        assert f["source_stream"] == b"in:x" and f["camera"] == b"c%d" % i
+        assert int(f["deliveries"]) > 2 and f["reason"]
+    assert not r.exists("results:in:x")  # never an ok result for a failing model
+    assert wait_for(lambda: total_pending(r, "in:*") == 0, 10)
+    lab = {"model": "flaky", "pattern": "in:*"}
+    assert metric(client, "batchd_redis_dead_lettered_total", **lab) == 3
+    assert metric(client, "batchd_redis_reclaimed_total", **lab) >= 3
+
+
+# ---- failures of batchd and of Redis ---------------------------------------------------------
+
+def _slow_repo(start_server_fn, claim_idle_ms=60000):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": claim_idle_ms,
+                            "read_count": 8},
+              latency_us=3000, max_batch_size=8)
+    return repo
+
+
+def test_kill9_then_restart_with_the_same_consumer_name(start_server_fn, rsrv):
+    repo = _slow_repo(start_server_fn)
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 20, 100)
+    c1 = start_batchd(start_server_fn, repo, rsrv, consumer="worker-1")
+    assert wait_results(r, 200)
+    c1.server.proc.send_signal(signal.SIGKILL)
+    c1.server.proc.wait(10)
+    c1.server.stopped = True
+    done_before = count_results(r)
+    assert done_before < len(sent), "the run ended before the kill; nothing to recover"
+    start_batchd(start_server_fn, repo, rsrv, consumer="worker-1")
+    assert wait_results(r, len(sent)), "%d of %d" % (count_results(r), len(sent))
+    check_all_answered(sent, results(r), allow_duplicates=True)
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+
+
+def test_second_consumer_takes_over_a_dead_ones_entries(start_server_fn, rsrv):
+    repo = _slow_repo(start_server_fn, claim_idle_ms=1000)
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 20, 100)
+    a = start_batchd(start_server_fn, repo, rsrv, consumer="dead-one")
+    assert wait_results(r, 200)
+    a.server.proc.send_signal(signal.SIGKILL)
+    a.server.proc.wait(10)
+    a.server.stopped = True
+    pend = [c for c in r.xinfo_consumers("frames:cam0", "batchd")
+            if c["name"] == b"dead-one"]
+    b = start_batchd(start_server_fn, repo, rsrv, consumer="taker")
+    assert wait_results(r, len(sent)), "%d of %d" % (count_results(r), len(sent))
+    check_all_answered(sent, results(r), allow_duplicates=True)
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+    if pend and pend[0]["pending"] > 0:
+        assert metric(b, "batchd_redis_reclaimed_total", model="cam", pattern="frames:*") > 0
+
+
+def test_two_processes_share_one_group(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 4}, latency_us=2000,
+              max_batch_size=8)
+    r = rsrv.client()
+    for cam in range(40):  # the streams exist before both start
+        r.xgroup_create("frames:cam%d" % cam, "batchd", id="0", mkstream=True)
+    a = start_batchd(start_server_fn, repo, rsrv, consumer="a")
+    b = start_batchd(start_server_fn, repo, rsrv, consumer="b")
+    lab = {"model": "cam", "pattern": "frames:*"}
+    assert wait_for(lambda: metric(a, "batchd_redis_streams", **lab) == 40 and
+                    metric(b, "batchd_redis_streams", **lab) == 40, 20)
+    sent = produce(r, "frames:cam", 40, 50)
+    assert wait_results(r, len(sent))
+    check_all_answered(sent, results(r))
+    na = metric(a, "batchd_redis_entries_read_total", **lab)
+    nb = metric(b, "batchd_redis_entries_read_total", **lab)
+    assert na > 0 and nb > 0, "one process got no work: a=%d b=%d" % (na, nb)
+    assert na + nb == len(sent)
+
+
+def test_redis_restart_mid_run_reconnects_and_finishes(start_server_fn, rsrv):
+    repo = _slow_repo(start_server_fn)
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 10, 100)
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, 100)
+    rsrv.stop(save=True)
+    # HTTP keeps serving while Redis is away.
+    x = frame(0, 0)
+    rep = client.infer("cam", {"inputs": [{"name": "INPUT0", "datatype": "FP32",
+                                           "shape": [1, DIM], "data": x.tolist()}]})
+    assert rep.status_code == 200
+    assert client.server.wait_log(r"ingest redis unreachable", 10)
+    time.sleep(1.0)
+    rsrv.start()
+    r = rsrv.client()
+    more = produce(r, "frames:cam", 10, 20, start=100)
+    sent.update(more)
+    assert wait_results(r, len(sent)), "%d of %d" % (count_results(r), len(sent))
+    check_all_answered(sent, results(r), allow_duplicates=True)
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+    log = client.server.log()
+    assert len(re.findall(r"ingest redis unreachable", log)) == 1, "logged more than once"
+    assert "ingest redis reconnected" in log
+
+
+def test_sigterm_drains_what_it_read_and_exits_0(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 16}, latency_us=20000,
+              max_batch_size=8)
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 10, 50)
+    client = start_batchd(start_server_fn, repo, rsrv, consumer="drainer")
+    assert wait_results(r, 20)
+    client.server.signal(signal.SIGTERM)
+    assert client.server.wait_exit() == 0
+    client.server.check_log_clean()
+    client.server.stopped = True
+    # Everything it read was answered and acked: nothing of it is left pending.
+    assert total_pending(r) == 0
+    res = results(r)
+    seen = answered(res)
+    assert all(v == 1 for v in seen.values())
+    assert 20 <= len(seen) <= len(sent)
+
+
+def test_http_serves_without_redis_and_ingest_connects_later(start_server_fn, tmp_path):
+    rsrv = RedisServer(tmp_path / "late")  # not started yet
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert requests.get(client.url("/v2/health/ready"), timeout=HTTP_TIMEOUT_S).status_code == 200
+    try:
+        rsrv.start()
+        r = rsrv.client()
+        sent = produce(r, "frames:cam", 2, 5)
+        assert wait_results(r, 10)
+        check_all_answered(sent, results(r))
+        assert metric(client, "batchd_redis_connected") == 1
+    finally:
+        rsrv.stop()
+
+
+def test_redis_config_errors_name_the_key(start_server_fn):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "nostreams", {"group": "g"})
+    sim_model(repo, "badcount", {"streams": "x:*", "read_count": 0})
+    sim_model(repo, "typo", {"streams": "x:*", "blok_ms": 5})
+    client = start_server_fn(repo)
+    for model, key in (("nostreams", "redis.streams"), ("badcount", "redis.read_count"),
+                       ("typo", "redis.blok_ms")):
+        line = client.server.wait_log(r"model=%s .*state=unavailable" % model, 5)
+        assert line and key in line, line
+        r = client.get("/v2/models/%s/ready" % model)
+        assert r.status_code != 200
+
+
+def test_redis_flag_errors(tmp_path):
+    if not os.path.isfile(BATCHD_BIN):
+        pytest.skip("batchd binary not found")
+    p = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
+                        "--redis", "http://127.0.0.1:1"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2 and "redis://HOST:PORT" in p.stderr
