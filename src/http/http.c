@@ -120,8 +120,8 @@ static const char *reason_of(int status)
     }
 }
 
-static void reply(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
-                  const char *body, size_t len)
+static void reply_head(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
+                       size_t len)
 {
     if (h->stopping) {
         req->http1_is_persistent = 0; /* Connection: close: the server is going away */
@@ -131,7 +131,44 @@ static void reply(bd_http_t *h, h2o_req_t *req, int status, const char *content_
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
                    strlen(content_type));
+}
+
+/* Send a copy of body (h2o copies it into the request's pool). */
+static void reply(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
+                  const char *body, size_t len)
+{
+    reply_head(h, req, status, content_type, len);
     h2o_send_inline(req, body, len);
+}
+
+/* A large reply is sent without a copy: its buffer moves into the request's pool, which
+ * frees it when the request is done. */
+typedef struct {
+    h2o_generator_t gen; /* sends everything at once: no proceed, no stop */
+    bd_buf_t body;
+} owned_reply_t;
+
+static void owned_reply_dispose(void *p)
+{
+    bd_buf_dispose(&((owned_reply_t *)p)->body);
+}
+
+/* Send 200 with the contents of `body`, which is left empty. */
+static void reply_buf(bd_http_t *h, h2o_req_t *req, const char *content_type, bd_buf_t *body)
+{
+    if (body->len <= SCRATCH_KEEP) {
+        reply(h, req, 200, content_type, body->data, body->len);
+        bd_buf_reset(body);
+        return;
+    }
+    owned_reply_t *o = h2o_mem_alloc_shared(&req->pool, sizeof *o, owned_reply_dispose);
+    o->gen = (h2o_generator_t){NULL, NULL};
+    o->body = *body;
+    bd_buf_init(body);
+    reply_head(h, req, 200, content_type, o->body.len);
+    h2o_start_response(req, &o->gen);
+    h2o_iovec_t iov = h2o_iovec_init(o->body.data, o->body.len);
+    h2o_send(req, &iov, 1, H2O_SEND_STATE_FINAL);
 }
 
 static void reply_json(bd_http_t *h, h2o_req_t *req, int status)
@@ -438,16 +475,16 @@ static void send_result(bd_http_t *h, job_t *j)
     if (rc != 0) {
         reply_error(h, req, rc, err.msg);
     } else if (header_len == h->out.len) {
-        reply_json(h, req, 200);
+        reply_buf(h, req, "application/json", &h->out);
     } else {
         char num[24];
         int len = snprintf(num, sizeof num, "%zu", header_len);
         h2o_add_header_by_str(&req->pool, &req->res.headers,
                               H2O_STRLIT("inference-header-content-length"), 0,
                               "Inference-Header-Content-Length", num, (size_t)len);
-        reply(h, req, 200, "application/octet-stream", h->out.data, h->out.len);
+        reply_buf(h, req, "application/octet-stream", &h->out);
     }
-    bd_buf_trim(&h->out, SCRATCH_KEEP); /* h2o copied the reply */
+    bd_buf_trim(&h->out, SCRATCH_KEEP);
 }
 
 /* The call finished (from the mailbox, on the loop). */
@@ -1116,6 +1153,10 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
     h->config.max_request_entity_size = opts->max_body_bytes;
+    /* h2o moves a socket buffer past 32 MB into a memory-mapped file under /tmp, so every
+     * large body would be written to disk as it arrives; --max-body-bytes bounds the buffer,
+     * which stays in memory. */
+    h2o_socket_buffer_mmap_settings.threshold = SIZE_MAX;
     /* HTTP/2 stays off: h2o 2.2.5 lacks the rapid-reset fix (CVE-2023-44487). */
     h->config.http1.upgrade_to_http2 = 0;
     h2o_hostconf_t *host =

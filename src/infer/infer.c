@@ -309,6 +309,10 @@ static void *decode_main(void *arg)
             bd_decode_limits_t limits = {0};
             r->status = bd_infer_decode(r->body, r->body_len, c->header_len, &r->arena, &limits,
                                         &r->in, &r->err);
+            if (c->header_len == r->body_len) {
+                free(r->body); /* all JSON: the tensors are in the arena now */
+                r->body = NULL;
+            }
         }
         bd_mailbox_post(inf->mailbox, &c->mail);
         pthread_mutex_lock(&inf->mu);
