@@ -42,6 +42,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "serve") == 0) {
+        bd_cli_hugepages_reexec(argv);
         return bd_cli_serve(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "bench") == 0) {

@@ -38,6 +38,7 @@ typedef struct {
 } serve_opts_t;
 
 #define OFF(f) offsetof(serve_opts_t, f)
+#define HUGEPAGE_TUNABLE "glibc.malloc.hugetlb=1"
 static const bd_cli_opt_t opts_table[] = {
     {"--model-repository", BD_CLI_STR, OFF(model_repository), NULL, 0, 0, "BATCHD_MODEL_REPOSITORY",
      "folder of models: DIR/<model>/<version>/model.onnx (+ optional config.json); required"},
@@ -173,6 +174,31 @@ static bool ingest_busy(void *ctx)
     return bd_ingest_busy(ctx);
 }
 
+/* Large bodies grow h2o's socket buffers and the request's tensors by tens of MB at a time,
+ * and the page faults that touch that memory are then the event loop's largest cost (4 KiB at
+ * a time, microseconds each on a VM). When malloc asks for transparent huge pages they drop
+ * ~512x: health p99 while four clients post 50 MB JSON bodies went from ~400 ms to ~60 ms
+ * (docs/BENCHMARKS.md). glibc reads its tunables only at startup, hence the exec. Not when
+ * GLIBC_TUNABLES is set (the user's choice; empty turns this off), not under LD_PRELOAD
+ * (valgrind and other tools, which an exec would leave behind), and not when the kernel has
+ * transparent huge pages off. */
+void bd_cli_hugepages_reexec(char **argv)
+{
+    if (getenv("GLIBC_TUNABLES") || getenv("LD_PRELOAD")) {
+        return;
+    }
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    bool on = f && fgets(mode, sizeof mode, f) && !strstr(mode, "[never]");
+    if (f) {
+        fclose(f);
+    }
+    if (on && setenv("GLIBC_TUNABLES", HUGEPAGE_TUNABLE, 1) == 0) {
+        execv("/proc/self/exe", argv);
+        unsetenv("GLIBC_TUNABLES"); /* the exec failed: serve as we are */
+    }
+}
+
 int bd_cli_serve(int argc, char **argv)
 {
     serve_opts_t so = {0};
@@ -233,6 +259,9 @@ int bd_cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     size_t max_conns = raise_fd_limit((size_t)so.max_connections);
+    const char *tun = getenv("GLIBC_TUNABLES");
+    BD_INFO("serve", "malloc huge_pages=%s",
+            tun && strstr(tun, HUGEPAGE_TUNABLE) ? "on" : "off (see docs/CONFIG.md)");
 
     bd_err_t err = {0};
     if (bd_ort_init(so.onnxruntime_lib, &err) == 0) {
