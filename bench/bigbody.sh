@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# bench/bigbody.sh [MB] [SECONDS]: while two clients post JSON bodies of about MB megabytes
-# (default 20) in a loop to a sim model for SECONDS (default 6), a third GETs
-# /v2/health/live every 10 ms. Prints the infers done, the health latency percentiles and the
-# server's peak RSS: how much one large JSON body holds up everyone else.
-#   BATCHD_BIN=build/batchd PYTHON=/usr/bin/python3 bench/bigbody.sh 20 6
+# bench/bigbody.sh [MB] [SECONDS] [CLIENTS]: while CLIENTS clients (default 4) post JSON bodies
+# of about MB megabytes (default 50) in a loop to a sim model for SECONDS (default 10), one
+# more GETs /v2/health/live every 10 ms. Prints the infers done, the health latency
+# percentiles, and the server's peak RSS against the bytes in flight (CLIENTS x the body):
+# how much large JSON bodies hold up everyone else, and what they cost in memory.
+#   BATCHD_BIN=build/batchd PYTHON=/usr/bin/python3 bench/bigbody.sh 50 10 4
 set -euo pipefail
-mb=${1:-20}
-secs=${2:-6}
+mb=${1:-50}
+secs=${2:-10}
+clients=${3:-4}
 BIN=${BATCHD_BIN:-build/batchd}
 PYTHON=${PYTHON:-/usr/bin/python3}
 work=$(mktemp -d)
@@ -19,10 +21,10 @@ cat > "$work/repo/wide/config.json" <<'JSON'
  "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [-1]}]}
 JSON
 start_server "$work/repo"
-timeout $((secs + 120)) "$PYTHON" - "$url" "$mb" "$secs" <<'PY'
+timeout $((secs + 300)) "$PYTHON" - "$url" "$mb" "$secs" "$clients" "$work/body_bytes" <<'PY'
 import json, sys, threading, time
 import requests
-url, mb, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+url, mb, secs, clients = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 n = int(mb * 1e6 / 5)  # "1.5, " is 5 bytes
 body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, n],
                                "data": [1.5] * n}]}).encode()
@@ -33,7 +35,7 @@ def send():
     while time.monotonic() < stop:
         codes.append(s.post(url + "/v2/models/wide/infer", data=body, timeout=120,
                             headers={"Content-Type": "application/json"}).status_code)
-ts = [threading.Thread(target=send) for _ in range(2)]
+ts = [threading.Thread(target=send) for _ in range(clients)]
 for t in ts:
     t.start()
 lat, s = [], requests.Session()
@@ -49,5 +51,8 @@ pct = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] * 1e3
 print("body %.1f MB; infers %s; health checks %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms"
       % (len(body) / 1e6, {c: codes.count(c) for c in set(codes)}, len(lat), pct(0.5),
          pct(0.99), lat[-1] * 1e3))
+open(sys.argv[5], "w").write(str(len(body) * clients))
 PY
-echo "server peak RSS: $(grep VmHWM /proc/$srv/status | awk '{print $2, $3}')"
+peak=$(awk '/VmHWM/ {print $2}' /proc/$srv/status)
+awk -v p="$peak" -v f="$(cat "$work/body_bytes")" 'BEGIN {
+    printf "server peak RSS: %.0f MB; bytes in flight: %.0f MB; ratio %.2f\n", p * 1024 / 1e6, f / 1e6, p * 1024 / f }'

@@ -1,8 +1,9 @@
 # bench/lib.sh: sourced by the bench scripts. Needs BIN and work (a temp folder) set.
 
-# start_server REPO: serve REPO on a free port; sets srv (pid) and url, or exits with the log.
+# start_server REPO: serve REPO on a free port (plus $SERVE_FLAGS); sets srv (pid) and url, or
+# exits with the log.
 start_server() {
-  "$BIN" serve --model-repository "$1" --http-port 0 2> "$work/server.log" &
+  "$BIN" serve --model-repository "$1" --http-port 0 ${SERVE_FLAGS:-} 2> "$work/server.log" &
   srv=$!
   local port=""
   for _ in $(seq 1 300); do
