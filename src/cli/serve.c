@@ -32,6 +32,7 @@ typedef struct {
     int64_t ws_idle_timeout_secs;
     int64_t max_connections;
     int64_t max_header_bytes;
+    int64_t http_timeout_secs;
     int64_t max_decode_bytes;
     const char *redis;
     const char *redis_consumer;
@@ -71,6 +72,10 @@ static const bd_cli_opt_t opts_table[] = {
     {"--max-header-bytes", BD_CLI_INT, OFF(max_header_bytes), "16384", 1024, 262144,
      "BATCHD_MAX_HEADER_BYTES",
      "largest request line plus headers accepted (bigger ones get 431; URLs over 8 KiB get 414)"},
+    {"--http-timeout-secs", BD_CLI_INT, OFF(http_timeout_secs), "10", 1, 3600,
+     "BATCHD_HTTP_TIMEOUT_SECS",
+     "close an HTTP connection that sends no new request, or stops sending a request's head or "
+     "body, for this long"},
     {"--max-decode-bytes", BD_CLI_INT, OFF(max_decode_bytes), "134217728", 1024, (int64_t)1 << 34,
      "BATCHD_MAX_DECODE_BYTES",
      "request body bytes decoded off the event loop at once (bodies over 256 KiB are); past it "
@@ -289,7 +294,8 @@ int bd_cli_serve(int argc, char **argv)
                                     .max_body_bytes = (size_t)so.max_body_bytes,
                                     .model_control = (bd_model_control_t)control,
                                     .max_connections = max_conns,
-                                    .max_header_bytes = (size_t)so.max_header_bytes},
+                                    .max_header_bytes = (size_t)so.max_header_bytes,
+                                    .timeout_secs = (int)so.http_timeout_secs},
                            .max_decode_bytes = (size_t)so.max_decode_bytes,
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};

@@ -60,9 +60,14 @@ struct bd_http {
     size_t conns; /* open client connections; loop thread only */
     size_t max_connections;
     size_t max_header_bytes;
+    uint64_t head_timeout_us; /* --http-timeout-secs, for heads that stop arriving */
     bool accept_paused;
     h2o_timeout_t accept_timeout;
     h2o_timeout_entry_t accept_entry;
+    /* open connections, for the unfinished-head check; loop thread only */
+    bd_list_t conn_list; /* conn_t.link */
+    h2o_timeout_t head_timeout;
+    h2o_timeout_entry_t head_entry;
     bool stopping;
     bool ctx_init;
     /* hang-up watch; loop thread only */
@@ -80,7 +85,19 @@ struct bd_http {
 #define WATCH_BUDGET 512
 #define ACCEPT_RETRY_MS 100
 #define MAX_URL_BYTES 8192
+#define MAX_HEADERS 64          /* header fields; h2o's parser stops at 100 with a plain 400 */
+#define HEAD_CHECK_MS 100       /* how often unfinished request heads are measured */
 #define SCRATCH_KEEP (1u << 20) /* reply scratch bytes kept between replies */
+
+/* One accepted connection, until it closes. */
+typedef struct {
+    bd_list_t link; /* on h->conn_list */
+    bd_http_t *h;
+    h2o_socket_t *sock;
+    bool upgraded; /* its request asked for a WebSocket: the buffer holds frames, not a head */
+    bool refused;  /* answered 431 or 408 for its unfinished head: closing */
+    uint64_t head_since_us; /* when its unfinished head was first seen; 0: none */
+} conn_t;
 
 typedef struct job job_t;
 struct job {
@@ -93,6 +110,16 @@ struct job {
     bd_list_t wlink;  /* on h->watch while watched */
     bool client_gone; /* the client hung up: nobody reads the reply */
 };
+
+/* The socket of an HTTP/1 request (HTTP/2 is off); NULL when h2o does not say. */
+static h2o_socket_t *req_socket(h2o_req_t *req)
+{
+    return req->version < 0x200 && req->conn->callbacks->get_socket
+               ? req->conn->callbacks->get_socket(req->conn)
+               : NULL;
+}
+
+static void mark_stream(h2o_req_t *req);
 
 /* ---- replies --------------------------------------------------------------------------- */
 
@@ -109,6 +136,8 @@ static const char *reason_of(int status)
         return "Method Not Allowed";
     case 413:
         return "Payload Too Large";
+    case 408:
+        return "Request Timeout";
     case 414:
         return "URI Too Long";
     case 431:
@@ -536,9 +565,7 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
     *j->guard = j;
     /* Watch the client's socket while the request waits (HTTP/1.1 only has one). */
     j->fd = -1;
-    h2o_socket_t *sock = req->conn->callbacks->get_socket && req->version < 0x200
-                             ? req->conn->callbacks->get_socket(req->conn)
-                             : NULL;
+    h2o_socket_t *sock = req_socket(req);
     if (sock) {
         j->fd = h2o_socket_get_fd(sock);
         j->next_check_us = bd_now_us() + WATCH_INTERVAL_US;
@@ -858,6 +885,7 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     }
     char breaker[BD_ERR_MSG_MAX];
     if (strcmp(action, "stream") == 0) {
+        mark_stream(req);
         bd_stream_accept(h->stream, req, seg[1].base, seg[1].len, version.base, version.len);
     } else if (strcmp(action, "stats") == 0) {
         stats(h, req, m, version.len > 0);
@@ -894,15 +922,13 @@ static bool header_is(const char *line, size_t len, const char *name)
  * request is handled. Returns false after replying (the connection then closes). */
 static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
 {
-    h2o_socket_t *sock = req->version < 0x200 && req->conn->callbacks->get_socket
-                             ? req->conn->callbacks->get_socket(req->conn)
-                             : NULL;
+    h2o_socket_t *sock = req_socket(req);
     if (!sock || !sock->input || sock->input->size == 0) {
         return true;
     }
     const char *p = sock->input->bytes, *end = p + sock->input->size;
     const char *head_end = end;
-    int cl = 0, te = 0, host = 0;
+    int cl = 0, te = 0, host = 0, fields = 0;
     h2o_iovec_t first_cl = {NULL, 0};
     bool cl_bad = false;
     const char *nl = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
@@ -916,6 +942,7 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
             head_end = nl + 1; /* the end of the header block */
             break;
         }
+        fields++;
         if (header_is(p, len, "content-length")) {
             h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
             bool digits = v.len > 0 && v.len <= 19;
@@ -947,6 +974,11 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
                  "the request line and headers have %zu bytes; at most %zu are accepted "
                  "(--max-header-bytes)",
                  head_bytes, h->max_header_bytes);
+        why = msg;
+    } else if (fields > MAX_HEADERS) {
+        status = 431;
+        snprintf(msg, sizeof msg, "the request has %d header fields; at most %d are accepted",
+                 fields, MAX_HEADERS);
         why = msg;
     } else if (cl > 0 && te > 0) {
         why = "a request must not have both Content-Length and Transfer-Encoding";
@@ -996,8 +1028,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (n == 2 && iov_eq(seg[1], "stream")) {
-        is_get(req) ? bd_stream_accept(h->stream, req, NULL, 0, NULL, 0)
-                    : reply_method(h, req, false);
+        if (is_get(req)) {
+            mark_stream(req);
+            bd_stream_accept(h->stream, req, NULL, 0, NULL, 0);
+        } else {
+            reply_method(h, req, false);
+        }
         return 0;
     }
     if (n >= 2 && iov_eq(seg[1], "repository")) {
@@ -1052,9 +1088,95 @@ static void on_accept_retry(h2o_timeout_entry_t *entry)
 
 static void on_conn_close(void *data)
 {
-    bd_http_t *h = data;
+    conn_t *c = data;
+    bd_http_t *h = c->h;
+    bd_list_unlink(&c->link);
+    free(c);
     h->conns--;
     accept_resume(h);
+}
+
+/* ---- unfinished request heads ------------------------------------------------------------
+ * h2o buffers up to about 400 KiB of a request head before its parser gives up, and closes a
+ * connection whose head stops arriving without a word. Every HEAD_CHECK_MS each connection's
+ * input buffer is looked at: one holding more than --max-header-bytes without a complete head
+ * (no empty line yet) is answered 431, one whose head has been incomplete for
+ * --http-timeout-secs is answered 408, and either is shut down, which h2o then sees as the end
+ * of the connection. A buffer that holds a complete head (perhaps with its body) is h2o's and
+ * request_head_ok's to judge; an empty one is an idle keep-alive connection, which h2o's own
+ * timeout closes. */
+
+/* Whether buf holds an empty line, the end of a head ("\n\n" or "\n\r\n"). */
+static bool has_head_end(const char *buf, size_t n)
+{
+    for (const char *p = buf, *end = buf + n; (p = memchr(p, '\n', (size_t)(end - p))); p++) {
+        if ((end - p > 1 && p[1] == '\n') || (end - p > 2 && p[1] == '\r' && p[2] == '\n')) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A WebSocket handshake: from now on the connection's buffer holds frames, not heads. */
+static void mark_stream(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req_socket(req);
+    if (sock && sock->on_close.cb == on_conn_close) {
+        ((conn_t *)sock->on_close.data)->upgraded = true;
+    }
+}
+
+/* Answer `status` with {"error": msg} straight on the socket and shut it down. Nothing else
+ * writes while h2o waits for a head. Best effort: a full socket buffer only loses the answer,
+ * not the close, which h2o then sees as the client's. */
+static void refuse_head(conn_t *c, int status, const char *msg)
+{
+    char resp[512];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
+                     status, reason_of(status), strlen(msg) + 12, msg);
+    int fd = h2o_socket_get_fd(c->sock);
+    if (send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        BD_DEBUG("http", "%d not sent: %s", status, strerror(errno));
+    }
+    shutdown(fd, SHUT_RDWR);
+    c->refused = true;
+    BD_WARN("http", "closing a connection: %s", msg);
+}
+
+static void on_head_tick(h2o_timeout_entry_t *entry)
+{
+    bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, head_entry, entry);
+    uint64_t now = bd_now_us();
+    char msg[160];
+    for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
+        conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        h2o_buffer_t *in = c->sock->input;
+        if (c->upgraded || c->refused || !in || in->size == 0 ||
+            has_head_end(in->bytes, in->size)) {
+            c->head_since_us = 0;
+            continue;
+        }
+        if (in->size > h->max_header_bytes) {
+            snprintf(msg, sizeof msg,
+                     "the request line and headers pass %zu bytes without ending; at most %zu "
+                     "are accepted (--max-header-bytes)",
+                     h->max_header_bytes, h->max_header_bytes);
+            refuse_head(c, 431, msg);
+        } else if (!c->head_since_us) {
+            c->head_since_us = now;
+        } else if (now - c->head_since_us >= h->head_timeout_us) {
+            snprintf(msg, sizeof msg,
+                     "the request head did not arrive in full within %llu s "
+                     "(--http-timeout-secs)",
+                     (unsigned long long)(h->head_timeout_us / 1000000));
+            refuse_head(c, 408, msg);
+        }
+    }
+    if (!bd_list_empty(&h->conn_list)) {
+        h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
+    }
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -1079,9 +1201,21 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             }
             break;
         }
+        conn_t *c = calloc(1, sizeof *c);
+        if (!c) {
+            h2o_socket_close(sock);
+            bd_metrics_connections_refused_add(h->metrics, 1);
+            break;
+        }
+        c->h = h;
+        c->sock = sock;
+        bd_list_push_back(&h->conn_list, &c->link);
         h->conns++;
         sock->on_close.cb = on_conn_close;
-        sock->on_close.data = h;
+        sock->on_close.data = c;
+        if (!h2o_timeout_is_linked(&h->head_entry)) {
+            h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
+        }
         h2o_accept(&h->accept_ctx, sock);
     }
 }
@@ -1150,9 +1284,16 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->model_control = opts->model_control;
     bd_buf_init(&h->out);
     bd_list_init(&h->watch);
+    bd_list_init(&h->conn_list);
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
     h->config.max_request_entity_size = opts->max_body_bytes;
+    /* A head that stops arriving is answered 408 by on_head_tick; h2o's own timeout (idle
+     * keep-alive connections, bodies that stop) closes without an answer, a second later so
+     * that the 408 goes first. */
+    uint64_t timeout_s = opts->timeout_secs > 0 ? (uint64_t)opts->timeout_secs : 10;
+    h->head_timeout_us = timeout_s * 1000000;
+    h->config.http1.req_timeout = (timeout_s + 1) * 1000;
     /* h2o moves a socket buffer past 32 MB into a memory-mapped file under /tmp, so every
      * large body would be written to disk as it arrives; --max-body-bytes bounds the buffer,
      * which stays in memory. */
@@ -1180,6 +1321,8 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->watch_entry.cb = on_watch_tick;
     h2o_timeout_init(h->loop, &h->accept_timeout, ACCEPT_RETRY_MS);
     h->accept_entry.cb = on_accept_retry;
+    h2o_timeout_init(h->loop, &h->head_timeout, HEAD_CHECK_MS);
+    h->head_entry.cb = on_head_tick;
     h->watch_init = true;
     if (bind_listener(h, opts->host, opts->port, err) != 0) {
         bd_http_free(h);
@@ -1242,6 +1385,10 @@ void bd_http_free(bd_http_t *h)
             h2o_timeout_unlink(&h->accept_entry);
         }
         h2o_timeout_dispose(h->loop, &h->accept_timeout);
+        if (h2o_timeout_is_linked(&h->head_entry)) {
+            h2o_timeout_unlink(&h->head_entry);
+        }
+        h2o_timeout_dispose(h->loop, &h->head_timeout);
     }
     if (h->ctx_init) {
         h2o_context_dispose(&h->ctx);

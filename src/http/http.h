@@ -34,6 +34,7 @@ typedef struct {
     size_t max_body_bytes;   /* larger request bodies get 413 */
     size_t max_connections;  /* open connections (WebSocket ones included); 0: no limit */
     size_t max_header_bytes; /* request line + headers; larger ones get 431; 0: 16 KiB */
+    int timeout_secs;        /* idle keep-alive, and a head or body that stops; 0: 10 s */
     bd_model_control_t model_control;
 } bd_http_opts_t;
 

@@ -3,6 +3,7 @@ read differently is refused with a JSON 400 and the connection is closed, so a r
 behind it is never executed. Raw sockets: no client library would send these."""
 import json
 import socket
+import time
 
 import pytest
 
@@ -192,3 +193,85 @@ def test_oversized_heads_get_431_and_414_as_json(client):
     (status, _, _), = responses(out)
     assert status == 200
     client.assert_healthy()
+
+
+def test_too_many_header_fields_get_431_as_json(client):
+    port = client.server.port
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(70))
+    out, closed = exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 431
+    assert json.loads(body) == {"error": "the request has 71 header fields; at most 64 are "
+                                         "accepted"}
+    assert closed
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(62))
+    out, _ = exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      + fields + b"\r\n")
+    assert responses(out)[0][0] == 200
+
+
+def test_an_unfinished_head_past_the_limit_is_answered_and_closed(client):
+    """h2o would buffer ~400 KiB of an unfinished head; the server measures what each
+    connection holds and closes one whose head passes --max-header-bytes without ending."""
+    port = client.server.port
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 20000)
+            socks.append(s)
+        for s in socks:
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except ConnectionResetError:
+                pass  # the close may reset before the answer is read; it must still close
+            if out:
+                (status, headers, body), = responses(out)
+                assert status == 431
+                msg = json.loads(body)["error"]
+                assert msg.startswith("the request line and headers pass 16384 bytes without "
+                                      "ending"), msg
+        # A head that arrives slowly but stays under the limit is still served.
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 8000)
+        socks.append(s)
+        time.sleep(0.5)
+        s.sendall(b"\r\nConnection: close\r\n\r\n")
+        assert s.recv(4096).split(b" ", 2)[1] == b"200"
+    finally:
+        for s in socks:
+            s.close()
+    client.assert_healthy()
+
+
+def test_a_head_that_stops_arriving_gets_408_as_json(start_server):
+    repo = start_server.repo()
+    server = start_server(repo, args=["--http-timeout-secs", "1"]).server
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
+        out = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+        waited = time.monotonic() - t0
+    (status, headers, body), = responses(out)
+    assert status == 408
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "the request head did not arrive in full within 1 s "
+                                         "(--http-timeout-secs)"}
+    assert 0.9 < waited < 5, waited
+    # An idle kept-alive connection is closed without an answer, about a second later.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        t0 = time.monotonic()
+        assert s.recv(4096) == b""
+        assert 0.9 < time.monotonic() - t0 < 5
