@@ -2,6 +2,7 @@
 health checks keep being answered promptly (before, each such body held the loop for most of
 a second). Bounds are generous: this machine is shared and noisy."""
 import json
+import os
 import subprocess
 import threading
 import time
@@ -95,3 +96,30 @@ def test_big_json_body_memory_stays_near_its_size(client):
     grown = (vm_kib(pid, "VmHWM") - before) * 1024
     assert grown < 6 * len(body), "peak RSS grew %.0f MB for a %.0f MB body" % (
         grown / 1e6, len(body) / 1e6)
+
+
+def thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, monkeypatch):
+    """serve re-executes itself once with glibc's hugetlb tunable (same pid), and leaves an
+    environment that sets GLIBC_TUNABLES alone."""
+    if not thp_mode() or "[never]" in thp_mode():
+        pytest.skip("transparent huge pages are off on this machine: there is nothing to ask for")
+    if "GLIBC_TUNABLES" in os.environ or os.environ.get("LD_PRELOAD"):
+        pytest.skip("GLIBC_TUNABLES or LD_PRELOAD is set here, so serve leaves malloc alone")
+    repo = start_server_fn.repo()
+    srv = start_server_fn(repo).server
+    with open("/proc/%d/environ" % srv.proc.pid, "rb") as f:
+        assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in f.read().split(b"\0")
+    srv.wait_log(r"malloc huge_pages=on")
+    monkeypatch.setenv("GLIBC_TUNABLES", "")
+    srv = start_server_fn(repo).server
+    srv.wait_log(r"malloc huge_pages=off")
+    with open("/proc/%d/environ" % srv.proc.pid, "rb") as f:
+        assert b"GLIBC_TUNABLES=" in f.read().split(b"\0")
