@@ -10,16 +10,25 @@ reports:
     ids carry milliseconds), p50 / p99 / max.
 Prints one Markdown table row per run.
 
+With --drain the batchd processes are paused (SIGSTOP) once they joined the group, the
+producer writes every frame, and the processes are resumed: frames/s is then frames / (last
+result - resume), i.e. batchd and Redis alone on the machine with a full backlog, as an
+in-process run has its inputs ready (the latency of a backlog says nothing and is left out).
+
   redis_bench.py --bin build/batchd --model sim|mlp|mobilenet_v2 [--models DIR]
-                 [--procs 1|2] [--cameras 100] [--frames 100000]
+                 [--procs 1|2] [--cameras 100] [--frames 100000] [--drain]
+                 [--max-batch N]
 """
 import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import numpy as np
 
@@ -29,7 +38,7 @@ from redis_util import RedisServer  # noqa: E402
 SHAPES = {"sim": ("INPUT0", 16), "mlp": ("input", 64), "mobilenet_v2": ("input", 3 * 224 * 224)}
 
 
-def make_repo(root, model, models_dir):
+def make_repo(root, model, models_dir, max_batch=0):
     name, dim = SHAPES[model]
     d = os.path.join(root, model)
     os.makedirs(os.path.join(d, "1"), exist_ok=True)
@@ -44,22 +53,50 @@ def make_repo(root, model, models_dir):
         os.symlink(os.path.realpath(os.path.join(models_dir, model, "1", "model.onnx")),
                    os.path.join(d, "1", "model.onnx"))
         cfg = {"dynamic_batching": {"max_queue_size": 8192}, "redis": redis_cfg}
-        if model == "mobilenet_v2":
-            cfg["max_batch_size"] = 8
+        if max_batch:
+            cfg["max_batch_size"] = max_batch
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
     return dim
 
 
-def start_batchd(binary, repo, url, consumer, log):
+def start_batchd(binary, repo, url, consumer, log_path):
+    log = open(log_path, "wb")
     p = subprocess.Popen([binary, "serve", "--model-repository", repo, "--http-port", "0",
-                          "--redis", url, "--redis-consumer", consumer, "--log-level", "warn"],
-                         stdout=log, stderr=subprocess.STDOUT)
+                          "--host", "127.0.0.1", "--redis", url, "--redis-consumer", consumer,
+                          "--log-level", "info"], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
     return p
 
 
-def produce(r, cameras, frames, dim, batch=1000):
+def http_port(log_path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log_path, "rb") as f:
+            m = re.search(rb"http listening host=127\.0\.0\.1 port=(\d+)", f.read())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise RuntimeError("batchd did not log its port (see %s)" % log_path)
+
+
+def batches(ports, model):
+    """Rows and executions over every process, from /metrics."""
+    rows = execs = 0
+    for port in ports:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=30) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            if line.startswith("batchd_inference_items_total{model=\"%s\"" % model):
+                rows += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("batchd_inference_executions_total{model=\"%s\"" % model):
+                execs += float(line.rsplit(" ", 1)[1])
+    return rows / execs if execs else 0.0
+
+
+def produce(r, cameras, frames, dim):
     row = np.random.default_rng(1).standard_normal(dim).astype("<f4").tobytes()
+    batch = max(1, min(1000, (8 << 20) // len(row)))  # a round trip carries <= 8 MiB
     pipe = r.pipeline(transaction=False)
     n = 0
     for seq in range(frames // cameras):
@@ -107,17 +144,20 @@ def main():
     ap.add_argument("--cameras", type=int, default=100)
     ap.add_argument("--frames", type=int, default=100000)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--drain", action="store_true")
+    ap.add_argument("--max-batch", type=int, default=0)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="redis-bench-")
     rs = RedisServer(os.path.join(work, "redis")).start()
     r = rs.client()
     repo = os.path.join(work, "repo")
-    dim = make_repo(repo, a.model, a.models)
+    dim = make_repo(repo, a.model, a.models, a.max_batch)
     for cam in range(a.cameras):  # the group exists before the clock starts
         r.xgroup_create("frames:cam%d" % cam, "batchd", id="$", mkstream=True)
-    log = open(os.path.join(work, "batchd.log"), "wb")
-    procs = [start_batchd(a.bin, repo, rs.url, "bench-%d" % i, log) for i in range(a.procs)]
+    logs = [os.path.join(work, "batchd-%d.log" % i) for i in range(a.procs)]
+    procs = [start_batchd(a.bin, repo, rs.url, "bench-%d" % i, logs[i]) for i in range(a.procs)]
     try:
+        ports = [http_port(lp) for lp in logs]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # every process has joined every stream
             cons = r.xinfo_consumers("frames:cam%d" % (a.cameras - 1), "batchd")
@@ -125,9 +165,17 @@ def main():
                 break
             time.sleep(0.1)
         time.sleep(0.5)
+        if a.drain:
+            for p in procs:
+                p.send_signal(signal.SIGSTOP)
         t0 = time.monotonic()
         n = produce(r, a.cameras, a.frames, dim)
         t_prod = time.monotonic() - t0
+        if a.drain:
+            sec, usec = r.time()
+            resumed_ms = sec * 1000 + usec // 1000
+            for p in procs:
+                p.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + a.timeout
         total = 0
         while time.monotonic() < deadline:
@@ -136,10 +184,16 @@ def main():
                 break
             time.sleep(0.2)
         lat, first, last = collect(r, a.cameras)
-        fps = n / max(1e-3, (last - first) / 1000.0)
-        print("| %s | %d | %d | %d | %d | %.0f | %.0f | %d | %d | %d |" % (
-            a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps,
-            np.percentile(lat, 50), np.percentile(lat, 99), lat.max()))
+        mean_batch = batches(ports, a.model)
+        if a.drain:
+            fps = n / max(1e-3, (last - resumed_ms) / 1000.0)
+            print("| %s | %d | drain | %d | %d | %d | %.0f | %.0f | %.1f | - | - | - |" % (
+                a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch))
+        else:
+            fps = n / max(1e-3, (last - first) / 1000.0)
+            print("| %s | %d | live | %d | %d | %d | %.0f | %.0f | %.1f | %d | %d | %d |" % (
+                a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
+                np.percentile(lat, 50), np.percentile(lat, 99), lat.max()))
         sys.stdout.flush()
     finally:
         for p in procs:
@@ -147,7 +201,6 @@ def main():
         for p in procs:
             p.wait(60)
         rs.stop()
-        log.close()
 
 
 if __name__ == "__main__":

@@ -12,11 +12,22 @@
  * when it is up and when it went down, after hiredis ran every pending callback with a NULL
  * reply.
  *
+ * A server that stops answering without closing the socket (SIGSTOP, a frozen host, a path
+ * that drops packets) is found by a watchdog, since hiredis 0.14's async API has no timeouts:
+ * "up" means the first command (PING, or SELECT) was answered, not merely that the TCP
+ * connect finished (the kernel completes it for a stopped server), and a command left
+ * unanswered for timeout_us, with no byte arriving meanwhile and none waiting in the socket,
+ * drops the connection like a reset would: every callback runs with a NULL reply, the owner
+ * is told, and the reconnect backoff starts. Commands that reach the server later on the
+ * dropped socket are harmless: the owner only ever sends commands that are safe to repeat
+ * (reads re-read pending entries; result writes happen only while an entry is pending).
+ *
  * Threads: the event-loop thread only. Ownership: the rconn is embedded in its owner; the
  * redisAsyncContext and the h2o socket are the rconn's. */
 #include "ingest/ingest_internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -56,6 +67,7 @@ static void on_readable(h2o_socket_t *sock, const char *err)
 {
     rconn_t *c = sock->data;
     (void)err;
+    c->last_rx_us = bd_now_us();
     for (int i = 0; i < READS_PER_EVENT && c->ac; i++) {
         redisAsyncContext *ac = c->ac;
         redisAsyncHandleRead(ac); /* may free ac: cleanup then sets c->ac = NULL */
@@ -130,7 +142,16 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees the context after this returns (no disconnect callback follows). */
         went_down(c, ac->errstr);
-        return;
+    }
+    /* Connected is not up: up is the first reply (on_hello). */
+}
+
+/* The first command's reply: the server answers, the connection is up. */
+static void on_hello(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t *c = priv;
+    if (!r || c->ac != ac || c->ready) {
+        return; /* dropped meanwhile: the disconnect path told the owner */
     }
     c->ready = true;
     c->backoff_ms = BACKOFF_MIN_MS;
@@ -179,22 +200,25 @@ static void connect_now(rconn_t *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisEnableKeepAlive(&ac->c);
-    /* The first command also makes hiredis wait for the connect to finish. */
+    /* The first command also makes hiredis wait for the connect to finish; its reply makes
+     * the connection usable. SELECT's error (a DB the server lacks) is the server's answer
+     * too: commands then fail one by one and say why. */
     char db[24];
     snprintf(db, sizeof db, "%d", c->db);
     const char *argv[] = {"SELECT", db};
     size_t lens[] = {6, strlen(db)};
     const char *ping[] = {"PING"};
     size_t ping_len[] = {4};
+    c->busy_since_us = bd_now_us();
     if (c->db != 0) {
-        redisAsyncCommandArgv(ac, NULL, NULL, 2, argv, lens);
+        redisAsyncCommandArgv(ac, on_hello, c, 2, argv, lens);
     } else {
-        redisAsyncCommandArgv(ac, NULL, NULL, 1, ping, ping_len);
+        redisAsyncCommandArgv(ac, on_hello, c, 1, ping, ping_len);
     }
 }
 
 void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int db,
-                const char *name, rconn_state_cb on_state, void *owner)
+                const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner)
 {
     memset(c, 0, sizeof *c);
     c->loop = loop;
@@ -205,11 +229,39 @@ void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int 
     c->on_state = on_state;
     c->owner = owner;
     c->backoff_ms = BACKOFF_MIN_MS;
+    c->timeout_us = timeout_ms * 1000;
+}
+
+/* A command has waited past the bound with nothing received: drop the connection. */
+static void watchdog(rconn_t *c, uint64_t now_us)
+{
+    uint64_t since = c->busy_since_us > c->last_rx_us ? c->busy_since_us : c->last_rx_us;
+    if (!c->ac->replies.head || now_us < since + c->timeout_us) {
+        return;
+    }
+    int avail = 0;
+    if (ioctl(c->ac->c.fd, FIONREAD, &avail) == 0 && avail > 0) {
+        c->last_rx_us = now_us; /* a reply is there, not read yet (the loop was busy) */
+        return;
+    }
+    char why[128];
+    snprintf(why, sizeof why, "no reply for %" PRIu64 " ms", (now_us - since) / 1000);
+    redisAsyncContext *ac = c->ac;
+    c->ac = NULL; /* on_disconnect then ignores it */
+    c->ready = false;
+    redisAsyncFree(ac); /* runs pending callbacks (NULL replies) and ev_cleanup */
+    went_down(c, why);
 }
 
 void rconn_poll(rconn_t *c, uint64_t now_us)
 {
-    if (!c->closed && !c->ac && now_us >= c->retry_at_us) {
+    if (c->closed) {
+        return;
+    }
+    if (c->ac) {
+        watchdog(c, now_us);
+    }
+    if (!c->ac && now_us >= c->retry_at_us) {
         connect_now(c);
     }
 }
@@ -219,6 +271,9 @@ int rconn_send(rconn_t *c, redisCallbackFn *fn, void *priv, int argc, const char
 {
     if (!c->ready || !c->ac) {
         return -1;
+    }
+    if (!c->ac->replies.head) {
+        c->busy_since_us = bd_now_us(); /* the oldest outstanding command from now */
     }
     return redisAsyncCommandArgv(c->ac, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
 }

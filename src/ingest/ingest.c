@@ -52,6 +52,9 @@
 #define WRITE_DRAIN_US 10000000u
 #define LOG_EVERY_US 5000000u
 #define ID_MAX 48
+/* Watchdog: a command unanswered this long (plus 3x block_ms on read connections) means the
+ * server stopped answering without closing the socket. */
+#define REPLY_GRACE_MS 5000
 
 /* One script for every write (results, error results, dead letters): per entry, write and
  * acknowledge only while it is still pending, so nothing is answered twice. ARGV per entry:
@@ -766,6 +769,26 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
     ing->redis_up = false;
 }
 
+/* A connection came up: once all are, Redis is back (logged once per loss). */
+static void redis_maybe_up(bd_ingest_t *ing)
+{
+    if (ing->redis_up || !ing->ctl.ready) {
+        return;
+    }
+    for (size_t i = 0; i < ing->n_pipes; i++) {
+        for (size_t k = 0; k < ing->pipes[i]->n_shards; k++) {
+            if (!ing->pipes[i]->shards[k]->conn.ready) {
+                return;
+            }
+        }
+    }
+    BD_INFO("ingest", "redis %s host=%s port=%d db=%d consumer=%s",
+            ing->ever_up ? "reconnected" : "connected", ing->host, ing->port, ing->db,
+            ing->consumer);
+    ing->redis_up = true;
+    ing->ever_up = true;
+}
+
 static void on_ctl_state(rconn_t *c, bool up)
 {
     bd_ingest_t *ing = c->owner;
@@ -773,13 +796,7 @@ static void on_ctl_state(rconn_t *c, bool up)
         redis_down(ing, c);
         return;
     }
-    if (!ing->redis_up) {
-        BD_INFO("ingest", "redis %s host=%s port=%d db=%d consumer=%s",
-                ing->ever_up ? "reconnected" : "connected", ing->host, ing->port, ing->db,
-                ing->consumer);
-    }
-    ing->redis_up = true;
-    ing->ever_up = true;
+    redis_maybe_up(ing);
     ing->next_scan_us = 0;
     ing->write_retry_at_us = 0;
     for (size_t i = 0; i < ing->n_pipes; i++) {
@@ -802,6 +819,7 @@ static void on_shard_state(rconn_t *c, bool up)
         sh->streams[i]->history = true;
         snprintf(sh->streams[i]->history_id, ID_MAX, "0");
     }
+    redis_maybe_up(ing);
     kick(ing);
 }
 
@@ -891,7 +909,8 @@ static shard_t *shard_for(pipe_t *p)
     }
     sh->p = p;
     bd_ingest_t *ing = p->ing;
-    rconn_init(&sh->conn, ing->loop, ing->host, ing->port, ing->db, "read", on_shard_state, sh);
+    rconn_init(&sh->conn, ing->loop, ing->host, ing->port, ing->db, "read",
+               3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
     rconn_poll(&sh->conn, bd_now_us());
     return sh;
@@ -2016,7 +2035,8 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
     ing->max_entry_bytes = opts->max_entry_bytes ? opts->max_entry_bytes : SIZE_MAX / 2;
     bd_list_init(&ing->results);
     bd_buf_init(&ing->scratch);
-    rconn_init(&ing->ctl, loop, ing->host, ing->port, ing->db, "control", on_ctl_state, ing);
+    rconn_init(&ing->ctl, loop, ing->host, ing->port, ing->db, "control", REPLY_GRACE_MS,
+               on_ctl_state, ing);
     h2o_timeout_init(loop, &ing->tick_to, TICK_MS);
     h2o_timeout_init(loop, &ing->kick_to, 0);
     ing->tick.cb = on_tick;
@@ -2026,7 +2046,6 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
         BD_WARN("ingest", "no model has a \"redis\" section in its config.json; Redis ingest "
                           "waits for one to load");
     }
-    bd_metrics_protocol_enable(metrics, BD_PROTO_REDIS);
     bd_metrics_set_extra(metrics, render, ing);
     rconn_poll(&ing->ctl, bd_now_us());
     h2o_timeout_link(loop, &ing->tick_to, &ing->tick);

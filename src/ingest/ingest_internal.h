@@ -22,7 +22,13 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
 
 /* One Redis connection that reconnects by itself with backoff (100 ms doubling to 5 s) until
  * rconn_close. Loop thread only. The h2o socket watches a dup of hiredis's descriptor (both
- * close their own), with H2O_SOCKET_FLAG_DONT_READ so hiredis does every read and write. */
+ * close their own), with H2O_SOCKET_FLAG_DONT_READ so hiredis does every read and write.
+ *
+ * Watchdog (hiredis 0.14's async API has no timeouts): a connection is usable only once its
+ * first command (PING or SELECT) was answered, and rconn_poll counts it lost when a command
+ * has been outstanding for timeout_us with no byte received meanwhile and none waiting in the
+ * socket (a server that stopped answering without closing: frozen, SIGSTOPped, a dead
+ * path). */
 struct rconn {
     h2o_evloop_t *loop;
     const char *host; /* borrowed: numeric address */
@@ -39,12 +45,18 @@ struct rconn {
     bool closed;          /* rconn_close ran: never reconnect */
     uint64_t retry_at_us; /* down: the next connect attempt */
     uint64_t backoff_ms;
+    uint64_t timeout_us;    /* watchdog bound on an unanswered command */
+    uint64_t busy_since_us; /* when the oldest outstanding command was sent, or the last
+                               reply before it */
+    uint64_t last_rx_us;    /* when bytes last arrived */
     char last_error[128];
 };
 
 void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int db,
-                const char *name, rconn_state_cb on_state, void *owner);
-/* Connect now when down and the backoff has passed; call from a periodic tick. */
+                const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
+/* Connect now when down and the backoff has passed; when up, run the watchdog: a command
+ * unanswered for timeout_ms drops the connection (its callbacks run with NULL replies, then
+ * on_state(false)) and it reconnects with backoff. Call from a periodic tick. */
 void rconn_poll(rconn_t *c, uint64_t now_us);
 /* Send one command (arguments copied). 0, or -1 when the connection is not usable (the
  * callback then never runs). */

@@ -92,8 +92,7 @@ struct bd_metrics {
     bd_model_metrics_t *tail;
     _Atomic int64_t ws_connections;
     _Atomic uint64_t connections_refused;
-    _Atomic bool protocol_on[BD_PROTO_COUNT_]; /* listed in requests_total */
-    bd_metrics_render_cb extra_cb;             /* a front end's families; set before serving */
+    bd_metrics_render_cb extra_cb; /* a front end's families; set before serving */
     void *extra_ctx;
 };
 
@@ -128,16 +127,7 @@ bd_metrics_t *bd_metrics_new(void)
         free(m);
         return NULL;
     }
-    atomic_store(&m->protocol_on[BD_PROTO_HTTP], true);
-    atomic_store(&m->protocol_on[BD_PROTO_WEBSOCKET], true);
     return m;
-}
-
-void bd_metrics_protocol_enable(bd_metrics_t *m, bd_protocol_t protocol)
-{
-    if (m && (int)protocol >= 0 && protocol < BD_PROTO_COUNT_) {
-        atomic_store(&m->protocol_on[protocol], true);
-    }
 }
 
 void bd_metrics_set_extra(bd_metrics_t *m, bd_metrics_render_cb cb, void *ctx)
@@ -569,15 +559,12 @@ static const struct {
                     "Requests accepted by the scheduler and not yet answered (queued or running)."},
 };
 
-static void render_family(bd_metrics_t *m, bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
+static void render_family(bd_buf_t *out, family_t f, bd_model_metrics_t *mm)
 {
     const char *name = families[f].name;
     switch (f) {
     case F_REQUESTS:
         for (int p = 0; p < BD_PROTO_COUNT_; p++) {
-            if (!atomic_load(&m->protocol_on[p])) {
-                continue;
-            }
             for (int o = 0; o < BD_OUTCOME_COUNT_; o++) {
                 put_series(out, name, "", mm);
                 bd_buf_printf(out, ",protocol=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
@@ -627,7 +614,7 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
     for (int f = 0; f < F_COUNT_; f++) {
         put_header(out, families[f].name, families[f].type, families[f].help);
         for (bd_model_metrics_t *mm = m->head; mm; mm = mm->next) {
-            render_family(m, out, (family_t)f, mm);
+            render_family(out, (family_t)f, mm);
         }
     }
     pthread_mutex_unlock(&m->mu);

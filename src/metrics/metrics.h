@@ -67,10 +67,6 @@ uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m);
 /* batchd_websocket_connections += delta (open WebSocket connections, all models). */
 void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
 
-/* requests_total lists the http and websocket protocols always, and the others (redis) once
- * the front end that serves them was started and enabled them here. Any thread. */
-void bd_metrics_protocol_enable(bd_metrics_t *m, bd_protocol_t protocol);
-
 /* A front end's own metric families (the Redis ingest's), appended to the exposition after
  * the server-wide ones: `cb` writes complete families (# HELP, # TYPE, samples) into `out`.
  * It runs on the thread that calls bd_metrics_render (the event loop). One callback at
@@ -141,7 +137,8 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_websocket_connections                              gauge (no labels)
  *   batchd_connections_refused_total                          counter (no labels)
  * then the extra families (bd_metrics_set_extra). Each family has its # HELP and # TYPE lines
- * once; every enabled protocol and every outcome is listed (0 included). */
+ * once; every protocol (http, websocket, redis) and every outcome is listed for every model
+ * (0 included), whichever front ends run. */
 void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out);
 
 #endif

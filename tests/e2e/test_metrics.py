@@ -80,6 +80,12 @@ def test_every_outcome_listed_and_histograms_monotonic(client):
         outcomes = {dict(ls)["outcome"] for (n, ls) in m
                     if n == "batchd_inference_requests_total" and dict(ls).get("model") == model}
         assert {"success", "rejected", "invalid"} <= outcomes, outcomes
+        # Every protocol is listed for every model, whichever front ends run (no --redis
+        # here): 3 protocols x 6 outcomes.
+        series = [dict(ls) for (n, ls) in m
+                  if n == "batchd_inference_requests_total" and dict(ls).get("model") == model]
+        assert {s["protocol"] for s in series} == {"http", "websocket", "redis"}, series
+        assert len(series) == 18, series
         assert m[key("batchd_queue_depth", **lab)] == 0
         for h in ("batchd_batch_size", "batchd_request_duration_seconds"):
             buckets = sorted(((float(dict(ls)["le"]), v) for (n, ls), v in m.items()

@@ -209,6 +209,87 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
     assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 6
 
 
+def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn, rsrv):
+    """A model with two inputs: one field per input name, `NAME.shape` and `NAME.datatype`
+    per input (checked against the model's), `{stream}` expanded in custom `results` and
+    `dead_letter` keys; every other field (a plain `input` too) is metadata."""
+    repo = start_server_fn.repo("redis")
+    repo.add_sim("two", [("IMG", "FP32", [4]), ("IDS", "INT64", [2])], max_batch_size=8,
+                 extra={"redis": {"streams": "in:*", "results": "out:{stream}:res",
+                                  "dead_letter": "dl:{stream}"}})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    img = np.arange(8, dtype="<f4") * 1.5
+    ids = np.array([7, -1, 2 ** 40, 3], dtype="<i8")
+    ok = r.xadd("in:a", {"IMG": img.tobytes(), "IMG.shape": "2,4", "IDS": ids.tobytes(),
+                         "IDS.shape": "2,2", "IDS.datatype": "INT64", "camera": "c1",
+                         "input": "not an input here"}).decode()
+    bad = {
+        r.xadd("in:a", {"IMG": img[:4].tobytes(), "IDS": ids[:2].tobytes(),
+                        "IDS.datatype": "FP64", "camera": "c2"}).decode(): r"FP64",
+        r.xadd("in:a", {"IMG": img[:4].tobytes(), "camera": "c3"}).decode():
+            r"no field 'IDS'.*INT64",
+        r.xadd("in:a", {"IMG": img[:4].tobytes(), "IDS": ids[:2].tobytes(),
+                        "IDS.shape": "1,3", "camera": "c4"}).decode(): r"IDS",
+    }
+    assert wait_results(r, 1 + len(bad), pattern="out:*")
+    res = {f["source_id"].decode(): (k, f) for k, _e, f in results(r, "out:*")}
+    assert len(res) == 1 + len(bad)
+    key, f = res[ok]
+    assert key == "out:in:a:res"
+    assert f["status"] == b"ok", f
+    assert f["OUTPUT0"] == img.tobytes() and f["OUTPUT0.shape"] == b"2,4"
+    assert f["OUTPUT0.datatype"] == b"FP32"
+    assert f["OUTPUT1"] == ids.tobytes() and f["OUTPUT1.shape"] == b"2,2"
+    assert f["OUTPUT1.datatype"] == b"INT64"
+    assert f["camera"] == b"c1" and f["input"] == b"not an input here"
+    for name in ("IMG", "IDS", "IMG.shape", "IDS.shape", "IDS.datatype"):
+        assert name not in f
+    for eid, rx in bad.items():
+        key, f = res[eid]
+        assert key == "out:in:a:res" and f["status"] == b"error", f
+        assert re.search(rx, f["error"].decode()), f["error"]
+    assert not r.exists("results:in:a")  # the default key is not used
+    assert wait_for(lambda: total_pending(r, "in:*") == 0, 10)
+    assert metric(client, "batchd_redis_errors_total", model="two", pattern="in:*") == 3
+
+
+def test_results_maxlen_trims_the_result_stream(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "results_maxlen": 10})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    sent = produce(r, "frames:cam", 1, 1000)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    assert wait_for(lambda: metric(client, "batchd_redis_acked_total", **lab) == len(sent))
+    n = r.xlen("results:frames:cam0")
+    # MAXLEN ~ trims whole stream nodes (100 entries at most each): about 10, never 1000.
+    assert 10 <= n <= 110, n
+    last = r.xrevrange("results:frames:cam0", count=1)[0][1]
+    assert last[b"seq"] == b"999"
+
+
+def test_pending_and_consumer_lag_gauges(start_server_fn, rsrv):
+    """The model is slower than the producer and its queue is small: reads stop, entries wait
+    undelivered in Redis and batchd_redis_consumer_lag (XINFO GROUPS) shows them; at the end
+    both lag and pending are 0."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 8}, latency_us=50000,
+              max_batch_size=8, extra={"dynamic_batching": {"max_queue_size": 16}})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    # No stream matched yet: no lag is known, so none is listed.
+    assert metric(client, "batchd_redis_consumer_lag", **lab) is None
+    sent = produce(r, "frames:cam", 1, 800)
+    assert wait_for(lambda: (metric(client, "batchd_redis_consumer_lag", **lab) or 0) > 0, 20)
+    assert wait_for(lambda: (metric(client, "batchd_redis_pending", **lab) or 0) > 0, 20)
+    assert wait_results(r, len(sent))
+    check_all_answered(sent, results(r))
+    assert wait_for(lambda: metric(client, "batchd_redis_consumer_lag", **lab) == 0 and
+                    metric(client, "batchd_redis_pending", **lab) == 0, 20)
+
+
 def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "flaky", {"streams": "in:*", "claim_idle_ms": 300, "max_deliveries": 2},
@@ -322,6 +403,55 @@ def test_redis_restart_mid_run_reconnects_and_finishes(start_server_fn, rsrv):
     log = client.server.log()
     assert len(re.findall(r"ingest redis unreachable", log)) == 1, "logged more than once"
     assert "ingest redis reconnected" in log
+
+
+def test_frozen_redis_is_detected_and_every_frame_answered_once(start_server_fn, rsrv):
+    """A Redis that stops answering without closing its sockets (SIGSTOP) is found by the
+    watchdog (a command unanswered for 5 s, 5.3 s on read connections): HTTP keeps serving,
+    the loss is logged once, and after SIGCONT every frame has exactly one result. Entries a
+    read on a dropped socket took after the thaw sit in this consumer's pending list and come
+    back through XAUTOCLAIM (claim_idle_ms 2000)."""
+    repo = _slow_repo(start_server_fn, claim_idle_ms=2000)
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 10, 300)
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, 200)
+    x = frame(0, 0)
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, DIM],
+                        "data": x.tolist()}]}
+    rsrv.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        served = 0
+        while not re.search(r"ingest redis unreachable", client.server.log()):
+            assert time.monotonic() - t0 < 30, "the frozen Redis was not detected"
+            rep = client.infer("cam", body)  # HTTP keeps serving meanwhile
+            assert rep.status_code == 200
+            served += 1
+            time.sleep(0.2)
+        assert served > 0
+        line = client.server.wait_log(r"ingest redis unreachable", 1)
+        assert "no reply for" in line, line
+        # Frozen on: reconnects reach the kernel but get no answer, and are not logged again.
+        time.sleep(7)
+        assert client.infer("cam", body).status_code == 200
+    finally:
+        rsrv.proc.send_signal(signal.SIGCONT)
+    more = produce(r, "frames:cam", 10, 20, start=300)
+    sent.update(more)
+    assert wait_results(r, len(sent)), "%d of %d" % (count_results(r), len(sent))
+    check_all_answered(sent, results(r))  # exactly once: no duplicates either
+    assert wait_for(lambda: total_pending(r) == 0, 20)
+    assert wait_for(lambda: "ingest redis reconnected" in client.server.log(), 20)
+    log = client.server.log()
+    assert len(re.findall(r"ingest redis unreachable", log)) == 1, "logged more than once"
+    # A result write sent on a dropped socket may still run after the thaw; its retry on the
+    # new connection then finds the entry answered and counts it as a duplicate skipped.
+    lab = {"model": "cam", "pattern": "frames:*"}
+    acked = metric(client, "batchd_redis_acked_total", **lab)
+    skipped = metric(client, "batchd_redis_duplicates_skipped_total", **lab)
+    assert acked + skipped == len(sent), (acked, skipped)
+    assert metric(client, "batchd_redis_connected") == 1
 
 
 def test_sigterm_drains_what_it_read_and_exits_0(start_server_fn, rsrv):

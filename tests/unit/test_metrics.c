@@ -231,6 +231,14 @@ static void test_render_counters_exact(void **state)
                                         "\"1\",protocol=\"websocket\",outcome=\"success\"} 0");
     assert_string_equal(l.lines[i + 12], "batchd_inference_requests_total{model=\"mlp\",version="
                                          "\"1\",protocol=\"websocket\",outcome=\"cancelled\"} 1");
+    /* And for redis, listed although no Redis front end ever ran: every protocol always is,
+     * so the family has 3 protocols x 6 outcomes per model and then the next family. */
+    assert_string_equal(l.lines[i + 13], "batchd_inference_requests_total{model=\"mlp\",version="
+                                         "\"1\",protocol=\"redis\",outcome=\"success\"} 0");
+    assert_string_equal(l.lines[i + 18], "batchd_inference_requests_total{model=\"mlp\",version="
+                                         "\"1\",protocol=\"redis\",outcome=\"cancelled\"} 0");
+    assert_string_equal(l.lines[i + 19], "# HELP batchd_inference_items_total Batch rows executed "
+                                         "(a request may contribute several).");
     assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_CANCELLED), 1);
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_CANCELLED), 0);
     assert_string_equal(l.lines[l.n - 4], "batchd_websocket_connections 1");
@@ -250,9 +258,9 @@ static void test_render_counters_exact(void **state)
     /* Each family's HELP and TYPE once. */
     assert_int_equal(count_prefix(&l, "# TYPE "), 11);
     assert_int_equal(count_prefix(&l, "# HELP "), 11);
-    /* 11 header pairs, 2 protocols x 6 outcomes, items, executions, depth, inflight, 12
+    /* 11 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
      * batch-size lines, 3 x 19 duration lines and the two server-wide values. */
-    assert_int_equal(l.n, 22 + 12 + 4 + 12 + 3 * 19 + 2);
+    assert_int_equal(l.n, 22 + 18 + 4 + 12 + 3 * 19 + 2);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -375,9 +383,9 @@ static void test_render_models_in_registration_order(void **state)
                         "batchd_inference_items_total{model=\"a\",version=\"3\"} 5");
     assert_string_equal(l.lines[i + 3], "# HELP batchd_inference_executions_total Model "
                                         "executions (batches run by the backend).");
-    /* 2 models x 2 protocols x 6 outcomes */
-    assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 24);
-    assert_int_equal(l.n, 18 + 6 + 2 * (12 + 4 + 12 + 3 * 19));
+    /* 2 models x 3 protocols x 6 outcomes */
+    assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 36);
+    assert_int_equal(l.n, 18 + 6 + 2 * (18 + 4 + 12 + 3 * 19));
     lines_free(&l);
     bd_metrics_free(m);
 }
