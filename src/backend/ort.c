@@ -87,7 +87,7 @@ static const struct {
     {ORT_ELEM_INT16, BD_DT_INT16},   {ORT_ELEM_INT32, BD_DT_INT32},
     {ORT_ELEM_INT64, BD_DT_INT64},   {ORT_ELEM_UINT8, BD_DT_UINT8},
     {ORT_ELEM_UINT16, BD_DT_UINT16}, {ORT_ELEM_UINT32, BD_DT_UINT32},
-    {ORT_ELEM_UINT64, BD_DT_UINT64},
+    {ORT_ELEM_UINT64, BD_DT_UINT64}, {ORT_ELEM_STRING, BD_DT_BYTES},
 };
 
 /* The bd dtype for an ORT element type; BD_DT_INVALID when batchd cannot carry it. */
@@ -324,6 +324,9 @@ struct bd_backend_instance {
     OrtRunOptions *run_opts;
     OrtValue **in_vals;  /* [n_in], only during run */
     OrtValue **out_vals; /* [n_out], the last run's outputs */
+    /* [n_out]: a STRING output of the last run in batchd's BYTES layout (tensor.h), owned,
+     * NULL for other outputs; freed with out_vals. */
+    unsigned char **out_bytes;
 };
 
 static void free_model_io(model_io_t *io, size_t n)
@@ -430,7 +433,7 @@ static int check_usable(const char *kind, const model_io_t *io, bd_err_t *err)
     if (dtype_from_elem(io->elem) == BD_DT_INVALID) {
         return bd_err_set(err, BD_EUNSUPPORTED,
                           "model %s '%s' has element type %s, which batchd cannot carry; "
-                          "supported: BOOL, INT8/16/32/64, UINT8/16/32/64, FLOAT, DOUBLE",
+                          "supported: BOOL, INT8/16/32/64, UINT8/16/32/64, FLOAT, DOUBLE, STRING",
                           kind, io->name, elem_name(io->elem, buf, sizeof buf));
     }
     return 0;
@@ -857,12 +860,22 @@ static void release_values(OrtValue **v, size_t n)
     }
 }
 
+static void free_out_bytes(bd_backend_instance_t *inst)
+{
+    for (size_t i = 0; inst->out_bytes && i < inst->m->n_out; i++) {
+        free(inst->out_bytes[i]);
+        inst->out_bytes[i] = NULL;
+    }
+}
+
 static void ort_instance_free(bd_backend_instance_t *inst)
 {
     if (!inst) {
         return;
     }
     release_values(inst->out_vals, inst->m->n_out);
+    free_out_bytes(inst);
+    free(inst->out_bytes);
     free(inst->out_vals);
     free(inst->in_vals);
     if (inst->run_opts) {
@@ -886,7 +899,8 @@ static int ort_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
     inst->index = index;
     inst->in_vals = calloc(m->n_in, sizeof *inst->in_vals);
     inst->out_vals = calloc(m->n_out, sizeof *inst->out_vals);
-    if (!inst->in_vals || !inst->out_vals) {
+    inst->out_bytes = calloc(m->n_out, sizeof *inst->out_bytes);
+    if (!inst->in_vals || !inst->out_vals || !inst->out_bytes) {
         ort_instance_free(inst);
         return bd_err_set(err, BD_ENOMEM, "out of memory creating instance %d", index);
     }
@@ -910,6 +924,52 @@ static int ort_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
     return 0;
 }
 
+/* A STRING input: ORT keeps its own std::string per element, so the BYTES elements are
+ * copied in, each into a buffer of its exact length (binary-safe, unlike FillStringTensor's
+ * C strings). */
+static int string_input(const bd_backend_model_t *m, size_t i, const bd_tensor_t *t, size_t count,
+                        OrtValue **val, bd_err_t *err)
+{
+    if (g.api_version < 15) {
+        return bd_err_set(err, BD_EBACKEND,
+                          "run: input '%s' is a string tensor, which needs ONNX Runtime API 15 "
+                          "(1.15) or newer; this library offers %u",
+                          m->in_names[i], g.api_version);
+    }
+    if (bd_bytes_check(m->in_names[i], t->data, t->byte_size, count, err) != 0) {
+        if (err) {
+            err->code = BD_EBACKEND;
+        }
+        return BD_EBACKEND;
+    }
+    OrtAllocator *alloc = NULL;
+    int rc = ort_check(ORT_FN(g.api, GetAllocatorWithDefaultOptions)(&alloc), err,
+                       "run: no allocator for input '%s'", m->in_names[i]);
+    if (rc == 0) {
+        rc = ort_check(ORT_FN(g.api, CreateTensorAsOrtValue)(
+                           alloc, t->shape.dims, (size_t)t->shape.ndim, ORT_ELEM_STRING, val),
+                       err, "run: cannot create string input '%s'", m->in_names[i]);
+    }
+    const unsigned char *p = t->data;
+    size_t off = 0;
+    for (size_t k = 0; k < count && rc == 0; k++) {
+        size_t len = (size_t)p[off] | (size_t)p[off + 1] << 8 | (size_t)p[off + 2] << 16 |
+                     (size_t)p[off + 3] << 24;
+        char *buf = NULL;
+        rc = ort_check(ORT_FN(g.api, GetResizedStringTensorElementBuffer)(*val, k, len, &buf), err,
+                       "run: cannot fill string input '%s'", m->in_names[i]);
+        if (rc == 0 && len > 0) {
+            memcpy(buf, p + off + BD_BYTES_PREFIX, len);
+        }
+        off += BD_BYTES_PREFIX + len;
+    }
+    if (rc != 0 && *val) {
+        ORT_FN(g.api, ReleaseValue)(*val);
+        *val = NULL;
+    }
+    return rc;
+}
+
 /* Check one caller tensor against the model's input i and wrap it without copying. */
 static int wrap_input(const bd_backend_instance_t *inst, size_t i, const bd_tensor_t *t,
                       OrtValue **val, bd_err_t *err)
@@ -927,6 +987,10 @@ static int wrap_input(const bd_backend_instance_t *inst, size_t i, const bd_tens
     }
     size_t count = 0;
     size_t bytes = 0;
+    if (want == BD_DT_BYTES && t->shape.ndim >= 0 && t->shape.ndim <= BD_MAX_DIMS &&
+        bd_shape_count(&t->shape, 0, &count, err) == 0) {
+        return string_input(m, i, t, count, val, err);
+    }
     if (t->shape.ndim < 0 || t->shape.ndim > BD_MAX_DIMS ||
         bd_shape_count(&t->shape, 0, &count, err) != 0 ||
         !bd_mul_size(count, bd_dtype_size(want), &bytes) || bytes != t->byte_size ||
@@ -942,6 +1006,62 @@ static int wrap_input(const bd_backend_instance_t *inst, size_t i, const bd_tens
                          g.cpu_mem, t->data ? t->data : (void *)&empty, bytes, t->shape.dims,
                          (size_t)t->shape.ndim, m->in_elem[i], val),
                      err, "run: cannot wrap input '%s'", m->in_names[i]);
+}
+
+/* A STRING output of the last run, copied into batchd's BYTES layout in inst->out_bytes[i]
+ * (t's shape is set). ORT hands the strings back as one run of bytes plus offsets. */
+static int string_output(const bd_backend_instance_t *inst, size_t i, bd_tensor_t *t, bd_err_t *err)
+{
+    const bd_backend_model_t *m = inst->m;
+    OrtValue *v = inst->out_vals[i];
+    size_t count = 0, total = 0, size = 0;
+    if (bd_shape_count(&t->shape, 0, &count, err) != 0 ||
+        !bd_mul_size(count, BD_BYTES_PREFIX, &size)) {
+        return bd_err_set(err, BD_EBACKEND, "run: output '%s' has an impossible shape",
+                          m->out_names[i]);
+    }
+    int rc = count ? ort_check(ORT_FN(g.api, GetStringTensorDataLength)(v, &total), err,
+                               "run: cannot read string output '%s'", m->out_names[i])
+                   : 0;
+    size_t *offsets = NULL;
+    unsigned char *out = NULL;
+    if (rc == 0 && (!bd_add_size(size, total, &size) ||
+                    !(offsets = malloc((count ? count : 1) * sizeof *offsets)) ||
+                    !(out = malloc(size ? size : 1)))) {
+        rc = bd_err_set(err, BD_EBACKEND, "run: out of memory for string output '%s'",
+                        m->out_names[i]);
+    }
+    /* The content goes to the tail of `out`; each element then moves down behind its prefix,
+     * in order, so no element is overwritten before it moved. */
+    unsigned char *content = out ? out + (size - total) : NULL;
+    if (rc == 0 && count > 0) {
+        rc = ort_check(ORT_FN(g.api, GetStringTensorContent)(v, content, total, offsets, count),
+                       err, "run: cannot read string output '%s'", m->out_names[i]);
+    }
+    size_t w = 0;
+    for (size_t k = 0; k < count && rc == 0; k++) {
+        size_t end = k + 1 < count ? offsets[k + 1] : total;
+        if (offsets[k] > end || end > total || end - offsets[k] > UINT32_MAX) {
+            rc = bd_err_set(err, BD_EBACKEND, "run: string output '%s' has bad offsets",
+                            m->out_names[i]);
+            break;
+        }
+        size_t len = end - offsets[k];
+        memmove(out + w + BD_BYTES_PREFIX, content + offsets[k], len);
+        for (int b = 0; b < BD_BYTES_PREFIX; b++) {
+            out[w + (size_t)b] = (unsigned char)(len >> (8 * b));
+        }
+        w += BD_BYTES_PREFIX + len;
+    }
+    free(offsets);
+    if (rc != 0) {
+        free(out);
+        return rc;
+    }
+    inst->out_bytes[i] = out;
+    t->data = out;
+    t->byte_size = w;
+    return 0;
 }
 
 /* Describe output i of the last run into `t`. */
@@ -985,6 +1105,9 @@ static int read_output(const bd_backend_instance_t *inst, size_t i, bd_tensor_t 
     t->name = m->out_names[i];
     t->dtype = dtype_from_elem(elem);
     size_t count = 0;
+    if (elem == ORT_ELEM_STRING) {
+        return string_output(inst, i, t, err);
+    }
     if (bd_shape_count(&t->shape, 0, &count, err) != 0 ||
         !bd_mul_size(count, bd_dtype_size(t->dtype), &t->byte_size)) {
         return bd_err_set(err, BD_EBACKEND, "run: output '%s' has an impossible shape",
@@ -1001,6 +1124,7 @@ static int ort_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
     (void)batch; /* no request parameter means anything to an ONNX model */
     bd_backend_model_t *m = inst->m;
     release_values(inst->out_vals, m->n_out);
+    free_out_bytes(inst);
     if (n_inputs != m->n_in || n_outputs != m->n_out) {
         return bd_err_set(err, BD_EBACKEND,
                           "run: got %zu inputs and %zu outputs; expected %zu and %zu", n_inputs,
@@ -1023,6 +1147,7 @@ static int ort_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
     }
     if (rc != 0) {
         release_values(inst->out_vals, m->n_out);
+        free_out_bytes(inst);
         if (err) {
             err->code = BD_EBACKEND;
         }

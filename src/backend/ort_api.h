@@ -132,6 +132,10 @@ typedef OrtStatus *(*ort_SessionGetOutputName_fn)(const OrtSession *session, siz
                                                   OrtAllocator *allocator, char **out);
 #define ORT_SLOT_CreateRunOptions 39
 typedef OrtStatus *(*ort_CreateRunOptions_fn)(OrtRunOptions **out);
+#define ORT_SLOT_CreateTensorAsOrtValue 48
+typedef OrtStatus *(*ort_CreateTensorAsOrtValue_fn)(OrtAllocator *allocator, const int64_t *shape,
+                                                    size_t shape_len, int elem_type,
+                                                    OrtValue **out);
 #define ORT_SLOT_CreateTensorWithDataAsOrtValue 49
 typedef OrtStatus *(*ort_CreateTensorWithDataAsOrtValue_fn)(const OrtMemoryInfo *info, void *data,
                                                             size_t data_len, const int64_t *shape,
@@ -139,6 +143,11 @@ typedef OrtStatus *(*ort_CreateTensorWithDataAsOrtValue_fn)(const OrtMemoryInfo 
                                                             OrtValue **out);
 #define ORT_SLOT_GetTensorMutableData 51
 typedef OrtStatus *(*ort_GetTensorMutableData_fn)(OrtValue *value, void **out);
+#define ORT_SLOT_GetStringTensorDataLength 53
+typedef OrtStatus *(*ort_GetStringTensorDataLength_fn)(const OrtValue *value, size_t *len);
+#define ORT_SLOT_GetStringTensorContent 54
+typedef OrtStatus *(*ort_GetStringTensorContent_fn)(const OrtValue *value, void *s, size_t s_len,
+                                                    size_t *offsets, size_t offsets_len);
 #define ORT_SLOT_CastTypeInfoToTensorInfo 55
 typedef OrtStatus *(*ort_CastTypeInfoToTensorInfo_fn)(const OrtTypeInfo *type_info,
                                                       const OrtTensorTypeAndShapeInfo **out);
@@ -179,6 +188,10 @@ typedef void (*ort_ReleaseTypeInfo_fn)(OrtTypeInfo *p);
 typedef void (*ort_ReleaseTensorTypeAndShapeInfo_fn)(OrtTensorTypeAndShapeInfo *p);
 #define ORT_SLOT_ReleaseSessionOptions 100
 typedef void (*ort_ReleaseSessionOptions_fn)(OrtSessionOptions *p);
+#define ORT_SLOT_GetResizedStringTensorElementBuffer 252 /* API 15 */
+typedef OrtStatus *(*ort_GetResizedStringTensorElementBuffer_fn)(OrtValue *value, size_t index,
+                                                                 size_t length_in_bytes,
+                                                                 char **buffer);
 #define ORT_SLOT_AddSessionConfigEntry 130
 typedef OrtStatus *(*ort_AddSessionConfigEntry_fn)(OrtSessionOptions *options, const char *key,
                                                    const char *value);

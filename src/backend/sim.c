@@ -65,7 +65,7 @@ static int check_io(const char *kind, const bd_io_t *io, bd_err_t *err)
     if (!bd_dtype_supported(io->dtype)) {
         return bd_err_set(err, BD_EINVAL,
                           "sim model: %s '%s' has datatype %s; expected BOOL, INT*, UINT*, "
-                          "FP32 or FP64",
+                          "FP32, FP64 or BYTES",
                           kind, io->name, bd_dtype_name(io->dtype));
     }
     if (io->dims.ndim < 0 || io->dims.ndim > BD_MAX_DIMS) {

@@ -385,7 +385,7 @@ static void server_metadata(bd_http_t *h, h2o_req_t *req)
     /* Only what works: the repository extension needs a --model-control mode. */
     bd_buf_reset(&h->out);
     bd_buf_puts(&h->out, "{\"name\":\"batchd\",\"version\":\"" BD_VERSION
-                         "\",\"extensions\":[\"binary_tensor_data\"");
+                         "\",\"extensions\":[\"binary_tensor_data\",\"classification\"");
     if (h->model_control != BD_MODEL_CONTROL_NONE) {
         bd_buf_puts(&h->out, ",\"model_repository\"");
     }

@@ -54,6 +54,9 @@ struct bd_call {
     bool encoding;  /* on the decode thread for its reply, likewise */
     bool raw;       /* bd_infer_start_raw: the front end reads the outputs, never a reply */
     bool cancelled; /* the client left while it was decoding */
+    /* Outputs asked for with parameters.classification, made at the first encode (arena,
+     * one per requested output; name NULL until made). */
+    bd_tensor_t *classified;
     /* A large reply, encoded on the decode thread before done runs (encoded set). */
     bool encoded;
     int reply_rc;
@@ -135,7 +138,7 @@ int bd_infer_http_status(int code)
 
 /* ---- completion ------------------------------------------------------------------------- */
 
-static bool reply_is_large(const bd_call_t *c);
+static bool reply_is_large(bd_call_t *c);
 static void on_encoded(bd_mail_t *mail);
 
 static void on_mail(bd_mail_t *mail)
@@ -501,8 +504,36 @@ void bd_call_set_id(bd_call_t *call, const char *id)
     snprintf(call->assigned_id, sizeof call->assigned_id, "%s", id);
 }
 
-/* The outputs a successful call's reply carries, as the request asked. */
-static int select_outputs(const bd_call_t *call, bd_output_enc_t *enc, size_t *n_out, bd_err_t *err)
+/* Output `t` as classification `k` asked (Triton's extension), made once into the call's
+ * arena. The owner thread, or the decode thread while the call is there. */
+static int classify_output(bd_call_t *call, size_t i, size_t k, const bd_tensor_t *t,
+                           const bd_tensor_t **out, bd_err_t *err)
+{
+    bd_req_t *r = call->req;
+    if (!call->classified &&
+        !(call->classified = bd_arena_calloc(&r->arena, r->in.n_outputs, sizeof(bd_tensor_t)))) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory while classifying the outputs");
+    }
+    bd_tensor_t *c = &call->classified[i];
+    if (!c->name) {
+        size_t n_labels = 0;
+        const char *const *labels = bd_model_labels(call->model, &n_labels);
+        const bd_model_config_t *cfg = bd_model_config(call->model);
+        bool batched = cfg && cfg->max_batch_size > 0;
+        int rc = bd_classify(t, k, batched, labels, n_labels, &r->arena, c, err);
+        if (rc != 0) {
+            memset(c, 0, sizeof *c);
+            return rc;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+/* The outputs a successful call's reply carries, as the request asked; `classify`: with the
+ * classification the request asked for (else the model's own tensors, for size estimates). */
+static int select_outputs(bd_call_t *call, bd_output_enc_t *enc, size_t *n_out, bool classify,
+                          bd_err_t *err)
 {
     const bd_req_t *r = call->req;
     const bd_infer_req_t *in = &r->in;
@@ -524,6 +555,12 @@ static int select_outputs(const bd_call_t *call, bd_output_enc_t *enc, size_t *n
         if (!enc[i].tensor) { /* validated at submit; kept as a broken-invariant guard */
             return bd_err_set(err, BD_EINVAL, "a requested output is not produced by the model");
         }
+        size_t k = in->outputs[i].classification;
+        int rc =
+            classify && k ? classify_output(call, i, k, enc[i].tensor, &enc[i].tensor, err) : 0;
+        if (rc != 0) {
+            return rc;
+        }
     }
     *n_out = n;
     return 0;
@@ -531,11 +568,11 @@ static int select_outputs(const bd_call_t *call, bd_output_enc_t *enc, size_t *n
 
 /* Whether the reply's JSON outputs are large enough to be encoded off the loop: their text
  * takes a few bytes per tensor byte. */
-static bool reply_is_large(const bd_call_t *c)
+static bool reply_is_large(bd_call_t *c)
 {
     bd_output_enc_t enc[MAX_OUTPUTS];
     size_t n = 0, bytes = 0;
-    if (select_outputs(c, enc, &n, NULL) != 0) {
+    if (select_outputs(c, enc, &n, false, NULL) != 0) {
         return false;
     }
     for (size_t i = 0; i < n; i++) {
@@ -549,7 +586,7 @@ static int encode_reply(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_e
 {
     bd_output_enc_t enc[MAX_OUTPUTS];
     size_t n = 0;
-    int rc = select_outputs(call, enc, &n, err);
+    int rc = select_outputs(call, enc, &n, true, err);
     if (rc != 0) {
         return rc;
     }
@@ -631,7 +668,7 @@ static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *i
     if (!bd_dtype_supported(t->dtype)) {
         return bd_err_set(err, BD_EINVAL,
                           "input '%.64s': datatype %s cannot be sent as raw bytes; expected one "
-                          "of BOOL, INT8..INT64, UINT8..UINT64, FP32, FP64",
+                          "of BOOL, INT8..INT64, UINT8..UINT64, FP32, FP64, BYTES",
                           in->name, bd_dtype_name(t->dtype));
     }
     char buf[128];
@@ -661,6 +698,11 @@ static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *i
     int rc = bd_shape_count(&t->shape, SIZE_MAX, &count, err);
     if (rc != 0) {
         return rc;
+    }
+    if (t->dtype == BD_DT_BYTES) {
+        /* Serialized elements (tensor.h): they must be exactly the shape's count. */
+        t->byte_size = in->byte_size;
+        return bd_bytes_check(in->name, in->data, in->byte_size, count, err);
     }
     if (!bd_mul_size(count, bd_dtype_size(t->dtype), &want) || want != in->byte_size) {
         return bd_err_set(err, BD_EINVAL,

@@ -350,7 +350,7 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
     for (size_t k = 0; k < t->n_inputs && rc == 0; k++) {
         bd_lg_input_desc_t *d = &t->inputs[k];
         bd_dtype_t dt = bd_dtype_from_name(d->datatype);
-        if (!bd_dtype_supported(dt)) {
+        if (!bd_dtype_supported(dt) || dt == BD_DT_BYTES) {
             rc = bd_err_set(err, BD_EINVAL,
                             "input '%s' has datatype %s, which batchd bench cannot generate "
                             "(BOOL, INT*, UINT*, FP32, FP64)",

@@ -132,7 +132,7 @@ static int parse_io(json_t *arr, const char *key, bd_io_t **out, size_t *count, 
         if (!bd_dtype_supported(io->dtype)) {
             return bd_err_set(err, BD_EINVAL,
                               "config.json: '%sdatatype' must be one of BOOL, INT8, INT16, INT32, "
-                              "INT64, UINT8, UINT16, UINT32, UINT64, FP32, FP64",
+                              "INT64, UINT8, UINT16, UINT32, UINT64, FP32, FP64, BYTES",
                               where);
         }
         if (!json_is_array(dims) || json_array_size(dims) > BD_MAX_DIMS - 1) {

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_BYTES (1u << 20)
+#define LABELS_MAX_BYTES (64u << 20) /* labels.txt: far more than any class list needs */
 #define MAX_VERSION_FOLDERS 4096
 #define MAX_NAME_BYTES 255
 /* Bounds on what clients can make the repository hold through the load endpoint. */
@@ -57,6 +58,9 @@ struct bd_model {
     bd_backend_model_t *bm;
     bd_sched_t *sched;
     bd_model_metrics_t *metrics;
+    char *labels_text;   /* owned: labels.txt with each line's end made a NUL; NULL: none */
+    const char **labels; /* owned array into labels_text, one per line */
+    size_t n_labels;
     char reason[BD_ERR_MSG_MAX];
     /* --- owner thread ------------------------------------------------------------------ */
     bd_repo_t *repo;
@@ -231,6 +235,9 @@ static uint64_t model_signature(const char *model_dir)
     char *cfg = path_join(model_dir, "config.json");
     h = fnv_stat(h, cfg);
     free(cfg);
+    char *labels = path_join(model_dir, "labels.txt");
+    h = fnv_stat(h, labels);
+    free(labels);
     int64_t *vs = malloc(MAX_VERSION_FOLDERS * sizeof *vs);
     size_t n = vs ? list_versions(model_dir, vs, MAX_VERSION_FOLDERS) : 0;
     for (size_t i = 0; i < n; i++) {
@@ -273,12 +280,78 @@ static void model_free(bd_model_t *m)
     if (m->has_cfg) {
         bd_config_dispose(&m->cfg);
     }
+    free(m->labels);
+    free(m->labels_text);
     free(m->name);
     free(m);
 }
 
-/* Load one version: config (from `json`, shared by the versions), backend, scheduler
- * (which runs the warmup). Loader thread, or the opening thread. */
+/* Read <model_dir>/labels.txt, when there is one, into m->labels: one label per line (a
+ * trailing '\r' dropped; the empty line after a final newline is not a label). Loader
+ * thread, or the opening thread. */
+static int load_labels(bd_model_t *m, const char *model_dir, bd_err_t *err)
+{
+    char *path = path_join(model_dir, "labels.txt");
+    if (!path) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory");
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        free(path);
+        return e == ENOENT ? 0
+                           : bd_err_set(err, BD_EIO, "cannot read labels.txt of model '%s': %s",
+                                        m->name, strerror(e));
+    }
+    free(path);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (uint64_t)st.st_size > LABELS_MAX_BYTES) {
+        fclose(f);
+        return bd_err_set(err, BD_EINVAL,
+                          "labels.txt of model '%s' is not a regular file of at most %u bytes",
+                          m->name, LABELS_MAX_BYTES);
+    }
+    size_t size = (size_t)st.st_size;
+    char *text = malloc(size + 1);
+    size_t got = text ? fread(text, 1, size, f) : 0;
+    fclose(f);
+    if (!text || got != size) {
+        free(text);
+        return bd_err_set(err, text ? BD_EIO : BD_ENOMEM, "cannot read labels.txt of model '%s'",
+                          m->name);
+    }
+    text[size] = '\0';
+    size_t lines = 0;
+    for (size_t i = 0; i < size; i++) {
+        lines += text[i] == '\n';
+    }
+    lines += size > 0 && text[size - 1] != '\n';
+    const char **labels = calloc(lines ? lines : 1, sizeof *labels);
+    if (!labels) {
+        free(text);
+        return bd_err_set(err, BD_ENOMEM, "out of memory reading labels.txt of model '%s'",
+                          m->name);
+    }
+    size_t n = 0;
+    for (char *p = text; n < lines; n++) {
+        char *nl = memchr(p, '\n', size - (size_t)(p - text));
+        char *end = nl ? nl : text + size;
+        if (end > p && end[-1] == '\r') {
+            end[-1] = '\0';
+        }
+        *end = '\0';
+        labels[n] = p;
+        p = end + 1;
+    }
+    m->labels_text = text;
+    m->labels = labels;
+    m->n_labels = n;
+    return 0;
+}
+
+/* Load one version: config (from `json`, shared by the versions), labels.txt, backend,
+ * scheduler (which runs the warmup). Loader thread, or the opening thread. */
 static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, const char *json,
                         size_t json_len, bd_err_t *err)
 {
@@ -293,7 +366,7 @@ static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, cons
         return bd_err_set(err, BD_ENOMEM, "out of memory");
     }
     int rc = bd_config_parse(&m->cfg, json, json_len, err);
-    if (rc) {
+    if (rc || (rc = load_labels(m, model_dir, err))) {
         return rc;
     }
     m->ops = bd_backend_find(cfg->backend);
@@ -1478,6 +1551,12 @@ const bd_model_config_t *bd_model_config(const bd_model_t *m)
 const bd_config_t *bd_model_full_config(const bd_model_t *m)
 {
     return m->has_cfg ? &m->cfg : NULL;
+}
+
+const char *const *bd_model_labels(const bd_model_t *m, size_t *n)
+{
+    *n = m ? m->n_labels : 0;
+    return m ? m->labels : NULL;
 }
 
 bd_sched_t *bd_model_sched(const bd_model_t *m)

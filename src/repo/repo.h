@@ -157,6 +157,9 @@ const bd_model_config_t *bd_model_config(const bd_model_t *m);
 /* The whole config.json of the version (scheduler and version policies too); NULL as for
  * bd_model_config. */
 const bd_config_t *bd_model_full_config(const bd_model_t *m);
+/* The lines of the model folder's labels.txt (read when the version loaded), for the
+ * classification extension; NULL and *n = 0 when it has none. Valid while `m` is. */
+const char *const *bd_model_labels(const bd_model_t *m, size_t *n);
 /* NULL when not ready. */
 bd_sched_t *bd_model_sched(const bd_model_t *m);
 bd_model_metrics_t *bd_model_metrics(const bd_model_t *m);

@@ -266,6 +266,15 @@ static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd
                               io->name, b, cfg->max_batch_size);
         }
     }
+    if (t->dtype == BD_DT_BYTES) {
+        /* Variable-size elements: the data must hold exactly the shape's elements. */
+        size_t count = 0;
+        if (bd_shape_count(&t->shape, 0, &count, NULL) != 0) {
+            return bd_err_set(err, BD_EINVAL, "input '%s': shape %s is too large", io->name,
+                              fmt_dims(got, sizeof got, false, &t->shape));
+        }
+        return bd_bytes_check(io->name, t->data, t->byte_size, count, err);
+    }
     size_t bytes = bd_dtype_size(t->dtype);
     for (int i = 0; i < t->shape.ndim; i++) {
         if (!bd_mul_size(bytes, (size_t)t->shape.dims[i], &bytes)) {
@@ -339,13 +348,27 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *pol
     }
     for (size_t i = 0; i < in->n_outputs; i++) {
         const char *name = in->outputs[i].name ? in->outputs[i].name : "";
-        if (!find_io(cfg->outputs, cfg->n_outputs, name)) {
+        const bd_io_t *io = find_io(cfg->outputs, cfg->n_outputs, name);
+        if (!io) {
             if (cfg->n_outputs == 0) {
                 return bd_err_set(err, BD_EINVAL, "unknown output '%s'; the model has no outputs",
                                   name);
             }
             return bd_err_set(err, BD_EINVAL, "unknown output '%s'; the model's outputs are %s",
                               name, fmt_names(list, sizeof list, cfg->outputs, cfg->n_outputs));
+        }
+        size_t k = in->outputs[i].classification, classes = 0;
+        if (k > 0 && io->dtype == BD_DT_BYTES) {
+            return bd_err_set(err, BD_EINVAL,
+                              "output '%s' is BYTES; classification needs a numeric output", name);
+        }
+        /* With fixed class dims the count is known now; variable ones are checked when the
+         * output exists (bd_classify). */
+        if (k > 0 && bd_shape_count(&io->dims, 0, &classes, NULL) == 0 && k > classes) {
+            return bd_err_set(err, BD_EINVAL,
+                              "output '%s': classification asks for %zu classes but the output "
+                              "has %zu",
+                              name, k, classes);
         }
     }
     int levels = policy->priority_levels >= 1 && policy->priority_levels <= BD_MAX_PRIORITY_LEVELS
@@ -756,7 +779,16 @@ static int gather(bd_sched_t *s, inst_t *in, size_t n, size_t rows, bd_err_t *er
         const bd_tensor_t *first = &in->batch[0]->in.inputs[i];
         size_t row_bytes = first->byte_size / in->batch[0]->rows;
         size_t total;
-        if (!bd_mul_size(row_bytes, rows, &total)) {
+        bool ok = bd_mul_size(row_bytes, rows, &total);
+        if (first->dtype == BD_DT_BYTES) {
+            /* Rows vary in size (see tensor.h's BYTES layout): the batch is the requests'
+             * buffers back to back, each already checked element by element. */
+            total = 0;
+            for (size_t k = 0; k < n && ok; k++) {
+                ok = bd_add_size(total, in->batch[k]->in.inputs[i].byte_size, &total);
+            }
+        }
+        if (!ok) {
             return bd_err_set(err, BD_ENOMEM, "input '%s': a batch of %zu rows is too large",
                               cfg->inputs[i].name, rows);
         }
@@ -799,10 +831,16 @@ static int check_outputs(bd_sched_t *s, inst_t *in, size_t rows, bd_err_t *err)
     for (size_t i = 0; i < cfg->n_outputs; i++) {
         const bd_tensor_t *t = &in->out_tensors[i];
         const char *name = cfg->outputs[i].name;
-        size_t bytes = bd_dtype_size(t->dtype);
+        bool is_bytes = t->dtype == BD_DT_BYTES;
+        size_t bytes = is_bytes ? 1 : bd_dtype_size(t->dtype);
         bool ok = bytes > 0 && t->shape.ndim >= 0 && t->shape.ndim <= BD_MAX_DIMS;
         for (int d = 0; ok && d < t->shape.ndim; d++) {
             ok = t->shape.dims[d] >= 0 && bd_mul_size(bytes, (size_t)t->shape.dims[d], &bytes);
+        }
+        if (ok && is_bytes) {
+            /* bytes is the element count: the data must be exactly that many elements. */
+            ok = bd_bytes_check(name, t->data, t->byte_size, bytes, NULL) == 0;
+            bytes = t->byte_size;
         }
         if (!ok || bytes != t->byte_size || (bytes > 0 && !t->data)) {
             return bd_err_set(err, BD_EBACKEND,
@@ -826,6 +864,28 @@ static size_t align16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
+/* Where rows [row0, row0 + n) of output `t` (a batch of `rows`) lie in its data. BYTES rows
+ * vary in size, so their elements are walked (check_outputs checked every length). */
+static void row_span(const bd_tensor_t *t, size_t rows, size_t row0, size_t n, size_t *start,
+                     size_t *len)
+{
+    if (t->dtype != BD_DT_BYTES) {
+        size_t row_bytes = t->byte_size / rows;
+        *start = row_bytes * row0;
+        *len = row_bytes * n;
+        return;
+    }
+    size_t count = 0, bad, need, left;
+    bd_shape_count(&t->shape, 0, &count, NULL);
+    size_t per_row = count / rows;
+    *start = 0;
+    *len = 0;
+    if (bd_bytes_skip(t->data, t->byte_size, per_row * row0, start, &bad, &need, &left)) {
+        bd_bytes_skip((const unsigned char *)t->data + *start, t->byte_size - *start, per_row * n,
+                      len, &bad, &need, &left);
+    }
+}
+
 /* Copy request `r`'s rows [row0, row0 + r->rows) of every output into one new block. */
 static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t rows, bd_err_t *err)
 {
@@ -846,7 +906,8 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
         ok = bd_add_size(total, strlen(cfg->outputs[i].name) + 1, &total);
     }
     for (size_t i = 0; i < n_out && ok; i++) {
-        size_t part = in->out_tensors[i].byte_size / rows * r->rows;
+        size_t start, part;
+        row_span(&in->out_tensors[i], rows, row0, r->rows, &start, &part);
         ok = bd_add_size(total, 15, &total) && bd_add_size(align16(total), part, &total);
     }
     unsigned char *block = ok ? malloc(total ? total : 1) : NULL;
@@ -864,11 +925,11 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
     }
     for (size_t i = 0; i < n_out; i++) {
         const bd_tensor_t *t = &in->out_tensors[i];
-        size_t row_bytes = t->byte_size / rows;
-        size_t part = row_bytes * r->rows;
+        size_t start, part;
+        row_span(t, rows, row0, r->rows, &start, &part);
         off = align16(off);
         if (part > 0) {
-            memcpy(block + off, (const unsigned char *)t->data + row_bytes * row0, part);
+            memcpy(block + off, (const unsigned char *)t->data + start, part);
         }
         outs[i].dtype = t->dtype;
         outs[i].shape = t->shape;
@@ -1033,7 +1094,8 @@ static int warmup_once(bd_sched_t *s, inst_t *in, int b, void **bufs, bd_err_t *
                               io->name, io->dims.ndim, BD_MAX_DIMS - (lead ? 1 : 0));
         }
         t->shape.ndim = nd;
-        size_t bytes = bd_dtype_size(io->dtype);
+        /* BYTES: zeroed 4-byte lengths, i.e. empty strings. */
+        size_t bytes = io->dtype == BD_DT_BYTES ? BD_BYTES_PREFIX : bd_dtype_size(io->dtype);
         if (lead) {
             t->shape.dims[0] = b;
             bytes *= (size_t)b;

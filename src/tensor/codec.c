@@ -25,6 +25,14 @@
  * - Positions. jansson's error positions are in the edited text; they are mapped back to the
  *   header's own line and column.
  *
+ * BYTES (layout in tensor.h: 4-byte little-endian length + bytes per element): JSON strings
+ * in "data" are decoded here with their escapes (\uXXXX, surrogate pairs) and UTF-8 checked
+ * as jansson would, into an arena buffer sized by the prefixes plus the data's text (decoding
+ * never grows text); \u0000 is allowed there, since jansson never reads "data". Binary BYTES
+ * inputs keep pointing into the body once every element's length was checked against what
+ * remains. Replies write BYTES as JSON strings (bytes that are not UTF-8 as U+FFFD) or, in
+ * binary, as the buffer itself.
+ *
  * Encoding writes JSON by hand into a bd_buf_t: no tree, numbers formatted straight into the
  * buffer in blocks. FP32 values are printed exactly as "%.9g" would, but without snprintf for
  * the common range (see fmt_f32); FP64 uses snprintf except for integral values.
@@ -143,13 +151,15 @@ static int nul_error(const char *s, size_t at, bd_err_t *err)
 }
 
 /* Skip the string opening at s[i]; returns the index past its closing quote (n when it has
- * none). A \u0000 escape fails: no client string may look like a marker. */
-static int skip_string(const char *s, size_t n, size_t *i, bd_err_t *err)
+ * none). A \u0000 escape fails unless `allow_nul`: no client string jansson reads may look
+ * like a marker. Strings inside an input's "data" (which jansson never reads) allow it: a
+ * BYTES element may hold a NUL byte. */
+static int skip_string(const char *s, size_t n, size_t *i, bool allow_nul, bd_err_t *err)
 {
     size_t k = *i + 1;
     for (; k < n && s[k] != '"'; k++) {
         if (s[k] == '\\') {
-            if (n - k > 5 && memcmp(s + k + 1, "u0000", 5) == 0) {
+            if (!allow_nul && n - k > 5 && memcmp(s + k + 1, "u0000", 5) == 0) {
                 return nul_error(s, k, err);
             }
             k++;
@@ -193,14 +203,14 @@ static int depth_error(int max_depth, bd_err_t *err)
 /* The container opening at s[*i] at nesting `depth` (counting it): *i moves past its close
  * (or to n when it is never closed, which jansson then reports). */
 static int skip_container(const char *s, size_t n, size_t *i, int depth, int max_depth,
-                          bd_err_t *err)
+                          bool allow_nul, bd_err_t *err)
 {
     int base = depth - 1;
     size_t k = *i + 1;
     while (k < n && depth > base) {
         char c = s[k];
         if (c == '"') {
-            int rc = skip_string(s, n, &k, err);
+            int rc = skip_string(s, n, &k, allow_nul, err);
             if (rc != 0) {
                 return rc;
             }
@@ -289,7 +299,7 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
         }
         if (lv >= 0 && want_key[lv] && c == '"') {
             size_t start = i;
-            int rc = skip_string(s, n, &i, err);
+            int rc = skip_string(s, n, &i, false, err);
             if (rc != 0) {
                 return rc;
             }
@@ -304,7 +314,7 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
         /* A value starts. */
         if (lv >= 0 && role[lv] == ROLE_INPUT && key[lv] == KEY_DATA && c == '[') {
             size_t start = i;
-            int rc = skip_container(s, n, &i, depth + 1, max_depth, err);
+            int rc = skip_container(s, n, &i, depth + 1, max_depth, true, err);
             if (rc != 0 || (rc = add_edit(sc, start, i, true, err)) != 0) {
                 return rc;
             }
@@ -334,7 +344,7 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
             }
             i++;
         } else if (c == '"') {
-            int rc = skip_string(s, n, &i, err);
+            int rc = skip_string(s, n, &i, false, err);
             if (rc != 0) {
                 return rc;
             }
@@ -506,6 +516,7 @@ typedef struct {
     size_t i;    /* the cursor */
     size_t next; /* flat index of the next value */
     unsigned char *dst;
+    size_t off; /* BYTES: where the next element goes in dst (elements vary in size) */
     size_t path[BD_MAX_DIMS]; /* indices of the nested walk, for messages */
     bd_err_t *err;
 } data_ctx_t;
@@ -559,10 +570,10 @@ static int skip_value(data_ctx_t *c)
     size_t start = c->i;
     char ch = c->i < c->n ? c->s[c->i] : '\0';
     if (ch == '"') {
-        return skip_string(c->s, c->n, &c->i, c->err);
+        return skip_string(c->s, c->n, &c->i, true, c->err);
     }
     if (ch == '[' || ch == '{') {
-        return skip_container(c->s, c->n, &c->i, 1, INT_MAX, c->err);
+        return skip_container(c->s, c->n, &c->i, 1, INT_MAX, true, c->err);
     }
     for (char x; c->i < c->n && !is_ws(x = c->s[c->i]) && x != ',' && x != ']' && x != '}';) {
         c->i++;
@@ -714,7 +725,15 @@ static int read_scalar(data_ctx_t *c, sv_t *v)
     }
     if (ch == '"' || ch == '{') {
         v->kind = ch == '"' ? SV_STRING : SV_OBJECT;
-        return skip_value(c);
+        v->text = c->s + c->i;
+        size_t start = c->i;
+        int rc = skip_value(c);
+        v->len = c->i - start;
+        if (rc == 0 && ch == '"' && (v->len < 2 || c->s[c->i - 1] != '"')) {
+            c->i = start;
+            return syntax_error(c, "unterminated string");
+        }
+        return rc;
     }
     for (size_t k = 0; k < sizeof lits / sizeof lits[0]; k++) {
         size_t len = strlen(lits[k].word);
@@ -803,10 +822,192 @@ static int put_int(data_ctx_t *c, const sv_t *v, size_t index)
     return 0;
 }
 
+/* The code point of the valid UTF-8 sequence at p[0..n), and its length in *len; -1 when
+ * p does not start one. Rules as jansson's: no overlong forms, no surrogates, <= U+10FFFF. */
+static int32_t utf8_decode(const unsigned char *p, size_t n, size_t *len)
+{
+    unsigned char b = p[0];
+    size_t k;
+    int32_t cp;
+    if (b < 0x80) {
+        *len = 1;
+        return b;
+    }
+    if (b >= 0xC2 && b <= 0xDF) {
+        k = 2;
+        cp = b & 0x1F;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        k = 3;
+        cp = b & 0x0F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        k = 4;
+        cp = b & 0x07;
+    } else {
+        return -1;
+    }
+    if (n < k) {
+        return -1;
+    }
+    for (size_t j = 1; j < k; j++) {
+        if ((p[j] & 0xC0) != 0x80) {
+            return -1;
+        }
+        cp = (cp << 6) | (p[j] & 0x3F);
+    }
+    if ((k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+        return -1;
+    }
+    *len = k;
+    return cp;
+}
+
+static size_t utf8_encode(uint32_t cp, unsigned char *w)
+{
+    if (cp < 0x80) {
+        w[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        w[0] = (unsigned char)(0xC0 | (cp >> 6));
+        w[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        w[0] = (unsigned char)(0xE0 | (cp >> 12));
+        w[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        w[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    w[0] = (unsigned char)(0xF0 | (cp >> 18));
+    w[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    w[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    w[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Four hex digits at p; -1 when they are not. */
+static int32_t hex4(const char *p)
+{
+    int32_t v = 0;
+    for (int d = 0; d < 4; d++) {
+        char h = p[d];
+        int x = h >= '0' && h <= '9'   ? h - '0'
+                : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                       : -1;
+        if (x < 0) {
+            return -1;
+        }
+        v = v * 16 + x;
+    }
+    return v;
+}
+
+/* A string error at header byte `at` of the data of the current input. */
+static int string_error(data_ctx_t *c, size_t at, const char *what)
+{
+    c->i = at;
+    return syntax_error(c, what);
+}
+
+/* Decode the JSON string v (its text, quotes included) into w, as jansson reads strings:
+ * escapes (\uXXXX and surrogate pairs into UTF-8), UTF-8 checked, raw control characters
+ * refused. The decoded bytes never outnumber the text's, which sized w. */
+static int decode_string(data_ctx_t *c, const sv_t *v, unsigned char *w, size_t *out_len)
+{
+    const char *s = v->text + 1;
+    size_t n = v->len - 2, o = 0;
+    size_t base = (size_t)(s - c->s);
+    for (size_t i = 0; i < n;) {
+        unsigned char b = (unsigned char)s[i];
+        if (b < 0x20) {
+            return string_error(c, base + i, "a control character in a string");
+        }
+        if (b >= 0x80) {
+            size_t len;
+            if (utf8_decode((const unsigned char *)s + i, n - i, &len) < 0) {
+                return string_error(c, base + i, "invalid UTF-8 in a string");
+            }
+            memcpy(w + o, s + i, len);
+            o += len;
+            i += len;
+            continue;
+        }
+        if (b != '\\') {
+            w[o++] = b;
+            i++;
+            continue;
+        }
+        if (i + 1 >= n) {
+            return string_error(c, base + i, "invalid escape in a string");
+        }
+        char e = s[i + 1];
+        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+        const char *hit = e ? strchr(from, e) : NULL;
+        if (hit) {
+            w[o++] = (unsigned char)to[hit - from];
+            i += 2;
+            continue;
+        }
+        int32_t cp = e == 'u' && n - i >= 6 ? hex4(s + i + 2) : -1;
+        if (cp < 0) {
+            return string_error(c, base + i, "invalid escape in a string");
+        }
+        i += 6;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return string_error(c, base + i - 6, "a lone low surrogate escape in a string");
+        }
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            int32_t lo = n - i >= 6 && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s + i + 2) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF) {
+                return string_error(c, base + i - 6,
+                                    "a high surrogate escape not followed by a low one in a "
+                                    "string");
+            }
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            i += 6;
+        }
+        o += utf8_encode((uint32_t)cp, w + o);
+    }
+    *out_len = o;
+    return 0;
+}
+
+/* One BYTES element: the string's bytes after their 4-byte length, at c->off. */
+static int put_bytes(data_ctx_t *c, const sv_t *v, size_t index)
+{
+    if (v->kind != SV_STRING) {
+        return bd_err_set(c->err, BD_EINVAL,
+                          "input '%.*s': value at index %zu is %s; BYTES data must be strings",
+                          shown(c->name), c->name, index, type_word(v));
+    }
+    size_t len = 0;
+    unsigned char *p = c->dst + c->off;
+    int rc = decode_string(c, v, p + BD_BYTES_PREFIX, &len);
+    if (rc != 0) {
+        return rc;
+    }
+    /* len < the header's length, which Inference-Header-Content-Length bounds to far below
+     * 4 GiB in practice; still, refuse what the prefix cannot say. */
+    if (len > UINT32_MAX) {
+        return bd_err_set(c->err, BD_ETOOBIG,
+                          "input '%.*s': value at index %zu is longer than 4 GiB", shown(c->name),
+                          c->name, index);
+    }
+    for (int k = 0; k < BD_BYTES_PREFIX; k++) {
+        p[k] = (unsigned char)(len >> (8 * k));
+    }
+    c->off += BD_BYTES_PREFIX + len;
+    return 0;
+}
+
 static int put_value(data_ctx_t *c, const sv_t *v, size_t index)
 {
     bd_dtype_t dt = c->t->dtype;
     switch (dt) {
+    case BD_DT_BYTES:
+        return put_bytes(c, v, index);
     case BD_DT_BOOL:
         if (v->kind != SV_BOOL) {
             return bd_err_set(c->err, BD_EINVAL,
@@ -1124,7 +1325,9 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
         return rc;
     }
     size_t count;
-    size_t esize = bd_dtype_size(t->dtype);
+    /* BYTES: at least its length prefixes; the real size comes with the data. */
+    bool bytes = t->dtype == BD_DT_BYTES;
+    size_t esize = bytes ? BD_BYTES_PREFIX : bd_dtype_size(t->dtype);
     if (bd_shape_count(&t->shape, 0, &count, NULL) != 0 ||
         !bd_mul_size(count, esize, &t->byte_size)) {
         return bd_err_set(err, BD_EINVAL, "input '%.*s': shape %s has too many elements",
@@ -1160,7 +1363,20 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
                               "input '%.*s' has both \"data\" and parameters.binary_data_size",
                               shown(name), name);
         }
-        if ((uint64_t)n != (uint64_t)t->byte_size) {
+        if (bytes && (uint64_t)n < (uint64_t)t->byte_size) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%.*s': binary_data_size is %lld but shape %s of BYTES needs "
+                              "at least %zu bytes (a 4-byte length per element)",
+                              shown(name), name, (long long)n,
+                              bd_shape_str(&t->shape, shape, sizeof shape), t->byte_size);
+        }
+        if (bytes && (uint64_t)n > SIZE_MAX) {
+            return bd_err_set(err, BD_EINVAL, "input '%.*s': binary_data_size %lld is too large",
+                              shown(name), name, (long long)n);
+        }
+        if (bytes) {
+            t->byte_size = (size_t)n; /* checked against the tail, then element by element */
+        } else if ((uint64_t)n != (uint64_t)t->byte_size) {
             return bd_err_set(err, BD_EINVAL,
                               "input '%.*s': binary_data_size is %lld but shape %s of %s needs "
                               "%zu bytes",
@@ -1202,13 +1418,26 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
         }
         c.i = span->start;
     }
-    if (!(c.dst = bd_arena_alloc(arena, t->byte_size))) {
+    /* BYTES: the prefixes plus at most the data text's bytes (decoding never grows text).
+     * count <= the text's length here (flat: n == count values were counted in it; nested:
+     * a larger count failed the walk above), so the sum cannot overflow in practice; it is
+     * checked anyway. */
+    size_t cap = t->byte_size;
+    if (bytes && !bd_add_size(cap, span->end - span->start, &cap)) {
+        return bd_err_set(err, BD_EINVAL, "input '%.*s': shape %s has too many elements",
+                          shown(name), name, bd_shape_str(&t->shape, shape, sizeof shape));
+    }
+    if (!(c.dst = bd_arena_alloc(arena, cap ? cap : 1))) {
         char what[NAME_SHOWN + 32];
         snprintf(what, sizeof what, "input '%.*s'", shown(name), name);
-        return alloc_error(arena, t->byte_size, what, err);
+        return alloc_error(arena, cap, what, err);
     }
     t->data = c.dst;
-    return nested ? walk_nested(&c, 0) : decode_flat(&c, n);
+    rc = nested ? walk_nested(&c, 0) : decode_flat(&c, n);
+    if (bytes) {
+        t->byte_size = c.off;
+    }
+    return rc;
 }
 
 static int decode_inputs(const json_t *root, const scan_t *sc, const char *body, size_t len,
@@ -1271,10 +1500,18 @@ static int decode_inputs(const json_t *root, const scan_t *sc, const char *body,
     }
     size_t off = header_len;
     for (size_t i = 0; i < n; i++) {
-        if (out->inputs[i].data == NULL) {
+        bd_tensor_t *t = &out->inputs[i];
+        if (t->data == NULL) {
             /* The body is the request's, like the arena; tensors are mutable in general. */
-            out->inputs[i].data = (void *)(uintptr_t)(body + off);
+            t->data = (void *)(uintptr_t)(body + off);
             off += bin[i];
+            size_t count = 0;
+            int rc = 0;
+            if (t->dtype == BD_DT_BYTES &&
+                ((rc = bd_shape_count(&t->shape, 0, &count, err)) != 0 ||
+                 (rc = bd_bytes_check(t->name, t->data, t->byte_size, count, err)) != 0)) {
+                return rc;
+            }
         }
     }
     return 0;
@@ -1348,10 +1585,16 @@ static int decode_outputs(const json_t *root, bd_arena_t *arena, const bd_decode
             }
             r->binary = json_is_true(v);
         }
-        if (json_object_get(params, "classification")) {
-            return bd_err_set(err, BD_EUNSUPPORTED,
-                              "output '%.*s': parameters.classification is not supported",
-                              shown(r->name), r->name);
+        v = json_object_get(params, "classification");
+        if (v) {
+            int64_t k = 0;
+            if (!get_uint(v, &k) || k == 0) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "output '%.*s': parameters.classification must be a positive "
+                                  "integer (the number of classes to return)",
+                                  shown(r->name), r->name);
+            }
+            r->classification = (uint64_t)k > SIZE_MAX ? SIZE_MAX : (size_t)k;
         }
     }
     return 0;
@@ -1538,9 +1781,62 @@ static char *fmt_f64(char *w, double d)
         w = fmt_call;                                                                              \
     }
 
+/* One BYTES element as a JSON string: valid UTF-8 as it is, the characters JSON must escape
+ * escaped, and each byte that does not start valid UTF-8 as U+FFFD (JSON text cannot carry
+ * it; a binary output carries the bytes exactly). */
+static void put_json_bytes(bd_buf_t *b, const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (bd_buf_reserve(b, n + 2) != 0) {
+        return;
+    }
+    bd_buf_putc(b, '"');
+    size_t start = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t len = 1;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80 && utf8_decode(s + i, n - i, &len) >= 0) {
+            i += len;
+            continue;
+        }
+        bd_buf_append(b, s + start, i - start);
+        if (c >= 0x80) {
+            bd_buf_append(b, "\\ufffd", 6);
+        } else if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
+            char esc[2] = {'\\', c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : (char)c};
+            bd_buf_append(b, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            bd_buf_append(b, esc, 6);
+        }
+        i++;
+        start = i;
+    }
+    bd_buf_append(b, s + start, n - start);
+    bd_buf_putc(b, '"');
+}
+
 static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
 {
     const unsigned char *p = t->data;
+    if (t->dtype == BD_DT_BYTES) {
+        /* check_output walked the layout: every length fits. */
+        size_t off = 0;
+        for (size_t i = 0; i < count; i++) {
+            uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 |
+                           (uint32_t)p[off + 2] << 16 | (uint32_t)p[off + 3] << 24;
+            if (i) {
+                bd_buf_putc(b, ',');
+            }
+            put_json_bytes(b, p + off + BD_BYTES_PREFIX, len);
+            off += BD_BYTES_PREFIX + len;
+        }
+        return;
+    }
     for (size_t i = 0; i < count; i += BLOCK) {
         size_t n = count - i < BLOCK ? count - i : BLOCK;
         if (bd_buf_reserve(b, n * ELEM_MAX) != 0) {
@@ -1608,6 +1904,9 @@ static int check_output(const bd_output_enc_t *o, size_t *count)
     }
     size_t esize = bd_dtype_size(t->dtype);
     if (esize && (!bd_mul_size(*count, esize, &bytes) || bytes != t->byte_size)) {
+        return BD_EINVAL;
+    }
+    if (t->dtype == BD_DT_BYTES && bd_bytes_check("", t->data, t->byte_size, *count, NULL) != 0) {
         return BD_EINVAL;
     }
     if (t->byte_size && !t->data) {

@@ -4,10 +4,18 @@
  * the "supported" set cannot drift apart. Shapes are small fixed arrays; counting elements is
  * the one place that multiplies client-sized numbers, so it checks every step for overflow.
  *
- * Threads: pure functions over caller-owned memory; any thread. Nothing here allocates. */
+ * BYTES buffers (4-byte little-endian length + bytes per element) are walked here and
+ * nowhere else, so every reader checks each length against what remains in the same way.
+ * Classification (Triton's extension) turns a numeric output into BYTES "score:index:label"
+ * strings in a caller's arena.
+ *
+ * Threads: pure functions over caller-owned memory; any thread. Only bd_classify allocates
+ * (in the caller's arena). */
 #include "tensor/tensor.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- datatypes ------------------------------------------------------------------------- */
@@ -23,7 +31,7 @@ static const struct {
     [BD_DT_INT8] = {"INT8", 1, true},        [BD_DT_INT16] = {"INT16", 2, true},
     [BD_DT_INT32] = {"INT32", 4, true},      [BD_DT_INT64] = {"INT64", 8, true},
     [BD_DT_FP16] = {"FP16", 2, false},       [BD_DT_FP32] = {"FP32", 4, true},
-    [BD_DT_FP64] = {"FP64", 8, true},        [BD_DT_BYTES] = {"BYTES", 0, false},
+    [BD_DT_FP64] = {"FP64", 8, true},        [BD_DT_BYTES] = {"BYTES", 0, true},
 };
 
 bd_dtype_t bd_dtype_from_name(const char *name)
@@ -150,4 +158,306 @@ const bd_param_t *bd_param_find(const bd_param_t *params, size_t n, const char *
         }
     }
     return NULL;
+}
+
+/* ---- BYTES ----------------------------------------------------------------------------- */
+
+static uint32_t get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+bool bd_bytes_skip(const void *data, size_t size, size_t n, size_t *off, size_t *bad, size_t *need,
+                   size_t *left)
+{
+    const unsigned char *p = data;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t rem = size - at;
+        if (rem < BD_BYTES_PREFIX) {
+            *bad = i;
+            *need = BD_BYTES_PREFIX;
+            *left = rem;
+            return false;
+        }
+        uint32_t len = get_le32(p + at);
+        rem -= BD_BYTES_PREFIX;
+        if (len > rem) {
+            *bad = i;
+            *need = len;
+            *left = rem;
+            return false;
+        }
+        at += BD_BYTES_PREFIX + len;
+    }
+    *off = at;
+    return true;
+}
+
+int bd_bytes_check(const char *name, const void *data, size_t size, size_t count, bd_err_t *err)
+{
+    size_t off = 0, bad = 0, need = 0, left = 0;
+    if (size > 0 && !data) {
+        return bd_err_set(err, BD_EINVAL, "input '%.128s': the tensor has no data", name);
+    }
+    if (!bd_bytes_skip(data, size, count, &off, &bad, &need, &left)) {
+        if (need == BD_BYTES_PREFIX && left < BD_BYTES_PREFIX && bad < count) {
+            if (left == 0) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "input '%.128s': binary BYTES data ends after %zu elements but "
+                                  "the shape needs %zu",
+                                  name, bad, count);
+            }
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%.128s': binary BYTES element %zu has a length prefix cut "
+                              "to %zu of its 4 bytes",
+                              name, bad, left);
+        }
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.128s': binary BYTES element %zu says %zu bytes but only %zu "
+                          "remain",
+                          name, bad, need, left);
+    }
+    if (off != size) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.128s': binary BYTES data has %zu bytes left over after the "
+                          "%zu elements of its shape",
+                          name, size - off, count);
+    }
+    return 0;
+}
+
+int bd_tensor_check_size(const bd_tensor_t *t, bd_err_t *err)
+{
+    char str[128];
+    const char *name = t->name ? t->name : "";
+    size_t count = 0, bytes = 0;
+    if (bd_shape_count(&t->shape, 0, &count, NULL) != 0) {
+        return bd_err_set(err, BD_EINVAL, "input '%.128s': shape %s is too large", name,
+                          bd_shape_str(&t->shape, str, sizeof str));
+    }
+    if (t->dtype == BD_DT_BYTES) {
+        return bd_bytes_check(name, t->data, t->byte_size, count, err);
+    }
+    if (!bd_mul_size(count, bd_dtype_size(t->dtype), &bytes) || bytes != t->byte_size) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.128s': expected %zu bytes of data for shape %s, got %zu", name,
+                          bytes, bd_shape_str(&t->shape, str, sizeof str), t->byte_size);
+    }
+    if (bytes > 0 && !t->data) {
+        return bd_err_set(err, BD_EINVAL, "input '%.128s': the tensor has no data", name);
+    }
+    return 0;
+}
+
+/* ---- classification -------------------------------------------------------------------- */
+
+/* A class's score, widened for comparing: doubles hold every FP32/FP64 value and the ints up
+ * to 2^53 exactly; 64-bit ints past that compare by their own value (i64/u64). */
+typedef struct {
+    double d;
+    int64_t i;
+    uint64_t u;
+    size_t index;
+} cls_t;
+
+/* Whether a ranks before b. kind: 0 compares d, 1 i, 2 u. */
+static bool cls_before(const cls_t *a, const cls_t *b, int kind)
+{
+    if (kind == 1 && a->i != b->i) {
+        return a->i > b->i;
+    }
+    if (kind == 2 && a->u != b->u) {
+        return a->u > b->u;
+    }
+    if (kind == 0) {
+        bool an = isnan(a->d), bn = isnan(b->d);
+        if (an != bn) {
+            return bn; /* NaN last */
+        }
+        if (!an && a->d != b->d) {
+            return a->d > b->d;
+        }
+    }
+    return a->index < b->index;
+}
+
+static void cls_read(const bd_tensor_t *t, size_t at, cls_t *c)
+{
+    const unsigned char *p = (const unsigned char *)t->data + at * bd_dtype_size(t->dtype);
+    union {
+        int8_t i8;
+        int16_t i16;
+        int32_t i32;
+        int64_t i64;
+        uint8_t u8;
+        uint16_t u16;
+        uint32_t u32;
+        uint64_t u64;
+        float f;
+        double d;
+    } v;
+    memcpy(&v, p, bd_dtype_size(t->dtype));
+    c->i = 0;
+    c->u = 0;
+    switch (t->dtype) {
+    case BD_DT_BOOL:
+        c->i = v.u8 != 0;
+        break;
+    case BD_DT_INT8:
+        c->i = v.i8;
+        break;
+    case BD_DT_INT16:
+        c->i = v.i16;
+        break;
+    case BD_DT_INT32:
+        c->i = v.i32;
+        break;
+    case BD_DT_INT64:
+        c->i = v.i64;
+        break;
+    case BD_DT_UINT8:
+        c->u = v.u8;
+        break;
+    case BD_DT_UINT16:
+        c->u = v.u16;
+        break;
+    case BD_DT_UINT32:
+        c->u = v.u32;
+        break;
+    case BD_DT_UINT64:
+        c->u = v.u64;
+        break;
+    case BD_DT_FP32:
+        c->d = v.f;
+        break;
+    default:
+        c->d = v.d;
+        break;
+    }
+}
+
+/* The k best of row[0..n) into best[0..k), best first: insertion into a sorted array of k,
+ * which beats a heap for the small k clients ask for. */
+static void top_k(const bd_tensor_t *t, size_t row0, size_t n, size_t k, int kind, cls_t *best)
+{
+    size_t have = 0;
+    for (size_t j = 0; j < n; j++) {
+        cls_t c;
+        cls_read(t, row0 + j, &c);
+        c.index = j;
+        if (have == k && !cls_before(&c, &best[k - 1], kind)) {
+            continue;
+        }
+        size_t at = have < k ? have++ : k - 1;
+        while (at > 0 && cls_before(&c, &best[at - 1], kind)) {
+            best[at] = best[at - 1];
+            at--;
+        }
+        best[at] = c;
+    }
+}
+
+int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const *labels,
+                size_t n_labels, bd_arena_t *arena, bd_tensor_t *out, bd_err_t *err)
+{
+    char str[128];
+    const char *name = in->name ? in->name : "";
+    bd_dtype_t dt = in->dtype;
+    if (dt == BD_DT_BYTES || !bd_dtype_supported(dt)) {
+        return bd_err_set(err, BD_EINVAL,
+                          "output '%.128s' is %s; classification needs a numeric output", name,
+                          bd_dtype_name(dt));
+    }
+    size_t count = 0;
+    if (bd_shape_count(&in->shape, 0, &count, NULL) != 0 || (batched && in->shape.ndim < 1) ||
+        count * bd_dtype_size(dt) != in->byte_size || (count && !in->data)) {
+        return bd_err_set(err, BD_EINVAL, "output '%.128s' with shape %s cannot be classified",
+                          name, bd_shape_str(&in->shape, str, sizeof str));
+    }
+    size_t rows = batched ? (size_t)in->shape.dims[0] : 1;
+    bd_shape_t cs = in->shape; /* the class dims: all but the batch dim */
+    if (batched) {
+        cs.ndim--;
+        memmove(cs.dims, cs.dims + 1, (size_t)cs.ndim * sizeof cs.dims[0]);
+    }
+    size_t classes = 0;
+    if (bd_shape_count(&cs, 0, &classes, NULL) != 0) {
+        classes = 0;
+    }
+    if (k == 0 || k > classes) {
+        return bd_err_set(err, BD_EINVAL,
+                          "output '%.128s': classification asks for %zu classes but the output "
+                          "has %zu",
+                          name, k, classes);
+    }
+    int kind = (dt == BD_DT_FP32 || dt == BD_DT_FP64)      ? 0
+               : (dt >= BD_DT_UINT8 && dt <= BD_DT_UINT64) ? 2
+                                                           : 1;
+    cls_t *best = malloc(k * sizeof *best);
+    if (!best) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory classifying output '%.128s'", name);
+    }
+    /* Each string: score ("%f" of DBL_MAX is 316 characters), ':', index, ':', label; built
+     * in a scratch buffer, then copied once into the arena at its exact size. */
+    bd_buf_t text = {0};
+    for (size_t r = 0; r < rows; r++) {
+        top_k(in, r * classes, classes, k, kind, best);
+        for (size_t j = 0; j < k; j++) {
+            char num[400];
+            const cls_t *c = &best[j];
+            if (kind == 0) {
+                snprintf(num, sizeof num, "%f", c->d);
+            } else if (kind == 1) {
+                snprintf(num, sizeof num, "%lld", (long long)c->i);
+            } else {
+                snprintf(num, sizeof num, "%llu", (unsigned long long)c->u);
+            }
+            size_t nl = strlen(num);
+            char idx[32];
+            int il = snprintf(idx, sizeof idx, ":%zu", c->index);
+            const char *label = c->index < n_labels && labels ? labels[c->index] : NULL;
+            if (label && !label[0]) {
+                label = NULL; /* an empty line: no label, as Triton does */
+            }
+            size_t ll = label ? strlen(label) : 0;
+            size_t len = nl + (size_t)il + (label ? 1 + ll : 0);
+            unsigned char pre[4] = {(unsigned char)len, (unsigned char)(len >> 8),
+                                    (unsigned char)(len >> 16), (unsigned char)(len >> 24)};
+            bd_buf_append(&text, pre, 4);
+            bd_buf_append(&text, num, nl);
+            bd_buf_append(&text, idx, (size_t)il);
+            if (label) {
+                bd_buf_putc(&text, ':');
+                bd_buf_append(&text, label, ll);
+            }
+        }
+    }
+    free(best);
+    if (text.failed) {
+        bd_buf_dispose(&text);
+        return bd_err_set(err, BD_ENOMEM, "out of memory classifying output '%.128s'", name);
+    }
+    void *data = text.len ? bd_arena_alloc(arena, text.len) : NULL;
+    if (text.len && !data) {
+        size_t n = text.len;
+        bd_buf_dispose(&text);
+        return bd_err_set(err, arena->limit ? BD_ETOOBIG : BD_ENOMEM,
+                          "classification of output '%.128s' needs %zu bytes, more than the "
+                          "request may use",
+                          name, n);
+    }
+    if (text.len) {
+        memcpy(data, text.data, text.len);
+    }
+    memset(out, 0, sizeof *out);
+    out->name = in->name;
+    out->dtype = BD_DT_BYTES;
+    out->shape.ndim = batched ? 2 : 1;
+    out->shape.dims[0] = batched ? (int64_t)rows : (int64_t)k;
+    out->shape.dims[1] = batched ? (int64_t)k : 0;
+    out->data = data;
+    out->byte_size = text.len;
+    bd_buf_dispose(&text);
+    return 0;
 }

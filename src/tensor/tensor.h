@@ -30,7 +30,7 @@ typedef enum {
     BD_DT_FP16, /* named so it can be reported; not supported for tensors yet */
     BD_DT_FP32,
     BD_DT_FP64,
-    BD_DT_BYTES, /* named so it can be reported; not supported for tensors yet */
+    BD_DT_BYTES, /* variable-size elements; layout below (BD_BYTES_PREFIX) */
     BD_DT_COUNT_
 } bd_dtype_t;
 
@@ -38,10 +38,28 @@ typedef enum {
 bd_dtype_t bd_dtype_from_name(const char *name);
 /* BD_DT_FP32 -> "FP32"; "INVALID" for out-of-range values. */
 const char *bd_dtype_name(bd_dtype_t dt);
-/* Bytes per element (BOOL is 1 byte); 0 for INVALID and BYTES. */
+/* Bytes per element (BOOL is 1 byte); 0 for INVALID and BYTES (whose elements vary). */
 size_t bd_dtype_size(bd_dtype_t dt);
-/* True for the datatypes tensors may carry: BOOL, INT*, UINT*, FP32, FP64. */
+/* True for the datatypes tensors may carry: BOOL, INT*, UINT*, FP32, FP64, BYTES. */
 bool bd_dtype_supported(bd_dtype_t dt);
+
+/* ---- BYTES ------------------------------------------------------------------------------
+ * One layout everywhere (codecs, scheduler, backends): Triton's serialized form. Each element
+ * is a 4-byte little-endian length L followed by its L bytes, elements back to back in
+ * row-major order, no padding; a tensor's byte_size is the total (prefixes + bytes). So a
+ * request's rows are still one contiguous run of its data, and binary requests and replies
+ * carry the buffer as it is. */
+#define BD_BYTES_PREFIX 4
+
+/* Offset just past the first `n` elements of the BYTES buffer data[0..size). Returns false
+ * when an element does not fit; then *bad is its index, *need its length (or 4 for a cut
+ * length prefix) and *left the bytes that remained for it. Pure; any thread. */
+bool bd_bytes_skip(const void *data, size_t size, size_t n, size_t *off, size_t *bad, size_t *need,
+                   size_t *left);
+/* Check that data[0..size) is exactly `count` BYTES elements. BD_EINVAL with one sentence
+ * naming input `name`, e.g. "input 'text': binary BYTES element 3 says 500 bytes but only 12
+ * remain". */
+int bd_bytes_check(const char *name, const void *data, size_t size, size_t count, bd_err_t *err);
 
 /* ---- shapes ---------------------------------------------------------------------------- */
 
@@ -67,8 +85,12 @@ typedef struct {
     bd_shape_t shape;
     void *data;       /* borrowed: body, arena or backend buffer; element layout row-major,
                        * little-endian, BOOL as one byte 0/1 */
-    size_t byte_size; /* == count(shape) * dtype_size */
+    size_t byte_size; /* == count(shape) * dtype_size; BYTES: the whole serialized size */
 } bd_tensor_t;
+
+/* Check that t->byte_size agrees with its shape and dtype (for BYTES: the data holds exactly
+ * count(shape) elements). BD_EINVAL with a sentence naming the tensor. Any thread. */
+int bd_tensor_check_size(const bd_tensor_t *t, bd_err_t *err);
 
 /* ---- request parameters ---------------------------------------------------------------- */
 
@@ -106,8 +128,9 @@ const bd_param_t *bd_param_find(const bd_param_t *params, size_t n, const char *
 /* ---- infer request --------------------------------------------------------------------- */
 
 typedef struct {
-    const char *name; /* arena */
-    bool binary;      /* answer in binary: the output's binary_data, else binary_data_output */
+    const char *name;      /* arena */
+    bool binary;           /* answer in binary: the output's binary_data, else binary_data_output */
+    size_t classification; /* parameters.classification (top-k classes); 0: none */
 } bd_output_req_t;
 
 typedef struct {
@@ -147,6 +170,19 @@ typedef struct {
  * e.g. "input 'INPUT0': expected 16 values for shape [1,16], got 15". */
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err);
+
+/* ---- classification ------------------------------------------------------------------ */
+
+/* Triton's classification extension: the top `k` classes of each row of `in` (numeric; its
+ * elements past the batch dim, flattened, are the classes) as a BYTES tensor named as `in`,
+ * shape [rows, k] when `batched` (rows = in's first dim) else [k], of strings
+ * "<score>:<index>" or "<score>:<index>:<label>" (labels[index] when index < n_labels),
+ * highest score first, ties by lower index, NaN last. Scores print as C++'s std::to_string
+ * does, as Triton prints them: "%f" for FP32/FP64, the integer for INT and UINT, 1/0 for BOOL.
+ * The strings live in `arena`; `out` borrows it. BD_EINVAL when k exceeds the classes or the
+ * dtype is not numeric; BD_ENOMEM/BD_ETOOBIG when the arena cannot hold the result. */
+int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const *labels,
+                size_t n_labels, bd_arena_t *arena, bd_tensor_t *out, bd_err_t *err);
 
 /* ---- infer response -------------------------------------------------------------------- */
 

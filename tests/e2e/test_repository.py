@@ -337,7 +337,11 @@ def test_repository_api_refused_without_explicit_mode(start_server):
                  "/v2/repository/models/m/unload"):
         msg = error_message(client.post(path), 400)
         assert "--model-control explicit" in msg, msg
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "statistics"]
+    assert client.get("/v2").json()["extensions"] == [
+        "binary_tensor_data",
+        "classification",
+        "statistics",
+    ]
     infer_ok(client, "m")
 
 

@@ -4,7 +4,9 @@
  * rest of the input; the rest is the HTTP body, so the binary tail after the header is fuzzed
  * too. Decoded inputs are encoded back as outputs (alternately JSON and binary) and every
  * tensor invariant is checked, so a decoder that returns garbage fails as well as one that
- * crashes. Single-threaded; everything is freed per input (LeakSanitizer checks). */
+ * crashes. BYTES inputs (JSON strings or the binary length-prefixed layout) must come out
+ * as a buffer that walks as exactly the shape's elements (seeds: bytes_*).
+ * Single-threaded; everything is freed per input (LeakSanitizer checks). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,9 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < req.n_inputs; i++) {
             const bd_tensor_t *t = &req.inputs[i];
             size_t count;
+            /* BYTES: the data must walk as exactly count elements (tensor.h's layout). */
             if (!t->name || !bd_dtype_supported(t->dtype) ||
                 bd_shape_count(&t->shape, 0, &count, NULL) != 0 ||
-                count * bd_dtype_size(t->dtype) != t->byte_size || (t->byte_size && !t->data)) {
+                (t->dtype != BD_DT_BYTES && count * bd_dtype_size(t->dtype) != t->byte_size) ||
+                bd_tensor_check_size(t, NULL) != 0 || (t->byte_size && !t->data)) {
                 abort();
             }
             if (t->dtype == BD_DT_BOOL) {

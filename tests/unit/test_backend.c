@@ -586,7 +586,7 @@ static void test_ort_fp16_refused(void **state)
     cfg_init(&cfg, path);
     load_fails(&cfg, BD_EUNSUPPORTED,
                "model input 'INPUT0' has element type FLOAT16, which batchd cannot carry; "
-               "supported: BOOL, INT8/16/32/64, UINT8/16/32/64, FLOAT, DOUBLE",
+               "supported: BOOL, INT8/16/32/64, UINT8/16/32/64, FLOAT, DOUBLE, STRING",
                false);
     assert_null(cfg.inputs);
     assert_null(cfg.outputs);
@@ -979,10 +979,10 @@ static void test_sim_bad_configs(void **state)
     bd_model_config_dispose(&cfg);
 
     sim_cfg(&cfg);
-    cfg.inputs[0].dtype = BD_DT_BYTES;
-    cfg.outputs[0].dtype = BD_DT_BYTES;
-    sim_load_fails(&cfg, "sim model: input 'INPUT0' has datatype BYTES; expected BOOL, INT*, "
-                         "UINT*, FP32 or FP64");
+    cfg.inputs[0].dtype = BD_DT_FP16;
+    cfg.outputs[0].dtype = BD_DT_FP16;
+    sim_load_fails(&cfg, "sim model: input 'INPUT0' has datatype FP16; expected BOOL, INT*, "
+                         "UINT*, FP32, FP64 or BYTES");
     bd_model_config_dispose(&cfg);
 
     sim_cfg(&cfg);

@@ -770,11 +770,11 @@ static void test_config_io_errors(void **state)
                "\"outputs\": " IO_OK "}",
                "config.json: 'inputs[0].name' must be a non-empty string");
     const char *dt_msg = "config.json: 'inputs[0].datatype' must be one of BOOL, INT8, INT16, "
-                         "INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP32, FP64";
+                         "INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP32, FP64, BYTES";
     expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP16\", \"dims\": [1]}], "
                "\"outputs\": " IO_OK "}",
                dt_msg);
-    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"BYTES\", \"dims\": [1]}], "
+    expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"STRING\", \"dims\": [1]}], "
                "\"outputs\": " IO_OK "}",
                dt_msg);
     expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"fp32\", \"dims\": [1]}], "

@@ -112,7 +112,7 @@ static void test_dtype_names(void **state)
         assert_string_equal(bd_dtype_name(dt), names[i]);
         assert_int_equal(bd_dtype_from_name(names[i]), dt);
         assert_int_equal(bd_dtype_size(dt), sizes[i]);
-        assert_int_equal(bd_dtype_supported(dt), dt != BD_DT_FP16 && dt != BD_DT_BYTES);
+        assert_int_equal(bd_dtype_supported(dt), dt != BD_DT_FP16);
     }
     assert_int_equal(bd_dtype_from_name("fp32"), BD_DT_INVALID);
     assert_int_equal(bd_dtype_from_name("INVALID"), BD_DT_INVALID);
@@ -422,6 +422,313 @@ static void test_decode_nested(void **state)
     assert_int_equal(req.inputs[0].byte_size, 0);
 }
 
+/* ---- BYTES ----------------------------------------------------------------------------- */
+
+/* Append one BYTES element (4-byte little-endian length + bytes) at w; returns the end. */
+static unsigned char *put_elem(unsigned char *w, const char *s, size_t n)
+{
+    w[0] = (unsigned char)n;
+    w[1] = (unsigned char)(n >> 8);
+    w[2] = (unsigned char)(n >> 16);
+    w[3] = (unsigned char)(n >> 24);
+    memcpy(w + 4, s, n);
+    return w + 4 + n;
+}
+
+#define BYTES1(shape, data)                                                                        \
+    "{\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\",\"shape\":" shape ",\"data\":" data "}]}"
+
+static void expect_error_prefix(const char *json, int code, const char *prefix)
+{
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    int rc = decode(json, &req, &err);
+    if (rc != code || strncmp(err.msg, prefix, strlen(prefix)) != 0) {
+        print_error("body: %s\n  got %d '%s'\n  want %d '%s...'\n", json, rc, err.msg, code,
+                    prefix);
+    }
+    assert_int_equal(rc, code);
+    assert_true(strncmp(err.msg, prefix, strlen(prefix)) == 0);
+    assert_null(req.inputs);
+}
+
+static void test_bytes_json_decode(void **state)
+{
+    (void)state;
+    /* Escapes, a 2-byte UTF-8 character raw, a surrogate pair, \u0000, an empty string. */
+    const char *json = BYTES1("[1,5]", "[[\"ab\",\"\",\"\\u00e9\xc3\xa9\\n\\\"\\\\\\/\","
+                                       "\"\\ud83d\\ude00\",\"a\\u0000b\\t\"]]");
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode(json, &req, &err), 0);
+    unsigned char want[64], *w = want;
+    w = put_elem(w, "ab", 2);
+    w = put_elem(w, "", 0);
+    w = put_elem(w, "\xc3\xa9\xc3\xa9\n\"\\/", 8);
+    w = put_elem(w, "\xf0\x9f\x98\x80", 4);
+    w = put_elem(w, "a\0b\t", 4);
+    assert_int_equal(req.inputs[0].dtype, BD_DT_BYTES);
+    assert_int_equal(req.inputs[0].byte_size, (size_t)(w - want));
+    assert_memory_equal(req.inputs[0].data, want, (size_t)(w - want));
+    assert_int_equal(bd_tensor_check_size(&req.inputs[0], NULL), 0);
+
+    /* Flat data, nested shape; an empty tensor. */
+    assert_int_equal(decode(BYTES1("[2,1]", "[\"x\",\"yz\"]"), &req, &err), 0);
+    w = put_elem(want, "x", 1);
+    w = put_elem(w, "yz", 2);
+    assert_int_equal(req.inputs[0].byte_size, 11);
+    assert_memory_equal(req.inputs[0].data, want, 11);
+    assert_int_equal(decode(BYTES1("[0]", "[]"), &req, &err), 0);
+    assert_int_equal(req.inputs[0].byte_size, 0);
+}
+
+static void test_bytes_json_errors(void **state)
+{
+    (void)state;
+    expect_error(BYTES1("[3]", "[\"a\",\"b\",2]"), BD_EINVAL,
+                 "input 'T': value at index 2 is a number; BYTES data must be strings");
+    expect_error(BYTES1("[2]", "[\"a\",null]"), BD_EINVAL,
+                 "input 'T': value at index 1 is null; BYTES data must be strings");
+    expect_error(BYTES1("[2]", "[\"a\",{\"b\":1}]"), BD_EINVAL,
+                 "input 'T': value at index 1 is an object; BYTES data must be strings");
+    expect_error(BYTES1("[2]", "[\"a\"]"), BD_EINVAL,
+                 "input 'T': expected 2 values for shape [2], got 1");
+    expect_error(BYTES1("[1]", "[\"a\xff\"]"), BD_EINVAL,
+                 "request body is not valid JSON: invalid UTF-8 in a string in the data of input "
+                 "'T' near '\xff\"]' (line 1, column 65)");
+    /* What jansson refuses in strings, the scanner refuses too. */
+    static const char *const bad_utf8[] = {
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong, 3 bytes */
+        "\xed\xa0\x80",     /* an encoded surrogate */
+        "\xf4\x90\x80\x80", /* past U+10FFFF */
+        "\xc3",             /* cut short */
+        "\x80",             /* a lone continuation byte */
+    };
+    for (size_t i = 0; i < sizeof bad_utf8 / sizeof bad_utf8[0]; i++) {
+        char json[256];
+        snprintf(json, sizeof json, BYTES1("[1]", "[\"x%s\"]"), bad_utf8[i]);
+        expect_error_prefix(json, BD_EINVAL,
+                            "request body is not valid JSON: invalid UTF-8 in a string in the "
+                            "data of input 'T'");
+    }
+    expect_error_prefix(
+        BYTES1("[1]", "[\"\\ud800\"]"), BD_EINVAL,
+        "request body is not valid JSON: a high surrogate escape not followed "
+        "by a low one in a string in the data of input 'T' near '\\ud800\"]' (line 1, "
+        "column 64)");
+    expect_error_prefix(BYTES1("[1]", "[\"\\ud800\\u0041\"]"), BD_EINVAL,
+                        "request body is not valid JSON: a high surrogate escape not followed "
+                        "by a low one");
+    expect_error_prefix(BYTES1("[1]", "[\"\\udc00\"]"), BD_EINVAL,
+                        "request body is not valid JSON: a lone low surrogate escape in a string");
+    expect_error_prefix(BYTES1("[1]", "[\"\\x\"]"), BD_EINVAL,
+                        "request body is not valid JSON: invalid escape in a string");
+    expect_error_prefix(BYTES1("[1]", "[\"\\u12g4\"]"), BD_EINVAL,
+                        "request body is not valid JSON: invalid escape in a string");
+    expect_error_prefix(BYTES1("[1]", "[\"\\u12\"]"), BD_EINVAL,
+                        "request body is not valid JSON: invalid escape in a string");
+    expect_error_prefix(BYTES1("[1]", "[\"a\x01\"]"), BD_EINVAL,
+                        "request body is not valid JSON: a control character in a string");
+    /* \u0000 stays refused outside "data", where jansson reads the text. */
+    expect_error_prefix("{\"id\":\"\\u0000\",\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\","
+                        "\"shape\":[1],\"data\":[\"a\"]}]}",
+                        BD_EINVAL,
+                        "request body is not valid JSON: \\u0000 is not allowed in strings");
+}
+
+static void test_bytes_binary_decode(void **state)
+{
+    (void)state;
+    unsigned char bin[64], *w = bin;
+    w = put_elem(w, "hello", 5);
+    w = put_elem(w, "", 0);
+    w = put_elem(w, "\0\xff", 2);
+    size_t n = (size_t)(w - bin); /* 19 */
+    char json[256];
+    snprintf(json, sizeof json,
+             "{\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\",\"shape\":[3],"
+             "\"parameters\":{\"binary_data_size\":%zu}}]}",
+             n);
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode_bin(json, bin, n, &req, &err), 0);
+    assert_int_equal(req.inputs[0].byte_size, n);
+    assert_ptr_equal(req.inputs[0].data, body_copy + strlen(json));
+
+    /* Truncated: element 1 says 500 bytes. */
+    unsigned char bad[32], *b = put_elem(bad, "abc", 3);
+    b[0] = 0xf4;
+    b[1] = 0x01;
+    b[2] = b[3] = 0;
+    memset(b + 4, 'x', 12);
+    b += 16; /* 7 + 16 = 23 bytes */
+    snprintf(json, sizeof json,
+             "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\",\"shape\":[2],"
+             "\"parameters\":{\"binary_data_size\":%zu}}]}",
+             (size_t)(b - bad));
+    assert_int_equal(decode_bin(json, bad, (size_t)(b - bad), &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'text': binary BYTES element 1 says 500 bytes but only 12 "
+                                 "remain");
+    assert_null(req.inputs);
+
+    /* A length prefix cut short; data that ends early; bytes left over. */
+    snprintf(json, sizeof json,
+             "{\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\",\"shape\":[2],"
+             "\"parameters\":{\"binary_data_size\":10}}]}");
+    assert_int_equal(decode_bin(json, "\1\0\0\0a\2\0\0\0b", 10, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg,
+                        "input 'T': binary BYTES element 1 says 2 bytes but only 1 remain");
+    assert_int_equal(decode_bin(json, "\1\0\0\0a\0\0\0\0\0", 10, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'T': binary BYTES data has 1 bytes left over after the 2 "
+                                 "elements of its shape");
+    snprintf(json, sizeof json,
+             "{\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\",\"shape\":[3],"
+             "\"parameters\":{\"binary_data_size\":14}}]}");
+    assert_int_equal(decode_bin(json, "\1\0\0\0a\1\0\0\0b\0\0\0\0", 14, &req, &err), 0);
+    assert_int_equal(decode_bin(json, "\1\0\0\0a\2\0\0\0bc\0\0\0", 14, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'T': binary BYTES element 2 has a length prefix cut to 3 "
+                                 "of its 4 bytes");
+    /* Fewer bytes than the shape's length prefixes: refused before anything is read. */
+    assert_int_equal(decode_bin(json, "\0\0\0\0\0\0\0\0", 8, &req, &err), BD_EINVAL);
+    snprintf(json, sizeof json,
+             "{\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\",\"shape\":[3],"
+             "\"parameters\":{\"binary_data_size\":8}}]}");
+    assert_int_equal(decode_bin(json, "\0\0\0\0\0\0\0\0", 8, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'T': binary_data_size is 8 but shape [3] of BYTES needs at "
+                                 "least 12 bytes (a 4-byte length per element)");
+    /* A huge shape with a small size: refused by the size, never allocated. */
+    snprintf(json, sizeof json,
+             "{\"inputs\":[{\"name\":\"T\",\"datatype\":\"BYTES\",\"shape\":[1000000000000],"
+             "\"parameters\":{\"binary_data_size\":4}}]}");
+    assert_int_equal(decode_bin(json, "\0\0\0\0", 4, &req, &err), BD_EINVAL);
+    /* Ends after 1 of 2 elements. */
+    assert_int_equal(bd_bytes_check("T", "\0\0\0\0", 4, 2, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'T': binary BYTES data ends after 1 elements but the shape "
+                                 "needs 2");
+}
+
+static void test_bytes_encode(void **state)
+{
+    (void)state;
+    unsigned char data[64], *w = data;
+    w = put_elem(w, "a\"b\\c\n\x01", 7);
+    w = put_elem(w, "\xc3\xa9\xf0\x9f\x98\x80", 6);
+    w = put_elem(w, "x\xffy\xc3", 4);
+    size_t n = (size_t)(w - data);
+    bd_tensor_t t = {"S", BD_DT_BYTES, {2, {1, 3}}, data, n};
+    char *got = encode_data(&t);
+    assert_string_equal(got, "\"a\\\"b\\\\c\\n\\u0001\",\"\xc3\xa9\xf0\x9f\x98\x80\","
+                             "\"x\\ufffdy\\ufffd\"");
+    free(got);
+
+    /* Binary: the buffer itself; its size is the prefixes plus the bytes. */
+    bd_buf_t b;
+    bd_buf_init(&b);
+    bd_output_enc_t o = {&t, true};
+    size_t hlen = 0;
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, &o, 1, &hlen), 0);
+    assert_non_null(strstr(b.data, "\"datatype\":\"BYTES\",\"shape\":[1,3],\"parameters\":{"
+                                   "\"binary_data_size\":29}"));
+    assert_int_equal(n, 29);
+    assert_int_equal(b.len, hlen + n);
+    assert_memory_equal(b.data + hlen, data, n);
+    /* A broken BYTES buffer is refused. */
+    bd_buf_reset(&b);
+    t.byte_size = n - 1;
+    assert_int_equal(bd_infer_encode(&b, "m", "1", NULL, &o, 1, &hlen), BD_EINVAL);
+    bd_buf_dispose(&b);
+
+    /* Round trip: decode what the encoder wrote as JSON. */
+    t.byte_size = n;
+    t.shape = (bd_shape_t){1, {2}};
+    w = put_elem(data, "\xe2\x82\xac\"", 4);
+    w = put_elem(w, "\t\0", 2);
+    t.byte_size = (size_t)(w - data);
+    got = encode_data(&t);
+    char json[256];
+    snprintf(json, sizeof json, BYTES1("[2]", "[%s]"), got);
+    free(got);
+    bd_infer_req_t req;
+    bd_err_t err = {0, ""};
+    assert_int_equal(decode(json, &req, &err), 0);
+    assert_int_equal(req.inputs[0].byte_size, t.byte_size);
+    assert_memory_equal(req.inputs[0].data, data, t.byte_size);
+}
+
+/* The strings of a BYTES tensor, joined by '|'. */
+static char *bytes_joined(const bd_tensor_t *t)
+{
+    size_t count = 0, off = 0;
+    assert_int_equal(bd_shape_count(&t->shape, 0, &count, NULL), 0);
+    char *s = calloc(1, t->byte_size + count + 1);
+    const unsigned char *p = t->data;
+    for (size_t i = 0; i < count; i++) {
+        size_t len = p[off] | (size_t)p[off + 1] << 8;
+        if (i) {
+            strcat(s, "|");
+        }
+        strncat(s, (const char *)p + off + 4, len);
+        off += 4 + len;
+    }
+    assert_int_equal(off, t->byte_size);
+    return s;
+}
+
+static void test_classify(void **state)
+{
+    (void)state;
+    float f[2][4] = {{0.1f, 0.7f, 0.2f, 0.7f}, {-1.0f, NAN, 3.5f, 2.0f}};
+    bd_tensor_t t = {"prob", BD_DT_FP32, {2, {2, 4}}, f, sizeof f};
+    const char *labels[] = {"cat", "dog", ""};
+    bd_tensor_t out;
+    bd_err_t err = {0, ""};
+    assert_int_equal(bd_classify(&t, 3, true, labels, 3, &arena, &out, &err), 0);
+    assert_int_equal(out.dtype, BD_DT_BYTES);
+    assert_int_equal(out.shape.ndim, 2);
+    assert_int_equal(out.shape.dims[0], 2);
+    assert_int_equal(out.shape.dims[1], 3);
+    assert_string_equal(out.name, "prob");
+    char *s = bytes_joined(&out);
+    /* Ties: lower index first; index 3 has no label; an empty label is none; NaN last. */
+    assert_string_equal(s, "0.700000:1:dog|0.700000:3|0.200000:2|"
+                           "3.500000:2|2.000000:3|-1.000000:0:cat");
+    free(s);
+    assert_int_equal(bd_tensor_check_size(&out, NULL), 0);
+
+    /* Without batching the whole tensor is the classes; integers print as integers. */
+    int64_t v[5] = {INT64_MIN, 9007199254740993, 9007199254740992, 0, -4};
+    bd_tensor_t ti = {"logits", BD_DT_INT64, {1, {5}}, v, sizeof v};
+    assert_int_equal(bd_classify(&ti, 2, false, NULL, 0, &arena, &out, &err), 0);
+    assert_int_equal(out.shape.ndim, 1);
+    assert_int_equal(out.shape.dims[0], 2);
+    s = bytes_joined(&out);
+    assert_string_equal(s, "9007199254740993:1|9007199254740992:2");
+    free(s);
+    uint8_t u[3] = {200, 255, 7};
+    bd_tensor_t tu = {"u", BD_DT_UINT8, {2, {1, 3}}, u, sizeof u};
+    assert_int_equal(bd_classify(&tu, 3, true, labels, 2, &arena, &out, &err), 0);
+    s = bytes_joined(&out);
+    assert_string_equal(s, "255:1:dog|200:0:cat|7:2");
+    free(s);
+    double d[2] = {1e300, -0.5};
+    bd_tensor_t td = {"d", BD_DT_FP64, {2, {1, 2}}, d, sizeof d};
+    assert_int_equal(bd_classify(&td, 1, true, NULL, 0, &arena, &out, &err), 0);
+    s = bytes_joined(&out);
+    char want[400];
+    snprintf(want, sizeof want, "%f:0", 1e300);
+    assert_string_equal(s, want);
+    free(s);
+
+    /* Errors. */
+    assert_int_equal(bd_classify(&t, 5, true, NULL, 0, &arena, &out, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "output 'prob': classification asks for 5 classes but the output "
+                                 "has 4");
+    bd_tensor_t tb = {"s", BD_DT_BYTES, {1, {1}}, "\0\0\0\0", 4};
+    assert_int_equal(bd_classify(&tb, 1, false, NULL, 0, &arena, &out, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "output 's' is BYTES; classification needs a numeric output");
+}
+
 /* ---- decode: binary tensors ------------------------------------------------------------ */
 
 static void test_decode_binary(void **state)
@@ -547,8 +854,8 @@ static void test_decode_errors_input_fields(void **state)
                  "input 'INPUT0': unknown datatype 'FP99'");
     expect_error(IN1("\"datatype\":\"FP16\",\"shape\":[1],\"data\":[1]"), BD_EUNSUPPORTED,
                  "input 'INPUT0': datatype FP16 is not supported");
-    expect_error(IN1("\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"a\"]"), BD_EUNSUPPORTED,
-                 "input 'INPUT0': datatype BYTES is not supported");
+    expect_error(IN1("\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[1]"), BD_EINVAL,
+                 "input 'INPUT0': value at index 0 is a number; BYTES data must be strings");
     expect_error(IN1("\"datatype\":\"FP32\",\"data\":[1]"), BD_EINVAL,
                  "input 'INPUT0' has no \"shape\"");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":16,\"data\":[1]"), BD_EINVAL,
@@ -909,8 +1216,13 @@ static void test_decode_outputs_errors(void **state)
                  "output 'O': \"parameters\" must be an object");
     expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"binary_data\":\"yes\"}}]"), BD_EINVAL,
                  "output 'O': parameters.binary_data must be true or false");
-    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"classification\":3}}]"),
-                 BD_EUNSUPPORTED, "output 'O': parameters.classification is not supported");
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"classification\":0}}]"), BD_EINVAL,
+                 "output 'O': parameters.classification must be a positive integer (the number "
+                 "of classes to return)");
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"classification\":\"3\"}}]"),
+                 BD_EINVAL,
+                 "output 'O': parameters.classification must be a positive integer (the number "
+                 "of classes to return)");
 #undef WITH_OUT
 }
 
@@ -1159,6 +1471,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_decode_big_integers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_outputs_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_json_decode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_json_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_binary_decode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_encode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
         cmocka_unit_test(test_encode_exact),
         cmocka_unit_test(test_encode_floats_match_printf),
         cmocka_unit_test(test_encode_large_tensor_blocks),
