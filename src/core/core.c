@@ -511,3 +511,45 @@ char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *er
     }
     return data;
 }
+
+/* ---- text --------------------------------------------------------------------------- */
+
+/* The code point of the valid UTF-8 sequence at p[0..n), and its length in *len; -1 when
+ * p does not start one. Rules as jansson's: no overlong forms, no surrogates, <= U+10FFFF. */
+int32_t bd_utf8_decode(const unsigned char *p, size_t n, size_t *len)
+{
+    unsigned char b = p[0];
+    size_t k;
+    int32_t cp;
+    if (b < 0x80) {
+        *len = 1;
+        return b;
+    }
+    if (b >= 0xC2 && b <= 0xDF) {
+        k = 2;
+        cp = b & 0x1F;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        k = 3;
+        cp = b & 0x0F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        k = 4;
+        cp = b & 0x07;
+    } else {
+        return -1;
+    }
+    if (n < k) {
+        return -1;
+    }
+    for (size_t j = 1; j < k; j++) {
+        if ((p[j] & 0xC0) != 0x80) {
+            return -1;
+        }
+        cp = (cp << 6) | (p[j] & 0x3F);
+    }
+    if ((k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+        return -1;
+    }
+    *len = k;
+    return cp;
+}

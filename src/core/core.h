@@ -9,6 +9,7 @@
  *   and freeing the request frees them all.
  * - Overflow-checked size arithmetic for everything a client sizes.
  * - Random numbers: one small seeded generator for load schedules, synthetic data and faults.
+ * - UTF-8: one decoder for the JSON codec and WebSocket text frames.
  *
  * Threads: everything here is safe on any thread; a bd_buf_t or bd_arena_t belongs to one
  * owner at a time. */
@@ -255,5 +256,12 @@ size_t bd_mailbox_drain(bd_mailbox_t *mb);
 
 /* Read a whole file (at most max_bytes). Returns owned bytes (NUL-terminated) or NULL. */
 char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *err);
+
+/* ---- text ---------------------------------------------------------------------------- */
+
+/* The code point of the UTF-8 sequence at p[0..n) (n >= 1) and its length in *len; -1 when p
+ * does not start a valid one: overlong forms, surrogates and values past U+10FFFF are not
+ * (RFC 3629, as jansson and WebSocket text frames need). */
+int32_t bd_utf8_decode(const unsigned char *p, size_t n, size_t *len);
 
 #endif

@@ -822,46 +822,6 @@ static int put_int(data_ctx_t *c, const sv_t *v, size_t index)
     return 0;
 }
 
-/* The code point of the valid UTF-8 sequence at p[0..n), and its length in *len; -1 when
- * p does not start one. Rules as jansson's: no overlong forms, no surrogates, <= U+10FFFF. */
-static int32_t utf8_decode(const unsigned char *p, size_t n, size_t *len)
-{
-    unsigned char b = p[0];
-    size_t k;
-    int32_t cp;
-    if (b < 0x80) {
-        *len = 1;
-        return b;
-    }
-    if (b >= 0xC2 && b <= 0xDF) {
-        k = 2;
-        cp = b & 0x1F;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-        k = 3;
-        cp = b & 0x0F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-        k = 4;
-        cp = b & 0x07;
-    } else {
-        return -1;
-    }
-    if (n < k) {
-        return -1;
-    }
-    for (size_t j = 1; j < k; j++) {
-        if ((p[j] & 0xC0) != 0x80) {
-            return -1;
-        }
-        cp = (cp << 6) | (p[j] & 0x3F);
-    }
-    if ((k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-        return -1;
-    }
-    *len = k;
-    return cp;
-}
-
 static size_t utf8_encode(uint32_t cp, unsigned char *w)
 {
     if (cp < 0x80) {
@@ -926,7 +886,7 @@ static int decode_string(data_ctx_t *c, const sv_t *v, unsigned char *w, size_t 
         }
         if (b >= 0x80) {
             size_t len;
-            if (utf8_decode((const unsigned char *)s + i, n - i, &len) < 0) {
+            if (bd_utf8_decode((const unsigned char *)s + i, n - i, &len) < 0) {
                 return string_error(c, base + i, "invalid UTF-8 in a string");
             }
             memcpy(w + o, s + i, len);
@@ -1474,6 +1434,9 @@ static int decode_inputs(const json_t *root, const scan_t *sc, const char *body,
         if (rc != 0) {
             return rc;
         }
+        if (t->dtype == BD_DT_BYTES && bin[i] == 0 && i < 64) {
+            out->json_text |= (uint64_t)1 << i;
+        }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(out->inputs[j].name, t->name) == 0) {
                 return bd_err_set(err, BD_EINVAL, "input '%.*s' appears more than once",
@@ -1799,7 +1762,7 @@ static void put_json_bytes(bd_buf_t *b, const unsigned char *s, size_t n)
             i++;
             continue;
         }
-        if (c >= 0x80 && utf8_decode(s + i, n - i, &len) >= 0) {
+        if (c >= 0x80 && bd_utf8_decode(s + i, n - i, &len) >= 0) {
             i += len;
             continue;
         }
