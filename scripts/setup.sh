@@ -35,6 +35,9 @@ ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 #   redis-server                         Redis Streams ingest: the e2e tests and bench/redis.sh start their own
 #   libhiredis-dev                       the Redis client (async API on the h2o loop) src/ingest builds on
 #   python3-redis                        producer and checker in the Redis e2e tests and bench/redis.sh
+#   libturbojpeg0-dev                    JPEG decoding for image models (libjpeg-turbo: accurate DCT, SIMD)
+#   libspng-dev                          PNG decoding for image models (small, fast, decodes from memory)
+#   python3-pil                          the Pillow reference the image e2e tests compare against
 #   npm (only when no `npm` command exists) fetching onnxruntime-node below
 PACKAGES=(
     build-essential cmake pkg-config
@@ -44,6 +47,7 @@ PACKAGES=(
     clang libclang-rt-14-dev clang-format
     valgrind wrk nginx-light
     redis-server libhiredis-dev python3-redis
+    libturbojpeg0-dev libspng-dev python3-pil
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -14,6 +14,7 @@
 #define BD_BACKEND_H
 
 #include "core/core.h"
+#include "image/image.h"
 #include "tensor/tensor.h"
 
 /* One input or output as the model declares it. With max_batch_size > 0, `dims` excludes
@@ -52,6 +53,10 @@ typedef struct {
         double fail_rate; /* share of batches that fail, 0..1 */
     } sim;
     char *device; /* owned; NULL or "cpu" or "cuda:N" */
+    /* config.json's "preprocess": the input named image.input (the model's FP32 tensor,
+     * as `inputs` lists it) is offered to clients as BYTES, one encoded image per row, and
+     * decoded into the batch by the scheduler's workers (image.h). */
+    bd_image_spec_t image;
 } bd_model_config_t;
 
 /* Free everything the config owns (not the struct itself). */

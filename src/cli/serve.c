@@ -34,6 +34,7 @@ typedef struct {
     int64_t max_header_bytes;
     int64_t http_timeout_secs;
     int64_t max_decode_bytes;
+    int64_t max_image_pixels;
     const char *redis;
     const char *redis_consumer;
 } serve_opts_t;
@@ -80,6 +81,10 @@ static const bd_cli_opt_t opts_table[] = {
      "BATCHD_MAX_DECODE_BYTES",
      "request body bytes decoded off the event loop at once (bodies over 256 KiB are); past it "
      "503; at least --max-body-bytes"},
+    {"--max-image-pixels", BD_CLI_INT, OFF(max_image_pixels), "40000000", 1, (int64_t)1 << 40,
+     "BATCHD_MAX_IMAGE_PIXELS",
+     "an image (for a model with \"preprocess\") whose header says more pixels gets 400 before "
+     "any pixel buffer is allocated"},
     {"--redis", BD_CLI_STR, OFF(redis), NULL, 0, 0, "BATCHD_REDIS",
      "redis://HOST:PORT[/DB]: ingest Redis Streams for every model whose config.json has a "
      "\"redis\" section (default: off)"},
@@ -280,6 +285,7 @@ int bd_cli_serve(int argc, char **argv)
     bd_mailbox_t *mailbox = metrics ? bd_mailbox_new(&err) : NULL;
     bd_repo_opts_t ro = {.metrics = metrics,
                          .mailbox = mailbox,
+                         .max_image_pixels = (uint64_t)so.max_image_pixels,
                          .poll_secs =
                              control == BD_MODEL_CONTROL_POLL ? (int)so.repository_poll_secs : 0};
     bd_repo_t *repo = mailbox ? bd_repo_open(so.model_repository, &ro, &err) : NULL;

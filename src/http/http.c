@@ -343,6 +343,13 @@ static void json_ios(bd_buf_t *b, const bd_model_config_t *cfg, const bd_io_t *i
     for (size_t i = 0; i < n; i++) {
         bd_buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
         bd_buf_json_string(b, io[i].name, strlen(io[i].name));
+        if (io == cfg->inputs && cfg->image.enabled && strcmp(io[i].name, cfg->image.input) == 0) {
+            /* Offered as encoded images, one per row (docs/API.md): [-1] batching, else [1]. */
+            bd_buf_puts(b, cfg->max_batch_size > 0 ? ",\"datatype\":\"BYTES\",\"shape\":[-1]"
+                                                   : ",\"datatype\":\"BYTES\",\"shape\":[1]");
+            bd_buf_putc(b, '}');
+            continue;
+        }
         bd_buf_printf(b, ",\"datatype\":\"%s\",\"shape\":", bd_dtype_name(io[i].dtype));
         json_shape(b, cfg, &io[i]);
         bd_buf_putc(b, '}');
@@ -533,6 +540,49 @@ static void on_call_done(bd_call_t *call)
     bd_call_free(call);
 }
 
+/* Content-Type image/jpeg or image/png (parameters after ';' allowed). */
+static bool image_body(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i < 0) {
+        return false;
+    }
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t n = 0;
+    while (n < v.len && v.base[n] != ';' && v.base[n] != ' ') {
+        n++;
+    }
+    return h2o_lcstris(v.base, n, H2O_STRLIT("image/jpeg")) ||
+           h2o_lcstris(v.base, n, H2O_STRLIT("image/png"));
+}
+
+/* ?classification=K on a plain image body: 0 when absent; -1 when it is not 1..65536. */
+static long query_classification(h2o_req_t *req)
+{
+    if (req->query_at == SIZE_MAX) {
+        return 0;
+    }
+    const char *q = req->path.base + req->query_at + 1;
+    const char *end = req->path.base + req->path.len;
+    static const char key[] = "classification=";
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - q) > sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) {
+            long k = 0;
+            for (const char *p = q + sizeof key - 1; p < e; p++) {
+                if (*p < '0' || *p > '9' || k > 65536) {
+                    return -1;
+                }
+                k = k * 10 + (*p - '0');
+            }
+            return k >= 1 && k <= 65536 ? k : -1;
+        }
+        q = e + 1;
+    }
+    return 0;
+}
+
 static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t version)
 {
     bd_err_t err = {0};
@@ -551,7 +601,27 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
                          .framing_err = bad_framing ? &framing : NULL,
                          .user_size = sizeof(job_t)};
     bd_call_t *call = NULL;
-    int rc = bd_infer_start(h->infer, &a, on_call_done, &call, &err);
+    int rc;
+    if (image_body(req)) {
+        long k = query_classification(req);
+        if (k < 0) {
+            reply_error(h, req, BD_EINVAL,
+                        "?classification must be a number of classes from 1 to 65536");
+            return;
+        }
+        bd_infer_image_args_t ia = {.protocol = BD_PROTO_HTTP,
+                                    .model = model.base,
+                                    .model_len = model.len,
+                                    .version = version.base,
+                                    .version_len = version.len,
+                                    .data = req->entity.base,
+                                    .len = len,
+                                    .classification = (size_t)k,
+                                    .user_size = sizeof(job_t)};
+        rc = bd_infer_start_image(h->infer, &ia, on_call_done, &call, &err);
+    } else {
+        rc = bd_infer_start(h->infer, &a, on_call_done, &call, &err);
+    }
     if (rc != 0) {
         reply_error(h, req, rc, err.msg);
         return;

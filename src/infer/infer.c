@@ -789,6 +789,19 @@ int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_do
     if (rc == BD_EINVAL) {
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
     }
+    if (rc == 0 && a->classification > 0) {
+        bd_output_req_t *outs =
+            cfg->n_outputs ? bd_arena_calloc(&r->arena, cfg->n_outputs, sizeof *outs) : NULL;
+        if (cfg->n_outputs && !outs) {
+            rc = bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+        }
+        for (size_t i = 0; rc == 0 && i < cfg->n_outputs; i++) {
+            outs[i].name = cfg->outputs[i].name;
+            outs[i].classification = a->classification;
+        }
+        r->in.outputs = outs;
+        r->in.n_outputs = cfg->n_outputs;
+    }
     if (rc == 0) {
         r->in.inputs = ts;
         r->in.n_inputs = a->n_inputs;
@@ -801,6 +814,58 @@ int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_do
     inf->inflight++;
     *out = c;
     return 0;
+}
+
+int bd_infer_start_image(bd_infer_t *inf, const bd_infer_image_args_t *a, bd_call_done_cb done,
+                         bd_call_t **out, bd_err_t *err)
+{
+    bd_model_t *m = NULL;
+    const char *v = a->version ? a->version : "";
+    size_t vlen = a->version ? a->version_len : 0;
+    int rc = find_ready(inf, a->model, a->model_len, v, vlen, &m, err);
+    if (rc != 0) {
+        return rc;
+    }
+    const bd_model_config_t *cfg = bd_model_config(m);
+    if (!cfg->image.enabled) {
+        bd_metrics_request(bd_model_metrics(m), a->protocol, BD_OUTCOME_INVALID);
+        return bd_err_set(err, BD_EINVAL,
+                          "model '%s' takes no images (its config.json has no \"preprocess\"); "
+                          "send a KServe v2 JSON infer request with its inputs",
+                          bd_model_name(m));
+    }
+    if (a->len > UINT32_MAX) {
+        bd_metrics_request(bd_model_metrics(m), a->protocol, BD_OUTCOME_INVALID);
+        return bd_err_set(err, BD_ETOOBIG, "an image may be at most %u bytes", UINT32_MAX);
+    }
+    size_t total = a->len + BD_BYTES_PREFIX;
+    unsigned char *el = malloc(total);
+    if (!el) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+    }
+    uint32_t n = (uint32_t)a->len;
+    el[0] = (unsigned char)n, el[1] = (unsigned char)(n >> 8), el[2] = (unsigned char)(n >> 16);
+    el[3] = (unsigned char)(n >> 24);
+    if (a->len) {
+        memcpy(el + BD_BYTES_PREFIX, a->data, a->len);
+    }
+    bd_infer_raw_input_t in = {.name = cfg->image.input,
+                               .dtype = BD_DT_BYTES,
+                               .shape = {.ndim = 1, .dims = {1}},
+                               .data = el,
+                               .byte_size = total};
+    bd_infer_raw_args_t ra = {.protocol = a->protocol,
+                              .model = a->model,
+                              .model_len = a->model_len,
+                              .version = a->version,
+                              .version_len = a->version_len,
+                              .inputs = &in,
+                              .n_inputs = 1,
+                              .classification = a->classification,
+                              .user_size = a->user_size};
+    rc = bd_infer_start_raw(inf, &ra, done, out, err);
+    free(el);
+    return rc;
 }
 
 size_t bd_call_outputs(const bd_call_t *call, const bd_tensor_t **outputs)

@@ -138,6 +138,9 @@ typedef struct {
     size_t n_inputs;
     size_t max_bytes; /* the inputs' bytes together may not pass this (BD_ETOOBIG); 0: none */
     size_t user_size; /* as bd_infer_args_t.user_size */
+    /* > 0: every model output comes back as its top `classification` classes (Triton's
+     * classification extension), as parameters.classification asks in a JSON request. */
+    size_t classification;
 } bd_infer_raw_args_t;
 
 /* Start one request from raw typed inputs. Returns and calls `done` exactly as
@@ -148,6 +151,27 @@ typedef struct {
  * says. Owner thread. */
 int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_done_cb done,
                        bd_call_t **out, bd_err_t *err);
+
+/* ==== a plain image body ==================================================================
+ * POST /v2/models/{m}/infer with Content-Type image/jpeg or image/png: the body is one
+ * encoded image for a model whose config.json has "preprocess"; it becomes one BYTES element
+ * of that input and runs as bd_infer_start_raw runs it (the reply is bd_call_encode's usual
+ * KServe v2 JSON). A model without preprocessing is BD_EINVAL naming what it takes. Owner
+ * thread. */
+typedef struct {
+    bd_protocol_t protocol;
+    const char *model;
+    size_t model_len;
+    const char *version; /* NULL or "": the highest ready version */
+    size_t version_len;
+    const void *data; /* the encoded image; borrowed during the call (copied) */
+    size_t len;
+    size_t classification; /* as bd_infer_raw_args_t.classification */
+    size_t user_size;
+} bd_infer_image_args_t;
+
+int bd_infer_start_image(bd_infer_t *inf, const bd_infer_image_args_t *a, bd_call_done_cb done,
+                         bd_call_t **out, bd_err_t *err);
 
 /* After done, for a call that succeeded: every model output in config order (names,
  * datatypes, shapes with the batch dim, data), borrowed from the call until bd_call_free.

@@ -417,6 +417,138 @@ static int parse_redis(json_t *v, bd_redis_config_t *rd, bd_err_t *err)
     return 0;
 }
 
+/* A JSON array of exactly `n` finite numbers (preprocess.image.mean / std). */
+static int get_floats(json_t *img, const char *key, int n, bool positive, float *out, bd_err_t *err)
+{
+    json_t *v = json_object_get(img, key);
+    if (!v) {
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) != (size_t)n) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'preprocess.image.%s' must be an array of %d number%s, one "
+                          "per channel of color %s",
+                          key, n, n == 1 ? "" : "s", n == 1 ? "GRAY" : "RGB or BGR");
+    }
+    for (int i = 0; i < n; i++) {
+        json_t *x = json_array_get(v, (size_t)i);
+        double d = json_is_number(x) ? json_number_value(x) : 0;
+        if (!json_is_number(x) || !(d > -1e30 && d < 1e30) || (positive && !(d > 0))) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'preprocess.image.%s' values must be %s", key,
+                              positive ? "positive numbers" : "numbers");
+        }
+        out[i] = (float)d;
+    }
+    return 0;
+}
+
+/* Key `key` of `img`, one of names[0..n): its index in *out (absent keeps *out). */
+static int pick(json_t *img, const char *key, const char *const *names, int n, int *out,
+                bd_err_t *err)
+{
+    json_t *v = json_object_get(img, key);
+    if (!v) {
+        return 0;
+    }
+    for (int i = 0; json_is_string(v) && i < n; i++) {
+        if (strcmp(json_string_value(v), names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    char list[128] = "";
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof list - l, "%s\"%s\"",
+                 i == 0       ? ""
+                 : i + 1 == n ? " or "
+                              : ", ",
+                 names[i]);
+    }
+    return bd_err_set(err, BD_EINVAL, "config.json: 'preprocess.image.%s' must be %s", key, list);
+}
+
+/* The "preprocess" section: image decoding for one input (docs/CONFIG.md). */
+static int parse_preprocess(json_t *v, bd_image_spec_t *im, bd_err_t *err)
+{
+    static const char *const keys[] = {"input", "image", NULL};
+    static const char *const img_keys[] = {"size",  "resize", "color", "layout",
+                                           "scale", "mean",   "std",   NULL};
+    static const char *const resizes[] = {"stretch", "shorter_side_crop"};
+    static const char *const colors[] = {"RGB", "BGR", "GRAY"};
+    static const char *const layouts[] = {"NCHW", "NHWC"};
+    if (!json_is_object(v)) {
+        return bd_err_set(err, BD_EINVAL, "config.json: 'preprocess' must be an object");
+    }
+    int rc = check_keys(v, "preprocess.", keys, err);
+    if (rc) {
+        return rc;
+    }
+    json_t *in = json_object_get(v, "input");
+    if (!json_is_string(in) || json_string_length(in) == 0 ||
+        json_string_length(in) >= sizeof im->input) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'preprocess.input' is required: the name of the model "
+                          "input the images feed (at most %zu bytes)",
+                          sizeof im->input - 1);
+    }
+    snprintf(im->input, sizeof im->input, "%s", json_string_value(in));
+    json_t *img = json_object_get(v, "image");
+    if (!json_is_object(img)) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'preprocess.image' is required and must be an object");
+    }
+    if ((rc = check_keys(img, "preprocess.image.", img_keys, err))) {
+        return rc;
+    }
+    json_t *size = json_object_get(img, "size");
+    if (!json_is_array(size) || json_array_size(size) != 2 ||
+        !json_is_integer(json_array_get(size, 0)) || !json_is_integer(json_array_get(size, 1)) ||
+        json_integer_value(json_array_get(size, 0)) < 1 ||
+        json_integer_value(json_array_get(size, 1)) < 1 ||
+        json_integer_value(json_array_get(size, 0)) > BD_IMAGE_MAX_SIDE ||
+        json_integer_value(json_array_get(size, 1)) > BD_IMAGE_MAX_SIDE) {
+        return bd_err_set(err, BD_EINVAL,
+                          "config.json: 'preprocess.image.size' is required: [height, width], "
+                          "each from 1 to %d",
+                          BD_IMAGE_MAX_SIDE);
+    }
+    im->height = (int)json_integer_value(json_array_get(size, 0));
+    im->width = (int)json_integer_value(json_array_get(size, 1));
+    int r = 0, c = 0, l = 0;
+    if ((rc = pick(img, "resize", resizes, 2, &r, err)) ||
+        (rc = pick(img, "color", colors, 3, &c, err)) ||
+        (rc = pick(img, "layout", layouts, 2, &l, err))) {
+        return rc;
+    }
+    im->resize = (bd_image_resize_t)r;
+    im->color = (bd_image_color_t)c;
+    im->layout = (bd_image_layout_t)l;
+    im->channels = im->color == BD_IMAGE_GRAY ? 1 : 3;
+    im->scale = 1.0f;
+    json_t *sc = json_object_get(img, "scale");
+    if (sc) {
+        double d = json_is_number(sc) ? json_number_value(sc) : 0;
+        if (!json_is_number(sc) || !(d > -1e30 && d < 1e30)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'preprocess.image.scale' must be a "
+                              "number");
+        }
+        im->scale = (float)d;
+    }
+    for (int i = 0; i < 3; i++) {
+        im->mean[i] = 0.0f;
+        im->std[i] = 1.0f;
+    }
+    if ((rc = get_floats(img, "mean", im->channels, false, im->mean, err)) ||
+        (rc = get_floats(img, "std", im->channels, true, im->std, err))) {
+        return rc;
+    }
+    im->enabled = true;
+    return 0;
+}
+
 static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
 {
     bd_model_config_t *cfg = &c->model;
@@ -434,6 +566,7 @@ static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
                                           "warmup",
                                           "circuit_breaker",
                                           "redis",
+                                          "preprocess",
                                           NULL};
     if (!json_is_object(root)) {
         return bd_err_set(err, BD_EINVAL, "config.json: the top level must be an object");
@@ -482,6 +615,9 @@ static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
         return rc;
     }
     if ((v = json_object_get(root, "redis")) && (rc = parse_redis(v, &c->redis, err))) {
+        return rc;
+    }
+    if ((v = json_object_get(root, "preprocess")) && (rc = parse_preprocess(v, &cfg->image, err))) {
         return rc;
     }
     if ((v = json_object_get(root, "inputs")) &&

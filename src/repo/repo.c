@@ -109,6 +109,7 @@ struct bd_repo {
     char *dir;
     bd_metrics_t *metrics;
     int poll_secs;
+    uint64_t max_image_pixels; /* opts.max_image_pixels, given to every image model */
     /* --- owner thread ------------------------------------------------------------------ */
     entry_t **e; /* sorted by name */
     size_t n, cap;
@@ -366,6 +367,7 @@ static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, cons
         return bd_err_set(err, BD_ENOMEM, "out of memory");
     }
     int rc = bd_config_parse(&m->cfg, json, json_len, err);
+    cfg->image.max_pixels = r->max_image_pixels;
     if (rc || (rc = load_labels(m, model_dir, err))) {
         return rc;
     }
@@ -1176,6 +1178,7 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
     }
     r->metrics = opts ? opts->metrics : NULL;
     r->poll_secs = opts ? opts->poll_secs : 0;
+    r->max_image_pixels = opts ? opts->max_image_pixels : 0;
     r->mailbox = opts ? opts->mailbox : NULL;
     if (!r->mailbox) {
         r->mailbox = bd_mailbox_new(NULL);

@@ -71,8 +71,9 @@ typedef struct {
 void bd_config_dispose(bd_config_t *cfg);
 
 typedef struct {
-    bd_metrics_t *metrics; /* borrowed, may be NULL */
-    int poll_secs;         /* > 0: rescan the folder this often and apply what changed */
+    bd_metrics_t *metrics;     /* borrowed, may be NULL */
+    int poll_secs;             /* > 0: rescan the folder this often and apply what changed */
+    uint64_t max_image_pixels; /* images with more pixels are refused; 0: the default */
     /* The owner thread's mailbox: loader results are posted there and applied when the owner
      * drains it. NULL: the repository makes its own, watched through bd_repo_notify_fd. */
     bd_mailbox_t *mailbox;

@@ -90,6 +90,12 @@ typedef struct {
     bd_req_t **batch;         /* owned, batch_cap entries: the requests of the current batch */
     bd_backend_req_t *run_reqs; /* owned, batch_cap entries: the batch as the backend sees it */
     size_t batch_cap;
+    /* Image models (cfg->image): the decoder's buffers, base64 text decoded, and the
+     * requests whose images failed to decode in the current batch (batch_cap entries). */
+    bd_image_scratch_t *img;
+    unsigned char *b64;
+    size_t b64_cap;
+    bd_req_t **failed;
     bool probe; /* the current batch is the circuit breaker's probe (set under mu) */
 } inst_t;
 
@@ -146,6 +152,7 @@ struct bd_sched {
 
     int n_inst;
     inst_t *insts; /* owned */
+    int image_idx; /* the input cfg->image decodes into; -1: none */
 };
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -234,10 +241,77 @@ static bool shape_matches(const bd_io_t *io, const bd_shape_t *got, bool batchin
     return true;
 }
 
-static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd_tensor_t *t,
-                       bd_err_t *err)
+static bool is_image_input(const bd_model_config_t *cfg, const bd_io_t *io)
+{
+    return cfg->image.enabled && strcmp(io->name, cfg->image.input) == 0;
+}
+
+/* An image input: BYTES [n], one encoded JPEG or PNG per row (base64 text when it came in
+ * JSON), each header read here so that most bad images fail before they are queued; a JPEG
+ * whose frame header lies past the base64 prefix read here is checked when decoded. */
+static int check_image_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd_tensor_t *t,
+                             bool json_text, bd_err_t *err)
 {
     bool batching = cfg->max_batch_size > 0;
+    char got[160];
+    if (t->dtype != BD_DT_BYTES) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%s': expected datatype BYTES (encoded JPEG or PNG images, one "
+                          "per row), got %s",
+                          io->name, bd_dtype_name(t->dtype));
+    }
+    int64_t n = t->shape.ndim == 1 ? t->shape.dims[0] : -1;
+    if (n < 1 || (batching ? n > cfg->max_batch_size : n != 1)) {
+        if (batching) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%s': expected shape [n] for n images, n from 1 to %d, got %s",
+                              io->name, cfg->max_batch_size,
+                              fmt_dims(got, sizeof got, false, &t->shape));
+        }
+        return bd_err_set(err, BD_EINVAL, "input '%s': expected shape [1] (one image), got %s",
+                          io->name, fmt_dims(got, sizeof got, false, &t->shape));
+    }
+    int rc = bd_bytes_check(io->name, t->data, t->byte_size, (size_t)n, err);
+    const unsigned char *p = t->data;
+    size_t off = 0;
+    for (int64_t k = 0; rc == 0 && k < n; k++) {
+        uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+                       (uint32_t)p[off + 3] << 24;
+        const unsigned char *img = p + off + BD_BYTES_PREFIX;
+        size_t index = n > 1 ? (size_t)k : SIZE_MAX;
+        size_t ilen = len;
+        bool partial = false;
+        unsigned char head[3072];
+        off += BD_BYTES_PREFIX + (size_t)len;
+        if (json_text) {
+            size_t m = len > 4096 ? 4096 : len;
+            partial = m < len;
+            if (!bd_base64_decode((const char *)img, m, head, &ilen)) {
+                return index == SIZE_MAX
+                           ? bd_err_set(err, BD_EINVAL,
+                                        "input '%s': the image is not valid base64 (the standard "
+                                        "alphabet, padded)",
+                                        io->name)
+                           : bd_err_set(err, BD_EINVAL,
+                                        "input '%s': image %zu is not valid base64 (the standard "
+                                        "alphabet, padded)",
+                                        io->name, index);
+            }
+            img = head;
+        }
+        bd_image_info_t info;
+        rc = bd_image_probe(img, ilen, partial, cfg->image.max_pixels, io->name, index, &info, err);
+    }
+    return rc;
+}
+
+static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd_tensor_t *t,
+                       bool json_text, bd_err_t *err)
+{
+    bool batching = cfg->max_batch_size > 0;
+    if (is_image_input(cfg, io)) {
+        return check_image_input(cfg, io, t, json_text, err);
+    }
     char want[160];
     char got[160];
     if (t->dtype != io->dtype) {
@@ -322,7 +396,7 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *pol
                 return bd_err_set(err, BD_EINVAL, "input '%s' is given more than once", name);
             }
         }
-        int rc = check_input(cfg, io, t, err);
+        int rc = check_input(cfg, io, t, i < 64 && (in->json_text >> i & 1), err);
         if (rc != 0) {
             return rc;
         }
@@ -411,6 +485,11 @@ static void order_inputs(const bd_model_config_t *cfg, bd_infer_req_t *in)
                     bd_tensor_t tmp = in->inputs[i];
                     in->inputs[i] = in->inputs[j];
                     in->inputs[j] = tmp;
+                    if (j < 64) { /* keep json_text's bits with their inputs */
+                        uint64_t bi = in->json_text >> i & 1, bj = in->json_text >> j & 1;
+                        in->json_text &= ~((uint64_t)1 << i | (uint64_t)1 << j);
+                        in->json_text |= bi << j | bj << i;
+                    }
                 }
                 break;
             }
@@ -770,12 +849,184 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
 
 /* ---- running a batch (no lock held) ---------------------------------------------------- */
 
+/* The shape the backend sees for the image input of a batch of `rows`: the model's dims
+ * with variable ones taken from the preprocess spec (and a leading 1 without batching). */
+static void image_shape(const bd_sched_t *s, size_t rows, bd_shape_t *out)
+{
+    const bd_model_config_t *cfg = s->cfg;
+    const bd_image_spec_t *im = &cfg->image;
+    const bd_shape_t *d = &cfg->inputs[s->image_idx].dims;
+    int64_t chw[3];
+    if (im->layout == BD_IMAGE_NCHW) {
+        chw[0] = im->channels, chw[1] = im->height, chw[2] = im->width;
+    } else {
+        chw[0] = im->height, chw[1] = im->width, chw[2] = im->channels;
+    }
+    out->ndim = 0;
+    if (cfg->max_batch_size > 0) {
+        out->dims[out->ndim++] = (int64_t)rows;
+    } else if (d->ndim == 4) {
+        out->dims[out->ndim++] = 1;
+    }
+    for (int k = 0; k < 3; k++) {
+        out->dims[out->ndim++] = chw[k];
+    }
+}
+
+/* Check that the model's input `cfg->image.input` can take the images (FP32, three dims in
+ * the layout, or four with a leading 1 when the model does not batch; fixed dims equal to
+ * the spec). Returns its index, or -1 with err set. */
+static int image_input_index(const bd_model_config_t *cfg, bd_err_t *err)
+{
+    const bd_image_spec_t *im = &cfg->image;
+    for (size_t i = 0; i < cfg->n_inputs; i++) {
+        const bd_io_t *io = &cfg->inputs[i];
+        if (strcmp(io->name, im->input) != 0) {
+            continue;
+        }
+        if (io->dtype != BD_DT_FP32) {
+            bd_err_set(err, BD_EINVAL,
+                       "config.json: 'preprocess.input' '%s' is %s; image preprocessing writes "
+                       "FP32",
+                       io->name, bd_dtype_name(io->dtype));
+            return -1;
+        }
+        int64_t want[3];
+        if (im->layout == BD_IMAGE_NCHW) {
+            want[0] = im->channels, want[1] = im->height, want[2] = im->width;
+        } else {
+            want[0] = im->height, want[1] = im->width, want[2] = im->channels;
+        }
+        const bd_shape_t *d = &io->dims;
+        int lead = cfg->max_batch_size == 0 && d->ndim == 4 ? 1 : 0;
+        bool ok = d->ndim == 3 + lead && (!lead || d->dims[0] == 1 || d->dims[0] == -1);
+        for (int k = 0; ok && k < 3; k++) {
+            ok = d->dims[k + lead] == -1 || d->dims[k + lead] == want[k];
+        }
+        if (!ok) {
+            char a[160];
+            bd_err_set(err, BD_EINVAL,
+                       "config.json: 'preprocess' makes [%lld,%lld,%lld] (%s) but input '%s' has "
+                       "dims %s",
+                       (long long)want[0], (long long)want[1], (long long)want[2],
+                       im->layout == BD_IMAGE_NCHW ? "NCHW" : "NHWC", io->name,
+                       fmt_dims(a, sizeof a, false, d));
+            return -1;
+        }
+        return (int)i;
+    }
+    char list[BD_ERR_MSG_MAX];
+    bd_err_set(err, BD_EINVAL,
+               "config.json: 'preprocess.input' '%s' is not an input of the model; its inputs are "
+               "%s",
+               im->input, fmt_names(list, sizeof list, cfg->inputs, cfg->n_inputs));
+    return -1;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Decode request r's images (its image input: one per row, checked at submit) into rows
+ * [row0, row0 + r->rows) of the image batch buffer `dst`. */
+static int decode_request_images(bd_sched_t *s, inst_t *in, bd_req_t *r, float *dst, bd_err_t *err)
+{
+    const bd_model_config_t *cfg = s->cfg;
+    const bd_tensor_t *t = &r->in.inputs[s->image_idx];
+    const char *name = cfg->inputs[s->image_idx].name;
+    size_t elems = bd_image_row_elems(&cfg->image);
+    const unsigned char *p = t->data;
+    size_t off = 0;
+    for (size_t j = 0; j < r->rows; j++) {
+        size_t len = le32(p + off);
+        const unsigned char *img = p + off + BD_BYTES_PREFIX;
+        size_t index = r->rows > 1 ? j : SIZE_MAX;
+        off += BD_BYTES_PREFIX + len;
+        if (s->image_idx < 64 && (r->in.json_text >> s->image_idx & 1)) {
+            size_t need = len / 4 * 3 + 3;
+            if (in->b64_cap < need) {
+                free(in->b64);
+                in->b64 = malloc(need);
+                in->b64_cap = in->b64 ? need : 0;
+                if (!in->b64) {
+                    return bd_err_set(err, BD_ENOMEM, "out of memory decoding base64 of input '%s'",
+                                      name);
+                }
+            }
+            if (!bd_base64_decode((const char *)img, len, in->b64, &len)) {
+                return index == SIZE_MAX
+                           ? bd_err_set(err, BD_EINVAL, "input '%s': the image is not valid base64",
+                                        name)
+                           : bd_err_set(err, BD_EINVAL, "input '%s': image %zu is not valid base64",
+                                        name, index);
+            }
+            img = in->b64;
+        }
+        int rc =
+            bd_image_preprocess(&cfg->image, img, len, name, index, in->img, dst + j * elems, err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Decode the batch's images into the image input's buffer, row after row. A request whose
+ * image fails leaves the batch (compacted in place, *rows reduced) and goes to in->failed
+ * with its reason, so it fails alone. Returns the requests that stay. */
+static size_t decode_images(bd_sched_t *s, inst_t *in, size_t n, size_t *rows, size_t *n_failed)
+{
+    const bd_model_config_t *cfg = s->cfg;
+    size_t row_bytes = bd_image_row_elems(&cfg->image) * sizeof(float);
+    batch_buf_t *buf = &in->in_bufs[s->image_idx];
+    size_t total = 0;
+    bd_err_t oom = {0};
+    bool ok = bd_mul_size(row_bytes, *rows, &total);
+    if (ok && buf->cap < total) {
+        free(buf->data);
+        buf->data = malloc(total);
+        buf->cap = buf->data ? total : 0;
+        ok = buf->data != NULL;
+    }
+    if (!ok) {
+        bd_err_set(&oom, BD_ENOMEM, "out of memory for a batch of %zu images", *rows);
+    }
+    size_t kept = 0, row = 0;
+    *n_failed = 0;
+    for (size_t k = 0; k < n; k++) {
+        bd_req_t *r = in->batch[k];
+        int rc = ok ? decode_request_images(s, in, r,
+                                            (float *)(void *)(buf->data + row * row_bytes), &r->err)
+                    : (r->err = oom, BD_ENOMEM);
+        if (rc != 0) {
+            r->status = rc;
+            in->failed[(*n_failed)++] = r;
+            continue;
+        }
+        in->batch[kept++] = r;
+        row += r->rows;
+    }
+    *rows = row;
+    return kept;
+}
+
 /* Concatenate the batch's inputs (row-major with the batch dim first, so a request's rows
- * are its whole data) into the instance's buffers. */
+ * are its whole data) into the instance's buffers. The image input was decoded into its
+ * buffer already (decode_images). */
 static int gather(bd_sched_t *s, inst_t *in, size_t n, size_t rows, bd_err_t *err)
 {
     const bd_model_config_t *cfg = s->cfg;
     for (size_t i = 0; i < cfg->n_inputs; i++) {
+        if ((int)i == s->image_idx) {
+            bd_tensor_t *bt = &in->in_tensors[i];
+            bt->name = cfg->inputs[i].name;
+            bt->dtype = BD_DT_FP32;
+            image_shape(s, rows, &bt->shape);
+            bt->data = in->in_bufs[i].data;
+            bt->byte_size = rows * bd_image_row_elems(&cfg->image) * sizeof(float);
+            continue;
+        }
         const bd_tensor_t *first = &in->batch[0]->in.inputs[i];
         size_t row_bytes = first->byte_size / in->batch[0]->rows;
         size_t total;
@@ -990,6 +1241,29 @@ static void describe_batch(const inst_t *in, size_t n, bd_backend_batch_t *batch
     batch->n_reqs = n;
 }
 
+/* Complete the requests whose images failed to decode (counted invalid: the client's
+ * data, not the model, was at fault). `empty`: nothing is left to run, so a circuit-breaker
+ * probe this batch held is given back undecided. */
+static void fail_images(bd_sched_t *s, inst_t *in, size_t n_failed, bool empty)
+{
+    if (empty && in->probe) {
+        pthread_mutex_lock(&s->mu);
+        in->probe = false;
+        s->cb_probe_busy = false;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    uint64_t now = bd_clock_now(&s->clock);
+    for (size_t k = 0; k < n_failed; k++) {
+        bd_req_t *r = in->failed[k];
+        in->failed[k] = NULL;
+        r->start_us = now;
+        r->end_us = now;
+        bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_INVALID);
+        complete(s, r);
+    }
+}
+
 /* Run in->batch[0..n) (rows in all), complete every request, then call their callbacks. */
 static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
 {
@@ -999,7 +1273,15 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     uint64_t t0 = now_ns(s);
     int rc = 0;
     const bd_tensor_t *inputs = in->batch[0]->in.inputs; /* one request: no copy */
-    if (n > 1) {
+    size_t n_failed = 0;
+    if (s->image_idx >= 0) {
+        n = decode_images(s, in, n, &rows, &n_failed);
+        fail_images(s, in, n_failed, n == 0);
+        if (n == 0) {
+            return;
+        }
+    }
+    if (n > 1 || s->image_idx >= 0) {
         rc = gather(s, in, n, rows, &err);
         inputs = in->in_tensors;
     }
@@ -1094,6 +1376,18 @@ static int warmup_once(bd_sched_t *s, inst_t *in, int b, void **bufs, bd_err_t *
                               io->name, io->dims.ndim, BD_MAX_DIMS - (lead ? 1 : 0));
         }
         t->shape.ndim = nd;
+        if ((int)i == s->image_idx) {
+            /* Zeroed pixels of the shape the decoder writes. */
+            image_shape(s, (size_t)b, &t->shape);
+            size_t ib = bd_image_row_elems(&cfg->image) * sizeof(float) * (size_t)b;
+            if (!(bufs[i] = calloc(1, ib))) {
+                return bd_err_set(err, BD_ENOMEM, "out of memory for a warmup batch of input '%s'",
+                                  io->name);
+            }
+            t->data = bufs[i];
+            t->byte_size = ib;
+            continue;
+        }
         /* BYTES: zeroed 4-byte lengths, i.e. empty strings. */
         size_t bytes = io->dtype == BD_DT_BYTES ? BD_BYTES_PREFIX : bd_dtype_size(io->dtype);
         if (lead) {
@@ -1472,14 +1766,20 @@ static int inst_init(bd_sched_t *s, inst_t *in, int index, bd_err_t *err)
     in->in_bufs = calloc(cfg->n_inputs + 1, sizeof *in->in_bufs);
     in->in_tensors = calloc(cfg->n_inputs + 1, sizeof *in->in_tensors);
     in->out_tensors = calloc(cfg->n_outputs + 1, sizeof *in->out_tensors);
-    if (!in->batch || !in->in_bufs || !in->in_tensors || !in->out_tensors) {
+    if (s->image_idx >= 0) {
+        in->img = bd_image_scratch_new();
+        in->failed = calloc(in->batch_cap, sizeof *in->failed);
+    }
+    if (!in->batch || !in->in_bufs || !in->in_tensors || !in->out_tensors ||
+        (s->image_idx >= 0 && (!in->img || !in->failed))) {
         return bd_err_set(err, BD_ENOMEM, "out of memory creating instance %d of model '%s'", index,
                           s->model_name);
     }
     /* Fixed dims: one buffer per input for max_batch_size rows, reused by every batch
      * (large per-batch allocations page-fault every time; see DESIGN.md). */
     for (size_t i = 0; s->batching && i < cfg->n_inputs; i++) {
-        size_t row = fixed_row_bytes(&cfg->inputs[i]);
+        size_t row = (int)i == s->image_idx ? bd_image_row_elems(&cfg->image) * sizeof(float)
+                                            : fixed_row_bytes(&cfg->inputs[i]);
         size_t total;
         if (row == 0) {
             continue;
@@ -1514,6 +1814,9 @@ static void inst_dispose(bd_sched_t *s, inst_t *in)
     free(in->out_tensors);
     free(in->batch);
     free(in->run_reqs);
+    bd_image_scratch_free(in->img);
+    free(in->b64);
+    free(in->failed);
 }
 
 /* Join the started workers and the timer (after close), fail anything still queued (only
@@ -1600,12 +1903,17 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
             return NULL;
         }
     }
+    int image_idx = -1;
+    if (cfg->image.enabled && (image_idx = image_input_index(cfg, err)) < 0) {
+        return NULL;
+    }
     bd_sched_t *s = calloc(1, sizeof *s);
     if (!s) {
         bd_err_set(err, BD_ENOMEM, "out of memory creating a scheduler");
         return NULL;
     }
     s->cfg = cfg;
+    s->image_idx = image_idx;
     if (policy) {
         s->policy = *policy;
     }

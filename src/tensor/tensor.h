@@ -147,6 +147,9 @@ typedef struct {
     /* arena: the other request-level parameters, in the body's order; NULL/0 when none */
     const bd_param_t *params;
     size_t n_params;
+    /* Bit i: inputs[i] is BYTES decoded from JSON "data", so each element is the string as
+     * the client wrote it (an image input then holds base64 text), not binary bytes. */
+    uint64_t json_text;
 } bd_infer_req_t;
 
 typedef struct {

@@ -6,6 +6,8 @@
 #   ws      the WebSocket byte checks of src/stream/frames.c (fuzz_ws.c; seeds in corpus-ws)
 #   http    the whole server on a loopback port: raw bytes on a connection (fuzz_http.c; seeds
 #           in corpus-http)
+#   image   the JPEG/PNG decoders, resize and base64 of src/image (fuzz_image.c; seeds, tiny
+#           images made with Pillow, in corpus-image)
 #
 # Seconds 0: only replay the seeds and the saved corpus (-runs=0), as `make test` does.
 #
@@ -19,7 +21,7 @@
 set -eu
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-decode config ws http}
+targets=${*:-decode config ws http image}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${BD_FUZZ_OUT:-$root/build-fuzz}
 mkdir -p "$out"
@@ -226,11 +228,17 @@ for t in $targets; do
             "$s/tensor/tensor.c" "$s/metrics/metrics.c" "$s/backend/backend.c" \
             "$s/backend/sim.c" "$s/backend/ort.c" "$s/sched/sched.c" "$s/sched/autodelay.c" \
             "$s/repo/repo.c" "$s/repo/config.c" "$s/infer/infer.c" "$s/stream/stream.c" \
-            "$s/stream/frames.c" "$s/http/http.c" "$s/server/server.c" \
-            $(pkg-config --cflags --libs libh2o-evloop) -lssl -lcrypto -lwslay
+            "$s/stream/frames.c" "$s/http/http.c" "$s/server/server.c" "$s/image/image.c" \
+            $(pkg-config --cflags --libs libh2o-evloop libturbojpeg spng) -lssl -lcrypto -lwslay
         write_http_dict
         seeds="$root/tests/fuzz/corpus-http"
         maxlen=8192
+        ;;
+    image)
+        build image "$root/src/image/image.c" $(pkg-config --cflags --libs libturbojpeg spng)
+        printf '"\\x89PNG\\x0d\\x0a\\x1a\\x0a"\n"IHDR"\n"IDAT"\n"PLTE"\n"tRNS"\n"IEND"\n"\\xff\\xd8\\xff"\n"\\xff\\xc0"\n"\\xff\\xc2"\n"\\xff\\xc4"\n"\\xff\\xda"\n"\\xff\\xdb"\n"\\xff\\xd9"\n' > "$out/image.dict"
+        seeds="$root/tests/fuzz/corpus-image"
+        maxlen=65536
         ;;
     ws)
         build ws "$root/src/stream/frames.c"
@@ -239,7 +247,7 @@ for t in $targets; do
         maxlen=4096
         ;;
     *)
-        echo "fuzz: unknown target '$t'; expected decode, config, ws or http" >&2
+        echo "fuzz: unknown target '$t'; expected decode, config, ws, http or image" >&2
         exit 2
         ;;
     esac

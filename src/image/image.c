@@ -1,0 +1,595 @@
+/* image.c: JPEG (libturbojpeg) and PNG (libspng) decoding, Pillow's antialiased bilinear
+ * resize, and normalization into a model's FP32 row (see image.h).
+ *
+ * The resize follows the algorithm Pillow documents for Image.resize with a bilinear filter:
+ * for each output index, the input window centred on (i + 0.5) * scale spans the filter's
+ * support (1 for bilinear) widened by the scale when shrinking, so every input pixel under
+ * the window contributes (antialiasing); the weights are normalized to sum 1, turned into
+ * fixed point with 22 fraction bits (8-bit images), and applied first along rows (into an
+ * 8-bit intermediate, rounded and clamped) and then along columns. A pass whose size does not
+ * change is skipped, as Pillow skips it. shorter_side_crop computes the full resize's
+ * coefficients and uses only those of the cropped window: the same numbers, fewer of them.
+ *
+ * Threads: any; a scratch belongs to one thread at a time. Ownership: the scratch owns its
+ * buffers and the TurboJPEG handle; everything else is the caller's. */
+#include "image/image.h"
+
+#include <math.h>
+#include <spng.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <turbojpeg.h>
+
+#define PRECISION_BITS 22                     /* 32 - 8 - 2, as Pillow for 8-bit images */
+#define SCRATCH_KEEP_BYTES ((size_t)64 << 20) /* larger buffers are freed after each image */
+#define PNG_CACHE_LIMIT ((size_t)64 << 20)    /* libspng's limit for ancillary chunk data */
+
+struct bd_image_scratch {
+    tjhandle tj;        /* made at the first JPEG */
+    unsigned char *pix; /* the decoded image, 8-bit interleaved */
+    size_t pix_cap;
+    unsigned char *tmp; /* the horizontal pass's output */
+    size_t tmp_cap;
+};
+
+size_t bd_image_row_elems(const bd_image_spec_t *spec)
+{
+    return (size_t)spec->channels * (size_t)spec->height * (size_t)spec->width;
+}
+
+/* "input 'x': " then, for one of several images, "image 3: ", then the detail. */
+static int fail(bd_err_t *err, int code, const char *input, size_t index, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int fail(bd_err_t *err, int code, const char *input, size_t index, const char *fmt, ...)
+{
+    char detail[BD_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (index == SIZE_MAX) {
+        return bd_err_set(err, code, "input '%.64s': %s", input, detail);
+    }
+    return bd_err_set(err, code, "input '%.64s': image %zu: %s", input, index, detail);
+}
+
+static int too_many_pixels(bd_err_t *err, const char *input, size_t index, uint32_t w, uint32_t h,
+                           uint64_t max)
+{
+    return bd_err_set(err, BD_EINVAL,
+                      "input '%.64s': image %zu is %ux%u pixels, more than the %llu allowed "
+                      "(--max-image-pixels)",
+                      input, index == SIZE_MAX ? 0 : index, w, h, (unsigned long long)max);
+}
+
+static const unsigned char PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Walk the JPEG's markers to its frame header (SOFn). Returns 1 with the size and component
+ * count, 0 when the data ends first, -1 when the marker structure is broken. */
+static int jpeg_frame(const unsigned char *p, size_t len, uint32_t *w, uint32_t *h, int *comps)
+{
+    size_t i = 2; /* past SOI */
+    for (;;) {
+        if (i < len && p[i] != 0xff) {
+            return -1;
+        }
+        while (i < len && p[i] == 0xff) {
+            i++; /* fill bytes */
+        }
+        if (i >= len) {
+            return 0;
+        }
+        unsigned m = p[i++];
+        if (m == 0x01 || (m >= 0xd0 && m <= 0xd7)) {
+            continue; /* no length */
+        }
+        if (m == 0xd9 || m == 0xda) {
+            return -1; /* EOI or a scan before any frame */
+        }
+        if (i + 2 > len) {
+            return 0;
+        }
+        size_t seg = (size_t)p[i] << 8 | p[i + 1];
+        if (seg < 2) {
+            return -1;
+        }
+        bool sof = m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc;
+        if (sof) {
+            if (seg < 8) {
+                return -1;
+            }
+            if (i + 8 > len) {
+                return 0;
+            }
+            *h = (uint32_t)p[i + 3] << 8 | p[i + 4];
+            *w = (uint32_t)p[i + 5] << 8 | p[i + 6];
+            *comps = p[i + 7];
+            return 1;
+        }
+        i += seg;
+    }
+}
+
+int bd_image_probe(const void *data, size_t len, bool partial, uint64_t max_pixels,
+                   const char *input, size_t index, bd_image_info_t *info, bd_err_t *err)
+{
+    const unsigned char *p = data;
+    memset(info, 0, sizeof *info);
+    if (max_pixels == 0) {
+        max_pixels = BD_IMAGE_DEFAULT_MAX_PIXELS;
+    }
+    if (len == 0) {
+        return fail(err, BD_EINVAL, input, index, "the image is empty (0 bytes)");
+    }
+    if (len >= 8 && memcmp(p, PNG_SIG, 8) == 0) {
+        info->png = true;
+        if (len < 33 || memcmp(p + 12, "IHDR", 4) != 0) {
+            return fail(err, BD_EINVAL, input, index,
+                        len < 33 ? "the PNG is truncated" : "the PNG has no IHDR header");
+        }
+        info->width = be32(p + 16);
+        info->height = be32(p + 20);
+        if (info->width == 0 || info->height == 0 || info->width > 0x7fffffffu ||
+            info->height > 0x7fffffffu) {
+            return fail(err, BD_EINVAL, input, index, "the PNG header says %ux%u pixels",
+                        info->width, info->height);
+        }
+    } else if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {
+        int comps = 0;
+        int rc = jpeg_frame(p, len, &info->width, &info->height, &comps);
+        if (rc == 0 && partial) {
+            return 0; /* the frame header is further on: the decode checks it */
+        }
+        if (rc <= 0) {
+            return fail(err, BD_EINVAL, input, index,
+                        rc == 0 ? "the JPEG is truncated" : "the JPEG's header cannot be read");
+        }
+        if (info->width == 0 || info->height == 0) {
+            return fail(err, BD_EINVAL, input, index, "the JPEG header says %ux%u pixels",
+                        info->width, info->height);
+        }
+        if (comps == 4) {
+            return fail(err, BD_EINVAL, input, index,
+                        "CMYK JPEGs are not supported; send an RGB or grayscale image");
+        }
+        if (comps != 1 && comps != 3) {
+            return fail(err, BD_EINVAL, input, index, "the JPEG has %d color components", comps);
+        }
+    } else {
+        return fail(err, BD_EINVAL, input, index, "not a JPEG or PNG image");
+    }
+    if ((uint64_t)info->width * info->height > max_pixels) {
+        return too_many_pixels(err, input, index, info->width, info->height, max_pixels);
+    }
+    return 0;
+}
+
+bd_image_scratch_t *bd_image_scratch_new(void)
+{
+    return calloc(1, sizeof(bd_image_scratch_t));
+}
+
+void bd_image_scratch_free(bd_image_scratch_t *sc)
+{
+    if (!sc) {
+        return;
+    }
+    if (sc->tj) {
+        tjDestroy(sc->tj);
+    }
+    free(sc->pix);
+    free(sc->tmp);
+    free(sc);
+}
+
+static bool grow(unsigned char **buf, size_t *cap, size_t need)
+{
+    if (*cap >= need) {
+        return true;
+    }
+    free(*buf);
+    *buf = malloc(need ? need : 1);
+    *cap = *buf ? need : 0;
+    return *buf != NULL;
+}
+
+static void trim(bd_image_scratch_t *sc)
+{
+    if (sc->pix_cap > SCRATCH_KEEP_BYTES) {
+        free(sc->pix);
+        sc->pix = NULL;
+        sc->pix_cap = 0;
+    }
+    if (sc->tmp_cap > SCRATCH_KEEP_BYTES) {
+        free(sc->tmp);
+        sc->tmp = NULL;
+        sc->tmp_cap = 0;
+    }
+}
+
+/* Decode into sc->pix as 8-bit RGB, or gray (*channels 1) when the JPEG is gray and `gray`
+ * is wanted (its RGB would be three equal values whose luma is the value itself). */
+static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t len,
+                       uint64_t max_pixels, bool gray, const char *input, size_t index, uint32_t *w,
+                       uint32_t *h, int *channels, bd_err_t *err)
+{
+    if (!sc->tj && !(sc->tj = tjInitDecompress())) {
+        return bd_err_set(err, BD_ENOMEM, "cannot start the JPEG decoder");
+    }
+    int iw = 0, ih = 0, subsamp = 0, cs = 0;
+    if (len > (unsigned long)-1 ||
+        tjDecompressHeader3(sc->tj, p, (unsigned long)len, &iw, &ih, &subsamp, &cs) != 0) {
+        return fail(err, BD_EINVAL, input, index, "the JPEG's header cannot be read (%s)",
+                    tjGetErrorStr2(sc->tj));
+    }
+    if (iw <= 0 || ih <= 0) {
+        return fail(err, BD_EINVAL, input, index, "the JPEG header says %dx%d pixels", iw, ih);
+    }
+    if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
+        return fail(err, BD_EINVAL, input, index,
+                    "CMYK JPEGs are not supported; send an RGB or grayscale image");
+    }
+    *w = (uint32_t)iw;
+    *h = (uint32_t)ih;
+    if ((uint64_t)*w * *h > max_pixels) {
+        return too_many_pixels(err, input, index, *w, *h, max_pixels);
+    }
+    *channels = gray && cs == TJCS_GRAY ? 1 : 3;
+    size_t bytes = (size_t)*w * *h * (size_t)*channels; /* bounded by max_pixels */
+    if (!grow(&sc->pix, &sc->pix_cap, bytes)) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory decoding a %ux%u JPEG", *w, *h);
+    }
+    int pf = *channels == 1 ? TJPF_GRAY : TJPF_RGB;
+    if (tjDecompress2(sc->tj, p, (unsigned long)len, sc->pix, iw, 0, ih, pf,
+                      TJFLAG_ACCURATEDCT | TJFLAG_LIMITSCANS) != 0) {
+        const char *why = tjGetErrorStr2(sc->tj);
+        if (tjGetErrorCode(sc->tj) == TJERR_WARNING) {
+            /* Pillow refuses a cut-off file but decodes past other recoverable damage. */
+            if (strstr(why, "Premature end")) {
+                return fail(err, BD_EINVAL, input, index, "the JPEG is truncated");
+            }
+            return 0;
+        }
+        return fail(err, BD_EINVAL, input, index, "the JPEG cannot be decoded (%s)", why);
+    }
+    return 0;
+}
+
+static int png_error(bd_err_t *err, const char *input, size_t index, int e)
+{
+    if (e == SPNG_EOF || e == SPNG_IO_EOF || e == SPNG_EIDAT_TOO_SHORT) {
+        return fail(err, BD_EINVAL, input, index, "the PNG is truncated");
+    }
+    return fail(err, BD_EINVAL, input, index, "the PNG cannot be decoded (%s)", spng_strerror(e));
+}
+
+static int decode_png(bd_image_scratch_t *sc, const unsigned char *p, size_t len,
+                      uint64_t max_pixels, const char *input, size_t index, uint32_t *w,
+                      uint32_t *h, bd_err_t *err)
+{
+    spng_ctx *ctx = spng_ctx_new(0);
+    if (!ctx) {
+        return bd_err_set(err, BD_ENOMEM, "cannot start the PNG decoder");
+    }
+    int rc = 0;
+    struct spng_ihdr ihdr;
+    size_t bytes = 0;
+    int e = spng_set_chunk_limits(ctx, len, PNG_CACHE_LIMIT);
+    if (e == 0) {
+        e = spng_set_png_buffer(ctx, p, len);
+    }
+    if (e == 0) {
+        e = spng_get_ihdr(ctx, &ihdr);
+    }
+    if (e != 0) {
+        rc = fail(err, BD_EINVAL, input, index, "the PNG's header cannot be read (%s)",
+                  spng_strerror(e));
+        goto out;
+    }
+    *w = ihdr.width;
+    *h = ihdr.height;
+    if ((uint64_t)*w * *h > max_pixels) {
+        rc = too_many_pixels(err, input, index, *w, *h, max_pixels);
+        goto out;
+    }
+    if ((e = spng_decoded_image_size(ctx, SPNG_FMT_RGB8, &bytes)) != 0) {
+        rc = png_error(err, input, index, e);
+        goto out;
+    }
+    if (!grow(&sc->pix, &sc->pix_cap, bytes)) {
+        rc = bd_err_set(err, BD_ENOMEM, "out of memory decoding a %ux%u PNG", *w, *h);
+        goto out;
+    }
+    /* RGB8 expands palettes and gray, and drops alpha (and tRNS) without compositing. */
+    e = spng_decode_image(ctx, sc->pix, bytes, SPNG_FMT_RGB8, 0);
+    if (e != 0) {
+        rc = png_error(err, input, index, e);
+    }
+out:
+    spng_ctx_free(ctx);
+    return rc;
+}
+
+static double bilinear(double x)
+{
+    x = x < 0 ? -x : x;
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+int32_t *bd_image_coeffs(uint32_t in_size, uint32_t out_size, int *bounds, int *ksize)
+{
+    double scale = (double)in_size / out_size;
+    double filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 1.0 * filterscale;
+    int ks = (int)ceil(support) * 2 + 1;
+    double *w = malloc((size_t)ks * sizeof *w);
+    int32_t *k = calloc((size_t)out_size * (size_t)ks, sizeof *k);
+    if (!w || !k) {
+        free(w);
+        free(k);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < out_size; i++) {
+        double center = (i + 0.5) * scale;
+        double inv = 1.0 / filterscale;
+        int lo = (int)(center - support + 0.5);
+        int hi = (int)(center + support + 0.5);
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > (int)in_size ? (int)in_size : hi;
+        int n = hi - lo;
+        double sum = 0;
+        for (int x = 0; x < n; x++) {
+            w[x] = bilinear((x + lo - center + 0.5) * inv);
+            sum += w[x];
+        }
+        for (int x = 0; x < n; x++) {
+            double v = sum != 0 ? w[x] / sum : w[x];
+            double f = v * (1 << PRECISION_BITS);
+            k[(size_t)i * ks + x] = (int32_t)(v < 0 ? f - 0.5 : f + 0.5);
+        }
+        bounds[2 * i] = lo;
+        bounds[2 * i + 1] = n;
+    }
+    free(w);
+    *ksize = ks;
+    return k;
+}
+
+static inline unsigned char clip8(int32_t v)
+{
+    v >>= PRECISION_BITS;
+    return (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* The normalized value of each 8-bit level, per output channel. */
+static void make_lut(const bd_image_spec_t *spec, float lut[3][256])
+{
+    for (int c = 0; c < spec->channels; c++) {
+        for (int v = 0; v < 256; v++) {
+            lut[c][v] = ((float)v * spec->scale - spec->mean[c]) / spec->std[c];
+        }
+    }
+}
+
+/* Write pixel (x, y) of the final 8-bit image `px` (rows of `stride` bytes, `ch` channels,
+ * ch == spec->channels) into `out` in the spec's layout and channel order. */
+static void store_row(const bd_image_spec_t *spec, float lut[3][256], const unsigned char *row,
+                      uint32_t y, float *out)
+{
+    uint32_t W = (uint32_t)spec->width, H = (uint32_t)spec->height;
+    int C = spec->channels;
+    bool bgr = spec->color == BD_IMAGE_BGR;
+    for (int c = 0; c < C; c++) {
+        int src = bgr ? 2 - c : c;
+        const float *l = lut[c];
+        if (spec->layout == BD_IMAGE_NCHW) {
+            float *o = out + ((size_t)c * H + y) * W;
+            for (uint32_t x = 0; x < W; x++) {
+                o[x] = l[row[(size_t)x * C + src]];
+            }
+        } else {
+            float *o = out + (size_t)y * W * C + c;
+            for (uint32_t x = 0; x < W; x++) {
+                o[(size_t)x * C] = l[row[(size_t)x * C + src]];
+            }
+        }
+    }
+}
+
+/* Resize the decoded `ch`-channel image sc->pix (iw x ih) to rw x rh and keep the window
+ * [x0, x0 + spec->width) x [y0, y0 + spec->height), normalized into `out`. */
+static int resize_store(const bd_image_spec_t *spec, bd_image_scratch_t *sc, uint32_t iw,
+                        uint32_t ih, int ch, uint32_t rw, uint32_t rh, uint32_t x0, uint32_t y0,
+                        float *out, bd_err_t *err)
+{
+    uint32_t W = (uint32_t)spec->width, H = (uint32_t)spec->height;
+    int *hb = NULL, *vb = NULL;
+    int32_t *hk = NULL, *vk = NULL;
+    int hks = 0, vks = 0;
+    int rc = 0;
+    float lut[3][256];
+    make_lut(spec, lut);
+    bool do_h = rw != iw, do_v = rh != ih;
+    if ((do_h && (!(hb = malloc((size_t)rw * 2 * sizeof *hb)) ||
+                  !(hk = bd_image_coeffs(iw, rw, hb, &hks)))) ||
+        (do_v && (!(vb = malloc((size_t)rh * 2 * sizeof *vb)) ||
+                  !(vk = bd_image_coeffs(ih, rh, vb, &vks))))) {
+        rc = bd_err_set(err, BD_ENOMEM, "out of memory resizing an image");
+        goto out;
+    }
+    /* Rows of the source the vertical pass reads. */
+    uint32_t r0 = y0, r1 = y0 + H;
+    if (do_v) {
+        r0 = (uint32_t)vb[2 * y0];
+        r1 = 0;
+        for (uint32_t y = y0; y < y0 + H; y++) {
+            uint32_t e = (uint32_t)(vb[2 * y] + vb[2 * y + 1]);
+            r1 = e > r1 ? e : r1;
+        }
+    }
+    /* Horizontal pass (or the crop alone) into tmp: rows r0..r1, W columns. */
+    size_t tstride = (size_t)W * ch;
+    if (!grow(&sc->tmp, &sc->tmp_cap, tstride * (r1 - r0))) {
+        rc = bd_err_set(err, BD_ENOMEM, "out of memory resizing an image");
+        goto out;
+    }
+    size_t istride = (size_t)iw * ch;
+    for (uint32_t y = r0; y < r1; y++) {
+        const unsigned char *src = sc->pix + (size_t)y * istride;
+        unsigned char *dst = sc->tmp + (size_t)(y - r0) * tstride;
+        if (!do_h) {
+            memcpy(dst, src + (size_t)x0 * ch, tstride);
+            continue;
+        }
+        for (uint32_t x = 0; x < W; x++) {
+            int lo = hb[2 * (x0 + x)], n = hb[2 * (x0 + x) + 1];
+            const int32_t *k = hk + (size_t)(x0 + x) * hks;
+            for (int c = 0; c < ch; c++) {
+                int32_t ss = 1 << (PRECISION_BITS - 1);
+                const unsigned char *s = src + (size_t)lo * ch + c;
+                for (int j = 0; j < n; j++) {
+                    ss += s[(size_t)j * ch] * k[j];
+                }
+                dst[(size_t)x * ch + c] = clip8(ss);
+            }
+        }
+    }
+    /* Vertical pass, one output row at a time, stored as it is made. */
+    unsigned char *line = malloc(tstride ? tstride : 1);
+    if (!line) {
+        rc = bd_err_set(err, BD_ENOMEM, "out of memory resizing an image");
+        goto out;
+    }
+    for (uint32_t y = 0; y < H; y++) {
+        if (!do_v) {
+            memcpy(line, sc->tmp + (size_t)(y0 + y - r0) * tstride, tstride);
+        } else {
+            int lo = vb[2 * (y0 + y)], n = vb[2 * (y0 + y) + 1];
+            const int32_t *k = vk + (size_t)(y0 + y) * vks;
+            const unsigned char *s = sc->tmp + (size_t)((uint32_t)lo - r0) * tstride;
+            for (size_t i = 0; i < tstride; i++) {
+                int32_t ss = 1 << (PRECISION_BITS - 1);
+                for (int j = 0; j < n; j++) {
+                    ss += s[(size_t)j * tstride + i] * k[j];
+                }
+                line[i] = clip8(ss);
+            }
+        }
+        store_row(spec, lut, line, y, out);
+    }
+    free(line);
+out:
+    free(hb);
+    free(vb);
+    free(hk);
+    free(vk);
+    return rc;
+}
+
+int bd_image_preprocess(const bd_image_spec_t *spec, const void *data, size_t len,
+                        const char *input, size_t index, bd_image_scratch_t *sc, float *out,
+                        bd_err_t *err)
+{
+    uint64_t max = spec->max_pixels ? spec->max_pixels : BD_IMAGE_DEFAULT_MAX_PIXELS;
+    bd_image_info_t info;
+    int rc = bd_image_probe(data, len, false, max, input, index, &info, err);
+    if (rc != 0) {
+        return rc;
+    }
+    bool gray = spec->color == BD_IMAGE_GRAY;
+    uint32_t iw = 0, ih = 0;
+    int ch = 3;
+    if (info.png) {
+        rc = decode_png(sc, data, len, max, input, index, &iw, &ih, err);
+    } else {
+        rc = decode_jpeg(sc, data, len, max, gray, input, index, &iw, &ih, &ch, err);
+    }
+    if (rc == 0 && gray && ch == 3) {
+        /* Pillow's convert("L"): ITU-R 601-2 luma in 16-bit fixed point, rounded. In place:
+         * pixel i is written at i, read from 3i. */
+        size_t n = (size_t)iw * ih;
+        unsigned char *p = sc->pix;
+        for (size_t i = 0; i < n; i++) {
+            const unsigned char *q = p + 3 * i;
+            p[i] = (unsigned char)((q[0] * 19595u + q[1] * 38470u + q[2] * 7471u + 0x8000u) >> 16);
+        }
+        ch = 1;
+    }
+    if (rc == 0) {
+        uint32_t W = (uint32_t)spec->width, H = (uint32_t)spec->height;
+        uint32_t rw = W, rh = H, x0 = 0, y0 = 0;
+        if (spec->resize == BD_IMAGE_SHORTER_SIDE_CROP) {
+            /* Scale so the image covers the target: the side that fits exactly is the target,
+             * the other is round-half-up(side * factor); then crop the centre, the extra
+             * pixels split with the odd one on the right or bottom. */
+            if ((uint64_t)H * iw >= (uint64_t)W * ih) {
+                rh = H;
+                rw = (uint32_t)(((uint64_t)iw * H * 2 + ih) / ((uint64_t)ih * 2));
+                rw = rw < W ? W : rw;
+            } else {
+                rw = W;
+                rh = (uint32_t)(((uint64_t)ih * W * 2 + iw) / ((uint64_t)iw * 2));
+                rh = rh < H ? H : rh;
+            }
+            x0 = (rw - W) / 2;
+            y0 = (rh - H) / 2;
+        }
+        rc = resize_store(spec, sc, iw, ih, ch, rw, rh, x0, y0, out, err);
+    }
+    trim(sc);
+    return rc;
+}
+
+static int b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A';
+    }
+    if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 26;
+    }
+    if (c >= '0' && c <= '9') {
+        return c - '0' + 52;
+    }
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+bool bd_base64_decode(const char *in, size_t len, unsigned char *out, size_t *out_len)
+{
+    if (len % 4 != 0) {
+        return false;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            unsigned char c = (unsigned char)in[i + j];
+            if (c == '=' && i + 4 == len && j >= 2) {
+                v[j] = 0;
+                pad++;
+                continue;
+            }
+            if (pad > 0 || (v[j] = b64val(c)) < 0) {
+                return false;
+            }
+        }
+        uint32_t t = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | v[3];
+        out[o++] = (unsigned char)(t >> 16);
+        if (pad < 2) {
+            out[o++] = (unsigned char)(t >> 8);
+        }
+        if (pad < 1) {
+            out[o++] = (unsigned char)t;
+        }
+    }
+    *out_len = o;
+    return true;
+}

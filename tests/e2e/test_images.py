@@ -1,0 +1,349 @@
+"""Image preprocessing (issue 10, second slice): the tensor a model receives from JPEG/PNG
+inputs matches a Pillow + numpy reference; bad images get 400 and the server stays up.
+
+The models are sim models whose output is a copy of their input, so the reply is the
+preprocessed tensor itself."""
+import base64
+import io
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import error_message, ort_available, parse_infer_reply
+
+H, W = 12, 16
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+SCALE = 1.0 / 255
+
+
+def make_image(mode, w, h, seed=1):
+    rng = np.random.default_rng(seed)
+    # A smooth gradient plus noise: resampling errors show, JPEG stays close.
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1),
+                     (xx + yy) * 255 // max(w + h - 2, 1)], axis=-1)
+    arr = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if mode == "L":
+        return img.convert("L")
+    if mode == "RGBA":
+        a = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L")
+        img = img.copy()
+        img.putalpha(a)
+        return img
+    if mode == "LA":
+        g = img.convert("L")
+        g.putalpha(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L"))
+        return g
+    if mode == "P":
+        return img.convert("P", palette=Image.ADAPTIVE, colors=64)
+    return img
+
+
+def encode(img, fmt):
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        img.save(buf, "JPEG", quality=95)
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def reference(data, size, resize, color, layout):
+    h, w = size
+    img = Image.open(io.BytesIO(data))
+    img = img.convert("L" if color == "GRAY" else "RGB")
+    if resize == "stretch":
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.BILINEAR)
+    else:
+        iw, ih = img.size
+        if h * iw >= w * ih:
+            rh, rw = h, max(w, (iw * h * 2 + ih) // (ih * 2))
+        else:
+            rw, rh = w, max(h, (ih * w * 2 + iw) // (iw * 2))
+        if (rw, rh) != (iw, ih):
+            img = img.resize((rw, rh), Image.BILINEAR)
+        x0, y0 = (rw - w) // 2, (rh - h) // 2
+        img = img.crop((x0, y0, x0 + w, y0 + h))
+    a = np.asarray(img, dtype=np.float32)
+    if color == "GRAY":
+        a = a[:, :, None]
+        mean, std = np.float32([0.5]), np.float32([0.25])
+    else:
+        if color == "BGR":
+            a = a[:, :, ::-1]
+        mean, std = np.float32(MEAN), np.float32(STD)
+    a = (a * np.float32(SCALE) - mean) / std
+    return a.transpose(2, 0, 1) if layout == "NCHW" else a
+
+
+def add_image_model(repo, name, resize, color, layout, max_batch_size=8, size=(H, W)):
+    c = 1 if color == "GRAY" else 3
+    h, w = size
+    dims = [c, h, w] if layout == "NCHW" else [h, w, c]
+    image = {"size": [h, w], "resize": resize, "color": color, "layout": layout,
+             "scale": SCALE}
+    if color == "GRAY":
+        image.update(mean=[0.5], std=[0.25])
+    else:
+        image.update(mean=MEAN, std=STD)
+    return repo.add_sim(name, [("image", "FP32", dims)], [("out", "FP32", dims)],
+                        max_batch_size=max_batch_size,
+                        extra={"preprocess": {"input": "image", "image": image}})
+
+
+CONFIGS = [(r, c, l) for r in ("stretch", "shorter_side_crop") for c in ("RGB", "BGR", "GRAY")
+           for l in ("NCHW", "NHWC")]
+
+
+def model_name(r, c, l):
+    return "img_%s_%s_%s" % (r, c, l)
+
+
+@pytest.fixture(scope="module")
+def client(start_server):
+    repo = start_server.repo()
+    for r, c, l in CONFIGS:
+        add_image_model(repo, model_name(r, c, l), r, c, l)
+    add_image_model(repo, "img_single", "stretch", "RGB", "NCHW", max_batch_size=0)
+    repo.add_sim("plain", [("INPUT0", "FP32", [4])])
+    labels_model = add_image_model(repo, "img_cls", "stretch", "RGB", "NCHW")
+    with open("%s/%s/labels.txt" % (repo.path, labels_model), "w") as f:
+        f.write("".join("label%d\n" % i for i in range(3 * H * W)))
+    return start_server(repo, ["--max-image-pixels", "1000000"])
+
+
+def json_infer(client, model, images):
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(images)],
+                        "data": [base64.b64encode(d).decode() for d in images]}]}
+    return client.infer(model, body)
+
+
+def binary_infer(client, model, images):
+    blob = b"".join(struct.pack("<I", len(d)) + d for d in images)
+    header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(images)],
+                          "parameters": {"binary_data_size": len(blob)}}],
+              "outputs": [{"name": "out", "parameters": {"binary_data": True}}]}
+    head = json.dumps(header).encode()
+    return client.infer_raw(model, head + blob, header_len=len(head))
+
+
+def got_tensor(r):
+    assert r.status_code == 200, r.text
+    header, outs = parse_infer_reply(r)
+    shape = [o["shape"] for o in header["outputs"] if o["name"] == "out"][0]
+    return np.asarray(outs["out"], dtype=np.float32).reshape(shape)
+
+
+def test_metadata_offers_bytes(client):
+    meta = client.get("/v2/models/img_stretch_RGB_NCHW").json()
+    assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert meta["outputs"][0]["datatype"] == "FP32"
+    meta = client.get("/v2/models/img_single").json()
+    assert meta["inputs"][0]["shape"] == [1]
+
+
+@pytest.mark.parametrize("r,c,l", CONFIGS)
+@pytest.mark.parametrize("fmt,mode", [("PNG", "RGB"), ("PNG", "L"), ("PNG", "RGBA"),
+                                      ("PNG", "LA"), ("PNG", "P"), ("JPEG", "RGB"),
+                                      ("JPEG", "L")])
+@pytest.mark.parametrize("src", [(40, 30), (7, 5), (16, 12), (16, 40)])
+def test_tensor_matches_pillow(client, r, c, l, fmt, mode, src):
+    data = encode(make_image(mode, *src), fmt)
+    want = reference(data, (H, W), r, c, l)
+    for send in (json_infer, binary_infer):
+        got = got_tensor(send(client, model_name(r, c, l), [data]))
+        assert got.shape == (1,) + want.shape
+        # Compare in pixel units: the normalization divides by std.
+        std = np.float32([0.25] if c == "GRAY" else STD)
+        sh = (-1, 1, 1) if l == "NCHW" else (1, 1, -1)
+        diff = np.abs(got[0] - want) * std.reshape(sh) / np.float32(SCALE)
+        if fmt == "PNG" and src == (W, H):
+            assert diff.max() < 1e-3, (diff.max(), r, c, l, mode)
+        assert diff.mean() <= 1.0, (diff.mean(), r, c, l, fmt, mode, src)
+
+
+def test_batch_of_images_and_one_bad_row_fails_alone(client):
+    good = [encode(make_image("RGB", 30 + i, 20 + i, seed=i), "PNG") for i in range(3)]
+    r = json_infer(client, "img_stretch_RGB_NCHW", good)
+    got = got_tensor(r)
+    for i, d in enumerate(good):
+        want = reference(d, (H, W), "stretch", "RGB", "NCHW")
+        assert np.abs(got[i] - want).mean() * 0.229 * 255 <= 1.0
+    # A truncated JPEG whose header reads fine fails at decode, alone.
+    jpeg = encode(make_image("RGB", 64, 48), "JPEG")
+    import concurrent.futures as cf
+    with cf.ThreadPoolExecutor(4) as ex:
+        futs = [ex.submit(binary_infer, client, "img_stretch_RGB_NCHW",
+                          [jpeg[: len(jpeg) // 2]] if i % 2 else [jpeg]) for i in range(8)]
+        res = [f.result() for f in futs]
+    for i, rr in enumerate(res):
+        if i % 2:
+            assert "truncated" in error_message(rr, 400)
+        else:
+            assert rr.status_code == 200
+
+
+def png_ihdr(w, h):
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk +
+            struct.pack(">I", zlib.crc32(chunk)))
+
+
+def cmyk_jpeg():
+    buf = io.BytesIO()
+    Image.new("CMYK", (8, 8), (10, 20, 30, 40)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name,data,words", [
+    ("magic", b"GIF89a not an image", "not a JPEG or PNG image"),
+    ("empty", b"", "empty"),
+    ("huge", png_ihdr(100000, 100000), "100000x100000 pixels, more than the 1000000 allowed"),
+    ("zero", png_ihdr(0, 5), "0x5"),
+    ("png_truncated", None, "truncated"),
+    ("jpeg_truncated", None, "truncated"),
+    ("cmyk", None, "CMYK"),
+])
+def test_bad_images_get_400(client, name, data, words):
+    if name == "png_truncated":
+        d = encode(make_image("RGB", 40, 30), "PNG")
+        data = d[: len(d) - 30]
+    elif name == "jpeg_truncated":
+        d = encode(make_image("RGB", 40, 30), "JPEG")
+        data = d[: len(d) // 2]
+    elif name == "cmyk":
+        data = cmyk_jpeg()
+    for send in (json_infer, binary_infer):
+        msg = error_message(send(client, "img_stretch_RGB_NCHW", [data]), 400)
+        assert words in msg and msg.startswith("input 'image': "), msg
+    ctype = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
+    msg = error_message(client.post("/v2/models/img_stretch_RGB_NCHW/infer", data=data,
+                                    headers={"Content-Type": ctype}), 400)
+    assert words in msg, msg
+    client.assert_healthy()
+    ok = encode(make_image("RGB", 20, 20), "PNG")
+    assert binary_infer(client, "img_stretch_RGB_NCHW", [ok]).status_code == 200
+
+
+def test_bad_base64(client):
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                        "data": ["not base64!"]}]}
+    assert "base64" in error_message(client.infer("img_stretch_RGB_NCHW", body), 400)
+
+
+def test_plain_image_body(client):
+    data = encode(make_image("RGB", 33, 21), "JPEG")
+    r = client.post("/v2/models/img_stretch_RGB_NCHW/infer", data=data,
+                    headers={"Content-Type": "image/jpeg"})
+    got = got_tensor(r)
+    want = reference(data, (H, W), "stretch", "RGB", "NCHW")
+    assert np.abs(got[0] - want).mean() * 0.229 * 255 <= 1.0
+    r = client.post("/v2/models/img_single/infer", data=data,
+                    headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+
+
+def test_plain_image_body_classification(client):
+    data = encode(make_image("RGB", 50, 40), "PNG")
+    r = client.post("/v2/models/img_cls/infer", data=data, headers={"Content-Type": "image/png"})
+    full = got_tensor(r).reshape(-1)
+    r = client.post("/v2/models/img_cls/infer?classification=5", data=data,
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["datatype"] == "BYTES" and out["shape"] == [1, 5]
+    order = sorted(range(len(full)), key=lambda i: (-full[i], i))[:5]
+    assert out["data"] == ["%f:%d:label%d" % (full[i], i, i) for i in order]
+
+
+def test_model_without_preprocess_and_bad_query(client):
+    data = encode(make_image("RGB", 8, 8), "PNG")
+    msg = error_message(client.post("/v2/models/plain/infer", data=data,
+                                    headers={"Content-Type": "image/png"}), 400)
+    assert "preprocess" in msg
+    msg = error_message(client.post("/v2/models/img_cls/infer?classification=x", data=data,
+                                    headers={"Content-Type": "image/png"}), 400)
+    assert "classification" in msg
+    # Other content types keep the JSON path.
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4],
+                        "data": [1, 2, 3, 4]}]}
+    r = client.post("/v2/models/plain/infer", data=json.dumps(body),
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+
+
+def test_bad_preprocess_configs(start_server_fn):
+    repo = start_server_fn.repo()
+    add_image_model(repo, "ok", "stretch", "RGB", "NCHW")
+    bad = {"input": "image", "image": {"size": [H, W], "color": "GRAY", "mean": [1, 2, 3]}}
+    repo.add_sim("badmean", [("image", "FP32", [1, H, W])], extra={"preprocess": bad})
+    repo.add_sim("badkey", [("image", "FP32", [3, H, W])],
+                 extra={"preprocess": {"input": "image", "image": {"size": [H, W], "zoom": 1}}})
+    repo.add_sim("baddims", [("image", "FP32", [3, H + 1, W])],
+                 extra={"preprocess": {"input": "image", "image": {"size": [H, W]}}})
+    repo.add_sim("badname", [("x", "FP32", [3, H, W])],
+                 extra={"preprocess": {"input": "image", "image": {"size": [H, W]}}})
+    c = start_server_fn(repo, ["--model-control", "explicit"])
+    idx = {m["name"]: m for m in c.post("/v2/repository/index").json()}
+    assert idx["ok"]["state"] == "READY"
+    assert "preprocess.image.mean" in idx["badmean"]["reason"]
+    assert "preprocess.image.zoom" in idx["badkey"]["reason"]
+    assert "dims" in idx["baddims"]["reason"]
+    assert "not an input" in idx["badname"]["reason"]
+
+
+def make_identity(path, dims):
+    """An ONNX Identity model FP32 [N, *dims] -> [N, *dims], made with python3-onnx."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N"] + list(dims))
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N"] + list(dims))
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["out"])], "ident",
+                              [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_onnx_identity_receives_the_reference(start_server_fn, layout):
+    """The real ONNX Runtime backend gets the decoded FP32 batch: an Identity model returns
+    it, batched across concurrent requests, each equal to Pillow's."""
+    if not ort_available():
+        pytest.skip("ONNX Runtime library not found (run the setup script)")
+    repo = start_server_fn.repo()
+    dims = [3, H, W] if layout == "NCHW" else [H, W, 3]
+    make_identity(os.path.join(repo.path, "ident", "1", "model.onnx"), dims)
+    cfg = {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_us": 20000},
+           "preprocess": {"input": "image", "image": {
+               "size": [H, W], "resize": "shorter_side_crop", "color": "RGB",
+               "layout": layout, "scale": SCALE, "mean": MEAN, "std": STD}}}
+    with open(os.path.join(repo.path, "ident", "config.json"), "w") as f:
+        json.dump(cfg, f)
+    c = start_server_fn(repo)
+    meta = c.get("/v2/models/ident").json()
+    assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    imgs = [encode(make_image("RGB", 30 + 7 * i, 25 + 3 * i, seed=i), "JPEG" if i % 2 else "PNG")
+            for i in range(6)]
+    import concurrent.futures as cf
+    with cf.ThreadPoolExecutor(6) as ex:
+        res = list(ex.map(lambda d: binary_infer(c, "ident", [d]), imgs))
+    res.append(json_infer(c, "ident", imgs[:3]))
+    for i, r in enumerate(res):
+        got = got_tensor(r)
+        batch = imgs[:3] if i == len(imgs) else [imgs[i]]
+        for j, d in enumerate(batch):
+            want = reference(d, (H, W), "shorter_side_crop", "RGB", layout)
+            assert np.abs(got[j] - want).mean() * 0.229 / SCALE <= 1.0
