@@ -67,10 +67,15 @@ $(DEMO)/digits/1/model.onnx: tools/make_demo.py
 
 run: setup build demo
 	@echo
-	@echo "batchd: serving $(DEMO)/ (digits: ONNX Runtime; sim_echo: sim backend) on http://$(HOST):$(PORT)"
+	@echo "batchd: serving $(DEMO)/ (digits, digits_image: ONNX Runtime; sim_echo: sim backend) on http://$(HOST):$(PORT)"
 	@echo "batchd: in another shell, classify a held-out digit (the answer should be label $$(cat $(DEMO)/digits/example.expected)):"
 	@echo
 	@echo "  curl -s -H 'Content-Type: application/json' -d @$(DEMO)/digits/example.json http://$(HOST):$(PORT)/v2/models/digits/infer"
+	@echo
+	@echo "batchd: or send it a PNG of a handwritten digit (this one is a 3) and get the top classes:"
+	@echo
+	@echo "  curl -s --data-binary @$(DEMO)/digits_image/sample_3.png -H 'Content-Type: image/png' 'http://$(HOST):$(PORT)/v2/models/digits_image/infer?classification=3'"
+	@echo "  $(BUILD)/batchd infer --url http://$(HOST):$(PORT) --model digits_image --image $(DEMO)/digits_image/sample_3.png --classification 3"
 	@echo
 	@echo "batchd: Ctrl-C stops the server."
 	@echo

@@ -12,6 +12,16 @@ Two models, one per backend:
              There is no config.json: the server reads inputs and outputs from the model.
              example.json is a KServe v2 infer request for one held-out digit and
              example.expected holds that digit's true label.
+  digits_image/
+             the same classifier taking a PNG (or JPEG) of a handwritten digit at any size: the
+             server's image preprocessing (config.json "preprocess": GRAY, stretched to 8x8,
+             pixel * 16/255, so 0..255 becomes the 0..16 the model was trained on) feeds a
+             variant of the graph whose input is FP32 [-1, 1, 8, 8] (a Reshape to [-1, 64] in
+             front of the same weights) and one output, probabilities. labels.txt holds 0..9. sample_<d>.png are held-out
+             digits (white ink on black, as sklearn's 0..16 values scaled to 0..255) upscaled
+             to 64x64 with Pillow; samples.txt lists each file with its true digit. Only
+             samples the model classifies right after the same preprocessing (Pillow's
+             bilinear resize to 8x8, as the server does) are shipped.
   sim_echo/  a `sim` backend model (config.json only): output OUTPUT0 is a copy of INPUT0,
              FP32 [4], with a synthetic latency.
 
@@ -56,6 +66,18 @@ SIM_ECHO_CONFIG = {
     "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [4]}],
     "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [4]}],
     "sim": {"latency_us": 1000, "per_item_us": 50},
+}
+
+# The digits classifier behind the server's image preprocessing: a gray image of any size,
+# stretched to 8x8, pixel * 16/255 (0..255 -> the 0..16 range the model was trained on).
+DIGITS_IMAGE_CONFIG = {
+    "backend": "onnxruntime",
+    "max_batch_size": 32,
+    "dynamic_batching": {"max_queue_delay_us": 500},
+    "preprocess": {"input": "image",
+                   "image": {"size": [8, 8], "resize": "stretch", "color": "GRAY",
+                             "layout": "NCHW", "scale": PIXEL_MAX / 255.0, "mean": [0.0],
+                             "std": [1.0]}},
 }
 
 
@@ -112,6 +134,46 @@ def export(clf):
     return model
 
 
+def export_image(clf):
+    """The digits graph with an image input FP32 [batch, 1, 8, 8] reshaped to [batch, 64] and
+    only the probabilities output (`?classification=K` asks every output for classes)."""
+    base = export(clf)
+    graph = base.graph
+    shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "flat_shape")
+    reshape = helper.make_node("Reshape", ["image", "flat_shape"], ["pixels"], name="flatten")
+    image_graph = helper.make_graph(
+        [reshape] + [n for n in graph.node if n.op_type != "ArgMax"], "digits_image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [o for o in graph.output if o.name == "probabilities"],
+        initializer=list(graph.initializer) + [shape])
+    model = helper.make_model(
+        image_graph, producer_name="batchd-make_demo", producer_version="1",
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        doc_string="MLP (64-%d-10) trained on sklearn's 8x8 digits, image input [1,8,8] with "
+                   "pixels 0..16." % HIDDEN)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def sample_images(model, x_test, y_test, size=64):
+    """One upscaled PNG-ready image per digit 0..9 (the first held-out one the model gets right
+    after the server's preprocessing, reproduced with Pillow). Returns [(digit, PIL image)]."""
+    from PIL import Image
+    out = []
+    for digit in range(10):
+        for idx in np.nonzero(y_test == digit)[0]:
+            small = np.round(x_test[idx].reshape(8, 8) * 255.0 / PIXEL_MAX).astype(np.uint8)
+            img = Image.fromarray(small, mode="L").resize((size, size), Image.NEAREST)
+            back = np.asarray(img.resize((8, 8), Image.BILINEAR), dtype=np.float32)
+            x = (back * np.float32(PIXEL_MAX / 255.0)).reshape(1, 1, 8, 8).astype(np.float32)
+            got = run_numpy(model, {"image": x})
+            if int(np.argmax(got["probabilities"][0])) == digit:
+                out.append((digit, img))
+                break
+    return out
+
+
 def run_numpy(model, feeds):
     """Evaluate the exported graph node by node; only the ops export() emits are supported."""
     env = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -119,7 +181,9 @@ def run_numpy(model, feeds):
     for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         args = [env[name] for name in node.input]
-        if node.op_type == "Mul":
+        if node.op_type == "Reshape":
+            out = args[0].reshape(args[1])
+        elif node.op_type == "Mul":
             out = args[0] * args[1]
         elif node.op_type == "Gemm":
             if attrs.get("transA", 0) or attrs.get("transB", 0):
@@ -138,6 +202,7 @@ def run_numpy(model, feeds):
         # Keep ONNX's types: float32 stays float32 (numpy would not widen here anyway), and
         # ArgMax gives int64.
         env[node.output[0]] = out.astype(np.int64 if node.op_type == "ArgMax" else np.float32)
+
     return {o.name: env[o.name] for o in model.graph.output}
 
 
@@ -306,6 +371,22 @@ def main():
         with open(os.path.join(digits_dir, "example.expected"), "w") as f:
             f.write("%d\n" % example_label)
 
+        image_model = export_image(clf)
+        got_image = run_numpy(image_model, {"image": x32.reshape(-1, 1, 8, 8)})
+        if not np.array_equal(got_image["probabilities"], got["probabilities"]):
+            raise SystemExit("make_demo: the image variant of the graph disagrees with digits")
+        image_dir = os.path.join(stage, "digits_image")
+        os.makedirs(os.path.join(image_dir, "1"))
+        onnx.save(image_model, os.path.join(image_dir, "1", "model.onnx"))
+        write_json(os.path.join(image_dir, "config.json"), DIGITS_IMAGE_CONFIG, indent=2)
+        with open(os.path.join(image_dir, "labels.txt"), "w") as f:
+            f.write("".join("%d\n" % c for c in range(10)))
+        samples = sample_images(image_model, x_test, y_test)
+        with open(os.path.join(image_dir, "samples.txt"), "w") as f:
+            for digit, img in samples:
+                img.save(os.path.join(image_dir, "sample_%d.png" % digit))
+                f.write("sample_%d.png %d\n" % (digit, digit))
+
         sim_dir = os.path.join(stage, "sim_echo")
         os.makedirs(os.path.join(sim_dir, "1"))
         write_json(os.path.join(sim_dir, "config.json"), SIM_ECHO_CONFIG, indent=2)
@@ -331,7 +412,7 @@ def main():
             print("make_demo: %s not found; skipped the ONNX Runtime check (run "
                   "scripts/setup.sh)" % args.onnxruntime_lib)
 
-        for name in ("digits", "sim_echo"):
+        for name in ("digits", "digits_image", "sim_echo"):
             final = os.path.join(out, name)
             if os.path.isdir(final):
                 shutil.rmtree(final)
@@ -339,8 +420,8 @@ def main():
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-    print("make_demo: wrote %s/digits (example: digit %d) and %s/sim_echo"
-          % (args.out, example_label, args.out))
+    print("make_demo: wrote %s/digits (example: digit %d), %s/digits_image (%d sample PNGs) "
+          "and %s/sim_echo" % (args.out, example_label, args.out, len(samples), args.out))
     return 0
 
 

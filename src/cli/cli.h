@@ -17,6 +17,9 @@ int bd_cli_serve(int argc, char **argv);
 void bd_cli_hugepages_reexec(char **argv);
 int bd_cli_version(int argc, char **argv);
 int bd_cli_bench(int argc, char **argv);
+/* infer.c: `batchd infer` (one request, the reply printed readably) and `batchd inspect`. */
+int bd_cli_infer(int argc, char **argv);
+int bd_cli_inspect(int argc, char **argv);
 
 /* ---- option tables --------------------------------------------------------------------- */
 

@@ -11,8 +11,10 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve     serve a model repository over HTTP (KServe v2)\n"
                "  bench     load-test a KServe v2 server: concurrency sweeps or request rates\n"
+               "  infer     send one request (images, raw tensors or JSON) and print the reply\n"
+               "  inspect   print a model's inputs, outputs, shapes and batch dimension\n"
                "  version   print batchd's and ONNX Runtime's versions\n\n"
-               "`batchd serve --help` lists the server's flags.\n");
+               "`batchd <command> --help` lists a command's flags.\n");
 }
 
 int bd_cli_version(int argc, char **argv)
@@ -47,6 +49,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "bench") == 0) {
         return bd_cli_bench(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "infer") == 0) {
+        return bd_cli_infer(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "inspect") == 0) {
+        return bd_cli_inspect(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         return bd_cli_version(argc - 1, argv + 1);

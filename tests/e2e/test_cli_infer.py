@@ -1,0 +1,375 @@
+"""`batchd infer` and `batchd inspect` (issue 10, third slice): one request from the command
+line, the reply printed readably; a model's inputs and outputs from a server or a model file.
+
+Exact outputs are checked against models whose answers are known: sim models (output = a copy
+of the input), a sim image model with 2x2 gray preprocessing (the output is the pixels), and
+an ONNX Identity model made here with python3-onnx. Errors must exit non-zero and print the
+server's own sentence, which the tests read from the server with requests."""
+import io
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import (BATCHD_BIN, ORT_LIB, ROOT, SANITIZER_MARKERS, ort_available,
+                      sanitizer_env)
+
+DEMO_IMAGE = os.path.join(ROOT, "models-demo", "digits_image")
+PIXELS = [[10, 200], [30, 40]]  # the 2x2 gray test image
+PIXELS_B = [[90, 5], [250, 60]]
+
+
+def run(*args, timeout=60):
+    if not os.path.isfile(BATCHD_BIN):
+        pytest.skip("batchd binary not found at %s" % BATCHD_BIN)
+    r = subprocess.run([BATCHD_BIN] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout, env=sanitizer_env())
+    for marker in SANITIZER_MARKERS:
+        assert marker not in r.stderr, r.stderr
+    return r
+
+
+def png(pixels, mode="L"):
+    img = Image.fromarray(np.array(pixels, dtype=np.uint8), "L")
+    if mode != "L":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_identity(path):
+    """An ONNX Identity model: x FP32 [batch, 3] -> y."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.save(model, path)
+
+
+@pytest.fixture(scope="module")
+def env(start_server, tmp_path_factory):
+    repo = start_server.repo()
+    repo.add_sim("echo", [("INPUT0", "FP32", [4])])
+    with open(os.path.join(repo.path, "echo", "labels.txt"), "w") as f:
+        f.write("zero\none\ntwo\nthree\n")
+    repo.add_sim("two_in", [("A", "INT32", [2]), ("B", "FP64", [1])])
+    image = {"size": [2, 2], "resize": "stretch", "color": "GRAY", "layout": "NCHW",
+             "scale": 1.0, "mean": [0.0], "std": [1.0]}
+    repo.add_sim("img", [("image", "FP32", [1, 2, 2])], [("out", "FP32", [1, 2, 2])],
+                 extra={"preprocess": {"input": "image", "image": image}})
+    with open(os.path.join(repo.path, "img", "labels.txt"), "w") as f:
+        f.write("p0\np1\np2\np3\n")
+    onnx_path = os.path.join(repo.path, "ident", "1", "model.onnx")
+    have_onnx = False
+    try:
+        make_identity(onnx_path)
+        have_onnx = ort_available()
+    except pytest.skip.Exception:
+        pass
+    if not have_onnx and os.path.isdir(os.path.join(repo.path, "ident")):
+        import shutil
+        shutil.rmtree(os.path.join(repo.path, "ident"))
+    client = start_server(repo)
+    files = tmp_path_factory.mktemp("cli_files")
+    paths = {
+        "a.png": png(PIXELS),
+        "b.png": png(PIXELS_B, "RGB"),
+        "bad.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 20,
+        "notimg.txt": b"hello, not an image\n",
+    }
+    out = {}
+    for name, data in paths.items():
+        (files / name).write_bytes(data)
+        out[name] = str(files / name)
+    jpg = io.BytesIO()
+    Image.fromarray(np.full((16, 16), 128, np.uint8), "L").save(jpg, "JPEG", quality=95)
+    (files / "c.jpg").write_bytes(jpg.getvalue())
+    out["c.jpg"] = str(files / "c.jpg")
+    (files / "echo.bin").write_bytes(np.array([0.5, 3, -2, 1], "<f4").tobytes())
+    out["echo.bin"] = str(files / "echo.bin")
+    (files / "short.bin").write_bytes(b"\x00" * 6)
+    out["short.bin"] = str(files / "short.bin")
+    (files / "a.bin").write_bytes(np.array([7, -8], "<i4").tobytes())
+    out["a.bin"] = str(files / "a.bin")
+    (files / "b.bin").write_bytes(np.array([2.5], "<f8").tobytes())
+    out["b.bin"] = str(files / "b.bin")
+    (files / "req.json").write_text(
+        '{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}')
+    out["req.json"] = str(files / "req.json")
+    return {"url": client.base, "files": out, "onnx": onnx_path if have_onnx else None,
+            "client": client}
+
+
+def server_error(env, path, **kw):
+    """The server's own error sentence for a request."""
+    r = requests.post(env["url"] + path, timeout=30, **kw)
+    assert r.status_code >= 400, r.text
+    return r.json()["error"]
+
+
+def table(name, k, rows, row=None):
+    head = "output %s%s: top %d classes\n" % (name, "" if row is None else " row %d" % row, k)
+    head += "rank  score       index  label\n"
+    for i, (score, index, label) in enumerate(rows):
+        head += "%-4d  %-10s  %-5s  %s\n" % (i + 1, score, index, label)
+    return head
+
+
+# ---- infer --------------------------------------------------------------------------------
+
+def test_infer_input_json_and_binary(env):
+    for extra in ([], ["--binary"]):
+        r = run("infer", "--url", env["url"], "--model", "echo", "--input",
+                "INPUT0=" + env["files"]["echo.bin"], *extra)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "model echo version 1\noutput OUTPUT0 FP32 [1,4]: 0.5 3 -2 1\n"
+
+
+def test_infer_two_inputs(env):
+    r = run("infer", "--url", env["url"], "--model", "two_in", "--input",
+            "A=" + env["files"]["a.bin"], "--input", "B=" + env["files"]["b.bin"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("model two_in version 1\noutput OUTPUT0 INT32 [1,2]: 7 -8\n"
+                        "output OUTPUT1 FP64 [1,1]: 2.5\n")
+
+
+def test_infer_input_classification(env):
+    want = "model echo version 1\n" + table(
+        "OUTPUT0", 2, [("3.000000", "1", "one"), ("1.000000", "3", "three")])
+    for extra in ([], ["--binary"]):
+        r = run("infer", "--url", env["url"], "--model", "echo", "--input",
+                "INPUT0=" + env["files"]["echo.bin"], "--classification", "2", *extra)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == want
+
+
+def test_infer_json_file(env):
+    r = run("infer", "--url", env["url"], "--model", "echo", "--json", env["files"]["req.json"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model echo version 1\noutput OUTPUT0 FP32 [1,4]: 1 2 3 4\n"
+
+
+def test_infer_one_image(env):
+    r = run("infer", "--url", env["url"], "--model", "img", "--image", env["files"]["a.png"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model img version 1\noutput out FP32 [1,1,2,2]: 10 200 30 40\n"
+    r = run("infer", "--url", env["url"], "--model", "img", "--image", env["files"]["a.png"],
+            "--classification", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model img version 1\n" + table(
+        "out", 3, [("200.000000", "1", "p1"), ("40.000000", "3", "p3"),
+                   ("30.000000", "2", "p2")])
+
+
+def test_infer_jpeg_image(env):
+    r = run("infer", "--url", env["url"], "--model", "img", "--image", env["files"]["c.jpg"],
+            "--classification", "1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ["model img version 1", "output out: top 1 classes",
+                         "rank  score       index  label"]
+    score = float(lines[3].split()[1])
+    assert abs(score - 128) <= 2, r.stdout
+
+
+def test_infer_several_images(env):
+    want = "model img version 1\n" + table(
+        "out", 2, [("200.000000", "1", "p1"), ("40.000000", "3", "p3")], row=0) + table(
+        "out", 2, [("250.000000", "2", "p2"), ("90.000000", "0", "p0")], row=1)
+    for extra in ([], ["--binary"]):
+        r = run("infer", "--url", env["url"], "--model", "img", "--image",
+                env["files"]["a.png"], "--image", env["files"]["b.png"], "--classification",
+                "2", *extra)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == want
+    r = run("infer", "--url", env["url"], "--model", "img", "--image", env["files"]["a.png"],
+            "--image", env["files"]["b.png"], "--binary")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("model img version 1\n"
+                        "output out FP32 [2,1,2,2]: 10 200 30 40 90 5 250 60\n")
+
+
+def test_infer_unknown_model(env):
+    sentence = server_error(env, "/v2/models/nope/infer", data=b"{}")
+    assert "nope" in sentence
+    for args in (["--json", env["files"]["req.json"]],
+                 ["--image", env["files"]["a.png"]],
+                 ["--input", "INPUT0=" + env["files"]["echo.bin"]],
+                 ["--image", env["files"]["a.png"], "--image", env["files"]["a.png"]]):
+        r = run("infer", "--url", env["url"], "--model", "nope", *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert r.stdout == ""
+        assert r.stderr == "batchd infer: %s\n" % sentence, args
+
+
+def test_infer_bad_image(env):
+    with open(env["files"]["bad.png"], "rb") as f:
+        bad = f.read()
+    sentence = server_error(env, "/v2/models/img/infer", data=bad,
+                            headers={"Content-Type": "image/png"})
+    r = run("infer", "--url", env["url"], "--model", "img", "--image", env["files"]["bad.png"])
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr == "batchd infer: %s\n" % sentence
+    # In a JSON request the sentence names the image's row.
+    r = run("infer", "--url", env["url"], "--model", "img", "--image", env["files"]["a.png"],
+            "--image", env["files"]["bad.png"])
+    assert r.returncode == 1
+    assert r.stderr.startswith("batchd infer: input 'image': image 1"), r.stderr
+    env["client"].assert_healthy()
+
+
+def test_infer_image_to_model_without_preprocess(env):
+    with open(env["files"]["a.png"], "rb") as f:
+        data = f.read()
+    sentence = server_error(env, "/v2/models/echo/infer", data=data,
+                            headers={"Content-Type": "image/png"})
+    r = run("infer", "--url", env["url"], "--model", "echo", "--image", env["files"]["a.png"])
+    assert r.returncode == 1
+    assert r.stderr == "batchd infer: %s\n" % sentence
+
+
+def test_infer_client_side_errors(env):
+    u = env["url"]
+    cases = [
+        (["--model", "img", "--image", env["files"]["notimg.txt"]], 1,
+         "batchd infer: %s is not a JPEG or PNG file\n" % env["files"]["notimg.txt"]),
+        (["--model", "echo", "--input", "INPUT0=" + env["files"]["short.bin"]], 1,
+         "batchd infer: --input %s has 6 bytes; input 'INPUT0' needs 16 (one row) or 16 (all "
+         "1 rows)\n" % env["files"]["short.bin"]),
+        (["--model", "two_in", "--input", "A=" + env["files"]["a.bin"]], 1,
+         "batchd infer: model 'two_in' needs input 'B' (--input B=FILE)\n"),
+        (["--model", "echo", "--input", "INPUT0"], 1,
+         "batchd infer: --input must be NAME=FILE, got 'INPUT0'\n"),
+        (["--model", "echo"], 2,
+         "batchd infer: give one of --image, --input or --json (see --help)\n"),
+        (["--model", "echo", "--json", env["files"]["req.json"], "--classification", "2"], 2,
+         None),
+        (["--model", "echo", "--json", env["files"]["req.json"], "--bogus"], 2,
+         "batchd infer: unknown flag '--bogus' (see --help)\n"),
+    ]
+    for args, code, err in cases:
+        r = run("infer", "--url", u, *args)
+        assert r.returncode == code, (args, r.stderr)
+        if err is not None:
+            assert r.stderr == err, args
+    r = run("infer", "--model", "echo", "--json", env["files"]["req.json"])
+    assert r.returncode == 2
+    assert r.stderr == "batchd infer: --url and --model are required (see --help)\n"
+
+
+def test_infer_connection_refused(env):
+    s = __import__("socket").socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "echo", "--json",
+            env["files"]["req.json"])
+    assert r.returncode == 1
+    assert r.stderr.startswith("batchd infer: cannot connect to 127.0.0.1:%d" % port)
+
+
+def test_infer_onnx_model(env):
+    if not env["onnx"]:
+        pytest.skip("python3-onnx or ONNX Runtime (%s) missing" % ORT_LIB)
+    path = os.path.join(os.path.dirname(env["files"]["echo.bin"]), "x.bin")
+    with open(path, "wb") as f:
+        f.write(np.array([1.5, -2, 4], "<f4").tobytes())
+    r = run("infer", "--url", env["url"], "--model", "ident", "--input", "x=" + path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model ident version 1\noutput y FP32 [1,3]: 1.5 -2 4\n"
+
+
+# ---- inspect ------------------------------------------------------------------------------
+
+def test_inspect_url(env):
+    r = run("inspect", "--url", env["url"], "--model", "echo")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        "model: echo\nplatform: batchd_sim\nversions: 1\n"
+        "batch dimension: the first dim (-1) of every input and output, up to 8 rows\n"
+        "inputs:\n  INPUT0               FP32   [-1,4]\n"
+        "outputs:\n  OUTPUT0              FP32   [-1,4]\n")
+    r = run("inspect", "--url", env["url"], "--model", "img")
+    assert r.returncode == 0, r.stderr
+    assert "inputs:\n  image                BYTES  [-1]\n" in r.stdout
+    assert "outputs:\n  out                  FP32   [-1,1,2,2]\n" in r.stdout
+
+
+def test_inspect_unknown_model(env):
+    r = requests.get(env["url"] + "/v2/models/nope", timeout=30)
+    sentence = r.json()["error"]
+    r = run("inspect", "--url", env["url"], "--model", "nope")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr == "batchd inspect: %s\n" % sentence
+
+
+def test_inspect_model_file(env):
+    if not env["onnx"]:
+        pytest.skip("python3-onnx or ONNX Runtime (%s) missing" % ORT_LIB)
+    for args in ([env["onnx"]], [env["onnx"], "--onnxruntime-lib", ORT_LIB]):
+        r = run("inspect", *args)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == (
+            "model file: %s\nplatform: onnxruntime_onnx\n"
+            "batch dimension: the first dim (-1) of every input and output is dynamic (served "
+            "with max_batch_size 64 unless config.json says otherwise)\n"
+            "inputs:\n  x                    FP32   [-1,3]\n"
+            "outputs:\n  y                    FP32   [-1,3]\n" % env["onnx"])
+    r = run("inspect", env["files"]["notimg.txt"])
+    assert r.returncode == 1
+    assert r.stderr.startswith("batchd inspect: cannot load model"), r.stderr
+
+
+def test_inspect_usage_errors():
+    r = run("inspect")
+    assert r.returncode == 2
+    assert r.stderr == "batchd inspect: give --url and --model, or a model file (see --help)\n"
+
+
+def test_help_lists_infer_and_inspect():
+    r = run("--help")
+    assert r.returncode == 0
+    assert "\n  infer " in r.stdout and "\n  inspect " in r.stdout
+    for cmd in ("infer", "inspect"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0
+        assert r.stdout.startswith("usage: batchd %s" % cmd)
+
+
+# ---- the demo's image model -----------------------------------------------------------------
+
+def test_demo_digits_image_samples(start_server):
+    """Every sample PNG that make_demo.py ships is classified as its digit."""
+    samples = os.path.join(DEMO_IMAGE, "samples.txt")
+    if not os.path.isfile(samples):
+        pytest.skip("the demo is not built (make demo writes %s)" % samples)
+    if not ort_available():
+        pytest.skip("ONNX Runtime library not found at %s" % ORT_LIB)
+    client = start_server(os.path.dirname(DEMO_IMAGE))
+    with open(samples) as f:
+        rows = [line.split() for line in f if line.strip()]
+    assert len(rows) >= 5
+    for name, digit in rows:
+        path = os.path.join(DEMO_IMAGE, name)
+        r = run("infer", "--url", client.base, "--model", "digits_image", "--image", path,
+                "--classification", "3")
+        assert r.returncode == 0, r.stderr
+        first = r.stdout.splitlines()[3].split()
+        assert first[0] == "1" and first[2] == digit and first[3] == digit, (name, r.stdout)
+        with open(path, "rb") as f:
+            reply = requests.post(client.base + "/v2/models/digits_image/infer?classification=1",
+                                  data=f.read(), headers={"Content-Type": "image/png"},
+                                  timeout=30).json()
+        assert reply["outputs"][0]["data"][0].split(":")[1:] == [digit, digit], (name, reply)
