@@ -656,8 +656,8 @@ static const bd_io_t *raw_model_input(const bd_model_config_t *cfg, const char *
 
 /* Fill in what the front end left to the model (datatype, one row's shape) and check that
  * the bytes fill the shape exactly. The scheduler's validation checks the rest. */
-static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *in, bd_tensor_t *t,
-                     bd_err_t *err)
+static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *in, const void *data,
+                     size_t byte_size, bd_tensor_t *t, bd_err_t *err)
 {
     const bd_io_t *io = raw_model_input(cfg, in->name);
     if (!io && (in->dtype == BD_DT_INVALID || in->shape.ndim == 0)) {
@@ -701,34 +701,39 @@ static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *i
     }
     if (t->dtype == BD_DT_BYTES) {
         /* Serialized elements (tensor.h): they must be exactly the shape's count. */
-        t->byte_size = in->byte_size;
-        return bd_bytes_check(in->name, in->data, in->byte_size, count, err);
+        t->byte_size = byte_size;
+        return bd_bytes_check(in->name, data, byte_size, count, err);
     }
-    if (!bd_mul_size(count, bd_dtype_size(t->dtype), &want) || want != in->byte_size) {
+    if (!bd_mul_size(count, bd_dtype_size(t->dtype), &want) || want != byte_size) {
         return bd_err_set(err, BD_EINVAL,
                           "input '%.64s': %zu bytes do not fill shape %s of %s; expected %zu bytes",
-                          in->name, in->byte_size, bd_shape_str(&t->shape, buf, sizeof buf),
+                          in->name, byte_size, bd_shape_str(&t->shape, buf, sizeof buf),
                           bd_dtype_name(t->dtype), want);
     }
     t->byte_size = want;
     return 0;
 }
 
-int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_done_cb done,
-                       bd_call_t **out, bd_err_t *err)
+/* The bytes input `in` takes in the request's body: one element gets its length prefix. */
+static size_t raw_len(const bd_infer_raw_input_t *in)
 {
-    bd_model_t *m = NULL;
+    size_t n;
+    return in->element ? (bd_add_size(in->byte_size, BD_BYTES_PREFIX, &n) ? n : SIZE_MAX)
+                       : in->byte_size;
+}
+
+/* bd_infer_start_raw once the ready model `m` was found. */
+static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *a,
+                     bd_call_done_cb done, bd_call_t **out, bd_err_t *err)
+{
     const char *v = a->version ? a->version : "";
     size_t vlen = a->version ? a->version_len : 0;
-    int rc = find_ready(inf, a->model, a->model_len, v, vlen, &m, err);
-    if (rc != 0) {
-        return rc;
-    }
+    int rc = 0;
     bd_model_metrics_t *mm = bd_model_metrics(m);
     const bd_model_config_t *cfg = bd_model_config(m);
     size_t total = 0;
     for (size_t i = 0; i < a->n_inputs; i++) {
-        if (!bd_add_size(total, a->inputs[i].byte_size, &total)) {
+        if (!bd_add_size(total, raw_len(&a->inputs[i]), &total)) {
             total = SIZE_MAX;
         }
     }
@@ -779,12 +784,20 @@ int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_do
             rc = bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
             break;
         }
-        rc = raw_input(cfg, in, &ts[i], err);
-        if (rc == 0 && in->byte_size > 0) {
-            memcpy(r->body + off, in->data, in->byte_size);
+        size_t len = raw_len(in);
+        unsigned char *dst = (unsigned char *)r->body + off;
+        if (in->element) {
+            uint32_t n = (uint32_t)in->byte_size;
+            dst[0] = (unsigned char)n, dst[1] = (unsigned char)(n >> 8);
+            dst[2] = (unsigned char)(n >> 16), dst[3] = (unsigned char)(n >> 24);
+            dst += BD_BYTES_PREFIX;
         }
+        if (in->byte_size > 0) {
+            memcpy(dst, in->data, in->byte_size);
+        }
+        rc = raw_input(cfg, in, r->body + off, len, &ts[i], err);
         ts[i].data = r->body ? r->body + off : NULL;
-        off += in->byte_size;
+        off += len;
     }
     if (rc == BD_EINVAL) {
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
@@ -816,13 +829,21 @@ int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_do
     return 0;
 }
 
+int bd_infer_start_raw(bd_infer_t *inf, const bd_infer_raw_args_t *a, bd_call_done_cb done,
+                       bd_call_t **out, bd_err_t *err)
+{
+    bd_model_t *m = NULL;
+    int rc = find_ready(inf, a->model, a->model_len, a->version ? a->version : "",
+                        a->version ? a->version_len : 0, &m, err);
+    return rc != 0 ? rc : start_raw(inf, m, a, done, out, err);
+}
+
 int bd_infer_start_image(bd_infer_t *inf, const bd_infer_image_args_t *a, bd_call_done_cb done,
                          bd_call_t **out, bd_err_t *err)
 {
     bd_model_t *m = NULL;
-    const char *v = a->version ? a->version : "";
-    size_t vlen = a->version ? a->version_len : 0;
-    int rc = find_ready(inf, a->model, a->model_len, v, vlen, &m, err);
+    int rc = find_ready(inf, a->model, a->model_len, a->version ? a->version : "",
+                        a->version ? a->version_len : 0, &m, err);
     if (rc != 0) {
         return rc;
     }
@@ -838,22 +859,12 @@ int bd_infer_start_image(bd_infer_t *inf, const bd_infer_image_args_t *a, bd_cal
         bd_metrics_request(bd_model_metrics(m), a->protocol, BD_OUTCOME_INVALID);
         return bd_err_set(err, BD_ETOOBIG, "an image may be at most %u bytes", UINT32_MAX);
     }
-    size_t total = a->len + BD_BYTES_PREFIX;
-    unsigned char *el = malloc(total);
-    if (!el) {
-        return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
-    }
-    uint32_t n = (uint32_t)a->len;
-    el[0] = (unsigned char)n, el[1] = (unsigned char)(n >> 8), el[2] = (unsigned char)(n >> 16);
-    el[3] = (unsigned char)(n >> 24);
-    if (a->len) {
-        memcpy(el + BD_BYTES_PREFIX, a->data, a->len);
-    }
     bd_infer_raw_input_t in = {.name = cfg->image.input,
                                .dtype = BD_DT_BYTES,
                                .shape = {.ndim = 1, .dims = {1}},
-                               .data = el,
-                               .byte_size = total};
+                               .data = a->data,
+                               .byte_size = a->len,
+                               .element = true};
     bd_infer_raw_args_t ra = {.protocol = a->protocol,
                               .model = a->model,
                               .model_len = a->model_len,
@@ -863,9 +874,7 @@ int bd_infer_start_image(bd_infer_t *inf, const bd_infer_image_args_t *a, bd_cal
                               .n_inputs = 1,
                               .classification = a->classification,
                               .user_size = a->user_size};
-    rc = bd_infer_start_raw(inf, &ra, done, out, err);
-    free(el);
-    return rc;
+    return start_raw(inf, m, &ra, done, out, err);
 }
 
 size_t bd_call_outputs(const bd_call_t *call, const bd_tensor_t **outputs)

@@ -126,6 +126,9 @@ typedef struct {
     bd_shape_t shape;
     const void *data; /* little-endian, row-major; borrowed during the call (copied) */
     size_t byte_size; /* must equal elements(shape) * size(dtype) */
+    /* BYTES: data is the contents of one element, without its length prefix (the copy adds
+     * it; at most UINT32_MAX bytes), e.g. an image posted as a plain body. */
+    bool element;
 } bd_infer_raw_input_t;
 
 typedef struct {
