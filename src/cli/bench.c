@@ -30,11 +30,7 @@ typedef struct {
 
 #define OFF(f) offsetof(bench_opts_t, f)
 static const bd_cli_opt_t bopts[] = {
-    {"--url", BD_CLI_STR, OFF(url), NULL, 0, 0, NULL,
-     "server, http://HOST:PORT[/prefix]; required"},
-    {"--model", BD_CLI_STR, OFF(model), NULL, 0, 0, NULL, "model name; required"},
-    {"--model-version", BD_CLI_STR, OFF(version), NULL, 0, 0, NULL,
-     "model version (default: the server's)"},
+    BD_CLI_SERVER_OPTS(bench_opts_t),
     {"--concurrency", BD_CLI_STR, OFF(concurrency), NULL, 0, 0, NULL,
      "closed loop: comma list of requests kept outstanding, e.g. 1,5,10,25,50 (default 1)"},
     {"--rate", BD_CLI_STR, OFF(rate), NULL, 0, 0, NULL,

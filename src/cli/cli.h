@@ -56,6 +56,17 @@ typedef struct {
     const char *help; /* one line for --help */
 } bd_cli_opt_t;
 
+/* The flags every client command (bench, infer) takes to name a model on a server, for an
+ * options struct `type` with const char * fields url, model and version. */
+/* clang-format off */
+#define BD_CLI_SERVER_OPTS(type)                                                                   \
+    {"--url", BD_CLI_STR, offsetof(type, url), NULL, 0, 0, NULL,                                   \
+     "server, http://HOST:PORT[/prefix]; required"},                                               \
+    {"--model", BD_CLI_STR, offsetof(type, model), NULL, 0, 0, NULL, "model name; required"},      \
+    {"--model-version", BD_CLI_STR, offsetof(type, version), NULL, 0, 0, NULL,                     \
+     "model version (default: the server's)"}
+/* clang-format on */
+
 typedef struct {
     const char *usage; /* the usage line(s) --help prints before the flags, newline-ended */
     const bd_cli_opt_t *opts;

@@ -523,11 +523,7 @@ typedef struct {
 
 #define IOFF(f) offsetof(infer_opts_t, f)
 static const bd_cli_opt_t iopts[] = {
-    {"--url", BD_CLI_STR, IOFF(url), NULL, 0, 0, NULL,
-     "server, http://HOST:PORT[/prefix]; required"},
-    {"--model", BD_CLI_STR, IOFF(model), NULL, 0, 0, NULL, "model name; required"},
-    {"--model-version", BD_CLI_STR, IOFF(version), NULL, 0, 0, NULL,
-     "model version (default: the server's)"},
+    BD_CLI_SERVER_OPTS(infer_opts_t),
     {"--image", BD_CLI_LIST, IOFF(images), NULL, 0, 0, NULL,
      "a JPEG or PNG file (repeatable: several go as one request, one image per row)"},
     {"--input", BD_CLI_LIST, IOFF(inputs), NULL, 0, 0, NULL,
