@@ -50,6 +50,8 @@ struct bd_call {
     const char *rmodel, *rversion; /* NULL / "" when the route names none */
     size_t rmodel_len, rversion_len;
     size_t header_len;
+    const char *body; /* what the decode thread reads: r->body, or the front end's kept body */
+    size_t body_len;
     bool decoding;  /* on the decode thread: the owner touches nothing but these flags */
     bool encoding;  /* on the decode thread for its reply, likewise */
     bool raw;       /* bd_infer_start_raw: the front end reads the outputs, never a reply */
@@ -310,9 +312,9 @@ static void *decode_main(void *arg)
             c->reply_rc = encode_reply(c, &c->reply, &c->reply_hlen, &c->reply_err);
         } else {
             bd_decode_limits_t limits = {0};
-            r->status = bd_infer_decode(r->body, r->body_len, c->header_len, &r->arena, &limits,
+            r->status = bd_infer_decode(c->body, c->body_len, c->header_len, &r->arena, &limits,
                                         &r->in, &r->err);
-            if (c->header_len == r->body_len) {
+            if (c->header_len == c->body_len) {
                 free(r->body); /* all JSON: the tensors are in the arena now */
                 r->body = NULL;
             }
@@ -331,7 +333,7 @@ static void on_decoded(bd_mail_t *mail)
     bd_infer_t *inf = c->inf;
     bd_req_t *r = c->req;
     c->decoding = false;
-    inf->decoding_bytes -= r->body_len;
+    inf->decoding_bytes -= c->body_len;
     bd_model_metrics_t *mm = c->model ? bd_model_metrics(c->model) : NULL;
     bd_err_t err = {0};
     int rc = r->status;
@@ -410,7 +412,8 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         c = NULL;
     }
     const char *body = a->body;
-    if (c && (offload || a->header_len < len)) {
+    bool copy = !a->body_kept && (offload || a->header_len < len);
+    if (c && copy) {
         /* Binary tensors point into the body, and a decode off the loop reads it later: it
          * must outlive the front end's buffer. */
         r->body = malloc(len);
@@ -420,7 +423,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
             body = r->body;
         }
     }
-    if (!c || ((offload || a->header_len < len) && !r->body)) {
+    if (!c || (copy && !r->body)) {
         bd_req_free(r);
         return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
     }
@@ -432,6 +435,8 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     c->rmodel_len = a->model ? a->model_len : 0;
     c->rversion_len = a->model ? a->version_len : 0;
     c->header_len = a->header_len;
+    c->body = body;
+    c->body_len = len;
     if (offload) {
         if (m) {
             bd_model_ref(m); /* for the metrics of a decode that fails */

@@ -57,10 +57,12 @@ typedef struct {
     bool body_names_model;
     /* The request: a JSON object, optionally followed by binary tensor data (header_len is
      * the JSON part's length; == len when there is none). Borrowed only during the call:
-     * what the request keeps is copied. */
+     * what the request keeps (binary tensors, a body decoded off the loop) is copied, unless
+     * body_kept says the front end keeps these bytes valid and unchanged until done ran. */
     const char *body;
     size_t len;
     size_t header_len;
+    bool body_kept;
     /* Set when the front end found the request's framing wrong before decoding (e.g. a bad
      * Inference-Header-Content-Length): it is answered and counted like a decode error,
      * after the model checks. */
