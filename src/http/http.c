@@ -87,6 +87,7 @@ struct bd_http {
 #define MAX_URL_BYTES 8192
 #define MAX_HEADERS 64          /* header fields; h2o's parser stops at 100 with a plain 400 */
 #define HEAD_CHECK_MS 100       /* how often unfinished request heads are measured */
+#define RESERVE_MIN_BYTES (1u << 20) /* bodies from this size get their buffer at once */
 #define SCRATCH_KEEP (1u << 20) /* reply scratch bytes kept between replies */
 
 /* One accepted connection, until it closes. */
@@ -598,6 +599,10 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
                          .body = req->entity.base,
                          .len = len,
                          .header_len = header_len,
+                         /* From here until the reply is sent h2o neither reads the socket
+                          * nor moves its input buffer, which holds the body; the reply waits
+                          * for done, and the drain for every call. */
+                         .body_kept = true,
                          .framing_err = bad_framing ? &framing : NULL,
                          .user_size = sizeof(job_t)};
     bd_call_t *call = NULL;
@@ -1215,6 +1220,34 @@ static void refuse_head(conn_t *c, int status, const char *msg)
     BD_WARN("http", "closing a connection: %s", msg);
 }
 
+/* A complete head at the front of `in` announcing a Content-Length body of at least
+ * RESERVE_MIN_BYTES (and at most --max-body-bytes, which h2o refuses itself): make room for the
+ * rest of the body at once. h2o grows a connection's buffer by doubling it as the body arrives,
+ * and each step copies everything read so far on the loop (a 50 MB body: ~60 MB of copies, the
+ * last one 32 MB at once); one early reserve leaves only the kernel's copy into the buffer. */
+static void reserve_body(bd_http_t *h, h2o_buffer_t **in)
+{
+    const char *buf = (*in)->bytes, *end = buf + (*in)->size, *nl;
+    unsigned long long cl = 0;
+    for (const char *p = buf; (nl = memchr(p, '\n', (size_t)(end - p))); p = nl + 1) {
+        size_t len = (size_t)(nl - p) - (nl > p && nl[-1] == '\r');
+        if (len == 0) { /* the head ends at nl */
+            size_t have = (size_t)(end - nl - 1);
+            size_t room = (*in)->capacity - (size_t)((*in)->bytes - (*in)->_buf) - (*in)->size;
+            if (cl >= RESERVE_MIN_BYTES && cl <= h->max_body_bytes && have < cl &&
+                room < cl - have) {
+                h2o_buffer_reserve(in, cl - have); /* NULL on failure: h2o's next read fails */
+            }
+            return;
+        }
+        if (p != buf && !cl && header_is(p, len, "content-length")) {
+            char *num_end;
+            cl = strtoull(p + 15, &num_end, 10);
+            cl = num_end <= nl ? cl : 0;
+        }
+    }
+}
+
 static void on_head_tick(h2o_timeout_entry_t *entry)
 {
     bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, head_entry, entry);
@@ -1223,9 +1256,13 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
         h2o_buffer_t *in = c->sock->input;
-        if (c->upgraded || c->refused || !in || in->size == 0 ||
-            has_head_end(in->bytes, in->size)) {
+        if (c->upgraded || c->refused || !in || in->size == 0) {
             c->head_since_us = 0;
+            continue;
+        }
+        if (has_head_end(in->bytes, in->size)) {
+            c->head_since_us = 0;
+            reserve_body(h, &c->sock->input);
             continue;
         }
         if (in->size > h->max_header_bytes) {
