@@ -85,10 +85,10 @@ struct bd_http {
 #define WATCH_BUDGET 512
 #define ACCEPT_RETRY_MS 100
 #define MAX_URL_BYTES 8192
-#define MAX_HEADERS 64          /* header fields; h2o's parser stops at 100 with a plain 400 */
-#define HEAD_CHECK_MS 100       /* how often unfinished request heads are measured */
+#define MAX_HEADERS 64               /* header fields; h2o's parser stops at 100 with a plain 400 */
+#define HEAD_CHECK_MS 100            /* how often unfinished request heads are measured */
 #define RESERVE_MIN_BYTES (1u << 20) /* bodies from this size get their buffer at once */
-#define SCRATCH_KEEP (1u << 20) /* reply scratch bytes kept between replies */
+#define SCRATCH_KEEP (1u << 20)      /* reply scratch bytes kept between replies */
 
 /* One accepted connection, until it closes. */
 typedef struct {
