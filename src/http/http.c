@@ -60,7 +60,7 @@ struct bd_http {
     size_t conns; /* open client connections; loop thread only */
     size_t max_connections;
     size_t max_header_bytes;
-    uint64_t head_timeout_us; /* --http-timeout-secs, for heads that stop arriving */
+    uint64_t head_timeout_us; /* --http-timeout-secs: idle, head and body timeouts */
     bool accept_paused;
     h2o_timeout_t accept_timeout;
     h2o_timeout_entry_t accept_entry;
@@ -86,7 +86,8 @@ struct bd_http {
 #define ACCEPT_RETRY_MS 100
 #define MAX_URL_BYTES 8192
 #define MAX_HEADERS 64               /* header fields; h2o's parser stops at 100 with a plain 400 */
-#define HEAD_CHECK_MS 100            /* how often unfinished request heads are measured */
+#define HEAD_CHECK_MS 100            /* how often connections between requests are looked at */
+#define BACKSTOP_TIMEOUT_MS 3600000  /* h2o's own request timeout, under on_head_tick's */
 #define RESERVE_MIN_BYTES (1u << 20) /* bodies from this size get their buffer at once */
 #define SCRATCH_KEEP (1u << 20)      /* reply scratch bytes kept between replies */
 
@@ -96,9 +97,16 @@ typedef struct {
     bd_http_t *h;
     h2o_socket_t *sock;
     bool upgraded; /* its request asked for a WebSocket: the buffer holds frames, not a head */
-    bool refused;  /* answered 431 or 408 for its unfinished head: closing */
-    uint64_t head_since_us; /* when its unfinished head was first seen; 0: none */
+    bool refused;  /* answered 431 or 408, or idle too long: closing */
+    /* Set while h2o holds a request of ours (from the handler, or from the response filter
+     * for h2o's own answers, until the request is disposed); lives in the request's pool. */
+    void **busy;
+    int phase;         /* what on_head_tick last saw: PHASE_* */
+    size_t seen_size;  /* the input buffer's size then */
+    uint64_t since_us; /* when the phase began (a body: when it last grew) */
 } conn_t;
+
+enum { PHASE_BUSY, PHASE_IDLE, PHASE_HEAD, PHASE_BODY };
 
 typedef struct job job_t;
 struct job {
@@ -121,6 +129,7 @@ static h2o_socket_t *req_socket(h2o_req_t *req)
 }
 
 static void mark_stream(h2o_req_t *req);
+static void on_conn_close(void *data);
 
 /* ---- replies --------------------------------------------------------------------------- */
 
@@ -245,9 +254,33 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
     h2o_ostream_send_next(self, req, last ? &o->body : NULL, last ? 1 : 0, state);
 }
 
+static void on_busy_disposed(void *p)
+{
+    conn_t *c = *(conn_t **)p;
+    if (c) {
+        c->busy = NULL;
+    }
+}
+
+/* h2o now holds a request of this connection's: on_head_tick leaves the connection alone until
+ * the request is disposed (its reply written, or the connection gone). */
+static void mark_busy(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req_socket(req);
+    if (!sock || sock->on_close.cb != on_conn_close) {
+        return;
+    }
+    conn_t *c = sock->on_close.data;
+    if (!c->busy) {
+        c->busy = h2o_mem_alloc_shared(&req->pool, sizeof *c->busy, on_busy_disposed);
+        *c->busy = c;
+    }
+}
+
 static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
+    mark_busy(req);
     ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
     h2o_iovec_t *type = ct >= 0 ? &req->res.headers.entries[ct].value : NULL;
     if (req->res.status >= 400 && type &&
@@ -1076,6 +1109,7 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
+    mark_busy(req);
     if (!request_head_ok(h, req)) {
         return 0;
     }
@@ -1165,21 +1199,25 @@ static void on_conn_close(void *data)
 {
     conn_t *c = data;
     bd_http_t *h = c->h;
+    if (c->busy) {
+        *c->busy = NULL;
+    }
     bd_list_unlink(&c->link);
     free(c);
     h->conns--;
     accept_resume(h);
 }
 
-/* ---- unfinished request heads ------------------------------------------------------------
- * h2o buffers up to about 400 KiB of a request head before its parser gives up, and closes a
- * connection whose head stops arriving without a word. Every HEAD_CHECK_MS each connection's
- * input buffer is looked at: one holding more than --max-header-bytes without a complete head
- * (no empty line yet) is answered 431, one whose head has been incomplete for
- * --http-timeout-secs is answered 408, and either is shut down, which h2o then sees as the end
- * of the connection. A buffer that holds a complete head (perhaps with its body) is h2o's and
- * request_head_ok's to judge; an empty one is an idle keep-alive connection, which h2o's own
- * timeout closes. */
+/* ---- connections between requests ---------------------------------------------------------
+ * h2o buffers up to about 400 KiB of a request head before its parser gives up, and its one
+ * request timeout runs from the end of the previous reply to the end of the next body, closing
+ * without a word (so a large body on a slow link was cut off however steadily it came). Every
+ * HEAD_CHECK_MS each connection that h2o holds no request of is looked at instead, in one of
+ * three phases: idle (an empty buffer), a head (no empty line yet) or a body (a complete head
+ * whose body is still arriving). A head over --max-header-bytes is answered 431; a head
+ * incomplete for --http-timeout-secs, or a body that did not grow for that long, 408; an idle
+ * connection is closed after that long without an answer. Each of these is shut down, which
+ * h2o then sees as the end of the connection. h2o's own timeout stays as a backstop. */
 
 /* Whether buf holds an empty line, the end of a head ("\n\n" or "\n\r\n"). */
 static bool has_head_end(const char *buf, size_t n)
@@ -1252,33 +1290,48 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
 {
     bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, head_entry, entry);
     uint64_t now = bd_now_us();
+    unsigned long long secs = (unsigned long long)(h->head_timeout_us / 1000000);
     char msg[160];
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        if (c->upgraded || c->refused) {
+            continue;
+        }
         h2o_buffer_t *in = c->sock->input;
-        if (c->upgraded || c->refused || !in || in->size == 0) {
-            c->head_since_us = 0;
-            continue;
+        size_t size = in ? in->size : 0;
+        int phase = c->busy ? PHASE_BUSY : size == 0 ? PHASE_IDLE : PHASE_HEAD;
+        if (phase == PHASE_HEAD && has_head_end(in->bytes, size)) {
+            phase = PHASE_BODY;
         }
-        if (has_head_end(in->bytes, in->size)) {
-            c->head_since_us = 0;
-            reserve_body(h, &c->sock->input);
-            continue;
+        if (phase != c->phase || (phase == PHASE_BODY && size != c->seen_size)) {
+            c->phase = phase;
+            c->seen_size = size;
+            c->since_us = now;
         }
-        if (in->size > h->max_header_bytes) {
+        bool late = now - c->since_us >= h->head_timeout_us;
+        if (phase == PHASE_HEAD && size > h->max_header_bytes) {
             snprintf(msg, sizeof msg,
                      "the request line and headers pass %zu bytes without ending; at most %zu "
                      "are accepted (--max-header-bytes)",
                      h->max_header_bytes, h->max_header_bytes);
             refuse_head(c, 431, msg);
-        } else if (!c->head_since_us) {
-            c->head_since_us = now;
-        } else if (now - c->head_since_us >= h->head_timeout_us) {
+        } else if (phase == PHASE_HEAD && late) {
             snprintf(msg, sizeof msg,
                      "the request head did not arrive in full within %llu s "
                      "(--http-timeout-secs)",
-                     (unsigned long long)(h->head_timeout_us / 1000000));
+                     secs);
             refuse_head(c, 408, msg);
+        } else if (phase == PHASE_BODY && late) {
+            snprintf(msg, sizeof msg,
+                     "the request body stopped arriving: nothing came for %llu s "
+                     "(--http-timeout-secs)",
+                     secs);
+            refuse_head(c, 408, msg);
+        } else if (phase == PHASE_IDLE && late) {
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR); /* h2o then sees the end */
+            c->refused = true;
+        } else if (phase == PHASE_BODY) {
+            reserve_body(h, &c->sock->input);
         }
     }
     if (!bd_list_empty(&h->conn_list)) {
@@ -1395,12 +1448,10 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
     h->config.max_request_entity_size = opts->max_body_bytes;
-    /* A head that stops arriving is answered 408 by on_head_tick; h2o's own timeout (idle
-     * keep-alive connections, bodies that stop) closes without an answer, a second later so
-     * that the 408 goes first. */
+    /* Idle connections, heads and bodies that stop arriving are timed by on_head_tick. */
     uint64_t timeout_s = opts->timeout_secs > 0 ? (uint64_t)opts->timeout_secs : 10;
     h->head_timeout_us = timeout_s * 1000000;
-    h->config.http1.req_timeout = (timeout_s + 1) * 1000;
+    h->config.http1.req_timeout = BACKSTOP_TIMEOUT_MS;
     /* h2o moves a socket buffer past 32 MB into a memory-mapped file under /tmp, so every
      * large body would be written to disk as it arrives; --max-body-bytes bounds the buffer,
      * which stays in memory. */

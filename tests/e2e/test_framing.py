@@ -275,3 +275,75 @@ def test_a_head_that_stops_arriving_gets_408_as_json(start_server):
         t0 = time.monotonic()
         assert s.recv(4096) == b""
         assert 0.9 < time.monotonic() - t0 < 5
+
+
+def read_to_close(s):
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_that_stops_arriving_gets_408_as_json(start_server, framing):
+    repo = start_server.repo()
+    repo.add_sim("fr", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    client = start_server(repo, args=["--http-timeout-secs", "1"])
+    server = client.server
+    head = b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
+    if framing == "content-length":
+        head += b"Content-Length: %d\r\n\r\n" % len(BODY)
+        part = BODY[:10]
+    else:
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+        part = b"%x\r\n%s\r\n" % (len(BODY), BODY)  # no last chunk
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head + part)
+        t0 = time.monotonic()
+        out = read_to_close(s)
+        waited = time.monotonic() - t0
+    (status, headers, body), = responses(out)
+    assert status == 408
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "the request body stopped arriving: nothing came for "
+                                         "1 s (--http-timeout-secs)"}
+    assert 0.9 < waited < 5, waited
+    assert not executed(client)
+    client.assert_healthy()
+
+
+def test_a_slow_steady_body_is_not_cut_off(start_server):
+    """The timeout is for a body that stops, not for one that takes long: a body trickling
+    in over four timeouts' time is served."""
+    repo = start_server.repo()
+    repo.add_sim("fr", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    server = start_server(repo, args=["--http-timeout-secs", "1"]).server
+    head = b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += b"Content-Length: %d\r\n\r\n" % len(BODY)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head)
+        step = -(-len(BODY) // 8)
+        for i in range(0, len(BODY), step):
+            time.sleep(0.5)
+            s.sendall(BODY[i:i + step])
+        (status, _, body), = responses(read_to_close(s))
+    assert status == 200, body
+    assert json.loads(body)["outputs"][0]["data"] == [1, 2, 3]
+
+
+def test_a_request_that_takes_long_is_not_timed_out(start_server):
+    """While the server works on a request (here a model that takes three timeouts), the
+    connection is not the client's to lose."""
+    repo = start_server.repo()
+    repo.add_sim("slow", [("INPUT0", "INT32", [3])], max_batch_size=8, latency_us=3000000)
+    server = start_server(repo, args=["--http-timeout-secs", "1"]).server
+    req = (b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(BODY)) + BODY
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(req)
+        t0 = time.monotonic()
+        (status, _, body), = responses(read_to_close(s))
+    assert status == 200, body
+    assert time.monotonic() - t0 > 2.5
