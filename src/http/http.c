@@ -61,6 +61,8 @@ struct bd_http {
     size_t max_connections;
     size_t max_header_bytes;
     uint64_t head_timeout_us; /* --http-timeout-secs: idle, head and body timeouts */
+    h2o_socket_cb http1_read; /* h2o's HTTP/1 read callback, which on_read_checked wraps */
+    h2o_timeout_t rewatch_timeout;
     bool accept_paused;
     h2o_timeout_t accept_timeout;
     h2o_timeout_entry_t accept_entry;
@@ -101,9 +103,11 @@ typedef struct {
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
-    int phase;         /* what on_head_tick last saw: PHASE_* */
-    size_t seen_size;  /* the input buffer's size then */
-    uint64_t since_us; /* when the phase began (a body: when it last grew) */
+    bool head_checked;                 /* check_head passed its head; until busy ends */
+    h2o_timeout_entry_t rewatch_entry; /* on h->rewatch_timeout: watch_reads after a reply */
+    int phase;                         /* what on_head_tick last saw: PHASE_* */
+    size_t seen_size;                  /* the input buffer's size then */
+    uint64_t since_us;                 /* when the phase began (a body: when it last grew) */
 } conn_t;
 
 enum { PHASE_BUSY, PHASE_IDLE, PHASE_HEAD, PHASE_BODY };
@@ -259,6 +263,11 @@ static void on_busy_disposed(void *p)
     conn_t *c = *(conn_t **)p;
     if (c) {
         c->busy = NULL;
+        c->head_checked = false;
+        /* h2o starts reading the next request right after this, with its own callback. */
+        if (!h2o_timeout_is_linked(&c->rewatch_entry)) {
+            h2o_timeout_link(c->h->loop, &c->h->rewatch_timeout, &c->rewatch_entry);
+        }
     }
 }
 
@@ -1202,6 +1211,9 @@ static void on_conn_close(void *data)
     if (c->busy) {
         *c->busy = NULL;
     }
+    if (h2o_timeout_is_linked(&c->rewatch_entry)) {
+        h2o_timeout_unlink(&c->rewatch_entry);
+    }
     bd_list_unlink(&c->link);
     free(c);
     h->conns--;
@@ -1284,6 +1296,107 @@ static void reserve_body(bd_http_t *h, h2o_buffer_t **in)
             cl = num_end <= nl ? cl : 0;
         }
     }
+}
+
+/* ---- request heads, before h2o parses them ----------------------------------------------
+ * h2o's HTTP/1 parser answers a head it cannot parse, or one with more than 100 fields, with a
+ * canned plain-text 400 of its own, and buffers up to ~400 KiB of an unfinished head. So
+ * between requests each connection's read callback (h2o's) is wrapped by on_read_checked,
+ * which looks at what arrived before h2o does: a head that is not HTTP/1.x gets a JSON 400,
+ * more than MAX_HEADERS fields or --max-header-bytes of head a JSON 431, and the connection is
+ * shut down. h2o sets its callback again for every request (after each reply), so the wrapper
+ * is put back from a zero timeout once the reply's request is disposed: that runs before the
+ * loop polls again. Pipelined requests already buffered are parsed by h2o at once; on_req's
+ * request_head_ok still checks those. */
+
+struct phr_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+/* picohttpparser's, which libh2o bundles and exports (no header is installed): h2o's own parse,
+ * so that what passes here is what h2o accepts. */
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
+                      const char **path, size_t *path_len, int *minor_version,
+                      struct phr_header *headers, size_t *num_headers, size_t last_len);
+
+/* Judge the head at the front of c's input buffer; false after refusing it. */
+static bool check_head(bd_http_t *h, conn_t *c)
+{
+    h2o_buffer_t *in = c->sock->input;
+    if (!in || in->size == 0) {
+        return true;
+    }
+    struct phr_header fields[MAX_HEADERS];
+    size_t n_fields = MAX_HEADERS, method_len, path_len;
+    const char *method, *path;
+    int minor;
+    int len = phr_parse_request(in->bytes, in->size, &method, &method_len, &path, &path_len, &minor,
+                                fields, &n_fields, 0);
+    char msg[160];
+    if (len == -1) {
+        /* Too many fields, or not HTTP/1.x at all: count the lines to tell which. */
+        size_t lines = 0;
+        bool ended = false;
+        const char *end = in->bytes + (in->size < 65536 ? in->size : 65536), *nl;
+        for (const char *p = in->bytes; (nl = memchr(p, '\n', (size_t)(end - p))); p = nl + 1) {
+            if ((ended = nl == p || (nl == p + 1 && *p == '\r'))) {
+                break;
+            }
+            lines++;
+        }
+        if (lines > MAX_HEADERS + 1) {
+            snprintf(
+                msg, sizeof msg, "the request has %s%zu header fields; at most %d are accepted",
+                ended ? "" : "more than ", ended ? lines - 1 : (size_t)MAX_HEADERS, MAX_HEADERS);
+            refuse_head(c, 431, msg);
+        } else {
+            refuse_head(c, 400,
+                        "the request head is not HTTP/1.x: expected a request line (METHOD "
+                        "TARGET HTTP/1.1) and header fields (RFC 9112)");
+        }
+        return false;
+    }
+    size_t head = len > 0 ? (size_t)len : in->size;
+    if (head > h->max_header_bytes) {
+        snprintf(msg, sizeof msg,
+                 "the request line and headers %s %zu bytes%s; at most %zu are accepted "
+                 "(--max-header-bytes)",
+                 len > 0 ? "have" : "pass", len > 0 ? head : h->max_header_bytes,
+                 len > 0 ? "" : " without ending", h->max_header_bytes);
+        refuse_head(c, 431, msg);
+        return false;
+    }
+    c->head_checked = len > 0;
+    return true;
+}
+
+static void on_read_checked(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->on_close.data;
+    if (err || c->head_checked || c->refused || check_head(c->h, c)) {
+        c->h->http1_read(sock, err);
+    }
+}
+
+/* Wrap the connection's read callback if it is h2o's HTTP/1 one (not a WebSocket's, not
+ * stopped while a request is handled). `accepted`: h2o's HTTP/1 layer has just taken the
+ * connection, so the callback is that one. */
+static void watch_reads(bd_http_t *h, conn_t *c, bool accepted)
+{
+    if (accepted && !h->http1_read) {
+        h->http1_read = c->sock->_cb.read;
+    }
+    if (c->sock->_cb.read && c->sock->_cb.read == h->http1_read && !c->upgraded) {
+        c->sock->_cb.read = on_read_checked;
+    }
+}
+
+static void on_rewatch(h2o_timeout_entry_t *entry)
+{
+    conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, rewatch_entry, entry);
+    watch_reads(c->h, c, false);
 }
 
 static void on_head_tick(h2o_timeout_entry_t *entry)
@@ -1369,6 +1482,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         }
         c->h = h;
         c->sock = sock;
+        c->rewatch_entry.cb = on_rewatch;
         bd_list_push_back(&h->conn_list, &c->link);
         h->conns++;
         sock->on_close.cb = on_conn_close;
@@ -1377,6 +1491,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
         }
         h2o_accept(&h->accept_ctx, sock);
+        watch_reads(h, c, true);
     }
 }
 
@@ -1480,6 +1595,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h2o_timeout_init(h->loop, &h->accept_timeout, ACCEPT_RETRY_MS);
     h->accept_entry.cb = on_accept_retry;
     h2o_timeout_init(h->loop, &h->head_timeout, HEAD_CHECK_MS);
+    h2o_timeout_init(h->loop, &h->rewatch_timeout, 0);
     h->head_entry.cb = on_head_tick;
     h->watch_init = true;
     if (bind_listener(h, opts->host, opts->port, err) != 0) {
@@ -1547,6 +1663,7 @@ void bd_http_free(bd_http_t *h)
             h2o_timeout_unlink(&h->head_entry);
         }
         h2o_timeout_dispose(h->loop, &h->head_timeout);
+        h2o_timeout_dispose(h->loop, &h->rewatch_timeout);
     }
     if (h->ctx_init) {
         h2o_context_dispose(&h->ctx);

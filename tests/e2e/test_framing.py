@@ -210,6 +210,76 @@ def test_too_many_header_fields_get_431_as_json(client):
     assert responses(out)[0][0] == 200
 
 
+@pytest.mark.parametrize("count", [101, 300])
+def test_more_fields_than_h2o_parses_get_431_as_json(client, count):
+    """h2o's own parser stops at 100 fields with a plain-text 400; the server answers first."""
+    port = client.server.port
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(count))
+    out, closed = exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "the request has %d header fields; at most 64 are "
+                                         "accepted" % (count + 1)}
+    assert closed
+    client.assert_healthy()
+
+
+@pytest.mark.parametrize("head", [b"HELLO\r\n\r\n", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+                                  b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                                  b"GET /v2/health/live HTTP/1.1\r\nBad Header\r\n\r\n",
+                                  b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"])
+def test_a_head_that_is_not_http_gets_400_as_json(client, head):
+    out, closed = exchange(client.server.port, head)
+    (status, headers, body), = responses(out)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "the request head is not HTTP/1.x: expected a request "
+                                         "line (METHOD TARGET HTTP/1.1) and header fields "
+                                         "(RFC 9112)"}
+    assert closed
+    client.assert_healthy()
+
+
+def test_heads_are_checked_on_every_request_of_a_connection(client):
+    """The check is not only for a connection's first request: after replies on a kept-alive
+    connection, the next bad head is answered in JSON too."""
+    with socket.create_connection(("127.0.0.1", client.server.port), timeout=10) as s:
+        for _ in range(3):
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            while not buf.endswith(b"\r\n\r\n"):  # the reply has no body
+                buf += s.recv(1)
+            assert buf.startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.05)
+        fields = b"".join(b"X-F%d: v\r\n" % i for i in range(150))
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        out = read_to_close(s)
+    (status, headers, body), = responses(out)
+    assert status == 431
+    assert json.loads(body)["error"] == "the request has 151 header fields; at most 64 are accepted"
+
+
+def test_a_huge_head_sent_at_once_gets_431_as_json(client):
+    """A client that sends far more than --max-header-bytes of head at full speed is answered
+    as soon as the bytes arrive, before h2o would buffer ~400 KiB of it."""
+    with socket.create_connection(("127.0.0.1", client.server.port), timeout=10) as s:
+        try:
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1000000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and shut before everything was sent
+        try:
+            out = read_to_close(s)
+        except ConnectionResetError:
+            out = b""
+    if out:  # a reset may overtake the answer; the connection must be closed either way
+        (status, headers, body), = responses(out)
+        assert status == 431
+        assert headers["content-type"] == "application/json"
+        assert "--max-header-bytes" in json.loads(body)["error"]
+    client.assert_healthy()
+
+
 def test_an_unfinished_head_past_the_limit_is_answered_and_closed(client):
     """h2o would buffer ~400 KiB of an unfinished head; the server measures what each
     connection holds and closes one whose head passes --max-header-bytes without ending."""
