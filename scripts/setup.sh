@@ -23,8 +23,7 @@ ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 #   libh2o-evloop-dev                    HTTP/WebSocket front end; its headers include
 #   libssl-dev libwslay-dev                <openssl/ssl.h> and <wslay/wslay.h>, which its -dev
 #                                          package does not pull in. (libuv1-dev is not needed:
-#                                          src/http builds with H2O_USE_LIBUV=0, and zlib1g-dev
-#                                          is not needed: libz is linked through libh2o's .so.)
+#                                          src/http builds with H2O_USE_LIBUV=0.)
 #   libjansson-dev libcmocka-dev         JSON; unit tests
 #   python3 python3-pytest python3-requests   end-to-end tests (run with /usr/bin/python3)
 #   python3-websockets                   WebSocket end-to-end tests (an independent client)
@@ -37,6 +36,7 @@ ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 #   python3-redis                        producer and checker in the Redis e2e tests and bench/redis.sh
 #   libturbojpeg0-dev                    JPEG decoding for image models (libjpeg-turbo: accurate DCT, SIMD)
 #   libspng-dev                          PNG decoding for image models (small, fast, decodes from memory)
+#   zlib1g-dev                           gzip/deflate request and reply bodies (src/zip)
 #   python3-pil                          the Pillow reference the image e2e tests compare against
 #   npm (only when no `npm` command exists) fetching onnxruntime-node below
 PACKAGES=(
@@ -48,6 +48,7 @@ PACKAGES=(
     valgrind wrk nginx-light
     redis-server libhiredis-dev python3-redis
     libturbojpeg0-dev libspng-dev python3-pil
+    zlib1g-dev
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -85,6 +85,9 @@ enum { BD_CLI_HELP = 1 }; /* bd_cli_parse: --help or -h was given and help was p
 int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE *help,
                  bd_err_t *err);
 
+/* 1/true/yes or 0/false/no into *out; -1 for anything else. */
+int bd_cli_parse_bool(const char *s, bool *out);
+
 /* The usage line, then one entry per row: flag and help, then "(env X, default Y)" on a
  * second line when the row has an environment variable, else " (default Y)" after the help. */
 void bd_cli_usage(const bd_cli_cmd_t *cmd, FILE *f);

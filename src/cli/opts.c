@@ -40,7 +40,7 @@ static int parse_duration(const char *s, double *seconds)
     return 0;
 }
 
-static int parse_bool(const char *s, bool *out)
+int bd_cli_parse_bool(const char *s, bool *out)
 {
     static const char *const yes[] = {"1", "true", "yes"};
     static const char *const no[] = {"0", "false", "no"};
@@ -105,7 +105,7 @@ static int apply(const bd_cli_opt_t *o, const char *name, const char *val, void 
         return 0;
     }
     case BD_CLI_BOOL:
-        if (parse_bool(val, (bool *)(void *)field) != 0) {
+        if (bd_cli_parse_bool(val, (bool *)(void *)field) != 0) {
             return bd_err_set(err, BD_EINVAL, "%s must be 1, true, yes, 0, false or no, got '%s'",
                               name, val);
         }

@@ -1,7 +1,8 @@
 /* serve.c: `batchd serve`. One table drives the flags, their environment variables, the
  * defaults, the bounds and --help, so they cannot drift apart. Precedence: flag >
- * environment > default. Start-up order: block the stop signals (so every thread inherits
- * the mask and only the loop's signalfd sees them), load ONNX Runtime, load the repository,
+ * environment > default. Start-up order: read the API key file, block the stop signals and
+ * SIGHUP (so every thread inherits the mask and only the loop's signalfd sees them), load ONNX
+ * Runtime, load the repository,
  * bind, serve; shutdown runs the same steps backwards. Main thread only. */
 #include <errno.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "cli/cli.h"
+#include "gate/gate.h"
 #include "ingest/ingest.h"
 #include "metrics/metrics.h"
 #include "repo/repo.h"
@@ -28,6 +30,7 @@ typedef struct {
     int64_t max_body_bytes;
     const char *model_control;
     int64_t repository_poll_secs;
+    const char *strict_readiness;
     int64_t ws_max_inflight;
     int64_t ws_idle_timeout_secs;
     int64_t max_connections;
@@ -37,6 +40,11 @@ typedef struct {
     int64_t max_image_pixels;
     const char *redis;
     const char *redis_consumer;
+    const char *api_keys;
+    bool metrics_auth;
+    const char *rate_limit;
+    const char *tls_cert;
+    const char *tls_key;
 } serve_opts_t;
 
 #define OFF(f) offsetof(serve_opts_t, f)
@@ -53,13 +61,18 @@ static const bd_cli_opt_t opts_table[] = {
     {"--log-level", BD_CLI_STR, OFF(log_level), "info", 0, 0, "BATCHD_LOG_LEVEL",
      "debug, info, warn or error"},
     {"--max-body-bytes", BD_CLI_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
-     "BATCHD_MAX_BODY_BYTES", "largest request body accepted (bigger ones get 413)"},
+     "BATCHD_MAX_BODY_BYTES",
+     "largest request body accepted, compressed ones once inflated (bigger ones get 413)"},
     {"--model-control", BD_CLI_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
      "none (load every model at start), explicit (POST /v2/repository/models/M/load and "
      "/unload) or poll (rescan the repository folder)"},
     {"--repository-poll-secs", BD_CLI_INT, OFF(repository_poll_secs), "15", 1, 86400,
      "BATCHD_REPOSITORY_POLL_SECS",
      "with --model-control poll: seconds between scans for added, removed and changed models"},
+    {"--strict-readiness", BD_CLI_STR, OFF(strict_readiness), "true", 0, 0,
+     "BATCHD_STRICT_READINESS",
+     "true: GET /v2/health/ready is 200 only while every model is ready (else 503 naming them); "
+     "false: 200 while the server runs"},
     {"--ws-max-inflight", BD_CLI_INT, OFF(ws_max_inflight), "128", 1, 65536,
      "BATCHD_WS_MAX_INFLIGHT",
      "requests in flight per WebSocket; past that the socket is not read until replies go out"},
@@ -91,6 +104,20 @@ static const bd_cli_opt_t opts_table[] = {
     {"--redis-consumer", BD_CLI_STR, OFF(redis_consumer), NULL, 0, 0, "BATCHD_REDIS_CONSUMER",
      "this process's consumer name in the Redis consumer groups (default: <hostname>-<pid>); "
      "a restart under the same name re-reads the entries it had not answered"},
+    {"--api-keys", BD_CLI_STR, OFF(api_keys), NULL, 0, 0, "BATCHD_API_KEYS",
+     "file of '<key> <role>' lines (role infer or admin; # comments): every endpoint but health, "
+     "model readiness and /metrics then needs 'Authorization: Bearer <key>'; reloaded on SIGHUP "
+     "(default: off)"},
+    {"--metrics-auth", BD_CLI_BOOL, OFF(metrics_auth), NULL, 0, 0, "BATCHD_METRICS_AUTH",
+     "with --api-keys: /metrics needs a key too"},
+    {"--rate-limit", BD_CLI_STR, OFF(rate_limit), NULL, 0, 0, "BATCHD_RATE_LIMIT",
+     "RPS[:BURST]: infer requests per second per API key (per client address without keys), "
+     "bursts of BURST (default RPS); past it 429 with Retry-After (default: off)"},
+    {"--tls-cert", BD_CLI_STR, OFF(tls_cert), NULL, 0, 0, "BATCHD_TLS_CERT",
+     "PEM certificate file (the server's certificate, then any intermediates): serve HTTPS and "
+     "WSS instead of HTTP and WS; needs --tls-key (default: off)"},
+    {"--tls-key", BD_CLI_STR, OFF(tls_key), NULL, 0, 0, "BATCHD_TLS_KEY",
+     "PEM private key file of --tls-cert (unencrypted); needs --tls-cert"},
 };
 static const bd_cli_cmd_t serve_cmd = {
     .usage = "usage: batchd serve --model-repository DIR [flags]\n",
@@ -141,6 +168,7 @@ static int parse_control(const char *s)
     return -1;
 }
 
+/* true/yes/1 or false/no/0; -1 for anything else. */
 /* Raise the soft descriptor limit to the hard one (a server's connections are descriptors)
  * and derive --max-connections from it when not given. Returns the connection limit. */
 static size_t raise_fd_limit(size_t max_connections)
@@ -221,6 +249,20 @@ int bd_cli_serve(int argc, char **argv)
                 so.model_control);
         return 2;
     }
+    bool strict = true;
+    if (bd_cli_parse_bool(so.strict_readiness, &strict) != 0) {
+        fprintf(stderr,
+                "batchd serve: --strict-readiness must be true or false (or yes/no, 1/0), got "
+                "'%s'\n",
+                so.strict_readiness);
+        return 2;
+    }
+    bool tls = so.tls_cert && *so.tls_cert;
+    if (tls != (so.tls_key && *so.tls_key)) {
+        fprintf(stderr, "batchd serve: --tls-cert and --tls-key go together: give both for HTTPS, "
+                        "or neither for plain HTTP\n");
+        return 2;
+    }
     if (so.max_decode_bytes < so.max_body_bytes) {
         fprintf(stderr,
                 "batchd serve: --max-decode-bytes (%lld) must be at least --max-body-bytes "
@@ -260,12 +302,44 @@ int bd_cli_serve(int argc, char **argv)
         return 2;
     }
     bd_log_set_level(level);
+    if (so.metrics_auth && !so.api_keys) {
+        fprintf(stderr, "batchd serve: --metrics-auth needs --api-keys (the keys /metrics asks "
+                        "for)\n");
+        return 2;
+    }
+    bd_gate_opts_t go = {.keys_path = so.api_keys, .metrics_auth = so.metrics_auth};
+    bd_err_t gerr = {0};
+    if (so.rate_limit &&
+        bd_gate_parse_rate(so.rate_limit, "--rate-limit", &go.rps, &go.burst, &gerr) != 0) {
+        fprintf(stderr, "batchd serve: %s\n", gerr.msg);
+        return 2;
+    }
+    bd_gate_t *gate = NULL;
+    if ((so.api_keys || so.rate_limit) && !(gate = bd_gate_new(&go, bd_clock_real(), &gerr))) {
+        fprintf(stderr, "batchd serve: %s\n", gerr.msg);
+        return 2;
+    }
+    /* The TLS files are read here too, before any model loads, so that a bad pair fails the
+     * start at once. Owned here; the HTTP front end borrows it. */
+    struct ssl_ctx_st *tls_ctx = NULL;
+    if (tls && !(tls_ctx = bd_http_tls_new(so.tls_cert, so.tls_key, &gerr))) {
+        fprintf(stderr, "batchd serve: %s\n", gerr.msg);
+        bd_gate_free(gate);
+        return 2;
+    }
+    if (so.rate_limit) {
+        BD_INFO("serve", "rate limit rps=%g burst=%g per=%s", go.rps, go.burst,
+                so.api_keys ? "api_key" : "client_address");
+    }
 
-    sigset_t stop;
+    /* SIGHUP too: it reloads the API key file on the loop (and must not end the process). */
+    sigset_t stop, blocked;
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    blocked = stop;
+    sigaddset(&blocked, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &blocked, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     size_t max_conns = raise_fd_limit((size_t)so.max_connections);
@@ -299,9 +373,12 @@ int bd_cli_serve(int argc, char **argv)
                                     .port = (int)so.http_port,
                                     .max_body_bytes = (size_t)so.max_body_bytes,
                                     .model_control = (bd_model_control_t)control,
+                                    .gate = gate,
+                                    .strict_readiness = strict,
                                     .max_connections = max_conns,
                                     .max_header_bytes = (size_t)so.max_header_bytes,
-                                    .timeout_secs = (int)so.http_timeout_secs},
+                                    .timeout_secs = (int)so.http_timeout_secs,
+                                    .tls = tls_ctx},
                            .max_decode_bytes = (size_t)so.max_decode_bytes,
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};
@@ -326,12 +403,15 @@ int bd_cli_serve(int argc, char **argv)
         BD_INFO("ingest", "redis ingest host=%s port=%d db=%d consumer=%s", redis_host, redis_port,
                 redis_db, consumer);
     }
-    BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s", so.host,
-            bd_server_port(server), bd_repo_count(repo), so.model_control);
+    BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s tls=%s", so.host,
+            bd_server_port(server), bd_repo_count(repo), so.model_control, tls ? "on" : "off");
     rc = bd_server_run(server, &stop) == 0 ? 0 : 1;
 done:
     bd_ingest_free(ingest); /* before the server: its sockets and timers are on the loop */
     bd_server_free(server);
+    /* after the server, which borrowed them */
+    bd_gate_free(gate);
+    bd_http_tls_free(tls_ctx);
     bd_repo_free(repo); /* drains what the loader still posts to the mailbox */
     bd_mailbox_free(mailbox);
     bd_metrics_free(metrics);

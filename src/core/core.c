@@ -87,6 +87,16 @@ const char *bd_strerror(int code)
         return "cancelled";
     case BD_EBUSY:
         return "busy";
+    case BD_EAUTH:
+        return "unauthorized";
+    case BD_EFORBIDDEN:
+        return "forbidden";
+    case BD_ERATE:
+        return "rate limited";
+    case BD_ECODING:
+        return "unsupported content coding";
+    case BD_EBODYSIZE:
+        return "body too large";
     default:
         return "unknown error";
     }

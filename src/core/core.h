@@ -40,6 +40,11 @@ enum {
     BD_ETIMEOUT = -13,     /* the request's deadline passed while it was queued (HTTP 503) */
     BD_ECANCELLED = -14,   /* the client went away; nobody reads the answer */
     BD_EBUSY = -15,        /* the operation cannot happen now (e.g. already running) */
+    BD_EAUTH = -16,        /* no API key, or one that is not valid (HTTP 401) */
+    BD_EFORBIDDEN = -17,   /* the API key's role may not do this (HTTP 403) */
+    BD_ERATE = -18,        /* over the caller's rate limit (HTTP 429) */
+    BD_ECODING = -19,      /* a request body's Content-Encoding is not taken (HTTP 415) */
+    BD_EBODYSIZE = -20,    /* a body past the limit once decompressed (HTTP 413) */
 };
 
 #define BD_ERR_MSG_MAX 512

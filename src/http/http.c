@@ -24,6 +24,23 @@
  * the result to the loop's mailbox and on_loaded answers the waiting request (guarded like
  * a job).
  *
+ * TLS (--tls-cert/--tls-key; serve builds the context and lends it): h2o's socket layer does
+ * the handshake and the records, so the routes, the handlers and the WebSocket streams see
+ * plain bytes in sock->input as before. The handshake is started here (on_accept) rather than
+ * by h2o_accept, so that a plain-HTTP request on the TLS port gets an unencrypted 400 that says
+ * so, so that a request that came with the handshake is judged by check_head before h2o's
+ * HTTP/1 takes the connection (on_handshake), and so that the drain can close connections
+ * still in their handshake. It is bounded by --http-timeout-secs (h2o's handshake timeout
+ * list); a failed one closes only its connection. Three places use the raw socket past h2o and
+ * change under TLS: the hang-up watch (a leaving TLS client's last bytes are records, e.g. a
+ * close_notify, which a peek cannot read, so it asks the kernel whether the peer shut its
+ * side: poll POLLRDHUP); refuse_head (its 400/408/431 goes through TLS with h2o_socket_write,
+ * then the socket is shut down under h2o's HTTP/1, which ends it without a close_notify; a
+ * connection whose first head on_handshake refused never reaches h2o's HTTP/1 and is closed
+ * with h2o_socket_close, close_notify first); and the 400 for plain HTTP (raw_reply, sent with
+ * send() before any TLS exists). The WebSocket close (stream/) shuts the socket for writing
+ * only without TLS.
+ *
  * Threads: the event-loop thread only. */
 #include "http/http.h"
 
@@ -31,6 +48,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -38,10 +56,14 @@
 #include <unistd.h>
 
 #include <h2o.h>
+#include <h2o/http1.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "sched/sched.h"
 #include "tensor/tensor.h"
+#include "zip/zip.h"
 
 struct bd_http {
     bd_repo_t *repo;
@@ -53,10 +75,14 @@ struct bd_http {
     h2o_globalconf_t config;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
+    SSL_CTX *ssl_ctx; /* --tls-cert/--tls-key (borrowed); NULL: plain HTTP */
     h2o_evloop_t *loop;
     h2o_socket_t *listener;
     bd_model_control_t model_control;
+    bool strict_readiness; /* --strict-readiness */
     bd_buf_t out; /* reply scratch, reused (up to SCRATCH_KEEP bytes kept); loop thread only */
+    /* compressed-reply scratch, likewise */
+    bd_buf_t zout;
     size_t conns; /* open client connections; loop thread only */
     size_t max_connections;
     size_t max_header_bytes;
@@ -77,6 +103,10 @@ struct bd_http {
     h2o_timeout_t watch_timeout;
     h2o_timeout_entry_t watch_entry;
     bool watch_init;
+    /* API keys and rate limits (borrowed; NULL: none), and who sent the request being routed
+     * (set by admit in on_req, read by the handlers it calls); loop thread only */
+    bd_gate_t *gate;
+    bd_gate_who_t who;
 };
 
 /* The watch: a job's socket is first peeked WATCH_INTERVAL_US after submit, then every
@@ -93,6 +123,13 @@ struct bd_http {
 #define RESERVE_MIN_BYTES (1u << 20) /* bodies from this size get their buffer at once */
 #define SCRATCH_KEEP (1u << 20)      /* reply scratch bytes kept between replies */
 
+/* A compressed body that http.c inflates itself (the repository's JSON parameters; infer
+ * bodies are infer's) may inflate to this many bytes, and be this many bytes before: it is
+ * inflated on the loop, and the input bounds the work where the output cannot (empty stored
+ * blocks inflate to nothing). */
+#define LOOP_INFLATE_BYTES (256u * 1024)
+#define LOOP_INFLATE_IN_BYTES (64u * 1024)
+
 /* One accepted connection, until it closes. */
 typedef struct {
     bd_list_t link; /* on h->conn_list */
@@ -108,6 +145,13 @@ typedef struct {
     int phase;                         /* what on_head_tick last saw: PHASE_* */
     size_t seen_size;                  /* the input buffer's size then */
     uint64_t since_us;                 /* when the phase began (a body: when it last grew) */
+    /* TLS only (--tls-cert): */
+    /* h2o's HTTP/1 does not have it yet: its handshake has not ended, or a head that came with
+     * the handshake is being refused (on_handshake); handshake_entry is linked meanwhile */
+    bool handshaking;
+    h2o_socket_cb reader;    /* refuse_head: h2o's read callback, restored after the answer */
+    struct timeval accepted; /* when accepted, for h2o's HTTP/1 connection */
+    h2o_timeout_entry_t handshake_entry; /* on h->ctx.handshake_timeout while handshaking */
 } conn_t;
 
 enum { PHASE_BUSY, PHASE_IDLE, PHASE_HEAD, PHASE_BODY };
@@ -144,16 +188,24 @@ static const char *reason_of(int status)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
     case 413:
         return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
     case 408:
         return "Request Timeout";
     case 414:
         return "URI Too Long";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 503:
@@ -176,12 +228,94 @@ static void reply_head(bd_http_t *h, h2o_req_t *req, int status, const char *con
                    strlen(content_type));
 }
 
-/* Send a copy of body (h2o copies it into the request's pool). */
-static void reply(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
-                  const char *body, size_t len)
+/* ---- content codings --------------------------------------------------------------------
+ * Replies over BD_ZIP_MIN_BYTES are compressed when the client's Accept-Encoding takes gzip or
+ * deflate: here on the loop for what is encoded here, up to SCRATCH_KEEP bytes (metadata,
+ * statistics, metrics, infer replies small enough to be encoded on the loop; see loop_coding
+ * and reply_buf), and on infer's decode thread for infer replies large enough to be encoded
+ * there. Request bodies with Content-Encoding gzip or deflate are inflated by infer (infer
+ * requests: a little on the loop, the rest off it) or here (the repository's small JSON
+ * bodies, at most LOOP_INFLATE_BYTES from at most LOOP_INFLATE_IN_BYTES). h2o 2.2.5's
+ * compress filter is not used: it has no deflate, runs on the loop only, and could not take
+ * a reply that the decode thread compressed already. */
+
+/* The values of every `token` header of the request joined with ", " (in the request's pool
+ * when there are several); base NULL when there is none. */
+static h2o_iovec_t header_values(h2o_req_t *req, const h2o_token_t *token)
+{
+    ssize_t i = h2o_find_header(&req->headers, token, -1);
+    if (i < 0) {
+        return h2o_iovec_init(NULL, 0);
+    }
+    h2o_iovec_t v = req->headers.entries[i].value;
+    while ((i = h2o_find_header(&req->headers, token, i)) >= 0) {
+        v = h2o_concat(&req->pool, v, h2o_iovec_init(H2O_STRLIT(", ")),
+                       req->headers.entries[i].value);
+    }
+    return v;
+}
+
+/* The coding the client takes for a reply; identity without Accept-Encoding. */
+static bd_zip_coding_t reply_coding(h2o_req_t *req)
+{
+    h2o_iovec_t v = header_values(req, H2O_TOKEN_ACCEPT_ENCODING);
+    return v.base ? bd_zip_accept(v.base, v.len) : BD_ZIP_IDENTITY;
+}
+
+/* The coding a reply of `len` bytes encoded on the loop goes out in: compressed only over
+ * BD_ZIP_MIN_BYTES (smaller ones gain nothing) and up to SCRATCH_KEEP (a longer deflate would
+ * hold the loop; infer's large replies are compressed on its decode thread instead). */
+static bd_zip_coding_t loop_coding(h2o_req_t *req, size_t len)
+{
+    return len > BD_ZIP_MIN_BYTES && len <= SCRATCH_KEEP ? reply_coding(req) : BD_ZIP_IDENTITY;
+}
+
+/* The reply's body is in `coding` (RFC 9110 §8.4) and was `plain_len` bytes before. Vary
+ * (§12.5.5) goes on every reply whose representation could depend on Accept-Encoding, i.e.
+ * every one over BD_ZIP_MIN_BYTES, compressed or not: a cache must neither hand a compressed
+ * reply to a client that did not ask for it nor an identity one to every client. */
+static void mark_coded(h2o_req_t *req, bd_zip_coding_t coding, size_t plain_len)
+{
+    if (coding != BD_ZIP_IDENTITY) {
+        const char *name = bd_zip_name(coding);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_ENCODING, NULL, name,
+                       strlen(name));
+    }
+    if (coding != BD_ZIP_IDENTITY || plain_len > BD_ZIP_MIN_BYTES) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL,
+                       H2O_STRLIT("Accept-Encoding"));
+    }
+}
+
+/* The request body's coding (Content-Encoding); false after replying 415 when it is not one
+ * the server takes. */
+static bool body_coding(bd_http_t *h, h2o_req_t *req, bd_zip_coding_t *coding);
+
+/* Send a copy of body (h2o copies it into the request's pool) as it is. */
+static void reply_plain(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
+                        const char *body, size_t len)
 {
     reply_head(h, req, status, content_type, len);
     h2o_send_inline(req, body, len);
+}
+
+/* Send a copy of body, compressed when loop_coding says so and the client takes gzip or
+ * deflate (out of memory, as it is). */
+static void reply(bd_http_t *h, h2o_req_t *req, int status, const char *content_type,
+                  const char *body, size_t len)
+{
+    bd_zip_coding_t coding = loop_coding(req, len);
+    size_t plain_len = len;
+    bd_buf_reset(&h->zout);
+    if (coding != BD_ZIP_IDENTITY && bd_zip_deflate(coding, body, len, &h->zout, NULL) == 0) {
+        body = h->zout.data;
+        len = h->zout.len;
+    } else {
+        coding = BD_ZIP_IDENTITY;
+    }
+    mark_coded(req, coding, plain_len);
+    reply_plain(h, req, status, content_type, body, len);
+    bd_buf_trim(&h->zout, SCRATCH_KEEP);
 }
 
 /* A large reply is sent without a copy: its buffer moves into the request's pool, which
@@ -196,11 +330,25 @@ static void owned_reply_dispose(void *p)
     bd_buf_dispose(&((owned_reply_t *)p)->body);
 }
 
-/* Send 200 with the contents of `body`, which is left empty. */
-static void reply_buf(bd_http_t *h, h2o_req_t *req, const char *content_type, bd_buf_t *body)
+/* Send 200 with the contents of `body`, which is left empty. `coded`: the body is in that
+ * coding already (compressed on the decode thread); else it is compressed here as reply()
+ * does, up to SCRATCH_KEEP bytes: a longer one was encoded on the loop because the client
+ * asked for no compression (infer sends those to its decode thread), or it is a plain-image
+ * reply, and goes out as it is rather than hold the loop for a multi-megabyte deflate. */
+static void reply_buf(bd_http_t *h, h2o_req_t *req, const char *content_type, bd_buf_t *body,
+                      bd_zip_coding_t coded)
 {
+    if (coded != BD_ZIP_IDENTITY) {
+        mark_coded(req, coded, 0);
+    } else if (body->len > SCRATCH_KEEP) {
+        mark_coded(req, BD_ZIP_IDENTITY, body->len); /* Vary: it could have been compressed */
+    }
     if (body->len <= SCRATCH_KEEP) {
-        reply(h, req, 200, content_type, body->data, body->len);
+        if (coded != BD_ZIP_IDENTITY) {
+            reply_plain(h, req, 200, content_type, body->data, body->len);
+        } else {
+            reply(h, req, 200, content_type, body->data, body->len);
+        }
         bd_buf_reset(body);
         return;
     }
@@ -229,6 +377,21 @@ static void reply_error(bd_http_t *h, h2o_req_t *req, int code, const char *msg)
     bd_buf_reset(&h->out);
     bd_buf_json_error(&h->out, msg);
     reply_json(h, req, bd_infer_http_status(code));
+}
+
+static bool body_coding(bd_http_t *h, h2o_req_t *req, bd_zip_coding_t *coding)
+{
+    h2o_iovec_t v = header_values(req, H2O_TOKEN_CONTENT_ENCODING);
+    bd_err_t err = {0};
+    *coding = BD_ZIP_IDENTITY;
+    if (!v.base || bd_zip_content_encoding(v.base, v.len, coding, &err) == 0) {
+        return true;
+    }
+    /* RFC 9110 §15.5.16: a 415 for a content coding says which ones would have been taken. */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL,
+                   H2O_STRLIT("gzip, deflate"));
+    reply_error(h, req, err.code, err.msg);
+    return false;
 }
 
 /* 405 with the Allow header (RFC 9110 §15.5.6). */
@@ -430,16 +593,195 @@ static void model_metadata(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
     reply_json(h, req, 200);
 }
 
+/* Triton's model-config enum spelling of a datatype (TYPE_STRING is BYTES). */
+static const char *config_type(bd_dtype_t dt)
+{
+    switch (dt) {
+    case BD_DT_BOOL:
+        return "TYPE_BOOL";
+    case BD_DT_UINT8:
+        return "TYPE_UINT8";
+    case BD_DT_UINT16:
+        return "TYPE_UINT16";
+    case BD_DT_UINT32:
+        return "TYPE_UINT32";
+    case BD_DT_UINT64:
+        return "TYPE_UINT64";
+    case BD_DT_INT8:
+        return "TYPE_INT8";
+    case BD_DT_INT16:
+        return "TYPE_INT16";
+    case BD_DT_INT32:
+        return "TYPE_INT32";
+    case BD_DT_INT64:
+        return "TYPE_INT64";
+    case BD_DT_FP16:
+        return "TYPE_FP16";
+    case BD_DT_FP32:
+        return "TYPE_FP32";
+    case BD_DT_FP64:
+        return "TYPE_FP64";
+    case BD_DT_BYTES:
+        return "TYPE_STRING";
+    default:
+        return "TYPE_INVALID";
+    }
+}
+
+/* model_config.proto's ModelInput/ModelOutput: dims without the batch dim when batching, as
+ * in config.json; an image input is what clients send (one encoded image per row), as in
+ * the metadata. */
+static void config_ios(bd_buf_t *b, const bd_model_config_t *cfg, const bd_io_t *io, size_t n)
+{
+    bd_buf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        bd_buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+        bd_buf_json_string(b, io[i].name, strlen(io[i].name));
+        if (io == cfg->inputs && cfg->image.enabled && strcmp(io[i].name, cfg->image.input) == 0) {
+            bd_buf_puts(b, cfg->max_batch_size > 0
+                               ? ",\"data_type\":\"TYPE_STRING\",\"dims\":[]}"
+                               : ",\"data_type\":\"TYPE_STRING\",\"dims\":[1]}");
+            continue;
+        }
+        bd_buf_printf(b, ",\"data_type\":\"%s\",\"dims\":[", config_type(io[i].dtype));
+        for (int d = 0; d < io[i].dims.ndim; d++) {
+            bd_buf_printf(b, "%s%lld", d ? "," : "", (long long)io[i].dims.dims[d]);
+        }
+        bd_buf_puts(b, "]}");
+    }
+    bd_buf_putc(b, ']');
+}
+
+/* model_config.proto's ModelQueuePolicy: a request whose deadline passes is refused (503). */
+static void config_queue_policy(bd_buf_t *b, size_t max_queue_size, uint64_t timeout_us)
+{
+    bd_buf_printf(b,
+                  "{\"timeout_action\":\"REJECT\",\"default_timeout_microseconds\":%llu,"
+                  "\"allow_timeout_override\":true,\"max_queue_size\":%zu}",
+                  (unsigned long long)timeout_us, max_queue_size);
+}
+
+/* GET /v2/models/{m}[/versions/{v}]/config: the version's configuration in Triton's
+ * model-config JSON (model_config.proto's field names, numbers as numbers, as Triton's HTTP
+ * endpoint writes them), so tritonclient's get_model_config works. What batchd has no
+ * equivalent for is left out. docs/API.md lists the fields. */
+static void model_config(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
+{
+    const bd_config_t *full = bd_model_full_config(m);
+    if (!full) {
+        reply_error(h, req, BD_EUNAVAIL, "the model has no configuration");
+        return;
+    }
+    const bd_model_config_t *cfg = &full->model;
+    const bd_sched_policy_t *pol = &full->sched;
+    const bd_version_policy_t *vp = &full->version_policy;
+    bd_buf_t *b = &h->out;
+    bd_buf_reset(b);
+    bd_buf_puts(b, "{\"name\":");
+    bd_buf_json_string(b, bd_model_name(m), strlen(bd_model_name(m)));
+    bd_buf_printf(b, ",\"platform\":\"%s\",\"backend\":", bd_model_platform(m));
+    bd_buf_json_string(b, cfg->backend, strlen(cfg->backend));
+    if (vp->kind == BD_VERSIONS_ALL) {
+        bd_buf_puts(b, ",\"version_policy\":{\"all\":{}}");
+    } else if (vp->kind == BD_VERSIONS_SPECIFIC) {
+        bd_buf_puts(b, ",\"version_policy\":{\"specific\":{\"versions\":[");
+        for (size_t i = 0; i < vp->n_versions; i++) {
+            bd_buf_printf(b, "%s%lld", i ? "," : "", (long long)vp->versions[i]);
+        }
+        bd_buf_puts(b, "]}}");
+    } else {
+        bd_buf_printf(b, ",\"version_policy\":{\"latest\":{\"num_versions\":%d}}",
+                      vp->latest > 0 ? vp->latest : 1);
+    }
+    bd_buf_printf(b, ",\"max_batch_size\":%d,\"input\":", cfg->max_batch_size);
+    config_ios(b, cfg, cfg->inputs, cfg->n_inputs);
+    bd_buf_puts(b, ",\"output\":");
+    config_ios(b, cfg, cfg->outputs, cfg->n_outputs);
+    if (pol->dynamic_batching) {
+        bd_buf_puts(b, ",\"dynamic_batching\":{\"preferred_batch_size\":[");
+        for (size_t i = 0; i < pol->n_preferred_batch_sizes; i++) {
+            bd_buf_printf(b, "%s%d", i ? "," : "", pol->preferred_batch_sizes[i]);
+        }
+        bd_buf_putc(b, ']');
+        if (!pol->delay_auto) { /* "auto" has no Triton equivalent: left out */
+            bd_buf_printf(b, ",\"max_queue_delay_microseconds\":%llu",
+                          (unsigned long long)pol->max_queue_delay_us);
+        }
+        int levels = pol->priority_levels;
+        levels = levels >= 1 && levels <= BD_MAX_PRIORITY_LEVELS ? levels : 1;
+        size_t qsize = pol->max_queue_size ? pol->max_queue_size : 1024;
+        bd_buf_printf(b, ",\"priority_levels\":%d,\"default_priority_level\":%d", levels,
+                      pol->default_priority_level);
+        bd_buf_puts(b, ",\"default_queue_policy\":");
+        config_queue_policy(b, qsize, pol->default_timeout_us);
+        /* Levels whose own policy differs from the default one. */
+        bd_buf_puts(b, ",\"priority_queue_policy\":{");
+        bool first = true;
+        for (int i = 0; i < levels; i++) {
+            const bd_priority_level_t *l = &pol->levels[i];
+            size_t lq = l->max_queue_size ? l->max_queue_size : qsize;
+            if (lq == qsize && l->default_timeout_us == pol->default_timeout_us) {
+                continue;
+            }
+            bd_buf_printf(b, "%s\"%d\":", first ? "" : ",", i + 1);
+            config_queue_policy(b, lq, l->default_timeout_us);
+            first = false;
+        }
+        bd_buf_puts(b, "}}");
+    }
+    const char *dev = cfg->device; /* the sim backend runs on the CPU whatever it says */
+    if (dev && strncmp(dev, "cuda:", 5) == 0 && strcmp(cfg->backend, "sim") != 0) {
+        bd_buf_printf(b,
+                      ",\"instance_group\":[{\"count\":%d,\"kind\":\"KIND_GPU\","
+                      "\"gpus\":[%d]}]",
+                      cfg->instances, atoi(dev + 5));
+    } else {
+        bd_buf_printf(b, ",\"instance_group\":[{\"count\":%d,\"kind\":\"KIND_CPU\"}]",
+                      cfg->instances);
+    }
+    bd_buf_putc(b, '}');
+    reply_json(h, req, 200);
+}
+
+/* GET /v2/health/ready (the drain answered 503 before this, in on_req). Relaxed: 200 while
+ * the server runs. Strict: 200 only when bd_repo_ready says so; otherwise 503 with
+ * {"error": "not ready: <why>", "models": [index rows of what is not ready]}. */
+static void health_ready(bd_http_t *h, h2o_req_t *req)
+{
+    if (!h->strict_readiness) {
+        reply(h, req, 200, "application/json", "", 0);
+        return;
+    }
+    bd_buf_t rows;
+    bd_buf_init(&rows);
+    char why[480] = "";
+    if (bd_repo_ready(h->repo, &rows, why, sizeof why)) {
+        reply(h, req, 200, "application/json", "", 0);
+    } else {
+        char msg[sizeof why + 16];
+        snprintf(msg, sizeof msg, "not ready: %s", why);
+        bd_buf_reset(&h->out);
+        bd_buf_puts(&h->out, "{\"error\":");
+        bd_buf_json_string(&h->out, msg, strlen(msg));
+        bd_buf_puts(&h->out, ",\"models\":");
+        if (!rows.failed) {
+            bd_buf_append(&h->out, rows.data, rows.len);
+        }
+        bd_buf_putc(&h->out, '}');
+        h->out.failed = h->out.failed || rows.failed;
+        reply_json(h, req, 503);
+    }
+    bd_buf_dispose(&rows);
+}
+
 static void server_metadata(bd_http_t *h, h2o_req_t *req)
 {
-    /* Only what works: the repository extension needs a --model-control mode. */
+    /* The repository extension's index answers in every --model-control mode (load and
+     * unload only in explicit mode, as Triton's). */
     bd_buf_reset(&h->out);
     bd_buf_puts(&h->out, "{\"name\":\"batchd\",\"version\":\"" BD_VERSION
-                         "\",\"extensions\":[\"binary_tensor_data\",\"classification\"");
-    if (h->model_control != BD_MODEL_CONTROL_NONE) {
-        bd_buf_puts(&h->out, ",\"model_repository\"");
-    }
-    bd_buf_puts(&h->out, ",\"statistics\"]}");
+                         "\",\"extensions\":[\"binary_tensor_data\",\"classification\","
+                         "\"model_repository\",\"statistics\"]}");
     reply_json(h, req, 200);
 }
 
@@ -452,6 +794,138 @@ static void metrics_page(bd_http_t *h, h2o_req_t *req)
         return;
     }
     reply(h, req, 200, "text/plain; version=0.0.4; charset=utf-8", h->out.data, h->out.len);
+}
+
+/* ---- API keys and rate limits (gate/) ------------------------------------------------------
+ * With --api-keys every path needs a key but the open ones below; admit runs on every request
+ * before routing and answers 401 or 403 itself. The key comes from `Authorization: Bearer`,
+ * or on a WebSocket upgrade also from ?api_key= (browsers cannot set headers there). Keys are
+ * never logged (nothing here logs a request line or a header). --rate-limit takes a token from
+ * the caller's bucket (its key's, else its address's) for each infer request. */
+
+/* Served without a key: health, a model's readiness, and /metrics unless --metrics-auth. */
+static bool open_path(bd_http_t *h, const h2o_iovec_t *seg, int n)
+{
+    if (n == 1 && iov_eq(seg[0], "metrics")) {
+        return !bd_gate_metrics_auth(h->gate);
+    }
+    if (n < 3 || !iov_eq(seg[0], "v2")) {
+        return false;
+    }
+    if (n == 3 && iov_eq(seg[1], "health")) {
+        return true;
+    }
+    return iov_eq(seg[1], "models") && iov_eq(seg[n - 1], "ready") &&
+           (n == 4 || (n == 6 && iov_eq(seg[3], "versions")));
+}
+
+/* The WebSocket upgrade paths, where ?api_key= is taken too. */
+static bool stream_path(const h2o_iovec_t *seg, int n)
+{
+    if (n < 2 || !iov_eq(seg[0], "v2")) {
+        return false;
+    }
+    if (n == 2) {
+        return iov_eq(seg[1], "stream");
+    }
+    return iov_eq(seg[1], "models") && iov_eq(seg[n - 1], "stream") &&
+           (n == 4 || (n == 6 && iov_eq(seg[3], "versions")));
+}
+
+/* Repository load and unload: `admin` keys only. */
+static bool admin_path(const h2o_iovec_t *seg, int n)
+{
+    return n == 5 && iov_eq(seg[0], "v2") && iov_eq(seg[1], "repository") &&
+           iov_eq(seg[2], "models") && (iov_eq(seg[4], "load") || iov_eq(seg[4], "unload"));
+}
+
+/* 401 with WWW-Authenticate (RFC 6750 §3: error="invalid_token" when a key came but is not
+ * valid). */
+static void reply_unauthorized(bd_http_t *h, h2o_req_t *req, bool bad_key, const char *msg)
+{
+    static const char plain[] = "Bearer realm=\"batchd\"";
+    static const char invalid[] = "Bearer realm=\"batchd\", error=\"invalid_token\"";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   bad_key ? invalid : plain, bad_key ? sizeof invalid - 1 : sizeof plain - 1);
+    reply_error(h, req, BD_EAUTH, msg);
+}
+
+/* Decide who sends `req` (h->who). Returns false after answering 401 (no key, a malformed
+ * Authorization, an unknown key) or 403 (an `infer` key on load or unload). */
+static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
+{
+    if (!h->gate) {
+        return true;
+    }
+    bool keys = bd_gate_keys_on(h->gate);
+    if (!keys || open_path(h, seg, n)) {
+        /* Without keys, callers are told apart by address (only the limiter asks). */
+        struct sockaddr_storage ss;
+        bool addr = !keys && bd_gate_limits_on(h->gate) && req->conn->callbacks->get_peername &&
+                    req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) > 0;
+        bd_gate_anonymous(addr ? (struct sockaddr *)&ss : NULL, &h->who);
+        return true;
+    }
+    const char *key = NULL;
+    size_t key_len = 0;
+    char qkey[BD_GATE_MAX_KEY_BYTES + 1];
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i) >= 0 ||
+            bd_gate_bearer(v.base, v.len, &key, &key_len) != 0) {
+            reply_unauthorized(h, req, false,
+                               "the Authorization header must be one 'Bearer <API key>'");
+            return false;
+        }
+    } else if (stream_path(seg, n) && req->query_at != SIZE_MAX) {
+        const char *q = req->path.base + req->query_at + 1;
+        size_t qlen = req->path.len - req->query_at - 1;
+        int found = bd_gate_query_param(q, qlen, "api_key", qkey, sizeof qkey, &key_len);
+        if (found < 0) {
+            reply_unauthorized(h, req, true, "the API key is not valid");
+            return false;
+        }
+        key = found ? qkey : NULL;
+    }
+    if (!key) {
+        reply_unauthorized(h, req, false,
+                           stream_path(seg, n)
+                               ? "this endpoint needs an API key: send 'Authorization: Bearer "
+                                 "<key>' or, on a WebSocket upgrade, ?api_key=<key>"
+                               : "this endpoint needs an API key: send 'Authorization: Bearer "
+                                 "<key>'");
+        return false;
+    }
+    if (bd_gate_authenticate(h->gate, key, key_len, &h->who) != 0) {
+        reply_unauthorized(h, req, true, "the API key is not valid");
+        return false;
+    }
+    if (admin_path(seg, n) && h->who.role != BD_GATE_ROLE_ADMIN) {
+        reply_error(h, req, BD_EFORBIDDEN,
+                    "loading and unloading models needs an API key with the 'admin' role; this "
+                    "key has the 'infer' role");
+        return false;
+    }
+    return true;
+}
+
+/* --rate-limit: an infer request past its caller's bucket gets 429 with Retry-After. Returns
+ * false after answering. */
+static bool rate_ok(bd_http_t *h, h2o_req_t *req)
+{
+    uint64_t retry = 0;
+    bd_err_t err;
+    if (bd_gate_take(h->gate, &h->who, &retry, &err)) {
+        return true;
+    }
+    bd_metrics_rate_limited_add(h->metrics, BD_PROTO_HTTP);
+    char num[24];
+    int len = snprintf(num, sizeof num, "%llu", (unsigned long long)retry);
+    h2o_iovec_t v = h2o_strdup(&req->pool, num, (size_t)len);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v.base, v.len);
+    reply_error(h, req, err.code, err.msg);
+    return false;
 }
 
 /* ---- client hang-ups -------------------------------------------------------------------- */
@@ -475,6 +949,15 @@ static void client_left(job_t *j)
     }
 }
 
+/* Under TLS a leaving client's last bytes are usually records (a close_notify alert) that a
+ * peek cannot tell from a pipelined request, and that stay unread: ask the kernel whether the
+ * peer shut its side (the FIN or a reset behind those bytes) instead. */
+static bool peer_shut(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void on_watch_tick(h2o_timeout_entry_t *entry)
 {
     bd_http_t *h = H2O_STRUCT_FROM_MEMBER(bd_http_t, watch_entry, entry);
@@ -485,6 +968,15 @@ static void on_watch_tick(h2o_timeout_entry_t *entry)
             break;
         }
         bd_list_unlink(&j->wlink);
+        if (h->ssl_ctx) {
+            if (peer_shut(j->fd)) {
+                client_left(j);
+            } else {
+                j->next_check_us = now + WATCH_INTERVAL_US;
+                watch_add(h, j);
+            }
+            continue;
+        }
         char c;
         ssize_t n = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n > 0) {
@@ -551,17 +1043,19 @@ static void send_result(bd_http_t *h, job_t *j)
     size_t header_len = 0;
     bd_buf_reset(&h->out);
     int rc = bd_call_encode(j->call, &h->out, &header_len, &err);
+    size_t plain_len = h->out.len; /* the reply's length before any compression */
+    bd_zip_coding_t coded = rc == 0 ? bd_call_reply_coding(j->call, &plain_len) : BD_ZIP_IDENTITY;
     if (rc != 0) {
         reply_error(h, req, rc, err.msg);
-    } else if (header_len == h->out.len) {
-        reply_buf(h, req, "application/json", &h->out);
+    } else if (header_len == plain_len) {
+        reply_buf(h, req, "application/json", &h->out, coded);
     } else {
         char num[24];
         int len = snprintf(num, sizeof num, "%zu", header_len);
         h2o_add_header_by_str(&req->pool, &req->res.headers,
                               H2O_STRLIT("inference-header-content-length"), 0,
                               "Inference-Header-Content-Length", num, (size_t)len);
-        reply_buf(h, req, "application/octet-stream", &h->out);
+        reply_buf(h, req, "application/octet-stream", &h->out, coded);
     }
     bd_buf_trim(&h->out, SCRATCH_KEEP);
 }
@@ -628,11 +1122,22 @@ static long query_classification(h2o_req_t *req)
 
 static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t version)
 {
+    if (!rate_ok(h, req)) {
+        return;
+    }
+    bd_zip_coding_t coding = BD_ZIP_IDENTITY;
+    if (!body_coding(h, req, &coding)) {
+        return;
+    }
     bd_err_t err = {0};
     bd_err_t framing = {0};
     size_t len = req->entity.base ? req->entity.len : 0;
     size_t header_len = len;
-    bool bad_framing = len && header_length(req, len, &header_len, &framing) != 0;
+    /* A compressed body's Inference-Header-Content-Length counts in the inflated body (as
+     * Triton's client compresses the whole body it built), whose length infer learns:
+     * SIZE_MAX when absent. */
+    bool bad_framing =
+        len && header_length(req, coding ? SIZE_MAX : len, &header_len, &framing) != 0;
     bd_infer_args_t a = {.protocol = BD_PROTO_HTTP,
                          .model = model.base,
                          .model_len = model.len,
@@ -646,9 +1151,20 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
                           * for done, and the drain for every call. */
                          .body_kept = true,
                          .framing_err = bad_framing ? &framing : NULL,
+                         .coding = coding,
+                         .max_body_bytes = h->max_body_bytes,
+                         .reply_coding = reply_coding(req),
                          .user_size = sizeof(job_t)};
     bd_call_t *call = NULL;
     int rc;
+    if (image_body(req) && coding != BD_ZIP_IDENTITY) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL,
+                       H2O_STRLIT("identity"));
+        reply_error(h, req, BD_ECODING,
+                    "a plain image body (image/jpeg, image/png) is taken only uncompressed; "
+                    "send it without Content-Encoding (JPEG and PNG are compressed already)");
+        return;
+    }
     if (image_body(req)) {
         long k = query_classification(req);
         if (k < 0) {
@@ -822,16 +1338,58 @@ static void on_loaded(void *ctx, int rc, const char *msg)
     free(w);
 }
 
-/* The request's JSON body: *out NULL for an empty body. Replies 400 and returns -1 when the
- * body is not a JSON object. */
+/* The request's JSON body: *out NULL for an empty body. Replies (400, 413, 415) and returns -1
+ * when the body is not a JSON object, or a compressed one is too large or not taken. */
 static int body_object(bd_http_t *h, h2o_req_t *req, json_t **out)
 {
     *out = NULL;
-    if (req->entity.base == NULL || req->entity.len == 0) {
+    bd_zip_coding_t coding = BD_ZIP_IDENTITY;
+    if (!body_coding(h, req, &coding)) {
+        return -1;
+    }
+    const char *data = req->entity.base;
+    size_t len = data ? req->entity.len : 0;
+    bd_buf_t plain;
+    bd_buf_init(&plain);
+    if (coding != BD_ZIP_IDENTITY && len > LOOP_INFLATE_IN_BYTES) {
+        /* Inflated on the loop: the compressed size bounds the work, as the inflated one
+         * bounds the memory. */
+        bd_err_t err = {0};
+        bd_err_set(&err, BD_EBODYSIZE,
+                   "the %s request body is %zu bytes compressed; this endpoint takes compressed "
+                   "bodies of at most %u bytes",
+                   bd_zip_name(coding), len, LOOP_INFLATE_IN_BYTES);
+        reply_error(h, req, err.code, err.msg);
+        return -1;
+    }
+    if (coding != BD_ZIP_IDENTITY && len > 0) {
+        /* Inflated here on the loop, so only as far as a small JSON body goes. */
+        size_t max =
+            h->max_body_bytes < LOOP_INFLATE_BYTES ? h->max_body_bytes : LOOP_INFLATE_BYTES;
+        bd_err_t err = {0};
+        int rc = bd_zip_inflate(coding, data, len, max, &plain, &err);
+        if (rc == BD_ETOOBIG) {
+            rc = bd_zip_body_too_large(coding, max,
+                                       max == h->max_body_bytes
+                                           ? "this endpoint's bodies (--max-body-bytes)"
+                                           : "this endpoint's bodies",
+                                       &err);
+        }
+        if (rc != 0) {
+            bd_buf_dispose(&plain);
+            reply_error(h, req, rc, err.msg);
+            return -1;
+        }
+        data = plain.data;
+        len = plain.len;
+    }
+    if (len == 0) {
+        bd_buf_dispose(&plain);
         return 0;
     }
     json_error_t jerr;
-    json_t *root = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    bd_buf_dispose(&plain);
     if (!root || !json_is_object(root)) {
         json_decref(root);
         reply_error(h, req, BD_EINVAL, "the request body must be a JSON object (or empty)");
@@ -938,17 +1496,13 @@ static void route_repository(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int
         reply_method(h, req, true);
         return;
     }
-    /* Triton's rule: changes only in explicit mode; the index is readable whenever the
-     * repository can change (explicit or poll). */
-    bool allowed = h->model_control == BD_MODEL_CONTROL_EXPLICIT ||
-                   (index && h->model_control == BD_MODEL_CONTROL_POLL);
-    if (!allowed) {
+    /* Triton's rule: changes only in explicit mode; the index is readable in every mode. */
+    if (!index && h->model_control != BD_MODEL_CONTROL_EXPLICIT) {
         bd_err_t err;
         bd_err_set(&err, BD_EINVAL,
-                   "%s needs the server started with --model-control explicit%s (it runs with "
-                   "--model-control %s)",
-                   index ? "the repository index" : "loading and unloading models",
-                   index ? " or poll" : "", control_name(h->model_control));
+                   "loading and unloading models needs the server started with --model-control "
+                   "explicit (it runs with --model-control %s)",
+                   control_name(h->model_control));
         reply_error(h, req, err.code, err.msg);
         return;
     }
@@ -965,7 +1519,7 @@ static void route_repository(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int
 
 static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
 {
-    /* seg: models, {m} [, versions, {v}] [, ready | infer | stats | stream] */
+    /* seg: models, {m} [, versions, {v}] [, ready | infer | stats | stream | config] */
     h2o_iovec_t version = {NULL, 0};
     int rest = 2;
     if (n >= 4 && iov_eq(seg[2], "versions")) {
@@ -981,6 +1535,8 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
         action = "stats";
     } else if (n == rest + 1 && iov_eq(seg[rest], "stream")) {
         action = "stream";
+    } else if (n == rest + 1 && iov_eq(seg[rest], "config")) {
+        action = "config";
     } else if (n != rest) {
         reply_error(h, req, BD_ENOPATH, "unknown path; see docs/API.md for the endpoints");
         return;
@@ -997,19 +1553,24 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     bd_err_t err = {0};
     bd_model_t *m = NULL;
     if (bd_repo_find(h->repo, seg[1].base, seg[1].len, version.base, version.len, &m, &err)) {
-        reply_error(h, req, err.code, err.msg);
+        /* The config endpoint answers an unknown model or version 404, as Triton's does. */
+        bool config404 = strcmp(action, "config") == 0 && err.code == BD_ENOTFOUND;
+        reply_error(h, req, config404 ? BD_ENOPATH : err.code, err.msg);
         return;
     }
     char breaker[BD_ERR_MSG_MAX];
     if (strcmp(action, "stream") == 0) {
         mark_stream(req);
-        bd_stream_accept(h->stream, req, seg[1].base, seg[1].len, version.base, version.len);
+        bd_stream_accept(h->stream, req, seg[1].base, seg[1].len, version.base, version.len,
+                         &h->who);
     } else if (strcmp(action, "stats") == 0) {
         stats(h, req, m, version.len > 0);
     } else if (!bd_model_ready(m)) {
         bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m),
                    bd_model_reason(m));
-        reply_error(h, req, *action ? BD_EINVAL : BD_EUNAVAIL, err.msg);
+        reply_error(h, req, strcmp(action, "ready") == 0 ? BD_EINVAL : BD_EUNAVAIL, err.msg);
+    } else if (strcmp(action, "config") == 0) {
+        model_config(h, req, m);
     } else if (*action && !bd_sched_available(bd_model_sched(m), breaker, sizeof breaker)) {
         /* The circuit breaker holds it: not ready until the probe succeeds. */
         bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m), breaker);
@@ -1129,6 +1690,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     h2o_iovec_t seg[8];
     int n = split_path(req->path_normalized, seg, 8);
+    if (!admit(h, req, seg, n)) {
+        return 0;
+    }
     if (n == 1 && iov_eq(seg[0], "metrics")) {
         is_get(req) ? metrics_page(h, req) : reply_method(h, req, false);
         return 0;
@@ -1148,7 +1712,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (n == 2 && iov_eq(seg[1], "stream")) {
         if (is_get(req)) {
             mark_stream(req);
-            bd_stream_accept(h->stream, req, NULL, 0, NULL, 0);
+            bd_stream_accept(h->stream, req, NULL, 0, NULL, 0, &h->who);
         } else {
             reply_method(h, req, false);
         }
@@ -1167,6 +1731,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_method(h, req, false);
     } else if (n == 1) {
         server_metadata(h, req);
+    } else if (ready) {
+        health_ready(h, req);
     } else {
         reply(h, req, 200, "application/json", "", 0);
     }
@@ -1214,6 +1780,9 @@ static void on_conn_close(void *data)
     if (h2o_timeout_is_linked(&c->rewatch_entry)) {
         h2o_timeout_unlink(&c->rewatch_entry);
     }
+    if (h2o_timeout_is_linked(&c->handshake_entry)) {
+        h2o_timeout_unlink(&c->handshake_entry);
+    }
     bd_list_unlink(&c->link);
     free(c);
     h->conns--;
@@ -1251,23 +1820,70 @@ static void mark_stream(h2o_req_t *req)
     }
 }
 
-/* Answer `status` with {"error": msg} straight on the socket and shut it down. Nothing else
- * writes while h2o waits for a head. Best effort: a full socket buffer only loses the answer,
- * not the close, which h2o then sees as the client's. */
-static void refuse_head(conn_t *c, int status, const char *msg)
+/* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
+ * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
+ * enough for msg: at most 160 bytes, needing no JSON escapes). Returns its length. */
+static size_t raw_reply(char *resp, size_t cap, int status, const char *msg)
 {
-    char resp[512];
-    int n = snprintf(resp, sizeof resp,
+    int n = snprintf(resp, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
                      "Content-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
                      status, reason_of(status), strlen(msg) + 12, msg);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* Answer `status` with {"error": msg} straight on the socket and shut it down. Nothing else
+ * writes while h2o waits for a head. Best effort: a full socket buffer only loses the answer,
+ * not the close, which h2o then sees as the client's. */
+static void refuse_tls(conn_t *c, const char *resp, size_t len);
+
+static void refuse_head(conn_t *c, int status, const char *msg)
+{
+    char resp[512];
+    size_t n = raw_reply(resp, sizeof resp, status, msg);
     int fd = h2o_socket_get_fd(c->sock);
-    if (send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+    if (c->sock->ssl) {
+        refuse_tls(c, resp, n);
+    } else if (send(fd, resp, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
         BD_DEBUG("http", "%d not sent: %s", status, strerror(errno));
     }
-    shutdown(fd, SHUT_RDWR);
+    if (!c->sock->ssl) {
+        shutdown(fd, SHUT_RDWR);
+    }
     c->refused = true;
     BD_WARN("http", "closing a connection: %s", msg);
+}
+
+static void on_refused_written(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->on_close.data;
+    (void)err;
+    if (c->handshaking) {
+        h2o_socket_close(sock); /* not h2o's HTTP/1's: closed here, close_notify first; frees c */
+        return;
+    }
+    shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+    h2o_socket_read_start(sock, c->reader);
+}
+
+/* refuse_head under TLS: bytes sent straight to the socket would break the record stream, so
+ * the answer goes through h2o_socket_write (which encrypts a copy at once). h2o's reading stops
+ * meanwhile, so that it cannot start a reply of its own on top of ours; once the answer is
+ * written the connection is shut down and h2o's reader restored, to see the end and close. If
+ * h2o is writing (or not reading) there is no answer, only the shutdown. If h2o closes the
+ * connection first (its backstop timeout, the drain), the write callback never runs. A head
+ * that came with the handshake (on_handshake) is refused before h2o's HTTP/1 has the
+ * connection: nothing reads it then, and once the answer is written it is closed here. */
+static void refuse_tls(conn_t *c, const char *resp, size_t len)
+{
+    if (!c->handshaking && (h2o_socket_is_writing(c->sock) || !c->sock->_cb.read)) {
+        shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
+        return;
+    }
+    c->reader = c->sock->_cb.read;
+    h2o_socket_read_stop(c->sock);
+    h2o_iovec_t iov = h2o_iovec_init(resp, len);
+    h2o_socket_write(c->sock, &iov, 1, on_refused_written);
 }
 
 /* A complete head at the front of `in` announcing a Content-Length body of at least
@@ -1381,11 +1997,14 @@ static void on_read_checked(h2o_socket_t *sock, const char *err)
 }
 
 /* Wrap the connection's read callback if it is h2o's HTTP/1 one (not a WebSocket's, not
- * stopped while a request is handled). `accepted`: h2o's HTTP/1 layer has just taken the
- * connection, so the callback is that one. */
-static void watch_reads(bd_http_t *h, conn_t *c, bool accepted)
+ * stopped while a request is handled). Called when h2o's HTTP/1 has just taken the connection
+ * and after each reply (on_rewatch), when the callback of a connection that is not a stream is
+ * h2o's HTTP/1 one: the first such callback seen is recorded. It is NULL when h2o stopped
+ * reading at once, for a request that came with the TLS handshake (on_handshake), so NULL is
+ * never recorded. */
+static void watch_reads(bd_http_t *h, conn_t *c)
 {
-    if (accepted && !h->http1_read) {
+    if (!h->http1_read && c->sock->_cb.read && !c->upgraded && !c->refused) {
         h->http1_read = c->sock->_cb.read;
     }
     if (c->sock->_cb.read && c->sock->_cb.read == h->http1_read && !c->upgraded) {
@@ -1396,7 +2015,7 @@ static void watch_reads(bd_http_t *h, conn_t *c, bool accepted)
 static void on_rewatch(h2o_timeout_entry_t *entry)
 {
     conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, rewatch_entry, entry);
-    watch_reads(c->h, c, false);
+    watch_reads(c->h, c);
 }
 
 static void on_head_tick(h2o_timeout_entry_t *entry)
@@ -1407,7 +2026,7 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     char msg[160];
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
-        if (c->upgraded || c->refused) {
+        if (c->upgraded || c->refused || c->handshaking) {
             continue;
         }
         h2o_buffer_t *in = c->sock->input;
@@ -1452,6 +2071,67 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     }
 }
 
+/* ---- TLS handshakes ----------------------------------------------------------------------
+ * With --tls-cert each accepted connection first runs its handshake (h2o's socket layer,
+ * OpenSSL underneath); only then does h2o's HTTP/1 take it, as h2o_accept would. The handshake
+ * is bounded by --http-timeout-secs (h2o's handshake timeout list); a failed or late one closes
+ * that connection alone, logged at debug (clients cause these). A plain-HTTP request on this
+ * port is refused by OpenSSL before any TLS exists (a first record that starts with an HTTP
+ * method), so it can be answered in plain text: a 400 that says to use https://. */
+
+static void on_handshake(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->on_close.data;
+    bd_http_t *h = c->h;
+    /* h2o decrypts what came with the handshake's last records before calling us, and
+     * h2o_http1_accept dispatches a request found there at once, before watch_reads can wrap
+     * h2o's reader: that head is judged here. A refused one never reaches h2o's HTTP/1: the
+     * connection stays `handshaking` (on_head_tick leaves it alone, the drain closes it, the
+     * handshake timeout still bounds it) until refuse_tls has written the answer and closed it. */
+    if (!err && sock->input->size > 0 && !check_head(h, c)) {
+        return;
+    }
+    c->handshaking = false;
+    if (h2o_timeout_is_linked(&c->handshake_entry)) {
+        h2o_timeout_unlink(&c->handshake_entry);
+    }
+    if (!err) {
+        h2o_http1_accept(&h->accept_ctx, sock, c->accepted);
+        watch_reads(h, c);
+        return;
+    }
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST) {
+        char resp[256];
+        size_t n = raw_reply(resp, sizeof resp, 400,
+                             "this port speaks HTTPS (TLS) only: use https:// or wss://");
+        if (send(h2o_socket_get_fd(sock), resp, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            BD_DEBUG("http", "400 not sent: %s", strerror(errno));
+        }
+    }
+    BD_DEBUG("http", "tls handshake failed reason=\"%s\"",
+             e && ERR_reason_error_string(e) ? ERR_reason_error_string(e) : err);
+    ERR_clear_error();
+    h2o_socket_close(sock); /* frees c (on_conn_close) */
+}
+
+static void on_handshake_timeout(h2o_timeout_entry_t *entry)
+{
+    conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, handshake_entry, entry);
+    BD_DEBUG("http", "tls handshake timed out");
+    c->handshaking = false;
+    h2o_socket_close(c->sock); /* frees c (on_conn_close) */
+}
+
+static void start_tls(bd_http_t *h, conn_t *c)
+{
+    c->handshaking = true;
+    c->accepted = *h2o_get_timestamp(&h->ctx, NULL, NULL);
+    c->handshake_entry.cb = on_handshake_timeout;
+    h2o_timeout_link(h->loop, &h->ctx.handshake_timeout, &c->handshake_entry);
+    h2o_socket_ssl_handshake(c->sock, h->ssl_ctx, NULL, on_handshake);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     bd_http_t *h = listener->data;
@@ -1490,8 +2170,12 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         if (!h2o_timeout_is_linked(&h->head_entry)) {
             h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
         }
-        h2o_accept(&h->accept_ctx, sock);
-        watch_reads(h, c, true);
+        if (h->ssl_ctx) {
+            start_tls(h, c);
+        } else {
+            h2o_accept(&h->accept_ctx, sock);
+            watch_reads(h, c);
+        }
     }
 }
 
@@ -1557,7 +2241,10 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->max_connections = opts->max_connections;
     h->max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 16384;
     h->model_control = opts->model_control;
+    h->gate = opts->gate;
+    h->strict_readiness = opts->strict_readiness;
     bd_buf_init(&h->out);
+    bd_buf_init(&h->zout);
     bd_list_init(&h->watch);
     bd_list_init(&h->conn_list);
     h2o_config_init(&h->config);
@@ -1567,6 +2254,8 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     uint64_t timeout_s = opts->timeout_secs > 0 ? (uint64_t)opts->timeout_secs : 10;
     h->head_timeout_us = timeout_s * 1000000;
     h->config.http1.req_timeout = BACKSTOP_TIMEOUT_MS;
+    /* A TLS handshake that stops is closed (start_tls), after as long. */
+    h->config.handshake_timeout = timeout_s * 1000;
     /* h2o moves a socket buffer past 32 MB into a memory-mapped file under /tmp, so every
      * large body would be written to disk as it arrives; --max-body-bytes bounds the buffer,
      * which stays in memory. */
@@ -1598,6 +2287,8 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h2o_timeout_init(h->loop, &h->rewatch_timeout, 0);
     h->head_entry.cb = on_head_tick;
     h->watch_init = true;
+    /* TLS: start_tls runs each connection's handshake, so accept_ctx.ssl_ctx stays NULL. */
+    h->ssl_ctx = opts->tls;
     if (bind_listener(h, opts->host, opts->port, err) != 0) {
         bd_http_free(h);
         return NULL;
@@ -1627,6 +2318,16 @@ void bd_http_stop(bd_http_t *h)
     /* HTTP/1 reads only this flag (no keep-alive after it). h2o_context_request_shutdown
      * would also arm HTTP/2's graceful-shutdown timer, which outlives the drain. */
     h->ctx.shutdown_requested = 1;
+    /* A connection still in its TLS handshake has sent no request: close it now rather than
+     * have the drain wait for it. */
+    for (bd_list_t *n = h->conn_list.next, *next; n != &h->conn_list; n = next) {
+        next = n->next;
+        conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        if (c->handshaking) {
+            c->handshaking = false;
+            h2o_socket_close(c->sock); /* frees c (on_conn_close) */
+        }
+    }
 }
 
 void bd_http_close_idle(bd_http_t *h)
@@ -1670,5 +2371,6 @@ void bd_http_free(bd_http_t *h)
     }
     h2o_config_dispose(&h->config);
     bd_buf_dispose(&h->out);
+    bd_buf_dispose(&h->zout);
     free(h);
 }

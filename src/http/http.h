@@ -12,12 +12,14 @@
 #define BD_HTTP_H
 
 #include "core/core.h"
+#include "gate/gate.h"
 #include "infer/infer.h"
 #include "metrics/metrics.h"
 #include "repo/repo.h"
 #include "stream/stream.h"
 
 struct st_h2o_evloop_t;
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
 
 typedef struct bd_http bd_http_t;
 
@@ -34,9 +36,31 @@ typedef struct {
     size_t max_body_bytes;   /* larger request bodies get 413 */
     size_t max_connections;  /* open connections (WebSocket ones included); 0: no limit */
     size_t max_header_bytes; /* request line + headers; larger ones get 431; 0: 16 KiB */
-    int timeout_secs;        /* idle keep-alive, and a head or body that stops; 0: 10 s */
+    int timeout_secs;        /* idle keep-alive, and a head, body or TLS handshake that stops;
+                              * 0: 10 s */
     bd_model_control_t model_control;
+    /* API keys (401/403 before routing; health, model readiness and /metrics without
+     * --metrics-auth stay open) and rate limits on infer (429); borrowed; NULL: neither */
+    bd_gate_t *gate;
+    /* serve HTTPS and WSS with this context (bd_http_tls_new); borrowed, must outlive the
+     * front end; NULL: plain HTTP and WS */
+    struct ssl_ctx_st *tls;
+    /* GET /v2/health/ready: true, 200 only while every model is READY (bd_repo_ready), else
+     * 503 saying which are not and why; false, 200 while the server runs */
+    bool strict_readiness;
 } bd_http_opts_t;
+
+/* A server TLS context from PEM files for bd_http_opts_t.tls: `cert_file` (the certificate,
+ * then any intermediates) and `key_file` (its unencrypted private key), which must match. TLS
+ * 1.2 and 1.3 only, ECDHE with AEAD ciphers for TLS 1.2, no renegotiation, no compression, ALPN
+ * "http/1.1" only (HTTP/2 stays off). Returns owned (bd_http_tls_free); NULL with err set
+ * (BD_EINVAL, one sentence naming the file and the flag) when a file cannot be read, is not
+ * what it should be, or the pair does not match. Logs a warning for a certificate outside its
+ * validity period. Any thread, before a front end uses it; then read-only. */
+struct ssl_ctx_st *bd_http_tls_new(const char *cert_file, const char *key_file, bd_err_t *err);
+/* Free a context from bd_http_tls_new (NULL: nothing), after the front end that borrowed it;
+ * connections still open hold their own references. */
+void bd_http_tls_free(struct ssl_ctx_st *ctx);
 
 /* Start the HTTP front end on `loop` and bind its listening socket. Borrows everything,
  * which must outlive it. NULL with err set when the address cannot be bound. */

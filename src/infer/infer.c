@@ -9,10 +9,22 @@
  * that a reload or an unload took out of the table stays alive until its last request was
  * answered.
  *
- * Threads: the owner thread, except on_sched_done (any thread; touches only the mailbox). */
+ * A compressed body (args.coding) is inflated on the owner thread up to offload_bytes of
+ * output and LOOP_INFLATE_IN of input (empty stored blocks or gzip members inflate to nothing,
+ * so the output limit alone does not bound the work); one that goes on is handed to the
+ * decode thread with its zip reader, which inflates the rest a step at a time, counting each
+ * step in decoding_bytes (shared with that thread, under mu) before it inflates it, then
+ * decodes as for any large body. A reply the decode thread encodes it also compresses when
+ * the client asked (args.reply_coding).
+ *
+ * Threads: the owner thread, except on_sched_done (any thread; touches only the mailbox) and
+ * the decode thread's work on the calls handed to it. The one field both touch while a call is
+ * on the decode thread is `cancelled`, an atomic: the owner sets it (bd_call_cancel), the
+ * decode thread reads it between inflate steps and stops early. */
 #include "infer/infer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +38,10 @@ struct bd_infer {
     bd_repo_t *repo;
     bd_mailbox_t *mailbox;
     bd_infer_opts_t opts;
-    size_t inflight;       /* owner thread */
-    size_t decoding_bytes; /* owner thread: bodies handed to the decode thread, not back */
+    size_t inflight; /* owner thread */
+    /* Bodies handed to the decode thread and not back, and what compressed ones inflated
+     * there so far (under mu: the decode thread adds as it inflates). */
+    size_t decoding_bytes;
     /* the decode thread */
     pthread_t thread;
     bool thread_started;
@@ -36,6 +50,13 @@ struct bd_infer {
     bd_list_t queue; /* bd_call_t.qlink, under mu */
     bool stop;       /* under mu */
 };
+
+/* A compressed body inflates on the decode thread in steps of this many bytes of output (each
+ * counted in decoding_bytes before it is inflated) or of input, whichever comes first; the
+ * call's cancelled flag is read between steps. */
+#define INFLATE_STEP (1u << 20)
+/* The owner thread (an event loop) consumes at most this much of a compressed body's input. */
+#define LOOP_INFLATE_IN (256u * 1024)
 
 struct bd_call {
     bd_mail_t mail; /* posted by the decode thread, then by the scheduler's completion */
@@ -52,10 +73,25 @@ struct bd_call {
     size_t header_len;
     const char *body; /* what the decode thread reads: r->body, or the front end's kept body */
     size_t body_len;
-    bool decoding;  /* on the decode thread: the owner touches nothing but these flags */
-    bool encoding;  /* on the decode thread for its reply, likewise */
-    bool raw;       /* bd_infer_start_raw: the front end reads the outputs, never a reply */
-    bool cancelled; /* the client left while it was decoding */
+    size_t held; /* bytes counted in inf->decoding_bytes for it while it decodes */
+    /* A compressed body that inflates on the decode thread: the reader (over the front end's
+     * kept bytes), what it inflated so far, its limit, and how much of `held` that may take. */
+    bd_zip_reader_t *zip;
+    bd_zip_coding_t coding;
+    bd_buf_t plain;
+    size_t max_plain;
+    size_t plain_held;
+    size_t zip_limit;             /* the output limit of the reader's last read */
+    int zip_rc;                   /* and what it returned: BD_ETOOBIG or BD_ZIP_PAUSED */
+    bd_zip_coding_t reply_coding; /* what the client accepts */
+    bd_zip_coding_t reply_coded;  /* what a reply encoded on the decode thread is in */
+    size_t reply_plain_len;       /* and its length before that */
+    bool decoding; /* on the decode thread: the owner touches nothing but these flags */
+    bool encoding; /* on the decode thread for its reply, likewise */
+    bool raw;      /* bd_infer_start_raw: the front end reads the outputs, never a reply */
+    /* The client left while it was decoding or encoding: set by the owner thread, read by the
+     * decode thread too. */
+    atomic_bool cancelled;
     /* Outputs asked for with parameters.classification, made at the first encode (arena,
      * one per requested output; name NULL until made). */
     bd_tensor_t *classified;
@@ -127,6 +163,16 @@ int bd_infer_http_status(int code)
         return 404;
     case BD_EMETHOD:
         return 405;
+    case BD_EAUTH:
+        return 401;
+    case BD_EFORBIDDEN:
+        return 403;
+    case BD_ERATE:
+        return 429;
+    case BD_EBODYSIZE:
+        return 413;
+    case BD_ECODING:
+        return 415;
     case BD_EFULL:
     case BD_ETIMEOUT:
     case BD_ESHUTDOWN:
@@ -290,6 +336,112 @@ static int submit(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
 
 static int encode_reply(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err);
 
+/* Decoded JSON data can take up to 8 bytes per 2 body bytes; the arena is bounded by that. */
+static size_t arena_limit(size_t body_len)
+{
+    return body_len < (SIZE_MAX - (1u << 20)) / 8 ? body_len * 8 + (1u << 20) : SIZE_MAX;
+}
+
+/* Count `n` more bytes in decoding_bytes, unless that passes --max-decode-bytes: false then,
+ * and *busy says what was counted. Any thread. */
+static bool hold_decode(bd_infer_t *inf, size_t n, size_t *busy)
+{
+    pthread_mutex_lock(&inf->mu);
+    size_t b = inf->decoding_bytes;
+    bool room = b <= inf->opts.max_decode_bytes && n <= inf->opts.max_decode_bytes - b;
+    if (room) {
+        inf->decoding_bytes = b + n;
+    }
+    pthread_mutex_unlock(&inf->mu);
+    *busy = b;
+    return room;
+}
+
+static void release_decode(bd_infer_t *inf, size_t n)
+{
+    pthread_mutex_lock(&inf->mu);
+    inf->decoding_bytes -= n;
+    pthread_mutex_unlock(&inf->mu);
+}
+
+static int body_too_large(bd_zip_coding_t coding, size_t max, bd_err_t *err)
+{
+    return bd_zip_body_too_large(coding, max, "request bodies (--max-body-bytes)", err);
+}
+
+/* Inflate the rest of a compressed body (the owner thread did the first offload_bytes, or
+ * stopped at LOOP_INFLATE_IN of input): INFLATE_STEP bytes at a time, each step's room
+ * counted in decoding_bytes before it is inflated, so a zip bomb stops at its limit
+ * (BD_EBODYSIZE) or at --max-decode-bytes (BD_EFULL) having allocated at most that; a step
+ * also ends after INFLATE_STEP bytes of input, and a cancelled call stops there
+ * (BD_ECANCELLED). Then the request owns the inflated body. The bytes stay counted until
+ * on_decoded. Decode thread. */
+static int inflate_rest(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
+{
+    bd_req_t *r = c->req;
+    int rc = c->zip_rc;
+    size_t next = c->zip_limit;
+    while (rc == BD_ETOOBIG || rc == BD_ZIP_PAUSED) {
+        if (atomic_load(&c->cancelled)) {
+            rc = bd_err_set(err, BD_ECANCELLED,
+                            "the request was cancelled while its body was inflated");
+            break;
+        }
+        if (rc == BD_ETOOBIG) {
+            /* The reader stopped one byte past `next`: a larger limit resumes it. */
+            if (next >= c->max_plain) {
+                rc = body_too_large(c->coding, c->max_plain, err);
+                break;
+            }
+            next = c->max_plain - next > INFLATE_STEP ? next + INFLATE_STEP : c->max_plain;
+        }
+        size_t more = next + 1 > c->plain_held ? next + 1 - c->plain_held : 0;
+        size_t busy = 0;
+        if (!hold_decode(inf, more, &busy)) {
+            rc = bd_err_set(err, BD_EFULL,
+                            "the server is decoding %zu bytes of request bodies already; "
+                            "inflating this one further would pass the limit of %zu "
+                            "(--max-decode-bytes)",
+                            busy, inf->opts.max_decode_bytes);
+            break;
+        }
+        c->held += more;
+        c->plain_held += more;
+        rc = bd_zip_read(c->zip, &c->plain, next, INFLATE_STEP, err);
+    }
+    bd_zip_reader_free(c->zip);
+    c->zip = NULL;
+    if (rc != 0) {
+        bd_buf_dispose(&c->plain);
+        return rc;
+    }
+    r->body = bd_buf_steal(&c->plain, &r->body_len);
+    c->body = r->body;
+    c->body_len = r->body_len;
+    c->header_len = c->header_len == SIZE_MAX ? c->body_len : c->header_len;
+    r->arena.limit = arena_limit(c->body_len);
+    return 0;
+}
+
+/* A reply encoded here is compressed here too when the client asked and it is worth it; out
+ * of memory, it goes out as it is. Decode thread. */
+static void compress_reply(bd_call_t *c)
+{
+    if (c->reply_coding == BD_ZIP_IDENTITY || c->reply.len <= BD_ZIP_MIN_BYTES) {
+        return;
+    }
+    bd_buf_t z;
+    bd_buf_init(&z);
+    if (bd_zip_deflate(c->reply_coding, c->reply.data, c->reply.len, &z, NULL) != 0) {
+        bd_buf_dispose(&z);
+        return;
+    }
+    c->reply_plain_len = c->reply.len;
+    bd_buf_dispose(&c->reply);
+    c->reply = z;
+    c->reply_coded = c->reply_coding;
+}
+
 /* Large bodies are decoded here, and large JSON replies encoded, so one big JSON body never
  * stalls the loop. */
 static void *decode_main(void *arg)
@@ -310,10 +462,16 @@ static void *decode_main(void *arg)
         bd_req_t *r = c->req;
         if (c->encoding) {
             c->reply_rc = encode_reply(c, &c->reply, &c->reply_hlen, &c->reply_err);
+            if (c->reply_rc == 0) {
+                compress_reply(c);
+            }
         } else {
-            bd_decode_limits_t limits = {0};
-            r->status = bd_infer_decode(c->body, c->body_len, c->header_len, &r->arena, &limits,
-                                        &r->in, &r->err);
+            r->status = c->zip ? inflate_rest(inf, c, &r->err) : 0;
+            if (r->status == 0) {
+                bd_decode_limits_t limits = {0};
+                r->status = bd_infer_decode(c->body, c->body_len, c->header_len, &r->arena, &limits,
+                                            &r->in, &r->err);
+            }
             if (c->header_len == c->body_len) {
                 free(r->body); /* all JSON: the tensors are in the arena now */
                 r->body = NULL;
@@ -333,22 +491,28 @@ static void on_decoded(bd_mail_t *mail)
     bd_infer_t *inf = c->inf;
     bd_req_t *r = c->req;
     c->decoding = false;
-    inf->decoding_bytes -= c->body_len;
+    release_decode(inf, c->held);
     bd_model_metrics_t *mm = c->model ? bd_model_metrics(c->model) : NULL;
     bd_err_t err = {0};
     int rc = r->status;
-    if (rc != 0) {
+    if (rc != 0 && rc != BD_ECANCELLED) {
         err = r->err;
-        if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
+        if (rc == BD_EINVAL || rc == BD_ETOOBIG || rc == BD_EBODYSIZE) {
             bd_metrics_request(mm, c->protocol, BD_OUTCOME_INVALID);
+        } else if (rc == BD_EFULL) { /* inflating passed --max-decode-bytes */
+            bd_metrics_request(mm, c->protocol, BD_OUTCOME_REJECTED);
         }
-    } else if (c->cancelled) {
+    } else if (atomic_load(&c->cancelled)) { /* BD_ECANCELLED: inflate_rest stopped early */
         bd_model_t *m = NULL;
         if (resolve_model(inf, c, &m, NULL) == 0) {
             hold_model(c, m); /* the model it was for counts the cancel */
             mm = bd_model_metrics(m);
         }
-        rc = bd_err_set(&err, BD_ECANCELLED, "the request was cancelled while it was decoded");
+        if (rc == BD_ECANCELLED) {
+            err = r->err;
+        } else {
+            rc = bd_err_set(&err, BD_ECANCELLED, "the request was cancelled while it was decoded");
+        }
         bd_metrics_request(mm, c->protocol, BD_OUTCOME_CANCELLED);
     } else if ((rc = submit(inf, c, &err)) == 0) {
         return; /* queued: the scheduler's completion comes through the mailbox later */
@@ -360,6 +524,35 @@ static void on_decoded(bd_mail_t *mail)
 }
 
 /* ---- start ------------------------------------------------------------------------------ */
+
+/* Inflate a compressed body on the owner thread up to offload_bytes of output and
+ * LOOP_INFLATE_IN of input. 0 with *zip NULL when it ended there (all of it in `plain`), or
+ * with *zip set (the reader, stopped one byte past *limit, or paused at the input budget:
+ * *zip_rc says which) when the rest is for the decode thread; BD_EINVAL (corrupt, truncated,
+ * too many gzip members), BD_EBODYSIZE, BD_ENOMEM with err, `plain` then empty. */
+static int inflate_start(bd_infer_t *inf, const bd_infer_args_t *a, size_t max_plain,
+                         bd_buf_t *plain, bd_zip_reader_t **zip, size_t *limit, int *zip_rc,
+                         bd_err_t *err)
+{
+    size_t here = inf->opts.offload_bytes < max_plain ? inf->opts.offload_bytes : max_plain;
+    bd_zip_reader_t *z = bd_zip_reader_new(a->coding, a->body, a->len);
+    int rc = z ? bd_zip_read(z, plain, here, LOOP_INFLATE_IN, err)
+               : bd_err_set(err, BD_ENOMEM, "out of memory while inflating the request body");
+    if ((rc == BD_ETOOBIG && here < max_plain) || rc == BD_ZIP_PAUSED) {
+        *zip = z;
+        *limit = here;
+        *zip_rc = rc;
+        return 0;
+    }
+    bd_zip_reader_free(z);
+    if (rc == BD_ETOOBIG) {
+        rc = body_too_large(a->coding, max_plain, err);
+    }
+    if (rc != 0) {
+        bd_buf_dispose(plain);
+    }
+    return rc;
+}
 
 int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb done, bd_call_t **out,
                    bd_err_t *err)
@@ -389,18 +582,48 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
         return bd_err_set(err, a->framing_err->code, "%s", a->framing_err->msg);
     }
-    size_t len = a->len;
-    bool offload = len > inf->opts.offload_bytes;
-    if (offload && inf->decoding_bytes + len > inf->opts.max_decode_bytes) {
+    /* A compressed body: inflated here up to offload_bytes (a small one entirely); a longer
+     * one goes on inflating on the decode thread (zip set). */
+    bd_buf_t plain;
+    bd_buf_init(&plain);
+    bd_zip_reader_t *zip = NULL;
+    size_t zip_limit = 0;
+    int zip_rc = 0;
+    size_t max_plain = a->max_body_bytes ? a->max_body_bytes : inf->opts.max_decode_bytes;
+    if (a->coding != BD_ZIP_IDENTITY) {
+        rc = a->body_kept ? inflate_start(inf, a, max_plain, &plain, &zip, &zip_limit, &zip_rc, err)
+                          : bd_err_set(err, BD_EUNSUPPORTED,
+                                       "a compressed request body must be kept while it inflates");
+        if (rc == 0 && !zip && plain.len == 0) {
+            bd_buf_dispose(&plain);
+            rc = bd_err_set(err, BD_EINVAL,
+                            "the request body is empty once inflated; expected a JSON infer "
+                            "request");
+        }
+        if (rc != 0) {
+            if (rc == BD_EINVAL || rc == BD_EBODYSIZE) {
+                bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
+            }
+            return rc;
+        }
+    }
+    size_t len = a->coding != BD_ZIP_IDENTITY ? plain.len : a->len;
+    size_t header_len = a->header_len == SIZE_MAX && !zip ? len : a->header_len;
+    bool offload = zip || len > inf->opts.offload_bytes;
+    /* Counted while off the loop: the body; for one still inflating, the compressed bytes and
+     * the room of what inflated so far (inflate_rest counts the rest as it goes). */
+    size_t held = zip ? a->len + plain.cap : len;
+    size_t busy = 0;
+    if (offload && !hold_decode(inf, held, &busy)) {
+        bd_buf_dispose(&plain);
+        bd_zip_reader_free(zip);
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_REJECTED);
         return bd_err_set(err, BD_EFULL,
                           "the server is decoding %zu bytes of request bodies already; a body of "
                           "%zu bytes would pass the limit of %zu (--max-decode-bytes)",
-                          inf->decoding_bytes, len, inf->opts.max_decode_bytes);
+                          busy, held, inf->opts.max_decode_bytes);
     }
-    /* Decoded JSON data can take up to 8 bytes per 2 body bytes; bound the arena by that. */
-    size_t limit = len < (SIZE_MAX - (1u << 20)) / 8 ? len * 8 + (1u << 20) : SIZE_MAX;
-    bd_req_t *r = bd_req_new(limit);
+    bd_req_t *r = bd_req_new(arena_limit(len));
     bd_call_t *c = r ? bd_arena_calloc(&r->arena, 1, sizeof *c) : NULL;
     if (c && a->user_size && !(c->user = bd_arena_calloc(&r->arena, 1, a->user_size))) {
         c = NULL;
@@ -412,7 +635,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         c = NULL;
     }
     const char *body = a->body;
-    bool copy = !a->body_kept && (offload || a->header_len < len);
+    bool copy = !a->body_kept && (offload || header_len < len);
     if (c && copy) {
         /* Binary tensors point into the body, and a decode off the loop reads it later: it
          * must outlive the front end's buffer. */
@@ -425,7 +648,17 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     }
     if (!c || (copy && !r->body)) {
         bd_req_free(r);
+        bd_buf_dispose(&plain);
+        bd_zip_reader_free(zip);
+        if (offload) {
+            release_decode(inf, held);
+        }
         return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+    }
+    if (a->coding != BD_ZIP_IDENTITY && !zip) {
+        /* Inflated here: the request owns it (binary tensors point into it). */
+        r->body = bd_buf_steal(&plain, &r->body_len);
+        body = r->body;
     }
     c->inf = inf;
     c->req = r;
@@ -434,17 +667,29 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     c->body_names_model = a->body_names_model;
     c->rmodel_len = a->model ? a->model_len : 0;
     c->rversion_len = a->model ? a->version_len : 0;
-    c->header_len = a->header_len;
+    c->header_len = header_len;
     c->body = body;
     c->body_len = len;
+    c->reply_coding = a->reply_coding;
     if (offload) {
         if (m) {
             bd_model_ref(m); /* for the metrics of a decode that fails */
             c->model = m;
         }
+        c->held = held;
+        if (zip) {
+            c->zip = zip;
+            c->coding = a->coding;
+            c->plain = plain;
+            c->max_plain = max_plain;
+            c->plain_held = plain.cap;
+            c->zip_limit = zip_limit;
+            c->zip_rc = zip_rc;
+            c->body = NULL;
+            c->body_len = 0;
+        }
         c->decoding = true;
         c->mail.cb = on_decoded;
-        inf->decoding_bytes += len;
         inf->inflight++;
         pthread_mutex_lock(&inf->mu);
         bd_list_push_back(&inf->queue, &c->qlink);
@@ -454,7 +699,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         return 0;
     }
     bd_decode_limits_t limits = {0};
-    rc = bd_infer_decode(body, len, a->header_len, &r->arena, &limits, &r->in, err);
+    rc = bd_infer_decode(body, len, header_len, &r->arena, &limits, &r->in, err);
     copy_err_id(a, r->in.id);
     if (rc == 0) {
         c->model = m ? (bd_model_ref(m), m) : NULL; /* attributes a model mismatch */
@@ -481,7 +726,8 @@ void *bd_call_user(bd_call_t *call)
 void bd_call_cancel(bd_call_t *call)
 {
     if (call->decoding || call->encoding) {
-        call->cancelled = true; /* on_decoded finishes it instead of queueing it */
+        /* on_decoded finishes it instead of queueing it; inflate_rest stops at its next step */
+        atomic_store(&call->cancelled, true);
         return;
     }
     int rc = bd_sched_cancel(bd_model_sched(call->model), call->req);
@@ -572,7 +818,7 @@ static int select_outputs(bd_call_t *call, bd_output_enc_t *enc, size_t *n_out, 
 }
 
 /* Whether the reply's JSON outputs are large enough to be encoded off the loop: their text
- * takes a few bytes per tensor byte. */
+ * takes a few bytes per tensor byte (so each counts 4 against offload_bytes). */
 static bool reply_is_large(bd_call_t *c)
 {
     bd_output_enc_t enc[MAX_OUTPUTS];
@@ -580,8 +826,12 @@ static bool reply_is_large(bd_call_t *c)
     if (select_outputs(c, enc, &n, false, NULL) != 0) {
         return false;
     }
+    /* A reply to be compressed counts its binary bytes too: deflate costs more than the
+     * encode, and on the loop it would hold everyone up. */
+    bool zip = c->reply_coding != BD_ZIP_IDENTITY;
     for (size_t i = 0; i < n; i++) {
-        bytes += enc[i].binary ? 0 : enc[i].tensor->byte_size;
+        size_t b = enc[i].tensor->byte_size;
+        bytes += enc[i].binary ? (zip ? b / 4 : 0) : b;
     }
     return bytes > c->inf->opts.offload_bytes / 4;
 }
@@ -628,6 +878,17 @@ int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t 
     return out->failed ? bd_err_set(err, BD_ENOMEM, "out of memory while writing the reply") : 0;
 }
 
+bd_zip_coding_t bd_call_reply_coding(const bd_call_t *call, size_t *plain_len)
+{
+    if (!call->encoded || call->reply_rc != 0 || call->reply_coded == BD_ZIP_IDENTITY) {
+        return BD_ZIP_IDENTITY;
+    }
+    if (plain_len) {
+        *plain_len = call->reply_plain_len;
+    }
+    return call->reply_coded;
+}
+
 void bd_call_free(bd_call_t *call)
 {
     if (!call) {
@@ -637,6 +898,8 @@ void bd_call_free(bd_call_t *call)
         bd_model_unref(call->model);
     }
     bd_buf_dispose(&call->reply);
+    bd_zip_reader_free(call->zip);
+    bd_buf_dispose(&call->plain);
     bd_req_free(call->req); /* frees the call too: it lives in the request's arena */
 }
 

@@ -18,6 +18,7 @@
 #include "core/core.h"
 #include "metrics/metrics.h"
 #include "repo/repo.h"
+#include "zip/zip.h"
 
 typedef struct bd_infer bd_infer_t;
 typedef struct bd_call bd_call_t;
@@ -63,6 +64,18 @@ typedef struct {
     size_t len;
     size_t header_len;
     bool body_kept;
+    /* The body's content coding; identity: none. With gzip or deflate, body/len are the
+     * compressed bytes, which must be kept (body_kept; else BD_EUNSUPPORTED). They are
+     * inflated up to opts.offload_bytes on the owner thread and the rest on the decode
+     * thread, each byte counted against opts.max_decode_bytes as it comes, to at most
+     * max_body_bytes (0: opts.max_decode_bytes; past it BD_EBODYSIZE). header_len then counts
+     * in the inflated body; SIZE_MAX: all of it. */
+    bd_zip_coding_t coding;
+    size_t max_body_bytes;
+    /* The coding the client accepts for its reply: a reply large enough to be encoded on the
+     * decode thread is compressed there too (bd_call_reply_coding); a small one is left to
+     * the front end. */
+    bd_zip_coding_t reply_coding;
     /* Set when the front end found the request's framing wrong before decoding (e.g. a bad
      * Inference-Header-Content-Length): it is answered and counted like a decode error,
      * after the model checks. */
@@ -78,9 +91,11 @@ typedef struct {
 /* Start one request. On success returns 0 and *out: the call is owned by the infer layer
  * until `done` runs (exactly once, on the owner thread). On failure returns the code (never
  * calls done) with one sentence in err: BD_ENOTFOUND, BD_EUNAVAIL (not ready, circuit
- * breaker open), BD_EINVAL/BD_ETOOBIG (bad request), BD_EFULL (queue full, or too many body
- * bytes decoding), BD_ESHUTDOWN, BD_ENOMEM. A body over opts.offload_bytes is decoded off the
- * loop: its decode and model errors then arrive through `done` (bd_call_status) instead. */
+ * breaker open), BD_EINVAL/BD_ETOOBIG (bad request, or a corrupt compressed body),
+ * BD_EBODYSIZE (a compressed body that inflates past its limit), BD_EFULL (queue full, or too
+ * many body bytes decoding), BD_ESHUTDOWN, BD_ENOMEM. A body over opts.offload_bytes (or a
+ * compressed one that inflates past it) is decoded off the loop: its inflate, decode and model
+ * errors then arrive through `done` (bd_call_status) instead. */
 int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb done, bd_call_t **out,
                    bd_err_t *err);
 
@@ -106,11 +121,16 @@ void bd_call_set_id(bd_call_t *call, const char *id);
  * (== the appended length when everything is JSON). Returns 0, BD_ENOMEM, or the call's own
  * error code (with its message in err) when it failed. After done. */
 int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err);
+/* After a successful bd_call_encode: the coding of what it appended. gzip or deflate when
+ * the reply was encoded on the decode thread and compressed there as a->reply_coding asked;
+ * *plain_len (may be NULL) then gets the uncompressed reply's length, in which header_len
+ * counts. Identity otherwise (*plain_len untouched). */
+bd_zip_coding_t bd_call_reply_coding(const bd_call_t *call, size_t *plain_len);
 /* Release the model version and everything the call owns. After done. NULL is fine. */
 void bd_call_free(bd_call_t *call);
 
-/* The HTTP status code an error code gets (400, 404, 405, 500, 503): the one table every
- * front end uses (WebSocket and Redis replies carry it as "status"). */
+/* The HTTP status code an error code gets (400, 401, 403, 404, 405, 413, 415, 429, 500, 503):
+ * the one table every front end uses (WebSocket and Redis replies carry it as "status"). */
 int bd_infer_http_status(int code);
 
 /* ==== raw typed inputs ====================================================================

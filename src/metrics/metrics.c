@@ -92,6 +92,7 @@ struct bd_metrics {
     bd_model_metrics_t *tail;
     _Atomic int64_t ws_connections;
     _Atomic uint64_t connections_refused;
+    _Atomic uint64_t rate_limited[BD_PROTO_COUNT_];
     bd_metrics_render_cb extra_cb; /* a front end's families; set before serving */
     void *extra_ctx;
 };
@@ -419,6 +420,18 @@ uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m)
     return m ? load_u64(&m->connections_refused) : 0;
 }
 
+void bd_metrics_rate_limited_add(bd_metrics_t *m, bd_protocol_t protocol)
+{
+    if (m && protocol < BD_PROTO_COUNT_) {
+        add_u64(&m->rate_limited[protocol], 1);
+    }
+}
+
+uint64_t bd_metrics_get_rate_limited(bd_metrics_t *m, bd_protocol_t protocol)
+{
+    return m && protocol < BD_PROTO_COUNT_ ? load_u64(&m->rate_limited[protocol]) : 0;
+}
+
 int64_t bd_metrics_get_websocket_connections(bd_metrics_t *m)
 {
     return m ? atomic_load_explicit(&m->ws_connections, memory_order_relaxed) : 0;
@@ -626,6 +639,14 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
                "descriptors).");
     bd_buf_printf(out, "batchd_connections_refused_total %" PRIu64 "\n",
                   bd_metrics_get_connections_refused(m));
+    /* Only the front ends --rate-limit applies to (the Redis ingest reads at its own pace). */
+    put_header(out, "batchd_rate_limited_total", "counter",
+               "Infer requests refused with 429 by --rate-limit.");
+    for (int p = BD_PROTO_HTTP; p <= BD_PROTO_WEBSOCKET; p++) {
+        bd_buf_printf(out, "batchd_rate_limited_total{protocol=\"%s\"} %" PRIu64 "\n",
+                      bd_protocol_name((bd_protocol_t)p),
+                      bd_metrics_get_rate_limited(m, (bd_protocol_t)p));
+    }
     if (m->extra_cb) {
         m->extra_cb(m->extra_ctx, out);
     }

@@ -67,6 +67,11 @@ uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m);
 /* batchd_websocket_connections += delta (open WebSocket connections, all models). */
 void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
 
+/* batchd_rate_limited_total{protocol} += 1: an infer request refused with 429 by --rate-limit
+ * (counted here, not in requests_total: it never reached a model). */
+void bd_metrics_rate_limited_add(bd_metrics_t *m, bd_protocol_t protocol);
+uint64_t bd_metrics_get_rate_limited(bd_metrics_t *m, bd_protocol_t protocol);
+
 /* A front end's own metric families (the Redis ingest's), appended to the exposition after
  * the server-wide ones: `cb` writes complete families (# HELP, # TYPE, samples) into `out`.
  * It runs on the thread that calls bd_metrics_render (the event loop). One callback at
@@ -136,6 +141,7 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_inference_inflight{model,version}                  gauge
  *   batchd_websocket_connections                              gauge (no labels)
  *   batchd_connections_refused_total                          counter (no labels)
+ *   batchd_rate_limited_total{protocol}                       counter (http, websocket)
  * then the extra families (bd_metrics_set_extra). Each family has its # HELP and # TYPE lines
  * once; every protocol (http, websocket, redis) and every outcome is listed for every model
  * (0 included), whichever front ends run. */

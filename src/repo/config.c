@@ -247,6 +247,7 @@ static int parse_batching(json_t *db, bd_sched_policy_t *pol, bd_err_t *err)
     pol->max_queue_size = (size_t)qsize;
     pol->priority_levels = (int)levels;
     pol->default_priority_level = (int)def_level;
+    pol->default_timeout_us = (uint64_t)timeout;
     for (int i = 0; i < BD_MAX_PRIORITY_LEVELS; i++) {
         pol->levels[i].max_queue_size = pol->max_queue_size;
         pol->levels[i].default_timeout_us = (uint64_t)timeout;

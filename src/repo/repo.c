@@ -1524,6 +1524,66 @@ void bd_repo_index(const bd_repo_t *r, bool ready_only, bd_buf_t *out)
     bd_buf_putc(out, ']');
 }
 
+/* One row of bd_repo_ready's list; the first one also says in `why` that the model (version)
+ * `what` ("failed to load", "is loading") and the reason, or (`what` NULL) the reason alone,
+ * when it is a sentence that names the model (the circuit breaker's). */
+static void unready_row(bd_buf_t *rows, size_t *n, char *why, size_t cap, const char *name,
+                        const char *version, const char *state, const char *what,
+                        const char *reason)
+{
+    bool first = *n == 0;
+    index_row(rows, &first, name, version, state, reason);
+    if ((*n)++ > 0) {
+        return;
+    }
+    if (what) {
+        snprintf(why, cap, "model '%.200s'%s%s %s%s%.300s", name, version ? " version " : "",
+                 version ? version : "", what, *reason ? ": " : "", reason);
+    } else {
+        snprintf(why, cap, "%.400s", reason);
+    }
+}
+
+bool bd_repo_ready(const bd_repo_t *r, bd_buf_t *rows, char *why, size_t cap)
+{
+    size_t serving = 0, n = 0;
+    bd_buf_putc(rows, '[');
+    for (size_t i = 0; i < r->n; i++) {
+        entry_t *e = r->e[i];
+        if (e->n == 0 && e->unload_gen != 0 && e->unload_gen == e->gen) {
+            continue; /* unloaded on purpose and not asked to load since (an older load still
+                       * running is discarded when it ends) */
+        }
+        serving++;
+        if (e->n == 0) {
+            bool loading = e->pending > 0;
+            unready_row(rows, &n, why, cap, e->name, NULL, loading ? "LOADING" : "UNAVAILABLE",
+                        loading ? "is loading" : "is unavailable",
+                        loading ? "" : entry_default(e)->reason);
+            continue;
+        }
+        for (size_t k = 0; k < e->n; k++) {
+            bd_model_t *m = e->v[k];
+            char breaker[BD_ERR_MSG_MAX];
+            if (m->sched && bd_sched_available(m->sched, breaker, sizeof breaker)) {
+                continue;
+            }
+            unready_row(rows, &n, why, cap, e->name, m->version, "UNAVAILABLE",
+                        m->sched ? NULL : "failed to load", m->sched ? breaker : m->reason);
+        }
+    }
+    bd_buf_putc(rows, ']');
+    if (serving == 0) {
+        snprintf(why, cap, "the repository has no model to serve");
+        return false;
+    }
+    size_t len = strlen(why);
+    if (n > 1 && len < cap) {
+        snprintf(why + len, cap - len, " (and %zu more not ready)", n - 1);
+    }
+    return n == 0;
+}
+
 /* ---- public: accessors ------------------------------------------------------------------ */
 
 const char *bd_model_name(const bd_model_t *m)

@@ -137,6 +137,15 @@ int bd_repo_unload(bd_repo_t *r, const char *name, size_t name_len, bd_err_t *er
  * model with no version object has no "version". `ready_only`: READY rows only. */
 void bd_repo_index(const bd_repo_t *r, bool ready_only, bd_buf_t *out);
 
+/* Strict readiness (Triton's --strict-readiness): true when the repository has a model to
+ * serve and every version of every such model is READY as the index says it (loaded, warmed
+ * up, its circuit breaker closed). A model unloaded through bd_repo_unload and not asked to
+ * load since does not count; a model still loading does, as not ready; a version whose reload
+ * failed while it keeps serving is READY. When not ready, `why` gets one sentence (the first
+ * thing not ready, and how many more) and `rows` the JSON array of index rows of what is not
+ * ready (bd_repo_index's shape; `rows` is appended to either way). */
+bool bd_repo_ready(const bd_repo_t *r, bd_buf_t *rows, char *why, size_t cap);
+
 /* For a repository with its own mailbox (opts.mailbox NULL): a descriptor that becomes
  * readable when loader results wait; the owner thread then calls bd_repo_dispatch, which
  * applies them (and runs bd_repo_done_cb callbacks). With a shared mailbox, its drain does

@@ -56,6 +56,8 @@ typedef struct {
     uint64_t max_queue_delay_us; /* how long an under-full batch may wait for its oldest */
     bool delay_auto;             /* "max_queue_delay_us": "auto": the scheduler learns it */
     size_t max_queue_size;       /* queued requests before 503 (per level); 0: 1024 */
+    uint64_t default_timeout_us; /* the levels' deadline unless their own policy says (the
+                                  * model config endpoint reports it; levels[] is what runs) */
     int priority_levels;         /* 1..BD_MAX_PRIORITY_LEVELS; 0 or out of range: 1 */
     int default_priority_level;  /* 1..priority_levels: where priority 0 (unset) goes */
     bd_priority_level_t levels[BD_MAX_PRIORITY_LEVELS]; /* [0] is priority 1 (highest) */

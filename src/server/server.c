@@ -3,8 +3,9 @@
  *
  * One h2o evloop on the thread that calls bd_server_run. Three descriptors wake it besides
  * the clients' sockets: the listener (HTTP's), the mailbox's eventfd (every completion: a
- * scheduler's request, a repository load) and a signalfd for the stop signals. The mailbox
- * and signal descriptors are dup'ed into the loop because h2o closes what it watches.
+ * scheduler's request, a repository load) and a signalfd for the stop signals and SIGHUP
+ * (which reloads the API key file, gate/, here on the loop: the file is small and local). The
+ * mailbox and signal descriptors are dup'ed into the loop because h2o closes what it watches.
  *
  * Threads: the loop thread only. */
 #include "server/server.h"
@@ -33,6 +34,7 @@ struct bd_server {
     bd_infer_t *infer;
     bd_stream_t *stream;
     bd_http_t *http;
+    bd_gate_t *gate; /* borrowed from the options; NULL: no keys, no limits */
     bool stopping;
     bd_server_frontend_t frontends[BD_SERVER_MAX_FRONTENDS]; /* registered by the caller */
     size_t n_frontends;
@@ -51,6 +53,15 @@ static void on_signal(h2o_socket_t *sock, const char *err)
     struct signalfd_siginfo si;
     (void)err;
     while (read(h2o_socket_get_fd(sock), &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            if (bd_gate_keys_on(s->gate)) {
+                bd_gate_reload(s->gate, NULL); /* logs what it did, and keeps the old keys */
+            } else {
+                BD_INFO("server", "reload signal=%u: nothing to reload (no --api-keys)",
+                        si.ssi_signo);
+            }
+            continue;
+        }
         if (!s->stopping) {
             BD_INFO("server", "shutdown signal=%u inflight=%zu", si.ssi_signo,
                     bd_infer_inflight(s->infer));
@@ -83,13 +94,15 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     }
     s->repo = repo;
     s->mailbox = mailbox;
+    s->gate = opts->http.gate;
     s->loop = h2o_evloop_create();
     bd_infer_opts_t io = {.offload_bytes = BD_SERVER_OFFLOAD_BYTES,
                           .max_decode_bytes = opts->max_decode_bytes};
     s->infer = bd_infer_new(repo, mailbox, &io);
     bd_stream_opts_t so = {.max_inflight = opts->ws_max_inflight,
                            .idle_timeout_us = opts->ws_idle_timeout_us,
-                           .max_message_bytes = opts->http.max_body_bytes};
+                           .max_message_bytes = opts->http.max_body_bytes,
+                           .gate = opts->http.gate};
     s->stream = s->infer ? bd_stream_new(s->loop, s->infer, metrics, &so) : NULL;
     if (!s->stream) {
         bd_err_set(err, BD_ENOMEM, "out of memory");
@@ -147,7 +160,9 @@ static bool frontends_pending(bd_server_t *s, int which)
 int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
 {
     bd_err_t err = {0};
-    int sfd = signalfd(-1, stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    sigset_t watched = *stop_signals;
+    sigaddset(&watched, SIGHUP);
+    int sfd = signalfd(-1, &watched, SFD_NONBLOCK | SFD_CLOEXEC);
     s->sigsock = sfd >= 0 ? watch_fd(s, sfd, on_signal, &err) : NULL;
     if (sfd >= 0) {
         close(sfd);

@@ -43,7 +43,8 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
 /* The bound HTTP port (useful with port 0). */
 int bd_server_port(const bd_server_t *s);
 /* Serve on the calling thread until one of `stop_signals` arrives (they must be blocked in
- * every thread; they are read through a signalfd), then drain as above and return 0. */
+ * every thread; they are read through a signalfd), then drain as above and return 0. SIGHUP,
+ * which must be blocked too, is read the same way and reloads the API key file (gate/). */
 int bd_server_run(bd_server_t *s, const sigset_t *stop_signals);
 void bd_server_free(bd_server_t *s);
 /* ---- front ends started by the caller on the server's loop (the Redis ingest) ---------------

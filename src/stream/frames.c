@@ -1,9 +1,12 @@
 /* frames.c: the byte-level WebSocket checks stream.c makes before and around wslay (see
  * stream_internal.h): UTF-8 validation of text messages, the frame-header walk that catches
- * what wslay closes without a status code, and the split of a binary request message.
+ * what wslay closes without a status code, the split of a binary request message, and the
+ * peek at a request's "id" for messages refused before they are decoded.
  *
  * Threads: pure functions over caller-owned memory; any thread. */
 #include "stream/stream_internal.h"
+
+#include <string.h>
 
 bool bd_ws_utf8_valid(const unsigned char *s, size_t n)
 {
@@ -81,4 +84,197 @@ int bd_ws_binary_split(const unsigned char *data, size_t len, size_t *header_len
     }
     *header_len = n;
     return 0;
+}
+
+/* ---- the id of a message refused before it is decoded ------------------------------------ */
+
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) {
+        i++;
+    }
+    return i;
+}
+
+/* Past the string that starts at s[*i] == '"'; false when it does not end. */
+static bool skip_string(const char *s, size_t n, size_t *i)
+{
+    for (size_t k = *i + 1; k < n; k++) {
+        if (s[k] == '\\') {
+            k++;
+        } else if (s[k] == '"') {
+            *i = k + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Past one value at s[*i]: a string, an object or array (by bracket depth, strings skipped),
+ * or a number or literal (up to the next delimiter). Not a validator: the decoder is. */
+static bool skip_value(const char *s, size_t n, size_t *i)
+{
+    if (*i >= n) {
+        return false;
+    }
+    if (s[*i] == '"') {
+        return skip_string(s, n, i);
+    }
+    if (s[*i] == '{' || s[*i] == '[') {
+        size_t depth = 0;
+        for (size_t k = *i; k < n;) {
+            char c = s[k];
+            if (c == '"') {
+                if (!skip_string(s, n, &k)) {
+                    return false;
+                }
+                continue;
+            }
+            if (c == '{' || c == '[') {
+                depth++;
+            } else if ((c == '}' || c == ']') && --depth == 0) {
+                *i = k + 1;
+                return true;
+            }
+            k++;
+        }
+        return false;
+    }
+    while (*i < n && s[*i] != ',' && s[*i] != '}' && s[*i] != ']' && skip_ws(s, n, *i) == *i) {
+        (*i)++;
+    }
+    return true;
+}
+
+static int32_t hex4(const char *p, size_t avail)
+{
+    if (avail < 4) {
+        return -1;
+    }
+    int32_t v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p[k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The JSON string at s[i] == '"', unescaped into out (NUL-terminated); false when it is cut
+ * short, has a bad escape or a NUL, or does not fit. */
+static bool decode_string(const char *s, size_t n, size_t i, char *out, size_t cap)
+{
+    size_t w = 0;
+    for (size_t k = i + 1; k < n; k++) {
+        unsigned char c = (unsigned char)s[k];
+        unsigned char u[4] = {c};
+        size_t m = 1;
+        if (c == '"') {
+            out[w] = '\0';
+            return bd_ws_utf8_valid((const unsigned char *)out, w);
+        }
+        if (c < 0x20) {
+            return false;
+        }
+        if (c == '\\') {
+            if (++k >= n) {
+                return false;
+            }
+            const char *esc = strchr("\"\\/bfnrt", s[k]);
+            if (esc && s[k]) {
+                u[0] = (unsigned char)"\"\\/\b\f\n\r\t"[esc - "\"\\/bfnrt"];
+            } else if (s[k] == 'u') {
+                int32_t cp = hex4(s + k + 1, n - k - 1);
+                k += 4;
+                if (cp >= 0xd800 && cp < 0xdc00) { /* a high surrogate: its low half follows */
+                    int32_t lo = k + 2 < n && s[k + 1] == '\\' && s[k + 2] == 'u'
+                                     ? hex4(s + k + 3, n - k - 3)
+                                     : -1;
+                    if (lo < 0xdc00 || lo > 0xdfff) {
+                        return false;
+                    }
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    k += 6;
+                } else if (cp <= 0 || (cp >= 0xdc00 && cp <= 0xdfff)) {
+                    return false;
+                }
+                if (cp < 0x80) {
+                    u[0] = (unsigned char)cp;
+                } else if (cp < 0x800) {
+                    u[0] = (unsigned char)(0xc0 | (cp >> 6));
+                    u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+                    m = 2;
+                } else if (cp < 0x10000) {
+                    u[0] = (unsigned char)(0xe0 | (cp >> 12));
+                    u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+                    u[2] = (unsigned char)(0x80 | (cp & 0x3f));
+                    m = 3;
+                } else {
+                    u[0] = (unsigned char)(0xf0 | (cp >> 18));
+                    u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+                    u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+                    u[3] = (unsigned char)(0x80 | (cp & 0x3f));
+                    m = 4;
+                }
+            } else {
+                return false;
+            }
+        }
+        if (w + m >= cap) {
+            return false;
+        }
+        memcpy(out + w, u, m);
+        w += m;
+    }
+    return false;
+}
+
+bool bd_ws_peek_id(const char *json, size_t len, char *id, size_t cap)
+{
+    if (cap == 0) {
+        return false;
+    }
+    id[0] = '\0';
+    size_t i = skip_ws(json, len, 0);
+    if (i >= len || json[i] != '{') {
+        return false;
+    }
+    i++;
+    for (;;) {
+        i = skip_ws(json, len, i);
+        if (i >= len || json[i] != '"') {
+            return false; /* the end of the object, or not JSON */
+        }
+        size_t key = i + 1;
+        if (!skip_string(json, len, &i)) {
+            return false;
+        }
+        bool is_id = i - key == 3 && memcmp(json + key, "id\"", 3) == 0;
+        i = skip_ws(json, len, i);
+        if (i >= len || json[i] != ':') {
+            return false;
+        }
+        i = skip_ws(json, len, i + 1);
+        if (is_id) {
+            if (i < len && json[i] == '"' && decode_string(json, len, i, id, cap)) {
+                return true;
+            }
+            id[0] = '\0';
+            return false;
+        }
+        if (!skip_value(json, len, &i)) {
+            return false;
+        }
+        i = skip_ws(json, len, i);
+        if (i >= len || json[i] != ',') {
+            return false;
+        }
+        i++;
+    }
 }

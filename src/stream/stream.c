@@ -16,9 +16,11 @@
  *
  * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
  * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
- * socket (1000) or the drain (1001). Queued requests of a socket that went away are
+ * socket (1000), the drain (1001) or an API key a reload removed (1008, once what was in
+ * flight was answered). Queued requests of a socket that went away are
  * cancelled; results for it are dropped when they come back. After we sent a close frame we
- * stop writing (SHUT_WR) and wait up to CLOSE_WAIT_MS for the client's close, then close.
+ * stop writing (SHUT_WR; not under TLS, where closing the socket sends the close_notify first)
+ * and wait up to CLOSE_WAIT_MS for the client's close, then close.
  *
  * Ownership: a conn is freed once its socket is closed and its last call came back; it is
  * never freed inside a wslay callback or in the middle of an event's handling: every entry
@@ -93,10 +95,13 @@ struct conn {
     bd_buf_t writing;          /* bytes of the h2o write in flight */
     bool write_busy;
     bool reading;
+    /* our close went out: waiting for the client's (the socket shut for writing unless TLS) */
     bool shut_wr;
     bool closing;          /* we queued a close frame */
     bd_ws_frames_t frames; /* headers of the bytes handed to wslay */
     bool broken;           /* a bad frame header came: the rest of the input is dropped */
+    bd_gate_who_t who;     /* the caller admitted at the upgrade (its key, or address) */
+    bool revoked;          /* a reload removed its key: 401 to what is left, then close 1008 */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -246,11 +251,19 @@ static void flush(conn_t *c)
     if (c->write_busy || !wslay_event_get_close_sent(c->ws) || wslay_event_want_write(c->ws)) {
         return;
     }
+    /* wslay queues some closes itself (1009, 1002): from now on no idle timer may replace the
+     * close wait below. */
+    c->closing = true;
     if (wslay_event_get_close_received(c->ws)) {
         close_socket(c);
     } else if (!c->shut_wr) {
+        /* Under TLS the socket is left open: a TCP FIN now would end the TLS stream without a
+         * close_notify (a truncation to the client), and the close_notify h2o_socket_close
+         * writes later would go to a half-closed socket. Only the wait is armed then. */
         c->shut_wr = true;
-        shutdown(h2o_socket_get_fd(c->sock), SHUT_WR);
+        if (!c->sock->ssl) {
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_WR);
+        }
         arm_timer(c, &c->st->close_timeout, on_close_wait);
     }
 }
@@ -289,9 +302,44 @@ static void on_call_done(bd_call_t *call)
     release_if_done(c);
 }
 
+/* The gate's word on a message before it is decoded: its key was revoked (401; process then
+ * closes with 1008 once the replies went out, since wslay sends a queued close before queued
+ * messages) or it is over the rate limit (429). Returns false after answering. */
+static bool admit_message(conn_t *c, bool binary, const char *data, size_t len)
+{
+    bd_gate_t *g = c->st->opts.gate;
+    bool valid = !c->revoked && bd_gate_still_valid(g, &c->who);
+    uint64_t retry = 0;
+    bd_err_t err = {0}, limited = {0};
+    if (valid && bd_gate_take(g, &c->who, &retry, &limited)) {
+        return true;
+    }
+    char id[ID_MAX];
+    size_t n = 0;
+    bool ok = binary ? bd_ws_binary_split((const unsigned char *)data, len, &n, &err) == 0 &&
+                           bd_ws_peek_id(data + 4, n, id, sizeof id)
+                     : bd_ws_peek_id(data, len, id, sizeof id);
+    if (!ok) {
+        assign_id(c, id, sizeof id);
+    }
+    if (!valid) {
+        c->revoked = true;
+        send_error(c, id, BD_EAUTH,
+                   "the API key this WebSocket was opened with is no longer valid (the key file "
+                   "was reloaded)");
+        return false;
+    }
+    bd_metrics_rate_limited_add(c->st->metrics, BD_PROTO_WEBSOCKET);
+    send_error(c, id, limited.code, limited.msg);
+    return false;
+}
+
 /* One complete message: a request to start, or an error reply. */
 static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
 {
+    if (!admit_message(c, binary, data, len)) {
+        return;
+    }
     char id[ID_MAX];
     id[0] = '\0';
     bd_infer_args_t a = {.protocol = BD_PROTO_WEBSOCKET,
@@ -399,7 +447,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     conn_t *c = user;
     (void)ctx;
     bool binary = arg->opcode == WSLAY_BINARY_FRAME;
-    if ((arg->opcode != WSLAY_TEXT_FRAME && !binary) || c->closing) {
+    if ((arg->opcode != WSLAY_TEXT_FRAME && !binary) || c->closing || c->revoked) {
         return; /* control frames: wslay answers ping and close itself */
     }
     const char *data = (const char *)arg->msg;
@@ -456,6 +504,9 @@ static void process(conn_t *c)
         /* The drain: everything this socket asked for was answered, and the replies left
          * wslay's queue (it sends a queued close before queued data frames). */
         queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
+    }
+    if (c->revoked && busy(c) == 0 && c->n_parked == 0) {
+        queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "API key revoked");
     }
     flush(c);
     if (!c->sock) {
@@ -566,7 +617,7 @@ static void reply_http_error(bd_stream_t *st, h2o_req_t *req, int status, const 
 }
 
 void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t model_len,
-                      const char *version, size_t version_len)
+                      const char *version, size_t version_len, const bd_gate_who_t *who)
 {
     const char *key = NULL;
     if (st->stopping) {
@@ -599,6 +650,9 @@ void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
         return;
     }
     c->st = st;
+    if (who) {
+        c->who = *who;
+    }
     memcpy(c->model, model ? model : "", model_len);
     c->model_len = model ? model_len : 0;
     memcpy(c->version, version ? version : "", version_len);

@@ -65,9 +65,17 @@ def test_broken_onnx_reason_mentions_the_model_file(mixed):
     assert _reason_words(msg), msg
 
 
-def test_server_ready_reflects_broken_models_or_not(mixed):
-    # Whether readiness counts failed models is a policy choice; the answer must be 200 or 503.
-    assert mixed.get("/v2/health/ready").status_code in (200, 503)
+def test_server_not_ready_while_models_are_broken(mixed):
+    # Strict readiness (the default, as Triton's --strict-readiness): 503 naming every model
+    # version that is not ready, with the repository index's reason.
+    r = mixed.get("/v2/health/ready")
+    msg = error_message(r, 503)
+    assert msg.startswith("not ready: model '"), msg
+    names = {m["name"] for m in r.json()["models"]}
+    assert {"broken_onnx", "bad_config", "bad_backend"} <= names, r.json()
+    assert "alive" not in names
+    for m in r.json()["models"]:
+        assert m["state"] == "UNAVAILABLE" and m["reason"], m
 
 
 def _need(client, name):

@@ -1,6 +1,6 @@
 """Models while the server runs: version folders and version policies, Triton's model
-repository extension (POST /v2/repository/index, /v2/repository/models/{m}/load and /unload,
-allowed with --model-control explicit), reloads under traffic that fail no request, failed
+repository extension (POST /v2/repository/index in every mode, /v2/repository/models/{m}/load
+and /unload with --model-control explicit), reloads under traffic that fail no request, failed
 reloads that keep the old version serving and say why in the index, an unload with 50
 requests in flight, and --model-control poll picking up added, changed and removed models."""
 import json
@@ -329,17 +329,19 @@ def test_failed_onnx_reload_keeps_serving(start_server_fn):
 
 # ---- without explicit mode ----------------------------------------------------------------
 
-def test_repository_api_refused_without_explicit_mode(start_server):
+def test_repository_changes_refused_without_explicit_mode(start_server):
     repo = start_server.repo("none_mode")
     add_model(repo.path, "m", (1,), sim_config())
     client = start_server(repo)
-    for path in ("/v2/repository/index", "/v2/repository/models/m/load",
-                 "/v2/repository/models/m/unload"):
+    for path in ("/v2/repository/models/m/load", "/v2/repository/models/m/unload"):
         msg = error_message(client.post(path), 400)
         assert "--model-control explicit" in msg, msg
+    # The index is readable in every mode.
+    assert states(index(client), "m") == [("1", "READY")]
     assert client.get("/v2").json()["extensions"] == [
         "binary_tensor_data",
         "classification",
+        "model_repository",
         "statistics",
     ]
     infer_ok(client, "m")

@@ -8,6 +8,8 @@
 #           in corpus-http)
 #   image   the JPEG/PNG decoders, resize and base64 of src/image (fuzz_image.c; seeds, tiny
 #           images made with Pillow, in corpus-image)
+#   gate    the API key file, Authorization and api_key parsers and --rate-limit of src/gate
+#           (fuzz_gate.c; seeds written below)
 #
 # Seconds 0: only replay the seeds and the saved corpus (-runs=0), as `make test` does.
 #
@@ -21,7 +23,7 @@
 set -eu
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-decode config ws http image}
+targets=${*:-decode config ws http image gate}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${BD_FUZZ_OUT:-$root/build-fuzz}
 mkdir -p "$out"
@@ -225,11 +227,13 @@ for t in $targets; do
     http)
         s="$root/src"
         build http -DH2O_USE_LIBUV=0 "$s/core/mailbox.c" "$s/tensor/codec.c" \
-            "$s/tensor/tensor.c" "$s/metrics/metrics.c" "$s/backend/backend.c" \
+            "$s/tensor/tensor.c" "$s/metrics/metrics.c" "$s/gate/gate.c" "$s/backend/backend.c" \
             "$s/backend/sim.c" "$s/backend/ort.c" "$s/sched/sched.c" "$s/sched/autodelay.c" \
             "$s/repo/repo.c" "$s/repo/config.c" "$s/infer/infer.c" "$s/stream/stream.c" \
-            "$s/stream/frames.c" "$s/http/http.c" "$s/server/server.c" "$s/image/image.c" \
-            $(pkg-config --cflags --libs libh2o-evloop libturbojpeg spng) -lssl -lcrypto -lwslay
+            "$s/stream/frames.c" "$s/http/http.c" "$s/http/tls.c" "$s/server/server.c" \
+            "$s/image/image.c" \
+            "$s/zip/zip.c" $(pkg-config --cflags --libs libh2o-evloop libturbojpeg spng zlib) \
+            -lssl -lcrypto -lwslay
         write_http_dict
         seeds="$root/tests/fuzz/corpus-http"
         maxlen=8192
@@ -246,8 +250,20 @@ for t in $targets; do
         seeds="$root/tests/fuzz/corpus-ws"
         maxlen=4096
         ;;
+    gate)
+        build gate "$root/src/gate/gate.c" -lcrypto
+        mkdir -p "$out/seeds/gate"
+        printf '# keys\n\nkey-one-0001 infer\n  key-two-0002\tadmin # ops\r\n' > "$out/seeds/gate/keys"
+        printf 'key infer extra\nbad-role reader\n' > "$out/seeds/gate/bad-keys"
+        printf 'Bearer abc.def-ghi' > "$out/seeds/gate/bearer"
+        printf 'x=1&api_key=ab%%2Fc%%3D' > "$out/seeds/gate/query"
+        printf '5:10' > "$out/seeds/gate/rate"
+        printf '"infer"\n"admin"\n"#"\n"Bearer "\n"api_key="\n"%%2F"\n":"\n' > "$out/gate.dict"
+        seeds="$out/seeds/gate"
+        maxlen=4096
+        ;;
     *)
-        echo "fuzz: unknown target '$t'; expected decode, config, ws, http or image" >&2
+        echo "fuzz: unknown target '$t'; expected decode, config, ws, http, image or gate" >&2
         exit 2
         ;;
     esac

@@ -5,7 +5,9 @@
  * bd_ws_utf8_valid and bd_ws_binary_split. Checks, besides ASan/UBSan: the scan never passes
  * more bytes than it was given; a bad header stops it; the same bytes in one chunk and in
  * small chunks give the same verdict; UTF-8 validity agrees with a decoder written the slow
- * way; a split header length always fits the message. */
+ * way; a split header length always fits the message; an id peeked from the bytes (as JSON)
+ * is NUL-terminated inside its buffer and valid UTF-8, and nothing is found in bytes that do
+ * not start with '{'. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,6 +114,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     } else if (err.code != BD_EINVAL || !err.msg[0]) {
+        abort();
+    }
+
+    char id[64];
+    memset(id, 'x', sizeof id);
+    bool found = bd_ws_peek_id((const char *)p, n, id, sizeof id);
+    size_t id_len = strnlen(id, sizeof id);
+    if (id_len == sizeof id || (!found && id_len != 0) ||
+        !bd_ws_utf8_valid((const unsigned char *)id, id_len) ||
+        (found && memchr(p, '{', n) == NULL)) {
         abort();
     }
     return 0;

@@ -303,6 +303,51 @@ static void test_large_bodies_decode_off_the_loop(void **state)
     assert_int_equal(bd_infer_inflight(f->inf), 0);
 }
 
+/* A compressed body whose client leaves while the decode thread inflates it: the decode thread
+ * reads the call's cancelled flag between its steps and stops there, rather than inflate the
+ * rest for nobody. The body is a zlib stream (RFC 1950) of 8 million empty stored blocks (RFC
+ * 1951 §3.2.4; 40 MB that inflate to nothing, a few hundred ms of zlib's time in 1 MiB input
+ * steps), so the cancel, made right after the start, lands long before the end. */
+static void test_cancel_stops_inflating_on_the_decode_thread(void **state)
+{
+    fixture_t *f = *state;
+    size_t blocks = 8u << 20, len = 2 + blocks * 5 + 5 + 4;
+    unsigned char *z = malloc(len), *p = z;
+    assert_non_null(z);
+    *p++ = 0x78;
+    *p++ = 0x01;
+    for (size_t i = 0; i < blocks; i++, p += 5) {
+        memcpy(p, "\x00\x00\x00\xff\xff", 5); /* not final, stored, LEN 0, NLEN 0xffff */
+    }
+    memcpy(p, "\x01\x00\x00\xff\xff\x00\x00\x00\x01", 9); /* final, empty; Adler-32 of "" */
+    bd_infer_args_t a = {.protocol = BD_PROTO_HTTP,
+                         .model = "slow",
+                         .model_len = 4,
+                         .body = (const char *)z,
+                         .len = len,
+                         .header_len = SIZE_MAX,
+                         .body_kept = true,
+                         .coding = BD_ZIP_DEFLATE,
+                         .user_size = sizeof(user_t)};
+    bd_call_t *call = NULL;
+    bd_err_t err = {0};
+    assert_int_equal(bd_infer_start(f->inf, &a, on_done, &call, &err), 0);
+    user_t *u = bd_call_user(call);
+    u->f = f;
+    u->tag = 0;
+    bd_call_cancel(call);
+    drain_until(f, 1);
+    assert_int_equal(f->status[0], BD_ECANCELLED);
+    assert_string_equal(f->msgs[0], "the request was cancelled while its body was inflated");
+    bd_model_t *m = NULL;
+    assert_int_equal(bd_repo_find(f->repo, "slow", 4, NULL, 0, &m, NULL), 0);
+    bd_model_metrics_t *mm = bd_model_metrics(m);
+    assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_CANCELLED), 1);
+    assert_int_equal(bd_metrics_get_executions(mm), 0);
+    assert_int_equal(bd_infer_inflight(f->inf), 0);
+    free(z);
+}
+
 /* ---- the mailbox itself: many producers, one owner ----------------------------------- */
 
 #define PRODUCERS 4
@@ -390,6 +435,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_errors_name_the_problem_and_keep_the_id, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_large_bodies_decode_off_the_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_stops_inflating_on_the_decode_thread, setup,
+                                        teardown),
         cmocka_unit_test(test_mailbox_many_producers_in_order_on_the_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

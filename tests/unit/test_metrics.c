@@ -178,6 +178,10 @@ static void test_render_empty_registry_has_headers(void **state)
         "--max-connections or out of descriptors).",
         "# TYPE batchd_connections_refused_total counter",
         "batchd_connections_refused_total 0",
+        "# HELP batchd_rate_limited_total Infer requests refused with 429 by --rate-limit.",
+        "# TYPE batchd_rate_limited_total counter",
+        "batchd_rate_limited_total{protocol=\"http\"} 0",
+        "batchd_rate_limited_total{protocol=\"websocket\"} 0",
     };
     assert_int_equal(l.n, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < l.n; i++) {
@@ -207,6 +211,10 @@ static void test_render_counters_exact(void **state)
     bd_metrics_queue_depth_add(mm, -2);
     bd_metrics_inflight_add(mm, 4);
     bd_metrics_inflight_add(mm, -1);
+    bd_metrics_rate_limited_add(m, BD_PROTO_WEBSOCKET);
+    for (int k = 0; k < 3; k++) {
+        bd_metrics_rate_limited_add(m, BD_PROTO_HTTP);
+    }
     lines_t l = render(m);
     size_t i = find_line(&l, "# TYPE batchd_inference_requests_total counter");
     const char *req[] = {
@@ -241,8 +249,13 @@ static void test_render_counters_exact(void **state)
                                          "(a request may contribute several).");
     assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_CANCELLED), 1);
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_CANCELLED), 0);
-    assert_string_equal(l.lines[l.n - 4], "batchd_websocket_connections 1");
-    assert_string_equal(l.lines[l.n - 1], "batchd_connections_refused_total 0");
+    assert_string_equal(l.lines[l.n - 8], "batchd_websocket_connections 1");
+    assert_string_equal(l.lines[l.n - 5], "batchd_connections_refused_total 0");
+    assert_string_equal(l.lines[l.n - 2], "batchd_rate_limited_total{protocol=\"http\"} 3");
+    assert_string_equal(l.lines[l.n - 1], "batchd_rate_limited_total{protocol=\"websocket\"} 1");
+    assert_int_equal(bd_metrics_get_rate_limited(m, BD_PROTO_HTTP), 3);
+    assert_int_equal(bd_metrics_get_rate_limited(m, BD_PROTO_WEBSOCKET), 1);
+    assert_int_equal(bd_metrics_get_rate_limited(m, BD_PROTO_REDIS), 0);
     i = find_line(&l, "# TYPE batchd_inference_items_total counter");
     assert_string_equal(l.lines[i + 1],
                         "batchd_inference_items_total{model=\"mlp\",version=\"1\"} 7");
@@ -253,14 +266,14 @@ static void test_render_counters_exact(void **state)
     assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
     i = find_line(&l, "# TYPE batchd_inference_inflight gauge");
     assert_string_equal(l.lines[i + 1], "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
-    assert_int_equal(i + 8, l.n); /* then the two server-wide families: HELP, TYPE, value */
+    assert_int_equal(i + 12, l.n); /* then the server-wide families: HELP, TYPE, values */
     assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
-    assert_int_equal(count_prefix(&l, "# TYPE "), 11);
-    assert_int_equal(count_prefix(&l, "# HELP "), 11);
-    /* 11 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
-     * batch-size lines, 3 x 19 duration lines and the two server-wide values. */
-    assert_int_equal(l.n, 22 + 18 + 4 + 12 + 3 * 19 + 2);
+    assert_int_equal(count_prefix(&l, "# TYPE "), 12);
+    assert_int_equal(count_prefix(&l, "# HELP "), 12);
+    /* 12 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
+     * batch-size lines, 3 x 19 duration lines and the four server-wide values. */
+    assert_int_equal(l.n, 24 + 18 + 4 + 12 + 3 * 19 + 4);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -385,7 +398,7 @@ static void test_render_models_in_registration_order(void **state)
                                         "executions (batches run by the backend).");
     /* 2 models x 3 protocols x 6 outcomes */
     assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 36);
-    assert_int_equal(l.n, 18 + 6 + 2 * (18 + 4 + 12 + 3 * 19));
+    assert_int_equal(l.n, 18 + 10 + 2 * (18 + 4 + 12 + 3 * 19));
     lines_free(&l);
     bd_metrics_free(m);
 }

@@ -271,6 +271,7 @@ static void test_config_every_key(void **state)
     assert_false(cfg.sched.delay_auto);
     assert_int_equal(cfg.sched.priority_levels, 3);
     assert_int_equal(cfg.sched.default_priority_level, 2);
+    assert_int_equal(cfg.sched.default_timeout_us, 1000);
     /* A level's policy overrides the batching-wide values, key by key. */
     assert_int_equal(cfg.sched.levels[0].max_queue_size, 2);
     assert_int_equal(cfg.sched.levels[0].default_timeout_us, 50);
@@ -1309,13 +1310,10 @@ static void expect_index(bd_repo_t *r, bool ready_only, const char *want)
     bd_buf_dispose(&b);
 }
 
-/* A sim model `name` with the given version folders and extra top-level config text. */
-static void sim_versions(const char *dir, const char *name, const int *versions, size_t n,
-                         const char *extra)
+/* Replace model `name`'s config.json with a sim config plus `extra` top-level keys. */
+static void sim_rewrite(const char *dir, const char *name, const char *extra)
 {
-    char p[512];
-    char text[1024];
-    make_dir(dir, name);
+    char p[512], text[1024];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     snprintf(text, sizeof text,
              "{\"backend\": \"sim\", \"max_batch_size\": 4%s%s,\n"
@@ -1323,6 +1321,16 @@ static void sim_versions(const char *dir, const char *name, const int *versions,
              " \"outputs\": [{\"name\": \"OUTPUT0\", \"datatype\": \"FP32\", \"dims\": [3]}]}\n",
              extra ? ", " : "", extra ? extra : "");
     write_text(p, "config.json", text);
+}
+
+/* A sim model `name` with the given version folders and extra top-level config text. */
+static void sim_versions(const char *dir, const char *name, const int *versions, size_t n,
+                         const char *extra)
+{
+    char p[512];
+    make_dir(dir, name);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    sim_rewrite(dir, name, extra);
     for (size_t i = 0; i < n; i++) {
         char v[24];
         snprintf(v, sizeof v, "%d", versions[i]);
@@ -1590,6 +1598,84 @@ static void test_repo_unload_and_load_by_request(void **state)
     rm_tree(dir);
 }
 
+/* bd_repo_ready's answer, its reason and its rows. */
+static void expect_ready(bd_repo_t *r, bool ready, const char *why, const char *rows)
+{
+    bd_buf_t b;
+    bd_buf_init(&b);
+    char got[512] = "";
+    assert_int_equal(bd_repo_ready(r, &b, got, sizeof got), ready);
+    assert_false(b.failed);
+    if (!ready && strcmp(got, why) != 0) {
+        fail_msg("why\n  got  %s\n  want %s", got, why);
+    }
+    if (strcmp(b.data, rows) != 0) {
+        fail_msg("rows\n  got  %s\n  want %s", b.data, rows);
+    }
+    bd_buf_dispose(&b);
+}
+
+static void test_repo_strict_readiness(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_repo_ready.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    bd_err_t err = {0};
+    bd_repo_t *r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    expect_ready(r, false, "the repository has no model to serve", "[]");
+    bd_repo_free(r);
+
+    static const int v1[] = {1};
+    sim_versions(dir, "good", v1, 1, NULL);
+    sim_versions(dir, "m", v1, 1, "\"bogus\": 1");
+    r = bd_repo_open(dir, NULL, &err);
+    assert_non_null(r);
+    const char *bad = "config.json: unknown key 'bogus'";
+    char why[256], rows[512];
+    snprintf(why, sizeof why, "model 'm' version 1 failed to load: %s", bad);
+    snprintf(rows, sizeof rows,
+             "[{\"name\":\"m\",\"version\":\"1\",\"state\":\"UNAVAILABLE\",\"reason\":\"%s\"}]",
+             bad);
+    expect_ready(r, false, why, rows);
+
+    /* Unloaded on purpose: it does not count. */
+    assert_int_equal(bd_repo_unload(r, "m", 1, &err), 0);
+    expect_ready(r, true, "", "[]");
+
+    /* Asked to load again: counts, as LOADING until the result is applied. */
+    sim_rewrite(dir, "m", NULL);
+    loaded_t l = {0};
+    assert_int_equal(bd_repo_load(r, "m", 1, on_loaded, &l, &err), 0);
+    expect_ready(r, false, "model 'm' is loading",
+                 "[{\"name\":\"m\",\"state\":\"LOADING\",\"reason\":\"\"}]");
+    dispatch_until(r, &l, 1);
+    assert_int_equal(l.rc, 0);
+    expect_ready(r, true, "", "[]");
+
+    /* A reload that fails keeps the old version serving: still ready. */
+    sim_rewrite(dir, "m", "\"bogus\": 2");
+    load_now(r, "m", &l);
+    assert_int_equal(l.rc, BD_EINVAL);
+    expect_ready(r, true, "", "[]");
+
+    /* Two not ready: the first is named, then how many more. */
+    sim_versions(dir, "x", v1, 1, "\"bogus\": 3");
+    sim_versions(dir, "y", NULL, 0, NULL); /* no version folder */
+    load_now(r, "x", &l);
+    load_now(r, "y", &l);
+    bd_buf_t b;
+    bd_buf_init(&b);
+    assert_false(bd_repo_ready(r, &b, why, sizeof why));
+    assert_string_equal(why, "model 'x' version 1 failed to load: config.json: unknown key "
+                             "'bogus' (and 1 more not ready)");
+    assert_non_null(strstr(b.data, "{\"name\":\"y\",\"state\":\"UNAVAILABLE\",\"reason\":"
+                                   "\"no numeric version folder"));
+    bd_buf_dispose(&b);
+    bd_repo_free(r);
+    rm_tree(dir);
+}
+
 int main(void)
 {
     bd_log_set_level(BD_LOG_ERROR);
@@ -1621,6 +1707,7 @@ int main(void)
         cmocka_unit_test(test_repo_version_policies),
         cmocka_unit_test(test_repo_reload_swaps_after_load_and_keeps_old_alive),
         cmocka_unit_test(test_repo_unload_and_load_by_request),
+        cmocka_unit_test(test_repo_strict_readiness),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,566 @@
+"""API keys (batchd issue 12): `--api-keys FILE` (env BATCHD_API_KEYS) holds `<key> <role>`
+lines, role `infer` or `admin`, with `#` comments and blank lines. With keys on, every endpoint
+needs `Authorization: Bearer <key>` except health (`/v2/health/*`), a model's readiness
+(`/v2/models/{m}[/versions/{v}]/ready`) and `/metrics` (which needs a key only with
+`--metrics-auth`). No key, a malformed Authorization or an unknown key: 401 with
+`WWW-Authenticate: Bearer` (RFC 6750) and the JSON error body. An `infer` key may infer and
+read (metadata, readiness, statistics, the repository index, streams); repository load and
+unload need `admin` (403 otherwise). A WebSocket upgrade takes the header or `?api_key=`
+(browsers cannot set headers there); without a key the handshake is refused with 401. The file
+is reloaded on SIGHUP: new keys work and removed ones get 401 (a WebSocket opened with a
+removed key gets a 401 error frame and close 1008); a bad file keeps the old keys. A bad file
+at start fails the start with a message naming the file and the line. Keys never appear in
+the log or in an error message.
+
+Servers: `keyed` (keys, --model-control explicit, --log-level debug), `metrics_keyed`
+(--metrics-auth), and function-scoped ones for SIGHUP and the environment variable; bad files
+run the binary directly.
+"""
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatusCode
+
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, error_message, parse_metrics, sanitizer_env, tensor
+
+STEP_S = 15.0
+INFER_KEY = "inf-" + secrets.token_hex(16)
+ADMIN_KEY = "adm-" + secrets.token_urlsafe(24)
+OTHER_INFER = "inf2-" + secrets.token_hex(12)
+ALL_KEYS = (INFER_KEY, ADMIN_KEY, OTHER_INFER)
+
+X = [1.5, -2.0]
+BODY = {"inputs": [tensor("INPUT0", "FP32", [1, 2], X)]}
+
+# Every endpoint but health, readiness and /metrics needs a key (an unknown path too: nothing
+# is told to a client without one).
+PROTECTED = [
+    ("GET", "/v2"),
+    ("GET", "/v2/models/echo"),
+    ("GET", "/v2/models/echo/versions/1"),
+    ("POST", "/v2/models/echo/infer"),
+    ("POST", "/v2/models/echo/versions/1/infer"),
+    ("GET", "/v2/models/stats"),
+    ("GET", "/v2/models/echo/stats"),
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/spare/load"),
+    ("POST", "/v2/repository/models/spare/unload"),
+    ("GET", "/v2/stream"),
+    ("GET", "/v2/nosuch"),
+]
+OPEN = ["/v2/health/live", "/v2/health/ready", "/v2/models/echo/ready",
+        "/v2/models/echo/versions/1/ready", "/metrics"]
+
+
+def write_keys(path, text):
+    """Replace the key file at once (a reload never sees half a file)."""
+    tmp = str(path) + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, str(path))
+
+
+def bearer(key):
+    return {"Authorization": "Bearer " + key}
+
+
+def check_401(r, invalid_token=False):
+    """401, the JSON error body, and a Bearer challenge (RFC 6750 §3; error="invalid_token"
+    when a key was sent but is not valid)."""
+    msg = error_message(r, 401)
+    www = r.headers.get("WWW-Authenticate")
+    assert www is not None, "401 without WWW-Authenticate: %r" % dict(r.headers)
+    assert www.split()[0].lower() == "bearer", www
+    if invalid_token:
+        assert 'error="invalid_token"' in www, www
+    for k in ALL_KEYS:
+        assert k not in msg
+    return msg
+
+
+def add_models(repo):
+    repo.add_sim("echo", [("INPUT0", "FP32", [2])], max_batch_size=8)
+    repo.add_sim("spare", [("INPUT0", "INT32", [1])], max_batch_size=1)
+
+
+def check_echo(r):
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["name"] == "OUTPUT0" and out["shape"] == [1, 2] and out["data"] == X, out
+
+
+@pytest.fixture(scope="module")
+def keys_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="module")
+def keyed(start_server, keys_dir):
+    repo = start_server.repo("auth")
+    add_models(repo)
+    path = keys_dir / "keys.txt"
+    write_keys(path, "# batchd API keys\n\n%s infer\n   %s\tadmin   # the operator\n"
+                     "\n# a second client\n%s infer\n" % (INFER_KEY, ADMIN_KEY, OTHER_INFER))
+    client = start_server(repo, args=["--api-keys", str(path), "--model-control", "explicit",
+                                      "--log-level", "debug"], name="batchd-auth")
+    client.port = client.server.port
+    return client
+
+
+@pytest.fixture(scope="module")
+def metrics_keyed(start_server, keys_dir):
+    repo = start_server.repo("auth-metrics")
+    add_models(repo)
+    path = keys_dir / "keys-metrics.txt"
+    write_keys(path, "%s infer\n" % INFER_KEY)
+    return start_server(repo, args=["--api-keys", str(path), "--metrics-auth"],
+                        name="batchd-metrics-auth")
+
+
+# ---- HTTP ---------------------------------------------------------------------------------
+
+def test_start_logs_how_many_keys_never_the_keys(keyed):
+    line = keyed.server.wait_log(r"keys=3\b")
+    assert line is not None, keyed.server.log_tail()
+    assert "infer=2" in line and "admin=1" in line, line
+
+
+@pytest.mark.parametrize("method,path", PROTECTED)
+def test_no_key_is_401(keyed, method, path):
+    r = requests.request(method, keyed.url(path), timeout=HTTP_TIMEOUT_S,
+                         json=BODY if path.endswith("/infer") else None)
+    check_401(r)
+
+
+@pytest.mark.parametrize("method,path", PROTECTED)
+def test_unknown_key_is_401(keyed, method, path):
+    for key in ("wrong-key", INFER_KEY[:-1], INFER_KEY + "x", INFER_KEY.upper(),
+                ADMIN_KEY + "0"):
+        r = requests.request(method, keyed.url(path), headers=bearer(key),
+                             timeout=HTTP_TIMEOUT_S)
+        check_401(r, invalid_token=True)
+
+
+@pytest.mark.parametrize("value", [
+    "Basic aW5mOnBhc3N3b3Jk",
+    "Bearer",
+    "Bearer ",
+    "Token " + INFER_KEY,
+    INFER_KEY,
+    "Bearer " + INFER_KEY + " extra",
+    "Bearer" + INFER_KEY,
+])
+def test_malformed_authorization_is_401(keyed, value):
+    r = requests.post(keyed.url("/v2/models/echo/infer"), json=BODY, timeout=HTTP_TIMEOUT_S,
+                      headers={"Authorization": value})
+    check_401(r)
+
+
+def test_two_authorization_headers_are_401(keyed):
+    """Which of two keys would count is ambiguous: neither does."""
+    body = json.dumps(BODY).encode()
+    raw = ("POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           "Authorization: Bearer %s\r\nAuthorization: Bearer %s\r\n"
+           "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+           % (INFER_KEY, INFER_KEY, len(body))).encode() + body
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as s:
+        s.sendall(raw)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), head
+    assert b"\r\nwww-authenticate: bearer" in head.lower(), head
+    assert "error" in json.loads(payload)
+
+
+def test_scheme_is_case_insensitive(keyed):
+    r = requests.post(keyed.url("/v2/models/echo/infer"), json=BODY, timeout=HTTP_TIMEOUT_S,
+                      headers={"Authorization": "bearer " + INFER_KEY})
+    check_echo(r)
+    r = requests.post(keyed.url("/v2/models/echo/infer"), json=BODY, timeout=HTTP_TIMEOUT_S,
+                      headers={"Authorization": "BEARER   " + INFER_KEY})
+    check_echo(r)
+
+
+def test_query_key_is_not_taken_outside_websocket_upgrades(keyed):
+    r = requests.post(keyed.url("/v2/models/echo/infer?api_key=" + INFER_KEY), json=BODY,
+                      timeout=HTTP_TIMEOUT_S)
+    check_401(r)
+    r = requests.get(keyed.url("/v2?api_key=" + INFER_KEY), timeout=HTTP_TIMEOUT_S)
+    check_401(r)
+
+
+@pytest.mark.parametrize("path", OPEN)
+def test_health_readiness_and_metrics_need_no_key(keyed, path):
+    r = requests.get(keyed.url(path), timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, (path, r.status_code, r.text)
+    r = requests.head(keyed.url(path), timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, (path, r.status_code)
+    # A wrong key on an open path is not looked at.
+    r = requests.get(keyed.url(path), headers=bearer("wrong"), timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, (path, r.status_code, r.text)
+    if path == "/metrics":
+        parse_metrics(r.text)
+
+
+def test_unknown_model_readiness_is_open_and_honest(keyed):
+    r = requests.get(keyed.url("/v2/models/nosuch/ready"), timeout=HTTP_TIMEOUT_S)
+    assert r.status_code in (400, 404), r.status_code
+    assert r.status_code != 401
+
+
+def test_infer_key_may_infer_and_read(keyed):
+    for key in (INFER_KEY, OTHER_INFER):
+        h = bearer(key)
+        check_echo(requests.post(keyed.url("/v2/models/echo/infer"), json=BODY, headers=h,
+                                 timeout=HTTP_TIMEOUT_S))
+        check_echo(requests.post(keyed.url("/v2/models/echo/versions/1/infer"), json=BODY,
+                                 headers=h, timeout=HTTP_TIMEOUT_S))
+        r = requests.get(keyed.url("/v2"), headers=h, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200 and r.json()["name"] == "batchd", r.text
+        r = requests.get(keyed.url("/v2/models/echo"), headers=h, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200 and r.json()["name"] == "echo", r.text
+        r = requests.get(keyed.url("/v2/models/echo/stats"), headers=h, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200 and r.json()["model_stats"][0]["name"] == "echo", r.text
+        r = requests.post(keyed.url("/v2/repository/index"), headers=h, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.text
+        assert {row["name"] for row in r.json()} == {"echo", "spare"}
+
+
+def test_infer_key_may_not_load_or_unload(keyed):
+    for action in ("load", "unload"):
+        r = requests.post(keyed.url("/v2/repository/models/spare/%s" % action),
+                          headers=bearer(INFER_KEY), timeout=HTTP_TIMEOUT_S)
+        msg = error_message(r, 403)
+        assert "admin" in msg, msg
+        assert INFER_KEY not in msg
+    # Nothing changed: spare still answers.
+    r = requests.post(keyed.url("/v2/models/spare/infer"), headers=bearer(INFER_KEY),
+                      json={"inputs": [tensor("INPUT0", "INT32", [1, 1], [7])]},
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+
+
+def test_admin_key_may_unload_and_load(keyed):
+    h = bearer(ADMIN_KEY)
+    spare = {"inputs": [tensor("INPUT0", "INT32", [1, 1], [7])]}
+    r = requests.post(keyed.url("/v2/repository/models/spare/unload"), headers=h,
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    r = requests.post(keyed.url("/v2/models/spare/infer"), headers=h, json=spare,
+                      timeout=HTTP_TIMEOUT_S)
+    error_message(r, 503)
+    r = requests.post(keyed.url("/v2/repository/models/spare/load"), headers=h,
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    r = requests.post(keyed.url("/v2/models/spare/infer"), headers=h, json=spare,
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [7], r.text
+    # admin may do everything an infer key may.
+    check_echo(requests.post(keyed.url("/v2/models/echo/infer"), json=BODY, headers=h,
+                             timeout=HTTP_TIMEOUT_S))
+    r = requests.get(keyed.url("/v2/models/stats"), headers=h, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+
+
+def test_metrics_open_without_metrics_auth(keyed):
+    r = requests.get(keyed.url("/metrics"), timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200
+    parse_metrics(r.text)
+
+
+def test_metrics_auth_needs_a_key_for_metrics_only(metrics_keyed):
+    r = requests.get(metrics_keyed.url("/metrics"), timeout=HTTP_TIMEOUT_S)
+    check_401(r)
+    r = requests.get(metrics_keyed.url("/metrics"), headers=bearer("nope"),
+                     timeout=HTTP_TIMEOUT_S)
+    check_401(r, invalid_token=True)
+    r = requests.get(metrics_keyed.url("/metrics"), headers=bearer(INFER_KEY),
+                     timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200
+    samples = parse_metrics(r.text)
+    assert any(name == "batchd_inference_requests_total" for name, _ in samples)
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/echo/ready"):
+        r = requests.get(metrics_keyed.url(path), timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, (path, r.status_code)
+
+
+# ---- WebSocket upgrades -----------------------------------------------------------------------
+
+def run(coro, timeout=60.0):
+    async def bounded():
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            pytest.fail("the test did not finish within %.0f s" % timeout, pytrace=False)
+    return asyncio.run(bounded())
+
+
+def ws_connect(port, path, **kw):
+    kw.setdefault("ping_interval", None)
+    kw.setdefault("compression", None)
+    kw.setdefault("open_timeout", STEP_S)
+    kw.setdefault("close_timeout", STEP_S)
+    return websockets.connect("ws://127.0.0.1:%d%s" % (port, path), **kw)
+
+
+async def ws_recv(ws):
+    try:
+        return await asyncio.wait_for(ws.recv(), STEP_S)
+    except asyncio.TimeoutError:
+        pytest.fail("no message within %.1f s" % STEP_S, pytrace=False)
+
+
+def ws_req(rid, model=None):
+    body = {"id": rid, "inputs": [tensor("INPUT0", "FP32", [1, 2], X)]}
+    if model:
+        body["model_name"] = model
+    return json.dumps(body)
+
+
+async def ws_roundtrip(ws, rid, model=None):
+    await ws.send(ws_req(rid, model))
+    reply = json.loads(await ws_recv(ws))
+    assert reply.get("id") == rid, reply
+    assert "error" not in reply, reply
+    assert reply["outputs"][0]["data"] == X, reply
+    return reply
+
+
+def test_websocket_with_query_key(keyed):
+    async def main():
+        async with ws_connect(keyed.port, "/v2/stream?api_key=" + INFER_KEY) as ws:
+            await ws_roundtrip(ws, "q1", model="echo")
+            await ws_roundtrip(ws, "q2", model="echo")
+        # A percent-encoded key is the same key; other parameters may come first.
+        enc = "".join("%%%02X" % b for b in ADMIN_KEY.encode())
+        async with ws_connect(keyed.port, "/v2/models/echo/stream?x=1&api_key=" + enc) as ws:
+            await ws_roundtrip(ws, "q3")
+        async with ws_connect(keyed.port,
+                              "/v2/models/echo/versions/1/stream?api_key=" + OTHER_INFER) as ws:
+            await ws_roundtrip(ws, "q4")
+    run(main())
+
+
+def test_websocket_with_authorization_header(keyed):
+    async def main():
+        async with ws_connect(keyed.port, "/v2/stream", extra_headers=bearer(INFER_KEY)) as ws:
+            await ws_roundtrip(ws, "h1", model="echo")
+        async with ws_connect(keyed.port, "/v2/models/echo/stream",
+                              extra_headers=bearer(ADMIN_KEY)) as ws:
+            await ws_roundtrip(ws, "h2")
+    run(main())
+
+
+@pytest.mark.parametrize("path,headers", [
+    ("/v2/stream", None),
+    ("/v2/models/echo/stream", None),
+    ("/v2/stream?api_key=wrong-key", None),
+    ("/v2/stream?api_key=", None),
+    ("/v2/stream?api_key=%zz", None),
+    ("/v2/models/echo/stream?apikey=" + INFER_KEY, None),
+    ("/v2/stream", {"Authorization": "Bearer wrong-key"}),
+    ("/v2/stream", {"Authorization": "Basic abc"}),
+])
+def test_websocket_without_a_valid_key_is_refused_401(keyed, path, headers):
+    async def main():
+        try:
+            async with ws_connect(keyed.port, path, extra_headers=headers or {}):
+                pass
+        except InvalidStatusCode as e:
+            return e.status_code
+        pytest.fail("the handshake of %s succeeded without a valid key" % path)
+    assert run(main()) == 401
+
+
+def test_websocket_refusal_is_a_json_401_with_a_challenge(keyed):
+    raw = ("GET /v2/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as s:
+        s.sendall(raw.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int([l.split(b":", 1)[1] for l in head.split(b"\r\n")
+                      if l.lower().startswith(b"content-length:")][0])
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            assert chunk
+            rest += chunk
+    assert head.startswith(b"HTTP/1.1 401 "), head
+    assert b"\r\nwww-authenticate: bearer" in head.lower(), head
+    assert b"101" not in head.split(b"\r\n")[0]
+    assert isinstance(json.loads(rest[:length])["error"], str)
+
+
+def test_keys_never_reach_the_log(keyed):
+    """Every key used above, in headers and in ?api_key=, on good and bad paths, at debug
+    level: none is in the log."""
+    requests.get(keyed.url("/v2/nosuch?api_key=" + ADMIN_KEY), headers=bearer(INFER_KEY),
+                 timeout=HTTP_TIMEOUT_S)
+    requests.post(keyed.url("/v2/repository/models/nosuch/load"), headers=bearer(ADMIN_KEY),
+                  timeout=HTTP_TIMEOUT_S)
+    log = keyed.server.log()
+    for key in ALL_KEYS:
+        assert key not in log, "a key is in the log"
+    assert "keys=3" in log
+
+
+# ---- SIGHUP ---------------------------------------------------------------------------------
+
+def wait_status(client, key, want, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.post(client.url("/v2/models/echo/infer"), json=BODY, headers=bearer(key),
+                          timeout=HTTP_TIMEOUT_S)
+        if r.status_code == want or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_sighup_reloads_the_key_file(start_server_fn, tmp_path):
+    old_key = "old-" + secrets.token_hex(16)
+    new_key = "new-" + secrets.token_hex(16)
+    repo = start_server_fn.repo("hup")
+    add_models(repo)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s infer\n" % old_key)
+    client = start_server_fn(repo, args=["--api-keys", str(path)], name="batchd-hup")
+    port = client.server.port
+    check_echo(wait_status(client, old_key, 200, 0))
+    check_401(wait_status(client, new_key, 401, 0), invalid_token=True)
+
+    async def main():
+        async with ws_connect(port, "/v2/models/echo/stream", extra_headers=bearer(old_key)) as ws:
+            await ws_roundtrip(ws, "before")
+            # A bad file keeps the old keys, and says why (naming the line, not the key).
+            write_keys(path, "%s admin\nbroken-line-without-a-role\n" % new_key)
+            client.server.signal(signal.SIGHUP)
+            line = client.server.wait_log(r"reload failed", timeout=10)
+            assert line is not None, client.server.log_tail()
+            assert "line 2" in line and str(path) in line, line
+            await ws_roundtrip(ws, "kept")
+            check_echo(wait_status(client, old_key, 200, 0))
+            check_401(wait_status(client, new_key, 401, 0), invalid_token=True)
+
+            write_keys(path, "# rotated\n%s admin\n" % new_key)
+            client.server.signal(signal.SIGHUP)
+            check_echo(wait_status(client, new_key, 200))
+            check_401(wait_status(client, old_key, 401), invalid_token=True)
+            # The new key has the admin role.
+            r = requests.post(client.url("/v2/repository/models/spare/load"),
+                              headers=bearer(new_key), timeout=HTTP_TIMEOUT_S)
+            assert r.status_code == 400, r.text  # admitted; the repository refuses (mode none)
+            # The socket opened with the removed key: 401 for its next request, then 1008.
+            await ws.send(ws_req("after"))
+            reply = json.loads(await ws_recv(ws))
+            assert reply == {"id": "after", "error": reply["error"], "status": 401}, reply
+            try:
+                extra = await asyncio.wait_for(ws.recv(), STEP_S)
+                pytest.fail("a reply after the revocation: %r" % extra)
+            except ConnectionClosed:
+                pass
+            assert ws.close_code == 1008, ws.close_code
+        # A socket opened with the new key works.
+        async with ws_connect(port, "/v2/stream?api_key=" + new_key) as ws:
+            await ws_roundtrip(ws, "new", model="echo")
+    run(main())
+    log = client.server.log()
+    assert client.server.wait_log(r"api keys reloaded .*keys=1") is not None, log
+    for key in (old_key, new_key):
+        assert key not in log
+    client.server.stop()
+
+
+def test_sighup_without_keys_does_not_stop_the_server(start_server_fn):
+    repo = start_server_fn.repo("hup-nokeys")
+    add_models(repo)
+    client = start_server_fn(repo)
+    client.server.signal(signal.SIGHUP)
+    assert client.server.wait_log(r"nothing to reload") is not None, client.server.log_tail()
+    check_echo(client.post("/v2/models/echo/infer", json=BODY))
+    client.server.stop()
+
+
+def test_environment_variable(start_server_fn, tmp_path, monkeypatch):
+    key = "env-" + secrets.token_hex(16)
+    path = tmp_path / "env-keys.txt"
+    write_keys(path, "%s infer\n" % key)
+    monkeypatch.setenv("BATCHD_API_KEYS", str(path))
+    monkeypatch.setenv("BATCHD_METRICS_AUTH", "true")
+    repo = start_server_fn.repo("env")
+    add_models(repo)
+    client = start_server_fn(repo)
+    check_401(client.post("/v2/models/echo/infer", json=BODY))
+    check_401(client.get("/metrics"))
+    check_echo(client.post("/v2/models/echo/infer", json=BODY, headers=bearer(key)))
+
+
+# ---- bad files at start ---------------------------------------------------------------------
+
+def run_serve(repo_path, args):
+    """Start the binary expecting it to fail: (exit code, output)."""
+    if not os.path.isfile(BATCHD_BIN):
+        pytest.skip("batchd binary not found at %s" % BATCHD_BIN)
+    cmd = [BATCHD_BIN, "serve", "--model-repository", repo_path, "--http-port", "0",
+           "--host", "127.0.0.1"] + list(args)
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                           env=sanitizer_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("batchd started (or hung) with %s" % args)
+    return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("# keys\n\nsecret-aaaa-1111 infer\nsecret-bbbb-2222 reader\n", 4, "role"),
+    ("secret-aaaa-1111 infer\nsecret-bbbb-2222\n", 2, "role"),
+    ("secret-aaaa-1111 infer\nsecret-aaaa-1111 admin\n", 2, "repeats"),
+    ("secret-aaaa-1111 infer extra\n", 1, "field"),
+    ("admin secret-aaaa-1111\n", 1, "role"),
+])
+def test_bad_key_file_fails_the_start(tmp_path, text, line, what):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    path = tmp_path / "bad-keys.txt"
+    path.write_text(text)
+    rc, out = run_serve(str(repo), ["--api-keys", str(path)])
+    assert rc != 0, out
+    assert str(path) in out and "line %d" % line in out and what in out, out
+    assert "secret-" not in out, "a key is in the output: %s" % out
+    assert "http listening" not in out
+
+
+def test_missing_or_empty_key_file_fails_the_start(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    missing = tmp_path / "missing.txt"
+    rc, out = run_serve(str(repo), ["--api-keys", str(missing)])
+    assert rc != 0 and str(missing) in out, out
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n\n")
+    rc, out = run_serve(str(repo), ["--api-keys", str(empty)])
+    assert rc != 0 and str(empty) in out and "no keys" in out, out
+
+
+def test_metrics_auth_needs_keys(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    rc, out = run_serve(str(repo), ["--metrics-auth"])
+    assert rc != 0 and "--metrics-auth" in out and "--api-keys" in out, out
