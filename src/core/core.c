@@ -563,3 +563,30 @@ int32_t bd_utf8_decode(const unsigned char *p, size_t n, size_t *len)
     *len = k;
     return cp;
 }
+
+int bd_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+int32_t bd_hex4(const char *p)
+{
+    int32_t v = 0;
+    for (int k = 0; k < 4; k++) {
+        int d = bd_hex_digit(p[k]);
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}

@@ -269,4 +269,9 @@ char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *er
  * (RFC 3629, as jansson and WebSocket text frames need). */
 int32_t bd_utf8_decode(const unsigned char *p, size_t n, size_t *len);
 
+/* The value of one hex digit (either case); -1 when c is not one. */
+int bd_hex_digit(char c);
+/* The value of the four hex digits at p (a JSON \uXXXX escape); -1 when they are not. */
+int32_t bd_hex4(const char *p);
+
 #endif

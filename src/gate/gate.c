@@ -272,20 +272,6 @@ int bd_gate_bearer(const char *value, size_t len, const char **key, size_t *key_
     return 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 int bd_gate_query_param(const char *query, size_t len, const char *name, char *buf, size_t cap,
                         size_t *n)
 {
@@ -306,8 +292,8 @@ int bd_gate_query_param(const char *query, size_t len, const char *name, char *b
         for (size_t i = name_len + 1; i < plen; i++) {
             char c = p[i];
             if (c == '%') {
-                int hi = i + 2 < plen ? hex_digit(p[i + 1]) : -1;
-                int lo = hi >= 0 ? hex_digit(p[i + 2]) : -1;
+                int hi = i + 2 < plen ? bd_hex_digit(p[i + 1]) : -1;
+                int lo = hi >= 0 ? bd_hex_digit(p[i + 2]) : -1;
                 if (lo < 0) {
                     return -1;
                 }

@@ -259,20 +259,6 @@ static size_t head_end(const char *d, size_t len, size_t from)
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 int bd_lg_http_feed(bd_lg_http_t *p, const char *data, size_t len, size_t *used)
 {
     size_t i = 0;
@@ -336,7 +322,7 @@ int bd_lg_http_feed(bd_lg_http_t *p, const char *data, size_t len, size_t *used)
             continue;
         case ST_CHUNK_SIZE: {
             char c = data[i++];
-            int h = hexval(c);
+            int h = bd_hex_digit(c);
             if (h >= 0) {
                 if (p->chunk_digits >= 15) {
                     return fail(p, "a chunk size in the reply is too large");

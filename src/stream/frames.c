@@ -146,26 +146,6 @@ static bool skip_value(const char *s, size_t n, size_t *i)
     return true;
 }
 
-static int32_t hex4(const char *p, size_t avail)
-{
-    if (avail < 4) {
-        return -1;
-    }
-    int32_t v = 0;
-    for (int k = 0; k < 4; k++) {
-        char c = p[k];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
-        if (d < 0) {
-            return -1;
-        }
-        v = v * 16 + d;
-    }
-    return v;
-}
-
 /* The JSON string at s[i] == '"', unescaped into out (NUL-terminated); false when it is cut
  * short, has a bad escape or a NUL, or does not fit. */
 static bool decode_string(const char *s, size_t n, size_t i, char *out, size_t cap)
@@ -190,11 +170,11 @@ static bool decode_string(const char *s, size_t n, size_t i, char *out, size_t c
             if (esc && s[k]) {
                 u[0] = (unsigned char)"\"\\/\b\f\n\r\t"[esc - "\"\\/bfnrt"];
             } else if (s[k] == 'u') {
-                int32_t cp = hex4(s + k + 1, n - k - 1);
+                int32_t cp = (n - k - 1 >= 4 ? bd_hex4(s + k + 1) : -1);
                 k += 4;
                 if (cp >= 0xd800 && cp < 0xdc00) { /* a high surrogate: its low half follows */
                     int32_t lo = k + 2 < n && s[k + 1] == '\\' && s[k + 2] == 'u'
-                                     ? hex4(s + k + 3, n - k - 3)
+                                     ? (n - k - 3 >= 4 ? bd_hex4(s + k + 3) : -1)
                                      : -1;
                     if (lo < 0xdc00 || lo > 0xdfff) {
                         return false;

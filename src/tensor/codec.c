@@ -846,24 +846,6 @@ static size_t utf8_encode(uint32_t cp, unsigned char *w)
     return 4;
 }
 
-/* Four hex digits at p; -1 when they are not. */
-static int32_t hex4(const char *p)
-{
-    int32_t v = 0;
-    for (int d = 0; d < 4; d++) {
-        char h = p[d];
-        int x = h >= '0' && h <= '9'   ? h - '0'
-                : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                       : -1;
-        if (x < 0) {
-            return -1;
-        }
-        v = v * 16 + x;
-    }
-    return v;
-}
-
 /* A string error at header byte `at` of the data of the current input. */
 static int string_error(data_ctx_t *c, size_t at, const char *what)
 {
@@ -910,7 +892,7 @@ static int decode_string(data_ctx_t *c, const sv_t *v, unsigned char *w, size_t 
             i += 2;
             continue;
         }
-        int32_t cp = e == 'u' && n - i >= 6 ? hex4(s + i + 2) : -1;
+        int32_t cp = e == 'u' && n - i >= 6 ? bd_hex4(s + i + 2) : -1;
         if (cp < 0) {
             return string_error(c, base + i, "invalid escape in a string");
         }
@@ -919,7 +901,7 @@ static int decode_string(data_ctx_t *c, const sv_t *v, unsigned char *w, size_t 
             return string_error(c, base + i - 6, "a lone low surrogate escape in a string");
         }
         if (cp >= 0xD800 && cp <= 0xDBFF) {
-            int32_t lo = n - i >= 6 && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s + i + 2) : -1;
+            int32_t lo = n - i >= 6 && s[i] == '\\' && s[i + 1] == 'u' ? bd_hex4(s + i + 2) : -1;
             if (lo < 0xDC00 || lo > 0xDFFF) {
                 return string_error(c, base + i - 6,
                                     "a high surrogate escape not followed by a low one in a "

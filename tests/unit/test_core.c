@@ -697,6 +697,21 @@ static void test_log_escapes_control_characters(void **state)
     free(out);
 }
 
+static void test_hex_digits(void **state)
+{
+    (void)state;
+    assert_int_equal(bd_hex_digit('0'), 0);
+    assert_int_equal(bd_hex_digit('9'), 9);
+    assert_int_equal(bd_hex_digit('a'), 10);
+    assert_int_equal(bd_hex_digit('F'), 15);
+    assert_int_equal(bd_hex_digit('g'), -1);
+    assert_int_equal(bd_hex_digit('/'), -1);
+    assert_int_equal(bd_hex4("00e9"), 0xe9);
+    assert_int_equal(bd_hex4("D83D"), 0xd83d);
+    assert_int_equal(bd_hex4("ffff"), 0xffff);
+    assert_int_equal(bd_hex4("12x4"), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -725,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_rng_uniform_in_unit_interval),
         cmocka_unit_test(test_log_level_and_line_format),
         cmocka_unit_test(test_log_escapes_control_characters),
+        cmocka_unit_test(test_hex_digits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
