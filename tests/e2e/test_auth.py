@@ -30,6 +30,7 @@ import requests
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
+from ws_util import run, ws_connect, ws_recv
 from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, error_message, parse_metrics, sanitizer_env, tensor
 
 STEP_S = 15.0
@@ -299,30 +300,6 @@ def test_metrics_auth_needs_a_key_for_metrics_only(metrics_keyed):
 
 
 # ---- WebSocket upgrades -----------------------------------------------------------------------
-
-def run(coro, timeout=60.0):
-    async def bounded():
-        try:
-            return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            pytest.fail("the test did not finish within %.0f s" % timeout, pytrace=False)
-    return asyncio.run(bounded())
-
-
-def ws_connect(port, path, **kw):
-    kw.setdefault("ping_interval", None)
-    kw.setdefault("compression", None)
-    kw.setdefault("open_timeout", STEP_S)
-    kw.setdefault("close_timeout", STEP_S)
-    return websockets.connect("ws://127.0.0.1:%d%s" % (port, path), **kw)
-
-
-async def ws_recv(ws):
-    try:
-        return await asyncio.wait_for(ws.recv(), STEP_S)
-    except asyncio.TimeoutError:
-        pytest.fail("no message within %.1f s" % STEP_S, pytrace=False)
-
 
 def ws_req(rid, model=None):
     body = {"id": rid, "inputs": [tensor("INPUT0", "FP32", [1, 2], X)]}

@@ -31,6 +31,7 @@ import pytest
 import requests
 import websockets
 
+from ws_util import run, ws_connect, ws_recv
 from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, metric_value, sanitizer_env,
                       tensor)
 
@@ -261,30 +262,6 @@ def test_same_address_shares_the_bucket_across_connections(by_address):
 
 
 # ---- WebSocket --------------------------------------------------------------------------------
-
-def run(coro, timeout=60.0):
-    async def bounded():
-        try:
-            return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            pytest.fail("the test did not finish within %.0f s" % timeout, pytrace=False)
-    return asyncio.run(bounded())
-
-
-def ws_connect(port, path, **kw):
-    kw.setdefault("ping_interval", None)
-    kw.setdefault("compression", None)
-    kw.setdefault("open_timeout", STEP_S)
-    kw.setdefault("close_timeout", STEP_S)
-    return websockets.connect("ws://127.0.0.1:%d%s" % (port, path), **kw)
-
-
-async def ws_recv(ws):
-    try:
-        return await asyncio.wait_for(ws.recv(), STEP_S)
-    except asyncio.TimeoutError:
-        pytest.fail("no message within %.1f s" % STEP_S, pytrace=False)
-
 
 def ws_req(rid):
     body = {"inputs": [tensor("INPUT0", "FP32", [1, 2], X)]}

@@ -35,6 +35,7 @@ import pytest
 import requests
 import websockets
 
+from ws_util import run
 from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, decode_outputs, metric_value,
                       parse_infer_reply, parse_metrics, sanitizer_env, tensor)
 
@@ -645,15 +646,6 @@ def test_first_connection_bringing_its_request_with_the_handshake(start_server_f
 
 
 # ---- WSS --------------------------------------------------------------------------------------
-
-def run(coro, timeout=60.0):
-    async def bounded():
-        try:
-            return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            pytest.fail("the test did not finish within %.0f s" % timeout, pytrace=False)
-    return asyncio.run(bounded())
-
 
 def wss(tls, path="/v2/stream", **kw):
     kw.setdefault("ping_interval", None)

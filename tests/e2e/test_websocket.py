@@ -34,6 +34,7 @@ import requests
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode, WebSocketException
 
+from ws_util import run
 from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, decode_outputs, tensor
 
 MAX_BODY = 65536          # --max-body-bytes of the `hygiene` server
@@ -120,16 +121,6 @@ def tight(start_server):
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-def run(coro, timeout=60.0):
-    """Run a test coroutine with an overall bound: a hang fails, it never blocks CI."""
-    async def bounded():
-        try:
-            return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            pytest.fail("the test did not finish within %.0f s" % timeout, pytrace=False)
-    return asyncio.run(bounded())
-
 
 def connect(client, path="/v2/stream", **kw):
     kw.setdefault("max_size", 64 << 20)
