@@ -38,7 +38,7 @@ from redis_util import RedisServer  # noqa: E402
 SHAPES = {"sim": ("INPUT0", 16), "mlp": ("input", 64), "mobilenet_v2": ("input", 3 * 224 * 224)}
 
 
-def make_repo(root, model, models_dir, max_batch=0):
+def make_repo(root, model, models_dir, max_batch=0, instances=0):
     name, dim = SHAPES[model]
     d = os.path.join(root, model)
     os.makedirs(os.path.join(d, "1"), exist_ok=True)
@@ -55,6 +55,9 @@ def make_repo(root, model, models_dir, max_batch=0):
         cfg = {"dynamic_batching": {"max_queue_size": 8192}, "redis": redis_cfg}
         if max_batch:
             cfg["max_batch_size"] = max_batch
+        if instances:  # that many sessions of one ONNX Runtime thread each
+            cfg["instances"] = instances
+            cfg["threads_per_instance"] = 1
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
     return dim
@@ -109,6 +112,13 @@ def produce(r, cameras, frames, dim):
     return (frames // cameras) * cameras
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def id_ms(eid):
     return int(eid.split(b"-")[0])
 
@@ -146,12 +156,13 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--drain", action="store_true")
     ap.add_argument("--max-batch", type=int, default=0)
+    ap.add_argument("--instances", type=int, default=0)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="redis-bench-")
     rs = RedisServer(os.path.join(work, "redis")).start()
     r = rs.client()
     repo = os.path.join(work, "repo")
-    dim = make_repo(repo, a.model, a.models, a.max_batch)
+    dim = make_repo(repo, a.model, a.models, a.max_batch, a.instances)
     for cam in range(a.cameras):  # the group exists before the clock starts
         r.xgroup_create("frames:cam%d" % cam, "batchd", id="$", mkstream=True)
     logs = [os.path.join(work, "batchd-%d.log" % i) for i in range(a.procs)]
@@ -174,6 +185,7 @@ def main():
         if a.drain:
             sec, usec = r.time()
             resumed_ms = sec * 1000 + usec // 1000
+            cpu0 = [cpu_s(rs.proc.pid)] + [cpu_s(p.pid) for p in procs]
             for p in procs:
                 p.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + a.timeout
@@ -183,12 +195,19 @@ def main():
             if total >= n:
                 break
             time.sleep(0.2)
+        if a.drain:
+            cpu1 = [cpu_s(rs.proc.pid)] + [cpu_s(p.pid) for p in procs]
         lat, first, last = collect(r, a.cameras)
         mean_batch = batches(ports, a.model)
         if a.drain:
             fps = n / max(1e-3, (last - resumed_ms) / 1000.0)
-            print("| %s | %d | drain | %d | %d | %d | %.0f | %.0f | %.1f | - | - | - |" % (
-                a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch))
+            redis_ms = (cpu1[0] - cpu0[0]) * 1000 / n
+            batchd_ms = sum(cpu1[1:]) - sum(cpu0[1:])
+            batchd_ms = batchd_ms * 1000 / n
+            print("| %s | %d | drain | %d | %d | %d | %.0f | %.0f | %.1f | - | - | - |"
+                  " CPU ms/frame: redis %.3f, batchd %.3f |" % (
+                      a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
+                      redis_ms, batchd_ms))
         else:
             fps = n / max(1e-3, (last - first) / 1000.0)
             print("| %s | %d | live | %d | %d | %d | %.0f | %.0f | %.1f | %d | %d | %d |" % (

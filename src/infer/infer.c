@@ -1000,7 +1000,10 @@ static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *
     bd_model_metrics_t *mm = bd_model_metrics(m);
     const bd_model_config_t *cfg = bd_model_config(m);
     size_t total = 0;
+    bool adopt = a->body != NULL; /* the inputs lie back to back in a->body */
     for (size_t i = 0; i < a->n_inputs; i++) {
+        adopt = adopt && !a->inputs[i].element &&
+                (const char *)a->inputs[i].data == (const char *)a->body + total;
         if (!bd_add_size(total, raw_len(&a->inputs[i]), &total)) {
             total = SIZE_MAX;
         }
@@ -1027,12 +1030,15 @@ static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *
               !(c->rversion = bd_arena_strndup(&r->arena, v, vlen)))) {
         c = NULL;
     }
-    if (c && total > 0 && !(r->body = malloc(total))) {
+    if (c && total > 0 && !adopt && !(r->body = malloc(total))) {
         c = NULL;
     }
     if (!c) {
         bd_req_free(r);
         return bd_err_set(err, BD_ENOMEM, "out of memory while reading the request");
+    }
+    if (adopt) {
+        r->body = a->body;
     }
     r->body_len = total;
     c->inf = inf;
@@ -1060,7 +1066,7 @@ static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *
             dst[2] = (unsigned char)(n >> 16), dst[3] = (unsigned char)(n >> 24);
             dst += BD_BYTES_PREFIX;
         }
-        if (in->byte_size > 0) {
+        if (in->byte_size > 0 && !adopt) {
             memcpy(dst, in->data, in->byte_size);
         }
         rc = raw_input(cfg, in, r->body + off, len, &ts[i], err);
@@ -1089,6 +1095,9 @@ static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *
         rc = submit(inf, c, err);
     }
     if (rc != 0) {
+        if (adopt) {
+            r->body = NULL; /* still the caller's */
+        }
         bd_call_free(c);
         return rc;
     }

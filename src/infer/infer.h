@@ -163,6 +163,10 @@ typedef struct {
     size_t n_inputs;
     size_t max_bytes; /* the inputs' bytes together may not pass this (BD_ETOOBIG); 0: none */
     size_t user_size; /* as bd_infer_args_t.user_size */
+    /* NULL, or a malloc'd block holding every input's bytes back to back in order (each
+     * inputs[i].data pointing into it; no `element` input): a call that starts (0 returned)
+     * takes it over instead of copying the inputs; on any error it stays the caller's. */
+    void *body;
     /* > 0: every model output comes back as its top `classification` classes (Triton's
      * classification extension), as parameters.classification asks in a JSON request. */
     size_t classification;

@@ -39,8 +39,16 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-/* Readable events handled per wake-up: hiredis reads 16 KiB per call. */
-#define READS_PER_EVENT 64
+/* Reads per readable event, each of up to READ_BYTES. hiredis's own read takes 16 KiB, i.e.
+ * 37 reads for one 600 KB frame; we read larger pieces and feed them to its reader. */
+#define READS_PER_EVENT 16
+#define READ_BYTES (256u << 10)
+
+/* Exported by libhiredis (0.14 and 1.x) but not declared in its headers: runs the callbacks
+ * of every reply the reader holds, as redisAsyncHandleRead does after its own read. */
+void redisProcessCallbacks(redisAsyncContext *ac);
+
+static char read_buf[READ_BYTES]; /* the event-loop thread's */
 
 static void went_down(rconn_t *c, const char *why)
 {
@@ -70,10 +78,29 @@ static void on_readable(h2o_socket_t *sock, const char *err)
     c->last_rx_us = bd_now_us();
     for (int i = 0; i < READS_PER_EVENT && c->ac; i++) {
         redisAsyncContext *ac = c->ac;
-        redisAsyncHandleRead(ac); /* may free ac: cleanup then sets c->ac = NULL */
-        int avail = 0;
-        if (!c->ac || ioctl(c->ac->c.fd, FIONREAD, &avail) != 0 || avail <= 0) {
+        if (!(ac->c.flags & REDIS_CONNECTED)) {
+            redisAsyncHandleRead(ac); /* finishes the connect; may free ac (c->ac = NULL) */
             break;
+        }
+        ssize_t n;
+        do {
+            n = read(ac->c.fd, read_buf, sizeof read_buf);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        }
+        if (n <= 0) {
+            /* The end of the stream or an error: hiredis's own read sees it too and runs its
+             * disconnect (which may free ac: cleanup then sets c->ac = NULL). */
+            redisAsyncHandleRead(ac);
+            break;
+        }
+        /* A feed that fails leaves the reader's error, which the callbacks turn into a
+         * disconnect; they may free ac likewise. */
+        (void)redisReaderFeed(ac->c.reader, read_buf, (size_t)n);
+        redisProcessCallbacks(ac);
+        if ((size_t)n < sizeof read_buf) {
+            break; /* the socket is drained */
         }
     }
 }

@@ -47,6 +47,11 @@
 #define WRITE_RETRY_US 200000u
 #define WRITE_MAX_TRIES 20
 #define HOLD_MAX_BYTES (64u << 20) /* entries held per model, by their input bytes */
+/* A read asks for at most this many bytes of entries (by the model's row size). Redis builds
+ * a whole reply in memory before sending it: replies of tens of MB (64 streams of 600 KB
+ * frames) cost it fresh pages every time, 1.8 ms of its CPU per frame against 0.2 ms for
+ * replies of a few MB (docs/BENCHMARKS.md). */
+#define READ_MAX_BYTES (4u << 20)
 #define MAX_FIELDS 1000
 #define READ_DRAIN_US 5000000u
 #define WRITE_DRAIN_US 10000000u
@@ -119,7 +124,10 @@ struct ent {
     bd_infer_raw_input_t *in; /* in in_block, until submitted */
     size_t n_in;
     char *in_block;
-    size_t in_bytes;
+    /* A single input's bytes: hiredis's reply string, taken over (malloc'd by hiredis 0.14's
+     * default reader, which frees a NULL str as nothing), so a frame is not copied here;
+     * handed to the call as its body. */
+    char *data;
 };
 
 struct stream {
@@ -146,6 +154,11 @@ struct shard {
     bool reading;
     size_t reserved;
     uint64_t retry_at_us;
+    /* Large entries: reads cover a window of the streams (no BLOCK), moving round them; after
+     * a whole round found nothing, one blocking read covers them all. */
+    size_t cursor;       /* the next window starts at this stream */
+    size_t idle_windows; /* windows in a row that brought nothing */
+    bool windowed;       /* the read in flight covers a window */
 };
 
 typedef struct {
@@ -167,6 +180,7 @@ struct pipe {
     /* backpressure */
     size_t hw;       /* queue depth at which submits and reads stop */
     size_t cap;      /* entries held at most */
+    size_t row;      /* bytes of one row of the model's fixed-size inputs (0: unknown) */
     size_t held;     /* entries held (backlog, running, results, writes, claims) */
     size_t reserved; /* entries reads in flight may bring */
     bd_list_t backlog;
@@ -360,6 +374,7 @@ static void ent_release(bd_ingest_t *ing, ent_t *e)
     e->s->p->held--;
     bd_call_free(e->call);
     free(e->in_block);
+    free(e->data);
     free(e->msg);
     free(e);
 }
@@ -375,6 +390,8 @@ static void drop_inputs(ent_t *e)
 {
     free(e->in_block);
     e->in_block = NULL;
+    free(e->data);
+    e->data = NULL;
     e->in = NULL;
     e->n_in = 0;
 }
@@ -587,6 +604,11 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
                  "(--max-body-bytes)",
                  in_bytes, s->p->ing->max_entry_bytes);
     }
+    /* One input: its reply string becomes the entry's (see ent_t.data), not copied. */
+    bool take = n_in == 1 && !msg[0];
+    if (take) {
+        in_bytes -= (size_t)inf[0].data->len;
+    }
     if (!msg[0]) {
         e->in_block = malloc(in_bytes);
         if (!e->in_block) {
@@ -603,10 +625,18 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
             memcpy(ip, cfg->inputs[i].name, nl + 1);
             in->name = ip;
             ip += nl + 1;
-            memcpy(ip, inf[i].data->str, (size_t)inf[i].data->len);
-            in->data = ip;
             in->byte_size = (size_t)inf[i].data->len;
-            ip += inf[i].data->len;
+            if (take) {
+                redisReply *v = (redisReply *)inf[i].data;
+                e->data = v->str;
+                in->data = v->str;
+                v->str = NULL;
+                v->len = 0;
+            } else {
+                memcpy(ip, inf[i].data->str, (size_t)inf[i].data->len);
+                in->data = ip;
+                ip += inf[i].data->len;
+            }
             const redisReply *sh = inf[i].shape ? inf[i].shape : all_shape;
             const redisReply *dt = inf[i].dtype ? inf[i].dtype : all_dtype;
             const redisReply *shk = inf[i].shape ? inf[i].shape_k : all_shape_k;
@@ -629,7 +659,6 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
                 }
             }
         }
-        e->in_bytes = in_bytes;
     }
     if (msg[0]) {
         drop_inputs(e);
@@ -678,6 +707,7 @@ static bd_model_t *pipe_model(pipe_t *p)
         cap = HOLD_MAX_BYTES / row < 8 ? 8 : HOLD_MAX_BYTES / row;
     }
     p->cap = cap;
+    p->row = row;
     return m;
 }
 
@@ -1165,7 +1195,7 @@ static void take_entry(pipe_t *p, stream_t *s, const redisReply *e, const bd_mod
         return; /* out of memory: it stays pending and comes back */
     }
     if (set_add(&ing->set, x) != 0) {
-        free(x->in_block);
+        drop_inputs(x);
         free(x->msg);
         free(x);
         return;
@@ -1193,6 +1223,12 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
     redisReply *r = r_;
     (void)ac;
     sh->reading = false;
+    if (sh->windowed) {
+        bool got = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+        sh->idle_windows = got ? 0 : sh->idle_windows + 1;
+    } else if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        sh->idle_windows = 0;
+    }
     p->reserved -= sh->reserved;
     sh->reserved = 0;
     if (!r) {
@@ -1272,6 +1308,17 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     }
     size_t count = (p->cap - used) / k;
     count = count < (size_t)p->cfg.read_count ? count : (size_t)p->cfg.read_count;
+    /* Keep the reply near READ_MAX_BYTES: fewer entries per stream, then a window of the
+     * streams with one entry each (all of them again once a whole round found nothing). */
+    size_t fit = p->row > 0 ? READ_MAX_BYTES / p->row : SIZE_MAX;
+    size_t w = k;
+    if (fit / k < count) {
+        count = fit / k > 0 ? fit / k : 1;
+        if (fit < k && sh->idle_windows < (k + fit) / (fit > 0 ? fit : 1)) {
+            w = fit > 0 ? fit : 1;
+        }
+    }
+    bool windowed = w < k;
     if (!args_reserve(ing, 9 + 2 * k)) {
         return;
     }
@@ -1289,23 +1336,31 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     arg_s(ing, ing->consumer);
     arg_s(ing, "COUNT");
     arg(ing, cs, cl);
-    arg_s(ing, "BLOCK");
-    arg(ing, bs, bl);
+    if (!windowed) {
+        arg_s(ing, "BLOCK");
+        arg(ing, bs, bl);
+    }
     arg_s(ing, "STREAMS");
-    for (size_t i = 0; i < sh->n; i++) {
-        if (sh->streams[i]->group_ready) {
-            arg(ing, sh->streams[i]->key, sh->streams[i]->key_len);
+    /* The ready streams from the cursor on, w of them: their keys, then their ids. */
+    stream_t *sel[SHARD_STREAMS];
+    size_t n_sel = 0, start = windowed ? sh->cursor % sh->n : 0;
+    for (size_t j = 0; j < sh->n && n_sel < w; j++) {
+        stream_t *s = sh->streams[(start + j) % sh->n];
+        if (s->group_ready) {
+            sel[n_sel++] = s;
+            sh->cursor = (start + j + 1) % sh->n;
         }
     }
-    for (size_t i = 0; i < sh->n; i++) {
-        stream_t *s = sh->streams[i];
-        if (s->group_ready) {
-            arg_s(ing, s->history ? s->history_id : ">");
-        }
+    for (size_t j = 0; j < n_sel; j++) {
+        arg(ing, sel[j]->key, sel[j]->key_len);
+    }
+    for (size_t j = 0; j < n_sel; j++) {
+        arg_s(ing, sel[j]->history ? sel[j]->history_id : ">");
     }
     if (send_args(ing, &sh->conn, on_read, sh) == 0) {
         sh->reading = true;
-        sh->reserved = count * k;
+        sh->windowed = windowed;
+        sh->reserved = count * w;
         p->reserved += sh->reserved;
     }
 }
@@ -1504,7 +1559,8 @@ static void pump(pipe_t *p, bd_model_t *m)
                                  .inputs = e->in,
                                  .n_inputs = e->n_in,
                                  .max_bytes = ing->max_entry_bytes,
-                                 .user_size = sizeof(ent_t *)};
+                                 .user_size = sizeof(ent_t *),
+                                 .body = e->data};
         bd_call_t *call = NULL;
         bd_err_t err = {0};
         int rc = bd_infer_start_raw(ing->inf, &a, on_call_done, &call, &err);
@@ -1516,6 +1572,7 @@ static void pump(pipe_t *p, bd_model_t *m)
         if (rc == 0) {
             *(ent_t **)bd_call_user(call) = e;
             e->call = call;
+            e->data = NULL; /* the call's body now */
             drop_inputs(e);
         } else if (rc == BD_EINVAL || rc == BD_ETOOBIG || rc == BD_ENOTFOUND) {
             fail_entry(ing, e, K_ERROR, err.msg);

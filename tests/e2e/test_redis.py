@@ -150,6 +150,31 @@ def test_10000_frames_100_cameras_exactly_once_byte_exact(start_server_fn, rsrv)
     assert metric(client, "batchd_redis_connected") == 1
 
 
+def test_large_frames_over_many_streams_each_answered_once(start_server_fn, rsrv):
+    """1.2 MB frames on 20 streams: a read asks for a few MB of entries at a time (a window of
+    the streams, moving round them) rather than one entry from each of the 20, and a frame
+    written after every stream went idle is still picked up."""
+    dim = 300000
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "big", {"streams": "frames:*"}, dim=dim)
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    sent = produce(r, "frames:cam", 20, 3, dim=dim, batch=10)
+    assert wait_results(r, 60), "only %d results" % count_results(r)
+    time.sleep(1.0)  # every window comes back empty: the reads block on all streams again
+    late = produce(r, "frames:cam", 1, 1, start=3, dim=dim)
+    sent.update(late)
+    assert wait_results(r, 61), "a frame written while idle was not read"
+    res = results(r)
+    check_all_answered(sent, res)
+    for _key, _eid, f in res:
+        cam, seq = sent[(f["source_stream"].decode(), f["source_id"].decode())]
+        assert f["status"] == b"ok"
+        assert f["OUTPUT0"] == frame(cam, seq, dim).tobytes()
+    assert metric(client, "batchd_redis_entries_read_total", model="big",
+                  pattern="frames:*") == 61
+
+
 def test_new_streams_are_picked_up_while_running(start_server_fn, rsrv):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "cam", {"streams": "frames:*"})
