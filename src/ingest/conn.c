@@ -3,8 +3,9 @@
  * hiredis's async API does the protocol; this file is its adapter onto h2o's evloop, which
  * has no raw descriptor watcher: the descriptor is dup'ed into an h2o socket created with
  * H2O_SOCKET_FLAG_DONT_READ, so h2o only reports readiness (read_start for reads,
- * notify_write for one writable event) and hiredis reads and writes itself. hiredis closes
- * its descriptor and h2o its dup, so neither closes the other's.
+ * notify_write for one writable event); hiredis writes itself, and we read (in larger pieces
+ * than hiredis would) into its reader. hiredis closes its descriptor and h2o its dup, so
+ * neither closes the other's.
  *
  * The host is a numeric address resolved before the loop started (hiredis would otherwise
  * resolve names with a blocking getaddrinfo on the loop). A lost connection (refused, reset,
