@@ -34,11 +34,17 @@
 
 #define MAX_OUTPUTS 64
 
+/* Models one loop turn may submit to held; past them, submits wake their workers at once. */
+#define HELD_MODELS 8
+
 struct bd_infer {
     bd_repo_t *repo;
     bd_mailbox_t *mailbox;
     bd_infer_opts_t opts;
     size_t inflight; /* owner thread */
+    /* group_submits: the models submitted to since the last bd_infer_flush (referenced) */
+    bd_model_t *held[HELD_MODELS];
+    size_t n_held;
     /* Bodies handed to the decode thread and not back, and what compressed ones inflated
      * there so far (under mu: the decode thread adds as it inflates). */
     size_t decoding_bytes;
@@ -132,6 +138,7 @@ void bd_infer_free(bd_infer_t *inf)
     if (!inf) {
         return;
     }
+    bd_infer_flush(inf);
     if (inf->thread_started) {
         pthread_mutex_lock(&inf->mu);
         inf->stop = true;
@@ -147,6 +154,15 @@ void bd_infer_free(bd_infer_t *inf)
 size_t bd_infer_inflight(const bd_infer_t *inf)
 {
     return inf->inflight;
+}
+
+void bd_infer_flush(bd_infer_t *inf)
+{
+    for (size_t i = 0; i < inf->n_held; i++) {
+        bd_sched_kick(bd_model_sched(inf->held[i]));
+        bd_model_unref(inf->held[i]);
+    }
+    inf->n_held = 0;
 }
 
 int bd_infer_http_status(int code)
@@ -329,7 +345,20 @@ static int submit(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
     r->done = on_sched_done;
     r->done_ctx = c;
     r->protocol = c->protocol;
-    return bd_sched_submit(bd_model_sched(m), r, err);
+    bd_sched_t *s = bd_model_sched(m);
+    size_t i = 0;
+    while (i < inf->n_held && inf->held[i] != m) {
+        i++;
+    }
+    if (!inf->opts.group_submits || i == HELD_MODELS) {
+        return bd_sched_submit(s, r, err);
+    }
+    rc = bd_sched_submit_held(s, r, err);
+    if (rc == 0 && i == inf->n_held) {
+        bd_model_ref(m); /* until the flush kicks its scheduler */
+        inf->held[inf->n_held++] = m;
+    }
+    return rc;
 }
 
 /* ---- the decode thread ------------------------------------------------------------------ */

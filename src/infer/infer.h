@@ -35,6 +35,9 @@ typedef struct {
     /* Bytes of bodies being decoded off the loop at once; a body past it is refused
      * (BD_EFULL, 503) rather than queued, which bounds the memory decoding takes. */
     size_t max_decode_bytes;
+    /* Group the submits of one event-loop turn: each model's scheduler is woken once, by
+     * bd_infer_flush, which the owner then calls after every turn of its loop. */
+    bool group_submits;
 } bd_infer_opts_t;
 
 /* Borrows repo and mailbox (the owner thread's), which must outlive it; starts the decode
@@ -45,6 +48,9 @@ bd_infer_t *bd_infer_new(bd_repo_t *repo, bd_mailbox_t *mailbox, const bd_infer_
 void bd_infer_free(bd_infer_t *inf);
 /* Calls started and whose done callback has not run yet. */
 size_t bd_infer_inflight(const bd_infer_t *inf);
+/* With group_submits: wake each model that requests were submitted to since the last flush,
+ * once, so what one loop turn decoded for a model forms one batch. Owner thread. */
+void bd_infer_flush(bd_infer_t *inf);
 
 typedef struct {
     bd_protocol_t protocol;

@@ -34,7 +34,8 @@
  * do: the queue's head changed (a new head, or a higher level), or enough rows are queued to
  * run before the delay (a full batch, the smallest preferred size, the auto target). A worker
  * waiting for the delay is otherwise left asleep until its timed wait ends; signalling on
- * every submit made futex wake-ups dominate the profile.
+ * every submit made futex wake-ups dominate the profile. A held submit (bd_sched_submit_held)
+ * only notes that it would have signalled; bd_sched_kick, after the group, signals once.
  *
  * Submit validates the request and puts its inputs into the model's input order (so every
  * later step indexes inputs by config position), then queues it under `mu`.
@@ -134,7 +135,8 @@ struct bd_sched {
     size_t rows_queued;                     /* under mu: their rows */
     bool closed;                            /* under mu */
     int idle_workers;                       /* under mu: workers waiting on cv */
-    bd_req_t **heap;                        /* under mu: queued requests with a deadline */
+    bool kick_owed;  /* under mu: a held submit would have woken a worker (bd_sched_kick) */
+    bd_req_t **heap; /* under mu: queued requests with a deadline */
     size_t heap_n;
     size_t heap_cap;
     bd_sched_auto_t autod; /* under mu */
@@ -1591,7 +1593,7 @@ int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us)
 
 /* ---- submit, cancel, availability ------------------------------------------------------ */
 
-int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
+static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
 {
     size_t rows = 1;
     int rc = bd_sched_validate(s->cfg, &s->policy, &req->in, &rows, err);
@@ -1673,8 +1675,12 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     if (s->policy.delay_auto) {
         bd_sched_auto_arrival(&s->autod, now);
     }
-    if (s->idle_workers > 0 && (new_head || s->rows_queued >= wake_rows(s))) {
-        pthread_cond_signal(&s->cv);
+    if (new_head || s->rows_queued >= wake_rows(s)) {
+        if (held) {
+            s->kick_owed = true;
+        } else if (s->idle_workers > 0) {
+            pthread_cond_signal(&s->cv);
+        }
     }
     if (req->deadline_us && req->heap_idx == 0 && req->deadline_us < s->timer_wake) {
         s->timer_wake = req->deadline_us;
@@ -1682,6 +1688,26 @@ int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
     }
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
+{
+    return submit_req(s, req, false, err);
+}
+
+int bd_sched_submit_held(bd_sched_t *s, bd_req_t *req, bd_err_t *err)
+{
+    return submit_req(s, req, true, err);
+}
+
+void bd_sched_kick(bd_sched_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->kick_owed && s->idle_workers > 0) {
+        pthread_cond_signal(&s->cv);
+    }
+    s->kick_owed = false;
+    pthread_mutex_unlock(&s->mu);
 }
 
 size_t bd_sched_queue_depth(bd_sched_t *s)

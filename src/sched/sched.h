@@ -145,6 +145,14 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *pol
  * open), BD_ESHUTDOWN (closed), BD_ENOMEM. Any thread; never blocks. */
 int bd_sched_submit(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
 
+/* bd_sched_submit without waking a worker: the caller submits a group (e.g. every request
+ * one event-loop turn decoded for this model) and then calls bd_sched_kick once, so the group
+ * forms one batch with one wake-up instead of the first request running alone. Until the
+ * kick, a held request waits for a worker that wakes for another reason. */
+int bd_sched_submit_held(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
+/* Wake an idle worker if a held submit since the last kick would have. Any thread. */
+void bd_sched_kick(bd_sched_t *s);
+
 size_t bd_sched_queue_depth(bd_sched_t *s);
 
 /* Take `req` out of the queue if it is still waiting there: it completes at once with status

@@ -97,7 +97,8 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     s->gate = opts->http.gate;
     s->loop = h2o_evloop_create();
     bd_infer_opts_t io = {.offload_bytes = BD_SERVER_OFFLOAD_BYTES,
-                          .max_decode_bytes = opts->max_decode_bytes};
+                          .max_decode_bytes = opts->max_decode_bytes,
+                          .group_submits = true};
     s->infer = bd_infer_new(repo, mailbox, &io);
     bd_stream_opts_t so = {.max_inflight = opts->ws_max_inflight,
                            .idle_timeout_us = opts->ws_idle_timeout_us,
@@ -157,6 +158,14 @@ static bool frontends_pending(bd_server_t *s, int which)
     return false;
 }
 
+/* One turn of the loop, then the models this turn's requests went to are woken once each:
+ * what one turn decoded for a model forms one batch. */
+static void turn(bd_server_t *s, int32_t max_wait_ms)
+{
+    h2o_evloop_run(s->loop, max_wait_ms);
+    bd_infer_flush(s->infer);
+}
+
 int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
 {
     bd_err_t err = {0};
@@ -173,7 +182,7 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
         return BD_EIO;
     }
     while (!s->stopping) {
-        h2o_evloop_run(s->loop, INT32_MAX);
+        turn(s, INT32_MAX);
     }
     /* Drain: refuse new connections, sockets and requests; answer what is queued. */
     bd_http_stop(s->http);
@@ -184,14 +193,14 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
     /* What the front ends read still reaches its model before the repository closes (they
      * bound the wait themselves, e.g. when their server went away). */
     while (frontends_pending(s, 0)) {
-        h2o_evloop_run(s->loop, 100);
+        turn(s, 100);
     }
     bd_repo_close(s->repo);
     while (bd_infer_inflight(s->infer) > 0 || bd_repo_busy(s->repo)) {
-        h2o_evloop_run(s->loop, 100);
+        turn(s, 100);
     }
     while (frontends_pending(s, 1)) {
-        h2o_evloop_run(s->loop, 100);
+        turn(s, 100);
     }
     /* Every reply is queued: close idle connections once their replies are written; the
      * streams close themselves (1001) once theirs are. */
@@ -199,7 +208,7 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
     uint64_t until = bd_now_us() + CLOSE_WAIT_US;
     while ((bd_http_connections(s->http) > 0 || bd_stream_connections(s->stream) > 0) &&
            bd_now_us() < until) {
-        h2o_evloop_run(s->loop, 10);
+        turn(s, 10);
     }
     BD_INFO("server", "drained; exiting open_connections=%zu open_streams=%zu",
             bd_http_connections(s->http), bd_stream_connections(s->stream));
@@ -208,7 +217,7 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
 
 void bd_server_poll(bd_server_t *s, int timeout_ms)
 {
-    h2o_evloop_run(s->loop, timeout_ms);
+    turn(s, timeout_ms);
 }
 
 static void close_watch(h2o_socket_t *sock)

@@ -1309,6 +1309,41 @@ static void test_threaded_under_full_batch_waits_for_the_delay(void **state)
     fx_close(&fx);
 }
 
+/* A group submitted held (what one event-loop turn decoded) forms one batch with one kick,
+ * even with max_queue_delay_us 0, where the first request of an unheld group would wake the
+ * idle worker and run alone. The scheduler's clock is the fake one and never moves: nothing
+ * here waits for a delay. */
+static void test_threaded_held_group_forms_one_batch(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(32, 0, 64), true); /* for the fixture's metrics and checks */
+    bd_sched_free(fx.s);
+    bd_sched_opts_t opts = {.metrics = fx.mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
+    bd_err_t err = {0};
+    fx.s = bd_sched_new(&fx.cfg.m, &fx.cfg.p, &fake_ops, &fake_model, &opts, &err);
+    assert_non_null(fx.s);
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* the new worker is asleep on the empty queue by now */
+    bd_req_t *reqs[20];
+    for (int i = 0; i < 20; i++) {
+        reqs[i] = mk_req(1, 2, (float)(i * 10), i * 10);
+        assert_int_equal(bd_sched_submit_held(fx.s, reqs[i], &err), 0);
+    }
+    nanosleep(&pause, NULL);
+    assert_int_equal(atomic_load(&fake.runs), 0); /* held: the idle worker still sleeps */
+    bd_sched_kick(fx.s);
+    wait_for_done(20);
+    assert_int_equal(atomic_load(&fake.runs), 1);
+    assert_int_equal(fake.rows[0], 20);
+    for (int i = 0; i < 20; i++) {
+        check_outputs(reqs[i], 1, 2, (float)(i * 10), i * 10);
+    }
+    bd_sched_kick(fx.s); /* nothing owed: a kick with an empty queue does nothing */
+    check_counts(&fx, 20, 0, 0, 0, 20, 1, 0);
+    fx_close(&fx);
+}
+
 static void test_threaded_sim_backend(void **state)
 {
     (void)state;
@@ -2103,6 +2138,7 @@ int main(void)
         cmocka_unit_test(test_threaded_concurrent_submits_two_instances),
         cmocka_unit_test(test_threaded_free_drains_everything),
         cmocka_unit_test(test_threaded_under_full_batch_waits_for_the_delay),
+        cmocka_unit_test(test_threaded_held_group_forms_one_batch),
         cmocka_unit_test(test_threaded_sim_backend),
         cmocka_unit_test(test_pressure_priority_fills_batch_from_highest_level),
         cmocka_unit_test(test_pressure_priority_range_and_per_level_queue),
