@@ -1,7 +1,8 @@
 # batchd entry points. `make run` serves the demo models; `make test` is what CI runs.
 # Everything builds with at most $(JOBS) parallel jobs (the reference machine has 2 cores).
 #
-#   make setup       Debian packages + ONNX Runtime 1.30.0 (scripts/setup.sh; idempotent)
+#   make setup       Debian packages + ONNX Runtime 1.30.0 (scripts/setup.sh; idempotent);
+#                    GPU=1 also the GPU build of ONNX Runtime 1.29.0 in third_party/onnxruntime-gpu/
 #   make build       cmake RelWithDebInfo build in $(BUILD)/
 #   make demo        demo model repository in $(DEMO)/ (tools/make_demo.py)
 #   make run         setup + build + demo, then serve the demo on $(HOST):$(PORT)
@@ -10,7 +11,7 @@
 #   make e2e         end-to-end tests (pytest tests/e2e against $(BUILD)/batchd)
 #   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
 #   make fuzz        build the libFuzzer targets, replay their corpora, fuzz each $(FUZZ_SECS) s
-#   make test        setup, build, test-models, unit, e2e, asan, fuzz (in that order)
+#   make test        setup (with the GPU build), build, test-models, unit, e2e, asan, fuzz
 #   make bench       bench/run.sh
 #   make tsan        ThreadSanitizer build in build-tsan/, then the threaded unit tests
 #   make valgrind    the server under valgrind's memcheck on the demo (not part of `make test`)
@@ -28,13 +29,15 @@ DEMO       ?= models-demo
 TEST_MODELS ?= build/test-models
 HOST       ?= 127.0.0.1
 PORT       ?= 8000
+# 1: `make setup` also installs the GPU build of ONNX Runtime (about 330 MB from npm).
+GPU        ?= 0
 # Seconds each fuzz target runs after replaying its corpus: 30 on CI, 0 (replay only) elsewhere.
 FUZZ_SECS  ?= $(if $(CI),30,0)
 
 # Targets run one after another even under `make -j`: each one already uses $(JOBS) jobs.
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
-.PHONY: setup build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
+.PHONY: setup setup-gpu build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
         bench valgrind tsan format format-check fuzz clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
@@ -51,7 +54,13 @@ CMAKE_BUILD := MAKEFLAGS= MAKELEVEL= cmake --build
 PYTEST := $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider
 
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh $(if $(filter 1,$(GPU)),--gpu)
+
+# make test installs the GPU build too (about 20 s on the reference machine, npm cache cold), so
+# test_gpu.py's checks that need no GPU (the 1.29 library on the CPU, the CUDA failure
+# sentences) run in CI instead of skipping. `make setup` and `make run` leave it out.
+setup-gpu:
+	@scripts/setup.sh --gpu
 
 build:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
@@ -116,7 +125,7 @@ format-check:
 format:
 	clang-format -i $(FORMAT_FILES)
 
-test: setup build test-models format-check unit e2e asan fuzz
+test: setup-gpu build test-models format-check unit e2e asan fuzz
 
 # Every libFuzzer target (tests/fuzz/build.sh): the seeds and the saved corpus are replayed;
 # with FUZZ_SECS > 0 each target then fuzzes that long. A crash fails the run.

@@ -1,10 +1,14 @@
 /* ort_inproc: run one ONNX model in-process through batchd's own onnxruntime backend, with
  * no server in the way, and print one JSON line of throughput and latency per call.
  *
- *   ort_inproc MODEL.onnx THREADS BATCH SECONDS
+ *   ort_inproc MODEL.onnx THREADS BATCH SECONDS [--device cpu|cuda:N] [--onnxruntime-lib PATH]
  *
  * The input is filled with a fixed pseudo-random pattern. Single-threaded driver; ONNX
- * Runtime uses THREADS intra-op threads, like a server instance with threads_per_instance. */
+ * Runtime uses THREADS intra-op threads, like a server instance with threads_per_instance.
+ * --device cuda:N runs it on GPU N with the CUDA execution provider, appended exactly as the
+ * server appends it (the same backend code), so it needs --onnxruntime-lib pointing at a GPU
+ * build; each call copies its input batch to the GPU and the outputs back, as a server
+ * batch does. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,15 +24,28 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: ort_inproc MODEL.onnx THREADS BATCH SECONDS\n");
+    const char *device = "cpu";
+    const char *lib = NULL;
+    bool bad = argc < 5;
+    for (int i = 5; i < argc && !bad; i += 2) {
+        if (i + 1 < argc && strcmp(argv[i], "--device") == 0) {
+            device = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--onnxruntime-lib") == 0) {
+            lib = argv[i + 1];
+        } else {
+            bad = true;
+        }
+    }
+    if (bad) {
+        fprintf(stderr, "usage: ort_inproc MODEL.onnx THREADS BATCH SECONDS [--device cpu|cuda:N] "
+                        "[--onnxruntime-lib PATH]\n");
         return 2;
     }
     int threads = atoi(argv[2]);
     int batch = atoi(argv[3]);
     double seconds = atof(argv[4]);
     bd_err_t err = {0};
-    if (bd_ort_init(NULL, &err) != 0) {
+    if (bd_ort_init(lib, &err) != 0) {
         fprintf(stderr, "ort_inproc: %s\n", err.msg);
         return 1;
     }
@@ -39,6 +56,7 @@ int main(int argc, char **argv)
     cfg.max_batch_size = BD_MAX_BATCH_UNSET;
     cfg.instances = 1;
     cfg.threads_per_instance = threads;
+    cfg.device = strdup(device);
     bd_backend_model_t *bm = NULL;
     bd_backend_instance_t *inst = NULL;
     if (bd_backend_ort.load(&cfg, &bm, &err) != 0 ||
@@ -87,10 +105,11 @@ int main(int argc, char **argv)
     }
     qsort(lat, calls, sizeof *lat, cmp_u64);
     double elapsed = (double)(now - start) / 1e6;
-    printf("{\"model\":\"%s\",\"threads\":%d,\"batch\":%d,\"calls\":%zu,\"calls_per_s\":%.1f,"
-           "\"rows_per_s\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu}\n",
-           argv[1], threads, batch, calls, (double)calls / elapsed, (double)calls * batch / elapsed,
-           (unsigned long long)lat[calls / 2], (unsigned long long)lat[calls * 99 / 100]);
+    printf("{\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,\"calls\":%zu,"
+           "\"calls_per_s\":%.1f,\"rows_per_s\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu}\n",
+           argv[1], device, threads, batch, calls, (double)calls / elapsed,
+           (double)calls * batch / elapsed, (unsigned long long)lat[calls / 2],
+           (unsigned long long)lat[calls * 99 / 100]);
     for (size_t i = 0; i < n_in; i++) {
         free(in[i].data);
     }

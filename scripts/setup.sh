@@ -4,19 +4,56 @@
 # onnxruntime-node (the official Microsoft CPU build) and checked against pinned sha256 sums.
 # Idempotent: when everything is present it only checks (about a second) and changes nothing.
 #
+#   scripts/setup.sh [--gpu]     (make setup [GPU=1])
+#
+# --gpu also installs a GPU build of ONNX Runtime 1.29.0 beside the CPU one (for models with
+# "device": "cuda:N"; start batchd with --onnxruntime-lib <that folder>/libonnxruntime.so.1):
+# libonnxruntime.so.1 from the npm package com.github.asus4.onnxruntime@0.4.9 and
+# libonnxruntime_providers_cuda.so + libonnxruntime_providers_shared.so from
+# com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9, each tarball and each file checked against
+# pinned sha256 sums (../shared/onnxruntime/GPU.md). About 330 MB to download; the folder is
+# 260 MB. Running models on a GPU also needs the NVIDIA driver, CUDA 13 and cuDNN 9, which
+# this script does not install.
+#
 # Environment:
 #   BD_ORT_DIR        where libonnxruntime.so.1 goes (default: <repo>/third_party/onnxruntime)
+#   BD_ORT_GPU_DIR    where the GPU build goes (default: <repo>/third_party/onnxruntime-gpu)
 #   BD_SKIP_APT=1     do not check or install Debian packages (e.g. in a prepared container)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORT_DIR="${BD_ORT_DIR:-$ROOT/third_party/onnxruntime}"
+ORT_GPU_DIR="${BD_ORT_GPU_DIR:-$ROOT/third_party/onnxruntime-gpu}"
+
+GPU=0
+for arg in "$@"; do
+    case "$arg" in
+        --gpu) GPU=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) printf 'setup: error: unknown argument %s (expected --gpu)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 ORT_VERSION="1.30.0"
 ORT_NPM_PACKAGE="onnxruntime-node@$ORT_VERSION"
 ORT_TARBALL_SHA256="6e3390d6b783e7be946fad629292799da28d0b42f84856e50d2c1b0383291e75"
 ORT_MEMBER="package/bin/napi-v6/linux/x64/libonnxruntime.so.1"
 ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23"
+
+# The GPU build (--gpu). bench/gpu.sh reads these sums too, to check a copy it reassembles.
+ORT_GPU_VERSION="1.29.0"
+ORT_GPU_CORE_PACKAGE="com.github.asus4.onnxruntime@0.4.9"
+ORT_GPU_CORE_TARBALL_SHA256="e59788788818fdde1b2e522e766a21ba0f7d8391de55737abf81e32cc801785d"
+ORT_GPU_CORE_MEMBER="package/Plugins/Linux/x64/libonnxruntime.so"
+ORT_GPU_CORE_SHA256="5715f06d8992ca8eeeddcce43df3a7d38f97d537052126f558e912cb312460ca"
+ORT_GPU_CUDA_PACKAGE="com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9"
+ORT_GPU_CUDA_TARBALL_SHA256="2b459e0c17f340c92970c10ed86de4f37a3009f93c14053e6ad4334cbb6be412"
+ORT_GPU_CUDA_MEMBER="package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so"
+ORT_GPU_CUDA_SHA256="56cf3254b118ad837ccc4ed8f6d1b23504bbf7ef91b34cbc0b289cb7f10b3037"
+# The provider bridge that ships with the CUDA provider (the core package has its own build
+# of it, with another sum; this one is the CUDA provider's match).
+ORT_GPU_SHARED_MEMBER="package/Plugins/Linux/x64/libonnxruntime_providers_shared.so"
+ORT_GPU_SHARED_SHA256="c6a12593396095f5670160e284c35d1700b7708cf3037b7042e2a5200ccae772"
 
 # Why each package is here (checked on bookworm):
 #   build-essential cmake pkg-config     the C build
@@ -99,6 +136,37 @@ install_packages() {
     say "Debian packages installed"
 }
 
+# npm_pack PACKAGE SHA256 DIR: download PACKAGE's tarball into DIR and check its sha256; prints
+# the tarball's path. `npm pack` only downloads the tarball (npm checks the registry's integrity
+# hash); it runs no install scripts, unlike `npm install`.
+npm_pack() {
+    local package=$1 want=$2 dir=$3 tarball got
+    (cd "$dir" && npm pack --silent --loglevel=error "$package" >pack.out) ||
+        die "npm pack $package failed (is the npm registry reachable?)"
+    tarball="$dir/$(tail -n 1 "$dir/pack.out")"
+    [ -f "$tarball" ] || die "npm pack $package did not produce the expected tarball (got '$(cat "$dir/pack.out")')"
+    got="$(sha256_of "$tarball")"
+    [ "$got" = "$want" ] ||
+        die "$package tarball has sha256 $got, expected $want; refusing to use it"
+    say "$package: tarball sha256 ok ($(du -h "$tarball" | cut -f1))" >&2
+    printf '%s\n' "$tarball"
+}
+
+# extract TARBALL MEMBER SHA256 DEST: one file out of a tarball, checked, to DEST (extracted
+# beside it and renamed in, so an interrupted run never leaves a half-written library behind).
+extract_checked() {
+    local tarball=$1 member=$2 want=$3 dest=$4 dir got
+    dir="$(dirname "$dest")/x.$$"
+    mkdir -p "$dir"
+    tar --no-same-owner -xzf "$tarball" -C "$dir" "$member" || die "$(basename "$tarball") does not contain $member"
+    got="$(sha256_of "$dir/$member")"
+    [ "$got" = "$want" ] ||
+        die "$(basename "$member") from $(basename "$tarball") has sha256 $got, expected $want; refusing to use it"
+    mv -f "$dir/$member" "$dest"
+    chmod 0644 "$dest"
+    rm -rf "$dir"
+}
+
 install_onnxruntime() {
     local lib="$ORT_DIR/libonnxruntime.so.1"
     if [ -f "$lib" ] && [ "$(sha256_of "$lib")" = "$ORT_LIB_SHA256" ]; then
@@ -112,42 +180,69 @@ install_onnxruntime() {
     fi
     command -v npm >/dev/null 2>&1 || die "npm is not installed; install nodejs/npm or run without BD_SKIP_APT"
 
-    local tmp
+    local tmp tarball
     tmp="$(mktemp -d "${TMPDIR:-/tmp}/batchd-ort.XXXXXX")"
     # shellcheck disable=SC2064 # expand $tmp now: it is local and gone when the trap runs
     trap "rm -rf '$tmp'" EXIT
-
-    # `npm pack` only downloads the tarball (npm checks the registry's integrity hash); it runs
-    # no install scripts, unlike `npm install onnxruntime-node`.
-    (cd "$tmp" && npm pack --silent --loglevel=error "$ORT_NPM_PACKAGE" >pack.out) ||
-        die "npm pack $ORT_NPM_PACKAGE failed (is the npm registry reachable?)"
-    local tarball
-    tarball="$tmp/$(tail -n 1 "$tmp/pack.out")"
-    [ -f "$tarball" ] || die "npm pack did not produce the expected tarball (got '$(cat "$tmp/pack.out")')"
-
-    local got
-    got="$(sha256_of "$tarball")"
-    [ "$got" = "$ORT_TARBALL_SHA256" ] ||
-        die "$ORT_NPM_PACKAGE tarball has sha256 $got, expected $ORT_TARBALL_SHA256; refusing to use it"
-    say "tarball sha256 ok ($(du -h "$tarball" | cut -f1))"
-
-    tar -xzf "$tarball" -C "$tmp" "$ORT_MEMBER" ||
-        die "the tarball does not contain $ORT_MEMBER"
-    got="$(sha256_of "$tmp/$ORT_MEMBER")"
-    [ "$got" = "$ORT_LIB_SHA256" ] ||
-        die "extracted libonnxruntime.so.1 has sha256 $got, expected $ORT_LIB_SHA256; refusing to use it"
-
     mkdir -p "$ORT_DIR"
-    # Copy then rename, so an interrupted run never leaves a half-written library behind.
-    cp "$tmp/$ORT_MEMBER" "$ORT_DIR/.libonnxruntime.so.1.partial"
-    chmod 0644 "$ORT_DIR/.libonnxruntime.so.1.partial"
-    mv -f "$ORT_DIR/.libonnxruntime.so.1.partial" "$lib"
+    tarball="$(npm_pack "$ORT_NPM_PACKAGE" "$ORT_TARBALL_SHA256" "$tmp")"
+    extract_checked "$tarball" "$ORT_MEMBER" "$ORT_LIB_SHA256" "$lib"
     rm -rf "$tmp"
     trap - EXIT
     say "ONNX Runtime $ORT_VERSION installed at $lib (sha256 ok)"
 }
 
+gpu_present() {
+    [ -f "$ORT_GPU_DIR/libonnxruntime.so.1" ] &&
+        [ "$(sha256_of "$ORT_GPU_DIR/libonnxruntime.so.1")" = "$ORT_GPU_CORE_SHA256" ] &&
+        [ -f "$ORT_GPU_DIR/libonnxruntime_providers_shared.so" ] &&
+        [ "$(sha256_of "$ORT_GPU_DIR/libonnxruntime_providers_shared.so")" = "$ORT_GPU_SHARED_SHA256" ] &&
+        [ -f "$ORT_GPU_DIR/libonnxruntime_providers_cuda.so" ] &&
+        [ "$(sha256_of "$ORT_GPU_DIR/libonnxruntime_providers_cuda.so")" = "$ORT_GPU_CUDA_SHA256" ]
+}
+
+# The GPU build goes into a staging folder beside ORT_GPU_DIR, is checked there, and replaces
+# ORT_GPU_DIR with renames, so an interrupted run never leaves a partial folder in its place.
+install_onnxruntime_gpu() {
+    if gpu_present; then
+        say "ONNX Runtime $ORT_GPU_VERSION (GPU build): present at $ORT_GPU_DIR (sha256 ok)"
+        return
+    fi
+    say "ONNX Runtime $ORT_GPU_VERSION (GPU build): fetching $ORT_GPU_CORE_PACKAGE and $ORT_GPU_CUDA_PACKAGE with npm pack (about 330 MB)"
+    command -v npm >/dev/null 2>&1 || die "npm is not installed; install nodejs/npm or run without BD_SKIP_APT"
+
+    local parent tmp stage started core cuda
+    started=$(date +%s)
+    parent="$(dirname "$ORT_GPU_DIR")"
+    mkdir -p "$parent"
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/batchd-ort-gpu.XXXXXX")"
+    stage="$(mktemp -d "$parent/.onnxruntime-gpu.partial.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: both are local and gone when the trap runs
+    trap "rm -rf '$tmp' '$stage'" EXIT
+
+    core="$(npm_pack "$ORT_GPU_CORE_PACKAGE" "$ORT_GPU_CORE_TARBALL_SHA256" "$tmp")"
+    extract_checked "$core" "$ORT_GPU_CORE_MEMBER" "$ORT_GPU_CORE_SHA256" "$stage/libonnxruntime.so.1"
+    rm -f "$core"
+    cuda="$(npm_pack "$ORT_GPU_CUDA_PACKAGE" "$ORT_GPU_CUDA_TARBALL_SHA256" "$tmp")"
+    extract_checked "$cuda" "$ORT_GPU_SHARED_MEMBER" "$ORT_GPU_SHARED_SHA256" "$stage/libonnxruntime_providers_shared.so"
+    extract_checked "$cuda" "$ORT_GPU_CUDA_MEMBER" "$ORT_GPU_CUDA_SHA256" "$stage/libonnxruntime_providers_cuda.so"
+    rm -f "$cuda"
+    chmod 0755 "$stage"
+
+    if [ -e "$ORT_GPU_DIR" ]; then
+        mv "$ORT_GPU_DIR" "$stage.old"
+    fi
+    mv "$stage" "$ORT_GPU_DIR"
+    rm -rf "$stage.old" "$tmp"
+    trap - EXIT
+    say "ONNX Runtime $ORT_GPU_VERSION (GPU build) installed at $ORT_GPU_DIR in $(( $(date +%s) - started )) s (sha256 ok)"
+    say "serve GPU models with: batchd serve --onnxruntime-lib $ORT_GPU_DIR/libonnxruntime.so.1 ..."
+}
+
 say "repository $ROOT"
 install_packages
 install_onnxruntime
+if [ "$GPU" = "1" ]; then
+    install_onnxruntime_gpu
+fi
 say "done"

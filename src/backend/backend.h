@@ -53,6 +53,13 @@ typedef struct {
         double fail_rate; /* share of batches that fail, 0..1 */
     } sim;
     char *device; /* owned; NULL or "cpu" or "cuda:N" */
+    /* Where the loaded model runs, filled in by load (zeroed until then). */
+    struct {
+        char device[16];   /* "cpu" or "cuda:N" */
+        char provider[32]; /* "CPUExecutionProvider", "CUDAExecutionProvider"; sim: "sim" */
+        int nodes;         /* graph nodes ONNX Runtime placed; -1: the library cannot say */
+        int cpu_nodes;     /* of those, on the CPU (a CUDA model's fallback); -1: unknown */
+    } placement;
     /* config.json's "preprocess": the input named image.input (the model's FP32 tensor,
      * as `inputs` lists it) is offered to clients as BYTES, one encoded image per row, and
      * decoded into the batch by the scheduler's workers (image.h). */
@@ -121,12 +128,24 @@ extern const bd_backend_ops_t bd_backend_ort;
 /* ---- ONNX Runtime library -------------------------------------------------------------- */
 
 /* Load libonnxruntime from `path` (NULL: BD_ORT_DEFAULT_LIB, then "libonnxruntime.so.1" on
- * the loader's path) and bind API version 30 (or the highest the library accepts, >= 5).
+ * the loader's path) and bind the highest API version the library offers (its minor release:
+ * 1.29 offers 29), at most 30 and at least 5.
  * Call once at start-up, before any load. Returns 0, or an error whose message says why
  * ONNX models are unavailable; the sim backend works either way. */
 int bd_ort_init(const char *path, bd_err_t *err);
 /* "1.30.0", or NULL when not initialised. */
 const char *bd_ort_version(void);
+/* The loaded library: its file, the API version bound, and the CUDA execution provider
+ * library beside it (libonnxruntime_providers_cuda.so, which ONNX Runtime loads from the
+ * directory of libonnxruntime) or NULL when there is none. false when not initialised.
+ * Strings are valid until bd_ort_shutdown. */
+typedef struct {
+    const char *version;
+    const char *path;
+    unsigned api_version;
+    const char *cuda_provider;
+} bd_ort_info_t;
+bool bd_ort_info(bd_ort_info_t *out);
 bool bd_ort_available(void);
 /* Why it is unavailable (the bd_ort_init error), or "" when available. */
 const char *bd_ort_unavailable_reason(void);

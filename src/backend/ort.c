@@ -2,12 +2,21 @@
  * (bd_ort_init), so batchd builds and runs without it; the API table is declared by us in
  * ort_api.h and called slot by slot.
  *
- * - bd_ort_init: dlopen, OrtGetApiBase, GetApi(30 or the highest the library accepts, down
- *   to BD_ORT_API_MIN), CreateEnv, one CPU memory info. A failure is kept as a sentence
- *   (bd_ort_unavailable_reason) so the server can say why ONNX models are unavailable.
+ * - bd_ort_init: dlopen, OrtGetApiBase, GetApi(the library's own minor version, e.g. 29 for
+ *   1.29, at most 30, down to BD_ORT_API_MIN), CreateEnv, one CPU memory info. Slots newer
+ *   than BD_ORT_API_MIN are called only when the bound version has them (ORT_HAS). A failure
+ *   is kept as a sentence (bd_ort_unavailable_reason) so the server can say why ONNX models
+ *   are unavailable.
  * - load: opens one session to read the model's inputs and outputs, fills or checks the
  *   config against them, and keeps that session for the first instance (so a model is read
- *   from disk once when it has one instance).
+ *   from disk once when it has one instance). It also records where ORT placed the nodes
+ *   (cfg->placement: API 24+ reports each node's execution provider).
+ * - "device": "cuda:N" appends the CUDA execution provider (append_cuda): the V2 options when
+ *   the build has them, else the 1.6 options struct, with batchd's settings either way. ORT
+ *   loads libonnxruntime_providers_cuda.so from beside libonnxruntime, and that needs the CUDA
+ *   13 libraries and the driver's libcuda.so.1; every way this fails becomes one sentence that
+ *   says what to do (cuda_failure). A batch is one Run with CPU tensors, so ORT copies each
+ *   input to the GPU once per batch and the outputs back once per batch.
  * - instance_new: its own OrtSession and OrtRunOptions. run: wraps the caller's input
  *   buffers without copying, lets ORT allocate the outputs, and keeps those OrtValues in the
  *   instance until the next run or instance_free, which is what makes outputs[i].data valid.
@@ -29,6 +38,7 @@
 #include "backend/backend.h"
 #include "backend/ort_api.h"
 
+#include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -37,11 +47,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef BD_ORT_DEFAULT_LIB
 #define BD_ORT_DEFAULT_LIB "libonnxruntime.so.1"
 #endif
 #define ORT_SONAME "libonnxruntime.so.1"
+#define CUDA_PROVIDER "libonnxruntime_providers_cuda.so"
+#define SHARED_PROVIDER "libonnxruntime_providers_shared.so"
+#define GPU_SETUP_HINT                                                                             \
+    "install the GPU build with `make setup GPU=1` and start batchd with --onnxruntime-lib "       \
+    "third_party/onnxruntime-gpu/libonnxruntime.so.1"
 #define NOT_INITIALISED "ONNX Runtime is not initialised (bd_ort_init was not called)"
 
 /* Process-wide library state; written only by bd_ort_init/bd_ort_shutdown. */
@@ -51,8 +67,10 @@ static struct {
     uint32_t api_version;
     OrtEnv *env;
     OrtMemoryInfo *cpu_mem;
-    bd_ort_append_cuda_fn append_cuda; /* NULL when the library does not export it */
     char version[32];
+    char path[PATH_MAX];          /* the library file as loaded (absolute when known) */
+    char dir[PATH_MAX];           /* its folder, where ORT looks for provider libraries */
+    char cuda_provider[PATH_MAX]; /* <dir>/CUDA_PROVIDER when it and SHARED_PROVIDER exist */
     char reason[BD_ERR_MSG_MAX];
     atomic_int live_models; /* loaded models; shutdown refuses while any remain */
 } g;
@@ -137,6 +155,43 @@ static const char *onnx_type_name(int t)
 static void set_reason(const bd_err_t *e)
 {
     snprintf(g.reason, sizeof g.reason, "%s", e->msg);
+}
+
+static bool is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* g.path, g.dir and g.cuda_provider for the library that exports `sym`. ORT looks for its
+ * provider libraries in the folder of the file name the loader reports (dladdr), symlinks not
+ * resolved, so g.dir is that folder too (made absolute, not resolved). */
+static void locate_library(void *sym, const char *used)
+{
+    Dl_info info;
+    const char *file = dladdr(sym, &info) && info.dli_fname ? info.dli_fname : used;
+    char cwd[PATH_MAX];
+    int n = -1;
+    if (file[0] != '/' && strchr(file, '/') && getcwd(cwd, sizeof cwd)) {
+        n = snprintf(g.path, sizeof g.path, "%s/%s", cwd, file);
+    }
+    if (n < 0 || (size_t)n >= sizeof g.path) {
+        snprintf(g.path, sizeof g.path, "%s", file);
+    }
+    const char *slash = strrchr(g.path, '/');
+    if (slash) {
+        snprintf(g.dir, sizeof g.dir, "%.*s", (int)(slash - g.path), g.path);
+    } else {
+        snprintf(g.dir, sizeof g.dir, ".");
+    }
+    char shared[PATH_MAX + 64];
+    char cuda[PATH_MAX + 64];
+    snprintf(shared, sizeof shared, "%s/%s", g.dir, SHARED_PROVIDER);
+    snprintf(cuda, sizeof cuda, "%s/%s", g.dir, CUDA_PROVIDER);
+    size_t len = strlen(cuda);
+    if (is_file(shared) && is_file(cuda) && len < sizeof g.cuda_provider) {
+        memcpy(g.cuda_provider, cuda, len + 1);
+    }
 }
 
 /* The API version to ask for first: the library's minor version for "1.N.x" (ORT's API
@@ -230,11 +285,10 @@ int bd_ort_init(const char *path, bd_err_t *err)
             &e, "cannot start ONNX Runtime from '%s': CreateCpuMemoryInfo failed", used) != 0) {
         goto fail;
     }
-    g.append_cuda =
-        (bd_ort_append_cuda_fn)dlsym(lib, "OrtSessionOptionsAppendExecutionProvider_CUDA");
+    locate_library(sym, used);
     g.lib = lib;
-    BD_INFO("backend", "onnxruntime loaded path=%s version=%s api=%u cuda_symbol=%s", used,
-            g.version, g.api_version, g.append_cuda ? "yes" : "no");
+    BD_INFO("backend", "onnxruntime loaded path=%s version=%s api=%u cuda_provider=%s", g.path,
+            g.version, g.api_version, g.cuda_provider[0] ? "yes" : "no");
     return 0;
 
 fail:
@@ -261,6 +315,19 @@ fail:
 const char *bd_ort_version(void)
 {
     return g.lib ? g.version : NULL;
+}
+
+bool bd_ort_info(bd_ort_info_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!g.lib) {
+        return false;
+    }
+    out->version = g.version;
+    out->path = g.path;
+    out->api_version = g.api_version;
+    out->cuda_provider = g.cuda_provider[0] ? g.cuda_provider : NULL;
+    return true;
 }
 
 bool bd_ort_available(void)
@@ -614,6 +681,282 @@ static void ort_unload(bd_backend_model_t *m)
     atomic_fetch_sub(&g.live_models, 1);
 }
 
+/* ---- the CUDA execution provider ----------------------------------------------------- */
+
+/* NULL or "cpu": *id = -1. "cuda:N": *id = N. Anything else: BD_EINVAL. */
+static int parse_device(const char *dev, int *id, bd_err_t *err)
+{
+    *id = -1;
+    if (!dev || strcmp(dev, "cpu") == 0) {
+        return 0;
+    }
+    if (strncmp(dev, "cuda:", 5) != 0) {
+        return bd_err_set(err, BD_EINVAL,
+                          "device '%s' is not valid; expected \"cpu\" or \"cuda:N\"", dev);
+    }
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(dev + 5, &end, 10);
+    if (dev[5] < '0' || dev[5] > '9' || *end != '\0' || errno != 0 || n > INT_MAX) {
+        return bd_err_set(err, BD_EINVAL,
+                          "device '%s' is not valid; expected \"cpu\" or \"cuda:N\" with N a GPU "
+                          "number",
+                          dev);
+    }
+    *id = (int)n;
+    return 0;
+}
+
+/* The first "libX.so[.N]" in `text` that is followed by ": cannot open shared object file"
+ * (the loader's words for a library it could not find), copied into `name`. */
+static bool missing_library(const char *text, char *name, size_t cap)
+{
+    const char *hit = text ? strstr(text, ": cannot open shared object file") : NULL;
+    if (!hit) {
+        return false;
+    }
+    const char *start = hit;
+    while (start > text && !isspace((unsigned char)start[-1]) && start[-1] != '/' &&
+           start[-1] != ':') {
+        start--;
+    }
+    if (hit - start < 4 || strncmp(start, "lib", 3) != 0) {
+        return false;
+    }
+    snprintf(name, cap, "%.*s", (int)(hit - start), start);
+    return true;
+}
+
+/* The number after `key` in `text`, or -1. */
+static long number_after(const char *text, const char *key)
+{
+    const char *p = text ? strstr(text, key) : NULL;
+    if (!p) {
+        return -1;
+    }
+    p += strlen(key);
+    while (*p == ' ' || *p == '(') {
+        p++;
+    }
+    return isdigit((unsigned char)*p) ? strtol(p, NULL, 10) : -1;
+}
+
+/* Why device `dev` (cuda:`id`) cannot be used, as one sentence that says what to do. `why` is
+ * ONNX Runtime's message (NULL when there is none). It is read first for what only CUDA knows
+ * (no GPU, an old driver, a device id past the last GPU); then the provider libraries beside
+ * libonnxruntime are checked, and the CUDA provider is opened the way ORT opens it, so the
+ * loader names the first library it lacks (ORT itself only logs that name). */
+static int cuda_failure(const char *dev, int id, const char *why, bd_err_t *err)
+{
+    char lib[128];
+    long count = -1;
+    if (why && strstr(why, "no CUDA-capable device")) {
+        return bd_err_set(
+            err, BD_EUNAVAIL,
+            "device %s needs an NVIDIA GPU and CUDA found none on this machine; check "
+            "nvidia-smi, or serve the model with \"device\": \"cpu\"",
+            dev);
+    }
+    if (why && strstr(why, "driver version is insufficient")) {
+        return bd_err_set(err, BD_EUNAVAIL,
+                          "device %s needs an NVIDIA driver for CUDA 13 and this one is older; "
+                          "update the driver, or serve the model with \"device\": \"cpu\"",
+                          dev);
+    }
+    if (why && (strstr(why, "Invalid device id") || strstr(why, "Invalid device ID") ||
+                strstr(why, "invalid device ordinal"))) {
+        count = number_after(why, "total number of devices");
+        if (count < 0) {
+            count = number_after(why, "0 (inclusive) and");
+        }
+        if (count > 0) {
+            return bd_err_set(err, BD_EINVAL,
+                              "device %s does not exist: CUDA sees %ld GPU%s here, numbered 0 to "
+                              "%ld; set \"device\" in config.json to one of them",
+                              dev, count, count == 1 ? "" : "s", count - 1);
+        }
+        return bd_err_set(err, BD_EINVAL,
+                          "device %s does not exist: CUDA has no GPU %d here (see nvidia-smi); "
+                          "set \"device\" in config.json to one it lists",
+                          dev, id);
+    }
+    char path[PATH_MAX + 64];
+    const char *absent = NULL;
+    snprintf(path, sizeof path, "%s/%s", g.dir, SHARED_PROVIDER);
+    if (!is_file(path)) {
+        absent = SHARED_PROVIDER;
+    }
+    snprintf(path, sizeof path, "%s/%s", g.dir, CUDA_PROVIDER);
+    if (!is_file(path)) {
+        absent = CUDA_PROVIDER;
+    }
+    if (absent) {
+        return bd_err_set(err, BD_EUNAVAIL,
+                          "device %s needs ONNX Runtime's CUDA execution provider, but there is no "
+                          "%s beside %s; " GPU_SETUP_HINT,
+                          dev, absent, g.path);
+    }
+    dlerror();
+    void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+    const char *dl = h ? NULL : dlerror();
+    if (h) {
+        dlclose(h);
+    }
+    if ((dl && missing_library(dl, lib, sizeof lib)) || missing_library(why, lib, sizeof lib)) {
+        if (strcmp(lib, "libcuda.so.1") == 0) {
+            return bd_err_set(err, BD_EUNAVAIL,
+                              "device %s needs libcuda.so.1, the NVIDIA driver's library, which is "
+                              "not on the library path: this machine has no NVIDIA driver (or no "
+                              "GPU); install the driver, or serve the model with \"device\": "
+                              "\"cpu\"",
+                              dev);
+        }
+        return bd_err_set(err, BD_EUNAVAIL,
+                          "device %s needs %s, which is not on the library path; install CUDA 13 "
+                          "and cuDNN 9 (or pip's nvidia-*-cu13 wheels) and add their lib folders "
+                          "to LD_LIBRARY_PATH",
+                          dev, lib);
+    }
+    if (dl) {
+        return bd_err_set(err, BD_EUNAVAIL, "device %s is unavailable: cannot load %s: %s", dev,
+                          path, dl);
+    }
+    return bd_err_set(err, BD_EUNAVAIL, "device %s is unavailable: %s", dev,
+                      why && why[0] ? why : "ONNX Runtime gave no reason");
+}
+
+/* Does ORT's message `msg` speak of CUDA (rather than of the model)? */
+static bool cuda_words(const char *msg)
+{
+    static const char *const words[] = {"cuda", "cudnn", "cublas", "curand",
+                                        "cannot open shared object file"};
+    for (size_t i = 0; msg && i < sizeof words / sizeof words[0]; i++) {
+        if (strcasestr(msg, words[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* cuda_failure with the message of `st` (released here). */
+static int cuda_status(const char *dev, int id, OrtStatus *st, bd_err_t *err)
+{
+    const char *msg = ORT_FN(g.api, GetErrorMessage)(st);
+    char why[BD_ERR_MSG_MAX];
+    /* One line: ORT's messages may hold newlines (and a file:line prefix we keep). */
+    size_t n = 0;
+    for (const char *p = msg ? msg : ""; *p && n + 1 < sizeof why; p++) {
+        why[n++] = *p == '\n' || *p == '\r' ? ' ' : *p;
+    }
+    why[n] = '\0';
+    ORT_FN(g.api, ReleaseStatus)(st);
+    return cuda_failure(dev, id, why, err);
+}
+
+/* Append the CUDA execution provider for GPU `id` with batchd's settings: the arena grows by
+ * what is asked (kSameAsRequested: batch sizes vary, and doubling would strand memory), the
+ * host<->device copies run on the compute stream (so a batch's input copy is ordered before
+ * its kernels without extra syncs), and cuDNN picks convolution algorithms by heuristic (the
+ * exhaustive search would re-run for every new batch size). The V2 options when the build has
+ * them; builds without them (the 1.29 GPU build batchd installs) take the 1.6 struct. */
+static int append_cuda(OrtSessionOptions *o, const char *dev, int id, bd_err_t *err)
+{
+    char id_str[16];
+    snprintf(id_str, sizeof id_str, "%d", id);
+    const char *keys[] = {"device_id", "arena_extend_strategy", "do_copy_in_default_stream",
+                          "cudnn_conv_algo_search"};
+    const char *values[] = {id_str, "kSameAsRequested", "1", "HEURISTIC"};
+    OrtStatus *st = NULL;
+    if (ORT_HAS(g.api_version, CreateCUDAProviderOptions) &&
+        ORT_HAS(g.api_version, UpdateCUDAProviderOptions) &&
+        ORT_HAS(g.api_version, SessionOptionsAppendExecutionProvider_CUDA_V2) &&
+        ORT_HAS(g.api_version, ReleaseCUDAProviderOptions)) {
+        OrtCUDAProviderOptionsV2 *co = NULL;
+        st = ORT_FN(g.api, CreateCUDAProviderOptions)(&co);
+        if (!st) {
+            st = ORT_FN(g.api, UpdateCUDAProviderOptions)(co, keys, values,
+                                                          sizeof keys / sizeof keys[0]);
+            if (!st) {
+                st = ORT_FN(g.api, SessionOptionsAppendExecutionProvider_CUDA_V2)(o, co);
+            }
+            ORT_FN(g.api, ReleaseCUDAProviderOptions)(co);
+            if (st) {
+                return cuda_status(dev, id, st, err);
+            }
+            BD_DEBUG("backend", "onnxruntime cuda device_id=%d options=v2", id);
+            return 0;
+        }
+        /* "CUDA execution provider is not enabled in this build.": try the struct. */
+        BD_DEBUG("backend", "onnxruntime cuda options=v2 refused reason=\"%s\"",
+                 ORT_FN(g.api, GetErrorMessage)(st));
+        ORT_FN(g.api, ReleaseStatus)(st);
+    }
+    if (!ORT_HAS(g.api_version, SessionOptionsAppendExecutionProvider_CUDA)) {
+        return bd_err_set(
+            err, BD_EUNAVAIL,
+            "device %s needs ONNX Runtime API 6 or newer, and %s offers %u; " GPU_SETUP_HINT, dev,
+            g.path, g.api_version);
+    }
+    bd_ort_cuda_options_t co = {
+        .device_id = id,
+        .cudnn_conv_algo_search = 1, /* HEURISTIC */
+        .gpu_mem_limit = SIZE_MAX,
+        .arena_extend_strategy = 1, /* kSameAsRequested */
+        .do_copy_in_default_stream = 1,
+    };
+    st = ORT_FN(g.api, SessionOptionsAppendExecutionProvider_CUDA)(o, &co);
+    if (st) {
+        return cuda_status(dev, id, st, err);
+    }
+    BD_DEBUG("backend", "onnxruntime cuda device_id=%d options=struct", id);
+    return 0;
+}
+
+/* ---- sessions -------------------------------------------------------------------------- */
+
+/* cfg->placement from the nodes ORT placed in session `s` (recorded because make_options
+ * asked; API 24+). Counts stay -1 when the library cannot say. */
+static void read_placement(OrtSession *s, bd_model_config_t *cfg, int cuda_id)
+{
+    snprintf(cfg->placement.device, sizeof cfg->placement.device, "%s",
+             cuda_id >= 0 ? cfg->device : "cpu");
+    snprintf(cfg->placement.provider, sizeof cfg->placement.provider, "%s",
+             cuda_id >= 0 ? "CUDAExecutionProvider" : "CPUExecutionProvider");
+    cfg->placement.nodes = -1;
+    cfg->placement.cpu_nodes = -1;
+    if (!ORT_HAS(g.api_version, Session_GetEpGraphAssignmentInfo) ||
+        !ORT_HAS(g.api_version, EpAssignedSubgraph_GetEpName) ||
+        !ORT_HAS(g.api_version, EpAssignedSubgraph_GetNodes)) {
+        return;
+    }
+    const OrtEpAssignedSubgraph *const *sub = NULL;
+    size_t n_sub = 0;
+    bd_err_t e = {0};
+    if (ort_check(ORT_FN(g.api, Session_GetEpGraphAssignmentInfo)(s, &sub, &n_sub), &e,
+                  "node placement") != 0) {
+        BD_DEBUG("backend", "onnxruntime placement unknown reason=\"%s\"", e.msg);
+        return;
+    }
+    size_t nodes = 0;
+    size_t cpu = 0;
+    for (size_t i = 0; i < n_sub; i++) {
+        const char *ep = NULL;
+        const OrtEpAssignedNode *const *list = NULL;
+        size_t k = 0;
+        if (ort_check(ORT_FN(g.api, EpAssignedSubgraph_GetEpName)(sub[i], &ep), &e,
+                      "node placement") != 0 ||
+            ort_check(ORT_FN(g.api, EpAssignedSubgraph_GetNodes)(sub[i], &list, &k), &e,
+                      "node placement") != 0) {
+            BD_DEBUG("backend", "onnxruntime placement unknown reason=\"%s\"", e.msg);
+            return;
+        }
+        nodes += k;
+        cpu += ep && strcmp(ep, "CPUExecutionProvider") == 0 ? k : 0;
+    }
+    cfg->placement.nodes = nodes > INT_MAX ? INT_MAX : (int)nodes;
+    cfg->placement.cpu_nodes = cpu > INT_MAX ? INT_MAX : (int)cpu;
+}
+
 static int make_options(const bd_model_config_t *cfg, OrtSessionOptions **out, bd_err_t *err)
 {
     OrtSessionOptions *o = NULL;
@@ -637,34 +980,18 @@ static int make_options(const bd_model_config_t *cfg, OrtSessionOptions **out, b
         goto fail;
     }
 
-    const char *dev = cfg->device;
-    if (dev && strncmp(dev, "cuda:", 5) == 0) {
-        char *end = NULL;
-        errno = 0;
-        long id = strtol(dev + 5, &end, 10);
-        if (dev[5] < '0' || dev[5] > '9' || *end != '\0' || errno != 0 || id > INT_MAX) {
-            rc = bd_err_set(err, BD_EINVAL,
-                            "device '%s' is not valid; expected \"cpu\" or "
-                            "\"cuda:N\" with N a GPU number",
-                            dev);
-            goto fail;
-        }
-        if (!g.append_cuda) {
-            rc = bd_err_set(err, BD_EUNAVAIL,
-                            "device %s requested but the CUDA execution "
-                            "provider is unavailable: this ONNX Runtime library does not export "
-                            "OrtSessionOptionsAppendExecutionProvider_CUDA",
-                            dev);
-            goto fail;
-        }
-        rc = ort_check(g.append_cuda(o, (int)id), err,
-                       "device %s requested but the CUDA execution provider is unavailable", dev);
-        if (rc != 0) {
-            goto fail;
-        }
-    } else if (dev && strcmp(dev, "cpu") != 0) {
-        rc = bd_err_set(err, BD_EINVAL, "device '%s' is not valid; expected \"cpu\" or \"cuda:N\"",
-                        dev);
+    /* Where each node runs, for cfg->placement (every session records it, a few bytes per
+     * node; load reads it once, from its own session). */
+    if (ORT_HAS(g.api_version, Session_GetEpGraphAssignmentInfo) &&
+        (rc = ort_check(ORT_FN(g.api, AddSessionConfigEntry)(
+                            o, "session.record_ep_graph_assignment_info", "1"),
+                        err, "cannot ask ONNX Runtime to record node placement")) != 0) {
+        goto fail;
+    }
+
+    int id = -1;
+    if ((rc = parse_device(cfg->device, &id, err)) != 0 ||
+        (id >= 0 && (rc = append_cuda(o, cfg->device, id, err)) != 0)) {
         goto fail;
     }
     *out = o;
@@ -714,6 +1041,7 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
     const char *fixed_kind = "input";
     int mbs = cfg->max_batch_size;
     bool filled_in = false;
+    int cuda_id = -1;
     int rc;
 
     m->path = strdup(cfg->model_path);
@@ -723,8 +1051,13 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
     if ((rc = make_options(cfg, &m->opts, err)) != 0) {
         goto fail;
     }
-    rc = ort_check(ORT_FN(g.api, CreateSession)(g.env, m->path, m->opts, &m->spare), err,
-                   "cannot load model '%s'", m->path);
+    (void)parse_device(cfg->device, &cuda_id, NULL); /* make_options checked it */
+    OrtStatus *st = ORT_FN(g.api, CreateSession)(g.env, m->path, m->opts, &m->spare);
+    if (st && cuda_id >= 0 && cuda_words(ORT_FN(g.api, GetErrorMessage)(st))) {
+        rc = cuda_status(cfg->device, cuda_id, st, err); /* CUDA failed when the EP started */
+        goto fail;
+    }
+    rc = ort_check(st, err, "cannot load model '%s'", m->path);
     if (rc != 0) {
         goto fail;
     }
@@ -821,12 +1154,29 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
         goto nomem_cfg;
     }
     cfg->max_batch_size = mbs;
+    read_placement(m->spare, cfg, cuda_id);
     free(in_idx);
     free(out_idx);
     free_model_io(min, n_min);
     free_model_io(mout, n_mout);
-    BD_DEBUG("backend", "onnxruntime loaded model=%s inputs=%zu outputs=%zu max_batch_size=%d",
-             m->path, m->n_in, m->n_out, mbs);
+    BD_DEBUG("backend",
+             "onnxruntime loaded model=%s inputs=%zu outputs=%zu max_batch_size=%d device=%s "
+             "nodes=%d cpu_nodes=%d",
+             m->path, m->n_in, m->n_out, mbs, cfg->placement.device, cfg->placement.nodes,
+             cfg->placement.cpu_nodes);
+    if (cuda_id >= 0) {
+        BD_INFO("backend", "onnxruntime model=%s device=%s provider=%s nodes=%d cpu_nodes=%d",
+                cfg->name ? cfg->name : m->path, cfg->device, cfg->placement.provider,
+                cfg->placement.nodes, cfg->placement.cpu_nodes);
+    }
+    if (cuda_id >= 0 && cfg->placement.cpu_nodes > 0) {
+        BD_WARN("backend",
+                "onnxruntime model=%s device=%s cpu_nodes=%d nodes=%d note=\"%d of %d nodes fell "
+                "back to the CPU: CUDA has no kernel for them, or ONNX Runtime keeps shape "
+                "computations there\"",
+                cfg->name ? cfg->name : m->path, cfg->device, cfg->placement.cpu_nodes,
+                cfg->placement.nodes, cfg->placement.cpu_nodes, cfg->placement.nodes);
+    }
     *out = m;
     return 0;
 
@@ -930,7 +1280,7 @@ static int ort_instance_new(bd_backend_model_t *m, int index, bd_backend_instanc
 static int string_input(const bd_backend_model_t *m, size_t i, const bd_tensor_t *t, size_t count,
                         OrtValue **val, bd_err_t *err)
 {
-    if (g.api_version < 15) {
+    if (!ORT_HAS(g.api_version, GetResizedStringTensorElementBuffer)) {
         return bd_err_set(err, BD_EBACKEND,
                           "run: input '%s' is a string tensor, which needs ONNX Runtime API 15 "
                           "(1.15) or newer; this library offers %u",

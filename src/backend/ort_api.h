@@ -10,8 +10,11 @@
  *     OrtStatus *st = ORT_FN(api, CreateEnv)(ORT_LOGGING_LEVEL_WARNING, "batchd", &env);
  *
  * Only the slots batchd uses are declared. BD_ORT_API_MIN is the oldest API version that
- * has every one of them (the newest `since` among them: AddSessionConfigEntry, 1.5), so a
- * library that accepts it gives us a table where each slot below means what we think.
+ * has every one of them but the few marked ORT_SINCE_<name> (the newest `since` among the
+ * rest: AddSessionConfigEntry, 1.5), so a library that accepts it gives us a table where each
+ * slot below means what we think. A slot with ORT_SINCE_<name> N exists only in tables of
+ * API version N or newer: ort.c calls it only when ORT_HAS(api_version, name) says so.
+ * tests/e2e/test_gpu.py checks every number here against ortapi-slots.tsv.
  *
  * Internal to src/backend (ort.c and its tests). Threads: declarations only. */
 #ifndef BD_ORT_API_H
@@ -34,6 +37,26 @@ typedef struct OrtTypeInfo OrtTypeInfo;
 typedef struct OrtTensorTypeAndShapeInfo OrtTensorTypeAndShapeInfo;
 typedef struct OrtMemoryInfo OrtMemoryInfo;
 typedef struct OrtAllocator OrtAllocator;
+typedef struct OrtCUDAProviderOptionsV2 OrtCUDAProviderOptionsV2;
+typedef struct OrtEpAssignedSubgraph OrtEpAssignedSubgraph;
+typedef struct OrtEpAssignedNode OrtEpAssignedNode;
+
+/* OrtCUDAProviderOptions, the CUDA options struct of SessionOptionsAppendExecutionProvider_CUDA
+ * (slot 152), in its 1.29 layout. The provider reads the struct of its own version, which is a
+ * prefix of this one, so zeroing the fields we do not set is right for every version. */
+typedef struct {
+    int device_id;
+    int cudnn_conv_algo_search; /* OrtCudnnConvAlgoSearch: 0 EXHAUSTIVE, 1 HEURISTIC, 2 DEFAULT */
+    size_t gpu_mem_limit;       /* SIZE_MAX: no limit */
+    int arena_extend_strategy;  /* 0 kNextPowerOfTwo, 1 kSameAsRequested */
+    int do_copy_in_default_stream;
+    int has_user_compute_stream;
+    void *user_compute_stream;
+    void *default_memory_arena_cfg; /* OrtArenaCfg * */
+    int tunable_op_enable;
+    int tunable_op_tuning_enable;
+    int tunable_op_max_tuning_duration_ms;
+} bd_ort_cuda_options_t;
 
 /* Enums travel as int-sized values. */
 enum {
@@ -85,8 +108,9 @@ typedef struct {
 } bd_ort_api_base_t;
 typedef const bd_ort_api_base_t *(*bd_ort_get_api_base_fn)(void);
 
-/* Exported symbol (not in the table). */
-typedef OrtStatus *(*bd_ort_append_cuda_fn)(OrtSessionOptions *options, int device_id);
+/* Is slot `name` in a table of API version `v`? Slots without ORT_SINCE_<name> are in every
+ * version >= BD_ORT_API_MIN. */
+#define ORT_HAS(v, name) ((v) >= ORT_SINCE_##name)
 
 /* One line per slot used: its number, and its signature as a typedef. */
 #define ORT_SLOT_GetErrorCode 1
@@ -188,13 +212,55 @@ typedef void (*ort_ReleaseTypeInfo_fn)(OrtTypeInfo *p);
 typedef void (*ort_ReleaseTensorTypeAndShapeInfo_fn)(OrtTensorTypeAndShapeInfo *p);
 #define ORT_SLOT_ReleaseSessionOptions 100
 typedef void (*ort_ReleaseSessionOptions_fn)(OrtSessionOptions *p);
-#define ORT_SLOT_GetResizedStringTensorElementBuffer 252 /* API 15 */
+#define ORT_SLOT_GetResizedStringTensorElementBuffer 252
+#define ORT_SINCE_GetResizedStringTensorElementBuffer 15
 typedef OrtStatus *(*ort_GetResizedStringTensorElementBuffer_fn)(OrtValue *value, size_t index,
                                                                  size_t length_in_bytes,
                                                                  char **buffer);
 #define ORT_SLOT_AddSessionConfigEntry 130
 typedef OrtStatus *(*ort_AddSessionConfigEntry_fn)(OrtSessionOptions *options, const char *key,
                                                    const char *value);
+
+/* The CUDA execution provider. The V2 slots need a build with CUDA support compiled in (the
+ * official GPU builds; also the CPU build of onnxruntime-node, which loads the provider from
+ * beside itself); a build without it answers CreateCUDAProviderOptions with "CUDA execution
+ * provider is not enabled in this build." and may still take the 1.6 struct (slot 152). */
+#define ORT_SLOT_SessionOptionsAppendExecutionProvider_CUDA 152
+#define ORT_SINCE_SessionOptionsAppendExecutionProvider_CUDA 6
+typedef OrtStatus *(*ort_SessionOptionsAppendExecutionProvider_CUDA_fn)(
+    OrtSessionOptions *options, const bd_ort_cuda_options_t *cuda_options);
+#define ORT_SLOT_SessionOptionsAppendExecutionProvider_CUDA_V2 204
+#define ORT_SINCE_SessionOptionsAppendExecutionProvider_CUDA_V2 11
+typedef OrtStatus *(*ort_SessionOptionsAppendExecutionProvider_CUDA_V2_fn)(
+    OrtSessionOptions *options, const OrtCUDAProviderOptionsV2 *cuda_options);
+#define ORT_SLOT_CreateCUDAProviderOptions 205
+#define ORT_SINCE_CreateCUDAProviderOptions 11
+typedef OrtStatus *(*ort_CreateCUDAProviderOptions_fn)(OrtCUDAProviderOptionsV2 **out);
+#define ORT_SLOT_UpdateCUDAProviderOptions 206
+#define ORT_SINCE_UpdateCUDAProviderOptions 11
+typedef OrtStatus *(*ort_UpdateCUDAProviderOptions_fn)(OrtCUDAProviderOptionsV2 *cuda_options,
+                                                       const char *const *keys,
+                                                       const char *const *values, size_t n);
+#define ORT_SLOT_ReleaseCUDAProviderOptions 208
+#define ORT_SINCE_ReleaseCUDAProviderOptions 11
+typedef void (*ort_ReleaseCUDAProviderOptions_fn)(OrtCUDAProviderOptionsV2 *p);
+
+/* Which execution provider each node was placed on, recorded when the session config entry
+ * "session.record_ep_graph_assignment_info" is "1" at CreateSession. The arrays and strings
+ * belong to the session. */
+#define ORT_SLOT_Session_GetEpGraphAssignmentInfo 407
+#define ORT_SINCE_Session_GetEpGraphAssignmentInfo 24
+typedef OrtStatus *(*ort_Session_GetEpGraphAssignmentInfo_fn)(
+    const OrtSession *session, const OrtEpAssignedSubgraph *const **subgraphs, size_t *n);
+#define ORT_SLOT_EpAssignedSubgraph_GetEpName 408
+#define ORT_SINCE_EpAssignedSubgraph_GetEpName 24
+typedef OrtStatus *(*ort_EpAssignedSubgraph_GetEpName_fn)(const OrtEpAssignedSubgraph *subgraph,
+                                                          const char **out);
+#define ORT_SLOT_EpAssignedSubgraph_GetNodes 409
+#define ORT_SINCE_EpAssignedSubgraph_GetNodes 24
+typedef OrtStatus *(*ort_EpAssignedSubgraph_GetNodes_fn)(const OrtEpAssignedSubgraph *subgraph,
+                                                         const OrtEpAssignedNode *const **nodes,
+                                                         size_t *n);
 
 /* Call slot `name` of table `api` (a const bd_ort_slot_t *) with its declared signature. */
 #define ORT_FN(api, name) ((ort_##name##_fn)(api)[ORT_SLOT_##name])

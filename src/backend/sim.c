@@ -22,6 +22,7 @@
 #include "backend/backend.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -152,6 +153,11 @@ static int sim_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
             goto nomem;
         }
     }
+    /* Runs on the CPU whatever "device" says (http.c's model config says so too). */
+    snprintf(cfg->placement.device, sizeof cfg->placement.device, "cpu");
+    snprintf(cfg->placement.provider, sizeof cfg->placement.provider, "sim");
+    cfg->placement.nodes = -1;
+    cfg->placement.cpu_nodes = -1;
     *out = m;
     return 0;
 

@@ -13,7 +13,7 @@ static void usage(FILE *f)
                "  bench     load-test a KServe v2 server: concurrency sweeps or request rates\n"
                "  infer     send one request (images, raw tensors or JSON) and print the reply\n"
                "  inspect   print a model's inputs, outputs, shapes and batch dimension\n"
-               "  version   print batchd's and ONNX Runtime's versions\n\n"
+               "  version   print batchd's and ONNX Runtime's versions [--onnxruntime-lib PATH]\n\n"
                "`batchd <command> --help` lists a command's flags.\n");
 }
 
@@ -27,8 +27,18 @@ int bd_cli_version(int argc, char **argv)
     }
     printf("batchd %s\n", BD_VERSION);
     bd_err_t err = {0};
-    if (bd_ort_init(lib, &err) == 0) {
-        printf("onnxruntime %s\n", bd_ort_version());
+    bd_ort_info_t info;
+    if (bd_ort_init(lib, &err) == 0 && bd_ort_info(&info)) {
+        printf("onnxruntime %s\n", info.version);
+        printf("onnxruntime library: %s\n", info.path);
+        printf("onnxruntime api: %u\n", info.api_version);
+        if (info.cuda_provider) {
+            printf("onnxruntime cuda provider: %s\n", info.cuda_provider);
+        } else {
+            printf("onnxruntime cuda provider: none (no libonnxruntime_providers_cuda.so and "
+                   "libonnxruntime_providers_shared.so beside the library; `make setup GPU=1` "
+                   "installs a GPU build)\n");
+        }
         bd_ort_shutdown();
     } else {
         printf("onnxruntime unavailable: %s\n", err.msg);

@@ -589,7 +589,18 @@ static void model_metadata(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
     json_ios(b, cfg, cfg->inputs, cfg->n_inputs);
     bd_buf_puts(b, ",\"outputs\":");
     json_ios(b, cfg, cfg->outputs, cfg->n_outputs);
-    bd_buf_printf(b, ",\"max_batch_size\":%d}", cfg->max_batch_size);
+    bd_buf_printf(b, ",\"max_batch_size\":%d", cfg->max_batch_size);
+    /* Where it runs (the backend filled cfg->placement at load); node counts when ONNX
+     * Runtime reports placement (1.24+). Names and numbers only: no escaping needed. */
+    if (cfg->placement.device[0]) {
+        bd_buf_printf(b, ",\"device\":\"%s\",\"execution_provider\":\"%s\"", cfg->placement.device,
+                      cfg->placement.provider);
+    }
+    if (cfg->placement.device[0] && cfg->placement.nodes >= 0) {
+        bd_buf_printf(b, ",\"graph_nodes\":%d,\"graph_nodes_on_cpu\":%d", cfg->placement.nodes,
+                      cfg->placement.cpu_nodes);
+    }
+    bd_buf_putc(b, '}');
     reply_json(h, req, 200);
 }
 

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -83,6 +84,8 @@ struct bd_model_metrics {
     _Atomic uint64_t success_count;
     batch_stat_t bstats[MAX_BATCH_STATS]; /* index = rows - 1 */
     batch_stat_t big[MAX_BIG_BATCH_STATS];
+    char device[16];          /* batchd_model_info; "" until set; under the registry's mu */
+    char provider[32];        /* under the registry's mu */
     bd_model_metrics_t *next; /* under the registry's mu */
 };
 
@@ -189,6 +192,18 @@ bd_model_metrics_t *bd_metrics_model(bd_metrics_t *m, const char *model, const c
     }
     pthread_mutex_unlock(&m->mu);
     return mm;
+}
+
+void bd_metrics_model_info(bd_metrics_t *m, bd_model_metrics_t *mm, const char *device,
+                           const char *provider)
+{
+    if (!m || !mm) {
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    snprintf(mm->device, sizeof mm->device, "%s", device ? device : "");
+    snprintf(mm->provider, sizeof mm->provider, "%s", provider ? provider : "");
+    pthread_mutex_unlock(&m->mu);
 }
 
 /* ---- updates (hot path: relaxed atomics only) ------------------------------------------ */
@@ -628,6 +643,19 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
         put_header(out, families[f].name, families[f].type, families[f].help);
         for (bd_model_metrics_t *mm = m->head; mm; mm = mm->next) {
             render_family(out, (family_t)f, mm);
+        }
+    }
+    put_header(out, "batchd_model_info", "gauge",
+               "Where each loaded model version runs: always 1, labelled with its device and "
+               "execution provider.");
+    for (bd_model_metrics_t *mm = m->head; mm; mm = mm->next) {
+        if (mm->device[0]) {
+            put_series(out, "batchd_model_info", "", mm);
+            bd_buf_puts(out, ",device=");
+            put_label_value(out, mm->device);
+            bd_buf_puts(out, ",execution_provider=");
+            put_label_value(out, mm->provider);
+            bd_buf_puts(out, "} 1\n");
         }
     }
     pthread_mutex_unlock(&m->mu);

@@ -59,6 +59,13 @@ void bd_metrics_queue_depth_add(bd_model_metrics_t *mm, int64_t delta);
 /* batchd_inference_inflight += delta: accepted by the scheduler, not yet answered. */
 void bd_metrics_inflight_add(bd_model_metrics_t *mm, int64_t delta);
 
+/* batchd_model_info{model,version,device,execution_provider} 1 from now on: where the
+ * version runs ("cpu" or "cuda:N"; "CPUExecutionProvider", "CUDAExecutionProvider" or
+ * "sim"). Set when the version has loaded (a reload sets it again); like the version's other
+ * series it stays after an unload. Longer strings are cut. Any thread. */
+void bd_metrics_model_info(bd_metrics_t *m, bd_model_metrics_t *mm, const char *device,
+                           const char *provider);
+
 /* batchd_connections_refused_total += n: times a connection could not be taken (at
  * --max-connections, or out of descriptors); accepting pauses until one closes. */
 void bd_metrics_connections_refused_add(bd_metrics_t *m, uint64_t n);

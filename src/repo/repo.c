@@ -384,6 +384,7 @@ static int load_version(bd_repo_t *r, bd_model_t *m, const char *model_dir, cons
     if (!m->sched) {
         return err && err->code ? err->code : BD_EBACKEND;
     }
+    bd_metrics_model_info(r->metrics, m->metrics, cfg->placement.device, cfg->placement.provider);
     return 0;
 }
 

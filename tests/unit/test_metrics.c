@@ -171,6 +171,9 @@ static void test_render_empty_registry_has_headers(void **state)
         "# HELP batchd_inference_inflight Requests accepted by the scheduler and not yet "
         "answered (queued or running).",
         "# TYPE batchd_inference_inflight gauge",
+        "# HELP batchd_model_info Where each loaded model version runs: always 1, labelled with "
+        "its device and execution provider.",
+        "# TYPE batchd_model_info gauge",
         "# HELP batchd_websocket_connections Open WebSocket connections.",
         "# TYPE batchd_websocket_connections gauge",
         "batchd_websocket_connections 0",
@@ -266,14 +269,16 @@ static void test_render_counters_exact(void **state)
     assert_string_equal(l.lines[i + 1], "batchd_queue_depth{model=\"mlp\",version=\"1\"} 3");
     i = find_line(&l, "# TYPE batchd_inference_inflight gauge");
     assert_string_equal(l.lines[i + 1], "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
-    assert_int_equal(i + 12, l.n); /* then the server-wide families: HELP, TYPE, values */
+    /* then model_info's HELP and TYPE (no series: no device set), and the server-wide
+     * families: HELP, TYPE, values */
+    assert_int_equal(i + 14, l.n);
     assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
-    assert_int_equal(count_prefix(&l, "# TYPE "), 12);
-    assert_int_equal(count_prefix(&l, "# HELP "), 12);
-    /* 12 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
+    assert_int_equal(count_prefix(&l, "# TYPE "), 13);
+    assert_int_equal(count_prefix(&l, "# HELP "), 13);
+    /* 13 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
      * batch-size lines, 3 x 19 duration lines and the four server-wide values. */
-    assert_int_equal(l.n, 24 + 18 + 4 + 12 + 3 * 19 + 4);
+    assert_int_equal(l.n, 26 + 18 + 4 + 12 + 3 * 19 + 4);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -398,7 +403,33 @@ static void test_render_models_in_registration_order(void **state)
                                         "executions (batches run by the backend).");
     /* 2 models x 3 protocols x 6 outcomes */
     assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 36);
-    assert_int_equal(l.n, 18 + 10 + 2 * (18 + 4 + 12 + 3 * 19));
+    assert_int_equal(l.n, 18 + 2 + 10 + 2 * (18 + 4 + 12 + 3 * 19));
+    lines_free(&l);
+    bd_metrics_free(m);
+}
+
+/* batchd_model_info: one series per version whose device was set, with the device and the
+ * execution provider as labels, value 1; set again, it is replaced. */
+static void test_render_model_info(void **state)
+{
+    (void)state;
+    bd_metrics_t *m = bd_metrics_new();
+    bd_model_metrics_t *a = bd_metrics_model(m, "a", "1");
+    bd_model_metrics_t *b = bd_metrics_model(m, "b\"q", "2");
+    bd_metrics_model(m, "not_loaded", "1");
+    bd_metrics_model_info(m, a, "cpu", "CPUExecutionProvider");
+    bd_metrics_model_info(m, b, "cpu", "sim");
+    bd_metrics_model_info(m, b, "cuda:0", "CUDAExecutionProvider");
+    bd_metrics_model_info(NULL, a, "cpu", "x"); /* no registry: nothing */
+    lines_t l = render(m);
+    size_t i = find_line(&l, "# TYPE batchd_model_info gauge");
+    assert_string_equal(l.lines[i + 1], "batchd_model_info{model=\"a\",version=\"1\","
+                                        "device=\"cpu\",execution_provider="
+                                        "\"CPUExecutionProvider\"} 1");
+    assert_string_equal(l.lines[i + 2], "batchd_model_info{model=\"b\\\"q\",version=\"2\","
+                                        "device=\"cuda:0\",execution_provider="
+                                        "\"CUDAExecutionProvider\"} 1");
+    assert_int_equal(count_prefix(&l, "batchd_model_info{"), 2);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -526,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_render_duration_histograms_exact),
         cmocka_unit_test(test_render_escapes_label_values),
         cmocka_unit_test(test_render_models_in_registration_order),
+        cmocka_unit_test(test_render_model_info),
         cmocka_unit_test(test_concurrent_updates_lose_nothing),
         cmocka_unit_test(test_stats_from_phases_and_requests),
     };
