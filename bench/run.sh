@@ -8,7 +8,8 @@
 # batching off ("dynamic_batching": false), drives each at concurrency 1, 8, 32, 64 with one
 # row per request, reads the formed batch sizes back from /metrics, and runs the model
 # in-process at batch 1, 8, 32 and 64 with the thread count the server chose for it. Prints a Markdown table and
-# writes it to bench/results/.
+# writes it to bench/results/. Last, bench/floor.sh MODELS_DIR SECONDS (its own servers, 3 reps):
+# req/s and server CPU, syscalls and context switches per request next to nginx `return 200`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -120,3 +121,8 @@ kill -CONT $srv
   cat "$work/inproc.md"
 } | tee "$out"
 echo "bench: written to $out" >&2
+
+kill $srv # bench/floor.sh starts its own server and nginx
+wait $srv 2>/dev/null || true
+echo
+BATCHD_BIN=$BIN ORT_INPROC_BIN=$INPROC PYTHON=$PY bash bench/floor.sh "$MODELS" "$SECS"
