@@ -3,7 +3,6 @@
 
   row.py http   WRK_JSON MODEL MODE CONCURRENCY EXEC0 EXEC1 ITEMS0 ITEMS1
   row.py inproc MODEL < ort_inproc's JSON line
-  row.py floor  WRK_JSON NAME
   row.py delay  BENCH_JSON MODEL LOAD DELAY EXEC0 EXEC1 ITEMS0 ITEMS1
 """
 import json
@@ -26,12 +25,6 @@ def inproc(model):
           f"{r['rows_per_s']:,.0f} | {r['p50_us'] / 1000:.3f} | {r['p99_us'] / 1000:.3f} |")
 
 
-def floor(path, name):
-    r = json.load(open(path))
-    rps = r["requests"] / (r["duration_us"] / 1e6)
-    print(f"| {name} | {rps:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} |")
-
-
 def delay(path, model, load, d, e0, e1, i0, i1):
     (lv,) = json.load(open(path))["levels"]
     e0, e1, i0, i1 = (float(x or 0) for x in (e0, e1, i0, i1))
@@ -48,7 +41,5 @@ if __name__ == "__main__":
         http(*sys.argv[2:10])
     elif sys.argv[1] == "delay":
         delay(*sys.argv[2:10])
-    elif sys.argv[1] == "floor":
-        floor(*sys.argv[2:4])
     else:
         inproc(sys.argv[2])

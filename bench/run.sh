@@ -60,35 +60,6 @@ for m in mlp mobilenet_v2; do
   done
 done
 
-# HTTP floor: nginx `return 200` (the DESIGN yardstick) next to batchd, 64 connections each.
-floor() { # floor NAME URL SCRIPT [script args...] -> one table row
-  local name=$1 url=$2 script=$3; shift 3
-  WRK_OUT=$work/f.json wrk -t1 -c64 -d"${SECS}s" -s "$script" "$url" -- "$@" >/dev/null
-  "$PY" bench/row.py floor "$work/f.json" "$name"
-}
-{
-  echo "| endpoint (wrk 1 thread, 64 connections) | req/s | p50 ms | p99 ms |"
-  echo "|---|---:|---:|---:|"
-} > "$work/floor.md"
-if command -v nginx >/dev/null; then
-  mkdir -p "$work/nginx"
-  cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $work/nginx/pid; error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:18999; location / { return 200 "ok"; } } }
-NGINX
-  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-  ngx=$!
-  sleep 0.5
-  floor "nginx \`return 200\` (GET)" http://127.0.0.1:18999/ bench/wrk_get.lua >> "$work/floor.md"
-  kill $ngx; wait $ngx 2>/dev/null || true
-else
-  echo "bench: nginx not installed (apt-get install nginx-light); skipping the nginx row" >&2
-fi
-floor "batchd GET /v2/health/live" "$url/v2/health/live" bench/wrk_get.lua >> "$work/floor.md"
-hl=$("$PY" bench/make_body.py "$work/mlp.body" input 1,64 probs)
-floor "batchd mlp infer, binary, batching on" "$url/v2/models/mlp_batch/infer" bench/wrk_infer.lua "$work/mlp.body" "$hl" >> "$work/floor.md"
-
 {
   echo "| model | batch | threads | calls/s | rows/s | p50 ms | p99 ms |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
@@ -107,10 +78,6 @@ kill -CONT $srv
   echo "## $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo
   echo "Command: \`bench/run.sh $MODELS $SECS\` (wrk 1 thread, one row per request, binary tensors; server defaults)"
-  echo
-  echo "### HTTP floor"
-  echo
-  cat "$work/floor.md"
   echo
   echo "### Over HTTP"
   echo
