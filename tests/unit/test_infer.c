@@ -63,6 +63,17 @@ static int setup(void **state)
                      "\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\",\"dims\":[2]}],"
                      "\"outputs\":[{\"name\":\"OUT\",\"datatype\":\"FP32\",\"dims\":[2]}],"
                      "\"sim\":{\"latency_us\":60000,\"per_item_us\":0}}");
+    /* Batches of up to 8, no delay: what is queued when the worker looks runs together. */
+    snprintf(path, sizeof path, "%s/batchy", f->dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/batchy/1", f->dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/batchy/config.json", f->dir);
+    write_text(path, "{\"backend\":\"sim\",\"max_batch_size\":8,"
+                     "\"dynamic_batching\":{\"max_queue_delay_us\":0},"
+                     "\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\",\"dims\":[2]}],"
+                     "\"outputs\":[{\"name\":\"OUT\",\"datatype\":\"FP32\",\"dims\":[2]}],"
+                     "\"sim\":{\"latency_us\":0,\"per_item_us\":0}}");
     f->metrics = bd_metrics_new();
     f->mb = bd_mailbox_new(NULL);
     assert_non_null(f->mb);
@@ -186,6 +197,39 @@ static void test_every_completion_runs_on_the_owner_thread(void **state)
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_WEBSOCKET, BD_OUTCOME_TIMEOUT), 1);
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_WEBSOCKET, BD_OUTCOME_CANCELLED), 1);
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_SUCCESS), 0);
+}
+
+/* group_submits: the requests started between two flushes reach the model's idle worker
+ * together, as one batch; before the flush none runs. */
+static void test_grouped_submits_form_one_batch_at_the_flush(void **state)
+{
+    fixture_t *f = *state;
+    bd_infer_free(f->inf);
+    bd_infer_opts_t io = {
+        .offload_bytes = SIZE_MAX, .max_decode_bytes = SIZE_MAX, .group_submits = true};
+    f->inf = bd_infer_new(f->repo, f->mb, &io);
+    assert_non_null(f->inf);
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* the model's worker is asleep on its empty queue by now */
+    const char *body = "{\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+                       "\"data\":[1,2]}]}";
+    bd_err_t err = {0};
+    bd_call_t *calls[5];
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(start(f, i, "batchy", body, &calls[i], &err, NULL), 0);
+    }
+    bd_model_t *m = NULL;
+    assert_int_equal(bd_repo_find(f->repo, "batchy", 6, NULL, 0, &m, NULL), 0);
+    bd_model_metrics_t *mm = bd_model_metrics(m);
+    nanosleep(&pause, NULL);
+    assert_int_equal(bd_metrics_get_executions(mm), 0); /* held until the flush */
+    bd_infer_flush(f->inf);
+    drain_until(f, 5);
+    assert_int_equal(bd_metrics_get_executions(mm), 1);
+    assert_int_equal(bd_metrics_get_items(mm), 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(f->status[i], 0);
+    }
 }
 
 static void on_loaded(void *ctx, int rc, const char *msg)
@@ -429,6 +473,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_completion_runs_on_the_owner_thread, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_grouped_submits_form_one_batch_at_the_flush, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_repository_loads_answer_through_the_same_mailbox,
                                         setup, teardown),
