@@ -47,33 +47,34 @@ static void write_text(const char *path, const char *text)
     fclose(fp);
 }
 
+/* A sim model `name` (FP32 IN [2] -> OUT [2]) with the config keys `extra`, in `dir`. */
+static void write_model(const char *dir, const char *name, const char *extra)
+{
+    char path[256], text[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/1", dir, name);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, name);
+    snprintf(text, sizeof text,
+             "{\"backend\":\"sim\",%s,"
+             "\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\",\"dims\":[2]}],"
+             "\"outputs\":[{\"name\":\"OUT\",\"datatype\":\"FP32\",\"dims\":[2]}]}",
+             extra);
+    write_text(path, text);
+}
+
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/bd_test_infer_XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/slow", f->dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/slow/1", f->dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/slow/config.json", f->dir);
     /* One instance, batches of one, 60 ms each: the second request waits in the queue. */
-    write_text(path, "{\"backend\":\"sim\",\"max_batch_size\":1,"
-                     "\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\",\"dims\":[2]}],"
-                     "\"outputs\":[{\"name\":\"OUT\",\"datatype\":\"FP32\",\"dims\":[2]}],"
-                     "\"sim\":{\"latency_us\":60000,\"per_item_us\":0}}");
+    write_model(f->dir, "slow", "\"max_batch_size\":1,\"sim\":{\"latency_us\":60000}");
     /* Batches of up to 8, no delay: what is queued when the worker looks runs together. */
-    snprintf(path, sizeof path, "%s/batchy", f->dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/batchy/1", f->dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/batchy/config.json", f->dir);
-    write_text(path, "{\"backend\":\"sim\",\"max_batch_size\":8,"
-                     "\"dynamic_batching\":{\"max_queue_delay_us\":0},"
-                     "\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\",\"dims\":[2]}],"
-                     "\"outputs\":[{\"name\":\"OUT\",\"datatype\":\"FP32\",\"dims\":[2]}],"
-                     "\"sim\":{\"latency_us\":0,\"per_item_us\":0}}");
+    write_model(f->dir, "batchy",
+                "\"max_batch_size\":8,\"dynamic_batching\":{\"max_queue_delay_us\":0},"
+                "\"sim\":{\"latency_us\":0}");
     f->metrics = bd_metrics_new();
     f->mb = bd_mailbox_new(NULL);
     assert_non_null(f->mb);
