@@ -1563,8 +1563,428 @@ static int opt_string(const json_t *root, const char *key, bd_arena_t *arena, co
     return *out ? 0 : rc;
 }
 
+/* ---- the fast path ---------------------------------------------------------------------
+ * Most requests are a small header naming binary inputs (Triton's binary extension): for
+ * those, one pass over the text without a tree. fast_decode takes only a strict subset and
+ * says "not mine" (FAST_NO) for anything else, before it has touched `arena` or `out`; the
+ * general decoder above then decides, with its messages. The subset: an object with "id",
+ * "model_name", "model_version" (strings without escapes or non-ASCII bytes), "parameters"
+ * ({"binary_data_output": bool} at most), "inputs" (1..max objects with "name", "datatype"
+ * (not BYTES), "shape" (plain integers) and "parameters": {"binary_data_size": N}, N equal to
+ * the shape's bytes, the sizes adding up to the tail) and "outputs" (objects with "name" and
+ * "parameters": {"binary_data": bool} at most); no key twice, no other key. Whatever it
+ * accepts, the general decoder decodes to the same request (fuzz_decode checks). */
+
+#define FAST_NO 1 /* not in the subset: use the general decoder */
+
+typedef struct {
+    const char *s;
+    size_t n, i;
+} fast_t;
+
+typedef struct {
+    const char *p;
+    size_t n;
+} fast_str_t;
+
+typedef struct {
+    fast_str_t name;
+    bd_dtype_t dtype;
+    bd_shape_t shape;
+    size_t size;
+} fast_input_t;
+
+typedef struct {
+    fast_str_t name;
+    int binary; /* -1: parameters.binary_data_output decides */
+} fast_output_t;
+
+static void fast_ws(fast_t *f)
+{
+    while (f->i < f->n && is_ws(f->s[f->i])) {
+        f->i++;
+    }
+}
+
+/* Skip whitespace, then take `c`. */
+static bool fast_take(fast_t *f, char c)
+{
+    fast_ws(f);
+    if (f->i < f->n && f->s[f->i] == c) {
+        f->i++;
+        return true;
+    }
+    return false;
+}
+
+/* A string of printable ASCII without escapes. */
+static bool fast_string(fast_t *f, fast_str_t *out)
+{
+    if (!fast_take(f, '"')) {
+        return false;
+    }
+    size_t start = f->i;
+    while (f->i < f->n && f->s[f->i] != '"') {
+        unsigned char c = (unsigned char)f->s[f->i];
+        if (c < 0x20 || c >= 0x7f || c == '\\') {
+            return false;
+        }
+        f->i++;
+    }
+    if (f->i >= f->n) {
+        return false;
+    }
+    out->p = f->s + start;
+    out->n = f->i - start;
+    f->i++;
+    return true;
+}
+
+/* A non-negative integer literal of at most 15 digits, no leading zero. */
+static bool fast_uint(fast_t *f, int64_t *out)
+{
+    fast_ws(f);
+    size_t start = f->i;
+    int64_t v = 0;
+    while (f->i < f->n && f->s[f->i] >= '0' && f->s[f->i] <= '9' && f->i - start < 15) {
+        v = v * 10 + (f->s[f->i++] - '0');
+    }
+    size_t digits = f->i - start;
+    if (digits == 0 || (digits > 1 && f->s[start] == '0') ||
+        (f->i < f->n && (is_num_char(f->s[f->i])))) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool fast_bool(fast_t *f, bool *out)
+{
+    fast_ws(f);
+    if (f->n - f->i >= 4 && memcmp(f->s + f->i, "true", 4) == 0) {
+        f->i += 4;
+        *out = true;
+    } else if (f->n - f->i >= 5 && memcmp(f->s + f->i, "false", 5) == 0) {
+        f->i += 5;
+        *out = false;
+    } else {
+        return false;
+    }
+    return f->i >= f->n || !is_num_char(f->s[f->i]);
+}
+
+static bool fast_key_is(const fast_str_t *k, const char *want)
+{
+    return k->n == strlen(want) && memcmp(k->p, want, k->n) == 0;
+}
+
+/* Walk the members of an object: *first on entry for the opening brace. Returns 1 with the
+ * next key (the colon taken), 0 at the closing brace, -1 when malformed. */
+static int fast_member(fast_t *f, bool *first, fast_str_t *key)
+{
+    if (*first) {
+        *first = false;
+        if (!fast_take(f, '{')) {
+            return -1;
+        }
+        if (fast_take(f, '}')) {
+            return 0;
+        }
+    } else if (fast_take(f, '}')) {
+        return 0;
+    } else if (!fast_take(f, ',')) {
+        return -1;
+    }
+    return fast_string(f, key) && fast_take(f, ':') ? 1 : -1;
+}
+
+/* {"<key>": bool} or {} (seen: whether the key came). */
+static bool fast_bool_params(fast_t *f, const char *key, bool *seen, bool *value)
+{
+    bool first = true;
+    fast_str_t k;
+    int m;
+    *seen = false;
+    while ((m = fast_member(f, &first, &k)) == 1) {
+        if (!fast_key_is(&k, key) || *seen || !fast_bool(f, value)) {
+            return false;
+        }
+        *seen = true;
+    }
+    return m == 0;
+}
+
+static bool fast_shape(fast_t *f, bd_shape_t *shape)
+{
+    shape->ndim = 0;
+    if (!fast_take(f, '[')) {
+        return false;
+    }
+    if (fast_take(f, ']')) {
+        return true;
+    }
+    do {
+        if (shape->ndim == BD_MAX_DIMS || !fast_uint(f, &shape->dims[shape->ndim])) {
+            return false;
+        }
+        shape->ndim++;
+    } while (fast_take(f, ','));
+    return fast_take(f, ']');
+}
+
+static bool fast_input(fast_t *f, const bd_decode_limits_t *limits, fast_input_t *in)
+{
+    bool first = true, has_name = false, has_type = false, has_shape = false, has_size = false;
+    fast_str_t k, type = {0};
+    int64_t size = -1;
+    int m;
+    while ((m = fast_member(f, &first, &k)) == 1) {
+        if (fast_key_is(&k, "name") && !has_name) {
+            has_name = fast_string(f, &in->name) && in->name.n > 0;
+            if (!has_name) {
+                return false;
+            }
+        } else if (fast_key_is(&k, "datatype") && !has_type) {
+            has_type = fast_string(f, &type);
+            if (!has_type) {
+                return false;
+            }
+        } else if (fast_key_is(&k, "shape") && !has_shape) {
+            has_shape = fast_shape(f, &in->shape);
+            if (!has_shape) {
+                return false;
+            }
+        } else if (fast_key_is(&k, "parameters") && !has_size) {
+            bool pfirst = true;
+            fast_str_t pk;
+            int pm;
+            while ((pm = fast_member(f, &pfirst, &pk)) == 1) {
+                if (!fast_key_is(&pk, "binary_data_size") || has_size || !fast_uint(f, &size)) {
+                    return false;
+                }
+                has_size = true;
+            }
+            if (pm != 0 || !has_size) {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    if (m != 0 || !has_name || !has_type || !has_shape || !has_size || type.n >= 16) {
+        return false;
+    }
+    char tname[16];
+    memcpy(tname, type.p, type.n);
+    tname[type.n] = '\0';
+    in->dtype = bd_dtype_from_name(tname);
+    size_t count;
+    if (in->dtype == BD_DT_INVALID || in->dtype == BD_DT_BYTES || !bd_dtype_supported(in->dtype) ||
+        bd_shape_count(&in->shape, 0, &count, NULL) != 0 ||
+        !bd_mul_size(count, bd_dtype_size(in->dtype), &in->size) ||
+        (limits->max_elems_per_tensor && count > limits->max_elems_per_tensor)) {
+        return false;
+    }
+    return (uint64_t)size == (uint64_t)in->size;
+}
+
+static bool fast_output(fast_t *f, fast_output_t *o)
+{
+    bool first = true, has_name = false, has_params = false;
+    fast_str_t k;
+    int m;
+    o->binary = -1;
+    while ((m = fast_member(f, &first, &k)) == 1) {
+        if (fast_key_is(&k, "name") && !has_name) {
+            has_name = fast_string(f, &o->name) && o->name.n > 0;
+            if (!has_name) {
+                return false;
+            }
+        } else if (fast_key_is(&k, "parameters") && !has_params) {
+            bool seen, v;
+            if (!fast_bool_params(f, "binary_data", &seen, &v)) {
+                return false;
+            }
+            has_params = true;
+            o->binary = seen ? v : -1;
+        } else {
+            return false;
+        }
+    }
+    return m == 0 && has_name;
+}
+
+static bool fast_same_name(const fast_str_t *a, const fast_str_t *b)
+{
+    return a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
+}
+
+/* 0 (decoded into out), FAST_NO, or an arena error (BD_ENOMEM / BD_ETOOBIG). */
+static int fast_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
+                       const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
+{
+    size_t max = limits->max_inputs ? limits->max_inputs : DEFAULT_MAX_INPUTS;
+    fast_input_t ins[DEFAULT_MAX_INPUTS];
+    fast_output_t outs[DEFAULT_MAX_INPUTS];
+    size_t n_in = 0, n_out = 0;
+    bool has_in = false, has_out = false, has_params = false, binary_default = false;
+    fast_str_t strs[3] = {{0}}; /* id, model_name, model_version */
+    bool has_str[3] = {false, false, false};
+    max = max < DEFAULT_MAX_INPUTS ? max : DEFAULT_MAX_INPUTS;
+    if (limits->max_depth > 0 && limits->max_depth < 4) {
+        return FAST_NO; /* the subset nests 4 deep: let the general decoder refuse it */
+    }
+
+    fast_t f = {.s = body, .n = header_len};
+    bool first = true;
+    fast_str_t k;
+    int m;
+    while ((m = fast_member(&f, &first, &k)) == 1) {
+        int which = fast_key_is(&k, "id")              ? 0
+                    : fast_key_is(&k, "model_name")    ? 1
+                    : fast_key_is(&k, "model_version") ? 2
+                                                       : -1;
+        if (which >= 0) {
+            if (has_str[which] || !fast_string(&f, &strs[which])) {
+                return FAST_NO;
+            }
+            has_str[which] = true;
+        } else if (fast_key_is(&k, "parameters") && !has_params) {
+            bool seen;
+            if (!fast_bool_params(&f, "binary_data_output", &seen, &binary_default)) {
+                return FAST_NO;
+            }
+            has_params = true;
+        } else if (fast_key_is(&k, "inputs") && !has_in) {
+            has_in = true;
+            if (!fast_take(&f, '[')) {
+                return FAST_NO;
+            }
+            do {
+                if (n_in == max || !fast_input(&f, limits, &ins[n_in])) {
+                    return FAST_NO;
+                }
+                n_in++;
+            } while (fast_take(&f, ','));
+            if (!fast_take(&f, ']')) {
+                return FAST_NO;
+            }
+        } else if (fast_key_is(&k, "outputs") && !has_out) {
+            has_out = true;
+            if (!fast_take(&f, '[')) {
+                return FAST_NO;
+            }
+            if (!fast_take(&f, ']')) {
+                do {
+                    if (n_out == max || !fast_output(&f, &outs[n_out])) {
+                        return FAST_NO;
+                    }
+                    n_out++;
+                } while (fast_take(&f, ','));
+                if (!fast_take(&f, ']')) {
+                    return FAST_NO;
+                }
+            }
+        } else {
+            return FAST_NO;
+        }
+    }
+    fast_ws(&f);
+    if (m != 0 || f.i != header_len || n_in == 0) {
+        return FAST_NO;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n_in; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (fast_same_name(&ins[i].name, &ins[j].name)) {
+                return FAST_NO;
+            }
+        }
+        if (!bd_add_size(total, ins[i].size, &total)) {
+            return FAST_NO;
+        }
+    }
+    for (size_t i = 0; i < n_out; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (fast_same_name(&outs[i].name, &outs[j].name)) {
+                return FAST_NO;
+            }
+        }
+    }
+    if (total != len - header_len) {
+        return FAST_NO;
+    }
+
+    /* In the subset: build the request, as the general decoder would. */
+    int rc = 0;
+    const char **dst[3] = {&out->id, &out->model_name, &out->model_version};
+    for (int i = 0; i < 3; i++) {
+        if (has_str[i] && !(*dst[i] = arena_str(arena, strs[i].p, strs[i].n, err, &rc))) {
+            return rc;
+        }
+    }
+    out->binary_default = binary_default;
+    out->inputs = bd_arena_calloc(arena, n_in, sizeof *out->inputs);
+    if (!out->inputs) {
+        return alloc_error(arena, n_in * sizeof *out->inputs, "the input list", err);
+    }
+    out->n_inputs = n_in;
+    size_t off = header_len;
+    for (size_t i = 0; i < n_in; i++) {
+        bd_tensor_t *t = &out->inputs[i];
+        if (!(t->name = arena_str(arena, ins[i].name.p, ins[i].name.n, err, &rc))) {
+            return rc;
+        }
+        t->dtype = ins[i].dtype;
+        t->shape = ins[i].shape;
+        t->byte_size = ins[i].size;
+        t->data = (void *)(uintptr_t)(body + off);
+        off += ins[i].size;
+    }
+    if (n_out > 0) {
+        out->outputs = bd_arena_calloc(arena, n_out, sizeof *out->outputs);
+        if (!out->outputs) {
+            return alloc_error(arena, n_out * sizeof *out->outputs, "the output list", err);
+        }
+        out->n_outputs = n_out;
+    }
+    for (size_t i = 0; i < n_out; i++) {
+        bd_output_req_t *r = &out->outputs[i];
+        if (!(r->name = arena_str(arena, outs[i].name.p, outs[i].name.n, err, &rc))) {
+            return rc;
+        }
+        r->binary = outs[i].binary < 0 ? binary_default : outs[i].binary == 1;
+    }
+    return 0;
+}
+
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
+{
+    static const bd_decode_limits_t no_limits = {0, 0, 0};
+    memset(out, 0, sizeof *out);
+    if (!limits) {
+        limits = &no_limits;
+    }
+    if (header_len > len) {
+        return bd_err_set(err, BD_EINVAL,
+                          "Inference-Header-Content-Length is %zu but the body has only %zu bytes",
+                          header_len, len);
+    }
+    int rc = fast_decode(body, len, header_len, arena, limits, out, err);
+    if (rc != FAST_NO) {
+        if (rc != 0) {
+            const char *id = out->id; /* kept, as the general decoder keeps it */
+            memset(out, 0, sizeof *out);
+            out->id = id;
+        }
+        return rc;
+    }
+    return bd_infer_decode_json(body, len, header_len, arena, limits, out, err);
+}
+
+int bd_infer_decode_json(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
+                         const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
 {
     static const bd_decode_limits_t no_limits = {0, 0, 0};
     memset(out, 0, sizeof *out);

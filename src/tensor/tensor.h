@@ -173,6 +173,11 @@ typedef struct {
  * e.g. "input 'INPUT0': expected 16 values for shape [1,16], got 15". */
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err);
+/* bd_infer_decode without its fast path for headers of binary inputs: the general decoder,
+ * which bd_infer_decode falls back to for anything else. The two decode every request the
+ * fast path takes identically (tests and fuzz_decode compare them). */
+int bd_infer_decode_json(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
+                         const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err);
 
 /* ---- classification ------------------------------------------------------------------ */
 

@@ -5,7 +5,9 @@
  * too. Decoded inputs are encoded back as outputs (alternately JSON and binary) and every
  * tensor invariant is checked, so a decoder that returns garbage fails as well as one that
  * crashes. BYTES inputs (JSON strings or the binary length-prefixed layout) must come out
- * as a buffer that walks as exactly the shape's elements (seeds: bytes_*).
+ * as a buffer that walks as exactly the shape's elements (seeds: bytes_*). bd_infer_decode
+ * (its fast path first) must also agree with the general decoder (bd_infer_decode_json): the
+ * same code and message, or the same request.
  * Single-threaded; everything is freed per input (LeakSanitizer checks). */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +16,45 @@
 #include "tensor/tensor.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The two decoders' results, field by field (abort on any difference). */
+static void check_same(int rc1, const bd_infer_req_t *a, const bd_err_t *e1, int rc2,
+                       const bd_infer_req_t *b, const bd_err_t *e2)
+{
+    if (rc1 != rc2 || (rc1 != 0 && strcmp(e1->msg, e2->msg) != 0)) {
+        abort();
+    }
+    if (rc1 != 0) {
+        return;
+    }
+    if (!same_str(a->id, b->id) || !same_str(a->model_name, b->model_name) ||
+        !same_str(a->model_version, b->model_version) || a->n_inputs != b->n_inputs ||
+        a->n_outputs != b->n_outputs || a->binary_default != b->binary_default ||
+        a->priority != b->priority || a->timeout_us != b->timeout_us ||
+        a->n_params != b->n_params || a->json_text != b->json_text) {
+        abort();
+    }
+    for (size_t i = 0; i < a->n_inputs; i++) {
+        const bd_tensor_t *x = &a->inputs[i], *y = &b->inputs[i];
+        if (strcmp(x->name, y->name) != 0 || x->dtype != y->dtype ||
+            !bd_shape_equal(&x->shape, &y->shape) || x->byte_size != y->byte_size ||
+            (x->byte_size && memcmp(x->data, y->data, x->byte_size) != 0)) {
+            abort();
+        }
+    }
+    for (size_t i = 0; i < a->n_outputs; i++) {
+        const bd_output_req_t *x = &a->outputs[i], *y = &b->outputs[i];
+        if (strcmp(x->name, y->name) != 0 || x->binary != y->binary ||
+            x->classification != y->classification) {
+            abort();
+        }
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -38,6 +79,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bd_infer_req_t req;
     bd_err_t err;
     int rc = bd_infer_decode(body, len, header_len, &arena, &limits, &req, &err);
+    {
+        bd_arena_t arena2;
+        bd_arena_init(&arena2, 64u << 20);
+        bd_infer_req_t req2;
+        bd_err_t err2;
+        int rc2 = bd_infer_decode_json(body, len, header_len, &arena2, &limits, &req2, &err2);
+        check_same(rc, &req, &err, rc2, &req2, &err2);
+        bd_arena_dispose(&arena2);
+    }
     if (rc != 0) {
         if (rc != err.code || err.msg[0] == '\0' || req.inputs || req.n_inputs || req.params ||
             req.n_params) {

@@ -1450,10 +1450,126 @@ static void test_encode_large_tensor_blocks(void **state)
     free(v);
 }
 
+/* ---- the fast path for binary headers -------------------------------------------------- */
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* bd_infer_decode (fast path first) and bd_infer_decode_json agree on `json` + `tail` bytes:
+ * the same code and message, or the same request. */
+static void expect_same_decode(const char *json, size_t tail)
+{
+    size_t hlen = strlen(json);
+    char *body = malloc(hlen + tail + 1);
+    assert_non_null(body);
+    memcpy(body, json, hlen);
+    memset(body + hlen, 0x5a, tail);
+    bd_arena_t a1, a2;
+    bd_arena_init(&a1, 0);
+    bd_arena_init(&a2, 0);
+    bd_infer_req_t r1, r2;
+    bd_err_t e1 = {0, ""}, e2 = {0, ""};
+    int rc1 = bd_infer_decode(body, hlen + tail, hlen, &a1, NULL, &r1, &e1);
+    int rc2 = bd_infer_decode_json(body, hlen + tail, hlen, &a2, NULL, &r2, &e2);
+    if (rc1 != rc2 || strcmp(e1.msg, e2.msg) != 0) {
+        fail_msg("%s: fast %d '%s', json %d '%s'", json, rc1, e1.msg, rc2, e2.msg);
+    }
+    if (rc1 == 0) {
+        assert_true(same_str(r1.id, r2.id) && same_str(r1.model_name, r2.model_name) &&
+                    same_str(r1.model_version, r2.model_version));
+        assert_int_equal(r1.n_inputs, r2.n_inputs);
+        assert_int_equal(r1.n_outputs, r2.n_outputs);
+        assert_int_equal(r1.binary_default, r2.binary_default);
+        assert_int_equal(r1.n_params, r2.n_params);
+        assert_int_equal(r1.json_text, r2.json_text);
+        for (size_t i = 0; i < r1.n_inputs; i++) {
+            const bd_tensor_t *x = &r1.inputs[i], *y = &r2.inputs[i];
+            assert_string_equal(x->name, y->name);
+            assert_int_equal(x->dtype, y->dtype);
+            assert_true(bd_shape_equal(&x->shape, &y->shape));
+            assert_int_equal(x->byte_size, y->byte_size);
+            assert_ptr_equal(x->data, y->data);
+        }
+        for (size_t i = 0; i < r1.n_outputs; i++) {
+            assert_string_equal(r1.outputs[i].name, r2.outputs[i].name);
+            assert_int_equal(r1.outputs[i].binary, r2.outputs[i].binary);
+            assert_int_equal(r1.outputs[i].classification, r2.outputs[i].classification);
+        }
+    }
+    bd_arena_dispose(&a1);
+    bd_arena_dispose(&a2);
+    free(body);
+}
+
+static void test_fast_path_decodes_as_the_general_decoder(void **state)
+{
+    (void)state;
+    /* In the fast path's subset. */
+    expect_same_decode("{\"inputs\":[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[1,16],"
+                       "\"parameters\":{\"binary_data_size\":64}}],\"outputs\":[{\"name\":"
+                       "\"OUTPUT0\",\"parameters\":{\"binary_data\":true}}]}",
+                       64);
+    expect_same_decode(" { \"id\" : \"r-1\", \"model_name\": \"m\", \"model_version\": \"2\",\n"
+                       "\"parameters\": {\"binary_data_output\": true},\t\"inputs\": [ {\"shape\":"
+                       "[2, 3], \"datatype\": \"INT8\", \"name\": \"a\", \"parameters\": "
+                       "{\"binary_data_size\": 6}}, {\"name\":\"b\",\"datatype\":\"FP64\","
+                       "\"shape\":[],\"parameters\":{\"binary_data_size\":8}}],"
+                       "\"outputs\": [{\"name\":\"x\"}, {\"name\":\"y\",\"parameters\":"
+                       "{\"binary_data\":false}}] } ",
+                       14);
+    expect_same_decode("{\"outputs\":[],\"inputs\":[{\"name\":\"e\",\"datatype\":\"UINT8\","
+                       "\"shape\":[0,4],\"parameters\":{\"binary_data_size\":0}}]}",
+                       0);
+    /* Near misses: each leaves the subset, and the general decoder's answer stands. */
+    const char *near[] = {
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}],\"inputs\":[]}", /* key twice */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":9}}]}", /* size off */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2.0],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* a real dim */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,02],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* leading zero */
+        "{\"inputs\":[{\"name\":\"a\\u0041\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* an escape */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP16\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":4}}]}", /* unsupported */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"BYTES\",\"shape\":[1],"
+        "\"parameters\":{\"binary_data_size\":5}}]}", /* BYTES */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}},{\"name\":\"a\",\"datatype\":\"FP32\","
+        "\"shape\":[1,2],\"parameters\":{\"binary_data_size\":8}}]}", /* same name */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}],\"outputs\":[{\"name\":\"o\"},"
+        "{\"name\":\"o\"}]}", /* output twice */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}],\"outputs\":[{\"name\":\"o\","
+        "\"parameters\":{\"classification\":2}}]}", /* classification */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}],\"parameters\":{\"priority\":1}}",
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]} x", /* trailing */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}],}", /* trailing comma */
+        "{\"inputs\":[],\"outputs\":[]}",              /* no inputs */
+        "{\"inputs\":[{\"name\":\"\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* empty name */
+        "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP32\",\"shape\":[1,2],\"data\":[1,2]}]}",
+        "[1]",
+        "",
+    };
+    for (size_t i = 0; i < sizeof near / sizeof near[0]; i++) {
+        expect_same_decode(near[i], 8);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_names),
+        cmocka_unit_test(test_fast_path_decodes_as_the_general_decoder),
         cmocka_unit_test(test_shape_count),
         cmocka_unit_test(test_shape_str_equal),
         cmocka_unit_test_setup_teardown(test_roundtrip_every_dtype, setup, teardown),
