@@ -1823,6 +1823,11 @@ static bool fast_same_name(const fast_str_t *a, const fast_str_t *b)
 static int fast_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                        const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
 {
+    static const bd_decode_limits_t no_limits = {0, 0, 0};
+    limits = limits ? limits : &no_limits;
+    if (header_len > len) {
+        return FAST_NO;
+    }
     size_t max = limits->max_inputs ? limits->max_inputs : DEFAULT_MAX_INPUTS;
     fast_input_t ins[DEFAULT_MAX_INPUTS];
     fast_output_t outs[DEFAULT_MAX_INPUTS];
@@ -1917,6 +1922,7 @@ static int fast_decode(const char *body, size_t len, size_t header_len, bd_arena
 
     /* In the subset: build the request, as the general decoder would. */
     int rc = 0;
+    memset(out, 0, sizeof *out);
     const char **dst[3] = {&out->id, &out->model_name, &out->model_version};
     for (int i = 0; i < 3; i++) {
         if (has_str[i] && !(*dst[i] = arena_str(arena, strs[i].p, strs[i].n, err, &rc))) {
@@ -1961,16 +1967,6 @@ static int fast_decode(const char *body, size_t len, size_t header_len, bd_arena
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
 {
-    static const bd_decode_limits_t no_limits = {0, 0, 0};
-    memset(out, 0, sizeof *out);
-    if (!limits) {
-        limits = &no_limits;
-    }
-    if (header_len > len) {
-        return bd_err_set(err, BD_EINVAL,
-                          "Inference-Header-Content-Length is %zu but the body has only %zu bytes",
-                          header_len, len);
-    }
     int rc = fast_decode(body, len, header_len, arena, limits, out, err);
     if (rc != FAST_NO) {
         if (rc != 0) {
