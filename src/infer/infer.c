@@ -158,11 +158,19 @@ size_t bd_infer_inflight(const bd_infer_t *inf)
 
 void bd_infer_flush(bd_infer_t *inf)
 {
+    bool ran = false;
     for (size_t i = 0; i < inf->n_held; i++) {
-        bd_sched_kick(bd_model_sched(inf->held[i]));
+        bd_sched_t *s = bd_model_sched(inf->held[i]);
+        if (inf->opts.inline_max_ns && bd_sched_run_inline(s, inf->opts.inline_max_ns)) {
+            ran = true;
+        }
+        bd_sched_kick(s);
         bd_model_unref(inf->held[i]);
     }
     inf->n_held = 0;
+    if (ran) {
+        bd_mailbox_drain(inf->mailbox); /* the batch's answers, in this turn */
+    }
 }
 
 int bd_infer_http_status(int code)
@@ -357,6 +365,9 @@ static int submit(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
     if (rc == 0 && i == inf->n_held) {
         bd_model_ref(m); /* until the flush kicks its scheduler */
         inf->held[inf->n_held++] = m;
+        if (inf->n_held == 1 && inf->opts.on_held) {
+            inf->opts.on_held(inf->opts.on_held_ctx);
+        }
     }
     return rc;
 }

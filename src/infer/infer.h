@@ -38,6 +38,14 @@ typedef struct {
     /* Group the submits of one event-loop turn: each model's scheduler is woken once, by
      * bd_infer_flush, which the owner then calls after every turn of its loop. */
     bool group_submits;
+    /* With group_submits: called (owner thread) when a submit is held and none was since the
+     * last flush, so the owner can flush within the same turn (e.g. from a zero-delay timer). */
+    void (*on_held)(void *ctx);
+    void *on_held_ctx;
+    /* With group_submits: a model whose batches cost less than this (ns, as measured) runs the
+     * group on the owner thread at the flush instead of waking its worker, and the replies are
+     * delivered (the mailbox drained) before the flush returns. 0: never. */
+    uint64_t inline_max_ns;
 } bd_infer_opts_t;
 
 /* Borrows repo and mailbox (the owner thread's), which must outlive it; starts the decode
@@ -49,7 +57,8 @@ void bd_infer_free(bd_infer_t *inf);
 /* Calls started and whose done callback has not run yet. */
 size_t bd_infer_inflight(const bd_infer_t *inf);
 /* With group_submits: wake each model that requests were submitted to since the last flush,
- * once, so what one loop turn decoded for a model forms one batch. Owner thread. */
+ * once, so what one loop turn decoded for a model forms one batch (or run it here, see
+ * inline_max_ns). Owner thread. */
 void bd_infer_flush(bd_infer_t *inf);
 
 typedef struct {

@@ -42,8 +42,9 @@
  *
  * Threads: bd_sched_submit, _cancel, _available, _queue_depth, _expire and _close from any
  * thread; each worker thread (one per instance) owns its inst_t: the backend session, the
- * batch buffers and the batch array; the timer thread owns nothing but reads the heap under
- * `mu`. `mu` guards the queues, the heap, the breaker, the auto learner and `closed`; it is
+ * batch buffers and the batch array, except while bd_sched_run_inline's caller has claimed
+ * it (under `mu`; the worker waits meanwhile); the timer thread owns nothing but reads the heap
+ * under `mu`. `mu` guards the queues, the heap, the breaker, the auto learner and `closed`; it is
  * never held across a backend run or a completion callback. In manual mode there are no
  * workers and no timer: bd_sched_step and bd_sched_expire do their jobs on the caller's
  * thread (one caller per instance at a time).
@@ -97,7 +98,9 @@ typedef struct {
     unsigned char *b64;
     size_t b64_cap;
     bd_req_t **failed;
-    bool probe; /* the current batch is the circuit breaker's probe (set under mu) */
+    bool probe;   /* the current batch is the circuit breaker's probe (set under mu) */
+    bool waiting; /* under mu: its worker waits on cv for work */
+    bool claimed; /* under mu: bd_sched_run_inline's caller runs it; its worker keeps off */
 } inst_t;
 
 /* One priority level's FIFO; under mu. */
@@ -135,8 +138,10 @@ struct bd_sched {
     size_t rows_queued;                     /* under mu: their rows */
     bool closed;                            /* under mu */
     int idle_workers;                       /* under mu: workers waiting on cv */
-    bool kick_owed;  /* under mu: a held submit would have woken a worker (bd_sched_kick) */
-    bd_req_t **heap; /* under mu: queued requests with a deadline */
+    bool kick_owed;      /* under mu: a held submit would have woken a worker (bd_sched_kick) */
+    uint64_t batch_ns;   /* under mu: running average of a batch's gather and run, in ns */
+    bool batch_measured; /* under mu: batch_ns holds a measurement */
+    bd_req_t **heap;     /* under mu: queued requests with a deadline */
     size_t heap_n;
     size_t heap_cap;
     bd_sched_auto_t autod; /* under mu */
@@ -1309,6 +1314,8 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     /* Breaker and learner first, so a client that sees this batch's answer and submits again
      * already meets the new state. */
     pthread_mutex_lock(&s->mu);
+    s->batch_ns = s->batch_measured ? (s->batch_ns * 7 + (t2 - t0)) / 8 : t2 - t0;
+    s->batch_measured = true;
     cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock));
     if (rc == 0 && s->policy.delay_auto) {
         bd_sched_auto_batch(&s->autod, rows, (t2 - t1) / 1000u);
@@ -1504,6 +1511,10 @@ static void *worker_main(void *arg)
         if (expire_due(s, now)) {
             continue;
         }
+        if (in->claimed) {
+            pthread_cond_wait(&s->cv, &s->mu); /* the inline caller broadcasts when done */
+            continue;
+        }
         uint64_t wake;
         size_t rows = 0;
         size_t n = take_batch(s, in, now, &rows, &wake);
@@ -1520,11 +1531,13 @@ static void *worker_main(void *arg)
             break;
         }
         s->idle_workers++;
+        in->waiting = true;
         if (wake == UINT64_MAX) {
             pthread_cond_wait(&s->cv, &s->mu);
         } else {
             timed_wait(s, &s->cv, wake > now ? wake - now : 0);
         }
+        in->waiting = false;
         s->idle_workers--;
     }
     pthread_mutex_unlock(&s->mu);
@@ -1708,6 +1721,39 @@ void bd_sched_kick(bd_sched_t *s)
     }
     s->kick_owed = false;
     pthread_mutex_unlock(&s->mu);
+}
+
+bool bd_sched_run_inline(bd_sched_t *s, uint64_t max_ns)
+{
+    if (s->n_inst != 1 || !s->insts[0].thread_started) {
+        return false; /* one instance only: its worker is the only waiter a signal could reach */
+    }
+    inst_t *in = &s->insts[0];
+    pthread_mutex_lock(&s->mu);
+    uint64_t now = bd_clock_now(&s->clock);
+    while (expire_due(s, now)) {
+        now = bd_clock_now(&s->clock);
+    }
+    size_t n = 0, rows = 0;
+    uint64_t wake;
+    if (s->kick_owed && in->waiting && !in->claimed && !s->closed && s->batch_measured &&
+        s->batch_ns < max_ns) {
+        n = take_batch(s, in, now, &rows, &wake);
+    }
+    if (n > 0) {
+        in->claimed = true;
+        s->kick_owed = false;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (n == 0) {
+        return false;
+    }
+    run_batch(s, in, n, rows);
+    pthread_mutex_lock(&s->mu);
+    in->claimed = false;
+    pthread_cond_broadcast(&s->cv); /* the worker, back to its own loop */
+    pthread_mutex_unlock(&s->mu);
+    return true;
 }
 
 size_t bd_sched_queue_depth(bd_sched_t *s)

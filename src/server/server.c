@@ -38,7 +38,30 @@ struct bd_server {
     bool stopping;
     bd_server_frontend_t frontends[BD_SERVER_MAX_FRONTENDS]; /* registered by the caller */
     size_t n_frontends;
+    h2o_timeout_t flush_timeout; /* zero delay: the infer layer's flush, in the same turn */
+    h2o_timeout_entry_t flush_entry;
 };
+
+/* A model whose batches cost less than this runs a turn's requests on the loop (the infer
+ * layer's inline_max_ns): handing them to its worker would cost more than the batch. */
+#define INLINE_MAX_NS 50000u
+
+/* The infer layer held a submit: flush from a zero-delay timer, still in this turn of the
+ * loop, so that replies written there complete (and h2o resumes reading their connections)
+ * before the loop updates its epoll set: no read stop and start reach the kernel. */
+static void on_held(void *ctx)
+{
+    bd_server_t *s = ctx;
+    if (!h2o_timeout_is_linked(&s->flush_entry)) {
+        h2o_timeout_link(s->loop, &s->flush_timeout, &s->flush_entry);
+    }
+}
+
+static void on_flush(h2o_timeout_entry_t *entry)
+{
+    bd_server_t *s = H2O_STRUCT_FROM_MEMBER(bd_server_t, flush_entry, entry);
+    bd_infer_flush(s->infer);
+}
 
 static void on_mail(h2o_socket_t *sock, const char *err)
 {
@@ -98,7 +121,12 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     s->loop = h2o_evloop_create();
     bd_infer_opts_t io = {.offload_bytes = BD_SERVER_OFFLOAD_BYTES,
                           .max_decode_bytes = opts->max_decode_bytes,
-                          .group_submits = true};
+                          .group_submits = true,
+                          .on_held = on_held,
+                          .on_held_ctx = s,
+                          .inline_max_ns = INLINE_MAX_NS};
+    h2o_timeout_init(s->loop, &s->flush_timeout, 0);
+    s->flush_entry.cb = on_flush;
     s->infer = bd_infer_new(repo, mailbox, &io);
     bd_stream_opts_t so = {.max_inflight = opts->ws_max_inflight,
                            .idle_timeout_us = opts->ws_idle_timeout_us,
@@ -159,7 +187,8 @@ static bool frontends_pending(bd_server_t *s, int which)
 }
 
 /* One turn of the loop, then the models this turn's requests went to are woken once each:
- * what one turn decoded for a model forms one batch. */
+ * what one turn decoded for a model forms one batch. (on_flush usually did it already, within
+ * the turn; this catches submits made after it ran.) */
 static void turn(bd_server_t *s, int32_t max_wait_ms)
 {
     h2o_evloop_run(s->loop, max_wait_ms);
@@ -237,6 +266,12 @@ void bd_server_free(bd_server_t *s)
     close_watch(s->mailsock);
     bd_stream_free(s->stream);
     bd_http_free(s->http);
+    if (s->loop) {
+        if (h2o_timeout_is_linked(&s->flush_entry)) {
+            h2o_timeout_unlink(&s->flush_entry);
+        }
+        h2o_timeout_dispose(s->loop, &s->flush_timeout);
+    }
     bd_infer_free(s->infer);
     if (s->loop) {
         /* Run once more so closed sockets are reaped before the loop goes away. */

@@ -1344,6 +1344,52 @@ static void test_threaded_held_group_forms_one_batch(void **state)
     fx_close(&fx);
 }
 
+/* bd_sched_run_inline: after one batch measured the model's cost, a held group runs on the
+ * calling thread (its requests are complete when the call returns) while the worker sleeps;
+ * a cost bound below the measured cost leaves the group to the worker. */
+static void test_threaded_inline_run_on_the_caller(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(32, 0, 64), true);
+    bd_sched_free(fx.s);
+    bd_sched_opts_t opts = {.metrics = fx.mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
+    bd_err_t err = {0};
+    fx.s = bd_sched_new(&fx.cfg.m, &fx.cfg.p, &fake_ops, &fake_model, &opts, &err);
+    assert_non_null(fx.s);
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    /* No batch measured yet: nothing runs inline. */
+    assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, 0, 0), &err), 0);
+    assert_false(bd_sched_run_inline(fx.s, UINT64_MAX));
+    bd_sched_kick(fx.s);
+    wait_for_done(1);
+    nanosleep(&pause, NULL); /* the worker is back asleep */
+    bd_req_t *reqs[5];
+    for (int i = 0; i < 5; i++) {
+        reqs[i] = mk_req(1, 2, (float)(i * 10 + 10), i * 10 + 10);
+        assert_int_equal(bd_sched_submit_held(fx.s, reqs[i], &err), 0);
+    }
+    assert_false(bd_sched_run_inline(fx.s, 0)); /* over the bound */
+    assert_true(bd_sched_run_inline(fx.s, UINT64_MAX));
+    pthread_mutex_lock(&g_log.mu);
+    int done = g_log.n;
+    pthread_mutex_unlock(&g_log.mu);
+    assert_int_equal(done, 6); /* completed on this thread, before the call returned */
+    assert_int_equal(atomic_load(&fake.runs), 2);
+    assert_int_equal(fake.rows[1], 5);
+    for (int i = 0; i < 5; i++) {
+        check_outputs(reqs[i], 1, 2, (float)(i * 10 + 10), i * 10 + 10);
+    }
+    bd_sched_kick(fx.s); /* owed nothing: the inline run took the group */
+    /* The worker still serves the model afterwards. */
+    assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, 7, 7), &err), 0);
+    bd_sched_kick(fx.s);
+    wait_for_done(7);
+    check_counts(&fx, 7, 0, 0, 0, 7, 3, 0);
+    fx_close(&fx);
+}
+
 static void test_threaded_sim_backend(void **state)
 {
     (void)state;
@@ -2139,6 +2185,7 @@ int main(void)
         cmocka_unit_test(test_threaded_free_drains_everything),
         cmocka_unit_test(test_threaded_under_full_batch_waits_for_the_delay),
         cmocka_unit_test(test_threaded_held_group_forms_one_batch),
+        cmocka_unit_test(test_threaded_inline_run_on_the_caller),
         cmocka_unit_test(test_threaded_sim_backend),
         cmocka_unit_test(test_pressure_priority_fills_batch_from_highest_level),
         cmocka_unit_test(test_pressure_priority_range_and_per_level_queue),
