@@ -578,6 +578,36 @@ def require_onnx(repo, name, source_name=None):
     return repo.add_onnx(name, source_name)
 
 
+def wait_for(fn, timeout, what, step=0.02):
+    """Poll fn() until it returns something true (returned), or fail the test after `timeout`
+    seconds naming `what` and fn's last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(step)
+    pytest.fail("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def check_drain_replies(idle, busy):
+    """After SIGTERM: a request on the idle keep-alive connection `idle` gets the drain's 503
+    with Connection: close, and the in-flight infer on `busy` (INPUT0 = [4, 5] on an identity
+    model) is still answered, with Connection: close."""
+    idle.request("GET", "/v2/health/live")
+    r = idle.getresponse()
+    body = r.read()
+    assert r.status == 503
+    assert r.getheader("Connection", "").lower() == "close"
+    assert json.loads(body) == {"error": "the server is shutting down"}
+    r = busy.getresponse()
+    body = r.read()
+    assert r.status == 200, body
+    assert r.getheader("Connection", "").lower() == "close"
+    assert json.loads(body)["outputs"][0]["data"] == [4, 5]
+
+
 def run_threads(fn, args_list):
     """Run fn(*args) for each args in parallel threads; return the results in order."""
     results = [None] * len(args_list)

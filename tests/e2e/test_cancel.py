@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT_S, tensor
+from conftest import HTTP_TIMEOUT_S, tensor, wait_for
 
 LATENCY_US = 1000000  # one batch takes 1 s on the only instance
 
@@ -38,15 +38,6 @@ def raw_request(i):
 
 def counter(client, name, **labels):
     return int(client.metric(name, model="slow1", version="1", **labels) or 0)
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        time.sleep(0.01)
-    pytest.fail("timed out after %.1f s waiting for %s" % (timeout, what))
 
 
 def start_blocker(client):

@@ -19,7 +19,8 @@ import time
 import pytest
 import requests
 
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, error_message, ort_available, tensor
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, ort_available, tensor,
+                      wait_for)
 
 NOT_READY_PREFIX = "not ready: "
 
@@ -86,17 +87,6 @@ def not_ready(client):
     assert msg.startswith(NOT_READY_PREFIX), msg
     assert isinstance(body["models"], list)
     return msg[len(NOT_READY_PREFIX):], body["models"]
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    pytest.fail("timed out after %.0f s waiting for %s (last: %r)" % (timeout, what, last))
 
 
 def wait_ready_status(client, status, timeout, what):
@@ -393,6 +383,17 @@ def queue_policy(timeout_us, max_queue_size):
             "allow_timeout_override": True, "max_queue_size": max_queue_size}
 
 
+# What config.json's defaults report: batching on, no delay, one level, a queue of 1024.
+DEFAULT_BATCHING = {
+    "preferred_batch_size": [],
+    "max_queue_delay_microseconds": 0,
+    "priority_levels": 1,
+    "default_priority_level": 1,
+    "default_queue_policy": queue_policy(0, 1024),
+    "priority_queue_policy": {},
+}
+
+
 @pytest.fixture(scope="module")
 def configs(start_server):
     repo = start_server.repo("configs")
@@ -490,15 +491,7 @@ def test_config_version_policy_specific_and_default_batching(configs):
         "max_batch_size": 4,
         "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [2]}],
         "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [2]}],
-        # config.json's defaults: batching on, no delay, one level, a queue of 1024.
-        "dynamic_batching": {
-            "preferred_batch_size": [],
-            "max_queue_delay_microseconds": 0,
-            "priority_levels": 1,
-            "default_priority_level": 1,
-            "default_queue_policy": queue_policy(0, 1024),
-            "priority_queue_policy": {},
-        },
+        "dynamic_batching": DEFAULT_BATCHING,
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
     }
     assert configs.get("/v2/models/spec/versions/1/config").status_code == 200
@@ -554,14 +547,7 @@ def test_config_of_onnx_models(configs):
         "max_batch_size": 64,
         "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [64]}],
         "output": [{"name": "probs", "data_type": "TYPE_FP32", "dims": [10]}],
-        "dynamic_batching": {
-            "preferred_batch_size": [],
-            "max_queue_delay_microseconds": 0,
-            "priority_levels": 1,
-            "default_priority_level": 1,
-            "default_queue_policy": queue_policy(0, 1024),
-            "priority_queue_policy": {},
-        },
+        "dynamic_batching": DEFAULT_BATCHING,
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
     }
     for name, ttype in (("int64_ident", "TYPE_INT64"), ("bool_not", "TYPE_BOOL")):

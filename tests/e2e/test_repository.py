@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT_S, error_message, find_onnx_model, ort_available, tensor
+from conftest import (HTTP_TIMEOUT_S, error_message, find_onnx_model, ort_available, tensor,
+                      wait_for)
 
 
 def sim_config(max_batch_size=4, latency_us=0, per_item_us=0, instances=1, extra=None):
@@ -80,17 +81,6 @@ def rows_of(rows, name):
 
 def states(rows, name):
     return sorted((r.get("version"), r["state"]) for r in rows_of(rows, name))
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    pytest.fail("timed out after %.0f s waiting for %s (last: %r)" % (timeout, what, last))
 
 
 # ---- version policies (explicit mode: the index is available) ----------------------------

@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from conftest import HTTP_TIMEOUT_S, tensor
+from conftest import HTTP_TIMEOUT_S, check_drain_replies, tensor
 
 
 def _wait_metric(client, name, labels, pred, timeout=10.0):
@@ -100,17 +100,7 @@ def test_drain_closes_keepalive_connections_with_json_503(start_server_fn):
                  lambda v: v >= 1)
     srv.signal(signal.SIGTERM)
     time.sleep(0.2)
-    idle.request("GET", "/v2/health/live")
-    r = idle.getresponse()
-    body = r.read()
-    assert r.status == 503
-    assert r.getheader("Connection", "").lower() == "close"
-    assert json.loads(body) == {"error": "the server is shutting down"}
-    r = busy.getresponse()
-    body = r.read()
-    assert r.status == 200, body
-    assert r.getheader("Connection", "").lower() == "close"
-    assert json.loads(body)["outputs"][0]["data"] == [4, 5]
+    check_drain_replies(idle, busy)
     busy.close()
     idle.close()
     srv.stop(send_signal=False)

@@ -36,8 +36,9 @@ import requests
 import websockets
 
 from ws_util import run
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, decode_outputs, metric_value,
-                      parse_infer_reply, parse_metrics, sanitizer_env, tensor)
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, check_drain_replies, decode_outputs,
+                      metric_value, parse_infer_reply, parse_metrics, sanitizer_env, tensor,
+                      wait_for)
 
 TIMEOUT_SECS = 2          # --http-timeout-secs of the main server: heads and handshakes
 SLOW_US = 1500000         # the slow model holds its only instance this long
@@ -135,15 +136,6 @@ def tls(start_server, certs):
     client = start_server(repo, tls_args(certs) + ["--http-timeout-secs", str(TIMEOUT_SECS)],
                           name="batchd-tls")
     return TLSClient(client, certs)
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        time.sleep(0.02)
-    pytest.fail("timed out after %.1f s waiting for %s" % (timeout, what))
 
 
 def read_all(sock, timeout=10):
@@ -852,17 +844,7 @@ def test_sigterm_drains_tls_connections_and_exits_zero(start_server_fn, certs):
         t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
         time.sleep(0.2)
-        idle.request("GET", "/v2/health/live")
-        r = idle.getresponse()
-        body = r.read()
-        assert r.status == 503
-        assert r.getheader("Connection", "").lower() == "close"
-        assert json.loads(body) == {"error": "the server is shutting down"}
-        r = busy.getresponse()
-        body = r.read()
-        assert r.status == 200, body
-        assert r.getheader("Connection", "").lower() == "close"
-        assert json.loads(body)["outputs"][0]["data"] == [4, 5]
+        check_drain_replies(idle, busy)
 
         async def stream_end():
             reply = json.loads(await asyncio.wait_for(ws.recv(), STEP_S))

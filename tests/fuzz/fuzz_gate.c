@@ -13,6 +13,24 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The line of text[0..n) that starts at pos: its first field, text[*s..*e) (after spaces and
+ * tabs, up to a space, a tab or one of stops[0..n_stops)). Returns where the line ends. */
+static size_t first_field(const char *text, size_t n, size_t pos, const char *stops, size_t n_stops,
+                          size_t *s, size_t *e)
+{
+    const char *nl = memchr(text + pos, '\n', n - pos);
+    size_t end = nl ? (size_t)(nl - text) : n;
+    *s = pos;
+    while (*s < end && (text[*s] == ' ' || text[*s] == '\t')) {
+        (*s)++;
+    }
+    *e = *s;
+    while (*e < end && text[*e] != ' ' && text[*e] != '\t' && !memchr(stops, text[*e], n_stops)) {
+        (*e)++;
+    }
+    return end;
+}
+
 static void check_keys(const char *text, size_t n)
 {
     bd_err_t err = {0};
@@ -22,18 +40,8 @@ static void check_keys(const char *text, size_t n)
             abort();
         }
         /* No line's first field of 12+ characters is quoted (a key never is). */
-        for (size_t pos = 0; pos < n;) {
-            const char *nl = memchr(text + pos, '\n', n - pos);
-            size_t end = nl ? (size_t)(nl - text) : n;
-            size_t s = pos;
-            while (s < end && (text[s] == ' ' || text[s] == '\t')) {
-                s++;
-            }
-            size_t e = s;
-            while (e < end && text[e] != ' ' && text[e] != '\t' && text[e] != '\r' &&
-                   text[e] != '\0') {
-                e++;
-            }
+        for (size_t pos = 0, end, s, e; pos < n; pos = end + 1) {
+            end = first_field(text, n, pos, "\r\0", 2, &s, &e);
             if (e - s >= 12 && text[s] != '#') {
                 char field[BD_ERR_MSG_MAX];
                 size_t len = e - s < sizeof field - 1 ? e - s : sizeof field - 1;
@@ -43,7 +51,6 @@ static void check_keys(const char *text, size_t n)
                     abort();
                 }
             }
-            pos = end + 1;
         }
         return;
     }
@@ -55,23 +62,13 @@ static void check_keys(const char *text, size_t n)
         abort();
     }
     /* Every key line's key is found again with a role. */
-    for (size_t pos = 0; pos < n;) {
-        const char *nl = memchr(text + pos, '\n', n - pos);
-        size_t end = nl ? (size_t)(nl - text) : n;
-        size_t s = pos;
-        while (s < end && (text[s] == ' ' || text[s] == '\t')) {
-            s++;
-        }
-        size_t e = s;
-        while (e < end && text[e] != ' ' && text[e] != '\t') {
-            e++;
-        }
+    for (size_t pos = 0, end, s, e; pos < n; pos = end + 1) {
+        end = first_field(text, n, pos, "", 0, &s, &e);
         if (e > s && text[s] != '#' && !(e - s == 1 && text[s] == '\r')) {
             if (bd_gate_keys_lookup(k, text + s, e - s, NULL) == BD_GATE_ROLE_NONE) {
                 abort();
             }
         }
-        pos = end + 1;
     }
     bd_gate_keys_free(k);
 }

@@ -315,7 +315,8 @@ typedef struct {
     bd_sched_t *s;
 } fixture_t;
 
-static void fx_open(fixture_t *fx, tcfg_t cfg, bool manual)
+/* With worker threads unless `manual`; the scheduler reads fake_now when `fake_clock`. */
+static void fx_open_with(fixture_t *fx, tcfg_t cfg, bool manual, bool fake_clock)
 {
     fake_reset();
     log_clear();
@@ -324,12 +325,17 @@ static void fx_open(fixture_t *fx, tcfg_t cfg, bool manual)
     fx->metrics = bd_metrics_new();
     fx->mm = bd_metrics_model(fx->metrics, "m", "1");
     bd_sched_opts_t opts = {.manual = manual, .metrics = fx->mm};
-    if (manual) {
+    if (fake_clock) {
         opts.clock = (bd_clock_t){.now_us = fake_clock_now, .ctx = NULL};
     }
     bd_err_t err = {0};
     fx->s = bd_sched_new(&fx->cfg.m, &fx->cfg.p, &fake_ops, &fake_model, &opts, &err);
     assert_non_null(fx->s);
+}
+
+static void fx_open(fixture_t *fx, tcfg_t cfg, bool manual)
+{
+    fx_open_with(fx, cfg, manual, manual);
 }
 
 static void fx_close(fixture_t *fx)
@@ -1317,12 +1323,8 @@ static void test_threaded_held_group_forms_one_batch(void **state)
 {
     (void)state;
     fixture_t fx;
-    fx_open(&fx, make_cfg(32, 0, 64), true); /* for the fixture's metrics and checks */
-    bd_sched_free(fx.s);
-    bd_sched_opts_t opts = {.metrics = fx.mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
+    fx_open_with(&fx, make_cfg(32, 0, 64), false, true);
     bd_err_t err = {0};
-    fx.s = bd_sched_new(&fx.cfg.m, &fx.cfg.p, &fake_ops, &fake_model, &opts, &err);
-    assert_non_null(fx.s);
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
     nanosleep(&pause, NULL); /* the new worker is asleep on the empty queue by now */
     bd_req_t *reqs[20];
@@ -1351,12 +1353,8 @@ static void test_threaded_inline_run_on_the_caller(void **state)
 {
     (void)state;
     fixture_t fx;
-    fx_open(&fx, make_cfg(32, 0, 64), true);
-    bd_sched_free(fx.s);
-    bd_sched_opts_t opts = {.metrics = fx.mm, .clock = {.now_us = fake_clock_now, .ctx = NULL}};
+    fx_open_with(&fx, make_cfg(32, 0, 64), false, true);
     bd_err_t err = {0};
-    fx.s = bd_sched_new(&fx.cfg.m, &fx.cfg.p, &fake_ops, &fake_model, &opts, &err);
-    assert_non_null(fx.s);
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
     nanosleep(&pause, NULL);
     /* No batch measured yet: nothing runs inline. */
