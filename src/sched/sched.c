@@ -101,6 +101,7 @@ typedef struct {
     bool probe;   /* the current batch is the circuit breaker's probe (set under mu) */
     bool waiting; /* under mu: its worker waits on cv for work */
     bool claimed; /* under mu: bd_sched_run_inline's caller runs it; its worker keeps off */
+    bool parked;  /* under mu: its worker waits for the claim to end */
 } inst_t;
 
 /* One priority level's FIFO; under mu. */
@@ -1512,7 +1513,9 @@ static void *worker_main(void *arg)
             continue;
         }
         if (in->claimed) {
-            pthread_cond_wait(&s->cv, &s->mu); /* the inline caller broadcasts when done */
+            in->parked = true;
+            pthread_cond_wait(&s->cv, &s->mu); /* the inline caller wakes it when done */
+            in->parked = false;
             continue;
         }
         uint64_t wake;
@@ -1751,7 +1754,9 @@ bool bd_sched_run_inline(bd_sched_t *s, uint64_t max_ns)
     run_batch(s, in, n, rows);
     pthread_mutex_lock(&s->mu);
     in->claimed = false;
-    pthread_cond_broadcast(&s->cv); /* the worker, back to its own loop */
+    if (in->parked || (s->depth > 0 && in->waiting)) {
+        pthread_cond_broadcast(&s->cv); /* the worker, back to its own loop */
+    }
     pthread_mutex_unlock(&s->mu);
     return true;
 }
