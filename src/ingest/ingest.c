@@ -4,7 +4,8 @@
  * matched (each with its expanded result and dead-letter keys) and spreads them over shards of
  * at most 64 streams, each shard with its own connection, so one blocking XREADGROUP covers 64
  * streams and no read waits behind another's BLOCK. One control connection carries
- * everything else: SCAN, XGROUP CREATE, XAUTOCLAIM, XPENDING, XINFO and the result writes.
+ * everything else: SCAN, XGROUP CREATE, XAUTOCLAIM, XPENDING, XINFO, the result writes and
+ * the re-reads of our own pending entries (ordered behind the writes).
  *
  * An entry (ent_t) lives from its read until its result was written (or it is left pending
  * for a later delivery): in a pipe's backlog while the model's queue has no room, then in the
@@ -152,6 +153,7 @@ struct shard {
     stream_t *streams[SHARD_STREAMS];
     size_t n;
     bool reading;
+    bool hist_read; /* the read in flight re-reads pending entries (on the control connection) */
     size_t reserved;
     uint64_t retry_at_us;
     /* Large entries: reads cover a window of the streams (no BLOCK), moving round them; after
@@ -1232,7 +1234,7 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
     p->reserved -= sh->reserved;
     sh->reserved = 0;
     if (!r) {
-        return; /* connection lost: its state callback re-reads our pending entries */
+        return; /* connection lost: our pending entries are read again from history_id */
     }
     if (r->type == REDIS_REPLY_ERROR) {
         if (log_ok(ing, LOG_READ)) {
@@ -1271,7 +1273,7 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
             continue;
         }
         const redisReply *ents = se->element[1];
-        bool hist = s->history;
+        bool hist = sh->hist_read && s->history;
         if (hist && ents->elements == 0) {
             s->history = false; /* our pending list is read to its end: new entries next */
         }
@@ -1292,7 +1294,16 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
 {
     pipe_t *p = sh->p;
     bd_ingest_t *ing = p->ing;
-    if (sh->reading || !sh->conn.ready || ing->stopping || bd_now_us() < sh->retry_at_us) {
+    /* Our own pending entries are re-read on the control connection, behind the result
+     * writes sent before: a write acks an entry either before the read runs (the read does not
+     * return it) or after its reply arrived (the entry is still held: skipped). On the shard's
+     * own connection a reply could come in after the write's and run the entry again. */
+    bool hist = false;
+    for (size_t i = 0; i < sh->n && !hist; i++) {
+        hist = sh->streams[i]->group_ready && sh->streams[i]->history;
+    }
+    rconn_t *conn = hist ? &ing->ctl : &sh->conn;
+    if (sh->reading || !conn->ready || ing->stopping || bd_now_us() < sh->retry_at_us) {
         return;
     }
     if (bd_sched_queue_depth(bd_model_sched(m)) >= p->hw) {
@@ -1300,7 +1311,7 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     }
     size_t k = 0;
     for (size_t i = 0; i < sh->n; i++) {
-        k += sh->streams[i]->group_ready;
+        k += sh->streams[i]->group_ready && (!hist || sh->streams[i]->history);
     }
     size_t used = p->held + p->reserved;
     if (k == 0 || used >= p->cap || (p->cap - used) / k == 0) {
@@ -1336,7 +1347,7 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     arg_s(ing, ing->consumer);
     arg_s(ing, "COUNT");
     arg(ing, cs, cl);
-    if (!windowed) {
+    if (!windowed && !hist) {
         arg_s(ing, "BLOCK");
         arg(ing, bs, bl);
     }
@@ -1346,7 +1357,7 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     size_t n_sel = 0, start = windowed ? sh->cursor % sh->n : 0;
     for (size_t j = 0; j < sh->n && n_sel < w; j++) {
         stream_t *s = sh->streams[(start + j) % sh->n];
-        if (s->group_ready) {
+        if (s->group_ready && (!hist || s->history)) {
             sel[n_sel++] = s;
             sh->cursor = (start + j + 1) % sh->n;
         }
@@ -1355,10 +1366,11 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
         arg(ing, sel[j]->key, sel[j]->key_len);
     }
     for (size_t j = 0; j < n_sel; j++) {
-        arg_s(ing, sel[j]->history ? sel[j]->history_id : ">");
+        arg_s(ing, hist ? sel[j]->history_id : ">");
     }
-    if (send_args(ing, &sh->conn, on_read, sh) == 0) {
+    if (send_args(ing, conn, on_read, sh) == 0) {
         sh->reading = true;
+        sh->hist_read = hist;
         sh->windowed = windowed;
         sh->reserved = count * w;
         p->reserved += sh->reserved;
