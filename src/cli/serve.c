@@ -49,6 +49,10 @@ typedef struct {
 
 #define OFF(f) offsetof(serve_opts_t, f)
 #define HUGEPAGE_TUNABLE "glibc.malloc.hugetlb=1"
+/* Huge pages, and glibc's thresholds fixed where its own would rise to (see
+ * bd_cli_hugepages_reexec). */
+#define MALLOC_TUNABLES                                                                            \
+    HUGEPAGE_TUNABLE ":glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
 static const bd_cli_opt_t opts_table[] = {
     {"--model-repository", BD_CLI_STR, OFF(model_repository), NULL, 0, 0, "BATCHD_MODEL_REPOSITORY",
      "folder of models: DIR/<model>/<version>/model.onnx (+ optional config.json); required"},
@@ -216,7 +220,11 @@ static bool ingest_busy(void *ctx)
  * and the page faults that touch that memory are then the event loop's largest cost (4 KiB at
  * a time, microseconds each on a VM). When malloc asks for transparent huge pages they drop
  * ~512x: health p99 while four clients post 50 MB JSON bodies went from ~400 ms to ~60 ms
- * (docs/BENCHMARKS.md). glibc reads its tunables only at startup, hence the exec. Not when
+ * (docs/BENCHMARKS.md). glibc raises its mmap and trim thresholds as large blocks are freed
+ * (up to 32 and 64 MiB), but not always before a steady load starts: bodies of a few hundred
+ * KB one after the other then made the heap grow and shrink by each body (brk twice and fresh
+ * pages per request; a 602 KB body cost 260 µs of CPU instead of 150). Those thresholds are set
+ * from the start. glibc reads its tunables only at startup, hence the exec. Not when
  * GLIBC_TUNABLES is set (the user's choice; empty turns this off), not under LD_PRELOAD
  * (valgrind and other tools, which an exec would leave behind), and not when the kernel has
  * transparent huge pages off. */
@@ -231,7 +239,7 @@ void bd_cli_hugepages_reexec(char **argv)
     if (f) {
         fclose(f);
     }
-    if (on && setenv("GLIBC_TUNABLES", HUGEPAGE_TUNABLE, 1) == 0) {
+    if (on && setenv("GLIBC_TUNABLES", MALLOC_TUNABLES, 1) == 0) {
         execv("/proc/self/exe", argv);
         unsetenv("GLIBC_TUNABLES"); /* the exec failed: serve as we are */
     }

@@ -111,8 +111,8 @@ def thp_mode():
 
 
 def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, monkeypatch):
-    """serve re-executes itself once with glibc's hugetlb tunable (same pid), and leaves an
-    environment that sets GLIBC_TUNABLES alone."""
+    """serve re-executes itself once with glibc's hugetlb and threshold tunables (same pid), and
+    leaves an environment that sets GLIBC_TUNABLES alone."""
     if not thp_mode() or "[never]" in thp_mode():
         pytest.skip("transparent huge pages are off on this machine: there is nothing to ask for")
     if "GLIBC_TUNABLES" in os.environ or os.environ.get("LD_PRELOAD"):
@@ -120,6 +120,7 @@ def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, mo
     repo = start_server_fn.repo()
     srv = start_server_fn(repo).server
     with open("/proc/%d/environ" % srv.proc.pid, "rb") as f:
+        # glibc (2.36) rewrites the variable in place as it parses it: the first tunable stays.
         assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in f.read().split(b"\0")
     srv.wait_log(r"malloc huge_pages=on")
     monkeypatch.setenv("GLIBC_TUNABLES", "")
@@ -127,3 +128,4 @@ def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, mo
     srv.wait_log(r"malloc huge_pages=off")
     with open("/proc/%d/environ" % srv.proc.pid, "rb") as f:
         assert b"GLIBC_TUNABLES=" in f.read().split(b"\0")
+
