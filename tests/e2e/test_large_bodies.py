@@ -129,3 +129,68 @@ def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, mo
     with open("/proc/%d/environ" % srv.proc.pid, "rb") as f:
         assert b"GLIBC_TUNABLES=" in f.read().split(b"\0")
 
+
+def _raw_infer(n, seed):
+    """A binary-tensor infer request for `wide` with n FP32 values, its bytes, and the values."""
+    import numpy as np
+    x = np.random.default_rng(seed).random(n, dtype=np.float32)
+    head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, n],
+                                   "parameters": {"binary_data_size": 4 * n}}],
+                       "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]})
+    body = head.encode() + x.tobytes()
+    req = ("POST /v2/models/wide/infer HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+           "Inference-Header-Content-Length: %d\r\n\r\n" % (len(body), len(head))).encode()
+    return req, body, x.tobytes()
+
+
+def _read_reply(f):
+    """One reply from the connection's buffered reader: (status, the binary outputs' bytes).
+    A reader of its own (http.client's closes it after each reply and loses what it read past
+    one, which pipelined replies need)."""
+    status = int(f.readline().split()[1])
+    fields = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        k, v = line.decode().split(":", 1)
+        fields[k.strip().lower()] = v.strip()
+    data = f.read(int(fields["content-length"]))
+    return status, data[int(fields.get("inference-header-content-length", len(data))):]
+
+
+def test_large_bodies_on_one_connection_however_they_arrive(client):
+    """Bodies of a few hundred KB on one keep-alive connection: head and body in one write
+    (h2o reads them at once), head first and body later, a small request after large ones,
+    two requests in one write, and a large one after the connection idled long enough for the
+    room kept for it to be given back. Every reply is byte-exact."""
+    import socket
+    sock = socket.create_connection(("127.0.0.1", client.server.port), timeout=HTTP_TIMEOUT_S)
+    reader = sock.makefile("rb")
+    try:
+        def check(n, seed, how="once"):
+            req, body, want = _raw_infer(n, seed)
+            if how == "once":
+                sock.sendall(req + body)
+            else:  # the head, then the body in pieces
+                sock.sendall(req)
+                time.sleep(0.05)
+                for i in range(0, len(body), 100_000):
+                    sock.sendall(body[i:i + 100_000])
+                    time.sleep(0.01)
+            status, got = _read_reply(reader)
+            assert status == 200 and got == want, (n, seed, how, status, len(got))
+
+        for seed in range(3):
+            check(150_528, seed)
+        check(150_528, 3, "split")
+        check(16, 4)
+        check(300_000, 5)  # larger than the room kept from the last one
+        # Two requests in one write: the second is already buffered when the first is answered.
+        r1, b1, w1 = _raw_infer(150_528, 6)
+        r2, b2, w2 = _raw_infer(100_000, 7)
+        sock.sendall(r1 + b1 + r2 + b2)
+        assert _read_reply(reader) == (200, w1)
+        assert _read_reply(reader) == (200, w2)
+        time.sleep(0.35)  # idle for more than two of the 100 ms ticks: the room is given back
+        check(150_528, 8)
+        check(150_528, 9, "split")
+    finally:
+        sock.close()
