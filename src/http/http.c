@@ -1916,7 +1916,7 @@ static void reserve_body(bd_http_t *h, h2o_buffer_t **in)
             size_t room = (*in)->capacity - (size_t)((*in)->bytes - (*in)->_buf) - (*in)->size;
             if (cl >= RESERVE_MIN_BYTES && cl <= h->max_body_bytes && have < cl &&
                 room < cl - have) {
-                h2o_buffer_reserve(in, cl - have); /* NULL on failure: h2o's next read fails */
+                h2o_buffer_reserve(in, cl - have); /* as h2o would as the body came */
             }
             return;
         }
@@ -2035,7 +2035,9 @@ static void watch_reads(bd_http_t *h, conn_t *c)
  * one write that h2o reads at once, doubling its buffer (and copying what it read) on the way
  * up: a 602 KB body took seven growths and ~1 MB of copies. Once a reply is out and nothing
  * has arrived yet, room for another such body is made ahead; on_head_tick gives it back when
- * the connection stays idle. */
+ * the connection stays idle. Like h2o's own reads, a failed malloc here ends the process
+ * (h2o_mem_alloc), so what is reserved stays within what h2o allocates for that body anyway:
+ * at most --max-body-bytes per connection. */
 static void reserve_next(bd_http_t *h, conn_t *c)
 {
     h2o_buffer_t *in = c->sock->input;
@@ -2044,7 +2046,7 @@ static void reserve_next(bd_http_t *h, conn_t *c)
         c->last_body > h->max_body_bytes || in->size != 0 || (in->bytes && in->capacity >= want)) {
         return;
     }
-    h2o_buffer_reserve(&c->sock->input, want); /* NULL on failure: h2o grows it as before */
+    h2o_buffer_reserve(&c->sock->input, want); /* h2o would have, for such a body */
 }
 
 static void on_rewatch(h2o_timeout_entry_t *entry)
