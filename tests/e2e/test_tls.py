@@ -123,6 +123,7 @@ def add_models(repo):
     repo.add_sim("bin", [("INPUT0", "FP32", [3]), ("INPUT1", "INT64", [2])], max_batch_size=8)
     repo.add_sim("slow", [("INPUT0", "FP32", [2])], max_batch_size=4, instances=1,
                  dynamic_batching={"max_queue_size": 64}, latency_us=SLOW_US)
+    repo.add_sim("wide", [("INPUT0", "FP32", [-1])], max_batch_size=1)
 
 
 def tls_args(certs):
@@ -243,6 +244,33 @@ def test_keepalive_reuses_one_tls_connection(tls):
         assert r.status == 200 and json.loads(r.read())["name"] == "echo"
         assert conn.sock is first, "the connection was not kept alive"
     conn.close()
+
+
+def test_large_bodies_on_one_tls_connection(tls):
+    """Bodies of a few hundred KB, one after another on one TLS connection, and again after it
+    idled long enough for the room kept for the next body to be given back: byte-exact."""
+    s = requests.Session()
+
+    def post(n, seed):
+        x = np.random.default_rng(seed).random((1, n), dtype=np.float32)
+        header = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, n],
+                              "parameters": {"binary_data_size": x.nbytes}}],
+                  "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}
+        body, hl = binary_body(header, [x.tobytes()])
+        r = s.post(tls.url("/v2/models/wide/infer"), data=body, verify=tls.certs["cert"],
+                   headers={"Content-Type": "application/octet-stream",
+                            "Inference-Header-Content-Length": str(hl)},
+                   timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.content[:300]
+        np.testing.assert_array_equal(parse_infer_reply(r)[1]["OUTPUT0"], x)
+
+    for seed in range(3):
+        post(150_528, seed)
+    post(300_000, 3)
+    time.sleep(0.35)
+    post(150_528, 4)
+    pool = s.get_adapter(tls.base).poolmanager.connection_from_url(tls.base)
+    assert pool.num_connections == 1
 
 
 # ---- trust, versions, ALPN --------------------------------------------------------------------
