@@ -7,8 +7,9 @@
 # For each model (mlp, mobilenet_v2) it serves two copies: batching on (all defaults) and
 # batching off ("dynamic_batching": false), drives each at concurrency 1, 8, 32, 64 with one
 # row per request, reads the formed batch sizes back from /metrics, and runs the model
-# in-process at batch 1, 8, 32 and 64 with the thread count the server chose for it. Prints a Markdown table and
-# writes it to bench/results/. Last, bench/floor.sh MODELS_DIR SECONDS (its own servers, 3 reps):
+# in-process at batch 1, 8, 32 and 64 with the thread count the server chose for it, then the
+# ratios (best rows/s served against best in-process, p50 at concurrency 1 against batch 1).
+# Prints Markdown tables and writes them to bench/results/. Last, bench/floor.sh MODELS_DIR SECONDS (its own servers, 3 reps):
 # req/s and server CPU, syscalls and context switches per request next to nginx `return 200`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +87,12 @@ kill -CONT $srv
   echo "### In-process ONNX Runtime (same backend code, no server)"
   echo
   cat "$work/inproc.md"
+  echo
+  echo "### Against in-process"
+  echo
+  "$PY" bench/row.py ratios "$work/http.md" "$work/inproc.md"
+  echo
+  echo "Best rows/s over the concurrencies above (HTTP, batching on) against the best batch in-process with the same threads; p50 at concurrency 1 against in-process batch 1. DESIGN's goals for a CNN: ratio at least 0.95, p50 at most +0.3 ms (the mlp is bound by the HTTP loop: bench/floor.sh compares it with nginx)."
 } | tee "$out"
 echo "bench: written to $out" >&2
 
