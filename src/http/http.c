@@ -1702,7 +1702,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(h, req, BD_ESHUTDOWN, "the server is shutting down");
         return 0;
     }
-    h2o_iovec_t seg[8];
+    h2o_iovec_t seg[8] = {{0}}; /* split_path fills n of them; GCC -O3 cannot see that */
     int n = split_path(req->path_normalized, seg, 8);
     if (!admit(h, req, seg, n)) {
         return 0;

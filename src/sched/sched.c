@@ -670,11 +670,13 @@ static void cb_reason(const bd_sched_t *s, uint64_t now, char *buf, size_t cap)
 {
     uint64_t left = s->cb_open_until > now ? s->cb_open_until - now : 0;
     uint64_t tenths = (left + 99999u) / 100000u; /* round up: never "0.0 s" while closed */
-    snprintf(buf, cap,
-             "model '%s' version %" PRId64 " is unavailable for another %" PRIu64 ".%" PRIu64
-             " s after %d failed batches in a row; last error: %s",
-             s->model_name, s->cfg->version, tenths / 10u, tenths % 10u, s->cb_fails,
-             s->cb_last_err);
+    int n = snprintf(buf, cap,
+                     "model '%s' version %" PRId64 " is unavailable for another %" PRIu64
+                     ".%" PRIu64 " s after %d failed batches in a row; last error: ",
+                     s->model_name, s->cfg->version, tenths / 10u, tenths % 10u, s->cb_fails);
+    if (n >= 0 && (size_t)n < cap) {
+        snprintf(buf + n, cap - (size_t)n, "%s", s->cb_last_err); /* cut at the end of buf */
+    }
 }
 
 /* A batch finished on `in` (ok or not). */
