@@ -3,7 +3,9 @@
 # and mlp / mobilenet_v2 when MODELS_DIR has them) and 1 and 2 batchd processes sharing one
 # consumer group, a producer writes FRAMES frames over 100 camera streams as fast as Redis
 # takes them; prints frames/s end to end and the XADD -> result latency (p50/p99/max, ms, from
-# the stream ids) as a Markdown table and writes it to bench/results/.
+# the stream ids) as a Markdown table and writes it to bench/results/. Each run first sends
+# WARMUP frames (1000 by default, BENCH_REDIS_WARMUP) and waits for their results, as an
+# in-process run warms up before it measures; they are left out of every figure.
 #
 # Two modes per run: "live" (the producer writes while batchd reads: frames/s and latency) and
 # "drain" (batchd paused while the producer writes, then resumed: frames/s of batchd and Redis
@@ -50,7 +52,7 @@ for m in ${BENCH_REDIS_MODELS:-sim mlp}; do
     [ "$mode" = drain ] && flag=--drain
     for procs in 1 2; do
       "$PY" bench/redis_bench.py --bin "$BIN" --model "$m" --models "$MODELS" --procs "$procs" \
-        --cameras 100 --frames "$n" $flag >> "$out"
+        --cameras 100 --frames "$n" --warmup "${BENCH_REDIS_WARMUP:-1000}" $flag >> "$out"
       echo "bench: $m $mode procs=$procs done" >&2
     done
   done

@@ -14,10 +14,14 @@ With --drain the batchd processes are paused (SIGSTOP) once they joined the grou
 producer writes every frame, and the processes are resumed: frames/s is then frames / (last
 result - resume), i.e. batchd and Redis alone on the machine with a full backlog, as an
 in-process run has its inputs ready (the latency of a backlog says nothing and is left out).
+--warmup N first runs N frames through the running processes and waits for their results, as
+an in-process run warms up before it measures: ONNX Runtime's first run of each batch size
+plans and faults in its memory (about 2 s of a cold drain of mobilenet_v2 on this machine).
+Warm-up frames carry seq "w<n>" and are left out of every figure.
 
   redis_bench.py --bin build/batchd --model sim|mlp|mobilenet_v2 [--models DIR]
                  [--procs 1|2] [--cameras 100] [--frames 100000] [--drain]
-                 [--max-batch N]
+                 [--max-batch N] [--instances N] [--warmup N]
 """
 import argparse
 import json
@@ -84,7 +88,7 @@ def http_port(log_path, timeout=30):
 
 
 def batches(ports, model):
-    """Rows and executions over every process, from /metrics."""
+    """Rows and executions so far over every process, from /metrics."""
     rows = execs = 0
     for port in ports:
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=30) as resp:
@@ -94,22 +98,32 @@ def batches(ports, model):
                 rows += float(line.rsplit(" ", 1)[1])
             elif line.startswith("batchd_inference_executions_total{model=\"%s\"" % model):
                 execs += float(line.rsplit(" ", 1)[1])
-    return rows / execs if execs else 0.0
+    return rows, execs
 
 
-def produce(r, cameras, frames, dim):
+def produce(r, cameras, frames, dim, tag=""):
     row = np.random.default_rng(1).standard_normal(dim).astype("<f4").tobytes()
     batch = max(1, min(1000, (8 << 20) // len(row)))  # a round trip carries <= 8 MiB
     pipe = r.pipeline(transaction=False)
     n = 0
     for seq in range(frames // cameras):
         for cam in range(cameras):
-            pipe.xadd("frames:cam%d" % cam, {"input": row, "camera": str(cam), "seq": str(seq)})
+            pipe.xadd("frames:cam%d" % cam,
+                      {"input": row, "camera": str(cam), "seq": tag + str(seq)})
             n += 1
             if n % batch == 0:
                 pipe.execute()
     pipe.execute()
     return (frames // cameras) * cameras
+
+
+def wait_results(r, cameras, n, timeout):
+    """Until the result streams hold n entries in all (or timeout seconds passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(r.xlen("results:frames:cam%d" % c) for c in range(cameras)) >= n:
+            return
+        time.sleep(0.2)
 
 
 def cpu_s(pid):
@@ -136,6 +150,8 @@ def collect(r, cameras):
             if not chunk:
                 break
             for eid, f in chunk:
+                if f.get(b"seq", b"").startswith(b"w"):
+                    continue  # a warm-up frame's
                 src = id_ms(f[b"source_id"])
                 res = id_ms(eid)
                 lat.append(res - src)
@@ -157,6 +173,7 @@ def main():
     ap.add_argument("--drain", action="store_true")
     ap.add_argument("--max-batch", type=int, default=0)
     ap.add_argument("--instances", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=0)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="redis-bench-")
     rs = RedisServer(os.path.join(work, "redis")).start()
@@ -176,6 +193,10 @@ def main():
                 break
             time.sleep(0.1)
         time.sleep(0.5)
+        warm = produce(r, a.cameras, a.warmup, dim, tag="w") if a.warmup else 0
+        if warm:
+            wait_results(r, a.cameras, warm, a.timeout)
+        rows0, execs0 = batches(ports, a.model)
         if a.drain:
             for p in procs:
                 p.send_signal(signal.SIGSTOP)
@@ -188,26 +209,21 @@ def main():
             cpu0 = [cpu_s(rs.proc.pid)] + [cpu_s(p.pid) for p in procs]
             for p in procs:
                 p.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + a.timeout
-        total = 0
-        while time.monotonic() < deadline:
-            total = sum(r.xlen("results:frames:cam%d" % c) for c in range(a.cameras))
-            if total >= n:
-                break
-            time.sleep(0.2)
+        wait_results(r, a.cameras, warm + n, a.timeout)
         if a.drain:
             cpu1 = [cpu_s(rs.proc.pid)] + [cpu_s(p.pid) for p in procs]
         lat, first, last = collect(r, a.cameras)
-        mean_batch = batches(ports, a.model)
+        rows1, execs1 = batches(ports, a.model)
+        mean_batch = (rows1 - rows0) / (execs1 - execs0) if execs1 > execs0 else 0.0
         if a.drain:
             fps = n / max(1e-3, (last - resumed_ms) / 1000.0)
             redis_ms = (cpu1[0] - cpu0[0]) * 1000 / n
             batchd_ms = sum(cpu1[1:]) - sum(cpu0[1:])
             batchd_ms = batchd_ms * 1000 / n
             print("| %s | %d | drain | %d | %d | %d | %.0f | %.0f | %.1f | - | - | - |"
-                  " CPU ms/frame: redis %.3f, batchd %.3f |" % (
+                  " CPU ms/frame: redis %.3f, batchd %.3f%s |" % (
                       a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
-                      redis_ms, batchd_ms))
+                      redis_ms, batchd_ms, "; after %d warm-up frames" % warm if warm else ""))
         else:
             fps = n / max(1e-3, (last - first) / 1000.0)
             print("| %s | %d | live | %d | %d | %d | %.0f | %.0f | %.1f | %d | %d | %d |" % (
