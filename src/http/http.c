@@ -136,8 +136,10 @@ typedef struct {
     bd_list_t link; /* on h->conn_list */
     bd_http_t *h;
     h2o_socket_t *sock;
-    bool upgraded; /* its request asked for a WebSocket: the buffer holds frames, not a head */
-    bool refused;  /* answered 431 or 408, or idle too long: closing */
+    bool upgraded;   /* its request asked for a WebSocket: the buffer holds frames, not a head */
+    bool refused;    /* answered 431, 408 or an early 401, or idle too long: closing */
+    bool discarding; /* after an early 401: its body is read and dropped (on_read_discard) */
+    size_t discard_left; /* bytes of that body still to come */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
@@ -815,7 +817,9 @@ static void metrics_page(bd_http_t *h, h2o_req_t *req)
  * before routing and answers 401 or 403 itself. The key comes from `Authorization: Bearer`,
  * or on a WebSocket upgrade also from ?api_key= (browsers cannot set headers there). Keys are
  * never logged (nothing here logs a request line or a header). --rate-limit takes a token from
- * the caller's bucket (its key's, else its address's) for each infer request. */
+ * the caller's bucket (its key's, else its address's) for each infer request. A request with
+ * a body that admit would refuse 401 is answered earlier, from its head (early_auth), so that
+ * its body is dropped rather than buffered. */
 
 /* Served without a key: health, a model's readiness, and /metrics unless --metrics-auth. */
 static bool open_path(bd_http_t *h, const h2o_iovec_t *seg, int n)
@@ -853,14 +857,20 @@ static bool admin_path(const h2o_iovec_t *seg, int n)
            iov_eq(seg[2], "models") && (iov_eq(seg[4], "load") || iov_eq(seg[4], "unload"));
 }
 
-/* 401 with WWW-Authenticate (RFC 6750 §3: error="invalid_token" when a key came but is not
+/* WWW-Authenticate with a 401 (RFC 6750 §3: error="invalid_token" when a key came but is not
  * valid). */
+static const char AUTH_PLAIN[] = "Bearer realm=\"batchd\"";
+static const char AUTH_INVALID[] = "Bearer realm=\"batchd\", error=\"invalid_token\"";
+static const char MSG_NEED_KEY[] =
+    "this endpoint needs an API key: send 'Authorization: Bearer <key>'";
+static const char MSG_BAD_HEADER[] = "the Authorization header must be one 'Bearer <API key>'";
+static const char MSG_BAD_KEY[] = "the API key is not valid";
+
 static void reply_unauthorized(bd_http_t *h, h2o_req_t *req, bool bad_key, const char *msg)
 {
-    static const char plain[] = "Bearer realm=\"batchd\"";
-    static const char invalid[] = "Bearer realm=\"batchd\", error=\"invalid_token\"";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                   bad_key ? invalid : plain, bad_key ? sizeof invalid - 1 : sizeof plain - 1);
+                   bad_key ? AUTH_INVALID : AUTH_PLAIN,
+                   bad_key ? sizeof AUTH_INVALID - 1 : sizeof AUTH_PLAIN - 1);
     reply_error(h, req, BD_EAUTH, msg);
 }
 
@@ -888,8 +898,7 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
         h2o_iovec_t v = req->headers.entries[i].value;
         if (h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i) >= 0 ||
             bd_gate_bearer(v.base, v.len, &key, &key_len) != 0) {
-            reply_unauthorized(h, req, false,
-                               "the Authorization header must be one 'Bearer <API key>'");
+            reply_unauthorized(h, req, false, MSG_BAD_HEADER);
             return false;
         }
     } else if (stream_path(seg, n) && req->query_at != SIZE_MAX) {
@@ -897,7 +906,7 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
         size_t qlen = req->path.len - req->query_at - 1;
         int found = bd_gate_query_param(q, qlen, "api_key", qkey, sizeof qkey, &key_len);
         if (found < 0) {
-            reply_unauthorized(h, req, true, "the API key is not valid");
+            reply_unauthorized(h, req, true, MSG_BAD_KEY);
             return false;
         }
         key = found ? qkey : NULL;
@@ -907,12 +916,11 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
                            stream_path(seg, n)
                                ? "this endpoint needs an API key: send 'Authorization: Bearer "
                                  "<key>' or, on a WebSocket upgrade, ?api_key=<key>"
-                               : "this endpoint needs an API key: send 'Authorization: Bearer "
-                                 "<key>'");
+                               : MSG_NEED_KEY);
         return false;
     }
     if (bd_gate_authenticate(h->gate, key, key_len, &h->who) != 0) {
-        reply_unauthorized(h, req, true, "the API key is not valid");
+        reply_unauthorized(h, req, true, MSG_BAD_KEY);
         return false;
     }
     if (admin_path(seg, n) && h->who.role != BD_GATE_ROLE_ADMIN) {
@@ -1837,41 +1845,97 @@ static void mark_stream(h2o_req_t *req)
 /* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
  * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
  * enough for msg: at most 160 bytes, needing no JSON escapes). Returns its length. */
-static size_t raw_reply(char *resp, size_t cap, int status, const char *msg)
+static size_t raw_reply(char *resp, size_t cap, int status, const char *www_auth, const char *msg)
 {
     int n = snprintf(resp, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     "Content-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
-                     status, reason_of(status), strlen(msg) + 12, msg);
+                     "%s%s%sContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
+                     status, reason_of(status), www_auth ? "WWW-Authenticate: " : "",
+                     www_auth ? www_auth : "", www_auth ? "\r\n" : "", strlen(msg) + 12, msg);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-/* Answer `status` with {"error": msg} straight on the socket and shut it down. Nothing else
- * writes while h2o waits for a head. Best effort: a full socket buffer only loses the answer,
- * not the close, which h2o then sees as the client's. */
-static void refuse_tls(conn_t *c, const char *resp, size_t len);
+/* Answer with resp[0..n) straight on the socket and shut it down. Nothing else writes while
+ * h2o waits for a head. Best effort: a full socket buffer only loses the answer, not the close,
+ * which h2o then sees as the client's. While c->discarding, only the sending side is shut:
+ * the body behind the head is read and dropped first (on_read_discard). */
+static bool refuse_tls(conn_t *c, const char *resp, size_t len);
+
+static void refuse_with(conn_t *c, int status, const char *resp, size_t n)
+{
+    int fd = h2o_socket_get_fd(c->sock);
+    c->refused = true;
+    if (c->sock->ssl) {
+        c->discarding = refuse_tls(c, resp, n) && c->discarding;
+        return;
+    }
+    if (send(fd, resp, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        BD_DEBUG("http", "%d not sent: %s", status, strerror(errno));
+    }
+    shutdown(fd, c->discarding ? SHUT_WR : SHUT_RDWR);
+}
 
 static void refuse_head(conn_t *c, int status, const char *msg)
 {
     char resp[512];
-    size_t n = raw_reply(resp, sizeof resp, status, msg);
-    int fd = h2o_socket_get_fd(c->sock);
-    if (c->sock->ssl) {
-        refuse_tls(c, resp, n);
-    } else if (send(fd, resp, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-        BD_DEBUG("http", "%d not sent: %s", status, strerror(errno));
-    }
-    if (!c->sock->ssl) {
-        shutdown(fd, SHUT_RDWR);
-    }
-    c->refused = true;
+    refuse_with(c, status, resp, raw_reply(resp, sizeof resp, status, NULL, msg));
     BD_WARN("http", "closing a connection: %s", msg);
+}
+
+/* An early 401 (early_auth): answered before the body, which is then read and dropped as it
+ * comes (`left` more bytes of it) instead of buffered. Not logged: clients cause these, and
+ * the same 401 after a buffered body is not logged either. */
+static void refuse_body(conn_t *c, bool bad_key, const char *msg, size_t left)
+{
+    char resp[512];
+    size_t n = raw_reply(resp, sizeof resp, 401, bad_key ? AUTH_INVALID : AUTH_PLAIN, msg);
+    h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
+    c->discarding = left > 0;
+    c->discard_left = left;
+    c->since_us = bd_now_us();
+    refuse_with(c, 401, resp, n);
+}
+
+static void on_read_checked(h2o_socket_t *sock, const char *err);
+
+/* Reads after an early 401: drop them until the body's end, the client's, or a stall
+ * (on_head_tick ends it), then close as refuse_head does. Plain connections get here through
+ * on_read_checked; TLS ones from on_refused_written. */
+static void on_read_discard(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->on_close.data;
+    size_t got = sock->input->size;
+    h2o_buffer_consume(&sock->input, got);
+    if (c->discarding) {
+        c->discard_left -= got < c->discard_left ? got : c->discard_left;
+        c->since_us = bd_now_us();
+        if (!err && c->discard_left > 0) {
+            return;
+        }
+        c->discarding = false;
+    }
+    if (c->handshaking) {
+        h2o_socket_close(sock); /* not h2o's HTTP/1's (on_refused_written); frees c */
+        return;
+    }
+    shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+    if (err) {
+        c->h->http1_read(sock, err); /* h2o sees the end and closes */
+    } else if (sock->_cb.read != on_read_checked) {
+        h2o_socket_read_start(sock, on_read_checked); /* which passes the end on to h2o */
+    }
 }
 
 static void on_refused_written(h2o_socket_t *sock, const char *err)
 {
     conn_t *c = sock->on_close.data;
-    (void)err;
+    if (c->discarding) {
+        h2o_socket_read_start(sock, on_read_discard);
+        if (err) {
+            on_read_discard(sock, err);
+        }
+        return;
+    }
     if (c->handshaking) {
         h2o_socket_close(sock); /* not h2o's HTTP/1's: closed here, close_notify first; frees c */
         return;
@@ -1888,16 +1952,17 @@ static void on_refused_written(h2o_socket_t *sock, const char *err)
  * connection first (its backstop timeout, the drain), the write callback never runs. A head
  * that came with the handshake (on_handshake) is refused before h2o's HTTP/1 has the
  * connection: nothing reads it then, and once the answer is written it is closed here. */
-static void refuse_tls(conn_t *c, const char *resp, size_t len)
+static bool refuse_tls(conn_t *c, const char *resp, size_t len)
 {
     if (!c->handshaking && (h2o_socket_is_writing(c->sock) || !c->sock->_cb.read)) {
         shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
-        return;
+        return false;
     }
     c->reader = c->sock->_cb.read;
     h2o_socket_read_stop(c->sock);
     h2o_iovec_t iov = h2o_iovec_init(resp, len);
     h2o_socket_write(c->sock, &iov, 1, on_refused_written);
+    return true;
 }
 
 /* A complete head at the front of `in` announcing a Content-Length body of at least
@@ -1951,6 +2016,86 @@ int phr_parse_request(const char *buf, size_t len, const char **method, size_t *
                       const char **path, size_t *path_len, int *minor_version,
                       struct phr_header *headers, size_t *num_headers, size_t last_len);
 
+static bool field_is(const struct phr_header *f, const char *name)
+{
+    size_t n = strlen(name);
+    return f->name && f->name_len == n && strncasecmp(f->name, name, n) == 0;
+}
+
+/* With API keys on, a request that admit would refuse 401 is answered from its head, before
+ * its body is buffered: the body is then dropped as it arrives (refuse_body). Only where the
+ * answer is certain: a body framed by one Content-Length or by chunked alone, a path that is
+ * not open nor a WebSocket one and that h2o's normalisation leaves alone (no '%', no dot
+ * segments), and no valid 'Authorization: Bearer' key. All else is admit's, after the body. */
+static bool early_auth(bd_http_t *h, conn_t *c, const char *path, size_t path_len,
+                       const struct phr_header *f, size_t n, size_t head)
+{
+    if (!h->gate || !bd_gate_keys_on(h->gate)) {
+        return true;
+    }
+    unsigned long long cl = 0;
+    int n_cl = 0, n_te = 0, n_auth = 0;
+    bool chunked = false;
+    const struct phr_header *auth = NULL;
+    for (size_t i = 0; i < n; i++) {
+        h2o_iovec_t v =
+            f[i].name ? h2o_str_stripws(f[i].value, f[i].value_len) : h2o_iovec_init("", 0);
+        if (field_is(&f[i], "content-length")) {
+            bool digits = v.len > 0 && v.len <= 19;
+            for (size_t k = 0; k < v.len && digits; k++) {
+                digits = v.base[k] >= '0' && v.base[k] <= '9';
+                cl = cl * 10 + (unsigned long long)(v.base[k] - '0');
+            }
+            if (!digits) {
+                return true; /* request_head_ok refuses it */
+            }
+            n_cl++;
+        } else if (field_is(&f[i], "transfer-encoding")) {
+            n_te++;
+            chunked = v.len == 7 && strncasecmp(v.base, "chunked", 7) == 0;
+        } else if (field_is(&f[i], "authorization")) {
+            n_auth++;
+            auth = &f[i];
+        }
+    }
+    if (n_cl > 1 || n_te > 1 || (n_cl && n_te) || (n_te && !chunked) || (!n_te && cl == 0)) {
+        return true;
+    }
+    size_t plen = 0;
+    while (plen < path_len && path[plen] != '?') {
+        plen++;
+    }
+    h2o_iovec_t seg[8];
+    int ns = plen > 0 && path[0] == '/' && !memchr(path, '%', plen)
+                 ? split_path(h2o_iovec_init(path, plen), seg, 8)
+                 : -1;
+    for (int i = 0; i < ns; i++) {
+        ns = iov_eq(seg[i], ".") || iov_eq(seg[i], "..") ? -1 : ns;
+    }
+    if (ns < 0 || open_path(h, seg, ns) || stream_path(seg, ns)) {
+        return true;
+    }
+    const char *key = NULL, *msg = NULL;
+    size_t key_len = 0;
+    bd_gate_who_t who;
+    if (n_auth == 0) {
+        msg = MSG_NEED_KEY;
+    } else if (n_auth > 1 || bd_gate_bearer(auth->value, auth->value_len, &key, &key_len) != 0) {
+        msg = MSG_BAD_HEADER;
+    } else if (bd_gate_authenticate(h->gate, key, key_len, &who) != 0) {
+        msg = MSG_BAD_KEY;
+    }
+    if (!msg) {
+        return true;
+    }
+    /* What is still to come of the body; past --max-body-bytes (h2o's 413) reading stops. */
+    size_t have = c->sock->input->size - head;
+    unsigned long long left = chunked ? h->max_body_bytes : cl > have ? cl - have : 0;
+    refuse_body(c, msg == MSG_BAD_KEY, msg,
+                left < h->max_body_bytes ? (size_t)left : h->max_body_bytes);
+    return false;
+}
+
 /* Judge the head at the front of c's input buffer; false after refusing it. */
 static bool check_head(bd_http_t *h, conn_t *c)
 {
@@ -1999,12 +2144,16 @@ static bool check_head(bd_http_t *h, conn_t *c)
         return false;
     }
     c->head_checked = len > 0;
-    return true;
+    return len <= 0 || early_auth(h, c, path, path_len, fields, n_fields, head);
 }
 
 static void on_read_checked(h2o_socket_t *sock, const char *err)
 {
     conn_t *c = sock->on_close.data;
+    if (c->discarding) {
+        on_read_discard(sock, err);
+        return;
+    }
     bool fresh = !err && !c->head_checked && !c->refused;
     if (fresh && !check_head(c->h, c)) {
         return;
@@ -2064,6 +2213,10 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     char msg[160];
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        if (c->discarding && now - c->since_us >= h->head_timeout_us) {
+            c->discarding = false; /* a refused body stalled: close (on_read_discard) */
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
+        }
         if (c->upgraded || c->refused || c->handshaking) {
             continue;
         }
@@ -2146,7 +2299,7 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
     unsigned long e = ERR_peek_last_error();
     if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST) {
         char resp[256];
-        size_t n = raw_reply(resp, sizeof resp, 400,
+        size_t n = raw_reply(resp, sizeof resp, 400, NULL,
                              "this port speaks HTTPS (TLS) only: use https:// or wss://");
         if (send(h2o_socket_get_fd(sock), resp, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
             BD_DEBUG("http", "400 not sent: %s", strerror(errno));

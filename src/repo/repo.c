@@ -157,11 +157,14 @@ static char *path_join(const char *a, const char *b)
 /* A folder or version name we accept: 1..18 digits, no leading zero trouble ("007" is 7). */
 static bool parse_version(const char *s, size_t len, int64_t *out)
 {
-    if (len == 0 || len > 18 || strspn(s, "0123456789") < len) {
+    if (len == 0 || len > 18) {
         return false;
     }
     int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i++) { /* s need not end at len (a request's path) */
+        if (s[i] < '0' || s[i] > '9') {
+            return false;
+        }
         v = v * 10 + (s[i] - '0');
     }
     *out = v;

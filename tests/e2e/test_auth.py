@@ -6,7 +6,10 @@ needs `Authorization: Bearer <key>` except health (`/v2/health/*`), a model's re
 `WWW-Authenticate: Bearer` (RFC 6750) and the JSON error body. An `infer` key may infer and
 read (metadata, readiness, statistics, the repository index, streams); repository load and
 unload need `admin` (403 otherwise). A WebSocket upgrade takes the header or `?api_key=`
-(browsers cannot set headers there); without a key the handshake is refused with 401. The file
+(browsers cannot set headers there); without a key the handshake is refused with 401. A request
+that would get a 401 and announces a body (Content-Length or chunked) is answered as soon as its
+head is in, over HTTP and HTTPS: its body is then read and dropped (never buffered) and the
+connection closed, so a client that sends it anyway still reads the 401. The file
 is reloaded on SIGHUP: new keys work and removed ones get 401 (a WebSocket opened with a
 removed key gets a 401 error frame and close 1008); a bad file keeps the old keys. A bad file
 at start fails the start with a message naming the file and the line. Keys never appear in
@@ -20,8 +23,10 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -297,6 +302,196 @@ def test_metrics_auth_needs_a_key_for_metrics_only(metrics_keyed):
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/echo/ready"):
         r = requests.get(metrics_keyed.url(path), timeout=HTTP_TIMEOUT_S)
         assert r.status_code == 200, (path, r.status_code)
+
+
+# ---- keys before bodies ----------------------------------------------------------------------
+
+BIG = 8 << 20
+
+
+def read_reply(sock, timeout=STEP_S):
+    """One HTTP/1.1 reply with a Content-Length body: (status, headers (lower-case), body)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a reply head: %r" % data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers["content-length"])
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside a reply body"
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest[:n]
+
+
+def read_end(sock, timeout=STEP_S):
+    """Bytes until the server closes the connection (a reset counts as closed)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except (ConnectionResetError, ssl.SSLError):
+        return data
+
+
+def infer_head(length, auth=None, chunked=False):
+    framing = "Transfer-Encoding: chunked" if chunked else "Content-Length: %d" % length
+    return ("POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\n%s"
+            "Content-Type: application/octet-stream\r\n%s\r\n\r\n"
+            % ("Authorization: %s\r\n" % auth if auth else "", framing)).encode()
+
+
+def check_early_401(sock, auth, message, invalid_token):
+    """The head alone gets the 401 (the body has not been sent); then the body goes in full
+    without a reset, and the server closes the connection."""
+    sock.sendall(infer_head(BIG, auth))
+    status, headers, body = read_reply(sock)
+    assert status == 401, (status, body)
+    assert headers.get("connection") == "close", headers
+    assert headers["www-authenticate"].split()[0].lower() == "bearer", headers
+    assert ('error="invalid_token"' in headers["www-authenticate"]) == invalid_token, headers
+    assert json.loads(body) == {"error": message}, body
+    sock.sendall(b"\0" * BIG)  # read and dropped: no reset while it is sent
+    assert read_end(sock) == b""
+
+
+NEED_KEY = "this endpoint needs an API key: send 'Authorization: Bearer <key>'"
+EARLY = [
+    (None, NEED_KEY, False),
+    ("Bearer wrong-key", "the API key is not valid", True),
+    ("Basic aW5mOnBhc3N3b3Jk", "the Authorization header must be one 'Bearer <API key>'", False),
+]
+
+
+@pytest.mark.parametrize("auth,message,invalid_token", EARLY)
+def test_401_comes_before_the_body(keyed, auth, message, invalid_token):
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=STEP_S) as s:
+        check_early_401(s, auth, message, invalid_token)
+    r = requests.post(keyed.url("/v2/models/echo/infer"), json=BODY, headers=bearer(INFER_KEY),
+                      timeout=HTTP_TIMEOUT_S)
+    check_echo(r)
+
+
+def vm_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def test_refused_bodies_are_not_buffered(keyed):
+    """Four connections without a key each send 16 MiB: the server's peak RSS grows by far
+    less than the 64 MiB it would hold had it buffered them."""
+    pid = keyed.server.proc.pid
+    before = vm_kib(pid, "VmHWM")
+    socks = [socket.create_connection(("127.0.0.1", keyed.port), timeout=STEP_S)
+             for _ in range(4)]
+    try:
+        for s in socks:
+            s.sendall(infer_head(16 << 20))
+            assert read_reply(s)[0] == 401
+        for s in socks:
+            s.sendall(b"\1" * (16 << 20))
+        for s in socks:
+            assert read_end(s) == b""
+    finally:
+        for s in socks:
+            s.close()
+    if "ASAN_OPTIONS" in os.environ:
+        pytest.skip("under ASan freed memory sits in its quarantine, so RSS does not measure "
+                    "the server's own use (the bodies were refused and dropped as above)")
+    grew = vm_kib(pid, "VmHWM") - before
+    assert grew < 24 * 1024, "peak RSS grew by %d KiB for 64 MiB of refused bodies" % grew
+
+
+def test_requests_reads_the_401_for_a_large_body(keyed):
+    """An ordinary client that sends the whole body before it reads sees the 401."""
+    r = requests.post(keyed.url("/v2/models/echo/infer"), data=b"\0" * (3 << 20),
+                      headers=bearer("wrong-key"), timeout=HTTP_TIMEOUT_S)
+    check_401(r, invalid_token=True)
+
+
+def test_chunked_body_is_refused_before_it_comes(keyed):
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=STEP_S) as s:
+        s.sendall(infer_head(0, chunked=True))
+        status, headers, body = read_reply(s)
+        assert status == 401 and json.loads(body) == {"error": NEED_KEY}, (status, body)
+        s.sendall(b"100000\r\n" + b"\0" * 0x100000 + b"\r\n0\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        assert read_end(s) == b""
+
+
+def test_a_valid_key_with_a_body_in_pieces_is_served(keyed):
+    """The early check passes a good key: the body may come well after the head."""
+    body = json.dumps(BODY).encode()
+    head = ("POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (INFER_KEY, len(body))).encode()
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=STEP_S) as s:
+        s.sendall(head)
+        time.sleep(0.3)
+        s.sendall(body[:5])
+        time.sleep(0.2)
+        s.sendall(body[5:])
+        status, _, reply = read_reply(s)
+    assert status == 200, reply
+    assert json.loads(reply)["outputs"][0]["data"] == X
+
+
+def test_open_paths_with_a_body_are_not_refused(keyed):
+    """Health and readiness need no key, whatever comes with them."""
+    r = requests.get(keyed.url("/v2/health/live"), data=b"x" * 100000, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def tls_keyed(start_server, keys_dir):
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (apt-get install openssl)")
+    cert, key = str(keys_dir / "cert.pem"), str(keys_dir / "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", cert, "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=IP:127.0.0.1", "-days", "2"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    repo = start_server.repo("auth-tls")
+    add_models(repo)
+    path = keys_dir / "keys-tls.txt"
+    write_keys(path, "%s infer\n" % INFER_KEY)
+    client = start_server(repo, args=["--api-keys", str(path), "--tls-cert", cert,
+                                      "--tls-key", key], name="batchd-auth-tls")
+    client.cert = cert
+    return client
+
+
+@pytest.mark.parametrize("tls13", [False, True])
+def test_401_comes_before_the_body_over_tls(tls_keyed, tls13):
+    """As over plain HTTP; with TLS 1.3 the head rides with the end of the handshake."""
+    ctx = ssl.create_default_context(cafile=tls_keyed.cert)
+    ctx.minimum_version = ctx.maximum_version = (
+        ssl.TLSVersion.TLSv1_3 if tls13 else ssl.TLSVersion.TLSv1_2)
+    raw = socket.create_connection(("127.0.0.1", tls_keyed.server.port), timeout=STEP_S)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        check_early_401(s, "Bearer wrong-key", "the API key is not valid", True)
+    port = tls_keyed.server.port
+    r = requests.post("https://127.0.0.1:%d/v2/models/echo/infer" % port, data=b"\0" * (3 << 20),
+                      headers=bearer("wrong-key"), verify=tls_keyed.cert, timeout=HTTP_TIMEOUT_S)
+    check_401(r, invalid_token=True)
+    r = requests.post("https://127.0.0.1:%d/v2/models/echo/infer" % port, json=BODY,
+                      headers=bearer(INFER_KEY), verify=tls_keyed.cert, timeout=HTTP_TIMEOUT_S)
+    check_echo(r)
 
 
 # ---- WebSocket upgrades -----------------------------------------------------------------------
