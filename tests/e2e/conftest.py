@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -435,6 +436,29 @@ def decode_outputs(header, tail):
             outs[o["name"]] = o["data"]
     assert off == len(tail), "binary tail has %d bytes, outputs declare %d" % (len(tail), off)
     return outs
+
+
+def vm_kib(pid, field):
+    """A /proc/PID/status figure in KiB (VmRSS, VmHWM, ...)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def read_all(sock, timeout=10):
+    """Everything until the peer closes (or fails) the connection: plain or TLS sockets."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except (ConnectionResetError, ssl.SSLError):
+        return data
 
 
 def error_message(r, status):

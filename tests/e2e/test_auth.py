@@ -36,7 +36,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 from ws_util import run, ws_connect, ws_recv
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, error_message, parse_metrics, sanitizer_env, tensor
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, parse_metrics, read_all,
+                      sanitizer_env, tensor, vm_kib)
 
 STEP_S = 15.0
 INFER_KEY = "inf-" + secrets.token_hex(16)
@@ -331,20 +332,6 @@ def read_reply(sock, timeout=STEP_S):
     return int(lines[0].split()[1]), headers, rest[:n]
 
 
-def read_end(sock, timeout=STEP_S):
-    """Bytes until the server closes the connection (a reset counts as closed)."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except (ConnectionResetError, ssl.SSLError):
-        return data
-
-
 def infer_head(length, auth=None, chunked=False):
     framing = "Transfer-Encoding: chunked" if chunked else "Content-Length: %d" % length
     return ("POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\n%s"
@@ -363,7 +350,7 @@ def check_early_401(sock, auth, message, invalid_token):
     assert ('error="invalid_token"' in headers["www-authenticate"]) == invalid_token, headers
     assert json.loads(body) == {"error": message}, body
     sock.sendall(b"\0" * BIG)  # read and dropped: no reset while it is sent
-    assert read_end(sock) == b""
+    assert read_all(sock) == b""
 
 
 NEED_KEY = "this endpoint needs an API key: send 'Authorization: Bearer <key>'"
@@ -383,14 +370,6 @@ def test_401_comes_before_the_body(keyed, auth, message, invalid_token):
     check_echo(r)
 
 
-def vm_kib(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
-
-
 def test_refused_bodies_are_not_buffered(keyed):
     """Four connections without a key each send 16 MiB: the server's peak RSS grows by far
     less than the 64 MiB it would hold had it buffered them."""
@@ -405,7 +384,7 @@ def test_refused_bodies_are_not_buffered(keyed):
         for s in socks:
             s.sendall(b"\1" * (16 << 20))
         for s in socks:
-            assert read_end(s) == b""
+            assert read_all(s) == b""
     finally:
         for s in socks:
             s.close()
@@ -430,7 +409,7 @@ def test_chunked_body_is_refused_before_it_comes(keyed):
         assert status == 401 and json.loads(body) == {"error": NEED_KEY}, (status, body)
         s.sendall(b"100000\r\n" + b"\0" * 0x100000 + b"\r\n0\r\n\r\n")
         s.shutdown(socket.SHUT_WR)
-        assert read_end(s) == b""
+        assert read_all(s) == b""
 
 
 def test_a_valid_key_with_a_body_in_pieces_is_served(keyed):

@@ -28,7 +28,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import HTTP_TIMEOUT_S, error_message
+from conftest import HTTP_TIMEOUT_S, error_message, vm_kib
 
 MAX_BODY = 4_000_000  # --max-body-bytes: the zip bombs below pass it only once inflated
 
@@ -120,14 +120,6 @@ def decompress(coding, data):
 
 def counter(client, name, **labels):
     return int(client.metric(name, **labels) or 0)
-
-
-def vm_kib(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
 _BOMB = {}

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, vm_kib
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +63,6 @@ def test_max_decode_bytes_below_max_body_bytes_is_refused(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "--max-decode-bytes (1024) must be at least --max-body-bytes (2048)" in r.stderr
-
-
-def vm_kib(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
 @pytest.mark.slow

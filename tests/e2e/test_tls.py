@@ -37,8 +37,8 @@ import websockets
 
 from ws_util import run
 from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, check_drain_replies, decode_outputs,
-                      metric_value, parse_infer_reply, parse_metrics, sanitizer_env, tensor,
-                      wait_for)
+                      metric_value, parse_infer_reply, parse_metrics, read_all, sanitizer_env,
+                      tensor, wait_for)
 
 TIMEOUT_SECS = 2          # --http-timeout-secs of the main server: heads and handshakes
 SLOW_US = 1500000         # the slow model holds its only instance this long
@@ -137,20 +137,6 @@ def tls(start_server, certs):
     client = start_server(repo, tls_args(certs) + ["--http-timeout-secs", str(TIMEOUT_SECS)],
                           name="batchd-tls")
     return TLSClient(client, certs)
-
-
-def read_all(sock, timeout=10):
-    """Everything until the peer closes (or fails) the connection."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except (ConnectionResetError, ssl.SSLError):
-        return data
 
 
 def assert_serves(tls):
