@@ -5,7 +5,8 @@
 #   config  bd_config_parse, a model's config.json (fuzz_config.c; seeds written below)
 #   ws      the WebSocket byte checks of src/stream/frames.c (fuzz_ws.c; seeds in corpus-ws)
 #   http    the whole server on a loopback port: raw bytes on a connection (fuzz_http.c; seeds
-#           in corpus-http)
+#           in corpus-http); inputs that mention "uthorization" go to a second server with an
+#           API key
 #   image   the JPEG/PNG decoders, resize and base64 of src/image (fuzz_image.c; seeds, tiny
 #           images made with Pillow, in corpus-image)
 #   gate    the API key file, Authorization and api_key parsers and --rate-limit of src/gate
@@ -101,6 +102,7 @@ write_http_dict() {
 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
 "Sec-WebSocket-Version: 13"
 "\"binary_data_size\""
+"Authorization: Bearer fuzzkey"
 DICT
 }
 

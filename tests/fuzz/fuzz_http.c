@@ -5,7 +5,10 @@
  * Each input is written on a new connection (then the write side is shut), and the server's
  * loop runs until it closes the connection or a few hundred milliseconds of loop turns pass.
  * ASan/UBSan catch memory errors; the server must also still answer a health check after each
- * input, so a wedged loop fails too. The server lives for the whole fuzzing run. */
+ * input, so a wedged loop fails too. The servers live for the whole fuzzing run: an input that
+ * mentions "uthorization" goes to a second one with API keys (the key "fuzzkey", role infer),
+ * so that the head's early 401 and the dropped body behind it are fuzzed too; every other
+ * input to one without keys, so that the saved corpus reaches as deep as before. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -19,11 +22,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gate/gate.h"
 #include "server/server.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static bd_server_t *srv;
+static bd_server_t *servers[2]; /* [1]: with API keys */
+static bd_server_t *srv;        /* the one an exchange talks to */
 static int port;
 
 static void start(void)
@@ -56,24 +61,42 @@ static void start(void)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     bd_log_set_level(BD_LOG_ERROR);
+    snprintf(path, sizeof path, "%s/keys", dir);
+    if (!(f = fopen(path, "w"))) {
+        abort();
+    }
+    fputs("fuzzkey infer\n", f);
+    fclose(f);
     bd_err_t err = {0};
-    bd_metrics_t *metrics = bd_metrics_new();
-    bd_mailbox_t *mb = bd_mailbox_new(&err);
-    bd_repo_opts_t ro = {.metrics = metrics, .mailbox = mb};
-    bd_repo_t *repo = bd_repo_open(dir, &ro, &err);
-    bd_server_opts_t so = {.http = {.host = "127.0.0.1",
-                                    .port = 0,
-                                    .max_body_bytes = 65536,
-                                    .model_control = BD_MODEL_CONTROL_EXPLICIT,
-                                    .max_header_bytes = 4096},
-                           .max_decode_bytes = 1 << 20,
-                           .ws_max_inflight = 8,
-                           .ws_idle_timeout_us = 1000000};
-    srv = repo ? bd_server_new(repo, metrics, mb, &so, &err) : NULL;
-    if (!srv) {
+    bd_gate_opts_t go = {.keys_path = path};
+    bd_gate_t *gate = bd_gate_new(&go, bd_clock_real(), &err);
+    for (int i = 0; i < 2 && (i == 0 || gate); i++) {
+        /* Each server its own repository, metrics and mailbox, as two processes would have. */
+        bd_metrics_t *metrics = bd_metrics_new();
+        bd_mailbox_t *mb = bd_mailbox_new(&err);
+        bd_repo_opts_t ro = {.metrics = metrics, .mailbox = mb};
+        bd_repo_t *repo = mb ? bd_repo_open(dir, &ro, &err) : NULL;
+        bd_server_opts_t so = {.http = {.host = "127.0.0.1",
+                                        .port = 0,
+                                        .max_body_bytes = 65536,
+                                        .model_control = BD_MODEL_CONTROL_EXPLICIT,
+                                        .max_header_bytes = 4096,
+                                        .gate = i == 1 ? gate : NULL},
+                               .max_decode_bytes = 1 << 20,
+                               .ws_max_inflight = 8,
+                               .ws_idle_timeout_us = 1000000};
+        servers[i] = repo ? bd_server_new(repo, metrics, mb, &so, &err) : NULL;
+    }
+    if (!servers[0] || !servers[1]) {
         fprintf(stderr, "fuzz_http: %s\n", err.msg);
         abort();
     }
+}
+
+/* Talk to server i from now on. */
+static void use(int i)
+{
+    srv = servers[i];
     port = bd_server_port(srv);
 }
 
@@ -138,9 +161,11 @@ static size_t exchange(const uint8_t *data, size_t size, char *out, size_t cap, 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!srv) {
+    if (!servers[0]) {
         start();
     }
+    static const char mark[] = "uthorization";
+    use(memmem(data, size, mark, sizeof mark - 1) ? 1 : 0);
     char out[8192];
     exchange(data, size, out, sizeof out, 200);
     static const char health[] = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
