@@ -1147,7 +1147,19 @@ static void row_span(const bd_tensor_t *t, size_t rows, size_t row0, size_t n, s
     }
 }
 
-/* Copy request `r`'s rows [row0, row0 + r->rows) of every output into one new block. */
+/* Whether request r asked for the output `name` (a request that lists none asks for all). */
+static bool wants_output(const bd_req_t *r, const char *name)
+{
+    for (size_t k = 0; k < r->in.n_outputs; k++) {
+        if (r->in.outputs[k].name && strcmp(r->in.outputs[k].name, name) == 0) {
+            return true;
+        }
+    }
+    return r->in.n_outputs == 0;
+}
+
+/* Copy request `r`'s rows [row0, row0 + r->rows) of every output it asked for into one new
+ * block; the others keep their shape with no bytes. */
 static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t rows, bd_err_t *err)
 {
     const bd_model_config_t *cfg = s->cfg;
@@ -1167,8 +1179,10 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
         ok = bd_add_size(total, strlen(cfg->outputs[i].name) + 1, &total);
     }
     for (size_t i = 0; i < n_out && ok; i++) {
-        size_t start, part;
-        row_span(&in->out_tensors[i], rows, row0, r->rows, &start, &part);
+        size_t start, part = 0;
+        if (wants_output(r, cfg->outputs[i].name)) {
+            row_span(&in->out_tensors[i], rows, row0, r->rows, &start, &part);
+        }
         ok = bd_add_size(total, 15, &total) && bd_add_size(align16(total), part, &total);
     }
     unsigned char *block = ok ? malloc(total ? total : 1) : NULL;
@@ -1186,8 +1200,10 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
     }
     for (size_t i = 0; i < n_out; i++) {
         const bd_tensor_t *t = &in->out_tensors[i];
-        size_t start, part;
-        row_span(t, rows, row0, r->rows, &start, &part);
+        size_t start = 0, part = 0;
+        if (wants_output(r, cfg->outputs[i].name)) {
+            row_span(t, rows, row0, r->rows, &start, &part);
+        }
         off = align16(off);
         if (part > 0) {
             memcpy(block + off, (const unsigned char *)t->data + start, part);

@@ -92,13 +92,15 @@ struct bd_req {
     void *done_ctx;
     bd_protocol_t protocol; /* the front end it came through (metrics label) */
     /* --- set by the scheduler ------------------------------------------------------ */
-    size_t rows;          /* batch rows this request contributes (1 without batching) */
-    uint64_t arrival_us;  /* when it was queued */
-    uint64_t start_us;    /* when its batch started */
-    uint64_t end_us;      /* when its batch finished */
-    int status;           /* 0, or BD_EBACKEND / BD_ESHUTDOWN ... on failure */
-    bd_err_t err;         /* the reason when status != 0 */
-    bd_tensor_t *outputs; /* every model output in config order; data in out_block */
+    size_t rows;         /* batch rows this request contributes (1 without batching) */
+    uint64_t arrival_us; /* when it was queued */
+    uint64_t start_us;   /* when its batch started */
+    uint64_t end_us;     /* when its batch finished */
+    int status;          /* 0, or BD_EBACKEND / BD_ESHUTDOWN ... on failure */
+    bd_err_t err;        /* the reason when status != 0 */
+    /* Every model output in config order, data in out_block; one that in.outputs does not
+     * list (when it lists any) keeps its shape but has no bytes (byte_size 0). */
+    bd_tensor_t *outputs;
     size_t n_outputs;
     void *out_block; /* owned (malloc): the outputs' data */
     /* --- scheduler private --------------------------------------------------------- */

@@ -699,6 +699,39 @@ static void test_scatter_multi_row_requests(void **state)
     fx_close(&fx);
 }
 
+/* A request that lists its outputs gets the bytes of those alone; the others keep their shape
+ * with no bytes. One that lists none, in the same batch, gets them all. */
+static void test_scatter_copies_only_requested_outputs(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open(&fx, make_cfg(8, 0, 16), true);
+    bd_req_t *a = mk_req(2, 4, 0, 0);
+    bd_req_t *b = mk_req(3, 4, 500, 500);
+    bd_output_req_t *want = bd_arena_calloc(&a->arena, 1, sizeof *want);
+    assert_non_null(want);
+    want->name = "OUTPUT1";
+    a->in.outputs = want;
+    a->in.n_outputs = 1;
+    submit_ok(&fx, a);
+    submit_ok(&fx, b);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(a->status, 0);
+    assert_int_equal(a->n_outputs, 2);
+    assert_string_equal(a->outputs[0].name, "OUTPUT0");
+    assert_int_equal(a->outputs[0].shape.dims[0], 2);
+    assert_int_equal(a->outputs[0].shape.dims[1], 4);
+    assert_int_equal(a->outputs[0].byte_size, 0);
+    assert_int_equal(a->outputs[1].byte_size, 2 * 2 * 4);
+    const int32_t *y1 = a->outputs[1].data;
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(y1[k], k + 100);
+    }
+    check_outputs(b, 3, 4, 500, 500);
+    fx_close(&fx);
+}
+
 static void test_single_request_is_not_copied_and_buffers_are_reused(void **state)
 {
     (void)state;
@@ -2163,6 +2196,7 @@ int main(void)
         cmocka_unit_test(test_different_item_dims_never_mixed),
         cmocka_unit_test(test_request_too_big_for_the_room_waits),
         cmocka_unit_test(test_scatter_multi_row_requests),
+        cmocka_unit_test(test_scatter_copies_only_requested_outputs),
         cmocka_unit_test(test_single_request_is_not_copied_and_buffers_are_reused),
         cmocka_unit_test(test_batching_off_runs_each_request_alone),
         cmocka_unit_test(test_no_batch_dim_runs_each_request_alone),
