@@ -44,9 +44,12 @@
  * thread; each worker thread (one per instance) owns its inst_t: the backend session, the
  * batch buffers and the batch array, except while bd_sched_run_inline's caller has claimed
  * it (under `mu`; the worker waits meanwhile); the timer thread owns nothing but reads the heap
- * under `mu`. `mu` guards the queues, the heap, the breaker, the auto learner and `closed`; it is
- * never held across a backend run or a completion callback. In manual mode there are no
- * workers and no timer: bd_sched_step and bd_sched_expire do their jobs on the caller's
+ * under `mu`. An image model's instance may have image decoder threads (start_helpers): they
+ * decode requests of the worker's current batch into their rows, from when the worker wakes
+ * them until it saw the last one finish (decode_images, under the instance's `dmu`), and
+ * touch nothing else. `mu` guards the queues, the heap, the breaker, the auto learner and
+ * `closed`; it is never held across a backend run or a completion callback. In manual mode there
+ * are no workers and no timer: bd_sched_step and bd_sched_expire do their jobs on the caller's
  * thread (one caller per instance at a time).
  *
  * Ownership: the scheduler borrows cfg, ops and bm and keeps its own copy of the policy. The
@@ -78,9 +81,29 @@ typedef struct {
     size_t cap;
 } batch_buf_t;
 
+/* What one thread needs to decode images: the decoder's buffers and base64 text decoded. */
+typedef struct {
+    bd_image_scratch_t *img; /* owned */
+    unsigned char *b64;      /* owned */
+    size_t b64_cap;
+} decoder_t;
+
+/* At most this many threads decode one batch's images (the worker and its helpers). */
+#define MAX_DECODERS 8
+
+typedef struct inst inst_t;
+
+/* A thread that decodes a share of each batch's images beside its instance's worker. */
+typedef struct {
+    inst_t *in;
+    decoder_t d;
+    pthread_t thread;
+    bool started;
+} helper_t;
+
 /* One model instance. Its worker thread only (or the bd_sched_step caller in manual mode);
  * the scheduler's creator and bd_sched_free before start and after join. */
-typedef struct {
+struct inst {
     bd_sched_t *s;
     int index;
     bd_backend_instance_t *bi; /* owned: ops->instance_free */
@@ -92,17 +115,32 @@ typedef struct {
     bd_req_t **batch;         /* owned, batch_cap entries: the requests of the current batch */
     bd_backend_req_t *run_reqs; /* owned, batch_cap entries: the batch as the backend sees it */
     size_t batch_cap;
-    /* Image models (cfg->image): the decoder's buffers, base64 text decoded, and the
-     * requests whose images failed to decode in the current batch (batch_cap entries). */
-    bd_image_scratch_t *img;
-    unsigned char *b64;
-    size_t b64_cap;
+    /* Image models (cfg->image): the worker's decoder, and the requests whose images failed
+     * to decode in the current batch (batch_cap entries). With threads_per_instance above 1
+     * (and worker threads), helpers decode a batch's requests beside the worker (decode_images):
+     * the job's fields are written by the worker before it wakes them under dmu and read by
+     * all until the last one reports done under dmu. */
+    decoder_t dec;
     bd_req_t **failed;
+    helper_t *helpers; /* owned, n_helpers */
+    int n_helpers;
+    pthread_mutex_t dmu;
+    pthread_cond_t dwake; /* helpers wait for a new job (dgen) or dstop */
+    pthread_cond_t ddone; /* the worker waits for dbusy to reach 0 */
+    bool dsync;           /* dmu and the conditions were made */
+    uint64_t dgen;
+    bool dstop;
+    int dbusy;
+    size_t dn;           /* the job: batch[0..dn) */
+    atomic_size_t dnext; /* the next request of the job to decode */
+    size_t *drow0;       /* owned, batch_cap: each request's first row in the buffer */
+    unsigned char *ddst; /* the image input's batch buffer */
+    size_t drow_bytes;
     bool probe;   /* the current batch is the circuit breaker's probe (set under mu) */
     bool waiting; /* under mu: its worker waits on cv for work */
     bool claimed; /* under mu: bd_sched_run_inline's caller runs it; its worker keeps off */
     bool parked;  /* under mu: its worker waits for the claim to end */
-} inst_t;
+};
 
 /* One priority level's FIFO; under mu. */
 typedef struct {
@@ -940,7 +978,8 @@ static uint32_t le32(const unsigned char *p)
 
 /* Decode request r's images (its image input: one per row, checked at submit) into rows
  * [row0, row0 + r->rows) of the image batch buffer `dst`. */
-static int decode_request_images(bd_sched_t *s, inst_t *in, bd_req_t *r, float *dst, bd_err_t *err)
+static int decode_request_images(bd_sched_t *s, decoder_t *d, bd_req_t *r, float *dst,
+                                 bd_err_t *err)
 {
     const bd_model_config_t *cfg = s->cfg;
     const bd_tensor_t *t = &r->in.inputs[s->image_idx];
@@ -955,26 +994,26 @@ static int decode_request_images(bd_sched_t *s, inst_t *in, bd_req_t *r, float *
         off += BD_BYTES_PREFIX + len;
         if (s->image_idx < 64 && (r->in.json_text >> s->image_idx & 1)) {
             size_t need = len / 4 * 3 + 3;
-            if (in->b64_cap < need) {
-                free(in->b64);
-                in->b64 = malloc(need);
-                in->b64_cap = in->b64 ? need : 0;
-                if (!in->b64) {
+            if (d->b64_cap < need) {
+                free(d->b64);
+                d->b64 = malloc(need);
+                d->b64_cap = d->b64 ? need : 0;
+                if (!d->b64) {
                     return bd_err_set(err, BD_ENOMEM, "out of memory decoding base64 of input '%s'",
                                       name);
                 }
             }
-            if (!bd_base64_decode((const char *)img, len, in->b64, &len)) {
+            if (!bd_base64_decode((const char *)img, len, d->b64, &len)) {
                 return index == SIZE_MAX
                            ? bd_err_set(err, BD_EINVAL, "input '%s': the image is not valid base64",
                                         name)
                            : bd_err_set(err, BD_EINVAL, "input '%s': image %zu is not valid base64",
                                         name, index);
             }
-            img = in->b64;
+            img = d->b64;
         }
         int rc =
-            bd_image_preprocess(&cfg->image, img, len, name, index, in->img, dst + j * elems, err);
+            bd_image_preprocess(&cfg->image, img, len, name, index, d->img, dst + j * elems, err);
         if (rc != 0) {
             return rc;
         }
@@ -982,8 +1021,45 @@ static int decode_request_images(bd_sched_t *s, inst_t *in, bd_req_t *r, float *
     return 0;
 }
 
-/* Decode the batch's images into the image input's buffer, row after row. A request whose
- * image fails leaves the batch (compacted in place, *rows reduced) and goes to in->failed
+/* Decode the job's requests that are still untaken (any thread of the job). */
+static void decode_share(bd_sched_t *s, inst_t *in, decoder_t *d)
+{
+    size_t k;
+    while ((k = atomic_fetch_add(&in->dnext, 1)) < in->dn) {
+        bd_req_t *r = in->batch[k];
+        float *dst = (float *)(void *)(in->ddst + in->drow0[k] * in->drow_bytes);
+        r->status = decode_request_images(s, d, r, dst, &r->err);
+    }
+}
+
+static void *helper_main(void *arg)
+{
+    helper_t *hp = arg;
+    inst_t *in = hp->in;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&in->dmu);
+    for (;;) {
+        while (!in->dstop && in->dgen == seen) {
+            pthread_cond_wait(&in->dwake, &in->dmu);
+        }
+        if (in->dstop) {
+            break;
+        }
+        seen = in->dgen;
+        pthread_mutex_unlock(&in->dmu);
+        decode_share(in->s, in, &hp->d);
+        pthread_mutex_lock(&in->dmu);
+        if (--in->dbusy == 0) {
+            pthread_cond_signal(&in->ddone);
+        }
+    }
+    pthread_mutex_unlock(&in->dmu);
+    return NULL;
+}
+
+/* Decode the batch's images into the image input's buffer, each request at its rows, on the
+ * worker and its helpers (a request at a time each, as they come free). A request whose image
+ * fails leaves the batch (the rows after it move up, *rows reduced) and goes to in->failed
  * with its reason, so it fails alone. Returns the requests that stay. */
 static size_t decode_images(bd_sched_t *s, inst_t *in, size_t n, size_t *rows, size_t *n_failed)
 {
@@ -991,7 +1067,6 @@ static size_t decode_images(bd_sched_t *s, inst_t *in, size_t n, size_t *rows, s
     size_t row_bytes = bd_image_row_elems(&cfg->image) * sizeof(float);
     batch_buf_t *buf = &in->in_bufs[s->image_idx];
     size_t total = 0;
-    bd_err_t oom = {0};
     bool ok = bd_mul_size(row_bytes, *rows, &total);
     if (ok && buf->cap < total) {
         free(buf->data);
@@ -999,20 +1074,53 @@ static size_t decode_images(bd_sched_t *s, inst_t *in, size_t n, size_t *rows, s
         buf->cap = buf->data ? total : 0;
         ok = buf->data != NULL;
     }
-    if (!ok) {
-        bd_err_set(&oom, BD_ENOMEM, "out of memory for a batch of %zu images", *rows);
-    }
-    size_t kept = 0, row = 0;
     *n_failed = 0;
+    if (!ok) {
+        for (size_t k = 0; k < n; k++) {
+            bd_req_t *r = in->batch[k];
+            r->status =
+                bd_err_set(&r->err, BD_ENOMEM, "out of memory for a batch of %zu images", *rows);
+            in->failed[(*n_failed)++] = r;
+        }
+        *rows = 0;
+        return 0;
+    }
+    size_t row = 0;
+    for (size_t k = 0; k < n; k++) {
+        in->drow0[k] = row;
+        row += in->batch[k]->rows;
+    }
+    in->dn = n;
+    in->ddst = buf->data;
+    in->drow_bytes = row_bytes;
+    atomic_store(&in->dnext, 0);
+    int helpers = n > 1 ? in->n_helpers : 0;
+    if (helpers > 0) {
+        pthread_mutex_lock(&in->dmu);
+        in->dbusy = helpers;
+        in->dgen++;
+        pthread_cond_broadcast(&in->dwake);
+        pthread_mutex_unlock(&in->dmu);
+    }
+    decode_share(s, in, &in->dec);
+    if (helpers > 0) {
+        pthread_mutex_lock(&in->dmu);
+        while (in->dbusy > 0) {
+            pthread_cond_wait(&in->ddone, &in->dmu);
+        }
+        pthread_mutex_unlock(&in->dmu);
+    }
+    size_t kept = 0;
+    row = 0;
     for (size_t k = 0; k < n; k++) {
         bd_req_t *r = in->batch[k];
-        int rc = ok ? decode_request_images(s, in, r,
-                                            (float *)(void *)(buf->data + row * row_bytes), &r->err)
-                    : (r->err = oom, BD_ENOMEM);
-        if (rc != 0) {
-            r->status = rc;
+        if (r->status != 0) {
             in->failed[(*n_failed)++] = r;
             continue;
+        }
+        if (in->drow0[k] != row) { /* a request before it failed: close the gap */
+            memmove(buf->data + row * row_bytes, buf->data + in->drow0[k] * row_bytes,
+                    r->rows * row_bytes);
         }
         in->batch[kept++] = r;
         row += r->rows;
@@ -1862,11 +1970,12 @@ static int inst_init(bd_sched_t *s, inst_t *in, int index, bd_err_t *err)
     in->in_tensors = calloc(cfg->n_inputs + 1, sizeof *in->in_tensors);
     in->out_tensors = calloc(cfg->n_outputs + 1, sizeof *in->out_tensors);
     if (s->image_idx >= 0) {
-        in->img = bd_image_scratch_new();
+        in->dec.img = bd_image_scratch_new();
         in->failed = calloc(in->batch_cap, sizeof *in->failed);
+        in->drow0 = calloc(in->batch_cap, sizeof *in->drow0);
     }
     if (!in->batch || !in->in_bufs || !in->in_tensors || !in->out_tensors ||
-        (s->image_idx >= 0 && (!in->img || !in->failed))) {
+        (s->image_idx >= 0 && (!in->dec.img || !in->failed || !in->drow0))) {
         return bd_err_set(err, BD_ENOMEM, "out of memory creating instance %d of model '%s'", index,
                           s->model_name);
     }
@@ -1909,9 +2018,73 @@ static void inst_dispose(bd_sched_t *s, inst_t *in)
     free(in->out_tensors);
     free(in->batch);
     free(in->run_reqs);
-    bd_image_scratch_free(in->img);
-    free(in->b64);
+    bd_image_scratch_free(in->dec.img);
+    free(in->dec.b64);
     free(in->failed);
+    free(in->drow0);
+    for (int i = 0; i < in->n_helpers; i++) {
+        bd_image_scratch_free(in->helpers[i].d.img);
+        free(in->helpers[i].d.b64);
+    }
+    free(in->helpers);
+    if (in->dsync) {
+        pthread_cond_destroy(&in->ddone);
+        pthread_cond_destroy(&in->dwake);
+        pthread_mutex_destroy(&in->dmu);
+    }
+}
+
+/* Image models with worker threads and more than one thread per instance: that many threads
+ * decode a batch's images (MAX_DECODERS at most), the worker and threads - 1 helpers. The
+ * model's own threads wait for the batch meanwhile, so the helpers take no core from it. */
+static int start_helpers(bd_sched_t *s, inst_t *in, bd_err_t *err)
+{
+    int threads =
+        s->cfg->threads_per_instance < MAX_DECODERS ? s->cfg->threads_per_instance : MAX_DECODERS;
+    if (s->image_idx < 0 || in->batch_cap < 2 || threads < 2) {
+        return 0;
+    }
+    if (!(in->helpers = calloc((size_t)threads - 1, sizeof *in->helpers))) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory for the image decoders of model '%s'",
+                          s->model_name);
+    }
+    pthread_mutex_init(&in->dmu, NULL);
+    pthread_cond_init(&in->dwake, NULL);
+    pthread_cond_init(&in->ddone, NULL);
+    in->dsync = true;
+    for (int i = 0; i < threads - 1; i++) {
+        helper_t *hp = &in->helpers[i];
+        hp->in = in;
+        if (!(hp->d.img = bd_image_scratch_new())) {
+            return bd_err_set(err, BD_ENOMEM, "out of memory for the image decoders of model '%s'",
+                              s->model_name);
+        }
+        int e = pthread_create(&hp->thread, NULL, helper_main, hp);
+        if (e != 0) {
+            return bd_err_set(err, BD_ENOMEM, "cannot start an image decoder of model '%s': %s",
+                              s->model_name, strerror(e));
+        }
+        hp->started = true;
+        in->n_helpers = i + 1;
+    }
+    return 0;
+}
+
+static void stop_helpers(inst_t *in)
+{
+    if (!in->dsync) {
+        return;
+    }
+    pthread_mutex_lock(&in->dmu);
+    in->dstop = true;
+    pthread_cond_broadcast(&in->dwake);
+    pthread_mutex_unlock(&in->dmu);
+    for (int i = 0; i < in->n_helpers; i++) {
+        if (in->helpers[i].started) {
+            pthread_join(in->helpers[i].thread, NULL);
+            in->helpers[i].started = false;
+        }
+    }
 }
 
 /* Join the started workers and the timer (after close), fail anything still queued (only
@@ -1922,6 +2095,7 @@ static void destroy(bd_sched_t *s)
         if (s->insts[i].thread_started) {
             pthread_join(s->insts[i].thread, NULL);
         }
+        stop_helpers(&s->insts[i]);
     }
     pthread_mutex_lock(&s->mu);
     s->timer_stop = true;
@@ -2081,6 +2255,9 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
         s->timer_started = true;
     }
     for (int i = 0; !s->manual && i < s->n_inst; i++) {
+        if (start_helpers(s, &s->insts[i], err) != 0) {
+            goto fail;
+        }
         int e = pthread_create(&s->insts[i].thread, NULL, worker_main, &s->insts[i]);
         if (e != 0) {
             bd_err_set(err, BD_ENOMEM, "cannot start worker thread %d of model '%s': %s", i,
@@ -2098,10 +2275,11 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
     BD_INFO("sched",
             "started model=%s version=%" PRId64 " instances=%d max_batch_size=%d batching=%d "
             "max_queue_delay_us=%s priority_levels=%d max_queue_size=%zu warmup_runs=%d "
-            "manual=%d",
+            "image_decoders=%d manual=%d",
             s->model_name, cfg->version, s->n_inst, cfg->max_batch_size, s->batching, delay,
             s->n_levels, s->levels[0].cap,
-            s->policy.warmup.count * (int)s->policy.warmup.n_batch_sizes * s->n_inst, s->manual);
+            s->policy.warmup.count * (int)s->policy.warmup.n_batch_sizes * s->n_inst,
+            s->image_idx >= 0 ? s->insts[0].n_helpers + 1 : 0, s->manual);
     return s;
 
 fail:

@@ -116,6 +116,14 @@ def client(start_server):
     add_image_model(repo, "img_single", "stretch", "RGB", "NCHW", max_batch_size=0)
     repo.add_sim("plain", [("INPUT0", "FP32", [4])])
     labels_model = add_image_model(repo, "img_cls", "stretch", "RGB", "NCHW")
+    # Two decoding threads, and a delay long enough that concurrent requests share one batch.
+    repo.add_sim("img_par", [("image", "FP32", [3, H, W])], [("out", "FP32", [3, H, W])],
+                 max_batch_size=8,
+                 extra={"threads_per_instance": 2,
+                        "dynamic_batching": {"max_queue_delay_us": 300000},
+                        "preprocess": {"input": "image", "image": {
+                            "size": [H, W], "resize": "stretch", "color": "RGB",
+                            "layout": "NCHW", "scale": SCALE, "mean": MEAN, "std": STD}}})
     with open("%s/%s/labels.txt" % (repo.path, labels_model), "w") as f:
         f.write("".join("label%d\n" % i for i in range(3 * H * W)))
     return start_server(repo, ["--max-image-pixels", "1000000"])
@@ -190,6 +198,36 @@ def test_batch_of_images_and_one_bad_row_fails_alone(client):
             assert "truncated" in error_message(rr, 400)
         else:
             assert rr.status_code == 200
+
+
+def test_images_decoded_in_parallel_land_in_their_rows(client):
+    """img_par decodes a batch's requests on two threads, each at its own rows; requests whose
+    image fails leave the batch and the rows after them move up. Five requests in one batch
+    (one of three images), two of them truncated: every good request gets exactly its own
+    images' tensors, the bad ones 400."""
+    line = client.server.wait_log(r"sched started model=img_par .*image_decoders=2")
+    assert line is not None, client.server.log_tail()
+    jpeg = encode(make_image("RGB", 64, 48, seed=9), "JPEG")
+    reqs = [[encode(make_image("RGB", 30, 20, seed=1), "PNG")],
+            [jpeg[: len(jpeg) // 2]],
+            [encode(make_image("RGB", 20 + i, 40, seed=2 + i), "PNG") for i in range(3)],
+            [jpeg[: len(jpeg) // 3]],
+            [encode(make_image("RGB", 50, 25, seed=7), "JPEG")]]
+    bad = [False, True, False, True, False]
+    e0 = client.metric("batchd_inference_executions_total", model="img_par") or 0
+    import concurrent.futures as cf
+    with cf.ThreadPoolExecutor(len(reqs)) as ex:
+        res = list(ex.map(lambda imgs: binary_infer(client, "img_par", imgs), reqs))
+    assert (client.metric("batchd_inference_executions_total", model="img_par") or 0) - e0 == 1
+    for imgs, r, b in zip(reqs, res, bad):
+        if b:
+            assert "truncated" in error_message(r, 400)
+            continue
+        got = got_tensor(r)
+        assert got.shape == (len(imgs), 3, H, W)
+        for i, d in enumerate(imgs):
+            want = reference(d, (H, W), "stretch", "RGB", "NCHW")
+            assert np.abs(got[i] - want).mean() * 0.229 * 255 <= 1.0
 
 
 def png_ihdr(w, h):
