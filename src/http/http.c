@@ -138,8 +138,9 @@ typedef struct {
     h2o_socket_t *sock;
     bool upgraded;   /* its request asked for a WebSocket: the buffer holds frames, not a head */
     bool refused;    /* answered 431, 408 or an early 401, or idle too long: closing */
-    bool discarding; /* after an early 401: its body is read and dropped (on_read_discard) */
+    bool discarding; /* after an early 401 or 429: its body is read and dropped (on_read_discard) */
     size_t discard_left; /* bytes of that body still to come */
+    bool token_taken;    /* early_refusal took this head's --rate-limit token: rate_ok does not */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
@@ -431,6 +432,7 @@ static void on_busy_disposed(void *p)
     if (c) {
         c->busy = NULL;
         c->head_checked = false;
+        c->token_taken = false;
         /* h2o starts reading the next request right after this, with its own callback. */
         if (!h2o_timeout_is_linked(&c->rewatch_entry)) {
             h2o_timeout_link(c->h->loop, &c->h->rewatch_timeout, &c->rewatch_entry);
@@ -818,8 +820,8 @@ static void metrics_page(bd_http_t *h, h2o_req_t *req)
  * or on a WebSocket upgrade also from ?api_key= (browsers cannot set headers there). Keys are
  * never logged (nothing here logs a request line or a header). --rate-limit takes a token from
  * the caller's bucket (its key's, else its address's) for each infer request. A request with
- * a body that admit would refuse 401 is answered earlier, from its head (early_auth), so that
- * its body is dropped rather than buffered. */
+ * a body that admit would refuse 401, or rate_ok 429, is answered earlier, from its head
+ * (early_refusal), so that its body is dropped rather than buffered. */
 
 /* Served without a key: health, a model's readiness, and /metrics unless --metrics-auth. */
 static bool open_path(bd_http_t *h, const h2o_iovec_t *seg, int n)
@@ -859,8 +861,10 @@ static bool admin_path(const h2o_iovec_t *seg, int n)
 
 /* WWW-Authenticate with a 401 (RFC 6750 §3: error="invalid_token" when a key came but is not
  * valid). */
-static const char AUTH_PLAIN[] = "Bearer realm=\"batchd\"";
-static const char AUTH_INVALID[] = "Bearer realm=\"batchd\", error=\"invalid_token\"";
+#define AUTH_PLAIN_V "Bearer realm=\"batchd\""
+#define AUTH_INVALID_V "Bearer realm=\"batchd\", error=\"invalid_token\""
+static const char AUTH_PLAIN[] = AUTH_PLAIN_V;
+static const char AUTH_INVALID[] = AUTH_INVALID_V;
 static const char MSG_NEED_KEY[] =
     "this endpoint needs an API key: send 'Authorization: Bearer <key>'";
 static const char MSG_BAD_HEADER[] = "the Authorization header must be one 'Bearer <API key>'";
@@ -936,6 +940,12 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
  * false after answering. */
 static bool rate_ok(bd_http_t *h, h2o_req_t *req)
 {
+    h2o_socket_t *sock = req_socket(req);
+    conn_t *c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+    if (c && c->token_taken) {
+        c->token_taken = false; /* taken from its head already (early_refusal) */
+        return true;
+    }
     uint64_t retry = 0;
     bd_err_t err;
     if (bd_gate_take(h->gate, &h->who, &retry, &err)) {
@@ -1845,13 +1855,13 @@ static void mark_stream(h2o_req_t *req)
 /* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
  * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
  * enough for msg: at most 160 bytes, needing no JSON escapes). Returns its length. */
-static size_t raw_reply(char *resp, size_t cap, int status, const char *www_auth, const char *msg)
+/* `extra`: more header lines ("Name: value\r\n" each), or NULL. */
+static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, const char *msg)
 {
     int n = snprintf(resp, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     "%s%s%sContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
-                     status, reason_of(status), www_auth ? "WWW-Authenticate: " : "",
-                     www_auth ? www_auth : "", www_auth ? "\r\n" : "", strlen(msg) + 12, msg);
+                     "%sContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
+                     status, reason_of(status), extra ? extra : "", strlen(msg) + 12, msg);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -1882,18 +1892,18 @@ static void refuse_head(conn_t *c, int status, const char *msg)
     BD_WARN("http", "closing a connection: %s", msg);
 }
 
-/* An early 401 (early_auth): answered before the body, which is then read and dropped as it
- * comes (`left` more bytes of it) instead of buffered. Not logged: clients cause these, and
- * the same 401 after a buffered body is not logged either. */
-static void refuse_body(conn_t *c, bool bad_key, const char *msg, size_t left)
+/* An early 401 or 429 (early_refusal): answered before the body, which is then read and
+ * dropped as it comes (`left` more bytes of it) instead of buffered. Not logged: clients cause
+ * these, and the same answers after a buffered body are not logged either. */
+static void refuse_body(conn_t *c, int status, const char *extra, const char *msg, size_t left)
 {
-    char resp[512];
-    size_t n = raw_reply(resp, sizeof resp, 401, bad_key ? AUTH_INVALID : AUTH_PLAIN, msg);
+    char resp[640];
+    size_t n = raw_reply(resp, sizeof resp, status, extra, msg);
     h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
     c->discarding = left > 0;
     c->discard_left = left;
     c->since_us = bd_now_us();
-    refuse_with(c, 401, resp, n);
+    refuse_with(c, status, resp, n);
 }
 
 static void on_read_checked(h2o_socket_t *sock, const char *err);
@@ -2022,15 +2032,20 @@ static bool field_is(const struct phr_header *f, const char *name)
     return f->name && f->name_len == n && strncasecmp(f->name, name, n) == 0;
 }
 
-/* With API keys on, a request that admit would refuse 401 is answered from its head, before
- * its body is buffered: the body is then dropped as it arrives (refuse_body). Only where the
- * answer is certain: a body framed by one Content-Length or by chunked alone, a path that is
- * not open nor a WebSocket one and that h2o's normalisation leaves alone (no '%', no dot
- * segments), and no valid 'Authorization: Bearer' key. All else is admit's, after the body. */
-static bool early_auth(bd_http_t *h, conn_t *c, const char *path, size_t path_len,
-                       const struct phr_header *f, size_t n, size_t head)
+/* A request that admit would refuse 401, or rate_ok 429, is answered from its head before its
+ * body is buffered: the body is then dropped as it arrives (refuse_body). Only where the answer
+ * is certain: a body framed by one Content-Length or by chunked alone, a path that is not open
+ * nor a WebSocket one and that h2o's normalisation leaves alone (no '%', no dot segments); then,
+ * with API keys, no valid 'Authorization: Bearer' key (401), and with --rate-limit, a POST to
+ * an infer path whose caller has no token left (429; a token it takes here is the request's,
+ * token_taken). All else is admit's and rate_ok's, after the body. */
+static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t method_len,
+                          const char *path, size_t path_len, const struct phr_header *f, size_t n,
+                          size_t head)
 {
-    if (!h->gate || !bd_gate_keys_on(h->gate)) {
+    bool keys = h->gate && bd_gate_keys_on(h->gate);
+    bool limits = h->gate && bd_gate_limits_on(h->gate);
+    if (!keys && !limits) {
         return true;
     }
     unsigned long long cl = 0;
@@ -2075,24 +2090,52 @@ static bool early_auth(bd_http_t *h, conn_t *c, const char *path, size_t path_le
     if (ns < 0 || open_path(h, seg, ns) || stream_path(seg, ns)) {
         return true;
     }
-    const char *key = NULL, *msg = NULL;
-    size_t key_len = 0;
-    bd_gate_who_t who;
-    if (n_auth == 0) {
-        msg = MSG_NEED_KEY;
-    } else if (n_auth > 1 || bd_gate_bearer(auth->value, auth->value_len, &key, &key_len) != 0) {
-        msg = MSG_BAD_HEADER;
-    } else if (bd_gate_authenticate(h->gate, key, key_len, &who) != 0) {
-        msg = MSG_BAD_KEY;
-    }
-    if (!msg) {
-        return true;
-    }
     /* What is still to come of the body; past --max-body-bytes (h2o's 413) reading stops. */
     size_t have = c->sock->input->size - head;
-    unsigned long long left = chunked ? h->max_body_bytes : cl > have ? cl - have : 0;
-    refuse_body(c, msg == MSG_BAD_KEY, msg,
-                left < h->max_body_bytes ? (size_t)left : h->max_body_bytes);
+    unsigned long long rest = chunked ? h->max_body_bytes : cl > have ? cl - have : 0;
+    size_t left = rest < h->max_body_bytes ? (size_t)rest : h->max_body_bytes;
+    bd_gate_who_t who;
+    if (keys) {
+        const char *key = NULL, *msg = NULL;
+        size_t key_len = 0;
+        if (n_auth == 0) {
+            msg = MSG_NEED_KEY;
+        } else if (n_auth > 1 ||
+                   bd_gate_bearer(auth->value, auth->value_len, &key, &key_len) != 0) {
+            msg = MSG_BAD_HEADER;
+        } else if (bd_gate_authenticate(h->gate, key, key_len, &who) != 0) {
+            msg = MSG_BAD_KEY;
+        }
+        if (msg) {
+            refuse_body(c, 401,
+                        msg == MSG_BAD_KEY ? "WWW-Authenticate: " AUTH_INVALID_V "\r\n"
+                                           : "WWW-Authenticate: " AUTH_PLAIN_V "\r\n",
+                        msg, left);
+            return false;
+        }
+    }
+    bool infer = method_len == 4 && memcmp(method, "POST", 4) == 0 && ns >= 4 &&
+                 iov_eq(seg[0], "v2") && iov_eq(seg[1], "models") &&
+                 ((ns == 4 && iov_eq(seg[3], "infer")) ||
+                  (ns == 6 && iov_eq(seg[3], "versions") && iov_eq(seg[5], "infer")));
+    if (!limits || !infer) {
+        return true;
+    }
+    if (!keys) {
+        struct sockaddr_storage ss;
+        socklen_t sl = h2o_socket_getpeername(c->sock, (struct sockaddr *)&ss);
+        bd_gate_anonymous(sl > 0 ? (struct sockaddr *)&ss : NULL, &who);
+    }
+    uint64_t retry = 0;
+    bd_err_t err;
+    if (bd_gate_take(h->gate, &who, &retry, &err)) {
+        c->token_taken = true;
+        return true;
+    }
+    bd_metrics_rate_limited_add(h->metrics, BD_PROTO_HTTP);
+    char extra[48];
+    snprintf(extra, sizeof extra, "Retry-After: %llu\r\n", (unsigned long long)retry);
+    refuse_body(c, 429, extra, err.msg, left);
     return false;
 }
 
@@ -2144,7 +2187,8 @@ static bool check_head(bd_http_t *h, conn_t *c)
         return false;
     }
     c->head_checked = len > 0;
-    return len <= 0 || early_auth(h, c, path, path_len, fields, n_fields, head);
+    return len <= 0 ||
+           early_refusal(h, c, method, method_len, path, path_len, fields, n_fields, head);
 }
 
 static void on_read_checked(h2o_socket_t *sock, const char *err)

@@ -5,7 +5,8 @@ or WebSocket, takes a token; without one it is refused: HTTP 429 with `Retry-Aft
 seconds, rounded up, at least 1) and the JSON error body; on a WebSocket the protocol's error
 frame {"id", "error", "status": 429} and the socket stays open. Refusals are counted in
 batchd_rate_limited_total{protocol} (and not in batchd_inference_requests_total: they never
-reach a model). Only infer requests are limited.
+reach a model). Only infer requests are limited. Over HTTP the 429 is decided from the request's
+head: it comes before the body, which is then read and dropped, and the connection closes.
 
 Timing: the machine may be a noisy 2-core VM, so no assertion depends on how fast requests
 go. A full bucket lets the first BURST requests through whatever the timing; how many pass
@@ -32,8 +33,8 @@ import requests
 import websockets
 
 from ws_util import run, ws_connect, ws_recv
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, metric_value, sanitizer_env,
-                      tensor)
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, metric_value, read_all,
+                      sanitizer_env, tensor)
 
 STEP_S = 15.0
 RPS, BURST = 5, 5
@@ -259,6 +260,45 @@ def test_same_address_shares_the_bucket_across_connections(by_address):
     assert codes[:BURST] == [200] * BURST, codes
     if elapsed < 1.0 / RPS:
         assert codes[BURST] == 429, (codes, elapsed)
+
+
+@pytest.fixture(scope="module")
+def one_token(start_server):
+    """One token per caller address, refilled every 100 s: the second infer is refused."""
+    repo = start_server.repo("rl-one")
+    add_models(repo)
+    client = start_server(repo, args=["--rate-limit", "0.01:1"], name="batchd-rl-one")
+    client.port = client.server.port
+    return client
+
+
+def test_429_comes_before_the_body(one_token):
+    check_ok(requests.post(one_token.url("/v2/models/echo/infer"), json=BODY,
+                           timeout=HTTP_TIMEOUT_S))
+    rl0 = metric_value(one_token.metrics(), "batchd_rate_limited_total", protocol="http")
+    big = 8 << 20
+    with socket.create_connection(("127.0.0.1", one_token.port), timeout=STEP_S) as s:
+        s.sendall(b"POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % big)
+        s.settimeout(STEP_S)
+        data = b""
+        while b"}" not in data:  # the head alone gets the whole answer
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "HTTP/1.1 429 Too Many Requests", lines
+        hdrs = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        assert hdrs["connection"] == "close", hdrs
+        assert 99 <= int(hdrs["retry-after"]) <= 100, hdrs
+        assert json.loads(body)["error"].startswith("too many requests"), body
+        s.sendall(b"\0" * big)  # read and dropped: no reset while it is sent
+        assert read_all(s, STEP_S) == b""
+    assert metric_value(one_token.metrics(), "batchd_rate_limited_total",
+                        protocol="http") == rl0 + 1
+    r = requests.post(one_token.url("/v2/models/echo/infer"), json=BODY, timeout=HTTP_TIMEOUT_S)
+    check_429(r)
 
 
 # ---- WebSocket --------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
  * loop runs until it closes the connection or a few hundred milliseconds of loop turns pass.
  * ASan/UBSan catch memory errors; the server must also still answer a health check after each
  * input, so a wedged loop fails too. The servers live for the whole fuzzing run: an input that
- * mentions "uthorization" goes to a second one with API keys (the key "fuzzkey", role infer),
- * so that the head's early 401 and the dropped body behind it are fuzzed too; every other
+ * mentions "uthorization" goes to a second one with API keys (the key "fuzzkey", role infer)
+ * and --rate-limit 2:2, so that the head's early 401 and 429 and the dropped body behind them
+ * are fuzzed too; every other
  * input to one without keys, so that the saved corpus reaches as deep as before. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -68,7 +69,7 @@ static void start(void)
     fputs("fuzzkey infer\n", f);
     fclose(f);
     bd_err_t err = {0};
-    bd_gate_opts_t go = {.keys_path = path};
+    bd_gate_opts_t go = {.keys_path = path, .rps = 2, .burst = 2}; /* 429s too */
     bd_gate_t *gate = bd_gate_new(&go, bd_clock_real(), &err);
     for (int i = 0; i < 2 && (i == 0 || gate); i++) {
         /* Each server its own repository, metrics and mailbox, as two processes would have. */
