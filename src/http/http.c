@@ -34,12 +34,12 @@
  * list); a failed one closes only its connection. Three places use the raw socket past h2o and
  * change under TLS: the hang-up watch (a leaving TLS client's last bytes are records, e.g. a
  * close_notify, which a peek cannot read, so it asks the kernel whether the peer shut its
- * side: poll POLLRDHUP); refuse_head (its 400/408/431 goes through TLS with h2o_socket_write,
- * then the socket is shut down under h2o's HTTP/1, which ends it without a close_notify; a
- * connection whose first head on_handshake refused never reaches h2o's HTTP/1 and is closed
- * with h2o_socket_close, close_notify first); and the 400 for plain HTTP (raw_reply, sent with
- * send() before any TLS exists). The WebSocket close (stream/) shuts the socket for writing
- * only without TLS.
+ * side: poll POLLRDHUP); refuse_head and refuse_body (their 400/408/431 and early 401/429 go
+ * through TLS with h2o_socket_write, then the socket is shut down under h2o's HTTP/1, which ends it
+ * without a close_notify; a connection whose first head on_handshake refused never reaches h2o's
+ * HTTP/1 and is closed with h2o_socket_close, close_notify first); and the 400 for plain HTTP
+ * (raw_reply, sent with send() before any TLS exists). The WebSocket close (stream/) shuts the
+ * socket for writing only without TLS.
  *
  * Threads: the event-loop thread only. */
 #include "http/http.h"
@@ -861,10 +861,8 @@ static bool admin_path(const h2o_iovec_t *seg, int n)
 
 /* WWW-Authenticate with a 401 (RFC 6750 §3: error="invalid_token" when a key came but is not
  * valid). */
-#define AUTH_PLAIN_V "Bearer realm=\"batchd\""
-#define AUTH_INVALID_V "Bearer realm=\"batchd\", error=\"invalid_token\""
-static const char AUTH_PLAIN[] = AUTH_PLAIN_V;
-static const char AUTH_INVALID[] = AUTH_INVALID_V;
+#define AUTH_PLAIN "Bearer realm=\"batchd\""
+#define AUTH_INVALID "Bearer realm=\"batchd\", error=\"invalid_token\""
 static const char MSG_NEED_KEY[] =
     "this endpoint needs an API key: send 'Authorization: Bearer <key>'";
 static const char MSG_BAD_HEADER[] = "the Authorization header must be one 'Bearer <API key>'";
@@ -874,8 +872,16 @@ static void reply_unauthorized(bd_http_t *h, h2o_req_t *req, bool bad_key, const
 {
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
                    bad_key ? AUTH_INVALID : AUTH_PLAIN,
-                   bad_key ? sizeof AUTH_INVALID - 1 : sizeof AUTH_PLAIN - 1);
+                   strlen(bad_key ? AUTH_INVALID : AUTH_PLAIN));
     reply_error(h, req, BD_EAUTH, msg);
+}
+
+/* A caller without a key, told apart by its address (sock NULL: one bucket for all such). */
+static void anonymous_who(h2o_socket_t *sock, bd_gate_who_t *who)
+{
+    struct sockaddr_storage ss;
+    bool addr = sock && h2o_socket_getpeername(sock, (struct sockaddr *)&ss) > 0;
+    bd_gate_anonymous(addr ? (struct sockaddr *)&ss : NULL, who);
 }
 
 /* Decide who sends `req` (h->who). Returns false after answering 401 (no key, a malformed
@@ -888,10 +894,7 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
     bool keys = bd_gate_keys_on(h->gate);
     if (!keys || open_path(h, seg, n)) {
         /* Without keys, callers are told apart by address (only the limiter asks). */
-        struct sockaddr_storage ss;
-        bool addr = !keys && bd_gate_limits_on(h->gate) && req->conn->callbacks->get_peername &&
-                    req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) > 0;
-        bd_gate_anonymous(addr ? (struct sockaddr *)&ss : NULL, &h->who);
+        anonymous_who(!keys && bd_gate_limits_on(h->gate) ? req_socket(req) : NULL, &h->who);
         return true;
     }
     const char *key = NULL;
@@ -1621,6 +1624,21 @@ static bool header_is(const char *line, size_t len, const char *name)
     return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
+/* A Content-Length value, spaces around it allowed: 1 to 19 digits. */
+static bool content_length(h2o_iovec_t v, unsigned long long *out)
+{
+    v = h2o_str_stripws(v.base, v.len);
+    unsigned long long n = 0;
+    for (size_t k = 0; k < v.len; k++) {
+        if (v.base[k] < '0' || v.base[k] > '9') {
+            return false;
+        }
+        n = n * 10 + (unsigned long long)(v.base[k] - '0');
+    }
+    *out = n;
+    return v.len > 0 && v.len <= 19;
+}
+
 /* The request line and headers, checked before anything else. Size: a URL over
  * MAX_URL_BYTES gets 414, a head over --max-header-bytes 431 (h2o itself accepts up to about
  * 400 KiB). Framing (RFC 9112): a request with both Content-Length and Transfer-Encoding, or
@@ -1655,11 +1673,8 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
         fields++;
         if (header_is(p, len, "content-length")) {
             h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
-            bool digits = v.len > 0 && v.len <= 19;
-            for (size_t k = 0; digits && k < v.len; k++) {
-                digits = v.base[k] >= '0' && v.base[k] <= '9';
-            }
-            cl_bad = cl_bad || !digits ||
+            unsigned long long value;
+            cl_bad = cl_bad || !content_length(v, &value) ||
                      (cl > 0 && (v.len != first_cl.len || memcmp(v.base, first_cl.base, v.len)));
             first_cl = cl == 0 ? v : first_cl;
             cl++;
@@ -1995,10 +2010,9 @@ static void reserve_body(bd_http_t *h, h2o_buffer_t **in)
             }
             return;
         }
-        if (p != buf && !cl && header_is(p, len, "content-length")) {
-            char *num_end;
-            cl = strtoull(p + 15, &num_end, 10);
-            cl = num_end <= nl ? cl : 0;
+        if (p != buf && !cl && header_is(p, len, "content-length") &&
+            !content_length(h2o_iovec_init(p + 15, len - 15), &cl)) {
+            cl = 0;
         }
     }
 }
@@ -2053,19 +2067,13 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bool chunked = false;
     const struct phr_header *auth = NULL;
     for (size_t i = 0; i < n; i++) {
-        h2o_iovec_t v =
-            f[i].name ? h2o_str_stripws(f[i].value, f[i].value_len) : h2o_iovec_init("", 0);
         if (field_is(&f[i], "content-length")) {
-            bool digits = v.len > 0 && v.len <= 19;
-            for (size_t k = 0; k < v.len && digits; k++) {
-                digits = v.base[k] >= '0' && v.base[k] <= '9';
-                cl = cl * 10 + (unsigned long long)(v.base[k] - '0');
-            }
-            if (!digits) {
+            if (!content_length(h2o_iovec_init(f[i].value, f[i].value_len), &cl)) {
                 return true; /* request_head_ok refuses it */
             }
             n_cl++;
         } else if (field_is(&f[i], "transfer-encoding")) {
+            h2o_iovec_t v = h2o_str_stripws(f[i].value, f[i].value_len);
             n_te++;
             chunked = v.len == 7 && strncasecmp(v.base, "chunked", 7) == 0;
         } else if (field_is(&f[i], "authorization")) {
@@ -2108,8 +2116,8 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         }
         if (msg) {
             refuse_body(c, 401,
-                        msg == MSG_BAD_KEY ? "WWW-Authenticate: " AUTH_INVALID_V "\r\n"
-                                           : "WWW-Authenticate: " AUTH_PLAIN_V "\r\n",
+                        msg == MSG_BAD_KEY ? "WWW-Authenticate: " AUTH_INVALID "\r\n"
+                                           : "WWW-Authenticate: " AUTH_PLAIN "\r\n",
                         msg, left);
             return false;
         }
@@ -2122,9 +2130,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         return true;
     }
     if (!keys) {
-        struct sockaddr_storage ss;
-        socklen_t sl = h2o_socket_getpeername(c->sock, (struct sockaddr *)&ss);
-        bd_gate_anonymous(sl > 0 ? (struct sockaddr *)&ss : NULL, &who);
+        anonymous_who(c->sock, &who);
     }
     uint64_t retry = 0;
     bd_err_t err;
