@@ -21,6 +21,24 @@ def test_live_and_ready(client):
         assert r.status_code == 200, path
 
 
+def test_empty_health_replies_on_one_connection(client):
+    """GET and HEAD of the health endpoints, pipelined on one connection: each reply is a 200
+    head with Content-Length 0 and nothing after it, and the connection serves the next."""
+    paths = ["/v2/health/live", "/v2/health/ready", "/v2/health/live", "/v2/health/live"]
+    methods = ["GET", "HEAD", "HEAD", "GET"]
+    req = b"".join(b"%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (
+        m.encode(), p.encode(), b"Connection: close\r\n" if i == 3 else b"")
+        for i, (m, p) in enumerate(zip(methods, paths)))
+    data = raw_exchange(client.server.port, req)
+    heads = data.split(b"\r\n\r\n")
+    assert heads[-1] == b"", data  # nothing after the last head: no body bytes anywhere
+    assert len(heads) == 5, data
+    for head in heads[:4]:
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK", head
+        assert b"content-length: 0" in [ln.lower() for ln in lines[1:]], head
+
+
 def test_server_metadata(client):
     r = client.get("/v2")
     assert r.status_code == 200
