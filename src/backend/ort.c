@@ -3,7 +3,8 @@
  * ort_api.h and called slot by slot.
  *
  * - bd_ort_init: dlopen, OrtGetApiBase, GetApi(the library's own minor version, e.g. 29 for
- *   1.29, at most 30, down to BD_ORT_API_MIN), CreateEnv, one CPU memory info. Slots newer
+ *   1.29, at most 30, down to BD_ORT_API_MIN), an env whose log is batchd's (ort_log), one
+ *   CPU memory info. Slots newer
  *   than BD_ORT_API_MIN are called only when the bound version has them (ORT_HAS). A failure
  *   is kept as a sentence (bd_ort_unavailable_reason) so the server can say why ONNX models
  *   are unavailable.
@@ -208,6 +209,28 @@ static uint32_t first_api_to_try(const char *version)
     return BD_ORT_API_WANTED;
 }
 
+/* ONNX Runtime's own warnings and errors (a CUDA provider that failed to load, nodes placed
+ * off the GPU, ...) as batchd log lines: its default logger writes coloured lines of another
+ * format. Any thread: ORT logs from whichever thread called it. */
+static void ort_log(void *param, int severity, const char *category, const char *logid,
+                    const char *code_location, const char *message)
+{
+    (void)param;
+    (void)category;
+    (void)logid;
+    int level = severity >= ORT_LOGGING_LEVEL_ERROR     ? BD_LOG_ERROR
+                : severity == ORT_LOGGING_LEVEL_WARNING ? BD_LOG_WARN
+                : severity == ORT_LOGGING_LEVEL_INFO    ? BD_LOG_INFO
+                                                        : BD_LOG_DEBUG;
+    const char *m = message ? message : "";
+    size_t n = strlen(m);
+    while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == '\r' || m[n - 1] == ' ')) {
+        n--; /* its messages may end in a newline of their own */
+    }
+    bd_log(level, "onnxruntime", "%.*s where=%s", (int)(n < 900 ? n : 900), m,
+           code_location ? code_location : "?");
+}
+
 int bd_ort_init(const char *path, bd_err_t *err)
 {
     bd_err_t e = {0};
@@ -276,8 +299,9 @@ int bd_ort_init(const char *path, bd_err_t *err)
     }
     snprintf(g.version, sizeof g.version, "%s", version ? version : "");
 
-    if (ort_check(ORT_FN(g.api, CreateEnv)(ORT_LOGGING_LEVEL_WARNING, "batchd", &g.env), &e,
-                  "cannot start ONNX Runtime from '%s': CreateEnv failed", used) != 0) {
+    if (ort_check(ORT_FN(g.api, CreateEnvWithCustomLogger)(ort_log, NULL, ORT_LOGGING_LEVEL_WARNING,
+                                                           "batchd", &g.env),
+                  &e, "cannot start ONNX Runtime from '%s': CreateEnv failed", used) != 0) {
         goto fail;
     }
     if (ort_check(

@@ -7,7 +7,7 @@
  * ever appends to. So we treat the table as an array of opaque slots and call a slot
  * through a typedef that matches its signature:
  *
- *     OrtStatus *st = ORT_FN(api, CreateEnv)(ORT_LOGGING_LEVEL_WARNING, "batchd", &env);
+ *     OrtStatus *st = ORT_FN(api, CreateSessionOptions)(&options);
  *
  * Only the slots batchd uses are declared. BD_ORT_API_MIN is the oldest API version that
  * has every one of them but the few marked ORT_SINCE_<name> (the newest `since` among the
@@ -117,8 +117,14 @@ typedef const bd_ort_api_base_t *(*bd_ort_get_api_base_fn)(void);
 typedef int (*ort_GetErrorCode_fn)(const OrtStatus *status);
 #define ORT_SLOT_GetErrorMessage 2
 typedef const char *(*ort_GetErrorMessage_fn)(const OrtStatus *status);
-#define ORT_SLOT_CreateEnv 3
-typedef OrtStatus *(*ort_CreateEnv_fn)(int log_level, const char *logid, OrtEnv **out);
+#define ORT_SLOT_CreateEnvWithCustomLogger 4
+/* A logging function: param, severity (an OrtLoggingLevel), category, logid, code location,
+ * message. */
+typedef void (*ort_logging_fn)(void *param, int severity, const char *category, const char *logid,
+                               const char *code_location, const char *message);
+typedef OrtStatus *(*ort_CreateEnvWithCustomLogger_fn)(ort_logging_fn logging_function,
+                                                       void *logger_param, int log_level,
+                                                       const char *logid, OrtEnv **out);
 #define ORT_SLOT_CreateSession 7
 typedef OrtStatus *(*ort_CreateSession_fn)(const OrtEnv *env, const char *model_path,
                                            const OrtSessionOptions *options, OrtSession **out);

@@ -231,6 +231,12 @@ def test_cuda_model_without_cuda_names_the_missing_library(gpu_build):
     assert missing, "every CUDA library loads here, yet the cuda:0 model did not load"
     want = _missing_library_sentence("cuda:0", missing)
     assert _index_reason(gpu_build, "mlp_cuda") == ("UNAVAILABLE", want)
+    # ONNX Runtime's own account of the failure is a batchd log line, without its colours.
+    line = gpu_build.server.wait_log(r" ERROR onnxruntime .*Failed to load library", 5)
+    assert line, gpu_build.server.log()
+    assert re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z ERROR onnxruntime .*%s.* where=\S+"
+                    % re.escape(missing), line), line
+    assert "\x1b" not in gpu_build.server.log()
     r = gpu_build.infer("mlp_cuda", {"inputs": [tensor("input", "FP32", [1, 64], [0.0] * 64)]})
     assert error_message(r, 503) == "model 'mlp_cuda' is unavailable: " + want
     assert gpu_build.get("/v2/models/mlp_cuda/ready").status_code == 400
