@@ -664,23 +664,27 @@ bool bd_gate_still_valid(bd_gate_t *g, bd_gate_who_t *who)
     return who->role != BD_GATE_ROLE_NONE;
 }
 
-int bd_gate_reload(bd_gate_t *g, bd_err_t *err)
+bd_gate_keys_t *bd_gate_reload_read(const bd_gate_t *g, bd_err_t *err)
 {
     if (!g || !g->keys_path) {
-        return bd_err_set(err, BD_EINVAL, "no API key file to reload (--api-keys is not set)");
+        bd_err_set(err, BD_EINVAL, "no API key file to reload (--api-keys is not set)");
+        return NULL;
     }
-    bd_err_t lerr = {0};
-    bd_gate_keys_t *k = bd_gate_keys_load(g->keys_path, &lerr);
-    if (!k) {
-        BD_WARN("gate", "api keys reload failed; keeping the %zu keys loaded before reason=\"%s\"",
-                bd_gate_keys_count(g->keys), lerr.msg);
-        if (err) {
-            *err = lerr;
+    return bd_gate_keys_load(g->keys_path, err);
+}
+
+int bd_gate_reload_apply(bd_gate_t *g, bd_gate_keys_t *keys, const bd_err_t *read_err)
+{
+    if (!keys) {
+        if (g && g->keys_path) {
+            BD_WARN("gate",
+                    "api keys reload failed; keeping the %zu keys loaded before reason=\"%s\"",
+                    bd_gate_keys_count(g->keys), read_err->msg);
         }
-        return lerr.code ? lerr.code : BD_EINVAL;
+        return read_err->code ? read_err->code : BD_EINVAL;
     }
     bd_gate_keys_free(g->keys);
-    g->keys = k;
+    g->keys = keys;
     g->generation++;
     log_keys("reloaded", g);
     return 0;

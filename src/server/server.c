@@ -3,14 +3,16 @@
  *
  * One h2o evloop on the thread that calls bd_server_run. Three descriptors wake it besides
  * the clients' sockets: the listener (HTTP's), the mailbox's eventfd (every completion: a
- * scheduler's request, a repository load) and a signalfd for the stop signals and SIGHUP
- * (which reloads the API key file, gate/, here on the loop: the file is small and local). The
- * mailbox and signal descriptors are dup'ed into the loop because h2o closes what it watches.
+ * scheduler's request, a repository load, a reloaded key file) and a signalfd for the stop
+ * signals and SIGHUP, which reloads the API key file (gate/): a thread of its own reads it,
+ * since a file system can stall, and the keys come back through the mailbox. The mailbox and
+ * signal descriptors are dup'ed into the loop because h2o closes what it watches.
  *
- * Threads: the loop thread only. */
+ * Threads: the loop thread, and a short-lived reload thread per SIGHUP (reload_main). */
 #include "server/server.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -40,6 +42,17 @@ struct bd_server {
     size_t n_frontends;
     h2o_timeout_t flush_timeout; /* zero delay: the infer layer's flush, in the same turn */
     h2o_timeout_entry_t flush_entry;
+    /* A SIGHUP's reload of the key file, one at a time: a SIGHUP during one asks for another
+     * after it. The fields are the loop's, except keys and err, which the thread fills
+     * before it posts the mail and the loop reads after. */
+    struct {
+        bd_mail_t mail;
+        pthread_t thread;
+        bool running; /* a thread was started and its mail has not run yet */
+        bool again;
+        bd_gate_keys_t *keys;
+        bd_err_t err;
+    } reload;
 };
 
 /* A model whose batches cost less than this runs a turn's requests on the loop (the infer
@@ -70,6 +83,49 @@ static void on_mail(h2o_socket_t *sock, const char *err)
     bd_mailbox_drain(s->mailbox);
 }
 
+static void reload_start(bd_server_t *s);
+
+static void *reload_main(void *arg)
+{
+    bd_server_t *s = arg;
+    s->reload.keys = bd_gate_reload_read(s->gate, &s->reload.err);
+    bd_mailbox_post(s->mailbox, &s->reload.mail); /* its last act: the loop joins it then */
+    return NULL;
+}
+
+static void on_reloaded(bd_mail_t *mail)
+{
+    bd_server_t *s = BD_CONTAINER_OF(mail, bd_server_t, reload.mail);
+    pthread_join(s->reload.thread, NULL);
+    s->reload.running = false;
+    bd_gate_reload_apply(s->gate, s->reload.keys, &s->reload.err); /* logs what it did */
+    s->reload.keys = NULL;
+    if (s->reload.again) {
+        s->reload.again = false;
+        reload_start(s);
+    }
+}
+
+static void reload_start(bd_server_t *s)
+{
+    if (s->reload.running) {
+        s->reload.again = true;
+        return;
+    }
+    s->reload.mail = (bd_mail_t){.cb = on_reloaded};
+    s->reload.keys = NULL;
+    s->reload.err = (bd_err_t){0};
+    int rc = pthread_create(&s->reload.thread, NULL, reload_main, s);
+    if (rc != 0) {
+        BD_WARN("gate",
+                "api keys reload failed; keeping the keys loaded before reason=\"cannot "
+                "start a thread to read the file: %s\"",
+                strerror(rc));
+        return;
+    }
+    s->reload.running = true;
+}
+
 static void on_signal(h2o_socket_t *sock, const char *err)
 {
     bd_server_t *s = sock->data;
@@ -78,7 +134,7 @@ static void on_signal(h2o_socket_t *sock, const char *err)
     while (read(h2o_socket_get_fd(sock), &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
             if (bd_gate_keys_on(s->gate)) {
-                bd_gate_reload(s->gate, NULL); /* logs what it did, and keeps the old keys */
+                reload_start(s);
             } else {
                 BD_INFO("server", "reload signal=%u: nothing to reload (no --api-keys)",
                         si.ssi_signo);
@@ -238,6 +294,10 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
     while ((bd_http_connections(s->http) > 0 || bd_stream_connections(s->stream) > 0) &&
            bd_now_us() < until) {
         turn(s, 10);
+    }
+    s->reload.again = false;
+    while (s->reload.running) {
+        turn(s, 100); /* a reload's thread is not left behind */
     }
     BD_INFO("server", "drained; exiting open_connections=%zu open_streams=%zu",
             bd_http_connections(s->http), bd_stream_connections(s->stream));

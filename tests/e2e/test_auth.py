@@ -639,6 +639,27 @@ def test_sighup_reloads_the_key_file(start_server_fn, tmp_path):
     client.server.stop()
 
 
+def test_sighup_burst_ends_with_the_last_file_and_a_clean_stop(start_server_fn, tmp_path):
+    """The file is read off the loop, one reload at a time: SIGHUPs sent faster than reloads
+    finish still end with the file as last written, and a SIGHUP just before SIGTERM does not
+    keep the server from exiting 0."""
+    keys = ["k%d-%s" % (i, secrets.token_hex(12)) for i in range(12)]
+    repo = start_server_fn.repo("hup-burst")
+    add_models(repo)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s infer\n" % keys[0])
+    client = start_server_fn(repo, args=["--api-keys", str(path)], name="batchd-hup-burst")
+    check_echo(wait_status(client, keys[0], 200, 0))
+    for k in keys[1:]:
+        write_keys(path, "%s infer\n" % k)
+        client.server.signal(signal.SIGHUP)
+    check_echo(wait_status(client, keys[-1], 200))
+    for k in keys[:-1]:
+        check_401(wait_status(client, k, 401, 0), invalid_token=True)
+    client.server.signal(signal.SIGHUP)
+    client.server.stop()
+
+
 def test_sighup_without_keys_does_not_stop_the_server(start_server_fn):
     repo = start_server_fn.repo("hup-nokeys")
     add_models(repo)
