@@ -138,10 +138,11 @@ install_packages() {
 
 # npm_pack PACKAGE SHA256 DIR: download PACKAGE's tarball into DIR and check its sha256; prints
 # the tarball's path. `npm pack` only downloads the tarball (npm checks the registry's integrity
-# hash); it runs no install scripts, unlike `npm install`.
+# hash); it runs no install scripts, unlike `npm install`. Its cache goes in DIR too, which the
+# caller removes: npm's default, ~/.npm, would keep a copy of every tarball (330 MB for GPU=1).
 npm_pack() {
     local package=$1 want=$2 dir=$3 tarball got
-    (cd "$dir" && npm pack --silent --loglevel=error "$package" >pack.out) ||
+    (cd "$dir" && npm pack --silent --loglevel=error --cache "$dir/npm-cache" "$package" >pack.out) ||
         die "npm pack $package failed (is the npm registry reachable?)"
     tarball="$dir/$(tail -n 1 "$dir/pack.out")"
     [ -f "$tarball" ] || die "npm pack $package did not produce the expected tarball (got '$(cat "$dir/pack.out")')"
