@@ -28,6 +28,7 @@ typedef struct {
     const char *onnxruntime_lib;
     const char *log_level;
     int64_t max_body_bytes;
+    int64_t max_buffered_bytes;
     const char *model_control;
     int64_t repository_poll_secs;
     const char *strict_readiness;
@@ -67,6 +68,11 @@ static const bd_cli_opt_t opts_table[] = {
     {"--max-body-bytes", BD_CLI_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
      "BATCHD_MAX_BODY_BYTES",
      "largest request body accepted, compressed ones once inflated (bigger ones get 413)"},
+    {"--max-buffered-bytes", BD_CLI_INT, OFF(max_buffered_bytes), "1073741824", 0, (int64_t)1 << 40,
+     "BATCHD_MAX_BUFFERED_BYTES",
+     "request bytes all HTTP connections may hold at once; a body that would pass it gets 503 "
+     "from its head (bodies up to 64 KiB always pass); 0: no limit; else at least "
+     "--max-body-bytes"},
     {"--model-control", BD_CLI_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
      "none (load every model at start), explicit (POST /v2/repository/models/M/load and "
      "/unload) or poll (rescan the repository folder)"},
@@ -271,6 +277,13 @@ int bd_cli_serve(int argc, char **argv)
                         "or neither for plain HTTP\n");
         return 2;
     }
+    if (so.max_buffered_bytes != 0 && so.max_buffered_bytes < so.max_body_bytes) {
+        fprintf(stderr,
+                "batchd serve: --max-buffered-bytes (%lld) must be 0 (no limit) or at least "
+                "--max-body-bytes (%lld), or the largest bodies could never be received\n",
+                (long long)so.max_buffered_bytes, (long long)so.max_body_bytes);
+        return 2;
+    }
     if (so.max_decode_bytes < so.max_body_bytes) {
         fprintf(stderr,
                 "batchd serve: --max-decode-bytes (%lld) must be at least --max-body-bytes "
@@ -380,6 +393,7 @@ int bd_cli_serve(int argc, char **argv)
     bd_server_opts_t sv = {.http = {.host = so.host,
                                     .port = (int)so.http_port,
                                     .max_body_bytes = (size_t)so.max_body_bytes,
+                                    .max_buffered_bytes = (size_t)so.max_buffered_bytes,
                                     .model_control = (bd_model_control_t)control,
                                     .gate = gate,
                                     .strict_readiness = strict,

@@ -34,7 +34,7 @@
  * list); a failed one closes only its connection. Three places use the raw socket past h2o and
  * change under TLS: the hang-up watch (a leaving TLS client's last bytes are records, e.g. a
  * close_notify, which a peek cannot read, so it asks the kernel whether the peer shut its
- * side: poll POLLRDHUP); refuse_head and refuse_body (their 400/408/431 and early 401/429 go
+ * side: poll POLLRDHUP); refuse_head and refuse_body (their 400/408/431 and early 401/429/503 go
  * through TLS with h2o_socket_write, then the socket is shut down under h2o's HTTP/1, which ends it
  * without a close_notify; a connection whose first head on_handshake refused never reaches h2o's
  * HTTP/1 and is closed with h2o_socket_close, close_notify first); and the 400 for plain HTTP
@@ -71,6 +71,8 @@ struct bd_http {
     bd_infer_t *infer;
     bd_stream_t *stream;
     size_t max_body_bytes;
+    size_t max_buffered_bytes; /* --max-buffered-bytes; 0: no limit */
+    size_t buffered;           /* what the connections' input buffers hold (count_buffer) */
     int port;
     h2o_globalconf_t config;
     h2o_context_t ctx;
@@ -141,6 +143,8 @@ typedef struct {
     bool discarding; /* after an early 401 or 429: its body is read and dropped (on_read_discard) */
     size_t discard_left; /* bytes of that body still to come */
     bool token_taken;    /* early_refusal took this head's --rate-limit token: rate_ok does not */
+    size_t buffered;     /* its part of h->buffered */
+    size_t promised;     /* room its admitted body may take (a chunked one's is unknown) */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
@@ -442,6 +446,7 @@ static void on_busy_disposed(void *p)
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
+        c->promised = 0; /* counted again once h2o let go of the body (on_rewatch) */
         /* h2o starts reading the next request right after this, with its own callback. */
         if (!h2o_timeout_is_linked(&c->rewatch_entry)) {
             h2o_timeout_link(c->h->loop, &c->h->rewatch_timeout, &c->rewatch_entry);
@@ -1839,6 +1844,8 @@ static void on_conn_close(void *data)
     if (h2o_timeout_is_linked(&c->handshake_entry)) {
         h2o_timeout_unlink(&c->handshake_entry);
     }
+    h->buffered -= c->buffered;
+    bd_metrics_http_buffered_set(h->metrics, (int64_t)h->buffered);
     bd_list_unlink(&c->link);
     free(c);
     h->conns--;
@@ -1924,6 +1931,7 @@ static void refuse_body(conn_t *c, int status, const char *extra, const char *ms
     char resp[640];
     size_t n = raw_reply(resp, sizeof resp, status, extra, msg);
     h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
+    c->promised = 0;
     c->discarding = left > 0;
     c->discard_left = left;
     c->since_us = bd_now_us();
@@ -1999,6 +2007,27 @@ static bool refuse_tls(conn_t *c, const char *resp, size_t len)
     return true;
 }
 
+/* ---- request bytes held ------------------------------------------------------------------
+ * Each connection's input buffer holds its request's head and body until the reply is out, so
+ * without a bound N clients could make the server hold N x --max-body-bytes. h->buffered is
+ * the sum over connections of the bytes each buffer holds, or, from an admitted head on, the
+ * bytes its request was promised if that is more (its head and Content-Length; a chunked body
+ * is promised --max-body-bytes); a head whose body would take it past --max-buffered-bytes is
+ * answered 503 (early_refusal). Bytes, not the buffers' capacities: h2o rounds those up to a
+ * power of two, and the pages past the data are not touched. Recounted after each read, each
+ * reserve, each reply and every head tick. */
+static void count_buffer(conn_t *c)
+{
+    const h2o_buffer_t *in = c->sock ? c->sock->input : NULL;
+    size_t now = in && in->bytes ? in->size : 0;
+    if (now < c->promised) {
+        now = c->promised;
+    }
+    c->h->buffered = c->h->buffered - c->buffered + now;
+    c->buffered = now;
+    bd_metrics_http_buffered_set(c->h->metrics, (int64_t)c->h->buffered);
+}
+
 /* A complete head at the front of `in` announcing a Content-Length body of at least
  * RESERVE_MIN_BYTES (and at most --max-body-bytes, which h2o refuses itself): make room for the
  * rest of the body at once. h2o grows a connection's buffer by doubling it as the body arrives,
@@ -2055,20 +2084,49 @@ static bool field_is(const struct phr_header *f, const char *name)
     return f->name && f->name_len == n && strncasecmp(f->name, name, n) == 0;
 }
 
-/* A request that admit would refuse 401, or rate_ok 429, is answered from its head before its
- * body is buffered: the body is then dropped as it arrives (refuse_body). Only where the answer
- * is certain: a body framed by one Content-Length or by chunked alone, a path that is not open
- * nor a WebSocket one and that h2o's normalisation leaves alone (no '%', no dot segments); then,
- * with API keys, no valid 'Authorization: Bearer' key (401), and with --rate-limit, a POST to
- * an infer path whose caller has no token left (429; a token it takes here is the request's,
- * token_taken). All else is admit's and rate_ok's, after the body. */
+/* --max-buffered-bytes: a body that needs `need` bytes of buffer (its head and Content-Length,
+ * or --max-body-bytes when chunked) and would take h->buffered past the limit is answered 503
+ * from its head and dropped (`left` bytes to come); bodies up to RESERVE_MIN_BYTES always pass.
+ * An admitted one is promised its room until the reply is out. False after refusing. */
+static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, unsigned long long cl,
+                          size_t left)
+{
+    if (!h->max_buffered_bytes || need <= RESERVE_MIN_BYTES || cl > h->max_body_bytes) {
+        return true; /* h2o refuses a body over --max-body-bytes itself (413) */
+    }
+    size_t others = h->buffered - c->buffered;
+    if (others + need <= h->max_buffered_bytes) {
+        c->promised = (size_t)need;
+        count_buffer(c);
+        return true;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "the server holds %zu MiB of requests and this one needs %llu MiB more than "
+             "--max-buffered-bytes (%zu MiB) allows; retry shortly",
+             (others + (1u << 20) - 1) >> 20,
+             (others + need - h->max_buffered_bytes + (1u << 20) - 1) >> 20,
+             h->max_buffered_bytes >> 20);
+    bd_metrics_http_buffer_full_add(h->metrics);
+    refuse_body(c, 503, "Retry-After: 1\r\n", msg, left);
+    return false;
+}
+
+/* A request that admit would refuse 401, or rate_ok 429, or that --max-buffered-bytes has no
+ * room for (503, room_for_body), is answered from its head before its body is buffered: the
+ * body is then dropped as it arrives (refuse_body). For a body framed by one Content-Length or
+ * by chunked alone; 401 and 429 only where the answer is certain: a path that is not open nor
+ * a WebSocket one and that h2o's normalisation leaves alone (no '%', no dot segments); then,
+ * with API keys, no valid 'Authorization: Bearer' key (401), the room (503), and with
+ * --rate-limit, a POST to an infer path whose caller has no token left (429; a token it takes
+ * here is the request's, token_taken). All else is admit's and rate_ok's, after the body. */
 static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t method_len,
                           const char *path, size_t path_len, const struct phr_header *f, size_t n,
                           size_t head)
 {
     bool keys = h->gate && bd_gate_keys_on(h->gate);
     bool limits = h->gate && bd_gate_limits_on(h->gate);
-    if (!keys && !limits) {
+    if (!keys && !limits && !h->max_buffered_bytes) {
         return true;
     }
     unsigned long long cl = 0;
@@ -2104,15 +2162,14 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     for (int i = 0; i < ns; i++) {
         ns = iov_eq(seg[i], ".") || iov_eq(seg[i], "..") ? -1 : ns;
     }
-    if (ns < 0 || open_path(h, seg, ns) || stream_path(seg, ns)) {
-        return true;
-    }
+    /* Keys and limits judge only paths whose routing is certain; room, every body. */
+    bool judged = !(ns < 0 || open_path(h, seg, ns) || stream_path(seg, ns));
     /* What is still to come of the body; past --max-body-bytes (h2o's 413) reading stops. */
     size_t have = c->sock->input->size - head;
     unsigned long long rest = chunked ? h->max_body_bytes : cl > have ? cl - have : 0;
     size_t left = rest < h->max_body_bytes ? (size_t)rest : h->max_body_bytes;
     bd_gate_who_t who;
-    if (keys) {
+    if (keys && judged) {
         const char *key = NULL, *msg = NULL;
         size_t key_len = 0;
         if (n_auth == 0) {
@@ -2131,7 +2188,10 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             return false;
         }
     }
-    bool infer = method_len == 4 && memcmp(method, "POST", 4) == 0 && ns >= 4 &&
+    if (!room_for_body(h, c, chunked ? h->max_body_bytes : head + cl, cl, left)) {
+        return false;
+    }
+    bool infer = judged && method_len == 4 && memcmp(method, "POST", 4) == 0 && ns >= 4 &&
                  iov_eq(seg[0], "v2") && iov_eq(seg[1], "models") &&
                  ((ns == 4 && iov_eq(seg[3], "infer")) ||
                   (ns == 6 && iov_eq(seg[3], "versions") && iov_eq(seg[5], "infer")));
@@ -2209,6 +2269,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
 static void on_read_checked(h2o_socket_t *sock, const char *err)
 {
     conn_t *c = sock->on_close.data;
+    count_buffer(c);
     if (c->discarding) {
         on_read_discard(sock, err);
         return;
@@ -2219,6 +2280,7 @@ static void on_read_checked(h2o_socket_t *sock, const char *err)
     }
     if (fresh && c->head_checked) {
         reserve_body(c->h, &sock->input); /* the rest of its body is read in one go */
+        count_buffer(c);
     }
     c->h->http1_read(sock, err);
 }
@@ -2262,6 +2324,7 @@ static void on_rewatch(h2o_timeout_entry_t *entry)
     conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, rewatch_entry, entry);
     watch_reads(c->h, c);
     reserve_next(c->h, c);
+    count_buffer(c);
 }
 
 static void on_head_tick(h2o_timeout_entry_t *entry)
@@ -2272,6 +2335,7 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     char msg[160];
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        count_buffer(c);
         if (c->discarding && now - c->since_us >= h->head_timeout_us) {
             c->discarding = false; /* a refused body stalled: close (on_read_discard) */
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
@@ -2493,6 +2557,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->infer = infer;
     h->stream = stream;
     h->max_body_bytes = opts->max_body_bytes;
+    h->max_buffered_bytes = opts->max_buffered_bytes;
     h->max_connections = opts->max_connections;
     h->max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 16384;
     h->model_control = opts->model_control;

@@ -95,6 +95,8 @@ struct bd_metrics {
     bd_model_metrics_t *tail;
     _Atomic int64_t ws_connections;
     _Atomic uint64_t connections_refused;
+    _Atomic int64_t http_buffered;
+    _Atomic uint64_t http_buffer_full;
     _Atomic uint64_t rate_limited[BD_PROTO_COUNT_];
     bd_metrics_render_cb extra_cb; /* a front end's families; set before serving */
     void *extra_ctx;
@@ -435,6 +437,30 @@ uint64_t bd_metrics_get_connections_refused(bd_metrics_t *m)
     return m ? load_u64(&m->connections_refused) : 0;
 }
 
+void bd_metrics_http_buffered_set(bd_metrics_t *m, int64_t bytes)
+{
+    if (m) {
+        atomic_store_explicit(&m->http_buffered, bytes, memory_order_relaxed);
+    }
+}
+
+int64_t bd_metrics_get_http_buffered(bd_metrics_t *m)
+{
+    return m ? atomic_load_explicit(&m->http_buffered, memory_order_relaxed) : 0;
+}
+
+void bd_metrics_http_buffer_full_add(bd_metrics_t *m)
+{
+    if (m) {
+        add_u64(&m->http_buffer_full, 1);
+    }
+}
+
+uint64_t bd_metrics_get_http_buffer_full(bd_metrics_t *m)
+{
+    return m ? load_u64(&m->http_buffer_full) : 0;
+}
+
 void bd_metrics_rate_limited_add(bd_metrics_t *m, bd_protocol_t protocol)
 {
     if (m && protocol < BD_PROTO_COUNT_) {
@@ -667,6 +693,15 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
                "descriptors).");
     bd_buf_printf(out, "batchd_connections_refused_total %" PRIu64 "\n",
                   bd_metrics_get_connections_refused(m));
+    put_header(out, "batchd_http_buffered_bytes", "gauge",
+               "Bytes the HTTP connections' input buffers hold for requests (a body being "
+               "received counts its whole length).");
+    bd_buf_printf(out, "batchd_http_buffered_bytes %" PRId64 "\n", bd_metrics_get_http_buffered(m));
+    put_header(out, "batchd_http_buffer_full_total", "counter",
+               "Requests answered 503 from their head because their body would take "
+               "batchd_http_buffered_bytes past --max-buffered-bytes.");
+    bd_buf_printf(out, "batchd_http_buffer_full_total %" PRIu64 "\n",
+                  bd_metrics_get_http_buffer_full(m));
     /* Only the front ends --rate-limit applies to (the Redis ingest reads at its own pace). */
     put_header(out, "batchd_rate_limited_total", "counter",
                "Infer requests refused with 429 by --rate-limit.");

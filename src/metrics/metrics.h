@@ -76,6 +76,12 @@ void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
 
 /* batchd_rate_limited_total{protocol} += 1: an infer request refused with 429 by --rate-limit
  * (counted here, not in requests_total: it never reached a model). */
+/* batchd_http_buffered_bytes = bytes (the HTTP front end's count_buffer), and
+ * batchd_http_buffer_full_total += 1 for a request refused by --max-buffered-bytes. */
+void bd_metrics_http_buffered_set(bd_metrics_t *m, int64_t bytes);
+int64_t bd_metrics_get_http_buffered(bd_metrics_t *m);
+void bd_metrics_http_buffer_full_add(bd_metrics_t *m);
+uint64_t bd_metrics_get_http_buffer_full(bd_metrics_t *m);
 void bd_metrics_rate_limited_add(bd_metrics_t *m, bd_protocol_t protocol);
 uint64_t bd_metrics_get_rate_limited(bd_metrics_t *m, bd_protocol_t protocol);
 
@@ -148,6 +154,8 @@ size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, siz
  *   batchd_inference_inflight{model,version}                  gauge
  *   batchd_websocket_connections                              gauge (no labels)
  *   batchd_connections_refused_total                          counter (no labels)
+ *   batchd_http_buffered_bytes                                gauge (no labels)
+ *   batchd_http_buffer_full_total                             counter (no labels)
  *   batchd_rate_limited_total{protocol}                       counter (http, websocket)
  * then the extra families (bd_metrics_set_extra). Each family has its # HELP and # TYPE lines
  * once; every protocol (http, websocket, redis) and every outcome is listed for every model

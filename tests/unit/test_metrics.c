@@ -181,6 +181,14 @@ static void test_render_empty_registry_has_headers(void **state)
         "--max-connections or out of descriptors).",
         "# TYPE batchd_connections_refused_total counter",
         "batchd_connections_refused_total 0",
+        "# HELP batchd_http_buffered_bytes Bytes the HTTP connections' input buffers hold for "
+        "requests (a body being received counts its whole length).",
+        "# TYPE batchd_http_buffered_bytes gauge",
+        "batchd_http_buffered_bytes 0",
+        "# HELP batchd_http_buffer_full_total Requests answered 503 from their head because their "
+        "body would take batchd_http_buffered_bytes past --max-buffered-bytes.",
+        "# TYPE batchd_http_buffer_full_total counter",
+        "batchd_http_buffer_full_total 0",
         "# HELP batchd_rate_limited_total Infer requests refused with 429 by --rate-limit.",
         "# TYPE batchd_rate_limited_total counter",
         "batchd_rate_limited_total{protocol=\"http\"} 0",
@@ -218,6 +226,10 @@ static void test_render_counters_exact(void **state)
     for (int k = 0; k < 3; k++) {
         bd_metrics_rate_limited_add(m, BD_PROTO_HTTP);
     }
+    bd_metrics_http_buffered_set(m, 99);
+    bd_metrics_http_buffered_set(m, 12345); /* a gauge: the last value */
+    bd_metrics_http_buffer_full_add(m);
+    bd_metrics_http_buffer_full_add(m);
     lines_t l = render(m);
     size_t i = find_line(&l, "# TYPE batchd_inference_requests_total counter");
     const char *req[] = {
@@ -252,8 +264,10 @@ static void test_render_counters_exact(void **state)
                                          "(a request may contribute several).");
     assert_int_equal(bd_metrics_get_requests(mm, BD_OUTCOME_CANCELLED), 1);
     assert_int_equal(bd_metrics_get_requests_by(mm, BD_PROTO_HTTP, BD_OUTCOME_CANCELLED), 0);
-    assert_string_equal(l.lines[l.n - 8], "batchd_websocket_connections 1");
-    assert_string_equal(l.lines[l.n - 5], "batchd_connections_refused_total 0");
+    assert_string_equal(l.lines[l.n - 14], "batchd_websocket_connections 1");
+    assert_string_equal(l.lines[l.n - 11], "batchd_connections_refused_total 0");
+    assert_string_equal(l.lines[l.n - 8], "batchd_http_buffered_bytes 12345");
+    assert_string_equal(l.lines[l.n - 5], "batchd_http_buffer_full_total 2");
     assert_string_equal(l.lines[l.n - 2], "batchd_rate_limited_total{protocol=\"http\"} 3");
     assert_string_equal(l.lines[l.n - 1], "batchd_rate_limited_total{protocol=\"websocket\"} 1");
     assert_int_equal(bd_metrics_get_rate_limited(m, BD_PROTO_HTTP), 3);
@@ -271,14 +285,14 @@ static void test_render_counters_exact(void **state)
     assert_string_equal(l.lines[i + 1], "batchd_inference_inflight{model=\"mlp\",version=\"1\"} 3");
     /* then model_info's HELP and TYPE (no series: no device set), and the server-wide
      * families: HELP, TYPE, values */
-    assert_int_equal(i + 14, l.n);
+    assert_int_equal(i + 20, l.n);
     assert_int_equal(bd_metrics_get_inflight(mm), 3);
     /* Each family's HELP and TYPE once. */
-    assert_int_equal(count_prefix(&l, "# TYPE "), 13);
-    assert_int_equal(count_prefix(&l, "# HELP "), 13);
-    /* 13 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
-     * batch-size lines, 3 x 19 duration lines and the four server-wide values. */
-    assert_int_equal(l.n, 26 + 18 + 4 + 12 + 3 * 19 + 4);
+    assert_int_equal(count_prefix(&l, "# TYPE "), 15);
+    assert_int_equal(count_prefix(&l, "# HELP "), 15);
+    /* 15 header pairs, 3 protocols x 6 outcomes, items, executions, depth, inflight, 12
+     * batch-size lines, 3 x 19 duration lines and the six server-wide values. */
+    assert_int_equal(l.n, 30 + 18 + 4 + 12 + 3 * 19 + 6);
     lines_free(&l);
     bd_metrics_free(m);
 }
@@ -403,7 +417,7 @@ static void test_render_models_in_registration_order(void **state)
                                         "executions (batches run by the backend).");
     /* 2 models x 3 protocols x 6 outcomes */
     assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 36);
-    assert_int_equal(l.n, 18 + 2 + 10 + 2 * (18 + 4 + 12 + 3 * 19));
+    assert_int_equal(l.n, 24 + 2 + 10 + 2 * (18 + 4 + 12 + 3 * 19));
     lines_free(&l);
     bd_metrics_free(m);
 }

@@ -1,0 +1,176 @@
+"""--max-buffered-bytes: the request bytes all HTTP connections may hold at once. A body that
+would take them past it is answered 503 (Retry-After, JSON error) from its head and dropped;
+small bodies always pass; admitted bodies finish and are answered; the room comes back when
+their replies are out. Without the bound N clients could make the server hold N x
+--max-body-bytes (40 connections x 64 MiB took 2.5 GiB of RSS; with the default 1 GiB bound,
+about 1 GiB)."""
+import json
+import re
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_metrics, read_all, wait_for
+
+MIB = 1 << 20
+ROWS = MIB // 4 - 64  # an FP32 row that, with its JSON header, makes a body just under 1 MiB
+FULL_RE = re.compile(r"^the server holds \d+ MiB of requests and this one needs \d+ MiB more "
+                     r"than --max-buffered-bytes \(3 MiB\) allows; retry shortly$")
+
+
+@pytest.fixture(scope="module")
+def client(start_server):
+    repo = start_server.repo()
+    repo.add_sim("wide", [("INPUT0", "FP32", [-1])], max_batch_size=1)
+    return start_server(repo, ["--max-body-bytes", str(MIB),
+                               "--max-buffered-bytes", str(3 * MIB)])
+
+
+def body_of(value, rows=ROWS):
+    header = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, rows],
+                          "parameters": {"binary_data_size": rows * 4}}],
+              "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}
+    return binary_body(header, [np.full(rows, value, dtype="<f4").tobytes()])
+
+
+def head_of(body, hl, extra=b""):
+    return (b"POST /v2/models/wide/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n%s\r\n"
+            % (hl, len(body), extra))
+
+
+def open_partial(port, value):
+    """A connection that sent a head and half of its ~1 MiB body: (socket, the rest)."""
+    body, hl = body_of(value)
+    s = socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S)
+    half = len(body) // 2
+    s.sendall(head_of(body, hl) + body[:half])
+    return s, body[half:]
+
+
+def read_reply(sock):
+    """One Content-Length framed reply: (status, headers lower-cased, body)."""
+    sock.settimeout(HTTP_TIMEOUT_S)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a reply: %r" % buf
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, v in
+                   (ln.split(":", 1) for ln in lines[1:]))
+    n = int(headers["content-length"])
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside a reply body"
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest[:n]
+
+
+def check_echo(status, headers, body, value):
+    assert status == 200, body[:300]
+    n = int(headers["inference-header-content-length"])
+    out = json.loads(body[:n])["outputs"][0]
+    assert out["shape"] == [1, ROWS]
+    assert np.array_equal(np.frombuffer(body[n:], dtype="<f4"),
+                          np.full(ROWS, value, dtype="<f4"))
+
+
+def metrics(client):
+    return parse_metrics(client.get("/metrics").text)
+
+
+def test_a_body_past_the_bound_gets_503_from_its_head(client):
+    port = client.server.port
+    full0 = metrics(client)[("batchd_http_buffer_full_total", frozenset())]
+    a, a_rest = open_partial(port, 1.0)
+    b, b_rest = open_partial(port, 2.0)
+    # Both are counted whole (promised) from their heads: about 2 MiB.
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 2 * ROWS * 4,
+             5, "both bodies counted")
+
+    # A third ~1 MiB body would pass 3 MiB: 503 before any of it is sent.
+    body, hl = body_of(3.0)
+    with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S) as c:
+        c.sendall(head_of(body, hl))
+        status, headers, reply = read_reply(c)
+        assert status == 503, reply
+        assert headers["retry-after"] == "1"
+        assert headers["connection"] == "close"
+        assert headers["content-type"] == "application/json"
+        assert FULL_RE.match(json.loads(reply)["error"]), reply
+        # The body is read and dropped, then the connection closes.
+        c.sendall(body)
+        c.shutdown(socket.SHUT_WR)
+        assert read_all(c) == b""
+
+    # A chunked body is promised --max-body-bytes: refused likewise.
+    with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S) as c:
+        c.sendall(b"POST /v2/models/wide/infer HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        status, headers, reply = read_reply(c)
+        assert status == 503 and FULL_RE.match(json.loads(reply)["error"]), reply
+
+    # Small bodies always pass, and so does everything without a body.
+    small = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 3],
+                         "data": [1, 2, 3]}]}
+    r = requests.post(client.url("/v2/models/wide/infer"), json=small, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [1, 2, 3], r.text
+    m = metrics(client)
+    assert m[("batchd_http_buffer_full_total", frozenset())] == full0 + 2
+
+    # The admitted bodies finish and are answered.
+    a.sendall(a_rest)
+    check_echo(*read_reply(a), 1.0)
+    a.close()
+    # A's room is back: the third body now fits beside B's.
+    body, hl = body_of(3.0)
+    r = requests.post(client.url("/v2/models/wide/infer"), data=body, timeout=HTTP_TIMEOUT_S,
+                      headers={"Content-Type": "application/octet-stream",
+                               "Inference-Header-Content-Length": str(hl)})
+    assert r.status_code == 200, r.text[:300]
+    b.sendall(b_rest)
+    check_echo(*read_reply(b), 2.0)
+    b.close()
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
+             5, "the room given back")
+
+
+def test_closed_connections_give_their_room_back(client):
+    port = client.server.port
+    socks = [open_partial(port, float(i))[0] for i in range(3)]
+    for s in socks:
+        s.close()  # mid-body
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
+             5, "the closed connections' room given back")
+    body, hl = body_of(5.0)
+    r = requests.post(client.url("/v2/models/wide/infer"), data=body, timeout=HTTP_TIMEOUT_S,
+                      headers={"Content-Type": "application/octet-stream",
+                               "Inference-Header-Content-Length": str(hl)})
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_no_bound_with_zero(start_server):
+    repo = start_server.repo("unbounded")
+    repo.add_sim("wide", [("INPUT0", "FP32", [-1])], max_batch_size=1)
+    c = start_server(repo, ["--max-body-bytes", str(MIB), "--max-buffered-bytes", "0"])
+    held = [open_partial(c.server.port, 1.0) for _ in range(4)]
+    for i, (s, rest) in enumerate(held):
+        s.sendall(rest)
+        check_echo(*read_reply(s), 1.0)
+        s.close()
+    assert metrics(c)[("batchd_http_buffer_full_total", frozenset())] == 0
+
+
+def test_a_bound_below_max_body_bytes_is_refused(tmp_path):
+    r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
+                        "--max-body-bytes", "4096", "--max-buffered-bytes", "2048"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert ("--max-buffered-bytes (2048) must be 0 (no limit) or at least --max-body-bytes "
+            "(4096)") in r.stderr
