@@ -272,6 +272,14 @@ int bd_cli_bench(int argc, char **argv)
         fprintf(stderr, "batchd bench: %s\n", err.msg);
         return 2;
     }
+    if (t.tls) {
+        fprintf(stderr,
+                "batchd bench: the load generator speaks plain HTTP only, got '%s'; "
+                "bench a server without --tls-cert (bench/tls.sh measures HTTPS with "
+                "wrk)\n",
+                o.url);
+        return 2;
+    }
     if (strlen(o.model) >= sizeof t.model || (o.version && strlen(o.version) >= sizeof t.version)) {
         fprintf(stderr, "batchd bench: --model or --model-version is too long\n");
         return 2;

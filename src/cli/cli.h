@@ -62,7 +62,7 @@ typedef struct {
 /* clang-format off */
 #define BD_CLI_SERVER_OPTS(type)                                                                   \
     {"--url", BD_CLI_STR, offsetof(type, url), NULL, 0, 0, NULL,                                   \
-     "server, http://HOST:PORT[/prefix]; required"},                                               \
+     "server, http://HOST:PORT[/prefix] (infer: https:// too); required"},                       \
     {"--model", BD_CLI_STR, offsetof(type, model), NULL, 0, 0, NULL, "model name; required"},      \
     {"--model-version", BD_CLI_STR, offsetof(type, version), NULL, 0, 0, NULL,                     \
      "model version (default: the server's)"}

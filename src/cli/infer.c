@@ -1,13 +1,21 @@
 /* infer.c: `batchd infer` (send one request, print the reply readably) and `batchd inspect`
  * (a model's inputs, outputs, shapes, datatypes and batch dimension, from a server's metadata
  * or from a model.onnx loaded with the ONNX Runtime backend). Both are plain blocking
- * clients: one connection with "Connection: close" per request. Main thread only.
+ * clients: one connection with "Connection: close" per request, through TLS (OpenSSL) for an
+ * https:// URL: TLS 1.2 or newer, the server's certificate checked against --cacert or the
+ * system's CAs and against the URL's host name or address. Main thread only.
  *
  * Exit status: 0 on success, 1 when the server or the connection failed (the server's error
  * sentence is printed on stderr), 2 for bad flags. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +127,114 @@ static int parse_reply(const char *d, size_t len, reply_t *r, bd_err_t *err)
     return 0;
 }
 
+/* One connection: its socket and, for https://, its TLS session. */
+typedef struct {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+} conn_t;
+
+static void conn_close(conn_t *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+    }
+    if (c->ctx) {
+        SSL_CTX_free(c->ctx);
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+}
+
+/* OpenSSL's reason for the last failure, or what errno says (a timeout, a reset). */
+static const char *tls_reason(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    return r ? r : errno == EAGAIN ? "timed out" : errno ? strerror(errno) : "the server closed";
+}
+
+/* The TLS handshake on c->fd, checking the server's certificate. */
+static int tls_start(conn_t *c, const bd_lg_target_t *t, bd_err_t *err)
+{
+    signal(SIGPIPE, SIG_IGN); /* SSL_write writes with write(2), to a server that may close */
+    ERR_clear_error();
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->ctx || SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1) {
+        return bd_err_set(err, BD_EIO, "cannot set up TLS: %s", tls_reason());
+    }
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    if (t->cacert && access(t->cacert, R_OK) != 0) {
+        return bd_err_set(err, BD_EINVAL, "cannot read --cacert '%s': %s", t->cacert,
+                          strerror(errno));
+    }
+    if (t->cacert ? SSL_CTX_load_verify_locations(c->ctx, t->cacert, NULL) != 1
+                  : SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
+        return bd_err_set(err, BD_EINVAL, "no CA certificate could be read from %s: %s",
+                          t->cacert ? t->cacert : "the system's store", tls_reason());
+    }
+    if (!(c->ssl = SSL_new(c->ctx)) || SSL_set_fd(c->ssl, c->fd) != 1) {
+        return bd_err_set(err, BD_EIO, "cannot set up TLS: %s", tls_reason());
+    }
+    unsigned char addr[16];
+    bool is_ip = inet_pton(AF_INET, t->host, addr) == 1 || inet_pton(AF_INET6, t->host, addr) == 1;
+    if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), t->host) != 1
+              : SSL_set_tlsext_host_name(c->ssl, t->host) != 1 ||
+                    SSL_set1_host(c->ssl, t->host) != 1) {
+        return bd_err_set(err, BD_EIO, "cannot set up TLS for host '%s': %s", t->host,
+                          tls_reason());
+    }
+    if (SSL_connect(c->ssl) == 1) {
+        return 0;
+    }
+    long v = SSL_get_verify_result(c->ssl);
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        return bd_err_set(err, BD_EIO,
+                          "the certificate of %s:%s is for another name (%s); use a URL with a "
+                          "name or address the certificate lists",
+                          t->host, t->port, X509_verify_cert_error_string(v));
+    }
+    if (v != X509_V_OK) {
+        return bd_err_set(err, BD_EIO,
+                          "the certificate of %s:%s is not trusted: %s; give the CA that signed "
+                          "it (or the certificate itself) with --cacert FILE",
+                          t->host, t->port, X509_verify_cert_error_string(v));
+    }
+    return bd_err_set(err, BD_EIO, "TLS handshake with %s:%s failed: %s", t->host, t->port,
+                      tls_reason());
+}
+
+static ssize_t conn_send(conn_t *c, const char *p, size_t n)
+{
+    if (!c->ssl) {
+        return send(c->fd, p, n, MSG_NOSIGNAL);
+    }
+    int k = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    return k > 0 ? k : -1;
+}
+
+/* Like recv: bytes, 0 at the end (a close_notify, or a close without one), -1 and errno. */
+static ssize_t conn_recv(conn_t *c, char *p, size_t n)
+{
+    if (!c->ssl) {
+        return recv(c->fd, p, n, 0);
+    }
+    errno = 0;
+    int k = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    if (k > 0) {
+        return k;
+    }
+    int e = SSL_get_error(c->ssl, k);
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) {
+        return 0;
+    }
+    if (errno == 0 || errno == EINTR) {
+        errno = EIO;
+    }
+    return -1;
+}
+
 /* One request on its own connection; the reply is read until the server closes. */
 static int http_do(const bd_lg_target_t *t, const char *method, const char *path,
                    const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
@@ -143,22 +259,25 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
         bd_buf_append(&req, body, body_len);
     }
     int rc = 0;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    conn_t c = {.fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
     struct timeval tv = {.tv_sec = (time_t)(timeout_us / 1000000),
                          .tv_usec = (suseconds_t)(timeout_us % 1000000)};
-    if (fd < 0 || req.failed) {
+    if (c.fd < 0 || req.failed) {
         rc = bd_err_set(err, BD_EIO, "cannot create a socket: %s", strerror(errno));
         goto done;
     }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(c.fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         rc = bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port,
                         strerror(errno));
         goto done;
     }
+    if (t->tls && (rc = tls_start(&c, t, err)) != 0) {
+        goto done;
+    }
     for (size_t off = 0; off < req.len;) {
-        ssize_t n = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
+        ssize_t n = conn_send(&c, req.data + off, req.len - off);
         if (n > 0) {
             off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -170,7 +289,7 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
     }
     char buf[65536];
     for (;;) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        ssize_t n = conn_recv(&c, buf, sizeof buf);
         if (n > 0) {
             bd_buf_append(&in, buf, (size_t)n);
             if (in.len > MAX_REPLY_BYTES) {
@@ -190,9 +309,7 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
     }
     rc = parse_reply(in.data ? in.data : "", in.len, r, err);
 done:
-    if (fd >= 0) {
-        close(fd);
-    }
+    conn_close(&c);
     freeaddrinfo(ai);
     bd_buf_dispose(&req);
     bd_buf_dispose(&in);
@@ -514,7 +631,7 @@ static int print_reply(const reply_t *r, bool classification)
 /* ---- batchd infer ---------------------------------------------------------------------- */
 
 typedef struct {
-    const char *url, *model, *version, *json;
+    const char *url, *model, *version, *json, *cacert;
     bd_cli_list_t images, inputs;
     int64_t classification;
     bool binary;
@@ -535,9 +652,12 @@ static const bd_cli_opt_t iopts[] = {
      "binary tensors (Triton's extension) for inputs and outputs instead of JSON"},
     {"--timeout", BD_CLI_DUR, IOFF(timeout_us), "60s", 0.001, 86400, NULL,
      "how long to wait for the reply"},
+    {"--cacert", BD_CLI_STR, IOFF(cacert), NULL, 0, 0, NULL,
+     "with an https:// URL: PEM file of the CA certificates to trust (a self-signed server's "
+     "own certificate will do); default: the system's"},
 };
 static const bd_cli_cmd_t infer_cmd = {
-    .usage = "usage: batchd infer --url http://HOST:PORT --model M\n"
+    .usage = "usage: batchd infer --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
              "       (--image FILE... | --input NAME=FILE... | --json FILE) [--classification K] "
              "[--binary]\n",
     .opts = iopts,
@@ -758,6 +878,7 @@ int bd_cli_infer(int argc, char **argv)
         fprintf(stderr, "batchd infer: %s\n", err.msg);
         return 2;
     }
+    t.cacert = o.cacert;
     snprintf(t.model, sizeof t.model, "%s", o.model);
     snprintf(t.version, sizeof t.version, "%s", o.version ? o.version : "");
 
@@ -855,13 +976,13 @@ done:
 /* ---- batchd inspect -------------------------------------------------------------------- */
 
 typedef struct {
-    const char *url, *model, *version, *ort_lib;
+    const char *url, *model, *version, *ort_lib, *cacert;
     uint64_t timeout_us;
 } inspect_opts_t;
 
 #define NOFF(f) offsetof(inspect_opts_t, f)
 static const bd_cli_opt_t nopts[] = {
-    {"--url", BD_CLI_STR, NOFF(url), NULL, 0, 0, NULL, "server, http://HOST:PORT[/prefix]"},
+    {"--url", BD_CLI_STR, NOFF(url), NULL, 0, 0, NULL, "server, http[s]://HOST:PORT[/prefix]"},
     {"--model", BD_CLI_STR, NOFF(model), NULL, 0, 0, NULL, "model name (with --url)"},
     {"--model-version", BD_CLI_STR, NOFF(version), NULL, 0, 0, NULL,
      "model version (default: the server's)"},
@@ -869,9 +990,11 @@ static const bd_cli_opt_t nopts[] = {
      "libonnxruntime.so.1 to read a model file with (default: the one batchd was built with)"},
     {"--timeout", BD_CLI_DUR, NOFF(timeout_us), "30s", 0.001, 86400, NULL,
      "how long to wait for the server"},
+    {"--cacert", BD_CLI_STR, NOFF(cacert), NULL, 0, 0, NULL,
+     "with an https:// URL: PEM file of the CA certificates to trust; default: the system's"},
 };
 static const bd_cli_cmd_t inspect_cmd = {
-    .usage = "usage: batchd inspect --url http://HOST:PORT --model M\n"
+    .usage = "usage: batchd inspect --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
              "       batchd inspect PATH/model.onnx\n",
     .opts = nopts,
     .n_opts = sizeof nopts / sizeof nopts[0],
@@ -989,6 +1112,7 @@ static int inspect_url(const inspect_opts_t *o)
         fprintf(stderr, "batchd inspect: %s\n", err.msg);
         return 2;
     }
+    t.cacert = o->cacert;
     snprintf(t.model, sizeof t.model, "%s", o->model);
     snprintf(t.version, sizeof t.version, "%s", o->version ? o->version : "");
     int code = 1;

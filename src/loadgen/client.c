@@ -50,12 +50,12 @@ uint64_t bd_lg_sched_next(bd_lg_sched_t *s)
 
 int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
 {
-    static const char scheme[] = "http://";
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-        return bd_err_set(err, BD_EINVAL,
-                          "--url must start with http:// (https is not supported), got '%s'", url);
+    t->tls = strncmp(url, "https://", 8) == 0;
+    if (!t->tls && strncmp(url, "http://", 7) != 0) {
+        return bd_err_set(err, BD_EINVAL, "--url must start with http:// or https://, got '%s'",
+                          url);
     }
-    const char *p = url + sizeof scheme - 1;
+    const char *p = url + (t->tls ? 8 : 7);
     const char *host_end;
     const char *host = p;
     if (*p == '[') { /* [IPv6]:port */
@@ -76,7 +76,7 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
     }
     memcpy(t->host, host, hlen);
     t->host[hlen] = '\0';
-    strcpy(t->port, "80");
+    strcpy(t->port, t->tls ? "443" : "80");
     if (*p == ':') {
         p++;
         size_t plen = strspn(p, "0123456789");

@@ -86,7 +86,9 @@ typedef struct {
     /* connection */
     char host[256]; /* as given in the URL (Host header) */
     char port[16];
-    char prefix[256]; /* path before /v2, usually "" */
+    char prefix[256];   /* path before /v2, usually "" */
+    bool tls;           /* https:// (batchd infer and inspect; the load generator refuses it) */
+    const char *cacert; /* with tls: PEM file of the CAs to trust (borrowed); NULL: the system's */
     /* model */
     char model[256];
     char version[64];       /* "" for the default version */
@@ -100,8 +102,9 @@ typedef struct {
     size_t body_len;
 } bd_lg_target_t;
 
-/* Parse "http://HOST[:PORT][/prefix]" into t->host/port/prefix (port 80 by default).
- * BD_EINVAL with a sentence for anything else (https, empty host, bad port). */
+/* Parse "http://HOST[:PORT][/prefix]" or "https://..." into t->host/port/prefix/tls (port 80,
+ * or 443 for https, by default). BD_EINVAL with a sentence for anything else (another scheme,
+ * empty host, bad port). */
 int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err);
 
 /* Build t->request from model metadata JSON (`meta`, as GET /v2/models/{m} answers) and the

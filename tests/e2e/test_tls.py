@@ -36,7 +36,7 @@ import requests
 import websockets
 
 from ws_util import run
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, check_drain_replies, decode_outputs,
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, SANITIZER_MARKERS, binary_body, check_drain_replies, decode_outputs,
                       metric_value, parse_infer_reply, parse_metrics, read_all, sanitizer_env,
                       tensor, wait_for)
 
@@ -977,3 +977,83 @@ def test_plain_server_says_tls_off(start_server, monkeypatch):
     line = client.server.wait_log(r"http listening host=127\.0\.0\.1 port=\d+")
     assert line.rstrip().endswith("tls=off"), line
     assert client.get("/v2/health/live").status_code == 200
+
+
+# ---- batchd infer and inspect over https:// ------------------------------------------------
+
+def run_cli(*args):
+    if not os.path.isfile(BATCHD_BIN):
+        pytest.skip("batchd binary not found at %s" % BATCHD_BIN)
+    r = subprocess.run([BATCHD_BIN] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=60, env=sanitizer_env())
+    for marker in SANITIZER_MARKERS:
+        assert marker not in r.stderr, r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def req_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clireq") / "req.json"
+    path.write_text(json.dumps(echo_body([1.5, -2.0, 3.0, 4.0], "cli")))
+    return str(path)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_cli_infer_and_inspect_over_https(tls, certs, req_file, host):
+    url = "https://%s:%d" % (host, tls.port)
+    r = run_cli("infer", "--url", url, "--model", "echo", "--json", req_file,
+                "--cacert", certs["cert"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model echo version 1\noutput OUTPUT0 FP32 [1,4]: 1.5 -2 3 4\n"
+    r = run_cli("inspect", "--url", url, "--model", "echo", "--cacert", certs["cert"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("model: echo\nplatform: batchd_sim\nversions: 1\n"), r.stdout
+
+
+def test_cli_refuses_a_certificate_it_does_not_trust(tls, certs, req_file):
+    url = "https://127.0.0.1:%d" % tls.port
+    for extra in ([], ["--cacert", certs["other_cert"]]):
+        r = run_cli("infer", "--url", url, "--model", "echo", "--json", req_file, *extra)
+        assert r.returncode == 1, r.stdout
+        assert r.stderr.startswith("batchd infer: the certificate of 127.0.0.1:%d is not "
+                                   "trusted: " % tls.port), r.stderr
+        assert r.stderr.endswith("; give the CA that signed it (or the certificate itself) "
+                                 "with --cacert FILE\n"), r.stderr
+    r = run_cli("infer", "--url", url, "--model", "echo", "--json", req_file,
+                "--cacert", certs["garbage"])
+    assert r.returncode == 1
+    assert r.stderr.startswith("batchd infer: no CA certificate could be read from %s: "
+                               % certs["garbage"]), r.stderr
+    r = run_cli("inspect", "--url", url, "--model", "echo", "--cacert", "/nonexistent/ca.pem")
+    assert r.returncode == 1
+    assert r.stderr == ("batchd inspect: cannot read --cacert '/nonexistent/ca.pem': No such "
+                        "file or directory\n"), r.stderr
+    # Plain HTTP to the TLS port: the server's own plain-text 400 is printed.
+    r = run_cli("infer", "--url", "http://127.0.0.1:%d" % tls.port, "--model", "echo",
+                "--json", req_file)
+    assert r.returncode == 1
+    assert "this port speaks HTTPS (TLS) only" in r.stderr, r.stderr
+    # The load generator does not speak TLS, and says so.
+    r = run_cli("bench", "--url", url, "--model", "echo")
+    assert r.returncode == 2
+    assert r.stderr == ("batchd bench: the load generator speaks plain HTTP only, got '%s'; "
+                        "bench a server without --tls-cert (bench/tls.sh measures HTTPS with "
+                        "wrk)\n" % url), r.stderr
+
+
+def test_cli_refuses_a_certificate_for_another_name(start_server, tmp_path_factory, req_file):
+    d = tmp_path_factory.mktemp("othername")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+             "-subj", "/CN=other.example", "-addext", "subjectAltName=DNS:other.example",
+             "-days", "2")
+    repo = start_server.repo("othername")
+    repo.add_sim("echo", [("INPUT0", "FP32", [4])], max_batch_size=8)
+    client = start_server(repo, ["--tls-cert", cert, "--tls-key", key], name="batchd-othername")
+    for host, what in (("127.0.0.1", "IP address mismatch"), ("localhost", "hostname mismatch")):
+        r = run_cli("infer", "--url", "https://%s:%d" % (host, client.server.port), "--model",
+                    "echo", "--json", req_file, "--cacert", cert)
+        assert r.returncode == 1, r.stdout
+        assert r.stderr == ("batchd infer: the certificate of %s:%d is for another name (%s); "
+                            "use a URL with a name or address the certificate lists\n"
+                            % (host, client.server.port, what)), r.stderr

@@ -371,6 +371,7 @@ static void test_parse_url(void **state)
     assert_string_equal(t.host, "127.0.0.1");
     assert_string_equal(t.port, "8000");
     assert_string_equal(t.prefix, "");
+    assert_false(t.tls);
     assert_int_equal(bd_lg_parse_url("http://example.com/kserve/", &t, &err), 0);
     assert_string_equal(t.host, "example.com");
     assert_string_equal(t.port, "80");
@@ -378,9 +379,15 @@ static void test_parse_url(void **state)
     assert_int_equal(bd_lg_parse_url("http://[::1]:9000", &t, &err), 0);
     assert_string_equal(t.host, "::1");
     assert_string_equal(t.port, "9000");
-    assert_int_equal(bd_lg_parse_url("https://x:1", &t, &err), BD_EINVAL);
-    assert_string_equal(
-        err.msg, "--url must start with http:// (https is not supported), got 'https://x:1'");
+    assert_int_equal(bd_lg_parse_url("https://x.example/p", &t, &err), 0);
+    assert_true(t.tls);
+    assert_string_equal(t.host, "x.example");
+    assert_string_equal(t.port, "443");
+    assert_string_equal(t.prefix, "/p");
+    assert_int_equal(bd_lg_parse_url("https://x:1", &t, &err), 0);
+    assert_string_equal(t.port, "1");
+    assert_int_equal(bd_lg_parse_url("ftp://x:1", &t, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "--url must start with http:// or https://, got 'ftp://x:1'");
     assert_int_equal(bd_lg_parse_url("http://x:70000", &t, &err), BD_EINVAL);
     assert_string_equal(err.msg, "--url 'http://x:70000' needs a port from 1 to 65535");
     assert_int_equal(bd_lg_parse_url("http://:80", &t, &err), BD_EINVAL);
