@@ -36,8 +36,9 @@ import requests
 import websockets
 
 from ws_util import run
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, SANITIZER_MARKERS, binary_body, check_drain_replies, decode_outputs,
-                      metric_value, parse_infer_reply, parse_metrics, read_all, sanitizer_env,
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, SANITIZER_MARKERS, binary_body,
+                      check_drain_replies, decode_outputs, metric_value, parse_infer_reply,
+                      parse_metrics, read_all, sanitizer_env,
                       tensor, wait_for)
 
 TIMEOUT_SECS = 2          # --http-timeout-secs of the main server: heads and handshakes
