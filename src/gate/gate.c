@@ -664,13 +664,9 @@ bool bd_gate_still_valid(bd_gate_t *g, bd_gate_who_t *who)
     return who->role != BD_GATE_ROLE_NONE;
 }
 
-bd_gate_keys_t *bd_gate_reload_read(const bd_gate_t *g, bd_err_t *err)
+const char *bd_gate_keys_path(const bd_gate_t *g)
 {
-    if (!g || !g->keys_path) {
-        bd_err_set(err, BD_EINVAL, "no API key file to reload (--api-keys is not set)");
-        return NULL;
-    }
-    return bd_gate_keys_load(g->keys_path, err);
+    return g ? g->keys_path : NULL;
 }
 
 int bd_gate_reload_apply(bd_gate_t *g, bd_gate_keys_t *keys, const bd_err_t *read_err)

@@ -20,8 +20,8 @@
  * readiness, and /metrics unless metrics_auth).
  *
  * Threads: a bd_gate_t belongs to the event-loop thread (checks, buckets and putting reloaded
- * keys in place run there); bd_gate_reload_read, the key-file parser and the other pure
- * functions are safe on any thread. */
+ * keys in place run there); the key-file parser and the other pure functions are safe on any
+ * thread. */
 #ifndef BD_GATE_H
 #define BD_GATE_H
 
@@ -149,13 +149,12 @@ int bd_gate_authenticate(bd_gate_t *g, const char *key, size_t len, bd_gate_who_
  * in the current set after a reload (its role is updated). Always true for a caller without a
  * key and while the set did not change. */
 bool bd_gate_still_valid(bd_gate_t *g, bd_gate_who_t *who);
-/* Reload the key file (SIGHUP) in two steps, so that the file is read off the loop.
- * bd_gate_reload_read, any thread (it reads only the path, fixed by bd_gate_new): the file's
- * keys, owned by the caller, or NULL with err set (BD_EINVAL without a key file).
- * bd_gate_reload_apply, the gate's thread: takes `keys` and puts them in place at once, or,
- * when they are NULL, keeps the old ones (read_err says why); logs either way (never a key).
- * Returns 0, or read_err's code. */
-bd_gate_keys_t *bd_gate_reload_read(const bd_gate_t *g, bd_err_t *err);
+/* Reload the key file (SIGHUP) in two steps, so that the file is read off the loop: any
+ * thread loads bd_gate_keys_path's file (bd_gate_keys_load; the path is fixed by bd_gate_new,
+ * NULL without keys); then bd_gate_reload_apply, on the gate's thread, takes the keys and puts
+ * them in place at once, or, when they are NULL, keeps the old ones (read_err says why); it
+ * logs either way (never a key) and returns 0, or read_err's code. */
+const char *bd_gate_keys_path(const bd_gate_t *g);
 int bd_gate_reload_apply(bd_gate_t *g, bd_gate_keys_t *keys, const bd_err_t *read_err);
 /* A rate-limited request from `who`: as bd_gate_limiter_take; always true without limits
  * (and with g NULL). When false, err has the 429's code (BD_ERATE) and sentence. */

@@ -8,7 +8,8 @@
  * since a file system can stall, and the keys come back through the mailbox. The mailbox and
  * signal descriptors are dup'ed into the loop because h2o closes what it watches.
  *
- * Threads: the loop thread, and a short-lived reload thread per SIGHUP (reload_main). */
+ * Threads: the loop thread, and a short-lived detached reload thread per SIGHUP
+ * (reload_main, which touches only its reload_t). */
 #include "server/server.h"
 
 #include <errno.h>
@@ -42,17 +43,9 @@ struct bd_server {
     size_t n_frontends;
     h2o_timeout_t flush_timeout; /* zero delay: the infer layer's flush, in the same turn */
     h2o_timeout_entry_t flush_entry;
-    /* A SIGHUP's reload of the key file, one at a time: a SIGHUP during one asks for another
-     * after it. The fields are the loop's, except keys and err, which the thread fills
-     * before it posts the mail and the loop reads after. */
-    struct {
-        bd_mail_t mail;
-        pthread_t thread;
-        bool running; /* a thread was started and its mail has not run yet */
-        bool again;
-        bd_gate_keys_t *keys;
-        bd_err_t err;
-    } reload;
+    /* The SIGHUP reload under way (NULL: none), and whether another SIGHUP came meanwhile. */
+    struct reload *reload;
+    bool reload_again;
 };
 
 /* A model whose batches cost less than this runs a turn's requests on the loop (the infer
@@ -83,47 +76,120 @@ static void on_mail(h2o_socket_t *sock, const char *err)
     bd_mailbox_drain(s->mailbox);
 }
 
-static void reload_start(bd_server_t *s);
+/* A SIGHUP's reload of the key file: a detached thread reads it (bd_gate_keys_load, from a
+ * copy of the path) and posts the keys to the loop, which puts them in place. `state`, under
+ * mu, settles who frees this: the loop once the mail ran (POSTED; the thread touches nothing
+ * after posting), or the thread itself when the server stopped waiting for it (ABANDONED, at
+ * exit: a read stalled on a file system must not keep the process from ending). */
+typedef struct reload {
+    bd_mail_t mail;
+    bd_server_t *s;
+    pthread_mutex_t mu;
+    enum { RELOAD_READING, RELOAD_POSTED, RELOAD_ABANDONED } state;
+    bd_gate_keys_t *keys; /* the thread's result, the loop's once posted */
+    bd_err_t err;
+    char path[]; /* the key file */
+} reload_t;
+
+static void reload_free(reload_t *r)
+{
+    bd_gate_keys_free(r->keys);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
 
 static void *reload_main(void *arg)
 {
-    bd_server_t *s = arg;
-    s->reload.keys = bd_gate_reload_read(s->gate, &s->reload.err);
-    bd_mailbox_post(s->mailbox, &s->reload.mail); /* its last act: the loop joins it then */
+    reload_t *r = arg;
+    r->keys = bd_gate_keys_load(r->path, &r->err);
+    pthread_mutex_lock(&r->mu);
+    bool abandoned = r->state == RELOAD_ABANDONED;
+    r->state = RELOAD_POSTED;
+    pthread_mutex_unlock(&r->mu);
+    if (abandoned) {
+        reload_free(r);
+    } else {
+        bd_mailbox_post(r->s->mailbox, &r->mail); /* its last touch of r */
+    }
     return NULL;
 }
 
+static void reload_start(bd_server_t *s);
+
 static void on_reloaded(bd_mail_t *mail)
 {
-    bd_server_t *s = BD_CONTAINER_OF(mail, bd_server_t, reload.mail);
-    pthread_join(s->reload.thread, NULL);
-    s->reload.running = false;
-    bd_gate_reload_apply(s->gate, s->reload.keys, &s->reload.err); /* logs what it did */
-    s->reload.keys = NULL;
-    if (s->reload.again) {
-        s->reload.again = false;
+    reload_t *r = BD_CONTAINER_OF(mail, reload_t, mail);
+    bd_server_t *s = r->s;
+    bd_gate_reload_apply(s->gate, r->keys, &r->err); /* logs what it did; takes the keys */
+    r->keys = NULL;
+    reload_free(r);
+    s->reload = NULL;
+    if (s->reload_again && !s->stopping) {
+        s->reload_again = false;
         reload_start(s);
     }
 }
 
+/* One reload at a time: a SIGHUP during one asks for another after it. */
 static void reload_start(bd_server_t *s)
 {
-    if (s->reload.running) {
-        s->reload.again = true;
+    if (s->reload) {
+        s->reload_again = true;
         return;
     }
-    s->reload.mail = (bd_mail_t){.cb = on_reloaded};
-    s->reload.keys = NULL;
-    s->reload.err = (bd_err_t){0};
-    int rc = pthread_create(&s->reload.thread, NULL, reload_main, s);
+    const char *path = bd_gate_keys_path(s->gate);
+    reload_t *r = calloc(1, sizeof *r + strlen(path) + 1);
+    pthread_attr_t attr;
+    pthread_t thread;
+    int rc = r ? pthread_attr_init(&attr) : ENOMEM;
+    if (rc == 0) {
+        r->mail.cb = on_reloaded;
+        r->s = s;
+        pthread_mutex_init(&r->mu, NULL);
+        strcpy(r->path, path);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&thread, &attr, reload_main, r);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) {
+            pthread_mutex_destroy(&r->mu);
+        }
+    }
     if (rc != 0) {
+        free(r);
         BD_WARN("gate",
                 "api keys reload failed; keeping the keys loaded before reason=\"cannot "
                 "start a thread to read the file: %s\"",
                 strerror(rc));
         return;
     }
-    s->reload.running = true;
+    s->reload = r;
+}
+
+static void turn(bd_server_t *s, int32_t max_wait_ms);
+
+/* At exit: a reload whose keys are posted is waited for (a moment: the mail is on its way);
+ * one still reading is left to finish and free itself. */
+static void reload_settle(bd_server_t *s)
+{
+    s->reload_again = false;
+    reload_t *r = s->reload;
+    if (!r) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    bool posted = r->state == RELOAD_POSTED;
+    if (!posted) {
+        BD_WARN("gate", "api keys reload still reading file=\"%s\"; exiting without it", r->path);
+        r->state = RELOAD_ABANDONED; /* r is the thread's now */
+        s->reload = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!posted) {
+        return;
+    }
+    while (s->reload) {
+        turn(s, 100);
+    }
 }
 
 static void on_signal(h2o_socket_t *sock, const char *err)
@@ -295,10 +361,7 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
            bd_now_us() < until) {
         turn(s, 10);
     }
-    s->reload.again = false;
-    while (s->reload.running) {
-        turn(s, 100); /* a reload's thread is not left behind */
-    }
+    reload_settle(s);
     BD_INFO("server", "drained; exiting open_connections=%zu open_streams=%zu",
             bd_http_connections(s->http), bd_stream_connections(s->stream));
     return 0;
