@@ -187,6 +187,7 @@ static h2o_socket_t *req_socket(h2o_req_t *req)
 
 static void mark_stream(h2o_req_t *req);
 static void on_conn_close(void *data);
+static void count_buffer(conn_t *c);
 
 /* ---- replies --------------------------------------------------------------------------- */
 
@@ -446,7 +447,6 @@ static void on_busy_disposed(void *p)
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
-        c->promised = 0; /* counted again once h2o let go of the body (on_rewatch) */
         /* h2o starts reading the next request right after this, with its own callback. */
         if (!h2o_timeout_is_linked(&c->rewatch_entry)) {
             h2o_timeout_link(c->h->loop, &c->h->rewatch_timeout, &c->rewatch_entry);
@@ -467,6 +467,8 @@ static void mark_busy(h2o_req_t *req)
         c->busy = h2o_mem_alloc_shared(&req->pool, sizeof *c->busy, on_busy_disposed);
         *c->busy = c;
         c->last_body = req->entity.base ? req->entity.len : 0;
+        c->promised = 0; /* the body is in: what the buffer holds is what counts */
+        count_buffer(c);
     }
 }
 
@@ -1932,6 +1934,7 @@ static void refuse_body(conn_t *c, int status, const char *extra, const char *ms
     size_t n = raw_reply(resp, sizeof resp, status, extra, msg);
     h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
     c->promised = 0;
+    count_buffer(c);
     c->discarding = left > 0;
     c->discard_left = left;
     c->since_us = bd_now_us();
@@ -1948,6 +1951,7 @@ static void on_read_discard(h2o_socket_t *sock, const char *err)
     conn_t *c = sock->on_close.data;
     size_t got = sock->input->size;
     h2o_buffer_consume(&sock->input, got);
+    count_buffer(c);
     if (c->discarding) {
         c->discard_left -= got < c->discard_left ? got : c->discard_left;
         c->since_us = bd_now_us();
@@ -2084,29 +2088,42 @@ static bool field_is(const struct phr_header *f, const char *name)
     return f->name && f->name_len == n && strncasecmp(f->name, name, n) == 0;
 }
 
-/* --max-buffered-bytes: a body that needs `need` bytes of buffer (its head and Content-Length,
- * or --max-body-bytes when chunked) and would take h->buffered past the limit is answered 503
- * from its head and dropped (`left` bytes to come); bodies up to RESERVE_MIN_BYTES always pass.
- * An admitted one is promised its room until the reply is out. False after refusing. */
-static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, unsigned long long cl,
-                          size_t left)
+/* "1.5 MiB", "12.0 KiB" or "300 bytes", into buf. */
+static const char *size_text(char *buf, size_t cap, size_t n)
 {
-    if (!h->max_buffered_bytes || need <= RESERVE_MIN_BYTES || cl > h->max_body_bytes) {
+    if (n >= (1u << 20)) {
+        snprintf(buf, cap, "%.1f MiB", (double)n / (1u << 20));
+    } else if (n >= 1024) {
+        snprintf(buf, cap, "%.1f KiB", (double)n / 1024);
+    } else {
+        snprintf(buf, cap, "%zu bytes", n);
+    }
+    return buf;
+}
+
+/* --max-buffered-bytes: a request whose body takes `need` bytes (its Content-Length, or
+ * --max-body-bytes when chunked) and would take h->buffered past the limit is answered 503
+ * from its head and its body dropped (`left` bytes to come). Bodies up to RESERVE_MIN_BYTES
+ * always pass, and so does a request while no other holds any (so a body of --max-body-bytes
+ * is never refused on an idle server). An admitted one is promised its room until its body is
+ * in (mark_busy). False after refusing. */
+static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size_t left)
+{
+    if (!h->max_buffered_bytes || need <= RESERVE_MIN_BYTES || need > h->max_body_bytes) {
         return true; /* h2o refuses a body over --max-body-bytes itself (413) */
     }
     size_t others = h->buffered - c->buffered;
-    if (others + need <= h->max_buffered_bytes) {
+    if (others == 0 || others + need <= h->max_buffered_bytes) {
         c->promised = (size_t)need;
         count_buffer(c);
         return true;
     }
-    char msg[160];
+    char msg[160], held[24], adds[24], limit[24];
     snprintf(msg, sizeof msg,
-             "the server holds %zu MiB of requests and this one needs %llu MiB more than "
-             "--max-buffered-bytes (%zu MiB) allows; retry shortly",
-             (others + (1u << 20) - 1) >> 20,
-             (others + need - h->max_buffered_bytes + (1u << 20) - 1) >> 20,
-             h->max_buffered_bytes >> 20);
+             "the server holds %s of requests and this one would add %s, past "
+             "--max-buffered-bytes (%s); retry shortly",
+             size_text(held, sizeof held, others), size_text(adds, sizeof adds, (size_t)need),
+             size_text(limit, sizeof limit, h->max_buffered_bytes));
     bd_metrics_http_buffer_full_add(h->metrics);
     refuse_body(c, 503, "Retry-After: 1\r\n", msg, left);
     return false;
@@ -2129,15 +2146,16 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     if (!keys && !limits && !h->max_buffered_bytes) {
         return true;
     }
-    unsigned long long cl = 0;
+    unsigned long long cl = 0, one = 0;
     int n_cl = 0, n_te = 0, n_auth = 0;
     bool chunked = false;
     const struct phr_header *auth = NULL;
     for (size_t i = 0; i < n; i++) {
         if (field_is(&f[i], "content-length")) {
-            if (!content_length(h2o_iovec_init(f[i].value, f[i].value_len), &cl)) {
+            if (!content_length(h2o_iovec_init(f[i].value, f[i].value_len), &one)) {
                 return true; /* request_head_ok refuses it */
             }
+            cl = one > cl ? one : cl;
             n_cl++;
         } else if (field_is(&f[i], "transfer-encoding")) {
             h2o_iovec_t v = h2o_str_stripws(f[i].value, f[i].value_len);
@@ -2148,8 +2166,16 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             auth = &f[i];
         }
     }
-    if (n_cl > 1 || n_te > 1 || (n_cl && n_te) || (n_te && !chunked) || (!n_te && cl == 0)) {
-        return true;
+    if (!n_te && cl == 0) {
+        return true; /* no body */
+    }
+    /* What is still to come of the body; past --max-body-bytes (h2o's 413) reading stops. */
+    size_t have = c->sock->input->size - head;
+    unsigned long long need = n_te ? h->max_body_bytes : cl;
+    unsigned long long rest = n_te ? h->max_body_bytes : cl > have ? cl - have : 0;
+    size_t left = rest < h->max_body_bytes ? (size_t)rest : h->max_body_bytes;
+    if (n_cl > 1 || n_te > 1 || (n_cl && n_te) || (n_te && !chunked)) {
+        return room_for_body(h, c, need, left); /* framing only h2o and admit settle */
     }
     size_t plen = 0;
     while (plen < path_len && path[plen] != '?') {
@@ -2164,10 +2190,6 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     }
     /* Keys and limits judge only paths whose routing is certain; room, every body. */
     bool judged = !(ns < 0 || open_path(h, seg, ns) || stream_path(seg, ns));
-    /* What is still to come of the body; past --max-body-bytes (h2o's 413) reading stops. */
-    size_t have = c->sock->input->size - head;
-    unsigned long long rest = chunked ? h->max_body_bytes : cl > have ? cl - have : 0;
-    size_t left = rest < h->max_body_bytes ? (size_t)rest : h->max_body_bytes;
     bd_gate_who_t who;
     if (keys && judged) {
         const char *key = NULL, *msg = NULL;
@@ -2188,7 +2210,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             return false;
         }
     }
-    if (!room_for_body(h, c, chunked ? h->max_body_bytes : head + cl, cl, left)) {
+    if (!room_for_body(h, c, need, left)) {
         return false;
     }
     bool infer = judged && method_len == 4 && memcmp(method, "POST", 4) == 0 && ns >= 4 &&

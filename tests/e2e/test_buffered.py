@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -17,14 +18,16 @@ from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_metrics, rea
 
 MIB = 1 << 20
 ROWS = MIB // 4 - 64  # an FP32 row that, with its JSON header, makes a body just under 1 MiB
-FULL_RE = re.compile(r"^the server holds \d+ MiB of requests and this one needs \d+ MiB more "
-                     r"than --max-buffered-bytes \(3 MiB\) allows; retry shortly$")
+FULL_RE = re.compile(r"^the server holds \d+\.\d (MiB|KiB) of requests and this one would add "
+                     r"\d+\.\d (MiB|KiB), past --max-buffered-bytes \(3\.0 MiB\); retry shortly$")
 
 
 @pytest.fixture(scope="module")
 def client(start_server):
     repo = start_server.repo()
     repo.add_sim("wide", [("INPUT0", "FP32", [-1])], max_batch_size=1)
+    repo.add_sim("slow", [("INPUT0", "FP32", [-1])], max_batch_size=1, instances=1,
+                 latency_us=1500000)
     return start_server(repo, ["--max-body-bytes", str(MIB),
                                "--max-buffered-bytes", str(3 * MIB)])
 
@@ -90,11 +93,12 @@ def test_a_body_past_the_bound_gets_503_from_its_head(client):
     full0 = metrics(client)[("batchd_http_buffer_full_total", frozenset())]
     a, a_rest = open_partial(port, 1.0)
     b, b_rest = open_partial(port, 2.0)
-    # Both are counted whole (promised) from their heads: about 2 MiB.
-    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 2 * ROWS * 4,
-             5, "both bodies counted")
+    c3, c3_rest = open_partial(port, 4.0)
+    # Each is counted whole (promised) from its head: just under 3 MiB in all.
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 3 * ROWS * 4,
+             5, "the three bodies counted")
 
-    # A third ~1 MiB body would pass 3 MiB: 503 before any of it is sent.
+    # A fourth ~1 MiB body would pass 3 MiB: 503 before any of it is sent.
     body, hl = body_of(3.0)
     with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S) as c:
         c.sendall(head_of(body, hl))
@@ -128,7 +132,7 @@ def test_a_body_past_the_bound_gets_503_from_its_head(client):
     a.sendall(a_rest)
     check_echo(*read_reply(a), 1.0)
     a.close()
-    # A's room is back: the third body now fits beside B's.
+    # A's room is back: the fourth body now fits beside B's and C's.
     body, hl = body_of(3.0)
     r = requests.post(client.url("/v2/models/wide/infer"), data=body, timeout=HTTP_TIMEOUT_S,
                       headers={"Content-Type": "application/octet-stream",
@@ -137,13 +141,72 @@ def test_a_body_past_the_bound_gets_503_from_its_head(client):
     b.sendall(b_rest)
     check_echo(*read_reply(b), 2.0)
     b.close()
+    c3.sendall(c3_rest)
+    check_echo(*read_reply(c3), 4.0)
+    c3.close()
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
              5, "the room given back")
+
+
+def test_odd_framings_are_counted_too(client):
+    """Two Content-Length fields, or Content-Length with chunked: h2o still buffers a body, so
+    the room is checked for these as well (the request is refused later for its framing)."""
+    port = client.server.port
+    held = [open_partial(port, float(i)) for i in range(3)]
+    try:
+        for extra in (b"Content-Length: 1000000\r\n",
+                      b"Transfer-Encoding: chunked\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S) as c:
+                c.sendall(b"POST /v2/models/wide/infer HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 1000000\r\n%s"
+                          b"\r\n" % extra)
+                status, headers, reply = read_reply(c)
+                assert status == 503 and FULL_RE.match(json.loads(reply)["error"]), reply
+    finally:
+        for s, _ in held:
+            s.close()
+
+
+def test_chunked_bodies_hold_only_their_bytes_once_in(client):
+    """A chunked body is counted as --max-body-bytes while it arrives, then as what it is: five
+    small chunked requests waiting on a slow model all pass a 3 MiB bound of 1 MiB bodies
+    (before, the fourth was refused: each held its 1 MiB until its reply)."""
+    port = client.server.port
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 3],
+                                   "data": [1, 2, 3]}]}).encode()
+    socks = []
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S)
+        s.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        socks.append(s)
+        time.sleep(0.05)  # its body is in before the next head
+    for s in socks:
+        status, _, reply = read_reply(s)
+        assert status == 200, reply
+        assert json.loads(reply)["outputs"][0]["data"] == [1, 2, 3]
+        s.close()
+
+
+def test_a_lone_body_of_max_body_bytes_passes_a_bound_of_the_same(start_server):
+    repo = start_server.repo("tight")
+    repo.add_sim("wide", [("INPUT0", "FP32", [-1])], max_batch_size=1)
+    c = start_server(repo, ["--max-body-bytes", str(MIB), "--max-buffered-bytes", str(MIB)])
+    body, hl = body_of(7.0)
+    pad = MIB - len(body)  # the JSON header padded with spaces: exactly --max-body-bytes
+    body = body[:hl] + b" " * pad + body[hl:]
+    assert len(body) == MIB
+    with socket.create_connection(("127.0.0.1", c.server.port), timeout=HTTP_TIMEOUT_S) as s:
+        s.sendall(head_of(body, hl + pad) + body)
+        check_echo(*read_reply(s), 7.0)
+    assert metrics(c)[("batchd_http_buffer_full_total", frozenset())] == 0
 
 
 def test_closed_connections_give_their_room_back(client):
     port = client.server.port
     socks = [open_partial(port, float(i))[0] for i in range(3)]
+    assert metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 3 * ROWS * 4
     for s in socks:
         s.close()  # mid-body
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
