@@ -18,7 +18,7 @@
 #define MAX_MULTI BD_CLI_LIST_MAX
 
 typedef struct {
-    const char *url, *model, *version;
+    const char *url, *model, *version, *api_key;
     const char *concurrency, *rate, *distribution;
     uint64_t duration_us, warmup_us, window_us, max_duration_us, timeout_us, max_send_lag_us;
     int64_t requests, batch, stable_windows, max_connections, seed, burst;
@@ -272,6 +272,10 @@ int bd_cli_bench(int argc, char **argv)
         fprintf(stderr, "batchd bench: %s\n", err.msg);
         return 2;
     }
+    if (!bd_cli_api_key_ok("bench", o.api_key)) {
+        return 2;
+    }
+    t.api_key = o.api_key;
     if (t.tls) {
         fprintf(stderr,
                 "batchd bench: the load generator speaks plain HTTP only, got '%s'; "

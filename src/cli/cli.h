@@ -58,14 +58,20 @@ typedef struct {
 } bd_cli_opt_t;
 
 /* The flags every client command (bench, infer) takes to name a model on a server, for an
- * options struct `type` with const char * fields url, model and version. */
+ * options struct `type` with const char * fields url, model, version and api_key. */
 /* clang-format off */
 #define BD_CLI_SERVER_OPTS(type)                                                                   \
     {"--url", BD_CLI_STR, offsetof(type, url), NULL, 0, 0, NULL,                                   \
-     "server, http://HOST:PORT[/prefix] (infer: https:// too); required"},                       \
+     "server, http://HOST:PORT[/prefix] (infer: https:// too); required"},                         \
     {"--model", BD_CLI_STR, offsetof(type, model), NULL, 0, 0, NULL, "model name; required"},      \
     {"--model-version", BD_CLI_STR, offsetof(type, version), NULL, 0, 0, NULL,                     \
-     "model version (default: the server's)"}
+     "model version (default: the server's)"},                                                     \
+    BD_CLI_API_KEY_OPT(type)
+/* A server started with --api-keys: the key each request sends (Authorization: Bearer). The
+ * environment variable keeps it out of the process list. */
+#define BD_CLI_API_KEY_OPT(type)                                                                   \
+    {"--api-key", BD_CLI_STR, offsetof(type, api_key), NULL, 0, 0, "BATCHD_API_KEY",               \
+     "API key to send as 'Authorization: Bearer <key>' (for a server with --api-keys)"}
 /* clang-format on */
 
 typedef struct {
@@ -92,5 +98,9 @@ int bd_cli_parse_bool(const char *s, bool *out);
 /* The usage line, then one entry per row: flag and help, then "(env X, default Y)" on a
  * second line when the row has an environment variable, else " (default Y)" after the help. */
 void bd_cli_usage(const bd_cli_cmd_t *cmd, FILE *f);
+
+/* Whether `key` (NULL: none) can go in a header: 1 to 256 visible ASCII characters. Prints
+ * why not as "batchd CMD: ..." and returns false. */
+bool bd_cli_api_key_ok(const char *cmd, const char *key);
 
 #endif

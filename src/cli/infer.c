@@ -251,6 +251,9 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
     bool v6 = strchr(t->host, ':') != NULL;
     bd_buf_printf(&req, "%s %s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\nConnection: close\r\n%s", method,
                   t->prefix, path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, headers);
+    if (t->api_key) {
+        bd_buf_printf(&req, "Authorization: Bearer %s\r\n", t->api_key);
+    }
     if (body) {
         bd_buf_printf(&req, "Content-Length: %zu\r\n", body_len);
     }
@@ -326,6 +329,9 @@ static int report_http_error(const char *cmd, const reply_t *r)
     } else {
         fprintf(stderr, "batchd %s: the server answered %d: %.300s\n", cmd, r->status,
                 r->body.len ? r->body.data : "(empty body)");
+    }
+    if (r->status == 401) {
+        fprintf(stderr, "batchd %s: a key goes with --api-key or BATCHD_API_KEY\n", cmd);
     }
     json_decref(root);
     return 1;
@@ -631,7 +637,7 @@ static int print_reply(const reply_t *r, bool classification)
 /* ---- batchd infer ---------------------------------------------------------------------- */
 
 typedef struct {
-    const char *url, *model, *version, *json, *cacert;
+    const char *url, *model, *version, *json, *cacert, *api_key;
     bd_cli_list_t images, inputs;
     int64_t classification;
     bool binary;
@@ -879,6 +885,10 @@ int bd_cli_infer(int argc, char **argv)
         return 2;
     }
     t.cacert = o.cacert;
+    if (!bd_cli_api_key_ok("infer", o.api_key)) {
+        return 2;
+    }
+    t.api_key = o.api_key;
     snprintf(t.model, sizeof t.model, "%s", o.model);
     snprintf(t.version, sizeof t.version, "%s", o.version ? o.version : "");
 
@@ -976,7 +986,7 @@ done:
 /* ---- batchd inspect -------------------------------------------------------------------- */
 
 typedef struct {
-    const char *url, *model, *version, *ort_lib, *cacert;
+    const char *url, *model, *version, *ort_lib, *cacert, *api_key;
     uint64_t timeout_us;
 } inspect_opts_t;
 
@@ -986,6 +996,7 @@ static const bd_cli_opt_t nopts[] = {
     {"--model", BD_CLI_STR, NOFF(model), NULL, 0, 0, NULL, "model name (with --url)"},
     {"--model-version", BD_CLI_STR, NOFF(version), NULL, 0, 0, NULL,
      "model version (default: the server's)"},
+    BD_CLI_API_KEY_OPT(inspect_opts_t),
     {"--onnxruntime-lib", BD_CLI_STR, NOFF(ort_lib), NULL, 0, 0, "BATCHD_ONNXRUNTIME_LIB",
      "libonnxruntime.so.1 to read a model file with (default: the one batchd was built with)"},
     {"--timeout", BD_CLI_DUR, NOFF(timeout_us), "30s", 0.001, 86400, NULL,
@@ -1113,6 +1124,10 @@ static int inspect_url(const inspect_opts_t *o)
         return 2;
     }
     t.cacert = o->cacert;
+    if (!bd_cli_api_key_ok("inspect", o->api_key)) {
+        return 2;
+    }
+    t.api_key = o->api_key;
     snprintf(t.model, sizeof t.model, "%s", o->model);
     snprintf(t.version, sizeof t.version, "%s", o->version ? o->version : "");
     int code = 1;

@@ -201,3 +201,19 @@ void bd_cli_usage(const bd_cli_cmd_t *cmd, FILE *f)
         }
     }
 }
+
+bool bd_cli_api_key_ok(const char *cmd, const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    bool ok = !key || (n >= 1 && n <= 256);
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = key[i] > 0x20 && key[i] < 0x7f;
+    }
+    if (!ok) {
+        fprintf(stderr,
+                "batchd %s: --api-key (or BATCHD_API_KEY) must be 1 to 256 visible ASCII "
+                "characters, without spaces\n",
+                cmd);
+    }
+    return ok;
+}

@@ -439,8 +439,12 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     bd_buf_t req, body;
     bd_buf_init(&req);
     bd_buf_init(&body);
-    bd_buf_printf(&req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n", path,
-                  t->host, t->port);
+    bd_buf_printf(&req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n", path, t->host,
+                  t->port);
+    if (t->api_key) {
+        bd_buf_printf(&req, "Authorization: Bearer %s\r\n", t->api_key);
+    }
+    bd_buf_puts(&req, "\r\n");
     bd_lg_http_t p;
     bd_lg_http_init(&p, &body);
     char *out = NULL;
@@ -502,8 +506,9 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
         goto done;
     }
     if (p.status != 200) {
-        bd_err_set(err, BD_EIO, "GET %s answered %d: %.300s", path, p.status,
-                   body.len ? body.data : "(empty body)");
+        bd_err_set(err, BD_EIO, "GET %s answered %d: %.300s%s", path, p.status,
+                   body.len ? body.data : "(empty body)",
+                   p.status == 401 ? "; a key goes with --api-key or BATCHD_API_KEY" : "");
         goto done;
     }
     bd_buf_reserve(&body, 1); /* an empty body still gets its terminating NUL */

@@ -86,9 +86,10 @@ typedef struct {
     /* connection */
     char host[256]; /* as given in the URL (Host header) */
     char port[16];
-    char prefix[256];   /* path before /v2, usually "" */
-    bool tls;           /* https:// (batchd infer and inspect; the load generator refuses it) */
-    const char *cacert; /* with tls: PEM file of the CAs to trust (borrowed); NULL: the system's */
+    char prefix[256];    /* path before /v2, usually "" */
+    bool tls;            /* https:// (batchd infer and inspect; the load generator refuses it) */
+    const char *cacert;  /* with tls: PEM file of the CAs to trust (borrowed); NULL: the system's */
+    const char *api_key; /* sent as 'Authorization: Bearer <key>' (borrowed); NULL: none */
     /* model */
     char model[256];
     char version[64];       /* "" for the default version */

@@ -407,6 +407,9 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
                       v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
         bd_buf_printf(&req, "Content-Type: %s\r\nContent-Length: %zu\r\n",
                       ro->binary ? "application/octet-stream" : "application/json", body.len);
+        if (t->api_key) {
+            bd_buf_printf(&req, "Authorization: Bearer %s\r\n", t->api_key);
+        }
         if (ro->binary) {
             bd_buf_printf(&req, "Inference-Header-Content-Length: %zu\r\n", header_len);
         }

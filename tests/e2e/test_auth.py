@@ -305,6 +305,54 @@ def test_metrics_auth_needs_a_key_for_metrics_only(metrics_keyed):
         assert r.status_code == 200, (path, r.status_code)
 
 
+# ---- batchd's own clients ---------------------------------------------------------------------
+
+def run_cli(*args, env_key=None):
+    env = sanitizer_env()
+    env.pop("BATCHD_API_KEY", None)
+    if env_key is not None:
+        env["BATCHD_API_KEY"] = env_key
+    return subprocess.run([BATCHD_BIN] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_cli_clients_send_the_api_key(keyed, tmp_path):
+    if not os.path.isfile(BATCHD_BIN):
+        pytest.skip("batchd binary not found at %s" % BATCHD_BIN)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(BODY))
+    url = keyed.url("")
+    want = "model echo version 1\noutput OUTPUT0 FP32 [1,2]: 1.5 -2\n"
+    r = run_cli("infer", "--url", url, "--model", "echo", "--json", req, "--api-key", INFER_KEY)
+    assert (r.returncode, r.stdout) == (0, want), r.stderr
+    r = run_cli("infer", "--url", url, "--model", "echo", "--json", req, env_key=INFER_KEY)
+    assert (r.returncode, r.stdout) == (0, want), r.stderr
+    r = run_cli("inspect", "--url", url, "--model", "echo", env_key=INFER_KEY)
+    assert r.returncode == 0 and r.stdout.startswith("model: echo\n"), r.stderr
+    r = run_cli("bench", "--url", url, "--model", "echo", "--concurrency", "2", "--duration",
+                "300ms", "--warmup", "0", "--quiet", "--json", tmp_path / "b.json",
+                env_key=INFER_KEY)
+    assert r.returncode == 0, r.stderr
+    level = json.loads((tmp_path / "b.json").read_text())["levels"][0]
+    assert level["success_rate"] == 1 and set(level["status_counts"]) == {"200"}, level
+    assert level["status_counts"]["200"] > 0 and not any(level["errors"].values()), level
+    # Without a key, or with a wrong one: the server's sentence, and where a key goes.
+    r = run_cli("infer", "--url", url, "--model", "echo", "--json", req)
+    assert r.returncode == 1
+    assert r.stderr == ("batchd infer: %s\nbatchd infer: a key goes with --api-key or "
+                        "BATCHD_API_KEY\n" % NEED_KEY), r.stderr
+    r = run_cli("bench", "--url", url, "--model", "echo", "--api-key", "wrong")
+    assert r.returncode != 0
+    assert "answered 401" in r.stderr and "a key goes with --api-key or BATCHD_API_KEY" in \
+        r.stderr, r.stderr
+    # A key that cannot go in a header is refused before anything is sent.
+    for bad in ("two words", "x" * 257, "line\nbreak"):
+        r = run_cli("infer", "--url", url, "--model", "echo", "--json", req, "--api-key", bad)
+        assert r.returncode == 2
+        assert r.stderr == ("batchd infer: --api-key (or BATCHD_API_KEY) must be 1 to 256 "
+                            "visible ASCII characters, without spaces\n"), r.stderr
+
+
 # ---- keys before bodies ----------------------------------------------------------------------
 
 BIG = 8 << 20
