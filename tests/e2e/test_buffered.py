@@ -206,7 +206,8 @@ def test_a_lone_body_of_max_body_bytes_passes_a_bound_of_the_same(start_server):
 def test_closed_connections_give_their_room_back(client):
     port = client.server.port
     socks = [open_partial(port, float(i))[0] for i in range(3)]
-    assert metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 3 * ROWS * 4
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 3 * ROWS * 4,
+             5, "the three bodies counted")
     for s in socks:
         s.close()  # mid-body
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
