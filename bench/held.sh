@@ -13,12 +13,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 work=$(mktemp -d)
 trap 'kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 . "$(dirname "$0")/lib.sh"
-mkdir -p "$work/repo/wide/1"
-cat > "$work/repo/wide/config.json" <<'JSON'
-{"backend": "sim", "max_batch_size": 1,
- "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [-1]}],
- "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [-1]}]}
-JSON
+wide_repo "$work/repo"
 SERVE_FLAGS="--max-body-bytes $((mib << 20)) ${3:+--max-buffered-bytes $3}" start_server "$work/repo"
 "$PYTHON" - "$url" "$srv" "$conns" "$mib" <<'PY'
 import re, socket, sys, time

@@ -19,3 +19,14 @@ start_server() {
 metric() {
   curl -s "$url/metrics" | awk -v n="$1" -v m="$2" '$0 ~ "^"n"\\{" && $0 ~ "model=\""m"\"" {print $2}'
 }
+
+# wide_repo DIR: a repository in DIR with one sim model "wide" (FP32 [-1] in, the same out, one
+# row per request): what the large-body benchmarks post to.
+wide_repo() {
+  mkdir -p "$1/wide/1"
+  cat > "$1/wide/config.json" <<'JSON'
+{"backend": "sim", "max_batch_size": 1,
+ "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [-1]}],
+ "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [-1]}]}
+JSON
+}

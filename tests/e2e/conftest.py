@@ -461,6 +461,29 @@ def read_all(sock, timeout=10):
         return data
 
 
+def read_reply(sock, timeout=HTTP_TIMEOUT_S):
+    """One HTTP/1.1 reply with a Content-Length body from a raw (plain or TLS) socket:
+    (status, headers with lower-case names, body)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a reply head: %r" % data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers["content-length"])
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside a reply body"
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest[:n]
+
+
 def error_message(r, status):
     """Assert the status and the KServe error shape; return the message."""
     assert r.status_code == status, "expected %d, got %d: %r" % (status, r.status_code,

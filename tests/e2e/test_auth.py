@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 from ws_util import run, ws_connect, ws_recv
 from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, parse_metrics, read_all,
-                      sanitizer_env, tensor, vm_kib)
+                      read_reply, sanitizer_env, tensor, vm_kib)
 
 STEP_S = 15.0
 INFER_KEY = "inf-" + secrets.token_hex(16)
@@ -356,28 +356,6 @@ def test_cli_clients_send_the_api_key(keyed, tmp_path):
 # ---- keys before bodies ----------------------------------------------------------------------
 
 BIG = 8 << 20
-
-
-def read_reply(sock, timeout=STEP_S):
-    """One HTTP/1.1 reply with a Content-Length body: (status, headers (lower-case), body)."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "closed before a reply head: %r" % data
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers["content-length"])
-    while len(rest) < n:
-        chunk = sock.recv(65536)
-        assert chunk, "closed inside a reply body"
-        rest += chunk
-    return int(lines[0].split()[1]), headers, rest[:n]
 
 
 def infer_head(length, auth=None, chunked=False):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_metrics, read_all, wait_for
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_metrics, read_all,
+                      read_reply, wait_for)
 
 MIB = 1 << 20
 ROWS = MIB // 4 - 64  # an FP32 row that, with its JSON header, makes a body just under 1 MiB
@@ -53,26 +54,6 @@ def open_partial(port, value):
     half = len(body) // 2
     s.sendall(head_of(body, hl) + body[:half])
     return s, body[half:]
-
-
-def read_reply(sock):
-    """One Content-Length framed reply: (status, headers lower-cased, body)."""
-    sock.settimeout(HTTP_TIMEOUT_S)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        assert chunk, "closed before a reply: %r" % buf
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict((k.strip().lower(), v.strip()) for k, v in
-                   (ln.split(":", 1) for ln in lines[1:]))
-    n = int(headers["content-length"])
-    while len(rest) < n:
-        chunk = sock.recv(65536)
-        assert chunk, "closed inside a reply body"
-        rest += chunk
-    return int(lines[0].split()[1]), headers, rest[:n]
 
 
 def check_echo(status, headers, body, value):
