@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -134,6 +133,8 @@ def test_odd_framings_are_counted_too(client):
     the room is checked for these as well (the request is refused later for its framing)."""
     port = client.server.port
     held = [open_partial(port, float(i)) for i in range(3)]
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 3 * ROWS * 4,
+             5, "the three bodies counted")
     try:
         for extra in (b"Content-Length: 1000000\r\n",
                       b"Transfer-Encoding: chunked\r\n"):
@@ -162,7 +163,9 @@ def test_chunked_bodies_hold_only_their_bytes_once_in(client):
                   b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         socks.append(s)
-        time.sleep(0.05)  # its body is in before the next head
+        # Its body is in (no promise left) before the next head comes.
+        wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
+                 5, "the chunked body in")
     for s in socks:
         status, _, reply = read_reply(s)
         assert status == 200, reply
