@@ -2014,12 +2014,12 @@ static bool refuse_tls(conn_t *c, const char *resp, size_t len)
 /* ---- request bytes held ------------------------------------------------------------------
  * Each connection's input buffer holds its request's head and body until the reply is out, so
  * without a bound N clients could make the server hold N x --max-body-bytes. h->buffered is
- * the sum over connections of the bytes each buffer holds, or, from an admitted head on, the
- * bytes its request was promised if that is more (its head and Content-Length; a chunked body
- * is promised --max-body-bytes); a head whose body would take it past --max-buffered-bytes is
- * answered 503 (early_refusal). Bytes, not the buffers' capacities: h2o rounds those up to a
- * power of two, and the pages past the data are not touched. Recounted after each read, each
- * reserve, each reply and every head tick. */
+ * the sum over connections of the bytes each buffer holds, or, from an admitted head until its
+ * body is in, the bytes its body was promised if that is more (its Content-Length; a chunked
+ * body is promised --max-body-bytes); a head whose body would take it past
+ * --max-buffered-bytes is answered 503 (room_for_body). Bytes, not the buffers' capacities: h2o
+ * rounds those up to a power of two, and the pages past the data are not touched. Recounted after
+ * each read, each reserve, each reply and every head tick. */
 static void count_buffer(conn_t *c)
 {
     const h2o_buffer_t *in = c->sock ? c->sock->input : NULL;
@@ -2131,12 +2131,13 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
 
 /* A request that admit would refuse 401, or rate_ok 429, or that --max-buffered-bytes has no
  * room for (503, room_for_body), is answered from its head before its body is buffered: the
- * body is then dropped as it arrives (refuse_body). For a body framed by one Content-Length or
- * by chunked alone; 401 and 429 only where the answer is certain: a path that is not open nor
- * a WebSocket one and that h2o's normalisation leaves alone (no '%', no dot segments); then,
- * with API keys, no valid 'Authorization: Bearer' key (401), the room (503), and with
- * --rate-limit, a POST to an infer path whose caller has no token left (429; a token it takes
- * here is the request's, token_taken). All else is admit's and rate_ok's, after the body. */
+ * body is then dropped as it arrives (refuse_body). The room is checked for every body, however
+ * framed; 401 and 429 only where the answer is certain: a body framed by one Content-Length or
+ * by chunked alone, a path that is not open nor a WebSocket one and that h2o's normalisation
+ * leaves alone (no '%', no dot segments); then, with API keys, no valid 'Authorization:
+ * Bearer' key (401), the room (503), and with --rate-limit, a POST to an infer path whose
+ * caller has no token left (429; a token it takes here is the request's, token_taken). All
+ * else is admit's and rate_ok's, after the body. */
 static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t method_len,
                           const char *path, size_t path_len, const struct phr_header *f, size_t n,
                           size_t head)
