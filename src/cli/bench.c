@@ -18,7 +18,7 @@
 #define MAX_MULTI BD_CLI_LIST_MAX
 
 typedef struct {
-    const char *url, *model, *version, *api_key;
+    const char *url, *model, *version, *api_key, *cacert;
     const char *concurrency, *rate, *distribution;
     uint64_t duration_us, warmup_us, window_us, max_duration_us, timeout_us, max_send_lag_us;
     int64_t requests, batch, stable_windows, max_connections, seed, burst;
@@ -77,7 +77,7 @@ static const bd_cli_opt_t bopts[] = {
     {"--quiet", BD_CLI_BOOL, OFF(quiet), NULL, 0, 0, NULL, "no progress lines"},
 };
 static const bd_cli_cmd_t bench_cmd = {
-    .usage = "usage: batchd bench --url http://HOST:PORT --model M [--concurrency LIST | --rate "
+    .usage = "usage: batchd bench --url http[s]://HOST:PORT --model M [--concurrency LIST | --rate "
              "LIST]\n       [--duration 10s | --requests N] [--batch B] [--binary] [--json "
              "FILE] [--csv FILE] [--plot FILE.svg]\n",
     .opts = bopts,
@@ -276,14 +276,7 @@ int bd_cli_bench(int argc, char **argv)
         return 2;
     }
     t.api_key = o.api_key;
-    if (t.tls) {
-        fprintf(stderr,
-                "batchd bench: the load generator speaks plain HTTP only, got '%s'; "
-                "bench a server without --tls-cert (bench/tls.sh measures HTTPS with "
-                "wrk)\n",
-                o.url);
-        return 2;
-    }
+    t.cacert = o.cacert;
     if (strlen(o.model) >= sizeof t.model || (o.version && strlen(o.version) >= sizeof t.version)) {
         fprintf(stderr, "batchd bench: --model or --model-version is too long\n");
         return 2;

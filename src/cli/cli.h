@@ -58,15 +58,20 @@ typedef struct {
 } bd_cli_opt_t;
 
 /* The flags every client command (bench, infer) takes to name a model on a server, for an
- * options struct `type` with const char * fields url, model, version and api_key. */
+ * options struct `type` with const char * fields url, model, version, api_key and cacert. */
 /* clang-format off */
 #define BD_CLI_SERVER_OPTS(type)                                                                   \
     {"--url", BD_CLI_STR, offsetof(type, url), NULL, 0, 0, NULL,                                   \
-     "server, http://HOST:PORT[/prefix] (infer: https:// too); required"},                         \
+     "server, http[s]://HOST:PORT[/prefix]; required"},                                            \
     {"--model", BD_CLI_STR, offsetof(type, model), NULL, 0, 0, NULL, "model name; required"},      \
     {"--model-version", BD_CLI_STR, offsetof(type, version), NULL, 0, 0, NULL,                     \
      "model version (default: the server's)"},                                                     \
-    BD_CLI_API_KEY_OPT(type)
+    BD_CLI_API_KEY_OPT(type), BD_CLI_CACERT_OPT(type)
+/* An https:// server: the CAs its certificate is checked against. */
+#define BD_CLI_CACERT_OPT(type)                                                                    \
+    {"--cacert", BD_CLI_STR, offsetof(type, cacert), NULL, 0, 0, NULL,                             \
+     "with an https:// URL: PEM file of the CA certificates to trust (a self-signed server's "    \
+     "own certificate will do); default: the system's"}
 /* A server started with --api-keys: the key each request sends (Authorization: Bearer). The
  * environment variable keeps it out of the process list. */
 #define BD_CLI_API_KEY_OPT(type)                                                                   \

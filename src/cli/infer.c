@@ -7,14 +7,11 @@
  *
  * Exit status: 0 on success, 1 when the server or the connection failed (the server's error
  * sentence is printed on stderr), 2 for bad flags. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <netdb.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -147,62 +144,14 @@ static void conn_close(conn_t *c)
     }
 }
 
-/* OpenSSL's reason for the last failure, or what errno says (a timeout, a reset). */
-static const char *tls_reason(void)
-{
-    unsigned long e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    return r ? r : errno == EAGAIN ? "timed out" : errno ? strerror(errno) : "the server closed";
-}
-
 /* The TLS handshake on c->fd, checking the server's certificate. */
 static int tls_start(conn_t *c, const bd_lg_target_t *t, bd_err_t *err)
 {
     signal(SIGPIPE, SIG_IGN); /* SSL_write writes with write(2), to a server that may close */
-    ERR_clear_error();
-    c->ctx = SSL_CTX_new(TLS_client_method());
-    if (!c->ctx || SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1) {
-        return bd_err_set(err, BD_EIO, "cannot set up TLS: %s", tls_reason());
+    if (!(c->ctx = bd_lg_tls_ctx(t, err)) || !(c->ssl = bd_lg_tls_ssl(c->ctx, t, c->fd, err))) {
+        return err->code;
     }
-    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-    if (t->cacert && access(t->cacert, R_OK) != 0) {
-        return bd_err_set(err, BD_EINVAL, "cannot read --cacert '%s': %s", t->cacert,
-                          strerror(errno));
-    }
-    if (t->cacert ? SSL_CTX_load_verify_locations(c->ctx, t->cacert, NULL) != 1
-                  : SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
-        return bd_err_set(err, BD_EINVAL, "no CA certificate could be read from %s: %s",
-                          t->cacert ? t->cacert : "the system's store", tls_reason());
-    }
-    if (!(c->ssl = SSL_new(c->ctx)) || SSL_set_fd(c->ssl, c->fd) != 1) {
-        return bd_err_set(err, BD_EIO, "cannot set up TLS: %s", tls_reason());
-    }
-    unsigned char addr[16];
-    bool is_ip = inet_pton(AF_INET, t->host, addr) == 1 || inet_pton(AF_INET6, t->host, addr) == 1;
-    if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), t->host) != 1
-              : SSL_set_tlsext_host_name(c->ssl, t->host) != 1 ||
-                    SSL_set1_host(c->ssl, t->host) != 1) {
-        return bd_err_set(err, BD_EIO, "cannot set up TLS for host '%s': %s", t->host,
-                          tls_reason());
-    }
-    if (SSL_connect(c->ssl) == 1) {
-        return 0;
-    }
-    long v = SSL_get_verify_result(c->ssl);
-    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-        return bd_err_set(err, BD_EIO,
-                          "the certificate of %s:%s is for another name (%s); use a URL with a "
-                          "name or address the certificate lists",
-                          t->host, t->port, X509_verify_cert_error_string(v));
-    }
-    if (v != X509_V_OK) {
-        return bd_err_set(err, BD_EIO,
-                          "the certificate of %s:%s is not trusted: %s; give the CA that signed "
-                          "it (or the certificate itself) with --cacert FILE",
-                          t->host, t->port, X509_verify_cert_error_string(v));
-    }
-    return bd_err_set(err, BD_EIO, "TLS handshake with %s:%s failed: %s", t->host, t->port,
-                      tls_reason());
+    return SSL_connect(c->ssl) == 1 ? 0 : bd_lg_tls_failed(c->ssl, t, err);
 }
 
 static ssize_t conn_send(conn_t *c, const char *p, size_t n)
@@ -658,9 +607,6 @@ static const bd_cli_opt_t iopts[] = {
      "binary tensors (Triton's extension) for inputs and outputs instead of JSON"},
     {"--timeout", BD_CLI_DUR, IOFF(timeout_us), "60s", 0.001, 86400, NULL,
      "how long to wait for the reply"},
-    {"--cacert", BD_CLI_STR, IOFF(cacert), NULL, 0, 0, NULL,
-     "with an https:// URL: PEM file of the CA certificates to trust (a self-signed server's "
-     "own certificate will do); default: the system's"},
 };
 static const bd_cli_cmd_t infer_cmd = {
     .usage = "usage: batchd infer --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
@@ -997,12 +943,11 @@ static const bd_cli_opt_t nopts[] = {
     {"--model-version", BD_CLI_STR, NOFF(version), NULL, 0, 0, NULL,
      "model version (default: the server's)"},
     BD_CLI_API_KEY_OPT(inspect_opts_t),
+    BD_CLI_CACERT_OPT(inspect_opts_t),
     {"--onnxruntime-lib", BD_CLI_STR, NOFF(ort_lib), NULL, 0, 0, "BATCHD_ONNXRUNTIME_LIB",
      "libonnxruntime.so.1 to read a model file with (default: the one batchd was built with)"},
     {"--timeout", BD_CLI_DUR, NOFF(timeout_us), "30s", 0.001, 86400, NULL,
      "how long to wait for the server"},
-    {"--cacert", BD_CLI_STR, NOFF(cacert), NULL, 0, 0, NULL,
-     "with an https:// URL: PEM file of the CA certificates to trust; default: the system's"},
 };
 static const bd_cli_cmd_t inspect_cmd = {
     .usage = "usage: batchd inspect --url http[s]://HOST:PORT --model M [--cacert FILE]\n"

@@ -1,6 +1,7 @@
 /* client.c: the HTTP/1.1 client pieces of the load generator: URL parsing, a streaming reply
  * parser (Content-Length, chunked, or delimited by close; head split across any number of
- * reads), a blocking GET for the model metadata, and the open-loop schedule.
+ * reads), a blocking GET for the model metadata (through TLS for https://), and the open-loop
+ * schedule.
  *
  * The parser copies nothing in the common case (the whole head arrives in one read): it
  * parses the head in place and only counts body bytes unless the caller asked for them.
@@ -15,6 +16,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "loadgen/loadgen_internal.h"
 
@@ -448,6 +451,8 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     bd_lg_http_t p;
     bd_lg_http_init(&p, &body);
     char *out = NULL;
+    SSL_CTX *ctx = NULL;
+    SSL *ssl = NULL;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || req.failed) {
         bd_err_set(err, BD_EIO, "cannot create a socket: %s", strerror(errno));
@@ -465,15 +470,33 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
                    soerr ? strerror(soerr) : "timed out");
         goto done;
     }
+    if (t->tls) {
+        if (!(ctx = bd_lg_tls_ctx(t, err)) || !(ssl = bd_lg_tls_ssl(ctx, t, fd, err))) {
+            goto done;
+        }
+        int hs;
+        while ((hs = SSL_connect(ssl)) != 1) {
+            int e = SSL_get_error(ssl, hs);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                bd_lg_tls_failed(ssl, t, err);
+                goto done;
+            }
+            if (wait_fd(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) != 0) {
+                bd_err_set(err, BD_EIO, "TLS handshake with %s:%s timed out", t->host, t->port);
+                goto done;
+            }
+        }
+    }
     size_t off = 0;
+    short wait = 0;
     while (off < req.len) {
-        ssize_t n = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
+        ssize_t n = bd_lg_io_send(fd, ssl, req.data + off, req.len - off, &wait);
         if (n > 0) {
             off += (size_t)n;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        } else if (!wait) {
             bd_err_set(err, BD_EIO, "cannot send to %s:%s: %s", t->host, t->port, strerror(errno));
             goto done;
-        } else if (wait_fd(fd, POLLOUT, deadline) != 0) {
+        } else if (wait_fd(fd, wait, deadline) != 0) {
             bd_err_set(err, BD_EIO, "timed out sending to %s:%s", t->host, t->port);
             goto done;
         }
@@ -481,12 +504,13 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     char buf[16384];
     int rc = BD_LG_HTTP_MORE;
     while (rc == BD_LG_HTTP_MORE) {
-        if (wait_fd(fd, POLLIN, deadline) != 0) {
-            bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host, t->port);
-            goto done;
-        }
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        ssize_t n = bd_lg_io_recv(fd, ssl, buf, sizeof buf, &wait);
+        if (n < 0 && wait) {
+            if (wait_fd(fd, wait, deadline) != 0) {
+                bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host,
+                           t->port);
+                goto done;
+            }
             continue;
         }
         size_t used;
@@ -519,6 +543,8 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     body.data[body.len] = '\0';
     out = bd_buf_steal(&body, len);
 done:
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
     if (fd >= 0) {
         close(fd);
     }

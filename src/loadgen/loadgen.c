@@ -21,6 +21,10 @@
  * (throughput per window for the stability rule), then a drain so that the next level
  * starts on a quiet server.
  *
+ * An https:// target: each connection runs its TLS handshake after its TCP connect (counted in
+ * the latency of the request that opened it, as the connect is) and then carries requests as
+ * a plain one does, through its own SSL session; sessions are not resumed.
+ *
  * Events carry (generation << 32 | index) so an event for a socket closed earlier in the same
  * batch is recognised and dropped. A connection is never freed inside its own handler:
  * connections live in one array for the whole level.
@@ -31,6 +35,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -38,6 +43,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "loadgen/loadgen_internal.h"
 
@@ -48,7 +55,7 @@
 #define TIMEOUT_SCAN_US 1000
 #define MAX_EVENTS 512
 
-enum { C_IDLE = 0, C_CONNECTING, C_SENDING, C_WAITING, C_RETRY };
+enum { C_IDLE = 0, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_WAITING, C_RETRY };
 
 typedef struct {
     int fd; /* -1 when closed */
@@ -61,6 +68,7 @@ typedef struct {
     uint64_t t_start; /* latency reference: issue time (closed) or scheduled time (open) */
     uint64_t retry_at;
     bd_lg_http_t http;
+    SSL *ssl; /* https://: the connection's TLS session */
 } conn_t;
 
 typedef struct {
@@ -70,6 +78,7 @@ typedef struct {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int ep;
+    SSL_CTX *tls; /* https:// */
     conn_t *conns;
     size_t n_conns;   /* allocated */
     size_t n_created; /* open loop: conns[0..n_created) have been used */
@@ -116,6 +125,8 @@ static void ep_set(loop_t *L, conn_t *c, bool out, bool add)
 
 static void conn_close(conn_t *c)
 {
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     if (c->fd >= 0) {
         close(c->fd); /* also removes it from the epoll set */
         c->fd = -1;
@@ -204,17 +215,15 @@ static void try_write(loop_t *L, conn_t *c, uint64_t now)
     const char *req = L->t->request;
     size_t len = L->t->request_len;
     while (c->woff < len) {
-        ssize_t n = send(c->fd, req + c->woff, len - c->woff, MSG_NOSIGNAL);
+        short wait;
+        ssize_t n = bd_lg_io_send(c->fd, c->ssl, req + c->woff, len - c->woff, &wait);
         if (n > 0) {
             c->woff += (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && errno == EAGAIN) {
-            if (!c->want_out) {
-                ep_set(L, c, true, false);
+        if (n < 0 && wait) {
+            if (c->want_out != (wait == POLLOUT)) {
+                ep_set(L, c, wait == POLLOUT, false); /* POLLIN: on_event writes on EPOLLIN */
             }
             return;
         }
@@ -230,6 +239,32 @@ static void try_write(loop_t *L, conn_t *c, uint64_t now)
 static void connect_failed(loop_t *L, conn_t *c, int e, uint64_t now)
 {
     on_error(L, c, e == ECONNREFUSED ? BD_LG_ERR_REFUSED : BD_LG_ERR_CONNECT, now);
+}
+
+/* The TCP connect is done: send, after the TLS handshake for https://. */
+static void connected(loop_t *L, conn_t *c, uint64_t now)
+{
+    if (L->tls && !c->ssl) {
+        if (!(c->ssl = bd_lg_tls_ssl(L->tls, L->t, c->fd, NULL))) {
+            on_error(L, c, BD_LG_ERR_CONNECT, now);
+            return;
+        }
+        c->state = C_HANDSHAKE;
+    }
+    if (c->state == C_HANDSHAKE) {
+        int r = SSL_connect(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                on_error(L, c, BD_LG_ERR_CONNECT, now); /* the metadata GET checked the cert */
+            } else if (c->want_out != (e == SSL_ERROR_WANT_WRITE)) {
+                ep_set(L, c, e == SSL_ERROR_WANT_WRITE, false);
+            }
+            return;
+        }
+    }
+    c->state = C_SENDING;
+    try_write(L, c, now);
 }
 
 /* Put the request on `c` (connecting first when it has no socket). */
@@ -260,8 +295,7 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
     bd_lg_http_reset(&c->http);
     if (connect(fd, (struct sockaddr *)&L->addr, L->addrlen) == 0) {
         ep_set(L, c, false, true);
-        c->state = C_SENDING;
-        try_write(L, c, now);
+        connected(L, c, now);
     } else if (errno == EINPROGRESS) {
         ep_set(L, c, true, true);
         c->state = C_CONNECTING;
@@ -275,12 +309,13 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
 static void on_readable(loop_t *L, conn_t *c, uint64_t now)
 {
     for (;;) {
-        ssize_t n = recv(c->fd, L->rbuf, RECV_BUF_BYTES, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && errno == EAGAIN) {
-            return;
+        short wait;
+        ssize_t n = bd_lg_io_recv(c->fd, c->ssl, L->rbuf, RECV_BUF_BYTES, &wait);
+        if (n < 0 && wait) {
+            if (c->want_out != (wait == POLLOUT)) {
+                ep_set(L, c, wait == POLLOUT, false); /* TLS: on_event reads on EPOLLOUT */
+            }
+            return; /* nothing more now (TLS: maybe a session ticket, read and kept) */
         }
         if (!c->busy) { /* the server closed an idle keep-alive connection, or spoke unasked */
             conn_close(c);
@@ -309,7 +344,7 @@ static void on_readable(loop_t *L, conn_t *c, uint64_t now)
             on_reply(L, c, now);
             return;
         }
-        if ((size_t)n < RECV_BUF_BYTES) {
+        if (!c->ssl && (size_t)n < RECV_BUF_BYTES) {
             return; /* most likely drained; level-triggered epoll calls again if not */
         }
     }
@@ -330,11 +365,20 @@ static void on_event(loop_t *L, conn_t *c, uint32_t events, uint64_t now)
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
             return;
         }
-        c->state = C_SENDING;
-        try_write(L, c, now);
+        connected(L, c, now);
         return;
     }
+    if (c->state == C_HANDSHAKE) {
+        connected(L, c, now);
+        return;
+    }
+    /* TLS may want to read in the middle of a write, or write in the middle of a read. */
+    if (c->ssl && (events & EPOLLIN) && c->state == C_SENDING) {
+        try_write(L, c, now);
+    }
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && c->fd >= 0) {
+        on_readable(L, c, now);
+    } else if (c->ssl && (events & EPOLLOUT) && c->fd >= 0 && c->state == C_WAITING) {
         on_readable(L, c, now);
     }
     if ((events & EPOLLOUT) && c->fd >= 0 && c->state == C_SENDING) {
@@ -532,6 +576,7 @@ static void loop_dispose(loop_t *L)
     if (L->ep >= 0) {
         close(L->ep);
     }
+    SSL_CTX_free(L->tls);
     free(L->conns);
     free(L->spare);
     free(L->pend);
@@ -598,6 +643,10 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     L.lat = bd_hdr_new(HIST_HIGHEST_US, HIST_DIGITS);
     L.lag = bd_hdr_new(HIST_HIGHEST_US, HIST_DIGITS);
     L.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (t->tls && !(L.tls = bd_lg_tls_ctx(t, err))) {
+        rc = err ? err->code : BD_EINVAL;
+        goto done;
+    }
     if (!L.conns || !L.spare || !L.rbuf || !L.lat || !L.lag || L.ep < 0) {
         rc = bd_err_set(err, L.ep < 0 ? BD_EIO : BD_ENOMEM,
                         "cannot set up the load generator (%zu connections): %s", L.n_conns,

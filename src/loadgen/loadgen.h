@@ -123,6 +123,20 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
 
 void bd_lg_target_dispose(bd_lg_target_t *t);
 
+/* ---- TLS for an https:// target (tls.c; OpenSSL's SSL_CTX and SSL) ---------------------- */
+
+/* A client context: TLS 1.2 or newer, the server's certificate checked against t->cacert or
+ * the system's CAs; partial writes allowed. NULL with err set (a --cacert that cannot be read
+ * or holds no certificate). Free with SSL_CTX_free. */
+struct ssl_ctx_st *bd_lg_tls_ctx(const bd_lg_target_t *t, bd_err_t *err);
+/* A session on socket fd in connect state, checking that the certificate names t->host (a
+ * name, with SNI, or an address). NULL with err set. Free with SSL_free. */
+struct ssl_st *bd_lg_tls_ssl(struct ssl_ctx_st *ctx, const bd_lg_target_t *t, int fd,
+                             bd_err_t *err);
+/* After SSL_connect failed: the sentence that says why (an untrusted certificate, one for
+ * another name, or OpenSSL's reason). Returns BD_EIO. */
+int bd_lg_tls_failed(struct ssl_st *ssl, const bd_lg_target_t *t, bd_err_t *err);
+
 /* ---- running a level ------------------------------------------------------------------- */
 
 typedef enum { BD_LG_CLOSED = 0, BD_LG_OPEN } bd_lg_mode_t;

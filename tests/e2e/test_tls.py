@@ -1034,12 +1034,27 @@ def test_cli_refuses_a_certificate_it_does_not_trust(tls, certs, req_file):
                 "--json", req_file)
     assert r.returncode == 1
     assert "this port speaks HTTPS (TLS) only" in r.stderr, r.stderr
-    # The load generator does not speak TLS, and says so.
-    r = run_cli("bench", "--url", url, "--model", "echo")
-    assert r.returncode == 2
-    assert r.stderr == ("batchd bench: the load generator speaks plain HTTP only, got '%s'; "
-                        "bench a server without --tls-cert (bench/tls.sh measures HTTPS with "
-                        "wrk)\n" % url), r.stderr
+    # bench checks the certificate with its first request (the model's metadata).
+    r = run_cli("bench", "--url", url, "--model", "echo", "--duration", "200ms")
+    assert r.returncode != 0
+    assert r.stderr.startswith("batchd bench: cannot read model 'echo' metadata: the certificate "
+                               "of 127.0.0.1:%d is not trusted: " % tls.port), r.stderr
+
+
+@pytest.mark.parametrize("mode", [["--concurrency", "1,4"], ["--rate", "200"]])
+def test_cli_bench_over_https(tls, certs, tmp_path, mode):
+    """The load generator over TLS, closed and open loop, JSON and binary tensors: every
+    request answered 200 (each connection's handshake is part of its first request)."""
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", "--url", "https://127.0.0.1:%d" % tls.port, "--model", "echo",
+                "--cacert", certs["cert"], *mode, "--duration", "400ms", "--warmup", "100ms",
+                "--binary", "--quiet", "--json", out)
+    assert r.returncode == 0, r.stderr
+    levels = json.loads(out.read_text())["levels"]
+    assert len(levels) == (2 if mode[0] == "--concurrency" else 1)
+    for level in levels:
+        assert level["success_rate"] == 1 and set(level["status_counts"]) == {"200"}, level
+        assert level["status_counts"]["200"] > 0 and not any(level["errors"].values()), level
 
 
 def test_cli_refuses_a_certificate_for_another_name(start_server, tmp_path_factory, req_file):
