@@ -9,7 +9,6 @@
  * sentence is printed on stderr), 2 for bad flags. */
 #include <errno.h>
 #include <jansson.h>
-#include <limits.h>
 #include <netdb.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -154,36 +153,6 @@ static int tls_start(conn_t *c, const bd_lg_target_t *t, bd_err_t *err)
     return SSL_connect(c->ssl) == 1 ? 0 : bd_lg_tls_failed(c->ssl, t, err);
 }
 
-static ssize_t conn_send(conn_t *c, const char *p, size_t n)
-{
-    if (!c->ssl) {
-        return send(c->fd, p, n, MSG_NOSIGNAL);
-    }
-    int k = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
-    return k > 0 ? k : -1;
-}
-
-/* Like recv: bytes, 0 at the end (a close_notify, or a close without one), -1 and errno. */
-static ssize_t conn_recv(conn_t *c, char *p, size_t n)
-{
-    if (!c->ssl) {
-        return recv(c->fd, p, n, 0);
-    }
-    errno = 0;
-    int k = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
-    if (k > 0) {
-        return k;
-    }
-    int e = SSL_get_error(c->ssl, k);
-    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) {
-        return 0;
-    }
-    if (errno == 0 || errno == EINTR) {
-        errno = EIO;
-    }
-    return -1;
-}
-
 /* One request on its own connection; the reply is read until the server closes. */
 static int http_do(const bd_lg_target_t *t, const char *method, const char *path,
                    const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
@@ -229,7 +198,8 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
         goto done;
     }
     for (size_t off = 0; off < req.len;) {
-        ssize_t n = conn_send(&c, req.data + off, req.len - off);
+        short wait;
+        ssize_t n = bd_lg_io_send(c.fd, c.ssl, req.data + off, req.len - off, &wait);
         if (n > 0) {
             off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -241,7 +211,8 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
     }
     char buf[65536];
     for (;;) {
-        ssize_t n = conn_recv(&c, buf, sizeof buf);
+        short wait;
+        ssize_t n = bd_lg_io_recv(c.fd, c.ssl, buf, sizeof buf, &wait);
         if (n > 0) {
             bd_buf_append(&in, buf, (size_t)n);
             if (in.len > MAX_REPLY_BYTES) {

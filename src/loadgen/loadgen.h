@@ -17,6 +17,7 @@
 #define BD_LOADGEN_H
 
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "core/core.h"
 #include "tensor/tensor.h"
@@ -136,6 +137,12 @@ struct ssl_st *bd_lg_tls_ssl(struct ssl_ctx_st *ctx, const bd_lg_target_t *t, in
 /* After SSL_connect failed: the sentence that says why (an untrusted certificate, one for
  * another name, or OpenSSL's reason). Returns BD_EIO. */
 int bd_lg_tls_failed(struct ssl_st *ssl, const bd_lg_target_t *t, bd_err_t *err);
+/* One send or recv on a socket, through `ssl` when it is not NULL: the bytes moved (recv: 0
+ * when the peer closed, with or without a TLS close_notify), or -1 with *wait set to POLLIN or
+ * POLLOUT when it would block (or its SO_RCVTIMEO/SO_SNDTIMEO ran out), or with *wait 0 and
+ * errno on an error. */
+ssize_t bd_lg_io_send(int fd, struct ssl_st *ssl, const char *p, size_t n, short *wait);
+ssize_t bd_lg_io_recv(int fd, struct ssl_st *ssl, char *p, size_t n, short *wait);
 
 /* ---- running a level ------------------------------------------------------------------- */
 

@@ -4,8 +4,6 @@
 #ifndef BD_LOADGEN_INTERNAL_H
 #define BD_LOADGEN_INTERNAL_H
 
-#include <sys/types.h>
-
 #include "loadgen/loadgen.h"
 
 /* ---- open-loop schedule ---------------------------------------------------------------- */
@@ -60,13 +58,5 @@ int bd_lg_http_feed(bd_lg_http_t *p, const char *data, size_t len, size_t *used)
 /* The peer closed the connection: DONE when the reply's body was delimited by the close,
  * else ERROR. */
 int bd_lg_http_eof(bd_lg_http_t *p);
-
-/* ---- socket I/O, plain or TLS ------------------------------------------------------------ */
-
-/* One send or recv on a non-blocking socket, through `ssl` when it is not NULL: the bytes
- * moved (recv: 0 when the peer closed, with or without a TLS close_notify), or -1 with *wait
- * set to POLLIN or POLLOUT when it would block, or with *wait 0 and errno on an error. */
-ssize_t bd_lg_io_send(int fd, struct ssl_st *ssl, const char *p, size_t n, short *wait);
-ssize_t bd_lg_io_recv(int fd, struct ssl_st *ssl, char *p, size_t n, short *wait);
 
 #endif
