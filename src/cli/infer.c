@@ -143,16 +143,6 @@ static void conn_close(conn_t *c)
     }
 }
 
-/* The TLS handshake on c->fd, checking the server's certificate. */
-static int tls_start(conn_t *c, const bd_lg_target_t *t, bd_err_t *err)
-{
-    signal(SIGPIPE, SIG_IGN); /* SSL_write writes with write(2), to a server that may close */
-    if (!(c->ctx = bd_lg_tls_ctx(t, err)) || !(c->ssl = bd_lg_tls_ssl(c->ctx, t, c->fd, err))) {
-        return err->code;
-    }
-    return SSL_connect(c->ssl) == 1 ? 0 : bd_lg_tls_failed(c->ssl, t, err);
-}
-
 /* One request on its own connection; the reply is read until the server closes. */
 static int http_do(const bd_lg_target_t *t, const char *method, const char *path,
                    const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
@@ -194,8 +184,11 @@ static int http_do(const bd_lg_target_t *t, const char *method, const char *path
                         strerror(errno));
         goto done;
     }
-    if (t->tls && (rc = tls_start(&c, t, err)) != 0) {
-        goto done;
+    if (t->tls) {
+        signal(SIGPIPE, SIG_IGN); /* SSL_write writes with write(2), to a server that may close */
+        if ((rc = bd_lg_tls_open(t, c.fd, bd_now_us() + timeout_us, &c.ctx, &c.ssl, err)) != 0) {
+            goto done;
+        }
     }
     for (size_t off = 0; off < req.len;) {
         short wait;

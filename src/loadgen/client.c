@@ -405,25 +405,6 @@ int bd_lg_http_eof(bd_lg_http_t *p)
 
 /* ---- blocking metadata GET ------------------------------------------------------------- */
 
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-    for (;;) {
-        uint64_t now = bd_now_us();
-        if (now >= deadline) {
-            return BD_EIO;
-        }
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int ms = (int)((deadline - now + 999) / 1000);
-        int rc = poll(&pfd, 1, ms);
-        if (rc > 0) {
-            return 0;
-        }
-        if (rc < 0 && errno != EINTR) {
-            return BD_EIO;
-        }
-    }
-}
-
 char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len, bd_err_t *err)
 {
     uint64_t deadline = bd_now_us() + timeout_us;
@@ -464,28 +445,14 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     }
     int soerr = 0;
     socklen_t sl = sizeof soerr;
-    if (wait_fd(fd, POLLOUT, deadline) != 0 ||
+    if (bd_lg_wait_fd(fd, POLLOUT, deadline) != 0 ||
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
         bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port,
                    soerr ? strerror(soerr) : "timed out");
         goto done;
     }
-    if (t->tls) {
-        if (!(ctx = bd_lg_tls_ctx(t, err)) || !(ssl = bd_lg_tls_ssl(ctx, t, fd, err))) {
-            goto done;
-        }
-        int hs;
-        while ((hs = SSL_connect(ssl)) != 1) {
-            int e = SSL_get_error(ssl, hs);
-            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-                bd_lg_tls_failed(ssl, t, err);
-                goto done;
-            }
-            if (wait_fd(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) != 0) {
-                bd_err_set(err, BD_EIO, "TLS handshake with %s:%s timed out", t->host, t->port);
-                goto done;
-            }
-        }
+    if (t->tls && bd_lg_tls_open(t, fd, deadline, &ctx, &ssl, err) != 0) {
+        goto done;
     }
     size_t off = 0;
     short wait = 0;
@@ -496,7 +463,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
         } else if (!wait) {
             bd_err_set(err, BD_EIO, "cannot send to %s:%s: %s", t->host, t->port, strerror(errno));
             goto done;
-        } else if (wait_fd(fd, wait, deadline) != 0) {
+        } else if (bd_lg_wait_fd(fd, wait, deadline) != 0) {
             bd_err_set(err, BD_EIO, "timed out sending to %s:%s", t->host, t->port);
             goto done;
         }
@@ -506,7 +473,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     while (rc == BD_LG_HTTP_MORE) {
         ssize_t n = bd_lg_io_recv(fd, ssl, buf, sizeof buf, &wait);
         if (n < 0 && wait) {
-            if (wait_fd(fd, wait, deadline) != 0) {
+            if (bd_lg_wait_fd(fd, wait, deadline) != 0) {
                 bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host,
                            t->port);
                 goto done;

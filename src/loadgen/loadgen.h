@@ -134,9 +134,11 @@ struct ssl_ctx_st *bd_lg_tls_ctx(const bd_lg_target_t *t, bd_err_t *err);
  * name, with SNI, or an address). NULL with err set. Free with SSL_free. */
 struct ssl_st *bd_lg_tls_ssl(struct ssl_ctx_st *ctx, const bd_lg_target_t *t, int fd,
                              bd_err_t *err);
-/* After SSL_connect failed: the sentence that says why (an untrusted certificate, one for
- * another name, or OpenSSL's reason). Returns BD_EIO. */
-int bd_lg_tls_failed(struct ssl_st *ssl, const bd_lg_target_t *t, bd_err_t *err);
+/* A context, a session and the handshake on connected socket fd, blocking or not: when the
+ * socket would block it waits (poll) until deadline_us. 0, or err set (the sentence of
+ * bd_lg_tls_failed, or a timeout); the caller frees *ctx and *ssl either way (NULL or set). */
+int bd_lg_tls_open(const bd_lg_target_t *t, int fd, uint64_t deadline_us, struct ssl_ctx_st **ctx,
+                   struct ssl_st **ssl, bd_err_t *err);
 /* One send or recv on a socket, through `ssl` when it is not NULL: the bytes moved (recv: 0
  * when the peer closed, with or without a TLS close_notify), or -1 with *wait set to POLLIN or
  * POLLOUT when it would block (or its SO_RCVTIMEO/SO_SNDTIMEO ran out), or with *wait 0 and

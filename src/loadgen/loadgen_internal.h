@@ -59,4 +59,7 @@ int bd_lg_http_feed(bd_lg_http_t *p, const char *data, size_t len, size_t *used)
  * else ERROR. */
 int bd_lg_http_eof(bd_lg_http_t *p);
 
+/* Wait (poll) until fd is ready for `events` or deadline_us passes (BD_EIO). tls.c. */
+int bd_lg_wait_fd(int fd, short events, uint64_t deadline_us);
+
 #endif

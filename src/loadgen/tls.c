@@ -1,8 +1,10 @@
 /* tls.c: the client side of TLS for an https:// target (batchd infer, inspect and bench):
  * a context that checks the server's certificate (TLS 1.2 or newer, against --cacert or the
  * system's CAs), a session per connection that checks the certificate names the URL's host or
- * address, the one sentence that says why a handshake failed, and one send or recv that goes
- * through TLS or not (bd_lg_io_*).
+ * address, a whole handshake on a blocking or non-blocking socket with the one sentence that
+ * says why it failed (bd_lg_tls_open: infer, inspect and bench's metadata GET; the load loop
+ * drives its own), one send or recv that goes through TLS or not (bd_lg_io_*), and the poll
+ * wait they share with the metadata GET.
  *
  * Threads: the calling thread's; a context and its sessions belong to one thread. */
 #include <arpa/inet.h>
@@ -69,7 +71,9 @@ SSL *bd_lg_tls_ssl(SSL_CTX *ctx, const bd_lg_target_t *t, int fd, bd_err_t *err)
     return ssl;
 }
 
-int bd_lg_tls_failed(SSL *ssl, const bd_lg_target_t *t, bd_err_t *err)
+/* After SSL_connect failed: the sentence that says why (an untrusted certificate, one for
+ * another name, or OpenSSL's reason). Returns BD_EIO. */
+static int tls_failed(SSL *ssl, const bd_lg_target_t *t, bd_err_t *err)
 {
     long v = SSL_get_verify_result(ssl);
     if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
@@ -86,6 +90,44 @@ int bd_lg_tls_failed(SSL *ssl, const bd_lg_target_t *t, bd_err_t *err)
     }
     return bd_err_set(err, BD_EIO, "TLS handshake with %s:%s failed: %s", t->host, t->port,
                       tls_reason());
+}
+
+int bd_lg_wait_fd(int fd, short events, uint64_t deadline_us)
+{
+    for (;;) {
+        uint64_t now = bd_now_us();
+        if (now >= deadline_us) {
+            return BD_EIO;
+        }
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int ms = (int)((deadline_us - now + 999) / 1000);
+        int rc = poll(&pfd, 1, ms);
+        if (rc > 0) {
+            return 0;
+        }
+        if (rc < 0 && errno != EINTR) {
+            return BD_EIO;
+        }
+    }
+}
+
+int bd_lg_tls_open(const bd_lg_target_t *t, int fd, uint64_t deadline_us, SSL_CTX **ctx, SSL **ssl,
+                   bd_err_t *err)
+{
+    if (!(*ctx = bd_lg_tls_ctx(t, err)) || !(*ssl = bd_lg_tls_ssl(*ctx, t, fd, err))) {
+        return err ? err->code : BD_EIO;
+    }
+    int r;
+    while ((r = SSL_connect(*ssl)) != 1) {
+        int e = SSL_get_error(*ssl, r);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            return tls_failed(*ssl, t, err);
+        }
+        if (bd_lg_wait_fd(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_us) != 0) {
+            return bd_err_set(err, BD_EIO, "TLS handshake with %s:%s timed out", t->host, t->port);
+        }
+    }
+    return 0;
 }
 
 /* After an SSL_read or SSL_write that moved nothing: -1 with *wait for what it waits on, 0 for
