@@ -11,9 +11,8 @@ secs=${2:-10}
 clients=${3:-4}
 BIN=${BATCHD_BIN:-build/batchd}
 PYTHON=${PYTHON:-/usr/bin/python3}
-work=$(mktemp -d)
-trap 'kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 . "$(dirname "$0")/lib.sh"
+bench_temp
 wide_repo "$work/repo"
 start_server "$work/repo"
 timeout $((secs + 300)) "$PYTHON" - "$url" "$mb" "$secs" "$clients" "$work/body_bytes" <<'PY'

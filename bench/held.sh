@@ -10,9 +10,8 @@ conns=${1:-40}
 mib=${2:-64}
 BIN=${BATCHD_BIN:-build/batchd}
 PYTHON=${PYTHON:-/usr/bin/python3}
-work=$(mktemp -d)
-trap 'kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 . "$(dirname "$0")/lib.sh"
+bench_temp
 wide_repo "$work/repo"
 SERVE_FLAGS="--max-body-bytes $((mib << 20)) ${3:+--max-buffered-bytes $3}" start_server "$work/repo"
 "$PYTHON" - "$url" "$srv" "$conns" "$mib" <<'PY'

@@ -15,9 +15,8 @@ BIN=${BATCHD_BIN:-build/batchd}
 DIR=$(dirname "$BIN")
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -f "$MODELS/mobilenet_v2/1/model.onnx" ] || { echo "bench: no $MODELS/mobilenet_v2" >&2; exit 1; }
-work=$(mktemp -d)
-trap 'kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 . bench/lib.sh
+bench_temp
 "$PYTHON" - "$work" <<'PY'
 import sys
 import numpy as np

@@ -1,4 +1,12 @@
-# bench/lib.sh: sourced by the bench scripts. Needs BIN and work (a temp folder) set.
+# bench/lib.sh: sourced by the bench scripts. Needs BIN set, and work (a temp folder: bench_temp
+# makes one).
+
+# bench_temp: work=a new temporary folder, removed at exit, when the server started there (srv)
+# is stopped.
+bench_temp() {
+  work=$(mktemp -d)
+  trap 'kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+}
 
 # start_server REPO: serve REPO on a free port (plus $SERVE_FLAGS); sets srv (pid) and url, or
 # exits with the log.
