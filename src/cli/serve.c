@@ -70,8 +70,9 @@ static const bd_cli_opt_t opts_table[] = {
      "largest request body accepted, compressed ones once inflated (bigger ones get 413)"},
     {"--max-buffered-bytes", BD_CLI_INT, OFF(max_buffered_bytes), "1073741824", 0, (int64_t)1 << 40,
      "BATCHD_MAX_BUFFERED_BYTES",
-     "request bytes all HTTP connections may hold at once; a body that would pass it gets 503 "
-     "from its head (bodies up to 64 KiB always pass); 0: no limit; else at least "
+     "request bytes all HTTP connections and WebSockets may hold at once; a body that would "
+     "pass it gets 503 from its head (bodies up to 64 KiB always pass), a WebSocket with "
+     "requests in flight is not read; 0: no limit; else at least "
      "--max-body-bytes"},
     {"--model-control", BD_CLI_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
      "none (load every model at start), explicit (POST /v2/repository/models/M/load and "
@@ -393,7 +394,6 @@ int bd_cli_serve(int argc, char **argv)
     bd_server_opts_t sv = {.http = {.host = so.host,
                                     .port = (int)so.http_port,
                                     .max_body_bytes = (size_t)so.max_body_bytes,
-                                    .max_buffered_bytes = (size_t)so.max_buffered_bytes,
                                     .model_control = (bd_model_control_t)control,
                                     .gate = gate,
                                     .strict_readiness = strict,
@@ -401,6 +401,7 @@ int bd_cli_serve(int argc, char **argv)
                                     .max_header_bytes = (size_t)so.max_header_bytes,
                                     .timeout_secs = (int)so.http_timeout_secs,
                                     .tls = tls_ctx},
+                           .max_buffered_bytes = (size_t)so.max_buffered_bytes,
                            .max_decode_bytes = (size_t)so.max_decode_bytes,
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};

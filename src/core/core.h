@@ -222,6 +222,16 @@ static inline bd_list_t *bd_list_first(const bd_list_t *head)
     return head->next == head ? NULL : head->next;
 }
 
+/* ---- request bytes held ---------------------------------------------------------------- */
+
+/* The bytes of client requests the front ends on one event loop hold at once (HTTP bodies,
+ * WebSocket messages), against --max-buffered-bytes. The server owns it; the front ends add
+ * and remove what they hold. That loop's thread only. */
+typedef struct {
+    size_t used;
+    size_t max; /* 0: no limit */
+} bd_budget_t;
+
 /* ---- mailbox: completions back to their owner thread ----------------------------------- */
 
 /* A mailbox belongs to one owner thread (an event loop). Any thread posts a bd_mail_t to it;

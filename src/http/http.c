@@ -71,8 +71,7 @@ struct bd_http {
     bd_infer_t *infer;
     bd_stream_t *stream;
     size_t max_body_bytes;
-    size_t max_buffered_bytes; /* --max-buffered-bytes; 0: no limit */
-    size_t buffered;           /* what the connections' input buffers hold (count_buffer) */
+    bd_budget_t *budget; /* request bytes held, the connections' part counted by count_buffer */
     int port;
     h2o_globalconf_t config;
     h2o_context_t ctx;
@@ -143,7 +142,7 @@ typedef struct {
     bool discarding; /* after an early 401 or 429: its body is read and dropped (on_read_discard) */
     size_t discard_left; /* bytes of that body still to come */
     bool token_taken;    /* early_refusal took this head's --rate-limit token: rate_ok does not */
-    size_t buffered;     /* its part of h->buffered */
+    size_t buffered;     /* its part of h->budget->used */
     size_t promised;     /* room its admitted body may take (a chunked one's is unknown) */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
@@ -1846,8 +1845,8 @@ static void on_conn_close(void *data)
     if (h2o_timeout_is_linked(&c->handshake_entry)) {
         h2o_timeout_unlink(&c->handshake_entry);
     }
-    h->buffered -= c->buffered;
-    bd_metrics_http_buffered_set(h->metrics, (int64_t)h->buffered);
+    h->budget->used -= c->buffered;
+    bd_metrics_http_buffered_set(h->metrics, (int64_t)h->budget->used);
     bd_list_unlink(&c->link);
     free(c);
     h->conns--;
@@ -2013,23 +2012,24 @@ static bool refuse_tls(conn_t *c, const char *resp, size_t len)
 
 /* ---- request bytes held ------------------------------------------------------------------
  * Each connection's input buffer holds its request's head and body until the reply is out, so
- * without a bound N clients could make the server hold N x --max-body-bytes. h->buffered is
- * the sum over connections of the bytes each buffer holds, or, from an admitted head until its
- * body is in, the bytes its body was promised if that is more (its Content-Length; a chunked
- * body is promised --max-body-bytes); a head whose body would take it past
- * --max-buffered-bytes is answered 503 (room_for_body). Bytes, not the buffers' capacities: h2o
- * rounds those up to a power of two, and the pages past the data are not touched. Recounted after
- * each read, each reserve, each reply and every head tick. */
+ * without a bound N clients could make the server hold N x --max-body-bytes. The connections'
+ * part of h->budget (which the WebSockets share) is the sum of the bytes each buffer holds, or,
+ * from an admitted head until its body is in, the bytes its body was promised if that is more
+ * (its Content-Length; a chunked body is promised --max-body-bytes); a head whose body would
+ * take it past --max-buffered-bytes is answered 503 (room_for_body). Bytes, not the buffers'
+ * capacities: h2o rounds those up to a power of two, and the pages past the data are not touched.
+ * Recounted after each read, each reserve, each reply and every head tick. */
 static void count_buffer(conn_t *c)
 {
-    const h2o_buffer_t *in = c->sock ? c->sock->input : NULL;
-    size_t now = in && in->bytes ? in->size : 0;
+    const h2o_buffer_t *in = c->sock && !c->upgraded ? c->sock->input : NULL;
+    size_t now = in && in->bytes ? in->size : 0; /* a WebSocket's: stream counts them */
     if (now < c->promised) {
         now = c->promised;
     }
-    c->h->buffered = c->h->buffered - c->buffered + now;
+    bd_budget_t *budget = c->h->budget;
+    budget->used = budget->used - c->buffered + now;
     c->buffered = now;
-    bd_metrics_http_buffered_set(c->h->metrics, (int64_t)c->h->buffered);
+    bd_metrics_http_buffered_set(c->h->metrics, (int64_t)budget->used);
 }
 
 /* A complete head at the front of `in` announcing a Content-Length body of at least
@@ -2102,18 +2102,18 @@ static const char *size_text(char *buf, size_t cap, size_t n)
 }
 
 /* --max-buffered-bytes: a request whose body takes `need` bytes (its Content-Length, or
- * --max-body-bytes when chunked) and would take h->buffered past the limit is answered 503
+ * --max-body-bytes when chunked) and would take h->budget past the limit is answered 503
  * from its head and its body dropped (`left` bytes to come). Bodies up to RESERVE_MIN_BYTES
- * always pass, and so does a request while no other holds any (so a body of --max-body-bytes
+ * always pass, and so does a request while nothing else is held (so a body of --max-body-bytes
  * is never refused on an idle server). An admitted one is promised its room until its body is
  * in (mark_busy). False after refusing. */
 static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size_t left)
 {
-    if (!h->max_buffered_bytes || need <= RESERVE_MIN_BYTES || need > h->max_body_bytes) {
+    if (!h->budget->max || need <= RESERVE_MIN_BYTES || need > h->max_body_bytes) {
         return true; /* h2o refuses a body over --max-body-bytes itself (413) */
     }
-    size_t others = h->buffered - c->buffered;
-    if (others == 0 || others + need <= h->max_buffered_bytes) {
+    size_t others = h->budget->used - c->buffered;
+    if (others == 0 || others + need <= h->budget->max) {
         c->promised = (size_t)need;
         count_buffer(c);
         return true;
@@ -2123,7 +2123,7 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
              "the server holds %s of requests and this one would add %s, past "
              "--max-buffered-bytes (%s); retry shortly",
              size_text(held, sizeof held, others), size_text(adds, sizeof adds, (size_t)need),
-             size_text(limit, sizeof limit, h->max_buffered_bytes));
+             size_text(limit, sizeof limit, h->budget->max));
     bd_metrics_http_buffer_full_add(h->metrics);
     refuse_body(c, 503, "Retry-After: 1\r\n", msg, left);
     return false;
@@ -2144,7 +2144,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
 {
     bool keys = h->gate && bd_gate_keys_on(h->gate);
     bool limits = h->gate && bd_gate_limits_on(h->gate);
-    if (!keys && !limits && !h->max_buffered_bytes) {
+    if (!keys && !limits && !h->budget->max) {
         return true;
     }
     unsigned long long cl = 0, one = 0;
@@ -2580,7 +2580,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->infer = infer;
     h->stream = stream;
     h->max_body_bytes = opts->max_body_bytes;
-    h->max_buffered_bytes = opts->max_buffered_bytes;
+    h->budget = opts->budget;
     h->max_connections = opts->max_connections;
     h->max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 16384;
     h->model_control = opts->model_control;

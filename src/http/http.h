@@ -34,9 +34,10 @@ typedef struct {
     const char *host;      /* address to bind, e.g. "127.0.0.1" or "0.0.0.0" */
     int port;              /* 0: pick a free port */
     size_t max_body_bytes; /* larger request bodies get 413 */
-    /* request bytes all connections' input buffers may hold; a body that would take them past
-     * it gets 503 from its head (bodies up to 64 KiB always pass); 0: no limit */
-    size_t max_buffered_bytes;
+    /* request bytes held on this loop, shared with the WebSocket streams (borrowed, required):
+     * a body that would take them past budget->max gets 503 from its head (bodies up to 64 KiB
+     * always pass) */
+    bd_budget_t *budget;
     size_t max_connections;  /* open connections (WebSocket ones included); 0: no limit */
     size_t max_header_bytes; /* request line + headers; larger ones get 431; 0: 16 KiB */
     int timeout_secs;        /* idle keep-alive, and a head, body or TLS handshake that stops;

@@ -37,7 +37,8 @@ struct bd_server {
     bd_infer_t *infer;
     bd_stream_t *stream;
     bd_http_t *http;
-    bd_gate_t *gate; /* borrowed from the options; NULL: no keys, no limits */
+    bd_gate_t *gate;    /* borrowed from the options; NULL: no keys, no limits */
+    bd_budget_t budget; /* request bytes http and stream hold, against --max-buffered-bytes */
     bool stopping;
     bd_server_frontend_t frontends[BD_SERVER_MAX_FRONTENDS]; /* registered by the caller */
     size_t n_frontends;
@@ -240,6 +241,7 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     s->repo = repo;
     s->mailbox = mailbox;
     s->gate = opts->http.gate;
+    s->budget.max = opts->max_buffered_bytes;
     s->loop = h2o_evloop_create();
     bd_infer_opts_t io = {.offload_bytes = BD_SERVER_OFFLOAD_BYTES,
                           .max_decode_bytes = opts->max_decode_bytes,
@@ -253,7 +255,8 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     bd_stream_opts_t so = {.max_inflight = opts->ws_max_inflight,
                            .idle_timeout_us = opts->ws_idle_timeout_us,
                            .max_message_bytes = opts->http.max_body_bytes,
-                           .gate = opts->http.gate};
+                           .gate = opts->http.gate,
+                           .budget = &s->budget};
     s->stream = s->infer ? bd_stream_new(s->loop, s->infer, metrics, &so) : NULL;
     if (!s->stream) {
         bd_err_set(err, BD_ENOMEM, "out of memory");
@@ -262,7 +265,9 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
     if (!(s->mailsock = watch_fd(s, bd_mailbox_fd(mailbox), on_mail, err))) {
         goto fail;
     }
-    s->http = bd_http_new(s->loop, repo, metrics, s->infer, s->stream, &opts->http, err);
+    bd_http_opts_t ho = opts->http;
+    ho.budget = &s->budget;
+    s->http = bd_http_new(s->loop, repo, metrics, s->infer, s->stream, &ho, err);
     if (!s->http) {
         goto fail;
     }

@@ -29,7 +29,10 @@ typedef struct bd_server bd_server_t;
 #define BD_SERVER_OFFLOAD_BYTES (256u * 1024)
 
 typedef struct {
-    bd_http_opts_t http;
+    bd_http_opts_t http; /* .budget is the server's own */
+    /* request bytes HTTP connections and WebSockets may hold at once (bodies being received or
+     * waiting for replies, messages in flight); 0: no limit */
+    size_t max_buffered_bytes;
     size_t max_decode_bytes;     /* body bytes decoding off the loop at once; past it 503 */
     size_t ws_max_inflight;      /* requests in flight per WebSocket before it stops reading */
     uint64_t ws_idle_timeout_us; /* a WebSocket with no frames this long is closed (1000) */

@@ -14,6 +14,12 @@
  * most PENDING_MAX; past that wslay keeps them queued, which counts in load), and one h2o
  * write at a time carries them out of `writing`.
  *
+ * The bytes of the messages a socket holds (started and not answered, or parked) and those its
+ * input buffer holds unparsed count in the server's budget (--max-buffered-bytes), which the
+ * HTTP front end shares: a socket holding messages also stops reading while the budget is used
+ * up, and starts again as its replies let go of them. One holding none is read regardless, so
+ * no socket waits on others' replies.
+ *
  * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
  * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
  * socket (1000), the drain (1001) or an API key a reload removed (1008, once what was in
@@ -74,6 +80,7 @@ typedef struct {
     conn_t *conn;
     bd_call_t *call;
     bd_list_t link; /* conn->calls */
+    size_t bytes;   /* its message's, in the budget until done */
 } ws_call_t;
 
 struct conn {
@@ -86,6 +93,8 @@ struct conn {
     char version[32];
     size_t version_len;
     size_t inflight; /* calls started whose done has not run */
+    size_t held;     /* message bytes in flight and parked, in st->opts.budget */
+    size_t unread;   /* bytes in the socket's input buffer, in st->opts.budget too */
     bd_list_t calls; /* ws_call_t.link, the calls in flight */
     bd_list_t parked;
     size_t n_parked;
@@ -115,6 +124,33 @@ static size_t busy(conn_t *c)
 static size_t load(conn_t *c)
 {
     return busy(c) + c->n_parked;
+}
+
+/* Whether wslay may take more bytes from the socket: under the in-flight cap, and, while the
+ * socket holds messages that will be answered (and so let go), under the shared budget. */
+static bool may_read(conn_t *c)
+{
+    const bd_budget_t *b = c->st->opts.budget;
+    return load(c) < c->st->opts.max_inflight && !(c->held > 0 && b->max && b->used >= b->max);
+}
+
+/* Count `add` more and `drop` fewer message bytes as held by c. */
+static void hold(conn_t *c, size_t add, size_t drop)
+{
+    bd_budget_t *b = c->st->opts.budget;
+    c->held = c->held + add - drop;
+    b->used = b->used + add - drop;
+    bd_metrics_http_buffered_set(c->st->metrics, (int64_t)b->used);
+}
+
+/* Recount the bytes c's socket has read and wslay has not taken (0 once it is closed). */
+static void count_unread(conn_t *c)
+{
+    bd_budget_t *b = c->st->opts.budget;
+    size_t now = c->sock ? c->sock->input->size : 0;
+    b->used = b->used - c->unread + now;
+    c->unread = now;
+    bd_metrics_http_buffered_set(c->st->metrics, (int64_t)b->used);
 }
 
 static void queue_frame(conn_t *c, uint8_t opcode, const char *data, size_t len)
@@ -168,7 +204,9 @@ static void close_socket(conn_t *c)
     while (!bd_list_empty(&c->parked)) {
         bd_list_t *n = bd_list_first(&c->parked);
         bd_list_unlink(n);
-        free(BD_CONTAINER_OF(n, parked_t, link));
+        parked_t *p = BD_CONTAINER_OF(n, parked_t, link);
+        hold(c, 0, p->len);
+        free(p);
     }
     c->n_parked = 0;
     if (h2o_timeout_is_linked(&c->timer)) {
@@ -176,6 +214,7 @@ static void close_socket(conn_t *c)
     }
     h2o_socket_close(c->sock);
     c->sock = NULL;
+    count_unread(c);
     wslay_event_context_free(c->ws);
     c->ws = NULL;
     bd_list_unlink(&c->link);
@@ -276,6 +315,7 @@ static void on_call_done(bd_call_t *call)
     conn_t *c = wc->conn;
     bd_list_unlink(&wc->link);
     c->inflight--;
+    hold(c, 0, wc->bytes);
     if (c->sock && !wslay_event_get_close_sent(c->ws)) {
         bd_buf_t *b = &c->st->out;
         bd_buf_reset(b);
@@ -382,8 +422,10 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
     ws_call_t *wc = bd_call_user(call);
     wc->conn = c;
     wc->call = call;
+    wc->bytes = len;
     bd_list_push_back(&c->calls, &wc->link);
     c->inflight++;
+    hold(c, len, 0);
 }
 
 /* ---- wslay callbacks (never close or free the conn here) --------------------------------- */
@@ -404,7 +446,7 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         drop_input(c); /* after a bad frame */
     }
     h2o_buffer_t *in = c->sock->input; /* after the drop: consuming may swap the buffer */
-    if (in->size == 0 || (!c->closing && load(c) >= c->st->opts.max_inflight)) {
+    if (in->size == 0 || (!c->closing && !may_read(c))) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -469,6 +511,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         }
         bd_list_push_back(&c->parked, &p->link);
         c->n_parked++;
+        hold(c, p->len, 0);
         return;
     }
     handle_message(c, binary, data, arg->msg_length);
@@ -488,6 +531,7 @@ static void process(conn_t *c)
         bd_list_unlink(n);
         c->n_parked--;
         parked_t *p = BD_CONTAINER_OF(n, parked_t, link);
+        hold(c, 0, p->len); /* handle_message counts it again if it starts */
         handle_message(c, p->binary, p->data, p->len);
         free(p);
     }
@@ -514,7 +558,7 @@ static void process(conn_t *c)
     }
     bool want;
     if (wslay_event_want_read(c->ws)) {
-        want = c->closing || load(c) < cap;
+        want = c->closing || may_read(c);
     } else {
         /* No more frames wanted: after our close went out, read only to see the client
          * hang up, dropping what it still sends. */
@@ -530,6 +574,7 @@ static void process(conn_t *c)
     if (!c->closing && c->inflight == 0 && !h2o_timeout_is_linked(&c->timer)) {
         arm_timer(c, &c->st->idle_timeout, on_idle);
     }
+    count_unread(c);
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)

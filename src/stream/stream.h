@@ -13,8 +13,10 @@
  * the socket is closed with 1008.
  *
  * Backpressure: at most max_inflight requests per socket are running or have a reply not yet
- * written; past that the socket is not read (TCP pushes back on the client). Nothing a
- * client sends is dropped and memory per socket stays bounded.
+ * written; past that the socket is not read (TCP pushes back on the client), nor while the
+ * request bytes the server holds (opts.budget, shared with the HTTP front end) are at their
+ * bound and the socket has requests in flight. Nothing a client sends is dropped and memory
+ * stays bounded.
  *
  * Threads: the event-loop thread only (completions arrive through the infer layer's mailbox).
  * h2o and wslay stay behind this header. */
@@ -36,6 +38,9 @@ typedef struct {
     uint64_t idle_timeout_us; /* no frame received and nothing in flight this long: close 1000 */
     size_t max_message_bytes; /* larger messages: close 1009 */
     bd_gate_t *gate;          /* keys and rate limits (borrowed); NULL: none */
+    /* request bytes held on the loop, shared with the HTTP front end (borrowed, required): a
+     * socket holding messages stops reading while it is full */
+    bd_budget_t *budget;
 } bd_stream_opts_t;
 
 /* Borrows loop, inf and metrics. NULL when out of memory. */

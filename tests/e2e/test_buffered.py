@@ -1,13 +1,18 @@
-"""--max-buffered-bytes: the request bytes all HTTP connections may hold at once. A body that
-would take them past it is answered 503 (Retry-After, JSON error) from its head and dropped;
-small bodies always pass; admitted bodies finish and are answered; the room comes back when
-their replies are out. Without the bound N clients could make the server hold N x
+"""--max-buffered-bytes: the request bytes all HTTP connections and WebSockets may hold at once.
+A body that would take them past it is answered 503 (Retry-After, JSON error) from its head and
+dropped; small bodies always pass; admitted bodies finish and are answered; the room comes back
+when their replies are out. A WebSocket holding messages in flight stops reading while the bound
+is reached (TCP pushes back; nothing is dropped). Without the bound N clients could make the server hold N x
 --max-body-bytes (40 connections x 64 MiB took 2.5 GiB of RSS; with the default 1 GiB bound,
 about 1 GiB)."""
+import asyncio
 import json
 import re
 import socket
+import struct
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +20,7 @@ import requests
 
 from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_metrics, read_all,
                       read_reply, wait_for)
+from ws_util import run, ws_connect, ws_recv
 
 MIB = 1 << 20
 ROWS = MIB // 4 - 64  # an FP32 row that, with its JSON header, makes a body just under 1 MiB
@@ -28,6 +34,8 @@ def client(start_server):
     repo.add_sim("wide", [("INPUT0", "FP32", [-1])], max_batch_size=1)
     repo.add_sim("slow", [("INPUT0", "FP32", [-1])], max_batch_size=1, instances=1,
                  latency_us=1500000)
+    repo.add_sim("hold", [("INPUT0", "FP32", [-1])], max_batch_size=1, instances=1,
+                 latency_us=300000)
     return start_server(repo, ["--max-body-bytes", str(MIB),
                                "--max-buffered-bytes", str(3 * MIB)])
 
@@ -213,6 +221,75 @@ def test_no_bound_with_zero(start_server):
         check_echo(*read_reply(s), 1.0)
         s.close()
     assert metrics(c)[("batchd_http_buffer_full_total", frozenset())] == 0
+
+
+def ws_message(value, rid):
+    """A binary WebSocket request of one ~1 MiB row (4-byte header length, header, tensor)."""
+    head = json.dumps({"id": rid, "inputs": [
+        {"name": "INPUT0", "datatype": "FP32", "shape": [1, ROWS],
+         "parameters": {"binary_data_size": ROWS * 4}}],
+        "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}).encode()
+    return struct.pack("<I", len(head)) + head + np.full(ROWS, value, dtype="<f4").tobytes()
+
+
+def check_ws_echo(msg, rid, value):
+    assert isinstance(msg, bytes), msg
+    n = struct.unpack_from("<I", msg)[0]
+    head = json.loads(msg[4:4 + n])
+    assert head["id"] == rid and "error" not in head, head
+    assert np.array_equal(np.frombuffer(msg[4 + n:], dtype="<f4"),
+                          np.full(ROWS, value, dtype="<f4"))
+
+
+def test_websocket_messages_count_in_the_bound(client):
+    """Ten ~1 MiB messages on one socket to a model that takes one at a time (300 ms each):
+    the socket stops reading once what it holds reaches the 3 MiB bound, so at most four of
+    them (three are just under 3 MiB) are in flight at once, not all ten as
+    --ws-max-inflight (128) alone would allow; meanwhile a 1 MiB HTTP body is refused 503 (one
+    bound for both), a second socket holding nothing is still read and answered, and every
+    message on the first is answered in the end."""
+    port = client.server.port
+    gauge = ("batchd_http_buffered_bytes", frozenset())
+    inflight = ("batchd_inference_inflight", frozenset({"model": "hold", "version": "1"}.items()))
+    stop, seen = threading.Event(), []
+
+    def sample():
+        while not stop.is_set():
+            seen.append(metrics(client).get(inflight, 0))
+            time.sleep(0.02)
+
+    def post_one():
+        body, hl = body_of(9.0)
+        return requests.post(client.url("/v2/models/wide/infer"), data=body,
+                             timeout=HTTP_TIMEOUT_S,
+                             headers={"Content-Type": "application/octet-stream",
+                                      "Inference-Header-Content-Length": str(hl)})
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with ws_connect(port, "/v2/models/hold/stream", max_size=4 * MIB) as ws:
+            for i in range(10):
+                await ws.send(ws_message(float(i), "m%d" % i))
+            await loop.run_in_executor(None, lambda: wait_for(
+                lambda: metrics(client)[gauge] >= 3 * MIB, 10, "the messages counted"))
+            r = await loop.run_in_executor(None, post_one)
+            assert r.status_code == 503 and FULL_RE.match(r.json()["error"]), r.text[:300]
+            # A socket that holds nothing is read whatever the total.
+            async with ws_connect(port, "/v2/models/wide/stream", max_size=4 * MIB) as ws2:
+                await ws2.send(ws_message(42.0, "other"))
+                check_ws_echo(await ws_recv(ws2), "other", 42.0)
+            for i in range(10):
+                check_ws_echo(await ws_recv(ws), "m%d" % i, float(i))
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        run(main(), 60)
+    finally:
+        stop.set()
+        t.join(HTTP_TIMEOUT_S)
+    assert 1 <= max(seen) <= 4, "requests in flight peaked at %d" % max(seen)
+    wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the messages' room given back")
 
 
 def test_a_bound_below_max_body_bytes_is_refused(tmp_path):

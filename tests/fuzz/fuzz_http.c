@@ -80,11 +80,11 @@ static void start(void)
         bd_server_opts_t so = {.http = {.host = "127.0.0.1",
                                         .port = 0,
                                         .max_body_bytes = 65536,
-                                        /* a head of over 128 bytes announcing ~64 KiB gets 503 */
-                                        .max_buffered_bytes = i == 0 ? 65536 + 128 : 0,
                                         .model_control = BD_MODEL_CONTROL_EXPLICIT,
                                         .max_header_bytes = 4096,
                                         .gate = i == 1 ? gate : NULL},
+                               /* a head of over 128 bytes announcing ~64 KiB gets 503 */
+                               .max_buffered_bytes = i == 0 ? 65536 + 128 : 0,
                                .max_decode_bytes = 1 << 20,
                                .ws_max_inflight = 8,
                                .ws_idle_timeout_us = 1000000};
