@@ -1,25 +1,18 @@
 /* infer.c: `batchd infer` (send one request, print the reply readably) and `batchd inspect`
  * (a model's inputs, outputs, shapes, datatypes and batch dimension, from a server's metadata
  * or from a model.onnx loaded with the ONNX Runtime backend). Both are plain blocking
- * clients: one connection with "Connection: close" per request, through TLS (OpenSSL) for an
- * https:// URL: TLS 1.2 or newer, the server's certificate checked against --cacert or the
- * system's CAs and against the URL's host name or address. Main thread only.
+ * clients: one connection with "Connection: close" per request (loadgen's bd_lg_http_request),
+ * through TLS (OpenSSL) for an https:// URL: TLS 1.2 or newer, the server's certificate checked
+ * against --cacert or the system's CAs and against the URL's host name or address. Main thread
+ * only.
  *
  * Exit status: 0 on success, 1 when the server or the connection failed (the server's error
  * sentence is printed on stderr), 2 for bad flags. */
-#include <errno.h>
 #include <jansson.h>
-#include <netdb.h>
-#include <openssl/ssl.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include "backend/backend.h"
 #include "cli/cli.h"
@@ -28,212 +21,8 @@
 #define MAX_FILE_BYTES ((size_t)1 << 30)
 #define MAX_REPLY_BYTES ((size_t)1 << 30)
 
-/* ---- a minimal blocking HTTP/1.1 client ------------------------------------------------ */
-
-typedef struct {
-    int status;
-    char content_type[128];
-    long long header_len; /* Inference-Header-Content-Length, -1 when absent */
-    bd_buf_t body;        /* de-chunked */
-} reply_t;
-
-static bool header_is(const char *line, size_t len, const char *name, const char **val)
-{
-    size_t n = strlen(name);
-    if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':') {
-        return false;
-    }
-    const char *v = line + n + 1;
-    while (*v == ' ' || *v == '\t') {
-        v++;
-    }
-    *val = v;
-    return true;
-}
-
-/* Parse a whole reply (head + body, read until the server closed) into r. */
-static int parse_reply(const char *d, size_t len, reply_t *r, bd_err_t *err)
-{
-    const char *end = NULL;
-    for (size_t i = 0; i + 3 < len; i++) {
-        if (memcmp(d + i, "\r\n\r\n", 4) == 0) {
-            end = d + i;
-            break;
-        }
-    }
-    if (!end || len < 12 || strncmp(d, "HTTP/1.", 7) != 0) {
-        return bd_err_set(err, BD_EIO, "the server's reply is not HTTP/1.x");
-    }
-    r->status = atoi(d + 9);
-    r->header_len = -1;
-    long long content_length = -1;
-    bool chunked = false;
-    const char *line = strstr(d, "\r\n") + 2;
-    while (line < end) {
-        const char *eol = strstr(line, "\r\n");
-        size_t ll = (size_t)(eol - line);
-        const char *v = NULL;
-        if (header_is(line, ll, "Content-Type", &v)) {
-            size_t n = (size_t)(eol - v) < sizeof r->content_type - 1 ? (size_t)(eol - v)
-                                                                      : sizeof r->content_type - 1;
-            memcpy(r->content_type, v, n);
-            r->content_type[n] = '\0';
-        } else if (header_is(line, ll, "Content-Length", &v)) {
-            content_length = strtoll(v, NULL, 10);
-        } else if (header_is(line, ll, "Inference-Header-Content-Length", &v)) {
-            r->header_len = strtoll(v, NULL, 10);
-        } else if (header_is(line, ll, "Transfer-Encoding", &v)) {
-            chunked = strncasecmp(v, "chunked", 7) == 0;
-        }
-        line = eol + 2;
-    }
-    const char *p = end + 4;
-    size_t left = len - (size_t)(p - d);
-    if (chunked) {
-        for (;;) {
-            char *next = NULL;
-            unsigned long long n = strtoull(p, &next, 16);
-            const char *crlf = next ? strstr(next, "\r\n") : NULL;
-            if (!crlf || (size_t)(crlf + 2 - p) > left) {
-                return bd_err_set(err, BD_EIO, "the server's chunked reply is truncated");
-            }
-            left -= (size_t)(crlf + 2 - p);
-            p = crlf + 2;
-            if (n == 0) {
-                break;
-            }
-            if (n + 2 > left) {
-                return bd_err_set(err, BD_EIO, "the server's chunked reply is truncated");
-            }
-            bd_buf_append(&r->body, p, (size_t)n);
-            p += n + 2;
-            left -= (size_t)n + 2;
-        }
-    } else {
-        if (content_length >= 0 && (unsigned long long)content_length > left) {
-            return bd_err_set(err, BD_EIO, "the server closed the connection mid-reply");
-        }
-        bd_buf_append(&r->body, p, content_length >= 0 ? (size_t)content_length : left);
-    }
-    bd_buf_reserve(&r->body, 1);
-    if (r->body.failed) {
-        return bd_err_set(err, BD_ENOMEM, "out of memory reading the reply");
-    }
-    r->body.data[r->body.len] = '\0';
-    return 0;
-}
-
-/* One connection: its socket and, for https://, its TLS session. */
-typedef struct {
-    int fd;
-    SSL_CTX *ctx;
-    SSL *ssl;
-} conn_t;
-
-static void conn_close(conn_t *c)
-{
-    if (c->ssl) {
-        SSL_free(c->ssl);
-    }
-    if (c->ctx) {
-        SSL_CTX_free(c->ctx);
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-    }
-}
-
-/* One request on its own connection; the reply is read until the server closes. */
-static int http_do(const bd_lg_target_t *t, const char *method, const char *path,
-                   const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
-                   reply_t *r, bd_err_t *err)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int grc = getaddrinfo(t->host, t->port, &hints, &ai);
-    if (grc != 0) {
-        return bd_err_set(err, BD_EIO, "cannot resolve host '%s': %s", t->host, gai_strerror(grc));
-    }
-    bd_buf_t req, in;
-    bd_buf_init(&req);
-    bd_buf_init(&in);
-    bool v6 = strchr(t->host, ':') != NULL;
-    bd_buf_printf(&req, "%s %s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\nConnection: close\r\n%s", method,
-                  t->prefix, path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, headers);
-    if (t->api_key) {
-        bd_buf_printf(&req, "Authorization: Bearer %s\r\n", t->api_key);
-    }
-    if (body) {
-        bd_buf_printf(&req, "Content-Length: %zu\r\n", body_len);
-    }
-    bd_buf_puts(&req, "\r\n");
-    if (body) {
-        bd_buf_append(&req, body, body_len);
-    }
-    int rc = 0;
-    conn_t c = {.fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    struct timeval tv = {.tv_sec = (time_t)(timeout_us / 1000000),
-                         .tv_usec = (suseconds_t)(timeout_us % 1000000)};
-    if (c.fd < 0 || req.failed) {
-        rc = bd_err_set(err, BD_EIO, "cannot create a socket: %s", strerror(errno));
-        goto done;
-    }
-    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(c.fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        rc = bd_err_set(err, BD_EIO, "cannot connect to %s:%s: %s", t->host, t->port,
-                        strerror(errno));
-        goto done;
-    }
-    if (t->tls) {
-        signal(SIGPIPE, SIG_IGN); /* SSL_write writes with write(2), to a server that may close */
-        if ((rc = bd_lg_tls_open(t, c.fd, bd_now_us() + timeout_us, &c.ctx, &c.ssl, err)) != 0) {
-            goto done;
-        }
-    }
-    for (size_t off = 0; off < req.len;) {
-        short wait;
-        ssize_t n = bd_lg_io_send(c.fd, c.ssl, req.data + off, req.len - off, &wait);
-        if (n > 0) {
-            off += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            /* The server may have answered (e.g. 413) and closed: read what it said. */
-            break;
-        }
-    }
-    char buf[65536];
-    for (;;) {
-        short wait;
-        ssize_t n = bd_lg_io_recv(c.fd, c.ssl, buf, sizeof buf, &wait);
-        if (n > 0) {
-            bd_buf_append(&in, buf, (size_t)n);
-            if (in.len > MAX_REPLY_BYTES) {
-                rc = bd_err_set(err, BD_EIO, "the reply is larger than 1 GiB");
-                goto done;
-            }
-        } else if (n == 0) {
-            break;
-        } else if (errno != EINTR) {
-            if (in.len == 0) {
-                rc = bd_err_set(err, BD_EIO, "no reply from %s:%s: %s", t->host, t->port,
-                                errno == EAGAIN ? "timed out" : strerror(errno));
-                goto done;
-            }
-            break;
-        }
-    }
-    rc = parse_reply(in.data ? in.data : "", in.len, r, err);
-done:
-    conn_close(&c);
-    freeaddrinfo(ai);
-    bd_buf_dispose(&req);
-    bd_buf_dispose(&in);
-    return rc;
-}
-
 /* The server's {"error": "..."} sentence, or the status and body. Returns 1. */
-static int report_http_error(const char *cmd, const reply_t *r)
+static int report_http_error(const char *cmd, const bd_lg_reply_t *r)
 {
     json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
     const char *msg = json_string_value(json_object_get(root, "error"));
@@ -265,12 +54,13 @@ static json_t *get_metadata(const char *cmd, const bd_lg_target_t *t, uint64_t t
 {
     char path[1024];
     model_path(t, path, sizeof path);
-    reply_t r = {0};
+    bd_lg_reply_t r = {0};
     bd_buf_init(&r.body);
     bd_err_t err = {0};
     json_t *root = NULL;
     *exit_code = 1;
-    if (http_do(t, "GET", path, "", NULL, 0, timeout_us, &r, &err) != 0) {
+    if (bd_lg_http_request(t, "GET", path, "", NULL, 0, timeout_us, MAX_REPLY_BYTES, &r, &err) !=
+        0) {
         fprintf(stderr, "batchd %s: %s\n", cmd, err.msg);
     } else if (r.status != 200) {
         report_http_error(cmd, &r);
@@ -437,7 +227,7 @@ static void flatten(json_t *v, json_t *flat)
 }
 
 /* Print the reply of a 200: every output, classification outputs as tables. */
-static int print_reply(const reply_t *r, bool classification)
+static int print_reply(const bd_lg_reply_t *r, bool classification)
 {
     size_t hlen = r->header_len >= 0 && (size_t)r->header_len <= r->body.len ? (size_t)r->header_len
                                                                              : r->body.len;
@@ -810,7 +600,7 @@ int bd_cli_infer(int argc, char **argv)
     bd_buf_t body, headers;
     bd_buf_init(&body);
     bd_buf_init(&headers);
-    reply_t r = {0};
+    bd_lg_reply_t r = {0};
     bd_buf_init(&r.body);
     char path[1024];
     model_path(&t, path, sizeof path);
@@ -871,8 +661,8 @@ int bd_cli_infer(int argc, char **argv)
         fprintf(stderr, "batchd infer: out of memory building the request\n");
         goto done;
     }
-    if (http_do(&t, "POST", path, headers.data, body.data ? body.data : "", body.len, o.timeout_us,
-                &r, &err) != 0) {
+    if (bd_lg_http_request(&t, "POST", path, headers.data, body.data ? body.data : "", body.len,
+                           o.timeout_us, MAX_REPLY_BYTES, &r, &err) != 0) {
         fprintf(stderr, "batchd infer: %s\n", err.msg);
         goto done;
     }

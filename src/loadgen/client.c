@@ -1,7 +1,7 @@
 /* client.c: the HTTP/1.1 client pieces of the load generator: URL parsing, a streaming reply
  * parser (Content-Length, chunked, or delimited by close; head split across any number of
- * reads), a blocking GET for the model metadata (through TLS for https://), and the open-loop
- * schedule.
+ * reads), one blocking request on its own connection (through TLS for https://: the model
+ * metadata, and what `batchd infer` and `inspect` send), and the open-loop schedule.
  *
  * The parser copies nothing in the common case (the whole head arrives in one read): it
  * parses the head in place and only counts body bytes unless the caller asked for them.
@@ -11,6 +11,8 @@
 #include <math.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -187,6 +189,7 @@ static int parse_head(bd_lg_http_t *p, const char *h, size_t len)
     bool http11 = h[7] == '1';
     p->status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
     p->keep_alive = http11;
+    p->header_len = -1;
     bool have_len = false, chunked = false;
     uint64_t clen = 0;
     const char *line = memchr(h, '\n', len);
@@ -218,6 +221,10 @@ static int parse_head(bd_lg_http_t *p, const char *h, size_t len)
             } else if (has_token(v, vlen, "keep-alive")) {
                 p->keep_alive = true;
             }
+        } else if (header_is(line, llen, "inference-header-content-length", &v, &vlen)) {
+            p->header_len = vlen > 0 && vlen <= 18 && strspn(v, "0123456789") >= vlen
+                                ? strtoll(v, NULL, 10)
+                                : -1;
         }
         line = nl;
     }
@@ -403,35 +410,36 @@ int bd_lg_http_eof(bd_lg_http_t *p)
     return fail(p, "the connection closed before the reply was complete");
 }
 
-/* ---- blocking metadata GET ------------------------------------------------------------- */
+/* ---- one blocking request -------------------------------------------------------------- */
 
-char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len, bd_err_t *err)
+int bd_lg_http_request(const bd_lg_target_t *t, const char *method, const char *path,
+                       const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
+                       size_t max_reply, bd_lg_reply_t *r, bd_err_t *err)
 {
     uint64_t deadline = bd_now_us() + timeout_us;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     int grc = getaddrinfo(t->host, t->port, &hints, &ai);
     if (grc != 0) {
-        bd_err_set(err, BD_EIO, "cannot resolve host '%s': %s", t->host, gai_strerror(grc));
-        return NULL;
+        return bd_err_set(err, BD_EIO, "cannot resolve host '%s': %s", t->host, gai_strerror(grc));
     }
-    char path[1024];
-    if (t->version[0]) {
-        snprintf(path, sizeof path, "%s/v2/models/%s/versions/%s", t->prefix, t->model, t->version);
-    } else {
-        snprintf(path, sizeof path, "%s/v2/models/%s", t->prefix, t->model);
-    }
-    bd_buf_t req, body;
+    bd_buf_t req;
     bd_buf_init(&req);
-    bd_buf_init(&body);
-    bd_buf_printf(&req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n", path, t->host,
-                  t->port);
+    bool v6 = strchr(t->host, ':') != NULL;
+    bd_buf_printf(&req, "%s %s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\nConnection: close\r\n%s", method,
+                  t->prefix, path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, headers);
     if (t->api_key) {
         bd_buf_printf(&req, "Authorization: Bearer %s\r\n", t->api_key);
     }
+    if (body) {
+        bd_buf_printf(&req, "Content-Length: %zu\r\n", body_len);
+    }
     bd_buf_puts(&req, "\r\n");
+    if (body) {
+        bd_buf_append(&req, body, body_len);
+    }
     bd_lg_http_t p;
-    bd_lg_http_init(&p, &body);
-    char *out = NULL;
+    bd_lg_http_init(&p, &r->body);
+    int rc = BD_EIO;
     SSL_CTX *ctx = NULL;
     SSL *ssl = NULL;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -451,64 +459,58 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
                    soerr ? strerror(soerr) : "timed out");
         goto done;
     }
-    if (t->tls && bd_lg_tls_open(t, fd, deadline, &ctx, &ssl, err) != 0) {
-        goto done;
+    if (t->tls) {
+        signal(SIGPIPE, SIG_IGN); /* SSL_write writes with write(2), to a server that may close */
+        if (bd_lg_tls_open(t, fd, deadline, &ctx, &ssl, err) != 0) {
+            goto done;
+        }
     }
-    size_t off = 0;
     short wait = 0;
-    while (off < req.len) {
+    for (size_t off = 0; off < req.len;) {
         ssize_t n = bd_lg_io_send(fd, ssl, req.data + off, req.len - off, &wait);
         if (n > 0) {
             off += (size_t)n;
         } else if (!wait) {
-            bd_err_set(err, BD_EIO, "cannot send to %s:%s: %s", t->host, t->port, strerror(errno));
-            goto done;
+            break; /* the server may have answered (a 413, say) and closed: read what it said */
         } else if (bd_lg_wait_fd(fd, wait, deadline) != 0) {
             bd_err_set(err, BD_EIO, "timed out sending to %s:%s", t->host, t->port);
             goto done;
         }
     }
-    char buf[16384];
-    int rc = BD_LG_HTTP_MORE;
-    while (rc == BD_LG_HTTP_MORE) {
+    char buf[65536];
+    int st = BD_LG_HTTP_MORE;
+    while (st == BD_LG_HTTP_MORE) {
         ssize_t n = bd_lg_io_recv(fd, ssl, buf, sizeof buf, &wait);
         if (n < 0 && wait) {
             if (bd_lg_wait_fd(fd, wait, deadline) != 0) {
-                bd_err_set(err, BD_EIO, "timed out waiting for %s from %s:%s", path, t->host,
-                           t->port);
+                bd_err_set(err, BD_EIO, "no reply from %s:%s to %s %s%s: timed out", t->host,
+                           t->port, method, t->prefix, path);
                 goto done;
             }
             continue;
         }
         size_t used;
-        rc = n > 0 ? bd_lg_http_feed(&p, buf, (size_t)n, &used) : bd_lg_http_eof(&p);
+        st = n > 0 ? bd_lg_http_feed(&p, buf, (size_t)n, &used) : bd_lg_http_eof(&p);
         if (n < 0) {
-            rc = BD_LG_HTTP_ERROR;
+            st = BD_LG_HTTP_ERROR;
             p.error = "the connection failed";
         }
-        if (rc == BD_LG_HTTP_MORE && body.len > ((size_t)64 << 20)) {
-            rc = BD_LG_HTTP_ERROR;
-            p.error = "the metadata is larger than 64 MiB";
+        if (st == BD_LG_HTTP_MORE && r->body.len > max_reply) {
+            st = BD_LG_HTTP_ERROR;
+            p.error = "the reply is too large";
         }
     }
-    if (rc != BD_LG_HTTP_DONE || body.failed) {
-        bd_err_set(err, BD_EIO, "GET %s from %s:%s failed: %s", path, t->host, t->port,
-                   body.failed ? "out of memory" : p.error);
+    bd_buf_reserve(&r->body, 1); /* an empty body still gets its terminating NUL */
+    if (st != BD_LG_HTTP_DONE || r->body.failed) {
+        rc = r->body.failed ? BD_ENOMEM : BD_EIO;
+        bd_err_set(err, rc, "%s %s%s to %s:%s failed: %s", method, t->prefix, path, t->host,
+                   t->port, r->body.failed ? "out of memory" : p.error);
         goto done;
     }
-    if (p.status != 200) {
-        bd_err_set(err, BD_EIO, "GET %s answered %d: %.300s%s", path, p.status,
-                   body.len ? body.data : "(empty body)",
-                   p.status == 401 ? "; a key goes with --api-key or BATCHD_API_KEY" : "");
-        goto done;
-    }
-    bd_buf_reserve(&body, 1); /* an empty body still gets its terminating NUL */
-    if (body.failed) {
-        bd_err_set(err, BD_ENOMEM, "out of memory reading the metadata");
-        goto done;
-    }
-    body.data[body.len] = '\0';
-    out = bd_buf_steal(&body, len);
+    r->body.data[r->body.len] = '\0';
+    r->status = p.status;
+    r->header_len = p.header_len;
+    rc = 0;
 done:
     SSL_free(ssl);
     SSL_CTX_free(ctx);
@@ -518,6 +520,28 @@ done:
     freeaddrinfo(ai);
     bd_lg_http_dispose(&p);
     bd_buf_dispose(&req);
-    bd_buf_dispose(&body);
+    return rc;
+}
+
+char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len, bd_err_t *err)
+{
+    char path[1024];
+    if (t->version[0]) {
+        snprintf(path, sizeof path, "/v2/models/%s/versions/%s", t->model, t->version);
+    } else {
+        snprintf(path, sizeof path, "/v2/models/%s", t->model);
+    }
+    bd_lg_reply_t r = {0};
+    bd_buf_init(&r.body);
+    char *out = NULL;
+    int rc = bd_lg_http_request(t, "GET", path, "", NULL, 0, timeout_us, (size_t)64 << 20, &r, err);
+    if (rc == 0 && r.status == 200) {
+        out = bd_buf_steal(&r.body, len);
+    } else if (rc == 0) {
+        bd_err_set(err, BD_EIO, "GET %s%s answered %d: %.300s%s", t->prefix, path, r.status,
+                   r.body.len ? r.body.data : "(empty body)",
+                   r.status == 401 ? "; a key goes with --api-key or BATCHD_API_KEY" : "");
+    }
+    bd_buf_dispose(&r.body);
     return out;
 }

@@ -116,9 +116,27 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err);
 int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
                         const bd_lg_request_opts_t *ro, bd_err_t *err);
 
-/* GET {prefix}/v2/models/{model}[/versions/{v}] with a blocking socket and `timeout_us`;
- * returns the owned body (NUL-terminated) of a 200 reply, else NULL with a sentence that
- * includes the status and the server's error text. */
+/* A whole reply of bd_lg_http_request. */
+typedef struct {
+    int status;
+    long long header_len; /* Inference-Header-Content-Length; -1 when absent */
+    bd_buf_t body;        /* de-chunked and NUL-terminated; the caller's (init and dispose) */
+} bd_lg_reply_t;
+
+/* One request on a connection of its own (Connection: close; TLS for https://; t->api_key as
+ * a Bearer key when set): `method` {t->prefix}{path} with `headers` (lines ending in CRLF, or
+ * "") and `body` (NULL: none), blocking until the reply is whole, at most `timeout_us` in all.
+ * A server that answers and closes before taking the whole body (a 413) is read all the same.
+ * 0 with the reply in *r (whatever its status); BD_EIO with a sentence when the server cannot
+ * be reached, does not answer in time or answers what is not HTTP/1.x, or the body passes
+ * `max_reply` bytes; BD_ENOMEM. */
+int bd_lg_http_request(const bd_lg_target_t *t, const char *method, const char *path,
+                       const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
+                       size_t max_reply, bd_lg_reply_t *r, bd_err_t *err);
+
+/* GET {prefix}/v2/models/{model}[/versions/{v}] (bd_lg_http_request); returns the owned body
+ * (NUL-terminated) of a 200 reply, else NULL with a sentence that includes the status and the
+ * server's error text. */
 char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len,
                            bd_err_t *err);
 

@@ -42,10 +42,11 @@ typedef struct {
     uint64_t remaining;  /* body or chunk bytes still to come */
     uint64_t chunk_size; /* the size line being read */
     int chunk_digits;
-    bool line_empty;   /* trailer: nothing but CR seen on this line so far */
-    bd_buf_t head;     /* head bytes when they arrive in pieces */
-    bd_buf_t *body;    /* borrowed; when set, body bytes (de-chunked) are appended */
-    const char *error; /* static text when BD_LG_HTTP_ERROR */
+    bool line_empty;      /* trailer: nothing but CR seen on this line so far */
+    long long header_len; /* Inference-Header-Content-Length; -1 when absent or not a number */
+    bd_buf_t head;        /* head bytes when they arrive in pieces */
+    bd_buf_t *body;       /* borrowed; when set, body bytes (de-chunked) are appended */
+    const char *error;    /* static text when BD_LG_HTTP_ERROR */
 } bd_lg_http_t;
 
 void bd_lg_http_init(bd_lg_http_t *p, bd_buf_t *body);

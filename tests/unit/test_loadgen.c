@@ -284,6 +284,31 @@ static void test_http_chunked_any_split(void **state)
                      400, true, "0123456789");
 }
 
+/* Inference-Header-Content-Length, for `batchd infer`'s binary replies: -1 when absent or not
+ * a number, and again -1 for the next reply on the connection when it has none. */
+static void test_http_inference_header_length(void **state)
+{
+    (void)state;
+    const char *two = "HTTP/1.1 200 OK\r\ninference-header-content-length:  13 \r\n"
+                      "Content-Length: 17\r\n\r\n{\"outputs\":1}abcd"
+                      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    bd_lg_http_t p;
+    bd_lg_http_init(&p, NULL);
+    size_t used;
+    assert_int_equal(bd_lg_http_feed(&p, two, strlen(two), &used), BD_LG_HTTP_DONE);
+    assert_int_equal(p.header_len, 13);
+    bd_lg_http_reset(&p);
+    size_t used2;
+    assert_int_equal(bd_lg_http_feed(&p, two + used, strlen(two) - used, &used2), BD_LG_HTTP_DONE);
+    assert_int_equal(p.header_len, -1);
+    bd_lg_http_reset(&p);
+    const char *bad = "HTTP/1.1 200 OK\r\nInference-Header-Content-Length: 1x\r\n"
+                      "Content-Length: 0\r\n\r\n";
+    assert_int_equal(bd_lg_http_feed(&p, bad, strlen(bad), &used), BD_LG_HTTP_DONE);
+    assert_int_equal(p.header_len, -1);
+    bd_lg_http_dispose(&p);
+}
+
 static void test_http_two_replies_in_one_read(void **state)
 {
     (void)state;
@@ -663,6 +688,7 @@ int main(void)
         cmocka_unit_test(test_poisson_schedule_mean_and_spread),
         cmocka_unit_test(test_http_content_length_any_split),
         cmocka_unit_test(test_http_chunked_any_split),
+        cmocka_unit_test(test_http_inference_header_length),
         cmocka_unit_test(test_http_two_replies_in_one_read),
         cmocka_unit_test(test_http_close_delimited_and_errors),
         cmocka_unit_test(test_parse_url),
