@@ -9,8 +9,10 @@
 # row per request, reads the formed batch sizes back from /metrics, and runs the model
 # in-process at batch 1, 8, 32 and 64 with the thread count the server chose for it, then the
 # ratios (best rows/s served against best in-process, p50 at concurrency 1 against batch 1).
-# Prints Markdown tables and writes them to bench/results/. Last, bench/floor.sh MODELS_DIR SECONDS (its own servers, 3 reps):
-# req/s and server CPU, syscalls and context switches per request next to nginx `return 200`.
+# Prints Markdown tables and writes them to bench/results/. Then bench/floor.sh MODELS_DIR SECONDS (its own servers, 3 reps):
+# req/s and server CPU, syscalls and context switches per request next to nginx `return 200`;
+# last, bench/cnn.sh MODELS_DIR SECONDS 3: mobilenet_v2 and resnet18 at 16 connections against
+# in-process, with CPU per row of the server, of in-process and of wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -100,3 +102,5 @@ kill $srv # bench/floor.sh starts its own server and nginx
 wait $srv 2>/dev/null || true
 echo
 BATCHD_BIN=$BIN ORT_INPROC_BIN=$INPROC PYTHON=$PY bash bench/floor.sh "$MODELS" "$SECS"
+echo
+BATCHD_BIN=$BIN ORT_INPROC_BIN=$INPROC PYTHON=$PY bash bench/cnn.sh "$MODELS" "$SECS" 3
