@@ -134,23 +134,25 @@ static bool may_read(conn_t *c)
     return load(c) < c->st->opts.max_inflight && !(c->held > 0 && b->max && b->used >= b->max);
 }
 
+/* Set one of c's parts of the budget (held or unread) to `now` bytes. */
+static void recount(conn_t *c, size_t *part, size_t now)
+{
+    bd_budget_t *b = c->st->opts.budget;
+    b->used = b->used - *part + now;
+    *part = now;
+    bd_metrics_http_buffered_set(c->st->metrics, (int64_t)b->used);
+}
+
 /* Count `add` more and `drop` fewer message bytes as held by c. */
 static void hold(conn_t *c, size_t add, size_t drop)
 {
-    bd_budget_t *b = c->st->opts.budget;
-    c->held = c->held + add - drop;
-    b->used = b->used + add - drop;
-    bd_metrics_http_buffered_set(c->st->metrics, (int64_t)b->used);
+    recount(c, &c->held, c->held + add - drop);
 }
 
 /* Recount the bytes c's socket has read and wslay has not taken (0 once it is closed). */
 static void count_unread(conn_t *c)
 {
-    bd_budget_t *b = c->st->opts.budget;
-    size_t now = c->sock ? c->sock->input->size : 0;
-    b->used = b->used - c->unread + now;
-    c->unread = now;
-    bd_metrics_http_buffered_set(c->st->metrics, (int64_t)b->used);
+    recount(c, &c->unread, c->sock ? c->sock->input->size : 0);
 }
 
 static void queue_frame(conn_t *c, uint8_t opcode, const char *data, size_t len)
