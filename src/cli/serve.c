@@ -5,6 +5,7 @@
  * Runtime, load the repository,
  * bind, serve; shutdown runs the same steps backwards. Main thread only. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -68,12 +69,13 @@ static const bd_cli_opt_t opts_table[] = {
     {"--max-body-bytes", BD_CLI_INT, OFF(max_body_bytes), "67108864", 1024, (int64_t)1 << 32,
      "BATCHD_MAX_BODY_BYTES",
      "largest request body accepted, compressed ones once inflated (bigger ones get 413)"},
-    {"--max-buffered-bytes", BD_CLI_INT, OFF(max_buffered_bytes), "1073741824", 0, (int64_t)1 << 40,
+    {"--max-buffered-bytes", BD_CLI_INT, OFF(max_buffered_bytes), NULL, 0, (int64_t)1 << 40,
      "BATCHD_MAX_BUFFERED_BYTES",
      "request bytes all HTTP connections and WebSockets may hold at once; a body that would "
      "pass it gets 503 from its head (bodies up to 64 KiB always pass), a WebSocket with "
-     "requests in flight is not read; 0: no limit; else at least "
-     "--max-body-bytes"},
+     "requests in flight is not read; 0: no limit; else at least --max-body-bytes. Default: "
+     "1 GiB, or a quarter of the memory batchd may use (its cgroup's limit, else the RAM) "
+     "when that is less, but at least --max-body-bytes"},
     {"--model-control", BD_CLI_STR, OFF(model_control), "none", 0, 0, "BATCHD_MODEL_CONTROL",
      "none (load every model at start), explicit (POST /v2/repository/models/M/load and "
      "/unload) or poll (rescan the repository folder)"},
@@ -179,7 +181,6 @@ static int parse_control(const char *s)
     return -1;
 }
 
-/* true/yes/1 or false/no/0; -1 for anything else. */
 /* Raise the soft descriptor limit to the hard one (a server's connections are descriptors)
  * and derive --max-connections from it when not given. Returns the connection limit. */
 static size_t raise_fd_limit(size_t max_connections)
@@ -205,6 +206,22 @@ static size_t raise_fd_limit(size_t max_connections)
                 max_connections, limit);
     }
     return n;
+}
+
+/* --max-buffered-bytes: as given (given >= 0), else 1 GiB, or a quarter of the memory this
+ * process may use when that is less, but at least --max-body-bytes. */
+static size_t buffered_bytes(int64_t given, int64_t max_body)
+{
+    const char *from = "ram";
+    uint64_t mem = bd_memory_limit("/sys/fs/cgroup", "/proc/self/cgroup", &from);
+    uint64_t n = (uint64_t)1 << 30;
+    if (given >= 0) {
+        n = (uint64_t)given;
+    } else if (mem > 0 && mem / 4 < n) {
+        n = mem / 4 > (uint64_t)max_body ? mem / 4 : (uint64_t)max_body;
+    }
+    BD_INFO("serve", "memory limit=%" PRIu64 " from=%s max_buffered_bytes=%" PRIu64, mem, from, n);
+    return (size_t)n;
 }
 
 /* The Redis ingest rides on the server's loop; the server drives its drain through these. */
@@ -254,7 +271,7 @@ void bd_cli_hugepages_reexec(char **argv)
 
 int bd_cli_serve(int argc, char **argv)
 {
-    serve_opts_t so = {0};
+    serve_opts_t so = {.max_buffered_bytes = -1}; /* -1: not given (buffered_bytes) */
     if (parse_opts(argc, argv, &so) != 0) {
         return 2;
     }
@@ -278,7 +295,7 @@ int bd_cli_serve(int argc, char **argv)
                         "or neither for plain HTTP\n");
         return 2;
     }
-    if (so.max_buffered_bytes != 0 && so.max_buffered_bytes < so.max_body_bytes) {
+    if (so.max_buffered_bytes > 0 && so.max_buffered_bytes < so.max_body_bytes) {
         fprintf(stderr,
                 "batchd serve: --max-buffered-bytes (%lld) must be 0 (no limit) or at least "
                 "--max-body-bytes (%lld), or the largest bodies could never be received\n",
@@ -365,6 +382,7 @@ int bd_cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     size_t max_conns = raise_fd_limit((size_t)so.max_connections);
+    size_t max_buffered = buffered_bytes(so.max_buffered_bytes, so.max_body_bytes);
     const char *tun = getenv("GLIBC_TUNABLES");
     BD_INFO("serve", "malloc huge_pages=%s",
             tun && strstr(tun, HUGEPAGE_TUNABLE) ? "on" : "off (see docs/CONFIG.md)");
@@ -401,7 +419,7 @@ int bd_cli_serve(int argc, char **argv)
                                     .max_header_bytes = (size_t)so.max_header_bytes,
                                     .timeout_secs = (int)so.http_timeout_secs,
                                     .tls = tls_ctx},
-                           .max_buffered_bytes = (size_t)so.max_buffered_bytes,
+                           .max_buffered_bytes = max_buffered,
                            .max_decode_bytes = (size_t)so.max_decode_bytes,
                            .ws_max_inflight = (size_t)so.ws_max_inflight,
                            .ws_idle_timeout_us = (uint64_t)so.ws_idle_timeout_secs * 1000000u};

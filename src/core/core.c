@@ -522,6 +522,91 @@ char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *er
     return data;
 }
 
+/* The first line of a small file (a cgroup's, whose size stat reports as 0) into buf; false
+ * when it cannot be read. */
+static bool first_line(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return false;
+    }
+    bool ok = fgets(buf, (int)cap, f) != NULL;
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    return ok;
+}
+
+/* A limit file's number: "max", a value at or past 2^60 (v1's "no limit"), or text that is not
+ * a number are no limit (UINT64_MAX). */
+static uint64_t limit_in(const char *path)
+{
+    char line[64];
+    if (!first_line(path, line, sizeof line) || line[0] < '0' || line[0] > '9') {
+        return UINT64_MAX;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(line, &end, 10);
+    return errno || *end || v >= (1ull << 60) ? UINT64_MAX : (uint64_t)v;
+}
+
+/* The lowest limit in `file` of the cgroup at base/rel ("/a/b") and each one above it ("/a",
+ * then base itself), each of which bounds it. rel is cut up on the way. */
+static uint64_t lowest_up(const char *base, char *rel, const char *file)
+{
+    uint64_t best = UINT64_MAX;
+    char path[4096];
+    for (;;) {
+        snprintf(path, sizeof path, "%s%s/%s", base, rel, file);
+        uint64_t v = limit_in(path);
+        best = v < best ? v : best;
+        char *slash = strrchr(rel, '/');
+        if (!slash || rel[0] == '\0') {
+            return best;
+        }
+        *slash = '\0';
+    }
+}
+
+uint64_t bd_memory_limit(const char *cgroup_root, const char *proc_cgroup, const char **from)
+{
+    /* /proc/self/cgroup: "0::/path" (v2), "4:memory:/path" (v1's memory controller). */
+    char v2[2048] = "", v1[2048] = "", line[2048];
+    FILE *f = fopen(proc_cgroup, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *ctl = strchr(line, ':');
+        char *rel = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!rel) {
+            continue;
+        }
+        *ctl++ = '\0'; /* line: the hierarchy's number, ctl: its controllers, rel: the path */
+        *rel++ = '\0';
+        if (strcmp(line, "0") == 0 && *ctl == '\0') {
+            snprintf(v2, sizeof v2, "%s", rel);
+        }
+        char *save = NULL;
+        for (char *tok = strtok_r(ctl, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (strcmp(tok, "memory") == 0) {
+                snprintf(v1, sizeof v1, "%s", rel);
+            }
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    char base[2048];
+    snprintf(base, sizeof base, "%s/memory", cgroup_root);
+    uint64_t a = lowest_up(cgroup_root, v2, "memory.max");
+    uint64_t b = lowest_up(base, v1, "memory.limit_in_bytes");
+    uint64_t best = a < b ? a : b;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    bool cgroup = best < UINT64_MAX && (ram == 0 || best < ram);
+    *from = cgroup ? "cgroup" : "ram";
+    return cgroup ? best : ram;
+}
+
 /* ---- text --------------------------------------------------------------------------- */
 
 /* The code point of the valid UTF-8 sequence at p[0..n), and its length in *len; -1 when

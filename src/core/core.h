@@ -272,6 +272,14 @@ size_t bd_mailbox_drain(bd_mailbox_t *mb);
 /* Read a whole file (at most max_bytes). Returns owned bytes (NUL-terminated) or NULL. */
 char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *err);
 
+/* The memory this process may use, in bytes: the lowest of the machine's RAM and the memory
+ * limits of its cgroups, its own and each one above it (v2: memory.max under `cgroup_root`, at
+ * the path of `proc_cgroup`'s "0::" line; v1: memory.limit_in_bytes under `cgroup_root`/memory,
+ * at the path of its "memory" line). Normally bd_memory_limit("/sys/fs/cgroup",
+ * "/proc/self/cgroup"). *from says where the figure came from: "cgroup" or "ram". 0 when none
+ * can be read. */
+uint64_t bd_memory_limit(const char *cgroup_root, const char *proc_cgroup, const char **from);
+
 /* ---- text ---------------------------------------------------------------------------- */
 
 /* The code point of the UTF-8 sequence at p[0..n) (n >= 1) and its length in *len; -1 when p

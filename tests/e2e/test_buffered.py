@@ -7,6 +7,7 @@ is reached (TCP pushes back; nothing is dropped). Without the bound N clients co
 about 1 GiB)."""
 import asyncio
 import json
+import os
 import re
 import socket
 import struct
@@ -290,6 +291,25 @@ def test_websocket_messages_count_in_the_bound(client):
         t.join(HTTP_TIMEOUT_S)
     assert 1 <= max(seen) <= 4, "requests in flight peaked at %d" % max(seen)
     wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the messages' room given back")
+
+
+MEMORY_RE = re.compile(r"INFO serve memory limit=(\d+) from=(cgroup|ram) max_buffered_bytes=(\d+)")
+
+
+def test_the_default_bound_follows_the_memory_limit(client, start_server):
+    """Not given, the bound is 1 GiB, or a quarter of the memory batchd may use (its cgroup's
+    limit, else the RAM) when that is less, but at least --max-body-bytes; given, as given."""
+    m = MEMORY_RE.search(start_server(start_server.repo("membound"), []).server.log())
+    assert m, "no memory line in the log"
+    limit, source, bound = int(m.group(1)), m.group(2), int(m.group(3))
+    if source == "ram":
+        assert limit == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    else:
+        assert 0 < limit < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert bound == min(1 << 30, max(limit // 4, 64 * MIB)), m.group(0)
+    # Given (the module's server): as given.
+    m = MEMORY_RE.search(client.server.log())
+    assert m and int(m.group(3)) == 3 * MIB, m and m.group(0)
 
 
 def test_a_bound_below_max_body_bytes_is_refused(tmp_path):

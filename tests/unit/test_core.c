@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -503,6 +504,70 @@ static char *write_temp(const char *content, size_t n)
     return p;
 }
 
+/* Write `text` to dir/rel (its folders made first). */
+static void put(const char *dir, const char *rel, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    for (char *p = path + strlen(dir) + 1; (p = strchr(p, '/')); p++) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_memory_limit_from_cgroups(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bd_test_cg_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t ram = (uint64_t)pages * (uint64_t)page;
+    char proc[1100], root[1100];
+    snprintf(proc, sizeof proc, "%s/cgroup", dir);
+    snprintf(root, sizeof root, "%s/fs", dir);
+    const char *from = NULL;
+
+    /* Nothing to read: the RAM. */
+    assert_int_equal(bd_memory_limit(root, proc, &from), ram);
+    assert_string_equal(from, "ram");
+
+    /* v2: the lowest of the cgroup's and its parents' memory.max ("max" is none). */
+    put(dir, "cgroup", "0::/a/b\n");
+    put(dir, "fs/a/b/memory.max", "max\n");
+    put(dir, "fs/a/memory.max", "536870912\n");
+    put(dir, "fs/memory.max", "1073741824\n");
+    assert_int_equal(bd_memory_limit(root, proc, &from), 536870912);
+    assert_string_equal(from, "cgroup");
+    put(dir, "fs/a/b/memory.max", "268435456\n");
+    assert_int_equal(bd_memory_limit(root, proc, &from), 268435456);
+
+    /* v1: the memory controller's line and memory.limit_in_bytes ("no limit" is 2^63 less a
+     * page); a v2 limit beside it still counts. */
+    put(dir, "cgroup", "9:pids:/x\n4:cpu,memory:/c/d\n0::/\n");
+    put(dir, "fs/memory/c/d/memory.limit_in_bytes", "9223372036854771712\n");
+    put(dir, "fs/memory/c/memory.limit_in_bytes", "134217728\n");
+    assert_int_equal(bd_memory_limit(root, proc, &from), 134217728);
+    assert_string_equal(from, "cgroup");
+    put(dir, "fs/memory/c/memory.limit_in_bytes", "9223372036854771712\n");
+    assert_int_equal(bd_memory_limit(root, proc, &from), 1073741824); /* fs/memory.max */
+    put(dir, "fs/memory.max", "max\n");
+    assert_int_equal(bd_memory_limit(root, proc, &from), ram);
+    assert_string_equal(from, "ram");
+
+    /* A limit above the RAM is the RAM. */
+    put(dir, "fs/memory.max", "1152921504606846975\n");
+    assert_int_equal(bd_memory_limit(root, proc, &from), ram);
+
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_read_file_missing(void **state)
 {
     (void)state;
@@ -733,6 +798,7 @@ int main(void)
         cmocka_unit_test(test_arena_strndup_and_calloc),
         cmocka_unit_test(test_arena_overflow_returns_null),
         cmocka_unit_test(test_size_arithmetic_overflow),
+        cmocka_unit_test(test_memory_limit_from_cgroups),
         cmocka_unit_test(test_read_file_missing),
         cmocka_unit_test(test_read_file_limit),
         cmocka_unit_test(test_clock_real_is_monotonic),
