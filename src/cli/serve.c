@@ -214,11 +214,10 @@ static size_t buffered_bytes(int64_t given, int64_t max_body)
 {
     const char *from = "ram";
     uint64_t mem = bd_memory_limit("/sys/fs/cgroup", "/proc/self/cgroup", &from);
-    uint64_t n = (uint64_t)1 << 30;
-    if (given >= 0) {
-        n = (uint64_t)given;
-    } else if (mem > 0 && mem / 4 < n) {
-        n = mem / 4 > (uint64_t)max_body ? mem / 4 : (uint64_t)max_body;
+    uint64_t n = (uint64_t)given;
+    if (given < 0) {
+        n = mem > 0 && mem / 4 < ((uint64_t)1 << 30) ? mem / 4 : (uint64_t)1 << 30;
+        n = n > (uint64_t)max_body ? n : (uint64_t)max_body;
     }
     BD_INFO("serve", "memory limit=%" PRIu64 " from=%s max_buffered_bytes=%" PRIu64, mem, from, n);
     return (size_t)n;

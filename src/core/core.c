@@ -532,7 +532,9 @@ static bool first_line(const char *path, char *buf, size_t cap)
     }
     bool ok = fgets(buf, (int)cap, f) != NULL;
     fclose(f);
-    buf[strcspn(buf, "\n")] = '\0';
+    if (ok) {
+        buf[strcspn(buf, "\n")] = '\0';
+    }
     return ok;
 }
 

@@ -184,7 +184,8 @@ static h2o_socket_t *req_socket(h2o_req_t *req)
                : NULL;
 }
 
-static void mark_stream(h2o_req_t *req);
+static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_t model_len,
+                          const char *version, size_t version_len);
 static void on_conn_close(void *data);
 static void count_buffer(conn_t *c);
 
@@ -1610,9 +1611,7 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     }
     char breaker[BD_ERR_MSG_MAX];
     if (strcmp(action, "stream") == 0) {
-        mark_stream(req);
-        bd_stream_accept(h->stream, req, seg[1].base, seg[1].len, version.base, version.len,
-                         &h->who);
+        accept_stream(h, req, seg[1].base, seg[1].len, version.base, version.len);
     } else if (strcmp(action, "stats") == 0) {
         stats(h, req, m, version.len > 0);
     } else if (!bd_model_ready(m)) {
@@ -1773,8 +1772,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (n == 2 && iov_eq(seg[1], "stream")) {
         if (is_get(req)) {
-            mark_stream(req);
-            bd_stream_accept(h->stream, req, NULL, 0, NULL, 0, &h->who);
+            accept_stream(h, req, NULL, 0, NULL, 0);
         } else {
             reply_method(h, req, false);
         }
@@ -1875,12 +1873,16 @@ static bool has_head_end(const char *buf, size_t n)
     return false;
 }
 
-/* A WebSocket handshake: from now on the connection's buffer holds frames, not heads. */
-static void mark_stream(h2o_req_t *req)
+/* A GET on a stream path, for stream/. Once it upgrades, the connection's buffer holds frames,
+ * not heads, and stream/ counts its bytes; a refused handshake leaves it an HTTP connection. */
+static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_t model_len,
+                          const char *version, size_t version_len)
 {
     h2o_socket_t *sock = req_socket(req);
-    if (sock && sock->on_close.cb == on_conn_close) {
-        ((conn_t *)sock->on_close.data)->upgraded = true;
+    conn_t *c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+    if (bd_stream_accept(h->stream, req, model, model_len, version, version_len, &h->who) && c) {
+        c->upgraded = true;
+        count_buffer(c);
     }
 }
 

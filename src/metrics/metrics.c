@@ -695,8 +695,8 @@ void bd_metrics_render(bd_metrics_t *m, bd_buf_t *out)
                   bd_metrics_get_connections_refused(m));
     put_header(out, "batchd_http_buffered_bytes", "gauge",
                "Request bytes the HTTP connections and WebSockets hold (a body being "
-               "received counts its whole length; a WebSocket its messages in flight and "
-               "unparsed bytes).");
+               "received counts its whole length; a WebSocket its messages in flight or "
+               "arriving and unparsed bytes).");
     bd_buf_printf(out, "batchd_http_buffered_bytes %" PRId64 "\n", bd_metrics_get_http_buffered(m));
     put_header(out, "batchd_http_buffer_full_total", "counter",
                "Requests answered 503 from their head because their body would take "

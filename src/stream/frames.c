@@ -37,6 +37,7 @@ size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const ch
         if (f->skip > 0) {
             size_t k = f->skip < n - i ? (size_t)f->skip : n - i;
             f->skip -= k;
+            f->data_bytes += f->data ? k : 0;
             i += k;
             continue;
         }
@@ -67,6 +68,7 @@ size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const ch
             return start;
         }
         f->skip = plen;
+        f->data = !control;
     }
     return n;
 }

@@ -14,8 +14,9 @@
  * most PENDING_MAX; past that wslay keeps them queued, which counts in load), and one h2o
  * write at a time carries them out of `writing`.
  *
- * The bytes of the messages a socket holds (started and not answered, or parked) and those its
- * input buffer holds unparsed count in the server's budget (--max-buffered-bytes), which the
+ * The bytes of the messages a socket holds (started and not answered, or parked), those of the
+ * message wslay is putting together and those its input buffer holds unparsed count in the
+ * server's budget (--max-buffered-bytes), which the
  * HTTP front end shares: a socket holding messages also stops reading while the budget is used
  * up, and starts again as its replies let go of them. One holding none is read regardless, so
  * no socket waits on others' replies.
@@ -93,8 +94,9 @@ struct conn {
     char version[32];
     size_t version_len;
     size_t inflight; /* calls started whose done has not run */
-    size_t held;     /* message bytes in flight and parked, in st->opts.budget */
-    size_t unread;   /* bytes in the socket's input buffer, in st->opts.budget too */
+    /* its parts of st->opts.budget: message bytes in flight and parked, those of the message
+     * wslay is putting together, and those the socket's input buffer holds */
+    size_t held, assembling, unread;
     bd_list_t calls; /* ws_call_t.link, the calls in flight */
     bd_list_t parked;
     size_t n_parked;
@@ -134,7 +136,7 @@ static bool may_read(conn_t *c)
     return load(c) < c->st->opts.max_inflight && !(c->held > 0 && b->max && b->used >= b->max);
 }
 
-/* Set one of c's parts of the budget (held or unread) to `now` bytes. */
+/* Set one of c's parts of the budget (held, assembling or unread) to `now` bytes. */
 static void recount(conn_t *c, size_t *part, size_t now)
 {
     bd_budget_t *b = c->st->opts.budget;
@@ -217,6 +219,7 @@ static void close_socket(conn_t *c)
     h2o_socket_close(c->sock);
     c->sock = NULL;
     count_unread(c);
+    recount(c, &c->assembling, 0);
     wslay_event_context_free(c->ws);
     c->ws = NULL;
     bd_list_unlink(&c->link);
@@ -461,6 +464,8 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     }
     memcpy(buf, in->bytes, ok);
     h2o_buffer_consume(&c->sock->input, n);
+    recount(c, &c->assembling, c->assembling + c->frames.data_bytes); /* until ws_on_msg */
+    c->frames.data_bytes = 0;
     if (ok == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -491,8 +496,12 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     conn_t *c = user;
     (void)ctx;
     bool binary = arg->opcode == WSLAY_BINARY_FRAME;
-    if ((arg->opcode != WSLAY_TEXT_FRAME && !binary) || c->closing || c->revoked) {
+    if (arg->opcode != WSLAY_TEXT_FRAME && !binary) {
         return; /* control frames: wslay answers ping and close itself */
+    }
+    recount(c, &c->assembling, 0); /* the message is whole: held below, or let go */
+    if (c->closing || c->revoked) {
+        return;
     }
     const char *data = (const char *)arg->msg;
     if (!binary && !bd_ws_utf8_valid(arg->msg, arg->msg_length)) {
@@ -546,6 +555,7 @@ static void process(conn_t *c)
         queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, "protocol error");
         wslay_event_shutdown_read(c->ws);
     }
+    count_unread(c); /* before may_read below looks at the total */
     if (c->st->stopping && busy(c) == 0 && c->n_parked == 0) {
         /* The drain: everything this socket asked for was answered, and the replies left
          * wslay's queue (it sends a queued close before queued data frames). */
@@ -567,6 +577,7 @@ static void process(conn_t *c)
         drop_input(c);
         want = c->shut_wr;
     }
+    count_unread(c); /* drop_input may have let go of some */
     if (want && !c->reading) {
         h2o_socket_read_start(c->sock, on_read);
     } else if (!want && c->reading) {
@@ -576,7 +587,6 @@ static void process(conn_t *c)
     if (!c->closing && c->inflight == 0 && !h2o_timeout_is_linked(&c->timer)) {
         arm_timer(c, &c->st->idle_timeout, on_idle);
     }
-    count_unread(c);
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)
@@ -663,20 +673,20 @@ static void reply_http_error(bd_stream_t *st, h2o_req_t *req, int status, const 
     h2o_send_inline(req, b->data, b->len);
 }
 
-void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t model_len,
+bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t model_len,
                       const char *version, size_t version_len, const bd_gate_who_t *who)
 {
     const char *key = NULL;
     if (st->stopping) {
         reply_http_error(st, req, 503, "the server is shutting down");
-        return;
+        return false;
     }
     if (req->version >= 0x200 || h2o_is_websocket_handshake(req, &key) != 0 || !key) {
         reply_http_error(st, req, 400,
                          "this endpoint is a WebSocket: expected GET with 'Upgrade: websocket', "
                          "'Connection: Upgrade', 'Sec-WebSocket-Key' and "
                          "'Sec-WebSocket-Version: 13' over HTTP/1.1");
-        return;
+        return false;
     }
     ssize_t vi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-version"), -1);
     if (vi < 0 || !h2o_memis(req->headers.entries[vi].value.base,
@@ -687,14 +697,14 @@ void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
         reply_http_error(st, req, 426,
                          "this server speaks WebSocket version 13 only "
                          "(Sec-WebSocket-Version: 13)");
-        return;
+        return false;
     }
     conn_t *c = calloc(1, sizeof *c);
     if (!c || model_len >= sizeof c->model || version_len >= sizeof c->version) {
         free(c);
         reply_http_error(st, req, c ? 400 : 500,
                          c ? "the model name or version is too long" : "out of memory");
-        return;
+        return false;
     }
     c->st = st;
     if (who) {
@@ -717,6 +727,7 @@ void bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0,
                           NULL, accept, strlen(accept));
     h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
+    return true;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */

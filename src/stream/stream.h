@@ -50,8 +50,9 @@ bd_stream_t *bd_stream_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_met
  * (NULL: requests name their model) and optional version, or reply with an HTTP error when
  * it is not a valid WebSocket handshake (400), or the server is shutting down (503). `who`
  * (copied; NULL: anonymous) is the caller the HTTP front end admitted, for the rate limit
- * and the key's revocation. */
-void bd_stream_accept(bd_stream_t *st, struct st_h2o_req_t *req, const char *model,
+ * and the key's revocation. True when it upgrades (the 101 is on its way), false after an
+ * error reply (the connection stays HTTP). */
+bool bd_stream_accept(bd_stream_t *st, struct st_h2o_req_t *req, const char *model,
                       size_t model_len, const char *version, size_t version_len,
                       const bd_gate_who_t *who);
 /* Drain: new requests are refused; each socket is closed with 1001 once its in-flight

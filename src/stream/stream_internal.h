@@ -15,8 +15,10 @@ bool bd_ws_utf8_valid(const unsigned char *s, size_t n);
 /* Frame headers of a client's byte stream, tracked across reads. */
 typedef struct {
     uint8_t h[14];
-    size_t have;   /* header bytes seen so far */
-    uint64_t skip; /* payload bytes of the current frame still to pass */
+    size_t have;         /* header bytes seen so far */
+    uint64_t skip;       /* payload bytes of the current frame still to pass */
+    bool data;           /* the current frame is a data frame (text, binary, continuation) */
+    uint64_t data_bytes; /* data frames' payload bytes passed (the caller may reset it) */
 } bd_ws_frames_t;
 
 /* Walk the frame headers in the next `n` bytes. wslay answers most protocol errors with

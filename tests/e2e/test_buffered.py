@@ -293,6 +293,73 @@ def test_websocket_messages_count_in_the_bound(client):
     wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the messages' room given back")
 
 
+def test_websocket_messages_count_while_they_arrive(client):
+    """A message wslay is still putting together counts too: three sockets each halfway through
+    sending a fragmented ~1 MiB message (the rest held back) hold about 2.7 MiB, so a 1 MiB
+    HTTP body is refused; once the rest is sent every message is answered."""
+    port = client.server.port
+    gauge = ("batchd_http_buffered_bytes", frozenset())
+    release = asyncio.Event()
+
+    async def one(ws, value):
+        msg = ws_message(value, "f%d" % value)
+        cut = len(msg) * 9 // 10
+
+        async def fragments():
+            yield msg[:cut]
+            await release.wait()
+            yield msg[cut:]
+        await ws.send(fragments())
+        check_ws_echo(await ws_recv(ws), "f%d" % value, value)
+
+    def post_one():
+        body, hl = body_of(9.0)
+        return requests.post(client.url("/v2/models/wide/infer"), data=body,
+                             timeout=HTTP_TIMEOUT_S,
+                             headers={"Content-Type": "application/octet-stream",
+                                      "Inference-Header-Content-Length": str(hl)})
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        socks = [await ws_connect(port, "/v2/models/wide/stream", max_size=4 * MIB)
+                 for _ in range(3)]
+        try:
+            tasks = [asyncio.create_task(one(ws, float(i))) for i, ws in enumerate(socks)]
+            await loop.run_in_executor(None, lambda: wait_for(
+                lambda: metrics(client)[gauge] >= 3 * ROWS * 4 * 9 // 10, 10,
+                "the partial messages counted"))
+            r = await loop.run_in_executor(None, post_one)
+            assert r.status_code == 503 and FULL_RE.match(r.json()["error"]), r.text[:300]
+            release.set()
+            await asyncio.gather(*tasks)
+        finally:
+            release.set()
+            for ws in socks:
+                await ws.close()
+
+    run(main(), 60)
+    wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the messages' room given back")
+
+
+def test_a_refused_upgrade_stays_counted_as_http(client):
+    """A GET on a stream path without the WebSocket handshake gets 400 and the connection stays
+    HTTP: a body it sends next counts in the bound like any other."""
+    gauge = ("batchd_http_buffered_bytes", frozenset())
+    with socket.create_connection(("127.0.0.1", client.server.port),
+                                  timeout=HTTP_TIMEOUT_S) as s:
+        s.sendall(b"GET /v2/models/wide/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, reply = read_reply(s)
+        assert status == 400, reply
+        assert headers.get("connection", "").lower() != "close"
+        body, hl = body_of(6.0)
+        half = len(body) // 2
+        s.sendall(head_of(body, hl) + body[:half])
+        wait_for(lambda: metrics(client)[gauge] >= ROWS * 4, 5, "the body counted")
+        s.sendall(body[half:])
+        check_echo(*read_reply(s), 6.0)
+    wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the room given back")
+
+
 MEMORY_RE = re.compile(r"INFO serve memory limit=(\d+) from=(cgroup|ram) max_buffered_bytes=(\d+)")
 
 
@@ -306,7 +373,7 @@ def test_the_default_bound_follows_the_memory_limit(client, start_server):
         assert limit == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     else:
         assert 0 < limit < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert bound == min(1 << 30, max(limit // 4, 64 * MIB)), m.group(0)
+    assert bound == max(min(1 << 30, limit // 4), 64 * MIB), m.group(0)
     # Given (the module's server): as given.
     m = MEMORY_RE.search(client.server.log())
     assert m and int(m.group(3)) == 3 * MIB, m and m.group(0)

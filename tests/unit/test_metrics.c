@@ -183,7 +183,7 @@ static void test_render_empty_registry_has_headers(void **state)
         "batchd_connections_refused_total 0",
         "# HELP batchd_http_buffered_bytes Request bytes the HTTP connections and WebSockets "
         "hold (a body being received counts its whole length; a WebSocket its messages in "
-        "flight and unparsed bytes).",
+        "flight or arriving and unparsed bytes).",
         "# TYPE batchd_http_buffered_bytes gauge",
         "batchd_http_buffered_bytes 0",
         "# HELP batchd_http_buffer_full_total Requests answered 503 from their head because their "
