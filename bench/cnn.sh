@@ -92,7 +92,7 @@ for rep in $(seq 1 "$REPS"); do
       "$INPROC" "$MODELS/$m/1/model.onnx" "${threads:-1}" "$b" "$SECS" 2> /dev/null > "$work/ip$b.json"
     done
     kill -CONT "$srv"
-    "$PY" - "$rep" "$m" "$threads" "$CONNS" "$tck" $((t1 - t0)) "$e0" "$e1" "$i0" "$i1" \
+    "$PY" - "$rep" "$m" "${threads:-1}" "$CONNS" "$tck" $((t1 - t0)) "$e0" "$e1" "$i0" "$i1" \
       "$work" "$many_wrk_cpu" >> "$work/runs.jsonl" <<'PY'
 import json, sys
 rep, model, threads, conns, tck, ticks, e0, e1, i0, i1, work, wrk_cpu = sys.argv[1:]

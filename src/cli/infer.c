@@ -39,21 +39,12 @@ static int report_http_error(const char *cmd, const bd_lg_reply_t *r)
     return 1;
 }
 
-static void model_path(const bd_lg_target_t *t, char *out, size_t cap)
-{
-    if (t->version[0]) {
-        snprintf(out, cap, "/v2/models/%s/versions/%s", t->model, t->version);
-    } else {
-        snprintf(out, cap, "/v2/models/%s", t->model);
-    }
-}
-
 /* GET the model's metadata; prints the error and returns NULL when it fails. */
 static json_t *get_metadata(const char *cmd, const bd_lg_target_t *t, uint64_t timeout_us,
                             int *exit_code)
 {
     char path[1024];
-    model_path(t, path, sizeof path);
+    bd_lg_model_path(t, path, sizeof path);
     bd_lg_reply_t r = {0};
     bd_buf_init(&r.body);
     bd_err_t err = {0};
@@ -360,7 +351,7 @@ static const bd_cli_opt_t iopts[] = {
     {"--binary", BD_CLI_BOOL, IOFF(binary), NULL, 0, 0, NULL,
      "binary tensors (Triton's extension) for inputs and outputs instead of JSON"},
     {"--timeout", BD_CLI_DUR, IOFF(timeout_us), "60s", 0.001, 86400, NULL,
-     "how long to wait for the reply"},
+     "how long the whole request may take: connecting, sending and the reply"},
 };
 static const bd_cli_cmd_t infer_cmd = {
     .usage = "usage: batchd infer --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
@@ -603,7 +594,7 @@ int bd_cli_infer(int argc, char **argv)
     bd_lg_reply_t r = {0};
     bd_buf_init(&r.body);
     char path[1024];
-    model_path(&t, path, sizeof path);
+    bd_lg_model_path(&t, path, sizeof path);
     size_t plen = strlen(path);
     snprintf(path + plen, sizeof path - plen, "/infer");
     const char *ctype = "application/json";

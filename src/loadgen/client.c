@@ -479,32 +479,42 @@ int bd_lg_http_request(const bd_lg_target_t *t, const char *method, const char *
     }
     char buf[65536];
     int st = BD_LG_HTTP_MORE;
+    const char *why = NULL; /* what failed, when the parser's error does not say */
+    char size_why[64];
     while (st == BD_LG_HTTP_MORE) {
+        if (bd_now_us() >= deadline) { /* a server that never stops sending counts too */
+            why = "timed out";
+            break;
+        }
         ssize_t n = bd_lg_io_recv(fd, ssl, buf, sizeof buf, &wait);
         if (n < 0 && wait) {
             if (bd_lg_wait_fd(fd, wait, deadline) != 0) {
-                bd_err_set(err, BD_EIO, "no reply from %s:%s to %s %s%s: timed out", t->host,
-                           t->port, method, t->prefix, path);
-                goto done;
+                why = "timed out";
+                break;
             }
             continue;
         }
         size_t used;
+        /* A reset (or TLS ending without close_notify) ends a reply delimited by the close. */
         st = n > 0 ? bd_lg_http_feed(&p, buf, (size_t)n, &used) : bd_lg_http_eof(&p);
-        if (n < 0) {
-            st = BD_LG_HTTP_ERROR;
-            p.error = "the connection failed";
+        if (n < 0 && st != BD_LG_HTTP_DONE) {
+            why = strerror(errno);
+            break;
         }
         if (st == BD_LG_HTTP_MORE && r->body.len > max_reply) {
-            st = BD_LG_HTTP_ERROR;
-            p.error = "the reply is too large";
+            snprintf(size_why, sizeof size_why, "the reply is larger than %zu bytes", max_reply);
+            why = size_why;
+            break;
         }
     }
     bd_buf_reserve(&r->body, 1); /* an empty body still gets its terminating NUL */
     if (st != BD_LG_HTTP_DONE || r->body.failed) {
         rc = r->body.failed ? BD_ENOMEM : BD_EIO;
         bd_err_set(err, rc, "%s %s%s to %s:%s failed: %s", method, t->prefix, path, t->host,
-                   t->port, r->body.failed ? "out of memory" : p.error);
+                   t->port,
+                   r->body.failed ? "out of memory"
+                   : why          ? why
+                                  : p.error);
         goto done;
     }
     r->body.data[r->body.len] = '\0';
@@ -523,14 +533,19 @@ done:
     return rc;
 }
 
+void bd_lg_model_path(const bd_lg_target_t *t, char *out, size_t cap)
+{
+    if (t->version[0]) {
+        snprintf(out, cap, "/v2/models/%s/versions/%s", t->model, t->version);
+    } else {
+        snprintf(out, cap, "/v2/models/%s", t->model);
+    }
+}
+
 char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t *len, bd_err_t *err)
 {
     char path[1024];
-    if (t->version[0]) {
-        snprintf(path, sizeof path, "/v2/models/%s/versions/%s", t->model, t->version);
-    } else {
-        snprintf(path, sizeof path, "/v2/models/%s", t->model);
-    }
+    bd_lg_model_path(t, path, sizeof path);
     bd_lg_reply_t r = {0};
     bd_buf_init(&r.body);
     char *out = NULL;

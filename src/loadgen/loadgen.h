@@ -134,6 +134,9 @@ int bd_lg_http_request(const bd_lg_target_t *t, const char *method, const char *
                        const char *headers, const char *body, size_t body_len, uint64_t timeout_us,
                        size_t max_reply, bd_lg_reply_t *r, bd_err_t *err);
 
+/* "/v2/models/{model}[/versions/{v}]" (without t->prefix) into out[0..cap). */
+void bd_lg_model_path(const bd_lg_target_t *t, char *out, size_t cap);
+
 /* GET {prefix}/v2/models/{model}[/versions/{v}] (bd_lg_http_request); returns the owned body
  * (NUL-terminated) of a 200 reply, else NULL with a sentence that includes the status and the
  * server's error text. */
