@@ -557,7 +557,7 @@ static uint64_t limit_in(const char *path)
 static uint64_t lowest_up(const char *base, char *rel, const char *file)
 {
     uint64_t best = UINT64_MAX;
-    char path[4096];
+    char path[8192];
     for (;;) {
         snprintf(path, sizeof path, "%s%s/%s", base, rel, file);
         uint64_t v = limit_in(path);
@@ -573,7 +573,7 @@ static uint64_t lowest_up(const char *base, char *rel, const char *file)
 uint64_t bd_memory_limit(const char *cgroup_root, const char *proc_cgroup, const char **from)
 {
     /* /proc/self/cgroup: "0::/path" (v2), "4:memory:/path" (v1's memory controller). */
-    char v2[2048] = "", v1[2048] = "", line[2048];
+    char v2[4096] = "", v1[4096] = "", line[4200]; /* PATH_MAX paths */
     FILE *f = fopen(proc_cgroup, "r");
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -597,7 +597,7 @@ uint64_t bd_memory_limit(const char *cgroup_root, const char *proc_cgroup, const
     if (f) {
         fclose(f);
     }
-    char base[2048];
+    char base[4096];
     snprintf(base, sizeof base, "%s/memory", cgroup_root);
     uint64_t a = lowest_up(cgroup_root, v2, "memory.max");
     uint64_t b = lowest_up(base, v1, "memory.limit_in_bytes");
