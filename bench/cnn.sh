@@ -15,8 +15,10 @@
 # (what the load generator takes from the same cores), p50 at concurrency 1; the
 # in-process rows/s at each batch and the best of them, and its CPU per row (threads / rows/s,
 # its threads being busy throughout). The ratio is batchd's rows/s over the in-process best of
-# the same rep; the table gives medians over the reps and the ratio's min..max. Markdown on
-# stdout and in bench/results/cnn-<UTC time>.md.
+# the same rep; the table gives medians over the reps and the ratio's min..max. Each rep ends
+# with a sim model (latency 0) fed the same 602 KB row plus a 16-byte input, replying with the
+# small one only: the server's own CPU per request there is what serving a row costs besides
+# the model. Markdown on stdout and in bench/results/cnn-<UTC time>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${1:-../shared/models}
@@ -46,6 +48,32 @@ done
 [ -n "$models" ] || { echo "cnn: no model to run" >&2; exit 1; }
 # Both take FP32 [N,3,224,224] named "input" and give "logits".
 hl=$("$PY" bench/make_body.py "$work/body" input 1,3,224,224 logits)
+# The server's own work on such a row: a sim model (latency 0) that takes the same input and a
+# 16-byte one, and echoes them; each request asks for the small one only, as a CNN's reply is
+# small.
+mkdir -p "$work/repo/sim_cnn/1"
+cat > "$work/repo/sim_cnn/config.json" <<'JSON'
+{"backend": "sim", "max_batch_size": 64,
+ "inputs": [{"name": "input", "datatype": "FP32", "dims": [3, 224, 224]},
+            {"name": "tag", "datatype": "FP32", "dims": [4]}],
+ "outputs": [{"name": "echo", "datatype": "FP32", "dims": [3, 224, 224]},
+             {"name": "logits", "datatype": "FP32", "dims": [4]}]}
+JSON
+sim_hl=$("$PY" - "$work/sim.body" <<'PY'
+import json, struct, sys
+n = 3 * 224 * 224
+head = json.dumps({"inputs": [
+    {"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
+     "parameters": {"binary_data_size": n * 4}},
+    {"name": "tag", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}],
+    "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]},
+    separators=(",", ":")).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(head + struct.pack("<%df" % n, *[((i * 37) % 101) / 101.0 for i in range(n)])
+            + struct.pack("<4f", 1, 2, 3, 4))
+print(len(head))
+PY
+)
 
 start_server "$work/repo"
 tck=$(getconf CLK_TCK)
@@ -58,16 +86,17 @@ child_cpu() { # sets cpu
     "$work/times")
 }
 wrk_run() { # CONNS MODEL SECONDS: the summary JSON in $work/r.json, wrk's CPU in $wrk_cpu
-  local c0
+  local c0 body=$work/body h=$hl
+  [ "$2" = sim_cnn ] && body=$work/sim.body h=$sim_hl
   child_cpu
   c0=$cpu
   WRK_OUT=$work/r.json wrk -t1 -c"$1" -d"$3s" --timeout 30s -s bench/wrk_infer.lua \
-    "$url/v2/models/$2/infer" -- "$work/body" "$hl" > /dev/null
+    "$url/v2/models/$2/infer" -- "$body" "$h" > /dev/null
   child_cpu
   wrk_cpu=$(awk -v a="$c0" -v b="$cpu" 'BEGIN { print b - a }')
 }
 
-for m in $models; do # warm-up: first connections, first runs of the batch sizes CONNS forms
+for m in $models sim_cnn; do # warm-up: first connections, first runs of the batch sizes
   wrk_run "$CONNS" "$m" 2
   wrk_run 1 "$m" 1
 done
@@ -117,6 +146,23 @@ print(json.dumps({
 PY
     echo "cnn: rep $rep $m: $(tail -1 "$work/runs.jsonl")" >&2
   done
+  t0=$(ticks)
+  wrk_run "$CONNS" sim_cnn "$SECS"
+  t1=$(ticks)
+  cp "$work/r.json" "$work/many.json"
+  wrk_run 1 sim_cnn "$SECS"
+  "$PY" - "$rep" "$tck" $((t1 - t0)) "$work" >> "$work/runs.jsonl" <<'PY'
+import json, sys
+rep, tck, ticks, work = sys.argv[1:]
+many = json.load(open(work + "/many.json"))
+one = json.load(open(work + "/r.json"))
+print(json.dumps({"rep": int(rep), "model": "sim_cnn",
+                  "rps": many["requests"] / (many["duration_us"] / 1e6),
+                  "cpu_us_req": int(ticks) / int(tck) * 1e6 / many["requests"],
+                  "c1_p50_ms": one["p50_us"] / 1e3,
+                  "errors": many["non2xx"] + many["socket_errors"] + one["non2xx"] + one["socket_errors"]}))
+PY
+  echo "cnn: rep $rep sim_cnn: $(tail -1 "$work/runs.jsonl")" >&2
 done
 
 mkdir -p bench/results
@@ -131,6 +177,8 @@ print("wrk -t1, %s s a run, %s reps; batchd with its defaults at %s connections 
 print("| model | threads | batchd rows/s (mean batch) | in-process best rows/s (batch) | ratio (goal 0.95) "
       "| CPU ms per row, batchd / in-process / wrk | c1 p50 ms, batchd / in-process batch 1 (goal +0.3) | errors |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
+sims = [r for r in runs if r["model"] == "sim_cnn"]
+runs = [r for r in runs if r["model"] != "sim_cnn"]
 for m in dict.fromkeys(r["model"] for r in runs):
     rs = [r for r in runs if r["model"] == m]
     ratio = [r["rps"] / r["inproc_best"] for r in rs]
@@ -147,5 +195,12 @@ print("\nPer rep (rows/s): " + "; ".join(
     "%s %d: %.0f vs %s" % (r["model"], r["rep"], r["rps"],
                           "/".join("%.0f" % r["inproc"][b] for b in ("1", "8", "16", "32")))
     for r in runs) + " (in-process at batch 1/8/16/32)")
+if sims:
+    print("\nThe server's own work on such a row, from a sim model (latency 0) taking the same "
+          "602 KB input and a 16-byte one, each request asking for the small output only: "
+          "%.0f µs of server CPU per request at %s connections (%.0f req/s), p50 %.2f ms at 1; "
+          "%d errors." % (med([r["cpu_us_req"] for r in sims]), conns,
+                          med([r["rps"] for r in sims]), med([r["c1_p50_ms"] for r in sims]),
+                          sum(r["errors"] for r in sims)))
 PY
 echo "cnn: written to $out" >&2
