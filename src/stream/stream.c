@@ -16,10 +16,9 @@
  *
  * The bytes of the messages a socket holds (started and not answered, or parked), those of the
  * message wslay is putting together and those its input buffer holds unparsed count in the
- * server's budget (--max-buffered-bytes), which the
- * HTTP front end shares: a socket holding messages also stops reading while the budget is used
- * up, and starts again as its replies let go of them. One holding none is read regardless, so
- * no socket waits on others' replies.
+ * server's budget (--max-buffered-bytes), which the HTTP front end shares: a socket holding
+ * messages also stops reading while the budget is used up, and starts again as its replies
+ * let go of them. One holding none is read regardless, so no socket waits on others' replies.
  *
  * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
  * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
