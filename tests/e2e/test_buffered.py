@@ -73,6 +73,14 @@ def check_echo(status, headers, body, value):
                           np.full(ROWS, value, dtype="<f4"))
 
 
+def post_body(client, value):
+    """POST a ~1 MiB binary body of `value`s to the wide model with requests; the response."""
+    body, hl = body_of(value)
+    return requests.post(client.url("/v2/models/wide/infer"), data=body, timeout=HTTP_TIMEOUT_S,
+                         headers={"Content-Type": "application/octet-stream",
+                                  "Inference-Header-Content-Length": str(hl)})
+
+
 def metrics(client):
     return parse_metrics(client.get("/metrics").text)
 
@@ -122,10 +130,7 @@ def test_a_body_past_the_bound_gets_503_from_its_head(client):
     check_echo(*read_reply(a), 1.0)
     a.close()
     # A's room is back: the fourth body now fits beside B's and C's.
-    body, hl = body_of(3.0)
-    r = requests.post(client.url("/v2/models/wide/infer"), data=body, timeout=HTTP_TIMEOUT_S,
-                      headers={"Content-Type": "application/octet-stream",
-                               "Inference-Header-Content-Length": str(hl)})
+    r = post_body(client, 3.0)
     assert r.status_code == 200, r.text[:300]
     b.sendall(b_rest)
     check_echo(*read_reply(b), 2.0)
@@ -205,10 +210,7 @@ def test_closed_connections_give_their_room_back(client):
         s.close()  # mid-body
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
              5, "the closed connections' room given back")
-    body, hl = body_of(5.0)
-    r = requests.post(client.url("/v2/models/wide/infer"), data=body, timeout=HTTP_TIMEOUT_S,
-                      headers={"Content-Type": "application/octet-stream",
-                               "Inference-Header-Content-Length": str(hl)})
+    r = post_body(client, 5.0)
     assert r.status_code == 200, r.text[:300]
 
 
@@ -259,13 +261,6 @@ def test_websocket_messages_count_in_the_bound(client):
             seen.append(metrics(client).get(inflight, 0))
             time.sleep(0.02)
 
-    def post_one():
-        body, hl = body_of(9.0)
-        return requests.post(client.url("/v2/models/wide/infer"), data=body,
-                             timeout=HTTP_TIMEOUT_S,
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Inference-Header-Content-Length": str(hl)})
-
     async def main():
         loop = asyncio.get_running_loop()
         async with ws_connect(port, "/v2/models/hold/stream", max_size=4 * MIB) as ws:
@@ -273,7 +268,7 @@ def test_websocket_messages_count_in_the_bound(client):
                 await ws.send(ws_message(float(i), "m%d" % i))
             await loop.run_in_executor(None, lambda: wait_for(
                 lambda: metrics(client)[gauge] >= 3 * MIB, 10, "the messages counted"))
-            r = await loop.run_in_executor(None, post_one)
+            r = await loop.run_in_executor(None, post_body, client, 9.0)
             assert r.status_code == 503 and FULL_RE.match(r.json()["error"]), r.text[:300]
             # A socket that holds nothing is read whatever the total.
             async with ws_connect(port, "/v2/models/wide/stream", max_size=4 * MIB) as ws2:
@@ -312,13 +307,6 @@ def test_websocket_messages_count_while_they_arrive(client):
         await ws.send(fragments())
         check_ws_echo(await ws_recv(ws), "f%d" % value, value)
 
-    def post_one():
-        body, hl = body_of(9.0)
-        return requests.post(client.url("/v2/models/wide/infer"), data=body,
-                             timeout=HTTP_TIMEOUT_S,
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Inference-Header-Content-Length": str(hl)})
-
     async def main():
         loop = asyncio.get_running_loop()
         socks = [await ws_connect(port, "/v2/models/wide/stream", max_size=4 * MIB)
@@ -328,7 +316,7 @@ def test_websocket_messages_count_while_they_arrive(client):
             await loop.run_in_executor(None, lambda: wait_for(
                 lambda: metrics(client)[gauge] >= 3 * ROWS * 4 * 9 // 10, 10,
                 "the partial messages counted"))
-            r = await loop.run_in_executor(None, post_one)
+            r = await loop.run_in_executor(None, post_body, client, 9.0)
             assert r.status_code == 503 and FULL_RE.match(r.json()["error"]), r.text[:300]
             release.set()
             await asyncio.gather(*tasks)
