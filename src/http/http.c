@@ -34,9 +34,9 @@
  * list); a failed one closes only its connection. Three places use the raw socket past h2o and
  * change under TLS: the hang-up watch (a leaving TLS client's last bytes are records, e.g. a
  * close_notify, which a peek cannot read, so it asks the kernel whether the peer shut its
- * side: poll POLLRDHUP); refuse_head and refuse_body (their 400/408/431 and early 401/429/503 go
- * through TLS with h2o_socket_write, then the socket is shut down under h2o's HTTP/1, which ends it
- * without a close_notify; a connection whose first head on_handshake refused never reaches h2o's
+ * side: poll POLLRDHUP); refuse_head and refuse_body (their 400/408/431 and early 401/413/429/503
+ * go through TLS with h2o_socket_write, then the socket is shut down under h2o's HTTP/1, which ends
+ * it without a close_notify; a connection whose first head on_handshake refused never reaches h2o's
  * HTTP/1 and is closed with h2o_socket_close, close_notify first); and the 400 for plain HTTP
  * (raw_reply, sent with send() before any TLS exists). The WebSocket close (stream/) shuts the
  * socket for writing only without TLS.
@@ -138,8 +138,8 @@ typedef struct {
     bd_http_t *h;
     h2o_socket_t *sock;
     bool upgraded;   /* its request asked for a WebSocket: the buffer holds frames, not a head */
-    bool refused;    /* answered 431, 408 or an early 401, or idle too long: closing */
-    bool discarding; /* after an early 401 or 429: its body is read and dropped (on_read_discard) */
+    bool refused;    /* answered 431, 408 or early (early_refusal), or idle too long: closing */
+    bool discarding; /* after an early refusal: its body is read and dropped (on_read_discard) */
     size_t discard_left; /* bytes of that body still to come */
     bool token_taken;    /* early_refusal took this head's --rate-limit token: rate_ok does not */
     size_t buffered;     /* its part of h->budget->used */
@@ -1926,7 +1926,7 @@ static void refuse_head(conn_t *c, int status, const char *msg)
     BD_WARN("http", "closing a connection: %s", msg);
 }
 
-/* An early 401 or 429 (early_refusal): answered before the body, which is then read and
+/* An early 401, 413, 429 or 503 (early_refusal): answered before the body, which is then read and
  * dropped as it comes (`left` more bytes of it) instead of buffered. Not logged: clients cause
  * these, and the same answers after a buffered body are not logged either. */
 static void refuse_body(conn_t *c, int status, const char *extra, const char *msg, size_t left)
@@ -1944,7 +1944,7 @@ static void refuse_body(conn_t *c, int status, const char *extra, const char *ms
 
 static void on_read_checked(h2o_socket_t *sock, const char *err);
 
-/* Reads after an early 401: drop them until the body's end, the client's, or a stall
+/* Reads after an early refusal: drop them until the body's end, the client's, or a stall
  * (on_head_tick ends it), then close as refuse_head does. Plain connections get here through
  * on_read_checked; TLS ones from on_refused_written. */
 static void on_read_discard(h2o_socket_t *sock, const char *err)
@@ -2131,14 +2131,16 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
     return false;
 }
 
-/* A request that admit would refuse 401, or rate_ok 429, or that --max-buffered-bytes has no
- * room for (503, room_for_body), is answered from its head before its body is buffered: the
- * body is then dropped as it arrives (refuse_body). The room is checked for every body, however
- * framed; 401 and 429 only where the answer is certain: a body framed by one Content-Length or
- * by chunked alone, a path that is not open nor a WebSocket one and that h2o's normalisation
- * leaves alone (no '%', no dot segments); then, with API keys, no valid 'Authorization:
- * Bearer' key (401), the room (503), and with --rate-limit, a POST to an infer path whose
- * caller has no token left (429; a token it takes here is the request's, token_taken). All
+/* A body that one Content-Length announces over --max-body-bytes (413), a request that admit
+ * would refuse 401, or rate_ok 429, or that --max-buffered-bytes has no room for (503,
+ * room_for_body), is answered from its head before its body is buffered: the body is then
+ * dropped as it arrives (refuse_body), so that a client still sending it reads the answer
+ * instead of a reset (h2o's own 413, left for a chunked body, closes at once). The room is checked
+ * for every body, however framed; 401 and 429 only where the answer is certain: a body framed by
+ * one Content-Length or by chunked alone, a path that is not open nor a WebSocket one and that
+ * h2o's normalisation leaves alone (no '%', no dot segments); then, with API keys, no valid
+ * 'Authorization: Bearer' key (401), the room (503), and with --rate-limit, a POST to an infer path
+ * whose caller has no token left (429; a token it takes here is the request's, token_taken). All
  * else is admit's and rate_ok's, after the body. */
 static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t method_len,
                           const char *path, size_t path_len, const struct phr_header *f, size_t n,
@@ -2146,9 +2148,6 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
 {
     bool keys = h->gate && bd_gate_keys_on(h->gate);
     bool limits = h->gate && bd_gate_limits_on(h->gate);
-    if (!keys && !limits && !h->budget->max) {
-        return true;
-    }
     unsigned long long cl = 0, one = 0;
     int n_cl = 0, n_te = 0, n_auth = 0;
     bool chunked = false;
@@ -2172,11 +2171,24 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     if (!n_te && cl == 0) {
         return true; /* no body */
     }
-    /* What is still to come of the body; past --max-body-bytes (h2o's 413) reading stops. */
+    /* What is still to come of the body (a refused one is read that far and dropped, unless it
+     * stalls; a chunked one, up to --max-body-bytes). */
     size_t have = c->sock->input->size - head;
     unsigned long long need = n_te ? h->max_body_bytes : cl;
     unsigned long long rest = n_te ? h->max_body_bytes : cl > have ? cl - have : 0;
-    size_t left = rest < h->max_body_bytes ? (size_t)rest : h->max_body_bytes;
+    size_t left = rest < SIZE_MAX ? (size_t)rest : SIZE_MAX;
+    if (n_cl == 1 && !n_te && cl > h->max_body_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "the request body is larger than the server's limit of %zu bytes "
+                 "(--max-body-bytes)",
+                 h->max_body_bytes);
+        refuse_body(c, 413, NULL, msg, left);
+        return false;
+    }
+    if (!keys && !limits && !h->budget->max) {
+        return true;
+    }
     if (n_cl > 1 || n_te > 1 || (n_cl && n_te) || (n_te && !chunked)) {
         return room_for_body(h, c, need, left); /* framing only h2o and admit settle */
     }

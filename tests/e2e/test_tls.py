@@ -260,6 +260,25 @@ def test_large_bodies_on_one_tls_connection(tls):
     assert pool.num_connections == 1
 
 
+def test_body_over_the_limit_is_answered_413_through_tls(start_server_fn, certs):
+    """As over plain HTTP (test_framing): a body announced past --max-body-bytes gets its 413
+    through TLS while the client is still sending it; the rest is read and dropped."""
+    repo = start_server_fn.repo("tls413")
+    add_models(repo)
+    client = start_server_fn(repo, tls_args(certs) + ["--max-body-bytes", "1048576"],
+                             name="batchd-tls413")
+    url = "https://127.0.0.1:%d/v2/models/wide/infer" % client.server.port
+    for _ in range(5):
+        r = requests.post(url, data=b" " * (3 << 20), verify=certs["cert"],
+                          timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 413
+        assert r.json() == {"error": "the request body is larger than the server's limit of "
+                                     "1048576 bytes (--max-body-bytes)"}
+    r = requests.get("https://127.0.0.1:%d/v2/health/live" % client.server.port,
+                     verify=certs["cert"], timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200
+
+
 # ---- trust, versions, ALPN --------------------------------------------------------------------
 
 def test_client_that_does_not_trust_the_certificate_refuses_it(tls):
