@@ -13,6 +13,8 @@
 #   make fuzz        build the libFuzzer targets, replay their corpora, fuzz each $(FUZZ_SECS) s
 #   make test        setup (with the GPU build), build, test-models, unit, e2e, asan, fuzz
 #   make bench       bench/run.sh
+#   make soak        $(SOAK_MINUTES) minutes of mixed load on the demo: RSS, fds and threads over
+#                    time, every unexpected answer (bench/soak.py; not part of `make test`)
 #   make tsan        ThreadSanitizer build in build-tsan/, then the threaded unit tests
 #   make valgrind    the server under valgrind's memcheck on the demo (not part of `make test`)
 #   make format      clang-format the sources in place (make format-check: only check)
@@ -33,12 +35,13 @@ PORT       ?= 8000
 GPU        ?= 0
 # Seconds each fuzz target runs after replaying its corpus: 30 on CI, 0 (replay only) elsewhere.
 FUZZ_SECS  ?= $(if $(CI),30,0)
+SOAK_MINUTES ?= 10
 
 # Targets run one after another even under `make -j`: each one already uses $(JOBS) jobs.
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
 .PHONY: setup setup-gpu build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
-        bench valgrind tsan format format-check fuzz clean distclean
+        bench soak valgrind tsan format format-check fuzz clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
 # ASan's own `suppressions=` would reject the file's `leak:` lines.
@@ -134,6 +137,9 @@ fuzz:
 
 bench: build
 	PYTHON=$(PYTHON) BATCHD_BIN=$(BUILD)/batchd ORT_INPROC_BIN=$(BUILD)/ort_inproc bash bench/run.sh
+
+soak: build demo
+	$(PYTHON) bench/soak.py --bin $(BUILD)/batchd --demo $(DEMO) --minutes $(SOAK_MINUTES)
 
 # ThreadSanitizer over the threaded unit tests (scheduler, metrics, core, infer). ONNX Runtime is
 # not built with TSan, so the backend's tests stay out of this run.
