@@ -54,6 +54,8 @@
  * replies of a few MB (docs/BENCHMARKS.md). */
 #define READ_MAX_BYTES (4u << 20)
 #define MAX_FIELDS 1000
+/* The drain waits for reads in flight and the backlog while entries still move to the model
+ * at least this often, and for the results to be written this long after the last one did. */
 #define READ_DRAIN_US 5000000u
 #define WRITE_DRAIN_US 10000000u
 #define LOG_EVERY_US 5000000u
@@ -135,14 +137,16 @@ struct stream {
     pipe_t *p;
     char *key;
     size_t key_len;
-    char *results_key;
+    char *results_key; /* expanded from the templates; lengths, for keys holding a NUL */
     char *dead_key;
+    size_t results_len, dead_len;
     shard_t *shard; /* NULL until its group is ready */
     bool group_ready;
     bool creating;
     bool history; /* the next read re-reads our own pending entries from history_id */
     char history_id[ID_MAX];
     bool claiming;
+    size_t claim_reserved; /* entries the XAUTOCLAIM in flight may bring */
     char claim_cursor[ID_MAX];
     bool claim_more;
 };
@@ -177,6 +181,8 @@ struct pipe {
     size_t n_streams, cap_streams;
     shard_t **shards;
     size_t n_shards;
+    size_t next_shard; /* the shard that reads first next time: room goes round them */
+    size_t next_claim; /* the stream that claims first next time, likewise */
     bool scanning;
     uint64_t next_claim_us;
     /* backpressure */
@@ -199,6 +205,7 @@ struct pipe {
 typedef struct {
     stream_t *s;
     bd_list_t ents;
+    bool reread; /* our own pending entries, re-read (not claimed): s->claiming is not ours */
 } claim_t;
 
 typedef struct {
@@ -233,7 +240,7 @@ struct bd_ingest {
     h2o_timeout_entry_t tick, kick;
     uint64_t next_scan_us;
     bool stopping, freeing;
-    uint64_t stop_us;
+    uint64_t stop_us; /* the drain began, or last handed an entry to its model */
     bool redis_up, ever_up;
     uint64_t last_log_us[4];
     /* scratch for building commands */
@@ -713,7 +720,8 @@ static bd_model_t *pipe_model(pipe_t *p)
     return m;
 }
 
-static char *expand(const char *tmpl, const char *key, size_t key_len)
+/* tmpl with {stream} replaced by the key (which may hold any byte); its length in *len. */
+static char *expand(const char *tmpl, const char *key, size_t key_len, size_t *len)
 {
     bd_buf_t b;
     bd_buf_init(&b);
@@ -725,6 +733,7 @@ static char *expand(const char *tmpl, const char *key, size_t key_len)
             bd_buf_putc(&b, *t++);
         }
     }
+    *len = b.len;
     bd_buf_putc(&b, '\0');
     if (b.failed) {
         bd_buf_dispose(&b);
@@ -998,7 +1007,12 @@ static void create_group(stream_t *s)
 static void add_stream(pipe_t *p, const char *key, size_t len)
 {
     size_t pos = 0;
-    if (find_stream(p, key, len, &pos)) {
+    stream_t *known = find_stream(p, key, len, &pos);
+    if (known) {
+        if (!known->group_ready) {
+            create_group(known); /* a stream deleted or whose group went is read again once a
+                                  * scan finds it (a literal key, once it is named) */
+        }
         return;
     }
     if (p->n_streams == p->cap_streams) {
@@ -1019,8 +1033,8 @@ static void add_stream(pipe_t *p, const char *key, size_t len)
     s->key[len] = '\0';
     s->key_len = len;
     s->p = p;
-    s->results_key = expand(p->cfg.results, key, len);
-    s->dead_key = expand(p->cfg.dead_letter, key, len);
+    s->results_key = expand(p->cfg.results, key, len, &s->results_len);
+    s->dead_key = expand(p->cfg.dead_letter, key, len, &s->dead_len);
     if (!s->results_key || !s->dead_key) {
         free(s->results_key);
         free(s->dead_key);
@@ -1217,6 +1231,33 @@ static void take_entry(pipe_t *p, stream_t *s, const redisReply *e, const bd_mod
     }
 }
 
+static bool fetch_counts(claim_t *cl, size_t delivered);
+
+/* The stream a read's NOGROUP error names ("NOGROUP No such key 'KEY' or consumer group 'G'
+ * in XREADGROUP with GROUP option": deleted, or its group destroyed), or NULL when the message
+ * does not say. */
+static stream_t *nogroup_stream(shard_t *sh, const char *msg, size_t len)
+{
+    static const char head[] = "NOGROUP No such key '";
+    char tail[300];
+    int tl =
+        snprintf(tail, sizeof tail, "' or consumer group '%s' in XREADGROUP", sh->p->cfg.group);
+    if (tl < 0 || (size_t)tl >= sizeof tail || len < sizeof head - 1 ||
+        memcmp(msg, head, sizeof head - 1) != 0) {
+        return NULL;
+    }
+    const char *key = msg + sizeof head - 1;
+    for (size_t i = 0; i < sh->n; i++) {
+        stream_t *s = sh->streams[i];
+        size_t rest = len - (size_t)(key - msg);
+        if (rest >= s->key_len + (size_t)tl && memcmp(key, s->key, s->key_len) == 0 &&
+            memcmp(key + s->key_len, tail, (size_t)tl) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
 static void on_read(redisAsyncContext *ac, void *r_, void *priv)
 {
     shard_t *sh = priv;
@@ -1240,12 +1281,19 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
         if (log_ok(ing, LOG_READ)) {
             BD_WARN("ingest", "read failed model=%s reason=\"%s\"", p->model, r->str);
         }
+        /* A stream deleted under a blocking read ends it with UNBLOCKED; the next read names
+         * it (NOGROUP) and goes on without it, both at once. Other errors wait a little. */
+        bool at_once = strncmp(r->str, "UNBLOCKED", 9) == 0;
         if (strncmp(r->str, "NOGROUP", 7) == 0) {
+            stream_t *gone = nogroup_stream(sh, r->str, (size_t)r->len);
             for (size_t i = 0; i < sh->n; i++) {
-                sh->streams[i]->group_ready = false; /* recreated by the next scan */
+                if (!gone || sh->streams[i] == gone) {
+                    sh->streams[i]->group_ready = false; /* recreated once a scan finds it */
+                }
             }
+            at_once = gone != NULL;
         }
-        sh->retry_at_us = bd_now_us() + 200000;
+        sh->retry_at_us = at_once ? 0 : bd_now_us() + 200000;
         kick(ing);
         return;
     }
@@ -1277,6 +1325,15 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
         if (hist && ents->elements == 0) {
             s->history = false; /* our pending list is read to its end: new entries next */
         }
+        /* Re-read entries were delivered before: their counts decide (fetch_counts). */
+        claim_t *cl = hist && ents->elements ? calloc(1, sizeof *cl) : NULL;
+        if (cl) {
+            cl->s = s;
+            cl->reread = true;
+            bd_list_init(&cl->ents);
+        } else if (hist) {
+            continue; /* out of memory: still pending, re-read later */
+        }
         for (size_t k = 0; k < ents->elements; k++) {
             const redisReply *e = ents->element[k];
             if (hist && e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
@@ -1284,10 +1341,29 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
                 memcpy(s->history_id, e->element[0]->str, (size_t)e->element[0]->len);
                 s->history_id[e->element[0]->len] = '\0';
             }
-            take_entry(p, s, e, cfg, NULL);
+            take_entry(p, s, e, cfg, cl);
+        }
+        if (cl && bd_list_empty(&cl->ents)) {
+            free(cl);
+        } else if (cl) {
+            fetch_counts(cl, ents->elements);
         }
     }
     kick(ing);
+}
+
+/* Entries one read of a shard may reserve. Reads share all but a claim's room of the pipe's
+ * cap, and each shard may take at most its part of that, so a blocking read on streams with
+ * nothing to read never holds the room the other shards and the claims need. */
+static size_t read_budget(const pipe_t *p)
+{
+    size_t claims = p->cap / 4 < CLAIM_COUNT ? p->cap / 4 : CLAIM_COUNT;
+    size_t reads = p->cap - claims;
+    size_t share = p->n_shards > 0 ? reads / p->n_shards : reads;
+    size_t used = p->held + p->reserved;
+    size_t room = used < reads ? reads - used : 0;
+    share = share > 0 ? share : 1;
+    return room < share ? room : share;
 }
 
 static void maybe_read(shard_t *sh, bd_model_t *m)
@@ -1313,20 +1389,27 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     for (size_t i = 0; i < sh->n; i++) {
         k += sh->streams[i]->group_ready && (!hist || sh->streams[i]->history);
     }
-    size_t used = p->held + p->reserved;
-    if (k == 0 || used >= p->cap || (p->cap - used) / k == 0) {
+    size_t budget = read_budget(p);
+    if (k == 0 || budget == 0) {
         return;
     }
-    size_t count = (p->cap - used) / k;
-    count = count < (size_t)p->cfg.read_count ? count : (size_t)p->cfg.read_count;
-    /* Keep the reply near READ_MAX_BYTES: fewer entries per stream, then a window of the
-     * streams with one entry each (all of them again once a whole round found nothing). */
+    /* Entries this read may bring: its budget, and a reply near READ_MAX_BYTES. Past k of them,
+     * `count` per stream; fewer, a window of the streams with one entry each, moving round
+     * them without BLOCK; once a whole round found nothing, one blocking read over all of them
+     * (or, when the budget is smaller than the shard, over the next window). */
     size_t fit = p->row > 0 ? READ_MAX_BYTES / p->row : SIZE_MAX;
+    size_t lim = budget < fit ? budget : fit;
+    lim = lim > 0 ? lim : 1;
+    size_t count = lim / k < (size_t)p->cfg.read_count ? lim / k : (size_t)p->cfg.read_count;
     size_t w = k;
-    if (fit / k < count) {
-        count = fit / k > 0 ? fit / k : 1;
-        if (fit < k && sh->idle_windows < (k + fit) / (fit > 0 ? fit : 1)) {
-            w = fit > 0 ? fit : 1;
+    bool block = !hist;
+    if (count == 0) {
+        count = 1;
+        if (sh->idle_windows < (k + lim - 1) / lim) {
+            w = lim;
+            block = false;
+        } else {
+            w = budget < k ? budget : k;
         }
     }
     bool windowed = w < k;
@@ -1347,7 +1430,7 @@ static void maybe_read(shard_t *sh, bd_model_t *m)
     arg_s(ing, ing->consumer);
     arg_s(ing, "COUNT");
     arg(ing, cs, cl);
-    if (!windowed && !hist) {
+    if (block) {
         arg_s(ing, "BLOCK");
         arg(ing, bs, bl);
     }
@@ -1387,7 +1470,9 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
     bd_ingest_t *ing = p->ing;
     redisReply *r = r_;
     (void)ac;
-    s->claiming = false;
+    if (!cl->reread) {
+        s->claiming = false;
+    }
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         const redisReply *x = r->element[i];
         sid_t id;
@@ -1410,6 +1495,7 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
             ent_release(ing, e); /* still pending: claimed again later */
             continue;
         }
+        p->c.read += cl->reread; /* a claimed entry counts as reclaimed, below, unless dead */
         if (e->deliveries > (unsigned)p->cfg.max_deliveries) {
             char msg[256];
             snprintf(msg, sizeof msg,
@@ -1419,7 +1505,7 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
             fail_entry(ing, e, K_DEAD, msg);
             continue;
         }
-        p->c.reclaimed++;
+        p->c.reclaimed += !cl->reread;
         if (e->kind == K_ERROR) {
             p->c.errors++;
             to_results(ing, e);
@@ -1432,6 +1518,44 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
     kick(ing);
 }
 
+/* The delivery counts of the entries cl took (neither XAUTOCLAIM nor XREADGROUP says), from
+ * one XPENDING over their range (`delivered` entries at most); on_claim_counts then runs them
+ * or dead-letters those past max_deliveries. False when it could not be sent: they were
+ * released (still pending, claimed again later). */
+static bool fetch_counts(claim_t *cl, size_t delivered)
+{
+    stream_t *s = cl->s;
+    pipe_t *p = s->p;
+    bd_ingest_t *ing = p->ing;
+    ent_t *first = BD_CONTAINER_OF(cl->ents.next, ent_t, link);
+    ent_t *last = BD_CONTAINER_OF(cl->ents.prev, ent_t, link);
+    size_t n = 0;
+    for (bd_list_t *l = cl->ents.next; l != &cl->ents; l = l->next) {
+        n++;
+    }
+    char count[24];
+    snprintf(count, sizeof count, "%zu", delivered > n ? delivered : n);
+    if (args_reserve(ing, 7)) {
+        ing->an = 0;
+        arg_s(ing, "XPENDING");
+        arg(ing, s->key, s->key_len);
+        arg_s(ing, p->cfg.group);
+        arg(ing, first->idstr, first->idlen);
+        arg(ing, last->idstr, last->idlen);
+        arg_s(ing, count);
+        arg_s(ing, ing->consumer);
+        if (send_args(ing, &ing->ctl, on_claim_counts, cl) == 0) {
+            return true;
+        }
+    }
+    bool reread = cl->reread;
+    on_claim_counts(NULL, NULL, cl); /* frees cl */
+    if (!reread) {
+        s->claiming = false;
+    }
+    return false;
+}
+
 static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
 {
     stream_t *s = priv;
@@ -1440,6 +1564,9 @@ static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
     redisReply *r = r_;
     (void)ac;
     s->claiming = false;
+    p->reserved -= s->claim_reserved;
+    s->claim_reserved = 0;
+    kick(ing); /* its room is free again: the next stream due can claim */
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
         if (r && r->type == REDIS_REPLY_ERROR) {
@@ -1474,44 +1601,24 @@ static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
         free(cl);
         return;
     }
-    /* Their delivery counts (XAUTOCLAIM does not say): one XPENDING over the range taken. */
-    ent_t *first = BD_CONTAINER_OF(cl->ents.next, ent_t, link);
-    ent_t *last = BD_CONTAINER_OF(cl->ents.prev, ent_t, link);
-    size_t n = 0;
-    for (bd_list_t *l = cl->ents.next; l != &cl->ents; l = l->next) {
-        n++;
+    if (fetch_counts(cl, ents->elements)) {
+        s->claiming = true;
     }
-    char count[24];
-    snprintf(count, sizeof count, "%zu", ents->elements > n ? ents->elements : n);
-    if (args_reserve(ing, 7)) {
-        ing->an = 0;
-        arg_s(ing, "XPENDING");
-        arg(ing, s->key, s->key_len);
-        arg_s(ing, p->cfg.group);
-        arg(ing, first->idstr, first->idlen);
-        arg(ing, last->idstr, last->idlen);
-        arg_s(ing, count);
-        arg_s(ing, ing->consumer);
-        if (send_args(ing, &ing->ctl, on_claim_counts, cl) == 0) {
-            s->claiming = true;
-            return;
-        }
-    }
-    on_claim_counts(NULL, NULL, cl); /* releases them: claimed again later */
-    s->claiming = false;
 }
 
-static void claim_stream(stream_t *s)
+/* Send an XAUTOCLAIM for s, reserving the entries it may bring; false when it cannot go now
+ * (one in flight, no group, no room). */
+static bool claim_stream(stream_t *s)
 {
     pipe_t *p = s->p;
     bd_ingest_t *ing = p->ing;
     size_t used = p->held + p->reserved;
     if (s->claiming || !s->group_ready || used >= p->cap || !args_reserve(ing, 8)) {
-        return;
+        return false;
     }
-    size_t room = p->cap - used;
+    size_t n = p->cap - used < CLAIM_COUNT ? p->cap - used : CLAIM_COUNT;
     char count[24], idle[24];
-    snprintf(count, sizeof count, "%zu", room < CLAIM_COUNT ? room : CLAIM_COUNT);
+    snprintf(count, sizeof count, "%zu", n);
     snprintf(idle, sizeof idle, "%" PRId64, p->cfg.claim_idle_ms);
     ing->an = 0;
     arg_s(ing, "XAUTOCLAIM");
@@ -1522,9 +1629,13 @@ static void claim_stream(stream_t *s)
     arg_s(ing, s->claim_cursor);
     arg_s(ing, "COUNT");
     arg_s(ing, count);
-    if (send_args(ing, &ing->ctl, on_claim, s) == 0) {
-        s->claiming = true;
+    if (send_args(ing, &ing->ctl, on_claim, s) != 0) {
+        return false;
     }
+    s->claiming = true;
+    s->claim_reserved = n;
+    p->reserved += n;
+    return true;
 }
 
 /* ---- running entries ------------------------------------------------------------------------ */
@@ -1582,6 +1693,9 @@ static void pump(pipe_t *p, bd_model_t *m)
         bd_list_unlink(&e->link);
         p->n_backlog--;
         if (rc == 0) {
+            if (ing->stopping) {
+                ing->stop_us = bd_now_us(); /* the drain moves on: its deadlines wait */
+            }
             *(ent_t **)bd_call_user(call) = e;
             e->call = call;
             e->data = NULL; /* the call's body now */
@@ -1622,7 +1736,11 @@ static void put_entry(bd_ingest_t *ing, ent_t *e)
     arg(ing, e->s->key, e->s->key_len);
     arg_s(ing, p->cfg.group);
     arg(ing, e->idstr, e->idlen);
-    arg_s(ing, e->kind == K_DEAD ? e->s->dead_key : e->s->results_key);
+    if (e->kind == K_DEAD) {
+        arg(ing, e->s->dead_key, e->s->dead_len);
+    } else {
+        arg(ing, e->s->results_key, e->s->results_len);
+    }
     const char *v = scratch_printf(ing, &len, "%" PRId64, p->cfg.results_maxlen);
     arg(ing, v, len);
     v = scratch_printf(ing, &len, "%zu", nf * 2);
@@ -1634,7 +1752,12 @@ static void put_entry(bd_ingest_t *ing, ent_t *e)
     arg_s(ing, "model_name");
     arg_s(ing, e->call ? bd_call_model_name(e->call) : p->model);
     arg_s(ing, "model_version");
-    arg_s(ing, e->call ? bd_call_model_version(e->call) : "");
+    if (e->call) {
+        arg_s(ing, bd_call_model_version(e->call));
+    } else { /* a bad entry, or dead: the version that judged it is the one serving now */
+        bd_model_t *m = pipe_model(p);
+        arg_s(ing, m ? bd_model_version(m) : "");
+    }
     if (e->kind == K_DEAD) {
         arg_s(ing, "deliveries");
         v = scratch_printf(ing, &len, "%u", e->deliveries);
@@ -1845,11 +1968,6 @@ static void scan(bd_ingest_t *ing)
     find_pipes(ing);
     for (size_t i = 0; i < ing->n_pipes; i++) {
         pipe_t *p = ing->pipes[i];
-        for (size_t k = 0; k < p->n_streams; k++) {
-            if (!p->streams[k]->group_ready) {
-                create_group(p->streams[k]);
-            }
-        }
         if (p->literal) {
             add_stream(p, p->cfg.streams, strlen(p->cfg.streams));
         } else if (!p->scanning) {
@@ -1880,18 +1998,24 @@ static void progress(bd_ingest_t *ing)
             continue;
         }
         for (size_t k = 0; k < p->n_shards; k++) {
-            maybe_read(p->shards[k], m);
+            maybe_read(p->shards[(p->next_shard + k) % p->n_shards], m);
         }
+        p->next_shard = p->n_shards > 0 ? (p->next_shard + 1) % p->n_shards : 0;
         bool due = now >= p->next_claim_us;
         if (due) {
             uint64_t half = (uint64_t)p->cfg.claim_idle_ms * 500;
             p->next_claim_us = now + (half ? half : 1000);
         }
+        /* A stream due for a claim stays due until its claim could be sent (room permitting),
+         * so that every stream is claimed in turn, however many there are. */
+        size_t first = p->next_claim;
         for (size_t k = 0; k < p->n_streams && ing->ctl.ready; k++) {
-            stream_t *s = p->streams[k];
-            if (due || s->claim_more) {
+            size_t j = (first + k) % p->n_streams;
+            stream_t *s = p->streams[j];
+            s->claim_more = s->claim_more || due;
+            if (s->claim_more && claim_stream(s)) {
                 s->claim_more = false;
-                claim_stream(s);
+                p->next_claim = j + 1;
             }
         }
     }

@@ -228,6 +228,7 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         assert re.search(rx, msg), (cam, msg)
         assert "\n" not in msg and len(msg) < 600
         assert f["camera"] == cam.encode() and "OUTPUT0" not in f
+        assert f["model_name"] == b"cam" and f["model_version"] == b"1"
     assert res[ok_id]["status"] == b"ok"  # the stream goes on after bad entries
     assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
     assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 5
@@ -335,6 +336,116 @@ def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
     lab = {"model": "flaky", "pattern": "in:*"}
     assert metric(client, "batchd_redis_dead_lettered_total", **lab) == 3
     assert metric(client, "batchd_redis_reclaimed_total", **lab) >= 3
+
+
+# ---- many cameras, deleted ones, re-reads ------------------------------------------------------
+
+def test_every_camera_is_read_while_the_others_are_idle(start_server_fn, rsrv):
+    """100 cameras are two read shards (64 + 36, in the order the log's `stream added` lines
+    give). Frames written only to the second shard's cameras while the first's are idle are
+    answered at once: a blocking read on idle cameras never holds the room another shard needs
+    (it did: past 47 cameras with the default queue, the first shard's read could take it all
+    and the second's cameras waited for traffic on the first; a queue of 64, i.e. 256 entries
+    held at most, leaves no doubt)."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"},
+              extra={"dynamic_batching": {"max_queue_size": 64}})
+    r = rsrv.client()
+    keys = ["frames:%03d" % i for i in range(100)]
+    for i, k in enumerate(keys):
+        r.xadd(k, {"input": frame(i, 0).tobytes()})
+    client = start_batchd(start_server_fn, repo, rsrv, extra_args=["--log-level", "debug"])
+    assert wait_results(r, 100)
+    added = re.findall(r"stream added model=cam stream=(\S+)", client.server.log())
+    assert sorted(added) == keys
+    time.sleep(2)  # every read is now a blocking one on idle cameras
+    later = added[64:]
+    ids = {k: r.xadd(k, {"input": frame(0, 1).tobytes()}) for k in later}
+    done = wait_for(lambda: all(r.xlen("results:" + k) >= 2 for k in later), 15)
+    missing = [k for k in later if r.xrange("results:" + k)[-1][1][b"source_id"] != ids[k]]
+    assert done and not missing, "%d of the second shard's %d cameras not answered" % (
+        len(missing), len(later))
+
+
+def test_claims_reach_every_camera(start_server_fn, rsrv):
+    """64 cameras and a dead consumer's entries on the last of them: taken over within a few
+    claim periods, although the reads of 64 cameras are in flight all the time."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": 500})
+    r = rsrv.client()
+    for i in range(63):
+        r.xadd("frames:%03d" % i, {"input": frame(i, 0).tobytes()})
+    r.xgroup_create("frames:063", "batchd", id="0", mkstream=True)
+    ids = [r.xadd("frames:063", {"input": frame(63, j).tobytes()}).decode() for j in range(3)]
+    r.xreadgroup("batchd", "ghost", {"frames:063": ">"})
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_for(lambda: r.exists("results:frames:063") and
+                    r.xlen("results:frames:063") >= 3, 30), "the dead consumer's entries"
+    assert sorted(f[b"source_id"].decode() for _i, f in r.xrange("results:frames:063")) == ids
+    assert metric(client, "batchd_redis_reclaimed_total", model="cam", pattern="frames:*") == 3
+
+
+def test_a_deleted_camera_is_let_go_and_read_again_when_it_returns(start_server_fn, rsrv):
+    """A stream deleted while batchd reads it is not created again (no group re-made with
+    MKSTREAM every scan) and its neighbours keep flowing; written again by its producer, the
+    next scan finds it and its frames are answered."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    r.xadd("frames:gone", {"input": frame(0, 0).tobytes()})
+    r.xadd("frames:stays", {"input": frame(1, 0).tobytes()})
+    start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, 2)
+    r.delete("frames:gone")
+    time.sleep(5)  # two scans
+    assert not r.exists("frames:gone"), "batchd created the deleted stream again"
+    t0 = time.monotonic()
+    eid = r.xadd("frames:stays", {"input": frame(1, 1).tobytes()})
+    assert wait_for(lambda: r.xlen("results:frames:stays") >= 2, 10)
+    print("a neighbour's frame after the deletion: %.3f s" % (time.monotonic() - t0))
+    assert r.xrange("results:frames:stays")[-1][1][b"source_id"] == eid
+    back = r.xadd("frames:gone", {"input": frame(0, 1).tobytes(), "camera": "back"})
+    assert wait_for(lambda: any(f[b"source_id"] == back
+                                for _i, f in r.xrange("results:frames:gone")), 15)
+
+
+def test_restart_rereads_its_pending_entries_and_counts_their_deliveries(start_server_fn, rsrv):
+    """An entry pending for this consumer name that was already delivered more than
+    max_deliveries times (a frame that crashed the process each time) is dead-lettered when a
+    restart re-reads it, not run again; one delivered once runs."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "max_deliveries": 3})
+    r = rsrv.client()
+    poison = r.xadd("frames:p", {"input": frame(0, 0).tobytes(), "camera": "p"})
+    fine = r.xadd("frames:p", {"input": frame(0, 1).tobytes(), "camera": "f"})
+    r.xgroup_create("frames:p", "batchd", id="0")
+    r.xreadgroup("batchd", "stable", {"frames:p": ">"})
+    r.xclaim("frames:p", "batchd", "stable", 0, [poison], retrycount=10)
+    client = start_batchd(start_server_fn, repo, rsrv, consumer="stable")
+    assert wait_for(lambda: r.exists("dead:frames:p") and r.exists("results:frames:p"), 30)
+    dead = r.xrange("dead:frames:p")
+    assert [f[b"source_id"] for _i, f in dead] == [poison]
+    assert int(dead[0][1][b"deliveries"]) > 3 and dead[0][1][b"camera"] == b"p"
+    assert [f[b"source_id"] for _i, f in r.xrange("results:frames:p")] == [fine]
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    assert metric(client, "batchd_redis_dead_lettered_total", **lab) == 1
+    assert metric(client, "batchd_redis_entries_read_total", **lab) == 2
+
+
+def test_stream_keys_with_any_bytes(start_server_fn, rsrv):
+    """A stream key holding a NUL byte (Redis keys are binary): its results go to its own
+    results key, not to one cut at the NUL."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    key = b"frames:a\x00b"
+    eid = r.xadd(key, {"input": frame(0, 0).tobytes()})
+    start_batchd(start_server_fn, repo, rsrv)
+    assert wait_for(lambda: r.exists(b"results:" + key), 30)
+    (_i, f), = r.xrange(b"results:" + key)
+    assert f[b"source_stream"] == key and f[b"source_id"] == eid
+    assert not r.exists(b"results:frames:a")
 
 
 # ---- failures of batchd and of Redis ---------------------------------------------------------
@@ -497,6 +608,29 @@ def test_sigterm_drains_what_it_read_and_exits_0(start_server_fn, rsrv):
     seen = answered(res)
     assert all(v == 1 for v in seen.values())
     assert 20 <= len(seen) <= len(sent)
+
+
+def test_sigterm_drains_a_slow_models_read_ahead_however_long_it_takes(start_server_fn, rsrv):
+    """Read ahead of a slow model (about 190 entries held, 40 ms each, one at a time: about 8 s,
+    more than the 5 s the drain gives a backlog that stopped moving): SIGTERM answers all of
+    it."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 64}, latency_us=40000,
+              max_batch_size=1, extra={"dynamic_batching": {"max_queue_size": 8}})
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 4, 100)
+    client = start_batchd(start_server_fn, repo, rsrv, consumer="drainer")
+    assert wait_results(r, 5)
+    assert wait_for(lambda: metric(client, "batchd_redis_entries_read_total", model="cam",
+                                   pattern="frames:*") >= 200, 30)
+    client.server.signal(signal.SIGTERM)
+    assert client.server.wait_exit(60) == 0
+    client.server.check_log_clean()
+    client.server.stopped = True
+    assert total_pending(r) == 0, "entries it read were left pending"
+    seen = answered(results(r))
+    assert all(v == 1 for v in seen.values())
+    assert 200 <= len(seen) <= len(sent)
 
 
 def test_http_serves_without_redis_and_ingest_connects_later(start_server_fn, tmp_path):
