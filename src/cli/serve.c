@@ -112,8 +112,9 @@ static const bd_cli_opt_t opts_table[] = {
      "an image (for a model with \"preprocess\") whose header says more pixels gets 400 before "
      "any pixel buffer is allocated"},
     {"--redis", BD_CLI_STR, OFF(redis), NULL, 0, 0, "BATCHD_REDIS",
-     "redis://HOST:PORT[/DB]: ingest Redis Streams for every model whose config.json has a "
-     "\"redis\" section (default: off)"},
+     "redis://[[USER]:PASSWORD@]HOST:PORT[/DB]: ingest Redis Streams for every model whose "
+     "config.json has a \"redis\" section (default: off; give a password through "
+     "BATCHD_REDIS to keep it off the command line)"},
     {"--redis-consumer", BD_CLI_STR, OFF(redis_consumer), NULL, 0, 0, "BATCHD_REDIS_CONSUMER",
      "this process's consumer name in the Redis consumer groups (default: <hostname>-<pid>); "
      "a restart under the same name re-reads the entries it had not answered"},
@@ -308,14 +309,12 @@ int bd_cli_serve(int argc, char **argv)
                 (long long)so.max_decode_bytes, (long long)so.max_body_bytes);
         return 2;
     }
-    char redis_host[128] = "";
-    int redis_port = 0, redis_db = 0;
+    bd_redis_url_t redis_url = {0};
     char consumer[300];
     if (so.redis) {
         bd_err_t uerr = {0};
         /* Resolved here, before the loop runs: a name lookup blocks. */
-        if (bd_ingest_parse_url(so.redis, redis_host, sizeof redis_host, &redis_port, &redis_db,
-                                &uerr) != 0) {
+        if (bd_ingest_parse_url(so.redis, &redis_url, &uerr) != 0) {
             fprintf(stderr, "batchd serve: %s\n", uerr.msg);
             return 2;
         }
@@ -428,11 +427,8 @@ int bd_cli_serve(int argc, char **argv)
         goto done;
     }
     if (so.redis) {
-        bd_ingest_opts_t io = {.host = redis_host,
-                               .port = redis_port,
-                               .db = redis_db,
-                               .consumer = consumer,
-                               .max_entry_bytes = (size_t)so.max_body_bytes};
+        bd_ingest_opts_t io = {
+            .url = redis_url, .consumer = consumer, .max_entry_bytes = (size_t)so.max_body_bytes};
         ingest = bd_ingest_new(bd_server_loop(server), bd_server_infer(server), repo, metrics, &io,
                                &err);
         bd_server_frontend_t fe = {ingest, ingest_stop, ingest_reading, ingest_busy};
@@ -440,8 +436,12 @@ int bd_cli_serve(int argc, char **argv)
             BD_ERROR("serve", "cannot start the Redis ingest: %s", ingest ? "too many" : err.msg);
             goto done;
         }
-        BD_INFO("ingest", "redis ingest host=%s port=%d db=%d consumer=%s", redis_host, redis_port,
-                redis_db, consumer);
+        BD_INFO("ingest", "redis ingest host=%s port=%d db=%d auth=%s consumer=%s", redis_url.host,
+                redis_url.port, redis_url.db,
+                !redis_url.password[0] ? "none"
+                : redis_url.user[0]    ? "user"
+                                       : "password",
+                consumer);
     }
     BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s tls=%s", so.host,
             bd_server_port(server), bd_repo_count(repo), so.model_control, tls ? "on" : "off");

@@ -15,13 +15,13 @@
  *
  * A server that stops answering without closing the socket (SIGSTOP, a frozen host, a path
  * that drops packets) is found by a watchdog, since hiredis 0.14's async API has no timeouts:
- * "up" means the first command (PING, or SELECT) was answered, not merely that the TCP
- * connect finished (the kernel completes it for a stopped server), and a command left
- * unanswered for timeout_us, with no byte arriving meanwhile and none waiting in the socket,
- * drops the connection like a reset would: every callback runs with a NULL reply, the owner
- * is told, and the reconnect backoff starts. Commands that reach the server later on the
- * dropped socket are harmless: the owner only ever sends commands that are safe to repeat
- * (reads re-read pending entries; result writes happen only while an entry is pending).
+ * "up" means the first command (PING, or SELECT; after AUTH when the URL has a password) was
+ * answered, not merely that the TCP connect finished (the kernel completes it for a stopped
+ * server), and a command left unanswered for timeout_us, with no byte arriving meanwhile and
+ * none waiting in the socket, drops the connection like a reset would: every callback runs with a
+ * NULL reply, the owner is told, and the reconnect backoff starts. Commands that reach the server
+ * later on the dropped socket are harmless: the owner only ever sends commands that are safe to
+ * repeat (reads re-read pending entries; result writes happen only while an entry is pending).
  *
  * Threads: the event-loop thread only. Ownership: the rconn is embedded in its owner; the
  * redisAsyncContext and the h2o socket are the rconn's. */
@@ -174,12 +174,51 @@ static void on_connect(const redisAsyncContext *ac, int status)
     /* Connected is not up: up is the first reply (on_hello). */
 }
 
+/* AUTH's reply, or a NOAUTH answer to the first command: the server wants a (different)
+ * password. The connection is dropped (and retried with backoff, as the password may be set
+ * on the server later); the reason is logged once while it stays the same. */
+static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ERROR ||
+        (strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0)) {
+        return false;
+    }
+    char why[160];
+    snprintf(why, sizeof why, "%s%s", r->str,
+             strncmp(r->str, "NOAUTH", 6) == 0
+                 ? " (give the password in the URL: redis://:PASSWORD@HOST:PORT)"
+                 : "");
+    if (strcmp(why, c->last_error) != 0) {
+        BD_ERROR("ingest", "redis refused the connection host=%s port=%d conn=%s reason=\"%s\"",
+                 c->url->host, c->url->port, c->name, why);
+    }
+    snprintf(c->refused, sizeof c->refused, "%s", why);
+    redisAsyncDisconnect(ac); /* on_disconnect: went_down with the reason */
+    return true;
+}
+
+static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t *c = priv;
+    const redisReply *reply = r;
+    if (reply && c->ac == ac && !refused(c, ac, reply) && reply->type == REDIS_REPLY_ERROR) {
+        /* e.g. a password given to a server that has none: it serves anyway */
+        BD_WARN("ingest", "redis AUTH failed host=%s port=%d conn=%s reason=\"%s\"; going on",
+                c->url->host, c->url->port, c->name, reply->str);
+    }
+}
+
 /* The first command's reply: the server answers, the connection is up. */
 static void on_hello(redisAsyncContext *ac, void *r, void *priv)
 {
     rconn_t *c = priv;
-    if (!r || c->ac != ac || c->ready) {
+    if (!r || c->ac != ac || c->ready || c->refused[0]) {
         return; /* dropped meanwhile: the disconnect path told the owner */
+    }
+    const redisReply *reply = r;
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0 &&
+        refused(c, ac, reply)) {
+        return;
     }
     c->ready = true;
     c->backoff_ms = BACKOFF_MIN_MS;
@@ -193,13 +232,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     rconn_t *c = ac->data;
     if (c->ac == ac) {
-        went_down(c, status == REDIS_OK ? "closed" : ac->errstr);
+        went_down(c, c->refused[0] ? c->refused : status == REDIS_OK ? "closed" : ac->errstr);
     }
 }
 
 static void connect_now(rconn_t *c)
 {
-    redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
+    redisAsyncContext *ac = redisAsyncConnect(c->url->host, c->url->port);
     if (!ac || ac->err) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
@@ -228,31 +267,43 @@ static void connect_now(rconn_t *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisEnableKeepAlive(&ac->c);
-    /* The first command also makes hiredis wait for the connect to finish; its reply makes
-     * the connection usable. SELECT's error (a DB the server lacks) is the server's answer
-     * too: commands then fail one by one and say why. */
+    /* The first command also makes hiredis wait for the connect to finish; the reply to PING
+     * or SELECT makes the connection usable. SELECT's error (a DB the server lacks) is the
+     * server's answer too: commands then fail one by one and say why. AUTH goes first when
+     * the URL has a password. */
+    c->refused[0] = '\0';
+    c->busy_since_us = bd_now_us();
+    const bd_redis_url_t *u = c->url;
+    if (u->password[0]) {
+        const char *auth[] = {"AUTH", u->user, u->password};
+        size_t auth_len[] = {4, strlen(u->user), strlen(u->password)};
+        int n = 3;
+        if (!u->user[0]) { /* AUTH PASSWORD: the default user */
+            auth[1] = u->password;
+            auth_len[1] = auth_len[2];
+            n = 2;
+        }
+        redisAsyncCommandArgv(ac, on_auth, c, n, auth, auth_len);
+    }
     char db[24];
-    snprintf(db, sizeof db, "%d", c->db);
+    snprintf(db, sizeof db, "%d", u->db);
     const char *argv[] = {"SELECT", db};
     size_t lens[] = {6, strlen(db)};
     const char *ping[] = {"PING"};
     size_t ping_len[] = {4};
-    c->busy_since_us = bd_now_us();
-    if (c->db != 0) {
+    if (u->db != 0) {
         redisAsyncCommandArgv(ac, on_hello, c, 2, argv, lens);
     } else {
         redisAsyncCommandArgv(ac, on_hello, c, 1, ping, ping_len);
     }
 }
 
-void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int db,
-                const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner)
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, const char *name,
+                uint64_t timeout_ms, rconn_state_cb on_state, void *owner)
 {
     memset(c, 0, sizeof *c);
     c->loop = loop;
-    c->host = host;
-    c->port = port;
-    c->db = db;
+    c->url = url;
     c->name = name;
     c->on_state = on_state;
     c->owner = owner;

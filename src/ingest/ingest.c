@@ -223,9 +223,7 @@ struct bd_ingest {
     bd_infer_t *inf;
     bd_repo_t *repo;
     bd_metrics_t *metrics;
-    char host[128];
-    int port;
-    int db;
+    bd_redis_url_t url;
     char consumer[256];
     size_t max_entry_bytes;
     rconn_t ctl;
@@ -805,7 +803,7 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
         BD_WARN("ingest",
                 "redis unreachable host=%s port=%d conn=%s reason=\"%s\"; HTTP keeps serving, "
                 "reconnecting with backoff",
-                ing->host, ing->port, c->name, c->last_error);
+                ing->url.host, ing->url.port, c->name, c->last_error);
     }
     ing->redis_up = false;
 }
@@ -824,7 +822,7 @@ static void redis_maybe_up(bd_ingest_t *ing)
         }
     }
     BD_INFO("ingest", "redis %s host=%s port=%d db=%d consumer=%s",
-            ing->ever_up ? "reconnected" : "connected", ing->host, ing->port, ing->db,
+            ing->ever_up ? "reconnected" : "connected", ing->url.host, ing->url.port, ing->url.db,
             ing->consumer);
     ing->redis_up = true;
     ing->ever_up = true;
@@ -950,7 +948,7 @@ static shard_t *shard_for(pipe_t *p)
     }
     sh->p = p;
     bd_ingest_t *ing = p->ing;
-    rconn_init(&sh->conn, ing->loop, ing->host, ing->port, ing->db, "read",
+    rconn_init(&sh->conn, ing->loop, &ing->url, "read",
                3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
     rconn_poll(&sh->conn, bd_now_us());
@@ -2144,19 +2142,68 @@ static void render(void *ctx, bd_buf_t *out)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-int bd_ingest_parse_url(const char *url, char *host, size_t cap, int *port, int *db, bd_err_t *err)
+/* USER or PASSWORD of a URL, s[0..n) with %XX escapes decoded, into out (cap bytes). False
+ * when too long, badly escaped or holding a NUL. */
+static bool url_part(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? bd_hex_digit(s[i + 1]) : -1;
+            int lo = i + 2 < n ? bd_hex_digit(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                return false;
+            }
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (k + 1 >= cap) {
+            return false;
+        }
+        out[k++] = (char)c;
+    }
+    out[k] = '\0';
+    return true;
+}
+
+int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
 {
     static const char scheme[] = "redis://";
-#define BAD_URL "--redis must look like redis://HOST:PORT or redis://HOST:PORT/DB, got '%s'"
+#define BAD_URL                                                                                    \
+    "--redis must look like redis://HOST:PORT, redis://HOST:PORT/DB or "                           \
+    "redis://[USER]:PASSWORD@HOST:PORT/DB, got '%s'"
+    memset(out, 0, sizeof *out);
     if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
         return bd_err_set(err, BD_EINVAL, BAD_URL, url);
     }
     const char *h = url + sizeof scheme - 1;
+    /* USER:PASSWORD@, up to the last '@' before the path (a password may hold '@' escaped or
+     * not); the URL is then quoted without it. */
+    const char *at = NULL;
+    for (const char *q = h; *q && *q != '/'; q++) {
+        at = *q == '@' ? q : at;
+    }
+    char shown[300];
+    snprintf(shown, sizeof shown, "%s", url);
+    if (at) {
+        const char *colon = memchr(h, ':', (size_t)(at - h));
+        snprintf(shown, sizeof shown, "redis://...@%s", at + 1);
+        if (!colon || !url_part(h, (size_t)(colon - h), out->user, sizeof out->user) ||
+            !url_part(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password) ||
+            !out->password[0]) {
+            return bd_err_set(err, BD_EINVAL,
+                              "--redis: the part before '@' must be [USER]:PASSWORD (a password "
+                              "of 1 to 255 bytes, %%XX escapes allowed), got '%s'",
+                              shown);
+        }
+        h = at + 1;
+    }
     const char *he, *rest;
     if (*h == '[') {
         he = strchr(h, ']');
         if (!he) {
-            return bd_err_set(err, BD_EINVAL, BAD_URL, url);
+            return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
         }
         h++;
         rest = he + 1;
@@ -2166,30 +2213,30 @@ int bd_ingest_parse_url(const char *url, char *host, size_t cap, int *port, int 
     }
     char name[256];
     if (he == h || (size_t)(he - h) >= sizeof name) {
-        return bd_err_set(err, BD_EINVAL, BAD_URL, url);
+        return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
     memcpy(name, h, (size_t)(he - h));
     name[he - h] = '\0';
-    *port = 6379;
-    *db = 0;
+    out->port = 6379;
+    out->db = 0;
     if (*rest == ':') {
         char *end = NULL;
         long v = strtol(rest + 1, &end, 10);
         if (end == rest + 1 || v < 1 || v > 65535) {
-            return bd_err_set(err, BD_EINVAL, BAD_URL, url);
+            return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
         }
-        *port = (int)v;
+        out->port = (int)v;
         rest = end;
     }
     if (*rest == '/' && rest[1]) {
         char *end = NULL;
         long v = strtol(rest + 1, &end, 10);
         if (end == rest + 1 || *end || v < 0 || v > 100000) {
-            return bd_err_set(err, BD_EINVAL, BAD_URL, url);
+            return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
         }
-        *db = (int)v;
+        out->db = (int)v;
     } else if (*rest && strcmp(rest, "/") != 0) {
-        return bd_err_set(err, BD_EINVAL, BAD_URL, url);
+        return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;
@@ -2201,7 +2248,7 @@ int bd_ingest_parse_url(const char *url, char *host, size_t cap, int *port, int 
     const void *addr = ai->ai_family == AF_INET6
                            ? (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr
                            : (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr;
-    bool ok = inet_ntop(ai->ai_family, addr, host, (socklen_t)cap) != NULL;
+    bool ok = inet_ntop(ai->ai_family, addr, out->host, (socklen_t)sizeof out->host) != NULL;
     freeaddrinfo(ai);
     if (!ok) {
         return bd_err_set(err, BD_EINVAL, "--redis: cannot use the address of host '%s'", name);
@@ -2221,15 +2268,12 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
     ing->inf = inf;
     ing->repo = repo;
     ing->metrics = metrics;
-    snprintf(ing->host, sizeof ing->host, "%s", opts->host);
+    ing->url = opts->url;
     snprintf(ing->consumer, sizeof ing->consumer, "%s", opts->consumer);
-    ing->port = opts->port;
-    ing->db = opts->db;
     ing->max_entry_bytes = opts->max_entry_bytes ? opts->max_entry_bytes : SIZE_MAX / 2;
     bd_list_init(&ing->results);
     bd_buf_init(&ing->scratch);
-    rconn_init(&ing->ctl, loop, ing->host, ing->port, ing->db, "control", REPLY_GRACE_MS,
-               on_ctl_state, ing);
+    rconn_init(&ing->ctl, loop, &ing->url, "control", REPLY_GRACE_MS, on_ctl_state, ing);
     h2o_timeout_init(loop, &ing->tick_to, TICK_MS);
     h2o_timeout_init(loop, &ing->kick_to, 0);
     ing->tick.cb = on_tick;

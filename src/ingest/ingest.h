@@ -31,18 +31,26 @@ struct st_h2o_evloop_t;
 
 typedef struct bd_ingest bd_ingest_t;
 
+/* --redis, parsed (bd_ingest_parse_url). */
 typedef struct {
-    const char *host; /* a numeric IPv4/IPv6 address (see bd_ingest_parse_url) */
+    char host[128]; /* a numeric IPv4/IPv6 address */
     int port;
     int db;
+    char user[128];     /* empty: AUTH with the password alone (the default user) */
+    char password[256]; /* empty: no AUTH */
+} bd_redis_url_t;
+
+typedef struct {
+    bd_redis_url_t url;
     const char *consumer;   /* this process's consumer name in every group */
     size_t max_entry_bytes; /* an entry's inputs together; larger: an error result */
 } bd_ingest_opts_t;
 
-/* Parse "redis://HOST[:PORT][/DB]" (PORT 6379 and DB 0 by default; an IPv6 HOST in
- * brackets) and resolve HOST to a numeric address, blocking: call it before the loop runs.
- * Writes the address into host (cap bytes). 0, or BD_EINVAL with one sentence. */
-int bd_ingest_parse_url(const char *url, char *host, size_t cap, int *port, int *db, bd_err_t *err);
+/* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (PORT 6379 and DB 0 by default; an IPv6
+ * HOST in brackets; %XX escapes in USER and PASSWORD) and resolve HOST to a numeric address,
+ * blocking: call it before the loop runs. 0, or BD_EINVAL with one sentence (which never
+ * repeats the password). */
+int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err);
 
 /* Start ingest for the models of `repo` that have a redis section (and for those loaded
  * later). Connects in the background: a Redis that is not there yet is retried with

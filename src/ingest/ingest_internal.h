@@ -14,6 +14,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "ingest/ingest.h"
+
 typedef struct rconn rconn_t;
 
 /* The connection became usable (up) or was lost (down). When down, every command's callback
@@ -25,16 +27,16 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
  * close their own), with H2O_SOCKET_FLAG_DONT_READ so hiredis does every read and write.
  *
  * Watchdog (hiredis 0.14's async API has no timeouts): a connection is usable only once its
- * first command (PING or SELECT) was answered, and rconn_poll counts it lost when a command
+ * first commands (AUTH when the URL has a password, then PING or SELECT) were answered, and
+ * without an error that says the server wants a (different) password: that one drops it and
+ * it retries with backoff, logged once, and rconn_poll counts it lost when a command
  * has been outstanding for timeout_us with no byte received meanwhile and none waiting in the
  * socket (a server that stopped answering without closing: frozen, SIGSTOPped, a dead
  * path). */
 struct rconn {
     h2o_evloop_t *loop;
-    const char *host; /* borrowed: numeric address */
-    int port;
-    int db;
-    const char *name; /* for logs: "control", "read" */
+    const bd_redis_url_t *url; /* borrowed: numeric address, port, db, credentials */
+    const char *name;          /* for logs: "control", "read" */
     rconn_state_cb on_state;
     void *owner;
     redisAsyncContext *ac; /* NULL while down */
@@ -50,10 +52,11 @@ struct rconn {
                                reply before it */
     uint64_t last_rx_us;    /* when bytes last arrived */
     char last_error[128];
+    char refused[160]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
 };
 
-void rconn_init(rconn_t *c, h2o_evloop_t *loop, const char *host, int port, int db,
-                const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, const char *name,
+                uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
 /* Connect now when down and the backoff has passed; when up, run the watchdog: a command
  * unanswered for timeout_ms drops the connection (its callbacks run with NULL replies, then
  * on_state(false)) and it reconnects with backoff. Call from a periodic tick. */

@@ -24,12 +24,13 @@ class RedisServer:
     (`--save '' --appendonly no`); restart() saves on shutdown (SHUTDOWN SAVE) and starts a
     new process on the same port and folder, which loads that snapshot."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, password=None):
         import redis  # python3-redis
         self._redis = redis
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
+        self.password = password  # --requirepass
         self.proc = None
 
     @property
@@ -37,12 +38,15 @@ class RedisServer:
         return "redis://127.0.0.1:%d" % self.port
 
     def client(self, **kw):
+        kw.setdefault("password", self.password)
         return self._redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, **kw)
 
     def start(self, timeout=10.0):
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", self.dir, "--logfile", "redis.log",
                "--daemonize", "no", "--protected-mode", "no"]
+        if self.password:
+            cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, cwd=self.dir)
         deadline = time.monotonic() + timeout

@@ -633,6 +633,46 @@ def test_sigterm_drains_a_slow_models_read_ahead_however_long_it_takes(start_ser
     assert 200 <= len(seen) <= len(sent)
 
 
+def test_password_in_the_url(start_server_fn, tmp_path):
+    """A Redis with a password (requirepass): `redis://:PASSWORD@HOST:PORT/DB` and
+    `redis://default:PASSWORD@...` (ACL user, %XX escapes) connect and serve. Without it, or
+    with a wrong one, batchd says so once, in one sentence, reports itself not connected and
+    keeps serving HTTP; the password never appears in its log."""
+    pw = "s3cret@/:%x"
+    rsrv = RedisServer(tmp_path / "redis", password=pw).start()
+    try:
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        r = rsrv.client(db=2)
+        esc = pw.replace("%", "%25").replace("@", "%40").replace("/", "%2F").replace(":", "%3A")
+        host = "127.0.0.1:%d" % rsrv.port
+        for url in ("redis://:%s@%s/2" % (esc, host), "redis://default:%s@%s/2" % (esc, host)):
+            client = start_server_fn(repo, ["--redis", url])
+            eid = r.xadd("frames:a", {"input": frame(0, 0).tobytes()})
+            assert wait_for(lambda: any(f[b"source_id"] == eid
+                                        for _i, f in r.xrange("results:frames:a")), 30), url
+            assert "auth=" in client.server.wait_log(r"redis ingest host=")
+            assert pw not in client.server.log() and esc not in client.server.log()
+            client.server.signal(signal.SIGTERM)
+            assert client.server.wait_exit() == 0
+            client.server.stopped = True
+        for url, reason in (("redis://%s" % host, "NOAUTH"),
+                            ("redis://:wrong@%s" % host, "WRONGPASS")):
+            client = start_server_fn(repo, ["--redis", url])
+            line = client.server.wait_log(r"redis refused the connection")
+            assert line and reason in line, client.server.log()
+            time.sleep(1.5)  # several reconnects with backoff: logged once
+            assert client.server.log().count("redis refused the connection") == 1
+            assert "redis connected" not in client.server.log()
+            assert client.metric("batchd_redis_connected") == 0
+            client.assert_healthy()
+            client.server.signal(signal.SIGTERM)
+            assert client.server.wait_exit() == 0
+            client.server.stopped = True
+    finally:
+        rsrv.stop()
+
+
 def test_http_serves_without_redis_and_ingest_connects_later(start_server_fn, tmp_path):
     rsrv = RedisServer(tmp_path / "late")  # not started yet
     repo = start_server_fn.repo("redis")
@@ -671,3 +711,10 @@ def test_redis_flag_errors(tmp_path):
                         "--redis", "http://127.0.0.1:1"], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 2 and "redis://HOST:PORT" in p.stderr
+    for url in ("redis://hunter2@127.0.0.1:1", "redis://:hunter2%zz@127.0.0.1:1",
+                "redis://:@127.0.0.1:1", "redis://u:hunter2@127.0.0.1:x"):
+        p = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
+                            "--redis", url], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2, url
+        assert p.stderr.count("\n") == 1 and "hunter2" not in p.stderr, p.stderr
+        assert "--redis" in p.stderr, p.stderr
