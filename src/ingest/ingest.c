@@ -149,6 +149,9 @@ struct stream {
     size_t claim_reserved; /* entries the XAUTOCLAIM in flight may bring */
     char claim_cursor[ID_MAX];
     bool claim_more;
+    bool gone;       /* deleted (a read said NOGROUP naming it): freed once nothing uses it */
+    size_t held;     /* its entries held */
+    unsigned gauges; /* its gauge commands in flight */
 };
 
 struct shard {
@@ -379,6 +382,7 @@ static void ent_release(bd_ingest_t *ing, ent_t *e)
     set_del(&ing->set, e);
     bd_list_unlink(&e->link);
     e->s->p->held--;
+    e->s->held--;
     bd_call_free(e->call);
     free(e->in_block);
     free(e->data);
@@ -1007,6 +1011,7 @@ static void add_stream(pipe_t *p, const char *key, size_t len)
     size_t pos = 0;
     stream_t *known = find_stream(p, key, len, &pos);
     if (known) {
+        known->gone = false;
         if (!known->group_ready) {
             create_group(known); /* a stream deleted or whose group went is read again once a
                                   * scan finds it (a literal key, once it is named) */
@@ -1110,6 +1115,7 @@ static void on_xpending_summary(redisAsyncContext *ac, void *r_, void *priv)
     stream_t *s = priv;
     redisReply *r = r_;
     (void)ac;
+    s->gauges--;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
         r->element[0]->type == REDIS_REPLY_INTEGER) {
         s->p->acc_pending += r->element[0]->integer;
@@ -1122,6 +1128,7 @@ static void on_xinfo_groups(redisAsyncContext *ac, void *r_, void *priv)
     stream_t *s = priv;
     redisReply *r = r_;
     (void)ac;
+    s->gauges--;
     for (size_t g = 0; r && r->type == REDIS_REPLY_ARRAY && g < r->elements; g++) {
         const redisReply *grp = r->element[g];
         bool ours = false;
@@ -1163,6 +1170,7 @@ static void refresh_gauges(pipe_t *p)
         arg_s(ing, p->cfg.group);
         if (send_args(ing, &ing->ctl, on_xpending_summary, s) == 0) {
             p->gauge_wait++;
+            s->gauges++;
         }
         ing->an = 0;
         arg_s(ing, "XINFO");
@@ -1170,6 +1178,7 @@ static void refresh_gauges(pipe_t *p)
         arg(ing, s->key, s->key_len);
         if (send_args(ing, &ing->ctl, on_xinfo_groups, s) == 0) {
             p->gauge_wait++;
+            s->gauges++;
         }
     }
 }
@@ -1215,6 +1224,7 @@ static void take_entry(pipe_t *p, stream_t *s, const redisReply *e, const bd_mod
         return;
     }
     p->held++;
+    s->held++;
     if (claim) {
         bd_list_push_back(&claim->ents, &x->link);
         return;
@@ -1288,6 +1298,9 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
                 if (!gone || sh->streams[i] == gone) {
                     sh->streams[i]->group_ready = false; /* recreated once a scan finds it */
                 }
+            }
+            if (gone) {
+                gone->gone = true; /* freed by the next scan, unless it is back */
             }
             at_once = gone != NULL;
         }
@@ -1570,6 +1583,7 @@ static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
         if (r && r->type == REDIS_REPLY_ERROR) {
             if (strncmp(r->str, "NOGROUP", 7) == 0) {
                 s->group_ready = false;
+                s->gone = true; /* freed by the next scan, unless it is back */
             }
             if (log_ok(ing, LOG_READ)) {
                 BD_WARN("ingest", "claim failed stream=%s reason=\"%s\"", s->key, r->str);
@@ -1961,11 +1975,47 @@ static void find_pipes(bd_ingest_t *ing)
     }
 }
 
+static void free_stream(stream_t *s)
+{
+    free(s->key);
+    free(s->results_key);
+    free(s->dead_key);
+    free(s);
+}
+
+/* Deleted streams that nothing refers to any more (no entry held, no command in flight about
+ * them) leave their pipe and shard, so cameras that come and go do not add up; a shard's
+ * place is taken by the next new stream. */
+static void prune(pipe_t *p)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < p->n_streams; i++) {
+        stream_t *s = p->streams[i];
+        if (!s->gone || s->group_ready || s->held || s->gauges || s->claiming || s->creating) {
+            p->streams[kept++] = s;
+            continue;
+        }
+        shard_t *sh = s->shard;
+        for (size_t k = 0; sh && k < sh->n; k++) {
+            if (sh->streams[k] == s) {
+                memmove(sh->streams + k, sh->streams + k + 1, (sh->n - k - 1) * sizeof s);
+                sh->n--;
+                sh->cursor = sh->n ? sh->cursor % sh->n : 0;
+                break;
+            }
+        }
+        BD_DEBUG("ingest", "stream gone model=%s stream=%s", p->model, s->key);
+        free_stream(s);
+    }
+    p->n_streams = kept;
+}
+
 static void scan(bd_ingest_t *ing)
 {
     find_pipes(ing);
     for (size_t i = 0; i < ing->n_pipes; i++) {
         pipe_t *p = ing->pipes[i];
+        prune(p);
         if (p->literal) {
             add_stream(p, p->cfg.streams, strlen(p->cfg.streams));
         } else if (!p->scanning) {
@@ -2365,10 +2415,7 @@ void bd_ingest_free(bd_ingest_t *ing)
             free(p->shards[k]);
         }
         for (size_t k = 0; k < p->n_streams; k++) {
-            free(p->streams[k]->key);
-            free(p->streams[k]->results_key);
-            free(p->streams[k]->dead_key);
-            free(p->streams[k]);
+            free_stream(p->streams[k]);
         }
         free(p->shards);
         free(p->streams);

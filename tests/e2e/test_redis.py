@@ -387,18 +387,23 @@ def test_claims_reach_every_camera(start_server_fn, rsrv):
 
 def test_a_deleted_camera_is_let_go_and_read_again_when_it_returns(start_server_fn, rsrv):
     """A stream deleted while batchd reads it is not created again (no group re-made with
-    MKSTREAM every scan) and its neighbours keep flowing; written again by its producer, the
-    next scan finds it and its frames are answered."""
+    MKSTREAM every scan), is forgotten (the streams gauge drops), and its neighbours keep
+    flowing; written again by its producer, the next scan finds it and its frames are
+    answered."""
     repo = start_server_fn.repo("redis")
     sim_model(repo, "cam", {"streams": "frames:*"})
     r = rsrv.client()
     r.xadd("frames:gone", {"input": frame(0, 0).tobytes()})
     r.xadd("frames:stays", {"input": frame(1, 0).tobytes()})
-    start_batchd(start_server_fn, repo, rsrv)
+    client = start_batchd(start_server_fn, repo, rsrv)
     assert wait_results(r, 2)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    assert metric(client, "batchd_redis_streams", **lab) == 2
     r.delete("frames:gone")
     time.sleep(5)  # two scans
     assert not r.exists("frames:gone"), "batchd created the deleted stream again"
+    assert metric(client, "batchd_redis_streams", **lab) == 1  # forgotten: cameras that come
+    # and go do not add up
     t0 = time.monotonic()
     eid = r.xadd("frames:stays", {"input": frame(1, 1).tobytes()})
     assert wait_for(lambda: r.xlen("results:frames:stays") >= 2, 10)
@@ -407,6 +412,34 @@ def test_a_deleted_camera_is_let_go_and_read_again_when_it_returns(start_server_
     back = r.xadd("frames:gone", {"input": frame(0, 1).tobytes(), "camera": "back"})
     assert wait_for(lambda: any(f[b"source_id"] == back
                                 for _i, f in r.xrange("results:frames:gone")), 15)
+    assert metric(client, "batchd_redis_streams", **lab) == 2
+
+
+def test_cameras_that_come_and_go(start_server_fn, rsrv):
+    """Three waves of 80 cameras, each answered, then deleted while reads, claims and gauges
+    run: every frame answered once, the streams gauge back to the one camera that stays, and a
+    wave's cameras take the shards' places of the last (under ASan: nothing freed in use)."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": 500})
+    r = rsrv.client()
+    r.xadd("frames:keep", {"input": frame(0, 0).tobytes()})
+    client = start_batchd(start_server_fn, repo, rsrv)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    sent = 1
+    for wave in range(3):
+        keys = ["frames:w%d-%02d" % (wave, i) for i in range(80)]
+        for i, k in enumerate(keys):
+            r.xadd(k, {"input": frame(i, 0).tobytes()})
+            r.xadd(k, {"input": frame(i, 1).tobytes()})
+        r.xadd("frames:keep", {"input": frame(0, wave + 1).tobytes()})
+        sent += 2 * len(keys) + 1
+        assert wait_for(lambda: sum(r.xlen("results:" + k) for k in keys) == 2 * len(keys)), wave
+        r.delete(*keys)
+        r.delete(*["results:" + k for k in keys])
+    assert wait_for(lambda: metric(client, "batchd_redis_streams", **lab) == 1, 30)
+    assert r.xlen("results:frames:keep") == 4
+    assert metric(client, "batchd_redis_acked_total", **lab) == sent
+    client.assert_healthy()
 
 
 def test_restart_rereads_its_pending_entries_and_counts_their_deliveries(start_server_fn, rsrv):
