@@ -140,10 +140,11 @@ typedef struct {
     bool upgraded;   /* its request asked for a WebSocket: the buffer holds frames, not a head */
     bool refused;    /* answered 431, 408 or early (early_refusal), or idle too long: closing */
     bool discarding; /* after an early refusal: its body is read and dropped (on_read_discard) */
-    size_t discard_left; /* bytes of that body still to come */
-    bool token_taken;    /* early_refusal took this head's --rate-limit token: rate_ok does not */
-    size_t buffered;     /* its part of h->budget->used */
-    size_t promised;     /* room its admitted body may take (a chunked one's is unknown) */
+    size_t discard_left;     /* bytes of that body still to come */
+    uint64_t discard_end_us; /* ...read for at most --http-timeout-secs from the refusal */
+    bool token_taken; /* early_refusal took this head's --rate-limit token: rate_ok does not */
+    size_t buffered;  /* its part of h->budget->used */
+    size_t promised;  /* room its admitted body may take (a chunked one's is unknown) */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
@@ -1939,6 +1940,7 @@ static void refuse_body(conn_t *c, int status, const char *extra, const char *ms
     c->discarding = left > 0;
     c->discard_left = left;
     c->since_us = bd_now_us();
+    c->discard_end_us = c->since_us + c->h->head_timeout_us;
     refuse_with(c, status, resp, n);
 }
 
@@ -2172,7 +2174,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         return true; /* no body */
     }
     /* What is still to come of the body (a refused one is read that far and dropped, unless it
-     * stalls; a chunked one, up to --max-body-bytes). */
+     * stalls or takes --http-timeout-secs in all; a chunked one, up to --max-body-bytes). */
     size_t have = c->sock->input->size - head;
     unsigned long long need = n_te ? h->max_body_bytes : cl;
     unsigned long long rest = n_te ? h->max_body_bytes : cl > have ? cl - have : 0;
@@ -2373,8 +2375,9 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
         count_buffer(c);
-        if (c->discarding && now - c->since_us >= h->head_timeout_us) {
-            c->discarding = false; /* a refused body stalled: close (on_read_discard) */
+        if (c->discarding &&
+            (now - c->since_us >= h->head_timeout_us || now >= c->discard_end_us)) {
+            c->discarding = false; /* a refused body stalled or took too long: close */
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
         }
         if (c->upgraded || c->refused || c->handshaking) {

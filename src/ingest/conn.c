@@ -180,7 +180,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r)
 {
     if (!r || r->type != REDIS_REPLY_ERROR ||
-        (strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0)) {
+        (strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0 &&
+         strncmp(r->str, "ERR invalid password", 20) != 0)) { /* Redis 5's WRONGPASS */
         return false;
     }
     char why[160];
@@ -201,8 +202,10 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
 {
     rconn_t *c = priv;
     const redisReply *reply = r;
-    if (reply && c->ac == ac && !refused(c, ac, reply) && reply->type == REDIS_REPLY_ERROR) {
-        /* e.g. a password given to a server that has none: it serves anyway */
+    if (reply && c->ac == ac && !refused(c, ac, reply) && reply->type == REDIS_REPLY_ERROR &&
+        !c->auth_warned) {
+        /* e.g. a password given to a server that has none: it serves anyway (said once) */
+        c->auth_warned = true;
         BD_WARN("ingest", "redis AUTH failed host=%s port=%d conn=%s reason=\"%s\"; going on",
                 c->url->host, c->url->port, c->name, reply->str);
     }

@@ -55,7 +55,8 @@
 #define READ_MAX_BYTES (4u << 20)
 #define MAX_FIELDS 1000
 /* The drain waits for reads in flight and the backlog while entries still move to the model
- * at least this often, and for the results to be written this long after the last one did. */
+ * at least this often, and, once the model's queue is done, for the results while writes go
+ * through at least this often. */
 #define READ_DRAIN_US 5000000u
 #define WRITE_DRAIN_US 10000000u
 #define LOG_EVERY_US 5000000u
@@ -118,8 +119,9 @@ struct ent {
     size_t idlen;
     kind_t kind;
     bool in_set;
-    bd_call_t *call; /* in the infer layer, then kept for its outputs until written */
-    char *msg;       /* K_ERROR / K_DEAD: the reason (owned) */
+    uint64_t fresh_us; /* delivered, claimed or refreshed to us (refresh_held) */
+    bd_call_t *call;   /* in the infer layer, then kept for its outputs until written */
+    char *msg;         /* K_ERROR / K_DEAD: the reason (owned) */
     unsigned deliveries;
     unsigned write_tries;
     field_t *meta; /* in this allocation */
@@ -208,7 +210,8 @@ struct pipe {
 typedef struct {
     stream_t *s;
     bd_list_t ents;
-    bool reread; /* our own pending entries, re-read (not claimed): s->claiming is not ours */
+    bool reread;   /* our own pending entries, re-read (not claimed): s->claiming is not ours */
+    bool counting; /* its XPENDING is in flight (a re-read's counts in ing->rereads) */
 } claim_t;
 
 typedef struct {
@@ -235,13 +238,16 @@ struct bd_ingest {
     bd_list_t results;
     size_t n_results;
     size_t writes_inflight;
+    size_t rereads; /* re-reads of our pending entries waiting for their counts: the drain
+                     * waits for them as for a read */
     uint64_t write_retry_at_us;
     entset_t set;
     h2o_timeout_t tick_to, kick_to;
     h2o_timeout_entry_t tick, kick;
     uint64_t next_scan_us;
     bool stopping, freeing;
-    uint64_t stop_us; /* the drain began, or last handed an entry to its model */
+    uint64_t stop_us;         /* the drain began, or last handed an entry to its model */
+    uint64_t writes_since_us; /* the drain waits for writes (bd_ingest_busy), or one went in */
     bool redis_up, ever_up;
     uint64_t last_log_us[4];
     /* scratch for building commands */
@@ -1225,6 +1231,7 @@ static void take_entry(pipe_t *p, stream_t *s, const redisReply *e, const bd_mod
     }
     p->held++;
     s->held++;
+    x->fresh_us = bd_now_us();
     if (claim) {
         bd_list_push_back(&claim->ents, &x->link);
         return;
@@ -1255,11 +1262,17 @@ static stream_t *nogroup_stream(shard_t *sh, const char *msg, size_t len)
         return NULL;
     }
     const char *key = msg + sizeof head - 1;
+    size_t rest = len - (size_t)(key - msg);
     for (size_t i = 0; i < sh->n; i++) {
         stream_t *s = sh->streams[i];
-        size_t rest = len - (size_t)(key - msg);
-        if (rest >= s->key_len + (size_t)tl && memcmp(key, s->key, s->key_len) == 0 &&
-            memcmp(key + s->key_len, tail, (size_t)tl) == 0) {
+        /* Redis prints the key with %s (cut at a NUL) and CR and LF as spaces. */
+        size_t n = strnlen(s->key, s->key_len);
+        bool same = rest >= n + (size_t)tl && memcmp(key + n, tail, (size_t)tl) == 0;
+        for (size_t k = 0; same && k < n; k++) {
+            char c = s->key[k] == '\r' || s->key[k] == '\n' ? ' ' : s->key[k];
+            same = key[k] == c;
+        }
+        if (same) {
             return s;
         }
     }
@@ -1483,6 +1496,8 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
     (void)ac;
     if (!cl->reread) {
         s->claiming = false;
+    } else if (cl->counting) {
+        ing->rereads--;
     }
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         const redisReply *x = r->element[i];
@@ -1556,6 +1571,8 @@ static bool fetch_counts(claim_t *cl, size_t delivered)
         arg_s(ing, count);
         arg_s(ing, ing->consumer);
         if (send_args(ing, &ing->ctl, on_claim_counts, cl) == 0) {
+            cl->counting = true;
+            ing->rereads += cl->reread;
             return true;
         }
     }
@@ -1818,6 +1835,9 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
     ing->writes_inflight--;
     size_t i = 0;
     bool requeue = !r || r->type != REDIS_REPLY_ARRAY;
+    if (!requeue && ing->writes_since_us) {
+        ing->writes_since_us = bd_now_us(); /* the drain's writes move on: its deadline waits */
+    }
     if (r && r->type == REDIS_REPLY_ERROR && log_ok(ing, LOG_WRITE)) {
         BD_WARN("ingest", "writing results failed reason=\"%s\"; retrying", r->str);
     }
@@ -2025,6 +2045,38 @@ static void scan(bd_ingest_t *ing)
     }
 }
 
+/* Entries we hold stay ours: every held entry that has waited claim_idle_ms / 2 since it was
+ * delivered (in the backlog, the model's queue, the result list) is claimed again by us with
+ * XCLAIM ... JUSTID, which resets its idle time without counting a delivery. Otherwise a slow
+ * model's queue would go idle past claim_idle_ms: other consumers would take its entries and
+ * run them a second time, and our own XAUTOCLAIM would raise their delivery counts until a
+ * restart, or their first failure, dead-lettered frames the model never failed. */
+static void refresh_held(bd_ingest_t *ing, uint64_t now)
+{
+    for (size_t i = 0; i < ing->set.cap && ing->ctl.ready; i++) {
+        ent_t *e = ing->set.slots[i];
+        if (!e) {
+            continue;
+        }
+        const pipe_t *p = e->s->p;
+        uint64_t half = (uint64_t)p->cfg.claim_idle_ms * 500;
+        if (now - e->fresh_us < half || !args_reserve(ing, 7)) {
+            continue;
+        }
+        ing->an = 0;
+        arg_s(ing, "XCLAIM");
+        arg(ing, e->s->key, e->s->key_len);
+        arg_s(ing, p->cfg.group);
+        arg_s(ing, ing->consumer);
+        arg_s(ing, "0");
+        arg(ing, e->idstr, e->idlen);
+        arg_s(ing, "JUSTID");
+        if (send_args(ing, &ing->ctl, NULL, NULL) == 0) {
+            e->fresh_us = now;
+        }
+    }
+}
+
 static void progress(bd_ingest_t *ing)
 {
     if (ing->freeing) {
@@ -2093,6 +2145,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
             rconn_poll(&ing->pipes[i]->shards[k]->conn, now);
         }
     }
+    refresh_held(ing, now);
     progress(ing);
     h2o_timeout_link(ing->loop, &ing->tick_to, &ing->tick);
 }
@@ -2224,21 +2277,23 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
     "--redis must look like redis://HOST:PORT, redis://HOST:PORT/DB or "                           \
     "redis://[USER]:PASSWORD@HOST:PORT/DB, got '%s'"
     memset(out, 0, sizeof *out);
+    /* USER:PASSWORD@ ends at the last '@' (neither a host nor a DB holds one; a password may,
+     * and '/' too, escaped or not). Every message quotes the URL without it. */
+    const char *at = strrchr(url, '@');
+    const char *sep = strstr(url, "://");
+    char shown[300];
+    if (at) {
+        snprintf(shown, sizeof shown, "%.*s...%s", sep && sep < at ? (int)(sep + 3 - url) : 0, url,
+                 at);
+    } else {
+        snprintf(shown, sizeof shown, "%s", url);
+    }
     if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-        return bd_err_set(err, BD_EINVAL, BAD_URL, url);
+        return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
     const char *h = url + sizeof scheme - 1;
-    /* USER:PASSWORD@, up to the last '@' before the path (a password may hold '@' escaped or
-     * not); the URL is then quoted without it. */
-    const char *at = NULL;
-    for (const char *q = h; *q && *q != '/'; q++) {
-        at = *q == '@' ? q : at;
-    }
-    char shown[300];
-    snprintf(shown, sizeof shown, "%s", url);
     if (at) {
         const char *colon = memchr(h, ':', (size_t)(at - h));
-        snprintf(shown, sizeof shown, "redis://...@%s", at + 1);
         if (!colon || !url_part(h, (size_t)(colon - h), out->user, sizeof out->user) ||
             !url_part(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password) ||
             !out->password[0]) {
@@ -2353,6 +2408,9 @@ bool bd_ingest_reading(const bd_ingest_t *ing)
     if (bd_now_us() > ing->stop_us + READ_DRAIN_US) {
         return false;
     }
+    if (ing->rereads > 0) {
+        return true;
+    }
     for (size_t i = 0; i < ing->n_pipes; i++) {
         const pipe_t *p = ing->pipes[i];
         if (!bd_list_empty(&p->backlog)) {
@@ -2372,9 +2430,13 @@ bool bd_ingest_reading(const bd_ingest_t *ing)
     return false;
 }
 
-bool bd_ingest_busy(const bd_ingest_t *ing)
+bool bd_ingest_busy(bd_ingest_t *ing)
 {
-    if (bd_now_us() > ing->stop_us + WRITE_DRAIN_US) {
+    uint64_t now = bd_now_us();
+    if (!ing->writes_since_us) {
+        ing->writes_since_us = now; /* the drain's last phase: its deadline starts now */
+    }
+    if (now > ing->writes_since_us + WRITE_DRAIN_US) {
         if (ing->n_results + ing->writes_inflight > 0) {
             BD_WARN("ingest",
                     "drain gave up waiting for redis: results_unwritten=%zu; their "

@@ -64,7 +64,7 @@ void bd_ingest_stop(bd_ingest_t *ing);
  * past its bound). */
 bool bd_ingest_reading(const bd_ingest_t *ing);
 /* Results not yet written (false once a drain waited past its bound). */
-bool bd_ingest_busy(const bd_ingest_t *ing);
+bool bd_ingest_busy(bd_ingest_t *ing);
 /* Close the connections and free everything; entries not answered stay pending in Redis.
  * After every call handed to the infer layer came back. NULL is fine. */
 void bd_ingest_free(bd_ingest_t *ing);

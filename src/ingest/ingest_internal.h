@@ -53,6 +53,7 @@ struct rconn {
     uint64_t last_rx_us;    /* when bytes last arrived */
     char last_error[128];
     char refused[160]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
+    bool auth_warned;  /* an AUTH error it went on after was logged */
 };
 
 void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, const char *name,

@@ -194,6 +194,26 @@ def test_body_over_the_limit_is_answered_413_while_the_client_still_sends_it(sta
     client.assert_healthy()
 
 
+def test_a_refused_body_is_dropped_for_at_most_the_http_timeout(start_server):
+    """A body announced far past --max-body-bytes and sent without end: after its 413 it is
+    read and dropped for --http-timeout-secs (2 here), then the connection closes."""
+    repo = start_server.repo()
+    repo.add_sim("small", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    client = start_server(repo, args=["--max-body-bytes", "1024", "--http-timeout-secs", "2"])
+    s = socket.create_connection(("127.0.0.1", client.server.port), timeout=10)
+    s.sendall(b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Length: 999999999999999\r\n\r\n")
+    t0 = time.monotonic()
+    chunk = b"x" * (1 << 16)
+    with pytest.raises(OSError):
+        while time.monotonic() - t0 < 30:
+            s.sendall(chunk)
+    took = time.monotonic() - t0
+    s.close()
+    assert took < 10, "still reading the refused body after %.1f s" % took
+    client.assert_healthy()
+
+
 def test_oversized_heads_get_431_and_414_as_json(client):
     port = client.server.port
     big_header = b"X-Big: " + b"a" * 20000 + b"\r\n"

@@ -466,6 +466,53 @@ def test_restart_rereads_its_pending_entries_and_counts_their_deliveries(start_s
     assert metric(client, "batchd_redis_entries_read_total", **lab) == 2
 
 
+def test_entries_held_stay_ours_and_keep_their_delivery_count(start_server_fn, rsrv):
+    """A slow model (50 ms a frame, a queue of 128) holds read-ahead frames far longer than
+    claim_idle_ms: they are claimed again by this consumer without counting a delivery (XCLAIM
+    JUSTID), so XAUTOCLAIM leaves them alone and after a kill -9 the restart under the same
+    name runs them instead of dead-lettering them (it did: their counts had gone up to 11)."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": 500, "max_deliveries": 3},
+              latency_us=50000, max_batch_size=1,
+              extra={"dynamic_batching": {"max_queue_size": 128}})
+    r = rsrv.client()
+    for j in range(200):
+        r.xadd("frames:a", {"input": frame(0, j).tobytes()})
+    client = start_batchd(start_server_fn, repo, rsrv, consumer="w")
+    time.sleep(4)
+    counts = [p["times_delivered"] for p in r.xpending_range("frames:a", "batchd", "-", "+", 300)]
+    assert counts and max(counts) == 1, counts
+    client.server.proc.send_signal(signal.SIGKILL)
+    client.server.proc.wait(10)
+    client.server.stopped = True
+    start_batchd(start_server_fn, repo, rsrv, consumer="w")
+    assert wait_for(lambda: r.exists("results:frames:a") and
+                    r.xlen("results:frames:a") >= 200, WAIT_S)
+    assert not r.exists("dead:frames:a")
+    check_all_answered({("frames:a", f["source_id"].decode()): 1
+                        for _k, _e, f in results(r)}, results(r))
+
+
+def test_sigterm_waits_for_a_long_queue_then_writes_every_result(start_server_fn, rsrv):
+    """SIGTERM with 256 frames queued at 60 ms each (15 s): the writes' deadline starts when
+    the queue is done, not when the last frame went into it, so the last results are written
+    too (it gave up on them)."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 64}, latency_us=60000,
+              max_batch_size=1, extra={"dynamic_batching": {"max_queue_size": 256}})
+    r = rsrv.client()
+    for j in range(400):
+        r.xadd("frames:a", {"input": frame(0, j).tobytes()})
+    client = start_batchd(start_server_fn, repo, rsrv, consumer="d")
+    assert wait_for(lambda: metric(client, "batchd_redis_entries_read_total", model="cam",
+                                   pattern="frames:*") >= 200, 30)
+    client.server.signal(signal.SIGTERM)
+    assert client.server.wait_exit(120) == 0
+    client.server.stopped = True
+    assert "drain gave up" not in client.server.log()
+    assert total_pending(r) == 0
+
+
 def test_stream_keys_with_any_bytes(start_server_fn, rsrv):
     """A stream key holding a NUL byte (Redis keys are binary): its results go to its own
     results key, not to one cut at the NUL."""
@@ -745,9 +792,10 @@ def test_redis_flag_errors(tmp_path):
                        timeout=30)
     assert p.returncode == 2 and "redis://HOST:PORT" in p.stderr
     for url in ("redis://hunter2@127.0.0.1:1", "redis://:hunter2%zz@127.0.0.1:1",
-                "redis://:@127.0.0.1:1", "redis://u:hunter2@127.0.0.1:x"):
+                "redis://:@127.0.0.1:1", "redis://u:hunter2@127.0.0.1:x",
+                "rediss://:hunter2@127.0.0.1:1", "redis://:hun/ter2@127.0.0.1:x"):
         p = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
                             "--redis", url], capture_output=True, text=True, timeout=30)
         assert p.returncode == 2, url
-        assert p.stderr.count("\n") == 1 and "hunter2" not in p.stderr, p.stderr
+        assert p.stderr.count("\n") == 1 and "ter2" not in p.stderr, p.stderr
         assert "--redis" in p.stderr, p.stderr
