@@ -816,7 +816,7 @@ static void server_metadata(bd_http_t *h, h2o_req_t *req)
     bd_buf_reset(&h->out);
     bd_buf_puts(&h->out, "{\"name\":\"batchd\",\"version\":\"" BD_VERSION
                          "\",\"extensions\":[\"binary_tensor_data\",\"classification\","
-                         "\"model_repository\",\"statistics\"]}");
+                         "\"model_configuration\",\"model_repository\",\"statistics\"]}");
     reply_json(h, req, 200);
 }
 
@@ -1738,6 +1738,29 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     return false;
 }
 
+/* The path routes go by: h2o's normalised one, or for an absolute-form target
+ * ("http://host:port/v2/..."; RFC 9112 3.2.2: a server must accept it) the path after the
+ * authority, normalised likewise. */
+static h2o_iovec_t route_path(h2o_req_t *req)
+{
+    static const char *const schemes[] = {"http://", "https://"};
+    h2o_iovec_t p = req->path;
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(schemes[i]);
+        if (p.len > n && strncasecmp(p.base, schemes[i], n) == 0) {
+            const char *slash = memchr(p.base + n, '/', p.len - n);
+            if (!slash) {
+                return h2o_iovec_init(H2O_STRLIT("/"));
+            }
+            size_t query_at;
+            size_t *norm = NULL;
+            return h2o_url_normalize_path(&req->pool, slash, (size_t)(p.base + p.len - slash),
+                                          &query_at, &norm);
+        }
+    }
+    return req->path_normalized;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
@@ -1751,7 +1774,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     h2o_iovec_t seg[8] = {{0}}; /* split_path fills n of them; GCC -O3 cannot see that */
-    int n = split_path(req->path_normalized, seg, 8);
+    int n = split_path(route_path(req), seg, 8);
     if (!admit(h, req, seg, n)) {
         return 0;
     }

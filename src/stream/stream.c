@@ -680,10 +680,15 @@ bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
         reply_http_error(st, req, 503, "the server is shutting down");
         return false;
     }
-    if (req->version >= 0x200 || h2o_is_websocket_handshake(req, &key) != 0 || !key) {
+    ssize_t first_key = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), -1);
+    bool two_keys =
+        first_key >= 0 &&
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), first_key) >= 0;
+    /* RFC 6455 4.1 and 11.3.1: over HTTP/1.1 exactly, with one key. */
+    if (req->version != 0x101 || two_keys || h2o_is_websocket_handshake(req, &key) != 0 || !key) {
         reply_http_error(st, req, 400,
                          "this endpoint is a WebSocket: expected GET with 'Upgrade: websocket', "
-                         "'Connection: Upgrade', 'Sec-WebSocket-Key' and "
+                         "'Connection: Upgrade', one 'Sec-WebSocket-Key' and "
                          "'Sec-WebSocket-Version: 13' over HTTP/1.1");
         return false;
     }

@@ -129,6 +129,20 @@ def test_http10_without_host_is_fine(client):
     assert closed
 
 
+def test_absolute_form_targets_are_served(client):
+    """RFC 9112 3.2.2: a server must accept a request target in absolute form."""
+    port = client.server.port
+    for target in (b"http://127.0.0.1:%d/v2/health/live" % port,
+                   b"HTTP://localhost/v2/models/fr/ready", b"http://x/v2/./models/fr/ready"):
+        out, closed = exchange(port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                               % target)
+        (status, _, _), = responses(out)
+        assert status == 200, target
+    out, _ = exchange(port, b"GET http://x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (status, _, _), = responses(out)
+    assert status == 404
+
+
 def test_pipelined_well_framed_requests_all_run(client):
     before = executed(client)
     data = SMUGGLED * 3 + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

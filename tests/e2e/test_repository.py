@@ -331,6 +331,7 @@ def test_repository_changes_refused_without_explicit_mode(start_server):
     assert client.get("/v2").json()["extensions"] == [
         "binary_tensor_data",
         "classification",
+        "model_configuration",
         "model_repository",
         "statistics",
     ]

@@ -794,6 +794,11 @@ BAD_HANDSHAKES = {
     "no-version": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY, (400, 426), True),
     "post": ("POST /v2/stream HTTP/1.1\r\n" + UPG + KEY
              + "Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n", (405,), False),
+    # RFC 6455 4.1: HTTP/1.1 or later; 11.3.1: the key must not appear twice.
+    "http-1.0": ("GET /v2/stream HTTP/1.0\r\n" + UPG + KEY + "Sec-WebSocket-Version: 13\r\n",
+                 (400,), False),
+    "two-keys": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY + KEY.replace("dGhl", "eGhl")
+                 + "Sec-WebSocket-Version: 13\r\n", (400,), False),
 }
 
 
