@@ -1720,6 +1720,13 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
         snprintf(msg, sizeof msg, "the request has %d header fields; at most %d are accepted",
                  fields, MAX_HEADERS);
         why = msg;
+    } else if (req->entity.base && req->entity.len > h->max_body_bytes) {
+        status = 413; /* h2o's bound is one byte more (see bd_http_new) */
+        snprintf(msg, sizeof msg,
+                 "the request body is larger than the server's limit of %zu bytes "
+                 "(--max-body-bytes)",
+                 h->max_body_bytes);
+        why = msg;
     } else if (cl > 0 && te > 0) {
         why = "a request must not have both Content-Length and Transfer-Encoding";
     } else if (cl_bad) {
@@ -1729,6 +1736,14 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
                    : "an HTTP/1.1 request must have a Host header";
     }
     if (!why) {
+        /* 'Connection: keep-alive, close' closes too (RFC 9112 9.6; h2o misses the token when
+         * it is not the first). */
+        ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONNECTION, -1);
+        if (ci >= 0 &&
+            h2o_contains_token(req->headers.entries[ci].value.base,
+                               req->headers.entries[ci].value.len, H2O_STRLIT("close"), ',')) {
+            req->http1_is_persistent = 0;
+        }
         return true;
     }
     req->http1_is_persistent = 0; /* what follows on this connection cannot be trusted */
@@ -2276,6 +2291,26 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     return false;
 }
 
+/* RFC 9112 5: whitespace after a field value is not part of it, but h2o 2.2.5's parser keeps
+ * it ('Content-Length: 2 ' was a 400, 'Sec-WebSocket-Version: 13 ' a 426). It is moved in
+ * place to the front of the value, which the parser skips: the head keeps its length. */
+static void trim_values(struct phr_header *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *v = (char *)(uintptr_t)f[i].value;
+        size_t len = f[i].value_len, k = 0;
+        while (k < len && (v[len - 1 - k] == ' ' || v[len - 1 - k] == '\t')) {
+            k++;
+        }
+        if (k > 0 && k < len) {
+            memmove(v + k, v, len - k);
+            memset(v, ' ', k);
+            f[i].value = v + k;
+            f[i].value_len = len - k;
+        }
+    }
+}
+
 /* Judge the head at the front of c's input buffer; false after refusing it. */
 static bool check_head(bd_http_t *h, conn_t *c)
 {
@@ -2322,6 +2357,16 @@ static bool check_head(bd_http_t *h, conn_t *c)
                  len > 0 ? "" : " without ending", h->max_header_bytes);
         refuse_head(c, 431, msg);
         return false;
+    }
+    if (len > 0) {
+        trim_values(fields, n_fields);
+        for (size_t i = 0; minor == 0 && i < n_fields; i++) {
+            if (field_is(&fields[i], "expect")) {
+                /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored, and no 1xx
+                 * is sent to it; h2o 2.2.5 answers it, so it is renamed out of h2o's sight. */
+                ((char *)(uintptr_t)fields[i].name)[0] = 'X';
+            }
+        }
     }
     c->head_checked = len > 0;
     return len <= 0 ||
@@ -2632,7 +2677,9 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     bd_list_init(&h->conn_list);
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
-    h->config.max_request_entity_size = opts->max_body_bytes;
+    /* h2o refuses a chunked body once it reaches its bound, one of exactly --max-body-bytes
+     * too: its bound is one byte more, and request_head_ok refuses what passes it. */
+    h->config.max_request_entity_size = opts->max_body_bytes + 1;
     /* Idle connections, heads and bodies that stop arriving are timed by on_head_tick. */
     uint64_t timeout_s = opts->timeout_secs > 0 ? (uint64_t)opts->timeout_secs : 10;
     h->head_timeout_us = timeout_s * 1000000;

@@ -407,7 +407,8 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
             char num[400];
             const cls_t *c = &best[j];
             if (kind == 0) {
-                snprintf(num, sizeof num, "%f", c->d);
+                /* NaN without its sign ("-nan" is glibc's for some NaNs); inf, -inf as %f. */
+                snprintf(num, sizeof num, "%f", isnan(c->d) ? NAN : c->d);
             } else if (kind == 1) {
                 snprintf(num, sizeof num, "%lld", (long long)c->i);
             } else {

@@ -272,6 +272,34 @@ def test_classification_json(client):
     assert o["data"] == [s for row in xi for s in topk_strings([int(v) for v in row], 10, LABELS)]
 
 
+def test_nan_and_infinities(client):
+    """Binary FP32 NaN, inf and -inf in (JSON has none): a JSON reply writes them null, a
+    binary one carries them exactly, classification writes nan, inf and -inf (NaN last)."""
+    x = np.array([[np.nan, np.inf, -np.inf, 1.0, 0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    x[0, 0] = np.frombuffer(b"\x00\x00\xc0\xff", dtype="<f4")[0]  # a NaN with its sign set
+    xi = np.zeros((1, 10), dtype=np.int32)
+    header = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 10],
+                          "parameters": {"binary_data_size": 40}},
+                         {"name": "INPUT1", "datatype": "INT32", "shape": [1, 10],
+                          "data": xi.reshape(-1).tolist()}],
+              "outputs": [{"name": "OUTPUT0"}]}
+    body, hl = binary_body(header, [x.tobytes()])
+    r = client.infer_raw("scores", body, hl)
+    assert r.status_code == 200, r.text
+    (o,) = r.json()["outputs"]
+    assert o["data"][:4] == [None, None, None, 1.0]
+    header["outputs"] = [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]
+    body, hl = binary_body(header, [x.tobytes()])
+    _, outs = parse_infer_reply(client.infer_raw("scores", body, hl))
+    np.testing.assert_array_equal(outs["OUTPUT0"], x)
+    header["outputs"] = [{"name": "OUTPUT0", "parameters": {"classification": 10}}]
+    body, hl = binary_body(header, [x.tobytes()])
+    r = client.infer_raw("scores", body, hl)
+    data = r.json()["outputs"][0]["data"]
+    assert data[0].startswith("inf:1") and data[1].startswith("1.000000:3")
+    assert data[-2].startswith("-inf:2") and data[-1].startswith("nan:0"), data
+
+
 def test_classification_binary(client):
     x = np.random.RandomState(5).standard_normal((2, 10)).astype(np.float32)
     xi = np.arange(20, dtype=np.int32).reshape(2, 10)

@@ -143,6 +143,57 @@ def test_absolute_form_targets_are_served(client):
     assert status == 404
 
 
+def test_whitespace_after_a_field_value_is_not_part_of_it(client):
+    """RFC 9112 5: 'Content-Length: 12 ' and 'Transfer-Encoding: chunked<TAB>' are those
+    values; 'Connection: keep-alive, close' closes (RFC 9112 9.6)."""
+    port = client.server.port
+    for framing, body in ((b"Content-Length: %d \r\n" % len(BODY), BODY),
+                          (b"Transfer-Encoding: chunked\t\r\n", chunked(BODY))):
+        out, closed = exchange(port, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
+                               b"Connection: keep-alive, close\r\n" + framing + b"\r\n" + body)
+        (status, headers, _), = responses(out)
+        assert status == 200, out[:200]
+        assert closed and headers["connection"] == "close"
+
+
+def test_no_100_continue_for_an_http10_client(client):
+    """RFC 9110 10.1.1/15.2: an HTTP/1.0 client's Expect: 100-continue is ignored and it is
+    sent no 1xx; an HTTP/1.1 client's gets its 100 before the final answer."""
+    port = client.server.port
+    for version, want in ((b"1.0", [200]), (b"1.1", [100, 200])):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"POST /v2/models/fr/infer HTTP/%s\r\nHost: x\r\nConnection: close\r\n"
+                      b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (version, len(BODY)))
+            time.sleep(0.2)
+            s.sendall(BODY)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        got = [int(line.split(b" ")[1]) for line in out.split(b"\r\n")
+               if line.startswith(b"HTTP/1.")]
+        assert got == want, (version, out[:300])
+
+
+def test_a_chunked_body_of_exactly_the_limit_is_taken(start_server):
+    """A chunked body of --max-body-bytes is taken, as one with Content-Length is; one byte
+    more is 413 (h2o refused the former too)."""
+    repo = start_server.repo()
+    repo.add_sim("wide", [("INPUT0", "INT32", [-1])], max_batch_size=1)
+    client = start_server(repo, args=["--max-body-bytes", "4096"])
+    head = json.dumps({"inputs": [tensor("INPUT0", "INT32", [1, 1], [7])]}).encode()
+    for n, want in ((4096, 200), (4097, 413)):
+        body = head + b" " * (n - len(head))
+        for framing, payload in ((b"Content-Length: %d\r\n" % n, body),
+                                 (b"Transfer-Encoding: chunked\r\n", chunked(body))):
+            out, _ = exchange(client.server.port, b"POST /v2/models/wide/infer HTTP/1.1\r\n"
+                              b"Host: x\r\nConnection: close\r\n" + framing + b"\r\n" + payload)
+            (status, _, _), = responses(out)
+            assert status == want, (n, framing)
+
+
 def test_pipelined_well_framed_requests_all_run(client):
     before = executed(client)
     data = SMUGGLED * 3 + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

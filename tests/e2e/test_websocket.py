@@ -802,6 +802,21 @@ BAD_HANDSHAKES = {
 }
 
 
+def test_handshake_headers_with_trailing_whitespace(hygiene):
+    """RFC 9112 5: 'Upgrade: websocket ' and 'Sec-WebSocket-Version: 13 ' are those values."""
+    with socket.create_connection(("127.0.0.1", hygiene.port), timeout=STEP_S) as s:
+        s.sendall(("GET /v2/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket \r\n"
+                   "Connection: Upgrade\r\n" + KEY.replace("\r\n", " \r\n")
+                   + "Sec-WebSocket-Version: 13\t\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            assert chunk, "closed without an answer"
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 101 "), data
+    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in data  # RFC 6455's example key's accept
+
+
 @pytest.mark.parametrize("name", sorted(BAD_HANDSHAKES))
 def test_bad_handshake_is_refused(hygiene, name):
     """RFC 6455 4.2.1/4.4: no upgrade without GET, the Upgrade/Connection headers, a key and
