@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import tensor
+from conftest import read_all, tensor
 
 BODY = json.dumps({"inputs": [tensor("INPUT0", "INT32", [1, 3], [1, 2, 3])]}).encode()
 
@@ -166,12 +166,7 @@ def test_no_100_continue_for_an_http10_client(client):
                       b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (version, len(BODY)))
             time.sleep(0.2)
             s.sendall(BODY)
-            out = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
+            out = read_all(s)
         got = [int(line.split(b" ")[1]) for line in out.split(b"\r\n")
                if line.startswith(b"HTTP/1.")]
         assert got == want, (version, out[:300])
