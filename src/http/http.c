@@ -431,6 +431,14 @@ typedef struct {
     h2o_iovec_t body;
 } json_error_ostream_t;
 
+/* The 413's sentence, whoever answers it (h2o, request_head_ok, early_refusal). */
+static void too_large(const bd_http_t *h, char *msg, size_t cap)
+{
+    snprintf(msg, cap,
+             "the request body is larger than the server's limit of %zu bytes (--max-body-bytes)",
+             h->max_body_bytes);
+}
+
 static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n,
                             h2o_send_state_t state)
 {
@@ -483,10 +491,7 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
         h2o_memis(type->base, type->len, H2O_STRLIT("text/plain; charset=utf-8"))) {
         char msg[160];
         if (req->res.status == 413) {
-            snprintf(msg, sizeof msg,
-                     "the request body is larger than the server's limit of %zu bytes "
-                     "(--max-body-bytes)",
-                     h->max_body_bytes);
+            too_large(h, msg, sizeof msg);
         } else if (req->res.status == 400) {
             snprintf(msg, sizeof msg, "the request is not valid HTTP/1.1 (%s)",
                      req->res.reason ? req->res.reason : "bad request");
@@ -1722,10 +1727,7 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
         why = msg;
     } else if (req->entity.base && req->entity.len > h->max_body_bytes) {
         status = 413; /* h2o's bound is one byte more (see bd_http_new) */
-        snprintf(msg, sizeof msg,
-                 "the request body is larger than the server's limit of %zu bytes "
-                 "(--max-body-bytes)",
-                 h->max_body_bytes);
+        too_large(h, msg, sizeof msg);
         why = msg;
     } else if (cl > 0 && te > 0) {
         why = "a request must not have both Content-Length and Transfer-Encoding";
@@ -2219,10 +2221,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     size_t left = rest < SIZE_MAX ? (size_t)rest : SIZE_MAX;
     if (n_cl == 1 && !n_te && cl > h->max_body_bytes) {
         char msg[160];
-        snprintf(msg, sizeof msg,
-                 "the request body is larger than the server's limit of %zu bytes "
-                 "(--max-body-bytes)",
-                 h->max_body_bytes);
+        too_large(h, msg, sizeof msg);
         refuse_body(c, 413, NULL, msg, left);
         return false;
     }
