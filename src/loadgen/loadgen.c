@@ -100,6 +100,7 @@ typedef struct {
     uint64_t limit_hits;
     size_t n_retry; /* closed loop: slots waiting in C_RETRY */
     uint64_t last_scan;
+    uint64_t started_measured; /* closed loop with --requests: requests started while measuring */
 } loop_t;
 
 static const char *err_names[BD_LG_ERR_COUNT_] = {"timeout", "refused", "connect", "reset",
@@ -139,9 +140,19 @@ static void conn_close(conn_t *c)
 
 /* ---- outcomes -------------------------------------------------------------------------- */
 
+/* Whether a request's outcome is measured: open loop, it was scheduled while measuring;
+ * closed loop with --requests N, it is one of the first N started while measuring (exactly N,
+ * whatever ends in the same turn); closed loop by duration, it ends while measuring. */
 static bool counts(const loop_t *L, const conn_t *c)
 {
-    return is_open(L) ? c->measured : L->measuring;
+    return is_open(L) || L->ro->requests > 0 ? c->measured : L->measuring;
+}
+
+/* Closed loop with --requests N: the N are all started; a free slot waits. */
+static bool all_started(const loop_t *L)
+{
+    return !is_open(L) && L->ro->requests > 0 && L->measuring &&
+           L->started_measured >= L->ro->requests;
 }
 
 static void spare_push(loop_t *L, conn_t *c)
@@ -160,6 +171,8 @@ static void request_ended(loop_t *L, conn_t *c, uint64_t now, bool error, bool f
     L->in_flight--;
     if (is_open(L)) {
         spare_push(L, c);
+    } else if (all_started(L)) {
+        c->state = C_IDLE; /* nothing more to send: the N are out */
     } else if (!error && !L->stopped) {
         start_request(L, c, now, false, now);
     } else {
@@ -272,10 +285,14 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
 {
     c->busy = true;
     c->measured = measured;
+    if (!is_open(L) && L->ro->requests > 0 && L->measuring) {
+        c->measured = L->started_measured < L->ro->requests;
+        L->started_measured += c->measured;
+    }
     c->t_start = t_start;
     c->woff = 0;
     L->in_flight++;
-    if (is_open(L) ? measured : L->measuring) {
+    if (is_open(L) || L->ro->requests > 0 ? c->measured : L->measuring) {
         L->res->sent++;
     }
     if (c->fd >= 0) {
@@ -684,7 +701,8 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     uint64_t measured_sched = 0;
     uint64_t drain_deadline = 0;
     if (!open) {
-        for (size_t i = 0; i < L.n_conns; i++) {
+        tick(&L, now, window_us, k, pct); /* without a warm-up the first requests are measured */
+        for (size_t i = 0; i < L.n_conns && !all_started(&L); i++) {
             start_request(&L, &L.conns[i], now, false, now);
         }
     }
@@ -722,7 +740,11 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
                 conn_t *c = &L.conns[i];
                 if (!c->busy && c->state == C_RETRY && now >= c->retry_at) {
                     L.n_retry--;
-                    start_request(&L, c, now, false, now);
+                    if (all_started(&L)) {
+                        c->state = C_IDLE;
+                    } else {
+                        start_request(&L, c, now, false, now);
+                    }
                 }
             }
         }

@@ -265,7 +265,7 @@ def test_503_counted_by_status_and_kind(tmp_path, fake):
     (lv,) = data["levels"]
     sc = lv["status_counts"]
     assert set(sc) == {"200", "503"}
-    assert sc["200"] + sc["503"] == lv["responses"] >= 200
+    assert sc["200"] + sc["503"] == lv["responses"] == lv["requests_sent"] == 200
     assert abs(sc["200"] - sc["503"]) <= 2
     assert lv["errors"]["http_503"] == sc["503"]
     assert lv["errors"]["http_429"] == 0 and total_errors(lv) == 0
@@ -351,6 +351,22 @@ def test_real_batchd_sim_model(tmp_path, batchd, binary):
     # The server counted exactly what the tool sent and got back, 2 rows each.
     assert batchd.metric("batchd_inference_requests_total", model="sim16", version="1",
                          outcome="success") >= sum(lv["responses"] for lv in data["levels"])
+
+
+def test_closed_loop_request_count_is_exact(tmp_path, batchd):
+    """--requests N at concurrency 8 without a warm-up: exactly N measured, and exactly N
+    reach the server (no request per connection before measuring, no tail of the in-flight
+    ones counted)."""
+    def served():
+        return batchd.metric("batchd_inference_requests_total", model="sim16", version="1",
+                             outcome="success") or 0
+    for conc in (1, 8):
+        before = served()
+        data, _ = bench(tmp_path, batchd.base, "sim16", "--concurrency", conc, "--requests", 50,
+                        "--warmup", "0")
+        (lv,) = data["levels"]
+        assert lv["requests_sent"] == lv["responses"] == 50, lv
+        assert served() - before == 50
 
 
 def test_real_batchd_variable_dims_need_shape(tmp_path, batchd):
