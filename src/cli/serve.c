@@ -6,12 +6,14 @@
  * bind, serve; shutdown runs the same steps backwards. Main thread only. */
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -269,6 +271,45 @@ void bd_cli_hugepages_reexec(char **argv)
     }
 }
 
+/* How a string option was given, for its error: the flag, or its environment variable when
+ * the command line does not carry the flag. */
+static const char *given_as(int argc, char **argv, const char *flag, const char *env)
+{
+    size_t n = strlen(flag);
+    for (int i = 1; i < argc; i++) {
+        if (strncmp(argv[i], flag, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '=')) {
+            return flag;
+        }
+    }
+    const char *v = getenv(env);
+    return v && *v ? env : flag;
+}
+
+/* The options that name things outside: what they name must be there (exit 2 otherwise,
+ * before anything starts). */
+static int check_outside(int argc, char **argv, const serve_opts_t *so)
+{
+    const char *repo = given_as(argc, argv, "--model-repository", "BATCHD_MODEL_REPOSITORY");
+    struct stat st;
+    if (stat(so->model_repository, &st) != 0) {
+        fprintf(stderr, "batchd serve: %s '%s': %s\n", repo, so->model_repository, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "batchd serve: %s '%s' is not a folder\n", repo, so->model_repository);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    int rc = getaddrinfo(so->host, NULL, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "batchd serve: %s '%s' does not resolve: %s\n",
+                given_as(argc, argv, "--host", "BATCHD_HOST"), so->host, gai_strerror(rc));
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return 0;
+}
+
 int bd_cli_serve(int argc, char **argv)
 {
     serve_opts_t so = {.max_buffered_bytes = -1}; /* -1: not given (buffered_bytes) */
@@ -277,16 +318,18 @@ int bd_cli_serve(int argc, char **argv)
     }
     int control = parse_control(so.model_control);
     if (control < 0) {
-        fprintf(stderr, "batchd serve: --model-control must be none, explicit or poll, got '%s'\n",
-                so.model_control);
+        fprintf(stderr, "batchd serve: %s must be none, explicit or poll, got '%s'\n",
+                given_as(argc, argv, "--model-control", "BATCHD_MODEL_CONTROL"), so.model_control);
         return 2;
     }
     bool strict = true;
     if (bd_cli_parse_bool(so.strict_readiness, &strict) != 0) {
-        fprintf(stderr,
-                "batchd serve: --strict-readiness must be true or false (or yes/no, 1/0), got "
-                "'%s'\n",
+        fprintf(stderr, "batchd serve: %s must be true or false (or yes/no, 1/0), got '%s'\n",
+                given_as(argc, argv, "--strict-readiness", "BATCHD_STRICT_READINESS"),
                 so.strict_readiness);
+        return 2;
+    }
+    if (check_outside(argc, argv, &so) != 0) {
         return 2;
     }
     bool tls = so.tls_cert && *so.tls_cert;
@@ -335,7 +378,8 @@ int bd_cli_serve(int argc, char **argv)
     }
     int level = parse_level(so.log_level);
     if (level < 0) {
-        fprintf(stderr, "batchd serve: --log-level must be debug, info, warn or error\n");
+        fprintf(stderr, "batchd serve: %s must be debug, info, warn or error, got '%s'\n",
+                given_as(argc, argv, "--log-level", "BATCHD_LOG_LEVEL"), so.log_level);
         return 2;
     }
     bd_log_set_level(level);
@@ -347,7 +391,8 @@ int bd_cli_serve(int argc, char **argv)
     bd_gate_opts_t go = {.keys_path = so.api_keys, .metrics_auth = so.metrics_auth};
     bd_err_t gerr = {0};
     if (so.rate_limit &&
-        bd_gate_parse_rate(so.rate_limit, "--rate-limit", &go.rps, &go.burst, &gerr) != 0) {
+        bd_gate_parse_rate(so.rate_limit, given_as(argc, argv, "--rate-limit", "BATCHD_RATE_LIMIT"),
+                           &go.rps, &go.burst, &gerr) != 0) {
         fprintf(stderr, "batchd serve: %s\n", gerr.msg);
         return 2;
     }

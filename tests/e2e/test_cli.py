@@ -44,8 +44,31 @@ def test_serve_without_repository_fails():
 def test_serve_with_missing_repository_fails(tmp_path):
     r = _run("serve", "--model-repository", str(tmp_path / "nope"), "--http-port", "0",
              "--host", "127.0.0.1", timeout=30)
-    assert r.returncode != 0
-    assert "nope" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == "batchd serve: --model-repository '%s': No such file or directory\n" % (
+        tmp_path / "nope")
+    (tmp_path / "file").write_text("")
+    r = _run("serve", "--model-repository", str(tmp_path / "file"), timeout=30)
+    assert r.returncode == 2 and r.stderr.endswith("' is not a folder\n"), r.stderr
+
+
+def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
+    """A bad value fails the start with exit 2 and one sentence that names where it came
+    from: the flag when the command line has it, else its BATCHD_* variable."""
+    cases = [(["--host", "999.1.1.1"], {}, "--host '999.1.1.1' does not resolve"),
+             ([], {"BATCHD_HOST": "999.1.1.1"}, "BATCHD_HOST '999.1.1.1' does not resolve"),
+             (["--log-level", "loud"], {}, "--log-level must be debug, info, warn or error, got"),
+             ([], {"BATCHD_LOG_LEVEL": "loud"}, "BATCHD_LOG_LEVEL must be"),
+             ([], {"BATCHD_MODEL_CONTROL": "x"}, "BATCHD_MODEL_CONTROL must be none,"),
+             ([], {"BATCHD_RATE_LIMIT": "x"}, "BATCHD_RATE_LIMIT must be RPS"),
+             (["--rate-limit", "x"], {"BATCHD_RATE_LIMIT": "5"}, "--rate-limit must be RPS")]
+    for args, env, want in cases:
+        r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path)] + args,
+                           capture_output=True, text=True, timeout=30,
+                           env=dict(sanitizer_env(), **env))
+        assert r.returncode == 2, (args, env, r.stderr)
+        assert r.stderr.startswith("batchd serve: " + want) and r.stderr.count("\n") == 1, (
+            args, env, r.stderr)
 
 
 def test_serve_bad_port_fails(tmp_path):
