@@ -737,7 +737,7 @@ static void model_config(bd_http_t *h, h2o_req_t *req, bd_model_t *m)
     config_ios(b, cfg, cfg->inputs, cfg->n_inputs);
     bd_buf_puts(b, ",\"output\":");
     config_ios(b, cfg, cfg->outputs, cfg->n_outputs);
-    if (pol->dynamic_batching) {
+    if (pol->dynamic_batching && cfg->max_batch_size > 0) { /* none without batching */
         bd_buf_puts(b, ",\"dynamic_batching\":{\"preferred_batch_size\":[");
         for (size_t i = 0; i < pol->n_preferred_batch_sizes; i++) {
             bd_buf_printf(b, "%s%d", i ? "," : "", pol->preferred_batch_sizes[i]);

@@ -352,9 +352,11 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
         bd_dtype_t dt = bd_dtype_from_name(d->datatype);
         if (!bd_dtype_supported(dt) || dt == BD_DT_BYTES) {
             rc = bd_err_set(err, BD_EINVAL,
-                            "input '%s' has datatype %s, which batchd bench cannot generate "
-                            "(BOOL, INT*, UINT*, FP32, FP64)",
-                            d->name, d->datatype);
+                            "input '%s' has datatype %s, which batchd cannot send as raw or "
+                            "generated values (BOOL, INT*, UINT*, FP32, FP64 only)%s",
+                            d->name, d->datatype,
+                            dt == BD_DT_BYTES ? "; an image input takes batchd infer --image FILE"
+                                              : "");
             break;
         }
         size_t row_elems, row_bytes, bytes = 0;

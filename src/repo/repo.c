@@ -326,6 +326,10 @@ static int load_labels(bd_model_t *m, const char *model_dir, bd_err_t *err)
                           m->name);
     }
     text[size] = '\0';
+    if (size >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) { /* a UTF-8 BOM is not label 0's */
+        memmove(text, text + 3, size - 2);
+        size -= 3;
+    }
     size_t lines = 0;
     for (size_t i = 0; i < size; i++) {
         lines += text[i] == '\n';

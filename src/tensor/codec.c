@@ -455,6 +455,15 @@ static size_t header_pos(const scan_t *sc, size_t pos)
 
 static int parse_header(scan_t *sc, int max_depth, json_t **root, bd_err_t *err)
 {
+    /* An image posted without its type (or with one like image/jpg) would read "unable to
+     * decode byte 0x89": say what it is and how to send it. */
+    bool png = sc->n >= 4 && memcmp(sc->s, "\x89PNG", 4) == 0;
+    if (png || (sc->n >= 3 && memcmp(sc->s, "\xff\xd8\xff", 3) == 0)) {
+        return bd_err_set(err, BD_EINVAL,
+                          "request body is not valid JSON: it is a %s image; post an image with "
+                          "Content-Type: %s to a model that has image preprocessing",
+                          png ? "PNG" : "JPEG", png ? "image/png" : "image/jpeg");
+    }
     int rc = scan_header(sc, max_depth, err);
     if (rc != 0) {
         return rc;

@@ -73,8 +73,8 @@ def client(start_server):
     repo.add_sim("scores", [("INPUT0", "FP32", [10]), ("INPUT1", "INT32", [10])],
                  max_batch_size=8)
     repo.add_sim("scores_nb", [("INPUT0", "FP64", [10])], max_batch_size=0)
-    for m in ("scores", "scores_nb"):
-        with open(os.path.join(repo.path, m, "labels.txt"), "w") as f:
+    for m, enc in (("scores", "utf-8"), ("scores_nb", "utf-8-sig")):  # -sig: with a BOM,
+        with open(os.path.join(repo.path, m, "labels.txt"), "w", encoding=enc) as f:  # not label 0's
             f.write("\n".join(LABELS) + "\n")
     if ort_available():
         make_string_identity(os.path.join(repo.path, "str_ident", "1", "model.onnx"))

@@ -264,6 +264,17 @@ def test_unsupported_datatypes(client):
         bad(client, client.infer("m16", body), dt)
 
 
+def test_an_image_posted_as_json_says_how_to_send_it(client):
+    """A PNG or JPEG body without an image Content-Type (or to a model without image
+    preprocessing) is not JSON: the error says what it is and which type to send."""
+    for magic, kind, ctype in ((b"\x89PNG\r\n\x1a\n", "PNG", "image/png"),
+                               (b"\xff\xd8\xff\xe0", "JPEG", "image/jpeg")):
+        r = client.infer_raw("m16", magic + b"\0" * 64, None, headers={"Content-Type": "image/jpg"})
+        assert error_message(r, 400) == (
+            "request body is not valid JSON: it is a %s image; post an image with "
+            "Content-Type: %s to a model that has image preprocessing" % (kind, ctype))
+
+
 def test_huge_body_is_refused_cleanly(client):
     """A body over --max-body-bytes (64 MiB by default): 413 from its head, and the client,
     which reads only once it has sent it all, gets it (the rest is read and dropped)."""

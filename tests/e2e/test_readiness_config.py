@@ -480,6 +480,16 @@ def test_config_without_batching_and_of_a_specific_version(configs):
     assert md["versions"] == ["1", "2"]
 
 
+def test_config_without_batching_has_no_dynamic_batching(start_server):
+    """max_batch_size 0 runs no batching whatever dynamic_batching would default to: the
+    config says so by leaving the section out (API.md)."""
+    repo = start_server.repo()
+    repo.add_sim("nb", [("INPUT0", "INT32", [3])], max_batch_size=0)
+    client = start_server(repo)
+    cfg = client.get("/v2/models/nb/config").json()
+    assert cfg["max_batch_size"] == 0 and "dynamic_batching" not in cfg, cfg
+
+
 def test_config_version_policy_specific_and_default_batching(configs):
     r = configs.get("/v2/models/spec/versions/3/config")
     assert r.status_code == 200, r.text
