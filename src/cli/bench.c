@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "loadgen/loadgen.h"
@@ -164,6 +165,22 @@ static int parse_shape(const char *s, bd_lg_shape_opt_t *so, char *name, size_t 
     return 0;
 }
 
+/* 0 when path can be written (it exists and may be, or its folder takes a new file), else
+ * the errno saying why not. */
+static int writable(const char *path)
+{
+    if (access(path, F_OK) == 0) {
+        return access(path, W_OK) == 0 ? 0 : errno;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        slash[slash == dir ? 1 : 0] = '\0';
+    }
+    return access(slash ? dir : ".", W_OK | X_OK) == 0 ? 0 : errno;
+}
+
 static int write_file(const char *path, const bd_buf_t *b)
 {
     if (b->failed) {
@@ -208,6 +225,20 @@ int bd_cli_bench(int argc, char **argv)
         .burst = (int)o.burst,
         .quiet = o.quiet,
     };
+    if (ro.duration_us == 0 && ro.requests == 0) {
+        fprintf(stderr, "batchd bench: --duration must be more than 0 (or give --requests N)\n");
+        return 2;
+    }
+    /* An output file that could not be written fails now, not after the run (which it would
+     * lose); nothing is created yet. */
+    const char *outs[] = {o.json, o.csv, o.plot};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+        int e = outs[i] ? writable(outs[i]) : 0;
+        if (e) {
+            fprintf(stderr, "batchd bench: cannot write %s: %s\n", outs[i], strerror(e));
+            return 2;
+        }
+    }
     if (ro.window_us == 0) { /* the default, stated so that the JSON echoes what ran */
         ro.window_us = ro.requests ? 1000000 : ro.duration_us / 5;
     }

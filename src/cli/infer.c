@@ -555,6 +555,10 @@ int bd_cli_infer(int argc, char **argv)
         fprintf(stderr, "batchd infer: %s\n", err.msg);
         return 2;
     }
+    if (o.timeout_us == 0) { /* a duration flag takes 0, which here would time out at once */
+        fprintf(stderr, "batchd infer: --timeout must be from 0.001s to 86400s, got 0\n");
+        return 2;
+    }
     if (!o.url || !o.model) {
         fprintf(stderr, "batchd infer: --url and --model are required (see --help)\n");
         return 2;
@@ -889,6 +893,10 @@ int bd_cli_inspect(int argc, char **argv)
     }
     if (prc != 0) {
         fprintf(stderr, "batchd inspect: %s\n", err.msg);
+        return 2;
+    }
+    if (o.timeout_us == 0) {
+        fprintf(stderr, "batchd inspect: --timeout must be from 0.001s to 86400s, got 0\n");
         return 2;
     }
     if (path && !o.url && !o.model) {

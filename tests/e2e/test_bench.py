@@ -316,6 +316,17 @@ def test_bad_flags(tmp_path, fake):
     _, p = bench(tmp_path, srv.url, "fake", "--duration", "soon", check=False)
     assert p.returncode == 2
     assert "--duration must be a duration like 10s, 500ms or 2m" in p.stderr
+    # Refused before anything is sent: no duration, and an output file that cannot be written.
+    _, p = bench(tmp_path, srv.url, "fake", "--duration", "0s", check=False)
+    assert p.returncode == 2
+    assert p.stderr == "batchd bench: --duration must be more than 0 (or give --requests N)\n"
+    for flag in ("--json", "--csv", "--plot"):
+        p = subprocess.run([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake",
+                            "--duration", "1s", flag, str(tmp_path / "no" / "out")],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2, flag
+        assert p.stderr == "batchd bench: cannot write %s: No such file or directory\n" % (
+            tmp_path / "no" / "out")
 
 
 @pytest.fixture(scope="module")

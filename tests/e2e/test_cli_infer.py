@@ -257,6 +257,8 @@ def test_infer_client_side_errors(env):
          None),
         (["--model", "echo", "--json", env["files"]["req.json"], "--bogus"], 2,
          "batchd infer: unknown flag '--bogus' (see --help)\n"),
+        (["--model", "echo", "--json", env["files"]["req.json"], "--timeout", "0"], 2,
+         "batchd infer: --timeout must be from 0.001s to 86400s, got 0\n"),
     ]
     for args, code, err in cases:
         r = run("infer", "--url", u, *args)
