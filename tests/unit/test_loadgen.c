@@ -502,8 +502,9 @@ static void test_build_request_json_and_binary(void **state)
     ro.batch = 1;
     target_init(&t);
     assert_int_equal(bd_lg_build_request(&t, bytes, strlen(bytes), &ro, &err), BD_EINVAL);
-    assert_string_equal(err.msg, "input 'S' has datatype BYTES, which batchd bench cannot "
-                                 "generate (BOOL, INT*, UINT*, FP32, FP64)");
+    assert_string_equal(err.msg, "input 'S' has datatype BYTES, which batchd cannot send as raw "
+                                 "or generated values (BOOL, INT*, UINT*, FP32, FP64 only); an "
+                                 "image input takes batchd infer --image FILE");
     assert_false(t.max_batch_size > 0);
     assert_true(t.batched); /* Triton style: no max_batch_size, leading -1 */
     bd_lg_target_dispose(&t);
