@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "loadgen/loadgen_internal.h"
 
@@ -181,18 +182,30 @@ static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_
     *total = all;
     const bd_lg_file_opt_t *fo = find_file(ro, d->name, n_inputs);
     if (fo) {
-        size_t flen = 0;
-        char *fdata = bd_read_file(fo->path, all + 1, &flen, err);
-        if (!fdata) {
-            free(buf);
-            return NULL;
+        /* Its size first, so that a file of the wrong size (too large ones too) is told the
+         * sizes the request takes; a missing one gets bd_read_file's sentence. */
+        struct stat st;
+        size_t flen = stat(fo->path, &st) == 0 ? (size_t)st.st_size : row_bytes;
+        char *fdata = NULL;
+        if (flen == row_bytes || flen == all) {
+            fdata = bd_read_file(fo->path, all + 1, &flen, err);
         }
-        if (flen != row_bytes && flen != all) {
-            bd_err_set(err, BD_EINVAL,
-                       "--data-file %s has %zu bytes; input '%s' needs %zu (one row) or %zu "
-                       "(all %lld rows)",
-                       fo->path, flen, d->name, row_bytes, all, (long long)rows);
+        if (fdata && flen != row_bytes && flen != all) { /* it changed meanwhile */
             free(fdata);
+            fdata = NULL;
+        }
+        if (!fdata && flen != row_bytes && flen != all) {
+            if (rows == 1) {
+                bd_err_set(err, BD_EINVAL, "--data-file %s has %zu bytes; input '%s' needs %zu",
+                           fo->path, flen, d->name, row_bytes);
+            } else {
+                bd_err_set(err, BD_EINVAL,
+                           "--data-file %s has %zu bytes; input '%s' needs %zu (one row) or %zu "
+                           "(all %lld rows)",
+                           fo->path, flen, d->name, row_bytes, all, (long long)rows);
+            }
+        }
+        if (!fdata) {
             free(buf);
             return NULL;
         }

@@ -99,6 +99,8 @@ def env(start_server, tmp_path_factory):
     out["echo.bin"] = str(files / "echo.bin")
     (files / "short.bin").write_bytes(b"\x00" * 6)
     out["short.bin"] = str(files / "short.bin")
+    (files / "long.bin").write_bytes(b"\x00" * 32)  # two rows for a one-row request
+    out["long.bin"] = str(files / "long.bin")
     (files / "a.bin").write_bytes(np.array([7, -8], "<i4").tobytes())
     out["a.bin"] = str(files / "a.bin")
     (files / "b.bin").write_bytes(np.array([2.5], "<f8").tobytes())
@@ -245,8 +247,11 @@ def test_infer_client_side_errors(env):
         (["--model", "img", "--image", env["files"]["notimg.txt"]], 1,
          "batchd infer: %s is not a JPEG or PNG file\n" % env["files"]["notimg.txt"]),
         (["--model", "echo", "--input", "INPUT0=" + env["files"]["short.bin"]], 1,
-         "batchd infer: --input %s has 6 bytes; input 'INPUT0' needs 16 (one row) or 16 (all "
-         "1 rows)\n" % env["files"]["short.bin"]),
+         "batchd infer: --input %s has 6 bytes; input 'INPUT0' needs 16\n"
+         % env["files"]["short.bin"]),
+        (["--model", "echo", "--input", "INPUT0=" + env["files"]["long.bin"]], 1,
+         "batchd infer: --input %s has 32 bytes; input 'INPUT0' needs 16\n"
+         % env["files"]["long.bin"]),
         (["--model", "two_in", "--input", "A=" + env["files"]["a.bin"]], 1,
          "batchd infer: model 'two_in' needs input 'B' (--input B=FILE)\n"),
         (["--model", "echo", "--input", "INPUT0"], 1,
