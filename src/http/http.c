@@ -1762,6 +1762,9 @@ static h2o_iovec_t route_path(h2o_req_t *req)
 {
     static const char *const schemes[] = {"http://", "https://"};
     h2o_iovec_t p = req->path;
+    if (p.len == 0 || p.base[0] == '/') {
+        return req->path_normalized; /* origin form: every request but a rare proxy's */
+    }
     for (size_t i = 0; i < 2; i++) {
         size_t n = strlen(schemes[i]);
         if (p.len > n && strncasecmp(p.base, schemes[i], n) == 0) {

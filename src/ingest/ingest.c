@@ -2053,6 +2053,9 @@ static void scan(bd_ingest_t *ing)
  * restart, or their first failure, dead-lettered frames the model never failed. */
 static void refresh_held(bd_ingest_t *ing, uint64_t now)
 {
+    if (ing->set.n == 0) {
+        return; /* nothing held: the slots need no walk */
+    }
     for (size_t i = 0; i < ing->set.cap && ing->ctl.ready; i++) {
         ent_t *e = ing->set.slots[i];
         if (!e) {
