@@ -1452,6 +1452,12 @@ static int body_object(bd_http_t *h, h2o_req_t *req, json_t **out)
         reply_error(h, req, BD_EINVAL, "the request body must be a JSON object (or empty)");
         return -1;
     }
+    json_t *params = json_object_get(root, "parameters");
+    if (params && !json_is_object(params)) {
+        json_decref(root);
+        reply_error(h, req, BD_EINVAL, "'parameters' must be a JSON object");
+        return -1;
+    }
     *out = root;
     return 0;
 }
@@ -1519,11 +1525,16 @@ static void repo_load(bd_http_t *h, h2o_req_t *req, h2o_iovec_t name)
 
 static void repo_unload(bd_http_t *h, h2o_req_t *req, h2o_iovec_t name)
 {
-    json_t *body; /* parameters (unload_dependents) have no meaning here: no ensembles */
+    json_t *body; /* parameters.unload_dependents has no effect here: no ensembles */
     if (body_object(h, req, &body) != 0) {
         return;
     }
+    json_t *deps = json_object_get(json_object_get(body, "parameters"), "unload_dependents");
     json_decref(body);
+    if (deps && !json_is_boolean(deps)) {
+        reply_error(h, req, BD_EINVAL, "'unload_dependents' must be true or false");
+        return;
+    }
     bd_err_t err = {0};
     if (bd_repo_unload(h->repo, name.base, name.len, &err) != 0) {
         reply_error(h, req, err.code, err.msg);

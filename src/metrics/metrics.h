@@ -46,8 +46,8 @@ bd_model_metrics_t *bd_metrics_model(bd_metrics_t *m, const char *model, const c
 
 /* batchd_inference_requests_total{model,version,protocol,outcome} += 1 */
 void bd_metrics_request(bd_model_metrics_t *mm, bd_protocol_t protocol, bd_outcome_t outcome);
-/* A completed request's durations (microseconds): queue (arrival -> batch start), compute
- * (its batch's backend run) and end to end (arrival -> completion). */
+/* A successful request's durations (microseconds): queue (arrival -> batch start), compute
+ * (its batch's gather, run and scatter) and end to end (arrival -> completion). */
 void bd_metrics_request_durations(bd_model_metrics_t *mm, uint64_t queue_us, uint64_t compute_us,
                                   uint64_t total_us);
 /* One batch executed with `rows` items: executions_total += 1, items_total += rows,

@@ -184,6 +184,37 @@ def test_load_errors(explicit):
     infer_ok(explicit, "cyc")
 
 
+@pytest.mark.parametrize("path", ["/v2/repository/index", "/v2/repository/models/cyc/load",
+                                  "/v2/repository/models/cyc/unload"])
+@pytest.mark.parametrize("params", [5, "x", [], None])
+def test_parameters_must_be_an_object(explicit, path, params):
+    msg = error_message(explicit.post(path, json={"parameters": params}), 400)
+    assert msg == "'parameters' must be a JSON object", msg
+    infer_ok(explicit, "cyc")  # nothing was unloaded
+
+
+def test_unload_dependents_must_be_a_boolean(explicit):
+    r = explicit.post("/v2/repository/models/cyc/unload",
+                      json={"parameters": {"unload_dependents": "x"}})
+    assert error_message(r, 400) == "'unload_dependents' must be true or false"
+    infer_ok(explicit, "cyc")
+    r = explicit.post("/v2/repository/models/cyc/unload",
+                      json={"parameters": {"unload_dependents": False}})
+    assert r.status_code == 200, r.text
+    assert explicit.post("/v2/repository/models/cyc/load").status_code == 200
+
+
+def test_load_with_one_version_missing_serves_the_others(explicit):
+    """version_policy.specific names 1 and 5, only 1 has a folder: the load answers 400 naming
+    version 5, version 1 serves, and the index shows both states."""
+    add_model(explicit.repo.path, "partial", (1,),
+              sim_config(extra={"version_policy": {"specific": [1, 5]}}))
+    msg = error_message(explicit.post("/v2/repository/models/partial/load"), 400)
+    assert msg.startswith("failed to load 'partial': version 5:"), msg
+    assert infer_ok(explicit, "partial")["model_version"] == "1"
+    assert states(index(explicit), "partial") == [("1", "READY"), ("5", "UNAVAILABLE")]
+
+
 # ---- reloads ------------------------------------------------------------------------------
 
 def test_reload_under_traffic_fails_no_request(explicit):

@@ -87,6 +87,27 @@ def test_model_stats_match_prometheus(client):
     assert now_ms - 120000 < ms["last_inference"] <= now_ms + 1000, ms["last_inference"]
 
 
+def test_duration_histograms_match_the_stats(client):
+    """The histograms observe successful requests, as the statistics' success, queue and
+    compute_* do: the same counts, and the same sums (each side reads its own clock, a few
+    instructions apart: 5 ms of slack covers a preemption between them)."""
+    st = one(client, "/v2/models/st/stats")["inference_stats"]
+    samples = client.metrics()
+
+    def prom(name, model="st"):
+        return samples[(name, frozenset(dict(model=model, version="1").items()))]
+
+    compute_ns = sum(st[k]["ns"] for k in ("compute_input", "compute_infer", "compute_output"))
+    for hist, ns in (("batchd_request_duration_seconds", st["success"]["ns"]),
+                     ("batchd_queue_duration_seconds", st["queue"]["ns"]),
+                     ("batchd_compute_duration_seconds", compute_ns)):
+        assert prom(hist + "_count") == 7, hist
+        assert abs(prom(hist + "_sum") * 1e9 - ns) <= 5e6, (hist, prom(hist + "_sum"), ns)
+    # The failed requests are in the statistics' fail, not in the histograms.
+    for hist in ("batchd_request_duration_seconds", "batchd_compute_duration_seconds"):
+        assert prom(hist + "_count", model="broken") == 0, hist
+
+
 def test_batch_stats_by_batch_size(client):
     ms = one(client, "/v2/models/st/stats")
     by_size = {b["batch_size"]: b for b in ms["batch_stats"]}

@@ -159,12 +159,14 @@ static void test_render_empty_registry_has_headers(void **state)
         "# TYPE batchd_inference_executions_total counter",
         "# HELP batchd_batch_size Rows per model execution.",
         "# TYPE batchd_batch_size histogram",
-        "# HELP batchd_queue_duration_seconds Time from arrival until the request's batch "
-        "started.",
+        "# HELP batchd_queue_duration_seconds Successful requests: time from arrival until their "
+        "batch started.",
         "# TYPE batchd_queue_duration_seconds histogram",
-        "# HELP batchd_compute_duration_seconds Backend run time of the request's batch.",
+        "# HELP batchd_compute_duration_seconds Successful requests: their batch's gather, run and "
+        "scatter time.",
         "# TYPE batchd_compute_duration_seconds histogram",
-        "# HELP batchd_request_duration_seconds Time from arrival until the request completed.",
+        "# HELP batchd_request_duration_seconds Successful requests: time from arrival until the "
+        "answer was ready.",
         "# TYPE batchd_request_duration_seconds histogram",
         "# HELP batchd_queue_depth Requests waiting in the queue.",
         "# TYPE batchd_queue_depth gauge",
@@ -329,8 +331,8 @@ static void test_render_batch_histogram_cumulative(void **state)
     for (size_t k = 0; k < 12; k++) {
         assert_string_equal(l.lines[i + 1 + k], want[k]);
     }
-    assert_string_equal(l.lines[i + 13], "# HELP batchd_queue_duration_seconds Time from arrival "
-                                         "until the request's batch started.");
+    assert_string_equal(l.lines[i + 13], "# HELP batchd_queue_duration_seconds Successful "
+                                         "requests: time from arrival until their batch started.");
     lines_free(&l);
     bd_metrics_free(m);
 }
