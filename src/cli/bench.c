@@ -16,6 +16,17 @@
 #include "loadgen/loadgen.h"
 
 #define MAX_LEVELS 256
+
+/* Ctrl-C (SIGINT) or SIGTERM while the levels run: the running level ends with what it
+ * measured, the rest are skipped, and the report covers what ran. SA_RESETHAND: a second
+ * signal ends the process as usual. */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
 #define MAX_MULTI BD_CLI_LIST_MAX
 
 typedef struct {
@@ -40,7 +51,7 @@ static const bd_cli_opt_t bopts[] = {
      "open-loop send times: constant, poisson, or bursty (--burst requests at once)"},
     {"--burst", BD_CLI_INT, OFF(burst), "16", 1, 100000, NULL,
      "bursty: requests sent together; bursts keep the mean --rate"},
-    {"--duration", BD_CLI_DUR, OFF(duration_us), "10s", 0.001, 86400, NULL,
+    {"--duration", BD_CLI_DUR, OFF(duration_us), "10s", 0, 86400, NULL, /* 0 needs --requests */
      "measured time per level (10s, 500ms, 2m)"},
     {"--requests", BD_CLI_INT, OFF(requests), "0", 0, 1e12, NULL,
      "measure this many requests per level instead of --duration"},
@@ -224,6 +235,7 @@ int bd_cli_bench(int argc, char **argv)
         .seed = (uint64_t)o.seed,
         .burst = (int)o.burst,
         .quiet = o.quiet,
+        .interrupt = &interrupted,
     };
     if (ro.duration_us == 0 && ro.requests == 0) {
         fprintf(stderr, "batchd bench: --duration must be more than 0 (or give --requests N)\n");
@@ -344,11 +356,18 @@ int bd_cli_bench(int argc, char **argv)
     }
     size_t done = 0;
     rc = 0;
-    for (size_t i = 0; i < n_levels; i++) {
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    for (size_t i = 0; i < n_levels && !interrupted; i++) {
         if (bd_lg_run_level(&t, &ro, levels[i], &results[i], &err) != 0) {
             fprintf(stderr, "batchd bench: %s\n", err.msg);
             rc = 1;
             break;
+        }
+        if (results[i].interrupted && results[i].measured_s <= 0) {
+            break; /* stopped in its warm-up: nothing to report */
         }
         done++;
         if (!o.quiet) {
@@ -397,5 +416,10 @@ int bd_cli_bench(int argc, char **argv)
     }
     free(results);
     bd_lg_target_dispose(&t);
+    if (interrupted) {
+        fprintf(stderr, "batchd bench: interrupted; the report covers the %zu level%s measured\n",
+                done, done == 1 ? "" : "s");
+        return 130;
+    }
     return rc;
 }

@@ -34,7 +34,7 @@ typedef enum {
     BD_CLI_INT,  /* int64_t: a decimal integer from min to max */
     BD_CLI_NUM,  /* double: a finite number from min to max */
     BD_CLI_DUR,  /* uint64_t microseconds: "10s", "500ms", "100us", "2m" or "1.5" (seconds);
-                  * 0, or from min to max seconds */
+                  * from min to max seconds (min 0 where 0 has a meaning) */
     BD_CLI_BOOL, /* bool: a flag without a value; present means true. From the environment:
                   * 1/true/yes or 0/false/no */
     BD_CLI_LIST, /* bd_cli_list_t: repeatable; each occurrence appends one string */

@@ -471,20 +471,29 @@ static int build_images_request(const infer_opts_t *o, json_t *meta, char **file
     return 0;
 }
 
+#define INPUT_NAME_MAX 128 /* bytes of an --input NAME, with its NUL */
+
+/* Whether --input `s` is NAME=FILE with a NAME that fits INPUT_NAME_MAX. */
+static bool input_spec_ok(const char *s)
+{
+    const char *eq = strchr(s, '=');
+    if (!eq || eq == s || eq - s >= INPUT_NAME_MAX || !eq[1]) {
+        fprintf(stderr, "batchd infer: --input must be NAME=FILE, got '%s'\n", s);
+        return false;
+    }
+    return true;
+}
+
 /* --input NAME=FILE: the loadgen's request builder (metadata datatypes and shapes, JSON or
  * binary), then the classification outputs spliced into its JSON header. */
 static int build_inputs_request(const infer_opts_t *o, bd_lg_target_t *t, json_t *meta,
                                 bd_buf_t *body, size_t *header_len)
 {
     static bd_lg_file_opt_t files[BD_CLI_LIST_MAX];
-    static char names[BD_CLI_LIST_MAX][128];
+    static char names[BD_CLI_LIST_MAX][INPUT_NAME_MAX];
     for (size_t i = 0; i < o->inputs.n; i++) {
         const char *s = o->inputs.v[i];
-        const char *eq = strchr(s, '=');
-        if (!eq || eq == s || (size_t)(eq - s) >= sizeof names[i] || !eq[1]) {
-            fprintf(stderr, "batchd infer: --input must be NAME=FILE, got '%s'\n", s);
-            return -1;
-        }
+        const char *eq = strchr(s, '='); /* input_spec_ok said it is there */
         memcpy(names[i], s, (size_t)(eq - s));
         names[i][eq - s] = '\0';
         files[i].name = names[i];
@@ -555,10 +564,6 @@ int bd_cli_infer(int argc, char **argv)
         fprintf(stderr, "batchd infer: %s\n", err.msg);
         return 2;
     }
-    if (o.timeout_us == 0) { /* a duration flag takes 0, which here would time out at once */
-        fprintf(stderr, "batchd infer: --timeout must be from 0.001s to 86400s, got 0\n");
-        return 2;
-    }
     if (!o.url || !o.model) {
         fprintf(stderr, "batchd infer: --url and --model are required (see --help)\n");
         return 2;
@@ -567,6 +572,11 @@ int bd_cli_infer(int argc, char **argv)
     if (kinds != 1) {
         fprintf(stderr, "batchd infer: give one of --image, --input or --json (see --help)\n");
         return 2;
+    }
+    for (size_t i = 0; i < o.inputs.n; i++) {
+        if (!input_spec_ok(o.inputs.v[i])) {
+            return 2;
+        }
     }
     if (o.json && o.classification > 0) {
         fprintf(stderr, "batchd infer: --classification goes with --image or --input; a --json "
@@ -893,10 +903,6 @@ int bd_cli_inspect(int argc, char **argv)
     }
     if (prc != 0) {
         fprintf(stderr, "batchd inspect: %s\n", err.msg);
-        return 2;
-    }
-    if (o.timeout_us == 0) {
-        fprintf(stderr, "batchd inspect: --timeout must be from 0.001s to 86400s, got 0\n");
         return 2;
     }
     if (path && !o.url && !o.model) {

@@ -95,7 +95,7 @@ static int apply(const bd_cli_opt_t *o, const char *name, const char *val, void 
     }
     case BD_CLI_DUR: {
         double v = 0;
-        if (parse_duration(val, &v) != 0 || (v != 0 && (v < o->min || v > o->max))) {
+        if (parse_duration(val, &v) != 0 || v < o->min || v > o->max) {
             return bd_err_set(err, BD_EINVAL,
                               "%s must be a duration like 10s, 500ms or 2m from %gs to %gs, "
                               "got '%s'",
@@ -167,7 +167,10 @@ int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE
             continue;
         }
         if (!val) {
-            if (a + 1 >= argc) {
+            /* "--concurrency --requests 5": the value is missing. A value that looks like
+             * one of the command's flags goes after '=': "--name=--port". */
+            const char *next_val;
+            if (a + 1 >= argc || find(cmd, argv[a + 1], &next_val)) {
                 return bd_err_set(err, BD_EINVAL, "%s needs a value", o->flag);
             }
             val = argv[++a];

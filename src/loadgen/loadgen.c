@@ -53,6 +53,7 @@
 #define RECV_BUF_BYTES (256 * 1024)
 #define CONNECT_RETRY_US 10000 /* after a failed connect a closed-loop slot waits this long */
 #define TIMEOUT_SCAN_US 1000
+#define PROGRESS_US 5000000 /* a progress line this often while a level measures */
 #define MAX_EVENTS 512
 
 enum { C_IDLE = 0, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_WAITING, C_RETRY };
@@ -100,7 +101,9 @@ typedef struct {
     uint64_t limit_hits;
     size_t n_retry; /* closed loop: slots waiting in C_RETRY */
     uint64_t last_scan;
-    uint64_t started_measured; /* closed loop with --requests: requests started while measuring */
+    uint64_t started_measured;  /* closed loop with --requests: requests started while measuring */
+    uint64_t first_measured_us; /* ... and when the first of them started */
+    uint64_t next_progress;     /* when the next progress line is due */
 } loop_t;
 
 static const char *err_names[BD_LG_ERR_COUNT_] = {"timeout", "refused", "connect", "reset",
@@ -287,6 +290,9 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
     c->measured = measured;
     if (!is_open(L) && L->ro->requests > 0 && L->measuring) {
         c->measured = L->started_measured < L->ro->requests;
+        if (c->measured && L->started_measured == 0) {
+            L->first_measured_us = now;
+        }
         L->started_measured += c->measured;
     }
     c->t_start = t_start;
@@ -531,6 +537,25 @@ static void tick(loop_t *L, uint64_t now, uint64_t window_us, int k, double pct)
     }
 }
 
+/* While a long level measures: one line on stderr every PROGRESS_US, so that a run of
+ * minutes shows it is alive and how it goes. */
+static void progress(loop_t *L, uint64_t now)
+{
+    if (L->ro->quiet || !L->measuring || now < L->next_progress) {
+        return;
+    }
+    L->next_progress += PROGRESS_US;
+    const bd_lg_result_t *r = L->res;
+    uint64_t errors = r->responses - r->ok;
+    for (int k = 0; k < BD_LG_ERR_COUNT_; k++) {
+        errors += r->errors[k];
+    }
+    double s = (double)(now - L->t0) / 1e6;
+    fprintf(stderr, "bench: %s=%g measuring %.0fs: %llu replies, %.1f/s, errors=%llu\n",
+            is_open(L) ? "rate" : "concurrency", r->level, s, (unsigned long long)r->responses,
+            s > 0 ? (double)L->done_in_measure / s : 0.0, (unsigned long long)errors);
+}
+
 static void scan_timeouts(loop_t *L, uint64_t now)
 {
     uint64_t to = L->ro->timeout_us;
@@ -681,6 +706,9 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     if (window_us < 10000) {
         window_us = 10000;
     }
+    if (ro->requests == 0 && window_us > ro->duration_us) {
+        window_us = ro->duration_us; /* --duration 300ms measures 300 ms, whatever --window */
+    }
     int k = ro->stable_windows > 0 ? ro->stable_windows : 3;
     double pct = ro->stable_pct > 0 ? ro->stable_pct : 10.0;
     uint64_t timeout = ro->timeout_us ? ro->timeout_us : 10000000;
@@ -696,6 +724,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     uint64_t now = bd_now_us();
     L.t_begin = now;
     L.t0 = now + ro->warmup_us;
+    L.next_progress = L.t0 + PROGRESS_US;
     L.last_scan = now;
     uint64_t next_send = open ? L.t_begin + bd_lg_sched_next(&sched) : 0;
     uint64_t measured_sched = 0;
@@ -710,6 +739,17 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     for (;;) {
         now = bd_now_us();
         tick(&L, now, window_us, k, pct);
+        if (ro->interrupt && *ro->interrupt) {
+            res->interrupted = true;
+            if (L.measuring) {
+                close_window(&L, now);
+                stop_measuring(&L, now);
+            } else if (!L.stopped) {
+                L.t1 = L.t0; /* still warming up: nothing measured */
+            }
+            break;
+        }
+        progress(&L, now);
         if (L.stopped && drain_deadline == 0) {
             drain_deadline = now + timeout;
         }
@@ -778,22 +818,30 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
             }
         }
     }
-    /* Whatever is still outstanding after the drain deadline timed out. */
+    /* Whatever is still outstanding after the drain deadline timed out (after an interrupt
+     * it is dropped: loop_dispose closes its connections). */
     now = bd_now_us();
-    for (size_t i = 0; i < L.n_conns; i++) {
+    for (size_t i = 0; i < L.n_conns && !res->interrupted; i++) {
         if (L.conns[i].busy) {
             on_error(&L, &L.conns[i], BD_LG_ERR_TIMEOUT, now);
         }
     }
-    while (L.pend_len > 0) {
+    while (L.pend_len > 0 && !res->interrupted) {
         if (sched_measured(&L, pend_pop(&L))) {
             res->errors[BD_LG_ERR_TIMEOUT]++;
         }
     }
+    /* Closed loop with --requests N: the N run from the first one's start to the last one's
+     * end, and the rates are theirs (replies of warm-up requests that end meanwhile were
+     * partly served before it, and would inflate them). Otherwise the rates are of every
+     * reply that ended inside the measured time. */
+    bool counted = !open && ro->requests > 0;
+    if (counted && L.started_measured > 0 && L.t1 > L.first_measured_us) {
+        L.t0 = L.first_measured_us;
+    }
     res->measured_s = (double)(L.t1 - L.t0) / 1e6;
     bd_lg_result_finish(res, L.lat);
-    /* Rates over the measured time, from replies that ended inside it. */
-    if (res->measured_s > 0) {
+    if (res->measured_s > 0 && !counted) {
         res->achieved_rps = (double)L.done_in_measure / res->measured_s;
         res->goodput_rps = (double)L.ok_in_measure / res->measured_s;
         res->mean_in_flight = res->achieved_rps * res->lat_mean_us / 1e6;

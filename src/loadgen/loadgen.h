@@ -16,6 +16,7 @@
 #ifndef BD_LOADGEN_H
 #define BD_LOADGEN_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -200,7 +201,12 @@ typedef struct {
                                 * fallen behind (0: 10000) */
     uint64_t seed;             /* Poisson schedule */
     int burst;                 /* bursty schedule: requests per burst (0: 16) */
-    bool quiet;                /* no progress line */
+    bool quiet;                /* no progress lines (a level longer than 5 s prints one on
+                                * stderr every 5 s while it measures) */
+    /* When set and it turns nonzero (a signal handler's flag), the level ends at once: what
+     * was measured so far is its result, flagged `interrupted`; requests still out are
+     * dropped uncounted. */
+    volatile sig_atomic_t *interrupt;
 } bd_lg_run_opts_t;
 
 #define BD_LG_MAX_WINDOWS 1000
@@ -230,6 +236,7 @@ typedef struct {
     size_t n_windows;
     double window_rps[BD_LG_MAX_WINDOWS];
     bool stable;
+    bool interrupted; /* ended early by ro->interrupt */
 } bd_lg_result_t;
 
 /* Run one level against `t` and fill `res`. `level` is the concurrency (closed, >= 1) or the

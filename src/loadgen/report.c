@@ -49,6 +49,9 @@ void bd_lg_progress_line(bd_buf_t *out, const bd_lg_result_t *r)
                   r->lat_p99_us / 1e3, r->lat_max_us / 1e3, r->success_rate * 100.0,
                   (unsigned long long)(total_errors(r) + r->responses - r->ok));
     bd_buf_puts(out, r->stable ? " stable" : " unstable");
+    if (r->interrupted) {
+        bd_buf_puts(out, " INTERRUPTED");
+    }
     if (r->fell_behind) {
         bd_buf_printf(out, " GENERATOR-FELL-BEHIND (%s)", r->behind_reason);
     }
@@ -65,13 +68,14 @@ void bd_lg_write_table(FILE *f, const bd_lg_result_t *rs, size_t n)
     for (size_t i = 0; i < n; i++) {
         const bd_lg_result_t *r = &rs[i];
         fprintf(
-            f, "%11g %10.1f %10.1f %9.3f %9.3f %9.3f %9.3f %9.3f %7.2f%% %7llu %7llu %7llu  %s%s\n",
+            f,
+            "%11g %10.1f %10.1f %9.3f %9.3f %9.3f %9.3f %9.3f %7.2f%% %7llu %7llu %7llu  %s%s%s\n",
             r->level, r->offered_rps, r->achieved_rps, r->lat_p50_us / 1e3, r->lat_p90_us / 1e3,
             r->lat_p99_us / 1e3, r->lat_p999_us / 1e3, r->lat_max_us / 1e3, r->success_rate * 100.0,
             (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
             (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
             (unsigned long long)(r->status[429] + r->status[503]), r->stable ? "" : "unstable ",
-            r->fell_behind ? "generator fell behind" : "");
+            r->interrupted ? "interrupted " : "", r->fell_behind ? "generator fell behind" : "");
     }
 }
 
@@ -118,6 +122,7 @@ static const csv_col_t csv_cols[] = {
     {"send_lag_p99_us", COL_NUM, R(send_lag_p99_us)},
     {"generator_fell_behind", COL_BOOL, R(fell_behind)},
     {"stable", COL_BOOL, R(stable)},
+    {"interrupted", COL_BOOL, R(interrupted)},
 };
 #define N_CSV_COLS (sizeof csv_cols / sizeof csv_cols[0])
 
@@ -383,6 +388,8 @@ static void json_level(bd_buf_t *b, const bd_lg_result_t *r)
     bd_buf_putc(b, ']');
     jkey(b, &f, "stable");
     bd_buf_puts(b, r->stable ? "true" : "false");
+    jkey(b, &f, "interrupted");
+    bd_buf_puts(b, r->interrupted ? "true" : "false");
     bd_buf_putc(b, '}');
 }
 
@@ -499,7 +506,8 @@ static void series(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size
     bd_buf_puts(b, "\"/>\n");
     for (size_t i = 0; i < n; i++) {
         double v = *(const double *)((const char *)&rs[i] + off) * scale;
-        bool bad = !rs[i].stable || rs[i].fell_behind || rs[i].success_rate < 1.0;
+        bool bad =
+            !rs[i].stable || rs[i].fell_behind || rs[i].success_rate < 1.0 || rs[i].interrupted;
         bd_buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\" stroke=\"%s\"/>\n",
                       px(p, rs[i].level), py(p, v), bad ? "white" : color, color);
     }
@@ -589,7 +597,7 @@ void bd_lg_svg(bd_buf_t *out, const char *title, const bd_lg_result_t *rs, size_
     legend(out, lp.x0 + 90, PANEL_TOP - 14, "#d62728", false, "p99");
     bd_buf_printf(out,
                   "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">hollow "
-                  "points: unstable level, failed requests, or the generator fell "
-                  "behind</text>\n</svg>\n",
+                  "points: unstable or interrupted level, failed requests, or the "
+                  "generator fell behind</text>\n</svg>\n",
                   SVG_W / 2, SVG_H - 8);
 }

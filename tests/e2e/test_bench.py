@@ -8,8 +8,11 @@ be checked exactly: latency percentiles against the delay, throughput against Li
 refused connections, timeouts). Then a run against the real batchd with a sim model, JSON and
 binary tensors.
 """
+import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import threading
 import time
@@ -320,6 +323,13 @@ def test_bad_flags(tmp_path, fake):
     _, p = bench(tmp_path, srv.url, "fake", "--duration", "0s", check=False)
     assert p.returncode == 2
     assert p.stderr == "batchd bench: --duration must be more than 0 (or give --requests N)\n"
+    _, p = bench(tmp_path, srv.url, "fake", "--timeout", "0", check=False)
+    assert p.returncode == 2
+    assert p.stderr == ("batchd bench: --timeout must be a duration like 10s, 500ms or 2m from "
+                        "0.001s to 3600s, got '0'\n")
+    _, p = bench(tmp_path, srv.url, "fake", "--concurrency", "--requests", "5", check=False)
+    assert p.returncode == 2
+    assert p.stderr == "batchd bench: --concurrency needs a value\n"
     for flag in ("--json", "--csv", "--plot"):
         p = subprocess.run([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake",
                             "--duration", "1s", flag, str(tmp_path / "no" / "out")],
@@ -378,6 +388,74 @@ def test_closed_loop_request_count_is_exact(tmp_path, batchd):
         (lv,) = data["levels"]
         assert lv["requests_sent"] == lv["responses"] == 50, lv
         assert served() - before == 50
+
+
+def test_request_count_after_a_warm_up_is_not_inflated(tmp_path, fake):
+    """--requests N after a warm-up: the warm-up requests still in flight when measuring
+    begins end inside it; their replies are not the N's, so the rates and Little's law come
+    from the N alone. A server that answers one request per 20 ms cannot give more than
+    50/s, and 5 connections cannot hold more than 5 requests."""
+    srv = fake(serial=True)
+    data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 5, "--requests", 20,
+                    "--warmup", "0.3s")
+    (lv,) = data["levels"]
+    assert lv["requests_sent"] == lv["responses"] == 20, lv
+    assert lv["achieved_rps"] == pytest.approx(lv["offered_rps"], rel=1e-3), lv
+    assert lv["achieved_rps"] <= 1 / DELAY_S * 1.02, lv
+    assert lv["mean_in_flight"] <= 5 * 1.01, lv
+    assert lv["achieved_rps"] == pytest.approx(20 / lv["measured_s"], rel=1e-3), lv
+
+
+def test_duration_shorter_than_the_window_measures_the_duration(tmp_path, fake):
+    srv = fake()
+    data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "300ms",
+                    "--window", "1s", "--warmup", "0")
+    (lv,) = data["levels"]
+    assert abs(lv["measured_s"] - 0.3) < 1e-6, lv
+    assert len(lv["window_rps"]) == 1, lv
+
+
+def test_a_long_level_prints_progress_while_it_measures(tmp_path, fake):
+    """Every 5 s of a level's measurement: one line on stderr saying how it goes."""
+    srv = fake()
+    _, p = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "5.6s",
+                 "--window", "5.6s", "--warmup", "0")
+    lines = p.stderr.splitlines()
+    running = [ln for ln in lines if " measuring " in ln]
+    assert len(running) == 1, p.stderr
+    assert re.fullmatch(r"bench: concurrency=2 measuring 5s: \d+ replies, [\d.]+/s, errors=0",
+                        running[0]), running
+    assert lines.index(running[0]) < len(lines) - 1  # before the level's own line
+    _, p = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "5.6s",
+                 "--window", "5.6s", "--warmup", "0", "--quiet")
+    assert p.stderr == ""
+
+
+def test_ctrl_c_reports_the_levels_measured(tmp_path, fake):
+    """SIGINT during the second level: the first is reported whole, the second as far as it
+    got and flagged, the third never runs; the files are written and the exit code is 130."""
+    srv = fake()
+    out = tmp_path / "int.json"
+    csv_out = tmp_path / "int.csv"
+    p = subprocess.Popen([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake",
+                          "--concurrency", "2,4,8", "--duration", "1s", "--warmup", "0",
+                          "--json", str(out), "--csv", str(csv_out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.6)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 130, stderr
+    data = json.loads(out.read_text())
+    levels = data["levels"]
+    assert [lv["concurrency"] for lv in levels] == [2, 4], levels
+    assert levels[0]["interrupted"] is False and levels[0]["measured_s"] == 1
+    assert levels[1]["interrupted"] is True and 0 < levels[1]["measured_s"] < 1, levels[1]
+    assert levels[1]["responses"] > 0
+    assert "interrupted" in stdout.splitlines()[2], stdout
+    assert stderr.endswith("batchd bench: interrupted; the report covers the 2 levels "
+                           "measured\n"), stderr
+    rows = list(csv.DictReader(csv_out.open()))
+    assert [r["interrupted"] for r in rows] == ["false", "true"]
 
 
 def test_real_batchd_variable_dims_need_shape(tmp_path, batchd):

@@ -254,7 +254,7 @@ def test_infer_client_side_errors(env):
          % env["files"]["long.bin"]),
         (["--model", "two_in", "--input", "A=" + env["files"]["a.bin"]], 1,
          "batchd infer: model 'two_in' needs input 'B' (--input B=FILE)\n"),
-        (["--model", "echo", "--input", "INPUT0"], 1,
+        (["--model", "echo", "--input", "INPUT0"], 2,
          "batchd infer: --input must be NAME=FILE, got 'INPUT0'\n"),
         (["--model", "echo"], 2,
          "batchd infer: give one of --image, --input or --json (see --help)\n"),
@@ -263,7 +263,8 @@ def test_infer_client_side_errors(env):
         (["--model", "echo", "--json", env["files"]["req.json"], "--bogus"], 2,
          "batchd infer: unknown flag '--bogus' (see --help)\n"),
         (["--model", "echo", "--json", env["files"]["req.json"], "--timeout", "0"], 2,
-         "batchd infer: --timeout must be from 0.001s to 86400s, got 0\n"),
+         "batchd infer: --timeout must be a duration like 10s, 500ms or 2m from 0.001s to "
+         "86400s, got '0'\n"),
     ]
     for args, code, err in cases:
         r = run("infer", "--url", u, *args)

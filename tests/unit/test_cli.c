@@ -96,10 +96,13 @@ static void test_every_type_both_forms(void **state)
     assert_int_equal(o.tags.n, 2);
     assert_string_equal(o.tags.v[0], "a");
     assert_string_equal(o.tags.v[1], "b=c");
-    /* A value may look like a flag; an empty value after '=' is a value too. */
-    assert_int_equal(PARSE(&o, &err, "--name", "--port", "--port", "65535"), 0);
+    /* A value may look like a flag after '=' (the next argument that is one of the flags
+     * means the value is missing); an empty value after '=' is a value too. */
+    assert_int_equal(PARSE(&o, &err, "--name=--port", "--port", "65535"), 0);
     assert_string_equal(o.name, "--port");
     assert_int_equal(o.port, 65535);
+    assert_int_equal(PARSE(&o, &err, "--name", "--portal"), 0);
+    assert_string_equal(o.name, "--portal");
     assert_int_equal(PARSE(&o, &err, "--name="), 0);
     assert_string_equal(o.name, "");
 }
@@ -111,7 +114,7 @@ static void test_durations(void **state)
         const char *text;
         uint64_t us;
     } cases[] = {{"10s", 10000000}, {"500ms", 500000}, {"1000us", 1000},     {"2m", 120000000},
-                 {"1.5", 1500000},  {"0", 0},          {"3600s", 3600000000}};
+                 {"1.5", 1500000},  {"0.001", 1000},   {"3600s", 3600000000}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         topts_t o;
         bd_err_t err;
@@ -170,6 +173,12 @@ static void test_error_sentences(void **state)
     EXPECT_ERROR("--timeout must be a duration like 10s, 500ms or 2m from 0.001s to 3600s, got "
                  "'100us'",
                  "--timeout", "5ms", "--timeout", "100us");
+    EXPECT_ERROR("--timeout must be a duration like 10s, 500ms or 2m from 0.001s to 3600s, got "
+                 "'0'",
+                 "--timeout", "0");
+    EXPECT_ERROR("--timeout needs a value", "--timeout", "--name", "x");
+    EXPECT_ERROR("--port needs a value", "--port", "--verbose");
+    EXPECT_ERROR("--name needs a value", "--name", "--port", "1");
     EXPECT_ERROR("unknown flag '--nope' (see --help)", "--nope");
     EXPECT_ERROR("unknown flag '--portx' (see --help)", "--portx", "1");
     EXPECT_ERROR("unknown flag 'port' (see --help)", "port");

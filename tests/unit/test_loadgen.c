@@ -568,12 +568,12 @@ static void test_csv_fields(void **state)
                          "p90_us,p99_us,p999_us,max_us,mean_us,success_rate,mean_in_flight,"
                          "measured_s,sent,responses,ok,timeout,refused,connect,reset,protocol,"
                          "http_429,http_503,http_other,status_counts,send_lag_p99_us,"
-                         "generator_fell_behind,stable\n";
+                         "generator_fell_behind,stable,interrupted\n";
     assert_memory_equal(b.data, header, strlen(header));
     char want[512];
     snprintf(want, sizeof want,
              "closed,4,,200,199,198,%.0f,%.0f,%.0f,%.0f,20398,20199.5,0.99,%.6g,2,400,398,"
-             "396,1,1,0,0,0,0,2,0,200:396;503:2,0,false,true\n",
+             "396,1,1,0,0,0,0,2,0,200:396;503:2,0,false,true,false\n",
              r[0].lat_p50_us, r[0].lat_p90_us, r[0].lat_p99_us, r[0].lat_p999_us,
              r[0].mean_in_flight);
     const char *row0 = b.data + strlen(header);
@@ -640,6 +640,7 @@ static void test_json_fields(void **state)
     assert_int_equal(json_integer_value(json_object_get(er, "http_503")), 2);
     assert_true(json_is_false(json_object_get(l0, "generator_fell_behind")));
     assert_true(json_is_true(json_object_get(l0, "stable")));
+    assert_true(json_is_false(json_object_get(l0, "interrupted")));
     assert_int_equal(json_array_size(json_object_get(l0, "window_rps")), 3);
     json_t *l1 = json_array_get(levels, 1);
     assert_int_equal(json_integer_value(json_object_get(l1, "rate")), 50);
