@@ -25,10 +25,12 @@
  * right before they form a batch, so an expired request never runs.
  *
  * Circuit breaker: `cb_fails` failed batches in a row (circuit_breaker.consecutive_failures)
- * open it: submits fail with BD_EUNAVAIL and the reason until cooldown_us passed; requests
- * already queued still run. Then it is half-open: submits are accepted and the next batch is
- * the one probe (other instances wait meanwhile); its success closes the breaker, its failure
- * opens it again. Any successful batch closes it.
+ * open it: submits fail with BD_EUNAVAIL and the reason until cooldown_us passed, and the
+ * requests queued when it opens are answered the same at once (not run batch after failing
+ * batch). Then it is half-open: submits are accepted and the next batch is the one probe
+ * (other instances wait meanwhile; what queues behind it waits too); its success closes the
+ * breaker, its failure opens it again (and answers what queued behind it). Any successful
+ * batch closes it (also one another instance was running when it opened).
  *
  * Wake-ups: a submit signals an idle worker only when it changes what a waiting worker would
  * do: the queue's head changed (a new head, or a higher level), or enough rows are queued to
@@ -717,8 +719,24 @@ static void cb_reason(const bd_sched_t *s, uint64_t now, char *buf, size_t cap)
     }
 }
 
-/* A batch finished on `in` (ok or not). */
-static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, uint64_t now)
+/* Move every queued request onto `out` (an initialised list head). */
+static void take_all_queued(bd_sched_t *s, bd_list_t *out)
+{
+    for (int l = 0; l < s->n_levels; l++) {
+        bd_list_t *node;
+        while ((node = bd_list_first(&s->levels[l].queue))) {
+            bd_req_t *r = BD_CONTAINER_OF(node, bd_req_t, link);
+            q_unlink(s, r);
+            bd_list_push_back(out, &r->link);
+        }
+    }
+}
+
+/* A batch finished on `in` (ok or not). When it opens the breaker, the queued requests move
+ * onto `refused` with the sentence new submits get in `reason`: they are answered at once
+ * rather than run one failing batch after another (the caller completes them unlocked). */
+static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, uint64_t now,
+                      bd_list_t *refused, char *reason, size_t reason_cap)
 {
     bool probe = in->probe;
     in->probe = false;
@@ -751,9 +769,23 @@ static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, u
                 "circuit open model=%s version=%" PRId64 " failed_batches=%d cooldown_us=%" PRIu64
                 " probe=%d error=\"%s\"",
                 s->model_name, s->cfg->version, s->cb_fails, cool, probe, err->msg);
-        if (probe) {
-            pthread_cond_broadcast(&s->cv); /* queued requests still run (and fail) normally */
-        }
+        cb_reason(s, now, reason, reason_cap);
+        take_all_queued(s, refused);
+        pthread_cond_broadcast(&s->cv); /* waiting workers recompute: the queue is empty */
+    }
+}
+
+/* Complete a list cb_record refused (no lock held; the list is the caller's). */
+static void complete_refused(bd_sched_t *s, bd_list_t *list, const char *reason)
+{
+    bd_list_t *node;
+    while ((node = bd_list_first(list))) {
+        bd_req_t *r = BD_CONTAINER_OF(node, bd_req_t, link);
+        bd_list_unlink(node); /* before done: the callee may free r */
+        r->status = BD_EUNAVAIL;
+        bd_err_set(&r->err, BD_EUNAVAIL, "%s", reason);
+        bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_REJECTED);
+        complete(s, r);
     }
 }
 
@@ -1443,7 +1475,10 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     pthread_mutex_lock(&s->mu);
     s->batch_ns = s->batch_measured ? (s->batch_ns * 7 + (t2 - t0)) / 8 : t2 - t0;
     s->batch_measured = true;
-    cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock));
+    bd_list_t refused;
+    bd_list_init(&refused);
+    char reason[BD_ERR_MSG_MAX];
+    cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, reason, sizeof reason);
     if (rc == 0 && s->policy.delay_auto) {
         bd_sched_auto_batch(&s->autod, rows, (t2 - t1) / 1000u);
     }
@@ -1490,6 +1525,7 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         in->batch[k] = NULL;
         complete(s, r);
     }
+    complete_refused(s, &refused, reason);
 }
 
 /* ---- warmup ---------------------------------------------------------------------------- */

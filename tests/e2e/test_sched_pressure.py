@@ -175,6 +175,51 @@ def test_fail_rate_trips_the_breaker_then_a_probe(start_server_fn):
     assert client.metric("batchd_inference_executions_total", model="broken", version="1") == 0
 
 
+def test_breaker_answers_what_is_queued_when_it_opens(start_server_fn):
+    """Ten requests queued one behind the other on a failing model (one row per batch, 300 ms
+    each): the breaker opens after 2 failed batches, and the 8 still queued get its 503 at
+    once instead of failing one by one over 2.4 s. After the cooldown, one probe runs while
+    the others wait behind it; its failure answers them with the 503 too."""
+    repo = start_server_fn.repo()
+    repo.add_sim("failing", [("INPUT0", "FP32", [2])], max_batch_size=1, instances=1,
+                 extra={"sim": {"latency_us": 300000, "per_item_us": 0, "fail_rate": 1.0},
+                        "dynamic_batching": {"max_queue_delay_us": 0},
+                        "circuit_breaker": {"consecutive_failures": 2,
+                                            "cooldown_us": 1500000}})
+    client = start_server_fn(repo)
+
+    def burst(n):
+        out = [None] * n
+        t0 = time.monotonic()
+
+        def one(i):
+            r = post(client, "failing", body([1.0, float(i)]))
+            out[i] = (r.status_code, time.monotonic() - t0, r.json()["error"])
+
+        threads = []
+        for i in range(n):
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.02)  # queued in this order
+        for t in threads:
+            t.join(timeout=30)
+        return out  # in the order sent, which is the order queued
+
+    got = burst(10)
+    assert [code for code, _, _ in got] == [500, 500] + [503] * 8, got
+    # The 8 are answered when the second batch fails (~0.6 s), not one by one up to 3 s.
+    assert max(t for _, t, _ in got) < got[1][1] + 0.5, got
+    assert all("after 2 failed batches in a row" in e for _, _, e in got[2:]), got
+    assert requests_total(client, "failing", "error") == 2
+    assert requests_total(client, "failing", "rejected") == 8
+    time.sleep(1.6)
+    got = burst(4)
+    assert [code for code, _, _ in got] == [500, 503, 503, 503], got
+    assert all("after 3 failed batches in a row" in e for _, _, e in got[1:]), got
+    assert requests_total(client, "failing", "error") == 3
+    assert requests_total(client, "failing", "rejected") == 11
+
+
 def _rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

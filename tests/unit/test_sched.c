@@ -1760,14 +1760,20 @@ static void test_pressure_circuit_breaker(void **state)
     assert_string_equal(err.msg, "model 'm' version 1 is unavailable for another 0.8 s after 3 "
                                  "failed batches in a row; last error: fake backend: injected "
                                  "failure");
-    /* The request queued before the breaker opened still runs; its success closes it. */
-    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
-    assert_int_equal(g_log.reqs[3]->status, 0);
-    assert_true(bd_sched_available(fx.s, reason, sizeof reason));
+    /* The request queued when the breaker opened was answered at once with the same
+     * sentence: it does not run. */
+    assert_int_equal(g_log.n, 4);
+    assert_int_equal(g_log.reqs[3]->status, BD_EUNAVAIL);
+    assert_string_equal(g_log.reqs[3]->err.msg, want);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    fake_now += 800000;
     submit_ok(&fx, r);
-    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1); /* the probe succeeds */
+    assert_int_equal(r->status, 0);
+    assert_true(bd_sched_available(fx.s, reason, sizeof reason));
 
-    /* Open again; after the cooldown one probe: its failure re-opens at once. */
+    /* Open again; after the cooldown one probe, the request behind it waits; the probe's
+     * failure re-opens at once and answers the waiting one. */
     atomic_store(&fake.fail_next, 4);
     for (int i = 0; i < 3; i++) {
         submit_ok(&fx, mk_prio(0, 0, (float)i));
@@ -1777,16 +1783,23 @@ static void test_pressure_circuit_breaker(void **state)
     fake_now += 1000000;
     assert_true(bd_sched_available(fx.s, reason, sizeof reason));
     submit_ok(&fx, mk_prio(0, 0, 20));
+    bd_req_t *behind = mk_prio(0, 0, 22);
+    submit_ok(&fx, behind);
+    int before = g_log.n;
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1); /* the probe fails */
     assert_false(bd_sched_available(fx.s, reason, sizeof reason));
-    assert_string_equal(reason, "model 'm' version 1 is unavailable for another 1.0 s after 4 "
-                                "failed batches in a row; last error: fake backend: injected "
-                                "failure");
+    const char *again = "model 'm' version 1 is unavailable for another 1.0 s after 4 failed "
+                        "batches in a row; last error: fake backend: injected failure";
+    assert_string_equal(reason, again);
+    assert_int_equal(g_log.n, before + 2);
+    assert_int_equal(behind->status, BD_EUNAVAIL);
+    assert_string_equal(behind->err.msg, again);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
     fake_now += 1000000;
     submit_ok(&fx, mk_prio(0, 0, 21));
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1); /* the probe succeeds */
     assert_true(bd_sched_available(fx.s, NULL, 0));
-    check_counts(&fx, 3, 1, 0, 7, 3, 3, 0);
+    check_counts(&fx, 2, 3, 0, 7, 2, 2, 0);
     fx_close(&fx);
 }
 
