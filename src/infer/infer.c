@@ -61,6 +61,7 @@ struct bd_infer {
  * counted in decoding_bytes before it is inflated) or of input, whichever comes first; the
  * call's cancelled flag is read between steps. */
 #define INFLATE_STEP (1u << 20)
+#define INFLATE_LEAST (64u << 10) /* a step smaller than this waits for room (BD_EFULL) */
 /* The owner thread (an event loop) consumes at most this much of a compressed body's input. */
 #define LOOP_INFLATE_IN (256u * 1024)
 
@@ -382,19 +383,22 @@ static size_t arena_limit(size_t body_len)
     return body_len < (SIZE_MAX - (1u << 20)) / 8 ? body_len * 8 + (1u << 20) : SIZE_MAX;
 }
 
-/* Count `n` more bytes in decoding_bytes, unless that passes --max-decode-bytes: false then,
- * and *busy says what was counted. Any thread. */
-static bool hold_decode(bd_infer_t *inf, size_t n, size_t *busy)
+/* Count up to `*n` more bytes in decoding_bytes, as many as --max-decode-bytes leaves room
+ * for, and at least `least` (<= *n): false when there is not that much room; else *n says how
+ * many were counted. *busy says what was counted before. Any thread. */
+static bool hold_decode(bd_infer_t *inf, size_t *n, size_t least, size_t *busy)
 {
     pthread_mutex_lock(&inf->mu);
     size_t b = inf->decoding_bytes;
-    bool room = b <= inf->opts.max_decode_bytes && n <= inf->opts.max_decode_bytes - b;
-    if (room) {
-        inf->decoding_bytes = b + n;
+    size_t room = b < inf->opts.max_decode_bytes ? inf->opts.max_decode_bytes - b : 0;
+    bool ok = room >= least;
+    if (ok) {
+        *n = *n < room ? *n : room;
+        inf->decoding_bytes = b + *n;
     }
     pthread_mutex_unlock(&inf->mu);
     *busy = b;
-    return room;
+    return ok;
 }
 
 static void release_decode(bd_infer_t *inf, size_t n)
@@ -435,18 +439,24 @@ static int inflate_rest(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
             }
             next = c->max_plain - next > INFLATE_STEP ? next + INFLATE_STEP : c->max_plain;
         }
+        /* The step's room; with less left under --max-decode-bytes, what is left (a body
+         * that fits inflates to its end), but not in crumbs. */
         size_t more = next + 1 > c->plain_held ? next + 1 - c->plain_held : 0;
+        size_t least = more < INFLATE_LEAST ? more : INFLATE_LEAST;
         size_t busy = 0;
-        if (!hold_decode(inf, more, &busy)) {
+        if (!hold_decode(inf, &more, least, &busy)) {
             rc = bd_err_set(err, BD_EFULL,
-                            "the server is decoding %zu bytes of request bodies already; "
-                            "inflating this one further would pass the limit of %zu "
-                            "(--max-decode-bytes)",
-                            busy, inf->opts.max_decode_bytes);
+                            "the server is decoding %zu bytes of request bodies (%zu of them "
+                            "this one's, compressed and inflated so far); inflating it further "
+                            "would pass the limit of %zu (--max-decode-bytes)",
+                            busy, c->held, inf->opts.max_decode_bytes);
             break;
         }
         c->held += more;
         c->plain_held += more;
+        if (c->plain_held - 1 < next) {
+            next = c->plain_held - 1; /* a smaller step than asked for */
+        }
         rc = bd_zip_read(c->zip, &c->plain, next, INFLATE_STEP, err);
     }
     bd_zip_reader_free(c->zip);
@@ -654,7 +664,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
      * the room of what inflated so far (inflate_rest counts the rest as it goes). */
     size_t held = zip ? a->len + plain.cap : len;
     size_t busy = 0;
-    if (offload && !hold_decode(inf, held, &busy)) {
+    if (offload && !hold_decode(inf, &held, held, &busy)) {
         bd_buf_dispose(&plain);
         bd_zip_reader_free(zip);
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_REJECTED);

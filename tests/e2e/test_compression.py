@@ -21,6 +21,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import threading
 import time
 import zlib
@@ -263,10 +264,26 @@ def test_inflating_counts_against_max_decode_bytes(start_server_fn):
     r = post(c, infer_path("ident"), gzip.compress(body), **{"Content-Encoding": "gzip"})
     # The compressed bytes are counted too: 2.9 MB inflated plus them passes 3 MB.
     msg = error_message(_as_requests(r), 503)
-    assert "(--max-decode-bytes)" in msg and "inflating this one further" in msg, msg
+    assert re.fullmatch(r"the server is decoding \d+ bytes of request bodies \(\d+ of them this "
+                        r"one's, compressed and inflated so far\); inflating it further would "
+                        r"pass the limit of 3000000 \(--max-decode-bytes\)", msg), msg
     assert counter(c, "batchd_inference_requests_total", model="ident",
                    outcome="rejected") == 1
     assert c.get("/v2/health/live").status_code == 200
+
+
+def test_inflating_uses_the_room_left_under_max_decode_bytes(start_server_fn):
+    """A body that fits under --max-decode-bytes with its compressed bytes inflates to its end,
+    though the last whole MiB step would not fit (1.4 MB inflated under 2 MiB limits)."""
+    repo = start_server_fn.repo()
+    repo.add_sim("ident", [("INPUT0", "FP32", [-1])], max_batch_size=8)
+    c = start_server_fn(repo, ["--max-body-bytes", "2097152", "--max-decode-bytes", "2097152"])
+    body = json_body(140_000)
+    body = body + b" " * (1_400_000 - len(body))
+    packed = gzip.compress(body)
+    assert len(packed) + len(body) < 2097152 - 65536
+    r = post(c, infer_path("ident"), packed, **{"Content-Encoding": "gzip"})
+    assert r.status == 200, r.body[:300]
 
 
 def _corruptions():
