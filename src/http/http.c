@@ -98,6 +98,7 @@ struct bd_http {
     h2o_timeout_t head_timeout;
     h2o_timeout_entry_t head_entry;
     bool stopping;
+    bool closing_idle; /* bd_http_close_idle: the drain closes connections between requests */
     bool ctx_init;
     /* hang-up watch; loop thread only */
     bd_list_t watch; /* job_t.wlink, in submit order */
@@ -2494,7 +2495,7 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
                      "(--http-timeout-secs)",
                      secs);
             refuse_head(c, 408, msg);
-        } else if (phase == PHASE_IDLE && late) {
+        } else if (phase == PHASE_IDLE && (late || h->closing_idle)) {
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR); /* h2o then sees the end */
             c->refused = true;
         } else if (phase == PHASE_IDLE && in && in->bytes &&
@@ -2776,9 +2777,13 @@ void bd_http_stop(bd_http_t *h)
 void bd_http_close_idle(bd_http_t *h)
 {
     /* Idle keep-alive connections would wait for their next request (h2o drops keep-alive
-     * only for requests that arrive after the shutdown request), so shrink the idle timeout
-     * to zero: h2o then closes each connection once its reply has been written. */
-    h->ctx.http1.req_timeout.timeout = 0;
+     * only for requests that arrive after the shutdown request): the next head check closes
+     * each one that holds no request, once its reply is written. A request still arriving
+     * (h2o's own timeout, set to zero, would cut it) is read to its end and answered 503. */
+    h->closing_idle = true;
+    if (!bd_list_empty(&h->conn_list) && !h2o_timeout_is_linked(&h->head_entry)) {
+        h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
+    }
 }
 
 size_t bd_http_connections(const bd_http_t *h)

@@ -104,3 +104,30 @@ def test_drain_closes_keepalive_connections_with_json_503(start_server_fn):
     busy.close()
     idle.close()
     srv.stop(send_signal=False)
+
+
+def test_request_arriving_at_sigterm_is_answered(start_server_fn):
+    """A request whose body is still arriving when SIGTERM comes is read to its end and
+    answered 503 with Connection: close, not cut off without a word."""
+    import json
+    import socket
+    from conftest import read_all
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [1])], max_batch_size=1)
+    client = start_server_fn(repo)
+    srv = client.server
+    body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 1], [1.0])]}).encode()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=HTTP_TIMEOUT_S)
+    s.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+              b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+    time.sleep(0.3)  # the head is in; the body is not
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    s.sendall(body[10:])
+    reply = read_all(s)
+    s.close()
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), reply
+    assert b"\r\nconnection: close" in head.lower(), reply
+    assert json.loads(payload) == {"error": "the server is shutting down"}
+    srv.stop(send_signal=False)
