@@ -344,9 +344,9 @@ int bd_cli_bench(int argc, char **argv)
     if (!o.quiet) {
         fprintf(stderr,
                 "bench: model=%s url=%s mode=%s levels=%zu batch=%lld tensors=%s "
-                "request_bytes=%zu\n",
+                "request_bytes=%zu body_bytes=%zu\n",
                 o.model, o.url, open ? "open" : "closed", n_levels, (long long)o.batch,
-                o.binary ? "binary" : "json", t.request_len);
+                o.binary ? "binary" : "json", t.request_len, t.body_len);
     }
     bd_lg_result_t *results = calloc(n_levels, sizeof *results);
     if (!results) {

@@ -860,13 +860,14 @@ done:
 
 void bd_lg_result_finish(bd_lg_result_t *r, const bd_hdr_t *h)
 {
-    r->lat_min_us = (double)bd_hdr_min(h);
-    r->lat_mean_us = bd_hdr_mean(h);
-    r->lat_p50_us = (double)bd_hdr_percentile(h, 50.0);
-    r->lat_p90_us = (double)bd_hdr_percentile(h, 90.0);
-    r->lat_p99_us = (double)bd_hdr_percentile(h, 99.0);
-    r->lat_p999_us = (double)bd_hdr_percentile(h, 99.9);
-    r->lat_max_us = (double)bd_hdr_max(h);
+    bool none = bd_hdr_count(h) == 0; /* no reply: no latency (NaN; the reports say so) */
+    r->lat_min_us = none ? NAN : (double)bd_hdr_min(h);
+    r->lat_mean_us = none ? NAN : bd_hdr_mean(h);
+    r->lat_p50_us = none ? NAN : (double)bd_hdr_percentile(h, 50.0);
+    r->lat_p90_us = none ? NAN : (double)bd_hdr_percentile(h, 90.0);
+    r->lat_p99_us = none ? NAN : (double)bd_hdr_percentile(h, 99.0);
+    r->lat_p999_us = none ? NAN : (double)bd_hdr_percentile(h, 99.9);
+    r->lat_max_us = none ? NAN : (double)bd_hdr_max(h);
     uint64_t errs = 0;
     for (int k = 0; k < BD_LG_ERR_COUNT_; k++) {
         errs += r->errors[k];

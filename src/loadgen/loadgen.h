@@ -227,7 +227,8 @@ typedef struct {
     double goodput_rps;                /* 2xx replies completed while measuring / s */
     double success_rate;               /* 2xx / (replies + errors); 0 when nothing ended */
     double mean_in_flight;             /* Little's law: achieved_rps * mean latency */
-    /* latency of every counted reply, microseconds */
+    /* latency of every counted reply, microseconds; NaN (and so mean_in_flight) when no reply
+     * was counted: the reports write null, an empty CSV field or "-" */
     double lat_min_us, lat_mean_us, lat_p50_us, lat_p90_us, lat_p99_us, lat_p999_us, lat_max_us;
     /* open loop: how late requests were written after their scheduled time */
     double send_lag_p99_us, send_lag_max_us;

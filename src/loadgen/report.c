@@ -40,13 +40,24 @@ static const char *level_name(const bd_lg_result_t *r)
 
 /* ---- progress and table ---------------------------------------------------------------- */
 
+/* A latency in milliseconds with 3 decimals, or "-" when there is none (NaN). */
+static const char *ms(char buf[32], double us)
+{
+    if (!isfinite(us)) {
+        return "-";
+    }
+    snprintf(buf, 32, "%.3f", us / 1e3);
+    return buf;
+}
+
 void bd_lg_progress_line(bd_buf_t *out, const bd_lg_result_t *r)
 {
+    char a[32], b[32], c[32];
     bd_buf_printf(out,
-                  "bench: %s=%g offered=%.1f/s achieved=%.1f/s p50=%.3fms p99=%.3fms "
-                  "max=%.3fms ok=%.2f%% errors=%llu",
-                  level_name(r), r->level, r->offered_rps, r->achieved_rps, r->lat_p50_us / 1e3,
-                  r->lat_p99_us / 1e3, r->lat_max_us / 1e3, r->success_rate * 100.0,
+                  "bench: %s=%g offered=%.1f/s achieved=%.1f/s p50=%sms p99=%sms max=%sms "
+                  "ok=%.2f%% errors=%llu",
+                  level_name(r), r->level, r->offered_rps, r->achieved_rps, ms(a, r->lat_p50_us),
+                  ms(b, r->lat_p99_us), ms(c, r->lat_max_us), r->success_rate * 100.0,
                   (unsigned long long)(total_errors(r) + r->responses - r->ok));
     bd_buf_puts(out, r->stable ? " stable" : " unstable");
     if (r->interrupted) {
@@ -62,20 +73,26 @@ void bd_lg_write_table(FILE *f, const bd_lg_result_t *rs, size_t n)
     if (n == 0) {
         return;
     }
-    fprintf(f, "%11s %10s %10s %9s %9s %9s %9s %9s %8s %7s %7s %7s  %s\n", level_name(&rs[0]),
+    fprintf(f, "%11s %10s %10s %9s %9s %9s %9s %9s %8s %7s %7s %7s %7s  %s\n", level_name(&rs[0]),
             "offered/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-            "success", "timeout", "refused", "429/503", "notes");
+            "success", "timeout", "refused", "429/503", "other", "notes");
     for (size_t i = 0; i < n; i++) {
         const bd_lg_result_t *r = &rs[i];
-        fprintf(
-            f,
-            "%11g %10.1f %10.1f %9.3f %9.3f %9.3f %9.3f %9.3f %7.2f%% %7llu %7llu %7llu  %s%s%s\n",
-            r->level, r->offered_rps, r->achieved_rps, r->lat_p50_us / 1e3, r->lat_p90_us / 1e3,
-            r->lat_p99_us / 1e3, r->lat_p999_us / 1e3, r->lat_max_us / 1e3, r->success_rate * 100.0,
-            (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
-            (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
-            (unsigned long long)(r->status[429] + r->status[503]), r->stable ? "" : "unstable ",
-            r->interrupted ? "interrupted " : "", r->fell_behind ? "generator fell behind" : "");
+        char c[5][32];
+        /* other: what the columns before it do not count (connect, reset, protocol errors and
+         * non-2xx statuses besides 429 and 503) */
+        uint64_t other = total_errors(r) - r->errors[BD_LG_ERR_TIMEOUT] -
+                         r->errors[BD_LG_ERR_REFUSED] + http_errors(r, 0);
+        fprintf(f,
+                "%11g %10.1f %10.1f %9s %9s %9s %9s %9s %7.2f%% %7llu %7llu %7llu %7llu  %s%s%s\n",
+                r->level, r->offered_rps, r->achieved_rps, ms(c[0], r->lat_p50_us),
+                ms(c[1], r->lat_p90_us), ms(c[2], r->lat_p99_us), ms(c[3], r->lat_p999_us),
+                ms(c[4], r->lat_max_us), r->success_rate * 100.0,
+                (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
+                (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
+                (unsigned long long)(r->status[429] + r->status[503]), (unsigned long long)other,
+                r->stable ? "" : "unstable ", r->interrupted ? "interrupted " : "",
+                r->fell_behind ? "generator fell behind" : "");
     }
 }
 
@@ -166,7 +183,10 @@ void bd_lg_csv(bd_buf_t *out, const bd_lg_result_t *rs, size_t n)
             if (col->offset != COMPUTED) {
                 const char *p = (const char *)r + col->offset;
                 if (col->kind == COL_NUM) {
-                    put_num(out, *(const double *)p);
+                    double v = *(const double *)p;
+                    if (isfinite(v)) { /* NaN: no value, an empty field */
+                        put_num(out, v);
+                    }
                 } else if (col->kind == COL_U64) {
                     bd_buf_printf(out, "%llu", (unsigned long long)*(const uint64_t *)p);
                 } else {
@@ -499,13 +519,20 @@ static void series(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size
 {
     bd_buf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", color,
                   dashed ? " stroke-dasharray=\"6 4\"" : "");
+    bool first = true;
     for (size_t i = 0; i < n; i++) {
         double v = *(const double *)((const char *)&rs[i] + off) * scale;
-        bd_buf_printf(b, "%s%.1f,%.1f", i ? " " : "", px(p, rs[i].level), py(p, v));
+        if (isfinite(v)) { /* a level without replies has no latency point */
+            bd_buf_printf(b, "%s%.1f,%.1f", first ? "" : " ", px(p, rs[i].level), py(p, v));
+            first = false;
+        }
     }
     bd_buf_puts(b, "\"/>\n");
     for (size_t i = 0; i < n; i++) {
         double v = *(const double *)((const char *)&rs[i] + off) * scale;
+        if (!isfinite(v)) {
+            continue;
+        }
         bool bad =
             !rs[i].stable || rs[i].fell_behind || rs[i].success_rate < 1.0 || rs[i].interrupted;
         bd_buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\" stroke=\"%s\"/>\n",

@@ -292,6 +292,57 @@ def test_refused_connections_counted(tmp_path, fake):
     assert 0 < lv["success_rate"] < 1
 
 
+def test_a_level_without_replies_has_no_latency(tmp_path):
+    """A server that answers the metadata and then drops every connection unanswered: no
+    latency exists, so the JSON says null, the CSV leaves the fields empty, the table and the
+    progress line say "-", the SVG has no latency point, and the drops are in "other"."""
+    import socket
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    port = lst.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        first = True
+        while not stop.is_set():
+            try:
+                conn, _ = lst.accept()
+            except OSError:
+                return
+            if first:
+                conn.recv(65536)
+                meta = json.dumps(META).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(meta)
+                             + meta)
+                first = False
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        data, p = bench(tmp_path, "http://127.0.0.1:%d" % port, "fake", "--concurrency", 2,
+                        "--duration", "0.5s", "--warmup", "0", "--csv", tmp_path / "n.csv",
+                        "--plot", tmp_path / "n.svg")
+    finally:
+        stop.set()
+        lst.close()
+    (lv,) = data["levels"]
+    assert lv["responses"] == 0 and total_errors(lv) > 0, lv
+    assert all(v is None for v in lv["latency_us"].values()), lv["latency_us"]
+    assert lv["mean_in_flight"] is None
+    (row,) = list(csv.DictReader((tmp_path / "n.csv").open()))
+    assert row["p50_us"] == row["max_us"] == row["mean_in_flight"] == "", row
+    cells = p.stdout.splitlines()[1].split()
+    assert cells[3:8] == ["-"] * 5, p.stdout
+    assert int(cells[12]) == total_errors(lv), p.stdout  # "other"
+    assert "p50=-ms p99=-ms max=-ms" in p.stderr, p.stderr
+    svg = ET.parse(tmp_path / "n.svg").getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(svg.findall(".//%scircle" % ns)) == 1  # the throughput point only
+
+
 def test_timeouts_counted(tmp_path, fake):
     srv = fake(delay=0.5)
     data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "0.6s",
