@@ -1151,7 +1151,8 @@ static bool image_body(h2o_req_t *req)
            h2o_lcstris(v.base, n, H2O_STRLIT("image/png"));
 }
 
-/* ?classification=K on a plain image body: 0 when absent; -1 when it is not 1..65536. */
+/* ?classification=K on a plain image body: 0 when absent; -1 when it is not 1..65536 (empty
+ * included) or given twice. */
 static long query_classification(h2o_req_t *req)
 {
     if (req->query_at == SIZE_MAX) {
@@ -1160,10 +1161,11 @@ static long query_classification(h2o_req_t *req)
     const char *q = req->path.base + req->query_at + 1;
     const char *end = req->path.base + req->path.len;
     static const char key[] = "classification=";
+    long found = 0;
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *e = amp ? amp : end;
-        if ((size_t)(e - q) > sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) {
+        if ((size_t)(e - q) >= sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) {
             long k = 0;
             for (const char *p = q + sizeof key - 1; p < e; p++) {
                 if (*p < '0' || *p > '9' || k > 65536) {
@@ -1171,11 +1173,14 @@ static long query_classification(h2o_req_t *req)
                 }
                 k = k * 10 + (*p - '0');
             }
-            return k >= 1 && k <= 65536 ? k : -1;
+            if (found || k < 1 || k > 65536) {
+                return -1;
+            }
+            found = k;
         }
         q = e + 1;
     }
-    return 0;
+    return found;
 }
 
 static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t version)
@@ -1227,7 +1232,8 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
         long k = query_classification(req);
         if (k < 0) {
             reply_error(h, req, BD_EINVAL,
-                        "?classification must be a number of classes from 1 to 65536");
+                        "?classification must be given once, as a number of classes from 1 "
+                        "to 65536");
             return;
         }
         bd_infer_image_args_t ia = {.protocol = BD_PROTO_HTTP,

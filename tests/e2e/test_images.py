@@ -309,9 +309,12 @@ def test_model_without_preprocess_and_bad_query(client):
     msg = error_message(client.post("/v2/models/plain/infer", data=data,
                                     headers={"Content-Type": "image/png"}), 400)
     assert "preprocess" in msg
-    msg = error_message(client.post("/v2/models/img_cls/infer?classification=x", data=data,
-                                    headers={"Content-Type": "image/png"}), 400)
-    assert "classification" in msg
+    for query in ("classification=x", "classification=", "classification=0",
+                  "classification=65537", "classification=2&classification=3"):
+        msg = error_message(client.post("/v2/models/img_cls/infer?" + query, data=data,
+                                        headers={"Content-Type": "image/png"}), 400)
+        assert msg == ("?classification must be given once, as a number of classes from 1 to "
+                       "65536"), (query, msg)
     # Other content types keep the JSON path.
     body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4],
                         "data": [1, 2, 3, 4]}]}
