@@ -18,6 +18,8 @@ two overlap (identity, simple).
   fixed_shape  FP32  INPUT0 [2,3] -> OUTPUT0 = INPUT0 (no batch dim: max_batch_size 0)
   int64_ident  INT64 INPUT0 [N,4] -> OUTPUT0 = INPUT0
   bool_not     BOOL  INPUT0 [N,4] -> OUTPUT0 = not INPUT0
+  reshape3     FP32  INPUT0 [N,L] -> OUTPUT0 [N,3,L/3] (Reshape to [0,3,-1]): ONNX Runtime
+               fails the run when L is not a multiple of 3 (a backend error at run time)
 
 --bad-out DIR also writes models batchd must refuse to load (kept out of the main
 repository so a server started on it has only loadable models):
@@ -98,6 +100,12 @@ def make_all(out_dir):
           "OUTPUT0 = INPUT0; no batch dim")
     unary(out_dir, "int64_ident", "Identity", TensorProto.INT64, ["N", 4], "OUTPUT0 = INPUT0")
     unary(out_dir, "bool_not", "Not", TensorProto.BOOL, ["N", 4], "OUTPUT0 = not INPUT0")
+    save(out_dir, "reshape3",
+         [helper.make_node("Reshape", ["INPUT0", "SHAPE"], ["OUTPUT0"], name="reshape")],
+         [tensor("INPUT0", TensorProto.FLOAT, ["N", "L"])],
+         [tensor("OUTPUT0", TensorProto.FLOAT, ["N", 3, "M"])],
+         [numpy_helper.from_array(np.array([0, 3, -1], dtype=np.int64), "SHAPE")],
+         "OUTPUT0 = INPUT0 reshaped to [N, 3, L/3]; the run fails unless 3 divides L")
 
 
 def make_bad(out_dir):

@@ -94,6 +94,14 @@ __attribute__((format(printf, 3, 4))) static int ort_check(OrtStatus *st, bd_err
     const char *msg = ORT_FN(g.api, GetErrorMessage)(st);
     bd_err_set(err, BD_EBACKEND, "%s: %s", prefix, msg && msg[0] ? msg : "(no message)");
     ORT_FN(g.api, ReleaseStatus)(st);
+    if (err) { /* ORT's messages may hold line breaks and end with one: one line, no tail */
+        size_t n = 0;
+        for (char *p = err->msg; *p; p++) {
+            *p = (unsigned char)*p < 0x20 ? ' ' : *p;
+            n = *p != ' ' ? (size_t)(p - err->msg) + 1 : n;
+        }
+        err->msg[n] = '\0';
+    }
     return BD_EBACKEND;
 }
 

@@ -146,7 +146,8 @@ static int parse_io(json_t *arr, const char *key, bd_io_t **out, size_t *count, 
             if (!json_is_integer(d) || json_integer_value(d) < -1 || json_integer_value(d) == 0 ||
                 json_integer_value(d) > (1 << 30)) {
                 return bd_err_set(err, BD_EINVAL,
-                                  "config.json: '%sdims' values must be positive integers or -1",
+                                  "config.json: '%sdims' values must be integers from 1 to "
+                                  "1073741824, or -1 (any size)",
                                   where);
             }
             io->dims.dims[j] = json_integer_value(d);

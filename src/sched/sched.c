@@ -2208,6 +2208,18 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
             return NULL;
         }
     }
+    for (size_t i = 0; policy && cfg->max_batch_size > 0 && i < policy->n_preferred_batch_sizes &&
+                       i < BD_MAX_LIST;
+         i++) {
+        if (policy->preferred_batch_sizes[i] > cfg->max_batch_size) { /* Triton refuses it too */
+            bd_err_set(err, BD_EINVAL,
+                       "config.json: 'dynamic_batching.preferred_batch_sizes' has %d, above "
+                       "max_batch_size %d; expected sizes from 1 to %d",
+                       policy->preferred_batch_sizes[i], cfg->max_batch_size,
+                       cfg->max_batch_size);
+            return NULL;
+        }
+    }
     int image_idx = -1;
     if (cfg->image.enabled && (image_idx = image_input_index(cfg, err)) < 0) {
         return NULL;

@@ -794,7 +794,8 @@ static void test_config_io_errors(void **state)
     expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", "
                "\"dims\": [1, 1, 1, 1, 1, 1, 1, 1]}], \"outputs\": " IO_OK "}",
                dims_arr);
-    const char *dims_val = "config.json: 'inputs[0].dims' values must be positive integers or -1";
+    const char *dims_val = "config.json: 'inputs[0].dims' values must be integers from 1 to "
+                           "1073741824, or -1 (any size)";
     expect_bad("{\"inputs\": [{\"name\": \"X\", \"datatype\": \"FP32\", \"dims\": [0]}], "
                "\"outputs\": " IO_OK "}",
                dims_val);
@@ -813,7 +814,8 @@ static void test_config_io_errors(void **state)
     /* The index in the message is the failing entry's. */
     expect_bad("{\"inputs\": " IO_OK ", \"outputs\": [{\"name\": \"A\", \"datatype\": \"INT8\", "
                "\"dims\": [1]}, {\"name\": \"B\", \"datatype\": \"INT8\", \"dims\": [0]}]}",
-               "config.json: 'outputs[1].dims' values must be positive integers or -1");
+               "config.json: 'outputs[1].dims' values must be integers from 1 to 1073741824, or "
+               "-1 (any size)");
 }
 
 static void test_config_io_too_many(void **state)
