@@ -349,7 +349,8 @@ e0, e1, i0, i1 = (float(x) for x in sys.argv[5:9])
 batch = (i1 - i0) / (e1 - e0) if e1 > e0 else 0.0
 rps = float(b["achieved_rps"])
 print("| %s | %d | %s | %.1f | %.2f | %.2f | %.1f%% | %s | %.2f | %.2f |" % (
-    m, c, f"{rps:,.0f}", batch, float(b["p50_us"]) / 1000, float(b["p99_us"]) / 1000,
+    m, c, f"{rps:,.0f}", batch, float(b["p50_us"] or "nan") / 1000,
+    float(b["p99_us"] or "nan") / 1000,
     100 * float(b["success_rate"]), f"{i['rows_per_s']:,.0f}", i["p50_us"] / 1000,
     rps / i["rows_per_s"] if i["rows_per_s"] else 0.0))
 PY

@@ -33,8 +33,9 @@ def delay(path, model, load, d, e0, e1, i0, i1):
     lat = lv["latency_us"]
     transport = sum(v for k, v in lv["errors"].items() if not k.startswith("http_"))
     failed = lv["responses"] - lv["status_counts"].get("200", 0) + transport
+    p50, p99 = (("%.2f" % (lat[k] / 1000)) if lat[k] is not None else "-" for k in ("p50", "p99"))
     print(f"| {model} | {load} | {d} | {lv['offered_rps']:,.0f} | {lv['achieved_rps']:,.0f} | "
-          f"{lat['p50'] / 1000:.2f} | {lat['p99'] / 1000:.2f} | {batch:.1f} | {failed} |")
+          f"{p50} | {p99} | {batch:.1f} | {failed} |")
 
 
 def cells(path):

@@ -353,7 +353,7 @@ def main():
           % (samples[0][2], samples[-1][2], samples[0][3], samples[-1][3]))
     try:
         lv = json.load(open(bench_json))["levels"][0]
-        lat = lv["latency_us"]
+        lat = {k: (v if v is not None else float("nan")) for k, v in lv["latency_us"].items()}
         print("http (batchd bench): %d responses, %.0f/s, success rate %.4f, p50 %.2f ms, "
               "p99 %.2f ms" % (lv["responses"], lv["achieved_rps"], lv["success_rate"],
                                lat["p50"] / 1e3, lat["p99"] / 1e3))

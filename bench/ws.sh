@@ -87,7 +87,8 @@ r = json.load(open(path))
 if side == "http":
     (lv,) = r["levels"]
     rps, lat = lv["achieved_rps"], lv["latency_us"]
-    p50, p99 = lat["p50"] / 1000, lat["p99"] / 1000
+    # null when no reply came (every request failed): NaN prints as nan
+    p50, p99 = ((lat[k] if lat[k] is not None else float("nan")) / 1000 for k in ("p50", "p99"))
     transport = sum(v for k, v in lv["errors"].items() if not k.startswith("http_"))
     errors = lv["responses"] - lv["status_counts"].get("200", 0) + transport
 else:

@@ -121,6 +121,7 @@ struct bd_http {
 #define MAX_URL_BYTES 8192
 #define MAX_HEADERS 64              /* header fields; h2o's parser stops at 100 with a plain 400 */
 #define HEAD_CHECK_MS 100           /* how often connections between requests are looked at */
+#define DRAIN_STALL_US 1000000      /* draining: a request that has not grown for this long */
 #define BACKSTOP_TIMEOUT_MS 3600000 /* h2o's own request timeout, under on_head_tick's */
 #define RESERVE_MIN_BYTES (64u * 1024)  /* bodies from this size get their buffer at once */
 #define RESERVE_HEAD_BYTES (16u * 1024) /* room for the head beside a body reserved ahead */
@@ -1160,14 +1161,15 @@ static long query_classification(h2o_req_t *req)
     }
     const char *q = req->path.base + req->query_at + 1;
     const char *end = req->path.base + req->path.len;
-    static const char key[] = "classification=";
+    static const char key[] = "classification"; /* then "=K", or nothing (no value) */
     long found = 0;
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *e = amp ? amp : end;
-        if ((size_t)(e - q) >= sizeof key - 1 && memcmp(q, key, sizeof key - 1) == 0) {
+        size_t n = sizeof key - 1;
+        if ((size_t)(e - q) >= n && memcmp(q, key, n) == 0 && (q + n == e || q[n] == '=')) {
             long k = 0;
-            for (const char *p = q + sizeof key - 1; p < e; p++) {
+            for (const char *p = q + n + (q + n < e); p < e; p++) {
                 if (*p < '0' || *p > '9' || k > 65536) {
                     return -1;
                 }
@@ -1924,6 +1926,17 @@ static void on_conn_close(void *data)
  * connection is closed after that long without an answer. Each of these is shut down, which
  * h2o then sees as the end of the connection. h2o's own timeout stays as a backstop. */
 
+/* Whether buf holds nothing but CR and LF bytes. */
+static bool only_line_ends(const char *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] != '\r' && buf[i] != '\n') {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Whether buf holds an empty line, the end of a head ("\n\n" or "\n\r\n"). */
 static bool has_head_end(const char *buf, size_t n)
 {
@@ -2476,8 +2489,11 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
         int phase = c->busy ? PHASE_BUSY : size == 0 ? PHASE_IDLE : PHASE_HEAD;
         if (phase == PHASE_HEAD && has_head_end(in->bytes, size)) {
             phase = PHASE_BODY;
+        } else if (phase == PHASE_HEAD && h->closing_idle && only_line_ends(in->bytes, size)) {
+            phase = PHASE_IDLE; /* empty lines between requests (RFC 9112 2.2): no request */
         }
-        if (phase != c->phase || (phase == PHASE_BODY && size != c->seen_size)) {
+        bool growing = phase == PHASE_BODY || (h->closing_idle && phase == PHASE_HEAD);
+        if (phase != c->phase || (growing && size != c->seen_size)) {
             c->phase = phase;
             c->seen_size = size;
             c->since_us = now;
@@ -2489,6 +2505,10 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
                      "are accepted (--max-header-bytes)",
                      h->max_header_bytes, h->max_header_bytes);
             refuse_head(c, 431, msg);
+        } else if (h->closing_idle && (phase == PHASE_HEAD || phase == PHASE_BODY) &&
+                   now - c->since_us >= DRAIN_STALL_US) {
+            /* Draining, and this request stopped coming: answer it now, not at the end. */
+            refuse_head(c, 503, "the server is shutting down");
         } else if (phase == PHASE_HEAD && late) {
             snprintf(msg, sizeof msg,
                      "the request head did not arrive in full within %llu s "
@@ -2789,6 +2809,17 @@ void bd_http_close_idle(bd_http_t *h)
     h->closing_idle = true;
     if (!bd_list_empty(&h->conn_list) && !h2o_timeout_is_linked(&h->head_entry)) {
         h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
+    }
+}
+
+void bd_http_close_all(bd_http_t *h)
+{
+    h->ctx.http1.req_timeout.timeout = 0; /* what h2o still times closes at its next turn */
+    for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
+        conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
+        if (!c->upgraded) { /* a WebSocket's socket is stream/'s to close */
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
+        }
     }
 }
 

@@ -79,6 +79,9 @@ void bd_http_stop(bd_http_t *h);
 /* Drain, step 2 (every reply queued): close idle keep-alive connections once their last
  * reply was written. */
 void bd_http_close_idle(bd_http_t *h);
+/* Drain, step 3 (the wait for clients ran out): close every connection still open (a request
+ * still arriving, a reply the client does not read); h2o sees each end on the next turns. */
+void bd_http_close_all(bd_http_t *h);
 /* Open client connections, upgraded WebSocket ones included (their sockets keep the
  * close hook set at accept). */
 size_t bd_http_connections(const bd_http_t *h);

@@ -2215,8 +2215,7 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
             bd_err_set(err, BD_EINVAL,
                        "config.json: 'dynamic_batching.preferred_batch_sizes' has %d, above "
                        "max_batch_size %d; expected sizes from 1 to %d",
-                       policy->preferred_batch_sizes[i], cfg->max_batch_size,
-                       cfg->max_batch_size);
+                       policy->preferred_batch_sizes[i], cfg->max_batch_size, cfg->max_batch_size);
             return NULL;
         }
     }

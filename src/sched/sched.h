@@ -15,7 +15,8 @@
  * default_timeout_us) passes is completed at once with BD_ETIMEOUT by the timer thread, even
  * while every instance is busy, and is never executed. After
  * circuit_breaker.consecutive_failures failed batches in a row, submits fail with
- * BD_EUNAVAIL for cooldown_us; then one probe batch decides.
+ * BD_EUNAVAIL for cooldown_us, and so do the requests queued when it opened (completed at
+ * once, never executed); then one probe batch decides.
  *
  * Each request's outputs are exactly what the model gives for that request alone: inputs are
  * gathered row-wise into the instance's batch buffer, outputs scattered back by rows.
@@ -187,9 +188,10 @@ void bd_sched_free(bd_sched_t *s);
 /* Manual mode (tests): first complete every queued request whose deadline passed at the
  * scheduler clock's now (BD_ETIMEOUT, on the calling thread); then, if a batch is ready for
  * instance `inst`, run it on the calling thread and complete its requests. Return how many
- * requests it completed (expired ones included). *wake_us is set to the earliest clock time
- * at which something will be due when nothing more is ready now: the held batch's delay or
- * the earliest deadline (UINT64_MAX when the queue is empty). */
+ * requests it completed (expired ones included; not those an opening circuit breaker
+ * refused). *wake_us is set to the earliest clock time at which something will be due when
+ * nothing more is ready now: the held batch's delay or the earliest deadline (UINT64_MAX when
+ * the queue is empty). */
 int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us);
 
 /* Complete every queued request whose deadline passed at the scheduler clock's now with

@@ -366,6 +366,13 @@ int bd_server_run(bd_server_t *s, const sigset_t *stop_signals)
            bd_now_us() < until) {
         turn(s, 10);
     }
+    if (bd_http_connections(s->http) > 0) {
+        bd_http_close_all(s->http);
+        until = bd_now_us() + CLOSE_WAIT_US / 5;
+        while (bd_http_connections(s->http) > 0 && bd_now_us() < until) {
+            turn(s, 10);
+        }
+    }
     reload_settle(s);
     BD_INFO("server", "drained; exiting open_connections=%zu open_streams=%zu",
             bd_http_connections(s->http), bd_stream_connections(s->stream));

@@ -309,7 +309,7 @@ def test_model_without_preprocess_and_bad_query(client):
     msg = error_message(client.post("/v2/models/plain/infer", data=data,
                                     headers={"Content-Type": "image/png"}), 400)
     assert "preprocess" in msg
-    for query in ("classification=x", "classification=", "classification=0",
+    for query in ("classification=x", "classification=", "classification", "classification=0",
                   "classification=65537", "classification=2&classification=3"):
         msg = error_message(client.post("/v2/models/img_cls/infer?" + query, data=data,
                                         headers={"Content-Type": "image/png"}), 400)

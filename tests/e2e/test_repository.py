@@ -213,6 +213,7 @@ def test_load_with_one_version_missing_serves_the_others(explicit):
     assert msg.startswith("failed to load 'partial': version 5:"), msg
     assert infer_ok(explicit, "partial")["model_version"] == "1"
     assert states(index(explicit), "partial") == [("1", "READY"), ("5", "UNAVAILABLE")]
+    assert explicit.post("/v2/repository/models/partial/unload").status_code == 200
 
 
 # ---- reloads ------------------------------------------------------------------------------
