@@ -311,7 +311,7 @@ int bd_cli_bench(int argc, char **argv)
         fprintf(stderr, "batchd bench: %s\n", err.msg);
         return 2;
     }
-    if (!bd_cli_api_key_ok("bench", o.api_key)) {
+    if (!bd_cli_api_key_ok("bench", o.api_key) || !bd_cli_cacert_ok("bench", o.cacert)) {
         return 2;
     }
     t.api_key = o.api_key;

@@ -590,7 +590,7 @@ int bd_cli_infer(int argc, char **argv)
         return 2;
     }
     t.cacert = o.cacert;
-    if (!bd_cli_api_key_ok("infer", o.api_key)) {
+    if (!bd_cli_api_key_ok("infer", o.api_key) || !bd_cli_cacert_ok("infer", o.cacert)) {
         return 2;
     }
     t.api_key = o.api_key;
@@ -828,7 +828,7 @@ static int inspect_url(const inspect_opts_t *o)
         return 2;
     }
     t.cacert = o->cacert;
-    if (!bd_cli_api_key_ok("inspect", o->api_key)) {
+    if (!bd_cli_api_key_ok("inspect", o->api_key) || !bd_cli_cacert_ok("inspect", o->cacert)) {
         return 2;
     }
     t.api_key = o->api_key;

@@ -9,9 +9,12 @@
  * later one would have replaced it. Nothing is allocated: strings borrow argv, the
  * environment and the table. Main thread only (getenv). */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -203,6 +206,24 @@ void bd_cli_usage(const bd_cli_cmd_t *cmd, FILE *f)
             fputc('\n', f);
         }
     }
+}
+
+bool bd_cli_cacert_ok(const char *cmd, const char *path)
+{
+    if (!path) {
+        return true;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    int e = fd < 0 ? errno : fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : EISDIR;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (e) {
+        fprintf(stderr, "batchd %s: cannot read --cacert '%s': %s\n", cmd, path,
+                e == EISDIR ? "it is not a file" : strerror(e));
+    }
+    return e == 0;
 }
 
 bool bd_cli_api_key_ok(const char *cmd, const char *key)

@@ -94,14 +94,23 @@ static void check_validity(SSL_CTX *ctx, const char *cert_file)
     }
     struct tm tm;
     char until[32] = "unknown";
+    char from[32] = "unknown";
     if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
         strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &tm) == 1) {
+        strftime(from, sizeof from, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
     if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
-        BD_WARN("http", "tls certificate expired cert=%s not_after=%s; clients will refuse it",
+        BD_WARN("http",
+                "tls cert=%s not_after=%s: the certificate has expired; clients will "
+                "refuse it",
                 cert_file, until);
     } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
-        BD_WARN("http", "tls certificate not valid yet cert=%s; clients will refuse it", cert_file);
+        BD_WARN("http",
+                "tls cert=%s not_after=%s not_before=%s: the certificate is not valid "
+                "yet; clients will refuse it",
+                cert_file, until, from);
     } else {
         BD_INFO("http", "tls cert=%s not_after=%s", cert_file, until);
     }

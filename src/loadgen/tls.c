@@ -82,6 +82,12 @@ static int tls_failed(SSL *ssl, const bd_lg_target_t *t, bd_err_t *err)
                           "name or address the certificate lists",
                           t->host, t->port, X509_verify_cert_error_string(v));
     }
+    if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID) {
+        return bd_err_set(err, BD_EIO,
+                          "the certificate of %s:%s is not accepted: %s; the server needs a "
+                          "certificate valid now (check its dates and this machine's clock)",
+                          t->host, t->port, X509_verify_cert_error_string(v));
+    }
     if (v != X509_V_OK) {
         return bd_err_set(err, BD_EIO,
                           "the certificate of %s:%s is not trusted: %s; give the CA that signed "

@@ -1044,10 +1044,16 @@ def test_cli_refuses_a_certificate_it_does_not_trust(tls, certs, req_file):
     assert r.returncode == 1
     assert r.stderr.startswith("batchd infer: no CA certificate could be read from %s: "
                                % certs["garbage"]), r.stderr
-    r = run_cli("inspect", "--url", url, "--model", "echo", "--cacert", "/nonexistent/ca.pem")
-    assert r.returncode == 1
-    assert r.stderr == ("batchd inspect: cannot read --cacert '/nonexistent/ca.pem': No such "
-                        "file or directory\n"), r.stderr
+    # A --cacert that cannot be read is a bad flag: exit 2 before anything is sent.
+    for cmd, extra in (("inspect", []), ("infer", ["--json", req_file]),
+                       ("bench", ["--duration", "200ms"])):
+        r = run_cli(cmd, "--url", url, "--model", "echo", *extra, "--cacert", "/nonexistent/ca.pem")
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert r.stderr == ("batchd %s: cannot read --cacert '/nonexistent/ca.pem': No such "
+                            "file or directory\n" % cmd), r.stderr
+    r = run_cli("inspect", "--url", url, "--model", "echo", "--cacert", os.path.dirname(req_file))
+    assert r.returncode == 2
+    assert r.stderr.endswith("': it is not a file\n"), r.stderr
     # Plain HTTP to the TLS port: the server's own plain-text 400 is printed.
     r = run_cli("infer", "--url", "http://127.0.0.1:%d" % tls.port, "--model", "echo",
                 "--json", req_file)
