@@ -1539,8 +1539,9 @@ static void repo_unload(bd_http_t *h, h2o_req_t *req, h2o_iovec_t name)
         return;
     }
     json_t *deps = json_object_get(json_object_get(body, "parameters"), "unload_dependents");
+    bool bad = deps && !json_is_boolean(deps); /* deps is body's: read it before the decref */
     json_decref(body);
-    if (deps && !json_is_boolean(deps)) {
+    if (bad) {
         reply_error(h, req, BD_EINVAL, "'unload_dependents' must be true or false");
         return;
     }
