@@ -53,7 +53,8 @@
 #define RECV_BUF_BYTES (256 * 1024)
 #define CONNECT_RETRY_US 10000 /* after a failed connect a closed-loop slot waits this long */
 #define TIMEOUT_SCAN_US 1000
-#define PROGRESS_US 5000000 /* a progress line this often while a level measures */
+#define PROGRESS_US 5000000     /* a progress line this often while a level measures */
+#define PROGRESS_TTY_US 1000000 /* ... or, on a terminal, a status line rewritten this often */
 #define MAX_EVENTS 512
 
 enum { C_IDLE = 0, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_WAITING, C_RETRY };
@@ -104,6 +105,8 @@ typedef struct {
     uint64_t started_measured;  /* closed loop with --requests: requests started while measuring */
     uint64_t first_measured_us; /* ... and when the first of them started */
     uint64_t next_progress;     /* when the next progress line is due */
+    bool tty;                   /* stderr is a terminal: one status line, rewritten in place */
+    bool status_shown;          /* ... and it is on the screen now */
 } loop_t;
 
 static const char *err_names[BD_LG_ERR_COUNT_] = {"timeout", "refused", "connect", "reset",
@@ -538,22 +541,33 @@ static void tick(loop_t *L, uint64_t now, uint64_t window_us, int k, double pct)
 }
 
 /* While a long level measures: one line on stderr every PROGRESS_US, so that a run of
- * minutes shows it is alive and how it goes. */
+ * minutes shows it is alive and how it goes; on a terminal, one status line rewritten every
+ * PROGRESS_TTY_US (cleared at the level's end: status_clear). */
 static void progress(loop_t *L, uint64_t now)
 {
     if (L->ro->quiet || !L->measuring || now < L->next_progress) {
         return;
     }
-    L->next_progress += PROGRESS_US;
+    L->next_progress += L->tty ? PROGRESS_TTY_US : PROGRESS_US;
     const bd_lg_result_t *r = L->res;
     uint64_t errors = r->responses - r->ok;
     for (int k = 0; k < BD_LG_ERR_COUNT_; k++) {
         errors += r->errors[k];
     }
     double s = (double)(now - L->t0) / 1e6;
-    fprintf(stderr, "bench: %s=%g measuring %.0fs: %llu replies, %.1f/s, errors=%llu\n",
-            is_open(L) ? "rate" : "concurrency", r->level, s, (unsigned long long)r->responses,
-            s > 0 ? (double)L->done_in_measure / s : 0.0, (unsigned long long)errors);
+    fprintf(stderr, "%sbench: %s=%g measuring %.0fs: %llu replies, %.1f/s, errors=%llu%s",
+            L->tty ? "\r" : "", is_open(L) ? "rate" : "concurrency", r->level, s,
+            (unsigned long long)r->responses, s > 0 ? (double)L->done_in_measure / s : 0.0,
+            (unsigned long long)errors, L->tty ? "\033[K" : "\n");
+    L->status_shown = L->tty;
+}
+
+static void status_clear(loop_t *L)
+{
+    if (L->status_shown) {
+        fputs("\r\033[K", stderr);
+        L->status_shown = false;
+    }
 }
 
 static void scan_timeouts(loop_t *L, uint64_t now)
@@ -724,7 +738,8 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     uint64_t now = bd_now_us();
     L.t_begin = now;
     L.t0 = now + ro->warmup_us;
-    L.next_progress = L.t0 + PROGRESS_US;
+    L.tty = isatty(STDERR_FILENO) == 1;
+    L.next_progress = L.t0 + (L.tty ? PROGRESS_TTY_US : PROGRESS_US);
     L.last_scan = now;
     uint64_t next_send = open ? L.t_begin + bd_lg_sched_next(&sched) : 0;
     uint64_t measured_sched = 0;
@@ -854,6 +869,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     }
     rc = 0;
 done:
+    status_clear(&L);
     loop_dispose(&L);
     return rc;
 }

@@ -483,6 +483,39 @@ def test_a_long_level_prints_progress_while_it_measures(tmp_path, fake):
     assert p.stderr == ""
 
 
+def test_on_a_terminal_the_progress_line_is_rewritten_every_second(tmp_path, fake):
+    import pty
+    srv = fake()
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake",
+                            "--concurrency", "2", "--duration", "2.5s", "--window", "2.5s",
+                            "--warmup", "0"], stdout=subprocess.PIPE, stderr=slave,
+                           timeout=60)
+        os.close(slave)
+        slave = None
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and read out
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0
+    text = err.decode()
+    assert re.search(r"\rbench: concurrency=2 measuring 1s: \d+ replies, [\d.]+/s, "
+                     r"errors=0\x1b\[K", text), repr(text)
+    assert re.search(r"measuring 2s: ", text), repr(text)
+    # Cleared before the level's own line, which is a line of its own.
+    assert "\r\x1b[Kbench: concurrency=2 offered=" in text, repr(text)
+
+
 def test_ctrl_c_reports_the_levels_measured(tmp_path, fake):
     """SIGINT during the second level: the first is reported whole, the second as far as it
     got and flagged, the third never runs; the files are written and the exit code is 130."""
