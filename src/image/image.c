@@ -217,6 +217,15 @@ static void trim(bd_image_scratch_t *sc)
     }
 }
 
+/* After a failed TurboJPEG call: its handle can keep the failed stream's state (the next
+ * header then reads as 0x0 pixels), so it goes, and the next JPEG gets a fresh one. */
+static int jpeg_failed(bd_image_scratch_t *sc, int rc)
+{
+    tjDestroy(sc->tj);
+    sc->tj = NULL;
+    return rc;
+}
+
 /* Decode into sc->pix as 8-bit RGB, or gray (*channels 1) when the JPEG is gray and `gray`
  * is wanted (its RGB would be three equal values whose luma is the value itself). */
 static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t len,
@@ -229,8 +238,9 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
     int iw = 0, ih = 0, subsamp = 0, cs = 0;
     if (len > (unsigned long)-1 ||
         tjDecompressHeader3(sc->tj, p, (unsigned long)len, &iw, &ih, &subsamp, &cs) != 0) {
-        return fail(err, BD_EINVAL, input, index, "the JPEG's header cannot be read (%s)",
-                    tjGetErrorStr2(sc->tj));
+        return jpeg_failed(sc,
+                           fail(err, BD_EINVAL, input, index,
+                                "the JPEG's header cannot be read (%s)", tjGetErrorStr2(sc->tj)));
     }
     if (iw <= 0 || ih <= 0) {
         return fail(err, BD_EINVAL, input, index, "the JPEG header says %dx%d pixels", iw, ih);
@@ -256,11 +266,12 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
         if (tjGetErrorCode(sc->tj) == TJERR_WARNING) {
             /* Pillow refuses a cut-off file but decodes past other recoverable damage. */
             if (strstr(why, "Premature end")) {
-                return fail(err, BD_EINVAL, input, index, "the JPEG is truncated");
+                return jpeg_failed(sc, fail(err, BD_EINVAL, input, index, "the JPEG is truncated"));
             }
-            return 0;
+            return jpeg_failed(sc, 0);
         }
-        return fail(err, BD_EINVAL, input, index, "the JPEG cannot be decoded (%s)", why);
+        return jpeg_failed(
+            sc, fail(err, BD_EINVAL, input, index, "the JPEG cannot be decoded (%s)", why));
     }
     return 0;
 }

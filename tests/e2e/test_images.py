@@ -279,6 +279,22 @@ def test_bad_base64(client):
     assert "base64" in error_message(client.infer("img_stretch_RGB_NCHW", body), 400)
 
 
+@pytest.mark.parametrize("cut", ["before_sos", "mid_header"])
+def test_a_jpeg_whose_header_fails_does_not_spoil_the_next(client, cut):
+    """After a JPEG whose header cannot be read, the next good JPEG on the same model (one
+    instance, one decoder) decodes as it should."""
+    good = encode(make_image("RGB", 33, 21), "JPEG")
+    sos = good.index(b"\xff\xda")
+    bad = good[:sos] if cut == "before_sos" else good[:sos // 2]
+    for _ in range(3):
+        r = client.post("/v2/models/img_single/infer", data=bad,
+                        headers={"Content-Type": "image/jpeg"})
+        assert "header cannot be read" in error_message(r, 400)
+        r = client.post("/v2/models/img_single/infer", data=good,
+                        headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+
+
 def test_plain_image_body(client):
     data = encode(make_image("RGB", 33, 21), "JPEG")
     r = client.post("/v2/models/img_stretch_RGB_NCHW/infer", data=data,
