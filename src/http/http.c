@@ -2227,13 +2227,17 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bool limits = h->gate && bd_gate_limits_on(h->gate);
     unsigned long long cl = 0, one = 0;
     int n_cl = 0, n_te = 0, n_auth = 0;
-    bool chunked = false;
-    const struct phr_header *auth = NULL;
+    bool chunked = false, cl_differ = false;
+    const struct phr_header *auth = NULL, *first_cl = NULL;
     for (size_t i = 0; i < n; i++) {
         if (field_is(&f[i], "content-length")) {
             if (!content_length(h2o_iovec_init(f[i].value, f[i].value_len), &one)) {
                 return true; /* request_head_ok refuses it */
             }
+            cl_differ = cl_differ ||
+                        (first_cl && (f[i].value_len != first_cl->value_len ||
+                                      memcmp(f[i].value, first_cl->value, f[i].value_len) != 0));
+            first_cl = first_cl ? first_cl : &f[i];
             cl = one > cl ? one : cl;
             n_cl++;
         } else if (field_is(&f[i], "transfer-encoding")) {
@@ -2244,6 +2248,16 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             n_auth++;
             auth = &f[i];
         }
+    }
+    if (cl_differ || (n_cl && n_te)) {
+        /* Where the body ends is unknown (RFC 9112 6.3): answered now, as request_head_ok
+         * would after a body h2o framed by one of them. */
+        refuse_head(c, 400,
+                    cl_differ ? "Content-Length must be one decimal number (repeated values "
+                                "must be equal)"
+                              : "a request must not have both Content-Length and "
+                                "Transfer-Encoding");
+        return false;
     }
     if (!n_te && cl == 0) {
         return true; /* no body */

@@ -143,21 +143,24 @@ def test_a_body_past_the_bound_gets_503_from_its_head(client):
 
 
 def test_odd_framings_are_counted_too(client):
-    """Two Content-Length fields, or Content-Length with chunked: h2o still buffers a body, so
-    the room is checked for these as well (the request is refused later for its framing)."""
+    """Two equal Content-Length fields: h2o still buffers a body, so the room is checked for
+    these as well. Content-Length with chunked is refused from its head (400), never held."""
     port = client.server.port
     held = [open_partial(port, float(i)) for i in range(3)]
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] >= 3 * ROWS * 4,
              5, "the three bodies counted")
     try:
-        for extra in (b"Content-Length: 1000000\r\n",
-                      b"Transfer-Encoding: chunked\r\n"):
+        for extra, want in ((b"Content-Length: 1000000\r\n", 503),
+                            (b"Transfer-Encoding: chunked\r\n", 400)):
             with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S) as c:
                 c.sendall(b"POST /v2/models/wide/infer HTTP/1.1\r\nHost: x\r\n"
                           b"Content-Type: application/json\r\nContent-Length: 1000000\r\n%s"
                           b"\r\n" % extra)
                 status, headers, reply = read_reply(c)
-                assert status == 503 and FULL_RE.match(json.loads(reply)["error"]), reply
+                error = json.loads(reply)["error"]
+                assert status == want, reply
+                assert FULL_RE.match(error) if want == 503 else error == (
+                    "a request must not have both Content-Length and Transfer-Encoding"), reply
     finally:
         for s, _ in held:
             s.close()

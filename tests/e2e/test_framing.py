@@ -103,6 +103,19 @@ def test_differing_content_lengths_are_refused(client):
                    "Content-Length must be one decimal number (repeated values must be equal)")
 
 
+@pytest.mark.parametrize("first,second,body", [(5, 6, b""), (len(BODY) + 1, len(BODY), BODY),
+                                               (5, 6, b"{}")])
+def test_differing_content_lengths_are_refused_from_the_head(client, first, second, body):
+    """Refused as soon as the head is in, whatever part of a body follows: waiting for either
+    length would leave the client hanging until --http-timeout-secs (a 408)."""
+    data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (first, second, body))
+    t0 = time.monotonic()
+    assert_refused(client, data,
+                   "Content-Length must be one decimal number (repeated values must be equal)")
+    assert time.monotonic() - t0 < 3
+
+
 def test_repeated_equal_content_lengths_are_accepted(client):
     data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(BODY), len(BODY), BODY))
