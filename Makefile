@@ -11,7 +11,8 @@
 #   make e2e         end-to-end tests (pytest tests/e2e against $(BUILD)/batchd)
 #   make asan        ASan+UBSan build in $(ASAN_BUILD)/, then its unit and end-to-end tests
 #   make fuzz        build the libFuzzer targets, replay their corpora, fuzz each $(FUZZ_SECS) s
-#   make test        setup (with the GPU build), build, test-models, unit, e2e, asan, fuzz
+#   make test        setup (with the GPU build), build, test-models, format-check, unit, e2e,
+#                    asan, fuzz
 #   make bench       bench/run.sh
 #   make soak        $(SOAK_MINUTES) minutes of mixed load on the demo: RSS, fds and threads over
 #                    time, every unexpected answer (bench/soak.py; not part of `make test`)

@@ -3,7 +3,7 @@
 # run tests/e2e/test_gpu.py against the GPU, then benchmark resnet18 and mobilenet_v2 with
 # "device": "cuda:0" through batchd (HTTP, binary tensors, `batchd bench`, one row per
 # request) at concurrency 1..64, next to the same models run in-process through ONNX Runtime
-# on the same GPU (bench/ort_inproc --device cuda:0, one call per batch of that many rows).
+# on the same GPU (build/ort_inproc --device cuda:0, one call per batch of that many rows).
 # Prints a Markdown table and writes it to bench/results/ (and to $OUT when that is set).
 #
 #   bench/gpu.sh [--payload DIR] [--ort-dir DIR] [--models DIR] [--secs N] [--no-tests]
@@ -364,7 +364,7 @@ out=bench/results/gpu-$(date -u +%Y%m%dT%H%M%SZ).md
     echo "## $(date -u +%Y-%m-%dT%H:%MZ) on $gpu_name, $(nproc) cores"
     echo
     echo "Command: \`bench/gpu.sh --secs $SECS$([ "$DEVICE" = cpu ] && echo ' --rehearse-on-cpu')\` (batchd: \`batchd bench --binary --data random\`, one"
-    echo "row per request, closed loop, \"device\": \"$DEVICE\", server defaults; in-process: bench/ort_inproc"
+    echo "row per request, closed loop, \"device\": \"$DEVICE\", server defaults; in-process: build/ort_inproc"
     echo "--device $DEVICE, one call per batch of *concurrency* rows). ONNX Runtime $(sed -n 's/^ORT_GPU_VERSION="\(.*\)"/\1/p' scripts/setup.sh) GPU build."
     echo
     echo "| model | concurrency | batchd req/s (= rows/s) | mean batch | p50 ms | p99 ms | ok | in-process rows/s (batch = concurrency) | in-process p50 ms | batchd / in-process |"

@@ -20,6 +20,14 @@ static void usage(FILE *f)
 int bd_cli_version(int argc, char **argv)
 {
     const char *lib = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: batchd version [--onnxruntime-lib PATH]\n"
+                   "prints batchd's version, the ONNX Runtime library it loads (path, version, "
+                   "API version) and whether it has the CUDA provider\n");
+            return 0;
+        }
+    }
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--onnxruntime-lib") == 0) {
             lib = argv[i + 1];

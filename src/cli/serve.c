@@ -114,7 +114,7 @@ static const bd_cli_opt_t opts_table[] = {
      "an image (for a model with \"preprocess\") whose header says more pixels gets 400 before "
      "any pixel buffer is allocated"},
     {"--redis", BD_CLI_STR, OFF(redis), NULL, 0, 0, "BATCHD_REDIS",
-     "redis://[[USER]:PASSWORD@]HOST:PORT[/DB]: ingest Redis Streams for every model whose "
+     "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: ingest Redis Streams for every model whose "
      "config.json has a \"redis\" section (default: off; give a password through "
      "BATCHD_REDIS to keep it off the command line)"},
     {"--redis-consumer", BD_CLI_STR, OFF(redis_consumer), NULL, 0, 0, "BATCHD_REDIS_CONSUMER",

@@ -187,7 +187,7 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r)
     char why[160];
     snprintf(why, sizeof why, "%s%s", r->str,
              strncmp(r->str, "NOAUTH", 6) == 0
-                 ? " (give the password in the URL: redis://:PASSWORD@HOST:PORT)"
+                 ? " (give the password in the URL: redis://:PASSWORD@HOST[:PORT])"
                  : "");
     if (strcmp(why, c->last_error) != 0) {
         BD_ERROR("ingest", "redis refused the connection host=%s port=%d conn=%s reason=\"%s\"",

@@ -2277,8 +2277,8 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
 {
     static const char scheme[] = "redis://";
 #define BAD_URL                                                                                    \
-    "--redis must look like redis://HOST:PORT, redis://HOST:PORT/DB or "                           \
-    "redis://[USER]:PASSWORD@HOST:PORT/DB, got '%s'"
+    "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] " \
+    "(port 6379 when left out), got '%s'"
     memset(out, 0, sizeof *out);
     /* USER:PASSWORD@ ends at the last '@' (neither a host nor a DB holds one; a password may,
      * and '/' too, escaped or not). Every message quotes the URL without it. */

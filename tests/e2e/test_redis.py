@@ -790,7 +790,7 @@ def test_redis_flag_errors(tmp_path):
     p = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
                         "--redis", "http://127.0.0.1:1"], capture_output=True, text=True,
                        timeout=30)
-    assert p.returncode == 2 and "redis://HOST:PORT" in p.stderr
+    assert p.returncode == 2 and "redis://HOST[:PORT][/DB]" in p.stderr
     for url in ("redis://hunter2@127.0.0.1:1", "redis://:hunter2%zz@127.0.0.1:1",
                 "redis://:@127.0.0.1:1", "redis://u:hunter2@127.0.0.1:x",
                 "rediss://:hunter2@127.0.0.1:1", "redis://:hun/ter2@127.0.0.1:x"):
