@@ -49,6 +49,11 @@
 #include <wslay/wslay.h>
 
 #define PENDING_MAX (256u * 1024)
+/* Bytes read from the socket and not yet taken by wslay above which the socket is not read:
+ * wslay takes nothing while a control frame it must answer (a pong) waits to be sent. */
+#define UNREAD_MAX (256u * 1024)
+#define RCVBUF_BYTES (256 * 1024) /* SO_RCVBUF of a WebSocket (Linux doubles it) */
+#define RECV_ROUNDS 64 /* wslay_event_recv calls per turn, each after the answers it queued */
 #define CLOSE_WAIT_MS 2000
 #define MAX_NAME 256
 #define ID_MAX 64
@@ -548,11 +553,22 @@ static void process(conn_t *c)
     if (!c->sock) {
         return;
     }
-    if (wslay_event_want_read(c->ws) && c->sock->input->size > 0 && wslay_event_recv(c->ws) != 0) {
-        /* Input wslay cannot go on with (a fragmented control frame, a bad length): say so
-         * with 1002 and stop reading; the close handshake then ends the connection. */
-        queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, "protocol error");
-        wslay_event_shutdown_read(c->ws);
+    /* wslay stops after each control frame until its answer is sent: hand the answers on
+     * (to `pending`, as long as it has room) and let it go on, a bounded number of rounds. */
+    for (int i = 0; i < RECV_ROUNDS && wslay_event_want_read(c->ws) && c->sock->input->size > 0;
+         i++) {
+        size_t before = c->sock->input->size;
+        if (wslay_event_recv(c->ws) != 0) {
+            /* Input wslay cannot go on with (a fragmented control frame, a bad length): say
+             * so with 1002 and stop reading; the close handshake then ends the connection. */
+            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, "protocol error");
+            wslay_event_shutdown_read(c->ws);
+            break;
+        }
+        if (c->sock->input->size == before || c->pending.len >= PENDING_MAX ||
+            (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0)) {
+            break; /* nothing taken, or no room for the answers: flush below decides */
+        }
     }
     count_unread(c); /* before may_read below looks at the total */
     if (c->st->stopping && busy(c) == 0 && c->n_parked == 0) {
@@ -569,7 +585,7 @@ static void process(conn_t *c)
     }
     bool want;
     if (wslay_event_want_read(c->ws)) {
-        want = c->closing || may_read(c);
+        want = c->closing || (may_read(c) && c->sock->input->size < UNREAD_MAX);
     } else {
         /* No more frames wanted: after our close went out, read only to see the client
          * hang up, dropping what it still sends. */
@@ -632,6 +648,10 @@ static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
     }
     sock->data = c;
     c->sock = sock;
+    /* h2o reads until the kernel has nothing more: a fixed receive buffer (no autotuning of
+     * it to megabytes) bounds what one read takes in past UNREAD_MAX. */
+    int rcvbuf = RCVBUF_BYTES;
+    setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     wslay_event_config_set_max_recv_msg_length(c->ws, st->opts.max_message_bytes);
     bd_list_push_back(&st->conns, &c->link);
     st->n_conns++;

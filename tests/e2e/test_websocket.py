@@ -1399,3 +1399,46 @@ def test_empty_message_taken_past_the_cap_is_answered(tight):
     finally:
         ws.close()
     tight.assert_healthy()
+
+
+def test_pings_whose_pongs_are_never_read_stay_bounded(start_server_fn):
+    """Four sockets send pings as fast as they can and never read the pongs. The server stops
+    reading each socket once its answers cannot go out (it used to read on, holding gigabytes
+    past --max-buffered-bytes): what the sockets hold stays within the bound plus a message per
+    socket, and the server keeps serving."""
+    repo = start_server_fn.repo("wsping")
+    repo.add_sim("echo", [("INPUT0", "FP32", [4])], max_batch_size=8)
+    client = start_server_fn(repo, ["--max-body-bytes", str(1 << 20),
+                                    "--max-buffered-bytes", str(2 << 20)],
+                             name="batchd-ws-ping")
+    pings = frame(OP_PING, b"p" * 125) * 2000
+    stop = threading.Event()
+    socks = []
+
+    def flood():
+        ws = RawWS(client.server.port, timeout=2)
+        ws.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        socks.append(ws)
+        try:
+            while not stop.is_set():
+                ws.send(pings)
+        except OSError:
+            pass  # blocked until the timeout: the server stopped reading this socket
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for t in threads:
+        t.start()
+    most = 0
+    try:
+        for _ in range(12):
+            time.sleep(0.25)
+            held = client.metrics()[("batchd_http_buffered_bytes", frozenset())]
+            most = max(most, held)
+            assert client.get("/v2/health/live").status_code == 200
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        for ws in socks:
+            ws.close()
+    assert most <= (2 << 20) + 4 * (1 << 20), most
