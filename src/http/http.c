@@ -1815,8 +1815,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     h2o_iovec_t seg[8] = {{0}}; /* split_path fills n of them; GCC -O3 cannot see that */
-    int n = split_path(route_path(req), seg, 8);
+    h2o_iovec_t path = route_path(req);
+    int n = split_path(path, seg, 8);
     if (!admit(h, req, seg, n)) {
+        return 0;
+    }
+    if (path.len && memchr(path.base, '\0', path.len)) { /* h2o decoded a %00 */
+        reply_error(h, req, BD_EINVAL, "the path must not contain a NUL byte (%00)");
         return 0;
     }
     if (n == 1 && iov_eq(seg[0], "metrics")) {

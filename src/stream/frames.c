@@ -61,6 +61,8 @@ size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const ch
         f->have = 0;
         if (control && (!fin || l7 > 125)) {
             *bad = "control frames must not be fragmented or longer than 125 bytes";
+        } else if ((l7 == 126 && plen < 126) || (l7 == 127 && (plen <= 0xffff || plen >> 63))) {
+            *bad = "a frame's payload length must be in its shortest form, and below 2^63";
         } else if ((f->h[0] & 0x0f) == 0x8 && plen == 1) {
             *bad = "a close frame's payload is empty or a 2-byte code first";
         }

@@ -22,8 +22,9 @@ typedef struct {
 } bd_ws_frames_t;
 
 /* Walk the frame headers in the next `n` bytes. wslay answers most protocol errors with
- * 1002 itself, but a fragmented or oversized control frame, or a close frame with a 1-byte
- * payload, only with a close that has no status code: such a header is caught here. Returns
+ * 1002 itself, but a fragmented or oversized control frame, a close frame with a 1-byte
+ * payload, or a payload length not in its shortest form or with its top bit set (RFC 6455
+ * 5.2), only with a close that has no status code: such a header is caught here. Returns
  * how many of the bytes may go on to wslay: `n`, or the bytes before the bad header (then
  * *bad names the problem in one sentence; the tracker's state is no longer meaningful). */
 size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const char **bad);

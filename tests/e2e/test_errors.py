@@ -352,3 +352,13 @@ def test_chunked_body_is_accepted(client):
     # Chunked uploads are HTTP/1.1; accepting them is expected, refusing cleanly is tolerated.
     assert status in (b"200", b"400", b"411"), out[:300]
     client.assert_healthy()
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v2/models/m16%00x"), ("POST", "/v2/models/m16%00x/infer"),
+    ("GET", "/v2/models/m16/versions/1%00"), ("GET", "/v2/models/m16%00/ready")])
+def test_a_nul_in_the_path_is_refused_as_such(client, method, path):
+    """A %00 decodes to a NUL: the answer says so, not 'unknown model' naming a model cut at
+    the NUL (which exists)."""
+    r = client.request(method, path, json={} if method == "POST" else None)
+    assert error_message(r, 400) == "the path must not contain a NUL byte (%00)"

@@ -1205,6 +1205,13 @@ BAD_FRAMES = {
     "fragmented-not-utf8": ([frame(OP_TEXT, b'{"id": "', fin=False),
                              frame(OP_CONT, b'\xe2\x82', fin=False),
                              frame(OP_CONT, b'"}')], 1007),
+    # Payload lengths not in their shortest form, or with the 64-bit form's top bit set
+    # (RFC 6455 5.2), with the mask key and a few payload bytes after them.
+    "length-16-bit-for-5": ([bytes([0x81, 0x80 | 126]) + struct.pack("!H", 5) + b"\0" * 9], 1002),
+    "length-64-bit-for-5": ([bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 5) + b"\0" * 9], 1002),
+    "length-64-bit-top-bit": ([bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 63)
+                               + b"\0" * 9], 1002),
+    "length-64-bit-all-ones": ([bytes([0x82, 0x80 | 127]) + b"\xff" * 8 + b"\0" * 9], 1002),
     "too-big": ([frame(OP_TEXT, _text_of(MAX_BODY + 1))], 1009),
     "too-big-binary": ([frame(OP_BIN, b"\x00" * (MAX_BODY + 1))], 1009),
     "too-big-fragmented": ([frame(OP_TEXT, b" " * 30000, fin=False),
