@@ -565,7 +565,7 @@ static void process(conn_t *c)
             wslay_event_shutdown_read(c->ws);
             break;
         }
-        if (c->sock->input->size == before || c->pending.len >= PENDING_MAX ||
+        if (!c->sock || c->sock->input->size == before || c->pending.len >= PENDING_MAX ||
             (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0)) {
             break; /* nothing taken, or no room for the answers: flush below decides */
         }
