@@ -37,6 +37,13 @@ class _Listener(ThreadingHTTPServer):
     request_queue_size = 512
     daemon_threads = True
 
+    def handle_error(self, request, client_address):
+        """A client that left (the load generator stopping mid-reply) is not an error here;
+        anything else is printed as socketserver would."""
+        import sys
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class FakeServer:
     """delay: seconds before each infer reply; serial: one infer at a time (a server that
