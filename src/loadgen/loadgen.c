@@ -548,7 +548,10 @@ static void progress(loop_t *L, uint64_t now)
     if (L->ro->quiet || !L->measuring || now < L->next_progress) {
         return;
     }
-    L->next_progress += L->tty ? PROGRESS_TTY_US : PROGRESS_US;
+    uint64_t every = L->tty ? PROGRESS_TTY_US : PROGRESS_US;
+    while (L->next_progress <= now) { /* after a stall, one line, not one per interval missed */
+        L->next_progress += every;
+    }
     const bd_lg_result_t *r = L->res;
     uint64_t errors = r->responses - r->ok;
     for (int k = 0; k < BD_LG_ERR_COUNT_; k++) {
