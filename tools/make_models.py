@@ -25,6 +25,8 @@ two overlap (identity, simple).
 repository so a server started on it has only loadable models):
 
   fp16_ident   FP16  INPUT0 [N,4] -> OUTPUT0 = INPUT0 (element type batchd cannot carry)
+  inputs70     FP32  in0 .. in69 [N,1] -> OUTPUT0 = their sum (more inputs than the 64 batchd
+               serves)
 """
 import argparse
 import json
@@ -111,6 +113,11 @@ def make_all(out_dir):
 def make_bad(out_dir):
     unary(out_dir, "fp16_ident", "Identity", TensorProto.FLOAT16, ["N", 4],
           "OUTPUT0 = INPUT0 (FP16: batchd cannot carry it)")
+    names = ["in%d" % i for i in range(70)]
+    save(out_dir, "inputs70", [helper.make_node("Sum", names, ["OUTPUT0"], name="sum")],
+         [tensor(n, TensorProto.FLOAT, ["N", 1]) for n in names],
+         [tensor("OUTPUT0", TensorProto.FLOAT, ["N", 1])], [],
+         "OUTPUT0 = in0 + ... + in69 (70 inputs: more than batchd serves)")
 
 
 def self_check(out_dir):
@@ -130,7 +137,7 @@ def self_check(out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="model repository folder to write")
-    ap.add_argument("--bad-out", help="folder for models batchd must refuse (fp16_ident)")
+    ap.add_argument("--bad-out", help="folder for models batchd must refuse")
     args = ap.parse_args()
     make_all(args.out)
     self_check(args.out)

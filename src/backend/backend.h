@@ -17,6 +17,10 @@
 #include "image/image.h"
 #include "tensor/tensor.h"
 
+/* The most inputs, and the most outputs, a model may have (config.json's lists, and what a
+ * model file declares). */
+#define BD_MAX_IO 64
+
 /* One input or output as the model declares it. With max_batch_size > 0, `dims` excludes
  * the batch dimension (as in Triton). -1 in dims: any size. */
 typedef struct {

@@ -1106,6 +1106,13 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
                         m->path, n_min, n_mout);
         goto fail;
     }
+    if (n_min > BD_MAX_IO || n_mout > BD_MAX_IO) {
+        rc = bd_err_set(err, BD_EUNSUPPORTED,
+                        "model '%s' has %zu inputs and %zu outputs; batchd serves at most %d "
+                        "of each",
+                        m->path, n_min, n_mout, BD_MAX_IO);
+        goto fail;
+    }
     min = calloc(n_min, sizeof *min);
     mout = calloc(n_mout, sizeof *mout);
     if (!min || !mout) {

@@ -525,10 +525,10 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
     bool too_many = nf > MAX_FIELDS;
     char msg[BD_ERR_MSG_MAX];
     msg[0] = '\0';
-    in_fields_t inf[64];
+    in_fields_t inf[BD_MAX_IO]; /* a model has at most BD_MAX_IO inputs (its load checks) */
     const redisReply *all_shape = NULL, *all_dtype = NULL;
     const redisReply *all_shape_k = NULL, *all_dtype_k = NULL;
-    size_t n_in = cfg->n_inputs < 64 ? cfg->n_inputs : 64;
+    size_t n_in = cfg->n_inputs;
     memset(inf, 0, sizeof inf);
     size_t n_meta = 0, meta_bytes = 0;
     for (size_t i = 0; i < nf && !too_many; i++) {

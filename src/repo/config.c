@@ -92,8 +92,9 @@ static int parse_io(json_t *arr, const char *key, bd_io_t **out, size_t *count, 
         return bd_err_set(err, BD_EINVAL, "config.json: '%s' must be an array", key);
     }
     size_t n = json_array_size(arr);
-    if (n == 0 || n > 64) {
-        return bd_err_set(err, BD_EINVAL, "config.json: '%s' must list 1 to 64 tensors", key);
+    if (n == 0 || n > BD_MAX_IO) {
+        return bd_err_set(err, BD_EINVAL, "config.json: '%s' must list 1 to %d tensors", key,
+                          BD_MAX_IO);
     }
     if (bd_model_config_alloc_io(out, count, n) != 0) {
         return bd_err_set(err, BD_ENOMEM, "config.json: out of memory");

@@ -31,7 +31,7 @@ def mixed(start_server, tmp_path_factory):
         repo.try_add_onnx("identity")
         repo.try_add_onnx("mlp")
         for name in ("int64_ident", "bool_not", "fixed_shape", "mlp_small", "fp16_ident",
-                     "reshape3"):
+                     "reshape3", "inputs70"):
             repo.try_add_onnx(name)
     client = start_server(repo)
     return client
@@ -114,6 +114,20 @@ def test_fp16_model_refused_with_reason(mixed):
     msg = error_message(r, r.status_code)
     assert r.status_code in (400, 503)
     assert "FP16" in msg or "float16" in msg.lower(), msg
+    mixed.assert_healthy()
+
+
+def test_a_model_with_more_than_64_inputs_is_refused_with_reason(mixed):
+    """batchd serves at most 64 inputs a model (config.json cannot list more either): a model
+    file with 70 loads as unavailable and says so, and the server serves on."""
+    if find_onnx_model("inputs70") is None or not ort_available():
+        pytest.skip("inputs70 not found (make test-models) or no ONNX Runtime")
+    r = mixed.get("/v2/models/inputs70/ready")
+    assert r.status_code in (400, 503), r.text
+    r = mixed.infer("inputs70", {"inputs": [tensor("in0", "FP32", [1, 1], [1.0])]})
+    msg = error_message(r, r.status_code)
+    assert r.status_code in (400, 503)
+    assert "70 inputs" in msg and "at most 64" in msg, msg
     mixed.assert_healthy()
 
 
