@@ -180,19 +180,34 @@ fail:
     return NULL;
 }
 
-bd_gate_keys_t *bd_gate_keys_load(const char *path, bd_err_t *err)
+char *bd_gate_keys_read(const char *path, size_t *len, bd_err_t *err)
 {
-    size_t len = 0;
     bd_err_t rerr = {0};
-    char *text = bd_read_file(path, BD_GATE_MAX_FILE_BYTES, &len, &rerr);
+    char *text = bd_read_file(path, BD_GATE_MAX_FILE_BYTES, len, &rerr);
     if (!text) {
         bd_err_set(err, rerr.code ? rerr.code : BD_EIO, "cannot read the API key file: %s",
                    rerr.msg);
+    }
+    return text;
+}
+
+void bd_gate_keys_text_free(char *text, size_t len)
+{
+    if (text) {
+        explicit_bzero(text, len); /* not libcrypto: see gate.h */
+        free(text);
+    }
+}
+
+bd_gate_keys_t *bd_gate_keys_load(const char *path, bd_err_t *err)
+{
+    size_t len = 0;
+    char *text = bd_gate_keys_read(path, &len, err);
+    if (!text) {
         return NULL;
     }
     bd_gate_keys_t *k = bd_gate_keys_parse(text, len, path, err);
-    OPENSSL_cleanse(text, len);
-    free(text);
+    bd_gate_keys_text_free(text, len);
     return k;
 }
 

@@ -70,6 +70,11 @@ bd_gate_keys_t *bd_gate_keys_parse(const char *text, size_t len, const char *pat
 /* Read (at most BD_GATE_MAX_FILE_BYTES) and parse `path`; the text read is wiped. NULL with
  * err set (BD_EIO: unreadable or too large; else as bd_gate_keys_parse). */
 bd_gate_keys_t *bd_gate_keys_load(const char *path, bd_err_t *err);
+/* bd_gate_keys_load's two halves, for a reader that must not be inside libcrypto when the
+ * process exits: read the file (no libcrypto; NULL with err set as bd_gate_keys_load), then
+ * parse it and wipe and free the text with bd_gate_keys_text_free (NULL allowed). */
+char *bd_gate_keys_read(const char *path, size_t *len, bd_err_t *err);
+void bd_gate_keys_text_free(char *text, size_t len);
 void bd_gate_keys_free(bd_gate_keys_t *k);
 size_t bd_gate_keys_count(const bd_gate_keys_t *k);
 /* Keys with role r. */
@@ -150,10 +155,10 @@ int bd_gate_authenticate(bd_gate_t *g, const char *key, size_t len, bd_gate_who_
  * key and while the set did not change. */
 bool bd_gate_still_valid(bd_gate_t *g, bd_gate_who_t *who);
 /* Reload the key file (SIGHUP) in two steps, so that the file is read off the loop: any
- * thread loads bd_gate_keys_path's file (bd_gate_keys_load; the path is fixed by bd_gate_new,
- * NULL without keys); then bd_gate_reload_apply, on the gate's thread, takes the keys and puts
- * them in place at once, or, when they are NULL, keeps the old ones (read_err says why); it
- * logs either way (never a key) and returns 0, or read_err's code. */
+ * thread loads bd_gate_keys_path's file (bd_gate_keys_load, or its halves; the path is fixed by
+ * bd_gate_new, NULL without keys); then bd_gate_reload_apply, on the gate's thread, takes the keys
+ * and puts them in place at once, or, when they are NULL, keeps the old ones (read_err says why);
+ * it logs either way (never a key) and returns 0, or read_err's code. */
 const char *bd_gate_keys_path(const bd_gate_t *g);
 int bd_gate_reload_apply(bd_gate_t *g, bd_gate_keys_t *keys, const bd_err_t *read_err);
 /* A rate-limited request from `who`: as bd_gate_limiter_take; always true without limits

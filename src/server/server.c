@@ -8,8 +8,8 @@
  * since a file system can stall, and the keys come back through the mailbox. The mailbox and
  * signal descriptors are dup'ed into the loop because h2o closes what it watches.
  *
- * Threads: the loop thread, and a short-lived detached reload thread per SIGHUP
- * (reload_main, which touches only its reload_t). */
+ * Threads: the loop thread, and a short-lived reload thread per SIGHUP (reload_main, which
+ * touches only its reload_t and, last, the mailbox), detached once its keys are in place. */
 #include "server/server.h"
 
 #include <errno.h>
@@ -44,9 +44,13 @@ struct bd_server {
     size_t n_frontends;
     h2o_timeout_t flush_timeout; /* zero delay: the infer layer's flush, in the same turn */
     h2o_timeout_entry_t flush_entry;
-    /* The SIGHUP reload under way (NULL: none), and whether another SIGHUP came meanwhile. */
+    /* The SIGHUP reload under way (NULL: none), and whether another SIGHUP came meanwhile;
+     * its thread, and whether that thread is still to be joined (one that posted while the
+     * server was stopping: its last write to the mailbox must end before the mailbox does). */
     struct reload *reload;
     bool reload_again;
+    pthread_t reload_thread;
+    bool reload_join;
 };
 
 /* A model whose batches cost less than this runs a turn's requests on the loop (the infer
@@ -77,16 +81,18 @@ static void on_mail(h2o_socket_t *sock, const char *err)
     bd_mailbox_drain(s->mailbox);
 }
 
-/* A SIGHUP's reload of the key file: a detached thread reads it (bd_gate_keys_load, from a
- * copy of the path) and posts the keys to the loop, which puts them in place. `state`, under
- * mu, settles who frees this: the loop once the mail ran (POSTED; the thread touches nothing
- * after posting), or the thread itself when the server stopped waiting for it (ABANDONED, at
- * exit: a read stalled on a file system must not keep the process from ending). */
+/* A SIGHUP's reload of the key file: a detached thread reads it (from a copy of the path),
+ * parses it and posts the keys to the loop, which puts them in place. `state`, under mu,
+ * settles who frees this: the loop once the mail ran (PARSING, then POSTED; the thread
+ * touches nothing after posting), or the thread itself when the server stopped waiting for it
+ * while it was still reading (ABANDONED, at exit: a read stalled on a file system must not
+ * keep the process from ending). An abandoned thread neither parses nor enters libcrypto, whose
+ * state the process's exit frees under it; the exit waits for one that is parsing. */
 typedef struct reload {
     bd_mail_t mail;
     bd_server_t *s;
     pthread_mutex_t mu;
-    enum { RELOAD_READING, RELOAD_POSTED, RELOAD_ABANDONED } state;
+    enum { RELOAD_READING, RELOAD_PARSING, RELOAD_POSTED, RELOAD_ABANDONED } state;
     bd_gate_keys_t *keys; /* the thread's result, the loop's once posted */
     bd_err_t err;
     char path[]; /* the key file */
@@ -102,16 +108,25 @@ static void reload_free(reload_t *r)
 static void *reload_main(void *arg)
 {
     reload_t *r = arg;
-    r->keys = bd_gate_keys_load(r->path, &r->err);
+    size_t len = 0;
+    char *text = bd_gate_keys_read(r->path, &len, &r->err);
     pthread_mutex_lock(&r->mu);
     bool abandoned = r->state == RELOAD_ABANDONED;
-    r->state = RELOAD_POSTED;
+    r->state = RELOAD_PARSING;
     pthread_mutex_unlock(&r->mu);
     if (abandoned) {
+        bd_gate_keys_text_free(text, len);
         reload_free(r);
-    } else {
-        bd_mailbox_post(r->s->mailbox, &r->mail); /* its last touch of r */
+        return NULL;
     }
+    if (text) {
+        r->keys = bd_gate_keys_parse(text, len, r->path, &r->err);
+        bd_gate_keys_text_free(text, len);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->state = RELOAD_POSTED;
+    pthread_mutex_unlock(&r->mu);
+    bd_mailbox_post(r->s->mailbox, &r->mail); /* its last touch of r */
     return NULL;
 }
 
@@ -125,6 +140,11 @@ static void on_reloaded(bd_mail_t *mail)
     r->keys = NULL;
     reload_free(r);
     s->reload = NULL;
+    if (s->stopping) {
+        s->reload_join = true; /* reload_settle joins it */
+    } else {
+        pthread_detach(s->reload_thread);
+    }
     if (s->reload_again && !s->stopping) {
         s->reload_again = false;
         reload_start(s);
@@ -140,18 +160,13 @@ static void reload_start(bd_server_t *s)
     }
     const char *path = bd_gate_keys_path(s->gate);
     reload_t *r = calloc(1, sizeof *r + strlen(path) + 1);
-    pthread_attr_t attr;
-    pthread_t thread;
-    int rc = r ? pthread_attr_init(&attr) : ENOMEM;
+    int rc = r ? 0 : ENOMEM;
     if (rc == 0) {
         r->mail.cb = on_reloaded;
         r->s = s;
         pthread_mutex_init(&r->mu, NULL);
         strcpy(r->path, path);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        rc = pthread_create(&thread, &attr, reload_main, r);
-        pthread_attr_destroy(&attr);
-        if (rc != 0) {
+        if ((rc = pthread_create(&s->reload_thread, NULL, reload_main, r)) != 0) {
             pthread_mutex_destroy(&r->mu);
         }
     }
@@ -168,28 +183,30 @@ static void reload_start(bd_server_t *s)
 
 static void turn(bd_server_t *s, int32_t max_wait_ms);
 
-/* At exit: a reload whose keys are posted is waited for (a moment: the mail is on its way);
- * one still reading is left to finish and free itself. */
+/* At exit: a reload that is parsing or has posted is waited for (a moment: the mail is on its
+ * way) and its thread joined; one still reading is left to finish and free itself. */
 static void reload_settle(bd_server_t *s)
 {
     s->reload_again = false;
     reload_t *r = s->reload;
-    if (!r) {
-        return;
+    if (r) {
+        pthread_mutex_lock(&r->mu);
+        bool coming = r->state != RELOAD_READING; /* parsing or posted */
+        if (!coming) {
+            BD_WARN("gate", "api keys reload still reading file=\"%s\"; exiting without it",
+                    r->path);
+            r->state = RELOAD_ABANDONED; /* r is the thread's now */
+            s->reload = NULL;
+            pthread_detach(s->reload_thread);
+        }
+        pthread_mutex_unlock(&r->mu);
+        while (s->reload) {
+            turn(s, 100);
+        }
     }
-    pthread_mutex_lock(&r->mu);
-    bool posted = r->state == RELOAD_POSTED;
-    if (!posted) {
-        BD_WARN("gate", "api keys reload still reading file=\"%s\"; exiting without it", r->path);
-        r->state = RELOAD_ABANDONED; /* r is the thread's now */
-        s->reload = NULL;
-    }
-    pthread_mutex_unlock(&r->mu);
-    if (!posted) {
-        return;
-    }
-    while (s->reload) {
-        turn(s, 100);
+    if (s->reload_join) {
+        pthread_join(s->reload_thread, NULL);
+        s->reload_join = false;
     }
 }
 
