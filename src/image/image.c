@@ -7,8 +7,9 @@
  * the window contributes (antialiasing); the weights are normalized to sum 1, turned into
  * fixed point with 22 fraction bits (8-bit images), and applied first along rows (into an
  * 8-bit intermediate, rounded and clamped) and then along columns. A pass whose size does not
- * change is skipped, as Pillow skips it. shorter_side_crop computes the full resize's
- * coefficients and uses only those of the cropped window: the same numbers, fewer of them.
+ * change is skipped, as Pillow skips it. shorter_side_crop computes only the coefficients of
+ * the cropped window of the full resize: the same numbers, fewer of them (the full resize of
+ * a 40000000x1 image to a height of 224 would be 9 billion wide).
  *
  * Threads: any; a scratch belongs to one thread at a time. Ownership: the scratch owns its
  * buffers and the TurboJPEG handle; everything else is the caller's. */
@@ -337,21 +338,22 @@ static double bilinear(double x)
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-int32_t *bd_image_coeffs(uint32_t in_size, uint32_t out_size, int *bounds, int *ksize)
+int32_t *bd_image_coeffs(uint32_t in_size, uint64_t out_size, uint64_t first, uint32_t count,
+                         int *bounds, int *ksize)
 {
     double scale = (double)in_size / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 1.0 * filterscale;
     int ks = (int)ceil(support) * 2 + 1;
     double *w = malloc((size_t)ks * sizeof *w);
-    int32_t *k = calloc((size_t)out_size * (size_t)ks, sizeof *k);
+    int32_t *k = calloc((size_t)count * (size_t)ks, sizeof *k);
     if (!w || !k) {
         free(w);
         free(k);
         return NULL;
     }
-    for (uint32_t i = 0; i < out_size; i++) {
-        double center = (i + 0.5) * scale;
+    for (uint32_t i = 0; i < count; i++) {
+        double center = ((double)(first + i) + 0.5) * scale;
         double inv = 1.0 / filterscale;
         int lo = (int)(center - support + 0.5);
         int hi = (int)(center + support + 0.5);
@@ -440,14 +442,14 @@ static void vertical(const unsigned char *rows, size_t stride, int n, const int3
 }
 
 typedef void (*horizontal3_fn)(const unsigned char *restrict src, unsigned char *restrict dst,
-                               uint32_t W, uint32_t x0, const int *hb, const int32_t *hk, int hks);
+                               uint32_t W, const int *hb, const int32_t *hk, int hks);
 
 static void horizontal3_c(const unsigned char *restrict src, unsigned char *restrict dst,
-                          uint32_t W, uint32_t x0, const int *hb, const int32_t *hk, int hks)
+                          uint32_t W, const int *hb, const int32_t *hk, int hks)
 {
     for (uint32_t x = 0; x < W; x++) {
-        int lo = hb[2 * (x0 + x)], n = hb[2 * (x0 + x) + 1];
-        const int32_t *k = hk + (size_t)(x0 + x) * hks;
+        int lo = hb[2 * x], n = hb[2 * x + 1];
+        const int32_t *k = hk + (size_t)x * hks;
         const unsigned char *s = src + (size_t)lo * 3;
         int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
         for (int j = 0; j < n; j++) {
@@ -465,13 +467,14 @@ static void horizontal3_c(const unsigned char *restrict src, unsigned char *rest
 #include <immintrin.h>
 /* The same sums, a pixel's three channels (and one byte past them, ignored) in one SSE4.1
  * register: 32-bit products and sums as Pillow's, the clip by saturating packs. */
-__attribute__((target("sse4.1"))) static void
-horizontal3_sse41(const unsigned char *restrict src, unsigned char *restrict dst, uint32_t W,
-                  uint32_t x0, const int *hb, const int32_t *hk, int hks)
+__attribute__((target("sse4.1"))) static void horizontal3_sse41(const unsigned char *restrict src,
+                                                                unsigned char *restrict dst,
+                                                                uint32_t W, const int *hb,
+                                                                const int32_t *hk, int hks)
 {
     for (uint32_t x = 0; x < W; x++) {
-        int lo = hb[2 * (x0 + x)], n = hb[2 * (x0 + x) + 1];
-        const int32_t *k = hk + (size_t)(x0 + x) * hks;
+        int lo = hb[2 * x], n = hb[2 * x + 1];
+        const int32_t *k = hk + (size_t)x * hks;
         const unsigned char *s = src + (size_t)lo * 3;
         __m128i acc = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
         for (int j = 0; j < n; j++) {
@@ -501,7 +504,7 @@ static horizontal3_fn pick_horizontal3(void)
 /* Resize the decoded `ch`-channel image sc->pix (iw x ih) to rw x rh and keep the window
  * [x0, x0 + spec->width) x [y0, y0 + spec->height), normalized into `out`. */
 static int resize_store(const bd_image_spec_t *spec, bd_image_scratch_t *sc, uint32_t iw,
-                        uint32_t ih, int ch, uint32_t rw, uint32_t rh, uint32_t x0, uint32_t y0,
+                        uint32_t ih, int ch, uint64_t rw, uint64_t rh, uint64_t x0, uint64_t y0,
                         float *out, bd_err_t *err)
 {
     uint32_t W = (uint32_t)spec->width, H = (uint32_t)spec->height;
@@ -513,19 +516,19 @@ static int resize_store(const bd_image_spec_t *spec, bd_image_scratch_t *sc, uin
     make_lut(spec, lut);
     bool do_h = rw != iw, do_v = rh != ih;
     horizontal3_fn horizontal3 = pick_horizontal3();
-    if ((do_h && (!(hb = malloc((size_t)rw * 2 * sizeof *hb)) ||
-                  !(hk = bd_image_coeffs(iw, rw, hb, &hks)))) ||
-        (do_v && (!(vb = malloc((size_t)rh * 2 * sizeof *vb)) ||
-                  !(vk = bd_image_coeffs(ih, rh, vb, &vks))))) {
+    if ((do_h && (!(hb = malloc((size_t)W * 2 * sizeof *hb)) ||
+                  !(hk = bd_image_coeffs(iw, rw, x0, W, hb, &hks)))) ||
+        (do_v && (!(vb = malloc((size_t)H * 2 * sizeof *vb)) ||
+                  !(vk = bd_image_coeffs(ih, rh, y0, H, vb, &vks))))) {
         rc = bd_err_set(err, BD_ENOMEM, "out of memory resizing an image");
         goto out;
     }
-    /* Rows of the source the vertical pass reads. */
-    uint32_t r0 = y0, r1 = y0 + H;
+    /* Rows of the source the vertical pass reads (without it, rh == ih: y0 is a row). */
+    uint32_t r0 = (uint32_t)y0, r1 = (uint32_t)y0 + H;
     if (do_v) {
-        r0 = (uint32_t)vb[2 * y0];
+        r0 = (uint32_t)vb[0];
         r1 = 0;
-        for (uint32_t y = y0; y < y0 + H; y++) {
+        for (uint32_t y = 0; y < H; y++) {
             uint32_t e = (uint32_t)(vb[2 * y] + vb[2 * y + 1]);
             r1 = e > r1 ? e : r1;
         }
@@ -545,11 +548,11 @@ static int resize_store(const bd_image_spec_t *spec, bd_image_scratch_t *sc, uin
             continue;
         }
         if (ch == 3) {
-            horizontal3(src, dst, W, x0, hb, hk, hks);
+            horizontal3(src, dst, W, hb, hk, hks);
         } else {
             for (uint32_t x = 0; x < W; x++) {
-                int lo = hb[2 * (x0 + x)], n = hb[2 * (x0 + x) + 1];
-                const int32_t *k = hk + (size_t)(x0 + x) * hks;
+                int lo = hb[2 * x], n = hb[2 * x + 1];
+                const int32_t *k = hk + (size_t)x * hks;
                 for (int c = 0; c < ch; c++) {
                     int32_t ss = 1 << (PRECISION_BITS - 1);
                     const unsigned char *s = src + (size_t)lo * ch + c;
@@ -574,8 +577,8 @@ static int resize_store(const bd_image_spec_t *spec, bd_image_scratch_t *sc, uin
         if (!do_v) {
             memcpy(line, sc->tmp + (size_t)(y0 + y - r0) * tstride, tstride);
         } else {
-            int lo = vb[2 * (y0 + y)], n = vb[2 * (y0 + y) + 1];
-            const int32_t *k = vk + (size_t)(y0 + y) * vks;
+            int lo = vb[2 * y], n = vb[2 * y + 1];
+            const int32_t *k = vk + (size_t)y * vks;
             vertical(sc->tmp + (size_t)((uint32_t)lo - r0) * tstride, tstride, n, k, acc, line);
         }
         store_row(spec, lut, line, y, out);
@@ -620,19 +623,20 @@ int bd_image_preprocess(const bd_image_spec_t *spec, const void *data, size_t le
         ch = 1;
     }
     if (rc == 0) {
-        uint32_t W = (uint32_t)spec->width, H = (uint32_t)spec->height;
-        uint32_t rw = W, rh = H, x0 = 0, y0 = 0;
+        uint64_t W = (uint64_t)spec->width, H = (uint64_t)spec->height;
+        uint64_t rw = W, rh = H, x0 = 0, y0 = 0;
         if (spec->resize == BD_IMAGE_SHORTER_SIDE_CROP) {
             /* Scale so the image covers the target: the side that fits exactly is the target,
              * the other is round-half-up(side * factor); then crop the centre, the extra
-             * pixels split with the odd one on the right or bottom. */
-            if ((uint64_t)H * iw >= (uint64_t)W * ih) {
+             * pixels split with the odd one on the right or bottom. Both fit 64 bits: sides
+             * are under 2^32 and targets at most BD_IMAGE_MAX_SIDE. */
+            if (H * iw >= W * ih) {
                 rh = H;
-                rw = (uint32_t)(((uint64_t)iw * H * 2 + ih) / ((uint64_t)ih * 2));
+                rw = (iw * H * 2 + ih) / ((uint64_t)ih * 2);
                 rw = rw < W ? W : rw;
             } else {
                 rw = W;
-                rh = (uint32_t)(((uint64_t)ih * W * 2 + iw) / ((uint64_t)iw * 2));
+                rh = (ih * W * 2 + iw) / ((uint64_t)iw * 2);
                 rh = rh < H ? H : rh;
             }
             x0 = (rw - W) / 2;

@@ -81,10 +81,12 @@ bool bd_base64_decode(const char *in, size_t len, unsigned char *out, size_t *ou
 
 /* ---- internals, exposed for tests ---------------------------------------------------------
  * The resize coefficients for one axis (in_size -> out_size) as Pillow computes them for a
- * bilinear filter: for output i, bounds[2i] is the first input index and bounds[2i+1] how
- * many inputs follow, and coeffs[i * *ksize ..] their weights in 8-bit fixed point (22
- * fraction bits). Returns the malloc'd coefficients (free them) or NULL when out of memory;
- * bounds must hold 2 * out_size ints. */
-int32_t *bd_image_coeffs(uint32_t in_size, uint32_t out_size, int *bounds, int *ksize);
+ * bilinear filter, for the `count` outputs from `first` on (a crop's window of a resize that
+ * can be far larger than the image): for output first + i, bounds[2i] is the first input
+ * index and bounds[2i+1] how many inputs follow, and coeffs[i * *ksize ..] their weights in
+ * 8-bit fixed point (22 fraction bits). Returns the malloc'd coefficients (free them) or NULL
+ * when out of memory; bounds must hold 2 * count ints. */
+int32_t *bd_image_coeffs(uint32_t in_size, uint64_t out_size, uint64_t first, uint32_t count,
+                         int *bounds, int *ksize);
 
 #endif

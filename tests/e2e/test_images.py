@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import error_message, ort_available, parse_infer_reply
+from conftest import error_message, ort_available, parse_infer_reply, vm_kib
 
 H, W = 12, 16
 MEAN = [0.485, 0.456, 0.406]
@@ -271,6 +271,53 @@ def test_bad_images_get_400(client, name, data, words):
     client.assert_healthy()
     ok = encode(make_image("RGB", 20, 20), "PNG")
     assert binary_infer(client, "img_stretch_RGB_NCHW", [ok]).status_code == 200
+
+
+def uniform_png(w, h, rgb):
+    """A w x h PNG of one colour, written row by row with zlib (Pillow would hold it whole)."""
+    row = b"\x00" + bytes(rgb) * w
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body +
+                struct.pack(">I", zlib.crc32(kind + body)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size", [(4000, 2), (2, 4000), (3001, 7)])
+def test_extreme_aspect_ratios_match_pillow(client, size):
+    """shorter_side_crop of a long thin image resizes it to a far longer one (4000x2 to
+    24000x12 here) and keeps the centre: the tensor is still Pillow's."""
+    data = encode(make_image("RGB", *size), "PNG")
+    for r, c, l in CONFIGS:
+        if c == "RGB":
+            got = got_tensor(binary_infer(client, model_name(r, c, l), [data]))[0]
+            want = reference(data, (H, W), r, c, l)
+            assert np.abs(got - want).max() <= 1e-5, (r, l)
+
+
+def test_a_long_thin_image_costs_memory_for_its_pixels_not_its_resize(start_server_fn):
+    """A 10,000,000x4 PNG (120 MB decoded) cropped to 12x16: the full resize would be
+    30,000,000 wide, and its coefficients (600 MB) were allocated whole before only the
+    centre's were used. Only the window's are computed now."""
+    repo = start_server_fn.repo("img-thin")
+    add_image_model(repo, "thin", "shorter_side_crop", "RGB", "NCHW", max_batch_size=0)
+    client = start_server_fn(repo)
+    pid = client.server.proc.pid
+    before = vm_kib(pid, "VmHWM")
+    rgb = (10, 200, 30)
+    r = client.post("/v2/models/thin/infer", data=uniform_png(10_000_000, 4, rgb),
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(3, H, W)
+    for ch in range(3):
+        want = (np.float32(rgb[ch]) * np.float32(SCALE) - np.float32(MEAN[ch])) / np.float32(STD[ch])
+        assert np.abs(got[ch] - want).max() <= 1e-5, ch
+    grew_mb = (vm_kib(pid, "VmHWM") - before) / 1024
+    assert grew_mb < 350, "peak memory grew by %.0f MB for a 120 MB image" % grew_mb
+    client.server.stop()
 
 
 def test_bad_base64(client):

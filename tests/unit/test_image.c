@@ -22,7 +22,7 @@ static void test_coeffs_shrink_by_two(void **state)
     (void)state;
     int bounds[4];
     int ks = 0;
-    int32_t *k = bd_image_coeffs(4, 2, bounds, &ks);
+    int32_t *k = bd_image_coeffs(4, 2, 0, 2, bounds, &ks);
     assert_non_null(k);
     assert_int_equal(ks, 5);
     assert_int_equal(bounds[0], 0);
@@ -47,7 +47,7 @@ static void test_coeffs_enlarge_by_two(void **state)
     (void)state;
     int bounds[8];
     int ks = 0;
-    int32_t *k = bd_image_coeffs(2, 4, bounds, &ks);
+    int32_t *k = bd_image_coeffs(2, 4, 0, 4, bounds, &ks);
     assert_non_null(k);
     assert_int_equal(ks, 3);
     assert_int_equal(bounds[0], 0);
@@ -61,6 +61,40 @@ static void test_coeffs_enlarge_by_two(void **state)
     assert_int_equal(bounds[6], 1);
     assert_int_equal(bounds[7], 1);
     assert_int_equal(k[9], 1 << 22);
+    free(k);
+}
+
+/* A window of outputs has the same coefficients as those outputs of the whole resize, also
+ * of a resize far wider than memory could hold (shorter_side_crop of a 40000000x1 image to a
+ * 224 high target is 8.96e9 wide; only its 224 centre outputs are computed). */
+static void test_coeffs_window(void **state)
+{
+    (void)state;
+    int all_b[2 * 40], win_b[2 * 7];
+    int ks_all = 0, ks_win = 0;
+    int32_t *all = bd_image_coeffs(13, 40, 0, 40, all_b, &ks_all);
+    int32_t *win = bd_image_coeffs(13, 40, 17, 7, win_b, &ks_win);
+    assert_non_null(all);
+    assert_non_null(win);
+    assert_int_equal(ks_win, ks_all);
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(win_b[2 * i], all_b[2 * (17 + i)]);
+        assert_int_equal(win_b[2 * i + 1], all_b[2 * (17 + i) + 1]);
+        assert_memory_equal(win + i * ks_win, all + (17 + i) * ks_all,
+                            (size_t)ks_all * sizeof *all);
+    }
+    free(all);
+    free(win);
+    int b[2 * 224];
+    int ks = 0;
+    uint64_t rw = 8960000000ull;
+    int32_t *k = bd_image_coeffs(40000000u, rw, (rw - 224) / 2, 224, b, &ks);
+    assert_non_null(k);
+    assert_int_equal(ks, 3); /* enlarging: support 1 */
+    /* Output 4479999888 centres at 4479999888.5 * 40e6 / 8.96e9 = 19999999.502: its window
+     * starts at input (int)(centre - 1 + 0.5), the image's middle. */
+    assert_int_equal(b[0], 19999999);
+    assert_in_range(b[1], 1, 2);
     free(k);
 }
 
@@ -140,9 +174,8 @@ static void test_probe_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_coeffs_shrink_by_two),
-        cmocka_unit_test(test_coeffs_enlarge_by_two),
-        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_coeffs_shrink_by_two),  cmocka_unit_test(test_coeffs_window),
+        cmocka_unit_test(test_coeffs_enlarge_by_two), cmocka_unit_test(test_base64),
         cmocka_unit_test(test_probe_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
