@@ -177,6 +177,7 @@ struct bd_sched {
     level_t levels[BD_MAX_PRIORITY_LEVELS]; /* under mu */
     size_t depth;                           /* under mu: requests queued, all levels */
     size_t rows_queued;                     /* under mu: their rows */
+    size_t bytes_queued;                    /* under mu: their inputs' bytes */
     bool closed;                            /* under mu */
     int idle_workers;                       /* under mu: workers waiting on cv */
     bool kick_owed;      /* under mu: a held submit would have woken a worker (bd_sched_kick) */
@@ -637,6 +638,7 @@ static void q_unlink(bd_sched_t *s, bd_req_t *r)
     l->depth--;
     s->depth--;
     s->rows_queued -= r->rows;
+    s->bytes_queued -= r->in_bytes;
     if (r->deadline_us) {
         heap_remove(s, r);
     }
@@ -1822,6 +1824,10 @@ static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
     }
     uint64_t timeout = req->in.timeout_us ? req->in.timeout_us : l->default_timeout_us;
     req->rows = rows;
+    req->in_bytes = 0;
+    for (size_t i = 0; i < req->in.n_inputs; i++) {
+        req->in_bytes += req->in.inputs[i].byte_size; /* each under --max-body-bytes */
+    }
     req->arrival_us = now;
     req->start_us = 0;
     req->end_us = 0;
@@ -1848,6 +1854,7 @@ static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
     req->queued = true;
     s->depth++;
     s->rows_queued += rows;
+    s->bytes_queued += req->in_bytes;
     bd_metrics_queue_depth_add(s->metrics, 1);
     bd_metrics_inflight_add(s->metrics, 1);
     if (s->policy.delay_auto) {
@@ -1893,6 +1900,9 @@ bool bd_sched_run_inline(bd_sched_t *s, uint64_t max_ns)
     if (s->n_inst != 1 || !s->insts[0].thread_started) {
         return false; /* one instance only: its worker is the only waiter a signal could reach */
     }
+    if (s->image_idx >= 0) {
+        return false; /* a small PNG can decode to 40 megapixels */
+    }
     inst_t *in = &s->insts[0];
     pthread_mutex_lock(&s->mu);
     uint64_t now = bd_clock_now(&s->clock);
@@ -1902,7 +1912,7 @@ bool bd_sched_run_inline(bd_sched_t *s, uint64_t max_ns)
     size_t n = 0, rows = 0;
     uint64_t wake;
     if (s->kick_owed && in->waiting && !in->claimed && !s->closed && s->batch_measured &&
-        s->batch_ns < max_ns) {
+        s->batch_ns < max_ns && s->bytes_queued <= BD_SCHED_INLINE_MAX_BYTES) {
         n = take_batch(s, in, now, &rows, &wake);
     }
     if (n > 0) {

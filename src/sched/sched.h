@@ -111,6 +111,7 @@ struct bd_req {
     size_t heap_idx;      /* position in the deadline heap while queued with a deadline */
     int level;            /* 0-based priority level (0 = priority 1, the highest) */
     bool queued;          /* in a queue; under the scheduler's mutex */
+    size_t in_bytes;      /* its inputs' bytes, while queued */
 };
 
 /* A zeroed request with an arena limited to `arena_limit` bytes (0: no limit). */
@@ -156,12 +157,15 @@ int bd_sched_submit_held(bd_sched_t *s, bd_req_t *req, bd_err_t *err);
 /* Wake an idle worker if a held submit since the last kick would have. Any thread. */
 void bd_sched_kick(bd_sched_t *s);
 /* After held submits, instead of waking the worker: when the model has one instance, its
- * worker is waiting, and a batch costs under max_ns on average (gather and run, as measured),
- * run the ready batch on the calling thread, completing its requests there (their callbacks
- * run on it before this returns); the worker keeps off the instance meanwhile. Returns whether
- * it ran a batch; call bd_sched_kick after it either way. For models whose batch costs a few
- * microseconds, where handing the batch to the worker costs more than running it. */
+ * worker is waiting, a batch costs under max_ns on average (gather and run, as measured), the
+ * queued requests' inputs total at most BD_SCHED_INLINE_MAX_BYTES and the model decodes no
+ * images (costs the average cannot foresee), run the ready batch on the calling thread, completing
+ * its requests there (their callbacks run on it before this returns); the worker keeps off the
+ * instance meanwhile. Returns whether it ran a batch; call bd_sched_kick after it either way. For
+ * models whose batch costs a few microseconds, where handing the batch to the worker costs more
+ * than running it. */
 bool bd_sched_run_inline(bd_sched_t *s, uint64_t max_ns);
+#define BD_SCHED_INLINE_MAX_BYTES ((size_t)64 << 10)
 
 size_t bd_sched_queue_depth(bd_sched_t *s);
 

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import struct
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import error_message, ort_available, parse_infer_reply, vm_kib
+from conftest import HTTP_TIMEOUT_S, error_message, ort_available, parse_infer_reply, vm_kib
 
 H, W = 12, 16
 MEAN = [0.485, 0.456, 0.406]
@@ -317,6 +319,49 @@ def test_a_long_thin_image_costs_memory_for_its_pixels_not_its_resize(start_serv
         assert np.abs(got[ch] - want).max() <= 1e-5, ch
     grew_mb = (vm_kib(pid, "VmHWM") - before) / 1024
     assert grew_mb < 350, "peak memory grew by %.0f MB for a 120 MB image" % grew_mb
+    client.server.stop()
+
+
+def test_a_large_image_after_small_ones_does_not_stall_the_loop(start_server_fn):
+    """Batches of small images cost microseconds, and a model whose batches are that cheap
+    could run them on the event loop: a large image after them (here a 5,000,000x4 PNG of
+    58 KB) would then decode there and stall every other client. Image models always run on
+    their worker, so health checks keep answering while it decodes."""
+    repo = start_server_fn.repo("img-loop")
+    add_image_model(repo, "thin", "stretch", "RGB", "NCHW", max_batch_size=0)
+    client = start_server_fn(repo)
+    small = uniform_png(2, 2, (1, 2, 3))
+    with requests.Session() as sess:
+        for _ in range(300):
+            r = sess.post(client.url("/v2/models/thin/infer"), data=small,
+                          headers={"Content-Type": "image/png"}, timeout=HTTP_TIMEOUT_S)
+            assert r.status_code == 200, r.text
+    big = uniform_png(5_000_000, 4, (10, 200, 30))
+    assert len(big) < 60000  # small enough bytes that only its being an image keeps it off
+    took = []
+
+    def post_big():
+        t0 = time.monotonic()
+        r = requests.post(client.url("/v2/models/thin/infer"), data=big,
+                          headers={"Content-Type": "image/png"}, timeout=HTTP_TIMEOUT_S)
+        took.append((r.status_code, time.monotonic() - t0))
+    t = threading.Thread(target=post_big)
+    worst = 0.0
+    with requests.Session() as sess:
+        sess.get(client.url("/v2/health/live"), timeout=HTTP_TIMEOUT_S)
+        t.start()
+        while t.is_alive():
+            t0 = time.monotonic()
+            assert sess.get(client.url("/v2/health/live"), timeout=HTTP_TIMEOUT_S).status_code == 200
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.005)
+    t.join()
+    status, big_s = took[0]
+    assert status == 200
+    if big_s < 0.1:
+        pytest.skip("the large image took %.3f s here, too little to tell a stall" % big_s)
+    assert worst < big_s / 2, "a health check took %.3f s while the image took %.3f s" % (
+        worst, big_s)
     client.server.stop()
 
 

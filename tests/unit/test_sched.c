@@ -1381,7 +1381,8 @@ static void test_threaded_held_group_forms_one_batch(void **state)
 
 /* bd_sched_run_inline: after one batch measured the model's cost, a held group runs on the
  * calling thread (its requests are complete when the call returns) while the worker sleeps;
- * a cost bound below the measured cost leaves the group to the worker. */
+ * a cost bound below the measured cost, or inputs over BD_SCHED_INLINE_MAX_BYTES, leave the
+ * group to the worker. */
 static void test_threaded_inline_run_on_the_caller(void **state)
 {
     (void)state;
@@ -1417,7 +1418,15 @@ static void test_threaded_inline_run_on_the_caller(void **state)
     assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, 7, 7), &err), 0);
     bd_sched_kick(fx.s);
     wait_for_done(7);
-    check_counts(&fx, 7, 0, 0, 0, 7, 3, 0);
+    /* More than BD_SCHED_INLINE_MAX_BYTES queued: the worker's, whatever the measured cost
+     * (a model with variable dims costs by its data). */
+    nanosleep(&pause, NULL);
+    bd_req_t *big = mk_req(1, BD_SCHED_INLINE_MAX_BYTES / sizeof(float), 5, 5);
+    assert_int_equal(bd_sched_submit_held(fx.s, big, &err), 0);
+    assert_false(bd_sched_run_inline(fx.s, UINT64_MAX));
+    bd_sched_kick(fx.s);
+    wait_for_done(8);
+    check_counts(&fx, 8, 0, 0, 0, 8, 4, 0);
     fx_close(&fx);
 }
 
