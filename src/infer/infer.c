@@ -612,13 +612,14 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     int rc;
     if (a->model) {
         /* The route's model is found first (its metrics count what fails to decode); front
-         * ends whose requests carry names (body_names_model) check readiness after decoding,
-         * so their error replies carry the request's id. */
+         * ends whose requests carry names (body_names_model) learn that it is missing or not
+         * ready after decoding (resolve_model finds it again), so their error replies carry
+         * the request's id. */
         rc = bd_repo_find(inf->repo, a->model, a->model_len, a->version, a->version_len, &m, err);
         if (rc == 0 && !a->body_names_model) {
             rc = check_ready(m, err);
         }
-        if (rc != 0) {
+        if (rc != 0 && !a->body_names_model) {
             return rc;
         }
     }

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -779,6 +780,40 @@ def test_model_path_and_model_name(srv):
         else:
             check_error(head, 400, "n")
 
+    run(main())
+
+
+def test_errors_on_a_model_bound_stream_carry_the_request_id(start_server_fn):
+    """A socket opened on /v2/models/{m}[/versions/{v}]/stream whose model is unloaded, or
+    whose version went in a reload, answers each request with an error frame carrying that
+    request's own id (as /v2/stream does), and serves again once the model is back."""
+    repo = start_server_fn.repo("ws-bound")
+    repo.add_sim("m", [("INPUT0", "INT32", [2])], max_batch_size=4,
+                 extra={"version_policy": {"all": {}}})
+    os.makedirs(os.path.join(repo.path, "m", "2"), exist_ok=True)
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    client.port = client.server.port
+    assert client.post("/v2/repository/models/m/load").status_code == 200
+    v = [5, 6]
+
+    async def main():
+        async with connect(client, "/v2/models/m/stream") as ws, \
+                connect(client, "/v2/models/m/versions/2/stream") as ws2:
+            await ws.send(req(v, "a", dt="INT32"))
+            check_ok(*decode(await recv(ws)), "a", "m", v, version="2")
+            shutil.rmtree(os.path.join(repo.path, "m", "2"))
+            assert client.post("/v2/repository/models/m/load").status_code == 200
+            await ws2.send(req(v, "gone-version", dt="INT32"))
+            msg = check_error(decode(await recv(ws2))[0], 400, "gone-version")
+            assert "version '2'" in msg, msg
+            assert client.post("/v2/repository/models/m/unload").status_code == 200
+            await ws.send(req(v, "unloaded", dt="INT32"))
+            head = decode(await recv(ws))[0]
+            check_error(head, head["status"], "unloaded")
+            assert head["status"] in (400, 404, 503), head
+            assert client.post("/v2/repository/models/m/load").status_code == 200
+            await ws.send(req(v, "back", dt="INT32"))
+            check_ok(*decode(await recv(ws)), "back", "m", v, version="1")
     run(main())
 
 
