@@ -24,7 +24,10 @@
  * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
  * socket (1000), the drain (1001) or an API key a reload removed (1008, once what was in
  * flight was answered). Queued requests of a socket that went away are
- * cancelled; results for it are dropped when they come back. After we sent a close frame we
+ * cancelled; results for it are dropped when they come back. A socket not read (at its cap or
+ * the budget) with requests in flight or parked is watched every WATCH_MS for the peer's FIN
+ * or reset (poll POLLRDHUP), since h2o sees neither while it does not read; one that went is
+ * closed at once. After we sent a close frame we
  * stop writing (SHUT_WR; not under TLS, where closing the socket sends the close_notify first)
  * and wait up to CLOSE_WAIT_MS for the client's close, then close.
  *
@@ -36,6 +39,7 @@
 #include "stream/stream.h"
 #include "stream/stream_internal.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +59,7 @@
 #define RCVBUF_BYTES (256 * 1024) /* SO_RCVBUF of a WebSocket (Linux doubles it) */
 #define RECV_ROUNDS 64 /* wslay_event_recv calls per turn, each after the answers it queued */
 #define CLOSE_WAIT_MS 2000
+#define WATCH_MS 10 /* how often a socket not read is checked for the client's leaving */
 #define MAX_NAME 256
 #define ID_MAX 64
 
@@ -69,6 +74,7 @@ struct bd_stream {
     size_t n_conns;
     h2o_timeout_t idle_timeout;
     h2o_timeout_t close_timeout;
+    h2o_timeout_t watch_timeout;
     bd_buf_t out; /* reply scratch (trimmed after a large reply) */
     bool stopping;
 };
@@ -106,6 +112,7 @@ struct conn {
     size_t n_parked;
     uint64_t next_id;
     h2o_timeout_entry_t timer; /* idle, or the wait for the client's close */
+    h2o_timeout_entry_t watch; /* while not read with work in hand: has the client gone? */
     bd_buf_t pending;          /* bytes wslay produced, not yet handed to h2o */
     bd_buf_t writing;          /* bytes of the h2o write in flight */
     bool write_busy;
@@ -219,6 +226,9 @@ static void close_socket(conn_t *c)
     c->n_parked = 0;
     if (h2o_timeout_is_linked(&c->timer)) {
         h2o_timeout_unlink(&c->timer);
+    }
+    if (h2o_timeout_is_linked(&c->watch)) {
+        h2o_timeout_unlink(&c->watch);
     }
     h2o_socket_close(c->sock);
     c->sock = NULL;
@@ -599,6 +609,14 @@ static void process(conn_t *c)
         h2o_socket_read_stop(c->sock);
     }
     c->reading = want;
+    bool watch = !want && !c->closing && (c->inflight > 0 || c->n_parked > 0);
+    if (watch != h2o_timeout_is_linked(&c->watch)) {
+        if (watch) {
+            h2o_timeout_link(c->st->loop, &c->st->watch_timeout, &c->watch);
+        } else {
+            h2o_timeout_unlink(&c->watch);
+        }
+    }
     if (!c->closing && c->inflight == 0 && !h2o_timeout_is_linked(&c->timer)) {
         arm_timer(c, &c->st->idle_timeout, on_idle);
     }
@@ -614,6 +632,20 @@ static void on_read(h2o_socket_t *sock, const char *err)
             arm_timer(c, &c->st->idle_timeout, on_idle); /* a frame or part of one came */
         }
         process(c);
+    }
+    release_if_done(c);
+}
+
+/* A socket not read: the peer's FIN (POLLRDHUP, also behind unread bytes and under TLS) or a
+ * reset means the client left; anything else, look again in WATCH_MS. */
+static void on_watch(h2o_timeout_entry_t *entry)
+{
+    conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, watch, entry);
+    struct pollfd p = {.fd = h2o_socket_get_fd(c->sock), .events = POLLRDHUP};
+    if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        close_socket(c);
+    } else {
+        h2o_timeout_link(c->st->loop, &c->st->watch_timeout, &c->watch);
     }
     release_if_done(c);
 }
@@ -725,9 +757,10 @@ bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
     }
     conn_t *c = calloc(1, sizeof *c);
     if (!c || model_len >= sizeof c->model || version_len >= sizeof c->version) {
+        bool nomem = !c;
         free(c);
-        reply_http_error(st, req, c ? 400 : 500,
-                         c ? "the model name or version is too long" : "out of memory");
+        reply_http_error(st, req, nomem ? 500 : 400,
+                         nomem ? "out of memory" : "the model name or version is too long");
         return false;
     }
     c->st = st;
@@ -743,6 +776,7 @@ bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
     bd_list_init(&c->parked);
     bd_buf_init(&c->pending);
     bd_buf_init(&c->writing);
+    c->watch.cb = on_watch;
     char accept[32];
     accept_key(accept, key);
     req->res.status = 101;
@@ -775,6 +809,7 @@ bd_stream_t *bd_stream_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_met
     uint64_t idle_ms = st->opts.idle_timeout_us / 1000;
     h2o_timeout_init(loop, &st->idle_timeout, idle_ms ? idle_ms : 1);
     h2o_timeout_init(loop, &st->close_timeout, CLOSE_WAIT_MS);
+    h2o_timeout_init(loop, &st->watch_timeout, WATCH_MS);
     return st;
 }
 
@@ -806,6 +841,7 @@ void bd_stream_free(bd_stream_t *st)
     }
     h2o_timeout_dispose(st->loop, &st->idle_timeout);
     h2o_timeout_dispose(st->loop, &st->close_timeout);
+    h2o_timeout_dispose(st->loop, &st->watch_timeout);
     bd_buf_dispose(&st->out);
     free(st);
 }

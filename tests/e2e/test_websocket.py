@@ -1013,6 +1013,44 @@ def _cancel_body(i):
     return [float(i), float(i) + 0.25]
 
 
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_socket_gone_at_its_cap_runs_none_of_its_queued_requests(start_server_fn, how):
+    """--ws-max-inflight 2: a socket sends 10 requests to a model busy 400 ms a batch, one at
+    a time, and leaves (FIN or reset) while the first runs. It is not being read (it is at
+    its cap), yet its leaving is seen at once: the queued request is cancelled before the
+    running one ends, and the messages held back by the cap never run."""
+    repo = start_server_fn.repo("ws-capgone")
+    repo.add_sim("slow", [("INPUT0", "INT32", [1])], max_batch_size=1, instances=1,
+                 latency_us=400000)
+    client = start_server_fn(repo, ["--ws-max-inflight", "2"])
+    lab = {"model": "slow", "version": "1"}
+
+    def c(name, **extra):
+        return counter(client, name, **dict(lab, **extra))
+
+    async def main():
+        raw = await asyncio.to_thread(RawWS, client.server.port, "/v2/models/slow/stream")
+        raw.send(b"".join(frame(OP_TEXT, req([i], "r%d" % i, dt="INT32").encode())
+                          for i in range(10)))
+        await wait_until(lambda: c("batchd_inference_inflight") == 2
+                         and c("batchd_queue_depth") == 1, "one running and one queued")
+        t0 = time.monotonic()
+        if how == "reset":
+            raw.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.s.close()
+        await wait_until(lambda: c("batchd_inference_requests_total", protocol="websocket",
+                                   outcome="cancelled") == 1, "the queued request cancelled")
+        assert time.monotonic() - t0 < 0.3, "the leaving was seen only after the batch"
+        await asyncio.sleep(1.0)  # time for anything left over to run, were it started
+
+    run(main())
+    assert c("batchd_inference_requests_total", protocol="websocket", outcome="success") == 1
+    assert c("batchd_inference_requests_total", protocol="websocket", outcome="cancelled") == 1
+    assert c("batchd_inference_executions_total") == 1
+    assert c("batchd_queue_depth") == 0 and c("batchd_inference_inflight") == 0
+    assert counter(client, "batchd_websocket_connections") == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["close", "drop"])
 def test_socket_gone_with_queued_requests_runs_none_of_them(srv, how):
