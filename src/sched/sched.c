@@ -413,6 +413,19 @@ static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd
     if (bytes > 0 && !t->data) {
         return bd_err_set(err, BD_EINVAL, "input '%s': the tensor has no data", io->name);
     }
+    if (t->dtype == BD_DT_BOOL) {
+        /* Binary data is taken as sent; the models read a byte that is not 0 or 1 as
+         * undefined (ONNX Runtime's Not turned 0x02 into 0x03, "true"). */
+        const unsigned char *p = t->data;
+        for (size_t i = 0; i < bytes; i++) {
+            if (p[i] > 1) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "input '%s': BOOL element %zu is the byte 0x%02x; expected 0 "
+                                  "(false) or 1 (true)",
+                                  io->name, i, p[i]);
+            }
+        }
+    }
     return 0;
 }
 

@@ -232,5 +232,22 @@ def test_bad_binary_requests(client):
     client.assert_healthy()
 
 
+@pytest.mark.parametrize("byte", [2, 0xFF])
+def test_bool_bytes_other_than_0_and_1_are_refused(client, byte):
+    """A binary BOOL element is one byte, 0 (false) or 1 (true); any other byte would reach the
+    model as undefined (ONNX Runtime's Not turns 0x02 into 0x03), so it is a 400."""
+    data = bytes([1, 0, byte, 1, 0])
+    header = {"inputs": [{"name": "INPUT0", "datatype": "BOOL", "shape": [1, 5],
+                          "parameters": {"binary_data_size": 5}}]}
+    body, hl = binary_body(header, [data])
+    msg = error_message(client.infer_raw("bdt_bool", body, hl), 400)
+    assert msg == ("input 'INPUT0': BOOL element 2 is the byte 0x%02x; expected 0 (false) "
+                   "or 1 (true)" % byte), msg
+    body, hl = binary_body(header, [bytes([1, 0, 1, 1, 0])])
+    r = client.infer_raw("bdt_bool", body, hl)
+    assert r.status_code == 200, r.text
+    assert parse_infer_reply(r)[1]["OUTPUT0"] == [True, False, True, True, False]
+
+
 def test_extension_listed(client):
     assert "binary_tensor_data" in client.get("/v2").json()["extensions"]
