@@ -1106,7 +1106,7 @@ static void send_result(bd_http_t *h, job_t *j)
     bd_zip_coding_t coded = rc == 0 ? bd_call_reply_coding(j->call, &plain_len) : BD_ZIP_IDENTITY;
     if (rc != 0) {
         reply_error(h, req, rc, err.msg);
-    } else if (header_len == plain_len) {
+    } else if (header_len == 0) {
         reply_buf(h, req, "application/json", &h->out, coded);
     } else {
         char num[24];

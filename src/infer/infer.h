@@ -133,8 +133,8 @@ const char *bd_call_id(const bd_call_t *call);
 void bd_call_set_id(bd_call_t *call, const char *id);
 /* Append the reply of a successful call to `out`: the KServe v2 response JSON, then the
  * binary outputs' bytes when the request asked for any; *header_len is the JSON part's length
- * (== the appended length when everything is JSON). Returns 0, BD_ENOMEM, or the call's own
- * error code (with its message in err) when it failed. After done. */
+ * when it did (even when those outputs hold no bytes), else 0: the reply is plain JSON. Returns 0,
+ * BD_ENOMEM, or the call's own error code (with its message in err) when it failed. After done. */
 int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t *err);
 /* After a successful bd_call_encode: the coding of what it appended. gzip or deflate when
  * the reply was encoded on the decode thread and compressed there as a->reply_coding asked;

@@ -344,8 +344,8 @@ static void on_call_done(bd_call_t *call)
         int rc = bd_call_encode(call, b, &header_len, &err);
         if (rc != 0) {
             send_error(c, bd_call_id(call), rc, err.msg);
-        } else if (header_len + 4 == b->len) {
-            queue_frame(c, WSLAY_TEXT_FRAME, b->data + 4, header_len);
+        } else if (header_len == 0) {
+            queue_frame(c, WSLAY_TEXT_FRAME, b->data + 4, b->len - 4);
         } else {
             uint32_t n = (uint32_t)header_len;
             unsigned char le[4] = {n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >> 24};

@@ -2339,16 +2339,18 @@ int bd_infer_encode(bd_buf_t *out, const char *model_name, const char *model_ver
     }
     bd_buf_puts(out, "]}");
     size_t json_len = out->len - start;
+    bool binary = false;
     for (size_t i = 0; i < n_outputs; i++) {
         if (outputs[i].binary) {
             bd_buf_append(out, outputs[i].tensor->data, outputs[i].tensor->byte_size);
+            binary = true;
         }
     }
     if (out->failed) {
         return BD_ENOMEM;
     }
     if (header_len) {
-        *header_len = json_len;
+        *header_len = binary ? json_len : 0;
     }
     return 0;
 }

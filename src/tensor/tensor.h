@@ -203,9 +203,10 @@ typedef struct {
  *   {"model_name":..,"model_version":..,"id":..(only if id),"outputs":[{"name":..,
  *    "datatype":..,"shape":[..],"data":[..]} | {..,"parameters":{"binary_data_size":N}}]}
  * followed by the binary outputs' bytes in order. `*header_len` is the JSON part's length
- * (the Inference-Header-Content-Length to send when any output is binary). FP32 values are
- * printed with enough digits to round-trip (%.9g), FP64 with %.17g; NaN/Inf as JSON can't
- * carry them are written as null. Returns 0 or BD_ENOMEM. */
+ * when any output is binary (the Inference-Header-Content-Length to send; the reply is the
+ * binary extension's even when those outputs hold no bytes), else 0 (a plain JSON reply). FP32
+ * values are printed with enough digits to round-trip (%.9g), FP64 with %.17g; NaN/Inf as JSON
+ * can't carry them are written as null. Returns 0 or BD_ENOMEM. */
 int bd_infer_encode(bd_buf_t *out, const char *model_name, const char *model_version,
                     const char *id, const bd_output_enc_t *outputs, size_t n_outputs,
                     size_t *header_len);

@@ -12,6 +12,7 @@ from conftest import NP_DTYPES, binary_body, error_message, ort_available, parse
 def client(start_server):
     repo = start_server.repo()
     repo.add_sim("bin_fp32", [("INPUT0", "FP32", [16])], max_batch_size=8)
+    repo.add_sim("bin_var", [("INPUT0", "FP32", [-1])], max_batch_size=8)
     repo.add_sim("bin_mixed", [("INPUT0", "INT32", [4]), ("INPUT1", "FP64", [3]),
                                ("INPUT2", "BOOL", [2])], max_batch_size=8)
     for dt in NP_DTYPES:
@@ -230,6 +231,22 @@ def test_bad_binary_requests(client):
     r = client.infer_raw("bin_fp32", body + b"\0\0\0\0", hl)
     error_message(r, 400)
     client.assert_healthy()
+
+
+def test_an_empty_binary_output_is_still_a_binary_reply(client):
+    """An output asked for in binary that holds no bytes (shape [1, 0]) still makes the reply
+    the binary extension's: Inference-Header-Content-Length and binary_data_size 0."""
+    header = {"id": "z", "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 0],
+                                     "parameters": {"binary_data_size": 0}}],
+              "parameters": {"binary_data_output": True}}
+    body, hl = binary_body(header, [])
+    r = client.infer_raw("bin_var", body, hl)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    n = int(r.headers["Inference-Header-Content-Length"])
+    assert n == len(r.content)
+    out = json.loads(r.content)["outputs"][0]
+    assert out["shape"] == [1, 0] and out["parameters"] == {"binary_data_size": 0}, out
 
 
 @pytest.mark.parametrize("byte", [2, 0xFF])

@@ -75,6 +75,7 @@ def srv(start_server):
     repo.add_sim("vers", [("INPUT0", "INT32", [2])], max_batch_size=4,
                  extra={"version_policy": {"all": {}}})
     os.makedirs(os.path.join(repo.path, "vers", "2"), exist_ok=True)
+    repo.add_sim("var", [("INPUT0", "FP32", [-1])], max_batch_size=4)
     client = start_server(repo, name="batchd-ws")
     client.port = client.server.port
     return client
@@ -534,6 +535,25 @@ def test_binary_request_binary_reply(srv):
             assert np.array_equal(outs["OUTPUT0"], x0)
             assert np.array_equal(outs["OUTPUT1"], x1)
 
+    run(main())
+
+
+def test_an_empty_binary_output_comes_in_a_binary_frame(srv):
+    """Binary outputs asked for, holding no bytes (shape [1, 0]): still a binary frame, as
+    API.md says a request that asked for binary outputs is answered."""
+    header = json.dumps({"id": "z", "model_name": "var",
+                         "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 0],
+                                     "parameters": {"binary_data_size": 0}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+
+    async def main():
+        async with connect(srv) as ws:
+            await ws.send(struct.pack("<I", len(header)) + header)
+            msg = await recv(ws)
+            assert isinstance(msg, bytes), msg
+            head, _ = decode(msg)
+            assert head["id"] == "z" and len(msg) == 4 + struct.unpack_from("<I", msg)[0]
+            assert head["outputs"][0]["parameters"] == {"binary_data_size": 0}, head
     run(main())
 
 
