@@ -1075,6 +1075,20 @@ static int header_length(h2o_req_t *req, size_t len, size_t *header_len, bd_err_
         return 0;
     }
     h2o_iovec_t v = req->headers.entries[i].value;
+    /* Given twice, the values must agree (as Content-Length's must): a proxy could split the
+     * body at the other. */
+    for (ssize_t k = i;
+         (k = h2o_find_header_by_str(&req->headers, H2O_STRLIT("inference-header-content-length"),
+                                     k)) >= 0;) {
+        h2o_iovec_t w = req->headers.entries[k].value;
+        if (!h2o_memis(v.base, v.len, w.base, w.len)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "Inference-Header-Content-Length is given twice, as '%.*s' and "
+                              "'%.*s'; expected one value",
+                              (int)(v.len > 32 ? 32 : v.len), v.base,
+                              (int)(w.len > 32 ? 32 : w.len), w.base);
+        }
+    }
     size_t n = 0;
     bool ok = v.len > 0 && v.len <= 19;
     for (size_t k = 0; ok && k < v.len; k++) {

@@ -1,5 +1,6 @@
 """Triton's binary tensor extension: Inference-Header-Content-Length, binary_data_size on
 inputs, binary outputs via outputs[].parameters.binary_data and parameters.binary_data_output."""
+import http.client
 import json
 
 import numpy as np
@@ -247,6 +248,29 @@ def test_an_empty_binary_output_is_still_a_binary_reply(client):
     assert n == len(r.content)
     out = json.loads(r.content)["outputs"][0]
     assert out["shape"] == [1, 0] and out["parameters"] == {"binary_data_size": 0}, out
+
+
+@pytest.mark.parametrize("second,status", [("same", 200), ("other", 400)])
+def test_inference_header_content_length_given_twice(client, second, status):
+    """Given twice, the two values must agree (as Content-Length's must): with another value
+    a proxy could split the body elsewhere, so it is a 400 that names both."""
+    x = np.arange(16, dtype=np.float32)
+    header = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 16],
+                          "parameters": {"binary_data_size": 64}}]}
+    body, hl = binary_body(header, [x.tobytes()])
+    conn = http.client.HTTPConnection("127.0.0.1", client.server.port, timeout=30)
+    conn.putrequest("POST", "/v2/models/bin_fp32/infer")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.putheader("Inference-Header-Content-Length", str(hl))
+    conn.putheader("Inference-Header-Content-Length", str(hl if second == "same" else hl + 8))
+    conn.endheaders(body)
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    assert r.status == status, data
+    if status == 400:
+        assert json.loads(data) == {"error": "Inference-Header-Content-Length is given twice, as "
+                                             "'%d' and '%d'; expected one value" % (hl, hl + 8)}
 
 
 @pytest.mark.parametrize("byte", [2, 0xFF])
