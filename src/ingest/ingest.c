@@ -557,9 +557,18 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
             *(idx == -2 ? &all_dtype_k : &inf[idx].dtype_k) = k;
         }
     }
+    /* Metadata is copied into the entry and its result: bounded as the inputs are. */
+    bool meta_over = !too_many && meta_bytes > s->p->ing->max_entry_bytes;
     if (too_many) {
         snprintf(msg, sizeof msg, "the entry has %zu fields; at most %d are supported", nf,
                  MAX_FIELDS);
+    } else if (meta_over) {
+        snprintf(msg, sizeof msg,
+                 "the entry's metadata fields are %zu bytes together, over the limit of %zu "
+                 "bytes (--max-body-bytes)",
+                 meta_bytes, s->p->ing->max_entry_bytes);
+    }
+    if (too_many || meta_over) {
         n_meta = 0;
         meta_bytes = 0;
     }
@@ -666,7 +675,9 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
             } else if (dt) {
                 char name[16];
                 snprintf(name, sizeof name, "%.*s", dt->len < 15 ? (int)dt->len : 15, dt->str);
-                in->dtype = (size_t)dt->len < 15 ? bd_dtype_from_name(name) : BD_DT_INVALID;
+                in->dtype = (size_t)dt->len < 15 && !memchr(dt->str, '\0', (size_t)dt->len)
+                                ? bd_dtype_from_name(name)
+                                : BD_DT_INVALID;
                 if (in->dtype == BD_DT_INVALID) {
                     snprintf(msg, sizeof msg,
                              "field '%.*s' is '%.32s', which is not a datatype; expected one of "

@@ -43,7 +43,8 @@ typedef struct {
 typedef struct {
     bd_redis_url_t url;
     const char *consumer;   /* this process's consumer name in every group */
-    size_t max_entry_bytes; /* an entry's inputs together; larger: an error result */
+    size_t max_entry_bytes; /* an entry's inputs together, and its metadata fields together;
+                             * larger: an error result */
 } bd_ingest_opts_t;
 
 /* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (PORT 6379 and DB 0 by default; an IPv6

@@ -214,6 +214,7 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         ({"camera": "missing"}, r"no 'input' field"),
         ({"input": good, "shape": "1,x", "camera": "shape"}, r"field 'shape' is '1,x'"),
         ({"input": good, "datatype": "INT32", "camera": "mismatch"}, r"INT32"),
+        ({"input": good, "datatype": b"FP32\x00junk", "camera": "nul"}, r"not a datatype"),
     ]
     ids = {}
     for fields, _rx in bad:
@@ -231,8 +232,30 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         assert f["model_name"] == b"cam" and f["model_version"] == b"1"
     assert res[ok_id]["status"] == b"ok"  # the stream goes on after bad entries
     assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
-    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 5
-    assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 6
+    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 6
+    assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 7
+
+
+def test_metadata_over_max_body_bytes_is_an_error_without_it(start_server_fn, rsrv):
+    """Metadata fields are copied into the result, so they are bounded as the inputs are: over
+    --max-body-bytes together, the entry gets an error result that does not carry them."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv, extra_args=["--max-body-bytes", "4096"])
+    good = frame(1, 1).tobytes()
+    big = r.xadd("frames:m", {"input": good, "camera": "c", "note": "x" * 5000}).decode()
+    ok = r.xadd("frames:m", {"input": good, "camera": "c", "note": "x" * 3000}).decode()
+    assert wait_results(r, 2)
+    res = {f["source_id"].decode(): f for _k, _e, f in results(r)}
+    f = res[big]
+    assert f["status"] == b"error", f
+    assert f["error"] == (b"the entry's metadata fields are 5011 bytes together, over the "
+                          b"limit of 4096 bytes (--max-body-bytes)"), f["error"]
+    assert "note" not in f and "camera" not in f
+    assert res[ok]["status"] == b"ok" and res[ok]["note"] == b"x" * 3000
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 1
 
 
 def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn, rsrv):
