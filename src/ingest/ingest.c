@@ -1337,6 +1337,14 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
     if (r->type == REDIS_REPLY_ARRAY) {
         m = pipe_model(p);
         cfg = m ? bd_model_config(m) : NULL;
+        if (!cfg && r->elements > 0) {
+            /* The model went while the read was out: what it delivered is in our pending
+             * list; read that again once the model is back, not claim_idle_ms later. */
+            for (size_t i = 0; i < sh->n; i++) {
+                sh->streams[i]->history = true;
+                snprintf(sh->streams[i]->history_id, ID_MAX, "0");
+            }
+        }
     }
     for (size_t i = 0; cfg && i < r->elements; i++) {
         const redisReply *se = r->element[i];

@@ -303,6 +303,32 @@ def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn,
     assert metric(client, "batchd_redis_errors_total", model="two", pattern="in:*") == 3
 
 
+def test_an_entry_delivered_while_the_model_is_unloaded_runs_when_it_is_back(start_server_fn,
+                                                                            rsrv):
+    """A blocking read out when the model is unloaded delivers what comes meanwhile; the model
+    is not there to take it, so it stays in this consumer's pending list. Once the model is
+    loaded again that list is read at once, not claim_idle_ms (here 120 s) later."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "block_ms": 3000, "claim_idle_ms": 120000})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv, extra_args=["--model-control", "explicit"])
+    assert client.post("/v2/repository/models/cam/load").status_code == 200
+    good = frame(1, 1).tobytes()
+    r.xadd("frames:u", {"input": good, "seq": "0"})
+    assert wait_results(r, 1)
+    time.sleep(0.3)  # the next blocking read is out
+    assert client.post("/v2/repository/models/cam/unload").status_code == 200
+    r.xadd("frames:u", {"input": good, "seq": "1"})
+    assert wait_for(lambda: group_pending(r, "frames:u") == 1, 5), "not delivered meanwhile"
+    time.sleep(0.3)
+    assert count_results(r, "results:*") == 1
+    assert client.post("/v2/repository/models/cam/load").status_code == 200
+    assert wait_results(r, 2, timeout=10), "the entry waited for claim_idle_ms"
+    seqs = sorted(f["seq"] for _k, _e, f in results(r))
+    assert seqs == [b"0", b"1"]
+    assert wait_for(lambda: group_pending(r, "frames:u") == 0, 5)
+
+
 def test_results_maxlen_trims_the_result_stream(start_server_fn, rsrv):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "cam", {"streams": "frames:*", "results_maxlen": 10})
