@@ -16,7 +16,8 @@
 #   make bench       bench/run.sh
 #   make soak        $(SOAK_MINUTES) minutes of mixed load on the demo: RSS, fds and threads over
 #                    time, every unexpected answer (bench/soak.py; not part of `make test`)
-#   make tsan        ThreadSanitizer build in build-tsan/, then the threaded unit tests
+#   make tsan        ThreadSanitizer build in build-tsan/, then the threaded unit tests and the
+#                    end-to-end tests that drive the server's threads hardest
 #   make valgrind    the server under valgrind's memcheck on the demo (not part of `make test`)
 #   make format      clang-format the sources in place (make format-check: only check)
 #   make clean       remove the build folders and $(DEMO)/ (distclean: also third_party/)
@@ -142,12 +143,20 @@ bench: build
 soak: build demo
 	$(PYTHON) bench/soak.py --bin $(BUILD)/batchd --demo $(DEMO) --minutes $(SOAK_MINUTES)
 
-# ThreadSanitizer over the threaded unit tests (scheduler, metrics, core, infer). ONNX Runtime is
-# not built with TSan, so the backend's tests stay out of this run.
+# ThreadSanitizer: the threaded unit tests (scheduler, metrics, core, infer), then the server
+# under the end-to-end tests that drive its threads hardest (WebSocket, Redis ingest, SIGHUP
+# reloads, shutdown, repository loads, batching, cancellation). ONNX Runtime is not built with
+# TSan: reports with a frame inside it are suppressed (tests/tsan.supp), and the backend's unit
+# tests stay out of this run.
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
+TSAN_E2E := test_websocket.py test_redis.py test_auth.py test_shutdown.py test_repository.py \
+            test_batching.py test_cancel.py
 tsan:
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBD_SANITIZE=thread
-	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target test_sched test_metrics test_core test_infer
-	ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core|infer)$$'
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBD_SANITIZE=thread
+	$(CMAKE_BUILD) build-tsan -j$(JOBS) --target batchd test_sched test_metrics test_core test_infer
+	$(TSAN_ENV) ctest --test-dir build-tsan --output-on-failure -R '^(sched|metrics|core|infer)$$'
+	$(TSAN_ENV) BATCHD_BIN=$(CURDIR)/build-tsan/batchd $(PYTHON) -m pytest -q -p no:cacheprovider \
+	    $(addprefix tests/e2e/,$(TSAN_E2E))
 
 # The server under valgrind's memcheck on the demo models (slow; not part of `make test`).
 valgrind: build demo

@@ -45,7 +45,8 @@ STOP_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 30.0
 
 LISTEN_RE = re.compile(r"http listening host=127\.0\.0\.1 port=(\d+)")
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
+                     "WARNING: ThreadSanitizer")
 
 # KServe v2 datatype -> numpy dtype (little-endian, BOOL as one byte).
 NP_DTYPES = {
