@@ -396,6 +396,10 @@ static void reply_json(bd_http_t *h, h2o_req_t *req, int status)
 
 static void reply_error(bd_http_t *h, h2o_req_t *req, int code, const char *msg)
 {
+    if (code == BD_EFULL) {
+        /* A full queue, or --max-decode-bytes in use: gone in a moment (RFC 9110 §10.2.3). */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    }
     bd_buf_reset(&h->out);
     bd_buf_json_error(&h->out, msg);
     reply_json(h, req, bd_infer_http_status(code));

@@ -14,7 +14,7 @@
 
 typedef enum {
     BD_OUTCOME_SUCCESS = 0,
-    BD_OUTCOME_REJECTED,  /* queue full or shutting down (503) */
+    BD_OUTCOME_REJECTED,  /* queue full, shutting down or the circuit breaker (503) */
     BD_OUTCOME_INVALID,   /* bad request (400) */
     BD_OUTCOME_ERROR,     /* backend failure (500) */
     BD_OUTCOME_TIMEOUT,   /* deadline passed while queued */

@@ -33,8 +33,9 @@ def test_queue_full_gives_fast_503(start_server_fn):
     for r, dt, _ in full:
         msg = error_message(r, 503)
         assert "queue" in msg.lower() or "overload" in msg.lower() or "full" in msg.lower(), msg
-        # Refused at once, not after waiting behind the running batch.
+        # Refused at once, not after waiting behind the running batch, with a hint to retry.
         assert dt < 0.3, "a 503 took %.3f s" % dt
+        assert r.headers.get("Retry-After") == "1", r.headers
     slowest_ok = max(dt for _, dt, _ in ok)
     assert slowest_ok >= 0.3 * len(ok) * 0.9, "successes did not queue behind each other"
 
