@@ -299,6 +299,11 @@ static int check_outside(int argc, char **argv, const serve_opts_t *so)
         fprintf(stderr, "batchd serve: %s '%s' is not a folder\n", repo, so->model_repository);
         return -1;
     }
+    if (access(so->model_repository, R_OK | X_OK) != 0) {
+        fprintf(stderr, "batchd serve: %s '%s' cannot be read: %s\n", repo, so->model_repository,
+                strerror(errno));
+        return -1;
+    }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
     int rc = getaddrinfo(so->host, NULL, &hints, &ai);
     if (rc != 0) {

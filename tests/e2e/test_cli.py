@@ -52,6 +52,34 @@ def test_serve_with_missing_repository_fails(tmp_path):
     assert r.returncode == 2 and r.stderr.endswith("' is not a folder\n"), r.stderr
 
 
+def test_serve_with_an_unreadable_repository_fails_with_2():
+    """A folder this user cannot read fails the start like a missing one: exit 2, one line.
+    As root, the server runs as nobody (setpriv), for whom mode 000 means something."""
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(prefix="batchd-unreadable-")
+    try:
+        os.chmod(base, 0o755)
+        repo = os.path.join(base, "repo")
+        os.mkdir(repo, 0o000)
+        os.chmod(repo, 0o000)
+        args = ["serve", "--model-repository", repo, "--http-port", "0"]
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv to drop to another user")
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BATCHD_BIN]
+        else:
+            cmd = [BATCHD_BIN]
+        r = subprocess.run(cmd + args, capture_output=True, text=True, timeout=30,
+                           env=sanitizer_env())
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert r.stderr == ("batchd serve: --model-repository '%s' cannot be read: "
+                            "Permission denied\n" % repo), r.stderr
+    finally:
+        os.chmod(os.path.join(base, "repo"), 0o755)
+        shutil.rmtree(base)
+
+
 def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
     """A bad value fails the start with exit 2 and one sentence that names where it came
     from: the flag when the command line has it, else its BATCHD_* variable."""
