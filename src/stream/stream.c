@@ -513,7 +513,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     if (arg->opcode != WSLAY_TEXT_FRAME && !binary) {
         return; /* control frames: wslay answers ping and close itself */
     }
-    recount(c, &c->assembling, 0); /* the message is whole: held below, or let go */
+    /* The message is whole: held below, or let go. What assembling has past it is the next
+     * message's start, handed to wslay in the same read. */
+    recount(c, &c->assembling,
+            c->assembling > arg->msg_length ? c->assembling - arg->msg_length : 0);
     if (c->closing || c->revoked) {
         return;
     }
