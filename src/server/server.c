@@ -81,18 +81,18 @@ static void on_mail(h2o_socket_t *sock, const char *err)
     bd_mailbox_drain(s->mailbox);
 }
 
-/* A SIGHUP's reload of the key file: a detached thread reads it (from a copy of the path),
- * parses it and posts the keys to the loop, which puts them in place. `state`, under mu,
- * settles who frees this: the loop once the mail ran (PARSING, then POSTED; the thread
- * touches nothing after posting), or the thread itself when the server stopped waiting for it
- * while it was still reading (ABANDONED, at exit: a read stalled on a file system must not
- * keep the process from ending). An abandoned thread neither parses nor enters libcrypto, whose
- * state the process's exit frees under it; the exit waits for one that is parsing. */
+/* A SIGHUP's reload of the key file: a thread reads it (from a copy of the path), parses it
+ * and posts the keys to the loop, which puts them in place. `state`, under mu, settles who
+ * frees this: the loop once the mail ran (PARSING: the thread parses and posts, and touches
+ * nothing after posting), or the thread itself when the server stopped waiting for it while it
+ * was still reading (ABANDONED, at exit: a read stalled on a file system must not keep the
+ * process from ending). An abandoned thread neither parses nor enters libcrypto, whose state
+ * the process's exit frees under it; the exit waits for one that is parsing. */
 typedef struct reload {
     bd_mail_t mail;
     bd_server_t *s;
     pthread_mutex_t mu;
-    enum { RELOAD_READING, RELOAD_PARSING, RELOAD_POSTED, RELOAD_ABANDONED } state;
+    enum { RELOAD_READING, RELOAD_PARSING, RELOAD_ABANDONED } state;
     bd_gate_keys_t *keys; /* the thread's result, the loop's once posted */
     bd_err_t err;
     char path[]; /* the key file */
@@ -123,9 +123,6 @@ static void *reload_main(void *arg)
         r->keys = bd_gate_keys_parse(text, len, r->path, &r->err);
         bd_gate_keys_text_free(text, len);
     }
-    pthread_mutex_lock(&r->mu);
-    r->state = RELOAD_POSTED;
-    pthread_mutex_unlock(&r->mu);
     bd_mailbox_post(r->s->mailbox, &r->mail); /* its last touch of r */
     return NULL;
 }
@@ -191,7 +188,7 @@ static void reload_settle(bd_server_t *s)
     reload_t *r = s->reload;
     if (r) {
         pthread_mutex_lock(&r->mu);
-        bool coming = r->state != RELOAD_READING; /* parsing or posted */
+        bool coming = r->state == RELOAD_PARSING;
         if (!coming) {
             BD_WARN("gate", "api keys reload still reading file=\"%s\"; exiting without it",
                     r->path);
