@@ -20,11 +20,12 @@
  *   In poll mode it also rescans the folder every poll_secs and makes LOAD ops for models
  *   whose files changed; `known` (the file signature it last loaded per model) is the
  *   loader's alone.
- * - The swap (apply_load, owner thread): new READY versions replace the table's versions of
- *   the same number, which are retired: their scheduler is closed (new submits are refused,
- *   queued requests still run), they leave the table, and when their last reference goes
- *   they are handed to the loader to be freed. Requests find versions through the table on
- *   the owner thread, so no request can reach a retired version after the swap. */
+ * - The swap (apply_load, owner thread): the versions a LOAD built replace all of the
+ *   model's versions at once, or, when one of them failed while the model serves, none (a
+ *   reload is all or nothing). Replaced versions are retired: their scheduler is closed (new
+ *   submits are refused, queued requests still run), they leave the table, and when their
+ *   last reference goes they are handed to the loader to be freed. Requests find versions through
+ * the table on the owner thread, so no request can reach a retired version after the swap. */
 #include "repo/repo.h"
 
 #include <dirent.h>
@@ -800,69 +801,45 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
         snprintf(msg, cap, "%s", op->msg);
         return op->rc;
     }
-    /* Keep the old versions that a failed new one would replace; retire every other old
-     * version; then put the new ones in. */
-    bd_model_t **old = e->v;
-    size_t n_old = e->n;
-    bool *keep = calloc(n_old ? n_old : 1, sizeof *keep);
-    bd_model_t **fresh = calloc(n_old + op->n_out + 1, sizeof *fresh);
-    if (!keep || !fresh) {
-        free(keep);
-        free(fresh);
-        discard_results(r, op);
-        snprintf(msg, cap, "out of memory");
-        return BD_ENOMEM;
-    }
-    int rc = 0;
+    /* A reload is all or nothing, as Triton's: when a version it built failed while the model
+     * serves, every serving version stays as it was (a new version folder still being
+     * copied must not take the model down) and nothing new goes in. */
+    bool serving = false;
+    bd_model_t *failed = NULL;
     msg[0] = '\0';
-    size_t n_fresh = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        serving = serving || e->v[i]->sched;
+    }
+    for (size_t i = 0; i < op->n_out && !failed; i++) {
+        failed = op->out[i]->sched ? NULL : op->out[i];
+    }
+    if (failed) {
+        snprintf(msg, cap, "version %s: %.440s", failed->version, failed->reason);
+    }
+    if (failed && serving) {
+        for (size_t i = 0; i < e->n; i++) {
+            if (e->v[i]->sched) {
+                snprintf(e->v[i]->reason, sizeof e->v[i]->reason,
+                         "the last reload failed, so this version still serves: %.440s", msg);
+            }
+        }
+        BD_WARN("repo", "model=%s reload=failed kept=serving reason=\"%s\"", op->name, msg);
+        discard_results(r, op);
+        return BD_EUNAVAIL;
+    }
+    /* Retire the old versions and put the new ones in (failed ones as unavailable rows). */
+    entry_retire_all(r, e);
     for (size_t i = 0; i < op->n_out; i++) {
-        bd_model_t *m = op->out[i];
-        int k = entry_index_of(e, m->vnum);
-        if (!m->sched && rc == 0) {
-            rc = BD_EUNAVAIL;
-            snprintf(msg, cap, "version %s: %.440s", m->version, m->reason);
+        op->out[i]->repo = r;
+        if (entry_insert(e, op->out[i]) != 0) {
+            /* Out of memory growing a handful of pointers: give the version up. */
+            op->out[i]->refs = 1;
+            retire(r, op->out[i]);
         }
-        if (!m->sched && k >= 0 && old[k]->sched) {
-            keep[k] = true;
-            snprintf(old[k]->reason, sizeof old[k]->reason,
-                     "the last reload failed, so this version still serves: %.440s", m->reason);
-            BD_WARN("repo", "model=%s version=%s reload=failed kept=serving reason=\"%s\"", m->name,
-                    m->version, m->reason);
-            post_free(r, m);
-            continue;
-        }
-        m->repo = r;
-        fresh[n_fresh++] = m;
     }
     op->n_out = 0;
-    e->v = NULL;
-    e->n = 0;
-    e->cap = 0;
-    for (size_t i = 0; i < n_old; i++) {
-        if (keep[i]) {
-            fresh[n_fresh++] = old[i];
-        } else {
-            retire(r, old[i]);
-        }
-    }
-    free(keep);
-    free(old);
-    for (size_t i = 0; i < n_fresh; i++) {
-        size_t refs = fresh[i]->refs;
-        if (entry_insert(e, fresh[i]) != 0) {
-            /* Out of memory growing a handful of pointers: give the version up. */
-            fresh[i]->refs = 1;
-            retire(r, fresh[i]);
-            continue;
-        }
-        if (refs) {
-            fresh[i]->refs = refs; /* a kept old version keeps its references */
-        }
-    }
-    free(fresh);
     e->stub.reason[0] = '\0';
-    return rc;
+    return failed ? BD_EUNAVAIL : 0;
 }
 
 /* The loader posted results (owner thread, from the mailbox): apply them in order. */

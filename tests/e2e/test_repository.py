@@ -349,6 +349,48 @@ def test_failed_onnx_reload_keeps_serving(start_server_fn):
     assert "reload failed" in rows[0]["reason"], rows
 
 
+@pytest.mark.parametrize("mode", ["explicit", "poll"])
+def test_a_new_version_that_fails_keeps_the_serving_one(start_server_fn, mode):
+    """Version 1 serves; a version folder 2 appears without its model.onnx yet (being copied):
+    the reload that would serve 2 instead of 1 fails and 1 keeps serving, saying why; once
+    the file is in, 2 serves. A reload is all or nothing, as Triton's."""
+    src = find_onnx_model("identity")
+    if src is None or not ort_available():
+        pytest.skip("identity model or ONNX Runtime not available")
+    repo = start_server_fn.repo("new_version_" + mode)
+    mdir = os.path.join(repo.path, "identity")
+    os.makedirs(os.path.join(mdir, "1"))
+    shutil.copyfile(src, os.path.join(mdir, "1", "model.onnx"))
+    args = ["--model-control", mode] + (["--repository-poll-secs", "1"] if mode == "poll" else [])
+    client = start_server_fn(repo, args)
+    x = [float(i) for i in range(16)]
+    req = {"inputs": [tensor("INPUT0", "FP32", [1, 16], x)]}
+
+    def served_version():
+        r = client.infer("identity", req)
+        assert r.status_code == 200, r.text
+        return r.json()["model_version"]
+    assert served_version() == "1"
+    os.makedirs(os.path.join(mdir, "2"))
+    if mode == "explicit":
+        msg = error_message(client.post("/v2/repository/models/identity/load"), 400)
+        assert "version 2" in msg and "model.onnx" in msg, msg
+    else:
+        wait_for(lambda: "reload failed" in rows_of(index(client), "identity")[0]["reason"],
+                 10, "the failed reload of version 2 in the index")
+    for _ in range(5):
+        assert served_version() == "1"
+    rows = rows_of(index(client), "identity")
+    assert [(r["version"], r["state"]) for r in rows] == [("1", "READY")], rows
+    assert "version 2" in rows[0]["reason"], rows
+    shutil.copyfile(src, os.path.join(mdir, "2", "model.onnx"))
+    if mode == "explicit":
+        assert client.post("/v2/repository/models/identity/load").status_code == 200
+    wait_for(lambda: served_version() == "2", 10, "version 2 to serve")
+    rows = rows_of(index(client), "identity")
+    assert [(r["version"], r["state"], r["reason"]) for r in rows] == [("2", "READY", "")], rows
+
+
 # ---- without explicit mode ----------------------------------------------------------------
 
 def test_repository_changes_refused_without_explicit_mode(start_server):
