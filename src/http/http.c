@@ -526,7 +526,9 @@ static bool iov_eq(h2o_iovec_t v, const char *s)
     return v.len == n && memcmp(v.base, s, n) == 0;
 }
 
-/* Split "/a/b/c" into segments; returns the count, or -1 when there are more than `max`. */
+/* Split "/a/b/c" into segments; returns the count, or -1 when there are more than `max`.
+ * `path` has no query: h2o's normalised path ends before it, so a '?' here was a %3F, part of
+ * a segment (a model named "a?b"). */
 static int split_path(h2o_iovec_t path, h2o_iovec_t *seg, int max)
 {
     int n = 0;
@@ -539,16 +541,13 @@ static int split_path(h2o_iovec_t path, h2o_iovec_t *seg, int max)
             break;
         }
         size_t start = i;
-        while (i < path.len && path.base[i] != '/' && path.base[i] != '?') {
+        while (i < path.len && path.base[i] != '/') {
             i++;
         }
         if (n == max) {
             return -1;
         }
         seg[n++] = h2o_iovec_init(path.base + start, i - start);
-        if (i < path.len && path.base[i] == '?') {
-            break;
-        }
     }
     return n;
 }

@@ -17,6 +17,8 @@ BODY = json.dumps({"inputs": [tensor("INPUT0", "INT32", [1, 3], [1, 2, 3])]}).en
 def client(start_server):
     repo = start_server.repo()
     repo.add_sim("fr", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    repo.add_sim("a.b", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    repo.add_sim("a?b", [("INPUT0", "INT32", [3])], max_batch_size=8)
     return start_server(repo)
 
 
@@ -140,6 +142,20 @@ def test_http10_without_host_is_fine(client):
     (status, _, _), = responses(out)
     assert status == 200
     assert closed
+
+
+def test_an_escaped_question_mark_is_part_of_the_name(client):
+    """RFC 3986: %3F is data, only a literal '?' starts the query. /v2/models/a%3Fb is the
+    model 'a?b'; /v2/models/a.b%3Fx names a model 'a.b?x', which is not 'a.b'."""
+    r = client.get("/v2/models/a%3Fb")
+    assert r.status_code == 200 and r.json()["name"] == "a?b", r.text
+    r = client.post("/v2/models/a%3Fb/infer", data=BODY)
+    assert r.status_code == 200 and r.json()["model_name"] == "a?b", r.text
+    r = client.get("/v2/models/a.b%3Fx")
+    assert r.status_code in (400, 404), r.text
+    assert "a.b?x" in r.json()["error"], r.text
+    r = client.get("/v2/models/a.b?x=1")  # a real query
+    assert r.status_code == 200 and r.json()["name"] == "a.b", r.text
 
 
 def test_absolute_form_targets_are_served(client):
