@@ -328,39 +328,38 @@ void bd_buf_printf(bd_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void bd_buf_json_string(bd_buf_t *b, const char *s, size_t n)
+void bd_buf_json_string(bd_buf_t *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    if (bd_buf_reserve(b, n + 2) != 0) {
+        return;
+    }
     bd_buf_putc(b, '"');
     size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t len = 1;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80 && bd_utf8_decode(s + i, n - i, &len) >= 0) {
+            i += len;
             continue;
         }
         bd_buf_append(b, s + start, i - start);
-        start = i + 1;
-        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        switch (c) {
-        case '"':
-            bd_buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            bd_buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            bd_buf_append(b, "\\n", 2);
-            break;
-        case '\t':
-            bd_buf_append(b, "\\t", 2);
-            break;
-        case '\r':
-            bd_buf_append(b, "\\r", 2);
-            break;
-        default:
+        if (c >= 0x80) {
+            bd_buf_append(b, "\\ufffd", 6);
+        } else if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
+            char esc[2] = {'\\', c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : (char)c};
+            bd_buf_append(b, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             bd_buf_append(b, esc, 6);
-            break;
         }
+        i++;
+        start = i;
     }
     bd_buf_append(b, s + start, n - start);
     bd_buf_putc(b, '"');

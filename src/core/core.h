@@ -148,7 +148,9 @@ void bd_buf_append(bd_buf_t *b, const void *data, size_t n);
 void bd_buf_puts(bd_buf_t *b, const char *s);
 void bd_buf_putc(bd_buf_t *b, char c);
 void bd_buf_printf(bd_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append `s` (n bytes) as a quoted, escaped JSON string. */
+/* Append `s` (n bytes) as a quoted, escaped JSON string: valid UTF-8 as it is, the characters
+ * JSON must escape escaped, and each byte that does not start valid UTF-8 (a name cut inside a
+ * character, a folder or path with raw bytes) as U+FFFD, so that the text stays JSON. */
 void bd_buf_json_string(bd_buf_t *b, const char *s, size_t n);
 /* Append {"error":"<msg>"}. */
 void bd_buf_json_error(bd_buf_t *b, const char *msg);

@@ -2151,45 +2151,6 @@ static char *fmt_f64(char *w, double d)
         w = fmt_call;                                                                              \
     }
 
-/* One BYTES element as a JSON string: valid UTF-8 as it is, the characters JSON must escape
- * escaped, and each byte that does not start valid UTF-8 as U+FFFD (JSON text cannot carry
- * it; a binary output carries the bytes exactly). */
-static void put_json_bytes(bd_buf_t *b, const unsigned char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (bd_buf_reserve(b, n + 2) != 0) {
-        return;
-    }
-    bd_buf_putc(b, '"');
-    size_t start = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len = 1;
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            i++;
-            continue;
-        }
-        if (c >= 0x80 && bd_utf8_decode(s + i, n - i, &len) >= 0) {
-            i += len;
-            continue;
-        }
-        bd_buf_append(b, s + start, i - start);
-        if (c >= 0x80) {
-            bd_buf_append(b, "\\ufffd", 6);
-        } else if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
-            char esc[2] = {'\\', c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : (char)c};
-            bd_buf_append(b, esc, 2);
-        } else {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            bd_buf_append(b, esc, 6);
-        }
-        i++;
-        start = i;
-    }
-    bd_buf_append(b, s + start, n - start);
-    bd_buf_putc(b, '"');
-}
-
 static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
 {
     const unsigned char *p = t->data;
@@ -2202,7 +2163,7 @@ static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
             if (i) {
                 bd_buf_putc(b, ',');
             }
-            put_json_bytes(b, p + off + BD_BYTES_PREFIX, len);
+            bd_buf_json_string(b, (const char *)p + off + BD_BYTES_PREFIX, len);
             off += BD_BYTES_PREFIX + len;
         }
         return;

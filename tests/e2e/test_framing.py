@@ -158,6 +158,17 @@ def test_an_escaped_question_mark_is_part_of_the_name(client):
     assert r.status_code == 200 and r.json()["name"] == "a.b", r.text
 
 
+@pytest.mark.parametrize("path", ["/v2/models/%FF", "/v2/models/%C3/infer",
+                                  "/v2/models/" + "y" * 127 + "%C3%A9" * 10])
+def test_error_replies_are_valid_utf8(client, path):
+    """JSON is UTF-8 (RFC 8259 8.1): a path with raw bytes, or a name the message cuts inside
+    a character, is answered with U+FFFD where the bytes were, never with the bytes."""
+    r = client.get(path) if not path.endswith("infer") else client.post(path, data=BODY)
+    assert r.status_code in (400, 404), r.text
+    msg = json.loads(r.content.decode("utf-8", errors="strict"))["error"]
+    assert "\ufffd" in msg or "\u00e9" in msg, msg
+
+
 def test_absolute_form_targets_are_served(client):
     """RFC 9112 3.2.2: a server must accept a request target in absolute form."""
     port = client.server.port

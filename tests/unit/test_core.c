@@ -268,6 +268,13 @@ static void test_buf_json_string_escapes(void **state)
     }
     assert_non_null(strstr(b.data, "\\u0000\\u0001"));
     assert_non_null(strstr(b.data, "\\u0008\\t\\n\\u000b\\u000c\\r\\u000e"));
+
+    /* Bytes that do not start valid UTF-8 become U+FFFD, one each: a name cut inside a
+     * character, a stray 0xff, an overlong encoding, a lone continuation byte. */
+    bd_buf_reset(&b);
+    const char bad[] = "caf\xc3 \xff \xc0\xaf \x80 \xe2\x82";
+    bd_buf_json_string(&b, bad, sizeof bad - 1);
+    assert_string_equal(b.data, "\"caf\\ufffd \\ufffd \\ufffd\\ufffd \\ufffd \\ufffd\\ufffd\"");
     bd_buf_dispose(&b);
 }
 
