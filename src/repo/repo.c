@@ -155,7 +155,7 @@ static char *path_join(const char *a, const char *b)
     return p;
 }
 
-/* A folder or version name we accept: 1..18 digits, no leading zero trouble ("007" is 7). */
+/* A version number: 1..18 digits ("007" is 7; list_versions and bd_repo_find want none). */
 static bool parse_version(const char *s, size_t len, int64_t *out)
 {
     if (len == 0 || len > 18) {
@@ -178,10 +178,15 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The numeric version folders of `model_dir`, ascending, without repeats ("1" and "01"). */
-static size_t list_versions(const char *model_dir, int64_t *out, size_t cap)
+/* The version folders of `model_dir`, ascending: names of 1..18 digits without a leading
+ * zero (Triton ignores "01" too; its files would be looked for under "1"). 0 when there are
+ * none, or when the folder cannot be read (*read_errno says why; may be NULL). */
+static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int *read_errno)
 {
     DIR *d = opendir(model_dir);
+    if (read_errno) {
+        *read_errno = d ? 0 : errno;
+    }
     if (!d) {
         return 0;
     }
@@ -189,7 +194,7 @@ static size_t list_versions(const char *model_dir, int64_t *out, size_t cap)
     struct dirent *e;
     while ((e = readdir(d)) && n < cap) {
         int64_t v;
-        if (!parse_version(e->d_name, strlen(e->d_name), &v)) {
+        if (e->d_name[0] == '0' || !parse_version(e->d_name, strlen(e->d_name), &v)) {
             continue;
         }
         char *sub = path_join(model_dir, e->d_name);
@@ -244,7 +249,7 @@ static uint64_t model_signature(const char *model_dir)
     h = fnv_stat(h, labels);
     free(labels);
     int64_t *vs = malloc(MAX_VERSION_FOLDERS * sizeof *vs);
-    size_t n = vs ? list_versions(model_dir, vs, MAX_VERSION_FOLDERS) : 0;
+    size_t n = vs ? list_versions(model_dir, vs, MAX_VERSION_FOLDERS, NULL) : 0;
     for (size_t i = 0; i < n; i++) {
         char num[24], sub[48];
         snprintf(num, sizeof num, "%lld", (long long)vs[i]);
@@ -477,11 +482,16 @@ static void load_model(bd_repo_t *r, op_t *op)
         goto done;
     }
     int64_t *sel = vs + MAX_VERSION_FOLDERS, *missing = vs + 2 * MAX_VERSION_FOLDERS;
-    size_t n = list_versions(mdir, vs, MAX_VERSION_FOLDERS);
+    int read_errno = 0;
+    size_t n = list_versions(mdir, vs, MAX_VERSION_FOLDERS, &read_errno);
     if (n == 0) {
         op->no_versions = true;
-        op->rc = bd_err_set(&err, BD_ENOTFOUND,
-                            "no numeric version folder (such as %s/1) was found", mdir);
+        op->rc = read_errno ? bd_err_set(&err, BD_EIO, "cannot read the model folder %s: %s", mdir,
+                                         strerror(read_errno))
+                            : bd_err_set(&err, BD_ENOTFOUND,
+                                         "no numeric version folder (such as %s/1: 1 to 18 "
+                                         "digits without a leading zero) was found",
+                                         mdir);
         goto done;
     } /* The policy is in config.json: parse it once, as the highest version's config, before
        * choosing the versions. When that fails, the highest version stands for the model, with

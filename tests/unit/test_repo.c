@@ -988,6 +988,7 @@ static void make_repo(const char *dir)
     snprintf(p, sizeof p, "%s/empty", dir);
     write_text(p, "config.json", alpha_cfg);
     make_dir(p, "v1");
+    make_dir(p, "01"); /* a leading zero: not a version folder (as in Triton) */
 
     make_dir(dir, "onnxbad");
     snprintf(p, sizeof p, "%s/onnxbad", dir);
@@ -1127,11 +1128,14 @@ static void test_repo_models_versions_and_reasons(void **state)
     assert_non_null(bd_model_config(bad));
     assert_string_equal(bd_model_platform(bad), "batchd_sim");
 
-    /* empty: no numeric version folder ("v1" is not one). */
+    /* empty: no numeric version folder ("v1" and "01" are not). */
     bd_model_t *empty = find_ok(r, "empty", NULL);
     assert_false(bd_model_ready(empty));
     assert_null(bd_model_sched(empty));
-    snprintf(want, sizeof want, "no numeric version folder (such as %s/empty/1) was found", dir);
+    snprintf(want, sizeof want,
+             "no numeric version folder (such as %s/empty/1: 1 to 18 digits without a leading "
+             "zero) was found",
+             dir);
     assert_string_equal(bd_model_reason(empty), want);
     assert_string_equal(bd_model_version(empty), "");
     assert_null(bd_model_config(empty));
