@@ -91,6 +91,7 @@ struct bd_http {
     h2o_socket_cb http1_read; /* h2o's HTTP/1 read callback, which on_read_checked wraps */
     h2o_timeout_t rewatch_timeout;
     bool accept_paused;
+    bool refusing; /* a pause was counted; its retries are not, until a connection is taken */
     h2o_timeout_t accept_timeout;
     h2o_timeout_entry_t accept_entry;
     /* open connections, for the unfinished-head check; loop thread only */
@@ -1320,8 +1321,8 @@ static void model_stats_json(bd_buf_t *b, bd_model_t *m)
     stat_json(b, "cache_hit", zero, true);
     stat_json(b, "cache_miss", zero, true);
     bd_buf_puts(b, "},\"batch_stats\":[");
-    const bd_model_config_t *cfg = bd_model_config(m);
-    size_t cap = (size_t)(cfg && cfg->max_batch_size > 0 ? cfg->max_batch_size : 1) + 1;
+    /* Every size the counters hold: they outlive reloads, which may lower max_batch_size. */
+    size_t cap = BD_METRICS_MAX_BATCH_STATS;
     bd_batch_stats_t *bs = calloc(cap, sizeof *bs);
     size_t n = bs ? bd_metrics_batch_stats(bd_model_metrics(m), bs, cap) : 0;
     if (!bs) {
@@ -2636,6 +2637,16 @@ static void start_tls(bd_http_t *h, conn_t *c)
     h2o_socket_ssl_handshake(c->sock, h->ssl_ctx, NULL, on_handshake);
 }
 
+/* One count per pause: the retries every ACCEPT_RETRY_MS while clients wait are the same
+ * pause, until a connection is taken again. */
+static void count_refusal(bd_http_t *h)
+{
+    if (!h->refusing) {
+        h->refusing = true;
+        bd_metrics_connections_refused_add(h->metrics, 1);
+    }
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     bd_http_t *h = listener->data;
@@ -2644,16 +2655,20 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
     for (int i = 0; i < 64; i++) {
         if (h->max_connections && h->conns >= h->max_connections) {
-            bd_metrics_connections_refused_add(h->metrics, 1);
+            if (i == 0) {
+                count_refusal(h); /* woken for a client it cannot take; later, none may wait */
+            }
             accept_pause(h);
             break;
         }
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (!sock) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                BD_WARN("http", "accept paused reason=\"%s\" open_connections=%zu", strerror(errno),
-                        h->conns);
-                bd_metrics_connections_refused_add(h->metrics, 1);
+                if (!h->refusing) {
+                    BD_WARN("http", "accept paused reason=\"%s\" open_connections=%zu",
+                            strerror(errno), h->conns);
+                }
+                count_refusal(h);
                 accept_pause(h);
             }
             break;
@@ -2664,6 +2679,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             bd_metrics_connections_refused_add(h->metrics, 1);
             break;
         }
+        h->refusing = false;
         c->h = h;
         c->sock = sock;
         c->rewatch_entry.cb = on_rewatch;

@@ -44,6 +44,8 @@ static const char *const dur_le[DUR_BUCKETS] = {
  * when every slot is taken, such a batch is still counted everywhere except batch_stats. */
 #define MAX_BATCH_STATS 256
 #define MAX_BIG_BATCH_STATS 64
+_Static_assert(MAX_BATCH_STATS + MAX_BIG_BATCH_STATS == BD_METRICS_MAX_BATCH_STATS,
+               "metrics.h names the sum");
 
 typedef struct {
     _Atomic uint64_t size; /* big table only: 0 = free slot, else the batch size it holds */
@@ -507,35 +509,32 @@ int64_t bd_metrics_get_queue_depth(bd_model_metrics_t *mm)
 
 /* ---- rendering ------------------------------------------------------------------------- */
 
-/* A label value as the exposition format wants it: backslash, double quote and newline
- * escaped. */
+/* A label value as the exposition format wants it: UTF-8 with backslash, double quote and
+ * newline escaped; a byte that does not start valid UTF-8 (a folder name's) is written as
+ * U+FFFD, as the JSON replies write it. */
 static void put_label_value(bd_buf_t *out, const char *s)
 {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s);
     bd_buf_putc(out, '"');
     size_t start = 0;
-    size_t i = 0;
-    for (; s[i]; i++) {
-        const char *esc = NULL;
-        switch (s[i]) {
-        case '\\':
-            esc = "\\\\";
-            break;
-        case '"':
-            esc = "\\\"";
-            break;
-        case '\n':
-            esc = "\\n";
-            break;
-        default:
-            break;
+    for (size_t i = 0; i < n;) {
+        size_t len = 1;
+        const char *esc = u[i] == '\\'   ? "\\\\"
+                          : u[i] == '"'  ? "\\\""
+                          : u[i] == '\n' ? "\\n"
+                                         : NULL;
+        if (!esc && u[i] >= 0x80 && bd_utf8_decode(u + i, n - i, &len) < 0) {
+            esc = "\xef\xbf\xbd"; /* U+FFFD */
         }
         if (esc) {
             bd_buf_append(out, s + start, i - start);
             bd_buf_puts(out, esc);
             start = i + 1;
         }
+        i += esc ? 1 : len;
     }
-    bd_buf_append(out, s + start, i - start);
+    bd_buf_append(out, s + start, n - start);
     bd_buf_putc(out, '"');
 }
 
@@ -600,7 +599,7 @@ static const struct {
     [F_ITEMS] = {"batchd_inference_items_total", "counter",
                  "Batch rows executed (a request may contribute several)."},
     [F_EXECUTIONS] = {"batchd_inference_executions_total", "counter",
-                      "Model executions (batches run by the backend)."},
+                      "Model executions (batches that succeeded)."},
     [F_BATCH] = {"batchd_batch_size", "histogram", "Rows per model execution."},
     [F_QUEUE_DUR] = {"batchd_queue_duration_seconds", "histogram",
                      "Successful requests: time from arrival until their batch started."},

@@ -139,7 +139,10 @@ void bd_metrics_batch_phases(bd_model_metrics_t *mm, size_t rows, size_t request
  * Any thread. */
 void bd_metrics_request_fail_duration(bd_model_metrics_t *mm, uint64_t total_us);
 void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out);
-/* Per-batch-size statistics, ascending by batch_size; returns how many were written. */
+/* Per-batch-size statistics, ascending by batch_size; returns how many were written. At most
+ * BD_METRICS_MAX_BATCH_STATS sizes are kept (each size 1..256, and the first 64 sizes above
+ * 256 that ran), whatever max_batch_size is now: a reload may have lowered it. */
+#define BD_METRICS_MAX_BATCH_STATS (256 + 64)
 size_t bd_metrics_batch_stats(bd_model_metrics_t *mm, bd_batch_stats_t *out, size_t cap);
 
 /* Append the Prometheus text exposition (version 0.0.4) of every metric. Families:

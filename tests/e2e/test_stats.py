@@ -120,6 +120,23 @@ def test_batch_stats_by_batch_size(client):
         assert b["compute_infer"]["ns"] >= n * 1000000, b
 
 
+def test_batch_stats_keep_every_size_after_a_reload_lowers_max_batch_size(start_server_fn):
+    """The counters outlive a reload, and so do the batch sizes that ran: a reload down to
+    max_batch_size 2 still reports the batches of 3, 4 and 5 rows, as /metrics does."""
+    repo = start_server_fn.repo("stats-reload")
+    sim_model(repo, "rl", latency_us=0)
+    c = start_server_fn(repo, ["--model-control", "explicit"])
+    assert c.post("/v2/repository/models/rl/load").status_code == 200
+    for rows in range(1, 6):
+        assert c.infer("rl", rows_body(rows)).status_code == 200
+    sim_model(repo, "rl", max_batch_size=2, latency_us=0)
+    assert c.post("/v2/repository/models/rl/load").status_code == 200
+    assert c.get("/v2/models/rl").json()["max_batch_size"] == 2
+    sizes = {b["batch_size"]: b["compute_infer"]["count"]
+             for b in one(c, "/v2/models/rl/stats")["batch_stats"]}
+    assert sizes == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, sizes
+
+
 def test_failures_count_as_fail(client):
     ms = one(client, "/v2/models/broken/stats")
     samples = client.metrics()

@@ -154,8 +154,7 @@ static void test_render_empty_registry_has_headers(void **state)
         "# HELP batchd_inference_items_total Batch rows executed (a request may contribute "
         "several).",
         "# TYPE batchd_inference_items_total counter",
-        "# HELP batchd_inference_executions_total Model executions (batches run by the "
-        "backend).",
+        "# HELP batchd_inference_executions_total Model executions (batches that succeeded).",
         "# TYPE batchd_inference_executions_total counter",
         "# HELP batchd_batch_size Rows per model execution.",
         "# TYPE batchd_batch_size histogram",
@@ -400,6 +399,16 @@ static void test_render_escapes_label_values(void **state)
     find_line(&l, "batchd_queue_depth{model=\"a\\\"b\\\\c\\nd\",version=\"1\"} -1");
     lines_free(&l);
     bd_metrics_free(m);
+
+    /* A folder name that is not UTF-8: each bad byte is U+FFFD, valid UTF-8 is kept. */
+    m = bd_metrics_new();
+    mm = bd_metrics_model(m, "\xff\xfe caf\xc3\xa9 \xc3", "1");
+    bd_metrics_queue_depth_add(mm, -1);
+    l = render(m);
+    find_line(&l, "batchd_queue_depth{model=\"\xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9 "
+                  "\xef\xbf\xbd\",version=\"1\"} -1");
+    lines_free(&l);
+    bd_metrics_free(m);
 }
 
 static void test_render_models_in_registration_order(void **state)
@@ -417,7 +426,7 @@ static void test_render_models_in_registration_order(void **state)
     assert_string_equal(l.lines[i + 2],
                         "batchd_inference_items_total{model=\"a\",version=\"3\"} 5");
     assert_string_equal(l.lines[i + 3], "# HELP batchd_inference_executions_total Model "
-                                        "executions (batches run by the backend).");
+                                        "executions (batches that succeeded).");
     /* 2 models x 3 protocols x 6 outcomes */
     assert_int_equal(count_prefix(&l, "batchd_inference_requests_total{"), 36);
     assert_int_equal(l.n, 24 + 2 + 10 + 2 * (18 + 4 + 12 + 3 * 19));
