@@ -616,11 +616,16 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
          * ready after decoding (resolve_model finds it again), so their error replies carry
          * the request's id. */
         rc = bd_repo_find(inf->repo, a->model, a->model_len, a->version, a->version_len, &m, err);
-        if (rc == 0 && !a->body_names_model) {
+        if (rc == 0) {
             rc = check_ready(m, err);
         }
         if (rc != 0 && !a->body_names_model) {
             return rc;
+        }
+        if (rc != 0) {
+            /* Not kept: a model without a ready version may be a stub, which no reference
+             * keeps alive while the body decodes (a load that finds the folder gone frees it). */
+            m = NULL;
         }
     }
     bd_model_metrics_t *mm = m ? bd_model_metrics(m) : NULL;

@@ -754,6 +754,9 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     }
     if (e && !op->from_poll && op->gen < e->unload_gen) {
         discard_results(r, op);
+        if (op->gone && e->n == 0 && e->pending == 0) {
+            entry_remove(r, e); /* a load of a folder that is not there leaves nothing behind */
+        }
         snprintf(msg, cap, "model '%s' was unloaded while it loaded", op->name);
         return BD_EBUSY;
     }

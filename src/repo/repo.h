@@ -101,7 +101,9 @@ bd_model_t *bd_repo_at(const bd_repo_t *r, size_t i);
  * none is loaded, an unavailable version object whose reason says why). Returns BD_ENOTFOUND
  * with "unknown model 'x'" or "model 'x' has no version '7'; it has 1, 3". The result may be
  * unavailable: check bd_model_ready. The pointer is valid until the next call into the
- * repository returns to the event loop; hold a reference (bd_model_ref) to keep it longer. */
+ * repository returns to the event loop; hold a reference (bd_model_ref) to keep a ready one
+ * longer. An unavailable one may be the model's stub, which a reference does not keep: a load
+ * that finds the folder gone frees it with the model's entry. */
 int bd_repo_find(const bd_repo_t *r, const char *name, size_t name_len, const char *version,
                  size_t version_len, bd_model_t **out, bd_err_t *err);
 

@@ -391,6 +391,31 @@ def test_a_new_version_that_fails_keeps_the_serving_one(start_server_fn, mode):
     assert [(r["version"], r["state"], r["reason"]) for r in rows] == [("2", "READY", "")], rows
 
 
+def test_load_then_unload_of_a_missing_folder_leaves_nothing(start_server_fn):
+    """A load of a name with no folder, queued behind a slow load and unloaded before it
+    runs: answered, and nothing of the name stays (no index row, unknown to requests, not
+    counted against the repository's 4096 models)."""
+    repo = start_server_fn.repo("phantom")
+    add_model(repo.path, "warm", (1,), sim_config(latency_us=1500000, extra={
+        "warmup": {"batch_sizes": [1], "count": 1}}))
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    slow = threading.Thread(target=client.post, args=("/v2/repository/models/warm/load",))
+    slow.start()
+    time.sleep(0.2)
+    got = {}
+    ghost = threading.Thread(target=lambda: got.setdefault(
+        "r", client.post("/v2/repository/models/nosuchdir/load")))
+    ghost.start()
+    time.sleep(0.1)
+    assert client.post("/v2/repository/models/nosuchdir/unload").status_code == 200
+    ghost.join(30)
+    slow.join(30)
+    assert got["r"].status_code in (400, 404, 409), got["r"].text
+    assert rows_of(index(client), "nosuchdir") == []
+    r = client.get("/v2/models/nosuchdir")
+    assert r.status_code in (400, 404) and "unknown model" in r.json()["error"], r.text
+
+
 # ---- without explicit mode ----------------------------------------------------------------
 
 def test_repository_changes_refused_without_explicit_mode(start_server):

@@ -842,6 +842,39 @@ def test_errors_on_a_model_bound_stream_carry_the_request_id(start_server_fn):
     run(main())
 
 
+def test_large_messages_to_an_unloaded_model_whose_folder_goes(start_server_fn, tmp_path):
+    """Messages over the off-loop threshold to a model-bound socket whose model is unloaded
+    decode on the decode thread; a load meanwhile finds the folder gone and forgets the model.
+    Each message is answered with an error carrying its id (under ASan: no use of the model's
+    freed record)."""
+    repo = start_server_fn.repo("ws-gone")
+    repo.add_sim("echo", [("INPUT0", "FP32", [4])], max_batch_size=8)
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    client.port = client.server.port
+    assert client.post("/v2/repository/models/echo/load").status_code == 200
+    assert client.post("/v2/repository/models/echo/unload").status_code == 200
+    rows = 100000
+    big = [json.dumps({"id": "big%d" % i, "inputs": [tensor("INPUT0", "FP32", [rows, 4],
+                                                              [1.5] * (rows * 4))]})
+           for i in range(4)]
+
+    async def main():
+        async with connect(client, "/v2/models/echo/stream") as ws:
+            for m in big:
+                await ws.send(m)
+            shutil.move(os.path.join(repo.path, "echo"), str(tmp_path / "echo_moved"))
+            r = await asyncio.to_thread(client.post, "/v2/repository/models/echo/load")
+            assert r.status_code in (400, 404), r.text
+            ids = set()
+            for _ in big:
+                head = decode(await recv(ws, 60))[0]
+                check_error(head, head["status"], head["id"])
+                ids.add(head["id"])
+            assert ids == {"big%d" % i for i in range(4)}
+    run(main(), 120)
+    client.assert_healthy()
+
+
 KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 UPG = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
 BAD_HANDSHAKES = {
