@@ -271,6 +271,28 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
             size_t k = ndim ? (size_t)json_integer_value(json_array_get(shape, ndim - 1)) : 0;
             size_t rows = ndim >= 2 ? (size_t)json_integer_value(json_array_get(shape, 0)) : 1;
             bytes_iter_t it = {bin, nbin};
+            /* The classes the reply holds must be the ones its shape says: a broken server's
+             * shape alone must not make this print forever. */
+            size_t have = 0;
+            if (json_is_integer(bsize)) {
+                bytes_iter_t count = it;
+                const char *s;
+                size_t n;
+                while (next_bytes(&count, &s, &n)) {
+                    have++;
+                }
+            } else {
+                have = json_array_size(flat);
+            }
+            if (k == 0 || rows > have / k || rows * k != have) {
+                fprintf(stderr,
+                        "batchd infer: output '%s' holds %zu classes, but its shape says %zu "
+                        "rows of %zu\n",
+                        name ? name : "?", have, rows, k);
+                json_decref(flat);
+                rc = 1;
+                break;
+            }
             for (size_t row = 0; row < rows; row++) {
                 if (rows > 1) {
                     printf("output %s row %zu: top %zu classes\n", name ? name : "?", row, k);

@@ -92,6 +92,10 @@ struct bd_http {
     h2o_timeout_t rewatch_timeout;
     bool accept_paused;
     bool refusing; /* a pause was counted; its retries are not, until a connection is taken */
+    /* Connections closed from their head (refuse_head): logged at most once a second, with
+     * how many were not (clients cause them, and one client could fill the log). */
+    uint64_t refuse_logged_us;
+    uint64_t refuse_unlogged;
     h2o_timeout_t accept_timeout;
     h2o_timeout_entry_t accept_entry;
     /* open connections, for the unfinished-head check; loop thread only */
@@ -2022,7 +2026,21 @@ static void refuse_head(conn_t *c, int status, const char *msg)
 {
     char resp[512];
     refuse_with(c, status, resp, raw_reply(resp, sizeof resp, status, NULL, msg));
-    BD_WARN("http", "closing a connection: %s", msg);
+    bd_http_t *h = c->h;
+    uint64_t now = bd_now_us();
+    if (h->refuse_logged_us && now - h->refuse_logged_us < 1000000) {
+        h->refuse_unlogged++;
+        BD_DEBUG("http", "closing a connection: %s", msg);
+        return;
+    }
+    if (h->refuse_unlogged) {
+        BD_WARN("http", "closing a connection: %s (and %" PRIu64 " more since the last such line)",
+                msg, h->refuse_unlogged);
+    } else {
+        BD_WARN("http", "closing a connection: %s", msg);
+    }
+    h->refuse_logged_us = now;
+    h->refuse_unlogged = 0;
 }
 
 /* An early 401, 413, 429 or 503 (early_refusal): answered before the body, which is then read and

@@ -214,7 +214,9 @@ static void on_signal(h2o_socket_t *sock, const char *err)
     (void)err;
     while (read(h2o_socket_get_fd(sock), &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
-            if (bd_gate_keys_on(s->gate)) {
+            if (s->stopping) {
+                BD_INFO("server", "reload signal=%u ignored: shutting down", si.ssi_signo);
+            } else if (bd_gate_keys_on(s->gate)) {
                 reload_start(s);
             } else {
                 BD_INFO("server", "reload signal=%u: nothing to reload (no --api-keys)",

@@ -28,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -684,6 +685,32 @@ def test_sighup_burst_ends_with_the_last_file_and_a_clean_stop(start_server_fn, 
         check_401(wait_status(client, k, 401, 0), invalid_token=True)
     client.server.signal(signal.SIGHUP)
     client.server.stop()
+
+
+def test_sighup_during_the_drain_is_ignored(start_server_fn, tmp_path):
+    """Once SIGTERM came, a SIGHUP starts no reload (its thread would outlive the drain): it
+    is logged as ignored, the request in flight is answered and the exit code is 0."""
+    key = "drain-" + secrets.token_hex(16)
+    repo = start_server_fn.repo("hup-drain")
+    repo.add_sim("slow", [("INPUT0", "FP32", [2])], max_batch_size=1, latency_us=800000)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s infer\n" % key)
+    client = start_server_fn(repo, args=["--api-keys", str(path)], name="batchd-hup-drain")
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", requests.post(
+        client.url("/v2/models/slow/infer"), json=BODY, headers=bearer(key),
+        timeout=HTTP_TIMEOUT_S)))
+    t.start()
+    time.sleep(0.3)
+    client.server.signal(signal.SIGTERM)
+    assert client.server.wait_log(r"shutdown signal") is not None
+    client.server.signal(signal.SIGHUP)
+    assert client.server.wait_log(r"reload signal=1 ignored: shutting down") is not None
+    client.server.signal(signal.SIGHUP)
+    t.join(30)
+    assert got["r"].status_code == 200, got["r"].text
+    client.server.stop(send_signal=False)
+    assert "api keys reload" not in client.server.log()
 
 
 def test_sighup_without_keys_does_not_stop_the_server(start_server_fn):

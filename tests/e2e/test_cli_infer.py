@@ -381,3 +381,50 @@ def test_demo_digits_image_samples(start_server):
                                   data=f.read(), headers={"Content-Type": "image/png"},
                                   timeout=30).json()
         assert reply["outputs"][0]["data"][0].split(":")[1:] == [digit, digit], (name, reply)
+
+
+@pytest.mark.parametrize("shape,data", [([4611686018427387904, 3], []),
+                                        ([2, 3], ["0.5:1:a", "0.25:0:b"]),
+                                        ([1, 0], [])])
+def test_infer_classification_reply_that_disagrees_with_its_shape(tmp_path, shape, data):
+    """A broken server's classification reply whose shape does not match the classes it holds
+    (here 2^62 rows of 3 and none) is an error naming both, not rows printed without end."""
+    import json
+    import socket
+    import threading
+    body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "BYTES",
+                                                       "shape": shape, "data": data}]}).encode()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    img = tmp_path / "x.png"
+    img.write_bytes(png(PIXELS))
+    try:
+        r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--image", img,
+                "--classification", "3", timeout=20)
+    finally:
+        srv.close()
+    assert r.returncode == 1, (r.returncode, r.stdout[:300])
+    have = len(data)
+    assert r.stderr == ("batchd infer: output 'o' holds %d classes, but its shape says %d rows "
+                        "of %d\n" % (have, shape[0], shape[1])), r.stderr

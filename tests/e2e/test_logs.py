@@ -27,3 +27,27 @@ def test_encoded_newline_in_a_model_name_stays_on_its_line(client):
         if line.strip():
             assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARN|ERROR) ",
                             line), line
+
+
+def test_connections_refused_from_their_head_are_logged_once_a_second(client):
+    """A client sending garbage on 300 new connections gets 300 answers (400, connection
+    closed) but cannot fill the log: such closes are logged at most once a second, saying how
+    many went unlogged."""
+    import socket
+    import time
+    before = client.server.log().count("closing a connection")
+    t0 = time.monotonic()
+    for _ in range(300):
+        with socket.create_connection(("127.0.0.1", client.server.port), timeout=5) as s:
+            s.sendall(b"\x01\x02 garbage\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 400 ")
+    took = time.monotonic() - t0
+    time.sleep(1.1)
+    with socket.create_connection(("127.0.0.1", client.server.port), timeout=5) as s:
+        s.sendall(b"\x01\x02 garbage\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400 ")
+    client.assert_healthy()
+    log = client.server.log()
+    lines = [l for l in log.splitlines() if "closing a connection" in l]
+    assert len(lines) - before <= int(took) + 3, lines[-10:]
+    assert re.search(r"more since the last such line\)$", lines[-1]), lines[-1]
