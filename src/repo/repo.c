@@ -24,8 +24,9 @@
  *   model's versions at once, or, when one of them failed while the model serves, none (a
  *   reload is all or nothing). Replaced versions are retired: their scheduler is closed (new
  *   submits are refused, queued requests still run), they leave the table, and when their
- *   last reference goes they are handed to the loader to be freed. Requests find versions through
- * the table on the owner thread, so no request can reach a retired version after the swap. */
+ *   last reference goes they are handed to the loader to be freed. Requests find versions
+ *   through the table on the owner thread, so no request can reach a retired version after
+ *   the swap. */
 #include "repo/repo.h"
 
 #include <dirent.h>
