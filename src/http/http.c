@@ -45,6 +45,7 @@
 #include "http/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -53,6 +54,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <h2o.h>
@@ -1995,10 +1997,16 @@ static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_
 /* `extra`: more header lines ("Name: value\r\n" each), or NULL. */
 static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, const char *msg)
 {
+    /* RFC 9110 6.6.1: an origin server with a clock sends Date (IMF-fixdate; the C locale's
+     * day and month names are the ones it wants). */
+    char date[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
     int n = snprintf(resp, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     "%sContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
-                     status, reason_of(status), extra ? extra : "", strlen(msg) + 12, msg);
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\n"
+                     "Connection: close\r\n%sContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
+                     status, reason_of(status), date, extra ? extra : "", strlen(msg) + 12, msg);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -2400,6 +2408,69 @@ static void trim_values(struct phr_header *f, size_t n)
     }
 }
 
+/* RFC 9110 7.2's Host: uri-host [":" port], where uri-host is an IP-literal ("[...]") or a
+ * reg-name (unreserved, %XX and sub-delims; IPv4 is one), possibly empty. */
+static bool host_ok(const char *s, size_t n)
+{
+    size_t i = 0;
+    if (n > 0 && s[0] == '[') {
+        while (++i < n && s[i] != ']') {
+            if (!isxdigit((unsigned char)s[i]) && (!s[i] || !strchr(":.vV-_~!$&'()*+,;=", s[i]))) {
+                return false;
+            }
+        }
+        if (i++ == n) {
+            return false; /* no ']' */
+        }
+    } else {
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            bool pct = ch == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+                       isxdigit((unsigned char)s[i + 2]);
+            if (!isalnum(ch) && (!ch || !strchr("-._~!$&'()*+,;=", ch)) && !pct) {
+                return false;
+            }
+            i += pct ? 2 : 0;
+        }
+    }
+    if (i < n && s[i++] != ':') {
+        return false;
+    }
+    for (; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* What RFC 9112 makes a 400 in a head that parsed (picohttpparser passes these), or NULL. A
+ * folded line is one a proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where
+ * the body ends would be read two ways. */
+static const char *head_fault(int minor, const char *path, size_t path_len,
+                              const struct phr_header *f, size_t n)
+{
+    if (memchr(path, '#', path_len)) {
+        return "the request target has a fragment ('#'), which a request must not send (RFC "
+               "9112 3.2)";
+    }
+    bool te = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i].name) {
+            return "a header line starts with a space or tab (a folded line, which RFC 9112 5.2 "
+                   "refuses)";
+        }
+        if (field_is(&f[i], "host") && !host_ok(f[i].value, f[i].value_len)) {
+            return "the Host header is not a host with an optional port (RFC 9112 3.2)";
+        }
+        te = te || field_is(&f[i], "transfer-encoding");
+    }
+    if (minor == 0 && te) {
+        return "an HTTP/1.0 request must not have Transfer-Encoding (RFC 9112 6.1)";
+    }
+    return NULL;
+}
+
 /* Judge the head at the front of c's input buffer; false after refusing it. */
 static bool check_head(bd_http_t *h, conn_t *c)
 {
@@ -2445,6 +2516,11 @@ static bool check_head(bd_http_t *h, conn_t *c)
                  len > 0 ? "have" : "pass", len > 0 ? head : h->max_header_bytes,
                  len > 0 ? "" : " without ending", h->max_header_bytes);
         refuse_head(c, 431, msg);
+        return false;
+    }
+    const char *fault = len > 0 ? head_fault(minor, path, path_len, fields, n_fields) : NULL;
+    if (fault) {
+        refuse_head(c, 400, fault);
         return false;
     }
     if (len > 0) {

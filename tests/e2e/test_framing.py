@@ -2,6 +2,7 @@
 read differently is refused with a JSON 400 and the connection is closed, so a request hidden
 behind it is never executed. Raw sockets: no client library would send these."""
 import json
+import re
 import socket
 import time
 
@@ -103,6 +104,62 @@ def test_differing_content_lengths_are_refused(client):
             b"Content-Length: 3\r\n\r\n%s" % (len(BODY), BODY))
     assert_refused(client, data,
                    "Content-Length must be one decimal number (repeated values must be equal)")
+
+
+FOLD = "a header line starts with a space or tab (a folded line, which RFC 9112 5.2 refuses)"
+
+
+@pytest.mark.parametrize("head", [
+    b"Content-Length: 2\r\n %d\r\n" % len(BODY),     # unfolded by a proxy: "2 79"
+    b"Content-Length: %d\r\nX-Note: a\r\n\tb\r\n" % len(BODY),
+])
+def test_a_folded_header_line_is_refused(client, head):
+    """RFC 9112 5.2: a server must refuse obs-fold (or unfold it). h2o's parser dropped the
+    folded line, so 'Content-Length: 2' then ' 79' framed a 2-byte body and ran what followed
+    as a request of its own."""
+    data = b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + BODY + SMUGGLED
+    assert_refused(client, data, FOLD)
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a/b", b"user@a", b"a:abc", b"[::1", b"a:80:90"])
+def test_an_invalid_host_is_refused(client, host):
+    """RFC 9112 3.2: a Host that is not uri-host [":" port] is a 400 (and closes)."""
+    assert_refused(client, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: " + host +
+                   b"\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY),
+                   "the Host header is not a host with an optional port (RFC 9112 3.2)")
+
+
+@pytest.mark.parametrize("host", [b"", b"a,b", b"127.0.0.1:8000", b"[::1]:80", b"EXAMPLE.com",
+                                  b"x%41y"])
+def test_valid_hosts_are_served(client, host):
+    out, _ = exchange(client.server.port, b"GET /v2/health/live HTTP/1.1\r\nHost: " + host +
+                      b"\r\nConnection: close\r\n\r\n")
+    assert responses(out)[0][0] == 200, out
+
+
+def test_transfer_encoding_on_http_1_0_is_refused(client):
+    """RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding; its framing is faulty."""
+    data = (b"POST /v2/models/fr/infer HTTP/1.0\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunked(BODY) + SMUGGLED)
+    assert_refused(client, data,
+                   "an HTTP/1.0 request must not have Transfer-Encoding (RFC 9112 6.1)")
+
+
+def test_a_fragment_in_the_target_is_refused(client):
+    out, closed = exchange(client.server.port,
+                           b"GET /v2/health/live#x HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = responses(out)[0]
+    assert status == 400 and closed, out
+    assert "fragment" in json.loads(body)["error"]
+
+
+def test_replies_refused_from_the_head_carry_a_date(client):
+    """RFC 9110 6.6.1: a server with a clock sends Date, also on the 400s it writes itself."""
+    out, _ = exchange(client.server.port, b"GET /v2 HTTP/1.1\r\nHost : x\r\n\r\n")
+    status, headers, _ = responses(out)[0]
+    assert status == 400
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|"
+                        r"Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT", headers["date"]), headers
 
 
 @pytest.mark.parametrize("first,second,body", [(5, 6, b""), (len(BODY) + 1, len(BODY), BODY),
