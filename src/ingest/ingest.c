@@ -66,32 +66,41 @@
 #define REPLY_GRACE_MS 5000
 
 /* One script for every write (results, error results, dead letters): per entry, write and
- * acknowledge only while it is still pending, so nothing is answered twice. ARGV per entry:
- * stream, group, id, destination, maxlen, field count, fields... Returns per entry 1
- * (written and acked), 0 (no longer pending: someone answered it) or an error string. */
+ * acknowledge only while it is still pending, so nothing is answered twice; an entry that left
+ * its stream (a producer's MAXLEN trimmed it) is no longer pending either (XCLAIM and
+ * XAUTOCLAIM drop such ids from the pending list), but nobody else can answer it: its result
+ * is written all the same. ARGV per entry: stream, group, id, destination, maxlen, field
+ * count, fields... Returns per entry 1 (written and acked), 2 (written; the entry had left its
+ * stream), 0 (no longer pending: someone answered it) or an error string. */
 static const char write_script[] =
     "local out = {}\n"
     "local i = 1\n"
     "local n = #ARGV\n"
+    "local function err(e) return type(e) == 'table' and (e.err or 'error') or tostring(e) end\n"
     "while i <= n do\n"
     "  local s, g, id, dst, maxlen = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]\n"
     "  local first = i + 6\n"
     "  i = first + tonumber(ARGV[i+5])\n"
     "  local okp, p = pcall(redis.call, 'XPENDING', s, g, id, id, 1)\n"
+    "  local ret = 0\n"
     "  if not okp then\n"
-    "    out[#out+1] = type(p) == 'table' and (p.err or 'error') or tostring(p)\n"
-    "  elseif #p == 0 then\n"
-    "    out[#out+1] = 0\n"
+    "    ret = err(p)\n"
+    "  elseif #p > 0 then\n"
+    "    ret = 1\n"
     "  else\n"
+    "    local okr, r = pcall(redis.call, 'XRANGE', s, id, id)\n"
+    "    if okr and #r == 0 then ret = 2 end\n"
+    "  end\n"
+    "  if ret == 1 or ret == 2 then\n"
     "    local ok, e = pcall(redis.call, 'XADD', dst, 'MAXLEN', '~', maxlen, '*',\n"
     "                        unpack(ARGV, first, i - 1))\n"
-    "    if ok then\n"
+    "    if not ok then\n"
+    "      ret = err(e)\n"
+    "    elseif ret == 1 then\n"
     "      redis.call('XACK', s, g, id)\n"
-    "      out[#out+1] = 1\n"
-    "    else\n"
-    "      out[#out+1] = type(e) == 'table' and (e.err or 'error') or tostring(e)\n"
     "    end\n"
     "  end\n"
+    "  out[#out+1] = ret\n"
     "end\n"
     "return out\n";
 
@@ -241,6 +250,9 @@ struct bd_ingest {
     size_t rereads; /* re-reads of our pending entries waiting for their counts: the drain
                      * waits for them as for a read */
     uint64_t write_retry_at_us;
+    /* The last result write that failed, and when (0: none yet): a dead letter names it. */
+    char write_err[128];
+    uint64_t write_err_us;
     entset_t set;
     h2o_timeout_t tick_to, kick_to;
     h2o_timeout_entry_t tick, kick;
@@ -1327,6 +1339,14 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
                 gone->gone = true; /* freed by the next scan, unless it is back */
             }
             at_once = gone != NULL;
+        } else if (strncmp(r->str, "WRONGTYPE", 9) == 0) {
+            /* A key of the shard is no longer a stream (deleted and set again), and Redis does
+             * not say which: every one waits for the next scan, which finds the streams (and
+             * reads them again) but not that key (freed). */
+            for (size_t i = 0; i < sh->n; i++) {
+                sh->streams[i]->group_ready = false;
+                sh->streams[i]->gone = true;
+            }
         }
         sh->retry_at_us = at_once ? 0 : bd_now_us() + 200000;
         kick(ing);
@@ -1542,11 +1562,19 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
         }
         p->c.read += cl->reread; /* a claimed entry counts as reclaimed, below, unless dead */
         if (e->deliveries > (unsigned)p->cfg.max_deliveries) {
-            char msg[256];
+            /* A result write that failed since the entry was first read may be why. */
+            uint64_t span = (uint64_t)p->cfg.claim_idle_ms * 1000u * e->deliveries;
+            char why[192], msg[384];
+            if (ing->write_err_us && bd_now_us() - ing->write_err_us <= span) {
+                snprintf(why, sizeof why, "writing its result failed (the last time: %s)",
+                         ing->write_err);
+            } else {
+                snprintf(why, sizeof why, "the model failed it each time or its consumers stopped");
+            }
             snprintf(msg, sizeof msg,
                      "the entry was delivered %u times (max_deliveries %d) and no result was "
-                     "written: the model failed it each time or its consumers stopped",
-                     e->deliveries, p->cfg.max_deliveries);
+                     "written: %s",
+                     e->deliveries, p->cfg.max_deliveries, why);
             fail_entry(ing, e, K_DEAD, msg);
             continue;
         }
@@ -1617,9 +1645,9 @@ static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
         if (r && r->type == REDIS_REPLY_ERROR) {
-            if (strncmp(r->str, "NOGROUP", 7) == 0) {
+            if (strncmp(r->str, "NOGROUP", 7) == 0 || strncmp(r->str, "WRONGTYPE", 9) == 0) {
                 s->group_ready = false;
-                s->gone = true; /* freed by the next scan, unless it is back */
+                s->gone = true; /* freed by the next scan, unless it is back (as a stream) */
             }
             if (log_ok(ing, LOG_READ)) {
                 BD_WARN("ingest", "claim failed stream=%s reason=\"%s\"", s->key, r->str);
@@ -1857,8 +1885,12 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
     if (!requeue && ing->writes_since_us) {
         ing->writes_since_us = bd_now_us(); /* the drain's writes move on: its deadline waits */
     }
-    if (r && r->type == REDIS_REPLY_ERROR && log_ok(ing, LOG_WRITE)) {
-        BD_WARN("ingest", "writing results failed reason=\"%s\"; retrying", r->str);
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        snprintf(ing->write_err, sizeof ing->write_err, "%s", r->str);
+        ing->write_err_us = bd_now_us();
+        if (log_ok(ing, LOG_WRITE)) {
+            BD_WARN("ingest", "writing results failed reason=\"%s\"; retrying", r->str);
+        }
     }
     if (requeue && !ing->freeing) {
         ing->write_retry_at_us = bd_now_us() + (r ? WRITE_RETRY_US : 0);
@@ -1880,17 +1912,20 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         }
         const redisReply *x = i < r->elements ? r->element[i] : NULL;
         i++;
-        if (x && x->type == REDIS_REPLY_INTEGER && x->integer == 1) {
+        if (x && x->type == REDIS_REPLY_INTEGER && (x->integer == 1 || x->integer == 2)) {
             p->c.written++;
-            p->c.acked++;
+            p->c.acked += x->integer == 1; /* 2: trimmed from its stream, nothing to ack */
             p->c.dead += e->kind == K_DEAD;
         } else if (x && x->type == REDIS_REPLY_INTEGER) {
             p->c.duplicates++;
         } else {
             p->c.errors++;
+            const char *why = x && x->type == REDIS_REPLY_STRING ? x->str : "no reply";
+            snprintf(ing->write_err, sizeof ing->write_err, "%s", why);
+            ing->write_err_us = bd_now_us();
             if (log_ok(ing, LOG_WRITE)) {
                 BD_WARN("ingest", "result not written stream=%s id=%s reason=\"%s\"", e->s->key,
-                        e->idstr, x && x->type == REDIS_REPLY_STRING ? x->str : "no reply");
+                        e->idstr, why);
             }
         }
         ent_release(ing, e);

@@ -387,6 +387,70 @@ def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
     assert metric(client, "batchd_redis_reclaimed_total", **lab) >= 3
 
 
+def test_a_result_that_cannot_be_written_is_dead_lettered_with_the_write_error(start_server_fn,
+                                                                              rsrv):
+    """The model answers, but the results key is not a stream (WRONGTYPE on every write): the
+    entry stays pending, comes back, and past max_deliveries its dead letter says the writes
+    failed and why, not that the model did."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": 200, "max_deliveries": 1})
+    r = rsrv.client()
+    r.set("results:frames:w", "not a stream")
+    client = start_batchd(start_server_fn, repo, rsrv)
+    eid = r.xadd("frames:w", {"input": frame(1, 1).tobytes()}).decode()
+    assert wait_for(lambda: r.exists("dead:frames:w"), 30)
+    f = {k.decode(): v for k, v in r.xrange("dead:frames:w")[0][1].items()}
+    assert f["source_id"].decode() == eid
+    reason = f["reason"].decode()
+    assert "writing its result failed (the last time: WRONGTYPE" in reason, reason
+    assert metric(client, "batchd_redis_dead_lettered_total", model="cam",
+                  pattern="frames:*") == 1
+
+
+def test_entries_trimmed_from_their_stream_while_held_are_still_answered(start_server_fn,
+                                                                         rsrv):
+    """A producer's MAXLEN trims entries batchd has read and not yet answered; Redis then drops
+    them from the pending list when batchd refreshes its claim on them. Their results are
+    written all the same (nobody else can answer them), none counted as a duplicate."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": 200}, latency_us=100000,
+              max_batch_size=4)
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    ids = [r.xadd("frames:t", {"input": frame(1, i).tobytes(), "seq": str(i)}).decode()
+           for i in range(40)]
+    assert wait_for(lambda: metric(client, "batchd_redis_entries_read_total", **lab) == 40, 10)
+    r.xtrim("frames:t", maxlen=0, approximate=False)
+    assert wait_results(r, 40, timeout=30)
+    res = sorted(f["source_id"].decode() for _k, _e, f in results(r))
+    assert res == sorted(ids)
+    assert metric(client, "batchd_redis_results_written_total", **lab) == 40
+    assert metric(client, "batchd_redis_duplicates_skipped_total", **lab) == 0
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+
+
+def test_a_stream_replaced_by_another_type_does_not_stop_its_shard(start_server_fn, rsrv):
+    """Two cameras in one read shard; one key is deleted and set again as a string. Reads of
+    the shard fail with WRONGTYPE (Redis does not say which key); the next scan finds the
+    stream that is still one, and its frames are answered again."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "block_ms": 200})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    for k in ("frames:x0", "frames:s1"):
+        r.xadd(k, {"input": frame(1, 1).tobytes(), "cam": k})
+    assert wait_results(r, 2)
+    r.delete("frames:x0")
+    r.set("frames:x0", "now a string")
+    time.sleep(1.0)
+    r.xadd("frames:s1", {"input": frame(1, 2).tobytes(), "cam": "after"})
+    assert wait_for(lambda: any(f.get("cam") == b"after" for _k, _e, f in results(r)), 15), \
+        client.server.log_tail()
+    assert wait_for(lambda: metric(client, "batchd_redis_streams", model="cam",
+                                   pattern="frames:*") == 1, 10)
+
+
 # ---- many cameras, deleted ones, re-reads ------------------------------------------------------
 
 def test_every_camera_is_read_while_the_others_are_idle(start_server_fn, rsrv):
