@@ -1873,6 +1873,13 @@ static void put_entry(bd_ingest_t *ing, ent_t *e)
     }
 }
 
+/* Remember a failed result write: a dead letter that follows names it. */
+static void note_write_err(bd_ingest_t *ing, const char *why)
+{
+    snprintf(ing->write_err, sizeof ing->write_err, "%s", why);
+    ing->write_err_us = bd_now_us();
+}
+
 static void on_written(redisAsyncContext *ac, void *r_, void *priv)
 {
     wbatch_t *wb = priv;
@@ -1886,8 +1893,7 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         ing->writes_since_us = bd_now_us(); /* the drain's writes move on: its deadline waits */
     }
     if (r && r->type == REDIS_REPLY_ERROR) {
-        snprintf(ing->write_err, sizeof ing->write_err, "%s", r->str);
-        ing->write_err_us = bd_now_us();
+        note_write_err(ing, r->str);
         if (log_ok(ing, LOG_WRITE)) {
             BD_WARN("ingest", "writing results failed reason=\"%s\"; retrying", r->str);
         }
@@ -1921,8 +1927,7 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         } else {
             p->c.errors++;
             const char *why = x && x->type == REDIS_REPLY_STRING ? x->str : "no reply";
-            snprintf(ing->write_err, sizeof ing->write_err, "%s", why);
-            ing->write_err_us = bd_now_us();
+            note_write_err(ing, why);
             if (log_ok(ing, LOG_WRITE)) {
                 BD_WARN("ingest", "result not written stream=%s id=%s reason=\"%s\"", e->s->key,
                         e->idstr, why);
