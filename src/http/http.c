@@ -1689,6 +1689,56 @@ static bool header_is(const char *line, size_t len, const char *name)
     return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
+/* RFC 9110 7.2's Host: uri-host [":" port], where uri-host is an IP-literal ("[...]") or a
+ * reg-name (unreserved, %XX and sub-delims; IPv4 is one), possibly empty. */
+static bool host_ok(const char *s, size_t n)
+{
+    size_t i = 0;
+    if (n > 0 && s[0] == '[') {
+        while (++i < n && s[i] != ']') {
+            if (!isxdigit((unsigned char)s[i]) && (!s[i] || !strchr(":.vV-_~!$&'()*+,;=", s[i]))) {
+                return false;
+            }
+        }
+        if (i++ == n) {
+            return false; /* no ']' */
+        }
+    } else {
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            bool pct = ch == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+                       isxdigit((unsigned char)s[i + 2]);
+            if (!isalnum(ch) && (!ch || !strchr("-._~!$&'()*+,;=", ch)) && !pct) {
+                return false;
+            }
+            i += pct ? 2 : 0;
+        }
+    }
+    if (i < n && s[i++] != ':') {
+        return false;
+    }
+    for (; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The head faults RFC 9112 makes a 400 and picohttpparser passes, in both places that judge
+ * heads: check_head (the first head of a read, before h2o sees it) and request_head_ok (every
+ * request, pipelined ones included, which h2o parses straight from its buffer). A folded line
+ * is one a proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where the body ends
+ * would be read two ways. */
+static const char FAULT_FRAGMENT[] =
+    "the request target has a fragment ('#'), which a request must not send (RFC 9112 3.2)";
+static const char FAULT_FOLD[] =
+    "a header line starts with a space or tab (a folded line, which RFC 9112 5.2 refuses)";
+static const char FAULT_HOST[] =
+    "the Host header is not a host with an optional port (RFC 9112 3.2)";
+static const char FAULT_TE10[] =
+    "an HTTP/1.0 request must not have Transfer-Encoding (RFC 9112 6.1)";
+
 /* A Content-Length value, spaces around it allowed: 1 to 19 digits. */
 static bool content_length(h2o_iovec_t v, unsigned long long *out)
 {
@@ -1709,7 +1759,8 @@ static bool content_length(h2o_iovec_t v, unsigned long long *out)
  * 400 KiB). Framing (RFC 9112): a request with both Content-Length and Transfer-Encoding, or
  * with Content-Length values that differ or are not a number, could be read differently by
  * a proxy in front of us (request smuggling): refuse it and close the connection. An
- * HTTP/1.1 request needs exactly one Host (§3.2). h2o 2.2.5 keeps only one of each of these
+ * HTTP/1.1 request needs exactly one Host (§3.2), and the faults of FAULT_* above are refused
+ * here too, for the heads check_head does not see. h2o 2.2.5 keeps only one of each of these
  * headers (it reads the body by the last framing header it saw), so the check reads the raw
  * header block, which is still at the front of the connection's input buffer while the
  * request is handled. Returns false after replying (the connection then closes). */
@@ -1724,6 +1775,7 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     int cl = 0, te = 0, host = 0, fields = 0;
     h2o_iovec_t first_cl = {NULL, 0};
     bool cl_bad = false;
+    const char *fault = NULL;
     const char *nl = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
     for (p = nl ? nl + 1 : end; p < end; p = nl + 1) {
         nl = memchr(p, '\n', (size_t)(end - p));
@@ -1736,7 +1788,9 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
             break;
         }
         fields++;
-        if (header_is(p, len, "content-length")) {
+        if (*p == ' ' || *p == '\t') {
+            fault = fault ? fault : FAULT_FOLD;
+        } else if (header_is(p, len, "content-length")) {
             h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
             unsigned long long value;
             cl_bad = cl_bad || !content_length(v, &value) ||
@@ -1746,8 +1800,15 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
         } else if (header_is(p, len, "transfer-encoding")) {
             te++;
         } else if (header_is(p, len, "host")) {
+            h2o_iovec_t v = h2o_str_stripws(p + 5, len - 5);
+            fault = fault || host_ok(v.base, v.len) ? fault : FAULT_HOST;
             host++;
         }
+    }
+    if (memchr(req->input.path.base, '#', req->input.path.len)) {
+        fault = FAULT_FRAGMENT;
+    } else if (!fault && req->version == 0x100 && te > 0) {
+        fault = FAULT_TE10;
     }
     size_t head_bytes = (size_t)(head_end - sock->input->bytes);
     char msg[160];
@@ -1781,6 +1842,8 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     } else if (req->version == 0x101 && host != 1) {
         why = host ? "an HTTP/1.1 request must have exactly one Host header, it has several"
                    : "an HTTP/1.1 request must have a Host header";
+    } else if (fault) {
+        why = fault;
     }
     if (!why) {
         /* 'Connection: keep-alive, close' closes too (RFC 9112 9.6; h2o misses the token when
@@ -2408,67 +2471,24 @@ static void trim_values(struct phr_header *f, size_t n)
     }
 }
 
-/* RFC 9110 7.2's Host: uri-host [":" port], where uri-host is an IP-literal ("[...]") or a
- * reg-name (unreserved, %XX and sub-delims; IPv4 is one), possibly empty. */
-static bool host_ok(const char *s, size_t n)
-{
-    size_t i = 0;
-    if (n > 0 && s[0] == '[') {
-        while (++i < n && s[i] != ']') {
-            if (!isxdigit((unsigned char)s[i]) && (!s[i] || !strchr(":.vV-_~!$&'()*+,;=", s[i]))) {
-                return false;
-            }
-        }
-        if (i++ == n) {
-            return false; /* no ']' */
-        }
-    } else {
-        for (; i < n && s[i] != ':'; i++) {
-            unsigned char ch = (unsigned char)s[i];
-            bool pct = ch == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
-                       isxdigit((unsigned char)s[i + 2]);
-            if (!isalnum(ch) && (!ch || !strchr("-._~!$&'()*+,;=", ch)) && !pct) {
-                return false;
-            }
-            i += pct ? 2 : 0;
-        }
-    }
-    if (i < n && s[i++] != ':') {
-        return false;
-    }
-    for (; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* What RFC 9112 makes a 400 in a head that parsed (picohttpparser passes these), or NULL. A
- * folded line is one a proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where
- * the body ends would be read two ways. */
+/* What RFC 9112 makes a 400 in a head that parsed (picohttpparser passes these), or NULL. */
 static const char *head_fault(int minor, const char *path, size_t path_len,
                               const struct phr_header *f, size_t n)
 {
     if (memchr(path, '#', path_len)) {
-        return "the request target has a fragment ('#'), which a request must not send (RFC "
-               "9112 3.2)";
+        return FAULT_FRAGMENT;
     }
     bool te = false;
     for (size_t i = 0; i < n; i++) {
         if (!f[i].name) {
-            return "a header line starts with a space or tab (a folded line, which RFC 9112 5.2 "
-                   "refuses)";
+            return FAULT_FOLD;
         }
         if (field_is(&f[i], "host") && !host_ok(f[i].value, f[i].value_len)) {
-            return "the Host header is not a host with an optional port (RFC 9112 3.2)";
+            return FAULT_HOST;
         }
         te = te || field_is(&f[i], "transfer-encoding");
     }
-    if (minor == 0 && te) {
-        return "an HTTP/1.0 request must not have Transfer-Encoding (RFC 9112 6.1)";
-    }
-    return NULL;
+    return minor == 0 && te ? FAULT_TE10 : NULL;
 }
 
 /* Judge the head at the front of c's input buffer; false after refusing it. */

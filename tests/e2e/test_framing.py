@@ -153,6 +153,32 @@ def test_a_fragment_in_the_target_is_refused(client):
     assert "fragment" in json.loads(body)["error"]
 
 
+HEALTH = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("head,message", [
+    (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n %d\r\n\r\n"
+     % len(BODY), FOLD),
+    (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: a/b\r\nContent-Length: %d\r\n\r\n"
+     % len(BODY), "the Host header is not a host with an optional port (RFC 9112 3.2)"),
+    (b"POST /v2/models/fr/infer#x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+     % len(BODY), "the request target has a fragment ('#'), which a request must not send (RFC "
+     "9112 3.2)"),
+])
+def test_a_pipelined_head_is_judged_like_the_first(client, head, message):
+    """A head behind another in the same write is parsed by h2o from its buffer, not by the
+    read that judged the first: the same faults must still be refused (and close), and what
+    follows never runs."""
+    before = executed(client)
+    out, closed = exchange(client.server.port, HEALTH + head + BODY + SMUGGLED)
+    rs = responses(out)
+    assert [r[0] for r in rs] == [200, 400], out[:600]
+    status, headers, body = rs[1]
+    assert json.loads(body) == {"error": message}
+    assert headers.get("connection", "").lower() == "close" and closed
+    assert executed(client) == before, "a refused request (or one hidden behind it) ran"
+
+
 def test_replies_refused_from_the_head_carry_a_date(client):
     """RFC 9110 6.6.1: a server with a clock sends Date, also on the 400s it writes itself."""
     out, _ = exchange(client.server.port, b"GET /v2 HTTP/1.1\r\nHost : x\r\n\r\n")
