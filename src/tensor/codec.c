@@ -280,6 +280,16 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
     while (i < n) {
         char c = s[i];
         int lv = depth <= ROLE_LEVELS ? depth : -1; /* the open container, when tracked */
+        if (c == '\0') {
+            /* jansson's reader would take it for the end of its input, after a number or
+             * true/false/null, and go on past it. */
+            int line, col;
+            line_col(s, i + 1, &line, &col);
+            return bd_err_set(err, BD_EINVAL,
+                              "request body is not valid JSON: a NUL byte is not allowed there "
+                              "(line %d, column %d)",
+                              line, col);
+        }
         if (is_ws(c) || c == ':') {
             i++;
             continue;
@@ -354,7 +364,11 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
             for (i++; i < n && is_num_char(s[i]); i++) {
                 integer = integer && s[i] >= '0' && s[i] <= '9';
             }
-            if (integer && !literal_fits_int64(s + start, i - start)) {
+            /* Only a literal RFC 8259 allows (no leading zero) is wrapped: jansson refuses
+             * the others, which it would never see inside the marker. */
+            size_t d = start + (s[start] == '-');
+            bool lead_zero = d + 1 < i && s[d] == '0';
+            if (integer && !lead_zero && !literal_fits_int64(s + start, i - start)) {
                 int rc = add_edit(sc, start, i, false, err);
                 if (rc != 0) {
                     return rc;
@@ -537,18 +551,12 @@ static const char *type_word(const sv_t *v)
     return words[v->kind];
 }
 
-/* The number `v` as text for an error message: integers as written, reals in the shorter
- * form that reads back the same ("1e+39", not "9.9999999999999994e+38"). */
+/* The number `v` as text for an error message: as the client wrote it (a double would show
+ * 0.99999999999999999999 as 1), cut after 64 characters. */
 static const char *num_text(const sv_t *v, char *buf, size_t cap)
 {
-    if (v->kind == SV_INT || isinf(v->d)) {
-        snprintf(buf, cap, "%.*s", v->len < 64 ? (int)v->len : 64, v->text);
-    } else {
-        snprintf(buf, cap, "%.15g", v->d);
-        if (strtod(buf, NULL) != v->d) {
-            snprintf(buf, cap, "%.17g", v->d);
-        }
-    }
+    snprintf(buf, cap, "%.*s%s", v->len <= 64 ? (int)v->len : 64, v->text,
+             v->len <= 64 ? "" : "...");
     return buf;
 }
 
@@ -756,11 +764,60 @@ static int read_scalar(data_ctx_t *c, sv_t *v)
     return syntax_error(c, "invalid value");
 }
 
-enum { INT_OK, INT_NOT_NUMBER, INT_FRACTION, INT_INEXACT, INT_RANGE };
+enum { INT_OK, INT_NOT_NUMBER, INT_FRACTION, INT_RANGE };
 
-/* Read `v` as an integer: sign and magnitude. INT_RANGE: beyond a 64-bit magnitude.
- * INT_INEXACT: an integral real above 2^53, whose digits the double may not have kept; the
- * magnitude is still set, so that a value out of range anyway is reported as such. */
+/* The real literal t[0..len) (read_number checked its syntax) as an integer, exactly: from
+ * its digits and power of ten, not from the double, which keeps 17 digits
+ * (0.99999999999999999999 reads 1.0, 9007199254740993.0 reads 2^53). INT_FRACTION when a
+ * digit right of the point is not zero, INT_RANGE past a 64-bit magnitude. */
+static int real_int(const char *t, size_t len, bool *neg, uint64_t *mag)
+{
+    size_t i = t[0] == '-';
+    size_t int_start = i;
+    while (i < len && t[i] >= '0' && t[i] <= '9') {
+        i++;
+    }
+    size_t int_end = i, frac_start = i, frac_end = i;
+    if (i < len && t[i] == '.') {
+        for (frac_start = ++i; i < len && t[i] >= '0' && t[i] <= '9'; i++) {
+        }
+        frac_end = i;
+    }
+    long long exp = 0;
+    if (i < len && (t[i] == 'e' || t[i] == 'E')) {
+        bool eneg = t[++i] == '-';
+        for (i += t[i] == '-' || t[i] == '+'; i < len; i++) {
+            exp = exp < 100000000 ? exp * 10 + (t[i] - '0') : exp;
+        }
+        exp = eneg ? -exp : exp;
+    }
+    /* The digits left of the point once the exponent moved it; the rest must be zeros. */
+    long long point = (long long)(int_end - int_start) + exp, at = 0;
+    uint64_t m = 0;
+    bool over = false;
+    for (int part = 0; part < 2; part++) {
+        size_t from = part ? frac_start : int_start, to = part ? frac_end : int_end;
+        for (size_t k = from; k < to; k++, at++) {
+            unsigned d = (unsigned)(t[k] - '0');
+            if (at >= point && d != 0) {
+                return INT_FRACTION;
+            }
+            if (at < point) {
+                over = over || m > (UINT64_MAX - d) / 10;
+                m = m * 10 + d;
+            }
+        }
+    }
+    for (; at < point && m != 0 && !over; at++) { /* the zeros the exponent adds */
+        over = m > UINT64_MAX / 10;
+        m *= 10;
+    }
+    *neg = t[0] == '-' && m != 0;
+    *mag = m;
+    return over ? INT_RANGE : INT_OK;
+}
+
+/* Read `v` as an integer: sign and magnitude. INT_RANGE: beyond a 64-bit magnitude. */
 static int get_int(const sv_t *v, bool *neg, uint64_t *mag)
 {
     if (v->kind == SV_INT) {
@@ -768,20 +825,7 @@ static int get_int(const sv_t *v, bool *neg, uint64_t *mag)
         *mag = v->mag;
         return v->over ? INT_RANGE : INT_OK;
     }
-    if (v->kind != SV_REAL) {
-        return INT_NOT_NUMBER;
-    }
-    double d = v->d;
-    if (d != trunc(d)) {
-        return INT_FRACTION;
-    }
-    *neg = d < 0;
-    double a = fabs(d);
-    if (a >= 18446744073709551616.0) {
-        return INT_RANGE;
-    }
-    *mag = (uint64_t)a;
-    return a > 9007199254740992.0 ? INT_INEXACT : INT_OK;
+    return v->kind == SV_REAL ? real_int(v->text, v->len, neg, mag) : INT_NOT_NUMBER;
 }
 
 static int value_error(data_ctx_t *c, const sv_t *v, size_t index, const char *what)
@@ -816,10 +860,6 @@ static int put_int(data_ctx_t *c, const sv_t *v, size_t index)
     uint64_t max_neg = is_signed ? (uint64_t)1 << (bits - 1) : 0;
     if (kind == INT_RANGE || (neg ? mag > max_neg : mag > max_pos)) {
         snprintf(what, sizeof what, "is out of range for %s", dn);
-        return value_error(c, v, index, what);
-    }
-    if (kind == INT_INEXACT) {
-        snprintf(what, sizeof what, "is not exact; write %s values as plain integers", dn);
         return value_error(c, v, index, what);
     }
     /* Two's complement of the magnitude, truncated to the element: little-endian bytes. */

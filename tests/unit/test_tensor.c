@@ -937,9 +937,9 @@ static void test_decode_errors_data(void **state)
     expect_error(IN1("\"datatype\":\"FP64\",\"shape\":[1],\"data\":[\"NaN\"]"), BD_EINVAL,
                  "input 'INPUT0': value at index 0 is a string; FP64 data must be numbers");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1e39]"), BD_EINVAL,
-                 "input 'INPUT0': value 1e+39 at index 0 is out of range for FP32");
+                 "input 'INPUT0': value 1e39 at index 0 is out of range for FP32");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[-3.5e38]"), BD_EINVAL,
-                 "input 'INPUT0': value -3.5e+38 at index 0 is out of range for FP32");
+                 "input 'INPUT0': value -3.5e38 at index 0 is out of range for FP32");
     expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[2],\"data\":[true,1]"), BD_EINVAL,
                  "input 'INPUT0': value at index 1 is a number; BOOL data must be true or false");
     expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[1],\"data\":[\"true\"]"), BD_EINVAL,
@@ -1169,14 +1169,31 @@ static void test_decode_big_integers(void **state)
     expect_error(IN1("\"datatype\":\"BOOL\",\"shape\":[1],\"data\":[99999999999999999999]"),
                  BD_EINVAL,
                  "input 'INPUT0': value at index 0 is a number; BOOL data must be true or false");
-    /* Reals above 2^53 lost digits; integers written as reals are fine below. */
-    expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[1],\"data\":[1e19]"), BD_EINVAL,
-                 "input 'INPUT0': value 1e+19 at index 0 is not exact; write UINT64 values as "
-                 "plain integers");
+    /* Integers written as reals are read from their digits, not through a double: exact past
+     * 2^53, and a fraction past a double's 17 digits is still a fraction. */
+    assert_int_equal(decode("{\"inputs\":[{\"name\":\"U\",\"datatype\":\"UINT64\",\"shape\":[3],"
+                            "\"data\":[1e19,9007199254740993.0,0.0000000000000000000042e22]},"
+                            "{\"name\":\"I\",\"datatype\":\"INT64\",\"shape\":[3],"
+                            "\"data\":[-9007199254740993e0,-0.0,-9223372036854775.808e3]}]}",
+                            &req, &err),
+                     0);
+    uint64_t exact_u[3] = {10000000000000000000u, 9007199254740993u, 42};
+    assert_memory_equal(req.inputs[0].data, exact_u, sizeof exact_u);
+    int64_t exact_i[3] = {-9007199254740993, 0, INT64_MIN};
+    assert_memory_equal(req.inputs[1].data, exact_i, sizeof exact_i);
+    expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[1],\"data\":[0.99999999999999999999]"),
+                 BD_EINVAL,
+                 "input 'INPUT0': value 0.99999999999999999999 at index 0 is not an integer, as "
+                 "INT64 needs");
+    expect_error(IN1("\"datatype\":\"INT8\",\"shape\":[1],\"data\":[2E-324]"), BD_EINVAL,
+                 "input 'INPUT0': value 2E-324 at index 0 is not an integer, as INT8 needs");
+    expect_error(
+        IN1("\"datatype\":\"UINT64\",\"shape\":[1],\"data\":[1.8446744073709551616e19]"), BD_EINVAL,
+        "input 'INPUT0': value 1.8446744073709551616e19 at index 0 is out of range for UINT64");
     expect_error(IN1("\"datatype\":\"UINT8\",\"shape\":[1],\"data\":[1e19]"), BD_EINVAL,
-                 "input 'INPUT0': value 1e+19 at index 0 is out of range for UINT8");
+                 "input 'INPUT0': value 1e19 at index 0 is out of range for UINT8");
     expect_error(IN1("\"datatype\":\"INT64\",\"shape\":[1],\"data\":[1e20]"), BD_EINVAL,
-                 "input 'INPUT0': value 1e+20 at index 0 is out of range for INT64");
+                 "input 'INPUT0': value 1e20 at index 0 is out of range for INT64");
     /* The big-integer marker cannot be forged, nor big integers smuggled into strings. */
     expect_error("{\"id\":99999999999999999999,\"inputs\":[]}", BD_EINVAL,
                  "\"id\" must be a string");
@@ -1190,6 +1207,31 @@ static void test_decode_big_integers(void **state)
                  "column 21)");
     expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[99999999999999999999],\"data\":[1]"),
                  BD_EINVAL, "input 'INPUT0': shape entry 0 must be a non-negative integer");
+    /* A literal past int64 with a leading zero is not JSON (RFC 8259 6): jansson must see it. */
+    expect_error_prefix("{\"foo\":01234567890123456789012,\"inputs\":[]}", BD_EINVAL,
+                        "request body is not valid JSON: ");
+    expect_error_prefix("{\"parameters\":{\"a\":-0099999999999999999999},\"inputs\":[]}", BD_EINVAL,
+                        "request body is not valid JSON: ");
+    /* A raw NUL byte is not JSON wherever it stands (jansson's reader skipped one after a
+     * number or a literal). */
+    static const char *const nul_at[] = {"{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\","
+                                         "\"shape\":[1@],\"data\":[1]}]}",
+                                         "{\"parameters\":{\"a\":true@},\"inputs\":[]}",
+                                         "{\"parameters\":{\"a\":1.5@},\"inputs\":[]}"};
+    for (size_t k = 0; k < sizeof nul_at / sizeof nul_at[0]; k++) {
+        char body[128];
+        size_t n = strlen(nul_at[k]);
+        memcpy(body, nul_at[k], n);
+        size_t at = (size_t)(strchr(nul_at[k], '@') - nul_at[k]);
+        body[at] = '\0';
+        assert_int_equal(bd_infer_decode(body, n, n, &arena, NULL, &req, &err), BD_EINVAL);
+        char want[128];
+        snprintf(want, sizeof want,
+                 "request body is not valid JSON: a NUL byte is not allowed there (line 1, "
+                 "column %zu)",
+                 at + 1);
+        assert_string_equal(err.msg, want);
+    }
     /* Number-like text inside strings is left alone. */
     assert_int_equal(decode("{\"id\":\"99999999999999999999\",\"inputs\":["
                             "{\"name\":\"U\",\"datatype\":\"UINT64\",\"shape\":[1],"
