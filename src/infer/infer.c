@@ -322,8 +322,13 @@ static int resolve_model(bd_infer_t *inf, bd_call_t *c, bd_model_t **m, bd_err_t
 
 static void copy_err_id(const bd_infer_args_t *a, const char *id)
 {
-    if (a->err_id && a->err_id_cap) {
-        snprintf(a->err_id, a->err_id_cap, "%s", id ? id : "");
+    if (a->err_id) {
+        a->err_id->found = false;
+        if (id) {
+            bd_buf_reset(&a->err_id->text);
+            bd_buf_puts(&a->err_id->text, id);
+            a->err_id->found = !a->err_id->text.failed;
+        }
     }
 }
 
@@ -756,7 +761,6 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     }
     bd_decode_limits_t limits = {0};
     rc = bd_infer_decode(body, len, header_len, &r->arena, &limits, &r->in, err);
-    copy_err_id(a, r->in.id);
     if (rc == 0) {
         c->model = m ? (bd_model_ref(m), m) : NULL; /* attributes a model mismatch */
         rc = submit(inf, c, err);
@@ -764,6 +768,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
     }
     if (rc != 0) {
+        copy_err_id(a, r->in.id);
         bd_call_free(c);
         return rc;
     }

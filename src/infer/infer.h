@@ -28,6 +28,13 @@ typedef struct bd_call bd_call_t;
  * (possibly after encoding it). */
 typedef void (*bd_call_done_cb)(bd_call_t *call);
 
+/* A request's "id", for an error reply: any length, `found` when the request had one (""
+ * included). */
+typedef struct {
+    bd_buf_t text; /* NUL-terminated when found */
+    bool found;
+} bd_infer_id_t;
+
 typedef struct {
     /* Bodies larger than this are decoded on the infer layer's decode thread, not on the
      * owner's loop, so one large JSON body never stalls the other clients. */
@@ -97,10 +104,9 @@ typedef struct {
     const bd_err_t *framing_err;
     /* Bytes of zeroed front-end state the call carries (bd_call_user); freed with it. */
     size_t user_size;
-    /* On failure, the request's "id" when it could be read (else ""), for protocols that
-     * answer errors by id. May be NULL. */
-    char *err_id;
-    size_t err_id_cap;
+    /* On failure, the request's "id" when it could be read, for protocols that answer errors
+     * by id. May be NULL. */
+    bd_infer_id_t *err_id;
 } bd_infer_args_t;
 
 /* Start one request. On success returns 0 and *out: the call is owned by the infer layer

@@ -151,17 +151,16 @@ static bool skip_value(const char *s, size_t n, size_t *i)
 }
 
 /* The JSON string at s[i] == '"', unescaped into out (NUL-terminated); false when it is cut
- * short, has a bad escape or a NUL, or does not fit. */
-static bool decode_string(const char *s, size_t n, size_t i, char *out, size_t cap)
+ * short, has a bad escape or a NUL, or memory runs out. */
+static bool decode_string(const char *s, size_t n, size_t i, bd_buf_t *out)
 {
-    size_t w = 0;
     for (size_t k = i + 1; k < n; k++) {
         unsigned char c = (unsigned char)s[k];
         unsigned char u[4] = {c};
         size_t m = 1;
         if (c == '"') {
-            out[w] = '\0';
-            return bd_ws_utf8_valid((const unsigned char *)out, w);
+            bd_buf_append(out, "", 0); /* "" is still a string: NUL-terminated */
+            return !out->failed && bd_ws_utf8_valid((const unsigned char *)out->data, out->len);
         }
         if (c < 0x20) {
             return false;
@@ -210,21 +209,14 @@ static bool decode_string(const char *s, size_t n, size_t i, char *out, size_t c
                 return false;
             }
         }
-        if (w + m >= cap) {
-            return false;
-        }
-        memcpy(out + w, u, m);
-        w += m;
+        bd_buf_append(out, u, m);
     }
     return false;
 }
 
-bool bd_ws_peek_id(const char *json, size_t len, char *id, size_t cap)
+bool bd_ws_peek_id(const char *json, size_t len, bd_buf_t *id)
 {
-    if (cap == 0) {
-        return false;
-    }
-    id[0] = '\0';
+    bd_buf_reset(id);
     size_t i = skip_ws(json, len, 0);
     if (i >= len || json[i] != '{') {
         return false;
@@ -246,10 +238,10 @@ bool bd_ws_peek_id(const char *json, size_t len, char *id, size_t cap)
         }
         i = skip_ws(json, len, i + 1);
         if (is_id) {
-            if (i < len && json[i] == '"' && decode_string(json, len, i, id, cap)) {
+            if (i < len && json[i] == '"' && decode_string(json, len, i, id)) {
                 return true;
             }
-            id[0] = '\0';
+            bd_buf_reset(id);
             return false;
         }
         if (!skip_value(json, len, &i)) {

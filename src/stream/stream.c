@@ -39,6 +39,7 @@
 #include "stream/stream.h"
 #include "stream/stream_internal.h"
 
+#include <ctype.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +62,7 @@
 #define CLOSE_WAIT_MS 2000
 #define WATCH_MS 10 /* how often a socket not read is checked for the client's leaving */
 #define MAX_NAME 256
-#define ID_MAX 64
+#define ID_KEEP 4096 /* a larger id's scratch memory is freed once its error is sent */
 
 typedef struct conn conn_t;
 
@@ -75,7 +76,8 @@ struct bd_stream {
     h2o_timeout_t idle_timeout;
     h2o_timeout_t close_timeout;
     h2o_timeout_t watch_timeout;
-    bd_buf_t out; /* reply scratch (trimmed after a large reply) */
+    bd_buf_t out;         /* reply scratch (trimmed after a large reply) */
+    bd_infer_id_t err_id; /* the id of a message being refused (trimmed likewise) */
     bool stopping;
 };
 
@@ -198,9 +200,22 @@ static void send_error(conn_t *c, const char *id, int code, const char *msg)
     }
 }
 
-static void assign_id(conn_t *c, char *id, size_t cap)
+/* A server-made id, unique on the socket, for a request that has none. */
+static const char *assign_id(conn_t *c, char *id, size_t cap)
 {
     snprintf(id, cap, "batchd-%llu", (unsigned long long)++c->next_id);
+    return id;
+}
+
+/* Answer a message refused before it started, under the id it was read with (any length, ""
+ * included), else one of assign_id's. */
+static void refuse_message(conn_t *c, int code, const char *msg)
+{
+    bd_infer_id_t *rid = &c->st->err_id;
+    char own[32];
+    send_error(c, rid->found ? rid->text.data : assign_id(c, own, sizeof own), code, msg);
+    bd_buf_trim(&rid->text, ID_KEEP);
+    rid->found = false;
 }
 
 /* ---- closing ---------------------------------------------------------------------------- */
@@ -373,23 +388,20 @@ static bool admit_message(conn_t *c, bool binary, const char *data, size_t len)
     if (valid && bd_gate_take(g, &c->who, &retry, &limited)) {
         return true;
     }
-    char id[ID_MAX];
+    bd_infer_id_t *rid = &c->st->err_id;
     size_t n = 0;
-    bool ok = binary ? bd_ws_binary_split((const unsigned char *)data, len, &n, &err) == 0 &&
-                           bd_ws_peek_id(data + 4, n, id, sizeof id)
-                     : bd_ws_peek_id(data, len, id, sizeof id);
-    if (!ok) {
-        assign_id(c, id, sizeof id);
-    }
+    rid->found = binary ? bd_ws_binary_split((const unsigned char *)data, len, &n, &err) == 0 &&
+                              bd_ws_peek_id(data + 4, n, &rid->text)
+                        : bd_ws_peek_id(data, len, &rid->text);
     if (!valid) {
         c->revoked = true;
-        send_error(c, id, BD_EAUTH,
-                   "the API key this WebSocket was opened with is no longer valid (the key file "
-                   "was reloaded)");
+        refuse_message(c, BD_EAUTH,
+                       "the API key this WebSocket was opened with is no longer valid (the key "
+                       "file was reloaded)");
         return false;
     }
     bd_metrics_rate_limited_add(c->st->metrics, BD_PROTO_WEBSOCKET);
-    send_error(c, id, limited.code, limited.msg);
+    refuse_message(c, limited.code, limited.msg);
     return false;
 }
 
@@ -399,8 +411,6 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
     if (!admit_message(c, binary, data, len)) {
         return;
     }
-    char id[ID_MAX];
-    id[0] = '\0';
     bd_infer_args_t a = {.protocol = BD_PROTO_WEBSOCKET,
                          .model = c->model_len ? c->model : NULL,
                          .model_len = c->model_len,
@@ -411,14 +421,13 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
                          .len = len,
                          .header_len = len,
                          .user_size = sizeof(ws_call_t),
-                         .err_id = id,
-                         .err_id_cap = sizeof id};
+                         .err_id = &c->st->err_id};
     bd_err_t err = {0};
     if (binary) {
         size_t n = 0;
         if (bd_ws_binary_split((const unsigned char *)data, len, &n, &err) != 0) {
-            assign_id(c, id, sizeof id);
-            send_error(c, id, err.code, err.msg);
+            c->st->err_id.found = false;
+            refuse_message(c, err.code, err.msg);
             return;
         }
         a.body = data + 4;
@@ -428,15 +437,12 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
     bd_call_t *call = NULL;
     int rc = bd_infer_start(c->st->inf, &a, on_call_done, &call, &err);
     if (rc != 0) {
-        if (!id[0]) {
-            assign_id(c, id, sizeof id);
-        }
-        send_error(c, id, rc, err.msg);
+        refuse_message(c, rc, err.msg);
         return;
     }
     if (!bd_call_id(call)) {
-        assign_id(c, id, sizeof id);
-        bd_call_set_id(call, id); /* used when the request turns out to have none */
+        char own[32];
+        bd_call_set_id(call, assign_id(c, own, sizeof own)); /* for a request with none */
     }
     ws_call_t *wc = bd_call_user(call);
     wc->conn = c;
@@ -727,6 +733,18 @@ static void reply_http_error(bd_stream_t *st, h2o_req_t *req, int status, const 
     h2o_send_inline(req, b->data, b->len);
 }
 
+/* RFC 6455 4.2.1: the key is base64 of 16 bytes: 22 characters of the alphabet, then "==".
+ * (h2o checks only that it has 24.) */
+static bool key_ok(const char *key)
+{
+    for (int i = 0; i < 22; i++) {
+        if (!isalnum((unsigned char)key[i]) && key[i] != '+' && key[i] != '/') {
+            return false;
+        }
+    }
+    return key[22] == '=' && key[23] == '=';
+}
+
 bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t model_len,
                       const char *version, size_t version_len, const bd_gate_who_t *who)
 {
@@ -740,7 +758,8 @@ bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
         first_key >= 0 &&
         h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), first_key) >= 0;
     /* RFC 6455 4.1 and 11.3.1: over HTTP/1.1 exactly, with one key. */
-    if (req->version != 0x101 || two_keys || h2o_is_websocket_handshake(req, &key) != 0 || !key) {
+    if (req->version != 0x101 || two_keys || h2o_is_websocket_handshake(req, &key) != 0 || !key ||
+        !key_ok(key)) {
         reply_http_error(st, req, 400,
                          "this endpoint is a WebSocket: expected GET with 'Upgrade: websocket', "
                          "'Connection: Upgrade', one 'Sec-WebSocket-Key' and "
@@ -809,6 +828,7 @@ bd_stream_t *bd_stream_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_met
     }
     bd_list_init(&st->conns);
     bd_buf_init(&st->out);
+    bd_buf_init(&st->err_id.text);
     uint64_t idle_ms = st->opts.idle_timeout_us / 1000;
     h2o_timeout_init(loop, &st->idle_timeout, idle_ms ? idle_ms : 1);
     h2o_timeout_init(loop, &st->close_timeout, CLOSE_WAIT_MS);
@@ -846,5 +866,6 @@ void bd_stream_free(bd_stream_t *st)
     h2o_timeout_dispose(st->loop, &st->close_timeout);
     h2o_timeout_dispose(st->loop, &st->watch_timeout);
     bd_buf_dispose(&st->out);
+    bd_buf_dispose(&st->err_id.text);
     free(st);
 }

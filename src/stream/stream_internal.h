@@ -36,9 +36,9 @@ int bd_ws_binary_split(const unsigned char *data, size_t len, size_t *header_len
 
 /* The top-level "id" of a JSON request object (a text message, or a binary message's header),
  * read without decoding the rest, for the error reply to a message refused before decoding
- * (a rate limit). true with the unescaped id in id[0..cap) (NUL-terminated, valid UTF-8);
- * false, id "", when there is none, it is not a string, it does not fit, or the text is not
- * an object this scan can follow. Linear in len; never allocates. */
-bool bd_ws_peek_id(const char *json, size_t len, char *id, size_t cap);
+ * (a rate limit). true with the unescaped id in `id` (NUL-terminated, valid UTF-8, any
+ * length); false, `id` empty, when there is none, it is not a string, memory ran out, or the
+ * text is not an object this scan can follow. Linear in len. */
+bool bd_ws_peek_id(const char *json, size_t len, bd_buf_t *id);
 
 #endif

@@ -392,6 +392,10 @@ def test_websocket_refusals_exact_ids_and_metric(slow):
                                       "inputs": [tensor("INPUT0", "FP32", [1, 2], X)],
                                       "id": "outer"}))
             check_ws_429(json.loads(await ws_recv(ws)), "outer")
+            # Ids of any length, and "", are ids too.
+            for rid in ("L" * 5000 + "\u20ac", ""):
+                await ws.send(ws_req(rid))
+                check_ws_429(json.loads(await ws_recv(ws)), rid)
             # Not even JSON: refused before it is read, with an id of the server's.
             await ws.send("not json at all")
             check_ws_429(json.loads(await ws_recv(ws)), None)
@@ -399,7 +403,7 @@ def test_websocket_refusals_exact_ids_and_metric(slow):
             pong = await ws.ping()
             await asyncio.wait_for(pong, STEP_S)
     run(main())
-    assert slow.metric("batchd_rate_limited_total", protocol="websocket") == rl0 + 6
+    assert slow.metric("batchd_rate_limited_total", protocol="websocket") == rl0 + 8
     assert slow.metric("batchd_rate_limited_total", protocol="http") == http0
 
 

@@ -493,6 +493,14 @@ def test_ids_echoed_exactly_and_assigned_when_absent(srv):
                 i = int(np.ravel(outs["OUTPUT0"])[0])
                 check_ok(head, outs, rid, "echo", [float(i), 0.0, 0.0, -float(i)])
             assert len(ids) == n
+            # Error replies echo the id as exactly: any length, "" included.
+            for rid in ("x" * 5000, "a" + "\u20ac" * 30, ""):
+                await ws.send(req([1.0, 2.0], rid))  # 2 values for shape [1,4]
+                head, _ = decode(await recv(ws))
+                check_error(head, 400, rid)
+                await ws.send(req([1.0, 2.0, 3.0, 4.0], rid))
+                head, outs = decode(await recv(ws))
+                check_ok(head, outs, rid, "echo", [1.0, 2.0, 3.0, 4.0])
 
     run(main())
 
@@ -892,6 +900,12 @@ BAD_HANDSHAKES = {
                  (400,), False),
     "two-keys": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY + KEY.replace("dGhl", "eGhl")
                  + "Sec-WebSocket-Version: 13\r\n", (400,), False),
+    # RFC 6455 4.2.1: the key is base64 of 16 bytes (h2o checked only its 24 characters).
+    "key-not-base64": ("GET /v2/stream HTTP/1.1\r\n" + UPG + "Sec-WebSocket-Key: " + "!" * 24
+                       + "\r\nSec-WebSocket-Version: 13\r\n", (400,), False),
+    "key-of-18-bytes": ("GET /v2/stream HTTP/1.1\r\n" + UPG + "Sec-WebSocket-Key: "
+                        + "QUFBQUFBQUFBQUFBQUFBQUFB\r\nSec-WebSocket-Version: 13\r\n",
+                        (400,), False),
 }
 
 

@@ -117,14 +117,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    char id[64];
-    memset(id, 'x', sizeof id);
-    bool found = bd_ws_peek_id((const char *)p, n, id, sizeof id);
-    size_t id_len = strnlen(id, sizeof id);
-    if (id_len == sizeof id || (!found && id_len != 0) ||
-        !bd_ws_utf8_valid((const unsigned char *)id, id_len) ||
+    bd_buf_t id;
+    bd_buf_init(&id);
+    bool found = bd_ws_peek_id((const char *)p, n, &id);
+    if ((found && (!id.data || strlen(id.data) != id.len || id.len > n)) ||
+        (!found && id.len != 0) ||
+        (id.len && !bd_ws_utf8_valid((const unsigned char *)id.data, id.len)) ||
         (found && memchr(p, '{', n) == NULL)) {
         abort();
     }
+    bd_buf_dispose(&id);
     return 0;
 }

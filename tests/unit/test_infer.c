@@ -142,7 +142,7 @@ static void drain_until(fixture_t *f, int want)
 }
 
 static int start(fixture_t *f, int tag, const char *model, const char *body, bd_call_t **call,
-                 bd_err_t *err, char *err_id)
+                 bd_err_t *err, bd_infer_id_t *err_id)
 {
     bd_infer_args_t a = {.protocol = BD_PROTO_WEBSOCKET,
                          .model = model,
@@ -152,8 +152,7 @@ static int start(fixture_t *f, int tag, const char *model, const char *body, bd_
                          .len = strlen(body),
                          .header_len = strlen(body),
                          .user_size = sizeof(user_t),
-                         .err_id = err_id,
-                         .err_id_cap = err_id ? 64 : 0};
+                         .err_id = err_id};
     int rc = bd_infer_start(f->inf, &a, on_done, call, err);
     if (rc == 0) {
         user_t *u = bd_call_user(*call);
@@ -259,25 +258,39 @@ static void test_start_errors_name_the_problem_and_keep_the_id(void **state)
     fixture_t *f = *state;
     bd_err_t err = {0};
     bd_call_t *call = NULL;
-    char id[64];
+    bd_infer_id_t eid = {.found = true};
+    bd_infer_id_t *id = &eid;
+    bd_buf_init(&eid.text);
     assert_int_equal(
         start(f, 0, NULL, "{\"model_name\":\"nope\",\"id\":\"x1\",\"inputs\":[]}", &call, &err, id),
         BD_EINVAL); /* empty inputs is a decode error, found first */
-    assert_string_equal(id, "x1");
+    assert_true(eid.found);
+    assert_string_equal(eid.text.data, "x1");
     assert_int_equal(start(f, 0, NULL,
                            "{\"model_name\":\"nope\",\"id\":\"x2\",\"inputs\":[{\"name\":\"IN\","
                            "\"datatype\":\"FP32\",\"shape\":[1,2],\"data\":[1,2]}]}",
                            &call, &err, id),
                      BD_ENOTFOUND);
-    assert_string_equal(id, "x2");
+    assert_true(eid.found);
+    assert_string_equal(eid.text.data, "x2");
     assert_string_equal(err.msg, "unknown model 'nope'");
     assert_int_equal(start(f, 0, NULL,
                            "{\"inputs\":[{\"name\":\"IN\",\"datatype\":\"FP32\","
                            "\"shape\":[1,2],\"data\":[1,2]}]}",
                            &call, &err, id),
                      BD_EINVAL);
-    assert_string_equal(id, "");
+    assert_false(eid.found);
     assert_non_null(strstr(err.msg, "\"model_name\""));
+    /* Any length, and "" is an id too. */
+    char body[600];
+    snprintf(body, sizeof body, "{\"id\":\"%0300d\",\"inputs\":[]}", 7);
+    assert_int_equal(start(f, 0, "slow", body, &call, &err, id), BD_EINVAL);
+    assert_true(eid.found);
+    assert_int_equal(eid.text.len, 300);
+    assert_int_equal(start(f, 0, "slow", "{\"id\":\"\",\"inputs\":[]}", &call, &err, id),
+                     BD_EINVAL);
+    assert_true(eid.found);
+    assert_string_equal(eid.text.data, "");
     assert_int_equal(start(f, 0, "slow",
                            "{\"model_name\":\"other\",\"inputs\":[{\"name\":\"IN\","
                            "\"datatype\":\"FP32\",\"shape\":[1,2],\"data\":[1,2]}]}",
@@ -290,6 +303,7 @@ static void test_start_errors_name_the_problem_and_keep_the_id(void **state)
                            &call, &err, id),
                      BD_EINVAL);
     assert_string_equal(err.msg, "input 'IN': expected 2 values for shape [1,2], got 3");
+    bd_buf_dispose(&eid.text);
     assert_int_equal(bd_infer_inflight(f->inf), 0);
     assert_int_equal(f->done, 0);
 }
