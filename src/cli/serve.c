@@ -285,6 +285,91 @@ static const char *given_as(int argc, char **argv, const char *flag, const char 
     return v && *v ? env : flag;
 }
 
+/* Checks of the text options that have a form: 0, or one sentence naming `name` (the flag or
+ * the environment variable the value came from) in err. */
+typedef int (*text_check_t)(const char *name, const char *v, bd_err_t *err);
+
+static int check_level(const char *name, const char *v, bd_err_t *err)
+{
+    return parse_level(v) >= 0
+               ? 0
+               : bd_err_set(err, BD_EINVAL, "%s must be debug, info, warn or error, got '%s'", name,
+                            v);
+}
+
+static int check_control(const char *name, const char *v, bd_err_t *err)
+{
+    return parse_control(v) >= 0
+               ? 0
+               : bd_err_set(err, BD_EINVAL, "%s must be none, explicit or poll, got '%s'", name, v);
+}
+
+static int check_bool(const char *name, const char *v, bd_err_t *err)
+{
+    bool b;
+    return bd_cli_parse_bool(v, &b) == 0
+               ? 0
+               : bd_err_set(err, BD_EINVAL, "%s must be true or false (or yes/no, 1/0), got '%s'",
+                            name, v);
+}
+
+static int check_rate(const char *name, const char *v, bd_err_t *err)
+{
+    double rps, burst;
+    return bd_gate_parse_rate(v, name, &rps, &burst, err);
+}
+
+static int check_redis(const char *name, const char *v, bd_err_t *err)
+{
+    bd_redis_url_t url;
+    if (bd_ingest_parse_url(v, false, &url, err) == 0) {
+        return 0;
+    }
+    if (strcmp(name, "--redis") != 0) { /* the sentence names the flag: say where it came from */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        bd_err_set(err, BD_EINVAL, "%s: %s", name, msg);
+    }
+    return BD_EINVAL;
+}
+
+static int check_consumer(const char *name, const char *v, bd_err_t *err)
+{
+    return *v && strlen(v) <= 200
+               ? 0
+               : bd_err_set(err, BD_EINVAL, "%s must be 1 to 200 characters", name);
+}
+
+/* CONFIG.md: a malformed value is refused wherever it comes from, also in an environment
+ * variable that a flag replaces. bd_cli_parse checks the typed options as it applies each
+ * value; the text options with a form are checked here, the value in use and a replaced
+ * one. (--redis is only parsed here; its host is resolved once, for the value in use.) */
+static int check_text_opts(int argc, char **argv, const serve_opts_t *so, bd_err_t *err)
+{
+    static const struct {
+        const char *flag, *env;
+        size_t off;
+        text_check_t check;
+    } rows[] = {
+        {"--log-level", "BATCHD_LOG_LEVEL", OFF(log_level), check_level},
+        {"--model-control", "BATCHD_MODEL_CONTROL", OFF(model_control), check_control},
+        {"--strict-readiness", "BATCHD_STRICT_READINESS", OFF(strict_readiness), check_bool},
+        {"--rate-limit", "BATCHD_RATE_LIMIT", OFF(rate_limit), check_rate},
+        {"--redis", "BATCHD_REDIS", OFF(redis), check_redis},
+        {"--redis-consumer", "BATCHD_REDIS_CONSUMER", OFF(redis_consumer), check_consumer},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *v = *(const char *const *)(const void *)((const char *)so + rows[i].off);
+        const char *env = getenv(rows[i].env);
+        const char *name = given_as(argc, argv, rows[i].flag, rows[i].env);
+        if ((env && *env && name == rows[i].flag && rows[i].check(rows[i].env, env, err) != 0) ||
+            (v && rows[i].check(name, v, err) != 0)) {
+            return BD_EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* The options that name things outside: what they name must be there (exit 2 otherwise,
  * before anything starts). */
 static int check_outside(int argc, char **argv, const serve_opts_t *so)
@@ -321,19 +406,14 @@ int bd_cli_serve(int argc, char **argv)
     if (parse_opts(argc, argv, &so) != 0) {
         return 2;
     }
+    bd_err_t gerr = {0};
+    if (check_text_opts(argc, argv, &so, &gerr) != 0) {
+        fprintf(stderr, "batchd serve: %s\n", gerr.msg);
+        return 2;
+    }
     int control = parse_control(so.model_control);
-    if (control < 0) {
-        fprintf(stderr, "batchd serve: %s must be none, explicit or poll, got '%s'\n",
-                given_as(argc, argv, "--model-control", "BATCHD_MODEL_CONTROL"), so.model_control);
-        return 2;
-    }
     bool strict = true;
-    if (bd_cli_parse_bool(so.strict_readiness, &strict) != 0) {
-        fprintf(stderr, "batchd serve: %s must be true or false (or yes/no, 1/0), got '%s'\n",
-                given_as(argc, argv, "--strict-readiness", "BATCHD_STRICT_READINESS"),
-                so.strict_readiness);
-        return 2;
-    }
+    bd_cli_parse_bool(so.strict_readiness, &strict);
     if (check_outside(argc, argv, &so) != 0) {
         return 2;
     }
@@ -362,14 +442,10 @@ int bd_cli_serve(int argc, char **argv)
     if (so.redis) {
         bd_err_t uerr = {0};
         /* Resolved here, before the loop runs: a name lookup blocks. */
-        if (bd_ingest_parse_url(so.redis, &redis_url, &uerr) != 0) {
+        if (bd_ingest_parse_url(so.redis, true, &redis_url, &uerr) != 0) {
             fprintf(stderr, "batchd serve: %s\n", uerr.msg);
             return 2;
         }
-    }
-    if (so.redis_consumer && (!*so.redis_consumer || strlen(so.redis_consumer) > 200)) {
-        fprintf(stderr, "batchd serve: --redis-consumer must be 1 to 200 characters\n");
-        return 2;
     }
     if (so.redis_consumer) {
         snprintf(consumer, sizeof consumer, "%s", so.redis_consumer);
@@ -381,20 +457,13 @@ int bd_cli_serve(int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(consumer, sizeof consumer, "%.200s-%ld", host, (long)getpid());
     }
-    int level = parse_level(so.log_level);
-    if (level < 0) {
-        fprintf(stderr, "batchd serve: %s must be debug, info, warn or error, got '%s'\n",
-                given_as(argc, argv, "--log-level", "BATCHD_LOG_LEVEL"), so.log_level);
-        return 2;
-    }
-    bd_log_set_level(level);
+    bd_log_set_level(parse_level(so.log_level));
     if (so.metrics_auth && !so.api_keys) {
         fprintf(stderr, "batchd serve: --metrics-auth needs --api-keys (the keys /metrics asks "
                         "for)\n");
         return 2;
     }
     bd_gate_opts_t go = {.keys_path = so.api_keys, .metrics_auth = so.metrics_auth};
-    bd_err_t gerr = {0};
     if (so.rate_limit &&
         bd_gate_parse_rate(so.rate_limit, given_as(argc, argv, "--rate-limit", "BATCHD_RATE_LIMIT"),
                            &go.rps, &go.burst, &gerr) != 0) {

@@ -2332,7 +2332,7 @@ static bool url_part(const char *s, size_t n, char *out, size_t cap)
     return true;
 }
 
-int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
+int bd_ingest_parse_url(const char *url, bool resolve, bd_redis_url_t *out, bd_err_t *err)
 {
     static const char scheme[] = "redis://";
 #define BAD_URL                                                                                    \
@@ -2404,6 +2404,9 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
         out->db = (int)v;
     } else if (*rest && strcmp(rest, "/") != 0) {
         return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
+    }
+    if (!resolve) {
+        return 0;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;

@@ -89,7 +89,19 @@ def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
              ([], {"BATCHD_LOG_LEVEL": "loud"}, "BATCHD_LOG_LEVEL must be"),
              ([], {"BATCHD_MODEL_CONTROL": "x"}, "BATCHD_MODEL_CONTROL must be none,"),
              ([], {"BATCHD_RATE_LIMIT": "x"}, "BATCHD_RATE_LIMIT must be RPS"),
-             (["--rate-limit", "x"], {"BATCHD_RATE_LIMIT": "5"}, "--rate-limit must be RPS")]
+             (["--rate-limit", "x"], {"BATCHD_RATE_LIMIT": "5"}, "--rate-limit must be RPS"),
+             # CONFIG.md: a malformed variable fails even when a flag replaces it.
+             (["--log-level", "info"], {"BATCHD_LOG_LEVEL": "loud"},
+              "BATCHD_LOG_LEVEL must be debug, info, warn or error, got 'loud'"),
+             (["--rate-limit", "5"], {"BATCHD_RATE_LIMIT": "zero"}, "BATCHD_RATE_LIMIT must be"),
+             (["--strict-readiness", "false"], {"BATCHD_STRICT_READINESS": "perhaps"},
+              "BATCHD_STRICT_READINESS must be true or false"),
+             (["--model-control", "none"], {"BATCHD_MODEL_CONTROL": "sometimes"},
+              "BATCHD_MODEL_CONTROL must be none, explicit or poll, got 'sometimes'"),
+             (["--redis", "redis://127.0.0.1:1"], {"BATCHD_REDIS": "http://x"},
+              "BATCHD_REDIS: --redis must look like redis://"),
+             (["--redis-consumer", "c"], {"BATCHD_REDIS_CONSUMER": "x" * 201},
+              "BATCHD_REDIS_CONSUMER must be 1 to 200 characters")]
     for args, env, want in cases:
         r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path)] + args,
                            capture_output=True, text=True, timeout=30,
