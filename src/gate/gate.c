@@ -314,9 +314,7 @@ int bd_gate_query_param(const char *query, size_t len, const char *name, char *b
                 }
                 c = (char)(hi * 16 + lo);
                 i += 2;
-            } else if (c == '+') {
-                c = ' '; /* form encoding; a key has no spaces, so this can only fail */
-            }
+            } /* '+' stays '+' (RFC 3986; a key has no spaces for form encoding's reading) */
             if (w == cap) {
                 return -1;
             }

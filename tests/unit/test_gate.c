@@ -317,6 +317,10 @@ static void test_query_param(void **state)
     assert_int_equal(bd_gate_query_param(q, strlen(q), "api_key", buf, sizeof buf, &n), 1);
     assert_int_equal(n, 5);
     assert_memory_equal(buf, "ab/c=", 5);
+    q = "api_key=a+b%2B";
+    assert_int_equal(bd_gate_query_param(q, strlen(q), "api_key", buf, sizeof buf, &n), 1);
+    assert_int_equal(n, 4);
+    assert_memory_equal(buf, "a+b+", 4);
     q = "api_key=";
     assert_int_equal(bd_gate_query_param(q, strlen(q), "api_key", buf, sizeof buf, &n), 1);
     assert_int_equal(n, 0);
