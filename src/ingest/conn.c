@@ -175,12 +175,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
 }
 
 /* AUTH's reply, or a NOAUTH answer to the first command: the server wants a (different)
- * password. The connection is dropped (and retried with backoff, as the password may be set
- * on the server later); the reason is logged once while it stays the same. */
-static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r)
+ * password; or an error answering SELECT (`select`): the URL's /DB is not a database this
+ * server has, and using DB 0 instead would read and write the wrong keys. The connection is
+ * dropped (and retried with backoff, as the server may change); the reason is logged once
+ * while it stays the same. */
+static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, bool select)
 {
     if (!r || r->type != REDIS_REPLY_ERROR ||
-        (strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0 &&
+        (!select && strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0 &&
          strncmp(r->str, "ERR invalid password", 20) != 0)) { /* Redis 5's WRONGPASS */
         return false;
     }
@@ -188,7 +190,8 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r)
     snprintf(why, sizeof why, "%s%s", r->str,
              strncmp(r->str, "NOAUTH", 6) == 0
                  ? " (give the password in the URL: redis://:PASSWORD@HOST[:PORT])"
-                 : "");
+             : select ? " (SELECT of the URL's /DB)"
+                      : "");
     if (strcmp(why, c->last_error) != 0) {
         BD_ERROR("ingest", "redis refused the connection host=%s port=%d conn=%s reason=\"%s\"",
                  c->url->host, c->url->port, c->name, why);
@@ -202,7 +205,7 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
 {
     rconn_t *c = priv;
     const redisReply *reply = r;
-    if (reply && c->ac == ac && !refused(c, ac, reply) && reply->type == REDIS_REPLY_ERROR &&
+    if (reply && c->ac == ac && !refused(c, ac, reply, false) && reply->type == REDIS_REPLY_ERROR &&
         !c->auth_warned) {
         /* e.g. a password given to a server that has none: it serves anyway (said once) */
         c->auth_warned = true;
@@ -219,8 +222,8 @@ static void on_hello(redisAsyncContext *ac, void *r, void *priv)
         return; /* dropped meanwhile: the disconnect path told the owner */
     }
     const redisReply *reply = r;
-    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0 &&
-        refused(c, ac, reply)) {
+    if (reply->type == REDIS_REPLY_ERROR &&
+        refused(c, ac, reply, strncmp(reply->str, "NOAUTH", 6) != 0 && c->url->db != 0)) {
         return;
     }
     c->ready = true;
@@ -271,9 +274,8 @@ static void connect_now(rconn_t *c)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisEnableKeepAlive(&ac->c);
     /* The first command also makes hiredis wait for the connect to finish; the reply to PING
-     * or SELECT makes the connection usable. SELECT's error (a DB the server lacks) is the
-     * server's answer too: commands then fail one by one and say why. AUTH goes first when
-     * the URL has a password. */
+     * or SELECT makes the connection usable, but for SELECT's error (a DB the server lacks),
+     * which refuses it (refused). AUTH goes first when the URL has a password. */
     c->refused[0] = '\0';
     c->busy_since_us = bd_now_us();
     const bd_redis_url_t *u = c->url;

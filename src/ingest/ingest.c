@@ -163,6 +163,14 @@ struct stream {
     bool gone;       /* deleted (a read said NOGROUP naming it): freed once nothing uses it */
     size_t held;     /* its entries held */
     unsigned gauges; /* its gauge commands in flight */
+    /* Writing its results: whether the last write failed, the last failure and when (0: none
+     * yet). A dead letter of this stream names it. */
+    bool write_failing;
+    char write_err[128];
+    uint64_t write_err_us;
+    /* The last time the model failed one of its entries (left pending), and why. */
+    char model_err[128];
+    uint64_t model_err_us;
 };
 
 struct shard {
@@ -250,9 +258,6 @@ struct bd_ingest {
     size_t rereads; /* re-reads of our pending entries waiting for their counts: the drain
                      * waits for them as for a read */
     uint64_t write_retry_at_us;
-    /* The last result write that failed, and when (0: none yet): a dead letter names it. */
-    char write_err[128];
-    uint64_t write_err_us;
     entset_t set;
     h2o_timeout_t tick_to, kick_to;
     h2o_timeout_entry_t tick, kick;
@@ -261,6 +266,7 @@ struct bd_ingest {
     uint64_t stop_us;         /* the drain began, or last handed an entry to its model */
     uint64_t writes_since_us; /* the drain waits for writes (bd_ingest_busy), or one went in */
     bool redis_up, ever_up;
+    bool down_logged; /* "unreachable" said before the first connection came up */
     uint64_t last_log_us[4];
     /* scratch for building commands */
     const char **av;
@@ -437,6 +443,20 @@ static void fail_entry(bd_ingest_t *ing, ent_t *e, kind_t kind, const char *msg)
     }
     if (kind == K_ERROR) {
         e->s->p->c.errors++;
+    }
+    to_results(ing, e);
+}
+
+/* An entry refused while it was read (an input missing, a shape or datatype that does not
+ * parse): its error result, counted as the infer layer counts the entries it refuses (outcome
+ * "invalid" of batchd_inference_requests_total) besides batchd_redis_errors_total. */
+static void bad_entry(bd_ingest_t *ing, ent_t *e)
+{
+    pipe_t *p = e->s->p;
+    bd_model_t *m = NULL;
+    p->c.errors++;
+    if (bd_repo_find(ing->repo, p->model, p->model_len, "", 0, &m, NULL) == 0) {
+        bd_metrics_request(bd_model_metrics(m), BD_PROTO_REDIS, BD_OUTCOME_INVALID);
     }
     to_results(ing, e);
 }
@@ -830,9 +850,13 @@ static stream_t *find_stream(pipe_t *p, const char *key, size_t len, size_t *pos
 
 /* ---- connections' state ---------------------------------------------------------------------- */
 
+/* A connection went down (or never came up): said once per loss, and once when Redis cannot
+ * be reached from the start. */
 static void redis_down(bd_ingest_t *ing, const rconn_t *c)
 {
-    if (ing->redis_up && !ing->freeing) {
+    bool first = !ing->ever_up && !ing->down_logged;
+    if ((ing->redis_up || first) && !ing->freeing) {
+        ing->down_logged = true;
         BD_WARN("ingest",
                 "redis unreachable host=%s port=%d conn=%s reason=\"%s\"; HTTP keeps serving, "
                 "reconnecting with backoff",
@@ -995,7 +1019,8 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     (void)ac;
     s->creating = false;
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
-        if (r && log_ok(s->p->ing, LOG_READ)) {
+        bool gone = r && strstr(r->str, "requires the key to exist"); /* deleted since the scan */
+        if (r && !gone && log_ok(s->p->ing, LOG_READ)) {
             BD_WARN("ingest", "cannot create group stream=%s group=%s reason=\"%s\"", s->key,
                     s->p->cfg.group, r->str);
         }
@@ -1029,7 +1054,11 @@ static void create_group(stream_t *s)
     arg(ing, s->key, s->key_len);
     arg_s(ing, s->p->cfg.group);
     arg_s(ing, "0");
-    arg_s(ing, "MKSTREAM");
+    if (s->p->literal) {
+        /* A named key is waited for; one a scan found is not made again if it was deleted
+         * since (CONFIG.md: a deleted stream is not created again). */
+        arg_s(ing, "MKSTREAM");
+    }
     if (send_args(ing, &ing->ctl, on_group, s) == 0) {
         s->creating = true;
     }
@@ -1261,8 +1290,7 @@ static void take_entry(pipe_t *p, stream_t *s, const redisReply *e, const bd_mod
     }
     p->c.read++;
     if (x->kind == K_ERROR) {
-        p->c.errors++;
-        to_results(ing, x);
+        bad_entry(ing, x);
     } else {
         bd_list_push_back(&p->backlog, &x->link);
         p->n_backlog++;
@@ -1562,12 +1590,16 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
         }
         p->c.read += cl->reread; /* a claimed entry counts as reclaimed, below, unless dead */
         if (e->deliveries > (unsigned)p->cfg.max_deliveries) {
-            /* A result write that failed since the entry was first read may be why. */
+            /* Its stream's result writes (e->s is s) failing now, or since the entry was first
+             * read, may be why. */
             uint64_t span = (uint64_t)p->cfg.claim_idle_ms * 1000u * e->deliveries;
             char why[192], msg[384];
-            if (ing->write_err_us && bd_now_us() - ing->write_err_us <= span) {
+            uint64_t now = bd_now_us();
+            if (s->write_failing || (s->write_err_us && now - s->write_err_us <= span)) {
                 snprintf(why, sizeof why, "writing its result failed (the last time: %s)",
-                         ing->write_err);
+                         s->write_err);
+            } else if (s->model_err_us && now - s->model_err_us <= span) {
+                snprintf(why, sizeof why, "the model failed it (the last time: %s)", s->model_err);
             } else {
                 snprintf(why, sizeof why, "the model failed it each time or its consumers stopped");
             }
@@ -1580,8 +1612,7 @@ static void on_claim_counts(redisAsyncContext *ac, void *r_, void *priv)
         }
         p->c.reclaimed += !cl->reread;
         if (e->kind == K_ERROR) {
-            p->c.errors++;
-            to_results(ing, e);
+            bad_entry(ing, e);
         } else {
             bd_list_push_back(&p->backlog, &e->link);
             p->n_backlog++;
@@ -1731,6 +1762,8 @@ static void on_call_done(bd_call_t *call)
         /* The model failed (not the entry): leave it pending; it comes back once idle for
          * claim_idle_ms, and is dead-lettered past max_deliveries. */
         e->s->p->c.errors++;
+        snprintf(e->s->model_err, sizeof e->s->model_err, "%s", msg ? msg : "failed");
+        e->s->model_err_us = bd_now_us();
         if (log_ok(ing, LOG_MODEL)) {
             BD_WARN("ingest",
                     "model failed an entry model=%s stream=%s id=%s reason=\"%s\"; "
@@ -1873,11 +1906,19 @@ static void put_entry(bd_ingest_t *ing, ent_t *e)
     }
 }
 
-/* Remember a failed result write: a dead letter that follows names it. */
-static void note_write_err(bd_ingest_t *ing, const char *why)
+/* How writing e's result went, for its stream's dead letters (a dead letter's own write goes
+ * to another key, and tells nothing of the results key). */
+static void note_write(const ent_t *e, const char *failed)
 {
-    snprintf(ing->write_err, sizeof ing->write_err, "%s", why);
-    ing->write_err_us = bd_now_us();
+    stream_t *s = e->s;
+    if (e->kind == K_DEAD) {
+        return;
+    }
+    s->write_failing = failed != NULL;
+    if (failed) {
+        snprintf(s->write_err, sizeof s->write_err, "%s", failed);
+        s->write_err_us = bd_now_us();
+    }
 }
 
 static void on_written(redisAsyncContext *ac, void *r_, void *priv)
@@ -1893,7 +1934,6 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         ing->writes_since_us = bd_now_us(); /* the drain's writes move on: its deadline waits */
     }
     if (r && r->type == REDIS_REPLY_ERROR) {
-        note_write_err(ing, r->str);
         if (log_ok(ing, LOG_WRITE)) {
             BD_WARN("ingest", "writing results failed reason=\"%s\"; retrying", r->str);
         }
@@ -1906,6 +1946,9 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         ent_t *e = BD_CONTAINER_OF(bd_list_first(&wb->ents), ent_t, link);
         pipe_t *p = e->s->p;
         if (requeue) {
+            if (r && r->type == REDIS_REPLY_ERROR) {
+                note_write(e, r->str);
+            }
             bd_list_unlink(&e->link);
             if (++e->write_tries > WRITE_MAX_TRIES) {
                 ent_release(ing, e); /* still pending: it comes back */
@@ -1918,6 +1961,9 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         }
         const redisReply *x = i < r->elements ? r->element[i] : NULL;
         i++;
+        note_write(e, x && x->type == REDIS_REPLY_INTEGER  ? NULL
+                      : x && x->type == REDIS_REPLY_STRING ? x->str
+                                                           : "no reply");
         if (x && x->type == REDIS_REPLY_INTEGER && (x->integer == 1 || x->integer == 2)) {
             p->c.written++;
             p->c.acked += x->integer == 1; /* 2: trimmed from its stream, nothing to ack */
@@ -1927,7 +1973,6 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
         } else {
             p->c.errors++;
             const char *why = x && x->type == REDIS_REPLY_STRING ? x->str : "no reply";
-            note_write_err(ing, why);
             if (log_ok(ing, LOG_WRITE)) {
                 BD_WARN("ingest", "result not written stream=%s id=%s reason=\"%s\"", e->s->key,
                         e->idstr, why);

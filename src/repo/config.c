@@ -411,6 +411,20 @@ static int parse_redis(json_t *v, bd_redis_config_t *rd, bd_err_t *err)
         (rc = get_int(v, w, "max_deliveries", 1, 1000000, &deliveries, err))) {
         return rc;
     }
+    /* Results or dead letters written into the input stream itself would never be read
+     * (result streams are not) and would stop the stream being read at all. */
+    bool literal = strpbrk(rd->streams, "*?[\\") == NULL;
+    const char *const out_keys[2] = {rd->results, rd->dead_letter};
+    for (int i = 0; i < 2; i++) {
+        if (strcmp(out_keys[i], "{stream}") == 0 ||
+            (literal && strcmp(out_keys[i], rd->streams) == 0)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'redis.%s' is '%s', the input stream itself; write "
+                              "%s to another key, such as \"%s:{stream}\"",
+                              i ? "dead_letter" : "results", out_keys[i],
+                              i ? "dead letters" : "results", i ? "dead" : "results");
+        }
+    }
     rd->enabled = true;
     rd->results_maxlen = maxlen;
     rd->read_count = (int)count;

@@ -234,6 +234,9 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
     assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
     assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 6
     assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 7
+    # Every bad entry is an invalid request, whether refused as read or by the infer layer.
+    assert metric(client, "batchd_inference_requests_total", model="cam", version="1",
+                  protocol="redis", outcome="invalid") == 6
 
 
 def test_metadata_over_max_body_bytes_is_an_error_without_it(start_server_fn, rsrv):
@@ -379,7 +382,11 @@ def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
     for i, eid in enumerate(ids):
         f = dead[eid]
         assert f["source_stream"] == b"in:x" and f["camera"] == b"c%d" % i
-        assert int(f["deliveries"]) > 2 and f["reason"]
+        assert int(f["deliveries"]) > 2
+        assert f["reason"].decode() == (
+            "the entry was delivered %d times (max_deliveries 2) and no result was written: "
+            "the model failed it (the last time: sim model: injected failure (sim.fail_rate 1))"
+            % int(f["deliveries"])), f["reason"]
     assert not r.exists("results:in:x")  # never an ok result for a failing model
     assert wait_for(lambda: total_pending(r, "in:*") == 0, 10)
     lab = {"model": "flaky", "pattern": "in:*"}
@@ -391,18 +398,25 @@ def test_a_result_that_cannot_be_written_is_dead_lettered_with_the_write_error(s
                                                                               rsrv):
     """The model answers, but the results key is not a stream (WRONGTYPE on every write): the
     entry stays pending, comes back, and past max_deliveries its dead letter says the writes
-    failed and why, not that the model did."""
+    failed and why, not that the model did. Beside it a failing model's dead letter names the
+    model, not the other stream's write error."""
     repo = start_server_fn.repo("redis")
     sim_model(repo, "cam", {"streams": "frames:*", "claim_idle_ms": 200, "max_deliveries": 1})
+    sim_model(repo, "flaky", {"streams": "in:*", "claim_idle_ms": 200, "max_deliveries": 1},
+              extra={"sim": {"fail_rate": 1.0}, "circuit_breaker": {"consecutive_failures": 0}})
     r = rsrv.client()
     r.set("results:frames:w", "not a stream")
     client = start_batchd(start_server_fn, repo, rsrv)
     eid = r.xadd("frames:w", {"input": frame(1, 1).tobytes()}).decode()
-    assert wait_for(lambda: r.exists("dead:frames:w"), 30)
+    r.xadd("in:x", {"input": frame(0, 1).tobytes()})
+    assert wait_for(lambda: r.exists("dead:frames:w") and r.exists("dead:in:x"), 30)
     f = {k.decode(): v for k, v in r.xrange("dead:frames:w")[0][1].items()}
     assert f["source_id"].decode() == eid
     reason = f["reason"].decode()
     assert "writing its result failed (the last time: WRONGTYPE" in reason, reason
+    other = r.xrange("dead:in:x")[0][1][b"reason"].decode()
+    assert other.endswith("the model failed it (the last time: sim model: injected failure "
+                          "(sim.fail_rate 1))"), other
     assert metric(client, "batchd_redis_dead_lettered_total", model="cam",
                   pattern="frames:*") == 1
 
@@ -866,11 +880,33 @@ def test_password_in_the_url(start_server_fn, tmp_path):
         rsrv.stop()
 
 
+def test_a_database_the_server_lacks_is_refused_not_db_0(start_server_fn, rsrv):
+    """`/16` on a server with 16 databases: SELECT fails, and batchd must not go on in DB 0
+    (reading and answering its streams): it says why once and keeps retrying."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    r.xadd("frames:a", {"input": frame(0, 0).tobytes()})
+    client = start_server_fn(repo, ["--redis", rsrv.url + "/16"])
+    line = client.server.wait_log(r"redis refused the connection")
+    assert line and "DB index is out of range" in line and "SELECT" in line, client.server.log()
+    time.sleep(1.5)
+    assert client.server.log().count("redis refused the connection") == 1
+    assert "redis connected" not in client.server.log()
+    assert client.metric("batchd_redis_connected") == 0
+    assert not r.exists("results:frames:a") and not r.xinfo_groups("frames:a")
+
+
 def test_http_serves_without_redis_and_ingest_connects_later(start_server_fn, tmp_path):
     rsrv = RedisServer(tmp_path / "late")  # not started yet
     repo = start_server_fn.repo("redis")
     sim_model(repo, "cam", {"streams": "frames:*"})
     client = start_batchd(start_server_fn, repo, rsrv)
+    # Unreachable from the start: said once (not only when a connection that was up is lost).
+    line = client.server.wait_log(r"redis unreachable")
+    assert line and "reconnecting with backoff" in line, client.server.log()
+    time.sleep(1)
+    assert client.server.log().count("redis unreachable") == 1
     assert requests.get(client.url("/v2/health/ready"), timeout=HTTP_TIMEOUT_S).status_code == 200
     try:
         rsrv.start()
@@ -888,9 +924,14 @@ def test_redis_config_errors_name_the_key(start_server_fn):
     sim_model(repo, "nostreams", {"group": "g"})
     sim_model(repo, "badcount", {"streams": "x:*", "read_count": 0})
     sim_model(repo, "typo", {"streams": "x:*", "blok_ms": 5})
+    # Results or dead letters into the input stream itself would never be read.
+    sim_model(repo, "selfloop", {"streams": "x:*", "results": "{stream}"})
+    sim_model(repo, "selfdead", {"streams": "cam1", "dead_letter": "cam1"})
     client = start_server_fn(repo)
     for model, key in (("nostreams", "redis.streams"), ("badcount", "redis.read_count"),
-                       ("typo", "redis.blok_ms")):
+                       ("typo", "redis.blok_ms"),
+                       ("selfloop", "'redis.results' is '{stream}', the input stream itself"),
+                       ("selfdead", "'redis.dead_letter' is 'cam1', the input stream itself")):
         line = client.server.wait_log(r"model=%s .*state=unavailable" % model, 5)
         assert line and key in line, line
         r = client.get("/v2/models/%s/ready" % model)
