@@ -377,8 +377,8 @@ static const bd_cli_opt_t iopts[] = {
 };
 static const bd_cli_cmd_t infer_cmd = {
     .usage = "usage: batchd infer --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
-             "       (--image FILE... | --input NAME=FILE... | --json FILE) [--classification K] "
-             "[--binary]\n",
+             "       (--image FILE [--image FILE]... | --input NAME=FILE [--input NAME=FILE]...\n"
+             "        | --json FILE) [--classification K (not with --json)] [--binary]\n",
     .opts = iopts,
     .n_opts = sizeof iopts / sizeof iopts[0],
 };
@@ -598,6 +598,14 @@ int bd_cli_infer(int argc, char **argv)
     for (size_t i = 0; i < o.inputs.n; i++) {
         if (!input_spec_ok(o.inputs.v[i])) {
             return 2;
+        }
+        size_t n = (size_t)(strchr(o.inputs.v[i], '=') - o.inputs.v[i]) + 1; /* "NAME=" */
+        for (size_t k = 0; k < i; k++) {
+            if (strncmp(o.inputs.v[k], o.inputs.v[i], n) == 0) {
+                fprintf(stderr, "batchd infer: --input %.*s is given twice; give each input once\n",
+                        (int)n - 1, o.inputs.v[i]);
+                return 2;
+            }
         }
     }
     if (o.json && o.classification > 0) {

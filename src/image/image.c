@@ -78,8 +78,8 @@ static int jpeg_frame(const unsigned char *p, size_t len, uint32_t *w, uint32_t 
 {
     size_t i = 2; /* past SOI */
     for (;;) {
-        if (i < len && p[i] != 0xff) {
-            return -1;
+        while (i < len && p[i] != 0xff) {
+            i++; /* bytes between segments: libjpeg skips them with a warning, so Pillow does */
         }
         while (i < len && p[i] == 0xff) {
             i++; /* fill bytes */
@@ -237,8 +237,10 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
         return bd_err_set(err, BD_ENOMEM, "cannot start the JPEG decoder");
     }
     int iw = 0, ih = 0, subsamp = 0, cs = 0;
+    /* A warning (bytes between segments, which libjpeg skips) still read the header. */
     if (len > (unsigned long)-1 ||
-        tjDecompressHeader3(sc->tj, p, (unsigned long)len, &iw, &ih, &subsamp, &cs) != 0) {
+        (tjDecompressHeader3(sc->tj, p, (unsigned long)len, &iw, &ih, &subsamp, &cs) != 0 &&
+         (tjGetErrorCode(sc->tj) != TJERR_WARNING || iw <= 0 || ih <= 0))) {
         return jpeg_failed(sc,
                            fail(err, BD_EINVAL, input, index,
                                 "the JPEG's header cannot be read (%s)", tjGetErrorStr2(sc->tj)));
@@ -258,7 +260,10 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
     *channels = gray && cs == TJCS_GRAY ? 1 : 3;
     size_t bytes = (size_t)*w * *h * (size_t)*channels; /* bounded by max_pixels */
     if (!grow(&sc->pix, &sc->pix_cap, bytes)) {
-        return bd_err_set(err, BD_ENOMEM, "out of memory decoding a %ux%u JPEG", *w, *h);
+        return fail(err, BD_ENOMEM, input, index,
+                    "out of memory for the %zu bytes of a %ux%u JPEG's pixels (--max-image-pixels "
+                    "bounds them)",
+                    bytes, *w, *h);
     }
     int pf = *channels == 1 ? TJPF_GRAY : TJPF_RGB;
     if (tjDecompress2(sc->tj, p, (unsigned long)len, sc->pix, iw, 0, ih, pf,
@@ -319,7 +324,10 @@ static int decode_png(bd_image_scratch_t *sc, const unsigned char *p, size_t len
         goto out;
     }
     if (!grow(&sc->pix, &sc->pix_cap, bytes)) {
-        rc = bd_err_set(err, BD_ENOMEM, "out of memory decoding a %ux%u PNG", *w, *h);
+        rc = fail(err, BD_ENOMEM, input, index,
+                  "out of memory for the %zu bytes of a %ux%u PNG's pixels (--max-image-pixels "
+                  "bounds them)",
+                  bytes, *w, *h);
         goto out;
     }
     /* RGB8 expands palettes and gray, and drops alpha (and tRNS) without compositing. */

@@ -181,6 +181,19 @@ def test_tensor_matches_pillow(client, r, c, l, fmt, mode, src):
         assert diff.mean() <= 1.0, (diff.mean(), r, c, l, fmt, mode, src)
 
 
+def test_a_jpeg_with_bytes_between_segments_decodes_as_pillow_does(client):
+    """Some cameras pad between marker segments; libjpeg skips the bytes with a warning and
+    Pillow decodes the file: so must batchd (its own header walk refused it)."""
+    data = encode(make_image("RGB", 40, 30), "JPEG")
+    app0_end = 4 + struct.unpack(">H", data[4:6])[0]
+    padded = data[:app0_end] + b"\x00\x00\x7f" + data[app0_end:]
+    r, c, l = CONFIGS[0]
+    want = got_tensor(binary_infer(client, model_name(r, c, l), [data]))
+    got = got_tensor(binary_infer(client, model_name(r, c, l), [padded]))
+    assert np.array_equal(got, want)
+    assert np.abs(got[0] - reference(padded, (H, W), r, c, l)).max() <= 1e-5
+
+
 def test_batch_of_images_and_one_bad_row_fails_alone(client):
     good = [encode(make_image("RGB", 30 + i, 20 + i, seed=i), "PNG") for i in range(3)]
     r = json_infer(client, "img_stretch_RGB_NCHW", good)
