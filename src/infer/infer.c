@@ -1188,10 +1188,18 @@ int bd_infer_start_image(bd_infer_t *inf, const bd_infer_image_args_t *a, bd_cal
     const bd_model_config_t *cfg = bd_model_config(m);
     if (!cfg->image.enabled) {
         bd_metrics_request(bd_model_metrics(m), a->protocol, BD_OUTCOME_INVALID);
+        char takes[160] = "", dims[96];
+        size_t w = 0;
+        for (size_t i = 0; i < cfg->n_inputs && w < sizeof takes; i++) {
+            int k = snprintf(takes + w, sizeof takes - w, "%s'%.40s' %s %s", i ? ", " : "",
+                             cfg->inputs[i].name, bd_dtype_name(cfg->inputs[i].dtype),
+                             bd_shape_str(&cfg->inputs[i].dims, dims, sizeof dims));
+            w += k > 0 ? (size_t)k : 0;
+        }
         return bd_err_set(err, BD_EINVAL,
                           "model '%s' takes no images (its config.json has no \"preprocess\"); "
-                          "send a KServe v2 JSON infer request with its inputs",
-                          bd_model_name(m));
+                          "send a KServe v2 JSON infer request with its inputs (%s)",
+                          bd_model_name(m), takes);
     }
     if (a->len > UINT32_MAX) {
         bd_metrics_request(bd_model_metrics(m), a->protocol, BD_OUTCOME_INVALID);

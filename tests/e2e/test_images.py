@@ -429,7 +429,8 @@ def test_model_without_preprocess_and_bad_query(client):
     data = encode(make_image("RGB", 8, 8), "PNG")
     msg = error_message(client.post("/v2/models/plain/infer", data=data,
                                     headers={"Content-Type": "image/png"}), 400)
-    assert "preprocess" in msg
+    assert msg == ("model 'plain' takes no images (its config.json has no \"preprocess\"); "
+                   "send a KServe v2 JSON infer request with its inputs ('INPUT0' FP32 [4])"), msg
     for query in ("classification=x", "classification=", "classification", "classification=0",
                   "classification=65537", "classification=2&classification=3"):
         msg = error_message(client.post("/v2/models/img_cls/infer?" + query, data=data,
