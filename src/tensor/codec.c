@@ -140,13 +140,14 @@ static void line_col(const char *s, size_t pos, int *line, int *col)
     }
 }
 
-static int nul_error(const char *s, size_t at, bd_err_t *err)
+/* A NUL the scan refuses at header byte `at`: a \u0000 escape (`escape`) or a raw byte. */
+static int nul_error(const char *s, size_t at, bool escape, bd_err_t *err)
 {
     int line, col;
     line_col(s, at + 1, &line, &col);
-    return bd_err_set(err, BD_EINVAL,
-                      "request body is not valid JSON: \\u0000 is not allowed in strings (line "
-                      "%d, column %d)",
+    return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)",
+                      escape ? "\\u0000 is not allowed in strings"
+                             : "a NUL byte is not allowed there",
                       line, col);
 }
 
@@ -160,7 +161,7 @@ static int skip_string(const char *s, size_t n, size_t *i, bool allow_nul, bd_er
     for (; k < n && s[k] != '"'; k++) {
         if (s[k] == '\\') {
             if (!allow_nul && n - k > 5 && memcmp(s + k + 1, "u0000", 5) == 0) {
-                return nul_error(s, k, err);
+                return nul_error(s, k, true, err);
             }
             k++;
         }
@@ -283,12 +284,7 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
         if (c == '\0') {
             /* jansson's reader would take it for the end of its input, after a number or
              * true/false/null, and go on past it. */
-            int line, col;
-            line_col(s, i + 1, &line, &col);
-            return bd_err_set(err, BD_EINVAL,
-                              "request body is not valid JSON: a NUL byte is not allowed there "
-                              "(line %d, column %d)",
-                              line, col);
+            return nul_error(s, i, false, err);
         }
         if (is_ws(c) || c == ':') {
             i++;
