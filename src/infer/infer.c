@@ -418,6 +418,17 @@ static int body_too_large(bd_zip_coding_t coding, size_t max, bd_err_t *err)
     return bd_zip_body_too_large(coding, max, "request bodies (--max-body-bytes)", err);
 }
 
+/* A compressed body that alone, its compressed bytes with what it inflated to, would pass
+ * --max-decode-bytes (set as low as --max-body-bytes): no retry can help, so 413, not the
+ * 503 of a server busy with other bodies. */
+static int decode_too_large(const bd_infer_t *inf, size_t need, bd_err_t *err)
+{
+    return bd_err_set(err, BD_EBODYSIZE,
+                      "the request body needs %zu bytes to decode (compressed and inflated "
+                      "together), more than the server decodes at once (--max-decode-bytes %zu)",
+                      need, inf->opts.max_decode_bytes);
+}
+
 /* Inflate the rest of a compressed body (the owner thread did the first offload_bytes, or
  * stopped at LOOP_INFLATE_IN of input): INFLATE_STEP bytes at a time, each step's room
  * counted in decoding_bytes before it is inflated, so a zip bomb stops at its limit
@@ -450,11 +461,13 @@ static int inflate_rest(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
         size_t least = more < INFLATE_LEAST ? more : INFLATE_LEAST;
         size_t busy = 0;
         if (!hold_decode(inf, &more, least, &busy)) {
-            rc = bd_err_set(err, BD_EFULL,
-                            "the server is decoding %zu bytes of request bodies (%zu of them "
-                            "this one's, compressed and inflated so far); inflating it further "
-                            "would pass the limit of %zu (--max-decode-bytes)",
-                            busy, c->held, inf->opts.max_decode_bytes);
+            rc = busy <= c->held /* nobody else's bytes */
+                     ? decode_too_large(inf, c->held + least, err)
+                     : bd_err_set(err, BD_EFULL,
+                                  "the server is decoding %zu bytes of request bodies (%zu of "
+                                  "them this one's, compressed and inflated so far); inflating "
+                                  "it further would pass the limit of %zu (--max-decode-bytes)",
+                                  busy, c->held, inf->opts.max_decode_bytes);
             break;
         }
         c->held += more;
@@ -678,6 +691,10 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     if (offload && !hold_decode(inf, &held, held, &busy)) {
         bd_buf_dispose(&plain);
         bd_zip_reader_free(zip);
+        if (busy == 0) {
+            bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
+            return decode_too_large(inf, held, err);
+        }
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_REJECTED);
         return bd_err_set(err, BD_EFULL,
                           "the server is decoding %zu bytes of request bodies already; a body of "

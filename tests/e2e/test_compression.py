@@ -255,20 +255,22 @@ def test_inflated_body_exactly_at_the_limit_is_taken(start_server_fn):
 
 
 def test_inflating_counts_against_max_decode_bytes(start_server_fn):
-    """With --max-decode-bytes equal to --max-body-bytes, a compressed body that inflates to
-    more than what is left of it is refused with 503, as a large plain body would be."""
+    """With --max-decode-bytes equal to --max-body-bytes, a compressed body whose compressed
+    bytes and inflated ones together pass it cannot be decoded even on an idle server: 413
+    (not a 503 with Retry-After, which would have the client retry it for ever)."""
     repo = start_server_fn.repo()
     repo.add_sim("ident", [("INPUT0", "FP32", [-1])], max_batch_size=8)
     c = start_server_fn(repo, ["--max-body-bytes", "3000000", "--max-decode-bytes", "3000000"])
     body = json_body(500_000)[:2_900_000]  # about 2.9 MB of text, inflated off the loop
     r = post(c, infer_path("ident"), gzip.compress(body), **{"Content-Encoding": "gzip"})
     # The compressed bytes are counted too: 2.9 MB inflated plus them passes 3 MB.
-    msg = error_message(_as_requests(r), 503)
-    assert re.fullmatch(r"the server is decoding \d+ bytes of request bodies \(\d+ of them this "
-                        r"one's, compressed and inflated so far\); inflating it further would "
-                        r"pass the limit of 3000000 \(--max-decode-bytes\)", msg), msg
+    msg = error_message(_as_requests(r), 413)
+    assert "retry-after" not in {k.lower() for k in r.headers}
+    assert re.fullmatch(r"the request body needs \d+ bytes to decode \(compressed and inflated "
+                        r"together\), more than the server decodes at once "
+                        r"\(--max-decode-bytes 3000000\)", msg), msg
     assert counter(c, "batchd_inference_requests_total", model="ident",
-                   outcome="rejected") == 1
+                   outcome="invalid") == 1
     assert c.get("/v2/health/live").status_code == 200
 
 
