@@ -1831,6 +1831,8 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
         snprintf(msg, sizeof msg, "the request has %d header fields; at most %d are accepted",
                  fields, MAX_HEADERS);
         why = msg;
+    } else if (fault) { /* in check_head's order: before the framing and the body's size */
+        why = fault;
     } else if (req->entity.base && req->entity.len > h->max_body_bytes) {
         status = 413; /* h2o's bound is one byte more (see bd_http_new) */
         too_large(h, msg, sizeof msg);
@@ -1842,8 +1844,6 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     } else if (req->version == 0x101 && host != 1) {
         why = host ? "an HTTP/1.1 request must have exactly one Host header, it has several"
                    : "an HTTP/1.1 request must have a Host header";
-    } else if (fault) {
-        why = fault;
     }
     if (!why) {
         /* 'Connection: keep-alive, close' closes too (RFC 9112 9.6; h2o misses the token when

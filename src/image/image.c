@@ -88,8 +88,9 @@ static int jpeg_frame(const unsigned char *p, size_t len, uint32_t *w, uint32_t 
             return 0;
         }
         unsigned m = p[i++];
-        if (m == 0x01 || (m >= 0xd0 && m <= 0xd7)) {
-            continue; /* no length */
+        if (m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd7)) {
+            continue; /* a stuffed FF 00 among bytes between segments (libjpeg skips it), or no
+                       * length */
         }
         if (m == 0xd9 || m == 0xda) {
             return -1; /* EOI or a scan before any frame */

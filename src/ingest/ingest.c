@@ -854,7 +854,7 @@ static stream_t *find_stream(pipe_t *p, const char *key, size_t len, size_t *pos
  * be reached from the start. */
 static void redis_down(bd_ingest_t *ing, const rconn_t *c)
 {
-    bool first = !ing->ever_up && !ing->down_logged;
+    bool first = !ing->ever_up && !ing->down_logged && !c->refused[0]; /* refused() said it */
     if ((ing->redis_up || first) && !ing->freeing) {
         ing->down_logged = true;
         BD_WARN("ingest",
@@ -1019,8 +1019,9 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     (void)ac;
     s->creating = false;
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
-        bool gone = r && strstr(r->str, "requires the key to exist"); /* deleted since the scan */
-        if (r && !gone && log_ok(s->p->ing, LOG_READ)) {
+        if (r && strstr(r->str, "requires the key to exist")) {
+            s->gone = true; /* deleted since the scan: freed by the next, unless it is back */
+        } else if (r && log_ok(s->p->ing, LOG_READ)) {
             BD_WARN("ingest", "cannot create group stream=%s group=%s reason=\"%s\"", s->key,
                     s->p->cfg.group, r->str);
         }

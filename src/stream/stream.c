@@ -62,7 +62,8 @@
 #define CLOSE_WAIT_MS 2000
 #define WATCH_MS 10 /* how often a socket not read is checked for the client's leaving */
 #define MAX_NAME 256
-#define ID_KEEP 4096 /* a larger id's scratch memory is freed once its error is sent */
+#define ID_KEEP 4096        /* a larger id's scratch memory is freed once its error is sent */
+#define OUT_KEEP (1u << 20) /* the reply scratch keeps this much between replies */
 
 typedef struct conn conn_t;
 
@@ -198,6 +199,7 @@ static void send_error(conn_t *c, const char *id, int code, const char *msg)
     if (!b->failed) {
         queue_frame(c, WSLAY_TEXT_FRAME, b->data, b->len);
     }
+    bd_buf_trim(b, OUT_KEEP); /* wslay copied it: a huge id is not kept */
 }
 
 /* A server-made id, unique on the socket, for a request that has none. */
@@ -367,7 +369,7 @@ static void on_call_done(bd_call_t *call)
             memcpy(b->data, le, 4);
             queue_frame(c, WSLAY_BINARY_FRAME, b->data, b->len);
         }
-        bd_buf_trim(b, 1u << 20); /* wslay copied the reply */
+        bd_buf_trim(b, OUT_KEEP); /* wslay copied the reply */
     }
     bd_call_free(call);
     if (c->sock) {

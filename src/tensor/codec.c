@@ -783,7 +783,9 @@ static int real_int(const char *t, size_t len, bool *neg, uint64_t *mag)
     if (i < len && (t[i] == 'e' || t[i] == 'E')) {
         bool eneg = t[++i] == '-';
         for (i += t[i] == '-' || t[i] == '+'; i < len; i++) {
-            exp = exp < 100000000 ? exp * 10 + (t[i] - '0') : exp;
+            /* Capped past any literal's digit count (a body is under 2^34 bytes), so the
+             * point still lands past every digit. */
+            exp = exp < 100000000000LL ? exp * 10 + (t[i] - '0') : exp;
         }
         exp = eneg ? -exp : exp;
     }

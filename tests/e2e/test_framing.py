@@ -164,6 +164,10 @@ HEALTH = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
     (b"POST /v2/models/fr/infer#x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
      % len(BODY), "the request target has a fragment ('#'), which a request must not send (RFC "
      "9112 3.2)"),
+    # Two faults: the one a first head would be refused for, as there.
+    (b"POST /v2/models/fr/infer#x HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: %d\r\n"
+     b"\r\n" % len(BODY),
+     "the request target has a fragment ('#'), which a request must not send (RFC 9112 3.2)"),
 ])
 def test_a_pipelined_head_is_judged_like_the_first(client, head, message):
     """A head behind another in the same write is parsed by h2o from its buffer, not by the

@@ -892,6 +892,7 @@ def test_a_database_the_server_lacks_is_refused_not_db_0(start_server_fn, rsrv):
     assert line and "DB index is out of range" in line and "SELECT" in line, client.server.log()
     time.sleep(1.5)
     assert client.server.log().count("redis refused the connection") == 1
+    assert "redis unreachable" not in client.server.log()  # said once, as the refusal
     assert "redis connected" not in client.server.log()
     assert client.metric("batchd_redis_connected") == 0
     assert not r.exists("results:frames:a") and not r.xinfo_groups("frames:a")
