@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -58,7 +59,8 @@ static const bd_cli_opt_t bopts[] = {
     {"--warmup", BD_CLI_DUR, OFF(warmup_us), "1s", 0, 3600, NULL,
      "unmeasured time before each level"},
     {"--window", BD_CLI_DUR, OFF(window_us), NULL, 0, 3600, NULL,
-     "measurement window for the stability rule (default duration/5, 1s with --requests)"},
+     "measurement window for the stability rule (default duration/5, 1s with --requests; "
+     "10ms at least, the duration at most)"},
     {"--stable-windows", BD_CLI_INT, OFF(stable_windows), "3", 1, 100, NULL,
      "a level is stable when its last this many windows ..."},
     {"--stable-pct", BD_CLI_NUM, OFF(stable_pct), "10", 0.001, 1000, NULL,
@@ -176,10 +178,14 @@ static int parse_shape(const char *s, bd_lg_shape_opt_t *so, char *name, size_t 
     return 0;
 }
 
-/* 0 when path can be written (it exists and may be, or its folder takes a new file), else
- * the errno saying why not. */
+/* 0 when path can be written (it exists, is not a folder and may be, or its folder takes a
+ * new file), else the errno saying why not. */
 static int writable(const char *path)
 {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return EISDIR; /* access() says yes to a folder, and to anything for root */
+    }
     if (access(path, F_OK) == 0) {
         return access(path, W_OK) == 0 ? 0 : errno;
     }
@@ -247,9 +253,6 @@ int bd_cli_bench(int argc, char **argv)
             return 2;
         }
     }
-    if (ro.window_us == 0) { /* the default, stated so that the JSON echoes what ran */
-        ro.window_us = ro.requests ? 1000000 : ro.duration_us / 5;
-    }
     if (strcmp(o.distribution, "poisson") == 0) {
         ro.distribution = BD_LG_POISSON;
     } else if (strcmp(o.distribution, "bursty") == 0) {
@@ -311,7 +314,7 @@ int bd_cli_bench(int argc, char **argv)
         fprintf(stderr, "batchd bench: %s\n", err.msg);
         return 2;
     }
-    if (!bd_cli_api_key_ok("bench", o.api_key) || !bd_cli_cacert_ok("bench", o.cacert)) {
+    if (!bd_cli_api_key_ok("bench", o.api_key) || !bd_cli_cacert_loads("bench", o.cacert)) {
         return 2;
     }
     t.api_key = o.api_key;
@@ -381,7 +384,9 @@ int bd_cli_bench(int argc, char **argv)
                           .target = &t,
                           .run = &ro,
                           .request = &rq,
-                          .data_name = o.files.n ? "file" : o.data};
+                          .data_name = o.files.n ? "file" : o.data,
+                          .levels = levels,
+                          .n_levels = n_levels};
     if (o.json) {
         bd_buf_t b;
         bd_buf_init(&b);
@@ -409,6 +414,15 @@ int bd_cli_bench(int argc, char **argv)
         bd_lg_svg(&b, title, results, done);
         rc |= write_file(o.plot, &b) ? 1 : 0;
         bd_buf_dispose(&b);
+    }
+    /* A level that got no 2xx reply at all (the server died, or refused every request) fails
+     * the run, so a script can tell it from a good one; its figures are in the report. */
+    for (size_t i = 0; i < done && rc == 0; i++) {
+        if (results[i].ok == 0) {
+            fprintf(stderr, "batchd bench: no request succeeded at %s %g; exiting 1\n",
+                    open ? "rate" : "concurrency", results[i].level);
+            rc = 1;
+        }
     }
     free(results);
     bd_lg_target_dispose(&t);

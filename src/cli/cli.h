@@ -110,5 +110,7 @@ bool bd_cli_api_key_ok(const char *cmd, const char *key);
 /* --cacert: NULL, or a file that can be read; otherwise prints "batchd CMD: cannot read
  * --cacert 'PATH': why" and returns false (a bad flag: exit 2 before anything is sent). */
 bool bd_cli_cacert_ok(const char *cmd, const char *path);
+/* bd_cli_cacert_ok, and the file holds a CA certificate OpenSSL loads (infer.c). */
+bool bd_cli_cacert_loads(const char *cmd, const char *path);
 
 #endif

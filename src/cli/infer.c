@@ -383,6 +383,19 @@ static const bd_cli_cmd_t infer_cmd = {
     .n_opts = sizeof iopts / sizeof iopts[0],
 };
 
+bool bd_cli_cacert_loads(const char *cmd, const char *path)
+{
+    bd_err_t err = {0};
+    if (!bd_cli_cacert_ok(cmd, path)) {
+        return false;
+    }
+    if (path && bd_lg_tls_check_cacert(path, &err) != 0) { /* a bad file is a bad flag: 2 */
+        fprintf(stderr, "batchd %s: %s\n", cmd, err.msg);
+        return false;
+    }
+    return true;
+}
+
 static const char *image_type(const char *d, size_t n)
 {
     if (n >= 3 && (unsigned char)d[0] == 0xFF && (unsigned char)d[1] == 0xD8 &&
@@ -620,7 +633,7 @@ int bd_cli_infer(int argc, char **argv)
         return 2;
     }
     t.cacert = o.cacert;
-    if (!bd_cli_api_key_ok("infer", o.api_key) || !bd_cli_cacert_ok("infer", o.cacert)) {
+    if (!bd_cli_api_key_ok("infer", o.api_key) || !bd_cli_cacert_loads("infer", o.cacert)) {
         return 2;
     }
     t.api_key = o.api_key;
@@ -858,7 +871,7 @@ static int inspect_url(const inspect_opts_t *o)
         return 2;
     }
     t.cacert = o->cacert;
-    if (!bd_cli_api_key_ok("inspect", o->api_key) || !bd_cli_cacert_ok("inspect", o->cacert)) {
+    if (!bd_cli_api_key_ok("inspect", o->api_key) || !bd_cli_cacert_loads("inspect", o->cacert)) {
         return 2;
     }
     t.api_key = o->api_key;

@@ -514,6 +514,14 @@ static void stop_measuring(loop_t *L, uint64_t end)
 }
 
 /* Advance warm-up -> measuring -> stopped as time passes. */
+uint64_t bd_lg_window_us(const bd_lg_run_opts_t *ro)
+{
+    uint64_t w = ro->window_us ? ro->window_us : ro->requests > 0 ? 1000000 : ro->duration_us / 5;
+    w = w < 10000 ? 10000 : w;
+    /* --duration 300ms measures 300 ms, whatever --window */
+    return ro->requests == 0 && w > ro->duration_us ? ro->duration_us : w;
+}
+
 static void tick(loop_t *L, uint64_t now, uint64_t window_us, int k, double pct)
 {
     const bd_lg_run_opts_t *ro = L->ro;
@@ -716,16 +724,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
         L.conns[i].fd = -1;
         bd_lg_http_init(&L.conns[i].http, NULL);
     }
-    uint64_t window_us = ro->window_us;
-    if (window_us == 0) {
-        window_us = ro->requests > 0 ? 1000000 : ro->duration_us / 5;
-    }
-    if (window_us < 10000) {
-        window_us = 10000;
-    }
-    if (ro->requests == 0 && window_us > ro->duration_us) {
-        window_us = ro->duration_us; /* --duration 300ms measures 300 ms, whatever --window */
-    }
+    uint64_t window_us = bd_lg_window_us(ro);
     int k = ro->stable_windows > 0 ? ro->stable_windows : 3;
     double pct = ro->stable_pct > 0 ? ro->stable_pct : 10.0;
     uint64_t timeout = ro->timeout_us ? ro->timeout_us : 10000000;

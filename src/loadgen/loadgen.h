@@ -152,6 +152,8 @@ void bd_lg_target_dispose(bd_lg_target_t *t);
  * the system's CAs; partial writes allowed. NULL with err set (a --cacert that cannot be read
  * or holds no certificate). Free with SSL_CTX_free. */
 struct ssl_ctx_st *bd_lg_tls_ctx(const bd_lg_target_t *t, bd_err_t *err);
+/* Whether `path` holds a CA certificate bd_lg_tls_ctx can load: 0, or BD_EINVAL with err. */
+int bd_lg_tls_check_cacert(const char *path, bd_err_t *err);
 /* A session on socket fd in connect state, checking that the certificate names t->host (a
  * name, with SNI, or an address). NULL with err set. Free with SSL_free. */
 struct ssl_st *bd_lg_tls_ssl(struct ssl_ctx_st *ctx, const bd_lg_target_t *t, int fd,
@@ -209,6 +211,10 @@ typedef struct {
     volatile sig_atomic_t *interrupt;
 } bd_lg_run_opts_t;
 
+/* The measurement window a level runs with: window_us or its default, at least 10 ms, and at
+ * most the duration (without requests). */
+uint64_t bd_lg_window_us(const bd_lg_run_opts_t *ro);
+
 #define BD_LG_MAX_WINDOWS 1000
 #define BD_LG_STATUS_MAX 600
 
@@ -261,6 +267,8 @@ typedef struct {
     const bd_lg_run_opts_t *run;
     const bd_lg_request_opts_t *request;
     const char *data_name; /* "zero", "random", "file" */
+    const double *levels;  /* the levels asked for (a run cut short lists them all) */
+    size_t n_levels;
 } bd_lg_config_t;
 
 /* One line: "concurrency=4 achieved=199.8/s p50=20.12ms p99=21.03ms ok=100.00% ...". */

@@ -249,11 +249,11 @@ static void json_config(bd_buf_t *b, const bd_lg_config_t *cfg, const bd_lg_resu
         jstr(b, ro->mode == BD_LG_OPEN ? "open" : "closed");
         jkey(b, &f, ro->mode == BD_LG_OPEN ? "rates" : "concurrency");
         bd_buf_putc(b, '[');
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < (cfg->levels ? cfg->n_levels : n); i++) {
             if (i) {
                 bd_buf_putc(b, ',');
             }
-            put_num(b, rs[i].level);
+            put_num(b, cfg->levels ? cfg->levels[i] : rs[i].level);
         }
         bd_buf_putc(b, ']');
         jkey(b, &f, "distribution");
@@ -272,7 +272,7 @@ static void json_config(bd_buf_t *b, const bd_lg_config_t *cfg, const bd_lg_resu
         jkey(b, &f, "requests");
         bd_buf_printf(b, "%llu", (unsigned long long)ro->requests);
         jkey(b, &f, "window_s");
-        put_num(b, (double)ro->window_us / 1e6);
+        put_num(b, (double)bd_lg_window_us(ro) / 1e6); /* the window that ran */
         jkey(b, &f, "stability");
         bd_buf_printf(b, "{\"windows\":%d,\"within_pct\":", ro->stable_windows);
         put_num(b, ro->stable_pct);

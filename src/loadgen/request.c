@@ -345,11 +345,29 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
         return rc;
     }
     for (size_t i = 0; i < ro->n_files; i++) {
-        if (!ro->files[i].name && t->n_inputs != 1) {
+        const char *n = ro->files[i].name;
+        if (!n && t->n_inputs != 1) {
             return bd_err_set(err, BD_EINVAL,
                               "--data-file without a name needs a model with one input; model "
                               "'%s' has %zu (use --data-file NAME=PATH)",
                               t->model, t->n_inputs);
+        }
+        bool found = !n;
+        for (size_t k = 0; k < t->n_inputs && !found; k++) {
+            found = strcmp(n, t->inputs[k].name) == 0;
+        }
+        if (!found) {
+            return bd_err_set(err, BD_EINVAL,
+                              "--data-file names input '%s', which model '%s' does not have", n,
+                              t->model);
+        }
+        for (size_t k = 0; k < i; k++) {
+            const char *m = ro->files[k].name;
+            if ((!m && !n) || (m && n && strcmp(m, n) == 0) || (t->n_inputs == 1 && (!m || !n))) {
+                return bd_err_set(err, BD_EINVAL,
+                                  "--data-file gives input '%s' twice; give each input once",
+                                  n ? n : t->inputs[0].name);
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -52,6 +53,19 @@ SSL_CTX *bd_lg_tls_ctx(const bd_lg_target_t *t, bd_err_t *err)
     }
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+int bd_lg_tls_check_cacert(const char *path, bd_err_t *err)
+{
+    bd_lg_target_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        return bd_err_set(err, BD_ENOMEM, "out of memory");
+    }
+    t->cacert = path;
+    SSL_CTX *ctx = bd_lg_tls_ctx(t, err);
+    free(t);
+    SSL_CTX_free(ctx);
+    return ctx ? 0 : BD_EINVAL;
 }
 
 SSL *bd_lg_tls_ssl(SSL_CTX *ctx, const bd_lg_target_t *t, int fd, bd_err_t *err)

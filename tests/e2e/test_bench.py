@@ -331,10 +331,13 @@ def test_a_level_without_replies_has_no_latency(tmp_path):
     try:
         data, p = bench(tmp_path, "http://127.0.0.1:%d" % port, "fake", "--concurrency", 2,
                         "--duration", "0.5s", "--warmup", "0", "--csv", tmp_path / "n.csv",
-                        "--plot", tmp_path / "n.svg")
+                        "--plot", tmp_path / "n.svg", check=False)
     finally:
         stop.set()
         lst.close()
+    # No request succeeded: the report is written, and the exit code says so.
+    assert p.returncode == 1, p.stderr
+    assert "batchd bench: no request succeeded at concurrency 2; exiting 1\n" in p.stderr
     (lv,) = data["levels"]
     assert lv["responses"] == 0 and total_errors(lv) > 0, lv
     assert all(v is None for v in lv["latency_us"].values()), lv["latency_us"]
@@ -352,8 +355,9 @@ def test_a_level_without_replies_has_no_latency(tmp_path):
 
 def test_timeouts_counted(tmp_path, fake):
     srv = fake(delay=0.5)
-    data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "0.6s",
-                    "--warmup", "0", "--timeout", "100ms")
+    data, p = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "0.6s",
+                    "--warmup", "0", "--timeout", "100ms", check=False)
+    assert p.returncode == 1, p.stderr
     (lv,) = data["levels"]
     assert lv["responses"] == 0
     assert lv["errors"]["timeout"] >= 8, lv  # 2 slots x one per 100 ms for 0.6 s
@@ -396,6 +400,24 @@ def test_bad_flags(tmp_path, fake):
         assert p.returncode == 2, flag
         assert p.stderr == "batchd bench: cannot write %s: No such file or directory\n" % (
             tmp_path / "no" / "out")
+        p = subprocess.run([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake",
+                            "--duration", "1s", flag, str(tmp_path)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr == (
+            "batchd bench: cannot write %s: Is a directory\n" % tmp_path), flag
+    # --data-file must name an input the model has, once; --cacert must hold a certificate.
+    (tmp_path / "v.bin").write_bytes(b"\0" * 16)
+    (tmp_path / "notpem.txt").write_text("not a certificate\n")
+    for args, want in (
+            (["--data-file", "NOPE=%s" % (tmp_path / "v.bin")],
+             "batchd bench: --data-file names input 'NOPE', which model 'fake' does not have\n"),
+            (["--data-file", str(tmp_path / "v.bin"), "--data-file",
+              "INPUT0=%s" % (tmp_path / "v.bin")],
+             "batchd bench: --data-file gives input 'INPUT0' twice; give each input once\n"),
+            (["--cacert", str(tmp_path / "notpem.txt")],
+             "batchd bench: no CA certificate could be read from %s: " % (tmp_path / "notpem.txt"))):
+        _, p = bench(tmp_path, srv.url, "fake", "--requests", 5, *args, check=False)
+        assert p.returncode == 2 and p.stderr.startswith(want), (args, p.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -472,6 +494,11 @@ def test_duration_shorter_than_the_window_measures_the_duration(tmp_path, fake):
     (lv,) = data["levels"]
     assert abs(lv["measured_s"] - 0.3) < 1e-6, lv
     assert len(lv["window_rps"]) == 1, lv
+    assert data["config"]["window_s"] == 0.3  # the window that ran, not the one asked for
+    data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "200ms",
+                    "--window", "1ms", "--warmup", "0")
+    assert data["config"]["window_s"] == 0.01  # at least 10 ms
+    assert len(data["levels"][0]["window_rps"]) == 20
 
 
 def test_a_long_level_prints_progress_while_it_measures(tmp_path, fake):
@@ -546,6 +573,7 @@ def test_ctrl_c_reports_the_levels_measured(tmp_path, fake):
     data = json.loads(out.read_text())
     levels = data["levels"]
     assert [lv["concurrency"] for lv in levels] == [2, 4], levels
+    assert data["config"]["concurrency"] == [2, 4, 8]  # what was asked for
     assert levels[0]["interrupted"] is False and levels[0]["measured_s"] == 2
     assert levels[1]["interrupted"] is True and 0 < levels[1]["measured_s"] < 2, levels[1]
     assert levels[1]["responses"] > 0

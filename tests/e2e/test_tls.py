@@ -1049,12 +1049,14 @@ def test_cli_refuses_a_certificate_it_does_not_trust(tls, certs, req_file):
                                    "trusted: " % tls.port), r.stderr
         assert r.stderr.endswith("; give the CA that signed it (or the certificate itself) "
                                  "with --cacert FILE\n"), r.stderr
-    r = run_cli("infer", "--url", url, "--model", "echo", "--json", req_file,
-                "--cacert", certs["garbage"])
-    assert r.returncode == 1
-    assert r.stderr.startswith("batchd infer: no CA certificate could be read from %s: "
-                               % certs["garbage"]), r.stderr
-    # A --cacert that cannot be read is a bad flag: exit 2 before anything is sent.
+    # A --cacert that holds no certificate, or cannot be read, is a bad flag: exit 2 before
+    # anything is sent.
+    for cmd, extra in (("inspect", []), ("infer", ["--json", req_file]),
+                       ("bench", ["--duration", "200ms"])):
+        r = run_cli(cmd, "--url", url, "--model", "echo", *extra, "--cacert", certs["garbage"])
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert r.stderr.startswith("batchd %s: no CA certificate could be read from %s: "
+                                   % (cmd, certs["garbage"])), r.stderr
     for cmd, extra in (("inspect", []), ("infer", ["--json", req_file]),
                        ("bench", ["--duration", "200ms"])):
         r = run_cli(cmd, "--url", url, "--model", "echo", *extra, "--cacert", "/nonexistent/ca.pem")
