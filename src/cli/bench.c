@@ -131,7 +131,7 @@ static int parse_levels(const char *s, bool integers, double *out, size_t *n)
         errno = 0;
         double v = strtod(p, &end);
         if (errno || end == p || !(v > 0) || !isfinite(v) || (integers && v != floor(v)) ||
-            (*end && *end != ',') || *n >= MAX_LEVELS) {
+            (*end && (*end != ',' || !end[1])) || *n >= MAX_LEVELS) {
             fprintf(stderr,
                     "batchd bench: %s must be a comma list of up to %d %s above 0, got '%s'\n",
                     integers ? "--concurrency" : "--rate", MAX_LEVELS,
