@@ -871,6 +871,7 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
     in->batch[0] = head;
     size_t n = 1;
     size_t rows = head->rows;
+    uint64_t oldest = head->arrival_us; /* the batch's delay counts from its oldest request */
     size_t pref_n = 0;
     size_t pref_rows = 0;
     bool can_grow = true;
@@ -893,6 +894,7 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
                 }
                 in->batch[n++] = r;
                 rows += r->rows;
+                oldest = r->arrival_us < oldest ? r->arrival_us : oldest;
                 if (is_preferred(s, rows)) {
                     pref_n = n;
                     pref_rows = rows;
@@ -904,8 +906,8 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
     bool ready = !s->batching || s->closed || full || !can_grow || pref_n > 0;
     if (!ready && s->policy.delay_auto) {
         size_t target = 0;
-        uint64_t until = bd_sched_auto_hold_until(&s->autod, rows, s->max_rows, s->n_inst,
-                                                  head->arrival_us, now, &target);
+        uint64_t until =
+            bd_sched_auto_hold_until(&s->autod, rows, s->max_rows, s->n_inst, oldest, now, &target);
         if (until == 0) {
             ready = true;
         } else {
@@ -914,7 +916,7 @@ static size_t take_batch(bd_sched_t *s, inst_t *in, uint64_t now, size_t *rows_o
         }
     } else if (!ready) {
         uint64_t due;
-        if (__builtin_add_overflow(head->arrival_us, s->policy.max_queue_delay_us, &due)) {
+        if (__builtin_add_overflow(oldest, s->policy.max_queue_delay_us, &due)) {
             due = UINT64_MAX - 1;
         }
         if (s->policy.max_queue_delay_us == 0 || now >= due) {

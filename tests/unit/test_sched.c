@@ -1573,6 +1573,30 @@ static void test_pressure_priority_fills_batch_from_highest_level(void **state)
     fx_close(&fx);
 }
 
+/* The delay counts from the batch's oldest request whatever its level: a high-priority
+ * request arriving late does not restart a low one's wait (it was held to ~2x the delay). */
+static void test_pressure_delay_counts_from_the_oldest_across_levels(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    tcfg_t cfg = prio_cfg(4, 2, 2);
+    cfg.p.max_queue_delay_us = 100;
+    px_open(&fx, cfg, &fake_ops, &fake_model);
+    bd_req_t *low = mk_prio(2, 0, 1);
+    submit_ok(&fx, low); /* at 1000 */
+    fake_now = 1080;
+    bd_req_t *high = mk_prio(1, 0, 2);
+    submit_ok(&fx, high);
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
+    assert_int_equal(wake, 1100); /* low's arrival + delay, not high's (1180) */
+    fake_now = 1100;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_ptr_equal(g_log.reqs[0], high);
+    assert_ptr_equal(g_log.reqs[1], low);
+    fx_close(&fx);
+}
+
 static void test_pressure_priority_range_and_per_level_queue(void **state)
 {
     (void)state;
@@ -2242,6 +2266,7 @@ int main(void)
         cmocka_unit_test(test_threaded_inline_run_on_the_caller),
         cmocka_unit_test(test_threaded_sim_backend),
         cmocka_unit_test(test_pressure_priority_fills_batch_from_highest_level),
+        cmocka_unit_test(test_pressure_delay_counts_from_the_oldest_across_levels),
         cmocka_unit_test(test_pressure_priority_range_and_per_level_queue),
         cmocka_unit_test(test_pressure_deadline_expires_in_queue_never_runs),
         cmocka_unit_test(test_pressure_cancel_queued_only),
