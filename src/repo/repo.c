@@ -56,6 +56,7 @@ struct bd_model {
     int64_t vnum;
     bd_config_t cfg; /* the scheduler borrows cfg.model and copies cfg.sched */
     bool has_cfg;
+    bool absent; /* version_policy.specific names it, but it has no folder */
     const bd_backend_ops_t *ops;
     bd_backend_model_t *bm;
     bd_sched_t *sched;
@@ -540,6 +541,7 @@ static void load_model(bd_repo_t *r, op_t *op)
             op->rc = bd_err_set(&err, BD_ENOMEM, "out of memory");
             goto done;
         }
+        m->absent = true;
         snprintf(m->reason, sizeof m->reason,
                  "version_policy.specific names version %s, but %s/%s does not exist", m->version,
                  mdir, m->version);
@@ -817,18 +819,26 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     }
     /* A reload is all or nothing, as Triton's: when a version it built failed while the model
      * serves, every serving version stays as it was (a new version folder still being
-     * copied must not take the model down) and nothing new goes in. */
+     * copied must not take the model down) and nothing new goes in. A version
+     * version_policy.specific names without a folder built nothing: it is reported, but does
+     * not hold the others back (no later change would bring its folder). */
     bool serving = false;
-    bd_model_t *failed = NULL;
+    bd_model_t *failed = NULL, *absent = NULL;
     msg[0] = '\0';
     for (size_t i = 0; i < e->n; i++) {
         serving = serving || e->v[i]->sched;
     }
-    for (size_t i = 0; i < op->n_out && !failed; i++) {
-        failed = op->out[i]->sched ? NULL : op->out[i];
+    for (size_t i = 0; i < op->n_out; i++) {
+        bd_model_t *o = op->out[i];
+        if (!o->sched && o->absent) {
+            absent = absent ? absent : o;
+        } else if (!o->sched) {
+            failed = failed ? failed : o;
+        }
     }
-    if (failed) {
-        snprintf(msg, cap, "version %s: %.440s", failed->version, failed->reason);
+    const bd_model_t *named = failed ? failed : absent;
+    if (named) {
+        snprintf(msg, cap, "version %s: %.440s", named->version, named->reason);
     }
     if (failed && serving) {
         for (size_t i = 0; i < e->n; i++) {
@@ -853,7 +863,7 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     }
     op->n_out = 0;
     e->stub.reason[0] = '\0';
-    return failed ? BD_EUNAVAIL : 0;
+    return named ? BD_EUNAVAIL : 0;
 }
 
 /* The loader posted results (owner thread, from the mailbox): apply them in order. */

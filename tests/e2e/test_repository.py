@@ -213,6 +213,15 @@ def test_load_with_one_version_missing_serves_the_others(explicit):
     assert msg.startswith("failed to load 'partial': version 5:"), msg
     assert infer_ok(explicit, "partial")["model_version"] == "1"
     assert states(index(explicit), "partial") == [("1", "READY"), ("5", "UNAVAILABLE")]
+    # A reload while version 1 serves: the folder version 5 never had does not hold the new
+    # config back (all or nothing is for versions that fail to load), and 400 still names it.
+    write_config(os.path.join(explicit.repo.path, "partial"),
+                 sim_config(max_batch_size=16, extra={"version_policy": {"specific": [1, 5]}}))
+    msg = error_message(explicit.post("/v2/repository/models/partial/load"), 400)
+    assert msg.startswith("failed to load 'partial': version 5:"), msg
+    cfg = explicit.get("/v2/models/partial/config").json()
+    assert cfg["max_batch_size"] == 16, cfg
+    assert states(index(explicit), "partial") == [("1", "READY"), ("5", "UNAVAILABLE")]
     assert explicit.post("/v2/repository/models/partial/unload").status_code == 200
 
 
