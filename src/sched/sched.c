@@ -762,13 +762,16 @@ static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, u
         s->cb_probe_busy = false;
     }
     if (ok) {
-        if (s->cb_state != CB_CLOSED) {
+        /* Only the probe closes an open breaker: a batch that was already running when it
+         * opened says nothing of the cool-down (CONFIG.md: 503 for cooldown_us, then one
+         * probe decides). */
+        if (probe && s->cb_state != CB_CLOSED) {
             BD_INFO("sched", "circuit closed model=%s version=%" PRId64, s->model_name,
                     s->cfg->version);
             pthread_cond_broadcast(&s->cv);
+            s->cb_state = CB_CLOSED;
         }
-        s->cb_state = CB_CLOSED;
-        s->cb_fails = 0;
+        s->cb_fails = s->cb_state == CB_CLOSED ? 0 : s->cb_fails;
         return;
     }
     if (s->cb_fails < INT32_MAX) {

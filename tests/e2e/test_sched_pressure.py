@@ -221,6 +221,35 @@ def test_breaker_answers_what_is_queued_when_it_opens(start_server_fn):
     assert requests_total(client, "failing", "rejected") == 11
 
 
+def test_a_batch_running_when_the_breaker_opens_does_not_close_it(start_server_fn):
+    """Two instances, 1 s batches: a failing one opens the breaker at ~1 s; a good one started
+    at 0.5 s succeeds at ~1.5 s. That success says nothing of the cool-down: a request at
+    ~1.7 s still gets the breaker's 503 (it closed the breaker before)."""
+    repo = start_server_fn.repo()
+    repo.add_sim("cb2", [("INPUT0", "FP32", [2])], max_batch_size=1, instances=2,
+                 extra={"sim": {"latency_us": 1000000, "per_item_us": 0},
+                        "dynamic_batching": {"max_queue_delay_us": 0},
+                        "circuit_breaker": {"consecutive_failures": 1,
+                                            "cooldown_us": 6000000}})
+    client = start_server_fn(repo)
+    out = {}
+
+    def send(name, b):
+        out[name] = post(client, "cb2", b).status_code
+
+    bad = threading.Thread(target=send, args=("bad", body([1.0, 2.0], sim_fail=True)))
+    bad.start()
+    time.sleep(0.5)
+    good = threading.Thread(target=send, args=("good", body([3.0, 4.0])))
+    good.start()
+    bad.join(timeout=30)
+    good.join(timeout=30)
+    assert out == {"bad": 500, "good": 200}, out
+    r = post(client, "cb2", body([5.0, 6.0]))
+    assert r.status_code == 503, r.text
+    assert "after 1 failed batches in a row" in r.json()["error"], r.text
+
+
 def _rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
