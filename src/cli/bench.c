@@ -417,7 +417,7 @@ int bd_cli_bench(int argc, char **argv)
     }
     /* A level that got no 2xx reply at all (the server died, or refused every request) fails
      * the run, so a script can tell it from a good one; its figures are in the report. */
-    for (size_t i = 0; i < done && rc == 0; i++) {
+    for (size_t i = 0; i < done && rc == 0 && !interrupted; i++) {
         if (results[i].ok == 0) {
             fprintf(stderr, "batchd bench: no request succeeded at %s %g; exiting 1\n",
                     open ? "rate" : "concurrency", results[i].level);

@@ -513,7 +513,6 @@ static void stop_measuring(loop_t *L, uint64_t end)
     L->t1 = end;
 }
 
-/* Advance warm-up -> measuring -> stopped as time passes. */
 uint64_t bd_lg_window_us(const bd_lg_run_opts_t *ro)
 {
     uint64_t w = ro->window_us ? ro->window_us : ro->requests > 0 ? 1000000 : ro->duration_us / 5;
@@ -522,6 +521,7 @@ uint64_t bd_lg_window_us(const bd_lg_run_opts_t *ro)
     return ro->requests == 0 && w > ro->duration_us ? ro->duration_us : w;
 }
 
+/* Advance warm-up -> measuring -> stopped as time passes. */
 static void tick(loop_t *L, uint64_t now, uint64_t window_us, int k, double pct)
 {
     const bd_lg_run_opts_t *ro = L->ro;

@@ -152,7 +152,8 @@ void bd_lg_target_dispose(bd_lg_target_t *t);
  * the system's CAs; partial writes allowed. NULL with err set (a --cacert that cannot be read
  * or holds no certificate). Free with SSL_CTX_free. */
 struct ssl_ctx_st *bd_lg_tls_ctx(const bd_lg_target_t *t, bd_err_t *err);
-/* Whether `path` holds a CA certificate bd_lg_tls_ctx can load: 0, or BD_EINVAL with err. */
+/* Whether `path` holds a CA certificate bd_lg_tls_ctx can load: 0, or BD_EINVAL (BD_ENOMEM)
+ * with err. */
 int bd_lg_tls_check_cacert(const char *path, bd_err_t *err);
 /* A session on socket fd in connect state, checking that the certificate names t->host (a
  * name, with SNI, or an address). NULL with err set. Free with SSL_free. */

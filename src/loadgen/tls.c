@@ -63,9 +63,10 @@ int bd_lg_tls_check_cacert(const char *path, bd_err_t *err)
     }
     t->cacert = path;
     SSL_CTX *ctx = bd_lg_tls_ctx(t, err);
+    int rc = ctx ? 0 : BD_EINVAL;
     free(t);
     SSL_CTX_free(ctx);
-    return ctx ? 0 : BD_EINVAL;
+    return rc;
 }
 
 SSL *bd_lg_tls_ssl(SSL_CTX *ctx, const bd_lg_target_t *t, int fd, bd_err_t *err)

@@ -821,8 +821,9 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
      * serves, every serving version stays as it was (a new version folder still being
      * copied must not take the model down) and nothing new goes in. A version
      * version_policy.specific names without a folder built nothing: it is reported, but does
-     * not hold the others back (no later change would bring its folder). */
-    bool serving = false;
+     * not hold back the versions that did build (while it stays away, every reload would
+     * fail). */
+    bool serving = false, built = false;
     bd_model_t *failed = NULL, *absent = NULL;
     msg[0] = '\0';
     for (size_t i = 0; i < e->n; i++) {
@@ -830,6 +831,7 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     }
     for (size_t i = 0; i < op->n_out; i++) {
         bd_model_t *o = op->out[i];
+        built = built || o->sched;
         if (!o->sched && o->absent) {
             absent = absent ? absent : o;
         } else if (!o->sched) {
@@ -840,7 +842,9 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     if (named) {
         snprintf(msg, cap, "version %s: %.440s", named->version, named->reason);
     }
-    if (failed && serving) {
+    /* Nothing built at all (every version named is absent: config.json written before the
+     * folder is renamed in) keeps what serves too. */
+    if (serving && (failed || !built)) {
         for (size_t i = 0; i < e->n; i++) {
             if (e->v[i]->sched) {
                 snprintf(e->v[i]->reason, sizeof e->v[i]->reason,

@@ -70,7 +70,7 @@ double bd_sched_auto_gap(const bd_sched_auto_t *a, uint64_t now_us)
 }
 
 uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t max_rows,
-                                  int instances, uint64_t head_arrival_us, uint64_t now_us,
+                                  int instances, uint64_t oldest_arrival_us, uint64_t now_us,
                                   size_t *target_rows)
 {
     double fixed;
@@ -112,7 +112,7 @@ uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t 
     }
     uint64_t hold =
         fixed < (double)BD_AUTO_MAX_HOLD_US ? (uint64_t)llround(fixed) : BD_AUTO_MAX_HOLD_US;
-    uint64_t until = head_arrival_us + hold;
+    uint64_t until = oldest_arrival_us + hold;
     double quiet = 2.0 * pace > BD_AUTO_MIN_QUIET_US ? 2.0 * pace : BD_AUTO_MIN_QUIET_US;
     uint64_t burst_over = a->last_arrival_us + (uint64_t)llround(quiet);
     if (burst_over < until) {

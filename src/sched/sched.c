@@ -12,10 +12,10 @@
  * batch), when the next compatible request would not fit, when the scheduler is closed
  * (nothing more will come, so waiting helps no one), when a preferred batch size can be
  * formed (then the longest prefix whose rows are a preferred size runs, as Triton does), when
- * max_queue_delay_us is 0, or when the head has waited max_queue_delay_us by the scheduler's
- * clock. With "auto" the last two are replaced by bd_sched_auto_hold_until (autodelay.c).
- * Whenever a batch runs that is not full, it is the longest preferred prefix if one exists,
- * else everything that fits.
+ * max_queue_delay_us is 0, or when the batch's oldest request (of any level) has waited
+ * max_queue_delay_us by the scheduler's clock. With "auto" the last two are replaced by
+ * bd_sched_auto_hold_until (autodelay.c). Whenever a batch runs that is not full, it is the longest
+ * preferred prefix if one exists, else everything that fits.
  *
  * Deadlines: a request's deadline is its arrival plus parameters.timeout (or its level's
  * default_timeout_us); queued requests with one sit in a min-heap by deadline as well as in
@@ -29,8 +29,8 @@
  * requests queued when it opens are answered the same at once (not run batch after failing
  * batch). Then it is half-open: submits are accepted and the next batch is the one probe
  * (other instances wait meanwhile; what queues behind it waits too); its success closes the
- * breaker, its failure opens it again (and answers what queued behind it). Any successful
- * batch closes it (also one another instance was running when it opened).
+ * breaker, its failure opens it again (and answers what queued behind it). Only the probe
+ * closes it: a batch another instance was running when it opened succeeds without closing it.
  *
  * Wake-ups: a submit signals an idle worker only when it changes what a waiting worker would
  * do: the queue's head changed (a new head, or a higher level), or enough rows are queued to

@@ -54,7 +54,7 @@ bool bd_sched_auto_fit(const bd_sched_auto_t *a, double *fixed_us, double *per_i
 double bd_sched_auto_gap(const bd_sched_auto_t *a, uint64_t now_us);
 
 /* Decide for a batch of `rows` rows that could run now (rows < max_rows) and whose oldest
- * request arrived at `head_arrival_us`. Returns 0 to run it now, or the clock time until
+ * request arrived at `oldest_arrival_us`. Returns 0 to run it now, or the clock time until
  * which it should wait for more requests; *target_rows (may be NULL) gets the batch size
  * worth waiting for (the scheduler runs the batch as soon as it has that many rows).
  *
@@ -71,12 +71,12 @@ double bd_sched_auto_gap(const bd_sched_auto_t *a, uint64_t now_us);
  *     size the requests expected within one fixed cost reach at the current pace (inside a
  *     burst that pace is far faster than the average), and beyond which the fixed share
  *     drops under 25%.
- * It then holds until head_arrival_us + min(a, BD_AUTO_MAX_HOLD_US) (waiting longer than one
+ * It then holds until oldest_arrival_us + min(a, BD_AUTO_MAX_HOLD_US) (waiting longer than one
  * fixed cost cannot pay for itself), or until no request came for max(2p,
  * BD_AUTO_MIN_QUIET_US) after the last one, whichever is first: when a burst ends, its batch
  * goes at once instead of being cut into pieces by a target sized for the average gap. */
 uint64_t bd_sched_auto_hold_until(const bd_sched_auto_t *a, size_t rows, size_t max_rows,
-                                  int instances, uint64_t head_arrival_us, uint64_t now_us,
+                                  int instances, uint64_t oldest_arrival_us, uint64_t now_us,
                                   size_t *target_rows);
 
 #endif

@@ -259,6 +259,10 @@ def test_infer_client_side_errors(env):
         (["--model", "two_in", "--input", "A=" + env["files"]["a.bin"], "--input",
           "AB=" + env["files"]["a.bin"], "--input", "A=" + env["files"]["short.bin"]], 2,
          "batchd infer: --input A is given twice; give each input once\n"),
+        # Checked against the model's metadata, like its other inputs: exit 1.
+        (["--model", "echo", "--input", "INPUT0=" + env["files"]["a.bin"], "--input",
+          "NOPE=" + env["files"]["a.bin"]], 1,
+         "batchd infer: --input names input 'NOPE', which model 'echo' does not have\n"),
         (["--model", "echo"], 2,
          "batchd infer: give one of --image, --input or --json (see --help)\n"),
         (["--model", "echo", "--json", env["files"]["req.json"], "--classification", "2"], 2,

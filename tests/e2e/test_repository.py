@@ -222,6 +222,16 @@ def test_load_with_one_version_missing_serves_the_others(explicit):
     cfg = explicit.get("/v2/models/partial/config").json()
     assert cfg["max_batch_size"] == 16, cfg
     assert states(index(explicit), "partial") == [("1", "READY"), ("5", "UNAVAILABLE")]
+    # config.json names only version 2 before its folder is renamed in: nothing built, so
+    # version 1 keeps serving; once the folder is there, version 2 goes in.
+    mdir = os.path.join(explicit.repo.path, "partial")
+    write_config(mdir, sim_config(extra={"version_policy": {"specific": [2]}}))
+    msg = error_message(explicit.post("/v2/repository/models/partial/load"), 400)
+    assert msg.startswith("failed to load 'partial': version 2:"), msg
+    assert infer_ok(explicit, "partial")["model_version"] == "1"
+    os.makedirs(os.path.join(mdir, "2"))
+    assert explicit.post("/v2/repository/models/partial/load").status_code == 200
+    assert infer_ok(explicit, "partial")["model_version"] == "2"
     assert explicit.post("/v2/repository/models/partial/unload").status_code == 200
 
 
