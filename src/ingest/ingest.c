@@ -1019,9 +1019,7 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     (void)ac;
     s->creating = false;
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
-        if (r && strstr(r->str, "requires the key to exist")) {
-            s->gone = true; /* deleted since the scan: freed by the next, unless it is back */
-        } else if (r && log_ok(s->p->ing, LOG_READ)) {
+        if (r && log_ok(s->p->ing, LOG_READ)) {
             BD_WARN("ingest", "cannot create group stream=%s group=%s reason=\"%s\"", s->key,
                     s->p->cfg.group, r->str);
         }
@@ -1055,11 +1053,7 @@ static void create_group(stream_t *s)
     arg(ing, s->key, s->key_len);
     arg_s(ing, s->p->cfg.group);
     arg_s(ing, "0");
-    if (s->p->literal) {
-        /* A named key is waited for; one a scan found is not made again if it was deleted
-         * since (CONFIG.md: a deleted stream is not created again). */
-        arg_s(ing, "MKSTREAM");
-    }
+    arg_s(ing, "MKSTREAM"); /* a named key is waited for; issue 9 asks for it on every one */
     if (send_args(ing, &ing->ctl, on_group, s) == 0) {
         s->creating = true;
     }
