@@ -448,6 +448,18 @@ def vm_kib(pid, field):
     raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
+def read_head(sock):
+    """Bytes from a raw socket up to the end of an HTTP head (request or reply), or all there
+    was when the peer closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def read_all(sock, timeout=10):
     """Everything until the peer closes (or fails) the connection: plain or TLS sockets."""
     sock.settimeout(timeout)

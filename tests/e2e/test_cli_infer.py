@@ -14,7 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import (BATCHD_BIN, ORT_LIB, ROOT, SANITIZER_MARKERS, ort_available,
+from conftest import (BATCHD_BIN, ORT_LIB, ROOT, SANITIZER_MARKERS, ort_available, read_head,
                       sanitizer_env)
 
 DEMO_IMAGE = os.path.join(ROOT, "models-demo", "digits_image")
@@ -414,12 +414,7 @@ def test_infer_classification_reply_that_disagrees_with_its_shape(tmp_path, shap
                 return
             with c:
                 c.settimeout(5)
-                got = b""
-                while b"\r\n\r\n" not in got:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        break
-                    got += chunk
+                read_head(c)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
     t = threading.Thread(target=serve, daemon=True)

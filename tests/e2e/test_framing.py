@@ -66,13 +66,14 @@ def executed(client):
                          outcome="success")
 
 
-def assert_refused(client, data, message):
+def assert_refused(client, data, message, served_first=0):
+    """`data` gets a 400 with `message` and the connection closes, after `served_first`
+    health checks pipelined ahead of it were answered 200; nothing else runs."""
     before = executed(client)
     out, closed = exchange(client.server.port, data)
     rs = responses(out)
-    assert len(rs) == 1, out[:500]
-    status, headers, body = rs[0]
-    assert status == 400
+    assert [r[0] for r in rs] == [200] * served_first + [400], out[:600]
+    status, headers, body = rs[-1]
     assert headers["content-type"] == "application/json"
     assert json.loads(body) == {"error": message}
     assert headers.get("connection", "").lower() == "close"
@@ -173,14 +174,7 @@ def test_a_pipelined_head_is_judged_like_the_first(client, head, message):
     """A head behind another in the same write is parsed by h2o from its buffer, not by the
     read that judged the first: the same faults must still be refused (and close), and what
     follows never runs."""
-    before = executed(client)
-    out, closed = exchange(client.server.port, HEALTH + head + BODY + SMUGGLED)
-    rs = responses(out)
-    assert [r[0] for r in rs] == [200, 400], out[:600]
-    status, headers, body = rs[1]
-    assert json.loads(body) == {"error": message}
-    assert headers.get("connection", "").lower() == "close" and closed
-    assert executed(client) == before, "a refused request (or one hidden behind it) ran"
+    assert_refused(client, HEALTH + head + BODY + SMUGGLED, message, served_first=1)
 
 
 def test_replies_refused_from_the_head_carry_a_date(client):

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from conftest import read_head
+
 
 @pytest.fixture(scope="module")
 def client(start_server):
@@ -22,12 +24,7 @@ def cpu_seconds(pid):
 
 def get_live(s):
     s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    data = read_head(s)
     return data.split(b" ", 2)[1] if data else b""
 
 
