@@ -92,7 +92,8 @@ enum { BD_CLI_HELP = 1 }; /* bd_cli_parse: --help or -h was given and help was p
  * `--flag value` or `--flag=value`. Returns 0; BD_CLI_HELP after printing the help to `help`
  * when --help or -h comes before any bad argument; or BD_EINVAL with one sentence in err
  * naming the flag or environment variable, e.g. "--http-port must be an integer from 0 to
- * 65535, got 'abc'", "unknown flag '--x' (see --help)", "--host needs a value". Strings in
+ * 65535, got 'abc'", "unknown flag '--x' (see --help)", "unexpected argument 'x': flags
+ * start with '--' (see --help)", "--host needs a value". Strings in
  * `out` borrow argv, the environment and the table. Main thread (reads the environment). */
 int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE *help,
                  bd_err_t *err);

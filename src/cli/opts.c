@@ -162,6 +162,11 @@ int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE
         }
         const char *val = NULL;
         const bd_cli_opt_t *o = find(cmd, argv[a], &val);
+        if (!o && argv[a][0] != '-') {
+            return bd_err_set(err, BD_EINVAL,
+                              "unexpected argument '%s': flags start with '--' (see --help)",
+                              argv[a]);
+        }
         if (!o) {
             return bd_err_set(err, BD_EINVAL, "unknown flag '%s' (see --help)", argv[a]);
         }

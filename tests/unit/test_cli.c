@@ -181,7 +181,7 @@ static void test_error_sentences(void **state)
     EXPECT_ERROR("--name needs a value", "--name", "--port", "1");
     EXPECT_ERROR("unknown flag '--nope' (see --help)", "--nope");
     EXPECT_ERROR("unknown flag '--portx' (see --help)", "--portx", "1");
-    EXPECT_ERROR("unknown flag 'port' (see --help)", "port");
+    EXPECT_ERROR("unexpected argument 'port': flags start with '--' (see --help)", "port");
     EXPECT_ERROR("unknown flag '--verbose=1' (see --help)", "--verbose=1");
     EXPECT_ERROR("--name needs a value", "--port", "1", "--name");
 }
