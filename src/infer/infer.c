@@ -320,6 +320,23 @@ static int resolve_model(bd_infer_t *inf, bd_call_t *c, bd_model_t **m, bd_err_t
     return rc;
 }
 
+/* The metrics an invalid request counts in: `mm`, the route's model's, or when the route
+ * names none, those of the ready model the body names (NULL: none, uncounted). Owner
+ * thread; the model is not kept (its metrics are counted at once). */
+static bd_model_metrics_t *invalid_metrics(bd_infer_t *inf, bd_model_metrics_t *mm, bool routed,
+                                           const bd_infer_req_t *in)
+{
+    bd_model_t *m = NULL;
+    bd_err_t ignored = {0};
+    if (mm || routed || !in->model_name) {
+        return mm;
+    }
+    const char *v = in->model_version ? in->model_version : "";
+    return find_ready(inf, in->model_name, strlen(in->model_name), v, strlen(v), &m, &ignored) == 0
+               ? bd_model_metrics(m)
+               : NULL;
+}
+
 static void copy_err_id(const bd_infer_args_t *a, const char *id)
 {
     if (a->err_id) {
@@ -566,6 +583,7 @@ static void on_decoded(bd_mail_t *mail)
     if (rc != 0 && rc != BD_ECANCELLED) {
         err = r->err;
         if (rc == BD_EINVAL || rc == BD_ETOOBIG || rc == BD_EBODYSIZE) {
+            mm = invalid_metrics(inf, mm, c->rmodel != NULL, &r->in);
             bd_metrics_request(mm, c->protocol, BD_OUTCOME_INVALID);
         } else if (rc == BD_EFULL) { /* inflating passed --max-decode-bytes */
             bd_metrics_request(mm, c->protocol, BD_OUTCOME_REJECTED);
@@ -782,6 +800,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
         c->model = m ? (bd_model_ref(m), m) : NULL; /* attributes a model mismatch */
         rc = submit(inf, c, err);
     } else if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
+        mm = invalid_metrics(inf, mm, a->model != NULL, &r->in);
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
     }
     if (rc != 0) {

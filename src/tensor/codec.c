@@ -2011,15 +2011,22 @@ static int fast_decode(const char *body, size_t len, size_t header_len, bd_arena
     return 0;
 }
 
+/* A request that failed to decode: zero but for the names read before the error (front ends
+ * answer errors by id, and count them against the model the body names). */
+static void keep_names(bd_infer_req_t *out)
+{
+    bd_infer_req_t kept = {
+        .id = out->id, .model_name = out->model_name, .model_version = out->model_version};
+    *out = kept;
+}
+
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err)
 {
     int rc = fast_decode(body, len, header_len, arena, limits, out, err);
     if (rc != FAST_NO) {
         if (rc != 0) {
-            const char *id = out->id; /* kept, as the general decoder keeps it */
-            memset(out, 0, sizeof *out);
-            out->id = id;
+            keep_names(out); /* as the general decoder does */
         }
         return rc;
     }
@@ -2062,11 +2069,7 @@ int bd_infer_decode_json(const char *body, size_t len, size_t header_len, bd_are
 fail:
     json_decref(root);
     free(sc.edits);
-    {
-        const char *id = out->id; /* kept: some front ends answer errors by id */
-        memset(out, 0, sizeof *out);
-        out->id = id;
-    }
+    keep_names(out);
     return rc;
 }
 

@@ -168,9 +168,9 @@ typedef struct {
  * datatype (BOOL accepts true/false; INT/UINT need integers in range; FP accept numbers).
  *
  * On success `out` borrows `body` (binary tensors point into it) and `arena` (everything
- * else). On failure everything in `out` is zero except `id`, when it was read before the
- * error; returns BD_EINVAL/BD_ETOOBIG/BD_ENOMEM with one sentence in `err`,
- * e.g. "input 'INPUT0': expected 16 values for shape [1,16], got 15". */
+ * else). On failure everything in `out` is zero except `id`, `model_name` and
+ * `model_version`, those read before the error; returns BD_EINVAL/BD_ETOOBIG/BD_ENOMEM with one
+ * sentence in `err`, e.g. "input 'INPUT0': expected 16 values for shape [1,16], got 15". */
 int bd_infer_decode(const char *body, size_t len, size_t header_len, bd_arena_t *arena,
                     const bd_decode_limits_t *limits, bd_infer_req_t *out, bd_err_t *err);
 /* bd_infer_decode without its fast path for headers of binary inputs: the general decoder,

@@ -1481,13 +1481,22 @@ def test_protocol_label_counts_websocket_apart_from_http(srv):
                 else:
                     i = int(head["id"][1:])
                     check_ok(head, outs, head["id"], "proto", [i, -i])
+        # On /v2/stream the model is named in the body: a body that fails to decode still
+        # counts against it (and against nothing when the model it names is not there).
+        async with connect(srv) as ws:
+            await ws.send(req([1, 2, 3], "y0", model="proto", dt="INT32", shape=[1, 2]))
+            await ws.send(req([1, 2], "y1", model="proto", version="1", dt="INT32", inputs=[]))
+            await ws.send(req([1, 2, 3], "y2", model="no_such_model", dt="INT32", shape=[1, 2]))
+            for _ in range(3):
+                head, _ = decode(await recv(ws))
+                check_error(head, 400)
 
     run(main())
     m = metrics(srv)
     assert req_total(m, "proto", "http", "success") == 3
     assert req_total(m, "proto", "http", "invalid") == 1
     assert req_total(m, "proto", "websocket", "success") == 5
-    assert req_total(m, "proto", "websocket", "invalid") == 2
+    assert req_total(m, "proto", "websocket", "invalid") == 4
     for proto in ("http", "websocket"):
         for outcome in ("rejected", "error", "timeout", "cancelled"):
             assert req_total(m, "proto", proto, outcome) == 0

@@ -391,6 +391,19 @@ static void test_decode_full_request(void **state)
     assert_null(req.outputs);
     assert_int_equal(req.n_outputs, 0);
     assert_int_equal(req.inputs[0].byte_size, 0);
+
+    /* A failed decode keeps the names read before the error (errors are answered by id and
+     * counted against the model named), nothing else. */
+    assert_int_equal(decode("{\"id\":\"e1\",\"model_name\":\"m\",\"model_version\":\"2\","
+                            "\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[2],"
+                            "\"data\":[1]}]}",
+                            &req, &err),
+                     BD_EINVAL);
+    assert_string_equal(req.id, "e1");
+    assert_string_equal(req.model_name, "m");
+    assert_string_equal(req.model_version, "2");
+    assert_int_equal(req.n_inputs, 0);
+    assert_null(req.inputs);
 }
 
 static void test_decode_nested(void **state)
