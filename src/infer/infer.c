@@ -1029,7 +1029,10 @@ static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *i
         return bd_err_set(err, BD_EINVAL, "model '%s' has no input named '%.64s'", cfg->name,
                           in->name);
     }
-    t->dtype = in->dtype != BD_DT_INVALID ? in->dtype : io->dtype;
+    /* The input `preprocess` feeds takes encoded images (BYTES, one per row), as its
+     * metadata says, unless the front end sends the decoded tensor's datatype. */
+    bool image = io && cfg->image.enabled && strcmp(cfg->image.input, io->name) == 0;
+    t->dtype = in->dtype != BD_DT_INVALID ? in->dtype : image ? BD_DT_BYTES : io->dtype;
     if (!bd_dtype_supported(t->dtype)) {
         return bd_err_set(err, BD_EINVAL,
                           "input '%.64s': datatype %s cannot be sent as raw bytes; expected one "
@@ -1037,7 +1040,9 @@ static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *i
                           in->name, bd_dtype_name(t->dtype));
     }
     char buf[128];
-    if (in->shape.ndim == 0) {
+    if (in->shape.ndim == 0 && image && t->dtype == BD_DT_BYTES) {
+        t->shape = (bd_shape_t){.ndim = 1, .dims = {1}}; /* one image */
+    } else if (in->shape.ndim == 0) {
         bool batched = cfg->max_batch_size > 0;
         if (io->dims.ndim + (batched ? 1 : 0) > BD_MAX_DIMS) {
             return bd_err_set(err, BD_EINVAL, "input '%.64s' has too many dims", in->name);

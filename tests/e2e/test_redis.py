@@ -306,6 +306,46 @@ def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn,
     assert metric(client, "batchd_redis_errors_total", model="two", pattern="in:*") == 3
 
 
+def test_an_image_model_takes_encoded_images_without_a_datatype(start_server_fn, rsrv):
+    """A model with `preprocess` advertises its image input as BYTES [-1]; an entry's `input`
+    is then one encoded image (length-prefixed), with no `datatype` or `shape` needed, and its
+    result is the tensor the same image gives over HTTP."""
+    import io
+    from PIL import Image
+    repo = start_server_fn.repo("redis")
+    image = {"size": [4, 4], "resize": "stretch", "color": "RGB", "layout": "NCHW", "scale": 1}
+    repo.add_sim("img", [("image", "FP32", [3, 4, 4])], [("out", "FP32", [3, 4, 4])],
+                 max_batch_size=4,
+                 extra={"preprocess": {"input": "image", "image": image},
+                        "redis": {"streams": "pics:*"}})
+    pngs = []
+    for seed in range(2):
+        buf = io.BytesIO()
+        rgb = np.random.default_rng(seed).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        Image.fromarray(rgb, "RGB").save(buf, "PNG")
+        pngs.append(buf.getvalue())
+    elem = [len(p).to_bytes(4, "little") + p for p in pngs]
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    r.xadd("pics:a", {"input": elem[0], "n": "plain"})
+    r.xadd("pics:a", {"input": elem[0] + elem[1], "shape": "2", "datatype": "BYTES", "n": "two"})
+    r.xadd("pics:a", {"input": pngs[0], "n": "unprefixed"})
+    assert wait_results(r, 3)
+    got = {f["n"].decode(): f for _k, _e, f in results(r, "results:pics:a")}
+    want = []
+    for p in pngs:
+        h = requests.post(client.url("/v2/models/img/infer"), data=p,
+                          headers={"Content-Type": "image/png"}, timeout=HTTP_TIMEOUT_S)
+        assert h.status_code == 200, h.text
+        want.append(np.array(h.json()["outputs"][0]["data"], dtype="<f4").tobytes())
+    assert got["plain"]["status"] == b"ok", got["plain"]
+    assert got["plain"]["out.shape"] == b"1,3,4,4" and got["plain"]["out"] == want[0]
+    assert got["two"]["status"] == b"ok", got["two"]
+    assert got["two"]["out.shape"] == b"2,3,4,4" and got["two"]["out"] == want[0] + want[1]
+    assert got["unprefixed"]["status"] == b"error"
+    assert b"image" in got["unprefixed"]["error"], got["unprefixed"]
+
+
 def test_an_entry_delivered_while_the_model_is_unloaded_runs_when_it_is_back(start_server_fn,
                                                                             rsrv):
     """A blocking read out when the model is unloaded delivers what comes meanwhile; the model
