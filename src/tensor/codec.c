@@ -2105,16 +2105,32 @@ static char *fmt_i64(char *w, int64_t v)
 static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3,  1e4,  1e5,  1e6,
                                    1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13};
 
-/* Exactly what snprintf "%.9g" writes for f. For |f| in [1e-4, 1e9), where %g uses fixed
- * notation, the digits come from a = |f| * 10^k with k <= 12: a float has 24 significant
- * bits and 5^12 < 2^28, so the product is exact in a double, and rounding it to an integer
- * (ties to even, as glibc rounds the exact decimal value) gives the 9 digits %.9g prints. */
+/* A float zero: "0", and "-0.0" for negative zero, which JSON readers that take "-0" for
+ * the integer 0 (Python's json, jansson) would read as +0. */
+static char *put_zero(char *w, double d)
+{
+    if (signbit(d)) {
+        memcpy(w, "-0.0", 4);
+        return w + 4;
+    }
+    *w = '0';
+    return w + 1;
+}
+
+/* Exactly what snprintf "%.9g" writes for f (but for negative zero, put_zero). For |f| in [1e-4,
+ * 1e9), where %g uses fixed notation, the digits come from a = |f| * 10^k with k <= 12: a float has
+ * 24 significant bits and 5^12 < 2^28, so the product is exact in a double, and rounding it to an
+ * integer (ties to even, as glibc rounds the exact decimal value) gives the 9 digits %.9g prints.
+ */
 static char *fmt_f32(char *w, float f)
 {
     double d = f;
     if (isnan(d) || isinf(d)) {
         memcpy(w, "null", 4);
         return w + 4;
+    }
+    if (d == 0) {
+        return put_zero(w, d);
     }
     if (signbit(d)) {
         *w++ = '-';
@@ -2170,6 +2186,9 @@ static char *fmt_f64(char *w, double d)
     if (isnan(d) || isinf(d)) {
         memcpy(w, "null", 4);
         return w + 4;
+    }
+    if (d == 0) {
+        return put_zero(w, d);
     }
     if (fabs(d) < 1e17 && d == trunc(d)) {
         if (signbit(d)) {

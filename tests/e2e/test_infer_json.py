@@ -168,6 +168,17 @@ def test_datatype_roundtrip(client, dt):
         assert all(type(v) is int for v in got)
 
 
+@pytest.mark.parametrize("dt", ["FP32", "FP64"])
+def test_negative_zero_keeps_its_sign_through_python_json(client, dt):
+    """-0.0 comes back as `-0.0`: Python's json (like jansson) reads `-0` as the integer 0."""
+    r = client.infer("dt_" + dt.lower(), {"inputs": [tensor("INPUT0", dt, [1, 3],
+                                                            [-0.0, 0.0, -2.0])]})
+    assert r.status_code == 200, r.text
+    assert '"data":[-0.0,0,-2]' in r.text
+    got = r.json()["outputs"][0]["data"]
+    assert [np.signbit(v) for v in got] == [True, False, True]
+
+
 @pytest.mark.parametrize("dt,bad", [("INT8", 128), ("INT8", -129), ("UINT8", -1), ("UINT8", 256),
                                     ("INT16", 32768), ("UINT16", 65536),
                                     ("INT32", 2147483648), ("UINT32", -1),
