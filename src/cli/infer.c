@@ -187,19 +187,73 @@ static void print_binary_value(bd_dtype_t dt, const char *p)
     }
 }
 
-static void print_json_value(json_t *v)
+/* One JSON element of an output of datatype `dt`: FP64 with the 17 digits that read back
+ * exactly, an integer past int64 as the text quote_big_ints kept. */
+static void print_json_value(json_t *v, bd_dtype_t dt)
 {
     if (json_is_integer(v)) {
         printf("%lld", (long long)json_integer_value(v));
     } else if (json_is_real(v)) {
-        printf("%.9g", json_real_value(v));
+        printf(dt == BD_DT_FP64 ? "%.17g" : "%.9g", json_real_value(v));
     } else if (json_is_string(v)) {
         printf("%.*s", (int)json_string_length(v), json_string_value(v));
     } else if (json_is_boolean(v)) {
         printf("%s", json_is_true(v) ? "true" : "false");
+    } else if (json_is_null(v)) {
+        printf("null"); /* a NaN or infinity in JSON (--binary shows which) */
     } else {
         printf("?");
     }
+}
+
+/* jansson refuses a whole document over one integer past int64 (a UINT64 output's
+ * 18446744073709551615): a copy of the reply's JSON with each such number quoted, so that it
+ * is read as its text, or NULL when there is none (or no memory: jansson then says why). */
+static char *quote_big_ints(const char *s, size_t n, size_t *out_len)
+{
+    bd_buf_t b;
+    bd_buf_init(&b);
+    size_t done = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        if (in_str) {
+            i += s[i] == '\\';
+            in_str = s[i] != '"';
+            continue;
+        }
+        if (s[i] == '"') {
+            in_str = true;
+            continue;
+        }
+        if (s[i] != '-' && (s[i] < '0' || s[i] > '9')) {
+            continue;
+        }
+        size_t end = i + (s[i] == '-'), digits;
+        while (end < n && s[end] >= '0' && s[end] <= '9') {
+            end++;
+        }
+        digits = end - i - (s[i] == '-');
+        bool integer = end == n || !strchr(".eE", s[end]);
+        /* int64 has 19 digits: compare a 19-digit number's text with the limit's. */
+        const char *lim = s[i] == '-' ? "9223372036854775808" : "9223372036854775807";
+        if (integer && (digits > 19 || (digits == 19 && memcmp(s + end - 19, lim, 19) > 0))) {
+            bd_buf_append(&b, s + done, i - done);
+            bd_buf_putc(&b, '"');
+            bd_buf_append(&b, s + i, end - i);
+            bd_buf_putc(&b, '"');
+            done = end;
+        }
+        while (end < n && strchr("0123456789.eE+-", s[end])) {
+            end++; /* the rest of a real's text */
+        }
+        i = end - 1;
+    }
+    if (done == 0 || b.failed) {
+        bd_buf_dispose(&b);
+        return NULL;
+    }
+    bd_buf_append(&b, s + done, n - done);
+    return b.failed ? (bd_buf_dispose(&b), NULL) : bd_buf_steal(&b, out_len);
 }
 
 /* Flatten nested JSON data into `flat`. */
@@ -223,8 +277,17 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
     size_t hlen = r->header_len >= 0 && (size_t)r->header_len <= r->body.len ? (size_t)r->header_len
                                                                              : r->body.len;
     json_error_t jerr;
-    json_t *root = json_loadb(r->body.data, hlen, 0, &jerr);
+    size_t qlen = 0;
+    char *quoted = quote_big_ints(r->body.data, hlen, &qlen);
+    json_t *root =
+        quoted ? json_loadb(quoted, qlen, 0, &jerr) : json_loadb(r->body.data, hlen, 0, &jerr);
+    free(quoted);
     json_t *outputs = json_object_get(root, "outputs");
+    if (!root) {
+        fprintf(stderr, "batchd infer: the reply is not JSON (%s): %.300s\n", jerr.text,
+                r->body.data);
+        return 1;
+    }
     if (!json_is_array(outputs)) {
         fprintf(stderr, "batchd infer: the reply has no \"outputs\" array: %.300s\n", r->body.data);
         json_decref(root);
@@ -325,7 +388,7 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                 json_array_foreach(flat, j, e)
                 {
                     printf(" ");
-                    print_json_value(e);
+                    print_json_value(e, dt);
                 }
             } else if (dt == BD_DT_BYTES) {
                 bytes_iter_t it = {bin, nbin};

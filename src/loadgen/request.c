@@ -242,6 +242,39 @@ static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_
     return buf;
 }
 
+/* Whether a JSON request can carry input `name`'s bytes as they are: no NaN or infinity
+ * (JSON has no such numbers) and BOOL bytes 0 or 1 (what the binary form takes). */
+static int json_can_carry(const char *name, bd_dtype_t dt, const char *data, size_t bytes,
+                          bd_err_t *err)
+{
+    size_t esz = bd_dtype_size(dt);
+    for (size_t off = 0, i = 0; off < bytes; off += esz, i++) {
+        double v = 0;
+        if (dt == BD_DT_BOOL && (unsigned char)data[off] > 1) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%s': element %zu is byte %u; a BOOL element is 0 or 1", name,
+                              i, (unsigned)(unsigned char)data[off]);
+        }
+        if (dt == BD_DT_FP32) {
+            float f;
+            memcpy(&f, data + off, 4);
+            v = f;
+        } else if (dt == BD_DT_FP64) {
+            memcpy(&v, data + off, 8);
+        }
+        if (!isfinite(v)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "input '%s': element %zu is %s, which JSON cannot carry; send the "
+                              "request with --binary",
+                              name, i,
+                              isnan(v) ? "NaN"
+                              : v > 0  ? "infinity"
+                                       : "-infinity");
+        }
+    }
+    return 0;
+}
+
 static void json_values(bd_buf_t *b, bd_dtype_t dt, const char *data, size_t bytes)
 {
     size_t esz = bd_dtype_size(dt);
@@ -258,13 +291,13 @@ static void json_values(bd_buf_t *b, bd_dtype_t dt, const char *data, size_t byt
         case BD_DT_FP32: {
             float f;
             memcpy(&f, p, 4);
-            bd_buf_printf(b, "%.9g", isfinite(f) ? (double)f : 0.0);
+            bd_buf_printf(b, "%.9g", (double)f); /* finite: json_can_carry */
             break;
         }
         case BD_DT_FP64: {
             double f;
             memcpy(&f, p, 8);
-            bd_buf_printf(b, "%.17g", isfinite(f) ? f : 0.0);
+            bd_buf_printf(b, "%.17g", f);
             break;
         }
         case BD_DT_INT8:
@@ -418,12 +451,15 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
         if (ro->binary) {
             bd_buf_printf(&body, ",\"parameters\":{\"binary_data_size\":%zu}}", bytes);
             bd_buf_append(&bin, data, bytes);
-        } else {
+        } else if ((rc = json_can_carry(d->name, dt, data, bytes, err)) == 0) {
             bd_buf_puts(&body, ",\"data\":");
             json_values(&body, dt, data, bytes);
             bd_buf_putc(&body, '}');
         }
         free(data);
+        if (rc != 0) {
+            break;
+        }
     }
     bd_buf_puts(&body, ro->binary ? "],\"parameters\":{\"binary_data_output\":true}}" : "]}");
     size_t header_len = body.len;

@@ -63,6 +63,8 @@ def env(start_server, tmp_path_factory):
     with open(os.path.join(repo.path, "echo", "labels.txt"), "w") as f:
         f.write("zero\none\ntwo\nthree\n")
     repo.add_sim("two_in", [("A", "INT32", [2]), ("B", "FP64", [1])])
+    repo.add_sim("types", [("U", "UINT64", [3]), ("D", "FP64", [3]), ("F", "FP32", [3]),
+                           ("B", "BOOL", [2])])
     image = {"size": [2, 2], "resize": "stretch", "color": "GRAY", "layout": "NCHW",
              "scale": 1.0, "mean": [0.0], "std": [1.0]}
     repo.add_sim("img", [("image", "FP32", [1, 2, 2])], [("out", "FP32", [1, 2, 2])],
@@ -105,6 +107,14 @@ def env(start_server, tmp_path_factory):
     out["a.bin"] = str(files / "a.bin")
     (files / "b.bin").write_bytes(np.array([2.5], "<f8").tobytes())
     out["b.bin"] = str(files / "b.bin")
+    typed = {"U": np.array([2**64 - 1, 2**63, 5], "<u8"),
+             "D": np.array([1 / 3, -0.0, 1e300], "<f8"),
+             "F": np.array([-0.0, 0.1, 2], "<f4"), "B": np.array([1, 0], "u1"),
+             "nan": np.array([1, float("nan"), float("-inf")], "<f8"),
+             "bool2": np.array([1, 2], "u1")}
+    for name, a in typed.items():
+        (files / (name + ".bin")).write_bytes(a.tobytes())
+        out[name + ".bin"] = str(files / (name + ".bin"))
     (files / "req.json").write_text(
         '{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}')
     out["req.json"] = str(files / "req.json")
@@ -143,6 +153,41 @@ def test_infer_two_inputs(env):
     assert r.returncode == 0, r.stderr
     assert r.stdout == ("model two_in version 1\noutput OUTPUT0 INT32 [1,2]: 7 -8\n"
                         "output OUTPUT1 FP64 [1,1]: 2.5\n")
+
+
+def test_infer_prints_every_value_exactly_json_or_binary(env):
+    """A JSON reply prints as the binary one does: UINT64 past int64 (which jansson alone
+    refuses), FP64 to 17 digits, a negative zero with its sign."""
+    f = env["files"]
+    want = ("model types version 1\n"
+            "output OUTPUT0 UINT64 [1,3]: 18446744073709551615 9223372036854775808 5\n"
+            "output OUTPUT1 FP64 [1,3]: 0.33333333333333331 -0 1.0000000000000001e+300\n"
+            "output OUTPUT2 FP32 [1,3]: -0 0.100000001 2\n"
+            "output OUTPUT3 BOOL [1,2]: true false\n")
+    for extra in ([], ["--binary"]):
+        r = run("infer", "--url", env["url"], "--model", "types", "--input", "U=" + f["U.bin"],
+                "--input", "D=" + f["D.bin"], "--input", "F=" + f["F.bin"], "--input",
+                "B=" + f["B.bin"], *extra)
+        assert (r.returncode, r.stdout) == (0, want), r.stderr
+
+
+def test_infer_refuses_what_json_cannot_carry(env):
+    """NaN and infinities have no JSON form, and a BOOL byte is 0 or 1: refused before
+    anything is sent (not sent as 0 or true), with --binary named for the first."""
+    f = env["files"]
+    args = ["infer", "--url", env["url"], "--model", "types", "--input", "U=" + f["U.bin"],
+            "--input", "F=" + f["F.bin"]]
+    r = run(*args, "--input", "D=" + f["nan.bin"], "--input", "B=" + f["B.bin"])
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == ("batchd infer: input 'D': element 1 is NaN, which JSON cannot carry; "
+                        "send the request with --binary\n")
+    r = run(*args, "--input", "D=" + f["D.bin"], "--input", "B=" + f["bool2.bin"])
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == "batchd infer: input 'B': element 1 is byte 2; a BOOL element is 0 or 1\n"
+    # In binary the bytes go as they are, and the server judges them.
+    r = run(*args, "--input", "D=" + f["nan.bin"], "--input", "B=" + f["B.bin"], "--binary")
+    assert r.returncode == 0, r.stderr
+    assert "output OUTPUT1 FP64 [1,3]: 1 nan -inf\n" in r.stdout
 
 
 def test_infer_input_classification(env):
