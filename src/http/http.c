@@ -541,11 +541,14 @@ static int split_path(h2o_iovec_t path, h2o_iovec_t *seg, int max)
     int n = 0;
     size_t i = 0;
     while (i < path.len) {
-        while (i < path.len && path.base[i] == '/') {
+        if (path.base[i] == '/') {
             i++;
         }
         if (i == path.len) {
-            break;
+            break; /* a trailing '/' */
+        }
+        if (path.base[i] == '/') {
+            return -1; /* an empty segment ("/v2/models//infer") names nothing */
         }
         size_t start = i;
         while (i < path.len && path.base[i] != '/') {
@@ -1889,6 +1892,19 @@ static h2o_iovec_t route_path(h2o_req_t *req)
     return req->path_normalized;
 }
 
+/* Whether the target's path (before any query) has a %2F. */
+static bool encoded_slash(const h2o_req_t *req)
+{
+    size_t end = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    for (size_t i = 0; i + 2 < end; i++) {
+        if (req->path.base[i] == '%' && req->path.base[i + 1] == '2' &&
+            (req->path.base[i + 2] | 0x20) == 'f') {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
@@ -1909,6 +1925,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (path.len && memchr(path.base, '\0', path.len)) { /* h2o decoded a %00 */
         reply_error(h, req, BD_EINVAL, "the path must not contain a NUL byte (%00)");
+        return 0;
+    }
+    if (encoded_slash(req)) {
+        /* h2o decodes it into a separator, but it is data in a segment (RFC 3986 2.2), and
+         * no model or version name holds a '/'. */
+        reply_error(h, req, BD_ENOPATH,
+                    "the path holds an encoded '/' (%2F), which no model or version name has");
         return 0;
     }
     if (n == 1 && iov_eq(seg[0], "metrics")) {

@@ -362,3 +362,27 @@ def test_a_nul_in_the_path_is_refused_as_such(client, method, path):
     the NUL (which exists)."""
     r = client.request(method, path, json={} if method == "POST" else None)
     assert error_message(r, 400) == "the path must not contain a NUL byte (%00)"
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v2/models/m16%2Finfer"), ("POST", "/v2/models/m16/versions/1%2finfer"),
+    ("GET", "/v2/models/m16%2Fready"), ("GET", "/v2/health%2Flive")])
+def test_an_encoded_slash_is_not_a_separator(client, method, path):
+    """%2F is data inside a segment (RFC 3986 2.2), not the '/' that h2o decodes it to: a rule
+    in a proxy for /v2/models/*/infer must not be sidestepped by it. No name holds a '/'."""
+    r = client.request(method, path, json=ok_body() if method == "POST" else None)
+    assert error_message(r, 404) == ("the path holds an encoded '/' (%2F), which no model or "
+                                     "version name has")
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v2/models//infer"), ("POST", "/v2/models/m16/versions//infer"),
+    ("POST", "/v2/models/m16//infer"), ("GET", "/v2//health/live")])
+def test_an_empty_segment_names_nothing(client, method, path):
+    """'//' is an empty segment, not one '/': a missing model name is not the model 'infer'
+    (which answered 405 'takes GET')."""
+    r = client.request(method, path, json=ok_body() if method == "POST" else None)
+    assert error_message(r, 404) == "unknown path; see docs/API.md for the endpoints"
+    # A trailing '/' is still taken.
+    assert client.request("GET", "/v2/health/live/").status_code == 200
+    assert client.request("GET", "/v2/models/m16/").status_code == 200
