@@ -1396,6 +1396,14 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
         return rc;
     }
     bool nested = t->shape.ndim >= 2 && n > 0 && first_array;
+    if (first_array && !nested) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.*s': data is nested deeper than shape %s, which has %d "
+                          "dim%s; give its %zu value%s flat",
+                          shown(name), name, bd_shape_str(&t->shape, shape, sizeof shape),
+                          t->shape.ndim, t->shape.ndim == 1 ? "" : "s", count,
+                          count == 1 ? "" : "s");
+    }
     if (!nested && n != count) {
         return bd_err_set(err, BD_EINVAL, "input '%.*s': expected %zu values for shape %s, got %zu",
                           shown(name), name, count, bd_shape_str(&t->shape, shape, sizeof shape),

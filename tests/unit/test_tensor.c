@@ -985,8 +985,18 @@ static void test_decode_errors_nesting(void **state)
                  "input 'INPUT0': data mixes arrays and values at index 1; give it flat or "
                  "nested exactly as shape [2,2]");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[[1]]"), BD_EINVAL,
-                 "input 'INPUT0': data mixes arrays and values at index 0; give it flat or "
-                 "nested exactly as shape [1]");
+                 "input 'INPUT0': data is nested deeper than shape [1], which has 1 dim; give "
+                 "its 1 value flat");
+    /* Arrays where the shape has one dim: the count and the "mixes" sentences were wrong. */
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[[1,2]]"), BD_EINVAL,
+                 "input 'INPUT0': data is nested deeper than shape [2], which has 1 dim; give "
+                 "its 2 values flat");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2],\"data\":[[1],[2]]"), BD_EINVAL,
+                 "input 'INPUT0': data is nested deeper than shape [2], which has 1 dim; give "
+                 "its 2 values flat");
+    expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[],\"data\":[[1]]"), BD_EINVAL,
+                 "input 'INPUT0': data is nested deeper than shape [], which has 0 dims; give "
+                 "its 1 value flat");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,2],\"data\":[[1,2],[3,\"x\"]]"), BD_EINVAL,
                  "input 'INPUT0': value at index 3 is a string; FP32 data must be numbers");
     /* A huge nested shape with little data fails on the mismatch, not on allocation. */
