@@ -714,7 +714,7 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
                     snprintf(msg, sizeof msg,
                              "field '%.*s' is '%.32s', which is not a datatype; expected one of "
                              "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, "
-                             "FP32, FP64",
+                             "FP32, FP64, BYTES",
                              (int)dtk->len, dtk->str, dt->str);
                 }
             }

@@ -210,7 +210,7 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
     good = frame(1, 1).tobytes()
     bad = [
         ({"input": good[:-4], "camera": "short"}, r"60 bytes do not fill shape \[1,16\]"),
-        ({"input": good, "datatype": "FP99", "camera": "dt"}, r"not a datatype"),
+        ({"input": good, "datatype": "FP99", "camera": "dt"}, r"not a datatype; expected one of BOOL, .*, FP64, BYTES$"),
         ({"camera": "missing"}, r"no 'input' field"),
         ({"input": good, "shape": "1,x", "camera": "shape"}, r"field 'shape' is '1,x'"),
         ({"input": good, "datatype": "INT32", "camera": "mismatch"}, r"INT32"),
