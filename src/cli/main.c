@@ -1,4 +1,5 @@
 /* main.c: `batchd <command> [flags]`. Dispatches to the subcommands; main thread only. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,40 +18,53 @@ static void usage(FILE *f)
                "`batchd <command> --help` lists a command's flags.\n");
 }
 
+typedef struct {
+    const char *ort_lib;
+} version_opts_t;
+
+static const bd_cli_opt_t vopts[] = {
+    {"--onnxruntime-lib", BD_CLI_STR, offsetof(version_opts_t, ort_lib), NULL, 0, 0,
+     "BATCHD_ONNXRUNTIME_LIB",
+     "libonnxruntime.so.1 to report on (default: the one batchd was built with)"},
+};
+static const bd_cli_cmd_t version_cmd = {
+    .usage = "usage: batchd version [--onnxruntime-lib PATH]\n"
+             "prints batchd's version, the ONNX Runtime library it loads (path, version, API "
+             "version) and whether it has the CUDA provider; exits 1 when the library cannot "
+             "be loaded\n",
+    .opts = vopts,
+    .n_opts = sizeof vopts / sizeof vopts[0],
+};
+
 int bd_cli_version(int argc, char **argv)
 {
-    const char *lib = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: batchd version [--onnxruntime-lib PATH]\n"
-                   "prints batchd's version, the ONNX Runtime library it loads (path, version, "
-                   "API version) and whether it has the CUDA provider\n");
-            return 0;
-        }
+    version_opts_t o = {0};
+    bd_err_t err = {0};
+    int rc = bd_cli_parse(&version_cmd, argc, argv, &o, stdout, &err);
+    if (rc == BD_CLI_HELP) {
+        return 0;
     }
-    for (int i = 1; i + 1 < argc; i++) {
-        if (strcmp(argv[i], "--onnxruntime-lib") == 0) {
-            lib = argv[i + 1];
-        }
+    if (rc != 0) {
+        fprintf(stderr, "batchd version: %s\n", err.msg);
+        return 2;
     }
     printf("batchd %s\n", BD_VERSION);
-    bd_err_t err = {0};
     bd_ort_info_t info;
-    if (bd_ort_init(lib, &err) == 0 && bd_ort_info(&info)) {
-        printf("onnxruntime %s\n", info.version);
-        printf("onnxruntime library: %s\n", info.path);
-        printf("onnxruntime api: %u\n", info.api_version);
-        if (info.cuda_provider) {
-            printf("onnxruntime cuda provider: %s\n", info.cuda_provider);
-        } else {
-            printf("onnxruntime cuda provider: none (no libonnxruntime_providers_cuda.so and "
-                   "libonnxruntime_providers_shared.so beside the library; `make setup GPU=1` "
-                   "installs a GPU build)\n");
-        }
-        bd_ort_shutdown();
-    } else {
+    if (bd_ort_init(o.ort_lib, &err) != 0 || !bd_ort_info(&info)) {
         printf("onnxruntime unavailable: %s\n", err.msg);
+        return 1;
     }
+    printf("onnxruntime %s\n", info.version);
+    printf("onnxruntime library: %s\n", info.path);
+    printf("onnxruntime api: %u\n", info.api_version);
+    if (info.cuda_provider) {
+        printf("onnxruntime cuda provider: %s\n", info.cuda_provider);
+    } else {
+        printf("onnxruntime cuda provider: none (no libonnxruntime_providers_cuda.so and "
+               "libonnxruntime_providers_shared.so beside the library; `make setup GPU=1` "
+               "installs a GPU build)\n");
+    }
+    bd_ort_shutdown();
     return 0;
 }
 

@@ -29,6 +29,23 @@ def test_version():
         assert re.search(r"onnx\s*runtime", out, re.I), out
 
 
+def test_version_flags_and_environment(tmp_path):
+    """`version` takes its flag from BATCHD_ONNXRUNTIME_LIB too, refuses an unknown flag (exit
+    2) and exits 1 when the library cannot be loaded."""
+    r = _run("version", "--bogus")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "batchd version: unknown flag '--bogus' (see --help)\n"
+    missing = str(tmp_path / "libonnxruntime.so.1")
+    env = dict(sanitizer_env(), BATCHD_ONNXRUNTIME_LIB=missing)
+    r = subprocess.run([BATCHD_BIN, "version"], capture_output=True, text=True, timeout=30,
+                       env=env)
+    assert r.returncode == 1, r.stdout
+    assert r.stdout.startswith("batchd ")
+    assert "onnxruntime unavailable: cannot load ONNX Runtime from '%s'" % missing in r.stdout
+    r = _run("version", "--onnxruntime-lib", missing)
+    assert r.returncode == 1 and missing in r.stdout
+
+
 def test_unknown_subcommand_fails():
     r = _run("frobnicate")
     assert r.returncode != 0
