@@ -217,8 +217,11 @@ static char *quote_big_ints(const char *s, size_t n, size_t *out_len)
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
         if (in_str) {
-            i += s[i] == '\\';
-            in_str = s[i] != '"';
+            if (s[i] == '\\') {
+                i++; /* the escaped character, '"' included */
+            } else {
+                in_str = s[i] != '"';
+            }
             continue;
         }
         if (s[i] == '"') {

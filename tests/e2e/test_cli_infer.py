@@ -171,6 +171,17 @@ def test_infer_prints_every_value_exactly_json_or_binary(env):
         assert (r.returncode, r.stdout) == (0, want), r.stderr
 
 
+def test_infer_json_reply_with_digits_after_an_escaped_quote(env, tmp_path):
+    """Only numbers outside strings are big integers: an id echoed as "a\\"999..." stays a
+    string, so the reply still parses."""
+    req = tmp_path / "req.json"
+    req.write_text('{"id":"a\\"99999999999999999999","inputs":[{"name":"INPUT0",'
+                   '"datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}')
+    r = run("infer", "--url", env["url"], "--model", "echo", "--json", str(req))
+    assert (r.returncode, r.stdout) == (0, "model echo version 1\n"
+                                           "output OUTPUT0 FP32 [1,4]: 1 2 3 4\n"), r.stderr
+
+
 def test_infer_refuses_what_json_cannot_carry(env):
     """NaN and infinities have no JSON form, and a BOOL byte is 0 or 1: refused before
     anything is sent (not sent as 0 or true), with --binary named for the first."""
