@@ -80,7 +80,9 @@ struct bd_call {
     size_t header_len;
     const char *body; /* what the decode thread reads: r->body, or the front end's kept body */
     size_t body_len;
-    size_t held; /* bytes counted in inf->decoding_bytes for it while it decodes */
+    size_t held;     /* bytes counted in inf->decoding_bytes for it while it decodes */
+    size_t zlen;     /* a compressed body's length (the front end counts it in the budget) */
+    size_t budgeted; /* what it holds once inflated and decoded, in opts.budget until freed */
     /* A compressed body that inflates on the decode thread: the reader (over the front end's
      * kept bytes), what it inflated so far, its limit, and how much of `held` that may take. */
     bd_zip_reader_t *zip;
@@ -446,6 +448,31 @@ static int decode_too_large(const bd_infer_t *inf, size_t need, bd_err_t *err)
                       need, inf->opts.max_decode_bytes);
 }
 
+/* A compressed request decoded: what it holds now (the inflated body its binary tensors point
+ * into, the decoded ones in its arena) goes into opts.budget, where its front end counted
+ * only the compressed bytes; 0, or BD_EFULL when that would take the budget past its max
+ * while other requests are held. Owner thread. */
+static int budget_inflated(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
+{
+    bd_budget_t *b = inf->opts.budget;
+    bd_req_t *r = c->req;
+    size_t n = (r->body ? r->body_len : 0) + r->arena.used;
+    if (!b) {
+        return 0;
+    }
+    size_t others = b->used > c->zlen ? b->used - c->zlen : 0;
+    if (b->max && others > 0 && (others > b->max || n > b->max - others)) {
+        return bd_err_set(err, BD_EFULL,
+                          "the server holds %zu bytes of requests and this compressed one holds "
+                          "%zu once inflated and decoded, past --max-buffered-bytes (%zu); retry "
+                          "shortly",
+                          others, n, b->max);
+    }
+    b->used += n;
+    c->budgeted = n;
+    return 0;
+}
+
 /* Inflate the rest of a compressed body (the owner thread did the first offload_bytes, or
  * stopped at LOOP_INFLATE_IN of input): INFLATE_STEP bytes at a time, each step's room
  * counted in decoding_bytes before it is inflated, so a zip bomb stops at its limit
@@ -600,6 +627,8 @@ static void on_decoded(bd_mail_t *mail)
             rc = bd_err_set(&err, BD_ECANCELLED, "the request was cancelled while it was decoded");
         }
         bd_metrics_request(mm, c->protocol, BD_OUTCOME_CANCELLED);
+    } else if (c->zlen && (rc = budget_inflated(inf, c, &err)) != 0) {
+        bd_metrics_request(mm, c->protocol, BD_OUTCOME_REJECTED);
     } else if ((rc = submit(inf, c, &err)) == 0) {
         return; /* queued: the scheduler's completion comes through the mailbox later */
     }
@@ -767,6 +796,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     c->body = body;
     c->body_len = len;
     c->reply_coding = a->reply_coding;
+    c->zlen = a->coding != BD_ZIP_IDENTITY ? a->len : 0;
     if (offload) {
         if (m) {
             bd_model_ref(m); /* for the metrics of a decode that fails */
@@ -796,7 +826,9 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     }
     bd_decode_limits_t limits = {0};
     rc = bd_infer_decode(body, len, header_len, &r->arena, &limits, &r->in, err);
-    if (rc == 0) {
+    if (rc == 0 && c->zlen && (rc = budget_inflated(inf, c, err)) != 0) {
+        bd_metrics_request(mm, a->protocol, BD_OUTCOME_REJECTED);
+    } else if (rc == 0) {
         c->model = m ? (bd_model_ref(m), m) : NULL; /* attributes a model mismatch */
         rc = submit(inf, c, err);
     } else if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
@@ -993,6 +1025,9 @@ void bd_call_free(bd_call_t *call)
     }
     if (call->model) {
         bd_model_unref(call->model);
+    }
+    if (call->budgeted) {
+        call->inf->opts.budget->used -= call->budgeted;
     }
     bd_buf_dispose(&call->reply);
     bd_zip_reader_free(call->zip);

@@ -53,6 +53,12 @@ typedef struct {
      * group on the owner thread at the flush instead of waking its worker, and the replies are
      * delivered (the mailbox drained) before the flush returns. 0: never. */
     uint64_t inline_max_ns;
+    /* The owner's request bytes (--max-buffered-bytes), where the front ends count what they
+     * hold. A compressed request, once inflated and decoded, counts what it holds there
+     * until its call is freed (the front end counts only the compressed bytes); one that
+     * would take the bytes past budget->max is refused (BD_EFULL, 503) unless nothing else
+     * is held. NULL: not counted. */
+    bd_budget_t *budget;
 } bd_infer_opts_t;
 
 /* Borrows repo and mailbox (the owner thread's), which must outlive it; starts the decode

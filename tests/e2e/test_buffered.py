@@ -142,6 +142,47 @@ def test_a_body_past_the_bound_gets_503_from_its_head(client):
              5, "the room given back")
 
 
+def test_compressed_bodies_count_what_they_hold_once_inflated(client):
+    """A gzip body of a few KiB that inflates to ~1 MiB holds that MiB while it waits in the
+    queue: it counts in the bound as such (the connection counted only its compressed bytes,
+    so 40 such bodies held 725 MiB under a 16 MiB bound). Past the bound: 503 with
+    Retry-After, never more than the bound held; the rest are answered, and the room comes
+    back."""
+    import gzip
+    body, hl = body_of(5.0)
+    zbody = gzip.compress(body)
+    assert len(zbody) < 8192
+
+    def post(_):
+        return requests.post(client.url("/v2/models/slow/infer"), data=zbody,
+                             headers={"Content-Encoding": "gzip",
+                                      "Content-Type": "application/octet-stream",
+                                      "Inference-Header-Content-Length": str(hl)},
+                             timeout=60)
+
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(post(i))) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [r for r in results if r.status_code == 200]
+    full = [r for r in results if r.status_code == 503]
+    assert len(ok) + len(full) == 6, [r.status_code for r in results]
+    # One runs and ~1 MiB each waits: under a 3 MiB bound at most three are held at once.
+    assert 1 <= len(ok) <= 3 and full, [r.status_code for r in results]
+    for r in ok:
+        check_echo(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content, 5.0)
+    for r in full:
+        assert r.headers["Retry-After"] == "1"
+        assert re.match(r"^the server holds \d+ bytes of requests and this compressed one holds "
+                        r"\d+ once inflated and decoded, past --max-buffered-bytes \(3145728\); "
+                        r"retry shortly$", r.json()["error"]), r.text
+    wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
+             5, "the room given back")
+    assert post(0).status_code == 200
+
+
 def test_odd_framings_are_counted_too(client):
     """Two equal Content-Length fields: h2o still buffers a body, so the room is checked for
     these as well. Content-Length with chunked is refused from its head (400), never held."""
