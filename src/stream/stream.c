@@ -15,10 +15,12 @@
  * write at a time carries them out of `writing`.
  *
  * The bytes of the messages a socket holds (started and not answered, or parked), those of the
- * message wslay is putting together and those its input buffer holds unparsed count in the
- * server's budget (--max-buffered-bytes), which the HTTP front end shares: a socket holding
- * messages also stops reading while the budget is used up, and starts again as its replies
- * let go of them. One holding none is read regardless, so no socket waits on others' replies.
+ * message wslay is putting together, those its input buffer holds unparsed and those of its
+ * replies not yet written count in the server's budget (--max-buffered-bytes), which the HTTP
+ * front end shares: a socket holding messages or unwritten replies also stops reading while
+ * the budget is used up, and starts again as its replies go out (a client that never reads
+ * them holds at most what was in flight when it stopped). One holding none is read
+ * regardless, so no socket waits on others' replies.
  *
  * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
  * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
@@ -108,8 +110,10 @@ struct conn {
     size_t version_len;
     size_t inflight; /* calls started whose done has not run */
     /* its parts of st->opts.budget: message bytes in flight and parked, those of the message
-     * wslay is putting together, and those the socket's input buffer holds */
-    size_t held, assembling, unread;
+     * wslay is putting together, those the socket's input buffer holds, and those of replies
+     * not yet written (queued in wslay, then in pending and writing) */
+    size_t held, assembling, unread, replying;
+    size_t queued;   /* reply bytes queued in wslay and not yet handed to ws_send */
     bd_list_t calls; /* ws_call_t.link, the calls in flight */
     bd_list_t parked;
     size_t n_parked;
@@ -143,11 +147,13 @@ static size_t load(conn_t *c)
 }
 
 /* Whether wslay may take more bytes from the socket: under the in-flight cap, and, while the
- * socket holds messages that will be answered (and so let go), under the shared budget. */
+ * socket holds messages that will be answered or replies that will go out (and so let go),
+ * under the shared budget. */
 static bool may_read(conn_t *c)
 {
     const bd_budget_t *b = c->st->opts.budget;
-    return load(c) < c->st->opts.max_inflight && !(c->held > 0 && b->max && b->used >= b->max);
+    return load(c) < c->st->opts.max_inflight &&
+           !((c->held > 0 || c->replying > 0) && b->max && b->used >= b->max);
 }
 
 /* Set one of c's parts of the budget (held, assembling or unread) to `now` bytes. */
@@ -165,6 +171,16 @@ static void hold(conn_t *c, size_t add, size_t drop)
     recount(c, &c->held, c->held + add - drop);
 }
 
+/* Recount the bytes of c's replies not yet written (0 once it is closed): a client that
+ * does not read them holds them, as it holds its requests. */
+static void count_replying(conn_t *c)
+{
+    if (!c->ws || wslay_event_get_queued_msg_count(c->ws) == 0) {
+        c->queued = 0; /* what ws_send took included frame headers */
+    }
+    recount(c, &c->replying, c->ws ? c->queued + c->pending.len + c->writing.len : 0);
+}
+
 /* Recount the bytes c's socket has read and wslay has not taken (0 once it is closed). */
 static void count_unread(conn_t *c)
 {
@@ -176,7 +192,10 @@ static void queue_frame(conn_t *c, uint8_t opcode, const char *data, size_t len)
     struct wslay_event_msg m = {opcode, (const uint8_t *)data, len};
     if (wslay_event_queue_msg(c->ws, &m) != 0) {
         BD_DEBUG("stream", "reply dropped: the socket is closing");
+        return;
     }
+    c->queued += len;
+    count_replying(c);
 }
 
 static void queue_close(conn_t *c, uint16_t code, const char *reason)
@@ -253,6 +272,7 @@ static void close_socket(conn_t *c)
     recount(c, &c->assembling, 0);
     wslay_event_context_free(c->ws);
     c->ws = NULL;
+    count_replying(c);
     bd_list_unlink(&c->link);
     st->n_conns--;
     bd_metrics_websocket_connections_add(st->metrics, -1);
@@ -295,6 +315,7 @@ static void on_write_done(h2o_socket_t *sock, const char *err)
     conn_t *c = sock->data;
     c->write_busy = false;
     bd_buf_reset(&c->writing);
+    count_replying(c);
     if (err) {
         close_socket(c);
     } else {
@@ -314,6 +335,7 @@ static void flush(conn_t *c)
         close_socket(c);
         return;
     }
+    count_replying(c);
     if (!c->write_busy && c->pending.len > 0) {
         bd_buf_t t = c->writing;
         c->writing = c->pending;
@@ -509,6 +531,7 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+    c->queued -= len < c->queued ? len : c->queued; /* moved to pending (count_replying) */
     return (ssize_t)len;
 }
 

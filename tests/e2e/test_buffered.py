@@ -332,6 +332,65 @@ def test_websocket_messages_count_in_the_bound(client):
     wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the messages' room given back")
 
 
+def test_websocket_replies_not_read_count_in_the_bound(client):
+    """A client that sends thirty ~1 MiB messages and never reads the replies: the replies it
+    leaves unwritten count in the 3 MiB bound, so the socket stops being read once they fill
+    it (--ws-max-inflight, 128, alone let all thirty run and held every reply: 8 such clients
+    held 660 MiB under a 64 MiB bound). Once the client reads, everything is answered."""
+    import base64
+    port = client.server.port
+    gauge = ("batchd_http_buffered_bytes", frozenset())
+    ok = ("batchd_inference_requests_total", frozenset(
+        {"model": "wide", "version": "1", "protocol": "websocket", "outcome": "success"}.items()))
+    ok0 = metrics(client).get(ok, 0)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no autotuning
+    s.settimeout(HTTP_TIMEOUT_S)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET /v2/models/wide/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(4096)
+    assert buf.startswith(b"HTTP/1.1 101"), buf
+    buf = buf.split(b"\r\n\r\n", 1)[1]
+    n = 30
+    frames = []
+    for i in range(n):
+        msg = ws_message(float(i), "r%d" % i)
+        frames.append(bytes([0x82, 0xFF]) + struct.pack("!Q", len(msg)) + b"\0\0\0\0" + msg)
+    sender = threading.Thread(target=lambda: [s.sendall(f) for f in frames], daemon=True)
+    sender.start()
+    wait_for(lambda: metrics(client)[gauge] >= 3 * MIB, 10, "the unread replies counted")
+    time.sleep(2)
+    ran = metrics(client)[ok] - ok0
+    # What ran: the bound's worth, what the kernel's socket buffers took, and one message
+    # read past it; not all thirty.
+    assert ran <= 12, "%d of %d requests ran for a client that reads nothing" % (ran, n)
+
+    def read(k):
+        nonlocal buf
+        while len(buf) < k:
+            chunk = s.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            buf += chunk
+        out, buf = buf[:k], buf[k:]
+        return out
+
+    for i in range(n):
+        b0, b1 = read(2)
+        size = b1 & 0x7F
+        size = struct.unpack("!H", read(2))[0] if size == 126 else (
+            struct.unpack("!Q", read(8))[0] if size == 127 else size)
+        assert b0 == 0x82, b0
+        check_ws_echo(read(size), "r%d" % i, float(i))
+    sender.join(HTTP_TIMEOUT_S)
+    s.close()
+    wait_for(lambda: metrics(client)[gauge] < 64 * 1024, 5, "the replies' room given back")
+
+
 def test_websocket_messages_count_while_they_arrive(client):
     """A message wslay is still putting together counts too: three sockets each halfway through
     sending a fragmented ~1 MiB message (the rest held back) hold about 2.7 MiB, so a 1 MiB
