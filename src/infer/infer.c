@@ -448,10 +448,14 @@ static int decode_too_large(const bd_infer_t *inf, size_t need, bd_err_t *err)
                       need, inf->opts.max_decode_bytes);
 }
 
+/* What a request's own connection may hold besides its body (its head, bytes pipelined
+ * after it) while it still counts as the only request held. */
+#define ALONE_BYTES ((size_t)64 << 10)
+
 /* A compressed request decoded: what it holds now (the inflated body its binary tensors point
  * into, the decoded ones in its arena) goes into opts.budget, where its front end counted
  * only the compressed bytes; 0, or BD_EFULL when that would take the budget past its max
- * while other requests are held. Owner thread. */
+ * while other requests are held (a lone one passes, however large). Owner thread. */
 static int budget_inflated(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
 {
     bd_budget_t *b = inf->opts.budget;
@@ -461,7 +465,7 @@ static int budget_inflated(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
         return 0;
     }
     size_t others = b->used > c->zlen ? b->used - c->zlen : 0;
-    if (b->max && others > 0 && (others > b->max || n > b->max - others)) {
+    if (b->max && others > ALONE_BYTES && (others > b->max || n > b->max - others)) {
         return bd_err_set(err, BD_EFULL,
                           "the server holds %zu bytes of requests and this compressed one holds "
                           "%zu once inflated and decoded, past --max-buffered-bytes (%zu); retry "

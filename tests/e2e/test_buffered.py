@@ -183,6 +183,26 @@ def test_compressed_bodies_count_what_they_hold_once_inflated(client):
     assert post(0).status_code == 200
 
 
+def test_a_lone_compressed_body_passes_whatever_it_decodes_to(start_server):
+    """With nothing else held, a gzip JSON body that decodes to more than the bound (1 MiB of
+    zeros as FP64: 4 MiB) is answered, as a lone body always is, not refused for ever."""
+    import gzip
+    repo = start_server.repo("lone")
+    repo.add_sim("f64", [("INPUT0", "FP64", [-1])], max_batch_size=1)
+    c = start_server(repo, ["--max-body-bytes", str(MIB), "--max-buffered-bytes", str(MIB)])
+    n = (MIB - 4096) // 2
+    text = ('{"inputs":[{"name":"INPUT0","datatype":"FP64","shape":[1,%d],"data":[%s]}],'
+            '"outputs":[{"name":"OUTPUT0","parameters":{"binary_data":true}}]}'
+            % (n, ",".join(["0"] * n))).encode()
+    assert len(text) <= MIB
+    r = requests.post(c.url("/v2/models/f64/infer"), data=gzip.compress(text),
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text[:300]
+    hl = int(r.headers["Inference-Header-Content-Length"])
+    assert r.content[hl:] == bytes(8 * n)
+
+
 def test_odd_framings_are_counted_too(client):
     """Two equal Content-Length fields: h2o still buffers a body, so the room is checked for
     these as well. Content-Length with chunked is refused from its head (400), never held."""
