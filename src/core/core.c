@@ -5,6 +5,7 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -489,13 +490,24 @@ void bd_arena_dispose(bd_arena_t *a)
 
 char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *err)
 {
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: opening a FIFO nobody writes to would wait for ever (a SIGHUP's reload
+     * thread with it); it is refused below instead, as a directory or a device is. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
         bd_err_set(err, BD_EIO, "cannot open '%s': %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
         return NULL;
     }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size > max_bytes) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        bd_err_set(err, BD_EIO, "'%s' is not a regular file", path);
+        return NULL;
+    }
+    if (st.st_size < 0 || (uint64_t)st.st_size > max_bytes) {
         fclose(f);
         bd_err_set(err, BD_ETOOBIG, "file '%s' is larger than %zu bytes", path, max_bytes);
         return NULL;

@@ -271,7 +271,8 @@ size_t bd_mailbox_drain(bd_mailbox_t *mb);
 
 /* ---- files ----------------------------------------------------------------------------- */
 
-/* Read a whole file (at most max_bytes). Returns owned bytes (NUL-terminated) or NULL. */
+/* Read a whole regular file (at most max_bytes; a FIFO, directory or device is refused, never
+ * waited on). Returns owned bytes (NUL-terminated) or NULL. */
 char *bd_read_file(const char *path, size_t max_bytes, size_t *len, bd_err_t *err);
 
 /* The memory this process may use, in bytes: the lowest of the machine's RAM and the memory

@@ -666,6 +666,32 @@ def test_sighup_reloads_the_key_file(start_server_fn, tmp_path):
     client.server.stop()
 
 
+def test_a_fifo_in_place_of_the_key_file_fails_the_reload_and_blocks_nothing(start_server_fn,
+                                                                              tmp_path):
+    """A key file swapped for a FIFO nobody writes to: the reload fails at once, saying why
+    (it waited for ever, and every later SIGHUP was dropped behind it), the old keys stay, and
+    the next good file is taken."""
+    a, b = "a-" + secrets.token_hex(16), "b-" + secrets.token_hex(16)
+    repo = start_server_fn.repo("hup-fifo")
+    add_models(repo)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s infer\n" % a)
+    client = start_server_fn(repo, args=["--api-keys", str(path)], name="batchd-hup-fifo")
+    check_echo(wait_status(client, a, 200, 0))
+    os.unlink(path)
+    os.mkfifo(path)
+    client.server.signal(signal.SIGHUP)
+    line = client.server.wait_log(r"reload failed", timeout=10)
+    assert line is not None and "is not a regular file" in line, client.server.log_tail()
+    check_echo(wait_status(client, a, 200, 0))
+    os.unlink(path)
+    write_keys(path, "%s infer\n" % b)
+    client.server.signal(signal.SIGHUP)
+    check_echo(wait_status(client, b, 200))
+    check_401(wait_status(client, a, 401), invalid_token=True)
+    client.server.stop()
+
+
 def test_sighup_burst_ends_with_the_last_file_and_a_clean_stop(start_server_fn, tmp_path):
     """The file is read off the loop, one reload at a time: SIGHUPs sent faster than reloads
     finish still end with the file as last written, and a SIGHUP just before SIGTERM does not
