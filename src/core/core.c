@@ -98,6 +98,8 @@ const char *bd_strerror(int code)
         return "unsupported content coding";
     case BD_EBODYSIZE:
         return "body too large";
+    case BD_ENOTIMPL:
+        return "not implemented";
     default:
         return "unknown error";
     }

@@ -45,6 +45,7 @@ enum {
     BD_ERATE = -18,        /* over the caller's rate limit (HTTP 429) */
     BD_ECODING = -19,      /* a request body's Content-Encoding is not taken (HTTP 415) */
     BD_EBODYSIZE = -20,    /* a body past the limit once decompressed (HTTP 413) */
+    BD_ENOTIMPL = -21,     /* an HTTP method the server implements nowhere (HTTP 501) */
 };
 
 #define BD_ERR_MSG_MAX 512

@@ -228,6 +228,8 @@ static const char *reason_of(int status)
         return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -570,6 +572,20 @@ static bool method_is(h2o_req_t *req, const char *m)
 static bool is_get(h2o_req_t *req)
 {
     return method_is(req, "GET") || method_is(req, "HEAD");
+}
+
+/* The methods of RFC 9110 §9 and PATCH: on a path that takes others they are a 405 with Allow;
+ * any other token is a method the server implements nowhere, a 501 (§15.6.2). */
+static bool method_known(h2o_req_t *req)
+{
+    static const char *const known[] = {"GET",     "HEAD",  "POST",    "PUT",  "DELETE",
+                                        "CONNECT", "TRACE", "OPTIONS", "PATCH"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (method_is(req, known[i])) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- metadata handlers ----------------------------------------------------------------- */
@@ -1915,6 +1931,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (h->stopping) {
         /* The drain: a request that arrives on a kept-alive connection after the signal. */
         reply_error(h, req, BD_ESHUTDOWN, "the server is shutting down");
+        return 0;
+    }
+    if (!method_known(req)) {
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "the method '%.*s' is not implemented; this server takes GET, HEAD and POST",
+                 (int)(req->method.len > 32 ? 32 : req->method.len), req->method.base);
+        reply_error(h, req, BD_ENOTIMPL, msg);
         return 0;
     }
     h2o_iovec_t seg[8] = {{0}}; /* split_path fills n of them; GCC -O3 cannot see that */

@@ -200,6 +200,8 @@ int bd_infer_http_status(int code)
         return 413;
     case BD_ECODING:
         return 415;
+    case BD_ENOTIMPL:
+        return 501;
     case BD_EFULL:
     case BD_ETIMEOUT:
     case BD_ESHUTDOWN:

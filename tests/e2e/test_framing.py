@@ -353,6 +353,21 @@ def test_errors_h2o_answers_itself_are_json_too(start_server):
     client.assert_healthy()
 
 
+@pytest.mark.parametrize("method,path", [("BREW", "/v2/models/small/infer"), ("PROPFIND", "/v2"),
+                                         ("get", "/v2/health/live"), ("BREW", "/no/such/path")])
+def test_a_method_no_endpoint_implements_is_501(client, method, path):
+    """RFC 9110 §9.1: a method the server does not recognise is a 501 on any path (a known one
+    on the wrong endpoint stays a 405 with Allow); methods are case-sensitive, so "get" is one."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    out, closed = exchange(client.server.port, head)  # python-requests upper-cases methods
+    (status, headers, body), = responses(out)
+    assert status == 501
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": f"the method '{method}' is not implemented; this "
+                                         "server takes GET, HEAD and POST"}
+    client.assert_healthy()
+
+
 def test_body_over_the_limit_is_answered_413_while_the_client_still_sends_it(start_server):
     """A body whose Content-Length passes --max-body-bytes is answered 413 from its head and
     the rest of it is read and dropped, so that a client that reads only once it has sent

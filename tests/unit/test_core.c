@@ -139,6 +139,7 @@ static void test_strerror_names_every_code(void **state)
     assert_string_equal(bd_strerror(BD_EAUTH), "unauthorized");
     assert_string_equal(bd_strerror(BD_EFORBIDDEN), "forbidden");
     assert_string_equal(bd_strerror(BD_ERATE), "rate limited");
+    assert_string_equal(bd_strerror(BD_ENOTIMPL), "not implemented");
     assert_string_equal(bd_strerror(-99), "unknown error");
     assert_string_equal(bd_strerror(1), "unknown error");
 }
