@@ -635,6 +635,7 @@ static void on_decoded(bd_mail_t *mail)
         bd_metrics_request(mm, c->protocol, BD_OUTCOME_CANCELLED);
     } else if (c->zlen && (rc = budget_inflated(inf, c, &err)) != 0) {
         bd_metrics_request(mm, c->protocol, BD_OUTCOME_REJECTED);
+        bd_metrics_http_buffer_full_add(inf->opts.metrics);
     } else if ((rc = submit(inf, c, &err)) == 0) {
         return; /* queued: the scheduler's completion comes through the mailbox later */
     }

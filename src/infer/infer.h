@@ -59,6 +59,9 @@ typedef struct {
      * would take the bytes past budget->max is refused (BD_EFULL, 503) unless nothing else
      * is held. NULL: not counted. */
     bd_budget_t *budget;
+    /* Server-wide metrics, where such a refusal counts (batchd_http_buffer_full_total, as the
+     * front end's refusals from a head do). NULL: not counted. */
+    bd_metrics_t *metrics;
 } bd_infer_opts_t;
 
 /* Borrows repo and mailbox (the owner thread's), which must outlive it; starts the decode

@@ -77,7 +77,8 @@ void bd_metrics_websocket_connections_add(bd_metrics_t *m, int64_t delta);
 /* batchd_rate_limited_total{protocol} += 1: an infer request refused with 429 by --rate-limit
  * (counted here, not in requests_total: it never reached a model). */
 /* batchd_http_buffered_bytes = bytes (the server's bd_budget_t, which http and stream keep), and
- * batchd_http_buffer_full_total += 1 for a request refused by --max-buffered-bytes. */
+ * batchd_http_buffer_full_total += 1 for a request refused by --max-buffered-bytes (from its
+ * head by http, or once inflated by infer). */
 void bd_metrics_http_buffered_set(bd_metrics_t *m, int64_t bytes);
 int64_t bd_metrics_get_http_buffered(bd_metrics_t *m);
 void bd_metrics_http_buffer_full_add(bd_metrics_t *m);

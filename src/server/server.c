@@ -265,7 +265,8 @@ bd_server_t *bd_server_new(bd_repo_t *repo, bd_metrics_t *metrics, bd_mailbox_t 
                           .on_held = on_held,
                           .on_held_ctx = s,
                           .inline_max_ns = INLINE_MAX_NS,
-                          .budget = &s->budget};
+                          .budget = &s->budget,
+                          .metrics = metrics};
     h2o_timeout_init(s->loop, &s->flush_timeout, 0);
     s->flush_entry.cb = on_flush;
     s->infer = bd_infer_new(repo, mailbox, &io);

@@ -160,6 +160,7 @@ def test_compressed_bodies_count_what_they_hold_once_inflated(client):
                                       "Inference-Header-Content-Length": str(hl)},
                              timeout=60)
 
+    full0 = metrics(client)[("batchd_http_buffer_full_total", frozenset())]
     results = []
     threads = [threading.Thread(target=lambda i=i: results.append(post(i))) for i in range(6)]
     for t in threads:
@@ -178,6 +179,8 @@ def test_compressed_bodies_count_what_they_hold_once_inflated(client):
         assert re.match(r"^the server holds \d+ bytes of requests and this compressed one holds "
                         r"\d+ once inflated and decoded, past --max-buffered-bytes \(3145728\); "
                         r"retry shortly$", r.json()["error"]), r.text
+    # Each refusal counts, as a refusal from a head does.
+    assert metrics(client)[("batchd_http_buffer_full_total", frozenset())] == full0 + len(full)
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
              5, "the room given back")
     assert post(0).status_code == 200
