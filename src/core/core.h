@@ -53,6 +53,9 @@ enum {
 typedef struct {
     int code;
     char msg[BD_ERR_MSG_MAX];
+    /* > 0: the condition lasts about this many more seconds (the circuit breaker's cool-down),
+     * for an HTTP 503's Retry-After. bd_err_set clears it. */
+    unsigned retry_after_s;
 } bd_err_t;
 
 /* Fill `err` (may be NULL) with `code` and a printf-style sentence. Returns `code`, so

@@ -403,15 +403,33 @@ static void reply_json(bd_http_t *h, h2o_req_t *req, int status)
     reply(h, req, status, "application/json", h->out.data, h->out.len);
 }
 
+static void retry_after(h2o_req_t *req, unsigned long long secs)
+{
+    char num[24];
+    int len = snprintf(num, sizeof num, "%llu", secs);
+    h2o_iovec_t v = h2o_strdup(&req->pool, num, (size_t)len);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v.base, v.len);
+}
+
 static void reply_error(bd_http_t *h, h2o_req_t *req, int code, const char *msg)
 {
     if (code == BD_EFULL) {
         /* A full queue, or --max-decode-bytes in use: gone in a moment (RFC 9110 §10.2.3). */
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        retry_after(req, 1);
     }
     bd_buf_reset(&h->out);
     bd_buf_json_error(&h->out, msg);
     reply_json(h, req, bd_infer_http_status(code));
+}
+
+/* An error from the infer layer, with Retry-After where it says when the condition ends (a
+ * circuit breaker's cool-down). */
+static void reply_failure(bd_http_t *h, h2o_req_t *req, const bd_err_t *err)
+{
+    if (err->retry_after_s > 0 && err->code != BD_EFULL) {
+        retry_after(req, err->retry_after_s);
+    }
+    reply_error(h, req, err->code, err->msg);
 }
 
 static bool body_coding(bd_http_t *h, h2o_req_t *req, bd_zip_coding_t *coding)
@@ -1008,10 +1026,7 @@ static bool rate_ok(bd_http_t *h, h2o_req_t *req)
         return true;
     }
     bd_metrics_rate_limited_add(h->metrics, BD_PROTO_HTTP);
-    char num[24];
-    int len = snprintf(num, sizeof num, "%llu", (unsigned long long)retry);
-    h2o_iovec_t v = h2o_strdup(&req->pool, num, (size_t)len);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v.base, v.len);
+    retry_after(req, retry);
     reply_error(h, req, err.code, err.msg);
     return false;
 }
@@ -1148,7 +1163,7 @@ static void send_result(bd_http_t *h, job_t *j)
     size_t plain_len = h->out.len; /* the reply's length before any compression */
     bd_zip_coding_t coded = rc == 0 ? bd_call_reply_coding(j->call, &plain_len) : BD_ZIP_IDENTITY;
     if (rc != 0) {
-        reply_error(h, req, rc, err.msg);
+        reply_failure(h, req, &err);
     } else if (header_len == 0) {
         reply_buf(h, req, "application/json", &h->out, coded);
     } else {
@@ -1295,7 +1310,7 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
         rc = bd_infer_start(h->infer, &a, on_call_done, &call, &err);
     }
     if (rc != 0) {
-        reply_error(h, req, rc, err.msg);
+        reply_failure(h, req, &err);
         return;
     }
     job_t *j = bd_call_user(call);

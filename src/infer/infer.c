@@ -993,7 +993,11 @@ int bd_call_encode(bd_call_t *call, bd_buf_t *out, size_t *header_len, bd_err_t 
 {
     bd_req_t *r = call->req;
     if (r->status != 0) {
-        return bd_err_set(err, r->status, "%s", r->err.msg);
+        bd_err_set(err, r->status, "%s", r->err.msg);
+        if (err) {
+            err->retry_after_s = r->err.retry_after_s;
+        }
+        return r->status;
     }
     if (!call->encoded) {
         return encode_reply(call, out, header_len, err);

@@ -66,6 +66,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -720,18 +721,23 @@ static void cb_refresh(bd_sched_t *s, uint64_t now)
     }
 }
 
-/* The sentence submits fail with while the breaker is open. */
-static void cb_reason(const bd_sched_t *s, uint64_t now, char *buf, size_t cap)
+/* What submits fail with while the breaker is open: BD_EUNAVAIL, a sentence with the time
+ * left and the last error, and that time in whole seconds (rounded up) to retry after. */
+static void cb_refusal(const bd_sched_t *s, uint64_t now, bd_err_t *err)
 {
     uint64_t left = s->cb_open_until > now ? s->cb_open_until - now : 0;
     uint64_t tenths = (left + 99999u) / 100000u; /* round up: never "0.0 s" while closed */
-    int n = snprintf(buf, cap,
+    int n = snprintf(err->msg, sizeof err->msg,
                      "model '%s' version %" PRId64 " is unavailable for another %" PRIu64
                      ".%" PRIu64 " s after %d failed batches in a row; last error: ",
                      s->model_name, s->cfg->version, tenths / 10u, tenths % 10u, s->cb_fails);
-    if (n >= 0 && (size_t)n < cap) {
-        snprintf(buf + n, cap - (size_t)n, "%s", s->cb_last_err); /* cut at the end of buf */
+    if (n >= 0 && (size_t)n < sizeof err->msg) {
+        /* cut at the end of msg */
+        snprintf(err->msg + n, sizeof err->msg - (size_t)n, "%s", s->cb_last_err);
     }
+    uint64_t secs = (left + 999999u) / 1000000u;
+    err->code = BD_EUNAVAIL;
+    err->retry_after_s = secs == 0 ? 1 : secs > UINT_MAX ? UINT_MAX : (unsigned)secs;
 }
 
 /* Move every queued request onto `out` (an initialised list head). */
@@ -748,10 +754,10 @@ static void take_all_queued(bd_sched_t *s, bd_list_t *out)
 }
 
 /* A batch finished on `in` (ok or not). When it opens the breaker, the queued requests move
- * onto `refused` with the sentence new submits get in `reason`: they are answered at once
+ * onto `refused` with the error new submits get in `refusal`: they are answered at once
  * rather than run one failing batch after another (the caller completes them unlocked). */
 static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, uint64_t now,
-                      bd_list_t *refused, char *reason, size_t reason_cap)
+                      bd_list_t *refused, bd_err_t *refusal)
 {
     bool probe = in->probe;
     in->probe = false;
@@ -787,21 +793,21 @@ static void cb_record(bd_sched_t *s, inst_t *in, bool ok, const bd_err_t *err, u
                 "circuit open model=%s version=%" PRId64 " failed_batches=%d cooldown_us=%" PRIu64
                 " probe=%d error=\"%s\"",
                 s->model_name, s->cfg->version, s->cb_fails, cool, probe, err->msg);
-        cb_reason(s, now, reason, reason_cap);
+        cb_refusal(s, now, refusal);
         take_all_queued(s, refused);
         pthread_cond_broadcast(&s->cv); /* waiting workers recompute: the queue is empty */
     }
 }
 
 /* Complete a list cb_record refused (no lock held; the list is the caller's). */
-static void complete_refused(bd_sched_t *s, bd_list_t *list, const char *reason)
+static void complete_refused(bd_sched_t *s, bd_list_t *list, const bd_err_t *refusal)
 {
     bd_list_t *node;
     while ((node = bd_list_first(list))) {
         bd_req_t *r = BD_CONTAINER_OF(node, bd_req_t, link);
         bd_list_unlink(node); /* before done: the callee may free r */
-        r->status = BD_EUNAVAIL;
-        bd_err_set(&r->err, BD_EUNAVAIL, "%s", reason);
+        r->status = refusal->code;
+        r->err = *refusal;
         bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_REJECTED);
         complete(s, r);
     }
@@ -1497,8 +1503,8 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     s->batch_measured = true;
     bd_list_t refused;
     bd_list_init(&refused);
-    char reason[BD_ERR_MSG_MAX];
-    cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, reason, sizeof reason);
+    bd_err_t refusal = {0};
+    cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, &refusal);
     if (rc == 0 && s->policy.delay_auto) {
         bd_sched_auto_batch(&s->autod, rows, (t2 - t1) / 1000u);
     }
@@ -1545,7 +1551,7 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         in->batch[k] = NULL;
         complete(s, r);
     }
-    complete_refused(s, &refused, reason);
+    complete_refused(s, &refused, &refusal);
 }
 
 /* ---- warmup ---------------------------------------------------------------------------- */
@@ -1819,11 +1825,14 @@ static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
     if (cb_enabled(s)) {
         cb_refresh(s, now);
         if (s->cb_state == CB_OPEN) {
-            char reason[BD_ERR_MSG_MAX];
-            cb_reason(s, now, reason, sizeof reason);
+            bd_err_t refusal;
+            cb_refusal(s, now, &refusal);
             pthread_mutex_unlock(&s->mu);
             bd_metrics_request(s->metrics, req->protocol, BD_OUTCOME_REJECTED);
-            return bd_err_set(err, BD_EUNAVAIL, "%s", reason);
+            if (err) {
+                *err = refusal;
+            }
+            return refusal.code;
         }
     }
     if (l->depth >= l->cap) {
@@ -1997,7 +2006,9 @@ bool bd_sched_available(bd_sched_t *s, char *reason, size_t cap)
     cb_refresh(s, now);
     bool open = s->cb_state == CB_OPEN;
     if (open && reason && cap > 0) {
-        cb_reason(s, now, reason, cap);
+        bd_err_t refusal;
+        cb_refusal(s, now, &refusal);
+        snprintf(reason, cap, "%s", refusal.msg);
     }
     pthread_mutex_unlock(&s->mu);
     return !open;

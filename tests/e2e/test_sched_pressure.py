@@ -160,6 +160,8 @@ def test_fail_rate_trips_the_breaker_then_a_probe(start_server_fn):
     r = post(client, "broken", body([1.0, 2.0]), session=s)
     msg = error_message(r, 503)
     assert time.monotonic() - t0 < 0.2, "the open breaker must answer at once"
+    # Under 0.5 s of cool-down left, in whole seconds rounded up (RFC 9110 §10.2.3).
+    assert r.headers["Retry-After"] == "1"
     assert msg.startswith("model 'broken' version 1 is unavailable for another 0."), msg
     assert msg.endswith(" s after 3 failed batches in a row; last error: sim model: injected "
                         "failure (sim.fail_rate 1)"), msg
@@ -194,7 +196,8 @@ def test_breaker_answers_what_is_queued_when_it_opens(start_server_fn):
 
         def one(i):
             r = post(client, "failing", body([1.0, float(i)]))
-            out[i] = (r.status_code, time.monotonic() - t0, r.json()["error"])
+            out[i] = (r.status_code, time.monotonic() - t0, r.json()["error"],
+                      r.headers.get("Retry-After"))
 
         threads = []
         for i in range(n):
@@ -206,17 +209,19 @@ def test_breaker_answers_what_is_queued_when_it_opens(start_server_fn):
         return sorted(out, key=lambda x: x[0])  # the 500s first, then the 503s
 
     got = burst(10)
-    assert [code for code, _, _ in got] == [500, 500] + [503] * 8, got
+    assert [code for code, *_ in got] == [500, 500] + [503] * 8, got
     # The 8 are answered when the second batch fails (~0.6 s), not one by one up to 3 s.
-    second_failure = max(t for code, t, _ in got if code == 500)
-    assert max(t for _, t, _ in got) < second_failure + 0.5, got
-    assert all("after 2 failed batches in a row" in e for _, _, e in got[2:]), got
+    second_failure = max(t for code, t, *_ in got if code == 500)
+    assert max(t for _, t, *_ in got) < second_failure + 0.5, got
+    assert all("after 2 failed batches in a row" in e for _, _, e, _ in got[2:]), got
+    # The 1.5 s cool-down, in whole seconds rounded up; the backend's 500s carry none.
+    assert [retry for *_, retry in got] == [None, None] + ["2"] * 8, got
     assert requests_total(client, "failing", "error") == 2
     assert requests_total(client, "failing", "rejected") == 8
     time.sleep(1.6)
     got = burst(4)
-    assert [code for code, _, _ in got] == [500, 503, 503, 503], got
-    assert all("after 3 failed batches in a row" in e for _, _, e in got[1:]), got
+    assert [code for code, *_ in got] == [500, 503, 503, 503], got
+    assert all("after 3 failed batches in a row" in e for _, _, e, _ in got[1:]), got
     assert requests_total(client, "failing", "error") == 3
     assert requests_total(client, "failing", "rejected") == 11
 

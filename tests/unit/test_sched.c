@@ -1793,11 +1793,13 @@ static void test_pressure_circuit_breaker(void **state)
     assert_string_equal(err.msg, "model 'm' version 1 is unavailable for another 0.8 s after 3 "
                                  "failed batches in a row; last error: fake backend: injected "
                                  "failure");
+    assert_int_equal(err.retry_after_s, 1); /* 0.8 s, in whole seconds rounded up */
     /* The request queued when the breaker opened was answered at once with the same
      * sentence: it does not run. */
     assert_int_equal(g_log.n, 4);
     assert_int_equal(g_log.reqs[3]->status, BD_EUNAVAIL);
     assert_string_equal(g_log.reqs[3]->err.msg, want);
+    assert_int_equal(g_log.reqs[3]->err.retry_after_s, 1);
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
     fake_now += 800000;
     submit_ok(&fx, r);
@@ -1827,6 +1829,7 @@ static void test_pressure_circuit_breaker(void **state)
     assert_int_equal(g_log.n, before + 2);
     assert_int_equal(behind->status, BD_EUNAVAIL);
     assert_string_equal(behind->err.msg, again);
+    assert_int_equal(behind->err.retry_after_s, 1);
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
     fake_now += 1000000;
     submit_ok(&fx, mk_prio(0, 0, 21));

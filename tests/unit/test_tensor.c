@@ -67,7 +67,7 @@ static int decode_bin(const char *json, const void *bin, size_t bin_len, bd_infe
 static void expect_error(const char *json, int code, const char *msg)
 {
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     int rc = decode(json, &req, &err);
     if (rc != code || strcmp(err.msg, msg) != 0) {
         print_error("body: %s\n  got %d '%s'\n  want %d '%s'\n", json, rc, err.msg, code, msg);
@@ -129,7 +129,7 @@ static void test_dtype_names(void **state)
 static void test_shape_count(void **state)
 {
     (void)state;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     size_t n = 99;
     bd_shape_t s = {2, {1, 16}};
     assert_int_equal(bd_shape_count(&s, 0, &n, &err), 0);
@@ -237,7 +237,7 @@ static void test_roundtrip_every_dtype(void **state)
                  "{\"inputs\":[{\"name\":\"X\",\"datatype\":\"%s\",\"shape\":[%zu],\"data\":%s}]}",
                  c->dtype, c->count, c->data);
         bd_infer_req_t req;
-        bd_err_t err = {0, ""};
+        bd_err_t err = {0};
         int rc = decode(json, &req, &err);
         if (rc != 0) {
             print_error("%s: %s\n", c->dtype, err.msg);
@@ -267,7 +267,7 @@ static void test_decode_sim_fail(void **state)
                      "\"data\":[1]}]}";
     char body[256];
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     const bd_param_t *p;
     snprintf(body, sizeof body, "{\"parameters\":{\"sim_fail\":true},%s", in);
     assert_int_equal(decode(body, &req, &err), 0);
@@ -307,7 +307,7 @@ static void test_decode_params_kept_generically(void **state)
 {
     (void)state;
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     const char *json = "{\"parameters\":{\"priority\":1,\"flag\":true,\"n\":-7,\"x\":0.5,"
                        "\"big\":99999999999999999999,\"s\":\"abc\",\"timeout\":5,\"nul\":null,"
                        "\"arr\":[1],\"obj\":{},\"binary_data_output\":false,\"e\":\"\"}," IN_A "}";
@@ -363,7 +363,7 @@ static void test_decode_full_request(void **state)
         "\"outputs\":[{\"name\":\"OUT0\"},{\"name\":\"OUT1\",\"parameters\":{\"binary_data\":"
         "false}}]}";
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode(json, &req, &err), 0);
     assert_string_equal(req.id, "req-7");
     assert_true(req.binary_default);
@@ -410,7 +410,7 @@ static void test_decode_nested(void **state)
 {
     (void)state;
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     const float want[6] = {1, 2, 3, 4, 5, 6};
     assert_int_equal(decode("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"FP32\",\"shape\":[2,3],"
                             "\"data\":[[1,2,3],[4,5,6]]},"
@@ -454,7 +454,7 @@ static unsigned char *put_elem(unsigned char *w, const char *s, size_t n)
 static void expect_error_prefix(const char *json, int code, const char *prefix)
 {
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     int rc = decode(json, &req, &err);
     if (rc != code || strncmp(err.msg, prefix, strlen(prefix)) != 0) {
         print_error("body: %s\n  got %d '%s'\n  want %d '%s...'\n", json, rc, err.msg, code,
@@ -472,7 +472,7 @@ static void test_bytes_json_decode(void **state)
     const char *json = BYTES1("[1,5]", "[[\"ab\",\"\",\"\\u00e9\xc3\xa9\\n\\\"\\\\\\/\","
                                        "\"\\ud83d\\ude00\",\"a\\u0000b\\t\"]]");
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode(json, &req, &err), 0);
     unsigned char want[64], *w = want;
     w = put_elem(w, "ab", 2);
@@ -564,7 +564,7 @@ static void test_bytes_binary_decode(void **state)
              "\"parameters\":{\"binary_data_size\":%zu}}]}",
              n);
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode_bin(json, bin, n, &req, &err), 0);
     assert_int_equal(req.inputs[0].byte_size, n);
     assert_ptr_equal(req.inputs[0].data, body_copy + strlen(json));
@@ -663,7 +663,7 @@ static void test_bytes_encode(void **state)
     snprintf(json, sizeof json, BYTES1("[2]", "[%s]"), got);
     free(got);
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode(json, &req, &err), 0);
     assert_int_equal(req.inputs[0].byte_size, t.byte_size);
     assert_memory_equal(req.inputs[0].data, data, t.byte_size);
@@ -695,7 +695,7 @@ static void test_classify(void **state)
     bd_tensor_t t = {"prob", BD_DT_FP32, {2, {2, 4}}, f, sizeof f};
     const char *labels[] = {"cat", "dog", ""};
     bd_tensor_t out;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(bd_classify(&t, 3, true, labels, 3, &arena, &out, &err), 0);
     assert_int_equal(out.dtype, BD_DT_BYTES);
     assert_int_equal(out.shape.ndim, 2);
@@ -760,7 +760,7 @@ static void test_decode_binary(void **state)
     memcpy(bin, a, 16);
     memcpy(bin + 16, b, 24);
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode_bin(json, bin, 40, &req, &err), 0);
     assert_int_equal(req.n_inputs, 4);
     size_t hlen = strlen(json);
@@ -774,7 +774,7 @@ static void test_decode_binary(void **state)
     assert_memory_equal(req.inputs[1].data, j, 2);
 
     /* Tail too short / too long / present without binary inputs. */
-    bd_err_t e2 = {0, ""};
+    bd_err_t e2 = {0};
     assert_int_equal(decode_bin(json, bin, 36, &req, &e2), BD_EINVAL);
     char want[160];
     snprintf(want, sizeof want,
@@ -1013,7 +1013,7 @@ static void test_decode_data_text(void **state)
 {
     (void)state;
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     /* "data" before "datatype" and "shape", white space everywhere, an escaped key. */
     assert_int_equal(
         decode("{ \"inputs\" : [ { \"d\\u0061ta\" : [ [ 1 , -2.5e0 ] ,\n\t[ 3E1 , 0 ] ] ,"
@@ -1117,7 +1117,7 @@ static void test_decode_depth(void **state)
     snprintf(deep, n, "{\"id\":\"[[[[[[\\\"[[[[\",\"inputs\":[]}");
     bd_decode_limits_t lim = {0, 0, 3};
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode_lim(deep, &lim, &req, &err), BD_EINVAL);
     assert_string_equal(err.msg, "\"inputs\" must not be empty");
     lim.max_depth = 2;
@@ -1157,7 +1157,7 @@ static void test_decode_big_integers(void **state)
 {
     (void)state;
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     assert_int_equal(decode("{\"id\":\"x\",\"inputs\":["
                             "{\"name\":\"U\",\"datatype\":\"UINT64\",\"shape\":[2],"
                             "\"data\":[18446744073709551615,9223372036854775808]},"
@@ -1295,7 +1295,7 @@ static void test_decode_limits(void **state)
 {
     (void)state;
     bd_infer_req_t req;
-    bd_err_t err = {0, ""};
+    bd_err_t err = {0};
     bd_decode_limits_t lim = {15, 2, 0};
     const char *j16 = IN1(FP32_16 "\"data\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]");
     assert_int_equal(decode_lim(j16, &lim, &req, &err), BD_ETOOBIG);
@@ -1535,7 +1535,7 @@ static void expect_same_decode(const char *json, size_t tail)
     bd_arena_init(&a1, 0);
     bd_arena_init(&a2, 0);
     bd_infer_req_t r1, r2;
-    bd_err_t e1 = {0, ""}, e2 = {0, ""};
+    bd_err_t e1 = {0}, e2 = {0};
     int rc1 = bd_infer_decode(body, hlen + tail, hlen, &a1, NULL, &r1, &e1);
     int rc2 = bd_infer_decode_json(body, hlen + tail, hlen, &a2, NULL, &r2, &e2);
     if (rc1 != rc2 || strcmp(e1.msg, e2.msg) != 0) {
