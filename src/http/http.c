@@ -489,6 +489,9 @@ static void on_busy_disposed(void *p)
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
+        /* A request was served: on_head_tick starts the idle time afresh at its next look, even
+         * when the request came and went between two looks and it never saw it busy. */
+        c->phase = PHASE_BUSY;
         /* h2o starts reading the next request right after this, with its own callback. */
         if (!h2o_timeout_is_linked(&c->rewatch_entry)) {
             h2o_timeout_link(c->h->loop, &c->h->rewatch_timeout, &c->rewatch_entry);

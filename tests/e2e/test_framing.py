@@ -586,6 +586,29 @@ def test_a_head_that_stops_arriving_gets_408_as_json(start_server):
         assert 0.9 < time.monotonic() - t0 < 5
 
 
+def test_a_connection_in_use_is_not_closed_as_idle(start_server):
+    """--http-timeout-secs closes a connection with no new request for that long; one that
+    gets a request every 150 ms stays open however long it lives. Before, the check that runs
+    every 100 ms rarely saw such a connection busy and closed it every timeout as if idle
+    (3 resets in 8 s at a 2 s timeout)."""
+    repo = start_server.repo()
+    server = start_server(repo, args=["--http-timeout-secs", "1"]).server
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 3.5:
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 200 "), (n, time.monotonic() - t0, reply)
+            last = time.monotonic()
+            n += 1
+            time.sleep(0.15)
+        assert n >= 15
+        # Then idle: closed about a second after the last reply.
+        assert s.recv(4096) == b""
+        assert 0.9 < time.monotonic() - last < 5
+
+
 def read_to_close(s):
     out = b""
     while True:
