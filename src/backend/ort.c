@@ -42,6 +42,7 @@
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1057,6 +1058,13 @@ static int ort_load(bd_model_config_t *cfg, bd_backend_model_t **out, bd_err_t *
         return bd_err_set(err, BD_EIO, "cannot read model file '%s': not a regular file",
                           cfg->model_path);
     }
+    /* ONNX Runtime would say only "system error number 13" for a file it may not read. */
+    int fd = open(cfg->model_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return bd_err_set(err, BD_EIO, "cannot read model file '%s': %s", cfg->model_path,
+                          strerror(errno));
+    }
+    close(fd);
 
     bd_backend_model_t *m = calloc(1, sizeof *m);
     if (!m) {

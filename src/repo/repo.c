@@ -182,14 +182,16 @@ static int cmp_i64(const void *a, const void *b)
 
 /* The version folders of `model_dir`, ascending: names of 1..18 digits without a leading
  * zero (Triton ignores "01" too; its files would be looked for under "1"). 0 when there are
- * none, or when the folder cannot be read (*read_errno says why; may be NULL). */
+ * none, or when the folder cannot be read or a version folder in it not looked at
+ * (*read_errno says why; may be NULL). */
 static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int *read_errno)
 {
     DIR *d = opendir(model_dir);
-    if (read_errno) {
-        *read_errno = d ? 0 : errno;
-    }
+    int failed = d ? 0 : errno; /* or why a version folder could not be looked at */
     if (!d) {
+        if (read_errno) {
+            *read_errno = failed;
+        }
         return 0;
     }
     size_t n = 0;
@@ -200,12 +202,20 @@ static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int
             continue;
         }
         char *sub = path_join(model_dir, e->d_name);
-        if (sub && is_dir(sub)) {
-            out[n++] = v;
+        struct stat st;
+        if (sub && stat(sub, &st) == 0) {
+            if (S_ISDIR(st.st_mode)) {
+                out[n++] = v;
+            }
+        } else if (sub && errno != ENOENT) {
+            failed = errno; /* a folder without search permission lists but cannot be entered */
         }
         free(sub);
     }
     closedir(d);
+    if (read_errno) {
+        *read_errno = n == 0 ? failed : 0;
+    }
     qsort(out, n, sizeof *out, cmp_i64);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {

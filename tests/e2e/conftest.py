@@ -213,12 +213,13 @@ class Server:
         self._reader = None
         self.returncode = None
         self.stopped = False
+        self.prefix = []  # a command to run batchd under (e.g. setpriv to drop root)
 
     def start(self):
         if not os.path.isfile(BATCHD_BIN):
             pytest.skip("batchd binary not found at %s (build it: cmake --build build -j2)"
                         % BATCHD_BIN)
-        cmd = [BATCHD_BIN, "serve", "--model-repository", self.repo_path,
+        cmd = self.prefix + [BATCHD_BIN, "serve", "--model-repository", self.repo_path,
                "--http-port", "0", "--host", "127.0.0.1"] + self.args
         env = sanitizer_env()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

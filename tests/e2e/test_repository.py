@@ -493,3 +493,53 @@ def test_poll_mode_picks_up_added_changed_and_removed_models(start_server_fn, tm
     wait_for(lambda: client.get("/v2/models/p1/ready").status_code == 400
              and not rows_of(index(client), "p1"), 6, "p1 to be removed")
     assert "unknown model" in error_message(client.infer("p1", body([1.0, 2.0])), 400)
+
+
+def test_unreadable_model_folders_and_files_say_permission_denied():
+    """Run as a user who may not read them (root reads everything, so root drops to nobody): a
+    model folder that lists but cannot be entered (mode 644) and a model.onnx of mode 000 are
+    unavailable with the errno's words, not "no numeric version folder" or ONNX Runtime's
+    "system error number 13"."""
+    import tempfile
+    from conftest import Client, Server
+    cmd = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv to drop to another user")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    base = tempfile.mkdtemp(prefix="batchd-perm-")
+    os.chmod(base, 0o755)
+    repo = os.path.join(base, "repo")
+    models = {"noexec": "sim", "onnx000": "onnxruntime"}
+    for name, backend in models.items():
+        os.makedirs(os.path.join(repo, name, "1"))
+        cfg = sim_config() if backend == "sim" else {"backend": "onnxruntime"}
+        with open(os.path.join(repo, name, "config.json"), "w") as f:
+            json.dump(cfg, f)
+    src = find_onnx_model("identity")
+    if src:
+        shutil.copy(src, os.path.join(repo, "onnx000", "1", "model.onnx"))
+    for root, dirs, files in os.walk(base):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)
+    os.chmod(os.path.join(repo, "noexec"), 0o644)
+    if src:
+        os.chmod(os.path.join(repo, "onnx000", "1", "model.onnx"), 0o000)
+    server = Server(repo, args=["--strict-readiness", "false"])
+    server.prefix = cmd
+    try:
+        client = Client(server.start())
+        r = client.post("/v2/repository/index", json={})
+        assert r.status_code == 200
+        reasons = {m["name"]: m.get("reason") for m in r.json()}
+        assert reasons["noexec"] == ("cannot read the model folder %s/noexec: Permission denied"
+                                     % repo), reasons
+        if src and ort_available():
+            assert reasons["onnx000"] == ("cannot read model file '%s/onnx000/1/model.onnx': "
+                                          "Permission denied" % repo), reasons
+    finally:
+        server.stop()
+        os.chmod(os.path.join(repo, "noexec"), 0o755)
+        shutil.rmtree(base, ignore_errors=True)
