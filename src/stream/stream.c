@@ -123,6 +123,7 @@ struct conn {
     bd_buf_t pending;          /* bytes wslay produced, not yet handed to h2o */
     bd_buf_t writing;          /* bytes of the h2o write in flight */
     bool write_busy;
+    bool worked; /* working() when process last looked: the idle timer restarts after */
     bool reading;
     /* our close went out: waiting for the client's (the socket shut for writing unless TLS) */
     bool shut_wr;
@@ -144,6 +145,13 @@ static size_t busy(conn_t *c)
 static size_t load(conn_t *c)
 {
     return busy(c) + c->n_parked;
+}
+
+/* Requests in flight as the docs count them (read, and their reply not yet written), or
+ * messages held back: the idle timeout does not run meanwhile. */
+static bool working(conn_t *c)
+{
+    return load(c) > 0 || c->pending.len > 0 || c->write_busy;
 }
 
 /* Whether wslay may take more bytes from the socket: under the in-flight cap, and, while the
@@ -651,9 +659,12 @@ static void process(conn_t *c)
             h2o_timeout_unlink(&c->watch);
         }
     }
-    if (!c->closing && c->inflight == 0 && !h2o_timeout_is_linked(&c->timer)) {
+    /* The idle time starts afresh once the last reply went out, not from the last frame. */
+    bool work = working(c);
+    if (!c->closing && !work && (c->worked || !h2o_timeout_is_linked(&c->timer))) {
         arm_timer(c, &c->st->idle_timeout, on_idle);
     }
+    c->worked = work;
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)
@@ -687,7 +698,7 @@ static void on_watch(h2o_timeout_entry_t *entry)
 static void on_idle(h2o_timeout_entry_t *entry)
 {
     conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, timer, entry);
-    if (c->inflight > 0) {
+    if (working(c)) {
         return; /* process re-arms it when the last reply went out */
     }
     queue_close(c, WSLAY_CODE_NORMAL_CLOSURE, "idle timeout");
