@@ -1959,6 +1959,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(h, req, BD_ENOTIMPL, msg);
         return 0;
     }
+    if (iov_eq(req->path, "*")) {
+        /* The asterisk form asks about the server as a whole, and only OPTIONS may use it
+         * (RFC 9110 §9.3.7, RFC 9112 §3.2.4). */
+        if (method_is(req, "OPTIONS")) {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
+                           H2O_STRLIT("GET, HEAD, POST"));
+            reply(h, req, 200, "application/json", "", 0);
+        } else {
+            reply_error(h, req, BD_EINVAL, "the target '*' is for OPTIONS only (RFC 9112 3.2.4)");
+        }
+        return 0;
+    }
     h2o_iovec_t seg[8] = {{0}}; /* split_path fills n of them; GCC -O3 cannot see that */
     h2o_iovec_t path = route_path(req);
     int n = split_path(path, seg, 8);

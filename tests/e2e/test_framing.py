@@ -368,6 +368,22 @@ def test_a_method_no_endpoint_implements_is_501(client, method, path):
     client.assert_healthy()
 
 
+def test_options_asterisk_says_what_the_server_takes(client):
+    """RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole: 200 with Allow. The
+    asterisk form is for OPTIONS only (RFC 9112 §3.2.4): another method with it is a 400."""
+    out, _ = exchange(client.server.port,
+                      b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 200 and body == b""
+    assert headers["allow"] == "GET, HEAD, POST"
+    out, _ = exchange(client.server.port,
+                      b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 400
+    assert json.loads(body) == {"error": "the target '*' is for OPTIONS only (RFC 9112 3.2.4)"}
+    client.assert_healthy()
+
+
 def test_body_over_the_limit_is_answered_413_while_the_client_still_sends_it(start_server):
     """A body whose Content-Length passes --max-body-bytes is answered 413 from its head and
     the rest of it is read and dropped, so that a client that reads only once it has sent
