@@ -994,6 +994,23 @@ static bool folder_name_ok(const char *s, size_t len)
            !memchr(s, '\0', len);
 }
 
+/* Whether dir/name is a folder (or a link to one). `warn`: log a symbolic link that leads to
+ * no folder (dangling, looping, or to a file), which would otherwise be skipped unseen. */
+static bool model_folder(const char *dir, const char *name, bool warn)
+{
+    char *p = path_join(dir, name);
+    struct stat st;
+    int rc = p ? stat(p, &st) : -1;
+    int why = errno;
+    bool ok = rc == 0 && S_ISDIR(st.st_mode);
+    if (!ok && warn && p && lstat(p, &st) == 0 && S_ISLNK(st.st_mode)) {
+        BD_WARN("repo", "model=%s skipped: a symbolic link to no folder (%s)", name,
+                rc == 0 ? "not a folder" : strerror(why));
+    }
+    free(p);
+    return ok;
+}
+
 /* Poll mode: load what is new or changed, report what is gone. Loader thread. */
 static void scan(bd_repo_t *r)
 {
@@ -1006,19 +1023,14 @@ static void scan(bd_repo_t *r)
     size_t n_seen = 0, cap_seen = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (!folder_name_ok(de->d_name, strlen(de->d_name))) {
-            continue;
-        }
-        char *mdir = path_join(r->dir, de->d_name);
-        if (!mdir || !is_dir(mdir)) {
-            free(mdir);
+        if (!folder_name_ok(de->d_name, strlen(de->d_name)) ||
+            !model_folder(r->dir, de->d_name, false)) {
             continue;
         }
         if (n_seen == cap_seen) {
             cap_seen = cap_seen ? cap_seen * 2 : 16;
             char **grown = realloc(seen, cap_seen * sizeof *grown);
             if (!grown) {
-                free(mdir);
                 break;
             }
             seen = grown;
@@ -1027,7 +1039,6 @@ static void scan(bd_repo_t *r)
         if (seen[n_seen]) {
             n_seen++;
         }
-        free(mdir);
     }
     closedir(d);
     for (size_t i = 0; i < n_seen; i++) {
@@ -1165,13 +1176,7 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
     bool oom = !r || !(r->dir = strdup(dir));
     struct dirent *e;
     while (!oom && (e = readdir(d))) {
-        if (!folder_name_ok(e->d_name, strlen(e->d_name))) {
-            continue;
-        }
-        char *model_dir = path_join(dir, e->d_name);
-        bool ok = model_dir && is_dir(model_dir);
-        free(model_dir);
-        if (!ok) {
+        if (!folder_name_ok(e->d_name, strlen(e->d_name)) || !model_folder(dir, e->d_name, true)) {
             continue;
         }
         if (n == cap) {

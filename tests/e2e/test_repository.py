@@ -543,3 +543,19 @@ def test_unreadable_model_folders_and_files_say_permission_denied():
         server.stop()
         os.chmod(os.path.join(repo, "noexec"), 0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_symbolic_link_to_no_folder_is_skipped_with_a_warning(start_server_fn):
+    """A repository entry that is a dangling or looping symbolic link, or one to a file, is no
+    model, as a plain file is not; the log says so at start rather than leaving it unseen."""
+    repo = start_server_fn.repo()
+    repo.add_sim("real", [("INPUT0", "FP32", [2])])
+    os.symlink(os.path.join(repo.path, "nowhere"), os.path.join(repo.path, "dangling"))
+    os.symlink(os.path.join(repo.path, "loop"), os.path.join(repo.path, "loop"))
+    os.symlink(os.path.join(repo.path, "real", "config.json"), os.path.join(repo.path, "afile"))
+    client = start_server_fn(repo)
+    assert [m["name"] for m in index(client)] == ["real"]
+    log = client.server.log()
+    for name, why in (("dangling", "No such file or directory"),
+                      ("loop", "Too many levels of symbolic links"), ("afile", "not a folder")):
+        assert "model=%s skipped: a symbolic link to no folder (%s)" % (name, why) in log, log
