@@ -147,11 +147,12 @@ static size_t load(conn_t *c)
     return busy(c) + c->n_parked;
 }
 
-/* Requests in flight as the docs count them (read, and their reply not yet written), or
- * messages held back: the idle timeout does not run meanwhile. */
+/* Requests in flight as the docs count them (read, and their reply not yet written, which
+ * count_replying keeps in `replying`), or messages held back: the idle timeout does not run
+ * meanwhile. */
 static bool working(conn_t *c)
 {
-    return load(c) > 0 || c->pending.len > 0 || c->write_busy;
+    return load(c) > 0 || c->replying > 0;
 }
 
 /* Whether wslay may take more bytes from the socket: under the in-flight cap, and, while the
