@@ -102,6 +102,7 @@ struct bd_http {
     h2o_timeout_entry_t accept_entry;
     /* open connections, for the unfinished-head check; loop thread only */
     bd_list_t conn_list; /* conn_t.link */
+    bd_list_t lingering; /* linger_t.link: closed after h2o's own error, body still coming */
     h2o_timeout_t head_timeout;
     h2o_timeout_entry_t head_entry;
     bool stopping;
@@ -148,6 +149,7 @@ typedef struct {
     h2o_socket_t *sock;
     bool upgraded;   /* its request asked for a WebSocket: the buffer holds frames, not a head */
     bool refused;    /* answered 431, 408 or early (early_refusal), or idle too long: closing */
+    int linger_fd;   /* h2o answers with its own error and closes: its body is drained (linger) */
     bool discarding; /* after an early refusal: its body is read and dropped (on_read_discard) */
     size_t discard_left;     /* bytes of that body still to come */
     uint64_t discard_end_us; /* ...read for at most --http-timeout-secs from the refusal */
@@ -525,6 +527,11 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
     h2o_iovec_t *type = ct >= 0 ? &req->res.headers.entries[ct].value : NULL;
     if (req->res.status >= 400 && type &&
         h2o_memis(type->base, type->len, H2O_STRLIT("text/plain; charset=utf-8"))) {
+        h2o_socket_t *sock = req_socket(req);
+        conn_t *c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+        if (c && c->linger_fd < 0 && !req->http1_is_persistent && !h->stopping) {
+            c->linger_fd = dup(h2o_socket_get_fd(sock)); /* h2o closes its own before on_close */
+        }
         char msg[160];
         if (req->res.status == 413) {
             too_large(h, msg, sizeof msg);
@@ -2064,10 +2071,66 @@ static void on_accept_retry(h2o_timeout_entry_t *entry)
     accept_resume(H2O_STRUCT_FROM_MEMBER(bd_http_t, accept_entry, entry));
 }
 
+/* ---- lingering close ----------------------------------------------------------------------
+ * h2o answers a chunked body that passes --max-body-bytes (413) or breaks its framing (400)
+ * itself, stops reading and closes once the answer is written. Closing a socket with the
+ * client's bytes unread sends a reset, which can reach the client before it reads the answer:
+ * it saw "connection reset" or "broken pipe" instead of the 413. So such a connection's socket
+ * outlives h2o's: a duplicate of its descriptor is shut for writing (the end after the answer)
+ * and what still comes is read and dropped until the client closes, or for at most
+ * --http-timeout-secs. It stays counted in h->conns (--max-connections) until then. */
+typedef struct {
+    bd_list_t link; /* on h->lingering */
+    bd_http_t *h;
+    h2o_socket_t *sock;
+    uint64_t end_us;
+} linger_t;
+
+static void on_linger_close(void *data)
+{
+    linger_t *l = data;
+    bd_list_unlink(&l->link);
+    l->h->conns--;
+    accept_resume(l->h);
+    free(l);
+}
+
+static void on_linger_read(h2o_socket_t *sock, const char *err)
+{
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    if (err) {
+        h2o_socket_close(sock); /* frees it (on_linger_close) */
+    }
+}
+
+/* Takes over fd, the duplicate of a connection's descriptor that h2o has just closed; false
+ * (fd closed) when it cannot. */
+static bool linger(bd_http_t *h, int fd)
+{
+    linger_t *l = h->stopping ? NULL : calloc(1, sizeof *l);
+    if (!l) {
+        close(fd);
+        return false;
+    }
+    shutdown(fd, SHUT_WR);
+    l->h = h;
+    l->end_us = bd_now_us() + h->head_timeout_us;
+    l->sock = h2o_evloop_socket_create(h->loop, fd, 0);
+    l->sock->on_close.cb = on_linger_close;
+    l->sock->on_close.data = l;
+    bd_list_push_back(&h->lingering, &l->link);
+    h2o_socket_read_start(l->sock, on_linger_read);
+    if (!h2o_timeout_is_linked(&h->head_entry)) {
+        h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry); /* ends it (on_head_tick) */
+    }
+    return true;
+}
+
 static void on_conn_close(void *data)
 {
     conn_t *c = data;
     bd_http_t *h = c->h;
+    bool lingering = c->linger_fd >= 0 && linger(h, c->linger_fd);
     if (c->busy) {
         *c->busy = NULL;
     }
@@ -2081,8 +2144,10 @@ static void on_conn_close(void *data)
     bd_metrics_http_buffered_set(h->metrics, (int64_t)h->budget->used);
     bd_list_unlink(&c->link);
     free(c);
-    h->conns--;
-    accept_resume(h);
+    if (!lingering) {
+        h->conns--;
+        accept_resume(h);
+    }
 }
 
 /* ---- connections between requests ---------------------------------------------------------
@@ -2702,6 +2767,13 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
     uint64_t now = bd_now_us();
     unsigned long long secs = (unsigned long long)(h->head_timeout_us / 1000000);
     char msg[160];
+    for (bd_list_t *n = h->lingering.next, *next; n != &h->lingering; n = next) {
+        next = n->next;
+        linger_t *l = BD_CONTAINER_OF(n, linger_t, link);
+        if (now >= l->end_us) {
+            h2o_socket_close(l->sock); /* frees l */
+        }
+    }
     for (bd_list_t *n = h->conn_list.next; n != &h->conn_list; n = n->next) {
         conn_t *c = BD_CONTAINER_OF(n, conn_t, link);
         count_buffer(c);
@@ -2762,7 +2834,7 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
             reserve_body(h, &c->sock->input);
         }
     }
-    if (!bd_list_empty(&h->conn_list)) {
+    if (!bd_list_empty(&h->conn_list) || !bd_list_empty(&h->lingering)) {
         h2o_timeout_link(h->loop, &h->head_timeout, &h->head_entry);
     }
 }
@@ -2873,6 +2945,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h->refusing = false;
         c->h = h;
         c->sock = sock;
+        c->linger_fd = -1;
         c->rewatch_entry.cb = on_rewatch;
         bd_list_push_back(&h->conn_list, &c->link);
         h->conns++;
@@ -2959,6 +3032,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     bd_buf_init(&h->zout);
     bd_list_init(&h->watch);
     bd_list_init(&h->conn_list);
+    bd_list_init(&h->lingering);
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("batchd"));
     /* h2o refuses a chunked body once it reaches its bound, one of exactly --max-body-bytes
@@ -3064,6 +3138,9 @@ void bd_http_close_all(bd_http_t *h)
         if (!c->upgraded) { /* a WebSocket's socket is stream/'s to close */
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
         }
+    }
+    for (bd_list_t *n = h->lingering.next; n != &h->lingering; n = n->next) {
+        shutdown(h2o_socket_get_fd(BD_CONTAINER_OF(n, linger_t, link)->sock), SHUT_RDWR);
     }
 }
 

@@ -2,6 +2,7 @@
 read differently is refused with a JSON 400 and the connection is closed, so a request hidden
 behind it is never executed. Raw sockets: no client library would send these."""
 import json
+import os
 import re
 import socket
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import read_all, tensor
+from conftest import read_all, tensor, wait_for
 
 BODY = json.dumps({"inputs": [tensor("INPUT0", "INT32", [1, 3], [1, 2, 3])]}).encode()
 
@@ -366,6 +367,30 @@ def test_a_method_no_endpoint_implements_is_501(client, method, path):
     assert json.loads(body) == {"error": f"the method '{method}' is not implemented; this "
                                          "server takes GET, HEAD and POST"}
     client.assert_healthy()
+
+def test_chunked_body_past_the_limit_is_answered_not_reset(start_server):
+    """h2o answers a chunked body that passes --max-body-bytes with its own 413 and closes: the
+    rest of the body the client is still sending is read and dropped, so the client reads the
+    413 rather than a reset (requests sends a generator's pieces as chunks, the whole body before
+    it reads; 1 MiB pieces were a 'Connection reset by peer' or 'Broken pipe' before). Each
+    drained connection is closed once its client closes it."""
+    repo = start_server.repo()
+    repo.add_sim("small", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    client = start_server(repo, args=["--max-body-bytes", "1000000"])
+    url = "http://127.0.0.1:%d/v2/models/small/infer" % client.server.port
+    fds = "/proc/%d/fd" % client.server.proc.pid
+
+    def sockets():
+        return sum(os.readlink(os.path.join(fds, f)).startswith("socket:")
+                   for f in os.listdir(fds))
+    before = sockets()
+    for pieces, size in ((40, 1 << 16), (4, 1 << 20), (1, 3 << 20)):
+        for _ in range(3):
+            r = requests.post(url, data=(b"x" * size for _ in range(pieces)), timeout=30)
+            assert r.status_code == 413, (pieces, size)
+            assert r.json() == {"error": "the request body is larger than the server's limit "
+                                         "of 1000000 bytes (--max-body-bytes)"}
+    wait_for(lambda: sockets() == before, 10, "the drained connections' sockets to close")
 
 
 def test_options_asterisk_says_what_the_server_takes(client):

@@ -263,15 +263,15 @@ def test_large_bodies_on_one_tls_connection(tls):
 
 def test_body_over_the_limit_is_answered_413_through_tls(start_server_fn, certs):
     """As over plain HTTP (test_framing): a body announced past --max-body-bytes gets its 413
-    through TLS while the client is still sending it; the rest is read and dropped."""
+    through TLS while the client is still sending it; the rest is read and dropped. So does a
+    chunked one (requests sends a generator's pieces as chunks), refused once past the limit."""
     repo = start_server_fn.repo("tls413")
     add_models(repo)
     client = start_server_fn(repo, tls_args(certs) + ["--max-body-bytes", "1048576"],
                              name="batchd-tls413")
     url = "https://127.0.0.1:%d/v2/models/wide/infer" % client.server.port
-    for _ in range(5):
-        r = requests.post(url, data=b" " * (3 << 20), verify=certs["cert"],
-                          timeout=HTTP_TIMEOUT_S)
+    for data in [b" " * (3 << 20)] * 5 + [(b" " * (1 << 20) for _ in range(3)) for _ in range(3)]:
+        r = requests.post(url, data=data, verify=certs["cert"], timeout=HTTP_TIMEOUT_S)
         assert r.status_code == 413
         assert r.json() == {"error": "the request body is larger than the server's limit of "
                                      "1048576 bytes (--max-body-bytes)"}
