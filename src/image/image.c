@@ -602,6 +602,38 @@ out:
     return rc;
 }
 
+/* The taps of one output pixel's window, as bd_image_coeffs sizes them. */
+static uint64_t kernel_size(uint32_t in_size, uint64_t out_size)
+{
+    double scale = (double)in_size / (double)out_size;
+    return (uint64_t)ceil(scale < 1.0 ? 1.0 : scale) * 2 + 1;
+}
+
+/* The bytes resize_store allocates for an iw x ih image of ch channels resized to rw x rh,
+ * of which the W x H window from (x0, y0) is kept: the horizontal pass's rows (those the
+ * vertical pass reads, all of them when stretching a tall image to a short one), the two
+ * coefficient tables (one window per output pixel, each as wide as the shrink factor), the
+ * vertical pass's line. Without a bound a 16x2500000 PNG of 356 KB stretched to 224x224 took
+ * 1.7 GB. */
+static uint64_t resize_bytes(uint64_t W, uint64_t H, uint32_t iw, uint32_t ih, int ch, uint64_t rw,
+                             uint64_t rh, uint64_t y0)
+{
+    uint64_t rows = H, bytes = 0;
+    if (rh != ih) {
+        double scale = (double)ih / (double)rh, support = scale < 1.0 ? 1.0 : scale;
+        double lo = ((double)y0 + 0.5) * scale - support, hi = ((double)(y0 + H) - 0.5) * scale;
+        hi += support + 1.0;
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > ih ? ih : hi;
+        rows = (uint64_t)(hi - lo) + 1;
+        bytes += H * kernel_size(ih, rh) * sizeof(int32_t);
+    }
+    if (rw != iw) {
+        bytes += W * kernel_size(iw, rw) * sizeof(int32_t);
+    }
+    return bytes + W * (uint64_t)ch * (rows + 1 + sizeof(int32_t));
+}
+
 int bd_image_preprocess(const bd_image_spec_t *spec, const void *data, size_t len,
                         const char *input, size_t index, bd_image_scratch_t *sc, float *out,
                         bd_err_t *err)
@@ -651,7 +683,20 @@ int bd_image_preprocess(const bd_image_spec_t *spec, const void *data, size_t le
             x0 = (rw - W) / 2;
             y0 = (rh - H) / 2;
         }
-        rc = resize_store(spec, sc, iw, ih, ch, rw, rh, x0, y0, out, err);
+        /* The resize may take as much memory as the largest decoded image may, plus the
+         * model's FP32 row (an upscale's rows are that wide) and 64 KiB. */
+        uint64_t need = resize_bytes(W, H, iw, ih, ch, rw, rh, y0);
+        uint64_t allowed = max * 3 + W * H * (uint64_t)ch * sizeof(float) + 65536;
+        if (need > allowed) {
+            rc = fail(err, BD_EINVAL, input, index,
+                      "resizing a %ux%u image to %llux%llu would take %llu bytes of memory, "
+                      "more than the %llu allowed (3 per --max-image-pixels pixel, plus the "
+                      "model's input); send an image closer to the model's proportions",
+                      iw, ih, (unsigned long long)W, (unsigned long long)H,
+                      (unsigned long long)need, (unsigned long long)allowed);
+        } else {
+            rc = resize_store(spec, sc, iw, ih, ch, rw, rh, x0, y0, out, err);
+        }
     }
     trim(sc);
     return rc;

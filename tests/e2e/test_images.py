@@ -336,6 +336,35 @@ def test_a_long_thin_image_costs_memory_for_its_pixels_not_its_resize(start_serv
     client.server.stop()
 
 
+def test_a_tall_image_stretched_is_refused_before_its_resize_takes_gigabytes(start_server_fn):
+    """Stretching a 16x2,500,000 PNG (356 KB, 40 million pixels: within the default
+    --max-image-pixels) to 224x224 resizes every row to 224 wide first: 1.7 GB. Such a resize is
+    refused with a 400 that says why; the same image cropped (shorter_side_crop reads only the
+    rows it keeps) is served, and neither grows the server by more than the decoded image."""
+    repo = start_server_fn.repo("img-tall")
+    add_image_model(repo, "tall_stretch", "stretch", "RGB", "NCHW", max_batch_size=0,
+                    size=(224, 224))
+    add_image_model(repo, "tall_crop", "shorter_side_crop", "RGB", "NCHW", max_batch_size=0,
+                    size=(224, 224))
+    client = start_server_fn(repo)
+    pid = client.server.proc.pid
+    before = vm_kib(pid, "VmHWM")
+    data = uniform_png(16, 2_500_000, (10, 200, 30))
+    r = client.post("/v2/models/tall_stretch/infer", data=data,
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "input 'image': resizing a 16x2500000 image to 224x224 would "
+                                 "take 1700008128 bytes of memory, more than the 120667648 "
+                                 "allowed (3 per --max-image-pixels pixel, plus the model's "
+                                 "input); send an image closer to the model's proportions"}
+    r = client.post("/v2/models/tall_crop/infer", data=data,
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    grew_mb = (vm_kib(pid, "VmHWM") - before) / 1024
+    assert grew_mb < 350, "peak memory grew by %.0f MB for a 120 MB image" % grew_mb
+    client.server.stop()
+
+
 def test_a_large_image_after_small_ones_does_not_stall_the_loop(start_server_fn):
     """Batches of small images cost microseconds, and a model whose batches are that cheap
     could run them on the event loop: a large image after them (here a 5,000,000x4 PNG of
