@@ -205,8 +205,14 @@ static int write_file(const char *path, const bd_buf_t *b)
         return -1;
     }
     FILE *f = fopen(path, "w");
-    if (!f || fwrite(b->data, 1, b->len, f) != b->len || fclose(f) != 0) {
-        fprintf(stderr, "batchd bench: cannot write %s: %s\n", path, strerror(errno));
+    bool ok = f && fwrite(b->data, 1, b->len, f) == b->len;
+    int saved = errno;
+    if (f && fclose(f) != 0 && ok) {
+        ok = false;
+        saved = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, "batchd bench: cannot write %s: %s\n", path, strerror(saved));
         return -1;
     }
     return 0;

@@ -2998,7 +2998,12 @@ static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        saved = errno;
+        close(fd);
+        return bd_err_set(err, BD_EIO, "cannot read the address of %s:%d: %s", host, port,
+                          strerror(saved));
+    }
     h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
     h->listener = h2o_evloop_socket_create(h->loop, fd, H2O_SOCKET_FLAG_DONT_READ);

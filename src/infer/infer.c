@@ -1207,7 +1207,8 @@ static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *
             break;
         }
         size_t len = raw_len(in);
-        unsigned char *dst = (unsigned char *)r->body + off;
+        unsigned char *at = r->body ? (unsigned char *)r->body + off : NULL; /* none: all empty */
+        unsigned char *dst = at;
         if (in->element) {
             uint32_t n = (uint32_t)in->byte_size;
             dst[0] = (unsigned char)n, dst[1] = (unsigned char)(n >> 8);
@@ -1217,8 +1218,8 @@ static int start_raw(bd_infer_t *inf, bd_model_t *m, const bd_infer_raw_args_t *
         if (in->byte_size > 0 && !adopt) {
             memcpy(dst, in->data, in->byte_size);
         }
-        rc = raw_input(cfg, in, r->body + off, len, &ts[i], err);
-        ts[i].data = r->body ? r->body + off : NULL;
+        rc = raw_input(cfg, in, at, len, &ts[i], err);
+        ts[i].data = at;
         off += len;
     }
     if (rc == BD_EINVAL) {

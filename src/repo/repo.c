@@ -579,9 +579,7 @@ done:
     if (op->rc) {
         snprintf(op->msg, sizeof op->msg, "%s", err.msg);
     }
-    if (probe.model.name) {
-        bd_config_dispose(&probe);
-    }
+    bd_config_dispose(&probe); /* what it holds, also when a strdup above failed */
     free(json);
     free(vs);
     free(cfg_path);
