@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -2161,6 +2162,16 @@ static void on_conn_close(void *data)
  * connection is closed after that long without an answer. Each of these is shut down, which
  * h2o then sees as the end of the connection. h2o's own timeout stays as a backstop. */
 
+/* Whether the client's next bytes are in the kernel, not yet read: the loop reads them in its
+ * next turn. An idle connection closed then loses (and resets) a request already sent, which a
+ * proxy reusing its kept-alive connections sees as a 502: it arrived while the loop handled
+ * other sockets in the turn before the head check. */
+static bool bytes_waiting(h2o_socket_t *sock)
+{
+    int n = 0;
+    return ioctl(h2o_socket_get_fd(sock), FIONREAD, &n) == 0 && n > 0;
+}
+
 /* Whether buf holds nothing but CR and LF bytes. */
 static bool only_line_ends(const char *buf, size_t n)
 {
@@ -2822,7 +2833,7 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
                      "(--http-timeout-secs)",
                      secs);
             refuse_head(c, 408, msg);
-        } else if (phase == PHASE_IDLE && (late || h->closing_idle)) {
+        } else if (phase == PHASE_IDLE && (late || h->closing_idle) && !bytes_waiting(c->sock)) {
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR); /* h2o then sees the end */
             c->refused = true;
         } else if (phase == PHASE_IDLE && in && in->bytes &&
