@@ -249,8 +249,10 @@ static void reply_head(bd_http_t *h, h2o_req_t *req, int status, const char *con
     req->res.status = status;
     req->res.reason = reason_of(status);
     req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
-                   strlen(content_type));
+    if (len > 0) { /* an empty body (health, readiness, load) has no media type */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
+    }
 }
 
 /* ---- content codings --------------------------------------------------------------------

@@ -23,7 +23,9 @@ def test_live_and_ready(client):
 
 def test_empty_health_replies_on_one_connection(client):
     """GET and HEAD of the health endpoints, pipelined on one connection: each reply is a 200
-    head with Content-Length 0 and nothing after it, and the connection serves the next."""
+    head with Content-Length 0, no Content-Type (there is no body to have a type: a client that
+    parses a reply typed application/json would fail on it) and nothing after it, and the
+    connection serves the next."""
     paths = ["/v2/health/live", "/v2/health/ready", "/v2/health/live", "/v2/health/live"]
     methods = ["GET", "HEAD", "HEAD", "GET"]
     req = b"".join(b"%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (
@@ -37,6 +39,7 @@ def test_empty_health_replies_on_one_connection(client):
         lines = head.split(b"\r\n")
         assert lines[0] == b"HTTP/1.1 200 OK", head
         assert b"content-length: 0" in [ln.lower() for ln in lines[1:]], head
+        assert not [ln for ln in lines[1:] if ln.lower().startswith(b"content-type:")], head
 
 
 def test_server_metadata(client):
