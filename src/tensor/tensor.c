@@ -337,8 +337,26 @@ static void cls_read(const bd_tensor_t *t, size_t at, cls_t *c)
     }
 }
 
-/* The k best of row[0..n) into best[0..k), best first: insertion into a sorted array of k,
- * which beats a heap for the small k clients ask for. */
+/* Restore the heap below `at` in h[0..n), whose root is its last-ranked entry. */
+static void sift_down(cls_t *h, size_t n, size_t at, int kind)
+{
+    for (;;) {
+        size_t worst = at, l = 2 * at + 1, r = l + 1;
+        worst = l < n && cls_before(&h[worst], &h[l], kind) ? l : worst;
+        worst = r < n && cls_before(&h[worst], &h[r], kind) ? r : worst;
+        if (worst == at) {
+            return;
+        }
+        cls_t tmp = h[at];
+        h[at] = h[worst];
+        h[worst] = tmp;
+        at = worst;
+    }
+}
+
+/* The k best of row[0..n) into best[0..k), best first: a heap of k whose root is the one a
+ * better class replaces, then sorted out of it. O(n log k): an insertion sort was O(n k), and a
+ * request asking for all 60,000 classes of its output held the loop for 5 s. */
 static void top_k(const bd_tensor_t *t, size_t row0, size_t n, size_t k, int kind, cls_t *best)
 {
     size_t have = 0;
@@ -346,16 +364,33 @@ static void top_k(const bd_tensor_t *t, size_t row0, size_t n, size_t k, int kin
         cls_t c;
         cls_read(t, row0 + j, &c);
         c.index = j;
-        if (have == k && !cls_before(&c, &best[k - 1], kind)) {
-            continue;
+        if (have < k) {
+            size_t at = have++;
+            while (at > 0 && cls_before(&best[(at - 1) / 2], &c, kind)) {
+                best[at] = best[(at - 1) / 2];
+                at = (at - 1) / 2;
+            }
+            best[at] = c;
+        } else if (cls_before(&c, &best[0], kind)) {
+            best[0] = c;
+            sift_down(best, k, 0, kind);
         }
-        size_t at = have < k ? have++ : k - 1;
-        while (at > 0 && cls_before(&c, &best[at - 1], kind)) {
-            best[at] = best[at - 1];
-            at--;
-        }
-        best[at] = c;
     }
+    for (size_t end = have; end > 1; end--) { /* the last-ranked left goes last */
+        cls_t tmp = best[0];
+        best[0] = best[end - 1];
+        best[end - 1] = tmp;
+        sift_down(best, end - 1, 0, kind);
+    }
+}
+
+/* `bytes`: what was counted before stopping. */
+static int too_big(const char *name, size_t bytes, size_t limit, bd_err_t *err)
+{
+    return bd_err_set(err, BD_ETOOBIG,
+                      "classification of output '%.128s' needs at least %zu bytes, which would "
+                      "pass the request's memory limit of %zu bytes",
+                      name, bytes, limit);
 }
 
 int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const *labels,
@@ -394,6 +429,16 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
     int kind = (dt == BD_DT_FP32 || dt == BD_DT_FP64)      ? 0
                : (dt >= BD_DT_UINT8 && dt <= BD_DT_UINT64) ? 2
                                                            : 1;
+    /* What the request may still use (its arena's limit): the ranking's scratch, and the strings
+     * at their shortest (a 4-byte length, one digit, ':', one digit), must fit before any work
+     * is done; a k of millions over a 1-byte BOOL output asked 32 bytes a class before. */
+    size_t room = !arena->limit                ? SIZE_MAX
+                  : arena->limit > arena->used ? arena->limit - arena->used
+                                               : 0;
+    size_t least = rows * k * 7 > k * sizeof(cls_t) ? rows * k * 7 : k * sizeof(cls_t);
+    if (least > room) {
+        return too_big(name, least, arena->limit, err);
+    }
     cls_t *best = malloc(k * sizeof *best);
     if (!best) {
         return bd_err_set(err, BD_ENOMEM, "out of memory classifying output '%.128s'", name);
@@ -401,7 +446,7 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
     /* Each string: score ("%f" of DBL_MAX is 316 characters), ':', index, ':', label; built
      * in a scratch buffer, then copied once into the arena at its exact size. */
     bd_buf_t text = {0};
-    for (size_t r = 0; r < rows; r++) {
+    for (size_t r = 0; r < rows && text.len <= room; r++) {
         top_k(in, r * classes, classes, k, kind, best);
         for (size_t j = 0; j < k; j++) {
             char num[400];
@@ -435,6 +480,10 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
         }
     }
     free(best);
+    if (text.len > room) {
+        bd_buf_dispose(&text);
+        return too_big(name, text.len, arena->limit, err);
+    }
     if (text.failed) {
         bd_buf_dispose(&text);
         return bd_err_set(err, BD_ENOMEM, "out of memory classifying output '%.128s'", name);
@@ -443,10 +492,11 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
     if (text.len && !data) {
         size_t n = text.len;
         bd_buf_dispose(&text);
-        return bd_err_set(err, arena->limit ? BD_ETOOBIG : BD_ENOMEM,
-                          "classification of output '%.128s' needs %zu bytes, more than the "
-                          "request may use",
-                          name, n);
+        return arena->limit ? too_big(name, n, arena->limit, err)
+                            : bd_err_set(err, BD_ENOMEM,
+                                         "out of memory classifying output "
+                                         "'%.128s'",
+                                         name);
     }
     if (text.len) {
         memcpy(data, text.data, text.len);

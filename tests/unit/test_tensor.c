@@ -742,6 +742,56 @@ static void test_classify(void **state)
     assert_string_equal(err.msg, "output 's' is BYTES; classification needs a numeric output");
 }
 
+/* Every class of a large output, ranked: values ascending with index, every 7th a tie with its
+ * neighbour, so the whole order (score descending, then index ascending) is checked; then a k
+ * whose ranking alone would pass the request's memory limit is refused before any of it. */
+static void test_classify_many(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    static int32_t v[N];
+    for (int i = 0; i < N; i++) {
+        v[i] = i % 7 == 0 && i > 0 ? (int32_t)(i - 1) : (int32_t)i;
+    }
+    bd_tensor_t t = {"x", BD_DT_INT32, {1, {N}}, v, sizeof v};
+    bd_tensor_t out;
+    bd_err_t err = {0};
+    assert_int_equal(bd_classify(&t, N, false, NULL, 0, &arena, &out, &err), 0);
+    assert_int_equal(out.shape.dims[0], N);
+    const unsigned char *p = out.data;
+    int64_t prev_score = INT64_MAX, prev_index = -1;
+    for (int j = 0; j < N; j++) {
+        uint32_t len = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+        char s[32];
+        assert_true(len < sizeof s);
+        memcpy(s, p + 4, len);
+        s[len] = 0;
+        long long score = 0, index = 0;
+        assert_int_equal(sscanf(s, "%lld:%lld", &score, &index), 2);
+        assert_int_equal(score, v[index]);
+        assert_true(score < prev_score || (score == prev_score && index > prev_index));
+        prev_score = score;
+        prev_index = index;
+        p += 4 + len;
+    }
+
+    /* 4 MB of BOOL asking for all 4,000,000 classes: 32 bytes of ranking each, 128 MB, against a
+     * limit of 32 MB. */
+    size_t n = 4000000;
+    unsigned char *b = calloc(n, 1);
+    assert_non_null(b);
+    bd_tensor_t tb = {"OUTPUT0", BD_DT_BOOL, {1, {(int64_t)n}}, b, n};
+    bd_arena_t small;
+    bd_arena_init(&small, (size_t)32 << 20);
+    assert_int_equal(bd_classify(&tb, n, false, NULL, 0, &small, &out, &err), BD_ETOOBIG);
+    assert_string_equal(err.msg,
+                        "classification of output 'OUTPUT0' needs at least 128000000 bytes, "
+                        "which would pass the request's memory limit of 33554432 bytes");
+    assert_true(small.used < 4096);
+    bd_arena_dispose(&small);
+    free(b);
+}
+
 /* ---- decode: binary tensors ------------------------------------------------------------ */
 
 static void test_decode_binary(void **state)
@@ -1657,6 +1707,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bytes_binary_decode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_encode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_classify_many, setup, teardown),
         cmocka_unit_test(test_encode_exact),
         cmocka_unit_test(test_encode_floats_match_printf),
         cmocka_unit_test(test_encode_large_tensor_blocks),
