@@ -157,6 +157,7 @@ typedef struct {
     bool token_taken; /* early_refusal took this head's --rate-limit token: rate_ok does not */
     size_t buffered;  /* its part of h->budget->used */
     size_t promised;  /* room its admitted body may take (a chunked one's is unknown) */
+    size_t replying;  /* the body of the reply h2o holds until it is written (or the end) */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
@@ -494,6 +495,8 @@ static void on_busy_disposed(void *p)
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
+        c->replying = 0; /* written, or the connection is gone */
+        count_buffer(c);
         /* A request was served: on_head_tick starts the idle time afresh at its next look, even
          * when the request came and went between two looks and it never saw it busy. */
         c->phase = PHASE_BUSY;
@@ -526,6 +529,13 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
     mark_busy(req);
+    h2o_socket_t *rs = req_socket(req);
+    if (rs && rs->on_close.cb == on_conn_close && req->res.content_length != SIZE_MAX) {
+        conn_t *c = rs->on_close.data;
+        c->replying = req->res.content_length; /* held until written: a client that does not
+                                                  read keeps it, so it counts */
+        count_buffer(c);
+    }
     ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
     h2o_iovec_t *type = ct >= 0 ? &req->res.headers.entries[ct].value : NULL;
     if (req->res.status >= 400 && type &&
@@ -2361,7 +2371,9 @@ static bool refuse_tls(conn_t *c, const char *resp, size_t len)
  * without a bound N clients could make the server hold N x --max-body-bytes. The connections'
  * part of h->budget (which the WebSockets share) is the sum of the bytes each buffer holds, or,
  * from an admitted head until its body is in, the bytes its body was promised if that is more
- * (its Content-Length; a chunked body is promised --max-body-bytes); a head whose body would
+ * (its Content-Length; a chunked body is promised --max-body-bytes), plus the body of the reply
+ * h2o holds until it is written (a client that does not read keeps it: a few KiB of gzip that
+ * inflate to a large reply each would pass the bound otherwise); a head whose body would
  * take it past --max-buffered-bytes is answered 503 (room_for_body). Bytes, not the buffers'
  * capacities: h2o rounds those up to a power of two, and the pages past the data are not touched.
  * Recounted after each read, each reserve, each reply and every head tick. */
@@ -2372,6 +2384,7 @@ static void count_buffer(conn_t *c)
     if (now < c->promised) {
         now = c->promised;
     }
+    now += c->replying;
     bd_budget_t *budget = c->h->budget;
     budget->used = budget->used - c->buffered + now;
     c->buffered = now;

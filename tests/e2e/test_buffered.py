@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_metrics, read_all,
-                      read_reply, wait_for)
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, metric_value, parse_metrics,
+                      read_all, read_reply, wait_for)
 from ws_util import run, ws_connect, ws_recv
 
 MIB = 1 << 20
@@ -184,6 +184,59 @@ def test_compressed_bodies_count_what_they_hold_once_inflated(client):
     wait_for(lambda: metrics(client)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
              5, "the room given back")
     assert post(0).status_code == 200
+
+
+def test_replies_not_read_count_in_the_bound(start_server):
+    """A reply h2o holds until the client reads it counts as the bytes it holds: 10 connections
+    each send 4 KiB of gzip that inflate to a 4 MiB UINT8 row echoed back in binary, and read
+    nothing. Under an 8 MiB bound one reply held and the next body inflated pass it, so the
+    rest get 503 (before, all 10 were answered and the server grew by 264 MB with 40 such
+    connections while batchd_http_buffered_bytes said 174 KB)."""
+    import gzip
+    repo = start_server.repo()
+    repo.add_sim("bytes8", [("INPUT0", "UINT8", [-1])], max_batch_size=1)
+    c = start_server(repo, ["--max-body-bytes", str(5 * MIB), "--max-buffered-bytes",
+                            str(8 * MIB)])
+    n = 4 * MIB
+    header = {"inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [1, n],
+                          "parameters": {"binary_data_size": n}}],
+              "parameters": {"binary_data_output": True}}
+    body, hl = binary_body(header, [bytes(n)])
+    zbody = gzip.compress(body, 9)
+    assert len(zbody) < 8192
+    head = (b"POST /v2/models/bytes8/infer HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+            b"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: %d\r\n"
+            b"Content-Length: %d\r\n\r\n" % (hl, len(zbody)))
+    socks = []
+    try:
+        for _ in range(10):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", c.server.port))
+            s.sendall(head + zbody)
+            socks.append(s)
+            time.sleep(0.05)
+        # Every request is either answered (its reply waiting, unread) or refused.
+        def settled():
+            m = metrics(c)
+            return (m[("batchd_http_buffer_full_total", frozenset())] +
+                    (metric_value(m, "batchd_inference_requests_total", outcome="success")
+                     or 0)) >= 10
+        wait_for(settled, 10, "all ten requests answered or refused")
+        held = metrics(c)[("batchd_http_buffered_bytes", frozenset())]
+        assert held <= 8 * MIB + 64 * 1024, held
+        statuses = []
+        for s in socks:
+            s.settimeout(5)
+            statuses.append(s.recv(12))
+        assert statuses.count(b"HTTP/1.1 503") >= 8, statuses
+        assert 1 <= statuses.count(b"HTTP/1.1 200") <= 2, statuses
+    finally:
+        for s in socks:
+            s.close()
+    # Closed, their replies give the room back.
+    wait_for(lambda: metrics(c)[("batchd_http_buffered_bytes", frozenset())] < 64 * 1024,
+             10, "the room given back")
 
 
 def test_a_lone_compressed_body_passes_whatever_it_decodes_to(start_server):
