@@ -14,8 +14,14 @@
  * most PENDING_MAX; past that wslay keeps them queued, which counts in load), and one h2o
  * write at a time carries them out of `writing`.
  *
+ * Data messages are put together here, not by wslay (its no-buffering mode): wslay kept each
+ * frame's payload in two allocations of its own and copied them into a third at the end, so a
+ * message sent as 1-byte fragments cost ~100 bytes of memory a byte; here each frame's bytes
+ * are appended to one buffer per socket (`msg`), and the message length (--max-body-bytes,
+ * 1009 past it) is checked over all its fragments.
+ *
  * The bytes of the messages a socket holds (started and not answered, or parked), those of the
- * message wslay is putting together, those its input buffer holds unparsed and those of its
+ * message being put together, those its input buffer holds unparsed and those of its
  * replies not yet written count in the server's budget (--max-buffered-bytes), which the HTTP
  * front end shares: a socket holding messages or unwritten replies also stops reading while
  * the budget is used up, and starts again as its replies go out (a client that never reads
@@ -23,7 +29,7 @@
  * regardless, so no socket waits on others' replies.
  *
  * Closing: a close frame from the client, a dropped connection, a protocol error (1002, by
- * wslay), an oversized message (1009, by wslay), text that is not UTF-8 (1007), an idle
+ * wslay), an oversized message (1009), text that is not UTF-8 (1007), an idle
  * socket (1000), the drain (1001) or an API key a reload removed (1008, once what was in
  * flight was answered). Queued requests of a socket that went away are
  * cancelled; results for it are dropped when they come back. A socket not read (at its cap or
@@ -127,11 +133,14 @@ struct conn {
     bool reading;
     /* our close went out: waiting for the client's (the socket shut for writing unless TLS) */
     bool shut_wr;
-    bool closing;          /* we queued a close frame */
-    bd_ws_frames_t frames; /* headers of the bytes handed to wslay */
-    bool broken;           /* a bad frame header came: the rest of the input is dropped */
-    bd_gate_who_t who;     /* the caller admitted at the upgrade (its key, or address) */
-    bool revoked;          /* a reload removed its key: 401 to what is left, then close 1008 */
+    bool closing;               /* we queued a close frame */
+    bd_ws_frames_t frames;      /* headers of the bytes handed to wslay */
+    bool broken;                /* a bad frame header came: the rest of the input is dropped */
+    bd_buf_t msg;               /* the data message being put together, its frames' bytes */
+    bool msg_binary;            /* its opcode was binary */
+    bool frame_data, frame_fin; /* the frame wslay is reading: a data frame; the message's last */
+    bd_gate_who_t who;          /* the caller admitted at the upgrade (its key, or address) */
+    bool revoked;               /* a reload removed its key: 401 to what is left, then close 1008 */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -279,6 +288,7 @@ static void close_socket(conn_t *c)
     c->sock = NULL;
     count_unread(c);
     recount(c, &c->assembling, 0);
+    bd_buf_dispose(&c->msg);
     wslay_event_context_free(c->ws);
     c->ws = NULL;
     count_replying(c);
@@ -544,45 +554,89 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)len;
 }
 
-static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                      void *user)
+/* A whole data message (data[0..len)): started, parked, or let go. */
+static void on_message(conn_t *c, bool binary, const char *data, size_t len)
 {
-    conn_t *c = user;
-    (void)ctx;
-    bool binary = arg->opcode == WSLAY_BINARY_FRAME;
-    if (arg->opcode != WSLAY_TEXT_FRAME && !binary) {
-        return; /* control frames: wslay answers ping and close itself */
-    }
-    /* The message is whole: held below, or let go. What assembling has past it is the next
-     * message's start, handed to wslay in the same read. */
-    recount(c, &c->assembling,
-            c->assembling > arg->msg_length ? c->assembling - arg->msg_length : 0);
+    /* What assembling has past it is the next message's start, handed to wslay in the same
+     * read. */
+    recount(c, &c->assembling, c->assembling > len ? c->assembling - len : 0);
     if (c->closing || c->revoked) {
         return;
     }
-    const char *data = (const char *)arg->msg;
-    if (!binary && !bd_ws_utf8_valid(arg->msg, arg->msg_length)) {
+    if (!binary && !bd_ws_utf8_valid((const unsigned char *)data, len)) {
         queue_close(c, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8");
         return;
     }
     if (busy(c) >= c->st->opts.max_inflight || c->n_parked > 0) {
         /* Taken from the socket before the cap was reached: keep it for later. */
-        parked_t *p = malloc(sizeof *p + arg->msg_length);
+        parked_t *p = malloc(sizeof *p + len);
         if (!p) {
             queue_close(c, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
             return;
         }
         p->binary = binary;
-        p->len = arg->msg_length;
-        if (arg->msg_length > 0) { /* an empty message has no data pointer */
-            memcpy(p->data, data, arg->msg_length);
+        p->len = len;
+        if (len > 0) { /* an empty message has no data pointer */
+            memcpy(p->data, data, len);
         }
         bd_list_push_back(&c->parked, &p->link);
         c->n_parked++;
         hold(c, p->len, 0);
         return;
     }
-    handle_message(c, binary, data, arg->msg_length);
+    handle_message(c, binary, data, len);
+}
+
+/* Close with `code` and read no more: the message being put together is let go. */
+static void drop_message(conn_t *c, wslay_event_context_ptr ctx, uint16_t code, const char *why)
+{
+    queue_close(c, code, why);
+    wslay_event_shutdown_read(ctx);
+    bd_buf_dispose(&c->msg);
+    recount(c, &c->assembling, 0);
+}
+
+/* Frames as wslay reads them (control frames too: it answers ping and close itself). A frame
+ * that would take its message past --max-body-bytes is refused from its header, as wslay did
+ * for a whole message. */
+static void ws_on_frame_start(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    conn_t *c = user;
+    (void)ctx;
+    c->frame_data = (arg->opcode & 0x08) == 0;
+    c->frame_fin = arg->fin != 0;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        c->msg_binary = arg->opcode == WSLAY_BINARY_FRAME;
+        bd_buf_reset(&c->msg); /* a new message (wslay refuses one inside another) */
+    }
+    if (c->frame_data && !c->closing &&
+        arg->payload_length > c->st->opts.max_message_bytes - c->msg.len) {
+        drop_message(c, ctx, WSLAY_CODE_MESSAGE_TOO_BIG, "");
+    }
+}
+
+static void ws_on_frame_chunk(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
+{
+    conn_t *c = user;
+    if (!c->frame_data || arg->data_length == 0 || c->closing) {
+        return;
+    }
+    bd_buf_append(&c->msg, arg->data, arg->data_length); /* within the frame's checked length */
+    if (c->msg.failed) {
+        drop_message(c, ctx, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
+    }
+}
+
+static void ws_on_frame_end(wslay_event_context_ptr ctx, void *user)
+{
+    conn_t *c = user;
+    (void)ctx;
+    if (c->frame_data && c->frame_fin && !c->msg.failed) {
+        on_message(c, c->msg_binary, c->msg.data, c->msg.len);
+        bd_buf_trim(&c->msg, OUT_KEEP);
+    }
 }
 
 /* ---- the connection's engine --------------------------------------------------------------- */
@@ -713,7 +767,8 @@ static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
 {
     conn_t *c = data;
     bd_stream_t *st = c->st;
-    struct wslay_event_callbacks cbs = {ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
+    struct wslay_event_callbacks cbs = {ws_recv,           ws_send,         NULL, ws_on_frame_start,
+                                        ws_on_frame_chunk, ws_on_frame_end, NULL};
     if (!sock || wslay_event_context_server_init(&c->ws, &cbs, c) != 0) {
         if (sock) {
             h2o_socket_close(sock);
@@ -730,7 +785,8 @@ static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
      * it to megabytes) bounds what one read takes in past UNREAD_MAX. */
     int rcvbuf = RCVBUF_BYTES;
     setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    wslay_event_config_set_max_recv_msg_length(c->ws, st->opts.max_message_bytes);
+    wslay_event_config_set_no_buffering(c->ws, 1); /* data messages: ws_on_frame_* */
+    wslay_event_config_set_max_recv_msg_length(c->ws, st->opts.max_message_bytes); /* a frame's */
     bd_list_push_back(&st->conns, &c->link);
     st->n_conns++;
     bd_metrics_websocket_connections_add(st->metrics, 1);
