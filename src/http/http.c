@@ -3129,14 +3129,24 @@ void bd_http_stop(bd_http_t *h)
     if (h2o_timeout_is_linked(&h->accept_entry)) {
         h2o_timeout_unlink(&h->accept_entry);
     }
+    /* HTTP/1 reads only this flag (no keep-alive after it). h2o_context_request_shutdown
+     * would also arm HTTP/2's graceful-shutdown timer, which outlives the drain. */
+    h->ctx.shutdown_requested = 1;
     if (h->listener) {
+        /* Connections the kernel completed since the loop last accepted would be reset by the
+         * close (a proxy opening one per request saw a 502): taken first, their requests get
+         * the drain's 503. on_accept takes up to 64 a call. */
+        for (int i = 0; i < 16; i++) {
+            size_t before = h->conns;
+            on_accept(h->listener, NULL);
+            if (h->conns - before < 64) {
+                break;
+            }
+        }
         h2o_socket_read_stop(h->listener);
         h2o_socket_close(h->listener);
         h->listener = NULL;
     }
-    /* HTTP/1 reads only this flag (no keep-alive after it). h2o_context_request_shutdown
-     * would also arm HTTP/2's graceful-shutdown timer, which outlives the drain. */
-    h->ctx.shutdown_requested = 1;
     /* A connection still in its TLS handshake has sent no request: close it now rather than
      * have the drain wait for it. */
     for (bd_list_t *n = h->conn_list.next, *next; n != &h->conn_list; n = next) {
