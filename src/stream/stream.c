@@ -603,7 +603,6 @@ static void ws_on_frame_start(wslay_event_context_ptr ctx,
                               const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
 {
     conn_t *c = user;
-    (void)ctx;
     c->frame_data = (arg->opcode & 0x08) == 0;
     c->frame_fin = arg->fin != 0;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {

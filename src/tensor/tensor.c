@@ -448,7 +448,7 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
     bd_buf_t text = {0};
     for (size_t r = 0; r < rows && text.len <= room; r++) {
         top_k(in, r * classes, classes, k, kind, best);
-        for (size_t j = 0; j < k; j++) {
+        for (size_t j = 0; j < k && text.len <= room; j++) { /* stops a string past room */
             char num[400];
             const cls_t *c = &best[j];
             if (kind == 0) {
