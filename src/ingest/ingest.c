@@ -2384,9 +2384,14 @@ int bd_ingest_parse_url(const char *url, bool resolve, bd_redis_url_t *out, bd_e
     const char *at = strrchr(url, '@');
     const char *sep = strstr(url, "://");
     char shown[300];
+    const char *port = sep ? strchr(sep + 3, ':') : NULL;
+    size_t digits = port ? strspn(port + 1, "0123456789") : 0;
     if (at) {
         snprintf(shown, sizeof shown, "%.*s...%s", sep && sep < at ? (int)(sep + 3 - url) : 0, url,
                  at);
+    } else if (port && port[1 + digits] != '/' && port[1 + digits] != '\0') {
+        /* Not a port: a password whose '@HOST' was left out ('redis://:PASSWORD'). */
+        snprintf(shown, sizeof shown, "%.*s...", (int)(port + 1 - url), url);
     } else {
         snprintf(shown, sizeof shown, "%s", url);
     }

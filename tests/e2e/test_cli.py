@@ -117,6 +117,18 @@ def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
               "BATCHD_MODEL_CONTROL must be none, explicit or poll, got 'sometimes'"),
              (["--redis", "redis://127.0.0.1:1"], {"BATCHD_REDIS": "http://x"},
               "BATCHD_REDIS: --redis must look like redis://"),
+             # A password whose '@HOST' was left out is not echoed: what follows the ':'
+             # is shown only when it is a port.
+             ([], {"BATCHD_REDIS": "redis://:s3cretPW"},
+              "BATCHD_REDIS: --redis must look like redis://HOST[:PORT][/DB] or "
+              "redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), got "
+              "'redis://:...'\n"),
+             (["--redis", "redis://u:s3cretPW/"], {},
+              "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST"
+              "[:PORT][/DB] (port 6379 when left out), got 'redis://u:...'\n"),
+             (["--redis", "redis://h:99999/0"], {}, "--redis must look like redis://HOST[:PORT]"
+              "[/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), got "
+              "'redis://h:99999/0'\n"),
              (["--redis-consumer", "c"], {"BATCHD_REDIS_CONSUMER": "x" * 201},
               "BATCHD_REDIS_CONSUMER must be 1 to 200 characters")]
     for args, env, want in cases:
