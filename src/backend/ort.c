@@ -43,7 +43,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +220,39 @@ static uint32_t first_api_to_try(const char *version)
     return BD_ORT_API_WANTED;
 }
 
+/* ONNX Runtime writes an error line for every run that fails, and a client's input can make
+ * every run fail (a Reshape that does not fit): its warnings and errors go through a bucket of
+ * LOG_BURST lines refilled at one a second, and the line after a gap says how many were left
+ * out. Loads (a few lines each, in a burst) pass whole. */
+#define LOG_BURST 20
+static struct {
+    pthread_mutex_t mu;
+    double tokens;
+    uint64_t at_us;
+    uint64_t dropped;
+} log_limit = {PTHREAD_MUTEX_INITIALIZER, LOG_BURST, 0, 0};
+
+/* Whether a warning or error may be written now; *dropped gets how many were not since the
+ * last one that was. */
+static bool log_allowed(uint64_t *dropped)
+{
+    uint64_t now = bd_now_us();
+    pthread_mutex_lock(&log_limit.mu);
+    double t = log_limit.tokens + (double)(now - log_limit.at_us) / 1e6;
+    log_limit.tokens = t > LOG_BURST ? LOG_BURST : t;
+    log_limit.at_us = now;
+    bool ok = log_limit.tokens >= 1.0;
+    if (ok) {
+        log_limit.tokens -= 1.0;
+        *dropped = log_limit.dropped;
+        log_limit.dropped = 0;
+    } else {
+        log_limit.dropped++;
+    }
+    pthread_mutex_unlock(&log_limit.mu);
+    return ok;
+}
+
 /* ONNX Runtime's own warnings and errors (a CUDA provider that failed to load, nodes placed
  * off the GPU, ...) as batchd log lines: its default logger writes coloured lines of another
  * format. Any thread: ORT logs from whichever thread called it. */
@@ -236,8 +271,16 @@ static void ort_log(void *param, int severity, const char *category, const char 
     while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == '\r' || m[n - 1] == ' ')) {
         n--; /* its messages may end in a newline of their own */
     }
-    bd_log(level, "onnxruntime", "%.*s where=%s", (int)(n < 900 ? n : 900), m,
-           code_location ? code_location : "?");
+    uint64_t dropped = 0;
+    if (level >= BD_LOG_WARN && level >= bd_log_level() && !log_allowed(&dropped)) {
+        return;
+    }
+    char more[64] = "";
+    if (dropped) {
+        snprintf(more, sizeof more, " (%" PRIu64 " more such lines were not logged)", dropped);
+    }
+    bd_log(level, "onnxruntime", "%.*s where=%s%s", (int)(n < 850 ? n : 850), m,
+           code_location ? code_location : "?", more);
 }
 
 int bd_ort_init(const char *path, bd_err_t *err)

@@ -120,6 +120,37 @@ int bd_log_level(void)
     return atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
+const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n)
+{
+    bool plain = n > 0 && n <= 64 && n < cap;
+    for (size_t i = 0; i < n && plain; i++) {
+        plain = s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '=' && s[i] != '\\';
+    }
+    if (plain) {
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        return buf;
+    }
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    buf[k++] = '"';
+    for (size_t i = 0; i < n && k + 6 <= cap; i++) { /* room for \xNN, the quote, the NUL */
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            buf[k++] = '\\';
+            buf[k++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            buf[k++] = (char)c;
+        } else {
+            memcpy(buf + k, (char[4]){'\\', 'x', hex[c >> 4], hex[c & 15]}, 4);
+            k += 4;
+        }
+    }
+    buf[k++] = '"';
+    buf[k] = '\0';
+    return buf;
+}
+
 void bd_log(int level, const char *module, const char *fmt, ...)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};

@@ -74,6 +74,11 @@ enum { BD_LOG_DEBUG = 0, BD_LOG_INFO = 1, BD_LOG_WARN = 2, BD_LOG_ERROR = 3 };
 
 void bd_log_set_level(int level);
 int bd_log_level(void);
+/* s[0..n) as the value of a log line's key=value field: as it is when it is 1 to 64 printable
+ * ASCII characters other than space, '"', '=' and '\\'; else quoted, '"' and '\\' escaped and
+ * other bytes as \xNN, cut to fit `cap` (at least 8), so that a client's value (a model name it
+ * asked for) cannot read as fields of its own. Returns buf. */
+const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n);
 /* Writes "<time> <LEVEL> <module> <message>\n" in one write(2). Any thread. */
 void bd_log(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1365,7 +1365,9 @@ int bd_repo_load(bd_repo_t *r, const char *name, size_t name_len, bd_repo_done_c
     op->done_ctx = ctx;
     e->pending++;
     r->pending++;
-    BD_INFO("repo", "model=%.*s load=requested", (int)name_len, name);
+    /* Debug: any client may ask for any name (the outcome is logged at info); quoted. */
+    char shown[160];
+    BD_DEBUG("repo", "model=%s load=requested", bd_log_field(shown, sizeof shown, name, name_len));
     pthread_mutex_lock(&r->mu);
     if (r->todo_tail) {
         r->todo_tail->next = op;

@@ -51,3 +51,49 @@ def test_connections_refused_from_their_head_are_logged_once_a_second(client):
     lines = [l for l in log.splitlines() if "closing a connection" in l]
     assert len(lines) - before <= int(took) + 3, lines[-10:]
     assert re.search(r"more since the last such line\)$", lines[-1]), lines[-1]
+
+
+def test_a_load_request_is_logged_at_debug_with_its_name_quoted(start_server):
+    """Any client may ask to load any name (--model-control explicit, no keys): the request is
+    a debug line, not one info line per request (300 requests for unknown names were 300 info
+    lines), and a name with a space or '=' is quoted so that it cannot read as more fields
+    ('x state=ready' logged as model=x state=ready)."""
+    repo = start_server.repo()
+    repo.add_sim("real", [("INPUT0", "FP32", [1])], max_batch_size=1)
+    quiet = start_server(repo, args=["--model-control", "explicit"])
+    before = len(quiet.server.log().splitlines())
+    for i in range(50):
+        assert quiet.post("/v2/repository/models/nosuch%d/load" % i).status_code == 400
+    assert quiet.post("/v2/repository/models/real/load").status_code == 200
+    new = quiet.server.log().splitlines()[before:]
+    assert not [line for line in new if "nosuch" in line], new[:3]
+    loud = start_server(repo, args=["--model-control", "explicit", "--log-level", "debug"])
+    assert loud.post("/v2/repository/models/x%20state=ready/load").status_code == 400
+    lines = [line for line in loud.server.log().splitlines() if "load=requested" in line]
+    assert lines and lines[-1].endswith(' DEBUG repo model="x state=ready" load=requested'), lines
+
+
+def test_model_run_failures_do_not_flood_the_log(start_server):
+    """A client whose inputs make every run fail (reshape3 cannot reshape a row of 4) made
+    ONNX Runtime write a ~1 KiB ERROR line per request. Its warnings and errors now pass 20 in
+    a burst, then one a second, and the next line written says how many were left out."""
+    import time
+    from conftest import find_onnx_model, ort_available, tensor
+    if find_onnx_model("reshape3") is None or not ort_available():
+        pytest.skip("reshape3 not found (make test-models) or no ONNX Runtime")
+    repo = start_server.repo()
+    repo.add_onnx("reshape3")
+    c = start_server(repo)
+    good = {"inputs": [tensor("INPUT0", "FP32", [1, 3], [0.0, 1, 2])]}
+    bad = {"inputs": [tensor("INPUT0", "FP32", [1, 4], [0.0, 1, 2, 3])]}
+    before = len(c.server.log().splitlines())
+    t0 = time.monotonic()
+    for _ in range(200):  # good ones between keep the circuit breaker closed
+        assert c.post("/v2/models/reshape3/infer", json=good).status_code == 200
+        assert c.post("/v2/models/reshape3/infer", json=bad).status_code == 500
+    took = time.monotonic() - t0
+    time.sleep(1.1)
+    assert c.post("/v2/models/reshape3/infer", json=bad).status_code == 500
+    lines = [line for line in c.server.log().splitlines()[before:] if " onnxruntime " in line]
+    assert len(lines) <= 20 + int(took) + 2, (len(lines), took)
+    assert re.search(r" \(\d+ more such lines were not logged\)$", lines[-1]), lines[-1]

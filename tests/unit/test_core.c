@@ -146,6 +146,26 @@ static void test_strerror_names_every_code(void **state)
 
 /* ---- buffer ---------------------------------------------------------------------------- */
 
+/* A log field's value: plain names as they are; anything that could read as more fields (a
+ * space, '=', '"'), backslashes, bytes outside printable ASCII and the empty string quoted and
+ * escaped; a long one cut inside its quotes. */
+static void test_log_field(void **state)
+{
+    (void)state;
+    char b[32];
+    assert_string_equal(bd_log_field(b, sizeof b, "mobilenet_v2", 12), "mobilenet_v2");
+    assert_string_equal(bd_log_field(b, sizeof b, "x state=ready", 13), "\"x state=ready\"");
+    assert_string_equal(bd_log_field(b, sizeof b, "a\"b\\c", 5), "\"a\\\"b\\\\c\"");
+    assert_string_equal(bd_log_field(b, sizeof b, "\xff\n", 2), "\"\\xff\\x0a\"");
+    assert_string_equal(bd_log_field(b, sizeof b, "", 0), "\"\"");
+    char big[100];
+    memset(big, ' ', sizeof big);
+    const char *s = bd_log_field(b, sizeof b, big, sizeof big);
+    assert_int_equal(strlen(s), 28); /* the quotes and 26 spaces: no room for a 27th and \xNN */
+    assert_int_equal(s[0], '"');
+    assert_int_equal(s[27], '"');
+}
+
 static void test_buf_grows_by_doubling(void **state)
 {
     (void)state;
@@ -794,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_err_prefix_null_err_keeps_the_failure),
         cmocka_unit_test(test_err_prefix_truncates_at_msg_max),
         cmocka_unit_test(test_strerror_names_every_code),
+        cmocka_unit_test(test_log_field),
         cmocka_unit_test(test_buf_grows_by_doubling),
         cmocka_unit_test(test_buf_printf_longer_than_256),
         cmocka_unit_test(test_buf_json_string_escapes),
