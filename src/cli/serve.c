@@ -483,6 +483,13 @@ int bd_cli_serve(int argc, char **argv)
         bd_gate_free(gate);
         return 2;
     }
+    /* A port in use fails the start now, not after every model has loaded. */
+    if (bd_http_check_listen(so.host, (int)so.http_port, &gerr) != 0) {
+        BD_ERROR("serve", "%s", gerr.msg);
+        bd_http_tls_free(tls_ctx);
+        bd_gate_free(gate);
+        return 1;
+    }
     if (so.rate_limit) {
         BD_INFO("serve", "rate limit rps=%g burst=%g per=%s", go.rps, go.burst,
                 so.api_keys ? "api_key" : "client_address");

@@ -2989,7 +2989,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err)
+/* A listening socket on host:port (non-blocking); -1 with err set when there is none. */
+static int open_listener(const char *host, int port, bd_err_t *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -3020,8 +3021,27 @@ static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        return bd_err_set(err, BD_EIO, "cannot listen on %s:%d: %s", host, port, strerror(saved));
+        bd_err_set(err, BD_EIO, "cannot listen on %s:%d: %s", host, port, strerror(saved));
     }
+    return fd;
+}
+
+int bd_http_check_listen(const char *host, int port, bd_err_t *err)
+{
+    int fd = port == 0 ? 0 : open_listener(host, port, err);
+    if (fd > 0) {
+        close(fd);
+    }
+    return fd < 0 ? err->code : 0;
+}
+
+static int bind_listener(bd_http_t *h, const char *host, int port, bd_err_t *err)
+{
+    int fd = open_listener(host, port, err);
+    if (fd < 0) {
+        return err->code;
+    }
+    int saved = 0;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {

@@ -140,6 +140,29 @@ def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
             args, env, r.stderr)
 
 
+def test_a_port_in_use_fails_the_start_before_any_model_loads(start_server):
+    """The listening address is checked first: a port another process holds fails the start
+    with exit 1 and one line, and no model was loaded (it was found only after every model had
+    loaded, which with large models and warmup took long)."""
+    import socket
+    repo = start_server.repo()
+    repo.add_sim("slowload", [("INPUT0", "FP32", [1])], max_batch_size=1)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", repo.path, "--host",
+                            "127.0.0.1", "--http-port", str(port)], capture_output=True,
+                           text=True, timeout=30, env=sanitizer_env())
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.rstrip().endswith(
+            "ERROR serve cannot listen on 127.0.0.1:%d: Address already in use" % port), r.stderr
+        assert "model=slowload" not in r.stderr, r.stderr
+    finally:
+        holder.close()
+
+
 def test_serve_bad_port_fails(tmp_path):
     r = _run("serve", "--model-repository", str(tmp_path), "--http-port", "99999",
              "--host", "127.0.0.1", timeout=30)
