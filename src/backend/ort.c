@@ -381,7 +381,7 @@ fail:
     }
     memset(&g, 0, sizeof g);
     set_reason(&e);
-    BD_WARN("backend", "onnxruntime unavailable reason=\"%s\"", e.msg);
+    BD_WARN("backend", "onnxruntime unavailable reason=\"%s\"; ONNX models will not load", e.msg);
     if (err) {
         *err = e;
     }

