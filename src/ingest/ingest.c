@@ -148,6 +148,7 @@ struct stream {
     pipe_t *p;
     char *key;
     size_t key_len;
+    char *log_key;     /* key as a log field (bd_log_field): quoted when a producer chose spaces */
     char *results_key; /* expanded from the templates; lengths, for keys holding a NUL */
     char *dead_key;
     size_t results_len, dead_len;
@@ -1020,7 +1021,7 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     s->creating = false;
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
         if (r && log_ok(s->p->ing, LOG_READ)) {
-            BD_WARN("ingest", "cannot create group stream=%s group=%s reason=\"%s\"", s->key,
+            BD_WARN("ingest", "cannot create group stream=%s group=%s reason=\"%s\"", s->log_key,
                     s->p->cfg.group, r->str);
         }
         return; /* the next scan tries again */
@@ -1036,7 +1037,7 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
         s->history = true;
         snprintf(s->history_id, ID_MAX, "0");
         BD_DEBUG("ingest", "stream added model=%s stream=%s group=%s streams=%zu", s->p->model,
-                 s->key, s->p->cfg.group, s->p->n_streams);
+                 s->log_key, s->p->cfg.group, s->p->n_streams);
     }
     kick(s->p->ing);
 }
@@ -1091,9 +1092,12 @@ static void add_stream(pipe_t *p, const char *key, size_t len)
     s->p = p;
     s->results_key = expand(p->cfg.results, key, len, &s->results_len);
     s->dead_key = expand(p->cfg.dead_letter, key, len, &s->dead_len);
-    if (!s->results_key || !s->dead_key) {
+    char shown[200];
+    s->log_key = strdup(bd_log_field(shown, sizeof shown, key, len));
+    if (!s->results_key || !s->dead_key || !s->log_key) {
         free(s->results_key);
         free(s->dead_key);
+        free(s->log_key);
         free(s->key);
         free(s);
         return;
@@ -1676,7 +1680,7 @@ static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
                 s->gone = true; /* freed by the next scan, unless it is back (as a stream) */
             }
             if (log_ok(ing, LOG_READ)) {
-                BD_WARN("ingest", "claim failed stream=%s reason=\"%s\"", s->key, r->str);
+                BD_WARN("ingest", "claim failed stream=%s reason=\"%s\"", s->log_key, r->str);
             }
         }
         return;
@@ -1763,7 +1767,7 @@ static void on_call_done(bd_call_t *call)
             BD_WARN("ingest",
                     "model failed an entry model=%s stream=%s id=%s reason=\"%s\"; "
                     "left pending for a retry",
-                    e->s->p->model, e->s->key, e->idstr, msg);
+                    e->s->p->model, e->s->log_key, e->idstr, msg);
         }
         ent_release(ing, e);
     }
@@ -1812,7 +1816,7 @@ static void pump(pipe_t *p, bd_model_t *m)
                 BD_WARN("ingest",
                         "entry not run model=%s stream=%s id=%s reason=\"%s\"; left "
                         "pending for a retry",
-                        p->model, e->s->key, e->idstr, err.msg);
+                        p->model, e->s->log_key, e->idstr, err.msg);
             }
             ent_release(ing, e);
         }
@@ -1969,7 +1973,7 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
             p->c.errors++;
             const char *why = x && x->type == REDIS_REPLY_STRING ? x->str : "no reply";
             if (log_ok(ing, LOG_WRITE)) {
-                BD_WARN("ingest", "result not written stream=%s id=%s reason=\"%s\"", e->s->key,
+                BD_WARN("ingest", "result not written stream=%s id=%s reason=\"%s\"", e->s->log_key,
                         e->idstr, why);
             }
         }
@@ -2097,6 +2101,7 @@ static void find_pipes(bd_ingest_t *ing)
 static void free_stream(stream_t *s)
 {
     free(s->key);
+    free(s->log_key);
     free(s->results_key);
     free(s->dead_key);
     free(s);
@@ -2123,7 +2128,7 @@ static void prune(pipe_t *p)
                 break;
             }
         }
-        BD_DEBUG("ingest", "stream gone model=%s stream=%s", p->model, s->key);
+        BD_DEBUG("ingest", "stream gone model=%s stream=%s", p->model, s->log_key);
         free_stream(s);
     }
     p->n_streams = kept;

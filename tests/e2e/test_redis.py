@@ -188,6 +188,21 @@ def test_new_streams_are_picked_up_while_running(start_server_fn, rsrv):
     assert metric(client, "batchd_redis_streams", model="cam", pattern="frames:*") == 5
 
 
+def test_a_stream_key_with_spaces_is_quoted_in_the_log(start_server_fn, rsrv):
+    """A producer chooses the stream keys: one with a space and '=' is answered like any
+    other, and the log writes it quoted, so it cannot read as fields of its own."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    key = "frames:x state=gone"
+    r.xadd(key, {"input": frame(1, 0).tobytes()})
+    client = start_batchd(start_server_fn, repo, rsrv, extra_args=["--log-level", "debug"])
+    assert wait_results(r, 1)
+    assert r.xlen("results:" + key) == 1
+    assert 'stream added model=cam stream="frames:x state=gone" group=batchd' in \
+        client.server.log()
+
+
 def test_several_rows_and_literal_stream_key(start_server_fn, rsrv):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "one", {"streams": "camera-7", "results": "out-{stream}"})
