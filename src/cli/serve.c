@@ -112,7 +112,8 @@ static const bd_cli_opt_t opts_table[] = {
     {"--max-image-pixels", BD_CLI_INT, OFF(max_image_pixels), "40000000", 1, (int64_t)1 << 40,
      "BATCHD_MAX_IMAGE_PIXELS",
      "an image (for a model with \"preprocess\") whose header says more pixels gets 400 before "
-     "any pixel buffer is allocated"},
+     "any pixel buffer is allocated; one whose resize to the model's size would take more than 3 "
+     "bytes per such pixel (plus the model's input) gets 400 too"},
     {"--redis", BD_CLI_STR, OFF(redis), NULL, 0, 0, "BATCHD_REDIS",
      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: ingest Redis Streams for every model whose "
      "config.json has a \"redis\" section (default: off; give a password through "

@@ -3028,8 +3028,8 @@ static int open_listener(const char *host, int port, bd_err_t *err)
 
 int bd_http_check_listen(const char *host, int port, bd_err_t *err)
 {
-    int fd = port == 0 ? 0 : open_listener(host, port, err);
-    if (fd > 0) {
+    int fd = open_listener(host, port, err); /* port 0 too: the host may be the problem */
+    if (fd >= 0) {
         close(fd);
     }
     return fd < 0 ? err->code : 0;

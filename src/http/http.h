@@ -66,9 +66,9 @@ struct ssl_ctx_st *bd_http_tls_new(const char *cert_file, const char *key_file, 
  * connections still open hold their own references. */
 void bd_http_tls_free(struct ssl_ctx_st *ctx);
 
-/* Whether host:port can be listened on now (a socket opened and closed again; port 0 always
- * can): serve checks before the models load, so that a port in use fails the start at once
- * rather than after every model has loaded. 0, or BD_EIO with err set as bd_http_new would. */
+/* Whether host:port can be listened on now (a socket opened and closed again): serve checks before
+ * the models load, so that a port in use fails the start at once rather than after every model has
+ * loaded. 0, or BD_EIO with err set as bd_http_new would. */
 int bd_http_check_listen(const char *host, int port, bd_err_t *err);
 /* Start the HTTP front end on `loop` and bind its listening socket. Borrows everything,
  * which must outlive it. NULL with err set when the address cannot be bound. */

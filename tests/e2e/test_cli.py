@@ -161,6 +161,13 @@ def test_a_port_in_use_fails_the_start_before_any_model_loads(start_server):
         assert "model=slowload" not in r.stderr, r.stderr
     finally:
         holder.close()
+    # Port 0 too: an address this machine does not have (TEST-NET-1) fails first.
+    r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", repo.path, "--host",
+                        "192.0.2.1", "--http-port", "0"], capture_output=True, text=True,
+                       timeout=30, env=sanitizer_env())
+    assert r.returncode == 1, r.stderr
+    assert "ERROR serve cannot listen on 192.0.2.1:0: " in r.stderr, r.stderr
+    assert "model=slowload" not in r.stderr, r.stderr
 
 
 def test_serve_bad_port_fails(tmp_path):
