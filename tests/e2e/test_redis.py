@@ -199,8 +199,8 @@ def test_a_stream_key_with_spaces_is_quoted_in_the_log(start_server_fn, rsrv):
     client = start_batchd(start_server_fn, repo, rsrv, extra_args=["--log-level", "debug"])
     assert wait_results(r, 1)
     assert r.xlen("results:" + key) == 1
-    assert 'stream added model=cam stream="frames:x state=gone" group=batchd' in \
-        client.server.log()
+    assert wait_for(lambda: 'stream added model=cam stream="frames:x state=gone" group=batchd' in
+                    client.server.log(), 10)
 
 
 def test_several_rows_and_literal_stream_key(start_server_fn, rsrv):
