@@ -203,6 +203,13 @@ static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_
 static void on_conn_close(void *data);
 static void count_buffer(conn_t *c);
 
+/* The connection of an HTTP/1 request; NULL when h2o does not say. */
+static conn_t *conn_of(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req_socket(req);
+    return sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+}
+
 /* ---- replies --------------------------------------------------------------------------- */
 
 static const char *reason_of(int status)
@@ -511,12 +518,8 @@ static void on_busy_disposed(void *p)
  * the request is disposed (its reply written, or the connection gone). */
 static void mark_busy(h2o_req_t *req)
 {
-    h2o_socket_t *sock = req_socket(req);
-    if (!sock || sock->on_close.cb != on_conn_close) {
-        return;
-    }
-    conn_t *c = sock->on_close.data;
-    if (!c->busy) {
+    conn_t *c = conn_of(req);
+    if (c && !c->busy) {
         c->busy = h2o_mem_alloc_shared(&req->pool, sizeof *c->busy, on_busy_disposed);
         *c->busy = c;
         c->last_body = req->entity.base ? req->entity.len : 0;
@@ -529,21 +532,13 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
     mark_busy(req);
-    h2o_socket_t *rs = req_socket(req);
-    if (rs && rs->on_close.cb == on_conn_close && req->res.content_length != SIZE_MAX) {
-        conn_t *c = rs->on_close.data;
-        c->replying = req->res.content_length; /* held until written: a client that does not
-                                                  read keeps it, so it counts */
-        count_buffer(c);
-    }
+    conn_t *c = conn_of(req);
     ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
     h2o_iovec_t *type = ct >= 0 ? &req->res.headers.entries[ct].value : NULL;
     if (req->res.status >= 400 && type &&
         h2o_memis(type->base, type->len, H2O_STRLIT("text/plain; charset=utf-8"))) {
-        h2o_socket_t *sock = req_socket(req);
-        conn_t *c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
         if (c && c->linger_fd < 0 && !req->http1_is_persistent && !h->stopping) {
-            c->linger_fd = dup(h2o_socket_get_fd(sock)); /* h2o closes its own before on_close */
+            c->linger_fd = dup(h2o_socket_get_fd(c->sock)); /* h2o closes its own first */
         }
         char msg[160];
         if (req->res.status == 413) {
@@ -564,6 +559,11 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
         req->res.content_length = o->body.len;
         *type = h2o_iovec_init(H2O_STRLIT("application/json"));
         slot = &o->super.next;
+    }
+    if (c && req->res.content_length != SIZE_MAX) {
+        /* The reply's body is held until written; a client that does not read keeps it. */
+        c->replying = req->res.content_length;
+        count_buffer(c);
     }
     h2o_setup_next_ostream(req, slot);
 }
@@ -1037,8 +1037,7 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
  * false after answering. */
 static bool rate_ok(bd_http_t *h, h2o_req_t *req)
 {
-    h2o_socket_t *sock = req_socket(req);
-    conn_t *c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+    conn_t *c = conn_of(req);
     if (c && c->token_taken) {
         c->token_taken = false; /* taken from its head already (early_refusal) */
         return true;
@@ -2211,8 +2210,7 @@ static bool has_head_end(const char *buf, size_t n)
 static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_t model_len,
                           const char *version, size_t version_len)
 {
-    h2o_socket_t *sock = req_socket(req);
-    conn_t *c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+    conn_t *c = conn_of(req);
     if (bd_stream_accept(h->stream, req, model, model_len, version, version_len, &h->who) && c) {
         c->upgraded = true;
         count_buffer(c);

@@ -347,13 +347,21 @@ static double bilinear(double x)
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
+/* The taps of one output pixel's window: the filter's support (1, widened by the scale when
+ * shrinking) on both sides, and the centre. */
+static uint64_t kernel_size(uint32_t in_size, uint64_t out_size)
+{
+    double scale = (double)in_size / (double)out_size;
+    return (uint64_t)ceil(scale < 1.0 ? 1.0 : scale) * 2 + 1;
+}
+
 int32_t *bd_image_coeffs(uint32_t in_size, uint64_t out_size, uint64_t first, uint32_t count,
                          int *bounds, int *ksize)
 {
     double scale = (double)in_size / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 1.0 * filterscale;
-    int ks = (int)ceil(support) * 2 + 1;
+    int ks = (int)kernel_size(in_size, out_size);
     double *w = malloc((size_t)ks * sizeof *w);
     int32_t *k = calloc((size_t)count * (size_t)ks, sizeof *k);
     if (!w || !k) {
@@ -600,13 +608,6 @@ out:
     free(hk);
     free(vk);
     return rc;
-}
-
-/* The taps of one output pixel's window, as bd_image_coeffs sizes them. */
-static uint64_t kernel_size(uint32_t in_size, uint64_t out_size)
-{
-    double scale = (double)in_size / (double)out_size;
-    return (uint64_t)ceil(scale < 1.0 ? 1.0 : scale) * 2 + 1;
 }
 
 /* The bytes resize_store allocates for an iw x ih image of ch channels resized to rw x rh,
