@@ -151,6 +151,30 @@ const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n)
     return buf;
 }
 
+/* The length of the valid UTF-8 sequence of two to four bytes at s (shortest form, no
+ * surrogates, at most U+10FFFF, not a C1 control U+0080..U+009F), or 0 when there is none. */
+static size_t utf8_printable(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t len = u[0] >= 0xc2 && u[0] <= 0xdf   ? 2
+                 : u[0] >= 0xe0 && u[0] <= 0xef ? 3
+                 : u[0] >= 0xf0 && u[0] <= 0xf4 ? 4
+                                                : 0;
+    if (len == 0 || len > n) {
+        return 0;
+    }
+    uint32_t cp = u[0] & (0x7f >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((u[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = cp << 6 | (u[i] & 0x3f);
+    }
+    static const uint32_t least[] = {0, 0, 0xa0, 0x800, 0x10000};
+    bool ok = cp >= least[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+    return ok ? len : 0;
+}
+
 void bd_log(int level, const char *module, const char *fmt, ...)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
@@ -175,18 +199,24 @@ void bd_log(int level, const char *module, const char *fmt, ...)
                            : level > 3 ? 3
                                        : level],
                      module);
-    /* Messages carry what clients sent (model names, paths): control characters and DEL
-     * are written as \xNN, so no client can start a log line of its own. */
+    /* Messages carry what clients sent (model names, paths): control characters, DEL and
+     * every byte that is not part of valid UTF-8 (or that encodes a C1 control) are written
+     * as \xNN, so no client can start a log line of its own or hand a log reader bytes it
+     * cannot decode. */
     size_t room = sizeof line - 2; /* the newline, and a NUL never written */
     size_t k = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room;
-    for (size_t i = 0; i < mlen && k < room; i++) {
+    for (size_t i = 0; i < mlen && k < room;) {
         unsigned char c = (unsigned char)msg[i];
-        if (c >= 0x20 && c != 0x7f) {
-            line[k++] = (char)c;
-        } else if (k + 4 <= room) {
+        size_t len = c < 0x80 ? (c >= 0x20 && c != 0x7f) : utf8_printable(msg + i, mlen - i);
+        if (len > 0 && k + len <= room) {
+            memcpy(line + k, msg + i, len);
+            k += len;
+            i += len;
+        } else if (len == 0 && k + 4 <= room) {
             static const char hex[] = "0123456789abcdef";
             memcpy(line + k, (char[4]){'\\', 'x', hex[c >> 4], hex[c & 15]}, 4);
             k += 4;
+            i++;
         } else {
             break;
         }

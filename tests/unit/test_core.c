@@ -790,6 +790,25 @@ static void test_log_escapes_control_characters(void **state)
     free(out);
 }
 
+static void log_utf8(void)
+{
+    /* Valid UTF-8 is kept; a stray byte, a cut sequence, an overlong form, a surrogate, a code
+     * point past U+10FFFF and a C1 control (CSI) are escaped byte by byte. */
+    BD_WARN("repo", "model=%s",
+            "\xc3\xa9|\xf0\x9f\x98\x80|\xff|\xc3|\xe0\x80\xaf|\xed\xa0\x80|"
+            "\xf4\x90\x80\x80|\xc2\x9b|\xc2\xa0");
+}
+
+static void test_log_escapes_invalid_utf8(void **state)
+{
+    (void)state;
+    char *out = capture_stderr(log_utf8);
+    assert_string_equal(out + 24, " WARN repo model=\xc3\xa9|\xf0\x9f\x98\x80|\\xff|\\xc3|"
+                                  "\\xe0\\x80\\xaf|\\xed\\xa0\\x80|\\xf4\\x90\\x80\\x80|"
+                                  "\\xc2\\x9b|\xc2\xa0\n");
+    free(out);
+}
+
 static void test_hex_digits(void **state)
 {
     (void)state;
@@ -835,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_rng_uniform_in_unit_interval),
         cmocka_unit_test(test_log_level_and_line_format),
         cmocka_unit_test(test_log_escapes_control_characters),
+        cmocka_unit_test(test_log_escapes_invalid_utf8),
         cmocka_unit_test(test_hex_digits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
