@@ -8,7 +8,8 @@
 #   bench/cnn.sh [MODELS_DIR] [SECONDS] [REPS] [CONNS]   (defaults: ../shared/models, 6, 3, 16)
 #
 # Environment: BATCHD_BIN (build/batchd), ORT_INPROC_BIN (build/ort_inproc), PYTHON
-# (/usr/bin/python3), CNN_MODELS (mobilenet_v2 resnet18).
+# (/usr/bin/python3), CNN_MODELS (mobilenet_v2 resnet18), CNN_SPINNING (off; on: the models'
+# config.json sets "intra_op_spinning": true and ort_inproc runs with --intra-op-spinning on).
 #
 # Per model and rep: batchd's rows/s at CONNS, its mean batch, its server CPU per row (utime +
 # stime from /proc/PID/stat over the wrk run, divided by the rows), wrk's own CPU per request
@@ -25,6 +26,8 @@ MODELS=${1:-../shared/models}
 SECS=${2:-6}
 REPS=${3:-3}
 CONNS=${4:-16}
+SPIN=${CNN_SPINNING:-off}
+case $SPIN in on | off) ;; *) echo "cnn: CNN_SPINNING must be on or off" >&2; exit 2 ;; esac
 BIN=${BATCHD_BIN:-build/batchd}
 INPROC=${ORT_INPROC_BIN:-build/ort_inproc}
 PY=${PYTHON:-/usr/bin/python3}
@@ -40,6 +43,7 @@ for m in ${CNN_MODELS:-mobilenet_v2 resnet18}; do
   if [ -f "$MODELS/$m/1/model.onnx" ]; then
     mkdir -p "$work/repo/$m/1"
     ln -s "$(realpath "$MODELS/$m/1/model.onnx")" "$work/repo/$m/1/model.onnx"
+    [ "$SPIN" = on ] && echo '{"intra_op_spinning": true}' > "$work/repo/$m/config.json"
     models="$models $m"
   else
     echo "cnn: no $MODELS/$m/1/model.onnx; skipping $m" >&2
@@ -118,7 +122,8 @@ for rep in $(seq 1 "$REPS"); do
     wrk_run 1 "$m" "$SECS"
     kill -STOP "$srv" # keep the idle server off the CPU while the in-process runs measure
     for b in 1 8 16 32; do
-      "$INPROC" "$MODELS/$m/1/model.onnx" "${threads:-1}" "$b" "$SECS" 2> /dev/null > "$work/ip$b.json"
+      "$INPROC" "$MODELS/$m/1/model.onnx" "${threads:-1}" "$b" "$SECS" \
+        --intra-op-spinning "$SPIN" 2> /dev/null > "$work/ip$b.json"
     done
     kill -CONT "$srv"
     "$PY" - "$rep" "$m" "${threads:-1}" "$CONNS" "$tck" $((t1 - t0)) "$e0" "$e1" "$i0" "$i1" \
@@ -167,13 +172,14 @@ done
 
 mkdir -p bench/results
 out=bench/results/cnn-$(date -u +%Y%m%dT%H%M%SZ).md
-"$PY" - "$work/runs.jsonl" "$SECS" "$REPS" "$CONNS" <<'PY' | tee "$out"
+"$PY" - "$work/runs.jsonl" "$SECS" "$REPS" "$CONNS" "$SPIN" <<'PY' | tee "$out"
 import json, statistics as st, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
-secs, reps, conns = sys.argv[2:]
+secs, reps, conns, spin = sys.argv[2:]
 med = lambda xs: st.median(xs) if xs else float("nan")
-print("wrk -t1, %s s a run, %s reps; batchd with its defaults at %s connections and at 1; "
-      "in-process: ort_inproc with the same threads, best of batch 1, 8, 16, 32.\n" % (secs, reps, conns))
+print("wrk -t1, %s s a run, %s reps; batchd with its defaults%s at %s connections and at 1; "
+      "in-process: ort_inproc with the same threads, best of batch 1, 8, 16, 32.\n"
+      % (secs, reps, " but intra_op_spinning (both sides)" if spin == "on" else "", conns))
 print("| model | threads | batchd rows/s (mean batch) | in-process best rows/s (batch) | ratio (goal 0.95) "
       "| CPU ms per row, batchd / in-process / wrk | c1 p50 ms, batchd / in-process batch 1 (goal +0.3) | errors |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")

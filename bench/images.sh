@@ -7,10 +7,14 @@
 #  3. the server: plain JPEG bodies (Content-Type: image/jpeg) posted by CONC threads
 #     (1, 2, 4, 8, 16) for SECONDS each, images/s and p50/p99.
 #   BATCHD_BIN=build/batchd bench/images.sh ../shared/models 8
+# IMAGES_SPINNING=on: the model's config.json sets "intra_op_spinning": true, and ort_inproc
+# runs with --intra-op-spinning on (default off, as the server's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${1:-../shared/models}
 secs=${2:-8}
+SPIN=${IMAGES_SPINNING:-off}
+case $SPIN in on | off) ;; *) echo "bench: IMAGES_SPINNING must be on or off" >&2; exit 2 ;; esac
 BIN=${BATCHD_BIN:-build/batchd}
 DIR=$(dirname "$BIN")
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -37,7 +41,9 @@ PY
 echo "## preprocessing per image, one thread (image_prep 224x224, RGB, NCHW, stretch)"
 "$DIR/image_prep" 224 224 2 "$work"/photo*.jpg
 echo "## mobilenet_v2 in-process, $(nproc) threads"
-for b in 1 8 32; do "$DIR/ort_inproc" "$MODELS/mobilenet_v2/1/model.onnx" "$(nproc)" "$b" 4; done
+for b in 1 8 32; do
+  "$DIR/ort_inproc" "$MODELS/mobilenet_v2/1/model.onnx" "$(nproc)" "$b" 4 --intra-op-spinning "$SPIN"
+done
 mkdir -p "$work/repo/mobilenet_v2/1"
 ln -s "$(cd "$MODELS/mobilenet_v2/1" && pwd)/model.onnx" "$work/repo/mobilenet_v2/1/model.onnx"
 cat > "$work/repo/mobilenet_v2/config.json" <<'JSON'
@@ -46,8 +52,11 @@ cat > "$work/repo/mobilenet_v2/config.json" <<'JSON'
    "color": "RGB", "layout": "NCHW", "scale": 0.00392156862745098,
    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}}
 JSON
+if [ "$SPIN" = on ]; then
+  sed -i '1s/^{/{"intra_op_spinning": true, /' "$work/repo/mobilenet_v2/config.json"
+fi
 start_server "$work/repo"
-echo "## the server, plain JPEG bodies ($url)"
+echo "## the server, plain JPEG bodies ($url), intra_op_spinning $SPIN"
 "$PYTHON" - "$url" "$secs" "$work" <<'PY'
 import sys, threading, time
 import requests

@@ -2,9 +2,12 @@
  * no server in the way, and print one JSON line of throughput and latency per call.
  *
  *   ort_inproc MODEL.onnx THREADS BATCH SECONDS [--device cpu|cuda:N] [--onnxruntime-lib PATH]
+ *              [--intra-op-spinning on|off]
  *
  * The input is filled with a fixed pseudo-random pattern. Single-threaded driver; ONNX
- * Runtime uses THREADS intra-op threads, like a server instance with threads_per_instance.
+ * Runtime uses THREADS intra-op threads, like a server instance with threads_per_instance;
+ * they sleep while they wait for work unless --intra-op-spinning on (config.json's
+ * intra_op_spinning; off by default, as in the server).
  * --device cuda:N runs it on GPU N with the CUDA execution provider, appended exactly as the
  * server appends it (the same backend code), so it needs --onnxruntime-lib pointing at a GPU
  * build; each call copies its input batch to the GPU and the outputs back, as a server
@@ -26,19 +29,23 @@ int main(int argc, char **argv)
 {
     const char *device = "cpu";
     const char *lib = NULL;
+    const char *spin = "off";
     bool bad = argc < 5;
     for (int i = 5; i < argc && !bad; i += 2) {
         if (i + 1 < argc && strcmp(argv[i], "--device") == 0) {
             device = argv[i + 1];
         } else if (i + 1 < argc && strcmp(argv[i], "--onnxruntime-lib") == 0) {
             lib = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--intra-op-spinning") == 0 &&
+                   (strcmp(argv[i + 1], "on") == 0 || strcmp(argv[i + 1], "off") == 0)) {
+            spin = argv[i + 1];
         } else {
             bad = true;
         }
     }
     if (bad) {
         fprintf(stderr, "usage: ort_inproc MODEL.onnx THREADS BATCH SECONDS [--device cpu|cuda:N] "
-                        "[--onnxruntime-lib PATH]\n");
+                        "[--onnxruntime-lib PATH] [--intra-op-spinning on|off]\n");
         return 2;
     }
     int threads = atoi(argv[2]);
@@ -56,6 +63,7 @@ int main(int argc, char **argv)
     cfg.max_batch_size = BD_MAX_BATCH_UNSET;
     cfg.instances = 1;
     cfg.threads_per_instance = threads;
+    cfg.intra_op_spinning = strcmp(spin, "on") == 0;
     cfg.device = strdup(device);
     bd_backend_model_t *bm = NULL;
     bd_backend_instance_t *inst = NULL;
@@ -105,11 +113,12 @@ int main(int argc, char **argv)
     }
     qsort(lat, calls, sizeof *lat, cmp_u64);
     double elapsed = (double)(now - start) / 1e6;
-    printf("{\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,\"calls\":%zu,"
+    printf("{\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"intra_op_spinning\":%s,"
+           "\"batch\":%d,\"calls\":%zu,"
            "\"calls_per_s\":%.1f,\"rows_per_s\":%.1f,\"p50_us\":%llu,\"p99_us\":%llu}\n",
-           argv[1], device, threads, batch, calls, (double)calls / elapsed,
-           (double)calls * batch / elapsed, (unsigned long long)lat[calls / 2],
-           (unsigned long long)lat[calls * 99 / 100]);
+           argv[1], device, threads, cfg.intra_op_spinning ? "true" : "false", batch, calls,
+           (double)calls / elapsed, (double)calls * batch / elapsed,
+           (unsigned long long)lat[calls / 2], (unsigned long long)lat[calls * 99 / 100]);
     for (size_t i = 0; i < n_in; i++) {
         free(in[i].data);
     }

@@ -47,6 +47,8 @@ typedef struct {
     int max_batch_size;       /* 0: the model has no batch dimension; requests run alone */
     int instances;            /* worker threads, each with its own session */
     int threads_per_instance; /* intra-op threads per session */
+    bool intra_op_spinning;   /* those threads spin while they wait for work (ONNX Runtime's
+                                 own default); false: they sleep at once */
     bd_io_t *inputs;          /* owned array; may be NULL/0 before load: the backend fills it in */
     size_t n_inputs;
     bd_io_t *outputs;

@@ -1050,9 +1050,9 @@ static int make_options(const bd_model_config_t *cfg, OrtSessionOptions **out, b
                         "cannot set sequential execution")) != 0 ||
         (rc = ort_check(ORT_FN(g.api, SetSessionGraphOptimizationLevel)(o, ORT_ENABLE_ALL), err,
                         "cannot set graph optimization level")) != 0 ||
-        (rc = ort_check(
-             ORT_FN(g.api, AddSessionConfigEntry)(o, "session.intra_op.allow_spinning", "0"), err,
-             "cannot turn off intra-op spinning")) != 0) {
+        (rc = ort_check(ORT_FN(g.api, AddSessionConfigEntry)(o, "session.intra_op.allow_spinning",
+                                                             cfg->intra_op_spinning ? "1" : "0"),
+                        err, "cannot set intra-op spinning")) != 0) {
         goto fail;
     }
 

@@ -575,6 +575,7 @@ static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
                                           "dynamic_batching",
                                           "instances",
                                           "threads_per_instance",
+                                          "intra_op_spinning",
                                           "inputs",
                                           "outputs",
                                           "sim",
@@ -617,6 +618,13 @@ static int parse_root(json_t *root, bd_config_t *c, bd_err_t *err)
     cfg->max_batch_size = (int)mbs;
     cfg->instances = (int)inst;
     cfg->threads_per_instance = (int)threads;
+    if ((v = json_object_get(root, "intra_op_spinning"))) {
+        if (!json_is_boolean(v)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'intra_op_spinning' must be true or false");
+        }
+        cfg->intra_op_spinning = json_is_true(v);
+    }
     if ((v = json_object_get(root, "dynamic_batching")) &&
         (rc = parse_batching(v, &c->sched, err))) {
         return rc;

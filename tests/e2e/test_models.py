@@ -29,7 +29,10 @@ def mixed(start_server, tmp_path_factory):
                  extra={"dynamic_batching": {"preferred_batch_sizes": [4, 16]}})
     if ort_available():
         repo.try_add_onnx("identity")
-        repo.try_add_onnx("mlp")
+        if repo.try_add_onnx("mlp"):
+            # The same model on two intra-op threads that spin while they wait for work.
+            repo.add_onnx("mlp_spin", "mlp",
+                          {"threads_per_instance": 2, "intra_op_spinning": True})
         for name in ("int64_ident", "bool_not", "fixed_shape", "mlp_small", "fp16_ident",
                      "reshape3", "inputs70"):
             repo.try_add_onnx(name)
@@ -206,6 +209,23 @@ def test_mlp_rows_sum_to_one_and_batch_equals_single(mixed):
     ref = _mlp_reference(x)
     if ref is not None:
         assert np.allclose(batch, ref, rtol=1e-4, atol=1e-6), (batch, ref)
+
+
+def test_mlp_with_spinning_threads_gives_the_same_rows(mixed):
+    """config.json's intra_op_spinning changes how ONNX Runtime's threads wait, not what the
+    model computes: two threads that spin give the rows one sleeping thread gives."""
+    _need(mixed, "mlp")
+    r = mixed.get("/v2/models/mlp_spin/ready")
+    assert r.status_code == 200, mixed.post("/v2/repository/index").text
+    md = mixed.get("/v2/models/mlp_spin").json()
+    assert md["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+    x = np.random.RandomState(3).standard_normal((4, 64)).astype(np.float32)
+    got = {}
+    for name in ("mlp", "mlp_spin"):
+        r = mixed.infer(name, {"inputs": [tensor("input", "FP32", [4, 64], x.tolist())]})
+        assert r.status_code == 200, r.text
+        got[name] = np.array(r.json()["outputs"][0]["data"], dtype=np.float64).reshape(4, 10)
+    assert np.allclose(got["mlp_spin"], got["mlp"], rtol=1e-5, atol=1e-7), got
 
 
 def test_mlp_binary(mixed):

@@ -76,6 +76,7 @@ static void expect_defaults(const bd_config_t *cfg, int threads)
     assert_int_equal(cfg->sched.max_queue_size, 1024);
     assert_int_equal(cfg->model.instances, 1);
     assert_int_equal(cfg->model.threads_per_instance, threads);
+    assert_false(cfg->model.intra_op_spinning);
     assert_null(cfg->model.inputs);
     assert_int_equal(cfg->model.n_inputs, 0);
     assert_null(cfg->model.outputs);
@@ -152,8 +153,11 @@ static void test_config_defaults_without_file(void **state)
     expect_defaults(&cfg, cores_per(1));
     bd_config_dispose(&cfg);
 
-    /* An empty object is the same as no file. */
+    /* An empty object is the same as no file, and so is every default spelt out. */
     assert_int_equal(parse(&cfg, "{}", &err), 0);
+    expect_defaults(&cfg, cores_per(1));
+    bd_config_dispose(&cfg);
+    assert_int_equal(parse(&cfg, "{\"intra_op_spinning\": false}", &err), 0);
     expect_defaults(&cfg, cores_per(1));
     bd_config_dispose(&cfg);
 }
@@ -226,7 +230,7 @@ static void test_config_every_key(void **state)
         " \"version_policy\": {\"specific\": [1, 3, 10]},\n"
         " \"warmup\": {\"batch_sizes\": [1, 8, 1], \"count\": 4},\n"
         " \"circuit_breaker\": {\"consecutive_failures\": 0, \"cooldown_us\": 1000},\n"
-        " \"instances\": 3, \"threads_per_instance\": 2,\n"
+        " \"instances\": 3, \"threads_per_instance\": 2, \"intra_op_spinning\": true,\n"
         " \"inputs\": [{\"name\": \"INPUT0\", \"datatype\": \"FP32\", \"dims\": [16]},\n"
         "            {\"name\": \"B\", \"datatype\": \"INT64\", \"dims\": [-1, 2]}],\n"
         " \"outputs\": [{\"name\": \"OUTPUT0\", \"datatype\": \"FP32\", \"dims\": [16]},\n"
@@ -246,6 +250,7 @@ static void test_config_every_key(void **state)
     assert_int_equal(cfg.sched.max_queue_size, 7);
     assert_int_equal(cfg.model.instances, 3);
     assert_int_equal(cfg.model.threads_per_instance, 2);
+    assert_true(cfg.model.intra_op_spinning);
     assert_int_equal(cfg.model.n_inputs, 2);
     assert_string_equal(cfg.model.inputs[0].name, "INPUT0");
     assert_int_equal(cfg.model.inputs[0].dtype, BD_DT_FP32);
@@ -531,6 +536,10 @@ static void test_config_integer_errors(void **state)
                "config.json: 'threads_per_instance' is -1; expected 0 to 256");
     expect_bad("{\"threads_per_instance\": null}",
                "config.json: 'threads_per_instance' must be an integer");
+    expect_bad("{\"intra_op_spinning\": 1}",
+               "config.json: 'intra_op_spinning' must be true or false");
+    expect_bad("{\"intra_op_spinning\": \"on\"}",
+               "config.json: 'intra_op_spinning' must be true or false");
     expect_bad("{\"max_batch_size\": 9223372036854775807}",
                "config.json: 'max_batch_size' is 9223372036854775807; expected 0 to 4096");
 }
