@@ -1056,6 +1056,14 @@ static int make_options(const bd_model_config_t *cfg, OrtSessionOptions **out, b
         goto fail;
     }
 
+    /* Spinning threads stop when a run ends: between batches they would only take the cores
+     * from the event loop and the image decoders (docs/BENCHMARKS.md, "Spinning threads"). */
+    if (cfg->intra_op_spinning &&
+        (rc = ort_check(ORT_FN(g.api, AddSessionConfigEntry)(o, "session.force_spinning_stop", "1"),
+                        err, "cannot ask ONNX Runtime to stop spinning after each run")) != 0) {
+        goto fail;
+    }
+
     /* Where each node runs, for cfg->placement (every session records it, a few bytes per
      * node; load reads it once, from its own session). */
     if (ORT_HAS(g.api_version, Session_GetEpGraphAssignmentInfo) &&
