@@ -381,7 +381,9 @@ fail:
     }
     memset(&g, 0, sizeof g);
     set_reason(&e);
-    BD_WARN("backend", "onnxruntime unavailable reason=\"%s\"; ONNX models will not load", e.msg);
+    char why[BD_LOG_TEXT_MAX];
+    BD_WARN("backend", "onnxruntime unavailable reason=%s; ONNX models will not load",
+            bd_log_quoted(why, sizeof why, e.msg));
     if (err) {
         *err = e;
     }
@@ -963,8 +965,9 @@ static int append_cuda(OrtSessionOptions *o, const char *dev, int id, bd_err_t *
             return 0;
         }
         /* "CUDA execution provider is not enabled in this build.": try the struct. */
-        BD_DEBUG("backend", "onnxruntime cuda options=v2 refused reason=\"%s\"",
-                 ORT_FN(g.api, GetErrorMessage)(st));
+        char why[BD_LOG_TEXT_MAX];
+        BD_DEBUG("backend", "onnxruntime cuda options=v2 refused reason=%s",
+                 bd_log_quoted(why, sizeof why, ORT_FN(g.api, GetErrorMessage)(st)));
         ORT_FN(g.api, ReleaseStatus)(st);
     }
     if (!ORT_HAS(g.api_version, SessionOptionsAppendExecutionProvider_CUDA)) {
@@ -1010,7 +1013,9 @@ static void read_placement(OrtSession *s, bd_model_config_t *cfg, int cuda_id)
     bd_err_t e = {0};
     if (ort_check(ORT_FN(g.api, Session_GetEpGraphAssignmentInfo)(s, &sub, &n_sub), &e,
                   "node placement") != 0) {
-        BD_DEBUG("backend", "onnxruntime placement unknown reason=\"%s\"", e.msg);
+        char why[BD_LOG_TEXT_MAX];
+        BD_DEBUG("backend", "onnxruntime placement unknown reason=%s",
+                 bd_log_quoted(why, sizeof why, e.msg));
         return;
     }
     size_t nodes = 0;
@@ -1023,7 +1028,9 @@ static void read_placement(OrtSession *s, bd_model_config_t *cfg, int cuda_id)
                       "node placement") != 0 ||
             ort_check(ORT_FN(g.api, EpAssignedSubgraph_GetNodes)(sub[i], &list, &k), &e,
                       "node placement") != 0) {
-            BD_DEBUG("backend", "onnxruntime placement unknown reason=\"%s\"", e.msg);
+            char why[BD_LOG_TEXT_MAX];
+            BD_DEBUG("backend", "onnxruntime placement unknown reason=%s",
+                     bd_log_quoted(why, sizeof why, e.msg));
             return;
         }
         nodes += k;

@@ -120,17 +120,8 @@ int bd_log_level(void)
     return atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
-const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n)
+static const char *quote(char *buf, size_t cap, const char *s, size_t n)
 {
-    bool plain = n > 0 && n <= 64 && n < cap;
-    for (size_t i = 0; i < n && plain; i++) {
-        plain = s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '=' && s[i] != '\\';
-    }
-    if (plain) {
-        memcpy(buf, s, n);
-        buf[n] = '\0';
-        return buf;
-    }
     static const char hex[] = "0123456789abcdef";
     size_t k = 0;
     buf[k++] = '"';
@@ -149,6 +140,25 @@ const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n)
     buf[k++] = '"';
     buf[k] = '\0';
     return buf;
+}
+
+const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n)
+{
+    bool plain = n > 0 && n <= 64 && n < cap;
+    for (size_t i = 0; i < n && plain; i++) {
+        plain = s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '=' && s[i] != '\\';
+    }
+    if (plain) {
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        return buf;
+    }
+    return quote(buf, cap, s, n);
+}
+
+const char *bd_log_quoted(char *buf, size_t cap, const char *s)
+{
+    return quote(buf, cap, s, strlen(s));
 }
 
 /* The length of the valid UTF-8 sequence of two to four bytes at s (shortest form, no

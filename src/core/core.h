@@ -79,6 +79,11 @@ int bd_log_level(void);
  * other bytes as \xNN, cut to fit `cap` (at least 8), so that a client's value (a model name it
  * asked for) cannot read as fields of its own. Returns buf. */
 const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n);
+/* The string s always quoted and escaped as bd_log_field does it: for free text (a `reason=`
+ * that may hold quotes from a config file or a Redis error). BD_LOG_TEXT_MAX fits any bd_err_t
+ * message with room to escape some of it; longer text is cut. Returns buf. */
+#define BD_LOG_TEXT_MAX 768
+const char *bd_log_quoted(char *buf, size_t cap, const char *s);
 /* Writes "<time> <LEVEL> <module> <message>\n" in one write(2). Any thread. */
 void bd_log(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -686,9 +686,9 @@ int bd_gate_reload_apply(bd_gate_t *g, bd_gate_keys_t *keys, const bd_err_t *rea
 {
     if (!keys) {
         if (g && g->keys_path) {
-            BD_WARN("gate",
-                    "api keys reload failed; keeping the %zu keys loaded before reason=\"%s\"",
-                    bd_gate_keys_count(g->keys), read_err->msg);
+            char why[BD_LOG_TEXT_MAX];
+            BD_WARN("gate", "api keys reload failed; keeping the %zu keys loaded before reason=%s",
+                    bd_gate_keys_count(g->keys), bd_log_quoted(why, sizeof why, read_err->msg));
         }
         return read_err->code ? read_err->code : BD_EINVAL;
     }

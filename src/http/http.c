@@ -2901,8 +2901,10 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
             BD_DEBUG("http", "400 not sent: %s", strerror(errno));
         }
     }
-    BD_DEBUG("http", "tls handshake failed reason=\"%s\"",
-             e && ERR_reason_error_string(e) ? ERR_reason_error_string(e) : err);
+    char why[BD_LOG_TEXT_MAX];
+    BD_DEBUG("http", "tls handshake failed reason=%s",
+             bd_log_quoted(why, sizeof why,
+                           e && ERR_reason_error_string(e) ? ERR_reason_error_string(e) : err));
     ERR_clear_error();
     h2o_socket_close(sock); /* frees c (on_conn_close) */
 }

@@ -193,8 +193,9 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, bool
              : select ? " (SELECT of the URL's /DB)"
                       : "");
     if (strcmp(why, c->last_error) != 0) {
-        BD_ERROR("ingest", "redis refused the connection host=%s port=%d conn=%s reason=\"%s\"",
-                 c->url->host, c->url->port, c->name, why);
+        char shown[BD_LOG_TEXT_MAX];
+        BD_ERROR("ingest", "redis refused the connection host=%s port=%d conn=%s reason=%s",
+                 c->url->host, c->url->port, c->name, bd_log_quoted(shown, sizeof shown, why));
     }
     snprintf(c->refused, sizeof c->refused, "%s", why);
     redisAsyncDisconnect(ac); /* on_disconnect: went_down with the reason */
@@ -209,8 +210,9 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
         !c->auth_warned) {
         /* e.g. a password given to a server that has none: it serves anyway (said once) */
         c->auth_warned = true;
-        BD_WARN("ingest", "redis AUTH failed host=%s port=%d conn=%s reason=\"%s\"; going on",
-                c->url->host, c->url->port, c->name, reply->str);
+        char why[BD_LOG_TEXT_MAX];
+        BD_WARN("ingest", "redis AUTH failed host=%s port=%d conn=%s reason=%s; going on",
+                c->url->host, c->url->port, c->name, bd_log_quoted(why, sizeof why, reply->str));
     }
 }
 

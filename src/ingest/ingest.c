@@ -858,10 +858,12 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
     bool first = !ing->ever_up && !ing->down_logged && !c->refused[0]; /* refused() said it */
     if ((ing->redis_up || first) && !ing->freeing) {
         ing->down_logged = true;
+        char why[BD_LOG_TEXT_MAX];
         BD_WARN("ingest",
-                "redis unreachable host=%s port=%d conn=%s reason=\"%s\"; HTTP keeps serving, "
+                "redis unreachable host=%s port=%d conn=%s reason=%s; HTTP keeps serving, "
                 "reconnecting with backoff",
-                ing->url.host, ing->url.port, c->name, c->last_error);
+                ing->url.host, ing->url.port, c->name,
+                bd_log_quoted(why, sizeof why, c->last_error));
     }
     ing->redis_up = false;
 }
@@ -1021,8 +1023,9 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     s->creating = false;
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
         if (r && log_ok(s->p->ing, LOG_READ)) {
-            BD_WARN("ingest", "cannot create group stream=%s group=%s reason=\"%s\"", s->log_key,
-                    s->p->cfg.group, r->str);
+            char why[BD_LOG_TEXT_MAX];
+            BD_WARN("ingest", "cannot create group stream=%s group=%s reason=%s", s->log_key,
+                    s->p->cfg.group, bd_log_quoted(why, sizeof why, r->str));
         }
         return; /* the next scan tries again */
     }
@@ -1139,7 +1142,9 @@ static void on_scan(redisAsyncContext *ac, void *r_, void *priv)
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
         if (r && r->type == REDIS_REPLY_ERROR && log_ok(ing, LOG_READ)) {
-            BD_WARN("ingest", "scan failed pattern=%s reason=\"%s\"", p->cfg.streams, r->str);
+            char why[BD_LOG_TEXT_MAX];
+            BD_WARN("ingest", "scan failed pattern=%s reason=%s", p->cfg.streams,
+                    bd_log_quoted(why, sizeof why, r->str));
         }
         return;
     }
@@ -1350,7 +1355,9 @@ static void on_read(redisAsyncContext *ac, void *r_, void *priv)
     }
     if (r->type == REDIS_REPLY_ERROR) {
         if (log_ok(ing, LOG_READ)) {
-            BD_WARN("ingest", "read failed model=%s reason=\"%s\"", p->model, r->str);
+            char why[BD_LOG_TEXT_MAX];
+            BD_WARN("ingest", "read failed model=%s reason=%s", p->model,
+                    bd_log_quoted(why, sizeof why, r->str));
         }
         /* A stream deleted under a blocking read ends it with UNBLOCKED; the next read names
          * it (NOGROUP) and goes on without it, both at once. Other errors wait a little. */
@@ -1680,7 +1687,9 @@ static void on_claim(redisAsyncContext *ac, void *r_, void *priv)
                 s->gone = true; /* freed by the next scan, unless it is back (as a stream) */
             }
             if (log_ok(ing, LOG_READ)) {
-                BD_WARN("ingest", "claim failed stream=%s reason=\"%s\"", s->log_key, r->str);
+                char why[BD_LOG_TEXT_MAX];
+                BD_WARN("ingest", "claim failed stream=%s reason=%s", s->log_key,
+                        bd_log_quoted(why, sizeof why, r->str));
             }
         }
         return;
@@ -1764,10 +1773,12 @@ static void on_call_done(bd_call_t *call)
         snprintf(e->s->model_err, sizeof e->s->model_err, "%s", msg ? msg : "failed");
         e->s->model_err_us = bd_now_us();
         if (log_ok(ing, LOG_MODEL)) {
+            char why[BD_LOG_TEXT_MAX];
             BD_WARN("ingest",
-                    "model failed an entry model=%s stream=%s id=%s reason=\"%s\"; "
+                    "model failed an entry model=%s stream=%s id=%s reason=%s; "
                     "left pending for a retry",
-                    e->s->p->model, e->s->log_key, e->idstr, msg);
+                    e->s->p->model, e->s->log_key, e->idstr,
+                    bd_log_quoted(why, sizeof why, e->s->model_err));
         }
         ent_release(ing, e);
     }
@@ -1813,10 +1824,11 @@ static void pump(pipe_t *p, bd_model_t *m)
         } else {
             p->c.errors++;
             if (log_ok(ing, LOG_MODEL)) {
+                char why[BD_LOG_TEXT_MAX];
                 BD_WARN("ingest",
-                        "entry not run model=%s stream=%s id=%s reason=\"%s\"; left "
+                        "entry not run model=%s stream=%s id=%s reason=%s; left "
                         "pending for a retry",
-                        p->model, e->s->log_key, e->idstr, err.msg);
+                        p->model, e->s->log_key, e->idstr, bd_log_quoted(why, sizeof why, err.msg));
             }
             ent_release(ing, e);
         }
@@ -1934,7 +1946,9 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
     }
     if (r && r->type == REDIS_REPLY_ERROR) {
         if (log_ok(ing, LOG_WRITE)) {
-            BD_WARN("ingest", "writing results failed reason=\"%s\"; retrying", r->str);
+            char why[BD_LOG_TEXT_MAX];
+            BD_WARN("ingest", "writing results failed reason=%s; retrying",
+                    bd_log_quoted(why, sizeof why, r->str));
         }
     }
     if (requeue && !ing->freeing) {
@@ -1973,8 +1987,9 @@ static void on_written(redisAsyncContext *ac, void *r_, void *priv)
             p->c.errors++;
             const char *why = x && x->type == REDIS_REPLY_STRING ? x->str : "no reply";
             if (log_ok(ing, LOG_WRITE)) {
-                BD_WARN("ingest", "result not written stream=%s id=%s reason=\"%s\"", e->s->log_key,
-                        e->idstr, why);
+                char shown[BD_LOG_TEXT_MAX];
+                BD_WARN("ingest", "result not written stream=%s id=%s reason=%s", e->s->log_key,
+                        e->idstr, bd_log_quoted(shown, sizeof shown, why));
             }
         }
         ent_release(ing, e);

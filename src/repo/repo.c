@@ -467,8 +467,9 @@ static void log_version(const bd_model_t *m, uint64_t t0)
                 m->cfg.model.instances, m->cfg.model.threads_per_instance,
                 (double)(bd_now_us() - t0) / 1000.0);
     } else {
-        BD_WARN("repo", "model=%s version=%s state=unavailable reason=\"%s\"", m->name, m->version,
-                m->reason);
+        char why[BD_LOG_TEXT_MAX];
+        BD_WARN("repo", "model=%s version=%s state=unavailable reason=%s", m->name, m->version,
+                bd_log_quoted(why, sizeof why, m->reason));
     }
 }
 
@@ -796,6 +797,7 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
         /* Nothing was built. A bad config keeps what is serving; no version folder at all
          * means there is nothing left to serve. */
         bool serving = false;
+        char why[BD_LOG_TEXT_MAX];
         for (size_t i = 0; i < e->n; i++) {
             serving = serving || e->v[i]->sched;
         }
@@ -807,7 +809,8 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
                              op->msg);
                 }
             }
-            BD_WARN("repo", "model=%s reload=failed kept=serving reason=\"%s\"", op->name, op->msg);
+            BD_WARN("repo", "model=%s reload=failed kept=serving reason=%s", op->name,
+                    bd_log_quoted(why, sizeof why, op->msg));
             discard_results(r, op);
         } else {
             entry_retire_all(r, e);
@@ -820,7 +823,8 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
                 }
             }
             op->n_out = 0;
-            BD_WARN("repo", "model=%s state=unavailable reason=\"%s\"", op->name, op->msg);
+            BD_WARN("repo", "model=%s state=unavailable reason=%s", op->name,
+                    bd_log_quoted(why, sizeof why, op->msg));
         }
         snprintf(msg, cap, "%s", op->msg);
         return op->rc;
@@ -859,7 +863,9 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
                          "the last reload failed, so this version still serves: %.440s", msg);
             }
         }
-        BD_WARN("repo", "model=%s reload=failed kept=serving reason=\"%s\"", op->name, msg);
+        char why[BD_LOG_TEXT_MAX];
+        BD_WARN("repo", "model=%s reload=failed kept=serving reason=%s", op->name,
+                bd_log_quoted(why, sizeof why, msg));
         discard_results(r, op);
         return BD_EUNAVAIL;
     }

@@ -80,6 +80,21 @@ def test_a_load_request_is_logged_at_debug_with_its_name_quoted(start_server):
              "the quoted load=requested line")
 
 
+def test_a_reason_is_one_quoted_field_whatever_it_holds(start_server):
+    """A reason quotes text from config.json (an unknown key, as written): its quotes are
+    escaped, so the key 'x" state="ready' cannot end the reason and add a field."""
+    repo = start_server.repo()
+    repo.add_sim("typo", [("INPUT0", "FP32", [1])], extra={'x" state="ready': 1})
+    client = start_server(repo)
+    line = client.server.wait_log(r"model=typo .*state=unavailable", 10)
+    assert line, client.server.log()[-2000:]
+    assert line.rstrip("\n").endswith(
+        ' reason="config.json: unknown key \'x\\" state=\\"ready\'"'), line
+    # Read as logfmt, the line has the fields it was written with, and no more.
+    fields = re.findall(r' (\w+)=("(?:[^"\\]|\\.)*"|[^ "]+)', line.split(" repo", 1)[1])
+    assert [k for k, _ in fields] == ["model", "version", "state", "reason"], line
+
+
 def test_model_run_failures_do_not_flood_the_log(start_server):
     """A client whose inputs make every run fail (reshape3 cannot reshape a row of 4) made
     ONNX Runtime write a ~1 KiB ERROR line per request. Its warnings and errors now pass 20 in

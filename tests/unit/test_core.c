@@ -166,6 +166,17 @@ static void test_log_field(void **state)
     assert_int_equal(s[27], '"');
 }
 
+/* Free text (a reason) is quoted even when it is one plain word, its quotes escaped. */
+static void test_log_quoted(void **state)
+{
+    (void)state;
+    char b[64];
+    assert_string_equal(bd_log_quoted(b, sizeof b, "failed"), "\"failed\"");
+    assert_string_equal(bd_log_quoted(b, sizeof b, "unknown key \"x\" in config.json"),
+                        "\"unknown key \\\"x\\\" in config.json\"");
+    assert_string_equal(bd_log_quoted(b, sizeof b, ""), "\"\"");
+}
+
 static void test_buf_grows_by_doubling(void **state)
 {
     (void)state;
@@ -834,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_err_prefix_truncates_at_msg_max),
         cmocka_unit_test(test_strerror_names_every_code),
         cmocka_unit_test(test_log_field),
+        cmocka_unit_test(test_log_quoted),
         cmocka_unit_test(test_buf_grows_by_doubling),
         cmocka_unit_test(test_buf_printf_longer_than_256),
         cmocka_unit_test(test_buf_json_string_escapes),
