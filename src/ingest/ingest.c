@@ -218,9 +218,9 @@ struct pipe {
     size_t n_backlog;
     counters_t c;
     int64_t pending, lag;
-    bool lag_known;
+    bool pending_known, lag_known; /* unknown ones are not listed in /metrics */
     int64_t acc_pending, acc_lag;
-    bool acc_lag_known;
+    bool acc_pending_known, acc_lag_known;
     size_t gauge_wait;
 };
 
@@ -280,6 +280,7 @@ enum { LOG_MODEL = 0, LOG_WRITE, LOG_READ, LOG_REDIS };
 
 static void progress(bd_ingest_t *ing);
 static void kick(bd_ingest_t *ing);
+static void refresh_gauges(pipe_t *p);
 
 static bool log_ok(bd_ingest_t *ing, int which)
 {
@@ -518,8 +519,29 @@ static bool parse_shape(const char *s, size_t len, bd_shape_t *out)
 
 typedef struct {
     const redisReply *data, *shape, *dtype;
-    const redisReply *shape_k, *dtype_k; /* the fields' names, for messages */
+    const redisReply *data_k, *shape_k, *dtype_k; /* the fields' names, for messages */
 } in_fields_t;
+
+/* Which of the n tensors `ios` the field f names: NAME (*what 0), NAME.shape (1) or
+ * NAME.datatype (2); -1 for none. */
+static int io_field(const bd_io_t *ios, size_t n, const redisReply *f, int *what)
+{
+    static const char *const suffix[] = {"", ".shape", ".datatype"};
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(ios[i].name);
+        if ((size_t)f->len < nl || memcmp(f->str, ios[i].name, nl) != 0) {
+            continue;
+        }
+        for (int w = 0; w < 3; w++) {
+            size_t sl = strlen(suffix[w]);
+            if ((size_t)f->len == nl + sl && memcmp(f->str + nl, suffix[w], sl) == 0) {
+                *what = w;
+                return (int)i;
+            }
+        }
+    }
+    return -1;
+}
 
 /* Which input a field belongs to: *what 0 data, 1 shape, 2 datatype. -1: metadata; -2:
  * "shape"/"datatype" of a model with several inputs (applies to each). */
@@ -532,21 +554,23 @@ static int classify(const bd_model_config_t *cfg, const redisReply *f, int *what
             return cfg->n_inputs == 1 ? 0 : (w == 0 ? -1 : -2);
         }
     }
-    static const char *const suffix[] = {"", ".shape", ".datatype"};
-    for (size_t i = 0; i < cfg->n_inputs; i++) {
-        size_t nl = strlen(cfg->inputs[i].name);
-        if ((size_t)f->len < nl || memcmp(f->str, cfg->inputs[i].name, nl) != 0) {
-            continue;
-        }
-        for (int w = 0; w < 3; w++) {
-            size_t sl = strlen(suffix[w]);
-            if ((size_t)f->len == nl + sl && memcmp(f->str + nl, suffix[w], sl) == 0) {
-                *what = w;
-                return (int)i;
-            }
+    return io_field(cfg->inputs, cfg->n_inputs, f, what);
+}
+
+/* Whether metadata field f has a name that results or dead letters give a field of their own:
+ * copied, it would be a second field of that name, and a reader that keeps the last one (as a
+ * map does) would take the producer's value for batchd's ("status": "ok" on an error). */
+static bool result_field(const bd_model_config_t *cfg, const redisReply *f)
+{
+    static const char *const fixed[] = {"source_stream", "source_id", "model_name", "model_version",
+                                        "status",        "error",     "deliveries", "reason"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if (field_is(f, fixed[i])) {
+            return true;
         }
     }
-    return -1;
+    int what = 0;
+    return io_field(cfg->outputs, cfg->n_outputs, f, &what) >= 0;
 }
 
 /* Build the entry held for `fields` (a flat field/value array); a bad entry comes back as a
@@ -571,6 +595,17 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
         }
         int what = 0;
         int idx = classify(cfg, k, &what);
+        if (idx == -1 && result_field(cfg, k)) {
+            if (!msg[0]) {
+                snprintf(msg, sizeof msg,
+                         "the entry has a field '%.64s', a name the result gives a field of its "
+                         "own (source_stream, source_id, model_name, model_version, status, "
+                         "error, deliveries, reason, and each output's NAME, NAME.shape and "
+                         "NAME.datatype); rename it",
+                         k->str);
+            }
+            continue; /* and not copied into the error result */
+        }
         if (idx == -1) {
             n_meta++;
             meta_bytes += (size_t)k->len + (size_t)v->len;
@@ -580,15 +615,24 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
                                   : what == 0 ? &inf[idx].data
                                   : what == 1 ? &inf[idx].shape
                                               : &inf[idx].dtype;
-        if (*slot && !msg[0]) {
-            snprintf(msg, sizeof msg, "the entry has the field '%.*s' twice", (int)k->len, k->str);
+        const redisReply **slot_k = idx == -2   ? (what == 1 ? &all_shape_k : &all_dtype_k)
+                                    : what == 0 ? &inf[idx].data_k
+                                    : what == 1 ? &inf[idx].shape_k
+                                                : &inf[idx].dtype_k;
+        if (*slot && !msg[0] && (*slot_k)->len == k->len &&
+            memcmp((*slot_k)->str, k->str, (size_t)k->len) == 0) {
+            snprintf(msg, sizeof msg, "the entry has the field '%.64s' twice", k->str);
+        } else if (*slot && !msg[0]) {
+            snprintf(msg, sizeof msg,
+                     "the entry has the fields '%.64s' and '%.64s', which name the same %s; give "
+                     "one of them",
+                     (*slot_k)->str, k->str,
+                     what == 0   ? "input"
+                     : what == 1 ? "shape"
+                                 : "datatype");
         }
         *slot = v;
-        if (what == 1) {
-            *(idx == -2 ? &all_shape_k : &inf[idx].shape_k) = k;
-        } else if (what == 2) {
-            *(idx == -2 ? &all_dtype_k : &inf[idx].dtype_k) = k;
-        }
+        *slot_k = k;
     }
     /* Metadata is copied into the entry and its result: bounded as the inputs are. */
     bool meta_over = !too_many && meta_bytes > s->p->ing->max_entry_bytes;
@@ -621,7 +665,7 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
         const redisReply *k = fields->element[2 * i], *v = fields->element[2 * i + 1];
         int what = 0;
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            classify(cfg, k, &what) != -1) {
+            classify(cfg, k, &what) != -1 || result_field(cfg, k)) {
             continue;
         }
         field_t *f = &e->meta[e->n_meta++];
@@ -1042,6 +1086,9 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
         BD_DEBUG("ingest", "stream added model=%s stream=%s group=%s streams=%zu", s->p->model,
                  s->log_key, s->p->cfg.group, s->p->n_streams);
     }
+    if (!s->p->pending_known) {
+        refresh_gauges(s->p); /* the first figures now, not at the next scan */
+    }
     kick(s->p->ing);
 }
 
@@ -1167,6 +1214,7 @@ static void gauge_done(pipe_t *p)
 {
     if (p->gauge_wait > 0 && --p->gauge_wait == 0) {
         p->pending = p->acc_pending;
+        p->pending_known = p->acc_pending_known;
         p->lag = p->acc_lag;
         p->lag_known = p->acc_lag_known;
     }
@@ -1181,6 +1229,7 @@ static void on_xpending_summary(redisAsyncContext *ac, void *r_, void *priv)
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
         r->element[0]->type == REDIS_REPLY_INTEGER) {
         s->p->acc_pending += r->element[0]->integer;
+        s->p->acc_pending_known = true;
     }
     gauge_done(s->p);
 }
@@ -1220,6 +1269,7 @@ static void refresh_gauges(pipe_t *p)
     }
     p->acc_pending = 0;
     p->acc_lag = 0;
+    p->acc_pending_known = false;
     p->acc_lag_known = false;
     for (size_t i = 0; i < p->n_streams; i++) {
         stream_t *s = p->streams[i];
@@ -2349,7 +2399,7 @@ static void render(void *ctx, bd_buf_t *out)
                 v = (int64_t)p->n_streams;
                 break;
             }
-            if (f == 8 && !p->lag_known) {
+            if ((f == 7 && !p->pending_known) || (f == 8 && !p->lag_known)) {
                 continue;
             }
             bd_buf_printf(out, "%s{model=\"", fam[f].name);

@@ -254,6 +254,47 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
                   protocol="redis", outcome="invalid") == 6
 
 
+def test_metadata_named_like_a_result_field_is_refused(start_server_fn, rsrv):
+    """Copied, a metadata field 'status' (or an output's name) would be a second field of that
+    name in the result, and a reader keeping the last one (redis-py's dict) would read the
+    producer's value for batchd's: such an entry gets an error result naming the field, which
+    carries its other metadata but not that field. `input` and `INPUT0` together name one
+    input twice, and the sentence says so."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    start_batchd(start_server_fn, repo, rsrv)
+    good = frame(1, 1).tobytes()
+    sent = {}
+    for name in ("status", "source_id", "error", "reason", "OUTPUT0", "OUTPUT0.shape"):
+        eid = r.xadd("frames:meta", {"input": good, "camera": "c", name: "mine"}).decode()
+        sent[eid] = name
+    both = r.xadd("frames:meta", {"input": good, "INPUT0": good, "camera": "c"}).decode()
+    ok = r.xadd("frames:meta", {"input": good, "camera": "c", "Status": "mine"}).decode()
+    assert wait_results(r, len(sent) + 2)
+    plain = rsrv.client()
+    plain.response_callbacks.pop("XRANGE", None)  # its fields as sent, not made a dict
+    raw = plain.execute_command("XRANGE", "results:frames:meta", "-", "+")
+    by_id = {}
+    for _rid, flat in raw:
+        names = [k.decode() for k in flat[0::2]]
+        assert len(names) == len(set(names)), names  # never two fields of one name
+        f = dict(zip(names, flat[1::2]))
+        by_id[f["source_id"].decode()] = f
+    for eid, name in sent.items():
+        f = by_id[eid]
+        assert f["status"] == b"error", (name, f)
+        assert f["error"].decode() == (
+            "the entry has a field '%s', a name the result gives a field of its own "
+            "(source_stream, source_id, model_name, model_version, status, error, deliveries, "
+            "reason, and each output's NAME, NAME.shape and NAME.datatype); rename it" % name)
+        assert f["camera"] == b"c" and f.get(name) != b"mine"
+    assert by_id[both]["error"] == (b"the entry has the fields 'input' and 'INPUT0', which "
+                                    b"name the same input; give one of them")
+    assert by_id[ok]["status"] == b"ok" and by_id[ok]["Status"] == b"mine"
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+
+
 def test_metadata_over_max_body_bytes_is_an_error_without_it(start_server_fn, rsrv):
     """Metadata fields are copied into the result, so they are bounded as the inputs are: over
     --max-body-bytes together, the entry gets an error result that does not carry them."""
@@ -412,8 +453,10 @@ def test_pending_and_consumer_lag_gauges(start_server_fn, rsrv):
     r = rsrv.client()
     client = start_batchd(start_server_fn, repo, rsrv)
     lab = {"model": "cam", "pattern": "frames:*"}
-    # No stream matched yet: no lag is known, so none is listed.
+    # No stream matched yet: neither lag nor pending is known, so neither is listed (a 0
+    # would say that nothing waits).
     assert metric(client, "batchd_redis_consumer_lag", **lab) is None
+    assert metric(client, "batchd_redis_pending", **lab) is None
     sent = produce(r, "frames:cam", 1, 800)
     assert wait_for(lambda: (metric(client, "batchd_redis_consumer_lag", **lab) or 0) > 0, 20)
     assert wait_for(lambda: (metric(client, "batchd_redis_pending", **lab) or 0) > 0, 20)
