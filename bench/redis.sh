@@ -17,6 +17,7 @@
 #   bench/redis.sh [MODELS_DIR] [FRAMES]      (defaults: ../shared/models, 100000)
 #   BENCH_REDIS_MODELS="sim mlp mobilenet_v2" to choose (default: sim mlp)
 #   BENCH_REDIS_MODES="live drain" (default: live)
+#   REDIS_SPINNING=on: the ONNX models' intra_op_spinning, in batchd and in-process (default off)
 #
 # Redis, the producer (python3-redis, one core at most) and batchd share the machine, as the
 # issue's goals assume. mobilenet_v2 frames are 602,112 bytes: at most 3000 are written.
@@ -27,6 +28,8 @@ FRAMES=${2:-100000}
 BIN=${BATCHD_BIN:-build/batchd}
 INPROC=${ORT_INPROC_BIN:-$(dirname "$BIN")/ort_inproc}
 PY=${PYTHON:-/usr/bin/python3}
+SPIN=${REDIS_SPINNING:-off}
+case $SPIN in on | off) ;; *) echo "bench: REDIS_SPINNING must be on or off" >&2; exit 2 ;; esac
 [ -x "$BIN" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "bench: redis-server is missing (scripts/setup.sh)" >&2; exit 1; }
 mkdir -p bench/results
@@ -34,7 +37,7 @@ out=bench/results/redis-$(date -u +%Y%m%dT%H%M%SZ).md
 {
   echo "## $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo
-  echo "Command: \`BENCH_REDIS_MODELS=\"${BENCH_REDIS_MODELS:-sim mlp}\" BENCH_REDIS_MODES=\"${BENCH_REDIS_MODES:-live}\" bench/redis.sh $MODELS $FRAMES\`"
+  echo "Command: \`REDIS_SPINNING=$SPIN BENCH_REDIS_MODELS=\"${BENCH_REDIS_MODELS:-sim mlp}\" BENCH_REDIS_MODES=\"${BENCH_REDIS_MODES:-live}\" bench/redis.sh $MODELS $FRAMES\`"
   echo
   echo "| model | batchd processes | mode | cameras | frames | results | producer frames/s | end-to-end frames/s | mean batch | p50 ms | p99 ms | max ms |"
   echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -52,7 +55,7 @@ for m in ${BENCH_REDIS_MODELS:-sim mlp}; do
     [ "$mode" = drain ] && flag=--drain
     for procs in 1 2; do
       "$PY" bench/redis_bench.py --bin "$BIN" --model "$m" --models "$MODELS" --procs "$procs" \
-        --cameras 100 --frames "$n" --warmup "${BENCH_REDIS_WARMUP:-1000}" $flag >> "$out"
+        --cameras 100 --frames "$n" --warmup "${BENCH_REDIS_WARMUP:-1000}" --spinning "$SPIN" $flag >> "$out"
       echo "bench: $m $mode procs=$procs done" >&2
     done
   done
@@ -60,7 +63,7 @@ for m in ${BENCH_REDIS_MODELS:-sim mlp}; do
     size=$(stat -L -c %s "$MODELS/$m/1/model.onnx")
     threads=$(( size < 1048576 ? 1 : $(nproc) ))
     for b in 1 8 32; do
-      inproc+=$("$INPROC" "$MODELS/$m/1/model.onnx" "$threads" "$b" 5 2>/dev/null | "$PY" bench/row.py inproc "$m")$'\n'
+      inproc+=$("$INPROC" "$MODELS/$m/1/model.onnx" "$threads" "$b" 5 --intra-op-spinning "$SPIN" 2>/dev/null | "$PY" bench/row.py inproc "$m")$'\n'
       echo "bench: in-process $m batch=$b done" >&2
     done
   fi

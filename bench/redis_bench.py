@@ -42,7 +42,7 @@ from redis_util import RedisServer  # noqa: E402
 SHAPES = {"sim": ("INPUT0", 16), "mlp": ("input", 64), "mobilenet_v2": ("input", 3 * 224 * 224)}
 
 
-def make_repo(root, model, models_dir, max_batch=0, instances=0):
+def make_repo(root, model, models_dir, max_batch=0, instances=0, spinning=False):
     name, dim = SHAPES[model]
     d = os.path.join(root, model)
     os.makedirs(os.path.join(d, "1"), exist_ok=True)
@@ -62,6 +62,8 @@ def make_repo(root, model, models_dir, max_batch=0, instances=0):
         if instances:  # that many sessions of one ONNX Runtime thread each
             cfg["instances"] = instances
             cfg["threads_per_instance"] = 1
+        if spinning:
+            cfg["intra_op_spinning"] = True
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
     return dim
@@ -174,12 +176,14 @@ def main():
     ap.add_argument("--max-batch", type=int, default=0)
     ap.add_argument("--instances", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--spinning", choices=("on", "off"), default="off",
+                    help="the ONNX model's intra_op_spinning (config.json)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="redis-bench-")
     rs = RedisServer(os.path.join(work, "redis")).start()
     r = rs.client()
     repo = os.path.join(work, "repo")
-    dim = make_repo(repo, a.model, a.models, a.max_batch, a.instances)
+    dim = make_repo(repo, a.model, a.models, a.max_batch, a.instances, a.spinning == "on")
     for cam in range(a.cameras):  # the group exists before the clock starts
         r.xgroup_create("frames:cam%d" % cam, "batchd", id="$", mkstream=True)
     logs = [os.path.join(work, "batchd-%d.log" % i) for i in range(a.procs)]
