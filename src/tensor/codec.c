@@ -991,6 +991,45 @@ static int put_bytes(data_ctx_t *c, const sv_t *v, size_t index)
     return 0;
 }
 
+/* The float nearest the number v, into *out; an error when it is out of FP32's range (from
+ * FLT_MAX and half an ulp up, which rounds to infinity). Rounding v's double again is right
+ * except where that double lies exactly halfway between two floats (or at the range's edge):
+ * the number may have been just above or below it, and rounding twice goes the wrong way
+ * (1.00000005960464478 reads as 1 + 2^-24, then as 1; it is nearer 1 + 2^-23). There strtof
+ * reads the text. */
+static int to_fp32(data_ctx_t *c, const sv_t *v, size_t index, float *out)
+{
+    const double edge = 0x1.ffffffp127; /* FLT_MAX + half an ulp */
+    double d = v->d;
+    if (isinf(d) || fabs(d) > edge) {
+        return value_error(c, v, index, "is out of range for FP32");
+    }
+    bool tie = fabs(d) == edge;
+    float f = tie ? 0.0f : (float)d;
+    if (!tie && (double)f != d) {
+        float g = nextafterf(f, d > (double)f ? INFINITY : -INFINITY);
+        tie = ((double)f + (double)g) / 2 == d;
+    }
+    if (tie) {
+        char small[64];
+        char *copy = v->len < sizeof small ? small : malloc(v->len + 1);
+        if (!copy) {
+            return bd_err_set(c->err, BD_ENOMEM, "out of memory parsing the request JSON");
+        }
+        memcpy(copy, v->text, v->len);
+        copy[v->len] = '\0';
+        f = strtof(copy, NULL);
+        if (copy != small) {
+            free(copy);
+        }
+        if (isinf(f)) {
+            return value_error(c, v, index, "is out of range for FP32");
+        }
+    }
+    *out = f;
+    return 0;
+}
+
 static int put_value(data_ctx_t *c, const sv_t *v, size_t index)
 {
     bd_dtype_t dt = c->t->dtype;
@@ -1019,11 +1058,11 @@ static int put_value(data_ctx_t *c, const sv_t *v, size_t index)
             }
             memcpy(c->dst + index * 8, &v->d, 8);
         } else {
-            /* Values from FLT_MAX + half an ulp up round to infinity. */
-            if (isinf(v->d) || fabs(v->d) >= 0x1.ffffffp127) {
-                return value_error(c, v, index, "is out of range for FP32");
+            float f = 0.0f;
+            int rc = to_fp32(c, v, index, &f);
+            if (rc != 0) {
+                return rc;
             }
-            float f = (float)v->d;
             memcpy(c->dst + index * 4, &f, 4);
         }
         return 0;

@@ -4,6 +4,7 @@
  * (exact code and message); encoding byte-exact, including a comparison of the fast float
  * printer with snprintf over many random values. Single-threaded; each test owns an arena
  * set up and torn down around it. */
+#include <float.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -255,6 +256,34 @@ static void test_roundtrip_every_dtype(void **state)
         assert_string_equal(enc, c->encoded);
         free(enc);
     }
+}
+
+/* FP32 values are rounded once, from the text: a number whose double lies exactly halfway
+ * between two floats is rounded by strtof, not twice (double, then float). Each number here
+ * reads as a double at a float midpoint, and rounding that double again gives the wrong float
+ * (1 and out of range, where the nearest floats are 1 + 2^-23 and FLT_MAX). */
+static void test_fp32_rounds_once(void **state)
+{
+    (void)state;
+    const char *json = "{\"inputs\":[{\"name\":\"X\",\"datatype\":\"FP32\",\"shape\":[6],\"data\":["
+                       "1.00000005960464478,1.00000005960464477,3.40282356779733661e38,"
+                       "-340282356779733661637539395458142568447,0.5,16777217]}]}";
+    const float want[6] = {0x1.000002p0f, 1.0f, FLT_MAX, -FLT_MAX, 0.5f, 16777216.0f};
+    bd_infer_req_t req;
+    bd_err_t err = {0};
+    int rc = decode(json, &req, &err);
+    if (rc != 0) {
+        print_error("%s\n", err.msg);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(req.inputs[0].byte_size, sizeof want);
+    assert_memory_equal(req.inputs[0].data, want, sizeof want);
+    /* Just past FLT_MAX + half an ulp, which reads as that double too: out of range. */
+    expect_error("{\"inputs\":[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[1],"
+                 "\"data\":[340282356779733661637539395458142568449]}]}",
+                 BD_EINVAL,
+                 "input 'INPUT0': value 340282356779733661637539395458142568449 at index 0 is "
+                 "out of range for FP32");
 }
 
 /* parameters.sim_fail (the sim backend's per-request fault injection) is kept for the backend
@@ -1688,6 +1717,7 @@ int main(void)
         cmocka_unit_test(test_shape_count),
         cmocka_unit_test(test_shape_str_equal),
         cmocka_unit_test_setup_teardown(test_roundtrip_every_dtype, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fp32_rounds_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_full_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_sim_fail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_params_kept_generically, setup, teardown),
