@@ -15,10 +15,10 @@
  * us, so a client that closes while its request is queued goes unseen. Jobs in flight sit on
  * a watch list in submit order; a 10 ms timer peeks (recv MSG_PEEK|MSG_DONTWAIT) the socket
  * of each job that has waited at least WATCH_INTERVAL_US, at most WATCH_BUDGET per tick, and
- * on end-of-file or a reset cancels the call. A cancelled job, and a job that was already
- * running when its client left, is answered with a short error that no one reads; writing
- * it lets h2o see the dead socket and close the connection. A job whose h2o request died
- * (the guard fired) is cancelled too.
+ * on end-of-file or a reset cancels the call. A cancelled job is answered with a short error,
+ * and a job that was already running when its client left with its result, which no one reads
+ * unless the client only shut its writing half; writing it lets h2o see a dead socket and close
+ * the connection. A job whose h2o request died (the guard fired) is cancelled too.
  *
  * Model loads (POST .../load) wait for the repository's loader thread; the repository posts
  * the result to the loop's mailbox and on_loaded answers the waiting request (guarded like
@@ -1206,10 +1206,13 @@ static void on_call_done(bd_call_t *call)
     bd_list_unlink(&j->wlink);
     if (j->req) {
         *j->guard = NULL;
-        if (j->client_gone) {
+        if (j->client_gone && bd_call_status(call, NULL) != 0) {
             /* Written to a dead socket: h2o sees the error and closes it. */
             reply_error(j->h, j->req, BD_ECANCELLED, "the client closed the connection");
         } else {
+            /* A call that ran to its end is answered even when its client closed its side:
+             * one that only shut down its writing half (shutdown(SHUT_WR)) still reads it,
+             * and to a dead socket it is written as the error would be. */
             send_result(j->h, j);
         }
     }

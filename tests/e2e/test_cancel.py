@@ -132,3 +132,45 @@ def test_running_request_of_a_gone_client_is_dropped(slow):
     r = slow.infer("slow1", body(3))
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [3.0, 4.0]
     slow.assert_healthy()
+
+
+def read_reply(s):
+    """One HTTP/1.1 reply (Content-Length framed) from s: status, body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = int([h.split(b":", 1)[1] for h in head.split(b"\r\n")
+                  if h.lower().startswith(b"content-length:")][0])
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        assert chunk, rest
+        rest += chunk
+    return int(head.split(b" ", 2)[1]), json.loads(rest[:length])
+
+
+def test_a_client_that_only_shut_its_sending_half_reads_its_answer(slow):
+    """shutdown(SHUT_WR) after a request (nc -N) ends the client's data, which is all the
+    server sees of a client that left: a request that was already running is answered with
+    its result (it was answered 503 although it ran and counted as a success), and one still
+    queued is cancelled and answered 503, which this client reads."""
+    running = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
+    running.sendall(raw_request(1))
+    time.sleep(0.2)  # it runs now (idle instance), for a whole second
+    queued = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
+    queued.sendall(raw_request(5))
+    wait_for(lambda: counter(slow, "batchd_queue_depth") == 1, 5, "the second request queued")
+    running.shutdown(socket.SHUT_WR)
+    queued.shutdown(socket.SHUT_WR)
+    status, reply = read_reply(running)
+    assert status == 200, reply
+    assert reply["outputs"][0]["data"] == [1.0, 2.0]
+    status, reply = read_reply(queued)
+    assert (status, reply) == (503, {"error": "the client closed the connection"})
+    running.close()
+    queued.close()
+    assert counter(slow, "batchd_inference_requests_total", outcome="cancelled") == 1
+    assert counter(slow, "batchd_inference_requests_total", outcome="success") == 1
+    slow.assert_healthy()
