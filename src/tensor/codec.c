@@ -1187,6 +1187,24 @@ static char *arena_str(bd_arena_t *arena, const char *s, size_t n, bd_err_t *err
     return p;
 }
 
+/* An input's or output's parameters may not ask for Triton's shared-memory extension: its
+ * data would be taken from, or written to, a region batchd never reads. */
+static int no_shared_memory(const json_t *params, const char *kind, const char *name, bd_err_t *err)
+{
+    static const char *const keys[] = {"shared_memory_region", "shared_memory_byte_size",
+                                       "shared_memory_offset"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (json_object_get(params, keys[i])) {
+            return bd_err_set(err, BD_EINVAL,
+                              "%s '%.*s': parameters.%s asks for Triton's shared-memory "
+                              "extension, which batchd does not support; send the data in the "
+                              "request (\"data\" or a binary tensor) and read it from the reply",
+                              kind, shown(name), name, keys[i]);
+        }
+    }
+    return 0;
+}
+
 /* Keep parameters.<key> = `v` in *p (see bd_param_t). Returns 0 or the arena's error. */
 static int keep_param(const char *key, const json_t *v, bd_arena_t *arena, bd_param_t *p,
                       bd_err_t *err)
@@ -1374,6 +1392,9 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
         if (!json_is_object(params)) {
             return bd_err_set(err, BD_EINVAL, "input '%.*s': \"parameters\" must be an object",
                               shown(name), name);
+        }
+        if ((rc = no_shared_memory(params, "input", name, err)) != 0) {
+            return rc;
         }
         bsize = json_object_get(params, "binary_data_size");
     }
@@ -1614,6 +1635,10 @@ static int decode_outputs(const json_t *root, bd_arena_t *arena, const bd_decode
         if (!json_is_object(params)) {
             return bd_err_set(err, BD_EINVAL, "output '%.*s': \"parameters\" must be an object",
                               shown(r->name), r->name);
+        }
+        rc = no_shared_memory(params, "output", r->name, err);
+        if (rc != 0) {
+            return rc;
         }
         v = json_object_get(params, "binary_data");
         if (v) {

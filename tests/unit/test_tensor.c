@@ -1360,6 +1360,19 @@ static void test_decode_outputs_errors(void **state)
                  "output 'O': \"parameters\" must be an object");
     expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"binary_data\":\"yes\"}}]"), BD_EINVAL,
                  "output 'O': parameters.binary_data must be true or false");
+    /* Triton's shared-memory extension is refused, not ignored (the data would go nowhere). */
+    expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"shared_memory_region\":\"r\","
+                          "\"shared_memory_byte_size\":16}}]"),
+                 BD_EINVAL,
+                 "output 'O': parameters.shared_memory_region asks for Triton's shared-memory "
+                 "extension, which batchd does not support; send the data in the request "
+                 "(\"data\" or a binary tensor) and read it from the reply");
+    expect_error("{\"inputs\":[{\"name\":\"A\",\"datatype\":\"INT8\",\"shape\":[1],"
+                 "\"parameters\":{\"shared_memory_byte_size\":1}}]}",
+                 BD_EINVAL,
+                 "input 'A': parameters.shared_memory_byte_size asks for Triton's shared-memory "
+                 "extension, which batchd does not support; send the data in the request "
+                 "(\"data\" or a binary tensor) and read it from the reply");
     expect_error(WITH_OUT("[{\"name\":\"O\",\"parameters\":{\"classification\":0}}]"), BD_EINVAL,
                  "output 'O': parameters.classification must be a positive integer (the number "
                  "of classes to return)");
