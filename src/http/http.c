@@ -1235,8 +1235,8 @@ static bool image_body(h2o_req_t *req)
            h2o_lcstris(v.base, n, H2O_STRLIT("image/png"));
 }
 
-/* ?classification=K on a plain image body: 0 when absent; -1 when it is not 1..65536 (empty
- * included) or given twice. */
+/* ?classification=K (a plain image body's; any other body is refused with it): 0 when absent;
+ * -1 when it is not 1..65536 (empty included) or given twice. */
 static long query_classification(h2o_req_t *req)
 {
     if (req->query_at == SIZE_MAX) {
@@ -1331,6 +1331,12 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
                                     .classification = (size_t)k,
                                     .user_size = sizeof(job_t)};
         rc = bd_infer_start_image(h->infer, &ia, on_call_done, &call, &err);
+    } else if (query_classification(req) != 0) {
+        reply_error(h, req, BD_EINVAL,
+                    "?classification is taken with a plain image body (image/jpeg, image/png); "
+                    "a JSON or binary request asks an output for its top K classes with "
+                    "\"parameters\": {\"classification\": K}");
+        return;
     } else {
         rc = bd_infer_start(h->infer, &a, on_call_done, &call, &err);
     }

@@ -473,6 +473,15 @@ def test_model_without_preprocess_and_bad_query(client):
     r = client.post("/v2/models/plain/infer", data=json.dumps(body),
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 200
+    # ?classification on such a body is not ignored (a client asking for classes would get
+    # raw tensors and no word of it): it names the JSON way to ask.
+    for query in ("classification=2", "classification=0", "classification=x"):
+        msg = error_message(client.post("/v2/models/plain/infer?" + query,
+                                        data=json.dumps(body),
+                                        headers={"Content-Type": "application/json"}), 400)
+        assert msg == ("?classification is taken with a plain image body (image/jpeg, "
+                       "image/png); a JSON or binary request asks an output for its top K "
+                       "classes with \"parameters\": {\"classification\": K}"), (query, msg)
 
 
 def test_bad_preprocess_configs(start_server_fn):
