@@ -59,18 +59,25 @@ size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const ch
         bool control = (f->h[0] & 0x08) != 0;
         bool fin = (f->h[0] & 0x80) != 0;
         f->have = 0;
-        if (control && (!fin || l7 > 125)) {
-            *bad = "control frames must not be fragmented or longer than 125 bytes";
-        } else if ((l7 == 126 && plen < 126) || (l7 == 127 && (plen <= 0xffff || plen >> 63))) {
+        f->code = 1002;
+        uint64_t message = (f->h[0] & 0x0f) == 0 ? f->message : 0; /* a continuation adds */
+        message = plen > UINT64_MAX - message ? UINT64_MAX : message + plen;
+        if ((l7 == 126 && plen < 126) || (l7 == 127 && (plen <= 0xffff || plen >> 63))) {
             *bad = "a frame's payload length must be in its shortest form, and below 2^63";
+        } else if (control && (!fin || l7 > 125)) {
+            *bad = "control frames must not be fragmented or longer than 125 bytes";
         } else if ((f->h[0] & 0x0f) == 0x8 && plen == 1) {
             *bad = "a close frame's payload is empty or a 2-byte code first";
+        } else if (!control && f->max_message && message > f->max_message) {
+            *bad = "the message is larger than --max-body-bytes";
+            f->code = 1009;
         }
         if (*bad) {
             return start;
         }
         f->skip = plen;
         f->data = !control;
+        f->message = control ? f->message : message;
     }
     return n;
 }

@@ -246,12 +246,33 @@ static const char *assign_id(conn_t *c, char *id, size_t cap)
     return id;
 }
 
+/* A client's own id of the form assign_id makes ("batchd-N") moves the count past N, so that
+ * no id the server makes later on the socket is one its client already used. */
+static void note_client_id(conn_t *c, const char *id)
+{
+    static const char prefix[] = "batchd-";
+    if (!id || strncmp(id, prefix, sizeof prefix - 1) != 0) {
+        return;
+    }
+    const char *d = id + sizeof prefix - 1;
+    uint64_t n = 0;
+    for (; *d >= '0' && *d <= '9' && n < UINT64_MAX / 10; d++) {
+        n = n * 10 + (uint64_t)(*d - '0');
+    }
+    if (*d == '\0' && d > id + sizeof prefix - 1 && n > c->next_id) {
+        c->next_id = n;
+    }
+}
+
 /* Answer a message refused before it started, under the id it was read with (any length, ""
  * included), else one of assign_id's. */
 static void refuse_message(conn_t *c, int code, const char *msg)
 {
     bd_infer_id_t *rid = &c->st->err_id;
     char own[32];
+    if (rid->found) {
+        note_client_id(c, rid->text.data);
+    }
     send_error(c, rid->found ? rid->text.data : assign_id(c, own, sizeof own), code, msg);
     bd_buf_trim(&rid->text, ID_KEEP);
     rid->found = false;
@@ -393,6 +414,7 @@ static void on_call_done(bd_call_t *call)
     bd_list_unlink(&wc->link);
     c->inflight--;
     hold(c, 0, wc->bytes);
+    note_client_id(c, bd_call_id(call)); /* one decoded off the loop is known only now */
     if (c->sock && !wslay_event_get_close_sent(c->ws)) {
         bd_buf_t *b = &c->st->out;
         bd_buf_reset(b);
@@ -483,6 +505,7 @@ static void handle_message(conn_t *c, bool binary, const char *data, size_t len)
         refuse_message(c, rc, err.msg);
         return;
     }
+    note_client_id(c, bd_call_id(call));
     if (!bd_call_id(call)) {
         char own[32];
         bd_call_set_id(call, assign_id(c, own, sizeof own)); /* for a request with none */
@@ -506,6 +529,15 @@ static void drop_input(conn_t *c)
     }
 }
 
+/* Close with `code` and read no more: the message being put together is let go. */
+static void drop_message(conn_t *c, wslay_event_context_ptr ctx, uint16_t code, const char *why)
+{
+    queue_close(c, code, why);
+    wslay_event_shutdown_read(ctx);
+    bd_buf_dispose(&c->msg);
+    recount(c, &c->assembling, 0);
+}
+
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     conn_t *c = user;
@@ -521,9 +553,16 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     size_t n = in->size < len ? in->size : len;
     const char *bad = NULL;
     size_t ok = bd_ws_frames_scan(&c->frames, (const uint8_t *)in->bytes, n, &bad);
-    if (bad) {
-        queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, bad);
+    if (bad && ok > 0) {
+        /* The frames before the bad header go first (frames are read in order: their
+         * messages are requests like any other); the next call finds the header again. */
+        n = ok;
+    } else if (bad && c->frames.code == WSLAY_CODE_MESSAGE_TOO_BIG) {
+        drop_message(c, ctx, WSLAY_CODE_MESSAGE_TOO_BIG, bad);
         c->broken = true; /* the rest of the input is dropped */
+    } else if (bad) {
+        queue_close(c, WSLAY_CODE_PROTOCOL_ERROR, bad);
+        c->broken = true;
     }
     memcpy(buf, in->bytes, ok);
     h2o_buffer_consume(&c->sock->input, n);
@@ -585,15 +624,6 @@ static void on_message(conn_t *c, bool binary, const char *data, size_t len)
         return;
     }
     handle_message(c, binary, data, len);
-}
-
-/* Close with `code` and read no more: the message being put together is let go. */
-static void drop_message(conn_t *c, wslay_event_context_ptr ctx, uint16_t code, const char *why)
-{
-    queue_close(c, code, why);
-    wslay_event_shutdown_read(ctx);
-    bd_buf_dispose(&c->msg);
-    recount(c, &c->assembling, 0);
 }
 
 /* Frames as wslay reads them (control frames too: it answers ping and close itself). A frame
@@ -786,6 +816,7 @@ static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
     setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     wslay_event_config_set_no_buffering(c->ws, 1); /* data messages: ws_on_frame_* */
     wslay_event_config_set_max_recv_msg_length(c->ws, st->opts.max_message_bytes); /* a frame's */
+    c->frames.max_message = st->opts.max_message_bytes; /* a message's, from its headers */
     bd_list_push_back(&st->conns, &c->link);
     st->n_conns++;
     bd_metrics_websocket_connections_add(st->metrics, 1);

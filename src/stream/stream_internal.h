@@ -15,18 +15,24 @@ bool bd_ws_utf8_valid(const unsigned char *s, size_t n);
 /* Frame headers of a client's byte stream, tracked across reads. */
 typedef struct {
     uint8_t h[14];
-    size_t have;         /* header bytes seen so far */
-    uint64_t skip;       /* payload bytes of the current frame still to pass */
-    bool data;           /* the current frame is a data frame (text, binary, continuation) */
-    uint64_t data_bytes; /* data frames' payload bytes passed (the caller may reset it) */
+    size_t have;          /* header bytes seen so far */
+    uint64_t skip;        /* payload bytes of the current frame still to pass */
+    bool data;            /* the current frame is a data frame (text, binary, continuation) */
+    uint64_t data_bytes;  /* data frames' payload bytes passed (the caller may reset it) */
+    uint64_t max_message; /* the caller's limit on a data message's length; 0: none */
+    uint64_t message;     /* payload bytes the current data message's headers declared */
+    uint16_t code;        /* with *bad: the close code, 1002 or 1009 */
 } bd_ws_frames_t;
 
 /* Walk the frame headers in the next `n` bytes. wslay answers most protocol errors with
  * 1002 itself, but a fragmented or oversized control frame, a close frame with a 1-byte
  * payload, or a payload length not in its shortest form or with its top bit set (RFC 6455
- * 5.2), only with a close that has no status code: such a header is caught here. Returns
- * how many of the bytes may go on to wslay: `n`, or the bytes before the bad header (then
- * *bad names the problem in one sentence; the tracker's state is no longer meaningful). */
+ * 5.2), only with a close that has no status code: such a header is caught here (code 1002),
+ * and so is the header of a data frame that takes its message past max_message (1009), from
+ * the header alone, before any of its payload came. Returns how many of the bytes may go on
+ * to wslay: `n`, or the bytes before the bad header (then *bad names the problem in one
+ * sentence, and f->code its close code; the tracker is where that header starts, so a scan
+ * of the same bytes again finds it again). */
 size_t bd_ws_frames_scan(bd_ws_frames_t *f, const uint8_t *p, size_t n, const char **bad);
 
 /* A binary request message: a 4-byte little-endian JSON header length N, N bytes of JSON,

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,7 +37,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode, WebSocketException
 
 from ws_util import run
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, decode_outputs, tensor
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, decode_outputs, tensor, wait_for
 
 MAX_BODY = 65536          # --max-body-bytes of the `hygiene` server
 STEP_S = 15.0             # bound on any one receive / wait
@@ -509,6 +510,22 @@ def test_ids_echoed_exactly_and_assigned_when_absent(srv):
                 await ws.send(req([1.0, 2.0, 3.0, 4.0], rid))
                 head, outs = decode(await recv(ws))
                 check_ok(head, outs, rid, "echo", [1.0, 2.0, 3.0, 4.0])
+            # A client's own ids in the server's form, just past the ones made so far (one
+            # answered, one refused): the ids made next are none of them.
+            top = max(int(i.rsplit("-", 1)[1]) for i in ids if re.fullmatch(r".*-\d+", i))
+            prefix = sorted(ids)[0].rsplit("-", 1)[0]
+            mine = ["%s-%d" % (prefix, top + 1), "%s-%d" % (prefix, top + 2)]
+            await ws.send(req([1.0, 2.0, 3.0, 4.0], mine[0]))
+            head, outs = decode(await recv(ws))
+            check_ok(head, outs, mine[0], "echo", [1.0, 2.0, 3.0, 4.0])
+            await ws.send(req([1.0, 2.0], mine[1]))
+            head, _ = decode(await recv(ws))
+            check_error(head, 400, mine[1])
+            for _ in range(3):
+                await ws.send(req([1.0, 2.0, 3.0, 4.0]))
+                head, _ = decode(await recv(ws))
+                assert head["id"] not in ids and head["id"] not in mine, (head["id"], mine)
+                ids.add(head["id"])
 
     run(main())
 
@@ -1401,6 +1418,13 @@ BAD_FRAMES = {
     "too-big-fragmented": ([frame(OP_TEXT, b" " * 30000, fin=False),
                             frame(OP_CONT, b" " * 30000, fin=False),
                             frame(OP_CONT, b" " * 30000)], 1009),
+    # From the header alone, before any payload byte comes (the client waits for nothing).
+    "too-big-header-only": ([bytes([0x81, 0x80 | 127]) + struct.pack("!Q", MAX_BODY + 1)
+                             + b"\0" * 4], 1009),
+    "too-big-continuation-header": ([frame(OP_TEXT, b" " * 30000, fin=False),
+                                     frame(OP_CONT, b" " * 30000, fin=False),
+                                     bytes([0x00, 0x80 | 126]) + struct.pack("!H", 30000)
+                                     + b"\0" * 4], 1009),
 }
 
 
@@ -1417,6 +1441,34 @@ def test_bad_frame_closes_with_code(hygiene, name):
         ws.expect_close(code, answer=not name.startswith("close-"))
     finally:
         ws.close()
+    hygiene.assert_healthy()
+
+
+def test_requests_before_a_bad_frame_header_are_run_or_cancelled_not_lost(hygiene):
+    """Frames are read in order: requests that came in the same read as a bad frame header
+    (here a ping with a 16-bit length of 5, not the shortest form) are started before the
+    close, and so each is run or cancelled and counted as such (they were dropped uncounted);
+    the close reason names the length's form."""
+    before = {o: hygiene.metric("batchd_inference_requests_total", model="echo",
+                                protocol="websocket", outcome=o) or 0
+              for o in ("success", "cancelled")}
+    ws = RawWS(hygiene.port, path="/v2/models/echo/stream")
+    try:
+        good = b"".join(frame(OP_TEXT, req([1.0, 2.0, 3.0, float(i)], "r%d" % i).encode())
+                        for i in range(5))
+        bad = bytes([0x89, 0x80 | 126]) + struct.pack("!H", 5) + b"\0" * 9
+        ws.send(good + bad)
+        reason = ws.expect_close(1002)
+        assert reason == ("a frame's payload length must be in its shortest form, and below "
+                          "2^63"), reason
+    finally:
+        ws.close()
+
+    def counted():
+        return sum((hygiene.metric("batchd_inference_requests_total", model="echo",
+                                   protocol="websocket", outcome=o) or 0) - before[o]
+                   for o in ("success", "cancelled"))
+    wait_for(lambda: counted() == 5, 10, "the 5 requests run or cancelled")
     hygiene.assert_healthy()
 
 
