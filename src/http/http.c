@@ -235,6 +235,8 @@ static const char *reason_of(int status)
         return "Request Timeout";
     case 414:
         return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
     case 429:
         return "Too Many Requests";
     case 431:
@@ -1545,7 +1547,16 @@ static int body_object(bd_http_t *h, h2o_req_t *req, json_t **out)
     json_error_t jerr;
     json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     bd_buf_dispose(&plain);
-    if (!root || !json_is_object(root)) {
+    if (!root) {
+        char msg[BD_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg,
+                 "request body is not valid JSON: %s (line %d, column %d); expected a JSON "
+                 "object (or an empty body)",
+                 jerr.text, jerr.line, jerr.column);
+        reply_error(h, req, BD_EINVAL, msg);
+        return -1;
+    }
+    if (!json_is_object(root)) {
         json_decref(root);
         reply_error(h, req, BD_EINVAL, "the request body must be a JSON object (or empty)");
         return -1;
@@ -2704,6 +2715,24 @@ static bool check_head(bd_http_t *h, conn_t *c)
         return false;
     }
     size_t head = len > 0 ? (size_t)len : in->size;
+    /* Past the head's limit because of the URL (a request line that is that long alone): 414,
+     * as for a URL over MAX_URL_BYTES in a head that fits. */
+    bool line_ends =
+        memchr(in->bytes, '\n', head < h->max_header_bytes ? head : h->max_header_bytes) != NULL;
+    if (head > h->max_header_bytes && ((len > 0 && path_len > MAX_URL_BYTES) ||
+                                       (!line_ends && h->max_header_bytes >= MAX_URL_BYTES))) {
+        if (len > 0) {
+            snprintf(msg, sizeof msg, "the URL has %zu bytes; at most %d are accepted", path_len,
+                     MAX_URL_BYTES);
+        } else {
+            snprintf(msg, sizeof msg,
+                     "the request line passes %zu bytes without ending; a URL may have at most "
+                     "%d bytes",
+                     h->max_header_bytes, MAX_URL_BYTES);
+        }
+        refuse_head(c, 414, msg);
+        return false;
+    }
     if (head > h->max_header_bytes) {
         snprintf(msg, sizeof msg,
                  "the request line and headers %s %zu bytes%s; at most %zu are accepted "
@@ -2720,11 +2749,23 @@ static bool check_head(bd_http_t *h, conn_t *c)
     }
     if (len > 0) {
         trim_values(fields, n_fields);
-        for (size_t i = 0; minor == 0 && i < n_fields; i++) {
-            if (field_is(&fields[i], "expect")) {
+        for (size_t i = 0; i < n_fields; i++) {
+            if (!field_is(&fields[i], "expect")) {
+                continue;
+            }
+            if (minor == 0) {
                 /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored, and no 1xx
                  * is sent to it; h2o 2.2.5 answers it, so it is renamed out of h2o's sight. */
                 ((char *)(uintptr_t)fields[i].name)[0] = 'X';
+            } else if (fields[i].value_len > 0 &&
+                       (fields[i].value_len != 12 ||
+                        strncasecmp(fields[i].value, "100-continue", 12) != 0)) {
+                /* h2o's own 417 says only "Expectation Failed" (the value is not shown:
+                 * raw_reply takes no JSON escapes) */
+                refuse_head(c, 417,
+                            "the Expect header asks for what cannot be met; the only "
+                            "expectation supported is 100-continue");
+                return false;
             }
         }
     }

@@ -294,6 +294,30 @@ def test_no_100_continue_for_an_http10_client(client):
         assert got == want, (version, out[:300])
 
 
+def test_an_expectation_other_than_100_continue_gets_417_saying_which_is_supported(client):
+    """h2o answered 417 "Expectation Failed" alone; the answer names the one expectation there
+    is. The token is case-insensitive (RFC 9110 10.1.1)."""
+    port = client.server.port
+    for value in (b"200-ok", b"100-continue, foo"):
+        out, closed = exchange(port, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
+                               b"Expect: " + value + b"\r\nContent-Length: %d\r\n\r\n"
+                               % len(BODY) + BODY)
+        (status, headers, body), = responses(out)
+        assert status == 417, (value, out[:200])
+        assert json.loads(body) == {"error": "the Expect header asks for what cannot be met; "
+                                             "the only expectation supported is 100-continue"}
+        assert closed
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Expect: 100-Continue\r\nContent-Length: %d\r\n\r\n" % len(BODY))
+        time.sleep(0.2)
+        s.sendall(BODY)
+        out = read_all(s)
+    assert [int(line.split(b" ")[1]) for line in out.split(b"\r\n")
+            if line.startswith(b"HTTP/1.")] == [100, 200], out[:300]
+    client.assert_healthy()
+
+
 def test_a_chunked_body_of_exactly_the_limit_is_taken(start_server):
     """A chunked body of --max-body-bytes is taken, as one with Content-Length is; one byte
     more is 413 (h2o refused the former too)."""
@@ -472,6 +496,19 @@ def test_oversized_heads_get_431_and_414_as_json(client):
     (status, headers, body), = responses(out)
     assert status == 414
     assert json.loads(body) == {"error": "the URL has 9016 bytes; at most 8192 are accepted"}
+    # A URL that takes the head past --max-header-bytes is still the URL's fault: 414, whether
+    # its line ended or not.
+    out, closed = exchange(port, b"GET /v2/health/live?" + b"q" * 20000 + b" HTTP/1.1\r\n"
+                           b"Host: x\r\n\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 414
+    assert json.loads(body) == {"error": "the URL has 20016 bytes; at most 8192 are accepted"}
+    out, closed = exchange(port, b"GET /v2/health/live?" + b"q" * 20000)
+    (status, headers, body), = responses(out)
+    assert status == 414
+    assert json.loads(body) == {"error": "the request line passes 16384 bytes without ending; a "
+                                         "URL may have at most 8192 bytes"}
+    assert closed
     # Just under the limits is fine.
     out, closed = exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Ok: "
                            + b"a" * 15000 + b"\r\nConnection: close\r\n\r\n")

@@ -193,6 +193,22 @@ def test_parameters_must_be_an_object(explicit, path, params):
     infer_ok(explicit, "cyc")  # nothing was unloaded
 
 
+@pytest.mark.parametrize("path", ["/v2/repository/index", "/v2/repository/models/cyc/load",
+                                  "/v2/repository/models/cyc/unload"])
+def test_a_body_that_is_not_json_says_where(explicit, path):
+    """A repository endpoint's body that does not parse is told what the parser found, and
+    where, as an infer body is (a duplicate key was told it was no JSON object)."""
+    for body, found in (('{"ready":true,"ready":false}',
+                         "duplicate object key near '\"ready\"' (line 1, column 21)"),
+                        ("xx", "'[' or '{' expected near 'xx' (line 1, column 2)")):
+        msg = error_message(explicit.post(path, data=body), 400)
+        assert msg == ("request body is not valid JSON: %s; expected a JSON object (or an "
+                       "empty body)" % found), msg
+    msg = error_message(explicit.post(path, data="[1]"), 400)
+    assert msg == "the request body must be a JSON object (or empty)", msg
+    infer_ok(explicit, "cyc")  # nothing was unloaded
+
+
 def test_unload_dependents_must_be_a_boolean(explicit):
     r = explicit.post("/v2/repository/models/cyc/unload",
                       json={"parameters": {"unload_dependents": "x"}})
