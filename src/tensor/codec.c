@@ -89,6 +89,15 @@ static bool get_uint(const json_t *v, int64_t *out)
     return true;
 }
 
+/* What is wrong with a value get_uint refused, to follow its field's name: an integer past
+ * int64 is one, only too large. */
+static const char *uint_fault(const json_t *v)
+{
+    return is_bigint(v) && json_string_value(v)[1] != '-'
+               ? " is past 9223372036854775807, the largest accepted"
+               : " must be a non-negative integer";
+}
+
 /* ---- the header scan ------------------------------------------------------------------- */
 
 /* One replacement in the text jansson reads (see the file comment): an input's "data" array,
@@ -1261,15 +1270,14 @@ static int decode_params(const json_t *root, bd_arena_t *arena, bd_infer_req_t *
     v = json_object_get(params, "priority");
     if (v) {
         if (!get_uint(v, &i)) {
-            return bd_err_set(err, BD_EINVAL, "parameters.priority must be a non-negative integer");
+            return bd_err_set(err, BD_EINVAL, "parameters.priority%s", uint_fault(v));
         }
         out->priority = i;
     }
     v = json_object_get(params, "timeout");
     if (v) {
         if (!get_uint(v, &i)) {
-            return bd_err_set(err, BD_EINVAL,
-                              "parameters.timeout must be a non-negative integer (microseconds)");
+            return bd_err_set(err, BD_EINVAL, "parameters.timeout%s (microseconds)", uint_fault(v));
         }
         out->timeout_us = (uint64_t)i;
     }
@@ -1316,9 +1324,8 @@ static int decode_shape(const json_t *in, bd_tensor_t *t, bd_err_t *err)
     t->shape.ndim = (int)ndim;
     for (size_t d = 0; d < ndim; d++) {
         if (!get_uint(json_array_get(shape, d), &t->shape.dims[d])) {
-            return bd_err_set(err, BD_EINVAL,
-                              "input '%.*s': shape entry %zu must be a non-negative integer",
-                              shown(name), name, d);
+            return bd_err_set(err, BD_EINVAL, "input '%.*s': shape entry %zu%s", shown(name), name,
+                              d, uint_fault(json_array_get(shape, d)));
         }
     }
     return 0;
@@ -1402,10 +1409,8 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
     if (bsize) {
         int64_t n;
         if (!get_uint(bsize, &n)) {
-            return bd_err_set(err, BD_EINVAL,
-                              "input '%.*s': parameters.binary_data_size must be a non-negative "
-                              "integer",
-                              shown(name), name);
+            return bd_err_set(err, BD_EINVAL, "input '%.*s': parameters.binary_data_size%s",
+                              shown(name), name, uint_fault(bsize));
         }
         if (data) {
             return bd_err_set(err, BD_EINVAL,

@@ -931,8 +931,12 @@ static void test_decode_errors_structure(void **state)
                  "parameters.priority must be a non-negative integer");
     expect_error("{\"parameters\":{\"timeout\":1.5},\"inputs\":[]}", BD_EINVAL,
                  "parameters.timeout must be a non-negative integer (microseconds)");
+    /* An integer past int64 is told it is too large, not that it is no integer. */
     expect_error("{\"parameters\":{\"timeout\":99999999999999999999},\"inputs\":[]}", BD_EINVAL,
-                 "parameters.timeout must be a non-negative integer (microseconds)");
+                 "parameters.timeout is past 9223372036854775807, the largest accepted "
+                 "(microseconds)");
+    expect_error("{\"parameters\":{\"priority\":-99999999999999999999},\"inputs\":[]}", BD_EINVAL,
+                 "parameters.priority must be a non-negative integer");
 }
 
 static void test_decode_errors_input_fields(void **state)
@@ -1308,7 +1312,8 @@ static void test_decode_big_integers(void **state)
                  "request body is not valid JSON: \\u0000 is not allowed in strings (line 1, "
                  "column 21)");
     expect_error(IN1("\"datatype\":\"UINT64\",\"shape\":[99999999999999999999],\"data\":[1]"),
-                 BD_EINVAL, "input 'INPUT0': shape entry 0 must be a non-negative integer");
+                 BD_EINVAL,
+                 "input 'INPUT0': shape entry 0 is past 9223372036854775807, the largest accepted");
     /* A literal past int64 with a leading zero is not JSON (RFC 8259 6): jansson must see it. */
     expect_error_prefix("{\"foo\":01234567890123456789012,\"inputs\":[]}", BD_EINVAL,
                         "request body is not valid JSON: ");
