@@ -87,7 +87,12 @@ int bd_ws_binary_split(const unsigned char *data, size_t len, size_t *header_len
     uint32_t n = len >= 4 ? (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 |
                                 (uint32_t)data[3] << 24
                           : 0;
-    if (len < 4 || n == 0 || n > len - 4) {
+    if (len >= 4 && n == 0) {
+        return bd_err_set(err, BD_EINVAL,
+                          "a binary message's 4-byte JSON header length is 0; it must count the "
+                          "bytes of the JSON header that follow it");
+    }
+    if (len < 4 || n > len - 4) {
         return bd_err_set(err, BD_EINVAL,
                           "a binary message starts with a 4-byte little-endian JSON header "
                           "length followed by that many bytes; this one has %zu bytes in all",

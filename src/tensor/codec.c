@@ -149,15 +149,21 @@ static void line_col(const char *s, size_t pos, int *line, int *col)
     }
 }
 
-/* A NUL the scan refuses at header byte `at`: a \u0000 escape (`escape`) or a raw byte. */
-static int nul_error(const char *s, size_t at, bool escape, bd_err_t *err)
+/* Said of bytes after the JSON object (binary tensors sent without their header's length). */
+#define AFTER_THE_OBJECT                                                                           \
+    "; binary tensor data after the JSON needs the Inference-Header-Content-Length header, set "   \
+    "to the JSON's length"
+
+/* A NUL the scan refuses at header byte `at`: a \u0000 escape (`escape`) or a raw byte, after
+ * the top-level value (`after`) or inside it. */
+static int nul_error(const char *s, size_t at, bool escape, bool after, bd_err_t *err)
 {
     int line, col;
     line_col(s, at + 1, &line, &col);
-    return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)",
+    return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)%s",
                       escape ? "\\u0000 is not allowed in strings"
                              : "a NUL byte is not allowed there",
-                      line, col);
+                      line, col, after ? AFTER_THE_OBJECT : "");
 }
 
 /* Skip the string opening at s[i]; returns the index past its closing quote (n when it has
@@ -170,7 +176,7 @@ static int skip_string(const char *s, size_t n, size_t *i, bool allow_nul, bd_er
     for (; k < n && s[k] != '"'; k++) {
         if (s[k] == '\\') {
             if (!allow_nul && n - k > 5 && memcmp(s + k + 1, "u0000", 5) == 0) {
-                return nul_error(s, k, true, err);
+                return nul_error(s, k, true, false, err);
             }
             k++;
         }
@@ -293,7 +299,7 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
         if (c == '\0') {
             /* jansson's reader would take it for the end of its input, after a number or
              * true/false/null, and go on past it. */
-            return nul_error(s, i, false, err);
+            return nul_error(s, i, false, depth == 0 && values > 0, err);
         }
         if (is_ws(c) || c == ':') {
             i++;
@@ -498,8 +504,10 @@ static int parse_header(scan_t *sc, int max_depth, json_t **root, bd_err_t *err)
         if (sc->n_edits && jerr.position >= (int)sc->edits[0].start) {
             line_col(sc->s, header_pos(sc, (size_t)jerr.position), &line, &col);
         }
-        return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)",
-                          jerr.text, line, col);
+        bool after = strncmp(jerr.text, "end of file expected", 20) == 0;
+        return bd_err_set(err, BD_EINVAL,
+                          "request body is not valid JSON: %s (line %d, column %d)%s", jerr.text,
+                          line, col, after ? AFTER_THE_OBJECT : "");
     }
     if (!json_is_object(*root)) {
         json_decref(*root);
@@ -1560,8 +1568,11 @@ static int decode_inputs(const json_t *root, const scan_t *sc, const char *body,
         }
         return bd_err_set(err, BD_EINVAL,
                           "binary inputs take %zu bytes but %zu bytes follow the %zu-byte JSON "
-                          "header",
-                          total, tail, header_len);
+                          "header%s",
+                          total, tail, header_len,
+                          tail == 0 ? " (without Inference-Header-Content-Length the whole body "
+                                      "is the JSON header)"
+                                    : "");
     }
     size_t off = header_len;
     for (size_t i = 0; i < n; i++) {

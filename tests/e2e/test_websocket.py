@@ -725,6 +725,9 @@ def test_bad_requests_interleaved_with_good_ones(srv):
     add_bad(None, b"\x05\x00")
     unreadable += 1
     add_good()
+    add_bad(None, struct.pack("<I", 0) + head + b"\x00" * 16)  # a header length of 0
+    unreadable += 1
+    add_good()
     hb = {"id": "e-tail", "model_name": "echo",
           "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4],
                       "parameters": {"binary_data_size": 16}}]}
@@ -757,6 +760,8 @@ def test_bad_requests_interleaved_with_good_ones(srv):
             assert got_good == set(good)
             assert got_bad == set(bad)
             assert len(others) == unreadable, others
+            assert ("a binary message's 4-byte JSON header length is 0; it must count the bytes "
+                    "of the JSON header that follow it") in [h["error"] for h in others], others
             # Still open and serving.
             await ws.send(req(x4, "after", model="echo"))
             head, outs = decode(await recv(ws))

@@ -882,6 +882,22 @@ static void test_decode_binary(void **state)
     assert_string_equal(e2.msg,
                         "binary inputs take 64 bytes but 60 bytes follow the 120-byte JSON header");
 
+    /* Sent without Inference-Header-Content-Length (the whole body taken as the header): the
+     * sentences name it, whether the bytes behind the JSON start with a NUL or not, or are
+     * only whitespace. */
+    char nohdr[200];
+    memcpy(nohdr, hdr, 120);
+    memcpy(nohdr + 120, "\0\0\x80?", 4); /* 1.0f */
+    assert_int_equal(bd_infer_decode(nohdr, 124, 124, &arena, NULL, &req, &e2), BD_EINVAL);
+    assert_string_equal(e2.msg, "request body is not valid JSON: a NUL byte is not allowed there "
+                                "(line 1, column 121); binary tensor data after the JSON needs "
+                                "the Inference-Header-Content-Length header, set to the JSON's "
+                                "length");
+    assert_int_equal(bd_infer_decode(hdr, 120, 120, &arena, NULL, &req, &e2), BD_EINVAL);
+    assert_string_equal(e2.msg, "binary inputs take 64 bytes but 0 bytes follow the 120-byte JSON "
+                                "header (without Inference-Header-Content-Length the whole body "
+                                "is the JSON header)");
+
     /* Header longer than the body. */
     assert_int_equal(bd_infer_decode(plain, 10, 11, &arena, NULL, &req, &e2), BD_EINVAL);
     assert_string_equal(e2.msg,
@@ -903,7 +919,8 @@ static void test_decode_errors_structure(void **state)
                  "request body is not valid JSON: unexpected token near '}' (line 1, column 12)");
     expect_error("{\"inputs\":[]} x", BD_EINVAL,
                  "request body is not valid JSON: end of file expected near 'x' (line 1, "
-                 "column 15)");
+                 "column 15); binary tensor data after the JSON needs the "
+                 "Inference-Header-Content-Length header, set to the JSON's length");
     expect_error("{\"inputs\":[],\"inputs\":[]}", BD_EINVAL,
                  "request body is not valid JSON: duplicate object key near '\"inputs\"' (line "
                  "1, column 21)");
