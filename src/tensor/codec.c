@@ -653,6 +653,28 @@ static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+/* v's literal read by strtod into *d, or by strtof into *f: it is not NUL-terminated in the
+ * header, so they read a copy. */
+static int read_literal(data_ctx_t *c, const sv_t *v, double *d, float *f)
+{
+    char small[64];
+    char *copy = v->len < sizeof small ? small : malloc(v->len + 1);
+    if (!copy) {
+        return bd_err_set(c->err, BD_ENOMEM, "out of memory parsing the request JSON");
+    }
+    memcpy(copy, v->text, v->len);
+    copy[v->len] = '\0';
+    if (d) {
+        *d = strtod(copy, NULL);
+    } else {
+        *f = strtof(copy, NULL);
+    }
+    if (copy != small) {
+        free(copy);
+    }
+    return 0;
+}
+
 /* A JSON number at c->i, strictly as RFC 8259 writes it. Reals whose digits fit 2^53 and
  * whose power of ten is exact in a double (|e| <= 22) are one multiplication or division, so
  * correctly rounded as strtod would; the rest go to strtod. */
@@ -726,19 +748,7 @@ static int read_number(data_ctx_t *c, sv_t *v)
         v->d = v->neg ? -d : d;
         return 0;
     }
-    /* The literal is not NUL-terminated: strtod reads a copy. */
-    char small[64];
-    char *copy = v->len < sizeof small ? small : malloc(v->len + 1);
-    if (!copy) {
-        return bd_err_set(c->err, BD_ENOMEM, "out of memory parsing the request JSON");
-    }
-    memcpy(copy, v->text, v->len);
-    copy[v->len] = '\0';
-    v->d = strtod(copy, NULL);
-    if (copy != small) {
-        free(copy);
-    }
-    return 0;
+    return read_literal(c, v, &v->d, NULL);
 }
 
 /* One non-array value at c->i. */
@@ -1028,16 +1038,9 @@ static int to_fp32(data_ctx_t *c, const sv_t *v, size_t index, float *out)
         tie = ((double)f + (double)g) / 2 == d;
     }
     if (tie) {
-        char small[64];
-        char *copy = v->len < sizeof small ? small : malloc(v->len + 1);
-        if (!copy) {
-            return bd_err_set(c->err, BD_ENOMEM, "out of memory parsing the request JSON");
-        }
-        memcpy(copy, v->text, v->len);
-        copy[v->len] = '\0';
-        f = strtof(copy, NULL);
-        if (copy != small) {
-            free(copy);
+        int rc = read_literal(c, v, NULL, &f);
+        if (rc != 0) {
+            return rc;
         }
         if (isinf(f)) {
             return value_error(c, v, index, "is out of range for FP32");
