@@ -162,6 +162,7 @@ typedef struct {
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
     bool head_checked;                 /* check_head passed its head; until busy ends */
+    bool chunked;                      /* that head had Transfer-Encoding: chunked */
     h2o_timeout_entry_t rewatch_entry; /* on h->rewatch_timeout: watch_reads after a reply */
     size_t last_body;                  /* the last request's body bytes (reserve_next) */
     int phase;                         /* what on_head_tick last saw: PHASE_* */
@@ -545,6 +546,10 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
         char msg[160];
         if (req->res.status == 413) {
             too_large(h, msg, sizeof msg);
+        } else if (req->res.status == 400 && c && c->chunked) {
+            snprintf(msg, sizeof msg,
+                     "the request is not valid HTTP/1.1: its chunked body is malformed (each "
+                     "chunk is a hex size, CRLF, that many bytes, CRLF; a 0 size ends it)");
         } else if (req->res.status == 400) {
             snprintf(msg, sizeof msg, "the request is not valid HTTP/1.1 (%s)",
                      req->res.reason ? req->res.reason : "bad request");
@@ -1814,6 +1819,8 @@ static const char FAULT_HOST[] =
     "the Host header is not a host with an optional port (RFC 9112 3.2)";
 static const char FAULT_TE10[] =
     "an HTTP/1.0 request must not have Transfer-Encoding (RFC 9112 6.1)";
+static const char FAULT_CL[] =
+    "Content-Length must be one decimal number (repeated values must be equal)";
 
 /* A Content-Length value, spaces around it allowed: 1 to 19 digits. */
 static bool content_length(h2o_iovec_t v, unsigned long long *out)
@@ -1916,7 +1923,7 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     } else if (cl > 0 && te > 0) {
         why = "a request must not have both Content-Length and Transfer-Encoding";
     } else if (cl_bad) {
-        why = "Content-Length must be one decimal number (repeated values must be equal)";
+        why = FAULT_CL;
     } else if (req->version == 0x101 && host != 1) {
         why = host ? "an HTTP/1.1 request must have exactly one Host header, it has several"
                    : "an HTTP/1.1 request must have a Host header";
@@ -2665,12 +2672,23 @@ static const char *head_fault(int minor, const char *path, size_t path_len,
         return FAULT_FRAGMENT;
     }
     bool te = false;
+    const struct phr_header *cl = NULL;
     for (size_t i = 0; i < n; i++) {
         if (!f[i].name) {
             return FAULT_FOLD;
         }
         if (field_is(&f[i], "host") && !host_ok(f[i].value, f[i].value_len)) {
             return FAULT_HOST;
+        }
+        if (field_is(&f[i], "content-length")) {
+            /* h2o refuses these with a bare "Invalid Request" */
+            unsigned long long v;
+            if (!content_length(h2o_iovec_init(f[i].value, f[i].value_len), &v) ||
+                (cl && (cl->value_len != f[i].value_len ||
+                        memcmp(cl->value, f[i].value, f[i].value_len) != 0))) {
+                return FAULT_CL;
+            }
+            cl = &f[i];
         }
         te = te || field_is(&f[i], "transfer-encoding");
     }
@@ -2747,9 +2765,21 @@ static bool check_head(bd_http_t *h, conn_t *c)
         refuse_head(c, 400, fault);
         return false;
     }
+    c->chunked = false;
     if (len > 0) {
         trim_values(fields, n_fields);
         for (size_t i = 0; i < n_fields; i++) {
+            if (field_is(&fields[i], "transfer-encoding")) {
+                /* RFC 9112 6.1: a transfer coding the server does not know is a 501 (h2o's
+                 * 400 said only "Invalid Request"). */
+                if (fields[i].value_len != 7 || strncasecmp(fields[i].value, "chunked", 7) != 0) {
+                    refuse_head(c, 501,
+                                "the only Transfer-Encoding supported is chunked (a compressed "
+                                "body says so with Content-Encoding)");
+                    return false;
+                }
+                c->chunked = true;
+            }
             if (!field_is(&fields[i], "expect")) {
                 continue;
             }

@@ -108,6 +108,40 @@ def test_differing_content_lengths_are_refused(client):
                    "Content-Length must be one decimal number (repeated values must be equal)")
 
 
+@pytest.mark.parametrize("value", [b"-1", b"+%d" % len(BODY), b"%d, %d" % (len(BODY), len(BODY)),
+                                   b"99999999999999999999", b"0x10"])
+def test_a_content_length_that_is_not_one_number_is_refused_saying_so(client, value):
+    """h2o answered these with a bare 'Invalid Request'."""
+    data = (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: " + value
+            + b"\r\n\r\n" + BODY)
+    assert_refused(client, data,
+                   "Content-Length must be one decimal number (repeated values must be equal)")
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"identity", b"chunked, chunked"])
+def test_a_transfer_coding_other_than_chunked_gets_501(client, coding):
+    """RFC 9112 6.1: a transfer coding the server does not understand is a 501."""
+    out, closed = exchange(client.server.port, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked(BODY))
+    (status, headers, body), = responses(out)
+    assert status == 501, out[:300]
+    assert json.loads(body) == {"error": "the only Transfer-Encoding supported is chunked (a "
+                                         "compressed body says so with Content-Encoding)"}
+    assert closed
+    client.assert_healthy()
+
+
+def test_a_malformed_chunk_is_answered_saying_what_a_chunk_is(client):
+    out, closed = exchange(client.server.port, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    (status, headers, body), = responses(out)
+    assert status == 400, out[:300]
+    assert json.loads(body) == {"error": "the request is not valid HTTP/1.1: its chunked body is "
+                                         "malformed (each chunk is a hex size, CRLF, that many "
+                                         "bytes, CRLF; a 0 size ends it)"}
+    client.assert_healthy()
+
+
 FOLD = "a header line starts with a space or tab (a folded line, which RFC 9112 5.2 refuses)"
 
 
