@@ -599,7 +599,11 @@ static void on_message(conn_t *c, bool binary, const char *data, size_t len)
     /* What assembling has past it is the next message's start, handed to wslay in the same
      * read. */
     recount(c, &c->assembling, c->assembling > len ? c->assembling - len : 0);
-    if (c->closing || c->revoked) {
+    if (c->closing) {
+        return;
+    }
+    if (c->revoked) {
+        admit_message(c, binary, data, len); /* 401 to each message until the 1008 goes out */
         return;
     }
     if (!binary && !bd_ws_utf8_valid((const unsigned char *)data, len)) {

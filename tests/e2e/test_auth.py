@@ -649,10 +649,15 @@ def test_sighup_reloads_the_key_file(start_server_fn, tmp_path):
             r = requests.post(client.url("/v2/repository/models/spare/load"),
                               headers=bearer(new_key), timeout=HTTP_TIMEOUT_S)
             assert r.status_code == 400, r.text  # admitted; the repository refuses (mode none)
-            # The socket opened with the removed key: 401 for its next request, then 1008.
-            await ws.send(ws_req("after"))
-            reply = json.loads(await ws_recv(ws))
-            assert reply == {"id": "after", "error": reply["error"], "status": 401}, reply
+            # The socket opened with the removed key: 401 for its next requests (each of those
+            # sent before the close came; the second one went unanswered), then 1008.
+            from websockets.frames import Frame, Opcode
+            ws.transport.write(b"".join(  # both in one write: the server reads them together
+                Frame(Opcode.TEXT, ws_req(rid).encode()).serialize(mask=True)
+                for rid in ("after", "after2")))
+            for rid in ("after", "after2"):
+                reply = json.loads(await ws_recv(ws))
+                assert reply == {"id": rid, "error": reply["error"], "status": 401}, reply
             try:
                 extra = await asyncio.wait_for(ws.recv(), STEP_S)
                 pytest.fail("a reply after the revocation: %r" % extra)
