@@ -546,6 +546,7 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
         char msg[160];
         if (req->res.status == 413) {
             too_large(h, msg, sizeof msg);
+            req->res.reason = reason_of(413); /* h2o's chunked path says "Request Entity ..." */
         } else if (req->res.status == 400 && c && c->chunked) {
             snprintf(msg, sizeof msg,
                      "the request is not valid HTTP/1.1: its chunked body is malformed (each "
