@@ -1814,6 +1814,17 @@ static bool host_ok(const char *s, size_t n)
  * would be read two ways. */
 static const char FAULT_FRAGMENT[] =
     "the request target has a fragment ('#'), which a request must not send (RFC 9112 3.2)";
+static const char FAULT_TARGET[] =
+    "the request target must start with '/' (or be an absolute URL, or '*' for OPTIONS; RFC "
+    "9112 3.2)";
+
+/* A request target of RFC 9112 3.2's forms that h2o routes: origin ("/..."), absolute
+ * ("http://host/...") or asterisk ("*", which the routes answer). h2o took "v2/..." too. */
+static bool target_ok(const char *path, size_t len)
+{
+    return len > 0 &&
+           (path[0] == '/' || (len == 1 && path[0] == '*') || memmem(path, len, "://", 3) != NULL);
+}
 static const char FAULT_FOLD[] =
     "a header line starts with a space or tab (a folded line, which RFC 9112 5.2 refuses)";
 static const char FAULT_HOST[] =
@@ -1891,6 +1902,8 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     }
     if (memchr(req->input.path.base, '#', req->input.path.len)) {
         fault = FAULT_FRAGMENT;
+    } else if (!target_ok(req->input.path.base, req->input.path.len)) {
+        fault = FAULT_TARGET;
     } else if (!fault && req->version == 0x100 && te > 0) {
         fault = FAULT_TE10;
     }
@@ -2671,6 +2684,9 @@ static const char *head_fault(int minor, const char *path, size_t path_len,
 {
     if (memchr(path, '#', path_len)) {
         return FAULT_FRAGMENT;
+    }
+    if (!target_ok(path, path_len)) {
+        return FAULT_TARGET;
     }
     bool te = false;
     const struct phr_header *cl = NULL;

@@ -189,6 +189,24 @@ def test_a_fragment_in_the_target_is_refused(client):
     assert "fragment" in json.loads(body)["error"]
 
 
+@pytest.mark.parametrize("target", [b"v2/health/live", b"%2Fv2/health/live", b"host:443"])
+def test_a_target_that_is_not_a_path_is_refused(client, target):
+    """RFC 9112 3.2: an origin-form target starts with '/' (h2o served 'v2/health/live'); an
+    absolute URL and OPTIONS * are still taken. First on a connection and pipelined."""
+    want = ("the request target must start with '/' (or be an absolute URL, or '*' for OPTIONS; "
+            "RFC 9112 3.2)")
+    for data, ok in ((b"", 0), (HEALTH, 1)):
+        out, closed = exchange(client.server.port,
+                               data + b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        rs = responses(out)
+        assert [r[0] for r in rs] == [200] * ok + [400], out[:300]
+        assert json.loads(rs[-1][2]) == {"error": want} and closed
+    for good in (b"GET http://x/v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+        out, _ = exchange(client.server.port, good)
+        assert responses(out)[0][0] == 200, out[:200]
+
+
 HEALTH = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
