@@ -128,6 +128,7 @@ struct bd_http {
 #define WATCH_BUDGET 512
 #define ACCEPT_RETRY_MS 100
 #define MAX_URL_BYTES 8192
+#define URL_TOO_LONG "the URL has %zu bytes; at most %d are accepted" /* its 414 */
 #define MAX_HEADERS 64              /* header fields; h2o's parser stops at 100 with a plain 400 */
 #define HEAD_CHECK_MS 100           /* how often connections between requests are looked at */
 #define DRAIN_STALL_US 1000000      /* draining: a request that has not grown for this long */
@@ -1913,8 +1914,7 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     const char *why = NULL;
     if (req->input.path.len > MAX_URL_BYTES) {
         status = 414;
-        snprintf(msg, sizeof msg, "the URL has %zu bytes; at most %d are accepted",
-                 req->input.path.len, MAX_URL_BYTES);
+        snprintf(msg, sizeof msg, URL_TOO_LONG, req->input.path.len, MAX_URL_BYTES);
         why = msg;
     } else if (head_bytes > h->max_header_bytes) {
         status = 431;
@@ -2757,8 +2757,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
     if (head > h->max_header_bytes && ((len > 0 && path_len > MAX_URL_BYTES) ||
                                        (!line_ends && h->max_header_bytes >= MAX_URL_BYTES))) {
         if (len > 0) {
-            snprintf(msg, sizeof msg, "the URL has %zu bytes; at most %d are accepted", path_len,
-                     MAX_URL_BYTES);
+            snprintf(msg, sizeof msg, URL_TOO_LONG, path_len, MAX_URL_BYTES);
         } else {
             snprintf(msg, sizeof msg,
                      "the request line passes %zu bytes without ending; a URL may have at most "

@@ -631,21 +631,18 @@ static void on_message(conn_t *c, bool binary, const char *data, size_t len)
 }
 
 /* Frames as wslay reads them (control frames too: it answers ping and close itself). A frame
- * that would take its message past --max-body-bytes is refused from its header, as wslay did
- * for a whole message. */
+ * that would take its message past --max-body-bytes never gets here: ws_recv's header walk
+ * (bd_ws_frames_scan) refused it with 1009 from its header. */
 static void ws_on_frame_start(wslay_event_context_ptr ctx,
                               const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
 {
     conn_t *c = user;
+    (void)ctx;
     c->frame_data = (arg->opcode & 0x08) == 0;
     c->frame_fin = arg->fin != 0;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         c->msg_binary = arg->opcode == WSLAY_BINARY_FRAME;
         bd_buf_reset(&c->msg); /* a new message (wslay refuses one inside another) */
-    }
-    if (c->frame_data && !c->closing &&
-        arg->payload_length > c->st->opts.max_message_bytes - c->msg.len) {
-        drop_message(c, ctx, WSLAY_CODE_MESSAGE_TOO_BIG, "");
     }
 }
 
