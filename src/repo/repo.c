@@ -1484,6 +1484,12 @@ int bd_repo_find(const bd_repo_t *r, const char *name, size_t name_len, const ch
         *out = e->v[k];
         return 0;
     }
+    if (canonical && e->n == 0) {
+        /* No version to tell apart (unloaded, never loaded, no version folder): the model's
+         * reason, as for a request that names no version. */
+        *out = entry_default(e);
+        return 0;
+    }
     char have[256] = "none";
     size_t len = 0;
     for (size_t i = 0; i < e->n && len + 24 < sizeof have; i++) {

@@ -150,6 +150,12 @@ def test_unload_then_load(explicit):
     assert r.status_code == 200, r.text
     msg = error_message(explicit.infer("cyc", body([1.0, 2.0])), 503)
     assert "cyc" in msg and "not loaded" in msg, msg
+    # A URL naming the version gets the same 503 (a client retrying 503s retries it too).
+    assert error_message(explicit.post("/v2/models/cyc/versions/1/infer",
+                                       json=body([1.0, 2.0])), 503) == msg
+    for tail in ("", "/config", "/stats"):
+        assert (error_message(explicit.get(f"/v2/models/cyc/versions/1{tail}"), 503)
+                == error_message(explicit.get(f"/v2/models/cyc{tail}"), 503)), tail
     assert explicit.get("/v2/models/cyc/ready").status_code in (400, 503)
     rows = rows_of(index(explicit), "cyc")
     assert len(rows) == 1 and rows[0]["state"] == "UNAVAILABLE" and "version" not in rows[0]
