@@ -991,11 +991,25 @@ static void op_free(op_t *op)
     free(op);
 }
 
+/* Whether s[0..len) is UTF-8 text without control characters: a name that JSON replies, the
+ * metrics' labels and the logs show as it is (two names that differ only in invalid bytes
+ * would show as one). */
+static bool name_text_ok(const char *s, size_t len)
+{
+    for (size_t i = 0, n = 0; i < len; i += n) {
+        int32_t c = bd_utf8_decode((const unsigned char *)s + i, len - i, &n);
+        if (c < 0x20 || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* A model folder name: what readdir lists and a client may name. */
 static bool folder_name_ok(const char *s, size_t len)
 {
     return len > 0 && len <= MAX_NAME_BYTES && s[0] != '.' && !memchr(s, '/', len) &&
-           !memchr(s, '\0', len);
+           name_text_ok(s, len);
 }
 
 /* Whether dir/name is a folder (or a link to one). `warn`: log a symbolic link that leads to
@@ -1180,7 +1194,15 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
     bool oom = !r || !(r->dir = strdup(dir));
     struct dirent *e;
     while (!oom && (e = readdir(d))) {
-        if (!folder_name_ok(e->d_name, strlen(e->d_name)) || !model_folder(dir, e->d_name, true)) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] != '.' && !name_text_ok(e->d_name, len)) {
+            char q[BD_LOG_TEXT_MAX];
+            BD_WARN("repo",
+                    "folder=%s skipped: a model name must be UTF-8 text without control "
+                    "characters",
+                    bd_log_quoted(q, sizeof q, e->d_name));
+        }
+        if (!folder_name_ok(e->d_name, len) || !model_folder(dir, e->d_name, true)) {
             continue;
         }
         if (n == cap) {
@@ -1341,8 +1363,8 @@ int bd_repo_load(bd_repo_t *r, const char *name, size_t name_len, bd_repo_done_c
 {
     if (!folder_name_ok(name, name_len)) {
         return bd_err_set(err, BD_EINVAL,
-                          "a model name must be a folder name of 1 to %d bytes, without '/' "
-                          "and not starting with '.'",
+                          "a model name must be a folder name of 1 to %d bytes of UTF-8 text, "
+                          "without control characters or '/' and not starting with '.'",
                           MAX_NAME_BYTES);
     }
     if (r->closing) {

@@ -5,6 +5,7 @@ reloads that keep the old version serving and say why in the index, an unload wi
 requests in flight, and --model-control poll picking up added, changed and removed models."""
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -581,3 +582,21 @@ def test_a_symbolic_link_to_no_folder_is_skipped_with_a_warning(start_server_fn)
     for name, why in (("dangling", "No such file or directory"),
                       ("loop", "Too many levels of symbolic links"), ("afile", "not a folder")):
         assert "model=%s skipped: a symbolic link to no folder (%s)" % (name, why) in log, log
+
+
+def test_a_folder_name_that_is_not_text_is_skipped_with_a_warning(start_server_fn):
+    """Names show as they are in replies, metric labels and logs: two folders that differ only
+    in invalid UTF-8 bytes would be one name there (duplicate series), and a control character
+    would be lost from some of them. Such folders are skipped, each with a warning."""
+    repo = start_server_fn.repo()
+    repo.add_sim("real", [("INPUT0", "FP32", [2])])
+    for name in (b"x\xff", b"x\xfe", b"del\x7f", b"nl\nx"):
+        shutil.copytree(os.path.join(repo.path, "real").encode(),
+                        os.path.join(repo.path.encode(), name))
+    client = start_server_fn(repo)
+    assert [m["name"] for m in index(client)] == ["real"]
+    metrics = client.get("/metrics").text
+    assert 'model="x' not in metrics and 'model="del' not in metrics
+    for shown in (r'"x\xff"', r'"x\xfe"', r'"del\x7f"', r'"nl\x0ax"'):
+        want = "folder=%s skipped: a model name must be UTF-8 text without control characters"
+        assert client.server.wait_log(re.escape(want % shown)), client.server.log()

@@ -1596,12 +1596,15 @@ static void test_repo_unload_and_load_by_request(void **state)
     assert_true(bd_model_ready(find_ok(r, "late", NULL)));
 
     /* Names that are not folder names. */
-    static const char *const bad[] = {"", ".hidden", "..", "a/b"};
+    static const char *const bad[] = {"",      ".hidden",   "..",      "a/b",
+                                      "x\xff", "x\xc0\xaf", "del\x7f", "tab\t"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&err, 0, sizeof err);
         assert_int_equal(bd_repo_load(r, bad[i], strlen(bad[i]), on_loaded, &l, &err), BD_EINVAL);
-        assert_string_equal(err.msg, "a model name must be a folder name of 1 to 255 bytes, "
-                                     "without '/' and not starting with '.'");
+        assert_string_equal(err.msg,
+                            "a model name must be a folder name of 1 to 255 bytes of UTF-8 "
+                            "text, without control characters or '/' and not starting "
+                            "with '.'");
     }
     assert_int_equal(bd_repo_load(r, "a\0b", 3, on_loaded, &l, &err), BD_EINVAL);
 
