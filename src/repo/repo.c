@@ -457,20 +457,24 @@ static void select_versions(const bd_version_policy_t *vp, const int64_t *vs, si
     }
 }
 
-static void log_version(const bd_model_t *m, uint64_t t0)
+/* A version that loaded. One that did not is logged when its load is applied (apply_load),
+ * where it is known whether it goes in as unavailable or a serving version is kept. */
+static void log_ready(const bd_model_t *m, uint64_t t0)
 {
-    if (m->sched) {
-        BD_INFO("repo",
-                "model=%s version=%s state=ready backend=%s max_batch_size=%d instances=%d "
-                "threads_per_instance=%d load_ms=%.1f",
-                m->name, m->version, m->cfg.model.backend, m->cfg.model.max_batch_size,
-                m->cfg.model.instances, m->cfg.model.threads_per_instance,
-                (double)(bd_now_us() - t0) / 1000.0);
-    } else {
-        char why[BD_LOG_TEXT_MAX];
-        BD_WARN("repo", "model=%s version=%s state=unavailable reason=%s", m->name, m->version,
-                bd_log_quoted(why, sizeof why, m->reason));
-    }
+    BD_INFO("repo",
+            "model=%s version=%s state=ready backend=%s max_batch_size=%d instances=%d "
+            "threads_per_instance=%d load_ms=%.1f",
+            m->name, m->version, m->cfg.model.backend, m->cfg.model.max_batch_size,
+            m->cfg.model.instances, m->cfg.model.threads_per_instance,
+            (double)(bd_now_us() - t0) / 1000.0);
+}
+
+/* A version that failed and goes in as unavailable. Owner thread. */
+static void log_unavailable(const bd_model_t *m)
+{
+    char why[BD_LOG_TEXT_MAX];
+    BD_WARN("repo", "model=%s version=%s state=unavailable reason=%s", m->name, m->version,
+            bd_log_quoted(why, sizeof why, m->reason));
 }
 
 /* Build every version the policy selects for model op->name into op->out, or say in
@@ -537,7 +541,6 @@ static void load_model(bd_repo_t *r, op_t *op)
                 m->has_cfg = true;
                 memset(&probe, 0, sizeof probe);
             }
-            log_version(m, 0);
         } else {
             model_free(m);
         }
@@ -556,7 +559,6 @@ static void load_model(bd_repo_t *r, op_t *op)
         snprintf(m->reason, sizeof m->reason,
                  "version_policy.specific names version %s, but %s/%s does not exist", m->version,
                  mdir, m->version);
-        log_version(m, 0);
     }
     for (size_t i = 0; i < n_sel; i++) {
         bd_model_t *m = model_new(op->name, sel[i]);
@@ -570,8 +572,9 @@ static void load_model(bd_repo_t *r, op_t *op)
         uint64_t t0 = bd_now_us();
         if (load_version(r, m, mdir, json, json_len, &lerr)) {
             snprintf(m->reason, sizeof m->reason, "%s", lerr.msg);
+        } else {
+            log_ready(m, t0);
         }
-        log_version(m, t0);
     }
     if (op->n_out == 0) {
         op->rc = bd_err_set(&err, BD_ENOTFOUND, "the version policy selects no version folder");
@@ -818,13 +821,16 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
             /* The failed version object (if any) shows the reason in the index. */
             for (size_t i = 0; i < op->n_out; i++) {
                 op->out[i]->repo = r;
+                log_unavailable(op->out[i]);
                 if (entry_insert(e, op->out[i]) != 0) {
                     post_free(r, op->out[i]);
                 }
             }
+            if (op->n_out == 0) {
+                BD_WARN("repo", "model=%s state=unavailable reason=%s", op->name,
+                        bd_log_quoted(why, sizeof why, op->msg));
+            }
             op->n_out = 0;
-            BD_WARN("repo", "model=%s state=unavailable reason=%s", op->name,
-                    bd_log_quoted(why, sizeof why, op->msg));
         }
         snprintf(msg, cap, "%s", op->msg);
         return op->rc;
@@ -873,6 +879,9 @@ static int apply_load(bd_repo_t *r, op_t *op, char *msg, size_t cap)
     entry_retire_all(r, e);
     for (size_t i = 0; i < op->n_out; i++) {
         op->out[i]->repo = r;
+        if (!op->out[i]->sched) {
+            log_unavailable(op->out[i]);
+        }
         if (entry_insert(e, op->out[i]) != 0) {
             /* Out of memory growing a handful of pointers: give the version up. */
             op->out[i]->refs = 1;

@@ -93,6 +93,8 @@ def test_a_reason_is_one_quoted_field_whatever_it_holds(start_server):
     # Read as logfmt, the line has the fields it was written with, and no more.
     fields = re.findall(r' (\w+)=("(?:[^"\\]|\\.)*"|[^ "]+)', line.split(" repo", 1)[1])
     assert [k for k, _ in fields] == ["model", "version", "state", "reason"], line
+    # One line for the one failure (not a second, model-wide one).
+    assert client.server.log().count("model=typo ") == 1, client.server.log()
 
 
 def test_model_run_failures_do_not_flood_the_log(start_server):

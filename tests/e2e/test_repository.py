@@ -315,6 +315,9 @@ def test_failed_reload_keeps_the_old_version_serving(explicit):
     rows = rows_of(index(explicit), "fragile")
     assert [(r["version"], r["state"]) for r in rows] == [("1", "READY")]
     assert "reload failed" in rows[0]["reason"] and "config.json" in rows[0]["reason"], rows
+    # One log line says what happened; none says that the serving version is unavailable.
+    assert explicit.server.wait_log(r"model=fragile reload=failed kept=serving reason=\"")
+    assert "model=fragile version=1 state=unavailable" not in explicit.server.log()
     # Fixed: the reload succeeds and the reason is gone.
     write_config(mdir, sim_config(max_batch_size=3))
     assert explicit.post("/v2/repository/models/fragile/load").status_code == 200
