@@ -341,6 +341,12 @@ static int check_consumer(const char *name, const char *v, bd_err_t *err)
                : bd_err_set(err, BD_EINVAL, "%s must be 1 to 200 characters", name);
 }
 
+/* An empty file name: `--tls-cert "$CERT"` with CERT unset must not serve plain HTTP. */
+static int check_file(const char *name, const char *v, bd_err_t *err)
+{
+    return *v ? 0 : bd_err_set(err, BD_EINVAL, "%s needs a file; it was given an empty name", name);
+}
+
 /* CONFIG.md: a malformed value is refused wherever it comes from, also in an environment
  * variable that a flag replaces. bd_cli_parse checks the typed options as it applies each
  * value; the text options with a form are checked here, the value in use and a replaced
@@ -358,6 +364,8 @@ static int check_text_opts(int argc, char **argv, const serve_opts_t *so, bd_err
         {"--rate-limit", "BATCHD_RATE_LIMIT", OFF(rate_limit), check_rate},
         {"--redis", "BATCHD_REDIS", OFF(redis), check_redis},
         {"--redis-consumer", "BATCHD_REDIS_CONSUMER", OFF(redis_consumer), check_consumer},
+        {"--tls-cert", "BATCHD_TLS_CERT", OFF(tls_cert), check_file},
+        {"--tls-key", "BATCHD_TLS_KEY", OFF(tls_key), check_file},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         const char *v = *(const char *const *)(const void *)((const char *)so + rows[i].off);
@@ -418,8 +426,8 @@ int bd_cli_serve(int argc, char **argv)
     if (check_outside(argc, argv, &so) != 0) {
         return 2;
     }
-    bool tls = so.tls_cert && *so.tls_cert;
-    if (tls != (so.tls_key && *so.tls_key)) {
+    bool tls = so.tls_cert != NULL;
+    if (tls != (so.tls_key != NULL)) {
         fprintf(stderr, "batchd serve: --tls-cert and --tls-key go together: give both for HTTPS, "
                         "or neither for plain HTTP\n");
         return 2;

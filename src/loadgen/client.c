@@ -7,6 +7,7 @@
  * parses the head in place and only counts body bytes unless the caller asked for them.
  *
  * Threads: pure functions over caller-owned state; a parser belongs to one connection. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
@@ -91,6 +92,15 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
         }
         snprintf(t->port, sizeof t->port, "%ld", port);
         p += plen;
+    }
+    for (const char *c = host; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '?' || *c == '#' ||
+            (*c == '@' && c < host_end)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "--url '%s' may hold a host, a port and a path, without a query, "
+                              "fragment, user name, space or control character",
+                              url);
+        }
     }
     size_t rest = strlen(p);
     while (rest > 0 && p[rest - 1] == '/') {
@@ -533,12 +543,28 @@ done:
     return rc;
 }
 
+/* s as one path segment (RFC 3986 3.3): every byte but the unreserved ones as %XX, so a name
+ * with a space, '?', '/' or a control character reaches the server as that name. */
+static void put_segment(char *out, size_t cap, size_t *len, const char *s)
+{
+    for (; *s && *len + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            out[(*len)++] = (char)c;
+        } else {
+            *len += (size_t)snprintf(out + *len, cap - *len, "%%%02X", c);
+        }
+    }
+    out[*len] = '\0';
+}
+
 void bd_lg_model_path(const bd_lg_target_t *t, char *out, size_t cap)
 {
-    if (t->version[0]) {
-        snprintf(out, cap, "/v2/models/%s/versions/%s", t->model, t->version);
-    } else {
-        snprintf(out, cap, "/v2/models/%s", t->model);
+    size_t len = (size_t)snprintf(out, cap, "/v2/models/");
+    put_segment(out, cap, &len, t->model);
+    if (t->version[0] && len + 11 < cap) {
+        len += (size_t)snprintf(out + len, cap - len, "/versions/");
+        put_segment(out, cap, &len, t->version);
     }
 }
 

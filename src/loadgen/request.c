@@ -471,8 +471,9 @@ int bd_lg_build_request(bd_lg_target_t *t, const char *meta, size_t meta_len,
         bd_buf_t req;
         bd_buf_init(&req);
         bool v6 = strchr(t->host, ':') != NULL;
-        bd_buf_printf(&req, "POST %s/v2/models/%s%s%s/infer HTTP/1.1\r\nHost: %s%s%s:%s\r\n",
-                      t->prefix, t->model, t->version[0] ? "/versions/" : "", t->version,
+        char path[1024];
+        bd_lg_model_path(t, path, sizeof path);
+        bd_buf_printf(&req, "POST %s%s/infer HTTP/1.1\r\nHost: %s%s%s:%s\r\n", t->prefix, path,
                       v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
         bd_buf_printf(&req, "Content-Type: %s\r\nContent-Length: %zu\r\n",
                       ro->binary ? "application/octet-stream" : "application/json", body.len);

@@ -985,6 +985,16 @@ def test_cert_without_key_or_key_without_cert_fails_the_start(small_repo, certs)
         assert want in out, out
 
 
+def test_an_empty_file_name_fails_the_start(small_repo, certs):
+    """`--tls-cert "$CERT" --tls-key "$KEY"` with both variables unset must not serve plain
+    HTTP: an empty name given as a flag is refused (an empty environment variable is unset)."""
+    for args, flag in ((["--tls-cert", "", "--tls-key", ""], "--tls-cert"),
+                       (["--tls-cert", certs["cert"], "--tls-key="], "--tls-key")):
+        out = start_fails(small_repo, args, None, code=2)
+        assert "batchd serve: %s needs a file; it was given an empty name" % flag in out, out
+        assert "listening" not in out, out
+
+
 def test_environment_variables_turn_tls_on(start_server_fn, certs, monkeypatch):
     monkeypatch.setenv("BATCHD_TLS_CERT", certs["cert"])
     monkeypatch.setenv("BATCHD_TLS_KEY", certs["key"])
