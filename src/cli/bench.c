@@ -114,6 +114,10 @@ static int parse_bench_opts(int argc, char **argv, bench_opts_t *o)
         fprintf(stderr, "batchd bench: --url and --model are required (see --help)\n");
         return -1;
     }
+    if (!*o->model) {
+        fprintf(stderr, "batchd bench: --model needs a name; it was given an empty one\n");
+        return -1;
+    }
     if (o->concurrency && o->rate) {
         fprintf(stderr, "batchd bench: give --concurrency or --rate, not both\n");
         return -1;

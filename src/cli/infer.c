@@ -669,6 +669,10 @@ int bd_cli_infer(int argc, char **argv)
         fprintf(stderr, "batchd infer: --url and --model are required (see --help)\n");
         return 2;
     }
+    if (!*o.model) {
+        fprintf(stderr, "batchd infer: --model needs a name; it was given an empty one\n");
+        return 2;
+    }
     int kinds = (o.images.n > 0) + (o.inputs.n > 0) + (o.json != NULL);
     if (kinds != 1) {
         fprintf(stderr, "batchd infer: give one of --image, --input or --json (see --help)\n");
@@ -1016,6 +1020,10 @@ int bd_cli_inspect(int argc, char **argv)
     }
     if (path && !o.url && !o.model) {
         return inspect_file(&o, path);
+    }
+    if (!path && o.url && o.model && !*o.model) {
+        fprintf(stderr, "batchd inspect: --model needs a name; it was given an empty one\n");
+        return 2;
     }
     if (!path && o.url && o.model) {
         return inspect_url(&o);

@@ -62,6 +62,16 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
                           url);
     }
     const char *p = url + (t->tls ? 8 : 7);
+    size_t authority = strcspn(p, "/");
+    for (const char *c = p; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '?' || *c == '#' ||
+            (*c == '@' && (size_t)(c - p) < authority)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "--url '%s' may hold a host, a port and a path, without a query, "
+                              "fragment, user name, space or control character",
+                              url);
+        }
+    }
     const char *host_end;
     const char *host = p;
     if (*p == '[') { /* [IPv6]:port */
@@ -92,15 +102,6 @@ int bd_lg_parse_url(const char *url, bd_lg_target_t *t, bd_err_t *err)
         }
         snprintf(t->port, sizeof t->port, "%ld", port);
         p += plen;
-    }
-    for (const char *c = host; *c; c++) {
-        if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '?' || *c == '#' ||
-            (*c == '@' && c < host_end)) {
-            return bd_err_set(err, BD_EINVAL,
-                              "--url '%s' may hold a host, a port and a path, without a query, "
-                              "fragment, user name, space or control character",
-                              url);
-        }
     }
     size_t rest = strlen(p);
     while (rest > 0 && p[rest - 1] == '/') {

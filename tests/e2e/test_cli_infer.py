@@ -339,6 +339,41 @@ def test_infer_client_side_errors(env):
     assert r.stderr == "batchd infer: --url and --model are required (see --help)\n"
 
 
+def test_names_are_sent_percent_encoded(start_server_fn, tmp_path):
+    """A model folder may be named with a space, '?', '#', '%' or '+': infer, inspect and bench
+    send it as one encoded path segment (RFC 3986), so they reach the model a curl of
+    /v2/models/a%20b%3F... reaches. An empty --model, and a --url with a query, are refused."""
+    name = "a b?c#d%e+f"
+    repo = start_server_fn.repo()
+    repo.add_sim(name, [("INPUT0", "FP32", [2])])
+    client = start_server_fn(repo)
+    u = client.base
+    data = tmp_path / "in.bin"
+    data.write_bytes(np.array([1.5, -2], "<f4").tobytes())
+    r = run("infer", "--url", u, "--model", name, "--model-version", "1", "--input",
+            "INPUT0=%s" % data)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model %s version 1\noutput OUTPUT0 FP32 [1,2]: 1.5 -2\n" % name
+    r = run("inspect", "--url", u, "--model", name)
+    assert r.returncode == 0 and r.stdout.startswith("model: %s\n" % name), r.stderr
+    r = run("bench", "--url", u, "--model", name, "--concurrency", "1", "--requests", "5",
+            "--warmup", "0")
+    assert r.returncode == 0, r.stderr
+    stats = requests.get(u + "/v2/models/a%20b%3Fc%23d%25e%2Bf/stats", timeout=30).json()
+    assert stats["model_stats"][0]["inference_stats"]["success"]["count"] == 6
+    for cmd, extra in (("infer", ["--input", "INPUT0=%s" % data]), ("inspect", []),
+                       ("bench", [])):
+        r = run(cmd, "--url", u, "--model", "", *extra)
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert r.stderr == "batchd %s: --model needs a name; it was given an empty one\n" % cmd
+    for url in (u + "/?q=1", u + "#top", u.replace("127.0.0.1", "user@127.0.0.1")):
+        r = run("infer", "--url", url, "--model", name, "--input", "INPUT0=%s" % data)
+        assert r.returncode == 2, (url, r.stderr)
+        assert r.stderr == ("batchd infer: --url '%s' may hold a host, a port and a path, "
+                            "without a query, fragment, user name, space or control character\n"
+                            % url), r.stderr
+
+
 def test_infer_connection_refused(env):
     s = __import__("socket").socket()
     s.bind(("127.0.0.1", 0))
