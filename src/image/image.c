@@ -228,6 +228,15 @@ static int jpeg_failed(bd_image_scratch_t *sc, int rc)
     return rc;
 }
 
+/* Whether libjpeg's message is one of its warnings about damage it decodes past, filling in
+ * what it could not read ("Corrupt JPEG data: 3 extraneous bytes before marker 0xd9", "...:
+ * premature end of data segment", "...: bad Huffman code"), as Pillow decodes them too. Its
+ * error codes cannot say it: TurboJPEG keeps a warning's flag into the next call. */
+static bool jpeg_benign(const char *why)
+{
+    return strncmp(why, "Corrupt JPEG data", 17) == 0;
+}
+
 /* Decode into sc->pix as 8-bit RGB, or gray (*channels 1) when the JPEG is gray and `gray`
  * is wanted (its RGB would be three equal values whose luma is the value itself). */
 static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t len,
@@ -238,13 +247,16 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
         return bd_err_set(err, BD_ENOMEM, "cannot start the JPEG decoder");
     }
     int iw = 0, ih = 0, subsamp = 0, cs = 0;
-    /* A warning (bytes between segments, which libjpeg skips) still read the header. */
+    /* A benign warning (bytes between segments, which libjpeg skips) still read the header; a
+     * file that ends in it does not hold an image. */
     if (len > (unsigned long)-1 ||
         (tjDecompressHeader3(sc->tj, p, (unsigned long)len, &iw, &ih, &subsamp, &cs) != 0 &&
-         (tjGetErrorCode(sc->tj) != TJERR_WARNING || iw <= 0 || ih <= 0))) {
-        return jpeg_failed(sc,
-                           fail(err, BD_EINVAL, input, index,
-                                "the JPEG's header cannot be read (%s)", tjGetErrorStr2(sc->tj)));
+         (!jpeg_benign(tjGetErrorStr2(sc->tj)) || iw <= 0 || ih <= 0))) {
+        const char *why = tjGetErrorStr2(sc->tj);
+        return jpeg_failed(sc, strstr(why, "Premature end")
+                                   ? fail(err, BD_EINVAL, input, index, "the JPEG is truncated")
+                                   : fail(err, BD_EINVAL, input, index,
+                                          "the JPEG's header cannot be read (%s)", why));
     }
     if (iw <= 0 || ih <= 0) {
         return fail(err, BD_EINVAL, input, index, "the JPEG header says %dx%d pixels", iw, ih);
@@ -269,13 +281,16 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
     int pf = *channels == 1 ? TJPF_GRAY : TJPF_RGB;
     if (tjDecompress2(sc->tj, p, (unsigned long)len, sc->pix, iw, 0, ih, pf,
                       TJFLAG_ACCURATEDCT | TJFLAG_LIMITSCANS) != 0) {
+        /* Pillow refuses a cut-off file but decodes past other recoverable damage, which
+         * libjpeg fills in: every pixel is written. Anything else may have written none of
+         * them, so it fails whatever tjGetErrorCode says (it can still report the warning
+         * of the header read when decoding stopped at a fatal error). */
         const char *why = tjGetErrorStr2(sc->tj);
-        if (tjGetErrorCode(sc->tj) == TJERR_WARNING) {
-            /* Pillow refuses a cut-off file but decodes past other recoverable damage. */
-            if (strstr(why, "Premature end")) {
-                return jpeg_failed(sc, fail(err, BD_EINVAL, input, index, "the JPEG is truncated"));
-            }
+        if (jpeg_benign(why)) {
             return jpeg_failed(sc, 0);
+        }
+        if (strstr(why, "Premature end")) {
+            return jpeg_failed(sc, fail(err, BD_EINVAL, input, index, "the JPEG is truncated"));
         }
         return jpeg_failed(
             sc, fail(err, BD_EINVAL, input, index, "the JPEG cannot be decoded (%s)", why));

@@ -430,6 +430,30 @@ def test_a_jpeg_whose_header_fails_does_not_spoil_the_next(client, cut):
         assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_every_cut_of_a_jpeg_gets_400_never_an_earlier_image(client, progressive):
+    """A JPEG cut anywhere (inside a scan's header too, where libjpeg stops at an error
+    after the header's warning) is refused, as Pillow refuses it: no pixel of it was decoded,
+    and the tensor would have been the previous image's pixels left in the decoder's buffer."""
+    buf = io.BytesIO()
+    make_image("RGB", 33, 21).save(buf, "JPEG", quality=90, progressive=progressive)
+    good = buf.getvalue()
+    victim = encode(make_image("RGB", 33, 21, seed=7), "JPEG")
+    plain = {"Content-Type": "image/jpeg"}
+    accepted = []
+    with requests.Session() as s:
+        url = client.base + "/v2/models/img_single/infer"
+        for cut in range(2, len(good)):
+            if cut % 64 == 0:  # the buffer holds another image's pixels now and then
+                assert s.post(url, data=victim, headers=plain, timeout=HTTP_TIMEOUT_S).ok
+            r = s.post(url, data=good[:cut], headers=plain, timeout=HTTP_TIMEOUT_S)
+            if r.status_code != 400:
+                accepted.append((cut, r.status_code))
+        assert s.post(url, data=good, headers=plain, timeout=HTTP_TIMEOUT_S).ok
+    assert not accepted, "%d of %d cuts were answered: %r" % (len(accepted), len(good) - 2,
+                                                              accepted[:10])
+
+
 def test_plain_image_body(client):
     data = encode(make_image("RGB", 33, 21), "JPEG")
     r = client.post("/v2/models/img_stretch_RGB_NCHW/infer", data=data,
