@@ -31,6 +31,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,9 +318,15 @@ static int load_labels(bd_model_t *m, const char *model_dir, bd_err_t *err)
     if (!path) {
         return bd_err_set(err, BD_ENOMEM, "out of memory");
     }
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: a FIFO nobody writes to would hold the loader (and shutdown) for ever; it
+     * is refused below as not a regular file. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
         int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
         free(path);
         return e == ENOENT ? 0
                            : bd_err_set(err, BD_EIO, "cannot read labels.txt of model '%s': %s",

@@ -367,3 +367,22 @@ def test_classification_onnx_mlp(client):
 
 def test_server_metadata_lists_classification(client):
     assert "classification" in client.get("/v2").json()["extensions"]
+
+
+def test_a_labels_file_that_is_no_file_fails_its_model_alone(start_server_fn):
+    """labels.txt as a FIFO nobody writes to, or as a folder: the model is unavailable with
+    the reason, and the server starts, serves the others and stops on SIGTERM (opening the
+    FIFO used to wait for a writer for ever)."""
+    repo = start_server_fn.repo()
+    for name in ("fifo", "folder", "good"):
+        repo.add_sim(name, [("INPUT0", "FP32", [10])], max_batch_size=8)
+    os.mkfifo(os.path.join(repo.path, "fifo", "labels.txt"))
+    os.mkdir(os.path.join(repo.path, "folder", "labels.txt"))
+    client = start_server_fn(repo, ["--strict-readiness", "false"])
+    rows = {r["name"]: r for r in client.post("/v2/repository/index").json()}
+    for name in ("fifo", "folder"):
+        assert rows[name]["state"] == "UNAVAILABLE", rows
+        assert rows[name]["reason"] == ("labels.txt of model '%s' is not a regular file of at "
+                                        "most 67108864 bytes" % name), rows
+    assert rows["good"]["state"] == "READY", rows
+    client.server.stop()  # exit code 0, within the usual bound
