@@ -153,35 +153,6 @@ static int parse_levels(const char *s, bool integers, double *out, size_t *n)
     return 0;
 }
 
-/* "[NAME:]D1,D2" -> shape option. The last ':' splits (names may not contain one). */
-static int parse_shape(const char *s, bd_lg_shape_opt_t *so, char *name, size_t cap)
-{
-    const char *colon = strrchr(s, ':');
-    const char *dims = colon ? colon + 1 : s;
-    so->name = NULL;
-    if (colon) {
-        size_t n = (size_t)(colon - s);
-        if (n == 0 || n >= cap) {
-            return -1;
-        }
-        memcpy(name, s, n);
-        name[n] = '\0';
-        so->name = name;
-    }
-    so->shape.ndim = 0;
-    const char *p = dims;
-    while (*p) {
-        char *end = NULL;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || v < 0 || (*end && *end != ',') || so->shape.ndim >= BD_MAX_DIMS) {
-            return -1;
-        }
-        so->shape.dims[so->shape.ndim++] = v;
-        p = *end ? end + 1 : end;
-    }
-    return 0;
-}
-
 /* 0 when path can be written (it exists, is not a folder and may be, or its folder takes a
  * new file), else the errno saying why not. */
 static int writable(const char *path)
@@ -286,7 +257,8 @@ int bd_cli_bench(int argc, char **argv)
     static bd_lg_shape_opt_t shapes[MAX_MULTI];
     static char shape_names[MAX_MULTI][128];
     for (size_t i = 0; i < o.shapes.n; i++) {
-        if (parse_shape(o.shapes.v[i], &shapes[i], shape_names[i], sizeof shape_names[i]) != 0) {
+        if (bd_lg_parse_shape(o.shapes.v[i], &shapes[i], shape_names[i], sizeof shape_names[i]) !=
+            0) {
             fprintf(stderr,
                     "batchd bench: --shape must be [INPUT:]D1,D2,... with dims >= 0, "
                     "got '%s'\n",

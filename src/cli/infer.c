@@ -420,7 +420,7 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
 
 typedef struct {
     const char *url, *model, *version, *json, *cacert, *api_key;
-    bd_cli_list_t images, inputs;
+    bd_cli_list_t images, inputs, shapes;
     int64_t classification;
     bool binary;
     uint64_t timeout_us;
@@ -433,6 +433,8 @@ static const bd_cli_opt_t iopts[] = {
      "a JPEG or PNG file (repeatable: several go as one request, one image per row)"},
     {"--input", BD_CLI_LIST, IOFF(inputs), NULL, 0, 0, NULL,
      "NAME=FILE raw little-endian bytes of one input (repeatable; one per input)"},
+    {"--shape", BD_CLI_LIST, IOFF(shapes), NULL, 0, 0, NULL,
+     "[NAME:]D1,D2,... dims of an --input with variable dims, batch dim excluded (repeatable)"},
     {"--json", BD_CLI_STR, IOFF(json), NULL, 0, 0, NULL, "post this JSON request file as is"},
     {"--classification", BD_CLI_INT, IOFF(classification), "0", 0, 65536, NULL,
      "ask every output for its top K classes and print them as a table (0: no)"},
@@ -444,7 +446,8 @@ static const bd_cli_opt_t iopts[] = {
 static const bd_cli_cmd_t infer_cmd = {
     .usage = "usage: batchd infer --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
              "       (--image FILE [--image FILE]... | --input NAME=FILE [--input NAME=FILE]...\n"
-             "        | --json FILE) [--classification K (not with --json)] [--binary]\n",
+             "        [--shape NAME:D1,D2,...]... | --json FILE)\n"
+             "       [--classification K (not with --json)] [--binary]\n",
     .opts = iopts,
     .n_opts = sizeof iopts / sizeof iopts[0],
 };
@@ -585,13 +588,15 @@ static bool input_spec_ok(const char *s)
     return true;
 }
 
-/* --input NAME=FILE: the loadgen's request builder (metadata datatypes and shapes, JSON or
- * binary), then the classification outputs spliced into its JSON header. */
-static int build_inputs_request(const infer_opts_t *o, bd_lg_target_t *t, json_t *meta,
-                                bd_buf_t *body, size_t *header_len)
+/* --input NAME=FILE: the loadgen's request builder (metadata datatypes and shapes, --shape's
+ * o->shapes.n parsed `shapes` for variable dims, JSON or binary), then the classification outputs
+ * spliced into its JSON header. */
+static int build_inputs_request(const infer_opts_t *o, const bd_lg_shape_opt_t *shapes,
+                                bd_lg_target_t *t, json_t *meta, bd_buf_t *body, size_t *header_len)
 {
     static bd_lg_file_opt_t files[BD_CLI_LIST_MAX];
     static char names[BD_CLI_LIST_MAX][INPUT_NAME_MAX];
+
     for (size_t i = 0; i < o->inputs.n; i++) {
         const char *s = o->inputs.v[i];
         const char *eq = strchr(s, '='); /* input_spec_ok said it is there */
@@ -616,8 +621,12 @@ static int build_inputs_request(const infer_opts_t *o, bd_lg_target_t *t, json_t
         }
     }
     char *text = json_dumps(meta, JSON_COMPACT);
-    bd_lg_request_opts_t ro = {
-        .batch = 1, .binary = o->binary, .files = files, .n_files = o->inputs.n};
+    bd_lg_request_opts_t ro = {.batch = 1,
+                               .binary = o->binary,
+                               .files = files,
+                               .n_files = o->inputs.n,
+                               .shapes = shapes,
+                               .n_shapes = o->shapes.n};
     bd_err_t err = {0};
     int rc = text ? bd_lg_build_request(t, text, strlen(text), &ro, &err)
                   : bd_err_set(&err, BD_ENOMEM, "out of memory");
@@ -689,6 +698,21 @@ int bd_cli_infer(int argc, char **argv)
                         (int)n - 1, o.inputs.v[i]);
                 return 2;
             }
+        }
+    }
+    static bd_lg_shape_opt_t shapes[BD_CLI_LIST_MAX];
+    static char shape_names[BD_CLI_LIST_MAX][INPUT_NAME_MAX];
+    if (o.shapes.n > 0 && o.inputs.n == 0) {
+        fprintf(stderr, "batchd infer: --shape goes with --input (an image's size is its own, "
+                        "a --json file gives its shapes)\n");
+        return 2;
+    }
+    for (size_t i = 0; i < o.shapes.n; i++) {
+        if (bd_lg_parse_shape(o.shapes.v[i], &shapes[i], shape_names[i], INPUT_NAME_MAX) != 0) {
+            fprintf(stderr,
+                    "batchd infer: --shape must be [NAME:]D1,D2,... with dims >= 0, got '%s'\n",
+                    o.shapes.v[i]);
+            return 2;
         }
     }
     if (o.json && o.classification > 0) {
@@ -764,7 +788,7 @@ int bd_cli_infer(int argc, char **argv)
         }
         code = 1;
         int rc = o.images.n ? build_images_request(&o, meta, files, lens, &body, &header_len)
-                            : build_inputs_request(&o, &t, meta, &body, &header_len);
+                            : build_inputs_request(&o, shapes, &t, meta, &body, &header_len);
         if (rc != 0) {
             goto done;
         }

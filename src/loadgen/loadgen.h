@@ -60,6 +60,10 @@ typedef struct {
     bd_shape_t shape; /* dims without the batch dim (when the model batches) */
 } bd_lg_shape_opt_t;
 
+/* "[NAME:]D1,D2,..." (dims >= 0; the last ':' splits, so names may not hold one) into *so,
+ * its name copied into name[0..cap). -1 when malformed. */
+int bd_lg_parse_shape(const char *s, bd_lg_shape_opt_t *so, char *name, size_t cap);
+
 typedef struct {
     const char *name; /* input name, or NULL for "the only input" */
     const char *path; /* raw little-endian bytes: one row (repeated per batch) or all rows */

@@ -164,6 +164,35 @@ static int apply_shapes(bd_lg_target_t *t, const bd_lg_request_opts_t *ro, bd_er
     return 0;
 }
 
+/* "[NAME:]D1,D2" -> shape option. The last ':' splits (names may not contain one). */
+int bd_lg_parse_shape(const char *s, bd_lg_shape_opt_t *so, char *name, size_t cap)
+{
+    const char *colon = strrchr(s, ':');
+    const char *dims = colon ? colon + 1 : s;
+    so->name = NULL;
+    if (colon) {
+        size_t n = (size_t)(colon - s);
+        if (n == 0 || n >= cap) {
+            return -1;
+        }
+        memcpy(name, s, n);
+        name[n] = '\0';
+        so->name = name;
+    }
+    so->shape.ndim = 0;
+    const char *p = dims;
+    while (*p) {
+        char *end = NULL;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 0 || (*end && *end != ',') || so->shape.ndim >= BD_MAX_DIMS) {
+            return -1;
+        }
+        so->shape.dims[so->shape.ndim++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
 /* One input's bytes for the whole request (rows = batch). */
 static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_bytes, int64_t rows,
                          const bd_lg_request_opts_t *ro, size_t n_inputs, bd_rng_t *rng,

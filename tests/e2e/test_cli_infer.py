@@ -374,6 +374,38 @@ def test_names_are_sent_percent_encoded(start_server_fn, tmp_path):
                             % url), r.stderr
 
 
+def test_infer_input_with_variable_dims_takes_shape(start_server_fn, tmp_path):
+    """An input with variable dims needs its dims from --shape, as the error says."""
+    repo = start_server_fn.repo()
+    repo.add_sim("var", [("INPUT0", "FP32", [-1, 2])], max_batch_size=4)
+    client = start_server_fn(repo)
+    u = client.base
+    data = tmp_path / "in.bin"
+    data.write_bytes(np.array([1, 2, 3, 4, 5, 6], "<f4").tobytes())
+    r = run("infer", "--url", u, "--model", "var", "--input", "INPUT0=%s" % data)
+    assert r.returncode == 1
+    assert r.stderr == ("batchd infer: input 'INPUT0' has variable dims [-1,2] (batch dim "
+                        "excluded); give them with --shape INPUT0:D1,D2,...\n")
+    for shape in ("INPUT0:3,2", "3,2"):
+        for extra in ([], ["--binary"]):
+            r = run("infer", "--url", u, "--model", "var", "--input", "INPUT0=%s" % data,
+                    "--shape", shape, *extra)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "model var version 1\noutput OUTPUT0 FP32 [1,3,2]: 1 2 3 4 5 6\n"
+    r = run("infer", "--url", u, "--model", "var", "--input", "INPUT0=%s" % data,
+            "--shape", "INPUT0:2,2")
+    assert r.returncode == 1
+    assert r.stderr == "batchd infer: --input %s has 24 bytes; input 'INPUT0' needs 16\n" % data
+    for args, err in ((["--shape", "INPUT0:x"], "--shape must be [NAME:]D1,D2,... with dims >= "
+                       "0, got 'INPUT0:x'"),
+                      (["--shape", "INPUT0:-1,2"], "--shape must be [NAME:]D1,D2,... with dims "
+                       ">= 0, got 'INPUT0:-1,2'")):
+        r = run("infer", "--url", u, "--model", "var", "--input", "INPUT0=%s" % data, *args)
+        assert (r.returncode, r.stderr) == (2, "batchd infer: %s\n" % err)
+    r = run("infer", "--url", u, "--model", "var", "--json", str(data), "--shape", "3,2")
+    assert r.returncode == 2 and r.stderr.startswith("batchd infer: --shape goes with --input")
+
+
 def test_infer_connection_refused(env):
     s = __import__("socket").socket()
     s.bind(("127.0.0.1", 0))
