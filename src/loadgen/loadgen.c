@@ -65,7 +65,13 @@ typedef struct {
     uint32_t gen;  /* bumped whenever fd changes */
     bool busy;     /* carries a request */
     bool want_out; /* EPOLLOUT is registered */
-    bool measured; /* open loop: scheduled while measuring */
+    /* Its outcome is measured: open loop, it was scheduled while measuring; closed loop with
+     * --requests N, it is one of the first N started while measuring (exactly N, whatever
+     * ends in the same turn); closed loop by duration, it started while measuring. Each is
+     * waited for after the measured time (up to the timeout), so a reply slower than the
+     * level still counts, with its latency; the rates are of the replies that ended inside
+     * the measured time. */
+    bool measured;
     size_t woff;
     uint64_t t_start; /* latency reference: issue time (closed) or scheduled time (open) */
     uint64_t retry_at;
@@ -146,14 +152,6 @@ static void conn_close(conn_t *c)
 
 /* ---- outcomes -------------------------------------------------------------------------- */
 
-/* Whether a request's outcome is measured: open loop, it was scheduled while measuring;
- * closed loop with --requests N, it is one of the first N started while measuring (exactly N,
- * whatever ends in the same turn); closed loop by duration, it ends while measuring. */
-static bool counts(const loop_t *L, const conn_t *c)
-{
-    return is_open(L) || L->ro->requests > 0 ? c->measured : L->measuring;
-}
-
 /* Closed loop with --requests N: the N are all started; a free slot waits. */
 static bool all_started(const loop_t *L)
 {
@@ -190,7 +188,7 @@ static void request_ended(loop_t *L, conn_t *c, uint64_t now, bool error, bool f
 
 static void on_error(loop_t *L, conn_t *c, bd_lg_err_kind_t kind, uint64_t now)
 {
-    if (counts(L, c)) {
+    if (c->measured) {
         L->res->errors[kind]++;
         if (!is_open(L)) {
             L->measured_done++;
@@ -208,7 +206,7 @@ static void on_reply(loop_t *L, conn_t *c, uint64_t now)
         L->done_in_measure++;
         L->ok_in_measure += status >= 200 && status < 300;
     }
-    if (counts(L, c)) {
+    if (c->measured) {
         bd_lg_result_t *r = L->res;
         bd_hdr_record(L->lat, now > c->t_start ? now - c->t_start : 0);
         r->responses++;
@@ -290,7 +288,7 @@ static void connected(loop_t *L, conn_t *c, uint64_t now)
 static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured, uint64_t now)
 {
     c->busy = true;
-    c->measured = measured;
+    c->measured = is_open(L) ? measured : L->measuring;
     if (!is_open(L) && L->ro->requests > 0 && L->measuring) {
         c->measured = L->started_measured < L->ro->requests;
         if (c->measured && L->started_measured == 0) {
@@ -301,7 +299,7 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
     c->t_start = t_start;
     c->woff = 0;
     L->in_flight++;
-    if (is_open(L) || L->ro->requests > 0 ? c->measured : L->measuring) {
+    if (c->measured) {
         L->res->sent++;
     }
     if (c->fd >= 0) {

@@ -364,6 +364,20 @@ def test_timeouts_counted(tmp_path, fake):
     assert lv["success_rate"] == 0
 
 
+def test_closed_loop_waits_for_replies_slower_than_the_level(tmp_path, fake):
+    """Replies that end after the measured time are waited for (up to --timeout) and counted,
+    with their latency: a healthy server slower than the level is not 'no request succeeded'.
+    None ended inside the measured second, so the achieved rate is 0."""
+    srv = fake(delay=1.2)
+    data, p = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "1s",
+                    "--warmup", "0")
+    (lv,) = data["levels"]
+    assert (lv["requests_sent"], lv["responses"], lv["success_rate"]) == (2, 2, 1), lv
+    assert lv["status_counts"] == {"200": 2} and total_errors(lv) == 0, lv
+    assert lv["achieved_rps"] == 0, lv
+    assert 1200000 <= lv["latency_us"]["p50"] < 3000000, lv
+
+
 def test_unknown_model_is_a_clear_error(tmp_path, fake):
     srv = fake()
     data, p = bench(tmp_path, srv.url, "nope", "--concurrency", 1, check=False)
