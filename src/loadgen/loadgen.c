@@ -106,7 +106,8 @@ typedef struct {
     uint64_t done_in_measure; /* replies ended while measuring */
     uint64_t ok_in_measure;
     uint64_t limit_hits;
-    size_t n_retry; /* closed loop: slots waiting in C_RETRY */
+    uint64_t no_fds; /* sockets this process could not make (EMFILE, ENFILE) */
+    size_t n_retry;  /* closed loop: slots waiting in C_RETRY */
     uint64_t last_scan;
     uint64_t started_measured;  /* closed loop with --requests: requests started while measuring */
     uint64_t first_measured_us; /* ... and when the first of them started */
@@ -309,6 +310,7 @@ static void start_request(loop_t *L, conn_t *c, uint64_t t_start, bool measured,
     }
     int fd = socket(L->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+        L->no_fds += errno == EMFILE || errno == ENFILE;
         connect_failed(L, c, errno, now);
         return;
     }
@@ -677,6 +679,23 @@ static void describe_behind(loop_t *L, bd_lg_result_t *r)
     bd_buf_dispose(&b);
 }
 
+/* Either loop: sockets bench could not make are its own fault, not the server's (they are
+ * counted as connect errors, since those requests were never sent). */
+static void describe_no_fds(const loop_t *L, bd_lg_result_t *r)
+{
+    if (L->no_fds == 0) {
+        return;
+    }
+    size_t len = r->fell_behind ? strlen(r->behind_reason) : 0;
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    snprintf(r->behind_reason + len, sizeof r->behind_reason - len,
+             "%sbench ran out of file descriptors %llu times (limit %llu; connect errors count "
+             "them): raise ulimit -n or lower the connections",
+             len ? "; " : "", (unsigned long long)L->no_fds, (unsigned long long)rl.rlim_cur);
+    r->fell_behind = true;
+}
+
 int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double level,
                     bd_lg_result_t *res, bd_err_t *err)
 {
@@ -867,6 +886,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
         res->send_lag_max_us = (double)bd_hdr_max(L.lag);
         describe_behind(&L, res);
     }
+    describe_no_fds(&L, res);
     rc = 0;
 done:
     status_clear(&L);

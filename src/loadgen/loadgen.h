@@ -244,7 +244,7 @@ typedef struct {
     /* open loop: how late requests were written after their scheduled time */
     double send_lag_p99_us, send_lag_max_us;
     bool fell_behind;
-    char behind_reason[160];
+    char behind_reason[320];
     size_t n_windows;
     double window_rps[BD_LG_MAX_WINDOWS];
     bool stable;

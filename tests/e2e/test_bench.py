@@ -378,6 +378,23 @@ def test_closed_loop_waits_for_replies_slower_than_the_level(tmp_path, fake):
     assert 1200000 <= lv["latency_us"]["p50"] < 3000000, lv
 
 
+def test_running_out_of_descriptors_is_the_generators_fault(tmp_path, fake):
+    """More connections than bench may open (a hard limit it cannot raise): the sockets it
+    could not make are counted as connect errors and the level says the generator is why."""
+    import resource
+    srv = fake(delay=0.01)
+    out = tmp_path / "bench.json"
+    p = subprocess.run([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake", "--json",
+                        str(out), "--concurrency", "100", "--duration", "0.5s", "--warmup", "0"],
+                       capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+    (lv,) = json.loads(out.read_text())["levels"]
+    assert lv["generator_fell_behind"] is True, (lv, p.stderr)
+    assert "bench ran out of file descriptors" in lv["behind_reason"], lv
+    assert "(limit 48; connect errors count them)" in lv["behind_reason"], lv
+    assert lv["errors"]["connect"] > 0 and lv["responses"] > 0, lv
+
+
 def test_unknown_model_is_a_clear_error(tmp_path, fake):
     srv = fake()
     data, p = bench(tmp_path, srv.url, "nope", "--concurrency", 1, check=False)
