@@ -45,9 +45,10 @@ typedef struct {
 static const bd_cli_opt_t bopts[] = {
     BD_CLI_SERVER_OPTS(bench_opts_t),
     {"--concurrency", BD_CLI_STR, OFF(concurrency), NULL, 0, 0, NULL,
-     "closed loop: comma list of requests kept outstanding, e.g. 1,5,10,25,50 (default 1)"},
+     "closed loop: comma list of requests kept outstanding, e.g. 1,5,10,25,50 (default 1; "
+     "at most 100000)"},
     {"--rate", BD_CLI_STR, OFF(rate), NULL, 0, 0, NULL,
-     "open loop: comma list of request rates per second, e.g. 50,100,200"},
+     "open loop: comma list of request rates per second, e.g. 50,100,200 (at most 1e7)"},
     {"--distribution", BD_CLI_STR, OFF(distribution), "constant", 0, 0, NULL,
      "open-loop send times: constant, poisson, or bursty (--burst requests at once)"},
     {"--burst", BD_CLI_INT, OFF(burst), "16", 1, 100000, NULL,
@@ -140,6 +141,12 @@ static int parse_levels(const char *s, bool integers, double *out, size_t *n)
                     "batchd bench: %s must be a comma list of up to %d %s above 0, got '%s'\n",
                     integers ? "--concurrency" : "--rate", MAX_LEVELS,
                     integers ? "integers" : "numbers", s);
+            return -1;
+        }
+        if (v > (integers ? BD_LG_MAX_CONCURRENCY : BD_LG_MAX_RATE)) {
+            fprintf(stderr, "batchd bench: %s takes values up to %s, got %g\n",
+                    integers ? "--concurrency" : "--rate",
+                    integers ? "100000 (requests kept outstanding)" : "1e7 (requests/s)", v);
             return -1;
         }
         out[(*n)++] = v;

@@ -703,8 +703,8 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     res->mode = ro->mode;
     res->level = level;
     bool open = ro->mode == BD_LG_OPEN;
-    if (!t->request || !(level > 0) || (!open && (level < 1 || level > 100000)) ||
-        (open && level > 10000000)) {
+    if (!t->request || !(level > 0) || (!open && (level < 1 || level > BD_LG_MAX_CONCURRENCY)) ||
+        (open && level > BD_LG_MAX_RATE)) {
         return bd_err_set(err, BD_EINVAL,
                           open ? "a rate must be above 0 and at most 1e7 requests/s, got %g"
                                : "a concurrency must be from 1 to 100000, got %g",

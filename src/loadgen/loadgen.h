@@ -87,6 +87,8 @@ typedef struct {
 } bd_lg_input_desc_t;
 
 #define BD_LG_MAX_INPUTS 32
+#define BD_LG_MAX_CONCURRENCY 100000 /* a closed-loop level's requests outstanding */
+#define BD_LG_MAX_RATE 1e7           /* an open-loop level's requests per second */
 
 typedef struct {
     /* connection */

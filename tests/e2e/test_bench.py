@@ -410,6 +410,13 @@ def test_bad_flags(tmp_path, fake):
         assert p.returncode == 2
         assert ("--concurrency must be a comma list of up to 256 integers above 0, got '%s'"
                 % levels) in p.stderr
+    # Past the engine's bounds: refused with the flags (exit 2), before the metadata.
+    for flag, value, want in (("--concurrency", "1,100001", "--concurrency takes values up to "
+                               "100000 (requests kept outstanding), got 100001"),
+                              ("--rate", "1e9", "--rate takes values up to 1e7 (requests/s), "
+                               "got 1e+09")):
+        _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", flag, value, check=False)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s\n" % want)
     _, p = bench(tmp_path, srv.url, "fake", "--duration", "soon", check=False)
     assert p.returncode == 2
     assert "--duration must be a duration like 10s, 500ms or 2m" in p.stderr
