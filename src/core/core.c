@@ -736,6 +736,20 @@ int32_t bd_utf8_decode(const unsigned char *p, size_t n, size_t *len)
     return cp;
 }
 
+const char *bd_json_fault(char *buf, size_t cap, const char *text)
+{
+    static const char nul[] = "without JSON_ALLOW_NUL";
+    const char *at = strstr(text, nul);
+    if (strstr(text, "near '\xef\xbb\xbf")) {
+        snprintf(buf, cap, "a UTF-8 byte order mark (EF BB BF) is not allowed before the JSON");
+    } else if (at) {
+        snprintf(buf, cap, "%.*sin strings%s", (int)(at - text), text, at + sizeof nul - 1);
+    } else {
+        snprintf(buf, cap, "%s", text);
+    }
+    return buf;
+}
+
 int bd_hex_digit(char c)
 {
     if (c >= '0' && c <= '9') {

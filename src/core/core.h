@@ -304,6 +304,12 @@ uint64_t bd_memory_limit(const char *cgroup_root, const char *proc_cgroup, const
  * (RFC 3629, as jansson and WebSocket text frames need). */
 int32_t bd_utf8_decode(const unsigned char *p, size_t n, size_t *len);
 
+/* jansson's error text (json_error_t.text) as a client or an operator should read it, into
+ * buf[0..cap): its flag name "without JSON_ALLOW_NUL" becomes "in strings", and a UTF-8 byte
+ * order mark before the value, which it shows as an invisible character, is named. Returns
+ * buf. */
+const char *bd_json_fault(char *buf, size_t cap, const char *text);
+
 /* The value of one hex digit (either case); -1 when c is not one. */
 int bd_hex_digit(char c);
 /* The value of the four hex digits at p (a JSON \uXXXX escape); -1 when they are not. */

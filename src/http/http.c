@@ -1555,11 +1555,11 @@ static int body_object(bd_http_t *h, h2o_req_t *req, json_t **out)
     json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     bd_buf_dispose(&plain);
     if (!root) {
-        char msg[BD_ERR_MSG_MAX];
+        char msg[BD_ERR_MSG_MAX], why[JSON_ERROR_TEXT_LENGTH + 64];
         snprintf(msg, sizeof msg,
                  "request body is not valid JSON: %s (line %d, column %d); expected a JSON "
                  "object (or an empty body)",
-                 jerr.text, jerr.line, jerr.column);
+                 bd_json_fault(why, sizeof why, jerr.text), jerr.line, jerr.column);
         reply_error(h, req, BD_EINVAL, msg);
         return -1;
     }

@@ -752,8 +752,9 @@ int bd_config_parse(bd_config_t *c, const char *json, size_t len, bd_err_t *err)
         json_error_t jerr;
         json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!root) {
+            char why[JSON_ERROR_TEXT_LENGTH + 64];
             return bd_err_set(err, BD_EINVAL, "config.json is not valid JSON: %s (line %d)",
-                              jerr.text, jerr.line);
+                              bd_json_fault(why, sizeof why, jerr.text), jerr.line);
         }
         rc = parse_root(root, c, err);
         json_decref(root);

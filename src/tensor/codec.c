@@ -505,9 +505,10 @@ static int parse_header(scan_t *sc, int max_depth, json_t **root, bd_err_t *err)
             line_col(sc->s, header_pos(sc, (size_t)jerr.position), &line, &col);
         }
         bool after = strncmp(jerr.text, "end of file expected", 20) == 0;
-        return bd_err_set(err, BD_EINVAL,
-                          "request body is not valid JSON: %s (line %d, column %d)%s", jerr.text,
-                          line, col, after ? AFTER_THE_OBJECT : "");
+        char why[JSON_ERROR_TEXT_LENGTH + 64];
+        return bd_err_set(
+            err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)%s",
+            bd_json_fault(why, sizeof why, jerr.text), line, col, after ? AFTER_THE_OBJECT : "");
     }
     if (!json_is_object(*root)) {
         json_decref(*root);

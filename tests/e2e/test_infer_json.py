@@ -1,5 +1,7 @@
 """Infer with JSON tensors: ONNX identity/simple, sim models of every supported datatype,
 output selection, id echo, batches."""
+import json
+
 import numpy as np
 import pytest
 
@@ -302,3 +304,13 @@ def test_nested_data_shape_mismatch_is_400(client):
 
 def test_numpy_dtypes_cover_all(client):
     assert set(NP_DTYPES) == set(DTYPES)
+
+
+def test_a_byte_order_mark_before_the_json_is_named(client):
+    """The parser would show a BOM as an invisible character near which it expected '{'."""
+    body = b"\xef\xbb\xbf" + json.dumps({"inputs": []}).encode()
+    r = client.post("/v2/models/sim_fp32/infer", data=body,
+                    headers={"Content-Type": "application/json"})
+    assert error_message(r, 400) == ("request body is not valid JSON: a UTF-8 byte order mark "
+                                     "(EF BB BF) is not allowed before the JSON (line 1, "
+                                     "column 1)")

@@ -167,6 +167,21 @@ static void test_log_field(void **state)
 }
 
 /* Free text (a reason) is quoted even when it is one plain word, its quotes escaped. */
+static void test_json_fault(void **state)
+{
+    (void)state;
+    char buf[128];
+    assert_string_equal(bd_json_fault(buf, sizeof buf,
+                                      "\\u0000 is not allowed without "
+                                      "JSON_ALLOW_NUL"),
+                        "\\u0000 is not allowed in strings");
+    assert_string_equal(bd_json_fault(buf, sizeof buf, "'[' or '{' expected near '\xef\xbb\xbf'"),
+                        "a UTF-8 byte order mark (EF BB BF) is not allowed before the JSON");
+    assert_string_equal(bd_json_fault(buf, sizeof buf, "unexpected token near 'x'"),
+                        "unexpected token near 'x'");
+    assert_string_equal(bd_json_fault(buf, 8, "unexpected token"), "unexpec");
+}
+
 static void test_log_quoted(void **state)
 {
     (void)state;
@@ -846,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_strerror_names_every_code),
         cmocka_unit_test(test_log_field),
         cmocka_unit_test(test_log_quoted),
+        cmocka_unit_test(test_json_fault),
         cmocka_unit_test(test_buf_grows_by_doubling),
         cmocka_unit_test(test_buf_printf_longer_than_256),
         cmocka_unit_test(test_buf_json_string_escapes),
