@@ -486,6 +486,10 @@ static int budget_inflated(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
  * also ends after INFLATE_STEP bytes of input, and a cancelled call stops there
  * (BD_ECANCELLED). Then the request owns the inflated body. The bytes stay counted until
  * on_decoded. Decode thread. */
+/* A compressed body that inflates to nothing (empty stored blocks, empty gzip members), on
+ * the owner thread or the decode thread alike. */
+#define EMPTY_ONCE_INFLATED "the request body is empty once inflated; expected a JSON infer request"
+
 static int inflate_rest(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
 {
     bd_req_t *r = c->req;
@@ -529,6 +533,9 @@ static int inflate_rest(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
     }
     bd_zip_reader_free(c->zip);
     c->zip = NULL;
+    if (rc == 0 && c->plain.len == 0) {
+        rc = bd_err_set(err, BD_EINVAL, EMPTY_ONCE_INFLATED);
+    }
     if (rc != 0) {
         bd_buf_dispose(&c->plain);
         return rc;
@@ -724,9 +731,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
                                        "a compressed request body must be kept while it inflates");
         if (rc == 0 && !zip && plain.len == 0) {
             bd_buf_dispose(&plain);
-            rc = bd_err_set(err, BD_EINVAL,
-                            "the request body is empty once inflated; expected a JSON infer "
-                            "request");
+            rc = bd_err_set(err, BD_EINVAL, EMPTY_ONCE_INFLATED);
         }
         if (rc != 0) {
             if (rc == BD_EINVAL || rc == BD_EBODYSIZE) {
