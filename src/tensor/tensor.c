@@ -213,10 +213,15 @@ int bd_bytes_check(const char *name, const void *data, size_t size, size_t count
                               "to %zu of its 4 bytes",
                               name, bad, left);
         }
+        /* At element 0 the likely mistake is data without the length prefixes (an image
+         * file as it is), whose first 4 bytes read as a huge length. */
         return bd_err_set(err, BD_EINVAL,
                           "input '%.128s': binary BYTES element %zu says %zu bytes but only %zu "
-                          "remain",
-                          name, bad, need, left);
+                          "remain%s",
+                          name, bad, need, left,
+                          bad == 0 ? " (each element is a 4-byte little-endian length, then "
+                                     "that many bytes)"
+                                   : "");
     }
     if (off != size) {
         return bd_err_set(err, BD_EINVAL,

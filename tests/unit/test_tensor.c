@@ -621,6 +621,11 @@ static void test_bytes_binary_decode(void **state)
     assert_int_equal(decode_bin(json, "\1\0\0\0a\2\0\0\0b", 10, &req, &err), BD_EINVAL);
     assert_string_equal(err.msg,
                         "input 'T': binary BYTES element 1 says 2 bytes but only 1 remain");
+    /* At element 0: most likely data sent without its length prefixes (a PNG as it is). */
+    assert_int_equal(decode_bin(json, "\x89PNG\r\n\x1a\n\0\0", 10, &req, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "input 'T': binary BYTES element 0 says 1196314761 bytes but "
+                                 "only 6 remain (each element is a 4-byte little-endian length, "
+                                 "then that many bytes)");
     assert_int_equal(decode_bin(json, "\1\0\0\0a\0\0\0\0\0", 10, &req, &err), BD_EINVAL);
     assert_string_equal(err.msg, "input 'T': binary BYTES data has 1 bytes left over after the 2 "
                                  "elements of its shape");
