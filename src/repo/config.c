@@ -452,8 +452,9 @@ static int get_floats(json_t *img, const char *key, int n, bool positive, float 
         double d = json_is_number(x) ? json_number_value(x) : 0;
         if (!json_is_number(x) || !(d > -1e30 && d < 1e30) || (positive && !(d > 0))) {
             return bd_err_set(err, BD_EINVAL,
-                              "config.json: 'preprocess.image.%s' values must be %s", key,
-                              positive ? "positive numbers" : "numbers");
+                              "config.json: 'preprocess.image.%s' values must be %s, of "
+                              "magnitude below 1e30",
+                              key, positive ? "positive numbers" : "numbers");
         }
         out[i] = (float)d;
     }
@@ -527,9 +528,9 @@ static int parse_preprocess(json_t *v, bd_image_spec_t *im, bd_err_t *err)
         json_integer_value(json_array_get(size, 0)) > BD_IMAGE_MAX_SIDE ||
         json_integer_value(json_array_get(size, 1)) > BD_IMAGE_MAX_SIDE) {
         return bd_err_set(err, BD_EINVAL,
-                          "config.json: 'preprocess.image.size' is required: [height, width], "
-                          "each from 1 to %d",
-                          BD_IMAGE_MAX_SIDE);
+                          "config.json: 'preprocess.image.size' %s [height, width], two integers "
+                          "from 1 to %d",
+                          size ? "must be" : "is required:", BD_IMAGE_MAX_SIDE);
     }
     im->height = (int)json_integer_value(json_array_get(size, 0));
     im->width = (int)json_integer_value(json_array_get(size, 1));
@@ -549,8 +550,8 @@ static int parse_preprocess(json_t *v, bd_image_spec_t *im, bd_err_t *err)
         double d = json_is_number(sc) ? json_number_value(sc) : 0;
         if (!json_is_number(sc) || !(d > -1e30 && d < 1e30)) {
             return bd_err_set(err, BD_EINVAL,
-                              "config.json: 'preprocess.image.scale' must be a "
-                              "number");
+                              "config.json: 'preprocess.image.scale' must be a number of "
+                              "magnitude below 1e30");
         }
         im->scale = (float)d;
     }

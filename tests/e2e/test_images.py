@@ -519,9 +519,22 @@ def test_bad_preprocess_configs(start_server_fn):
                  extra={"preprocess": {"input": "image", "image": {"size": [H, W]}}})
     repo.add_sim("badname", [("x", "FP32", [3, H, W])],
                  extra={"preprocess": {"input": "image", "image": {"size": [H, W]}}})
+    repo.add_sim("floatsize", [("image", "FP32", [3, H, W])],
+                 extra={"preprocess": {"input": "image", "image": {"size": [12.0, 16.0]}}})
+    repo.add_sim("nosize", [("image", "FP32", [3, H, W])],
+                 extra={"preprocess": {"input": "image", "image": {"color": "RGB"}}})
+    repo.add_sim("hugestd", [("image", "FP32", [3, H, W])],
+                 extra={"preprocess": {"input": "image",
+                                       "image": {"size": [H, W], "std": [1e39, 1, 1]}}})
     c = start_server_fn(repo, ["--model-control", "explicit"])
     idx = {m["name"]: m for m in c.post("/v2/repository/index").json()}
     assert idx["ok"]["state"] == "READY"
+    assert idx["floatsize"]["reason"] == ("config.json: 'preprocess.image.size' must be [height, "
+                                          "width], two integers from 1 to 65535")
+    assert idx["nosize"]["reason"] == ("config.json: 'preprocess.image.size' is required: "
+                                       "[height, width], two integers from 1 to 65535")
+    assert idx["hugestd"]["reason"] == ("config.json: 'preprocess.image.std' values must be "
+                                        "positive numbers, of magnitude below 1e30")
     assert "preprocess.image.mean" in idx["badmean"]["reason"]
     assert "preprocess.image.zoom" in idx["badkey"]["reason"]
     assert "dims" in idx["baddims"]["reason"]
