@@ -111,6 +111,7 @@ typedef struct {
 typedef struct {
     const char *s; /* the JSON header */
     size_t n;
+    bool split;    /* binary data follows it (its length was given) */
     edit_t *edits; /* in header order */
     size_t n_edits, cap;
 } scan_t;
@@ -149,21 +150,26 @@ static void line_col(const char *s, size_t pos, int *line, int *col)
     }
 }
 
-/* Said of bytes after the JSON object (binary tensors sent without their header's length). */
-#define AFTER_THE_OBJECT                                                                           \
-    "; binary tensor data after the JSON needs the Inference-Header-Content-Length header, set "   \
-    "to the JSON's length"
+/* Said of bytes after the JSON object: binary tensors sent without the header's length, or
+ * (`split`: a length was given) with a length longer than the JSON. */
+static const char *after_the_object(bool split)
+{
+    return split ? "; the JSON ends before the length given for it (Inference-Header-Content-"
+                   "Length, or a WebSocket binary frame's 4-byte prefix)"
+                 : "; binary tensor data after the JSON needs the Inference-Header-Content-Length "
+                   "header, set to the JSON's length";
+}
 
 /* A NUL the scan refuses at header byte `at`: a \u0000 escape (`escape`) or a raw byte, after
- * the top-level value (`after`) or inside it. */
-static int nul_error(const char *s, size_t at, bool escape, bool after, bd_err_t *err)
+ * the top-level value (`after`: what after_the_object says follows) or inside it. */
+static int nul_error(const char *s, size_t at, bool escape, const char *after, bd_err_t *err)
 {
     int line, col;
     line_col(s, at + 1, &line, &col);
     return bd_err_set(err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)%s",
                       escape ? "\\u0000 is not allowed in strings"
                              : "a NUL byte is not allowed there",
-                      line, col, after ? AFTER_THE_OBJECT : "");
+                      line, col, after);
 }
 
 /* Skip the string opening at s[i]; returns the index past its closing quote (n when it has
@@ -176,7 +182,7 @@ static int skip_string(const char *s, size_t n, size_t *i, bool allow_nul, bd_er
     for (; k < n && s[k] != '"'; k++) {
         if (s[k] == '\\') {
             if (!allow_nul && n - k > 5 && memcmp(s + k + 1, "u0000", 5) == 0) {
-                return nul_error(s, k, true, false, err);
+                return nul_error(s, k, true, "", err);
             }
             k++;
         }
@@ -299,7 +305,8 @@ static int scan_header(scan_t *sc, int max_depth, bd_err_t *err)
         if (c == '\0') {
             /* jansson's reader would take it for the end of its input, after a number or
              * true/false/null, and go on past it. */
-            return nul_error(s, i, false, depth == 0 && values > 0, err);
+            return nul_error(s, i, false,
+                             depth == 0 && values > 0 ? after_the_object(sc->split) : "", err);
         }
         if (is_ws(c) || c == ':') {
             i++;
@@ -506,9 +513,10 @@ static int parse_header(scan_t *sc, int max_depth, json_t **root, bd_err_t *err)
         }
         bool after = strncmp(jerr.text, "end of file expected", 20) == 0;
         char why[JSON_ERROR_TEXT_LENGTH + 64];
-        return bd_err_set(
-            err, BD_EINVAL, "request body is not valid JSON: %s (line %d, column %d)%s",
-            bd_json_fault(why, sizeof why, jerr.text), line, col, after ? AFTER_THE_OBJECT : "");
+        return bd_err_set(err, BD_EINVAL,
+                          "request body is not valid JSON: %s (line %d, column %d)%s",
+                          bd_json_fault(why, sizeof why, jerr.text), line, col,
+                          after ? after_the_object(sc->split) : "");
     }
     if (!json_is_object(*root)) {
         json_decref(*root);
@@ -1578,8 +1586,9 @@ static int decode_inputs(const json_t *root, const scan_t *sc, const char *body,
                           "binary inputs take %zu bytes but %zu bytes follow the %zu-byte JSON "
                           "header%s",
                           total, tail, header_len,
-                          tail == 0 ? " (without Inference-Header-Content-Length the whole body "
-                                      "is the JSON header)"
+                          tail == 0 ? " (with no length given for the JSON, the whole body is "
+                                      "the JSON header: give it in Inference-Header-Content-"
+                                      "Length, or over WebSocket send a binary frame)"
                                     : "");
     }
     size_t off = header_len;
@@ -2144,7 +2153,7 @@ int bd_infer_decode_json(const char *body, size_t len, size_t header_len, bd_are
     }
     int max_depth = limits->max_depth > 0 ? limits->max_depth : DEFAULT_MAX_DEPTH;
     json_t *root = NULL;
-    scan_t sc = {.s = body, .n = header_len};
+    scan_t sc = {.s = body, .n = header_len, .split = header_len < len};
     int rc = parse_header(&sc, max_depth, &root, err);
     if (rc != 0) {
         free(sc.edits);

@@ -900,8 +900,16 @@ static void test_decode_binary(void **state)
                                 "length");
     assert_int_equal(bd_infer_decode(hdr, 120, 120, &arena, NULL, &req, &e2), BD_EINVAL);
     assert_string_equal(e2.msg, "binary inputs take 64 bytes but 0 bytes follow the 120-byte JSON "
-                                "header (without Inference-Header-Content-Length the whole body "
-                                "is the JSON header)");
+                                "header (with no length given for the JSON, the whole body is "
+                                "the JSON header: give it in Inference-Header-Content-Length, or "
+                                "over WebSocket send a binary frame)");
+    /* A length given, but longer than the JSON: the sentence says that, not that it is
+     * missing (the NUL is the first binary byte read as the header's). */
+    assert_int_equal(bd_infer_decode(nohdr, 124, 121, &arena, NULL, &req, &e2), BD_EINVAL);
+    assert_string_equal(e2.msg, "request body is not valid JSON: a NUL byte is not allowed there "
+                                "(line 1, column 121); the JSON ends before the length given for "
+                                "it (Inference-Header-Content-Length, or a WebSocket binary "
+                                "frame's 4-byte prefix)");
 
     /* Header longer than the body. */
     assert_int_equal(bd_infer_decode(plain, 10, 11, &arena, NULL, &req, &e2), BD_EINVAL);
