@@ -1755,9 +1755,9 @@ static void route_model(bd_http_t *h, h2o_req_t *req, h2o_iovec_t *seg, int n)
     } else if (strcmp(action, "config") == 0) {
         model_config(h, req, m);
     } else if (*action && !bd_sched_available(bd_model_sched(m), breaker, sizeof breaker)) {
-        /* The circuit breaker holds it: not ready until the probe succeeds. */
-        bd_err_set(&err, BD_EUNAVAIL, "model '%s' is unavailable: %s", bd_model_name(m), breaker);
-        reply_error(h, req, err.code, err.msg);
+        /* The circuit breaker holds it: not ready until the probe succeeds. Its sentence
+         * names the model and version. */
+        reply_error(h, req, BD_EUNAVAIL, breaker);
     } else if (*action) {
         reply(h, req, 200, "application/json", "", 0);
     } else {

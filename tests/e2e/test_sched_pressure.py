@@ -165,6 +165,9 @@ def test_fail_rate_trips_the_breaker_then_a_probe(start_server_fn):
     assert msg.startswith("model 'broken' version 1 is unavailable for another 0."), msg
     assert msg.endswith(" s after 3 failed batches in a row; last error: sim model: injected "
                         "failure (sim.fail_rate 1)"), msg
+    # The model's ready endpoint gives the breaker's sentence as it is (it names the model).
+    ready = error_message(client.get("/v2/models/broken/ready"), 503)
+    assert ready.startswith("model 'broken' version 1 is unavailable for another 0."), ready
     time.sleep(0.6)
     # After the cooldown one probe runs (and fails: the backend is still broken)...
     msg = error_message(post(client, "broken", body([1.0, 2.0]), session=s), 500)
