@@ -2363,7 +2363,8 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
             "max_queue_delay_us=%s priority_levels=%d max_queue_size=%zu warmup_runs=%d "
             "image_decoders=%d manual=%d",
             s->model_name, cfg->version, s->n_inst, cfg->max_batch_size, s->batching, delay,
-            s->n_levels, s->levels[0].cap,
+            s->n_levels,
+            s->policy.max_queue_size ? s->policy.max_queue_size : (size_t)DEFAULT_QUEUE_SIZE,
             s->policy.warmup.count * (int)s->policy.warmup.n_batch_sizes * s->n_inst,
             s->image_idx >= 0 ? s->insts[0].n_helpers + 1 : 0, s->manual);
     return s;

@@ -129,3 +129,15 @@ def test_model_run_failures_do_not_flood_the_log(start_server):
         return (len(lines), notes) if notes and len(lines) + sum(notes) == 201 else None
     n, notes = wait_for(counted, 10, "every failure written or counted in a later line's note")
     assert n <= 20 + int(took) + 2, (n, took)
+
+
+def test_the_scheduler_start_line_gives_the_model_wide_queue_size(start_server):
+    """Its max_queue_size is the model's (the default levels' one), not that of priority
+    level 1 when that level has its own."""
+    repo = start_server.repo()
+    repo.add_sim("levels", [("INPUT0", "FP32", [1])],
+                 dynamic_batching={"max_queue_size": 100, "priority_levels": 2,
+                                   "priority_queue_policy": {"1": {"max_queue_size": 10}}})
+    client = start_server(repo)
+    line = client.server.wait_log(r"sched started model=levels ")
+    assert line and " priority_levels=2 max_queue_size=100 " in line, line
