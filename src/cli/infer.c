@@ -596,7 +596,6 @@ static int build_inputs_request(const infer_opts_t *o, const bd_lg_shape_opt_t *
 {
     static bd_lg_file_opt_t files[BD_CLI_LIST_MAX];
     static char names[BD_CLI_LIST_MAX][INPUT_NAME_MAX];
-
     for (size_t i = 0; i < o->inputs.n; i++) {
         const char *s = o->inputs.v[i];
         const char *eq = strchr(s, '='); /* input_spec_ok said it is there */

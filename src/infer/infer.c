@@ -479,6 +479,10 @@ static int budget_inflated(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
     return 0;
 }
 
+/* A compressed body that inflates to nothing (empty stored blocks, empty gzip members), on
+ * the owner thread or the decode thread alike. */
+#define EMPTY_ONCE_INFLATED "the request body is empty once inflated; expected a JSON infer request"
+
 /* Inflate the rest of a compressed body (the owner thread did the first offload_bytes, or
  * stopped at LOOP_INFLATE_IN of input): INFLATE_STEP bytes at a time, each step's room
  * counted in decoding_bytes before it is inflated, so a zip bomb stops at its limit
@@ -486,10 +490,6 @@ static int budget_inflated(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
  * also ends after INFLATE_STEP bytes of input, and a cancelled call stops there
  * (BD_ECANCELLED). Then the request owns the inflated body. The bytes stay counted until
  * on_decoded. Decode thread. */
-/* A compressed body that inflates to nothing (empty stored blocks, empty gzip members), on
- * the owner thread or the decode thread alike. */
-#define EMPTY_ONCE_INFLATED "the request body is empty once inflated; expected a JSON infer request"
-
 static int inflate_rest(bd_infer_t *inf, bd_call_t *c, bd_err_t *err)
 {
     bd_req_t *r = c->req;
