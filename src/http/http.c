@@ -1999,10 +1999,28 @@ static bool encoded_slash(const h2o_req_t *req)
     return false;
 }
 
+/* Whether the peer of `sock` is gone: reset, or closed both ways (a half-close is not). */
+static bool peer_gone(h2o_socket_t *sock)
+{
+    struct pollfd p = {.fd = h2o_socket_get_fd(sock), .events = POLLOUT};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP));
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bd_http_t *h = *(bd_http_t **)(self + 1);
     mark_busy(req);
+    conn_t *c = conn_of(req);
+    if (c && !c->head_checked && peer_gone(c->sock)) {
+        /* A pipelined request (h2o parsed it from its buffer, not from a read) of a client
+         * that is gone. h2o 2.2.5 ignores a failed write and takes the next request from the
+         * buffer at once, in the same loop turn: a client that pipelined megabytes and left
+         * kept the loop answering them for seconds. This one gets its answer for the record
+         * (nothing runs) and the connection closes after it. */
+        req->http1_is_persistent = 0;
+        reply_error(h, req, BD_ECANCELLED, "the client closed the connection");
+        return 0;
+    }
     if (!request_head_ok(h, req)) {
         return 0;
     }

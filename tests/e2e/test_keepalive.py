@@ -118,3 +118,38 @@ def test_error_reply_keeps_connection(client):
 def test_connection_close_is_honoured(client):
     data = raw_exchange(client.server.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_requests_pipelined_by_a_client_that_left_are_dropped(start_server_fn):
+    """Clients pipeline megabytes of requests without reading the replies, then close: what the
+    server had already read is not answered one by one to dead sockets (h2o 2.2.5 goes on to
+    the next buffered request after a failed write, in the same loop turn), so a new client
+    is answered at once and SIGTERM ends the server within its drain bound."""
+    import time
+    repo = start_server_fn.repo()
+    repo.add_sim("ka", [("INPUT0", "INT32", [3])], max_batch_size=8)
+    client = start_server_fn(repo)
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunk = head * (65536 // len(head))
+    socks = [socket.create_connection(("127.0.0.1", client.server.port)) for _ in range(20)]
+    for s in socks:
+        s.setblocking(False)
+    sent, deadline = 0, time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        for s in socks:
+            try:
+                sent += s.send(chunk)
+            except BlockingIOError:
+                pass
+        time.sleep(0.001)
+    for s in socks:
+        s.close()
+    assert sent > 4 << 20, sent  # megabytes the server read ahead and would have answered
+    t0 = time.monotonic()
+    r = requests.get(client.url("/v2/health/live"), timeout=30)
+    took = time.monotonic() - t0
+    assert r.status_code == 200
+    assert took < 3.0, "the loop answered dead clients first: %.1f s" % took
+    t0 = time.monotonic()
+    client.server.stop()
+    assert time.monotonic() - t0 < 8.0
