@@ -2327,7 +2327,9 @@ static void refuse_head(conn_t *c, int status, const char *msg)
         return;
     }
     if (h->refuse_unlogged) {
-        BD_WARN("http", "closing a connection: %s (and %" PRIu64 " more since the last such line)",
+        BD_WARN("http",
+                "closing a connection: %s (connections closed from their head, any reason: %" PRIu64
+                " more since the last such line)",
                 msg, h->refuse_unlogged);
     } else {
         BD_WARN("http", "closing a connection: %s", msg);
@@ -2838,6 +2840,29 @@ static bool check_head(bd_http_t *h, conn_t *c)
            early_refusal(h, c, method, method_len, path, path_len, fields, n_fields, head);
 }
 
+/* A client that sends requests far ahead of reading their replies: h2o reads what the
+ * kernel holds in one go (megabytes), and the bytes stay held until the replies before them
+ * are read. Past --max-buffered-bytes, a read that left more than one request's worth (the
+ * first head's admitted body, plus a head and RESERVE_MIN_BYTES) is answered 503 at its first
+ * request and the connection closes. False after refusing. */
+static bool pipelined_room(bd_http_t *h, conn_t *c)
+{
+    size_t ahead = c->sock->input->size;
+    if (!h->budget->max || h->budget->used <= h->budget->max ||
+        ahead <= c->promised + h->max_header_bytes + RESERVE_MIN_BYTES) {
+        return true;
+    }
+    char msg[200], sent[24], held[24], limit[24];
+    snprintf(msg, sizeof msg,
+             "this connection sent %s of requests ahead of their replies while the server holds "
+             "%s, past --max-buffered-bytes (%s); read replies before sending more",
+             size_text(sent, sizeof sent, ahead), size_text(held, sizeof held, h->budget->used),
+             size_text(limit, sizeof limit, h->budget->max));
+    bd_metrics_http_buffer_full_add(h->metrics);
+    refuse_head(c, 503, msg);
+    return false;
+}
+
 static void on_read_checked(h2o_socket_t *sock, const char *err)
 {
     conn_t *c = sock->on_close.data;
@@ -2848,6 +2873,9 @@ static void on_read_checked(h2o_socket_t *sock, const char *err)
     }
     bool fresh = !err && !c->head_checked && !c->refused;
     if (fresh && !check_head(c->h, c)) {
+        return;
+    }
+    if (fresh && c->head_checked && !pipelined_room(c->h, c)) {
         return;
     }
     if (fresh && c->head_checked) {
@@ -3328,6 +3356,12 @@ void bd_http_free(bd_http_t *h)
 {
     if (!h) {
         return;
+    }
+    if (h->refuse_unlogged) {
+        BD_WARN("http",
+                "%" PRIu64 " more connections were closed from their head since the last "
+                "'closing a connection' line",
+                h->refuse_unlogged);
     }
     if (h->listener) {
         h2o_socket_close(h->listener);

@@ -553,3 +553,43 @@ def test_a_bound_below_max_body_bytes_is_refused(tmp_path):
     assert r.returncode == 2
     assert ("--max-buffered-bytes (2048) must be 0 (no limit) or at least --max-body-bytes "
             "(4096)") in r.stderr
+
+
+def test_requests_pipelined_far_ahead_of_their_replies_are_refused_past_the_bound(start_server_fn):
+    """Clients that pipeline requests without reading the replies: h2o reads what the kernel
+    holds (megabytes a read). Past the bound, a connection whose read left more than a request's
+    worth gets 503 at its first request and is closed, so what the server holds stays near the
+    bound instead of growing by megabytes per connection."""
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [1])])
+    client = start_server_fn(repo, ["--max-body-bytes", str(MIB),
+                                    "--max-buffered-bytes", str(4 * MIB)])
+    head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunk = head * (65536 // len(head))
+    socks = [socket.create_connection(("127.0.0.1", client.server.port)) for _ in range(30)]
+    for s in socks:
+        s.setblocking(False)
+    live, deadline = list(socks), time.monotonic() + 2.0
+    while live and time.monotonic() < deadline:
+        for s in list(live):
+            try:
+                s.send(chunk)
+            except BlockingIOError:
+                pass
+            except OSError:  # refused and closed
+                live.remove(s)
+        time.sleep(0.001)
+    held = client.metric("batchd_http_buffered_bytes")
+    refused = client.metric("batchd_http_buffer_full_total")
+    for s in socks:
+        s.close()
+    assert refused > 0
+    assert held <= 4 * MIB + 30 * 200 * 1024, held
+    # The 503 is written before the close, but a client with requests still unread by the
+    # server gets a reset, which may drop it: the log says what it said.
+    line = client.server.wait_log(
+        r"closing a connection: this connection sent \d+\.\d MiB of requests ahead of their "
+        r"replies while the server holds \d+\.\d MiB, past --max-buffered-bytes \(4\.0 MiB\); "
+        r"read replies before sending more")
+    assert line, client.server.log()[-2000:]
+    client.assert_healthy()
