@@ -221,6 +221,7 @@ struct pipe {
     bool pending_known, lag_known; /* unknown ones are not listed in /metrics */
     int64_t acc_pending, acc_lag;
     bool acc_pending_known, acc_lag_known;
+    bool acc_lag_missing; /* a stream's lag was not reported (nil): the sum would be short */
     size_t gauge_wait;
 };
 
@@ -1216,7 +1217,7 @@ static void gauge_done(pipe_t *p)
         p->pending = p->acc_pending;
         p->pending_known = p->acc_pending_known;
         p->lag = p->acc_lag;
-        p->lag_known = p->acc_lag_known;
+        p->lag_known = p->acc_lag_known && !p->acc_lag_missing;
     }
 }
 
@@ -1240,6 +1241,7 @@ static void on_xinfo_groups(redisAsyncContext *ac, void *r_, void *priv)
     redisReply *r = r_;
     (void)ac;
     s->gauges--;
+    bool counted = false;
     for (size_t g = 0; r && r->type == REDIS_REPLY_ARRAY && g < r->elements; g++) {
         const redisReply *grp = r->element[g];
         bool ours = false;
@@ -1256,8 +1258,12 @@ static void on_xinfo_groups(redisAsyncContext *ac, void *r_, void *priv)
         if (ours && lag && lag->type == REDIS_REPLY_INTEGER) {
             s->p->acc_lag += lag->integer;
             s->p->acc_lag_known = true;
+            counted = true;
         }
     }
+    /* Redis gives no lag (nil) after an XDEL or XGROUP SETID, and none before 7.0: the total
+     * is unknown then, not the sum of the other streams'. */
+    s->p->acc_lag_missing = s->p->acc_lag_missing || !counted;
     gauge_done(s->p);
 }
 
@@ -1271,6 +1277,7 @@ static void refresh_gauges(pipe_t *p)
     p->acc_lag = 0;
     p->acc_pending_known = false;
     p->acc_lag_known = false;
+    p->acc_lag_missing = false;
     for (size_t i = 0; i < p->n_streams; i++) {
         stream_t *s = p->streams[i];
         if (!s->group_ready || !args_reserve(ing, 4)) {

@@ -466,6 +466,27 @@ def test_pending_and_consumer_lag_gauges(start_server_fn, rsrv):
                     metric(client, "batchd_redis_pending", **lab) == 0, 20)
 
 
+def test_consumer_lag_is_not_listed_while_a_stream_has_none(start_server_fn, rsrv):
+    """After an XDEL of an undelivered entry Redis reports no lag (nil) for that stream: the
+    pattern's total is unknown then, and not listed, rather than the other streams' lag alone
+    (which read as half the backlog)."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 8}, latency_us=50000,
+              max_batch_size=8, extra={"dynamic_batching": {"max_queue_size": 16}})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    sent = produce(r, "frames:cam", 2, 600)
+    assert wait_for(lambda: (metric(client, "batchd_redis_consumer_lag", **lab) or 0) > 200, 20)
+    last = r.xrevrange("frames:cam1", count=1)[0][0]
+    assert r.xdel("frames:cam1", last) == 1
+    assert wait_for(lambda: metric(client, "batchd_redis_consumer_lag", **lab) is None, 10), \
+        metric(client, "batchd_redis_consumer_lag", **lab)
+    del sent[("frames:cam1", last.decode())]
+    assert wait_results(r, len(sent))
+    check_all_answered(sent, results(r))
+
+
 def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "flaky", {"streams": "in:*", "claim_idle_ms": 300, "max_deliveries": 2},
