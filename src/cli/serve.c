@@ -409,6 +409,14 @@ static int check_outside(int argc, char **argv, const serve_opts_t *so)
     return 0;
 }
 
+/* SIGTERM or SIGINT arrived while starting (they are blocked until the loop reads them):
+ * bd_repo_open stops loading models, and the server exits 0 without listening. */
+static bool stop_pending(void)
+{
+    sigset_t p;
+    return sigpending(&p) == 0 && (sigismember(&p, SIGTERM) == 1 || sigismember(&p, SIGINT) == 1);
+}
+
 int bd_cli_serve(int argc, char **argv)
 {
     serve_opts_t so = {.max_buffered_bytes = -1}; /* -1: not given (buffered_bytes) */
@@ -529,6 +537,7 @@ int bd_cli_serve(int argc, char **argv)
     bd_mailbox_t *mailbox = metrics ? bd_mailbox_new(&err) : NULL;
     bd_repo_opts_t ro = {.metrics = metrics,
                          .mailbox = mailbox,
+                         .stop_loading = stop_pending,
                          .max_image_pixels = (uint64_t)so.max_image_pixels,
                          .poll_secs =
                              control == BD_MODEL_CONTROL_POLL ? (int)so.repository_poll_secs : 0};
@@ -537,6 +546,11 @@ int bd_cli_serve(int argc, char **argv)
     bd_ingest_t *ingest = NULL;
     if (!repo) {
         BD_ERROR("serve", "%s", metrics ? err.msg : "out of memory");
+        goto done;
+    }
+    if (stop_pending()) {
+        BD_INFO("server", "shutdown during start-up: exiting without listening");
+        rc = 0;
         goto done;
     }
     bd_server_opts_t sv = {.http = {.host = so.host,

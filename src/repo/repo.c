@@ -113,7 +113,8 @@ struct bd_repo {
     char *dir;
     bd_metrics_t *metrics;
     int poll_secs;
-    uint64_t max_image_pixels; /* opts.max_image_pixels, given to every image model */
+    uint64_t max_image_pixels;  /* opts.max_image_pixels, given to every image model */
+    bool (*stop_loading)(void); /* opts.stop_loading, until bd_repo_open returns */
     /* --- owner thread ------------------------------------------------------------------ */
     entry_t **e; /* sorted by name */
     size_t n, cap;
@@ -567,7 +568,7 @@ static void load_model(bd_repo_t *r, op_t *op)
                  "version_policy.specific names version %s, but %s/%s does not exist", m->version,
                  mdir, m->version);
     }
-    for (size_t i = 0; i < n_sel; i++) {
+    for (size_t i = 0; i < n_sel && !(r->stop_loading && r->stop_loading()); i++) {
         bd_model_t *m = model_new(op->name, sel[i]);
         if (!m || op_add(op, m)) {
             model_free(m);
@@ -583,7 +584,9 @@ static void load_model(bd_repo_t *r, op_t *op)
             log_ready(m, t0);
         }
     }
-    if (op->n_out == 0) {
+    if (op->n_out == 0 && r->stop_loading && r->stop_loading()) {
+        op->rc = bd_err_set(&err, BD_ESHUTDOWN, "the server is shutting down");
+    } else if (op->n_out == 0) {
         op->rc = bd_err_set(&err, BD_ENOTFOUND, "the version policy selects no version folder");
     }
 done:
@@ -1250,6 +1253,7 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
     r->poll_secs = opts ? opts->poll_secs : 0;
     r->max_image_pixels = opts ? opts->max_image_pixels : 0;
     r->mailbox = opts ? opts->mailbox : NULL;
+    r->stop_loading = opts ? opts->stop_loading : NULL;
     if (!r->mailbox) {
         r->mailbox = bd_mailbox_new(NULL);
         r->own_mailbox = true;
@@ -1267,7 +1271,7 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
     /* Load everything on this thread (the server is not listening yet), through the same
      * path the loader uses, then apply it to the table. */
     for (size_t i = 0; i < n; i++) {
-        op_t *op = op_new(names[i], strlen(names[i]));
+        op_t *op = r->stop_loading && r->stop_loading() ? NULL : op_new(names[i], strlen(names[i]));
         if (op) {
             char *mdir = path_join(dir, names[i]);
             uint64_t sig = mdir ? model_signature(mdir) : 0;
@@ -1282,6 +1286,7 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
         free(names[i]);
     }
     free(names);
+    r->stop_loading = NULL; /* the loader thread's loads are answered by the drain */
     if (!r->mailbox || pthread_create(&r->loader, NULL, loader_main, r) != 0) {
         bd_err_set(err, BD_EIO, "cannot start the model loader: %s", strerror(errno));
         bd_repo_free(r);

@@ -77,6 +77,9 @@ typedef struct {
     /* The owner thread's mailbox: loader results are posted there and applied when the owner
      * drains it. NULL: the repository makes its own, watched through bd_repo_notify_fd. */
     bd_mailbox_t *mailbox;
+    /* Asked by bd_repo_open before each model version it loads: true stops loading (the server
+     * was told to stop while starting); what was not loaded is left out. NULL: never. */
+    bool (*stop_loading)(void);
 } bd_repo_opts_t;
 
 /* Scan `dir` and load every model in it (on the calling thread, before it returns), then

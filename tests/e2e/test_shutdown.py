@@ -195,3 +195,32 @@ def test_a_body_still_trickling_at_the_end_of_the_drain_is_cut_and_the_server_ex
         t.join()
         s.close()
     assert 4 < time.monotonic() - t0 < 12
+
+
+def test_sigterm_while_models_load_at_start_exits_without_listening(start_server_fn):
+    """SIGTERM while the repository loads (each model warms up for about a second): the model
+    version being loaded finishes, the others are not loaded, and the server exits 0 without
+    ever listening, instead of loading everything, listening, then draining."""
+    import subprocess
+    from conftest import BATCHD_BIN, SANITIZER_MARKERS, sanitizer_env
+    repo = start_server_fn.repo()
+    for name in ("w1", "w2", "w3", "w4"):
+        repo.add_sim(name, [("INPUT0", "FP32", [4])], latency_us=50000,
+                     extra={"warmup": {"batch_sizes": [1], "count": 20}})
+    p = subprocess.Popen([BATCHD_BIN, "serve", "--model-repository", repo.path, "--http-port",
+                          "0", "--host", "127.0.0.1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=sanitizer_env())
+    lines = []
+    for raw in p.stdout:  # its signals are blocked once it says how many descriptors it has
+        lines.append(raw.decode())
+        if "descriptors limit=" in lines[-1]:
+            break
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    log = "".join(lines) + out.decode()
+    assert p.returncode == 0, log
+    assert "shutdown during start-up: exiting without listening" in log, log
+    assert "http listening" not in log, log
+    assert log.count("state=ready") <= 1, log  # at most the one that was loading
+    for marker in SANITIZER_MARKERS:
+        assert marker not in log, log
