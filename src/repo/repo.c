@@ -485,6 +485,19 @@ static void log_unavailable(const bd_model_t *m)
             bd_log_quoted(why, sizeof why, m->reason));
 }
 
+/* Whether loading should stop before the next version: the server is stopping (a signal
+ * while bd_repo_open loads, or bd_repo_close since). Loader thread or the opening thread. */
+static bool stop_now(bd_repo_t *r)
+{
+    if (r->stop_loading && r->stop_loading()) {
+        return true;
+    }
+    pthread_mutex_lock(&r->mu);
+    bool shutting = r->shutting;
+    pthread_mutex_unlock(&r->mu);
+    return shutting;
+}
+
 /* Build every version the policy selects for model op->name into op->out, or say in
  * op->rc/msg why none can be built. Loader thread (or the opening thread). */
 static void load_model(bd_repo_t *r, op_t *op)
@@ -568,7 +581,7 @@ static void load_model(bd_repo_t *r, op_t *op)
                  "version_policy.specific names version %s, but %s/%s does not exist", m->version,
                  mdir, m->version);
     }
-    for (size_t i = 0; i < n_sel && !(r->stop_loading && r->stop_loading()); i++) {
+    for (size_t i = 0; i < n_sel && !stop_now(r); i++) {
         bd_model_t *m = model_new(op->name, sel[i]);
         if (!m || op_add(op, m)) {
             model_free(m);
@@ -584,7 +597,7 @@ static void load_model(bd_repo_t *r, op_t *op)
             log_ready(m, t0);
         }
     }
-    if (op->n_out == 0 && r->stop_loading && r->stop_loading()) {
+    if (op->n_out == 0 && stop_now(r)) {
         op->rc = bd_err_set(&err, BD_ESHUTDOWN, "the server is shutting down");
     } else if (op->n_out == 0) {
         op->rc = bd_err_set(&err, BD_ENOTFOUND, "the version policy selects no version folder");
@@ -1304,8 +1317,17 @@ void bd_repo_close(bd_repo_t *r)
     r->closing = true;
     pthread_mutex_lock(&r->mu);
     r->shutting = true;
+    op_t *todo = r->todo_head; /* not started: answered now, not after the one running */
+    r->todo_head = r->todo_tail = NULL;
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    while (todo) {
+        op_t *op = todo;
+        todo = op->next;
+        op->rc = BD_ESHUTDOWN;
+        snprintf(op->msg, sizeof op->msg, "the server is shutting down");
+        post_done(r, op);
+    }
     for (size_t i = 0; i < r->n; i++) {
         for (size_t k = 0; k < r->e[i]->n; k++) {
             if (r->e[i]->v[k]->sched) {

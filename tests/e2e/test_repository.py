@@ -476,6 +476,44 @@ def test_load_then_unload_of_a_missing_folder_leaves_nothing(start_server_fn):
     assert r.status_code in (400, 404) and "unknown model" in r.json()["error"], r.text
 
 
+def test_sigterm_answers_waiting_loads_at_once_and_ends_the_running_one_early(start_server_fn):
+    """SIGTERM while a load runs (two versions, each warming up for 1.5 s) and another waits
+    behind it: the waiting one is answered 503 at once, not after the running one, and the
+    running one stops after the version it is building (also 503), so the drain does not wait
+    for the rest of it."""
+    import signal
+    repo = start_server_fn.repo("termload")
+    add_model(repo.path, "warm", (1, 2), sim_config(latency_us=1500000, extra={
+        "warmup": {"batch_sizes": [1], "count": 1}, "version_policy": {"all": {}}}))
+    add_model(repo.path, "quick", (1,), sim_config())
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    ready_at_start = client.server.log().count("model=warm version=2 state=ready")
+    got = {}
+
+    def load(name):
+        r = client.post("/v2/repository/models/%s/load" % name)
+        got[name] = (r, time.monotonic())
+
+    running = threading.Thread(target=load, args=("warm",))
+    running.start()
+    time.sleep(0.3)  # version 1 of warm is warming up
+    waiting = threading.Thread(target=load, args=("quick",))
+    waiting.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    client.server.signal(signal.SIGTERM)
+    waiting.join(30)
+    running.join(30)
+    r, t = got["quick"]
+    assert error_message(r, 503) == "failed to load 'quick': the server is shutting down"
+    assert t - t0 < 1.0, "the waiting load was answered %.1f s after SIGTERM" % (t - t0)
+    r, t = got["warm"]
+    assert error_message(r, 503) == "failed to load 'warm': the server is shutting down"
+    client.server.stop(send_signal=False)  # exit code 0
+    # Version 2 of the reload was never built.
+    assert client.server.log().count("model=warm version=2 state=ready") == ready_at_start
+
+
 # ---- without explicit mode ----------------------------------------------------------------
 
 def test_repository_changes_refused_without_explicit_mode(start_server):
