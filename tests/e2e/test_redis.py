@@ -443,16 +443,21 @@ def test_results_maxlen_trims_the_result_stream(start_server_fn, rsrv):
     assert last[b"seq"] == b"999"
 
 
+def slow_cam(start_server_fn, rsrv):
+    """A model slower than the producer, with a small queue, reading frames:*: entries wait
+    undelivered in Redis. Returns (redis client, batchd client, its metric labels)."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 8}, latency_us=50000,
+              max_batch_size=8, extra={"dynamic_batching": {"max_queue_size": 16}})
+    return (rsrv.client(), start_batchd(start_server_fn, repo, rsrv),
+            {"model": "cam", "pattern": "frames:*"})
+
+
 def test_pending_and_consumer_lag_gauges(start_server_fn, rsrv):
     """The model is slower than the producer and its queue is small: reads stop, entries wait
     undelivered in Redis and batchd_redis_consumer_lag (XINFO GROUPS) shows them; at the end
     both lag and pending are 0."""
-    repo = start_server_fn.repo("redis")
-    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 8}, latency_us=50000,
-              max_batch_size=8, extra={"dynamic_batching": {"max_queue_size": 16}})
-    r = rsrv.client()
-    client = start_batchd(start_server_fn, repo, rsrv)
-    lab = {"model": "cam", "pattern": "frames:*"}
+    r, client, lab = slow_cam(start_server_fn, rsrv)
     # No stream matched yet: neither lag nor pending is known, so neither is listed (a 0
     # would say that nothing waits).
     assert metric(client, "batchd_redis_consumer_lag", **lab) is None
@@ -470,12 +475,7 @@ def test_consumer_lag_is_not_listed_while_a_stream_has_none(start_server_fn, rsr
     """After an XDEL of an undelivered entry Redis reports no lag (nil) for that stream: the
     pattern's total is unknown then, and not listed, rather than the other streams' lag alone
     (which read as half the backlog)."""
-    repo = start_server_fn.repo("redis")
-    sim_model(repo, "cam", {"streams": "frames:*", "read_count": 8}, latency_us=50000,
-              max_batch_size=8, extra={"dynamic_batching": {"max_queue_size": 16}})
-    r = rsrv.client()
-    client = start_batchd(start_server_fn, repo, rsrv)
-    lab = {"model": "cam", "pattern": "frames:*"}
+    r, client, lab = slow_cam(start_server_fn, rsrv)
     sent = produce(r, "frames:cam", 2, 600)
     assert wait_for(lambda: (metric(client, "batchd_redis_consumer_lag", **lab) or 0) > 200, 20)
     last = r.xrevrange("frames:cam1", count=1)[0][0]
