@@ -115,8 +115,7 @@ static int parse_bench_opts(int argc, char **argv, bench_opts_t *o)
         fprintf(stderr, "batchd bench: --url and --model are required (see --help)\n");
         return -1;
     }
-    if (!*o->model) {
-        fprintf(stderr, "batchd bench: --model needs a name; it was given an empty one\n");
+    if (!bd_cli_model_ok("bench", o->model)) {
         return -1;
     }
     if (o->concurrency && o->rate) {

@@ -108,6 +108,9 @@ void bd_cli_usage(const bd_cli_cmd_t *cmd, FILE *f);
 /* Whether `key` (NULL: none) can go in a header: 1 to 256 visible ASCII characters. Prints
  * why not as "batchd CMD: ..." and returns false. */
 bool bd_cli_api_key_ok(const char *cmd, const char *key);
+/* --model: NULL (not given), or a name; an empty one prints "batchd CMD: --model needs a
+ * name; it was given an empty one" and returns false. */
+bool bd_cli_model_ok(const char *cmd, const char *model);
 /* --cacert: NULL, or a file that can be read; otherwise prints "batchd CMD: cannot read
  * --cacert 'PATH': why" and returns false (a bad flag: exit 2 before anything is sent). */
 bool bd_cli_cacert_ok(const char *cmd, const char *path);

@@ -677,8 +677,7 @@ int bd_cli_infer(int argc, char **argv)
         fprintf(stderr, "batchd infer: --url and --model are required (see --help)\n");
         return 2;
     }
-    if (!*o.model) {
-        fprintf(stderr, "batchd infer: --model needs a name; it was given an empty one\n");
+    if (!bd_cli_model_ok("infer", o.model)) {
         return 2;
     }
     int kinds = (o.images.n > 0) + (o.inputs.n > 0) + (o.json != NULL);
@@ -1044,8 +1043,7 @@ int bd_cli_inspect(int argc, char **argv)
     if (path && !o.url && !o.model) {
         return inspect_file(&o, path);
     }
-    if (!path && o.url && o.model && !*o.model) {
-        fprintf(stderr, "batchd inspect: --model needs a name; it was given an empty one\n");
+    if (!bd_cli_model_ok("inspect", o.model)) {
         return 2;
     }
     if (!path && o.url && o.model) {

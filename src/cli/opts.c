@@ -231,6 +231,15 @@ bool bd_cli_cacert_ok(const char *cmd, const char *path)
     return e == 0;
 }
 
+bool bd_cli_model_ok(const char *cmd, const char *model)
+{
+    if (model && !*model) {
+        fprintf(stderr, "batchd %s: --model needs a name; it was given an empty one\n", cmd);
+        return false;
+    }
+    return true;
+}
+
 bool bd_cli_api_key_ok(const char *cmd, const char *key)
 {
     size_t n = key ? strlen(key) : 0;
