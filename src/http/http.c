@@ -2860,6 +2860,8 @@ static bool pipelined_room(bd_http_t *h, conn_t *c)
              size_text(limit, sizeof limit, h->budget->max));
     bd_metrics_http_buffer_full_add(h->metrics);
     refuse_head(c, 503, msg);
+    h2o_buffer_consume(&c->sock->input, ahead); /* never parsed: h2o closes at the next read */
+    count_buffer(c);
     return false;
 }
 
@@ -2870,6 +2872,14 @@ static void on_read_checked(h2o_socket_t *sock, const char *err)
     if (c->discarding) {
         on_read_discard(sock, err);
         return;
+    }
+    if (c->refused && !err) {
+        /* Refused and shut down, but the kernel still hands over what was queued before the
+         * shutdown (megabytes from a pipelining client): dropped, and h2o closes now instead
+         * of parsing it. */
+        h2o_buffer_consume(&sock->input, sock->input->size);
+        count_buffer(c);
+        err = h2o_socket_error_closed;
     }
     bool fresh = !err && !c->head_checked && !c->refused;
     if (fresh && !check_head(c->h, c)) {
