@@ -2247,14 +2247,20 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
             return NULL;
         }
     }
-    for (size_t i = 0; policy && cfg->max_batch_size > 0 && i < policy->n_preferred_batch_sizes &&
-                       i < BD_MAX_LIST;
-         i++) {
-        if (policy->preferred_batch_sizes[i] > cfg->max_batch_size) { /* Triton refuses it too */
+    for (size_t i = 0; policy && i < policy->n_preferred_batch_sizes && i < BD_MAX_LIST; i++) {
+        int size = policy->preferred_batch_sizes[i], mbs = cfg->max_batch_size;
+        if (mbs <= 0) {
+            bd_err_set(err, BD_EINVAL,
+                       "config.json: 'dynamic_batching.preferred_batch_sizes' has %d, but "
+                       "max_batch_size is 0 (no batch dim, no batching); remove it",
+                       size);
+            return NULL;
+        }
+        if (mbs > 0 && size > mbs) { /* Triton refuses it too */
             bd_err_set(err, BD_EINVAL,
                        "config.json: 'dynamic_batching.preferred_batch_sizes' has %d, above "
                        "max_batch_size %d; expected sizes from 1 to %d",
-                       policy->preferred_batch_sizes[i], cfg->max_batch_size, cfg->max_batch_size);
+                       size, mbs, mbs);
             return NULL;
         }
     }

@@ -993,6 +993,27 @@ static void test_instance_failure_fails_new(void **state)
     fake_reset();
 }
 
+static void test_preferred_sizes_need_batching(void **state)
+{
+    (void)state;
+    fake_reset();
+    tcfg_t cfg = make_cfg(4, 0, 16);
+    cfg.p.preferred_batch_sizes[0] = 8;
+    cfg.p.n_preferred_batch_sizes = 1;
+    bd_sched_opts_t opts = {.manual = false};
+    bd_err_t err = {0};
+    assert_null(bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, &err));
+    assert_string_equal(err.msg, "config.json: 'dynamic_batching.preferred_batch_sizes' has 8, "
+                                 "above max_batch_size 4; expected sizes from 1 to 4");
+    /* No batch dim: any preferred size is one the model can never form. */
+    cfg.m.max_batch_size = 0;
+    cfg.p.preferred_batch_sizes[0] = 1;
+    err = (bd_err_t){0};
+    assert_null(bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, &err));
+    assert_string_equal(err.msg, "config.json: 'dynamic_batching.preferred_batch_sizes' has 1, "
+                                 "but max_batch_size is 0 (no batch dim, no batching); remove it");
+}
+
 static void test_metrics_durations_recorded(void **state)
 {
     (void)state;
@@ -2274,6 +2295,7 @@ int main(void)
         cmocka_unit_test(test_pressure_deadline_expires_in_queue_never_runs),
         cmocka_unit_test(test_pressure_cancel_queued_only),
         cmocka_unit_test(test_pressure_preferred_batch_sizes),
+        cmocka_unit_test(test_preferred_sizes_need_batching),
         cmocka_unit_test(test_pressure_circuit_breaker),
         cmocka_unit_test(test_pressure_circuit_breaker_off),
         cmocka_unit_test(test_pressure_sim_fail_fails_its_batch),
