@@ -403,6 +403,16 @@ def test_repository_body_errors(explicit):
     assert error_message(_as_requests(r), 413) == (
         "the gzip request body is %d bytes compressed; this endpoint takes compressed bodies "
         "of at most 65536 bytes" % len(bomb))
+    # Uncompressed, the same bound: these bodies are parsed on the loop (a 16 MB one held it
+    # for a second and took ~20x its size in memory).
+    big = b'{"parameters": {"x": [' + b"0," * 150000 + b'0]}}'
+    r = post(explicit, "/v2/repository/index", big)
+    assert error_message(_as_requests(r), 413) == (
+        "the request body is %d bytes; this endpoint takes bodies of at most 262144 bytes"
+        % len(big))
+    edge = b'{"ready": true}'.ljust(262144)
+    r = post(explicit, "/v2/repository/index", edge)
+    assert r.status == 200, r.body[:300]
     assert explicit.get("/v2/health/live").status_code == 200
 
 
