@@ -1577,6 +1577,13 @@ size_t bd_repo_versions(const bd_repo_t *r, const char *name, bd_model_t **out, 
     return e->n;
 }
 
+/* Unloaded on purpose and not asked to load since: a load still running is discarded when it
+ * ends, so the model is not loading. */
+static bool entry_unloaded(const entry_t *e)
+{
+    return e->unload_gen != 0 && e->unload_gen == e->gen;
+}
+
 static void index_row(bd_buf_t *out, bool *first, const char *name, const char *version,
                       const char *state, const char *reason)
 {
@@ -1622,8 +1629,9 @@ void bd_repo_index(const bd_repo_t *r, bool ready_only, bd_buf_t *out)
             }
         }
         if (e->n == 0 && !draining) {
-            index_row(out, &first, e->name, NULL, e->pending ? "LOADING" : "UNAVAILABLE",
-                      e->pending ? "" : entry_default(e)->reason);
+            bool loading = e->pending > 0 && !entry_unloaded(e);
+            index_row(out, &first, e->name, NULL, loading ? "LOADING" : "UNAVAILABLE",
+                      loading ? "" : entry_default(e)->reason);
         }
     }
     bd_buf_putc(out, ']');
@@ -1655,9 +1663,8 @@ bool bd_repo_ready(const bd_repo_t *r, bd_buf_t *rows, char *why, size_t cap)
     bd_buf_putc(rows, '[');
     for (size_t i = 0; i < r->n; i++) {
         entry_t *e = r->e[i];
-        if (e->n == 0 && e->unload_gen != 0 && e->unload_gen == e->gen) {
-            continue; /* unloaded on purpose and not asked to load since (an older load still
-                       * running is discarded when it ends) */
+        if (e->n == 0 && entry_unloaded(e)) {
+            continue;
         }
         serving++;
         if (e->n == 0) {

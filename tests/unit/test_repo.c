@@ -1565,6 +1565,7 @@ static void test_repo_unload_and_load_by_request(void **state)
     /* An unload after a load was asked for wins when the load's result arrives. */
     assert_int_equal(bd_repo_load(r, "m", 1, on_loaded, &l, &err), 0);
     assert_int_equal(bd_repo_unload(r, "m", 1, &err), 0);
+    expect_index(r, false, want); /* not LOADING: that load's result will be dropped */
     dispatch_until(r, &l, 2);
     assert_int_equal(l.rc, BD_EBUSY);
     assert_string_equal(l.msg, "model 'm' was unloaded while it loaded");
