@@ -281,6 +281,11 @@ static int parse_version_policy(json_t *v, bd_version_policy_t *vp, bd_err_t *er
     json_t *x;
     if ((x = json_object_get(v, "latest"))) {
         /* Triton's spelling {"latest": {"num_versions": N}} is accepted too. */
+        static const char *const triton[] = {"num_versions", NULL};
+        int rc = json_is_object(x) ? check_keys(x, "version_policy.latest.", triton, err) : 0;
+        if (rc) {
+            return rc;
+        }
         json_t *n = json_is_object(x) ? json_object_get(x, "num_versions") : x;
         if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 64) {
             return bd_err_set(
@@ -299,12 +304,14 @@ static int parse_version_policy(json_t *v, bd_version_policy_t *vp, bd_err_t *er
         return 0;
     }
     if ((x = json_object_get(v, "specific"))) {
+        static const char *const triton[] = {"versions", NULL};
+        int rc = json_is_object(x) ? check_keys(x, "version_policy.specific.", triton, err) : 0;
         json_t *list = json_is_object(x) ? json_object_get(x, "versions") : x;
         int64_t vs[BD_MAX_SPECIFIC_VERSIONS];
         size_t n = 0;
-        int rc = get_int_list(list, "version_policy.specific", 1, INT64_MAX / 2, true, vs,
-                              BD_MAX_SPECIFIC_VERSIONS, &n, err);
-        if (rc) {
+        /* as version folders: 1 to 18 digits */
+        if (rc || (rc = get_int_list(list, "version_policy.specific", 1, 999999999999999999LL, true,
+                                     vs, BD_MAX_SPECIFIC_VERSIONS, &n, err))) {
             return rc;
         }
         vp->kind = BD_VERSIONS_SPECIFIC;

@@ -453,8 +453,8 @@ static void test_config_scheduling_key_variants(void **state)
         {"{\"version_policy\": {\"all\": {}}}", BD_VERSIONS_ALL, 1, 0, 0},
         {"{\"version_policy\": {\"specific\": {\"versions\": [7]}}}", BD_VERSIONS_SPECIFIC, 1, 1,
          7},
-        {"{\"version_policy\": {\"specific\": [4611686018427387903]}}", BD_VERSIONS_SPECIFIC, 1, 1,
-         INT64_MAX / 2},
+        {"{\"version_policy\": {\"specific\": [999999999999999999]}}", BD_VERSIONS_SPECIFIC, 1, 1,
+         999999999999999999LL},
     };
     for (size_t i = 0; i < sizeof vp / sizeof vp[0]; i++) {
         if (parse(&cfg, vp[i].json, &err) != 0) {
@@ -707,7 +707,10 @@ static void test_config_version_policy_errors(void **state)
     expect_bad("{\"version_policy\": {\"latest\": 0}}", lat);
     expect_bad("{\"version_policy\": {\"latest\": 65}}", lat);
     expect_bad("{\"version_policy\": {\"latest\": \"1\"}}", lat);
-    expect_bad("{\"version_policy\": {\"latest\": {\"num\": 1}}}", lat);
+    expect_bad("{\"version_policy\": {\"latest\": {\"num\": 1}}}",
+               "config.json: unknown key 'version_policy.latest.num'");
+    expect_bad("{\"version_policy\": {\"latest\": {\"num_versions\": 1, \"x\": 2}}}",
+               "config.json: unknown key 'version_policy.latest.x'");
     expect_bad("{\"version_policy\": {\"all\": 1}}",
                "config.json: 'version_policy.all' must be {}");
     expect_bad("{\"version_policy\": {\"all\": {\"x\": 1}}}",
@@ -717,10 +720,16 @@ static void test_config_version_policy_errors(void **state)
     expect_bad("{\"version_policy\": {\"specific\": []}}", sp_n);
     expect_bad("{\"version_policy\": {\"specific\": 3}}", sp_n);
     expect_bad("{\"version_policy\": {\"specific\": {\"versions\": 3}}}", sp_n);
-    expect_bad("{\"version_policy\": {\"specific\": {\"list\": [3]}}}", sp_n);
+    expect_bad("{\"version_policy\": {\"specific\": {\"list\": [3]}}}",
+               "config.json: unknown key 'version_policy.specific.list'");
+    expect_bad("{\"version_policy\": {\"specific\": {\"versions\": [1], \"x\": 2}}}",
+               "config.json: unknown key 'version_policy.specific.x'");
+    expect_bad("{\"version_policy\": {\"specific\": [1000000000000000000]}}",
+               "config.json: 'version_policy.specific' values must be integers from 1 to "
+               "999999999999999999");
     expect_bad("{\"version_policy\": {\"specific\": [0]}}",
                "config.json: 'version_policy.specific' values must be integers from 1 to "
-               "4611686018427387903");
+               "999999999999999999");
     expect_bad("{\"version_policy\": {\"specific\": [3, 2]}}",
                "config.json: 'version_policy.specific' must be in ascending order without "
                "repeats");
