@@ -219,8 +219,8 @@ static int parse_batching(json_t *db, bd_sched_policy_t *pol, bd_err_t *err)
         return rc;
     }
     json_t *delay = json_object_get(db, "max_queue_delay_us");
-    if (json_is_string(delay)) {
-        if (strcmp(json_string_value(delay), "auto") != 0) {
+    if (delay && !json_is_integer(delay)) {
+        if (!json_is_string(delay) || strcmp(json_string_value(delay), "auto") != 0) {
             return bd_err_set(err, BD_EINVAL,
                               "config.json: 'dynamic_batching.max_queue_delay_us' must be an "
                               "integer or \"auto\"");

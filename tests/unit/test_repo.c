@@ -566,6 +566,12 @@ static void test_config_dynamic_batching_errors(void **state)
     expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": \"AUTO\"}}",
                "config.json: 'dynamic_batching.max_queue_delay_us' must be an integer or "
                "\"auto\"");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": 1.5}}",
+               "config.json: 'dynamic_batching.max_queue_delay_us' must be an integer or "
+               "\"auto\"");
+    expect_bad("{\"dynamic_batching\": {\"max_queue_delay_us\": true}}",
+               "config.json: 'dynamic_batching.max_queue_delay_us' must be an integer or "
+               "\"auto\"");
     expect_bad("{\"dynamic_batching\": {\"max_queue_size\": 0}}",
                "config.json: 'dynamic_batching.max_queue_size' is 0; expected 1 to 1000000");
     expect_bad("{\"dynamic_batching\": {\"max_queue_size\": 1000001}}",
