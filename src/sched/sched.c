@@ -2246,6 +2246,18 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
                        cfg->name ? cfg->name : "");
             return NULL;
         }
+        size_t row = bd_dtype_size(io->dtype) ? bd_dtype_size(io->dtype) : 1;
+        for (int d = 0; d < io->dims.ndim && d < BD_MAX_DIMS; d++) {
+            if (io->dims.dims[d] > 0 && !bd_mul_size(row, (size_t)io->dims.dims[d], &row)) {
+                char dims[256];
+                bd_err_set(err, BD_EINVAL,
+                           "model '%s': %s '%s' has dims %s, more bytes a row than memory can "
+                           "address; no request could carry one",
+                           cfg->name ? cfg->name : "", i < cfg->n_inputs ? "input" : "output",
+                           io->name, bd_shape_str(&io->dims, dims, sizeof dims));
+                return NULL;
+            }
+        }
     }
     for (size_t i = 0; policy && i < policy->n_preferred_batch_sizes && i < BD_MAX_LIST; i++) {
         int size = policy->preferred_batch_sizes[i], mbs = cfg->max_batch_size;

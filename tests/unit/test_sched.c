@@ -1014,6 +1014,20 @@ static void test_preferred_sizes_need_batching(void **state)
                                  "but max_batch_size is 0 (no batch dim, no batching); remove it");
 }
 
+static void test_dims_past_memory_are_refused(void **state)
+{
+    (void)state;
+    fake_reset();
+    tcfg_t cfg = make_cfg(4, 0, 16);
+    ios_in[0].dims = (bd_shape_t){3, {1 << 30, 1 << 30, 1 << 30}};
+    bd_sched_opts_t opts = {.manual = false};
+    bd_err_t err = {0};
+    assert_null(bd_sched_new(&cfg.m, &cfg.p, &fake_ops, &fake_model, &opts, &err));
+    assert_string_equal(err.msg, "model 'm': input 'INPUT0' has dims "
+                                 "[1073741824,1073741824,1073741824], more bytes a row than "
+                                 "memory can address; no request could carry one");
+}
+
 static void test_metrics_durations_recorded(void **state)
 {
     (void)state;
@@ -2296,6 +2310,7 @@ int main(void)
         cmocka_unit_test(test_pressure_cancel_queued_only),
         cmocka_unit_test(test_pressure_preferred_batch_sizes),
         cmocka_unit_test(test_preferred_sizes_need_batching),
+        cmocka_unit_test(test_dims_past_memory_are_refused),
         cmocka_unit_test(test_pressure_circuit_breaker),
         cmocka_unit_test(test_pressure_circuit_breaker_off),
         cmocka_unit_test(test_pressure_sim_fail_fails_its_batch),
