@@ -2268,7 +2268,7 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
                        size);
             return NULL;
         }
-        if (mbs > 0 && size > mbs) { /* Triton refuses it too */
+        if (size > mbs) { /* Triton refuses it too */
             bd_err_set(err, BD_EINVAL,
                        "config.json: 'dynamic_batching.preferred_batch_sizes' has %d, above "
                        "max_batch_size %d; expected sizes from 1 to %d",
