@@ -636,25 +636,33 @@ static int next_entry(data_ctx_t *c, bool *more)
 
 /* The array at c->i: its number of entries and whether the first is an array. The cursor
  * stays where it was. */
-static int count_entries(data_ctx_t *c, size_t *count, bool *first_array)
+/* The entries of the array at c->i: how many, whether the first is an array, and in *mixed
+ * the index of the first entry that is an array when the first is not (*count when none is). */
+static int count_entries(data_ctx_t *c, size_t *count, bool *first_array, size_t *mixed)
 {
     size_t at = c->i, n = 0;
     int rc = 0;
     c->i++;
     skip_ws(c);
     *first_array = c->i < c->n && c->s[c->i] == '[';
+    *mixed = SIZE_MAX;
     if (c->i < c->n && c->s[c->i] == ']') {
         c->i = at;
         *count = 0;
+        *mixed = 0;
         return 0;
     }
     for (bool more = true; more && rc == 0; n++) {
+        if (!*first_array && *mixed == SIZE_MAX && c->s[c->i] == '[') {
+            *mixed = n;
+        }
         if ((rc = skip_value(c)) == 0) {
             rc = next_entry(c, &more);
         }
     }
     c->i = at;
     *count = n;
+    *mixed = *mixed == SIZE_MAX ? n : *mixed;
     return rc;
 }
 
@@ -1128,10 +1136,10 @@ static int nest_error(data_ctx_t *c, int depth, const char *what)
 static int walk_nested(data_ctx_t *c, int depth)
 {
     const bd_shape_t *s = &c->t->shape;
-    size_t n;
+    size_t n, mixed;
     bool first_array;
     char what[96];
-    int rc = count_entries(c, &n, &first_array);
+    int rc = count_entries(c, &n, &first_array, &mixed); /* walked below: mixing is named there */
     if (rc != 0) {
         return rc;
     }
@@ -1172,20 +1180,13 @@ static int walk_nested(data_ctx_t *c, int depth)
     return 0;
 }
 
+/* Flat data of n values (count_entries found no array among them). */
 static int decode_flat(data_ctx_t *c, size_t n)
 {
-    char shape[SHAPE_STR];
     c->i++;
     skip_ws(c);
     bool more = n > 0;
     for (size_t i = 0; more; i++) {
-        if (c->s[c->i] == '[') {
-            return bd_err_set(c->err, BD_EINVAL,
-                              "input '%.*s': data mixes arrays and values at index %zu; give it "
-                              "flat or nested exactly as shape %s",
-                              shown(c->name), c->name, i,
-                              bd_shape_str(&c->t->shape, shape, sizeof shape));
-        }
         sv_t v;
         int rc = read_scalar(c, &v);
         if (rc != 0 || (rc = put_value(c, &v, i)) != 0 || (rc = next_entry(c, &more)) != 0) {
@@ -1479,10 +1480,16 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
      * data must hold exactly `count` values, and nested data cannot hold more values than
      * its text has bytes, so a larger shape only needs its mismatch found. */
     data_ctx_t c = {.t = t, .name = name, .s = sc->s, .n = span->end, .i = span->start, .err = err};
-    size_t n;
+    size_t n, mixed;
     bool first_array;
-    if ((rc = count_entries(&c, &n, &first_array)) != 0) {
+    if ((rc = count_entries(&c, &n, &first_array, &mixed)) != 0) {
         return rc;
+    }
+    if (mixed < n) {
+        return bd_err_set(err, BD_EINVAL,
+                          "input '%.*s': data mixes arrays and values at index %zu; give it "
+                          "flat or nested exactly as shape %s",
+                          shown(name), name, mixed, bd_shape_str(&t->shape, shape, sizeof shape));
     }
     bool nested = t->shape.ndim >= 2 && n > 0 && first_array;
     if (first_array && !nested) {

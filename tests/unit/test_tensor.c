@@ -1097,6 +1097,14 @@ static void test_decode_errors_nesting(void **state)
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[2,2],\"data\":[1,[2],3,4]"), BD_EINVAL,
                  "input 'INPUT0': data mixes arrays and values at index 1; give it flat or "
                  "nested exactly as shape [2,2]");
+    /* Mixed data whose top level has the wrong count: the mixing is the fault, not the count
+     * (the client sent 6 values). */
+    expect_error(IN1("\"datatype\":\"INT32\",\"shape\":[2,3],\"data\":[1,[2,3],4,5,6]"), BD_EINVAL,
+                 "input 'INPUT0': data mixes arrays and values at index 1; give it flat or "
+                 "nested exactly as shape [2,3]");
+    expect_error(IN1("\"datatype\":\"INT32\",\"shape\":[2,3],\"data\":[1,2,3,4,5,6,[]]"), BD_EINVAL,
+                 "input 'INPUT0': data mixes arrays and values at index 6; give it flat or "
+                 "nested exactly as shape [2,3]");
     expect_error(IN1("\"datatype\":\"FP32\",\"shape\":[1],\"data\":[[1]]"), BD_EINVAL,
                  "input 'INPUT0': data is nested deeper than shape [1], which has 1 dim; give "
                  "its 1 value flat");
