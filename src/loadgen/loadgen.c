@@ -4,7 +4,7 @@
  * Closed loop: `concurrency` slots, one connection each; a slot sends its next request the
  * moment the previous one ends, so exactly that many requests are always outstanding.
  * Latency runs from the moment a request is issued (connect time included after a
- * reconnect). Replies and errors that end while measuring are counted.
+ * reconnect). Requests started while measuring are the measured ones.
  *
  * Threads: one, the caller's; the loop owns every connection and the level's histograms.
  *
@@ -19,7 +19,9 @@
  *
  * Timeline of a level: warm-up (nothing counted), measurement in windows of window_us
  * (throughput per window for the stability rule), then a drain so that the next level
- * starts on a quiet server.
+ * starts on a quiet server. Every measured request's outcome is counted; the rates and
+ * windows count only their replies that end while measuring (a warm-up request's late reply
+ * is in neither).
  *
  * An https:// target: each connection runs its TLS handshake after its TCP connect (counted in
  * the latency of the request that opened it, as the connect is) and then carries requests as
@@ -103,14 +105,16 @@ typedef struct {
     bool measuring, stopped;
     uint64_t win_start, win_count;
     uint64_t measured_done;   /* closed: measured outcomes; open: measured scheduled */
-    uint64_t done_in_measure; /* replies ended while measuring */
+    uint64_t done_in_measure; /* replies of measured requests ended while measuring */
     uint64_t ok_in_measure;
-    uint64_t limit_hits;
-    uint64_t no_fds; /* sockets this process could not make (EMFILE, ENFILE) */
-    size_t n_retry;  /* closed loop: slots waiting in C_RETRY */
+    uint64_t limit_hits; /* scheduled requests that waited for a connection */
+    size_t pend_counted; /* of the pending ones (from the head), those counted in limit_hits */
+    uint64_t no_fds;     /* sockets this process could not make (EMFILE, ENFILE) */
+    size_t n_retry;      /* closed loop: slots waiting in C_RETRY */
     uint64_t last_scan;
     uint64_t started_measured;  /* closed loop with --requests: requests started while measuring */
-    uint64_t first_measured_us; /* ... and when the first of them started */
+    uint64_t first_measured_us; /* with --requests: when the first measured one started (closed
+                                 * loop) or was scheduled (open loop) */
     uint64_t next_progress;     /* when the next progress line is due */
     bool tty;                   /* stderr is a terminal: one status line, rewritten in place */
     bool status_shown;          /* ... and it is on the screen now */
@@ -202,7 +206,7 @@ static void on_error(loop_t *L, conn_t *c, bd_lg_err_kind_t kind, uint64_t now)
 static void on_reply(loop_t *L, conn_t *c, uint64_t now)
 {
     int status = c->http.status;
-    if (L->measuring) {
+    if (L->measuring && c->measured) { /* not a warm-up request's late reply */
         L->win_count++;
         L->done_in_measure++;
         L->ok_in_measure += status >= 200 && status < 300;
@@ -444,6 +448,7 @@ static uint64_t pend_pop(loop_t *L)
     uint64_t t = L->pend[L->pend_head];
     L->pend_head = (L->pend_head + 1) % L->pend_cap;
     L->pend_len--;
+    L->pend_counted -= L->pend_counted > 0;
     return t;
 }
 
@@ -463,7 +468,8 @@ static void dispatch(loop_t *L, uint64_t now)
         } else if (L->n_created < L->n_conns) {
             c = &L->conns[L->n_created++];
         } else {
-            L->limit_hits++;
+            L->limit_hits += L->pend_len - L->pend_counted;
+            L->pend_counted = L->pend_len;
             return;
         }
         uint64_t t = pend_pop(L);
@@ -487,6 +493,9 @@ static bool windows_stable(const bd_lg_result_t *r, int k, double pct)
         sum += r->window_rps[i];
     }
     double mean = sum / k;
+    if (mean <= 0) {
+        return false; /* nothing came back: not a measurement that settled */
+    }
     for (size_t i = r->n_windows - (size_t)k; i < r->n_windows; i++) {
         if (fabs(r->window_rps[i] - mean) > pct / 100.0 * mean) {
             return false;
@@ -542,8 +551,8 @@ static void tick(loop_t *L, uint64_t now, uint64_t window_us, int k, double pct)
             stop_measuring(L, end);
         }
     }
-    if (L->measuring && ro->requests > 0 && L->measured_done >= ro->requests) {
-        close_window(L, now);
+    if (L->measuring && !is_open(L) && ro->requests > 0 && L->measured_done >= ro->requests) {
+        close_window(L, now); /* open loop: when the next would be sent (run_level) */
         stop_measuring(L, now);
     }
 }
@@ -672,8 +681,8 @@ static void describe_behind(loop_t *L, bd_lg_result_t *r)
                       (unsigned long long)r->sent, (unsigned long long)r->scheduled);
     }
     if (L->limit_hits) {
-        bd_buf_printf(&b, "; all %zu connections were busy %llu times", L->n_conns,
-                      (unsigned long long)L->limit_hits);
+        bd_buf_printf(&b, "; %llu requests waited for a connection, all %zu being busy",
+                      (unsigned long long)L->limit_hits, L->n_conns);
     }
     snprintf(r->behind_reason, sizeof r->behind_reason, "%s", b.data ? b.data : "");
     bd_buf_dispose(&b);
@@ -796,6 +805,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
                         drain_deadline = now + timeout;
                         break;
                     }
+                    L.first_measured_us = measured_sched == 0 ? next_send : L.first_measured_us;
                     measured_sched++;
                     L.measured_done = measured_sched;
                 }
@@ -865,12 +875,12 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
             res->errors[BD_LG_ERR_TIMEOUT]++;
         }
     }
-    /* Closed loop with --requests N: the N run from the first one's start to the last one's
-     * end, and the rates are theirs (replies of warm-up requests that end meanwhile were
-     * partly served before it, and would inflate them). Otherwise the rates are of every
-     * reply that ended inside the measured time. */
+    /* With --requests N the level's time starts with the first of the N. Closed loop, it
+     * ends with the last one's reply and the rates are the N's; open loop, it ends when the
+     * N+1th would have been sent (N intervals of the schedule). Otherwise the rates are of
+     * the measured requests' replies that ended inside the measured time. */
     bool counted = !open && ro->requests > 0;
-    if (counted && L.started_measured > 0 && L.t1 > L.first_measured_us) {
+    if (ro->requests > 0 && L.first_measured_us > 0 && L.t1 > L.first_measured_us) {
         L.t0 = L.first_measured_us;
     }
     res->measured_s = (double)(L.t1 - L.t0) / 1e6;

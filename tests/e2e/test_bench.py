@@ -48,10 +48,14 @@ class _Listener(ThreadingHTTPServer):
 class FakeServer:
     """delay: seconds before each infer reply; serial: one infer at a time (a server that
     cannot keep up); fail_every: every Nth infer answers 503; close: `Connection: close` on
-    every infer reply (each request then needs a new connection)."""
+    every infer reply (each request then needs a new connection); early=(secs, delay): the
+    infers that arrive within `secs` of the first one wait `delay` instead (slow warm-up
+    replies that end while the level measures)."""
 
-    def __init__(self, delay=DELAY_S, serial=False, fail_every=0, close=False):
+    def __init__(self, delay=DELAY_S, serial=False, fail_every=0, close=False, early=None):
         self.delay = delay
+        self.early = early
+        self.first = None
         self.serial = serial
         self.fail_every = fail_every
         self.close = close
@@ -93,11 +97,16 @@ class FakeServer:
                     n = outer.count
                     if len(outer.bodies) < 3:
                         outer.bodies.append((dict(self.headers), body))
+                    now = time.monotonic()
+                    outer.first = outer.first or now
+                    delay = outer.delay
+                    if outer.early and now - outer.first < outer.early[0]:
+                        delay = outer.early[1]
                 if outer.serial:
                     with outer.lock:
-                        time.sleep(outer.delay)
+                        time.sleep(delay)
                 else:
-                    time.sleep(outer.delay)
+                    time.sleep(delay)
                 if outer.fail_every and n % outer.fail_every == 0:
                     self.reply(503, {"error": "queue full"}, close=outer.close)
                 else:
@@ -193,7 +202,9 @@ def _closed_loop_check(tmp_path, srv):
     assert total_errors(lv) == 0
     assert lv["generator_fell_behind"] is False
     assert abs(lv["measured_s"] - 2.0) < 1e-6
-    assert abs(lv["responses"] - lv["achieved_rps"] * 2.0) <= 1
+    # Every measured request's reply is counted; the rate, those that ended inside the 2 s
+    # (not the ones still out at its end, at most the 4 outstanding).
+    assert 0 <= lv["responses"] - lv["achieved_rps"] * 2.0 <= 4
     assert len(lv["window_rps"]) == 5
     # The JSON echoes the configuration; one progress line per level; a table on stdout.
     cfg = data["config"]
@@ -263,9 +274,38 @@ def test_open_loop_flags_a_generator_that_cannot_send(tmp_path, fake):
                     "--warmup", "0", "--max-connections", 1)
     (lv,) = data["levels"]
     assert lv["generator_fell_behind"] is True
-    assert "connections were busy" in lv["behind_reason"]
+    # Each request that waited is counted once (the count once grew by one per loop turn).
+    waited = int(re.search(r"(\d+) requests waited for a connection, all 1 being busy",
+                           lv["behind_reason"]).group(1))
+    assert 0 < waited <= lv["requests_scheduled"], lv["behind_reason"]
     assert lv["send_lag_us"]["p99"] > 100000
     assert "GENERATOR-FELL-BEHIND" in p.stderr
+
+
+def test_warm_up_replies_are_not_in_the_measured_rates(tmp_path, fake):
+    """Open loop, 50/s: the warm-up's 10 requests are answered 0.3 s late, inside the measured
+    second. They are not measured requests, so the rates are the 50 measured ones' (they were
+    60/s, above the rate offered)."""
+    srv = fake(delay=0.005, early=(0.2, 0.3))
+    data, _ = bench(tmp_path, srv.url, "fake", "--rate", 50, "--duration", "1s",
+                    "--warmup", "0.2s", "--max-send-lag", "50ms")
+    (lv,) = data["levels"]
+    assert lv["responses"] == 50 and lv["status_counts"] == {"200": 50}, lv
+    assert lv["achieved_rps"] <= 50 * 1.02, lv
+    assert lv["goodput_rps"] == lv["achieved_rps"], lv
+    assert sum(lv["window_rps"]) * data["config"]["window_s"] <= 50 * 1.02, lv
+
+
+def test_open_loop_request_count_offers_the_rate(tmp_path, fake):
+    """--rate 50 --requests 20: the level's time is the 20 intervals of the schedule, so the
+    offered rate is the rate (it was 52.6/s: 20 requests over 19 intervals)."""
+    srv = fake(delay=0.002)
+    data, _ = bench(tmp_path, srv.url, "fake", "--rate", 50, "--requests", 20, "--warmup", "0",
+                    "--max-send-lag", "50ms")
+    (lv,) = data["levels"]
+    assert lv["requests_scheduled"] == lv["responses"] == 20, lv
+    assert lv["offered_rps"] == pytest.approx(50, rel=1e-3), lv
+    assert lv["measured_s"] == pytest.approx(0.4, rel=1e-3), lv
 
 
 def test_503_counted_by_status_and_kind(tmp_path, fake):
@@ -297,6 +337,23 @@ def test_refused_connections_counted(tmp_path, fake):
     assert lv["errors"]["refused"] > 20, lv
     assert lv["errors"]["timeout"] == 0
     assert 0 < lv["success_rate"] < 1
+
+
+def test_a_level_whose_server_went_away_is_not_stable(tmp_path, fake):
+    """The server stops listening 0.2 s into a 1.5 s level: its last windows have no reply
+    at all, which is no settled measurement (three windows of 0/s were 'stable')."""
+    srv = fake(delay=0.002, close=True)
+    timer = threading.Timer(0.2, srv.stop_listening)
+    timer.start()
+    try:
+        data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 1, "--duration", "1.5s",
+                        "--warmup", "0")
+    finally:
+        timer.join()
+    (lv,) = data["levels"]
+    assert lv["responses"] > 0, lv
+    assert lv["window_rps"][-3:] == [0, 0, 0], lv
+    assert lv["stable"] is False, lv
 
 
 def test_a_level_without_replies_has_no_latency(tmp_path):
