@@ -1,12 +1,14 @@
 """Model repository behaviour with real ONNX models and broken ones: a bad model never takes
 the others down and says why it is unavailable; without ONNX Runtime, sim models still work."""
+import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import (ORT_LIB, binary_body, error_message, find_onnx_model, ort_available,
-                      parse_infer_reply, require_onnx, tensor)
+from conftest import (BATCHD_BIN, ORT_LIB, binary_body, error_message, find_onnx_model,
+                      ort_available, parse_infer_reply, require_onnx, sanitizer_env, tensor)
 
 
 def _reason_words(msg):
@@ -331,6 +333,25 @@ def test_missing_onnxruntime_library(start_server_fn):
     msg = error_message(r, r.status_code)
     assert r.status_code in (400, 503)
     assert re.search(r"onnx\s*runtime", msg, re.I), msg
+
+
+def test_onnx_runtime_records_and_sends_no_telemetry(tmp_path):
+    """ONNX Runtime 1.30's Linux build keeps usage events (model names, a device id) under
+    ~/.cache/Microsoft, writes /tmp/mat-debug-<pid>.log and looks up Microsoft's collector to
+    send them, unless ORT_DISABLE_TELEMETRY is set: batchd sets it."""
+    if not ort_available():
+        pytest.skip("ONNX Runtime library not found at %s" % ORT_LIB)
+    env = sanitizer_env()
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    env["HOME"] = str(tmp_path)
+    p = subprocess.Popen([BATCHD_BIN, "version"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 0, out
+    assert "onnxruntime" in out, out
+    assert not os.path.exists(os.path.join(str(tmp_path), ".cache", "Microsoft")), \
+        os.listdir(os.path.join(str(tmp_path), ".cache"))
+    assert not os.path.exists("/tmp/mat-debug-%d.log" % p.pid)
 
 
 # ---- mobilenet_v2 (shared, slow) ---------------------------------------------------------
