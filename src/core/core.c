@@ -1,11 +1,16 @@
 /* core.c: errors, logging, clock, random numbers, buffers, arenas, files (see core.h).
  *
  * Threads: any. The log level is an atomic; each log line is formatted into a stack buffer
- * and written with one write(2), so lines from different threads never interleave. */
+ * and written with one write(2), so lines from different threads never interleave. A line
+ * that stderr cannot take at once (a log reader that stopped) is queued for the log writer
+ * thread instead (log_emit), so no thread ever blocks on the log. */
 #include "core/core.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,9 +190,121 @@ static size_t utf8_printable(const char *s, size_t n)
     return ok ? len : 0;
 }
 
+/* ---- log output --------------------------------------------------------------------------
+ * A line goes straight to stderr when stderr can take it now (poll) and nothing is queued
+ * before it. Otherwise (a pipe whose reader stopped: a stuck log shipper would have stopped
+ * the event loop, and SIGTERM with it) it joins a queue of at most LOG_QUEUE_BYTES that the
+ * log writer thread, started the first time, empties with blocking writes; past that, lines
+ * are dropped and counted, and the writer says how many once the queue is empty. At exit the
+ * queue gets up to LOG_EXIT_WAIT_S to go out. */
+#define LOG_QUEUE_BYTES (1u << 20)
+#define LOG_EXIT_WAIT_S 2
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t more, emptied;
+    char *ring; /* LOG_QUEUE_BYTES; [head, head + len) mod the size is queued */
+    size_t head, len;
+    uint64_t dropped;
+    bool started, failed; /* the writer thread runs / could not be started */
+} g_out = {.mu = PTHREAD_MUTEX_INITIALIZER,
+           .more = PTHREAD_COND_INITIALIZER,
+           .emptied = PTHREAD_COND_INITIALIZER};
+
+static size_t format_line(char *line, size_t cap, int level, const char *module, const char *msg,
+                          size_t mlen);
+
+static void *log_writer(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_out.mu);
+    for (;;) {
+        while (g_out.len == 0 && g_out.dropped == 0) {
+            pthread_cond_broadcast(&g_out.emptied);
+            pthread_cond_wait(&g_out.more, &g_out.mu);
+        }
+        char note[256];
+        const char *p = note;
+        size_t n = 0;
+        if (g_out.len > 0) {
+            p = g_out.ring + g_out.head;
+            n = g_out.len < LOG_QUEUE_BYTES - g_out.head ? g_out.len : LOG_QUEUE_BYTES - g_out.head;
+        } else {
+            char msg[160];
+            int m = snprintf(msg, sizeof msg,
+                             "%llu log lines were dropped: stderr took no more for a while",
+                             (unsigned long long)g_out.dropped);
+            n = format_line(note, sizeof note, BD_LOG_WARN, "log", msg, (size_t)m);
+            g_out.dropped = 0;
+        }
+        pthread_mutex_unlock(&g_out.mu); /* producers only append past what is being written */
+        ssize_t w = write(STDERR_FILENO, p, n);
+        pthread_mutex_lock(&g_out.mu);
+        size_t done = w > 0 ? (size_t)w : w < 0 && errno == EINTR ? 0 : n; /* else: lost */
+        if (p != note) {
+            g_out.head = (g_out.head + done) % LOG_QUEUE_BYTES;
+            g_out.len -= done;
+        }
+    }
+    return NULL;
+}
+
+static void log_exit_flush(void)
+{
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += LOG_EXIT_WAIT_S;
+    pthread_mutex_lock(&g_out.mu);
+    while ((g_out.len > 0 || g_out.dropped > 0) &&
+           pthread_cond_timedwait(&g_out.emptied, &g_out.mu, &end) == 0) {
+    }
+    pthread_mutex_unlock(&g_out.mu);
+}
+
+/* With g_out.mu held. The writer takes no signal: they belong to the threads that wait for
+ * them (a thread started before serve blocks SIGTERM would otherwise take it). */
+static bool writer_running(void)
+{
+    if (!g_out.started && !g_out.failed) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_t th;
+        g_out.ring = malloc(LOG_QUEUE_BYTES);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        g_out.started = g_out.ring && pthread_create(&th, NULL, log_writer, NULL) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        g_out.failed = !g_out.started;
+        if (g_out.started) {
+            pthread_detach(th);
+            atexit(log_exit_flush);
+        }
+    }
+    return g_out.started;
+}
+
+static void log_emit(const char *line, size_t n)
+{
+    pthread_mutex_lock(&g_out.mu);
+    struct pollfd pf = {.fd = STDERR_FILENO, .events = POLLOUT};
+    bool now = g_out.len == 0 && g_out.dropped == 0 && poll(&pf, 1, 0) == 1;
+    if (now || !writer_running()) { /* ready (or failed: nothing would write: a write can) */
+        ssize_t w = write(STDERR_FILENO, line, n);
+        (void)w;
+    } else if (g_out.len + n > LOG_QUEUE_BYTES) {
+        g_out.dropped++;
+    } else {
+        size_t tail = (g_out.head + g_out.len) % LOG_QUEUE_BYTES;
+        size_t first = n < LOG_QUEUE_BYTES - tail ? n : LOG_QUEUE_BYTES - tail;
+        memcpy(g_out.ring + tail, line, first);
+        memcpy(g_out.ring, line + first, n - first);
+        g_out.len += n;
+        pthread_cond_signal(&g_out.more);
+    }
+    pthread_mutex_unlock(&g_out.mu);
+}
+
 void bd_log(int level, const char *module, const char *fmt, ...)
 {
-    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
     if (level < bd_log_level()) {
         return;
     }
@@ -198,22 +315,31 @@ void bd_log(int level, const char *module, const char *fmt, ...)
     va_end(ap);
     size_t mlen = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
     char line[1024]; /* one line, cut to fit, newline included */
+    log_emit(line, format_line(line, sizeof line, level, module, msg, mlen));
+}
+
+/* "<time> <LEVEL> <module> <message>\n" into line (cap bytes), the message escaped; its
+ * length. */
+static size_t format_line(char *line, size_t cap, int level, const char *module, const char *msg,
+                          size_t mlen)
+{
+    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000,
-                     names[level < 0   ? 0
-                           : level > 3 ? 3
-                                       : level],
-                     module);
+    int n =
+        snprintf(line, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                 names[level < 0   ? 0
+                       : level > 3 ? 3
+                                   : level],
+                 module);
     /* Messages carry what clients sent (model names, paths): control characters, DEL and
      * every byte that is not part of valid UTF-8 (or that encodes a C1 control) are written
      * as \xNN, so no client can start a log line of its own or hand a log reader bytes it
      * cannot decode. */
-    size_t room = sizeof line - 2; /* the newline, and a NUL never written */
+    size_t room = cap - 2; /* the newline, and a NUL never written */
     size_t k = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room;
     for (size_t i = 0; i < mlen && k < room;) {
         unsigned char c = (unsigned char)msg[i];
@@ -232,9 +358,7 @@ void bd_log(int level, const char *module, const char *fmt, ...)
         }
     }
     line[k++] = '\n';
-    n = (int)k;
-    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
-    (void)w;
+    return k;
 }
 
 /* ---- clock ----------------------------------------------------------------------------- */

@@ -84,7 +84,9 @@ const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n);
  * message with room to escape some of it; longer text is cut. Returns buf. */
 #define BD_LOG_TEXT_MAX 768
 const char *bd_log_quoted(char *buf, size_t cap, const char *s);
-/* Writes "<time> <LEVEL> <module> <message>\n" in one write(2). Any thread. */
+/* Writes "<time> <LEVEL> <module> <message>\n" to stderr in one write(2), or, when stderr
+ * cannot take it at once, queues it (at most 1 MiB, then lines are dropped and counted) for a
+ * writer thread: no caller ever blocks on the log. Any thread. */
 void bd_log(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define BD_DEBUG(mod, ...)                                                                         \

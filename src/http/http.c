@@ -2331,7 +2331,7 @@ static void refuse_head(conn_t *c, int status, const char *msg)
     bd_http_t *h = c->h;
     uint64_t now = bd_now_us();
     if (h->refuse_logged_us && now - h->refuse_logged_us < 1000000) {
-        h->refuse_unlogged++;
+        h->refuse_unlogged += bd_log_level() > BD_LOG_DEBUG; /* at debug each has its line */
         BD_DEBUG("http", "closing a connection: %s", msg);
         return;
     }

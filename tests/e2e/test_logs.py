@@ -141,3 +141,76 @@ def test_the_scheduler_start_line_gives_the_model_wide_queue_size(start_server):
     client = start_server(repo)
     line = client.server.wait_log(r"sched started model=levels ")
     assert line and " priority_levels=2 max_queue_size=100 " in line, line
+
+
+def test_a_log_reader_that_stopped_does_not_stop_the_server(start_server_fn):
+    """stderr is a 4 KiB pipe nobody reads (a stuck log shipper): once it is full, the
+    lines the server logs wait in its own bounded queue instead of blocking the thread that
+    logs. Health checks are answered, SIGTERM drains and exits 0, and once the pipe is read
+    again every line comes out, the shutdown's last."""
+    import fcntl
+    import os
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    import requests
+
+    from conftest import BATCHD_BIN, sanitizer_env
+    from redis_util import free_port
+
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [1])], max_batch_size=1)
+    port = free_port()
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: a page
+    p = subprocess.Popen([BATCHD_BIN, "serve", "--model-repository", repo.path, "--host",
+                          "127.0.0.1", "--http-port", str(port), "--log-level", "debug"],
+                         stdin=subprocess.DEVNULL, stdout=w, stderr=w, env=sanitizer_env())
+    os.close(w)
+    out = []
+    try:
+        url = "http://127.0.0.1:%d/v2/health/live" % port
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(url, timeout=3).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        for _ in range(200):  # each is refused with a debug line: far more than the pipe holds
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"\x01\x02garbage\r\n\r\n")
+            s.close()
+        t0 = time.monotonic()
+        assert requests.get(url, timeout=5).status_code == 200
+        assert time.monotonic() - t0 < 2, "health waited on the log"
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+
+        def drain():
+            while True:
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    return
+                out.append(chunk)
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        assert p.wait(timeout=15) == 0
+        reader.join(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+    log = b"".join(out).decode(errors="replace")
+    assert log.count("closing a connection") >= 190, log[-2000:]
+    assert "dropped" not in log, log[-2000:]
+    last = [line for line in log.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)][-1]
+    assert "server drained; exiting" in last, log[-2000:]
+    # At debug level each close has its own line: none went unlogged to be counted.
+    assert "more connections were closed" not in log, log[-2000:]
