@@ -440,18 +440,23 @@ int bd_cli_serve(int argc, char **argv)
                         "or neither for plain HTTP\n");
         return 2;
     }
+    /* Checks across options name each as it was given: a container set up through the
+     * environment is not told of flags it never passed. */
+    const char *body = given_as(argc, argv, "--max-body-bytes", "BATCHD_MAX_BODY_BYTES");
     if (so.max_buffered_bytes > 0 && so.max_buffered_bytes < so.max_body_bytes) {
         fprintf(stderr,
-                "batchd serve: --max-buffered-bytes (%lld) must be 0 (no limit) or at least "
-                "--max-body-bytes (%lld), or the largest bodies could never be received\n",
-                (long long)so.max_buffered_bytes, (long long)so.max_body_bytes);
+                "batchd serve: %s (%lld) must be 0 (no limit) or at least %s (%lld), or the "
+                "largest bodies could never be received\n",
+                given_as(argc, argv, "--max-buffered-bytes", "BATCHD_MAX_BUFFERED_BYTES"),
+                (long long)so.max_buffered_bytes, body, (long long)so.max_body_bytes);
         return 2;
     }
     if (so.max_decode_bytes < so.max_body_bytes) {
         fprintf(stderr,
-                "batchd serve: --max-decode-bytes (%lld) must be at least --max-body-bytes "
-                "(%lld), or the largest bodies could never be decoded\n",
-                (long long)so.max_decode_bytes, (long long)so.max_body_bytes);
+                "batchd serve: %s (%lld) must be at least %s (%lld), or the largest bodies "
+                "could never be decoded\n",
+                given_as(argc, argv, "--max-decode-bytes", "BATCHD_MAX_DECODE_BYTES"),
+                (long long)so.max_decode_bytes, body, (long long)so.max_body_bytes);
         return 2;
     }
     bd_redis_url_t redis_url = {0};
@@ -476,8 +481,10 @@ int bd_cli_serve(int argc, char **argv)
     }
     bd_log_set_level(parse_level(so.log_level));
     if (so.metrics_auth && !so.api_keys) {
-        fprintf(stderr, "batchd serve: --metrics-auth needs --api-keys (the keys /metrics asks "
-                        "for)\n");
+        fprintf(stderr,
+                "batchd serve: %s needs --api-keys or BATCHD_API_KEYS (the keys /metrics "
+                "asks for)\n",
+                given_as(argc, argv, "--metrics-auth", "BATCHD_METRICS_AUTH"));
         return 2;
     }
     bd_gate_opts_t go = {.keys_path = so.api_keys, .metrics_auth = so.metrics_auth};

@@ -63,6 +63,20 @@ def test_max_decode_bytes_below_max_body_bytes_is_refused(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "--max-decode-bytes (1024) must be at least --max-body-bytes (2048)" in r.stderr
+    # Given through the environment, each value is named by its variable.
+    env = dict(os.environ, BATCHD_MAX_BODY_BYTES="2048", BATCHD_MAX_DECODE_BYTES="1024")
+    r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert ("BATCHD_MAX_DECODE_BYTES (1024) must be at least BATCHD_MAX_BODY_BYTES (2048)"
+            in r.stderr), r.stderr
+    env = dict(os.environ, BATCHD_METRICS_AUTH="1")
+    env.pop("BATCHD_API_KEYS", None)
+    r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr == ("batchd serve: BATCHD_METRICS_AUTH needs --api-keys or BATCHD_API_KEYS "
+                        "(the keys /metrics asks for)\n"), r.stderr
 
 
 @pytest.mark.slow
