@@ -287,7 +287,7 @@ static void log_emit(const char *line, size_t n)
     pthread_mutex_lock(&g_out.mu);
     struct pollfd pf = {.fd = STDERR_FILENO, .events = POLLOUT};
     bool now = g_out.len == 0 && g_out.dropped == 0 && poll(&pf, 1, 0) == 1;
-    if (now || !writer_running()) { /* ready (or failed: nothing would write: a write can) */
+    if (now || !writer_running()) { /* else no writer thread could start: write, as before */
         ssize_t w = write(STDERR_FILENO, line, n);
         (void)w;
     } else if (g_out.len + n > LOG_QUEUE_BYTES) {
