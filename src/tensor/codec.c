@@ -634,10 +634,9 @@ static int next_entry(data_ctx_t *c, bool *more)
     return 0;
 }
 
-/* The array at c->i: its number of entries and whether the first is an array. The cursor
- * stays where it was. */
 /* The entries of the array at c->i: how many, whether the first is an array, and in *mixed
- * the index of the first entry that is an array when the first is not (*count when none is). */
+ * the index of the first entry that is an array when the first is not (*count when none is).
+ * The cursor stays where it was. */
 static int count_entries(data_ctx_t *c, size_t *count, bool *first_array, size_t *mixed)
 {
     size_t at = c->i, n = 0;
