@@ -243,6 +243,9 @@ class Ort:
     FLOAT, INT64 = 1, 7
 
     def __init__(self, path):
+        # As batchd does: ONNX Runtime 1.30 would otherwise record and send usage telemetry
+        # (docs/SECURITY.md).
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         self.lib = ctypes.CDLL(path)
         get_base = self.lib.OrtGetApiBase
         get_base.restype = ctypes.POINTER(ctypes.c_void_p * 2)
