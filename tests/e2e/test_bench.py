@@ -323,16 +323,22 @@ def test_503_counted_by_status_and_kind(tmp_path, fake):
     assert 0.45 <= lv["success_rate"] <= 0.55
 
 
-def test_refused_connections_counted(tmp_path, fake):
-    srv = fake(delay=0.002, close=True)
-    timer = threading.Timer(0.6, srv.stop_listening)
+def bench_while_it_stops(tmp_path, srv, after_s, *args):
+    """Bench `srv` (closing each connection after its reply) and stop it listening `after_s`
+    into the level; the level's result."""
+    timer = threading.Timer(after_s, srv.stop_listening)
     timer.start()
     try:
-        data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--duration", "1.2s",
-                        "--warmup", "0")
+        data, _ = bench(tmp_path, srv.url, "fake", *args, "--warmup", "0")
     finally:
         timer.join()
     (lv,) = data["levels"]
+    return lv
+
+
+def test_refused_connections_counted(tmp_path, fake):
+    srv = fake(delay=0.002, close=True)
+    lv = bench_while_it_stops(tmp_path, srv, 0.6, "--concurrency", 2, "--duration", "1.2s")
     assert lv["responses"] > 20, lv
     assert lv["errors"]["refused"] > 20, lv
     assert lv["errors"]["timeout"] == 0
@@ -343,14 +349,7 @@ def test_a_level_whose_server_went_away_is_not_stable(tmp_path, fake):
     """The server stops listening 0.2 s into a 1.5 s level: its last windows have no reply
     at all, which is no settled measurement (three windows of 0/s were 'stable')."""
     srv = fake(delay=0.002, close=True)
-    timer = threading.Timer(0.2, srv.stop_listening)
-    timer.start()
-    try:
-        data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 1, "--duration", "1.5s",
-                        "--warmup", "0")
-    finally:
-        timer.join()
-    (lv,) = data["levels"]
+    lv = bench_while_it_stops(tmp_path, srv, 0.2, "--concurrency", 1, "--duration", "1.5s")
     assert lv["responses"] > 0, lv
     assert lv["window_rps"][-3:] == [0, 0, 0], lv
     assert lv["stable"] is False, lv
