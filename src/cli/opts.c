@@ -118,7 +118,8 @@ static int apply(const bd_cli_opt_t *o, const char *name, const char *val, void 
 }
 
 /* The row `arg` names ("--flag" or "--flag=value"), with *val set to the text after '=' or
- * NULL; NULL when no row matches. A BOOL flag takes no "=value". */
+ * NULL; NULL when no row matches. A BOOL flag alone means true; "--flag=false" turns off
+ * what its environment variable turned on. */
 static const bd_cli_opt_t *find(const bd_cli_cmd_t *cmd, const char *arg, const char **val)
 {
     for (size_t i = 0; i < cmd->n_opts; i++) {
@@ -131,7 +132,7 @@ static const bd_cli_opt_t *find(const bd_cli_cmd_t *cmd, const char *arg, const 
             *val = NULL;
             return o;
         }
-        if (arg[n] == '=' && o->type != BD_CLI_BOOL) {
+        if (arg[n] == '=') {
             *val = arg + n + 1;
             return o;
         }
@@ -170,7 +171,7 @@ int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE
         if (!o) {
             return bd_err_set(err, BD_EINVAL, "unknown flag '%s' (see --help)", argv[a]);
         }
-        if (o->type == BD_CLI_BOOL) {
+        if (o->type == BD_CLI_BOOL && !val) {
             *(bool *)(void *)((char *)out + o->offset) = true;
             continue;
         }

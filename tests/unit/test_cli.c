@@ -141,6 +141,12 @@ static void test_precedence_flag_env_default(void **state)
     setenv("BD_TEST_CLI_VERBOSE", "0", 1);
     assert_int_equal(PARSE(&o, &err, "--verbose"), 0);
     assert_true(o.verbose);
+    /* "--flag=false" turns off what the variable turned on, and "=yes" is a plain "--flag". */
+    setenv("BD_TEST_CLI_VERBOSE", "1", 1);
+    assert_int_equal(PARSE(&o, &err, "--verbose=false"), 0);
+    assert_false(o.verbose);
+    assert_int_equal(PARSE(&o, &err, "--verbose=no", "--verbose=yes"), 0);
+    assert_true(o.verbose);
     /* A malformed variable is an error that names it, even when a flag overrides it. */
     setenv("BD_TEST_CLI_PORT", "x", 1);
     EXPECT_ERROR("BD_TEST_CLI_PORT must be an integer from 0 to 65535, got 'x'", "--port", "1");
@@ -182,7 +188,8 @@ static void test_error_sentences(void **state)
     EXPECT_ERROR("unknown flag '--nope' (see --help)", "--nope");
     EXPECT_ERROR("unknown flag '--portx' (see --help)", "--portx", "1");
     EXPECT_ERROR("unexpected argument 'port': flags start with '--' (see --help)", "port");
-    EXPECT_ERROR("unknown flag '--verbose=1' (see --help)", "--verbose=1");
+    EXPECT_ERROR("--verbose must be 1, true, yes, 0, false or no, got 'maybe'", "--verbose=maybe");
+    EXPECT_ERROR("--verbose must be 1, true, yes, 0, false or no, got ''", "--verbose=");
     EXPECT_ERROR("--name needs a value", "--port", "1", "--name");
 }
 
