@@ -390,21 +390,16 @@ static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd
                               io->name, b, cfg->max_batch_size);
         }
     }
+    /* A zero dim makes the tensor empty whatever the other dims are, for every datatype. */
+    size_t count = 0, bytes = 0;
+    if (bd_shape_count(&t->shape, 0, &count, NULL) != 0 ||
+        !bd_mul_size(count, bd_dtype_size(t->dtype), &bytes)) {
+        return bd_err_set(err, BD_EINVAL, "input '%s': shape %s is too large", io->name,
+                          fmt_dims(got, sizeof got, false, &t->shape));
+    }
     if (t->dtype == BD_DT_BYTES) {
         /* Variable-size elements: the data must hold exactly the shape's elements. */
-        size_t count = 0;
-        if (bd_shape_count(&t->shape, 0, &count, NULL) != 0) {
-            return bd_err_set(err, BD_EINVAL, "input '%s': shape %s is too large", io->name,
-                              fmt_dims(got, sizeof got, false, &t->shape));
-        }
         return bd_bytes_check(io->name, t->data, t->byte_size, count, err);
-    }
-    size_t bytes = bd_dtype_size(t->dtype);
-    for (int i = 0; i < t->shape.ndim; i++) {
-        if (!bd_mul_size(bytes, (size_t)t->shape.dims[i], &bytes)) {
-            return bd_err_set(err, BD_EINVAL, "input '%s': shape %s is too large", io->name,
-                              fmt_dims(got, sizeof got, false, &t->shape));
-        }
     }
     if (t->byte_size != bytes) {
         return bd_err_set(err, BD_EINVAL,
@@ -1259,14 +1254,13 @@ static int check_outputs(bd_sched_t *s, inst_t *in, size_t rows, bd_err_t *err)
         const bd_tensor_t *t = &in->out_tensors[i];
         const char *name = cfg->outputs[i].name;
         bool is_bytes = t->dtype == BD_DT_BYTES;
-        size_t bytes = is_bytes ? 1 : bd_dtype_size(t->dtype);
-        bool ok = bytes > 0 && t->shape.ndim >= 0 && t->shape.ndim <= BD_MAX_DIMS;
-        for (int d = 0; ok && d < t->shape.ndim; d++) {
-            ok = t->shape.dims[d] >= 0 && bd_mul_size(bytes, (size_t)t->shape.dims[d], &bytes);
-        }
+        size_t count = 0, bytes = 0;
+        bool ok = (is_bytes || bd_dtype_size(t->dtype) > 0) &&
+                  bd_shape_count(&t->shape, 0, &count, NULL) == 0 &&
+                  bd_mul_size(count, bd_dtype_size(t->dtype), &bytes);
         if (ok && is_bytes) {
-            /* bytes is the element count: the data must be exactly that many elements. */
-            ok = bd_bytes_check(name, t->data, t->byte_size, bytes, NULL) == 0;
+            /* The data must be exactly `count` elements. */
+            ok = bd_bytes_check(name, t->data, t->byte_size, count, NULL) == 0;
             bytes = t->byte_size;
         }
         if (!ok || bytes != t->byte_size || (bytes > 0 && !t->data)) {

@@ -496,6 +496,16 @@ static void test_validate_without_batch_dim(void **state)
     t[0] = vt("INPUT0", BD_DT_FP32, 2, 1, 16);
     t[0].shape.dims[0] = -1;
     expect_invalid(&cfg, t, 2, NULL, 0, "input 'INPUT0': expected shape [-1,16], got [-1,16]");
+
+    /* A zero dim empties the tensor whatever its other dims, for every datatype: [2^62,0]
+     * FP32 was "too large" (2^62 * 4 bytes overflowed before the 0) while BOOL passed. */
+    v_in[0].dims = (bd_shape_t){2, {-1, -1}};
+    t[0] = vt("INPUT0", BD_DT_FP32, 2, INT64_C(1) << 62, 0);
+    t[0].byte_size = 0;
+    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, &rows, &err), 0);
+    t[0].shape.dims[1] = INT64_C(1) << 62;
+    expect_invalid(&cfg, t, 2, NULL, 0,
+                   "input 'INPUT0': shape [4611686018427387904,4611686018427387904] is too large");
 }
 
 static void test_submit_invalid_counts_and_keeps_ownership(void **state)
