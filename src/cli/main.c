@@ -1,4 +1,5 @@
 /* main.c: `batchd <command> [flags]`. Dispatches to the subcommands; main thread only. */
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -76,6 +77,13 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "serve") == 0) {
+        /* SIGHUP reloads the key file once serving; one that comes while the server starts
+         * (reading flags, certificates, keys) waits for the loop instead of ending the
+         * process. The mask and the pending signal survive the exec below. */
+        sigset_t hup;
+        sigemptyset(&hup);
+        sigaddset(&hup, SIGHUP);
+        sigprocmask(SIG_BLOCK, &hup, NULL);
         bd_cli_hugepages_reexec(argv);
         return bd_cli_serve(argc - 1, argv + 1);
     }

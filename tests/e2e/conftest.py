@@ -214,6 +214,7 @@ class Server:
         self.returncode = None
         self.stopped = False
         self.prefix = []  # a command to run batchd under (e.g. setpriv to drop root)
+        self.pass_fds = ()  # descriptors batchd inherits (e.g. a pipe named as /dev/fd/N)
 
     def start(self):
         if not os.path.isfile(BATCHD_BIN):
@@ -223,7 +224,8 @@ class Server:
                "--http-port", "0", "--host", "127.0.0.1"] + self.args
         env = sanitizer_env()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                     stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                     pass_fds=self.pass_fds)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + START_TIMEOUT_S

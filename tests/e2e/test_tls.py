@@ -37,7 +37,7 @@ import requests
 import websockets
 
 from ws_util import run
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, SANITIZER_MARKERS, binary_body,
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, SANITIZER_MARKERS, Server, binary_body,
                       check_drain_replies, decode_outputs, metric_value, parse_infer_reply,
                       parse_metrics, read_all, sanitizer_env,
                       tensor, wait_for)
@@ -1006,6 +1006,50 @@ def test_environment_variables_turn_tls_on(start_server_fn, certs, monkeypatch):
     tls = TLSClient(client, certs)
     r = tls.post("/v2/models/echo/infer", json=echo_body([4.0, 3.0, 2.0, 1.0], "e1"))
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_a_sighup_while_the_certificate_is_read_does_not_end_the_start(small_repo, certs,
+                                                                        monkeypatch):
+    """SIGHUP reloads the key file once batchd serves; one that comes while it still starts
+    (here: reading its certificate from a pipe nobody has written yet) waits for the loop
+    instead of ending the process, which then starts and serves."""
+    monkeypatch.delenv("BATCHD_TLS_CERT", raising=False)
+    monkeypatch.delenv("BATCHD_TLS_KEY", raising=False)
+    r_fd, w_fd = os.pipe()
+    srv = Server(small_repo, ["--tls-cert", "/dev/fd/%d" % r_fd, "--tls-key", certs["key"]],
+                 name="batchd-tls-hup")
+    srv.pass_fds = (r_fd,)
+    started = threading.Thread(target=srv.start, daemon=True)
+    try:
+        started.start()
+        wait_for(lambda: srv.proc is not None, 10, "batchd spawned")
+        os.close(r_fd)
+        r_fd = -1
+
+        def reading_the_pipe():
+            with open("/proc/%d/wchan" % srv.proc.pid) as f:
+                return "pipe_read" in f.read()
+
+        wait_for(reading_the_pipe, 30, "batchd reading its certificate from the pipe")
+        srv.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert srv.proc.poll() is None, "SIGHUP ended the start (exit code %s):\n%s" % (
+            srv.proc.poll(), srv.log())
+        with open(certs["cert"], "rb") as f:
+            os.write(w_fd, f.read())
+        os.close(w_fd)
+        w_fd = -1
+        started.join(60)
+        assert srv.port is not None, srv.log()
+        r = requests.get("https://127.0.0.1:%d/v2/health/live" % srv.port,
+                         verify=certs["cert"], timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200
+    finally:
+        for fd in (r_fd, w_fd):
+            if fd >= 0:
+                os.close(fd)
+        started.join(60)
+    srv.stop()  # SIGTERM: exit code 0 and a log without sanitizer reports
 
 
 def test_plain_server_says_tls_off(start_server, monkeypatch):
