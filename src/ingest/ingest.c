@@ -470,6 +470,19 @@ static bool field_is(const redisReply *r, const char *s)
     return r->type == REDIS_REPLY_STRING && (size_t)r->len == n && memcmp(r->str, s, n) == 0;
 }
 
+/* A field's value for an error sentence: its first 32 bytes, each one that is not printable
+ * ASCII (a NUL included) as \xNN, then "..." when there is more. out: at least 4*32+4 bytes. */
+static const char *field_text(char *out, size_t cap, const redisReply *r)
+{
+    size_t o = 0, n = r->len < 32 ? (size_t)r->len : 32;
+    for (size_t i = 0; i < n && o + 5 <= cap; i++) {
+        unsigned char ch = (unsigned char)r->str[i];
+        o += (size_t)snprintf(out + o, cap - o, ch >= 0x20 && ch < 0x7f ? "%c" : "\\x%02x", ch);
+    }
+    snprintf(out + o, cap - o, "%s", (size_t)r->len > n ? "..." : "");
+    return out;
+}
+
 /* "1,16" or "[1, 16]" -> shape. */
 static bool parse_shape(const char *s, size_t len, bd_shape_t *out)
 {
@@ -745,11 +758,12 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
             const redisReply *dt = inf[i].dtype ? inf[i].dtype : all_dtype;
             const redisReply *shk = inf[i].shape ? inf[i].shape_k : all_shape_k;
             const redisReply *dtk = inf[i].dtype ? inf[i].dtype_k : all_dtype_k;
+            char val[4 * 32 + 4];
             if (sh && !parse_shape(sh->str, (size_t)sh->len, &in->shape)) {
                 snprintf(msg, sizeof msg,
-                         "field '%.*s' is '%.32s'; expected comma-separated positive integers "
+                         "field '%.*s' is '%s'; expected comma-separated positive integers "
                          "including the batch dim, such as 1,16",
-                         (int)shk->len, shk->str, sh->str);
+                         (int)shk->len, shk->str, field_text(val, sizeof val, sh));
             } else if (dt) {
                 char name[16];
                 snprintf(name, sizeof name, "%.*s", dt->len < 15 ? (int)dt->len : 15, dt->str);
@@ -758,10 +772,10 @@ static ent_t *parse_entry(stream_t *s, sid_t id, const char *idstr, size_t idlen
                                 : BD_DT_INVALID;
                 if (in->dtype == BD_DT_INVALID) {
                     snprintf(msg, sizeof msg,
-                             "field '%.*s' is '%.32s', which is not a datatype; expected one of "
+                             "field '%.*s' is '%s', which is not a datatype; expected one of "
                              "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, "
                              "FP32, FP64, BYTES",
-                             (int)dtk->len, dtk->str, dt->str);
+                             (int)dtk->len, dtk->str, field_text(val, sizeof val, dt));
                 }
             }
         }

@@ -229,7 +229,10 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         ({"camera": "missing"}, r"no 'input' field"),
         ({"input": good, "shape": "1,x", "camera": "shape"}, r"field 'shape' is '1,x'"),
         ({"input": good, "datatype": "INT32", "camera": "mismatch"}, r"INT32"),
-        ({"input": good, "datatype": b"FP32\x00junk", "camera": "nul"}, r"not a datatype"),
+        ({"input": good, "datatype": b"FP32\x00junk", "camera": "nul"},
+         r"^field 'datatype' is 'FP32\\x00junk', which is not a datatype"),
+        ({"input": good, "shape": b"1\x00,16" + b"7" * 40, "camera": "nulshape"},
+         r"^field 'shape' is '1\\x00,16" + "7" * 27 + r"\.\.\.'; expected comma-separated"),
     ]
     ids = {}
     for fields, _rx in bad:
@@ -247,11 +250,11 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         assert f["model_name"] == b"cam" and f["model_version"] == b"1"
     assert res[ok_id]["status"] == b"ok"  # the stream goes on after bad entries
     assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
-    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 6
-    assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 7
+    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 7
+    assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 8
     # Every bad entry is an invalid request, whether refused as read or by the infer layer.
     assert metric(client, "batchd_inference_requests_total", model="cam", version="1",
-                  protocol="redis", outcome="invalid") == 6
+                  protocol="redis", outcome="invalid") == 7
 
 
 def test_metadata_named_like_a_result_field_is_refused(start_server_fn, rsrv):
