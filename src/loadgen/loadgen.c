@@ -20,8 +20,9 @@
  * Timeline of a level: warm-up (nothing counted), measurement in windows of window_us
  * (throughput per window for the stability rule), then a drain so that the next level
  * starts on a quiet server. Every measured request's outcome is counted; the rates and
- * windows count only their replies that end while measuring (a warm-up request's late reply
- * is in neither).
+ * windows count every reply that ends while measuring, a warm-up request's too: in a steady
+ * state those stand in for the measured requests still out when measuring ends, where
+ * counting only the measured ones' would read a latency's worth of replies short.
  *
  * An https:// target: each connection runs its TLS handshake after its TCP connect (counted in
  * the latency of the request that opened it, as the connect is) and then carries requests as
@@ -105,7 +106,7 @@ typedef struct {
     bool measuring, stopped;
     uint64_t win_start, win_count;
     uint64_t measured_done;   /* closed: measured outcomes; open: measured scheduled */
-    uint64_t done_in_measure; /* replies of measured requests ended while measuring */
+    uint64_t done_in_measure; /* replies ended while measuring */
     uint64_t ok_in_measure;
     uint64_t limit_hits; /* scheduled requests that waited for a connection */
     size_t pend_counted; /* of the pending ones (from the head), those counted in limit_hits */
@@ -206,7 +207,7 @@ static void on_error(loop_t *L, conn_t *c, bd_lg_err_kind_t kind, uint64_t now)
 static void on_reply(loop_t *L, conn_t *c, uint64_t now)
 {
     int status = c->http.status;
-    if (L->measuring && c->measured) { /* not a warm-up request's late reply */
+    if (L->measuring) {
         L->win_count++;
         L->done_in_measure++;
         L->ok_in_measure += status >= 200 && status < 300;
@@ -878,7 +879,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     /* With --requests N the level's time starts with the first of the N. Closed loop, it
      * ends with the last one's reply and the rates are the N's; open loop, it ends when the
      * N+1th would have been sent (N intervals of the schedule). Otherwise the rates are of
-     * the measured requests' replies that ended inside the measured time. */
+     * the replies that ended inside the measured time. */
     bool counted = !open && ro->requests > 0;
     if (ro->requests > 0 && L.first_measured_us > 0 && L.t1 > L.first_measured_us) {
         L.t0 = L.first_measured_us;
