@@ -245,7 +245,8 @@ class Ort:
     def __init__(self, path):
         # As batchd does: ONNX Runtime 1.30 would otherwise record and send usage telemetry
         # (docs/SECURITY.md).
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        if not os.environ.get("ORT_DISABLE_TELEMETRY"):
+            os.environ["ORT_DISABLE_TELEMETRY"] = "1"
         self.lib = ctypes.CDLL(path)
         get_base = self.lib.OrtGetApiBase
         get_base.restype = ctypes.POINTER(ctypes.c_void_p * 2)

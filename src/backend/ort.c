@@ -300,9 +300,13 @@ int bd_ort_init(const char *path, bd_err_t *err)
     /* ONNX Runtime 1.30's Linux build records usage events (model and graph names, a device
      * id) in ~/.cache/Microsoft, writes /tmp/mat-debug-<pid>.log and looks up Microsoft's
      * collector every few seconds to send them. A server does none of that unasked: off
-     * unless the environment says otherwise. Set before the library starts (no other thread
-     * runs yet). */
-    setenv("ORT_DISABLE_TELEMETRY", "1", 0);
+     * unless the environment says otherwise (an empty value, as env files leave it, says
+     * nothing: ONNX Runtime would take it as on). Set before the library starts (no other
+     * thread runs yet). */
+    const char *telemetry = getenv("ORT_DISABLE_TELEMETRY");
+    if (!telemetry || !*telemetry) {
+        setenv("ORT_DISABLE_TELEMETRY", "1", 1);
+    }
     const char *used = path ? path : BD_ORT_DEFAULT_LIB;
     dlerror();
     void *lib = dlopen(used, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);

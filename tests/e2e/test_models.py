@@ -335,14 +335,18 @@ def test_missing_onnxruntime_library(start_server_fn):
     assert re.search(r"onnx\s*runtime", msg, re.I), msg
 
 
-def test_onnx_runtime_records_and_sends_no_telemetry(tmp_path):
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_onnx_runtime_records_and_sends_no_telemetry(tmp_path, value):
     """ONNX Runtime 1.30's Linux build keeps usage events (model names, a device id) under
     ~/.cache/Microsoft, writes /tmp/mat-debug-<pid>.log and looks up Microsoft's collector to
-    send them, unless ORT_DISABLE_TELEMETRY is set: batchd sets it."""
+    send them, unless ORT_DISABLE_TELEMETRY is set: batchd sets it, when it is unset or empty
+    (as an env file leaves it; ONNX Runtime takes that as on)."""
     if not ort_available():
         pytest.skip("ONNX Runtime library not found at %s" % ORT_LIB)
     env = sanitizer_env()
     env.pop("ORT_DISABLE_TELEMETRY", None)
+    if value is not None:
+        env["ORT_DISABLE_TELEMETRY"] = value
     env["HOME"] = str(tmp_path)
     p = subprocess.Popen([BATCHD_BIN, "version"], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
