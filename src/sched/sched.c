@@ -1328,6 +1328,23 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
     r->out_block = NULL;
     r->outputs = NULL;
     r->n_outputs = 0;
+    /* Classification of an output with variable class dims is checked now that the output
+     * exists (bd_sched_validate did fixed ones): a refusal is this request's (BD_EINVAL,
+     * counted invalid), not a success whose reply then fails. */
+    for (size_t j = 0; j < r->in.n_outputs; j++) {
+        const bd_io_t *io = r->in.outputs[j].classification
+                                ? find_io(cfg->outputs, n_out, r->in.outputs[j].name)
+                                : NULL;
+        if (io) {
+            bd_tensor_t t = in->out_tensors[io - cfg->outputs];
+            t.name = io->name;
+            int rc = bd_classify_check(&t, r->in.outputs[j].classification, cfg->max_batch_size > 0,
+                                       NULL, err);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
     if (n_out == 0) {
         return 0;
     }
@@ -1535,6 +1552,8 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
             bd_metrics_request_durations(s->metrics, start - r->arrival_us, end - start,
                                          end - r->arrival_us);
             bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_SUCCESS);
+        } else if (rc == 0 && r->status == BD_EINVAL) {
+            bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_INVALID); /* scatter's */
         } else {
             bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_ERROR);
             bd_metrics_request_fail_duration(s->metrics, end - r->arrival_us);

@@ -398,8 +398,8 @@ static int too_big(const char *name, size_t bytes, size_t limit, bd_err_t *err)
                       name, bytes, limit);
 }
 
-int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const *labels,
-                size_t n_labels, bd_arena_t *arena, bd_tensor_t *out, bd_err_t *err)
+int bd_classify_check(const bd_tensor_t *in, size_t k, bool batched, size_t *classes_out,
+                      bd_err_t *err)
 {
     char str[128];
     const char *name = in->name ? in->name : "";
@@ -415,7 +415,6 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
         return bd_err_set(err, BD_EINVAL, "output '%.128s' with shape %s cannot be classified",
                           name, bd_shape_str(&in->shape, str, sizeof str));
     }
-    size_t rows = batched ? (size_t)in->shape.dims[0] : 1;
     bd_shape_t cs = in->shape; /* the class dims: all but the batch dim */
     if (batched) {
         cs.ndim--;
@@ -431,6 +430,23 @@ int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const
                           "has %zu",
                           name, k, classes);
     }
+    if (classes_out) {
+        *classes_out = classes;
+    }
+    return 0;
+}
+
+int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const *labels,
+                size_t n_labels, bd_arena_t *arena, bd_tensor_t *out, bd_err_t *err)
+{
+    size_t classes = 0;
+    int rc = bd_classify_check(in, k, batched, &classes, err);
+    if (rc != 0) {
+        return rc;
+    }
+    const char *name = in->name ? in->name : "";
+    bd_dtype_t dt = in->dtype;
+    size_t rows = batched ? (size_t)in->shape.dims[0] : 1;
     int kind = (dt == BD_DT_FP32 || dt == BD_DT_FP64)      ? 0
                : (dt >= BD_DT_UINT8 && dt <= BD_DT_UINT64) ? 2
                                                            : 1;

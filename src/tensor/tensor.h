@@ -191,6 +191,11 @@ int bd_infer_decode_json(const char *body, size_t len, size_t header_len, bd_are
  * dtype is not numeric; BD_ENOMEM/BD_ETOOBIG when the arena cannot hold the result. */
 int bd_classify(const bd_tensor_t *in, size_t k, bool batched, const char *const *labels,
                 size_t n_labels, bd_arena_t *arena, bd_tensor_t *out, bd_err_t *err);
+/* bd_classify's checks alone (BD_EINVAL, its sentences), with the classes a row has in
+ * *classes when not NULL: run on a batch's output, it refuses a request before the batch's
+ * outcome is counted, where bd_classify runs later, when the reply is written. */
+int bd_classify_check(const bd_tensor_t *in, size_t k, bool batched, size_t *classes,
+                      bd_err_t *err);
 
 /* ---- infer response -------------------------------------------------------------------- */
 

@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import binary_body, error_message, ort_available, parse_infer_reply
+from conftest import binary_body, error_message, ort_available, parse_infer_reply, tensor
 
 LABELS = ["zero", "one", "two", "three", "four", "five", "six"]  # fewer than 10 classes
 
@@ -73,6 +73,7 @@ def client(start_server):
     repo.add_sim("scores", [("INPUT0", "FP32", [10]), ("INPUT1", "INT32", [10])],
                  max_batch_size=8)
     repo.add_sim("scores_nb", [("INPUT0", "FP64", [10])], max_batch_size=0)
+    repo.add_sim("scores_var", [("INPUT0", "FP32", [-1])], max_batch_size=8)
     for m, enc in (("scores", "utf-8"), ("scores_nb", "utf-8-sig")):  # -sig: with a BOM,
         with open(os.path.join(repo.path, m, "labels.txt"), "w", encoding=enc) as f:  # not label 0's
             f.write("\n".join(LABELS) + "\n")
@@ -347,6 +348,30 @@ def test_classification_errors(client):
     msg = error_message(client.infer("text", body), 400)
     assert msg == "output 'OUTPUT0' is BYTES; classification needs a numeric output", msg
     client.assert_healthy()
+
+
+def test_classification_past_variable_class_dims_is_an_invalid_request(client):
+    """An output whose class dims are variable is checked once it exists: 7 classes asked of
+    a row of 6 is a 400 counted as an invalid request, as one refused up front is (it was
+    counted a success, in /metrics and in the statistics, whose reply then failed)."""
+    def counts():
+        st = client.get("/v2/models/scores_var/stats").json()["model_stats"][0]
+        return (client.metric("batchd_inference_requests_total", model="scores_var",
+                              version="1", protocol="http", outcome="success") or 0,
+                client.metric("batchd_inference_requests_total", model="scores_var",
+                              version="1", protocol="http", outcome="invalid") or 0,
+                st["inference_stats"]["success"]["count"])
+
+    before = counts()
+    body = {"inputs": [tensor("INPUT0", "FP32", [1, 6], [1, 2, 3, 4, 5, 6])],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"classification": 7}}]}
+    msg = error_message(client.infer("scores_var", body), 400)
+    assert msg == "output 'OUTPUT0': classification asks for 7 classes but the output has 6", msg
+    assert counts() == (before[0], before[1] + 1, before[2])
+    body["outputs"][0]["parameters"]["classification"] = 6
+    r = client.infer("scores_var", body)
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"][0] == "6.000000:5", r.text
+    assert counts() == (before[0] + 1, before[1] + 1, before[2] + 1)
 
 
 def test_classification_onnx_mlp(client):
