@@ -1862,7 +1862,13 @@ static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
                           ": the queue of priority level %d is full (%zu requests); retry later",
                           s->model_name, s->cfg->version, level + 1, l->cap);
     }
-    uint64_t timeout = req->in.timeout_us ? req->in.timeout_us : l->default_timeout_us;
+    /* As Triton's allow_timeout_override (which /config reports true): a request's own
+     * timeout may shorten its level's default, not lengthen it; with no default, it is the
+     * only one. */
+    uint64_t timeout = l->default_timeout_us;
+    if (req->in.timeout_us && (!timeout || req->in.timeout_us < timeout)) {
+        timeout = req->in.timeout_us;
+    }
     req->rows = rows;
     req->in_bytes = 0;
     for (size_t i = 0; i < req->in.n_inputs; i++) {

@@ -1691,12 +1691,13 @@ static void test_pressure_deadline_expires_in_queue_never_runs(void **state)
     px_open(&fx, cfg, &fake_ops, &fake_model);
     bd_req_t *a = mk_prio(0, 300, 1);  /* its own timeout: deadline 1300 */
     bd_req_t *b = mk_prio(0, 0, 2);    /* the level default: deadline 6000 */
-    bd_req_t *c = mk_prio(0, 5500, 3); /* deadline 6500 */
+    bd_req_t *c = mk_prio(0, 5500, 3); /* longer than the default: capped at it, 6000 */
     submit_ok(&fx, a);
     submit_ok(&fx, b);
     submit_ok(&fx, c);
     assert_int_equal(a->deadline_us, 1300);
     assert_int_equal(b->deadline_us, 6000);
+    assert_int_equal(c->deadline_us, 6000);
     uint64_t wake = 0;
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 0);
     assert_int_equal(wake, 1300); /* the deadline comes before the delay (2000) */
