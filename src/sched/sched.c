@@ -425,13 +425,9 @@ static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd
     return 0;
 }
 
-int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *policy,
-                      const bd_infer_req_t *in, size_t *rows, bd_err_t *err)
+int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, size_t *rows,
+                      bd_err_t *err)
 {
-    static const bd_sched_policy_t no_policy;
-    if (!policy) {
-        policy = &no_policy;
-    }
     char list[BD_ERR_MSG_MAX];
     bool batching = cfg->max_batch_size > 0;
     if ((in->n_inputs > 0 && !in->inputs) || (in->n_outputs > 0 && !in->outputs)) {
@@ -502,26 +498,6 @@ int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *pol
                               "has %zu",
                               name, k, classes);
         }
-    }
-    int levels = policy->priority_levels >= 1 && policy->priority_levels <= BD_MAX_PRIORITY_LEVELS
-                     ? policy->priority_levels
-                     : 1;
-    if (in->priority < 0 || in->priority > levels) {
-        if (levels == 1) {
-            return bd_err_set(err, BD_EINVAL,
-                              "parameters.priority %" PRId64 " is out of range: model '%s' has "
-                              "one priority level (use 0 or 1)",
-                              in->priority, cfg->name ? cfg->name : "");
-        }
-        return bd_err_set(err, BD_EINVAL,
-                          "parameters.priority %" PRId64 " is out of range: model '%s' has "
-                          "priority levels 1 (highest) to %d; 0 or absent means its default "
-                          "level %d",
-                          in->priority, cfg->name ? cfg->name : "", levels,
-                          policy->default_priority_level >= 1 &&
-                                  policy->default_priority_level <= levels
-                              ? policy->default_priority_level
-                              : levels);
     }
     size_t r = 1;
     if (batching && in->n_inputs > 0) {
@@ -1813,7 +1789,7 @@ int bd_sched_step(bd_sched_t *s, int inst, uint64_t *wake_us)
 static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
 {
     size_t rows = 1;
-    int rc = bd_sched_validate(s->cfg, &s->policy, &req->in, &rows, err);
+    int rc = bd_sched_validate(s->cfg, &req->in, &rows, err);
     if (rc == 0 && s->ops->check_params) {
         rc = s->ops->check_params(s->bm, req->in.params, req->in.n_params, err);
     }
@@ -1822,7 +1798,10 @@ static int submit_req(bd_sched_t *s, bd_req_t *req, bool held, bd_err_t *err)
         return rc;
     }
     order_inputs(s->cfg, &req->in);
-    int level = req->in.priority == 0 ? s->default_level : (int)req->in.priority - 1;
+    /* 0, or past the model's levels (as Triton): the default level. */
+    int level = req->in.priority <= 0 || req->in.priority > (int64_t)s->n_levels
+                    ? s->default_level
+                    : (int)req->in.priority - 1;
     level_t *l = &s->levels[level];
     pthread_mutex_lock(&s->mu);
     /* The clock is read under mu so arrival times never decrease along a queue. */

@@ -135,12 +135,12 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
 
 /* Check a decoded request against the model: every model input given exactly once and no
  * unknown one, datatypes equal, shapes equal to the model's dims (batch dim 1..max_batch_size
- * first when batching, the same in every input), requested outputs known, parameters.priority
- * within the policy's levels (`policy` NULL: one level). Sets *rows. Returns 0 or BD_EINVAL
- * with one sentence, e.g. "input 'INPUT0': expected datatype FP32, got INT32". Pure; any
- * thread. */
-int bd_sched_validate(const bd_model_config_t *cfg, const bd_sched_policy_t *policy,
-                      const bd_infer_req_t *in, size_t *rows, bd_err_t *err);
+ * first when batching, the same in every input), requested outputs known. A priority past the
+ * model's levels is not refused: it means the default level, as in Triton. Sets *rows.
+ * Returns 0 or BD_EINVAL with one sentence, e.g. "input 'INPUT0': expected datatype FP32, got
+ * INT32". Pure; any thread. */
+int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, size_t *rows,
+                      bd_err_t *err);
 
 /* Validate and queue `req`. On success the scheduler owns req until req->done runs. On
  * failure the caller still owns it and done is never called: BD_EINVAL (bad request,

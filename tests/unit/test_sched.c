@@ -407,7 +407,7 @@ static void expect_invalid(const tcfg_t *cfg, bd_tensor_t *ins, size_t n, bd_out
     bd_infer_req_t in = {.inputs = ins, .n_inputs = n, .outputs = outs, .n_outputs = n_outs};
     bd_err_t err = {0};
     size_t rows = 77;
-    assert_int_equal(bd_sched_validate(&cfg->m, &cfg->p, &in, &rows, &err), BD_EINVAL);
+    assert_int_equal(bd_sched_validate(&cfg->m, &in, &rows, &err), BD_EINVAL);
     assert_int_equal(err.code, BD_EINVAL);
     assert_string_equal(err.msg, msg);
     assert_int_equal(rows, 77);
@@ -469,7 +469,7 @@ static void test_validate_messages(void **state)
     bd_infer_req_t in = {.inputs = ok, .n_inputs = 2, .outputs = outs, .n_outputs = 1};
     size_t rows = 0;
     bd_err_t err = {0};
-    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, &rows, &err), 0);
+    assert_int_equal(bd_sched_validate(&cfg.m, &in, &rows, &err), 0);
     assert_int_equal(rows, 2);
 }
 
@@ -484,7 +484,7 @@ static void test_validate_without_batch_dim(void **state)
     size_t rows = 0;
     bd_err_t err = {0};
     /* -1 matches anything; rows is 1 without a batch dim. */
-    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, &rows, &err), 0);
+    assert_int_equal(bd_sched_validate(&cfg.m, &in, &rows, &err), 0);
     assert_int_equal(rows, 1);
 
     t[1] = vt("INPUT1", BD_DT_FP32, 2, 1, 16);
@@ -502,7 +502,7 @@ static void test_validate_without_batch_dim(void **state)
     v_in[0].dims = (bd_shape_t){2, {-1, -1}};
     t[0] = vt("INPUT0", BD_DT_FP32, 2, INT64_C(1) << 62, 0);
     t[0].byte_size = 0;
-    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, &rows, &err), 0);
+    assert_int_equal(bd_sched_validate(&cfg.m, &in, &rows, &err), 0);
     t[0].shape.dims[1] = INT64_C(1) << 62;
     expect_invalid(&cfg, t, 2, NULL, 0,
                    "input 'INPUT0': shape [4611686018427387904,4611686018427387904] is too large");
@@ -986,7 +986,7 @@ static void test_validate_null_names_do_not_crash(void **state)
                    "unknown output ''; the model's outputs are OUTPUT0, OUTPUT1");
     bd_infer_req_t in = {.inputs = NULL, .n_inputs = 2};
     bd_err_t err = {0};
-    assert_int_equal(bd_sched_validate(&cfg.m, &cfg.p, &in, NULL, &err), BD_EINVAL);
+    assert_int_equal(bd_sched_validate(&cfg.m, &in, NULL, &err), BD_EINVAL);
     assert_string_equal(err.msg, "the request's input or output list is missing");
 }
 
@@ -1651,33 +1651,30 @@ static void test_pressure_priority_range_and_per_level_queue(void **state)
     cfg.p.levels[1].max_queue_size = 2;
     px_open(&fx, cfg, &fake_ops, &fake_model);
     bd_err_t err = {0};
-    bd_req_t *r = mk_prio(3, 0, 0);
-    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EINVAL);
-    assert_string_equal(err.msg, "parameters.priority 3 is out of range: model 'm' has priority "
-                                 "levels 1 (highest) to 2; 0 or absent means its default level 2");
-    r->in.priority = 1;
-    submit_ok(&fx, r);
-    r = mk_prio(1, 0, 1);
+    /* Past the model's levels: its default level, as Triton does (a client that sends one
+     * priority to every model is served, not refused). */
+    submit_ok(&fx, mk_prio(3, 0, 0));
+    submit_ok(&fx, mk_prio(1, 0, 1));
+    bd_req_t *r = mk_prio(1, 0, 2);
     assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EFULL);
     assert_string_equal(err.msg, "model 'm' version 1: the queue of priority level 1 is full (1 "
                                  "requests); retry later");
     r->in.priority = 0; /* the default level still has room */
     submit_ok(&fx, r);
-    submit_ok(&fx, mk_prio(2, 0, 2));
-    r = mk_prio(0, 0, 3);
+    /* The default level holds the priority 3 one and the priority 0 one: full. */
+    r = mk_prio(2, 0, 3);
     assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EFULL);
+    assert_string_equal(err.msg, "model 'm' version 1: the queue of priority level 2 is full (2 "
+                                 "requests); retry later");
     bd_req_free(r);
-    check_counts(&fx, 0, 2, 1, 0, 0, 0, 3);
+    check_counts(&fx, 0, 2, 0, 0, 0, 0, 3);
     fx_close(&fx);
 
-    /* One level: priority 0 and 1 only. */
+    /* One level: every priority is that level. */
     fx_open(&fx, make_cfg(4, 0, 4), true);
-    r = mk_prio(2, 0, 0);
-    assert_int_equal(bd_sched_submit(fx.s, r, &err), BD_EINVAL);
-    assert_string_equal(err.msg, "parameters.priority 2 is out of range: model 'm' has one "
-                                 "priority level (use 0 or 1)");
-    r->in.priority = 1;
-    submit_ok(&fx, r);
+    submit_ok(&fx, mk_prio(2, 0, 0));
+    submit_ok(&fx, mk_prio(1, 0, 1));
+    check_counts(&fx, 0, 0, 0, 0, 0, 0, 2);
     fx_close(&fx);
 }
 
