@@ -2157,6 +2157,13 @@ int bd_infer_decode_json(const char *body, size_t len, size_t header_len, bd_are
                           "Inference-Header-Content-Length is %zu but the body has only %zu bytes",
                           header_len, len);
     }
+    if (header_len == 0 && len > 0) {
+        return bd_err_set(err, BD_EINVAL,
+                          "the JSON header's length is 0 (Inference-Header-Content-Length, or a "
+                          "WebSocket binary frame's 4-byte prefix): Triton's raw binary request, "
+                          "a body of one input's bytes alone, is not supported; send the JSON "
+                          "header first, its inputs with binary_data_size");
+    }
     int max_depth = limits->max_depth > 0 ? limits->max_depth : DEFAULT_MAX_DEPTH;
     json_t *root = NULL;
     scan_t sc = {.s = body, .n = header_len, .split = header_len < len};

@@ -187,9 +187,18 @@ def test_header_length_not_a_number(client, value):
 
 
 def test_header_length_zero(client):
+    """Inference-Header-Content-Length 0 is Triton's raw binary request (the body one input's
+    bytes alone), which batchd does not take: the sentence says so."""
     text = json.dumps(ok_body()).encode()
     r = client.infer_raw("m16", text, 0)
     bad(client, r)
+    raw = np.zeros(16, dtype=np.float32).tobytes()
+    r = client.infer_raw("m16", raw, 0, headers={"Content-Type": "application/octet-stream"})
+    assert error_message(r, 400) == (
+        "the JSON header's length is 0 (Inference-Header-Content-Length, or a WebSocket binary "
+        "frame's 4-byte prefix): Triton's raw binary request, a body of one input's bytes "
+        "alone, is not supported; send the JSON header first, its inputs with "
+        "binary_data_size")
 
 
 def test_batch_larger_than_max_batch_size(client):
