@@ -898,11 +898,13 @@ static void health_ready(bd_http_t *h, h2o_req_t *req)
 static void server_metadata(bd_http_t *h, h2o_req_t *req)
 {
     /* The repository extension's index answers in every --model-control mode (load and
-     * unload only in explicit mode, as Triton's). */
+     * unload only in explicit mode, as Triton's); schedule_policy is the request parameters
+     * priority and timeout. */
     bd_buf_reset(&h->out);
     bd_buf_puts(&h->out, "{\"name\":\"batchd\",\"version\":\"" BD_VERSION
                          "\",\"extensions\":[\"binary_tensor_data\",\"classification\","
-                         "\"model_configuration\",\"model_repository\",\"statistics\"]}");
+                         "\"model_configuration\",\"model_repository\",\"schedule_policy\","
+                         "\"statistics\"]}");
     reply_json(h, req, 200);
 }
 

@@ -530,6 +530,7 @@ def test_repository_changes_refused_without_explicit_mode(start_server):
         "classification",
         "model_configuration",
         "model_repository",
+        "schedule_policy",
         "statistics",
     ]
     infer_ok(client, "m")
