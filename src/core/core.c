@@ -207,6 +207,7 @@ static struct {
     size_t head, len;
     uint64_t dropped;
     bool started, failed; /* the writer thread runs / could not be started */
+    bool writing;         /* the writer is in write(): a direct write could block beside it */
 } g_out = {.mu = PTHREAD_MUTEX_INITIALIZER,
            .more = PTHREAD_COND_INITIALIZER,
            .emptied = PTHREAD_COND_INITIALIZER};
@@ -237,9 +238,11 @@ static void *log_writer(void *arg)
             n = format_line(note, sizeof note, BD_LOG_WARN, "log", msg, (size_t)m);
             g_out.dropped = 0;
         }
+        g_out.writing = true;
         pthread_mutex_unlock(&g_out.mu); /* producers only append past what is being written */
         ssize_t w = write(STDERR_FILENO, p, n);
         pthread_mutex_lock(&g_out.mu);
+        g_out.writing = false;
         size_t done = w > 0 ? (size_t)w : w < 0 && errno == EINTR ? 0 : n; /* else: lost */
         if (p != note) {
             g_out.head = (g_out.head + done) % LOG_QUEUE_BYTES;
@@ -286,7 +289,7 @@ static void log_emit(const char *line, size_t n)
 {
     pthread_mutex_lock(&g_out.mu);
     struct pollfd pf = {.fd = STDERR_FILENO, .events = POLLOUT};
-    bool now = g_out.len == 0 && g_out.dropped == 0 && poll(&pf, 1, 0) == 1;
+    bool now = g_out.len == 0 && g_out.dropped == 0 && !g_out.writing && poll(&pf, 1, 0) == 1;
     if (now || !writer_running()) { /* else no writer thread could start: write, as before */
         ssize_t w = write(STDERR_FILENO, line, n);
         (void)w;
