@@ -1557,9 +1557,11 @@ int bd_repo_find(const bd_repo_t *r, const char *name, size_t name_len, const ch
     }
     char have[256] = "none";
     size_t len = 0;
-    for (size_t i = 0; i < e->n && len + 24 < sizeof have; i++) {
-        len += (size_t)snprintf(have + len, sizeof have - len, "%s%s", i ? ", " : "",
-                                e->v[i]->version);
+    for (size_t i = 0; i < e->n && len + 40 < sizeof have; i++) {
+        /* A version that failed to load (a `specific` one without its folder) is listed as
+         * the index lists it, but said to be unavailable. */
+        len += (size_t)snprintf(have + len, sizeof have - len, "%s%s%s", i ? ", " : "",
+                                e->v[i]->version, e->v[i]->sched ? "" : " (unavailable)");
     }
     return bd_err_set(err, BD_ENOTFOUND, "model '%s' has no version '%.*s'; it has %s", e->name,
                       (int)(version_len > 64 ? 64 : version_len), version, have);

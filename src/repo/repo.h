@@ -102,8 +102,8 @@ bd_model_t *bd_repo_at(const bd_repo_t *r, size_t i);
 
 /* Find a model by name and optional version ("" or NULL: the highest loaded version; when
  * none is loaded, an unavailable version object whose reason says why, which a version number
- * also gets when the model has no version at all). Returns BD_ENOTFOUND
- * with "unknown model 'x'" or "model 'x' has no version '7'; it has 1, 3". The result may be
+ * also gets when the model has no version at all). Returns BD_ENOTFOUND with "unknown model
+ * 'x'" or "model 'x' has no version '7'; it has 1, 3 (unavailable)". The result may be
  * unavailable: check bd_model_ready. The pointer is valid until the next call into the
  * repository returns to the event loop; hold a reference (bd_model_ref) to keep a ready one
  * longer. An unavailable one may be the model's stub, which a reference does not keep: a load

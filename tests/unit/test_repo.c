@@ -1421,7 +1421,8 @@ static void test_repo_version_policies(void **state)
     snprintf(want, sizeof want,
              "version_policy.specific names version 5, but %s/spec/5 does not exist", dir);
     assert_string_equal(bd_model_reason(s5), want);
-    expect_not_found(r, "spec", 4, "2", "model 'spec' has no version '2'; it has 1, 3, 5");
+    expect_not_found(r, "spec", 4, "2",
+                     "model 'spec' has no version '2'; it has 1, 3, 5 (unavailable)");
 
     snprintf(want, sizeof want,
              "[{\"name\":\"all\",\"version\":\"1\",\"state\":\"READY\",\"reason\":\"\"},"
