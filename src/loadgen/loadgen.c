@@ -116,6 +116,8 @@ typedef struct {
     uint64_t started_measured;  /* closed loop with --requests: requests started while measuring */
     uint64_t first_measured_us; /* with --requests: when the first measured one started (closed
                                  * loop) or was scheduled (open loop) */
+    uint64_t open_end_us;       /* open loop with --requests: when measuring ends (0: not known
+                                 * yet); no request is scheduled after the N */
     uint64_t next_progress;     /* when the next progress line is due */
     bool tty;                   /* stderr is a terminal: one status line, rewritten in place */
     bool status_shown;          /* ... and it is on the screen now */
@@ -782,6 +784,10 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
     struct epoll_event evs[MAX_EVENTS];
     for (;;) {
         now = bd_now_us();
+        if (L.open_end_us && now >= L.open_end_us && !L.stopped) {
+            close_window(&L, L.open_end_us);
+            stop_measuring(&L, L.open_end_us);
+        }
         tick(&L, now, window_us, k, pct);
         if (ro->interrupt && *ro->interrupt) {
             res->interrupted = true;
@@ -797,13 +803,25 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
         if (L.stopped && drain_deadline == 0) {
             drain_deadline = now + timeout;
         }
-        if (open && !L.stopped) {
+        if (open && !L.stopped && !L.open_end_us) {
             while (next_send <= now && !L.stopped) {
                 if (next_send >= L.t0) {
                     if (ro->requests > 0 && measured_sched >= ro->requests) {
-                        close_window(&L, next_send);
-                        stop_measuring(&L, next_send);
-                        drain_deadline = now + timeout;
+                        /* The level ends when the one after the N would go out: N intervals
+                         * of the schedule. A burst holds several at one time, so a bursty
+                         * level's N take N / rate, as its mean rate has them. */
+                        uint64_t end = next_send;
+                        if (ro->distribution == BD_LG_BURSTY) {
+                            uint64_t n_us = (uint64_t)llround((double)ro->requests * 1e6 / level);
+                            end =
+                                L.first_measured_us + n_us > end ? L.first_measured_us + n_us : end;
+                        }
+                        L.open_end_us = end;
+                        if (end <= now) {
+                            close_window(&L, end);
+                            stop_measuring(&L, end);
+                            drain_deadline = now + timeout;
+                        }
                         break;
                     }
                     L.first_measured_us = measured_sched == 0 ? next_send : L.first_measured_us;
@@ -845,7 +863,9 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
         if (!L.stopped) {
             uint64_t edge = L.measuring ? L.win_start + window_us : L.t0;
             due = edge < due ? edge : due;
-            if (open && next_send < due) {
+            if (open && L.open_end_us) {
+                due = L.open_end_us < due ? L.open_end_us : due;
+            } else if (open && next_send < due) {
                 due = next_send;
             }
         }

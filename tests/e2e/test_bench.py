@@ -321,6 +321,23 @@ def test_open_loop_request_count_offers_the_rate(tmp_path, fake):
     assert lv["measured_s"] == pytest.approx(0.4, rel=1e-3), lv
 
 
+@pytest.mark.parametrize("n", [5, 40])
+def test_bursty_request_count_offers_the_rate(tmp_path, fake, n):
+    """--rate 50 --distribution bursty --requests N: bursts of 16 go out at one time each, so
+    the N take N / 50 s, as the mean rate has them. The level used to end when the N+1th would
+    go out, in the same burst: 5 requests measured 0 s and none was sent ('generator fell
+    behind', exit 1); 40 offered 62.5/s."""
+    srv = fake(delay=0.002)
+    data, p = bench(tmp_path, srv.url, "fake", "--rate", 50, "--distribution", "bursty",
+                    "--requests", n, "--warmup", "0.1s", "--max-send-lag", "50ms")
+    (lv,) = data["levels"]
+    assert lv["requests_scheduled"] == lv["requests_sent"] == lv["responses"] == n, lv
+    assert lv["generator_fell_behind"] is False, lv
+    assert lv["measured_s"] == pytest.approx(n / 50, rel=1e-3), lv
+    assert lv["offered_rps"] == pytest.approx(50, rel=1e-3), lv
+    assert lv["success_rate"] == 1.0
+
+
 def test_503_counted_by_status_and_kind(tmp_path, fake):
     srv = fake(delay=0.002, fail_every=2)
     data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--requests", 200,
