@@ -673,12 +673,17 @@ static void ws_on_frame_end(wslay_event_context_ptr ctx, void *user)
 
 static void on_read(h2o_socket_t *sock, const char *err);
 
-/* Run what can run: parked messages, then wslay over the bytes the socket has, then the
- * writes; start or stop reading by the cap. */
-static void process(conn_t *c)
+/* Start parked messages while the cap has room; all of them once a frame read after them
+ * closes the socket (the client's close, 1002, 1007): they came first, so each is run or
+ * cancelled, and counted, as docs/API.md says, not let go with the socket. */
+static void start_parked(conn_t *c)
 {
     size_t cap = c->st->opts.max_inflight;
-    while (c->sock && c->n_parked > 0 && busy(c) < cap && !c->closing) {
+    /* wslay closes by itself on what it refuses (1002, 1007) and answers a client's close:
+     * it reads no more then, before it sends its close and flush sets `closing`. */
+    bool ending =
+        c->closing || !wslay_event_get_read_enabled(c->ws) || wslay_event_get_close_received(c->ws);
+    while (c->sock && c->n_parked > 0 && (busy(c) < cap || ending)) {
         bd_list_t *n = bd_list_first(&c->parked);
         bd_list_unlink(n);
         c->n_parked--;
@@ -687,6 +692,13 @@ static void process(conn_t *c)
         handle_message(c, p->binary, p->data, p->len);
         free(p);
     }
+}
+
+/* Run what can run: parked messages, then wslay over the bytes the socket has, then the
+ * writes; start or stop reading by the cap. */
+static void process(conn_t *c)
+{
+    start_parked(c);
     if (!c->sock) {
         return;
     }
@@ -706,6 +718,10 @@ static void process(conn_t *c)
             (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0)) {
             break; /* nothing taken, or no room for the answers: flush below decides */
         }
+    }
+    start_parked(c);
+    if (!c->sock) {
+        return;
     }
     count_unread(c); /* before may_read below looks at the total */
     if (c->st->stopping && busy(c) == 0 && c->n_parked == 0) {

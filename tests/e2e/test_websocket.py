@@ -1477,6 +1477,36 @@ def test_requests_before_a_bad_frame_header_are_run_or_cancelled_not_lost(hygien
     hygiene.assert_healthy()
 
 
+@pytest.mark.parametrize("last", ["close", "unmasked", "utf8"])
+def test_messages_held_at_the_cap_before_a_closing_frame_are_run_or_cancelled(tight, last):
+    """--ws-max-inflight 4: 10 requests and then a frame that ends the socket (the client's
+    close, an unmasked frame: 1002, text that is not UTF-8: 1007) arrive in one read. The 4
+    started fill the cap and the other 6 are held back; they came before the closing frame,
+    so each is run or cancelled and counted so (they went with the socket uncounted)."""
+    lab = {"model": "hold", "version": "1", "protocol": "websocket"}
+
+    def counted():
+        return sum(counter(tight, "batchd_inference_requests_total", outcome=o, **lab)
+                   for o in ("success", "cancelled"))
+
+    before = counted()
+    closing, code = {
+        "close": (frame(OP_CLOSE, struct.pack("!H", 1000)), 1000),
+        "unmasked": (frame(OP_TEXT, b"{}", mask=False), 1002),
+        "utf8": (frame(OP_TEXT, b"\xff\xfe"), 1007),
+    }[last]
+    ws = RawWS(tight.port, path="/v2/models/hold/stream")
+    try:
+        ws.send(b"".join(frame(OP_TEXT, req([i], "r%d" % i, dt="INT32").encode())
+                         for i in range(10)) + closing)
+        ws.expect_close(code, answer=last != "close")
+    finally:
+        ws.close()
+    wait_for(lambda: counted() - before == 10, 10, "the 10 requests run or cancelled")
+    wait_for(lambda: counter(tight, "batchd_inference_inflight", model="hold", version="1")
+             == 0, 10, "nothing left in flight")
+
+
 def test_message_exactly_max_body_bytes_is_served(hygiene):
     async def main():
         async with connect(hygiene) as ws:
