@@ -324,6 +324,13 @@ static int resolve_model(bd_infer_t *inf, bd_call_t *c, bd_model_t **m, bd_err_t
     return rc;
 }
 
+/* Whether a decode that failed with `rc` is the client's request at fault (a 400 or, for a
+ * body that inflates too far, 413): counted with outcome invalid. */
+static bool decode_invalid(int rc)
+{
+    return rc == BD_EINVAL || rc == BD_ETOOBIG || rc == BD_EBODYSIZE || rc == BD_EUNSUPPORTED;
+}
+
 /* The metrics an invalid request counts in: `mm`, the route's model's, or when the route
  * names none, those of the ready model the body names (NULL: none, uncounted). Owner
  * thread; the model is not kept (its metrics are counted at once). */
@@ -622,7 +629,7 @@ static void on_decoded(bd_mail_t *mail)
     int rc = r->status;
     if (rc != 0 && rc != BD_ECANCELLED) {
         err = r->err;
-        if (rc == BD_EINVAL || rc == BD_ETOOBIG || rc == BD_EBODYSIZE) {
+        if (decode_invalid(rc)) {
             mm = invalid_metrics(inf, mm, c->rmodel != NULL, &r->in);
             bd_metrics_request(mm, c->protocol, BD_OUTCOME_INVALID);
         } else if (rc == BD_EFULL) { /* inflating passed --max-decode-bytes */
@@ -843,7 +850,7 @@ int bd_infer_start(bd_infer_t *inf, const bd_infer_args_t *a, bd_call_done_cb do
     } else if (rc == 0) {
         c->model = m ? (bd_model_ref(m), m) : NULL; /* attributes a model mismatch */
         rc = submit(inf, c, err);
-    } else if (rc == BD_EINVAL || rc == BD_ETOOBIG) {
+    } else if (decode_invalid(rc)) {
         mm = invalid_metrics(inf, mm, a->model != NULL, &r->in);
         bd_metrics_request(mm, a->protocol, BD_OUTCOME_INVALID);
     }
