@@ -122,6 +122,22 @@ static int parse_bench_opts(int argc, char **argv, bench_opts_t *o)
         fprintf(stderr, "batchd bench: give --concurrency or --rate, not both\n");
         return -1;
     }
+    /* A flag that would change nothing is refused, not ignored. */
+    static const char *const open_only[] = {"--distribution", "--burst", "--max-connections",
+                                            "--max-send-lag"};
+    for (size_t i = 0; i < sizeof open_only / sizeof open_only[0] && !o->rate; i++) {
+        if (bd_cli_given(argc, argv, open_only[i])) {
+            fprintf(stderr,
+                    "batchd bench: %s applies to the open loop (--rate); the closed loop "
+                    "(--concurrency) has no use for it\n",
+                    open_only[i]);
+            return -1;
+        }
+    }
+    if (bd_cli_given(argc, argv, "--burst") && strcmp(o->distribution, "bursty") != 0) {
+        fprintf(stderr, "batchd bench: --burst applies to --distribution bursty\n");
+        return -1;
+    }
     return 0;
 }
 

@@ -98,6 +98,10 @@ enum { BD_CLI_HELP = 1 }; /* bd_cli_parse: --help or -h was given and help was p
 int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE *help,
                  bd_err_t *err);
 
+/* Whether argv[1..argc-1] gives `flag` ("--flag" or "--flag=value"; a flag's value is not
+ * taken for a flag), for options that apply only beside others. */
+bool bd_cli_given(int argc, char **argv, const char *flag);
+
 /* 1/true/yes or 0/false/no into *out; -1 for anything else. */
 int bd_cli_parse_bool(const char *s, bool *out);
 

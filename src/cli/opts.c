@@ -140,6 +140,17 @@ static const bd_cli_opt_t *find(const bd_cli_cmd_t *cmd, const char *arg, const 
     return NULL;
 }
 
+bool bd_cli_given(int argc, char **argv, const char *flag)
+{
+    size_t n = strlen(flag);
+    for (int a = 1; a < argc; a++) {
+        if (strncmp(argv[a], flag, n) == 0 && (argv[a][n] == '\0' || argv[a][n] == '=')) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int bd_cli_parse(const bd_cli_cmd_t *cmd, int argc, char **argv, void *out, FILE *help,
                  bd_err_t *err)
 {

@@ -518,6 +518,19 @@ def test_bad_flags(tmp_path, fake):
     _, p = bench(tmp_path, srv.url, "fake", "--concurrency", "--requests", "5", check=False)
     assert p.returncode == 2
     assert p.stderr == "batchd bench: --concurrency needs a value\n"
+    # A flag that would change nothing is refused, not ignored (they were).
+    for args, flag in ((["--distribution", "poisson"], "--distribution"),
+                       (["--concurrency", "2", "--burst=4"], "--burst"),
+                       (["--max-connections", "8"], "--max-connections"),
+                       (["--max-send-lag", "1ms"], "--max-send-lag")):
+        _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", *args, check=False)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s applies to the open loop "
+                                            "(--rate); the closed loop (--concurrency) has no "
+                                            "use for it\n" % flag)
+    _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", "--rate", "5", "--burst", "4",
+                 check=False)
+    assert (p.returncode, p.stderr) == (2, "batchd bench: --burst applies to --distribution "
+                                        "bursty\n")
     for flag in ("--json", "--csv", "--plot"):
         p = subprocess.run([BATCHD_BIN, "bench", "--url", srv.url, "--model", "fake",
                             "--duration", "1s", flag, str(tmp_path / "no" / "out")],
