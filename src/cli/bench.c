@@ -266,6 +266,19 @@ int bd_cli_bench(int argc, char **argv)
                 o.distribution);
         return 2;
     }
+    /* Open loop by --duration: a level whose rate sends less than one request (bursty: one
+     * burst) in that time would measure nothing and read as a server that answered nothing. */
+    for (size_t i = 0; open && !o.requests && i < n_levels; i++) {
+        double per = (ro.distribution == BD_LG_BURSTY ? (double)o.burst : 1.0) / levels[i];
+        if ((double)o.duration_us / 1e6 < per) {
+            fprintf(stderr,
+                    "batchd bench: --rate %g sends %s every %gs, so --duration %gs would "
+                    "measure none: give a --duration of at least %gs, or --requests\n",
+                    levels[i], ro.distribution == BD_LG_BURSTY ? "a burst" : "a request", per,
+                    (double)o.duration_us / 1e6, per);
+            return 2;
+        }
+    }
     bd_lg_request_opts_t rq = {.batch = o.batch, .binary = o.binary, .seed = (uint64_t)o.seed};
     if (strcmp(o.data, "random") == 0) {
         rq.data = BD_LG_DATA_RANDOM;
@@ -422,7 +435,14 @@ int bd_cli_bench(int argc, char **argv)
     /* A level that got no 2xx reply at all (the server died, or refused every request) fails
      * the run, so a script can tell it from a good one; its figures are in the report. */
     for (size_t i = 0; i < done && rc == 0 && !interrupted; i++) {
-        if (results[i].ok == 0) {
+        if (results[i].ok == 0 && open && results[i].scheduled == 0) {
+            /* Poisson send times left the measured time empty: nothing to judge the server by. */
+            fprintf(stderr,
+                    "batchd bench: no request was scheduled in the measured time at rate %g; "
+                    "exiting 1 (measure longer)\n",
+                    results[i].level);
+            rc = 1;
+        } else if (results[i].ok == 0) {
             fprintf(stderr, "batchd bench: no request succeeded at %s %g; exiting 1\n",
                     open ? "rate" : "concurrency", results[i].level);
             rc = 1;

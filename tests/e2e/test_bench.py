@@ -527,6 +527,16 @@ def test_bad_flags(tmp_path, fake):
         assert (p.returncode, p.stderr) == (2, "batchd bench: %s applies to the open loop "
                                             "(--rate); the closed loop (--concurrency) has no "
                                             "use for it\n" % flag)
+    # A --duration shorter than one interval of the schedule would measure nothing (it read
+    # as a server that answered nothing, exit 1).
+    for args, want in ((["--rate", "0.5", "--duration", "1s"], "--rate 0.5 sends a request every "
+                        "2s, so --duration 1s would measure none: give a --duration of at least "
+                        "2s, or --requests"),
+                       (["--rate", "4,2", "--distribution", "bursty", "--duration", "3s"],
+                        "--rate 4 sends a burst every 4s, so --duration 3s would measure none: "
+                        "give a --duration of at least 4s, or --requests")):
+        _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", *args, check=False)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s\n" % want)
     _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", "--rate", "5", "--burst", "4",
                  check=False)
     assert (p.returncode, p.stderr) == (2, "batchd bench: --burst applies to --distribution "
