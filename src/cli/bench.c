@@ -138,6 +138,15 @@ static int parse_bench_opts(int argc, char **argv, bench_opts_t *o)
         fprintf(stderr, "batchd bench: --burst applies to --distribution bursty\n");
         return -1;
     }
+    if (o->requests && bd_cli_given(argc, argv, "--duration")) {
+        fprintf(stderr, "batchd bench: give --duration or --requests, not both\n");
+        return -1;
+    }
+    if (o->max_duration_us && o->max_duration_us < o->duration_us && !o->requests) {
+        fprintf(stderr, "batchd bench: --max-duration (%gs) is shorter than --duration (%gs)\n",
+                (double)o->max_duration_us / 1e6, (double)o->duration_us / 1e6);
+        return -1;
+    }
     return 0;
 }
 

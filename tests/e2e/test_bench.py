@@ -537,6 +537,12 @@ def test_bad_flags(tmp_path, fake):
                         "give a --duration of at least 4s, or --requests")):
         _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", *args, check=False)
         assert (p.returncode, p.stderr) == (2, "batchd bench: %s\n" % want)
+    for args, want in ((["--requests", "5", "--duration", "1s"],
+                        "give --duration or --requests, not both"),
+                       (["--max-duration", "1s", "--duration", "2s"],
+                        "--max-duration (1s) is shorter than --duration (2s)")):
+        _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", *args, check=False)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s\n" % want)
     _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", "--rate", "5", "--burst", "4",
                  check=False)
     assert (p.returncode, p.stderr) == (2, "batchd bench: --burst applies to --distribution "
