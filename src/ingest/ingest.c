@@ -39,6 +39,10 @@
 #include "tensor/tensor.h"
 
 #define SHARD_STREAMS 64
+/* Read connections per process, all models together: 4096 streams. Their descriptors come
+ * out of the 256 that --max-connections keeps aside, so producers creating streams without
+ * end cannot take the ones HTTP accepts with; streams past it wait, and the log says so. */
+#define MAX_SHARDS 64
 #define TICK_MS 50
 #define SCAN_EVERY_US 2000000u
 #define SCAN_COUNT "1000"
@@ -270,6 +274,7 @@ struct bd_ingest {
     bool redis_up, ever_up;
     bool down_logged; /* "unreachable" said before the first connection came up */
     uint64_t last_log_us[4];
+    size_t n_shards; /* every pipe's, at most MAX_SHARDS */
     /* scratch for building commands */
     const char **av;
     size_t *al;
@@ -1056,6 +1061,9 @@ static shard_t *shard_for(pipe_t *p)
             return p->shards[i];
         }
     }
+    if (p->ing->n_shards >= MAX_SHARDS) {
+        return NULL;
+    }
     shard_t **arr = realloc(p->shards, (p->n_shards + 1) * sizeof *arr);
     if (!arr) {
         return NULL;
@@ -1070,8 +1078,31 @@ static shard_t *shard_for(pipe_t *p)
     rconn_init(&sh->conn, ing->loop, &ing->url, "read",
                3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
+    ing->n_shards++;
     rconn_poll(&sh->conn, bd_now_us());
     return sh;
+}
+
+/* Give stream `s`, whose group is ready, a place in a shard; one that finds every read
+ * connection full waits for the next scan, and the log says why. */
+static void attach_shard(stream_t *s)
+{
+    shard_t *sh = shard_for(s->p);
+    if (!sh) {
+        if (s->p->ing->n_shards >= MAX_SHARDS && log_ok(s->p->ing, LOG_READ)) {
+            BD_WARN("ingest",
+                    "stream not read model=%s stream=%s: batchd reads at most %d streams (%d "
+                    "connections of %d), all in use; run another batchd process in the group",
+                    s->p->model, s->log_key, MAX_SHARDS * SHARD_STREAMS, MAX_SHARDS, SHARD_STREAMS);
+        }
+        return;
+    }
+    sh->streams[sh->n++] = s;
+    s->shard = sh;
+    s->history = true;
+    snprintf(s->history_id, ID_MAX, "0");
+    BD_DEBUG("ingest", "stream added model=%s stream=%s group=%s streams=%zu", s->p->model,
+             s->log_key, s->p->cfg.group, s->p->n_streams);
 }
 
 static void on_group(redisAsyncContext *ac, void *r_, void *priv)
@@ -1090,16 +1121,10 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     }
     s->group_ready = true;
     if (!s->shard) {
-        shard_t *sh = shard_for(s->p);
-        if (!sh) {
+        attach_shard(s);
+        if (!s->shard) {
             return;
         }
-        sh->streams[sh->n++] = s;
-        s->shard = sh;
-        s->history = true;
-        snprintf(s->history_id, ID_MAX, "0");
-        BD_DEBUG("ingest", "stream added model=%s stream=%s group=%s streams=%zu", s->p->model,
-                 s->log_key, s->p->cfg.group, s->p->n_streams);
     }
     if (!s->p->pending_known) {
         refresh_gauges(s->p); /* the first figures now, not at the next scan */
@@ -1134,6 +1159,8 @@ static void add_stream(pipe_t *p, const char *key, size_t len)
         if (!known->group_ready) {
             create_group(known); /* a stream deleted or whose group went is read again once a
                                   * scan finds it (a literal key, once it is named) */
+        } else if (!known->shard) {
+            attach_shard(known); /* every read connection was full when its group came */
         }
         return;
     }
