@@ -2743,6 +2743,43 @@ static const char *head_fault(int minor, const char *path, size_t path_len,
     return minor == 0 && te ? FAULT_TE10 : NULL;
 }
 
+static const char TE_UNKNOWN[] = "the only Transfer-Encoding supported is chunked (a compressed "
+                                 "body says so with Content-Encoding)";
+
+/* The request's transfer codings, over every Transfer-Encoding field (RFC 9110 5.3: several
+ * fields are one list): NULL when they are none or chunked alone (*chunked says which);
+ * else why not. RFC 9112 6.3: chunked must be the last coding, and once (7), or where the
+ * body ends is unknown: 400; a coding the server does not know is a 501 (6.1). h2o's own
+ * 400 said only "Invalid Request". */
+static const char *transfer_codings(const struct phr_header *f, size_t n, bool *chunked)
+{
+    size_t n_chunked = 0, n_codings = 0;
+    bool last_chunked = false, any = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!field_is(&f[i], "transfer-encoding")) {
+            continue;
+        }
+        any = true;
+        const char *p = f[i].value, *end = f[i].value + f[i].value_len;
+        while (p <= end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            h2o_iovec_t v = h2o_str_stripws(p, (size_t)((comma ? comma : end) - p));
+            if (v.len > 0) { /* empty list elements are ignored (RFC 9110 5.6.1) */
+                last_chunked = v.len == 7 && strncasecmp(v.base, "chunked", 7) == 0;
+                n_chunked += last_chunked;
+                n_codings++;
+            }
+            p = (comma ? comma : end) + 1;
+        }
+    }
+    *chunked = n_chunked > 0;
+    if (any && (!last_chunked || n_chunked > 1)) {
+        return "the request's transfer codings must end with chunked, applied once (RFC 9112 "
+               "6.3), or where its body ends is unknown";
+    }
+    return n_codings > n_chunked ? TE_UNKNOWN : NULL;
+}
+
 /* Judge the head at the front of c's input buffer; false after refusing it. */
 static bool check_head(bd_http_t *h, conn_t *c)
 {
@@ -2815,18 +2852,12 @@ static bool check_head(bd_http_t *h, conn_t *c)
     c->chunked = false;
     if (len > 0) {
         trim_values(fields, n_fields);
+        const char *te_fault = transfer_codings(fields, n_fields, &c->chunked);
+        if (te_fault) {
+            refuse_head(c, te_fault == TE_UNKNOWN ? 501 : 400, te_fault);
+            return false;
+        }
         for (size_t i = 0; i < n_fields; i++) {
-            if (field_is(&fields[i], "transfer-encoding")) {
-                /* RFC 9112 6.1: a transfer coding the server does not know is a 501 (h2o's
-                 * 400 said only "Invalid Request"). */
-                if (fields[i].value_len != 7 || strncasecmp(fields[i].value, "chunked", 7) != 0) {
-                    refuse_head(c, 501,
-                                "the only Transfer-Encoding supported is chunked (a compressed "
-                                "body says so with Content-Encoding)");
-                    return false;
-                }
-                c->chunked = true;
-            }
             if (!field_is(&fields[i], "expect")) {
                 continue;
             }

@@ -118,15 +118,34 @@ def test_a_content_length_that_is_not_one_number_is_refused_saying_so(client, va
                    "Content-Length must be one decimal number (repeated values must be equal)")
 
 
-@pytest.mark.parametrize("coding", [b"gzip, chunked", b"identity", b"chunked, chunked"])
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"x-custom,chunked",
+                                    b"gzip\r\nTransfer-Encoding: chunked"])
 def test_a_transfer_coding_other_than_chunked_gets_501(client, coding):
-    """RFC 9112 6.1: a transfer coding the server does not understand is a 501."""
+    """RFC 9112 6.1: a transfer coding the server does not understand is a 501 (chunked last:
+    where the body ends is known). Several fields are one list (RFC 9110 5.3)."""
     out, closed = exchange(client.server.port, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
                            b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked(BODY))
     (status, headers, body), = responses(out)
     assert status == 501, out[:300]
     assert json.loads(body) == {"error": "the only Transfer-Encoding supported is chunked (a "
                                          "compressed body says so with Content-Encoding)"}
+    assert closed
+    client.assert_healthy()
+
+
+@pytest.mark.parametrize("coding", [b"chunked, gzip", b"identity", b"chunked, chunked",
+                                    b"chunked\r\nTransfer-Encoding: chunked", b"", b" , "])
+def test_transfer_codings_that_do_not_end_with_one_chunked_get_400(client, coding):
+    """RFC 9112 6.3: chunked not last (or none: identity is no transfer coding now), or chunked
+    twice (7: applied at most once), leave where the body ends unknown: 400 and close. They were
+    501, and two fields of chunked were taken as one."""
+    out, closed = exchange(client.server.port, b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked(BODY))
+    (status, headers, body), = responses(out)
+    assert status == 400, out[:300]
+    assert json.loads(body) == {"error": "the request's transfer codings must end with chunked, "
+                                         "applied once (RFC 9112 6.3), or where its body ends "
+                                         "is unknown"}
     assert closed
     client.assert_healthy()
 
