@@ -39,10 +39,12 @@
 #include "tensor/tensor.h"
 
 #define SHARD_STREAMS 64
-/* Read connections per process, all models together: 4096 streams. Their descriptors come
- * out of the 256 that --max-connections keeps aside, so producers creating streams without
- * end cannot take the ones HTTP accepts with; streams past it wait, and the log says so. */
-#define MAX_SHARDS 64
+/* Streams read per process, all models together: producers name streams, so they could
+ * otherwise open read connections (one per SHARD_STREAMS of a model) without end, out of the
+ * 256 descriptors --max-connections keeps aside, and take the ones HTTP accepts with. With
+ * this, a process holds at most its models' count plus 64 read connections. Streams past it
+ * wait for a place (a deleted stream's), and the log says so. */
+#define MAX_STREAMS_READ 4096
 #define TICK_MS 50
 #define SCAN_EVERY_US 2000000u
 #define SCAN_COUNT "1000"
@@ -274,7 +276,7 @@ struct bd_ingest {
     bool redis_up, ever_up;
     bool down_logged; /* "unreachable" said before the first connection came up */
     uint64_t last_log_us[4];
-    size_t n_shards; /* every pipe's, at most MAX_SHARDS */
+    size_t n_read; /* streams in a shard, every pipe's: at most MAX_STREAMS_READ */
     /* scratch for building commands */
     const char **av;
     size_t *al;
@@ -1061,9 +1063,6 @@ static shard_t *shard_for(pipe_t *p)
             return p->shards[i];
         }
     }
-    if (p->ing->n_shards >= MAX_SHARDS) {
-        return NULL;
-    }
     shard_t **arr = realloc(p->shards, (p->n_shards + 1) * sizeof *arr);
     if (!arr) {
         return NULL;
@@ -1078,25 +1077,29 @@ static shard_t *shard_for(pipe_t *p)
     rconn_init(&sh->conn, ing->loop, &ing->url, "read",
                3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
-    ing->n_shards++;
     rconn_poll(&sh->conn, bd_now_us());
     return sh;
 }
 
-/* Give stream `s`, whose group is ready, a place in a shard; one that finds every read
- * connection full waits for the next scan, and the log says why. */
+/* Give stream `s`, whose group is ready, a place in a shard; one past MAX_STREAMS_READ waits
+ * for the next scan, and the log says why. */
 static void attach_shard(stream_t *s)
 {
-    shard_t *sh = shard_for(s->p);
-    if (!sh) {
-        if (s->p->ing->n_shards >= MAX_SHARDS && log_ok(s->p->ing, LOG_READ)) {
+    bd_ingest_t *ing = s->p->ing;
+    if (ing->n_read >= MAX_STREAMS_READ) {
+        if (log_ok(ing, LOG_READ)) {
             BD_WARN("ingest",
-                    "stream not read model=%s stream=%s: batchd reads at most %d streams (%d "
-                    "connections of %d), all in use; run another batchd process in the group",
-                    s->p->model, s->log_key, MAX_SHARDS * SHARD_STREAMS, MAX_SHARDS, SHARD_STREAMS);
+                    "stream not read model=%s stream=%s: batchd reads at most %d streams, all "
+                    "models together; run another batchd process in the group",
+                    s->p->model, s->log_key, MAX_STREAMS_READ);
         }
         return;
     }
+    shard_t *sh = shard_for(s->p);
+    if (!sh) {
+        return;
+    }
+    ing->n_read++;
     sh->streams[sh->n++] = s;
     s->shard = sh;
     s->history = true;
@@ -2237,6 +2240,7 @@ static void prune(pipe_t *p)
             if (sh->streams[k] == s) {
                 memmove(sh->streams + k, sh->streams + k + 1, (sh->n - k - 1) * sizeof s);
                 sh->n--;
+                p->ing->n_read--;
                 sh->cursor = sh->n ? sh->cursor % sh->n : 0;
                 break;
             }

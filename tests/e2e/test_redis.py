@@ -190,11 +190,11 @@ def test_new_streams_are_picked_up_while_running(start_server_fn, rsrv):
 
 @pytest.mark.slow
 def test_streams_past_the_read_connections_wait_and_http_keeps_serving(start_server_fn, rsrv):
-    """Each 64 streams take a read connection, and at most 64 of those (4096 streams) are
-    opened: their descriptors come out of the 256 kept aside from --max-connections, so a
-    producer creating streams without end cannot take the ones HTTP accepts with (15,000
-    streams under a limit of 400 descriptors stopped HTTP). The streams past 4096 wait, and
-    the log says so."""
+    """Each 64 streams of a model take a read connection, and at most 4096 streams are read
+    in all: the connections' descriptors come out of the 256 kept aside from
+    --max-connections, so a producer creating streams without end cannot take the ones HTTP
+    accepts with (15,000 streams under a limit of 400 descriptors stopped HTTP). The streams
+    past 4096 wait, and the log says so."""
     n = 4096 + 40
     r = rsrv.client()
     row = frame(1, 0).tobytes()
@@ -208,14 +208,27 @@ def test_streams_past_the_read_connections_wait_and_http_keeps_serving(start_ser
     sim_model(repo, "cam", {"streams": "frames:*"})
     client = start_batchd(start_server_fn, repo, rsrv)
     assert wait_results(r, 4096), "%d results" % count_results(r)
-    assert wait_for(lambda: "batchd reads at most 4096 streams (64 connections of 64), all in "
-                    "use; run another batchd process in the group" in client.server.log(), 10)
+    assert wait_for(lambda: "batchd reads at most 4096 streams, all models together; run "
+                    "another batchd process in the group" in client.server.log(), 10)
     assert metric(client, "batchd_redis_streams", model="cam", pattern="frames:*") == n
     time.sleep(1.0)  # a scan or two: the streams past the 4096 are still not read
     assert count_results(r) == 4096
     fds = len(os.listdir("/proc/%d/fd" % client.server.proc.pid))
     assert fds < 256, "%d descriptors open" % fds
     assert client.get("/v2/health/live").status_code == 200
+
+
+def test_many_models_with_a_stream_each_are_all_read(start_server_fn, rsrv):
+    """70 models reading one stream each: 70 read connections, far under the 4096 streams a
+    process reads (a cap counted in connections left the 65th model unread)."""
+    r = rsrv.client()
+    repo = start_server_fn.repo("redis")
+    for i in range(70):
+        sim_model(repo, "m%02d" % i, {"streams": "cam%02d" % i, "results": "results:{stream}"})
+        r.xadd("cam%02d" % i, {"input": frame(i, 0).tobytes()})
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, 70, timeout=30), "%d results" % count_results(r)
+    assert "stream not read" not in client.server.log()
 
 
 def test_a_stream_key_with_spaces_is_quoted_in_the_log(start_server_fn, rsrv):
