@@ -824,7 +824,14 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
                         }
                         break;
                     }
-                    L.first_measured_us = measured_sched == 0 ? next_send : L.first_measured_us;
+                    if (measured_sched == 0 && ro->requests > 0) {
+                        /* The level's time starts here, not at the warm-up's end: what ended
+                         * in between (a warm-up burst's replies) is not in its rates. */
+                        L.first_measured_us = next_send;
+                        L.win_start = next_send;
+                        L.win_count = L.done_in_measure = L.ok_in_measure = 0;
+                        res->n_windows = 0;
+                    }
                     measured_sched++;
                     L.measured_done = measured_sched;
                 }

@@ -338,6 +338,19 @@ def test_bursty_request_count_offers_the_rate(tmp_path, fake, n):
     assert lv["success_rate"] == 1.0
 
 
+def test_request_count_rates_leave_out_what_ended_before_the_first_of_the_n(tmp_path, fake):
+    """--rate 10 bursty (bursts of 16 every 1.6 s) --requests 16 --warmup 1.7s: the warm-up's
+    burst (1.6 s) is answered at 1.8 s, after the warm-up but before the first of the N (3.2 s),
+    where the level's time starts; it read achieved 20/s for 10 offered."""
+    srv = fake(delay=0.2)
+    data, _ = bench(tmp_path, srv.url, "fake", "--rate", 10, "--distribution", "bursty",
+                    "--requests", 16, "--warmup", "1.7s", "--max-send-lag", "50ms")
+    (lv,) = data["levels"]
+    assert lv["responses"] == 16 and lv["measured_s"] == pytest.approx(1.6, rel=1e-3), lv
+    assert lv["offered_rps"] == pytest.approx(10, rel=1e-3), lv
+    assert lv["achieved_rps"] == pytest.approx(10, rel=1e-3), lv
+
+
 def test_503_counted_by_status_and_kind(tmp_path, fake):
     srv = fake(delay=0.002, fail_every=2)
     data, _ = bench(tmp_path, srv.url, "fake", "--concurrency", 2, "--requests", 200,
