@@ -2750,11 +2750,13 @@ static const char TE_UNKNOWN[] = "the only Transfer-Encoding supported is chunke
  * fields are one list): NULL when they are none or chunked alone (*chunked says which);
  * else why not. RFC 9112 6.3: chunked must be the last coding, and once (7), or where the
  * body ends is unknown: 400; a coding the server does not know is a 501 (6.1). h2o's own
- * 400 said only "Invalid Request". */
+ * 400 said only "Invalid Request". An empty element (RFC 9110 5.6.1 lets a recipient skip
+ * it) is refused with the 400 too: h2o reads only the last field, and whole, so it would
+ * frame "chunked," or "chunked" then an empty field otherwise than this list says. */
 static const char *transfer_codings(const struct phr_header *f, size_t n, bool *chunked)
 {
     size_t n_chunked = 0, n_codings = 0;
-    bool last_chunked = false, any = false;
+    bool last_chunked = false, any = false, empty = false;
     for (size_t i = 0; i < n; i++) {
         if (!field_is(&f[i], "transfer-encoding")) {
             continue;
@@ -2764,16 +2766,15 @@ static const char *transfer_codings(const struct phr_header *f, size_t n, bool *
         while (p <= end) {
             const char *comma = memchr(p, ',', (size_t)(end - p));
             h2o_iovec_t v = h2o_str_stripws(p, (size_t)((comma ? comma : end) - p));
-            if (v.len > 0) { /* empty list elements are ignored (RFC 9110 5.6.1) */
-                last_chunked = v.len == 7 && strncasecmp(v.base, "chunked", 7) == 0;
-                n_chunked += last_chunked;
-                n_codings++;
-            }
+            last_chunked = v.len == 7 && strncasecmp(v.base, "chunked", 7) == 0;
+            n_chunked += last_chunked;
+            n_codings += v.len > 0;
+            empty = empty || v.len == 0;
             p = (comma ? comma : end) + 1;
         }
     }
     *chunked = n_chunked > 0;
-    if (any && (!last_chunked || n_chunked > 1)) {
+    if (any && (empty || !last_chunked || n_chunked > 1)) {
         return "the request's transfer codings must end with chunked, applied once (RFC 9112 "
                "6.3), or where its body ends is unknown";
     }
