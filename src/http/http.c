@@ -2558,6 +2558,28 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
     return false;
 }
 
+/* An infer request that waits for 100 Continue (Expect) to a model or version the repository
+ * does not have: its 400 goes now, so the client does not send a body only to be refused
+ * after it (curl sends any body over 1 MiB so). False after refusing. A sentence that would
+ * need JSON escapes (raw_reply takes none) is left to the handler. */
+static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c, size_t left)
+{
+    bd_model_t *m = NULL;
+    bd_err_t err = {0};
+    h2o_iovec_t v = ns == 6 ? seg[4] : h2o_iovec_init(NULL, 0);
+    if (bd_repo_find(h->repo, seg[2].base, seg[2].len, v.base, v.len, &m, &err) == 0 ||
+        err.code != BD_ENOTFOUND || strlen(err.msg) > 300) {
+        return true;
+    }
+    for (const char *p = err.msg; *p; p++) {
+        if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) {
+            return true;
+        }
+    }
+    refuse_body(c, 400, NULL, err.msg, left);
+    return false;
+}
+
 /* A body that one Content-Length announces over --max-body-bytes (413), a request that admit
  * would refuse 401, or rate_ok 429, or that --max-buffered-bytes has no room for (503,
  * room_for_body), is answered from its head before its body is buffered: the body is then
@@ -2571,7 +2593,7 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
  * else is admit's and rate_ok's, after the body. */
 static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t method_len,
                           const char *path, size_t path_len, const struct phr_header *f, size_t n,
-                          size_t head)
+                          size_t head, bool expects)
 {
     bool keys = h->gate && bd_gate_keys_on(h->gate);
     bool limits = h->gate && bd_gate_limits_on(h->gate);
@@ -2670,6 +2692,9 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
                  iov_eq(seg[0], "v2") && iov_eq(seg[1], "models") &&
                  ((ns == 4 && iov_eq(seg[3], "infer")) ||
                   (ns == 6 && iov_eq(seg[3], "versions") && iov_eq(seg[5], "infer")));
+    if (infer && expects && !model_known(h, seg, ns, c, left)) {
+        return false;
+    }
     if (!limits || !infer) {
         return true;
     }
@@ -2851,6 +2876,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
         return false;
     }
     c->chunked = false;
+    bool expects = false; /* Expect: 100-continue, HTTP/1.1 (any other value was a 417) */
     if (len > 0) {
         trim_values(fields, n_fields);
         const char *te_fault = transfer_codings(fields, n_fields, &c->chunked);
@@ -2862,6 +2888,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
             if (!field_is(&fields[i], "expect")) {
                 continue;
             }
+            expects = minor == 1 && fields[i].value_len == 12;
             if (minor == 0) {
                 /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored, and no 1xx
                  * is sent to it; h2o 2.2.5 answers it, so it is renamed out of h2o's sight. */
@@ -2880,7 +2907,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
     }
     c->head_checked = len > 0;
     return len <= 0 ||
-           early_refusal(h, c, method, method_len, path, path_len, fields, n_fields, head);
+           early_refusal(h, c, method, method_len, path, path_len, fields, n_fields, head, expects);
 }
 
 /* A client that sends requests far ahead of reading their replies: h2o reads what the

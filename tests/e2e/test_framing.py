@@ -368,6 +368,25 @@ def test_no_100_continue_for_an_http10_client(client):
         assert got == want, (version, out[:300])
 
 
+@pytest.mark.parametrize("path, want", [
+    (b"/v2/models/nope/infer", "unknown model 'nope'"),
+    (b"/v2/models/fr/versions/9/infer", "model 'fr' has no version '9'; it has 1"),
+])
+def test_expect_100_continue_to_a_model_that_is_not_there_gets_its_400_first(client, path,
+                                                                            want):
+    """A client that waits for 100 Continue before sending its body (curl does past 1 MiB)
+    to a model or version the repository does not have gets the 400 at once, with no 100: it
+    was sent 100, uploaded the body, and only then got the 400."""
+    with socket.create_connection(("127.0.0.1", client.server.port), timeout=5) as s:
+        s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 3000000\r\n\r\n")
+        out = read_all(s)
+    (status, headers, body), = responses(out)
+    assert status == 400 and json.loads(body) == {"error": want}, out[:300]
+    assert headers["connection"] == "close"
+    client.assert_healthy()
+
+
 def test_an_expectation_other_than_100_continue_gets_417_saying_which_is_supported(client):
     """h2o answered 417 "Expectation Failed" alone; the answer names the one expectation there
     is. The token is case-insensitive (RFC 9110 10.1.1)."""
