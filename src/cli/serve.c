@@ -276,11 +276,8 @@ void bd_cli_hugepages_reexec(char **argv)
  * the command line does not carry the flag. */
 static const char *given_as(int argc, char **argv, const char *flag, const char *env)
 {
-    size_t n = strlen(flag);
-    for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], flag, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '=')) {
-            return flag;
-        }
+    if (bd_cli_given(argc, argv, flag)) {
+        return flag;
     }
     const char *v = getenv(env);
     return v && *v ? env : flag;

@@ -2598,8 +2598,9 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bool keys = h->gate && bd_gate_keys_on(h->gate);
     bool limits = h->gate && bd_gate_limits_on(h->gate);
     unsigned long long cl = 0, one = 0;
-    int n_cl = 0, n_te = 0, n_auth = 0;
-    bool chunked = false, cl_differ = false;
+    int n_cl = 0, n_auth = 0;
+    bool cl_differ = false;
+    bool te = c->chunked; /* check_head let a Transfer-Encoding through only as one chunked */
     const struct phr_header *auth = NULL, *first_cl = NULL;
     for (size_t i = 0; i < n; i++) {
         if (field_is(&f[i], "content-length")) {
@@ -2612,16 +2613,12 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             first_cl = first_cl ? first_cl : &f[i];
             cl = one > cl ? one : cl;
             n_cl++;
-        } else if (field_is(&f[i], "transfer-encoding")) {
-            h2o_iovec_t v = h2o_str_stripws(f[i].value, f[i].value_len);
-            n_te++;
-            chunked = v.len == 7 && strncasecmp(v.base, "chunked", 7) == 0;
         } else if (field_is(&f[i], "authorization")) {
             n_auth++;
             auth = &f[i];
         }
     }
-    if (cl_differ || (n_cl && n_te)) {
+    if (cl_differ || (n_cl && te)) {
         /* Where the body ends is unknown (RFC 9112 6.3): answered now, as request_head_ok
          * would after a body h2o framed by one of them. */
         refuse_head(c, 400,
@@ -2631,16 +2628,16 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
                                 "Transfer-Encoding");
         return false;
     }
-    if (!n_te && cl == 0) {
+    if (!te && cl == 0) {
         return true; /* no body */
     }
     /* What is still to come of the body (a refused one is read that far and dropped, unless it
      * stalls or takes --http-timeout-secs in all; a chunked one, up to --max-body-bytes). */
     size_t have = c->sock->input->size - head;
-    unsigned long long need = n_te ? h->max_body_bytes : cl;
-    unsigned long long rest = n_te ? h->max_body_bytes : cl > have ? cl - have : 0;
+    unsigned long long need = te ? h->max_body_bytes : cl;
+    unsigned long long rest = te ? h->max_body_bytes : cl > have ? cl - have : 0;
     size_t left = rest < SIZE_MAX ? (size_t)rest : SIZE_MAX;
-    if (n_cl == 1 && !n_te && cl > h->max_body_bytes) {
+    if (n_cl == 1 && !te && cl > h->max_body_bytes) {
         char msg[160];
         too_large(h, msg, sizeof msg);
         refuse_body(c, 413, NULL, msg, left);
@@ -2649,7 +2646,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     if (!keys && !limits && !h->budget->max) {
         return true;
     }
-    if (n_cl > 1 || n_te > 1 || (n_cl && n_te) || (n_te && !chunked)) {
+    if (n_cl > 1) {
         return room_for_body(h, c, need, left); /* framing only h2o and admit settle */
     }
     size_t plen = 0;
