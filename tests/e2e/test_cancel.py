@@ -12,7 +12,7 @@ import requests
 
 from conftest import HTTP_TIMEOUT_S, tensor, wait_for
 
-LATENCY_US = 1000000  # one batch takes 1 s on the only instance
+LATENCY_US = 2000000  # one batch takes 2 s on the only instance (room for a slow build)
 
 
 @pytest.fixture
@@ -52,11 +52,14 @@ def start_blocker(client):
 
     t = threading.Thread(target=run)
     t.start()
-    # No metric says "running"; the request reaches the idle instance within milliseconds
-    # and then holds it for a whole second.
-    time.sleep(0.2)
-    assert counter(client, "batchd_queue_depth") == 0
+    wait_running(client)
     return t, out
+
+
+def wait_running(client):
+    """Until one request runs on the idle instance (in flight, none queued)."""
+    wait_for(lambda: counter(client, "batchd_inference_inflight") == 1
+             and counter(client, "batchd_queue_depth") == 0, 10, "one request running")
 
 
 def send_and_keep(client, n, first):
@@ -70,7 +73,6 @@ def send_and_keep(client, n, first):
 
 def test_queued_requests_of_disconnected_clients_never_run(slow):
     t, status = start_blocker(slow)
-    t0 = time.monotonic()
     socks = send_and_keep(slow, 100, 1)
     wait_for(lambda: counter(slow, "batchd_queue_depth") == 100, 5, "100 requests queued")
     for s in socks:
@@ -78,7 +80,7 @@ def test_queued_requests_of_disconnected_clients_never_run(slow):
     wait_for(lambda: counter(slow, "batchd_inference_requests_total", outcome="cancelled")
              == 100, 5, "100 cancellations")
     # Every cancellation landed while the blocker still ran: nothing else could execute.
-    assert time.monotonic() - t0 < LATENCY_US / 1e6, "cancelling took longer than the batch"
+    assert counter(slow, "batchd_inference_executions_total") == 0
     assert counter(slow, "batchd_queue_depth") == 0
     t.join(HTTP_TIMEOUT_S)
     assert status == [200]
@@ -121,8 +123,7 @@ def test_only_the_clients_that_left_are_cancelled(slow):
 def test_running_request_of_a_gone_client_is_dropped(slow):
     s = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
     s.sendall(raw_request(1))
-    time.sleep(0.2)  # it runs now (idle instance), for a whole second
-    assert counter(slow, "batchd_queue_depth") == 0
+    wait_running(slow)
     assert counter(slow, "batchd_inference_executions_total") == 0
     s.close()
     # Its batch runs to the end (it cannot be stopped); the answer goes nowhere.
@@ -158,7 +159,7 @@ def test_a_client_that_only_shut_its_sending_half_reads_its_answer(slow):
     queued is cancelled and answered 503, which this client reads."""
     running = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
     running.sendall(raw_request(1))
-    time.sleep(0.2)  # it runs now (idle instance), for a whole second
+    wait_running(slow)
     queued = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
     queued.sendall(raw_request(5))
     wait_for(lambda: counter(slow, "batchd_queue_depth") == 1, 5, "the second request queued")

@@ -40,10 +40,21 @@ def wait_queue_depth(client, model, depth, timeout=10.0):
     raise AssertionError("queue of %s never reached %d" % (model, depth))
 
 
+def wait_running(client, model, timeout=10.0):
+    """Until one request of `model` runs on its idle instance (in flight, none queued)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if (client.metric("batchd_inference_inflight", model=model, version="1") == 1
+                and client.metric("batchd_queue_depth", model=model, version="1") == 0):
+            return
+        time.sleep(0.01)
+    raise AssertionError("no request of %s started running" % model)
+
+
 def test_timeout_fires_while_the_only_instance_is_busy(start_server_fn):
     repo = start_server_fn.repo()
     repo.add_sim("slow", [("INPUT0", "FP32", [2])], max_batch_size=8,
-                 dynamic_batching={"max_queue_delay_us": 0}, instances=1, latency_us=1000000)
+                 dynamic_batching={"max_queue_delay_us": 0}, instances=1, latency_us=3000000)
     client = start_server_fn(repo)
     first = {}
 
@@ -52,14 +63,14 @@ def test_timeout_fires_while_the_only_instance_is_busy(start_server_fn):
 
     t = threading.Thread(target=run_first)
     t.start()
-    # The first request is taken at once (nothing queued, instance idle) and runs for 1 s.
-    time.sleep(0.3)
+    # The first request is taken at once (nothing queued, instance idle) and runs for 3 s.
+    wait_running(client, "slow")
     t0 = time.monotonic()
     r = post(client, "slow", body([3.0, 4.0], timeout=50000))
     took = time.monotonic() - t0
     msg = error_message(r, 503)
     assert msg == "request timeout expired in queue", msg
-    assert took < 0.3, "the 50 ms timeout was answered after %.3f s" % took
+    assert took < 1.0, "the 50 ms timeout was answered after %.3f s" % took
     t.join(HTTP_TIMEOUT_S)
     assert first["r"].status_code == 200, first["r"].text
     assert first["r"].json()["outputs"][0]["data"] == [1.0, 2.0]
@@ -72,13 +83,13 @@ def test_timeout_fires_while_the_only_instance_is_busy(start_server_fn):
 
 def test_high_priority_runs_in_the_next_batch(start_server_fn):
     repo = start_server_fn.repo()
-    # Batches of up to 64 taking 1.5 s each: while the blocker runs, 100 low-priority
+    # Batches of up to 64 taking 3 s each: while the blocker runs, 100 low-priority
     # requests queue, then the high one. In FIFO order the high one would be in the third
     # batch (64 low ones first, then 36 and it); by priority it is in the second.
     repo.add_sim("prio", [("INPUT0", "FP32", [2])], max_batch_size=64,
                  dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 256,
                                    "priority_levels": 2, "default_priority_level": 2},
-                 instances=1, latency_us=1500000)
+                 instances=1, latency_us=3000000)
     client = start_server_fn(repo)
     done = {}
     lock = threading.Lock()
@@ -90,7 +101,7 @@ def test_high_priority_runs_in_the_next_batch(start_server_fn):
 
     blocker = threading.Thread(target=send, args=("blocker", [0.0, 0.0]))
     blocker.start()
-    time.sleep(0.3)  # the blocker runs now (1.5 s); everything below queues behind it
+    wait_running(client, "prio")  # the blocker runs (3 s); everything below queues behind it
     lows = [threading.Thread(target=send, args=(("low", i), [float(i), 0.0]))
             for i in range(100)]
     for t in lows:
@@ -106,11 +117,11 @@ def test_high_priority_runs_in_the_next_batch(start_server_fn):
     lows_done = [done[("low", i)] for i in range(100)]
     assert all(r.status_code == 200 for _, r in lows_done)
     # The high one shares the next batch with 63 low ones; the other 37 come a batch later.
-    # Batches end 1.5 s apart; half of that separates "same batch" from "another batch" even
+    # Batches end 3 s apart; half of that separates "same batch" from "another batch" even
     # when 64 client threads wake at once on a busy machine.
-    before = sum(1 for t, _ in lows_done if t < t_high - 0.75)
+    before = sum(1 for t, _ in lows_done if t < t_high - 1.5)
     assert before == 0, "%d low-priority requests finished before the high one" % before
-    after = sum(1 for t, _ in lows_done if t > t_high + 0.75)
+    after = sum(1 for t, _ in lows_done if t > t_high + 1.5)
     assert after == 37, "only %d low-priority requests finished after the high one" % after
     assert client.metric("batchd_inference_items_total", model="prio", version="1") == 102
 

@@ -43,7 +43,7 @@ from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, SANITIZER_MARKERS, Server, bin
                       tensor, wait_for)
 
 TIMEOUT_SECS = 2          # --http-timeout-secs of the main server: heads and handshakes
-SLOW_US = 1500000         # the slow model holds its only instance this long
+SLOW_US = 3000000         # the slow model holds its only instance this long
 STEP_S = 15.0
 
 
@@ -553,6 +553,7 @@ class NotifyingClient:
 def test_clients_that_leave_have_their_queued_requests_cancelled(tls):
     cancelled0 = tls.counter("batchd_inference_requests_total", "slow", outcome="cancelled")
     items0 = tls.counter("batchd_inference_items_total", "slow")
+    execs0 = tls.counter("batchd_inference_executions_total", "slow")
     blocker = []
     t = threading.Thread(target=lambda: blocker.append(requests.post(
         tls.url("/v2/models/slow/infer"), verify=tls.certs["cert"], timeout=HTTP_TIMEOUT_S,
@@ -580,6 +581,8 @@ def test_clients_that_leave_have_their_queued_requests_cancelled(tls):
         c.close_notify()
     wait_for(lambda: tls.counter("batchd_inference_requests_total", "slow",
                                  outcome="cancelled") - cancelled0 == 6, 5, "6 cancellations")
+    # All while the blocker still ran: nothing else could have started.
+    assert tls.counter("batchd_inference_executions_total", "slow") - execs0 == 0
     t.join(HTTP_TIMEOUT_S)
     assert blocker and blocker[0].status_code == 200
     data = b""

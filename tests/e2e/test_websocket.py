@@ -42,7 +42,7 @@ from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, decode_outputs, tensor, wait_fo
 MAX_BODY = 65536          # --max-body-bytes of the `hygiene` server
 STEP_S = 15.0             # bound on any one receive / wait
 FLOOD_DIM = 2048          # 8 KiB per request and per reply: far more than socket buffers hold
-CANCEL_LATENCY_US = 1500000  # the blocker occupies the only instance for 1.5 s
+CANCEL_LATENCY_US = 3000000  # the blocker occupies the only instance for 3 s
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -1117,13 +1117,13 @@ def _cancel_body(i):
 
 @pytest.mark.parametrize("how", ["fin", "reset"])
 def test_socket_gone_at_its_cap_runs_none_of_its_queued_requests(start_server_fn, how):
-    """--ws-max-inflight 2: a socket sends 10 requests to a model busy 400 ms a batch, one at
+    """--ws-max-inflight 2: a socket sends 10 requests to a model busy 2 s a batch, one at
     a time, and leaves (FIN or reset) while the first runs. It is not being read (it is at
     its cap), yet its leaving is seen at once: the queued request is cancelled before the
     running one ends, and the messages held back by the cap never run."""
     repo = start_server_fn.repo("ws-capgone")
     repo.add_sim("slow", [("INPUT0", "INT32", [1])], max_batch_size=1, instances=1,
-                 latency_us=400000)
+                 latency_us=2000000)
     client = start_server_fn(repo, ["--ws-max-inflight", "2"])
     lab = {"model": "slow", "version": "1"}
 
@@ -1136,13 +1136,15 @@ def test_socket_gone_at_its_cap_runs_none_of_its_queued_requests(start_server_fn
                           for i in range(10)))
         await wait_until(lambda: c("batchd_inference_inflight") == 2
                          and c("batchd_queue_depth") == 1, "one running and one queued")
-        t0 = time.monotonic()
         if how == "reset":
             raw.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.s.close()
         await wait_until(lambda: c("batchd_inference_requests_total", protocol="websocket",
                                    outcome="cancelled") == 1, "the queued request cancelled")
-        assert time.monotonic() - t0 < 0.3, "the leaving was seen only after the batch"
+        assert c("batchd_inference_executions_total") == 0, \
+            "the leaving was seen only after the batch"
+        await wait_until(lambda: c("batchd_inference_executions_total") == 1,
+                         "the running batch to end")
         await asyncio.sleep(1.0)  # time for anything left over to run, were it started
 
     run(main())
@@ -1156,7 +1158,7 @@ def test_socket_gone_at_its_cap_runs_none_of_its_queued_requests(start_server_fn
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["close", "drop"])
 def test_socket_gone_with_queued_requests_runs_none_of_them(srv, how):
-    """A blocker occupies the only instance for 1.5 s; a socket queues 100 (close handshake)
+    """A blocker occupies the only instance for 3 s; a socket queues 100 (close handshake)
     or 50 (TCP connection dropped without a close frame) requests behind it, then goes away,
     while another socket has 5 queued after those. The doomed requests leave the queue at
     once (cancelled) and never run: after the blocker, one batch runs exactly the 5."""
@@ -1172,7 +1174,6 @@ def test_socket_gone_with_queued_requests_runs_none_of_them(srv, how):
             await keep.send(req(_cancel_body(0), "blocker"))
             await wait_until(lambda: c("batchd_inference_inflight") == 1
                              and c("batchd_queue_depth") == 0, "the blocker to run")
-            t0 = time.monotonic()
             if how == "close":
                 doomed = await connect(srv, "/v2/models/%s/stream" % model)
                 for i in range(doomed_n):
@@ -1195,7 +1196,7 @@ def test_socket_gone_with_queued_requests_runs_none_of_them(srv, how):
             await wait_until(lambda: c("batchd_inference_requests_total", protocol="websocket",
                                        outcome="cancelled") == doomed_n,
                              "%d cancellations" % doomed_n)
-            assert time.monotonic() - t0 < CANCEL_LATENCY_US / 1e6, \
+            assert c("batchd_inference_executions_total") == 0, \
                 "cancelling took longer than the blocker's batch"
             assert c("batchd_queue_depth") == 5
             want = {"blocker": _cancel_body(0)}
@@ -1596,9 +1597,12 @@ def test_replies_the_client_has_not_read_keep_the_socket_open(tight):
                                   "parameters": {"binary_data_size": x.nbytes}}],
                       "parameters": {"binary_data_output": True}}, [x.tobytes()])
     ws = RawWS(tight.port, "/v2/models/wide/stream", rcvbuf=65536)
+    # Sent from a thread: at its cap the server stops reading, and whether the kernel's
+    # buffers take all 10 MB at once depends on how they have grown.
+    sender = threading.Thread(target=lambda: [ws.send_frame(0x2, msg) for _ in range(24)],
+                              daemon=True)
     try:
-        for i in range(24):
-            ws.send_frame(0x2, msg)
+        sender.start()
         time.sleep(3)
         for i in range(24):
             op, data = ws.recv_message()
@@ -1607,6 +1611,7 @@ def test_replies_the_client_has_not_read_keep_the_socket_open(tight):
             assert np.array_equal(np.asarray(outs["OUTPUT0"]).reshape(-1), x), i
         fin, op, payload = ws.recv_frame()  # then, idle, it closes
         assert op == OP_CLOSE and struct.unpack("!H", payload[:2])[0] == 1000, (op, payload)
+        sender.join(HTTP_TIMEOUT_S)
     finally:
         ws.close()
 
