@@ -345,7 +345,7 @@ def test_draining_is_not_ready_in_both_modes(start_server_fn, mode):
     wait_for(lambda: client.metric("batchd_inference_inflight", model="slow", version="1") == 1,
              10, "the request in flight")
     srv.signal(signal.SIGTERM)
-    time.sleep(0.2)
+    assert srv.wait_log(r"shutdown signal") is not None
     idle.request("GET", "/v2/health/ready")
     r = idle.getresponse()
     body = r.read()

@@ -47,7 +47,7 @@ def test_sigterm_answers_queued_requests(start_server_fn):
     lab = {"model": "slow", "version": "1"}
     _wait_metric(client, "batchd_queue_depth", lab, lambda v: v >= 4)
     srv.signal(signal.SIGTERM)
-    time.sleep(0.2)
+    assert srv.wait_log(r"shutdown signal") is not None
 
     # New work after the signal: refused at connect, or answered 503.
     try:
@@ -100,7 +100,7 @@ def test_drain_closes_keepalive_connections_with_json_503(start_server_fn):
     _wait_metric(client, "batchd_inference_inflight", {"model": "slow", "version": "1"},
                  lambda v: v >= 1)
     srv.signal(signal.SIGTERM)
-    time.sleep(0.2)
+    assert srv.wait_log(r"shutdown signal") is not None
     check_drain_replies(idle, busy)
     busy.close()
     idle.close()

@@ -890,7 +890,7 @@ def test_sigterm_drains_tls_connections_and_exits_zero(start_server_fn, certs):
                  "2 requests in flight")
         t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
-        time.sleep(0.2)
+        assert srv.wait_log(r"shutdown signal") is not None
         check_drain_replies(idle, busy)
 
         async def stream_end():

@@ -1220,7 +1220,7 @@ def test_socket_gone_with_queued_requests_runs_none_of_them(srv, how):
 def test_sigterm_answers_in_flight_then_closes_1001(start_server_fn):
     repo = start_server_fn.repo("wsdrain")
     repo.add_sim("drain", [("INPUT0", "INT32", [2])], max_batch_size=2, instances=1,
-                 latency_us=400000)
+                 latency_us=1000000)
     client = start_server_fn(repo, name="batchd-ws-drain")
     client.port = client.server.port
     srv = client.server
@@ -1239,7 +1239,7 @@ def test_sigterm_answers_in_flight_then_closes_1001(start_server_fn):
         await wait_until(lambda: model_metric(metrics(client), "batchd_inference_inflight",
                                               "drain") == 8, "8 requests in flight")
         srv.signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(srv.wait_log, r"shutdown signal") is not None
 
         # No new socket.
         try:
