@@ -81,6 +81,13 @@ def metric(client, name, **labels):
     return client.metric(name, **labels)
 
 
+def settled(client, name, want, **labels):
+    """The metric once it reads `want` (5 s at most): batchd counts a result written or an
+    entry acked when Redis's reply comes back, just after a checker can see it in Redis."""
+    wait_for(lambda: metric(client, name, **labels) == want, 5)
+    return metric(client, name, **labels)
+
+
 def check_all_answered(sent, res, allow_duplicates=False):
     """Every frame has a result; returns the number of duplicates (reported, not lost)."""
     seen = answered(res)
@@ -140,9 +147,9 @@ def test_10000_frames_100_cameras_exactly_once_byte_exact(start_server_fn, rsrv)
     assert wait_for(lambda: total_pending(r) == 0, 10), "entries left unacked"
     lab = {"model": "cam", "pattern": "frames:*"}
     assert metric(client, "batchd_redis_entries_read_total", **lab) == 10000
-    assert metric(client, "batchd_redis_results_written_total", **lab) == 10000
-    assert metric(client, "batchd_redis_acked_total", **lab) == 10000
-    assert metric(client, "batchd_redis_errors_total", **lab) == 0
+    assert settled(client, "batchd_redis_results_written_total", 10000, **lab) == 10000
+    assert settled(client, "batchd_redis_acked_total", 10000, **lab) == 10000
+    assert settled(client, "batchd_redis_errors_total", 0, **lab) == 0
     assert metric(client, "batchd_redis_streams", **lab) == 100
     assert metric(client, "batchd_inference_requests_total", model="cam", version="1",
                   protocol="redis", outcome="success") == 10000
@@ -293,8 +300,8 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         assert f["model_name"] == b"cam" and f["model_version"] == b"1"
     assert res[ok_id]["status"] == b"ok"  # the stream goes on after bad entries
     assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
-    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 7
-    assert metric(client, "batchd_redis_acked_total", model="cam", pattern="frames:*") == 8
+    assert settled(client, "batchd_redis_errors_total", 7, model="cam", pattern="frames:*") == 7
+    assert settled(client, "batchd_redis_acked_total", 8, model="cam", pattern="frames:*") == 8
     # Every bad entry is an invalid request, whether refused as read or by the infer layer.
     assert metric(client, "batchd_inference_requests_total", model="cam", version="1",
                   protocol="redis", outcome="invalid") == 7
@@ -360,7 +367,7 @@ def test_metadata_over_max_body_bytes_is_an_error_without_it(start_server_fn, rs
     assert "note" not in f and "camera" not in f
     assert res[ok]["status"] == b"ok" and res[ok]["note"] == b"x" * 3000
     assert wait_for(lambda: total_pending(r) == 0, 10)
-    assert metric(client, "batchd_redis_errors_total", model="cam", pattern="frames:*") == 1
+    assert settled(client, "batchd_redis_errors_total", 1, model="cam", pattern="frames:*") == 1
 
 
 def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn, rsrv):
@@ -405,7 +412,7 @@ def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn,
         assert re.search(rx, f["error"].decode()), f["error"]
     assert not r.exists("results:in:a")  # the default key is not used
     assert wait_for(lambda: total_pending(r, "in:*") == 0, 10)
-    assert metric(client, "batchd_redis_errors_total", model="two", pattern="in:*") == 3
+    assert settled(client, "batchd_redis_errors_total", 3, model="two", pattern="in:*") == 3
 
 
 def test_an_image_model_takes_encoded_images_without_a_datatype(start_server_fn, rsrv):
@@ -555,7 +562,7 @@ def test_backend_failures_retry_then_dead_letter(start_server_fn, rsrv):
     assert not r.exists("results:in:x")  # never an ok result for a failing model
     assert wait_for(lambda: total_pending(r, "in:*") == 0, 10)
     lab = {"model": "flaky", "pattern": "in:*"}
-    assert metric(client, "batchd_redis_dead_lettered_total", **lab) == 3
+    assert settled(client, "batchd_redis_dead_lettered_total", 3, **lab) == 3
     assert metric(client, "batchd_redis_reclaimed_total", **lab) >= 3
 
 
@@ -582,8 +589,8 @@ def test_a_result_that_cannot_be_written_is_dead_lettered_with_the_write_error(s
     other = r.xrange("dead:in:x")[0][1][b"reason"].decode()
     assert other.endswith("the model failed it (the last time: sim model: injected failure "
                           "(sim.fail_rate 1))"), other
-    assert metric(client, "batchd_redis_dead_lettered_total", model="cam",
-                  pattern="frames:*") == 1
+    assert settled(client, "batchd_redis_dead_lettered_total", 1, model="cam",
+                   pattern="frames:*") == 1
 
 
 def test_entries_trimmed_from_their_stream_while_held_are_still_answered(start_server_fn,
@@ -604,8 +611,8 @@ def test_entries_trimmed_from_their_stream_while_held_are_still_answered(start_s
     assert wait_results(r, 40, timeout=30)
     res = sorted(f["source_id"].decode() for _k, _e, f in results(r))
     assert res == sorted(ids)
-    assert metric(client, "batchd_redis_results_written_total", **lab) == 40
-    assert metric(client, "batchd_redis_duplicates_skipped_total", **lab) == 0
+    assert settled(client, "batchd_redis_results_written_total", 40, **lab) == 40
+    assert settled(client, "batchd_redis_duplicates_skipped_total", 0, **lab) == 0
     assert wait_for(lambda: total_pending(r) == 0, 10)
 
 
@@ -674,7 +681,8 @@ def test_claims_reach_every_camera(start_server_fn, rsrv):
     assert wait_for(lambda: r.exists("results:frames:063") and
                     r.xlen("results:frames:063") >= 3, 30), "the dead consumer's entries"
     assert sorted(f[b"source_id"].decode() for _i, f in r.xrange("results:frames:063")) == ids
-    assert metric(client, "batchd_redis_reclaimed_total", model="cam", pattern="frames:*") == 3
+    assert settled(client, "batchd_redis_reclaimed_total", 3, model="cam",
+                   pattern="frames:*") == 3
 
 
 def test_a_deleted_camera_is_let_go_and_read_again_when_it_returns(start_server_fn, rsrv):
@@ -694,7 +702,7 @@ def test_a_deleted_camera_is_let_go_and_read_again_when_it_returns(start_server_
     r.delete("frames:gone")
     time.sleep(5)  # two scans
     assert not r.exists("frames:gone"), "batchd created the deleted stream again"
-    assert metric(client, "batchd_redis_streams", **lab) == 1  # forgotten: cameras that come
+    assert settled(client, "batchd_redis_streams", 1, **lab) == 1  # forgotten: cameras that come
     # and go do not add up
     t0 = time.monotonic()
     eid = r.xadd("frames:stays", {"input": frame(1, 1).tobytes()})
@@ -730,7 +738,7 @@ def test_cameras_that_come_and_go(start_server_fn, rsrv):
         r.delete(*["results:" + k for k in keys])
     assert wait_for(lambda: metric(client, "batchd_redis_streams", **lab) == 1, 30)
     assert r.xlen("results:frames:keep") == 4
-    assert metric(client, "batchd_redis_acked_total", **lab) == sent
+    assert settled(client, "batchd_redis_acked_total", sent, **lab) == sent
     client.assert_healthy()
 
 
@@ -754,7 +762,7 @@ def test_restart_rereads_its_pending_entries_and_counts_their_deliveries(start_s
     assert [f[b"source_id"] for _i, f in r.xrange("results:frames:p")] == [fine]
     assert wait_for(lambda: total_pending(r) == 0, 10)
     lab = {"model": "cam", "pattern": "frames:*"}
-    assert metric(client, "batchd_redis_dead_lettered_total", **lab) == 1
+    assert settled(client, "batchd_redis_dead_lettered_total", 1, **lab) == 1
     assert metric(client, "batchd_redis_entries_read_total", **lab) == 2
 
 
