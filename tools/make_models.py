@@ -108,6 +108,13 @@ def make_all(out_dir):
          [tensor("OUTPUT0", TensorProto.FLOAT, ["N", 3, "M"])],
          [numpy_helper.from_array(np.array([0, 3, -1], dtype=np.int64), "SHAPE")],
          "OUTPUT0 = INPUT0 reshaped to [N, 3, L/3]; the run fails unless 3 divides L")
+    save(out_dir, "gather",
+         [helper.make_node("Gather", ["TABLE", "INPUT0"], ["OUTPUT0"], name="gather", axis=0)],
+         [tensor("INPUT0", TensorProto.INT64, ["N", 2])],
+         [tensor("OUTPUT0", TensorProto.FLOAT, ["N", 2, 4])],
+         [numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "TABLE")],
+         "OUTPUT0[n, k] = TABLE[INPUT0[n, k]] with TABLE[i][j] = 4*i + j, i in -10..9 (an "
+         "embedding lookup); ONNX Runtime refuses an index outside that range")
 
 
 def make_bad(out_dir):

@@ -113,7 +113,10 @@ typedef struct {
      * NULL when the run serves no request (warmup, tests). On success outputs[i]
      * (i < cfg->n_outputs, in config order) is filled with name, dtype, shape (first dim =
      * rows when batching) and data owned by the instance, valid until the next run or
-     * instance_free. Returns 0 or BD_EBACKEND with err set. */
+     * instance_free. Returns 0; BD_EINVAL when the model refuses the input values (not
+     * their types or shapes: the scheduler checked those), after which the scheduler runs
+     * the batch's requests again one at a time so that a request refused alone fails alone
+     * (400); or BD_EBACKEND. err is set with either. */
     int (*run)(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_t n_inputs,
                bd_tensor_t *outputs, size_t n_outputs, const bd_backend_batch_t *batch,
                bd_err_t *err);

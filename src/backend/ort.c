@@ -1599,12 +1599,16 @@ static int ort_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
     for (size_t i = 0; i < n_inputs && rc == 0; i++) {
         rc = wrap_input(inst, i, &inputs[i], &inst->in_vals[i], err);
     }
+    bool refused = false;
     if (rc == 0) {
-        rc = ort_check(
+        OrtStatus *st =
             ORT_FN(g.api, Run)(inst->session, inst->run_opts, (const char *const *)m->in_names,
                                (const OrtValue *const *)inst->in_vals, m->n_in,
-                               (const char *const *)m->out_names, m->n_out, inst->out_vals),
-            err, "run failed");
+                               (const char *const *)m->out_names, m->n_out, inst->out_vals);
+        /* INVALID_ARGUMENT from inputs whose types and shapes the scheduler checked against
+         * the model's: their values (an index past a Gather's table, say). */
+        refused = st && ORT_FN(g.api, GetErrorCode)(st) == ORT_INVALID_ARGUMENT;
+        rc = ort_check(st, err, "%s", refused ? "ONNX Runtime" : "run failed");
     }
     release_values(inst->in_vals, m->n_in);
     for (size_t i = 0; i < n_outputs && rc == 0; i++) {
@@ -1613,10 +1617,11 @@ static int ort_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
     if (rc != 0) {
         release_values(inst->out_vals, m->n_out);
         free_out_bytes(inst);
+        rc = refused ? BD_EINVAL : BD_EBACKEND;
         if (err) {
-            err->code = BD_EBACKEND;
+            err->code = rc;
         }
-        return BD_EBACKEND;
+        return rc;
     }
     return 0;
 }

@@ -67,6 +67,7 @@ enum {
     ORT_LOGGING_LEVEL_FATAL = 4,
 };
 enum { ORT_SEQUENTIAL = 0, ORT_PARALLEL = 1 };
+enum { ORT_INVALID_ARGUMENT = 2 }; /* OrtErrorCode (GetErrorCode) */
 enum { ORT_DISABLE_ALL = 0, ORT_ENABLE_BASIC = 1, ORT_ENABLE_EXTENDED = 2, ORT_ENABLE_ALL = 99 };
 enum { OrtDeviceAllocator = 0, OrtArenaAllocator = 1 };
 enum { OrtMemTypeDefault = 0 };

@@ -8,7 +8,8 @@
  * instance index, so a run of tests sees the same sequence every time. p = 1 fails every batch.
  * A request's parameters.sim_fail (a boolean; check_params refuses anything else before the
  * request is queued) fails the whole batch it runs in, after its usual time, with a message
- * naming the request.
+ * naming the request. parameters.sim_invalid does the same as a model that refuses the
+ * request's values would (BD_EINVAL: the scheduler runs the batch's requests again alone).
  *
  * Outputs alias the inputs: outputs[i].data == inputs[i].data. That satisfies the backend
  * contract ("valid until the next run") only because the caller keeps its input buffers
@@ -210,31 +211,36 @@ static int sim_check_params(const bd_backend_model_t *m, const bd_param_t *param
                             bd_err_t *err)
 {
     (void)m;
-    const bd_param_t *p = bd_param_find(params, n_params, "sim_fail");
-    if (p && p->kind != BD_PARAM_BOOL) {
-        return bd_err_set(err, BD_EINVAL, "parameters.sim_fail must be true or false");
+    static const char *const names[] = {"sim_fail", "sim_invalid"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const bd_param_t *p = bd_param_find(params, n_params, names[i]);
+        if (p && p->kind != BD_PARAM_BOOL) {
+            return bd_err_set(err, BD_EINVAL, "parameters.%s must be true or false", names[i]);
+        }
     }
     return 0;
 }
 
-/* The batch fails on purpose when a request in it set parameters.sim_fail. */
-static int sim_fail_check(const bd_backend_batch_t *batch, bd_err_t *err)
+/* The batch fails on purpose, with `code`, when a request in it set parameters.<name>. */
+static int sim_fail_check(const bd_backend_batch_t *batch, const char *name, int code,
+                          bd_err_t *err)
 {
     for (size_t k = 0; batch && k < batch->n_reqs; k++) {
         const bd_backend_req_t *r = &batch->reqs[k];
-        const bd_param_t *p = bd_param_find(r->params, r->n_params, "sim_fail");
+        const bd_param_t *p = bd_param_find(r->params, r->n_params, name);
         if (!p || p->kind != BD_PARAM_BOOL || !p->v.b) {
             continue;
         }
         if (r->id) {
-            return bd_err_set(err, BD_EBACKEND,
+            return bd_err_set(err, code,
                               "sim model: the batch failed on purpose because request '%s' set "
-                              "parameters.sim_fail",
-                              r->id);
+                              "parameters.%s",
+                              r->id, name);
         }
-        return bd_err_set(err, BD_EBACKEND,
+        return bd_err_set(err, code,
                           "sim model: the batch failed on purpose because a request in it set "
-                          "parameters.sim_fail");
+                          "parameters.%s",
+                          name);
     }
     return 0;
 }
@@ -277,8 +283,12 @@ static int sim_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size_
         return bd_err_set(err, BD_EBACKEND, "sim model: injected failure (sim.fail_rate %g)",
                           m->fail_rate);
     }
-    if (sim_fail_check(batch, err) != 0) {
-        return BD_EBACKEND;
+    int rc = sim_fail_check(batch, "sim_invalid", BD_EINVAL, err);
+    if (rc == 0) {
+        rc = sim_fail_check(batch, "sim_fail", BD_EBACKEND, err);
+    }
+    if (rc != 0) {
+        return rc;
     }
     for (size_t i = 0; i < n_outputs; i++) {
         outputs[i] = inputs[i]; /* aliases the input's data: see the file comment */

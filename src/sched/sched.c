@@ -125,6 +125,10 @@ struct inst {
      * all until the last one reports done under dmu. */
     decoder_t dec;
     bd_req_t **failed;
+    /* A batch the model refused for one request's input values (the backend's BD_EINVAL), run
+     * again a request at a time so that only that request fails (batch_cap entries, when
+     * batch_cap > 1). */
+    bd_req_t **alone;
     helper_t *helpers; /* owned, n_helpers */
     int n_helpers;
     pthread_mutex_t dmu;
@@ -1420,17 +1424,26 @@ static void describe_batch(const inst_t *in, size_t n, bd_backend_batch_t *batch
     batch->n_reqs = n;
 }
 
-/* Complete the requests whose images failed to decode (counted invalid: the client's
- * data, not the model, was at fault). `empty`: nothing is left to run, so a circuit-breaker
- * probe this batch held is given back undecided. */
-static void fail_images(bd_sched_t *s, inst_t *in, size_t n_failed, bool empty)
+/* A circuit-breaker probe this instance held, given back undecided: what it ran said nothing
+ * of the backend (no request left, or only a client's bad values). */
+static void give_back_probe(bd_sched_t *s, inst_t *in)
 {
-    if (empty && in->probe) {
+    if (in->probe) {
         pthread_mutex_lock(&s->mu);
         in->probe = false;
         s->cb_probe_busy = false;
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* Complete the requests whose images failed to decode (counted invalid: the client's
+ * data, not the model, was at fault). `empty`: nothing is left to run, so a circuit-breaker
+ * probe this batch held is given back undecided. */
+static void fail_images(bd_sched_t *s, inst_t *in, size_t n_failed, bool empty)
+{
+    if (empty) {
+        give_back_probe(s, in);
     }
     uint64_t now = bd_clock_now(&s->clock);
     for (size_t k = 0; k < n_failed; k++) {
@@ -1441,6 +1454,40 @@ static void fail_images(bd_sched_t *s, inst_t *in, size_t n_failed, bool empty)
         bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_INVALID);
         complete(s, r);
     }
+}
+
+static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows);
+
+/* The model refused in->batch[0..n)'s input values (an index out of its table's range, say):
+ * the fault is a request's, not the backend's, so the breaker and the batch-cost learner are
+ * not told. Several requests run again one at a time, so that only those whose own values
+ * the model refuses fail, instead of every client that shared their batch; one alone is
+ * answered 400 with the model's reason (outcome invalid). */
+static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, const bd_err_t *err)
+{
+    if (n > 1) {
+        BD_DEBUG("sched",
+                 "batch refused model=%s version=%" PRId64
+                 " requests=%zu; running them one at a time error=\"%s\"",
+                 s->model_name, s->cfg->version, n, err->msg);
+        memcpy(in->alone, in->batch, n * sizeof *in->batch);
+        for (size_t k = 0; k < n; k++) {
+            in->batch[0] = in->alone[k];
+            in->alone[k] = NULL;
+            run_batch(s, in, 1, in->batch[0]->rows);
+        }
+        return;
+    }
+    give_back_probe(s, in);
+    bd_req_t *r = in->batch[0];
+    in->batch[0] = NULL;
+    r->status = BD_EINVAL;
+    bd_err_set(&r->err, BD_EINVAL, "the model cannot run on this request's input values: %s",
+               err->msg);
+    r->start_us = start;
+    r->end_us = bd_clock_now(&s->clock);
+    bd_metrics_request(s->metrics, r->protocol, BD_OUTCOME_INVALID);
+    complete(s, r);
 }
 
 /* Run in->batch[0..n) (rows in all), complete every request, then call their callbacks. */
@@ -1472,15 +1519,18 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         rc = s->ops->run(in->bi, inputs, cfg->n_inputs, in->out_tensors, cfg->n_outputs, &batch,
                          &err);
         if (rc != 0) {
-            rc = BD_EBACKEND;
-            err.code = BD_EBACKEND;
+            rc = rc == BD_EINVAL ? BD_EINVAL : BD_EBACKEND;
+            err.code = rc;
             if (err.msg[0] == '\0') {
-                bd_err_set(&err, BD_EBACKEND, "the backend failed to run a batch of %zu rows",
-                           rows);
+                bd_err_set(&err, rc, "the backend failed to run a batch of %zu rows", rows);
             }
         } else {
             rc = check_outputs(s, in, rows, &err);
         }
+    }
+    if (rc == BD_EINVAL) {
+        refused_values(s, in, n, start, &err);
+        return;
     }
     uint64_t t2 = now_ns(s);
     /* Breaker and learner first, so a client that sees this batch's answer and submits again
@@ -2047,7 +2097,11 @@ static int inst_init(bd_sched_t *s, inst_t *in, int index, bd_err_t *err)
         in->failed = calloc(in->batch_cap, sizeof *in->failed);
         in->drow0 = calloc(in->batch_cap, sizeof *in->drow0);
     }
+    if (in->batch_cap > 1) {
+        in->alone = calloc(in->batch_cap, sizeof *in->alone);
+    }
     if (!in->batch || !in->in_bufs || !in->in_tensors || !in->out_tensors ||
+        (in->batch_cap > 1 && !in->alone) ||
         (s->image_idx >= 0 && (!in->dec.img || !in->failed || !in->drow0))) {
         return bd_err_set(err, BD_ENOMEM, "out of memory creating instance %d of model '%s'", index,
                           s->model_name);
@@ -2094,6 +2148,7 @@ static void inst_dispose(bd_sched_t *s, inst_t *in)
     bd_image_scratch_free(in->dec.img);
     free(in->dec.b64);
     free(in->failed);
+    free(in->alone);
     free(in->drow0);
     for (int i = 0; i < in->n_helpers; i++) {
         bd_image_scratch_free(in->helpers[i].d.img);

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import (BATCHD_BIN, ORT_LIB, binary_body, error_message, find_onnx_model,
-                      ort_available, parse_infer_reply, require_onnx, sanitizer_env, tensor)
+                      ort_available, parse_infer_reply, require_onnx, run_threads, sanitizer_env,
+                      tensor)
 
 
 def _reason_words(msg):
@@ -151,6 +152,46 @@ def test_a_failed_run_is_a_500_on_one_line_and_the_model_serves_on(mixed):
     assert "\n" not in msg and "\r" not in msg and msg == msg.strip(), repr(msg)
     assert mixed.infer("reshape3", good).status_code == 200
     mixed.assert_healthy()
+
+
+def test_an_index_the_model_refuses_fails_its_request_alone(start_server_fn):
+    """An embedding lookup (gather: OUTPUT0 = TABLE[INPUT0], 10 rows) given an index past its
+    table: ONNX Runtime refuses the run (INVALID_ARGUMENT). The requests that shared the batch
+    run again one at a time, so only the one with the bad index fails, with 400 and ONNX
+    Runtime's reason: before, all four got 500, and bad indices opened the circuit breaker
+    (after one failed batch here) for every client."""
+    if not ort_available():
+        pytest.skip("no ONNX Runtime")
+    repo = start_server_fn.repo()
+    repo.add_onnx("gather", config={
+        "max_batch_size": 8, "dynamic_batching": {"max_queue_delay_us": 300000},
+        "circuit_breaker": {"consecutive_failures": 1, "cooldown_us": 60000000}})
+    client = start_server_fn(repo)
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+
+    def one(ids):
+        return client.infer("gather", {"inputs": [tensor("INPUT0", "INT64", [1, 2], ids)]})
+
+    sent = [[0, 9], [1, 8], [2, 10], [3, -1]]
+    for ids, r in zip(sent, run_threads(one, [(ids,) for ids in sent])):
+        if ids[1] == 10:
+            msg = error_message(r, 400)
+            assert msg.startswith("the model cannot run on this request's input values: "
+                                  "ONNX Runtime: "), msg
+            assert "indices element out of data bounds, idx=10" in msg, msg
+            continue
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == table[ids].reshape(-1).tolist(), ids
+    for bad in ([0, -11], [100, 0], [5, 2 ** 40]):
+        error_message(one(bad), 400)
+    r = one([4, 5])
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == table[[4, 5]].reshape(-1).tolist()
+    lab = {"model": "gather", "version": "1", "protocol": "http"}
+    assert client.metric("batchd_inference_requests_total", outcome="invalid", **lab) == 4
+    assert client.metric("batchd_inference_requests_total", outcome="success", **lab) == 4
+    assert client.metric("batchd_inference_requests_total", outcome="error", **lab) == 0
+    client.assert_healthy()
 
 
 # ---- mlp (shared) -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, parse_infer_reply
+from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, ort_available, parse_infer_reply
 
 redis = pytest.importorskip("redis")
 from redis_util import RedisServer, answered, count_results, frame, produce, results  # noqa: E402
@@ -265,6 +265,49 @@ def test_several_rows_and_literal_stream_key(start_server_fn, rsrv):
     assert f["status"] == b"ok" and f["OUTPUT0.shape"] == b"3,16"
     assert f["OUTPUT0"] == x.tobytes() and f["id"] == b"a"
     assert "shape" not in f and "datatype" not in f
+
+
+def test_an_entry_whose_values_the_model_refuses_fails_alone(start_server_fn, rsrv):
+    """Eight frames for an embedding lookup (gather: 10 rows), one with an index past the
+    table, read and batched together: ONNX Runtime refuses the batch, the frames run again one
+    at a time, and only the bad one gets an error result; all are acked at once. Before, the
+    whole batch was a model failure: all eight left pending, delivered again with the bad
+    frame, and dead-lettered."""
+    if not ort_available():
+        pytest.skip("no ONNX Runtime")
+    repo = start_server_fn.repo("redis")
+    repo.add_onnx("gather", config={
+        "max_batch_size": 8, "dynamic_batching": {"max_queue_delay_us": 200000},
+        "redis": {"streams": "ids:*", "claim_idle_ms": 1000, "max_deliveries": 1}})
+    r = rsrv.client()
+    sent = {}
+    for k in range(8):
+        ids = [k, 12] if k == 3 else [k, 9 - k]
+        sent[r.xadd("ids:cam", {"input": np.array(ids, "<i8").tobytes(),
+                                "seq": str(k)}).decode()] = ids
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, 8)
+    table = np.arange(40, dtype="<f4").reshape(10, 4)
+    res = {f["source_id"].decode(): f for _k, _e, f in results(r)}
+    assert sorted(res) == sorted(sent)
+    for eid, ids in sent.items():
+        f = res[eid]
+        if ids[1] == 12:
+            assert f["status"] == b"error", f
+            msg = f["error"].decode()
+            assert msg.startswith("the model cannot run on this request's input values: ONNX "
+                                  "Runtime: "), msg
+            assert "idx=12" in msg, msg
+            continue
+        assert f["status"] == b"ok", f
+        assert f["OUTPUT0"] == table[ids].tobytes(), ids
+        assert f["OUTPUT0.shape"] == b"1,2,4"
+    assert wait_for(lambda: total_pending(r, "ids:*") == 0, 10), "entries left unacked"
+    lab = {"model": "gather", "pattern": "ids:*"}
+    assert settled(client, "batchd_redis_acked_total", 8, **lab) == 8
+    assert settled(client, "batchd_redis_errors_total", 1, **lab) == 1
+    assert metric(client, "batchd_redis_dead_lettered_total", **lab) == 0
+    assert not r.exists("dead:ids:cam")
 
 
 def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):

@@ -1951,6 +1951,81 @@ static void test_pressure_sim_fail_fails_its_batch(void **state)
     log_clear();
 }
 
+/* A model that refuses one request's values (the sim's parameters.sim_invalid, as ONNX
+ * Runtime's INVALID_ARGUMENT) fails that request alone: its batch runs again a request at a
+ * time, the others succeed with their own rows, and the breaker (open after one failed batch
+ * here) hears nothing of it. */
+static void test_pressure_refused_values_fail_alone(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    cfg.p.circuit_breaker.consecutive_failures = 1;
+    cfg.p.circuit_breaker.cooldown_us = 1000000;
+    strcpy(cfg.m.backend, "sim");
+    bd_backend_model_t *bm = NULL;
+    bd_err_t err = {0};
+    if (bd_backend_sim.load(&cfg.m, &bm, &err) != 0) {
+        fail_msg("sim load: %s", err.msg);
+    }
+    px_open(&fx, cfg, &bd_backend_sim, bm);
+    static const bd_param_t invalid = {.name = "sim_invalid", .kind = BD_PARAM_BOOL, .v.b = true};
+    bd_req_t *r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = mk_prio(0, 0, (float)(10 * i));
+    }
+    r[2]->in.params = &invalid;
+    r[2]->in.n_params = 1;
+    r[2]->in.id = "bad-2";
+    for (int i = 0; i < 4; i++) {
+        submit_ok(&fx, r[i]);
+    }
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 4);
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) {
+            assert_int_equal(r[i]->status, BD_EINVAL);
+            assert_string_equal(r[i]->err.msg,
+                                "the model cannot run on this request's input values: sim model: "
+                                "the batch failed on purpose because request 'bad-2' set "
+                                "parameters.sim_invalid");
+            continue;
+        }
+        assert_int_equal(r[i]->status, 0);
+        assert_int_equal(r[i]->outputs[0].shape.dims[0], 1);
+        assert_memory_equal(r[i]->outputs[0].data, r[i]->in.inputs[0].data,
+                            r[i]->in.inputs[0].byte_size);
+    }
+    /* Three ran alone; the refused batch of four is no execution, and no failure. */
+    check_counts(&fx, 3, 0, 1, 0, 3, 3, 0);
+    assert_true(bd_sched_available(fx.s, NULL, 0));
+    /* Alone, the same: 400, and the breaker stays closed. */
+    bd_req_t *alone = mk_prio(0, 0, 50);
+    alone->in.params = &invalid;
+    alone->in.n_params = 1;
+    submit_ok(&fx, alone);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(alone->status, BD_EINVAL);
+    assert_true(bd_sched_available(fx.s, NULL, 0));
+    bd_req_t *ok = mk_prio(0, 0, 60);
+    submit_ok(&fx, ok);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_int_equal(ok->status, 0);
+    check_counts(&fx, 4, 0, 2, 0, 4, 4, 0);
+    /* parameters.sim_invalid must be a boolean too. */
+    static const bd_param_t not_bool = {.name = "sim_invalid", .kind = BD_PARAM_INT, .v.i = 1};
+    bd_req_t *bad = mk_prio(0, 0, 8);
+    bad->in.params = &not_bool;
+    bad->in.n_params = 1;
+    assert_int_equal(bd_sched_submit(fx.s, bad, &err), BD_EINVAL);
+    assert_string_equal(err.msg, "parameters.sim_invalid must be true or false");
+    bd_req_free(bad);
+    bd_sched_free(fx.s);
+    bd_backend_sim.unload(bm);
+    bd_metrics_free(fx.metrics);
+    log_clear();
+}
+
 static void test_pressure_warmup_runs_before_ready(void **state)
 {
     (void)state;
@@ -2322,6 +2397,7 @@ int main(void)
         cmocka_unit_test(test_pressure_circuit_breaker),
         cmocka_unit_test(test_pressure_circuit_breaker_off),
         cmocka_unit_test(test_pressure_sim_fail_fails_its_batch),
+        cmocka_unit_test(test_pressure_refused_values_fail_alone),
         cmocka_unit_test(test_pressure_warmup_runs_before_ready),
         cmocka_unit_test(test_pressure_statistics_match_phases),
         cmocka_unit_test(test_pressure_auto_delay_learner),
