@@ -144,6 +144,7 @@ struct inst {
     unsigned char *ddst; /* the image input's batch buffer */
     size_t drow_bytes;
     bool probe;   /* the current batch is the circuit breaker's probe (set under mu) */
+    bool rerun;   /* refused_values runs the current batch's requests one at a time */
     bool waiting; /* under mu: its worker waits on cv for work */
     bool claimed; /* under mu: bd_sched_run_inline's caller runs it; its worker keeps off */
     bool parked;  /* under mu: its worker waits for the claim to end */
@@ -1380,7 +1381,9 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
     return 0;
 }
 
-static void log_batch_error(bd_sched_t *s, const bd_err_t *err, size_t n)
+/* A failed batch's WARN line, at most one per ERR_LOG_INTERVAL_US a model. `what`: "batch
+ * failed", or what was done about it. */
+static void log_batch_error(bd_sched_t *s, const char *what, const bd_err_t *err, size_t n)
 {
     uint64_t now = bd_now_us();
     uint64_t last = atomic_load_explicit(&s->last_err_log_us, memory_order_relaxed);
@@ -1388,7 +1391,7 @@ static void log_batch_error(bd_sched_t *s, const bd_err_t *err, size_t n)
         return;
     }
     if (atomic_compare_exchange_strong(&s->last_err_log_us, &last, now)) {
-        BD_WARN("sched", "batch failed model=%s version=%" PRId64 " requests=%zu error=\"%s\"",
+        BD_WARN("sched", "%s model=%s version=%" PRId64 " requests=%zu error=\"%s\"", what,
                 s->model_name, s->cfg->version, n, err->msg);
     }
 }
@@ -1460,25 +1463,30 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows);
 
 /* The model refused in->batch[0..n)'s input values (an index out of its table's range, say):
  * the fault is a request's, not the backend's, so the breaker and the batch-cost learner are
- * not told. Several requests run again one at a time, so that only those whose own values
+ * not told (a probe batch's probe is decided by the first of its re-runs that the model runs
+ * or fails). Several requests run again one at a time, so that only those whose own values
  * the model refuses fail, instead of every client that shared their batch; one alone is
  * answered 400 with the model's reason (outcome invalid). */
 static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, const bd_err_t *err)
 {
     if (n > 1) {
-        BD_DEBUG("sched",
-                 "batch refused model=%s version=%" PRId64
-                 " requests=%zu; running them one at a time error=\"%s\"",
-                 s->model_name, s->cfg->version, n, err->msg);
+        /* WARN: a model that cannot run batches (ONNX Runtime says INVALID_ARGUMENT for some
+         * batch-size faults too) would otherwise lose its batching unseen. */
+        log_batch_error(s, "batch refused; its requests run again one at a time", err, n);
         memcpy(in->alone, in->batch, n * sizeof *in->batch);
+        in->rerun = true;
         for (size_t k = 0; k < n; k++) {
             in->batch[0] = in->alone[k];
             in->alone[k] = NULL;
             run_batch(s, in, 1, in->batch[0]->rows);
         }
+        in->rerun = false;
+        give_back_probe(s, in); /* a probe batch whose requests were all refused */
         return;
     }
-    give_back_probe(s, in);
+    if (!in->rerun) {
+        give_back_probe(s, in); /* else the next of the batch's runs may decide it */
+    }
     bd_req_t *r = in->batch[0];
     in->batch[0] = NULL;
     r->status = BD_EINVAL;
@@ -1547,7 +1555,7 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     }
     pthread_mutex_unlock(&s->mu);
     if (rc != 0) {
-        log_batch_error(s, &err, n);
+        log_batch_error(s, "batch failed", &err, n);
     }
     size_t row0 = 0;
     size_t n_ok = 0;

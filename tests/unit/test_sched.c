@@ -2012,6 +2012,29 @@ static void test_pressure_refused_values_fail_alone(void **state)
     assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
     assert_int_equal(ok->status, 0);
     check_counts(&fx, 4, 0, 2, 0, 4, 4, 0);
+    /* A probe batch refused for one request's values: the others' runs still decide the
+     * probe. Here the next fails the model, so the breaker opens again. */
+    static const bd_param_t fail = {.name = "sim_fail", .kind = BD_PARAM_BOOL, .v.b = true};
+    bd_req_t *broken = mk_prio(0, 0, 70);
+    broken->in.params = &fail;
+    broken->in.n_params = 1;
+    submit_ok(&fx, broken);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+    assert_false(bd_sched_available(fx.s, NULL, 0));
+    fake_now += 1000000;
+    assert_true(bd_sched_available(fx.s, NULL, 0)); /* half open: the next batch probes */
+    bd_req_t *pr[2] = {mk_prio(0, 0, 80), mk_prio(0, 0, 90)};
+    pr[0]->in.params = &invalid;
+    pr[0]->in.n_params = 1;
+    pr[1]->in.params = &fail;
+    pr[1]->in.n_params = 1;
+    submit_ok(&fx, pr[0]);
+    submit_ok(&fx, pr[1]);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(pr[0]->status, BD_EINVAL);
+    assert_int_equal(pr[1]->status, BD_EBACKEND);
+    assert_false(bd_sched_available(fx.s, NULL, 0));
+    check_counts(&fx, 4, 0, 3, 2, 4, 4, 0);
     /* parameters.sim_invalid must be a boolean too. */
     static const bd_param_t not_bool = {.name = "sim_invalid", .kind = BD_PARAM_INT, .v.i = 1};
     bd_req_t *bad = mk_prio(0, 0, 8);
