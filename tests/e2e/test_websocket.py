@@ -1115,6 +1115,40 @@ def _cancel_body(i):
     return [float(i), float(i) + 0.25]
 
 
+def test_a_request_whose_values_the_model_refuses_fails_alone(start_server_fn):
+    """Three requests on one socket share a batch; the model refuses the second's values
+    (the sim's parameters.sim_invalid, as ONNX Runtime's INVALID_ARGUMENT): it alone gets an
+    error frame with status 400, and the other two their outputs."""
+    repo = start_server_fn.repo("ws-refused")
+    repo.add_sim("picky", [("INPUT0", "FP32", [2])], max_batch_size=8,
+                 dynamic_batching={"max_queue_delay_us": 300000}, instances=1)
+    client = start_server_fn(repo)
+    client.port = client.server.port
+
+    async def main():
+        async with connect(client, "/v2/models/picky/stream") as ws:
+            for i in range(3):
+                extra = {"parameters": {"sim_invalid": True}} if i == 1 else {}
+                await ws.send(req([float(i), 0.5], "r%d" % i, **extra))
+            got = {}
+            for _ in range(3):
+                head, outs = decode(await recv(ws))
+                got[head["id"]] = (head, outs)
+            check_ok(*got["r0"], "r0", "picky", [0.0, 0.5])
+            check_ok(*got["r2"], "r2", "picky", [2.0, 0.5])
+            head = got["r1"][0]
+            check_error(head, 400, "r1")
+            assert head["error"] == ("the model cannot run on this request's input values: sim "
+                                     "model: the batch failed on purpose because request 'r1' "
+                                     "set parameters.sim_invalid"), head
+
+    run(main())
+    lab = {"model": "picky", "version": "1", "protocol": "websocket"}
+    assert counter(client, "batchd_inference_requests_total", outcome="success", **lab) == 2
+    assert counter(client, "batchd_inference_requests_total", outcome="invalid", **lab) == 1
+    assert counter(client, "batchd_inference_requests_total", outcome="error", **lab) == 0
+
+
 @pytest.mark.parametrize("how", ["fin", "reset"])
 def test_socket_gone_at_its_cap_runs_none_of_its_queued_requests(start_server_fn, how):
     """--ws-max-inflight 2: a socket sends 10 requests to a model busy 2 s a batch, one at
