@@ -45,6 +45,7 @@ typedef struct {
     const char *redis;
     const char *redis_consumer;
     const char *api_keys;
+    const char *allow_origin;
     bool metrics_auth;
     const char *rate_limit;
     const char *tls_cert;
@@ -121,6 +122,10 @@ static const bd_cli_opt_t opts_table[] = {
     {"--redis-consumer", BD_CLI_STR, OFF(redis_consumer), NULL, 0, 0, "BATCHD_REDIS_CONSUMER",
      "this process's consumer name in the Redis consumer groups (default: <hostname>-<pid>); "
      "a restart under the same name re-reads the entries it had not answered"},
+    {"--allow-origin", BD_CLI_STR, OFF(allow_origin), NULL, 0, 0, "BATCHD_ALLOW_ORIGIN",
+     "web page origins (scheme://host[:port], comma-separated; * for any) whose requests a "
+     "browser may send; a request whose Origin is another than the server's own gets 403 "
+     "(default: none)"},
     {"--api-keys", BD_CLI_STR, OFF(api_keys), NULL, 0, 0, "BATCHD_API_KEYS",
      "file of '<key> <role>' lines (role infer or admin; # comments): every endpoint but health, "
      "model readiness and /metrics then needs 'Authorization: Bearer <key>'; reloaded on SIGHUP "
@@ -566,7 +571,8 @@ int bd_cli_serve(int argc, char **argv)
                                     .max_connections = max_conns,
                                     .max_header_bytes = (size_t)so.max_header_bytes,
                                     .timeout_secs = (int)so.http_timeout_secs,
-                                    .tls = tls_ctx},
+                                    .tls = tls_ctx,
+                                    .allow_origins = so.allow_origin},
                            .max_buffered_bytes = max_buffered,
                            .max_decode_bytes = (size_t)so.max_decode_bytes,
                            .ws_max_inflight = (size_t)so.ws_max_inflight,

@@ -79,7 +79,8 @@ struct bd_http {
     h2o_globalconf_t config;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
-    SSL_CTX *ssl_ctx; /* --tls-cert/--tls-key (borrowed); NULL: plain HTTP */
+    SSL_CTX *ssl_ctx;          /* --tls-cert/--tls-key (borrowed); NULL: plain HTTP */
+    const char *allow_origins; /* --allow-origin (borrowed); NULL: none */
     h2o_evloop_t *loop;
     h2o_socket_t *listener;
     bd_model_control_t model_control;
@@ -987,6 +988,63 @@ static void anonymous_who(h2o_socket_t *sock, bd_gate_who_t *who)
     struct sockaddr_storage ss;
     bool addr = sock && h2o_socket_getpeername(sock, (struct sockaddr *)&ss) > 0;
     bd_gate_anonymous(addr ? (struct sockaddr *)&ss : NULL, who);
+}
+
+/* Whether a and b are the same bytes but for letter case. */
+static bool same_nocase(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    for (size_t i = 0; a_len == b_len && i < a_len; i++) {
+        if (h2o_tolower(a[i]) != h2o_tolower(b[i])) {
+            return false;
+        }
+    }
+    return a_len == b_len;
+}
+
+/* Whether `origin` is in the comma-separated `list` ("*" matches any). */
+static bool origin_listed(const char *list, h2o_iovec_t origin)
+{
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        h2o_iovec_t item = h2o_str_stripws(p, end ? (size_t)(end - p) : strlen(p));
+        if ((item.len == 1 && item.base[0] == '*') ||
+            same_nocase(item.base, item.len, origin.base, origin.len)) {
+            return true;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+/* A web page's request, sent by a browser with its Origin: refused (403) unless the page is
+ * the server's own (scheme://host[:port] with the request's Host) or --allow-origin lists it,
+ * so that pages a browser on this machine opens cannot use a batchd on 127.0.0.1 (infer, load,
+ * unload, WebSockets; docs/SECURITY.md). Clients that are not browsers send no Origin. Returns
+ * false after answering. */
+static bool origin_ok(bd_http_t *h, h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    if (i < 0) {
+        return true;
+    }
+    h2o_iovec_t o =
+        h2o_str_stripws(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    const char *sep = o.len > 3 ? memchr(o.base, ':', o.len - 2) : NULL;
+    if (sep && sep[1] == '/' && sep[2] == '/' &&
+        same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), req->authority.base,
+                    req->authority.len)) {
+        return true;
+    }
+    if (origin_listed(h->allow_origins, o)) {
+        return true;
+    }
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "a request from the web page origin '%.*s' is refused: it is not this server's "
+             "own; start batchd with --allow-origin %.*s to accept requests from its pages",
+             (int)(o.len > 120 ? 120 : o.len), o.base, (int)(o.len > 120 ? 120 : o.len), o.base);
+    reply_error(h, req, BD_EFORBIDDEN, msg);
+    return false;
 }
 
 /* Decide who sends `req` (h->who). Returns false after answering 401 (no key, a malformed
@@ -2063,7 +2121,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     h2o_iovec_t seg[8] = {{0}}; /* split_path fills n of them; GCC -O3 cannot see that */
     h2o_iovec_t path = route_path(req);
     int n = split_path(path, seg, 8);
-    if (!admit(h, req, seg, n)) {
+    if (!origin_ok(h, req) || !admit(h, req, seg, n)) {
         return 0;
     }
     if (path.len && memchr(path.base, '\0', path.len)) { /* h2o decoded a %00 */
@@ -3298,6 +3356,7 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h->model_control = opts->model_control;
     h->gate = opts->gate;
     h->strict_readiness = opts->strict_readiness;
+    h->allow_origins = opts->allow_origins;
     bd_buf_init(&h->out);
     bd_buf_init(&h->zout);
     bd_list_init(&h->watch);

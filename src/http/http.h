@@ -52,6 +52,11 @@ typedef struct {
     /* GET /v2/health/ready: true, 200 only while every model is READY (bd_repo_ready), else
      * 503 saying which are not and why; false, 200 while the server runs */
     bool strict_readiness;
+    /* A request with an Origin header (a browser's, on behalf of a web page) gets 403 unless
+     * the origin is the server's own (its host and port are the request's Host) or listed
+     * here: comma-separated origins ("http://localhost:3000"), "*" for any. Borrowed; NULL:
+     * none but the server's own. */
+    const char *allow_origins;
 } bd_http_opts_t;
 
 /* A server TLS context from PEM files for bd_http_opts_t.tls: `cert_file` (the certificate,

@@ -824,3 +824,73 @@ def test_metrics_auth_needs_keys(tmp_path):
     repo.mkdir()
     rc, out = run_serve(str(repo), ["--metrics-auth"])
     assert rc != 0 and "--metrics-auth" in out and "--api-keys" in out, out
+
+
+# ---- web pages: the Origin check ------------------------------------------------------------
+
+ORIGIN_REFUSED = ("a request from the web page origin '%s' is refused: it is not this server's "
+                  "own; start batchd with --allow-origin %s to accept requests from its pages")
+
+
+def _page_post(client, origin, x=1.0):
+    """What a web page can send without a CORS preflight: a text/plain POST."""
+    headers = {"Content-Type": "text/plain"}
+    if origin is not None:
+        headers["Origin"] = origin
+    body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [x, 2.0])]})
+    return requests.post(client.url("/v2/models/m/infer"), data=body, headers=headers,
+                         timeout=HTTP_TIMEOUT_S)
+
+
+def test_requests_from_other_web_pages_are_refused(start_server_fn):
+    """A browser sends Origin with a page's requests: one from another site than the server's
+    own is refused (403) before it is routed, so a page a browser on this machine opens cannot
+    run inferences, load or unload models, or open a WebSocket on a batchd bound to
+    127.0.0.1. Clients that are not browsers send no Origin and are not affected."""
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    port = client.server.port
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:%d" % (port + 1),
+                   "https://localhost:%d" % port):
+        r = _page_post(client, origin)
+        assert error_message(r, 403) == ORIGIN_REFUSED % (origin, origin)
+    r = requests.post(client.url("/v2/repository/models/m/unload"), data="",
+                      headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+                      timeout=HTTP_TIMEOUT_S)
+    error_message(r, 403)
+    assert client.get("/v2/models/m/ready").status_code == 200  # not unloaded
+    assert client.metric("batchd_inference_requests_total", model="m", version="1",
+                         protocol="http", outcome="success") == 0  # nothing ran
+    # No Origin, or the server's own (scheme://Host, any letter case): served.
+    for origin in (None, "http://127.0.0.1:%d" % port, "HTTP://127.0.0.1:%d" % port):
+        r = _page_post(client, origin, 3.0)
+        assert r.status_code == 200, (origin, r.text)
+        assert r.json()["outputs"][0]["data"] == [3.0, 2.0]
+
+    async def ws():
+        with pytest.raises(InvalidStatusCode) as e:
+            async with ws_connect(port, "/v2/stream", origin="http://evil.example"):
+                pass
+        assert e.value.status_code == 403
+        async with ws_connect(port, "/v2/stream", origin="http://127.0.0.1:%d" % port) as s:
+            await s.send(json.dumps({"model_name": "m", "inputs": [
+                tensor("INPUT0", "FP32", [1, 2], [5.0, 6.0])]}))
+            reply = json.loads(await ws_recv(s))
+            assert reply["outputs"][0]["data"] == [5.0, 6.0], reply
+
+    run(ws())
+
+
+def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    client = start_server_fn(repo, ["--allow-origin",
+                                    "http://dash.local:3000, HTTP://Other.Example"])
+    for origin in ("http://dash.local:3000", "http://other.example"):
+        r = _page_post(client, origin)
+        assert r.status_code == 200, (origin, r.text)
+    for origin in ("http://dash.local:3001", "http://dash.local"):
+        assert error_message(_page_post(client, origin), 403) == ORIGIN_REFUSED % (origin, origin)
+    anyone = start_server_fn(repo, ["--allow-origin", "*"])
+    assert _page_post(anyone, "http://evil.example").status_code == 200
