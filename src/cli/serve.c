@@ -4,6 +4,7 @@
  * SIGHUP (so every thread inherits the mask and only the loop's signalfd sees them), load ONNX
  * Runtime, load the repository,
  * bind, serve; shutdown runs the same steps backwards. Main thread only. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -288,6 +289,38 @@ static const char *given_as(int argc, char **argv, const char *flag, const char 
     return v && *v ? env : flag;
 }
 
+/* --allow-origin: each comma-separated entry is "*" or an origin as browsers send it,
+ * scheme://host[:port] (no path, not even "/", which would never match). Returns the first
+ * entry that is not (its length in *len), or NULL. */
+static const char *bad_origin(const char *list, size_t *len)
+{
+    for (const char *p = list; p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        while (n > 0 && (*p == ' ' || *p == '\t')) {
+            p++, n--;
+        }
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) {
+            n--;
+        }
+        size_t scheme = 0;
+        while (scheme < n && (isalnum((unsigned char)p[scheme]) || strchr("+-.", p[scheme]))) {
+            scheme++;
+        }
+        bool any = n == 1 && p[0] == '*';
+        bool origin = scheme > 0 && isalpha((unsigned char)p[0]) && n > scheme + 3 &&
+                      memcmp(p + scheme, "://", 3) == 0 &&
+                      !memchr(p + scheme + 3, '/', n - scheme - 3) &&
+                      !memchr(p + scheme + 3, ' ', n - scheme - 3);
+        if (!any && !origin && (end || n > 0)) {
+            *len = n;
+            return p;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
 /* Checks of the text options that have a form: 0, or one sentence naming `name` (the flag or
  * the environment variable the value came from) in err. */
 typedef int (*text_check_t)(const char *name, const char *v, bd_err_t *err);
@@ -440,6 +473,16 @@ int bd_cli_serve(int argc, char **argv)
     if (tls != (so.tls_key != NULL)) {
         fprintf(stderr, "batchd serve: --tls-cert and --tls-key go together: give both for HTTPS, "
                         "or neither for plain HTTP\n");
+        return 2;
+    }
+    size_t bad_len = 0;
+    const char *bad = so.allow_origin ? bad_origin(so.allow_origin, &bad_len) : NULL;
+    if (bad) {
+        fprintf(stderr,
+                "batchd serve: %s: '%.*s' is not an origin; expected scheme://host[:port] (as a "
+                "browser sends it: no path, no trailing '/'), or * for any\n",
+                given_as(argc, argv, "--allow-origin", "BATCHD_ALLOW_ORIGIN"),
+                (int)(bad_len > 200 ? 200 : bad_len), bad);
         return 2;
     }
     /* Checks across options name each as it was given: a container set up through the

@@ -1016,35 +1016,51 @@ static bool origin_listed(const char *list, h2o_iovec_t origin)
     return false;
 }
 
-/* A web page's request, sent by a browser with its Origin: refused (403) unless the page is
- * the server's own (scheme://host[:port] with the request's Host) or --allow-origin lists it,
- * so that pages a browser on this machine opens cannot use a batchd on 127.0.0.1 (infer, load,
- * unload, WebSockets; docs/SECURITY.md). Clients that are not browsers send no Origin. Returns
- * false after answering. */
+#define ORIGIN_MSG_MAX 400
+
+/* A web page's request, sent by a browser with its Origin (`origin`, stripped): refused (403)
+ * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`)
+ * or --allow-origin lists it, so that pages a browser on this machine opens cannot use a batchd
+ * on 127.0.0.1 (infer, load, unload, WebSockets; docs/SECURITY.md). Clients that are not
+ * browsers send no Origin. True with the answer's sentence in msg[ORIGIN_MSG_MAX]. Judged from
+ * the head for a request with a body (early_refusal: before API keys and rate limits), in
+ * on_req for one without. */
+static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, char *msg)
+{
+    const char *sep = o.len > 3 ? memchr(o.base, ':', o.len - 2) : NULL;
+    if ((sep && sep[1] == '/' && sep[2] == '/' &&
+         same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len)) ||
+        origin_listed(h->allow_origins, o)) {
+        return false;
+    }
+    int shown = (int)(o.len > 120 ? 120 : o.len);
+    if (o.len == 4 && memcmp(o.base, "null", 4) == 0) {
+        /* A file, or a sandboxed frame any site can make: no origin to allow. */
+        snprintf(msg, ORIGIN_MSG_MAX,
+                 "a request from a web page without an origin of its own (Origin: null: a "
+                 "local file or a sandboxed frame) is refused");
+    } else {
+        snprintf(msg, ORIGIN_MSG_MAX,
+                 "a request from the web page origin '%.*s' is refused: it is not this server's "
+                 "own; start batchd with --allow-origin %.*s to accept requests from its pages",
+                 shown, o.base, shown, o.base);
+    }
+    return true;
+}
+
+/* origin_refused for a request h2o parsed; false after answering 403. */
 static bool origin_ok(bd_http_t *h, h2o_req_t *req)
 {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
-    if (i < 0) {
-        return true;
+    char msg[ORIGIN_MSG_MAX];
+    if (i >= 0 && origin_refused(h,
+                                 h2o_str_stripws(req->headers.entries[i].value.base,
+                                                 req->headers.entries[i].value.len),
+                                 req->authority, msg)) {
+        reply_error(h, req, BD_EFORBIDDEN, msg);
+        return false;
     }
-    h2o_iovec_t o =
-        h2o_str_stripws(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
-    const char *sep = o.len > 3 ? memchr(o.base, ':', o.len - 2) : NULL;
-    if (sep && sep[1] == '/' && sep[2] == '/' &&
-        same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), req->authority.base,
-                    req->authority.len)) {
-        return true;
-    }
-    if (origin_listed(h->allow_origins, o)) {
-        return true;
-    }
-    char msg[400];
-    snprintf(msg, sizeof msg,
-             "a request from the web page origin '%.*s' is refused: it is not this server's "
-             "own; start batchd with --allow-origin %.*s to accept requests from its pages",
-             (int)(o.len > 120 ? 120 : o.len), o.base, (int)(o.len > 120 ? 120 : o.len), o.base);
-    reply_error(h, req, BD_EFORBIDDEN, msg);
-    return false;
+    return true;
 }
 
 /* Decide who sends `req` (h->who). Returns false after answering 401 (no key, a malformed
@@ -2659,7 +2675,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     int n_cl = 0, n_auth = 0;
     bool cl_differ = false;
     bool te = c->chunked; /* check_head let a Transfer-Encoding through only as one chunked */
-    const struct phr_header *auth = NULL, *first_cl = NULL;
+    const struct phr_header *auth = NULL, *first_cl = NULL, *origin = NULL, *host = NULL;
     for (size_t i = 0; i < n; i++) {
         if (field_is(&f[i], "content-length")) {
             if (!content_length(h2o_iovec_init(f[i].value, f[i].value_len), &one)) {
@@ -2674,6 +2690,10 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         } else if (field_is(&f[i], "authorization")) {
             n_auth++;
             auth = &f[i];
+        } else if (field_is(&f[i], "origin")) {
+            origin = origin ? origin : &f[i];
+        } else if (field_is(&f[i], "host")) {
+            host = host ? host : &f[i];
         }
     }
     if (cl_differ || (n_cl && te)) {
@@ -2699,6 +2719,14 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         char msg[160];
         too_large(h, msg, sizeof msg);
         refuse_body(c, 413, NULL, msg, left);
+        return false;
+    }
+    char why[ORIGIN_MSG_MAX];
+    if (origin &&
+        origin_refused(h, h2o_str_stripws(origin->value, origin->value_len),
+                       host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
+                       why)) {
+        refuse_body(c, 403, NULL, why, left); /* before keys, and before a token is taken */
         return false;
     }
     if (!keys && !limits && !h->budget->max) {

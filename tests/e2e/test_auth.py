@@ -830,6 +830,8 @@ def test_metrics_auth_needs_keys(tmp_path):
 
 ORIGIN_REFUSED = ("a request from the web page origin '%s' is refused: it is not this server's "
                   "own; start batchd with --allow-origin %s to accept requests from its pages")
+NULL_REFUSED = ("a request from a web page without an origin of its own (Origin: null: a local "
+                "file or a sandboxed frame) is refused")
 
 
 def _page_post(client, origin, x=1.0):
@@ -851,10 +853,15 @@ def test_requests_from_other_web_pages_are_refused(start_server_fn):
     repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
     client = start_server_fn(repo, ["--model-control", "explicit"])
     port = client.server.port
-    for origin in ("http://evil.example", "null", "http://127.0.0.1:%d" % (port + 1),
+    for origin in ("http://evil.example", "http://127.0.0.1:%d" % (port + 1),
                    "https://localhost:%d" % port):
         r = _page_post(client, origin)
         assert error_message(r, 403) == ORIGIN_REFUSED % (origin, origin)
+        r = requests.get(client.url("/v2/models/m"), headers={"Origin": origin},
+                         timeout=HTTP_TIMEOUT_S)  # no body: judged after h2o parsed it
+        assert error_message(r, 403) == ORIGIN_REFUSED % (origin, origin)
+    # A local file or a sandboxed frame (any site can make one): nothing to allow.
+    assert error_message(_page_post(client, "null"), 403) == NULL_REFUSED
     r = requests.post(client.url("/v2/repository/models/m/unload"), data="",
                       headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
                       timeout=HTTP_TIMEOUT_S)
@@ -894,3 +901,39 @@ def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
         assert error_message(_page_post(client, origin), 403) == ORIGIN_REFUSED % (origin, origin)
     anyone = start_server_fn(repo, ["--allow-origin", "*"])
     assert _page_post(anyone, "http://evil.example").status_code == 200
+
+
+@pytest.mark.parametrize("value,bad", [("http://dash.local:3000/", "http://dash.local:3000/"),
+                                       ("http://a.example,,http://b.example", ""),
+                                       ("null", "null"), ("dash.local:3000", "dash.local:3000")])
+def test_allow_origin_takes_only_origins(tmp_path, value, bad):
+    r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
+                        "--allow-origin", value], capture_output=True, text=True, timeout=30,
+                       env=sanitizer_env())
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("batchd serve: --allow-origin: '%s' is not an origin; expected "
+                        "scheme://host[:port] (as a browser sends it: no path, no trailing "
+                        "'/'), or * for any\n" % bad), r.stderr
+
+
+def test_a_refused_page_costs_nobody_a_token_or_a_401(start_server_fn, tmp_path):
+    """Refused for its Origin from the head, before API keys and rate limits: a page's
+    requests take no token from the address it shares with the machine's own clients, and get
+    403 whether or not they have a body."""
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    client = start_server_fn(repo, ["--rate-limit", "0.01:2"])
+    for _ in range(3):
+        error_message(_page_post(client, "http://evil.example"), 403)
+    for _ in range(2):
+        assert _page_post(client, None).status_code == 200
+    error_message(_page_post(client, None), 429)
+    key = "k-" + secrets.token_hex(16)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s admin\n" % key)
+    keyed = start_server_fn(repo, ["--api-keys", str(path)])
+    want = ORIGIN_REFUSED % ("http://evil.example", "http://evil.example")
+    assert error_message(_page_post(keyed, "http://evil.example"), 403) == want
+    r = requests.get(keyed.url("/v2/models/m"), headers={"Origin": "http://evil.example"},
+                     timeout=HTTP_TIMEOUT_S)
+    assert error_message(r, 403) == want
