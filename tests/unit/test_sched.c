@@ -1900,19 +1900,35 @@ static void test_pressure_circuit_breaker_off(void **state)
     fx_close(&fx);
 }
 
-/* The real sim backend: parameters.sim_fail fails the whole batch it is in, and only that. */
-static void test_pressure_sim_fail_fails_its_batch(void **state)
+/* A manual scheduler over the real sim backend (px_sim_close frees both). */
+static bd_backend_model_t *px_sim_open(fixture_t *fx, tcfg_t cfg)
 {
-    (void)state;
-    fixture_t fx;
-    tcfg_t cfg = make_cfg(8, 0, 16);
     strcpy(cfg.m.backend, "sim");
     bd_backend_model_t *bm = NULL;
     bd_err_t err = {0};
     if (bd_backend_sim.load(&cfg.m, &bm, &err) != 0) {
         fail_msg("sim load: %s", err.msg);
     }
-    px_open(&fx, cfg, &bd_backend_sim, bm);
+    px_open(fx, cfg, &bd_backend_sim, bm);
+    return bm;
+}
+
+static void px_sim_close(fixture_t *fx, bd_backend_model_t *bm)
+{
+    bd_sched_free(fx->s);
+    bd_backend_sim.unload(bm);
+    bd_metrics_free(fx->metrics);
+    log_clear();
+}
+
+/* The real sim backend: parameters.sim_fail fails the whole batch it is in, and only that. */
+static void test_pressure_sim_fail_fails_its_batch(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    bd_backend_model_t *bm = px_sim_open(&fx, cfg);
+    bd_err_t err = {0};
     bd_req_t *r[3];
     for (int i = 0; i < 3; i++) {
         r[i] = mk_prio(0, 0, (float)i);
@@ -1945,10 +1961,7 @@ static void test_pressure_sim_fail_fails_its_batch(void **state)
     assert_string_equal(err.msg, "parameters.sim_fail must be true or false");
     bd_req_free(bad);
     check_counts(&fx, 1, 0, 1, 3, 1, 1, 0);
-    bd_sched_free(fx.s);
-    bd_backend_sim.unload(bm);
-    bd_metrics_free(fx.metrics);
-    log_clear();
+    px_sim_close(&fx, bm);
 }
 
 /* A model that refuses one request's values (the sim's parameters.sim_invalid, as ONNX
@@ -1962,13 +1975,8 @@ static void test_pressure_refused_values_fail_alone(void **state)
     tcfg_t cfg = make_cfg(8, 0, 16);
     cfg.p.circuit_breaker.consecutive_failures = 1;
     cfg.p.circuit_breaker.cooldown_us = 1000000;
-    strcpy(cfg.m.backend, "sim");
-    bd_backend_model_t *bm = NULL;
+    bd_backend_model_t *bm = px_sim_open(&fx, cfg);
     bd_err_t err = {0};
-    if (bd_backend_sim.load(&cfg.m, &bm, &err) != 0) {
-        fail_msg("sim load: %s", err.msg);
-    }
-    px_open(&fx, cfg, &bd_backend_sim, bm);
     static const bd_param_t invalid = {.name = "sim_invalid", .kind = BD_PARAM_BOOL, .v.b = true};
     bd_req_t *r[4];
     for (int i = 0; i < 4; i++) {
@@ -2043,10 +2051,7 @@ static void test_pressure_refused_values_fail_alone(void **state)
     assert_int_equal(bd_sched_submit(fx.s, bad, &err), BD_EINVAL);
     assert_string_equal(err.msg, "parameters.sim_invalid must be true or false");
     bd_req_free(bad);
-    bd_sched_free(fx.s);
-    bd_backend_sim.unload(bm);
-    bd_metrics_free(fx.metrics);
-    log_clear();
+    px_sim_close(&fx, bm);
 }
 
 static void test_pressure_warmup_runs_before_ready(void **state)
