@@ -1017,20 +1017,31 @@ static bool origin_listed(const char *list, h2o_iovec_t origin)
 }
 
 #define ORIGIN_MSG_MAX 400
+/* What a listed page's requests may carry, and which reply headers it may read (CORS). */
+#define CORS_ALLOWED                                                                               \
+    "Authorization, Content-Type, Content-Encoding, Accept-Encoding, "                             \
+    "Inference-Header-Content-Length"
+#define CORS_EXPOSED "Inference-Header-Content-Length, Retry-After, WWW-Authenticate"
 
 /* A web page's request, sent by a browser with its Origin (`origin`, stripped): refused (403)
  * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`)
  * or --allow-origin lists it, so that pages a browser on this machine opens cannot use a batchd
  * on 127.0.0.1 (infer, load, unload, WebSockets; docs/SECURITY.md). Clients that are not
- * browsers send no Origin. True with the answer's sentence in msg[ORIGIN_MSG_MAX]. Judged from
- * the head for a request with a body (early_refusal: before API keys and rate limits), in
- * on_req for one without. */
-static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, char *msg)
+ * browsers send no Origin. True with the answer's sentence in msg[ORIGIN_MSG_MAX]; false
+ * with *listed set when the page is another site's that --allow-origin lists. Judged from the
+ * head for a request with a body (early_refusal: before API keys and rate limits), in on_req
+ * for one without. */
+static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, bool *listed,
+                           char *msg)
 {
     const char *sep = o.len > 3 ? memchr(o.base, ':', o.len - 2) : NULL;
-    if ((sep && sep[1] == '/' && sep[2] == '/' &&
-         same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len)) ||
-        origin_listed(h->allow_origins, o)) {
+    *listed = false;
+    if (sep && sep[1] == '/' && sep[2] == '/' &&
+        same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len)) {
+        return false;
+    }
+    if (origin_listed(h->allow_origins, o)) {
+        *listed = true;
         return false;
     }
     int shown = (int)(o.len > 120 ? 120 : o.len);
@@ -1048,19 +1059,49 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
     return true;
 }
 
-/* origin_refused for a request h2o parsed; false after answering 403. */
+/* origin_refused for a request h2o parsed; false after answering it: 403, or the CORS
+ * preflight of a listed page. A listed page's browser hands it a reply only if the reply says
+ * so (CORS): each carries Access-Control-Allow-Origin with the page's origin, and the preflight
+ * a browser sends before a request with JSON or an Authorization (OPTIONS with
+ * Access-Control-Request-Method; it carries no key, so it is answered before admit) gets 204
+ * with the methods and headers the page may use. */
 static bool origin_ok(bd_http_t *h, h2o_req_t *req)
 {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    if (i < 0) {
+        return true;
+    }
+    h2o_iovec_t o =
+        h2o_str_stripws(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    bool listed;
     char msg[ORIGIN_MSG_MAX];
-    if (i >= 0 && origin_refused(h,
-                                 h2o_str_stripws(req->headers.entries[i].value.base,
-                                                 req->headers.entries[i].value.len),
-                                 req->authority, msg)) {
+    if (origin_refused(h, o, req->authority, &listed, msg)) {
         reply_error(h, req, BD_EFORBIDDEN, msg);
         return false;
     }
-    return true;
+    if (!listed) {
+        return true;
+    }
+    h2o_headers_t *out = &req->res.headers;
+    h2o_add_header(&req->pool, out, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, o.base, o.len);
+    h2o_add_header(&req->pool, out, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+    if (!method_is(req, "OPTIONS") ||
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT("access-control-request-method"), -1) <
+            0) {
+        h2o_add_header_by_str(&req->pool, out, H2O_STRLIT("access-control-expose-headers"), 0, NULL,
+                              H2O_STRLIT(CORS_EXPOSED));
+        return true;
+    }
+    h2o_add_header_by_str(&req->pool, out, H2O_STRLIT("access-control-allow-methods"), 0, NULL,
+                          H2O_STRLIT("GET, HEAD, POST"));
+    h2o_add_header_by_str(&req->pool, out, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
+                          H2O_STRLIT(CORS_ALLOWED));
+    h2o_add_header_by_str(&req->pool, out, H2O_STRLIT("access-control-max-age"), 0, NULL,
+                          H2O_STRLIT("600"));
+    req->res.status = 204;
+    req->res.reason = "No Content";
+    h2o_send_inline(req, NULL, 0);
+    return false;
 }
 
 /* Decide who sends `req` (h->who). Returns false after answering 401 (no key, a malformed
@@ -2722,10 +2763,11 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         return false;
     }
     char why[ORIGIN_MSG_MAX];
+    bool listed;
     if (origin &&
         origin_refused(h, h2o_str_stripws(origin->value, origin->value_len),
                        host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
-                       why)) {
+                       &listed, why)) {
         refuse_body(c, 403, NULL, why, left); /* before keys, and before a token is taken */
         return false;
     }

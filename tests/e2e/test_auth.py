@@ -937,3 +937,55 @@ def test_a_refused_page_costs_nobody_a_token_or_a_401(start_server_fn, tmp_path)
     r = requests.get(keyed.url("/v2/models/m"), headers={"Origin": "http://evil.example"},
                      timeout=HTTP_TIMEOUT_S)
     assert error_message(r, 403) == want
+
+
+def test_a_listed_page_can_read_the_replies(start_server_fn, tmp_path):
+    """CORS for the pages --allow-origin lists: the browser's preflight (OPTIONS with
+    Access-Control-Request-Method, without the page's key) gets 204 with what the page may
+    send, and every reply to the page, errors included, names its origin so that the browser
+    hands it over. Requests without Origin, or from the server's own pages, get no CORS
+    headers."""
+    key = "k-" + secrets.token_hex(16)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s admin\n" % key)
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    page = "http://dash.local:3000"
+    client = start_server_fn(repo, ["--allow-origin", page, "--api-keys", str(path)])
+    r = requests.options(client.url("/v2/models/m/infer"), timeout=HTTP_TIMEOUT_S, headers={
+        "Origin": page, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status_code == 204, r.text
+    assert r.headers["Access-Control-Allow-Origin"] == page
+    assert r.headers["Access-Control-Allow-Methods"] == "GET, HEAD, POST"
+    assert r.headers["Access-Control-Allow-Headers"] == (
+        "Authorization, Content-Type, Content-Encoding, Accept-Encoding, "
+        "Inference-Header-Content-Length")
+    assert r.headers["Access-Control-Max-Age"] == "600"
+    assert r.headers["Vary"] == "Origin"
+    body = {"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]}
+    auth = {"Authorization": "Bearer " + key, "Origin": page}
+    r = requests.post(client.url("/v2/models/m/infer"), json=body, headers=auth,
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    assert r.headers["Access-Control-Allow-Origin"] == page
+    assert r.headers["Access-Control-Expose-Headers"] == (
+        "Inference-Header-Content-Length, Retry-After, WWW-Authenticate")
+    assert "Origin" in r.headers["Vary"]
+    r = requests.post(client.url("/v2/models/m/infer"), data="{", headers=auth,
+                      timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 400 and r.headers["Access-Control-Allow-Origin"] == page
+    r = requests.get(client.url("/v2/models/m"), headers={"Origin": page},
+                     timeout=HTTP_TIMEOUT_S)  # no key: 401, readable by the page
+    assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == page
+    own = "http://127.0.0.1:%d" % client.server.port
+    for headers in ({"Authorization": "Bearer " + key},
+                    {"Authorization": "Bearer " + key, "Origin": own}):
+        r = requests.post(client.url("/v2/models/m/infer"), json=body, headers=headers,
+                          timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.text
+        assert "Access-Control-Allow-Origin" not in r.headers
+    # Not a preflight (no Access-Control-Request-Method): as any OPTIONS, here without a key.
+    r = requests.options(client.url("/v2/models/m/infer"), headers={"Origin": page},
+                         timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 401, r.status_code
