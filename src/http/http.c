@@ -1044,12 +1044,22 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
         *listed = true;
         return false;
     }
-    int shown = (int)(o.len > 120 ? 120 : o.len);
+    /* Shown only as browsers send it (printable ASCII, no quote or backslash): the sentence
+     * also goes out from the head, where raw_reply takes no JSON escapes. */
+    bool plain = o.len <= 100;
+    for (size_t k = 0; plain && k < o.len; k++) {
+        plain = o.base[k] > ' ' && o.base[k] < 0x7f && o.base[k] != '"' && o.base[k] != '\\';
+    }
+    int shown = (int)o.len;
     if (o.len == 4 && memcmp(o.base, "null", 4) == 0) {
         /* A file, or a sandboxed frame any site can make: no origin to allow. */
         snprintf(msg, ORIGIN_MSG_MAX,
                  "a request from a web page without an origin of its own (Origin: null: a "
                  "local file or a sandboxed frame) is refused");
+    } else if (!plain) {
+        snprintf(msg, ORIGIN_MSG_MAX,
+                 "a request with an Origin header that is not an origin (scheme://host[:port]) "
+                 "is refused");
     } else {
         snprintf(msg, ORIGIN_MSG_MAX,
                  "a request from the web page origin '%.*s' is refused: it is not this server's "
@@ -2404,7 +2414,8 @@ static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_
 
 /* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
  * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
- * enough for msg: at most 160 bytes, needing no JSON escapes). Returns its length. */
+ * enough for msg: at most 160 bytes, 360 in refuse_body's; needing no JSON escapes). Returns
+ * its length. */
 /* `extra`: more header lines ("Name: value\r\n" each), or NULL. */
 static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, const char *msg)
 {

@@ -862,6 +862,15 @@ def test_requests_from_other_web_pages_are_refused(start_server_fn):
         assert error_message(r, 403) == ORIGIN_REFUSED % (origin, origin)
     # A local file or a sandboxed frame (any site can make one): nothing to allow.
     assert error_message(_page_post(client, "null"), 403) == NULL_REFUSED
+    # Not an origin a browser sends: refused without being shown, in valid JSON, with a body
+    # (judged from the head) or without.
+    for origin in ('http://a"b.example', "http://" + "x" * 200, "http://a\\b"):
+        want = ("a request with an Origin header that is not an origin (scheme://host[:port]) "
+                "is refused")
+        assert error_message(_page_post(client, origin), 403) == want
+        r = requests.get(client.url("/v2/models/m"), headers={"Origin": origin},
+                         timeout=HTTP_TIMEOUT_S)
+        assert error_message(r, 403) == want
     r = requests.post(client.url("/v2/repository/models/m/unload"), data="",
                       headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
                       timeout=HTTP_TIMEOUT_S)
