@@ -290,8 +290,9 @@ static const char *given_as(int argc, char **argv, const char *flag, const char 
 }
 
 /* --allow-origin: each comma-separated entry is "*" or an origin as browsers send it,
- * scheme://host[:port] (no path, not even "/", which would never match). Returns the first
- * entry that is not (its length in *len), or NULL. */
+ * scheme://host[:port]: no path (not even "/"), query, fragment or user, which would never
+ * match. Returns the first entry that is not, empty ones included (its length in *len), or
+ * NULL. */
 static const char *bad_origin(const char *list, size_t *len)
 {
     for (const char *p = list; p;) {
@@ -303,16 +304,16 @@ static const char *bad_origin(const char *list, size_t *len)
         while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) {
             n--;
         }
-        size_t scheme = 0;
-        while (scheme < n && (isalnum((unsigned char)p[scheme]) || strchr("+-.", p[scheme]))) {
-            scheme++;
+        size_t k = 0;
+        while (k < n && (isalnum((unsigned char)p[k]) || strchr("+-.", p[k]))) {
+            k++; /* the scheme */
         }
-        bool any = n == 1 && p[0] == '*';
-        bool origin = scheme > 0 && isalpha((unsigned char)p[0]) && n > scheme + 3 &&
-                      memcmp(p + scheme, "://", 3) == 0 &&
-                      !memchr(p + scheme + 3, '/', n - scheme - 3) &&
-                      !memchr(p + scheme + 3, ' ', n - scheme - 3);
-        if (!any && !origin && (end || n > 0)) {
+        bool origin =
+            k > 0 && isalpha((unsigned char)p[0]) && n > k + 3 && memcmp(p + k, "://", 3) == 0;
+        for (k += 3; origin && k < n; k++) {
+            origin = isalnum((unsigned char)p[k]) || strchr(".-_~:[]", p[k]);
+        }
+        if (!(n == 1 && p[0] == '*') && !origin) {
             *len = n;
             return p;
         }

@@ -1040,7 +1040,8 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
         same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len)) {
         return false;
     }
-    if (origin_listed(h->allow_origins, o)) {
+    bool null = o.len == 4 && memcmp(o.base, "null", 4) == 0;
+    if (!null && origin_listed(h->allow_origins, o)) {
         *listed = true;
         return false;
     }
@@ -1051,8 +1052,8 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
         plain = o.base[k] > ' ' && o.base[k] < 0x7f && o.base[k] != '"' && o.base[k] != '\\';
     }
     int shown = (int)o.len;
-    if (o.len == 4 && memcmp(o.base, "null", 4) == 0) {
-        /* A file, or a sandboxed frame any site can make: no origin to allow. */
+    if (null) {
+        /* A file, or a sandboxed frame any site can make: no origin to allow, not even by *. */
         snprintf(msg, ORIGIN_MSG_MAX,
                  "a request from a web page without an origin of its own (Origin: null: a "
                  "local file or a sandboxed frame) is refused");
@@ -1077,6 +1078,10 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
  * with the methods and headers the page may use. */
 static bool origin_ok(bd_http_t *h, h2o_req_t *req)
 {
+    if (h->allow_origins) {
+        /* Replies differ by Origin (CORS headers, 403): caches must not mix them up. */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+    }
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
     if (i < 0) {
         return true;
@@ -1094,7 +1099,6 @@ static bool origin_ok(bd_http_t *h, h2o_req_t *req)
     }
     h2o_headers_t *out = &req->res.headers;
     h2o_add_header(&req->pool, out, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, o.base, o.len);
-    h2o_add_header(&req->pool, out, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
     if (!method_is(req, "OPTIONS") ||
         h2o_find_header_by_str(&req->headers, H2O_STRLIT("access-control-request-method"), -1) <
             0) {

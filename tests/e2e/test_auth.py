@@ -910,16 +910,21 @@ def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
         assert error_message(_page_post(client, origin), 403) == ORIGIN_REFUSED % (origin, origin)
     anyone = start_server_fn(repo, ["--allow-origin", "*"])
     assert _page_post(anyone, "http://evil.example").status_code == 200
+    # Not even * lets in a page without an origin of its own.
+    assert error_message(_page_post(anyone, "null"), 403) == NULL_REFUSED
 
 
 @pytest.mark.parametrize("value,bad", [("http://dash.local:3000/", "http://dash.local:3000/"),
                                        ("http://a.example,,http://b.example", ""),
-                                       ("null", "null"), ("dash.local:3000", "dash.local:3000")])
+                                       ("http://a.example, ", ""), ("http://a.example?x", None),
+                                       ("http://u:p@a.example", None), ("null", None),
+                                       ("dash.local:3000", None)])
 def test_allow_origin_takes_only_origins(tmp_path, value, bad):
     r = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
                         "--allow-origin", value], capture_output=True, text=True, timeout=30,
                        env=sanitizer_env())
     assert r.returncode == 2, r.stderr
+    bad = value if bad is None else bad
     assert r.stderr == ("batchd serve: --allow-origin: '%s' is not an origin; expected "
                         "scheme://host[:port] (as a browser sends it: no path, no trailing "
                         "'/'), or * for any\n" % bad), r.stderr
@@ -994,6 +999,7 @@ def test_a_listed_page_can_read_the_replies(start_server_fn, tmp_path):
                           timeout=HTTP_TIMEOUT_S)
         assert r.status_code == 200, r.text
         assert "Access-Control-Allow-Origin" not in r.headers
+        assert r.headers["Vary"] == "Origin"  # what a cache keeps depends on Origin
     # Not a preflight (no Access-Control-Request-Method): as any OPTIONS, here without a key.
     r = requests.options(client.url("/v2/models/m/infer"), headers={"Origin": page},
                          timeout=HTTP_TIMEOUT_S)
