@@ -1001,6 +1001,18 @@ static bool same_nocase(const char *a, size_t a_len, const char *b, size_t b_len
     return a_len == b_len;
 }
 
+/* Whether raw_reply may carry s[0..n) as it is: printable ASCII without '"' or '\\' (it writes
+ * no JSON escapes, and bytes past ASCII may not be UTF-8). */
+static bool raw_text(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < ' ' || s[i] > '~' || s[i] == '"' || s[i] == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Whether `origin` is in the comma-separated `list` ("*" matches any). */
 static bool origin_listed(const char *list, h2o_iovec_t origin)
 {
@@ -1045,12 +1057,8 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
         *listed = true;
         return false;
     }
-    /* Shown only as browsers send it (printable ASCII, no quote or backslash): the sentence
-     * also goes out from the head, where raw_reply takes no JSON escapes. */
-    bool plain = o.len <= 100;
-    for (size_t k = 0; plain && k < o.len; k++) {
-        plain = o.base[k] > ' ' && o.base[k] < 0x7f && o.base[k] != '"' && o.base[k] != '\\';
-    }
+    /* Shown only as browsers send it: the sentence also goes out from the head (raw_reply). */
+    bool plain = o.len <= 100 && raw_text(o.base, o.len);
     int shown = (int)o.len;
     if (null) {
         /* A file, or a sandboxed frame any site can make: no origin to allow, not even by *. */
@@ -2698,13 +2706,8 @@ static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c,
     bd_err_t err = {0};
     h2o_iovec_t v = ns == 6 ? seg[4] : h2o_iovec_init(NULL, 0);
     if (bd_repo_find(h->repo, seg[2].base, seg[2].len, v.base, v.len, &m, &err) == 0 ||
-        err.code != BD_ENOTFOUND || strlen(err.msg) > 300) {
+        err.code != BD_ENOTFOUND || strlen(err.msg) > 300 || !raw_text(err.msg, strlen(err.msg))) {
         return true;
-    }
-    for (const char *p = err.msg; *p; p++) {
-        if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) {
-            return true;
-        }
     }
     refuse_body(c, 400, NULL, err.msg, left);
     return false;
