@@ -1078,6 +1078,20 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
     return true;
 }
 
+/* The header lines ("Name: value\r\n" each) that a reply written past h2o (refuse_body)
+ * carries for a page's browser, as origin_ok adds them to routed replies: Vary: Origin with
+ * --allow-origin, and for `listed` (the page's origin, or empty when it is not a listed page)
+ * the CORS ones; its origin is echoed only as browsers send it. */
+#define CORS_LINES_MAX 256
+static void cors_lines(const bd_http_t *h, char *out, h2o_iovec_t listed)
+{
+    bool echo = listed.len && listed.len <= 100 && raw_text(listed.base, listed.len);
+    snprintf(out, CORS_LINES_MAX, "%s%s%.*s%s", h->allow_origins ? "Vary: Origin\r\n" : "",
+             echo ? "Access-Control-Allow-Origin: " : "", echo ? (int)listed.len : 0,
+             echo ? listed.base : "",
+             echo ? "\r\nAccess-Control-Expose-Headers: " CORS_EXPOSED "\r\n" : "");
+}
+
 /* origin_refused for a request h2o parsed; false after answering it: 403, or the CORS
  * preflight of a listed page. A listed page's browser hands it a reply only if the reply says
  * so (CORS): each carries Access-Control-Allow-Origin with the page's origin, and the preflight
@@ -2426,8 +2440,8 @@ static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_
 
 /* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
  * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
- * enough for msg: at most 160 bytes, 360 in refuse_body's; needing no JSON escapes). Returns
- * its length. */
+ * enough for msg and `extra`: msg at most 160 bytes, 400 in refuse_body's, whose header lines
+ * take 512; needing no JSON escapes). Returns its length. */
 /* `extra`: more header lines ("Name: value\r\n" each), or NULL. */
 static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, const char *msg)
 {
@@ -2490,10 +2504,12 @@ static void refuse_head(conn_t *c, int status, const char *msg)
 /* An early 401, 413, 429 or 503 (early_refusal): answered before the body, which is then read and
  * dropped as it comes (`left` more bytes of it) instead of buffered. Not logged: clients cause
  * these, and the same answers after a buffered body are not logged either. */
-static void refuse_body(conn_t *c, int status, const char *extra, const char *msg, size_t left)
+static void refuse_body(conn_t *c, int status, const char *extra, const char *cors, const char *msg,
+                        size_t left)
 {
-    char resp[640];
-    size_t n = raw_reply(resp, sizeof resp, status, extra, msg);
+    char resp[1280], lines[512];
+    snprintf(lines, sizeof lines, "%s%s", cors, extra ? extra : "");
+    size_t n = raw_reply(resp, sizeof resp, status, lines, msg);
     h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
     c->promised = 0;
     count_buffer(c);
@@ -2674,7 +2690,8 @@ static const char *size_text(char *buf, size_t cap, size_t n)
  * always pass, and so does a request while nothing else is held (so a body of --max-body-bytes
  * is never refused on an idle server). An admitted one is promised its room until its body is
  * in (mark_busy). False after refusing. */
-static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size_t left)
+static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size_t left,
+                          const char *cors)
 {
     if (!h->budget->max || need <= RESERVE_MIN_BYTES || need > h->max_body_bytes) {
         return true; /* h2o refuses a body over --max-body-bytes itself (413) */
@@ -2692,7 +2709,7 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
              size_text(held, sizeof held, others), size_text(adds, sizeof adds, (size_t)need),
              size_text(limit, sizeof limit, h->budget->max));
     bd_metrics_http_buffer_full_add(h->metrics);
-    refuse_body(c, 503, "Retry-After: 1\r\n", msg, left);
+    refuse_body(c, 503, "Retry-After: 1\r\n", cors, msg, left);
     return false;
 }
 
@@ -2700,7 +2717,8 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
  * does not have: its 400 goes now, so the client does not send a body only to be refused
  * after it (curl sends any body over 1 MiB so). False after refusing. A sentence that would
  * need JSON escapes (raw_reply takes none) is left to the handler. */
-static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c, size_t left)
+static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c, size_t left,
+                        const char *cors)
 {
     bd_model_t *m = NULL;
     bd_err_t err = {0};
@@ -2709,7 +2727,7 @@ static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c,
         err.code != BD_ENOTFOUND || strlen(err.msg) > 300 || !raw_text(err.msg, strlen(err.msg))) {
         return true;
     }
-    refuse_body(c, 400, NULL, err.msg, left);
+    refuse_body(c, 400, NULL, cors, err.msg, left);
     return false;
 }
 
@@ -2774,26 +2792,30 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     unsigned long long need = te ? h->max_body_bytes : cl;
     unsigned long long rest = te ? h->max_body_bytes : cl > have ? cl - have : 0;
     size_t left = rest < SIZE_MAX ? (size_t)rest : SIZE_MAX;
+    char why[ORIGIN_MSG_MAX], cors[CORS_LINES_MAX];
+    bool listed = false;
+    h2o_iovec_t o =
+        origin ? h2o_str_stripws(origin->value, origin->value_len) : h2o_iovec_init(NULL, 0);
+    if (origin &&
+        origin_refused(h, o,
+                       host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
+                       &listed, why)) {
+        cors_lines(h, cors, h2o_iovec_init(NULL, 0));
+        refuse_body(c, 403, NULL, cors, why, left); /* before keys, and before a token is taken */
+        return false;
+    }
+    cors_lines(h, cors, listed ? o : h2o_iovec_init(NULL, 0));
     if (n_cl == 1 && !te && cl > h->max_body_bytes) {
         char msg[160];
         too_large(h, msg, sizeof msg);
-        refuse_body(c, 413, NULL, msg, left);
-        return false;
-    }
-    char why[ORIGIN_MSG_MAX];
-    bool listed;
-    if (origin &&
-        origin_refused(h, h2o_str_stripws(origin->value, origin->value_len),
-                       host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
-                       &listed, why)) {
-        refuse_body(c, 403, NULL, why, left); /* before keys, and before a token is taken */
+        refuse_body(c, 413, NULL, cors, msg, left);
         return false;
     }
     if (!keys && !limits && !h->budget->max) {
         return true;
     }
     if (n_cl > 1) {
-        return room_for_body(h, c, need, left); /* framing only h2o and admit settle */
+        return room_for_body(h, c, need, left, cors); /* framing only h2o and admit settle */
     }
     size_t plen = 0;
     while (plen < path_len && path[plen] != '?') {
@@ -2824,18 +2846,18 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             refuse_body(c, 401,
                         msg == MSG_BAD_KEY ? "WWW-Authenticate: " AUTH_INVALID "\r\n"
                                            : "WWW-Authenticate: " AUTH_PLAIN "\r\n",
-                        msg, left);
+                        cors, msg, left);
             return false;
         }
     }
-    if (!room_for_body(h, c, need, left)) {
+    if (!room_for_body(h, c, need, left, cors)) {
         return false;
     }
     bool infer = judged && method_len == 4 && memcmp(method, "POST", 4) == 0 && ns >= 4 &&
                  iov_eq(seg[0], "v2") && iov_eq(seg[1], "models") &&
                  ((ns == 4 && iov_eq(seg[3], "infer")) ||
                   (ns == 6 && iov_eq(seg[3], "versions") && iov_eq(seg[5], "infer")));
-    if (infer && expects && !model_known(h, seg, ns, c, left)) {
+    if (infer && expects && !model_known(h, seg, ns, c, left, cors)) {
         return false;
     }
     if (!limits || !infer) {
@@ -2853,7 +2875,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bd_metrics_rate_limited_add(h->metrics, BD_PROTO_HTTP);
     char extra[48];
     snprintf(extra, sizeof extra, "Retry-After: %llu\r\n", (unsigned long long)retry);
-    refuse_body(c, 429, extra, err.msg, left);
+    refuse_body(c, 429, extra, cors, err.msg, left);
     return false;
 }
 

@@ -1004,3 +1004,50 @@ def test_a_listed_page_can_read_the_replies(start_server_fn, tmp_path):
     r = requests.options(client.url("/v2/models/m/infer"), headers={"Origin": page},
                          timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 401, r.status_code
+
+
+def test_a_listed_page_can_read_the_refusals_from_the_head(start_server_fn, tmp_path):
+    """A request with a body is refused from its head (401 without a key, 413 past
+    --max-body-bytes, 429 past --rate-limit) before h2o routes it: those replies carry the
+    same CORS headers as routed ones for a listed page, so that its browser hands the page the
+    status and the sentence instead of a network error. Another site's page gets its 403 with
+    Vary: Origin and no CORS headers."""
+    key = "k-" + secrets.token_hex(16)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s admin\n" % key)
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    page = "http://dash.local:3000"
+    client = start_server_fn(repo, ["--allow-origin", page, "--api-keys", str(path),
+                                    "--max-body-bytes", "4096", "--rate-limit", "0.01:1"])
+    body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
+    url = client.url("/v2/models/m/infer")
+
+    def post(data, **headers):
+        headers.setdefault("Content-Type", "application/json")
+        return requests.post(url, data=data, headers=headers, timeout=HTTP_TIMEOUT_S)
+
+    def cors(r, status):
+        assert r.status_code == status, (r.status_code, r.text)
+        assert r.headers["Access-Control-Allow-Origin"] == page
+        assert r.headers["Access-Control-Expose-Headers"] == (
+            "Inference-Header-Content-Length, Retry-After, WWW-Authenticate")
+        assert r.headers["Vary"] == "Origin"
+        return r.json()["error"]
+
+    assert cors(post(body, Origin=page), 401) == (
+        "this endpoint needs an API key: send 'Authorization: Bearer <key>'")
+    assert post(body, Origin=page).headers["WWW-Authenticate"] == 'Bearer realm="batchd"'
+    auth = "Bearer " + key
+    msg = cors(post(b"x" * 5000, Origin=page, Authorization=auth), 413)
+    assert "4096" in msg, msg
+    assert post(body, Origin=page, Authorization=auth).status_code == 200
+    r = post(body, Origin=page, Authorization=auth)
+    cors(r, 429)
+    assert int(r.headers["Retry-After"]) >= 1
+    r = post(body, Origin="http://evil.example", Authorization=auth)
+    assert r.status_code == 403 and r.headers["Vary"] == "Origin"
+    assert "Access-Control-Allow-Origin" not in r.headers
+    r = post(body, Authorization=auth)  # no Origin: no CORS headers, but still Vary
+    assert r.status_code == 429 and r.headers["Vary"] == "Origin"
+    assert "Access-Control-Allow-Origin" not in r.headers
