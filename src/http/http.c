@@ -1028,7 +1028,36 @@ static bool origin_listed(const char *list, h2o_iovec_t origin)
     return false;
 }
 
-#define ORIGIN_MSG_MAX 400
+/* Whether a request's Host (name[:port]) names this machine by address: an IP address, or
+ * localhost, which browsers resolve themselves. Any other name could be one that its owner
+ * points at 127.0.0.1 while a browser holds their page (DNS rebinding): the page is then, to
+ * the browser, this server's own. */
+static bool host_is_address(h2o_iovec_t host)
+{
+    if (host.len > 2 && host.base[0] == '[') {
+        return true; /* an IPv6 literal: no name */
+    }
+    size_t n = host.len;
+    for (size_t i = n; i > 0; i--) {
+        if (host.base[i - 1] == ':') {
+            n = i - 1; /* the port */
+            break;
+        }
+    }
+    char name[64];
+    if (n == 0 || n >= sizeof name) {
+        return false;
+    }
+    memcpy(name, host.base, n);
+    name[n] = '\0';
+    n -= name[n - 1] == '.'; /* the root's dot */
+    name[n] = '\0';
+    struct in_addr a;
+    return inet_pton(AF_INET, name, &a) == 1 || strcasecmp(name, "localhost") == 0 ||
+           (n > 10 && strcasecmp(name + n - 10, ".localhost") == 0);
+}
+
+#define ORIGIN_MSG_MAX 480
 /* What a listed page's requests may carry, and which reply headers it may read (CORS). */
 #define CORS_ALLOWED                                                                               \
     "Authorization, Content-Type, Content-Encoding, Accept-Encoding, "                             \
@@ -1036,25 +1065,26 @@ static bool origin_listed(const char *list, h2o_iovec_t origin)
 #define CORS_EXPOSED "Inference-Header-Content-Length, Retry-After, WWW-Authenticate"
 
 /* A web page's request, sent by a browser with its Origin (`origin`, stripped): refused (403)
- * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`)
- * or --allow-origin lists it, so that pages a browser on this machine opens cannot use a batchd
- * on 127.0.0.1 (infer, load, unload, WebSockets; docs/SECURITY.md). Clients that are not
- * browsers send no Origin. True with the answer's sentence in msg[ORIGIN_MSG_MAX]; false
- * with *listed set when the page is another site's that --allow-origin lists. Judged from the
- * head for a request with a body (early_refusal: before API keys and rate limits), in on_req
- * for one without. */
+ * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`,
+ * where that is an address: host_is_address) or --allow-origin lists it, so that pages a browser on
+ * this machine opens cannot use a batchd on 127.0.0.1 (infer, load, unload, WebSockets;
+ * docs/SECURITY.md). Clients that are not browsers send no Origin. True with the answer's sentence
+ * in msg[ORIGIN_MSG_MAX]; false with *listed set when the page is another site's that
+ * --allow-origin lists. Judged from the head for a request with a body (early_refusal: before API
+ * keys and rate limits), in on_req for one without. */
 static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, bool *listed,
                            char *msg)
 {
     const char *sep = o.len > 3 ? memchr(o.base, ':', o.len - 2) : NULL;
     *listed = false;
-    if (sep && sep[1] == '/' && sep[2] == '/' &&
-        same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len)) {
+    bool own_name = sep && sep[1] == '/' && sep[2] == '/' &&
+                    same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len);
+    if (own_name && host_is_address(host)) {
         return false;
     }
     bool null = o.len == 4 && memcmp(o.base, "null", 4) == 0;
     if (!null && origin_listed(h->allow_origins, o)) {
-        *listed = true;
+        *listed = !own_name; /* a listed page of its own needs no CORS */
         return false;
     }
     /* Shown only as browsers send it: the sentence also goes out from the head (raw_reply). */
@@ -1069,6 +1099,12 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
         snprintf(msg, ORIGIN_MSG_MAX,
                  "a request with an Origin header that is not an origin (scheme://host[:port]) "
                  "is refused");
+    } else if (own_name) {
+        snprintf(msg, ORIGIN_MSG_MAX,
+                 "a request from the web page origin '%.*s' is refused: its host is a name, not "
+                 "an address or localhost, and any site can point a name here (DNS rebinding); "
+                 "start batchd with --allow-origin %.*s to accept requests from its pages",
+                 shown, o.base, shown, o.base);
     } else {
         snprintf(msg, ORIGIN_MSG_MAX,
                  "a request from the web page origin '%.*s' is refused: it is not this server's "
@@ -2440,7 +2476,7 @@ static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_
 
 /* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
  * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
- * enough for msg and `extra`: msg at most 160 bytes, 400 in refuse_body's, whose header lines
+ * enough for msg and `extra`: msg at most 160 bytes, 480 in refuse_body's, whose header lines
  * take 512; needing no JSON escapes). Returns its length. */
 /* `extra`: more header lines ("Name: value\r\n" each), or NULL. */
 static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, const char *msg)

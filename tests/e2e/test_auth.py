@@ -898,6 +898,58 @@ def test_requests_from_other_web_pages_are_refused(start_server_fn):
     run(ws())
 
 
+REBOUND = ("a request from the web page origin '%s' is refused: its host is a name, not an "
+           "address or localhost, and any site can point a name here (DNS rebinding); start "
+           "batchd with --allow-origin %s to accept requests from its pages")
+
+
+def test_a_page_whose_host_is_a_name_is_not_taken_for_the_servers_own(start_server_fn):
+    """DNS rebinding: a site points its own name at 127.0.0.1 while a browser holds its page,
+    whose requests then carry Origin and Host with that name, as if the page were the
+    server's. A page is taken for the server's own only where Host is an address (IPv4, an
+    IPv6 literal) or localhost; under any other name it must be listed in --allow-origin."""
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    client = start_server_fn(repo, ["--model-control", "explicit"])
+    port = client.server.port
+    body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
+
+    def page(host, method="POST"):
+        headers = {"Host": host, "Origin": "http://" + host, "Content-Type": "text/plain"}
+        if method == "POST":  # a body: judged from the head
+            return requests.post(client.url("/v2/models/m/infer"), data=body, headers=headers,
+                                 timeout=HTTP_TIMEOUT_S)
+        return requests.get(client.url("/v2/models/m"), headers=headers, timeout=HTTP_TIMEOUT_S)
+
+    for method in ("POST", "GET"):
+        for host in ("rebind.example:%d" % port, "127.0.0.1.nip.io:%d" % port, "evil"):
+            origin = "http://" + host
+            assert error_message(page(host, method), 403) == REBOUND % (origin, origin), host
+        for host in ("localhost:%d" % port, "LocalHost.:%d" % port, "app.localhost:%d" % port,
+                     "127.0.0.1:%d" % port, "[::1]:%d" % port, "127.0.0.1"):
+            r = page(host, method)
+            assert r.status_code == 200, (host, r.text)
+            assert "Access-Control-Allow-Origin" not in r.headers
+    r = requests.post(client.url("/v2/repository/models/m/unload"), data="", timeout=HTTP_TIMEOUT_S,
+                      headers={"Host": "rebind.example:%d" % port, "Content-Type": "text/plain",
+                               "Origin": "http://rebind.example:%d" % port})
+    error_message(r, 403)
+    assert client.get("/v2/models/m/ready").status_code == 200  # not unloaded
+    # A WebSocket handshake from such a page: 403 too.
+    with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S) as s:
+        s.sendall(("GET /v2/stream HTTP/1.1\r\nHost: rebind.example:%d\r\n"
+                   "Origin: http://rebind.example:%d\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n" % (port, port)).encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 403 "), "expected 403"
+    # Listed, the name is the operator's choice: served, as the server's own (no CORS).
+    listed = start_server_fn(repo, ["--allow-origin", "http://rebind.example:%d" % port])
+    host = "rebind.example:%d" % port
+    r = requests.post(listed.url("/v2/models/m/infer"), data=body, timeout=HTTP_TIMEOUT_S,
+                      headers={"Host": host, "Origin": "http://" + host})
+    assert r.status_code == 200, r.text
+
+
 def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
     repo = start_server_fn.repo()
     repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
