@@ -1170,6 +1170,13 @@ static bool origin_ok(bd_http_t *h, h2o_req_t *req)
                           H2O_STRLIT(CORS_ALLOWED));
     h2o_add_header_by_str(&req->pool, out, H2O_STRLIT("access-control-max-age"), 0, NULL,
                           H2O_STRLIT("600"));
+    if (h2o_find_header_by_str(&req->headers, H2O_STRLIT("access-control-request-private-network"),
+                               -1) >= 0) {
+        /* Chrome asks before a public site's page reaches a private address (Private Network
+         * Access): a listed page may. */
+        h2o_add_header_by_str(&req->pool, out, H2O_STRLIT("access-control-allow-private-network"),
+                              0, NULL, H2O_STRLIT("true"));
+    }
     req->res.status = 204;
     req->res.reason = "No Content";
     h2o_send_inline(req, NULL, 0);

@@ -1029,6 +1029,12 @@ def test_a_listed_page_can_read_the_replies(start_server_fn, tmp_path):
         "Inference-Header-Content-Length")
     assert r.headers["Access-Control-Max-Age"] == "600"
     assert r.headers["Vary"] == "Origin"
+    assert "Access-Control-Allow-Private-Network" not in r.headers
+    # Chrome's preflight before a public site's page reaches a private address.
+    r = requests.options(client.url("/v2/models/m/infer"), timeout=HTTP_TIMEOUT_S, headers={
+        "Origin": page, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Private-Network": "true"})
+    assert r.status_code == 204 and r.headers["Access-Control-Allow-Private-Network"] == "true"
     body = {"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]}
     auth = {"Authorization": "Bearer " + key, "Origin": page}
     r = requests.post(client.url("/v2/models/m/infer"), json=body, headers=auth,
