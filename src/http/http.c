@@ -2495,7 +2495,8 @@ static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, c
     struct tm tm;
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
     int n = snprintf(resp, cap,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\n"
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: batchd\r\n"
+                     "Content-Type: application/json\r\n"
                      "Connection: close\r\n%sContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
                      status, reason_of(status), date, extra ? extra : "", strlen(msg) + 12, msg);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;

@@ -1091,6 +1091,7 @@ def test_a_listed_page_can_read_the_refusals_from_the_head(start_server_fn, tmp_
         assert r.headers["Access-Control-Expose-Headers"] == (
             "Inference-Header-Content-Length, Retry-After, WWW-Authenticate")
         assert r.headers["Vary"] == "Origin"
+        assert r.headers["Server"] == "batchd"  # as every other reply
         return r.json()["error"]
 
     assert cors(post(body, Origin=page), 401) == (

@@ -432,9 +432,10 @@ def tls_connect(tls):
 
 
 def undated(data):
-    """The server's own answer without its Date line, which must be there (RFC 9110 6.6.1)."""
-    m = re.search(rb"\r\nDate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n",
-                  data)
+    """The server's own answer without its Date line, which must be there (RFC 9110 6.6.1),
+    and without the Server line that follows it, as on every other reply."""
+    m = re.search(rb"\r\nDate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n"
+                  rb"Server: batchd\r\n", data)
     assert m, data[:300]
     return data[:m.start()] + b"\r\n" + data[m.end():]
 
