@@ -1044,7 +1044,7 @@ static bool host_is_address(h2o_iovec_t host)
             break;
         }
     }
-    char name[64];
+    char name[256]; /* a DNS name's 253 bytes */
     if (n == 0 || n >= sizeof name) {
         return false;
     }
@@ -1057,7 +1057,10 @@ static bool host_is_address(h2o_iovec_t host)
            (n > 10 && strcasecmp(name + n - 10, ".localhost") == 0);
 }
 
-#define ORIGIN_MSG_MAX 480
+/* An Origin as browsers send it: printable ASCII, at most a host name's 253 bytes with a
+ * scheme and port. Only such a one is listed, echoed or shown. */
+#define ORIGIN_MAX 300
+#define ORIGIN_MSG_MAX (2 * ORIGIN_MAX + 300)
 /* What a listed page's requests may carry, and which reply headers it may read (CORS). */
 #define CORS_ALLOWED                                                                               \
     "Authorization, Content-Type, Content-Encoding, Accept-Encoding, "                             \
@@ -1083,12 +1086,12 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
         return false;
     }
     bool null = o.len == 4 && memcmp(o.base, "null", 4) == 0;
-    if (!null && origin_listed(h->allow_origins, o)) {
+    bool plain = o.len <= ORIGIN_MAX && raw_text(o.base, o.len);
+    if (!null && plain && origin_listed(h->allow_origins, o)) {
         *listed = !own_name; /* a listed page of its own needs no CORS */
         return false;
     }
     /* Shown only as browsers send it: the sentence also goes out from the head (raw_reply). */
-    bool plain = o.len <= 100 && raw_text(o.base, o.len);
     int shown = (int)o.len;
     if (null) {
         /* A file, or a sandboxed frame any site can make: no origin to allow, not even by *. */
@@ -1118,10 +1121,10 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
  * carries for a page's browser, as origin_ok adds them to routed replies: Vary: Origin with
  * --allow-origin, and for `listed` (the page's origin, or empty when it is not a listed page)
  * the CORS ones; its origin is echoed only as browsers send it. */
-#define CORS_LINES_MAX 256
+#define CORS_LINES_MAX (ORIGIN_MAX + 200)
 static void cors_lines(const bd_http_t *h, char *out, h2o_iovec_t listed)
 {
-    bool echo = listed.len && listed.len <= 100 && raw_text(listed.base, listed.len);
+    bool echo = listed.len != 0; /* origin_refused lists only what a browser sends */
     snprintf(out, CORS_LINES_MAX, "%s%s%.*s%s", h->allow_origins ? "Vary: Origin\r\n" : "",
              echo ? "Access-Control-Allow-Origin: " : "", echo ? (int)listed.len : 0,
              echo ? listed.base : "",
@@ -2483,8 +2486,8 @@ static void accept_stream(bd_http_t *h, h2o_req_t *req, const char *model, size_
 
 /* A whole HTTP/1.1 answer `status` with {"error": msg} and Connection: close, for the replies
  * written past h2o (refuse_head, the plain-HTTP 400 on the TLS port), into resp (cap bytes,
- * enough for msg and `extra`: msg at most 160 bytes, 480 in refuse_body's, whose header lines
- * take 512; needing no JSON escapes). Returns its length. */
+ * enough for msg and `extra`: msg at most 160 bytes, ORIGIN_MSG_MAX in refuse_body's, whose
+ * header lines take CORS_LINES_MAX + 100; needing no JSON escapes). Returns its length. */
 /* `extra`: more header lines ("Name: value\r\n" each), or NULL. */
 static size_t raw_reply(char *resp, size_t cap, int status, const char *extra, const char *msg)
 {
@@ -2551,7 +2554,7 @@ static void refuse_head(conn_t *c, int status, const char *msg)
 static void refuse_body(conn_t *c, int status, const char *extra, const char *cors, const char *msg,
                         size_t left)
 {
-    char resp[1280], lines[512];
+    char resp[CORS_LINES_MAX + ORIGIN_MSG_MAX + 400], lines[CORS_LINES_MAX + 100];
     snprintf(lines, sizeof lines, "%s%s", cors, extra ? extra : "");
     size_t n = raw_reply(resp, sizeof resp, status, lines, msg);
     h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
@@ -2814,7 +2817,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         } else if (field_is(&f[i], "origin")) {
             origin = origin ? origin : &f[i];
         } else if (field_is(&f[i], "host")) {
-            host = host ? host : &f[i];
+            host = &f[i]; /* the last, as h2o takes it (several only in HTTP/1.0) */
         }
     }
     if (cl_differ || (n_cl && te)) {

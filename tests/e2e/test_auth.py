@@ -864,7 +864,7 @@ def test_requests_from_other_web_pages_are_refused(start_server_fn):
     assert error_message(_page_post(client, "null"), 403) == NULL_REFUSED
     # Not an origin a browser sends: refused without being shown, in valid JSON, with a body
     # (judged from the head) or without.
-    for origin in ('http://a"b.example', "http://" + "x" * 200, "http://a\\b"):
+    for origin in ('http://a"b.example', "http://" + "x" * 300, "http://a\\b"):
         want = ("a request with an Origin header that is not an origin (scheme://host[:port]) "
                 "is refused")
         assert error_message(_page_post(client, origin), 403) == want
@@ -926,6 +926,7 @@ def test_a_page_whose_host_is_a_name_is_not_taken_for_the_servers_own(start_serv
             origin = "http://" + host
             assert error_message(page(host, method), 403) == REBOUND % (origin, origin), host
         for host in ("localhost:%d" % port, "LocalHost.:%d" % port, "app.localhost:%d" % port,
+                     "a" * 200 + ".localhost:%d" % port,
                      "127.0.0.1:%d" % port, "[::1]:%d" % port, "127.0.0.1"):
             r = page(host, method)
             assert r.status_code == 200, (host, r.text)
@@ -962,8 +963,13 @@ def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
         assert error_message(_page_post(client, origin), 403) == ORIGIN_REFUSED % (origin, origin)
     anyone = start_server_fn(repo, ["--allow-origin", "*"])
     assert _page_post(anyone, "http://evil.example").status_code == 200
-    # Not even * lets in a page without an origin of its own.
+    # Not even * lets in a page without an origin of its own, or what no browser sends.
     assert error_message(_page_post(anyone, "null"), 403) == NULL_REFUSED
+    for origin in ('http://a"b.example', "http://" + "x" * 300):
+        r = requests.get(anyone.url("/v2/models/m"), headers={"Origin": origin},
+                         timeout=HTTP_TIMEOUT_S)
+        assert error_message(r, 403) == ("a request with an Origin header that is not an origin "
+                                         "(scheme://host[:port]) is refused")
 
 
 @pytest.mark.parametrize("value,bad", [("http://dash.local:3000/", "http://dash.local:3000/"),
@@ -1076,7 +1082,9 @@ def test_a_listed_page_can_read_the_refusals_from_the_head(start_server_fn, tmp_
     repo = start_server_fn.repo()
     repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
     page = "http://dash.local:3000"
-    client = start_server_fn(repo, ["--allow-origin", page, "--api-keys", str(path),
+    long_page = "https://" + "l" * 240 + ".example"  # a host name may take 253 bytes
+    client = start_server_fn(repo, ["--allow-origin", page + "," + long_page,
+                                    "--api-keys", str(path),
                                     "--max-body-bytes", "4096", "--rate-limit", "0.01:1"])
     body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
     url = client.url("/v2/models/m/infer")
@@ -1097,6 +1105,10 @@ def test_a_listed_page_can_read_the_refusals_from_the_head(start_server_fn, tmp_
     assert cors(post(body, Origin=page), 401) == (
         "this endpoint needs an API key: send 'Authorization: Bearer <key>'")
     assert post(body, Origin=page).headers["WWW-Authenticate"] == 'Bearer realm="batchd"'
+    for r in (post(body, Origin=long_page),  # from the head, and routed
+              requests.get(client.url("/v2/models/m"), headers={"Origin": long_page},
+                           timeout=HTTP_TIMEOUT_S)):
+        assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == long_page
     auth = "Bearer " + key
     msg = cors(post(b"x" * 5000, Origin=page, Authorization=auth), 413)
     assert "4096" in msg, msg

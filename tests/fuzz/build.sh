@@ -6,7 +6,7 @@
 #   ws      the WebSocket byte checks of src/stream/frames.c (fuzz_ws.c; seeds in corpus-ws)
 #   http    the whole server on a loopback port: raw bytes on a connection (fuzz_http.c; seeds
 #           in corpus-http); inputs that mention "uthorization" go to a second server with an
-#           API key
+#           API key, a rate limit and a listed web page origin
 #   image   the JPEG/PNG decoders, resize and base64 of src/image (fuzz_image.c; seeds, tiny
 #           images made with Pillow, in corpus-image)
 #   gate    the API key file, Authorization and api_key parsers and --rate-limit of src/gate
@@ -103,6 +103,14 @@ write_http_dict() {
 "Sec-WebSocket-Version: 13"
 "\"binary_data_size\""
 "Authorization: Bearer fuzzkey"
+"Origin: http://page.example"
+"Origin: http://x"
+"Origin: null"
+"Host: localhost:1"
+"Host: [::1]"
+"OPTIONS /v2/models/m/infer HTTP/1.1"
+"Access-Control-Request-Method: POST"
+"Access-Control-Request-Private-Network: true"
 DICT
 }
 

@@ -7,8 +7,8 @@
  * ASan/UBSan catch memory errors; the server must also still answer a health check after each
  * input, so a wedged loop fails too. The servers live for the whole fuzzing run: an input that
  * mentions "uthorization" goes to a second one with API keys (the key "fuzzkey", role infer)
- * and --rate-limit 2:2, so that the head's early 401 and 429 and the dropped body behind them
- * are fuzzed too; every other
+ * and --rate-limit 2:2 and --allow-origin http://page.example, so that the head's early 401 and
+ * 429, the dropped body behind them and a listed page's CORS are fuzzed too; every other
  * input to one without keys, so that the saved corpus reaches as deep as before. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -82,7 +82,9 @@ static void start(void)
                                         .max_body_bytes = 65536,
                                         .model_control = BD_MODEL_CONTROL_EXPLICIT,
                                         .max_header_bytes = 4096,
-                                        .gate = i == 1 ? gate : NULL},
+                                        .gate = i == 1 ? gate : NULL,
+                                        /* a listed page's CORS, on replies from the head too */
+                                        .allow_origins = i == 1 ? "http://page.example" : NULL},
                                /* a head of over 128 bytes announcing ~64 KiB gets 503 */
                                .max_buffered_bytes = i == 0 ? 65536 + 128 : 0,
                                .max_decode_bytes = 1 << 20,
