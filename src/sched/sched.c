@@ -143,8 +143,13 @@ struct inst {
     size_t *drow0;       /* owned, batch_cap: each request's first row in the buffer */
     unsigned char *ddst; /* the image input's batch buffer */
     size_t drow_bytes;
-    bool probe;   /* the current batch is the circuit breaker's probe (set under mu) */
-    bool rerun;   /* refused_values runs the current batch's requests one at a time */
+    bool probe; /* the current batch is the circuit breaker's probe (set under mu) */
+    bool rerun; /* refused_values runs the current batch's requests one at a time */
+    /* What those re-runs said of the backend, told to the breaker once for the batch: one
+     * ran, one failed (rerun_err its error). */
+    bool rerun_ok;
+    bool rerun_failed;
+    bd_err_t rerun_err;
     bool waiting; /* under mu: its worker waits on cv for work */
     bool claimed; /* under mu: bd_sched_run_inline's caller runs it; its worker keeps off */
     bool parked;  /* under mu: its worker waits for the claim to end */
@@ -174,8 +179,9 @@ struct bd_sched {
     size_t min_preferred;        /* smallest preferred batch size <= max_rows; 0: none */
     const char *model_name;      /* borrowed from cfg, never NULL */
     int n_levels;
-    int default_level; /* 0-based */
-    _Atomic uint64_t last_err_log_us;
+    int default_level;                    /* 0-based */
+    _Atomic uint64_t last_err_log_us;     /* log_batch_error's failed batches */
+    _Atomic uint64_t last_refused_log_us; /* and refused ones, apart: clients cause those */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;                      /* workers wait here */
@@ -1381,16 +1387,18 @@ static int scatter(bd_sched_t *s, inst_t *in, bd_req_t *r, size_t row0, size_t r
     return 0;
 }
 
-/* A failed batch's WARN line, at most one per ERR_LOG_INTERVAL_US a model. `what`: "batch
- * failed", or what was done about it. */
-static void log_batch_error(bd_sched_t *s, const char *what, const bd_err_t *err, size_t n)
+/* A failed batch's WARN line, at most one per ERR_LOG_INTERVAL_US a model and `last` (its
+ * failed batches', or its refused ones', so that clients' bad values do not hide the backend's
+ * faults). `what`: "batch failed", or what was done about it. */
+static void log_batch_error(bd_sched_t *s, _Atomic uint64_t *last_us, const char *what,
+                            const bd_err_t *err, size_t n)
 {
     uint64_t now = bd_now_us();
-    uint64_t last = atomic_load_explicit(&s->last_err_log_us, memory_order_relaxed);
+    uint64_t last = atomic_load_explicit(last_us, memory_order_relaxed);
     if (last != 0 && now - last < ERR_LOG_INTERVAL_US) {
         return;
     }
-    if (atomic_compare_exchange_strong(&s->last_err_log_us, &last, now)) {
+    if (atomic_compare_exchange_strong(last_us, &last, now)) {
         BD_WARN("sched", "%s model=%s version=%" PRId64 " requests=%zu error=\"%s\"", what,
                 s->model_name, s->cfg->version, n, err->msg);
     }
@@ -1461,31 +1469,59 @@ static void fail_images(bd_sched_t *s, inst_t *in, size_t n_failed, bool empty)
 
 static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows);
 
-/* The model refused in->batch[0..n)'s input values (an index out of its table's range, say):
- * the fault is a request's, not the backend's, so the breaker and the batch-cost learner are
- * not told (a probe batch's probe is decided by the first of its re-runs that the model runs
- * or fails). Several requests run again one at a time, so that only those whose own values
- * the model refuses fail, instead of every client that shared their batch; one alone is
- * answered 400 with the model's reason (outcome invalid). */
-static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, const bd_err_t *err)
+/* Under mu: a batch took `ns` to gather and run (bd_sched_run_inline's average). */
+static void learn_cost(bd_sched_t *s, uint64_t ns)
+{
+    s->batch_ns = s->batch_measured ? (s->batch_ns * 7 + ns) / 8 : ns;
+    s->batch_measured = true;
+}
+
+/* The model refused in->batch[0..n)'s input values (an index out of its table's range, say),
+ * a batch run_batch started at `start` (the clock's µs) and t0 (now_ns). The fault is a
+ * request's, not the backend's, so the breaker is not told of the refusal. Several requests
+ * run again one at a time, so that only those whose own values the model refuses fail, instead
+ * of every client that shared their batch; one alone is answered 400 with the model's reason
+ * (outcome invalid). The batch as formed is told once: its cost, the refusal's and the re-runs'
+ * together, to the average that decides inline runs, and to the breaker whether the backend
+ * failed any of the re-runs (which decides a probe batch's probe; one whose requests were all
+ * refused gives it back undecided). */
+static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, uint64_t t0,
+                           const bd_err_t *err)
 {
     if (n > 1) {
         /* WARN: a model that cannot run batches (ONNX Runtime says INVALID_ARGUMENT for some
          * batch-size faults too) would otherwise lose its batching unseen. */
-        log_batch_error(s, "batch refused; its requests run again one at a time", err, n);
+        log_batch_error(s, &s->last_refused_log_us,
+                        "batch refused; its requests run again one at a time", err, n);
         memcpy(in->alone, in->batch, n * sizeof *in->batch);
         in->rerun = true;
+        in->rerun_ok = false;
+        in->rerun_failed = false;
         for (size_t k = 0; k < n; k++) {
             in->batch[0] = in->alone[k];
             in->alone[k] = NULL;
             run_batch(s, in, 1, in->batch[0]->rows);
         }
         in->rerun = false;
-        give_back_probe(s, in); /* a probe batch whose requests were all refused */
+        bd_list_t refused;
+        bd_list_init(&refused);
+        bd_err_t refusal = {0};
+        pthread_mutex_lock(&s->mu);
+        learn_cost(s, now_ns(s) - t0);
+        if (in->rerun_ok || in->rerun_failed) {
+            cb_record(s, in, !in->rerun_failed, &in->rerun_err, bd_clock_now(&s->clock), &refused,
+                      &refusal);
+        }
+        pthread_mutex_unlock(&s->mu);
+        give_back_probe(s, in); /* all refused: the probe is undecided */
+        complete_refused(s, &refused, &refusal);
         return;
     }
     if (!in->rerun) {
-        give_back_probe(s, in); /* else the next of the batch's runs may decide it */
+        pthread_mutex_lock(&s->mu);
+        learn_cost(s, now_ns(s) - t0);
+        pthread_mutex_unlock(&s->mu);
+        give_back_probe(s, in);
     }
     bd_req_t *r = in->batch[0];
     in->batch[0] = NULL;
@@ -1537,25 +1573,33 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
         }
     }
     if (rc == BD_EINVAL) {
-        refused_values(s, in, n, start, &err);
+        refused_values(s, in, n, start, t0, &err);
         return;
     }
     uint64_t t2 = now_ns(s);
     /* Breaker and learner first, so a client that sees this batch's answer and submits again
      * already meets the new state. */
     pthread_mutex_lock(&s->mu);
-    s->batch_ns = s->batch_measured ? (s->batch_ns * 7 + (t2 - t0)) / 8 : t2 - t0;
-    s->batch_measured = true;
     bd_list_t refused;
     bd_list_init(&refused);
     bd_err_t refusal = {0};
-    cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, &refusal);
+    if (in->rerun) {
+        /* One of a refused batch's re-runs: refused_values tells both for the batch. */
+        if (rc != 0 && !in->rerun_failed) {
+            in->rerun_err = err;
+        }
+        in->rerun_failed |= rc != 0;
+        in->rerun_ok |= rc == 0;
+    } else {
+        learn_cost(s, t2 - t0);
+        cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, &refusal);
+    }
     if (rc == 0 && s->policy.delay_auto) {
         bd_sched_auto_batch(&s->autod, rows, (t2 - t1) / 1000u);
     }
     pthread_mutex_unlock(&s->mu);
     if (rc != 0) {
-        log_batch_error(s, "batch failed", &err, n);
+        log_batch_error(s, &s->last_err_log_us, "batch failed", &err, n);
     }
     size_t row0 = 0;
     size_t n_ok = 0;

@@ -214,3 +214,38 @@ def test_a_log_reader_that_stopped_does_not_stop_the_server(start_server_fn):
     assert "server drained; exiting" in last, log[-2000:]
     # At debug level each close has its own line: none went unlogged to be counted.
     assert "more connections were closed" not in log, log[-2000:]
+
+
+def test_a_refused_batch_does_not_hide_a_backend_failure_from_the_log(start_server):
+    """A batch whose values the model refused (a client's fault, run again a request at a time)
+    and a batch the backend failed each have their WARN line, rate-limited apart: before, one
+    refused batch a second kept every backend failure out of the log."""
+    import threading
+    from conftest import HTTP_TIMEOUT_S, tensor
+    import requests
+    repo = start_server.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [1])], max_batch_size=2,
+                 dynamic_batching={"max_queue_delay_us": 2000000})
+    c = start_server(repo)
+    url = c.url("/v2/models/m/infer")
+    codes = []
+
+    def post(params):
+        body = {"inputs": [tensor("INPUT0", "FP32", [1, 1], [1.0])]}
+        if params:
+            body["parameters"] = params
+        codes.append(requests.post(url, json=body, timeout=HTTP_TIMEOUT_S).status_code)
+
+    # Two requests fill a batch of 2 at once (the 2 s delay waits for no more): refused for
+    # one's values, the batch runs again a request at a time, and the other fails the backend.
+    pair = [threading.Thread(target=post, args=(p,))
+            for p in ({"sim_invalid": True}, {"sim_fail": True})]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join(HTTP_TIMEOUT_S)
+    assert sorted(codes) == [400, 500], codes
+    assert c.server.wait_log(r"WARN sched batch refused; its requests run again one at a time "
+                             r"model=m version=1 requests=2 ")
+    assert c.server.wait_log(r"WARN sched batch failed model=m version=1 requests=1 error=\"sim "
+                             r"model: the batch failed on purpose"), c.server.log()[-2000:]

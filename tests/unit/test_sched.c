@@ -37,8 +37,10 @@ struct bd_backend_instance {
 };
 
 static struct {
-    atomic_int fail_next; /* fail this many runs from now */
-    atomic_uint sleep_us; /* make each run slow (threaded tests) */
+    atomic_int fail_next;   /* fail this many runs from now */
+    atomic_int refuse_next; /* refuse this many runs' input values (BD_EINVAL) from now */
+    atomic_uint advance_us; /* each run takes this long on the fake clock */
+    atomic_uint sleep_us;   /* make each run slow (threaded tests) */
     atomic_int runs;
     atomic_int instances; /* live instances */
     atomic_int fail_instance_new;
@@ -50,6 +52,7 @@ static struct {
 } fake;
 
 static bd_backend_model_t fake_model;
+static _Atomic uint64_t fake_now; /* a fake backend's run may advance it (advance_us) */
 
 static void fake_reset(void)
 {
@@ -97,9 +100,14 @@ static int fake_run(bd_backend_instance_t *inst, const bd_tensor_t *inputs, size
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)sl * 1000};
         nanosleep(&ts, NULL);
     }
+    fake_now += atomic_load(&fake.advance_us);
     if (atomic_load(&fake.fail_next) > 0) {
         atomic_fetch_sub(&fake.fail_next, 1);
         return bd_err_set(err, BD_EBACKEND, "fake backend: injected failure");
+    }
+    if (atomic_load(&fake.refuse_next) > 0) {
+        atomic_fetch_sub(&fake.refuse_next, 1);
+        return bd_err_set(err, BD_EINVAL, "fake backend: injected refusal");
     }
     assert_int_equal(n_inputs, n_outputs);
     assert_string_equal(inputs[0].name, "INPUT0");
@@ -146,8 +154,6 @@ static const bd_backend_ops_t fake_ops = {
 };
 
 /* ---- fake clock ------------------------------------------------------------------------ */
-
-static uint64_t fake_now;
 
 static uint64_t fake_clock_now(void *ctx)
 {
@@ -1475,6 +1481,32 @@ static void test_threaded_inline_run_on_the_caller(void **state)
     fx_close(&fx);
 }
 
+/* A refused batch costs the refused run and its re-runs one at a time: that whole cost is
+ * the batch's to the average that decides inline runs, not each cheap re-run's (which had
+ * made the loop take batches, and their refusals, worth many times the bound). */
+static void test_threaded_refused_batch_costs_all_its_runs(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    fx_open_with(&fx, make_cfg(32, 0, 64), false, true);
+    bd_err_t err = {0};
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    atomic_store(&fake.advance_us, 10);
+    atomic_store(&fake.refuse_next, 1);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, (float)i, i), &err), 0);
+    }
+    bd_sched_kick(fx.s);
+    wait_for_done(8);
+    assert_int_equal(atomic_load(&fake.runs), 9); /* refused, then each alone */
+    nanosleep(&pause, NULL);                      /* the worker is back asleep */
+    assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, 9, 9), &err), 0);
+    assert_false(bd_sched_run_inline(fx.s, 50000)); /* 90 µs, not 10 */
+    assert_true(bd_sched_run_inline(fx.s, 100000));
+    fx_close(&fx);
+}
+
 static void test_threaded_sim_backend(void **state)
 {
     (void)state;
@@ -2054,6 +2086,56 @@ static void test_pressure_refused_values_fail_alone(void **state)
     px_sim_close(&fx, bm);
 }
 
+/* A refused batch's re-runs are one batch to the breaker: the backend failures among them
+ * count once, not once a request, so one bad value in a batch does not multiply a fault. */
+static void test_pressure_refused_batch_counts_once(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    cfg.p.circuit_breaker.consecutive_failures = 3;
+    cfg.p.circuit_breaker.cooldown_us = 1000000;
+    bd_backend_model_t *bm = px_sim_open(&fx, cfg);
+    static const bd_param_t invalid = {.name = "sim_invalid", .kind = BD_PARAM_BOOL, .v.b = true};
+    static const bd_param_t fail = {.name = "sim_fail", .kind = BD_PARAM_BOOL, .v.b = true};
+    bd_req_t *r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = mk_prio(0, 0, (float)i);
+        r[i]->in.params = i == 0 ? &invalid : &fail;
+        r[i]->in.n_params = 1;
+        submit_ok(&fx, r[i]);
+    }
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 4);
+    assert_int_equal(r[0]->status, BD_EINVAL);
+    for (int i = 1; i < 4; i++) {
+        assert_int_equal(r[i]->status, BD_EBACKEND);
+    }
+    assert_true(bd_sched_available(fx.s, NULL, 0)); /* one failed batch of three allowed */
+    for (int k = 0; k < 2; k++) {
+        assert_true(bd_sched_available(fx.s, NULL, 0));
+        bd_req_t *f = mk_prio(0, 0, 9);
+        f->in.params = &fail;
+        f->in.n_params = 1;
+        submit_ok(&fx, f);
+        assert_int_equal(bd_sched_step(fx.s, 0, &wake), 1);
+        assert_int_equal(f->status, BD_EBACKEND);
+    }
+    assert_false(bd_sched_available(fx.s, NULL, 0)); /* the third failed batch opened it */
+    /* And one that runs among the re-runs counts as the batch's success: the count restarts. */
+    fake_now += 1000000;
+    bd_req_t *p[2] = {mk_prio(0, 0, 1), mk_prio(0, 0, 2)};
+    p[0]->in.params = &invalid;
+    p[0]->in.n_params = 1;
+    submit_ok(&fx, p[0]);
+    submit_ok(&fx, p[1]);
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 2);
+    assert_int_equal(p[0]->status, BD_EINVAL);
+    assert_int_equal(p[1]->status, 0);
+    assert_true(bd_sched_available(fx.s, NULL, 0)); /* the probe batch closed it */
+    px_sim_close(&fx, bm);
+}
+
 static void test_pressure_warmup_runs_before_ready(void **state)
 {
     (void)state;
@@ -2413,6 +2495,7 @@ int main(void)
         cmocka_unit_test(test_threaded_under_full_batch_waits_for_the_delay),
         cmocka_unit_test(test_threaded_held_group_forms_one_batch),
         cmocka_unit_test(test_threaded_inline_run_on_the_caller),
+        cmocka_unit_test(test_threaded_refused_batch_costs_all_its_runs),
         cmocka_unit_test(test_threaded_sim_backend),
         cmocka_unit_test(test_pressure_priority_fills_batch_from_highest_level),
         cmocka_unit_test(test_pressure_delay_counts_from_the_oldest_across_levels),
@@ -2426,6 +2509,7 @@ int main(void)
         cmocka_unit_test(test_pressure_circuit_breaker_off),
         cmocka_unit_test(test_pressure_sim_fail_fails_its_batch),
         cmocka_unit_test(test_pressure_refused_values_fail_alone),
+        cmocka_unit_test(test_pressure_refused_batch_counts_once),
         cmocka_unit_test(test_pressure_warmup_runs_before_ready),
         cmocka_unit_test(test_pressure_statistics_match_phases),
         cmocka_unit_test(test_pressure_auto_delay_learner),
