@@ -2551,11 +2551,12 @@ static void refuse_head(conn_t *c, int status, const char *msg)
 /* An early 401, 413, 429 or 503 (early_refusal): answered before the body, which is then read and
  * dropped as it comes (`left` more bytes of it) instead of buffered. Not logged: clients cause
  * these, and the same answers after a buffered body are not logged either. */
-static void refuse_body(conn_t *c, int status, const char *extra, const char *cors, const char *msg,
-                        size_t left)
+static void refuse_body(conn_t *c, int status, const char *extra, h2o_iovec_t listed,
+                        const char *msg, size_t left)
 {
     char resp[CORS_LINES_MAX + ORIGIN_MSG_MAX + 400], lines[CORS_LINES_MAX + 100];
-    snprintf(lines, sizeof lines, "%s%s", cors, extra ? extra : "");
+    cors_lines(c->h, lines, listed);
+    snprintf(lines + strlen(lines), sizeof lines - strlen(lines), "%s", extra ? extra : "");
     size_t n = raw_reply(resp, sizeof resp, status, lines, msg);
     h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* the head, the body so far */
     c->promised = 0;
@@ -2738,7 +2739,7 @@ static const char *size_text(char *buf, size_t cap, size_t n)
  * is never refused on an idle server). An admitted one is promised its room until its body is
  * in (mark_busy). False after refusing. */
 static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size_t left,
-                          const char *cors)
+                          h2o_iovec_t listed)
 {
     if (!h->budget->max || need <= RESERVE_MIN_BYTES || need > h->max_body_bytes) {
         return true; /* h2o refuses a body over --max-body-bytes itself (413) */
@@ -2756,7 +2757,7 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
              size_text(held, sizeof held, others), size_text(adds, sizeof adds, (size_t)need),
              size_text(limit, sizeof limit, h->budget->max));
     bd_metrics_http_buffer_full_add(h->metrics);
-    refuse_body(c, 503, "Retry-After: 1\r\n", cors, msg, left);
+    refuse_body(c, 503, "Retry-After: 1\r\n", listed, msg, left);
     return false;
 }
 
@@ -2765,7 +2766,7 @@ static bool room_for_body(bd_http_t *h, conn_t *c, unsigned long long need, size
  * after it (curl sends any body over 1 MiB so). False after refusing. A sentence that would
  * need JSON escapes (raw_reply takes none) is left to the handler. */
 static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c, size_t left,
-                        const char *cors)
+                        h2o_iovec_t listed)
 {
     bd_model_t *m = NULL;
     bd_err_t err = {0};
@@ -2774,7 +2775,7 @@ static bool model_known(bd_http_t *h, const h2o_iovec_t *seg, int ns, conn_t *c,
         err.code != BD_ENOTFOUND || strlen(err.msg) > 300 || !raw_text(err.msg, strlen(err.msg))) {
         return true;
     }
-    refuse_body(c, 400, NULL, cors, err.msg, left);
+    refuse_body(c, 400, NULL, listed, err.msg, left);
     return false;
 }
 
@@ -2839,7 +2840,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     unsigned long long need = te ? h->max_body_bytes : cl;
     unsigned long long rest = te ? h->max_body_bytes : cl > have ? cl - have : 0;
     size_t left = rest < SIZE_MAX ? (size_t)rest : SIZE_MAX;
-    char why[ORIGIN_MSG_MAX], cors[CORS_LINES_MAX];
+    char why[ORIGIN_MSG_MAX];
     bool listed = false;
     h2o_iovec_t o =
         origin ? h2o_str_stripws(origin->value, origin->value_len) : h2o_iovec_init(NULL, 0);
@@ -2847,22 +2848,22 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
         origin_refused(h, o,
                        host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
                        &listed, why)) {
-        cors_lines(h, cors, h2o_iovec_init(NULL, 0));
-        refuse_body(c, 403, NULL, cors, why, left); /* before keys, and before a token is taken */
+        /* before keys, and before a token is taken */
+        refuse_body(c, 403, NULL, h2o_iovec_init(NULL, 0), why, left);
         return false;
     }
-    cors_lines(h, cors, listed ? o : h2o_iovec_init(NULL, 0));
+    h2o_iovec_t page = listed ? o : h2o_iovec_init(NULL, 0); /* its replies carry CORS */
     if (n_cl == 1 && !te && cl > h->max_body_bytes) {
         char msg[160];
         too_large(h, msg, sizeof msg);
-        refuse_body(c, 413, NULL, cors, msg, left);
+        refuse_body(c, 413, NULL, page, msg, left);
         return false;
     }
     if (!keys && !limits && !h->budget->max) {
         return true;
     }
     if (n_cl > 1) {
-        return room_for_body(h, c, need, left, cors); /* framing only h2o and admit settle */
+        return room_for_body(h, c, need, left, page); /* framing only h2o and admit settle */
     }
     size_t plen = 0;
     while (plen < path_len && path[plen] != '?') {
@@ -2893,18 +2894,18 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             refuse_body(c, 401,
                         msg == MSG_BAD_KEY ? "WWW-Authenticate: " AUTH_INVALID "\r\n"
                                            : "WWW-Authenticate: " AUTH_PLAIN "\r\n",
-                        cors, msg, left);
+                        page, msg, left);
             return false;
         }
     }
-    if (!room_for_body(h, c, need, left, cors)) {
+    if (!room_for_body(h, c, need, left, page)) {
         return false;
     }
     bool infer = judged && method_len == 4 && memcmp(method, "POST", 4) == 0 && ns >= 4 &&
                  iov_eq(seg[0], "v2") && iov_eq(seg[1], "models") &&
                  ((ns == 4 && iov_eq(seg[3], "infer")) ||
                   (ns == 6 && iov_eq(seg[3], "versions") && iov_eq(seg[5], "infer")));
-    if (infer && expects && !model_known(h, seg, ns, c, left, cors)) {
+    if (infer && expects && !model_known(h, seg, ns, c, left, page)) {
         return false;
     }
     if (!limits || !infer) {
@@ -2922,7 +2923,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bd_metrics_rate_limited_add(h->metrics, BD_PROTO_HTTP);
     char extra[48];
     snprintf(extra, sizeof extra, "Retry-After: %llu\r\n", (unsigned long long)retry);
-    refuse_body(c, 429, extra, cors, err.msg, left);
+    refuse_body(c, 429, extra, page, err.msg, left);
     return false;
 }
 
