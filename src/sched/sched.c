@@ -145,11 +145,10 @@ struct inst {
     size_t drow_bytes;
     bool probe; /* the current batch is the circuit breaker's probe (set under mu) */
     bool rerun; /* refused_values runs the current batch's requests one at a time */
-    /* What those re-runs said of the backend, told to the breaker once for the batch: one
-     * ran, one failed (rerun_err its error). */
+    /* What those re-runs told the breaker, once for the batch: rerun_told, it was told (a
+     * re-run failed the backend, or decided the probe); rerun_ok, one ran. */
+    bool rerun_told;
     bool rerun_ok;
-    bool rerun_failed;
-    bd_err_t rerun_err;
     bool waiting; /* under mu: its worker waits on cv for work */
     bool claimed; /* under mu: bd_sched_run_inline's caller runs it; its worker keeps off */
     bool parked;  /* under mu: its worker waits for the claim to end */
@@ -1482,9 +1481,10 @@ static void learn_cost(bd_sched_t *s, uint64_t ns)
  * run again one at a time, so that only those whose own values the model refuses fail, instead
  * of every client that shared their batch; one alone is answered 400 with the model's reason
  * (outcome invalid). The batch as formed is told once: its cost, the refusal's and the re-runs'
- * together, to the average that decides inline runs, and to the breaker whether the backend
- * failed any of the re-runs (which decides a probe batch's probe; one whose requests were all
- * refused gives it back undecided). */
+ * together, to the average that decides inline runs; and the breaker, by the first re-run that
+ * fails the backend, or that runs or fails in a probe batch, before that re-run's clients have
+ * their answers (run_batch), else by the end that one ran (a probe batch whose requests were
+ * all refused gives its probe back undecided). */
 static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, uint64_t t0,
                            const bd_err_t *err)
 {
@@ -1495,8 +1495,8 @@ static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, 
                         "batch refused; its requests run again one at a time", err, n);
         memcpy(in->alone, in->batch, n * sizeof *in->batch);
         in->rerun = true;
+        in->rerun_told = false;
         in->rerun_ok = false;
-        in->rerun_failed = false;
         for (size_t k = 0; k < n; k++) {
             in->batch[0] = in->alone[k];
             in->alone[k] = NULL;
@@ -1508,9 +1508,8 @@ static void refused_values(bd_sched_t *s, inst_t *in, size_t n, uint64_t start, 
         bd_err_t refusal = {0};
         pthread_mutex_lock(&s->mu);
         learn_cost(s, now_ns(s) - t0);
-        if (in->rerun_ok || in->rerun_failed) {
-            cb_record(s, in, !in->rerun_failed, &in->rerun_err, bd_clock_now(&s->clock), &refused,
-                      &refusal);
+        if (!in->rerun_told && in->rerun_ok) {
+            cb_record(s, in, true, err, bd_clock_now(&s->clock), &refused, &refusal);
         }
         pthread_mutex_unlock(&s->mu);
         give_back_probe(s, in); /* all refused: the probe is undecided */
@@ -1584,12 +1583,12 @@ static void run_batch(bd_sched_t *s, inst_t *in, size_t n, size_t rows)
     bd_list_init(&refused);
     bd_err_t refusal = {0};
     if (in->rerun) {
-        /* One of a refused batch's re-runs: refused_values tells both for the batch. */
-        if (rc != 0 && !in->rerun_failed) {
-            in->rerun_err = err;
-        }
-        in->rerun_failed |= rc != 0;
+        /* One of a refused batch's re-runs: the batch is one to the breaker (refused_values). */
         in->rerun_ok |= rc == 0;
+        if (!in->rerun_told && (rc != 0 || in->probe)) {
+            in->rerun_told = true;
+            cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, &refusal);
+        }
     } else {
         learn_cost(s, t2 - t0);
         cb_record(s, in, rc == 0, &err, bd_clock_now(&s->clock), &refused, &refusal);

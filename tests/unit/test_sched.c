@@ -2136,6 +2136,48 @@ static void test_pressure_refused_batch_counts_once(void **state)
     px_sim_close(&fx, bm);
 }
 
+/* A re-run that fails the backend tells the breaker before its client has the answer, as any
+ * failed batch does: a client that submits again at once meets the open breaker, and the
+ * re-runs after it cannot report a stale failure later. */
+static bd_sched_t *told_sched;
+static int told_available = -1;
+
+static void on_done_check_breaker(bd_req_t *req, void *ctx)
+{
+    told_available = bd_sched_available(told_sched, NULL, 0);
+    on_done(req, ctx);
+}
+
+static void test_pressure_refused_batch_tells_the_breaker_before_answering(void **state)
+{
+    (void)state;
+    fixture_t fx;
+    tcfg_t cfg = make_cfg(8, 0, 16);
+    cfg.p.circuit_breaker.consecutive_failures = 1;
+    cfg.p.circuit_breaker.cooldown_us = 1000000;
+    bd_backend_model_t *bm = px_sim_open(&fx, cfg);
+    told_sched = fx.s;
+    static const bd_param_t invalid = {.name = "sim_invalid", .kind = BD_PARAM_BOOL, .v.b = true};
+    static const bd_param_t fail = {.name = "sim_fail", .kind = BD_PARAM_BOOL, .v.b = true};
+    bd_req_t *r[3] = {mk_prio(0, 0, 1), mk_prio(0, 0, 2), mk_prio(0, 0, 3)};
+    r[0]->in.params = &fail;
+    r[0]->in.n_params = 1;
+    r[0]->done = on_done_check_breaker;
+    r[1]->in.params = &invalid;
+    r[1]->in.n_params = 1;
+    for (int i = 0; i < 3; i++) {
+        submit_ok(&fx, r[i]);
+    }
+    uint64_t wake = 0;
+    assert_int_equal(bd_sched_step(fx.s, 0, &wake), 3);
+    assert_int_equal(r[0]->status, BD_EBACKEND);
+    assert_int_equal(told_available, 0); /* open when its client got the 500 */
+    assert_int_equal(r[1]->status, BD_EINVAL);
+    assert_int_equal(r[2]->status, 0); /* taken before it opened: runs */
+    assert_false(bd_sched_available(fx.s, NULL, 0));
+    px_sim_close(&fx, bm);
+}
+
 static void test_pressure_warmup_runs_before_ready(void **state)
 {
     (void)state;
@@ -2510,6 +2552,7 @@ int main(void)
         cmocka_unit_test(test_pressure_sim_fail_fails_its_batch),
         cmocka_unit_test(test_pressure_refused_values_fail_alone),
         cmocka_unit_test(test_pressure_refused_batch_counts_once),
+        cmocka_unit_test(test_pressure_refused_batch_tells_the_breaker_before_answering),
         cmocka_unit_test(test_pressure_warmup_runs_before_ready),
         cmocka_unit_test(test_pressure_statistics_match_phases),
         cmocka_unit_test(test_pressure_auto_delay_learner),
