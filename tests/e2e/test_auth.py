@@ -1011,19 +1011,26 @@ def test_a_refused_page_costs_nobody_a_token_or_a_401(start_server_fn, tmp_path)
     assert error_message(r, 403) == want
 
 
+def _listing_server(start_server_fn, tmp_path, origins, *args):
+    """A server with the sim model 'm' [2], one admin key (returned) and --allow-origin
+    `origins`."""
+    key = "k-" + secrets.token_hex(16)
+    path = tmp_path / "keys.txt"
+    write_keys(path, "%s admin\n" % key)
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    return start_server_fn(repo, ["--allow-origin", origins, "--api-keys", str(path)] +
+                           list(args)), key
+
+
 def test_a_listed_page_can_read_the_replies(start_server_fn, tmp_path):
     """CORS for the pages --allow-origin lists: the browser's preflight (OPTIONS with
     Access-Control-Request-Method, without the page's key) gets 204 with what the page may
     send, and every reply to the page, errors included, names its origin so that the browser
     hands it over. Requests without Origin, or from the server's own pages, get no CORS
     headers."""
-    key = "k-" + secrets.token_hex(16)
-    path = tmp_path / "keys.txt"
-    write_keys(path, "%s admin\n" % key)
-    repo = start_server_fn.repo()
-    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
     page = "http://dash.local:3000"
-    client = start_server_fn(repo, ["--allow-origin", page, "--api-keys", str(path)])
+    client, key = _listing_server(start_server_fn, tmp_path, page)
     r = requests.options(client.url("/v2/models/m/infer"), timeout=HTTP_TIMEOUT_S, headers={
         "Origin": page, "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization, content-type"})
@@ -1076,16 +1083,10 @@ def test_a_listed_page_can_read_the_refusals_from_the_head(start_server_fn, tmp_
     same CORS headers as routed ones for a listed page, so that its browser hands the page the
     status and the sentence instead of a network error. Another site's page gets its 403 with
     Vary: Origin and no CORS headers."""
-    key = "k-" + secrets.token_hex(16)
-    path = tmp_path / "keys.txt"
-    write_keys(path, "%s admin\n" % key)
-    repo = start_server_fn.repo()
-    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
     page = "http://dash.local:3000"
     long_page = "https://" + "l" * 240 + ".example"  # a host name may take 253 bytes
-    client = start_server_fn(repo, ["--allow-origin", page + "," + long_page,
-                                    "--api-keys", str(path),
-                                    "--max-body-bytes", "4096", "--rate-limit", "0.01:1"])
+    client, key = _listing_server(start_server_fn, tmp_path, page + "," + long_page,
+                                  "--max-body-bytes", "4096", "--rate-limit", "0.01:1")
     body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
     url = client.url("/v2/models/m/infer")
 
