@@ -1057,6 +1057,24 @@ static bool host_is_address(h2o_iovec_t host)
            (n > 10 && strcasecmp(name + n - 10, ".localhost") == 0);
 }
 
+/* Whether `sock` (NULL: unknown) came in on a loopback address: DNS rebinding is a way in
+ * only to a server the attacker cannot reach itself. On other addresses host names are the
+ * usual way in, and some clients that are not browsers send Origin with the Host they used
+ * (websocket-client, for one). */
+static bool on_loopback(h2o_socket_t *sock)
+{
+    struct sockaddr_storage ss;
+    if (!sock || h2o_socket_getsockname(sock, (struct sockaddr *)&ss) == 0) {
+        return true;
+    }
+    if (ss.ss_family == AF_INET) {
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    return ss.ss_family == AF_INET6 &&
+           (IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127));
+}
+
 /* An Origin as browsers send it: printable ASCII, at most a host name's 253 bytes with a
  * scheme and port. Only such a one is listed, echoed or shown. */
 #define ORIGIN_MAX 300
@@ -1069,20 +1087,21 @@ static bool host_is_address(h2o_iovec_t host)
 
 /* A web page's request, sent by a browser with its Origin (`origin`, stripped): refused (403)
  * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`,
- * where that is an address: host_is_address) or --allow-origin lists it, so that pages a browser on
+ * where that is an address, host_is_address, or the request did not come in on loopback,
+ * on_loopback of `sock`) or --allow-origin lists it, so that pages a browser on
  * this machine opens cannot use a batchd on 127.0.0.1 (infer, load, unload, WebSockets;
  * docs/SECURITY.md). Clients that are not browsers send no Origin. True with the answer's sentence
  * in msg[ORIGIN_MSG_MAX]; false with *listed set when the page is another site's that
  * --allow-origin lists. Judged from the head for a request with a body (early_refusal: before API
  * keys and rate limits), in on_req for one without. */
-static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, bool *listed,
-                           char *msg)
+static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, h2o_socket_t *sock,
+                           bool *listed, char *msg)
 {
     const char *sep = o.len > 3 ? memchr(o.base, ':', o.len - 2) : NULL;
     *listed = false;
     bool own_name = sep && sep[1] == '/' && sep[2] == '/' &&
                     same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len);
-    if (own_name && host_is_address(host)) {
+    if (own_name && (host_is_address(host) || !on_loopback(sock))) {
         return false;
     }
     bool null = o.len == 4 && memcmp(o.base, "null", 4) == 0;
@@ -1151,7 +1170,7 @@ static bool origin_ok(bd_http_t *h, h2o_req_t *req)
         h2o_str_stripws(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
     bool listed;
     char msg[ORIGIN_MSG_MAX];
-    if (origin_refused(h, o, req->authority, &listed, msg)) {
+    if (origin_refused(h, o, req->authority, req_socket(req), &listed, msg)) {
         reply_error(h, req, BD_EFORBIDDEN, msg);
         return false;
     }
@@ -2847,7 +2866,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     if (origin &&
         origin_refused(h, o,
                        host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
-                       &listed, why)) {
+                       c->sock, &listed, why)) {
         /* before keys, and before a token is taken */
         refuse_body(c, 403, NULL, h2o_iovec_init(NULL, 0), why, left);
         return false;

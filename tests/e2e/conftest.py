@@ -44,7 +44,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 30.0
 
-LISTEN_RE = re.compile(r"http listening host=127\.0\.0\.1 port=(\d+)")
+LISTEN_RE = re.compile(r"http listening host=(?:127\.0\.0\.1|0\.0\.0\.0) port=(\d+)")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                      "WARNING: ThreadSanitizer")
 

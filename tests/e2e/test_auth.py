@@ -951,6 +951,44 @@ def test_a_page_whose_host_is_a_name_is_not_taken_for_the_servers_own(start_serv
     assert r.status_code == 200, r.text
 
 
+def _non_loopback_address():
+    """This machine's address on its default route, or None (only loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # a route lookup: nothing is sent
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
+def test_host_names_are_the_way_in_on_other_addresses(start_server_fn):
+    """The rebinding check is for requests that came in on loopback, the way in that a site
+    cannot reach itself. On another address host names are how clients reach the server, and
+    some clients that are not browsers send Origin with the Host they used (websocket-client
+    does by default): a page under that name is the server's own there."""
+    ip = _non_loopback_address()
+    if ip is None:
+        pytest.skip("this machine has no address but loopback")
+    repo = start_server_fn.repo()
+    repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    client = start_server_fn(repo, ["--host", "0.0.0.0"])
+    port = client.server.port
+    name = "batchd.example:%d" % port
+    body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
+    headers = {"Host": name, "Origin": "http://" + name, "Content-Type": "text/plain"}
+    for addr in (ip, "127.0.0.1"):
+        url = "http://%s:%d/v2/models/m" % (addr, port)
+        post = requests.post(url + "/infer", data=body, headers=headers, timeout=HTTP_TIMEOUT_S)
+        get = requests.get(url, headers=headers, timeout=HTTP_TIMEOUT_S)
+        for r in (post, get):
+            if addr == ip:
+                assert r.status_code == 200, (addr, r.text)
+            else:
+                origin = "http://" + name
+                assert error_message(r, 403) == REBOUND % (origin, origin)
+
+
 def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
     repo = start_server_fn.repo()
     repo.add_sim("m", [("INPUT0", "FP32", [2])], max_batch_size=4)
