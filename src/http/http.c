@@ -1088,12 +1088,12 @@ static bool on_loopback(h2o_socket_t *sock)
 /* A web page's request, sent by a browser with its Origin (`origin`, stripped): refused (403)
  * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`,
  * where that is an address, host_is_address, or the request did not come in on loopback,
- * on_loopback of `sock`) or --allow-origin lists it, so that pages a browser on
- * this machine opens cannot use a batchd on 127.0.0.1 (infer, load, unload, WebSockets;
- * docs/SECURITY.md). Clients that are not browsers send no Origin. True with the answer's sentence
- * in msg[ORIGIN_MSG_MAX]; false with *listed set when the page is another site's that
- * --allow-origin lists. Judged from the head for a request with a body (early_refusal: before API
- * keys and rate limits), in on_req for one without. */
+ * on_loopback of `sock`) or --allow-origin lists it, so that pages a browser on this machine
+ * opens cannot use a batchd on 127.0.0.1 (infer, load, unload, WebSockets; docs/SECURITY.md).
+ * Clients that are not browsers send no Origin, or their own Host's. True with the answer's
+ * sentence in msg[ORIGIN_MSG_MAX]; false with *listed set when the page is another site's that
+ * --allow-origin lists. Judged from the head for a request with a body (early_refusal: before
+ * API keys and rate limits), in on_req for one without. */
 static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, h2o_socket_t *sock,
                            bool *listed, char *msg)
 {
