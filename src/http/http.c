@@ -1057,22 +1057,32 @@ static bool host_is_address(h2o_iovec_t host)
            (n > 10 && strcasecmp(name + n - 10, ".localhost") == 0);
 }
 
-/* Whether `sock` (NULL: unknown) came in on a loopback address: DNS rebinding is a way in
- * only to a server the attacker cannot reach itself. On other addresses host names are the
- * usual way in, and some clients that are not browsers send Origin with the Host they used
- * (websocket-client, for one). */
-static bool on_loopback(h2o_socket_t *sock)
+/* Whether `sock` (NULL: unknown) came from this machine itself: in on a loopback address, or
+ * from the very address it came in on (a browser here reaching this machine's LAN or docker0
+ * address). DNS rebinding is a way in only to a server the attacker's page cannot reach by
+ * itself; from elsewhere host names are the usual way in, and some clients that are not
+ * browsers send Origin with the Host they used (websocket-client, for one). */
+static bool from_this_machine(h2o_socket_t *sock)
 {
-    struct sockaddr_storage ss;
-    if (!sock || h2o_socket_getsockname(sock, (struct sockaddr *)&ss) == 0) {
+    struct sockaddr_storage here, peer;
+    if (!sock || h2o_socket_getsockname(sock, (struct sockaddr *)&here) == 0) {
         return true;
     }
-    if (ss.ss_family == AF_INET) {
-        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (here.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&here;
+        const struct sockaddr_in *b = (const struct sockaddr_in *)&peer;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127 ||
+               h2o_socket_getpeername(sock, (struct sockaddr *)&peer) == 0 ||
+               (peer.ss_family == AF_INET && a->sin_addr.s_addr == b->sin_addr.s_addr);
     }
-    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-    return ss.ss_family == AF_INET6 &&
-           (IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127));
+    if (here.ss_family != AF_INET6) {
+        return true;
+    }
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&here)->sin6_addr;
+    const struct in6_addr *b6 = &((const struct sockaddr_in6 *)&peer)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127) ||
+           h2o_socket_getpeername(sock, (struct sockaddr *)&peer) == 0 ||
+           (peer.ss_family == AF_INET6 && memcmp(a6, b6, sizeof *a6) == 0);
 }
 
 /* An Origin as browsers send it: printable ASCII, at most a host name's 253 bytes with a
@@ -1087,8 +1097,8 @@ static bool on_loopback(h2o_socket_t *sock)
 
 /* A web page's request, sent by a browser with its Origin (`origin`, stripped): refused (403)
  * unless the page is the server's own (scheme://host[:port] with the request's Host, `host`,
- * where that is an address, host_is_address, or the request did not come in on loopback,
- * on_loopback of `sock`) or --allow-origin lists it, so that pages a browser on this machine
+ * where that is an address, host_is_address, or the request came from another machine,
+ * from_this_machine of `sock`) or --allow-origin lists it, so that pages a browser on this machine
  * opens cannot use a batchd on 127.0.0.1 (infer, load, unload, WebSockets; docs/SECURITY.md).
  * Clients that are not browsers send no Origin, or their own Host's. True with the answer's
  * sentence in msg[ORIGIN_MSG_MAX]; false with *listed set when the page is another site's that
@@ -1101,7 +1111,7 @@ static bool origin_refused(const bd_http_t *h, h2o_iovec_t o, h2o_iovec_t host, 
     *listed = false;
     bool own_name = sep && sep[1] == '/' && sep[2] == '/' &&
                     same_nocase(sep + 3, (size_t)(o.base + o.len - (sep + 3)), host.base, host.len);
-    if (own_name && (host_is_address(host) || !on_loopback(sock))) {
+    if (own_name && (host_is_address(host) || !from_this_machine(sock))) {
         return false;
     }
     bool null = o.len == 4 && memcmp(o.base, "null", 4) == 0;

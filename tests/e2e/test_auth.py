@@ -962,11 +962,15 @@ def _non_loopback_address():
     return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
 
 
-def test_host_names_are_the_way_in_on_other_addresses(start_server_fn):
-    """The rebinding check is for requests that came in on loopback, the way in that a site
-    cannot reach itself. On another address host names are how clients reach the server, and
-    some clients that are not browsers send Origin with the Host they used (websocket-client
-    does by default): a page under that name is the server's own there."""
+def test_host_names_are_the_way_in_from_other_machines(start_server_fn):
+    """The rebinding check is for requests from this machine (in on loopback, or from the very
+    address they reached: a browser here reaching this machine's LAN or docker0 address), the
+    way in that a site cannot reach itself. From another machine host names are how clients
+    reach the server, and some clients that are not browsers send Origin with the Host they used
+    (websocket-client does by default): a page under that name is the server's own there. A
+    client bound to 127.0.0.1 that connects to the LAN address stands in for another machine:
+    its address is not the one it reached."""
+    import http.client
     ip = _non_loopback_address()
     if ip is None:
         pytest.skip("this machine has no address but loopback")
@@ -975,18 +979,29 @@ def test_host_names_are_the_way_in_on_other_addresses(start_server_fn):
     client = start_server_fn(repo, ["--host", "0.0.0.0"])
     port = client.server.port
     name = "batchd.example:%d" % port
+    origin = "http://" + name
     body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
-    headers = {"Host": name, "Origin": "http://" + name, "Content-Type": "text/plain"}
-    for addr in (ip, "127.0.0.1"):
-        url = "http://%s:%d/v2/models/m" % (addr, port)
-        post = requests.post(url + "/infer", data=body, headers=headers, timeout=HTTP_TIMEOUT_S)
-        get = requests.get(url, headers=headers, timeout=HTTP_TIMEOUT_S)
-        for r in (post, get):
-            if addr == ip:
-                assert r.status_code == 200, (addr, r.text)
-            else:
-                origin = "http://" + name
-                assert error_message(r, 403) == REBOUND % (origin, origin)
+    headers = {"Host": name, "Origin": origin, "Content-Type": "text/plain"}
+
+    def ask(addr, source):
+        """(POST infer status, GET metadata status, the 403's sentence or None)"""
+        out, why = [], None
+        for method, path, data in (("POST", "/v2/models/m/infer", body),
+                                   ("GET", "/v2/models/m", None)):
+            conn = http.client.HTTPConnection(addr, port, timeout=HTTP_TIMEOUT_S,
+                                              source_address=source)
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            text = r.read()
+            conn.close()
+            out.append(r.status)
+            if r.status == 403:
+                why = json.loads(text)["error"]
+        return out[0], out[1], why
+
+    assert ask(ip, ("127.0.0.1", 0)) == (200, 200, None)  # from "another machine"
+    for addr, source in ((ip, None), ("127.0.0.1", None)):  # from this machine
+        assert ask(addr, source) == (403, 403, REBOUND % (origin, origin)), addr
 
 
 def test_allow_origin_lists_the_pages_that_may_call(start_server_fn):
