@@ -1061,7 +1061,8 @@ static bool host_is_address(h2o_iovec_t host)
  * from the very address it came in on (a browser here reaching this machine's LAN or docker0
  * address). DNS rebinding is a way in only to a server the attacker's page cannot reach by
  * itself; from elsewhere host names are the usual way in, and some clients that are not
- * browsers send Origin with the Host they used (websocket-client, for one). */
+ * browsers send Origin with the Host they used (websocket-client, for one). A client that binds
+ * its socket to another address of this machine first counts as elsewhere: browsers do not. */
 static bool from_this_machine(h2o_socket_t *sock)
 {
     struct sockaddr_storage here, peer;
