@@ -1399,6 +1399,21 @@ static void test_threaded_under_full_batch_waits_for_the_delay(void **state)
     fx_close(&fx);
 }
 
+/* Give a threaded fixture's worker time to go back to sleep on its empty queue. */
+static void let_worker_sleep(void)
+{
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+}
+
+/* The held-submit tests' fixture: one worker (max batch 32), the fake clock, the worker asleep
+ * on the empty queue. */
+static void open_held(fixture_t *fx)
+{
+    fx_open_with(fx, make_cfg(32, 0, 64), false, true);
+    let_worker_sleep();
+}
+
 /* A group submitted held (what one event-loop turn decoded) forms one batch with one kick,
  * even with max_queue_delay_us 0, where the first request of an unheld group would wake the
  * idle worker and run alone. The scheduler's clock is the fake one and never moves: nothing
@@ -1407,16 +1422,14 @@ static void test_threaded_held_group_forms_one_batch(void **state)
 {
     (void)state;
     fixture_t fx;
-    fx_open_with(&fx, make_cfg(32, 0, 64), false, true);
+    open_held(&fx);
     bd_err_t err = {0};
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-    nanosleep(&pause, NULL); /* the new worker is asleep on the empty queue by now */
     bd_req_t *reqs[20];
     for (int i = 0; i < 20; i++) {
         reqs[i] = mk_req(1, 2, (float)(i * 10), i * 10);
         assert_int_equal(bd_sched_submit_held(fx.s, reqs[i], &err), 0);
     }
-    nanosleep(&pause, NULL);
+    let_worker_sleep();
     assert_int_equal(atomic_load(&fake.runs), 0); /* held: the idle worker still sleeps */
     bd_sched_kick(fx.s);
     wait_for_done(20);
@@ -1438,16 +1451,14 @@ static void test_threaded_inline_run_on_the_caller(void **state)
 {
     (void)state;
     fixture_t fx;
-    fx_open_with(&fx, make_cfg(32, 0, 64), false, true);
+    open_held(&fx);
     bd_err_t err = {0};
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-    nanosleep(&pause, NULL);
     /* No batch measured yet: nothing runs inline. */
     assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, 0, 0), &err), 0);
     assert_false(bd_sched_run_inline(fx.s, UINT64_MAX));
     bd_sched_kick(fx.s);
     wait_for_done(1);
-    nanosleep(&pause, NULL); /* the worker is back asleep */
+    let_worker_sleep(); /* the worker is back asleep */
     bd_req_t *reqs[5];
     for (int i = 0; i < 5; i++) {
         reqs[i] = mk_req(1, 2, (float)(i * 10 + 10), i * 10 + 10);
@@ -1471,7 +1482,7 @@ static void test_threaded_inline_run_on_the_caller(void **state)
     wait_for_done(7);
     /* More than BD_SCHED_INLINE_MAX_BYTES queued: the worker's, whatever the measured cost
      * (a model with variable dims costs by its data). */
-    nanosleep(&pause, NULL);
+    let_worker_sleep();
     bd_req_t *big = mk_req(1, BD_SCHED_INLINE_MAX_BYTES / sizeof(float), 5, 5);
     assert_int_equal(bd_sched_submit_held(fx.s, big, &err), 0);
     assert_false(bd_sched_run_inline(fx.s, UINT64_MAX));
@@ -1488,10 +1499,8 @@ static void test_threaded_refused_batch_costs_all_its_runs(void **state)
 {
     (void)state;
     fixture_t fx;
-    fx_open_with(&fx, make_cfg(32, 0, 64), false, true);
+    open_held(&fx);
     bd_err_t err = {0};
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-    nanosleep(&pause, NULL);
     atomic_store(&fake.advance_us, 10);
     atomic_store(&fake.refuse_next, 1);
     for (int i = 0; i < 8; i++) {
@@ -1500,7 +1509,7 @@ static void test_threaded_refused_batch_costs_all_its_runs(void **state)
     bd_sched_kick(fx.s);
     wait_for_done(8);
     assert_int_equal(atomic_load(&fake.runs), 9); /* refused, then each alone */
-    nanosleep(&pause, NULL);                      /* the worker is back asleep */
+    let_worker_sleep();                           /* the worker is back asleep */
     assert_int_equal(bd_sched_submit_held(fx.s, mk_req(1, 2, 9, 9), &err), 0);
     assert_false(bd_sched_run_inline(fx.s, 50000)); /* 90 µs, not 10 */
     assert_true(bd_sched_run_inline(fx.s, 100000));
