@@ -359,7 +359,7 @@ static int check_rate(const char *name, const char *v, bd_err_t *err)
 static int check_redis(const char *name, const char *v, bd_err_t *err)
 {
     bd_redis_url_t url;
-    if (bd_ingest_parse_url(v, false, &url, err) == 0) {
+    if (bd_ingest_parse_url(v, &url, err) == 0) {
         return 0;
     }
     if (strcmp(name, "--redis") != 0) { /* the sentence names the flag: say where it came from */
@@ -386,7 +386,7 @@ static int check_file(const char *name, const char *v, bd_err_t *err)
 /* CONFIG.md: a malformed value is refused wherever it comes from, also in an environment
  * variable that a flag replaces. bd_cli_parse checks the typed options as it applies each
  * value; the text options with a form are checked here, the value in use and a replaced
- * one. (--redis is only parsed here; its host is resolved once, for the value in use.) */
+ * one. */
 static int check_text_opts(int argc, char **argv, const serve_opts_t *so, bd_err_t *err)
 {
     static const struct {
@@ -509,8 +509,7 @@ int bd_cli_serve(int argc, char **argv)
     char consumer[300];
     if (so.redis) {
         bd_err_t uerr = {0};
-        /* Resolved here, before the loop runs: a name lookup blocks. */
-        if (bd_ingest_parse_url(so.redis, true, &redis_url, &uerr) != 0) {
+        if (bd_ingest_parse_url(so.redis, &redis_url, &uerr) != 0) {
             fprintf(stderr, "batchd serve: %s\n", uerr.msg);
             return 2;
         }

@@ -7,11 +7,11 @@
  * than hiredis would) into its reader. hiredis closes its descriptor and h2o its dup, so
  * neither closes the other's.
  *
- * The host is a numeric address resolved before the loop started (hiredis would otherwise
- * resolve names with a blocking getaddrinfo on the loop). A lost connection (refused, reset,
- * the server restarted) is retried with backoff from 100 ms doubling to 5 s; the owner is told
- * when it is up and when it went down, after hiredis ran every pending callback with a NULL
- * reply.
+ * hiredis is only ever given a numeric address (it would resolve a name with a blocking
+ * getaddrinfo on the loop): the URL's own, or one of the addresses its name had at the last
+ * lookup (resolve.c), tried in turn. A lost connection (refused, reset, the server restarted)
+ * is retried with backoff from 100 ms doubling to 5 s; the owner is told when it is up and when
+ * it went down, after hiredis ran every pending callback with a NULL reply.
  *
  * A server that stops answering without closing the socket (SIGSTOP, a frozen host, a path
  * that drops packets) is found by a watchdog, since hiredis 0.14's async API has no timeouts:
@@ -61,6 +61,14 @@ static void went_down(rconn_t *c, const char *why)
     }
     if (c->closed) {
         return;
+    }
+    if (c->res && !was_ready && c->addr_next < c->addr_n) {
+        c->retry_at_us = 0; /* the name's next address, at the next poll, without backoff */
+        return;
+    }
+    if (c->res) {
+        resolver_want(c->res); /* lost, or every address failed: the name may have moved */
+        c->addr_next = was_ready ? 0 : c->addr_next;
     }
     c->retry_at_us = bd_now_us() + c->backoff_ms * 1000;
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -244,9 +252,40 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     }
 }
 
+/* The address to connect to: the URL's, or the next of its name's last lookup (c->addr). false when
+ * there is none: the first lookup has not finished (the next poll tries again), or it failed
+ * (down, with the lookup's error). */
+static bool pick_address(rconn_t *c)
+{
+    if (!c->res) {
+        return true;
+    }
+    char addrs[RESOLVER_MAX_ADDRS][INET6_ADDRSTRLEN];
+    char why[RESOLVER_WHY_MAX];
+    uint64_t lookups = 0;
+    size_t n = resolver_get(c->res, addrs, &lookups, why, sizeof why);
+    if (lookups != c->addr_lookup || c->addr_next >= n) {
+        c->addr_lookup = lookups; /* a fresh answer, or every address tried: from the first */
+        c->addr_next = 0;
+    }
+    c->addr_n = n;
+    c->addr[0] = '\0';
+    if (n == 0) {
+        if (lookups > 0) {
+            went_down(c, why);
+        }
+        return false;
+    }
+    memcpy(c->addr, addrs[c->addr_next++], sizeof c->addr);
+    return true;
+}
+
 static void connect_now(rconn_t *c)
 {
-    redisAsyncContext *ac = redisAsyncConnect(c->url->host, c->url->port);
+    if (!pick_address(c)) {
+        return;
+    }
+    redisAsyncContext *ac = redisAsyncConnect(c->res ? c->addr : c->url->host, c->url->port);
     if (!ac || ac->err) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
@@ -305,12 +344,13 @@ static void connect_now(rconn_t *c)
     }
 }
 
-void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, const char *name,
-                uint64_t timeout_ms, rconn_state_cb on_state, void *owner)
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, resolver_t *res,
+                const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner)
 {
     memset(c, 0, sizeof *c);
     c->loop = loop;
     c->url = url;
+    c->res = res;
     c->name = name;
     c->on_state = on_state;
     c->owner = owner;

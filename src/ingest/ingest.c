@@ -30,7 +30,6 @@
 
 #include <arpa/inet.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +254,7 @@ struct bd_ingest {
     bd_repo_t *repo;
     bd_metrics_t *metrics;
     bd_redis_url_t url;
+    resolver_t *res; /* looks url.host up when it is a name; NULL for an address */
     char consumer[256];
     size_t max_entry_bytes;
     rconn_t ctl;
@@ -926,9 +926,9 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
         ing->down_logged = true;
         char why[BD_LOG_TEXT_MAX];
         BD_WARN("ingest",
-                "redis unreachable host=%s port=%d conn=%s reason=%s; HTTP keeps serving, "
+                "redis unreachable host=%s%s%s port=%d conn=%s reason=%s; HTTP keeps serving, "
                 "reconnecting with backoff",
-                ing->url.host, ing->url.port, c->name,
+                ing->url.host, c->addr[0] ? " address=" : "", c->addr, ing->url.port, c->name,
                 bd_log_quoted(why, sizeof why, c->last_error));
     }
     ing->redis_up = false;
@@ -1074,7 +1074,7 @@ static shard_t *shard_for(pipe_t *p)
     }
     sh->p = p;
     bd_ingest_t *ing = p->ing;
-    rconn_init(&sh->conn, ing->loop, &ing->url, "read",
+    rconn_init(&sh->conn, ing->loop, &ing->url, ing->res, "read",
                3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
     rconn_poll(&sh->conn, bd_now_us());
@@ -2494,7 +2494,7 @@ static bool url_part(const char *s, size_t n, char *out, size_t cap)
     return true;
 }
 
-int bd_ingest_parse_url(const char *url, bool resolve, bd_redis_url_t *out, bd_err_t *err)
+int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
 {
     static const char scheme[] = "redis://";
 #define BAD_URL                                                                                    \
@@ -2545,12 +2545,15 @@ int bd_ingest_parse_url(const char *url, bool resolve, bd_redis_url_t *out, bd_e
         he = h + strcspn(h, ":/");
         rest = he;
     }
-    char name[256];
-    if (he == h || (size_t)(he - h) >= sizeof name) {
+    /* A host name (letters, digits, '.', '-', '_'), an IPv4 address, or in brackets an IPv6
+     * one (with a %zone): nothing that could break a log line. */
+    if (he == h || (size_t)(he - h) >= sizeof out->host ||
+        strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:%") <
+            (size_t)(he - h)) {
         return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
-    memcpy(name, h, (size_t)(he - h));
-    name[he - h] = '\0';
+    memcpy(out->host, h, (size_t)(he - h));
+    out->host[he - h] = '\0';
     out->port = 6379;
     out->db = 0;
     if (*rest == ':') {
@@ -2572,24 +2575,6 @@ int bd_ingest_parse_url(const char *url, bool resolve, bd_redis_url_t *out, bd_e
     } else if (*rest && strcmp(rest, "/") != 0) {
         return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
-    if (!resolve) {
-        return 0;
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(name, NULL, &hints, &ai);
-    if (rc != 0 || !ai) {
-        return bd_err_set(err, BD_EINVAL, "--redis: cannot resolve host '%s': %s", name,
-                          gai_strerror(rc));
-    }
-    const void *addr = ai->ai_family == AF_INET6
-                           ? (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr
-                           : (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr;
-    bool ok = inet_ntop(ai->ai_family, addr, out->host, (socklen_t)sizeof out->host) != NULL;
-    freeaddrinfo(ai);
-    if (!ok) {
-        return bd_err_set(err, BD_EINVAL, "--redis: cannot use the address of host '%s'", name);
-    }
     return 0;
 }
 
@@ -2608,9 +2593,16 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
     ing->url = opts->url;
     snprintf(ing->consumer, sizeof ing->consumer, "%s", opts->consumer);
     ing->max_entry_bytes = opts->max_entry_bytes ? opts->max_entry_bytes : SIZE_MAX / 2;
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, ing->url.host, addr) != 1 &&
+        inet_pton(AF_INET6, ing->url.host, addr) != 1 &&
+        !(ing->res = resolver_new(ing->url.host, err))) {
+        free(ing);
+        return NULL;
+    }
     bd_list_init(&ing->results);
     bd_buf_init(&ing->scratch);
-    rconn_init(&ing->ctl, loop, &ing->url, "control", REPLY_GRACE_MS, on_ctl_state, ing);
+    rconn_init(&ing->ctl, loop, &ing->url, ing->res, "control", REPLY_GRACE_MS, on_ctl_state, ing);
     h2o_timeout_init(loop, &ing->tick_to, TICK_MS);
     h2o_timeout_init(loop, &ing->kick_to, 0);
     ing->tick.cb = on_tick;
@@ -2727,6 +2719,7 @@ void bd_ingest_free(bd_ingest_t *ing)
     }
     h2o_timeout_dispose(ing->loop, &ing->tick_to);
     h2o_timeout_dispose(ing->loop, &ing->kick_to);
+    resolver_free(ing->res);
     free(ing->set.slots);
     free(ing->pipes);
     free(ing->av);

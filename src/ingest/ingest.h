@@ -33,7 +33,7 @@ typedef struct bd_ingest bd_ingest_t;
 
 /* --redis, parsed (bd_ingest_parse_url). */
 typedef struct {
-    char host[128]; /* a numeric IPv4/IPv6 address */
+    char host[256]; /* a name, or a numeric IPv4/IPv6 address */
     int port;
     int db;
     char user[128];     /* empty: AUTH with the password alone (the default user) */
@@ -48,10 +48,10 @@ typedef struct {
 } bd_ingest_opts_t;
 
 /* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (PORT 6379 and DB 0 by default; an IPv6
- * HOST in brackets; %XX escapes in USER and PASSWORD) and, with `resolve`, resolve HOST to a
- * numeric address, blocking: call it before the loop runs (without, out->host stays empty).
- * 0, or BD_EINVAL with one sentence (which never repeats the password). */
-int bd_ingest_parse_url(const char *url, bool resolve, bd_redis_url_t *out, bd_err_t *err);
+ * HOST in brackets; %XX escapes in USER and PASSWORD). HOST is kept as given: the ingest looks
+ * a name up off the loop, again after every loss. 0, or BD_EINVAL with one sentence (which
+ * never repeats the password). */
+int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err);
 
 /* Start ingest for the models of `repo` that have a redis section (and for those loaded
  * later). Connects in the background: a Redis that is not there yet is retried with

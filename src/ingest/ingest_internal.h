@@ -1,14 +1,16 @@
 /* ingest_internal.h: what the ingest's own files share: one Redis connection (rconn_t) driven
- * by hiredis's async API on the server's h2o loop (conn.c), and the small helpers ingest.c
- * and the unit of glob matching use.
+ * by hiredis's async API on the server's h2o loop (conn.c), the lookup of Redis's host name
+ * off the loop (resolve.c), and the glob matching of stream patterns.
  *
- * Threads: the event-loop thread only. */
+ * Threads: the event-loop thread, and the resolver's own (resolve.c). */
 #ifndef BD_INGEST_INTERNAL_H
 #define BD_INGEST_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <arpa/inet.h>
 
 #include <h2o.h>
 #include <hiredis/async.h>
@@ -17,6 +19,26 @@
 #include "ingest/ingest.h"
 
 typedef struct rconn rconn_t;
+typedef struct resolver resolver_t;
+
+/* ---- resolve.c: a host name looked up on a thread of its own ------------------------------ */
+
+#define RESOLVER_MAX_ADDRS 8
+#define RESOLVER_WHY_MAX 160
+
+/* Start the lookup thread; the first lookup of `name` begins at once. NULL with err when out
+ * of memory or threads. */
+resolver_t *resolver_new(const char *name, bd_err_t *err);
+/* Ask for a fresh lookup (one runs at a time; asking while one runs asks for another). */
+void resolver_want(resolver_t *r);
+/* The last finished lookup's addresses (numeric, in the order to try them), how many lookups
+ * finished so far, and when there are none, why (not looked up yet, or the lookup's error). */
+size_t resolver_get(resolver_t *r, char addrs[][INET6_ADDRSTRLEN], uint64_t *lookups, char *why,
+                    size_t why_len);
+/* Let go: a lookup in flight finishes on its thread, which then frees the resolver. */
+void resolver_free(resolver_t *r);
+
+/* ---- conn.c: one Redis connection ------------------------------------------------------------ */
 
 /* The connection became usable (up) or was lost (down). When down, every command's callback
  * has already run with a NULL reply. Never frees the rconn. */
@@ -35,8 +57,13 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
  * path). */
 struct rconn {
     h2o_evloop_t *loop;
-    const bd_redis_url_t *url; /* borrowed: numeric address, port, db, credentials */
-    const char *name;          /* for logs: "control", "read" */
+    const bd_redis_url_t *url;   /* borrowed: host, port, db, credentials */
+    resolver_t *res;             /* borrowed; NULL when url->host is a numeric address */
+    size_t addr_next;            /* with res: the next of the last lookup's addresses to try */
+    size_t addr_n;               /* with res: how many addresses that lookup had */
+    uint64_t addr_lookup;        /* with res: the lookup addr_next counts in */
+    char addr[INET6_ADDRSTRLEN]; /* with res: the address connected to */
+    const char *name;            /* for logs: "control", "read" */
     rconn_state_cb on_state;
     void *owner;
     redisAsyncContext *ac; /* NULL while down */
@@ -51,13 +78,16 @@ struct rconn {
     uint64_t busy_since_us; /* when the oldest outstanding command was sent, or the last
                                reply before it */
     uint64_t last_rx_us;    /* when bytes last arrived */
-    char last_error[128];
+    char last_error[RESOLVER_WHY_MAX];
     char refused[160]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
     bool auth_warned;  /* an AUTH error it went on after was logged */
 };
 
-void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, const char *name,
-                uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
+/* `res` looks url->host up when it is a name (NULL: it is an address): a connection tries the
+ * last lookup's addresses in turn, one failed connect straight after another, and asks for a
+ * fresh lookup once all failed or a connection that was up is lost. */
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, resolver_t *res,
+                const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
 /* Connect now when down and the backoff has passed; when up, run the watchdog: a command
  * unanswered for timeout_ms drops the connection (its callbacks run with NULL replies, then
  * on_state(false)) and it reconnects with backoff. Call from a periodic tick. */

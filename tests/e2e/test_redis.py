@@ -1136,6 +1136,35 @@ def test_http_serves_without_redis_and_ingest_connects_later(start_server_fn, tm
         rsrv.stop()
 
 
+def test_a_host_name_is_looked_up_by_batchd(start_server_fn, rsrv):
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    client = start_server_fn(repo, ["--redis", "redis://localhost:%d" % rsrv.port])
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 2, 5)
+    assert wait_results(r, 10)
+    check_all_answered(sent, results(r))
+    assert client.server.wait_log(r"ingest redis connected host=localhost port=%d" % rsrv.port)
+
+
+def test_a_name_that_does_not_resolve_yet_is_looked_up_again(start_server_fn, tmp_path):
+    # A compose service's name resolves only once its container runs: batchd starts, serves
+    # HTTP and keeps looking the name up (RFC 6761's .invalid never resolves).
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    client = start_server_fn(repo, ["--redis", "redis://no-such-redis.invalid:6379"])
+    line = client.server.wait_log(r"redis unreachable", 10)
+    assert line, client.server.log()
+    assert ("host=no-such-redis.invalid port=6379 conn=control reason=\"the name does not "
+            "resolve: ") in line, line
+    assert "reconnecting with backoff" in line, line
+    assert requests.get(client.url("/v2/health/ready"), timeout=HTTP_TIMEOUT_S).status_code == 200
+    time.sleep(1.5)  # several lookups (backoff 100, 200, 400, 800 ms): said once
+    assert client.server.log().count("redis unreachable") == 1, client.server.log()
+    assert client.metric("batchd_redis_connected") == 0
+    client.server.stop()  # exit code 0 at once: no lookup holds it
+
+
 def test_redis_config_errors_name_the_key(start_server_fn):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "nostreams", {"group": "g"})
@@ -1164,7 +1193,8 @@ def test_redis_flag_errors(tmp_path):
     assert p.returncode == 2 and "redis://HOST[:PORT][/DB]" in p.stderr
     for url in ("redis://hunter2@127.0.0.1:1", "redis://:hunter2%zz@127.0.0.1:1",
                 "redis://:@127.0.0.1:1", "redis://u:hunter2@127.0.0.1:x",
-                "rediss://:hunter2@127.0.0.1:1", "redis://:hun/ter2@127.0.0.1:x"):
+                "rediss://:hunter2@127.0.0.1:1", "redis://:hun/ter2@127.0.0.1:x",
+                "redis://:hunter2@my redis:1", "redis://:hunter2@[::1 ]:1"):
         p = subprocess.run([BATCHD_BIN, "serve", "--model-repository", str(tmp_path),
                             "--redis", url], capture_output=True, text=True, timeout=30)
         assert p.returncode == 2, url
