@@ -959,6 +959,11 @@ static void on_ctl_state(rconn_t *c, bool up)
     bd_ingest_t *ing = c->owner;
     if (!up) {
         redis_down(ing, c);
+        for (size_t i = 0; i < ing->n_pipes; i++) {
+            /* Unknown until Redis answers again: the last figures would be listed as now. */
+            ing->pipes[i]->pending_known = false;
+            ing->pipes[i]->lag_known = false;
+        }
         return;
     }
     redis_maybe_up(ing);

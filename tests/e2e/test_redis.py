@@ -944,6 +944,8 @@ def test_redis_restart_mid_run_reconnects_and_finishes(start_server_fn, rsrv):
     sent = produce(r, "frames:cam", 10, 100)
     client = start_batchd(start_server_fn, repo, rsrv)
     assert wait_results(r, 100)
+    lab = {"model": "cam", "pattern": "frames:*"}
+    assert wait_for(lambda: metric(client, "batchd_redis_pending", **lab) is not None, 10)
     rsrv.stop(save=True)
     # HTTP keeps serving while Redis is away.
     x = frame(0, 0)
@@ -951,6 +953,9 @@ def test_redis_restart_mid_run_reconnects_and_finishes(start_server_fn, rsrv):
                                            "shape": [1, DIM], "data": x.tolist()}]})
     assert rep.status_code == 200
     assert client.server.wait_log(r"ingest redis unreachable", 10)
+    # What Redis cannot be asked is unknown, not its last figure.
+    assert metric(client, "batchd_redis_pending", **lab) is None
+    assert metric(client, "batchd_redis_consumer_lag", **lab) is None
     time.sleep(1.0)
     rsrv.start()
     r = rsrv.client()
@@ -959,6 +964,7 @@ def test_redis_restart_mid_run_reconnects_and_finishes(start_server_fn, rsrv):
     assert wait_results(r, len(sent)), "%d of %d" % (count_results(r), len(sent))
     check_all_answered(sent, results(r), allow_duplicates=True)
     assert wait_for(lambda: total_pending(r) == 0, 10)
+    assert wait_for(lambda: metric(client, "batchd_redis_pending", **lab) == 0, 10)
     log = client.server.log()
     assert len(re.findall(r"ingest redis unreachable", log)) == 1, "logged more than once"
     assert "ingest redis reconnected" in log
