@@ -182,28 +182,50 @@ static void on_connect(const redisAsyncContext *ac, int status)
     /* Connected is not up: up is the first reply (on_hello). */
 }
 
-/* AUTH's reply, or a NOAUTH answer to the first command: the server wants a (different)
- * password; or an error answering SELECT (`select`): the URL's /DB is not a database this
- * server has, and using DB 0 instead would read and write the wrong keys. The connection is
- * dropped (and retried with backoff, as the server may change); the reason is logged once
- * while it stays the same. */
-static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, bool select)
+/* How much of `s` to show: all of it up to `max` bytes, else its sentences that fit (DENIED's
+ * advice runs to 800 bytes). */
+static int sentences(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max) {
+        return (int)n;
+    }
+    size_t end = max;
+    while (end > 0 && !(s[end - 1] == '.' && s[end] == ' ')) {
+        end--;
+    }
+    return (int)(end > 0 ? end : max);
+}
+
+/* AUTH's reply saying the server wants a (different) password, or any error answering the
+ * first command (`hello`: PING, or SELECT): NOAUTH (a password is wanted), an error from
+ * SELECT (the URL's /DB is not a database this server has, and using DB 0 instead would read
+ * and write the wrong keys), DENIED (a server in protected mode, which then closes), LOADING
+ * (a server still loading its data). The connection is dropped and retried with backoff, as
+ * the server may change (had it counted as up, a server that answers and closes would be
+ * reconnected to at once, forever); the reason is logged once while it stays the same. */
+static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, bool hello)
 {
     if (!r || r->type != REDIS_REPLY_ERROR ||
-        (!select && strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0 &&
+        (!hello && strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0 &&
          strncmp(r->str, "ERR invalid password", 20) != 0)) { /* Redis 5's WRONGPASS */
         return false;
     }
-    char why[160];
-    snprintf(why, sizeof why, "%s%s", r->str,
+    bool select = hello && c->url->db != 0 && strncmp(r->str, "ERR ", 4) == 0;
+    char why[sizeof c->refused];
+    snprintf(why, sizeof why, "%.*s%s", sentences(r->str, 200), r->str,
              strncmp(r->str, "NOAUTH", 6) == 0
                  ? " (give the password in the URL: redis://:PASSWORD@HOST[:PORT])"
+             : strncmp(r->str, "DENIED", 6) == 0
+                 ? " (give Redis a password, and the URL too: redis://:PASSWORD@HOST[:PORT])"
              : select ? " (SELECT of the URL's /DB)"
                       : "");
-    if (strcmp(why, c->last_error) != 0) {
+    if (strcmp(why, c->last_refusal) != 0) {
         char shown[BD_LOG_TEXT_MAX];
-        BD_ERROR("ingest", "redis refused the connection host=%s port=%d conn=%s reason=%s",
-                 c->url->host, c->url->port, c->name, bd_log_quoted(shown, sizeof shown, why));
+        BD_ERROR("ingest", "redis refused the connection host=%s%s%s port=%d conn=%s reason=%s",
+                 c->url->host, c->res ? " address=" : "", c->res ? c->addr : "", c->url->port,
+                 c->name, bd_log_quoted(shown, sizeof shown, why));
+        snprintf(c->last_refusal, sizeof c->last_refusal, "%s", why);
     }
     snprintf(c->refused, sizeof c->refused, "%s", why);
     redisAsyncDisconnect(ac); /* on_disconnect: went_down with the reason */
@@ -231,14 +253,13 @@ static void on_hello(redisAsyncContext *ac, void *r, void *priv)
     if (!r || c->ac != ac || c->ready || c->refused[0]) {
         return; /* dropped meanwhile: the disconnect path told the owner */
     }
-    const redisReply *reply = r;
-    if (reply->type == REDIS_REPLY_ERROR &&
-        refused(c, ac, reply, strncmp(reply->str, "NOAUTH", 6) != 0 && c->url->db != 0)) {
+    if (refused(c, ac, r, true)) {
         return;
     }
     c->ready = true;
     c->backoff_ms = BACKOFF_MIN_MS;
     c->last_error[0] = '\0';
+    c->last_refusal[0] = '\0';
     if (c->on_state) {
         c->on_state(c, true);
     }
@@ -260,7 +281,7 @@ static bool pick_address(rconn_t *c)
     if (!c->res) {
         return true;
     }
-    char addrs[RESOLVER_MAX_ADDRS][INET6_ADDRSTRLEN];
+    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
     char why[RESOLVER_WHY_MAX];
     uint64_t lookups = 0;
     size_t n = resolver_get(c->res, addrs, &lookups, why, sizeof why);
@@ -373,10 +394,9 @@ static void watchdog(rconn_t *c, uint64_t now_us)
     char why[128];
     snprintf(why, sizeof why, "no reply for %" PRIu64 " ms", (now_us - since) / 1000);
     redisAsyncContext *ac = c->ac;
-    c->ac = NULL; /* on_disconnect then ignores it */
-    c->ready = false;
+    c->ac = NULL;       /* on_disconnect then ignores it; rconn_send refuses meanwhile */
     redisAsyncFree(ac); /* runs pending callbacks (NULL replies) and ev_cleanup */
-    went_down(c, why);
+    went_down(c, why);  /* it clears ready, having seen whether the connection was up */
 }
 
 void rconn_poll(rconn_t *c, uint64_t now_us)

@@ -10,8 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <arpa/inet.h>
-
 #include <h2o.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -24,6 +22,7 @@ typedef struct resolver resolver_t;
 /* ---- resolve.c: a host name looked up on a thread of its own ------------------------------ */
 
 #define RESOLVER_MAX_ADDRS 8
+#define RESOLVER_ADDR_MAX 64 /* an IPv6 address with a %zone, and its NUL */
 #define RESOLVER_WHY_MAX 160
 
 /* Start the lookup thread; the first lookup of `name` begins at once. NULL with err when out
@@ -31,9 +30,10 @@ typedef struct resolver resolver_t;
 resolver_t *resolver_new(const char *name, bd_err_t *err);
 /* Ask for a fresh lookup (one runs at a time; asking while one runs asks for another). */
 void resolver_want(resolver_t *r);
-/* The last finished lookup's addresses (numeric, in the order to try them), how many lookups
- * finished so far, and when there are none, why (not looked up yet, or the lookup's error). */
-size_t resolver_get(resolver_t *r, char addrs[][INET6_ADDRSTRLEN], uint64_t *lookups, char *why,
+/* The addresses of the last lookup that found any (numeric, in the order to try them; a
+ * failed lookup keeps them), how many lookups finished so far, and when there are none, why
+ * (not looked up yet, or the lookup's error). */
+size_t resolver_get(resolver_t *r, char addrs[][RESOLVER_ADDR_MAX], uint64_t *lookups, char *why,
                     size_t why_len);
 /* Let go: a lookup in flight finishes on its thread, which then frees the resolver. */
 void resolver_free(resolver_t *r);
@@ -57,13 +57,13 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
  * path). */
 struct rconn {
     h2o_evloop_t *loop;
-    const bd_redis_url_t *url;   /* borrowed: host, port, db, credentials */
-    resolver_t *res;             /* borrowed; NULL when url->host is a numeric address */
-    size_t addr_next;            /* with res: the next of the last lookup's addresses to try */
-    size_t addr_n;               /* with res: how many addresses that lookup had */
-    uint64_t addr_lookup;        /* with res: the lookup addr_next counts in */
-    char addr[INET6_ADDRSTRLEN]; /* with res: the address connected to */
-    const char *name;            /* for logs: "control", "read" */
+    const bd_redis_url_t *url;    /* borrowed: host, port, db, credentials */
+    resolver_t *res;              /* borrowed; NULL when url->host is a numeric address */
+    size_t addr_next;             /* with res: the next of the last lookup's addresses to try */
+    size_t addr_n;                /* with res: how many addresses that lookup had */
+    uint64_t addr_lookup;         /* with res: the lookup addr_next counts in */
+    char addr[RESOLVER_ADDR_MAX]; /* with res: the address connected to */
+    const char *name;             /* for logs: "control", "read" */
     rconn_state_cb on_state;
     void *owner;
     redisAsyncContext *ac; /* NULL while down */
@@ -78,9 +78,10 @@ struct rconn {
     uint64_t busy_since_us; /* when the oldest outstanding command was sent, or the last
                                reply before it */
     uint64_t last_rx_us;    /* when bytes last arrived */
-    char last_error[RESOLVER_WHY_MAX];
-    char refused[160]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
-    bool auth_warned;  /* an AUTH error it went on after was logged */
+    char last_error[320];
+    char refused[320];      /* the server refused the connection's first commands (AUTH, NOAUTH) */
+    char last_refusal[320]; /* the last refusal logged, until a connection is up: said once */
+    bool auth_warned;       /* an AUTH error it went on after was logged */
 };
 
 /* `res` looks url->host up when it is a name (NULL: it is an address): a connection tries the

@@ -13,7 +13,6 @@
  * Threads: the event-loop thread (new, want, get, free) and the resolver's own. */
 #include "ingest/ingest_internal.h"
 
-#include <arpa/inet.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,7 +24,7 @@ struct resolver {
     pthread_cond_t cv;
     char name[256];
     /* guarded by mu */
-    char addrs[RESOLVER_MAX_ADDRS][INET6_ADDRSTRLEN];
+    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
     size_t n;
     char why[RESOLVER_WHY_MAX];
     uint64_t lookups; /* finished lookups */
@@ -48,7 +47,7 @@ static void let_go(resolver_t *r)
 
 /* One lookup: every distinct address, in getaddrinfo's order (which puts the preferred
  * family first), or none and why. */
-static void look_up(const char *name, char addrs[][INET6_ADDRSTRLEN], size_t *n, char *why,
+static void look_up(const char *name, char addrs[][RESOLVER_ADDR_MAX], size_t *n, char *why,
                     size_t why_len)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -60,12 +59,10 @@ static void look_up(const char *name, char addrs[][INET6_ADDRSTRLEN], size_t *n,
         return;
     }
     for (const struct addrinfo *a = ai; a && *n < RESOLVER_MAX_ADDRS; a = a->ai_next) {
-        const void *addr =
-            a->ai_family == AF_INET6
-                ? (const void *)&((const struct sockaddr_in6 *)(void *)a->ai_addr)->sin6_addr
-                : (const void *)&((const struct sockaddr_in *)(void *)a->ai_addr)->sin_addr;
+        /* getnameinfo keeps an IPv6 link-local address's %zone, which inet_ntop drops */
         if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
-            !inet_ntop(a->ai_family, addr, addrs[*n], INET6_ADDRSTRLEN)) {
+            getnameinfo(a->ai_addr, a->ai_addrlen, addrs[*n], RESOLVER_ADDR_MAX, NULL, 0,
+                        NI_NUMERICHOST) != 0) {
             continue;
         }
         bool seen = false;
@@ -83,7 +80,7 @@ static void look_up(const char *name, char addrs[][INET6_ADDRSTRLEN], size_t *n,
 static void *resolver_main(void *arg)
 {
     resolver_t *r = arg;
-    char addrs[RESOLVER_MAX_ADDRS][INET6_ADDRSTRLEN];
+    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
     char why[sizeof r->why];
     pthread_mutex_lock(&r->mu);
     for (;;) {
@@ -99,9 +96,13 @@ static void *resolver_main(void *arg)
         why[0] = '\0';
         look_up(r->name, addrs, &n, why, sizeof why);
         pthread_mutex_lock(&r->mu);
-        memcpy(r->addrs, addrs, n * sizeof addrs[0]);
-        r->n = n;
-        snprintf(r->why, sizeof r->why, "%s", why);
+        if (n > 0 || r->n == 0) {
+            /* A failed lookup (a DNS server that did not answer this once) keeps the last
+             * addresses: they are still worth trying. */
+            memcpy(r->addrs, addrs, n * sizeof addrs[0]);
+            r->n = n;
+            snprintf(r->why, sizeof r->why, "%s", why);
+        }
         r->lookups++;
     }
     pthread_mutex_unlock(&r->mu);
@@ -144,7 +145,7 @@ void resolver_want(resolver_t *r)
     pthread_mutex_unlock(&r->mu);
 }
 
-size_t resolver_get(resolver_t *r, char addrs[][INET6_ADDRSTRLEN], uint64_t *lookups, char *why,
+size_t resolver_get(resolver_t *r, char addrs[][RESOLVER_ADDR_MAX], uint64_t *lookups, char *why,
                     size_t why_len)
 {
     pthread_mutex_lock(&r->mu);

@@ -129,6 +129,17 @@ def sanitizer_env():
     return env
 
 
+def non_loopback_address():
+    """This machine's address on its default route, or None (only loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # a route lookup: nothing is sent
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
 def ort_available():
     return os.path.isfile(ORT_LIB)
 

@@ -37,8 +37,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 from ws_util import run, ws_connect, ws_recv
-from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, parse_metrics, read_all,
-                      read_reply, sanitizer_env, tensor, vm_kib)
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, non_loopback_address,
+                      parse_metrics, read_all, read_reply, sanitizer_env, tensor, vm_kib)
 
 STEP_S = 15.0
 INFER_KEY = "inf-" + secrets.token_hex(16)
@@ -951,17 +951,6 @@ def test_a_page_whose_host_is_a_name_is_not_taken_for_the_servers_own(start_serv
     assert r.status_code == 200, r.text
 
 
-def _non_loopback_address():
-    """This machine's address on its default route, or None (only loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))  # a route lookup: nothing is sent
-            ip = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
-
-
 def test_host_names_are_the_way_in_from_other_machines(start_server_fn):
     """The rebinding check is for requests from this machine (in on loopback, or from the very
     address they reached: a browser here reaching this machine's LAN or docker0 address), the
@@ -971,7 +960,7 @@ def test_host_names_are_the_way_in_from_other_machines(start_server_fn):
     client bound to 127.0.0.1 that connects to the LAN address stands in for another machine:
     its address is not the one it reached."""
     import http.client
-    ip = _non_loopback_address()
+    ip = non_loopback_address()
     if ip is None:
         pytest.skip("this machine has no address but loopback")
     repo = start_server_fn.repo()

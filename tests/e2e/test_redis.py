@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, ort_available, parse_infer_reply
+from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, non_loopback_address,
+                      ort_available, parse_infer_reply)
 
 redis = pytest.importorskip("redis")
-from redis_util import RedisServer, answered, count_results, frame, produce, results  # noqa: E402
+from redis_util import (REDIS_SERVER, RedisServer, answered, count_results, free_port,  # noqa: E402
+                        frame, produce, results)
 
 WAIT_S = 90.0  # bound on waiting for all results (the real time is seconds)
 DIM = 16
@@ -1169,6 +1171,37 @@ def test_a_name_that_does_not_resolve_yet_is_looked_up_again(start_server_fn, tm
     assert client.server.log().count("redis unreachable") == 1, client.server.log()
     assert client.metric("batchd_redis_connected") == 0
     client.server.stop()  # exit code 0 at once: no lookup holds it
+
+
+def test_a_redis_that_answers_the_first_command_with_an_error_is_refused_once(start_server_fn,
+                                                                             tmp_path):
+    """A Redis in protected mode (no password, reached from another address than loopback)
+    answers the first command with -DENIED and closes. Counted as up, the connection was
+    reconnected at once, forever, with two log lines each time; it is a refusal: logged once,
+    retried with backoff."""
+    ip = non_loopback_address()
+    if ip is None:
+        pytest.skip("this machine has no address but loopback")
+    port = free_port()
+    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--protected-mode", "yes",
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        client = start_server_fn(repo, ["--redis", "redis://%s:%d" % (ip, port)])
+        line = client.server.wait_log(r"redis refused the connection", 10)
+        assert line and 'reason="DENIED Redis is running in protected mode' in line, \
+            client.server.log()
+        assert "give Redis a password" in line, line
+        time.sleep(2)  # backoff 100, 200, 400, 800 ms: several tries
+        log = client.server.log()
+        assert log.count("redis refused the connection") == 1, log
+        assert "redis connected" not in log and "redis unreachable" not in log, log
+        assert client.metric("batchd_redis_connected") == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_redis_config_errors_name_the_key(start_server_fn):
