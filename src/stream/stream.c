@@ -226,6 +226,19 @@ static void queue_close(conn_t *c, uint16_t code, const char *reason)
 
 static void send_error(conn_t *c, const char *id, int code, const char *msg)
 {
+    /* The infer layer's sentences are HTTP's: what it calls the request body is the message
+     * here ("request body is not valid JSON: ..." reads "message is not valid JSON: ..."). */
+    static const char *const said[][2] = {{"request body", "message"},
+                                          {"the request body", "the message"}};
+    char reworded[BD_ERR_MSG_MAX];
+    for (size_t i = 0; i < sizeof said / sizeof said[0]; i++) {
+        size_t n = strlen(said[i][0]);
+        if (strncmp(msg, said[i][0], n) == 0 && msg[n] == ' ') {
+            snprintf(reworded, sizeof reworded, "%s%s", said[i][1], msg + n);
+            msg = reworded;
+            break;
+        }
+    }
     bd_buf_t *b = &c->st->out;
     bd_buf_reset(b);
     bd_buf_puts(b, "{\"id\":");

@@ -762,6 +762,11 @@ def test_bad_requests_interleaved_with_good_ones(srv):
             assert len(others) == unreadable, others
             assert ("a binary message's 4-byte JSON header length is 0; it must count the bytes "
                     "of the JSON header that follow it") in [h["error"] for h in others], others
+            # The sentences name the message, not an HTTP request body.
+            assert "message must be a JSON object" in [h["error"] for h in others], others
+            assert [h for h in others if h["error"].startswith(
+                "message is not valid JSON: ']' expected near end of file")], others
+            assert not [h for h in others if "request body" in h["error"]], others
             # Still open and serving.
             await ws.send(req(x4, "after", model="echo"))
             head, outs = decode(await recv(ws))
@@ -1769,7 +1774,7 @@ def test_empty_message_taken_past_the_cap_is_answered(tight):
         assert sorted(k for k in got if k.startswith("h")) == ["h0", "h1", "h2", "h3", "h4"]
         empty = [r for k, r in got.items() if not k.startswith("h")]
         assert len(empty) == 1 and empty[0]["status"] == 400, empty
-        assert "empty" in empty[0]["error"]
+        assert empty[0]["error"] == "the message is empty; expected a JSON infer request", empty
     finally:
         ws.close()
     tight.assert_healthy()
