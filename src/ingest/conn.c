@@ -51,6 +51,23 @@ void redisProcessCallbacks(redisAsyncContext *ac);
 
 static char read_buf[READ_BYTES]; /* the event-loop thread's */
 
+/* A connect to `addr` failed before the connection came up: when it is the address in use,
+ * every connection moves on to the next. true when there is one to try now; false once all
+ * failed in a row (a fresh lookup is asked for, and the connection backs off). */
+static bool next_address(raddrs_t *a, const char *addr)
+{
+    if (a->n == 0 || strcmp(addr, a->addrs[a->at]) != 0) {
+        return a->failed > 0; /* another connection moved them on already: follow it */
+    }
+    a->at = (a->at + 1) % a->n;
+    if (++a->failed < a->n) {
+        return true;
+    }
+    a->failed = 0;
+    resolver_want(a->res);
+    return false;
+}
+
 static void went_down(rconn_t *c, const char *why)
 {
     bool was_ready = c->ready;
@@ -62,18 +79,18 @@ static void went_down(rconn_t *c, const char *why)
     if (c->closed) {
         return;
     }
-    if (c->res && !was_ready && c->addr_next < c->addr_n) {
-        c->retry_at_us = 0; /* the name's next address, at the next poll, without backoff */
-        return;
-    }
-    if (c->res) {
-        resolver_want(c->res); /* lost, or every address failed: the name may have moved */
-        c->addr_next = was_ready ? 0 : c->addr_next;
+    if (c->addrs && c->addr[0]) {
+        if (!was_ready && next_address(c->addrs, c->addr)) {
+            c->retry_at_us = 0; /* the next address, at the next poll, without backoff */
+            return;
+        }
+        if (was_ready) {
+            resolver_want(c->addrs->res); /* lost: the name may have moved */
+        }
     }
     c->retry_at_us = bd_now_us() + c->backoff_ms * 1000;
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
     if (c->on_state) {
-        (void)was_ready;
         c->on_state(c, false);
     }
 }
@@ -197,35 +214,52 @@ static int sentences(const char *s, size_t max)
     return (int)(end > 0 ? end : max);
 }
 
-/* AUTH's reply saying the server wants a (different) password, or any error answering the
- * first command (`hello`: PING, or SELECT): NOAUTH (a password is wanted), an error from
- * SELECT (the URL's /DB is not a database this server has, and using DB 0 instead would read
- * and write the wrong keys), DENIED (a server in protected mode, which then closes), LOADING
- * (a server still loading its data). The connection is dropped and retried with backoff, as
- * the server may change (had it counted as up, a server that answers and closes would be
- * reconnected to at once, forever); the reason is logged once while it stays the same. */
-static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, bool hello)
+enum first { FIRST_AUTH, FIRST_SELECT, FIRST_PING };
+
+/* FNV-1a, to remember which refusals were logged. */
+static uint64_t hash_of(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* An error answering one of the connection's first commands: NOAUTH or WRONGPASS (the server
+ * wants a (different) password), DENIED (a server in protected mode, which then closes),
+ * LOADING (a server still loading its data), SELECT's (the URL's /DB is not a database this
+ * server has, and DB 0 instead would read and write the wrong keys). The connection is dropped
+ * and retried with backoff, as the server may change (had it counted as up, a server that
+ * answers and closes would be reconnected to at once, forever); each reason is logged once
+ * until a connection is up. AUTH's "ERR ..." to a server without a password is not a refusal:
+ * it serves anyway (on_auth says so). */
+static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum first cmd)
 {
     if (!r || r->type != REDIS_REPLY_ERROR ||
-        (!hello && strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "WRONGPASS", 9) != 0 &&
+        (cmd == FIRST_AUTH && strncmp(r->str, "ERR ", 4) == 0 &&
          strncmp(r->str, "ERR invalid password", 20) != 0)) { /* Redis 5's WRONGPASS */
         return false;
     }
-    bool select = hello && c->url->db != 0 && strncmp(r->str, "ERR ", 4) == 0;
     char why[sizeof c->refused];
     snprintf(why, sizeof why, "%.*s%s", sentences(r->str, 200), r->str,
              strncmp(r->str, "NOAUTH", 6) == 0
                  ? " (give the password in the URL: redis://:PASSWORD@HOST[:PORT])"
              : strncmp(r->str, "DENIED", 6) == 0
                  ? " (give Redis a password, and the URL too: redis://:PASSWORD@HOST[:PORT])"
-             : select ? " (SELECT of the URL's /DB)"
-                      : "");
-    if (strcmp(why, c->last_refusal) != 0) {
+             : cmd == FIRST_SELECT ? " (SELECT of the URL's /DB)"
+                                   : "");
+    uint64_t h = hash_of(why);
+    bool said = false;
+    for (size_t i = 0; i < c->n_said && !said; i++) {
+        said = c->said[i] == h;
+    }
+    if (!said) {
         char shown[BD_LOG_TEXT_MAX];
         BD_ERROR("ingest", "redis refused the connection host=%s%s%s port=%d conn=%s reason=%s",
-                 c->url->host, c->res ? " address=" : "", c->res ? c->addr : "", c->url->port,
+                 c->url->host, c->addrs ? " address=" : "", c->addrs ? c->addr : "", c->url->port,
                  c->name, bd_log_quoted(shown, sizeof shown, why));
-        snprintf(c->last_refusal, sizeof c->last_refusal, "%s", why);
+        c->said[c->n_said++ % RESOLVER_MAX_ADDRS] = h;
     }
     snprintf(c->refused, sizeof c->refused, "%s", why);
     redisAsyncDisconnect(ac); /* on_disconnect: went_down with the reason */
@@ -236,9 +270,9 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
 {
     rconn_t *c = priv;
     const redisReply *reply = r;
-    if (reply && c->ac == ac && !refused(c, ac, reply, false) && reply->type == REDIS_REPLY_ERROR &&
-        !c->auth_warned) {
-        /* e.g. a password given to a server that has none: it serves anyway (said once) */
+    if (reply && c->ac == ac && !c->refused[0] && !refused(c, ac, reply, FIRST_AUTH) &&
+        reply->type == REDIS_REPLY_ERROR && !c->auth_warned) {
+        /* a password given to a server that has none: it serves anyway (said once) */
         c->auth_warned = true;
         char why[BD_LOG_TEXT_MAX];
         BD_WARN("ingest", "redis AUTH failed host=%s port=%d conn=%s reason=%s; going on",
@@ -246,20 +280,31 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
-/* The first command's reply: the server answers, the connection is up. */
+static void on_select(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t *c = priv;
+    if (r && c->ac == ac && !c->refused[0]) {
+        (void)refused(c, ac, r, FIRST_SELECT);
+    }
+}
+
+/* PING's reply, the last of the first commands: without an error, the connection is up. */
 static void on_hello(redisAsyncContext *ac, void *r, void *priv)
 {
     rconn_t *c = priv;
     if (!r || c->ac != ac || c->ready || c->refused[0]) {
         return; /* dropped meanwhile: the disconnect path told the owner */
     }
-    if (refused(c, ac, r, true)) {
+    if (refused(c, ac, r, FIRST_PING)) {
         return;
     }
     c->ready = true;
     c->backoff_ms = BACKOFF_MIN_MS;
     c->last_error[0] = '\0';
-    c->last_refusal[0] = '\0';
+    c->n_said = 0;
+    if (c->addrs) {
+        c->addrs->failed = 0;
+    }
     if (c->on_state) {
         c->on_state(c, true);
     }
@@ -273,31 +318,40 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     }
 }
 
-/* The address to connect to: the URL's, or the next of its name's last lookup (c->addr). false when
- * there is none: the first lookup has not finished (the next poll tries again), or it failed
- * (down, with the lookup's error). */
+/* The address to connect to (c->addr): the URL's, or the one in use of its name's. A fresh
+ * lookup replaces the addresses, keeping the one in use when it still lists it. false when
+ * there is none: the first lookup has not finished (the next poll tries again), or no lookup
+ * found any (down, with the lookup's error). */
 static bool pick_address(rconn_t *c)
 {
-    if (!c->res) {
+    raddrs_t *a = c->addrs;
+    if (!a) {
         return true;
     }
     char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
     char why[RESOLVER_WHY_MAX];
     uint64_t lookups = 0;
-    size_t n = resolver_get(c->res, addrs, &lookups, why, sizeof why);
-    if (lookups != c->addr_lookup || c->addr_next >= n) {
-        c->addr_lookup = lookups; /* a fresh answer, or every address tried: from the first */
-        c->addr_next = 0;
+    size_t n = resolver_get(a->res, addrs, &lookups, why, sizeof why);
+    if (lookups != a->lookups) {
+        size_t at = 0;
+        for (size_t i = 0; i < n && a->n > 0; i++) {
+            at = strcmp(addrs[i], a->addrs[a->at]) == 0 ? i : at;
+        }
+        memcpy(a->addrs, addrs, n * sizeof addrs[0]);
+        a->n = n;
+        a->at = at;
+        a->failed = 0;
+        a->lookups = lookups;
     }
-    c->addr_n = n;
     c->addr[0] = '\0';
-    if (n == 0) {
+    if (a->n == 0) {
         if (lookups > 0) {
+            resolver_want(a->res);
             went_down(c, why);
         }
         return false;
     }
-    memcpy(c->addr, addrs[c->addr_next++], sizeof c->addr);
+    memcpy(c->addr, a->addrs[a->at], sizeof c->addr);
     return true;
 }
 
@@ -306,7 +360,7 @@ static void connect_now(rconn_t *c)
     if (!pick_address(c)) {
         return;
     }
-    redisAsyncContext *ac = redisAsyncConnect(c->res ? c->addr : c->url->host, c->url->port);
+    redisAsyncContext *ac = redisAsyncConnect(c->addrs ? c->addr : c->url->host, c->url->port);
     if (!ac || ac->err) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
@@ -335,9 +389,10 @@ static void connect_now(rconn_t *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisEnableKeepAlive(&ac->c);
-    /* The first command also makes hiredis wait for the connect to finish; the reply to PING
-     * or SELECT makes the connection usable, but for SELECT's error (a DB the server lacks),
-     * which refuses it (refused). AUTH goes first when the URL has a password. */
+    /* The first command also makes hiredis wait for the connect to finish: AUTH when the URL
+     * has a password, SELECT when it has a /DB, then PING, whose reply makes the connection
+     * usable; an error answering any of them refuses it (refused). PING comes last as the one
+     * a loading server refuses (it takes AUTH and SELECT). */
     c->refused[0] = '\0';
     c->busy_since_us = bd_now_us();
     const bd_redis_url_t *u = c->url;
@@ -359,19 +414,18 @@ static void connect_now(rconn_t *c)
     const char *ping[] = {"PING"};
     size_t ping_len[] = {4};
     if (u->db != 0) {
-        redisAsyncCommandArgv(ac, on_hello, c, 2, argv, lens);
-    } else {
-        redisAsyncCommandArgv(ac, on_hello, c, 1, ping, ping_len);
+        redisAsyncCommandArgv(ac, on_select, c, 2, argv, lens);
     }
+    redisAsyncCommandArgv(ac, on_hello, c, 1, ping, ping_len);
 }
 
-void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, resolver_t *res,
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, raddrs_t *addrs,
                 const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner)
 {
     memset(c, 0, sizeof *c);
     c->loop = loop;
     c->url = url;
-    c->res = res;
+    c->addrs = addrs;
     c->name = name;
     c->on_state = on_state;
     c->owner = owner;

@@ -254,7 +254,7 @@ struct bd_ingest {
     bd_repo_t *repo;
     bd_metrics_t *metrics;
     bd_redis_url_t url;
-    resolver_t *res; /* looks url.host up when it is a name; NULL for an address */
+    raddrs_t addrs; /* url.host's addresses when it is a name (addrs.res: its lookups) */
     char consumer[256];
     size_t max_entry_bytes;
     rconn_t ctl;
@@ -1079,7 +1079,7 @@ static shard_t *shard_for(pipe_t *p)
     }
     sh->p = p;
     bd_ingest_t *ing = p->ing;
-    rconn_init(&sh->conn, ing->loop, &ing->url, ing->res, "read",
+    rconn_init(&sh->conn, ing->loop, &ing->url, ing->addrs.res ? &ing->addrs : NULL, "read",
                3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
     rconn_poll(&sh->conn, bd_now_us());
@@ -2559,6 +2559,10 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
     }
     memcpy(out->host, h, (size_t)(he - h));
     out->host[he - h] = '\0';
+    char *zone = strstr(out->host, "%25"); /* RFC 6874 writes an IPv6 zone's '%' as %25 */
+    if (zone && *he == ']') {
+        memmove(zone + 1, zone + 3, strlen(zone + 3) + 1);
+    }
     out->port = 6379;
     out->db = 0;
     if (*rest == ':') {
@@ -2601,13 +2605,14 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
     unsigned char addr[sizeof(struct in6_addr)];
     if (inet_pton(AF_INET, ing->url.host, addr) != 1 &&
         inet_pton(AF_INET6, ing->url.host, addr) != 1 &&
-        !(ing->res = resolver_new(ing->url.host, err))) {
+        !(ing->addrs.res = resolver_new(ing->url.host, err))) {
         free(ing);
         return NULL;
     }
     bd_list_init(&ing->results);
     bd_buf_init(&ing->scratch);
-    rconn_init(&ing->ctl, loop, &ing->url, ing->res, "control", REPLY_GRACE_MS, on_ctl_state, ing);
+    rconn_init(&ing->ctl, loop, &ing->url, ing->addrs.res ? &ing->addrs : NULL, "control",
+               REPLY_GRACE_MS, on_ctl_state, ing);
     h2o_timeout_init(loop, &ing->tick_to, TICK_MS);
     h2o_timeout_init(loop, &ing->kick_to, 0);
     ing->tick.cb = on_tick;
@@ -2724,7 +2729,7 @@ void bd_ingest_free(bd_ingest_t *ing)
     }
     h2o_timeout_dispose(ing->loop, &ing->tick_to);
     h2o_timeout_dispose(ing->loop, &ing->kick_to);
-    resolver_free(ing->res);
+    resolver_free(ing->addrs.res);
     free(ing->set.slots);
     free(ing->pipes);
     free(ing->av);

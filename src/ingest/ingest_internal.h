@@ -40,6 +40,20 @@ void resolver_free(resolver_t *r);
 
 /* ---- conn.c: one Redis connection ------------------------------------------------------------ */
 
+/* The addresses of Redis's host name and the one in use, shared by every connection of an
+ * ingest (loop thread only), so that all of them reach the same server even where the
+ * addresses lead to different ones (round-robin DNS; ::1 and 127.0.0.1 with two servers). A
+ * connect that fails before the connection is up moves them all on to the next address; the
+ * one that worked stays in use, through losses and fresh lookups that still list it. */
+typedef struct {
+    resolver_t *res; /* owned by the ingest */
+    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
+    size_t n;
+    size_t at;        /* the address in use, or the next to try */
+    size_t failed;    /* addresses that failed in a row since one worked or a lookup came */
+    uint64_t lookups; /* the lookup addrs came from */
+} raddrs_t;
+
 /* The connection became usable (up) or was lost (down). When down, every command's callback
  * has already run with a NULL reply. Never frees the rconn. */
 typedef void (*rconn_state_cb)(rconn_t *c, bool up);
@@ -49,8 +63,8 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
  * close their own), with H2O_SOCKET_FLAG_DONT_READ so hiredis does every read and write.
  *
  * Watchdog (hiredis 0.14's async API has no timeouts): a connection is usable only once its
- * first commands (AUTH when the URL has a password, then PING or SELECT) were answered, and
- * without an error that says the server wants a (different) password: that one drops it and
+ * first commands (AUTH when the URL has a password, SELECT when it has a /DB, then PING) were
+ * answered, and without an error (but AUTH's to a server without a password): one drops it and
  * it retries with backoff, logged once, and rconn_poll counts it lost when a command
  * has been outstanding for timeout_us with no byte received meanwhile and none waiting in the
  * socket (a server that stopped answering without closing: frozen, SIGSTOPped, a dead
@@ -58,11 +72,8 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
 struct rconn {
     h2o_evloop_t *loop;
     const bd_redis_url_t *url;    /* borrowed: host, port, db, credentials */
-    resolver_t *res;              /* borrowed; NULL when url->host is a numeric address */
-    size_t addr_next;             /* with res: the next of the last lookup's addresses to try */
-    size_t addr_n;                /* with res: how many addresses that lookup had */
-    uint64_t addr_lookup;         /* with res: the lookup addr_next counts in */
-    char addr[RESOLVER_ADDR_MAX]; /* with res: the address connected to */
+    raddrs_t *addrs;              /* borrowed; NULL when url->host is a numeric address */
+    char addr[RESOLVER_ADDR_MAX]; /* with addrs: the address connected to */
     const char *name;             /* for logs: "control", "read" */
     rconn_state_cb on_state;
     void *owner;
@@ -79,15 +90,17 @@ struct rconn {
                                reply before it */
     uint64_t last_rx_us;    /* when bytes last arrived */
     char last_error[320];
-    char refused[320];      /* the server refused the connection's first commands (AUTH, NOAUTH) */
-    char last_refusal[320]; /* the last refusal logged, until a connection is up: said once */
-    bool auth_warned;       /* an AUTH error it went on after was logged */
+    char refused[320]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
+    uint64_t said[RESOLVER_MAX_ADDRS]; /* hashes of the refusals logged since it was last up:
+                                        * each said once, however the addresses alternate */
+    size_t n_said;
+    bool auth_warned; /* an AUTH error it went on after was logged */
 };
 
-/* `res` looks url->host up when it is a name (NULL: it is an address): a connection tries the
- * last lookup's addresses in turn, one failed connect straight after another, and asks for a
- * fresh lookup once all failed or a connection that was up is lost. */
-void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, resolver_t *res,
+/* `addrs` holds url->host's addresses when it is a name (NULL: it is an address): a failed
+ * connect moves on to the next address without backoff (at the next poll) until all failed,
+ * then asks for a fresh lookup, as does a connection that was up and is lost. */
+void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, raddrs_t *addrs,
                 const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
 /* Connect now when down and the backoff has passed; when up, run the watchdog: a command
  * unanswered for timeout_ms drops the connection (its callbacks run with NULL replies, then

@@ -31,6 +31,7 @@ class RedisServer:
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
         self.password = password  # --requirepass
+        self.extra = []  # more redis-server arguments, for the next start
         self.proc = None
 
     @property
@@ -47,6 +48,7 @@ class RedisServer:
                "--daemonize", "no", "--protected-mode", "no"]
         if self.password:
             cmd += ["--requirepass", self.password]
+        cmd += self.extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, cwd=self.dir)
         deadline = time.monotonic() + timeout

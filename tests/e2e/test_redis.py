@@ -1204,6 +1204,40 @@ def test_a_redis_that_answers_the_first_command_with_an_error_is_refused_once(st
         proc.wait(10)
 
 
+def test_a_redis_loading_its_data_is_refused_until_it_has(start_server_fn, rsrv):
+    """A Redis restarted with data to load answers PING with -LOADING for a while (but takes
+    SELECT): with a /DB in the URL that SELECT counted as up, and every command failed until
+    the data was in. It is a refusal: said once per connection, up again once loaded."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client(db=1)
+    pipe = r.pipeline(transaction=False)
+    for i in range(4000):
+        pipe.set("k%d" % i, "v")
+    pipe.execute()
+    client = start_server_fn(repo, ["--redis", rsrv.url + "/1"])
+    sent = produce(r, "frames:cam", 1, 5)
+    assert wait_results(r, 5)
+    rsrv.stop(save=True)
+    # 1 ms per key: about 4 s of LOADING (options of Redis 7's own tests).
+    rsrv.extra = ["--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"]
+    rsrv.start(timeout=30)
+    r = rsrv.client(db=1)
+    sent.update(produce(r, "frames:cam", 1, 5, start=5))
+    assert wait_results(r, 10)
+    check_all_answered(sent, results(r))
+    assert wait_for(lambda: "redis reconnected" in client.server.log(), 10)
+    log = client.server.log()
+    refusals = [line for line in log.splitlines() if "redis refused the connection" in line]
+    assert refusals and all('reason="LOADING Redis is loading the dataset in memory"' in line
+                            for line in refusals), log
+    assert len(refusals) == len({re.search(r"conn=\w+", line).group(0) for line in refusals}), \
+        "a connection said it more than once: %s" % refusals
+    assert log.index(refusals[-1]) < log.index("redis reconnected"), log
+    assert "LOADING" not in log.replace(refusals[0], "").replace(refusals[-1], ""), log
+    assert log.count("redis reconnected") == 1, log
+
+
 def test_redis_config_errors_name_the_key(start_server_fn):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "nostreams", {"group": "g"})
