@@ -51,15 +51,20 @@ void redisProcessCallbacks(redisAsyncContext *ac);
 
 static char read_buf[READ_BYTES]; /* the event-loop thread's */
 
-/* A connect to `addr` failed before the connection came up: when it is the address in use,
- * every connection moves on to the next. true when there is one to try now; false once all
- * failed in a row (a fresh lookup is asked for, and the connection backs off). */
+/* A connect to `addr` failed before the connection came up. true when there is an address to
+ * try now, without backoff: the one in use when `addr` is not it (the others moved on, or
+ * are up there), or, while none is up, the next one after `addr`, until all failed in a row
+ * (then a fresh lookup is asked for). false: back off and try again (the address in use, when
+ * it failed itself). */
 static bool next_address(raddrs_t *a, const char *addr)
 {
-    if (a->n == 0 || strcmp(addr, a->addrs[a->at]) != 0) {
+    if (a->up > 0) {
+        return strcmp(addr, a->in_use) != 0;
+    }
+    if (a->n == 0 || strcmp(addr, a->addrs[a->next]) != 0) {
         return a->failed > 0; /* another connection moved them on already: follow it */
     }
-    a->at = (a->at + 1) % a->n;
+    a->next = (a->next + 1) % a->n;
     if (++a->failed < a->n) {
         return true;
     }
@@ -79,14 +84,12 @@ static void went_down(rconn_t *c, const char *why)
     if (c->closed) {
         return;
     }
-    if (c->addrs && c->addr[0]) {
-        if (!was_ready && next_address(c->addrs, c->addr)) {
-            c->retry_at_us = 0; /* the next address, at the next poll, without backoff */
-            return;
-        }
-        if (was_ready) {
-            resolver_want(c->addrs->res); /* lost: the name may have moved */
-        }
+    if (c->addrs && was_ready) {
+        c->addrs->up--;
+        resolver_want(c->addrs->res); /* lost: the name may have moved */
+    } else if (c->addrs && c->addr[0] && next_address(c->addrs, c->addr)) {
+        c->retry_at_us = 0; /* another address, at the next poll, without backoff */
+        return;
     }
     c->retry_at_us = bd_now_us() + c->backoff_ms * 1000;
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -251,7 +254,7 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum
                                    : "");
     uint64_t h = hash_of(why);
     bool said = false;
-    for (size_t i = 0; i < c->n_said && !said; i++) {
+    for (size_t i = 0; i < c->n_said && i < RESOLVER_MAX_ADDRS && !said; i++) {
         said = c->said[i] == h;
     }
     if (!said) {
@@ -298,13 +301,25 @@ static void on_hello(redisAsyncContext *ac, void *r, void *priv)
     if (refused(c, ac, r, FIRST_PING)) {
         return;
     }
+    raddrs_t *a = c->addrs;
+    if (a && a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
+        /* Up on an address the others have left: it follows them (next_address). */
+        snprintf(c->refused, sizeof c->refused, "the other connections are on address %s",
+                 a->in_use);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (a && a->up++ == 0) {
+        memcpy(a->in_use, c->addr, sizeof a->in_use);
+        a->failed = 0;
+        for (size_t i = 0; i < a->n; i++) {
+            a->next = strcmp(a->addrs[i], c->addr) == 0 ? i : a->next; /* first, once none is up */
+        }
+    }
     c->ready = true;
     c->backoff_ms = BACKOFF_MIN_MS;
     c->last_error[0] = '\0';
     c->n_said = 0;
-    if (c->addrs) {
-        c->addrs->failed = 0;
-    }
     if (c->on_state) {
         c->on_state(c, true);
     }
@@ -333,15 +348,19 @@ static bool pick_address(rconn_t *c)
     uint64_t lookups = 0;
     size_t n = resolver_get(a->res, addrs, &lookups, why, sizeof why);
     if (lookups != a->lookups) {
-        size_t at = 0;
+        size_t next = 0;
         for (size_t i = 0; i < n && a->n > 0; i++) {
-            at = strcmp(addrs[i], a->addrs[a->at]) == 0 ? i : at;
+            next = strcmp(addrs[i], a->addrs[a->next]) == 0 ? i : next;
         }
         memcpy(a->addrs, addrs, n * sizeof addrs[0]);
         a->n = n;
-        a->at = at;
+        a->next = next;
         a->failed = 0;
         a->lookups = lookups;
+    }
+    if (a->up > 0) { /* where the others are, listed still or not */
+        memcpy(c->addr, a->in_use, sizeof c->addr);
+        return true;
     }
     c->addr[0] = '\0';
     if (a->n == 0) {
@@ -351,7 +370,7 @@ static bool pick_address(rconn_t *c)
         }
         return false;
     }
-    memcpy(c->addr, a->addrs[a->at], sizeof c->addr);
+    memcpy(c->addr, a->addrs[a->next], sizeof c->addr);
     return true;
 }
 
@@ -481,6 +500,9 @@ int rconn_send(rconn_t *c, redisCallbackFn *fn, void *priv, int argc, const char
 void rconn_close(rconn_t *c)
 {
     c->closed = true;
+    if (c->addrs && c->ready) {
+        c->addrs->up--;
+    }
     c->ready = false;
     if (c->ac) {
         redisAsyncContext *ac = c->ac;

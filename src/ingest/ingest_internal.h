@@ -42,16 +42,19 @@ void resolver_free(resolver_t *r);
 
 /* The addresses of Redis's host name and the one in use, shared by every connection of an
  * ingest (loop thread only), so that all of them reach the same server even where the
- * addresses lead to different ones (round-robin DNS; ::1 and 127.0.0.1 with two servers). A
- * connect that fails before the connection is up moves them all on to the next address; the
- * one that worked stays in use, through losses and fresh lookups that still list it. */
+ * addresses lead to different ones (round-robin DNS; ::1 and 127.0.0.1 with two servers, a
+ * name moved to another server). While any connection is up, every connection uses its
+ * address, and one that fails there backs off and tries it again; only when none is up does a
+ * failed connect move them all on to the next address. */
 typedef struct {
-    resolver_t *res; /* owned by the ingest */
-    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
+    resolver_t *res;                                   /* owned by the ingest */
+    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX]; /* the last lookup's */
     size_t n;
-    size_t at;        /* the address in use, or the next to try */
-    size_t failed;    /* addresses that failed in a row since one worked or a lookup came */
-    uint64_t lookups; /* the lookup addrs came from */
+    uint64_t lookups;               /* the lookup addrs came from */
+    size_t next;                    /* while none is up: the address to try */
+    size_t failed;                  /* addresses that failed in a row while none was up */
+    char in_use[RESOLVER_ADDR_MAX]; /* the address the connections that are up are on */
+    size_t up;                      /* connections up (all on in_use) */
 } raddrs_t;
 
 /* The connection became usable (up) or was lost (down). When down, every command's callback
