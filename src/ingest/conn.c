@@ -40,6 +40,8 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define HELLO_TIMEOUT_MS 5000 /* the watchdog's bound on the first commands' replies */
+#define IDLE_PING_MS 1000     /* an idle connection that is up is pinged after this silence */
 /* Reads per readable event, each of up to READ_BYTES. hiredis's own read takes 16 KiB, i.e.
  * 37 reads for one 600 KB frame; we read larger pieces and feed them to its reader. */
 #define READS_PER_EVENT 16
@@ -453,10 +455,36 @@ void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, raddr
 }
 
 /* A command has waited past the bound with nothing received: drop the connection. */
+/* Drop the connection now, as a reset would: its callbacks run with NULL replies, then
+ * went_down. */
+static void drop(rconn_t *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+    c->ac = NULL;       /* on_disconnect then ignores it; rconn_send refuses meanwhile */
+    redisAsyncFree(ac); /* runs pending callbacks (NULL replies) and ev_cleanup */
+    went_down(c, why);  /* it clears ready, having seen whether the connection was up */
+}
+
+/* A command unanswered past the bound with nothing received drops the connection. The bound
+ * is the connection's own once it is up (a read connection's blocking reads take long), and
+ * HELLO_TIMEOUT_MS for its first commands, which never block. An idle connection that is up
+ * is sent a PING after IDLE_PING_MS of silence, so a server that froze while nothing was
+ * asked of it (a read connection whose entries wait for the model) is found as well: while
+ * it counted as up, every other connection would wait for its address. */
 static void watchdog(rconn_t *c, uint64_t now_us)
 {
     uint64_t since = c->busy_since_us > c->last_rx_us ? c->busy_since_us : c->last_rx_us;
-    if (!c->ac->replies.head || now_us < since + c->timeout_us) {
+    if (!c->ac->replies.head) {
+        if (c->ready && now_us >= since + IDLE_PING_MS * 1000) {
+            const char *ping[] = {"PING"};
+            size_t len[] = {4};
+            (void)rconn_send(c, NULL, NULL, 1, ping, len);
+        }
+        return;
+    }
+    uint64_t bound = c->ready || c->timeout_us < HELLO_TIMEOUT_MS * 1000 ? c->timeout_us
+                                                                         : HELLO_TIMEOUT_MS * 1000;
+    if (now_us < since + bound) {
         return;
     }
     int avail = 0;
@@ -466,16 +494,20 @@ static void watchdog(rconn_t *c, uint64_t now_us)
     }
     char why[128];
     snprintf(why, sizeof why, "no reply for %" PRIu64 " ms", (now_us - since) / 1000);
-    redisAsyncContext *ac = c->ac;
-    c->ac = NULL;       /* on_disconnect then ignores it; rconn_send refuses meanwhile */
-    redisAsyncFree(ac); /* runs pending callbacks (NULL replies) and ev_cleanup */
-    went_down(c, why);  /* it clears ready, having seen whether the connection was up */
+    drop(c, why);
 }
 
 void rconn_poll(rconn_t *c, uint64_t now_us)
 {
     if (c->closed) {
         return;
+    }
+    raddrs_t *a = c->addrs;
+    if (c->ac && !c->ready && a && a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
+        /* Still connecting where the others are not (any more): follow them now. */
+        char why[RESOLVER_ADDR_MAX + 48];
+        snprintf(why, sizeof why, "the other connections are on address %s", a->in_use);
+        drop(c, why);
     }
     if (c->ac) {
         watchdog(c, now_us);
