@@ -58,6 +58,13 @@ static char read_buf[READ_BYTES]; /* the event-loop thread's */
  * are up there), or, while none is up, the next one after `addr`, until all failed in a row
  * (then a fresh lookup is asked for). false: back off and try again (the address in use, when
  * it failed itself). */
+static void look_again(raddrs_t *a)
+{
+    if (a->res) {
+        resolver_want(a->res);
+    }
+}
+
 static bool next_address(raddrs_t *a, const char *addr)
 {
     if (a->up > 0) {
@@ -71,7 +78,7 @@ static bool next_address(raddrs_t *a, const char *addr)
         return true;
     }
     a->failed = 0;
-    resolver_want(a->res);
+    look_again(a);
     return false;
 }
 
@@ -86,10 +93,10 @@ static void went_down(rconn_t *c, const char *why)
     if (c->closed) {
         return;
     }
-    if (c->addrs && was_ready) {
+    if (was_ready) {
         c->addrs->up--;
-        resolver_want(c->addrs->res); /* lost: the name may have moved */
-    } else if (c->addrs && c->addr[0] && next_address(c->addrs, c->addr)) {
+        look_again(c->addrs); /* lost: the name may have moved */
+    } else if (c->addr[0] && next_address(c->addrs, c->addr)) {
         c->retry_at_us = 0; /* another address, at the next poll, without backoff */
         return;
     }
@@ -236,9 +243,9 @@ static uint64_t hash_of(const char *s)
  * LOADING (a server still loading its data), SELECT's (the URL's /DB is not a database this
  * server has, and DB 0 instead would read and write the wrong keys). The connection is dropped
  * and retried with backoff, as the server may change (had it counted as up, a server that
- * answers and closes would be reconnected to at once, forever); each reason is logged once
- * until a connection is up. AUTH's "ERR ..." to a server without a password is not a refusal:
- * it serves anyway (on_auth says so). */
+ * answers and closes would be reconnected to at once, forever); each reason is logged once,
+ * by whichever connection meets it first, until a connection is up again. AUTH's "ERR ..." to a
+ * server without a password is not a refusal: it serves anyway (on_auth says so). */
 static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum first cmd)
 {
     if (!r || r->type != REDIS_REPLY_ERROR ||
@@ -254,17 +261,18 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum
                  ? " (give Redis a password, and the URL too: redis://:PASSWORD@HOST[:PORT])"
              : cmd == FIRST_SELECT ? " (SELECT of the URL's /DB)"
                                    : "");
+    raddrs_t *a = c->addrs;
     uint64_t h = hash_of(why);
     bool said = false;
-    for (size_t i = 0; i < c->n_said && i < RESOLVER_MAX_ADDRS && !said; i++) {
-        said = c->said[i] == h;
+    for (size_t i = 0; i < a->n_said && i < RESOLVER_MAX_ADDRS && !said; i++) {
+        said = a->said[i] == h;
     }
     if (!said) {
         char shown[BD_LOG_TEXT_MAX];
         BD_ERROR("ingest", "redis refused the connection host=%s%s%s port=%d conn=%s reason=%s",
-                 c->url->host, c->addrs ? " address=" : "", c->addrs ? c->addr : "", c->url->port,
+                 c->url->host, a->res ? " address=" : "", a->res ? c->addr : "", c->url->port,
                  c->name, bd_log_quoted(shown, sizeof shown, why));
-        c->said[c->n_said++ % RESOLVER_MAX_ADDRS] = h;
+        a->said[a->n_said++ % RESOLVER_MAX_ADDRS] = h;
     }
     snprintf(c->refused, sizeof c->refused, "%s", why);
     redisAsyncDisconnect(ac); /* on_disconnect: went_down with the reason */
@@ -304,24 +312,25 @@ static void on_hello(redisAsyncContext *ac, void *r, void *priv)
         return;
     }
     raddrs_t *a = c->addrs;
-    if (a && a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
+    if (a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
         /* Up on an address the others have left: it follows them (next_address). */
         snprintf(c->refused, sizeof c->refused, "the other connections are on address %s",
                  a->in_use);
         redisAsyncDisconnect(ac);
         return;
     }
-    if (a && a->up++ == 0) {
+    if (a->up++ == 0) {
         memcpy(a->in_use, c->addr, sizeof a->in_use);
         a->failed = 0;
+        a->n_said = 0;
         for (size_t i = 0; i < a->n; i++) {
             a->next = strcmp(a->addrs[i], c->addr) == 0 ? i : a->next; /* first, once none is up */
         }
     }
     c->ready = true;
+    c->frozen_seen = a->frozen;
     c->backoff_ms = BACKOFF_MIN_MS;
     c->last_error[0] = '\0';
-    c->n_said = 0;
     if (c->on_state) {
         c->on_state(c, true);
     }
@@ -335,21 +344,18 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     }
 }
 
-/* The address to connect to (c->addr): the URL's, or the one in use of its name's. A fresh
- * lookup replaces the addresses, keeping the one in use when it still lists it. false when
- * there is none: the first lookup has not finished (the next poll tries again), or no lookup
- * found any (down, with the lookup's error). */
+/* The address to connect to (c->addr): the one in use while any connection is up, else the
+ * next to try. A fresh lookup replaces a name's addresses, keeping the next to try when it
+ * still lists it. false when there is none: the first lookup has not finished (the next poll
+ * tries again), or no lookup found any (down, with the lookup's error). */
 static bool pick_address(rconn_t *c)
 {
     raddrs_t *a = c->addrs;
-    if (!a) {
-        return true;
-    }
     char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX];
-    char why[RESOLVER_WHY_MAX];
+    char why[RESOLVER_WHY_MAX] = "";
     uint64_t lookups = 0;
-    size_t n = resolver_get(a->res, addrs, &lookups, why, sizeof why);
-    if (lookups != a->lookups) {
+    size_t n = a->res ? resolver_get(a->res, addrs, &lookups, why, sizeof why) : 0;
+    if (a->res && lookups != a->lookups) {
         size_t next = 0;
         for (size_t i = 0; i < n && a->n > 0; i++) {
             next = strcmp(addrs[i], a->addrs[a->next]) == 0 ? i : next;
@@ -367,7 +373,7 @@ static bool pick_address(rconn_t *c)
     c->addr[0] = '\0';
     if (a->n == 0) {
         if (lookups > 0) {
-            resolver_want(a->res);
+            look_again(a);
             went_down(c, why);
         }
         return false;
@@ -381,7 +387,7 @@ static void connect_now(rconn_t *c)
     if (!pick_address(c)) {
         return;
     }
-    redisAsyncContext *ac = redisAsyncConnect(c->addrs ? c->addr : c->url->host, c->url->port);
+    redisAsyncContext *ac = redisAsyncConnect(c->addr, c->url->port);
     if (!ac || ac->err) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
@@ -415,6 +421,7 @@ static void connect_now(rconn_t *c)
      * usable; an error answering any of them refuses it (refused). PING comes last as the one
      * a loading server refuses (it takes AUTH and SELECT). */
     c->refused[0] = '\0';
+    c->pinging = false;
     c->busy_since_us = bd_now_us();
     const bd_redis_url_t *u = c->url;
     if (u->password[0]) {
@@ -438,6 +445,18 @@ static void connect_now(rconn_t *c)
         redisAsyncCommandArgv(ac, on_select, c, 2, argv, lens);
     }
     redisAsyncCommandArgv(ac, on_hello, c, 1, ping, ping_len);
+}
+
+void raddrs_init(raddrs_t *a, const char *host, resolver_t *res)
+{
+    memset(a, 0, sizeof *a);
+    a->res = res;
+    if (!res) { /* an address: the one to try */
+        size_t n = strnlen(host, RESOLVER_ADDR_MAX - 1);
+        memcpy(a->addrs[0], host, n);
+        a->addrs[0][n] = '\0';
+        a->n = 1;
+    }
 }
 
 void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, raddrs_t *addrs,
@@ -465,10 +484,19 @@ static void drop(rconn_t *c, const char *why)
     went_down(c, why);  /* it clears ready, having seen whether the connection was up */
 }
 
+/* The idle PING's reply (or NULL, dropped). */
+static void on_pong(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t *c = priv;
+    (void)ac;
+    (void)r;
+    c->pinging = false;
+}
+
 /* A command unanswered past the bound with nothing received drops the connection. The bound
  * is the connection's own once it is up (a read connection's blocking reads take long), and
- * HELLO_TIMEOUT_MS for its first commands, which never block. An idle connection that is up
- * is sent a PING after IDLE_PING_MS of silence, so a server that froze while nothing was
+ * HELLO_TIMEOUT_MS for its first commands and the idle PING, which never block. An idle connection
+ * that is up is sent a PING after IDLE_PING_MS of silence, so a server that froze while nothing was
  * asked of it (a read connection whose entries wait for the model) is found as well: while
  * it counted as up, every other connection would wait for its address. */
 static void watchdog(rconn_t *c, uint64_t now_us)
@@ -478,12 +506,13 @@ static void watchdog(rconn_t *c, uint64_t now_us)
         if (c->ready && now_us >= since + IDLE_PING_MS * 1000) {
             const char *ping[] = {"PING"};
             size_t len[] = {4};
-            (void)rconn_send(c, NULL, NULL, 1, ping, len);
+            c->pinging = rconn_send(c, on_pong, c, 1, ping, len) == 0;
         }
         return;
     }
-    uint64_t bound = c->ready || c->timeout_us < HELLO_TIMEOUT_MS * 1000 ? c->timeout_us
-                                                                         : HELLO_TIMEOUT_MS * 1000;
+    uint64_t bound = c->ready && !c->pinging                   ? c->timeout_us
+                     : c->timeout_us < HELLO_TIMEOUT_MS * 1000 ? c->timeout_us
+                                                               : HELLO_TIMEOUT_MS * 1000;
     if (now_us < since + bound) {
         return;
     }
@@ -494,6 +523,13 @@ static void watchdog(rconn_t *c, uint64_t now_us)
     }
     char why[128];
     snprintf(why, sizeof why, "no reply for %" PRIu64 " ms", (now_us - since) / 1000);
+    raddrs_t *a = c->addrs;
+    if (c->ready) {
+        a->frozen++; /* the others up there are dropped too (rconn_poll) */
+        for (size_t i = 0; i < a->n; i++) {
+            a->next = strcmp(a->addrs[i], a->in_use) == 0 ? (i + 1) % a->n : a->next;
+        }
+    }
     drop(c, why);
 }
 
@@ -503,10 +539,13 @@ void rconn_poll(rconn_t *c, uint64_t now_us)
         return;
     }
     raddrs_t *a = c->addrs;
-    if (c->ac && !c->ready && a && a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
+    char why[RESOLVER_ADDR_MAX + 64];
+    if (c->ac && !c->ready && a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
         /* Still connecting where the others are not (any more): follow them now. */
-        char why[RESOLVER_ADDR_MAX + 48];
         snprintf(why, sizeof why, "the other connections are on address %s", a->in_use);
+        drop(c, why);
+    } else if (c->ac && c->ready && c->frozen_seen != a->frozen) {
+        snprintf(why, sizeof why, "another connection found address %s not answering", c->addr);
         drop(c, why);
     }
     if (c->ac) {
@@ -532,7 +571,7 @@ int rconn_send(rconn_t *c, redisCallbackFn *fn, void *priv, int argc, const char
 void rconn_close(rconn_t *c)
 {
     c->closed = true;
-    if (c->addrs && c->ready) {
+    if (c->ready) {
         c->addrs->up--;
     }
     c->ready = false;

@@ -254,7 +254,7 @@ struct bd_ingest {
     bd_repo_t *repo;
     bd_metrics_t *metrics;
     bd_redis_url_t url;
-    raddrs_t addrs; /* url.host's addresses when it is a name (addrs.res: its lookups) */
+    raddrs_t addrs; /* url.host's address, or its name's (addrs.res: their lookups) */
     char consumer[256];
     size_t max_entry_bytes;
     rconn_t ctl;
@@ -1079,7 +1079,7 @@ static shard_t *shard_for(pipe_t *p)
     }
     sh->p = p;
     bd_ingest_t *ing = p->ing;
-    rconn_init(&sh->conn, ing->loop, &ing->url, ing->addrs.res ? &ing->addrs : NULL, "read",
+    rconn_init(&sh->conn, ing->loop, &ing->url, &ing->addrs, "read",
                3 * (uint64_t)p->cfg.block_ms + REPLY_GRACE_MS, on_shard_state, sh);
     p->shards[p->n_shards++] = sh;
     rconn_poll(&sh->conn, bd_now_us());
@@ -2603,16 +2603,18 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
     snprintf(ing->consumer, sizeof ing->consumer, "%s", opts->consumer);
     ing->max_entry_bytes = opts->max_entry_bytes ? opts->max_entry_bytes : SIZE_MAX / 2;
     unsigned char addr[sizeof(struct in6_addr)];
+    resolver_t *res = NULL; /* only for a name */
     if (inet_pton(AF_INET, ing->url.host, addr) != 1 &&
         inet_pton(AF_INET6, ing->url.host, addr) != 1 &&
-        !(ing->addrs.res = resolver_new(ing->url.host, err))) {
+        !(res = resolver_new(ing->url.host, err))) {
         free(ing);
         return NULL;
     }
+    raddrs_init(&ing->addrs, ing->url.host, res);
     bd_list_init(&ing->results);
     bd_buf_init(&ing->scratch);
-    rconn_init(&ing->ctl, loop, &ing->url, ing->addrs.res ? &ing->addrs : NULL, "control",
-               REPLY_GRACE_MS, on_ctl_state, ing);
+    rconn_init(&ing->ctl, loop, &ing->url, &ing->addrs, "control", REPLY_GRACE_MS, on_ctl_state,
+               ing);
     h2o_timeout_init(loop, &ing->tick_to, TICK_MS);
     h2o_timeout_init(loop, &ing->kick_to, 0);
     ing->tick.cb = on_tick;

@@ -40,22 +40,32 @@ void resolver_free(resolver_t *r);
 
 /* ---- conn.c: one Redis connection ------------------------------------------------------------ */
 
-/* The addresses of Redis's host name and the one in use, shared by every connection of an
- * ingest (loop thread only), so that all of them reach the same server even where the
- * addresses lead to different ones (round-robin DNS; ::1 and 127.0.0.1 with two servers, a
- * name moved to another server). While any connection is up, every connection uses its
- * address, and one that fails there backs off and tries it again; only when none is up does a
- * failed connect move them all on to the next address. */
+/* Redis's addresses and the one in use, shared by every connection of an ingest (loop thread
+ * only): the URL's address, or those of its host name, looked up by `res`. Shared so that all
+ * connections reach the same server even where a name's addresses lead to different ones
+ * (round-robin DNS; ::1 and 127.0.0.1 with two servers; a name moved to another server while
+ * the old one still serves). While any connection is up, every connection uses its address,
+ * and one that fails there backs off and tries it again; only when none is up does a failed
+ * connect move them all on to the next address. A connection that finds the server at the
+ * address in use not answering (the watchdog) drops the others that are up there too: a
+ * blocking read can take minutes to find it itself. */
 typedef struct {
-    resolver_t *res;                                   /* owned by the ingest */
-    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX]; /* the last lookup's */
+    resolver_t *res; /* owned by the ingest; NULL when the URL's host is an address */
+    char addrs[RESOLVER_MAX_ADDRS][RESOLVER_ADDR_MAX]; /* the last lookup's, or the URL's */
     size_t n;
-    uint64_t lookups;               /* the lookup addrs came from */
-    size_t next;                    /* while none is up: the address to try */
-    size_t failed;                  /* addresses that failed in a row while none was up */
-    char in_use[RESOLVER_ADDR_MAX]; /* the address the connections that are up are on */
-    size_t up;                      /* connections up (all on in_use) */
+    uint64_t lookups;                  /* the lookup addrs came from */
+    size_t next;                       /* while none is up: the address to try */
+    size_t failed;                     /* addresses that failed in a row while none was up */
+    char in_use[RESOLVER_ADDR_MAX];    /* the address the connections that are up are on */
+    size_t up;                         /* connections up (all on in_use) */
+    uint64_t frozen;                   /* times a connection found in_use not answering */
+    uint64_t said[RESOLVER_MAX_ADDRS]; /* hashes of the refusals logged since none was up:
+                                        * each said once, whichever connection meets it */
+    size_t n_said;
 } raddrs_t;
+
+/* `host` is the URL's; `res` looks it up when it is a name (NULL: it is an address). */
+void raddrs_init(raddrs_t *a, const char *host, resolver_t *res);
 
 /* The connection became usable (up) or was lost (down). When down, every command's callback
  * has already run with a NULL reply. Never frees the rconn. */
@@ -75,8 +85,10 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
 struct rconn {
     h2o_evloop_t *loop;
     const bd_redis_url_t *url;    /* borrowed: host, port, db, credentials */
-    raddrs_t *addrs;              /* borrowed; NULL when url->host is a numeric address */
-    char addr[RESOLVER_ADDR_MAX]; /* with addrs: the address connected to */
+    raddrs_t *addrs;              /* borrowed: shared by the ingest's connections */
+    char addr[RESOLVER_ADDR_MAX]; /* the address connected to */
+    uint64_t frozen_seen;         /* addrs->frozen when it came up */
+    bool pinging;                 /* the idle PING is the oldest command outstanding */
     const char *name;             /* for logs: "control", "read" */
     rconn_state_cb on_state;
     void *owner;
@@ -94,15 +106,12 @@ struct rconn {
     uint64_t last_rx_us;    /* when bytes last arrived */
     char last_error[320];
     char refused[320]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
-    uint64_t said[RESOLVER_MAX_ADDRS]; /* hashes of the refusals logged since it was last up:
-                                        * each said once, however the addresses alternate */
-    size_t n_said;
-    bool auth_warned; /* an AUTH error it went on after was logged */
+    bool auth_warned;  /* an AUTH error it went on after was logged */
 };
 
-/* `addrs` holds url->host's addresses when it is a name (NULL: it is an address): a failed
- * connect moves on to the next address without backoff (at the next poll) until all failed,
- * then asks for a fresh lookup, as does a connection that was up and is lost. */
+/* `addrs` holds url->host's addresses: a failed connect moves on to the next one without
+ * backoff (at the next poll) until all failed, then asks for a fresh lookup, as does a
+ * connection that was up and is lost. */
 void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, raddrs_t *addrs,
                 const char *name, uint64_t timeout_ms, rconn_state_cb on_state, void *owner);
 /* Connect now when down and the backoff has passed; when up, run the watchdog: a command
