@@ -53,11 +53,6 @@ void redisProcessCallbacks(redisAsyncContext *ac);
 
 static char read_buf[READ_BYTES]; /* the event-loop thread's */
 
-/* A connect to `addr` failed before the connection came up. true when there is an address to
- * try now, without backoff: the one in use when `addr` is not it (the others moved on, or
- * are up there), or, while none is up, the next one after `addr`, until all failed in a row
- * (then a fresh lookup is asked for). false: back off and try again (the address in use, when
- * it failed itself). */
 static void look_again(raddrs_t *a)
 {
     if (a->res) {
@@ -65,6 +60,11 @@ static void look_again(raddrs_t *a)
     }
 }
 
+/* A connect to `addr` failed before the connection came up. true when there is an address to
+ * try now, without backoff: the one in use when `addr` is not it (the others moved on, or
+ * are up there), or, while none is up, the next one after `addr`, until all failed in a row
+ * (then a fresh lookup is asked for). false: back off and try again (the address in use, when
+ * it failed itself). */
 static bool next_address(raddrs_t *a, const char *addr)
 {
     if (a->up > 0) {
@@ -473,7 +473,6 @@ void rconn_init(rconn_t *c, h2o_evloop_t *loop, const bd_redis_url_t *url, raddr
     c->timeout_us = timeout_ms * 1000;
 }
 
-/* A command has waited past the bound with nothing received: drop the connection. */
 /* Drop the connection now, as a reset would: its callbacks run with NULL replies, then
  * went_down. */
 static void drop(rconn_t *c, const char *why)

@@ -79,9 +79,10 @@ typedef void (*rconn_state_cb)(rconn_t *c, bool up);
  * first commands (AUTH when the URL has a password, SELECT when it has a /DB, then PING) were
  * answered, and without an error (but AUTH's to a server without a password): one drops it and
  * it retries with backoff, logged once, and rconn_poll counts it lost when a command
- * has been outstanding for timeout_us with no byte received meanwhile and none waiting in the
- * socket (a server that stopped answering without closing: frozen, SIGSTOPped, a dead
- * path). */
+ * has been outstanding for timeout_us (5 s for the first commands and the PING it sends after
+ * 1 s of silence) with no byte received meanwhile and none waiting in the socket (a server
+ * that stopped answering without closing: frozen, SIGSTOPped, a dead path); the other
+ * connections up on that address are then dropped too. */
 struct rconn {
     h2o_evloop_t *loop;
     const bd_redis_url_t *url;    /* borrowed: host, port, db, credentials */
