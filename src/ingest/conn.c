@@ -522,12 +522,11 @@ static void watchdog(rconn_t *c, uint64_t now_us)
     }
     char why[128];
     snprintf(why, sizeof why, "no reply for %" PRIu64 " ms", (now_us - since) / 1000);
-    raddrs_t *a = c->addrs;
     if (c->ready) {
-        a->frozen++; /* the others up there are dropped too (rconn_poll) */
-        for (size_t i = 0; i < a->n; i++) {
-            a->next = strcmp(a->addrs[i], a->in_use) == 0 ? (i + 1) % a->n : a->next;
-        }
+        /* The others up there are dropped too (rconn_poll). They all try this address first
+         * again: a server that was only busy (a slow script, a fork) answers then, and one
+         * that is frozen fails the 5 s bound on first replies, and they move on. */
+        c->addrs->frozen++;
     }
     drop(c, why);
 }

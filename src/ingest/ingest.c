@@ -928,7 +928,8 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
         BD_WARN("ingest",
                 "redis unreachable host=%s%s%s port=%d conn=%s reason=%s; HTTP keeps serving, "
                 "reconnecting with backoff",
-                ing->url.host, c->addr[0] ? " address=" : "", c->addr, ing->url.port, c->name,
+                ing->url.host, ing->addrs.res && c->addr[0] ? " address=" : "",
+                ing->addrs.res ? c->addr : "", ing->url.port, c->name,
                 bd_log_quoted(why, sizeof why, c->last_error));
     }
     ing->redis_up = false;
