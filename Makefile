@@ -123,7 +123,7 @@ asan-e2e: asan-build
 	$(ASAN_ENV) BATCHD_BIN=$(CURDIR)/$(ASAN_BUILD)/batchd $(PYTEST)
 
 # clang-format 14 with the repository's .clang-format; `make format` rewrites in place.
-FORMAT_FILES = $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c)
+FORMAT_FILES = $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c tests/e2e/*.c bench/*.c)
 format-check:
 	clang-format --dry-run -Werror $(FORMAT_FILES)
 

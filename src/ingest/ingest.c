@@ -935,7 +935,8 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
     ing->redis_up = false;
 }
 
-/* A connection came up: once all are, Redis is back (logged once per loss). */
+/* A connection came up: once all are, Redis is back (logged once per loss, with the address
+ * they are on when the URL names a host). */
 static void redis_maybe_up(bd_ingest_t *ing)
 {
     if (ing->redis_up || !ing->ctl.ready) {
@@ -948,9 +949,10 @@ static void redis_maybe_up(bd_ingest_t *ing)
             }
         }
     }
-    BD_INFO("ingest", "redis %s host=%s port=%d db=%d consumer=%s",
-            ing->ever_up ? "reconnected" : "connected", ing->url.host, ing->url.port, ing->url.db,
-            ing->consumer);
+    BD_INFO("ingest", "redis %s host=%s%s%s port=%d db=%d consumer=%s",
+            ing->ever_up ? "reconnected" : "connected", ing->url.host,
+            ing->addrs.res ? " address=" : "", ing->addrs.res ? ing->addrs.in_use : "",
+            ing->url.port, ing->url.db, ing->consumer);
     ing->redis_up = true;
     ing->ever_up = true;
 }

@@ -607,9 +607,11 @@ class _Starter:
     def repo(self, prefix="repo"):
         return Repo(self.tmp_path_factory.mktemp(prefix), self.tmp_path_factory.getbasetemp())
 
-    def __call__(self, repo, args=(), name="batchd"):
+    def __call__(self, repo, args=(), name="batchd", prefix=()):
         path = repo.path if isinstance(repo, Repo) else str(repo)
-        srv = Server(path, args, name=name).start()
+        srv = Server(path, args, name=name)
+        srv.prefix = list(prefix)
+        srv.start()
         self.servers.append(srv)
         return Client(srv)
 

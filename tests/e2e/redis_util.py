@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+TEST_CLIENT = "batchd-test"
 
 
 def free_port():
@@ -20,15 +21,17 @@ def free_port():
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1:<free port> in its own folder, no automatic persistence
-    (`--save '' --appendonly no`); restart() saves on shutdown (SHUTDOWN SAVE) and starts a
-    new process on the same port and folder, which loads that snapshot."""
+    """redis-server on 127.0.0.1:<free port> (or another loopback address, `host`) in its own
+    folder, no automatic persistence (`--save '' --appendonly no`); restart() saves on
+    shutdown (SHUTDOWN SAVE) and starts a new process on the same port and folder, which loads
+    that snapshot."""
 
-    def __init__(self, workdir, port=None, password=None):
+    def __init__(self, workdir, port=None, password=None, host="127.0.0.1"):
         import redis  # python3-redis
         self._redis = redis
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
+        self.host = host
         self.port = port or free_port()
         self.password = password  # --requirepass
         self.extra = []  # more redis-server arguments, for the next start
@@ -36,14 +39,15 @@ class RedisServer:
 
     @property
     def url(self):
-        return "redis://127.0.0.1:%d" % self.port
+        return "redis://%s:%d" % (self.host, self.port)
 
     def client(self, **kw):
         kw.setdefault("password", self.password)
-        return self._redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, **kw)
+        kw.setdefault("client_name", TEST_CLIENT)  # tells the tests' connections from batchd's
+        return self._redis.Redis(host=self.host, port=self.port, socket_timeout=30, **kw)
 
     def start(self, timeout=10.0):
-        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host, "--save", "",
                "--appendonly", "no", "--dir", self.dir, "--logfile", "redis.log",
                "--daemonize", "no", "--protected-mode", "no"]
         if self.password:

@@ -11,6 +11,7 @@ Waits are generous and never assert on speed.
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -23,8 +24,8 @@ from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, binary_body, non_loopback_addr
                       ort_available, parse_infer_reply)
 
 redis = pytest.importorskip("redis")
-from redis_util import (REDIS_SERVER, RedisServer, answered, count_results, free_port,  # noqa: E402
-                        frame, produce, results)
+from redis_util import (REDIS_SERVER, TEST_CLIENT, RedisServer, answered,  # noqa: E402
+                        count_results, free_port, frame, produce, results)
 
 WAIT_S = 90.0  # bound on waiting for all results (the real time is seconds)
 DIM = 16
@@ -1152,7 +1153,8 @@ def test_a_host_name_is_looked_up_by_batchd(start_server_fn, rsrv):
     sent = produce(r, "frames:cam", 2, 5)
     assert wait_results(r, 10)
     check_all_answered(sent, results(r))
-    assert client.server.wait_log(r"ingest redis connected host=localhost port=%d" % rsrv.port)
+    want = r"ingest redis connected host=localhost address=127\.0\.0\.1 port=%d " % rsrv.port
+    assert client.server.wait_log(want), client.server.log()
 
 
 def test_a_name_that_does_not_resolve_yet_is_looked_up_again(start_server_fn, tmp_path):
@@ -1171,6 +1173,125 @@ def test_a_name_that_does_not_resolve_yet_is_looked_up_again(start_server_fn, tm
     assert client.server.log().count("redis unreachable") == 1, client.server.log()
     assert client.metric("batchd_redis_connected") == 0
     client.server.stop()  # exit code 0 at once: no lookup holds it
+
+
+# ---- a name with several addresses, or one that moves ----------------------------------------
+
+@pytest.fixture
+def fake_dns(tmp_path):
+    """Names this test resolves as it likes: hosts_shim.c, compiled here and loaded into batchd
+    with LD_PRELOAD, answers getaddrinfo from a table the test writes (and may rewrite while
+    batchd runs); other names go to the system's resolver. Returns (set_table, prefix):
+    set_table({"name": ["addr", ...]}), and the command prefix to start batchd under."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build tests/e2e/hosts_shim.c")
+    so = str(tmp_path / "hosts_shim.so")
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so,
+                    os.path.join(os.path.dirname(__file__), "hosts_shim.c"), "-ldl"], check=True)
+    table = str(tmp_path / "hosts")
+
+    def set_table(names):
+        with open(table + ".new", "w") as f:
+            for name, addrs in names.items():
+                f.write("%s %s\n" % (name, " ".join(addrs)))
+        os.replace(table + ".new", table)  # a lookup reads the old table or the new one
+
+    set_table({})
+    # An ASan build wants its runtime first among the loaded libraries; the shim comes first.
+    asan = (os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    return set_table, ["env", "LD_PRELOAD=" + so, "BD_TEST_HOSTS=" + table, "ASAN_OPTIONS=" + asan]
+
+
+def batchd_clients(server):
+    """How many connections batchd holds to a redis-server (the tests' own are named)."""
+    return sum(1 for c in server.client().client_list() if c.get("name") != TEST_CLIENT)
+
+
+def test_a_names_first_address_down_is_passed_over_quietly(start_server_fn, tmp_path, fake_dns):
+    # Nothing listens on the first address: every connection (control, and two read
+    # connections for 70 streams) goes on to the second without backoff and without a word.
+    set_table, prefix = fake_dns
+    srv = RedisServer(tmp_path / "redis").start()
+    try:
+        set_table({"two.test": ["127.0.0.2", "127.0.0.1"]})
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        r = srv.client()
+        sent = produce(r, "frames:cam", 70, 2)
+        client = start_server_fn(repo, ["--redis", "redis://two.test:%d" % srv.port],
+                                 prefix=prefix)
+        assert wait_results(r, len(sent)), client.server.log()
+        check_all_answered(sent, results(r))
+        assert client.server.wait_log(r"ingest redis connected host=two\.test "
+                                      r"address=127\.0\.0\.1 port=%d " % srv.port)
+        assert batchd_clients(srv) == 3
+        assert "redis unreachable" not in client.server.log(), client.server.log()
+    finally:
+        srv.stop()
+
+
+def test_when_the_redis_in_use_goes_away_all_connections_move_to_the_next_address(
+        start_server_fn, tmp_path, fake_dns):
+    # The name's two addresses are two servers (round-robin DNS, a replica behind a second
+    # record): batchd reads one of them with every connection, then all follow to the other
+    # when it goes away, never one connection on each.
+    set_table, prefix = fake_dns
+    port = free_port()
+    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
+    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
+    try:
+        set_table({"pair.test": ["127.0.0.2", "127.0.0.3"]})
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        rx, ry = x.client(), y.client()
+        sent_x = produce(rx, "frames:cam", 70, 2)
+        sent_y = produce(ry, "frames:cam", 70, 2)
+        client = start_server_fn(repo, ["--redis", "redis://pair.test:%d" % port],
+                                 prefix=prefix)
+        assert wait_results(rx, len(sent_x)), client.server.log()
+        check_all_answered(sent_x, results(rx))
+        assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
+        assert count_results(ry) == 0
+        x.stop()
+        assert wait_results(ry, len(sent_y)), client.server.log()
+        check_all_answered(sent_y, results(ry))
+        assert batchd_clients(y) == 3
+        log = client.server.log()
+        assert log.count("redis unreachable") == 1, log
+        assert ("ingest redis reconnected host=pair.test address=127.0.0.3 port=%d " % port
+                in log), log
+        assert settled(client, "batchd_redis_connected", 1) == 1
+    finally:
+        x.stop()
+        y.stop()
+
+
+def test_a_name_moved_to_another_address_is_followed(start_server_fn, tmp_path, fake_dns):
+    # A Redis container recreated elsewhere: the name's record changes while batchd runs, and
+    # the old server goes away. batchd looks the name up again and reads the new one.
+    set_table, prefix = fake_dns
+    port = free_port()
+    old = RedisServer(tmp_path / "old", port=port, host="127.0.0.2").start()
+    new = RedisServer(tmp_path / "new", port=port, host="127.0.0.3").start()
+    try:
+        set_table({"moving.test": ["127.0.0.2"]})
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        client = start_server_fn(repo, ["--redis", "redis://moving.test:%d" % port],
+                                 prefix=prefix)
+        sent = produce(old.client(), "frames:cam", 3, 2)
+        assert wait_results(old.client(), len(sent)), client.server.log()
+        set_table({"moving.test": ["127.0.0.3"]})
+        old.stop()
+        sent = produce(new.client(), "frames:cam", 3, 2)
+        assert wait_results(new.client(), len(sent)), client.server.log()
+        check_all_answered(sent, results(new.client()))
+        assert ("ingest redis reconnected host=moving.test address=127.0.0.3 port=%d " % port
+                in client.server.log()), client.server.log()
+    finally:
+        old.stop()
+        new.stop()
 
 
 def test_a_redis_that_answers_the_first_command_with_an_error_is_refused_once(start_server_fn,
