@@ -1267,6 +1267,37 @@ def test_when_the_redis_in_use_goes_away_all_connections_move_to_the_next_addres
         y.stop()
 
 
+def test_when_the_redis_in_use_freezes_all_connections_move_to_the_next_address(
+        start_server_fn, tmp_path, fake_dns):
+    # A frozen server (SIGSTOP) keeps its sockets open: batchd finds it by its watchdog, tries
+    # it again once (it may only have been busy), then moves every connection to the other.
+    set_table, prefix = fake_dns
+    port = free_port()
+    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
+    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
+    try:
+        set_table({"pair.test": ["127.0.0.2", "127.0.0.3"]})
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        client = start_server_fn(repo, ["--redis", "redis://pair.test:%d" % port],
+                                 prefix=prefix)
+        sent = produce(x.client(), "frames:cam", 70, 1)
+        assert wait_results(x.client(), len(sent)), client.server.log()
+        sent = produce(y.client(), "frames:cam", 70, 2)
+        x.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert wait_results(y.client(), len(sent), timeout=60), client.server.log()
+        finally:
+            x.proc.send_signal(signal.SIGCONT)
+        check_all_answered(sent, results(y.client()))
+        assert wait_for(lambda: batchd_clients(y) == 3, 10), batchd_clients(y)
+        assert ("ingest redis reconnected host=pair.test address=127.0.0.3 port=%d " % port
+                in client.server.log()), client.server.log()
+    finally:
+        x.stop()
+        y.stop()
+
+
 def test_a_name_moved_to_another_address_is_followed(start_server_fn, tmp_path, fake_dns):
     # A Redis container recreated elsewhere: the name's record changes while batchd runs, and
     # the old server goes away. batchd looks the name up again and reads the new one.
