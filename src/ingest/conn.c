@@ -42,6 +42,7 @@
 #define BACKOFF_MAX_MS 5000
 #define HELLO_TIMEOUT_MS 5000 /* the watchdog's bound on the first commands' replies */
 #define IDLE_PING_MS 1000     /* an idle connection that is up is pinged after this silence */
+#define SLOW_LOOKUP_MS 5000   /* a first lookup still under way this long is logged */
 /* Reads per readable event, each of up to READ_BYTES. hiredis's own read takes 16 KiB, i.e.
  * 37 reads for one 600 KB frame; we read larger pieces and feed them to its reader. */
 #define READS_PER_EVENT 16
@@ -347,7 +348,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 /* The address to connect to (c->addr): the one in use while any connection is up, else the
  * next to try. A fresh lookup replaces a name's addresses, keeping the next to try when it
  * still lists it. false when there is none: the first lookup has not finished (the next poll
- * tries again), or no lookup found any (down, with the lookup's error). */
+ * tries again; said once if it takes SLOW_LOOKUP_MS), or no lookup found any (down, with the
+ * lookup's error). */
 static bool pick_address(rconn_t *c)
 {
     raddrs_t *a = c->addrs;
@@ -375,6 +377,14 @@ static bool pick_address(rconn_t *c)
         if (lookups > 0) {
             look_again(a);
             went_down(c, why);
+        } else if (!a->slow_said && bd_now_us() - a->since_us >= SLOW_LOOKUP_MS * 1000ull) {
+            /* A DNS server that does not answer holds getaddrinfo for its timeouts (5 s per
+             * try and server by default): say why nothing happens yet. */
+            a->slow_said = true;
+            BD_WARN("ingest",
+                    "redis name lookup host=%s has not finished after %d s (is the DNS server "
+                    "in /etc/resolv.conf answering?); HTTP keeps serving, still waiting",
+                    c->url->host, SLOW_LOOKUP_MS / 1000);
         }
         return false;
     }
@@ -451,6 +461,7 @@ void raddrs_init(raddrs_t *a, const char *host, resolver_t *res)
 {
     memset(a, 0, sizeof *a);
     a->res = res;
+    a->since_us = bd_now_us();
     if (!res) { /* an address: the one to try */
         size_t n = strnlen(host, RESOLVER_ADDR_MAX - 1);
         memcpy(a->addrs[0], host, n);

@@ -62,6 +62,8 @@ typedef struct {
     uint64_t said[RESOLVER_MAX_ADDRS]; /* hashes of the refusals logged since none was up:
                                         * each said once, whichever connection meets it */
     size_t n_said;
+    uint64_t since_us; /* raddrs_init's time: how long the first lookup has taken */
+    bool slow_said;    /* that it is taking long, logged */
 } raddrs_t;
 
 /* `host` is the URL's; `res` looks it up when it is a name (NULL: it is an address). */

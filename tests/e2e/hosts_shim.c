@@ -3,8 +3,9 @@
  * shown following a name whose addresses are several servers, or change while it runs.
  *
  * getaddrinfo() reads the file named by $BD_TEST_HOSTS at every call: lines of
- * `NAME ADDRESS...`. A name listed there resolves to its addresses in that order (none: the
- * name does not resolve); any other name goes to the system's resolver. Each address is
+ * `NAME [delay=MS] ADDRESS...`. A name listed there resolves to its addresses in that order
+ * (none: the name does not resolve), after MS milliseconds (a DNS server slow to answer); any
+ * other name goes to the system's resolver. Each address is
  * turned into its own list by the real getaddrinfo (numeric, so no lookup) and the lists are
  * chained: glibc's freeaddrinfo frees node by node, so the chain frees as one list.
  *
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *,
                               struct addrinfo **);
@@ -42,7 +44,9 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
         struct addrinfo *head = NULL, **tail = &head;
         for (char *a; (a = strtok_r(NULL, " \t\r\n", &save)) != NULL;) {
             struct addrinfo *one = NULL;
-            if (real(a, service, &numeric, &one) == 0) {
+            if (strncmp(a, "delay=", 6) == 0) {
+                usleep((useconds_t)atoi(a + 6) * 1000);
+            } else if (real(a, service, &numeric, &one) == 0) {
                 *tail = one;
                 while (*tail) {
                     tail = &(*tail)->ai_next;

@@ -1325,6 +1325,31 @@ def test_a_name_moved_to_another_address_is_followed(start_server_fn, tmp_path, 
         new.stop()
 
 
+def test_a_slow_first_lookup_is_said_then_waited_for(start_server_fn, tmp_path, fake_dns):
+    # A DNS server that does not answer holds the lookup for its timeouts: batchd says so
+    # after 5 s instead of saying nothing, serves HTTP meanwhile, and connects once it answers.
+    set_table, prefix = fake_dns
+    srv = RedisServer(tmp_path / "redis").start()
+    try:
+        set_table({"slow.test": ["delay=7000", "127.0.0.1"]})
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        client = start_server_fn(repo, ["--redis", "redis://slow.test:%d" % srv.port],
+                                 prefix=prefix)
+        r = requests.get(client.url("/v2/health/ready"), timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200
+        line = client.server.wait_log(r"redis name lookup", 15)
+        assert line and ("WARN ingest redis name lookup host=slow.test has not finished after "
+                         "5 s") in line, client.server.log()
+        assert "redis connected" not in client.server.log()
+        sent = produce(srv.client(), "frames:cam", 2, 2)
+        assert wait_results(srv.client(), len(sent)), client.server.log()
+        log = client.server.log()
+        assert log.count("redis name lookup") == 1 and "redis unreachable" not in log, log
+    finally:
+        srv.stop()
+
+
 def test_a_redis_that_answers_the_first_command_with_an_error_is_refused_once(start_server_fn,
                                                                              tmp_path):
     """A Redis in protected mode (no password, reached from another address than loopback)
