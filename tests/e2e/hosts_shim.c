@@ -5,9 +5,9 @@
  * getaddrinfo() reads the file named by $BD_TEST_HOSTS at every call: lines of
  * `NAME [delay=MS] ADDRESS...`. A name listed there resolves to its addresses in that order
  * (none: the name does not resolve), after MS milliseconds (a DNS server slow to answer); any
- * other name goes to the system's resolver. Each address is
- * turned into its own list by the real getaddrinfo (numeric, so no lookup) and the lists are
- * chained: glibc's freeaddrinfo frees node by node, so the chain frees as one list.
+ * other name goes to the system's resolver. Each address is turned into its own list by the
+ * real getaddrinfo (numeric, so no lookup) and the lists are chained: glibc's freeaddrinfo
+ * frees node by node, so the chain frees as one list.
  *
  * Threads: whichever calls getaddrinfo (batchd's resolver thread). */
 #define _GNU_SOURCE
