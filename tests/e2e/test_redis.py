@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -1186,6 +1187,12 @@ def fake_dns(tmp_path):
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build tests/e2e/hosts_shim.c")
+    for addr in ("127.0.0.2", "127.0.0.3"):  # the second and third servers' addresses
+        try:
+            with socket.socket() as s:
+                s.bind((addr, 0))
+        except OSError as e:
+            pytest.skip("cannot bind loopback address %s here (%s)" % (addr, e))
     so = str(tmp_path / "hosts_shim.so")
     subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so,
                     os.path.join(os.path.dirname(__file__), "hosts_shim.c"), "-ldl"], check=True)
