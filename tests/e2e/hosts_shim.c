@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
+#include <time.h>
 
 typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *,
                               struct addrinfo **);
@@ -45,7 +45,9 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
         for (char *a; (a = strtok_r(NULL, " \t\r\n", &save)) != NULL;) {
             struct addrinfo *one = NULL;
             if (strncmp(a, "delay=", 6) == 0) {
-                usleep((useconds_t)atoi(a + 6) * 1000);
+                long ms = atol(a + 6);
+                nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000},
+                          NULL);
             } else if (real(a, service, &numeric, &one) == 0) {
                 *tail = one;
                 while (*tail) {

@@ -1264,10 +1264,11 @@ def test_when_the_redis_in_use_goes_away_all_connections_move_to_the_next_addres
         assert wait_results(ry, len(sent_y)), client.server.log()
         check_all_answered(sent_y, results(ry))
         assert batchd_clients(y) == 3
+        assert client.server.wait_log(r"ingest redis reconnected host=pair\.test "
+                                      r"address=127\.0\.0\.3 port=%d " % port), \
+            client.server.log()
         log = client.server.log()
         assert log.count("redis unreachable") == 1, log
-        assert ("ingest redis reconnected host=pair.test address=127.0.0.3 port=%d " % port
-                in log), log
         assert settled(client, "batchd_redis_connected", 1) == 1
     finally:
         x.stop()
@@ -1298,8 +1299,44 @@ def test_when_the_redis_in_use_freezes_all_connections_move_to_the_next_address(
             x.proc.send_signal(signal.SIGCONT)
         check_all_answered(sent, results(y.client()))
         assert wait_for(lambda: batchd_clients(y) == 3, 10), batchd_clients(y)
-        assert ("ingest redis reconnected host=pair.test address=127.0.0.3 port=%d " % port
-                in client.server.log()), client.server.log()
+        assert wait_for(lambda: batchd_clients(x) == 0, 10), batchd_clients(x)  # let go
+        assert client.server.wait_log(r"ingest redis reconnected host=pair\.test "
+                                      r"address=127\.0\.0\.3 port=%d " % port), \
+            client.server.log()
+    finally:
+        x.stop()
+        y.stop()
+
+
+def test_a_connection_lost_while_the_others_are_up_rejoins_them(start_server_fn, tmp_path,
+                                                               fake_dns):
+    # The name now leads to another server while the old one still serves (a record changed
+    # before the old container is gone): a connection that drops and reconnects goes back to
+    # where the others are, never to the new address alone (its reads and the control
+    # connection's claims and writes would reach two different servers).
+    set_table, prefix = fake_dns
+    port = free_port()
+    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
+    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
+    try:
+        set_table({"pair.test": ["127.0.0.2"]})
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        client = start_server_fn(repo, ["--redis", "redis://pair.test:%d" % port],
+                                 prefix=prefix)
+        rx = x.client()
+        sent = produce(rx, "frames:cam", 70, 1)
+        assert wait_results(rx, len(sent)), client.server.log()
+        assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
+        set_table({"pair.test": ["127.0.0.3"]})
+        ours = [c for c in rx.client_list() if c.get("name") != TEST_CLIENT]
+        rx.client_kill_filter(_id=ours[-1]["id"])  # the newest: a read connection
+        assert wait_for(lambda: batchd_clients(x) + batchd_clients(y) == 3, 10)
+        time.sleep(2)  # several polls: a connection on the wrong server would show by now
+        assert (batchd_clients(x), batchd_clients(y)) == (3, 0), client.server.log()
+        sent = produce(rx, "frames:cam", 70, 1, start=1)
+        assert wait_results(rx, 140), client.server.log()
+        assert count_results(y.client()) == 0
     finally:
         x.stop()
         y.stop()
@@ -1325,8 +1362,9 @@ def test_a_name_moved_to_another_address_is_followed(start_server_fn, tmp_path, 
         sent = produce(new.client(), "frames:cam", 3, 2)
         assert wait_results(new.client(), len(sent)), client.server.log()
         check_all_answered(sent, results(new.client()))
-        assert ("ingest redis reconnected host=moving.test address=127.0.0.3 port=%d " % port
-                in client.server.log()), client.server.log()
+        assert client.server.wait_log(r"ingest redis reconnected host=moving\.test "
+                                      r"address=127\.0\.0\.3 port=%d " % port), \
+            client.server.log()
     finally:
         old.stop()
         new.stop()
