@@ -918,11 +918,12 @@ static stream_t *find_stream(pipe_t *p, const char *key, size_t len, size_t *pos
 /* ---- connections' state ---------------------------------------------------------------------- */
 
 /* A connection went down (or never came up): said once per loss, and once when Redis cannot
- * be reached from the start. */
+ * be reached from the start; a refusal was said by refused() already (a read connection added
+ * for new streams while the others are up may be refused by a server at maxclients). */
 static void redis_down(bd_ingest_t *ing, const rconn_t *c)
 {
-    bool first = !ing->ever_up && !ing->down_logged && !c->refused[0]; /* refused() said it */
-    if ((ing->redis_up || first) && !ing->freeing) {
+    bool first = !ing->ever_up && !ing->down_logged;
+    if ((ing->redis_up || first) && !c->refused[0] && !ing->freeing) {
         ing->down_logged = true;
         char why[BD_LOG_TEXT_MAX];
         BD_WARN("ingest",

@@ -1426,6 +1426,31 @@ def test_a_redis_that_answers_the_first_command_with_an_error_is_refused_once(st
         proc.wait(10)
 
 
+def test_a_read_connection_refused_at_maxclients_is_said_once(start_server_fn, rsrv):
+    # New cameras past 64 streams need another read connection; a server at maxclients refuses
+    # it ("ERR max number of clients reached"). That is one line, the refusal, not a second
+    # "unreachable" one for the same event, and the streams are read once the server has room.
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 64, 1)  # a read connection's worth
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, len(sent)), client.server.log()
+    assert client.server.wait_log(r"ingest redis connected ")
+    r.config_set("maxclients", r.info("clients")["connected_clients"])
+    sent = produce(r, "frames:new", 10, 1)
+    line = client.server.wait_log(r"redis refused the connection", 15)
+    assert line and "max number of clients reached" in line, client.server.log()
+    time.sleep(1.5)  # several retries: said once
+    log = client.server.log()
+    assert log.count("redis refused the connection") == 1, log
+    assert "redis unreachable" not in log, log
+    assert count_results(r, "results:frames:new*") == 0
+    r.config_set("maxclients", 10000)
+    assert wait_results(r, 74), client.server.log()
+    check_all_answered(sent, results(r, "results:frames:new*"))
+
+
 def test_a_redis_loading_its_data_is_refused_until_it_has(start_server_fn, rsrv):
     """A Redis restarted with data to load answers PING with -LOADING for a while (but takes
     SELECT): with a /DB in the URL that SELECT counted as up, and every command failed until
