@@ -1215,184 +1215,152 @@ def batchd_clients(server):
     return sum(1 for c in server.client().client_list() if c.get("name") != TEST_CLIENT)
 
 
-def test_a_names_first_address_down_is_passed_over_quietly(start_server_fn, tmp_path, fake_dns):
-    # Nothing listens on the first address: every connection (control, and two read
-    # connections for 70 streams) goes on to the second without backoff and without a word.
-    set_table, prefix = fake_dns
-    srv = RedisServer(tmp_path / "redis").start()
-    try:
-        set_table({"two.test": ["127.0.0.2", "127.0.0.1"]})
-        repo = start_server_fn.repo("redis")
-        sim_model(repo, "cam", {"streams": "frames:*"})
-        r = srv.client()
-        sent = produce(r, "frames:cam", 70, 2)
-        client = start_server_fn(repo, ["--redis", "redis://two.test:%d" % srv.port],
-                                 prefix=prefix)
-        assert wait_results(r, len(sent)), client.server.log()
-        check_all_answered(sent, results(r))
-        assert client.server.wait_log(r"ingest redis connected host=two\.test "
-                                      r"address=127\.0\.0\.1 port=%d " % srv.port)
-        assert batchd_clients(srv) == 3
-        assert "redis unreachable" not in client.server.log(), client.server.log()
-    finally:
+@pytest.fixture
+def two_redis(tmp_path, fake_dns):
+    """Two redis-servers on one port, at 127.0.0.2 (x) and 127.0.0.3 (y): what a name with
+    two addresses can lead to. Returns (x, y)."""
+    port = free_port()
+    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
+    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
+    yield x, y
+    for srv in (x, y):
+        srv.proc.send_signal(signal.SIGCONT)  # a test may have frozen it
         srv.stop()
 
 
+def start_on_name(start_server_fn, fake_dns, table, url):
+    """batchd with one sim model reading frames:*, from Redis at `url`, the names in `table`
+    resolved as it says."""
+    set_table, prefix = fake_dns
+    set_table(table)
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "cam", {"streams": "frames:*"})
+    return start_server_fn(repo, ["--redis", url], prefix=prefix)
+
+
+def test_a_names_first_address_down_is_passed_over_quietly(start_server_fn, rsrv, fake_dns):
+    # Nothing listens on the first address: every connection (control, and two read
+    # connections for 70 streams) goes on to the second without backoff and without a word.
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 70, 2)
+    client = start_on_name(start_server_fn, fake_dns, {"two.test": ["127.0.0.2", "127.0.0.1"]},
+                           "redis://two.test:%d" % rsrv.port)
+    assert wait_results(r, len(sent)), client.server.log()
+    check_all_answered(sent, results(r))
+    assert client.server.wait_log(r"ingest redis connected host=two\.test "
+                                  r"address=127\.0\.0\.1 port=%d " % rsrv.port)
+    assert batchd_clients(rsrv) == 3
+    assert "redis unreachable" not in client.server.log(), client.server.log()
+
+
 def test_when_the_redis_in_use_goes_away_all_connections_move_to_the_next_address(
-        start_server_fn, tmp_path, fake_dns):
+        start_server_fn, fake_dns, two_redis):
     # The name's two addresses are two servers (round-robin DNS, a replica behind a second
     # record): batchd reads one of them with every connection, then all follow to the other
     # when it goes away, never one connection on each.
-    set_table, prefix = fake_dns
-    port = free_port()
-    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
-    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
-    try:
-        set_table({"pair.test": ["127.0.0.2", "127.0.0.3"]})
-        repo = start_server_fn.repo("redis")
-        sim_model(repo, "cam", {"streams": "frames:*"})
-        rx, ry = x.client(), y.client()
-        sent_x = produce(rx, "frames:cam", 70, 2)
-        sent_y = produce(ry, "frames:cam", 70, 2)
-        client = start_server_fn(repo, ["--redis", "redis://pair.test:%d" % port],
-                                 prefix=prefix)
-        assert wait_results(rx, len(sent_x)), client.server.log()
-        check_all_answered(sent_x, results(rx))
-        assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
-        assert count_results(ry) == 0
-        x.stop()
-        assert wait_results(ry, len(sent_y)), client.server.log()
-        check_all_answered(sent_y, results(ry))
-        assert batchd_clients(y) == 3
-        assert client.server.wait_log(r"ingest redis reconnected host=pair\.test "
-                                      r"address=127\.0\.0\.3 port=%d " % port), \
-            client.server.log()
-        log = client.server.log()
-        assert log.count("redis unreachable") == 1, log
-        assert settled(client, "batchd_redis_connected", 1) == 1
-    finally:
-        x.stop()
-        y.stop()
+    x, y = two_redis
+    rx, ry = x.client(), y.client()
+    sent_x = produce(rx, "frames:cam", 70, 2)
+    sent_y = produce(ry, "frames:cam", 70, 2)
+    client = start_on_name(start_server_fn, fake_dns, {"pair.test": ["127.0.0.2", "127.0.0.3"]},
+                           "redis://pair.test:%d" % x.port)
+    assert wait_results(rx, len(sent_x)), client.server.log()
+    check_all_answered(sent_x, results(rx))
+    assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
+    assert count_results(ry) == 0
+    x.stop()
+    assert wait_results(ry, len(sent_y)), client.server.log()
+    check_all_answered(sent_y, results(ry))
+    assert batchd_clients(y) == 3
+    assert client.server.wait_log(r"ingest redis reconnected host=pair\.test "
+                                  r"address=127\.0\.0\.3 port=%d " % x.port), client.server.log()
+    log = client.server.log()
+    assert log.count("redis unreachable") == 1, log
+    assert settled(client, "batchd_redis_connected", 1) == 1
 
 
 def test_when_the_redis_in_use_freezes_all_connections_move_to_the_next_address(
-        start_server_fn, tmp_path, fake_dns):
+        start_server_fn, fake_dns, two_redis):
     # A frozen server (SIGSTOP) keeps its sockets open: batchd finds it by its watchdog, tries
     # it again once (it may only have been busy), then moves every connection to the other.
-    set_table, prefix = fake_dns
-    port = free_port()
-    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
-    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
+    x, y = two_redis
+    client = start_on_name(start_server_fn, fake_dns, {"pair.test": ["127.0.0.2", "127.0.0.3"]},
+                           "redis://pair.test:%d" % x.port)
+    sent = produce(x.client(), "frames:cam", 70, 1)
+    assert wait_results(x.client(), len(sent)), client.server.log()
+    sent = produce(y.client(), "frames:cam", 70, 2)
+    x.proc.send_signal(signal.SIGSTOP)
     try:
-        set_table({"pair.test": ["127.0.0.2", "127.0.0.3"]})
-        repo = start_server_fn.repo("redis")
-        sim_model(repo, "cam", {"streams": "frames:*"})
-        client = start_server_fn(repo, ["--redis", "redis://pair.test:%d" % port],
-                                 prefix=prefix)
-        sent = produce(x.client(), "frames:cam", 70, 1)
-        assert wait_results(x.client(), len(sent)), client.server.log()
-        sent = produce(y.client(), "frames:cam", 70, 2)
-        x.proc.send_signal(signal.SIGSTOP)
-        try:
-            assert wait_results(y.client(), len(sent), timeout=60), client.server.log()
-        finally:
-            x.proc.send_signal(signal.SIGCONT)
-        check_all_answered(sent, results(y.client()))
-        assert wait_for(lambda: batchd_clients(y) == 3, 10), batchd_clients(y)
-        assert wait_for(lambda: batchd_clients(x) == 0, 10), batchd_clients(x)  # let go
-        assert client.server.wait_log(r"ingest redis reconnected host=pair\.test "
-                                      r"address=127\.0\.0\.3 port=%d " % port), \
-            client.server.log()
+        assert wait_results(y.client(), len(sent), timeout=60), client.server.log()
     finally:
-        x.stop()
-        y.stop()
+        x.proc.send_signal(signal.SIGCONT)
+    check_all_answered(sent, results(y.client()))
+    assert wait_for(lambda: batchd_clients(y) == 3, 10), batchd_clients(y)
+    assert wait_for(lambda: batchd_clients(x) == 0, 10), batchd_clients(x)  # let go
+    assert client.server.wait_log(r"ingest redis reconnected host=pair\.test "
+                                  r"address=127\.0\.0\.3 port=%d " % x.port), client.server.log()
 
 
-def test_a_connection_lost_while_the_others_are_up_rejoins_them(start_server_fn, tmp_path,
-                                                               fake_dns):
+def test_a_connection_lost_while_the_others_are_up_rejoins_them(start_server_fn, fake_dns,
+                                                               two_redis):
     # The name now leads to another server while the old one still serves (a record changed
     # before the old container is gone): a connection that drops and reconnects goes back to
     # where the others are, never to the new address alone (its reads and the control
     # connection's claims and writes would reach two different servers).
-    set_table, prefix = fake_dns
-    port = free_port()
-    x = RedisServer(tmp_path / "x", port=port, host="127.0.0.2").start()
-    y = RedisServer(tmp_path / "y", port=port, host="127.0.0.3").start()
-    try:
-        set_table({"pair.test": ["127.0.0.2"]})
-        repo = start_server_fn.repo("redis")
-        sim_model(repo, "cam", {"streams": "frames:*"})
-        client = start_server_fn(repo, ["--redis", "redis://pair.test:%d" % port],
-                                 prefix=prefix)
-        rx = x.client()
-        sent = produce(rx, "frames:cam", 70, 1)
-        assert wait_results(rx, len(sent)), client.server.log()
-        assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
-        set_table({"pair.test": ["127.0.0.3"]})
-        ours = [c for c in rx.client_list() if c.get("name") != TEST_CLIENT]
-        rx.client_kill_filter(_id=ours[-1]["id"])  # the newest: a read connection
-        assert wait_for(lambda: batchd_clients(x) + batchd_clients(y) == 3, 10)
-        time.sleep(2)  # several polls: a connection on the wrong server would show by now
-        assert (batchd_clients(x), batchd_clients(y)) == (3, 0), client.server.log()
-        sent = produce(rx, "frames:cam", 70, 1, start=1)
-        assert wait_results(rx, 140), client.server.log()
-        assert count_results(y.client()) == 0
-    finally:
-        x.stop()
-        y.stop()
+    x, y = two_redis
+    set_table, _ = fake_dns
+    client = start_on_name(start_server_fn, fake_dns, {"pair.test": ["127.0.0.2"]},
+                           "redis://pair.test:%d" % x.port)
+    rx = x.client()
+    sent = produce(rx, "frames:cam", 70, 1)
+    assert wait_results(rx, len(sent)), client.server.log()
+    assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
+    set_table({"pair.test": ["127.0.0.3"]})
+    ours = [c for c in rx.client_list() if c.get("name") != TEST_CLIENT]
+    rx.client_kill_filter(_id=ours[-1]["id"])  # the newest: a read connection
+    assert wait_for(lambda: batchd_clients(x) + batchd_clients(y) == 3, 10)
+    time.sleep(2)  # several polls: a connection on the wrong server would show by now
+    assert (batchd_clients(x), batchd_clients(y)) == (3, 0), client.server.log()
+    sent = produce(rx, "frames:cam", 70, 1, start=1)
+    assert wait_results(rx, 140), client.server.log()
+    assert count_results(y.client()) == 0
 
 
-def test_a_name_moved_to_another_address_is_followed(start_server_fn, tmp_path, fake_dns):
+def test_a_name_moved_to_another_address_is_followed(start_server_fn, fake_dns, two_redis):
     # A Redis container recreated elsewhere: the name's record changes while batchd runs, and
     # the old server goes away. batchd looks the name up again and reads the new one.
-    set_table, prefix = fake_dns
-    port = free_port()
-    old = RedisServer(tmp_path / "old", port=port, host="127.0.0.2").start()
-    new = RedisServer(tmp_path / "new", port=port, host="127.0.0.3").start()
-    try:
-        set_table({"moving.test": ["127.0.0.2"]})
-        repo = start_server_fn.repo("redis")
-        sim_model(repo, "cam", {"streams": "frames:*"})
-        client = start_server_fn(repo, ["--redis", "redis://moving.test:%d" % port],
-                                 prefix=prefix)
-        sent = produce(old.client(), "frames:cam", 3, 2)
-        assert wait_results(old.client(), len(sent)), client.server.log()
-        set_table({"moving.test": ["127.0.0.3"]})
-        old.stop()
-        sent = produce(new.client(), "frames:cam", 3, 2)
-        assert wait_results(new.client(), len(sent)), client.server.log()
-        check_all_answered(sent, results(new.client()))
-        assert client.server.wait_log(r"ingest redis reconnected host=moving\.test "
-                                      r"address=127\.0\.0\.3 port=%d " % port), \
-            client.server.log()
-    finally:
-        old.stop()
-        new.stop()
+    old, new = two_redis
+    set_table, _ = fake_dns
+    client = start_on_name(start_server_fn, fake_dns, {"moving.test": ["127.0.0.2"]},
+                           "redis://moving.test:%d" % old.port)
+    sent = produce(old.client(), "frames:cam", 3, 2)
+    assert wait_results(old.client(), len(sent)), client.server.log()
+    set_table({"moving.test": ["127.0.0.3"]})
+    old.stop()
+    sent = produce(new.client(), "frames:cam", 3, 2)
+    assert wait_results(new.client(), len(sent)), client.server.log()
+    check_all_answered(sent, results(new.client()))
+    assert client.server.wait_log(r"ingest redis reconnected host=moving\.test "
+                                  r"address=127\.0\.0\.3 port=%d " % old.port), \
+        client.server.log()
 
 
-def test_a_slow_first_lookup_is_said_then_waited_for(start_server_fn, tmp_path, fake_dns):
+def test_a_slow_first_lookup_is_said_then_waited_for(start_server_fn, rsrv, fake_dns):
     # A DNS server that does not answer holds the lookup for its timeouts: batchd says so
     # after 5 s instead of saying nothing, serves HTTP meanwhile, and connects once it answers.
-    set_table, prefix = fake_dns
-    srv = RedisServer(tmp_path / "redis").start()
-    try:
-        set_table({"slow.test": ["delay=7000", "127.0.0.1"]})
-        repo = start_server_fn.repo("redis")
-        sim_model(repo, "cam", {"streams": "frames:*"})
-        client = start_server_fn(repo, ["--redis", "redis://slow.test:%d" % srv.port],
-                                 prefix=prefix)
-        r = requests.get(client.url("/v2/health/ready"), timeout=HTTP_TIMEOUT_S)
-        assert r.status_code == 200
-        line = client.server.wait_log(r"redis name lookup", 15)
-        assert line and ("WARN ingest redis name lookup host=slow.test has not finished after "
-                         "5 s") in line, client.server.log()
-        assert "redis connected" not in client.server.log()
-        sent = produce(srv.client(), "frames:cam", 2, 2)
-        assert wait_results(srv.client(), len(sent)), client.server.log()
-        log = client.server.log()
-        assert log.count("redis name lookup") == 1 and "redis unreachable" not in log, log
-    finally:
-        srv.stop()
+    client = start_on_name(start_server_fn, fake_dns,
+                           {"slow.test": ["delay=7000", "127.0.0.1"]},
+                           "redis://slow.test:%d" % rsrv.port)
+    r = requests.get(client.url("/v2/health/ready"), timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200
+    line = client.server.wait_log(r"redis name lookup", 15)
+    assert line and ("WARN ingest redis name lookup host=slow.test has not finished after "
+                     "5 s") in line, client.server.log()
+    assert "redis connected" not in client.server.log()
+    sent = produce(rsrv.client(), "frames:cam", 2, 2)
+    assert wait_results(rsrv.client(), len(sent)), client.server.log()
+    log = client.server.log()
+    assert log.count("redis name lookup") == 1 and "redis unreachable" not in log, log
 
 
 def test_a_redis_that_answers_the_first_command_with_an_error_is_refused_once(start_server_fn,
