@@ -54,6 +54,12 @@ void redisProcessCallbacks(redisAsyncContext *ac);
 
 static char read_buf[READ_BYTES]; /* the event-loop thread's */
 
+/* Why a connection that came up, or is connecting, elsewhere than the others leaves. */
+static void follow_reason(char *buf, size_t n, const raddrs_t *a)
+{
+    snprintf(buf, n, "the other connections are on address %s", a->in_use);
+}
+
 static void look_again(raddrs_t *a)
 {
     if (a->res) {
@@ -315,8 +321,7 @@ static void on_hello(redisAsyncContext *ac, void *r, void *priv)
     raddrs_t *a = c->addrs;
     if (a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
         /* Up on an address the others have left: it follows them (next_address). */
-        snprintf(c->refused, sizeof c->refused, "the other connections are on address %s",
-                 a->in_use);
+        follow_reason(c->refused, sizeof c->refused, a);
         redisAsyncDisconnect(ac);
         return;
     }
@@ -520,9 +525,10 @@ static void watchdog(rconn_t *c, uint64_t now_us)
         }
         return;
     }
-    uint64_t bound = c->ready && !c->pinging                   ? c->timeout_us
-                     : c->timeout_us < HELLO_TIMEOUT_MS * 1000 ? c->timeout_us
-                                                               : HELLO_TIMEOUT_MS * 1000;
+    uint64_t bound = c->timeout_us;
+    if ((!c->ready || c->pinging) && bound > HELLO_TIMEOUT_MS * 1000) {
+        bound = HELLO_TIMEOUT_MS * 1000; /* first replies and the idle PING never block */
+    }
     if (now_us < since + bound) {
         return;
     }
@@ -551,7 +557,7 @@ void rconn_poll(rconn_t *c, uint64_t now_us)
     char why[RESOLVER_ADDR_MAX + 64];
     if (c->ac && !c->ready && a->up > 0 && strcmp(c->addr, a->in_use) != 0) {
         /* Still connecting where the others are not (any more): follow them now. */
-        snprintf(why, sizeof why, "the other connections are on address %s", a->in_use);
+        follow_reason(why, sizeof why, a);
         drop(c, why);
     } else if (c->ac && c->ready && c->frozen_seen != a->frozen) {
         snprintf(why, sizeof why, "another connection found address %s not answering", c->addr);

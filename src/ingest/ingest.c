@@ -918,8 +918,9 @@ static stream_t *find_stream(pipe_t *p, const char *key, size_t len, size_t *pos
 /* ---- connections' state ---------------------------------------------------------------------- */
 
 /* A connection went down (or never came up): said once per loss, and once when Redis cannot
- * be reached from the start; a refusal was said by refused() already (a read connection added
- * for new streams while the others are up may be refused by a server at maxclients). */
+ * be reached from the start; not when c->refused says why: refused() said the refusal already
+ * (a read connection added for new streams while the others are up may be refused by a server
+ * at maxclients), and one that follows the others to their address lost nothing. */
 static void redis_down(bd_ingest_t *ing, const rconn_t *c)
 {
     bool first = !ing->ever_up && !ing->down_logged;

@@ -108,7 +108,8 @@ struct rconn {
                                reply before it */
     uint64_t last_rx_us;    /* when bytes last arrived */
     char last_error[320];
-    char refused[320]; /* the server refused the connection's first commands (AUTH, NOAUTH) */
+    char refused[320]; /* why it is being dropped before it came up: the server refused its
+                        * first commands (said by refused()), or it follows the others */
     bool auth_warned;  /* an AUTH error it went on after was logged */
 };
 
