@@ -18,6 +18,8 @@
 #   BENCH_REDIS_MODELS="sim mlp mobilenet_v2" to choose (default: sim mlp)
 #   BENCH_REDIS_MODES="live drain" (default: live)
 #   REDIS_SPINNING=on: the ONNX models' intra_op_spinning, in batchd and in-process (default off)
+#   REDIS_TRANSPORT="tcp unix": batchd reaches Redis over loopback TCP, its unix socket, or each
+#     in turn (default: tcp)
 #
 # Redis, the producer (python3-redis, one core at most) and batchd share the machine, as the
 # issue's goals assume. mobilenet_v2 frames are 602,112 bytes: at most 3000 are written.
@@ -30,6 +32,10 @@ INPROC=${ORT_INPROC_BIN:-$(dirname "$BIN")/ort_inproc}
 PY=${PYTHON:-/usr/bin/python3}
 SPIN=${REDIS_SPINNING:-off}
 case $SPIN in on | off) ;; *) echo "bench: REDIS_SPINNING must be on or off" >&2; exit 2 ;; esac
+TRANSPORTS=${REDIS_TRANSPORT:-tcp}
+for t in $TRANSPORTS; do
+  case $t in tcp | unix) ;; *) echo "bench: REDIS_TRANSPORT must list tcp and/or unix" >&2; exit 2 ;; esac
+done
 [ -x "$BIN" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "bench: redis-server is missing (scripts/setup.sh)" >&2; exit 1; }
 mkdir -p bench/results
@@ -37,7 +43,7 @@ out=bench/results/redis-$(date -u +%Y%m%dT%H%M%SZ).md
 {
   echo "## $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo
-  echo "Command: \`REDIS_SPINNING=$SPIN BENCH_REDIS_MODELS=\"${BENCH_REDIS_MODELS:-sim mlp}\" BENCH_REDIS_MODES=\"${BENCH_REDIS_MODES:-live}\" bench/redis.sh $MODELS $FRAMES\`"
+  echo "Command: \`REDIS_SPINNING=$SPIN REDIS_TRANSPORT=\"$TRANSPORTS\" BENCH_REDIS_MODELS=\"${BENCH_REDIS_MODELS:-sim mlp}\" BENCH_REDIS_MODES=\"${BENCH_REDIS_MODES:-live}\" bench/redis.sh $MODELS $FRAMES\`"
   echo
   echo "| model | batchd processes | mode | cameras | frames | results | producer frames/s | end-to-end frames/s | mean batch | p50 ms | p99 ms | max ms |"
   echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -54,9 +60,13 @@ for m in ${BENCH_REDIS_MODELS:-sim mlp}; do
     flag=""
     [ "$mode" = drain ] && flag=--drain
     for procs in 1 2; do
-      "$PY" bench/redis_bench.py --bin "$BIN" --model "$m" --models "$MODELS" --procs "$procs" \
-        --cameras 100 --frames "$n" --warmup "${BENCH_REDIS_WARMUP:-1000}" --spinning "$SPIN" $flag >> "$out"
-      echo "bench: $m $mode procs=$procs done" >&2
+      for t in $TRANSPORTS; do
+        unix=""
+        [ "$t" = unix ] && unix=--unix
+        "$PY" bench/redis_bench.py --bin "$BIN" --model "$m" --models "$MODELS" --procs "$procs" \
+          --cameras 100 --frames "$n" --warmup "${BENCH_REDIS_WARMUP:-1000}" --spinning "$SPIN" $flag $unix >> "$out"
+        echo "bench: $m $mode procs=$procs $t done" >&2
+      done
     done
   done
   if [ "$m" != sim ] && [ -x "$INPROC" ]; then

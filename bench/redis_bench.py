@@ -176,18 +176,23 @@ def main():
     ap.add_argument("--max-batch", type=int, default=0)
     ap.add_argument("--instances", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--unix", action="store_true",
+                    help="batchd reaches Redis through its unix socket (unix://) instead of TCP")
     ap.add_argument("--spinning", choices=("on", "off"), default="off",
                     help="the ONNX model's intra_op_spinning (config.json)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="redis-bench-")
-    rs = RedisServer(os.path.join(work, "redis")).start()
+    sock = os.path.join(work, "redis.sock") if a.unix else None
+    rs = RedisServer(os.path.join(work, "redis"), unixsocket=sock).start()
+    url = "unix://" + sock if a.unix else rs.url
     r = rs.client()
     repo = os.path.join(work, "repo")
     dim = make_repo(repo, a.model, a.models, a.max_batch, a.instances, a.spinning == "on")
     for cam in range(a.cameras):  # the group exists before the clock starts
         r.xgroup_create("frames:cam%d" % cam, "batchd", id="$", mkstream=True)
     logs = [os.path.join(work, "batchd-%d.log" % i) for i in range(a.procs)]
-    procs = [start_batchd(a.bin, repo, rs.url, "bench-%d" % i, logs[i]) for i in range(a.procs)]
+    procs = [start_batchd(a.bin, repo, url, "bench-%d" % i, logs[i]) for i in range(a.procs)]
+    model = a.model + (" (unix)" if a.unix else "")
     try:
         ports = [http_port(lp) for lp in logs]
         deadline = time.monotonic() + 30
@@ -226,12 +231,12 @@ def main():
             batchd_ms = batchd_ms * 1000 / n
             print("| %s | %d | drain | %d | %d | %d | %.0f | %.0f | %.1f | - | - | - |"
                   " CPU ms/frame: redis %.3f, batchd %.3f%s |" % (
-                      a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
+                      model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
                       redis_ms, batchd_ms, "; after %d warm-up frames" % warm if warm else ""))
         else:
             fps = n / max(1e-3, (last - first) / 1000.0)
             print("| %s | %d | live | %d | %d | %d | %.0f | %.0f | %.1f | %d | %d | %d |" % (
-                a.model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
+                model, a.procs, a.cameras, n, len(lat), n / t_prod, fps, mean_batch,
                 np.percentile(lat, 50), np.percentile(lat, 99), lat.max()))
         sys.stdout.flush()
     finally:

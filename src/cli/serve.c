@@ -117,7 +117,8 @@ static const bd_cli_opt_t opts_table[] = {
      "any pixel buffer is allocated; one whose resize to the model's size would take more than 3 "
      "bytes per such pixel (plus the model's input) gets 400 too"},
     {"--redis", BD_CLI_STR, OFF(redis), NULL, 0, 0, "BATCHD_REDIS",
-     "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: ingest Redis Streams for every model whose "
+     "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or unix://[[USER]:PASSWORD@]/PATH[?db=DB] for "
+     "a Redis on this machine: ingest Redis Streams for every model whose "
      "config.json has a \"redis\" section (default: off; give a password through "
      "BATCHD_REDIS to keep it off the command line)"},
     {"--redis-consumer", BD_CLI_STR, OFF(redis_consumer), NULL, 0, 0, "BATCHD_REDIS_CONSUMER",
@@ -635,8 +636,9 @@ int bd_cli_serve(int argc, char **argv)
             BD_ERROR("serve", "cannot start the Redis ingest: %s", ingest ? "too many" : err.msg);
             goto done;
         }
-        BD_INFO("ingest", "redis ingest host=%s port=%d db=%d auth=%s consumer=%s", redis_url.host,
-                redis_url.port, redis_url.db,
+        char where[400];
+        BD_INFO("ingest", "redis ingest %s db=%d auth=%s consumer=%s",
+                bd_ingest_url_where(&redis_url, NULL, where, sizeof where), redis_url.db,
                 !redis_url.password[0] ? "none"
                 : redis_url.user[0]    ? "user"
                                        : "password",

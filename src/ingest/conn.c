@@ -9,9 +9,10 @@
  *
  * hiredis is only ever given a numeric address (it would resolve a name with a blocking
  * getaddrinfo on the loop): the URL's own, or one of the addresses its name had at the last
- * lookup (resolve.c), tried in turn. A lost connection (refused, reset, the server restarted)
- * is retried with backoff from 100 ms doubling to 5 s; the owner is told when it is up and when
- * it went down, after hiredis ran every pending callback with a NULL reply.
+ * lookup (resolve.c), tried in turn; or a unix socket's path (unix://), its one "address". A lost
+ * connection (refused, reset, the server restarted) is retried with backoff from 100 ms doubling to
+ * 5 s; the owner is told when it is up and when it went down, after hiredis ran every pending
+ * callback with a NULL reply.
  *
  * A server that stops answering without closing the socket (SIGSTOP, a frozen host, a path
  * that drops packets) is found by a watchdog, since hiredis 0.14's async API has no timeouts:
@@ -275,10 +276,10 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum
         said = a->said[i] == h;
     }
     if (!said) {
-        char shown[BD_LOG_TEXT_MAX];
-        BD_ERROR("ingest", "redis refused the connection host=%s%s%s port=%d conn=%s reason=%s",
-                 c->url->host, a->res ? " address=" : "", a->res ? c->addr : "", c->url->port,
-                 c->name, bd_log_quoted(shown, sizeof shown, why));
+        char shown[BD_LOG_TEXT_MAX], where[400];
+        BD_ERROR("ingest", "redis refused the connection %s conn=%s reason=%s",
+                 bd_ingest_url_where(c->url, a->res ? c->addr : NULL, where, sizeof where), c->name,
+                 bd_log_quoted(shown, sizeof shown, why));
         a->said[a->n_said++ % RESOLVER_MAX_ADDRS] = h;
     }
     snprintf(c->refused, sizeof c->refused, "%s", why);
@@ -294,9 +295,10 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
         reply->type == REDIS_REPLY_ERROR && !c->auth_warned) {
         /* a password given to a server that has none: it serves anyway (said once) */
         c->auth_warned = true;
-        char why[BD_LOG_TEXT_MAX];
-        BD_WARN("ingest", "redis AUTH failed host=%s port=%d conn=%s reason=%s; going on",
-                c->url->host, c->url->port, c->name, bd_log_quoted(why, sizeof why, reply->str));
+        char why[BD_LOG_TEXT_MAX], where[400];
+        BD_WARN("ingest", "redis AUTH failed %s conn=%s reason=%s; going on",
+                bd_ingest_url_where(c->url, NULL, where, sizeof where), c->name,
+                bd_log_quoted(why, sizeof why, reply->str));
     }
 }
 
@@ -402,7 +404,8 @@ static void connect_now(rconn_t *c)
     if (!pick_address(c)) {
         return;
     }
-    redisAsyncContext *ac = redisAsyncConnect(c->addr, c->url->port);
+    redisAsyncContext *ac = c->url->path[0] ? redisAsyncConnectUnix(c->url->path)
+                                            : redisAsyncConnect(c->addr, c->url->port);
     if (!ac || ac->err) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
@@ -430,7 +433,9 @@ static void connect_now(rconn_t *c)
     ac->ev.cleanup = ev_cleanup;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    redisEnableKeepAlive(&ac->c);
+    if (!c->url->path[0]) {
+        redisEnableKeepAlive(&ac->c);
+    }
     /* The first command also makes hiredis wait for the connect to finish: AUTH when the URL
      * has a password, SELECT when it has a /DB, then PING, whose reply makes the connection
      * usable; an error answering any of them refuses it (refused). PING comes last as the one
@@ -560,7 +565,8 @@ void rconn_poll(rconn_t *c, uint64_t now_us)
         follow_reason(why, sizeof why, a);
         drop(c, why);
     } else if (c->ac && c->ready && c->frozen_seen != a->frozen) {
-        snprintf(why, sizeof why, "another connection found address %s not answering", c->addr);
+        snprintf(why, sizeof why, "another connection found %s%s not answering",
+                 c->url->path[0] ? "the server" : "address ", c->url->path[0] ? "" : c->addr);
         drop(c, why);
     }
     if (c->ac) {

@@ -926,13 +926,13 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
     bool first = !ing->ever_up && !ing->down_logged;
     if ((ing->redis_up || first) && !c->refused[0] && !ing->freeing) {
         ing->down_logged = true;
-        char why[BD_LOG_TEXT_MAX];
-        BD_WARN("ingest",
-                "redis unreachable host=%s%s%s port=%d conn=%s reason=%s; HTTP keeps serving, "
-                "reconnecting with backoff",
-                ing->url.host, ing->addrs.res && c->addr[0] ? " address=" : "",
-                ing->addrs.res ? c->addr : "", ing->url.port, c->name,
-                bd_log_quoted(why, sizeof why, c->last_error));
+        char why[BD_LOG_TEXT_MAX], where[400];
+        BD_WARN(
+            "ingest",
+            "redis unreachable %s conn=%s reason=%s; HTTP keeps serving, reconnecting with "
+            "backoff",
+            bd_ingest_url_where(&ing->url, ing->addrs.res ? c->addr : NULL, where, sizeof where),
+            c->name, bd_log_quoted(why, sizeof why, c->last_error));
     }
     ing->redis_up = false;
 }
@@ -951,10 +951,11 @@ static void redis_maybe_up(bd_ingest_t *ing)
             }
         }
     }
-    BD_INFO("ingest", "redis %s host=%s%s%s port=%d db=%d consumer=%s",
-            ing->ever_up ? "reconnected" : "connected", ing->url.host,
-            ing->addrs.res ? " address=" : "", ing->addrs.res ? ing->addrs.in_use : "",
-            ing->url.port, ing->url.db, ing->consumer);
+    char where[400];
+    BD_INFO("ingest", "redis %s %s db=%d consumer=%s", ing->ever_up ? "reconnected" : "connected",
+            bd_ingest_url_where(&ing->url, ing->addrs.res ? ing->addrs.in_use : NULL, where,
+                                sizeof where),
+            ing->url.db, ing->consumer);
     ing->redis_up = true;
     ing->ever_up = true;
 }
@@ -2504,12 +2505,40 @@ static bool url_part(const char *s, size_t n, char *out, size_t cap)
     return true;
 }
 
-int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
-{
-    static const char scheme[] = "redis://";
 #define BAD_URL                                                                                    \
     "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] " \
-    "(port 6379 when left out), got '%s'"
+    "(port 6379 when left out), or unix:///PATH[?db=DB] for a Redis on this machine, got '%s'"
+
+/* unix://'s /PATH[?db=DB], at p. The path's characters are a file name's usual ones, so that
+ * it shows in a log line as it is. */
+static int parse_unix(const char *p, bd_redis_url_t *out, const char *shown, bd_err_t *err)
+{
+    size_t n = strcspn(p, "?");
+    if (p[0] != '/' || n < 2 ||
+        strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./-_+~,=") < n) {
+        return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
+    }
+    if (n >= sizeof out->path) {
+        return bd_err_set(err, BD_EINVAL,
+                          "--redis: a unix socket's path may be at most %zu bytes, got %zu in '%s'",
+                          sizeof out->path - 1, n, shown);
+    }
+    memcpy(out->path, p, n);
+    out->path[n] = '\0';
+    if (p[n] == '?') {
+        char *end = NULL;
+        long v = strncmp(p + n, "?db=", 4) == 0 ? strtol(p + n + 4, &end, 10) : -1;
+        if (!end || end == p + n + 4 || *end || v < 0 || v > 100000) {
+            return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
+        }
+        out->db = (int)v;
+    }
+    return 0;
+}
+
+int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
+{
+    static const char scheme[] = "redis://", unix_scheme[] = "unix://";
     memset(out, 0, sizeof *out);
     /* USER:PASSWORD@ ends at the last '@' (neither a host nor a DB holds one; a password may,
      * and '/' too, escaped or not). Every message quotes the URL without it. */
@@ -2527,10 +2556,11 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
     } else {
         snprintf(shown, sizeof shown, "%s", url);
     }
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+    bool unix_sock = strncmp(url, unix_scheme, sizeof unix_scheme - 1) == 0;
+    if (!unix_sock && strncmp(url, scheme, sizeof scheme - 1) != 0) {
         return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
-    const char *h = url + sizeof scheme - 1;
+    const char *h = url + (unix_sock ? sizeof unix_scheme : sizeof scheme) - 1;
     if (at) {
         const char *colon = memchr(h, ':', (size_t)(at - h));
         if (!colon || !url_part(h, (size_t)(colon - h), out->user, sizeof out->user) ||
@@ -2542,6 +2572,9 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
                               shown);
         }
         h = at + 1;
+    }
+    if (unix_sock) {
+        return parse_unix(h, out, shown, err);
     }
     const char *he, *rest;
     if (*h == '[') {
@@ -2592,6 +2625,17 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
     return 0;
 }
 
+const char *bd_ingest_url_where(const bd_redis_url_t *u, const char *addr, char *buf, size_t n)
+{
+    if (u->path[0]) {
+        snprintf(buf, n, "path=%s", u->path);
+    } else {
+        snprintf(buf, n, "host=%s%s%s port=%d", u->host, addr && addr[0] ? " address=" : "",
+                 addr ? addr : "", u->port);
+    }
+    return buf;
+}
+
 bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_repo_t *repo,
                            bd_metrics_t *metrics, const bd_ingest_opts_t *opts, bd_err_t *err)
 {
@@ -2609,13 +2653,13 @@ bd_ingest_t *bd_ingest_new(struct st_h2o_evloop_t *loop, bd_infer_t *inf, bd_rep
     ing->max_entry_bytes = opts->max_entry_bytes ? opts->max_entry_bytes : SIZE_MAX / 2;
     unsigned char addr[sizeof(struct in6_addr)];
     resolver_t *res = NULL; /* only for a name */
-    if (inet_pton(AF_INET, ing->url.host, addr) != 1 &&
+    if (!ing->url.path[0] && inet_pton(AF_INET, ing->url.host, addr) != 1 &&
         inet_pton(AF_INET6, ing->url.host, addr) != 1 &&
         !(res = resolver_new(ing->url.host, err))) {
         free(ing);
         return NULL;
     }
-    raddrs_init(&ing->addrs, ing->url.host, res);
+    raddrs_init(&ing->addrs, ing->url.path[0] ? "unix" : ing->url.host, res);
     bd_list_init(&ing->results);
     bd_buf_init(&ing->scratch);
     rconn_init(&ing->ctl, loop, &ing->url, &ing->addrs, "control", REPLY_GRACE_MS, on_ctl_state,

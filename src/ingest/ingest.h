@@ -33,7 +33,8 @@ typedef struct bd_ingest bd_ingest_t;
 
 /* --redis, parsed (bd_ingest_parse_url). */
 typedef struct {
-    char host[256]; /* a name, or a numeric IPv4/IPv6 address */
+    char host[256]; /* a name, or a numeric IPv4/IPv6 address; empty with path */
+    char path[108]; /* unix://: the server's socket (sun_path's size); empty over TCP */
     int port;
     int db;
     char user[128];     /* empty: AUTH with the password alone (the default user) */
@@ -48,10 +49,15 @@ typedef struct {
 } bd_ingest_opts_t;
 
 /* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (PORT 6379 and DB 0 by default; an IPv6
- * HOST in brackets; %XX escapes in USER and PASSWORD). HOST is kept as given: the ingest looks
- * a name up off the loop, again after every loss. 0, or BD_EINVAL with one sentence (which
- * never repeats the password). */
+ * HOST in brackets; %XX escapes in USER and PASSWORD) or "unix://[[USER]:PASSWORD@]/PATH[?db=DB]"
+ * (a Redis on this machine, through its unixsocket). HOST is kept as given: the ingest looks a
+ * name up off the loop, again after every loss. 0, or BD_EINVAL with one sentence (which never
+ * repeats the password). */
 int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err);
+
+/* Where the URL leads, for logs: "host=HOST port=PORT" ("host=HOST address=ADDR port=PORT" with
+ * an address its name led to), or "path=PATH". Returns buf. */
+const char *bd_ingest_url_where(const bd_redis_url_t *u, const char *addr, char *buf, size_t n);
 
 /* Start ingest for the models of `repo` that have a redis section (and for those loaded
  * later). Connects in the background: a Redis that is not there yet is retried with

@@ -21,12 +21,12 @@ def free_port():
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1:<free port> (or another loopback address, `host`) in its own
-    folder, no automatic persistence (`--save '' --appendonly no`); restart() saves on
+    """redis-server on 127.0.0.1:<free port> (or another loopback address, `host`; and on a unix
+    socket too, `unixsocket`) in its own folder, no automatic persistence (`--save '' --appendonly no`); restart() saves on
     shutdown (SHUTDOWN SAVE) and starts a new process on the same port and folder, which loads
     that snapshot."""
 
-    def __init__(self, workdir, port=None, password=None, host="127.0.0.1"):
+    def __init__(self, workdir, port=None, password=None, host="127.0.0.1", unixsocket=None):
         import redis  # python3-redis
         self._redis = redis
         self.dir = str(workdir)
@@ -34,6 +34,7 @@ class RedisServer:
         self.host = host
         self.port = port or free_port()
         self.password = password  # --requirepass
+        self.unixsocket = unixsocket  # --unixsocket, besides the port
         self.extra = []  # more redis-server arguments, for the next start
         self.proc = None
 
@@ -52,6 +53,8 @@ class RedisServer:
                "--daemonize", "no", "--protected-mode", "no"]
         if self.password:
             cmd += ["--requirepass", self.password]
+        if self.unixsocket:
+            cmd += ["--unixsocket", self.unixsocket, "--unixsocketperm", "700"]
         cmd += self.extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, cwd=self.dir)

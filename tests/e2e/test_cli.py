@@ -121,14 +121,29 @@ def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
              # is shown only when it is a port.
              ([], {"BATCHD_REDIS": "redis://:s3cretPW"},
               "BATCHD_REDIS: --redis must look like redis://HOST[:PORT][/DB] or "
-              "redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), got "
-              "'redis://:...'\n"),
+              "redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), or "
+              "unix:///PATH[?db=DB] for a Redis on this machine, got 'redis://:...'\n"),
              (["--redis", "redis://u:s3cretPW/"], {},
               "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST"
-              "[:PORT][/DB] (port 6379 when left out), got 'redis://u:...'\n"),
+              "[:PORT][/DB] (port 6379 when left out), or unix:///PATH[?db=DB] for a Redis on "
+              "this machine, got 'redis://u:...'\n"),
              (["--redis", "redis://h:99999/0"], {}, "--redis must look like redis://HOST[:PORT]"
-              "[/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), got "
-              "'redis://h:99999/0'\n"),
+              "[/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), or "
+              "unix:///PATH[?db=DB] for a Redis on this machine, got 'redis://h:99999/0'\n"),
+             # unix://: an absolute path, of a file name's usual characters, then ?db=N only.
+             (["--redis", "unix://run/redis.sock"], {}, "--redis must look like redis://HOST"),
+             (["--redis", "unix:///run/redis sock"], {}, "--redis must look like redis://HOST"),
+             (["--redis", "unix:///run/redis.sock?db=x"], {},
+              "--redis must look like redis://HOST"),
+             (["--redis", "unix:///run/redis.sock?password=x"], {},
+              "--redis must look like redis://HOST"),
+             (["--redis", "unix://:s3cretPW@/run/redis.sock#x"], {},
+              "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST"
+              "[:PORT][/DB] (port 6379 when left out), or unix:///PATH[?db=DB] for a Redis on "
+              "this machine, got 'unix://...@/run/redis.sock#x'\n"),
+             (["--redis", "unix://:s3cretPW@/" + "x" * 120], {},
+              "--redis: a unix socket's path may be at most 107 bytes, got 121 in "
+              "'unix://...@/xxx"),
              (["--redis-consumer", "c"], {"BATCHD_REDIS_CONSUMER": "x" * 201},
               "BATCHD_REDIS_CONSUMER must be 1 to 200 characters")]
     for args, env, want in cases:

@@ -1106,6 +1106,45 @@ def test_password_in_the_url(start_server_fn, tmp_path):
         rsrv.stop()
 
 
+def test_a_redis_on_this_machine_through_its_unix_socket(start_server_fn, tmp_path):
+    """`unix://:PASSWORD@/PATH?db=N`: batchd reaches a Redis on the same machine through its
+    unix socket (AUTH and SELECT as over TCP), answers entries in that database, names the path
+    in its log, says once that the socket is gone when Redis stops, and reconnects when it
+    is back."""
+    import tempfile
+    sockdir = tempfile.mkdtemp(prefix="bd-redis-")  # short: sun_path holds 107 bytes
+    path = os.path.join(sockdir, "redis.sock")
+    rsrv = RedisServer(tmp_path / "redis", password="s3cretPW", unixsocket=path).start()
+    try:
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        r = rsrv.client(db=3)
+        client = start_server_fn(repo, ["--redis", "unix://:s3cretPW@%s?db=3" % path])
+        assert client.server.wait_log(
+            r"redis ingest path=%s db=3 auth=password " % re.escape(path))
+        assert client.server.wait_log(r"redis connected path=%s db=3 " % re.escape(path))
+        eid = r.xadd("frames:a", {"input": frame(0, 0).tobytes(), "camera": "c0"})
+        assert wait_for(lambda: r.xlen("results:frames:a") == 1, 30)
+        (_rid, f), = r.xrange("results:frames:a")
+        assert f[b"source_id"] == eid and f[b"status"] == b"ok" and f[b"camera"] == b"c0"
+        assert np.array_equal(np.frombuffer(f[b"OUTPUT0"], "<f4"), frame(0, 0))
+        assert rsrv.client(db=0).dbsize() == 0, "it wrote outside DB 3"
+        assert client.metric("batchd_redis_connected") == 1
+
+        rsrv.restart(down_s=2.0)
+        assert client.server.wait_log(r"redis reconnected path=%s db=3 " % re.escape(path), 30)
+        log = client.server.log()
+        assert log.count("redis unreachable path=%s conn=" % path) == 1, log
+        eid = r.xadd("frames:b", {"input": frame(1, 1).tobytes()})
+        assert wait_for(lambda: any(f[b"source_id"] == eid
+                                    for _i, f in r.xrange("results:frames:b")), 30)
+        assert "s3cretPW" not in log
+        client.assert_healthy()
+    finally:
+        rsrv.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
 def test_a_database_the_server_lacks_is_refused_not_db_0(start_server_fn, rsrv):
     """`/16` on a server with 16 databases: SELECT fails, and batchd must not go on in DB 0
     (reading and answering its streams): it says why once and keeps retrying."""
