@@ -1128,8 +1128,14 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
         if (r && log_ok(s->p->ing, LOG_READ)) {
             char why[BD_LOG_TEXT_MAX];
-            BD_WARN("ingest", "cannot create group stream=%s group=%s reason=%s", s->log_key,
-                    s->p->cfg.group, bd_log_quoted(why, sizeof why, r->str));
+            /* Past maxmemory Redis refuses XGROUP CREATE before it looks for the group. */
+            bool full = strncmp(r->str, "OOM", 3) == 0;
+            BD_WARN("ingest", "cannot create group stream=%s group=%s reason=%s%s", s->log_key,
+                    s->p->cfg.group, bd_log_quoted(why, sizeof why, r->str),
+                    full ? ": Redis is past its maxmemory, where it refuses XGROUP CREATE even for "
+                           "a group that exists, and the results too; the stream is read once "
+                           "Redis has room again"
+                         : "");
         }
         return; /* the next scan tries again */
     }

@@ -1145,6 +1145,39 @@ def test_a_redis_on_this_machine_through_its_unix_socket(start_server_fn, tmp_pa
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+def test_a_redis_at_maxmemory_is_said_and_reading_resumes_once_it_has_room(start_server_fn,
+                                                                            tmp_path):
+    """A Redis at its maxmemory (noeviction) refuses XGROUP CREATE with OOM even where the group
+    exists. batchd says so in a sentence that names the cause (not only "cannot create
+    group"), keeps serving HTTP, and answers the waiting entries once Redis has room again."""
+    rsrv = RedisServer(tmp_path / "redis")
+    rsrv.extra = ["--maxmemory-policy", "noeviction"]
+    rsrv.start()
+    try:
+        r = rsrv.client()
+        r.xgroup_create("frames:a", "batchd", id="0", mkstream=True)
+        eid = r.xadd("frames:a", {"input": frame(0, 0).tobytes()})
+        for _ in range(16):
+            r.append("ballast", b"x" * (256 << 10))
+        r.config_set("maxmemory", "2mb")  # now past it: every write command gets OOM
+        with pytest.raises(redis.exceptions.ResponseError, match="OOM"):
+            r.xgroup_create("frames:a", "batchd", id="0")
+        repo = start_server_fn.repo("redis")
+        sim_model(repo, "cam", {"streams": "frames:*"})
+        client = start_server_fn(repo, ["--redis", rsrv.url])
+        line = client.server.wait_log(r"cannot create group stream=frames:a", 30)
+        assert line and "OOM" in line and "Redis is past its maxmemory" in line, \
+            client.server.log()
+        client.assert_healthy()
+        assert r.xlen("results:frames:a") == 0
+        r.delete("ballast")
+        assert wait_for(lambda: any(f[b"source_id"] == eid
+                                    for _i, f in r.xrange("results:frames:a")), 30)
+        assert total_pending(r) == 0
+    finally:
+        rsrv.stop()
+
+
 def test_a_database_the_server_lacks_is_refused_not_db_0(start_server_fn, rsrv):
     """`/16` on a server with 16 databases: SELECT fails, and batchd must not go on in DB 0
     (reading and answering its streams): it says why once and keeps retrying."""
