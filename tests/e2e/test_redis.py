@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -1111,7 +1112,6 @@ def test_a_redis_on_this_machine_through_its_unix_socket(start_server_fn, tmp_pa
     unix socket (AUTH and SELECT as over TCP), answers entries in that database, names the path
     in its log, says once that the socket is gone when Redis stops, and reconnects when it
     is back."""
-    import tempfile
     sockdir = tempfile.mkdtemp(prefix="bd-redis-")  # short: sun_path holds 107 bytes
     path = os.path.join(sockdir, "redis.sock")
     rsrv = RedisServer(tmp_path / "redis", password="s3cretPW", unixsocket=path).start()
