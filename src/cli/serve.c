@@ -629,13 +629,8 @@ int bd_cli_serve(int argc, char **argv)
     if (so.redis) {
         bd_ingest_opts_t io = {
             .url = redis_url, .consumer = consumer, .max_entry_bytes = (size_t)so.max_body_bytes};
-        ingest = bd_ingest_new(bd_server_loop(server), bd_server_infer(server), repo, metrics, &io,
-                               &err);
-        bd_server_frontend_t fe = {ingest, ingest_stop, ingest_reading, ingest_busy};
-        if (!ingest || bd_server_add_frontend(server, &fe) != 0) {
-            BD_ERROR("serve", "cannot start the Redis ingest: %s", ingest ? "too many" : err.msg);
-            goto done;
-        }
+        /* Said before bd_ingest_new: a unix socket that is not there fails its connect at once,
+         * in there, and the line that says so should follow this one. */
         char where[400];
         BD_INFO("ingest", "redis ingest %s db=%d auth=%s consumer=%s",
                 bd_ingest_url_where(&redis_url, NULL, where, sizeof where), redis_url.db,
@@ -643,6 +638,13 @@ int bd_cli_serve(int argc, char **argv)
                 : redis_url.user[0]    ? "user"
                                        : "password",
                 consumer);
+        ingest = bd_ingest_new(bd_server_loop(server), bd_server_infer(server), repo, metrics, &io,
+                               &err);
+        bd_server_frontend_t fe = {ingest, ingest_stop, ingest_reading, ingest_busy};
+        if (!ingest || bd_server_add_frontend(server, &fe) != 0) {
+            BD_ERROR("serve", "cannot start the Redis ingest: %s", ingest ? "too many" : err.msg);
+            goto done;
+        }
     }
     BD_INFO("http", "http listening host=%s port=%d models=%zu model_control=%s tls=%s", so.host,
             bd_server_port(server), bd_repo_count(repo), so.model_control, tls ? "on" : "off");

@@ -262,13 +262,16 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum
         return false;
     }
     char why[sizeof c->refused];
+    bool ux = c->url->path[0] != '\0';
     snprintf(why, sizeof why, "%.*s%s", sentences(r->str, 200), r->str,
              strncmp(r->str, "NOAUTH", 6) == 0
-                 ? " (give the password in the URL: redis://:PASSWORD@HOST[:PORT])"
+                 ? (ux ? " (give the password in the URL: unix://:PASSWORD@/PATH)"
+                       : " (give the password in the URL: redis://:PASSWORD@HOST[:PORT])")
              : strncmp(r->str, "DENIED", 6) == 0
                  ? " (give Redis a password, and the URL too: redis://:PASSWORD@HOST[:PORT])"
-             : cmd == FIRST_SELECT ? " (SELECT of the URL's /DB)"
-                                   : "");
+             : cmd == FIRST_SELECT
+                 ? (ux ? " (SELECT of the URL's ?db=)" : " (SELECT of the URL's /DB)")
+                 : "");
     raddrs_t *a = c->addrs;
     uint64_t h = hash_of(why);
     bool said = false;

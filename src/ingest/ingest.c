@@ -1132,7 +1132,7 @@ static void on_group(redisAsyncContext *ac, void *r_, void *priv)
             bool full = strncmp(r->str, "OOM", 3) == 0;
             BD_WARN("ingest", "cannot create group stream=%s group=%s reason=%s%s", s->log_key,
                     s->p->cfg.group, bd_log_quoted(why, sizeof why, r->str),
-                    full ? ": Redis is past its maxmemory, where it refuses XGROUP CREATE even for "
+                    full ? "; Redis is past its maxmemory, where it refuses XGROUP CREATE even for "
                            "a group that exists, and the results too; the stream is read once "
                            "Redis has room again"
                          : "");
@@ -2513,16 +2513,22 @@ static bool url_part(const char *s, size_t n, char *out, size_t cap)
 
 #define BAD_URL                                                                                    \
     "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] " \
-    "(port 6379 when left out), or unix:///PATH[?db=DB] for a Redis on this machine, got '%s'"
+    "(port 6379 when left out), or unix://[[USER]:PASSWORD@]/PATH[?db=DB] for a Redis on this "    \
+    "machine, got '%s'"
 
 /* unix://'s /PATH[?db=DB], at p. The path's characters are a file name's usual ones, so that
  * it shows in a log line as it is. */
 static int parse_unix(const char *p, bd_redis_url_t *out, const char *shown, bd_err_t *err)
 {
     size_t n = strcspn(p, "?");
-    if (p[0] != '/' || n < 2 ||
-        strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./-_+~,=") < n) {
+    if (p[0] != '/' || n < 2 || p[n - 1] == '/') {
         return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
+    }
+    if (strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./-_+~,=") < n) {
+        return bd_err_set(err, BD_EINVAL,
+                          "--redis: a unix socket's path may hold letters, digits and ./-_+~,= "
+                          "only, got '%s'",
+                          shown);
     }
     if (n >= sizeof out->path) {
         return bd_err_set(err, BD_EINVAL,
@@ -2533,8 +2539,9 @@ static int parse_unix(const char *p, bd_redis_url_t *out, const char *shown, bd_
     out->path[n] = '\0';
     if (p[n] == '?') {
         char *end = NULL;
-        long v = strncmp(p + n, "?db=", 4) == 0 ? strtol(p + n + 4, &end, 10) : -1;
-        if (!end || end == p + n + 4 || *end || v < 0 || v > 100000) {
+        bool digits = strncmp(p + n, "?db=", 4) == 0 && p[n + 4] >= '0' && p[n + 4] <= '9';
+        long v = digits ? strtol(p + n + 4, &end, 10) : -1;
+        if (!end || *end || v > 100000) {
             return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
         }
         out->db = (int)v;

@@ -122,25 +122,36 @@ def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
              ([], {"BATCHD_REDIS": "redis://:s3cretPW"},
               "BATCHD_REDIS: --redis must look like redis://HOST[:PORT][/DB] or "
               "redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), or "
-              "unix:///PATH[?db=DB] for a Redis on this machine, got 'redis://:...'\n"),
+              "unix://[[USER]:PASSWORD@]/PATH[?db=DB] for a Redis on this machine, got "
+              "'redis://:...'\n"),
              (["--redis", "redis://u:s3cretPW/"], {},
               "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST"
-              "[:PORT][/DB] (port 6379 when left out), or unix:///PATH[?db=DB] for a Redis on "
-              "this machine, got 'redis://u:...'\n"),
+              "[:PORT][/DB] (port 6379 when left out), or unix://[[USER]:PASSWORD@]/PATH[?db=DB] for "
+              "a Redis on this machine, got 'redis://u:...'\n"),
              (["--redis", "redis://h:99999/0"], {}, "--redis must look like redis://HOST[:PORT]"
               "[/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), or "
-              "unix:///PATH[?db=DB] for a Redis on this machine, got 'redis://h:99999/0'\n"),
-             # unix://: an absolute path, of a file name's usual characters, then ?db=N only.
+              "unix://[[USER]:PASSWORD@]/PATH[?db=DB] for a Redis on this machine, got "
+              "'redis://h:99999/0'\n"),
+             # unix://: an absolute path to a file, of a file name's usual characters, then
+             # ?db=N only.
              (["--redis", "unix://run/redis.sock"], {}, "--redis must look like redis://HOST"),
-             (["--redis", "unix:///run/redis sock"], {}, "--redis must look like redis://HOST"),
+             (["--redis", "unix://"], {}, "--redis must look like redis://HOST"),
+             (["--redis", "unix:///"], {}, "--redis must look like redis://HOST"),
+             (["--redis", "unix:///run/redis/"], {}, "--redis must look like redis://HOST"),
+             (["--redis", "unix:///run/redis sock"], {},
+              "--redis: a unix socket's path may hold letters, digits and ./-_+~,= only, got "
+              "'unix:///run/redis sock'\n"),
+             (["--redis", "unix:///run/redis.sock?db=+1"], {},
+              "--redis must look like redis://HOST"),
+             (["--redis", "unix:///" + "x" * 107], {},
+              "--redis: a unix socket's path may be at most 107 bytes, got 108 in"),
              (["--redis", "unix:///run/redis.sock?db=x"], {},
               "--redis must look like redis://HOST"),
              (["--redis", "unix:///run/redis.sock?password=x"], {},
               "--redis must look like redis://HOST"),
              (["--redis", "unix://:s3cretPW@/run/redis.sock#x"], {},
-              "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST"
-              "[:PORT][/DB] (port 6379 when left out), or unix:///PATH[?db=DB] for a Redis on "
-              "this machine, got 'unix://...@/run/redis.sock#x'\n"),
+              "--redis: a unix socket's path may hold letters, digits and ./-_+~,= only, got "
+              "'unix://...@/run/redis.sock#x'\n"),
              (["--redis", "unix://:s3cretPW@/" + "x" * 120], {},
               "--redis: a unix socket's path may be at most 107 bytes, got 121 in "
               "'unix://...@/xxx"),

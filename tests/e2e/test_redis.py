@@ -1130,6 +1130,9 @@ def test_a_redis_on_this_machine_through_its_unix_socket(start_server_fn, tmp_pa
         assert np.array_equal(np.frombuffer(f[b"OUTPUT0"], "<f4"), frame(0, 0))
         assert rsrv.client(db=0).dbsize() == 0, "it wrote outside DB 3"
         assert client.metric("batchd_redis_connected") == 1
+        # Through the socket, not the server's TCP port: Redis shows such a client as PATH:0.
+        addrs = [c["addr"] for c in rsrv.client().client_list() if c.get("name") != TEST_CLIENT]
+        assert len(addrs) >= 2 and all(a == path + ":0" for a in addrs), addrs
 
         rsrv.restart(down_s=2.0)
         assert client.server.wait_log(r"redis reconnected path=%s db=3 " % re.escape(path), 30)
@@ -1140,6 +1143,14 @@ def test_a_redis_on_this_machine_through_its_unix_socket(start_server_fn, tmp_pa
                                     for _i, f in r.xrange("results:frames:b")), 30)
         assert "s3cretPW" not in log
         client.assert_healthy()
+        client.server.signal(signal.SIGTERM)
+        assert client.server.wait_exit() == 0
+        client.server.stopped = True
+
+        # Without the password: refused, with advice in the socket's own syntax.
+        client = start_server_fn(repo, ["--redis", "unix://%s" % path])
+        line = client.server.wait_log(r"redis refused the connection path=%s conn=" % re.escape(path))
+        assert line and "NOAUTH" in line and "unix://:PASSWORD@/PATH" in line, client.server.log()
     finally:
         rsrv.stop()
         shutil.rmtree(sockdir, ignore_errors=True)
