@@ -631,7 +631,7 @@ int bd_cli_serve(int argc, char **argv)
             .url = redis_url, .consumer = consumer, .max_entry_bytes = (size_t)so.max_body_bytes};
         /* Said before bd_ingest_new: a unix socket that is not there fails its connect at once,
          * in there, and the line that says so should follow this one. */
-        char where[400];
+        char where[BD_INGEST_WHERE_MAX];
         BD_INFO("ingest", "redis ingest %s db=%d auth=%s consumer=%s",
                 bd_ingest_url_where(&redis_url, NULL, where, sizeof where), redis_url.db,
                 !redis_url.password[0] ? "none"

@@ -279,7 +279,7 @@ static bool refused(rconn_t *c, redisAsyncContext *ac, const redisReply *r, enum
         said = a->said[i] == h;
     }
     if (!said) {
-        char shown[BD_LOG_TEXT_MAX], where[400];
+        char shown[BD_LOG_TEXT_MAX], where[BD_INGEST_WHERE_MAX];
         BD_ERROR("ingest", "redis refused the connection %s conn=%s reason=%s",
                  bd_ingest_url_where(c->url, a->res ? c->addr : NULL, where, sizeof where), c->name,
                  bd_log_quoted(shown, sizeof shown, why));
@@ -298,7 +298,7 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
         reply->type == REDIS_REPLY_ERROR && !c->auth_warned) {
         /* a password given to a server that has none: it serves anyway (said once) */
         c->auth_warned = true;
-        char why[BD_LOG_TEXT_MAX], where[400];
+        char why[BD_LOG_TEXT_MAX], where[BD_INGEST_WHERE_MAX];
         BD_WARN("ingest", "redis AUTH failed %s conn=%s reason=%s; going on",
                 bd_ingest_url_where(c->url, NULL, where, sizeof where), c->name,
                 bd_log_quoted(why, sizeof why, reply->str));

@@ -926,7 +926,7 @@ static void redis_down(bd_ingest_t *ing, const rconn_t *c)
     bool first = !ing->ever_up && !ing->down_logged;
     if ((ing->redis_up || first) && !c->refused[0] && !ing->freeing) {
         ing->down_logged = true;
-        char why[BD_LOG_TEXT_MAX], where[400];
+        char why[BD_LOG_TEXT_MAX], where[BD_INGEST_WHERE_MAX];
         BD_WARN(
             "ingest",
             "redis unreachable %s conn=%s reason=%s; HTTP keeps serving, reconnecting with "
@@ -951,7 +951,7 @@ static void redis_maybe_up(bd_ingest_t *ing)
             }
         }
     }
-    char where[400];
+    char where[BD_INGEST_WHERE_MAX];
     BD_INFO("ingest", "redis %s %s db=%d consumer=%s", ing->ever_up ? "reconnected" : "connected",
             bd_ingest_url_where(&ing->url, ing->addrs.res ? ing->addrs.in_use : NULL, where,
                                 sizeof where),

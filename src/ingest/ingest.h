@@ -56,7 +56,9 @@ typedef struct {
 int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err);
 
 /* Where the URL leads, for logs: "host=HOST port=PORT" ("host=HOST address=ADDR port=PORT" with
- * an address its name led to), or "path=PATH". Returns buf. */
+ * an address its name led to), or "path=PATH". Returns buf, which BD_INGEST_WHERE_MAX bytes
+ * always hold. */
+#define BD_INGEST_WHERE_MAX 400
 const char *bd_ingest_url_where(const bd_redis_url_t *u, const char *addr, char *buf, size_t n);
 
 /* Start ingest for the models of `repo` that have a redis section (and for those loaded
