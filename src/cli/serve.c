@@ -629,8 +629,8 @@ int bd_cli_serve(int argc, char **argv)
     if (so.redis) {
         bd_ingest_opts_t io = {
             .url = redis_url, .consumer = consumer, .max_entry_bytes = (size_t)so.max_body_bytes};
-        /* Said before bd_ingest_new: a unix socket that is not there fails its connect at once,
-         * in there, and the line that says so should follow this one. */
+        /* Said before bd_ingest_new, whose first connect to a unix socket that is not there
+         * fails at once and logs so: that line follows this one. */
         char where[BD_INGEST_WHERE_MAX];
         BD_INFO("ingest", "redis ingest %s db=%d auth=%s consumer=%s",
                 bd_ingest_url_where(&redis_url, NULL, where, sizeof where), redis_url.db,

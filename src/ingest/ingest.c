@@ -2516,6 +2516,18 @@ static bool url_part(const char *s, size_t n, char *out, size_t cap)
     "(port 6379 when left out), or unix://[[USER]:PASSWORD@]/PATH[?db=DB] for a Redis on this "    \
     "machine, got '%s'"
 
+/* A URL's database number, the whole of s: digits only (no sign or space), at most 100000. */
+static bool parse_db(const char *s, int *db)
+{
+    char *end = NULL;
+    long v = *s >= '0' && *s <= '9' ? strtol(s, &end, 10) : -1;
+    if (!end || *end || v > 100000) {
+        return false;
+    }
+    *db = (int)v;
+    return true;
+}
+
 /* unix://'s /PATH[?db=DB], at p. The path's characters are a file name's usual ones, so that
  * it shows in a log line as it is. */
 static int parse_unix(const char *p, bd_redis_url_t *out, const char *shown, bd_err_t *err)
@@ -2537,14 +2549,8 @@ static int parse_unix(const char *p, bd_redis_url_t *out, const char *shown, bd_
     }
     memcpy(out->path, p, n);
     out->path[n] = '\0';
-    if (p[n] == '?') {
-        char *end = NULL;
-        bool digits = strncmp(p + n, "?db=", 4) == 0 && p[n + 4] >= '0' && p[n + 4] <= '9';
-        long v = digits ? strtol(p + n + 4, &end, 10) : -1;
-        if (!end || *end || v > 100000) {
-            return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
-        }
-        out->db = (int)v;
+    if (p[n] == '?' && (strncmp(p + n, "?db=", 4) != 0 || !parse_db(p + n + 4, &out->db))) {
+        return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }
     return 0;
 }
@@ -2626,12 +2632,9 @@ int bd_ingest_parse_url(const char *url, bd_redis_url_t *out, bd_err_t *err)
         rest = end;
     }
     if (*rest == '/' && rest[1]) {
-        char *end = NULL;
-        long v = strtol(rest + 1, &end, 10);
-        if (end == rest + 1 || *end || v < 0 || v > 100000) {
+        if (!parse_db(rest + 1, &out->db)) {
             return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
         }
-        out->db = (int)v;
     } else if (*rest && strcmp(rest, "/") != 0) {
         return bd_err_set(err, BD_EINVAL, BAD_URL, shown);
     }

@@ -128,6 +128,8 @@ def test_serve_errors_name_the_flag_or_the_environment_variable(tmp_path):
               "--redis must look like redis://HOST[:PORT][/DB] or redis://[USER]:PASSWORD@HOST"
               "[:PORT][/DB] (port 6379 when left out), or unix://[[USER]:PASSWORD@]/PATH[?db=DB] for "
               "a Redis on this machine, got 'redis://u:...'\n"),
+             # /DB and ?db= take digits only, as Redis numbers its databases.
+             (["--redis", "redis://h:6379/+1"], {}, "--redis must look like redis://HOST"),
              (["--redis", "redis://h:99999/0"], {}, "--redis must look like redis://HOST[:PORT]"
               "[/DB] or redis://[USER]:PASSWORD@HOST[:PORT][/DB] (port 6379 when left out), or "
               "unix://[[USER]:PASSWORD@]/PATH[?db=DB] for a Redis on this machine, got "

@@ -1131,7 +1131,7 @@ def test_a_redis_on_this_machine_through_its_unix_socket(start_server_fn, tmp_pa
         assert rsrv.client(db=0).dbsize() == 0, "it wrote outside DB 3"
         assert client.metric("batchd_redis_connected") == 1
         # Through the socket, not the server's TCP port: Redis shows such a client as PATH:0.
-        addrs = [c["addr"] for c in rsrv.client().client_list() if c.get("name") != TEST_CLIENT]
+        addrs = [c["addr"] for c in batchd_client_list(rsrv)]
         assert len(addrs) >= 2 and all(a == path + ":0" for a in addrs), addrs
 
         rsrv.restart(down_s=2.0)
@@ -1293,9 +1293,15 @@ def fake_dns(tmp_path):
     return set_table, ["env", "LD_PRELOAD=" + so, "BD_TEST_HOSTS=" + table, "ASAN_OPTIONS=" + asan]
 
 
+def batchd_client_list(server):
+    """The connections batchd holds to a redis-server (CLIENT LIST entries; the tests' own are
+    named)."""
+    return [c for c in server.client().client_list() if c.get("name") != TEST_CLIENT]
+
+
 def batchd_clients(server):
-    """How many connections batchd holds to a redis-server (the tests' own are named)."""
-    return sum(1 for c in server.client().client_list() if c.get("name") != TEST_CLIENT)
+    """How many connections batchd holds to a redis-server."""
+    return len(batchd_client_list(server))
 
 
 @pytest.fixture
@@ -1399,7 +1405,7 @@ def test_a_connection_lost_while_the_others_are_up_rejoins_them(start_server_fn,
     assert wait_results(rx, len(sent)), client.server.log()
     assert (batchd_clients(x), batchd_clients(y)) == (3, 0)
     set_table({"pair.test": ["127.0.0.3"]})
-    ours = [c for c in rx.client_list() if c.get("name") != TEST_CLIENT]
+    ours = batchd_client_list(x)
     rx.client_kill_filter(_id=ours[-1]["id"])  # the newest: a read connection
     assert wait_for(lambda: batchd_clients(x) + batchd_clients(y) == 3, 10)
     time.sleep(2)  # several polls: a connection on the wrong server would show by now
