@@ -496,11 +496,6 @@ void bd_buf_append(bd_buf_t *b, const void *data, size_t n)
     b->data[b->len] = '\0';
 }
 
-void bd_buf_puts(bd_buf_t *b, const char *s)
-{
-    bd_buf_append(b, s, strlen(s));
-}
-
 void bd_buf_putc(bd_buf_t *b, char c)
 {
     bd_buf_append(b, &c, 1);
@@ -590,6 +585,7 @@ struct bd_arena_chunk {
     bd_arena_chunk_t *next;
     size_t size; /* bytes usable in data[] */
     size_t off;
+    bool owned; /* malloc'ed by the arena; false for bd_arena_init_in's memory */
     _Alignas(16) unsigned char data[];
 };
 
@@ -600,6 +596,21 @@ void bd_arena_init(bd_arena_t *a, size_t limit)
     a->head = NULL;
     a->used = 0;
     a->limit = limit;
+}
+
+void bd_arena_init_in(bd_arena_t *a, size_t limit, void *mem, size_t size)
+{
+    bd_arena_init(a, limit);
+    if (mem && (uintptr_t)mem % 16 == 0 && size >= sizeof(bd_arena_chunk_t) + 16 &&
+        (!limit || size <= limit)) {
+        bd_arena_chunk_t *c = mem;
+        c->next = NULL;
+        c->size = size - sizeof *c;
+        c->off = 0;
+        c->owned = false;
+        a->head = c;
+        a->used = size;
+    }
 }
 
 void *bd_arena_alloc(bd_arena_t *a, size_t n)
@@ -632,6 +643,7 @@ void *bd_arena_alloc(bd_arena_t *a, size_t n)
         }
         c->size = size;
         c->off = 0;
+        c->owned = true;
         a->used += sizeof *c + size;
         if (a->head && size > ARENA_CHUNK / 2 && a->head->size - a->head->off > 64) {
             /* A big block gets its own chunk behind the current one, so the current
@@ -680,7 +692,9 @@ void bd_arena_dispose(bd_arena_t *a)
     bd_arena_chunk_t *c = a->head;
     while (c) {
         bd_arena_chunk_t *next = c->next;
-        free(c);
+        if (c->owned) {
+            free(c);
+        }
         c = next;
     }
     a->head = NULL;

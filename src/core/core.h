@@ -127,6 +127,24 @@ static inline bool bd_add_size(size_t a, size_t b, size_t *out)
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* ---- numbers as text -------------------------------------------------------------------- */
+
+/* v in decimal at w (at most 20 bytes, not terminated); returns the end. For the request path,
+ * where snprintf's format parsing costs more than the digits. */
+static inline char *bd_fmt_u64(char *w, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) {
+        *w++ = tmp[--n];
+    }
+    return w;
+}
+
 /* ---- random numbers -------------------------------------------------------------------- */
 
 /* xoshiro256** (Blackman and Vigna, 2018) seeded through splitmix64: fast, 256 bits of state,
@@ -161,7 +179,11 @@ void bd_buf_trim(bd_buf_t *b, size_t keep);
 /* Ensure room for `n` more bytes. Returns BD_ENOMEM and sets `failed` on failure. */
 int bd_buf_reserve(bd_buf_t *b, size_t n);
 void bd_buf_append(bd_buf_t *b, const void *data, size_t n);
-void bd_buf_puts(bd_buf_t *b, const char *s);
+/* Inline, so that a literal's length is known where it is written. */
+static inline void bd_buf_puts(bd_buf_t *b, const char *s)
+{
+    bd_buf_append(b, s, __builtin_strlen(s));
+}
 void bd_buf_putc(bd_buf_t *b, char c);
 void bd_buf_printf(bd_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append `s` (n bytes) as a quoted, escaped JSON string: valid UTF-8 as it is, the characters
@@ -184,6 +206,10 @@ typedef struct {
 } bd_arena_t;
 
 void bd_arena_init(bd_arena_t *a, size_t limit);
+/* bd_arena_init whose first chunk is `size` bytes at `mem` (16-byte aligned, outliving the
+ * arena, never freed by it): an arena that stays small then costs no malloc of its own. When
+ * mem does not fit (misaligned, too small, over the limit) it is not used. */
+void bd_arena_init_in(bd_arena_t *a, size_t limit, void *mem, size_t size);
 /* Returns 16-byte aligned memory, or NULL when out of memory or over the limit. */
 void *bd_arena_alloc(bd_arena_t *a, size_t n);
 void *bd_arena_calloc(bd_arena_t *a, size_t count, size_t size);

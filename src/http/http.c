@@ -45,7 +45,6 @@
 #include "http/http.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1428,10 +1427,10 @@ static void send_result(bd_http_t *h, job_t *j)
         reply_buf(h, req, "application/json", &h->out, coded);
     } else {
         char num[24];
-        int len = snprintf(num, sizeof num, "%zu", header_len);
+        size_t len = (size_t)(bd_fmt_u64(num, header_len) - num);
         h2o_add_header_by_str(&req->pool, &req->res.headers,
                               H2O_STRLIT("inference-header-content-length"), 0,
-                              "Inference-Header-Content-Length", num, (size_t)len);
+                              "Inference-Header-Content-Length", num, len);
         reply_buf(h, req, "application/octet-stream", &h->out, coded);
     }
     bd_buf_trim(&h->out, SCRATCH_KEEP);
@@ -1543,7 +1542,8 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
                          .user_size = sizeof(job_t)};
     bd_call_t *call = NULL;
     int rc;
-    if (image_body(req) && coding != BD_ZIP_IDENTITY) {
+    bool image = image_body(req);
+    if (image && coding != BD_ZIP_IDENTITY) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL,
                        H2O_STRLIT("identity"));
         reply_error(h, req, BD_ECODING,
@@ -1551,7 +1551,7 @@ static void infer(bd_http_t *h, h2o_req_t *req, h2o_iovec_t model, h2o_iovec_t v
                     "send it without Content-Encoding (JPEG and PNG are compressed already)");
         return;
     }
-    if (image_body(req)) {
+    if (image) {
         long k = query_classification(req);
         if (k < 0) {
             reply_error(h, req, BD_EINVAL,
@@ -2010,14 +2010,35 @@ static bool header_is(const char *line, size_t len, const char *name)
     return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
+/* RFC 3986's unreserved and sub-delims punctuation: -._~!$&'()*+,;= */
+static bool host_punct(unsigned char ch)
+{
+    const uint64_t below_64 = 1ull << '!' | 1ull << '$' | 1ull << '&' | 1ull << '\'' | 1ull << '(' |
+                              1ull << ')' | 1ull << '*' | 1ull << '+' | 1ull << ',' | 1ull << '-' |
+                              1ull << '.' | 1ull << ';' | 1ull << '=';
+    return ch < 64 ? (below_64 >> ch) & 1 : ch == '_' || ch == '~';
+}
+
+static bool ascii_digit(unsigned char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+static bool ascii_hex(unsigned char ch)
+{
+    return ascii_digit(ch) || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+}
+
 /* RFC 9110 7.2's Host: uri-host [":" port], where uri-host is an IP-literal ("[...]") or a
- * reg-name (unreserved, %XX and sub-delims; IPv4 is one), possibly empty. */
+ * reg-name (unreserved, %XX and sub-delims; IPv4 is one), possibly empty. Runs on every
+ * request: plain comparisons, no ctype or strchr calls. */
 static bool host_ok(const char *s, size_t n)
 {
     size_t i = 0;
     if (n > 0 && s[0] == '[') {
         while (++i < n && s[i] != ']') {
-            if (!isxdigit((unsigned char)s[i]) && (!s[i] || !strchr(":.vV-_~!$&'()*+,;=", s[i]))) {
+            unsigned char ch = (unsigned char)s[i];
+            if (!ascii_hex(ch) && ch != ':' && ch != 'v' && ch != 'V' && !host_punct(ch)) {
                 return false;
             }
         }
@@ -2027,9 +2048,10 @@ static bool host_ok(const char *s, size_t n)
     } else {
         for (; i < n && s[i] != ':'; i++) {
             unsigned char ch = (unsigned char)s[i];
-            bool pct = ch == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
-                       isxdigit((unsigned char)s[i + 2]);
-            if (!isalnum(ch) && (!ch || !strchr("-._~!$&'()*+,;=", ch)) && !pct) {
+            bool pct = ch == '%' && i + 2 < n && ascii_hex((unsigned char)s[i + 1]) &&
+                       ascii_hex((unsigned char)s[i + 2]);
+            bool alnum = ascii_digit(ch) || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z');
+            if (!alnum && !host_punct(ch) && !pct) {
                 return false;
             }
             i += pct ? 2 : 0;
@@ -2039,7 +2061,7 @@ static bool host_ok(const char *s, size_t n)
         return false;
     }
     for (; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) {
+        if (!ascii_digit((unsigned char)s[i])) {
             return false;
         }
     }

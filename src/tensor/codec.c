@@ -1388,7 +1388,7 @@ static int decode_input(const json_t *in, size_t i, const scan_t *sc, bd_tensor_
         return bd_err_set(err, BD_EINVAL, "input '%.*s': \"datatype\" must be a string",
                           shown(name), name);
     }
-    t->dtype = bd_dtype_from_name(s);
+    t->dtype = bd_dtype_from_chars(s, len);
     if (t->dtype == BD_DT_INVALID) {
         return bd_err_set(err, BD_EINVAL, "input '%.*s': unknown datatype '%.32s'", shown(name),
                           name, s);
@@ -1759,9 +1759,11 @@ typedef struct {
 
 static void fast_ws(fast_t *f)
 {
-    while (f->i < f->n && is_ws(f->s[f->i])) {
-        f->i++;
+    size_t i = f->i;
+    while (i < f->n && is_ws(f->s[i])) {
+        i++;
     }
+    f->i = i;
 }
 
 /* Skip whitespace, then take `c`. */
@@ -1781,20 +1783,20 @@ static bool fast_string(fast_t *f, fast_str_t *out)
     if (!fast_take(f, '"')) {
         return false;
     }
-    size_t start = f->i;
-    while (f->i < f->n && f->s[f->i] != '"') {
-        unsigned char c = (unsigned char)f->s[f->i];
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
+    const unsigned char *p = (const unsigned char *)f->s + f->i, *q = p;
+    const unsigned char *end = (const unsigned char *)f->s + f->n;
+    while (q < end && *q != '"') {
+        if (*q < 0x20 || *q >= 0x7f || *q == '\\') {
             return false;
         }
-        f->i++;
+        q++;
     }
-    if (f->i >= f->n) {
+    if (q == end) {
         return false;
     }
-    out->p = f->s + start;
-    out->n = f->i - start;
-    f->i++;
+    out->p = (const char *)p;
+    out->n = (size_t)(q - p);
+    f->i += out->n + 1;
     return true;
 }
 
@@ -1929,13 +1931,10 @@ static bool fast_input(fast_t *f, const bd_decode_limits_t *limits, fast_input_t
             return false;
         }
     }
-    if (m != 0 || !has_name || !has_type || !has_shape || !has_size || type.n >= 16) {
+    if (m != 0 || !has_name || !has_type || !has_shape || !has_size) {
         return false;
     }
-    char tname[16];
-    memcpy(tname, type.p, type.n);
-    tname[type.n] = '\0';
-    in->dtype = bd_dtype_from_name(tname);
+    in->dtype = bd_dtype_from_chars(type.p, type.n);
     size_t count;
     if (in->dtype == BD_DT_INVALID || in->dtype == BD_DT_BYTES || !bd_dtype_supported(in->dtype) ||
         bd_shape_count(&in->shape, 0, &count, NULL) != 0 ||
@@ -2197,27 +2196,13 @@ fail:
 #define ELEM_MAX 26
 #define BLOCK 4096
 
-static char *fmt_u64(char *w, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        *w++ = tmp[--n];
-    }
-    return w;
-}
-
 static char *fmt_i64(char *w, int64_t v)
 {
     if (v < 0) {
         *w++ = '-';
-        return fmt_u64(w, (uint64_t)0 - (uint64_t)v);
+        return bd_fmt_u64(w, (uint64_t)0 - (uint64_t)v);
     }
-    return fmt_u64(w, (uint64_t)v);
+    return bd_fmt_u64(w, (uint64_t)v);
 }
 
 static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3,  1e4,  1e5,  1e6,
@@ -2255,7 +2240,7 @@ static char *fmt_f32(char *w, float f)
         d = -d;
     }
     if (d < 1e9 && d == (double)(uint64_t)d) {
-        return fmt_u64(w, (uint64_t)d);
+        return bd_fmt_u64(w, (uint64_t)d);
     }
     if (d >= 1e-4 && d < 1e9) {
         double y4 = d * 1e4; /* exact: 24 + 10 bits */
@@ -2313,7 +2298,7 @@ static char *fmt_f64(char *w, double d)
             *w++ = '-';
             d = -d;
         }
-        return fmt_u64(w, (uint64_t)d);
+        return bd_fmt_u64(w, (uint64_t)d);
     }
     return w + snprintf(w, ELEM_MAX, "%.17g", d);
 }
@@ -2368,13 +2353,13 @@ static void put_data(bd_buf_t *b, const bd_tensor_t *t, size_t count)
             }
             break;
         case BD_DT_UINT8:
-            FORMAT_LOOP(uint8_t, fmt_u64(w, x)) break;
+            FORMAT_LOOP(uint8_t, bd_fmt_u64(w, x)) break;
         case BD_DT_UINT16:
-            FORMAT_LOOP(uint16_t, fmt_u64(w, x)) break;
+            FORMAT_LOOP(uint16_t, bd_fmt_u64(w, x)) break;
         case BD_DT_UINT32:
-            FORMAT_LOOP(uint32_t, fmt_u64(w, x)) break;
+            FORMAT_LOOP(uint32_t, bd_fmt_u64(w, x)) break;
         case BD_DT_UINT64:
-            FORMAT_LOOP(uint64_t, fmt_u64(w, x)) break;
+            FORMAT_LOOP(uint64_t, bd_fmt_u64(w, x)) break;
         case BD_DT_INT8:
             FORMAT_LOOP(int8_t, fmt_i64(w, x)) break;
         case BD_DT_INT16:
@@ -2467,7 +2452,7 @@ int bd_infer_encode(bd_buf_t *out, const char *model_name, const char *model_ver
         }
         if (outputs[i].binary) {
             bd_buf_puts(out, "],\"parameters\":{\"binary_data_size\":");
-            bd_buf_append(out, num, (size_t)(fmt_u64(num, t->byte_size) - num));
+            bd_buf_append(out, num, (size_t)(bd_fmt_u64(num, t->byte_size) - num));
             bd_buf_puts(out, "}}");
         } else {
             bd_buf_puts(out, "],\"data\":[");

@@ -36,11 +36,14 @@ static const struct {
 
 bd_dtype_t bd_dtype_from_name(const char *name)
 {
-    if (!name) {
-        return BD_DT_INVALID;
-    }
-    for (int i = BD_DT_INVALID + 1; i < BD_DT_COUNT_; i++) {
-        if (strcmp(name, dtypes[i].name) == 0) {
+    return name ? bd_dtype_from_chars(name, strlen(name)) : BD_DT_INVALID;
+}
+
+bd_dtype_t bd_dtype_from_chars(const char *s, size_t n)
+{
+    for (int i = BD_DT_INVALID + 1; s && n && i < BD_DT_COUNT_; i++) {
+        const char *d = dtypes[i].name; /* the first letter rules out most before a compare */
+        if (d[0] == s[0] && strncmp(d, s, n) == 0 && d[n] == '\0') {
             return (bd_dtype_t)i;
         }
     }

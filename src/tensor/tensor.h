@@ -36,6 +36,8 @@ typedef enum {
 
 /* "FP32" -> BD_DT_FP32; BD_DT_INVALID for an unknown name. */
 bd_dtype_t bd_dtype_from_name(const char *name);
+/* The same for the n bytes at s (not terminated, e.g. inside a JSON text). */
+bd_dtype_t bd_dtype_from_chars(const char *s, size_t n);
 /* BD_DT_FP32 -> "FP32"; "INVALID" for out-of-range values. */
 const char *bd_dtype_name(bd_dtype_t dt);
 /* Bytes per element (BOOL is 1 byte); 0 for INVALID and BYTES (whose elements vary). */

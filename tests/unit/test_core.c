@@ -414,6 +414,52 @@ static void test_arena_alignment_16(void **state)
     assert_int_equal(a.used, 0);
 }
 
+/* Memory the caller gives is the first chunk: small pieces come from it, a larger one opens
+ * a chunk of the arena's own, and dispose frees only that (ASan and LSan check both). */
+static void test_arena_init_in_uses_the_given_memory_first(void **state)
+{
+    (void)state;
+    _Alignas(16) unsigned char mem[512];
+    bd_arena_t a;
+    bd_arena_init_in(&a, 0, mem, sizeof mem);
+    assert_int_equal(a.used, sizeof mem);
+    unsigned char *p = bd_arena_alloc(&a, 100);
+    assert_true(p > mem && p + 100 <= mem + sizeof mem);
+    unsigned char *q = bd_arena_alloc(&a, 1000); /* past what is left of mem */
+    assert_non_null(q);
+    assert_true(q + 1000 <= mem || q >= mem + sizeof mem);
+    memset(q, 1, 1000);
+    assert_true(a.used > sizeof mem + 1000);
+    bd_arena_dispose(&a);
+    assert_null(a.head);
+    assert_int_equal(a.used, 0);
+
+    /* Not used when misaligned, too small or over the limit: the arena starts empty. */
+    bd_arena_init_in(&a, 0, mem + 1, sizeof mem - 1);
+    assert_null(a.head);
+    bd_arena_init_in(&a, 0, mem, 16);
+    assert_null(a.head);
+    bd_arena_init_in(&a, 256, mem, sizeof mem);
+    assert_null(a.head);
+    assert_int_equal(a.limit, 256);
+}
+
+static void test_fmt_u64_digits(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t v;
+        const char *text;
+    } cases[] = {
+        {0, "0"}, {7, "7"}, {10, "10"}, {602112, "602112"}, {UINT64_MAX, "18446744073709551615"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[24];
+        char *end = bd_fmt_u64(buf, cases[i].v);
+        assert_int_equal(end - buf, strlen(cases[i].text));
+        assert_memory_equal(buf, cases[i].text, strlen(cases[i].text));
+    }
+}
+
 static void test_arena_limit_below_one_chunk_still_allocates(void **state)
 {
     (void)state;
@@ -871,6 +917,8 @@ int main(void)
         cmocka_unit_test(test_arena_alignment_16),
         cmocka_unit_test(test_arena_limit_is_exact),
         cmocka_unit_test(test_arena_limit_below_one_chunk_still_allocates),
+        cmocka_unit_test(test_arena_init_in_uses_the_given_memory_first),
+        cmocka_unit_test(test_fmt_u64_digits),
         cmocka_unit_test(test_arena_strndup_and_calloc),
         cmocka_unit_test(test_arena_overflow_returns_null),
         cmocka_unit_test(test_size_arithmetic_overflow),

@@ -119,6 +119,13 @@ static void test_dtype_names(void **state)
     assert_int_equal(bd_dtype_from_name("INVALID"), BD_DT_INVALID);
     assert_int_equal(bd_dtype_from_name(""), BD_DT_INVALID);
     assert_int_equal(bd_dtype_from_name(NULL), BD_DT_INVALID);
+    /* The counted form reads exactly n bytes: no prefix, no longer name, no NUL inside. */
+    assert_int_equal(bd_dtype_from_chars("FP32,", 4), BD_DT_FP32);
+    assert_int_equal(bd_dtype_from_chars("UINT16", 5), BD_DT_INVALID); /* "UINT1" */
+    assert_int_equal(bd_dtype_from_chars("INT8", 5), BD_DT_INVALID);   /* with its NUL */
+    assert_int_equal(bd_dtype_from_chars("FP32\0x", 6), BD_DT_INVALID);
+    assert_int_equal(bd_dtype_from_chars("INT64", 5), BD_DT_INT64);
+    assert_int_equal(bd_dtype_from_chars("", 0), BD_DT_INVALID);
     assert_string_equal(bd_dtype_name(BD_DT_INVALID), "INVALID");
     assert_string_equal(bd_dtype_name(BD_DT_COUNT_), "INVALID");
     assert_string_equal(bd_dtype_name((bd_dtype_t)-3), "INVALID");
