@@ -4,7 +4,9 @@
  * Threads: bd_mailbox_post from any thread; everything else on the owner thread. The eventfd
  * is written only by the post that finds the list empty, and read (reset) by the drain
  * before it takes the list, so a post racing with a drain either lands in this drain's list
- * or writes the eventfd again for the next one: no mail is ever left without a wake-up. */
+ * or writes the eventfd again for the next one: no mail is ever left without a wake-up. The
+ * one exception is the owner's own posts while it holds its mailbox (bd_mailbox_hold): they
+ * write nothing, and the owner drains them itself before its loop waits again. */
 #include "core/core.h"
 
 #include <errno.h>
@@ -19,6 +21,10 @@ struct bd_mailbox {
     bd_mail_t *head, *tail; /* under mu */
     int efd;
 };
+
+/* The mailbox whose posts made on this thread write no wake-up (bd_mailbox_hold), or NULL;
+ * only ever set on an owner thread. */
+static _Thread_local bd_mailbox_t *held;
 
 bd_mailbox_t *bd_mailbox_new(bd_err_t *err)
 {
@@ -65,18 +71,36 @@ void bd_mailbox_post(bd_mailbox_t *mb, bd_mail_t *mail)
     }
     mb->tail = mail;
     pthread_mutex_unlock(&mb->mu);
-    if (was_empty) {
+    if (was_empty && held != mb) {
         uint64_t one = 1;
         while (write(mb->efd, &one, sizeof one) < 0 && errno == EINTR) {
         }
     }
 }
 
+void bd_mailbox_hold(bd_mailbox_t *mb)
+{
+    held = mb;
+}
+
+static size_t run_posted(bd_mailbox_t *mb);
+
 size_t bd_mailbox_drain(bd_mailbox_t *mb)
 {
     uint64_t count;
     while (read(mb->efd, &count, sizeof count) < 0 && errno == EINTR) {
     }
+    return run_posted(mb);
+}
+
+size_t bd_mailbox_drain_held(bd_mailbox_t *mb)
+{
+    held = NULL;
+    return run_posted(mb);
+}
+
+static size_t run_posted(bd_mailbox_t *mb)
+{
     pthread_mutex_lock(&mb->mu);
     bd_mail_t *list = mb->head;
     mb->head = mb->tail = NULL;

@@ -161,19 +161,21 @@ size_t bd_infer_inflight(const bd_infer_t *inf)
 
 void bd_infer_flush(bd_infer_t *inf)
 {
-    bool ran = false;
+    if (inf->n_held == 0) {
+        return;
+    }
+    /* A batch run here posts its answers without a wake-up; they run below, in this turn. */
+    bd_mailbox_hold(inf->mailbox);
     for (size_t i = 0; i < inf->n_held; i++) {
         bd_sched_t *s = bd_model_sched(inf->held[i]);
-        if (inf->opts.inline_max_ns && bd_sched_run_inline(s, inf->opts.inline_max_ns)) {
-            ran = true;
+        if (inf->opts.inline_max_ns) {
+            bd_sched_run_inline(s, inf->opts.inline_max_ns);
         }
         bd_sched_kick(s);
         bd_model_unref(inf->held[i]);
     }
     inf->n_held = 0;
-    if (ran) {
-        bd_mailbox_drain(inf->mailbox); /* the batch's answers, in this turn */
-    }
+    bd_mailbox_drain_held(inf->mailbox);
 }
 
 int bd_infer_http_status(int code)

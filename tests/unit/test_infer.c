@@ -484,6 +484,60 @@ static void test_mailbox_many_producers_in_order_on_the_owner(void **state)
     bd_mailbox_free(mb);
 }
 
+static int held_ran;
+
+static void on_held_note(bd_mail_t *mail)
+{
+    (void)mail;
+    held_ran++;
+}
+
+static void *post_one(void *arg)
+{
+    void **a = arg;
+    bd_mailbox_post(a[0], a[1]);
+    return NULL;
+}
+
+static bool mail_signalled(bd_mailbox_t *mb)
+{
+    struct pollfd pf = {.fd = bd_mailbox_fd(mb), .events = POLLIN};
+    return poll(&pf, 1, 0) > 0;
+}
+
+/* While the owner holds its mailbox its own posts write no wake-up and drain_held runs them;
+ * another thread's post still wakes the loop, and after drain_held the owner's posts do too. */
+static void test_mailbox_hold_skips_the_owners_own_wake_ups(void **state)
+{
+    (void)state;
+    bd_mailbox_t *mb = bd_mailbox_new(NULL);
+    assert_non_null(mb);
+    bd_mail_t a = {.cb = on_held_note}, b = {.cb = on_held_note}, c = {.cb = on_held_note};
+    held_ran = 0;
+    bd_mailbox_hold(mb);
+    bd_mailbox_post(mb, &a);
+    assert_false(mail_signalled(mb));
+    assert_int_equal(bd_mailbox_drain_held(mb), 1);
+    assert_int_equal(held_ran, 1);
+    assert_false(mail_signalled(mb));
+
+    bd_mailbox_hold(mb); /* the hold is this thread's: another thread's post wakes */
+    pthread_t t;
+    void *args[2] = {mb, &b};
+    assert_int_equal(pthread_create(&t, NULL, post_one, args), 0);
+    pthread_join(t, NULL);
+    assert_true(mail_signalled(mb));
+    assert_int_equal(bd_mailbox_drain_held(mb), 1);
+    assert_int_equal(held_ran, 2);
+
+    bd_mailbox_post(mb, &c); /* no longer held: this post wakes as any other */
+    assert_true(mail_signalled(mb));
+    assert_int_equal(bd_mailbox_drain(mb), 1);
+    assert_int_equal(held_ran, 3);
+    assert_false(mail_signalled(mb));
+    bd_mailbox_free(mb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +553,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_stops_inflating_on_the_decode_thread, setup,
                                         teardown),
         cmocka_unit_test(test_mailbox_many_producers_in_order_on_the_owner),
+        cmocka_unit_test(test_mailbox_hold_skips_the_owners_own_wake_ups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
