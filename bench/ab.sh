@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# bench/ab.sh: two builds of batchd side by side on the request path (issue 11), interleaved, so
+# the machine's swings hit both alike: both servers run at once on the same repository (a sim
+# identity model and, when MODELS_DIR has it, the mlp), and each rep drives identity infer and
+# the mlp at CONNS connections with wrk on A and on B back to back, which goes first
+# alternating per rep.
+#
+#   bench/ab.sh A_BIN B_BIN [MODELS_DIR] [CONNS] [REPS] [SECONDS]
+#                                 (defaults: ../shared/models, 64, 6, 4)
+#
+# Environment: PYTHON (/usr/bin/python3).
+#
+# Per run: req/s and p50 from wrk, and the server's CPU per request (utime + stime of its
+# process from /proc/PID/stat over the run, divided by wrk's completed requests). The table
+# gives the medians over the reps (min..max) and B over A of the medians. A run with non-2xx
+# replies or socket errors stops the script. Markdown on stdout and in
+# bench/results/ab-<UTC time>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=${1:?usage: bench/ab.sh A_BIN B_BIN [MODELS_DIR] [CONNS] [REPS] [SECONDS]}
+B=${2:?usage: bench/ab.sh A_BIN B_BIN [MODELS_DIR] [CONNS] [REPS] [SECONDS]}
+MODELS=${3:-../shared/models}
+CONNS=${4:-64}
+REPS=${5:-6}
+SECS=${6:-4}
+PY=${PYTHON:-/usr/bin/python3}
+command -v wrk >/dev/null ||
+  { echo "ab: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+for bin in "$A" "$B"; do
+  [ -x "$bin" ] || { echo "ab: $bin is not an executable" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=""
+cleanup() {
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p bench/results "$work/repo/identity/1"
+echo '{"backend": "sim", "max_batch_size": 64, "sim": {"latency_us": 0},
+ "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
+ "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}]}' > "$work/repo/identity/config.json"
+hl_identity=$("$PY" bench/make_body.py "$work/identity.body" INPUT0 1,16 OUTPUT0)
+workloads=identity
+if [ -f "$MODELS/mlp/1/model.onnx" ]; then
+  mkdir -p "$work/repo/mlp/1"
+  ln -s "$(realpath "$MODELS/mlp/1/model.onnx")" "$work/repo/mlp/1/model.onnx"
+  hl_mlp=$("$PY" bench/make_body.py "$work/mlp.body" input 1,64 probs)
+  workloads="identity mlp"
+else
+  echo "ab: no $MODELS/mlp/1/model.onnx; identity infer only" >&2
+fi
+
+# start WHO BIN: sets pid_WHO and port_WHO.
+start() {
+  "$2" serve --model-repository "$work/repo" --http-port 0 2> "$work/$1.log" &
+  local pid=$! port=""
+  pids="$pids $pid"
+  for _ in $(seq 1 300); do
+    port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/$1.log" 2>/dev/null |
+      sed 's/.*port=//' || true)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { echo "ab: $2 did not start" >&2; cat "$work/$1.log" >&2; exit 1; }
+  printf -v "pid_$1" '%s' "$pid"
+  printf -v "port_$1" '%s' "$port"
+}
+start A "$A"
+start B "$B"
+
+# run WHO WORKLOAD SECONDS [REP]: one wrk run; with REP, a JSON line appended to runs.jsonl.
+run() {
+  local pid_var=pid_$1 port_var=port_$1 hl_var=hl_$2
+  local pid=${!pid_var} t0 t1
+  t0=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+  WRK_OUT=$work/r.json wrk -t1 -c"$CONNS" -d"$3s" --timeout 30s -s bench/wrk_infer.lua \
+    "http://127.0.0.1:${!port_var}/v2/models/$2/infer" -- "$work/$2.body" "${!hl_var}" > /dev/null
+  t1=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+  [ $# -lt 4 ] && return 0
+  "$PY" - "$work/r.json" "$4" "$1" "$2" $((t1 - t0)) "$(getconf CLK_TCK)" >> "$work/runs.jsonl" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["non2xx"] or r["socket_errors"] or not r["requests"]:
+    sys.exit("ab: %s %s: %d non-2xx, %d socket errors" % (sys.argv[3], sys.argv[4], r["non2xx"],
+                                                          r["socket_errors"]))
+print(json.dumps({"rep": int(sys.argv[2]), "who": sys.argv[3], "what": sys.argv[4],
+                  "rps": r["requests"] / (r["duration_us"] / 1e6), "p50_us": r["p50_us"],
+                  "cpu_us": int(sys.argv[5]) / int(sys.argv[6]) * 1e6 / r["requests"]}))
+PY
+  echo "ab: rep $4 $1 $2: $(tail -1 "$work/runs.jsonl")" >&2
+}
+
+for who in A B; do # warm-up: first connections, first model runs
+  for what in $workloads; do run "$who" "$what" 1; done
+done
+: > "$work/runs.jsonl"
+for rep in $(seq 1 "$REPS"); do
+  order="A B"
+  [ $((rep % 2)) = 0 ] && order="B A"
+  for what in $workloads; do
+    for who in $order; do run "$who" "$what" "$SECS" "$rep"; done
+  done
+done
+
+out=bench/results/ab-$(date -u +%Y%m%dT%H%M%SZ).md
+"$PY" - "$work/runs.jsonl" "$A" "$B" "$MODELS" "$CONNS" "$REPS" "$SECS" > "$out" <<'PY'
+import json, os, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+a, b, models, conns, reps, secs = sys.argv[2:8]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+            if l.startswith("model name")), "?")
+print("## Two builds side by side, %d cores, %s\n" % (os.cpu_count(), cpu))
+print("Command: `bench/ab.sh %s %s %s %s %s %s` (wrk 1 thread, %s connections; medians of "
+      "%s interleaved reps of %s s, min..max)\n" % (a, b, models, conns, reps, secs, conns, reps,
+                                                    secs))
+print("| workload | figure | A | B | B/A |")
+print("|---|---|---:|---:|---:|")
+for what in sorted({r["what"] for r in runs}):
+    for key, name, fmt in (("rps", "req/s", "%.0f"), ("p50_us", "p50 µs", "%.0f"),
+                           ("cpu_us", "server CPU µs/request", "%.2f")):
+        cells, med = [], {}
+        for who in ("A", "B"):
+            v = [r[key] for r in runs if r["what"] == what and r["who"] == who]
+            med[who] = statistics.median(v)
+            cells.append((fmt + " (" + fmt + ".." + fmt + ")") % (med[who], min(v), max(v)))
+        print("| %s | %s | %s | %s | %.3f |" % (what, name, cells[0], cells[1],
+                                                med["B"] / med["A"] if med["A"] else 0))
+PY
+cat "$out"
