@@ -16,10 +16,11 @@
 # replies or socket errors stops the script. Markdown on stdout and in
 # bench/results/ab-<UTC time>.md.
 set -euo pipefail
+usage="usage: bench/ab.sh A_BIN B_BIN [MODELS_DIR] [CONNS] [REPS] [SECONDS]"
+A=$(realpath -e "${1:?$usage}") # as given from where it was run, before the cd below
+B=$(realpath -e "${2:?$usage}")
+MODELS=$(realpath -m "${3:-$(dirname "$0")/../../shared/models}")
 cd "$(dirname "$0")/.."
-A=${1:?usage: bench/ab.sh A_BIN B_BIN [MODELS_DIR] [CONNS] [REPS] [SECONDS]}
-B=${2:?usage: bench/ab.sh A_BIN B_BIN [MODELS_DIR] [CONNS] [REPS] [SECONDS]}
-MODELS=${3:-../shared/models}
 CONNS=${4:-64}
 REPS=${5:-6}
 SECS=${6:-4}
@@ -72,15 +73,17 @@ start() {
 start A "$A"
 start B "$B"
 
-# run WHO WORKLOAD SECONDS [REP]: one wrk run; with REP, a JSON line appended to runs.jsonl.
+# run WHO WORKLOAD SECONDS REP: one wrk run, a JSON line appended to runs.jsonl (REP 0: the
+# warm-up, checked but not kept).
 run() {
   local pid_var=pid_$1 port_var=port_$1 hl_var=hl_$2
   local pid=${!pid_var} t0 t1
+  rm -f "$work/r.json"
   t0=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
   WRK_OUT=$work/r.json wrk -t1 -c"$CONNS" -d"$3s" --timeout 30s -s bench/wrk_infer.lua \
     "http://127.0.0.1:${!port_var}/v2/models/$2/infer" -- "$work/$2.body" "${!hl_var}" > /dev/null
   t1=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
-  [ $# -lt 4 ] && return 0
+  [ -s "$work/r.json" ] || { echo "ab: wrk wrote no summary for $1 $2" >&2; exit 1; }
   "$PY" - "$work/r.json" "$4" "$1" "$2" $((t1 - t0)) "$(getconf CLK_TCK)" >> "$work/runs.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -95,7 +98,7 @@ PY
 }
 
 for who in A B; do # warm-up: first connections, first model runs
-  for what in $workloads; do run "$who" "$what" 1; done
+  for what in $workloads; do run "$who" "$what" 1 0; done
 done
 : > "$work/runs.jsonl"
 for rep in $(seq 1 "$REPS"); do

@@ -17,11 +17,12 @@
 # time, go to its worker instead of running on the loop: count the loop's own work with the
 # identity model.
 set -euo pipefail
+# Paths as given from where it was run, before the cd below.
+MODELS=$(realpath -m "${1:-$(dirname "$0")/../../shared/models}")
+BIN=$(realpath -m "${BATCHD_BIN:-$(dirname "$0")/../build/batchd}")
 cd "$(dirname "$0")/.."
-MODELS=${1:-../shared/models}
 N=${2:-4000}
 CONNS=${3:-16}
-BIN=${BATCHD_BIN:-build/batchd}
 PY=${PYTHON:-/usr/bin/python3}
 WARM=${WARM:-500}
 TOP=${INSTR_TOP:-25}
@@ -105,9 +106,11 @@ for model in $models; do
   done
   [ -n "$port" ] || { echo "instr: server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
   "$PY" "$work/rounds.py" "$port" "$WARM" "$CONNS" "$work/body" "$hl" "$model"
-  callgrind_control -z "$vg" > /dev/null 2>&1
+  callgrind_control -z "$vg" > "$work/ctl.log" 2>&1 ||
+    { echo "instr: callgrind_control -z failed" >&2; cat "$work/ctl.log" >&2; exit 1; }
   "$PY" "$work/rounds.py" "$port" "$N" "$CONNS" "$work/body" "$hl" "$model"
-  callgrind_control -d "$vg" > /dev/null 2>&1
+  callgrind_control -d "$vg" > "$work/ctl.log" 2>&1 ||
+    { echo "instr: callgrind_control -d failed" >&2; cat "$work/ctl.log" >&2; exit 1; }
   kill "$vg"
   wait "$vg" 2>/dev/null || true
   vg=""

@@ -314,7 +314,8 @@ size_t bd_mailbox_drain(bd_mailbox_t *mb);
  * event loop): from bd_mailbox_hold on, posts this thread makes to mb write no wake-up, and
  * bd_mailbox_drain_held ends that and runs what was posted (other threads' mail too) without
  * reading the eventfd: two syscalls fewer a turn. A wake-up another thread wrote meanwhile
- * stays, and costs one empty drain at most. Owner thread; drain_held before the loop waits. */
+ * stays, and costs one empty drain at most. Owner thread; drain_held before the loop waits.
+ * Holds do not nest: one mailbox at a time per thread. */
 void bd_mailbox_hold(bd_mailbox_t *mb);
 size_t bd_mailbox_drain_held(bd_mailbox_t *mb);
 

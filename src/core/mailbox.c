@@ -48,6 +48,9 @@ void bd_mailbox_free(bd_mailbox_t *mb)
     if (!mb) {
         return;
     }
+    if (held == mb) {
+        held = NULL;
+    }
     bd_mailbox_drain(mb);
     close(mb->efd);
     pthread_mutex_destroy(&mb->mu);

@@ -43,7 +43,7 @@ bd_dtype_t bd_dtype_from_chars(const char *s, size_t n)
 {
     for (int i = BD_DT_INVALID + 1; s && n && i < BD_DT_COUNT_; i++) {
         const char *d = dtypes[i].name; /* the first letter rules out most before a compare */
-        if (d[0] == s[0] && strncmp(d, s, n) == 0 && d[n] == '\0') {
+        if (d[0] == s[0] && strlen(d) == n && memcmp(d, s, n) == 0) {
             return (bd_dtype_t)i;
         }
     }
