@@ -25,6 +25,7 @@ CONNS=${4:-64}
 REPS=${5:-6}
 SECS=${6:-4}
 PY=${PYTHON:-/usr/bin/python3}
+. bench/lib.sh
 command -v wrk >/dev/null ||
   { echo "ab: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 for bin in "$A" "$B"; do
@@ -40,15 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p bench/results "$work/repo/identity/1"
-echo '{"backend": "sim", "max_batch_size": 64, "sim": {"latency_us": 0},
- "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
- "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}]}' > "$work/repo/identity/config.json"
+mkdir -p bench/results
+request_path_repo "$work/repo" "$MODELS"
 hl_identity=$("$PY" bench/make_body.py "$work/identity.body" INPUT0 1,16 OUTPUT0)
 workloads=identity
-if [ -f "$MODELS/mlp/1/model.onnx" ]; then
-  mkdir -p "$work/repo/mlp/1"
-  ln -s "$(realpath "$MODELS/mlp/1/model.onnx")" "$work/repo/mlp/1/model.onnx"
+if [ -n "$has_mlp" ]; then
   hl_mlp=$("$PY" bench/make_body.py "$work/mlp.body" input 1,64 probs)
   workloads="identity mlp"
 else

@@ -45,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p bench/results "$work/repo/identity/1"
+mkdir -p bench/results
 
 # How syscalls get counted: perf if it counts here (root, or perf_event_paranoid allows it).
 SYSCALLS=${FLOOR_SYSCALLS:-}
@@ -60,16 +60,10 @@ if [ -z "$SYSCALLS" ]; then
   fi
 fi
 
-# The models: a sim identity (the request path is all there is to measure) and, when
-# MODELS_DIR has it, the mlp with the server's defaults.
-echo '{"backend": "sim", "max_batch_size": 64, "sim": {"latency_us": 0},
- "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
- "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}]}' > "$work/repo/identity/config.json"
+request_path_repo "$work/repo" "$MODELS"
 hl_identity=$("$PY" bench/make_body.py "$work/identity.body" INPUT0 1,16 OUTPUT0)
 workloads="identity health"
-if [ -f "$MODELS/mlp/1/model.onnx" ]; then
-  mkdir -p "$work/repo/mlp/1"
-  ln -s "$(realpath "$MODELS/mlp/1/model.onnx")" "$work/repo/mlp/1/model.onnx"
+if [ -n "$has_mlp" ]; then
   hl_mlp=$("$PY" bench/make_body.py "$work/mlp.body" input 1,64 probs)
   workloads="$workloads mlp64 mlp1"
 else

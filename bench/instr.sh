@@ -26,6 +26,7 @@ CONNS=${3:-16}
 PY=${PYTHON:-/usr/bin/python3}
 WARM=${WARM:-500}
 TOP=${INSTR_TOP:-25}
+. bench/lib.sh
 command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null ||
   { echo "instr: valgrind is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "instr: build first (make build)" >&2; exit 1; }
@@ -39,15 +40,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p bench/results "$work/repo/identity/1"
-echo '{"backend": "sim", "max_batch_size": 64, "sim": {"latency_us": 0},
- "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
- "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}]}' > "$work/repo/identity/config.json"
+mkdir -p bench/results
+request_path_repo "$work/repo" "$MODELS"
 models=${INSTR_MODELS:-identity mlp}
-if [ -f "$MODELS/mlp/1/model.onnx" ]; then
-  mkdir -p "$work/repo/mlp/1"
-  ln -s "$(realpath "$MODELS/mlp/1/model.onnx")" "$work/repo/mlp/1/model.onnx"
-else
+if [ -z "$has_mlp" ]; then
   models=${models//mlp/}
   echo "instr: no $MODELS/mlp/1/model.onnx; identity infer only" >&2
 fi

@@ -38,3 +38,20 @@ wide_repo() {
  "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [-1]}]}
 JSON
 }
+
+# request_path_repo DIR MODELS_DIR: in DIR, the models the request-path benchmarks post to:
+# "identity" (sim, latency 0, FP32 [16] in and out, batches of up to 64: the request path is all
+# there is to measure) and, when MODELS_DIR has it, "mlp" (linked, the server's defaults). Sets
+# has_mlp to 1 when it is there, else empty.
+request_path_repo() {
+  mkdir -p "$1/identity/1"
+  echo '{"backend": "sim", "max_batch_size": 64, "sim": {"latency_us": 0},
+ "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
+ "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}]}' > "$1/identity/config.json"
+  has_mlp=""
+  if [ -f "$2/mlp/1/model.onnx" ]; then
+    mkdir -p "$1/mlp/1"
+    ln -s "$(realpath "$2/mlp/1/model.onnx")" "$1/mlp/1/model.onnx"
+    has_mlp=1
+  fi
+}
