@@ -1757,7 +1757,7 @@ typedef struct {
     int binary; /* -1: parameters.binary_data_output decides */
 } fast_output_t;
 
-static void fast_ws(fast_t *f)
+static inline void fast_ws(fast_t *f)
 {
     size_t i = f->i;
     while (i < f->n && is_ws(f->s[i])) {
@@ -1767,7 +1767,7 @@ static void fast_ws(fast_t *f)
 }
 
 /* Skip whitespace, then take `c`. */
-static bool fast_take(fast_t *f, char c)
+static inline bool fast_take(fast_t *f, char c)
 {
     fast_ws(f);
     if (f->i < f->n && f->s[f->i] == c) {
