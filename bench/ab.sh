@@ -32,15 +32,8 @@ for bin in "$A" "$B"; do
   [ -x "$bin" ] || { echo "ab: $bin is not an executable" >&2; exit 1; }
 done
 
-work=$(mktemp -d)
-pids=""
-cleanup() {
-  for p in $pids; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_temp
+srv="" # both servers' pids
 mkdir -p bench/results
 request_path_repo "$work/repo" "$MODELS"
 hl_identity=$("$PY" bench/make_body.py "$work/identity.body" INPUT0 1,16 OUTPUT0)
@@ -55,15 +48,9 @@ fi
 # start WHO BIN: sets pid_WHO and port_WHO.
 start() {
   "$2" serve --model-repository "$work/repo" --http-port 0 2> "$work/$1.log" &
-  local pid=$! port=""
-  pids="$pids $pid"
-  for _ in $(seq 1 300); do
-    port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/$1.log" 2>/dev/null |
-      sed 's/.*port=//' || true)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "ab: $2 did not start" >&2; cat "$work/$1.log" >&2; exit 1; }
+  local pid=$!
+  srv="$srv $pid"
+  listen_port "$work/$1.log" 30
   printf -v "pid_$1" '%s' "$pid"
   printf -v "port_$1" '%s' "$port"
 }

@@ -31,15 +31,8 @@ command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null ||
   { echo "instr: valgrind is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "instr: build first (make build)" >&2; exit 1; }
 
-work=$(mktemp -d)
-vg=""
-cleanup() {
-  if [ -n "$vg" ]; then kill "$vg" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_temp
+srv="" # the valgrind-run server of the model being counted
 mkdir -p bench/results
 request_path_repo "$work/repo" "$MODELS"
 models=${INSTR_MODELS:-identity mlp}
@@ -92,24 +85,17 @@ for model in $models; do
   esac
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$BIN" serve \
     --model-repository "$work/repo" --http-port 0 2> "$work/server.log" &
-  vg=$!
-  port=""
-  for _ in $(seq 1 600); do # valgrind starts slowly
-    port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/server.log" 2>/dev/null |
-      sed 's/.*port=//' || true)
-    [ -n "$port" ] && break
-    sleep 0.2
-  done
-  [ -n "$port" ] || { echo "instr: server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
+  srv=$!
+  listen_port "$work/server.log" 120 # valgrind starts slowly
   "$PY" "$work/rounds.py" "$port" "$WARM" "$CONNS" "$work/body" "$hl" "$model"
-  callgrind_control -z "$vg" > "$work/ctl.log" 2>&1 ||
+  callgrind_control -z "$srv" > "$work/ctl.log" 2>&1 ||
     { echo "instr: callgrind_control -z failed" >&2; cat "$work/ctl.log" >&2; exit 1; }
   "$PY" "$work/rounds.py" "$port" "$N" "$CONNS" "$work/body" "$hl" "$model"
-  callgrind_control -d "$vg" > "$work/ctl.log" 2>&1 ||
+  callgrind_control -d "$srv" > "$work/ctl.log" 2>&1 ||
     { echo "instr: callgrind_control -d failed" >&2; cat "$work/ctl.log" >&2; exit 1; }
-  kill "$vg"
-  wait "$vg" 2>/dev/null || true
-  vg=""
+  kill "$srv"
+  wait "$srv" 2>/dev/null || true
+  srv=""
   out=bench/results/instr-$stamp-$model.out
   cp "$(ls "$work"/cg.*.1)" "$out" # the dump after zeroing, not the exit's
   rm -f "$work"/cg.*

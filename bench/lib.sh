@@ -1,11 +1,12 @@
 # bench/lib.sh: sourced by the bench scripts. Needs BIN set, and work (a temp folder: bench_temp
 # makes one).
 
-# bench_temp: work=a new temporary folder, removed at exit, when the server started there (srv)
-# is stopped.
+# bench_temp: work=a new temporary folder, removed at exit, when the servers started there (srv:
+# one pid, or several separated by spaces) are stopped; an interrupt exits through the same path.
 bench_temp() {
   work=$(mktemp -d)
-  trap 'kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+  trap 'for p in ${srv:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+  trap 'exit 130' INT TERM
 }
 
 # start_server REPO: serve REPO on a free port (plus $SERVE_FLAGS); sets srv (pid) and url, or
@@ -13,14 +14,22 @@ bench_temp() {
 start_server() {
   "$BIN" serve --model-repository "$1" --http-port 0 ${SERVE_FLAGS:-} 2> "$work/server.log" &
   srv=$!
-  local port=""
-  for _ in $(seq 1 300); do
-    port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$work/server.log" 2>/dev/null | sed 's/.*port=//' || true)
-    [ -n "$port" ] && break
+  listen_port "$work/server.log" 30
+  url=http://127.0.0.1:$port
+}
+
+# listen_port LOG SECONDS: port=the HTTP port a starting server logs to LOG, waiting up to
+# SECONDS for it; else prints the log and exits.
+listen_port() {
+  port=""
+  for _ in $(seq 1 $(($2 * 10))); do
+    port=$(grep -o 'http listening host=[^ ]* port=[0-9]*' "$1" 2>/dev/null | sed 's/.*port=//' || true)
+    [ -n "$port" ] && return 0
     sleep 0.1
   done
-  [ -n "$port" ] || { echo "bench: server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
-  url=http://127.0.0.1:$port
+  echo "bench: the server did not start" >&2
+  cat "$1" >&2
+  exit 1
 }
 
 # metric NAME MODEL: the value of a per-model series on /metrics.
