@@ -3210,8 +3210,13 @@ static void on_read_checked(h2o_socket_t *sock, const char *err)
     }
     if (c->refused && !err) {
         /* Refused and shut down, but the kernel still hands over what was queued before the
-         * shutdown (megabytes from a pipelining client): dropped, and h2o closes now instead
-         * of parsing it. */
+         * shutdown (megabytes from a pipelining client, or the rest of a refused body): dropped,
+         * and h2o closes now instead of parsing it, with a reset. A client still sending must
+         * see one: after shutdown(SHUT_RD) the kernel stops opening the receive window, and a
+         * closed socket whose window was left at 0 keeps the client's sends blocked for a
+         * minute (the FIN-WAIT-2 remnant answers with that window). */
+        struct linger hard = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
         h2o_buffer_consume(&sock->input, sock->input->size);
         count_buffer(c);
         err = h2o_socket_error_closed;
