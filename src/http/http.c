@@ -163,6 +163,7 @@ typedef struct {
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
     bool head_checked;                 /* check_head passed its head; until busy ends */
+    int hosts;                         /* that head's Host fields */
     bool chunked;                      /* that head had Transfer-Encoding: chunked */
     h2o_timeout_entry_t rewatch_entry; /* on h->rewatch_timeout: watch_reads after a reply */
     size_t last_body;                  /* the last request's body bytes (reserve_next) */
@@ -2119,8 +2120,10 @@ static bool content_length(h2o_iovec_t v, unsigned long long *out)
  * here too, for the heads check_head does not see. h2o 2.2.5 keeps only one of each of these
  * headers (it reads the body by the last framing header it saw), so the check reads the raw
  * header block, which is still at the front of the connection's input buffer while the
- * request is handled. Returns false after replying (the connection then closes). */
-static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
+ * request is handled; a head check_head judged (c->head_checked) is not read again, as all
+ * but its Host count and its URL's length passed there. Returns false after replying (the
+ * connection then closes). */
+static bool request_head_ok(bd_http_t *h, h2o_req_t *req, const conn_t *c)
 {
     h2o_socket_t *sock = req_socket(req);
     if (!sock || !sock->input || sock->input->size == 0) {
@@ -2132,41 +2135,47 @@ static bool request_head_ok(bd_http_t *h, h2o_req_t *req)
     h2o_iovec_t first_cl = {NULL, 0};
     bool cl_bad = false;
     const char *fault = NULL;
-    const char *nl = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
-    for (p = nl ? nl + 1 : end; p < end; p = nl + 1) {
-        nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            break;
+    if (c && c->head_checked) {
+        host = c->hosts;
+        head_end = p; /* its size was judged there */
+    } else {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
+        for (p = nl ? nl + 1 : end; p < end; p = nl + 1) {
+            nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl) {
+                break;
+            }
+            size_t len = (size_t)(nl - p) - (nl > p && nl[-1] == '\r');
+            if (len == 0) {
+                head_end = nl + 1; /* the end of the header block */
+                break;
+            }
+            fields++;
+            if (*p == ' ' || *p == '\t') {
+                fault = fault ? fault : FAULT_FOLD;
+            } else if (header_is(p, len, "content-length")) {
+                h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
+                unsigned long long value;
+                cl_bad =
+                    cl_bad || !content_length(v, &value) ||
+                    (cl > 0 && (v.len != first_cl.len || memcmp(v.base, first_cl.base, v.len)));
+                first_cl = cl == 0 ? v : first_cl;
+                cl++;
+            } else if (header_is(p, len, "transfer-encoding")) {
+                te++;
+            } else if (header_is(p, len, "host")) {
+                h2o_iovec_t v = h2o_str_stripws(p + 5, len - 5);
+                fault = fault || host_ok(v.base, v.len) ? fault : FAULT_HOST;
+                host++;
+            }
         }
-        size_t len = (size_t)(nl - p) - (nl > p && nl[-1] == '\r');
-        if (len == 0) {
-            head_end = nl + 1; /* the end of the header block */
-            break;
+        if (memchr(req->input.path.base, '#', req->input.path.len)) {
+            fault = FAULT_FRAGMENT;
+        } else if (!target_ok(req->input.path.base, req->input.path.len)) {
+            fault = FAULT_TARGET;
+        } else if (!fault && req->version == 0x100 && te > 0) {
+            fault = FAULT_TE10;
         }
-        fields++;
-        if (*p == ' ' || *p == '\t') {
-            fault = fault ? fault : FAULT_FOLD;
-        } else if (header_is(p, len, "content-length")) {
-            h2o_iovec_t v = h2o_str_stripws(p + 15, len - 15);
-            unsigned long long value;
-            cl_bad = cl_bad || !content_length(v, &value) ||
-                     (cl > 0 && (v.len != first_cl.len || memcmp(v.base, first_cl.base, v.len)));
-            first_cl = cl == 0 ? v : first_cl;
-            cl++;
-        } else if (header_is(p, len, "transfer-encoding")) {
-            te++;
-        } else if (header_is(p, len, "host")) {
-            h2o_iovec_t v = h2o_str_stripws(p + 5, len - 5);
-            fault = fault || host_ok(v.base, v.len) ? fault : FAULT_HOST;
-            host++;
-        }
-    }
-    if (memchr(req->input.path.base, '#', req->input.path.len)) {
-        fault = FAULT_FRAGMENT;
-    } else if (!target_ok(req->input.path.base, req->input.path.len)) {
-        fault = FAULT_TARGET;
-    } else if (!fault && req->version == 0x100 && te > 0) {
-        fault = FAULT_TE10;
     }
     size_t head_bytes = (size_t)(head_end - sock->input->bytes);
     char msg[160];
@@ -2281,7 +2290,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(h, req, BD_ECANCELLED, "the client closed the connection");
         return 0;
     }
-    if (!request_head_ok(h, req)) {
+    if (!request_head_ok(h, req, c)) {
         return 0;
     }
     if (h->stopping) {
@@ -3141,6 +3150,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
         return false;
     }
     c->chunked = false;
+    c->hosts = 0;
     bool expects = false; /* Expect: 100-continue, HTTP/1.1 (any other value was a 417) */
     if (len > 0) {
         trim_values(fields, n_fields);
@@ -3150,6 +3160,7 @@ static bool check_head(bd_http_t *h, conn_t *c)
             return false;
         }
         for (size_t i = 0; i < n_fields; i++) {
+            c->hosts += field_is(&fields[i], "host");
             if (!field_is(&fields[i], "expect")) {
                 continue;
             }
