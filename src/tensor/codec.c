@@ -1777,6 +1777,27 @@ static inline bool fast_take(fast_t *f, char c)
     return false;
 }
 
+/* The bytes a fast string ends at (1): its quote, and what it may not hold (a backslash, a
+ * control character, anything past printable ASCII). */
+static const unsigned char fast_string_stop[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x60 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, /* 0x70 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x80 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x90 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xa0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xb0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xc0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xd0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xe0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xf0 */
+};
+
 /* A string of printable ASCII without escapes. */
 static bool fast_string(fast_t *f, fast_str_t *out)
 {
@@ -1785,13 +1806,10 @@ static bool fast_string(fast_t *f, fast_str_t *out)
     }
     const unsigned char *p = (const unsigned char *)f->s + f->i, *q = p;
     const unsigned char *end = (const unsigned char *)f->s + f->n;
-    while (q < end && *q != '"') {
-        if (*q < 0x20 || *q >= 0x7f || *q == '\\') {
-            return false;
-        }
+    while (q < end && !fast_string_stop[*q]) {
         q++;
     }
-    if (q == end) {
+    if (q == end || *q != '"') {
         return false;
     }
     out->p = (const char *)p;
@@ -1833,9 +1851,11 @@ static bool fast_bool(fast_t *f, bool *out)
     return f->i >= f->n || !is_num_char(f->s[f->i]);
 }
 
-static bool fast_key_is(const fast_str_t *k, const char *want)
+/* Inline, with `want` a literal: the length and the compare are constants (no calls). */
+static inline bool fast_key_is(const fast_str_t *k, const char *want)
 {
-    return k->n == strlen(want) && memcmp(k->p, want, k->n) == 0;
+    size_t n = strlen(want);
+    return k->n == n && memcmp(k->p, want, n) == 0;
 }
 
 /* Walk the members of an object: *first on entry for the opening brace. Returns 1 with the

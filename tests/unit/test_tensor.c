@@ -1741,6 +1741,15 @@ static void test_fast_path_decodes_as_the_general_decoder(void **state)
         "\"parameters\":{\"binary_data_size\":8}}]}", /* leading zero */
         "{\"inputs\":[{\"name\":\"a\\u0041\",\"datatype\":\"FP32\",\"shape\":[1,2],"
         "\"parameters\":{\"binary_data_size\":8}}]}", /* an escape */
+        "{\"inputs\":[{\"name\":\"a\tb\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* a raw control character */
+        "{\"inputs\":[{\"name\":\"a\x7f\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* DEL, valid JSON */
+        "{\"inputs\":[{\"name\":\"\xc3\xa9\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* UTF-8 */
+        "{\"inputs\":[{\"name\":\"~ !#\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+        "\"parameters\":{\"binary_data_size\":8}}]}", /* the printable edges: in the subset */
+        "{\"inputs\":[{\"name\":\"a", /* a string that does not end */
         "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP16\",\"shape\":[1,2],"
         "\"parameters\":{\"binary_data_size\":4}}]}", /* unsupported */
         "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"BYTES\",\"shape\":[1],"
