@@ -1749,7 +1749,7 @@ static void test_fast_path_decodes_as_the_general_decoder(void **state)
         "\"parameters\":{\"binary_data_size\":8}}]}", /* UTF-8 */
         "{\"inputs\":[{\"name\":\"~ !#\",\"datatype\":\"FP32\",\"shape\":[1,2],"
         "\"parameters\":{\"binary_data_size\":8}}]}", /* the printable edges: in the subset */
-        "{\"inputs\":[{\"name\":\"a", /* a string that does not end */
+        "{\"inputs\":[{\"name\":\"a",                 /* a string that does not end */
         "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"FP16\",\"shape\":[1,2],"
         "\"parameters\":{\"binary_data_size\":4}}]}", /* unsupported */
         "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"BYTES\",\"shape\":[1],"
