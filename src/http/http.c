@@ -2652,6 +2652,16 @@ static void refuse_body(conn_t *c, int status, const char *extra, h2o_iovec_t li
 
 static void on_read_checked(h2o_socket_t *sock, const char *err);
 
+/* The close of a connection whose client may still be sending sends a reset. It must: after
+ * shutdown(SHUT_RD) the kernel stops opening the receive window, and a socket closed with its
+ * window at 0 leaves a FIN-WAIT-2 remnant that answers the client's probes with that window,
+ * its sends blocked for a minute. */
+static void reset_on_close(h2o_socket_t *sock)
+{
+    struct linger hard = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+}
+
 /* Reads after an early refusal: drop them until the body's end, the client's, or a stall
  * (on_head_tick ends it), then close as refuse_head does. Plain connections get here through
  * on_read_checked; TLS ones from on_refused_written. */
@@ -3165,6 +3175,9 @@ static bool check_head(bd_http_t *h, conn_t *c)
         refuse_head(c, 431, msg);
         return false;
     }
+    if (len > 0) {
+        trim_values(fields, n_fields); /* before head_fault: 'Host: a ' is a valid Host */
+    }
     const char *fault = len > 0 ? head_fault(minor, path, path_len, fields, n_fields) : NULL;
     if (fault) {
         refuse_head(c, 400, fault);
@@ -3174,7 +3187,6 @@ static bool check_head(bd_http_t *h, conn_t *c)
     c->hosts = 0;
     bool expects = false; /* Expect: 100-continue, HTTP/1.1 (any other value was a 417) */
     if (len > 0) {
-        trim_values(fields, n_fields);
         const char *te_fault = transfer_codings(fields, n_fields, &c->chunked);
         if (te_fault) {
             refuse_head(c, te_fault == TE_UNKNOWN ? 501 : 400, te_fault);
@@ -3243,12 +3255,8 @@ static void on_read_checked(h2o_socket_t *sock, const char *err)
     if (c->refused && !err) {
         /* Refused and shut down, but the kernel still hands over what was queued before the
          * shutdown (megabytes from a pipelining client, or the rest of a refused body): dropped,
-         * and h2o closes now instead of parsing it, with a reset. A client still sending must
-         * see one: after shutdown(SHUT_RD) the kernel stops opening the receive window, and a
-         * closed socket whose window was left at 0 keeps the client's sends blocked for a
-         * minute (the FIN-WAIT-2 remnant answers with that window). */
-        struct linger hard = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+         * and h2o closes now instead of parsing it, with a reset. */
+        reset_on_close(sock);
         h2o_buffer_consume(&sock->input, sock->input->size);
         count_buffer(c);
         err = h2o_socket_error_closed;
@@ -3327,7 +3335,8 @@ static void on_head_tick(h2o_timeout_entry_t *entry)
         count_buffer(c);
         if (c->discarding &&
             (now - c->since_us >= h->head_timeout_us || now >= c->discard_end_us)) {
-            c->discarding = false; /* a refused body stalled or took too long: close */
+            c->discarding = false;   /* a refused body stalled or took too long: close */
+            reset_on_close(c->sock); /* (on_read_discard, which TLS reads go to, does not) */
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
         }
         if (c->upgraded || c->refused || c->handshaking) {

@@ -293,6 +293,15 @@ def test_two_hosts_are_refused(client):
                    "an HTTP/1.1 request must have exactly one Host header, it has several")
 
 
+def test_whitespace_after_the_host_is_not_part_of_it(client):
+    """RFC 9112 5: 'Host: a ' is the host 'a', alone or pipelined behind another request
+    (the two are judged by different code)."""
+    one = b"GET /v2/health/live HTTP/1.1\r\nHost: a \t\r\n\r\n"
+    out, closed = exchange(client.server.port, one + one[:-2] + b"Connection: close\r\n\r\n")
+    assert [status for status, _, _ in responses(out)] == [200, 200]
+    assert closed
+
+
 def test_http10_without_host_is_fine(client):
     out, closed = exchange(client.server.port, b"GET /v2/health/live HTTP/1.0\r\n\r\n")
     (status, _, _), = responses(out)
