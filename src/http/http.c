@@ -2090,10 +2090,10 @@ static bool host_ok(const char *s, size_t n)
 }
 
 /* The head faults RFC 9112 makes a 400 and picohttpparser passes, in both places that judge
- * heads: check_head (the first head of a read, before h2o sees it) and request_head_ok (every
- * request, pipelined ones included, which h2o parses straight from its buffer). A folded line
- * is one a proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where the body ends
- * would be read two ways. */
+ * heads: check_head (the first head of a read, before h2o sees it) and request_head_ok (the
+ * heads check_head did not see: pipelined ones, which h2o parses straight from its buffer). A
+ * folded line is one a proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where
+ * the body ends would be read two ways. */
 static const char FAULT_FRAGMENT[] =
     "the request target has a fragment ('#'), which a request must not send (RFC 9112 3.2)";
 static const char FAULT_TARGET[] =
