@@ -37,7 +37,6 @@ command -v wrk >/dev/null ||
 [ -x "$BIN" ] && [ -x "$INPROC" ] || { echo "cnn: build first (make build)" >&2; exit 1; }
 
 bench_temp
-trap 'kill -CONT "${srv:-0}" 2>/dev/null || true; kill "${srv:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 models=""
 for m in ${CNN_MODELS:-mobilenet_v2 resnet18}; do
   if [ -f "$MODELS/$m/1/model.onnx" ]; then

@@ -22,8 +22,7 @@ MODELS_RUN=${DELAY_MODELS:-"mobilenet_v2 fixed"}   # e.g. DELAY_MODELS=fixed for
 PY=${PYTHON:-/usr/bin/python3}
 [ -x "$BIN" ] || { echo "delay: build first (make build)" >&2; exit 1; }
 
-work=$(mktemp -d)
-trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_temp
 repo=$work/repo
 declare -A DELAYS=([mobilenet_v2]="0 2000 10000 auto" [fixed]="0 1000 5000 auto")
 for m in mobilenet_v2 fixed; do

@@ -34,17 +34,7 @@ command -v wrk >/dev/null ||
   { echo "floor: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "floor: build first (make build)" >&2; exit 1; }
 
-work=$(mktemp -d)
-srv=""
-ngx=""
-cleanup() {
-  if [ -n "$srv" ]; then kill -CONT "$srv" 2>/dev/null || true; kill "$srv" 2>/dev/null || true; fi
-  if [ -n "$ngx" ]; then kill "$ngx" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_temp
 mkdir -p bench/results
 
 # How syscalls get counted: perf if it counts here (root, or perf_event_paranoid allows it).
@@ -85,6 +75,7 @@ http { access_log off; server { listen 127.0.0.1:$port; location / { return 200 
 NGINX
   nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2> "$work/nginx/stderr" &
   ngx=$!
+  others=$ngx
   nginx_url=http://127.0.0.1:$port
   for _ in $(seq 1 50); do
     curl -sf -o /dev/null "$nginx_url/" && break

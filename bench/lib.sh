@@ -1,11 +1,13 @@
 # bench/lib.sh: sourced by the bench scripts. Needs BIN set, and work (a temp folder: bench_temp
 # makes one).
 
-# bench_temp: work=a new temporary folder, removed at exit, when the servers started there (srv:
-# one pid, or several separated by spaces) are stopped; an interrupt exits through the same path.
+# bench_temp: work=a new temporary folder, removed at exit, when the processes the script
+# started are stopped: every pid in srv (the servers: one pid, or several separated by spaces)
+# and in others (nginx, ...), each resumed first in case the script had it SIGSTOPped; an
+# interrupt exits through the same path.
 bench_temp() {
   work=$(mktemp -d)
-  trap 'for p in ${srv:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+  trap 'for p in ${srv:-} ${others:-}; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
   trap 'exit 130' INT TERM
 }
 

@@ -25,8 +25,7 @@ PY=${PYTHON:-/usr/bin/python3}
 command -v wrk >/dev/null || { echo "bench: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 [ -x "$BIN" ] && [ -x "$INPROC" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 
-work=$(mktemp -d)
-trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_temp
 repo=$work/repo
 mkdir -p "$repo" bench/results
 for m in mlp mobilenet_v2; do

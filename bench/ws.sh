@@ -32,8 +32,7 @@ PY=${PYTHON:-/usr/bin/python3}
 TIME=/usr/bin/time
 [ -x $TIME ] || { TIME=""; echo "ws: /usr/bin/time missing; no client CPU column" >&2; }
 
-work=$(mktemp -d)
-trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_temp
 repo=$work/repo
 mkdir -p "$repo/mlp/1" bench/results
 ln -s "$(realpath "$MODELS/mlp/1/model.onnx")" "$repo/mlp/1/model.onnx"
