@@ -163,6 +163,7 @@ typedef struct {
      * for h2o's own answers, until the request is disposed); lives in the request's pool. */
     void **busy;
     bool head_checked;                 /* check_head passed its head; until busy ends */
+    size_t head_len;                   /* that head's bytes */
     int hosts;                         /* that head's Host fields */
     bool chunked;                      /* that head had Transfer-Encoding: chunked */
     h2o_timeout_entry_t rewatch_entry; /* on h->rewatch_timeout: watch_reads after a reply */
@@ -170,6 +171,11 @@ typedef struct {
     int phase;                         /* what on_head_tick last saw: PHASE_* */
     size_t seen_size;                  /* the input buffer's size then */
     uint64_t since_us;                 /* when the phase began (a body: when it last grew) */
+    /* Where the request h2o holds ends in the input buffer (h2o consumes that much after its
+     * reply); 0: unknown, or the connection is not kept. Bytes past it are pipelined. */
+    size_t req_end;
+    char *held;      /* a pipelined head h2o cannot parse, kept from h2o until on_rewatch */
+    size_t held_len; /* its bytes (at most --max-header-bytes + 1) */
     /* TLS only (--tls-cert): */
     /* h2o's HTTP/1 does not have it yet: its handshake has not ended, or a head that came with
      * the handshake is being refused (on_handshake); handshake_entry is linked meanwhile */
@@ -500,10 +506,14 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
     h2o_ostream_send_next(self, req, last ? &o->body : NULL, last ? 1 : 0, state);
 }
 
+static size_t request_end(conn_t *c, h2o_req_t *req);
+static void hold_unparsable(conn_t *c);
+
 static void on_busy_disposed(void *p)
 {
     conn_t *c = *(conn_t **)p;
     if (c) {
+        hold_unparsable(c); /* before h2o parses what is pipelined behind the request */
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
@@ -529,6 +539,7 @@ static void mark_busy(h2o_req_t *req)
         *c->busy = c;
         c->last_body = req->entity.base ? req->entity.len : 0;
         c->promised = 0; /* the body is in: what the buffer holds is what counts */
+        c->req_end = request_end(c, req);
         count_buffer(c);
     }
 }
@@ -2503,6 +2514,7 @@ static void on_conn_close(void *data)
     h->budget->used -= c->buffered;
     bd_metrics_http_buffered_set(h->metrics, (int64_t)h->budget->used);
     bd_list_unlink(&c->link);
+    free(c->held);
     free(c);
     if (!lingering) {
         h->conns--;
@@ -2790,8 +2802,9 @@ static void reserve_body(bd_http_t *h, h2o_buffer_t **in)
  * more than MAX_HEADERS fields or --max-header-bytes of head a JSON 431, and the connection is
  * shut down. h2o sets its callback again for every request (after each reply), so the wrapper
  * is put back from a zero timeout once the reply's request is disposed: that runs before the
- * loop polls again. Pipelined requests already buffered are parsed by h2o at once; on_req's
- * request_head_ok still checks those. */
+ * loop polls again. Pipelined requests already buffered are parsed by h2o at once: on_req's
+ * request_head_ok checks those, and a head h2o's parser would reject is taken from it first
+ * (hold_unparsable). */
 
 struct phr_header {
     const char *name;
@@ -3215,8 +3228,86 @@ static bool check_head(bd_http_t *h, conn_t *c)
         }
     }
     c->head_checked = len > 0;
+    c->head_len = len > 0 ? (size_t)len : 0;
     return len <= 0 ||
            early_refusal(h, c, method, method_len, path, path_len, fields, n_fields, head, expects);
+}
+
+/* Pipelined heads h2o's parser rejects outright (not HTTP/1.x, over 100 fields, or over
+ * --max-header-bytes without ending) would get its canned plain-text 400: h2o parses them
+ * from its buffer right after disposing of the request before them, with no read for
+ * on_read_checked to see. So when that request is disposed, such a head is taken out of the
+ * buffer (h2o finds it empty and waits for a read) and put back by on_rewatch, before the loop
+ * polls again, through on_read_checked: check_head answers it as it answers a first head. A
+ * head h2o can parse is left to it; request_head_ok judges that one. */
+
+/* phr_parse_request's answer for the head at p: its length, -1 (not a head it parses, or more
+ * than MAX_HEADERS fields) or -2 (unfinished). */
+static int head_length(const char *p, size_t n)
+{
+    struct phr_header fields[MAX_HEADERS];
+    size_t n_fields = MAX_HEADERS, method_len, path_len;
+    const char *method, *path;
+    int minor;
+    return phr_parse_request(p, n, &method, &method_len, &path, &path_len, &minor, fields,
+                             &n_fields, 0);
+}
+
+static size_t request_end(conn_t *c, h2o_req_t *req)
+{
+    h2o_buffer_t *in = c->sock->input;
+    size_t end = 0;
+    if (!req->http1_is_persistent || !in || in->size == 0 || c->upgraded) {
+        return 0;
+    }
+    if (req->entity.base) {
+        /* h2o's entity ends where its request does, chunked (decoded in place) or not */
+        end = (size_t)(req->entity.base + req->entity.len - in->bytes);
+    } else if (c->head_checked) {
+        end = c->head_len;
+    } else {
+        int len = head_length(in->bytes, in->size); /* pipelined: no read judged it */
+        end = len > 0 ? (size_t)len : 0;
+    }
+    return end <= in->size ? end : 0;
+}
+
+static void hold_unparsable(conn_t *c)
+{
+    h2o_buffer_t *in = c->sock->input;
+    size_t end = c->req_end;
+    c->req_end = 0;
+    if (!end || !in || end >= in->size || c->upgraded || c->refused || c->held) {
+        return;
+    }
+    size_t n = in->size - end;
+    int len = head_length(in->bytes + end, n);
+    if (len != -1 && !(len == -2 && n > c->h->max_header_bytes)) {
+        return;
+    }
+    /* Past --max-header-bytes check_head refuses a head whatever follows. */
+    size_t keep = n <= c->h->max_header_bytes ? n : c->h->max_header_bytes + 1;
+    if (!(c->held = malloc(keep))) {
+        return; /* h2o answers it */
+    }
+    memcpy(c->held, in->bytes + end, keep);
+    c->held_len = keep;
+    in->size = end; /* h2o consumes the request, and then finds nothing */
+}
+
+/* Puts a held head back as if just read; false when there was none. */
+static bool release_held(conn_t *c)
+{
+    if (!c->held) {
+        return false;
+    }
+    h2o_iovec_t room = h2o_buffer_reserve(&c->sock->input, c->held_len);
+    memcpy(room.base, c->held, c->held_len);
+    c->sock->input->size += c->held_len;
+    free(c->held);
+    c->held = NULL;
+    on_read_checked(c->sock, NULL);
+    return true;
 }
 
 /* A client that sends requests far ahead of reading their replies: h2o reads what the
@@ -3313,6 +3404,9 @@ static void on_rewatch(h2o_timeout_entry_t *entry)
 {
     conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, rewatch_entry, entry);
     watch_reads(c->h, c);
+    if (release_held(c)) {
+        return;
+    }
     reserve_next(c->h, c);
     count_buffer(c);
 }

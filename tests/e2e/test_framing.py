@@ -667,6 +667,40 @@ def test_a_head_that_is_not_http_gets_400_as_json(client, head):
     client.assert_healthy()
 
 
+NOT_HTTP = ("the request head is not HTTP/1.x: expected a request line (METHOD TARGET "
+            "HTTP/1.1) and header fields (RFC 9112)")
+
+
+@pytest.mark.parametrize("first", [
+    HEALTH,
+    b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(BODY), BODY),
+    b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + chunked(BODY),
+], ids=["no body", "content-length", "chunked"])
+@pytest.mark.parametrize("head,status,message", [
+    (b"HELLO\r\n\r\n", 400, NOT_HTTP),
+    (b"GET /v2/health/live HTTP/1.1\r\nBad Header\r\n\r\n", 400, NOT_HTTP),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, NOT_HTTP),
+    (b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-F%d: v\r\n" % i for i in range(120)) + b"\r\n",
+     431, "the request has 121 header fields; at most 64 are accepted"),
+], ids=["not http", "bad field", "http2 preface", "120 fields"])
+def test_a_pipelined_head_h2o_cannot_parse_gets_json_too(client, first, head, status, message):
+    """A head behind another that h2o's parser rejects outright was answered with h2o's canned
+    plain-text 400: it gets the same JSON answer as when it comes first, after the reply to
+    the request before it, and the connection closes."""
+    out, closed = exchange(client.server.port, first + head)
+    rs = responses(out)
+    assert [r[0] for r in rs] == [200, status], out[:600]
+    _, headers, body = rs[1]
+    assert headers["content-type"] == "application/json"
+    assert headers["server"] == "batchd"
+    assert json.loads(body) == {"error": message}
+    assert closed
+    client.assert_healthy()
+
+
 def test_heads_are_checked_on_every_request_of_a_connection(client):
     """The check is not only for a connection's first request: after replies on a kept-alive
     connection, the next bad head is answered in JSON too."""

@@ -657,6 +657,25 @@ def test_head_that_comes_with_the_handshake_is_checked(tls):
     assert_serves(tls)
 
 
+def test_a_pipelined_head_h2o_cannot_parse_gets_json_through_tls(tls):
+    """Behind a request in the same write, a head h2o's parser rejects gets the JSON answer
+    (not h2o's canned plain-text 400) after the first reply, then a clean TLS close."""
+    for head, want in [
+        (b"hello there, this is not HTTP\r\n\r\n", json_reply(400, b"Bad Request", NOT_HTTP)),
+        (many_fields_head(120), json_reply(
+            431, b"Request Header Fields Too Large",
+            "the request has 120 header fields; at most 64 are accepted")),
+    ]:
+        s = tls_connect(tls)
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" + head)
+        data = read_all(s)
+        s.close()
+        first, sep, rest = data.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n") and sep, data[:300]
+        assert undated(rest) == want, data[:600]
+    assert_serves(tls)
+
+
 def test_first_connection_bringing_its_request_with_the_handshake(start_server_fn, certs):
     # The very first connection of a fresh server sends a good request with its handshake; the
     # heads of later connections are still checked (JSON 431 and 400, not h2o's own 400).
