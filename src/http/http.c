@@ -174,8 +174,8 @@ typedef struct {
     /* Where the request h2o holds ends in the input buffer (h2o consumes that much after its
      * reply); 0: unknown, or the connection is not kept. Bytes past it are pipelined. */
     size_t req_end;
-    char *held;      /* a pipelined head h2o cannot parse, kept from h2o until on_rewatch */
-    size_t held_len; /* its bytes (at most --max-header-bytes + 1) */
+    char *held;      /* a pipelined head to refuse, kept from h2o until on_rewatch */
+    size_t held_len; /* its bytes */
     /* TLS only (--tls-cert): */
     /* h2o's HTTP/1 does not have it yet: its handshake has not ended, or a head that came with
      * the handshake is being refused (on_handshake); handshake_entry is linked meanwhile */
@@ -507,13 +507,13 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
 }
 
 static size_t request_end(conn_t *c, h2o_req_t *req);
-static void hold_unparsable(conn_t *c);
+static void hold_refused(conn_t *c);
 
 static void on_busy_disposed(void *p)
 {
     conn_t *c = *(conn_t **)p;
     if (c) {
-        hold_unparsable(c); /* before h2o parses what is pipelined behind the request */
+        hold_refused(c); /* before h2o parses what is pipelined behind the request */
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
@@ -2802,9 +2802,8 @@ static void reserve_body(bd_http_t *h, h2o_buffer_t **in)
  * more than MAX_HEADERS fields or --max-header-bytes of head a JSON 431, and the connection is
  * shut down. h2o sets its callback again for every request (after each reply), so the wrapper
  * is put back from a zero timeout once the reply's request is disposed: that runs before the
- * loop polls again. Pipelined requests already buffered are parsed by h2o at once: on_req's
- * request_head_ok checks those, and a head h2o's parser would reject is taken from it first
- * (hold_unparsable). */
+ * loop polls again. A head pipelined behind a request, which h2o parses from its buffer at
+ * once, is judged the same way when that request is disposed (hold_refused). */
 
 struct phr_header {
     const char *name;
@@ -3124,6 +3123,125 @@ static const char *transfer_codings(const struct phr_header *f, size_t n, bool *
     return n_codings > n_chunked ? TE_UNKNOWN : NULL;
 }
 
+/* A head as check_head reads it: picohttpparser's parse, and what the judgement learns. */
+typedef struct {
+    int len; /* phr_parse_request's: the head's length, -1 (not a head) or -2 (unfinished) */
+    const char *method, *path;
+    size_t method_len, path_len;
+    int minor;
+    struct phr_header fields[MAX_HEADERS];
+    size_t n_fields;
+    size_t head;  /* its bytes (when unfinished: those so far) */
+    bool chunked; /* Transfer-Encoding: chunked */
+    int hosts;    /* Host fields */
+    bool expects; /* Expect: 100-continue, HTTP/1.1 (any other value was a 417) */
+} head_t;
+
+/* Judge the head at p (n bytes, or those so far): 0 when it may go on to h2o (unfinished
+ * heads too, within --max-header-bytes), else the status to refuse it with, and why in msg
+ * (cap bytes, at least 160). Reads only: a head judged at a read and one judged pipelined get
+ * the same answer. */
+static int judge_head(const bd_http_t *h, const char *p, size_t n, head_t *hd, char *msg,
+                      size_t cap)
+{
+    hd->n_fields = MAX_HEADERS;
+    hd->len = phr_parse_request(p, n, &hd->method, &hd->method_len, &hd->path, &hd->path_len,
+                                &hd->minor, hd->fields, &hd->n_fields, 0);
+    hd->chunked = false;
+    hd->hosts = 0;
+    hd->expects = false;
+    if (hd->len == -1) {
+        /* Too many fields, or not HTTP/1.x at all: count the lines to tell which. */
+        size_t lines = 0;
+        bool ended = false;
+        const char *end = p + (n < 65536 ? n : 65536), *nl;
+        for (const char *q = p; (nl = memchr(q, '\n', (size_t)(end - q))); q = nl + 1) {
+            if ((ended = nl == q || (nl == q + 1 && *q == '\r'))) {
+                break;
+            }
+            lines++;
+        }
+        if (lines > MAX_HEADERS + 1) {
+            snprintf(msg, cap, "the request has %s%zu header fields; at most %d are accepted",
+                     ended ? "" : "more than ", ended ? lines - 1 : (size_t)MAX_HEADERS,
+                     MAX_HEADERS);
+            return 431;
+        }
+        snprintf(msg, cap,
+                 "the request head is not HTTP/1.x: expected a request line (METHOD TARGET "
+                 "HTTP/1.1) and header fields (RFC 9112)");
+        return 400;
+    }
+    size_t head = hd->head = hd->len > 0 ? (size_t)hd->len : n;
+    /* Past the head's limit because of the URL (a request line that is that long alone): 414,
+     * as for a URL over MAX_URL_BYTES in a head that fits. */
+    bool line_ends =
+        memchr(p, '\n', head < h->max_header_bytes ? head : h->max_header_bytes) != NULL;
+    if (head > h->max_header_bytes && ((hd->len > 0 && hd->path_len > MAX_URL_BYTES) ||
+                                       (!line_ends && h->max_header_bytes >= MAX_URL_BYTES))) {
+        if (hd->len > 0) {
+            snprintf(msg, cap, URL_TOO_LONG, hd->path_len, MAX_URL_BYTES);
+        } else {
+            snprintf(msg, cap,
+                     "the request line passes %zu bytes without ending; a URL may have at most "
+                     "%d bytes",
+                     h->max_header_bytes, MAX_URL_BYTES);
+        }
+        return 414;
+    }
+    if (head > h->max_header_bytes) {
+        snprintf(msg, cap,
+                 "the request line and headers %s %zu bytes%s; at most %zu are accepted "
+                 "(--max-header-bytes)",
+                 hd->len > 0 ? "have" : "pass", hd->len > 0 ? head : h->max_header_bytes,
+                 hd->len > 0 ? "" : " without ending", h->max_header_bytes);
+        return 431;
+    }
+    if (hd->len <= 0) {
+        return 0;
+    }
+    trim_values(hd->fields, hd->n_fields); /* before head_fault: 'Host: a ' is a valid Host */
+    const char *fault = head_fault(hd->minor, hd->path, hd->path_len, hd->fields, hd->n_fields);
+    if (fault) {
+        snprintf(msg, cap, "%s", fault);
+        return 400;
+    }
+    const char *te_fault = transfer_codings(hd->fields, hd->n_fields, &hd->chunked);
+    if (te_fault) {
+        snprintf(msg, cap, "%s", te_fault);
+        return te_fault == TE_UNKNOWN ? 501 : 400;
+    }
+    for (size_t i = 0; i < hd->n_fields; i++) {
+        const struct phr_header *f = &hd->fields[i];
+        hd->hosts += field_is(f, "host");
+        if (!field_is(f, "expect")) {
+            continue;
+        }
+        hd->expects = hd->minor == 1 && f->value_len == 12;
+        if (hd->minor == 1 && f->value_len > 0 &&
+            (f->value_len != 12 || strncasecmp(f->value, "100-continue", 12) != 0)) {
+            /* h2o's own 417 says only "Expectation Failed" (the value is not shown:
+             * raw_reply takes no JSON escapes) */
+            snprintf(msg, cap,
+                     "the Expect header asks for what cannot be met; the only expectation "
+                     "supported is 100-continue");
+            return 417;
+        }
+    }
+    return 0;
+}
+
+/* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored, and no 1xx is sent to it;
+ * h2o 2.2.5 answers it, so the field is renamed out of h2o's sight (in its buffer). */
+static void hide_expect_10(const head_t *hd)
+{
+    for (size_t i = 0; hd->len > 0 && hd->minor == 0 && i < hd->n_fields; i++) {
+        if (field_is(&hd->fields[i], "expect")) {
+            ((char *)(uintptr_t)hd->fields[i].name)[0] = 'X';
+        }
+    }
+}
+
 /* Judge the head at the front of c's input buffer; false after refusing it. */
 static bool check_head(bd_http_t *h, conn_t *c)
 {
@@ -3131,127 +3249,31 @@ static bool check_head(bd_http_t *h, conn_t *c)
     if (!in || in->size == 0) {
         return true;
     }
-    struct phr_header fields[MAX_HEADERS];
-    size_t n_fields = MAX_HEADERS, method_len, path_len;
-    const char *method, *path;
-    int minor;
-    int len = phr_parse_request(in->bytes, in->size, &method, &method_len, &path, &path_len, &minor,
-                                fields, &n_fields, 0);
+    head_t hd;
     char msg[160];
-    if (len == -1) {
-        /* Too many fields, or not HTTP/1.x at all: count the lines to tell which. */
-        size_t lines = 0;
-        bool ended = false;
-        const char *end = in->bytes + (in->size < 65536 ? in->size : 65536), *nl;
-        for (const char *p = in->bytes; (nl = memchr(p, '\n', (size_t)(end - p))); p = nl + 1) {
-            if ((ended = nl == p || (nl == p + 1 && *p == '\r'))) {
-                break;
-            }
-            lines++;
-        }
-        if (lines > MAX_HEADERS + 1) {
-            snprintf(
-                msg, sizeof msg, "the request has %s%zu header fields; at most %d are accepted",
-                ended ? "" : "more than ", ended ? lines - 1 : (size_t)MAX_HEADERS, MAX_HEADERS);
-            refuse_head(c, 431, msg);
-        } else {
-            refuse_head(c, 400,
-                        "the request head is not HTTP/1.x: expected a request line (METHOD "
-                        "TARGET HTTP/1.1) and header fields (RFC 9112)");
-        }
+    int status = judge_head(h, in->bytes, in->size, &hd, msg, sizeof msg);
+    if (status) {
+        refuse_head(c, status, msg);
         return false;
     }
-    size_t head = len > 0 ? (size_t)len : in->size;
-    /* Past the head's limit because of the URL (a request line that is that long alone): 414,
-     * as for a URL over MAX_URL_BYTES in a head that fits. */
-    bool line_ends =
-        memchr(in->bytes, '\n', head < h->max_header_bytes ? head : h->max_header_bytes) != NULL;
-    if (head > h->max_header_bytes && ((len > 0 && path_len > MAX_URL_BYTES) ||
-                                       (!line_ends && h->max_header_bytes >= MAX_URL_BYTES))) {
-        if (len > 0) {
-            snprintf(msg, sizeof msg, URL_TOO_LONG, path_len, MAX_URL_BYTES);
-        } else {
-            snprintf(msg, sizeof msg,
-                     "the request line passes %zu bytes without ending; a URL may have at most "
-                     "%d bytes",
-                     h->max_header_bytes, MAX_URL_BYTES);
-        }
-        refuse_head(c, 414, msg);
-        return false;
-    }
-    if (head > h->max_header_bytes) {
-        snprintf(msg, sizeof msg,
-                 "the request line and headers %s %zu bytes%s; at most %zu are accepted "
-                 "(--max-header-bytes)",
-                 len > 0 ? "have" : "pass", len > 0 ? head : h->max_header_bytes,
-                 len > 0 ? "" : " without ending", h->max_header_bytes);
-        refuse_head(c, 431, msg);
-        return false;
-    }
-    if (len > 0) {
-        trim_values(fields, n_fields); /* before head_fault: 'Host: a ' is a valid Host */
-    }
-    const char *fault = len > 0 ? head_fault(minor, path, path_len, fields, n_fields) : NULL;
-    if (fault) {
-        refuse_head(c, 400, fault);
-        return false;
-    }
-    c->chunked = false;
-    c->hosts = 0;
-    bool expects = false; /* Expect: 100-continue, HTTP/1.1 (any other value was a 417) */
-    if (len > 0) {
-        const char *te_fault = transfer_codings(fields, n_fields, &c->chunked);
-        if (te_fault) {
-            refuse_head(c, te_fault == TE_UNKNOWN ? 501 : 400, te_fault);
-            return false;
-        }
-        for (size_t i = 0; i < n_fields; i++) {
-            c->hosts += field_is(&fields[i], "host");
-            if (!field_is(&fields[i], "expect")) {
-                continue;
-            }
-            expects = minor == 1 && fields[i].value_len == 12;
-            if (minor == 0) {
-                /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored, and no 1xx
-                 * is sent to it; h2o 2.2.5 answers it, so it is renamed out of h2o's sight. */
-                ((char *)(uintptr_t)fields[i].name)[0] = 'X';
-            } else if (fields[i].value_len > 0 &&
-                       (fields[i].value_len != 12 ||
-                        strncasecmp(fields[i].value, "100-continue", 12) != 0)) {
-                /* h2o's own 417 says only "Expectation Failed" (the value is not shown:
-                 * raw_reply takes no JSON escapes) */
-                refuse_head(c, 417,
-                            "the Expect header asks for what cannot be met; the only "
-                            "expectation supported is 100-continue");
-                return false;
-            }
-        }
-    }
-    c->head_checked = len > 0;
-    c->head_len = len > 0 ? (size_t)len : 0;
-    return len <= 0 ||
-           early_refusal(h, c, method, method_len, path, path_len, fields, n_fields, head, expects);
+    hide_expect_10(&hd);
+    c->chunked = hd.chunked;
+    c->hosts = hd.hosts;
+    c->head_checked = hd.len > 0;
+    c->head_len = hd.head;
+    return hd.len <= 0 || early_refusal(h, c, hd.method, hd.method_len, hd.path, hd.path_len,
+                                        hd.fields, hd.n_fields, hd.head, hd.expects);
 }
 
-/* Pipelined heads h2o's parser rejects outright (not HTTP/1.x, over 100 fields, or over
- * --max-header-bytes without ending) would get its canned plain-text 400: h2o parses them
- * from its buffer right after disposing of the request before them, with no read for
- * on_read_checked to see. So when that request is disposed, such a head is taken out of the
- * buffer (h2o finds it empty and waits for a read) and put back by on_rewatch, before the loop
- * polls again, through on_read_checked: check_head answers it as it answers a first head. A
- * head h2o can parse is left to it; request_head_ok judges that one. */
-
-/* phr_parse_request's answer for the head at p: its length, -1 (not a head it parses, or more
- * than MAX_HEADERS fields) or -2 (unfinished). */
-static int head_length(const char *p, size_t n)
-{
-    struct phr_header fields[MAX_HEADERS];
-    size_t n_fields = MAX_HEADERS, method_len, path_len;
-    const char *method, *path;
-    int minor;
-    return phr_parse_request(p, n, &method, &method_len, &path, &path_len, &minor, fields,
-                             &n_fields, 0);
-}
+/* A head pipelined behind a request is parsed by h2o from its buffer right after that
+ * request is disposed, with no read for on_read_checked to see: h2o answered one it could not
+ * parse with its canned plain-text 400, and one it could parse was judged only in on_req
+ * (request_head_ok), after its body, where h2o had already refused some (a transfer coding
+ * other than chunked with a 400, an unknown expectation with its own 417). So when a request
+ * is disposed, the head behind it gets judge_head's verdict; one that would be refused is taken
+ * out of the buffer (h2o finds it empty and waits for a read) and put back by on_rewatch,
+ * before the loop polls again, through on_read_checked, where check_head refuses it as it
+ * refuses a first head. */
 
 static size_t request_end(conn_t *c, h2o_req_t *req)
 {
@@ -3266,13 +3288,15 @@ static size_t request_end(conn_t *c, h2o_req_t *req)
     } else if (c->head_checked) {
         end = c->head_len;
     } else {
-        int len = head_length(in->bytes, in->size); /* pipelined: no read judged it */
-        end = len > 0 ? (size_t)len : 0;
+        head_t hd; /* pipelined: no read judged it */
+        char msg[160];
+        judge_head(c->h, in->bytes, in->size, &hd, msg, sizeof msg);
+        end = hd.len > 0 ? (size_t)hd.len : 0;
     }
     return end <= in->size ? end : 0;
 }
 
-static void hold_unparsable(conn_t *c)
+static void hold_refused(conn_t *c)
 {
     h2o_buffer_t *in = c->sock->input;
     size_t end = c->req_end;
@@ -3281,14 +3305,18 @@ static void hold_unparsable(conn_t *c)
         return;
     }
     size_t n = in->size - end;
-    int len = head_length(in->bytes + end, n);
-    if (len != -1 && !(len == -2 && n > c->h->max_header_bytes)) {
+    head_t hd;
+    char msg[160];
+    if (!judge_head(c->h, in->bytes + end, n, &hd, msg, sizeof msg)) {
+        hide_expect_10(&hd);
         return;
     }
-    /* Past --max-header-bytes check_head refuses a head whatever follows. */
-    size_t keep = n <= c->h->max_header_bytes ? n : c->h->max_header_bytes + 1;
+    /* What check_head reads of a head it refuses: its lines in the first 64 KiB, its size up
+     * to --max-header-bytes + 1. */
+    size_t most = c->h->max_header_bytes + 1 > 65536 ? c->h->max_header_bytes + 1 : 65536;
+    size_t keep = n < most ? n : most;
     if (!(c->held = malloc(keep))) {
-        return; /* h2o answers it */
+        return; /* h2o and request_head_ok answer it */
     }
     memcpy(c->held, in->bytes + end, keep);
     c->held_len = keep;

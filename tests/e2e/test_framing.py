@@ -701,6 +701,47 @@ def test_a_pipelined_head_h2o_cannot_parse_gets_json_too(client, first, head, st
     client.assert_healthy()
 
 
+TE_501 = ("the only Transfer-Encoding supported is chunked (a compressed body says so with "
+          "Content-Encoding)")
+TE_400 = ("the request's transfer codings must end with chunked, applied once (RFC 9112 6.3), "
+          "or where its body ends is unknown")
+EXPECT_417 = ("the Expect header asks for what cannot be met; the only expectation supported "
+              "is 100-continue")
+
+
+@pytest.mark.parametrize("head,status,message", [
+    (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n"
+     b"\r\n" + chunked(BODY), 501, TE_501),
+    (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n"
+     b"\r\n" + chunked(BODY), 400, TE_400),
+    (b"POST /v2/models/fr/infer HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: %d"
+     b"\r\n\r\n%s" % (len(BODY), BODY), 417, EXPECT_417),
+], ids=["unknown coding", "chunked not last", "unknown expectation"])
+def test_a_pipelined_head_gets_the_answer_a_first_head_gets(client, head, status, message):
+    """h2o refused these itself when they came pipelined (a 400 for any coding but chunked,
+    its own 417), where the same head first on a connection gets the server's answer: now
+    both get the same. Nothing behind them runs."""
+    before = executed(client)
+    out, closed = exchange(client.server.port, HEALTH + head + SMUGGLED)
+    rs = responses(out)
+    assert [r[0] for r in rs] == [200, status], out[:600]
+    assert json.loads(rs[1][2]) == {"error": message}
+    assert closed
+    assert executed(client) == before
+    client.assert_healthy()
+
+
+def test_no_100_continue_for_a_pipelined_http10_client(client):
+    """As for a first request (RFC 9110 10.1.1): h2o sent 100 Continue to an HTTP/1.0 request
+    pipelined behind another."""
+    out, closed = exchange(client.server.port, HEALTH + (
+        b"POST /v2/models/fr/infer HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)))
+    got = [int(line.split(b" ")[1]) for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+    assert got == [200, 200], out[:600]
+    assert closed
+
+
 def test_heads_are_checked_on_every_request_of_a_connection(client):
     """The check is not only for a connection's first request: after replies on a kept-alive
     connection, the next bad head is answered in JSON too."""
