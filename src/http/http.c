@@ -160,7 +160,8 @@ typedef struct {
     size_t promised;  /* room its admitted body may take (a chunked one's is unknown) */
     size_t replying;  /* the body of the reply h2o holds until it is written (or the end) */
     /* Set while h2o holds a request of ours (from the handler, or from the response filter
-     * for h2o's own answers, until the request is disposed); lives in the request's pool. */
+     * for h2o's own answers, until the request is disposed); lives in the request's pool:
+     * busy[0] is this conn (NULL once it closed), busy[1] the request. */
     void **busy;
     bool head_checked;                 /* check_head passed its head; until busy ends */
     size_t head_len;                   /* that head's bytes */
@@ -507,13 +508,14 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
 }
 
 static size_t request_end(conn_t *c, h2o_req_t *req);
-static void hold_refused(conn_t *c);
+static void hold_refused(conn_t *c, const h2o_req_t *req);
 
 static void on_busy_disposed(void *p)
 {
-    conn_t *c = *(conn_t **)p;
+    void **busy = p;
+    conn_t *c = busy[0];
     if (c) {
-        hold_refused(c); /* before h2o parses what is pipelined behind the request */
+        hold_refused(c, busy[1]); /* before h2o parses what is pipelined behind the request */
         c->busy = NULL;
         c->head_checked = false;
         c->token_taken = false;
@@ -535,8 +537,9 @@ static void mark_busy(h2o_req_t *req)
 {
     conn_t *c = conn_of(req);
     if (c && !c->busy) {
-        c->busy = h2o_mem_alloc_shared(&req->pool, sizeof *c->busy, on_busy_disposed);
-        *c->busy = c;
+        c->busy = h2o_mem_alloc_shared(&req->pool, 2 * sizeof *c->busy, on_busy_disposed);
+        c->busy[0] = c;
+        c->busy[1] = req;
         c->last_body = req->entity.base ? req->entity.len : 0;
         c->promised = 0; /* the body is in: what the buffer holds is what counts */
         c->req_end = request_end(c, req);
@@ -2503,7 +2506,7 @@ static void on_conn_close(void *data)
     bd_http_t *h = c->h;
     bool lingering = c->linger_fd >= 0 && linger(h, c->linger_fd);
     if (c->busy) {
-        *c->busy = NULL;
+        c->busy[0] = NULL;
     }
     if (h2o_timeout_is_linked(&c->rewatch_entry)) {
         h2o_timeout_unlink(&c->rewatch_entry);
@@ -3296,12 +3299,15 @@ static size_t request_end(conn_t *c, h2o_req_t *req)
     return end <= in->size ? end : 0;
 }
 
-static void hold_refused(conn_t *c)
+/* req: the request being disposed; whether h2o keeps the connection is known only now (on_req
+ * and the drain may end it after mark_busy). */
+static void hold_refused(conn_t *c, const h2o_req_t *req)
 {
     h2o_buffer_t *in = c->sock->input;
     size_t end = c->req_end;
     c->req_end = 0;
-    if (!end || !in || end >= in->size || c->upgraded || c->refused || c->held) {
+    if (!end || !in || end >= in->size || !req->http1_is_persistent || c->upgraded || c->refused ||
+        c->held) {
         return;
     }
     size_t n = in->size - end;
@@ -3779,6 +3785,10 @@ bd_http_t *bd_http_new(struct st_h2o_evloop_t *loop, bd_repo_t *repo, bd_metrics
     h2o_timeout_init(h->loop, &h->accept_timeout, ACCEPT_RETRY_MS);
     h->accept_entry.cb = on_accept_retry;
     h2o_timeout_init(h->loop, &h->head_timeout, HEAD_CHECK_MS);
+    /* Zero: on_rewatch runs in the loop turn that disposed the request, before the next poll,
+     * as long as replies end before this list's turn (socket callbacks and the mailbox run
+     * first; no timeout list set up after this one ends an HTTP reply). watch_reads and a
+     * held head (hold_refused) rely on it. */
     h2o_timeout_init(h->loop, &h->rewatch_timeout, 0);
     h->head_entry.cb = on_head_tick;
     h->watch_init = true;
