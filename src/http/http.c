@@ -28,18 +28,18 @@
  * the handshake and the records, so the routes, the handlers and the WebSocket streams see
  * plain bytes in sock->input as before. The handshake is started here (on_accept) rather than
  * by h2o_accept, so that a plain-HTTP request on the TLS port gets an unencrypted 400 that says
- * so, so that a request that came with the handshake is judged by check_head before h2o's
- * HTTP/1 takes the connection (on_handshake), and so that the drain can close connections
- * still in their handshake. It is bounded by --http-timeout-secs (h2o's handshake timeout
- * list); a failed one closes only its connection. Three places use the raw socket past h2o and
- * change under TLS: the hang-up watch (a leaving TLS client's last bytes are records, e.g. a
- * close_notify, which a peek cannot read, so it asks the kernel whether the peer shut its
- * side: poll POLLRDHUP); refuse_head and refuse_body (their 400/408/431 and early 401/413/429/503
- * go through TLS with h2o_socket_write, then the socket is shut down under h2o's HTTP/1, which ends
- * it without a close_notify; a connection whose first head on_handshake refused never reaches h2o's
- * HTTP/1 and is closed with h2o_socket_close, close_notify first); and the 400 for plain HTTP
- * (raw_reply, sent with send() before any TLS exists). The WebSocket close (stream/) shuts the
- * socket for writing only without TLS.
+ * so (bodiless for a HEAD: on_first_bytes looks before the handshake starts), so that a request
+ * that came with the handshake is judged by check_head before h2o's HTTP/1 takes the connection
+ * (on_handshake), and so that the drain can close connections still in their handshake. It is
+ * bounded by --http-timeout-secs (h2o's handshake timeout list); a failed one closes only its
+ * connection. Three places use the raw socket past h2o and change under TLS: the hang-up watch (a
+ * leaving TLS client's last bytes are records, e.g. a close_notify, which a peek cannot read, so it
+ * asks the kernel whether the peer shut its side: poll POLLRDHUP); refuse_head and refuse_body
+ * (their 400/408/431 and early 401/413/429/503 go through TLS with h2o_socket_write, then the
+ * socket is shut down under h2o's HTTP/1, which ends it without a close_notify; a connection whose
+ * first head on_handshake refused never reaches h2o's HTTP/1 and is closed with h2o_socket_close,
+ * close_notify first); and the 400 for plain HTTP (raw_reply, sent with send() before any TLS
+ * exists). The WebSocket close (stream/) shuts the socket for writing only without TLS.
  *
  * Threads: the event-loop thread only. */
 #include "http/http.h"
@@ -182,6 +182,7 @@ typedef struct {
      * the handshake is being refused (on_handshake); handshake_entry is linked meanwhile */
     bool handshaking;
     h2o_socket_cb reader;    /* refuse_head: h2o's read callback, restored after the answer */
+    bool plain_head;         /* its first bytes were "HEAD ": a plain-HTTP HEAD (on_handshake) */
     struct timeval accepted; /* when accepted, for h2o's HTTP/1 connection */
     h2o_timeout_entry_t handshake_entry; /* on h->ctx.handshake_timeout while handshaking */
 } conn_t;
@@ -3558,6 +3559,10 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
         char resp[256];
         size_t n = raw_reply(resp, sizeof resp, 400, NULL,
                              "this port speaks HTTPS (TLS) only: use https:// or wss://");
+        const char *head_end = strstr(resp, "\r\n\r\n");
+        if (c->plain_head && head_end) {
+            n = (size_t)(head_end + 4 - resp); /* a HEAD's answer has no body */
+        }
         if (send(h2o_socket_get_fd(sock), resp, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
             BD_DEBUG("http", "400 not sent: %s", strerror(errno));
         }
@@ -3578,13 +3583,33 @@ static void on_handshake_timeout(h2o_timeout_entry_t *entry)
     h2o_socket_close(c->sock); /* frees c (on_conn_close) */
 }
 
+/* A connection's first bytes, read before its handshake starts (h2o hands them to it): only to
+ * know whether a plain-HTTP request, which OpenSSL tells apart (on_handshake), is a HEAD,
+ * whose 400 has no body. Bytes that could still begin "HEAD " wait for more (a TLS record
+ * never starts so), within the handshake's time. */
+static void on_first_bytes(h2o_socket_t *sock, const char *err)
+{
+    conn_t *c = sock->on_close.data;
+    if (err) {
+        h2o_socket_close(sock); /* frees c (on_conn_close) */
+        return;
+    }
+    size_t n = sock->input->size < 5 ? sock->input->size : 5;
+    if (n < 5 && (n == 0 || memcmp(sock->input->bytes, "HEAD ", n) == 0)) {
+        return;
+    }
+    c->plain_head = n == 5 && memcmp(sock->input->bytes, "HEAD ", 5) == 0;
+    h2o_socket_read_stop(sock);
+    h2o_socket_ssl_handshake(sock, c->h->ssl_ctx, NULL, on_handshake);
+}
+
 static void start_tls(bd_http_t *h, conn_t *c)
 {
     c->handshaking = true;
     c->accepted = *h2o_get_timestamp(&h->ctx, NULL, NULL);
     c->handshake_entry.cb = on_handshake_timeout;
     h2o_timeout_link(h->loop, &h->ctx.handshake_timeout, &c->handshake_entry);
-    h2o_socket_ssl_handshake(c->sock, h->ssl_ctx, NULL, on_handshake);
+    h2o_socket_read_start(c->sock, on_first_bytes);
 }
 
 /* One count per pause: the retries every ACCEPT_RETRY_MS while clients wait are the same

@@ -384,6 +384,24 @@ def test_plain_http_on_the_tls_port_gets_a_plain_400_and_the_server_keeps_servin
     assert_serves(tls)
 
 
+def test_plain_head_on_the_tls_port_gets_the_400_without_a_body(tls):
+    """RFC 9110 9.3.2: the answer to HEAD has no content, this one included; its head is the
+    GET's, Content-Length too. Also when "HEAD " comes in pieces."""
+    with socket.create_connection(("127.0.0.1", tls.port), timeout=10) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        get = read_all(s)
+    head_of_get = get[:get.index(b"\r\n\r\n") + 4]
+    for pieces in ([b"HEAD /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"],
+                   [b"HE", b"AD /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"]):
+        with socket.create_connection(("127.0.0.1", tls.port), timeout=10) as s:
+            for piece in pieces:
+                s.sendall(piece)
+                time.sleep(0.1)
+            data = read_all(s)
+        assert undated(data) == undated(head_of_get), data
+    assert_serves(tls)
+
+
 def test_garbage_on_the_tls_port_is_closed_without_disturbing_others(tls):
     keep = http.client.HTTPSConnection("127.0.0.1", tls.port, timeout=HTTP_TIMEOUT_S,
                                        context=client_ctx(tls.certs))
