@@ -172,9 +172,6 @@ typedef struct {
     int phase;                         /* what on_head_tick last saw: PHASE_* */
     size_t seen_size;                  /* the input buffer's size then */
     uint64_t since_us;                 /* when the phase began (a body: when it last grew) */
-    /* Where the request h2o holds ends in the input buffer (h2o consumes that much after its
-     * reply); 0: unknown, or the connection is not kept. Bytes past it are pipelined. */
-    size_t req_end;
     char *held;      /* a pipelined head to refuse, kept from h2o until on_rewatch */
     size_t held_len; /* its bytes */
     /* TLS only (--tls-cert): */
@@ -508,7 +505,6 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
     h2o_ostream_send_next(self, req, last ? &o->body : NULL, last ? 1 : 0, state);
 }
 
-static size_t request_end(conn_t *c, h2o_req_t *req);
 static void hold_refused(conn_t *c, const h2o_req_t *req);
 
 static void on_busy_disposed(void *p)
@@ -543,7 +539,6 @@ static void mark_busy(h2o_req_t *req)
         c->busy[1] = req;
         c->last_body = req->entity.base ? req->entity.len : 0;
         c->promised = 0; /* the body is in: what the buffer holds is what counts */
-        c->req_end = request_end(c, req);
         count_buffer(c);
     }
 }
@@ -2105,10 +2100,11 @@ static bool host_ok(const char *s, size_t n)
 }
 
 /* The head faults RFC 9112 makes a 400 and picohttpparser passes, in both places that judge
- * heads: check_head (the first head of a read, before h2o sees it) and request_head_ok (the
- * heads check_head did not see: pipelined ones, which h2o parses straight from its buffer). A
- * folded line is one a proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where
- * the body ends would be read two ways. */
+ * heads: judge_head (before h2o parses a head: the first of a read in check_head, a pipelined
+ * one when the request before it is disposed, in hold_refused) and request_head_ok (which reads
+ * a pipelined head again in on_req, as no read marked it checked). A folded line is one a
+ * proxy may unfold and h2o drops ("Content-Length: 2\r\n 0"), so where the body ends would be
+ * read two ways. */
 static const char FAULT_FRAGMENT[] =
     "the request target has a fragment ('#'), which a request must not send (RFC 9112 3.2)";
 static const char FAULT_TARGET[] =
@@ -3279,7 +3275,9 @@ static bool check_head(bd_http_t *h, conn_t *c)
  * before the loop polls again, through on_read_checked, where check_head refuses it as it
  * refuses a first head. */
 
-static size_t request_end(conn_t *c, h2o_req_t *req)
+/* Where req ends in c's input buffer (h2o consumes that much once its reply is out): bytes
+ * past it are pipelined. 0: unknown, or h2o does not keep the connection. */
+static size_t request_end(conn_t *c, const h2o_req_t *req)
 {
     h2o_buffer_t *in = c->sock->input;
     size_t end = 0;
@@ -3300,15 +3298,16 @@ static size_t request_end(conn_t *c, h2o_req_t *req)
     return end <= in->size ? end : 0;
 }
 
-/* req: the request being disposed; whether h2o keeps the connection is known only now (on_req
- * and the drain may end it after mark_busy). */
+/* req: the request being disposed, its head judgement (c->head_checked) not yet reset;
+ * whether h2o keeps the connection is known only now (on_req and the drain may end it). */
 static void hold_refused(conn_t *c, const h2o_req_t *req)
 {
     h2o_buffer_t *in = c->sock->input;
-    size_t end = c->req_end;
-    c->req_end = 0;
-    if (!end || !in || end >= in->size || !req->http1_is_persistent || c->upgraded || c->refused ||
-        c->held) {
+    if (c->refused || c->held) {
+        return;
+    }
+    size_t end = request_end(c, req);
+    if (!end || end >= in->size) {
         return;
     }
     size_t n = in->size - end;
