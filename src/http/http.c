@@ -1503,8 +1503,19 @@ static bool image_body(h2o_req_t *req)
            h2o_lcstris(v.base, n, H2O_STRLIT("image/png"));
 }
 
-/* ?classification=K (a plain image body's; any other body is refused with it): 0 when absent;
- * -1 when it is not 1..65536 (empty included) or given twice. */
+/* The byte of a query component at *p, %XX decoded (RFC 3986 2.1), moving *p past it; -1 for a
+ * '%' without two hex digits after it. '+' stays '+'. */
+static int query_byte(const char **p, const char *end)
+{
+    const char *s = *p;
+    int hi = *s == '%' && end - s > 2 ? bd_hex_digit(s[1]) : -1;
+    int lo = hi >= 0 ? bd_hex_digit(s[2]) : -1;
+    *p = s + (lo >= 0 ? 3 : 1);
+    return lo >= 0 ? hi * 16 + lo : *s == '%' ? -1 : (unsigned char)*s;
+}
+
+/* ?classification=K (a plain image body's; any other body is refused with it), name and value
+ * percent-decoded: 0 when absent; -1 when it is not 1..65536 (empty included) or given twice. */
 static long query_classification(h2o_req_t *req)
 {
     if (req->query_at == SIZE_MAX) {
@@ -1517,14 +1528,19 @@ static long query_classification(h2o_req_t *req)
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *e = amp ? amp : end;
-        size_t n = sizeof key - 1;
-        if ((size_t)(e - q) >= n && memcmp(q, key, n) == 0 && (q + n == e || q[n] == '=')) {
+        const char *p = q;
+        size_t i = 0;
+        while (i < sizeof key - 1 && p < e && query_byte(&p, e) == key[i]) {
+            i++;
+        }
+        if (i == sizeof key - 1 && (p == e || query_byte(&p, e) == '=')) {
             long k = 0;
-            for (const char *p = q + n + (q + n < e); p < e; p++) {
-                if (*p < '0' || *p > '9' || k > 65536) {
+            while (p < e) {
+                int c = query_byte(&p, e);
+                if (c < '0' || c > '9' || k > 65536) {
                     return -1;
                 }
-                k = k * 10 + (*p - '0');
+                k = k * 10 + (c - '0');
             }
             if (found || k < 1 || k > 65536) {
                 return -1;

@@ -477,6 +477,14 @@ def test_plain_image_body_classification(client):
     assert out["datatype"] == "BYTES" and out["shape"] == [1, 5]
     order = sorted(range(len(full)), key=lambda i: (-full[i], i))[:5]
     assert out["data"] == ["%f:%d:label%d" % (full[i], i, i) for i in order]
+    # Query names and values are percent-decoded (RFC 3986 2.1), as clients and proxies that
+    # encode every character send them.
+    for query in ("classification=%35", "classific%61tion=5", "x=%26&classification=5"):
+        r = client.post("/v2/models/img_cls/infer?" + query, data=data,
+                        headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, (query, r.text)
+        assert r.json()["outputs"][0]["data"] == ["%f:%d:label%d" % (full[i], i, i)
+                                                  for i in order], query
 
 
 def test_model_without_preprocess_and_bad_query(client):
@@ -486,7 +494,9 @@ def test_model_without_preprocess_and_bad_query(client):
     assert msg == ("model 'plain' takes no images (its config.json has no \"preprocess\"); "
                    "send a KServe v2 JSON infer request with its inputs ('INPUT0' FP32 [4])"), msg
     for query in ("classification=x", "classification=", "classification", "classification=0",
-                  "classification=65537", "classification=2&classification=3"):
+                  "classification=65537", "classification=2&classification=3",
+                  "classification=%3", "classification=%zz", "classification=%2B2",
+                  "classification=2&classific%61tion=3"):
         msg = error_message(client.post("/v2/models/img_cls/infer?" + query, data=data,
                                         headers={"Content-Type": "image/png"}), 400)
         assert msg == ("?classification must be given once, as a number of classes from 1 to "

@@ -904,7 +904,7 @@ static void test_decode_binary(void **state)
     assert_string_equal(e2.msg, "request body is not valid JSON: a NUL byte is not allowed there "
                                 "(line 1, column 121); binary tensor data after the JSON needs "
                                 "the Inference-Header-Content-Length header, set to the JSON's "
-                                "length");
+                                "length alone (not the whole body's)");
     assert_int_equal(bd_infer_decode(hdr, 120, 120, &arena, NULL, &req, &e2), BD_EINVAL);
     assert_string_equal(e2.msg, "binary inputs take 64 bytes but 0 bytes follow the 120-byte JSON "
                                 "header (with no length given for the JSON, the whole body is "
@@ -940,7 +940,8 @@ static void test_decode_errors_structure(void **state)
     expect_error("{\"inputs\":[]} x", BD_EINVAL,
                  "request body is not valid JSON: end of file expected near 'x' (line 1, "
                  "column 15); binary tensor data after the JSON needs the "
-                 "Inference-Header-Content-Length header, set to the JSON's length");
+                 "Inference-Header-Content-Length header, set to the JSON's length alone (not the "
+                 "whole body's)");
     expect_error("{\"inputs\":[],\"inputs\":[]}", BD_EINVAL,
                  "request body is not valid JSON: duplicate object key near '\"inputs\"' (line "
                  "1, column 21)");
