@@ -1218,6 +1218,9 @@ static void add_stream(pipe_t *p, const char *key, size_t len)
     memmove(p->streams + pos + 1, p->streams + pos, (p->n_streams - pos) * sizeof *p->streams);
     p->streams[pos] = s;
     p->n_streams++;
+    /* Claimed once its group is ready: the claim due at start goes out before the first scan
+     * has found any stream, and a stream found later may hold a dead consumer's entries. */
+    s->claim_more = true;
     create_group(s);
 }
 

@@ -431,6 +431,15 @@ static int parse_redis(json_t *v, bd_redis_config_t *rd, bd_err_t *err)
                               i ? "dead_letter" : "results", out_keys[i],
                               i ? "dead letters" : "results", i ? "dead" : "results");
         }
+        /* Keys made with it twice could not be told from input streams whose names hold the
+         * template (they would be read back, their results named longer each time). */
+        const char *at = strstr(out_keys[i], "{stream}");
+        if (at && strstr(at + 1, "{stream}")) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'redis.%s' is '%s', which holds {stream} more than "
+                              "once; it may hold it once, such as \"%s:{stream}\"",
+                              i ? "dead_letter" : "results", out_keys[i], i ? "dead" : "results");
+        }
     }
     rd->enabled = true;
     rd->results_maxlen = maxlen;

@@ -922,6 +922,30 @@ def test_second_consumer_takes_over_a_dead_ones_entries(start_server_fn, rsrv):
         assert metric(b, "batchd_redis_reclaimed_total", model="cam", pattern="frames:*") > 0
 
 
+def test_a_dead_consumers_idle_entries_are_claimed_at_start(start_server_fn, rsrv):
+    """The claim at start is not put off by claim_idle_ms / 2 (30 s here): it used to go out
+    before the first scan had found a stream, so a replacement process took a dead one's
+    backlog over only half a period later."""
+    repo = _slow_repo(start_server_fn, claim_idle_ms=60000)
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 3, 20)
+    for cam in range(3):
+        key = "frames:cam%d" % cam
+        r.xgroup_create(key, "batchd", id="0")
+        ids = [i for _, ents in r.xreadgroup("batchd", "dead-one", {key: ">"}) for i, _ in ents]
+        assert len(ids) == 20
+        # Idle for two minutes, as if the dead one had read them that long ago.
+        r.xclaim(key, "batchd", "dead-one", 0, ids, idle=120000, justid=True)
+    t0 = time.monotonic()
+    b = start_batchd(start_server_fn, repo, rsrv, consumer="taker")
+    assert wait_results(r, len(sent), timeout=15), "%d of %d after %.1f s" % (
+        count_results(r), len(sent), time.monotonic() - t0)
+    check_all_answered(sent, results(r))
+    assert wait_for(lambda: total_pending(r) == 0, 10)
+    assert settled(b, "batchd_redis_reclaimed_total", len(sent), model="cam",
+                   pattern="frames:*") == len(sent)
+
+
 def test_two_processes_share_one_group(start_server_fn, rsrv):
     repo = start_server_fn.repo("redis")
     sim_model(repo, "cam", {"streams": "frames:*", "read_count": 4}, latency_us=2000,
@@ -1550,11 +1574,18 @@ def test_redis_config_errors_name_the_key(start_server_fn):
     # Results or dead letters into the input stream itself would never be read.
     sim_model(repo, "selfloop", {"streams": "x:*", "results": "{stream}"})
     sim_model(repo, "selfdead", {"streams": "cam1", "dead_letter": "cam1"})
+    # {stream} twice: such keys could not be told from input streams, and were read back.
+    sim_model(repo, "twice", {"streams": "id:*", "results": "id:{stream}/{stream}"})
+    sim_model(repo, "twicedead", {"streams": "id:*", "dead_letter": "{stream}{stream}"})
     client = start_server_fn(repo)
     for model, key in (("nostreams", "redis.streams"), ("badcount", "redis.read_count"),
                        ("typo", "redis.blok_ms"),
                        ("selfloop", "'redis.results' is '{stream}', the input stream itself"),
-                       ("selfdead", "'redis.dead_letter' is 'cam1', the input stream itself")):
+                       ("selfdead", "'redis.dead_letter' is 'cam1', the input stream itself"),
+                       ("twice", "'redis.results' is 'id:{stream}/{stream}', which holds "
+                                 "{stream} more than once; it may hold it once"),
+                       ("twicedead", "'redis.dead_letter' is '{stream}{stream}', which holds "
+                                     "{stream} more than once")):
         line = client.server.wait_log(r"model=%s .*state=unavailable" % model, 5)
         assert line and key in line, line
         r = client.get("/v2/models/%s/ready" % model)
