@@ -212,6 +212,7 @@ struct pipe {
     size_t next_shard; /* the shard that reads first next time: room goes round them */
     size_t next_claim; /* the stream that claims first next time, likewise */
     bool scanning;
+    bool overlap_said; /* a stream another model reads in our group was skipped, and said */
     uint64_t next_claim_us;
     /* backpressure */
     size_t hw;       /* queue depth at which submits and reads stop */
@@ -889,7 +890,7 @@ static bool derived(bd_ingest_t *ing, const char *key, size_t len)
     return false;
 }
 
-static stream_t *find_stream(pipe_t *p, const char *key, size_t len, size_t *pos)
+static stream_t *find_stream(const pipe_t *p, const char *key, size_t len, size_t *pos)
 {
     size_t lo = 0, hi = p->n_streams;
     while (lo < hi) {
@@ -1170,10 +1171,39 @@ static void create_group(stream_t *s)
     }
 }
 
+/* The model other than p's that reads key in p's group, if one does. A group hands each entry
+ * to one of its consumers, and every model of this process is the same consumer: two models
+ * reading a stream in one group would split its entries and re-read each other's pending
+ * ones, so the first to find it reads it alone. */
+static const pipe_t *group_reader(const pipe_t *p, const char *key, size_t len)
+{
+    for (size_t i = 0; i < p->ing->n_pipes; i++) {
+        const pipe_t *q = p->ing->pipes[i];
+        if (q != p && strcmp(q->cfg.group, p->cfg.group) == 0 && find_stream(q, key, len, NULL)) {
+            return q;
+        }
+    }
+    return NULL;
+}
+
 static void add_stream(pipe_t *p, const char *key, size_t len)
 {
     size_t pos = 0;
     stream_t *known = find_stream(p, key, len, &pos);
+    const pipe_t *other = known ? NULL : group_reader(p, key, len);
+    if (other) {
+        if (!p->overlap_said) {
+            p->overlap_said = true;
+            char shown[200];
+            BD_WARN("ingest",
+                    "stream not read model=%s stream=%s: model %s reads it in the same group "
+                    "'%s', which hands each entry to one consumer only; give one of the models "
+                    "its own \"group\" to have both read it (said once per model)",
+                    p->model, bd_log_field(shown, sizeof shown, key, len), other->model,
+                    p->cfg.group);
+        }
+        return;
+    }
     if (known) {
         known->gone = false;
         if (!known->group_ready) {

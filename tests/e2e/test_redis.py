@@ -243,6 +243,37 @@ def test_many_models_with_a_stream_each_are_all_read(start_server_fn, rsrv):
     assert "stream not read" not in client.server.log()
 
 
+def test_two_models_matching_a_stream_in_one_group_do_not_split_it(start_server_fn, rsrv):
+    """A group hands each entry to one consumer, and a process's models are one consumer: two
+    models of one group on one stream took half its entries each, wrong ones included. The
+    first model to find the stream reads it alone and the other says so, once; a model with a
+    group of its own reads every entry too."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "wide", {"streams": "frames:*"})
+    sim_model(repo, "narrow", {"streams": "frames:cam0"})
+    sim_model(repo, "own", {"streams": "frames:*", "group": "g2", "results": "own:{stream}"})
+    r = rsrv.client()
+    sent = produce(r, "frames:cam", 1, 1)
+    client = start_batchd(start_server_fn, repo, rsrv)
+    assert wait_results(r, 1)
+    time.sleep(2.5)  # a scan more: both models have found the stream (and have it blocked on)
+    for i in range(10):
+        sent.update(produce(r, "frames:cam", 1, 10, start=1 + 10 * i))
+        time.sleep(0.05)
+    assert wait_results(r, len(sent)) and wait_results(r, len(sent), pattern="own:*")
+    res = results(r)
+    check_all_answered(sent, res)
+    readers = {f["model_name"] for _k, _i, f in res}
+    assert len(readers) == 1, readers
+    other = ({"wide", "narrow"} - {readers.pop().decode()}).pop()
+    check_all_answered(sent, results(r, "own:*"))
+    lines = [line for line in client.server.log().splitlines() if "stream not read" in line]
+    assert len(lines) == 1 and "model=%s stream=frames:cam0:" % other in lines[0], lines
+    assert "in the same group 'batchd'" in lines[0], lines[0]
+    assert metric(client, "batchd_redis_entries_read_total", model=other,
+                  pattern="frames:*" if other == "wide" else "frames:cam0") == 0
+
+
 def test_a_stream_key_with_spaces_is_quoted_in_the_log(start_server_fn, rsrv):
     """A producer chooses the stream keys: one with a space and '=' is answered like any
     other, and the log writes it quoted, so it cannot read as fields of its own."""
@@ -326,7 +357,11 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         ({"input": good, "datatype": "FP99", "camera": "dt"}, r"not a datatype; expected one of BOOL, .*, FP64, BYTES$"),
         ({"camera": "missing"}, r"no 'input' field"),
         ({"input": good, "shape": "1,x", "camera": "shape"}, r"field 'shape' is '1,x'"),
-        ({"input": good, "datatype": "INT32", "camera": "mismatch"}, r"INT32"),
+        ({"input": good, "datatype": "INT32", "camera": "mismatch"},
+         r"^input 'INPUT0': expected datatype FP32, got INT32$"),
+        # Another element size: the datatype is named, not a byte count for FP64's size.
+        ({"input": good, "datatype": "FP64", "camera": "wider"},
+         r"^input 'INPUT0': expected datatype FP32, got FP64$"),
         ({"input": good, "datatype": b"FP32\x00junk", "camera": "nul"},
          r"^field 'datatype' is 'FP32\\x00junk', which is not a datatype"),
         ({"input": good, "shape": b"1\x00,16" + b"7" * 40, "camera": "nulshape"},
@@ -348,11 +383,11 @@ def test_bad_entries_get_error_results_and_are_acked(start_server_fn, rsrv):
         assert f["model_name"] == b"cam" and f["model_version"] == b"1"
     assert res[ok_id]["status"] == b"ok"  # the stream goes on after bad entries
     assert wait_for(lambda: total_pending(r) == 0, 10), "bad entries were not acked"
-    assert settled(client, "batchd_redis_errors_total", 7, model="cam", pattern="frames:*") == 7
-    assert settled(client, "batchd_redis_acked_total", 8, model="cam", pattern="frames:*") == 8
+    assert settled(client, "batchd_redis_errors_total", 8, model="cam", pattern="frames:*") == 8
+    assert settled(client, "batchd_redis_acked_total", 9, model="cam", pattern="frames:*") == 9
     # Every bad entry is an invalid request, whether refused as read or by the infer layer.
     assert metric(client, "batchd_inference_requests_total", model="cam", version="1",
-                  protocol="redis", outcome="invalid") == 7
+                  protocol="redis", outcome="invalid") == 8
 
 
 def test_metadata_named_like_a_result_field_is_refused(start_server_fn, rsrv):
@@ -435,7 +470,8 @@ def test_several_inputs_per_name_shapes_datatypes_and_templates(start_server_fn,
                          "input": "not an input here"}).decode()
     bad = {
         r.xadd("in:a", {"IMG": img[:4].tobytes(), "IDS": ids[:2].tobytes(),
-                        "IDS.datatype": "FP64", "camera": "c2"}).decode(): r"FP64",
+                        "IDS.datatype": "FP64", "camera": "c2"}).decode():
+            r"^input 'IDS': expected datatype INT64, got FP64$",
         r.xadd("in:a", {"IMG": img[:4].tobytes(), "camera": "c3"}).decode():
             r"no field 'IDS'.*INT64",
         r.xadd("in:a", {"IMG": img[:4].tobytes(), "IDS": ids[:2].tobytes(),
