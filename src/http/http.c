@@ -1207,6 +1207,12 @@ static bool origin_ok(bd_http_t *h, h2o_req_t *req)
     if (i < 0) {
         return true;
     }
+    if (h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), i) >= 0) {
+        /* RFC 6454 7.3: a browser sends one; which of several to trust is anyone's guess. */
+        reply_error(h, req, BD_EFORBIDDEN,
+                    "a request with more than one Origin header is refused (a browser sends one)");
+        return false;
+    }
     h2o_iovec_t o =
         h2o_str_stripws(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
     bool listed;

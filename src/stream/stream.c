@@ -907,11 +907,14 @@ bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
         return false;
     }
     ssize_t first_key = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), -1);
-    bool two_keys =
-        first_key >= 0 &&
-        h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), first_key) >= 0;
-    /* RFC 6455 4.1 and 11.3.1: over HTTP/1.1 exactly, with one key. */
-    if (req->version != 0x101 || two_keys || h2o_is_websocket_handshake(req, &key) != 0 || !key ||
+    ssize_t vi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-version"), -1);
+    bool twice =
+        (first_key >= 0 &&
+         h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), first_key) >= 0) ||
+        (vi >= 0 &&
+         h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-version"), vi) >= 0);
+    /* RFC 6455 4.1 and 11.3: over HTTP/1.1 exactly, with one key and one version. */
+    if (req->version != 0x101 || twice || h2o_is_websocket_handshake(req, &key) != 0 || !key ||
         !key_ok(key)) {
         reply_http_error(st, req, 400,
                          "this endpoint is a WebSocket: expected GET with 'Upgrade: websocket', "
@@ -919,12 +922,16 @@ bool bd_stream_accept(bd_stream_t *st, h2o_req_t *req, const char *model, size_t
                          "'Sec-WebSocket-Version: 13' over HTTP/1.1");
         return false;
     }
-    ssize_t vi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-version"), -1);
     if (vi < 0 || !h2o_memis(req->headers.entries[vi].value.base,
                              req->headers.entries[vi].value.len, H2O_STRLIT("13"))) {
-        /* RFC 6455 4.4: name the version we speak. */
+        /* RFC 6455 4.4: name the version we speak; RFC 9110 15.5.22 and 7.8: a 426 names the
+         * protocol to upgrade to, and Upgrade goes with the upgrade connection option. */
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-version"), 0,
                               NULL, H2O_STRLIT("13"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL,
+                       H2O_STRLIT("websocket"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONNECTION, NULL,
+                       H2O_STRLIT("Upgrade"));
         reply_http_error(st, req, 426,
                          "this server speaks WebSocket version 13 only "
                          "(Sec-WebSocket-Version: 13)");

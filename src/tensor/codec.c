@@ -156,8 +156,9 @@ static const char *after_the_object(bool split)
 {
     return split ? "; the JSON ends before the length given for it (Inference-Header-Content-"
                    "Length, or a WebSocket binary frame's 4-byte prefix)"
-                 : "; binary tensor data after the JSON needs the Inference-Header-Content-Length "
-                   "header, set to the JSON's length alone (not the whole body's)";
+                 : "; binary tensor data after the JSON needs the JSON's length alone (not the "
+                   "whole body's) in the Inference-Header-Content-Length header, or over "
+                   "WebSocket in a binary frame's 4-byte prefix";
 }
 
 /* A NUL the scan refuses at header byte `at`: a \u0000 escape (`escape`) or a raw byte, after

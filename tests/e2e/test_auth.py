@@ -38,7 +38,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 from ws_util import run, ws_connect, ws_recv
 from conftest import (BATCHD_BIN, HTTP_TIMEOUT_S, error_message, non_loopback_address,
-                      parse_metrics, read_all, read_reply, sanitizer_env, tensor, vm_kib)
+                      parse_metrics, raw_exchange, read_all, read_reply, sanitizer_env, tensor,
+                      vm_kib)
 
 STEP_S = 15.0
 INFER_KEY = "inf-" + secrets.token_hex(16)
@@ -883,6 +884,17 @@ def test_requests_from_other_web_pages_are_refused(start_server_fn):
         r = _page_post(client, origin, 3.0)
         assert r.status_code == 200, (origin, r.text)
         assert r.json()["outputs"][0]["data"] == [3.0, 2.0]
+    # Two Origin fields (RFC 6454 7.3: a browser sends one): refused whichever comes first;
+    # only the first was judged.
+    own = "http://127.0.0.1:%d" % port
+    for first, second in ((own, "http://evil.example"), ("http://evil.example", own), (own, own)):
+        data = raw_exchange(port, ("GET /v2/models/m HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                   "Origin: %s\r\nOrigin: %s\r\nConnection: close\r\n\r\n"
+                                   % (port, first, second)).encode())
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 403 "), (first, second, data)
+        assert json.loads(body) == {"error": "a request with more than one Origin header is "
+                                             "refused (a browser sends one)"}, body
 
     async def ws():
         with pytest.raises(InvalidStatusCode) as e:

@@ -935,6 +935,9 @@ BAD_HANDSHAKES = {
                  (400,), False),
     "two-keys": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY + KEY.replace("dGhl", "eGhl")
                  + "Sec-WebSocket-Version: 13\r\n", (400,), False),
+    # RFC 6455 11.3.5: the version must not appear twice either (the first decided).
+    "two-versions": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY + "Sec-WebSocket-Version: 13\r\n"
+                     + "Sec-WebSocket-Version: 8\r\n", (400,), False),
     # RFC 6455 4.2.1: the key is base64 of 16 bytes (h2o checked only its 24 characters).
     "key-not-base64": ("GET /v2/stream HTTP/1.1\r\n" + UPG + "Sec-WebSocket-Key: " + "!" * 24
                        + "\r\nSec-WebSocket-Version: 13\r\n", (400,), False),
@@ -979,6 +982,13 @@ def test_bad_handshake_is_refused(hygiene, name):
         versions = [l.split(":", 1)[1].strip() for l in lines[1:]
                     if l.lower().startswith("sec-websocket-version:")]
         assert versions and "13" in ",".join(versions).replace(" ", "").split(","), lines
+    if status == 426:
+        # RFC 9110 15.5.22: a 426 names the protocol in Upgrade, and 7.8: with the upgrade
+        # connection option.
+        fields = [l.split(":", 1) for l in lines[1:]]
+        assert [v.strip() for k, v in fields if k.lower() == "upgrade"] == ["websocket"], lines
+        options = ",".join(v for k, v in fields if k.lower() == "connection")
+        assert "upgrade" in [o.strip().lower() for o in options.split(",")], lines
     hygiene.assert_healthy()
 
 

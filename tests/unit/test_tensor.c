@@ -903,8 +903,9 @@ static void test_decode_binary(void **state)
     assert_int_equal(bd_infer_decode(nohdr, 124, 124, &arena, NULL, &req, &e2), BD_EINVAL);
     assert_string_equal(e2.msg, "request body is not valid JSON: a NUL byte is not allowed there "
                                 "(line 1, column 121); binary tensor data after the JSON needs "
-                                "the Inference-Header-Content-Length header, set to the JSON's "
-                                "length alone (not the whole body's)");
+                                "the JSON's length alone (not the whole body's) in the "
+                                "Inference-Header-Content-Length header, or over WebSocket in a "
+                                "binary frame's 4-byte prefix");
     assert_int_equal(bd_infer_decode(hdr, 120, 120, &arena, NULL, &req, &e2), BD_EINVAL);
     assert_string_equal(e2.msg, "binary inputs take 64 bytes but 0 bytes follow the 120-byte JSON "
                                 "header (with no length given for the JSON, the whole body is "
@@ -939,9 +940,9 @@ static void test_decode_errors_structure(void **state)
                  "request body is not valid JSON: unexpected token near '}' (line 1, column 12)");
     expect_error("{\"inputs\":[]} x", BD_EINVAL,
                  "request body is not valid JSON: end of file expected near 'x' (line 1, "
-                 "column 15); binary tensor data after the JSON needs the "
-                 "Inference-Header-Content-Length header, set to the JSON's length alone (not the "
-                 "whole body's)");
+                 "column 15); binary tensor data after the JSON needs the JSON's length alone (not "
+                 "the whole body's) in the Inference-Header-Content-Length header, or over "
+                 "WebSocket in a binary frame's 4-byte prefix");
     expect_error("{\"inputs\":[],\"inputs\":[]}", BD_EINVAL,
                  "request body is not valid JSON: duplicate object key near '\"inputs\"' (line "
                  "1, column 21)");
