@@ -175,8 +175,8 @@ static int parse_queue_policy(json_t *v, bd_sched_policy_t *pol, bd_err_t *err)
         if (!*key || *end || key[0] < '1' || key[0] > '9' || level < 1 ||
             level > pol->priority_levels) {
             return bd_err_set(err, BD_EINVAL,
-                              "config.json: priority_queue_policy key '%s' must be a level from 1 "
-                              "to priority_levels (%d)",
+                              "config.json: dynamic_batching.priority_queue_policy key '%s' must "
+                              "be a level from 1 to priority_levels (%d)",
                               key, pol->priority_levels);
         }
         char where[64];
@@ -271,6 +271,34 @@ static int parse_batching(json_t *db, bd_sched_policy_t *pol, bd_err_t *err)
     return v ? parse_queue_policy(v, pol, err) : 0;
 }
 
+/* The key whose value holds byte `pos` of the JSON text s (the nearest `"key":` before it),
+ * for the parse error jansson reports without one (an integer past int64); false when it
+ * cannot tell (a ':' inside a string between them, an escaped or long key). */
+static bool key_before(const char *s, size_t pos, char *out, size_t cap)
+{
+    size_t i = pos;
+    while (i > 0 && s[i - 1] != ':') {
+        i--;
+    }
+    while (i > 1 && (s[i - 2] == ' ' || s[i - 2] == '\t' || s[i - 2] == '\n' || s[i - 2] == '\r')) {
+        i--;
+    }
+    if (i < 3 || s[i - 2] != '"') {
+        return false;
+    }
+    size_t end = i - 2; /* the key's closing quote */
+    size_t start = end;
+    while (start > 0 && s[start - 1] != '"' && s[start - 1] != '\\' && end - start < cap - 1) {
+        start--;
+    }
+    if (start == 0 || s[start - 1] != '"' || start == end) {
+        return false;
+    }
+    memcpy(out, s + start, end - start);
+    out[end - start] = '\0';
+    return true;
+}
+
 static int parse_version_policy(json_t *v, bd_version_policy_t *vp, bd_err_t *err)
 {
     const char *msg = "config.json: 'version_policy' must be {\"latest\": N}, {\"all\": {}} or "
@@ -288,9 +316,10 @@ static int parse_version_policy(json_t *v, bd_version_policy_t *vp, bd_err_t *er
         }
         json_t *n = json_is_object(x) ? json_object_get(x, "num_versions") : x;
         if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 64) {
-            return bd_err_set(
-                err, BD_EINVAL,
-                "config.json: 'version_policy.latest' must be an integer from 1 to 64");
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: 'version_policy.latest%s' must be an integer from 1 "
+                              "to 64",
+                              json_is_object(x) ? ".num_versions" : "");
         }
         vp->kind = BD_VERSIONS_LATEST;
         vp->latest = (int)json_integer_value(n);
@@ -310,8 +339,10 @@ static int parse_version_policy(json_t *v, bd_version_policy_t *vp, bd_err_t *er
         int64_t vs[BD_MAX_SPECIFIC_VERSIONS];
         size_t n = 0;
         /* as version folders: 1 to 18 digits */
-        if (rc || (rc = get_int_list(list, "version_policy.specific", 1, 999999999999999999LL, true,
-                                     vs, BD_MAX_SPECIFIC_VERSIONS, &n, err))) {
+        const char *name =
+            json_is_object(x) ? "version_policy.specific.versions" : "version_policy.specific";
+        if (rc || (rc = get_int_list(list, name, 1, 999999999999999999LL, true, vs,
+                                     BD_MAX_SPECIFIC_VERSIONS, &n, err))) {
             return rc;
         }
         vp->kind = BD_VERSIONS_SPECIFIC;
@@ -768,6 +799,17 @@ int bd_config_parse(bd_config_t *c, const char *json, size_t len, bd_err_t *err)
     if (json) {
         json_error_t jerr;
         json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+        char key[64];
+        if (!root && strncmp(jerr.text, "too big integer", 15) == 0 &&
+            key_before(json,
+                       jerr.position >= 0 && (size_t)jerr.position < len ? (size_t)jerr.position
+                                                                         : len,
+                       key, sizeof key)) {
+            return bd_err_set(err, BD_EINVAL,
+                              "config.json: '%s' is an integer too big to read (line %d); "
+                              "docs/CONFIG.md gives its range",
+                              key, jerr.line);
+        }
         if (!root) {
             char why[JSON_ERROR_TEXT_LENGTH + 64];
             return bd_err_set(err, BD_EINVAL, "config.json is not valid JSON: %s (line %d)",

@@ -621,33 +621,40 @@ static void test_config_priority_errors(void **state)
         "by priority level (\"1\", \"2\", ...)";
     expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": []}}", pq);
     expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": 1}}", pq);
-    expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": {\"2\": {}}}}",
-               "config.json: priority_queue_policy key '2' must be a level from 1 to "
-               "priority_levels (1)");
-    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
-               "\"priority_queue_policy\": {\"0\": {}}}}",
-               "config.json: priority_queue_policy key '0' must be a level from 1 to "
-               "priority_levels (3)");
+    expect_bad(
+        "{\"dynamic_batching\": {\"priority_queue_policy\": {\"2\": {}}}}",
+        "config.json: dynamic_batching.priority_queue_policy key '2' must be a level from 1 to "
+        "priority_levels (1)");
+    expect_bad(
+        "{\"dynamic_batching\": {\"priority_levels\": 3, "
+        "\"priority_queue_policy\": {\"0\": {}}}}",
+        "config.json: dynamic_batching.priority_queue_policy key '0' must be a level from 1 to "
+        "priority_levels (3)");
     /* "01" would be a second spelling of level 1. */
-    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
-               "\"priority_queue_policy\": {\"01\": {}}}}",
-               "config.json: priority_queue_policy key '01' must be a level from 1 to "
-               "priority_levels (3)");
-    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
-               "\"priority_queue_policy\": {\"high\": {}}}}",
-               "config.json: priority_queue_policy key 'high' must be a level from 1 to "
-               "priority_levels (3)");
-    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
-               "\"priority_queue_policy\": {\"\": {}}}}",
-               "config.json: priority_queue_policy key '' must be a level from 1 to "
-               "priority_levels (3)");
-    expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
-               "\"priority_queue_policy\": {\"1x\": {}}}}",
-               "config.json: priority_queue_policy key '1x' must be a level from 1 to "
-               "priority_levels (3)");
+    expect_bad(
+        "{\"dynamic_batching\": {\"priority_levels\": 3, "
+        "\"priority_queue_policy\": {\"01\": {}}}}",
+        "config.json: dynamic_batching.priority_queue_policy key '01' must be a level from 1 to "
+        "priority_levels (3)");
+    expect_bad(
+        "{\"dynamic_batching\": {\"priority_levels\": 3, "
+        "\"priority_queue_policy\": {\"high\": {}}}}",
+        "config.json: dynamic_batching.priority_queue_policy key 'high' must be a level from 1 to "
+        "priority_levels (3)");
+    expect_bad(
+        "{\"dynamic_batching\": {\"priority_levels\": 3, "
+        "\"priority_queue_policy\": {\"\": {}}}}",
+        "config.json: dynamic_batching.priority_queue_policy key '' must be a level from 1 to "
+        "priority_levels (3)");
+    expect_bad(
+        "{\"dynamic_batching\": {\"priority_levels\": 3, "
+        "\"priority_queue_policy\": {\"1x\": {}}}}",
+        "config.json: dynamic_batching.priority_queue_policy key '1x' must be a level from 1 to "
+        "priority_levels (3)");
     expect_bad("{\"dynamic_batching\": {\"priority_levels\": 3, "
                "\"priority_queue_policy\": {\"99999999999999999999\": {}}}}",
-               "config.json: priority_queue_policy key '99999999999999999999' must be a level "
+               "config.json: dynamic_batching.priority_queue_policy key '99999999999999999999' "
+               "must be a level "
                "from 1 to priority_levels (3)");
     expect_bad("{\"dynamic_batching\": {\"priority_queue_policy\": {\"1\": 5}}}",
                "config.json: 'dynamic_batching.priority_queue_policy.1' must be an object");
@@ -713,6 +720,12 @@ static void test_config_version_policy_errors(void **state)
     expect_bad("{\"version_policy\": {\"latest\": 0}}", lat);
     expect_bad("{\"version_policy\": {\"latest\": 65}}", lat);
     expect_bad("{\"version_policy\": {\"latest\": \"1\"}}", lat);
+    expect_bad("{\"version_policy\": {\"latest\": {\"num_versions\": 0}}}",
+               "config.json: 'version_policy.latest.num_versions' must be an integer from 1 to "
+               "64");
+    expect_bad("{\"version_policy\": {\"latest\": {}}}",
+               "config.json: 'version_policy.latest.num_versions' must be an integer from 1 to "
+               "64");
     expect_bad("{\"version_policy\": {\"latest\": {\"num\": 1}}}",
                "config.json: unknown key 'version_policy.latest.num'");
     expect_bad("{\"version_policy\": {\"latest\": {\"num_versions\": 1, \"x\": 2}}}",
@@ -725,7 +738,10 @@ static void test_config_version_policy_errors(void **state)
         "config.json: 'version_policy.specific' must be an array of 1 to 64 integers";
     expect_bad("{\"version_policy\": {\"specific\": []}}", sp_n);
     expect_bad("{\"version_policy\": {\"specific\": 3}}", sp_n);
-    expect_bad("{\"version_policy\": {\"specific\": {\"versions\": 3}}}", sp_n);
+    /* Triton's object forms name the key inside them. */
+    expect_bad("{\"version_policy\": {\"specific\": {\"versions\": 3}}}",
+               "config.json: 'version_policy.specific.versions' must be an array of 1 to 64 "
+               "integers");
     expect_bad("{\"version_policy\": {\"specific\": {\"list\": [3]}}}",
                "config.json: unknown key 'version_policy.specific.list'");
     expect_bad("{\"version_policy\": {\"specific\": {\"versions\": [1], \"x\": 2}}}",
@@ -908,6 +924,16 @@ static void test_config_invalid_json(void **state)
          "config.json is not valid JSON: duplicate object key near '\"instances\"' (line 2)"},
         {"{\"a\": 1} x", "config.json is not valid JSON: end of file expected near 'x' (line 1)"},
         {"{\"a\": tru}", "config.json is not valid JSON: invalid token near 'tru' (line 1)"},
+        /* An integer past int64 fails the parse itself; the sentence still names its key. */
+        {"{\"instances\": 1,\n \"max_batch_size\" :\t1000000000000000000000000000000}",
+         "config.json: 'max_batch_size' is an integer too big to read (line 2); docs/CONFIG.md "
+         "gives its range"},
+        {"{\"warmup\": {\"batch_sizes\": [1, 99999999999999999999]}}",
+         "config.json: 'batch_sizes' is an integer too big to read (line 1); docs/CONFIG.md "
+         "gives its range"},
+        /* A ':' in a string between key and number: no key is named rather than a wrong one. */
+        {"{\"a\": [\"x:y\", 99999999999999999999]}",
+         "config.json is not valid JSON: too big integer near '99999999999999999999' (line 1)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = parse(&cfg, cases[i][0], &err);
