@@ -996,9 +996,10 @@ static bool admin_path(const h2o_iovec_t *seg, int n)
 }
 
 /* WWW-Authenticate with a 401 (RFC 6750 §3: error="invalid_token" when a key came but is not
- * valid). */
+ * valid), and with the 403 of a key whose role does not reach the endpoint (§3.1). */
 #define AUTH_PLAIN "Bearer realm=\"batchd\""
 #define AUTH_INVALID "Bearer realm=\"batchd\", error=\"invalid_token\""
+#define AUTH_SCOPE "Bearer realm=\"batchd\", error=\"insufficient_scope\""
 static const char MSG_NEED_KEY[] =
     "this endpoint needs an API key: send 'Authorization: Bearer <key>'";
 static const char MSG_BAD_HEADER[] = "the Authorization header must be one 'Bearer <API key>'";
@@ -1299,6 +1300,8 @@ static bool admit(bd_http_t *h, h2o_req_t *req, const h2o_iovec_t *seg, int n)
         return false;
     }
     if (admin_path(seg, n) && h->who.role != BD_GATE_ROLE_ADMIN) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT(AUTH_SCOPE));
         reply_error(h, req, BD_EFORBIDDEN,
                     "loading and unloading models needs an API key with the 'admin' role; this "
                     "key has the 'infer' role");

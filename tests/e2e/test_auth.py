@@ -256,6 +256,9 @@ def test_infer_key_may_not_load_or_unload(keyed):
         msg = error_message(r, 403)
         assert "admin" in msg, msg
         assert INFER_KEY not in msg
+        # RFC 6750 3.1: the key is valid but does not reach this endpoint.
+        assert r.headers.get("WWW-Authenticate") == \
+            'Bearer realm="batchd", error="insufficient_scope"', r.headers
     # Nothing changed: spare still answers.
     r = requests.post(keyed.url("/v2/models/spare/infer"), headers=bearer(INFER_KEY),
                       json={"inputs": [tensor("INPUT0", "INT32", [1, 1], [7])]},
