@@ -82,9 +82,43 @@ static void print_shape(FILE *f, json_t *shape)
     fputc(']', f);
 }
 
+/* Whether s[0..n) is printable ASCII: a server's text with anything else (newlines, terminal
+ * escape sequences) is printed escaped (print_text). */
+static bool plain_text(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A BYTES element as one word of an output line: as it is when it is printable ASCII without
+ * spaces, quotes or backslashes, else quoted with other bytes as \xNN (as the server's log
+ * writes what clients send), so that a server's bytes cannot move the cursor or split the
+ * line, and elements stay apart. */
+static void print_text(const char *s, size_t n)
+{
+    size_t cap = n > (SIZE_MAX - 8) / 4 ? 0 : n * 4 + 8;
+    char *buf = cap ? malloc(cap) : NULL;
+    if (!buf) {
+        printf("?");
+        return;
+    }
+    fputs(bd_log_field(buf, cap, s, n), stdout);
+    free(buf);
+}
+
 /* One classification string "<score>:<index>[:<label>]" as a table line. */
 static void print_class(size_t rank, const char *s, size_t n)
 {
+    if (!plain_text(s, n)) {
+        printf("%-4zu  ", rank);
+        print_text(s, n);
+        printf("\n");
+        return;
+    }
     const char *c1 = memchr(s, ':', n);
     const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(s + n - c1 - 1)) : NULL;
     if (!c1) {
@@ -196,7 +230,7 @@ static void print_json_value(json_t *v, bd_dtype_t dt)
     } else if (json_is_real(v)) {
         printf(dt == BD_DT_FP64 ? "%.17g" : "%.9g", json_real_value(v));
     } else if (json_is_string(v)) {
-        printf("%.*s", (int)json_string_length(v), json_string_value(v));
+        print_text(json_string_value(v), json_string_length(v));
     } else if (json_is_boolean(v)) {
         printf("%s", json_is_true(v) ? "true" : "false");
     } else if (json_is_null(v)) {
@@ -274,6 +308,39 @@ static void flatten(json_t *v, json_t *flat)
     }
 }
 
+/* The elements of an output's binary data: SIZE_MAX when its datatype is unknown (nothing
+ * is printed then, and nothing checked). */
+static size_t count_binary(bd_dtype_t dt, const char *bin, size_t nbin)
+{
+    if (dt == BD_DT_BYTES) {
+        bytes_iter_t it = {bin, nbin};
+        const char *s;
+        size_t n, have = 0;
+        while (next_bytes(&it, &s, &n)) {
+            have++;
+        }
+        return have;
+    }
+    size_t size = bd_dtype_size(dt);
+    return !size ? SIZE_MAX : nbin % size ? SIZE_MAX - 1 /* never a shape's count */ : nbin / size;
+}
+
+/* Whether `have` values are what the reply's shape says (a broken server's shape is not
+ * printed over values it does not hold). */
+static bool values_fill_shape(json_t *shape, size_t have)
+{
+    size_t want = 1, i;
+    json_t *d;
+    json_array_foreach(shape, i, d)
+    {
+        json_int_t v = json_integer_value(d);
+        if (!json_is_integer(d) || v < 0 || !bd_mul_size(want, (size_t)v, &want)) {
+            return false;
+        }
+    }
+    return have == SIZE_MAX || (json_is_array(shape) && have == want);
+}
+
 /* Print the reply of a 200: every output, classification outputs as tables. */
 static int print_reply(const bd_lg_reply_t *r, bool classification)
 {
@@ -282,13 +349,15 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
     json_error_t jerr;
     size_t qlen = 0;
     char *quoted = quote_big_ints(r->body.data, hlen, &qlen);
-    json_t *root =
-        quoted ? json_loadb(quoted, qlen, 0, &jerr) : json_loadb(r->body.data, hlen, 0, &jerr);
+    /* BYTES elements may hold NULs (\u0000), as requests' may. */
+    json_t *root = quoted ? json_loadb(quoted, qlen, JSON_ALLOW_NUL, &jerr)
+                          : json_loadb(r->body.data, hlen, JSON_ALLOW_NUL, &jerr);
     free(quoted);
     json_t *outputs = json_object_get(root, "outputs");
     if (!root) {
-        fprintf(stderr, "batchd infer: the reply is not JSON (%s): %.300s\n", jerr.text,
-                r->body.data);
+        char why[JSON_ERROR_TEXT_LENGTH + 64];
+        fprintf(stderr, "batchd infer: the reply is not JSON (%s): %.300s\n",
+                bd_json_fault(why, sizeof why, jerr.text), r->body.data);
         return 1;
     }
     if (!json_is_array(outputs)) {
@@ -333,23 +402,15 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
             flatten(json_object_get(out, "data"), flat);
         }
         size_t ndim = json_array_size(shape);
+        size_t values =
+            json_is_integer(bsize) ? count_binary(dt, bin, nbin) : json_array_size(flat);
         if (classification && dt == BD_DT_BYTES) {
             size_t k = ndim ? (size_t)json_integer_value(json_array_get(shape, ndim - 1)) : 0;
             size_t rows = ndim >= 2 ? (size_t)json_integer_value(json_array_get(shape, 0)) : 1;
             bytes_iter_t it = {bin, nbin};
             /* The classes the reply holds must be the ones its shape says: a broken server's
              * shape alone must not make this print forever. */
-            size_t have = 0;
-            if (json_is_integer(bsize)) {
-                bytes_iter_t count = it;
-                const char *s;
-                size_t n;
-                while (next_bytes(&count, &s, &n)) {
-                    have++;
-                }
-            } else {
-                have = json_array_size(flat);
-            }
+            size_t have = values;
             if (k == 0 || rows > have / k || rows * k != have) {
                 fprintf(stderr,
                         "batchd infer: output '%s' holds %zu classes, but its shape says %zu "
@@ -381,6 +442,19 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                     print_class(j + 1, s ? s : "", n);
                 }
             }
+        } else if (!values_fill_shape(shape, values)) {
+            fprintf(stderr, "batchd infer: output '%s' holds ", name ? name : "?");
+            if (values == SIZE_MAX - 1) {
+                fprintf(stderr, "%zu bytes of %s, not whole values", nbin, dtn);
+            } else {
+                fprintf(stderr, "%zu value%s", values, values == 1 ? "" : "s");
+            }
+            fprintf(stderr, ", but its shape is ");
+            print_shape(stderr, shape);
+            fprintf(stderr, "\n");
+            json_decref(flat);
+            rc = 1;
+            break;
         } else {
             printf("output %s %s ", name ? name : "?", dtn ? dtn : "?");
             print_shape(stdout, shape);
@@ -398,7 +472,8 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                 const char *s;
                 size_t n;
                 while (next_bytes(&it, &s, &n)) {
-                    printf(" %.*s", (int)n, s);
+                    printf(" ");
+                    print_text(s, n);
                 }
             } else if (bd_dtype_size(dt) > 0) {
                 for (size_t off = 0; off + bd_dtype_size(dt) <= nbin; off += bd_dtype_size(dt)) {

@@ -63,6 +63,7 @@ def env(start_server, tmp_path_factory):
     with open(os.path.join(repo.path, "echo", "labels.txt"), "w") as f:
         f.write("zero\none\ntwo\nthree\n")
     repo.add_sim("two_in", [("A", "INT32", [2]), ("B", "FP64", [1])])
+    repo.add_sim("words", [("INPUT0", "BYTES", [4])])
     repo.add_sim("types", [("U", "UINT64", [3]), ("D", "FP64", [3]), ("F", "FP32", [3]),
                            ("B", "BOOL", [2])])
     image = {"size": [2, 2], "resize": "stretch", "color": "GRAY", "layout": "NCHW",
@@ -180,6 +181,21 @@ def test_infer_json_reply_with_digits_after_an_escaped_quote(env, tmp_path):
     r = run("infer", "--url", env["url"], "--model", "echo", "--json", str(req))
     assert (r.returncode, r.stdout) == (0, "model echo version 1\n"
                                            "output OUTPUT0 FP32 [1,4]: 1 2 3 4\n"), r.stderr
+
+
+def test_infer_prints_a_servers_bytes_escaped(env, tmp_path):
+    """BYTES elements holding a NUL (\\u0000 in JSON, which the server takes and echoes), a
+    newline, a terminal escape sequence or a space: the reply is read (it used to be refused
+    over the NUL) and each element printed as one word, quoted and escaped as the server's
+    log does, so that no server's bytes move the terminal's cursor or split the line."""
+    req = tmp_path / "req.json"
+    req.write_text('{"inputs":[{"name":"INPUT0","datatype":"BYTES","shape":[1,4],'
+                   '"data":["a\\u0000b","line1\\nline2","\\u001b[31mred","plain"]}]}')
+    want = ('model words version 1\n'
+            'output OUTPUT0 BYTES [1,4]: "a\\x00b" "line1\\x0aline2" "\\x1b[31mred" plain\n')
+    for extra in ([], ["--binary"]):
+        r = run("infer", "--url", env["url"], "--model", "words", "--json", str(req), *extra)
+        assert (r.returncode, r.stdout) == (0, want), (extra, r.stderr)
 
 
 def test_infer_refuses_what_json_cannot_carry(env):
@@ -513,21 +529,13 @@ def test_demo_digits_image_samples(start_server):
         assert reply["outputs"][0]["data"][0].split(":")[1:] == [digit, digit], (name, reply)
 
 
-@pytest.mark.parametrize("shape,data", [([4611686018427387904, 3], []),
-                                        ([2, 3], ["0.5:1:a", "0.25:0:b"]),
-                                        ([1, 0], [])])
-def test_infer_classification_reply_that_disagrees_with_its_shape(tmp_path, shape, data):
-    """A broken server's classification reply whose shape does not match the classes it holds
-    (here 2^62 rows of 3 and none) is an error naming both, not rows printed without end."""
-    import json
+def fake_server(body):
+    """A server answering every request with 200 and this JSON body: (port, close)."""
     import socket
     import threading
-    body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "BYTES",
-                                                       "shape": shape, "data": data}]}).encode()
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
-    port = srv.getsockname()[1]
 
     def serve():
         while True:
@@ -540,15 +548,48 @@ def test_infer_classification_reply_that_disagrees_with_its_shape(tmp_path, shap
                 read_head(c)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], srv.close
+
+
+@pytest.mark.parametrize("shape,data,held", [([1, 1000000000000], [1, 2], "2 values"),
+                                             ([-1, 2], [1, 2], "2 values"),
+                                             ([2, 2], [1, 2, 3, 4, 5], "5 values"),
+                                             ([2], "xyz", "1 value")])
+def test_infer_reply_whose_values_do_not_fill_its_shape(env, shape, data, held):
+    """A broken server's output whose values are not what its shape counts is an error naming
+    both (it was printed as if it were right, exit 0)."""
+    import json
+    body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "FP32",
+                                                       "shape": shape, "data": data}]}).encode()
+    port, close = fake_server(body)
+    try:
+        r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--json",
+                env["files"]["req.json"], timeout=20)
+    finally:
+        close()
+    assert (r.returncode, r.stdout) == (1, "model m\n"), r.stderr
+    assert r.stderr == ("batchd infer: output 'o' holds %s, but its shape is [%s]\n"
+                        % (held, ",".join(str(d) for d in shape))), r.stderr
+
+
+@pytest.mark.parametrize("shape,data", [([4611686018427387904, 3], []),
+                                        ([2, 3], ["0.5:1:a", "0.25:0:b"]),
+                                        ([1, 0], [])])
+def test_infer_classification_reply_that_disagrees_with_its_shape(tmp_path, shape, data):
+    """A broken server's classification reply whose shape does not match the classes it holds
+    (here 2^62 rows of 3 and none) is an error naming both, not rows printed without end."""
+    import json
+    body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "BYTES",
+                                                       "shape": shape, "data": data}]}).encode()
+    port, close = fake_server(body)
     img = tmp_path / "x.png"
     img.write_bytes(png(PIXELS))
     try:
         r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--image", img,
                 "--classification", "3", timeout=20)
     finally:
-        srv.close()
+        close()
     assert r.returncode == 1, (r.returncode, r.stdout[:300])
     have = len(data)
     assert r.stderr == ("batchd infer: output 'o' holds %d classes, but its shape says %d rows "
