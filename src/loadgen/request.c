@@ -214,7 +214,8 @@ static char *input_bytes(const bd_lg_input_desc_t *d, bd_dtype_t dt, size_t row_
         /* Its size first, so that a file of the wrong size (too large ones too) is told the
          * sizes the request takes; a missing one gets bd_read_file's sentence. */
         struct stat st;
-        size_t flen = stat(fo->path, &st) == 0 ? (size_t)st.st_size : row_bytes;
+        size_t flen =
+            stat(fo->path, &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size : row_bytes;
         char *fdata = NULL;
         if (flen == row_bytes || flen == all) {
             fdata = bd_read_file(fo->path, all + 1, &flen, err);

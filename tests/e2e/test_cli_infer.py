@@ -324,6 +324,9 @@ def test_infer_client_side_errors(env):
         (["--model", "echo", "--input", "INPUT0=" + env["files"]["long.bin"]], 1,
          "batchd infer: --input %s has 32 bytes; input 'INPUT0' needs 16\n"
          % env["files"]["long.bin"]),
+        # A directory is not taken for a file of its st_size (it was "has 4096 bytes").
+        (["--model", "echo", "--input", "INPUT0=" + os.path.dirname(env["files"]["a.bin"])], 1,
+         "batchd infer: '%s' is not a regular file\n" % os.path.dirname(env["files"]["a.bin"])),
         (["--model", "two_in", "--input", "A=" + env["files"]["a.bin"]], 1,
          "batchd infer: model 'two_in' needs input 'B' (--input B=FILE)\n"),
         (["--model", "echo", "--input", "INPUT0"], 2,
