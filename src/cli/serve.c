@@ -472,9 +472,13 @@ int bd_cli_serve(int argc, char **argv)
         return 2;
     }
     bool tls = so.tls_cert != NULL;
+    const char *cert_name = given_as(argc, argv, "--tls-cert", "BATCHD_TLS_CERT");
+    const char *key_name = given_as(argc, argv, "--tls-key", "BATCHD_TLS_KEY");
     if (tls != (so.tls_key != NULL)) {
-        fprintf(stderr, "batchd serve: --tls-cert and --tls-key go together: give both for HTTPS, "
-                        "or neither for plain HTTP\n");
+        fprintf(stderr,
+                "batchd serve: %s is given without %s: they go together; give both for HTTPS, "
+                "or neither for plain HTTP\n",
+                tls ? cert_name : key_name, tls ? key_name : cert_name);
         return 2;
     }
     size_t bad_len = 0;
@@ -548,7 +552,7 @@ int bd_cli_serve(int argc, char **argv)
     /* The TLS files are read here too, before any model loads, so that a bad pair fails the
      * start at once. Owned here; the HTTP front end borrows it. */
     struct ssl_ctx_st *tls_ctx = NULL;
-    if (tls && !(tls_ctx = bd_http_tls_new(so.tls_cert, so.tls_key, &gerr))) {
+    if (tls && !(tls_ctx = bd_http_tls_new(so.tls_cert, so.tls_key, cert_name, key_name, &gerr))) {
         fprintf(stderr, "batchd serve: %s\n", gerr.msg);
         bd_gate_free(gate);
         return 2;

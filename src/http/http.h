@@ -63,10 +63,12 @@ typedef struct {
  * then any intermediates) and `key_file` (its unencrypted private key), which must match. TLS
  * 1.2 and 1.3 only, ECDHE with AEAD ciphers for TLS 1.2, no renegotiation, no compression, ALPN
  * "http/1.1" only (HTTP/2 stays off). Returns owned (bd_http_tls_free); NULL with err set
- * (BD_EINVAL, one sentence naming the file and the flag) when a file cannot be read, is not
+ * (BD_EINVAL, one sentence naming the file and where it was given: `cert_name` and `key_name`,
+ * the flags or environment variables) when a file cannot be read, is not
  * what it should be, or the pair does not match. Logs a warning for a certificate outside its
  * validity period. Any thread, before a front end uses it; then read-only. */
-struct ssl_ctx_st *bd_http_tls_new(const char *cert_file, const char *key_file, bd_err_t *err);
+struct ssl_ctx_st *bd_http_tls_new(const char *cert_file, const char *key_file,
+                                   const char *cert_name, const char *key_name, bd_err_t *err);
 /* Free a context from bd_http_tls_new (NULL: nothing), after the front end that borrowed it;
  * connections still open hold their own references. */
 void bd_http_tls_free(struct ssl_ctx_st *ctx);

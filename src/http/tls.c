@@ -116,11 +116,12 @@ static void check_validity(SSL_CTX *ctx, const char *cert_file)
     }
 }
 
-SSL_CTX *bd_http_tls_new(const char *cert_file, const char *key_file, bd_err_t *err)
+SSL_CTX *bd_http_tls_new(const char *cert_file, const char *key_file, const char *cert_name,
+                         const char *key_name, bd_err_t *err)
 {
     static const h2o_iovec_t alpn[] = {{H2O_STRLIT("http/1.1")}, {NULL, 0}};
-    if (check_readable(cert_file, "certificate", "--tls-cert", err) != 0 ||
-        check_readable(key_file, "key", "--tls-key", err) != 0) {
+    if (check_readable(cert_file, "certificate", cert_name, err) != 0 ||
+        check_readable(key_file, "key", key_name, err) != 0) {
         return NULL;
     }
     ERR_clear_error();
@@ -140,9 +141,8 @@ SSL_CTX *bd_http_tls_new(const char *cert_file, const char *key_file, bd_err_t *
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         bd_err_set(err, BD_EINVAL,
-                   "the TLS certificate '%s' (--tls-cert) is not a PEM certificate OpenSSL can "
-                   "use (%s)",
-                   cert_file, ssl_reason());
+                   "the TLS certificate '%s' (%s) is not a PEM certificate OpenSSL can use (%s)",
+                   cert_file, cert_name, ssl_reason());
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
@@ -150,29 +150,26 @@ SSL_CTX *bd_http_tls_new(const char *cert_file, const char *key_file, bd_err_t *
         if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
             ERR_clear_error();
             bd_err_set(err, BD_EINVAL,
-                       "the TLS key '%s' (--tls-key) does not belong to the certificate '%s' "
-                       "(--tls-cert)",
-                       key_file, cert_file);
+                       "the TLS key '%s' (%s) does not belong to the certificate '%s' (%s)",
+                       key_file, key_name, cert_file, cert_name);
         } else if (key_encrypted(key_file)) {
             ERR_clear_error();
             bd_err_set(err, BD_EINVAL,
-                       "the TLS key '%s' (--tls-key) is encrypted, and batchd needs it "
-                       "unencrypted (openssl pkey -in KEY -out PLAIN_KEY)",
-                       key_file);
+                       "the TLS key '%s' (%s) is encrypted, and batchd needs it unencrypted "
+                       "(openssl pkey -in KEY -out PLAIN_KEY)",
+                       key_file, key_name);
         } else {
             bd_err_set(err, BD_EINVAL,
-                       "the TLS key '%s' (--tls-key) is not a PEM private key OpenSSL can use "
-                       "(%s)",
-                       key_file, ssl_reason());
+                       "the TLS key '%s' (%s) is not a PEM private key OpenSSL can use (%s)",
+                       key_file, key_name, ssl_reason());
         }
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         ERR_clear_error();
         bd_err_set(err, BD_EINVAL,
-                   "the TLS key '%s' (--tls-key) does not belong to the certificate '%s' "
-                   "(--tls-cert)",
-                   key_file, cert_file);
+                   "the TLS key '%s' (%s) does not belong to the certificate '%s' (%s)", key_file,
+                   key_name, cert_file, cert_name);
         goto fail;
     }
     h2o_ssl_register_alpn_protocols(ctx, alpn);

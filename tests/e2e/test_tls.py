@@ -1013,17 +1013,26 @@ def test_bad_files_fail_the_start_with_one_clear_sentence(small_repo, certs, tmp
         assert lines, "expected %r in:\n%s" % (want, out)
         assert lines[0].startswith("batchd serve: " + want), lines[0]
         assert "model=echo" not in out and "state=ready" not in out, out
+        # Given by environment variables, the sentence names them instead.
+        env = {"BATCHD_TLS_CERT": args[1], "BATCHD_TLS_KEY": args[3]}
+        want = want.replace("(--tls-cert)", "(BATCHD_TLS_CERT)").replace("(--tls-key)",
+                                                                         "(BATCHD_TLS_KEY)")
+        out = start_fails(small_repo, [], env, code=2)
+        assert "batchd serve: " + want in out, "expected %r in:\n%s" % (want, out)
 
 
 def test_cert_without_key_or_key_without_cert_fails_the_start(small_repo, certs):
-    want = ("batchd serve: --tls-cert and --tls-key go together: give both for HTTPS, or "
+    """The sentence names what was given, flag or environment variable, and what is missing."""
+    want = ("batchd serve: %s is given without %s: they go together; give both for HTTPS, or "
             "neither for plain HTTP")
-    for args, env in ((["--tls-cert", certs["cert"]], None),
-                      (["--tls-key", certs["key"]], None),
-                      ([], {"BATCHD_TLS_KEY": certs["key"]}),
-                      (["--tls-key", certs["key"]], {"BATCHD_TLS_CERT": ""})):
+    for args, env, given, missing in (
+            (["--tls-cert", certs["cert"]], None, "--tls-cert", "--tls-key"),
+            (["--tls-key", certs["key"]], None, "--tls-key", "--tls-cert"),
+            ([], {"BATCHD_TLS_KEY": certs["key"]}, "BATCHD_TLS_KEY", "--tls-cert"),
+            ([], {"BATCHD_TLS_CERT": certs["cert"]}, "BATCHD_TLS_CERT", "--tls-key"),
+            (["--tls-key", certs["key"]], {"BATCHD_TLS_CERT": ""}, "--tls-key", "--tls-cert")):
         out = start_fails(small_repo, args, env, code=2)
-        assert want in out, out
+        assert want % (given, missing) in out, out
 
 
 def test_an_empty_file_name_fails_the_start(small_repo, certs):
