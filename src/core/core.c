@@ -905,6 +905,15 @@ int bd_hex_digit(char c)
     return -1;
 }
 
+int bd_pct_byte(const char **p, const char *end)
+{
+    const char *s = *p;
+    int hi = *s == '%' && end - s > 2 ? bd_hex_digit(s[1]) : -1;
+    int lo = hi >= 0 ? bd_hex_digit(s[2]) : -1;
+    *p = s + (lo >= 0 ? 3 : 1);
+    return lo >= 0 ? hi * 16 + lo : *s == '%' ? -1 : (unsigned char)*s;
+}
+
 int32_t bd_hex4(const char *p)
 {
     int32_t v = 0;

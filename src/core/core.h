@@ -348,6 +348,9 @@ const char *bd_json_fault(char *buf, size_t cap, const char *text);
 
 /* The value of one hex digit (either case); -1 when c is not one. */
 int bd_hex_digit(char c);
+/* The byte of a URL part at *p, a %XX escape decoded (RFC 3986 2.1), moving *p past it (p <
+ * end); -1 for a '%' without two hex digits after it (*p then moves one byte). '+' stays '+'. */
+int bd_pct_byte(const char **p, const char *end);
 /* The value of the four hex digits at p (a JSON \uXXXX escape); -1 when they are not. */
 int32_t bd_hex4(const char *p);
 

@@ -304,21 +304,13 @@ int bd_gate_query_param(const char *query, size_t len, const char *name, char *b
             continue;
         }
         size_t w = 0;
-        for (size_t i = name_len + 1; i < plen; i++) {
-            char c = p[i];
-            if (c == '%') {
-                int hi = i + 2 < plen ? bd_hex_digit(p[i + 1]) : -1;
-                int lo = hi >= 0 ? bd_hex_digit(p[i + 2]) : -1;
-                if (lo < 0) {
-                    return -1;
-                }
-                c = (char)(hi * 16 + lo);
-                i += 2;
-            } /* '+' stays '+' (RFC 3986; a key has no spaces for form encoding's reading) */
-            if (w == cap) {
+        /* '+' stays '+' (RFC 3986; a key has no spaces for form encoding's reading) */
+        for (const char *v = p + name_len + 1; v < p + plen;) {
+            int c = bd_pct_byte(&v, p + plen);
+            if (c < 0 || w == cap) {
                 return -1;
             }
-            buf[w++] = c;
+            buf[w++] = (char)c;
         }
         *n = w;
         return 1;

@@ -1192,6 +1192,10 @@ static void cors_lines(const bd_http_t *h, char *out, h2o_iovec_t listed)
              echo ? "\r\nAccess-Control-Expose-Headers: " CORS_EXPOSED "\r\n" : "");
 }
 
+/* RFC 6454 7.3: a browser sends one Origin; which of several to judge is anyone's guess. */
+static const char MSG_TWO_ORIGINS[] =
+    "a request with more than one Origin header is refused (a browser sends one)";
+
 /* origin_refused for a request h2o parsed; false after answering it: 403, or the CORS
  * preflight of a listed page. A listed page's browser hands it a reply only if the reply says
  * so (CORS): each carries Access-Control-Allow-Origin with the page's origin, and the preflight
@@ -1209,9 +1213,7 @@ static bool origin_ok(bd_http_t *h, h2o_req_t *req)
         return true;
     }
     if (h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), i) >= 0) {
-        /* RFC 6454 7.3: a browser sends one; which of several to trust is anyone's guess. */
-        reply_error(h, req, BD_EFORBIDDEN,
-                    "a request with more than one Origin header is refused (a browser sends one)");
+        reply_error(h, req, BD_EFORBIDDEN, MSG_TWO_ORIGINS);
         return false;
     }
     h2o_iovec_t o =
@@ -1512,17 +1514,6 @@ static bool image_body(h2o_req_t *req)
            h2o_lcstris(v.base, n, H2O_STRLIT("image/png"));
 }
 
-/* The byte of a query component at *p, %XX decoded (RFC 3986 2.1), moving *p past it; -1 for a
- * '%' without two hex digits after it. '+' stays '+'. */
-static int query_byte(const char **p, const char *end)
-{
-    const char *s = *p;
-    int hi = *s == '%' && end - s > 2 ? bd_hex_digit(s[1]) : -1;
-    int lo = hi >= 0 ? bd_hex_digit(s[2]) : -1;
-    *p = s + (lo >= 0 ? 3 : 1);
-    return lo >= 0 ? hi * 16 + lo : *s == '%' ? -1 : (unsigned char)*s;
-}
-
 /* ?classification=K (a plain image body's; any other body is refused with it), name and value
  * percent-decoded: 0 when absent; -1 when it is not 1..65536 (empty included) or given twice. */
 static long query_classification(h2o_req_t *req)
@@ -1537,15 +1528,18 @@ static long query_classification(h2o_req_t *req)
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *e = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(e - q)); /* a raw '=' (%3D is the name's) */
+        const char *name_end = eq ? eq : e;
         const char *p = q;
         size_t i = 0;
-        while (i < sizeof key - 1 && p < e && query_byte(&p, e) == key[i]) {
+        while (i < sizeof key - 1 && p < name_end && bd_pct_byte(&p, name_end) == key[i]) {
             i++;
         }
-        if (i == sizeof key - 1 && (p == e || query_byte(&p, e) == '=')) {
+        if (i == sizeof key - 1 && p == name_end) {
+            p = eq ? eq + 1 : e;
             long k = 0;
             while (p < e) {
-                int c = query_byte(&p, e);
+                int c = bd_pct_byte(&p, e);
                 if (c < '0' || c > '9' || k > 65536) {
                     return -1;
                 }
@@ -2926,7 +2920,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bool keys = h->gate && bd_gate_keys_on(h->gate);
     bool limits = h->gate && bd_gate_limits_on(h->gate);
     unsigned long long cl = 0, one = 0;
-    int n_cl = 0, n_auth = 0;
+    int n_cl = 0, n_auth = 0, n_origin = 0;
     bool cl_differ = false;
     bool te = c->chunked; /* check_head let a Transfer-Encoding through only as one chunked */
     const struct phr_header *auth = NULL, *first_cl = NULL, *origin = NULL, *host = NULL;
@@ -2946,6 +2940,7 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
             auth = &f[i];
         } else if (field_is(&f[i], "origin")) {
             origin = origin ? origin : &f[i];
+            n_origin++;
         } else if (field_is(&f[i], "host")) {
             host = &f[i]; /* the last, as h2o takes it (several only in HTTP/1.0) */
         }
@@ -2973,12 +2968,14 @@ static bool early_refusal(bd_http_t *h, conn_t *c, const char *method, size_t me
     bool listed = false;
     h2o_iovec_t o =
         origin ? h2o_str_stripws(origin->value, origin->value_len) : h2o_iovec_init(NULL, 0);
-    if (origin &&
-        origin_refused(h, o,
-                       host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
-                       c->sock, &listed, why)) {
+    if (n_origin > 1 ||
+        (origin &&
+         origin_refused(h, o,
+                        host ? h2o_iovec_init(host->value, host->value_len) : h2o_iovec_init("", 0),
+                        c->sock, &listed, why))) {
         /* before keys, and before a token is taken */
-        refuse_body(c, 403, NULL, h2o_iovec_init(NULL, 0), why, left);
+        refuse_body(c, 403, NULL, h2o_iovec_init(NULL, 0), n_origin > 1 ? MSG_TWO_ORIGINS : why,
+                    left);
         return false;
     }
     h2o_iovec_t page = listed ? o : h2o_iovec_init(NULL, 0); /* its replies carry CORS */

@@ -889,15 +889,23 @@ def test_requests_from_other_web_pages_are_refused(start_server_fn):
         assert r.json()["outputs"][0]["data"] == [3.0, 2.0]
     # Two Origin fields (RFC 6454 7.3: a browser sends one): refused whichever comes first;
     # only the first was judged.
+    # Judged from the head for a request with a body, after h2o parsed it for one without.
     own = "http://127.0.0.1:%d" % port
+    body = json.dumps({"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0])]})
     for first, second in ((own, "http://evil.example"), ("http://evil.example", own), (own, own)):
-        data = raw_exchange(port, ("GET /v2/models/m HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                                   "Origin: %s\r\nOrigin: %s\r\nConnection: close\r\n\r\n"
-                                   % (port, first, second)).encode())
-        head, body = data.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 403 "), (first, second, data)
-        assert json.loads(body) == {"error": "a request with more than one Origin header is "
-                                             "refused (a browser sends one)"}, body
+        for start, rest in (("GET /v2/models/m", ""),
+                            ("POST /v2/models/m/infer", "Content-Type: text/plain\r\n"
+                             "Content-Length: %d\r\n" % len(body))):
+            data = raw_exchange(port, ("%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nOrigin: %s\r\n"
+                                       "Origin: %s\r\n%sConnection: close\r\n\r\n%s"
+                                       % (start, port, first, second, rest,
+                                          body if rest else "")).encode())
+            head, got = data.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 403 "), (first, second, start, data)
+            assert json.loads(got) == {"error": "a request with more than one Origin header is "
+                                                "refused (a browser sends one)"}, got
+    assert client.metric("batchd_inference_requests_total", model="m", version="1",
+                         protocol="http", outcome="success") == 3  # the three served above
 
     async def ws():
         with pytest.raises(InvalidStatusCode) as e:

@@ -896,6 +896,31 @@ static void test_hex_digits(void **state)
     assert_int_equal(bd_hex4("12x4"), -1);
 }
 
+/* Every byte bd_pct_byte yields from s, then how far it moved: "%41b%2" gives 'A', 'b', -1
+ * (a '%' with one digit), '2'. */
+static void test_pct_bytes(void **state)
+{
+    (void)state;
+    const char s[] = "%41b+%2";
+    const char *p = s, *end = s + sizeof s - 1;
+    int want[] = {'A', 'b', '+', -1, '2'};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        assert_true(p < end);
+        assert_int_equal(bd_pct_byte(&p, end), want[i]);
+    }
+    assert_ptr_equal(p, end);
+    /* An escape cut by the end is not read past it, and %00 is the byte 0. */
+    const char t[] = "%4%00";
+    p = t;
+    assert_int_equal(bd_pct_byte(&p, t + 2), -1);
+    assert_ptr_equal(p, t + 1);
+    p = t + 2;
+    assert_int_equal(bd_pct_byte(&p, t + 5), 0);
+    assert_ptr_equal(p, t + 5);
+    p = t + 2;
+    assert_int_equal(bd_pct_byte(&p, t + 4), -1); /* "%0" at the end */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +957,7 @@ int main(void)
         cmocka_unit_test(test_log_escapes_control_characters),
         cmocka_unit_test(test_log_escapes_invalid_utf8),
         cmocka_unit_test(test_hex_digits),
+        cmocka_unit_test(test_pct_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
