@@ -1171,19 +1171,29 @@ static void create_group(stream_t *s)
     }
 }
 
-/* The model other than p's that reads key in p's group, if one does. A group hands each entry
- * to one of its consumers, and every model of this process is the same consumer: two models
+/* The model other than p's that reads key in p's group, or would. A group hands each entry to
+ * one of its consumers, and every model of this process is the same consumer: two models
  * reading a stream in one group would split its entries and re-read each other's pending
- * ones, so the first to find it reads it alone. */
+ * ones. A model that reads the stream keeps it; otherwise, of the models whose streams match
+ * it, the one whose name sorts first reads it, whether it is loaded or not (the same one in
+ * every process of the group, whatever order each found the stream in). */
 static const pipe_t *group_reader(const pipe_t *p, const char *key, size_t len)
 {
+    const pipe_t *first = NULL;
     for (size_t i = 0; i < p->ing->n_pipes; i++) {
         const pipe_t *q = p->ing->pipes[i];
-        if (q != p && strcmp(q->cfg.group, p->cfg.group) == 0 && find_stream(q, key, len, NULL)) {
+        if (q == p || strcmp(q->cfg.group, p->cfg.group) != 0) {
+            continue;
+        }
+        if (find_stream(q, key, len, NULL)) {
             return q;
         }
+        if (strcmp(q->model, first ? first->model : p->model) < 0 &&
+            bd_ingest_glob(q->cfg.streams, strlen(q->cfg.streams), key, len)) {
+            first = q;
+        }
     }
-    return NULL;
+    return first;
 }
 
 static void add_stream(pipe_t *p, const char *key, size_t len)
@@ -2524,18 +2534,9 @@ static void render(void *ctx, bd_buf_t *out)
 static bool url_part(const char *s, size_t n, char *out, size_t cap)
 {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 2 < n ? bd_hex_digit(s[i + 1]) : -1;
-            int lo = i + 2 < n ? bd_hex_digit(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                return false;
-            }
-            c = hi * 16 + lo;
-            i += 2;
-        }
-        if (k + 1 >= cap) {
+    for (const char *p = s; p < s + n;) {
+        int c = bd_pct_byte(&p, s + n);
+        if (c <= 0 || k + 1 >= cap) { /* a bad escape, %00 */
             return false;
         }
         out[k++] = (char)c;

@@ -246,8 +246,8 @@ def test_many_models_with_a_stream_each_are_all_read(start_server_fn, rsrv):
 def test_two_models_matching_a_stream_in_one_group_do_not_split_it(start_server_fn, rsrv):
     """A group hands each entry to one consumer, and a process's models are one consumer: two
     models of one group on one stream took half its entries each, wrong ones included. The
-    first model to find the stream reads it alone and the other says so, once; a model with a
-    group of its own reads every entry too."""
+    model whose name sorts first reads it alone (so every process of the group picks the same
+    one) and the other says so, once; a model with a group of its own reads every entry too."""
     repo = start_server_fn.repo("redis")
     sim_model(repo, "wide", {"streams": "frames:*"})
     sim_model(repo, "narrow", {"streams": "frames:cam0"})
@@ -256,22 +256,41 @@ def test_two_models_matching_a_stream_in_one_group_do_not_split_it(start_server_
     sent = produce(r, "frames:cam", 1, 1)
     client = start_batchd(start_server_fn, repo, rsrv)
     assert wait_results(r, 1)
-    time.sleep(2.5)  # a scan more: both models have found the stream (and have it blocked on)
+    time.sleep(2.5)  # a scan more: both models have found the stream
     for i in range(10):
         sent.update(produce(r, "frames:cam", 1, 10, start=1 + 10 * i))
         time.sleep(0.05)
     assert wait_results(r, len(sent)) and wait_results(r, len(sent), pattern="own:*")
     res = results(r)
     check_all_answered(sent, res)
-    readers = {f["model_name"] for _k, _i, f in res}
-    assert len(readers) == 1, readers
-    other = ({"wide", "narrow"} - {readers.pop().decode()}).pop()
+    assert {f["model_name"] for _k, _i, f in res} == {b"narrow"}
     check_all_answered(sent, results(r, "own:*"))
     lines = [line for line in client.server.log().splitlines() if "stream not read" in line]
-    assert len(lines) == 1 and "model=%s stream=frames:cam0:" % other in lines[0], lines
-    assert "in the same group 'batchd'" in lines[0], lines[0]
-    assert metric(client, "batchd_redis_entries_read_total", model=other,
-                  pattern="frames:*" if other == "wide" else "frames:cam0") == 0
+    assert len(lines) == 1 and "model=wide stream=frames:cam0: model narrow reads it in the " \
+        "same group 'batchd'" in lines[0], lines
+    assert metric(client, "batchd_redis_entries_read_total", model="wide",
+                  pattern="frames:*") == 0
+
+
+def test_a_model_loaded_later_leaves_a_read_stream_to_its_reader(start_server_fn, rsrv):
+    """A model that sorts first but is loaded after another model of its group began reading a
+    stream does not take it over (the two would split it); it says so once."""
+    repo = start_server_fn.repo("redis")
+    sim_model(repo, "wide", {"streams": "frames:*"})
+    r = rsrv.client()
+    client = start_batchd(start_server_fn, repo, rsrv, extra_args=["--model-control", "explicit"])
+    sent = produce(r, "frames:cam", 1, 5)
+    assert wait_results(r, len(sent))
+    sim_model(repo, "narrow", {"streams": "frames:cam0"})
+    assert client.post("/v2/repository/models/narrow/load").status_code == 200
+    assert client.server.wait_log(r"stream not read model=narrow stream=frames:cam0: model wide", 10)
+    for i in range(10):
+        sent.update(produce(r, "frames:cam", 1, 10, start=5 + 10 * i))
+        time.sleep(0.05)
+    assert wait_results(r, len(sent))
+    res = results(r)
+    check_all_answered(sent, res)
+    assert {f["model_name"] for _k, _i, f in res} == {b"wide"}
 
 
 def test_a_stream_key_with_spaces_is_quoted_in_the_log(start_server_fn, rsrv):
