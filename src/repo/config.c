@@ -271,16 +271,22 @@ static int parse_batching(json_t *db, bd_sched_policy_t *pol, bd_err_t *err)
     return v ? parse_queue_policy(v, pol, err) : 0;
 }
 
-/* The key whose value holds byte `pos` of the JSON text s (the nearest `"key":` before it),
- * for the parse error jansson reports without one (an integer past int64); false when it
- * cannot tell (a ':' inside a string between them, an escaped or long key). */
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The key whose value holds byte `pos` of the JSON text s (the nearest `"key":` before it,
+ * where a key can stand: after '{' or ','), for the parse error jansson reports without one
+ * (an integer past int64); false when it cannot tell (a ':' inside a string between them, an
+ * escaped or long key) rather than name a wrong one. */
 static bool key_before(const char *s, size_t pos, char *out, size_t cap)
 {
     size_t i = pos;
     while (i > 0 && s[i - 1] != ':') {
         i--;
     }
-    while (i > 1 && (s[i - 2] == ' ' || s[i - 2] == '\t' || s[i - 2] == '\n' || s[i - 2] == '\r')) {
+    while (i > 1 && json_space(s[i - 2])) {
         i--;
     }
     if (i < 3 || s[i - 2] != '"') {
@@ -291,7 +297,12 @@ static bool key_before(const char *s, size_t pos, char *out, size_t cap)
     while (start > 0 && s[start - 1] != '"' && s[start - 1] != '\\' && end - start < cap - 1) {
         start--;
     }
-    if (start == 0 || s[start - 1] != '"' || start == end) {
+    size_t before = start > 0 ? start - 1 : 0; /* its opening quote */
+    while (before > 0 && json_space(s[before - 1])) {
+        before--;
+    }
+    if (start == 0 || s[start - 1] != '"' || start == end || before == 0 ||
+        (s[before - 1] != '{' && s[before - 1] != ',')) {
         return false;
     }
     memcpy(out, s + start, end - start);
@@ -800,14 +811,14 @@ int bd_config_parse(bd_config_t *c, const char *json, size_t len, bd_err_t *err)
         json_error_t jerr;
         json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
         char key[64];
-        if (!root && strncmp(jerr.text, "too big integer", 15) == 0 &&
+        if (!root && strncmp(jerr.text, "too big ", 8) == 0 && /* integer, negative integer */
             key_before(json,
                        jerr.position >= 0 && (size_t)jerr.position < len ? (size_t)jerr.position
                                                                          : len,
                        key, sizeof key)) {
             return bd_err_set(err, BD_EINVAL,
-                              "config.json: '%s' is an integer too big to read (line %d); "
-                              "docs/CONFIG.md gives its range",
+                              "config.json: '%s' is an integer too far from 0 to read (line "
+                              "%d); docs/CONFIG.md gives its range",
                               key, jerr.line);
         }
         if (!root) {

@@ -926,13 +926,21 @@ static void test_config_invalid_json(void **state)
         {"{\"a\": tru}", "config.json is not valid JSON: invalid token near 'tru' (line 1)"},
         /* An integer past int64 fails the parse itself; the sentence still names its key. */
         {"{\"instances\": 1,\n \"max_batch_size\" :\t1000000000000000000000000000000}",
-         "config.json: 'max_batch_size' is an integer too big to read (line 2); docs/CONFIG.md "
-         "gives its range"},
+         "config.json: 'max_batch_size' is an integer too far from 0 to read (line 2); "
+         "docs/CONFIG.md gives its range"},
         {"{\"warmup\": {\"batch_sizes\": [1, 99999999999999999999]}}",
-         "config.json: 'batch_sizes' is an integer too big to read (line 1); docs/CONFIG.md "
-         "gives its range"},
-        /* A ':' in a string between key and number: no key is named rather than a wrong one. */
+         "config.json: 'batch_sizes' is an integer too far from 0 to read (line 1); "
+         "docs/CONFIG.md gives its range"},
+        {"{\"instances\" : -99999999999999999999}",
+         "config.json: 'instances' is an integer too far from 0 to read (line 1); "
+         "docs/CONFIG.md gives its range"},
+        /* A ':' in a string between key and number, or a key with an escaped quote: no key
+         * is named rather than a wrong one. */
         {"{\"a\": [\"x:y\", 99999999999999999999]}",
+         "config.json is not valid JSON: too big integer near '99999999999999999999' (line 1)"},
+        {"{\"a\": [\":\", 99999999999999999999]}",
+         "config.json is not valid JSON: too big integer near '99999999999999999999' (line 1)"},
+        {"{\"a\\\"max_batch_size\": 99999999999999999999}",
          "config.json is not valid JSON: too big integer near '99999999999999999999' (line 1)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
