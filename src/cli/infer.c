@@ -82,12 +82,16 @@ static void print_shape(FILE *f, json_t *shape)
     fputc(']', f);
 }
 
-/* Whether s[0..n) is printable ASCII: a server's text with anything else (newlines, terminal
- * escape sequences) is printed escaped (print_text). */
+/* Whether s[0..n) is printable text (ASCII, and UTF-8 but for its C1 controls): a server's
+ * text with anything else (newlines, terminal escape sequences) is printed escaped
+ * (print_text). */
 static bool plain_text(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < 0x20 || s[i] == 0x7f) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0, len = 1; i < n; i += len) {
+        len = 1;
+        int32_t cp = u[i] < 0x80 ? u[i] : bd_utf8_decode(u + i, n - i, &len);
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
             return false;
         }
     }
@@ -319,7 +323,7 @@ static size_t count_binary(bd_dtype_t dt, const char *bin, size_t nbin)
         while (next_bytes(&it, &s, &n)) {
             have++;
         }
-        return have;
+        return it.left ? SIZE_MAX - 1 : have; /* bytes after the last element: a partial one */
     }
     size_t size = bd_dtype_size(dt);
     return !size ? SIZE_MAX : nbin % size ? SIZE_MAX - 1 /* never a shape's count */ : nbin / size;
@@ -411,6 +415,13 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
             /* The classes the reply holds must be the ones its shape says: a broken server's
              * shape alone must not make this print forever. */
             size_t have = values;
+            if (have == SIZE_MAX - 1) {
+                fprintf(stderr, "batchd infer: output '%s' holds bytes after its last class\n",
+                        name ? name : "?");
+                json_decref(flat);
+                rc = 1;
+                break;
+            }
             if (k == 0 || rows > have / k || rows * k != have) {
                 fprintf(stderr,
                         "batchd infer: output '%s' holds %zu classes, but its shape says %zu "

@@ -576,6 +576,27 @@ def test_infer_reply_whose_values_do_not_fill_its_shape(env, shape, data, held):
                         % (held, ",".join(str(d) for d in shape))), r.stderr
 
 
+def test_infer_classification_labels_in_utf8_are_printed_and_escapes_are_not(tmp_path):
+    """A label in UTF-8 is printed as it is; a class string with a control byte or a C1
+    control (a terminal escape from a broken or hostile server) is printed escaped, whole."""
+    import json
+    data = ["0.500000:1:caf\u00e9", "0.250000:0:\u001b[2Jx", "0.125000:2:a\u009bb"]
+    body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "BYTES",
+                                                       "shape": [1, 3], "data": data}]}).encode()
+    port, close = fake_server(body)
+    img = tmp_path / "x.png"
+    img.write_bytes(png(PIXELS))
+    try:
+        r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--image", img,
+                "--classification", "3", timeout=20)
+    finally:
+        close()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[3:] == ["1     0.500000    1      caf\u00e9",
+                                         '2     "0.250000:0:\\x1b[2Jx"',
+                                         '3     "0.125000:2:a\\xc2\\x9bb"'], r.stdout
+
+
 @pytest.mark.parametrize("shape,data", [([4611686018427387904, 3], []),
                                         ([2, 3], ["0.5:1:a", "0.25:0:b"]),
                                         ([1, 0], [])])
