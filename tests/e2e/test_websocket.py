@@ -926,8 +926,8 @@ BAD_HANDSHAKES = {
     "no-key": ("GET /v2/stream HTTP/1.1\r\n" + UPG + "Sec-WebSocket-Version: 13\r\n",
                (400,), False),
     "version-12": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY + "Sec-WebSocket-Version: 12\r\n",
-                   (400, 426), True),
-    "no-version": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY, (400, 426), True),
+                   (426,), True),
+    "no-version": ("GET /v2/stream HTTP/1.1\r\n" + UPG + KEY, (426,), True),
     "post": ("POST /v2/stream HTTP/1.1\r\n" + UPG + KEY
              + "Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n", (405,), False),
     # RFC 6455 4.1: HTTP/1.1 or later; 11.3.1: the key must not appear twice.
