@@ -576,21 +576,27 @@ def test_infer_reply_whose_values_do_not_fill_its_shape(env, shape, data, held):
                         % (held, ",".join(str(d) for d in shape))), r.stderr
 
 
-def test_infer_classification_labels_in_utf8_are_printed_and_escapes_are_not(tmp_path):
-    """A label in UTF-8 is printed as it is; a class string with a control byte or a C1
-    control (a terminal escape from a broken or hostile server) is printed escaped, whole."""
+def classify_with_fake_server(tmp_path, shape, data):
+    """`batchd infer --image ... --classification 3` against a server whose reply's one output
+    is BYTES of this shape and data."""
     import json
-    data = ["0.500000:1:caf\u00e9", "0.250000:0:\u001b[2Jx", "0.125000:2:a\u009bb"]
     body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "BYTES",
-                                                       "shape": [1, 3], "data": data}]}).encode()
+                                                       "shape": shape, "data": data}]}).encode()
     port, close = fake_server(body)
     img = tmp_path / "x.png"
     img.write_bytes(png(PIXELS))
     try:
-        r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--image", img,
-                "--classification", "3", timeout=20)
+        return run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--image",
+                   img, "--classification", "3", timeout=20)
     finally:
         close()
+
+
+def test_infer_classification_labels_in_utf8_are_printed_and_escapes_are_not(tmp_path):
+    """A label in UTF-8 is printed as it is; a class string with a control byte or a C1
+    control (a terminal escape from a broken or hostile server) is printed escaped, whole."""
+    data = ["0.500000:1:caf\u00e9", "0.250000:0:\u001b[2Jx", "0.125000:2:a\u009bb"]
+    r = classify_with_fake_server(tmp_path, [1, 3], data)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[3:] == ["1     0.500000    1      caf\u00e9",
                                          '2     "0.250000:0:\\x1b[2Jx"',
@@ -603,17 +609,7 @@ def test_infer_classification_labels_in_utf8_are_printed_and_escapes_are_not(tmp
 def test_infer_classification_reply_that_disagrees_with_its_shape(tmp_path, shape, data):
     """A broken server's classification reply whose shape does not match the classes it holds
     (here 2^62 rows of 3 and none) is an error naming both, not rows printed without end."""
-    import json
-    body = json.dumps({"model_name": "m", "outputs": [{"name": "o", "datatype": "BYTES",
-                                                       "shape": shape, "data": data}]}).encode()
-    port, close = fake_server(body)
-    img = tmp_path / "x.png"
-    img.write_bytes(png(PIXELS))
-    try:
-        r = run("infer", "--url", "http://127.0.0.1:%d" % port, "--model", "m", "--image", img,
-                "--classification", "3", timeout=20)
-    finally:
-        close()
+    r = classify_with_fake_server(tmp_path, shape, data)
     assert r.returncode == 1, (r.returncode, r.stdout[:300])
     have = len(data)
     assert r.stderr == ("batchd infer: output 'o' holds %d classes, but its shape says %d rows "
