@@ -1093,10 +1093,8 @@ static int raw_input(const bd_model_config_t *cfg, const bd_infer_raw_input_t *i
      * metadata says, unless the front end sends the decoded tensor's datatype. */
     bool image = io && cfg->image.enabled && strcmp(cfg->image.input, io->name) == 0;
     t->dtype = in->dtype != BD_DT_INVALID ? in->dtype : image ? BD_DT_BYTES : io->dtype;
-    if (io && !image && t->dtype != io->dtype) {
-        /* Said before the byte count, which the wrong datatype's size would get wrong. */
-        return bd_err_set(err, BD_EINVAL, "input '%s': expected datatype %s, got %s", io->name,
-                          bd_dtype_name(io->dtype), bd_dtype_name(t->dtype));
+    if (io && !image && bd_sched_check_dtype(io, t->dtype, err) != 0) {
+        return BD_EINVAL; /* said before the byte count, which its size would get wrong */
     }
     if (!bd_dtype_supported(t->dtype)) {
         return bd_err_set(err, BD_EINVAL,

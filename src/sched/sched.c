@@ -376,6 +376,15 @@ static int check_image_input(const bd_model_config_t *cfg, const bd_io_t *io, co
     return rc;
 }
 
+int bd_sched_check_dtype(const bd_io_t *io, bd_dtype_t got, bd_err_t *err)
+{
+    if (got != io->dtype) {
+        return bd_err_set(err, BD_EINVAL, "input '%s': expected datatype %s, got %s", io->name,
+                          bd_dtype_name(io->dtype), bd_dtype_name(got));
+    }
+    return 0;
+}
+
 static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd_tensor_t *t,
                        bool json_text, bd_err_t *err)
 {
@@ -385,9 +394,8 @@ static int check_input(const bd_model_config_t *cfg, const bd_io_t *io, const bd
     }
     char want[160];
     char got[160];
-    if (t->dtype != io->dtype) {
-        return bd_err_set(err, BD_EINVAL, "input '%s': expected datatype %s, got %s", io->name,
-                          bd_dtype_name(io->dtype), bd_dtype_name(t->dtype));
+    if (bd_sched_check_dtype(io, t->dtype, err) != 0) {
+        return BD_EINVAL;
     }
     if (!bd_dtype_supported(t->dtype)) {
         return bd_err_set(err, BD_EINVAL, "input '%s': datatype %s is not supported", io->name,

@@ -141,6 +141,10 @@ bd_sched_t *bd_sched_new(const bd_model_config_t *cfg, const bd_sched_policy_t *
  * INT32". Pure; any thread. */
 int bd_sched_validate(const bd_model_config_t *cfg, const bd_infer_req_t *in, size_t *rows,
                       bd_err_t *err);
+/* The datatype part of that check, for a front end that must say it before its own checks
+ * (raw bytes, whose count the wrong datatype's size would get wrong): 0 when `got` is io's
+ * datatype, else BD_EINVAL with the same sentence. Pure; any thread. */
+int bd_sched_check_dtype(const bd_io_t *io, bd_dtype_t got, bd_err_t *err);
 
 /* Validate and queue `req`. On success the scheduler owns req until req->done runs. On
  * failure the caller still owns it and done is never called: BD_EINVAL (bad request,
