@@ -914,6 +914,34 @@ int bd_pct_byte(const char **p, const char *end)
     return lo >= 0 ? hi * 16 + lo : *s == '%' ? -1 : (unsigned char)*s;
 }
 
+bool bd_query_pair(const char *q, size_t n, size_t *pos, const char **name, size_t *name_len,
+                   const char **value, size_t *value_len)
+{
+    if (*pos >= n) {
+        return false; /* an empty pair after a last '&' names nothing either */
+    }
+    const char *p = q + *pos;
+    const char *amp = memchr(p, '&', n - *pos);
+    const char *e = amp ? amp : q + n;
+    const char *eq = memchr(p, '=', (size_t)(e - p)); /* a raw '=' (%3D is the name's) */
+    *name = p;
+    *name_len = (size_t)((eq ? eq : e) - p);
+    *value = eq ? eq + 1 : NULL;
+    *value_len = eq ? (size_t)(e - eq - 1) : 0;
+    *pos = (size_t)(e - q) + 1;
+    return true;
+}
+
+bool bd_pct_equal(const char *s, size_t n, const char *want)
+{
+    const char *p = s;
+    size_t i = 0;
+    while (p < s + n && want[i] && bd_pct_byte(&p, s + n) == (unsigned char)want[i]) {
+        i++;
+    }
+    return p == s + n && !want[i];
+}
+
 int32_t bd_hex4(const char *p)
 {
     int32_t v = 0;

@@ -351,6 +351,13 @@ int bd_hex_digit(char c);
 /* The byte of a URL part at *p, a %XX escape decoded (RFC 3986 2.1), moving *p past it (p <
  * end); -1 for a '%' without two hex digits after it (*p then moves one byte). '+' stays '+'. */
 int bd_pct_byte(const char **p, const char *end);
+/* The next name=value pair of a URL query q[0..n) (the part after '?'), read from *pos (0 at
+ * first; moved past the pair): its name and value as sent, still %XX-encoded; *value is NULL
+ * for a pair without '='. False when no pair is left. */
+bool bd_query_pair(const char *q, size_t n, size_t *pos, const char **name, size_t *name_len,
+                   const char **value, size_t *value_len);
+/* Whether s[0..n), %XX escapes decoded, is exactly the text `want`. */
+bool bd_pct_equal(const char *s, size_t n, const char *want);
 /* The value of the four hex digits at p (a JSON \uXXXX escape); -1 when they are not. */
 int32_t bd_hex4(const char *p);
 

@@ -290,23 +290,16 @@ int bd_gate_bearer(const char *value, size_t len, const char **key, size_t *key_
 int bd_gate_query_param(const char *query, size_t len, const char *name, char *buf, size_t cap,
                         size_t *n)
 {
-    size_t name_len = strlen(name);
-    for (size_t pos = 0; pos <= len;) {
-        const char *amp = memchr(query + pos, '&', len - pos);
-        size_t end = amp ? (size_t)(amp - query) : len;
-        const char *p = query + pos;
-        size_t plen = end - pos;
-        pos = end + 1;
-        if (plen < name_len + 1 || memcmp(p, name, name_len) != 0 || p[name_len] != '=') {
-            if (!amp) {
-                break;
-            }
+    size_t pos = 0, name_len, value_len;
+    const char *p, *value;
+    while (bd_query_pair(query, len, &pos, &p, &name_len, &value, &value_len)) {
+        if (!value || !bd_pct_equal(p, name_len, name)) {
             continue;
         }
         size_t w = 0;
         /* '+' stays '+' (RFC 3986; a key has no spaces for form encoding's reading) */
-        for (const char *v = p + name_len + 1; v < p + plen;) {
-            int c = bd_pct_byte(&v, p + plen);
+        for (const char *v = value; v < value + value_len;) {
+            int c = bd_pct_byte(&v, value + value_len);
             if (c < 0 || w == cap) {
                 return -1;
             }

@@ -93,8 +93,8 @@ bd_gate_role_t bd_gate_keys_role_of(const bd_gate_keys_t *k, const bd_gate_id_t 
  * value. -1 for any other value (another scheme, no token, a token with spaces in it). */
 int bd_gate_bearer(const char *value, size_t len, const char **key, size_t *key_len);
 /* The percent-decoded value of the first `name=` parameter of a query string (the part after
- * '?', without it), into buf (cap bytes). 1 when found (*n its length), 0 when absent, -1
- * when it does not fit or has a bad escape. */
+ * '?', without it; the parameter's name is compared decoded too), into buf (cap bytes). 1 when
+ * found (*n its length), 0 when absent, -1 when it does not fit or has a bad escape. */
 int bd_gate_query_param(const char *query, size_t len, const char *name, char *buf, size_t cap,
                         size_t *n);
 

@@ -1522,35 +1522,26 @@ static long query_classification(h2o_req_t *req)
         return 0;
     }
     const char *q = req->path.base + req->query_at + 1;
-    const char *end = req->path.base + req->path.len;
-    static const char key[] = "classification"; /* then "=K", or nothing (no value) */
+    size_t qlen = req->path.len - req->query_at - 1;
+    size_t pos = 0, name_len, value_len;
+    const char *name, *value;
     long found = 0;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *e = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(e - q)); /* a raw '=' (%3D is the name's) */
-        const char *name_end = eq ? eq : e;
-        const char *p = q;
-        size_t i = 0;
-        while (i < sizeof key - 1 && p < name_end && bd_pct_byte(&p, name_end) == key[i]) {
-            i++;
+    while (bd_query_pair(q, qlen, &pos, &name, &name_len, &value, &value_len)) {
+        if (!bd_pct_equal(name, name_len, "classification")) {
+            continue;
         }
-        if (i == sizeof key - 1 && p == name_end) {
-            p = eq ? eq + 1 : e;
-            long k = 0;
-            while (p < e) {
-                int c = bd_pct_byte(&p, e);
-                if (c < '0' || c > '9' || k > 65536) {
-                    return -1;
-                }
-                k = k * 10 + (c - '0');
-            }
-            if (found || k < 1 || k > 65536) {
+        long k = 0; /* no value, or an empty one: 0, refused below */
+        for (const char *p = value; p && p < value + value_len;) {
+            int c = bd_pct_byte(&p, value + value_len);
+            if (c < '0' || c > '9' || k > 65536) {
                 return -1;
             }
-            found = k;
+            k = k * 10 + (c - '0');
         }
-        q = e + 1;
+        if (found || k < 1 || k > 65536) {
+            return -1;
+        }
+        found = k;
     }
     return found;
 }

@@ -921,6 +921,33 @@ static void test_pct_bytes(void **state)
     assert_int_equal(bd_pct_byte(&p, t + 4), -1); /* "%0" at the end */
 }
 
+/* A query's pairs as sent, a raw '=' ending the name; names compared decoded. */
+static void test_query_pairs(void **state)
+{
+    (void)state;
+    const char q[] = "a=1&b&c%3Dd=x=y&&";
+    size_t pos = 0, nl, vl;
+    const char *name, *value;
+    assert_true(bd_query_pair(q, strlen(q), &pos, &name, &nl, &value, &vl));
+    assert_true(nl == 1 && name[0] == 'a' && vl == 1 && value[0] == '1');
+    assert_true(bd_query_pair(q, strlen(q), &pos, &name, &nl, &value, &vl));
+    assert_true(nl == 1 && name[0] == 'b' && value == NULL);
+    assert_true(bd_query_pair(q, strlen(q), &pos, &name, &nl, &value, &vl));
+    assert_true(nl == 5 && memcmp(name, "c%3Dd", 5) == 0);
+    assert_true(vl == 3 && memcmp(value, "x=y", 3) == 0);
+    assert_true(bd_query_pair(q, strlen(q), &pos, &name, &nl, &value, &vl));
+    assert_true(nl == 0 && value == NULL); /* "&&" */
+    assert_false(bd_query_pair(q, strlen(q), &pos, &name, &nl, &value, &vl));
+    pos = 0;
+    assert_false(bd_query_pair("", 0, &pos, &name, &nl, &value, &vl));
+    assert_true(bd_pct_equal("c%3Dd", 5, "c=d"));
+    assert_true(bd_pct_equal("classific%61tion", 16, "classification"));
+    assert_false(bd_pct_equal("classificatio", 13, "classification"));
+    assert_false(bd_pct_equal("classificationx", 15, "classification"));
+    assert_false(bd_pct_equal("%zz", 3, "%zz"));
+    assert_true(bd_pct_equal("", 0, ""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -958,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_log_escapes_invalid_utf8),
         cmocka_unit_test(test_hex_digits),
         cmocka_unit_test(test_pct_bytes),
+        cmocka_unit_test(test_query_pairs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -336,6 +336,11 @@ static void test_query_param(void **state)
     q = "api_key=0123456789abcdef";
     assert_int_equal(bd_gate_query_param(q, strlen(q), "api_key", buf, sizeof buf, &n), 1);
     assert_int_equal(n, 16);
+    /* The name is compared decoded, as ?classification's is; one without '=' is no value. */
+    q = "api_key&api%5Fkey=k1";
+    assert_int_equal(bd_gate_query_param(q, strlen(q), "api_key", buf, sizeof buf, &n), 1);
+    assert_int_equal(n, 2);
+    assert_memory_equal(buf, "k1", 2);
 }
 
 static void expect_rate(const char *s, double rps, double burst)
