@@ -321,8 +321,11 @@ void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out)
     }
     out->success.count = load_u64(&mm->success_count);
     out->success.ns = load_u64(&mm->success_ns);
-    /* Rejected requests never queued: they count as failures that took no time. */
-    out->fail.count = load_u64(&mm->fail_count) + bd_metrics_get_requests(mm, BD_OUTCOME_REJECTED);
+    /* Rejected requests never queued, and most invalid ones (400) were refused before they
+     * queued: both count as failures that took no time, as Triton counts a request it
+     * refuses for its inputs. */
+    out->fail.count = load_u64(&mm->fail_count) + bd_metrics_get_requests(mm, BD_OUTCOME_REJECTED) +
+                      bd_metrics_get_requests(mm, BD_OUTCOME_INVALID);
     out->fail.ns = load_u64(&mm->fail_ns);
     out->queue.count = out->success.count;
     out->queue.ns = load_u64(&mm->queue_ns);

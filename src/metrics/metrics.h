@@ -112,9 +112,9 @@ typedef struct {
 } bd_stat_duration_t;
 
 typedef struct {
-    bd_stat_duration_t success;        /* successful requests, end to end */
-    bd_stat_duration_t fail;           /* failed requests (error, timeout, cancelled, rejected) */
-    bd_stat_duration_t queue;          /* time queued, per executed request */
+    bd_stat_duration_t success; /* successful requests, end to end */
+    bd_stat_duration_t fail;    /* failed requests (error, timeout, cancelled, rejected, invalid) */
+    bd_stat_duration_t queue;   /* time queued, per executed request */
     bd_stat_duration_t compute_input;  /* gathering inputs, per executed request */
     bd_stat_duration_t compute_infer;  /* the backend run, per executed request */
     bd_stat_duration_t compute_output; /* scattering outputs, per executed request */

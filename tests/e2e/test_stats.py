@@ -7,7 +7,7 @@ import pytest
 
 from conftest import error_message, tensor
 
-FAIL_OUTCOMES = ("error", "timeout", "cancelled", "rejected")
+FAIL_OUTCOMES = ("error", "timeout", "cancelled", "rejected", "invalid")
 DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 
 
@@ -27,6 +27,7 @@ def client(start_server):
     sim_model(repo, "idle")
     sim_model(repo, "broken", extra={"sim": {"latency_us": 0, "per_item_us": 0,
                                               "fail_rate": 1.0}})
+    sim_model(repo, "picky")
     c = start_server(repo)
     # Known traffic, one request at a time so each forms its own batch:
     # st: 5 batches of 1 row and 2 of 3 rows; broken: 3 failed batches.
@@ -36,6 +37,11 @@ def client(start_server):
         assert c.infer("st", rows_body(3)).status_code == 200
     for _ in range(3):
         assert c.infer("broken", rows_body(1)).status_code == 500
+    # picky: two requests refused for their inputs (400), which Triton counts as failed.
+    wrong_count = {"inputs": [tensor("INPUT0", "FP32", [1, 2], [1.0, 2.0, 3.0])]}
+    wrong_name = {"inputs": [tensor("INPUT9", "FP32", [1, 2], [1.0, 2.0])]}
+    for body in (wrong_count, wrong_name):
+        assert c.infer("picky", body).status_code == 400
     return c
 
 
@@ -148,6 +154,16 @@ def test_failures_count_as_fail(client):
     assert ms["inference_stats"]["success"]["count"] == 0
 
 
+def test_requests_refused_for_their_inputs_count_as_fail(client):
+    ms = one(client, "/v2/models/picky/stats")
+    invalid = client.metrics().get(("batchd_inference_requests_total",
+                                    frozenset(dict(model="picky", version="1", protocol="http",
+                                                   outcome="invalid").items())))
+    st = ms["inference_stats"]
+    assert st["fail"]["count"] == 2 == int(invalid), (st, invalid)
+    assert st["success"]["count"] == 0 and ms["execution_count"] == 0, ms
+
+
 def test_version_and_all_models_endpoints(client):
     by_version = one(client, "/v2/models/st/versions/1/stats")
     assert by_version == one(client, "/v2/models/st/stats")
@@ -157,7 +173,7 @@ def test_version_and_all_models_endpoints(client):
     for ms in stats:
         check_shape(ms)
     names = [(ms["name"], ms["version"]) for ms in stats]
-    assert names == [("broken", "1"), ("idle", "1"), ("st", "1")], names
+    assert names == [("broken", "1"), ("idle", "1"), ("picky", "1"), ("st", "1")], names
     idle = [ms for ms in stats if ms["name"] == "idle"][0]
     assert idle["inference_count"] == 0 and idle["last_inference"] == 0
     assert idle["batch_stats"] == []
