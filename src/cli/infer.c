@@ -21,16 +21,57 @@
 #define MAX_FILE_BYTES ((size_t)1 << 30)
 #define MAX_REPLY_BYTES ((size_t)1 << 30)
 
+/* Whether s[0..n) is printable text (ASCII, and UTF-8 but for its C1 controls): a server's
+ * text with anything else (newlines, terminal escape sequences) is printed escaped
+ * (print_text). */
+static bool plain_text(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0, len = 1; i < n; i += len) {
+        len = 1;
+        int32_t cp = u[i] < 0x80 ? u[i] : bd_utf8_decode(u + i, n - i, &len);
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* s[0..n) (NULL: "?") for a line of text: as it is when it is printable text (plain_text),
+ * else quoted and escaped as print_text writes it, so that a server's names and sentences cannot
+ * move the cursor or add lines; cut to fit buf. Returns buf. */
+static const char *shown(char *buf, size_t cap, const char *s, size_t n)
+{
+    if (!s) {
+        snprintf(buf, cap, "?");
+    } else if (plain_text(s, n)) {
+        snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap), s);
+    } else {
+        bd_log_field(buf, cap, s, n);
+    }
+    return buf;
+}
+
+/* A JSON string (it may hold NULs) as shown() gives it; "?" for anything else. */
+static const char *shown_json(char *buf, size_t cap, json_t *v)
+{
+    const char *s = json_string_value(v);
+    return shown(buf, cap, s, s ? json_string_length(v) : 0);
+}
+
 /* The server's {"error": "..."} sentence, or the status and body. Returns 1. */
 static int report_http_error(const char *cmd, const bd_lg_reply_t *r)
 {
     json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
-    const char *msg = json_string_value(json_object_get(root, "error"));
-    if (msg) {
-        fprintf(stderr, "batchd %s: %s\n", cmd, msg);
+    json_t *msg = json_object_get(root, "error");
+    char buf[1400];
+    if (json_is_string(msg)) {
+        fprintf(stderr, "batchd %s: %s\n", cmd, shown_json(buf, sizeof buf, msg));
     } else {
-        fprintf(stderr, "batchd %s: the server answered %d: %.300s\n", cmd, r->status,
-                r->body.len ? r->body.data : "(empty body)");
+        fprintf(stderr, "batchd %s: the server answered %d: %s\n", cmd, r->status,
+                r->body.len
+                    ? shown(buf, sizeof buf, r->body.data, r->body.len < 300 ? r->body.len : 300)
+                    : "(empty body)");
     }
     if (r->status == 401) {
         fprintf(stderr, "batchd %s: a key goes with --api-key or BATCHD_API_KEY\n", cmd);
@@ -80,22 +121,6 @@ static void print_shape(FILE *f, json_t *shape)
         fprintf(f, i ? ",%lld" : "%lld", (long long)json_integer_value(v));
     }
     fputc(']', f);
-}
-
-/* Whether s[0..n) is printable text (ASCII, and UTF-8 but for its C1 controls): a server's
- * text with anything else (newlines, terminal escape sequences) is printed escaped
- * (print_text). */
-static bool plain_text(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0, len = 1; i < n; i += len) {
-        len = 1;
-        int32_t cp = u[i] < 0x80 ? u[i] : bd_utf8_decode(u + i, n - i, &len);
-        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* A BYTES element as one word of an output line: as it is when it is printable ASCII without
@@ -358,23 +383,26 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                           : json_loadb(r->body.data, hlen, JSON_ALLOW_NUL, &jerr);
     free(quoted);
     json_t *outputs = json_object_get(root, "outputs");
+    char body[1400];
+    shown(body, sizeof body, r->body.data, hlen < 300 ? hlen : 300);
     if (!root) {
         char why[JSON_ERROR_TEXT_LENGTH + 64];
-        fprintf(stderr, "batchd infer: the reply is not JSON (%s): %.300s\n",
-                bd_json_fault(why, sizeof why, jerr.text), r->body.data);
+        fprintf(stderr, "batchd infer: the reply is not JSON (%s): %s\n",
+                bd_json_fault(why, sizeof why, jerr.text), body);
         return 1;
     }
     if (!json_is_array(outputs)) {
-        fprintf(stderr, "batchd infer: the reply has no \"outputs\" array: %.300s\n", r->body.data);
+        fprintf(stderr, "batchd infer: the reply has no \"outputs\" array: %s\n", body);
         json_decref(root);
         return 1;
     }
-    const char *model = json_string_value(json_object_get(root, "model_name"));
-    const char *version = json_string_value(json_object_get(root, "model_version"));
-    if (model) {
-        printf("model %s", model);
-        if (version) {
-            printf(" version %s", version);
+    json_t *model = json_object_get(root, "model_name");
+    json_t *version = json_object_get(root, "model_version");
+    if (json_is_string(model)) {
+        char mb[256], vb[256];
+        printf("model %s", shown_json(mb, sizeof mb, model));
+        if (json_is_string(version)) {
+            printf(" version %s", shown_json(vb, sizeof vb, version));
         }
         printf("\n");
     }
@@ -385,8 +413,10 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
     int rc = 0;
     json_array_foreach(outputs, i, out)
     {
-        const char *name = json_string_value(json_object_get(out, "name"));
+        char nb[256], db[64];
+        const char *name = shown_json(nb, sizeof nb, json_object_get(out, "name"));
         const char *dtn = json_string_value(json_object_get(out, "datatype"));
+        const char *dt_shown = shown_json(db, sizeof db, json_object_get(out, "datatype"));
         json_t *shape = json_object_get(out, "shape");
         bd_dtype_t dt = bd_dtype_from_name(dtn ? dtn : "");
         json_t *bsize = json_object_get(json_object_get(out, "parameters"), "binary_data_size");
@@ -395,7 +425,7 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
             nbin = (size_t)json_integer_value(bsize);
             if (nbin > bin_left) {
                 fprintf(stderr, "batchd infer: output '%s' has less binary data than it says\n",
-                        name ? name : "?");
+                        name);
                 rc = 1;
                 break;
             }
@@ -417,7 +447,7 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
             size_t have = values;
             if (have == SIZE_MAX - 1) {
                 fprintf(stderr, "batchd infer: output '%s' holds bytes after its last class\n",
-                        name ? name : "?");
+                        name);
                 json_decref(flat);
                 rc = 1;
                 break;
@@ -426,16 +456,16 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                 fprintf(stderr,
                         "batchd infer: output '%s' holds %zu classes, but its shape says %zu "
                         "rows of %zu\n",
-                        name ? name : "?", have, rows, k);
+                        name, have, rows, k);
                 json_decref(flat);
                 rc = 1;
                 break;
             }
             for (size_t row = 0; row < rows; row++) {
                 if (rows > 1) {
-                    printf("output %s row %zu: top %zu classes\n", name ? name : "?", row, k);
+                    printf("output %s row %zu: top %zu classes\n", name, row, k);
                 } else {
-                    printf("output %s: top %zu classes\n", name ? name : "?", k);
+                    printf("output %s: top %zu classes\n", name, k);
                 }
                 printf("%-4s  %-10s  %-5s  %s\n", "rank", "score", "index", "label");
                 for (size_t j = 0; j < k; j++) {
@@ -454,9 +484,9 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                 }
             }
         } else if (!values_fill_shape(shape, values)) {
-            fprintf(stderr, "batchd infer: output '%s' holds ", name ? name : "?");
+            fprintf(stderr, "batchd infer: output '%s' holds ", name);
             if (values == SIZE_MAX - 1) {
-                fprintf(stderr, "%zu bytes of %s, not whole values", nbin, dtn);
+                fprintf(stderr, "%zu bytes of %s, not whole values", nbin, dt_shown);
             } else {
                 fprintf(stderr, "%zu value%s", values, values == 1 ? "" : "s");
             }
@@ -467,7 +497,7 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
             rc = 1;
             break;
         } else {
-            printf("output %s %s ", name ? name : "?", dtn ? dtn : "?");
+            printf("output %s %s ", name, dt_shown);
             print_shape(stdout, shape);
             printf(":");
             if (!json_is_integer(bsize)) {
@@ -1023,8 +1053,9 @@ static void print_meta_ios(json_t *arr)
     json_t *io;
     json_array_foreach(arr, i, io)
     {
-        const char *name = json_string_value(json_object_get(io, "name"));
-        const char *dt = json_string_value(json_object_get(io, "datatype"));
+        char nb[256], db[64];
+        const char *name = shown_json(nb, sizeof nb, json_object_get(io, "name"));
+        const char *dt = shown_json(db, sizeof db, json_object_get(io, "datatype"));
         int64_t dims[BD_MAX_DIMS];
         int ndim = 0;
         size_t j;
@@ -1035,7 +1066,7 @@ static void print_meta_ios(json_t *arr)
                 dims[ndim++] = json_integer_value(v);
             }
         }
-        print_io_line(name ? name : "?", dt ? dt : "?", dims, ndim, false);
+        print_io_line(name, dt, dims, ndim, false);
     }
 }
 
@@ -1060,11 +1091,12 @@ static int inspect_url(const inspect_opts_t *o)
     if (!meta) {
         return code;
     }
-    const char *name = json_string_value(json_object_get(meta, "name"));
-    const char *platform = json_string_value(json_object_get(meta, "platform"));
-    printf("model: %s\n", name ? name : o->model);
-    if (platform) {
-        printf("platform: %s\n", platform);
+    json_t *name = json_object_get(meta, "name");
+    json_t *platform = json_object_get(meta, "platform");
+    char buf[256];
+    printf("model: %s\n", json_is_string(name) ? shown_json(buf, sizeof buf, name) : o->model);
+    if (json_is_string(platform)) {
+        printf("platform: %s\n", shown_json(buf, sizeof buf, platform));
     }
     json_t *versions = json_object_get(meta, "versions");
     if (json_is_array(versions)) {
@@ -1073,7 +1105,7 @@ static int inspect_url(const inspect_opts_t *o)
         json_t *v;
         json_array_foreach(versions, i, v)
         {
-            printf(" %s", json_string_value(v) ? json_string_value(v) : "?");
+            printf(" %s", shown_json(buf, sizeof buf, v));
         }
         printf("\n");
     }

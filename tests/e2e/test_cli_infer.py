@@ -532,8 +532,8 @@ def test_demo_digits_image_samples(start_server):
         assert reply["outputs"][0]["data"][0].split(":")[1:] == [digit, digit], (name, reply)
 
 
-def fake_server(body):
-    """A server answering every request with 200 and this JSON body: (port, close)."""
+def fake_server(body, status=b"200 OK"):
+    """A server answering every request with this status and JSON body: (port, close)."""
     import socket
     import threading
     srv = socket.socket()
@@ -549,10 +549,59 @@ def fake_server(body):
             with c:
                 c.settimeout(5)
                 read_head(c)
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                c.sendall(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                          % (status, len(body)) + body)
     threading.Thread(target=serve, daemon=True).start()
     return srv.getsockname()[1], srv.close
+
+
+def run_against_fake_server(body, *args, status=b"200 OK"):
+    port, close = fake_server(body, status)
+    try:
+        return run(args[0], "--url", "http://127.0.0.1:%d" % port, "--model", "m", *args[1:],
+                   timeout=20)
+    finally:
+        close()
+
+
+def test_infer_prints_a_servers_names_and_sentences_escaped(env):
+    """The model name, version, output names and datatypes of a reply, and a server's error
+    sentence or non-JSON body, reach the terminal escaped when they hold control bytes (a
+    broken or hostile server's escape sequences or line breaks); plain ones as they are."""
+    import json
+    req = env["files"]["req.json"]
+    body = json.dumps({"model_name": "m\u001b[2J", "model_version": "1\n2",
+                       "outputs": [{"name": "o\u001b]0;x\u0007", "datatype": "FP32",
+                                    "shape": [1, 2], "data": [1, 2]},
+                                   {"name": "caf\u00e9", "datatype": "INT32", "shape": [1],
+                                    "data": [7]}]}).encode()
+    r = run_against_fake_server(body, "infer", "--json", req)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ('model "m\\x1b[2J" version "1\\x0a2"\n'
+                        'output "o\\x1b]0;x\\x07" FP32 [1,2]: 1 2\n'
+                        'output caf\u00e9 INT32 [1]: 7\n'), r.stdout
+    bad = json.dumps({"error": "no\u001b[31m such\ninput"}).encode()
+    r = run_against_fake_server(bad, "infer", "--json", req, status=b"400 Bad Request")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == 'batchd infer: "no\\x1b[31m such\\x0ainput"\n', r.stderr
+    r = run_against_fake_server(b"\x1b[2Joops", "infer", "--json", req, status=b"502 Bad Gateway")
+    assert r.stderr == 'batchd infer: the server answered 502: "\\x1b[2Joops"\n', r.stderr
+
+
+def test_inspect_prints_a_servers_metadata_escaped():
+    import json
+    meta = json.dumps({"name": "m\u001b[2J", "platform": "onnx\r", "versions": ["1", "\u009b2"],
+                       "max_batch_size": 4,
+                       "inputs": [{"name": "in\u0008", "datatype": "FP\u001b32", "shape": [-1, 2]}],
+                       "outputs": [{"name": "out", "datatype": "FP32", "shape": [-1, 2]}]}).encode()
+    r = run_against_fake_server(meta, "inspect")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ['model: "m\\x1b[2J"', 'platform: "onnx\\x0d"',
+                         'versions: 1 "\\xc2\\x9b2"'], r.stdout
+    assert '"in\\x08"' in r.stdout and '"FP\\x1b32"' in r.stdout, r.stdout
+    assert "\x1b" not in r.stdout and "\r" not in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("shape,data,held", [([1, 1000000000000], [1, 2], "2 values"),
