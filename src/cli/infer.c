@@ -7,7 +7,8 @@
  * only.
  *
  * Exit status: 0 on success, 1 when the server or the connection failed (the server's error
- * sentence is printed on stderr), 2 for bad flags. */
+ * sentence is printed on stderr, as is why a file does not fit the model's input), 2 for bad
+ * flags (a file named by a flag that cannot be read, or is no JPEG or PNG, included). */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -706,7 +707,8 @@ static bool input_spec_ok(const char *s)
 
 /* --input NAME=FILE: the loadgen's request builder (metadata datatypes and shapes, --shape's
  * o->shapes.n parsed `shapes` for variable dims, JSON or binary), then the classification outputs
- * spliced into its JSON header. */
+ * spliced into its JSON header. Returns 0, or the exit status: 2 for a file that cannot be
+ * read, 1 for one that does not fit the model's input. */
 static int build_inputs_request(const infer_opts_t *o, const bd_lg_shape_opt_t *shapes,
                                 bd_lg_target_t *t, json_t *meta, bd_buf_t *body, size_t *header_len)
 {
@@ -730,9 +732,11 @@ static int build_inputs_request(const infer_opts_t *o, const bd_lg_shape_opt_t *
             found = found || strcmp(names[k], name) == 0;
         }
         if (!found) {
+            char nb[256];
+            shown_json(nb, sizeof nb, json_object_get(in, "name"));
             fprintf(stderr, "batchd infer: model '%s' needs input '%s' (--input %s=FILE)\n",
-                    o->model, name ? name : "?", name ? name : "NAME");
-            return -1;
+                    o->model, nb, name ? nb : "NAME");
+            return 1;
         }
     }
     char *text = json_dumps(meta, JSON_COMPACT);
@@ -752,7 +756,7 @@ static int build_inputs_request(const infer_opts_t *o, const bd_lg_shape_opt_t *
         bool named = strncmp(err.msg, flag, strlen(flag)) == 0;
         fprintf(stderr, "batchd infer: %s%s\n", named ? "--input " : "",
                 named ? err.msg + strlen(flag) : err.msg);
-        return -1;
+        return err.code == BD_EIO ? 2 : 1;
     }
     const char *b = strstr(t->request, "\r\n\r\n") + 4;
     size_t blen = t->body_len;
@@ -771,7 +775,7 @@ static int build_inputs_request(const infer_opts_t *o, const bd_lg_shape_opt_t *
     bd_buf_append(body, b + hlen, blen - hlen);
     if (body->failed) {
         fprintf(stderr, "batchd infer: out of memory building the request\n");
-        return -1;
+        return 1;
     }
     return 0;
 }
@@ -866,6 +870,9 @@ int bd_cli_infer(int argc, char **argv)
     size_t header_len = 0;
     bool binary_body = false;
 
+    /* A file named by a flag that cannot be read, or is not what the flag takes, is a bad
+     * flag (exit 2), as bench's --data-file is. */
+    code = 2;
     for (size_t i = 0; i < o.images.n; i++) {
         files[i] = bd_read_file(o.images.v[i], MAX_FILE_BYTES, &lens[i], &err);
         if (!files[i]) {
@@ -900,14 +907,15 @@ int bd_cli_infer(int argc, char **argv)
         if (!meta) {
             goto done;
         }
-        code = 1;
-        int rc = o.images.n ? build_images_request(&o, meta, files, lens, &body, &header_len)
+        int rc = o.images.n ? build_images_request(&o, meta, files, lens, &body, &header_len) != 0
                             : build_inputs_request(&o, shapes, &t, meta, &body, &header_len);
         if (rc != 0) {
+            code = rc;
             goto done;
         }
         binary_body = o.binary;
     }
+    code = 1;
     if (binary_body) {
         ctype = "application/octet-stream";
         bd_buf_printf(&headers, "Inference-Header-Content-Length: %zu\r\n", header_len);

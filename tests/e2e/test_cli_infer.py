@@ -316,7 +316,7 @@ def test_infer_image_to_model_without_preprocess(env):
 def test_infer_client_side_errors(env):
     u = env["url"]
     cases = [
-        (["--model", "img", "--image", env["files"]["notimg.txt"]], 1,
+        (["--model", "img", "--image", env["files"]["notimg.txt"]], 2,
          "batchd infer: %s is not a JPEG or PNG file\n" % env["files"]["notimg.txt"]),
         (["--model", "echo", "--input", "INPUT0=" + env["files"]["short.bin"]], 1,
          "batchd infer: --input %s has 6 bytes; input 'INPUT0' needs 16\n"
@@ -324,8 +324,15 @@ def test_infer_client_side_errors(env):
         (["--model", "echo", "--input", "INPUT0=" + env["files"]["long.bin"]], 1,
          "batchd infer: --input %s has 32 bytes; input 'INPUT0' needs 16\n"
          % env["files"]["long.bin"]),
+        # A file that cannot be read is a bad flag: exit 2, as bench's --data-file (it was 1).
+        (["--model", "echo", "--input", "INPUT0=/nonexistent/a.bin"], 2,
+         "batchd infer: cannot open '/nonexistent/a.bin': No such file or directory\n"),
+        (["--model", "img", "--image", "/nonexistent/a.png"], 2,
+         "batchd infer: cannot open '/nonexistent/a.png': No such file or directory\n"),
+        (["--model", "echo", "--json", "/nonexistent/r.json"], 2,
+         "batchd infer: cannot open '/nonexistent/r.json': No such file or directory\n"),
         # A directory is not taken for a file of its st_size (it was "has 4096 bytes").
-        (["--model", "echo", "--input", "INPUT0=" + os.path.dirname(env["files"]["a.bin"])], 1,
+        (["--model", "echo", "--input", "INPUT0=" + os.path.dirname(env["files"]["a.bin"])], 2,
          "batchd infer: '%s' is not a regular file\n" % os.path.dirname(env["files"]["a.bin"])),
         (["--model", "two_in", "--input", "A=" + env["files"]["a.bin"]], 1,
          "batchd infer: model 'two_in' needs input 'B' (--input B=FILE)\n"),
