@@ -50,6 +50,7 @@ int bd_cli_version(int argc, char **argv)
         return 2;
     }
     printf("batchd %s\n", BD_VERSION);
+    bd_log_set_level(BD_LOG_WARN); /* the answer says which library loaded, without a log line */
     bd_ort_info_t info;
     if (bd_ort_init(o.ort_lib, &err) != 0 || !bd_ort_info(&info)) {
         printf("onnxruntime unavailable: %s\n", err.msg);

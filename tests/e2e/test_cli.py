@@ -27,6 +27,7 @@ def test_version():
     if os.path.isfile(ORT_LIB):
         assert "1.30.0" in out, "ONNX Runtime version missing from: %r" % out
         assert re.search(r"onnx\s*runtime", out, re.I), out
+        assert r.stderr == "", r.stderr  # the answer, without the log's "loaded" line
 
 
 def test_version_flags_and_environment(tmp_path):
