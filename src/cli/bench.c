@@ -4,6 +4,7 @@
  * progress line on stderr, then prints the table on stdout and writes the --json, --csv and --plot
  * files. Main thread only. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include "loadgen/loadgen.h"
 
 #define MAX_LEVELS 256
+#define MAX_LEVEL_S 86400 /* the longest a level may last, in seconds (--duration) */
 
 /* Ctrl-C (SIGINT) or SIGTERM while the levels run: the running level ends with what it
  * measured, the rest are skipped, and the report covers what ran. SA_RESETHAND: a second
@@ -53,9 +55,9 @@ static const bd_cli_opt_t bopts[] = {
      "open-loop send times: constant, poisson, or bursty (--burst requests at once)"},
     {"--burst", BD_CLI_INT, OFF(burst), "16", 1, 100000, NULL,
      "bursty: requests sent together; bursts keep the mean --rate"},
-    {"--duration", BD_CLI_DUR, OFF(duration_us), "10s", 0.001, 86400, NULL,
+    {"--duration", BD_CLI_DUR, OFF(duration_us), "10s", 0.001, MAX_LEVEL_S, NULL,
      "measured time per level (10s, 500ms, 2m)"},
-    {"--requests", BD_CLI_INT, OFF(requests), NULL, 0, 1e12, NULL,
+    {"--requests", BD_CLI_INT, OFF(requests), NULL, 1, 1e12, NULL,
      "measure this many requests per level instead of --duration"},
     {"--warmup", BD_CLI_DUR, OFF(warmup_us), "1s", 0, 3600, NULL,
      "unmeasured time before each level"},
@@ -204,6 +206,30 @@ static int writable(const char *path)
     return access(slash ? dir : ".", W_OK | X_OK) == 0 ? 0 : errno;
 }
 
+/* Whether two report paths name one file (the same string, links, or ./x and x), where the
+ * second report would overwrite the first. */
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) {
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    }
+    /* Not both there yet: compare their folders (resolved) and names. */
+    char da[4096], db[4096], ra[PATH_MAX], rb[PATH_MAX];
+    snprintf(da, sizeof da, "%s", a);
+    snprintf(db, sizeof db, "%s", b);
+    char *na = strrchr(da, '/'), *nb = strrchr(db, '/');
+    const char *fa = na ? na + 1 : da, *fb = nb ? nb + 1 : db;
+    if (na) {
+        *na = '\0';
+    }
+    if (nb) {
+        *nb = '\0';
+    }
+    return strcmp(fa, fb) == 0 && realpath(na ? (*da ? da : "/") : ".", ra) &&
+           realpath(nb ? (*db ? db : "/") : ".", rb) && strcmp(ra, rb) == 0;
+}
+
 static int write_file(const char *path, const bd_buf_t *b)
 {
     if (b->failed) {
@@ -258,11 +284,25 @@ int bd_cli_bench(int argc, char **argv)
     /* An output file that could not be written fails now, not after the run (which it would
      * lose); nothing is created yet. */
     const char *outs[] = {o.json, o.csv, o.plot};
+    static const char *const out_flags[] = {"--json", "--csv", "--plot"};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
-        int e = outs[i] ? writable(outs[i]) : 0;
+        int e = outs[i] && *outs[i] ? writable(outs[i]) : 0;
+        if (outs[i] && !*outs[i]) {
+            fprintf(stderr, "batchd bench: %s needs a file name, got ''\n", out_flags[i]);
+            return 2;
+        }
         if (e) {
             fprintf(stderr, "batchd bench: cannot write %s: %s\n", outs[i], strerror(e));
             return 2;
+        }
+        for (size_t j = 0; j < i && outs[i]; j++) {
+            if (outs[j] && same_file(outs[j], outs[i])) {
+                fprintf(stderr,
+                        "batchd bench: %s and %s name the same file '%s'; give each report a "
+                        "file of its own\n",
+                        out_flags[j], out_flags[i], outs[i]);
+                return 2;
+            }
         }
     }
     if (strcmp(o.distribution, "poisson") == 0) {
@@ -274,6 +314,20 @@ int bd_cli_bench(int argc, char **argv)
                 "batchd bench: --distribution must be constant, poisson or bursty, got '%s'\n",
                 o.distribution);
         return 2;
+    }
+    /* Open loop by --requests: N requests take N / rate to schedule, which may be no longer
+     * than --duration may be (a level of years, or past the clock's range, would never end or
+     * would measure nothing). */
+    for (size_t i = 0; open && o.requests && i < n_levels; i++) {
+        double secs = (double)o.requests / levels[i];
+        if (secs > MAX_LEVEL_S) {
+            fprintf(stderr,
+                    "batchd bench: --rate %g with --requests %lld takes %gs to send, past the "
+                    "%ds a level may last (--duration's limit): raise --rate or lower "
+                    "--requests\n",
+                    levels[i], (long long)o.requests, secs, MAX_LEVEL_S);
+            return 2;
+        }
     }
     /* Open loop by --duration: a level whose rate sends less than one request (bursty: one
      * burst) in that time would measure nothing and read as a server that answered nothing. */

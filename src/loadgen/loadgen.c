@@ -919,6 +919,7 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
         res->mean_in_flight = res->achieved_rps * res->lat_mean_us / 1e6;
     }
     res->stable = windows_stable(res, k, pct);
+    res->send_lag_p99_us = res->send_lag_max_us = NAN; /* closed loop: none, as in the JSON */
     if (open) {
         res->send_lag_p99_us = (double)bd_hdr_percentile(L.lag, 99.0);
         res->send_lag_max_us = (double)bd_hdr_max(L.lag);

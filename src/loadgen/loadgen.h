@@ -243,7 +243,7 @@ typedef struct {
     /* latency of every counted reply, microseconds; NaN (and so mean_in_flight) when no reply
      * was counted: the reports write null, an empty CSV field or "-" */
     double lat_min_us, lat_mean_us, lat_p50_us, lat_p90_us, lat_p99_us, lat_p999_us, lat_max_us;
-    /* open loop: how late requests were written after their scheduled time */
+    /* open loop: how late requests were written after their scheduled time; NaN closed loop */
     double send_lag_p99_us, send_lag_max_us;
     bool fell_behind;
     char behind_reason[320];

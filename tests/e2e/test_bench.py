@@ -580,6 +580,40 @@ def test_bad_flags(tmp_path, fake):
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and p.stderr == (
             "batchd bench: cannot write %s: Is a directory\n" % tmp_path), flag
+        # An empty name was only found when the run had ended (exit 1).
+        p = subprocess.run([BATCHD_BIN, "bench", "--url", "http://127.0.0.1:1", "--model",
+                            "fake", flag, ""], capture_output=True, text=True, timeout=30)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s needs a file name, got ''\n"
+                                            % flag)
+    # Two reports on one file: the second overwrote the first, exit 0. Also through a link, or
+    # a path spelt differently, whether the file is there yet or not.
+    (tmp_path / "there.json").write_text("")
+    os.symlink(str(tmp_path / "there.json"), str(tmp_path / "link.csv"))
+    for args in ((["--json", tmp_path / "r.out", "--csv", tmp_path / "r.out"]),
+                 (["--csv", tmp_path / "a.out", "--plot", "%s/./a.out" % tmp_path]),
+                 (["--json", tmp_path / "there.json", "--plot", tmp_path / "link.csv"])):
+        p = subprocess.run([BATCHD_BIN, "bench", "--url", "http://127.0.0.1:1", "--model",
+                            "fake"] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=30)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s and %s name the same file '%s'; "
+                                            "give each report a file of its own\n"
+                                            % (args[0], args[2], args[3])), p.stderr
+    assert not (tmp_path / "r.out").exists() and not (tmp_path / "a.out").exists()
+    # A count of 0 meant "the default" (10 s, exit 0).
+    _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", "--requests", "0", check=False)
+    assert (p.returncode, p.stderr) == (2, "batchd bench: --requests must be an integer from 1 "
+                                        "to 1000000000000, got '0'\n"), p.stderr
+    # Open loop by --requests: N / rate past a level's longest time would never end (or, past
+    # the clock's range, measured nothing and blamed the generator).
+    for rate, requests, want in (("1e-9", 1, "--rate 1e-09 with --requests 1 takes 1e+09s"),
+                                 ("1e-300", 1, "--rate 1e-300 with --requests 1 takes 1e+300s"),
+                                 ("5,1", 100000, "--rate 1 with --requests 100000 takes "
+                                  "100000s")):
+        _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", "--rate", rate, "--requests",
+                     requests, check=False)
+        assert (p.returncode, p.stderr) == (2, "batchd bench: %s to send, past the 86400s a "
+                                            "level may last (--duration's limit): raise --rate "
+                                            "or lower --requests\n" % want), p.stderr
     # --data-file must name an input the model has, once; --cacert must hold a certificate.
     (tmp_path / "v.bin").write_bytes(b"\0" * 16)
     (tmp_path / "notpem.txt").write_text("not a certificate\n")
@@ -622,6 +656,9 @@ def test_real_batchd_sim_model(tmp_path, batchd, binary):
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("mode,concurrency,rate,offered_rps,achieved_rps")
     assert len(rows) == 3 and rows[1].startswith("closed,1,,") and rows[2].startswith("closed,4,,")
+    # No send lag in a closed loop: an empty field, as the JSON's null (it was 0).
+    assert [r["send_lag_p99_us"] for r in csv.DictReader(csv_path.open())] == ["", ""]
+    assert [lv["send_lag_us"] for lv in data["levels"]] == [None, None]
     svg = ET.parse(str(svg_path)).getroot()
     assert svg.tag.endswith("svg")
     assert len([e for e in svg.iter() if e.tag.endswith("circle")]) == 6
