@@ -8,7 +8,8 @@
  *
  * Exit status: 0 on success, 1 when the server or the connection failed (the server's error
  * sentence is printed on stderr, as is why a file does not fit the model's input), 2 for bad
- * flags (a file named by a flag that cannot be read, or is no JPEG or PNG, included). */
+ * flags (a file named by a flag that cannot be read, or a lone --image that is no JPEG or PNG,
+ * included). */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -21,43 +22,14 @@
 
 #define MAX_FILE_BYTES ((size_t)1 << 30)
 #define MAX_REPLY_BYTES ((size_t)1 << 30)
+#define BODY_SHOWN 304 /* a reply body shown in an error: its first 300 bytes */
 
-/* Whether s[0..n) is printable text (ASCII, and UTF-8 but for its C1 controls): a server's
- * text with anything else (newlines, terminal escape sequences) is printed escaped
- * (print_text). */
-static bool plain_text(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0, len = 1; i < n; i += len) {
-        len = 1;
-        int32_t cp = u[i] < 0x80 ? u[i] : bd_utf8_decode(u + i, n - i, &len);
-        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* s[0..n) (NULL: "?") for a line of text: as it is when it is printable text (plain_text),
- * else quoted and escaped as print_text writes it, so that a server's names and sentences cannot
- * move the cursor or add lines; cut to fit buf. Returns buf. */
-static const char *shown(char *buf, size_t cap, const char *s, size_t n)
-{
-    if (!s) {
-        snprintf(buf, cap, "?");
-    } else if (plain_text(s, n)) {
-        snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap), s);
-    } else {
-        bd_log_field(buf, cap, s, n);
-    }
-    return buf;
-}
-
-/* A JSON string (it may hold NULs) as shown() gives it; "?" for anything else. */
+/* A JSON string (it may hold NULs) from a server, as a terminal line may show it
+ * (bd_text_shown); "?" for anything else. */
 static const char *shown_json(char *buf, size_t cap, json_t *v)
 {
     const char *s = json_string_value(v);
-    return shown(buf, cap, s, s ? json_string_length(v) : 0);
+    return bd_text_shown(buf, cap, s, s ? json_string_length(v) : 0);
 }
 
 /* The server's {"error": "..."} sentence, or the status and body. Returns 1. */
@@ -65,14 +37,13 @@ static int report_http_error(const char *cmd, const bd_lg_reply_t *r)
 {
     json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
     json_t *msg = json_object_get(root, "error");
-    char buf[1400];
+    char buf[4096];
     if (json_is_string(msg)) {
         fprintf(stderr, "batchd %s: %s\n", cmd, shown_json(buf, sizeof buf, msg));
     } else {
         fprintf(stderr, "batchd %s: the server answered %d: %s\n", cmd, r->status,
-                r->body.len
-                    ? shown(buf, sizeof buf, r->body.data, r->body.len < 300 ? r->body.len : 300)
-                    : "(empty body)");
+                r->body.len ? bd_text_shown(buf, BODY_SHOWN, r->body.data, r->body.len)
+                            : "(empty body)");
     }
     if (r->status == 401) {
         fprintf(stderr, "batchd %s: a key goes with --api-key or BATCHD_API_KEY\n", cmd);
@@ -143,7 +114,7 @@ static void print_text(const char *s, size_t n)
 /* One classification string "<score>:<index>[:<label>]" as a table line. */
 static void print_class(size_t rank, const char *s, size_t n)
 {
-    if (!plain_text(s, n)) {
+    if (!bd_text_plain(s, n)) {
         printf("%-4zu  ", rank);
         print_text(s, n);
         printf("\n");
@@ -384,8 +355,8 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                           : json_loadb(r->body.data, hlen, JSON_ALLOW_NUL, &jerr);
     free(quoted);
     json_t *outputs = json_object_get(root, "outputs");
-    char body[1400];
-    shown(body, sizeof body, r->body.data, hlen < 300 ? hlen : 300);
+    char body[BODY_SHOWN];
+    bd_text_shown(body, sizeof body, r->body.data, hlen);
     if (!root) {
         char why[JSON_ERROR_TEXT_LENGTH + 64];
         fprintf(stderr, "batchd infer: the reply is not JSON (%s): %s\n",
@@ -852,7 +823,9 @@ int bd_cli_infer(int argc, char **argv)
     snprintf(t.model, sizeof t.model, "%s", o.model);
     snprintf(t.version, sizeof t.version, "%s", o.version ? o.version : "");
 
-    int code = 1;
+    /* A file named by a flag that cannot be read, or is not what the flag takes, is a bad
+     * flag (exit 2), as bench's --data-file is. */
+    int code = 2;
     static char *files[BD_CLI_LIST_MAX];
     static size_t lens[BD_CLI_LIST_MAX];
     memset(files, 0, sizeof files);
@@ -870,9 +843,6 @@ int bd_cli_infer(int argc, char **argv)
     size_t header_len = 0;
     bool binary_body = false;
 
-    /* A file named by a flag that cannot be read, or is not what the flag takes, is a bad
-     * flag (exit 2), as bench's --data-file is. */
-    code = 2;
     for (size_t i = 0; i < o.images.n; i++) {
         files[i] = bd_read_file(o.images.v[i], MAX_FILE_BYTES, &lens[i], &err);
         if (!files[i]) {

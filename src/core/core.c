@@ -166,6 +166,37 @@ const char *bd_log_quoted(char *buf, size_t cap, const char *s)
     return quote(buf, cap, s, strlen(s));
 }
 
+bool bd_text_plain(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0, len = 1; i < n; i += len) {
+        len = 1;
+        int32_t cp = u[i] < 0x80 ? u[i] : bd_utf8_decode(u + i, n - i, &len);
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+const char *bd_text_shown(char *buf, size_t cap, const char *s, size_t n)
+{
+    if (!s) {
+        snprintf(buf, cap, "?");
+        return buf;
+    }
+    size_t cut = n < cap ? n : cap - 4; /* room for "..." and the NUL */
+    while (cut > 0 && cut < n && ((unsigned char)s[cut] & 0xc0) == 0x80) {
+        cut--; /* not inside a character */
+    }
+    if (!bd_text_plain(s, cut)) {
+        return quote(buf, cap, s, n);
+    }
+    memcpy(buf, s, cut);
+    snprintf(buf + cut, cap - cut, "%s", cut < n ? "..." : "");
+    return buf;
+}
+
 /* The length of the valid UTF-8 sequence of two to four bytes at s (shortest form, no
  * surrogates, at most U+10FFFF, not a C1 control U+0080..U+009F), or 0 when there is none. */
 static size_t utf8_printable(const char *s, size_t n)

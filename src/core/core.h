@@ -84,6 +84,14 @@ const char *bd_log_field(char *buf, size_t cap, const char *s, size_t n);
  * message with room to escape some of it; longer text is cut. Returns buf. */
 #define BD_LOG_TEXT_MAX 768
 const char *bd_log_quoted(char *buf, size_t cap, const char *s);
+/* Whether s[0..n) is printable text: ASCII but for its controls, and valid UTF-8 but for the C1
+ * controls (no byte that moves a terminal's cursor or starts an escape sequence). */
+bool bd_text_plain(const char *s, size_t n);
+/* s[0..n) (NULL: "?") for a line a person reads on a terminal (a CLI's output of what a server
+ * sent): as it is when it is printable text (bd_text_plain), else quoted as bd_log_field
+ * quotes; cut to fit cap (at least 8), at a character's boundary, a cut of plain text marked
+ * "...". Returns buf. */
+const char *bd_text_shown(char *buf, size_t cap, const char *s, size_t n);
 /* Writes "<time> <LEVEL> <module> <message>\n" to stderr in one write(2), or, when stderr
  * cannot take it at once, queues it (at most 1 MiB, then lines are dropped and counted) for a
  * writer thread: no caller ever blocks on the log. Any thread. */

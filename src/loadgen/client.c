@@ -580,8 +580,10 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     if (rc == 0 && r.status == 200) {
         out = bd_buf_steal(&r.body, len);
     } else if (rc == 0) {
-        bd_err_set(err, BD_EIO, "GET %s%s answered %d: %.300s%s", t->prefix, path, r.status,
-                   r.body.len ? r.body.data : "(empty body)",
+        char body[304]; /* its first 300 bytes, escaped when they are no plain text */
+        bd_err_set(err, BD_EIO, "GET %s%s answered %d: %s%s", t->prefix, path, r.status,
+                   r.body.len ? bd_text_shown(body, sizeof body, r.body.data, r.body.len)
+                              : "(empty body)",
                    r.status == 401 ? "; a key goes with --api-key or BATCHD_API_KEY" : "");
     }
     bd_buf_dispose(&r.body);

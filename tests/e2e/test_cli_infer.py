@@ -596,6 +596,14 @@ def test_infer_prints_a_servers_names_and_sentences_escaped(env):
     assert r.stderr == 'batchd infer: the server answered 502: "\\x1b[2Joops"\n', r.stderr
 
 
+def test_bench_shows_a_servers_refusal_escaped():
+    r = run_against_fake_server(b"\x1b[2Jgone\n", "bench", "--requests", "1",
+                                status=b"404 Not Found")
+    assert r.returncode == 1
+    assert '/v2/models/m answered 404: "\\x1b[2Jgone\\x0a"' in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr, r.stderr
+
+
 def test_inspect_prints_a_servers_metadata_escaped():
     import json
     meta = json.dumps({"name": "m\u001b[2J", "platform": "onnx\r", "versions": ["1", "\u009b2"],

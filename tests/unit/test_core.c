@@ -166,6 +166,29 @@ static void test_log_field(void **state)
     assert_int_equal(s[27], '"');
 }
 
+/* A server's text for a terminal: printable text (UTF-8 included) as it is, a cut at a
+ * character's boundary marked "..."; anything with a control byte (C0, DEL, C1, bad UTF-8)
+ * quoted and escaped whole. */
+static void test_text_shown(void **state)
+{
+    (void)state;
+    char b[12];
+    assert_true(bd_text_plain("caf\xc3\xa9 ok", 8));
+    assert_false(bd_text_plain("a\x1b[2J", 5));
+    assert_false(bd_text_plain("a\xc2\x9b", 3)); /* C1 CSI */
+    assert_false(bd_text_plain("a\x7f", 2));
+    assert_false(bd_text_plain("a\xff", 2));
+    assert_string_equal(bd_text_shown(b, sizeof b, "model m", 7), "model m");
+    assert_string_equal(bd_text_shown(b, sizeof b, NULL, 0), "?");
+    assert_string_equal(bd_text_shown(b, sizeof b, "", 0), "");
+    assert_string_equal(bd_text_shown(b, sizeof b, "0123456789ab", 12), "01234567...");
+    /* "0123456" then a 2-byte character at 7..8: cut before it, not inside it */
+    assert_string_equal(bd_text_shown(b, sizeof b, "0123456\xc3\xa9xyz", 12), "0123456...");
+    assert_string_equal(bd_text_shown(b, sizeof b, "a\nb", 3), "\"a\\x0ab\"");
+    /* a control byte past what fits is not looked at: the shown part is plain */
+    assert_string_equal(bd_text_shown(b, sizeof b, "0123456789ab\x1b", 13), "01234567...");
+}
+
 /* Free text (a reason) is quoted even when it is one plain word, its quotes escaped. */
 static void test_json_fault(void **state)
 {
@@ -958,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_err_prefix_truncates_at_msg_max),
         cmocka_unit_test(test_strerror_names_every_code),
         cmocka_unit_test(test_log_field),
+        cmocka_unit_test(test_text_shown),
         cmocka_unit_test(test_log_quoted),
         cmocka_unit_test(test_json_fault),
         cmocka_unit_test(test_buf_grows_by_doubling),
