@@ -68,7 +68,7 @@ static const bd_cli_opt_t bopts[] = {
      "a level is stable when its last this many windows ..."},
     {"--stable-pct", BD_CLI_NUM, OFF(stable_pct), "10", 0.001, 1000, NULL,
      "... are each within this % of their mean throughput"},
-    {"--max-duration", BD_CLI_DUR, OFF(max_duration_us), NULL, 0, 86400, NULL,
+    {"--max-duration", BD_CLI_DUR, OFF(max_duration_us), NULL, 0, MAX_LEVEL_S, NULL,
      "keep measuring an unstable level, window by window, up to this long (default: no)"},
     {"--timeout", BD_CLI_DUR, OFF(timeout_us), "10s", 0.001, 3600, NULL, "per-request timeout"},
     {"--max-connections", BD_CLI_INT, OFF(max_connections), "1024", 1, 100000, NULL,
@@ -206,28 +206,57 @@ static int writable(const char *path)
     return access(slash ? dir : ".", W_OK | X_OK) == 0 ? 0 : errno;
 }
 
-/* Whether two report paths name one file (the same string, links, or ./x and x), where the
- * second report would overwrite the first. */
+/* The file a report at `path` would be written to, in out[PATH_MAX]: links followed (a link to
+ * a file not there yet too) and folders resolved. False when that cannot be told. */
+static bool report_target(const char *path, char *out)
+{
+    char p[2 * PATH_MAX], link[PATH_MAX], dir[PATH_MAX]; /* p: a folder and a link's target */
+    snprintf(p, sizeof p, "%s", path);
+    for (int hops = 0; hops < 40; hops++) { /* as the kernel's limit on links */
+        struct stat st;
+        if (realpath(p, out)) {
+            return true; /* it is there */
+        }
+        char *slash = strrchr(p, '/');
+        if (slash) {
+            *slash = '\0';
+        }
+        const char *folder = slash ? (*p ? p : "/") : ".";
+        const char *name = slash ? slash + 1 : p;
+        if (!realpath(folder, dir) || strlen(dir) + strlen(name) + 2 > PATH_MAX) {
+            return false;
+        }
+        if (slash) {
+            *slash = '/';
+        }
+        if (lstat(p, &st) != 0 || !S_ISLNK(st.st_mode)) {
+            snprintf(out, PATH_MAX, "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, name);
+            return true; /* not there yet: its folder's path and its name */
+        }
+        ssize_t n = readlink(p, link, sizeof link - 1); /* a link to nothing yet */
+        if (n <= 0) {
+            return false;
+        }
+        link[n] = '\0';
+        if (link[0] == '/') {
+            memcpy(p, link, (size_t)n + 1);
+        } else {
+            snprintf(p, sizeof p, "%s/%s", dir, link);
+        }
+    }
+    return false;
+}
+
+/* Whether two report paths name one regular file (the same string, links, or ./x and x),
+ * where the second report would overwrite the first (/dev/null twice is fine). */
 static bool same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
     if (stat(a, &sa) == 0 && stat(b, &sb) == 0) {
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+        return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
     }
-    /* Not both there yet: compare their folders (resolved) and names. */
-    char da[4096], db[4096], ra[PATH_MAX], rb[PATH_MAX];
-    snprintf(da, sizeof da, "%s", a);
-    snprintf(db, sizeof db, "%s", b);
-    char *na = strrchr(da, '/'), *nb = strrchr(db, '/');
-    const char *fa = na ? na + 1 : da, *fb = nb ? nb + 1 : db;
-    if (na) {
-        *na = '\0';
-    }
-    if (nb) {
-        *nb = '\0';
-    }
-    return strcmp(fa, fb) == 0 && realpath(na ? (*da ? da : "/") : ".", ra) &&
-           realpath(nb ? (*db ? db : "/") : ".", rb) && strcmp(ra, rb) == 0;
+    char ra[PATH_MAX], rb[PATH_MAX];
+    return report_target(a, ra) && report_target(b, rb) && strcmp(ra, rb) == 0;
 }
 
 static int write_file(const char *path, const bd_buf_t *b)
@@ -286,11 +315,11 @@ int bd_cli_bench(int argc, char **argv)
     const char *outs[] = {o.json, o.csv, o.plot};
     static const char *const out_flags[] = {"--json", "--csv", "--plot"};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
-        int e = outs[i] && *outs[i] ? writable(outs[i]) : 0;
         if (outs[i] && !*outs[i]) {
             fprintf(stderr, "batchd bench: %s needs a file name, got ''\n", out_flags[i]);
             return 2;
         }
+        int e = outs[i] ? writable(outs[i]) : 0;
         if (e) {
             fprintf(stderr, "batchd bench: cannot write %s: %s\n", outs[i], strerror(e));
             return 2;

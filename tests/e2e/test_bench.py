@@ -589,9 +589,11 @@ def test_bad_flags(tmp_path, fake):
     # a path spelt differently, whether the file is there yet or not.
     (tmp_path / "there.json").write_text("")
     os.symlink(str(tmp_path / "there.json"), str(tmp_path / "link.csv"))
+    os.symlink("later.json", str(tmp_path / "dangling.csv"))  # to a file not there yet
     for args in ((["--json", tmp_path / "r.out", "--csv", tmp_path / "r.out"]),
                  (["--csv", tmp_path / "a.out", "--plot", "%s/./a.out" % tmp_path]),
-                 (["--json", tmp_path / "there.json", "--plot", tmp_path / "link.csv"])):
+                 (["--json", tmp_path / "there.json", "--plot", tmp_path / "link.csv"]),
+                 (["--json", tmp_path / "later.json", "--csv", tmp_path / "dangling.csv"])):
         p = subprocess.run([BATCHD_BIN, "bench", "--url", "http://127.0.0.1:1", "--model",
                             "fake"] + [str(a) for a in args],
                            capture_output=True, text=True, timeout=30)
@@ -599,6 +601,11 @@ def test_bad_flags(tmp_path, fake):
                                             "give each report a file of its own\n"
                                             % (args[0], args[2], args[3])), p.stderr
     assert not (tmp_path / "r.out").exists() and not (tmp_path / "a.out").exists()
+    # A device is no report to lose: /dev/null twice is taken (here the server is not there).
+    p = subprocess.run([BATCHD_BIN, "bench", "--url", "http://127.0.0.1:1", "--model", "fake",
+                        "--json", "/dev/null", "--csv", "/dev/null"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "cannot read model 'fake' metadata" in p.stderr, p.stderr
     # A count of 0 meant "the default" (10 s, exit 0).
     _, p = bench(tmp_path, "http://127.0.0.1:1", "fake", "--requests", "0", check=False)
     assert (p.returncode, p.stderr) == (2, "batchd bench: --requests must be an integer from 1 "
