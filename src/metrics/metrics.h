@@ -135,8 +135,8 @@ typedef struct {
 void bd_metrics_batch_phases(bd_model_metrics_t *mm, size_t rows, size_t requests,
                              uint64_t input_ns, uint64_t infer_ns, uint64_t output_ns);
 /* A request that failed after it was queued (error, timeout, cancelled): fail.count += 1,
- * fail.ns += its time from arrival to completion. Rejected requests (never queued) count in
- * fail with no time; successes (success, queue) come from bd_metrics_request_durations.
+ * fail.ns += its time from arrival to completion. Rejected and invalid requests count in fail
+ * with no time; successes (success, queue) come from bd_metrics_request_durations.
  * Any thread. */
 void bd_metrics_request_fail_duration(bd_model_metrics_t *mm, uint64_t total_us);
 void bd_metrics_stats(bd_model_metrics_t *mm, bd_model_stats_t *out);
