@@ -944,10 +944,13 @@ static const bd_cli_cmd_t inspect_cmd = {
     .n_opts = sizeof nopts / sizeof nopts[0],
 };
 
+/* One input or output: its name (a server's or a model file's, shown escaped when it holds
+ * control bytes), datatype and dims. */
 static void print_io_line(const char *name, const char *dt, const int64_t *dims, int ndim,
                           bool batch)
 {
-    printf("  %-20s %-6s [", name, dt);
+    char nb[256];
+    printf("  %-20s %-6s [", bd_text_shown(nb, sizeof nb, name, strlen(name)), dt);
     int k = 0;
     if (batch) {
         printf("-1");
@@ -1031,8 +1034,8 @@ static void print_meta_ios(json_t *arr)
     json_t *io;
     json_array_foreach(arr, i, io)
     {
-        char nb[256], db[64];
-        const char *name = shown_json(nb, sizeof nb, json_object_get(io, "name"));
+        char db[64];
+        const char *name = json_string_value(json_object_get(io, "name"));
         const char *dt = shown_json(db, sizeof db, json_object_get(io, "datatype"));
         int64_t dims[BD_MAX_DIMS];
         int ndim = 0;
@@ -1044,7 +1047,7 @@ static void print_meta_ios(json_t *arr)
                 dims[ndim++] = json_integer_value(v);
             }
         }
-        print_io_line(name, dt, dims, ndim, false);
+        print_io_line(name ? name : "?", dt, dims, ndim, false);
     }
 }
 
