@@ -223,15 +223,22 @@ static bool report_target(const char *path, char *out)
         }
         const char *folder = slash ? (*p ? p : "/") : ".";
         const char *name = slash ? slash + 1 : p;
-        if (!realpath(folder, dir) || strlen(dir) + strlen(name) + 2 > PATH_MAX) {
+        if (!realpath(folder, dir)) {
+            return false;
+        }
+        size_t dlen = strcmp(dir, "/") == 0 ? 0 : strlen(dir), nlen = strlen(name);
+        if (dlen + nlen + 2 > PATH_MAX) {
             return false;
         }
         if (slash) {
             *slash = '/';
         }
         if (lstat(p, &st) != 0 || !S_ISLNK(st.st_mode)) {
-            snprintf(out, PATH_MAX, "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, name);
-            return true; /* not there yet: its folder's path and its name */
+            /* not there yet: its folder's path and its name */
+            memcpy(out, dir, dlen);
+            out[dlen] = '/';
+            memcpy(out + dlen + 1, name, nlen + 1);
+            return true;
         }
         ssize_t n = readlink(p, link, sizeof link - 1); /* a link to nothing yet */
         if (n <= 0) {
