@@ -166,13 +166,21 @@ const char *bd_log_quoted(char *buf, size_t cap, const char *s)
     return quote(buf, cap, s, strlen(s));
 }
 
+/* The length of the printable character at s[0..n) (n >= 1): ASCII but its controls and DEL,
+ * or valid UTF-8 (bd_utf8_decode) but a C1 control (U+0080..U+009F); 0 when there is none.
+ * What the log writes as it is, and what bd_text_plain takes. */
+static size_t printable_char(const char *s, size_t n)
+{
+    size_t len = 1;
+    int32_t cp = bd_utf8_decode((const unsigned char *)s, n, &len);
+    return cp >= 0x20 && cp != 0x7f && (cp < 0x80 || cp >= 0xa0) ? len : 0;
+}
+
 bool bd_text_plain(const char *s, size_t n)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0, len = 1; i < n; i += len) {
-        len = 1;
-        int32_t cp = u[i] < 0x80 ? u[i] : bd_utf8_decode(u + i, n - i, &len);
-        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
+    for (size_t i = 0, len; i < n; i += len) {
+        len = printable_char(s + i, n - i);
+        if (len == 0) {
             return false;
         }
     }
@@ -195,30 +203,6 @@ const char *bd_text_shown(char *buf, size_t cap, const char *s, size_t n)
     memcpy(buf, s, cut);
     snprintf(buf + cut, cap - cut, "%s", cut < n ? "..." : "");
     return buf;
-}
-
-/* The length of the valid UTF-8 sequence of two to four bytes at s (shortest form, no
- * surrogates, at most U+10FFFF, not a C1 control U+0080..U+009F), or 0 when there is none. */
-static size_t utf8_printable(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t len = u[0] >= 0xc2 && u[0] <= 0xdf   ? 2
-                 : u[0] >= 0xe0 && u[0] <= 0xef ? 3
-                 : u[0] >= 0xf0 && u[0] <= 0xf4 ? 4
-                                                : 0;
-    if (len == 0 || len > n) {
-        return 0;
-    }
-    uint32_t cp = u[0] & (0x7f >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((u[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = cp << 6 | (u[i] & 0x3f);
-    }
-    static const uint32_t least[] = {0, 0, 0xa0, 0x800, 0x10000};
-    bool ok = cp >= least[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
-    return ok ? len : 0;
 }
 
 /* ---- log output --------------------------------------------------------------------------
@@ -377,7 +361,7 @@ static size_t format_line(char *line, size_t cap, int level, const char *module,
     size_t k = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room;
     for (size_t i = 0; i < mlen && k < room;) {
         unsigned char c = (unsigned char)msg[i];
-        size_t len = c < 0x80 ? (c >= 0x20 && c != 0x7f) : utf8_printable(msg + i, mlen - i);
+        size_t len = printable_char(msg + i, mlen - i);
         if (len > 0 && k + len <= room) {
             memcpy(line + k, msg + i, len);
             k += len;
