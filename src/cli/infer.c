@@ -22,7 +22,6 @@
 
 #define MAX_FILE_BYTES ((size_t)1 << 30)
 #define MAX_REPLY_BYTES ((size_t)1 << 30)
-#define BODY_SHOWN 304 /* a reply body shown in an error: its first 300 bytes */
 
 /* A JSON string (it may hold NULs) from a server, as a terminal line may show it
  * (bd_text_shown); "?" for anything else. */
@@ -42,7 +41,7 @@ static int report_http_error(const char *cmd, const bd_lg_reply_t *r)
         fprintf(stderr, "batchd %s: %s\n", cmd, shown_json(buf, sizeof buf, msg));
     } else {
         fprintf(stderr, "batchd %s: the server answered %d: %s\n", cmd, r->status,
-                r->body.len ? bd_text_shown(buf, BODY_SHOWN, r->body.data, r->body.len)
+                r->body.len ? bd_text_shown(buf, BD_TEXT_SNIPPET, r->body.data, r->body.len)
                             : "(empty body)");
     }
     if (r->status == 401) {
@@ -355,7 +354,7 @@ static int print_reply(const bd_lg_reply_t *r, bool classification)
                           : json_loadb(r->body.data, hlen, JSON_ALLOW_NUL, &jerr);
     free(quoted);
     json_t *outputs = json_object_get(root, "outputs");
-    char body[BODY_SHOWN];
+    char body[BD_TEXT_SNIPPET];
     bd_text_shown(body, sizeof body, r->body.data, hlen);
     if (!root) {
         char why[JSON_ERROR_TEXT_LENGTH + 64];

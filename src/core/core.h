@@ -92,6 +92,8 @@ bool bd_text_plain(const char *s, size_t n);
  * quotes; cut to fit cap (at least 8), at a character's boundary, a cut of plain text marked
  * "...". Returns buf. */
 const char *bd_text_shown(char *buf, size_t cap, const char *s, size_t n);
+/* The buffer for a reply body quoted in an error sentence: its first 300 bytes and "...". */
+#define BD_TEXT_SNIPPET 304
 /* Writes "<time> <LEVEL> <module> <message>\n" to stderr in one write(2), or, when stderr
  * cannot take it at once, queues it (at most 1 MiB, then lines are dropped and counted) for a
  * writer thread: no caller ever blocks on the log. Any thread. */

@@ -580,7 +580,7 @@ char *bd_lg_fetch_metadata(const bd_lg_target_t *t, uint64_t timeout_us, size_t 
     if (rc == 0 && r.status == 200) {
         out = bd_buf_steal(&r.body, len);
     } else if (rc == 0) {
-        char body[304]; /* its first 300 bytes, escaped when they are no plain text */
+        char body[BD_TEXT_SNIPPET]; /* escaped when it is no plain text */
         bd_err_set(err, BD_EIO, "GET %s%s answered %d: %s%s", t->prefix, path, r.status,
                    r.body.len ? bd_text_shown(body, sizeof body, r.body.data, r.body.len)
                               : "(empty body)",
