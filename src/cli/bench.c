@@ -492,6 +492,15 @@ int bd_cli_bench(int argc, char **argv)
             fprintf(stderr, "%s\n", line.data ? line.data : "");
             bd_buf_dispose(&line);
         }
+        if (results[i].server_gone) {
+            fprintf(stderr,
+                    "batchd bench: the server refused every connection from %.1f s into %s %g "
+                    "on (it stopped, or closed its port)%s; exiting 1\n",
+                    results[i].gone_at_s, open ? "rate" : "concurrency", results[i].level,
+                    i + 1 < n_levels ? "; the levels after it are skipped" : "");
+            rc = 1;
+            break;
+        }
     }
     bd_lg_write_table(stdout, results, done);
     fflush(stdout);

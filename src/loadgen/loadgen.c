@@ -121,6 +121,7 @@ typedef struct {
     uint64_t next_progress;     /* when the next progress line is due */
     bool tty;                   /* stderr is a terminal: one status line, rewritten in place */
     bool status_shown;          /* ... and it is on the screen now */
+    uint64_t refused_since;     /* a connect was refused then, and nothing succeeded since */
 } loop_t;
 
 static const char *err_names[BD_LG_ERR_COUNT_] = {"timeout", "refused", "connect", "reset",
@@ -209,6 +210,7 @@ static void on_error(loop_t *L, conn_t *c, bd_lg_err_kind_t kind, uint64_t now)
 static void on_reply(loop_t *L, conn_t *c, uint64_t now)
 {
     int status = c->http.status;
+    L->refused_since = 0;
     if (L->measuring) {
         L->win_count++;
         L->done_in_measure++;
@@ -263,12 +265,16 @@ static void try_write(loop_t *L, conn_t *c, uint64_t now)
 
 static void connect_failed(loop_t *L, conn_t *c, int e, uint64_t now)
 {
+    if (e == ECONNREFUSED && L->refused_since == 0) {
+        L->refused_since = now;
+    }
     on_error(L, c, e == ECONNREFUSED ? BD_LG_ERR_REFUSED : BD_LG_ERR_CONNECT, now);
 }
 
 /* The TCP connect is done: send, after the TLS handshake for https://. */
 static void connected(loop_t *L, conn_t *c, uint64_t now)
 {
+    L->refused_since = 0;
     if (L->tls && !c->ssl) {
         if (!(c->ssl = bd_lg_tls_ssl(L->tls, L->t, c->fd, NULL))) {
             on_error(L, c, BD_LG_ERR_CONNECT, now);
@@ -799,6 +805,16 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
             }
             break;
         }
+        if (L.refused_since && !L.stopped && now - L.refused_since >= BD_LG_GONE_US) {
+            /* The server is gone (or closed its port): end the level; what is still out
+             * drains as usual. */
+            res->server_gone = true;
+            res->gone_at_s = (double)(L.refused_since - L.t_begin) / 1e6;
+            if (L.measuring) {
+                close_window(&L, now);
+            }
+            stop_measuring(&L, L.measuring ? now : L.t0);
+        }
         progress(&L, now);
         if (L.stopped && drain_deadline == 0) {
             drain_deadline = now + timeout;
@@ -919,6 +935,10 @@ int bd_lg_run_level(const bd_lg_target_t *t, const bd_lg_run_opts_t *ro, double 
         res->mean_in_flight = res->achieved_rps * res->lat_mean_us / 1e6;
     }
     res->stable = windows_stable(res, k, pct);
+    if (L.refused_since && !res->server_gone && !res->interrupted) {
+        res->server_gone = true; /* it ended refusing, for less than BD_LG_GONE_US */
+        res->gone_at_s = (double)(L.refused_since - L.t_begin) / 1e6;
+    }
     res->send_lag_p99_us = res->send_lag_max_us = NAN; /* closed loop: none, as in the JSON */
     if (open) {
         res->send_lag_p99_us = (double)bd_hdr_percentile(L.lag, 99.0);

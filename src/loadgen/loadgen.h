@@ -224,6 +224,7 @@ uint64_t bd_lg_window_us(const bd_lg_run_opts_t *ro);
 
 #define BD_LG_MAX_WINDOWS 1000
 #define BD_LG_STATUS_MAX 600
+#define BD_LG_GONE_US 1000000 /* refused connects alone this long end a level */
 
 typedef struct {
     bd_lg_mode_t mode;
@@ -251,6 +252,11 @@ typedef struct {
     double window_rps[BD_LG_MAX_WINDOWS];
     bool stable;
     bool interrupted; /* ended early by ro->interrupt */
+    /* The server stopped accepting connections: from gone_at_s into the level (its warm-up
+     * included) every connect was refused and nothing succeeded, for BD_LG_GONE_US (the level
+     * then ended early) or until the level's end. */
+    bool server_gone;
+    double gone_at_s;
 } bd_lg_result_t;
 
 /* Run one level against `t` and fill `res`. `level` is the concurrency (closed, >= 1) or the

@@ -63,6 +63,9 @@ void bd_lg_progress_line(bd_buf_t *out, const bd_lg_result_t *r)
     if (r->interrupted) {
         bd_buf_puts(out, " INTERRUPTED");
     }
+    if (r->server_gone) {
+        bd_buf_printf(out, " SERVER-GONE (every connect refused from %.1fs on)", r->gone_at_s);
+    }
     if (r->fell_behind) {
         bd_buf_printf(out, " GENERATOR-FELL-BEHIND (%s)", r->behind_reason);
     }
@@ -83,16 +86,16 @@ void bd_lg_write_table(FILE *f, const bd_lg_result_t *rs, size_t n)
          * non-2xx statuses besides 429 and 503) */
         uint64_t other = total_errors(r) - r->errors[BD_LG_ERR_TIMEOUT] -
                          r->errors[BD_LG_ERR_REFUSED] + http_errors(r, 0);
-        fprintf(f,
-                "%11g %10.1f %10.1f %9s %9s %9s %9s %9s %7.2f%% %7llu %7llu %7llu %7llu  %s%s%s\n",
-                r->level, r->offered_rps, r->achieved_rps, ms(c[0], r->lat_p50_us),
-                ms(c[1], r->lat_p90_us), ms(c[2], r->lat_p99_us), ms(c[3], r->lat_p999_us),
-                ms(c[4], r->lat_max_us), r->success_rate * 100.0,
-                (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
-                (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
-                (unsigned long long)(r->status[429] + r->status[503]), (unsigned long long)other,
-                r->stable ? "" : "unstable ", r->interrupted ? "interrupted " : "",
-                r->fell_behind ? "generator fell behind" : "");
+        fprintf(
+            f, "%11g %10.1f %10.1f %9s %9s %9s %9s %9s %7.2f%% %7llu %7llu %7llu %7llu  %s%s%s%s\n",
+            r->level, r->offered_rps, r->achieved_rps, ms(c[0], r->lat_p50_us),
+            ms(c[1], r->lat_p90_us), ms(c[2], r->lat_p99_us), ms(c[3], r->lat_p999_us),
+            ms(c[4], r->lat_max_us), r->success_rate * 100.0,
+            (unsigned long long)r->errors[BD_LG_ERR_TIMEOUT],
+            (unsigned long long)r->errors[BD_LG_ERR_REFUSED],
+            (unsigned long long)(r->status[429] + r->status[503]), (unsigned long long)other,
+            r->stable ? "" : "unstable ", r->interrupted ? "interrupted " : "",
+            r->server_gone ? "server gone " : "", r->fell_behind ? "generator fell behind" : "");
     }
 }
 
@@ -140,6 +143,7 @@ static const csv_col_t csv_cols[] = {
     {"generator_fell_behind", COL_BOOL, R(fell_behind)},
     {"stable", COL_BOOL, R(stable)},
     {"interrupted", COL_BOOL, R(interrupted)},
+    {"server_gone", COL_BOOL, R(server_gone)},
 };
 #define N_CSV_COLS (sizeof csv_cols / sizeof csv_cols[0])
 
@@ -410,6 +414,10 @@ static void json_level(bd_buf_t *b, const bd_lg_result_t *r)
     bd_buf_puts(b, r->stable ? "true" : "false");
     jkey(b, &f, "interrupted");
     bd_buf_puts(b, r->interrupted ? "true" : "false");
+    jkey(b, &f, "server_gone");
+    bd_buf_puts(b, r->server_gone ? "true" : "false");
+    jkey(b, &f, "server_gone_at_s");
+    put_num(b, r->server_gone ? round(r->gone_at_s * 1000.0) / 1000.0 : NAN);
     bd_buf_putc(b, '}');
 }
 
@@ -533,8 +541,8 @@ static void series(bd_buf_t *b, const panel_t *p, const bd_lg_result_t *rs, size
         if (!isfinite(v)) {
             continue;
         }
-        bool bad =
-            !rs[i].stable || rs[i].fell_behind || rs[i].success_rate < 1.0 || rs[i].interrupted;
+        bool bad = !rs[i].stable || rs[i].fell_behind || rs[i].success_rate < 1.0 ||
+                   rs[i].interrupted || rs[i].server_gone;
         bd_buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\" stroke=\"%s\"/>\n",
                       px(p, rs[i].level), py(p, v), bad ? "white" : color, color);
     }

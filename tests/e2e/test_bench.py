@@ -376,34 +376,66 @@ def test_503_counted_by_status_and_kind(tmp_path, fake):
 
 def bench_while_it_stops(tmp_path, srv, after_s, *args):
     """Bench `srv` (closing each connection after its reply) and stop it listening `after_s`
-    into the level; the level's result."""
+    into the run; the JSON's levels and the process."""
     timer = threading.Timer(after_s, srv.stop_listening)
     timer.start()
     try:
-        data, _ = bench(tmp_path, srv.url, "fake", *args, "--warmup", "0")
+        data, p = bench(tmp_path, srv.url, "fake", *args, "--warmup", "0", check=False)
     finally:
         timer.join()
-    (lv,) = data["levels"]
-    return lv
+    return data["levels"], p
 
 
 def test_refused_connections_counted(tmp_path, fake):
+    """The server stops listening 0.6 s into a 1.2 s level: the refused connects are counted,
+    and since the level ended with every connect refused, the run fails (exit 1)."""
     srv = fake(delay=0.002, close=True)
-    lv = bench_while_it_stops(tmp_path, srv, 0.6, "--concurrency", 2, "--duration", "1.2s")
+    (lv,), p = bench_while_it_stops(tmp_path, srv, 0.6, "--concurrency", 2, "--duration",
+                                    "1.2s")
     assert lv["responses"] > 20, lv
     assert lv["errors"]["refused"] > 20, lv
     assert lv["errors"]["timeout"] == 0
     assert 0 < lv["success_rate"] < 1
+    assert lv["server_gone"] is True and 0.55 <= lv["server_gone_at_s"] <= 1.0, lv
+    assert p.returncode == 1, p.stderr
+    assert re.search(r"batchd bench: the server refused every connection from 0\.[5-9] s into "
+                     r"concurrency 2 on \(it stopped, or closed its port\); exiting 1\n",
+                     p.stderr), p.stderr
 
 
 def test_a_level_whose_server_went_away_is_not_stable(tmp_path, fake):
     """The server stops listening 0.2 s into a 1.5 s level: its last windows have no reply
     at all, which is no settled measurement (three windows of 0/s were 'stable')."""
     srv = fake(delay=0.002, close=True)
-    lv = bench_while_it_stops(tmp_path, srv, 0.2, "--concurrency", 1, "--duration", "1.5s")
+    (lv,), p = bench_while_it_stops(tmp_path, srv, 0.2, "--concurrency", 1, "--duration",
+                                    "1.5s")
     assert lv["responses"] > 0, lv
     assert lv["window_rps"][-3:] == [0, 0, 0], lv
     assert lv["stable"] is False, lv
+    assert lv["server_gone"] is True and p.returncode == 1, (lv, p.stderr)
+
+
+@pytest.mark.parametrize("loop", [["--concurrency", "4,8"], ["--rate", "500,1000"]])
+def test_a_server_that_stops_listening_ends_the_run_within_a_second(tmp_path, fake, loop):
+    """Every connect refused for 1 s ends the level: before, --requests N went on until N
+    refused tries (100 a second per connection in the closed loop) and exited 0 since some
+    replies had come. The levels after it are skipped; the report holds the level run."""
+    srv = fake(delay=0.002, close=True)
+    t0 = time.monotonic()
+    levels, p = bench_while_it_stops(tmp_path, srv, 0.5, *loop, "--requests", 1000000,
+                                     "--csv", tmp_path / "g.csv")
+    took = time.monotonic() - t0
+    assert p.returncode == 1, p.stderr
+    (lv,) = levels
+    assert lv["server_gone"] is True, lv
+    assert 0.4 <= lv["server_gone_at_s"] <= 0.9, lv
+    assert lv["responses"] > 0 and lv["errors"]["refused"] > 0, lv
+    assert took < 5, took  # about 1.5 s: the stop at 0.5 s, then a second of refusals
+    assert "the levels after it are skipped; exiting 1\n" in p.stderr, p.stderr
+    assert "SERVER-GONE (every connect refused from 0." in p.stderr, p.stderr
+    assert "server gone" in p.stdout.splitlines()[1], p.stdout
+    (row,) = list(csv.DictReader((tmp_path / "g.csv").open()))
+    assert row["server_gone"] == "true", row
 
 
 def test_a_level_without_replies_has_no_latency(tmp_path):

@@ -568,12 +568,12 @@ static void test_csv_fields(void **state)
                          "p90_us,p99_us,p999_us,max_us,mean_us,success_rate,mean_in_flight,"
                          "measured_s,sent,responses,ok,timeout,refused,connect,reset,protocol,"
                          "http_429,http_503,http_other,status_counts,send_lag_p99_us,"
-                         "generator_fell_behind,stable,interrupted\n";
+                         "generator_fell_behind,stable,interrupted,server_gone\n";
     assert_memory_equal(b.data, header, strlen(header));
     char want[512];
     snprintf(want, sizeof want,
              "closed,4,,200,199,198,%.0f,%.0f,%.0f,%.0f,20398,20199.5,0.99,%.6g,2,400,398,"
-             "396,1,1,0,0,0,0,2,0,200:396;503:2,0,false,true,false\n",
+             "396,1,1,0,0,0,0,2,0,200:396;503:2,0,false,true,false,false\n",
              r[0].lat_p50_us, r[0].lat_p90_us, r[0].lat_p99_us, r[0].lat_p999_us,
              r[0].mean_in_flight);
     const char *row0 = b.data + strlen(header);
@@ -591,6 +591,8 @@ static void test_json_fields(void **state)
     r[1].level = 50;
     r[1].fell_behind = true;
     strcpy(r[1].behind_reason, "p99 send lag 5000 us is above 1000 us");
+    r[1].server_gone = true;
+    r[1].gone_at_s = 1.23456;
     bd_lg_target_t t;
     target_init(&t);
     bd_lg_run_opts_t ro = {.mode = BD_LG_CLOSED,
@@ -641,6 +643,8 @@ static void test_json_fields(void **state)
     assert_true(json_is_false(json_object_get(l0, "generator_fell_behind")));
     assert_true(json_is_true(json_object_get(l0, "stable")));
     assert_true(json_is_false(json_object_get(l0, "interrupted")));
+    assert_true(json_is_false(json_object_get(l0, "server_gone")));
+    assert_true(json_is_null(json_object_get(l0, "server_gone_at_s")));
     assert_int_equal(json_array_size(json_object_get(l0, "window_rps")), 3);
     json_t *l1 = json_array_get(levels, 1);
     assert_int_equal(json_integer_value(json_object_get(l1, "rate")), 50);
@@ -648,6 +652,8 @@ static void test_json_fields(void **state)
     assert_true(json_is_true(json_object_get(l1, "generator_fell_behind")));
     assert_string_equal(json_string_value(json_object_get(l1, "behind_reason")),
                         "p99 send lag 5000 us is above 1000 us");
+    assert_true(json_is_true(json_object_get(l1, "server_gone")));
+    assert_true(fabs(json_number_value(json_object_get(l1, "server_gone_at_s")) - 1.235) < 1e-9);
     json_decref(root);
     bd_buf_dispose(&b);
 }
