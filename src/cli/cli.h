@@ -14,7 +14,7 @@ int bd_cli_serve(int argc, char **argv);
 /* Before serve: re-execute the process once with glibc's malloc asking for transparent huge
  * pages and keeping freed memory for reuse (GLIBC_TUNABLES=glibc.malloc.hugetlb=1:...), unless
  * GLIBC_TUNABLES or LD_PRELOAD is set or the kernel has them off. Returns only when it did not
- * re-execute. See serve.c. */
+ * re-execute; the process it re-executed keeps the name it was started as. See serve.c. */
 void bd_cli_hugepages_reexec(char **argv);
 int bd_cli_version(int argc, char **argv);
 int bd_cli_bench(int argc, char **argv);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -261,9 +262,19 @@ static bool ingest_busy(void *ctx)
  * from the start. glibc reads its tunables only at startup, hence the exec. Not when
  * GLIBC_TUNABLES is set (the user's choice; empty turns this off), not under LD_PRELOAD
  * (valgrind and other tools, which an exec would leave behind), and not when the kernel has
- * transparent huge pages off. */
+ * transparent huge pages off. The kernel names an exec'd process after the file's base name,
+ * here "exe": the process after the exec takes back the name it was started as, so that
+ * ps -C, pgrep, pkill, pidof and top find it. */
 void bd_cli_hugepages_reexec(char **argv)
 {
+    char name[16] = "";
+    if (prctl(PR_GET_NAME, name) == 0 && strcmp(name, "exe") == 0 && argv[0]) {
+        const char *base = strrchr(argv[0], '/');
+        base = base ? base + 1 : argv[0];
+        if (*base) {
+            prctl(PR_SET_NAME, base); /* the kernel keeps its first 15 bytes */
+        }
+    }
     if (getenv("GLIBC_TUNABLES") || getenv("LD_PRELOAD")) {
         return;
     }

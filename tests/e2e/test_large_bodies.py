@@ -118,7 +118,8 @@ def thp_mode():
 
 def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, monkeypatch):
     """serve re-executes itself once with glibc's hugetlb and threshold tunables (same pid), and
-    leaves an environment that sets GLIBC_TUNABLES alone."""
+    leaves an environment that sets GLIBC_TUNABLES alone. The re-executed process keeps its
+    name (the exec through /proc/self/exe named it "exe", which pgrep and ps -C missed)."""
     if not thp_mode() or "[never]" in thp_mode():
         pytest.skip("transparent huge pages are off on this machine: there is nothing to ask for")
     if "GLIBC_TUNABLES" in os.environ or os.environ.get("LD_PRELOAD"):
@@ -129,6 +130,8 @@ def test_serve_asks_malloc_for_huge_pages_unless_told_not_to(start_server_fn, mo
         # glibc (2.36) rewrites the variable in place as it parses it: the first tunable stays.
         assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in f.read().split(b"\0")
     srv.wait_log(r"malloc huge_pages=on")
+    with open("/proc/%d/comm" % srv.proc.pid) as f:
+        assert f.read() == os.path.basename(BATCHD_BIN)[:15] + "\n"
     monkeypatch.setenv("GLIBC_TUNABLES", "")
     srv = start_server_fn(repo).server
     srv.wait_log(r"malloc huge_pages=off")
