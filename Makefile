@@ -21,6 +21,7 @@
 #   make valgrind    the server under valgrind's memcheck on the demo (not part of `make test`)
 #   make format      clang-format the sources in place (make format-check: only check)
 #   make clean       remove the build folders and $(DEMO)/ (distclean: also third_party/)
+#   make help        this list (plain `make` is `make build`)
 
 # Debian's python: the pyenv python3 earlier on PATH lacks numpy, sklearn, onnx and pytest.
 PYTHON     ?= /usr/bin/python3
@@ -42,7 +43,7 @@ SOAK_MINUTES ?= 10
 # Targets run one after another even under `make -j`: each one already uses $(JOBS) jobs.
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
-.PHONY: setup setup-gpu build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
+.PHONY: help setup setup-gpu build demo run test-models unit e2e asan asan-build asan-unit asan-e2e test \
         bench soak valgrind tsan format format-check fuzz clean distclean
 
 # Sanitizer settings for every run of the ASan binaries. Leak suppressions go to LSan only:
@@ -57,6 +58,9 @@ CMAKE_BUILD := MAKEFLAGS= MAKELEVEL= cmake --build
 
 # pytest exits 5 when it collected no tests; that is a failure here, like any other non-zero.
 PYTEST := $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider
+
+help:
+	@sed -n '4,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 setup:
 	@scripts/setup.sh $(if $(filter 1,$(GPU)),--gpu)

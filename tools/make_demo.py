@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Build the demo model repository that `make run` serves.
 
-Two models, one per backend:
+Three models, over both backends:
 
   digits/    an ONNX classifier for scikit-learn's 8x8 handwritten digits (load_digits ships with
              python3-sklearn, so no network is needed). A small MLP is trained with a fixed seed

@@ -94,7 +94,8 @@ static const bd_cli_opt_t bopts[] = {
     {"--quiet", BD_CLI_BOOL, OFF(quiet), NULL, 0, 0, NULL, "no progress lines"},
 };
 static const bd_cli_cmd_t bench_cmd = {
-    .usage = "usage: batchd bench --url http[s]://HOST:PORT --model M [--concurrency LIST | --rate "
+    .usage = "usage: batchd bench --url http[s]://HOST:PORT[/PREFIX] --model M [--concurrency LIST "
+             "| --rate "
              "LIST]\n       [--duration 10s | --requests N] [--batch B] [--binary] [--json "
              "FILE] [--csv FILE] [--plot FILE.svg]\n",
     .opts = bopts,

@@ -531,10 +531,12 @@ static const bd_cli_opt_t iopts[] = {
      "how long the whole request may take: connecting, sending and the reply"},
 };
 static const bd_cli_cmd_t infer_cmd = {
-    .usage = "usage: batchd infer --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
-             "       (--image FILE [--image FILE]... | --input NAME=FILE [--input NAME=FILE]...\n"
-             "        [--shape NAME:D1,D2,...]... | --json FILE)\n"
-             "       [--classification K (not with --json)] [--binary]\n",
+    .usage =
+        "usage: batchd infer --url http[s]://HOST:PORT[/PREFIX] --model M [--model-version V]\n"
+        "       (--image FILE [--image FILE]... | --input NAME=FILE [--input NAME=FILE]...\n"
+        "        [--shape [NAME:]D1,D2,...]... | --json FILE)\n"
+        "       [--classification K (not with --json)] [--binary]\n"
+        "       [--cacert FILE] [--api-key KEY] [--timeout 60s]\n",
     .opts = iopts,
     .n_opts = sizeof iopts / sizeof iopts[0],
 };
@@ -937,8 +939,10 @@ static const bd_cli_opt_t nopts[] = {
      "how long to wait for the server"},
 };
 static const bd_cli_cmd_t inspect_cmd = {
-    .usage = "usage: batchd inspect --url http[s]://HOST:PORT --model M [--cacert FILE]\n"
-             "       batchd inspect PATH/model.onnx\n",
+    .usage =
+        "usage: batchd inspect --url http[s]://HOST:PORT[/PREFIX] --model M [--model-version V]\n"
+        "                      [--cacert FILE] [--api-key KEY] [--timeout 30s]\n"
+        "       batchd inspect PATH/model.onnx [--onnxruntime-lib PATH]\n",
     .opts = nopts,
     .n_opts = sizeof nopts / sizeof nopts[0],
 };

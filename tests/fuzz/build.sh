@@ -23,6 +23,12 @@
 # test. Exits non-zero when any target failed; every requested target still runs.
 set -eu
 secs=${1:-30}
+case $secs in
+'' | *[!0-9]*)
+    echo "usage: tests/fuzz/build.sh [seconds] [target ...]   (seconds: a whole number; 0 replays only)" >&2
+    exit 2
+    ;;
+esac
 [ $# -gt 0 ] && shift
 targets=${*:-decode config ws http image gate}
 root=$(cd "$(dirname "$0")/../.." && pwd)
