@@ -94,10 +94,9 @@ static const bd_cli_opt_t bopts[] = {
     {"--quiet", BD_CLI_BOOL, OFF(quiet), NULL, 0, 0, NULL, "no progress lines"},
 };
 static const bd_cli_cmd_t bench_cmd = {
-    .usage = "usage: batchd bench --url http[s]://HOST:PORT[/PREFIX] --model M [--concurrency LIST "
-             "| --rate "
-             "LIST]\n       [--duration 10s | --requests N] [--batch B] [--binary] [--json "
-             "FILE] [--csv FILE] [--plot FILE.svg]\n",
+    .usage = "usage: batchd bench --url http[s]://HOST:PORT[/PREFIX] --model M\n"
+             "       [--concurrency LIST | --rate LIST] [--duration 10s | --requests N]\n"
+             "       [--batch B] [--binary] [--json FILE] [--csv FILE] [--plot FILE.svg]\n",
     .opts = bopts,
     .n_opts = sizeof bopts / sizeof bopts[0],
 };
