@@ -140,7 +140,9 @@ int bd_image_probe(const void *data, size_t len, bool partial, uint64_t max_pixe
         info->height = be32(p + 20);
         if (info->width == 0 || info->height == 0 || info->width > 0x7fffffffu ||
             info->height > 0x7fffffffu) {
-            return fail(err, BD_EINVAL, input, index, "the PNG header says %ux%u pixels",
+            return fail(err, BD_EINVAL, input, index,
+                        "the PNG header says %ux%u pixels; a PNG is 1 to 2147483647 pixels each "
+                        "way",
                         info->width, info->height);
         }
     } else if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {
@@ -154,8 +156,9 @@ int bd_image_probe(const void *data, size_t len, bool partial, uint64_t max_pixe
                         rc == 0 ? "the JPEG is truncated" : "the JPEG's header cannot be read");
         }
         if (info->width == 0 || info->height == 0) {
-            return fail(err, BD_EINVAL, input, index, "the JPEG header says %ux%u pixels",
-                        info->width, info->height);
+            return fail(err, BD_EINVAL, input, index,
+                        "the JPEG header says %ux%u pixels; an image is at least 1x1", info->width,
+                        info->height);
         }
         if (comps == 4) {
             return fail(err, BD_EINVAL, input, index,
@@ -237,6 +240,32 @@ static bool jpeg_benign(const char *why)
     return strncmp(why, "Corrupt JPEG data", 17) == 0;
 }
 
+/* Whether the JPEG ends with its EOI marker (some encoders pad it with zero bytes). One that
+ * does not was cut off: libjpeg then often fails on what it finds missing ("missing SOS
+ * marker", "Bogus Huffman table definition") rather than at the end of the data. */
+static bool jpeg_ends(const unsigned char *p, size_t len)
+{
+    while (len > 2 && p[len - 1] == 0) {
+        len--;
+    }
+    return len >= 4 && p[len - 2] == 0xff && p[len - 1] == 0xd9;
+}
+
+/* A JPEG libjpeg refused: truncated when it says so or when the file has no end marker; else
+ * `what` with libjpeg's reason. */
+static int jpeg_refused(bd_image_scratch_t *sc, const unsigned char *p, size_t len,
+                        const char *what, const char *input, size_t index, bd_err_t *err)
+{
+    const char *why = tjGetErrorStr2(sc->tj);
+    int rc = strstr(why, "Premature end")
+                 ? fail(err, BD_EINVAL, input, index, "the JPEG is truncated")
+             : !jpeg_ends(p, len)
+                 ? fail(err, BD_EINVAL, input, index,
+                        "the JPEG is truncated: it ends without its end marker (%s)", why)
+                 : fail(err, BD_EINVAL, input, index, "%s (%s)", what, why);
+    return jpeg_failed(sc, rc);
+}
+
 /* Decode into sc->pix as 8-bit RGB, or gray (*channels 1) when the JPEG is gray and `gray`
  * is wanted (its RGB would be three equal values whose luma is the value itself). */
 static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t len,
@@ -252,14 +281,11 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
     if (len > (unsigned long)-1 ||
         (tjDecompressHeader3(sc->tj, p, (unsigned long)len, &iw, &ih, &subsamp, &cs) != 0 &&
          (!jpeg_benign(tjGetErrorStr2(sc->tj)) || iw <= 0 || ih <= 0))) {
-        const char *why = tjGetErrorStr2(sc->tj);
-        return jpeg_failed(sc, strstr(why, "Premature end")
-                                   ? fail(err, BD_EINVAL, input, index, "the JPEG is truncated")
-                                   : fail(err, BD_EINVAL, input, index,
-                                          "the JPEG's header cannot be read (%s)", why));
+        return jpeg_refused(sc, p, len, "the JPEG's header cannot be read", input, index, err);
     }
     if (iw <= 0 || ih <= 0) {
-        return fail(err, BD_EINVAL, input, index, "the JPEG header says %dx%d pixels", iw, ih);
+        return fail(err, BD_EINVAL, input, index,
+                    "the JPEG header says %dx%d pixels; an image is at least 1x1", iw, ih);
     }
     if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
         return fail(err, BD_EINVAL, input, index,
@@ -285,15 +311,10 @@ static int decode_jpeg(bd_image_scratch_t *sc, const unsigned char *p, size_t le
          * libjpeg fills in: every pixel is written. Anything else may have written none of
          * them, so it fails whatever tjGetErrorCode says (it can still report the warning
          * of the header read when decoding stopped at a fatal error). */
-        const char *why = tjGetErrorStr2(sc->tj);
-        if (jpeg_benign(why)) {
+        if (jpeg_benign(tjGetErrorStr2(sc->tj))) {
             return jpeg_failed(sc, 0);
         }
-        if (strstr(why, "Premature end")) {
-            return jpeg_failed(sc, fail(err, BD_EINVAL, input, index, "the JPEG is truncated"));
-        }
-        return jpeg_failed(
-            sc, fail(err, BD_EINVAL, input, index, "the JPEG cannot be decoded (%s)", why));
+        return jpeg_refused(sc, p, len, "the JPEG cannot be decoded", input, index, err);
     }
     return 0;
 }
@@ -348,6 +369,12 @@ static int decode_png(bd_image_scratch_t *sc, const unsigned char *p, size_t len
     }
     /* RGB8 expands palettes and gray, and drops alpha (and tRNS) without compositing. */
     e = spng_decode_image(ctx, sc->pix, bytes, SPNG_FMT_RGB8, 0);
+    if (e == 0) {
+        /* The image's last rows can end before its last IDAT chunk does: the rest of that chunk
+         * and its CRC are only read here, with the chunks after it, up to IEND. Without this a
+         * file cut in the last CRC, or with a wrong one, passed. */
+        e = spng_decode_chunks(ctx);
+    }
     if (e != 0) {
         rc = png_error(err, input, index, e);
     }
