@@ -186,7 +186,8 @@ static int cmp_i64(const void *a, const void *b)
  * zero (Triton ignores "01" too; its files would be looked for under "1"). 0 when there are
  * none, or when the folder cannot be read or a version folder in it not looked at
  * (*read_errno says why; may be NULL). */
-static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int *read_errno)
+static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int *read_errno,
+                            int64_t *not_dir)
 {
     DIR *d = opendir(model_dir);
     int failed = d ? 0 : errno; /* or why a version folder could not be looked at */
@@ -208,6 +209,8 @@ static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int
         if (sub && stat(sub, &st) == 0) {
             if (S_ISDIR(st.st_mode)) {
                 out[n++] = v;
+            } else if (not_dir) {
+                *not_dir = v; /* a version's name on a file: worth naming when nothing is found */
             }
         } else if (sub && errno != ENOENT) {
             failed = errno; /* a folder without search permission lists but cannot be entered */
@@ -263,7 +266,7 @@ static uint64_t model_signature(const char *model_dir)
     h = fnv_stat(h, labels);
     free(labels);
     int64_t *vs = malloc(MAX_VERSION_FOLDERS * sizeof *vs);
-    size_t n = vs ? list_versions(model_dir, vs, MAX_VERSION_FOLDERS, NULL) : 0;
+    size_t n = vs ? list_versions(model_dir, vs, MAX_VERSION_FOLDERS, NULL, NULL) : 0;
     for (size_t i = 0; i < n; i++) {
         char num[24], sub[48];
         snprintf(num, sizeof num, "%lld", (long long)vs[i]);
@@ -521,15 +524,20 @@ static void load_model(bd_repo_t *r, op_t *op)
     }
     int64_t *sel = vs + MAX_VERSION_FOLDERS, *missing = vs + 2 * MAX_VERSION_FOLDERS;
     int read_errno = 0;
-    size_t n = list_versions(mdir, vs, MAX_VERSION_FOLDERS, &read_errno);
+    int64_t not_dir = -1;
+    size_t n = list_versions(mdir, vs, MAX_VERSION_FOLDERS, &read_errno, &not_dir);
     if (n == 0) {
         op->no_versions = true;
         op->rc = read_errno ? bd_err_set(&err, BD_EIO, "cannot read the model folder %s: %s", mdir,
                                          strerror(read_errno))
-                            : bd_err_set(&err, BD_ENOTFOUND,
-                                         "no numeric version folder (such as %s/1: 1 to 18 "
-                                         "digits without a leading zero) was found",
-                                         mdir);
+                 : not_dir > 0 ? bd_err_set(&err, BD_ENOTFOUND,
+                                            "no numeric version folder was found: %s/%lld is a "
+                                            "file, not a folder",
+                                            mdir, (long long)not_dir)
+                               : bd_err_set(&err, BD_ENOTFOUND,
+                                            "no numeric version folder (such as %s/1: 1 to 18 "
+                                            "digits without a leading zero) was found",
+                                            mdir);
         goto done;
     } /* The policy is in config.json: parse it once, as the highest version's config, before
        * choosing the versions. When that fails, the highest version stands for the model, with
@@ -1144,7 +1152,11 @@ static void *loader_main(void *arg)
             while (list) {
                 bd_model_t *m = list;
                 list = m->next;
-                BD_INFO("repo", "model=%s version=%s state=unloaded", m->name, m->version);
+                if (m->retired) {
+                    BD_INFO("repo", "model=%s version=%s state=unloaded", m->name, m->version);
+                } else { /* a copy a failed or refused load built: the served one is untouched */
+                    BD_DEBUG("repo", "model=%s version=%s state=discarded", m->name, m->version);
+                }
                 model_free(m);
             }
             pthread_mutex_lock(&r->mu);

@@ -170,6 +170,23 @@ def test_bad_config_json_and_several_models_not_ready(start_server):
         assert m in index(client), m
 
 
+def test_a_version_that_is_a_file_is_named_as_such(start_server):
+    """A model folder whose '1' is a file: the reason says so (it suggested that very path,
+    'such as .../1', as the folder to make)."""
+    repo = start_server.repo("filever")
+    repo.add_sim("alive", [("INPUT0", "FP32", [2])], max_batch_size=4)
+    mdir = os.path.join(repo.path, "filever")
+    os.makedirs(mdir)
+    with open(os.path.join(mdir, "1"), "w") as f:
+        f.write("not a folder")
+    client = start_server(repo)
+    why, models = not_ready(client)
+    assert models == [{"name": "filever", "state": "UNAVAILABLE",
+                       "reason": "no numeric version folder was found: %s/1 is a file, not a "
+                                 "folder" % mdir}], models
+    assert why == "model 'filever' is unavailable: %s" % models[0]["reason"], why
+
+
 def test_empty_repository_is_not_ready_unless_relaxed(start_server):
     empty = start_server.repo("empty")
     client = start_server(empty)

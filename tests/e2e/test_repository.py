@@ -333,6 +333,10 @@ def test_failed_reload_keeps_the_old_version_serving(explicit):
     # One log line says what happened; none says that the serving version is unavailable.
     assert explicit.server.wait_log(r"model=fragile reload=failed kept=serving reason=\"")
     assert "model=fragile version=1 state=unavailable" not in explicit.server.log()
+    # Nor that it was unloaded: the copy the failed load built is discarded without an INFO
+    # line (it logged "version=1 state=unloaded" right after "kept=serving").
+    time.sleep(0.5)
+    assert "model=fragile version=1 state=unloaded" not in explicit.server.log()
     # Fixed: the reload succeeds and the reason is gone.
     write_config(mdir, sim_config(max_batch_size=3))
     assert explicit.post("/v2/repository/models/fragile/load").status_code == 200
