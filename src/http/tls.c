@@ -70,18 +70,39 @@ static int check_readable(const char *path, const char *what, const char *flag, 
     return 0;
 }
 
-/* Whether the PEM file at `path` holds an encrypted key (PKCS#8 "ENCRYPTED PRIVATE KEY" or a
- * traditional key with "Proc-Type: 4,ENCRYPTED"), to say so when loading it failed. */
-static bool key_encrypted(const char *path)
+/* What a PEM file OpenSSL refused holds, read again to say why (judged from its first 4 KiB);
+ * PEM_OTHER when that says nothing more, or it is no regular file (OpenSSL has read a FIFO's
+ * bytes). An encrypted key is PKCS#8 "ENCRYPTED PRIVATE KEY" or a traditional key with
+ * "Proc-Type: 4,ENCRYPTED". */
+enum { PEM_OTHER, PEM_EMPTY, PEM_NONE, PEM_KEY, PEM_CERT, PEM_ENCRYPTED };
+static const char *const pem_said[] = {"",
+                                       "is empty",
+                                       "holds no PEM block",
+                                       "holds a private key",
+                                       "holds a certificate",
+                                       "holds an encrypted key"};
+static int pem_holds(const char *path)
 {
     char buf[4096];
+    struct stat st;
     FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f) {
-        fclose(f);
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (f) {
+            fclose(f);
+        }
+        return PEM_OTHER;
     }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
     buf[n] = '\0';
-    return strstr(buf, "ENCRYPTED") != NULL;
+    bool key = strstr(buf, "PRIVATE KEY-----") != NULL;
+    bool cert = strstr(buf, "-----BEGIN CERTIFICATE") != NULL;
+    return st.st_size == 0               ? PEM_EMPTY
+           : strstr(buf, "ENCRYPTED")    ? PEM_ENCRYPTED
+           : !strstr(buf, "-----BEGIN ") ? PEM_NONE
+           : key && !cert                ? PEM_KEY
+           : cert && !key                ? PEM_CERT
+                                         : PEM_OTHER;
 }
 
 /* Warn when the certificate is outside its validity period: clients that check it (every
@@ -140,24 +161,38 @@ SSL_CTX *bd_http_tls_new(const char *cert_file, const char *key_file, const char
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
-        bd_err_set(err, BD_EINVAL,
-                   "the TLS certificate '%s' (%s) is not a PEM certificate OpenSSL can use (%s)",
-                   cert_file, cert_name, ssl_reason());
+        int holds = pem_holds(cert_file);
+        const char *why = ssl_reason();
+        if (holds != PEM_OTHER && holds != PEM_CERT) {
+            bd_err_set(err, BD_EINVAL,
+                       "the TLS certificate '%s' (%s) %s; expected a PEM certificate", cert_file,
+                       cert_name, pem_said[holds]);
+        } else {
+            bd_err_set(
+                err, BD_EINVAL,
+                "the TLS certificate '%s' (%s) is not a PEM certificate OpenSSL can use (%s)",
+                cert_file, cert_name, why);
+        }
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
         unsigned long e = ERR_peek_last_error();
+        int holds = pem_holds(key_file);
         if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
             ERR_clear_error();
             bd_err_set(err, BD_EINVAL,
                        "the TLS key '%s' (%s) does not belong to the certificate '%s' (%s)",
                        key_file, key_name, cert_file, cert_name);
-        } else if (key_encrypted(key_file)) {
+        } else if (holds == PEM_ENCRYPTED) {
             ERR_clear_error();
             bd_err_set(err, BD_EINVAL,
                        "the TLS key '%s' (%s) is encrypted, and batchd needs it unencrypted "
                        "(openssl pkey -in KEY -out PLAIN_KEY)",
                        key_file, key_name);
+        } else if (holds != PEM_OTHER && holds != PEM_KEY) {
+            ERR_clear_error();
+            bd_err_set(err, BD_EINVAL, "the TLS key '%s' (%s) %s; expected a PEM private key",
+                       key_file, key_name, pem_said[holds]);
         } else {
             bd_err_set(err, BD_EINVAL,
                        "the TLS key '%s' (%s) is not a PEM private key OpenSSL can use (%s)",

@@ -983,6 +983,11 @@ def small_repo(start_server):
 def test_bad_files_fail_the_start_with_one_clear_sentence(small_repo, certs, tmp_path):
     c = certs
     missing = str(tmp_path / "missing.pem")
+    empty = str(tmp_path / "empty.pem")
+    open(empty, "w").close()
+    bad_block = str(tmp_path / "bad_block.pem")
+    with open(bad_block, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
     cases = [
         (["--tls-cert", missing, "--tls-key", c["key"]],
          "cannot read the TLS certificate file '%s' (--tls-cert): No such file or directory"
@@ -992,14 +997,25 @@ def test_bad_files_fail_the_start_with_one_clear_sentence(small_repo, certs, tmp
         (["--tls-cert", c["cert"], "--tls-key", c["other_key"]],
          "the TLS key '%s' (--tls-key) does not belong to the certificate '%s' (--tls-cert)"
          % (c["other_key"], c["cert"])),
+        # What the file holds when that says why (OpenSSL said "no start line" or
+        # "unsupported").
         (["--tls-cert", c["garbage"], "--tls-key", c["key"]],
-         "the TLS certificate '%s' (--tls-cert) is not a PEM certificate OpenSSL can use"
+         "the TLS certificate '%s' (--tls-cert) holds no PEM block; expected a PEM certificate"
          % c["garbage"]),
         (["--tls-cert", c["key"], "--tls-key", c["key"]],
-         "the TLS certificate '%s' (--tls-cert) is not a PEM certificate OpenSSL can use"
+         "the TLS certificate '%s' (--tls-cert) holds a private key; expected a PEM certificate"
          % c["key"]),
         (["--tls-cert", c["cert"], "--tls-key", c["cert"]],
-         "the TLS key '%s' (--tls-key) is not a PEM private key OpenSSL can use" % c["cert"]),
+         "the TLS key '%s' (--tls-key) holds a certificate; expected a PEM private key"
+         % c["cert"]),
+        (["--tls-cert", empty, "--tls-key", c["key"]],
+         "the TLS certificate '%s' (--tls-cert) is empty; expected a PEM certificate" % empty),
+        (["--tls-cert", c["cert"], "--tls-key", empty],
+         "the TLS key '%s' (--tls-key) is empty; expected a PEM private key" % empty),
+        # A PEM block OpenSSL cannot use keeps its reason.
+        (["--tls-cert", bad_block, "--tls-key", c["key"]],
+         "the TLS certificate '%s' (--tls-cert) is not a PEM certificate OpenSSL can use ("
+         % bad_block),
         (["--tls-cert", c["cert"], "--tls-key", c["encrypted_key"]],
          "the TLS key '%s' (--tls-key) is encrypted, and batchd needs it unencrypted"
          % c["encrypted_key"]),
