@@ -139,6 +139,7 @@ struct bd_repo {
     /* --- loader thread (the opening thread before it starts) ---------------------------- */
     known_t *known;
     size_t n_known, cap_known;
+    bd_buf_t bad_links; /* poll mode: the last scan's links to no folder, each name NUL-ended */
 };
 
 /* ---- files ------------------------------------------------------------------------------ */
@@ -1052,21 +1053,34 @@ static bool folder_name_ok(const char *s, size_t len)
            name_text_ok(s, len);
 }
 
-/* Whether dir/name is a folder (or a link to one). `warn`: log a symbolic link that leads to
- * no folder (dangling, looping, or to a file), which would otherwise be skipped unseen. */
-static bool model_folder(const char *dir, const char *name, bool warn)
+/* Whether dir/name is a folder (or a link to one). A symbolic link that leads to no folder
+ * (dangling, looping, or to a file), which would otherwise be skipped unseen, sets *bad_link
+ * and is logged when `warn`. */
+static bool model_folder(const char *dir, const char *name, bool warn, bool *bad_link)
 {
     char *p = path_join(dir, name);
     struct stat st;
     int rc = p ? stat(p, &st) : -1;
     int why = errno;
     bool ok = rc == 0 && S_ISDIR(st.st_mode);
-    if (!ok && warn && p && lstat(p, &st) == 0 && S_ISLNK(st.st_mode)) {
+    *bad_link = !ok && p && lstat(p, &st) == 0 && S_ISLNK(st.st_mode);
+    if (*bad_link && warn) {
         BD_WARN("repo", "model=%s skipped: a symbolic link to no folder (%s)", name,
                 rc == 0 ? "not a folder" : strerror(why));
     }
     free(p);
     return ok;
+}
+
+/* Whether `name` is one of the NUL-ended names in `list`. */
+static bool name_listed(const bd_buf_t *list, const char *name)
+{
+    for (size_t off = 0; off < list->len; off += strlen(list->data + off) + 1) {
+        if (strcmp(list->data + off, name) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Poll mode: load what is new or changed, report what is gone. Loader thread. */
@@ -1080,9 +1094,15 @@ static void scan(bd_repo_t *r)
     char **seen = NULL;
     size_t n_seen = 0, cap_seen = 0;
     struct dirent *de;
+    bd_buf_t bad_links; /* this scan's: a link warned about once, again if it goes and returns */
+    bd_buf_init(&bad_links);
     while ((de = readdir(d))) {
+        bool bad_link = false;
         if (!folder_name_ok(de->d_name, strlen(de->d_name)) ||
-            !model_folder(r->dir, de->d_name, false)) {
+            !model_folder(r->dir, de->d_name, !name_listed(&r->bad_links, de->d_name), &bad_link)) {
+            if (bad_link) {
+                bd_buf_append(&bad_links, de->d_name, strlen(de->d_name) + 1);
+            }
             continue;
         }
         if (n_seen == cap_seen) {
@@ -1099,6 +1119,8 @@ static void scan(bd_repo_t *r)
         }
     }
     closedir(d);
+    bd_buf_dispose(&r->bad_links);
+    r->bad_links = bad_links;
     for (size_t i = 0; i < n_seen; i++) {
         char *mdir = path_join(r->dir, seen[i]);
         uint64_t sig = mdir ? model_signature(mdir) : 0;
@@ -1246,7 +1268,11 @@ bd_repo_t *bd_repo_open(const char *dir, const bd_repo_opts_t *opts, bd_err_t *e
                     "characters",
                     bd_log_quoted(q, sizeof q, e->d_name));
         }
-        if (!folder_name_ok(e->d_name, len) || !model_folder(dir, e->d_name, true)) {
+        bool bad_link = false;
+        if (!folder_name_ok(e->d_name, len) || !model_folder(dir, e->d_name, true, &bad_link)) {
+            if (bad_link) { /* warned: the first poll need not say it again */
+                bd_buf_append(&r->bad_links, e->d_name, len + 1);
+            }
             continue;
         }
         if (n == cap) {
@@ -1402,6 +1428,7 @@ void bd_repo_free(bd_repo_t *r)
         free(r->known[i].name);
     }
     free(r->known);
+    bd_buf_dispose(&r->bad_links);
     if (r->own_mailbox) {
         bd_mailbox_free(r->mailbox);
     }

@@ -645,6 +645,30 @@ def test_a_symbolic_link_to_no_folder_is_skipped_with_a_warning(start_server_fn)
         assert "model=%s skipped: a symbolic link to no folder (%s)" % (name, why) in log, log
 
 
+def test_in_poll_mode_a_link_to_no_folder_that_appears_is_warned_about_once(start_server_fn):
+    """A link to no folder added while the server polls is logged once (it was skipped without
+    a word), again only after it went and came back; one there at start is not repeated."""
+    repo = start_server_fn.repo()
+    repo.add_sim("real", [("INPUT0", "FP32", [2])])
+    os.symlink(os.path.join(repo.path, "nowhere"), os.path.join(repo.path, "early"))
+    client = start_server_fn(repo, ["--model-control", "poll", "--repository-poll-secs", "1"])
+    warn = "model=%s skipped: a symbolic link to no folder (No such file or directory)"
+    late = os.path.join(repo.path, "late")
+    os.symlink(os.path.join(repo.path, "nowhere"), late)
+    assert client.server.wait_log(re.escape(warn % "late"), timeout=10)
+    time.sleep(2.5)  # two more scans or so
+    log = client.server.log()
+    assert log.count(warn % "late") == 1 and log.count(warn % "early") == 1, log
+    os.remove(late)
+    time.sleep(2.5)
+    os.symlink(os.path.join(repo.path, "nowhere"), late)
+    deadline = time.time() + 10
+    while client.server.log().count(warn % "late") < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert client.server.log().count(warn % "late") == 2, client.server.log()
+    assert [m["name"] for m in index(client)] == ["real"]
+
+
 def test_a_folder_name_that_is_not_text_is_skipped_with_a_warning(start_server_fn):
     """Names show as they are in replies, metric labels and logs: two folders that differ only
     in invalid UTF-8 bytes would be one name there (duplicate series), and a control character
