@@ -186,7 +186,8 @@ static int cmp_i64(const void *a, const void *b)
 /* The version folders of `model_dir`, ascending: names of 1..18 digits without a leading
  * zero (Triton ignores "01" too; its files would be looked for under "1"). 0 when there are
  * none, or when the folder cannot be read or a version folder in it not looked at
- * (*read_errno says why; may be NULL). */
+ * (*read_errno says why; may be NULL). *not_dir (may be NULL): a version's name that is on a
+ * file, when one is. */
 static size_t list_versions(const char *model_dir, int64_t *out, size_t cap, int *read_errno,
                             int64_t *not_dir)
 {
