@@ -1354,8 +1354,9 @@ static void client_left(job_t *j)
 }
 
 /* Under TLS a leaving client's last bytes are usually records (a close_notify alert) that a
- * peek cannot tell from a pipelined request, and that stay unread: ask the kernel whether the
- * peer shut its side (the FIN or a reset behind those bytes) instead. */
+ * peek cannot tell from a pipelined request, and that stay unread, and over plain HTTP a
+ * client may leave with pipelined requests unread: ask the kernel whether the peer shut its
+ * side (the FIN or a reset behind those bytes) instead. */
 static bool peer_shut(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
@@ -1383,10 +1384,11 @@ static void on_watch_tick(h2o_timeout_entry_t *entry)
         }
         char c;
         ssize_t n = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n > 0) {
-            continue; /* pipelined bytes: a hang-up behind them cannot be seen; stop */
+        if (n > 0 && peer_shut(j->fd)) {
+            client_left(j); /* pipelined bytes, then the end of its data: POLLRDHUP sees both */
+            continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
             j->next_check_us = now + WATCH_INTERVAL_US;
             watch_add(h, j);
             continue;

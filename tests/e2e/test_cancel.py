@@ -120,6 +120,29 @@ def test_only_the_clients_that_left_are_cancelled(slow):
     assert counter(slow, "batchd_inference_items_total") == 6
 
 
+def test_a_client_that_pipelined_and_left_has_its_queued_request_cancelled(slow):
+    """A request pipelined behind a queued one, unread, hid the client's leaving from the
+    hang-up check (it peeked a byte, not the end of the data), so the request ran for
+    nobody."""
+    t, status = start_blocker(slow)
+    s = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
+    s.sendall(raw_request(1))
+    wait_for(lambda: counter(slow, "batchd_queue_depth") == 1, 5, "the first request queued")
+    # The next request comes after the server stopped reading: it stays in the socket, ahead
+    # of the end of the client's data.
+    s.sendall(raw_request(2))
+    time.sleep(0.1)
+    s.close()
+    wait_for(lambda: counter(slow, "batchd_inference_requests_total", outcome="cancelled")
+             == 1, 5, "its cancellation")
+    assert counter(slow, "batchd_inference_executions_total") == 0
+    t.join(HTTP_TIMEOUT_S)
+    assert status == [200]
+    time.sleep(0.3)
+    assert counter(slow, "batchd_inference_items_total") == 1  # the blocker alone ran
+    slow.assert_healthy()
+
+
 def test_running_request_of_a_gone_client_is_dropped(slow):
     s = socket.create_connection(("127.0.0.1", slow.port), timeout=HTTP_TIMEOUT_S)
     s.sendall(raw_request(1))
